@@ -1,0 +1,1072 @@
+//! Validation with field paths, run by the agent before it acts and by `aviary validate`.
+//!
+//! The rules are those Flagger's CRD schema and its `verifyCanary` enforce, plus checks for
+//! settings that Flagger accepts but that can never work (a stepWeight of 0, a metric with
+//! neither template, query nor built-in name). Each [`Diagnostic`] names the field path and what
+//! is expected; [`Report`] adds the resource so a line reads
+//! `test/podinfo: spec.analysis.stepWeight: must be between 1 and 100, got 150`.
+//! Unknown fields are warnings: Flagger's API server would drop them silently.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use regex::Regex;
+
+use crate::alert_provider::{ALERT_PROVIDER_TYPES, AlertProvider};
+use crate::canary::{
+    ALERT_SEVERITIES, BUILTIN_DURATION, BUILTIN_SUCCESS_RATE, Canary, CanaryAnalysis, FLAGGER_PROVIDERS,
+    LOCAL_PROVIDER, WEBHOOK_TYPES,
+};
+use crate::document::{DocumentError, ObjectId, Parsed, Resource};
+use crate::duration::parse_go_duration;
+use crate::fleet::{CountOrPercent, FleetRollout};
+use crate::local::{LOCAL_API_VERSION, LocalService};
+use crate::metric_template::{METRIC_PROVIDER_TYPES, MetricTemplate};
+use crate::service::{HttpMatchRequest, StringMatch};
+
+/// Error or warning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Severity {
+    Warning,
+    Error,
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+        })
+    }
+}
+
+/// One finding: a field path and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub severity: Severity,
+    pub path: String,
+    pub message: String,
+}
+
+impl Diagnostic {
+    fn error(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            severity: Severity::Error,
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+    fn warning(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            severity: Severity::Warning,
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The findings for one resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub id: ObjectId,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Report {
+    /// True when any finding is an error.
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics.iter().any(|d| d.severity == Severity::Error)
+    }
+
+    /// The errors only.
+    pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.diagnostics.iter().filter(|d| d.severity == Severity::Error)
+    }
+
+    /// `namespace/name: path: message` for one finding.
+    pub fn line(&self, d: &Diagnostic) -> String {
+        if d.path.is_empty() {
+            format!("{}: {}", self.id.key(), d.message)
+        } else {
+            format!("{}: {}: {}", self.id.key(), d.path, d.message)
+        }
+    }
+
+    /// Every error as one line each, joined with `; ` (for status conditions and events).
+    pub fn error_summary(&self) -> String {
+        self.errors().map(|d| self.line(d)).collect::<Vec<_>>().join("; ")
+    }
+}
+
+/// Validates a parsed document: unknown fields become warnings, then the kind's rules run.
+pub fn validate(parsed: &Parsed) -> Report {
+    let mut diagnostics: Vec<Diagnostic> = parsed
+        .unknown_fields
+        .iter()
+        .map(|p| Diagnostic::warning(p.clone(), "unknown field; Flagger's API server would drop it"))
+        .collect();
+    diagnostics.extend(match &parsed.resource {
+        Resource::Canary(c) => validate_canary(c),
+        Resource::MetricTemplate(t) => validate_metric_template(t),
+        Resource::AlertProvider(a) => validate_alert_provider(a),
+        Resource::LocalService(l) => validate_local_service(l),
+        Resource::FleetRollout(r) => validate_fleet_rollout(r),
+        Resource::Other(_) => Vec::new(),
+    });
+    diagnostics.sort_by(|a, b| b.severity.cmp(&a.severity).then_with(|| a.path.cmp(&b.path)));
+    Report {
+        id: parsed.id.clone(),
+        diagnostics,
+    }
+}
+
+/// A document that could not be read as a resource becomes a one-error report.
+pub fn document_error_report(e: &DocumentError) -> Report {
+    Report {
+        id: (*e.id).clone(),
+        diagnostics: vec![Diagnostic::error(e.path.clone(), e.message.clone())],
+    }
+}
+
+/// Collects findings with a path prefix.
+struct Findings(Vec<Diagnostic>);
+
+impl Findings {
+    fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Diagnostic::error(path, message));
+    }
+    fn warning(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Diagnostic::warning(path, message));
+    }
+    fn required_str(&mut self, value: &Option<String>, path: &str, what: &str) -> bool {
+        match value.as_deref() {
+            Some(s) if !s.trim().is_empty() => true,
+            Some(_) => {
+                self.error(path, format!("must not be empty: {what}"));
+                false
+            }
+            None => {
+                self.error(path, format!("required field is missing: {what}"));
+                false
+            }
+        }
+    }
+    fn range(&mut self, value: Option<i32>, path: &str, min: i32, max: i32) {
+        if let Some(v) = value
+            && !(min..=max).contains(&v)
+        {
+            self.error(path, format!("must be between {min} and {max}, got {v}"));
+        }
+    }
+    fn one_of(&mut self, value: Option<&str>, path: &str, allowed: &[&str]) -> bool {
+        match value {
+            Some(v) if !allowed.contains(&v) => {
+                let shown: Vec<String> = allowed.iter().map(|a| format!("{a:?}")).collect();
+                self.error(
+                    path,
+                    format!("{v:?} is not allowed; expected one of {}", shown.join(", ")),
+                );
+                false
+            }
+            _ => true,
+        }
+    }
+}
+
+fn duration_pattern() -> &'static Regex {
+    static RE: std::sync::OnceLock<Regex> = std::sync::OnceLock::new();
+    RE.get_or_init(|| Regex::new(crate::canary::DURATION_PATTERN).expect("static pattern"))
+}
+
+/// The CRD's duration rule (`^[0-9]+(m|s)`), then whether Go would parse it.
+fn check_flagger_duration(f: &mut Findings, value: Option<&str>, path: &str, fallback: &str) {
+    let Some(v) = value else { return };
+    if !duration_pattern().is_match(v) {
+        f.error(
+            path,
+            format!(
+                "{v:?} does not match ^[0-9]+(m|s); use a number of minutes or seconds such as 1m or 30s"
+            ),
+        );
+    } else if parse_go_duration(v).is_err() {
+        f.warning(
+            path,
+            format!("{v:?} is not a valid duration; Flagger would silently use {fallback}"),
+        );
+    }
+}
+
+fn check_url(f: &mut Findings, value: &Option<String>, path: &str, what: &str) {
+    let Some(v) = value.as_deref() else { return };
+    match url::Url::parse(v) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {}
+        Ok(u) => f.error(
+            path,
+            format!(
+                "{v:?} must be an http or https URL with a host, got scheme {:?}",
+                u.scheme()
+            ),
+        ),
+        Err(e) => f.error(
+            path,
+            format!("{v:?} is not a URL ({e}); expected the {what} such as http://host:port/"),
+        ),
+    }
+}
+
+/// RFC 6265 cookie-name characters (an HTTP token).
+fn is_cookie_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+// === Canary ===
+
+/// Validates a Canary.
+pub fn validate_canary(c: &Canary) -> Vec<Diagnostic> {
+    let mut f = Findings(Vec::new());
+    f.required_str(&c.metadata.name, "metadata.name", "the canary's name");
+
+    let provider = c.spec.provider.as_deref();
+    if let Some(p) = provider
+        && p != LOCAL_PROVIDER
+        && !FLAGGER_PROVIDERS.contains(&p)
+    {
+        let hint = if p.starts_with("gatewayapi") {
+            " (did you mean gatewayapi:v1?)"
+        } else {
+            ""
+        };
+        f.error(
+            "spec.provider",
+            format!(
+                "{p:?} is not a provider{hint}; expected one of {}, or {LOCAL_PROVIDER}",
+                FLAGGER_PROVIDERS.join(", ")
+            ),
+        );
+    }
+
+    check_target(&mut f, c);
+    check_autoscaler(&mut f, c);
+    if let Some(s) = c.spec.progress_deadline_seconds
+        && s < 0
+    {
+        f.error(
+            "spec.progressDeadlineSeconds",
+            format!("must not be negative, got {s}"),
+        );
+    }
+    check_service(&mut f, c);
+    match &c.spec.analysis {
+        None => f.error(
+            "spec.analysis",
+            "required field is missing: the canary analysis (interval, threshold and steps)",
+        ),
+        Some(a) => check_analysis(&mut f, c, a),
+    }
+    f.0
+}
+
+fn check_target(f: &mut Findings, c: &Canary) {
+    let Some(t) = &c.spec.target_ref else {
+        f.error(
+            "spec.targetRef",
+            "required field is missing: the workload under analysis {apiVersion, kind, name}",
+        );
+        return;
+    };
+    f.required_str(&t.api_version, "spec.targetRef.apiVersion", "e.g. apps/v1");
+    f.required_str(&t.name, "spec.targetRef.name", "the name of the target");
+    if !f.required_str(&t.kind, "spec.targetRef.kind", "Deployment, DaemonSet or Service") {
+        return;
+    }
+    let kind = t.kind.as_deref().unwrap_or("");
+    let api = t.api_version.as_deref().unwrap_or("");
+    let provider = c.provider();
+    let local_target = kind == "LocalService";
+    if local_target {
+        if api != LOCAL_API_VERSION {
+            f.error(
+                "spec.targetRef.apiVersion",
+                format!("a LocalService target has apiVersion {LOCAL_API_VERSION}, got {api:?}"),
+            );
+        }
+        if provider != LOCAL_PROVIDER {
+            f.error(
+                "spec.provider",
+                format!("a LocalService target needs provider: {LOCAL_PROVIDER}, got {provider:?}"),
+            );
+        }
+        return;
+    }
+    if !["Deployment", "DaemonSet", "Service"].contains(&kind) {
+        f.error(
+            "spec.targetRef.kind",
+            format!("{kind:?} is not allowed; expected one of \"DaemonSet\", \"Deployment\", \"Service\" (or LocalService with provider: local)"),
+        );
+    }
+    if provider == LOCAL_PROVIDER {
+        f.error(
+            "spec.targetRef",
+            format!("provider {LOCAL_PROVIDER} needs a target of kind LocalService ({LOCAL_API_VERSION}), got {api}/{kind}"),
+        );
+    }
+    // Knative rule: provider knative ⇔ a serving.knative.dev/v1 Service target (Flagger's texts).
+    let knative_target = c.is_knative_target();
+    if knative_target && provider != "knative" {
+        let shown = if provider.is_empty() {
+            "the default (istio)"
+        } else {
+            provider
+        };
+        f.error(
+            "spec.provider",
+            format!("can't use {shown} provider with Knative Service as target; set provider: knative"),
+        );
+    }
+    if provider == "knative" && !knative_target {
+        f.error(
+            "spec.targetRef",
+            format!("can't use {api}/{kind} as target if provider is set to knative; target a serving.knative.dev/v1 Service"),
+        );
+    }
+}
+
+fn check_autoscaler(f: &mut Findings, c: &Canary) {
+    let Some(a) = &c.spec.autoscaler_ref else { return };
+    if c.is_knative_target() {
+        f.error(
+            "spec.autoscalerRef",
+            "can't use autoscaler with Knative Service; remove autoscalerRef (Knative scales its revisions)",
+        );
+    }
+    f.required_str(
+        &a.api_version,
+        "spec.autoscalerRef.apiVersion",
+        "e.g. autoscaling/v2",
+    );
+    f.required_str(&a.name, "spec.autoscalerRef.name", "the autoscaler's name");
+    if f.required_str(
+        &a.kind,
+        "spec.autoscalerRef.kind",
+        "HorizontalPodAutoscaler or ScaledObject",
+    ) {
+        f.one_of(
+            a.kind.as_deref(),
+            "spec.autoscalerRef.kind",
+            &["HorizontalPodAutoscaler", "ScaledObject"],
+        );
+    }
+    if let Some(r) = &a.primary_scaler_replicas {
+        for (v, p) in [(r.min_replicas, "minReplicas"), (r.max_replicas, "maxReplicas")] {
+            if let Some(v) = v
+                && v < 1
+            {
+                f.error(
+                    format!("spec.autoscalerRef.primaryScalerReplicas.{p}"),
+                    format!("must be at least 1, got {v}"),
+                );
+            }
+        }
+        if let (Some(min), Some(max)) = (r.min_replicas, r.max_replicas)
+            && min > max
+        {
+            f.error(
+                "spec.autoscalerRef.primaryScalerReplicas",
+                format!("minReplicas ({min}) is greater than maxReplicas ({max})"),
+            );
+        }
+    }
+}
+
+fn check_service(f: &mut Findings, c: &Canary) {
+    let kind = c.target_kind();
+    let provider = c.provider();
+    let Some(s) = &c.spec.service else {
+        if matches!(kind, "Deployment" | "DaemonSet") && !c.is_knative_target() {
+            f.error(
+                "spec.service",
+                format!("required for a {kind} target: set service.port, the port of the generated Services"),
+            );
+        }
+        return;
+    };
+    match s.port {
+        None => f.error(
+            "spec.service.port",
+            "required field is missing: the container port the Services expose",
+        ),
+        Some(p) => f.range(Some(p), "spec.service.port", 1, 65535),
+    }
+    f.one_of(
+        s.traffic_distribution.as_deref(),
+        "spec.service.trafficDistribution",
+        &["PreferClose", "PreferSameZone", "PreferSameNode"],
+    );
+    if provider.starts_with("gatewayapi:") && s.gateway_refs.as_ref().is_none_or(|g| g.is_empty()) {
+        f.error(
+            "spec.service.gatewayRefs",
+            "GatewayRefs must be specified when using Gateway API as a provider.",
+        );
+    }
+    for (i, g) in s.gateway_refs.iter().flatten().enumerate() {
+        f.required_str(
+            &g.name,
+            &format!("spec.service.gatewayRefs[{i}].name"),
+            "the Gateway's name",
+        );
+    }
+    if s.gateway_refs.as_ref().is_some_and(|g| g.len() > 32) {
+        f.error(
+            "spec.service.gatewayRefs",
+            "at most 32 gateway references are allowed",
+        );
+    }
+    if s.delegation == Some(true)
+        && (s.hosts.as_ref().is_some_and(|h| !h.is_empty())
+            || s.gateways.as_ref().is_some_and(|g| !g.is_empty()))
+    {
+        f.error(
+            "spec.service.delegation",
+            "a delegate VirtualService cannot set hosts or gateways; remove them or delegation",
+        );
+    }
+    for (i, m) in s.match_.iter().flatten().enumerate() {
+        check_http_match(f, m, &format!("spec.service.match[{i}]"), false);
+    }
+    for (i, m) in s.mirror.iter().flatten().enumerate() {
+        let p = format!("spec.service.mirror[{i}].backendRef");
+        match &m.backend_ref {
+            None => f.error(p, "required field is missing: the mirror's backend"),
+            Some(b) => {
+                f.required_str(&b.name, &format!("{p}.name"), "the backend's name");
+                let core_service = b.group.as_deref().unwrap_or("").is_empty()
+                    && b.kind.as_deref().unwrap_or("Service") == "Service";
+                if core_service && b.port.is_none() {
+                    f.error(format!("{p}.port"), "Must have port for Service reference");
+                }
+                f.range(b.port, &format!("{p}.port"), 1, 65535);
+            }
+        }
+    }
+    if let Some(origins) = s.cors_policy.as_ref().and_then(|c| c.allow_origins.as_ref()) {
+        for (i, m) in origins.iter().enumerate() {
+            check_string_match(f, m, &format!("spec.service.corsPolicy.allowOrigins[{i}]"), true);
+        }
+    }
+}
+
+fn check_string_match(f: &mut Findings, m: &StringMatch, path: &str, exactly_one: bool) {
+    let set: Vec<&str> = [
+        ("exact", &m.exact),
+        ("prefix", &m.prefix),
+        ("suffix", &m.suffix),
+        ("regex", &m.regex),
+    ]
+    .into_iter()
+    .filter(|(_, v)| v.is_some())
+    .map(|(k, _)| k)
+    .collect();
+    if set.len() > 1 {
+        f.error(
+            path,
+            format!(
+                "set exactly one of exact, prefix, suffix or regex; found {}",
+                set.join(" and ")
+            ),
+        );
+    } else if set.is_empty() && exactly_one {
+        f.error(path, "set one of exact, prefix, suffix or regex");
+    }
+    if let Some(r) = &m.regex
+        && let Err(e) = Regex::new(r)
+    {
+        f.error(
+            format!("{path}.regex"),
+            format!("not a valid RE2-style regular expression: {e}"),
+        );
+    }
+}
+
+fn check_http_match(f: &mut Findings, m: &HttpMatchRequest, path: &str, ab: bool) {
+    for (name, sm) in [
+        ("uri", &m.uri),
+        ("scheme", &m.scheme),
+        ("method", &m.method),
+        ("authority", &m.authority),
+    ] {
+        if let Some(sm) = sm {
+            check_string_match(f, sm, &format!("{path}.{name}"), false);
+        }
+    }
+    for (name, map) in [
+        ("headers", &m.headers),
+        ("queryParams", &m.query_params),
+        ("withoutHeaders", &m.without_headers),
+    ] {
+        for (k, sm) in map.iter().flatten() {
+            // analysis.match headers: the CRD requires exactly one kind of match per header
+            check_string_match(f, sm, &format!("{path}.{name}.{k}"), ab && name == "headers");
+        }
+    }
+}
+
+fn check_analysis(f: &mut Findings, c: &Canary, a: &CanaryAnalysis) {
+    let p = "spec.analysis";
+    // oneOf: interval + threshold + exactly one of iterations / stepWeight / stepWeights
+    if a.interval.is_none() {
+        f.error(
+            format!("{p}.interval"),
+            "required field is missing: how often the analysis runs, e.g. 1m or 30s",
+        );
+    }
+    if a.threshold.is_none() {
+        f.error(
+            format!("{p}.threshold"),
+            "required field is missing: failed checks before rollback, e.g. 5",
+        );
+    }
+    let modes: Vec<&str> = [
+        ("iterations", a.iterations.is_some()),
+        ("stepWeight", a.step_weight.is_some()),
+        ("stepWeights", a.step_weights.is_some()),
+    ]
+    .into_iter()
+    .filter(|(_, set)| *set)
+    .map(|(n, _)| n)
+    .collect();
+    match modes.len() {
+        1 => {}
+        0 => f.error(p, "set exactly one of iterations (blue/green, A/B), stepWeight or stepWeights (canary); found none"),
+        _ => f.error(
+            p,
+            format!("set exactly one of iterations (blue/green, A/B), stepWeight or stepWeights (canary); found {}", modes.join(" and ")),
+        ),
+    }
+
+    check_flagger_duration(f, a.interval.as_deref(), &format!("{p}.interval"), "60s");
+    if let Some(d) = a.interval.as_deref().and_then(|i| parse_go_duration(i).ok())
+        && d < crate::defaults::MIN_INTERVAL
+    {
+        f.warning(
+            format!("{p}.interval"),
+            format!(
+                "{} is below the 10s minimum; 10s will be used",
+                a.interval.as_deref().unwrap_or("")
+            ),
+        );
+    }
+    if let Some(t) = a.threshold
+        && t <= 0
+    {
+        f.warning(format!("{p}.threshold"), format!("{t} is treated as 1"));
+    }
+    if let Some(i) = a.iterations
+        && i < 1
+    {
+        f.error(format!("{p}.iterations"), format!("must be at least 1, got {i}"));
+    }
+    f.range(a.step_weight, &format!("{p}.stepWeight"), 1, 100);
+    f.range(a.max_weight, &format!("{p}.maxWeight"), 0, 100);
+    f.range(
+        a.step_weight_promotion,
+        &format!("{p}.stepWeightPromotion"),
+        0,
+        100,
+    );
+    f.range(a.mirror_weight, &format!("{p}.mirrorWeight"), 0, 100);
+    f.range(
+        a.primary_ready_threshold,
+        &format!("{p}.primaryReadyThreshold"),
+        0,
+        100,
+    );
+    f.range(
+        a.canary_ready_threshold,
+        &format!("{p}.canaryReadyThreshold"),
+        0,
+        100,
+    );
+    if let Some(steps) = &a.step_weights {
+        if steps.is_empty() {
+            f.error(format!("{p}.stepWeights"), "must list at least one weight");
+        }
+        let mut prev: Option<i32> = None;
+        for (i, w) in steps.iter().enumerate() {
+            let wp = format!("{p}.stepWeights[{i}]");
+            if !(1..=100).contains(w) {
+                f.error(&wp, format!("must be between 1 and 100, got {w}"));
+            } else if let Some(pv) = prev
+                && *w <= pv
+            {
+                f.error(
+                    &wp,
+                    format!("must be greater than the previous step ({pv}), got {w}"),
+                );
+            }
+            prev = Some(*w);
+        }
+        if a.max_weight.is_some() {
+            f.warning(
+                format!("{p}.maxWeight"),
+                "ignored when stepWeights is set; the last step is the maximum",
+            );
+        }
+    }
+    if let (Some(step), Some(max)) = (a.step_weight, a.max_weight)
+        && max > 0
+        && step > 0
+        && max % step != 0
+        && step <= 100
+    {
+        let over = (max / step + 1) * step;
+        f.warning(
+            format!("{p}.stepWeight"),
+            format!("maxWeight {max} is not a multiple of stepWeight {step}; the canary weight will overshoot to {}", over.min(100)),
+        );
+    }
+    let has_match = a.match_.as_ref().is_some_and(|m| !m.is_empty());
+    if has_match && a.iterations.is_none() {
+        f.warning(
+            format!("{p}.match"),
+            "only used for A/B testing, which needs iterations; it is ignored with step weights",
+        );
+    }
+    for (i, m) in a.match_.iter().flatten().enumerate() {
+        check_http_match(f, m, &format!("{p}.match[{i}]"), true);
+    }
+    if c.provider() == "kubernetes" {
+        if has_match {
+            f.warning(
+                format!("{p}.match"),
+                "A/B testing is not supported when using the kubernetes provider",
+            );
+        }
+        if a.iterations.is_none() {
+            f.warning(
+                p,
+                "Progressive traffic is not supported when using the kubernetes provider; iterations: 10 will be used",
+            );
+        }
+    }
+    if let Some(sa) = &a.session_affinity {
+        let sp = format!("{p}.sessionAffinity");
+        if f.required_str(
+            &sa.cookie_name,
+            &format!("{sp}.cookieName"),
+            "the session affinity cookie's name",
+        ) {
+            let name = sa.cookie_name.as_deref().unwrap_or("");
+            if !is_cookie_token(name) {
+                f.error(
+                    format!("{sp}.cookieName"),
+                    format!("{name:?} is not a valid cookie name (letters, digits and !#$%&'*+-.^_`|~)"),
+                );
+            }
+            if let Some(primary) = sa.primary_cookie_name.as_deref() {
+                if primary == name {
+                    f.error(
+                        format!("{sp}.primaryCookieName"),
+                        format!("must differ from cookieName (both are {name:?})"),
+                    );
+                } else if !is_cookie_token(primary) {
+                    f.error(
+                        format!("{sp}.primaryCookieName"),
+                        format!("{primary:?} is not a valid cookie name"),
+                    );
+                }
+            }
+        }
+        f.one_of(
+            sa.same_site.as_deref(),
+            &format!("{sp}.sameSite"),
+            &["Strict", "Lax", "None"],
+        );
+        if let Some(m) = sa.max_age
+            && m < 0
+        {
+            f.error(format!("{sp}.maxAge"), format!("must not be negative, got {m}"));
+        }
+    }
+    check_metrics(f, a);
+    check_webhooks(f, a);
+    for (i, al) in a.alerts.iter().flatten().enumerate() {
+        let ap = format!("{p}.alerts[{i}]");
+        f.required_str(&al.name, &format!("{ap}.name"), "the alert's name");
+        f.one_of(
+            al.severity.as_deref(),
+            &format!("{ap}.severity"),
+            ALERT_SEVERITIES,
+        );
+        match &al.provider_ref {
+            None => f.error(
+                format!("{ap}.providerRef"),
+                "required field is missing: {name, namespace} of an AlertProvider",
+            ),
+            Some(r) => {
+                f.required_str(
+                    &r.name,
+                    &format!("{ap}.providerRef.name"),
+                    "the AlertProvider's name",
+                );
+            }
+        }
+    }
+}
+
+fn check_metrics(f: &mut Findings, a: &CanaryAnalysis) {
+    for (i, m) in a.metrics.iter().flatten().enumerate() {
+        let mp = format!("spec.analysis.metrics[{i}]");
+        if !f.required_str(&m.name, &format!("{mp}.name"), "the metric's name") {
+            continue;
+        }
+        let name = m.name.as_deref().unwrap_or("");
+        check_flagger_duration(f, m.interval.as_deref(), &format!("{mp}.interval"), "1m");
+        let builtin = name == BUILTIN_SUCCESS_RATE || name == BUILTIN_DURATION;
+        match &m.template_ref {
+            Some(t) => {
+                f.required_str(&t.name, &format!("{mp}.templateRef.name"), "the MetricTemplate's name");
+            }
+            None if builtin => {}
+            None if m.query.is_some() => {
+                f.warning(format!("{mp}.query"), "inline queries are deprecated; use a MetricTemplate");
+            }
+            None => f.error(
+                &mp,
+                format!("{name:?} is not a built-in metric ({BUILTIN_SUCCESS_RATE}, {BUILTIN_DURATION}); set templateRef to a MetricTemplate"),
+            ),
+        }
+        if let Some(r) = &m.threshold_range {
+            if let (Some(min), Some(max)) = (r.min, r.max)
+                && min > max
+            {
+                f.error(
+                    format!("{mp}.thresholdRange"),
+                    format!("min ({min}) is greater than max ({max})"),
+                );
+            }
+            if m.threshold.is_some() {
+                f.warning(
+                    format!("{mp}.threshold"),
+                    "deprecated and ignored when thresholdRange is set",
+                );
+            }
+        } else if m.threshold.is_none() {
+            f.warning(
+                &mp,
+                "no thresholdRange: the check always passes unless the query fails or finds no values",
+            );
+        }
+    }
+}
+
+fn check_webhooks(f: &mut Findings, a: &CanaryAnalysis) {
+    for (i, w) in a.webhooks.iter().flatten().enumerate() {
+        let wp = format!("spec.analysis.webhooks[{i}]");
+        f.required_str(&w.name, &format!("{wp}.name"), "the webhook's name");
+        if f.required_str(&w.url, &format!("{wp}.url"), "the webhook's URL") {
+            check_url(f, &w.url, &format!("{wp}.url"), "webhook endpoint");
+        }
+        f.one_of(w.type_.as_deref(), &format!("{wp}.type"), WEBHOOK_TYPES);
+        check_flagger_duration(f, w.timeout.as_deref(), &format!("{wp}.timeout"), "10s");
+        if let Some(r) = w.retries
+            && r < 0
+        {
+            f.error(format!("{wp}.retries"), format!("must not be negative, got {r}"));
+        }
+    }
+}
+
+// === MetricTemplate, AlertProvider ===
+
+/// Validates a MetricTemplate.
+pub fn validate_metric_template(t: &MetricTemplate) -> Vec<Diagnostic> {
+    let mut f = Findings(Vec::new());
+    f.required_str(&t.metadata.name, "metadata.name", "the template's name");
+    match &t.spec.provider {
+        None => f.error(
+            "spec.provider",
+            "required field is missing: {type, address, …} of the metrics provider",
+        ),
+        Some(p) => {
+            if f.required_str(&p.type_, "spec.provider.type", "prometheus, datadog, …") {
+                let ty = p.type_.as_deref().unwrap_or("");
+                if f.one_of(Some(ty), "spec.provider.type", METRIC_PROVIDER_TYPES) {
+                    if matches!(ty, "prometheus" | "graphite" | "dynatrace" | "influxdb")
+                        && p.address.is_none()
+                    {
+                        f.error(
+                            "spec.provider.address",
+                            format!("required for the {ty} provider: its API address"),
+                        );
+                    }
+                    if ty == "cloudwatch" && p.region.as_deref().is_none_or(str::is_empty) {
+                        f.error(
+                            "spec.provider.region",
+                            "required for the cloudwatch provider, e.g. us-east-1",
+                        );
+                    }
+                }
+            }
+            check_url(
+                &mut f,
+                &p.address,
+                "spec.provider.address",
+                "provider's API address",
+            );
+            if let Some(s) = &p.secret_ref {
+                f.required_str(&s.name, "spec.provider.secretRef.name", "the Secret's name");
+            }
+        }
+    }
+    if f.required_str(&t.spec.query, "spec.query", "the query template") {
+        let q = t.spec.query.as_deref().unwrap_or("");
+        if q.matches("{{").count() != q.matches("}}").count() {
+            f.error("spec.query", "unbalanced {{ }} in the query template");
+        }
+    }
+    f.0
+}
+
+/// Validates an AlertProvider.
+pub fn validate_alert_provider(a: &AlertProvider) -> Vec<Diagnostic> {
+    let mut f = Findings(Vec::new());
+    f.required_str(&a.metadata.name, "metadata.name", "the provider's name");
+    if f.required_str(
+        &a.spec.type_,
+        "spec.type",
+        "slack, msteams, discord, rocket, gchat or generic",
+    ) {
+        f.one_of(a.spec.type_.as_deref(), "spec.type", ALERT_PROVIDER_TYPES);
+    }
+    match (&a.spec.address, &a.spec.secret_ref) {
+        (None, None) => f.error(
+            "spec",
+            "set address (the hook URL) or secretRef (a Secret with an address key)",
+        ),
+        (Some(_), Some(_)) => f.error(
+            "spec",
+            "set address or secretRef, not both (Flagger's schema accepts exactly one)",
+        ),
+        (_, Some(s)) => {
+            f.required_str(&s.name, "spec.secretRef.name", "the Secret's name");
+        }
+        _ => {}
+    }
+    check_url(&mut f, &a.spec.address, "spec.address", "hook URL");
+    check_url(&mut f, &a.spec.proxy, "spec.proxy", "proxy URL");
+    f.0
+}
+
+// === aviary.dev ===
+
+/// Validates a LocalService.
+pub fn validate_local_service(l: &LocalService) -> Vec<Diagnostic> {
+    let mut f = Findings(Vec::new());
+    f.required_str(&l.metadata.name, "metadata.name", "the service's name");
+    match l.spec.port {
+        None => f.error(
+            "spec.port",
+            "required field is missing: the port the router listens on",
+        ),
+        Some(0) => f.error("spec.port", "must be between 1 and 65535, got 0"),
+        Some(_) => {}
+    }
+    f.required_str(&l.spec.version, "spec.version", "the version to run, e.g. 6.0.0");
+    if let Some(0) = l.spec.replicas {
+        f.error("spec.replicas", "must be at least 1, got 0");
+    }
+    match &l.spec.command {
+        None => f.error(
+            "spec.command",
+            "required field is missing: the command line, e.g. [aviary, sample-app, --port, \"{{port}}\"]",
+        ),
+        Some(c) if c.is_empty() || c[0].trim().is_empty() => f.error("spec.command", "must name a program"),
+        Some(c) => {
+            if !c.iter().any(|a| a.contains("{{port}}"))
+                && !l.spec.env.iter().flatten().any(|(_, v)| v.contains("{{port}}"))
+            {
+                f.warning(
+                    "spec.command",
+                    "no {{port}} in the command or env: every process must listen on its own port",
+                );
+            }
+        }
+    }
+    if let Some(p) = &l.spec.readiness_path
+        && !p.starts_with('/')
+    {
+        f.error("spec.readinessPath", format!("must start with '/', got {p:?}"));
+    }
+    f.0
+}
+
+/// Validates the static parts of a FleetRollout (the coordinator checks it against the fleet).
+pub fn validate_fleet_rollout(r: &FleetRollout) -> Vec<Diagnostic> {
+    let mut f = Findings(Vec::new());
+    f.required_str(&r.metadata.name, "metadata.name", "the rollout's name");
+    let s = &r.spec;
+    match &s.canary {
+        None => f.error(
+            "spec.canary",
+            "required field is missing: {namespace, name} of the Canary",
+        ),
+        Some(c) => {
+            f.required_str(&c.name, "spec.canary.name", "the Canary's name");
+            f.required_str(&c.namespace, "spec.canary.namespace", "the Canary's namespace");
+        }
+    }
+    let mode = s.mode.as_deref().unwrap_or("push");
+    f.one_of(Some(mode), "spec.mode", &["push", "gate"]);
+    match &s.revision {
+        None if mode == "push" => f.error(
+            "spec.revision",
+            "required in push mode: containerImages or version",
+        ),
+        None => {}
+        Some(rev) => {
+            let images = rev.container_images.as_ref().is_some_and(|m| !m.is_empty());
+            let version = rev.version.as_deref().is_some_and(|v| !v.trim().is_empty());
+            if !images && !version {
+                f.error(
+                    "spec.revision",
+                    "set containerImages (Deployment, Knative) or version (LocalService)",
+                );
+            }
+            for (name, image) in rev.container_images.iter().flatten() {
+                if image.trim().is_empty() {
+                    f.error(
+                        format!("spec.revision.containerImages.{name}"),
+                        "must not be empty",
+                    );
+                }
+            }
+        }
+    }
+    if let Some(sel) = &s.clusters {
+        check_selector(&mut f, sel, "spec.clusters");
+    }
+    let mut wave_names = BTreeSet::new();
+    match (&s.waves, &s.by_region) {
+        (Some(_), Some(_)) => f.error("spec", "set waves or byRegion, not both"),
+        (None, None) => f.error(
+            "spec.waves",
+            "required field is missing: the waves (or byRegion: [region, …])",
+        ),
+        (None, Some(regions)) => {
+            if regions.is_empty() {
+                f.error("spec.byRegion", "must list at least one region");
+            }
+            for (i, region) in regions.iter().enumerate() {
+                if region.trim().is_empty() {
+                    f.error(format!("spec.byRegion[{i}]"), "must not be empty");
+                } else if !wave_names.insert(region.clone()) {
+                    f.error(
+                        format!("spec.byRegion[{i}]"),
+                        format!("region {region:?} is listed twice"),
+                    );
+                }
+            }
+        }
+        (Some(waves), None) => {
+            if waves.is_empty() {
+                f.error("spec.waves", "must list at least one wave");
+            }
+            for (i, w) in waves.iter().enumerate() {
+                let wp = format!("spec.waves[{i}]");
+                if f.required_str(&w.name, &format!("{wp}.name"), "a unique wave name") {
+                    let name = w.name.clone().unwrap_or_default();
+                    if !wave_names.insert(name.clone()) {
+                        f.error(format!("{wp}.name"), format!("wave name {name:?} is used twice"));
+                    }
+                }
+                if let Some(sel) = &w.clusters {
+                    check_selector(&mut f, sel, &format!("{wp}.clusters"));
+                }
+                check_wave_settings(&mut f, &w.settings, &wp);
+            }
+        }
+    }
+    if let Some(d) = &s.wave_defaults {
+        check_wave_settings(&mut f, d, "spec.waveDefaults");
+    }
+    if let Some(fp) = &s.failure_policy {
+        if let Some(m) = &fp.max_failed_clusters
+            && let Err(e) = CountOrPercent::parse(m)
+        {
+            f.error("spec.failurePolicy.maxFailedClusters", e);
+        }
+        for (i, w) in fp.mandatory_waves.iter().flatten().enumerate() {
+            if !wave_names.contains(w) {
+                let known: Vec<&String> = wave_names.iter().collect();
+                f.error(
+                    format!("spec.failurePolicy.mandatoryWaves[{i}]"),
+                    format!("{w:?} is not a wave of this rollout; waves are {known:?}"),
+                );
+            }
+        }
+        f.one_of(
+            fp.rollback.as_deref(),
+            "spec.failurePolicy.rollback",
+            &["cluster", "wave", "all"],
+        );
+    }
+    if let Some(d) = &s.cluster_deadline
+        && let Err(e) = parse_go_duration(d)
+    {
+        f.error("spec.clusterDeadline", format!("{e}; use a duration such as 30m"));
+    }
+    f.0
+}
+
+fn check_wave_settings(f: &mut Findings, w: &crate::fleet::WaveSettings, wp: &str) {
+    if let Some(mc) = &w.max_concurrent {
+        match CountOrPercent::parse(mc) {
+            Err(e) => f.error(format!("{wp}.maxConcurrent"), e),
+            Ok(CountOrPercent::Count(0) | CountOrPercent::Percent(0)) => f.error(
+                format!("{wp}.maxConcurrent"),
+                "must allow at least one cluster (≥ 1 or > 0%)",
+            ),
+            Ok(_) => {}
+        }
+    }
+    if let Some(b) = &w.bake
+        && let Some(d) = &b.duration
+        && let Err(e) = parse_go_duration(d)
+    {
+        f.error(
+            format!("{wp}.bake.duration"),
+            format!("{e}; use a duration such as 10m"),
+        );
+    }
+    f.one_of(
+        w.approval.as_deref(),
+        &format!("{wp}.approval"),
+        &["auto", "manual"],
+    );
+}
+
+fn check_selector(f: &mut Findings, sel: &LabelSelector, path: &str) {
+    for (i, e) in sel.match_expressions.iter().flatten().enumerate() {
+        let ep = format!("{path}.matchExpressions[{i}]");
+        if f.one_of(
+            Some(e.operator.as_str()),
+            &format!("{ep}.operator"),
+            &["In", "NotIn", "Exists", "DoesNotExist"],
+        ) {
+            let has_values = e.values.as_ref().is_some_and(|v| !v.is_empty());
+            match e.operator.as_str() {
+                "In" | "NotIn" if !has_values => f.error(
+                    format!("{ep}.values"),
+                    format!("{} needs at least one value", e.operator),
+                ),
+                "Exists" | "DoesNotExist" if has_values => {
+                    f.error(format!("{ep}.values"), format!("{} takes no values", e.operator))
+                }
+                _ => {}
+            }
+        }
+    }
+}
