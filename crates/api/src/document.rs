@@ -74,14 +74,14 @@ pub fn parse_documents(text: &str) -> Result<Vec<std::result::Result<Parsed, Doc
     for (index, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
         let yaml = serde_yaml_ng::Value::deserialize(doc).map_err(|e| Error::Yaml {
             document: index,
-            source: e,
+            error: e,
         })?;
         if yaml.is_null() {
             continue; // empty document (e.g. a trailing `---`)
         }
         let json: Value = serde_json::to_value(&yaml).map_err(|e| Error::NotJson {
             document: index,
-            source: e,
+            error: e,
         })?;
         out.push(parse_value(json));
     }

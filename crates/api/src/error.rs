@@ -1,26 +1,25 @@
 //! The crate's error type.
 
-/// Errors reading manifests or rendering CRDs. Validation findings are not errors: they are
+/// Errors reading manifests or rendering CRDs. The messages carry the underlying error's text
+/// (there is nothing to gain from walking a source chain here). Validation findings are not errors: they are
 /// [`crate::validate::Diagnostic`]s.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The text is not YAML.
-    #[error("document {}: not valid YAML: {source}", document + 1)]
+    #[error("document {}: not valid YAML: {error}", document + 1)]
     Yaml {
         document: usize,
-        #[source]
-        source: serde_yaml_ng::Error,
+        error: serde_yaml_ng::Error,
     },
     /// YAML that has no JSON form (e.g. a non-string map key).
-    #[error("document {}: cannot be read as a Kubernetes object: {source}", document + 1)]
+    #[error("document {}: cannot be read as a Kubernetes object: {error}", document + 1)]
     NotJson {
         document: usize,
-        #[source]
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
     /// Rendering YAML failed.
     #[error("cannot render YAML: {0}")]
-    Serialize(#[source] serde_yaml_ng::Error),
+    Serialize(serde_yaml_ng::Error),
 }
 
 /// Result with [`Error`].

@@ -34,6 +34,16 @@ enum Command {
     /// The output is what `deploy/crds/flagger-crds.yaml` holds; apply it with
     /// `aviary crds | kubectl apply -f -`.
     Crds,
+
+    /// Run the analysis engine on simulated metrics and webhooks and print the timeline.
+    ///
+    /// The simulation initializes the canary, presents one new revision of the target and
+    /// ticks at the canary's analysis interval (virtual time) until the analysis ends. The
+    /// script gives, per metric name, the value of each successive query, and per webhook
+    /// name, the outcome (pass or fail) of each successive call; the last entry repeats.
+    /// Metrics and webhooks not in the script are healthy. Exit status: 0 when the simulation
+    /// ran (whatever the outcome), 1 for an invalid canary, 2 for unreadable input.
+    Simulate(commands::simulate::Args),
 }
 
 /// Parses the command line and runs the subcommand.
@@ -42,6 +52,7 @@ pub(crate) fn run() -> ExitCode {
     let result = match cli.command {
         Command::Validate(args) => commands::validate::run(args),
         Command::Crds => commands::crds::run(),
+        Command::Simulate(args) => commands::simulate::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,82 @@
+//! `aviary simulate`: the engine on simulated ports, with virtual time.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use aviary_api::document::{Resource, parse_documents};
+use aviary_api::validate::{Severity, validate};
+use aviary_core::simulate::{Script, Simulation};
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct Args {
+    /// The Canary manifest (YAML; other kinds in the file are ignored), or `-` for stdin.
+    #[arg(short = 'f', long = "filename", value_name = "CANARY.yaml")]
+    file: PathBuf,
+
+    /// The script: `metrics: {name: [values…]}`, `webhooks: {name: [pass|fail…]}`, `maxTicks`.
+    #[arg(long, value_name = "SCRIPT.yaml")]
+    script: Option<PathBuf>,
+
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum Output {
+    Text,
+    Json,
+}
+
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let text = super::read_input(&args.file)?;
+    let docs =
+        parse_documents(&text).with_context(|| format!("{} is not readable YAML", args.file.display()))?;
+    let mut canaries = Vec::new();
+    for doc in docs {
+        match doc {
+            Ok(parsed) if matches!(parsed.resource, Resource::Canary(_)) => canaries.push(parsed),
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("error: {}: {}: {}", e.id.key(), e.path, e.message);
+                return Ok(ExitCode::from(1));
+            }
+        }
+    }
+    let parsed = match canaries.len() {
+        1 => canaries.remove(0),
+        0 => anyhow::bail!("{}: no flagger.app/v1beta1 Canary found", args.file.display()),
+        n => anyhow::bail!(
+            "{}: {n} Canaries found; simulate one at a time",
+            args.file.display()
+        ),
+    };
+    let report = validate(&parsed);
+    for d in &report.diagnostics {
+        eprintln!("{}: {}", d.severity, report.line(d));
+    }
+    if report.diagnostics.iter().any(|d| d.severity == Severity::Error) {
+        return Ok(ExitCode::from(1));
+    }
+    let Resource::Canary(canary) = parsed.resource else {
+        unreachable!("filtered above")
+    };
+
+    let script = match &args.script {
+        Some(p) => {
+            let text = super::read_input(p)?;
+            Script::from_yaml(&text).with_context(|| format!("{}", p.display()))?
+        }
+        None => Script::default(),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let report = rt.block_on(Simulation::new(*canary).run(&script));
+    match args.output {
+        Output::Text => print!("{}", report.to_text()),
+        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+    }
+    Ok(ExitCode::SUCCESS)
+}

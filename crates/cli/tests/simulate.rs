@@ -1,0 +1,120 @@
+//! `aviary simulate` end to end: the seed canary with the README's scripts.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn simulate(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_aviary"))
+        .arg("simulate")
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("run aviary");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn healthy_seed_canary_promotes() {
+    let (code, out, _) = simulate(&["-f", "examples/knative/podinfo-canary.yaml"]);
+    assert_eq!(code, 0);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "T+0s Normal all the metrics providers are available!");
+    assert!(lines.contains(&"T+30s Normal Advance podinfo.test canary weight 10"));
+    assert!(lines.contains(&"T+90s Normal Advance podinfo.test canary weight 50"));
+    assert!(lines.contains(&"T+105s Normal Copying podinfo.test template spec to podinfo-primary.test"));
+    assert_eq!(
+        lines[lines.len() - 2],
+        "T+135s Normal Promotion completed! Scaling down podinfo.test"
+    );
+    assert_eq!(
+        lines[lines.len() - 1],
+        "phase: Succeeded weight: 0 failedChecks: 0 elapsed: 135s"
+    );
+}
+
+#[test]
+fn falling_success_rate_rolls_back() {
+    let (code, out, _) = simulate(&[
+        "-f",
+        "examples/knative/podinfo-canary.yaml",
+        "--script",
+        "tests/fixtures/simulate/seed-rollback.yaml",
+    ]);
+    assert_eq!(code, 0);
+    assert!(out.contains("T+75s Warning Halt podinfo.test advancement success rate 69.17% < 99%\n"));
+    assert!(out.contains("T+300s Warning Rolling back podinfo.test failed checks threshold reached 15\n"));
+    assert!(out.ends_with("T+300s Warning Canary failed! Scaling down podinfo.test\nphase: Failed weight: 0 failedChecks: 15 elapsed: 300s\n"));
+}
+
+#[test]
+fn json_output_has_the_timeline_and_the_ticks() {
+    let (code, out, _) = simulate(&[
+        "-f",
+        "tests/fixtures/simulate/gated-canary.yaml",
+        "--script",
+        "tests/fixtures/simulate/seed-confirm-promotion.yaml",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["phase"], "Succeeded");
+    let events = v["events"].as_array().unwrap();
+    let waiting: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| {
+            e["message"] == "Halt podinfo.test advancement waiting for promotion approval confirm-promotion"
+        })
+        .collect();
+    assert_eq!(waiting.len(), 1);
+    assert_eq!(waiting[0]["type"], "Warning");
+    let phases: Vec<&str> = v["ticks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["phase"].as_str().unwrap())
+        .collect();
+    assert!(phases.contains(&"WaitingPromotion"));
+}
+
+#[test]
+fn invalid_canary_exits_1_with_the_field_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    let text = std::fs::read_to_string(root().join("examples/knative/podinfo-canary.yaml"))
+        .unwrap()
+        .replace("stepWeight: 10", "stepWeight: 150");
+    std::fs::write(&bad, text).unwrap();
+    let (code, _, err) = simulate(&["-f", bad.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("test/podinfo: spec.analysis.stepWeight: must be between 1 and 100, got 150"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unreadable_input_exits_2() {
+    let (code, _, err) = simulate(&["-f", "does/not/exist.yaml"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("cannot read does/not/exist.yaml"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("script.yaml");
+    std::fs::write(&bad, "metrics: [1, 2").unwrap();
+    let (code, _, err) = simulate(&[
+        "-f",
+        "examples/knative/podinfo-canary.yaml",
+        "--script",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("script"), "{err}");
+}

@@ -1,0 +1,184 @@
+//! Status transitions, as Flagger's `SyncStatus`, `SetStatusPhase`, `SetStatusWeight`,
+//! `SetStatusFailedChecks` and `SetStatusIterations` write them, plus the `Promoted` condition
+//! and the session-affinity cookies. Every write persists through the Recorder before the tick
+//! goes on; a failed write ends the tick with a warning.
+
+use aviary_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use aviary_api::status::{PROMOTED_CONDITION, promoted_condition_for};
+use aviary_api::{CanaryCondition, CanaryPhase, CanaryStatus};
+
+use super::{Abort, Step, Tick};
+use crate::ports::{EventType, Revision, SessionCookies};
+
+impl Tick<'_, '_> {
+    fn status_mut(&mut self) -> &mut CanaryStatus {
+        self.c.status.get_or_insert_with(Default::default)
+    }
+
+    async fn persist(&mut self) -> Step {
+        let status = self.status().clone();
+        if let Err(e) = self.ports.recorder.status(&self.c, &status).await {
+            self.event(EventType::Warning, &format!("status update failed: {e}"))
+                .await;
+            return Err(Abort);
+        }
+        Ok(())
+    }
+
+    /// `SyncStatus`: phase and counters, the revision's fingerprint and tracked configs, the
+    /// transition time and the condition.
+    pub(super) async fn sync_status(
+        &mut self,
+        phase: CanaryPhase,
+        weight: i32,
+        failed_checks: i32,
+        iterations: i32,
+        revision: &Revision,
+    ) -> Step {
+        let now = self.now;
+        let kind = self.c.target_kind().to_string();
+        let s = self.status_mut();
+        s.phase = phase;
+        s.canary_weight = weight;
+        s.failed_checks = failed_checks;
+        s.iterations = iterations;
+        s.last_applied_spec = revision.fingerprint.clone();
+        if phase == CanaryPhase::Initialized {
+            s.last_promoted_spec = revision.fingerprint.clone();
+        }
+        s.tracked_configs = revision.tracked_configs.clone();
+        s.last_transition_time = Some(Time(now));
+        update_condition(s, phase, &kind, now);
+        self.persist().await
+    }
+
+    /// `SetStatusPhase`: weight and iterations reset except while Progressing, Waiting or
+    /// Promoting; WaitingPromotion keeps `iterations - 1`; Succeeded records the promoted spec.
+    pub(super) async fn set_phase(&mut self, phase: CanaryPhase) -> Step {
+        let now = self.now;
+        let kind = self.c.target_kind().to_string();
+        let iterations = self.c.analysis().iterations.unwrap_or(0);
+        let s = self.status_mut();
+        s.phase = phase;
+        s.last_transition_time = Some(Time(now));
+        if !matches!(
+            phase,
+            CanaryPhase::Progressing | CanaryPhase::Waiting | CanaryPhase::Promoting
+        ) {
+            s.canary_weight = 0;
+            s.iterations = 0;
+            if phase == CanaryPhase::WaitingPromotion {
+                // aviary: clamped at 0 (Flagger writes -1 for progressive canaries)
+                s.iterations = (iterations - 1).max(0);
+            }
+        }
+        if matches!(phase, CanaryPhase::Initialized | CanaryPhase::Succeeded) {
+            s.last_promoted_spec = s.last_applied_spec.clone();
+        }
+        update_condition(s, phase, &kind, now);
+        self.persist().await
+    }
+
+    pub(super) async fn set_weight(&mut self, weight: i32) -> Step {
+        let now = self.now;
+        let s = self.status_mut();
+        s.canary_weight = weight;
+        s.last_transition_time = Some(Time(now));
+        self.persist().await
+    }
+
+    pub(super) async fn set_failed_checks(&mut self, n: i32) -> Step {
+        let now = self.now;
+        let s = self.status_mut();
+        s.failed_checks = n;
+        s.last_transition_time = Some(Time(now));
+        self.persist().await
+    }
+
+    pub(super) async fn set_iterations(&mut self, n: i32) -> Step {
+        let now = self.now;
+        let s = self.status_mut();
+        s.iterations = n;
+        s.last_transition_time = Some(Time(now));
+        self.persist().await
+    }
+
+    /// The cookies for a split with `canary_weight` on the canary. Session affinity applies to
+    /// progressive canaries: a cookie is minted when traffic first reaches the canary and
+    /// retired (kept as `previous`, for the router to expire) when the weight returns to 0.
+    pub(super) async fn session_cookies(&mut self, canary_weight: i32) -> Step<Option<SessionCookies>> {
+        let Some(sa) = self.c.analysis().session_affinity.clone() else {
+            return Ok(None);
+        };
+        if self.c.analysis().iterations.unwrap_or(0) > 0 {
+            return Ok(None);
+        }
+        let token = self.token;
+        let (canary_token, primary_token) = token.split_at(token.len() / 2);
+        let cookie_name = sa.cookie_name.clone().unwrap_or_default();
+        let s = self.status_mut();
+        let before = (
+            s.session_affinity_cookie.clone(),
+            s.primary_session_affinity_cookie.clone(),
+            s.previous_session_affinity_cookie.clone(),
+        );
+        if canary_weight > 0 {
+            if s.session_affinity_cookie.is_empty() {
+                s.session_affinity_cookie = format!("{cookie_name}={canary_token}");
+            }
+            if let Some(primary) = sa.primary_cookie_name.as_deref()
+                && s.primary_session_affinity_cookie.is_empty()
+            {
+                s.primary_session_affinity_cookie = format!("{primary}={primary_token}");
+            }
+        } else if !s.session_affinity_cookie.is_empty() {
+            s.previous_session_affinity_cookie = std::mem::take(&mut s.session_affinity_cookie);
+            s.primary_session_affinity_cookie.clear();
+        }
+        let cookies = SessionCookies {
+            canary: Some(s.session_affinity_cookie.clone()).filter(|c| !c.is_empty()),
+            primary: Some(s.primary_session_affinity_cookie.clone()).filter(|c| !c.is_empty()),
+            previous: Some(s.previous_session_affinity_cookie.clone()).filter(|c| !c.is_empty()),
+        };
+        let after = (
+            s.session_affinity_cookie.clone(),
+            s.primary_session_affinity_cookie.clone(),
+            s.previous_session_affinity_cookie.clone(),
+        );
+        if before != after {
+            self.persist().await?;
+        }
+        Ok(Some(cookies))
+    }
+}
+
+/// Rewrites the `Promoted` condition when its status or reason changes; the transition time
+/// moves only when the status does.
+fn update_condition(s: &mut CanaryStatus, phase: CanaryPhase, kind: &str, now: jiff::Timestamp) {
+    let Some((status, message)) = promoted_condition_for(phase, kind) else {
+        return;
+    };
+    let existing = s.conditions.iter().position(|c| c.type_ == PROMOTED_CONDITION);
+    if let Some(i) = existing {
+        let c = &s.conditions[i];
+        if c.status == status && c.reason == phase.as_str() {
+            return;
+        }
+    }
+    let transition = match existing {
+        Some(i) if s.conditions[i].status == status => s.conditions[i].last_transition_time.clone(),
+        _ => Some(Time(now)),
+    };
+    let cond = CanaryCondition {
+        type_: PROMOTED_CONDITION.into(),
+        status: status.into(),
+        last_update_time: Some(Time(now)),
+        last_transition_time: transition,
+        reason: phase.as_str().into(),
+        message,
+    };
+    match existing {
+        Some(i) => s.conditions[i] = cond,
+        None => s.conditions.push(cond),
+    }
+}

@@ -1,0 +1,593 @@
+//! Fakes of every port, scriptable and recording, for tests and `aviary simulate`.
+//!
+//! Each fake is a cheap handle (`Clone` shares state) so a test can keep one and give another
+//! to the engine or an actor. Scripts are per name: the n-th query of a metric gets the n-th
+//! value, the n-th call of a webhook gets the n-th outcome, and the last entry repeats.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aviary_api::canary::{CanaryWebhook, HookType, NamespacedRef};
+use aviary_api::{Canary, CanaryPhase, CanaryStatus, MetricTemplate, Strategy};
+use parking_lot::Mutex;
+
+use crate::ports::*;
+
+// === Target ===
+
+#[derive(Debug, Clone)]
+struct TargetState {
+    revision: Revision,
+    primary: Result<(), NotReady>,
+    canary: Result<(), NotReady>,
+    /// The revision the primary runs (what `promote` copied).
+    primary_revision: Option<String>,
+    scaled_up: bool,
+    calls: Vec<String>,
+    fail_promote: Option<String>,
+}
+
+/// A target whose revision and readiness the test sets.
+#[derive(Debug, Clone)]
+pub struct FakeTarget(Arc<Mutex<TargetState>>);
+
+impl Default for FakeTarget {
+    fn default() -> Self {
+        Self(Arc::new(Mutex::new(TargetState {
+            revision: Revision {
+                fingerprint: "rev-1".into(),
+                tracked_configs: None,
+            },
+            primary: Ok(()),
+            canary: Ok(()),
+            primary_revision: None,
+            scaled_up: true,
+            calls: Vec::new(),
+            fail_promote: None,
+        })))
+    }
+}
+
+impl FakeTarget {
+    /// Presents a new revision (like a new image on the Deployment).
+    pub fn set_revision(&self, fingerprint: &str) {
+        self.0.lock().revision.fingerprint = fingerprint.into();
+    }
+    /// Sets tracked config checksums.
+    pub fn set_tracked_configs(&self, configs: Option<BTreeMap<String, String>>) {
+        self.0.lock().revision.tracked_configs = configs;
+    }
+    /// Primary readiness from now on.
+    pub fn set_primary_ready(&self, r: Result<(), NotReady>) {
+        self.0.lock().primary = r;
+    }
+    /// Canary readiness from now on.
+    pub fn set_canary_ready(&self, r: Result<(), NotReady>) {
+        self.0.lock().canary = r;
+    }
+    /// Makes `promote` fail with this message.
+    pub fn fail_promote(&self, msg: Option<&str>) {
+        self.0.lock().fail_promote = msg.map(str::to_string);
+    }
+    /// The revision the primary runs, once promoted or initialized.
+    pub fn primary_revision(&self) -> Option<String> {
+        self.0.lock().primary_revision.clone()
+    }
+    /// Whether the canary workload is scaled up.
+    pub fn scaled_up(&self) -> bool {
+        self.0.lock().scaled_up
+    }
+    /// Calls in order: initialize, promote, scale_to_zero, scale_from_zero.
+    pub fn calls(&self) -> Vec<String> {
+        self.0.lock().calls.clone()
+    }
+}
+
+#[async_trait]
+impl Target for FakeTarget {
+    async fn revision(&self, _canary: &Canary) -> Result<Revision, String> {
+        Ok(self.0.lock().revision.clone())
+    }
+    async fn initialize(&self, _canary: &Canary) -> Result<(), NotReady> {
+        let mut s = self.0.lock();
+        if s.primary_revision.is_none() {
+            s.primary_revision = Some(s.revision.fingerprint.clone());
+            s.calls.push("initialize".into());
+        }
+        Ok(())
+    }
+    async fn primary_ready(&self, _canary: &Canary) -> Result<(), NotReady> {
+        self.0.lock().primary.clone()
+    }
+    async fn canary_ready(&self, _canary: &Canary) -> Result<(), NotReady> {
+        self.0.lock().canary.clone()
+    }
+    async fn promote(&self, _canary: &Canary) -> Result<(), String> {
+        let mut s = self.0.lock();
+        if let Some(e) = s.fail_promote.clone() {
+            return Err(e);
+        }
+        s.primary_revision = Some(s.revision.fingerprint.clone());
+        s.calls.push("promote".into());
+        Ok(())
+    }
+    async fn scale_to_zero(&self, _canary: &Canary) -> Result<(), String> {
+        let mut s = self.0.lock();
+        s.scaled_up = false;
+        s.calls.push("scale_to_zero".into());
+        Ok(())
+    }
+    async fn scale_from_zero(&self, _canary: &Canary) -> Result<(), String> {
+        let mut s = self.0.lock();
+        s.scaled_up = true;
+        s.calls.push("scale_from_zero".into());
+        Ok(())
+    }
+}
+
+// === Router ===
+
+#[derive(Debug, Default)]
+struct RouterState {
+    routes: Routes,
+    history: Vec<Routes>,
+    reconciled: bool,
+    fail: Option<String>,
+}
+
+/// A router that stores the split. `get_routes` reads back what was set (100/0 initially).
+#[derive(Debug, Clone)]
+pub struct FakeRouter(Arc<Mutex<RouterState>>);
+
+impl Default for FakeRouter {
+    fn default() -> Self {
+        Self(Arc::new(Mutex::new(RouterState {
+            routes: Routes::split(100, 0),
+            ..Default::default()
+        })))
+    }
+}
+
+impl FakeRouter {
+    /// The current split.
+    pub fn routes(&self) -> Routes {
+        self.0.lock().routes.clone()
+    }
+    /// Every `set_routes` call, in order.
+    pub fn history(&self) -> Vec<Routes> {
+        self.0.lock().history.clone()
+    }
+    /// Makes every call fail with this message (`None` to heal).
+    pub fn fail(&self, msg: Option<&str>) {
+        self.0.lock().fail = msg.map(str::to_string);
+    }
+}
+
+#[async_trait]
+impl Router for FakeRouter {
+    async fn reconcile(&self, _canary: &Canary) -> Result<(), String> {
+        let mut s = self.0.lock();
+        if let Some(e) = &s.fail {
+            return Err(e.clone());
+        }
+        s.reconciled = true;
+        Ok(())
+    }
+    async fn set_routes(&self, _canary: &Canary, routes: &Routes) -> Result<(), String> {
+        let mut s = self.0.lock();
+        if let Some(e) = &s.fail {
+            return Err(e.clone());
+        }
+        s.routes = routes.clone();
+        s.history.push(routes.clone());
+        Ok(())
+    }
+    async fn get_routes(&self, _canary: &Canary) -> Result<Routes, String> {
+        let s = self.0.lock();
+        if let Some(e) = &s.fail {
+            return Err(e.clone());
+        }
+        Ok(s.routes.clone())
+    }
+}
+
+// === Metrics ===
+
+/// One scripted query answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    Value(f64),
+    NoValues,
+    Error(String),
+}
+
+#[derive(Debug, Default)]
+struct MetricsState {
+    scripts: HashMap<String, Vec<Answer>>,
+    counts: HashMap<String, usize>,
+    templates: HashMap<(String, String), MetricTemplate>,
+    unavailable: Option<String>,
+    delay: Option<Duration>,
+}
+
+/// Metrics answered from per-metric scripts. Unscripted built-ins are healthy (100% success,
+/// 0 ms); unscripted template and inline metrics answer 0.
+#[derive(Debug, Clone, Default)]
+pub struct FakeMetrics(Arc<Mutex<MetricsState>>);
+
+impl FakeMetrics {
+    /// Scripts the answers of metric `name` (the canary's metric name).
+    pub fn script(&self, name: &str, answers: Vec<Answer>) {
+        let mut s = self.0.lock();
+        s.scripts.insert(name.into(), answers);
+        s.counts.remove(name);
+    }
+    /// Scripts plain values.
+    pub fn values(&self, name: &str, values: &[f64]) {
+        self.script(name, values.iter().map(|v| Answer::Value(*v)).collect());
+    }
+    /// Makes a MetricTemplate resolvable.
+    pub fn add_template(&self, template: MetricTemplate) {
+        let ns = template
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        let name = template.metadata.name.clone().unwrap_or_default();
+        self.0.lock().templates.insert((ns, name), template);
+    }
+    /// Makes the provider check fail.
+    pub fn set_unavailable(&self, msg: Option<&str>) {
+        self.0.lock().unavailable = msg.map(str::to_string);
+    }
+    /// Delays every query (to test that a slow query delays only its own canary).
+    pub fn set_delay(&self, d: Option<Duration>) {
+        self.0.lock().delay = d;
+    }
+    /// How many times metric `name` was queried.
+    pub fn count(&self, name: &str) -> usize {
+        self.0.lock().counts.get(name).copied().unwrap_or(0)
+    }
+
+    async fn answer(&self, name: &str, default: f64) -> Result<f64, MetricError> {
+        let delay = self.0.lock().delay;
+        if let Some(d) = delay {
+            tokio::time::sleep(d).await;
+        }
+        let mut s = self.0.lock();
+        let n = {
+            let c = s.counts.entry(name.into()).or_insert(0);
+            *c += 1;
+            *c
+        };
+        let answer = match s.scripts.get(name) {
+            Some(list) if !list.is_empty() => list[(n - 1).min(list.len() - 1)].clone(),
+            _ => Answer::Value(default),
+        };
+        match answer {
+            Answer::Value(v) => Ok(v),
+            Answer::NoValues => Err(MetricError::NoValues("no values found".into())),
+            Answer::Error(e) => Err(MetricError::Query(e)),
+        }
+    }
+}
+
+#[async_trait]
+impl Metrics for FakeMetrics {
+    async fn check_providers(&self, _canary: &Canary) -> Result<(), String> {
+        match &self.0.lock().unavailable {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+    async fn builtin(
+        &self,
+        _canary: &Canary,
+        metric: BuiltinMetric,
+        _model: &MetricModel,
+    ) -> Result<f64, MetricError> {
+        match metric {
+            BuiltinMetric::SuccessRate => self.answer(aviary_api::canary::BUILTIN_SUCCESS_RATE, 100.0).await,
+            BuiltinMetric::Duration => self.answer(aviary_api::canary::BUILTIN_DURATION, 0.0).await,
+        }
+    }
+    async fn template(&self, namespace: &str, name: &str) -> Result<MetricTemplate, String> {
+        self.0
+            .lock()
+            .templates
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
+            .ok_or_else(|| format!("metrictemplate.flagger.app \"{name}\" not found"))
+    }
+    async fn query(
+        &self,
+        metric: &str,
+        _t: &MetricTemplate,
+        _interval: &str,
+        _query: &str,
+    ) -> Result<f64, MetricError> {
+        self.answer(metric, 0.0).await
+    }
+    async fn inline(&self, _canary: &Canary, metric: &str, _query: &str) -> Result<f64, MetricError> {
+        self.answer(metric, 0.0).await
+    }
+}
+
+// === Hooks ===
+
+/// One recorded webhook call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookCall {
+    pub name: String,
+    pub kind: HookType,
+    pub payload: HookPayload,
+}
+
+#[derive(Debug, Default)]
+struct HooksState {
+    scripts: HashMap<String, Vec<bool>>,
+    counts: HashMap<String, usize>,
+    calls: Vec<HookCall>,
+    delay: Option<Duration>,
+}
+
+/// Webhooks answered from per-name scripts (`true` = pass); unscripted hooks pass.
+#[derive(Debug, Clone, Default)]
+pub struct FakeHooks(Arc<Mutex<HooksState>>);
+
+impl FakeHooks {
+    /// Scripts the outcomes of webhook `name`.
+    pub fn script(&self, name: &str, outcomes: &[bool]) {
+        let mut s = self.0.lock();
+        s.scripts.insert(name.into(), outcomes.to_vec());
+        s.counts.remove(name);
+    }
+    /// Every call, in order.
+    pub fn calls(&self) -> Vec<HookCall> {
+        self.0.lock().calls.clone()
+    }
+    /// Delays every call.
+    pub fn set_delay(&self, d: Option<Duration>) {
+        self.0.lock().delay = d;
+    }
+}
+
+#[async_trait]
+impl Hooks for FakeHooks {
+    async fn call(&self, hook: &CanaryWebhook, payload: &HookPayload) -> Result<(), String> {
+        let delay = self.0.lock().delay;
+        if let Some(d) = delay {
+            tokio::time::sleep(d).await;
+        }
+        let name = hook.name.clone().unwrap_or_default();
+        let mut s = self.0.lock();
+        s.calls.push(HookCall {
+            name: name.clone(),
+            kind: hook.hook_type(),
+            payload: payload.clone(),
+        });
+        let n = {
+            let c = s.counts.entry(name.clone()).or_insert(0);
+            *c += 1;
+            *c
+        };
+        let pass = match s.scripts.get(&name) {
+            Some(list) if !list.is_empty() => list[(n - 1).min(list.len() - 1)],
+            _ => true,
+        };
+        if pass {
+            Ok(())
+        } else {
+            Err(format!("{name} refused"))
+        }
+    }
+}
+
+// === Notifier ===
+
+/// Records alerts: `(provider name or "global", alert)`.
+#[derive(Debug, Clone, Default)]
+pub struct FakeNotifier(Arc<Mutex<Vec<(String, Alert)>>>);
+
+impl FakeNotifier {
+    /// Every alert sent, in order.
+    pub fn alerts(&self) -> Vec<(String, Alert)> {
+        self.0.lock().clone()
+    }
+}
+
+#[async_trait]
+impl Notifier for FakeNotifier {
+    async fn notify(
+        &self,
+        _canary: &Canary,
+        provider: Option<&NamespacedRef>,
+        alert: &Alert,
+    ) -> Result<(), String> {
+        let to = provider
+            .and_then(|p| p.name.clone())
+            .unwrap_or_else(|| "global".into());
+        self.0.lock().push((to, alert.clone()));
+        Ok(())
+    }
+}
+
+// === Recorder ===
+
+/// One recorded event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedEvent {
+    pub kind: EventType,
+    pub message: String,
+}
+
+#[derive(Debug, Default)]
+struct RecorderState {
+    events: Vec<RecordedEvent>,
+    statuses: Vec<CanaryStatus>,
+    successes: Vec<(Strategy, bool)>,
+    failures: Vec<Strategy>,
+    phases: Vec<CanaryPhase>,
+    analysis: Vec<(String, f64)>,
+    fail: Option<String>,
+}
+
+/// Records events, persisted statuses and metric updates.
+#[derive(Debug, Clone, Default)]
+pub struct FakeRecorder(Arc<Mutex<RecorderState>>);
+
+impl FakeRecorder {
+    /// Every event, in order.
+    pub fn events(&self) -> Vec<RecordedEvent> {
+        self.0.lock().events.clone()
+    }
+    /// Event messages, in order.
+    pub fn messages(&self) -> Vec<String> {
+        self.0.lock().events.iter().map(|e| e.message.clone()).collect()
+    }
+    /// Removes and returns the events recorded so far.
+    pub fn take_events(&self) -> Vec<RecordedEvent> {
+        std::mem::take(&mut self.0.lock().events)
+    }
+    /// Every persisted status, in order.
+    pub fn statuses(&self) -> Vec<CanaryStatus> {
+        self.0.lock().statuses.clone()
+    }
+    /// The last persisted status.
+    pub fn last_status(&self) -> Option<CanaryStatus> {
+        self.0.lock().statuses.last().cloned()
+    }
+    /// `(strategy, skipped)` per success counted.
+    pub fn successes(&self) -> Vec<(Strategy, bool)> {
+        self.0.lock().successes.clone()
+    }
+    /// Strategy per failure counted.
+    pub fn failures(&self) -> Vec<Strategy> {
+        self.0.lock().failures.clone()
+    }
+    /// Values recorded for `flagger_canary_metric_analysis`.
+    pub fn analysis_values(&self) -> Vec<(String, f64)> {
+        self.0.lock().analysis.clone()
+    }
+    /// Makes status writes fail with this message.
+    pub fn fail_status(&self, msg: Option<&str>) {
+        self.0.lock().fail = msg.map(str::to_string);
+    }
+}
+
+#[async_trait]
+impl Recorder for FakeRecorder {
+    async fn status(&self, _canary: &Canary, status: &CanaryStatus) -> Result<(), String> {
+        let mut s = self.0.lock();
+        if let Some(e) = &s.fail {
+            return Err(e.clone());
+        }
+        s.statuses.push(status.clone());
+        Ok(())
+    }
+    async fn event(&self, _canary: &Canary, kind: EventType, message: &str) {
+        self.0.lock().events.push(RecordedEvent {
+            kind,
+            message: message.into(),
+        });
+    }
+    fn set_phase_metric(&self, _canary: &Canary, phase: CanaryPhase) {
+        self.0.lock().phases.push(phase);
+    }
+    fn set_analysis_metric(&self, _canary: &Canary, metric: &str, value: f64) {
+        self.0.lock().analysis.push((metric.into(), value));
+    }
+    fn inc_successes(&self, _canary: &Canary, strategy: Strategy, skipped: bool) {
+        self.0.lock().successes.push((strategy, skipped));
+    }
+    fn inc_failures(&self, _canary: &Canary, strategy: Strategy) {
+        self.0.lock().failures.push(strategy);
+    }
+}
+
+// === Gate ===
+
+#[derive(Debug, Default)]
+struct GateState {
+    closed: Option<String>,
+    rollback: Option<String>,
+    asked: Vec<String>,
+}
+
+/// A gate the test opens and closes. Without a name it behaves as no gate.
+#[derive(Debug, Clone, Default)]
+pub struct FakeGate {
+    name: Option<String>,
+    state: Arc<Mutex<GateState>>,
+}
+
+impl FakeGate {
+    /// A named gate, initially open.
+    pub fn named(name: &str) -> Self {
+        Self {
+            name: Some(name.into()),
+            state: Arc::default(),
+        }
+    }
+    /// Closes the gate (`Some(reason)`) or opens it (`None`).
+    pub fn set_closed(&self, reason: Option<&str>) {
+        self.state.lock().closed = reason.map(str::to_string);
+    }
+    /// Requests a rollback (`Some(reason)`) or withdraws it.
+    pub fn request_rollback(&self, reason: Option<&str>) {
+        self.state.lock().rollback = reason.map(str::to_string);
+    }
+    /// Revisions the gate was asked about.
+    pub fn asked(&self) -> Vec<String> {
+        self.state.lock().asked.clone()
+    }
+}
+
+#[async_trait]
+impl Gate for FakeGate {
+    fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+    async fn confirm_rollout(&self, _canary: &Canary, revision: &Revision) -> GateDecision {
+        let mut s = self.state.lock();
+        s.asked.push(revision.fingerprint.clone());
+        match &s.closed {
+            Some(r) => GateDecision::Closed(r.clone()),
+            None => GateDecision::Open,
+        }
+    }
+    async fn rollback_requested(&self, _canary: &Canary) -> Option<String> {
+        self.state.lock().rollback.clone()
+    }
+}
+
+// === All together ===
+
+/// One of every fake.
+#[derive(Debug, Clone, Default)]
+pub struct Fakes {
+    pub target: FakeTarget,
+    pub router: FakeRouter,
+    pub metrics: FakeMetrics,
+    pub hooks: FakeHooks,
+    pub notifier: FakeNotifier,
+    pub recorder: FakeRecorder,
+    pub gate: FakeGate,
+}
+
+impl Fakes {
+    /// The ports for one tick.
+    pub fn ports(&self) -> Ports<'_> {
+        Ports {
+            target: &self.target,
+            router: &self.router,
+            metrics: &self.metrics,
+            hooks: &self.hooks,
+            notifier: &self.notifier,
+            recorder: &self.recorder,
+            gate: &self.gate,
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! aviary's pure logic. Nothing here does I/O: the world is reached through [`ports`].
+//!
+//! - [`engine`]: one analysis tick of one canary, exactly as Flagger's `advanceCanary`.
+//! - [`ports`]: the traits platforms implement (Target, Router, Metrics, Hooks, Notifier,
+//!   Recorder, Gate).
+//! - [`weights`]: traffic weight math; [`template`]: query template rendering;
+//!   [`fingerprint`]: stable revision hashes; [`gofmt`]: Go's number formatting for event texts.
+//! - `fakes` and `simulate` (feature `test-util`): fakes of every port, and the simulator behind
+//!   `aviary simulate`.
+
+pub mod engine;
+mod error;
+pub mod fingerprint;
+pub mod gofmt;
+pub mod ports;
+pub mod template;
+pub mod weights;
+
+#[cfg(feature = "test-util")]
+pub mod fakes;
+#[cfg(feature = "test-util")]
+pub mod simulate;
+
+pub use engine::{EngineConfig, TickInput, TickMemory, TickOutcome, tick};
+pub use error::{Error, Result};

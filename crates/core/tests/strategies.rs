@@ -1,0 +1,678 @@
+//! One test per behaviour of the tick: strategies, gates, webhooks, suspend, skip, restart,
+//! deadlines, alerts and metric checks.
+
+mod common;
+
+use aviary_api::CanaryPhase;
+use aviary_core::fakes::{Answer, FakeGate};
+use aviary_core::ports::{NotReady, Severity};
+use aviary_core::simulate::Simulation;
+use common::*;
+
+async fn run_until_final(sim: &mut Simulation, max: usize) {
+    for _ in 0..max {
+        sim.tick().await;
+        if sim.status().phase.is_final() {
+            return;
+        }
+    }
+    panic!("did not finish in {max} ticks: {:#?}", lines(sim));
+}
+
+#[tokio::test]
+async fn ab_testing_runs_iterations_with_matches_then_promotes() {
+    let c = deployment_canary(
+        "    interval: 1m\n    threshold: 5\n    iterations: 3\n    match:\n    - headers:\n        x-canary:\n          exact: insider\n",
+    );
+    let mut sim = Simulation::new(c);
+    initialized(&mut sim).await;
+    run_until_final(&mut sim, 20).await;
+    let m = messages(&sim);
+    let iterations: Vec<&String> = m.iter().filter(|l| l.contains("canary iteration")).collect();
+    assert_eq!(
+        iterations,
+        [
+            "Advance podinfo.default canary iteration 1/3",
+            "Advance podinfo.default canary iteration 2/3",
+            "Advance podinfo.default canary iteration 3/3"
+        ]
+    );
+    // A/B routes matched traffic to the canary: the split is 0/100 while testing
+    assert!(
+        sim.fakes
+            .router
+            .history()
+            .iter()
+            .any(|r| r.primary == 0 && r.canary == 100)
+    );
+    assert!(m.contains(&"Copying podinfo.default template spec to podinfo-primary.default".to_string()));
+    assert_eq!(sim.status().phase, CanaryPhase::Succeeded);
+    assert_eq!(
+        sim.fakes.recorder.successes(),
+        [(aviary_api::Strategy::AbTesting, false)]
+    );
+}
+
+#[tokio::test]
+async fn blue_green_iterates_then_switches_then_promotes() {
+    let c = deployment_canary("    interval: 1m\n    threshold: 5\n    iterations: 2\n");
+    let mut sim = Simulation::new(c);
+    initialized(&mut sim).await;
+    run_until_final(&mut sim, 20).await;
+    let m = messages(&sim);
+    let idx = |s: &str| {
+        m.iter()
+            .position(|l| l == s)
+            .unwrap_or_else(|| panic!("missing {s:?} in {m:#?}"))
+    };
+    assert!(
+        idx("Advance podinfo.default canary iteration 1/2")
+            < idx("Advance podinfo.default canary iteration 2/2")
+    );
+    assert!(idx("Advance podinfo.default canary iteration 2/2") < idx("Routing all traffic to canary"));
+    assert!(
+        idx("Routing all traffic to canary")
+            < idx("Copying podinfo.default template spec to podinfo-primary.default")
+    );
+    // traffic never moved during the iterations; then all at once
+    let history = sim.fakes.router.history();
+    assert!(
+        history
+            .iter()
+            .all(|r| (r.primary, r.canary) == (100, 0) || (r.primary, r.canary) == (0, 100))
+    );
+}
+
+#[tokio::test]
+async fn blue_green_mirrors_for_all_iterations() {
+    let c = deployment_canary("    interval: 1m\n    threshold: 5\n    iterations: 2\n    mirror: true\n");
+    let mut sim = Simulation::new(c);
+    initialized(&mut sim).await;
+    run_until_final(&mut sim, 20).await;
+    let history = sim.fakes.router.history();
+    assert!(history.iter().any(|r| r.mirror && r.primary == 100));
+    assert!(messages(&sim).contains(&"Stop traffic mirroring and route all traffic to canary".to_string()));
+}
+
+#[tokio::test]
+async fn canary_mirrors_one_step_before_shifting() {
+    let c = deployment_canary(
+        "    interval: 1m\n    threshold: 5\n    stepWeight: 50\n    mirror: true\n    mirrorWeight: 100\n",
+    );
+    let mut sim = Simulation::new(c);
+    initialized(&mut sim).await;
+    run_until_final(&mut sim, 20).await;
+    let splits: Vec<(i32, i32, bool)> = sim
+        .fakes
+        .router
+        .history()
+        .iter()
+        .map(|r| (r.primary, r.canary, r.mirror))
+        .collect();
+    // mirror at 100/0, then 50/50 without mirror, then max → promotion → back to primary
+    assert_eq!(&splits[..3], &[(100, 0, true), (50, 50, false), (0, 100, false)]);
+    let m = messages(&sim);
+    assert!(m.contains(&"Advance podinfo.default canary weight 0".to_string()));
+    assert!(m.contains(&"Advance podinfo.default canary weight 50".to_string()));
+}
+
+#[tokio::test]
+async fn step_weights_follow_the_list() {
+    let c = deployment_canary("    interval: 1m\n    threshold: 5\n    stepWeights: [1, 2, 10, 80]\n");
+    let mut sim = Simulation::new(c);
+    initialized(&mut sim).await;
+    run_until_final(&mut sim, 20).await;
+    let weights: Vec<String> = messages(&sim)
+        .into_iter()
+        .filter(|l| l.contains("canary weight"))
+        .collect();
+    assert_eq!(
+        weights,
+        [
+            "Advance podinfo.default canary weight 1",
+            "Advance podinfo.default canary weight 2",
+            "Advance podinfo.default canary weight 10",
+            "Advance podinfo.default canary weight 80"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn step_weight_promotion_shifts_back_gradually() {
+    let c = deployment_canary(
+        "    interval: 1m\n    threshold: 5\n    stepWeight: 40\n    maxWeight: 80\n    stepWeightPromotion: 30\n",
+    );
+    let mut sim = Simulation::new(c);
+    initialized(&mut sim).await;
+    run_until_final(&mut sim, 20).await;
+    let primary: Vec<String> = messages(&sim)
+        .into_iter()
+        .filter(|l| l.contains("primary weight"))
+        .collect();
+    assert_eq!(
+        primary,
+        [
+            "Advance podinfo.default primary weight 50",
+            "Advance podinfo.default primary weight 80",
+            "Advance podinfo.default primary weight 100"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn confirm_rollout_waits_then_starts() {
+    let c = deployment_canary(
+        "    interval: 1m\n    threshold: 5\n    stepWeight: 50\n    webhooks:\n    - {name: gate, type: confirm-rollout, url: http://gate/}\n",
+    );
+    let mut sim = Simulation::new(c);
+    sim.fakes.hooks.script("gate", &[false, false, true]);
+    initialized(&mut sim).await;
+    sim.tick().await;
+    assert_eq!(sim.status().phase, CanaryPhase::Waiting);
+    sim.tick().await; // still closed: silent
+    assert_eq!(sim.status().phase, CanaryPhase::Waiting);
+    sim.tick().await; // opens
+    assert_eq!(sim.status().phase, CanaryPhase::Progressing);
+    let m = messages(&sim);
+    assert_eq!(
+        m.iter()
+            .filter(|l| *l == "Halt podinfo.default advancement waiting for approval gate")
+            .count(),
+        1
+    );
+    assert!(m.contains(&"Confirm-rollout check gate passed".to_string()));
+    let alerts = sim.fakes.notifier.alerts();
+    assert!(
+        alerts
+            .iter()
+            .any(|(_, a)| a.message == "Canary is waiting for approval." && a.severity == Severity::Warn)
+    );
+}
+
+#[tokio::test]
+async fn confirm_promotion_holds_at_max_weight() {
+    let c = deployment_canary(
+        "    interval: 1m\n    threshold: 5\n    stepWeight: 50\n    webhooks:\n    - {name: promote, type: confirm-promotion, url: http://gate/, muteAlert: true}\n",
+    );
+    let mut sim = Simulation::new(c);
+    sim.fakes.hooks.script("promote", &[false, false, true]);
+    initialized(&mut sim).await;
+    for _ in 0..4 {
+        sim.tick().await; // scale up, 50, 100, waiting
+    }
+    assert_eq!(sim.status().phase, CanaryPhase::WaitingPromotion);
+    // status weight is zeroed but the live split stays at max weight (Flagger's behaviour)
+    assert_eq!(sim.status().canary_weight, 0);
+    assert_eq!(sim.fakes.router.routes().canary, 100);
+    sim.tick().await;
+    assert_eq!(sim.status().phase, CanaryPhase::WaitingPromotion);
+    sim.tick().await;
+    assert_eq!(sim.status().phase, CanaryPhase::Promoting);
+    assert!(
+        messages(&sim)
+            .contains(&"Halt podinfo.default advancement waiting for promotion approval promote".to_string())
+    );
+    assert!(
+        sim.fakes
+            .notifier
+            .alerts()
+            .iter()
+            .all(|(_, a)| a.message != "Canary promotion is waiting for approval.")
+    );
+}
+
+#[tokio::test]
+async fn confirm_traffic_increase_halts_without_counting() {
+    let c = deployment_canary(
+        "    interval: 1m\n    threshold: 1\n    stepWeight: 50\n    webhooks:\n    - {name: more, type: confirm-traffic-increase, url: http://gate/}\n",
+    );
+    let mut sim = Simulation::new(c);
+    sim.fakes.hooks.script("more", &[true, false, false, true]);
+    initialized(&mut sim).await;
+    run_until_final(&mut sim, 20).await;
+    assert_eq!(sim.status().phase, CanaryPhase::Succeeded);
+    assert_eq!(
+        messages(&sim)
+            .iter()
+            .filter(|l| *l == "Halt podinfo.default advancement waiting for traffic increase approval more")
+            .count(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn rollback_webhook_rolls_back_now() {
+    let c = deployment_canary(
+        "    interval: 1m\n    threshold: 5\n    stepWeight: 20\n    webhooks:\n    - {name: panic-button, type: rollback, url: http://gate/}\n",
+    );
+    let mut sim = Simulation::new(c);
+    sim.fakes
+        .hooks
+        .script("panic-button", &[false, false, false, true]);
+    initialized(&mut sim).await;
+    run_until_final(&mut sim, 20).await;
+    let m = messages(&sim);
+    assert!(m.contains(&"Rollback hook panic-button not signaling a rollback".to_string()));
+    assert!(m.contains(&"Rollback check panic-button passed".to_string()));
+    assert!(m.contains(&"Rolling back podinfo.default manual webhook invoked".to_string()));
+    assert_eq!(sim.status().phase, CanaryPhase::Failed);
+    assert_eq!(sim.fakes.router.routes().canary, 0);
+}
+
+#[tokio::test]
+async fn suspend_pauses_even_mid_analysis() {
+    let mut sim = Simulation::new(deployment_canary(
+        "    interval: 1m\n    threshold: 5\n    stepWeight: 10\n",
+    ));
+    initialized(&mut sim).await;
+    sim.tick().await;
+    sim.tick().await;
+    let weight = sim.status().canary_weight;
+    sim.canary.spec.suspend = Some(true);
+    for _ in 0..3 {
+        sim.tick().await;
+    }
+    assert_eq!(sim.status().canary_weight, weight);
+    assert_eq!(
+        messages(&sim)
+            .iter()
+            .filter(|l| *l == "skipping canary run as object is suspended")
+            .count(),
+        3
+    );
+    sim.canary.spec.suspend = Some(false);
+    sim.tick().await;
+    assert_eq!(sim.status().canary_weight, weight + 10);
+}
+
+#[tokio::test]
+async fn skip_analysis_promotes_at_once() {
+    let mut c = deployment_canary("    interval: 1m\n    threshold: 5\n    stepWeight: 10\n");
+    c.spec.skip_analysis = Some(true);
+    let mut sim = Simulation::new(c);
+    initialized(&mut sim).await;
+    run_until_final(&mut sim, 5).await;
+    let m = messages(&sim);
+    assert!(m.contains(&"Promotion completed! Canary analysis was skipped for podinfo.default".to_string()));
+    assert!(!m.iter().any(|l| l.contains("canary weight")));
+    assert_eq!(
+        sim.fakes.recorder.successes(),
+        [(aviary_api::Strategy::Canary, true)]
+    );
+    assert_eq!(sim.fakes.target.primary_revision().as_deref(), Some("rev-2"));
+}
+
+#[tokio::test]
+async fn new_revision_mid_analysis_restarts() {
+    let mut sim = Simulation::new(deployment_canary(
+        "    interval: 1m\n    threshold: 5\n    stepWeight: 10\n",
+    ));
+    sim.fakes
+        .metrics
+        .script("request-success-rate", vec![Answer::Value(100.0)]);
+    initialized(&mut sim).await;
+    for _ in 0..4 {
+        sim.tick().await;
+    }
+    assert_eq!(sim.status().canary_weight, 30);
+    sim.fakes.target.set_revision("rev-3");
+    sim.tick().await;
+    assert!(
+        messages(&sim)
+            .contains(&"New revision detected! Restarting analysis for podinfo.default".to_string())
+    );
+    let s = sim.status();
+    assert_eq!(
+        (s.phase, s.canary_weight, s.failed_checks, s.iterations),
+        (CanaryPhase::Progressing, 0, 0, 0)
+    );
+    assert_eq!(s.last_applied_spec, "rev-3");
+    assert_eq!(sim.fakes.router.routes().canary, 0);
+    run_until_final(&mut sim, 20).await;
+    assert_eq!(sim.fakes.target.primary_revision().as_deref(), Some("rev-3"));
+}
+
+#[tokio::test]
+async fn canary_that_never_becomes_ready_fails_at_the_progress_deadline() {
+    // Flagger #1247: pods crash-loop and Kubernetes never reports ProgressDeadlineExceeded.
+    let mut c = deployment_canary("    interval: 1m\n    threshold: 5\n    stepWeight: 10\n");
+    c.spec.progress_deadline_seconds = Some(150);
+    let mut sim = Simulation::new(c);
+    initialized(&mut sim).await;
+    sim.fakes.target.set_canary_ready(Err(NotReady::retriable("canary deployment podinfo.default not ready: waiting for rollout to finish: 0 of 1 (readyThreshold 100%) updated replicas are available")));
+    run_until_final(&mut sim, 10).await;
+    let m = messages(&sim);
+    assert!(m.iter().any(|l| l.starts_with(
+        "Rolling back podinfo.default progress deadline exceeded canary deployment podinfo.default not ready"
+    )));
+    assert!(
+        sim.fakes.notifier.alerts().iter().any(
+            |(_, a)| a.message.starts_with("Progress deadline exceeded") && a.severity == Severity::Error
+        )
+    );
+    // 150s deadline at a 60s interval: unready at +60, +120, +180 (180s > 150s since +60? no: since +60 → +240)
+    assert!(sim.elapsed() <= 6 * 60);
+}
+
+#[tokio::test]
+async fn fatal_canary_readiness_rolls_back_at_once() {
+    let mut sim = Simulation::new(deployment_canary(
+        "    interval: 1m\n    threshold: 5\n    stepWeight: 10\n",
+    ));
+    initialized(&mut sim).await;
+    sim.tick().await; // Progressing
+    sim.fakes.target.set_canary_ready(Err(NotReady::fatal(
+        "deployment \"podinfo\" exceeded its progress deadline",
+    )));
+    sim.tick().await;
+    assert_eq!(sim.status().phase, CanaryPhase::Failed);
+}
+
+#[tokio::test]
+async fn primary_that_fails_during_promotion_keeps_serving_from_canary() {
+    let mut sim = Simulation::new(deployment_canary(
+        "    interval: 1m\n    threshold: 5\n    stepWeight: 50\n",
+    ));
+    initialized(&mut sim).await;
+    for _ in 0..4 {
+        sim.tick().await;
+    }
+    assert_eq!(sim.status().phase, CanaryPhase::Promoting);
+    sim.fakes.target.set_primary_ready(Err(NotReady::fatal(
+        "deployment \"podinfo-primary\" exceeded its progress deadline",
+    )));
+    sim.tick().await;
+    let s = sim.status();
+    assert_eq!((s.phase, s.canary_weight), (CanaryPhase::Failed, 100));
+    assert_eq!(sim.fakes.router.routes().canary, 100);
+    assert!(
+        messages(&sim)
+            .iter()
+            .any(|l| l.starts_with("Promotion of podinfo.default failed, primary not ready"))
+    );
+}
+
+#[tokio::test]
+async fn failed_canary_analyses_the_next_revision_even_after_an_early_return() {
+    // aviary fix: the fingerprint is stored only when the analysis starts.
+    let mut sim = Simulation::new(deployment_canary(
+        "    interval: 1m\n    threshold: 1\n    stepWeight: 50\n",
+    ));
+    sim.fakes
+        .metrics
+        .script("request-success-rate", vec![Answer::Value(100.0)]);
+    let mut c = sim.canary.clone();
+    c.spec.analysis.as_mut().unwrap().metrics = Some(vec![aviary_api::canary::CanaryMetric {
+        name: Some("request-success-rate".into()),
+        threshold_range: Some(aviary_api::canary::ThresholdRange {
+            min: Some(99.0),
+            max: None,
+        }),
+        ..Default::default()
+    }]);
+    sim.canary = c;
+    sim.fakes.metrics.values("request-success-rate", &[10.0]);
+    initialized(&mut sim).await;
+    run_until_final(&mut sim, 10).await;
+    assert_eq!(sim.status().phase, CanaryPhase::Failed);
+    // a new revision arrives while the primary is briefly not ready
+    sim.fakes.metrics.values("request-success-rate", &[100.0]);
+    sim.fakes.target.set_revision("rev-3");
+    sim.fakes
+        .target
+        .set_primary_ready(Err(NotReady::retriable("podinfo-primary.default not ready")));
+    sim.tick().await;
+    assert_eq!(sim.status().phase, CanaryPhase::Failed);
+    sim.fakes.target.set_primary_ready(Ok(()));
+    sim.tick().await;
+    assert_eq!(sim.status().phase, CanaryPhase::Progressing, "{:#?}", lines(&sim));
+    run_until_final(&mut sim, 10).await;
+    assert_eq!(sim.status().phase, CanaryPhase::Succeeded);
+}
+
+#[tokio::test]
+async fn reverting_to_the_promoted_revision_starts_nothing() {
+    let mut sim = Simulation::new(deployment_canary(
+        "    interval: 1m\n    threshold: 1\n    stepWeight: 50\n",
+    ));
+    initialized(&mut sim).await;
+    sim.tick().await; // Progressing on rev-2
+    sim.fakes.target.set_revision("rev-1"); // back to what the primary runs
+    sim.tick().await;
+    // mid-analysis: rev-1 equals lastPromotedSpec, so no restart (Flagger's manual rollback rule)
+    assert!(!messages(&sim).iter().any(|l| l.contains("Restarting analysis")));
+}
+
+#[tokio::test]
+async fn threshold_one_rolls_back_on_the_tick_after_the_failure() {
+    let mut sim = Simulation::new(canary(SEED_CANARY));
+    sim.canary.spec.analysis.as_mut().unwrap().threshold = Some(1);
+    sim.fakes.metrics.values("request-success-rate", &[50.0]);
+    initialized(&mut sim).await;
+    sim.tick().await; // scale up
+    sim.tick().await; // first analysis tick: pre-rollout only, advance 10
+    sim.tick().await; // metrics fail: failedChecks 1
+    assert_eq!(
+        (sim.status().phase, sim.status().failed_checks),
+        (CanaryPhase::Progressing, 1)
+    );
+    sim.tick().await; // rollback
+    assert_eq!(
+        (sim.status().phase, sim.status().failed_checks),
+        (CanaryPhase::Failed, 1)
+    );
+}
+
+#[tokio::test]
+async fn no_values_is_a_failed_check_with_flaggers_message() {
+    let mut sim = Simulation::new(canary(SEED_CANARY));
+    sim.fakes
+        .metrics
+        .script("request-success-rate", vec![Answer::NoValues]);
+    initialized(&mut sim).await;
+    for _ in 0..3 {
+        sim.tick().await;
+    }
+    assert!(messages(&sim).contains(
+        &"Halt advancement no values found for knative metric request-success-rate probably podinfo.test is not receiving traffic: no values found".to_string()
+    ));
+    assert_eq!(sim.status().failed_checks, 1);
+}
+
+#[tokio::test]
+async fn request_duration_messages_use_go_durations() {
+    let mut sim = Simulation::new(canary(SEED_CANARY));
+    sim.fakes.metrics.values("request-duration", &[1200.7]);
+    initialized(&mut sim).await;
+    for _ in 0..3 {
+        sim.tick().await;
+    }
+    assert!(
+        messages(&sim).contains(&"Halt podinfo.test advancement request duration 1.2s > 500ms".to_string())
+    );
+}
+
+#[tokio::test]
+async fn template_metrics_render_and_check() {
+    let c = deployment_canary(
+        "    interval: 1m\n    threshold: 5\n    stepWeight: 50\n    metrics:\n    - name: error-rate\n      templateRef: {name: error-rate}\n      thresholdRange: {max: 1}\n      templateVariables: {cluster: eu}\n    - name: broken\n      templateRef: {name: broken}\n      thresholdRange: {max: 1}\n",
+    );
+    let mut sim = Simulation::new(c);
+    let mk = |name: &str, query: &str| {
+        let mut t = aviary_api::MetricTemplate::new(
+            name,
+            aviary_api::MetricTemplateSpec {
+                provider: Some(aviary_api::metric_template::MetricProvider {
+                    type_: Some("prometheus".into()),
+                    ..Default::default()
+                }),
+                query: Some(query.into()),
+            },
+        );
+        t.metadata.namespace = Some("default".into());
+        t
+    };
+    sim.fakes.metrics.add_template(mk(
+        "error-rate",
+        "rate{ns=\"{{ namespace }}\",c=\"{{ variables.cluster }}\"}[{{ interval }}]",
+    ));
+    sim.fakes
+        .metrics
+        .add_template(mk("broken", "{{ variables.region }}"));
+    sim.fakes.metrics.values("error-rate", &[2.5]);
+    initialized(&mut sim).await;
+    for _ in 0..3 {
+        sim.tick().await;
+    }
+    let m = messages(&sim);
+    assert!(
+        m.contains(&"Halt podinfo.default advancement error-rate 2.50 > 1".to_string()),
+        "{m:#?}"
+    );
+    sim.fakes.metrics.values("error-rate", &[0.5]);
+    sim.tick().await;
+    let m = messages(&sim);
+    assert!(
+        m.contains(&"Metric template broken.default query render error: template: tmpl:1: executing \"tmpl\" at <variables.region>: map has no entry for key \"region\"".to_string()),
+        "{m:#?}"
+    );
+    assert_eq!(sim.status().failed_checks, 2);
+}
+
+#[tokio::test]
+async fn alerts_follow_severity_and_carry_fields() {
+    let c = deployment_canary(
+        "    interval: 1m\n    threshold: 1\n    stepWeight: 50\n    alerts:\n    - {name: all, providerRef: {name: all}}\n    - {name: warn, severity: warn, providerRef: {name: warn}}\n    - {name: errors, severity: error, providerRef: {name: errors}}\n",
+    );
+    let mut sim = Simulation::new(c);
+    sim.config.cluster = Some("eu-west-1a".into());
+    sim.fakes.metrics.values("request-success-rate", &[0.0]);
+    let mut cc = sim.canary.clone();
+    cc.spec.analysis.as_mut().unwrap().metrics = Some(vec![aviary_api::canary::CanaryMetric {
+        name: Some("request-success-rate".into()),
+        threshold_range: Some(aviary_api::canary::ThresholdRange {
+            min: Some(99.0),
+            max: None,
+        }),
+        ..Default::default()
+    }]);
+    sim.canary = cc;
+    initialized(&mut sim).await;
+    run_until_final(&mut sim, 10).await;
+    let alerts = sim.fakes.notifier.alerts();
+    let to = |who: &str| {
+        alerts
+            .iter()
+            .filter(|(p, _)| p == who)
+            .map(|(_, a)| a.message.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        to("all"),
+        [
+            "New Deployment detected, initialization completed.",
+            "New revision detected, progressing canary analysis.",
+            "Failed checks threshold reached 1"
+        ]
+    );
+    assert_eq!(to("warn"), ["Failed checks threshold reached 1"]);
+    assert_eq!(to("errors"), ["Failed checks threshold reached 1"]);
+    let init = &alerts[0].1;
+    assert_eq!(init.fields[0], ("Cluster".into(), "eu-west-1a".into()));
+    assert!(
+        init.fields
+            .contains(&("Target".into(), "Deployment/podinfo.default".into()))
+    );
+    assert!(
+        init.fields
+            .contains(&("Traffic routing".into(), "Weight step: 50 max: 100".into()))
+    );
+    assert!(init.fields.contains(&("Progress deadline".into(), "600s".into())));
+}
+
+#[tokio::test]
+async fn coordinator_gate_holds_and_releases() {
+    let mut sim = Simulation::new(deployment_canary(
+        "    interval: 1m\n    threshold: 5\n    stepWeight: 50\n",
+    ));
+    sim.fakes.gate = FakeGate::named("aviary-coordinator");
+    sim.fakes.gate.set_closed(Some("wave 2 not started"));
+    initialized(&mut sim).await;
+    sim.tick().await;
+    sim.tick().await;
+    assert_eq!(sim.status().phase, CanaryPhase::Waiting);
+    assert_eq!(sim.fakes.gate.asked(), ["rev-2", "rev-2"]);
+    sim.fakes.gate.set_closed(None);
+    sim.tick().await;
+    assert_eq!(sim.status().phase, CanaryPhase::Progressing);
+    let m = messages(&sim);
+    assert!(
+        m.contains(&"Halt podinfo.default advancement waiting for approval aviary-coordinator".to_string())
+    );
+    assert!(m.contains(&"Confirm-rollout check aviary-coordinator passed".to_string()));
+    // the coordinator can also pull the canary back
+    sim.tick().await;
+    sim.fakes.gate.request_rollback(Some("wave failed elsewhere"));
+    sim.tick().await;
+    assert_eq!(sim.status().phase, CanaryPhase::Failed);
+    assert!(messages(&sim).contains(
+        &"Rolling back podinfo.default requested by aviary-coordinator: wave failed elsewhere".to_string()
+    ));
+}
+
+#[tokio::test]
+async fn session_affinity_cookies_are_minted_and_retired() {
+    let c = deployment_canary(
+        "    interval: 1m\n    threshold: 5\n    stepWeight: 50\n    sessionAffinity:\n      cookieName: flagger-cookie\n      primaryCookieName: primary-cookie\n",
+    );
+    let mut sim = Simulation::new(c);
+    initialized(&mut sim).await;
+    sim.tick().await; // Progressing
+    sim.tick().await; // 50
+    let s = sim.status();
+    assert!(s.session_affinity_cookie.starts_with("flagger-cookie="));
+    assert!(s.primary_session_affinity_cookie.starts_with("primary-cookie="));
+    let routes = sim.fakes.router.routes();
+    assert_eq!(
+        routes.session.unwrap().canary.as_deref(),
+        Some(s.session_affinity_cookie.as_str())
+    );
+    run_until_final(&mut sim, 10).await;
+    let s = sim.status();
+    assert!(s.session_affinity_cookie.is_empty());
+    assert!(s.previous_session_affinity_cookie.starts_with("flagger-cookie="));
+}
+
+#[tokio::test]
+async fn kubernetes_provider_forces_blue_green() {
+    let mut c = deployment_canary("    interval: 1m\n    threshold: 5\n    stepWeight: 10\n");
+    c.spec.provider = Some("kubernetes".into());
+    let mut sim = Simulation::new(c);
+    initialized(&mut sim).await;
+    run_until_final(&mut sim, 30).await;
+    let m = messages(&sim);
+    assert!(
+        m.contains(&"Progressive traffic is not supported when using the kubernetes provider".to_string())
+    );
+    assert!(m.contains(&"Setting canaryAnalysis.iterations: 10".to_string()));
+    assert!(m.contains(&"Advance podinfo.default canary iteration 10/10".to_string()));
+    // the apex never routes to the canary with the kubernetes provider
+    assert!(sim.fakes.router.history().iter().all(|r| r.canary == 0));
+}
+
+#[tokio::test]
+async fn metric_provider_check_and_status_write_failures_are_reported() {
+    let mut sim = Simulation::new(deployment_canary(
+        "    interval: 1m\n    threshold: 5\n    stepWeight: 10\n",
+    ));
+    sim.fakes.metrics.set_unavailable(Some(
+        "Get \"http://prometheus:9090/api/v1/query\": connection refused",
+    ));
+    sim.tick().await;
+    assert!(messages(&sim)[0].starts_with("Error checking metric providers: Get"));
+    assert_eq!(sim.status().phase, CanaryPhase::Initialized);
+    sim.fakes.target.set_revision("rev-2");
+    sim.fakes.recorder.fail_status(Some("conflict"));
+    sim.tick().await;
+    assert!(messages(&sim).contains(&"status update failed: conflict".to_string()));
+}
