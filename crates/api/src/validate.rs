@@ -1,9 +1,10 @@
 //! Validation with field paths, run by the agent before it acts and by `aviary validate`.
 //!
 //! The rules are those Flagger's CRD schema and its `verifyCanary` enforce, plus checks for
-//! settings that Flagger accepts but that can never work (a stepWeight of 0, a metric with
-//! neither template, query nor built-in name). Each [`Diagnostic`] names the field path and what
-//! is expected; [`Report`] adds the resource so a line reads
+//! settings that Flagger accepts but that can never work (a stepWeight of 0). Settings Flagger
+//! accepts and silently ignores (a metric with neither template, query nor built-in name) are
+//! warnings, so every manifest Flagger runs passes. Each [`Diagnostic`] names the field path and
+//! what is expected; [`Report`] adds the resource so a line reads
 //! `test/podinfo: spec.analysis.stepWeight: must be between 1 and 100, got 150`.
 //! Unknown fields are warnings: Flagger's API server would drop them silently.
 
@@ -87,9 +88,21 @@ impl Report {
     /// `namespace/name: path: message` for one finding.
     pub fn line(&self, d: &Diagnostic) -> String {
         if d.path.is_empty() {
-            format!("{}: {}", self.id.key(), d.message)
+            format!("{}: {}", self.key(), d.message)
         } else {
-            format!("{}: {}: {}", self.id.key(), d.path, d.message)
+            format!("{}: {}: {}", self.key(), d.path, d.message)
+        }
+    }
+
+    /// `namespace/name`, with `<no name>` for a document without one (so a line never starts
+    /// with a bare `: ` or `test/: `).
+    fn key(&self) -> String {
+        if !self.id.name.is_empty() {
+            return self.id.key();
+        }
+        match &self.id.namespace {
+            Some(ns) => format!("{ns}/<no name>"),
+            None => "<no name>".to_string(),
         }
     }
 
@@ -201,6 +214,11 @@ fn check_url(f: &mut Findings, value: &Option<String>, path: &str, what: &str) {
     let Some(v) = value.as_deref() else { return };
     match url::Url::parse(v) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {}
+        // `host:port` parses as a URL whose scheme is the host; say what is missing instead.
+        Ok(_) if !v.contains("://") => f.error(
+            path,
+            format!("{v:?} has no http:// or https:// scheme; expected the {what} such as http://host:port/"),
+        ),
         Ok(u) => f.error(
             path,
             format!(
@@ -315,6 +333,13 @@ fn check_target(f: &mut Findings, c: &Canary) {
     }
     // Knative rule: provider knative ⇔ a serving.knative.dev/v1 Service target (Flagger's texts).
     let knative_target = c.is_knative_target();
+    if knative_target && api != "serving.knative.dev/v1" {
+        // Flagger compares the apiVersion exactly; any other version is not a Knative target to it.
+        f.error(
+            "spec.targetRef.apiVersion",
+            format!("Knative Services are supported as serving.knative.dev/v1 only, got {api:?}"),
+        );
+    }
     if knative_target && provider != "knative" {
         let shown = if provider.is_empty() {
             "the default (istio)"
@@ -483,9 +508,17 @@ fn check_string_match(f: &mut Findings, m: &StringMatch, path: &str, exactly_one
     if let Some(r) = &m.regex
         && let Err(e) = Regex::new(r)
     {
+        // regex's syntax errors span lines (pattern, caret, reason); one line per finding.
+        let text = e.to_string();
+        let reason = text
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .trim()
+            .trim_start_matches("error: ");
         f.error(
             format!("{path}.regex"),
-            format!("not a valid RE2-style regular expression: {e}"),
+            format!("{r:?} is not a valid RE2-style regular expression: {reason}"),
         );
     }
 }
@@ -733,9 +766,11 @@ fn check_metrics(f: &mut Findings, a: &CanaryAnalysis) {
             None if m.query.is_some() => {
                 f.warning(format!("{mp}.query"), "inline queries are deprecated; use a MetricTemplate");
             }
-            None => f.error(
+            // Flagger accepts such a metric and never evaluates it (it runs the built-ins, then
+            // template and query metrics), so a Flagger manifest with one is valid: warn only.
+            None => f.warning(
                 &mp,
-                format!("{name:?} is not a built-in metric ({BUILTIN_SUCCESS_RATE}, {BUILTIN_DURATION}); set templateRef to a MetricTemplate"),
+                format!("{name:?} is not a built-in metric ({BUILTIN_SUCCESS_RATE}, {BUILTIN_DURATION}) and has no templateRef or query; it is never evaluated, so set templateRef to a MetricTemplate"),
             ),
         }
         if let Some(r) = &m.threshold_range {
@@ -1068,5 +1103,123 @@ fn check_selector(f: &mut Findings, sel: &LabelSelector, path: &str) {
                 _ => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::document::parse_documents;
+
+    fn lines(yaml: &str) -> Vec<String> {
+        let parsed = parse_documents(yaml).unwrap().remove(0).unwrap();
+        let report = validate(&parsed);
+        report
+            .diagnostics
+            .iter()
+            .map(|d| format!("{} {}", d.severity, report.line(d)))
+            .collect()
+    }
+
+    const CANARY: &str = "apiVersion: flagger.app/v1beta1
+kind: Canary
+metadata: {name: podinfo, namespace: test}
+spec:
+  targetRef: {apiVersion: apps/v1, kind: Deployment, name: podinfo}
+  service: {port: 9898}
+  analysis:
+    interval: 1m
+    threshold: 5
+    stepWeight: 10
+";
+
+    #[test]
+    fn a_complete_canary_is_ok() {
+        assert_eq!(lines(CANARY), Vec::<String>::new());
+    }
+
+    #[test]
+    fn metric_without_template_or_query_is_only_a_warning() {
+        // Flagger accepts it and never evaluates it (the guide's traffic-mirroring example).
+        let yaml = format!(
+            "{CANARY}    metrics:\n    - {{name: error-rate, thresholdRange: {{max: 1}}, interval: 1m}}\n"
+        );
+        assert_eq!(
+            lines(&yaml),
+            vec![
+                "warning test/podinfo: spec.analysis.metrics[0]: \"error-rate\" is not a built-in metric \
+                 (request-success-rate, request-duration) and has no templateRef or query; it is never \
+                 evaluated, so set templateRef to a MetricTemplate"
+            ]
+        );
+    }
+
+    #[test]
+    fn knative_targets_are_v1_only() {
+        let yaml = "apiVersion: flagger.app/v1beta1
+kind: Canary
+metadata: {name: podinfo, namespace: test}
+spec:
+  provider: knative
+  targetRef: {apiVersion: serving.knative.dev/v1beta1, kind: Service, name: podinfo}
+  analysis: {interval: 1m, threshold: 5, stepWeight: 10}
+";
+        assert_eq!(
+            lines(yaml),
+            vec![
+                "error test/podinfo: spec.targetRef.apiVersion: Knative Services are supported as \
+                 serving.knative.dev/v1 only, got \"serving.knative.dev/v1beta1\""
+            ]
+        );
+        let v1 = yaml.replace("v1beta1, kind: Service", "v1, kind: Service");
+        assert_eq!(lines(&v1), Vec::<String>::new());
+    }
+
+    #[test]
+    fn one_line_per_finding_even_for_regex_syntax_errors() {
+        let yaml = CANARY.replace(
+            "  service: {port: 9898}",
+            "  service:\n    port: 9898\n    match: [{uri: {regex: \"(unclosed\"}}]",
+        );
+        assert_eq!(
+            lines(&yaml),
+            vec![
+                "error test/podinfo: spec.service.match[0].uri.regex: \"(unclosed\" is not a valid \
+                 RE2-style regular expression: unclosed group"
+            ]
+        );
+    }
+
+    #[test]
+    fn host_port_without_scheme_is_named_as_such() {
+        let yaml = "apiVersion: flagger.app/v1beta1
+kind: MetricTemplate
+metadata: {name: error-rate, namespace: test}
+spec:
+  provider: {type: prometheus, address: \"prometheus:9090\"}
+  query: up
+";
+        assert_eq!(
+            lines(yaml),
+            vec![
+                "error test/error-rate: spec.provider.address: \"prometheus:9090\" has no http:// or \
+                 https:// scheme; expected the provider's API address such as http://host:port/"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_document_without_a_name_is_shown_as_no_name() {
+        let yaml = CANARY.replace("{name: podinfo, namespace: test}", "{namespace: test}");
+        assert_eq!(
+            lines(&yaml),
+            vec!["error test/<no name>: metadata.name: required field is missing: the canary's name"]
+        );
+        let err = parse_documents("[1, 2]").unwrap().remove(0).unwrap_err();
+        let report = document_error_report(&err);
+        assert_eq!(
+            report.line(&report.diagnostics[0]),
+            "<no name>: expected a YAML mapping (an object)"
+        );
     }
 }

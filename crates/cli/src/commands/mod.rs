@@ -9,6 +9,20 @@ use std::path::Path;
 
 use anyhow::Context;
 
+/// Writes one line to stdout. A closed pipe (`aviary validate … | head -1`) ends the process
+/// quietly instead of panicking like `println!`.
+pub(crate) fn out(line: impl std::fmt::Display) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = writeln!(stdout, "{line}") {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to stdout: {e}");
+        std::process::exit(2);
+    }
+}
+
 /// Reads a file, or stdin for `-`, as UTF-8 text.
 pub(crate) fn read_input(path: &Path) -> anyhow::Result<String> {
     let bytes = if path.as_os_str() == "-" {

@@ -75,8 +75,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         .build()?;
     let report = rt.block_on(Simulation::new(*canary).run(&script));
     match args.output {
-        Output::Text => print!("{}", report.to_text()),
-        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Output::Text => super::out(report.to_text().trim_end()),
+        Output::Json => super::out(serde_json::to_string_pretty(&report)?),
     }
     Ok(ExitCode::SUCCESS)
 }

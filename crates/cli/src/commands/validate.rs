@@ -56,10 +56,20 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    println!(
-        "{} resources: {} with errors, {} warnings, {} skipped",
-        summary.resources, summary.errors, summary.warnings, summary.skipped
-    );
+    let plural = |n: usize, word: &str| {
+        if n == 1 {
+            format!("{n} {word}")
+        } else {
+            format!("{n} {word}s")
+        }
+    };
+    super::out(format_args!(
+        "{}: {} with errors, {}, {} skipped",
+        plural(summary.resources, "resource"),
+        summary.errors,
+        plural(summary.warnings, "warning"),
+        summary.skipped
+    ));
     Ok(if unreadable {
         ExitCode::from(2)
     } else if summary.errors > 0 {
@@ -88,7 +98,7 @@ fn report_document(
                 } else {
                     parsed.id.kind.clone()
                 };
-                println!("skipped  {kind} {}  ({label})", parsed.id.key());
+                super::out(format_args!("skipped  {kind} {}  ({label})", parsed.id.key()));
             }
             return;
         }
@@ -106,7 +116,7 @@ fn report_document(
     }
     if report.diagnostics.is_empty() {
         if !args.quiet {
-            println!("ok       {kind} {}  ({label})", report.id.key());
+            super::out(format_args!("ok       {kind} {}  ({label})", report.id.key()));
         }
         return;
     }
@@ -114,11 +124,11 @@ fn report_document(
         if d.severity == Severity::Warning {
             summary.warnings += 1;
         }
-        println!(
+        super::out(format_args!(
             "{:<8} {kind} {}  ({label})",
             d.severity.to_string(),
             report.line(d)
-        );
+        ));
     }
 }
 

@@ -1,0 +1,173 @@
+//! `CanaryActor`: one canary, its timer, its ports and its last status. Each timer tick runs
+//! one engine tick; ticks of one canary never overlap, and a slow webhook or query delays only
+//! this canary (other canaries are other actors).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aviary_api::Canary;
+use aviary_core::{TickInput, TickMemory, tick};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use rand::Rng;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::platform::{CanaryPorts, Settings, TickReport};
+use crate::supervisor::SupervisorMsg;
+
+/// Messages of a [`CanaryActor`].
+pub enum CanaryMsg {
+    /// The analysis timer fired.
+    Tick,
+    /// The spec changed; the actor keeps its own status and takes the new ports.
+    Update(Box<Canary>, CanaryPorts),
+    /// The canary with its latest status.
+    Get(RpcReplyPort<Canary>),
+}
+
+/// Start arguments of a [`CanaryActor`].
+pub struct CanaryArgs {
+    /// The canary, with the status to resume from.
+    pub canary: Canary,
+    pub ports: CanaryPorts,
+    pub settings: Arc<Settings>,
+    /// Told about every new status (the supervisor keeps the fleet view).
+    pub supervisor: Option<ActorRef<SupervisorMsg>>,
+}
+
+/// The actor of one canary.
+pub struct CanaryActor;
+
+/// Aborts the timer task when the actor's state goes away (stop, panic or kill).
+struct TimerGuard(JoinHandle<()>);
+
+impl Drop for TimerGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The actor's state.
+pub struct CanaryState {
+    canary: Canary,
+    ports: CanaryPorts,
+    settings: Arc<Settings>,
+    supervisor: Option<ActorRef<SupervisorMsg>>,
+    memory: TickMemory,
+    interval: Duration,
+    schedule_start: Instant,
+    last_tick: Option<Instant>,
+    _timer: TimerGuard,
+}
+
+fn start_timer(myself: &ActorRef<CanaryMsg>, interval: Duration) -> TimerGuard {
+    TimerGuard(myself.send_interval(interval, || CanaryMsg::Tick))
+}
+
+fn token() -> String {
+    const LETTERS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    let mut rng = rand::rng();
+    (0..20)
+        .map(|_| LETTERS[rng.random_range(0..LETTERS.len())] as char)
+        .collect()
+}
+
+impl Actor for CanaryActor {
+    type Msg = CanaryMsg;
+    type State = CanaryState;
+    type Arguments = CanaryArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: CanaryArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let interval = args.canary.analysis_interval(args.settings.min_interval);
+        let timer = start_timer(&myself, interval);
+        // Like Flagger's job, run once at start, then on every tick.
+        myself.send_message(CanaryMsg::Tick)?;
+        Ok(CanaryState {
+            canary: args.canary,
+            ports: args.ports,
+            settings: args.settings,
+            supervisor: args.supervisor,
+            memory: TickMemory::default(),
+            interval,
+            schedule_start: Instant::now(),
+            last_tick: None,
+            _timer: timer,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            CanaryMsg::Tick => run_tick(state).await,
+            CanaryMsg::Update(canary, ports) => {
+                let status = state.canary.status.take();
+                state.canary = *canary;
+                state.canary.status = status;
+                state.ports = ports;
+                let interval = state.canary.analysis_interval(state.settings.min_interval);
+                if interval != state.interval {
+                    state.interval = interval;
+                    state._timer = start_timer(&myself, interval);
+                    state.schedule_start = Instant::now();
+                }
+            }
+            CanaryMsg::Get(reply) => {
+                let _ = reply.send(state.canary.clone());
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn run_tick(state: &mut CanaryState) {
+    let started = Instant::now();
+    // A backlog of ticks (after a slow tick) collapses into one, like Go's Ticker.
+    if let Some(last) = state.last_tick
+        && started.duration_since(last) < state.interval / 2
+    {
+        return;
+    }
+    state.last_tick = Some(started);
+    let since = started.duration_since(state.schedule_start);
+    let periods = (since.as_secs_f64() / state.interval.as_secs_f64()).round();
+    let expected = state.schedule_start + state.interval.mul_f64(periods);
+    let lateness = started.saturating_duration_since(expected);
+
+    let token = token();
+    let input = TickInput {
+        canary: &state.canary,
+        now: state.settings.clock.now(),
+        token: &token,
+    };
+    let outcome = tick(
+        input,
+        &mut state.memory,
+        state.ports.as_ports(),
+        &state.settings.engine,
+    )
+    .await;
+    state.canary.status = Some(outcome.status);
+
+    if let Some(on_status) = &state.settings.on_status {
+        on_status(&state.canary);
+    }
+    if let Some(sup) = &state.supervisor {
+        let _ = sup.cast(SupervisorMsg::Observed(Box::new(state.canary.clone())));
+    }
+    if let Some(on_tick) = &state.settings.on_tick {
+        on_tick(&TickReport {
+            key: state.canary.key(),
+            lateness,
+            duration: started.elapsed(),
+            analysed: outcome.analysed,
+        });
+    }
+}

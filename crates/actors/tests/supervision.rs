@@ -1,0 +1,260 @@
+//! The actor runtime with fake ports and tokio's paused clock: one actor per canary, ticks on
+//! the interval, updates, deletion, panic-and-resume, and isolation of slow canaries.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aviary_actors::{Agent, CanaryPorts, Clock, Platform, Settings};
+use aviary_api::document::{Resource, parse_documents};
+use aviary_api::{Canary, CanaryPhase, CanaryStatus};
+use aviary_core::fakes::Fakes;
+use aviary_core::ports::{NotReady, Revision, Target};
+use parking_lot::Mutex;
+use tokio::time::sleep;
+
+fn canary(name: &str, interval: &str, step: i32) -> Canary {
+    let yaml = format!(
+        "apiVersion: flagger.app/v1beta1\nkind: Canary\nmetadata: {{name: {name}, namespace: test}}\nspec:\n  provider: istio\n  targetRef: {{apiVersion: apps/v1, kind: Deployment, name: {name}}}\n  service: {{port: 9898}}\n  analysis:\n    interval: {interval}\n    threshold: 2\n    stepWeight: {step}\n    webhooks:\n    - {{name: load, url: http://load/}}\n"
+    );
+    match parse_documents(&yaml).unwrap().remove(0).unwrap().resource {
+        Resource::Canary(c) => *c,
+        _ => unreachable!(),
+    }
+}
+
+/// A target that panics on demand (a bug in a port must not take the agent down).
+struct Panicky {
+    inner: aviary_core::fakes::FakeTarget,
+    armed: Arc<AtomicBool>,
+    always: bool,
+}
+
+#[async_trait]
+impl Target for Panicky {
+    async fn revision(&self, c: &Canary) -> Result<Revision, String> {
+        if self.always || self.armed.swap(false, Ordering::SeqCst) {
+            panic!("injected panic in Target::revision");
+        }
+        self.inner.revision(c).await
+    }
+    async fn initialize(&self, c: &Canary) -> Result<(), NotReady> {
+        self.inner.initialize(c).await
+    }
+    async fn primary_ready(&self, c: &Canary) -> Result<(), NotReady> {
+        self.inner.primary_ready(c).await
+    }
+    async fn canary_ready(&self, c: &Canary) -> Result<(), NotReady> {
+        self.inner.canary_ready(c).await
+    }
+    async fn promote(&self, c: &Canary) -> Result<(), String> {
+        self.inner.promote(c).await
+    }
+    async fn scale_to_zero(&self, c: &Canary) -> Result<(), String> {
+        self.inner.scale_to_zero(c).await
+    }
+    async fn scale_from_zero(&self, c: &Canary) -> Result<(), String> {
+        self.inner.scale_from_zero(c).await
+    }
+}
+
+/// One set of fakes per canary; the persisted status is what the fake recorder saw last.
+#[derive(Default)]
+struct TestPlatform {
+    fakes: Mutex<HashMap<String, Fakes>>,
+    armed: Arc<AtomicBool>,
+    always_panics: Mutex<Vec<String>>,
+}
+
+impl TestPlatform {
+    fn fakes(&self, key: &str) -> Fakes {
+        self.fakes.lock().entry(key.to_string()).or_default().clone()
+    }
+}
+
+#[async_trait]
+impl Platform for TestPlatform {
+    fn ports(&self, canary: &Canary) -> CanaryPorts {
+        let f = self.fakes(&canary.key());
+        let always = self.always_panics.lock().contains(&canary.key());
+        CanaryPorts {
+            target: Arc::new(Panicky {
+                inner: f.target.clone(),
+                armed: self.armed.clone(),
+                always,
+            }),
+            router: Arc::new(f.router.clone()),
+            metrics: Arc::new(f.metrics.clone()),
+            hooks: Arc::new(f.hooks.clone()),
+            notifier: Arc::new(f.notifier.clone()),
+            recorder: Arc::new(f.recorder.clone()),
+            gate: Arc::new(f.gate.clone()),
+        }
+    }
+    async fn load_status(&self, canary: &Canary) -> Option<CanaryStatus> {
+        self.fakes(&canary.key()).recorder.last_status()
+    }
+}
+
+fn settings(prefix: &str) -> Settings {
+    Settings {
+        name_prefix: prefix.into(),
+        clock: Clock::tokio(jiff::Timestamp::from_second(1_767_225_600).unwrap()),
+        ..Settings::default()
+    }
+}
+
+async fn status(agent: &Agent, key: &str) -> CanaryStatus {
+    let views = agent.list().await.unwrap();
+    views
+        .into_iter()
+        .find(|v| v.canary.key() == key)
+        .and_then(|v| v.canary.status)
+        .unwrap_or_default()
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_actor_per_canary_ticks_on_its_interval() {
+    let platform = Arc::new(TestPlatform::default());
+    let agent = Agent::start(platform.clone(), settings("t1")).await.unwrap();
+    agent.apply(canary("podinfo", "30s", 25)).unwrap();
+    agent.apply(canary("podinfo", "30s", 25)).unwrap(); // the same canary again: still one actor
+    sleep(Duration::from_millis(10)).await;
+    assert_eq!(
+        status(&agent, "test/podinfo").await.phase,
+        CanaryPhase::Initialized
+    );
+    assert!(ractor::registry::where_is("t1/test/podinfo").is_some());
+    assert_eq!(agent.list().await.unwrap().len(), 1);
+
+    let fakes = platform.fakes("test/podinfo");
+    fakes.target.set_revision("rev-2");
+    sleep(Duration::from_secs(30)).await; // Progressing
+    assert_eq!(
+        status(&agent, "test/podinfo").await.phase,
+        CanaryPhase::Progressing
+    );
+    sleep(Duration::from_secs(60)).await; // 25, 50
+    assert_eq!(status(&agent, "test/podinfo").await.canary_weight, 50);
+    sleep(Duration::from_secs(30 * 5)).await;
+    assert_eq!(status(&agent, "test/podinfo").await.phase, CanaryPhase::Succeeded);
+    agent.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn spec_changes_reach_the_actor_and_delete_stops_it() {
+    let platform = Arc::new(TestPlatform::default());
+    let agent = Agent::start(platform.clone(), settings("t2")).await.unwrap();
+    agent.apply(canary("podinfo", "30s", 10)).unwrap();
+    sleep(Duration::from_millis(10)).await;
+    let fakes = platform.fakes("test/podinfo");
+    fakes.target.set_revision("rev-2");
+    sleep(Duration::from_secs(60)).await; // Progressing, then 10
+    assert_eq!(status(&agent, "test/podinfo").await.canary_weight, 10);
+
+    // a larger step and a shorter interval apply on the next ticks, status kept
+    agent.apply(canary("podinfo", "10s", 40)).unwrap();
+    sleep(Duration::from_secs(11)).await;
+    assert_eq!(status(&agent, "test/podinfo").await.canary_weight, 50);
+
+    agent.remove("test", "podinfo").unwrap();
+    sleep(Duration::from_millis(10)).await;
+    assert!(ractor::registry::where_is("t2/test/podinfo").is_none());
+    let statuses = fakes.recorder.statuses().len();
+    sleep(Duration::from_secs(120)).await;
+    assert_eq!(
+        fakes.recorder.statuses().len(),
+        statuses,
+        "a deleted canary must not tick"
+    );
+    assert!(agent.list().await.unwrap().is_empty());
+    agent.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_actor_is_restarted_and_resumes_from_the_persisted_status() {
+    let platform = Arc::new(TestPlatform::default());
+    let agent = Agent::start(platform.clone(), settings("t3")).await.unwrap();
+    agent.apply(canary("podinfo", "30s", 20)).unwrap();
+    sleep(Duration::from_millis(10)).await;
+    let fakes = platform.fakes("test/podinfo");
+    fakes.target.set_revision("rev-2");
+    sleep(Duration::from_secs(90)).await; // Progressing, 20, 40
+    assert_eq!(status(&agent, "test/podinfo").await.canary_weight, 40);
+
+    platform.armed.store(true, Ordering::SeqCst);
+    sleep(Duration::from_secs(30)).await; // the tick panics; the supervisor restarts the actor
+    let views = agent.list().await.unwrap();
+    assert_eq!(views[0].restarts, 1);
+    assert!(ractor::registry::where_is("t3/test/podinfo").is_some());
+    // the new actor resumed at the persisted weight and keeps going
+    let s = status(&agent, "test/podinfo").await;
+    assert_eq!(
+        (s.phase, s.canary_weight),
+        (CanaryPhase::Progressing, 60),
+        "{s:?}"
+    );
+    sleep(Duration::from_secs(30 * 6)).await;
+    assert_eq!(status(&agent, "test/podinfo").await.phase, CanaryPhase::Succeeded);
+    assert_eq!(fakes.target.primary_revision().as_deref(), Some("rev-2"));
+    agent.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_webhook_delays_only_its_own_canary() {
+    let platform = Arc::new(TestPlatform::default());
+    let agent = Agent::start(platform.clone(), settings("t4")).await.unwrap();
+    agent.apply(canary("slow", "10s", 10)).unwrap();
+    agent.apply(canary("fast", "10s", 10)).unwrap();
+    sleep(Duration::from_millis(10)).await;
+    let slow = platform.fakes("test/slow");
+    let fast = platform.fakes("test/fast");
+    slow.hooks.set_delay(Some(Duration::from_secs(600)));
+    slow.target.set_revision("rev-2");
+    fast.target.set_revision("rev-2");
+    sleep(Duration::from_secs(10 * 14)).await;
+    assert_eq!(status(&agent, "test/fast").await.phase, CanaryPhase::Succeeded);
+    let s = status(&agent, "test/slow").await;
+    assert_eq!(s.phase, CanaryPhase::Progressing);
+    assert!(
+        s.canary_weight <= 10,
+        "the slow canary is stuck in its webhook: {s:?}"
+    );
+    agent.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_canary_that_keeps_panicking_is_given_up_and_the_others_keep_running() {
+    let platform = Arc::new(TestPlatform::default());
+    platform.always_panics.lock().push("test/bad".into());
+    let mut s = settings("t5");
+    s.max_restarts = 2;
+    let agent = Agent::start(platform.clone(), s).await.unwrap();
+    agent.apply(canary("good", "10s", 50)).unwrap();
+    agent.apply(canary("bad", "10s", 50)).unwrap();
+    sleep(Duration::from_millis(10)).await;
+    platform.fakes("test/good").target.set_revision("rev-2");
+    sleep(Duration::from_secs(60)).await;
+    let views = agent.list().await.unwrap();
+    let bad = views.iter().find(|v| v.canary.key() == "test/bad").unwrap();
+    assert_eq!(bad.restarts, 2);
+    assert!(
+        bad.failure
+            .as_deref()
+            .unwrap_or("")
+            .contains("actor failed 2 times"),
+        "{:?}",
+        bad.failure
+    );
+    assert!(ractor::registry::where_is("t5/test/bad").is_none());
+    let good = views.iter().find(|v| v.canary.key() == "test/good").unwrap();
+    assert_eq!(good.canary.status.as_ref().unwrap().phase, CanaryPhase::Succeeded);
+    // a spec change gives the failed canary a fresh start
+    platform.always_panics.lock().clear();
+    agent.apply(canary("bad", "10s", 25)).unwrap();
+    sleep(Duration::from_millis(10)).await;
+    assert!(ractor::registry::where_is("t5/test/bad").is_some());
+    agent.stop().await;
+}
