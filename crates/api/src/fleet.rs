@@ -106,7 +106,7 @@ pub struct WaveSettings {
 }
 
 /// Bake: time and evidence.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BakeSpec {
     /// Go duration (`10m`).
@@ -115,6 +115,9 @@ pub struct BakeSpec {
     /// Requests the new revision must have served across the wave's clusters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_requests: Option<u64>,
+    /// A cluster whose primary reports a success rate (%) below this during the bake fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_success_rate: Option<f64>,
 }
 
 /// What a failure costs and what to revert.
