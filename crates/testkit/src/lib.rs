@@ -1,0 +1,21 @@
+//! Dev-only test doubles for aviary. Nothing here runs in production.
+//!
+//! Module map:
+//! - [`apiserver`]: a fake Kubernetes API server (a test double, not a cluster) that kube-rs and
+//!   the real `kubectl` talk to over plain HTTP; also the `fake-apiserver` binary.
+//!   - `store`: objects, resourceVersions, watch history, write semantics;
+//!   - `resources`: built-in kinds and CRD → resource type conversion;
+//!   - `http`: REST routing, content negotiation, lists and watch streams;
+//!   - `discovery`: `/version`, `/api`, `/apis`, OpenAPI stubs;
+//!   - `table`: server-side tables for `kubectl get` (printer columns, JSONPath);
+//!   - `patch`: merge, JSON and strategic merge patches;
+//!   - `selector`: label and field selectors;
+//!   - `proto`: the few protobuf request bodies kubectl sends (`kubectl create namespace`);
+//!   - `simulators`: Deployment, Knative and HTTPRoute controllers.
+//! - [`error`]: the crate's [`Error`].
+
+pub mod apiserver;
+pub mod error;
+
+pub use apiserver::{FakeApiServer, NEVER_READY_ANNOTATION, Options, SimulatorConfig, Store};
+pub use error::{Error, Result};
