@@ -1,0 +1,66 @@
+//! The agent's configuration (the flags of `aviary agent`).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Settings shared by both platforms.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The cluster's name in the fleet (alerts carry it as `Cluster`).
+    pub cluster: String,
+    /// The cluster's region.
+    pub region: String,
+    /// Labels for the coordinator's wave selectors.
+    pub labels: BTreeMap<String, String>,
+    /// The fleet coordinator (`http://host:port`); `None` = plain Flagger behaviour.
+    pub coordinator: Option<String>,
+    /// Where `/healthz`, `/metrics`, `/canaries` and `/events` are served.
+    pub admin_listen: SocketAddr,
+    /// Floor of the analysis interval (Flagger's is 10s).
+    pub min_analysis_interval: Duration,
+    /// Prometheus for built-in metrics and inline queries, unless a canary sets `metricsServer`.
+    pub metrics_server: String,
+    /// Provider for canaries that do not set one (Flagger's `-mesh-provider`).
+    pub default_provider: String,
+    /// Global event webhook (Flagger's `-event-webhook`).
+    pub event_webhook: Option<String>,
+    /// Global notifier (used when a canary has no `analysis.alerts`).
+    pub notifier: GlobalNotifier,
+    /// Which platform to run.
+    pub platform: PlatformConfig,
+}
+
+/// Flagger's global notifier flags.
+#[derive(Debug, Clone, Default)]
+pub struct GlobalNotifier {
+    pub slack_url: Option<String>,
+    pub slack_channel: Option<String>,
+    pub slack_user: Option<String>,
+    pub slack_proxy: Option<String>,
+    pub msteams_url: Option<String>,
+}
+
+/// The platform and its settings.
+#[derive(Debug, Clone)]
+pub enum PlatformConfig {
+    /// Kubernetes through kube-rs.
+    Kube {
+        /// A kubeconfig file; in-cluster configuration when `None`.
+        kubeconfig: Option<PathBuf>,
+        /// Watch one namespace only.
+        namespace: Option<String>,
+        /// Elect one active replica through a coordination.k8s.io Lease.
+        leader_election: bool,
+        /// Namespace of the Lease.
+        leader_election_namespace: String,
+    },
+    /// The embedded local platform.
+    Local {
+        /// A YAML file or a directory of them (LocalService, Canary, MetricTemplate, AlertProvider).
+        config: PathBuf,
+        /// Where canary status, primary versions and overrides are persisted.
+        state_dir: PathBuf,
+    },
+}
