@@ -3,6 +3,8 @@
 //! coordinator link in aviary-agent); tests and `aviary simulate` use the fakes in
 //! [`crate::fakes`]. Every method takes the Canary it acts for, so one port object can serve many
 //! canaries. Errors are plain messages: the engine turns them into Flagger's events.
+//! [`SecretSource`] is not used by the engine itself: it is the port through which adapters (metric
+//! providers, notifiers) read credentials, so they stay independent of the platform.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -199,6 +201,17 @@ pub trait Metrics: Send + Sync {
     ) -> Result<f64, MetricError>;
     /// Runs a deprecated inline query (the canary's metric `metric`) against its metrics server.
     async fn inline(&self, canary: &Canary, metric: &str, query: &str) -> Result<f64, MetricError>;
+}
+
+// === Secrets ===
+
+/// Reads Secrets: the credentials of metric and alert providers. Kubernetes Secrets on the kube
+/// platform; files or environment variables on the local platform.
+#[async_trait]
+pub trait SecretSource: Send + Sync {
+    /// The data of the Secret `namespace/name` (key → bytes). `Err` says why it cannot be read
+    /// (missing, forbidden, unreadable); it never contains secret values.
+    async fn secret(&self, namespace: &str, name: &str) -> Result<BTreeMap<String, Vec<u8>>, String>;
 }
 
 // === Hooks ===

@@ -1,6 +1,8 @@
 //! One module per subcommand.
 
+pub(crate) mod agent;
 pub(crate) mod crds;
+pub(crate) mod loadtester;
 pub(crate) mod simulate;
 pub(crate) mod validate;
 

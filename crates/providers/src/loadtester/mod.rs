@@ -1,0 +1,497 @@
+//! The Flagger-compatible load tester (`aviary loadtester`): a webhook target that runs
+//! commands and keeps manual gates, with Flagger's API so that manifests calling
+//! `http://flagger-loadtester.test/` keep working.
+//!
+//! Every endpoint takes Flagger's webhook payload (`name`, `namespace`, `phase`, `checksum`,
+//! `metadata`); unparsable JSON is 400 with the parser's message, a namespace that does not match
+//! `--namespace-regexp` is 403 "Forbidden".
+//!
+//! - `POST /` (and any other path, as Flagger's catch-all route): a task from `metadata`
+//!   (required: 400 "metadata not found in payload"). `type` defaults to `cmd`:
+//!   - `cmd`: `sh -c <cmd>` started in the background, 202 at once; while the same command runs
+//!     for the same canary a new request is skipped (still 202). `logCmdOutput: "true"` logs the
+//!     output.
+//!   - `bash`: `bash -c <cmd>`, blocking: 200 on exit 0 (the body is the output when
+//!     `returnCmdOutput: "true"`), 500 with the output and exit status otherwise.
+//!   - `helm`, `helmv3`, `kubectl`: the binary with the whitespace-separated words of `cmd`,
+//!     blocking like `bash`; 400 when the binary is not installed.
+//!   - anything else: 400 "unknown task type …" (`concord` and `ngrinder` are not supported).
+//!
+//!   Every command is killed with its process group after `--timeout` (default 1h).
+//! - Gates (key `<name>.<namespace>`): `/gate/approve` 200 "OK", `/gate/halt` 403 "Forbidden",
+//!   `/gate/check` 200 "Approved" when open else 403 "Forbidden", `/gate/open` and `/gate/close`
+//!   202. Rollback gate (key `rollback.<name>.<namespace>`): `/rollback/check` 200 "Approved"
+//!   when open else 403, `/rollback/open` and `/rollback/close` 202. With `--state-file` the
+//!   gates are persisted and reloaded on start.
+//! - `/healthz` 200 "OK"; `/metrics` in Prometheus text format.
+//!
+//! Shutdown stops accepting requests, kills running commands and waits for in-flight requests.
+
+mod gates;
+mod tasks;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+/// Re-exported for `Config::namespace_regexp`.
+pub use regex::Regex;
+use serde::Deserialize;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, Result};
+use gates::Gates;
+use tasks::{Outcome, Runner};
+
+/// Flagger's per-command timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
+/// How long in-flight requests may finish after a shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Settings of a load tester.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on (port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// Per-command timeout.
+    pub timeout: Duration,
+    /// Only payloads whose namespace matches are served (403 otherwise).
+    pub namespace_regexp: Option<Regex>,
+    /// Where gate state is persisted; `None` keeps it in memory (lost on restart).
+    pub state_file: Option<PathBuf>,
+}
+
+impl Config {
+    /// Listen on `listen` with Flagger's defaults otherwise.
+    pub fn new(listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            timeout: DEFAULT_TIMEOUT,
+            namespace_regexp: None,
+            state_file: None,
+        }
+    }
+}
+
+/// Runs a load tester until `shutdown` completes.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
+    let lt = Loadtester::start(config).await?;
+    tracing::info!(addr = %lt.local_addr(), "load tester listening");
+    shutdown.await;
+    tracing::info!("load tester shutting down");
+    lt.stop().await
+}
+
+/// A running load tester.
+#[derive(Debug)]
+pub struct Loadtester {
+    addr: SocketAddr,
+    stop: CancellationToken,
+    server: JoinHandle<std::io::Result<()>>,
+    runner: Arc<Runner>,
+}
+
+impl Loadtester {
+    /// Loads the gate state, binds and starts serving.
+    pub async fn start(config: Config) -> Result<Self> {
+        let gates = Gates::load(config.state_file.clone())?;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| Error::io(format!("load tester: cannot listen on {}", config.listen), e))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::io("load tester: local address", e))?;
+        let metrics = Arc::new(metrics::Metrics::new());
+        let stop = CancellationToken::new();
+        let runner = Runner::new(config.timeout, stop.child_token(), Arc::clone(&metrics));
+        let app = Arc::new(App {
+            gates,
+            runner: Arc::clone(&runner),
+            namespaces: config.namespace_regexp,
+            metrics,
+        });
+        let router = Router::new()
+            .route("/healthz", any(|| async { "OK" }))
+            .route("/metrics", any(serve_metrics))
+            .route("/gate/approve", any(gate_approve))
+            .route("/gate/halt", any(gate_halt))
+            .route("/gate/check", any(gate_check))
+            .route("/gate/open", any(gate_open))
+            .route("/gate/close", any(gate_close))
+            .route("/rollback/check", any(rollback_check))
+            .route("/rollback/open", any(rollback_open))
+            .route("/rollback/close", any(rollback_close))
+            .fallback(task)
+            .with_state(app);
+        let graceful = stop.clone();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move { graceful.cancelled().await })
+                .await
+        });
+        Ok(Self {
+            addr,
+            stop,
+            server,
+            runner,
+        })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, kills running commands, and waits (bounded) for in-flight requests.
+    pub async fn stop(self) -> Result<()> {
+        self.stop.cancel();
+        self.runner.shutdown().await;
+        match tokio::time::timeout(SHUTDOWN_GRACE, self.server).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(Error::io("load tester: serving failed", e)),
+            Ok(Err(e)) => Err(Error::Config(format!("load tester: server task failed: {e}"))),
+            Err(_) => {
+                tracing::warn!("load tester: in-flight requests still running after {SHUTDOWN_GRACE:?}");
+                Ok(())
+            }
+        }
+    }
+}
+
+struct App {
+    gates: Gates,
+    runner: Arc<Runner>,
+    namespaces: Option<Regex>,
+    metrics: Arc<metrics::Metrics>,
+}
+
+type Shared = State<Arc<App>>;
+
+#[derive(Deserialize)]
+struct Payload {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    namespace: String,
+    #[serde(default)]
+    metadata: Option<BTreeMap<String, String>>,
+}
+
+fn text(status: StatusCode, body: impl Into<String>) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body.into(),
+    )
+        .into_response()
+}
+
+fn forbidden() -> Response {
+    text(StatusCode::FORBIDDEN, "Forbidden")
+}
+
+impl App {
+    /// Parses the payload and applies the namespace filter.
+    fn payload(&self, body: &[u8]) -> Result<Payload, (StatusCode, String)> {
+        let p: Payload = serde_json::from_slice(body).map_err(|e| {
+            (
+                StatusCode::BAD_REQUEST,
+                format!("invalid JSON payload: {e}; expected Flagger's webhook payload"),
+            )
+        })?;
+        if let Some(re) = &self.namespaces
+            && !re.is_match(&p.namespace)
+        {
+            return Err((StatusCode::FORBIDDEN, "Forbidden".into()));
+        }
+        Ok(p)
+    }
+
+    async fn set_gate(&self, key: String, open: bool, message: &str) -> Response {
+        match self.gates.set(&key, open).await {
+            Ok(()) => {
+                tracing::info!(gate = %key, "{message}");
+                text(StatusCode::ACCEPTED, message)
+            }
+            Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e),
+        }
+    }
+
+    fn check_gate(&self, key: &str, endpoint: &'static str) -> Response {
+        let open = self.gates.is_open(key);
+        self.metrics.gate(endpoint, open);
+        if open {
+            text(StatusCode::OK, "Approved")
+        } else {
+            forbidden()
+        }
+    }
+}
+
+fn gate_key(p: &Payload) -> String {
+    format!("{}.{}", p.name, p.namespace)
+}
+
+fn rollback_key(p: &Payload) -> String {
+    format!("rollback.{}.{}", p.name, p.namespace)
+}
+
+macro_rules! with_payload {
+    ($app:expr, $body:expr) => {
+        match $app.payload(&$body) {
+            Ok(p) => p,
+            Err((status, message)) => return text(status, message),
+        }
+    };
+}
+
+async fn gate_approve(State(app): Shared, body: Bytes) -> Response {
+    let _ = with_payload!(app, body);
+    text(StatusCode::OK, "OK")
+}
+
+async fn gate_halt(State(app): Shared, body: Bytes) -> Response {
+    let _ = with_payload!(app, body);
+    forbidden()
+}
+
+async fn gate_check(State(app): Shared, body: Bytes) -> Response {
+    let p = with_payload!(app, body);
+    app.check_gate(&gate_key(&p), "gate")
+}
+
+async fn gate_open(State(app): Shared, body: Bytes) -> Response {
+    let p = with_payload!(app, body);
+    app.set_gate(gate_key(&p), true, "Gate opened").await
+}
+
+async fn gate_close(State(app): Shared, body: Bytes) -> Response {
+    let p = with_payload!(app, body);
+    app.set_gate(gate_key(&p), false, "Gate closed").await
+}
+
+async fn rollback_check(State(app): Shared, body: Bytes) -> Response {
+    let p = with_payload!(app, body);
+    app.check_gate(&rollback_key(&p), "rollback")
+}
+
+async fn rollback_open(State(app): Shared, body: Bytes) -> Response {
+    let p = with_payload!(app, body);
+    app.set_gate(rollback_key(&p), true, "Rollback gate opened").await
+}
+
+async fn rollback_close(State(app): Shared, body: Bytes) -> Response {
+    let p = with_payload!(app, body);
+    app.set_gate(rollback_key(&p), false, "Rollback gate closed")
+        .await
+}
+
+async fn serve_metrics(State(app): Shared) -> Response {
+    match app.metrics.encode() {
+        Ok(body) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        )
+            .into_response(),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+/// `POST /`: run a task.
+async fn task(State(app): Shared, body: Bytes) -> Response {
+    let p = with_payload!(app, body);
+    let Some(meta) = p.metadata.as_ref().filter(|m| !m.is_empty()) else {
+        return text(StatusCode::BAD_REQUEST, "metadata not found in payload");
+    };
+    let canary = gate_key(&p);
+    let kind = meta.get("type").map(String::as_str).unwrap_or("cmd");
+    let flag = |k: &str| meta.get(k).is_some_and(|v| v == "true");
+    let Some(cmd) = meta.get("cmd").filter(|c| !c.trim().is_empty()) else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("cmd not found in metadata (a {kind} task needs metadata.cmd)"),
+        );
+    };
+    let (program, args): (String, Vec<String>) = match kind {
+        "cmd" => {
+            // A duplicate of a running command is skipped (the runner counts it) but, as in
+            // Flagger, still answered 202.
+            if app.runner.start(canary, cmd.clone(), flag("logCmdOutput")) {
+                app.metrics.task("cmd", "accepted");
+            }
+            return text(StatusCode::ACCEPTED, "Task accepted");
+        }
+        "bash" => ("bash".into(), vec!["-c".into(), cmd.clone()]),
+        "helm" | "helmv3" | "kubectl" => {
+            let candidates: &[&str] = match kind {
+                "helmv3" => &["helmv3", "helm"],
+                "helm" => &["helm"],
+                _ => &["kubectl"],
+            };
+            let Some(bin) = candidates.iter().find_map(|c| tasks::which(c)) else {
+                app.metrics.task(kind, "unavailable");
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "task type {kind} needs the {} binary, which is not installed on this load tester; \
+                         install it in the image or use a bash task",
+                        candidates[0]
+                    ),
+                );
+            };
+            (
+                bin.to_string_lossy().into_owned(),
+                cmd.split_whitespace().map(str::to_string).collect(),
+            )
+        }
+        "concord" | "ngrinder" => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("task type {kind} is not supported by the aviary load tester"),
+            );
+        }
+        other => {
+            return text(StatusCode::BAD_REQUEST, format!("unknown task type {other}"));
+        }
+    };
+    tracing::info!(canary = %canary, "command starting {kind} {cmd}");
+    let outcome = tasks::run(&program, &args, app.runner.timeout(), app.runner.cancel_token()).await;
+    let log = flag("logCmdOutput");
+    match outcome {
+        Outcome::Success(out) => {
+            app.metrics.task(kind, "succeeded");
+            if log {
+                tracing::info!(canary = %canary, "command finished {cmd}\n{out}");
+            }
+            let body = if flag("returnCmdOutput") {
+                out
+            } else {
+                String::new()
+            };
+            text(StatusCode::OK, body)
+        }
+        Outcome::Failed { output, status } => {
+            app.metrics.task(kind, "failed");
+            tracing::warn!(canary = %canary, "command failed {cmd}: {status}\n{output}");
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("command {cmd} failed: {}: {status}", output.trim_end()),
+            )
+        }
+        Outcome::TimedOut => {
+            app.metrics.task(kind, "timeout");
+            let t = aviary_api::duration::format_go_duration(app.runner.timeout());
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("command {cmd} killed after the timeout of {t}"),
+            )
+        }
+        Outcome::Cancelled => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("command {cmd} stopped: the load tester is shutting down"),
+        ),
+        Outcome::NotStarted(e) => {
+            app.metrics.task(kind, "failed");
+            text(StatusCode::INTERNAL_SERVER_ERROR, e)
+        }
+    }
+}
+
+mod metrics {
+    //! The load tester's own metrics.
+
+    use prometheus_client::encoding::EncodeLabelSet;
+    use prometheus_client::metrics::counter::Counter;
+    use prometheus_client::metrics::family::Family;
+    use prometheus_client::metrics::gauge::Gauge;
+    use prometheus_client::registry::Registry;
+
+    #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+    struct TaskLabels {
+        r#type: String,
+        outcome: String,
+    }
+
+    #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+    struct GateLabels {
+        gate: String,
+        result: String,
+    }
+
+    pub(crate) struct Metrics {
+        registry: Registry,
+        tasks: Family<TaskLabels, Counter>,
+        gates: Family<GateLabels, Counter>,
+        pub(crate) running: Gauge,
+    }
+
+    impl std::fmt::Debug for Metrics {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("Metrics").finish_non_exhaustive()
+        }
+    }
+
+    impl Metrics {
+        pub(crate) fn new() -> Self {
+            let mut registry = Registry::with_prefix("aviary_loadtester");
+            let tasks = Family::<TaskLabels, Counter>::default();
+            let gates = Family::<GateLabels, Counter>::default();
+            let running = Gauge::default();
+            registry.register(
+                "tasks",
+                "Tasks by type and outcome (accepted, skipped, succeeded, failed, timeout, …)",
+                tasks.clone(),
+            );
+            registry.register(
+                "gate_checks",
+                "Gate and rollback checks by answer (open, closed)",
+                gates.clone(),
+            );
+            registry.register("commands_running", "cmd tasks running now", running.clone());
+            Self {
+                registry,
+                tasks,
+                gates,
+                running,
+            }
+        }
+
+        pub(crate) fn task(&self, kind: &str, outcome: &str) {
+            self.tasks
+                .get_or_create(&TaskLabels {
+                    r#type: kind.to_string(),
+                    outcome: outcome.to_string(),
+                })
+                .inc();
+        }
+
+        pub(crate) fn gate(&self, gate: &str, open: bool) {
+            self.gates
+                .get_or_create(&GateLabels {
+                    gate: gate.to_string(),
+                    result: if open { "open" } else { "closed" }.to_string(),
+                })
+                .inc();
+        }
+
+        pub(crate) fn encode(&self) -> Result<String, String> {
+            let mut out = String::new();
+            prometheus_client::encoding::text::encode(&mut out, &self.registry).map_err(|e| e.to_string())?;
+            Ok(out)
+        }
+    }
+}

@@ -1,0 +1,529 @@
+//! The engine's `Metrics` port over HTTP metric backends.
+//!
+//! [`ProviderMetrics`] looks MetricTemplates up through a [`TemplateSource`], reads the
+//! provider's credentials through a [`SecretSource`] (from the **template's** namespace, as
+//! Flagger does), and runs the rendered query on the provider named by `spec.provider.type`:
+//!
+//! | type | module | request |
+//! |---|---|---|
+//! | `prometheus` | [`prometheus`] | GET `/api/v1/query` |
+//! | `datadog`, `newrelic`, `graphite`, `influxdb`, `dynatrace` | `vendors` | see each function |
+//! | `cloudwatch` | [`cloudwatch`] | GetMetricData (AWS JSON 1.0, SigV4) |
+//!
+//! Built-in metrics (`request-success-rate`, `request-duration`) and deprecated inline queries
+//! come from a [`BuiltinSource`]: [`PrometheusBuiltins`] runs Flagger's PromQL against the
+//! canary's `spec.metricsServer` or the agent's default; the local platform plugs in its router
+//! statistics instead.
+//!
+//! Errors: "no values found" is [`MetricError::NoValues`]; an unreadable Secret is
+//! [`MetricError::Secret`]; a template that cannot be used as written (missing address, missing
+//! credential key, unparsable interval) is [`MetricError::Provider`]; everything that went wrong on
+//! the wire is [`MetricError::Query`]. Secret values are removed from every error text.
+
+mod builtin;
+pub mod cloudwatch;
+pub mod prometheus;
+mod vendors;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use aviary_api::Canary;
+use aviary_api::MetricTemplate;
+use aviary_api::duration::parse_go_duration;
+use aviary_api::metric_template::MetricProvider;
+use aviary_core::ports::{BuiltinMetric, MetricError, MetricModel, Metrics, SecretSource};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use url::Url;
+
+pub use builtin::{Observer, PrometheusBuiltins};
+pub use cloudwatch::AwsCredentials;
+
+use crate::error::Result;
+use crate::http::{self, Clients};
+use crate::secrets::SecretData;
+use crate::sources::TemplateSource;
+
+/// The MetricTemplate provider types aviary runs.
+pub const SUPPORTED_TYPES: &[&str] = &[
+    "prometheus",
+    "datadog",
+    "newrelic",
+    "graphite",
+    "influxdb",
+    "dynatrace",
+    "cloudwatch",
+];
+
+/// Where built-in metrics and inline queries come from.
+#[async_trait]
+pub trait BuiltinSource: Send + Sync {
+    /// Whether the backend answers, for the canary's built-in metrics and inline queries.
+    async fn check(&self, _canary: &Canary) -> Result<(), String> {
+        Ok(())
+    }
+    /// A built-in metric over `model.interval`: percent for the success rate, milliseconds for
+    /// the duration.
+    async fn builtin(
+        &self,
+        canary: &Canary,
+        metric: BuiltinMetric,
+        model: &MetricModel,
+    ) -> Result<f64, MetricError>;
+    /// A deprecated inline `metrics[].query` (already rendered).
+    async fn inline(&self, _canary: &Canary, _query: &str) -> Result<f64, MetricError> {
+        Err(MetricError::Provider(
+            "inline metric queries (metrics[].query) need a Prometheus metrics server; use a MetricTemplate"
+                .into(),
+        ))
+    }
+}
+
+/// The `Metrics` port: MetricTemplates on their providers, built-ins from a [`BuiltinSource`].
+pub struct ProviderMetrics {
+    templates: Arc<dyn TemplateSource>,
+    secrets: Arc<dyn SecretSource>,
+    builtins: Arc<dyn BuiltinSource>,
+    clients: Clients,
+    aws_env: Option<AwsCredentials>,
+}
+
+impl std::fmt::Debug for ProviderMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderMetrics").finish_non_exhaustive()
+    }
+}
+
+impl ProviderMetrics {
+    /// Builds the port. AWS credentials for `cloudwatch` templates without a `secretRef` are read
+    /// from `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN` now.
+    pub fn new(
+        templates: Arc<dyn TemplateSource>,
+        secrets: Arc<dyn SecretSource>,
+        builtins: Arc<dyn BuiltinSource>,
+    ) -> Result<Self> {
+        Ok(Self {
+            templates,
+            secrets,
+            builtins,
+            clients: Clients::new()?,
+            aws_env: AwsCredentials::from_env(),
+        })
+    }
+
+    /// Replaces the AWS credentials taken from the environment (tests, or explicit agent flags).
+    pub fn with_aws_env_credentials(mut self, creds: Option<AwsCredentials>) -> Self {
+        self.aws_env = creds;
+        self
+    }
+
+    async fn credentials(
+        &self,
+        template: &MetricTemplate,
+        provider: &MetricProvider,
+    ) -> Result<Option<Credentials>, MetricError> {
+        let Some(name) = provider
+            .secret_ref
+            .as_ref()
+            .and_then(|s| s.name.clone())
+            .filter(|n| !n.is_empty())
+        else {
+            return Ok(None);
+        };
+        let namespace = template
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        match self.secrets.secret(&namespace, &name).await {
+            Ok(data) => Ok(Some(Credentials {
+                secret: name,
+                namespace,
+                data,
+            })),
+            Err(message) => Err(MetricError::Secret {
+                secret: name,
+                message,
+            }),
+        }
+    }
+
+    /// Runs `query` (or the online check when `query` is `None`) on the template's provider.
+    async fn run(
+        &self,
+        template: &MetricTemplate,
+        interval: &str,
+        query: Option<&str>,
+    ) -> Result<f64, MetricError> {
+        let provider = template.spec.provider.clone().unwrap_or_default();
+        let creds = self.credentials(template, &provider).await?;
+        let kind = template.provider_type().to_string();
+        let call = Call {
+            client: self
+                .clients
+                .get(provider.insecure_skip_verify.unwrap_or(false), None)
+                .map_err(MetricError::Provider)?,
+            provider: &provider,
+            creds: creds.as_ref(),
+            kind: &kind,
+            aws_env: self.aws_env.as_ref(),
+        };
+        tracing::debug!(
+            template = %template.key(),
+            provider = %kind,
+            address = %http::origin(provider.address.as_deref().unwrap_or("")),
+            "metric query"
+        );
+        let result = match (kind.as_str(), query) {
+            ("prometheus", Some(q)) => prometheus::query(&call, q).await,
+            ("prometheus", None) => prometheus::online(&call).await.map(|()| 1.0),
+            ("datadog", Some(q)) => vendors::datadog(&call, interval, q).await,
+            ("datadog", None) => vendors::datadog_online(&call).await.map(|()| 1.0),
+            ("newrelic", Some(q)) => vendors::newrelic(&call, interval, q).await,
+            ("newrelic", None) => vendors::newrelic_online(&call).await.map(|()| 1.0),
+            ("graphite", Some(q)) => vendors::graphite(&call, q).await,
+            ("graphite", None) => vendors::graphite_online(&call).await.map(|()| 1.0),
+            ("influxdb", Some(q)) => vendors::influxdb(&call, q).await,
+            ("influxdb", None) => vendors::influxdb_online(&call).await.map(|()| 1.0),
+            ("dynatrace", Some(q)) => vendors::dynatrace(&call, interval, q).await,
+            ("dynatrace", None) => vendors::dynatrace_online(&call).await.map(|()| 1.0),
+            ("cloudwatch", Some(q)) => cloudwatch::query(&call, interval, q).await,
+            ("cloudwatch", None) => cloudwatch::online(&call).await.map(|()| 1.0),
+            (other, _) => Err(MetricError::Provider(format!(
+                "provider type {other:?} (MetricTemplate {} spec.provider.type) is not supported by aviary; \
+                 use one of {}",
+                template.key(),
+                SUPPORTED_TYPES.join(", ")
+            ))),
+        };
+        let secrets: Vec<String> = creds.iter().flat_map(Credentials::values).collect();
+        result.map_err(|e| redact_error(e, &secrets))
+    }
+}
+
+#[async_trait]
+impl Metrics for ProviderMetrics {
+    async fn check_providers(&self, canary: &Canary) -> Result<(), String> {
+        let metrics = canary.analysis().metrics.clone().unwrap_or_default();
+        let mut errors = Vec::new();
+        if metrics.iter().any(|m| m.template_ref.is_none())
+            && let Err(e) = self.builtins.check(canary).await
+        {
+            errors.push(e);
+        }
+        let mut seen = BTreeSet::new();
+        for m in metrics.iter().filter_map(|m| m.template_ref.as_ref()) {
+            let name = m.name.clone().unwrap_or_default();
+            let ns = m
+                .namespace
+                .clone()
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| canary.namespace().to_string());
+            if !seen.insert((ns.clone(), name.clone())) {
+                continue;
+            }
+            let template = match self.templates.metric_template(&ns, &name).await {
+                Ok(t) => t,
+                Err(e) => {
+                    errors.push(format!("Metric template {name}.{ns} error: {e}"));
+                    continue;
+                }
+            };
+            if let Err(e) = self.run(&template, "", None).await {
+                let kind = template.provider_type();
+                errors.push(match e {
+                    MetricError::Secret { secret, message } => {
+                        format!("Metric template {name}.{ns} secret {secret} error: {message}")
+                    }
+                    e => format!("{kind} in metric template {name}.{ns} is not available: {e}"),
+                });
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
+    }
+
+    async fn builtin(
+        &self,
+        canary: &Canary,
+        metric: BuiltinMetric,
+        model: &MetricModel,
+    ) -> Result<f64, MetricError> {
+        self.builtins.builtin(canary, metric, model).await
+    }
+
+    async fn template(&self, namespace: &str, name: &str) -> Result<MetricTemplate, String> {
+        self.templates.metric_template(namespace, name).await
+    }
+
+    async fn query(
+        &self,
+        _metric: &str,
+        template: &MetricTemplate,
+        interval: &str,
+        query: &str,
+    ) -> Result<f64, MetricError> {
+        self.run(template, interval, Some(query)).await
+    }
+
+    async fn inline(&self, canary: &Canary, _metric: &str, query: &str) -> Result<f64, MetricError> {
+        self.builtins.inline(canary, query).await
+    }
+}
+
+// === shared by the providers ===
+
+/// A provider's credentials Secret, read from the template's namespace.
+#[derive(Clone)]
+pub(crate) struct Credentials {
+    pub(crate) secret: String,
+    pub(crate) namespace: String,
+    data: SecretData,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("secret", &self.secret)
+            .field("keys", &self.data.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Credentials {
+    /// A key's value as text (absent or empty → `None`).
+    pub(crate) fn get(&self, key: &str) -> Option<String> {
+        self.data
+            .get(key)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .filter(|v| !v.is_empty())
+    }
+
+    /// A key the provider cannot work without.
+    pub(crate) fn require(&self, key: &str, provider: &str) -> Result<String, MetricError> {
+        self.get(key).ok_or_else(|| {
+            MetricError::Provider(format!(
+                "{provider} credentials: secret {}/{} has no key `{key}`; add it to the Secret",
+                self.namespace, self.secret
+            ))
+        })
+    }
+
+    fn values(&self) -> Vec<String> {
+        self.data
+            .values()
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect()
+    }
+}
+
+/// What one provider call needs.
+pub(crate) struct Call<'a> {
+    pub(crate) client: reqwest::Client,
+    pub(crate) provider: &'a MetricProvider,
+    pub(crate) creds: Option<&'a Credentials>,
+    /// The provider type, for messages.
+    pub(crate) kind: &'a str,
+    pub(crate) aws_env: Option<&'a AwsCredentials>,
+}
+
+impl Call<'_> {
+    /// The credentials, or an error saying that the provider needs a `secretRef` with `keys`.
+    pub(crate) fn require_creds(&self, keys: &str) -> Result<&Credentials, MetricError> {
+        self.creds.ok_or_else(|| {
+            MetricError::Provider(format!(
+                "{} needs credentials: set spec.provider.secretRef to a Secret with {keys}",
+                self.kind
+            ))
+        })
+    }
+
+    /// `spec.provider.address`, or `default` when unset.
+    pub(crate) fn address(&self, default: Option<&str>) -> Result<Url, MetricError> {
+        let addr = self
+            .provider
+            .address
+            .as_deref()
+            .filter(|a| !a.is_empty())
+            .or(default)
+            .ok_or_else(|| {
+                MetricError::Provider(format!(
+                    "spec.provider.address is required for {}: set it to the API's base URL",
+                    self.kind
+                ))
+            })?;
+        parse_base_url(addr)
+    }
+
+    /// `spec.provider.headers` as a header map (the template itself is never changed).
+    pub(crate) fn custom_headers(&self) -> Result<HeaderMap, MetricError> {
+        headers_of(self.provider)
+    }
+}
+
+/// A base URL: http or https.
+pub(crate) fn parse_base_url(addr: &str) -> Result<Url, MetricError> {
+    let url = Url::parse(addr).map_err(|e| {
+        MetricError::Provider(format!(
+            "spec.provider.address {:?} is not a URL: {e}",
+            http::origin(addr)
+        ))
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(MetricError::Provider(format!(
+            "spec.provider.address must be an http or https URL, not {}",
+            url.scheme()
+        )));
+    }
+    Ok(url)
+}
+
+/// `base` with `path` appended to its path (Go's `path.Join(u.Path, path)`).
+pub(crate) fn join_path(base: &Url, path: &str) -> Url {
+    let mut u = base.clone();
+    let joined = format!(
+        "{}/{}",
+        base.path().trim_end_matches('/'),
+        path.trim_start_matches('/')
+    );
+    u.set_path(&joined);
+    u.set_query(None);
+    u
+}
+
+pub(crate) fn headers_of(provider: &MetricProvider) -> Result<HeaderMap, MetricError> {
+    let mut map = HeaderMap::new();
+    for (name, values) in provider.headers.iter().flatten() {
+        let n = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+            MetricError::Provider(format!(
+                "spec.provider.headers: {name:?} is not a valid header name"
+            ))
+        })?;
+        for v in values {
+            let v = HeaderValue::from_str(v).map_err(|_| {
+                MetricError::Provider(format!(
+                    "spec.provider.headers.{name}: the value is not a valid header value"
+                ))
+            })?;
+            map.append(n.clone(), v);
+        }
+    }
+    Ok(map)
+}
+
+/// Sends a request; transport failures become [`MetricError::Query`] naming the endpoint.
+pub(crate) async fn send(
+    req: reqwest::RequestBuilder,
+    what: &str,
+    url: &Url,
+) -> Result<(reqwest::StatusCode, bytes::Bytes), MetricError> {
+    let resp = req.send().await.map_err(|e| {
+        MetricError::Query(format!(
+            "{what} request to {}{} failed: {}",
+            http::origin(url.as_str()),
+            url.path(),
+            http::error_text(&e)
+        ))
+    })?;
+    let status = resp.status();
+    let body = resp.bytes().await.map_err(|e| {
+        MetricError::Query(format!(
+            "{what} response from {} could not be read: {}",
+            http::origin(url.as_str()),
+            http::error_text(&e)
+        ))
+    })?;
+    Ok((status, body))
+}
+
+/// The metric interval (`metrics[].interval`) as a duration.
+pub(crate) fn parse_interval(interval: &str) -> Result<Duration, MetricError> {
+    parse_go_duration(interval)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            MetricError::Provider(format!(
+                "error parsing metric interval {interval:?}: set metrics[].interval to a duration such as 1m"
+            ))
+        })
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn now_unix() -> Duration {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
+}
+
+/// Flagger's text for "the query found nothing".
+pub(crate) fn no_values() -> MetricError {
+    MetricError::NoValues("no values found".into())
+}
+
+/// Flagger's text for an answer with several series where one was expected.
+pub(crate) fn multiple_values() -> MetricError {
+    MetricError::Query("query returned multiple values".into())
+}
+
+fn redact_error(e: MetricError, secrets: &[String]) -> MetricError {
+    let r = |s: String| http::redact(&s, secrets.iter().map(String::as_str));
+    match e {
+        MetricError::NoValues(m) => MetricError::NoValues(r(m)),
+        MetricError::Provider(m) => MetricError::Provider(r(m)),
+        MetricError::Query(m) => MetricError::Query(r(m)),
+        MetricError::Secret { secret, message } => MetricError::Secret {
+            secret,
+            message: r(message),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_join_like_go() {
+        let base = Url::parse("http://prom:9090").unwrap();
+        assert_eq!(
+            join_path(&base, "/api/v1/query").as_str(),
+            "http://prom:9090/api/v1/query"
+        );
+        let base = Url::parse("https://gw.example/prometheus/?x=1").unwrap();
+        assert_eq!(
+            join_path(&base, "/api/v1/query").as_str(),
+            "https://gw.example/prometheus/api/v1/query"
+        );
+    }
+
+    #[test]
+    fn intervals_must_be_durations() {
+        assert_eq!(parse_interval("1m").unwrap(), Duration::from_secs(60));
+        assert_eq!(parse_interval("1m30s").unwrap(), Duration::from_secs(90));
+        for bad in ["", "0", "soon"] {
+            let e = parse_interval(bad).unwrap_err();
+            assert!(matches!(e, MetricError::Provider(ref m) if m.contains("error parsing metric interval")));
+        }
+    }
+
+    #[test]
+    fn redaction_covers_every_error_kind() {
+        let secrets = vec!["tok-123456".to_string()];
+        let e = redact_error(
+            MetricError::Query("error response: bad tok-123456".into()),
+            &secrets,
+        );
+        assert_eq!(e, MetricError::Query("error response: bad [redacted]".into()));
+        let e = redact_error(
+            MetricError::Secret {
+                secret: "s".into(),
+                message: "tok-123456".into(),
+            },
+            &secrets,
+        );
+        assert_eq!(e.to_string(), "[redacted]");
+    }
+}

@@ -1,0 +1,404 @@
+//! Alert payloads, field by field, against a local receiver, for every provider type; secrets,
+//! proxies, the global notifier, failures and the timeout.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aviary_api::canary::NamespacedRef;
+use aviary_api::{AlertProvider, Canary};
+use aviary_core::ports::{Alert, Notifier, Severity};
+use aviary_providers::alerts::{GlobalFlags, Receiver};
+use aviary_providers::{AlertNotifier, ResourceStore, StaticSecrets};
+use common::{Reply, Seen, Server, bounded};
+use serde_json::{Value, json};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn canary() -> Canary {
+    serde_json::from_value(json!({
+        "apiVersion": "flagger.app/v1beta1",
+        "kind": "Canary",
+        "metadata": {"name": "podinfo", "namespace": "test"},
+        "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+                 "analysis": {"interval": "1m", "threshold": 5, "stepWeight": 10}},
+    }))
+    .unwrap()
+}
+
+fn alert(severity: Severity) -> Alert {
+    Alert {
+        message: "Failed checks threshold reached 5".into(),
+        severity,
+        fields: vec![
+            ("Cluster".into(), "eu-west-1a".into()),
+            ("Target".into(), "Deployment/podinfo.test".into()),
+        ],
+    }
+}
+
+fn provider(name: &str, spec: Value) -> AlertProvider {
+    serde_json::from_value(json!({
+        "apiVersion": "flagger.app/v1beta1",
+        "kind": "AlertProvider",
+        "metadata": {"name": name, "namespace": "test"},
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+struct Fixture {
+    store: ResourceStore,
+    secrets: StaticSecrets,
+    notifier: AlertNotifier,
+}
+
+fn fixture(global: Option<Receiver>) -> Fixture {
+    let store = ResourceStore::new();
+    let secrets = StaticSecrets::new();
+    let notifier = AlertNotifier::new(Arc::new(store.clone()), Arc::new(secrets.clone()), global).unwrap();
+    Fixture {
+        store,
+        secrets,
+        notifier,
+    }
+}
+
+fn to(name: &str) -> NamespacedRef {
+    NamespacedRef {
+        name: Some(name.into()),
+        namespace: None,
+    }
+}
+
+async fn send_one(kind: &str, severity: Severity, extra: Value) -> Seen {
+    let server = Server::always(Reply::new(200, "ok")).await;
+    let f = fixture(None);
+    let mut spec = json!({"type": kind, "address": format!("{}/hooks/abc", server.url())});
+    if let Value::Object(m) = extra {
+        for (k, v) in m {
+            spec[k] = v;
+        }
+    }
+    f.store.insert_alert_provider(provider("on-call", spec));
+    f.notifier
+        .notify(&canary(), Some(&to("on-call")), &alert(severity))
+        .await
+        .unwrap();
+    let r = server.only_request();
+    server.stop().await;
+    assert_eq!(r.method, "POST");
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    r
+}
+
+#[tokio::test]
+async fn slack_payload() {
+    bounded(LIMIT, async {
+        let r = send_one(
+            "slack",
+            Severity::Info,
+            json!({"channel": "deploys", "username": "aviary-bot"}),
+        )
+        .await;
+        assert_eq!(r.path, "/hooks/abc");
+        assert_eq!(
+            r.json(),
+            json!({
+                "channel": "deploys",
+                "username": "aviary-bot",
+                "icon_url": "",
+                "icon_emoji": ":rocket:",
+                "attachments": [{
+                    "color": "good",
+                    "author_name": "podinfo.test",
+                    "text": "Failed checks threshold reached 5",
+                    "mrkdwn_in": ["text"],
+                    "fields": [
+                        {"title": "Cluster", "value": "eu-west-1a", "short": false},
+                        {"title": "Target", "value": "Deployment/podinfo.test", "short": false}
+                    ],
+                }],
+            })
+        );
+        let r = send_one("slack", Severity::Error, json!({})).await;
+        let body = r.json();
+        assert_eq!(body["attachments"][0]["color"], "danger");
+        assert_eq!(body["channel"], "general", "the default channel");
+        assert_eq!(body["username"], "flagger", "the default username");
+        let r = send_one("slack", Severity::Warn, json!({})).await;
+        assert_eq!(r.json()["attachments"][0]["color"], "good");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn discord_payload_goes_to_the_slack_endpoint() {
+    bounded(LIMIT, async {
+        let r = send_one("discord", Severity::Error, json!({})).await;
+        assert_eq!(r.path, "/hooks/abc/slack");
+        let body = r.json();
+        assert_eq!(body["icon_emoji"], ":rocket:");
+        assert_eq!(body["attachments"][0]["color"], "danger");
+        assert_eq!(body["attachments"][0]["author_name"], "podinfo.test");
+        assert_eq!(body["attachments"][0]["fields"][0]["title"], "Cluster");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn rocket_payload_colours() {
+    bounded(LIMIT, async {
+        let r = send_one("rocket", Severity::Info, json!({})).await;
+        assert_eq!(r.path, "/hooks/abc");
+        let body = r.json();
+        assert_eq!(body["attachments"][0]["color"], "#0076D7");
+        assert_eq!(
+            body["attachments"][0]["text"],
+            "Failed checks threshold reached 5"
+        );
+        assert_eq!(body["attachments"][0]["mrkdwn_in"], json!(["text"]));
+        let r = send_one("rocket", Severity::Error, json!({})).await;
+        assert_eq!(r.json()["attachments"][0]["color"], "#FF0000");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn msteams_message_card() {
+    bounded(LIMIT, async {
+        let r = send_one("msteams", Severity::Info, json!({})).await;
+        assert_eq!(
+            r.json(),
+            json!({
+                "@type": "MessageCard",
+                "@context": "http://schema.org/extensions",
+                "themeColor": "0076D7",
+                "summary": "podinfo.test",
+                "sections": [{
+                    "activityTitle": "Failed checks threshold reached 5",
+                    "activitySubtitle": "podinfo.test",
+                    "facts": [
+                        {"name": "Cluster", "value": "eu-west-1a"},
+                        {"name": "Target", "value": "Deployment/podinfo.test"}
+                    ],
+                }],
+            })
+        );
+        let r = send_one("msteams", Severity::Error, json!({})).await;
+        assert_eq!(r.json()["themeColor"], "FF0000");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn gchat_card() {
+    bounded(LIMIT, async {
+        let r = send_one("gchat", Severity::Warn, json!({})).await;
+        assert_eq!(
+            r.json(),
+            json!({
+                "cards": [{
+                    "header": {
+                        "title": "Flagger",
+                        "subtitle": "podinfo.test",
+                        "imageUrl": "https://flagger.app/favicon.png",
+                    },
+                    "sections": [
+                        {"widgets": [{"textParagraph": {"text": "<font color=#848484><strong>Failed checks threshold reached 5</strong></font>"}}]},
+                        {"widgets": [{"textParagraph": {"text": "Cluster<br><font color=#848484><strong>eu-west-1a</strong></font>"}}]},
+                        {"widgets": [{"textParagraph": {"text": "Target<br><font color=#848484><strong>Deployment/podinfo.test</strong></font>"}}]}
+                    ],
+                }],
+            })
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn generic_payload() {
+    bounded(LIMIT, async {
+        let before = jiff::Timestamp::now();
+        let r = send_one("generic", Severity::Warn, json!({})).await;
+        let body = r.json();
+        let obj = body.as_object().unwrap();
+        assert_eq!(
+            obj.keys().collect::<Vec<_>>(),
+            [
+                "canary",
+                "fields",
+                "message",
+                "namespace",
+                "severity",
+                "timestamp"
+            ]
+        );
+        assert_eq!(body["canary"], "podinfo");
+        assert_eq!(body["namespace"], "test");
+        assert_eq!(body["message"], "Failed checks threshold reached 5");
+        assert_eq!(body["severity"], "warn");
+        assert_eq!(
+            body["fields"],
+            json!([
+                {"name": "Cluster", "value": "eu-west-1a"},
+                {"name": "Target", "value": "Deployment/podinfo.test"}
+            ])
+        );
+        let ts: jiff::Timestamp = body["timestamp"].as_str().unwrap().parse().unwrap();
+        assert!(ts >= before && ts <= jiff::Timestamp::now(), "{ts}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn secret_address_token_and_proxy() {
+    bounded(LIMIT, async {
+        let receiver = Server::always(Reply::new(200, "ok")).await;
+        // A forward proxy is just a server that receives absolute-form requests.
+        let proxy = Server::always(Reply::new(200, "proxied")).await;
+        let f = fixture(None);
+        f.secrets.insert(
+            "test",
+            "slack-secret",
+            [("address", format!("{}/services/T0/B0/secret-path", receiver.url())), ("token", "xoxb-bearer-token".into())],
+        );
+        f.store.insert_alert_provider(provider(
+            "slack",
+            json!({"type": "slack", "address": "http://ignored.invalid/", "secretRef": {"name": "slack-secret"}}),
+        ));
+        f.notifier.notify(&canary(), Some(&to("slack")), &alert(Severity::Info)).await.unwrap();
+        let r = receiver.only_request();
+        assert_eq!(r.path, "/services/T0/B0/secret-path", "the Secret's address wins");
+        assert_eq!(r.header("authorization"), Some("Bearer xoxb-bearer-token"));
+
+        f.store.insert_alert_provider(provider(
+            "teams",
+            json!({"type": "msteams", "address": "http://alerts.example.invalid/webhook", "proxy": proxy.url()}),
+        ));
+        f.notifier.notify(&canary(), Some(&to("teams")), &alert(Severity::Info)).await.unwrap();
+        let p = proxy.only_request();
+        assert_eq!(p.path, "/webhook");
+        assert_eq!(p.header("host"), Some("alerts.example.invalid"));
+        assert_eq!(p.json()["@type"], "MessageCard");
+
+        // A Secret without `address` is an error naming the key.
+        f.secrets.insert("test", "slack-secret", [("token", "xoxb-bearer-token")]);
+        let e = f
+            .notifier
+            .notify(&canary(), Some(&to("slack")), &alert(Severity::Info))
+            .await
+            .unwrap_err();
+        assert!(e.contains("AlertProvider test/slack") && e.contains("no key `address`"), "{e}");
+        let e = f
+            .notifier
+            .notify(&canary(), Some(&to("nobody")), &alert(Severity::Info))
+            .await
+            .unwrap_err();
+        assert_eq!(e, "AlertProvider test/nobody: alertprovider.flagger.app \"nobody\" not found");
+        receiver.stop().await;
+        proxy.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn failures_are_errors_without_the_webhook_path_or_token() {
+    bounded(LIMIT, async {
+        let server = Server::start(|r, _| {
+            Reply::new(
+                400,
+                format!("invalid_token {}", r.header("authorization").unwrap_or_default()),
+            )
+        })
+        .await;
+        let f = fixture(None);
+        f.secrets.insert(
+            "test",
+            "s",
+            [
+                ("address", format!("{}/services/T0/B0/XYZSECRET", server.url())),
+                ("token", "tok-abcdef".into()),
+            ],
+        );
+        f.store.insert_alert_provider(provider(
+            "p",
+            json!({"type": "slack", "secretRef": {"name": "s"}}),
+        ));
+        let e = f
+            .notifier
+            .notify(&canary(), Some(&to("p")), &alert(Severity::Error))
+            .await
+            .unwrap_err();
+        assert!(
+            e.starts_with(&format!(
+                "slack alert to {} failed: 400 Bad Request",
+                server.url()
+            )),
+            "{e}"
+        );
+        assert!(
+            !e.contains("XYZSECRET") && !e.contains("tok-abcdef"),
+            "secret in: {e}"
+        );
+        server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_slow_receiver_is_cut_off_after_five_seconds() {
+    bounded(LIMIT, async {
+        let server = Server::always(Reply::new(200, "late").delayed(Duration::from_secs(8))).await;
+        let f = fixture(None);
+        f.store
+            .insert_alert_provider(provider("p", json!({"type": "generic", "address": server.url()})));
+        let started = std::time::Instant::now();
+        let e = f
+            .notifier
+            .notify(&canary(), Some(&to("p")), &alert(Severity::Info))
+            .await
+            .unwrap_err();
+        let took = started.elapsed();
+        assert!(e.contains("timed out"), "{e}");
+        assert!(
+            took >= Duration::from_secs(4) && took < Duration::from_secs(7),
+            "{took:?}"
+        );
+        server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_global_notifier_gets_alerts_without_a_provider() {
+    bounded(LIMIT, async {
+        let server = Server::always(Reply::new(200, "ok")).await;
+        let global = Receiver::from_flags(&GlobalFlags {
+            slack_url: Some(format!("{}/global", server.url())),
+            slack_channel: Some("ops".into()),
+            slack_user: Some("aviary".into()),
+            ..Default::default()
+        });
+        let f = fixture(global);
+        f.notifier
+            .notify(&canary(), None, &alert(Severity::Info))
+            .await
+            .unwrap();
+        let r = server.only_request();
+        assert_eq!(r.path, "/global");
+        assert_eq!(r.json()["channel"], "ops");
+        assert_eq!(r.json()["username"], "aviary");
+
+        // No global notifier: nothing is sent, and that is not an error.
+        let f = fixture(None);
+        f.notifier
+            .notify(&canary(), None, &alert(Severity::Info))
+            .await
+            .unwrap();
+        assert_eq!(server.requests().len(), 1);
+        server.stop().await;
+    })
+    .await;
+}

@@ -1,0 +1,391 @@
+//! The load tester over real HTTP: gates and their persistence across a restart, tasks (bash,
+//! cmd with deduplication, the real `hey` against a sample app), errors, metrics, shutdown.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use aviary_local::sample_app::{SampleApp, SampleAppArgs};
+use aviary_providers::loadtester::{Config, Loadtester};
+use common::bounded;
+use regex::Regex;
+use serde_json::{Value, json};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn config(state_file: Option<&Path>) -> Config {
+    let mut c = Config::new("127.0.0.1:0".parse().unwrap());
+    c.state_file = state_file.map(Path::to_path_buf);
+    c
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Client {
+    fn new(addr: SocketAddr) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            base: format!("http://{addr}"),
+        }
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> (u16, String) {
+        self.post_raw(path, body.to_string()).await
+    }
+
+    async fn post_raw(&self, path: &str, body: String) -> (u16, String) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    async fn get(&self, path: &str) -> (u16, String) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    /// A counter or gauge from `/metrics`: the sum of the samples whose line contains every
+    /// fragment.
+    async fn metric(&self, name: &str, fragments: &[&str]) -> f64 {
+        let (_, text) = self.get("/metrics").await;
+        sum_metric(&text, name, fragments)
+    }
+}
+
+fn sum_metric(text: &str, name: &str, fragments: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter(|l| fragments.iter().all(|f| l.contains(f)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn payload(name: &str, namespace: &str) -> Value {
+    json!({"name": name, "namespace": namespace, "phase": "Progressing", "checksum": "abc"})
+}
+
+fn task(metadata: Value) -> Value {
+    let mut p = payload("podinfo", "test");
+    p["metadata"] = metadata;
+    p
+}
+
+#[tokio::test]
+async fn gates_open_close_and_survive_a_restart() {
+    bounded(LIMIT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("gates.json");
+        let lt = Loadtester::start(config(Some(&state))).await.unwrap();
+        let c = Client::new(lt.local_addr());
+        let p = payload("podinfo", "test");
+
+        assert_eq!(c.post("/gate/approve", &p).await, (200, "OK".into()));
+        assert_eq!(c.post("/gate/halt", &p).await, (403, "Forbidden".into()));
+        assert_eq!(
+            c.post("/gate/check", &p).await,
+            (403, "Forbidden".into()),
+            "unknown gates are closed"
+        );
+        assert_eq!(c.post("/gate/open", &p).await.0, 202);
+        assert_eq!(c.post("/gate/check", &p).await, (200, "Approved".into()));
+        assert_eq!(c.post("/gate/close", &p).await.0, 202);
+        assert_eq!(c.post("/gate/check", &p).await.0, 403);
+        assert_eq!(c.post("/gate/open", &p).await.0, 202);
+
+        assert_eq!(c.post("/rollback/check", &p).await.0, 403);
+        assert_eq!(c.post("/rollback/open", &p).await.0, 202);
+        assert_eq!(c.post("/rollback/check", &p).await, (200, "Approved".into()));
+        // The rollback gate is separate from the rollout gate, and canaries from each other.
+        assert_eq!(c.post("/rollback/close", &p).await.0, 202);
+        assert_eq!(c.post("/rollback/check", &p).await.0, 403);
+        assert_eq!(c.post("/gate/check", &p).await.0, 200);
+        assert_eq!(c.post("/gate/check", &payload("podinfo", "prod")).await.0, 403);
+        assert_eq!(c.post("/rollback/open", &payload("other", "test")).await.0, 202);
+
+        let (status, body) = c.post_raw("/gate/check", "{not json".into()).await;
+        assert_eq!(status, 400);
+        assert!(body.starts_with("invalid JSON payload:"), "{body}");
+
+        assert_eq!(
+            c.metric(
+                "aviary_loadtester_gate_checks_total",
+                &["gate=\"gate\"", "result=\"open\""]
+            )
+            .await,
+            2.0
+        );
+        lt.stop().await.unwrap();
+
+        let file: Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+        assert_eq!(
+            file,
+            json!({"version": 1, "gates": {
+                "podinfo.test": true,
+                "rollback.podinfo.test": false,
+                "rollback.other.test": true,
+            }})
+        );
+
+        // A new process on the same state file answers as before.
+        let lt = Loadtester::start(config(Some(&state))).await.unwrap();
+        let c = Client::new(lt.local_addr());
+        assert_eq!(c.post("/gate/check", &p).await, (200, "Approved".into()));
+        assert_eq!(c.post("/rollback/check", &p).await.0, 403);
+        assert_eq!(c.post("/rollback/check", &payload("other", "test")).await.0, 200);
+        lt.stop().await.unwrap();
+
+        // Without a state file the gates live in memory only.
+        let lt = Loadtester::start(config(None)).await.unwrap();
+        let c = Client::new(lt.local_addr());
+        assert_eq!(c.post("/gate/check", &p).await.0, 403);
+        lt.stop().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn bash_tasks_block_and_report_exit_status() {
+    bounded(LIMIT, async {
+        let mut cfg = config(None);
+        cfg.timeout = Duration::from_secs(1);
+        let lt = Loadtester::start(cfg).await.unwrap();
+        let c = Client::new(lt.local_addr());
+
+        let ok = task(json!({"type": "bash", "cmd": "echo hello from $0", "returnCmdOutput": "true"}));
+        assert_eq!(c.post("/", &ok).await, (200, "hello from bash\n".into()));
+        let quiet = task(json!({"type": "bash", "cmd": "echo hidden"}));
+        assert_eq!(c.post("/", &quiet).await, (200, String::new()));
+
+        let fail = task(json!({"type": "bash", "cmd": "echo broken >&2; exit 3"}));
+        let (status, body) = c.post("/", &fail).await;
+        assert_eq!(status, 500);
+        assert!(
+            body.contains("failed: broken") && body.contains("exit status: 3"),
+            "{body}"
+        );
+
+        let started = std::time::Instant::now();
+        let slow = task(json!({"type": "bash", "cmd": "sleep 20"}));
+        let (status, body) = c.post("/", &slow).await;
+        assert_eq!(status, 500);
+        assert_eq!(body, "command sleep 20 killed after the timeout of 1s");
+        assert!(started.elapsed() < Duration::from_secs(5));
+
+        assert_eq!(
+            c.metric(
+                "aviary_loadtester_tasks_total",
+                &["type=\"bash\"", "outcome=\"succeeded\""]
+            )
+            .await,
+            2.0
+        );
+        lt.stop().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn requests_that_cannot_run() {
+    bounded(LIMIT, async {
+        let mut cfg = config(None);
+        cfg.namespace_regexp = Some(Regex::new("^(test|prod)$").unwrap());
+        let lt = Loadtester::start(cfg).await.unwrap();
+        let c = Client::new(lt.local_addr());
+
+        assert_eq!(
+            c.post("/", &payload("podinfo", "test")).await,
+            (400, "metadata not found in payload".into())
+        );
+        let (status, body) = c.post_raw("/", "[1, 2".into()).await;
+        assert_eq!(status, 400);
+        assert!(body.starts_with("invalid JSON payload:"), "{body}");
+        let (status, body) = c.post("/", &task(json!({"type": "jmeter", "cmd": "x"}))).await;
+        assert_eq!((status, body.as_str()), (400, "unknown task type jmeter"));
+        let (status, body) = c.post("/", &task(json!({"type": "concord", "cmd": "x"}))).await;
+        assert_eq!(status, 400);
+        assert!(body.contains("not supported"), "{body}");
+        let (status, body) = c.post("/", &task(json!({"type": "bash"}))).await;
+        assert_eq!(status, 400);
+        assert!(body.starts_with("cmd not found in metadata"), "{body}");
+
+        // Namespaces outside --namespace-regexp are forbidden, tasks and gates alike.
+        let mut other = task(json!({"type": "bash", "cmd": "true"}));
+        other["namespace"] = json!("kube-system");
+        assert_eq!(c.post("/", &other).await, (403, "Forbidden".into()));
+        assert_eq!(c.post("/gate/open", &payload("x", "kube-system")).await.0, 403);
+        assert_eq!(c.post("/gate/open", &payload("x", "prod")).await.0, 202);
+
+        // helm and kubectl run only when installed.
+        for (kind, binary) in [("helm", "helm"), ("helmv3", "helm"), ("kubectl", "kubectl")] {
+            let installed = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+                .any(|d| d.join(binary).is_file());
+            let (status, body) = c
+                .post("/", &task(json!({"type": kind, "cmd": "version --client"})))
+                .await;
+            if installed {
+                assert_ne!(status, 400, "{kind}: {body}");
+            } else {
+                assert_eq!(status, 400, "{kind}: {body}");
+                assert!(
+                    body.contains(&format!("needs the {kind} binary"))
+                        || body.contains("needs the helmv3 binary"),
+                    "{body}"
+                );
+            }
+        }
+
+        assert_eq!(c.get("/healthz").await, (200, "OK".into()));
+        let (status, text) = c.get("/metrics").await;
+        assert_eq!(status, 200);
+        assert!(text.contains("# TYPE aviary_loadtester_tasks counter"), "{text}");
+        lt.stop().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn cmd_tasks_run_in_the_background_once_at_a_time() {
+    bounded(LIMIT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let lt = Loadtester::start(config(None)).await.unwrap();
+        let c = Client::new(lt.local_addr());
+        let marker = dir.path().join("runs");
+        let cmd = format!("echo run >> {}; sleep 1", marker.display());
+        let t = task(json!({"type": "cmd", "cmd": cmd, "logCmdOutput": "true"}));
+
+        let started = std::time::Instant::now();
+        assert_eq!(c.post("/", &t).await.0, 202);
+        assert!(
+            started.elapsed() < Duration::from_millis(900),
+            "cmd tasks do not block"
+        );
+        // The same command for the same canary while it runs: skipped.
+        assert_eq!(c.post("/", &t).await.0, 202);
+        // The same command for another canary: runs.
+        let mut other = t.clone();
+        other["name"] = json!("other");
+        assert_eq!(c.post("/", &other).await.0, 202);
+        assert_eq!(
+            c.metric("aviary_loadtester_tasks_total", &["outcome=\"skipped\""])
+                .await,
+            1.0
+        );
+        // Wait (bounded) for both to finish.
+        while c.metric("aviary_loadtester_commands_running", &[]).await > 0.0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let runs = std::fs::read_to_string(&marker).unwrap();
+        assert_eq!(runs.lines().count(), 2);
+        // Once finished, the command can run again.
+        assert_eq!(c.post("/", &t).await.0, 202);
+        assert_eq!(
+            c.metric("aviary_loadtester_tasks_total", &["outcome=\"skipped\""])
+                .await,
+            1.0
+        );
+        lt.stop().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn shutdown_kills_running_commands() {
+    bounded(LIMIT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        let lt = Loadtester::start(config(None)).await.unwrap();
+        let c = Client::new(lt.local_addr());
+        let cmd = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
+        assert_eq!(c.post("/", &task(json!({"cmd": cmd}))).await.0, 202);
+        while !pidfile.exists() || std::fs::read_to_string(&pidfile).unwrap().trim().is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let pid = std::fs::read_to_string(&pidfile).unwrap().trim().to_string();
+        let started = std::time::Instant::now();
+        lt.stop().await.unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        let alive = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| s.rsplit(')').next().map(|r| r.trim_start().to_string()))
+                .is_some_and(|r| !r.starts_with('Z') && !r.starts_with('X'))
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while alive() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(!alive(), "the command's process {pid} survived the shutdown");
+        // The port is closed.
+        assert!(
+            tokio::net::TcpStream::connect(c.base.trim_start_matches("http://"))
+                .await
+                .is_err()
+        );
+    })
+    .await;
+}
+
+/// The seed's load test: `hey` through the load tester against a real sample app.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hey_load_reaches_the_sample_app() {
+    if common::tool("hey").is_none() {
+        return;
+    }
+    bounded(LIMIT, async {
+        let app = SampleApp::start(SampleAppArgs {
+            port: 0,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let app_url = format!("http://{}", app.local_addr());
+        let lt = Loadtester::start(config(None)).await.unwrap();
+        let c = Client::new(lt.local_addr());
+        let app_client = Client::new(app.local_addr());
+        let count = |text: &str| sum_metric(text, "http_requests_total", &["path=\"/\"", "status=\"200\""]);
+        assert_eq!(count(&app_client.get("/metrics").await.1), 0.0);
+
+        let cmd = format!("hey -z 5s -q 5 -c 2 {app_url}/");
+        let t = task(json!({"type": "cmd", "cmd": cmd, "logCmdOutput": "true"}));
+        assert_eq!(c.post("/", &t).await.0, 202);
+        // hey sends 5 requests per second per worker for 5 s: about 50.
+        loop {
+            let done = c
+                .metric("aviary_loadtester_tasks_total", &["outcome=\"succeeded\""])
+                .await;
+            if done >= 1.0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let requests = count(&app_client.get("/metrics").await.1);
+        eprintln!("hey through the load tester: the sample app counted {requests} requests");
+        assert!(
+            (30.0..=60.0).contains(&requests),
+            "the sample app counted {requests} requests"
+        );
+        lt.stop().await.unwrap();
+        app.stop().await;
+    })
+    .await;
+}

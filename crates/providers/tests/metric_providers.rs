@@ -1,0 +1,892 @@
+//! MetricTemplate providers against local HTTP servers that check the exact request and answer
+//! with each API's documented response shapes, including empty and error answers.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aviary_api::{Canary, MetricTemplate};
+use aviary_core::ports::{MetricError, Metrics};
+use aviary_providers::metrics::AwsCredentials;
+use aviary_providers::metrics::cloudwatch::sigv4;
+use aviary_providers::{PrometheusBuiltins, ProviderMetrics, ResourceStore, StaticSecrets};
+use common::{Reply, Seen, Server, bounded};
+use serde_json::{Value, json};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn template(kind: &str, address: &str, secret: Option<&str>, extra: Value) -> MetricTemplate {
+    let mut provider = json!({"type": kind, "address": address});
+    if let Some(s) = secret {
+        provider["secretRef"] = json!({"name": s});
+    }
+    if let Value::Object(m) = extra {
+        for (k, v) in m {
+            provider[k] = v;
+        }
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "flagger.app/v1beta1",
+        "kind": "MetricTemplate",
+        "metadata": {"name": "my-metric", "namespace": "monitoring"},
+        "spec": {"provider": provider, "query": "unused: the engine renders it"},
+    }))
+    .unwrap()
+}
+
+struct Fixture {
+    metrics: ProviderMetrics,
+    secrets: StaticSecrets,
+    store: ResourceStore,
+}
+
+fn fixture() -> Fixture {
+    let store = ResourceStore::new();
+    let secrets = StaticSecrets::new();
+    let builtins = PrometheusBuiltins::new("http://127.0.0.1:9", "kubernetes").unwrap();
+    let metrics = ProviderMetrics::new(
+        Arc::new(store.clone()),
+        Arc::new(secrets.clone()),
+        Arc::new(builtins),
+    )
+    .unwrap()
+    .with_aws_env_credentials(None);
+    Fixture {
+        metrics,
+        secrets,
+        store,
+    }
+}
+
+async fn run(f: &Fixture, t: &MetricTemplate, interval: &str, q: &str) -> Result<f64, MetricError> {
+    f.metrics.query("my-metric", t, interval, q).await
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+fn num(s: &Seen, key: &str) -> u64 {
+    s.query[key].parse().unwrap()
+}
+
+fn vector(values: &[&str]) -> Value {
+    let result: Vec<Value> = values
+        .iter()
+        .map(|v| json!({"metric": {"pod": "x"}, "value": [1_700_000_000.5, v]}))
+        .collect();
+    json!({"status": "success", "data": {"resultType": "vector", "result": result}})
+}
+
+fn query_error(e: MetricError) -> String {
+    match e {
+        MetricError::Query(m) => m,
+        other => panic!("expected a query error, got {other:?}"),
+    }
+}
+
+fn provider_error(e: MetricError) -> String {
+    match e {
+        MetricError::Provider(m) => m,
+        other => panic!("expected a provider error, got {other:?}"),
+    }
+}
+
+// === prometheus ===
+
+#[tokio::test]
+async fn prometheus_request_auth_headers_and_last_series() {
+    bounded(LIMIT, async {
+        let server = Server::always(Reply::json(200, vector(&["0.5", "99.5"]))).await;
+        let f = fixture();
+        f.secrets
+            .insert("monitoring", "prom-auth", [("token", "prom-token-123")]);
+        let t = template(
+            "prometheus",
+            &format!("{}/prometheus/", server.url()),
+            Some("prom-auth"),
+            json!({"headers": {"X-Scope-OrgID": ["tenant-a"], "X-Extra": ["1", "2"]}}),
+        );
+        let before = t.clone();
+        let v = run(&f, &t, "1m", "sum(\n  rate(x[1m])\n)").await.unwrap();
+        assert_eq!(v, 99.5, "the last series wins");
+        let r = server.only_request();
+        assert_eq!(r.method, "GET");
+        assert_eq!(r.path, "/prometheus/api/v1/query");
+        assert_eq!(r.query["query"], "sum( rate(x[1m]) )");
+        assert_eq!(r.header("authorization"), Some("Bearer prom-token-123"));
+        assert_eq!(r.header("x-scope-orgid"), Some("tenant-a"));
+        let extra: Vec<_> = r
+            .headers
+            .get_all("x-extra")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(extra, ["1", "2"]);
+        assert!(r.header("user-agent").unwrap().starts_with("aviary/"));
+        // Calling twice sends the same headers: the template is read, never extended.
+        run(&f, &t, "1m", "x").await.unwrap();
+        assert_eq!(
+            server.requests()[1]
+                .headers
+                .get_all("authorization")
+                .iter()
+                .count(),
+            1
+        );
+        assert_eq!(t.spec, before.spec);
+        server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn prometheus_basic_auth_and_credential_errors() {
+    bounded(LIMIT, async {
+        let server = Server::always(Reply::json(200, vector(&["1"]))).await;
+        let f = fixture();
+        f.secrets.insert(
+            "monitoring",
+            "basic",
+            [("username", "admin"), ("password", "s3cr3t")],
+        );
+        f.secrets.insert("monitoring", "half", [("username", "admin")]);
+        let t = template("prometheus", &server.url(), Some("basic"), json!({}));
+        assert_eq!(run(&f, &t, "1m", "up").await.unwrap(), 1.0);
+        assert_eq!(
+            server.only_request().header("authorization"),
+            Some("Basic YWRtaW46czNjcjN0")
+        );
+
+        let t = template("prometheus", &server.url(), Some("half"), json!({}));
+        let e = provider_error(run(&f, &t, "1m", "up").await.unwrap_err());
+        assert!(
+            e.contains("secret monitoring/half") && e.contains("username` and `password"),
+            "{e}"
+        );
+
+        let t = template("prometheus", &server.url(), Some("absent"), json!({}));
+        match run(&f, &t, "1m", "up").await.unwrap_err() {
+            MetricError::Secret { secret, message } => {
+                assert_eq!(secret, "absent");
+                assert!(message.contains("monitoring/absent"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+
+        let t = template("prometheus", "", None, json!({}));
+        let e = provider_error(run(&f, &t, "1m", "up").await.unwrap_err());
+        assert!(
+            e.contains("spec.provider.address is required for prometheus"),
+            "{e}"
+        );
+        server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn prometheus_no_values_matrices_and_errors_never_show_the_token() {
+    bounded(LIMIT, async {
+        // The server echoes the Authorization header into its error body, as some proxies do.
+        let server = Server::start(|r, _| match r.query["query"].as_str() {
+            "empty" => Reply::json(200, vector(&[])),
+            "nan" => Reply::json(200, vector(&["NaN"])),
+            "matrix" => Reply::json(
+                200,
+                json!({"status": "success", "data": {"resultType": "matrix",
+                    "result": [{"metric": {}, "values": [[1, "1"], [2, "2"]]}]}}),
+            ),
+            _ => Reply::new(
+                401,
+                format!("unauthorized: {}", r.header("authorization").unwrap_or_default()),
+            ),
+        })
+        .await;
+        let f = fixture();
+        f.secrets
+            .insert("monitoring", "prom-auth", [("token", "super-secret-token")]);
+        let t = template("prometheus", &server.url(), Some("prom-auth"), json!({}));
+        assert_eq!(
+            run(&f, &t, "1m", "empty").await.unwrap_err(),
+            MetricError::NoValues("no values found".into())
+        );
+        assert!(matches!(
+            run(&f, &t, "1m", "nan").await.unwrap_err(),
+            MetricError::NoValues(_)
+        ));
+        assert_eq!(
+            query_error(run(&f, &t, "1m", "matrix").await.unwrap_err()),
+            "query returned multiple values"
+        );
+        let e = query_error(run(&f, &t, "1m", "denied").await.unwrap_err());
+        assert!(e.starts_with("error response: unauthorized: Bearer"), "{e}");
+        assert!(!e.contains("super-secret-token"), "the token leaked into: {e}");
+
+        // The online check fails the same way, without the token.
+        f.store.insert_template(t.clone());
+        let canary = canary_with(
+            json!([{"name": "m", "templateRef": {"name": "my-metric", "namespace": "monitoring"}}]),
+        );
+        let e = f.metrics.check_providers(&canary).await.unwrap_err();
+        assert!(
+            e.contains("prometheus in metric template my-metric.monitoring is not available"),
+            "{e}"
+        );
+        assert!(!e.contains("super-secret-token"), "the token leaked into: {e}");
+        server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn prometheus_times_out_after_five_seconds() {
+    bounded(LIMIT, async {
+        let server = Server::always(Reply::json(200, vector(&["1"])).delayed(Duration::from_secs(8))).await;
+        let f = fixture();
+        let t = template("prometheus", &server.url(), None, json!({}));
+        let started = std::time::Instant::now();
+        let e = query_error(run(&f, &t, "1m", "slow").await.unwrap_err());
+        let took = started.elapsed();
+        assert!(e.contains("timed out"), "{e}");
+        assert!(
+            took >= Duration::from_secs(4) && took < Duration::from_secs(8),
+            "{took:?}"
+        );
+        server.stop().await;
+    })
+    .await;
+}
+
+fn canary_with(metrics: Value) -> Canary {
+    serde_json::from_value(json!({
+        "apiVersion": "flagger.app/v1beta1",
+        "kind": "Canary",
+        "metadata": {"name": "podinfo", "namespace": "test"},
+        "spec": {
+            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+            "analysis": {"interval": "1m", "threshold": 5, "stepWeight": 10, "metrics": metrics},
+        },
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn provider_checks_cover_builtins_and_every_template() {
+    bounded(LIMIT, async {
+        let prom = Server::start(|r, _| match r.query["query"].as_str() {
+            "vector(1)" => Reply::json(200, vector(&["1"])),
+            q => Reply::new(400, format!("unexpected {q}")),
+        })
+        .await;
+        let store = ResourceStore::new();
+        let secrets = StaticSecrets::new();
+        let builtins = PrometheusBuiltins::new(prom.url(), "kubernetes").unwrap();
+        let metrics = ProviderMetrics::new(
+            Arc::new(store.clone()),
+            Arc::new(secrets.clone()),
+            Arc::new(builtins),
+        )
+        .unwrap();
+        store.insert_template(template("prometheus", &prom.url(), None, json!({})));
+        let canary = canary_with(json!([
+            {"name": "request-success-rate", "thresholdRange": {"min": 99}},
+            {"name": "errors", "templateRef": {"name": "my-metric", "namespace": "monitoring"}},
+            {"name": "errors-again", "templateRef": {"name": "my-metric", "namespace": "monitoring"}},
+        ]));
+        metrics.check_providers(&canary).await.unwrap();
+        // One builtin check and one template check (the template is checked once).
+        assert_eq!(prom.requests().len(), 2);
+
+        let canary = canary_with(json!([
+            {"name": "gone", "templateRef": {"name": "missing"}},
+            {"name": "dd", "templateRef": {"name": "dd", "namespace": "monitoring"}},
+        ]));
+        let mut dd = template("datadog", &prom.url(), Some("dd-keys"), json!({}));
+        dd.metadata.name = Some("dd".into());
+        store.insert_template(dd);
+        let e = metrics.check_providers(&canary).await.unwrap_err();
+        assert!(
+            e.contains(
+                "Metric template missing.test error: metrictemplate.flagger.app \"missing\" not found"
+            ),
+            "{e}"
+        );
+        assert!(
+            e.contains("Metric template dd.monitoring secret dd-keys error"),
+            "{e}"
+        );
+
+        // A stopped Prometheus is reported for the built-ins.
+        let url = prom.url();
+        prom.stop().await;
+        let canary = canary_with(json!([{"name": "request-duration", "thresholdRange": {"max": 500}}]));
+        let e = metrics.check_providers(&canary).await.unwrap_err();
+        assert!(
+            e.starts_with(&format!("prometheus at {url} is not available")),
+            "{e}"
+        );
+
+        // A provider without built-in queries is reported at initialization.
+        let mut linkerd = canary;
+        linkerd.spec.provider = Some("linkerd".into());
+        let e = metrics.check_providers(&linkerd).await.unwrap_err();
+        assert!(e.contains("not available for provider \"linkerd\""), "{e}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn unsupported_provider_types_say_what_is_supported() {
+    let f = fixture();
+    let t = template("stackdriver", "", None, json!({}));
+    let e = provider_error(run(&f, &t, "1m", "q").await.unwrap_err());
+    assert!(
+        e.contains("\"stackdriver\"") && e.contains("prometheus, datadog"),
+        "{e}"
+    );
+}
+
+// === datadog ===
+
+#[tokio::test]
+async fn datadog_request_window_keys_and_oldest_point() {
+    bounded(LIMIT, async {
+        let server = Server::start(|r, _| match r.path.as_str() {
+            "/api/v1/validate" => Reply::json(200, json!({"valid": true})),
+            _ => match r.query["query"].as_str() {
+                "empty" => Reply::json(200, json!({"status": "ok", "series": []})),
+                "null" => Reply::json(200, json!({"status": "ok", "series": [{"pointlist": [[1.0, null]]}]})),
+                "forbidden" => Reply::json(403, json!({"errors": ["Forbidden"]})),
+                _ => Reply::json(
+                    200,
+                    json!({"status": "ok", "res_type": "time_series", "series": [
+                        {"metric": "m", "pointlist": [[1_700_000_000_000.0, 0.25], [1_700_000_060_000.0, 0.75]]},
+                        {"metric": "n", "pointlist": [[1_700_000_000_000.0, 9.0]]}
+                    ]}),
+                ),
+            },
+        })
+        .await;
+        let f = fixture();
+        f.secrets.insert(
+            "monitoring",
+            "dd",
+            [("datadog_api_key", "dd-api-key-1"), ("datadog_application_key", "dd-app-key-2")],
+        );
+        let t = template("datadog", &server.url(), Some("dd"), json!({}));
+        let q = "sum:requests.error.rate{service:podinfo}";
+        let before = now_secs();
+        assert_eq!(run(&f, &t, "1m", q).await.unwrap(), 0.25);
+        let after = now_secs();
+        let r = server.only_request();
+        assert_eq!((r.method.as_str(), r.path.as_str()), ("GET", "/api/v1/query"));
+        assert_eq!(r.query["query"], q);
+        let (from, to) = (num(&r, "from"), num(&r, "to"));
+        assert!(before <= to && to <= after, "to={to}");
+        assert_eq!(to - from, 600, "10 × the 1m interval");
+        assert_eq!(r.header("dd-api-key"), Some("dd-api-key-1"));
+        assert_eq!(r.header("dd-application-key"), Some("dd-app-key-2"));
+
+        assert!(matches!(run(&f, &t, "1m", "empty").await.unwrap_err(), MetricError::NoValues(_)));
+        assert!(matches!(run(&f, &t, "1m", "null").await.unwrap_err(), MetricError::NoValues(_)));
+        let e = query_error(run(&f, &t, "1m", "forbidden").await.unwrap_err());
+        assert_eq!(e, r#"error response: {"errors":["Forbidden"]}"#);
+        let e = provider_error(run(&f, &t, "", "q").await.unwrap_err());
+        assert!(e.contains("error parsing metric interval"), "{e}");
+
+        f.store.insert_template(t.clone());
+        let canary = canary_with(json!([{"name": "m", "templateRef": {"name": "my-metric", "namespace": "monitoring"}}]));
+        f.metrics.check_providers(&canary).await.unwrap();
+        let validate = server.requests().into_iter().last().unwrap();
+        assert_eq!(validate.path, "/api/v1/validate");
+        assert_eq!(validate.header("dd-api-key"), Some("dd-api-key-1"));
+
+        f.secrets.insert("monitoring", "dd", [("datadog_api_key", "only-one")]);
+        let e = provider_error(run(&f, &t, "1m", q).await.unwrap_err());
+        assert!(e.contains("no key `datadog_application_key`"), "{e}");
+        let t = template("datadog", &server.url(), None, json!({}));
+        let e = provider_error(run(&f, &t, "1m", q).await.unwrap_err());
+        assert!(e.contains("datadog needs credentials: set spec.provider.secretRef"), "{e}");
+        server.stop().await;
+    })
+    .await;
+}
+
+// === newrelic ===
+
+#[tokio::test]
+async fn newrelic_nrql_since_interval_and_single_result() {
+    bounded(LIMIT, async {
+        let server = Server::start(|r, _| {
+            let nrql = r.query["nrql"].clone();
+            let body = if nrql.starts_with("one") {
+                json!({"results": [{"average": 1.5}]})
+            } else if nrql.starts_with("percentile") {
+                json!({"results": [{"percentile": {"99": 250.0}}]})
+            } else if nrql.starts_with("none") {
+                json!({"results": []})
+            } else if nrql.starts_with("null") {
+                json!({"results": [{"average": null}]})
+            } else if nrql.starts_with("two") {
+                json!({"results": [{"a": 1.0}, {"b": 2.0}]})
+            } else if nrql == "SELECT * FROM Metric" {
+                json!({"results": [{"events": []}]})
+            } else {
+                return Reply::json(400, json!({"error": "NRQL Syntax Error"}));
+            };
+            Reply::json(200, body)
+        })
+        .await;
+        let f = fixture();
+        f.secrets.insert(
+            "monitoring",
+            "nr",
+            [
+                ("newrelic_account_id", "1234567"),
+                ("newrelic_query_key", "nr-query-key"),
+            ],
+        );
+        let t = template("newrelic", &server.url(), Some("nr"), json!({}));
+        assert_eq!(run(&f, &t, "2m", "one").await.unwrap(), 1.5);
+        let r = server.only_request();
+        assert_eq!(r.path, "/v1/accounts/1234567/query");
+        assert_eq!(r.query["nrql"], "one SINCE 120 seconds ago");
+        assert_eq!(r.header("x-query-key"), Some("nr-query-key"));
+        assert_eq!(r.header("accept"), Some("application/json"));
+
+        assert_eq!(run(&f, &t, "1m", "percentile").await.unwrap(), 250.0);
+        assert!(matches!(
+            run(&f, &t, "1m", "none").await.unwrap_err(),
+            MetricError::NoValues(_)
+        ));
+        assert!(matches!(
+            run(&f, &t, "1m", "null").await.unwrap_err(),
+            MetricError::NoValues(_)
+        ));
+        assert_eq!(
+            query_error(run(&f, &t, "1m", "two").await.unwrap_err()),
+            "query returned multiple values"
+        );
+        let e = query_error(run(&f, &t, "1m", "bad").await.unwrap_err());
+        assert!(e.contains("NRQL Syntax Error"), "{e}");
+
+        f.store.insert_template(t);
+        let canary = canary_with(
+            json!([{"name": "m", "templateRef": {"name": "my-metric", "namespace": "monitoring"}}]),
+        );
+        f.metrics.check_providers(&canary).await.unwrap();
+        server.stop().await;
+    })
+    .await;
+}
+
+// === graphite ===
+
+#[tokio::test]
+async fn graphite_render_params_basic_auth_and_last_non_null() {
+    bounded(LIMIT, async {
+        let server = Server::start(|r, _| match r.query.get("target").map(String::as_str) {
+            Some("test") | Some("empty") => Reply::json(200, json!([])),
+            Some("nulls") => Reply::json(
+                200,
+                json!([{"target": "x", "datapoints": [[null, 1], [null, 2]]}]),
+            ),
+            Some("broken") => Reply::new(500, "render failed"),
+            _ => Reply::json(
+                200,
+                json!([
+                    {"target": "a", "datapoints": [[1.0, 100], [2.0, 160], [null, 220]]},
+                    {"target": "b", "datapoints": [[7.5, 100], [null, 160]]}
+                ]),
+            ),
+        })
+        .await;
+        let f = fixture();
+        f.secrets.insert(
+            "monitoring",
+            "gr",
+            [("username", "graphite"), ("password", "pw-graphite")],
+        );
+        let t = template("graphite", &server.url(), Some("gr"), json!({}));
+        let q = "target=sumSeries(app.http.5xx)&from=-5min&format=raw";
+        assert_eq!(run(&f, &t, "1m", q).await.unwrap(), 7.5);
+        let r = server.only_request();
+        assert_eq!(r.path, "/render");
+        assert_eq!(
+            r.raw_query,
+            "target=sumSeries%28app.http.5xx%29&from=-5min&format=json"
+        );
+        assert_eq!(
+            r.header("authorization"),
+            Some("Basic Z3JhcGhpdGU6cHctZ3JhcGhpdGU=")
+        );
+
+        assert!(matches!(
+            run(&f, &t, "1m", "target=empty").await.unwrap_err(),
+            MetricError::NoValues(_)
+        ));
+        assert!(matches!(
+            run(&f, &t, "1m", "target=nulls").await.unwrap_err(),
+            MetricError::NoValues(_)
+        ));
+        assert_eq!(
+            query_error(run(&f, &t, "1m", "target=broken").await.unwrap_err()),
+            "error response: render failed"
+        );
+        // Online: `target=test` answering no values is fine.
+        f.store.insert_template(t);
+        let canary = canary_with(
+            json!([{"name": "m", "templateRef": {"name": "my-metric", "namespace": "monitoring"}}]),
+        );
+        f.metrics.check_providers(&canary).await.unwrap();
+        assert_eq!(server.requests().last().unwrap().query["target"], "test");
+        server.stop().await;
+    })
+    .await;
+}
+
+// === influxdb ===
+
+const FLUX_ANSWER: &str = "#datatype,string,long,dateTime:RFC3339,dateTime:RFC3339,double,string,string\r\n\
+#group,false,false,true,true,false,true,true\r\n\
+#default,_result,,,,,,\r\n\
+,result,table,_start,_stop,_value,_field,_measurement\r\n\
+,,0,2024-05-01T10:00:00Z,2024-05-01T10:05:00Z,1.75,duration,http\r\n\
+\r\n";
+
+#[tokio::test]
+async fn influxdb_flux_over_http_with_org_and_token() {
+    bounded(LIMIT, async {
+        let server = Server::start(|r, _| {
+            let body = r.json();
+            match body["query"].as_str().unwrap_or_default() {
+                "empty" => Reply::new(200, "\r\n").with_header("content-type", "text/csv"),
+                "bad" => Reply::json(
+                    400,
+                    json!({"code": "invalid", "message": "compilation failed: bad"}),
+                ),
+                _ => Reply::new(200, FLUX_ANSWER).with_header("content-type", "text/csv; charset=utf-8"),
+            }
+        })
+        .await;
+        let f = fixture();
+        f.secrets.insert(
+            "monitoring",
+            "influx",
+            [("token", "influx-token-9"), ("org", "my-org")],
+        );
+        let t = template("influxdb", &server.url(), Some("influx"), json!({}));
+        let flux = r#"from(bucket: "app") |> range(start: -5m) |> mean()"#;
+        assert_eq!(run(&f, &t, "1m", flux).await.unwrap(), 1.75);
+        let r = server.only_request();
+        assert_eq!((r.method.as_str(), r.path.as_str()), ("POST", "/api/v2/query"));
+        assert_eq!(r.query["org"], "my-org");
+        assert_eq!(r.header("authorization"), Some("Token influx-token-9"));
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        assert_eq!(r.header("accept"), Some("application/csv"));
+        let body = r.json();
+        assert_eq!(body["query"], flux);
+        assert_eq!(body["type"], "flux");
+        assert_eq!(
+            body["dialect"]["annotations"],
+            json!(["datatype", "group", "default"])
+        );
+
+        // aviary: zero rows are no values (Flagger returns 0).
+        assert_eq!(
+            run(&f, &t, "1m", "empty").await.unwrap_err(),
+            MetricError::NoValues("no values found".into())
+        );
+        assert_eq!(
+            query_error(run(&f, &t, "1m", "bad").await.unwrap_err()),
+            "error response: compilation failed: bad"
+        );
+        f.secrets
+            .insert("monitoring", "influx", [("token", "influx-token-9")]);
+        let e = provider_error(run(&f, &t, "1m", flux).await.unwrap_err());
+        assert!(e.contains("no key `org`"), "{e}");
+
+        f.secrets.insert(
+            "monitoring",
+            "influx",
+            [("token", "influx-token-9"), ("org", "my-org")],
+        );
+        f.store.insert_template(t);
+        let canary = canary_with(
+            json!([{"name": "m", "templateRef": {"name": "my-metric", "namespace": "monitoring"}}]),
+        );
+        f.metrics.check_providers(&canary).await.unwrap();
+        assert_eq!(
+            server.requests().last().unwrap().json()["query"],
+            "buckets() |> limit(n: 1)"
+        );
+        server.stop().await;
+    })
+    .await;
+}
+
+// === dynatrace ===
+
+#[tokio::test]
+async fn dynatrace_selector_window_token_and_last_data_entry() {
+    bounded(LIMIT, async {
+        let server = Server::start(|r, _| match r.path.as_str() {
+            "/api/v2/metrics" => Reply::json(200, json!({"totalCount": 1, "metrics": [{"metricId": "x"}]})),
+            _ => match r.query["metricSelector"].as_str() {
+                "empty" => Reply::json(200, json!({"totalCount": 0, "resolution": "Inf", "result": []})),
+                "nodata" => Reply::json(
+                    200,
+                    json!({"totalCount": 1, "result": [{"metricId": "x", "data": []}]}),
+                ),
+                "bad" => Reply::json(
+                    400,
+                    json!({"error": {"code": 400, "message": "Invalid selector"}}),
+                ),
+                _ => Reply::json(
+                    200,
+                    json!({"totalCount": 1, "nextPageKey": null, "resolution": "Inf", "result": [{
+                        "metricId": "builtin:service.response.time",
+                        "data": [
+                            {"dimensions": ["SERVICE-1"], "timestamps": [1], "values": [100.0]},
+                            {"dimensions": ["SERVICE-2"], "timestamps": [1], "values": [42.5]}
+                        ]
+                    }]}),
+                ),
+            },
+        })
+        .await;
+        let f = fixture();
+        f.secrets
+            .insert("monitoring", "dt", [("dynatrace_token", "dt0c01.token")]);
+        let t = template("dynatrace", &server.url(), Some("dt"), json!({}));
+        let sel = "builtin:service.response.time:avg";
+        let before = now_secs() * 1000;
+        assert_eq!(run(&f, &t, "1m", sel).await.unwrap(), 42.5);
+        let r = server.only_request();
+        assert_eq!(r.path, "/api/v2/metrics/query");
+        assert_eq!(r.query["metricSelector"], sel);
+        assert_eq!(r.query["resolution"], "Inf");
+        let (from, to) = (num(&r, "from"), num(&r, "to"));
+        assert!(to >= before, "to is in milliseconds");
+        assert_eq!(to - from, 600_000);
+        assert_eq!(r.header("authorization"), Some("Api-Token dt0c01.token"));
+
+        assert!(matches!(
+            run(&f, &t, "1m", "empty").await.unwrap_err(),
+            MetricError::NoValues(_)
+        ));
+        assert!(matches!(
+            run(&f, &t, "1m", "nodata").await.unwrap_err(),
+            MetricError::NoValues(_)
+        ));
+        assert_eq!(
+            query_error(run(&f, &t, "1m", "bad").await.unwrap_err()),
+            "error response: Invalid selector"
+        );
+        f.store.insert_template(t);
+        let canary = canary_with(
+            json!([{"name": "m", "templateRef": {"name": "my-metric", "namespace": "monitoring"}}]),
+        );
+        f.metrics.check_providers(&canary).await.unwrap();
+        let online = server.requests().into_iter().last().unwrap();
+        assert_eq!(
+            (online.path.as_str(), online.raw_query.as_str()),
+            ("/api/v2/metrics", "pageSize=1")
+        );
+        server.stop().await;
+    })
+    .await;
+}
+
+// === cloudwatch ===
+
+const AWS_SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
+
+/// Recomputes the SigV4 signature of a received request with the known secret key.
+fn verify_signature(r: &Seen, region: &str) -> Result<(), String> {
+    let auth = r.header("authorization").ok_or("no Authorization header")?;
+    let rest = auth
+        .strip_prefix("AWS4-HMAC-SHA256 ")
+        .ok_or("not AWS4-HMAC-SHA256")?;
+    let mut credential = "";
+    let mut signed = "";
+    let mut signature = "";
+    for part in rest.split(", ") {
+        if let Some(v) = part.strip_prefix("Credential=") {
+            credential = v;
+        } else if let Some(v) = part.strip_prefix("SignedHeaders=") {
+            signed = v;
+        } else if let Some(v) = part.strip_prefix("Signature=") {
+            signature = v;
+        }
+    }
+    let amz_date = r.header("x-amz-date").ok_or("no X-Amz-Date")?;
+    let expected_scope = format!("AKIDEXAMPLE/{}/{region}/monitoring/aws4_request", &amz_date[..8]);
+    if credential != expected_scope {
+        return Err(format!("credential scope {credential} != {expected_scope}"));
+    }
+    let headers: Vec<(String, String)> = signed
+        .split(';')
+        .map(|h| (h.to_string(), r.header(h).unwrap_or_default().to_string()))
+        .collect();
+    for needed in ["content-type", "host", "x-amz-date", "x-amz-target"] {
+        if !signed.split(';').any(|h| h == needed) {
+            return Err(format!("{needed} is not signed"));
+        }
+    }
+    let req = sigv4::Request {
+        method: &r.method,
+        path: &r.path,
+        query: &r.raw_query,
+        headers: &headers,
+        payload: &r.body,
+    };
+    let (expected, _) = sigv4::signature(AWS_SECRET, &req, amz_date, region, "monitoring");
+    if expected != signature {
+        return Err(format!("signature mismatch: {signature} != {expected}"));
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn cloudwatch_get_metric_data_is_signed_and_read() {
+    bounded(LIMIT, async {
+        let server = Server::start(|r, _| {
+            if let Err(e) = verify_signature(r, "eu-west-1") {
+                return Reply::json(
+                    403,
+                    json!({"__type": "com.amazon.coral.service#InvalidSignatureException", "message": e}),
+                );
+            }
+            let body = r.json();
+            let queries = &body["MetricDataQueries"];
+            if queries.as_array().is_some_and(Vec::is_empty) {
+                return Reply::json(
+                    400,
+                    json!({"__type": "com.amazon.coral.validate#ValidationException", "message": "MetricDataQueries is required"}),
+                );
+            }
+            match queries[0]["Id"].as_str().unwrap_or_default() {
+                "empty" => Reply::json(200, json!({"MetricDataResults": [{"Id": "empty", "Values": [], "StatusCode": "Complete"}]})),
+                "bad" => Reply::json(400, json!({"__type": "com.amazon.coral.validate#ValidationException", "message": "Invalid metric"})),
+                _ => Reply::json(
+                    200,
+                    json!({"MetricDataResults": [
+                        {"Id": "e1", "Label": "errors", "Timestamps": [1_700_000_000, 1_699_999_940], "Values": [12.5, 3.0], "StatusCode": "Complete"}
+                    ], "Messages": []}),
+                ),
+            }
+        })
+        .await;
+        let f = fixture();
+        f.secrets.insert(
+            "monitoring",
+            "aws",
+            [
+                ("aws_access_key_id", "AKIDEXAMPLE"),
+                ("aws_secret_access_key", AWS_SECRET),
+                ("aws_session_token", "session-token-xyz"),
+            ],
+        );
+        let t = template("cloudwatch", &server.url(), Some("aws"), json!({"region": "eu-west-1"}));
+        let q = json!([{"Id": "e1", "Expression": "100*errors/requests", "ReturnData": true},
+            {"Id": "errors", "MetricStat": {"Metric": {"Namespace": "App", "MetricName": "5xx",
+              "Dimensions": [{"Name": "Service", "Value": "podinfo"}]}, "Period": 60, "Stat": "Sum"}, "ReturnData": false}]);
+        let before = now_secs();
+        assert_eq!(run(&f, &t, "1m", &q.to_string()).await.unwrap(), 12.5);
+        let r = server.only_request();
+        assert_eq!((r.method.as_str(), r.path.as_str()), ("POST", "/"));
+        assert_eq!(r.header("x-amz-target"), Some("GraniteServiceVersion20100801.GetMetricData"));
+        assert_eq!(r.header("content-type"), Some("application/x-amz-json-1.0"));
+        assert_eq!(r.header("x-amz-security-token"), Some("session-token-xyz"));
+        assert!(r.header("authorization").unwrap().contains("x-amz-security-token"));
+        let body = r.json();
+        assert_eq!(body["MetricDataQueries"], q);
+        assert_eq!(body["MaxDatapoints"], 20);
+        let (start, end) = (body["StartTime"].as_u64().unwrap(), body["EndTime"].as_u64().unwrap());
+        assert!(end >= before && end - start == 600, "{start}..{end}");
+
+        assert!(matches!(
+            run(&f, &t, "1m", r#"[{"Id":"empty"}]"#).await.unwrap_err(),
+            MetricError::NoValues(_)
+        ));
+        assert_eq!(
+            query_error(run(&f, &t, "1m", r#"[{"Id":"bad"}]"#).await.unwrap_err()),
+            "cloudwatch ValidationException: Invalid metric"
+        );
+        let e = query_error(run(&f, &t, "1m", "{not json").await.unwrap_err());
+        assert!(e.contains("JSON array of MetricDataQuery"), "{e}");
+
+        // Online: an empty query answered with a validation error means authenticated and up.
+        f.store.insert_template(t.clone());
+        let canary = canary_with(json!([{"name": "m", "templateRef": {"name": "my-metric", "namespace": "monitoring"}}]));
+        f.metrics.check_providers(&canary).await.unwrap();
+
+        // A wrong secret key fails the signature check, and the online check says so.
+        f.secrets.insert(
+            "monitoring",
+            "aws",
+            [("aws_access_key_id", "AKIDEXAMPLE"), ("aws_secret_access_key", "wrong-secret-key")],
+        );
+        let e = f.metrics.check_providers(&canary).await.unwrap_err();
+        assert!(e.contains("InvalidSignatureException") && e.contains("signature mismatch"), "{e}");
+        assert!(!e.contains("wrong-secret-key"), "{e}");
+
+        let no_region = template("cloudwatch", &server.url(), Some("aws"), json!({}));
+        let e = provider_error(run(&f, &no_region, "1m", "[]").await.unwrap_err());
+        assert!(e.contains("spec.provider.region is required"), "{e}");
+        server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn cloudwatch_env_credentials_and_retries() {
+    bounded(LIMIT, async {
+        let server = Server::start(|r, i| {
+            if let Err(e) = verify_signature(r, "us-east-1") {
+                return Reply::json(403, json!({"__type": "InvalidSignatureException", "message": e}));
+            }
+            if i == 0 {
+                return Reply::json(
+                    500,
+                    json!({"__type": "InternalServiceError", "message": "try again"}),
+                );
+            }
+            Reply::json(200, json!({"MetricDataResults": [{"Id": "a", "Values": [0.5]}]}))
+        })
+        .await;
+        let store = ResourceStore::new();
+        let builtins = PrometheusBuiltins::new("http://127.0.0.1:9", "kubernetes").unwrap();
+        let metrics = ProviderMetrics::new(
+            Arc::new(store),
+            Arc::new(StaticSecrets::new()),
+            Arc::new(builtins),
+        )
+        .unwrap()
+        .with_aws_env_credentials(Some(AwsCredentials {
+            access_key_id: "AKIDEXAMPLE".into(),
+            secret_access_key: AWS_SECRET.into(),
+            session_token: None,
+        }));
+        let t = template("cloudwatch", &server.url(), None, json!({"region": "us-east-1"}));
+        let v = metrics.query("m", &t, "30s", r#"[{"Id":"a"}]"#).await.unwrap();
+        assert_eq!(v, 0.5);
+        let seen = server.requests();
+        assert_eq!(seen.len(), 2, "one retry after the 500");
+        assert!(seen[1].header("x-amz-security-token").is_none());
+        let body = seen[1].json();
+        assert_eq!(
+            body["EndTime"].as_u64().unwrap() - body["StartTime"].as_u64().unwrap(),
+            300
+        );
+
+        let metrics = metrics.with_aws_env_credentials(None);
+        let e = provider_error(metrics.query("m", &t, "30s", "[]").await.unwrap_err());
+        assert!(e.contains("AWS_ACCESS_KEY_ID"), "{e}");
+        server.stop().await;
+    })
+    .await;
+}
