@@ -10,9 +10,18 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The configuration cannot be used (the message says what to change).
+    #[error("{0}")]
+    Config(String),
     /// The actor runtime could not start.
     #[error(transparent)]
     Actors(#[from] aviary_actors::Error),
+    /// The Kubernetes platform could not start (client configuration).
+    #[error(transparent)]
+    Kube(#[from] aviary_kube::Error),
+    /// The providers could not be built (metrics server URL, notifier URLs).
+    #[error(transparent)]
+    Providers(#[from] aviary_providers::Error),
 }
 
 /// Result with [`Error`].

@@ -4,10 +4,16 @@
 //! - [`config`]: the agent's settings (the flags of `aviary agent`).
 //! - [`observe`]: Flagger's controller metrics and the event log, through a Recorder decorator.
 //! - [`admin`]: `/healthz`, `/metrics`, `/canaries`, `/events`.
+//! - [`link`]: the stream to the fleet coordinator, and the engine's Gate on it.
+//! - [`local`]: the agent on the embedded local platform (processes, router, state dir).
+//! - [`kube`]: the agent on Kubernetes (watchers, actors, providers, leader election, admin).
 
 pub mod admin;
 pub mod config;
 mod error;
+pub mod kube;
+pub mod link;
+pub mod local;
 pub mod observe;
 
 pub use error::{Error, Result};

@@ -204,18 +204,28 @@ impl EventLog {
     }
 }
 
+/// Told the last value of every analysis metric (the coordinator link keeps them for verdicts).
+pub type AnalysisListener = Arc<dyn Fn(&Canary, &str, f64) + Send + Sync>;
+
 /// A Recorder that adds metrics and the event log to the platform's own recorder.
 pub struct Observed {
     inner: Arc<dyn Recorder>,
     metrics: Arc<ControllerMetrics>,
     events: Arc<EventLog>,
     clock: Arc<dyn Fn() -> Timestamp + Send + Sync>,
+    on_analysis: Option<AnalysisListener>,
 }
 
 impl Observed {
     /// Wraps `inner`.
     pub fn new(inner: Arc<dyn Recorder>, metrics: Arc<ControllerMetrics>, events: Arc<EventLog>) -> Self {
-        Self { inner, metrics, events, clock: Arc::new(Timestamp::now) }
+        Self { inner, metrics, events, clock: Arc::new(Timestamp::now), on_analysis: None }
+    }
+
+    /// Also tells `listener` every analysis metric value.
+    pub fn with_analysis_listener(mut self, listener: Option<AnalysisListener>) -> Self {
+        self.on_analysis = listener;
+        self
     }
 }
 
@@ -268,6 +278,9 @@ impl Recorder for Observed {
                 metric: metric.into(),
             })
             .set(value);
+        if let Some(l) = &self.on_analysis {
+            l(canary, metric, value);
+        }
         self.inner.set_analysis_metric(canary, metric, value);
     }
 

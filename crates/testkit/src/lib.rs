@@ -12,10 +12,14 @@
 //!   - `selector`: label and field selectors;
 //!   - `proto`: the few protobuf request bodies kubectl sends (`kubectl create namespace`);
 //!   - `simulators`: Deployment, Knative and HTTPRoute controllers.
+//! - [`backends`]: scriptable HTTP doubles for the analysis: a Prometheus-compatible query
+//!   endpoint ([`FakePrometheus`]) and a webhook receiver ([`FakeWebhook`]).
 //! - [`error`]: the crate's [`Error`].
 
 pub mod apiserver;
+pub mod backends;
 pub mod error;
 
 pub use apiserver::{FakeApiServer, NEVER_READY_ANNOTATION, Options, SimulatorConfig, Store};
+pub use backends::{FakePrometheus, FakeWebhook, WebhookCall};
 pub use error::{Error, Result};

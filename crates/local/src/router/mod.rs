@@ -290,6 +290,12 @@ impl Router {
             .window(self.shared.now_second(), seconds)
     }
 
+    /// Requests answered by `backend` since the router started (mirrored copies included for
+    /// the canary); the agent derives "requests served since promotion" from it.
+    pub fn requests_total(&self, backend: Backend) -> u64 {
+        self.shared.stats(backend).lifetime().count
+    }
+
     /// Stops accepting, lets in-flight requests finish within the grace period, and returns
     /// when every connection is closed.
     pub async fn shutdown(mut self) {

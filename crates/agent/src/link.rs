@@ -1,0 +1,589 @@
+//! The agent's link to the fleet coordinator (`--coordinator URL[,URL…]`).
+//!
+//! One bidirectional gRPC stream (`aviary.v1.AgentLink/Connect`). After every (re)connect the
+//! agent sends a full Hello with a snapshot of every canary, then the events it buffered while
+//! disconnected; from then on status updates and events as they happen. It reconnects with
+//! exponential backoff, follows a follower's `aviary-leader` hint, and considers a stream that
+//! is silent for three heartbeat periods broken.
+//!
+//! Commands (each idempotent, each acknowledged): `StartRevision` applies a revision to the
+//! canary's target (a no-op when the target already describes it), `GateDecision` opens or
+//! keeps closed the gate of one fingerprint, `Revert` applies the previous revision and has it
+//! promoted without analysis, `RollbackCanary` rolls the running analysis back.
+//!
+//! The link is also the engine's [`Gate`]: a new revision asks the coordinator (a `GateRequest`)
+//! and waits closed until it answers. While disconnected every new gate stays closed, and the
+//! canaries already running finish under their own analysis (partition rule).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aviary_api::{Canary, CanaryPhase};
+use aviary_core::ports::{Gate, GateDecision, Revision};
+use aviary_proto::v1::{self, agent_message, coordinator_message};
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::observe::EventRecord;
+
+/// The name of the coordinator in events (`Confirm-rollout check aviary-coordinator passed`).
+pub const GATE_NAME: &str = "aviary-coordinator";
+
+/// What the link needs from the platform.
+#[async_trait]
+pub trait FleetTarget: Send + Sync + 'static {
+    /// Every canary with its status.
+    async fn canaries(&self) -> Vec<Canary>;
+    /// What the canary's target describes now.
+    fn target_revision(&self, canary: &Canary) -> v1::Revision;
+    /// What the canary's primary runs.
+    fn primary_revision(&self, canary: &Canary) -> v1::Revision;
+    /// Requests the primary's current revision served since its promotion, and its recent
+    /// success rate (%), when the platform measures them.
+    fn served(&self, canary: &Canary) -> (u64, Option<f64>);
+    /// The fingerprint of what the target describes now.
+    async fn fingerprint(&self, canary: &Canary) -> Option<String>;
+    /// Applies a revision to the canary's target (a new image or version).
+    async fn apply_revision(&self, canary: &Canary, revision: &v1::Revision, rollout: &str) -> Result<(), String>;
+}
+
+/// Link settings.
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    /// Coordinator URLs, tried in turn.
+    pub urls: Vec<String>,
+    pub cluster: String,
+    pub region: String,
+    pub labels: BTreeMap<String, String>,
+    pub agent_version: String,
+    /// Heartbeat period (the coordinator's Welcome may change it).
+    pub heartbeat: Duration,
+    /// Events kept while disconnected.
+    pub event_buffer: usize,
+}
+
+impl LinkConfig {
+    /// Settings from a comma-separated `--coordinator` value.
+    pub fn new(urls: &str, cluster: &str, region: &str, labels: BTreeMap<String, String>) -> Self {
+        Self {
+            urls: urls.split(',').map(|u| u.trim().to_string()).filter(|u| !u.is_empty()).collect(),
+            cluster: cluster.into(),
+            region: region.into(),
+            labels,
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+            heartbeat: Duration::from_secs(5),
+            event_buffer: 1000,
+        }
+    }
+}
+
+enum Outgoing {
+    Status(Box<Canary>),
+    Event(EventRecord),
+    Gate(v1::GateRequest),
+}
+
+#[derive(Default)]
+struct State {
+    /// Decisions per `namespace/name` and fingerprint.
+    decisions: HashMap<(String, String), Result<(), String>>,
+    /// Gate requests already sent on this connection (asked again after a reconnect).
+    asked: HashMap<(String, String), Instant>,
+    /// Rollbacks the coordinator asked for, per canary.
+    rollbacks: HashMap<String, String>,
+    /// Reverts in progress: canary → the fingerprint being restored.
+    reverts: HashMap<String, Option<String>>,
+    /// The rollout that last commanded each canary.
+    rollouts: HashMap<String, String>,
+    /// The last metric values of each canary's analysis.
+    metrics: HashMap<String, BTreeMap<String, f64>>,
+    connected: bool,
+}
+
+struct Shared {
+    config: LinkConfig,
+    target: OnceLock<Arc<dyn FleetTarget>>,
+    state: Mutex<State>,
+    tx: mpsc::UnboundedSender<Outgoing>,
+}
+
+/// A handle to the link; cheap to clone.
+#[derive(Clone)]
+pub struct Link {
+    shared: Arc<Shared>,
+}
+
+/// The running link's task.
+pub struct LinkTask {
+    stop: CancellationToken,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+impl LinkTask {
+    /// Stops the link.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.handle.await;
+    }
+}
+
+impl Link {
+    /// A link (not yet running: call [`Link::start`] once the platform exists).
+    pub fn new(config: LinkConfig) -> (Self, LinkStarter) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let link = Self { shared: Arc::new(Shared { config, target: OnceLock::new(), state: Mutex::new(State::default()), tx }) };
+        (link.clone(), LinkStarter { link, rx })
+    }
+
+    /// The engine's gate backed by this link.
+    pub fn gate(&self) -> Arc<dyn Gate> {
+        Arc::new(LinkGate { link: self.clone() })
+    }
+
+    /// Reports a canary's new state (from the actors, after each tick).
+    pub fn on_status(&self, canary: &Canary) {
+        let key = canary.key();
+        let phase = canary.status.as_ref().map(|s| s.phase).unwrap_or_default();
+        {
+            let mut st = self.shared.state.lock();
+            // A rollback request is done once the analysis ended.
+            if matches!(phase, CanaryPhase::Failed | CanaryPhase::Succeeded) {
+                st.rollbacks.remove(&key);
+            }
+            // A revert is done once its revision is promoted.
+            if let Some(Some(fp)) = st.reverts.get(&key)
+                && phase == CanaryPhase::Succeeded
+                && canary.status.as_ref().is_some_and(|s| &s.last_promoted_spec == fp)
+            {
+                st.reverts.remove(&key);
+            }
+        }
+        let _ = self.shared.tx.send(Outgoing::Status(Box::new(canary.clone())));
+    }
+
+    /// Reports an event.
+    pub fn on_event(&self, event: &EventRecord) {
+        let _ = self.shared.tx.send(Outgoing::Event(event.clone()));
+    }
+
+    /// Records the last value of an analysis metric (for the coordinator's verdicts).
+    pub fn on_metric(&self, canary: &Canary, metric: &str, value: f64) {
+        self.shared.state.lock().metrics.entry(canary.key()).or_default().insert(metric.to_string(), value);
+    }
+
+    /// Whether the stream is up.
+    pub fn connected(&self) -> bool {
+        self.shared.state.lock().connected
+    }
+
+    fn target(&self) -> Option<&Arc<dyn FleetTarget>> {
+        self.shared.target.get()
+    }
+
+    fn snapshot(&self, c: &Canary) -> v1::CanarySnapshot {
+        let status = c.status.clone().unwrap_or_default();
+        let (served, rate) = self.target().map(|t| t.served(c)).unwrap_or((0, None));
+        let st = self.shared.state.lock();
+        v1::CanarySnapshot {
+            namespace: c.namespace().into(),
+            name: c.name().into(),
+            target_kind: c.target_kind().into(),
+            target_name: c.target_name().into(),
+            phase: status.phase.as_str().into(),
+            canary_weight: status.canary_weight,
+            failed_checks: status.failed_checks,
+            iterations: status.iterations,
+            last_applied_spec: status.last_applied_spec.clone(),
+            last_promoted_spec: status.last_promoted_spec.clone(),
+            last_transition_time: status.last_transition_time.as_ref().map(|t| aviary_proto::ts::from_jiff(t.0)),
+            target_revision: self.target().map(|t| t.target_revision(c)),
+            primary_revision: self.target().map(|t| t.primary_revision(c)),
+            served_requests: served,
+            primary_success_rate: rate,
+            message: status
+                .conditions
+                .iter()
+                .find(|k| k.type_ == "Valid")
+                .or_else(|| status.promoted_condition())
+                .map(|k| k.message.clone())
+                .unwrap_or_default(),
+            metrics: st.metrics.get(&c.key()).cloned().unwrap_or_default(),
+            rollout: st.rollouts.get(&c.key()).cloned().unwrap_or_default(),
+        }
+    }
+}
+
+/// Starts the link's task once the platform is there.
+pub struct LinkStarter {
+    link: Link,
+    rx: mpsc::UnboundedReceiver<Outgoing>,
+}
+
+impl LinkStarter {
+    /// Runs the link against `target` until stopped.
+    pub fn start(self, target: Arc<dyn FleetTarget>) -> LinkTask {
+        let _ = self.link.shared.target.set(target);
+        let stop = CancellationToken::new();
+        let handle = tokio::spawn(run(self.link, self.rx, stop.clone()));
+        LinkTask { stop, handle }
+    }
+}
+
+fn msg(m: agent_message::Msg) -> v1::AgentMessage {
+    v1::AgentMessage { msg: Some(m) }
+}
+
+fn event_msg(e: &EventRecord) -> v1::AgentMessage {
+    let time = e.timestamp.parse::<jiff::Timestamp>().ok().map(aviary_proto::ts::from_jiff);
+    msg(agent_message::Msg::Event(v1::CanaryEvent {
+        namespace: e.namespace.clone(),
+        name: e.name.clone(),
+        r#type: e.kind.clone(),
+        reason: e.reason.clone(),
+        message: e.message.clone(),
+        time,
+    }))
+}
+
+async fn run(link: Link, mut rx: mpsc::UnboundedReceiver<Outgoing>, stop: CancellationToken) {
+    let mut buffered: VecDeque<EventRecord> = VecDeque::new();
+    let mut backoff = Duration::from_millis(250);
+    let mut url_index = 0usize;
+    let mut leader_hint: Option<String> = None;
+    let mut last_error: Option<String> = None;
+    loop {
+        if stop.is_cancelled() {
+            return;
+        }
+        let urls = &link.shared.config.urls;
+        let url = leader_hint.take().unwrap_or_else(|| urls[url_index % urls.len().max(1)].clone());
+        let started = Instant::now();
+        let outcome = session(&link, &url, &mut rx, &mut buffered, &stop).await;
+        link.shared.state.lock().connected = false;
+        match outcome {
+            SessionEnd::Stopped => return,
+            SessionEnd::Leader(addr) => {
+                tracing::info!("coordinator {url} is a follower; following the leader at {addr}");
+                leader_hint = Some(if addr.starts_with("http") { addr } else { format!("http://{addr}") });
+                continue;
+            }
+            SessionEnd::Failed(e) => {
+                // Logged once per change of state, not per attempt.
+                if last_error.as_deref() != Some(e.as_str()) {
+                    tracing::warn!("coordinator link to {url}: {e}; retrying with backoff");
+                    last_error = Some(e);
+                }
+                url_index += 1;
+            }
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            backoff = Duration::from_millis(250);
+        }
+        let jitter = Duration::from_millis(rand::random::<u64>() % 100);
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(backoff + jitter) => {}
+        }
+        // keep only the newest events while disconnected; statuses are resent with the Hello
+        while let Ok(item) = rx.try_recv() {
+            if let Outgoing::Event(e) = item {
+                push_bounded(&mut buffered, e, link.shared.config.event_buffer);
+            }
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+fn push_bounded(buf: &mut VecDeque<EventRecord>, e: EventRecord, cap: usize) {
+    if buf.len() >= cap {
+        buf.pop_front();
+    }
+    buf.push_back(e);
+}
+
+enum SessionEnd {
+    Stopped,
+    Leader(String),
+    Failed(String),
+}
+
+async fn session(
+    link: &Link,
+    url: &str,
+    rx: &mut mpsc::UnboundedReceiver<Outgoing>,
+    buffered: &mut VecDeque<EventRecord>,
+    stop: &CancellationToken,
+) -> SessionEnd {
+    let endpoint = match tonic::transport::Endpoint::from_shared(url.to_string()) {
+        Ok(e) => e.connect_timeout(Duration::from_secs(3)).tcp_nodelay(true),
+        Err(e) => return SessionEnd::Failed(format!("{url} is not a URL: {e}")),
+    };
+    let channel = match endpoint.connect().await {
+        Ok(c) => c,
+        Err(e) => return SessionEnd::Failed(format!("cannot connect: {e}")),
+    };
+    let mut client = v1::agent_link_client::AgentLinkClient::new(channel);
+    let (out_tx, out_rx) = mpsc::unbounded_channel::<v1::AgentMessage>();
+
+    // Hello first, with every canary; then what was buffered.
+    let canaries = match link.target() {
+        Some(t) => t.canaries().await,
+        None => Vec::new(),
+    };
+    let c = &link.shared.config;
+    let hello = v1::Hello {
+        cluster: c.cluster.clone(),
+        region: c.region.clone(),
+        labels: c.labels.clone(),
+        agent_version: c.agent_version.clone(),
+        canaries: canaries.iter().map(|k| link.snapshot(k)).collect(),
+    };
+    let _ = out_tx.send(msg(agent_message::Msg::Hello(hello)));
+    let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(out_rx);
+    let mut inbound = match client.connect(stream).await {
+        Ok(resp) => resp.into_inner(),
+        Err(status) => {
+            if status.code() == tonic::Code::Unavailable
+                && let Some(leader) = status.metadata().get("aviary-leader").and_then(|v| v.to_str().ok())
+                && !leader.is_empty()
+            {
+                return SessionEnd::Leader(leader.to_string());
+            }
+            return SessionEnd::Failed(format!("{}: {}", status.code(), status.message()));
+        }
+    };
+    for e in buffered.drain(..) {
+        let _ = out_tx.send(event_msg(&e));
+    }
+    {
+        let mut st = link.shared.state.lock();
+        st.connected = true;
+        st.asked.clear();
+    }
+    tracing::info!("connected to the coordinator at {url}");
+
+    let mut heartbeat = link.shared.config.heartbeat;
+    let mut ticker = tokio::time::interval(heartbeat);
+    let mut last_inbound = Instant::now();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return SessionEnd::Stopped,
+            _ = ticker.tick() => {
+                if last_inbound.elapsed() > heartbeat * 3 {
+                    return SessionEnd::Failed("no message from the coordinator for 3 heartbeat periods".into());
+                }
+                let hb = v1::Heartbeat { time: Some(aviary_proto::ts::from_jiff(jiff::Timestamp::now())) };
+                if out_tx.send(msg(agent_message::Msg::Heartbeat(hb))).is_err() {
+                    return SessionEnd::Failed("the stream closed".into());
+                }
+            }
+            item = rx.recv() => {
+                let Some(item) = item else { return SessionEnd::Stopped };
+                let m = match item {
+                    Outgoing::Status(c) => msg(agent_message::Msg::Status(v1::CanaryUpdate { canary: Some(link.snapshot(&c)), canaries: Vec::new() })),
+                    Outgoing::Event(e) => event_msg(&e),
+                    Outgoing::Gate(g) => msg(agent_message::Msg::GateRequest(g)),
+                };
+                if out_tx.send(m).is_err() {
+                    return SessionEnd::Failed("the stream closed".into());
+                }
+            }
+            next = inbound.message() => {
+                match next {
+                    Ok(Some(m)) => {
+                        last_inbound = Instant::now();
+                        if let Some(coordinator_message::Msg::Welcome(w)) = &m.msg
+                            && w.heartbeat_seconds > 0
+                        {
+                            heartbeat = Duration::from_secs(u64::from(w.heartbeat_seconds));
+                            ticker = tokio::time::interval(heartbeat);
+                        }
+                        if let Some(reply) = handle(link, m).await {
+                            let _ = out_tx.send(reply);
+                        }
+                    }
+                    Ok(None) => return SessionEnd::Failed("the coordinator closed the stream".into()),
+                    Err(status) => {
+                        if status.code() == tonic::Code::Unavailable
+                            && let Some(leader) = status.metadata().get("aviary-leader").and_then(|v| v.to_str().ok())
+                            && !leader.is_empty()
+                        {
+                            return SessionEnd::Leader(leader.to_string());
+                        }
+                        return SessionEnd::Failed(format!("{}: {}", status.code(), status.message()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Handles one command; returns the ack to send.
+async fn handle(link: &Link, m: v1::CoordinatorMessage) -> Option<v1::AgentMessage> {
+    let target = link.target()?.clone();
+    match m.msg? {
+        coordinator_message::Msg::Welcome(w) => {
+            tracing::debug!("welcome from coordinator {}", w.coordinator);
+            None
+        }
+        coordinator_message::Msg::Heartbeat(_) => None,
+        coordinator_message::Msg::GateDecision(d) => {
+            let key = format!("{}/{}", d.namespace, d.name);
+            let mut st = link.shared.state.lock();
+            st.decisions.insert((key.clone(), d.fingerprint.clone()), if d.open { Ok(()) } else { Err(d.reason.clone()) });
+            if !d.rollout.is_empty() {
+                st.rollouts.insert(key, d.rollout.clone());
+            }
+            None
+        }
+        coordinator_message::Msg::StartRevision(s) => {
+            let key = format!("{}/{}", s.namespace, s.name);
+            let revision = s.revision.clone().unwrap_or_default();
+            let ack = apply(link, &target, &key, &revision, &s.rollout, &s.command_id, false).await;
+            Some(ack)
+        }
+        coordinator_message::Msg::Revert(r) => {
+            let key = format!("{}/{}", r.namespace, r.name);
+            tracing::info!(canary = %key, "the coordinator reverts to the previous revision: {}", r.reason);
+            let revision = r.revision.clone().unwrap_or_default();
+            Some(apply(link, &target, &key, &revision, &r.rollout, &r.command_id, true).await)
+        }
+        coordinator_message::Msg::Rollback(r) => {
+            let key = format!("{}/{}", r.namespace, r.name);
+            let canary = find(&target, &key).await;
+            let reason = if r.reason.is_empty() { format!("rollout {} failed", r.rollout) } else { r.reason.clone() };
+            let active = canary.as_ref().and_then(|c| c.status.as_ref()).is_some_and(|s| s.phase.is_active());
+            if active {
+                link.shared.state.lock().rollbacks.insert(key.clone(), reason);
+            }
+            Some(msg(agent_message::Msg::Ack(v1::Ack {
+                command_id: r.command_id,
+                ok: true,
+                message: if active { "rollback requested".into() } else { "no analysis running".into() },
+                fingerprint: String::new(),
+                canary: canary.map(|c| link.snapshot(&c)),
+            })))
+        }
+    }
+}
+
+async fn find(target: &Arc<dyn FleetTarget>, key: &str) -> Option<Canary> {
+    target.canaries().await.into_iter().find(|c| c.key() == key)
+}
+
+/// StartRevision or Revert: apply unless the target already describes the revision; ack with
+/// the fingerprint it now describes.
+async fn apply(
+    link: &Link,
+    target: &Arc<dyn FleetTarget>,
+    key: &str,
+    revision: &v1::Revision,
+    rollout: &str,
+    command_id: &str,
+    revert: bool,
+) -> v1::AgentMessage {
+    let ack = |ok: bool, message: String, fingerprint: String, canary: Option<v1::CanarySnapshot>| {
+        msg(agent_message::Msg::Ack(v1::Ack { command_id: command_id.into(), ok, message, fingerprint, canary }))
+    };
+    let Some(canary) = find(target, key).await else {
+        return ack(false, format!("canary {key} is not known to this agent"), String::new(), None);
+    };
+    let current = target.target_revision(&canary);
+    let already = same_revision(&current, revision);
+    if !already && let Err(e) = target.apply_revision(&canary, revision, rollout).await {
+        return ack(false, format!("cannot apply the revision to {key}: {e}"), String::new(), Some(link.snapshot(&canary)));
+    }
+    let fingerprint = target.fingerprint(&canary).await.unwrap_or_default();
+    {
+        let mut st = link.shared.state.lock();
+        st.rollouts.insert(key.to_string(), rollout.to_string());
+        if revert {
+            st.reverts.insert(key.to_string(), Some(fingerprint.clone()));
+            st.decisions.insert((key.to_string(), fingerprint.clone()), Ok(()));
+        }
+    }
+    let message = if already { "the target already describes this revision".to_string() } else { "applied".to_string() };
+    ack(true, message, fingerprint, Some(link.snapshot(&canary)))
+}
+
+/// Whether the target's revision already matches the requested one (every requested image, or
+/// the version).
+pub fn same_revision(current: &v1::Revision, wanted: &v1::Revision) -> bool {
+    if !wanted.version.is_empty() && current.version != wanted.version {
+        return false;
+    }
+    wanted.container_images.iter().all(|(k, v)| current.container_images.get(k) == Some(v))
+        && (!wanted.version.is_empty() || !wanted.container_images.is_empty())
+}
+
+/// The engine's gate backed by the coordinator link.
+struct LinkGate {
+    link: Link,
+}
+
+#[async_trait]
+impl Gate for LinkGate {
+    fn name(&self) -> Option<&str> {
+        Some(GATE_NAME)
+    }
+
+    async fn confirm_rollout(&self, canary: &Canary, revision: &Revision) -> GateDecision {
+        let key = canary.key();
+        let fp = revision.fingerprint.clone();
+        let mut st = self.link.shared.state.lock();
+        if let Some(d) = st.decisions.get(&(key.clone(), fp.clone())) {
+            return match d {
+                Ok(()) => GateDecision::Open,
+                Err(reason) => GateDecision::Closed(reason.clone()),
+            };
+        }
+        if !st.connected {
+            return GateDecision::Closed("the coordinator is unreachable; new revisions wait".into());
+        }
+        // Ask (again after a while, in case the answer was lost).
+        let due = st.asked.get(&(key.clone(), fp.clone())).is_none_or(|t| t.elapsed() > Duration::from_secs(30));
+        if due {
+            st.asked.insert((key.clone(), fp.clone()), Instant::now());
+            drop(st);
+            let c = canary.clone();
+            let revision_msg = self.link.target().map(|t| t.target_revision(&c));
+            let _ = self.link.shared.tx.send(Outgoing::Gate(v1::GateRequest {
+                namespace: canary.namespace().into(),
+                name: canary.name().into(),
+                fingerprint: fp,
+                revision: revision_msg,
+            }));
+        }
+        GateDecision::Closed("waiting for the coordinator's decision".into())
+    }
+
+    async fn rollback_requested(&self, canary: &Canary) -> Option<String> {
+        self.link.shared.state.lock().rollbacks.get(&canary.key()).cloned()
+    }
+
+    async fn skip_analysis(&self, canary: &Canary) -> bool {
+        self.link.shared.state.lock().reverts.contains_key(&canary.key())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn revisions_match_on_what_was_asked() {
+        let rev = |v: &str, imgs: &[(&str, &str)]| v1::Revision {
+            version: v.into(),
+            container_images: imgs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
+        };
+        assert!(same_revision(&rev("6.0.1", &[]), &rev("6.0.1", &[])));
+        assert!(!same_revision(&rev("6.0.0", &[]), &rev("6.0.1", &[])));
+        assert!(same_revision(&rev("", &[("app", "x:1"), ("side", "y:2")]), &rev("", &[("app", "x:1")])));
+        assert!(!same_revision(&rev("", &[("app", "x:1")]), &rev("", &[("app", "x:2")])));
+        assert!(!same_revision(&rev("", &[]), &rev("", &[])), "an empty revision is never 'already applied'");
+    }
+}

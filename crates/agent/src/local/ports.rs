@@ -1,0 +1,287 @@
+//! The engine's ports on the local platform: a LocalService's primary and canary process groups
+//! are the Target, its router is the Router, the router's per-backend statistics are the built-in
+//! metrics, and the state directory holds the status.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aviary_api::duration::parse_go_duration;
+use aviary_api::local::LocalServiceSpec;
+use aviary_api::{Canary, CanaryStatus, Strategy};
+use aviary_core::fingerprint::fingerprint;
+use aviary_core::ports::{BuiltinMetric, EventType, MetricError, MetricModel, NotReady, Recorder, Revision, Router, Routes, Target};
+use aviary_local::process::GroupStatus;
+use aviary_local::router::{self as lrouter, Backend};
+use aviary_providers::BuiltinSource;
+
+use super::Runtime;
+use super::state::StateDir;
+
+/// What makes a new revision of a LocalService: everything but the replica count.
+pub(super) fn revision_of(spec: &LocalServiceSpec) -> String {
+    fingerprint(&serde_json::json!({
+        "version": spec.version,
+        "command": spec.command,
+        "env": spec.env,
+        "readinessPath": spec.readiness_path,
+    }))
+}
+
+fn target_key(canary: &Canary) -> String {
+    format!("{}/{}", canary.namespace(), canary.target_name())
+}
+
+/// Flagger's readiness rule: `int(replicas × threshold / 100)` ready replicas (at least one).
+fn readiness(status: &GroupStatus, threshold: i32, prefix: &str) -> Result<(), NotReady> {
+    let wanted = ((u64::from(status.replicas) * threshold.clamp(0, 100) as u64) / 100).max(1) as u32;
+    if let Some(err) = &status.last_error
+        && err.kind.is_fatal()
+    {
+        let tail: Vec<&String> = err.output.iter().rev().take(3).collect::<Vec<_>>().into_iter().rev().collect();
+        let output = if tail.is_empty() { String::new() } else { format!(" (last output: {})", tail.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" | ")) };
+        return Err(NotReady::fatal(format!("{prefix} not ready: {}{output}", err.message)));
+    }
+    if status.ready >= wanted.min(status.replicas) && !status.stopped && status.replicas > 0 {
+        return Ok(());
+    }
+    Err(NotReady::retriable(format!(
+        "{prefix} not ready: waiting for rollout to finish: {} of {} (readyThreshold {threshold}%) updated replicas are available",
+        status.ready, status.replicas
+    )))
+}
+
+/// The Target port of one canary.
+pub(super) struct LocalTarget {
+    pub(super) runtime: Arc<Runtime>,
+}
+
+#[async_trait]
+impl Target for LocalTarget {
+    async fn revision(&self, canary: &Canary) -> Result<Revision, String> {
+        let spec = self.runtime.spec(&target_key(canary))?;
+        Ok(Revision { fingerprint: revision_of(&spec), tracked_configs: None, route: None })
+    }
+
+    async fn initialize(&self, canary: &Canary) -> Result<(), NotReady> {
+        self.runtime.ensure_primary(&target_key(canary)).map_err(NotReady::fatal)
+    }
+
+    async fn primary_ready(&self, canary: &Canary) -> Result<(), NotReady> {
+        let key = target_key(canary);
+        let status = self.runtime.primary_status(&key).map_err(NotReady::fatal)?;
+        let threshold = canary.analysis().primary_ready_threshold.unwrap_or(100);
+        let prefix = format!("{}-primary.{}", canary.target_name(), canary.namespace());
+        readiness(&status, threshold, &prefix)?;
+        self.runtime.primary_became_ready(&key).await;
+        Ok(())
+    }
+
+    async fn canary_ready(&self, canary: &Canary) -> Result<(), NotReady> {
+        let key = target_key(canary);
+        let status = self.runtime.canary_status(&key).map_err(NotReady::fatal)?;
+        let threshold = canary.analysis().canary_ready_threshold.unwrap_or(100);
+        let prefix = format!("canary deployment {}.{}", canary.target_name(), canary.namespace());
+        match status {
+            // scaled to zero: nothing to wait for (Flagger's Deployment with 0 replicas is ready)
+            None => Ok(()),
+            Some(s) => readiness(&s, threshold, &prefix),
+        }
+    }
+
+    async fn promote(&self, canary: &Canary) -> Result<(), String> {
+        self.runtime.promote(&target_key(canary))
+    }
+
+    async fn scale_to_zero(&self, canary: &Canary) -> Result<(), String> {
+        self.runtime.scale_canary(&target_key(canary), false).await
+    }
+
+    async fn scale_from_zero(&self, canary: &Canary) -> Result<(), String> {
+        self.runtime.scale_canary(&target_key(canary), true).await
+    }
+}
+
+/// The Router port of one canary: the LocalService's router.
+pub(super) struct LocalRouter {
+    pub(super) runtime: Arc<Runtime>,
+}
+
+/// `name=value` → value.
+fn cookie_value(cookie: &str) -> String {
+    cookie.split_once('=').map(|(_, v)| v.to_string()).unwrap_or_default()
+}
+
+fn to_local_match(m: &aviary_api::service::StringMatch) -> Option<lrouter::StringMatch> {
+    if let Some(v) = &m.exact {
+        return Some(lrouter::StringMatch::Exact(v.clone()));
+    }
+    if let Some(v) = &m.prefix {
+        return Some(lrouter::StringMatch::Prefix(v.clone()));
+    }
+    if let Some(v) = &m.suffix {
+        return Some(lrouter::StringMatch::Suffix(v.clone()));
+    }
+    m.regex.as_ref().map(|v| lrouter::StringMatch::Regex(v.clone()))
+}
+
+/// Translates the engine's split into the local router's routes for this canary.
+pub(super) fn local_routes(canary: &Canary, routes: &Routes, interval: Duration) -> lrouter::Routes {
+    let a = canary.analysis();
+    let mut out = lrouter::Routes::weighted(routes.primary.max(0) as u32, routes.canary.max(0) as u32);
+    if canary.strategy() == Strategy::AbTesting {
+        out.matches = a
+            .match_
+            .iter()
+            .flatten()
+            .map(|m| lrouter::MatchRule {
+                headers: m
+                    .headers
+                    .iter()
+                    .flatten()
+                    .filter_map(|(name, sm)| to_local_match(sm).map(|value| lrouter::HeaderMatch { name: name.clone(), value }))
+                    .collect(),
+            })
+            .collect();
+    }
+    out.mirror = routes.mirror;
+    out.mirror_weight = a.mirror_weight.map(|w| w.clamp(0, 100) as u32);
+    if let (Some(sa), Some(cookies)) = (&a.session_affinity, &routes.session) {
+        let current = cookies.canary.as_deref().or(cookies.previous.as_deref());
+        if let Some(current) = current {
+            let mut s = lrouter::SessionAffinity::new(sa.cookie_name.clone().unwrap_or_default());
+            s.cookie_value = cookie_value(current);
+            s.max_age = sa.max_age.unwrap_or(86400).max(0) as u64;
+            if let (Some(name), Some(primary)) = (&sa.primary_cookie_name, &cookies.primary) {
+                s.primary_cookie_name = Some(name.clone());
+                s.primary_cookie_value = cookie_value(primary);
+                s.primary_max_age = interval.as_secs().max(1);
+            }
+            s.domain = sa.domain.clone();
+            s.path = sa.path.clone();
+            s.secure = sa.secure.unwrap_or(false);
+            s.http_only = sa.http_only.unwrap_or(false);
+            s.partitioned = sa.partitioned.unwrap_or(false);
+            s.same_site = match sa.same_site.as_deref() {
+                Some("Strict") => Some(lrouter::SameSite::Strict),
+                Some("Lax") => Some(lrouter::SameSite::Lax),
+                Some("None") => Some(lrouter::SameSite::None),
+                _ => None,
+            };
+            out.session_affinity = Some(s);
+        }
+    }
+    out
+}
+
+#[async_trait]
+impl Router for LocalRouter {
+    async fn reconcile(&self, canary: &Canary) -> Result<(), String> {
+        // After an agent restart the router's statistics are gone: skip this tick so the next
+        // one analyses fresh traffic at the resumed split.
+        match self.runtime.restore(&target_key(canary), canary).await? {
+            true => Err(format!(
+                "resumed {}.{} at canary weight {} after an agent restart; the analysis continues on the next tick",
+                canary.name(),
+                canary.namespace(),
+                canary.status.as_ref().map(|s| s.canary_weight).unwrap_or(0)
+            )),
+            false => Ok(()),
+        }
+    }
+
+    async fn set_routes(&self, canary: &Canary, routes: &Routes) -> Result<(), String> {
+        let router = self.runtime.router(&target_key(canary))?;
+        let interval = canary.analysis_interval(Duration::from_secs(1));
+        router.set_routes(local_routes(canary, routes, interval)).map_err(|e| e.to_string())
+    }
+
+    async fn get_routes(&self, canary: &Canary) -> Result<Routes, String> {
+        let router = self.runtime.router(&target_key(canary))?;
+        let r = router.routes();
+        Ok(Routes { primary: r.primary_weight as i32, canary: r.canary_weight as i32, mirror: r.mirror, session: None })
+    }
+}
+
+/// Built-in metrics from the router's canary statistics over the metric interval.
+pub(super) struct LocalBuiltins {
+    pub(super) runtime: Arc<Runtime>,
+}
+
+#[async_trait]
+impl BuiltinSource for LocalBuiltins {
+    async fn builtin(&self, canary: &Canary, metric: BuiltinMetric, model: &MetricModel) -> Result<f64, MetricError> {
+        let router = self.runtime.router(&target_key(canary)).map_err(MetricError::Query)?;
+        let window = parse_go_duration(&model.interval).unwrap_or(Duration::from_secs(60));
+        let stats = router.stats(Backend::Canary, window);
+        let none = || {
+            MetricError::NoValues(format!(
+                "no values found: the canary of {}.{} served no requests in the last {}",
+                canary.target_name(),
+                canary.namespace(),
+                model.interval
+            ))
+        };
+        match metric {
+            BuiltinMetric::SuccessRate => stats.success_rate.ok_or_else(none),
+            BuiltinMetric::Duration => stats.p99_ms.ok_or_else(none),
+        }
+    }
+}
+
+/// Persists status in the state directory (events go to the agent's event log).
+pub(super) struct LocalRecorder {
+    pub(super) state: StateDir,
+}
+
+#[async_trait]
+impl Recorder for LocalRecorder {
+    async fn status(&self, canary: &Canary, status: &CanaryStatus) -> Result<(), String> {
+        self.state
+            .save_canary_status(canary.namespace(), canary.name(), status)
+            .map_err(|e| format!("cannot persist the status of {}: {e}", canary.key()))
+    }
+
+    async fn event(&self, _canary: &Canary, _kind: EventType, _message: &str) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aviary_local::process::{FailureKind, GroupError};
+
+    fn status(replicas: u32, ready: u32) -> GroupStatus {
+        GroupStatus { replicas, ready, ..Default::default() }
+    }
+
+    #[test]
+    fn readiness_follows_flaggers_threshold_and_texts() {
+        assert!(readiness(&status(2, 2), 100, "podinfo-primary.test").is_ok());
+        let e = readiness(&status(2, 1), 100, "podinfo-primary.test").unwrap_err();
+        assert!(e.retriable);
+        assert_eq!(
+            e.message,
+            "podinfo-primary.test not ready: waiting for rollout to finish: 1 of 2 (readyThreshold 100%) updated replicas are available"
+        );
+        assert!(readiness(&status(2, 1), 50, "x").is_ok());
+        assert!(readiness(&status(2, 0), 10, "x").is_err(), "at least one replica must be ready");
+        let mut crash = status(2, 0);
+        crash.last_error = Some(GroupError {
+            kind: FailureKind::CrashLoop,
+            message: "crash loop: 3 exits within 30s".into(),
+            output: vec!["panic: boom".into()],
+        });
+        let e = readiness(&crash, 100, "canary deployment podinfo.test").unwrap_err();
+        assert!(!e.retriable);
+        assert_eq!(e.message, "canary deployment podinfo.test not ready: crash loop: 3 exits within 30s (last output: panic: boom)");
+    }
+
+    #[test]
+    fn revisions_ignore_replicas() {
+        let a = LocalServiceSpec { version: Some("6.0.0".into()), replicas: Some(1), ..Default::default() };
+        let b = LocalServiceSpec { replicas: Some(3), ..a.clone() };
+        let c = LocalServiceSpec { version: Some("6.0.1".into()), ..a.clone() };
+        assert_eq!(revision_of(&a), revision_of(&b));
+        assert_ne!(revision_of(&a), revision_of(&c));
+    }
+}

@@ -1,0 +1,366 @@
+//! Deployment canaries driven by the agent (in-process) against the fake API server: the
+//! gatewayapi router and the kubernetes (blue/green) router each promote a healthy revision and
+//! roll back a failing one; `revertOnDeletion` puts everything back when the Canary is deleted.
+
+#[path = "kube_common/mod.rs"]
+mod kube_common;
+
+use std::time::Duration;
+
+use kube_common::*;
+use serde_json::json;
+
+const LIMIT: Duration = Duration::from_secs(40);
+const HTTP_SUCCESS: &str = "http_request_duration_seconds_count";
+
+fn gatewayapi_canary(hooks: &str) -> String {
+    format!(
+        r#"
+apiVersion: flagger.app/v1beta1
+kind: Canary
+metadata: {{name: podinfo, namespace: test}}
+spec:
+  provider: gatewayapi:v1
+  targetRef: {{apiVersion: apps/v1, kind: Deployment, name: podinfo}}
+  progressDeadlineSeconds: 60
+  service:
+    port: 9898
+    gatewayRefs: [{{name: gw, namespace: gateways}}]
+  analysis:
+    interval: 1s
+    threshold: 2
+    maxWeight: 30
+    stepWeight: 10
+    metrics:
+    - name: request-success-rate
+      thresholdRange: {{min: 99}}
+      interval: 1m
+    webhooks:
+    - name: load-test
+      url: {hooks}/load
+      timeout: 5s
+      metadata: {{type: cmd, cmd: "hey -z 1m -q 10 -c 2 http://podinfo-canary.test:9898/"}}
+"#
+    )
+}
+
+fn weights(route: &serde_json::Value) -> (i64, i64) {
+    let b = &route["spec"]["rules"][0]["backendRefs"];
+    (b[0]["weight"].as_i64().unwrap(), b[1]["weight"].as_i64().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gatewayapi_promotes_then_rolls_back() {
+    let mut env = Env::start().await;
+    env.create(deployment("podinfo", "podinfo:6.0.0"));
+    env.create_yaml(&gatewayapi_canary(env.hooks.url()));
+
+    let c = env.wait_phase("podinfo", "Initialized", LIMIT).await;
+    assert_eq!(c["status"]["conditions"][0]["type"], "Promoted");
+    assert_eq!(c["status"]["conditions"][0]["status"], "True");
+    let primary = env.get("apps/v1", "Deployment", "podinfo-primary").unwrap();
+    assert_eq!(
+        primary["spec"]["template"]["spec"]["containers"][0]["image"],
+        "podinfo:6.0.0"
+    );
+    assert_eq!(
+        env.get("apps/v1", "Deployment", "podinfo").unwrap()["spec"]["replicas"],
+        0
+    );
+    let route = env
+        .get("gateway.networking.k8s.io/v1", "HTTPRoute", "podinfo")
+        .unwrap();
+    assert_eq!(weights(&route), (100, 0));
+    assert_eq!(
+        env.get("v1", "Service", "podinfo").unwrap()["spec"]["selector"],
+        json!({"app": "podinfo-primary"})
+    );
+    env.wait_event("podinfo", "Normal: Initialization done! podinfo.test")
+        .await;
+
+    // A healthy revision: 10, 20, 30, then promotion.
+    env.set_image("podinfo", "podinfo:6.0.1");
+    env.wait_phase("podinfo", "Progressing", LIMIT).await;
+    let c = env.wait_phase("podinfo", "Succeeded", LIMIT).await;
+    assert_eq!(c["status"]["canaryWeight"], 0);
+    assert_eq!(c["status"]["conditions"][0]["reason"], "Succeeded");
+    for w in [10, 20, 30] {
+        assert!(
+            env.has_event("podinfo", &format!("Advance podinfo.test canary weight {w}")),
+            "{:#?}",
+            env.event_messages("podinfo")
+        );
+    }
+    assert!(env.has_event(
+        "podinfo",
+        "Copying podinfo.test template spec to podinfo-primary.test"
+    ));
+    env.wait_event("podinfo", "Promotion completed! Scaling down podinfo.test")
+        .await;
+    let primary = env.get("apps/v1", "Deployment", "podinfo-primary").unwrap();
+    assert_eq!(
+        primary["spec"]["template"]["spec"]["containers"][0]["image"],
+        "podinfo:6.0.1"
+    );
+    assert_eq!(
+        weights(
+            &env.get("gateway.networking.k8s.io/v1", "HTTPRoute", "podinfo")
+                .unwrap()
+        ),
+        (100, 0)
+    );
+    assert_eq!(
+        env.get("apps/v1", "Deployment", "podinfo").unwrap()["spec"]["replicas"],
+        0
+    );
+    let calls = env.hooks.calls();
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.path == "/load" && c.body["phase"] == "Progressing" && c.body["name"] == "podinfo"),
+        "{calls:?}"
+    );
+
+    // A failing revision: the success rate drops, the canary rolls back.
+    env.prom.set(&[HTTP_SUCCESS], 42.0);
+    env.set_image("podinfo", "podinfo:6.0.2");
+    let c = env.wait_phase("podinfo", "Failed", LIMIT).await;
+    assert_eq!(c["status"]["canaryWeight"], 0);
+    assert_eq!(c["status"]["conditions"][0]["status"], "False");
+    assert!(
+        env.has_event(
+            "podinfo",
+            "Warning: Halt podinfo.test advancement success rate 42.00% < 99%"
+        ),
+        "{:#?}",
+        env.event_messages("podinfo")
+    );
+    assert!(env.has_event(
+        "podinfo",
+        "Warning: Rolling back podinfo.test failed checks threshold reached 2"
+    ));
+    env.wait_event("podinfo", "Warning: Canary failed! Scaling down podinfo.test")
+        .await;
+    assert_eq!(
+        weights(
+            &env.get("gateway.networking.k8s.io/v1", "HTTPRoute", "podinfo")
+                .unwrap()
+        ),
+        (100, 0)
+    );
+    let primary = env.get("apps/v1", "Deployment", "podinfo-primary").unwrap();
+    assert_eq!(
+        primary["spec"]["template"]["spec"]["containers"][0]["image"],
+        "podinfo:6.0.1"
+    );
+    assert_eq!(
+        env.get("apps/v1", "Deployment", "podinfo").unwrap()["spec"]["replicas"],
+        0
+    );
+    let queries = env.prom.queries();
+    assert!(
+        queries
+            .iter()
+            .any(|q| q.contains(r#"kubernetes_pod_name=~"podinfo-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)""#)),
+        "{queries:?}"
+    );
+    env.stop_agent().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_blue_green_promotes_then_rolls_back() {
+    let mut env = Env::start().await;
+    env.create(deployment("podinfo", "podinfo:6.0.0"));
+    // A MetricTemplate with credentials and an AlertProvider, read from the watchers' caches.
+    env.create(
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "prom-auth", "namespace": "test"},
+        "type": "Opaque", "data": {"token": "dDBrZW4="}}),
+    );
+    env.create_yaml(&format!(
+        r#"
+apiVersion: flagger.app/v1beta1
+kind: MetricTemplate
+metadata: {{name: error-rate, namespace: test}}
+spec:
+  provider: {{type: prometheus, address: "{}", secretRef: {{name: prom-auth}}}}
+  query: sum(rate(custom_errors{{namespace="{{{{ namespace }}}}",deployment="{{{{ target }}}}"}}[{{{{ interval }}}}]))
+"#,
+        env.prom.url()
+    ));
+    env.create_yaml(&format!(
+        "{{apiVersion: flagger.app/v1beta1, kind: AlertProvider, metadata: {{name: on-call, namespace: test}}, spec: {{type: slack, channel: deploys, address: \"{}/slack\"}}}}",
+        env.hooks.url()
+    ));
+    env.prom.set(&["custom_errors"], 0.5);
+    env.create_yaml(
+        r#"
+apiVersion: flagger.app/v1beta1
+kind: Canary
+metadata: {name: podinfo, namespace: test}
+spec:
+  provider: kubernetes
+  targetRef: {apiVersion: apps/v1, kind: Deployment, name: podinfo}
+  service: {port: 9898, portDiscovery: true}
+  analysis:
+    interval: 1s
+    threshold: 2
+    iterations: 3
+    metrics:
+    - name: request-success-rate
+      thresholdRange: {min: 99}
+      interval: 1m
+    - name: error-rate
+      templateRef: {name: error-rate}
+      thresholdRange: {max: 1}
+      interval: 1m
+    alerts:
+    - name: on-call
+      severity: info
+      providerRef: {name: on-call}
+"#,
+    );
+    env.wait_phase("podinfo", "Initialized", LIMIT).await;
+    assert_eq!(
+        env.get("v1", "Service", "podinfo-canary").unwrap()["spec"]["selector"],
+        json!({"app": "podinfo"})
+    );
+    assert_eq!(
+        env.get("v1", "Service", "podinfo").unwrap()["spec"]["selector"],
+        json!({"app": "podinfo-primary"})
+    );
+
+    env.set_image("podinfo", "podinfo:6.0.1");
+    env.wait_phase("podinfo", "Progressing", LIMIT).await;
+    // Blue/green on kubernetes: the canary is scaled up and analysed behind podinfo-canary.
+    env.wait_for("apps/v1", "Deployment", "podinfo", |d| d["spec"]["replicas"] == 2)
+        .await;
+    env.wait_phase("podinfo", "Succeeded", LIMIT).await;
+    let queries = env.prom.queries();
+    assert!(
+        queries
+            .iter()
+            .any(|q| q == r#"sum(rate(custom_errors{namespace="test",deployment="podinfo"}[1m]))"#),
+        "{queries:#?}"
+    );
+    let alerted = |text: &str| {
+        env.hooks
+            .calls()
+            .iter()
+            .any(|c| c.path == "/slack" && c.body["attachments"][0]["text"] == text)
+    };
+    assert!(
+        alerted("New revision detected, progressing canary analysis."),
+        "{:#?}",
+        env.hooks.calls()
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !alerted("Canary analysis completed successfully, promotion finished.") {
+        assert!(tokio::time::Instant::now() < deadline, "{:#?}", env.hooks.calls());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for i in 1..=3 {
+        assert!(
+            env.has_event("podinfo", &format!("Advance podinfo.test canary iteration {i}/3")),
+            "{:#?}",
+            env.event_messages("podinfo")
+        );
+    }
+    assert!(
+        !env.has_event("podinfo", "Routing all traffic to canary"),
+        "the kubernetes provider never switches traffic"
+    );
+    let primary = env.get("apps/v1", "Deployment", "podinfo-primary").unwrap();
+    assert_eq!(
+        primary["spec"]["template"]["spec"]["containers"][0]["image"],
+        "podinfo:6.0.1"
+    );
+    assert_eq!(
+        env.get("v1", "Service", "podinfo").unwrap()["spec"]["selector"],
+        json!({"app": "podinfo-primary"})
+    );
+
+    env.prom.set(&[HTTP_SUCCESS], 10.0);
+    env.set_image("podinfo", "podinfo:6.0.2");
+    let c = env.wait_phase("podinfo", "Failed", LIMIT).await;
+    assert_eq!(c["status"]["failedChecks"], 2);
+    assert!(env.has_event(
+        "podinfo",
+        "Rolling back podinfo.test failed checks threshold reached 2"
+    ));
+    let primary = env.get("apps/v1", "Deployment", "podinfo-primary").unwrap();
+    assert_eq!(
+        primary["spec"]["template"]["spec"]["containers"][0]["image"],
+        "podinfo:6.0.1"
+    );
+    assert_eq!(
+        env.get("apps/v1", "Deployment", "podinfo").unwrap()["spec"]["replicas"],
+        0
+    );
+    env.stop_agent().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revert_on_deletion_restores_the_target_and_the_apex() {
+    let mut env = Env::start().await;
+    env.create(deployment("podinfo", "podinfo:6.0.0"));
+    env.create(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "podinfo", "namespace": "test"},
+        "spec": {"type": "ClusterIP", "selector": {"app": "podinfo"}, "ports": [{"name": "http", "port": 9898, "targetPort": 9898}]}}));
+    let yaml = gatewayapi_canary(env.hooks.url()).replace(
+        "  progressDeadlineSeconds: 60\n",
+        "  progressDeadlineSeconds: 60\n  revertOnDeletion: true\n",
+    );
+    env.create_yaml(&yaml);
+    let c = env.wait_phase("podinfo", "Initialized", LIMIT).await;
+    let c = if c["metadata"]["finalizers"] == json!(["finalizer.flagger.app"]) {
+        c
+    } else {
+        env.wait_for(CANARY_API, "Canary", "podinfo", |c| {
+            c["metadata"]["finalizers"] == json!(["finalizer.flagger.app"])
+        })
+        .await
+    };
+    assert_eq!(c["metadata"]["finalizers"], json!(["finalizer.flagger.app"]));
+    assert_eq!(
+        env.get("apps/v1", "Deployment", "podinfo").unwrap()["spec"]["replicas"],
+        0
+    );
+
+    // The user's own apex Service was taken over: it now selects the primary.
+    assert_eq!(
+        env.get("v1", "Service", "podinfo").unwrap()["spec"]["selector"],
+        json!({"app": "podinfo-primary"})
+    );
+
+    env.server
+        .store()
+        .delete(CANARY_API, "Canary", Some("test"), "podinfo")
+        .unwrap();
+    // The canary goes away once the finalizer is removed.
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while env.get(CANARY_API, "Canary", "podinfo").is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the canary was not finalized: {:#?}",
+            env.event_messages("podinfo")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        env.get("apps/v1", "Deployment", "podinfo").unwrap()["spec"]["replicas"],
+        2,
+        "the target serves again"
+    );
+    assert_eq!(
+        env.get("v1", "Service", "podinfo").unwrap()["spec"]["selector"],
+        json!({"app": "podinfo"}),
+        "the apex selects the target"
+    );
+    assert!(
+        env.get("v1", "Service", "podinfo-primary").is_none(),
+        "generated objects go with the canary"
+    );
+    assert!(env.has_event("podinfo", "Normal: Terminating canary podinfo.test"));
+    env.wait_event("podinfo", "Normal: Terminated canary podinfo.test")
+        .await;
+    env.stop_agent().await;
+}

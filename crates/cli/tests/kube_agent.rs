@@ -1,0 +1,642 @@
+//! `aviary agent` as a real process against the testkit fake API server, driven with the real
+//! `kubectl`, with built-in metrics from a scripted Prometheus-compatible endpoint:
+//!
+//! - the seed's Knative tutorial end to end (promotion of 6.0.1, rollback of 6.0.2);
+//! - an agent killed (SIGKILL) mid-analysis resumes from the Canary's status;
+//! - two agents with `--leader-election`: one active, the other takes over when it stops.
+//!
+//! Without kubectl the kubectl test fails when `CI=true` and prints a skip notice otherwise
+//! (`KUBECTL=/path/to/kubectl` picks another binary).
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use aviary_testkit::{FakeApiServer, FakePrometheus, FakeWebhook, Options, SimulatorConfig};
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+
+const KNATIVE: &str = "serving.knative.dev/v1";
+const CANARY: &str = "flagger.app/v1beta1";
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn kubectl_binary() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("KUBECTL") {
+        return Some(PathBuf::from(p));
+    }
+    let found = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("kubectl"))
+        .find(|p| p.is_file());
+    if found.is_none() {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!(
+                "kubectl is not installed but CI=true: the seed tutorial test needs it (set KUBECTL=/path/to/kubectl)"
+            );
+        }
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED: kubectl not found on PATH (set KUBECTL=/path/to/kubectl to run the seed tutorial test)"
+        );
+    }
+    found
+}
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
+}
+
+/// A fake API server, a scripted Prometheus, a webhook receiver, and a kubeconfig.
+struct Cluster {
+    server: FakeApiServer,
+    prom: FakePrometheus,
+    hooks: FakeWebhook,
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    async fn start() -> Self {
+        let options = Options {
+            simulators: SimulatorConfig {
+                delay: Duration::from_millis(50),
+                ..SimulatorConfig::default()
+            },
+            ..Options::default()
+        };
+        let server = FakeApiServer::start_with(options)
+            .await
+            .expect("fake API server starts");
+        let dir = tempfile::tempdir().unwrap();
+        server.write_kubeconfig(dir.path().join("kubeconfig")).unwrap();
+        let prom = FakePrometheus::start().await.unwrap();
+        prom.set_default(Some(100.0));
+        let hooks = FakeWebhook::start().await.unwrap();
+        Self {
+            server,
+            prom,
+            hooks,
+            dir,
+        }
+    }
+
+    fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("kubeconfig")
+    }
+
+    /// Installs the CRDs and the seed's objects straight into the store (for tests that are
+    /// not about kubectl).
+    fn install(&self, interval: &str) {
+        for crd in aviary_api::crd::flagger_crds() {
+            self.server
+                .store()
+                .create(serde_json::to_value(crd).unwrap())
+                .unwrap();
+        }
+        let ksvc: Value = serde_yaml_ng::from_str(
+            &std::fs::read_to_string(repo("examples/knative/podinfo-ksvc.yaml")).unwrap(),
+        )
+        .unwrap();
+        self.server.store().create(ksvc).unwrap();
+        let canary: Value = serde_yaml_ng::from_str(&self.canary_manifest(interval)).unwrap();
+        self.server.store().create(canary).unwrap();
+    }
+
+    /// The seed's Canary with a shorter interval and the load tester URL pointing at the
+    /// webhook receiver.
+    fn canary_manifest(&self, interval: &str) -> String {
+        let text = std::fs::read_to_string(repo("examples/knative/podinfo-canary.yaml")).unwrap();
+        assert!(text.contains("interval: 15s") && text.contains("http://flagger-loadtester.test/"));
+        text.replace("interval: 15s", &format!("interval: {interval}"))
+            .replace(
+                "http://flagger-loadtester.test/",
+                &format!("{}/", self.hooks.url()),
+            )
+    }
+
+    /// Starts `aviary agent`, its log in `log`.
+    fn agent(&self, log: &str, extra: &[&str]) -> Child {
+        let log = std::fs::File::create(self.dir.path().join(log)).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_aviary"))
+            .arg("agent")
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .args([
+                "--metrics-server",
+                self.prom.url(),
+                "--min-analysis-interval",
+                "1s",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--cluster", "kind-test", "--log-level", "info,aviary_kube=debug"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("aviary agent starts")
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
+    }
+
+    fn ksvc(&self) -> Value {
+        self.server
+            .store()
+            .get(KNATIVE, "Service", Some("test"), "podinfo")
+            .unwrap()
+    }
+
+    fn canary(&self) -> Value {
+        self.server
+            .store()
+            .get(CANARY, "Canary", Some("test"), "podinfo")
+            .unwrap()
+    }
+
+    async fn wait(
+        &self,
+        api_version: &str,
+        kind: &str,
+        name: &str,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        match self
+            .server
+            .store()
+            .wait_for(api_version, kind, Some("test"), name, LIMIT, pred)
+            .await
+        {
+            Ok(v) => v,
+            Err(e) => panic!("waiting for {what}: {e}\nevents:\n{}", self.events().join("\n")),
+        }
+    }
+
+    async fn wait_phase(&self, phase: &str) -> Value {
+        self.wait(CANARY, "Canary", "podinfo", &format!("phase {phase}"), |c| {
+            c["status"]["phase"] == phase
+        })
+        .await
+    }
+
+    fn events(&self) -> Vec<String> {
+        let mut events = self.server.store().list("v1", "Event", Some("test"));
+        events.sort_by_key(|e| {
+            e["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap_or("0")
+                .parse::<u64>()
+                .unwrap_or(0)
+        });
+        events
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} x{} {}",
+                    e["type"].as_str().unwrap_or(""),
+                    e["count"],
+                    e["message"].as_str().unwrap_or("")
+                )
+            })
+            .collect()
+    }
+}
+
+/// The canary's percent in `.spec.traffic` (the `latestRevision: true` entry).
+fn canary_percent(ksvc: &Value) -> Option<i64> {
+    ksvc["spec"]["traffic"]
+        .as_array()?
+        .iter()
+        .find(|e| e["latestRevision"] == true)?["percent"]
+        .as_i64()
+}
+
+/// Records every canary percent written to `.spec.traffic`, in order.
+fn record_weights(server: &FakeApiServer) -> std::sync::Arc<std::sync::Mutex<Vec<i64>>> {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut rx = server.store().subscribe();
+    let out = seen.clone();
+    tokio::spawn(async move {
+        while let Ok(ev) = rx.recv().await {
+            if ev.group == "serving.knative.dev" && ev.plural == "services" {
+                let now = canary_percent(&ev.object);
+                let before = ev.old.as_ref().and_then(canary_percent);
+                if let Some(p) = now.filter(|p| Some(*p) != before) {
+                    out.lock().unwrap().push(p);
+                }
+            }
+        }
+    });
+    seen
+}
+
+fn sigterm(child: &Child) {
+    let pid = nix::unistd::Pid::from_raw(child.id().expect("running") as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+}
+
+struct Kubectl {
+    bin: PathBuf,
+    kubeconfig: PathBuf,
+    home: PathBuf,
+}
+
+impl Kubectl {
+    async fn run_with_stdin(&self, args: &[&str], stdin: Option<&[u8]>) -> String {
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--cache-dir")
+            .arg(self.home.join("cache"))
+            .args(args)
+            .env("HOME", &self.home)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().expect("kubectl starts");
+        if let Some(data) = stdin {
+            use tokio::io::AsyncWriteExt;
+            let mut input = child.stdin.take().unwrap();
+            input.write_all(data).await.unwrap();
+            drop(input);
+        }
+        let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+            .await
+            .unwrap_or_else(|_| panic!("kubectl {args:?} did not finish in 60s"))
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed ({}):\n{stdout}\n{stderr}",
+            out.status
+        );
+        stdout
+    }
+
+    async fn run(&self, args: &[&str]) -> String {
+        self.run_with_stdin(args, None).await
+    }
+}
+
+/// True when some line of `text` has exactly these whitespace-separated fields.
+fn has_line(text: &str, fields: &[&str]) -> bool {
+    text.lines()
+        .any(|l| l.split_whitespace().collect::<Vec<_>>() == fields)
+}
+
+/// The fields of the table row starting with `name`.
+fn row(table: &str, name: &str) -> Vec<String> {
+    table
+        .lines()
+        .map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+        .find(|f| f.first().map(String::as_str) == Some(name))
+        .unwrap_or_else(|| panic!("no row {name:?} in:\n{table}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_knative_tutorial_promotes_then_rolls_back() {
+    let Some(bin) = kubectl_binary() else { return };
+    let cluster = Cluster::start().await;
+    let k = Kubectl {
+        bin,
+        kubeconfig: cluster.kubeconfig(),
+        home: cluster.dir.path().to_path_buf(),
+    };
+
+    // aviary crds | kubectl apply -f -
+    let crds = std::process::Command::new(env!("CARGO_BIN_EXE_aviary"))
+        .arg("crds")
+        .output()
+        .unwrap();
+    assert!(crds.status.success());
+    let out = k.run_with_stdin(&["apply", "-f", "-"], Some(&crds.stdout)).await;
+    assert!(out.contains("canaries.flagger.app"), "{out}");
+    k.run(&["create", "namespace", "test"]).await;
+    let ksvc = repo("examples/knative/podinfo-ksvc.yaml");
+    k.run(&["apply", "-f", ksvc.to_str().unwrap()]).await;
+    let manifest = cluster.dir.path().join("podinfo-canary.yaml");
+    std::fs::write(&manifest, cluster.canary_manifest("1s")).unwrap();
+    k.run(&["apply", "-f", manifest.to_str().unwrap()]).await;
+
+    let weights = record_weights(&cluster.server);
+    let mut agent = cluster.agent("agent.log", &[]);
+
+    // Initialization: the primary is revision 00001 and gets all the traffic.
+    cluster.wait_phase("Initialized").await;
+    let svc = cluster.ksvc();
+    assert_eq!(
+        svc["metadata"]["annotations"]["flagger.app/primary-revision"],
+        "podinfo-00001"
+    );
+    assert_eq!(
+        svc["spec"]["traffic"],
+        json!([{"latestRevision": true, "percent": 0}, {"revisionName": "podinfo-00001", "percent": 100}])
+    );
+
+    // Automated canary promotion, with the seed's exact command.
+    k.run(&[
+        "-n", "test", "patch", "services.serving", "podinfo", "--type=json", "-p",
+        r#"[{"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": "ghcr.io/stefanprodan/podinfo:6.0.1"}]"#,
+    ])
+    .await;
+    cluster.wait_phase("Progressing").await;
+    let c = cluster.wait_phase("Succeeded").await;
+    assert_eq!(c["status"]["canaryWeight"], 0);
+    assert_eq!(c["status"]["lastPromotedSpec"], "podinfo-00002");
+    let svc = cluster.ksvc();
+    assert_eq!(
+        svc["metadata"]["annotations"]["flagger.app/primary-revision"],
+        "podinfo-00002"
+    );
+    assert_eq!(
+        svc["spec"]["traffic"],
+        json!([{"latestRevision": true, "percent": 0}, {"revisionName": "podinfo-00002", "percent": 100}])
+    );
+    // 0 at initialization, the five steps, 0 again once the primary serves everything.
+    assert_eq!(
+        *weights.lock().unwrap(),
+        [0, 10, 20, 30, 40, 50, 0],
+        "canary weights written to .spec.traffic"
+    );
+    // The built-in knative queries ran against the new revision.
+    let queries = cluster.prom.queries();
+    assert!(queries.iter().any(|q| q.contains(r#"envoy_cluster_upstream_rq{ envoy_cluster_name=~"test/podinfo-00002", envoy_response_code!~"5.*" }[1m]"#)), "{queries:#?}");
+    assert!(queries.iter().any(|q| q.contains(
+        r#"envoy_cluster_upstream_rq_time_bucket{ envoy_cluster_name=~"test/podinfo-00002" }[1m]"#
+    )));
+    // The load test webhook was called with Flagger's payload.
+    assert!(
+        cluster
+            .hooks
+            .calls()
+            .iter()
+            .any(|c| c.body["name"] == "podinfo" && c.body["metadata"]["type"] == "cmd")
+    );
+
+    let table = k.run(&["get", "canaries", "-n", "test"]).await;
+    assert_eq!(
+        table
+            .lines()
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["NAME", "STATUS", "WEIGHT", "LASTTRANSITIONTIME"]
+    );
+    assert_eq!(&row(&table, "podinfo")[1..3], ["Succeeded", "0"]);
+    let described = k.run(&["-n", "test", "describe", "canary/podinfo"]).await;
+    for text in [
+        "New revision detected! Scaling up podinfo.test",
+        "Advance podinfo.test canary weight 10",
+        "Advance podinfo.test canary weight 50",
+        "Copying podinfo.test template spec to podinfo-primary.test",
+        "Promotion completed! Scaling down podinfo.test",
+    ] {
+        assert!(described.contains(text), "missing {text:?} in:\n{described}");
+    }
+    assert!(has_line(&described, &["Phase:", "Succeeded"]), "{described}");
+    // kubectl's event table: Type, Reason, Age, From, Message.
+    assert!(
+        described.lines().any(|l| l.trim_start().starts_with("Normal")
+            && l.contains("Synced")
+            && l.contains("aviary  Promotion completed! Scaling down podinfo.test")),
+        "{described}"
+    );
+
+    // Automated rollback: the new revision answers with errors.
+    cluster
+        .prom
+        .set(&["envoy_cluster_upstream_rq{", "test/podinfo-00003"], 61.39);
+    k.run(&[
+        "-n", "test", "patch", "services.serving", "podinfo", "--type=json", "-p",
+        r#"[{"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": "ghcr.io/stefanprodan/podinfo:6.0.2"}]"#,
+    ])
+    .await;
+    let c = cluster.wait_phase("Failed").await;
+    assert_eq!(c["status"]["canaryWeight"], 0);
+    assert_eq!(c["status"]["failedChecks"], 15);
+    let svc = cluster.ksvc();
+    assert_eq!(
+        svc["metadata"]["annotations"]["flagger.app/primary-revision"],
+        "podinfo-00002"
+    );
+    assert_eq!(
+        svc["spec"]["traffic"],
+        json!([{"latestRevision": true, "percent": 0}, {"revisionName": "podinfo-00002", "percent": 100}])
+    );
+    let table = k.run(&["get", "canaries", "-n", "test"]).await;
+    assert_eq!(&row(&table, "podinfo")[1..3], ["Failed", "0"]);
+    let described = k.run(&["-n", "test", "describe", "canary/podinfo"]).await;
+    for text in [
+        "Halt podinfo.test advancement success rate 61.39% < 99%",
+        "Rolling back podinfo.test failed checks threshold reached 15",
+        "Canary failed! Scaling down podinfo.test",
+    ] {
+        assert!(described.contains(text), "missing {text:?} in:\n{described}");
+    }
+    assert!(has_line(&described, &["Phase:", "Failed"]), "{described}");
+    assert!(
+        described.lines().any(|l| l.trim_start().starts_with("Warning")
+            && l.contains("Synced")
+            && l.contains("aviary  Canary failed! Scaling down podinfo.test")),
+        "{described}"
+    );
+
+    sigterm(&agent);
+    let status = tokio::time::timeout(Duration::from_secs(15), agent.wait())
+        .await
+        .expect("the agent stops on SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status}\n{}", cluster.log("agent.log"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_killed_mid_analysis_resumes_from_the_status() {
+    let cluster = Cluster::start().await;
+    cluster.install("2s");
+    let weights = record_weights(&cluster.server);
+    let mut agent = cluster.agent("agent-1.log", &[]);
+    cluster.wait_phase("Initialized").await;
+    cluster
+        .server
+        .store()
+        .merge_patch(KNATIVE, "Service", Some("test"), "podinfo", &json!({"spec": {"template": {"spec": {"containers": [{"image": "ghcr.io/stefanprodan/podinfo:6.0.1"}]}}}}))
+        .unwrap();
+    cluster
+        .wait(CANARY, "Canary", "podinfo", "weight 20", |c| {
+            c["status"]["canaryWeight"] == 20
+        })
+        .await;
+    agent.start_kill().unwrap();
+    agent.wait().await.unwrap();
+    let at_kill = cluster.canary();
+    let before = weights.lock().unwrap().clone();
+
+    let mut agent = cluster.agent("agent-2.log", &[]);
+    let c = cluster.wait_phase("Succeeded").await;
+    assert_eq!(c["status"]["lastPromotedSpec"], "podinfo-00002");
+    let all = weights.lock().unwrap().clone();
+    // The second agent went on from where the first stopped: no restart from 0, no repeated step.
+    assert_eq!(
+        all,
+        [0, 10, 20, 30, 40, 50, 0],
+        "before the kill: {before:?}; status then: {}",
+        at_kill["status"]
+    );
+    let log = cluster.log("agent-2.log");
+    assert!(
+        !cluster.events().iter().any(|e| e.contains("Restarting analysis")),
+        "{:#?}",
+        cluster.events()
+    );
+    assert!(
+        !cluster
+            .events()
+            .iter()
+            .any(|e| e.contains("Initialization done") && e.contains("x2")),
+        "initialized once: {:#?}\n{log}",
+        cluster.events()
+    );
+    sigterm(&agent);
+    let _ = tokio::time::timeout(Duration::from_secs(15), agent.wait())
+        .await
+        .expect("the agent stops");
+}
+
+/// The identity an agent logs when leader election is on.
+fn identity(log: &str) -> Option<String> {
+    log.lines()
+        .find_map(|l| l.split("this replica is ").nth(1))
+        .map(|s| s.trim().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_agents_elect_one_and_fail_over() {
+    let cluster = Cluster::start().await;
+    cluster.install("1s");
+    let args = [
+        "--leader-election",
+        "--leader-election-namespace",
+        "aviary-system",
+    ];
+    let mut first = cluster.agent("first.log", &args);
+    let lease = cluster
+        .server
+        .store()
+        .wait_for(
+            "coordination.k8s.io/v1",
+            "Lease",
+            Some("aviary-system"),
+            "flagger-leader-election",
+            LIMIT,
+            |l| {
+                l["spec"]["holderIdentity"]
+                    .as_str()
+                    .is_some_and(|h| !h.is_empty())
+            },
+        )
+        .await
+        .unwrap();
+    let mut second = cluster.agent("second.log", &args);
+    cluster.wait_phase("Initialized").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let (first_id, second_id) = loop {
+        if let (Some(a), Some(b)) = (
+            identity(&cluster.log("first.log")),
+            identity(&cluster.log("second.log")),
+        ) {
+            break (a, b);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no identity logged:\n{}\n{}",
+            cluster.log("first.log"),
+            cluster.log("second.log")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        lease["spec"]["holderIdentity"],
+        first_id.as_str(),
+        "the first agent leads"
+    );
+    // The standby waits and does not act.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let lease = cluster
+        .server
+        .store()
+        .get(
+            "coordination.k8s.io/v1",
+            "Lease",
+            Some("aviary-system"),
+            "flagger-leader-election",
+        )
+        .unwrap();
+    assert_eq!(lease["spec"]["holderIdentity"], first_id.as_str());
+    assert!(
+        cluster
+            .log("second.log")
+            .contains("another replica holds the lease; standing by"),
+        "{}",
+        cluster.log("second.log")
+    );
+    assert!(
+        !cluster.log("second.log").contains("watching canaries"),
+        "{}",
+        cluster.log("second.log")
+    );
+
+    // The leader stops: it releases the lease and the standby takes over.
+    sigterm(&first);
+    let status = tokio::time::timeout(Duration::from_secs(15), first.wait())
+        .await
+        .expect("the first agent stops")
+        .unwrap();
+    assert!(status.success());
+    let started = std::time::Instant::now();
+    cluster
+        .server
+        .store()
+        .wait_for(
+            "coordination.k8s.io/v1",
+            "Lease",
+            Some("aviary-system"),
+            "flagger-leader-election",
+            Duration::from_secs(15),
+            |l| l["spec"]["holderIdentity"] == second_id.as_str(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "failover took {:?}",
+        started.elapsed()
+    );
+
+    // The new leader drives the canaries: a new revision is analysed and promoted.
+    cluster
+        .server
+        .store()
+        .merge_patch(KNATIVE, "Service", Some("test"), "podinfo", &json!({"spec": {"template": {"spec": {"containers": [{"image": "ghcr.io/stefanprodan/podinfo:6.0.1"}]}}}}))
+        .unwrap();
+    cluster.wait_phase("Succeeded").await;
+    assert!(
+        cluster.log("second.log").contains("watching canaries"),
+        "{}",
+        cluster.log("second.log")
+    );
+    sigterm(&second);
+    let _ = tokio::time::timeout(Duration::from_secs(15), second.wait())
+        .await
+        .expect("the second agent stops");
+}

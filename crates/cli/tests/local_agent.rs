@@ -1,0 +1,268 @@
+//! `aviary agent --local` end to end: real sample-app processes, real HTTP traffic through the
+//! local router, a promotion, a rollback, a kill and resume, and no orphans.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn aviary() -> &'static str {
+    env!("CARGO_BIN_EXE_aviary")
+}
+
+fn config(port: u16, version: &str, extra: &str) -> String {
+    format!(
+        r#"apiVersion: aviary.dev/v1alpha1
+kind: LocalService
+metadata: {{name: podinfo, namespace: test}}
+spec:
+  port: {port}
+  version: {version}
+  replicas: 2
+  command: ["{bin}", sample-app, --port, "{{{{port}}}}", --version, "{{{{version}}}}"{extra}]
+  readinessPath: /readyz
+---
+apiVersion: flagger.app/v1beta1
+kind: Canary
+metadata: {{name: podinfo, namespace: test}}
+spec:
+  provider: local
+  targetRef: {{apiVersion: aviary.dev/v1alpha1, kind: LocalService, name: podinfo}}
+  progressDeadlineSeconds: 60
+  analysis:
+    interval: 1s
+    threshold: 3
+    maxWeight: 50
+    stepWeight: 10
+    metrics:
+    - name: request-success-rate
+      thresholdRange: {{min: 99}}
+      interval: 3s
+    - name: request-duration
+      thresholdRange: {{max: 500}}
+      interval: 3s
+"#,
+        bin = aviary()
+    )
+}
+
+struct AgentProc {
+    child: Child,
+    admin: String,
+}
+
+fn start_agent(dir: &Path, state: &Path, admin_port: u16) -> AgentProc {
+    let mut child = Command::new(aviary())
+        .args(["agent", "--local"])
+        .arg(dir)
+        .arg("--state-dir")
+        .arg(state)
+        .args(["--admin-listen", &format!("127.0.0.1:{admin_port}"), "--min-analysis-interval", "1s", "--cluster", "local-test"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the agent");
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("[agent] {line}");
+        }
+    });
+    AgentProc { child, admin: format!("http://127.0.0.1:{admin_port}") }
+}
+
+fn get(url: &str) -> Option<String> {
+    let out = Command::new("curl").args(["-s", "--max-time", "2", url]).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn canary(admin: &str) -> Option<serde_json::Value> {
+    let body = get(&format!("{admin}/canaries"))?;
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    v["items"].as_array()?.first().cloned()
+}
+
+fn phase_weight(admin: &str) -> (String, i64) {
+    canary(admin)
+        .map(|c| (c["status"]["phase"].as_str().unwrap_or("").to_string(), c["status"]["canaryWeight"].as_i64().unwrap_or(0)))
+        .unwrap_or_default()
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+/// Steady traffic to the router (real HTTP), so the built-in metrics are real.
+struct Traffic {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Traffic {
+    fn start(port: u16) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let (s, o) = (stop.clone(), ok.clone());
+        let handle = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let client = reqwest::Client::new();
+                while !s.load(Ordering::Relaxed) {
+                    if let Ok(r) = client.get(format!("http://127.0.0.1:{port}/")).send().await
+                        && r.status().is_success()
+                    {
+                        o.fetch_add(1, Ordering::Relaxed);
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            });
+        });
+        Self { stop, ok, handle: Some(handle) }
+    }
+}
+
+impl Drop for Traffic {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn served_version(port: u16) -> String {
+    let body = get(&format!("http://127.0.0.1:{port}/")).unwrap_or_default();
+    serde_json::from_str::<serde_json::Value>(&body).ok().and_then(|v| v["version"].as_str().map(String::from)).unwrap_or_default()
+}
+
+/// PIDs of every descendant of `pid`.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut all = Vec::new();
+    let mut frontier = vec![pid];
+    while let Some(p) = frontier.pop() {
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else { continue };
+            let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)).and_then(|s| s.parse::<u32>().ok());
+            if ppid == Some(p) {
+                all.push(child);
+                frontier.push(child);
+            }
+        }
+    }
+    all
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+}
+
+fn write(dir: &Path, text: &str) {
+    let tmp = dir.join(".podinfo.yaml.tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(tmp, dir.join("podinfo.yaml")).unwrap();
+}
+
+#[test]
+fn local_canary_promotes_rolls_back_resumes_and_leaves_no_orphans() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir: PathBuf = tmp.path().join("config");
+    let state: PathBuf = tmp.path().join("state");
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    write(&dir, &config(port, "6.0.0", ""));
+    let admin_port = free_port();
+    let mut agent = start_agent(&dir, &state, admin_port);
+
+    wait_until("initialization", Duration::from_secs(30), || phase_weight(&agent.admin).0 == "Initialized");
+    assert_eq!(served_version(port), "6.0.0");
+    let traffic = Traffic::start(port);
+
+    // 6.0.1: promoted through 10..50
+    write(&dir, &config(port, "6.0.1", ""));
+    let mut weights = Vec::new();
+    wait_until("promotion of 6.0.1", Duration::from_secs(90), || {
+        let (p, w) = phase_weight(&agent.admin);
+        if weights.last() != Some(&w) {
+            weights.push(w);
+        }
+        p == "Succeeded"
+    });
+    assert!(weights.contains(&10) && weights.contains(&50), "weights seen: {weights:?}");
+    wait_until("the new primary to serve", Duration::from_secs(20), || served_version(port) == "6.0.1");
+    let events = get(&format!("{}/events?canary=test/podinfo", agent.admin)).unwrap();
+    assert!(events.contains("Advance podinfo.test canary weight 50"), "{events}");
+    assert!(events.contains("Promotion completed! Scaling down podinfo.test"), "{events}");
+    let metrics = get(&format!("{}/metrics", agent.admin)).unwrap();
+    assert!(metrics.contains("flagger_canary_successes_total{name=\"podinfo\",namespace=\"test\",deployment_strategy=\"canary\",analysis_status=\"completed\"} 1"), "{metrics}");
+    assert!(metrics.contains("aviary_router_requests_total"), "{metrics}");
+
+    // 6.0.2 answers half of the requests with 500: rolled back to 6.0.1
+    write(&dir, &config(port, "6.0.2", ", --error-rate, \"0.5\""));
+    wait_until("rollback of 6.0.2", Duration::from_secs(90), || phase_weight(&agent.admin).0 == "Failed");
+    let events = get(&format!("{}/events?canary=test/podinfo", agent.admin)).unwrap();
+    assert!(events.contains("Rolling back podinfo.test failed checks threshold reached 3"), "{events}");
+    assert!(events.contains("Canary failed! Scaling down podinfo.test"), "{events}");
+    assert_eq!(phase_weight(&agent.admin).1, 0);
+    for _ in 0..20 {
+        assert_eq!(served_version(port), "6.0.1", "traffic must be 100% primary after a rollback");
+    }
+
+    // 6.0.3: kill the agent mid-analysis; the new one resumes at the persisted weight
+    write(&dir, &config(port, "6.0.3", ""));
+    wait_until("6.0.3 at weight 20", Duration::from_secs(60), || {
+        let (p, w) = phase_weight(&agent.admin);
+        p == "Progressing" && w >= 20
+    });
+    let before = agent.child.id();
+    let kids = descendants(before);
+    assert!(kids.len() >= 4, "primary and canary processes: {kids:?}");
+    let _ = Command::new("kill").args(["-9", &before.to_string()]).status();
+    let _ = agent.child.wait();
+    // the sample apps notice their parent is gone and exit
+    wait_until("orphans to exit", Duration::from_secs(10), || kids.iter().all(|p| !alive(*p)));
+    let persisted: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state.join("canaries/test/podinfo.json")).unwrap()).unwrap();
+    let persisted_weight = persisted["canaryWeight"].as_i64().unwrap();
+    assert!(persisted_weight >= 20);
+
+    agent = start_agent(&dir, &state, admin_port);
+    wait_until("the restarted agent to report", Duration::from_secs(30), || !phase_weight(&agent.admin).0.is_empty());
+    let (phase, weight) = phase_weight(&agent.admin);
+    assert_eq!(phase, "Progressing");
+    assert!(weight >= persisted_weight, "resumed at {weight}, persisted {persisted_weight}");
+    let served = traffic.ok.load(Ordering::Relaxed);
+    assert!(served > 100, "the traffic generator got {served} answers");
+    wait_until("promotion of 6.0.3 after the restart", Duration::from_secs(90), || phase_weight(&agent.admin).0 == "Succeeded");
+    let c = canary(&agent.admin).unwrap();
+    assert_eq!(c["status"]["failedChecks"], 0, "the restart must not cost failed checks: {c}");
+    let events = get(&format!("{}/events?canary=test/podinfo", agent.admin)).unwrap();
+    assert!(!events.contains("Starting canary analysis"), "the restarted agent must not restart the analysis: {events}");
+    wait_until("6.0.3 to serve", Duration::from_secs(20), || served_version(port) == "6.0.3");
+    drop(traffic);
+
+    // SIGTERM: everything the agent started goes down with it
+    let kids = descendants(agent.child.id());
+    assert!(!kids.is_empty());
+    let _ = Command::new("kill").args(["-TERM", &agent.child.id().to_string()]).status();
+    let status = agent.child.wait().unwrap();
+    assert!(status.success(), "agent exit: {status:?}");
+    for p in kids {
+        assert!(!alive(p), "process {p} outlived the agent");
+    }
+}

@@ -1,0 +1,495 @@
+//! The Istio router (reference §6.4): DestinationRules `<apex>-primary` and `<apex>-canary` with
+//! the canary's traffic policy, and the VirtualService `<apex>` with weighted destinations, A/B
+//! routes, mirroring (`mirror` + `mirrorPercentage`) and session-affinity routes.
+//!
+//! Taking over an existing VirtualService keeps its previous spec in the annotation
+//! `flagger.kubernetes.io/original-configuration`; deletion (`revertOnDeletion`) restores it.
+
+use async_trait::async_trait;
+use aviary_api::Canary;
+use aviary_api::defaults::defaulted;
+use aviary_api::service::HttpMatchRequest;
+use aviary_core::ports::{Router, Routes, SessionCookies};
+use serde_json::{Map, Value, json};
+
+use crate::client::{
+    DESTINATION_RULE, Kube, VIRTUAL_SERVICE, annotation, describe, owned_by, owner_reference, set_annotation,
+};
+use crate::routing::{cookie_regex, merge_matches, session, set_cookie, status_cookies};
+
+/// Where a taken-over VirtualService's previous spec is kept.
+pub const ORIGINAL_CONFIGURATION: &str = "flagger.kubernetes.io/original-configuration";
+const KUBECTL_LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// The Istio router.
+#[derive(Debug, Clone)]
+pub struct IstioRouter {
+    kube: Kube,
+}
+
+fn destination(host: &str, weight: i32, set_cookie: Option<String>) -> Value {
+    let mut d = json!({"destination": {"host": host}, "weight": weight});
+    if let Some(cookie) = set_cookie {
+        d["headers"] = json!({"response": {"add": {"Set-Cookie": cookie}}});
+    }
+    d
+}
+
+fn with_cookie(matches: &[HttpMatchRequest], cookie: &str) -> Vec<Value> {
+    let cookie_match = json!({"regex": cookie_regex(cookie)});
+    if matches.is_empty() {
+        return vec![json!({"headers": {"Cookie": cookie_match}})];
+    }
+    matches
+        .iter()
+        .map(|m| {
+            let mut v = serde_json::to_value(m).unwrap_or(json!({}));
+            v["headers"]["Cookie"] = cookie_match.clone();
+            v
+        })
+        .collect()
+}
+
+/// The VirtualService spec for a split.
+pub fn virtual_service_spec(c: &Canary, routes: &Routes) -> Value {
+    let svc = c.spec.service.clone().unwrap_or_default();
+    let apex = c.apex_name().to_string();
+    let (primary, canary) = (format!("{apex}-primary"), format!("{apex}-canary"));
+    let mut spec = Map::new();
+    if svc.delegation != Some(true) {
+        let mut hosts = svc.hosts.clone().unwrap_or_default();
+        if !hosts.iter().any(|h| h == &apex || h == "*") {
+            hosts.push(apex.clone());
+        }
+        let mut gateways = svc.gateways.clone().unwrap_or_default();
+        if gateways.is_empty() {
+            gateways.push("mesh".into());
+        }
+        spec.insert("hosts".into(), json!(hosts));
+        spec.insert("gateways".into(), json!(gateways));
+    }
+    let base: Vec<HttpMatchRequest> = svc.match_.clone().unwrap_or_default();
+
+    if svc.app_protocol.as_deref() == Some("tcp") {
+        let port = svc.port.unwrap_or(0);
+        spec.insert(
+            "tcp".into(),
+            json!([{"match": [{"port": port}], "route": [destination(&primary, routes.primary, None), destination(&canary, routes.canary, None)]}]),
+        );
+        return Value::Object(spec);
+    }
+
+    let common = |route: &mut Value| {
+        if let Some(r) = &svc.rewrite {
+            let mut rw = Map::new();
+            if let Some(u) = r.uri.as_ref().filter(|u| !u.is_empty()) {
+                rw.insert("uri".into(), json!(u));
+            }
+            if let Some(a) = r.authority.as_ref().filter(|a| !a.is_empty()) {
+                rw.insert("authority".into(), json!(a));
+            }
+            if !rw.is_empty() {
+                route["rewrite"] = Value::Object(rw);
+            }
+        }
+        if let Some(t) = svc.timeout.as_ref().filter(|t| !t.is_empty()) {
+            route["timeout"] = json!(t);
+        }
+        if let Some(r) = &svc.retries {
+            route["retries"] = serde_json::to_value(r).unwrap_or(Value::Null);
+        }
+        if let Some(cp) = &svc.cors_policy {
+            route["corsPolicy"] = serde_json::to_value(cp).unwrap_or(Value::Null);
+        }
+        if let Some(h) = &svc.headers {
+            route["headers"] = serde_json::to_value(h).unwrap_or(Value::Null);
+        }
+    };
+    let matches_value = |ms: &[HttpMatchRequest]| serde_json::to_value(ms).unwrap_or(json!([]));
+
+    let analysis = c.analysis();
+    let ab: Vec<HttpMatchRequest> = analysis.match_.clone().unwrap_or_default();
+    let weighted_matches = if ab.is_empty() {
+        base.clone()
+    } else {
+        merge_matches(&ab, &base)
+    };
+
+    let mut http = Vec::new();
+    let mut primary_cookie = None;
+    let mut canary_cookie = None;
+    if let Some((
+        sa,
+        SessionCookies {
+            canary: cc,
+            primary: pc,
+            previous,
+        },
+    )) = session(c, routes)
+    {
+        let max_age = sa.max_age.unwrap_or(aviary_api::defaults::DEFAULT_COOKIE_MAX_AGE);
+        let interval = c.analysis_interval(std::time::Duration::ZERO).as_secs() as i64;
+        if let Some(cookie) = &cc {
+            let mut r = json!({"match": with_cookie(&weighted_matches, cookie), "route": [destination(&canary, 100, None)]});
+            common(&mut r);
+            http.push(r);
+            canary_cookie = Some(set_cookie(cookie, &sa, max_age));
+        }
+        if let Some(cookie) = &pc {
+            let mut r = json!({"match": with_cookie(&weighted_matches, cookie), "route": [destination(&primary, 100, None)]});
+            common(&mut r);
+            http.push(r);
+            primary_cookie = Some(set_cookie(cookie, &sa, interval));
+        } else if cc.is_none()
+            && let Some(old) = &previous
+        {
+            primary_cookie = Some(set_cookie(old, &sa, -1));
+        }
+    }
+    let mut weighted = json!({
+        "route": [destination(&primary, routes.primary, primary_cookie), destination(&canary, routes.canary, canary_cookie)],
+    });
+    if !weighted_matches.is_empty() {
+        weighted["match"] = matches_value(&weighted_matches);
+    }
+    common(&mut weighted);
+    if routes.mirror {
+        weighted["mirror"] = json!({"host": canary});
+        if let Some(w) = analysis.mirror_weight.filter(|w| *w > 0) {
+            weighted["mirrorPercentage"] = json!({"value": w});
+        }
+    }
+    http.push(weighted);
+    if !ab.is_empty() {
+        let mut r = json!({"route": [destination(&primary, 100, None)]});
+        if !base.is_empty() {
+            r["match"] = matches_value(&base);
+        }
+        common(&mut r);
+        http.push(r);
+    }
+    spec.insert("http".into(), Value::Array(http));
+    Value::Object(spec)
+}
+
+/// The split of a VirtualService: the first route with both the primary and the canary.
+pub fn read_routes(vs: &Value, c: &Canary) -> Option<Routes> {
+    let apex = c.apex_name();
+    let (primary, canary) = (format!("{apex}-primary"), format!("{apex}-canary"));
+    let spec = &vs["spec"];
+    let list = spec["http"].as_array().or_else(|| spec["tcp"].as_array())?;
+    let weight = |r: &Value, host: &str| {
+        r["route"]
+            .as_array()?
+            .iter()
+            .find(|d| d["destination"]["host"] == host)
+            .map(|d| d["weight"].as_i64().unwrap_or(0) as i32)
+    };
+    list.iter().find_map(|r| {
+        let (p, k) = (weight(r, &primary)?, weight(r, &canary)?);
+        Some(Routes {
+            primary: p,
+            canary: k,
+            mirror: r["mirror"]["host"] == canary.as_str(),
+            session: None,
+        })
+    })
+}
+
+impl IstioRouter {
+    pub fn new(kube: Kube) -> Self {
+        Self { kube }
+    }
+
+    async fn destination_rules(&self, c: &Canary) -> Result<(), String> {
+        let ns = c.namespace();
+        let policy = c.spec.service.as_ref().and_then(|s| s.traffic_policy.clone());
+        for name in [
+            format!("{}-primary", c.apex_name()),
+            format!("{}-canary", c.apex_name()),
+        ] {
+            let mut spec = json!({"host": name});
+            if let Some(p) = &policy {
+                spec["trafficPolicy"] = serde_json::to_value(p).unwrap_or(Value::Null);
+            }
+            let create = || {
+                Ok(
+                    json!({"metadata": {"name": name, "namespace": ns, "ownerReferences": [owner_reference(c)]}, "spec": spec}),
+                )
+            };
+            self.kube
+                .upsert(DESTINATION_RULE, ns, &name, create, |cur| {
+                    cur["spec"] = spec.clone();
+                    Ok(())
+                })
+                .await
+                .map_err(|e| format!("DestinationRule {name}.{ns} update error: {e}"))?;
+        }
+        Ok(())
+    }
+
+    async fn write(&self, c: &Canary, routes: &Routes) -> Result<(), String> {
+        let ns = c.namespace();
+        let apex = c.apex_name().to_string();
+        let spec = virtual_service_spec(c, routes);
+        let meta = c
+            .spec
+            .service
+            .as_ref()
+            .and_then(|s| s.apex.clone())
+            .unwrap_or_default();
+        let create = || {
+            let mut metadata =
+                json!({"name": apex, "namespace": ns, "ownerReferences": [owner_reference(c)]});
+            if let Some(l) = &meta.labels {
+                metadata["labels"] = json!(l);
+            }
+            if let Some(a) = &meta.annotations {
+                metadata["annotations"] = json!(a);
+            }
+            Ok(json!({"metadata": metadata, "spec": spec}))
+        };
+        self.kube
+            .upsert(VIRTUAL_SERVICE, ns, &apex, create, |cur| {
+                if cur["spec"] == spec {
+                    return Ok(());
+                }
+                let taken_over = !owned_by(cur, c);
+                if taken_over
+                    && annotation(cur, ORIGINAL_CONFIGURATION).is_none()
+                    && annotation(cur, KUBECTL_LAST_APPLIED).is_none()
+                {
+                    let original = cur["spec"].to_string();
+                    set_annotation(cur, ORIGINAL_CONFIGURATION, Some(&original));
+                }
+                for (k, v) in meta.annotations.iter().flatten() {
+                    set_annotation(cur, k, Some(v));
+                }
+                cur["spec"] = spec.clone();
+                Ok(())
+            })
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("VirtualService {apex}.{ns} update error: {e}"))
+    }
+}
+
+#[async_trait]
+impl Router for IstioRouter {
+    async fn reconcile(&self, c: &Canary) -> Result<(), String> {
+        let c = defaulted(c);
+        self.destination_rules(&c).await?;
+        let current = self
+            .kube
+            .get(VIRTUAL_SERVICE, c.namespace(), c.apex_name())
+            .await
+            .map_err(|e| {
+                format!(
+                    "VirtualService {}.{} query error: {}",
+                    c.apex_name(),
+                    c.namespace(),
+                    describe(&e)
+                )
+            })?;
+        // Weights, mirroring and session routes belong to set_routes: keep what is live.
+        let mut routes = current
+            .as_ref()
+            .and_then(|v| read_routes(v, &c))
+            .unwrap_or_else(|| Routes::split(100, 0));
+        routes.session = status_cookies(&c);
+        self.write(&c, &routes).await
+    }
+
+    async fn set_routes(&self, c: &Canary, routes: &Routes) -> Result<(), String> {
+        self.write(&defaulted(c), routes).await
+    }
+
+    async fn get_routes(&self, c: &Canary) -> Result<Routes, String> {
+        let (ns, apex) = (c.namespace(), c.apex_name());
+        let vs = match self.kube.get(VIRTUAL_SERVICE, ns, apex).await {
+            Ok(Some(v)) => v,
+            Ok(None) => {
+                return Err(format!(
+                    "VirtualService {apex}.{ns} query error: virtualservices.networking.istio.io \"{apex}\" not found"
+                ));
+            }
+            Err(e) => {
+                return Err(format!(
+                    "VirtualService {apex}.{ns} query error: {}",
+                    describe(&e)
+                ));
+            }
+        };
+        let routes = read_routes(&vs, c)
+            .ok_or_else(|| format!("VirtualService {apex}.{ns} has no route with the destinations {apex}-primary and {apex}-canary"))?;
+        if routes.primary == 0 && routes.canary == 0 {
+            return Err(format!(
+                "VirtualService {apex}.{ns} does not contain routes for {apex}-primary and {apex}-canary"
+            ));
+        }
+        Ok(routes)
+    }
+
+    async fn finalize(&self, c: &Canary) -> Result<(), String> {
+        let (ns, apex) = (c.namespace(), c.apex_name().to_string());
+        self.kube
+            .modify(VIRTUAL_SERVICE, ns, &apex, |cur| {
+                let saved = annotation(cur, KUBECTL_LAST_APPLIED)
+                    .and_then(|s| serde_json::from_str::<Value>(s).ok())
+                    .map(|o| o["spec"].clone())
+                    .filter(Value::is_object)
+                    .or_else(|| {
+                        annotation(cur, ORIGINAL_CONFIGURATION).and_then(|s| serde_json::from_str(s).ok())
+                    });
+                if let Some(spec) = saved {
+                    cur["spec"] = spec;
+                    set_annotation(cur, ORIGINAL_CONFIGURATION, None);
+                }
+                Ok(())
+            })
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("VirtualService {apex}.{ns} revert error: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aviary_api::canary::{CanaryAnalysis, SessionAffinity, TargetRef};
+    use aviary_api::service::{CanaryService, StringMatch};
+
+    fn canary(analysis: CanaryAnalysis, service: CanaryService) -> Canary {
+        let mut c = Canary::new("podinfo", Default::default());
+        c.metadata.namespace = Some("test".into());
+        c.spec.target_ref = Some(TargetRef {
+            api_version: Some("apps/v1".into()),
+            kind: Some("Deployment".into()),
+            name: Some("podinfo".into()),
+        });
+        c.spec.service = Some(CanaryService {
+            port: Some(9898),
+            ..service
+        });
+        c.spec.analysis = Some(analysis);
+        defaulted(&c)
+    }
+
+    #[test]
+    fn weighted_virtual_service() {
+        let c = canary(
+            CanaryAnalysis {
+                step_weight: Some(10),
+                ..Default::default()
+            },
+            CanaryService {
+                hosts: Some(vec!["app.example.com".into()]),
+                gateways: Some(vec!["public-gateway".into()]),
+                timeout: Some("30s".into()),
+                ..Default::default()
+            },
+        );
+        let spec = virtual_service_spec(&c, &Routes::split(80, 20));
+        assert_eq!(spec["hosts"], json!(["app.example.com", "podinfo"]));
+        assert_eq!(spec["gateways"], json!(["public-gateway"]));
+        assert_eq!(
+            spec["http"],
+            json!([{"route": [{"destination": {"host": "podinfo-primary"}, "weight": 80}, {"destination": {"host": "podinfo-canary"}, "weight": 20}], "timeout": "30s"}])
+        );
+        assert_eq!(
+            read_routes(&json!({"spec": spec}), &c),
+            Some(Routes::split(80, 20))
+        );
+    }
+
+    #[test]
+    fn mirror_ab_and_sessions() {
+        let c = canary(
+            CanaryAnalysis {
+                iterations: Some(5),
+                mirror: Some(true),
+                mirror_weight: Some(50),
+                ..Default::default()
+            },
+            CanaryService::default(),
+        );
+        let routes = Routes {
+            primary: 100,
+            canary: 0,
+            mirror: true,
+            session: None,
+        };
+        let spec = virtual_service_spec(&c, &routes);
+        assert_eq!(spec["gateways"], json!(["mesh"]));
+        assert_eq!(spec["http"][0]["mirror"], json!({"host": "podinfo-canary"}));
+        assert_eq!(spec["http"][0]["mirrorPercentage"], json!({"value": 50}));
+        assert_eq!(read_routes(&json!({"spec": spec}), &c), Some(routes));
+
+        let m = HttpMatchRequest {
+            headers: Some(
+                [(
+                    "user-agent".into(),
+                    StringMatch {
+                        regex: Some(".*Firefox.*".into()),
+                        ..Default::default()
+                    },
+                )]
+                .into(),
+            ),
+            ..Default::default()
+        };
+        let ab = canary(
+            CanaryAnalysis {
+                iterations: Some(10),
+                match_: Some(vec![m]),
+                ..Default::default()
+            },
+            CanaryService::default(),
+        );
+        let spec = virtual_service_spec(&ab, &Routes::split(0, 100));
+        assert_eq!(spec["http"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            spec["http"][0]["match"][0]["headers"]["user-agent"]["regex"],
+            ".*Firefox.*"
+        );
+        assert_eq!(
+            spec["http"][1]["route"],
+            json!([{"destination": {"host": "podinfo-primary"}, "weight": 100}])
+        );
+
+        let sa = canary(
+            CanaryAnalysis {
+                step_weight: Some(10),
+                session_affinity: Some(SessionAffinity {
+                    cookie_name: Some("c".into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            CanaryService::default(),
+        );
+        let routes = Routes {
+            primary: 90,
+            canary: 10,
+            mirror: false,
+            session: Some(SessionCookies {
+                canary: Some("c=xyz".into()),
+                primary: None,
+                previous: None,
+            }),
+        };
+        let spec = virtual_service_spec(&sa, &routes);
+        assert_eq!(
+            spec["http"][0]["match"][0]["headers"]["Cookie"]["regex"],
+            ".*c=xyz.*"
+        );
+        assert_eq!(
+            spec["http"][1]["route"][1]["headers"]["response"]["add"]["Set-Cookie"],
+            "c=xyz; Max-Age=86400"
+        );
+        assert_eq!(
+            read_routes(&json!({"spec": spec}), &sa).map(|r| r.canary),
+            Some(10)
+        );
+    }
+}

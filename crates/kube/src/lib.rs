@@ -1,0 +1,37 @@
+//! aviary's Kubernetes adapters on kube-rs. They implement the engine's ports and hold no
+//! decisions: what to do and when is `aviary-core`'s.
+//!
+//! - [`client`]: connecting (kubeconfig or in-cluster, client-side rate limit), objects as JSON,
+//!   read-modify-write with merge patches guarded by resourceVersion, retried on 409.
+//! - [`watch`]: watchers for Canary, MetricTemplate and AlertProvider feeding a [`CanarySink`]
+//!   (the actor supervisor) and the [`Watched`] caches; validation, the `finalizer.flagger.app`
+//!   finalizer and revert on deletion.
+//! - [`platform`]: which Target and Router each canary gets, Kubernetes Secrets, the status a
+//!   restarted actor resumes from.
+//! - [`recorder`]: the Recorder port: status subresource, core/v1 Events (reason `Synced`).
+//! - Targets: [`deployment`] (the `-primary` Deployment, HPA copy, config tracking, readiness),
+//!   [`knative`] (also the Knative router and the metrics' revision `route`).
+//! - Routers: [`services`] (the ClusterIP Services of Deployment canaries), [`gatewayapi`],
+//!   [`istio`], and in [`routing`] the provider choice, the `kubernetes` no-op router and shared
+//!   helpers.
+//! - [`lease`]: leader election through a coordination.k8s.io Lease.
+
+pub mod client;
+pub mod deployment;
+mod error;
+pub mod gatewayapi;
+pub mod istio;
+pub mod knative;
+pub mod lease;
+pub mod platform;
+pub mod recorder;
+pub mod routing;
+pub mod services;
+pub mod watch;
+
+pub use client::{ClientSettings, Kube, connect};
+pub use error::{Error, Result};
+pub use lease::{LeaderElector, Leadership, LeaseSettings};
+pub use platform::{KubePlatform, KubeSecrets, KubeSettings};
+pub use recorder::KubeRecorder;
+pub use watch::{CanarySink, FINALIZER, Watched};

@@ -1,0 +1,231 @@
+//! The ports of one canary on Kubernetes: which Target and Router a canary gets, the Recorder,
+//! Kubernetes Secrets for providers, and the status a restarted actor resumes from.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use aviary_api::{Canary, CanaryStatus};
+use aviary_core::ports::{NotReady, Revision, Router, SecretSource, Target};
+
+use crate::client::{CANARY, Kube, SECRET, describe};
+use crate::deployment::{DeploymentSettings, DeploymentTarget};
+use crate::gatewayapi::GatewayApiRouter;
+use crate::istio::IstioRouter;
+use crate::knative::Knative;
+use crate::recorder::KubeRecorder;
+use crate::routing::{DeploymentRouter, NopRouter, Provider, UnsupportedRouter};
+use crate::services::ClusterIpServices;
+
+/// The status condition aviary adds to a Canary whose spec is invalid (Flagger has none: it only
+/// logs). It is removed once the spec is valid again.
+pub const VALIDATED_CONDITION: &str = "Validated";
+
+/// Agent-wide settings of the Kubernetes platform.
+#[derive(Debug, Clone)]
+pub struct KubeSettings {
+    /// Provider of canaries without `spec.provider` (Flagger's `-mesh-provider`, default istio).
+    pub default_provider: String,
+    /// Deployment target behaviour.
+    pub deployment: DeploymentSettings,
+    /// Written as the event source host (the pod name).
+    pub host: String,
+}
+
+impl Default for KubeSettings {
+    fn default() -> Self {
+        Self {
+            default_provider: "istio".into(),
+            deployment: DeploymentSettings::default(),
+            host: hostname(),
+        }
+    }
+}
+
+/// The machine's host name (the pod name inside a cluster).
+pub fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "aviary".into())
+}
+
+/// Builds the Kubernetes ports of each canary; cheap to share.
+pub struct KubePlatform {
+    kube: Kube,
+    settings: KubeSettings,
+    recorder: Arc<KubeRecorder>,
+    deployment: Arc<DeploymentTarget>,
+    knative: Arc<Knative>,
+    secrets: Arc<KubeSecrets>,
+}
+
+impl std::fmt::Debug for KubePlatform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubePlatform")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KubePlatform {
+    pub fn new(kube: Kube, settings: KubeSettings) -> Self {
+        Self {
+            recorder: Arc::new(KubeRecorder::new(kube.clone(), settings.host.clone())),
+            deployment: Arc::new(DeploymentTarget::new(kube.clone(), settings.deployment.clone())),
+            knative: Arc::new(Knative::new(kube.clone())),
+            secrets: Arc::new(KubeSecrets { kube: kube.clone() }),
+            kube,
+            settings,
+        }
+    }
+
+    pub fn kube(&self) -> &Kube {
+        &self.kube
+    }
+
+    pub fn settings(&self) -> &KubeSettings {
+        &self.settings
+    }
+
+    /// Status and events (wrap it with the agent's metrics decorator).
+    pub fn recorder(&self) -> Arc<KubeRecorder> {
+        self.recorder.clone()
+    }
+
+    /// Kubernetes Secrets, for metric and alert providers.
+    pub fn secrets(&self) -> Arc<KubeSecrets> {
+        self.secrets.clone()
+    }
+
+    /// The target of a canary.
+    pub fn target(&self, c: &Canary) -> Arc<dyn Target> {
+        if c.is_knative_target() {
+            return self.knative.clone();
+        }
+        match c.target_kind() {
+            "Deployment" => self.deployment.clone(),
+            other => Arc::new(UnsupportedTarget(other.to_string())),
+        }
+    }
+
+    /// The router of a canary: Knative's for a Knative target; for a Deployment the ClusterIP
+    /// Services plus the provider's router.
+    pub fn router(&self, c: &Canary) -> Arc<dyn Router> {
+        let provider = Provider::of(c, &self.settings.default_provider);
+        if c.is_knative_target() {
+            return match provider {
+                Provider::Knative => self.knative.clone(),
+                _ => Arc::new(UnsupportedRouter(c.provider().to_string())),
+            };
+        }
+        let traffic: Arc<dyn Router> = match provider {
+            Provider::Kubernetes => Arc::new(NopRouter),
+            Provider::Istio => Arc::new(IstioRouter::new(self.kube.clone())),
+            Provider::GatewayApi { v1beta1 } => Arc::new(GatewayApiRouter::new(self.kube.clone(), v1beta1)),
+            Provider::Knative => Arc::new(UnsupportedRouter("knative".into())),
+            Provider::Unsupported(p) => Arc::new(UnsupportedRouter(p)),
+        };
+        Arc::new(DeploymentRouter {
+            services: ClusterIpServices::new(
+                self.kube.clone(),
+                self.settings.deployment.selector_labels.clone(),
+            ),
+            traffic,
+        })
+    }
+
+    /// The canary's persisted status (what a restarted actor resumes from), without aviary's
+    /// validation condition.
+    pub async fn load_status(&self, c: &Canary) -> Option<CanaryStatus> {
+        let obj = match self.kube.get(CANARY, c.namespace(), c.name()).await {
+            Ok(Some(o)) => o,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::warn!(canary = %c.key(), "cannot read the canary's status: {}; using the watched one", describe(&e));
+                return c.status.clone().map(without_validation);
+            }
+        };
+        let status: Option<CanaryStatus> = obj
+            .get("status")
+            .and_then(|s| serde_json::from_value(s.clone()).ok());
+        status.map(without_validation)
+    }
+}
+
+/// A status without aviary's `Validated` condition.
+pub fn without_validation(mut s: CanaryStatus) -> CanaryStatus {
+    s.conditions.retain(|c| c.type_ != VALIDATED_CONDITION);
+    s
+}
+
+/// A target kind aviary does not implement (DaemonSet, core Service).
+#[derive(Debug, Clone)]
+pub struct UnsupportedTarget(pub String);
+
+impl UnsupportedTarget {
+    fn err(&self, c: &Canary) -> String {
+        format!(
+            "target kind {:?} (spec.targetRef.kind of canary {}.{}) is not supported by aviary; use a Deployment or a Knative Service",
+            self.0,
+            c.name(),
+            c.namespace()
+        )
+    }
+}
+
+#[async_trait]
+impl Target for UnsupportedTarget {
+    async fn revision(&self, c: &Canary) -> Result<Revision, String> {
+        Err(self.err(c))
+    }
+    async fn initialize(&self, c: &Canary) -> Result<(), NotReady> {
+        Err(NotReady::retriable(self.err(c)))
+    }
+    async fn primary_ready(&self, c: &Canary) -> Result<(), NotReady> {
+        Err(NotReady::retriable(self.err(c)))
+    }
+    async fn canary_ready(&self, c: &Canary) -> Result<(), NotReady> {
+        Err(NotReady::retriable(self.err(c)))
+    }
+    async fn promote(&self, c: &Canary) -> Result<(), String> {
+        Err(self.err(c))
+    }
+    async fn scale_to_zero(&self, c: &Canary) -> Result<(), String> {
+        Err(self.err(c))
+    }
+    async fn scale_from_zero(&self, c: &Canary) -> Result<(), String> {
+        Err(self.err(c))
+    }
+}
+
+/// Kubernetes Secrets as the providers' `SecretSource`.
+#[derive(Debug, Clone)]
+pub struct KubeSecrets {
+    kube: Kube,
+}
+
+#[async_trait]
+impl SecretSource for KubeSecrets {
+    async fn secret(&self, namespace: &str, name: &str) -> Result<BTreeMap<String, Vec<u8>>, String> {
+        let obj = match self.kube.get(SECRET, namespace, name).await {
+            Ok(Some(o)) => o,
+            Ok(None) => return Err(format!("secrets \"{name}\" not found in namespace {namespace}")),
+            Err(e) => return Err(format!("cannot read secret {namespace}/{name}: {}", describe(&e))),
+        };
+        let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(obj)
+            .map_err(|e| format!("secret {namespace}/{name} is not readable: {e}"))?;
+        let mut out: BTreeMap<String, Vec<u8>> = secret
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.0))
+            .collect();
+        for (k, v) in secret.string_data.unwrap_or_default() {
+            out.insert(k, v.into_bytes());
+        }
+        Ok(out)
+    }
+}

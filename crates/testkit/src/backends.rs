@@ -1,0 +1,289 @@
+//! Scriptable HTTP test doubles for what a canary analysis talks to:
+//!
+//! - [`FakePrometheus`]: a Prometheus-compatible `/api/v1/query` (GET or POST form) answering by
+//!   matching the query text against scripted rules; `vector(1)` (the availability probe) is 1.
+//! - [`FakeWebhook`]: a webhook receiver that records every POST and answers with a scripted
+//!   status per path (200 by default).
+//!
+//! Both listen on 127.0.0.1 with an ephemeral port and stop when dropped.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, Result};
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+async fn serve(router: Router) -> Result<(SocketAddr, CancellationToken)> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .map_err(|e| Error::io("binding a test backend to 127.0.0.1", e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::io("reading the bound address", e))?;
+    let cancel = CancellationToken::new();
+    let stop = cancel.clone();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await;
+    });
+    Ok((addr, cancel))
+}
+
+/// One scripted answer: queries containing every needle get `value` (`None` = no values).
+#[derive(Debug, Clone)]
+struct Rule {
+    needles: Vec<String>,
+    value: Option<f64>,
+}
+
+#[derive(Debug, Default)]
+struct PromState {
+    rules: Vec<Rule>,
+    default: Option<f64>,
+    queries: Vec<String>,
+}
+
+/// A Prometheus-compatible query endpoint with scripted answers.
+pub struct FakePrometheus {
+    url: String,
+    state: Arc<Mutex<PromState>>,
+    cancel: CancellationToken,
+}
+
+impl FakePrometheus {
+    /// Starts with no rules: every query but `vector(1)` has no values.
+    pub async fn start() -> Result<Self> {
+        let state = Arc::new(Mutex::new(PromState::default()));
+        let router = Router::new()
+            .route("/api/v1/query", get(prom_get).post(prom_post))
+            .route("/-/healthy", get(|| async { "Prometheus is Healthy.\n" }))
+            .with_state(state.clone());
+        let (addr, cancel) = serve(router).await?;
+        Ok(Self {
+            url: format!("http://{addr}"),
+            state,
+            cancel,
+        })
+    }
+
+    /// Base URL (`http://127.0.0.1:PORT`).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Queries containing every one of `needles` answer `value`; the rule set last wins.
+    pub fn set(&self, needles: &[&str], value: f64) {
+        self.push(needles, Some(value));
+    }
+
+    /// Queries containing every one of `needles` have no values.
+    pub fn set_no_values(&self, needles: &[&str]) {
+        self.push(needles, None);
+    }
+
+    fn push(&self, needles: &[&str], value: Option<f64>) {
+        let mut s = lock(&self.state);
+        let needles: Vec<String> = needles.iter().map(|n| n.to_string()).collect();
+        s.rules.retain(|r| r.needles != needles);
+        s.rules.push(Rule { needles, value });
+    }
+
+    /// The answer of queries no rule matches (`None`: no values).
+    pub fn set_default(&self, value: Option<f64>) {
+        lock(&self.state).default = value;
+    }
+
+    /// Forgets every rule.
+    pub fn clear(&self) {
+        lock(&self.state).rules.clear();
+    }
+
+    /// Every query received, in order.
+    pub fn queries(&self) -> Vec<String> {
+        lock(&self.state).queries.clone()
+    }
+}
+
+impl Drop for FakePrometheus {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+fn answer(state: &Mutex<PromState>, query: &str) -> Response {
+    let mut s = lock(state);
+    s.queries.push(query.to_string());
+    let value = s
+        .rules
+        .iter()
+        .rev()
+        .find(|r| r.needles.iter().all(|n| query.contains(n.as_str())))
+        .map(|r| r.value)
+        .unwrap_or(if query.trim() == "vector(1)" {
+            Some(1.0)
+        } else {
+            s.default
+        });
+    let now = jiff::Timestamp::now().as_millisecond() as f64 / 1000.0;
+    let result = match value {
+        Some(v) => json!([{"metric": {}, "value": [now, v.to_string()]}]),
+        None => json!([]),
+    };
+    axum::Json(json!({"status": "success", "data": {"resultType": "vector", "result": result}}))
+        .into_response()
+}
+
+async fn prom_get(
+    State(state): State<Arc<Mutex<PromState>>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    match q.get("query") {
+        Some(query) => answer(&state, query),
+        None => bad_query(),
+    }
+}
+
+async fn prom_post(State(state): State<Arc<Mutex<PromState>>>, body: Bytes) -> Response {
+    let form: HashMap<String, String> = url_decode_form(&String::from_utf8_lossy(&body));
+    match form.get("query") {
+        Some(query) => answer(&state, query),
+        None => bad_query(),
+    }
+}
+
+fn bad_query() -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(
+            json!({"status": "error", "errorType": "bad_data", "error": "parameter \"query\" is missing"}),
+        ),
+    )
+        .into_response()
+}
+
+/// `application/x-www-form-urlencoded` without a dependency.
+fn url_decode_form(body: &str) -> HashMap<String, String> {
+    fn decode(s: &str) -> String {
+        let bytes = s.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'+' => out.push(b' '),
+                b'%' if i + 2 < bytes.len() => match u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                },
+                b => out.push(b),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+    body.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+/// One request received by a [`FakeWebhook`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookCall {
+    pub path: String,
+    /// The JSON body (`Null` when the body is not JSON).
+    pub body: Value,
+}
+
+#[derive(Debug, Default)]
+struct HookState {
+    calls: Vec<WebhookCall>,
+    status: HashMap<String, u16>,
+}
+
+/// A webhook receiver: records POSTs, answers 200 unless scripted otherwise.
+pub struct FakeWebhook {
+    url: String,
+    state: Arc<Mutex<HookState>>,
+    cancel: CancellationToken,
+}
+
+impl FakeWebhook {
+    pub async fn start() -> Result<Self> {
+        let state = Arc::new(Mutex::new(HookState::default()));
+        let router = Router::new()
+            .route("/{*path}", any(hook))
+            .route("/", any(hook))
+            .with_state(state.clone());
+        let (addr, cancel) = serve(router).await?;
+        Ok(Self {
+            url: format!("http://{addr}"),
+            state,
+            cancel,
+        })
+    }
+
+    /// Base URL (`http://127.0.0.1:PORT`); any path is accepted.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Answers requests to `path` (e.g. `/gate`) with `status`.
+    pub fn set_status(&self, path: &str, status: u16) {
+        lock(&self.state).status.insert(path.to_string(), status);
+    }
+
+    /// Every request so far.
+    pub fn calls(&self) -> Vec<WebhookCall> {
+        lock(&self.state).calls.clone()
+    }
+}
+
+impl Drop for FakeWebhook {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+async fn hook(State(state): State<Arc<Mutex<HookState>>>, uri: Uri, body: Bytes) -> Response {
+    let path = uri.path().to_string();
+    let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let mut s = lock(&state);
+    s.calls.push(WebhookCall {
+        path: path.clone(),
+        body,
+    });
+    let code = s.status.get(&path).copied().unwrap_or(200);
+    (StatusCode::from_u16(code).unwrap_or(StatusCode::OK), "").into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_decoding() {
+        let f = url_decode_form("query=sum%28rate%28x%7Ba%3D%22b%22%7D%5B1m%5D%29%29+%2A+100&time=1");
+        assert_eq!(f["query"], r#"sum(rate(x{a="b"}[1m])) * 100"#);
+        assert_eq!(f["time"], "1");
+    }
+}
