@@ -586,7 +586,7 @@ fn check_analysis(f: &mut Findings, c: &Canary, a: &CanaryAnalysis) {
         f.warning(
             format!("{p}.interval"),
             format!(
-                "{} is below the 10s minimum; 10s will be used",
+                "{} is below Flagger's 10s minimum; agents raise it to their --min-analysis-interval (10s unless lowered)",
                 a.interval.as_deref().unwrap_or("")
             ),
         );

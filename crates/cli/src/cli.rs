@@ -24,9 +24,24 @@ enum Command {
     ///
     /// On Kubernetes: `--kubeconfig FILE` or the in-cluster configuration, all namespaces or
     /// `--namespace`; built-in metrics from `--metrics-server` (or `spec.metricsServer`);
-    /// `--leader-election` elects one active replica through a Lease. Serves `/healthz`,
-    /// `/metrics`, `/canaries` and `/events` on `--admin-listen`. Stops on SIGTERM or Ctrl-C.
+    /// `--leader-election` elects one active replica through a Lease. On the embedded local
+    /// platform: `--local FILE|DIR --state-dir DIR` runs LocalServices as processes behind a
+    /// weighted router, watches the files (editing a version starts a canary) and persists each
+    /// canary's status. Serves `/healthz`, `/metrics`, `/canaries` and `/events` on
+    /// `--admin-listen`. Stops on SIGTERM or Ctrl-C, taking its processes down with it.
     Agent(Box<commands::agent::Args>),
+
+    /// Run the podinfo-like sample workload used by the demo and the tests.
+    ///
+    /// Serves `/` (JSON with the version and hostname), `/version`, `/healthz`, `/readyz`,
+    /// `/status/{code}`, `/delay/{seconds}` and `/metrics`; `--error-rate` answers that share of
+    /// requests with 500 and `--latency-ms` delays every answer. Exits on SIGTERM, Ctrl-C, or
+    /// when its parent process dies.
+    #[command(disable_version_flag = true)]
+    SampleApp(aviary_local::sample_app::SampleAppArgs),
+
+    /// Recent events of the canaries of one agent (`--agent http://ADMIN`).
+    Events(commands::events::Args),
 
     /// Check Canary, MetricTemplate, AlertProvider, LocalService and FleetRollout manifests.
     ///
@@ -67,6 +82,26 @@ enum Command {
     /// `/rollback/close` drive a rollback webhook. Also `/healthz` and `/metrics`. Prints
     /// `aviary loadtester listening on ADDR` once ready; stops on SIGTERM or Ctrl-C.
     Loadtester(commands::loadtester::Args),
+
+    /// Run the fleet coordinator: the gRPC Fleet API (operators, CI, grpcurl) and the
+    /// AgentLink stream of every agent, with health and server reflection.
+    ///
+    /// One replica with an in-memory store. Prints `aviary coordinator listening on ADDR` once
+    /// ready; stops gracefully on SIGTERM or Ctrl-C.
+    Coordinator(commands::coordinator::Args),
+
+    /// Fleet rollouts: apply, get, list, watch, wait, pause, resume, abort, approve, skip, retry.
+    ///
+    /// Talks to the coordinator at `--coordinator` (or `AVIARY_COORDINATOR`); errors print the
+    /// server's message with the field path. `wait` exits 0 when the rollout Succeeded and 1
+    /// when it Failed or was Aborted.
+    Rollout(commands::rollout::Args),
+
+    /// The clusters registered with the coordinator.
+    Clusters(commands::clusters::Args),
+
+    /// Every canary of the fleet (CLUSTER, REGION, NAMESPACE, NAME, STATUS, WEIGHT, …).
+    Canaries(commands::canaries::Args),
 }
 
 /// Parses the command line and runs the subcommand.
@@ -74,10 +109,16 @@ pub(crate) fn run() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Agent(args) => commands::agent::run(*args),
+        Command::SampleApp(args) => commands::sample_app(args),
+        Command::Events(args) => commands::events::run(args),
         Command::Validate(args) => commands::validate::run(args),
         Command::Crds => commands::crds::run(),
         Command::Simulate(args) => commands::simulate::run(args),
         Command::Loadtester(args) => commands::loadtester::run(args),
+        Command::Coordinator(args) => commands::coordinator::run(args),
+        Command::Rollout(args) => commands::rollout::run(args),
+        Command::Clusters(args) => commands::clusters::run(args),
+        Command::Canaries(args) => commands::canaries::run(args),
     };
     match result {
         Ok(code) => code,

@@ -217,7 +217,7 @@ const INVALID: &[Case] = &[
         ("error", "Canary", "staging/myapp: spec.analysis: set exactly one of iterations (blue/green, A/B), stepWeight or stepWeights (canary); found iterations and stepWeight"),
         ("error", "Canary", "staging/myapp: spec.targetRef: required field is missing: the workload under analysis {apiVersion, kind, name}"),
     ]),
-    ("interval-below-minimum", 0, &[("warning", "Canary", "test/podinfo: spec.analysis.interval: 5s is below the 10s minimum; 10s will be used")]),
+    ("interval-below-minimum", 0, &[("warning", "Canary", "test/podinfo: spec.analysis.interval: 5s is below Flagger's 10s minimum; agents raise it to their --min-analysis-interval (10s unless lowered)")]),
     ("kind-missing", 1, &[("error", "object", "test/podinfo: kind: required field is missing")]),
     ("knative-autoscaler-ref", 1, &[("error", "Canary", "test/podinfo: spec.autoscalerRef: can't use autoscaler with Knative Service; remove autoscalerRef (Knative scales its revisions)")]),
     ("knative-provider-needs-knative-target", 1, &[("error", "Canary", "test/podinfo: spec.targetRef: can't use apps/v1/Deployment as target if provider is set to knative; target a serving.knative.dev/v1 Service")]),

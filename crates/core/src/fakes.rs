@@ -39,6 +39,7 @@ impl Default for FakeTarget {
             revision: Revision {
                 fingerprint: "rev-1".into(),
                 tracked_configs: None,
+                route: None,
             },
             primary: Ok(()),
             canary: Ok(()),
@@ -54,6 +55,10 @@ impl FakeTarget {
     /// Presents a new revision (like a new image on the Deployment).
     pub fn set_revision(&self, fingerprint: &str) {
         self.0.lock().revision.fingerprint = fingerprint.into();
+    }
+    /// Sets the route the revision reports (Knative's latest created revision).
+    pub fn set_route(&self, route: Option<&str>) {
+        self.0.lock().revision.route = route.map(str::to_string);
     }
     /// Sets tracked config checksums.
     pub fn set_tracked_configs(&self, configs: Option<BTreeMap<String, String>>) {
@@ -210,6 +215,7 @@ struct MetricsState {
     templates: HashMap<(String, String), MetricTemplate>,
     unavailable: Option<String>,
     delay: Option<Duration>,
+    queries: Vec<(String, String)>,
 }
 
 /// Metrics answered from per-metric scripts. Unscripted built-ins are healthy (100% success,
@@ -245,6 +251,10 @@ impl FakeMetrics {
     /// Delays every query (to test that a slow query delays only its own canary).
     pub fn set_delay(&self, d: Option<Duration>) {
         self.0.lock().delay = d;
+    }
+    /// `(metric, rendered query)` of every template and inline query, in order.
+    pub fn queries(&self) -> Vec<(String, String)> {
+        self.0.lock().queries.clone()
     }
     /// How many times metric `name` was queried.
     pub fn count(&self, name: &str) -> usize {
@@ -513,6 +523,7 @@ impl Recorder for FakeRecorder {
 struct GateState {
     closed: Option<String>,
     rollback: Option<String>,
+    skip: bool,
     asked: Vec<String>,
 }
 
@@ -539,6 +550,10 @@ impl FakeGate {
     pub fn request_rollback(&self, reason: Option<&str>) {
         self.state.lock().rollback = reason.map(str::to_string);
     }
+    /// Asks for promotion without analysis (a revert) or withdraws it.
+    pub fn set_skip_analysis(&self, skip: bool) {
+        self.state.lock().skip = skip;
+    }
     /// Revisions the gate was asked about.
     pub fn asked(&self) -> Vec<String> {
         self.state.lock().asked.clone()
@@ -560,6 +575,9 @@ impl Gate for FakeGate {
     }
     async fn rollback_requested(&self, _canary: &Canary) -> Option<String> {
         self.state.lock().rollback.clone()
+    }
+    async fn skip_analysis(&self, _canary: &Canary) -> bool {
+        self.state.lock().skip
     }
 }
 

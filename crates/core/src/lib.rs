@@ -9,6 +9,7 @@
 //!   `aviary simulate`.
 
 pub mod engine;
+pub mod fleet;
 mod error;
 pub mod fingerprint;
 pub mod gofmt;

@@ -24,6 +24,9 @@ pub struct Revision {
     pub fingerprint: String,
     /// Checksums of tracked ConfigMaps/Secrets (`configmap/<name>` → checksum), if tracked.
     pub tracked_configs: Option<BTreeMap<String, String>>,
+    /// The `{{ route }}` of query templates when the platform knows better than
+    /// `routeRef.name`: Knative's latest created revision.
+    pub route: Option<String>,
 }
 
 /// A readiness failure: retriable (wait and try again next tick) or fatal (roll back).
@@ -345,6 +348,11 @@ pub trait Gate: Send + Sync {
     async fn confirm_rollout(&self, canary: &Canary, revision: &Revision) -> GateDecision;
     /// Does the authority want the running analysis rolled back now? `Some(reason)` if so.
     async fn rollback_requested(&self, canary: &Canary) -> Option<String>;
+    /// Should the current revision be promoted without analysis? The coordinator asks for it
+    /// when it reverts a cluster to its known-good previous revision.
+    async fn skip_analysis(&self, _canary: &Canary) -> bool {
+        false
+    }
 }
 
 /// No outside authority: every gate is open.

@@ -520,6 +520,7 @@ async fn template_metrics_render_and_check() {
         .metrics
         .add_template(mk("broken", "{{ variables.region }}"));
     sim.fakes.metrics.values("error-rate", &[2.5]);
+    sim.fakes.target.set_route(Some("podinfo-00002"));
     initialized(&mut sim).await;
     for _ in 0..3 {
         sim.tick().await;
@@ -675,4 +676,17 @@ async fn metric_provider_check_and_status_write_failures_are_reported() {
     sim.fakes.recorder.fail_status(Some("conflict"));
     sim.tick().await;
     assert!(messages(&sim).contains(&"status update failed: conflict".to_string()));
+}
+
+#[tokio::test]
+async fn the_coordinator_can_promote_a_known_good_revision_without_analysis() {
+    let mut sim = Simulation::new(deployment_canary("    interval: 1m\n    threshold: 5\n    stepWeight: 10\n"));
+    sim.fakes.gate = FakeGate::named("aviary-coordinator");
+    initialized(&mut sim).await;
+    sim.fakes.gate.set_skip_analysis(true);
+    run_until_final(&mut sim, 5).await;
+    let m = messages(&sim);
+    assert!(m.contains(&"Promotion completed! Canary analysis was skipped for podinfo.default".to_string()), "{m:#?}");
+    assert_eq!(sim.fakes.target.primary_revision().as_deref(), Some("rev-2"));
+    assert!(!m.iter().any(|l| l.contains("canary weight")));
 }

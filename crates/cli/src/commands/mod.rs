@@ -1,8 +1,13 @@
 //! One module per subcommand.
 
 pub(crate) mod agent;
+pub(crate) mod canaries;
+pub(crate) mod clusters;
+pub(crate) mod coordinator;
 pub(crate) mod crds;
+pub(crate) mod events;
 pub(crate) mod loadtester;
+pub(crate) mod rollout;
 pub(crate) mod simulate;
 pub(crate) mod validate;
 
@@ -37,4 +42,11 @@ pub(crate) fn read_input(path: &Path) -> anyhow::Result<String> {
         std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?
     };
     String::from_utf8(bytes).with_context(|| format!("{}: not a text file (not UTF-8)", path.display()))
+}
+
+/// `aviary sample-app`.
+pub(crate) fn sample_app(args: aviary_local::sample_app::SampleAppArgs) -> anyhow::Result<std::process::ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(aviary_local::sample_app::run(args, std::future::pending::<()>()))?;
+    Ok(std::process::ExitCode::SUCCESS)
 }

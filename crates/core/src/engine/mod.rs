@@ -106,6 +106,8 @@ pub(crate) struct Tick<'a, 'm> {
     token: &'a str,
     provider: String,
     analysed: bool,
+    /// The platform's `{{ route }}` (from the last revision read this tick).
+    route: Option<String>,
 }
 
 impl<'a, 'm> Tick<'a, 'm> {
@@ -131,6 +133,7 @@ impl<'a, 'm> Tick<'a, 'm> {
             token: input.token,
             provider,
             analysed: false,
+            route: None,
         }
     }
 
@@ -161,6 +164,10 @@ impl<'a, 'm> Tick<'a, 'm> {
             self.event(EventType::Normal, "skipping canary run as object is suspended")
                 .await;
             return Err(Abort);
+        }
+        // The coordinator may ask to promote a known-good revision (a revert) without analysis.
+        if !self.c.skip_analysis() && self.ports.gate.skip_analysis(&self.c).await {
+            self.c.spec.skip_analysis = Some(true);
         }
         let skip = self.c.skip_analysis();
         let mut phase = self.phase();
@@ -426,7 +433,12 @@ impl<'a, 'm> Tick<'a, 'm> {
     /// The target's current revision; a failure is a warning that ends the tick.
     async fn revision(&mut self) -> Step<Revision> {
         match self.ports.target.revision(&self.c).await {
-            Ok(r) => Ok(r),
+            Ok(r) => {
+                if r.route.is_some() {
+                    self.route = r.route.clone();
+                }
+                Ok(r)
+            }
             Err(e) => {
                 self.event(EventType::Warning, &e).await;
                 Err(Abort)
@@ -812,6 +824,7 @@ impl<'a, 'm> Tick<'a, 'm> {
             Err(_) => Revision {
                 fingerprint: self.status().last_applied_spec.clone(),
                 tracked_configs: self.status().tracked_configs.clone(),
+                route: None,
             },
         };
         // aviary: failedChecks keeps its count on Failed (Flagger 1.44 resets it to 0) so the
@@ -842,6 +855,7 @@ impl<'a, 'm> Tick<'a, 'm> {
         let revision = Revision {
             fingerprint: self.status().last_applied_spec.clone(),
             tracked_configs: self.status().tracked_configs.clone(),
+            route: None,
         };
         let failed = self.status().failed_checks;
         self.sync_status(CanaryPhase::Failed, weights::TOTAL, failed, 0, &revision)

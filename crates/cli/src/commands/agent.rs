@@ -1,0 +1,164 @@
+//! `aviary agent`: one cluster's agent. Thin: flags → `aviary_agent::config::AgentConfig` →
+//! `aviary_agent::kube::run` or `aviary_agent::local::run`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use aviary_agent::config::{AgentConfig, GlobalNotifier, PlatformConfig};
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct Args {
+    /// A kubeconfig file; without it (and without --local) the in-cluster configuration is used.
+    #[arg(long, value_name = "FILE", conflicts_with = "local")]
+    kubeconfig: Option<PathBuf>,
+
+    /// Watch canaries in this namespace only (default: all namespaces).
+    #[arg(long, value_name = "NS")]
+    namespace: Option<String>,
+
+    /// Prometheus for the built-in metrics and inline queries, unless a canary sets
+    /// spec.metricsServer.
+    #[arg(long, value_name = "URL", default_value = "http://prometheus:9090")]
+    metrics_server: String,
+
+    /// Traffic provider of canaries without spec.provider (Flagger's -mesh-provider).
+    #[arg(long, value_name = "NAME", default_value = "istio")]
+    provider: String,
+
+    /// This cluster's name in the fleet (added to alerts as `Cluster`).
+    #[arg(long, value_name = "NAME", default_value = "")]
+    cluster: String,
+
+    /// This cluster's region.
+    #[arg(long, value_name = "R", default_value = "")]
+    region: String,
+
+    /// A label for the coordinator's wave selectors (repeatable).
+    #[arg(long = "label", value_name = "K=V", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+
+    /// The fleet coordinator (`http://host:port`).
+    #[arg(long, value_name = "URL")]
+    coordinator: Option<String>,
+
+    /// Where /healthz, /metrics, /canaries and /events are served.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8080")]
+    admin_listen: SocketAddr,
+
+    /// Floor of the analysis interval (Flagger's is 10s), a Go duration.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    min_analysis_interval: Duration,
+
+    /// Elect one active replica through a coordination.k8s.io Lease.
+    #[arg(long)]
+    leader_election: bool,
+
+    /// Namespace of the leader election Lease (the watched namespace when --namespace is set).
+    #[arg(long, value_name = "NS", default_value = "kube-system")]
+    leader_election_namespace: String,
+
+    /// Global event webhook, used for canaries without `event` webhooks.
+    #[arg(long, value_name = "URL", env = "EVENT_WEBHOOK_URL")]
+    event_webhook: Option<String>,
+
+    /// Global Slack notifier.
+    #[arg(long, value_name = "URL", env = "SLACK_URL")]
+    slack_url: Option<String>,
+    #[arg(long, value_name = "CHANNEL")]
+    slack_channel: Option<String>,
+    #[arg(long, value_name = "USER")]
+    slack_user: Option<String>,
+    #[arg(long, value_name = "URL", env = "SLACK_PROXY_URL")]
+    slack_proxy_url: Option<String>,
+    /// Global MS Teams notifier (wins over Slack).
+    #[arg(long, value_name = "URL", env = "MSTEAMS_URL")]
+    msteams_url: Option<String>,
+
+    /// Run the embedded local platform from this YAML file or directory.
+    #[arg(long, value_name = "FILE|DIR", requires = "state_dir")]
+    local: Option<PathBuf>,
+
+    /// Where the local platform persists its state.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+
+    /// Log level (`error`, `warn`, `info`, `debug`) or a tracing filter.
+    #[arg(long, default_value = "info", env = "AVIARY_LOG")]
+    log_level: String,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    aviary_api::duration::parse_go_duration(s).map_err(|e| e.to_string())
+}
+
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
+        .with_context(|| format!("--log-level {:?} is not a level or filter", args.log_level))?;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+
+    let platform = match (&args.local, &args.state_dir) {
+        (Some(config), Some(state_dir)) => PlatformConfig::Local {
+            config: config.clone(),
+            state_dir: state_dir.clone(),
+        },
+        _ => PlatformConfig::Kube {
+            kubeconfig: args.kubeconfig.clone(),
+            namespace: args.namespace.clone(),
+            leader_election: args.leader_election,
+            leader_election_namespace: args.leader_election_namespace.clone(),
+        },
+    };
+    let config = AgentConfig {
+        cluster: args.cluster,
+        region: args.region,
+        labels: args.labels.into_iter().collect::<BTreeMap<_, _>>(),
+        coordinator: args.coordinator,
+        admin_listen: args.admin_listen,
+        min_analysis_interval: args.min_analysis_interval,
+        metrics_server: args.metrics_server,
+        default_provider: args.provider,
+        event_webhook: args.event_webhook,
+        notifier: GlobalNotifier {
+            slack_url: args.slack_url,
+            slack_channel: args.slack_channel,
+            slack_user: args.slack_user,
+            slack_proxy: args.slack_proxy_url,
+            msteams_url: args.msteams_url,
+        },
+        platform,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async {
+        let shutdown = async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("installing the SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        };
+        match config.platform {
+            PlatformConfig::Local { .. } => aviary_agent::local::run(config, shutdown).await,
+            PlatformConfig::Kube { .. } => aviary_agent::kube::run(config, shutdown).await,
+        }
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

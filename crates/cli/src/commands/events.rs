@@ -1,0 +1,60 @@
+//! `aviary events --agent URL`: an agent's recent events, like `kubectl describe`'s table.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use serde::Deserialize;
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct Args {
+    /// The agent's admin address, e.g. http://127.0.0.1:8080.
+    #[arg(long, env = "AVIARY_AGENT", value_name = "URL")]
+    agent: String,
+
+    /// Only this canary (`namespace/name`).
+    #[arg(long, value_name = "NS/NAME")]
+    canary: Option<String>,
+
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    output: Output,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Deserialize, serde::Serialize)]
+struct Event {
+    canary: String,
+    #[serde(rename = "type")]
+    kind: String,
+    reason: String,
+    message: String,
+    timestamp: String,
+}
+
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let mut url = format!("{}/events", args.agent.trim_end_matches('/'));
+    if let Some(c) = &args.canary {
+        url.push_str(&format!("?canary={c}"));
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let events: Vec<Event> = rt.block_on(async {
+        let resp = reqwest::get(&url).await.with_context(|| format!("cannot reach the agent at {url}"))?;
+        let resp = resp.error_for_status().with_context(|| format!("the agent at {url} answered with an error"))?;
+        resp.json().await.context("the agent's /events is not the expected JSON")
+    })?;
+    match args.output {
+        Output::Json => super::out(serde_json::to_string_pretty(&events)?),
+        Output::Table => {
+            super::out(format_args!("{:<28} {:<8} {:<7} {:<20} MESSAGE", "TIME", "TYPE", "REASON", "CANARY"));
+            for e in &events {
+                super::out(format_args!("{:<28} {:<8} {:<7} {:<20} {}", e.timestamp, e.kind, e.reason, e.canary, e.message));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

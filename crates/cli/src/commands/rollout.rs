@@ -1,0 +1,706 @@
+//! `aviary rollout …`: fleet rollouts through the coordinator's Fleet API; also the client
+//! plumbing `aviary clusters` and `aviary canaries` share (coordinator URL, leader following,
+//! output formats, tables).
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use aviary_coordinator::client::{call_leader, fleet_client, leader_from_status};
+use aviary_proto::v1;
+use aviary_proto::v1::fleet_client::FleetClient;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use serde::Serialize;
+use tonic::transport::Channel;
+
+use super::out;
+
+/// Output format.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Output {
+    Table,
+    Json,
+    Yaml,
+}
+
+/// Where the coordinator is and how to print.
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct ClientArgs {
+    /// The coordinator's URL (`http://host:7400` or `host:7400`). A follower replica redirects
+    /// to the leader.
+    #[arg(
+        long,
+        env = "AVIARY_COORDINATOR",
+        default_value = "http://127.0.0.1:7400",
+        global = true
+    )]
+    pub(crate) coordinator: String,
+
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Table, global = true)]
+    pub(crate) output: Output,
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct Args {
+    #[command(flatten)]
+    client: ClientArgs,
+
+    /// Who acts (recorded in the rollout's history).
+    #[arg(long, env = "USER", default_value = "cli", global = true)]
+    actor: String,
+
+    #[command(subcommand)]
+    command: RolloutCommand,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum RolloutCommand {
+    /// Create a rollout from a FleetRollout manifest (YAML or JSON; `-` for stdin).
+    Apply {
+        #[arg(short = 'f', long = "filename", value_name = "FILE|-")]
+        file: PathBuf,
+    },
+    /// Show one rollout: plan, waves, clusters, verdicts and history.
+    Get { name: String },
+    /// List rollouts, newest first.
+    List,
+    /// Follow a rollout live until it ends (progress bars on a terminal, lines otherwise).
+    Watch { name: String },
+    /// Block until the rollout ends: exit 0 when Succeeded, 1 when Failed or Aborted
+    /// (2 on timeout or error). For CI pipelines.
+    Wait {
+        name: String,
+        /// Give up after this Go duration (`30m`); 0 waits as long as it takes.
+        #[arg(long, default_value = "0")]
+        timeout: String,
+    },
+    /// Pause: no new cluster starts; running canaries finish.
+    Pause {
+        name: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Resume a paused rollout.
+    Resume {
+        name: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Abort: roll back per the failure policy, then Aborted.
+    Abort {
+        name: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Approve a wave with `approval: manual` (also in advance).
+    Approve { name: String, wave: String },
+    /// Skip a cluster that has not started or has failed.
+    Skip { name: String, cluster: String },
+    /// Start a failed cluster again (a new attempt).
+    Retry { name: String, cluster: String },
+}
+
+/// Runs a future on a small runtime.
+pub(crate) fn block_on<T>(f: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(f)
+}
+
+/// A gRPC error as the user reads it: the code and the server's message (with its field path).
+pub(crate) fn status_error(s: tonic::Status) -> anyhow::Error {
+    anyhow!("{:?}: {}", s.code(), s.message())
+}
+
+/// One unary call, following the leader once.
+pub(crate) async fn unary<T, F, Fut>(args: &ClientArgs, f: F) -> anyhow::Result<T>
+where
+    F: FnMut(FleetClient<Channel>) -> Fut,
+    Fut: Future<Output = Result<T, tonic::Status>>,
+{
+    call_leader(&args.coordinator, f).await.map_err(status_error)
+}
+
+/// Prints as JSON or YAML (protobuf's JSON field names).
+pub(crate) fn print_structured(o: Output, v: &impl Serialize) -> anyhow::Result<()> {
+    match o {
+        Output::Json => out(serde_json::to_string_pretty(v)?),
+        Output::Yaml | Output::Table => out(serde_yaml_ng::to_string(v)?.trim_end()),
+    }
+    Ok(())
+}
+
+/// Prints an aligned table.
+pub(crate) fn table(headers: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            if i < widths.len() {
+                widths[i] = widths[i].max(c.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let n = cells.len();
+        cells
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if i + 1 == n {
+                    c
+                } else {
+                    format!("{c:<w$}", w = widths[i])
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("   ")
+    };
+    out(line(headers.iter().map(|h| h.to_string()).collect()));
+    for r in rows {
+        out(line(r));
+    }
+}
+
+/// RFC 3339 time or `-`.
+pub(crate) fn time(t: Option<&prost_types::Timestamp>) -> String {
+    t.and_then(aviary_proto::ts::to_jiff)
+        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+/// How long ago (`12s`, `3m`, `2h`), or `-`.
+pub(crate) fn age(t: Option<&prost_types::Timestamp>) -> String {
+    let Some(t) = t.and_then(aviary_proto::ts::to_jiff) else {
+        return "-".into();
+    };
+    let secs = jiff::Timestamp::now().duration_since(t).as_secs().max(0);
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m", secs / 60),
+        3600..86400 => format!("{}h", secs / 3600),
+        _ => format!("{}d", secs / 86400),
+    }
+}
+
+fn revision(r: Option<&v1::Revision>) -> String {
+    let Some(r) = r else { return "-".into() };
+    let mut parts: Vec<String> = r
+        .container_images
+        .iter()
+        .map(|(c, i)| format!("{c}={i}"))
+        .collect();
+    if !r.version.is_empty() {
+        parts.push(format!("version {}", r.version));
+    }
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join(",")
+    }
+}
+
+fn metrics(m: &BTreeMap<String, f64>) -> String {
+    m.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn print_rollout(r: &v1::Rollout) {
+    let canary = r
+        .canary
+        .as_ref()
+        .map(|c| format!("{}/{}", c.namespace, c.name))
+        .unwrap_or_default();
+    out(format!("Rollout:   {} ({})", r.name, r.phase));
+    out(format!(
+        "Canary:    {canary} → {} ({} mode)",
+        revision(r.revision.as_ref()),
+        r.mode
+    ));
+    out(format!(
+        "Policy:    failed {}/{} tolerated, rollback scope {}",
+        r.failed_clusters, r.max_failed_clusters, r.rollback_scope
+    ));
+    out(format!(
+        "Created:   {}   Finished: {}",
+        time(r.created.as_ref()),
+        time(r.finished.as_ref())
+    ));
+    out(format!("Message:   {}", r.message));
+    for w in &r.waves {
+        let mut extra = vec![format!("max {} at once", w.max_concurrent)];
+        if w.mandatory {
+            extra.push("mandatory".into());
+        }
+        if w.manual_approval {
+            extra.push(if w.approved_by.is_empty() {
+                "manual approval".into()
+            } else {
+                format!("approved by {}", w.approved_by)
+            });
+        }
+        if !w.bake_duration.is_empty() {
+            extra.push(format!(
+                "bake {} and {} requests ({} so far)",
+                w.bake_duration, w.bake_min_requests, w.bake_requests
+            ));
+        }
+        out("");
+        out(format!("Wave {} — {} ({})", w.name, w.phase, extra.join(", ")));
+        let rows: Vec<Vec<String>> = w
+            .clusters
+            .iter()
+            .map(|c| {
+                vec![
+                    format!("  {}", c.cluster),
+                    c.region.clone(),
+                    c.phase.clone(),
+                    if c.canary_phase.is_empty() {
+                        "-".into()
+                    } else {
+                        c.canary_phase.clone()
+                    },
+                    c.canary_weight.to_string(),
+                    c.failed_checks.to_string(),
+                    c.attempts.to_string(),
+                    if c.connected { "yes".into() } else { "no".into() },
+                    c.verdict.clone(),
+                ]
+            })
+            .collect();
+        table(
+            &[
+                "  CLUSTER",
+                "REGION",
+                "PHASE",
+                "CANARY",
+                "WEIGHT",
+                "CHECKS",
+                "ATTEMPTS",
+                "CONNECTED",
+                "VERDICT",
+            ],
+            rows,
+        );
+    }
+    if !r.history.is_empty() {
+        out("");
+        out("History:");
+        for h in &r.history {
+            let mut what = vec![h.kind.clone()];
+            if !h.wave.is_empty() {
+                what.push(format!("wave={}", h.wave));
+            }
+            if !h.cluster.is_empty() {
+                what.push(format!("cluster={}", h.cluster));
+            }
+            let m = if h.metrics.is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", metrics(&h.metrics))
+            };
+            out(format!(
+                "  {}  {:<12} {}: {}{m}",
+                time(h.time.as_ref()),
+                h.actor,
+                what.join(" "),
+                h.message
+            ));
+        }
+    }
+}
+
+fn show(o: Output, r: &v1::Rollout) -> anyhow::Result<()> {
+    match o {
+        Output::Table => print_rollout(r),
+        o => print_structured(o, r)?,
+    }
+    Ok(())
+}
+
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let client = args.client.clone();
+    let actor = args.actor.clone();
+    block_on(async move {
+        let c = &client;
+        let verb = |name: &str, reason: &str| v1::RolloutVerbRequest {
+            name: name.into(),
+            actor: actor.clone(),
+            reason: reason.into(),
+        };
+        let r = match args.command {
+            RolloutCommand::Apply { file } => {
+                let manifest = super::read_input(&file)?;
+                unary(c, |mut cl| {
+                    let req = v1::CreateRolloutRequest {
+                        manifest: manifest.clone(),
+                        actor: actor.clone(),
+                        ..Default::default()
+                    };
+                    async move { cl.create_rollout(req).await.map(|r| r.into_inner()) }
+                })
+                .await?
+            }
+            RolloutCommand::Get { name } => {
+                unary(c, |mut cl| {
+                    let name = name.clone();
+                    async move {
+                        cl.get_rollout(v1::GetRolloutRequest { name })
+                            .await
+                            .map(|r| r.into_inner())
+                    }
+                })
+                .await?
+            }
+            RolloutCommand::List => {
+                let list = unary(c, |mut cl| async move {
+                    cl.list_rollouts(v1::ListRolloutsRequest {})
+                        .await
+                        .map(|r| r.into_inner())
+                })
+                .await?;
+                match c.output {
+                    Output::Table => {
+                        let rows = list
+                            .rollouts
+                            .iter()
+                            .map(|r| {
+                                let total: usize = r.waves.iter().map(|w| w.clusters.len()).sum();
+                                let done = r
+                                    .waves
+                                    .iter()
+                                    .flat_map(|w| &w.clusters)
+                                    .filter(|c| c.phase == "Succeeded")
+                                    .count();
+                                vec![
+                                    r.name.clone(),
+                                    r.phase.clone(),
+                                    r.canary
+                                        .as_ref()
+                                        .map(|c| format!("{}/{}", c.namespace, c.name))
+                                        .unwrap_or_default(),
+                                    revision(r.revision.as_ref()),
+                                    format!("{done}/{total}"),
+                                    r.failed_clusters.to_string(),
+                                    age(r.created.as_ref()),
+                                    r.message.clone(),
+                                ]
+                            })
+                            .collect();
+                        table(
+                            &[
+                                "NAME",
+                                "PHASE",
+                                "CANARY",
+                                "REVISION",
+                                "SUCCEEDED",
+                                "FAILED",
+                                "AGE",
+                                "MESSAGE",
+                            ],
+                            rows,
+                        );
+                    }
+                    o => print_structured(o, &list)?,
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            RolloutCommand::Watch { name } => return watch(c, &name).await,
+            RolloutCommand::Wait { name, timeout } => {
+                let secs = aviary_api::duration::parse_go_duration(&timeout)
+                    .map_err(|e| anyhow!("--timeout: {e}"))?
+                    .as_secs()
+                    .min(u64::from(u32::MAX)) as u32;
+                let res = call_leader(&c.coordinator, |mut cl| {
+                    let name = name.clone();
+                    async move {
+                        cl.wait_rollout(v1::WaitRolloutRequest {
+                            name,
+                            timeout_seconds: secs,
+                        })
+                        .await
+                        .map(|r| r.into_inner())
+                    }
+                })
+                .await;
+                let r = match res {
+                    Ok(r) => r,
+                    Err(s) if s.code() == tonic::Code::DeadlineExceeded => {
+                        eprintln!("error: {}", s.message());
+                        return Ok(ExitCode::from(2));
+                    }
+                    Err(s) => return Err(status_error(s)),
+                };
+                match c.output {
+                    Output::Table => out(format!("rollout {} {}: {}", r.name, r.phase, r.message)),
+                    o => print_structured(o, &r)?,
+                }
+                return Ok(if r.phase == "Succeeded" {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                });
+            }
+            RolloutCommand::Pause { name, reason } => {
+                let req = verb(&name, &reason);
+                unary(c, |mut cl| {
+                    let req = req.clone();
+                    async move { cl.pause_rollout(req).await.map(|r| r.into_inner()) }
+                })
+                .await?
+            }
+            RolloutCommand::Resume { name, reason } => {
+                let req = verb(&name, &reason);
+                unary(c, |mut cl| {
+                    let req = req.clone();
+                    async move { cl.resume_rollout(req).await.map(|r| r.into_inner()) }
+                })
+                .await?
+            }
+            RolloutCommand::Abort { name, reason } => {
+                let req = verb(&name, &reason);
+                unary(c, |mut cl| {
+                    let req = req.clone();
+                    async move { cl.abort_rollout(req).await.map(|r| r.into_inner()) }
+                })
+                .await?
+            }
+            RolloutCommand::Approve { name, wave } => {
+                let req = v1::WaveVerbRequest {
+                    name,
+                    wave,
+                    actor: actor.clone(),
+                };
+                unary(c, |mut cl| {
+                    let req = req.clone();
+                    async move { cl.approve_wave(req).await.map(|r| r.into_inner()) }
+                })
+                .await?
+            }
+            RolloutCommand::Skip { name, cluster } => {
+                let req = v1::ClusterVerbRequest {
+                    name,
+                    cluster,
+                    actor: actor.clone(),
+                };
+                unary(c, |mut cl| {
+                    let req = req.clone();
+                    async move { cl.skip_cluster(req).await.map(|r| r.into_inner()) }
+                })
+                .await?
+            }
+            RolloutCommand::Retry { name, cluster } => {
+                let req = v1::ClusterVerbRequest {
+                    name,
+                    cluster,
+                    actor: actor.clone(),
+                };
+                unary(c, |mut cl| {
+                    let req = req.clone();
+                    async move { cl.retry_cluster(req).await.map(|r| r.into_inner()) }
+                })
+                .await?
+            }
+        };
+        show(c.output, &r)?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `rollout watch`: bars on a terminal, one line per change otherwise; ends with the rollout.
+async fn watch(c: &ClientArgs, name: &str) -> anyhow::Result<ExitCode> {
+    let open = |url: String| {
+        let name = name.to_string();
+        async move {
+            let mut cl = fleet_client(&url).map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
+            cl.watch_rollout(v1::GetRolloutRequest { name }).await
+        }
+    };
+    let mut stream = match open(c.coordinator.clone()).await {
+        Ok(s) => s.into_inner(),
+        Err(s) => match leader_from_status(&s) {
+            Some(leader) => open(leader).await.map_err(status_error)?.into_inner(),
+            None => return Err(status_error(s)),
+        },
+    };
+    let tty = std::io::stdout().is_terminal() && c.output == Output::Table;
+    let mut view = if tty { Some(Bars::new()) } else { None };
+    let mut last_lines: BTreeMap<String, String> = BTreeMap::new();
+    let mut last: Option<v1::Rollout> = None;
+    while let Some(r) = stream.message().await.map_err(status_error)? {
+        match (&mut view, c.output) {
+            (Some(bars), _) => bars.update(&r),
+            (None, Output::Table) => {
+                for (key, line) in lines(&r) {
+                    if last_lines.get(&key) != Some(&line) {
+                        out(&line);
+                        last_lines.insert(key, line);
+                    }
+                }
+            }
+            (None, o) => match o {
+                Output::Json => out(serde_json::to_string(&r)?),
+                _ => out(format!("---\n{}", serde_yaml_ng::to_string(&r)?.trim_end())),
+            },
+        }
+        last = Some(r);
+    }
+    if let Some(bars) = view {
+        bars.finish();
+    }
+    let Some(r) = last else {
+        return Err(anyhow!("the watch ended without a rollout"));
+    };
+    if c.output == Output::Table {
+        out(format!("rollout {} {}: {}", r.name, r.phase, r.message));
+    }
+    Ok(match r.phase.as_str() {
+        "Succeeded" => ExitCode::SUCCESS,
+        "Failed" | "Aborted" => ExitCode::from(1),
+        _ => ExitCode::from(2),
+    })
+}
+
+/// Plain progress lines, keyed by what they describe (printed when they change).
+fn lines(r: &v1::Rollout) -> Vec<(String, String)> {
+    let now = jiff::Timestamp::now().strftime("%H:%M:%S");
+    let mut v = vec![(
+        "rollout".to_string(),
+        format!("{now} rollout {} {}: {}", r.name, r.phase, r.message),
+    )];
+    for w in &r.waves {
+        let done = w.clusters.iter().filter(|c| is_done(&c.phase)).count();
+        let bake = if w.phase == "Baking" {
+            format!(" bake {}/{} requests", w.bake_requests, w.bake_min_requests)
+        } else {
+            String::new()
+        };
+        v.push((
+            format!("wave/{}", w.name),
+            format!(
+                "{now} wave {} {} {done}/{}{bake}",
+                w.name,
+                w.phase,
+                w.clusters.len()
+            ),
+        ));
+        for c in &w.clusters {
+            v.push((
+                format!("cluster/{}", c.cluster),
+                format!(
+                    "{now} cluster {} {} canary={} weight={} failedChecks={}{}",
+                    c.cluster,
+                    c.phase,
+                    if c.canary_phase.is_empty() {
+                        "-"
+                    } else {
+                        &c.canary_phase
+                    },
+                    c.canary_weight,
+                    c.failed_checks,
+                    if c.verdict.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", c.verdict)
+                    }
+                ),
+            ));
+        }
+    }
+    v
+}
+
+fn is_done(phase: &str) -> bool {
+    matches!(phase, "Succeeded" | "Failed" | "Skipped" | "Reverted")
+}
+
+/// Live bars: one per wave (clusters done), one per cluster (canary weight).
+struct Bars {
+    multi: MultiProgress,
+    header: ProgressBar,
+    bars: BTreeMap<String, ProgressBar>,
+}
+
+impl Bars {
+    fn new() -> Self {
+        let multi = MultiProgress::new();
+        let header = multi.add(ProgressBar::new_spinner());
+        header.enable_steady_tick(Duration::from_millis(200));
+        Self {
+            multi,
+            header,
+            bars: BTreeMap::new(),
+        }
+    }
+
+    fn bar(&mut self, key: &str, len: u64, template: &str) -> ProgressBar {
+        let multi = &self.multi;
+        self.bars
+            .entry(key.to_string())
+            .or_insert_with(|| {
+                let b = multi.add(ProgressBar::new(len));
+                b.set_style(
+                    ProgressStyle::with_template(template)
+                        .unwrap_or_else(|_| ProgressStyle::default_bar())
+                        .progress_chars("█▌ "),
+                );
+                b
+            })
+            .clone()
+    }
+
+    fn update(&mut self, r: &v1::Rollout) {
+        self.header
+            .set_message(format!("rollout {} {}: {}", r.name, r.phase, r.message));
+        for w in &r.waves {
+            let done = w.clusters.iter().filter(|c| is_done(&c.phase)).count() as u64;
+            let b = self.bar(
+                &format!("wave/{}", w.name),
+                w.clusters.len() as u64,
+                "wave {prefix:<14} [{bar:30.cyan/blue}] {pos}/{len} {msg}",
+            );
+            b.set_prefix(w.name.clone());
+            b.set_position(done);
+            let bake = if w.phase == "Baking" {
+                format!(" ({}/{} requests)", w.bake_requests, w.bake_min_requests)
+            } else {
+                String::new()
+            };
+            b.set_message(format!("{}{bake}", w.phase));
+            for c in &w.clusters {
+                let b = self.bar(
+                    &format!("cluster/{}", c.cluster),
+                    100,
+                    "  {prefix:<16} [{bar:30.green/white}] {pos:>3}% {msg}",
+                );
+                b.set_prefix(c.cluster.clone());
+                let pos = if c.phase == "Succeeded" {
+                    100
+                } else {
+                    c.canary_weight.clamp(0, 100) as u64
+                };
+                b.set_position(pos);
+                let canary = if c.canary_phase.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", c.canary_phase)
+                };
+                b.set_message(format!("{}{canary}", c.phase));
+            }
+        }
+    }
+
+    fn finish(self) {
+        for b in self.bars.values() {
+            b.abandon();
+        }
+        self.header.finish_and_clear();
+    }
+}

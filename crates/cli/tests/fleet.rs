@@ -1,0 +1,196 @@
+//! `aviary coordinator`, `aviary rollout …`, `aviary clusters` and `aviary canaries` as
+//! processes, with simulated agents on loopback.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use aviary_coordinator::sim::{SimAgent, SimCanary, SimConfig};
+use aviary_core::fleet::Revision;
+
+const BIN: &str = env!("CARGO_BIN_EXE_aviary");
+
+struct Coord(Child);
+
+impl Drop for Coord {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `aviary coordinator` on a free port; returns the process and its URL.
+fn start_coordinator() -> (Coord, String) {
+    let mut child = Command::new(BIN)
+        .args(["coordinator", "--listen", "127.0.0.1:0", "--log-level", "warn"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("aviary coordinator listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    (Coord(child), format!("http://{addr}"))
+}
+
+fn aviary(url: &str, args: &[&str]) -> (i32, String, String) {
+    let o = Command::new(BIN)
+        .args(args)
+        .env("AVIARY_COORDINATOR", url)
+        .env("USER", "ci-bot")
+        .output()
+        .unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn sim(url: &str, cluster: &str, region: &str) -> SimAgent {
+    let rev = Revision {
+        container_images: [("podinfod".to_string(), "podinfo:6.0.0".to_string())].into(),
+        version: String::new(),
+    };
+    let mut cfg = SimConfig::new(url, cluster, region, vec![SimCanary::new("test", "podinfo", rev)]);
+    cfg.tick = Duration::from_millis(200);
+    SimAgent::spawn(cfg)
+}
+
+const ROLLOUT: &str = "apiVersion: aviary.dev/v1alpha1
+kind: FleetRollout
+metadata: {name: podinfo-6-0-1}
+spec:
+  canary: {namespace: test, name: podinfo}
+  revision: {containerImages: {podinfod: 'podinfo:6.0.1'}}
+  byRegion: [us-east-1, eu-west-1]
+";
+
+#[test]
+fn rollout_commands_against_a_coordinator_process() {
+    let (coord, url) = start_coordinator();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let _agents = rt.block_on(async { [sim(&url, "us-1", "us-east-1"), sim(&url, "eu-1", "eu-west-1")] });
+    let _guard = rt.enter();
+
+    // Wait for both agents.
+    let mut clusters = String::new();
+    for _ in 0..100 {
+        clusters = aviary(&url, &["clusters"]).1;
+        if clusters.matches(" yes ").count() == 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(clusters.starts_with("NAME"), "{clusters}");
+    assert!(
+        clusters.contains("eu-1") && clusters.contains("us-east-1"),
+        "{clusters}"
+    );
+
+    let (code, out, _) = aviary(&url, &["canaries", "--region", "eu-west-1"]);
+    assert_eq!(code, 0);
+    let header = out.lines().next().unwrap();
+    assert!(
+        header.starts_with("CLUSTER") && header.ends_with("LASTTRANSITIONTIME"),
+        "{header}"
+    );
+    assert!(out.lines().nth(1).unwrap().starts_with("eu-1"), "{out}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        ROLLOUT.replace("byRegion: [us-east-1, eu-west-1]", "byRegion: [mars]"),
+    )
+    .unwrap();
+    let (code, _, err) = aviary(&url, &["rollout", "apply", "-f", bad.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("InvalidArgument") && err.contains("spec.byRegion[0]"),
+        "{err}"
+    );
+
+    let good = dir.path().join("good.yaml");
+    std::fs::write(&good, ROLLOUT).unwrap();
+    let (code, out, err) = aviary(&url, &["rollout", "apply", "-f", good.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Rollout:   podinfo-6-0-1"), "{out}");
+
+    // watch without a terminal prints lines and ends with the rollout.
+    let (code, out, err) = aviary(&url, &["rollout", "watch", "podinfo-6-0-1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("cluster us-1 Progressing"), "{out}");
+    assert!(
+        out.lines()
+            .last()
+            .unwrap()
+            .starts_with("rollout podinfo-6-0-1 Succeeded"),
+        "{out}"
+    );
+
+    let (code, out, _) = aviary(&url, &["rollout", "wait", "podinfo-6-0-1"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out, _) = aviary(&url, &["rollout", "get", "podinfo-6-0-1", "-o", "json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["phase"], "Succeeded");
+    assert_eq!(v["history"][0]["actor"], "ci-bot");
+    let (code, out, _) = aviary(&url, &["rollout", "list", "-o", "yaml"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("name: podinfo-6-0-1"), "{out}");
+    let (code, _, err) = aviary(&url, &["rollout", "pause", "podinfo-6-0-1"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("FailedPrecondition") && err.contains("already ended Succeeded"),
+        "{err}"
+    );
+    let (code, _, err) = aviary(&url, &["rollout", "get", "nope"]);
+    assert!(code != 0 && err.contains("NotFound"), "{err}");
+
+    // A failing rollout: wait exits 1.
+    _agents_fail(&_agents);
+    let failing = dir.path().join("fail.yaml");
+    std::fs::write(
+        &failing,
+        ROLLOUT.replace("6-0-1", "6-0-2").replace("6.0.1", "6.0.2"),
+    )
+    .unwrap();
+    assert_eq!(
+        aviary(&url, &["rollout", "apply", "-f", failing.to_str().unwrap()]).0,
+        0
+    );
+    let (code, out, _) = aviary(&url, &["rollout", "wait", "podinfo-6-0-2"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.starts_with("rollout podinfo-6-0-2 Failed"), "{out}");
+
+    // SIGTERM stops the coordinator gracefully.
+    let mut coord = coord;
+    Command::new("kill")
+        .args(["-TERM", &coord.0.id().to_string()])
+        .status()
+        .unwrap();
+    let mut status = None;
+    for _ in 0..100 {
+        if let Some(s) = coord.0.try_wait().unwrap() {
+            status = Some(s);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(status.expect("exited after SIGTERM").success());
+}
+
+fn _agents_fail(agents: &[SimAgent; 2]) {
+    agents[0].set_outcome("test", "podinfo", aviary_coordinator::sim::Outcome::Fail);
+}

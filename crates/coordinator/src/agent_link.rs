@@ -1,0 +1,284 @@
+//! `aviary.v1.AgentLink`: one bidirectional stream per agent.
+//!
+//! The first message must be Hello: it (re)registers the cluster, replaces the snapshot of its
+//! canaries, and makes the coordinator re-send every command the cluster's current state implies
+//! (same ids: agents treat repeats as no-ops). A newer stream of the same cluster replaces the
+//! older one. Status updates only touch the in-memory fleet view. Both sides send heartbeats; a
+//! stream silent for 3 heartbeat periods is closed and the cluster marked disconnected.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use aviary_core::fleet::{CanaryKey, GateAsk};
+use aviary_proto::v1;
+use aviary_proto::v1::agent_link_server::AgentLink;
+use aviary_proto::v1::agent_message::Msg as In;
+use aviary_proto::v1::coordinator_message::Msg as Out;
+use futures::Stream;
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::fleet::{Fleet, key_of, revision_from_proto};
+use crate::leader::Leadership;
+use crate::rollouts::Rollouts;
+use crate::store::{ClusterRecord, Store};
+
+/// Messages queued for one agent; a full queue closes the stream (the agent reconnects and
+/// gets everything again).
+const QUEUE: usize = 1024;
+
+type Outbound = mpsc::Sender<Result<v1::CoordinatorMessage, Status>>;
+
+struct Session {
+    id: u64,
+    tx: Outbound,
+    cancel: CancellationToken,
+}
+
+/// The connected agents.
+#[derive(Default)]
+pub(crate) struct Sessions {
+    map: Mutex<HashMap<String, Session>>,
+    next: AtomicU64,
+}
+
+impl Sessions {
+    /// Registers a stream for `cluster`, closing the previous one. Returns its id.
+    fn open(&self, cluster: &str, tx: Outbound, cancel: CancellationToken) -> u64 {
+        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Some(old) = self
+            .map
+            .lock()
+            .insert(cluster.to_string(), Session { id, tx, cancel })
+        {
+            old.cancel.cancel();
+        }
+        id
+    }
+
+    /// Removes the session if it is still `id`. True if it was.
+    fn close(&self, cluster: &str, id: u64) -> bool {
+        let mut map = self.map.lock();
+        if map.get(cluster).is_some_and(|s| s.id == id) {
+            map.remove(cluster);
+            return true;
+        }
+        false
+    }
+
+    /// Queues a message for the cluster's agent. False if it is not connected.
+    pub(crate) fn send(&self, cluster: &str, msg: v1::CoordinatorMessage) -> bool {
+        let mut map = self.map.lock();
+        let Some(s) = map.get(cluster) else { return false };
+        match s.tx.try_send(Ok(msg)) {
+            Ok(()) => true,
+            Err(_) => {
+                tracing::warn!(cluster, "agent does not keep up (queue full); closing its stream");
+                s.cancel.cancel();
+                map.remove(cluster);
+                false
+            }
+        }
+    }
+
+    /// Closes every stream (shutdown).
+    pub(crate) fn close_all(&self) {
+        for (_, s) in self.map.lock().drain() {
+            s.cancel.cancel();
+        }
+    }
+}
+
+/// The AgentLink service.
+pub(crate) struct AgentLinkService {
+    pub(crate) rollouts: Arc<Rollouts>,
+    pub(crate) fleet: Arc<Fleet>,
+    pub(crate) sessions: Arc<Sessions>,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) leader: Arc<dyn Leadership>,
+    pub(crate) heartbeat: Duration,
+    pub(crate) advertise: String,
+}
+
+fn heartbeat_msg(now: jiff::Timestamp) -> v1::CoordinatorMessage {
+    v1::CoordinatorMessage {
+        msg: Some(Out::Heartbeat(v1::Heartbeat {
+            time: Some(aviary_proto::ts::from_jiff(now)),
+        })),
+    }
+}
+
+/// The tonic handler (the service lives in an `Arc` shared with the stream readers).
+pub(crate) struct AgentLinkHandler(pub(crate) Arc<AgentLinkService>);
+
+#[tonic::async_trait]
+impl AgentLink for AgentLinkHandler {
+    type ConnectStream = Pin<Box<dyn Stream<Item = Result<v1::CoordinatorMessage, Status>> + Send + 'static>>;
+
+    async fn connect(
+        &self,
+        request: Request<Streaming<v1::AgentMessage>>,
+    ) -> Result<Response<Self::ConnectStream>, Status> {
+        let this = &self.0;
+        // Agents follow the leader like the CLI does.
+        let fence = this.leader.check()?;
+        let mut inbound = request.into_inner();
+        let first = tokio::time::timeout(this.heartbeat * 3, inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no Hello within 3 heartbeat periods"))??;
+        let Some(v1::AgentMessage {
+            msg: Some(In::Hello(hello)),
+        }) = first
+        else {
+            return Err(Status::invalid_argument(
+                "the first message on AgentLink.Connect must be Hello",
+            ));
+        };
+        if hello.cluster.trim().is_empty() {
+            return Err(Status::invalid_argument("hello.cluster: must not be empty"));
+        }
+        let cluster = hello.cluster.clone();
+        let now = this.rollouts.clock.now();
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let cancel = this.rollouts.shutdown.child_token();
+        let session = this.sessions.open(&cluster, tx.clone(), cancel.clone());
+        let record = ClusterRecord {
+            name: cluster.clone(),
+            region: hello.region.clone(),
+            labels: hello.labels.clone(),
+            agent_version: hello.agent_version.clone(),
+            registered: now,
+        };
+        let previous = this.fleet.hello(record.clone(), session, hello.canaries, now);
+        let changed = previous.is_none_or(|p| {
+            (p.region, p.labels, p.agent_version)
+                != (
+                    record.region.clone(),
+                    record.labels.clone(),
+                    record.agent_version.clone(),
+                )
+        });
+        if changed && let Err(e) = this.store.put_cluster(fence, &record).await {
+            tracing::warn!(cluster, error = %e, "cannot store the cluster registration");
+        }
+        tracing::info!(cluster, region = %hello.region, session, "agent connected");
+        let welcome = v1::CoordinatorMessage {
+            msg: Some(Out::Welcome(v1::Welcome {
+                coordinator: this.advertise.clone(),
+                heartbeat_seconds: this.heartbeat.as_secs().max(1) as u32,
+            })),
+        };
+        let _ = tx.try_send(Ok(welcome));
+        this.rollouts.on_agent(&cluster, true);
+
+        let svc = this.clone();
+        tokio::spawn(async move {
+            svc.read(cluster, session, inbound, tx, cancel).await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+impl AgentLinkService {
+    /// Reads one agent's stream until it ends, goes silent, or is replaced.
+    async fn read(
+        self: Arc<Self>,
+        cluster: String,
+        session: u64,
+        mut inbound: Streaming<v1::AgentMessage>,
+        tx: Outbound,
+        cancel: CancellationToken,
+    ) {
+        let silence = self.heartbeat * 3;
+        let mut beat = tokio::time::interval(self.heartbeat);
+        beat.tick().await;
+        let mut deadline = tokio::time::Instant::now() + silence;
+        let reason = loop {
+            tokio::select! {
+                m = inbound.message() => match m {
+                    Ok(Some(m)) => {
+                        deadline = tokio::time::Instant::now() + silence;
+                        self.handle(&cluster, m, &tx).await;
+                    }
+                    Ok(None) => break "stream closed by the agent".to_string(),
+                    Err(s) => break format!("stream error: {}", s.message()),
+                },
+                _ = beat.tick() => {
+                    let _ = tx.try_send(Ok(heartbeat_msg(self.rollouts.clock.now())));
+                }
+                _ = tokio::time::sleep_until(deadline) => break format!("silent for {silence:?}"),
+                _ = cancel.cancelled() => break "replaced or shut down".to_string(),
+            }
+        };
+        drop(tx);
+        let owned = self.sessions.close(&cluster, session);
+        if self.fleet.disconnected(&cluster, session) {
+            tracing::info!(cluster, session, reason, "agent disconnected");
+            self.rollouts.on_agent(&cluster, false);
+        } else if owned {
+            tracing::debug!(cluster, session, "session ended");
+        }
+    }
+
+    async fn handle(&self, cluster: &str, m: v1::AgentMessage, tx: &Outbound) {
+        let now = self.rollouts.clock.now();
+        match m.msg {
+            Some(In::Status(u)) => {
+                for s in u.canary.into_iter().chain(u.canaries) {
+                    let key = key_of(&s);
+                    self.fleet.update(cluster, s, now);
+                    self.rollouts.on_report(cluster, &key);
+                }
+            }
+            Some(In::Event(e)) => {
+                self.fleet.seen(cluster, now);
+                tracing::debug!(cluster, canary = %format!("{}/{}", e.namespace, e.name), reason = %e.reason, "{}", e.message);
+            }
+            Some(In::GateRequest(g)) => {
+                let key = CanaryKey::new(g.namespace.clone(), g.name.clone());
+                let ask = GateAsk {
+                    fingerprint: g.fingerprint.clone(),
+                    revision: revision_from_proto(g.revision.as_ref()),
+                };
+                let answer = self.rollouts.gate(cluster, &key, &ask);
+                self.fleet.gate_request(cluster, key.clone(), ask);
+                let _ = tx.try_send(Ok(v1::CoordinatorMessage {
+                    msg: Some(Out::GateDecision(v1::GateDecision {
+                        rollout: answer.rollout.unwrap_or_default(),
+                        namespace: g.namespace,
+                        name: g.name,
+                        fingerprint: g.fingerprint,
+                        open: answer.open,
+                        reason: answer.reason,
+                    })),
+                }));
+                self.rollouts.on_report(cluster, &key);
+            }
+            Some(In::Ack(a)) => {
+                if let Some(s) = a.canary.clone() {
+                    let key = key_of(&s);
+                    self.fleet.update(cluster, s, now);
+                    self.rollouts.on_report(cluster, &key);
+                }
+                if !a.ok {
+                    tracing::warn!(cluster, command = %a.command_id, message = %a.message, "agent refused a command");
+                }
+                self.rollouts.on_ack(&a).await;
+            }
+            Some(In::Heartbeat(_)) => self.fleet.seen(cluster, now),
+            Some(In::Hello(_)) => {
+                tracing::warn!(
+                    cluster,
+                    "a second Hello on one stream is ignored; reconnect to re-register"
+                );
+            }
+            None => {}
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! `aviary.v1.Fleet`: the operator API.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aviary_api::FleetRollout;
+use aviary_api::document::{Resource, parse_documents};
+use aviary_core::fleet::verbs;
+use aviary_proto::v1;
+use aviary_proto::v1::fleet_server::Fleet as FleetApi;
+use futures::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::convert::{render, spec_from_proto};
+use crate::error::Error;
+use crate::rollouts::Rollouts;
+
+/// The Fleet service.
+pub(crate) struct FleetService {
+    pub(crate) rollouts: Arc<Rollouts>,
+}
+
+/// Reads a CreateRollout request: a manifest, or name + spec.
+fn rollout_from_request(r: &v1::CreateRolloutRequest) -> Result<FleetRollout, Error> {
+    if !r.manifest.trim().is_empty() {
+        let docs =
+            parse_documents(&r.manifest).map_err(|e| Error::InvalidArgument(format!("manifest: {e}")))?;
+        let mut found = Vec::new();
+        for d in docs {
+            match d {
+                Ok(p) => match p.resource {
+                    Resource::FleetRollout(f) => found.push(*f),
+                    _ => {
+                        return Err(Error::InvalidArgument(format!(
+                            "manifest: {} is not a FleetRollout (apiVersion aviary.dev/v1alpha1, kind FleetRollout)",
+                            p.id
+                        )));
+                    }
+                },
+                Err(e) => {
+                    return Err(Error::InvalidArgument(format!(
+                        "manifest: {}: {}: {}",
+                        e.id, e.path, e.message
+                    )));
+                }
+            }
+        }
+        return match found.len() {
+            1 => Ok(found.remove(0)),
+            n => Err(Error::InvalidArgument(format!(
+                "manifest: expected exactly one FleetRollout, found {n}"
+            ))),
+        };
+    }
+    let Some(spec) = &r.spec else {
+        return Err(Error::InvalidArgument(
+            "spec: required: send a manifest (YAML or JSON) or name + spec".into(),
+        ));
+    };
+    let mut f = FleetRollout::new(&r.name, spec_from_proto(spec));
+    f.metadata.name = Some(r.name.clone());
+    Ok(f)
+}
+
+fn not_found_wave(rec: &crate::store::RolloutRecord, wave: &str) -> Error {
+    let names: Vec<&str> = rec.plan.waves.iter().map(|w| w.name.as_str()).collect();
+    Error::NotFound(format!(
+        "rollout {} has no wave {wave:?}; its waves are {names:?}",
+        rec.name
+    ))
+}
+
+fn not_found_cluster(rec: &crate::store::RolloutRecord, cluster: &str) -> Error {
+    Error::NotFound(format!(
+        "cluster {cluster:?} is not in the plan of rollout {}; see `aviary rollout get {}`",
+        rec.name, rec.name
+    ))
+}
+
+type RolloutStream = Pin<Box<dyn Stream<Item = Result<v1::Rollout, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl FleetApi for FleetService {
+    async fn list_clusters(
+        &self,
+        _r: Request<v1::ListClustersRequest>,
+    ) -> Result<Response<v1::ListClustersResponse>, Status> {
+        Ok(Response::new(v1::ListClustersResponse {
+            clusters: self.rollouts.fleet.list_clusters(),
+        }))
+    }
+
+    async fn list_canaries(
+        &self,
+        r: Request<v1::ListCanariesRequest>,
+    ) -> Result<Response<v1::ListCanariesResponse>, Status> {
+        Ok(Response::new(v1::ListCanariesResponse {
+            canaries: self.rollouts.fleet.list_canaries(r.get_ref()),
+        }))
+    }
+
+    async fn create_rollout(
+        &self,
+        r: Request<v1::CreateRolloutRequest>,
+    ) -> Result<Response<v1::Rollout>, Status> {
+        let req = r.into_inner();
+        let rollout = rollout_from_request(&req)?;
+        Ok(Response::new(self.rollouts.create(rollout, &req.actor).await?))
+    }
+
+    async fn get_rollout(&self, r: Request<v1::GetRolloutRequest>) -> Result<Response<v1::Rollout>, Status> {
+        let rec = self.rollouts.get(&r.get_ref().name).await?;
+        Ok(Response::new(render(&rec, &self.rollouts.fleet, true)))
+    }
+
+    async fn list_rollouts(
+        &self,
+        _r: Request<v1::ListRolloutsRequest>,
+    ) -> Result<Response<v1::ListRolloutsResponse>, Status> {
+        let list = self.rollouts.list().await?;
+        Ok(Response::new(v1::ListRolloutsResponse {
+            rollouts: list
+                .iter()
+                .map(|r| render(r, &self.rollouts.fleet, false))
+                .collect(),
+        }))
+    }
+
+    type WatchRolloutStream = RolloutStream;
+
+    async fn watch_rollout(
+        &self,
+        r: Request<v1::GetRolloutRequest>,
+    ) -> Result<Response<Self::WatchRolloutStream>, Status> {
+        let entry = self.rollouts.watchable(&r.get_ref().name)?;
+        let (mut records, mut live) = entry.subscribe();
+        let rollouts = self.rollouts.clone();
+        let stream = async_stream(move |tx| async move {
+            let mut last: Option<v1::Rollout> = None;
+            loop {
+                let rec = records.borrow_and_update().clone();
+                live.borrow_and_update();
+                let now = render(&rec, &rollouts.fleet, true);
+                if last.as_ref() != Some(&now) {
+                    if tx.send(Ok(now.clone())).await.is_err() {
+                        return;
+                    }
+                    last = Some(now);
+                }
+                if rec.state.phase.is_terminal() {
+                    return;
+                }
+                tokio::select! {
+                    r = records.changed() => if r.is_err() { return },
+                    r = live.changed() => if r.is_err() { return },
+                    _ = rollouts.shutdown.cancelled() => return,
+                    _ = tx.closed() => return,
+                }
+                // Coalesce bursts of reports.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        Ok(Response::new(stream))
+    }
+
+    async fn wait_rollout(
+        &self,
+        r: Request<v1::WaitRolloutRequest>,
+    ) -> Result<Response<v1::Rollout>, Status> {
+        let req = r.into_inner();
+        let entry = self.rollouts.watchable(&req.name)?;
+        let (mut records, _) = entry.subscribe();
+        let wait = async {
+            loop {
+                let rec = records.borrow_and_update().clone();
+                if rec.state.phase.is_terminal() {
+                    return Ok(rec);
+                }
+                tokio::select! {
+                    r = records.changed() => if r.is_err() {
+                        return Err(Status::unavailable("the coordinator is shutting down; wait again"));
+                    },
+                    _ = self.rollouts.shutdown.cancelled() => {
+                        return Err(Status::unavailable("the coordinator is shutting down; wait again"));
+                    }
+                }
+            }
+        };
+        let rec = if req.timeout_seconds == 0 {
+            wait.await?
+        } else {
+            match tokio::time::timeout(Duration::from_secs(u64::from(req.timeout_seconds)), wait).await {
+                Ok(r) => r?,
+                Err(_) => {
+                    let cur = entry.current();
+                    return Err(Error::DeadlineExceeded(format!(
+                        "rollout {} is still {} after {}s ({})",
+                        req.name,
+                        cur.state.phase.as_str(),
+                        req.timeout_seconds,
+                        cur.state.message
+                    ))
+                    .into());
+                }
+            }
+        };
+        Ok(Response::new(render(&rec, &self.rollouts.fleet, true)))
+    }
+
+    async fn pause_rollout(
+        &self,
+        r: Request<v1::RolloutVerbRequest>,
+    ) -> Result<Response<v1::Rollout>, Status> {
+        let q = r.into_inner();
+        let out = self
+            .rollouts
+            .verb(&q.name, |p, s, now| {
+                verbs::pause(p, s, &q.actor, &q.reason, now).map(|()| Vec::new())
+            })
+            .await?;
+        Ok(Response::new(out))
+    }
+
+    async fn resume_rollout(
+        &self,
+        r: Request<v1::RolloutVerbRequest>,
+    ) -> Result<Response<v1::Rollout>, Status> {
+        let q = r.into_inner();
+        let out = self
+            .rollouts
+            .verb(&q.name, |p, s, now| {
+                verbs::resume(p, s, &q.actor, &q.reason, now).map(|()| Vec::new())
+            })
+            .await?;
+        Ok(Response::new(out))
+    }
+
+    async fn abort_rollout(
+        &self,
+        r: Request<v1::RolloutVerbRequest>,
+    ) -> Result<Response<v1::Rollout>, Status> {
+        let q = r.into_inner();
+        let out = self
+            .rollouts
+            .verb(&q.name, |p, s, now| verbs::abort(p, s, &q.actor, &q.reason, now))
+            .await?;
+        Ok(Response::new(out))
+    }
+
+    async fn approve_wave(&self, r: Request<v1::WaveVerbRequest>) -> Result<Response<v1::Rollout>, Status> {
+        let q = r.into_inner();
+        let rec = self.rollouts.get(&q.name).await?;
+        if rec.plan.wave_index(&q.wave).is_none() {
+            return Err(not_found_wave(&rec, &q.wave).into());
+        }
+        let out = self
+            .rollouts
+            .verb(&q.name, |p, s, now| {
+                verbs::approve_wave(p, s, &q.wave, &q.actor, now).map(|()| Vec::new())
+            })
+            .await?;
+        Ok(Response::new(out))
+    }
+
+    async fn skip_cluster(
+        &self,
+        r: Request<v1::ClusterVerbRequest>,
+    ) -> Result<Response<v1::Rollout>, Status> {
+        let q = r.into_inner();
+        let rec = self.rollouts.get(&q.name).await?;
+        if rec.plan.locate(&q.cluster).is_none() {
+            return Err(not_found_cluster(&rec, &q.cluster).into());
+        }
+        let out = self
+            .rollouts
+            .verb(&q.name, |p, s, now| {
+                verbs::skip_cluster(p, s, &q.cluster, &q.actor, now).map(|()| Vec::new())
+            })
+            .await?;
+        Ok(Response::new(out))
+    }
+
+    async fn retry_cluster(
+        &self,
+        r: Request<v1::ClusterVerbRequest>,
+    ) -> Result<Response<v1::Rollout>, Status> {
+        let q = r.into_inner();
+        let rec = self.rollouts.get(&q.name).await?;
+        if rec.plan.locate(&q.cluster).is_none() {
+            return Err(not_found_cluster(&rec, &q.cluster).into());
+        }
+        let out = self
+            .rollouts
+            .verb(&q.name, |p, s, now| {
+                verbs::retry_cluster(p, s, &q.cluster, &q.actor, now).map(|()| Vec::new())
+            })
+            .await?;
+        Ok(Response::new(out))
+    }
+}
+
+/// A stream fed by a task through a channel (the task ends when the receiver is dropped).
+fn async_stream<F, Fut>(f: F) -> RolloutStream
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<v1::Rollout, Status>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(f(tx));
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}

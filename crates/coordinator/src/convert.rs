@@ -1,0 +1,270 @@
+//! Between the wire (aviary.v1) and the resource and sequencer types.
+
+use aviary_api::FleetRolloutSpec;
+use aviary_api::duration::format_go_duration;
+use aviary_api::fleet::{BakeSpec, CanaryRef, FailurePolicy, RevisionSpec, WaveSettings, WaveSpec};
+use aviary_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+use aviary_api::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use aviary_core::fleet::ClusterPhase;
+use aviary_proto::ts::from_jiff;
+use aviary_proto::v1;
+
+use crate::fleet::{Fleet, revision_to_proto};
+use crate::store::RolloutRecord;
+
+fn opt(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_string())
+}
+
+fn selector_from(s: &v1::LabelSelector) -> LabelSelector {
+    LabelSelector {
+        match_labels: (!s.match_labels.is_empty()).then(|| s.match_labels.clone()),
+        match_expressions: (!s.match_expressions.is_empty()).then(|| {
+            s.match_expressions
+                .iter()
+                .map(|e| LabelSelectorRequirement {
+                    key: e.key.clone(),
+                    operator: e.operator.clone(),
+                    values: (!e.values.is_empty()).then(|| e.values.clone()),
+                })
+                .collect()
+        }),
+    }
+}
+
+fn selector_to(s: &LabelSelector) -> v1::LabelSelector {
+    v1::LabelSelector {
+        match_labels: s.match_labels.clone().unwrap_or_default(),
+        match_expressions: s
+            .match_expressions
+            .iter()
+            .flatten()
+            .map(|e| v1::LabelSelectorRequirement {
+                key: e.key.clone(),
+                operator: e.operator.clone(),
+                values: e.values.clone().unwrap_or_default(),
+            })
+            .collect(),
+    }
+}
+
+fn settings_from(s: &v1::WaveSettings) -> WaveSettings {
+    WaveSettings {
+        max_concurrent: opt(&s.max_concurrent).map(IntOrString::String),
+        bake: s.bake.as_ref().map(|b| BakeSpec {
+            duration: opt(&b.duration),
+            min_requests: (b.min_requests > 0).then_some(b.min_requests),
+            min_success_rate: b.min_success_rate,
+        }),
+        approval: opt(&s.approval),
+    }
+}
+
+fn int_or_string(v: &IntOrString) -> String {
+    match v {
+        IntOrString::Int(i) => i.to_string(),
+        IntOrString::String(s) => s.clone(),
+    }
+}
+
+fn settings_to(s: &WaveSettings) -> v1::WaveSettings {
+    v1::WaveSettings {
+        max_concurrent: s.max_concurrent.as_ref().map(int_or_string).unwrap_or_default(),
+        bake: s.bake.as_ref().map(|b| v1::BakeSpec {
+            duration: b.duration.clone().unwrap_or_default(),
+            min_requests: b.min_requests.unwrap_or(0),
+            min_success_rate: b.min_success_rate,
+        }),
+        approval: s.approval.clone().unwrap_or_default(),
+    }
+}
+
+/// The wire spec as a FleetRollout spec (empty strings are unset fields).
+pub(crate) fn spec_from_proto(s: &v1::RolloutSpec) -> FleetRolloutSpec {
+    FleetRolloutSpec {
+        canary: s.canary.as_ref().map(|c| CanaryRef {
+            namespace: opt(&c.namespace),
+            name: opt(&c.name),
+        }),
+        revision: s.revision.as_ref().map(|r| RevisionSpec {
+            container_images: (!r.container_images.is_empty()).then(|| r.container_images.clone()),
+            version: opt(&r.version),
+        }),
+        mode: opt(&s.mode),
+        clusters: s.clusters.as_ref().map(selector_from),
+        waves: (!s.waves.is_empty()).then(|| {
+            s.waves
+                .iter()
+                .map(|w| WaveSpec {
+                    name: opt(&w.name),
+                    clusters: w.clusters.as_ref().map(selector_from),
+                    regions: (!w.regions.is_empty()).then(|| w.regions.clone()),
+                    settings: w.settings.as_ref().map(settings_from).unwrap_or_default(),
+                })
+                .collect()
+        }),
+        by_region: (!s.by_region.is_empty()).then(|| s.by_region.clone()),
+        wave_defaults: s.wave_defaults.as_ref().map(settings_from),
+        failure_policy: s.failure_policy.as_ref().map(|f| FailurePolicy {
+            max_failed_clusters: opt(&f.max_failed_clusters).map(IntOrString::String),
+            mandatory_waves: (!f.mandatory_waves.is_empty()).then(|| f.mandatory_waves.clone()),
+            rollback: opt(&f.rollback),
+        }),
+        cluster_deadline: opt(&s.cluster_deadline),
+    }
+}
+
+/// A FleetRollout spec on the wire.
+pub(crate) fn spec_to_proto(s: &FleetRolloutSpec) -> v1::RolloutSpec {
+    v1::RolloutSpec {
+        canary: s.canary.as_ref().map(|c| v1::CanaryRef {
+            namespace: c.namespace.clone().unwrap_or_default(),
+            name: c.name.clone().unwrap_or_default(),
+        }),
+        revision: s.revision.as_ref().map(|r| v1::Revision {
+            container_images: r.container_images.clone().unwrap_or_default(),
+            version: r.version.clone().unwrap_or_default(),
+        }),
+        mode: s.mode.clone().unwrap_or_default(),
+        clusters: s.clusters.as_ref().map(selector_to),
+        waves: s
+            .waves
+            .iter()
+            .flatten()
+            .map(|w| v1::WaveSpec {
+                name: w.name.clone().unwrap_or_default(),
+                clusters: w.clusters.as_ref().map(selector_to),
+                regions: w.regions.clone().unwrap_or_default(),
+                settings: Some(settings_to(&w.settings)),
+            })
+            .collect(),
+        by_region: s.by_region.clone().unwrap_or_default(),
+        wave_defaults: s.wave_defaults.as_ref().map(settings_to),
+        failure_policy: s.failure_policy.as_ref().map(|f| v1::FailurePolicy {
+            max_failed_clusters: f
+                .max_failed_clusters
+                .as_ref()
+                .map(int_or_string)
+                .unwrap_or_default(),
+            mandatory_waves: f.mandatory_waves.clone().unwrap_or_default(),
+            rollback: f.rollback.clone().unwrap_or_default(),
+        }),
+        cluster_deadline: s.cluster_deadline.clone().unwrap_or_default(),
+    }
+}
+
+/// A rollout on the wire: the stored record plus live values (weights, connectivity, bake
+/// progress) from the fleet view.
+pub(crate) fn render(rec: &RolloutRecord, fleet: &Fleet, with_history: bool) -> v1::Rollout {
+    let plan = &rec.plan;
+    let state = &rec.state;
+    let live = fleet.live_for(plan);
+    let mut live = live.into_iter();
+    let waves = plan
+        .waves
+        .iter()
+        .zip(&state.waves)
+        .map(|(wp, ws)| {
+            let lives: Vec<_> = live.by_ref().take(wp.clusters.len()).collect();
+            // Live bake evidence: growth of served requests over the baseline (see
+            // aviary_core::fleet::bake_requests), or the total recorded when the bake ended.
+            let bake_requests = ws.bake.as_ref().map_or(0, |b| {
+                b.requests.unwrap_or_else(|| {
+                    wp.clusters
+                        .iter()
+                        .zip(&lives)
+                        .filter_map(|(cp, l)| {
+                            let base = *b.baseline.get(&cp.name)?;
+                            let cur = l.canary.as_ref().map_or(base, |c| c.served_requests);
+                            Some(cur.saturating_sub(base))
+                        })
+                        .sum()
+                })
+            });
+            v1::WaveStatus {
+                name: wp.name.clone(),
+                phase: ws.phase.as_str().into(),
+                max_concurrent: wp.max_concurrent,
+                mandatory: wp.mandatory,
+                manual_approval: wp.manual_approval,
+                approved_by: ws.approved.as_ref().map(|a| a.actor.clone()).unwrap_or_default(),
+                bake_duration: wp
+                    .bake
+                    .as_ref()
+                    .map(|b| format_go_duration(b.duration))
+                    .unwrap_or_default(),
+                bake_min_requests: wp.bake.as_ref().map_or(0, |b| b.min_requests),
+                bake_started: ws.bake.as_ref().map(|b| from_jiff(b.started)),
+                bake_requests,
+                clusters: wp
+                    .clusters
+                    .iter()
+                    .zip(&ws.clusters)
+                    .zip(lives)
+                    .map(|((cp, cs), l)| {
+                        let active = cs.phase.is_running() || cs.phase == ClusterPhase::Reverting;
+                        let (canary_phase, weight, checks, metrics) = match (l.canary, active) {
+                            (Some(c), true) => (c.phase, c.weight, c.failed_checks, c.metrics),
+                            _ => (
+                                cs.canary_phase.clone(),
+                                cs.canary_weight,
+                                cs.failed_checks,
+                                cs.metrics.clone(),
+                            ),
+                        };
+                        v1::ClusterStatus {
+                            cluster: cp.name.clone(),
+                            region: cp.region.clone(),
+                            phase: cs.phase.as_str().into(),
+                            canary_phase,
+                            canary_weight: weight,
+                            failed_checks: checks,
+                            previous_revision: Some(revision_to_proto(&cp.previous_revision)),
+                            started: cs.started.map(from_jiff),
+                            finished: cs.finished.map(from_jiff),
+                            attempts: cs.attempts,
+                            verdict: cs.verdict.clone(),
+                            metrics,
+                            connected: l.connected,
+                        }
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    v1::Rollout {
+        name: rec.name.clone(),
+        phase: state.phase.as_str().into(),
+        message: state.message.clone(),
+        canary: Some(v1::CanaryRef {
+            namespace: plan.canary.namespace.clone(),
+            name: plan.canary.name.clone(),
+        }),
+        revision: Some(revision_to_proto(&plan.revision)),
+        mode: plan.mode.as_str().into(),
+        rollback_scope: plan.rollback.as_str().into(),
+        max_failed_clusters: plan.max_failed_clusters,
+        failed_clusters: state.failed_clusters(),
+        waves,
+        created: Some(from_jiff(state.created)),
+        finished: state.finished.map(from_jiff),
+        history: if with_history {
+            state
+                .history
+                .iter()
+                .map(|h| v1::HistoryEntry {
+                    time: Some(from_jiff(h.time)),
+                    kind: h.kind.clone(),
+                    actor: h.actor.clone(),
+                    wave: h.wave.clone(),
+                    cluster: h.cluster.clone(),
+                    message: h.message.clone(),
+                    metrics: h.metrics.clone(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
+        spec: Some(spec_to_proto(&rec.spec)),
+    }
+}

@@ -1,0 +1,29 @@
+//! aviary's fleet coordinator: sequences a release across clusters and answers for the fleet.
+//!
+//! - [`server`]: [`Coordinator::start`] (gRPC `aviary.v1.Fleet`, `aviary.v1.AgentLink`,
+//!   `grpc.health.v1`, reflection v1 and v1alpha), graceful [`Coordinator::shutdown`].
+//! - [`store`]: the [`Store`] trait (fenced, compare-and-swap writes) and [`MemoryStore`].
+//! - [`leader`]: the [`Leadership`] trait (a watch of leader state, fencing tokens) and
+//!   [`AlwaysLeader`].
+//! - `rollouts`: one reconcile loop per rollout over aviary-core's sequencer; `agent_link`:
+//!   agent sessions; `api`: the Fleet service; `fleet`: the in-memory fleet view; `convert`:
+//!   wire ↔ model.
+//! - [`client`]: connecting, following the leader; [`sim`]: the simulated agent used by the
+//!   tests and the fan-in benchmark.
+
+mod agent_link;
+mod api;
+pub mod client;
+mod convert;
+mod error;
+mod fleet;
+pub mod leader;
+mod rollouts;
+pub mod server;
+pub mod sim;
+pub mod store;
+
+pub use error::{Error, Result};
+pub use leader::{AlwaysLeader, Fence, LeaderState, Leadership};
+pub use server::{Coordinator, CoordinatorConfig};
+pub use store::{ClusterRecord, MemoryStore, RolloutRecord, Store, Versioned};

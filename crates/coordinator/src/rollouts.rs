@@ -1,0 +1,555 @@
+//! The rollouts of this coordinator: one reconcile loop per active rollout, woken by agent
+//! reports about its canary and by a timer (deadlines, bakes); the verbs; gate decisions; acks.
+//!
+//! Every change is written to the store (with the leader's fence and a compare-and-swap on the
+//! record's revision) *before* the commands that follow from it are sent. If a write fails,
+//! nothing is sent and the loop tries again; the commands are derived again from the state.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use aviary_api::FleetRollout;
+use aviary_core::fleet::{self, CanaryKey, Command, GateAnswer, GateAsk, Plan, RolloutState, resolve_plan};
+use aviary_proto::v1;
+use aviary_proto::v1::coordinator_message::Msg;
+use jiff::Timestamp;
+use parking_lot::RwLock;
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::agent_link::Sessions;
+use crate::convert::render;
+use crate::error::{Error, Result};
+use crate::fleet::{Fleet, revision_to_proto};
+use crate::leader::Leadership;
+use crate::store::{RolloutRecord, Store};
+
+/// How long a woken loop waits for more reports before it reconciles.
+const COALESCE: Duration = Duration::from_millis(100);
+
+/// Wall-clock time that follows tokio's clock, so tests on a paused clock see deadlines and
+/// bakes pass exactly as the sleeps do.
+#[derive(Clone, Copy)]
+pub(crate) struct Clock {
+    wall: Timestamp,
+    base: tokio::time::Instant,
+}
+
+impl Clock {
+    pub(crate) fn new() -> Self {
+        Self {
+            wall: Timestamp::now(),
+            base: tokio::time::Instant::now(),
+        }
+    }
+
+    pub(crate) fn now(&self) -> Timestamp {
+        self.wall
+            .saturating_add(self.base.elapsed())
+            .unwrap_or(Timestamp::MAX)
+    }
+
+    /// How long until `t` on tokio's clock.
+    fn until(&self, t: Timestamp) -> Duration {
+        Duration::try_from(t.duration_since(self.now())).unwrap_or(Duration::ZERO)
+    }
+}
+
+struct Inner {
+    record: RolloutRecord,
+    revision: u64,
+}
+
+/// One rollout held by the leader.
+pub(crate) struct Entry {
+    name: String,
+    canary: CanaryKey,
+    /// The planned clusters (the plan never changes): a report's cluster is looked up here.
+    clusters: HashSet<String>,
+    inner: tokio::sync::Mutex<Inner>,
+    /// The last written record: lock-free reads, watches and gate decisions.
+    published: watch::Sender<Arc<RolloutRecord>>,
+    /// Bumped when an agent reports about this rollout's canary (live values changed).
+    live: watch::Sender<u64>,
+    wake: Notify,
+    active: AtomicBool,
+}
+
+impl Entry {
+    fn new(record: RolloutRecord, revision: u64) -> Arc<Self> {
+        Arc::new(Self {
+            name: record.name.clone(),
+            canary: record.plan.canary.clone(),
+            clusters: record.plan.clusters().map(|c| c.name.clone()).collect(),
+            active: AtomicBool::new(!record.state.phase.is_terminal()),
+            published: watch::Sender::new(Arc::new(record.clone())),
+            inner: tokio::sync::Mutex::new(Inner { record, revision }),
+            live: watch::Sender::new(0),
+            wake: Notify::new(),
+        })
+    }
+
+    fn is_active(&self) -> bool {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn current(&self) -> Arc<RolloutRecord> {
+        self.published.borrow().clone()
+    }
+
+    /// (record changes, live changes) receivers for watching.
+    pub(crate) fn subscribe(&self) -> (watch::Receiver<Arc<RolloutRecord>>, watch::Receiver<u64>) {
+        (self.published.subscribe(), self.live.subscribe())
+    }
+}
+
+/// The rollout manager.
+pub(crate) struct Rollouts {
+    store: Arc<dyn Store>,
+    leader: Arc<dyn Leadership>,
+    pub(crate) fleet: Arc<Fleet>,
+    sessions: Arc<Sessions>,
+    pub(crate) clock: Clock,
+    entries: RwLock<BTreeMap<String, Arc<Entry>>>,
+    /// Every rollout (active or ended) of each canary.
+    by_canary: RwLock<HashMap<CanaryKey, Vec<Arc<Entry>>>>,
+    create_lock: tokio::sync::Mutex<()>,
+    pub(crate) shutdown: CancellationToken,
+}
+
+enum Step {
+    /// Run again at this time (or when woken).
+    Wait(Option<Timestamp>),
+    /// Retry soon: a write failed.
+    Retry,
+    /// Terminal, or leadership lost: the loop ends.
+    Stop,
+}
+
+impl Rollouts {
+    pub(crate) fn new(
+        store: Arc<dyn Store>,
+        leader: Arc<dyn Leadership>,
+        fleet: Arc<Fleet>,
+        sessions: Arc<Sessions>,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            leader,
+            fleet,
+            sessions,
+            clock: Clock::new(),
+            entries: RwLock::new(BTreeMap::new()),
+            by_canary: RwLock::new(HashMap::new()),
+            create_lock: tokio::sync::Mutex::new(()),
+            shutdown,
+        })
+    }
+
+    /// Follows leadership: on becoming leader, loads every rollout and cluster from the store and
+    /// starts the loops of the active rollouts (a new leader resumes where the old one stood);
+    /// on losing it the loops stop by themselves.
+    /// `leading`: the state was already loaded (see [`Rollouts::load`]).
+    pub(crate) async fn lead(self: Arc<Self>, mut leading: bool) {
+        let mut rx = self.leader.watch();
+        loop {
+            let is_leader = self.leader.check().is_ok();
+            if is_leader && !leading {
+                match self.load().await {
+                    Ok(n) => {
+                        tracing::info!(rollouts = n, "leading: state loaded from the store");
+                        leading = true;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot load state from the store; retrying");
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                            _ = self.shutdown.cancelled() => return,
+                        }
+                    }
+                }
+            } else if !is_leader && leading {
+                tracing::info!("no longer the leader: rollout loops stop");
+                leading = false;
+            }
+            tokio::select! {
+                r = rx.changed() => if r.is_err() { return },
+                _ = self.shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// Loads every rollout and cluster registration from the store and starts the loops.
+    pub(crate) async fn load(self: &Arc<Self>) -> Result<usize> {
+        self.fleet.load(self.store.list_clusters().await?);
+        let records = self.store.list_rollouts().await?;
+        let n = records.len();
+        let mut entries = BTreeMap::new();
+        let mut by_canary: HashMap<CanaryKey, Vec<Arc<Entry>>> = HashMap::new();
+        for v in records {
+            let e = Entry::new(v.value, v.revision);
+            by_canary.entry(e.canary.clone()).or_default().push(e.clone());
+            entries.insert(e.name.clone(), e);
+        }
+        *self.entries.write() = entries.clone();
+        *self.by_canary.write() = by_canary;
+        for e in entries.into_values().filter(|e| e.is_active()) {
+            self.spawn_loop(e);
+        }
+        Ok(n)
+    }
+
+    fn spawn_loop(self: &Arc<Self>, entry: Arc<Entry>) {
+        let this = self.clone();
+        tokio::spawn(async move { this.run(entry).await });
+    }
+
+    async fn run(self: Arc<Self>, entry: Arc<Entry>) {
+        let mut leader = self.leader.watch();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let sleep = match self.reconcile_once(&entry).await {
+                Step::Stop => return,
+                Step::Wait(at) => {
+                    backoff = Duration::from_millis(100);
+                    at.map(|t| self.clock.until(t))
+                }
+                Step::Retry => {
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    Some(backoff)
+                }
+            };
+            let timer = async {
+                match sleep {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = entry.wake.notified() => {
+                    // Reports come in bursts (an agent reports its canaries together, a wave's
+                    // agents report at once): one reconcile per burst.
+                    tokio::time::sleep(COALESCE).await;
+                }
+                _ = timer => {}
+                r = leader.changed() => if r.is_err() || self.leader.check().is_err() { return },
+                _ = self.shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// One reconcile: observe, decide, write, then send.
+    async fn reconcile_once(&self, entry: &Entry) -> Step {
+        let Ok(fence) = self.leader.check() else {
+            return Step::Stop;
+        };
+        let mut inner = entry.inner.lock().await;
+        let plan = inner.record.plan.clone();
+        let view = self.fleet.view_for(&plan);
+        let mut next = inner.record.state.clone();
+        let cmds = fleet::reconcile(&plan, &mut next, &view, self.clock.now());
+        if next != inner.record.state {
+            let mut record = inner.record.clone();
+            record.state = next;
+            match self.store.update_rollout(fence, &record, inner.revision).await {
+                Ok(rev) => {
+                    inner.revision = rev;
+                    inner.record = record;
+                    self.publish(entry, &inner.record);
+                }
+                Err(Error::Conflict { .. }) => {
+                    // Someone else wrote it (a leadership change): take the stored state.
+                    tracing::warn!(rollout = %entry.name, "stored rollout changed; reloading");
+                    if let Ok(Some(v)) = self.store.get_rollout(&entry.name).await {
+                        inner.record = v.value;
+                        inner.revision = v.revision;
+                        self.publish(entry, &inner.record);
+                    }
+                    return Step::Retry;
+                }
+                Err(Error::Fenced { .. }) => return Step::Stop,
+                Err(e) => {
+                    tracing::warn!(rollout = %entry.name, error = %e, "cannot write the rollout; nothing sent, retrying");
+                    return Step::Retry;
+                }
+            }
+        }
+        let terminal = inner.record.state.phase.is_terminal();
+        let wake = fleet::next_wake(&plan, &inner.record.state, self.clock.now());
+        drop(inner);
+        self.send(&plan, &cmds);
+        if terminal { Step::Stop } else { Step::Wait(wake) }
+    }
+
+    fn publish(&self, entry: &Entry, record: &RolloutRecord) {
+        entry
+            .active
+            .store(!record.state.phase.is_terminal(), Ordering::Relaxed);
+        entry.published.send_replace(Arc::new(record.clone()));
+    }
+
+    /// Sends commands to the agents that are connected; the others get them on reconnect.
+    fn send(&self, plan: &Plan, cmds: &[Command]) {
+        for c in cmds {
+            let msg = command_message(plan, c);
+            if !self.sessions.send(c.cluster(), msg) {
+                tracing::debug!(cluster = c.cluster(), rollout = %plan.name, "agent not connected; the command waits for its reconnect");
+            }
+        }
+    }
+
+    fn entry(&self, name: &str) -> Result<Arc<Entry>> {
+        self.entries.read().get(name).cloned().ok_or_else(|| {
+            Error::NotFound(format!(
+                "rollout {name} not found; list rollouts with `aviary rollout list`"
+            ))
+        })
+    }
+
+    /// The stored record (leader: the cache; follower: the store).
+    pub(crate) async fn get(&self, name: &str) -> Result<Arc<RolloutRecord>> {
+        if self.leader.check().is_ok() {
+            return Ok(self.entry(name)?.current());
+        }
+        match self.store.get_rollout(name).await? {
+            Some(v) => Ok(Arc::new(v.value)),
+            None => Err(Error::NotFound(format!("rollout {name} not found"))),
+        }
+    }
+
+    /// The entry, for watching (leader only: watches follow the leader).
+    pub(crate) fn watchable(&self, name: &str) -> Result<Arc<Entry>> {
+        self.leader.check()?;
+        self.entry(name)
+    }
+
+    /// Every rollout, newest first.
+    pub(crate) async fn list(&self) -> Result<Vec<Arc<RolloutRecord>>> {
+        let mut v: Vec<Arc<RolloutRecord>> = if self.leader.check().is_ok() {
+            self.entries.read().values().map(|e| e.current()).collect()
+        } else {
+            self.store
+                .list_rollouts()
+                .await?
+                .into_iter()
+                .map(|v| Arc::new(v.value))
+                .collect()
+        };
+        v.sort_by(|a, b| b.state.created.cmp(&a.state.created).then(a.name.cmp(&b.name)));
+        Ok(v)
+    }
+
+    /// CreateRollout: checks, pins the plan, writes it, starts its loop.
+    pub(crate) async fn create(self: &Arc<Self>, rollout: FleetRollout, actor: &str) -> Result<v1::Rollout> {
+        let fence = self.leader.check()?;
+        let _one_at_a_time = self.create_lock.lock().await;
+        let name = rollout.name().to_string();
+        if self.entries.read().contains_key(&name) {
+            return Err(Error::AlreadyExists(format!(
+                "rollout {name} already exists; rollouts are immutable: pick another metadata.name"
+            )));
+        }
+        let key = rollout
+            .spec
+            .canary
+            .as_ref()
+            .map(|c| {
+                CanaryKey::new(
+                    c.namespace.clone().unwrap_or_default(),
+                    c.name.clone().unwrap_or_default(),
+                )
+            })
+            .unwrap_or_default();
+        if let Some(other) = self
+            .by_canary
+            .read()
+            .get(&key)
+            .into_iter()
+            .flatten()
+            .find(|e| e.is_active())
+        {
+            return Err(Error::FailedPrecondition(format!(
+                "rollout {} is still {} for canary {key}; one rollout per canary at a time: wait \
+                 for it to end or abort it",
+                other.name,
+                other.current().state.phase.as_str()
+            )));
+        }
+        let plan = resolve_plan(&rollout, &self.fleet.cluster_infos(&key)).map_err(|diags| {
+            let lines: Vec<String> = diags
+                .iter()
+                .map(|d| format!("{}: {}", d.path, d.message))
+                .collect();
+            Error::InvalidArgument(format!("FleetRollout {name}: {}", lines.join("; ")))
+        })?;
+        let actor = if actor.is_empty() { "unknown" } else { actor };
+        let state = RolloutState::new(&plan, actor, self.clock.now());
+        let record = RolloutRecord {
+            name: name.clone(),
+            spec: rollout.spec.clone(),
+            plan,
+            state,
+        };
+        let revision = self.store.create_rollout(fence, &record).await?;
+        let entry = Entry::new(record, revision);
+        self.entries.write().insert(name, entry.clone());
+        self.by_canary.write().entry(key).or_default().push(entry.clone());
+        let out = render(&entry.current(), &self.fleet, true);
+        self.spawn_loop(entry);
+        Ok(out)
+    }
+
+    /// Applies a verb under the rollout's lock, writes, sends what it returned, wakes the loop.
+    pub(crate) async fn verb<F>(&self, name: &str, f: F) -> Result<v1::Rollout>
+    where
+        F: FnOnce(&Plan, &mut RolloutState, Timestamp) -> aviary_core::Result<Vec<Command>>,
+    {
+        let fence = self.leader.check()?;
+        let entry = self.entry(name)?;
+        let mut inner = entry.inner.lock().await;
+        let plan = inner.record.plan.clone();
+        let mut next = inner.record.state.clone();
+        let cmds = f(&plan, &mut next, self.clock.now())?;
+        if next != inner.record.state {
+            let mut record = inner.record.clone();
+            record.state = next;
+            inner.revision = self.store.update_rollout(fence, &record, inner.revision).await?;
+            inner.record = record;
+            self.publish(&entry, &inner.record);
+        }
+        drop(inner);
+        self.send(&plan, &cmds);
+        entry.wake.notify_one();
+        Ok(render(&entry.current(), &self.fleet, true))
+    }
+
+    /// An agent reported about a canary: wake the active rollouts of that canary covering it.
+    pub(crate) fn on_report(&self, cluster: &str, key: &CanaryKey) {
+        let map = self.by_canary.read();
+        let Some(list) = map.get(key) else { return };
+        for e in list.iter().filter(|e| e.is_active()) {
+            if e.clusters.contains(cluster) {
+                e.live.send_modify(|n| *n = n.wrapping_add(1));
+                e.wake.notify_one();
+            }
+        }
+    }
+
+    /// An agent connected (or left): re-send what its cluster may have missed, wake the loops.
+    pub(crate) fn on_agent(&self, cluster: &str, connected: bool) {
+        let entries: Vec<Arc<Entry>> = self
+            .entries
+            .read()
+            .values()
+            .filter(|e| e.is_active())
+            .cloned()
+            .collect();
+        for e in entries {
+            let rec = e.current();
+            if rec.plan.locate(cluster).is_none() {
+                continue;
+            }
+            if connected {
+                let cmds: Vec<Command> = fleet::pending_commands(&rec.plan, &rec.state)
+                    .into_iter()
+                    .filter(|c| c.cluster() == cluster)
+                    .collect();
+                self.send(&rec.plan, &cmds);
+            }
+            e.live.send_modify(|n| *n = n.wrapping_add(1));
+            e.wake.notify_one();
+        }
+    }
+
+    /// An Ack from an agent.
+    pub(crate) async fn on_ack(&self, ack: &v1::Ack) {
+        let Some(name) = ack.command_id.split('/').next() else {
+            return;
+        };
+        let Ok(entry) = self.entry(name) else { return };
+        let Ok(fence) = self.leader.check() else { return };
+        let mut inner = entry.inner.lock().await;
+        let mut next = inner.record.state.clone();
+        let changed = fleet::on_ack(
+            &inner.record.plan,
+            &mut next,
+            &ack.command_id,
+            ack.ok,
+            &ack.fingerprint,
+            &ack.message,
+            self.clock.now(),
+        );
+        if changed {
+            let mut record = inner.record.clone();
+            record.state = next;
+            match self.store.update_rollout(fence, &record, inner.revision).await {
+                Ok(rev) => {
+                    inner.revision = rev;
+                    inner.record = record;
+                    self.publish(&entry, &inner.record);
+                }
+                // The agent re-acks when the command is re-sent; nothing is lost.
+                Err(e) => tracing::warn!(rollout = %name, error = %e, "cannot record an ack"),
+            }
+        }
+        drop(inner);
+        entry.wake.notify_one();
+    }
+
+    /// A gate request: decide from every rollout of the canary.
+    pub(crate) fn gate(&self, cluster: &str, key: &CanaryKey, ask: &GateAsk) -> GateAnswer {
+        let records: Vec<Arc<RolloutRecord>> = self
+            .by_canary
+            .read()
+            .get(key)
+            .into_iter()
+            .flatten()
+            .map(|e| e.current())
+            .collect();
+        fleet::gate_decision(records.iter().map(|r| (&r.plan, &r.state)), cluster, key, ask)
+    }
+}
+
+/// A sequencer command as a message to the agent.
+pub(crate) fn command_message(plan: &Plan, c: &Command) -> v1::CoordinatorMessage {
+    let ns = plan.canary.namespace.clone();
+    let name = plan.canary.name.clone();
+    let msg = match c {
+        Command::StartRevision { id, revision, .. } => Msg::StartRevision(v1::StartRevision {
+            command_id: id.clone(),
+            rollout: plan.name.clone(),
+            namespace: ns,
+            name,
+            revision: Some(revision_to_proto(revision)),
+        }),
+        Command::OpenGate { fingerprint, .. } => Msg::GateDecision(v1::GateDecision {
+            rollout: plan.name.clone(),
+            namespace: ns,
+            name,
+            fingerprint: fingerprint.clone(),
+            open: true,
+            reason: format!("started by rollout {}", plan.name),
+        }),
+        Command::RollbackCanary { id, reason, .. } => Msg::Rollback(v1::RollbackCanary {
+            command_id: id.clone(),
+            rollout: plan.name.clone(),
+            namespace: ns,
+            name,
+            reason: reason.clone(),
+        }),
+        Command::Revert {
+            id, revision, reason, ..
+        } => Msg::Revert(v1::Revert {
+            command_id: id.clone(),
+            rollout: plan.name.clone(),
+            namespace: ns,
+            name,
+            revision: Some(revision_to_proto(revision)),
+            reason: reason.clone(),
+        }),
+    };
+    v1::CoordinatorMessage { msg: Some(msg) }
+}

@@ -1,0 +1,210 @@
+//! Starting and stopping a coordinator: the gRPC server with both services, health and
+//! reflection, the leadership follower, graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aviary_proto::v1::agent_link_server::AgentLinkServer;
+use aviary_proto::v1::fleet_server::FleetServer;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
+
+use crate::agent_link::{AgentLinkHandler, AgentLinkService, Sessions};
+use crate::api::FleetService;
+use crate::error::{Error, Result};
+use crate::fleet::Fleet;
+use crate::leader::{AlwaysLeader, Leadership};
+use crate::rollouts::Rollouts;
+use crate::store::{MemoryStore, Store};
+
+/// Fully-qualified service names (for health checks).
+pub const FLEET_SERVICE: &str = "aviary.v1.Fleet";
+pub const AGENT_LINK_SERVICE: &str = "aviary.v1.AgentLink";
+
+/// How to run a coordinator.
+pub struct CoordinatorConfig {
+    /// Where to listen (`127.0.0.1:0` picks a free port).
+    pub listen: SocketAddr,
+    /// The address other replicas, clients and agents reach this one at (defaults to the
+    /// listen address; sent in Welcome and in `aviary-leader`).
+    pub advertise: Option<String>,
+    /// Seconds between heartbeats on agent streams (3 silent periods close a stream).
+    pub heartbeat: Duration,
+    pub store: Arc<dyn Store>,
+    pub leadership: Arc<dyn Leadership>,
+}
+
+impl CoordinatorConfig {
+    /// One replica with the in-memory store (tests, `aviary demo`, `aviary coordinator`).
+    pub fn in_memory(listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            advertise: None,
+            heartbeat: Duration::from_secs(5),
+            store: Arc::new(MemoryStore::new()),
+            leadership: Arc::new(AlwaysLeader::new()),
+        }
+    }
+}
+
+/// A running coordinator.
+pub struct Coordinator {
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    sessions: Arc<Sessions>,
+    leadership: Arc<dyn Leadership>,
+    server: JoinHandle<Result<()>>,
+}
+
+impl Coordinator {
+    /// Binds the listen address and serves in the background.
+    pub async fn start(config: CoordinatorConfig) -> Result<Self> {
+        let listener = TcpListener::bind(config.listen).await.map_err(|e| Error::Bind {
+            addr: config.listen.to_string(),
+            source: e,
+        })?;
+        let addr = listener.local_addr().map_err(|e| Error::Bind {
+            addr: config.listen.to_string(),
+            source: e,
+        })?;
+        let advertise = config.advertise.clone().unwrap_or_else(|| addr.to_string());
+        let shutdown = CancellationToken::new();
+        let fleet = Arc::new(Fleet::default());
+        let sessions = Arc::new(Sessions::default());
+        let rollouts = Rollouts::new(
+            config.store.clone(),
+            config.leadership.clone(),
+            fleet.clone(),
+            sessions.clone(),
+            shutdown.clone(),
+        );
+        // A leader loads its state before it serves, so no request sees an empty coordinator.
+        let leading = config.leadership.check().is_ok();
+        if leading {
+            rollouts.load().await?;
+        }
+        tokio::spawn(rollouts.clone().lead(leading));
+
+        let link = Arc::new(AgentLinkService {
+            rollouts: rollouts.clone(),
+            fleet,
+            sessions: sessions.clone(),
+            store: config.store.clone(),
+            leader: config.leadership.clone(),
+            heartbeat: config.heartbeat,
+            advertise,
+        });
+        let api = FleetService { rollouts };
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<FleetServer<FleetService>>().await;
+        health.set_serving::<AgentLinkServer<AgentLinkHandler>>().await;
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(aviary_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| Error::Store(format!("reflection: {e}")))?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(aviary_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .map_err(|e| Error::Store(format!("reflection: {e}")))?;
+
+        // `tcp_nodelay` of the builder applies only to sockets it binds itself: without it,
+        // multi-frame responses wait for delayed ACKs (~40 ms).
+        let incoming = TcpListenerStream::new(listener).map(|s| {
+            if let Ok(s) = &s {
+                let _ = s.set_nodelay(true);
+            }
+            s
+        });
+        let stop = shutdown.clone();
+        let server = tokio::spawn(async move {
+            Server::builder()
+                .tcp_nodelay(true)
+                .add_service(health_service)
+                .add_service(reflection_v1)
+                .add_service(reflection_v1alpha)
+                .add_service(FleetServer::new(api).max_decoding_message_size(16 * 1024 * 1024))
+                .add_service(
+                    AgentLinkServer::new(AgentLinkHandler(link)).max_decoding_message_size(16 * 1024 * 1024),
+                )
+                .serve_with_incoming_shutdown(incoming, async move {
+                    stop.cancelled().await;
+                    health.set_not_serving::<FleetServer<FleetService>>().await;
+                })
+                .await
+                .map_err(Error::from)
+        });
+        tracing::info!(%addr, "coordinator listening");
+        Ok(Self {
+            addr,
+            shutdown,
+            sessions,
+            leadership: config.leadership,
+            server,
+        })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://ADDR`, for clients and agents.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops gracefully: closes agent streams and watches, resigns leadership, waits up to 5 s
+    /// for calls in flight.
+    pub async fn shutdown(self) -> Result<()> {
+        self.shutdown.cancel();
+        self.sessions.close_all();
+        self.leadership.resign().await;
+        let mut server = self.server;
+        match tokio::time::timeout(Duration::from_secs(5), &mut server).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Err(Error::Store(format!("server task: {e}"))),
+            Err(_) => {
+                server.abort();
+                tracing::warn!("calls still in flight after 5 s; stopped");
+                Ok(())
+            }
+        }
+    }
+
+    /// Serves until SIGINT or SIGTERM, then shuts down gracefully.
+    pub async fn run_until_signal(self) -> Result<()> {
+        wait_for_signal().await;
+        tracing::info!("signal received; shutting down");
+        self.shutdown().await
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+            (Ok(mut i), Ok(mut t)) => {
+                tokio::select! {
+                    _ = i.recv() => {}
+                    _ = t.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

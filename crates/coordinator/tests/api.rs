@@ -1,0 +1,316 @@
+//! API errors, listing, leadership redirects and fencing, over real gRPC on loopback.
+
+mod common;
+
+use std::sync::Arc;
+
+use aviary_coordinator::client::{LEADER_METADATA, call_leader, leader_from_status};
+use aviary_coordinator::{
+    Coordinator, CoordinatorConfig, Fence, LeaderState, Leadership, MemoryStore, Store,
+};
+use aviary_proto::v1;
+use common::*;
+use tokio::sync::watch;
+use tonic::Code;
+
+#[tokio::test(start_paused = true)]
+async fn bad_rollouts_are_invalid_argument_with_the_field_path() {
+    let c = coordinator().await;
+    let _a = [agent(&c, "us-1", "us-east-1"), agent(&c, "eu-1", "eu-west-1")];
+    wait_connected(&c, 2).await;
+    let cases = [
+        (
+            manifest("r1", "  waves: [{name: w, maxConcurrent: \"150%\"}]\n"),
+            "spec.waves[0].maxConcurrent: a percent must be between 0% and 100%",
+        ),
+        (
+            manifest(
+                "r1",
+                "  waves: [{name: w, clusters: {matchLabels: {region: mars}}}]\n",
+            ),
+            "spec.waves[0].clusters: selects no cluster",
+        ),
+        (
+            manifest(
+                "r1",
+                "  waves: [{name: w}]\n  failurePolicy: {mandatoryWaves: [first]}\n",
+            ),
+            "spec.failurePolicy.mandatoryWaves[0]: \"first\" is not a wave",
+        ),
+        (
+            manifest("r1", "  waves: [{name: w}]\n").replace("name: podinfo}", "name: nope}"),
+            "spec.canary: no selected cluster reports canary test/nope",
+        ),
+        (
+            manifest("r1", "  byRegion: [ap-south-1]\n"),
+            "spec.byRegion[0]: no selected cluster",
+        ),
+        (
+            "kind: Deployment\napiVersion: apps/v1\nmetadata: {name: x}\n".to_string(),
+            "not a FleetRollout",
+        ),
+    ];
+    for (m, want) in cases {
+        let e = create(&c, &m).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        assert!(e.message().contains(want), "want {want:?} in {:?}", e.message());
+    }
+    // name + spec instead of a manifest, same checks.
+    let e = client(&c)
+        .create_rollout(v1::CreateRolloutRequest {
+            name: "r2".into(),
+            spec: Some(v1::RolloutSpec {
+                canary: Some(v1::CanaryRef {
+                    namespace: NS.into(),
+                    name: NAME.into(),
+                }),
+                revision: Some(v1::Revision {
+                    version: "2".into(),
+                    ..Default::default()
+                }),
+                waves: vec![v1::WaveSpec {
+                    name: "w".into(),
+                    settings: Some(v1::WaveSettings {
+                        max_concurrent: "x%".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(
+        e.message().contains("spec.waves[0].maxConcurrent"),
+        "{}",
+        e.message()
+    );
+    c.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn not_found_already_exists_and_failed_precondition() {
+    let c = coordinator().await;
+    let _a = agent(&c, "a", "r");
+    wait_connected(&c, 1).await;
+    let mut cl = client(&c);
+    let e = cl
+        .get_rollout(v1::GetRolloutRequest { name: "nope".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let e = cl
+        .pause_rollout(v1::RolloutVerbRequest {
+            name: "nope".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    // Held at a manual approval: active until approved.
+    create(&c, &manifest("r1", "  waves: [{name: all, approval: manual}]\n"))
+        .await
+        .unwrap();
+    let e = create(&c, &manifest("r1", "  waves: [{name: all}]\n"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists);
+    let e = create(&c, &manifest("r2", "  waves: [{name: all}]\n"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert!(e.message().contains("rollout r1 is still"), "{}", e.message());
+    let done = cl
+        .wait_rollout(v1::WaitRolloutRequest {
+            name: "r1".into(),
+            timeout_seconds: 1,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(done.code(), Code::DeadlineExceeded);
+    assert!(done.message().contains("still Running"), "{}", done.message());
+    cl.approve_wave(v1::WaveVerbRequest {
+        name: "r1".into(),
+        wave: "all".into(),
+        actor: "x".into(),
+    })
+    .await
+    .unwrap();
+    let done = wait(&c, "r1").await;
+    assert_eq!(done.phase, "Succeeded");
+    let e = cl
+        .retry_cluster(v1::ClusterVerbRequest {
+            name: "r1".into(),
+            cluster: "a".into(),
+            actor: "x".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert!(e.message().contains("already ended Succeeded"), "{}", e.message());
+    // Listing: newest first, no history.
+    let m = manifest("r2", "  waves: [{name: all}]\n").replace("6.0.1", "6.0.2");
+    create(&c, &m).await.unwrap();
+    let list = cl
+        .list_rollouts(v1::ListRolloutsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let names: Vec<&str> = list.rollouts.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["r2", "r1"]);
+    assert!(list.rollouts.iter().all(|r| r.history.is_empty()));
+    c.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn list_clusters_and_canaries_with_filters() {
+    let c = coordinator().await;
+    let mut cfg = agent_config(&c, "us-1", "us-east-1");
+    cfg.canaries.push(aviary_coordinator::sim::SimCanary::new(
+        "prod",
+        "frontend",
+        rev("1"),
+    ));
+    let _a = aviary_coordinator::sim::SimAgent::spawn(cfg);
+    let _b = agent(&c, "eu-1", "eu-west-1");
+    wait_connected(&c, 2).await;
+    let mut cl = client(&c);
+    let clusters = cl
+        .list_clusters(v1::ListClustersRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .clusters;
+    let summary: Vec<(&str, &str, u32, bool)> = clusters
+        .iter()
+        .map(|c| (c.name.as_str(), c.region.as_str(), c.canaries, c.connected))
+        .collect();
+    assert_eq!(
+        summary,
+        [("eu-1", "eu-west-1", 1, true), ("us-1", "us-east-1", 2, true)]
+    );
+    assert_eq!(clusters[0].labels["env"], "prod");
+    let list = |f: v1::ListCanariesRequest| {
+        let mut cl = cl.clone();
+        async move {
+            cl.list_canaries(f)
+                .await
+                .unwrap()
+                .into_inner()
+                .canaries
+                .into_iter()
+                .map(|c| format!("{}:{}", c.cluster, c.canary.unwrap().name))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        list(Default::default()).await,
+        ["eu-1:podinfo", "us-1:frontend", "us-1:podinfo"]
+    );
+    assert_eq!(
+        list(v1::ListCanariesRequest {
+            region: "us-east-1".into(),
+            ..Default::default()
+        })
+        .await,
+        ["us-1:frontend", "us-1:podinfo"]
+    );
+    assert_eq!(
+        list(v1::ListCanariesRequest {
+            namespace: "prod".into(),
+            ..Default::default()
+        })
+        .await,
+        ["us-1:frontend"]
+    );
+    assert_eq!(
+        list(v1::ListCanariesRequest {
+            cluster: "eu-1".into(),
+            phase: "succeeded".into(),
+            ..Default::default()
+        })
+        .await,
+        ["eu-1:podinfo"]
+    );
+    assert!(
+        list(v1::ListCanariesRequest {
+            phase: "Progressing".into(),
+            ..Default::default()
+        })
+        .await
+        .is_empty()
+    );
+    c.shutdown().await.unwrap();
+}
+
+/// A follower that names a leader.
+struct Follower(watch::Sender<LeaderState>);
+
+#[async_trait::async_trait]
+impl Leadership for Follower {
+    fn watch(&self) -> watch::Receiver<LeaderState> {
+        self.0.subscribe()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn followers_answer_writes_with_the_leader_address_and_clients_follow() {
+    let leader = coordinator().await;
+    let _a = agent(&leader, "a", "r");
+    wait_connected(&leader, 1).await;
+    let follower = Coordinator::start(CoordinatorConfig {
+        leadership: Arc::new(Follower(watch::Sender::new(LeaderState::Follower {
+            leader: Some(leader.url()),
+        }))),
+        ..CoordinatorConfig::in_memory("127.0.0.1:0".parse().unwrap())
+    })
+    .await
+    .unwrap();
+    let e = create(&follower, &manifest("r1", "  waves: [{name: all}]\n"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable);
+    assert_eq!(
+        e.metadata().get(LEADER_METADATA).unwrap().to_str().unwrap(),
+        leader.url()
+    );
+    assert_eq!(leader_from_status(&e), Some(leader.url()));
+    // One redirect hop.
+    let m = manifest("r1", "  waves: [{name: all}]\n");
+    let r = call_leader(&follower.url(), |mut cl| {
+        let m = m.clone();
+        async move {
+            cl.create_rollout(v1::CreateRolloutRequest {
+                manifest: m,
+                ..Default::default()
+            })
+            .await
+            .map(|r| r.into_inner())
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(r.name, "r1");
+    assert_eq!(get(&leader, "r1").await.name, "r1");
+    follower.shutdown().await.unwrap();
+    leader.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_store_fences_a_deposed_leader() {
+    let store = MemoryStore::new();
+    let c = aviary_coordinator::ClusterRecord {
+        name: "a".into(),
+        region: "r".into(),
+        labels: Default::default(),
+        agent_version: "1".into(),
+        registered: jiff::Timestamp::UNIX_EPOCH,
+    };
+    store.put_cluster(Fence(2), &c).await.unwrap();
+    let e = store.put_cluster(Fence(1), &c).await.unwrap_err();
+    assert!(matches!(e, aviary_coordinator::Error::Fenced { token: 1 }), "{e}");
+    assert_eq!(tonic::Status::from(e).code(), Code::Unavailable);
+}

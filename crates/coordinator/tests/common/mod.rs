@@ -1,0 +1,215 @@
+//! Shared helpers: an in-memory coordinator on a loopback port, simulated agents, polling.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::time::Duration;
+
+use aviary_coordinator::client::fleet_client;
+use aviary_coordinator::sim::{Outcome, SimAgent, SimCanary, SimConfig};
+use aviary_coordinator::{Coordinator, CoordinatorConfig};
+use aviary_core::fleet::Revision;
+use aviary_proto::v1;
+use aviary_proto::v1::fleet_client::FleetClient;
+use tonic::transport::Channel;
+
+pub const NS: &str = "test";
+pub const NAME: &str = "podinfo";
+
+pub fn rev(tag: &str) -> Revision {
+    Revision {
+        container_images: [(
+            "podinfod".to_string(),
+            format!("ghcr.io/stefanprodan/podinfo:{tag}"),
+        )]
+        .into(),
+        version: String::new(),
+    }
+}
+
+pub async fn coordinator() -> Coordinator {
+    Coordinator::start(CoordinatorConfig::in_memory("127.0.0.1:0".parse().unwrap()))
+        .await
+        .unwrap()
+}
+
+pub fn client(c: &Coordinator) -> FleetClient<Channel> {
+    fleet_client(&c.url()).unwrap()
+}
+
+pub fn agent_config(c: &Coordinator, cluster: &str, region: &str) -> SimConfig {
+    let mut cfg = SimConfig::new(
+        &c.url(),
+        cluster,
+        region,
+        vec![SimCanary::new(NS, NAME, rev("6.0.0"))],
+    );
+    cfg.labels.insert("env".into(), "prod".into());
+    cfg
+}
+
+pub fn agent(c: &Coordinator, cluster: &str, region: &str) -> SimAgent {
+    SimAgent::spawn(agent_config(c, cluster, region))
+}
+
+/// An agent whose analyses take `steps` ticks of 1 s (room to act while they run).
+pub fn slow_agent(c: &Coordinator, cluster: &str, region: &str, steps: u32) -> SimAgent {
+    let mut cfg = agent_config(c, cluster, region);
+    cfg.steps = steps;
+    SimAgent::spawn(cfg)
+}
+
+/// An agent whose analyses do not advance until released with `hold(NS, NAME, false)`.
+pub fn held_agent(c: &Coordinator, cluster: &str, region: &str) -> SimAgent {
+    let a = agent(c, cluster, region);
+    a.hold(NS, NAME, true);
+    a
+}
+
+pub fn failing_agent(c: &Coordinator, cluster: &str, region: &str) -> SimAgent {
+    let a = agent(c, cluster, region);
+    a.set_outcome(NS, NAME, Outcome::Fail);
+    a
+}
+
+/// Polls `f` every 50 ms (tokio time: instant on a paused clock) for up to `limit` of it.
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = tokio::time::Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until `n` clusters are registered and connected.
+pub async fn wait_connected(c: &Coordinator, n: usize) {
+    let mut cl = client(c);
+    eventually("agents to connect", Duration::from_secs(30), || {
+        let mut cl = cl.clone();
+        async move {
+            let list = cl
+                .list_clusters(v1::ListClustersRequest {})
+                .await
+                .ok()?
+                .into_inner();
+            (list.clusters.iter().filter(|c| c.connected).count() >= n).then_some(())
+        }
+    })
+    .await;
+    let _ = &mut cl;
+}
+
+pub async fn create(c: &Coordinator, manifest: &str) -> Result<v1::Rollout, tonic::Status> {
+    client(c)
+        .create_rollout(v1::CreateRolloutRequest {
+            manifest: manifest.into(),
+            actor: "test".into(),
+            ..Default::default()
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+pub async fn get(c: &Coordinator, name: &str) -> v1::Rollout {
+    client(c)
+        .get_rollout(v1::GetRolloutRequest { name: name.into() })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// Blocks on WaitRollout.
+pub async fn wait(c: &Coordinator, name: &str) -> v1::Rollout {
+    client(c)
+        .wait_rollout(v1::WaitRolloutRequest {
+            name: name.into(),
+            timeout_seconds: 3600,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// Polls GetRollout until `pred` holds (one connection; panics with the last state).
+pub async fn until(
+    c: &Coordinator,
+    name: &str,
+    what: &str,
+    pred: impl Fn(&v1::Rollout) -> bool,
+) -> v1::Rollout {
+    let mut cl = client(c);
+    let start = tokio::time::Instant::now();
+    loop {
+        let r = cl
+            .get_rollout(v1::GetRolloutRequest { name: name.into() })
+            .await
+            .unwrap()
+            .into_inner();
+        if pred(&r) {
+            return r;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(3600),
+            "timed out waiting for {what}: {} {} {:?}",
+            r.phase,
+            r.message,
+            r.waves
+                .iter()
+                .flat_map(|w| &w.clusters)
+                .map(|c| (&c.cluster, &c.phase, &c.verdict))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn cluster<'a>(r: &'a v1::Rollout, name: &str) -> &'a v1::ClusterStatus {
+    r.waves
+        .iter()
+        .flat_map(|w| w.clusters.iter())
+        .find(|c| c.cluster == name)
+        .unwrap_or_else(|| panic!("cluster {name} not in rollout"))
+}
+
+pub fn phases(r: &v1::Rollout) -> Vec<(String, String)> {
+    r.waves
+        .iter()
+        .flat_map(|w| w.clusters.iter())
+        .map(|c| (c.cluster.clone(), c.phase.clone()))
+        .collect()
+}
+
+pub fn history_kinds(r: &v1::Rollout, cluster: &str) -> Vec<String> {
+    r.history
+        .iter()
+        .filter(|h| h.cluster == cluster)
+        .map(|h| h.kind.clone())
+        .collect()
+}
+
+/// A push-mode rollout of test/podinfo to 6.0.1. A paused clock can jump far while sockets
+/// are busy, so the cluster deadline is a day unless the test sets one.
+pub fn manifest(name: &str, spec_tail: &str) -> String {
+    let deadline = if spec_tail.contains("clusterDeadline") {
+        ""
+    } else {
+        "  clusterDeadline: 24h\n"
+    };
+    format!(
+        "apiVersion: aviary.dev/v1alpha1
+kind: FleetRollout
+metadata:
+  name: {name}
+spec:
+  canary: {{namespace: test, name: podinfo}}
+  revision:
+    containerImages: {{podinfod: ghcr.io/stefanprodan/podinfo:6.0.1}}
+{spec_tail}{deadline}"
+    )
+}

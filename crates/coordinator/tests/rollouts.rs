@@ -1,0 +1,674 @@
+//! Rollouts over real gRPC on loopback with simulated agents, on tokio's paused clock (bakes,
+//! deadlines and analyses pass in virtual time).
+
+mod common;
+
+use common::*;
+
+#[tokio::test(start_paused = true)]
+async fn rollout_runs_wave_by_wave_and_succeeds() {
+    let c = coordinator().await;
+    let agents = [
+        agent(&c, "us-1", "us-east-1"),
+        agent(&c, "us-2", "us-east-1"),
+        agent(&c, "eu-1", "eu-west-1"),
+    ];
+    wait_connected(&c, 3).await;
+    let created = create(
+        &c,
+        &manifest(
+            "r1",
+            "  byRegion: [us-east-1, eu-west-1]\n  waveDefaults: {maxConcurrent: 1}\n",
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(created.waves.len(), 2);
+    let done = wait(&c, "r1").await;
+    assert_eq!(done.phase, "Succeeded", "{}", done.message);
+    assert!(
+        phases(&done).iter().all(|(_, p)| p == "Succeeded"),
+        "{:?}",
+        phases(&done)
+    );
+    // Order: every us-east-1 cluster finished before eu-1 started.
+    let idx = |kind: &str, cluster: &str| {
+        done.history
+            .iter()
+            .position(|h| h.kind == kind && h.cluster == cluster)
+            .unwrap_or_else(|| panic!("no {kind} for {cluster}"))
+    };
+    assert!(idx("cluster-succeeded", "us-1") < idx("cluster-started", "us-2"));
+    assert!(idx("cluster-succeeded", "us-2") < idx("cluster-started", "eu-1"));
+    for a in &agents {
+        assert_eq!(a.analyses(NS, NAME), 1, "{}", a.cluster());
+        assert_eq!(a.commands(), vec![format!("r1/{}/1", a.cluster())]);
+        let snap = a.snapshot(NS, NAME).unwrap();
+        assert_eq!(snap.rollout, "r1");
+        assert!(snap.primary_revision.unwrap().container_images["podinfod"].ends_with(":6.0.1"));
+    }
+    let verdict = &cluster(&done, "eu-1").verdict;
+    assert!(verdict.starts_with("promoted "), "{verdict}");
+    assert_eq!(cluster(&done, "eu-1").metrics["request-success-rate"], 99.9);
+    c.shutdown().await.unwrap();
+}
+
+/// us-1 succeeds and us-2 fails in wave `first`; eu-1 (wave `second`) would run after.
+async fn failing_first_wave(
+    scope: &str,
+) -> (
+    aviary_coordinator::Coordinator,
+    Vec<aviary_coordinator::sim::SimAgent>,
+    aviary_proto::v1::Rollout,
+) {
+    let c = coordinator().await;
+    let agents = vec![
+        agent(&c, "us-1", "us-east-1"),
+        failing_agent(&c, "us-2", "us-east-1"),
+        agent(&c, "eu-1", "eu-west-1"),
+    ];
+    wait_connected(&c, 3).await;
+    let spec = format!(
+        "  waves:
+    - name: first
+      regions: [us-east-1]
+    - name: second
+  failurePolicy: {{mandatoryWaves: [first], rollback: {scope}}}
+"
+    );
+    create(&c, &manifest("r1", &spec)).await.unwrap();
+    let done = wait(&c, "r1").await;
+    (c, agents, done)
+}
+
+#[tokio::test(start_paused = true)]
+async fn failing_revision_in_the_first_wave_scope_cluster() {
+    let (c, agents, done) = failing_first_wave("cluster").await;
+    assert_eq!(done.phase, "Failed");
+    assert!(
+        done.message.contains("us-2 failed in mandatory wave first"),
+        "{}",
+        done.message
+    );
+    assert_eq!(
+        phases(&done),
+        [("us-1", "Succeeded"), ("us-2", "Failed"), ("eu-1", "Pending")]
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+    let v = cluster(&done, "us-2");
+    assert!(v.verdict.contains("canary analysis failed"), "{}", v.verdict);
+    assert_eq!(v.metrics["request-success-rate"], 42.0);
+    assert_eq!(v.failed_checks, 5);
+    assert_eq!(done.waves[1].phase, "Cancelled");
+    assert!(agents[2].commands().is_empty(), "eu-1 never started");
+    c.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn failing_revision_in_the_first_wave_scope_wave() {
+    let (c, agents, done) = failing_first_wave("wave").await;
+    assert_eq!(done.phase, "Failed");
+    assert_eq!(
+        phases(&done),
+        [("us-1", "Reverted"), ("us-2", "Failed"), ("eu-1", "Pending")]
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+    assert_eq!(agents[0].commands(), ["r1/us-1/1", "r1/us-1/1/revert"]);
+    let snap = agents[0].snapshot(NS, NAME).unwrap();
+    assert!(snap.primary_revision.unwrap().container_images["podinfod"].ends_with(":6.0.0"));
+    c.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn rollback_scope_all_reverts_every_promoted_cluster_newest_wave_first() {
+    let c = coordinator().await;
+    let agents = [
+        agent(&c, "eu-1", "eu-west-1"),
+        agent(&c, "us-1", "us-east-1"),
+        failing_agent(&c, "us-2", "us-east-1"),
+    ];
+    wait_connected(&c, 3).await;
+    let spec = "  waves:
+    - name: canary
+      regions: [eu-west-1]
+    - name: main
+  failurePolicy: {rollback: all}
+";
+    create(&c, &manifest("r1", spec)).await.unwrap();
+    let done = wait(&c, "r1").await;
+    assert_eq!(done.phase, "Failed");
+    assert_eq!(
+        phases(&done),
+        [("eu-1", "Reverted"), ("us-1", "Reverted"), ("us-2", "Failed")]
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+    let pos = |cl: &str| {
+        done.history
+            .iter()
+            .position(|h| h.kind == "cluster-revert" && h.cluster == cl)
+            .unwrap()
+    };
+    assert!(pos("us-1") < pos("eu-1"), "newest wave first");
+    assert_eq!(agents[0].commands(), ["r1/eu-1/1", "r1/eu-1/1/revert"]);
+    c.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn failure_budget() {
+    let c = coordinator().await;
+    let _a = [
+        agent(&c, "a", "r"),
+        failing_agent(&c, "b", "r"),
+        agent(&c, "c", "r"),
+        failing_agent(&c, "d", "r"),
+    ];
+    wait_connected(&c, 4).await;
+    // 25% of 4 = one failure tolerated; the second fails the rollout.
+    let spec = "  waves: [{name: all, maxConcurrent: 1}]\n  failurePolicy: {maxFailedClusters: \"25%\"}\n";
+    create(&c, &manifest("r1", spec)).await.unwrap();
+    let done = wait(&c, "r1").await;
+    assert_eq!(done.phase, "Failed");
+    assert_eq!(done.max_failed_clusters, 1);
+    assert_eq!(done.failed_clusters, 2);
+    assert!(
+        done.message
+            .contains("2 failed clusters exceed maxFailedClusters 1"),
+        "{}",
+        done.message
+    );
+    assert_eq!(
+        cluster(&done, "c").phase,
+        "Succeeded",
+        "c ran after b failed within the budget"
+    );
+
+    // With 2 tolerated the same fleet completes.
+    let spec = "  waves: [{name: all, maxConcurrent: 2}]\n  failurePolicy: {maxFailedClusters: 2}\n";
+    let m = manifest("r2", spec).replace("6.0.1", "6.0.2");
+    create(&c, &m).await.unwrap();
+    let done = wait(&c, "r2").await;
+    assert_eq!(done.phase, "Succeeded", "{}", done.message);
+    assert_eq!(done.failed_clusters, 2);
+    c.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn bake_waits_for_time_and_requests() {
+    let c = coordinator().await;
+    let us = agent(&c, "us-1", "us-east-1");
+    us.set_requests_per_tick(0);
+    let _b = agent(&c, "eu-1", "eu-west-1");
+    wait_connected(&c, 2).await;
+    let spec = "  waves:
+    - {name: first, regions: [us-east-1], bake: {duration: 2m, minRequests: 3000}}
+    - {name: rest}
+";
+    create(&c, &manifest("r1", spec)).await.unwrap();
+    let baking = until(&c, "r1", "the first wave to bake", |r| {
+        r.waves[0].phase == "Baking"
+    })
+    .await;
+    assert_eq!(baking.waves[0].bake_min_requests, 3000);
+    assert_eq!(baking.waves[0].bake_duration, "2m0s");
+    // The duration passes, but the new revision has served nothing: the wave keeps baking.
+    tokio::time::sleep(std::time::Duration::from_secs(150)).await;
+    let r = get(&c, "r1").await;
+    assert_eq!(
+        (r.waves[0].phase.as_str(), r.waves[0].bake_requests),
+        ("Baking", 0)
+    );
+    assert_eq!(cluster(&r, "eu-1").phase, "Pending");
+    us.set_requests_per_tick(100);
+    let done = wait(&c, "r1").await;
+    assert_eq!(done.phase, "Succeeded");
+    let bake = done
+        .history
+        .iter()
+        .find(|h| h.kind == "wave-succeeded" && h.wave == "first")
+        .unwrap();
+    assert!(bake.metrics["bakeRequests"] >= 3000.0, "{:?}", bake.metrics);
+    assert!(bake.metrics["bakeSeconds"] >= 150.0, "{:?}", bake.metrics);
+    assert!(
+        bake.message.contains("(≥ 2m0s)") && bake.message.contains("(≥ 3000)"),
+        "{}",
+        bake.message
+    );
+    c.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn bake_min_success_rate_fails_a_regressing_cluster() {
+    let c = coordinator().await;
+    let a = agent(&c, "us-1", "us-east-1");
+    let _b = agent(&c, "eu-1", "eu-west-1");
+    wait_connected(&c, 2).await;
+    let spec = "  waves:
+    - {name: first, regions: [us-east-1], bake: {duration: 10m, minSuccessRate: 99}}
+    - {name: rest}
+  failurePolicy: {mandatoryWaves: [first], rollback: wave}
+";
+    create(&c, &manifest("r1", spec)).await.unwrap();
+    until(&c, "r1", "the first wave to bake", |r| {
+        r.waves[0].phase == "Baking"
+    })
+    .await;
+    a.set_success_rate(NS, NAME, Some(97.0));
+    let done = wait(&c, "r1").await;
+    assert_eq!(done.phase, "Failed");
+    let reg = done.history.iter().find(|h| h.kind == "bake-regression").unwrap();
+    assert!(
+        reg.message.contains("97% < bake.minSuccessRate 99%"),
+        "{}",
+        reg.message
+    );
+    assert_eq!(reg.metrics["primarySuccessRate"], 97.0);
+    // The regressed cluster itself counts as failed; eu-1 never started.
+    assert_eq!(cluster(&done, "us-1").phase, "Failed");
+    assert_eq!(cluster(&done, "eu-1").phase, "Pending");
+    c.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn manual_approval() {
+    let c = coordinator().await;
+    let _a = [agent(&c, "us-1", "us-east-1"), agent(&c, "eu-1", "eu-west-1")];
+    wait_connected(&c, 2).await;
+    let spec = "  waves:
+    - {name: first, regions: [us-east-1]}
+    - {name: rest, approval: manual}
+";
+    create(&c, &manifest("r1", spec)).await.unwrap();
+    let r = until(&c, "r1", "approval", |r| r.waves[1].phase == "WaitingApproval").await;
+    assert_eq!(cluster(&r, "eu-1").phase, "Pending");
+    let mut cl = client(&c);
+    let e = cl
+        .approve_wave(aviary_proto::v1::WaveVerbRequest {
+            name: "r1".into(),
+            wave: "nope".into(),
+            actor: "bob".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+    let e = cl
+        .approve_wave(aviary_proto::v1::WaveVerbRequest {
+            name: "r1".into(),
+            wave: "first".into(),
+            actor: "bob".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    assert!(e.message().contains("does not need approval"), "{}", e.message());
+    let r = cl
+        .approve_wave(aviary_proto::v1::WaveVerbRequest {
+            name: "r1".into(),
+            wave: "rest".into(),
+            actor: "bob".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.waves[1].approved_by, "bob");
+    let done = wait(&c, "r1").await;
+    assert_eq!(done.phase, "Succeeded");
+    let h = done.history.iter().find(|h| h.kind == "wave-approved").unwrap();
+    assert_eq!((h.actor.as_str(), h.wave.as_str()), ("bob", "rest"));
+    c.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn pause_and_resume() {
+    let c = coordinator().await;
+    let a = held_agent(&c, "a", "r");
+    let _b = agent(&c, "b", "r");
+    wait_connected(&c, 2).await;
+    create(&c, &manifest("r1", "  waves: [{name: all}]\n"))
+        .await
+        .unwrap();
+    until(&c, "r1", "a to progress", |r| {
+        cluster(r, "a").phase == "Progressing"
+    })
+    .await;
+    let mut cl = client(&c);
+    let verb = |actor: &str| aviary_proto::v1::RolloutVerbRequest {
+        name: "r1".into(),
+        actor: actor.into(),
+        reason: "incident 42".into(),
+    };
+    let r = cl.pause_rollout(verb("alice")).await.unwrap().into_inner();
+    assert_eq!(r.phase, "Paused");
+    cl.pause_rollout(verb("alice")).await.unwrap(); // idempotent
+    // The running canary finishes; nothing new starts.
+    a.hold(NS, NAME, false);
+    until(&c, "r1", "a to finish", |r| cluster(r, "a").phase == "Succeeded").await;
+    tokio::time::sleep(std::time::Duration::from_secs(120)).await;
+    let r = get(&c, "r1").await;
+    assert_eq!(
+        (r.phase.as_str(), cluster(&r, "b").phase.as_str()),
+        ("Paused", "Pending")
+    );
+    cl.resume_rollout(verb("alice")).await.unwrap();
+    let done = wait(&c, "r1").await;
+    assert_eq!(done.phase, "Succeeded");
+    let kinds: Vec<&str> = done.history.iter().map(|h| h.kind.as_str()).collect();
+    assert_eq!(kinds.iter().filter(|k| **k == "paused").count(), 1);
+    let p = done.history.iter().find(|h| h.kind == "paused").unwrap();
+    assert_eq!((p.actor.as_str(), p.message.as_str()), ("alice", "incident 42"));
+    c.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn skip_a_cluster() {
+    let c = coordinator().await;
+    let agents = [held_agent(&c, "a", "r"), agent(&c, "b", "r")];
+    wait_connected(&c, 2).await;
+    create(&c, &manifest("r1", "  waves: [{name: all}]\n"))
+        .await
+        .unwrap();
+    until(&c, "r1", "a to progress", |r| {
+        cluster(r, "a").phase == "Progressing"
+    })
+    .await;
+    let mut cl = client(&c);
+    let req = |cluster: &str| aviary_proto::v1::ClusterVerbRequest {
+        name: "r1".into(),
+        cluster: cluster.into(),
+        actor: "carol".into(),
+    };
+    cl.skip_cluster(req("b")).await.unwrap();
+    let e = cl.skip_cluster(req("a")).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    assert!(e.message().contains("its canary is running"), "{}", e.message());
+    let e = cl.skip_cluster(req("zz")).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    agents[0].hold(NS, NAME, false);
+    let done = wait(&c, "r1").await;
+    assert_eq!(done.phase, "Succeeded");
+    assert_eq!(cluster(&done, "b").phase, "Skipped");
+    assert_eq!(cluster(&done, "b").verdict, "skipped by carol");
+    assert!(agents[1].commands().is_empty());
+    c.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_a_failed_cluster() {
+    let c = coordinator().await;
+    let a = failing_agent(&c, "a", "r");
+    let b = held_agent(&c, "b", "r");
+    wait_connected(&c, 2).await;
+    let spec = "  waves: [{name: all, maxConcurrent: 2}]\n  failurePolicy: {maxFailedClusters: 1}\n";
+    create(&c, &manifest("r1", spec)).await.unwrap();
+    until(&c, "r1", "a to fail", |r| cluster(r, "a").phase == "Failed").await;
+    a.set_outcome(NS, NAME, aviary_coordinator::sim::Outcome::Succeed);
+    let mut cl = client(&c);
+    let req = aviary_proto::v1::ClusterVerbRequest {
+        name: "r1".into(),
+        cluster: "a".into(),
+        actor: "dave".into(),
+    };
+    let e = cl
+        .retry_cluster(aviary_proto::v1::ClusterVerbRequest {
+            cluster: "b".into(),
+            ..req.clone()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    cl.retry_cluster(req).await.unwrap();
+    b.hold(NS, NAME, false);
+    let done = wait(&c, "r1").await;
+    assert_eq!(done.phase, "Succeeded", "{}", done.message);
+    let ca = cluster(&done, "a");
+    assert_eq!((ca.phase.as_str(), ca.attempts), ("Succeeded", 2));
+    assert_eq!(a.commands(), ["r1/a/1", "r1/a/2"]);
+    assert_eq!(a.analyses(NS, NAME), 2);
+    assert_eq!(done.failed_clusters, 0);
+    assert_eq!(
+        history_kinds(&done, "a"),
+        [
+            "cluster-started",
+            "cluster-failed",
+            "cluster-retried",
+            "cluster-started",
+            "cluster-succeeded"
+        ]
+    );
+    c.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn abort_rolls_back_and_ends_aborted() {
+    let c = coordinator().await;
+    let a = held_agent(&c, "a", "r");
+    let _b = agent(&c, "b", "r2");
+    wait_connected(&c, 2).await;
+    create(&c, &manifest("r1", "  byRegion: [r, r2]\n"))
+        .await
+        .unwrap();
+    until(&c, "r1", "a to progress", |r| cluster(r, "a").canary_weight > 0).await;
+    let mut cl = client(&c);
+    let verb = aviary_proto::v1::RolloutVerbRequest {
+        name: "r1".into(),
+        actor: "erin".into(),
+        reason: "wrong image".into(),
+    };
+    cl.abort_rollout(verb.clone()).await.unwrap();
+    let done = wait(&c, "r1").await;
+    assert_eq!(done.phase, "Aborted");
+    assert_eq!(cluster(&done, "a").phase, "Reverted");
+    assert_eq!(a.commands(), ["r1/a/1", "r1/a/1/rollback"]);
+    assert_eq!(a.snapshot(NS, NAME).unwrap().phase, "Failed");
+    cl.abort_rollout(verb.clone()).await.unwrap(); // idempotent
+    let e = cl.pause_rollout(verb).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    assert!(e.message().contains("already ended Aborted"), "{}", e.message());
+    c.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn partitioned_agent_finishes_and_reports_after_the_heal() {
+    let c = coordinator().await;
+    let a = held_agent(&c, "a", "r");
+    wait_connected(&c, 1).await;
+    create(&c, &manifest("r1", "  waves: [{name: all}]\n"))
+        .await
+        .unwrap();
+    until(&c, "r1", "a to progress", |r| {
+        cluster(r, "a").phase == "Progressing"
+    })
+    .await;
+    a.partition();
+    let r = until(&c, "r1", "a to be seen disconnected", |r| {
+        !cluster(r, "a").connected
+    })
+    .await;
+    assert_eq!(r.phase, "Running");
+    // The analysis finishes on its own while the link is down.
+    a.hold(NS, NAME, false);
+    tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+    assert_eq!(a.snapshot(NS, NAME).unwrap().phase, "Succeeded");
+    let r = get(&c, "r1").await;
+    assert_eq!(
+        cluster(&r, "a").phase,
+        "Progressing",
+        "nothing known before the heal"
+    );
+    a.heal();
+    let done = wait(&c, "r1").await;
+    assert_eq!(done.phase, "Succeeded");
+    assert!(cluster(&done, "a").connected);
+    assert_eq!(a.connects(), 2);
+    assert_eq!(a.analyses(NS, NAME), 1);
+    c.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn restarted_agent_rejoins_without_a_second_start() {
+    let c = coordinator().await;
+    let a = held_agent(&c, "a", "r");
+    wait_connected(&c, 1).await;
+    // Away when its cluster is started: the StartRevision waits for the reconnect.
+    a.partition();
+    until_disconnected(&c).await;
+    create(&c, &manifest("r1", "  waves: [{name: all}]\n"))
+        .await
+        .unwrap();
+    until(&c, "r1", "a to be started", |r| {
+        cluster(r, "a").phase == "Starting"
+    })
+    .await;
+    assert!(a.commands().is_empty());
+    a.heal();
+    until(&c, "r1", "a to progress", |r| {
+        cluster(r, "a").phase == "Progressing"
+    })
+    .await;
+    // Restart mid-analysis: a new Hello; the acked start is not sent again.
+    a.restart();
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    a.restart();
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    a.hold(NS, NAME, false);
+    let done = wait(&c, "r1").await;
+    assert_eq!(done.phase, "Succeeded");
+    assert_eq!(a.commands(), ["r1/a/1"]);
+    assert_eq!(a.analyses(NS, NAME), 1);
+    assert!(a.connects() >= 3);
+    assert_eq!(
+        history_kinds(&done, "a")
+            .iter()
+            .filter(|k| *k == "cluster-started")
+            .count(),
+        1
+    );
+    c.shutdown().await.unwrap();
+}
+
+async fn until_disconnected(c: &aviary_coordinator::Coordinator) {
+    eventually(
+        "the agent to be disconnected",
+        std::time::Duration::from_secs(60),
+        || {
+            let mut cl = client(c);
+            async move {
+                let l = cl
+                    .list_clusters(aviary_proto::v1::ListClustersRequest {})
+                    .await
+                    .ok()?
+                    .into_inner();
+                l.clusters.iter().all(|c| !c.connected).then_some(())
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn unreachable_cluster_fails_after_the_deadline() {
+    let c = coordinator().await;
+    let a = agent(&c, "a", "r");
+    wait_connected(&c, 1).await;
+    a.partition();
+    until_disconnected(&c).await;
+    create(
+        &c,
+        &manifest("r1", "  waves: [{name: all}]\n  clusterDeadline: 10m\n"),
+    )
+    .await
+    .unwrap();
+    let done = wait(&c, "r1").await;
+    assert_eq!(done.phase, "Failed");
+    let v = &cluster(&done, "a").verdict;
+    assert!(
+        v.contains("clusterDeadline 10m") && v.contains("agent not connected"),
+        "{v}"
+    );
+    c.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn gate_mode_opens_cluster_by_cluster() {
+    let c = coordinator().await;
+    let agents = [agent(&c, "us-1", "us-east-1"), agent(&c, "eu-1", "eu-west-1")];
+    wait_connected(&c, 2).await;
+    // Gate mode: create the rollout first, then GitOps applies the revision everywhere.
+    let m = manifest(
+        "r1",
+        "  mode: gate\n  byRegion: [us-east-1, eu-west-1]\n  waveDefaults: {approval: manual}\n",
+    );
+    create(&c, &m).await.unwrap();
+    for a in &agents {
+        a.apply(NS, NAME, rev("6.0.1"));
+    }
+    let r = until(&c, "r1", "wave 1 to wait", |r| {
+        r.waves[0].phase == "WaitingApproval"
+    })
+    .await;
+    assert_eq!(r.mode, "gate");
+    tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+    for a in &agents {
+        assert_eq!(a.analyses(NS, NAME), 0, "held at the gate");
+        assert_eq!(a.snapshot(NS, NAME).unwrap().phase, "Waiting");
+    }
+    let mut cl = client(&c);
+    let approve = |w: &str| aviary_proto::v1::WaveVerbRequest {
+        name: "r1".into(),
+        wave: w.into(),
+        actor: "op".into(),
+    };
+    cl.approve_wave(approve("us-east-1")).await.unwrap();
+    until(&c, "r1", "us-1 to succeed", |r| {
+        cluster(r, "us-1").phase == "Succeeded"
+    })
+    .await;
+    assert_eq!(agents[1].analyses(NS, NAME), 0, "eu-1 still held");
+    cl.approve_wave(approve("eu-west-1")).await.unwrap();
+    let done = wait(&c, "r1").await;
+    assert_eq!(done.phase, "Succeeded");
+    for a in &agents {
+        assert_eq!(a.analyses(NS, NAME), 1);
+        assert!(a.commands().is_empty(), "no StartRevision in gate mode");
+    }
+    assert!(
+        done.history
+            .iter()
+            .any(|h| h.kind == "gate-opened" && h.cluster == "eu-1")
+    );
+    c.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn watch_streams_progress_until_the_end() {
+    use tokio_stream::StreamExt;
+    let c = coordinator().await;
+    let _a = [slow_agent(&c, "a", "r", 100), slow_agent(&c, "b", "r", 100)];
+    wait_connected(&c, 2).await;
+    create(&c, &manifest("r1", "  waves: [{name: all}]\n"))
+        .await
+        .unwrap();
+    let mut s = client(&c)
+        .watch_rollout(aviary_proto::v1::GetRolloutRequest { name: "r1".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seen = Vec::new();
+    while let Some(r) = s.next().await {
+        let r = r.unwrap();
+        seen.push((
+            r.phase.clone(),
+            r.waves[0]
+                .clusters
+                .iter()
+                .map(|c| c.canary_weight)
+                .max()
+                .unwrap_or(0),
+        ));
+    }
+    assert_eq!(seen.last().unwrap().0, "Succeeded");
+    assert!(
+        seen.iter().any(|(_, w)| *w > 0),
+        "live weights are streamed: {seen:?}"
+    );
+    c.shutdown().await.unwrap();
+}
