@@ -53,12 +53,17 @@ pub async fn serve(
     state: AdminState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// Binds the admin address (a clear error when it is in use).
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, crate::Error> {
-    TcpListener::bind(addr).await.map_err(|e| crate::Error::Bind { addr: addr.to_string(), source: e })
+    TcpListener::bind(addr).await.map_err(|e| crate::Error::Bind {
+        addr: addr.to_string(),
+        source: e,
+    })
 }
 
 async fn metrics(State(s): State<AdminState>) -> Response {
@@ -69,7 +74,14 @@ async fn metrics(State(s): State<AdminState>) -> Response {
     }
     text.push_str(&s.source.extra_metrics());
     text.push_str("# EOF\n");
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 /// `kubectl get canaries -o json`: a v1 List of full Canary objects.

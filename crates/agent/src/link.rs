@@ -48,7 +48,15 @@ pub trait FleetTarget: Send + Sync + 'static {
     /// The fingerprint of what the target describes now.
     async fn fingerprint(&self, canary: &Canary) -> Option<String>;
     /// Applies a revision to the canary's target (a new image or version).
-    async fn apply_revision(&self, canary: &Canary, revision: &v1::Revision, rollout: &str) -> Result<(), String>;
+    async fn apply_revision(
+        &self,
+        canary: &Canary,
+        revision: &v1::Revision,
+        rollout: &str,
+    ) -> Result<(), String>;
+    /// Makes the same revision new again (a retry after a failure: Flagger never re-analyses a
+    /// revision that failed), e.g. by bumping an annotation of the pod template.
+    async fn retry(&self, canary: &Canary, rollout: &str) -> Result<(), String>;
 }
 
 /// Link settings.
@@ -70,7 +78,11 @@ impl LinkConfig {
     /// Settings from a comma-separated `--coordinator` value.
     pub fn new(urls: &str, cluster: &str, region: &str, labels: BTreeMap<String, String>) -> Self {
         Self {
-            urls: urls.split(',').map(|u| u.trim().to_string()).filter(|u| !u.is_empty()).collect(),
+            urls: urls
+                .split(',')
+                .map(|u| u.trim().to_string())
+                .filter(|u| !u.is_empty())
+                .collect(),
             cluster: cluster.into(),
             region: region.into(),
             labels,
@@ -101,6 +113,8 @@ struct State {
     rollouts: HashMap<String, String>,
     /// The last metric values of each canary's analysis.
     metrics: HashMap<String, BTreeMap<String, f64>>,
+    /// Command ids already carried out (a repeated id is a no-op).
+    done: HashMap<String, String>,
     connected: bool,
 }
 
@@ -135,7 +149,14 @@ impl Link {
     /// A link (not yet running: call [`Link::start`] once the platform exists).
     pub fn new(config: LinkConfig) -> (Self, LinkStarter) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let link = Self { shared: Arc::new(Shared { config, target: OnceLock::new(), state: Mutex::new(State::default()), tx }) };
+        let link = Self {
+            shared: Arc::new(Shared {
+                config,
+                target: OnceLock::new(),
+                state: Mutex::new(State::default()),
+                tx,
+            }),
+        };
         (link.clone(), LinkStarter { link, rx })
     }
 
@@ -157,7 +178,10 @@ impl Link {
             // A revert is done once its revision is promoted.
             if let Some(Some(fp)) = st.reverts.get(&key)
                 && phase == CanaryPhase::Succeeded
-                && canary.status.as_ref().is_some_and(|s| &s.last_promoted_spec == fp)
+                && canary
+                    .status
+                    .as_ref()
+                    .is_some_and(|s| &s.last_promoted_spec == fp)
             {
                 st.reverts.remove(&key);
             }
@@ -172,7 +196,13 @@ impl Link {
 
     /// Records the last value of an analysis metric (for the coordinator's verdicts).
     pub fn on_metric(&self, canary: &Canary, metric: &str, value: f64) {
-        self.shared.state.lock().metrics.entry(canary.key()).or_default().insert(metric.to_string(), value);
+        self.shared
+            .state
+            .lock()
+            .metrics
+            .entry(canary.key())
+            .or_default()
+            .insert(metric.to_string(), value);
     }
 
     /// Whether the stream is up.
@@ -199,7 +229,10 @@ impl Link {
             iterations: status.iterations,
             last_applied_spec: status.last_applied_spec.clone(),
             last_promoted_spec: status.last_promoted_spec.clone(),
-            last_transition_time: status.last_transition_time.as_ref().map(|t| aviary_proto::ts::from_jiff(t.0)),
+            last_transition_time: status
+                .last_transition_time
+                .as_ref()
+                .map(|t| aviary_proto::ts::from_jiff(t.0)),
             target_revision: self.target().map(|t| t.target_revision(c)),
             primary_revision: self.target().map(|t| t.primary_revision(c)),
             served_requests: served,
@@ -238,7 +271,11 @@ fn msg(m: agent_message::Msg) -> v1::AgentMessage {
 }
 
 fn event_msg(e: &EventRecord) -> v1::AgentMessage {
-    let time = e.timestamp.parse::<jiff::Timestamp>().ok().map(aviary_proto::ts::from_jiff);
+    let time = e
+        .timestamp
+        .parse::<jiff::Timestamp>()
+        .ok()
+        .map(aviary_proto::ts::from_jiff);
     msg(agent_message::Msg::Event(v1::CanaryEvent {
         namespace: e.namespace.clone(),
         name: e.name.clone(),
@@ -260,7 +297,9 @@ async fn run(link: Link, mut rx: mpsc::UnboundedReceiver<Outgoing>, stop: Cancel
             return;
         }
         let urls = &link.shared.config.urls;
-        let url = leader_hint.take().unwrap_or_else(|| urls[url_index % urls.len().max(1)].clone());
+        let url = leader_hint
+            .take()
+            .unwrap_or_else(|| urls[url_index % urls.len().max(1)].clone());
         let started = Instant::now();
         let outcome = session(&link, &url, &mut rx, &mut buffered, &stop).await;
         link.shared.state.lock().connected = false;
@@ -268,7 +307,11 @@ async fn run(link: Link, mut rx: mpsc::UnboundedReceiver<Outgoing>, stop: Cancel
             SessionEnd::Stopped => return,
             SessionEnd::Leader(addr) => {
                 tracing::info!("coordinator {url} is a follower; following the leader at {addr}");
-                leader_hint = Some(if addr.starts_with("http") { addr } else { format!("http://{addr}") });
+                leader_hint = Some(if addr.starts_with("http") {
+                    addr
+                } else {
+                    format!("http://{addr}")
+                });
                 continue;
             }
             SessionEnd::Failed(e) => {
@@ -348,7 +391,10 @@ async fn session(
         Ok(resp) => resp.into_inner(),
         Err(status) => {
             if status.code() == tonic::Code::Unavailable
-                && let Some(leader) = status.metadata().get("aviary-leader").and_then(|v| v.to_str().ok())
+                && let Some(leader) = status
+                    .metadata()
+                    .get("aviary-leader")
+                    .and_then(|v| v.to_str().ok())
                 && !leader.is_empty()
             {
                 return SessionEnd::Leader(leader.to_string());
@@ -434,7 +480,10 @@ async fn handle(link: &Link, m: v1::CoordinatorMessage) -> Option<v1::AgentMessa
         coordinator_message::Msg::GateDecision(d) => {
             let key = format!("{}/{}", d.namespace, d.name);
             let mut st = link.shared.state.lock();
-            st.decisions.insert((key.clone(), d.fingerprint.clone()), if d.open { Ok(()) } else { Err(d.reason.clone()) });
+            st.decisions.insert(
+                (key.clone(), d.fingerprint.clone()),
+                if d.open { Ok(()) } else { Err(d.reason.clone()) },
+            );
             if !d.rollout.is_empty() {
                 st.rollouts.insert(key, d.rollout.clone());
             }
@@ -455,15 +504,40 @@ async fn handle(link: &Link, m: v1::CoordinatorMessage) -> Option<v1::AgentMessa
         coordinator_message::Msg::Rollback(r) => {
             let key = format!("{}/{}", r.namespace, r.name);
             let canary = find(&target, &key).await;
-            let reason = if r.reason.is_empty() { format!("rollout {} failed", r.rollout) } else { r.reason.clone() };
-            let active = canary.as_ref().and_then(|c| c.status.as_ref()).is_some_and(|s| s.phase.is_active());
-            if active {
-                link.shared.state.lock().rollbacks.insert(key.clone(), reason);
+            let reason = if r.reason.is_empty() {
+                format!("rollout {} failed", r.rollout)
+            } else {
+                r.reason.clone()
+            };
+            let phase = canary
+                .as_ref()
+                .and_then(|c| c.status.as_ref())
+                .map(|s| s.phase)
+                .unwrap_or_default();
+            let active = phase.is_active() && phase != CanaryPhase::Waiting;
+            let fp = match &canary {
+                Some(c) => target.fingerprint(c).await,
+                None => None,
+            };
+            {
+                let mut st = link.shared.state.lock();
+                if active {
+                    st.rollbacks.insert(key.clone(), reason.clone());
+                }
+                // A revision still waiting at the gate must never start now.
+                if let Some(fp) = fp {
+                    st.decisions
+                        .insert((key.clone(), fp), Err(format!("rejected: {reason}")));
+                }
             }
             Some(msg(agent_message::Msg::Ack(v1::Ack {
                 command_id: r.command_id,
                 ok: true,
-                message: if active { "rollback requested".into() } else { "no analysis running".into() },
+                message: if active {
+                    "rollback requested".into()
+                } else {
+                    "no analysis running".into()
+                },
                 fingerprint: String::new(),
                 canary: canary.map(|c| link.snapshot(&c)),
             })))
@@ -487,26 +561,65 @@ async fn apply(
     revert: bool,
 ) -> v1::AgentMessage {
     let ack = |ok: bool, message: String, fingerprint: String, canary: Option<v1::CanarySnapshot>| {
-        msg(agent_message::Msg::Ack(v1::Ack { command_id: command_id.into(), ok, message, fingerprint, canary }))
+        msg(agent_message::Msg::Ack(v1::Ack {
+            command_id: command_id.into(),
+            ok,
+            message,
+            fingerprint,
+            canary,
+        }))
     };
     let Some(canary) = find(target, key).await else {
-        return ack(false, format!("canary {key} is not known to this agent"), String::new(), None);
+        return ack(
+            false,
+            format!("canary {key} is not known to this agent"),
+            String::new(),
+            None,
+        );
     };
+    let repeated = link.shared.state.lock().done.contains_key(command_id);
     let current = target.target_revision(&canary);
     let already = same_revision(&current, revision);
     if !already && let Err(e) = target.apply_revision(&canary, revision, rollout).await {
-        return ack(false, format!("cannot apply the revision to {key}: {e}"), String::new(), Some(link.snapshot(&canary)));
+        return ack(
+            false,
+            format!("cannot apply the revision to {key}: {e}"),
+            String::new(),
+            Some(link.snapshot(&canary)),
+        );
+    }
+    // A new command for a revision whose analysis failed (the coordinator's retry): make it a
+    // new revision so the analysis runs again. A repeated command id stays a no-op.
+    let status = canary.status.clone().unwrap_or_default();
+    let current_fp = target.fingerprint(&canary).await.unwrap_or_default();
+    let failed_here = status.phase == CanaryPhase::Failed && status.last_applied_spec == current_fp;
+    let retried = already && !repeated && !revert && failed_here;
+    if retried && let Err(e) = target.retry(&canary, rollout).await {
+        return ack(
+            false,
+            format!("cannot retry the revision on {key}: {e}"),
+            String::new(),
+            Some(link.snapshot(&canary)),
+        );
     }
     let fingerprint = target.fingerprint(&canary).await.unwrap_or_default();
     {
         let mut st = link.shared.state.lock();
+        st.done.insert(command_id.to_string(), fingerprint.clone());
         st.rollouts.insert(key.to_string(), rollout.to_string());
         if revert {
             st.reverts.insert(key.to_string(), Some(fingerprint.clone()));
-            st.decisions.insert((key.to_string(), fingerprint.clone()), Ok(()));
+            st.decisions
+                .insert((key.to_string(), fingerprint.clone()), Ok(()));
         }
     }
-    let message = if already { "the target already describes this revision".to_string() } else { "applied".to_string() };
+    let message = if retried {
+        "retried: a new revision of the same version".to_string()
+    } else if already {
+        "the target already describes this revision".to_string()
+    } else {
+        "applied".to_string()
+    };
     ack(true, message, fingerprint, Some(link.snapshot(&canary)))
 }
 
@@ -516,7 +629,10 @@ pub fn same_revision(current: &v1::Revision, wanted: &v1::Revision) -> bool {
     if !wanted.version.is_empty() && current.version != wanted.version {
         return false;
     }
-    wanted.container_images.iter().all(|(k, v)| current.container_images.get(k) == Some(v))
+    wanted
+        .container_images
+        .iter()
+        .all(|(k, v)| current.container_images.get(k) == Some(v))
         && (!wanted.version.is_empty() || !wanted.container_images.is_empty())
 }
 
@@ -535,17 +651,23 @@ impl Gate for LinkGate {
         let key = canary.key();
         let fp = revision.fingerprint.clone();
         let mut st = self.link.shared.state.lock();
-        if let Some(d) = st.decisions.get(&(key.clone(), fp.clone())) {
-            return match d {
-                Ok(()) => GateDecision::Open,
-                Err(reason) => GateDecision::Closed(reason.clone()),
-            };
-        }
+        let closed = match st.decisions.get(&(key.clone(), fp.clone())) {
+            Some(Ok(())) => return GateDecision::Open,
+            Some(Err(reason)) if reason.starts_with("rejected:") => {
+                return GateDecision::Closed(reason.clone());
+            }
+            Some(Err(reason)) => Some(reason.clone()),
+            None => None,
+        };
         if !st.connected {
             return GateDecision::Closed("the coordinator is unreachable; new revisions wait".into());
         }
-        // Ask (again after a while, in case the answer was lost).
-        let due = st.asked.get(&(key.clone(), fp.clone())).is_none_or(|t| t.elapsed() > Duration::from_secs(30));
+        // Ask on every tick while closed (the coordinator answers when the cluster's turn comes),
+        // at most once a second.
+        let due = st
+            .asked
+            .get(&(key.clone(), fp.clone()))
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
         if due {
             st.asked.insert((key.clone(), fp.clone()), Instant::now());
             drop(st);
@@ -558,11 +680,17 @@ impl Gate for LinkGate {
                 revision: revision_msg,
             }));
         }
-        GateDecision::Closed("waiting for the coordinator's decision".into())
+        GateDecision::Closed(closed.unwrap_or_else(|| "waiting for the coordinator's decision".into()))
     }
 
     async fn rollback_requested(&self, canary: &Canary) -> Option<String> {
-        self.link.shared.state.lock().rollbacks.get(&canary.key()).cloned()
+        self.link
+            .shared
+            .state
+            .lock()
+            .rollbacks
+            .get(&canary.key())
+            .cloned()
     }
 
     async fn skip_analysis(&self, canary: &Canary) -> bool {
@@ -582,8 +710,17 @@ mod tests {
         };
         assert!(same_revision(&rev("6.0.1", &[]), &rev("6.0.1", &[])));
         assert!(!same_revision(&rev("6.0.0", &[]), &rev("6.0.1", &[])));
-        assert!(same_revision(&rev("", &[("app", "x:1"), ("side", "y:2")]), &rev("", &[("app", "x:1")])));
-        assert!(!same_revision(&rev("", &[("app", "x:1")]), &rev("", &[("app", "x:2")])));
-        assert!(!same_revision(&rev("", &[]), &rev("", &[])), "an empty revision is never 'already applied'");
+        assert!(same_revision(
+            &rev("", &[("app", "x:1"), ("side", "y:2")]),
+            &rev("", &[("app", "x:1")])
+        ));
+        assert!(!same_revision(
+            &rev("", &[("app", "x:1")]),
+            &rev("", &[("app", "x:2")])
+        ));
+        assert!(
+            !same_revision(&rev("", &[]), &rev("", &[])),
+            "an empty revision is never 'already applied'"
+        );
     }
 }

@@ -87,29 +87,67 @@ impl ControllerMetrics {
         let successes = Family::<OutcomeLabels, Counter>::default();
         let failures = Family::<OutcomeLabels, Counter>::default();
         let lateness = Histogram::new(exponential_buckets(0.001, 2.0, 14));
-        registry.register("flagger_info", "Flagger version and mesh provider information", info.clone());
-        registry.register("flagger_canary_total", "Total number of canary object", total.clone());
+        registry.register(
+            "flagger_info",
+            "Flagger version and mesh provider information",
+            info.clone(),
+        );
+        registry.register(
+            "flagger_canary_total",
+            "Total number of canary object",
+            total.clone(),
+        );
         registry.register(
             "flagger_canary_status",
             "Last canary analysis result (0 = Progressing, 1 = other, 2 = Failed)",
             status.clone(),
         );
-        registry.register("flagger_canary_weight", "The virtual service destination weight current value", weight.clone());
-        registry.register("flagger_canary_duration_seconds", "Seconds spent performing canary analysis.", duration.clone());
+        registry.register(
+            "flagger_canary_weight",
+            "The virtual service destination weight current value",
+            weight.clone(),
+        );
+        registry.register(
+            "flagger_canary_duration_seconds",
+            "Seconds spent performing canary analysis.",
+            duration.clone(),
+        );
         registry.register(
             "flagger_canary_metric_analysis",
             "Last canary analysis result per metric",
             analysis.clone(),
         );
-        registry.register("flagger_canary_successes", "Total number of canary successes", successes.clone());
-        registry.register("flagger_canary_failures", "Total number of canary failures", failures.clone());
+        registry.register(
+            "flagger_canary_successes",
+            "Total number of canary successes",
+            successes.clone(),
+        );
+        registry.register(
+            "flagger_canary_failures",
+            "Total number of canary failures",
+            failures.clone(),
+        );
         registry.register(
             "aviary_canary_tick_lateness_seconds",
             "How late analysis ticks start against their schedule",
             lateness.clone(),
         );
-        info.get_or_create(&InfoLabels { version: version.into(), mesh_provider: provider.into() }).set(1);
-        Self { registry, total, status, weight, duration, analysis, successes, failures, lateness }
+        info.get_or_create(&InfoLabels {
+            version: version.into(),
+            mesh_provider: provider.into(),
+        })
+        .set(1);
+        Self {
+            registry,
+            total,
+            status,
+            weight,
+            duration,
+            analysis,
+            successes,
+            failures,
+            lateness,
+        }
     }
 
     /// The metrics in Prometheus text format.
@@ -123,22 +161,37 @@ impl ControllerMetrics {
     pub fn set_totals<'a>(&self, namespaces: impl IntoIterator<Item = &'a str>) {
         self.total.clear();
         for ns in namespaces {
-            self.total.get_or_create(&NamespaceLabels { namespace: ns.into() }).inc();
+            self.total
+                .get_or_create(&NamespaceLabels { namespace: ns.into() })
+                .inc();
         }
     }
 
     /// Records one tick (duration only when it reached the analysis, as Flagger does).
-    pub fn observe_tick(&self, canary_target: &str, namespace: &str, duration: Duration, lateness: Duration, analysed: bool) {
+    pub fn observe_tick(
+        &self,
+        canary_target: &str,
+        namespace: &str,
+        duration: Duration,
+        lateness: Duration,
+        analysed: bool,
+    ) {
         if analysed {
             self.duration
-                .get_or_create(&CanaryLabels { name: canary_target.into(), namespace: namespace.into() })
+                .get_or_create(&CanaryLabels {
+                    name: canary_target.into(),
+                    namespace: namespace.into(),
+                })
                 .observe(duration.as_secs_f64());
         }
         self.lateness.observe(lateness.as_secs_f64());
     }
 
     fn labels(c: &Canary) -> CanaryLabels {
-        CanaryLabels { name: c.target_name().into(), namespace: c.namespace().into() }
+        CanaryLabels {
+            name: c.target_name().into(),
+            namespace: c.namespace().into(),
+        }
     }
 
     fn outcome(c: &Canary, strategy: Strategy, status: &str) -> OutcomeLabels {
@@ -178,7 +231,11 @@ pub struct EventLog {
 impl EventLog {
     /// Keeps the last `capacity` events.
     pub fn new(capacity: usize) -> Self {
-        Self { events: Mutex::new(VecDeque::with_capacity(capacity)), capacity, listeners: Mutex::new(Vec::new()) }
+        Self {
+            events: Mutex::new(VecDeque::with_capacity(capacity)),
+            capacity,
+            listeners: Mutex::new(Vec::new()),
+        }
     }
 
     /// Adds an event and tells the listeners.
@@ -195,7 +252,12 @@ impl EventLog {
 
     /// Every kept event, optionally for one canary (`namespace/name`).
     pub fn list(&self, canary: Option<&str>) -> Vec<EventRecord> {
-        self.events.lock().iter().filter(|e| canary.is_none_or(|c| e.canary == c)).cloned().collect()
+        self.events
+            .lock()
+            .iter()
+            .filter(|e| canary.is_none_or(|c| e.canary == c))
+            .cloned()
+            .collect()
     }
 
     /// Registers a listener.
@@ -219,7 +281,13 @@ pub struct Observed {
 impl Observed {
     /// Wraps `inner`.
     pub fn new(inner: Arc<dyn Recorder>, metrics: Arc<ControllerMetrics>, events: Arc<EventLog>) -> Self {
-        Self { inner, metrics, events, clock: Arc::new(Timestamp::now), on_analysis: None }
+        Self {
+            inner,
+            metrics,
+            events,
+            clock: Arc::new(Timestamp::now),
+            on_analysis: None,
+        }
     }
 
     /// Also tells `listener` every analysis metric value.
@@ -254,7 +322,10 @@ impl Recorder for Observed {
             CanaryPhase::Failed => 2,
             _ => 1,
         };
-        self.metrics.status.get_or_create(&ControllerMetrics::labels(canary)).set(v);
+        self.metrics
+            .status
+            .get_or_create(&ControllerMetrics::labels(canary))
+            .set(v);
         self.inner.set_phase_metric(canary, phase);
     }
 
@@ -263,9 +334,18 @@ impl Recorder for Observed {
         let target = canary.target_name();
         self.metrics
             .weight
-            .get_or_create(&WeightLabels { workload: format!("{target}-primary"), namespace: ns.clone() })
+            .get_or_create(&WeightLabels {
+                workload: format!("{target}-primary"),
+                namespace: ns.clone(),
+            })
             .set(primary.into());
-        self.metrics.weight.get_or_create(&WeightLabels { workload: target.into(), namespace: ns }).set(canary_weight.into());
+        self.metrics
+            .weight
+            .get_or_create(&WeightLabels {
+                workload: target.into(),
+                namespace: ns,
+            })
+            .set(canary_weight.into());
         self.inner.set_weight_metric(canary, primary, canary_weight);
     }
 
@@ -286,12 +366,18 @@ impl Recorder for Observed {
 
     fn inc_successes(&self, canary: &Canary, strategy: Strategy, skipped: bool) {
         let status = if skipped { "skipped" } else { "completed" };
-        self.metrics.successes.get_or_create(&ControllerMetrics::outcome(canary, strategy, status)).inc();
+        self.metrics
+            .successes
+            .get_or_create(&ControllerMetrics::outcome(canary, strategy, status))
+            .inc();
         self.inner.inc_successes(canary, strategy, skipped);
     }
 
     fn inc_failures(&self, canary: &Canary, strategy: Strategy) {
-        self.metrics.failures.get_or_create(&ControllerMetrics::outcome(canary, strategy, "completed")).inc();
+        self.metrics
+            .failures
+            .get_or_create(&ControllerMetrics::outcome(canary, strategy, "completed"))
+            .inc();
         self.inner.inc_failures(canary, strategy);
     }
 }
@@ -324,7 +410,13 @@ mod tests {
         rec.inc_successes(&c, Strategy::Canary, false);
         rec.inc_failures(&c, Strategy::BlueGreen);
         metrics.set_totals(["test", "test", "prod"]);
-        metrics.observe_tick("podinfo", "test", Duration::from_millis(30), Duration::from_millis(2), true);
+        metrics.observe_tick(
+            "podinfo",
+            "test",
+            Duration::from_millis(30),
+            Duration::from_millis(2),
+            true,
+        );
         let text = metrics.encode();
         for want in [
             r#"flagger_info{version="0.1.0",mesh_provider="kubernetes"} 1"#,
@@ -347,12 +439,20 @@ mod tests {
         let seen = Arc::new(Mutex::new(0));
         let s = seen.clone();
         events.subscribe(Arc::new(move |_| *s.lock() += 1));
-        let rec = Observed::new(Arc::new(FakeRecorder::default()), Arc::new(ControllerMetrics::new("v", "p")), events.clone());
+        let rec = Observed::new(
+            Arc::new(FakeRecorder::default()),
+            Arc::new(ControllerMetrics::new("v", "p")),
+            events.clone(),
+        );
         let c = canary();
         for m in ["a", "b", "c"] {
             rec.event(&c, EventType::Normal, m).await;
         }
-        let kept: Vec<String> = events.list(Some("test/podinfo")).into_iter().map(|e| e.message).collect();
+        let kept: Vec<String> = events
+            .list(Some("test/podinfo"))
+            .into_iter()
+            .map(|e| e.message)
+            .collect();
         assert_eq!(kept, ["b", "c"]);
         assert_eq!(*seen.lock(), 3);
         assert!(events.list(Some("other/x")).is_empty());

@@ -51,7 +51,9 @@ fn files(path: &Path) -> Vec<PathBuf> {
         let mut out = Vec::new();
         let mut stack = vec![path.to_path_buf()];
         while let Some(dir) = stack.pop() {
-            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
             for e in entries.flatten() {
                 let p = e.path();
                 if p.is_dir() {
@@ -92,20 +94,32 @@ pub fn load(path: &Path) -> LoadedConfig {
                 Ok(p) => p,
                 Err(e) => {
                     let report = document_error_report(&e);
-                    cfg.invalid.push(Invalid { kind: e.id.kind.clone(), key: e.id.key(), canary: None, report });
+                    cfg.invalid.push(Invalid {
+                        kind: e.id.kind.clone(),
+                        key: e.id.key(),
+                        canary: None,
+                        report,
+                    });
                     continue;
                 }
             };
             let report = validate(&parsed);
             let errors = report.diagnostics.iter().any(|d| d.severity == Severity::Error);
-            for d in report.diagnostics.iter().filter(|d| d.severity == Severity::Warning) {
+            for d in report
+                .diagnostics
+                .iter()
+                .filter(|d| d.severity == Severity::Warning)
+            {
                 tracing::warn!("{label}: {} {}", parsed.id.kind, report.line(d));
             }
             let key = parsed.id.key();
             match parsed.resource {
-                Resource::Canary(c) if errors => {
-                    cfg.invalid.push(Invalid { kind: "Canary".into(), key, canary: Some(c), report })
-                }
+                Resource::Canary(c) if errors => cfg.invalid.push(Invalid {
+                    kind: "Canary".into(),
+                    key,
+                    canary: Some(c),
+                    report,
+                }),
                 Resource::Canary(c) => {
                     cfg.canaries.insert(key, *c);
                 }
@@ -115,7 +129,12 @@ pub fn load(path: &Path) -> LoadedConfig {
                 Resource::MetricTemplate(t) if !errors => cfg.templates.push(*t),
                 Resource::AlertProvider(a) if !errors => cfg.alert_providers.push(*a),
                 Resource::Other(_) | Resource::FleetRollout(_) => {}
-                _ => cfg.invalid.push(Invalid { kind: parsed.id.kind.clone(), key, canary: None, report }),
+                _ => cfg.invalid.push(Invalid {
+                    kind: parsed.id.kind.clone(),
+                    key,
+                    canary: None,
+                    report,
+                }),
             }
         }
     }
@@ -129,16 +148,24 @@ fn check_targets(cfg: &mut LoadedConfig) {
     for key in keys {
         let c = &cfg.canaries[&key];
         let t = c.spec.target_ref.clone().unwrap_or_default();
-        let problem = if t.kind.as_deref() != Some("LocalService") || t.api_version.as_deref() != Some(LOCAL_API_VERSION) {
-            Some(("spec.targetRef", format!(
-                "the local platform runs canaries of LocalServices ({LOCAL_API_VERSION}, kind LocalService); got {}/{}",
-                t.api_version.unwrap_or_default(),
-                t.kind.unwrap_or_default()
-            )))
+        let problem = if t.kind.as_deref() != Some("LocalService")
+            || t.api_version.as_deref() != Some(LOCAL_API_VERSION)
+        {
+            Some((
+                "spec.targetRef",
+                format!(
+                    "the local platform runs canaries of LocalServices ({LOCAL_API_VERSION}, kind LocalService); got {}/{}",
+                    t.api_version.unwrap_or_default(),
+                    t.kind.unwrap_or_default()
+                ),
+            ))
         } else {
             let target = format!("{}/{}", c.namespace(), c.target_name());
             (!cfg.services.contains_key(&target)).then(|| {
-                ("spec.targetRef.name", format!("LocalService {target} is not defined (or is invalid) in the agent's config"))
+                (
+                    "spec.targetRef.name",
+                    format!("LocalService {target} is not defined (or is invalid) in the agent's config"),
+                )
             })
         };
         if let Some((path, message)) = problem {
@@ -157,7 +184,12 @@ fn check_targets(cfg: &mut LoadedConfig) {
                     message,
                 }],
             };
-            cfg.invalid.push(Invalid { kind: "Canary".into(), key, canary: Some(Box::new(c)), report });
+            cfg.invalid.push(Invalid {
+                kind: "Canary".into(),
+                key,
+                canary: Some(Box::new(c)),
+                report,
+            });
         }
     }
 }

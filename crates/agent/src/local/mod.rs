@@ -27,7 +27,9 @@ use aviary_core::EngineConfig;
 use aviary_core::ports::{Gate, Hooks, Metrics, NoGate, Notifier, Recorder};
 use aviary_local::process::{GroupSpec, GroupStatus, ProcessGroup, Supervisor, SupervisorConfig};
 use aviary_local::router::{Backend, Backends, Router as LocalRouterImpl, RouterConfig, RouterMetrics};
-use aviary_providers::{AlertNotifier, EnvSecrets, FileSecrets, HttpHooks, ProviderMetrics, ResourceStore, SecretChain};
+use aviary_providers::{
+    AlertNotifier, EnvSecrets, FileSecrets, HttpHooks, ProviderMetrics, ResourceStore, SecretChain,
+};
 use parking_lot::Mutex;
 
 use crate::admin::{AdminSource, AdminState};
@@ -37,6 +39,9 @@ use crate::{Error, Result};
 use config::LoadedConfig;
 use ports::{LocalBuiltins, LocalRecorder, LocalRouter, LocalTarget};
 use state::{ServiceState, StateDir};
+
+/// Set on the processes of a retried revision (its value is the retry count).
+const RETRY_ENV: &str = "AVIARY_RETRY";
 
 /// One LocalService at run time.
 struct Service {
@@ -58,14 +63,19 @@ struct Group {
     group: ProcessGroup,
     spec: LocalServiceSpec,
     active: Arc<AtomicBool>,
+    /// Unique per started group (a promotion's readiness task must not swap in a newer one).
+    id: u64,
 }
 
 /// Everything the local ports share.
 pub(crate) struct Runtime {
+    /// A weak handle to itself, for the tasks it spawns.
+    me: std::sync::OnceLock<std::sync::Weak<Runtime>>,
     state: StateDir,
     processes: Supervisor,
     services: Mutex<BTreeMap<String, Service>>,
     router_metrics: RouterMetrics,
+    next_group: std::sync::atomic::AtomicU64,
 }
 
 fn group_spec(key: &str, role: &str, spec: &LocalServiceSpec) -> GroupSpec {
@@ -80,7 +90,12 @@ fn group_spec(key: &str, role: &str, spec: &LocalServiceSpec) -> GroupSpec {
 }
 
 /// Keeps a router pool equal to a group's ready processes while the group is active.
-fn feed_router(router: Arc<LocalRouterImpl>, backend: Backend, group: &ProcessGroup, active: Arc<AtomicBool>) {
+fn feed_router(
+    router: Arc<LocalRouterImpl>,
+    backend: Backend,
+    group: &ProcessGroup,
+    active: Arc<AtomicBool>,
+) {
     let mut rx = group.subscribe();
     tokio::spawn(async move {
         loop {
@@ -96,26 +111,53 @@ fn feed_router(router: Arc<LocalRouterImpl>, backend: Backend, group: &ProcessGr
 }
 
 impl Runtime {
-    fn start_group(&self, key: &str, role: &str, spec: &LocalServiceSpec, router: &Arc<LocalRouterImpl>, backend: Backend, active: bool) -> Result<Group, String> {
-        let group = self.processes.start(group_spec(key, role, spec)).map_err(|e| format!("{key}: cannot start the {role}: {e}"))?;
+    fn start_group(
+        &self,
+        key: &str,
+        role: &str,
+        spec: &LocalServiceSpec,
+        router: &Arc<LocalRouterImpl>,
+        backend: Backend,
+        active: bool,
+    ) -> Result<Group, String> {
+        let group = self
+            .processes
+            .start(group_spec(key, role, spec))
+            .map_err(|e| format!("{key}: cannot start the {role}: {e}"))?;
         let flag = Arc::new(AtomicBool::new(active));
         feed_router(router.clone(), backend, &group, flag.clone());
-        Ok(Group { group, spec: spec.clone(), active: flag })
+        let id = self.next_group.fetch_add(1, Ordering::SeqCst);
+        Ok(Group {
+            group,
+            spec: spec.clone(),
+            active: flag,
+            id,
+        })
     }
 
     /// The effective spec of a service.
     fn spec(&self, key: &str) -> Result<LocalServiceSpec, String> {
-        self.services.lock().get(key).map(|s| s.spec.spec.clone()).ok_or_else(|| format!("LocalService {key} is not defined"))
+        self.services
+            .lock()
+            .get(key)
+            .map(|s| s.spec.spec.clone())
+            .ok_or_else(|| format!("LocalService {key} is not defined"))
     }
 
     fn router(&self, key: &str) -> Result<Arc<LocalRouterImpl>, String> {
-        self.services.lock().get(key).map(|s| s.router.clone()).ok_or_else(|| format!("LocalService {key} is not defined"))
+        self.services
+            .lock()
+            .get(key)
+            .map(|s| s.router.clone())
+            .ok_or_else(|| format!("LocalService {key} is not defined"))
     }
 
     /// Starts the primary if it is not running (the persisted promoted spec, else the current).
     fn ensure_primary(&self, key: &str) -> Result<(), String> {
         let mut services = self.services.lock();
-        let svc = services.get_mut(key).ok_or_else(|| format!("LocalService {key} is not defined"))?;
+        let svc = services
+            .get_mut(key)
+            .ok_or_else(|| format!("LocalService {key} is not defined"))?;
         if svc.primary.is_some() {
             return Ok(());
         }
@@ -128,7 +170,9 @@ impl Runtime {
         svc.served_baseline = svc.router.requests_total(Backend::Primary);
         if st.primary.as_ref() != Some(&spec) {
             st.primary = Some(spec);
-            self.state.save_service(ns, name, &st).map_err(|e| format!("{key}: cannot persist the primary spec: {e}"))?;
+            self.state
+                .save_service(ns, name, &st)
+                .map_err(|e| format!("{key}: cannot persist the primary spec: {e}"))?;
         }
         Ok(())
     }
@@ -136,19 +180,31 @@ impl Runtime {
     /// The status of the group that must become ready (the next primary during a promotion).
     fn primary_status(&self, key: &str) -> Result<GroupStatus, String> {
         let services = self.services.lock();
-        let svc = services.get(key).ok_or_else(|| format!("LocalService {key} is not defined"))?;
-        let g = svc.next_primary.as_ref().or(svc.primary.as_ref()).ok_or_else(|| format!("{key}: the primary is not running"))?;
+        let svc = services
+            .get(key)
+            .ok_or_else(|| format!("LocalService {key} is not defined"))?;
+        let g = svc
+            .next_primary
+            .as_ref()
+            .or(svc.primary.as_ref())
+            .ok_or_else(|| format!("{key}: the primary is not running"))?;
         Ok(g.group.status())
     }
 
-    /// A ready next primary takes over from the old one.
-    async fn primary_became_ready(&self, key: &str) {
+    /// A ready next primary (group `only`, when given) takes over from the old one.
+    async fn primary_became_ready(&self, key: &str, only: Option<u64>) {
         let old = {
             let mut services = self.services.lock();
             let Some(svc) = services.get_mut(key) else { return };
-            let Some(next) = svc.next_primary.take() else { return };
+            if only.is_some_and(|id| svc.next_primary.as_ref().map(|n| n.id) != Some(id)) {
+                return;
+            }
+            let Some(next) = svc.next_primary.take() else {
+                return;
+            };
             next.active.store(true, Ordering::SeqCst);
-            svc.router.set_pool(Backend::Primary, next.group.status().backends);
+            svc.router
+                .set_pool(Backend::Primary, next.group.status().backends);
             svc.served_baseline = svc.router.requests_total(Backend::Primary);
             svc.primary.replace(next)
         };
@@ -163,10 +219,14 @@ impl Runtime {
     fn canary_status(&self, key: &str) -> Result<Option<GroupStatus>, String> {
         let stale = {
             let services = self.services.lock();
-            let svc = services.get(key).ok_or_else(|| format!("LocalService {key} is not defined"))?;
+            let svc = services
+                .get(key)
+                .ok_or_else(|| format!("LocalService {key} is not defined"))?;
             match &svc.canary {
                 None => return Ok(None),
-                Some(c) if ports::revision_of(&c.spec) == ports::revision_of(&svc.spec.spec) => return Ok(Some(c.group.status())),
+                Some(c) if ports::revision_of(&c.spec) == ports::revision_of(&svc.spec.spec) => {
+                    return Ok(Some(c.group.status()));
+                }
                 Some(_) => true,
             }
         };
@@ -191,29 +251,53 @@ impl Runtime {
     /// Starts the next primary generation on the canary's spec.
     fn promote(&self, key: &str) -> Result<(), String> {
         let mut services = self.services.lock();
-        let svc = services.get_mut(key).ok_or_else(|| format!("LocalService {key} is not defined"))?;
+        let svc = services
+            .get_mut(key)
+            .ok_or_else(|| format!("LocalService {key} is not defined"))?;
         let spec = svc.spec.spec.clone();
         let router = svc.router.clone();
         if let Some(stale) = svc.next_primary.take() {
             let g = stale.group.clone();
             tokio::spawn(async move { g.stop().await });
         }
-        svc.next_primary = Some(self.start_group(key, "primary", &spec, &router, Backend::Primary, false)?);
+        let next = self.start_group(key, "primary", &spec, &router, Backend::Primary, false)?;
+        let group = next.group.clone();
+        let id = next.id;
+        svc.next_primary = Some(next);
+        // The new generation takes over as soon as it is ready, whether or not the engine asks
+        // again (a promotion without analysis does not wait for the primary).
+        if let Some(me) = self.me.get().and_then(std::sync::Weak::upgrade) {
+            let key = key.to_string();
+            tokio::spawn(async move {
+                if group
+                    .wait_for(Duration::from_secs(600), |s| s.is_ready() || s.stopped)
+                    .await
+                    .is_ok_and(|s| s.is_ready())
+                {
+                    me.primary_became_ready(&key, Some(id)).await;
+                }
+            });
+        }
         let (ns, name) = key.split_once('/').unwrap_or(("default", key));
         let mut st = self.state.service(ns, name);
         st.primary = Some(spec);
-        self.state.save_service(ns, name, &st).map_err(|e| format!("{key}: cannot persist the primary spec: {e}"))
+        self.state
+            .save_service(ns, name, &st)
+            .map_err(|e| format!("{key}: cannot persist the primary spec: {e}"))
     }
 
     async fn scale_canary(&self, key: &str, up: bool) -> Result<(), String> {
         let old = {
             let mut services = self.services.lock();
-            let svc = services.get_mut(key).ok_or_else(|| format!("LocalService {key} is not defined"))?;
+            let svc = services
+                .get_mut(key)
+                .ok_or_else(|| format!("LocalService {key} is not defined"))?;
             if up {
                 if svc.canary.is_none() {
                     let spec = svc.spec.spec.clone();
                     let router = svc.router.clone();
-                    svc.canary = Some(self.start_group(key, "canary", &spec, &router, Backend::Canary, true)?);
+                    svc.canary =
+                        Some(self.start_group(key, "canary", &spec, &router, Backend::Canary, true)?);
                 }
                 None
             } else {
@@ -237,13 +321,20 @@ impl Runtime {
         use aviary_api::CanaryPhase::*;
         let (group, router) = {
             let mut services = self.services.lock();
-            let svc = services.get_mut(key).ok_or_else(|| format!("LocalService {key} is not defined"))?;
+            let svc = services
+                .get_mut(key)
+                .ok_or_else(|| format!("LocalService {key} is not defined"))?;
             if svc.restored {
                 return Ok(false);
             }
             svc.restored = true;
-            let Some(status) = canary.status.as_ref() else { return Ok(false) };
-            if !matches!(status.phase, Progressing | WaitingPromotion | Promoting | Finalising) {
+            let Some(status) = canary.status.as_ref() else {
+                return Ok(false);
+            };
+            if !matches!(
+                status.phase,
+                Progressing | WaitingPromotion | Promoting | Finalising
+            ) {
                 return Ok(false);
             }
             if svc.canary.is_none() {
@@ -269,7 +360,9 @@ impl Runtime {
         };
         let routes = aviary_core::ports::Routes::split(100 - canary_weight, canary_weight);
         let interval = canary.analysis_interval(Duration::from_secs(1));
-        router.set_routes(ports::local_routes(canary, &routes, interval)).map_err(|e| e.to_string())?;
+        router
+            .set_routes(ports::local_routes(canary, &routes, interval))
+            .map_err(|e| e.to_string())?;
         tracing::info!(canary = %canary.key(), "resumed the split {}/{} from the persisted status", 100 - canary_weight, canary_weight);
         Ok(true)
     }
@@ -281,16 +374,60 @@ impl Runtime {
         let mut st = self.state.service(ns, name);
         {
             let mut services = self.services.lock();
-            let svc = services.get_mut(key).ok_or_else(|| format!("LocalService {key} is not defined"))?;
+            let svc = services
+                .get_mut(key)
+                .ok_or_else(|| format!("LocalService {key} is not defined"))?;
             let file_version = st
                 .pushed
                 .as_ref()
                 .map(|p| p.file_version.clone())
                 .unwrap_or_else(|| svc.spec.spec.version.clone().unwrap_or_default());
             svc.spec.spec.version = Some(version.to_string());
-            st.pushed = Some(state::PushedVersion { version: version.into(), file_version, rollout: rollout.into() });
+            if let Some(env) = svc.spec.spec.env.as_mut() {
+                env.remove(RETRY_ENV);
+            }
+            st.pushed = Some(state::PushedVersion {
+                version: version.into(),
+                file_version,
+                rollout: rollout.into(),
+                retry: 0,
+            });
         }
-        self.state.save_service(ns, name, &st).map_err(|e| format!("{key}: cannot persist the pushed version: {e}"))
+        self.state
+            .save_service(ns, name, &st)
+            .map_err(|e| format!("{key}: cannot persist the pushed version: {e}"))
+    }
+
+    /// A new revision of the same version (the coordinator retries a failed cluster; Flagger
+    /// never re-analyses a revision that failed). The retry count goes into the processes'
+    /// environment, which makes a new fingerprint.
+    fn retry(&self, key: &str, rollout: &str) -> Result<(), String> {
+        let (ns, name) = key.split_once('/').unwrap_or(("default", key));
+        let mut st = self.state.service(ns, name);
+        {
+            let mut services = self.services.lock();
+            let svc = services
+                .get_mut(key)
+                .ok_or_else(|| format!("LocalService {key} is not defined"))?;
+            let version = svc.spec.spec.version.clone().unwrap_or_default();
+            let mut pushed = st.pushed.clone().unwrap_or_else(|| state::PushedVersion {
+                version: version.clone(),
+                file_version: version.clone(),
+                rollout: rollout.into(),
+                retry: 0,
+            });
+            pushed.retry += 1;
+            pushed.rollout = rollout.into();
+            svc.spec
+                .spec
+                .env
+                .get_or_insert_with(Default::default)
+                .insert(RETRY_ENV.into(), pushed.retry.to_string());
+            st.pushed = Some(pushed);
+        }
+        self.state
+            .save_service(ns, name, &st)
+            .map_err(|e| format!("{key}: cannot persist the retry: {e}"))
     }
 
     /// The version the primary runs.
@@ -298,15 +435,24 @@ impl Runtime {
         let services = self.services.lock();
         services
             .get(key)
-            .and_then(|s| s.primary.as_ref().map(|p| p.spec.version.clone().unwrap_or_default()))
+            .and_then(|s| {
+                s.primary
+                    .as_ref()
+                    .map(|p| p.spec.version.clone().unwrap_or_default())
+            })
             .unwrap_or_default()
     }
 
     /// Requests the primary's current generation served, and its success rate over `window`.
     fn served(&self, key: &str, window: Duration) -> (u64, Option<f64>) {
         let services = self.services.lock();
-        let Some(svc) = services.get(key) else { return (0, None) };
-        let total = svc.router.requests_total(Backend::Primary).saturating_sub(svc.served_baseline);
+        let Some(svc) = services.get(key) else {
+            return (0, None);
+        };
+        let total = svc
+            .router
+            .requests_total(Backend::Primary)
+            .saturating_sub(svc.served_baseline);
         (total, svc.router.stats(Backend::Primary, window).success_rate)
     }
 }
@@ -325,8 +471,12 @@ pub struct LocalPlatform {
 impl Platform for LocalPlatform {
     fn ports(&self, _canary: &Canary) -> CanaryPorts {
         CanaryPorts {
-            target: Arc::new(LocalTarget { runtime: self.runtime.clone() }),
-            router: Arc::new(LocalRouter { runtime: self.runtime.clone() }),
+            target: Arc::new(LocalTarget {
+                runtime: self.runtime.clone(),
+            }),
+            router: Arc::new(LocalRouter {
+                runtime: self.runtime.clone(),
+            }),
             metrics: self.metrics.clone(),
             hooks: self.hooks.clone(),
             notifier: self.notifier.clone(),
@@ -336,7 +486,9 @@ impl Platform for LocalPlatform {
     }
 
     async fn load_status(&self, canary: &Canary) -> Option<CanaryStatus> {
-        self.runtime.state.canary_status(canary.namespace(), canary.name())
+        self.runtime
+            .state
+            .canary_status(canary.namespace(), canary.name())
     }
 }
 
@@ -350,7 +502,14 @@ struct LocalAdmin {
 #[async_trait]
 impl AdminSource for LocalAdmin {
     async fn canaries(&self) -> Vec<Canary> {
-        let mut out: Vec<Canary> = self.agent.list().await.unwrap_or_default().into_iter().map(|v| v.canary).collect();
+        let mut out: Vec<Canary> = self
+            .agent
+            .list()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| v.canary)
+            .collect();
         for inv in self.invalid.lock().iter() {
             if let Some(c) = &inv.canary {
                 let mut c = (**c).clone();
@@ -385,18 +544,35 @@ struct LocalFleet {
 #[async_trait]
 impl crate::link::FleetTarget for LocalFleet {
     async fn canaries(&self) -> Vec<Canary> {
-        self.agent.list().await.unwrap_or_default().into_iter().map(|v| v.canary).collect()
+        self.agent
+            .list()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| v.canary)
+            .collect()
     }
 
     fn target_revision(&self, canary: &Canary) -> aviary_proto::v1::Revision {
         let key = format!("{}/{}", canary.namespace(), canary.target_name());
-        let version = self.runtime.spec(&key).ok().and_then(|s| s.version).unwrap_or_default();
-        aviary_proto::v1::Revision { version, ..Default::default() }
+        let version = self
+            .runtime
+            .spec(&key)
+            .ok()
+            .and_then(|s| s.version)
+            .unwrap_or_default();
+        aviary_proto::v1::Revision {
+            version,
+            ..Default::default()
+        }
     }
 
     fn primary_revision(&self, canary: &Canary) -> aviary_proto::v1::Revision {
         let key = format!("{}/{}", canary.namespace(), canary.target_name());
-        aviary_proto::v1::Revision { version: self.runtime.primary_version(&key), ..Default::default() }
+        aviary_proto::v1::Revision {
+            version: self.runtime.primary_version(&key),
+            ..Default::default()
+        }
     }
 
     fn served(&self, canary: &Canary) -> (u64, Option<f64>) {
@@ -409,7 +585,12 @@ impl crate::link::FleetTarget for LocalFleet {
         self.runtime.spec(&key).ok().map(|s| ports::revision_of(&s))
     }
 
-    async fn apply_revision(&self, canary: &Canary, revision: &aviary_proto::v1::Revision, rollout: &str) -> Result<(), String> {
+    async fn apply_revision(
+        &self,
+        canary: &Canary,
+        revision: &aviary_proto::v1::Revision,
+        rollout: &str,
+    ) -> Result<(), String> {
         if revision.version.is_empty() {
             return Err(format!(
                 "{} targets a LocalService: the revision needs a version (containerImages apply to Deployments and Knative Services)",
@@ -418,6 +599,11 @@ impl crate::link::FleetTarget for LocalFleet {
         }
         let key = format!("{}/{}", canary.namespace(), canary.target_name());
         self.runtime.push_version(&key, &revision.version, rollout)
+    }
+
+    async fn retry(&self, canary: &Canary, rollout: &str) -> Result<(), String> {
+        let key = format!("{}/{}", canary.namespace(), canary.target_name());
+        self.runtime.retry(&key, rollout)
     }
 }
 
@@ -446,7 +632,13 @@ pub struct LocalAgent {
 impl LocalAgent {
     /// Every canary with its status.
     pub async fn canaries(&self) -> Vec<Canary> {
-        self.agent.list().await.unwrap_or_default().into_iter().map(|v| v.canary).collect()
+        self.agent
+            .list()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| v.canary)
+            .collect()
     }
 
     /// Requests served by a LocalService's current primary, and its recent success rate.
@@ -476,7 +668,9 @@ impl LocalAgent {
         if let Ok(agent) = Arc::try_unwrap(self.agent) {
             agent.stop().await;
         }
-        let services: Vec<Service> = std::mem::take(&mut *self.runtime.services.lock()).into_values().collect();
+        let services: Vec<Service> = std::mem::take(&mut *self.runtime.services.lock())
+            .into_values()
+            .collect();
         for svc in services {
             for g in [svc.primary, svc.next_primary, svc.canary].into_iter().flatten() {
                 g.group.stop().await;
@@ -501,24 +695,45 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
 
 /// Starts the local agent.
 pub async fn start(config: AgentConfig, options: LocalOptions) -> Result<LocalAgent> {
-    let PlatformConfig::Local { config: path, state_dir } = &config.platform else {
-        return Err(Error::Config("the local agent needs --local FILE|DIR and --state-dir DIR".into()));
+    let PlatformConfig::Local {
+        config: path,
+        state_dir,
+    } = &config.platform
+    else {
+        return Err(Error::Config(
+            "the local agent needs --local FILE|DIR and --state-dir DIR".into(),
+        ));
     };
-    let state = StateDir::open(state_dir).map_err(|e| Error::Config(format!("state dir {}: {e}", state_dir.display())))?;
+    let state = StateDir::open(state_dir)
+        .map_err(|e| Error::Config(format!("state dir {}: {e}", state_dir.display())))?;
     let processes = Supervisor::new(SupervisorConfig {
         log_dir: Some(state.logs()),
         grace_period: Duration::from_secs(3),
         ..SupervisorConfig::default()
     });
-    let runtime = Arc::new(Runtime { state: state.clone(), processes, services: Mutex::new(BTreeMap::new()), router_metrics: RouterMetrics::new() });
+    let runtime = Arc::new(Runtime {
+        me: std::sync::OnceLock::new(),
+        state: state.clone(),
+        processes,
+        services: Mutex::new(BTreeMap::new()),
+        router_metrics: RouterMetrics::new(),
+        next_group: std::sync::atomic::AtomicU64::new(1),
+    });
+    let _ = runtime.me.set(Arc::downgrade(&runtime));
 
     let resources = Arc::new(ResourceStore::new());
     let secrets = Arc::new(SecretChain::new(vec![
         Arc::new(FileSecrets::new(state_dir.join("secrets"))),
         Arc::new(EnvSecrets::from_env()),
     ]));
-    let builtins = Arc::new(LocalBuiltins { runtime: runtime.clone() });
-    let metrics: Arc<dyn Metrics> = Arc::new(ProviderMetrics::new(resources.clone(), secrets.clone(), builtins)?);
+    let builtins = Arc::new(LocalBuiltins {
+        runtime: runtime.clone(),
+    });
+    let metrics: Arc<dyn Metrics> = Arc::new(ProviderMetrics::new(
+        resources.clone(),
+        secrets.clone(),
+        builtins,
+    )?);
     let hooks: Arc<dyn Hooks> = Arc::new(HttpHooks::new()?);
     let global = aviary_providers::alerts::Receiver::from_flags(&aviary_providers::alerts::GlobalFlags {
         slack_url: config.notifier.slack_url.clone(),
@@ -532,7 +747,12 @@ pub async fn start(config: AgentConfig, options: LocalOptions) -> Result<LocalAg
     let controller_metrics = Arc::new(ControllerMetrics::new(env!("CARGO_PKG_VERSION"), "local"));
     let events = Arc::new(EventLog::new(2000));
     let link = config.coordinator.as_deref().map(|urls| {
-        crate::link::Link::new(crate::link::LinkConfig::new(urls, &config.cluster, &config.region, config.labels.clone()))
+        crate::link::Link::new(crate::link::LinkConfig::new(
+            urls,
+            &config.cluster,
+            &config.region,
+            config.labels.clone(),
+        ))
     });
     let on_analysis = link.as_ref().map(|(l, _)| {
         let l = l.clone();
@@ -543,26 +763,38 @@ pub async fn start(config: AgentConfig, options: LocalOptions) -> Result<LocalAg
         events.subscribe(Arc::new(move |e| l.on_event(e)));
     }
     let recorder: Arc<dyn Recorder> = Arc::new(
-        Observed::new(Arc::new(LocalRecorder { state: state.clone() }), controller_metrics.clone(), events.clone())
-            .with_analysis_listener(on_analysis),
+        Observed::new(
+            Arc::new(LocalRecorder { state: state.clone() }),
+            controller_metrics.clone(),
+            events.clone(),
+        )
+        .with_analysis_listener(on_analysis),
     );
     let gate = options
         .gate
         .clone()
         .or_else(|| link.as_ref().map(|(l, _)| l.gate()))
         .unwrap_or_else(|| Arc::new(NoGate));
-    let on_status: Option<aviary_actors::platform::StatusListener> = match (options.on_status.clone(), link.as_ref().map(|(l, _)| l.clone())) {
-        (None, None) => None,
-        (user, link) => Some(Arc::new(move |c: &Canary| {
-            if let Some(f) = &user {
-                f(c);
-            }
-            if let Some(l) = &link {
-                l.on_status(c);
-            }
-        })),
-    };
-    let platform = Arc::new(LocalPlatform { runtime: runtime.clone(), metrics, hooks, notifier, recorder, gate });
+    let on_status: Option<aviary_actors::platform::StatusListener> =
+        match (options.on_status.clone(), link.as_ref().map(|(l, _)| l.clone())) {
+            (None, None) => None,
+            (user, link) => Some(Arc::new(move |c: &Canary| {
+                if let Some(f) = &user {
+                    f(c);
+                }
+                if let Some(l) = &link {
+                    l.on_status(c);
+                }
+            })),
+        };
+    let platform = Arc::new(LocalPlatform {
+        runtime: runtime.clone(),
+        metrics,
+        hooks,
+        notifier,
+        recorder,
+        gate,
+    });
 
     let m = controller_metrics.clone();
     let settings = Settings {
@@ -572,11 +804,21 @@ pub async fn start(config: AgentConfig, options: LocalOptions) -> Result<LocalAg
             event_webhook: config.event_webhook.clone(),
         },
         min_interval: config.min_analysis_interval,
-        name_prefix: if config.cluster.is_empty() { "local".into() } else { config.cluster.clone() },
+        name_prefix: if config.cluster.is_empty() {
+            "local".into()
+        } else {
+            config.cluster.clone()
+        },
         on_status,
         on_tick: Some(Arc::new(move |r: &aviary_actors::TickReport| {
             let (ns, _) = r.key.split_once('/').unwrap_or(("", ""));
-            m.observe_tick(r.key.rsplit('/').next().unwrap_or(""), ns, r.duration, r.lateness, r.analysed);
+            m.observe_tick(
+                r.key.rsplit('/').next().unwrap_or(""),
+                ns,
+                r.duration,
+                r.lateness,
+                r.analysed,
+            );
         })),
         ..Settings::default()
     };
@@ -587,13 +829,19 @@ pub async fn start(config: AgentConfig, options: LocalOptions) -> Result<LocalAg
     let listener = crate::admin::bind(config.admin_listen).await?;
     let admin_addr = listener.local_addr().map_err(|e| Error::Config(e.to_string()))?;
     let admin_state = AdminState {
-        source: Arc::new(LocalAdmin { agent: agent.clone(), invalid: invalid.clone(), runtime: runtime.clone() }),
+        source: Arc::new(LocalAdmin {
+            agent: agent.clone(),
+            invalid: invalid.clone(),
+            runtime: runtime.clone(),
+        }),
         metrics: controller_metrics.clone(),
         events: events.clone(),
     };
     let admin_stop = stop.clone();
     let admin = tokio::spawn(async move {
-        if let Err(e) = crate::admin::serve(listener, admin_state, async move { admin_stop.cancelled().await }).await {
+        if let Err(e) =
+            crate::admin::serve(listener, admin_state, async move { admin_stop.cancelled().await }).await
+        {
             tracing::error!("admin endpoint failed: {e}");
         }
     });
@@ -629,9 +877,21 @@ pub async fn start(config: AgentConfig, options: LocalOptions) -> Result<LocalAg
     });
 
     let link = link.map(|(_, starter)| {
-        starter.start(Arc::new(LocalFleet { agent: agent.clone(), runtime: runtime.clone() }))
+        starter.start(Arc::new(LocalFleet {
+            agent: agent.clone(),
+            runtime: runtime.clone(),
+        }))
     });
-    Ok(LocalAgent { agent, runtime, tasks: vec![watcher, admin], stop, link, admin_addr, events, metrics: controller_metrics })
+    Ok(LocalAgent {
+        agent,
+        runtime,
+        tasks: vec![watcher, admin],
+        stop,
+        link,
+        admin_addr,
+        events,
+        metrics: controller_metrics,
+    })
 }
 
 /// Applies a loaded configuration to the running platform.
@@ -659,7 +919,11 @@ impl Reconciler {
         for a in &cfg.alert_providers {
             self.resources.insert_alert_provider(a.clone());
         }
-        self.services_with_canary = cfg.canaries.values().map(|c| format!("{}/{}", c.namespace(), c.target_name())).collect();
+        self.services_with_canary = cfg
+            .canaries
+            .values()
+            .map(|c| format!("{}/{}", c.namespace(), c.target_name()))
+            .collect();
         self.apply_services(&cfg).await;
 
         let keys: BTreeSet<String> = cfg.canaries.keys().cloned().collect();
@@ -682,7 +946,11 @@ impl Reconciler {
         let mut to_stop = Vec::new();
         {
             let mut services = self.runtime.services.lock();
-            let gone: Vec<String> = services.keys().filter(|k| !cfg.services.contains_key(*k)).cloned().collect();
+            let gone: Vec<String> = services
+                .keys()
+                .filter(|k| !cfg.services.contains_key(*k))
+                .cloned()
+                .collect();
             for k in gone {
                 if let Some(s) = services.remove(&k) {
                     to_stop.push(s);
@@ -704,6 +972,13 @@ impl Reconciler {
             if let Some(p) = &st.pushed {
                 if file_svc.spec.version.as_deref() == Some(p.file_version.as_str()) {
                     effective.spec.version = Some(p.version.clone());
+                    if p.retry > 0 {
+                        effective
+                            .spec
+                            .env
+                            .get_or_insert_with(Default::default)
+                            .insert(RETRY_ENV.into(), p.retry.to_string());
+                    }
                 } else {
                     // the file changed since the push: the file wins
                     st.pushed = None;
@@ -718,7 +993,12 @@ impl Reconciler {
 
     async fn upsert_service(&mut self, key: &str, spec: LocalService) -> Result<(), String> {
         let port = spec.spec.port.unwrap_or(0);
-        let existing_port = self.runtime.services.lock().get(key).map(|s| s.router.local_addr().port());
+        let existing_port = self
+            .runtime
+            .services
+            .lock()
+            .get(key)
+            .map(|s| s.router.local_addr().port());
         if existing_port.is_some_and(|p| p != port) {
             // a new port: take the old router down first
             let old = self.runtime.services.lock().remove(key);
@@ -738,12 +1018,23 @@ impl Reconciler {
             let router = LocalRouterImpl::start(RouterConfig::new(ns, name, listen))
                 .await
                 .map_err(|e| format!("cannot start its router on {listen}: {e}"))?;
-            router.set_backends(Backends { primary: Vec::new(), canary: Vec::new() });
+            router.set_backends(Backends {
+                primary: Vec::new(),
+                canary: Vec::new(),
+            });
             self.runtime.router_metrics.register(&router);
             let router = Arc::new(router);
             self.runtime.services.lock().insert(
                 key.to_string(),
-                Service { spec, router, primary: None, next_primary: None, canary: None, served_baseline: 0, restored: false },
+                Service {
+                    spec,
+                    router,
+                    primary: None,
+                    next_primary: None,
+                    canary: None,
+                    served_baseline: 0,
+                    restored: false,
+                },
             );
             return self.runtime.ensure_primary(key);
         }

@@ -10,7 +10,9 @@ use aviary_api::duration::parse_go_duration;
 use aviary_api::local::LocalServiceSpec;
 use aviary_api::{Canary, CanaryStatus, Strategy};
 use aviary_core::fingerprint::fingerprint;
-use aviary_core::ports::{BuiltinMetric, EventType, MetricError, MetricModel, NotReady, Recorder, Revision, Router, Routes, Target};
+use aviary_core::ports::{
+    BuiltinMetric, EventType, MetricError, MetricModel, NotReady, Recorder, Revision, Router, Routes, Target,
+};
 use aviary_local::process::GroupStatus;
 use aviary_local::router::{self as lrouter, Backend};
 use aviary_providers::BuiltinSource;
@@ -38,9 +40,27 @@ fn readiness(status: &GroupStatus, threshold: i32, prefix: &str) -> Result<(), N
     if let Some(err) = &status.last_error
         && err.kind.is_fatal()
     {
-        let tail: Vec<&String> = err.output.iter().rev().take(3).collect::<Vec<_>>().into_iter().rev().collect();
-        let output = if tail.is_empty() { String::new() } else { format!(" (last output: {})", tail.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" | ")) };
-        return Err(NotReady::fatal(format!("{prefix} not ready: {}{output}", err.message)));
+        let tail: Vec<&String> = err
+            .output
+            .iter()
+            .rev()
+            .take(3)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        let output = if tail.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " (last output: {})",
+                tail.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" | ")
+            )
+        };
+        return Err(NotReady::fatal(format!(
+            "{prefix} not ready: {}{output}",
+            err.message
+        )));
     }
     if status.ready >= wanted.min(status.replicas) && !status.stopped && status.replicas > 0 {
         return Ok(());
@@ -60,11 +80,17 @@ pub(super) struct LocalTarget {
 impl Target for LocalTarget {
     async fn revision(&self, canary: &Canary) -> Result<Revision, String> {
         let spec = self.runtime.spec(&target_key(canary))?;
-        Ok(Revision { fingerprint: revision_of(&spec), tracked_configs: None, route: None })
+        Ok(Revision {
+            fingerprint: revision_of(&spec),
+            tracked_configs: None,
+            route: None,
+        })
     }
 
     async fn initialize(&self, canary: &Canary) -> Result<(), NotReady> {
-        self.runtime.ensure_primary(&target_key(canary)).map_err(NotReady::fatal)
+        self.runtime
+            .ensure_primary(&target_key(canary))
+            .map_err(NotReady::fatal)
     }
 
     async fn primary_ready(&self, canary: &Canary) -> Result<(), NotReady> {
@@ -73,7 +99,7 @@ impl Target for LocalTarget {
         let threshold = canary.analysis().primary_ready_threshold.unwrap_or(100);
         let prefix = format!("{}-primary.{}", canary.target_name(), canary.namespace());
         readiness(&status, threshold, &prefix)?;
-        self.runtime.primary_became_ready(&key).await;
+        self.runtime.primary_became_ready(&key, None).await;
         Ok(())
     }
 
@@ -81,7 +107,11 @@ impl Target for LocalTarget {
         let key = target_key(canary);
         let status = self.runtime.canary_status(&key).map_err(NotReady::fatal)?;
         let threshold = canary.analysis().canary_ready_threshold.unwrap_or(100);
-        let prefix = format!("canary deployment {}.{}", canary.target_name(), canary.namespace());
+        let prefix = format!(
+            "canary deployment {}.{}",
+            canary.target_name(),
+            canary.namespace()
+        );
         match status {
             // scaled to zero: nothing to wait for (Flagger's Deployment with 0 replicas is ready)
             None => Ok(()),
@@ -109,7 +139,10 @@ pub(super) struct LocalRouter {
 
 /// `name=value` → value.
 fn cookie_value(cookie: &str) -> String {
-    cookie.split_once('=').map(|(_, v)| v.to_string()).unwrap_or_default()
+    cookie
+        .split_once('=')
+        .map(|(_, v)| v.to_string())
+        .unwrap_or_default()
 }
 
 fn to_local_match(m: &aviary_api::service::StringMatch) -> Option<lrouter::StringMatch> {
@@ -139,7 +172,12 @@ pub(super) fn local_routes(canary: &Canary, routes: &Routes, interval: Duration)
                     .headers
                     .iter()
                     .flatten()
-                    .filter_map(|(name, sm)| to_local_match(sm).map(|value| lrouter::HeaderMatch { name: name.clone(), value }))
+                    .filter_map(|(name, sm)| {
+                        to_local_match(sm).map(|value| lrouter::HeaderMatch {
+                            name: name.clone(),
+                            value,
+                        })
+                    })
                     .collect(),
             })
             .collect();
@@ -193,13 +231,20 @@ impl Router for LocalRouter {
     async fn set_routes(&self, canary: &Canary, routes: &Routes) -> Result<(), String> {
         let router = self.runtime.router(&target_key(canary))?;
         let interval = canary.analysis_interval(Duration::from_secs(1));
-        router.set_routes(local_routes(canary, routes, interval)).map_err(|e| e.to_string())
+        router
+            .set_routes(local_routes(canary, routes, interval))
+            .map_err(|e| e.to_string())
     }
 
     async fn get_routes(&self, canary: &Canary) -> Result<Routes, String> {
         let router = self.runtime.router(&target_key(canary))?;
         let r = router.routes();
-        Ok(Routes { primary: r.primary_weight as i32, canary: r.canary_weight as i32, mirror: r.mirror, session: None })
+        Ok(Routes {
+            primary: r.primary_weight as i32,
+            canary: r.canary_weight as i32,
+            mirror: r.mirror,
+            session: None,
+        })
     }
 }
 
@@ -210,8 +255,16 @@ pub(super) struct LocalBuiltins {
 
 #[async_trait]
 impl BuiltinSource for LocalBuiltins {
-    async fn builtin(&self, canary: &Canary, metric: BuiltinMetric, model: &MetricModel) -> Result<f64, MetricError> {
-        let router = self.runtime.router(&target_key(canary)).map_err(MetricError::Query)?;
+    async fn builtin(
+        &self,
+        canary: &Canary,
+        metric: BuiltinMetric,
+        model: &MetricModel,
+    ) -> Result<f64, MetricError> {
+        let router = self
+            .runtime
+            .router(&target_key(canary))
+            .map_err(MetricError::Query)?;
         let window = parse_go_duration(&model.interval).unwrap_or(Duration::from_secs(60));
         let stats = router.stats(Backend::Canary, window);
         let none = || {
@@ -251,7 +304,11 @@ mod tests {
     use aviary_local::process::{FailureKind, GroupError};
 
     fn status(replicas: u32, ready: u32) -> GroupStatus {
-        GroupStatus { replicas, ready, ..Default::default() }
+        GroupStatus {
+            replicas,
+            ready,
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -264,7 +321,10 @@ mod tests {
             "podinfo-primary.test not ready: waiting for rollout to finish: 1 of 2 (readyThreshold 100%) updated replicas are available"
         );
         assert!(readiness(&status(2, 1), 50, "x").is_ok());
-        assert!(readiness(&status(2, 0), 10, "x").is_err(), "at least one replica must be ready");
+        assert!(
+            readiness(&status(2, 0), 10, "x").is_err(),
+            "at least one replica must be ready"
+        );
         let mut crash = status(2, 0);
         crash.last_error = Some(GroupError {
             kind: FailureKind::CrashLoop,
@@ -273,14 +333,27 @@ mod tests {
         });
         let e = readiness(&crash, 100, "canary deployment podinfo.test").unwrap_err();
         assert!(!e.retriable);
-        assert_eq!(e.message, "canary deployment podinfo.test not ready: crash loop: 3 exits within 30s (last output: panic: boom)");
+        assert_eq!(
+            e.message,
+            "canary deployment podinfo.test not ready: crash loop: 3 exits within 30s (last output: panic: boom)"
+        );
     }
 
     #[test]
     fn revisions_ignore_replicas() {
-        let a = LocalServiceSpec { version: Some("6.0.0".into()), replicas: Some(1), ..Default::default() };
-        let b = LocalServiceSpec { replicas: Some(3), ..a.clone() };
-        let c = LocalServiceSpec { version: Some("6.0.1".into()), ..a.clone() };
+        let a = LocalServiceSpec {
+            version: Some("6.0.0".into()),
+            replicas: Some(1),
+            ..Default::default()
+        };
+        let b = LocalServiceSpec {
+            replicas: Some(3),
+            ..a.clone()
+        };
+        let c = LocalServiceSpec {
+            version: Some("6.0.1".into()),
+            ..a.clone()
+        };
         assert_eq!(revision_of(&a), revision_of(&b));
         assert_ne!(revision_of(&a), revision_of(&c));
     }

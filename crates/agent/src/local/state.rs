@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 
 use aviary_api::CanaryStatus;
 use aviary_api::local::LocalServiceSpec;
-use serde::{Deserialize, Serialize};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 /// What the platform keeps about one LocalService.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,6 +39,13 @@ pub struct PushedVersion {
     /// The config file's version when the push happened; a later edit of the file wins.
     pub file_version: String,
     pub rollout: String,
+    /// Bumped by a coordinator retry of the same version: a new revision of the same version.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub retry: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// The state directory.
@@ -53,7 +60,9 @@ impl StateDir {
         std::fs::create_dir_all(root.join("canaries"))?;
         std::fs::create_dir_all(root.join("services"))?;
         std::fs::create_dir_all(root.join("logs"))?;
-        Ok(Self { root: root.to_path_buf() })
+        Ok(Self {
+            root: root.to_path_buf(),
+        })
     }
 
     /// Where process output goes.
@@ -62,11 +71,17 @@ impl StateDir {
     }
 
     fn canary_path(&self, namespace: &str, name: &str) -> PathBuf {
-        self.root.join("canaries").join(namespace).join(format!("{name}.json"))
+        self.root
+            .join("canaries")
+            .join(namespace)
+            .join(format!("{name}.json"))
     }
 
     fn service_path(&self, namespace: &str, name: &str) -> PathBuf {
-        self.root.join("services").join(namespace).join(format!("{name}.json"))
+        self.root
+            .join("services")
+            .join(namespace)
+            .join(format!("{name}.json"))
     }
 
     /// The persisted status of a canary.
@@ -75,7 +90,12 @@ impl StateDir {
     }
 
     /// Persists a canary's status.
-    pub fn save_canary_status(&self, namespace: &str, name: &str, status: &CanaryStatus) -> std::io::Result<()> {
+    pub fn save_canary_status(
+        &self,
+        namespace: &str,
+        name: &str,
+        status: &CanaryStatus,
+    ) -> std::io::Result<()> {
         write_json(&self.canary_path(namespace, name), status)
     }
 
@@ -109,7 +129,10 @@ fn read_json<T: DeserializeOwned>(path: &Path) -> Option<T> {
 fn write_json<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
     let dir = path.parent().expect("state paths have a parent");
     std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("state")));
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("state")
+    ));
     let bytes = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
     {
         let mut f = std::fs::File::create(&tmp)?;
@@ -128,13 +151,19 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("aviary-state-{}", std::process::id()));
         let s = StateDir::open(&dir).unwrap();
         assert!(s.canary_status("test", "podinfo").is_none());
-        let status = CanaryStatus { canary_weight: 30, ..Default::default() };
+        let status = CanaryStatus {
+            canary_weight: 30,
+            ..Default::default()
+        };
         s.save_canary_status("test", "podinfo", &status).unwrap();
         assert_eq!(s.canary_status("test", "podinfo").unwrap().canary_weight, 30);
         std::fs::write(s.canary_path("test", "podinfo"), b"{not json").unwrap();
         assert!(s.canary_status("test", "podinfo").is_none());
         let st = ServiceState {
-            primary: Some(LocalServiceSpec { version: Some("6.0.0".into()), ..Default::default() }),
+            primary: Some(LocalServiceSpec {
+                version: Some("6.0.0".into()),
+                ..Default::default()
+            }),
             pushed: None,
         };
         s.save_service("test", "podinfo", &st).unwrap();

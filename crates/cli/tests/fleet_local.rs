@@ -1,0 +1,507 @@
+//! The fleet for real: `aviary coordinator` and three `aviary agent --local` processes in two
+//! regions, with real sample-app processes and real HTTP traffic. Rollout 1 succeeds region by
+//! region while one agent is killed and restarted mid-canary and another is cut off from the
+//! coordinator (it finishes on its own; its status arrives after the heal). Rollout 2 fails in
+//! the second wave and the `all` rollback scope reverts the cluster promoted in the first wave,
+//! while the last cluster is never started.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_aviary");
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn log_lines(prefix: &'static str, r: impl Read + Send + 'static) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(r).lines().map_while(Result::ok) {
+            if line.contains("WARN")
+                || line.contains("ERROR")
+                || std::env::var_os("FLEET_TEST_LOGS").is_some()
+            {
+                eprintln!("[{prefix}] {line}");
+            }
+        }
+    });
+}
+
+fn start_coordinator() -> (Proc, String) {
+    let mut child = Command::new(BIN)
+        .args(["coordinator", "--listen", "127.0.0.1:0", "--log-level", "info"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("aviary coordinator listening on ")
+        .expect("first line")
+        .to_string();
+    log_lines("coordinator", child.stderr.take().unwrap());
+    (Proc(child), format!("http://{addr}"))
+}
+
+/// One cluster: its config dir, state dir, service port and admin port.
+struct Cluster {
+    name: &'static str,
+    region: &'static str,
+    dir: PathBuf,
+    state: PathBuf,
+    port: u16,
+    admin: u16,
+    coordinator: String,
+}
+
+impl Cluster {
+    fn new(root: &Path, name: &'static str, region: &'static str, faulty: &str, coordinator: &str) -> Self {
+        let dir = root.join(name).join("config");
+        let state = root.join(name).join("state");
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = free_port();
+        // The sample app answers half of the requests with 500 for the version named in
+        // FAULTY_VERSION (set per cluster), so one revision can fail in one cluster only.
+        let yaml = format!(
+            r#"apiVersion: aviary.dev/v1alpha1
+kind: LocalService
+metadata: {{name: podinfo, namespace: test}}
+spec:
+  port: {port}
+  version: 6.0.0
+  replicas: 1
+  command: [sh, -c, 'if [ "$FAULTY_VERSION" = "{{{{version}}}}" ]; then e=0.5; else e=0; fi; exec {BIN} sample-app --port {{{{port}}}} --version {{{{version}}}} --error-rate $e']
+  env: {{FAULTY_VERSION: "{faulty}"}}
+  readinessPath: /readyz
+---
+apiVersion: flagger.app/v1beta1
+kind: Canary
+metadata: {{name: podinfo, namespace: test}}
+spec:
+  provider: local
+  targetRef: {{apiVersion: aviary.dev/v1alpha1, kind: LocalService, name: podinfo}}
+  analysis:
+    interval: 1s
+    threshold: 2
+    maxWeight: 50
+    stepWeight: 25
+    metrics:
+    - name: request-success-rate
+      thresholdRange: {{min: 99}}
+      interval: 3s
+"#
+        );
+        std::fs::write(dir.join("podinfo.yaml"), yaml).unwrap();
+        Self {
+            name,
+            region,
+            dir,
+            state,
+            port,
+            admin: free_port(),
+            coordinator: coordinator.into(),
+        }
+    }
+
+    fn start(&self) -> Proc {
+        let mut child = Command::new(BIN)
+            .args(["agent", "--local"])
+            .arg(&self.dir)
+            .arg("--state-dir")
+            .arg(&self.state)
+            .args([
+                "--admin-listen",
+                &format!("127.0.0.1:{}", self.admin),
+                "--min-analysis-interval",
+                "1s",
+                "--cluster",
+                self.name,
+                "--region",
+                self.region,
+                "--coordinator",
+                &self.coordinator,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        log_lines(self.name, child.stderr.take().unwrap());
+        Proc(child)
+    }
+
+    fn canary(&self) -> serde_json::Value {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "--max-time",
+                "2",
+                &format!("http://127.0.0.1:{}/canaries", self.admin),
+            ])
+            .output();
+        let body = out
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["items"].get(0).cloned())
+            .unwrap_or_default()
+    }
+
+    fn phase(&self) -> String {
+        self.canary()["status"]["phase"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    }
+
+    fn served_version(&self) -> String {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "--max-time",
+                "2",
+                &format!("http://127.0.0.1:{}/", self.port),
+            ])
+            .output();
+        let body = out
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["version"].as_str().map(String::from))
+            .unwrap_or_default()
+    }
+}
+
+/// A TCP forwarder that can cut every connection and refuse new ones (a network partition).
+struct Partition {
+    cut: Arc<AtomicBool>,
+    port: u16,
+}
+
+impl Partition {
+    fn start(to: String) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut = Arc::new(AtomicBool::new(false));
+        let c = cut.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(client) = conn else { continue };
+                if c.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(&to) else {
+                    continue;
+                };
+                for (mut from, mut into) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server.try_clone().unwrap(), client.try_clone().unwrap()),
+                ] {
+                    let c = c.clone();
+                    std::thread::spawn(move || {
+                        let _ = from.set_read_timeout(Some(Duration::from_millis(100)));
+                        let mut buf = [0u8; 16384];
+                        loop {
+                            if c.load(Ordering::SeqCst) {
+                                let _ = from.shutdown(std::net::Shutdown::Both);
+                                let _ = into.shutdown(std::net::Shutdown::Both);
+                                return;
+                            }
+                            match from.read(&mut buf) {
+                                Ok(0) => {
+                                    let _ = into.shutdown(std::net::Shutdown::Write);
+                                    return;
+                                }
+                                Ok(n) => {
+                                    if into.write_all(&buf[..n]).is_err() {
+                                        return;
+                                    }
+                                }
+                                Err(e)
+                                    if matches!(
+                                        e.kind(),
+                                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                                    ) => {}
+                                Err(_) => return,
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        Self { cut, port }
+    }
+}
+
+/// Steady traffic to every cluster's service.
+struct Traffic(Arc<AtomicBool>, Vec<std::thread::JoinHandle<()>>);
+
+impl Traffic {
+    fn start(ports: &[u16]) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let handles = ports
+            .iter()
+            .map(|&p| {
+                let s = stop.clone();
+                std::thread::spawn(move || {
+                    while !s.load(Ordering::Relaxed) {
+                        if let Ok(mut c) = TcpStream::connect(("127.0.0.1", p)) {
+                            let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+                            let _ =
+                                c.write_all(b"GET / HTTP/1.1\r\nHost: podinfo\r\nConnection: close\r\n\r\n");
+                            let mut sink = Vec::new();
+                            let _ = c.read_to_end(&mut sink);
+                        }
+                        std::thread::sleep(Duration::from_millis(15));
+                    }
+                })
+            })
+            .collect();
+        Self(stop, handles)
+    }
+}
+
+impl Drop for Traffic {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+        for h in self.1.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+fn cli(url: &str, args: &[&str]) -> (i32, String, String) {
+    let o = Command::new(BIN)
+        .args(args)
+        .env("AVIARY_COORDINATOR", url)
+        .env("USER", "fleet-test")
+        .output()
+        .unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn rollout(url: &str, name: &str) -> serde_json::Value {
+    let (code, out, err) = cli(url, &["rollout", "get", name, "-o", "json"]);
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(&out).expect("json")
+}
+
+fn cluster_phase(r: &serde_json::Value, cluster: &str) -> String {
+    for w in r["waves"].as_array().into_iter().flatten() {
+        for c in w["clusters"].as_array().into_iter().flatten() {
+            if c["cluster"] == cluster {
+                return c["phase"].as_str().unwrap_or("").to_string();
+            }
+        }
+    }
+    String::new()
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+fn history_count(r: &serde_json::Value, kind: &str, cluster: &str) -> usize {
+    r["history"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|h| h["kind"] == kind && h["cluster"] == cluster)
+        .count()
+}
+
+#[test]
+fn a_fleet_of_local_agents_rolls_out_by_region_survives_a_kill_and_a_partition_and_reverts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_coordinator, url) = start_coordinator();
+    let coord_addr = url.trim_start_matches("http://").to_string();
+    let partition = Partition::start(coord_addr);
+
+    let us = Cluster::new(tmp.path(), "us-east-1a", "us-east-1", "", &url);
+    let eu_a = Cluster::new(tmp.path(), "eu-west-1a", "eu-west-1", "6.0.2", &url);
+    let eu_b = Cluster::new(
+        tmp.path(),
+        "eu-west-1b",
+        "eu-west-1",
+        "",
+        &format!("http://127.0.0.1:{}", partition.port),
+    );
+    let _us_agent = us.start();
+    let mut eu_a_agent = eu_a.start();
+    let _eu_b_agent = eu_b.start();
+    let _traffic = Traffic::start(&[us.port, eu_a.port, eu_b.port]);
+
+    wait_until(
+        "three clusters with initialized canaries",
+        Duration::from_secs(60),
+        || {
+            let (code, out, _) = cli(&url, &["canaries", "-o", "json"]);
+            code == 0 && out.matches("\"Initialized\"").count() == 3
+        },
+    );
+
+    // Rollout 1: us-east-1 (bake: 3s and 20 requests) then eu-west-1 one cluster at a time.
+    let r1 = tmp.path().join("r1.yaml");
+    std::fs::write(
+        &r1,
+        r#"apiVersion: aviary.dev/v1alpha1
+kind: FleetRollout
+metadata: {name: podinfo-6-0-1}
+spec:
+  canary: {namespace: test, name: podinfo}
+  revision: {version: 6.0.1}
+  waves:
+  - {name: us, regions: [us-east-1], bake: {duration: 3s, minRequests: 20}}
+  - {name: eu, regions: [eu-west-1], maxConcurrent: 1}
+  failurePolicy: {mandatoryWaves: [us], rollback: wave}
+  clusterDeadline: 3m
+"#,
+    )
+    .unwrap();
+    let (code, _, err) = cli(&url, &["rollout", "apply", "-f", r1.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+
+    // Kill eu-west-1a's agent in the middle of its analysis, then start it again.
+    wait_until("eu-west-1a to start its canary", Duration::from_secs(120), || {
+        eu_a.phase() == "Progressing"
+    });
+    let _ = Command::new("kill")
+        .args(["-9", &eu_a_agent.0.id().to_string()])
+        .status();
+    let _ = eu_a_agent.0.wait();
+    std::thread::sleep(Duration::from_secs(1));
+    eu_a_agent = eu_a.start();
+
+    // Cut eu-west-1b off when its canary runs: it finishes on its own.
+    wait_until("eu-west-1b to start its canary", Duration::from_secs(120), || {
+        eu_b.phase() == "Progressing"
+    });
+    partition.cut.store(true, Ordering::SeqCst);
+    wait_until(
+        "eu-west-1b to promote while partitioned",
+        Duration::from_secs(60),
+        || eu_b.phase() == "Succeeded",
+    );
+    let r = rollout(&url, "podinfo-6-0-1");
+    assert_ne!(
+        cluster_phase(&r, "eu-west-1b"),
+        "Succeeded",
+        "the coordinator cannot know yet: {r}"
+    );
+    partition.cut.store(false, Ordering::SeqCst);
+
+    let (code, out, err) = cli(&url, &["rollout", "wait", "podinfo-6-0-1"]);
+    assert_eq!(code, 0, "rollout 1 must succeed: {out}{err}");
+    let r = rollout(&url, "podinfo-6-0-1");
+    for c in ["us-east-1a", "eu-west-1a", "eu-west-1b"] {
+        assert_eq!(cluster_phase(&r, c), "Succeeded", "{c}: {r}");
+        assert_eq!(
+            history_count(&r, "cluster-started", c),
+            1,
+            "{c} must be started exactly once: {r}"
+        );
+    }
+    let us_wave = &r["waves"][0];
+    assert!(
+        us_wave["bakeRequests"].as_u64().unwrap_or(0) >= 20,
+        "bake evidence: {us_wave}"
+    );
+    for c in [&us, &eu_a, &eu_b] {
+        assert_eq!(c.served_version(), "6.0.1", "{} serves the new version", c.name);
+    }
+
+    // Rollout 2: 6.0.2 is fine in us-east-1 but fails in eu-west-1a; scope `all` reverts
+    // us-east-1a, and eu-west-1b is never started.
+    let r2 = tmp.path().join("r2.yaml");
+    std::fs::write(
+        &r2,
+        r#"apiVersion: aviary.dev/v1alpha1
+kind: FleetRollout
+metadata: {name: podinfo-6-0-2}
+spec:
+  canary: {namespace: test, name: podinfo}
+  revision: {version: 6.0.2}
+  waves:
+  - {name: us, regions: [us-east-1]}
+  - {name: eu, regions: [eu-west-1], maxConcurrent: 1}
+  failurePolicy: {maxFailedClusters: 0, rollback: all}
+"#,
+    )
+    .unwrap();
+    let (code, _, err) = cli(&url, &["rollout", "apply", "-f", r2.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = cli(&url, &["rollout", "wait", "podinfo-6-0-2"]);
+    assert_eq!(code, 1, "rollout 2 must fail: {out}");
+    let r = rollout(&url, "podinfo-6-0-2");
+    assert_eq!(r["phase"], "Failed", "{r}");
+    assert_eq!(cluster_phase(&r, "eu-west-1a"), "Failed", "{r}");
+    assert_eq!(cluster_phase(&r, "us-east-1a"), "Reverted", "{r}");
+    assert_eq!(history_count(&r, "cluster-started", "eu-west-1b"), 0, "{r}");
+    wait_until("us-east-1a to serve 6.0.1 again", Duration::from_secs(30), || {
+        us.served_version() == "6.0.1"
+    });
+    assert_eq!(eu_a.served_version(), "6.0.1");
+    assert_eq!(eu_b.served_version(), "6.0.1");
+    assert_eq!(eu_a.phase(), "Failed");
+    let events = Command::new(BIN)
+        .args([
+            "events",
+            "--agent",
+            &format!("http://127.0.0.1:{}", us.admin),
+            "--canary",
+            "test/podinfo",
+        ])
+        .output()
+        .unwrap();
+    let events = String::from_utf8_lossy(&events.stdout);
+    assert!(
+        events.contains("Promotion completed! Canary analysis was skipped for podinfo.test"),
+        "the revert skips the analysis: {events}"
+    );
+    drop(eu_a_agent);
+}
