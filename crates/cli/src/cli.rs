@@ -19,6 +19,17 @@ pub(crate) struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Watch a release go region by region on one machine, then a bad release get caught.
+    ///
+    /// Starts an in-memory coordinator, three agents on the embedded local platform
+    /// (us-east-1a in us-east-1; eu-west-1a and eu-west-1b in eu-west-1) running a podinfo-like
+    /// service as real processes behind real HTTP routers, and traffic to each. Rollout 1 takes
+    /// podinfo 6.0.0 → 6.0.1 region by region; rollout 2 (6.0.2, which answers 30% of the
+    /// requests with 500) fails its analysis in us-east-1 and never reaches eu-west-1. Shows a
+    /// live view on a terminal (plain lines otherwise), then a summary. Exit status 0 when both
+    /// rollouts ended that way. Ctrl-C stops everything, processes included.
+    Demo(commands::demo::Args),
+
     /// Run one cluster's agent: watch Flagger's Canary, MetricTemplate and AlertProvider
     /// resources and drive one actor per canary.
     ///
@@ -108,6 +119,7 @@ enum Command {
 pub(crate) fn run() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Demo(args) => commands::demo::run(args),
         Command::Agent(args) => commands::agent::run(*args),
         Command::SampleApp(args) => commands::sample_app(args),
         Command::Events(args) => commands::events::run(args),

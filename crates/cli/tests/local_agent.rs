@@ -10,7 +10,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn aviary() -> &'static str {
@@ -64,7 +68,14 @@ fn start_agent(dir: &Path, state: &Path, admin_port: u16) -> AgentProc {
         .arg(dir)
         .arg("--state-dir")
         .arg(state)
-        .args(["--admin-listen", &format!("127.0.0.1:{admin_port}"), "--min-analysis-interval", "1s", "--cluster", "local-test"])
+        .args([
+            "--admin-listen",
+            &format!("127.0.0.1:{admin_port}"),
+            "--min-analysis-interval",
+            "1s",
+            "--cluster",
+            "local-test",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -75,12 +86,20 @@ fn start_agent(dir: &Path, state: &Path, admin_port: u16) -> AgentProc {
             eprintln!("[agent] {line}");
         }
     });
-    AgentProc { child, admin: format!("http://127.0.0.1:{admin_port}") }
+    AgentProc {
+        child,
+        admin: format!("http://127.0.0.1:{admin_port}"),
+    }
 }
 
 fn get(url: &str) -> Option<String> {
-    let out = Command::new("curl").args(["-s", "--max-time", "2", url]).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "2", url])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn canary(admin: &str) -> Option<serde_json::Value> {
@@ -91,7 +110,12 @@ fn canary(admin: &str) -> Option<serde_json::Value> {
 
 fn phase_weight(admin: &str) -> (String, i64) {
     canary(admin)
-        .map(|c| (c["status"]["phase"].as_str().unwrap_or("").to_string(), c["status"]["canaryWeight"].as_i64().unwrap_or(0)))
+        .map(|c| {
+            (
+                c["status"]["phase"].as_str().unwrap_or("").to_string(),
+                c["status"]["canaryWeight"].as_i64().unwrap_or(0),
+            )
+        })
         .unwrap_or_default()
 }
 
@@ -119,7 +143,10 @@ impl Traffic {
         let ok = Arc::new(AtomicU64::new(0));
         let (s, o) = (stop.clone(), ok.clone());
         let handle = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async move {
                 let client = reqwest::Client::new();
                 while !s.load(Ordering::Relaxed) {
@@ -132,7 +159,11 @@ impl Traffic {
                 }
             });
         });
-        Self { stop, ok, handle: Some(handle) }
+        Self {
+            stop,
+            ok,
+            handle: Some(handle),
+        }
     }
 }
 
@@ -147,7 +178,10 @@ impl Drop for Traffic {
 
 fn served_version(port: u16) -> String {
     let body = get(&format!("http://127.0.0.1:{port}/")).unwrap_or_default();
-    serde_json::from_str::<serde_json::Value>(&body).ok().and_then(|v| v["version"].as_str().map(String::from)).unwrap_or_default()
+    serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["version"].as_str().map(String::from))
+        .unwrap_or_default()
 }
 
 /// PIDs of every descendant of `pid`.
@@ -156,9 +190,16 @@ fn descendants(pid: u32) -> Vec<u32> {
     let mut frontier = vec![pid];
     while let Some(p) = frontier.pop() {
         for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else { continue };
-            let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)).and_then(|s| s.parse::<u32>().ok());
+            let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+                continue;
+            };
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|s| s.parse::<u32>().ok());
             if ppid == Some(p) {
                 all.push(child);
                 frontier.push(child);
@@ -189,7 +230,9 @@ fn local_canary_promotes_rolls_back_resumes_and_leaves_no_orphans() {
     let admin_port = free_port();
     let mut agent = start_agent(&dir, &state, admin_port);
 
-    wait_until("initialization", Duration::from_secs(30), || phase_weight(&agent.admin).0 == "Initialized");
+    wait_until("initialization", Duration::from_secs(30), || {
+        phase_weight(&agent.admin).0 == "Initialized"
+    });
     assert_eq!(served_version(port), "6.0.0");
     let traffic = Traffic::start(port);
 
@@ -203,24 +246,47 @@ fn local_canary_promotes_rolls_back_resumes_and_leaves_no_orphans() {
         }
         p == "Succeeded"
     });
-    assert!(weights.contains(&10) && weights.contains(&50), "weights seen: {weights:?}");
-    wait_until("the new primary to serve", Duration::from_secs(20), || served_version(port) == "6.0.1");
+    assert!(
+        weights.contains(&10) && weights.contains(&50),
+        "weights seen: {weights:?}"
+    );
+    wait_until("the new primary to serve", Duration::from_secs(20), || {
+        served_version(port) == "6.0.1"
+    });
     let events = get(&format!("{}/events?canary=test/podinfo", agent.admin)).unwrap();
-    assert!(events.contains("Advance podinfo.test canary weight 50"), "{events}");
-    assert!(events.contains("Promotion completed! Scaling down podinfo.test"), "{events}");
+    assert!(
+        events.contains("Advance podinfo.test canary weight 50"),
+        "{events}"
+    );
+    assert!(
+        events.contains("Promotion completed! Scaling down podinfo.test"),
+        "{events}"
+    );
     let metrics = get(&format!("{}/metrics", agent.admin)).unwrap();
     assert!(metrics.contains("flagger_canary_successes_total{name=\"podinfo\",namespace=\"test\",deployment_strategy=\"canary\",analysis_status=\"completed\"} 1"), "{metrics}");
     assert!(metrics.contains("aviary_router_requests_total"), "{metrics}");
 
     // 6.0.2 answers half of the requests with 500: rolled back to 6.0.1
     write(&dir, &config(port, "6.0.2", ", --error-rate, \"0.5\""));
-    wait_until("rollback of 6.0.2", Duration::from_secs(90), || phase_weight(&agent.admin).0 == "Failed");
+    wait_until("rollback of 6.0.2", Duration::from_secs(90), || {
+        phase_weight(&agent.admin).0 == "Failed"
+    });
     let events = get(&format!("{}/events?canary=test/podinfo", agent.admin)).unwrap();
-    assert!(events.contains("Rolling back podinfo.test failed checks threshold reached 3"), "{events}");
-    assert!(events.contains("Canary failed! Scaling down podinfo.test"), "{events}");
+    assert!(
+        events.contains("Rolling back podinfo.test failed checks threshold reached 3"),
+        "{events}"
+    );
+    assert!(
+        events.contains("Canary failed! Scaling down podinfo.test"),
+        "{events}"
+    );
     assert_eq!(phase_weight(&agent.admin).1, 0);
     for _ in 0..20 {
-        assert_eq!(served_version(port), "6.0.1", "traffic must be 100% primary after a rollback");
+        assert_eq!(
+            served_version(port),
+            "6.0.1",
+            "traffic must be 100% primary after a rollback"
+        );
     }
 
     // 6.0.3: kill the agent mid-analysis; the new one resumes at the persisted weight
@@ -235,31 +301,52 @@ fn local_canary_promotes_rolls_back_resumes_and_leaves_no_orphans() {
     let _ = Command::new("kill").args(["-9", &before.to_string()]).status();
     let _ = agent.child.wait();
     // the sample apps notice their parent is gone and exit
-    wait_until("orphans to exit", Duration::from_secs(10), || kids.iter().all(|p| !alive(*p)));
+    wait_until("orphans to exit", Duration::from_secs(10), || {
+        kids.iter().all(|p| !alive(*p))
+    });
     let persisted: serde_json::Value =
         serde_json::from_slice(&std::fs::read(state.join("canaries/test/podinfo.json")).unwrap()).unwrap();
     let persisted_weight = persisted["canaryWeight"].as_i64().unwrap();
     assert!(persisted_weight >= 20);
 
     agent = start_agent(&dir, &state, admin_port);
-    wait_until("the restarted agent to report", Duration::from_secs(30), || !phase_weight(&agent.admin).0.is_empty());
+    wait_until("the restarted agent to report", Duration::from_secs(30), || {
+        !phase_weight(&agent.admin).0.is_empty()
+    });
     let (phase, weight) = phase_weight(&agent.admin);
     assert_eq!(phase, "Progressing");
-    assert!(weight >= persisted_weight, "resumed at {weight}, persisted {persisted_weight}");
+    assert!(
+        weight >= persisted_weight,
+        "resumed at {weight}, persisted {persisted_weight}"
+    );
     let served = traffic.ok.load(Ordering::Relaxed);
     assert!(served > 100, "the traffic generator got {served} answers");
-    wait_until("promotion of 6.0.3 after the restart", Duration::from_secs(90), || phase_weight(&agent.admin).0 == "Succeeded");
+    wait_until(
+        "promotion of 6.0.3 after the restart",
+        Duration::from_secs(90),
+        || phase_weight(&agent.admin).0 == "Succeeded",
+    );
     let c = canary(&agent.admin).unwrap();
-    assert_eq!(c["status"]["failedChecks"], 0, "the restart must not cost failed checks: {c}");
+    assert_eq!(
+        c["status"]["failedChecks"], 0,
+        "the restart must not cost failed checks: {c}"
+    );
     let events = get(&format!("{}/events?canary=test/podinfo", agent.admin)).unwrap();
-    assert!(!events.contains("Starting canary analysis"), "the restarted agent must not restart the analysis: {events}");
-    wait_until("6.0.3 to serve", Duration::from_secs(20), || served_version(port) == "6.0.3");
+    assert!(
+        !events.contains("Starting canary analysis"),
+        "the restarted agent must not restart the analysis: {events}"
+    );
+    wait_until("6.0.3 to serve", Duration::from_secs(20), || {
+        served_version(port) == "6.0.3"
+    });
     drop(traffic);
 
     // SIGTERM: everything the agent started goes down with it
     let kids = descendants(agent.child.id());
     assert!(!kids.is_empty());
-    let _ = Command::new("kill").args(["-TERM", &agent.child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &agent.child.id().to_string()])
+        .status();
     let status = agent.child.wait().unwrap();
     assert!(status.success(), "agent exit: {status:?}");
     for p in kids {

@@ -9,9 +9,9 @@
 //!   `aviary simulate`.
 
 pub mod engine;
-pub mod fleet;
 mod error;
 pub mod fingerprint;
+pub mod fleet;
 pub mod gofmt;
 pub mod ports;
 pub mod template;

@@ -680,13 +680,18 @@ async fn metric_provider_check_and_status_write_failures_are_reported() {
 
 #[tokio::test]
 async fn the_coordinator_can_promote_a_known_good_revision_without_analysis() {
-    let mut sim = Simulation::new(deployment_canary("    interval: 1m\n    threshold: 5\n    stepWeight: 10\n"));
+    let mut sim = Simulation::new(deployment_canary(
+        "    interval: 1m\n    threshold: 5\n    stepWeight: 10\n",
+    ));
     sim.fakes.gate = FakeGate::named("aviary-coordinator");
     initialized(&mut sim).await;
     sim.fakes.gate.set_skip_analysis(true);
     run_until_final(&mut sim, 5).await;
     let m = messages(&sim);
-    assert!(m.contains(&"Promotion completed! Canary analysis was skipped for podinfo.default".to_string()), "{m:#?}");
+    assert!(
+        m.contains(&"Promotion completed! Canary analysis was skipped for podinfo.default".to_string()),
+        "{m:#?}"
+    );
     assert_eq!(sim.fakes.target.primary_revision().as_deref(), Some("rev-2"));
     assert!(!m.iter().any(|l| l.contains("canary weight")));
 }

@@ -41,18 +41,32 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(c) = &args.canary {
         url.push_str(&format!("?canary={c}"));
     }
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let events: Vec<Event> = rt.block_on(async {
-        let resp = reqwest::get(&url).await.with_context(|| format!("cannot reach the agent at {url}"))?;
-        let resp = resp.error_for_status().with_context(|| format!("the agent at {url} answered with an error"))?;
-        resp.json().await.context("the agent's /events is not the expected JSON")
+        let resp = reqwest::get(&url)
+            .await
+            .with_context(|| format!("cannot reach the agent at {url}"))?;
+        let resp = resp
+            .error_for_status()
+            .with_context(|| format!("the agent at {url} answered with an error"))?;
+        resp.json()
+            .await
+            .context("the agent's /events is not the expected JSON")
     })?;
     match args.output {
         Output::Json => super::out(serde_json::to_string_pretty(&events)?),
         Output::Table => {
-            super::out(format_args!("{:<28} {:<8} {:<7} {:<20} MESSAGE", "TIME", "TYPE", "REASON", "CANARY"));
+            super::out(format_args!(
+                "{:<28} {:<8} {:<7} {:<20} MESSAGE",
+                "TIME", "TYPE", "REASON", "CANARY"
+            ));
             for e in &events {
-                super::out(format_args!("{:<28} {:<8} {:<7} {:<20} {}", e.timestamp, e.kind, e.reason, e.canary, e.message));
+                super::out(format_args!(
+                    "{:<28} {:<8} {:<7} {:<20} {}",
+                    e.timestamp, e.kind, e.reason, e.canary, e.message
+                ));
             }
         }
     }

@@ -5,6 +5,7 @@ pub(crate) mod canaries;
 pub(crate) mod clusters;
 pub(crate) mod coordinator;
 pub(crate) mod crds;
+pub(crate) mod demo;
 pub(crate) mod events;
 pub(crate) mod loadtester;
 pub(crate) mod rollout;
@@ -45,8 +46,13 @@ pub(crate) fn read_input(path: &Path) -> anyhow::Result<String> {
 }
 
 /// `aviary sample-app`.
-pub(crate) fn sample_app(args: aviary_local::sample_app::SampleAppArgs) -> anyhow::Result<std::process::ExitCode> {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+pub(crate) fn sample_app(
+    args: aviary_local::sample_app::SampleAppArgs,
+) -> anyhow::Result<std::process::ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     rt.block_on(aviary_local::sample_app::run(args, std::future::pending::<()>()))?;
     Ok(std::process::ExitCode::SUCCESS)
 }

@@ -569,7 +569,7 @@ async fn watch(c: &ClientArgs, name: &str) -> anyhow::Result<ExitCode> {
 }
 
 /// Plain progress lines, keyed by what they describe (printed when they change).
-fn lines(r: &v1::Rollout) -> Vec<(String, String)> {
+pub(crate) fn lines(r: &v1::Rollout) -> Vec<(String, String)> {
     let now = jiff::Timestamp::now().strftime("%H:%M:%S");
     let mut v = vec![(
         "rollout".to_string(),
@@ -622,14 +622,14 @@ fn is_done(phase: &str) -> bool {
 }
 
 /// Live bars: one per wave (clusters done), one per cluster (canary weight).
-struct Bars {
+pub(crate) struct Bars {
     multi: MultiProgress,
     header: ProgressBar,
     bars: BTreeMap<String, ProgressBar>,
 }
 
 impl Bars {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let multi = MultiProgress::new();
         let header = multi.add(ProgressBar::new_spinner());
         header.enable_steady_tick(Duration::from_millis(200));
@@ -656,7 +656,7 @@ impl Bars {
             .clone()
     }
 
-    fn update(&mut self, r: &v1::Rollout) {
+    pub(crate) fn update(&mut self, r: &v1::Rollout) {
         self.header
             .set_message(format!("rollout {} {}: {}", r.name, r.phase, r.message));
         for w in &r.waves {
@@ -697,7 +697,7 @@ impl Bars {
         }
     }
 
-    fn finish(self) {
+    pub(crate) fn finish(self) {
         for b in self.bars.values() {
             b.abandon();
         }
