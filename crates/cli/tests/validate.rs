@@ -459,7 +459,7 @@ fn the_examples_pass_with_only_the_reviewed_warnings() {
     assert_eq!(files_seen, all);
     assert_eq!(
         run.summary(),
-        "44 resources: 0 with errors, 19 warnings, 6 skipped"
+        "46 resources: 0 with errors, 19 warnings, 6 skipped"
     );
 }
 

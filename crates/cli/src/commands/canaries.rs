@@ -1,5 +1,5 @@
-//! `aviary canaries`: every canary of the fleet, as the agents report them to the coordinator.
-//! (Reading one agent directly, `--agent URL`, is a separate source with the same columns.)
+//! `aviary canaries`: every canary of the fleet, as the agents report them to the coordinator;
+//! or, with `--agent URL`, the canaries of one agent with `kubectl get canaries`' columns.
 
 use std::process::ExitCode;
 
@@ -27,6 +27,11 @@ pub(crate) struct Args {
     /// Only canaries in this Flagger phase (e.g. Progressing; case-insensitive).
     #[arg(long)]
     phase: Option<String>,
+
+    /// Ask one agent's admin endpoint instead of the coordinator (e.g. http://127.0.0.1:8080);
+    /// prints NAMESPACE, NAME, STATUS, WEIGHT, LASTTRANSITIONTIME like `kubectl get canaries`.
+    #[arg(long, env = "AVIARY_AGENT", value_name = "URL")]
+    agent: Option<String>,
 }
 
 pub(crate) const COLUMNS: [&str; 8] = [
@@ -61,6 +66,9 @@ pub(crate) fn rows(canaries: &[v1::FleetCanary]) -> Vec<Vec<String>> {
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if let Some(agent) = &args.agent {
+        return from_agent(agent, &args);
+    }
     let req = v1::ListCanariesRequest {
         cluster: args.cluster.unwrap_or_default(),
         region: args.region.unwrap_or_default(),
@@ -79,4 +87,52 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// `--agent URL`: the agent's `/canaries` (a `kubectl get canaries -o json` list).
+fn from_agent(agent: &str, args: &Args) -> anyhow::Result<ExitCode> {
+    use anyhow::Context;
+    let url = format!("{}/canaries", agent.trim_end_matches('/'));
+    let list: serde_json::Value = block_on(async {
+        let resp = reqwest::get(&url).await.with_context(|| format!("cannot reach the agent at {url}"))?;
+        let resp = resp.error_for_status().with_context(|| format!("the agent at {url} answered with an error"))?;
+        resp.json().await.context("the agent's /canaries is not the expected JSON")
+    })?;
+    let items: Vec<&serde_json::Value> = list["items"]
+        .as_array()
+        .map(|a| a.iter().collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| args.namespace.as_deref().is_none_or(|n| c["metadata"]["namespace"] == n))
+        .filter(|c| {
+            args.phase.as_deref().is_none_or(|p| c["status"]["phase"].as_str().unwrap_or("").eq_ignore_ascii_case(p))
+        })
+        .collect();
+    match args.client.output {
+        Output::Table => {
+            let s = |v: &serde_json::Value| match v {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Null => String::new(),
+                other => other.to_string(),
+            };
+            let rows = items
+                .iter()
+                .map(|c| {
+                    vec![
+                        s(&c["metadata"]["namespace"]),
+                        s(&c["metadata"]["name"]),
+                        s(&c["status"]["phase"]),
+                        s(&c["status"]["canaryWeight"]),
+                        s(&c["status"]["lastTransitionTime"]),
+                    ]
+                })
+                .collect();
+            table(&["NAMESPACE", "NAME", "STATUS", "WEIGHT", "LASTTRANSITIONTIME"], rows);
+        }
+        o => {
+            let filtered = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items});
+            print_structured(o, &filtered)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

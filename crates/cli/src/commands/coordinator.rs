@@ -1,11 +1,14 @@
-//! `aviary coordinator`: run the fleet coordinator (one replica, in-memory store).
+//! `aviary coordinator`: run the fleet coordinator, either as the only replica (state in memory)
+//! or, with `--etcd`, as one replica of several (state in etcd, leader elected there).
 //! Thin: flags → `aviary_coordinator::Coordinator`.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
+use aviary_coordinator::etcd::{Etcd, EtcdConfig, EtcdLeadership, EtcdStore};
 use aviary_coordinator::{Coordinator, CoordinatorConfig};
 
 #[derive(clap::Args, Debug)]
@@ -14,9 +17,25 @@ pub(crate) struct Args {
     #[arg(long, default_value = "0.0.0.0:7400")]
     listen: SocketAddr,
 
-    /// The address agents and clients reach this replica at (default: the listen address).
+    /// The address agents, clients and the other replicas reach this replica at (default: the
+    /// listen address). Followers send clients to the leader's advertised address, so with
+    /// --etcd and a --listen on 0.0.0.0 it is required.
     #[arg(long, value_name = "HOST:PORT")]
     advertise: Option<String>,
+
+    /// etcd client URLs, comma-separated: run as one replica of several, with the fleet state
+    /// in etcd and the leader elected there. Without it: one replica, state in memory.
+    #[arg(long, value_name = "URLS", env = "AVIARY_ETCD")]
+    etcd: Option<String>,
+
+    /// TTL of the leader's etcd lease (whole seconds, 2s to 60s): a crashed leader is replaced
+    /// within 2/3 to 1 TTL plus up to 0.5 s. Keep-alives go every TTL/3.
+    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = parse_ttl)]
+    lease_ttl: Duration,
+
+    /// Key prefix of this fleet in etcd (several fleets can share one etcd).
+    #[arg(long, value_name = "PREFIX", default_value = aviary_coordinator::etcd::DEFAULT_PREFIX)]
+    etcd_prefix: String,
 
     /// Seconds between heartbeats on agent streams; a stream silent for 3 periods is closed.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
@@ -27,6 +46,45 @@ pub(crate) struct Args {
     log_level: String,
 }
 
+fn parse_ttl(s: &str) -> Result<Duration, String> {
+    let d = aviary_api::duration::parse_go_duration(s).map_err(|e| e.to_string())?;
+    if d.subsec_nanos() != 0 || !(2..=60).contains(&d.as_secs()) {
+        return Err(format!(
+            "{s}: etcd leases have whole seconds; use 2s to 60s (etcd's minimum is 2s with its default election timeout)"
+        ));
+    }
+    Ok(d)
+}
+
+/// The advertised address, checked: followers hand it to clients and agents.
+fn advertise(args: &Args) -> anyhow::Result<Option<String>> {
+    match &args.advertise {
+        Some(a) => {
+            let (host, port) = a.rsplit_once(':').unwrap_or((a.as_str(), ""));
+            if a.contains("://") || host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
+                bail!("--advertise {a}: expected HOST:PORT (no scheme), e.g. coordinator-0.aviary:7400");
+            }
+            if args.etcd.is_some() && (host == "0.0.0.0" || host == "[::]" || host == "::") {
+                bail!(
+                    "--advertise {a}: not routable; pass the address other replicas, agents and \
+                     clients reach this replica at (its pod IP or DNS name and port)"
+                );
+            }
+            Ok(Some(a.clone()))
+        }
+        None if args.etcd.is_some() && args.listen.ip().is_unspecified() => bail!(
+            "--advertise is required with --etcd when --listen is {} (all interfaces): followers \
+             send clients and agents to the leader's advertised address; pass the address they \
+             reach this replica at, e.g. --advertise 10.0.0.5:{} or \
+             --advertise coordinator-0.coordinator:{}",
+            args.listen,
+            args.listen.port(),
+            args.listen.port()
+        ),
+        None => Ok(None),
+    }
+}
+
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
         .with_context(|| format!("--log-level {:?} is not a level or filter", args.log_level))?;
@@ -35,14 +93,24 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
+    let advertise = advertise(&args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
         let mut config = CoordinatorConfig::in_memory(args.listen);
-        config.advertise = args.advertise;
+        config.advertise = advertise;
         config.heartbeat = Duration::from_secs(args.heartbeat_seconds);
+        if let Some(urls) = &args.etcd {
+            let mut etcd_config = EtcdConfig::new(urls)?;
+            etcd_config.lease_ttl = args.lease_ttl;
+            etcd_config.prefix = args.etcd_prefix.clone();
+            let etcd = Etcd::connect(&etcd_config.endpoints).await?;
+            let leadership = EtcdLeadership::new(etcd, &etcd_config);
+            config.store = Arc::new(EtcdStore::new(&etcd_config, &leadership));
+            config.leadership = leadership;
+        }
         let c = Coordinator::start(config).await?;
         // Scripts and tests read the address from this line (useful with port 0).
         println!("aviary coordinator listening on {}", c.local_addr());
