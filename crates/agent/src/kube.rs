@@ -3,6 +3,9 @@
 //! against `--metrics-server` or `spec.metricsServer`), Flagger's controller metrics and event
 //! log, optional leader election through a Lease, and the admin endpoint.
 //!
+//! With `--coordinator`, the link to the fleet coordinator gates new revisions and applies the
+//! revisions it pushes (container images, by container name) to the target.
+//!
 //! With leader election, a standby replica serves `/healthz` and `/metrics` but watches nothing;
 //! the active one runs the watchers and the actors until it stops or loses the Lease, and then
 //! stops every actor before it gives the Lease up (or campaigns again after a loss).
@@ -107,11 +110,34 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
         &config.default_provider,
     ));
     let events = Arc::new(EventLog::new(EVENT_LOG_CAPACITY));
-    let recorder: Arc<dyn Recorder> = Arc::new(Observed::new(
-        platform.recorder(),
-        controller_metrics.clone(),
-        events.clone(),
-    ));
+    let link = config.coordinator.as_deref().map(|urls| {
+        crate::link::Link::new(crate::link::LinkConfig::new(
+            urls,
+            &config.cluster,
+            &config.region,
+            config.labels.clone(),
+        ))
+    });
+    if let Some((l, _)) = &link {
+        let l = l.clone();
+        events.subscribe(Arc::new(move |e| l.on_event(e)));
+    }
+    let on_analysis = link.as_ref().map(|(l, _)| {
+        let l = l.clone();
+        Arc::new(move |c: &Canary, m: &str, v: f64| l.on_metric(c, m, v)) as crate::observe::AnalysisListener
+    });
+    let recorder: Arc<dyn Recorder> = Arc::new(
+        Observed::new(platform.recorder(), controller_metrics.clone(), events.clone())
+            .with_analysis_listener(on_analysis),
+    );
+    let gate = link
+        .as_ref()
+        .map(|(l, _)| l.gate())
+        .unwrap_or_else(CanaryPorts::no_gate);
+    let on_status: Option<aviary_actors::platform::StatusListener> = link.as_ref().map(|(l, _)| {
+        let l = l.clone();
+        Arc::new(move |c: &Canary| l.on_status(c)) as aviary_actors::platform::StatusListener
+    });
 
     let listener = admin::bind(config.admin_listen).await?;
     tracing::info!(
@@ -143,6 +169,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
             AGENTS.fetch_add(1, Ordering::Relaxed)
         ),
         on_tick: Some(tick_observer(controller_metrics.clone(), watched.clone())),
+        on_status,
         ..Settings::default()
     };
     let actors_platform: Arc<dyn Platform> = Arc::new(KubeActorsPlatform {
@@ -151,6 +178,13 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
         hooks,
         notifier,
         recorder: recorder.clone(),
+        gate,
+    });
+    let link_task = link.map(|(_, starter)| {
+        starter.start(Arc::new(KubeFleet {
+            platform: platform.clone(),
+            watched: watched.clone(),
+        }))
     });
 
     let elector = leader_election.then(|| {
@@ -218,6 +252,9 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
     }
     .await;
     token.cancel();
+    if let Some(l) = link_task {
+        l.stop().await;
+    }
     let _ = admin_task.await;
     result
 }
@@ -229,6 +266,7 @@ struct KubeActorsPlatform {
     hooks: Arc<dyn Hooks>,
     notifier: Arc<dyn Notifier>,
     recorder: Arc<dyn Recorder>,
+    gate: Arc<dyn aviary_core::ports::Gate>,
 }
 
 #[async_trait]
@@ -241,7 +279,7 @@ impl Platform for KubeActorsPlatform {
             hooks: self.hooks.clone(),
             notifier: self.notifier.clone(),
             recorder: self.recorder.clone(),
-            gate: CanaryPorts::no_gate(),
+            gate: self.gate.clone(),
         }
     }
 
@@ -327,5 +365,188 @@ async fn totals_loop(metrics: Arc<ControllerMetrics>, watched: Arc<Watched>, sto
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(TOTALS_INTERVAL) => {}
         }
+    }
+}
+
+/// The Kubernetes platform as the coordinator link sees it: revisions are container images
+/// (`name → image`; Knative's unnamed container is `user-container`), applied to the target
+/// Deployment or Knative Service with a merge patch guarded by its resourceVersion.
+struct KubeFleet {
+    platform: Arc<KubePlatform>,
+    watched: Arc<Watched>,
+}
+
+/// Annotation bumped on the pod template to retry the same images (a new revision).
+const RETRY_ANNOTATION: &str = "aviary.dev/retry";
+
+fn container_key(c: &serde_json::Value, i: usize) -> String {
+    match c["name"].as_str() {
+        Some(n) if !n.is_empty() => n.to_string(),
+        _ if i == 0 => "user-container".into(),
+        _ => format!("container-{i}"),
+    }
+}
+
+fn images(containers: &serde_json::Value) -> aviary_proto::v1::Revision {
+    let container_images = containers
+        .as_array()
+        .map(|cs| {
+            cs.iter()
+                .enumerate()
+                .map(|(i, c)| (container_key(c, i), c["image"].as_str().unwrap_or("").to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    aviary_proto::v1::Revision {
+        container_images,
+        version: String::new(),
+    }
+}
+
+impl KubeFleet {
+    fn target_kind(canary: &Canary) -> aviary_kube::client::Kind {
+        if canary.is_knative_target() {
+            aviary_kube::client::KNATIVE_SERVICE
+        } else {
+            aviary_kube::client::DEPLOYMENT
+        }
+    }
+
+    async fn get(&self, kind: aviary_kube::client::Kind, ns: &str, name: &str) -> Option<serde_json::Value> {
+        self.platform.kube().get(kind, ns, name).await.ok().flatten()
+    }
+}
+
+#[async_trait]
+impl crate::link::FleetTarget for KubeFleet {
+    async fn canaries(&self) -> Vec<Canary> {
+        self.watched.canaries()
+    }
+
+    async fn target_revision(&self, canary: &Canary) -> aviary_proto::v1::Revision {
+        match self
+            .get(
+                Self::target_kind(canary),
+                canary.namespace(),
+                canary.target_name(),
+            )
+            .await
+        {
+            Some(obj) => images(&obj["spec"]["template"]["spec"]["containers"]),
+            None => Default::default(),
+        }
+    }
+
+    async fn primary_revision(&self, canary: &Canary) -> aviary_proto::v1::Revision {
+        let ns = canary.namespace();
+        if canary.is_knative_target() {
+            let Some(svc) = self
+                .get(aviary_kube::client::KNATIVE_SERVICE, ns, canary.target_name())
+                .await
+            else {
+                return Default::default();
+            };
+            let Some(rev) =
+                aviary_kube::client::annotation(&svc, "flagger.app/primary-revision").map(str::to_string)
+            else {
+                return Default::default();
+            };
+            return match self.get(aviary_kube::client::KNATIVE_REVISION, ns, &rev).await {
+                Some(r) => images(&r["spec"]["containers"]),
+                None => Default::default(),
+            };
+        }
+        match self
+            .get(
+                aviary_kube::client::DEPLOYMENT,
+                ns,
+                &format!("{}-primary", canary.target_name()),
+            )
+            .await
+        {
+            Some(obj) => images(&obj["spec"]["template"]["spec"]["containers"]),
+            None => Default::default(),
+        }
+    }
+
+    async fn served(&self, _canary: &Canary) -> (u64, Option<f64>) {
+        // Not measured on Kubernetes yet: bakes use their duration (see docs/fleet-rollouts.md).
+        (0, None)
+    }
+
+    async fn fingerprint(&self, canary: &Canary) -> Option<String> {
+        self.platform
+            .target(canary)
+            .revision(canary)
+            .await
+            .ok()
+            .map(|r| r.fingerprint)
+    }
+
+    async fn apply_revision(
+        &self,
+        canary: &Canary,
+        revision: &aviary_proto::v1::Revision,
+        _rollout: &str,
+    ) -> Result<(), String> {
+        if revision.container_images.is_empty() {
+            return Err(format!(
+                "{} targets a {}: the revision needs containerImages (version applies to LocalServices)",
+                canary.key(),
+                canary.target_kind()
+            ));
+        }
+        let wanted = revision.container_images.clone();
+        let kind = Self::target_kind(canary);
+        let updated = self
+            .platform
+            .kube()
+            .modify(kind, canary.namespace(), canary.target_name(), |obj| {
+                let containers = obj["spec"]["template"]["spec"]["containers"]
+                    .as_array_mut()
+                    .ok_or("the target has no containers")?;
+                let mut missing: Vec<&String> = wanted.keys().collect();
+                for (i, c) in containers.iter_mut().enumerate() {
+                    let key = container_key(c, i);
+                    if let Some(image) = wanted.get(&key) {
+                        c["image"] = serde_json::Value::String(image.clone());
+                        missing.retain(|k| **k != key);
+                    }
+                }
+                if !missing.is_empty() {
+                    return Err(format!("no container named {missing:?} in the target"));
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        updated
+            .map(|_| ())
+            .ok_or_else(|| format!("{} {} not found", kind.kind, canary.target_name()))
+    }
+
+    async fn retry(&self, canary: &Canary, _rollout: &str) -> Result<(), String> {
+        let kind = Self::target_kind(canary);
+        self.platform
+            .kube()
+            .modify(kind, canary.namespace(), canary.target_name(), |obj| {
+                let meta = &mut obj["spec"]["template"]["metadata"];
+                if !meta.is_object() {
+                    *meta = serde_json::json!({});
+                }
+                let n = meta["annotations"][RETRY_ANNOTATION]
+                    .as_str()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
+                if !meta["annotations"].is_object() {
+                    meta["annotations"] = serde_json::json!({});
+                }
+                meta["annotations"][RETRY_ANNOTATION] = serde_json::Value::String((n + 1).to_string());
+                Ok(())
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map(|_| ())
+            .ok_or_else(|| format!("{} {} not found", kind.kind, canary.target_name()))
     }
 }

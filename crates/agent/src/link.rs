@@ -39,12 +39,12 @@ pub trait FleetTarget: Send + Sync + 'static {
     /// Every canary with its status.
     async fn canaries(&self) -> Vec<Canary>;
     /// What the canary's target describes now.
-    fn target_revision(&self, canary: &Canary) -> v1::Revision;
+    async fn target_revision(&self, canary: &Canary) -> v1::Revision;
     /// What the canary's primary runs.
-    fn primary_revision(&self, canary: &Canary) -> v1::Revision;
+    async fn primary_revision(&self, canary: &Canary) -> v1::Revision;
     /// Requests the primary's current revision served since its promotion, and its recent
-    /// success rate (%), when the platform measures them.
-    fn served(&self, canary: &Canary) -> (u64, Option<f64>);
+    /// success rate (%), when the platform measures them (`(0, None)` when it does not).
+    async fn served(&self, canary: &Canary) -> (u64, Option<f64>);
     /// The fingerprint of what the target describes now.
     async fn fingerprint(&self, canary: &Canary) -> Option<String>;
     /// Applies a revision to the canary's target (a new image or version).
@@ -214,9 +214,20 @@ impl Link {
         self.shared.target.get()
     }
 
-    fn snapshot(&self, c: &Canary) -> v1::CanarySnapshot {
+    async fn snapshot(&self, c: &Canary) -> v1::CanarySnapshot {
         let status = c.status.clone().unwrap_or_default();
-        let (served, rate) = self.target().map(|t| t.served(c)).unwrap_or((0, None));
+        let (served, rate, target_revision, primary_revision) = match self.target() {
+            Some(t) => {
+                let (s, r) = t.served(c).await;
+                (
+                    s,
+                    r,
+                    Some(t.target_revision(c).await),
+                    Some(t.primary_revision(c).await),
+                )
+            }
+            None => (0, None, None, None),
+        };
         let st = self.shared.state.lock();
         v1::CanarySnapshot {
             namespace: c.namespace().into(),
@@ -233,8 +244,8 @@ impl Link {
                 .last_transition_time
                 .as_ref()
                 .map(|t| aviary_proto::ts::from_jiff(t.0)),
-            target_revision: self.target().map(|t| t.target_revision(c)),
-            primary_revision: self.target().map(|t| t.primary_revision(c)),
+            target_revision,
+            primary_revision,
             served_requests: served,
             primary_success_rate: rate,
             message: status
@@ -378,12 +389,16 @@ async fn session(
         None => Vec::new(),
     };
     let c = &link.shared.config;
+    let mut snapshots = Vec::with_capacity(canaries.len());
+    for k in &canaries {
+        snapshots.push(link.snapshot(k).await);
+    }
     let hello = v1::Hello {
         cluster: c.cluster.clone(),
         region: c.region.clone(),
         labels: c.labels.clone(),
         agent_version: c.agent_version.clone(),
-        canaries: canaries.iter().map(|k| link.snapshot(k)).collect(),
+        canaries: snapshots,
     };
     let _ = out_tx.send(msg(agent_message::Msg::Hello(hello)));
     let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(out_rx);
@@ -430,7 +445,9 @@ async fn session(
             item = rx.recv() => {
                 let Some(item) = item else { return SessionEnd::Stopped };
                 let m = match item {
-                    Outgoing::Status(c) => msg(agent_message::Msg::Status(v1::CanaryUpdate { canary: Some(link.snapshot(&c)), canaries: Vec::new() })),
+                    Outgoing::Status(c) => {
+                        msg(agent_message::Msg::Status(v1::CanaryUpdate { canary: Some(link.snapshot(&c).await), canaries: Vec::new() }))
+                    }
                     Outgoing::Event(e) => event_msg(&e),
                     Outgoing::Gate(g) => msg(agent_message::Msg::GateRequest(g)),
                 };
@@ -539,7 +556,10 @@ async fn handle(link: &Link, m: v1::CoordinatorMessage) -> Option<v1::AgentMessa
                     "no analysis running".into()
                 },
                 fingerprint: String::new(),
-                canary: canary.map(|c| link.snapshot(&c)),
+                canary: match &canary {
+                    Some(c) => Some(link.snapshot(c).await),
+                    None => None,
+                },
             })))
         }
     }
@@ -578,14 +598,14 @@ async fn apply(
         );
     };
     let repeated = link.shared.state.lock().done.contains_key(command_id);
-    let current = target.target_revision(&canary);
+    let current = target.target_revision(&canary).await;
     let already = same_revision(&current, revision);
     if !already && let Err(e) = target.apply_revision(&canary, revision, rollout).await {
         return ack(
             false,
             format!("cannot apply the revision to {key}: {e}"),
             String::new(),
-            Some(link.snapshot(&canary)),
+            Some(link.snapshot(&canary).await),
         );
     }
     // A new command for a revision whose analysis failed (the coordinator's retry): make it a
@@ -599,7 +619,7 @@ async fn apply(
             false,
             format!("cannot retry the revision on {key}: {e}"),
             String::new(),
-            Some(link.snapshot(&canary)),
+            Some(link.snapshot(&canary).await),
         );
     }
     let fingerprint = target.fingerprint(&canary).await.unwrap_or_default();
@@ -620,7 +640,7 @@ async fn apply(
     } else {
         "applied".to_string()
     };
-    ack(true, message, fingerprint, Some(link.snapshot(&canary)))
+    ack(true, message, fingerprint, Some(link.snapshot(&canary).await))
 }
 
 /// Whether the target's revision already matches the requested one (every requested image, or
@@ -650,29 +670,36 @@ impl Gate for LinkGate {
     async fn confirm_rollout(&self, canary: &Canary, revision: &Revision) -> GateDecision {
         let key = canary.key();
         let fp = revision.fingerprint.clone();
-        let mut st = self.link.shared.state.lock();
-        let closed = match st.decisions.get(&(key.clone(), fp.clone())) {
-            Some(Ok(())) => return GateDecision::Open,
-            Some(Err(reason)) if reason.starts_with("rejected:") => {
-                return GateDecision::Closed(reason.clone());
+        // Decide under the lock; ask (which may await the platform) after releasing it.
+        let (closed, due) = {
+            let mut st = self.link.shared.state.lock();
+            let closed = match st.decisions.get(&(key.clone(), fp.clone())) {
+                Some(Ok(())) => return GateDecision::Open,
+                Some(Err(reason)) if reason.starts_with("rejected:") => {
+                    return GateDecision::Closed(reason.clone());
+                }
+                Some(Err(reason)) => Some(reason.clone()),
+                None => None,
+            };
+            if !st.connected {
+                return GateDecision::Closed("the coordinator is unreachable; new revisions wait".into());
             }
-            Some(Err(reason)) => Some(reason.clone()),
-            None => None,
+            // Ask on every tick while closed (the coordinator answers when the cluster's turn
+            // comes), at most once a second.
+            let due = st
+                .asked
+                .get(&(key.clone(), fp.clone()))
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+            if due {
+                st.asked.insert((key.clone(), fp.clone()), Instant::now());
+            }
+            (closed, due)
         };
-        if !st.connected {
-            return GateDecision::Closed("the coordinator is unreachable; new revisions wait".into());
-        }
-        // Ask on every tick while closed (the coordinator answers when the cluster's turn comes),
-        // at most once a second.
-        let due = st
-            .asked
-            .get(&(key.clone(), fp.clone()))
-            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
         if due {
-            st.asked.insert((key.clone(), fp.clone()), Instant::now());
-            drop(st);
-            let c = canary.clone();
-            let revision_msg = self.link.target().map(|t| t.target_revision(&c));
+            let revision_msg = match self.link.target() {
+                Some(t) => Some(t.target_revision(canary).await),
+                None => None,
+            };
             let _ = self.link.shared.tx.send(Outgoing::Gate(v1::GateRequest {
                 namespace: canary.namespace().into(),
                 name: canary.name().into(),

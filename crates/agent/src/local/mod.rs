@@ -553,7 +553,7 @@ impl crate::link::FleetTarget for LocalFleet {
             .collect()
     }
 
-    fn target_revision(&self, canary: &Canary) -> aviary_proto::v1::Revision {
+    async fn target_revision(&self, canary: &Canary) -> aviary_proto::v1::Revision {
         let key = format!("{}/{}", canary.namespace(), canary.target_name());
         let version = self
             .runtime
@@ -567,7 +567,7 @@ impl crate::link::FleetTarget for LocalFleet {
         }
     }
 
-    fn primary_revision(&self, canary: &Canary) -> aviary_proto::v1::Revision {
+    async fn primary_revision(&self, canary: &Canary) -> aviary_proto::v1::Revision {
         let key = format!("{}/{}", canary.namespace(), canary.target_name());
         aviary_proto::v1::Revision {
             version: self.runtime.primary_version(&key),
@@ -575,7 +575,7 @@ impl crate::link::FleetTarget for LocalFleet {
         }
     }
 
-    fn served(&self, canary: &Canary) -> (u64, Option<f64>) {
+    async fn served(&self, canary: &Canary) -> (u64, Option<f64>) {
         let key = format!("{}/{}", canary.namespace(), canary.target_name());
         self.runtime.served(&key, Duration::from_secs(60))
     }

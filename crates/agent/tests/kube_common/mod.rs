@@ -18,11 +18,18 @@ pub struct Env {
     pub prom: FakePrometheus,
     pub hooks: FakeWebhook,
     pub dir: tempfile::TempDir,
+    /// The fleet coordinator the agent links to, if any.
+    pub coordinator: Option<String>,
     agent: Option<(oneshot::Sender<()>, JoinHandle<aviary_agent::Result<()>>)>,
 }
 
 impl Env {
     pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// Like [`Env::start`], with the agent linked to a coordinator.
+    pub async fn start_with(coordinator: Option<String>) -> Self {
         let options = Options {
             simulators: SimulatorConfig {
                 delay: Duration::from_millis(30),
@@ -46,6 +53,7 @@ impl Env {
             prom,
             hooks,
             dir,
+            coordinator,
             agent: None,
         };
         env.start_agent();
@@ -57,7 +65,7 @@ impl Env {
             cluster: "test-cluster".into(),
             region: "local".into(),
             labels: Default::default(),
-            coordinator: None,
+            coordinator: self.coordinator.clone(),
             admin_listen: "127.0.0.1:0".parse().unwrap(),
             min_analysis_interval: Duration::from_secs(1),
             metrics_server: self.prom.url().to_string(),

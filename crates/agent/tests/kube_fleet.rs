@@ -1,0 +1,129 @@
+//! Push mode on Kubernetes: the coordinator's StartRevision sets the image of the target
+//! Deployment's container (by name), the canary is analysed and promoted, and the rollout
+//! succeeds; a revision naming a container the target lacks is refused.
+
+#[path = "kube_common/mod.rs"]
+mod kube_common;
+
+use std::time::Duration;
+
+use aviary_coordinator::client::fleet_client;
+use aviary_coordinator::{Coordinator, CoordinatorConfig};
+use aviary_proto::v1;
+use kube_common::*;
+
+const CANARY: &str = r#"
+apiVersion: flagger.app/v1beta1
+kind: Canary
+metadata: {name: podinfo, namespace: test}
+spec:
+  provider: kubernetes
+  targetRef: {apiVersion: apps/v1, kind: Deployment, name: podinfo}
+  service: {port: 9898}
+  analysis:
+    interval: 1s
+    threshold: 2
+    iterations: 2
+"#;
+
+fn rollout(name: &str, container: &str, image: &str) -> String {
+    format!(
+        "apiVersion: aviary.dev/v1alpha1\nkind: FleetRollout\nmetadata: {{name: {name}}}\nspec:\n  canary: {{namespace: test, name: podinfo}}\n  revision: {{containerImages: {{{container}: \"{image}\"}}}}\n  byRegion: [local]\n  clusterDeadline: 2m\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_coordinator_pushes_an_image_to_a_deployment_canary() {
+    let coordinator = Coordinator::start(CoordinatorConfig::in_memory("127.0.0.1:0".parse().unwrap()))
+        .await
+        .unwrap();
+    let env = Env::start_with(Some(coordinator.url())).await;
+    env.create(deployment("podinfo", "podinfo:6.0.0"));
+    env.create_yaml(CANARY);
+    env.wait_phase("podinfo", "Initialized", Duration::from_secs(40))
+        .await;
+
+    let mut client = fleet_client(&coordinator.url()).unwrap();
+    // the cluster registers with its canary
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let c = client
+            .list_canaries(v1::ListCanariesRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .canaries;
+        if c.iter()
+            .any(|c| c.canary.as_ref().is_some_and(|k| k.phase == "Initialized"))
+        {
+            let snap = c[0].canary.clone().unwrap();
+            assert_eq!(
+                snap.target_revision.unwrap().container_images["podinfo"],
+                "podinfo:6.0.0"
+            );
+            assert_eq!(
+                snap.primary_revision.unwrap().container_images["podinfo"],
+                "podinfo:6.0.0"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the agent did not register its canary"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    client
+        .create_rollout(v1::CreateRolloutRequest {
+            manifest: rollout("podinfo-6-0-1", "podinfo", "podinfo:6.0.1"),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let r = client
+        .wait_rollout(v1::WaitRolloutRequest {
+            name: "podinfo-6-0-1".into(),
+            timeout_seconds: 90,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.phase, "Succeeded", "{r:#?}");
+    let target = env.get("apps/v1", "Deployment", "podinfo").unwrap();
+    assert_eq!(
+        target["spec"]["template"]["spec"]["containers"][0]["image"],
+        "podinfo:6.0.1"
+    );
+    let primary = env.get("apps/v1", "Deployment", "podinfo-primary").unwrap();
+    assert_eq!(
+        primary["spec"]["template"]["spec"]["containers"][0]["image"],
+        "podinfo:6.0.1"
+    );
+    assert!(
+        env.has_event("podinfo", "Confirm-rollout check aviary-coordinator passed"),
+        "{:#?}",
+        env.event_messages("podinfo")
+    );
+
+    // a container the target does not have: the agent refuses, the cluster fails
+    client
+        .create_rollout(v1::CreateRolloutRequest {
+            manifest: rollout("podinfo-bad", "sidecar", "x:1"),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let r = client
+        .wait_rollout(v1::WaitRolloutRequest {
+            name: "podinfo-bad".into(),
+            timeout_seconds: 60,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.phase, "Failed", "{r:#?}");
+    let verdict = &r.waves[0].clusters[0].verdict;
+    assert!(verdict.contains("no container named [\"sidecar\"]"), "{verdict}");
+    coordinator.shutdown().await.unwrap();
+}
