@@ -20,7 +20,7 @@ pub enum CanaryMsg {
     /// The analysis timer fired.
     Tick,
     /// The spec changed; the actor keeps its own status and takes the new ports.
-    Update(Box<Canary>, CanaryPorts),
+    Update(Arc<Canary>, CanaryPorts),
     /// The canary with its latest status.
     Get(RpcReplyPort<Canary>),
 }
@@ -47,9 +47,12 @@ impl Drop for TimerGuard {
     }
 }
 
-/// The actor's state.
+/// The actor's state. The spec is shared with the supervisor (one copy per canary); the status
+/// is the actor's own.
 pub struct CanaryState {
-    canary: Canary,
+    spec: Arc<Canary>,
+    /// Shared with the supervisor's view (one copy per canary).
+    status: Option<Arc<aviary_api::CanaryStatus>>,
     ports: CanaryPorts,
     settings: Arc<Settings>,
     supervisor: Option<ActorRef<SupervisorMsg>>,
@@ -84,10 +87,13 @@ impl Actor for CanaryActor {
     ) -> Result<Self::State, ActorProcessingErr> {
         let interval = args.canary.analysis_interval(args.settings.min_interval);
         let timer = start_timer(&myself, interval);
+        let mut spec = args.canary;
+        let status = spec.status.take().map(Arc::new);
         // Like Flagger's job, run once at start, then on every tick.
         myself.send_message(CanaryMsg::Tick)?;
         Ok(CanaryState {
-            canary: args.canary,
+            spec: Arc::new(spec),
+            status,
             ports: args.ports,
             settings: args.settings,
             supervisor: args.supervisor,
@@ -106,13 +112,14 @@ impl Actor for CanaryActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            CanaryMsg::Tick => run_tick(state).await,
-            CanaryMsg::Update(canary, ports) => {
-                let status = state.canary.status.take();
-                state.canary = *canary;
-                state.canary.status = status;
+            // Boxed: the engine's future is large, and an actor keeps its handler future inline
+            // for its whole life; boxing costs one allocation per tick instead of kilobytes
+            // per idle canary.
+            CanaryMsg::Tick => Box::pin(run_tick(state)).await,
+            CanaryMsg::Update(spec, ports) => {
+                state.spec = spec;
                 state.ports = ports;
-                let interval = state.canary.analysis_interval(state.settings.min_interval);
+                let interval = state.spec.analysis_interval(state.settings.min_interval);
                 if interval != state.interval {
                     state.interval = interval;
                     state._timer = start_timer(&myself, interval);
@@ -120,10 +127,19 @@ impl Actor for CanaryActor {
                 }
             }
             CanaryMsg::Get(reply) => {
-                let _ = reply.send(state.canary.clone());
+                let _ = reply.send(state.canary());
             }
         }
         Ok(())
+    }
+}
+
+impl CanaryState {
+    /// The canary with its current status (a copy).
+    fn canary(&self) -> Canary {
+        let mut c = (*self.spec).clone();
+        c.status = self.status.as_deref().cloned();
+        c
     }
 }
 
@@ -142,8 +158,9 @@ async fn run_tick(state: &mut CanaryState) {
     let lateness = started.saturating_duration_since(expected);
 
     let token = token();
+    let canary = state.canary();
     let input = TickInput {
-        canary: &state.canary,
+        canary: &canary,
         now: state.settings.clock.now(),
         token: &token,
     };
@@ -154,17 +171,23 @@ async fn run_tick(state: &mut CanaryState) {
         &state.settings.engine,
     )
     .await;
-    state.canary.status = Some(outcome.status);
+    let status = Arc::new(outcome.status);
+    state.status = Some(status.clone());
 
     if let Some(on_status) = &state.settings.on_status {
-        on_status(&state.canary);
+        let mut c = canary;
+        c.status = Some((*status).clone());
+        on_status(&c);
     }
     if let Some(sup) = &state.supervisor {
-        let _ = sup.cast(SupervisorMsg::Observed(Box::new(state.canary.clone())));
+        let _ = sup.cast(SupervisorMsg::Observed {
+            key: state.spec.key(),
+            status,
+        });
     }
     if let Some(on_tick) = &state.settings.on_tick {
         on_tick(&TickReport {
-            key: state.canary.key(),
+            key: state.spec.key(),
             lateness,
             duration: started.elapsed(),
             analysed: outcome.analysed,

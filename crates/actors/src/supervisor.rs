@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
-use aviary_api::Canary;
+use aviary_api::{Canary, CanaryStatus};
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tokio::time::Instant;
 
@@ -21,8 +21,8 @@ pub enum SupervisorMsg {
     Remove { namespace: String, name: String },
     /// Every canary with its latest status (and actors that could not be kept running).
     List(RpcReplyPort<Vec<CanaryView>>),
-    /// From a canary actor: its state after a tick.
-    Observed(Box<Canary>),
+    /// From a canary actor: its status after a tick.
+    Observed { key: String, status: Arc<CanaryStatus> },
 }
 
 /// One canary as the supervisor sees it.
@@ -45,7 +45,9 @@ pub struct SupervisorArgs {
 pub struct Supervisor;
 
 struct Entry {
-    canary: Canary,
+    /// The spec (shared with the actor; `status` is always `None` here).
+    spec: Arc<Canary>,
+    status: Option<Arc<CanaryStatus>>,
     actor: Option<ActorRef<CanaryMsg>>,
     restarts: VecDeque<Instant>,
     total_restarts: usize,
@@ -69,7 +71,8 @@ impl SupervisorState {
         let Some(entry) = self.entries.get(key) else {
             return;
         };
-        let mut canary = entry.canary.clone();
+        let mut canary = (*entry.spec).clone();
+        canary.status = entry.status.as_deref().cloned();
         if let Some(status) = self.platform.load_status(&canary).await {
             canary.status = Some(status);
         }
@@ -127,19 +130,19 @@ impl Actor for Supervisor {
                 let key = canary.key();
                 match state.entries.get_mut(&key) {
                     Some(entry) => {
-                        let changed = entry.canary.spec != canary.spec
-                            || entry.canary.metadata.labels != canary.metadata.labels
-                            || entry.canary.metadata.annotations != canary.metadata.annotations;
+                        let changed = entry.spec.spec != canary.spec
+                            || entry.spec.metadata.labels != canary.metadata.labels
+                            || entry.spec.metadata.annotations != canary.metadata.annotations;
                         if !changed {
                             return Ok(());
                         }
-                        let status = entry.canary.status.clone();
-                        entry.canary = *canary;
-                        entry.canary.status = status;
+                        let mut spec = *canary;
+                        spec.status = None;
+                        entry.spec = Arc::new(spec);
                         match &entry.actor {
                             Some(actor) => {
-                                let ports = state.platform.ports(&entry.canary);
-                                actor.cast(CanaryMsg::Update(Box::new(entry.canary.clone()), ports))?;
+                                let ports = state.platform.ports(&entry.spec);
+                                actor.cast(CanaryMsg::Update(entry.spec.clone(), ports))?;
                             }
                             None => {
                                 // a failed canary gets a fresh start when its spec changes
@@ -149,10 +152,13 @@ impl Actor for Supervisor {
                         }
                     }
                     None => {
+                        let mut spec = *canary;
+                        let status = spec.status.take().map(Arc::new);
                         state.entries.insert(
                             key.clone(),
                             Entry {
-                                canary: *canary,
+                                spec: Arc::new(spec),
+                                status,
                                 actor: None,
                                 restarts: VecDeque::new(),
                                 total_restarts: 0,
@@ -176,17 +182,21 @@ impl Actor for Supervisor {
                 let views = state
                     .entries
                     .values()
-                    .map(|e| CanaryView {
-                        canary: e.canary.clone(),
-                        failure: e.failure.clone(),
-                        restarts: e.total_restarts,
+                    .map(|e| {
+                        let mut canary = (*e.spec).clone();
+                        canary.status = e.status.as_deref().cloned();
+                        CanaryView {
+                            canary,
+                            failure: e.failure.clone(),
+                            restarts: e.total_restarts,
+                        }
                     })
                     .collect();
                 let _ = reply.send(views);
             }
-            SupervisorMsg::Observed(canary) => {
-                if let Some(entry) = state.entries.get_mut(&canary.key()) {
-                    entry.canary.status = canary.status;
+            SupervisorMsg::Observed { key, status } => {
+                if let Some(entry) = state.entries.get_mut(&key) {
+                    entry.status = Some(status);
                 }
             }
         }

@@ -110,23 +110,24 @@ pub struct CanarySpec {
 
     /// Scaler selector.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub autoscaler_ref: Option<AutoscalerRef>,
+    pub autoscaler_ref: Option<Box<AutoscalerRef>>,
 
     /// Ingress selector (NGINX).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ingress_ref: Option<TypedRef>,
+    pub ingress_ref: Option<Box<TypedRef>>,
 
     /// APISIX route selector.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub route_ref: Option<TypedRef>,
+    pub route_ref: Option<Box<TypedRef>>,
 
     /// Gloo Upstream selector.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub upstream_ref: Option<UpstreamRef>,
+    pub upstream_ref: Option<Box<UpstreamRef>>,
 
     /// Kubernetes Service spec.
+    // Boxed: large, and absent for Knative and local canaries (one copy per canary actor).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub service: Option<CanaryService>,
+    pub service: Option<Box<CanaryService>>,
 
     /// Skip analysis and promote canary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -281,7 +282,7 @@ pub struct CanaryAnalysis {
     pub webhooks: Option<Vec<CanaryWebhook>>,
     /// Session affinity settings for a canary run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub session_affinity: Option<SessionAffinity>,
+    pub session_affinity: Option<Box<SessionAffinity>>,
 }
 
 /// One metric check.

@@ -195,10 +195,10 @@ mod tests {
                     kind: Some("Deployment".into()),
                     name: Some("podinfo".into()),
                 }),
-                service: Some(CanaryService {
+                service: Some(Box::new(CanaryService {
                     port: Some(9898),
                     ..Default::default()
-                }),
+                })),
                 analysis: Some(analysis),
                 ..Default::default()
             },
@@ -227,10 +227,10 @@ mod tests {
                 }),
                 ..Default::default()
             }]),
-            session_affinity: Some(SessionAffinity {
+            session_affinity: Some(Box::new(SessionAffinity {
                 cookie_name: Some("c".into()),
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         }));
         let a = c.spec.analysis.as_ref().unwrap();

@@ -63,16 +63,16 @@ pub struct CanaryService {
     pub match_: Option<Vec<HttpMatchRequest>>,
     /// Retry policy for HTTP requests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retries: Option<HttpRetry>,
+    pub retries: Option<Box<HttpRetry>>,
     /// Rewrite HTTP URIs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rewrite: Option<HttpRewrite>,
+    pub rewrite: Option<Box<HttpRewrite>>,
     /// Gateway API static mirror filters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mirror: Option<Vec<MirrorFilter>>,
     /// Header operations.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub headers: Option<HeaderOperations>,
+    pub headers: Option<Box<HeaderOperations>>,
     /// The list of Istio gateways for this virtual service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateways: Option<Vec<String>>,
@@ -82,22 +82,23 @@ pub struct CanaryService {
     pub gateway_refs: Option<Vec<ParentReference>>,
     /// Istio Cross-Origin Resource Sharing policy (CORS).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cors_policy: Option<CorsPolicy>,
+    pub cors_policy: Option<Box<CorsPolicy>>,
     /// Istio traffic policy.
+    // Boxed, like the other large rarely-set settings: a canary actor keeps one spec each.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub traffic_policy: Option<TrafficPolicy>,
+    pub traffic_policy: Option<Box<TrafficPolicy>>,
     /// Metadata to add to the apex service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub apex: Option<CustomMetadata>,
+    pub apex: Option<Box<CustomMetadata>>,
     /// Metadata to add to the primary service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub primary: Option<CustomMetadata>,
+    pub primary: Option<Box<CustomMetadata>>,
     /// Metadata to add to the canary service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub canary: Option<CustomMetadata>,
+    pub canary: Option<Box<CustomMetadata>>,
     /// Metadata keys that should be ignored by the controller.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub unmanaged_metadata: Option<UnmanagedMetadata>,
+    pub unmanaged_metadata: Option<Box<UnmanagedMetadata>>,
 }
 
 /// A string match: exactly one of exact, prefix, suffix or regex.

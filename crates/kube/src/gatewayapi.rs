@@ -487,7 +487,7 @@ mod tests {
             kind: Some("Deployment".into()),
             name: Some("podinfo".into()),
         });
-        c.spec.service = Some(CanaryService {
+        c.spec.service = Some(Box::new(CanaryService {
             port: Some(9898),
             gateway_refs: Some(vec![ParentReference {
                 name: Some("gw".into()),
@@ -496,7 +496,7 @@ mod tests {
             }]),
             hosts: Some(vec!["app.example.com".into()]),
             ..Default::default()
-        });
+        }));
         c.spec.analysis = Some(analysis);
         defaulted(&c)
     }
@@ -581,10 +581,10 @@ mod tests {
     fn session_affinity_pins_cookies() {
         let c = canary(CanaryAnalysis {
             step_weight: Some(10),
-            session_affinity: Some(SessionAffinity {
+            session_affinity: Some(Box::new(SessionAffinity {
                 cookie_name: Some("flagger-cookie".into()),
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         });
         let routes = Routes {

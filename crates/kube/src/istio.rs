@@ -367,10 +367,10 @@ mod tests {
             kind: Some("Deployment".into()),
             name: Some("podinfo".into()),
         });
-        c.spec.service = Some(CanaryService {
+        c.spec.service = Some(Box::new(CanaryService {
             port: Some(9898),
             ..service
-        });
+        }));
         c.spec.analysis = Some(analysis);
         defaulted(&c)
     }
@@ -460,10 +460,10 @@ mod tests {
         let sa = canary(
             CanaryAnalysis {
                 step_weight: Some(10),
-                session_affinity: Some(SessionAffinity {
+                session_affinity: Some(Box::new(SessionAffinity {
                     cookie_name: Some("c".into()),
                     ..Default::default()
-                }),
+                })),
                 ..Default::default()
             },
             CanaryService::default(),

@@ -211,7 +211,7 @@ pub fn merge_matches(analysis: &[HttpMatchRequest], base: &[HttpMatchRequest]) -
 pub fn session(c: &Canary, routes: &Routes) -> Option<(SessionAffinity, SessionCookies)> {
     let sa = c.analysis().session_affinity.clone()?;
     let cookies = routes.session.clone()?;
-    Some((sa, cookies))
+    Some((*sa, cookies))
 }
 
 #[cfg(test)]

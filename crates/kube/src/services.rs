@@ -86,9 +86,9 @@ impl ClusterIpServices {
         let ns = c.namespace();
         let svc = c.spec.service.clone().unwrap_or_default();
         let custom: Option<CustomMetadata> = match role {
-            Role::Apex => svc.apex.clone(),
-            Role::Primary => svc.primary.clone(),
-            Role::Canary => svc.canary.clone(),
+            Role::Apex => svc.apex.as_deref().cloned(),
+            Role::Primary => svc.primary.as_deref().cloned(),
+            Role::Canary => svc.canary.as_deref().cloned(),
         };
         let mut labels: Map<String, Value> = custom
             .as_ref()
