@@ -3,8 +3,8 @@
 //! of a deposed leader. State changes are published on a watch channel: the rollout loops stop
 //! when leadership is lost and a new leader reloads everything from the store.
 //!
-//! This crate has [`AlwaysLeader`] (one replica). An etcd election (campaign on a lease, the
-//! election key's revision as the fence) implements the same trait.
+//! [`AlwaysLeader`] is the single replica; [`EtcdLeadership`](crate::etcd::EtcdLeadership) is
+//! one replica of several, elected on etcd (the election key's create revision is the fence).
 
 use async_trait::async_trait;
 use tokio::sync::watch;
@@ -40,6 +40,10 @@ pub trait Leadership: Send + Sync + 'static {
             }),
         }
     }
+
+    /// Called once when the coordinator serves, with the address it advertises (an election
+    /// campaigns from then on, with that address as the leader's value).
+    fn start(&self, _advertise: &str) {}
 
     /// Gives leadership up (on shutdown), so another replica takes over at once.
     async fn resign(&self) {}

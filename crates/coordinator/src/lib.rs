@@ -5,6 +5,9 @@
 //! - [`store`]: the [`Store`] trait (fenced, compare-and-swap writes) and [`MemoryStore`].
 //! - [`leader`]: the [`Leadership`] trait (a watch of leader state, fencing tokens) and
 //!   [`AlwaysLeader`].
+//! - [`etcd`]: several replicas on etcd: [`EtcdStore`](etcd::EtcdStore) and
+//!   [`EtcdLeadership`](etcd::EtcdLeadership) (election on a lease, fenced writes), and
+//!   [`LocalEtcd`](etcd::LocalEtcd) for tests.
 //! - `rollouts`: one reconcile loop per rollout over aviary-core's sequencer; `agent_link`:
 //!   agent sessions; `api`: the Fleet service; `fleet`: the in-memory fleet view; `convert`:
 //!   wire ↔ model.
@@ -16,6 +19,7 @@ mod api;
 pub mod client;
 mod convert;
 mod error;
+pub mod etcd;
 mod fleet;
 pub mod leader;
 mod rollouts;

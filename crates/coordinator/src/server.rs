@@ -1,5 +1,12 @@
 //! Starting and stopping a coordinator: the gRPC server with both services, health and
 //! reflection, the leadership follower, graceful shutdown.
+//!
+//! Health: the overall status (`""`) is SERVING while the process serves, on every replica.
+//! `aviary.v1.Fleet` and `aviary.v1.AgentLink` are SERVING on the leader only: a follower
+//! answers reads but refuses writes, watches and agent streams (UNAVAILABLE with the leader's
+//! address), so a load balancer checking `aviary.v1.Fleet` sends clients straight to the
+//! leader, and `grpcurl … grpc.health.v1.Health/Check` shows who leads. (Readiness probes of a
+//! StatefulSet belong on the overall status: no pod would be ready during an election.)
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,7 +25,7 @@ use crate::agent_link::{AgentLinkHandler, AgentLinkService, Sessions};
 use crate::api::FleetService;
 use crate::error::{Error, Result};
 use crate::fleet::Fleet;
-use crate::leader::{AlwaysLeader, Leadership};
+use crate::leader::{AlwaysLeader, LeaderState, Leadership};
 use crate::rollouts::Rollouts;
 use crate::store::{MemoryStore, Store};
 
@@ -73,6 +80,7 @@ impl Coordinator {
             source: e,
         })?;
         let advertise = config.advertise.clone().unwrap_or_else(|| addr.to_string());
+        config.leadership.start(&advertise);
         let shutdown = CancellationToken::new();
         let fleet = Arc::new(Fleet::default());
         let sessions = Arc::new(Sessions::default());
@@ -102,8 +110,21 @@ impl Coordinator {
         let api = FleetService { rollouts };
 
         let (health, health_service) = tonic_health::server::health_reporter();
-        health.set_serving::<FleetServer<FleetService>>().await;
-        health.set_serving::<AgentLinkServer<AgentLinkHandler>>().await;
+        if leading {
+            health.set_serving::<FleetServer<FleetService>>().await;
+            health.set_serving::<AgentLinkServer<AgentLinkHandler>>().await;
+        } else {
+            health.set_not_serving::<FleetServer<FleetService>>().await;
+            health
+                .set_not_serving::<AgentLinkServer<AgentLinkHandler>>()
+                .await;
+        }
+        tokio::spawn(follow_leadership(
+            config.leadership.watch(),
+            health.clone(),
+            sessions.clone(),
+            shutdown.clone(),
+        ));
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(aviary_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -161,12 +182,12 @@ impl Coordinator {
         format!("http://{}", self.addr)
     }
 
-    /// Stops gracefully: closes agent streams and watches, resigns leadership, waits up to 5 s
-    /// for calls in flight.
+    /// Stops gracefully: resigns leadership (a successor is elected while this replica closes
+    /// its streams), closes agent streams and watches, waits up to 5 s for calls in flight.
     pub async fn shutdown(self) -> Result<()> {
+        self.leadership.resign().await;
         self.shutdown.cancel();
         self.sessions.close_all();
-        self.leadership.resign().await;
         let mut server = self.server;
         match tokio::time::timeout(Duration::from_secs(5), &mut server).await {
             Ok(Ok(r)) => r,
@@ -184,6 +205,43 @@ impl Coordinator {
         wait_for_signal().await;
         tracing::info!("signal received; shutting down");
         self.shutdown().await
+    }
+}
+
+/// Publishes leadership in the health service; on losing it, closes the agent streams so the
+/// agents move to the new leader. A follower has no agent streams: one that was accepted just
+/// before the replica stepped down is closed by the next sweep (every second).
+async fn follow_leadership(
+    mut rx: tokio::sync::watch::Receiver<LeaderState>,
+    health: tonic_health::server::HealthReporter,
+    sessions: Arc<Sessions>,
+    shutdown: CancellationToken,
+) {
+    let mut was_leader: Option<bool> = None;
+    let mut sweep = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        let leader = matches!(*rx.borrow_and_update(), LeaderState::Leader { .. });
+        if was_leader != Some(leader) {
+            if leader {
+                health.set_serving::<FleetServer<FleetService>>().await;
+                health.set_serving::<AgentLinkServer<AgentLinkHandler>>().await;
+            } else {
+                health.set_not_serving::<FleetServer<FleetService>>().await;
+                health
+                    .set_not_serving::<AgentLinkServer<AgentLinkHandler>>()
+                    .await;
+                if was_leader == Some(true) {
+                    tracing::info!("not the leader any more: closing the agent streams");
+                    sessions.close_all();
+                }
+            }
+            was_leader = Some(leader);
+        }
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { return },
+            _ = sweep.tick(), if was_leader == Some(false) => sessions.close_all(),
+            _ = shutdown.cancelled() => return,
+        }
     }
 }
 

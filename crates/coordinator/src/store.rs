@@ -3,7 +3,7 @@
 //! snapshot on every connect).
 //!
 //! Every write carries the leader's [`Fence`] and, for rollouts, the revision of the record it
-//! replaces. An etcd implementation does each write as one transaction:
+//! replaces. [`EtcdStore`](crate::etcd::EtcdStore) does each write as one transaction:
 //! `If(election key's revision == fence, record's mod_revision == expected) Then(put)`, so a
 //! deposed leader or a stale read can never overwrite newer state. [`MemoryStore`] keeps the
 //! same contract in memory (single replica, tests, `aviary demo`).

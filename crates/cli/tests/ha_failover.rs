@@ -1,0 +1,271 @@
+//! Coordinator failover with real processes: etcd, three `aviary coordinator --etcd` replicas
+//! (lease TTL 2 s) and three `aviary agent --local` clusters in two regions, each with its
+//! sample-app processes and real HTTP traffic. During one rollout:
+//!
+//! 1. `kill -9` of the leader while the first cluster's canary runs: another replica leads
+//!    within 3 s (measured and printed);
+//! 2. `SIGSTOP` of the next leader for longer than its lease while the second cluster runs,
+//!    then `SIGCONT`: a third replica leads meanwhile; the stale one writes nothing (the write
+//!    history in etcd, with the term of every write, never goes back to its term) and steps down;
+//! 3. `SIGTERM` of the leader while the last cluster runs: the hand-over takes < 0.5 s;
+//!
+//! and the rollout completes, with every cluster started exactly once in the audit history.
+//! Without etcd the test prints a skip notice (and fails under `CI=true`).
+
+mod ha_support;
+
+use std::time::{Duration, Instant};
+
+use aviary_coordinator::etcd::{Etcd, EtcdConfig, EtcdLeadership, EtcdStore};
+use ha_support::*;
+
+const ROLLOUT: &str = "apiVersion: aviary.dev/v1alpha1
+kind: FleetRollout
+metadata: {name: podinfo-6-0-1}
+spec:
+  canary: {namespace: test, name: podinfo}
+  revision: {version: 6.0.1}
+  byRegion: [us-east-1, eu-west-1]
+  clusterDeadline: 10m
+";
+
+const CLUSTERS: [(&str, &str); 3] = [
+    ("us-1", "us-east-1"),
+    ("us-2", "us-east-1"),
+    ("eu-1", "eu-west-1"),
+];
+
+/// The fence in a replica's latest "elected leader" line.
+fn fence(c: &Coord) -> u64 {
+    let lines = c.log.grep("elected leader");
+    let line = lines.last().expect("an election line");
+    line.split("fence=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no fence in {line:?}"))
+}
+
+/// Waits for another replica than `except` to log its election after `since`; returns it and
+/// how long after `since` that was.
+fn next_leader(coords: &[Coord], except: usize, since: Instant, limit: Duration) -> (usize, Duration) {
+    let start = Instant::now();
+    loop {
+        for (i, c) in coords.iter().enumerate() {
+            if i != except
+                && let Some(t) = c.log.find("elected leader", since)
+            {
+                return (i, t - since);
+            }
+        }
+        assert!(start.elapsed() < limit, "no new leader within {limit:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// How long after `since` every agent was connected to `c` again (printed: the agents' own
+/// reconnect backoff decides it).
+fn agents_back(c: &Coord, since: Instant) -> Duration {
+    let mut last = since;
+    wait_until(
+        "the agents to reconnect to the new leader",
+        Duration::from_secs(60),
+        || {
+            let times: Vec<Option<Instant>> = CLUSTERS
+                .iter()
+                .map(|(cluster, _)| {
+                    c.log
+                        .find(&format!("agent connected cluster=\"{cluster}\""), since)
+                })
+                .collect();
+            if times.iter().all(Option::is_some) {
+                last = times.into_iter().flatten().max().unwrap();
+                return true;
+            }
+            false
+        },
+    );
+    last - since
+}
+
+/// Waits until the cluster has been started by the rollout and its canary runs.
+fn wait_running(urls: &[String], agent: &Agent) {
+    wait_until(
+        &format!("{} to run", agent.cluster),
+        Duration::from_secs(90),
+        || {
+            let started = rollout(urls, "podinfo-6-0-1")
+                .is_some_and(|r| count(&r["history"], "cluster-started", &agent.cluster) == 1);
+            let (phase, weight) = agent.canary();
+            started && phase == "Progressing" && weight >= 25
+        },
+    );
+}
+
+#[test]
+fn leader_kill_pause_and_term_during_a_rollout_lose_nothing() {
+    let Some(etcd) = etcd("leader_kill_pause_and_term_during_a_rollout_lose_nothing", 1) else {
+        return;
+    };
+    let csv = etcd.endpoints_csv();
+    let mut coords: Vec<Coord> = (0..3)
+        .map(|i| Coord::start(&format!("c{i}"), &csv, "2s"))
+        .collect();
+    let first = wait_leader(&coords, Duration::from_secs(20));
+    let urls: Vec<String> = coords.iter().map(Coord::url).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let mut agents: Vec<Agent> = CLUSTERS
+        .iter()
+        .map(|(c, r)| Agent::start(dir.path(), c, r, &urls.join(",")))
+        .collect();
+    for a in &mut agents {
+        wait_until(
+            &format!("{} to initialize", a.cluster),
+            Duration::from_secs(60),
+            || a.canary().0 == "Initialized",
+        );
+        a.start_traffic();
+    }
+    wait_until("the three clusters to connect", Duration::from_secs(30), || {
+        let (_, out, _) = aviary(&coords[first].url(), &["clusters", "-o", "json"]);
+        out.matches("\"connected\": true").count() == 3
+    });
+
+    // Applied through a follower: the CLI follows it to the leader.
+    let manifest = dir.path().join("rollout.yaml");
+    std::fs::write(&manifest, ROLLOUT).unwrap();
+    let follower = (first + 1) % 3;
+    let (code, out, err) = aviary(
+        &urls[follower],
+        &["rollout", "apply", "-f", manifest.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+
+    // 1. kill -9 of the leader in the middle of the first wave.
+    wait_running(&urls, &agents[0]);
+    let killed = Instant::now();
+    coords[first].kill9();
+    let (second, took) = next_leader(&coords, first, killed, Duration::from_secs(10));
+    println!(
+        "kill -9 of the leader: {} leads {took:?} later",
+        coords[second].name
+    );
+    assert!(took < Duration::from_secs(3), "failover took {took:?}");
+    println!(
+        "  the agents are back {:?} after the kill",
+        agents_back(&coords[second], killed)
+    );
+    let live: Vec<String> = (0..3).filter(|&i| i != first).map(|i| urls[i].clone()).collect();
+
+    // 2. SIGSTOP of the new leader past its lease while the second cluster runs, then SIGCONT.
+    wait_running(&live, &agents[1]);
+    let f2 = fence(&coords[second]);
+    let paused = Instant::now();
+    coords[second].pause();
+    let third = 3 - first - second;
+    let (_, took) = next_leader(&coords, second, paused, Duration::from_secs(10));
+    println!(
+        "SIGSTOP of the leader: {} leads {took:?} later",
+        coords[third].name
+    );
+    let f3 = fence(&coords[third]);
+    assert!(f3 > f2);
+    std::thread::sleep(Duration::from_secs(4).saturating_sub(paused.elapsed()));
+    let resumed = Instant::now();
+    coords[second].resume();
+    wait_until("the stale leader to step down", Duration::from_secs(5), || {
+        coords[second].log.find("stepping down", resumed).is_some()
+    });
+    println!(
+        "the stale leader after SIGCONT: {:?}",
+        coords[second].log.grep("stepping down").last().unwrap()
+    );
+
+    // 3. SIGTERM of the leader while the last cluster runs: hand-over in < 0.5 s.
+    wait_running(&[urls[second].clone()], &agents[2]);
+    assert!(coords[third].leads(), "{} still leads", coords[third].name);
+    let termed = Instant::now();
+    coords[third].term();
+    let (_, took) = next_leader(&coords, third, termed, Duration::from_secs(5));
+    println!(
+        "SIGTERM of the leader: {} leads {took:?} later",
+        coords[second].name
+    );
+    assert!(took < Duration::from_millis(500), "hand-over took {took:?}");
+    println!(
+        "  the agents are back {:?} after the SIGTERM",
+        agents_back(&coords[second], termed)
+    );
+    let status = coords[third]
+        .wait_exit(Duration::from_secs(10))
+        .expect("exits after SIGTERM");
+    assert!(status.success(), "{status:?}");
+
+    // The rollout completes; every cluster started exactly once.
+    let only = vec![urls[second].clone()];
+    let mut last = serde_json::Value::Null;
+    wait_until("the rollout to succeed", Duration::from_secs(120), || {
+        last = rollout(&only, "podinfo-6-0-1").unwrap_or_default();
+        last["phase"] == "Succeeded"
+    });
+    for (c, _) in CLUSTERS {
+        assert_eq!(
+            count(&last["history"], "cluster-started", c),
+            1,
+            "{c}: {}",
+            last["history"]
+        );
+        assert_eq!(
+            count(&last["history"], "cluster-succeeded", c),
+            1,
+            "{c}: {}",
+            last["history"]
+        );
+        assert_eq!(cluster_phase(&last, c), "Succeeded");
+    }
+    let kinds: Vec<&str> = last["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|h| h["kind"].as_str())
+        .collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "rollout-succeeded").count(),
+        1,
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "wave-started").count(),
+        2,
+        "{kinds:?}"
+    );
+
+    // The write history in etcd: terms never go back (no deposed leader wrote after its
+    // successor), and the stale replica wrote nothing with its old term after the pause.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let writes = rt.block_on(async {
+        let cfg = EtcdConfig::new(&csv).unwrap();
+        let reader = EtcdLeadership::new(Etcd::connect(&cfg.endpoints).await.unwrap(), &cfg);
+        EtcdStore::new(&cfg, &reader)
+            .rollout_writes("podinfo-6-0-1")
+            .await
+            .unwrap()
+    });
+    let fences: Vec<u64> = writes.iter().map(|w| w.fence).collect();
+    println!("rollout writes by term: {fences:?}");
+    assert!(
+        fences.windows(2).all(|w| w[0] <= w[1]),
+        "terms went back: {fences:?}"
+    );
+    let first_of_f3 = fences.iter().position(|f| *f == f3);
+    if let Some(p) = first_of_f3 {
+        assert!(
+            !fences[p..].contains(&f2),
+            "the stale leader wrote after its successor: {fences:?}"
+        );
+    }
+    drop(agents);
+}

@@ -1,0 +1,225 @@
+//! etcd on loopback for tests and benchmarks: one process per member on ephemeral ports, data in
+//! a temporary directory, every process killed when the [`LocalEtcd`] is dropped.
+
+use std::io::{self, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A local etcd cluster (one or more members).
+pub struct LocalEtcd {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    token: String,
+    members: Vec<Member>,
+}
+
+struct Member {
+    name: String,
+    client: u16,
+    peer: u16,
+    child: Option<Child>,
+}
+
+fn free_port() -> io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl LocalEtcd {
+    /// The etcd binary: `$AVIARY_ETCD`, else `etcd` on the PATH (Debian's `etcd-server` package
+    /// installs `/usr/bin/etcd`).
+    pub fn binary() -> Option<PathBuf> {
+        if let Some(p) = std::env::var_os("AVIARY_ETCD") {
+            return Some(PathBuf::from(p));
+        }
+        let path = std::env::var_os("PATH")?;
+        std::env::split_paths(&path)
+            .map(|d| d.join("etcd"))
+            .find(|p| p.is_file())
+    }
+
+    /// The binary; without one, prints why the caller skips (and panics under `CI=true`, where a
+    /// missing etcd is an error).
+    pub fn binary_or_skip(what: &str) -> Option<PathBuf> {
+        let found = Self::binary();
+        if found.is_none() {
+            let msg = format!(
+                "{what}: etcd not found (install the Debian package etcd-server, or set AVIARY_ETCD)"
+            );
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("{msg}; CI=true: etcd is required");
+            }
+            eprintln!("SKIPPED {msg}");
+        }
+        found
+    }
+
+    /// Starts `members` members on free loopback ports and waits (up to 30 s) until the cluster
+    /// answers `/health`.
+    pub fn start(bin: &Path, members: usize) -> io::Result<Self> {
+        let dir = tempfile::Builder::new().prefix("aviary-etcd-").tempdir()?;
+        let mut list = Vec::new();
+        for i in 0..members.max(1) {
+            list.push(Member {
+                name: format!("m{i}"),
+                client: free_port()?,
+                peer: free_port()?,
+                child: None,
+            });
+        }
+        let mut etcd = Self {
+            bin: bin.to_path_buf(),
+            dir,
+            token: format!("aviary-{}", rand::random::<u32>()),
+            members: list,
+        };
+        for i in 0..etcd.members.len() {
+            etcd.spawn(i)?;
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for i in 0..etcd.members.len() {
+            if !etcd.wait_healthy(i, deadline.saturating_duration_since(Instant::now())) {
+                return Err(io::Error::other(format!(
+                    "etcd member {i} did not become healthy in 30 s; its log: {}",
+                    etcd.log_tail(i)
+                )));
+            }
+        }
+        Ok(etcd)
+    }
+
+    fn spawn(&mut self, i: usize) -> io::Result<()> {
+        let cluster: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer))
+            .collect();
+        let m = &self.members[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("{}.log", m.name)))?;
+        let client = format!("http://127.0.0.1:{}", m.client);
+        let peer = format!("http://127.0.0.1:{}", m.peer);
+        let child = Command::new(&self.bin)
+            .arg("--name")
+            .arg(&m.name)
+            .arg("--data-dir")
+            .arg(self.dir.path().join(format!("{}.etcd", m.name)))
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .args(["--initial-cluster", &cluster.join(",")])
+            .args([
+                "--initial-cluster-token",
+                &self.token,
+                "--initial-cluster-state",
+                "new",
+            ])
+            .args(["--logger", "zap", "--log-level", "warn"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        self.members[i].child = Some(child);
+        Ok(())
+    }
+
+    /// Client URLs of every member (`http://127.0.0.1:PORT`).
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .map(|m| format!("http://127.0.0.1:{}", m.client))
+            .collect()
+    }
+
+    /// The client URLs, comma-separated (`--etcd`).
+    pub fn endpoints_csv(&self) -> String {
+        self.endpoints().join(",")
+    }
+
+    /// Member count.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// Kills member `i` (SIGKILL) and reaps it.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts member `i` again on its data and ports.
+    pub fn restart(&mut self, i: usize) -> io::Result<()> {
+        self.kill(i);
+        self.spawn(i)
+    }
+
+    /// Whether member `i`'s process runs.
+    pub fn is_running(&mut self, i: usize) -> bool {
+        self.members[i]
+            .child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    /// Waits until member `i` answers `/health` with `true` (it has a raft leader).
+    pub fn wait_healthy(&self, i: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.healthy(i) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Whether member `i` answers `/health` with `true` now.
+    pub fn healthy(&self, i: usize) -> bool {
+        let port = self.members[i].client;
+        let get = || -> io::Result<String> {
+            let mut s = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(1))?;
+            s.set_read_timeout(Some(Duration::from_secs(3)))?;
+            s.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+            let mut body = String::new();
+            s.read_to_string(&mut body)?;
+            Ok(body)
+        };
+        get().is_ok_and(|b| b.contains("\"health\":\"true\""))
+    }
+
+    /// The last lines of member `i`'s log.
+    pub fn log_tail(&self, i: usize) -> String {
+        let path = self.dir.path().join(format!("{}.log", self.members[i].name));
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+}
+
+impl Drop for LocalEtcd {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+    }
+}
