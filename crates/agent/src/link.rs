@@ -303,6 +303,9 @@ async fn run(link: Link, mut rx: mpsc::UnboundedReceiver<Outgoing>, stop: Cancel
     let mut url_index = 0usize;
     let mut leader_hint: Option<String> = None;
     let mut last_error: Option<String> = None;
+    // Set when a follower answered since the last session: the coordinators are up and
+    // electing, so retry at most every second instead of backing off to 5 s.
+    let mut electing = false;
     loop {
         if stop.is_cancelled() {
             return;
@@ -311,12 +314,17 @@ async fn run(link: Link, mut rx: mpsc::UnboundedReceiver<Outgoing>, stop: Cancel
         let url = leader_hint
             .take()
             .unwrap_or_else(|| urls[url_index % urls.len().max(1)].clone());
-        let started = Instant::now();
         let outcome = session(&link, &url, &mut rx, &mut buffered, &stop).await;
-        link.shared.state.lock().connected = false;
+        // A session that connected starts the next round of attempts afresh: after a leader
+        // dies or hands over, the agent must find the new one within a second or two.
+        if std::mem::replace(&mut link.shared.state.lock().connected, false) {
+            backoff = Duration::from_millis(250);
+            electing = false;
+        }
         match outcome {
             SessionEnd::Stopped => return,
             SessionEnd::Leader(addr) => {
+                electing = true;
                 tracing::info!("coordinator {url} is a follower; following the leader at {addr}");
                 leader_hint = Some(if addr.starts_with("http") {
                     addr
@@ -334,9 +342,6 @@ async fn run(link: Link, mut rx: mpsc::UnboundedReceiver<Outgoing>, stop: Cancel
                 url_index += 1;
             }
         }
-        if started.elapsed() > Duration::from_secs(10) {
-            backoff = Duration::from_millis(250);
-        }
         let jitter = Duration::from_millis(rand::random::<u64>() % 100);
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -348,7 +353,8 @@ async fn run(link: Link, mut rx: mpsc::UnboundedReceiver<Outgoing>, stop: Cancel
                 push_bounded(&mut buffered, e, link.shared.config.event_buffer);
             }
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        let cap = if electing { 1 } else { 5 };
+        backoff = (backoff * 2).min(Duration::from_secs(cap));
     }
 }
 

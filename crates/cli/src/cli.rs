@@ -97,8 +97,10 @@ enum Command {
     /// Run the fleet coordinator: the gRPC Fleet API (operators, CI, grpcurl) and the
     /// AgentLink stream of every agent, with health and server reflection.
     ///
-    /// One replica with an in-memory store. Prints `aviary coordinator listening on ADDR` once
-    /// ready; stops gracefully on SIGTERM or Ctrl-C.
+    /// Without `--etcd`: one replica with an in-memory store. With `--etcd URLS`: one replica
+    /// of several, state in etcd, the leader elected on an etcd lease (`--lease-ttl`, default
+    /// 3s); followers redirect to the leader. Prints `aviary coordinator listening on ADDR`
+    /// once ready; on SIGTERM or Ctrl-C it resigns leadership and stops gracefully.
     Coordinator(commands::coordinator::Args),
 
     /// Fleet rollouts: apply, get, list, watch, wait, pause, resume, abort, approve, skip, retry.

@@ -5,7 +5,12 @@ use std::process::Command;
 
 fn kubectl() -> Option<String> {
     let bin = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into());
-    if Command::new(&bin).arg("version").arg("--client").output().is_ok_and(|o| o.status.success()) {
+    if Command::new(&bin)
+        .arg("version")
+        .arg("--client")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
         return Some(bin);
     }
     if std::env::var("CI").as_deref() == Ok("true") {
@@ -20,9 +25,22 @@ fn deploy_manifests_render_and_their_args_parse() {
     let Some(kubectl) = kubectl() else { return };
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let mut containers = 0;
-    for dir in ["deploy/agent", "deploy/coordinator", "deploy/loadtester", "deploy/rbac"] {
-        let out = Command::new(&kubectl).args(["kustomize"]).arg(root.join(dir)).output().unwrap();
-        assert!(out.status.success(), "{dir}: {}", String::from_utf8_lossy(&out.stderr));
+    for dir in [
+        "deploy/agent",
+        "deploy/coordinator",
+        "deploy/loadtester",
+        "deploy/rbac",
+    ] {
+        let out = Command::new(&kubectl)
+            .args(["kustomize"])
+            .arg(root.join(dir))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{dir}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let docs: Vec<serde_json::Value> = text
             .split("\n---\n")
@@ -31,15 +49,31 @@ fn deploy_manifests_render_and_their_args_parse() {
             .collect();
         assert!(!docs.is_empty(), "{dir} renders nothing");
         for doc in &docs {
-            for c in doc["spec"]["template"]["spec"]["containers"].as_array().into_iter().flatten() {
+            for c in doc["spec"]["template"]["spec"]["containers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
                 if !c["image"].as_str().unwrap_or("").contains("aviary") {
                     continue;
                 }
                 containers += 1;
-                let args: Vec<String> =
-                    c["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect();
-                let out = Command::new(env!("CARGO_BIN_EXE_aviary")).args(&args).arg("--help").output().unwrap();
-                assert!(out.status.success(), "{dir}: aviary {args:?} is refused: {}", String::from_utf8_lossy(&out.stderr));
+                let args: Vec<String> = c["args"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|a| a.as_str().unwrap().to_string())
+                    .collect();
+                let out = Command::new(env!("CARGO_BIN_EXE_aviary"))
+                    .args(&args)
+                    .arg("--help")
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "{dir}: aviary {args:?} is refused: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
             }
         }
     }

@@ -262,15 +262,27 @@ fn local_canary_promotes_rolls_back_resumes_and_leaves_no_orphans() {
         events.contains("Promotion completed! Scaling down podinfo.test"),
         "{events}"
     );
-    let table = Command::new(aviary()).args(["canaries", "--agent", &agent.admin]).output().unwrap();
+    let table = Command::new(aviary())
+        .args(["canaries", "--agent", &agent.admin])
+        .output()
+        .unwrap();
     let table = String::from_utf8_lossy(&table.stdout);
     let mut rows = table.lines();
     let header: Vec<&str> = rows.next().unwrap_or("").split_whitespace().collect();
-    assert_eq!(header, ["NAMESPACE", "NAME", "STATUS", "WEIGHT", "LASTTRANSITIONTIME"]);
+    assert_eq!(
+        header,
+        ["NAMESPACE", "NAME", "STATUS", "WEIGHT", "LASTTRANSITIONTIME"]
+    );
     let row: Vec<&str> = rows.next().unwrap_or("").split_whitespace().collect();
     assert_eq!(&row[..4], ["test", "podinfo", "Succeeded", "0"], "{table}");
-    let events = Command::new(aviary()).args(["events", "--agent", &agent.admin, "--canary", "test/podinfo"]).output().unwrap();
-    assert!(String::from_utf8_lossy(&events.stdout).contains("Normal   Synced  test/podinfo"), "events table");
+    let events = Command::new(aviary())
+        .args(["events", "--agent", &agent.admin, "--canary", "test/podinfo"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&events.stdout).contains("Normal   Synced  test/podinfo"),
+        "events table"
+    );
     let metrics = get(&format!("{}/metrics", agent.admin)).unwrap();
     assert!(metrics.contains("flagger_canary_successes_total{name=\"podinfo\",namespace=\"test\",deployment_strategy=\"canary\",analysis_status=\"completed\"} 1"), "{metrics}");
     assert!(metrics.contains("aviary_router_requests_total"), "{metrics}");

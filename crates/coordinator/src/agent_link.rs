@@ -25,7 +25,6 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::fleet::{Fleet, key_of, revision_from_proto};
-use crate::leader::Leadership;
 use crate::rollouts::Rollouts;
 use crate::store::{ClusterRecord, Store};
 
@@ -101,7 +100,6 @@ pub(crate) struct AgentLinkService {
     pub(crate) fleet: Arc<Fleet>,
     pub(crate) sessions: Arc<Sessions>,
     pub(crate) store: Arc<dyn Store>,
-    pub(crate) leader: Arc<dyn Leadership>,
     pub(crate) heartbeat: Duration,
     pub(crate) advertise: String,
 }
@@ -126,8 +124,9 @@ impl AgentLink for AgentLinkHandler {
         request: Request<Streaming<v1::AgentMessage>>,
     ) -> Result<Response<Self::ConnectStream>, Status> {
         let this = &self.0;
-        // Agents follow the leader like the CLI does.
-        let fence = this.leader.check()?;
+        // Agents follow the leader like the CLI does; a new leader first loads its state, so
+        // the re-sent commands and gate answers of this session come from the stored rollouts.
+        let fence = this.rollouts.ready().await?;
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(this.heartbeat * 3, inbound.message())
             .await

@@ -87,7 +87,7 @@ impl FleetApi for FleetService {
         _r: Request<v1::ListClustersRequest>,
     ) -> Result<Response<v1::ListClustersResponse>, Status> {
         Ok(Response::new(v1::ListClustersResponse {
-            clusters: self.rollouts.fleet.list_clusters(),
+            clusters: self.rollouts.live_view().await?.list_clusters(),
         }))
     }
 
@@ -96,7 +96,7 @@ impl FleetApi for FleetService {
         r: Request<v1::ListCanariesRequest>,
     ) -> Result<Response<v1::ListCanariesResponse>, Status> {
         Ok(Response::new(v1::ListCanariesResponse {
-            canaries: self.rollouts.fleet.list_canaries(r.get_ref()),
+            canaries: self.rollouts.live_view().await?.list_canaries(r.get_ref()),
         }))
     }
 
@@ -133,11 +133,15 @@ impl FleetApi for FleetService {
         &self,
         r: Request<v1::GetRolloutRequest>,
     ) -> Result<Response<Self::WatchRolloutStream>, Status> {
-        let entry = self.rollouts.watchable(&r.get_ref().name)?;
+        let (entry, term) = self.rollouts.watchable(&r.get_ref().name).await?;
         let (mut records, mut live) = entry.subscribe();
         let rollouts = self.rollouts.clone();
         let stream = async_stream(move |tx| async move {
             let mut last: Option<v1::Rollout> = None;
+            // A watch shows the leader's view: when the term ends it ends with UNAVAILABLE
+            // (and the new leader's address) so the client watches the new leader.
+            let ended = rollouts.term_ended(term);
+            tokio::pin!(ended);
             loop {
                 let rec = records.borrow_and_update().clone();
                 live.borrow_and_update();
@@ -154,6 +158,10 @@ impl FleetApi for FleetService {
                 tokio::select! {
                     r = records.changed() => if r.is_err() { return },
                     r = live.changed() => if r.is_err() { return },
+                    e = &mut ended => {
+                        let _ = tx.send(Err(e.into())).await;
+                        return;
+                    }
                     _ = rollouts.shutdown.cancelled() => return,
                     _ = tx.closed() => return,
                 }
@@ -169,8 +177,10 @@ impl FleetApi for FleetService {
         r: Request<v1::WaitRolloutRequest>,
     ) -> Result<Response<v1::Rollout>, Status> {
         let req = r.into_inner();
-        let entry = self.rollouts.watchable(&req.name)?;
+        let (entry, term) = self.rollouts.watchable(&req.name).await?;
         let (mut records, _) = entry.subscribe();
+        let ended = self.rollouts.term_ended(term);
+        tokio::pin!(ended);
         let wait = async {
             loop {
                 let rec = records.borrow_and_update().clone();
@@ -181,6 +191,7 @@ impl FleetApi for FleetService {
                     r = records.changed() => if r.is_err() {
                         return Err(Status::unavailable("the coordinator is shutting down; wait again"));
                     },
+                    e = &mut ended => return Err(Status::from(e)),
                     _ = self.rollouts.shutdown.cancelled() => {
                         return Err(Status::unavailable("the coordinator is shutting down; wait again"));
                     }

@@ -80,3 +80,41 @@ where
         ok => ok,
     }
 }
+
+/// Like [`call_leader`], but rides out an election: while the answer is `UNAVAILABLE` (no
+/// leader yet, a leader still loading its state, a watch ended because leadership moved), it
+/// follows the leader's address when one is given and otherwise retries `url` every 250 ms,
+/// for at most `budget`. For calls that are safe to repeat (reads, waits, watches, verbs).
+pub async fn call_leader_retrying<T, F, Fut>(
+    url: &str,
+    budget: Duration,
+    mut f: F,
+) -> std::result::Result<T, Status>
+where
+    F: FnMut(FleetClient<Channel>) -> Fut,
+    Fut: Future<Output = std::result::Result<T, Status>>,
+{
+    let deadline = tokio::time::Instant::now() + budget;
+    let mut target = url.to_string();
+    loop {
+        let client = fleet_client(&target).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let err = match f(client).await {
+            Ok(v) => return Ok(v),
+            Err(s) => s,
+        };
+        if err.code() != Code::Unavailable || tokio::time::Instant::now() >= deadline {
+            return Err(err);
+        }
+        match leader_from_status(&err) {
+            Some(leader) if normalize_url(&leader) != normalize_url(&target) => {
+                tracing::debug!(%leader, "following the leader");
+                target = leader;
+            }
+            _ => {
+                tracing::debug!(error = %err.message(), "no leader to follow yet; retrying");
+                target = url.to_string();
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    }
+}

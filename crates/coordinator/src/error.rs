@@ -32,9 +32,13 @@ pub enum Error {
     FailedPrecondition(String),
     #[error("{0}")]
     DeadlineExceeded(String),
-    /// The store failed (I/O, encoding).
+    /// The store failed (etcd unreachable, I/O, encoding): worth retrying.
     #[error("store: {0}")]
     Store(String),
+    /// The replica cannot answer yet (a new leader loading its state, a watch ended because
+    /// leadership moved): retry, following `aviary-leader` when present.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: String, source: std::io::Error },
     #[error("gRPC transport: {0}")]
@@ -72,7 +76,8 @@ impl From<Error> for Status {
             Error::InvalidArgument(_) | Error::Url { .. } => Status::invalid_argument(msg),
             Error::FailedPrecondition(_) => Status::failed_precondition(msg),
             Error::DeadlineExceeded(_) => Status::new(Code::DeadlineExceeded, msg),
-            Error::Store(_) | Error::Bind { .. } | Error::Transport(_) => Status::internal(msg),
+            Error::Store(_) | Error::Unavailable(_) => Status::unavailable(msg),
+            Error::Bind { .. } | Error::Transport(_) => Status::internal(msg),
         }
     }
 }

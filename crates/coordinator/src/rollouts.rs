@@ -23,7 +23,7 @@ use crate::agent_link::Sessions;
 use crate::convert::render;
 use crate::error::{Error, Result};
 use crate::fleet::{Fleet, revision_to_proto};
-use crate::leader::Leadership;
+use crate::leader::{Fence, Leadership};
 use crate::store::{RolloutRecord, Store};
 
 /// How long a woken loop waits for more reports before it reconciles.
@@ -116,6 +116,9 @@ pub(crate) struct Rollouts {
     /// Every rollout (active or ended) of each canary.
     by_canary: RwLock<HashMap<CanaryKey, Vec<Arc<Entry>>>>,
     create_lock: tokio::sync::Mutex<()>,
+    /// The term whose state is loaded (`None` while following or loading): agent sessions and
+    /// watches of a new leader wait for it, so none sees the empty state of a takeover.
+    loaded: watch::Sender<Option<Fence>>,
     pub(crate) shutdown: CancellationToken,
 }
 
@@ -145,35 +148,37 @@ impl Rollouts {
             entries: RwLock::new(BTreeMap::new()),
             by_canary: RwLock::new(HashMap::new()),
             create_lock: tokio::sync::Mutex::new(()),
+            loaded: watch::Sender::new(None),
             shutdown,
         })
     }
 
-    /// Follows leadership: on becoming leader, loads every rollout and cluster from the store and
-    /// starts the loops of the active rollouts (a new leader resumes where the old one stood);
-    /// on losing it the loops stop by themselves.
-    /// `leading`: the state was already loaded (see [`Rollouts::load`]).
-    pub(crate) async fn lead(self: Arc<Self>, mut leading: bool) {
+    /// Follows leadership: on becoming leader (of a new term), loads every rollout and cluster
+    /// from the store and starts the loops of the active rollouts (a new leader resumes where
+    /// the old one stood); on losing it the loops stop by themselves.
+    pub(crate) async fn lead(self: Arc<Self>) {
         let mut rx = self.leader.watch();
         loop {
-            let is_leader = self.leader.check().is_ok();
-            if is_leader && !leading {
-                match self.load().await {
-                    Ok(n) => {
-                        tracing::info!(rollouts = n, "leading: state loaded from the store");
-                        leading = true;
-                    }
-                    Err(e) => {
+            rx.borrow_and_update();
+            match self.leader.check() {
+                // A term not loaded yet, including leader → follower → leader flips that the
+                // watch coalesced: the previous term's loops have stopped, reload.
+                Ok(fence) if *self.loaded.borrow() != Some(fence) => {
+                    if let Err(e) = self.load().await {
                         tracing::warn!(error = %e, "cannot load state from the store; retrying");
                         tokio::select! {
                             _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
                             _ = self.shutdown.cancelled() => return,
                         }
                     }
+                    continue;
                 }
-            } else if !is_leader && leading {
-                tracing::info!("no longer the leader: rollout loops stop");
-                leading = false;
+                Ok(_) => {}
+                Err(_) => {
+                    if self.loaded.send_replace(None).is_some() {
+                        tracing::info!("no longer the leader: rollout loops stop");
+                    }
+                }
             }
             tokio::select! {
                 r = rx.changed() => if r.is_err() { return },
@@ -184,6 +189,8 @@ impl Rollouts {
 
     /// Loads every rollout and cluster registration from the store and starts the loops.
     pub(crate) async fn load(self: &Arc<Self>) -> Result<usize> {
+        let fence = self.leader.check()?;
+        self.loaded.send_replace(None);
         self.fleet.load(self.store.list_clusters().await?);
         let records = self.store.list_rollouts().await?;
         let n = records.len();
@@ -199,7 +206,33 @@ impl Rollouts {
         for e in entries.into_values().filter(|e| e.is_active()) {
             self.spawn_loop(e);
         }
+        // Published only if the term did not end while loading.
+        if self.leader.check().ok() == Some(fence) {
+            self.loaded.send_replace(Some(fence));
+            tracing::info!(
+                rollouts = n,
+                term = fence.0,
+                "leading: state loaded from the store"
+            );
+        }
         Ok(n)
+    }
+
+    /// Waits until this replica leads with its state loaded (a takeover takes milliseconds);
+    /// the fence of the term, or NotLeader / UNAVAILABLE.
+    pub(crate) async fn ready(&self) -> Result<Fence> {
+        let fence = self.leader.check()?;
+        let mut rx = self.loaded.subscribe();
+        let wait = rx.wait_for(|l| *l == Some(fence));
+        match tokio::time::timeout(Duration::from_secs(5), wait).await {
+            Ok(Ok(_)) => Ok(fence),
+            _ => {
+                self.leader.check()?;
+                Err(Error::Unavailable(
+                    "this coordinator was just elected and is still loading the fleet state; retry".into(),
+                ))
+            }
+        }
     }
 
     fn spawn_loop(self: &Arc<Self>, entry: Arc<Entry>) {
@@ -209,6 +242,8 @@ impl Rollouts {
 
     async fn run(self: Arc<Self>, entry: Arc<Entry>) {
         let mut leader = self.leader.watch();
+        // A loop belongs to one term: a later term has loaded its own entries.
+        let Ok(term) = self.leader.check() else { return };
         let mut backoff = Duration::from_millis(100);
         loop {
             let sleep = match self.reconcile_once(&entry).await {
@@ -235,7 +270,7 @@ impl Rollouts {
                     tokio::time::sleep(COALESCE).await;
                 }
                 _ = timer => {}
-                r = leader.changed() => if r.is_err() || self.leader.check().is_err() { return },
+                r = leader.changed() => if r.is_err() || self.leader.check().ok() != Some(term) { return },
                 _ = self.shutdown.cancelled() => return,
             }
         }
@@ -312,6 +347,7 @@ impl Rollouts {
     /// The stored record (leader: the cache; follower: the store).
     pub(crate) async fn get(&self, name: &str) -> Result<Arc<RolloutRecord>> {
         if self.leader.check().is_ok() {
+            self.ready().await?;
             return Ok(self.entry(name)?.current());
         }
         match self.store.get_rollout(name).await? {
@@ -320,15 +356,42 @@ impl Rollouts {
         }
     }
 
-    /// The entry, for watching (leader only: watches follow the leader).
-    pub(crate) fn watchable(&self, name: &str) -> Result<Arc<Entry>> {
-        self.leader.check()?;
-        self.entry(name)
+    /// The entry and the term, for watching (leader only: watches follow the leader and end
+    /// with the term, see [`Rollouts::term_ended`]).
+    pub(crate) async fn watchable(&self, name: &str) -> Result<(Arc<Entry>, Fence)> {
+        let term = self.ready().await?;
+        Ok((self.entry(name)?, term))
+    }
+
+    /// Resolves when `term` is over (this replica stepped down or a new term began), with the
+    /// error to end a watch with: UNAVAILABLE and the new leader's address when known.
+    pub(crate) async fn term_ended(&self, term: Fence) -> Error {
+        let mut rx = self.leader.watch();
+        loop {
+            match self.leader.check() {
+                Ok(f) if f == term => {}
+                Ok(_) => {
+                    return Error::Unavailable("leadership changed during the watch; watch again".into());
+                }
+                Err(e) => return e,
+            }
+            if rx.changed().await.is_err() {
+                return Error::Unavailable("the coordinator is shutting down; watch again".into());
+            }
+        }
+    }
+
+    /// The live view of clusters and canaries is the leader's (it holds the agent streams):
+    /// followers answer NotLeader with the leader's address.
+    pub(crate) async fn live_view(&self) -> Result<&Fleet> {
+        self.ready().await?;
+        Ok(&self.fleet)
     }
 
     /// Every rollout, newest first.
     pub(crate) async fn list(&self) -> Result<Vec<Arc<RolloutRecord>>> {
         let mut v: Vec<Arc<RolloutRecord>> = if self.leader.check().is_ok() {
+            self.ready().await?;
             self.entries.read().values().map(|e| e.current()).collect()
         } else {
             self.store

@@ -3,8 +3,8 @@
 //!
 //! Health: the overall status (`""`) is SERVING while the process serves, on every replica.
 //! `aviary.v1.Fleet` and `aviary.v1.AgentLink` are SERVING on the leader only: a follower
-//! answers reads but refuses writes, watches and agent streams (UNAVAILABLE with the leader's
-//! address), so a load balancer checking `aviary.v1.Fleet` sends clients straight to the
+//! answers rollout reads from the store but refuses writes, watches, the live cluster and
+//! canary lists and agent streams (UNAVAILABLE with the leader's address), so a load balancer checking `aviary.v1.Fleet` sends clients straight to the
 //! leader, and `grpcurl … grpc.health.v1.Health/Check` shows who leads. (Readiness probes of a
 //! StatefulSet belong on the overall status: no pod would be ready during an election.)
 
@@ -96,14 +96,13 @@ impl Coordinator {
         if leading {
             rollouts.load().await?;
         }
-        tokio::spawn(rollouts.clone().lead(leading));
+        tokio::spawn(rollouts.clone().lead());
 
         let link = Arc::new(AgentLinkService {
             rollouts: rollouts.clone(),
             fleet,
             sessions: sessions.clone(),
             store: config.store.clone(),
-            leader: config.leadership.clone(),
             heartbeat: config.heartbeat,
             advertise,
         });

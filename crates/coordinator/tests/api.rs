@@ -3,6 +3,7 @@
 mod common;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use aviary_coordinator::client::{LEADER_METADATA, call_leader, leader_from_status};
 use aviary_coordinator::{
@@ -313,4 +314,83 @@ async fn the_store_fences_a_deposed_leader() {
     let e = store.put_cluster(Fence(1), &c).await.unwrap_err();
     assert!(matches!(e, aviary_coordinator::Error::Fenced { token: 1 }), "{e}");
     assert_eq!(tonic::Status::from(e).code(), Code::Unavailable);
+}
+
+/// Leadership the test switches by hand.
+struct Switch(watch::Sender<LeaderState>);
+
+#[async_trait::async_trait]
+impl Leadership for Switch {
+    fn watch(&self) -> watch::Receiver<LeaderState> {
+        self.0.subscribe()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn stepping_down_ends_watches_and_waits_and_redirects_live_views_until_a_new_term_reloads() {
+    let tx = watch::Sender::new(LeaderState::Leader { fence: Fence(1) });
+    let c = Coordinator::start(CoordinatorConfig {
+        leadership: Arc::new(Switch(tx.clone())),
+        ..CoordinatorConfig::in_memory("127.0.0.1:0".parse().unwrap())
+    })
+    .await
+    .unwrap();
+    let a = held_agent(&c, "a", "r");
+    wait_connected(&c, 1).await;
+    create(&c, &manifest("r1", "  waves: [{name: all}]\n"))
+        .await
+        .unwrap();
+    let mut watch_stream = client(&c)
+        .watch_rollout(v1::GetRolloutRequest { name: "r1".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(watch_stream.message().await.unwrap().is_some());
+    let mut cl = client(&c);
+    let waiting = tokio::spawn(async move {
+        cl.wait_rollout(v1::WaitRolloutRequest {
+            name: "r1".into(),
+            timeout_seconds: 3600,
+        })
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    tx.send_replace(LeaderState::Follower {
+        leader: Some("http://127.0.0.1:9".into()),
+    });
+    // The watch ends with UNAVAILABLE naming the new leader, and so does the wait.
+    let e = loop {
+        match watch_stream.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the watch ended without an error"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    assert_eq!(leader_from_status(&e).as_deref(), Some("http://127.0.0.1:9"));
+    let e = waiting.await.unwrap().unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    assert_eq!(leader_from_status(&e).as_deref(), Some("http://127.0.0.1:9"));
+    // The live lists are the leader's: a follower redirects them.
+    let e = client(&c)
+        .list_clusters(v1::ListClustersRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(leader_from_status(&e).as_deref(), Some("http://127.0.0.1:9"));
+    let e = client(&c)
+        .list_canaries(v1::ListCanariesRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable);
+    // Rollouts are read from the store.
+    assert_eq!(get(&c, "r1").await.phase, "Running");
+
+    // A new term: the state is reloaded, the agent reconnects, the rollout completes.
+    tx.send_replace(LeaderState::Leader { fence: Fence(2) });
+    wait_connected(&c, 1).await;
+    a.hold(NS, NAME, false);
+    let done = wait(&c, "r1").await;
+    assert_eq!(done.phase, "Succeeded", "{done:?}");
+    c.shutdown().await.unwrap();
 }

@@ -94,18 +94,33 @@ fn from_agent(agent: &str, args: &Args) -> anyhow::Result<ExitCode> {
     use anyhow::Context;
     let url = format!("{}/canaries", agent.trim_end_matches('/'));
     let list: serde_json::Value = block_on(async {
-        let resp = reqwest::get(&url).await.with_context(|| format!("cannot reach the agent at {url}"))?;
-        let resp = resp.error_for_status().with_context(|| format!("the agent at {url} answered with an error"))?;
-        resp.json().await.context("the agent's /canaries is not the expected JSON")
+        let resp = reqwest::get(&url)
+            .await
+            .with_context(|| format!("cannot reach the agent at {url}"))?;
+        let resp = resp
+            .error_for_status()
+            .with_context(|| format!("the agent at {url} answered with an error"))?;
+        resp.json()
+            .await
+            .context("the agent's /canaries is not the expected JSON")
     })?;
     let items: Vec<&serde_json::Value> = list["items"]
         .as_array()
         .map(|a| a.iter().collect::<Vec<_>>())
         .unwrap_or_default()
         .into_iter()
-        .filter(|c| args.namespace.as_deref().is_none_or(|n| c["metadata"]["namespace"] == n))
         .filter(|c| {
-            args.phase.as_deref().is_none_or(|p| c["status"]["phase"].as_str().unwrap_or("").eq_ignore_ascii_case(p))
+            args.namespace
+                .as_deref()
+                .is_none_or(|n| c["metadata"]["namespace"] == n)
+        })
+        .filter(|c| {
+            args.phase.as_deref().is_none_or(|p| {
+                c["status"]["phase"]
+                    .as_str()
+                    .unwrap_or("")
+                    .eq_ignore_ascii_case(p)
+            })
         })
         .collect();
     match args.client.output {
@@ -127,7 +142,10 @@ fn from_agent(agent: &str, args: &Args) -> anyhow::Result<ExitCode> {
                     ]
                 })
                 .collect();
-            table(&["NAMESPACE", "NAME", "STATUS", "WEIGHT", "LASTTRANSITIONTIME"], rows);
+            table(
+                &["NAMESPACE", "NAME", "STATUS", "WEIGHT", "LASTTRANSITIONTIME"],
+                rows,
+            );
         }
         o => {
             let filtered = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items});

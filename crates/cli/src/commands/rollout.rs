@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
-use aviary_coordinator::client::{call_leader, fleet_client, leader_from_status};
+use aviary_coordinator::client::{call_leader_retrying, leader_from_status};
 use aviary_proto::v1;
 use aviary_proto::v1::fleet_client::FleetClient;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
@@ -118,13 +118,19 @@ pub(crate) fn status_error(s: tonic::Status) -> anyhow::Error {
     anyhow!("{:?}: {}", s.code(), s.message())
 }
 
-/// One unary call, following the leader once.
+/// How long a command rides out a coordinator election (a crashed leader is replaced within
+/// one lease TTL plus half a second; a new leader loads its state in milliseconds).
+pub(crate) const ELECTION_BUDGET: Duration = Duration::from_secs(15);
+
+/// One unary call, following the leader and riding out an election.
 pub(crate) async fn unary<T, F, Fut>(args: &ClientArgs, f: F) -> anyhow::Result<T>
 where
     F: FnMut(FleetClient<Channel>) -> Fut,
     Fut: Future<Output = Result<T, tonic::Status>>,
 {
-    call_leader(&args.coordinator, f).await.map_err(status_error)
+    call_leader_retrying(&args.coordinator, ELECTION_BUDGET, f)
+        .await
+        .map_err(status_error)
 }
 
 /// Prints as JSON or YAML (protobuf's JSON field names).
@@ -418,7 +424,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                     .map_err(|e| anyhow!("--timeout: {e}"))?
                     .as_secs()
                     .min(u64::from(u32::MAX)) as u32;
-                let res = call_leader(&c.coordinator, |mut cl| {
+                // A wait on a leader that steps down ends with UNAVAILABLE: wait again on the
+                // new leader (the timeout restarts; the coordinator measures it).
+                let res = call_leader_retrying(&c.coordinator, ELECTION_BUDGET, |mut cl| {
                     let name = name.clone();
                     async move {
                         cl.wait_rollout(v1::WaitRolloutRequest {
@@ -516,25 +524,32 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 /// `rollout watch`: bars on a terminal, one line per change otherwise; ends with the rollout.
 async fn watch(c: &ClientArgs, name: &str) -> anyhow::Result<ExitCode> {
-    let open = |url: String| {
-        let name = name.to_string();
-        async move {
-            let mut cl = fleet_client(&url).map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
-            cl.watch_rollout(v1::GetRolloutRequest { name }).await
-        }
+    let open = |url: String| async move {
+        call_leader_retrying(&url, ELECTION_BUDGET, |mut cl| {
+            let name = name.to_string();
+            async move { cl.watch_rollout(v1::GetRolloutRequest { name }).await }
+        })
+        .await
+        .map(|r| r.into_inner())
+        .map_err(status_error)
     };
-    let mut stream = match open(c.coordinator.clone()).await {
-        Ok(s) => s.into_inner(),
-        Err(s) => match leader_from_status(&s) {
-            Some(leader) => open(leader).await.map_err(status_error)?.into_inner(),
-            None => return Err(status_error(s)),
-        },
-    };
+    let mut stream = open(c.coordinator.clone()).await?;
     let tty = std::io::stdout().is_terminal() && c.output == Output::Table;
     let mut view = if tty { Some(Bars::new()) } else { None };
     let mut last_lines: BTreeMap<String, String> = BTreeMap::new();
     let mut last: Option<v1::Rollout> = None;
-    while let Some(r) = stream.message().await.map_err(status_error)? {
+    loop {
+        let r = match stream.message().await {
+            Ok(Some(r)) => r,
+            Ok(None) => break,
+            // The leader stepped down or went away: watch on the new one.
+            Err(s) if s.code() == tonic::Code::Unavailable => {
+                let url = leader_from_status(&s).unwrap_or_else(|| c.coordinator.clone());
+                stream = open(url).await?;
+                continue;
+            }
+            Err(s) => return Err(status_error(s)),
+        };
         match (&mut view, c.output) {
             (Some(bars), _) => bars.update(&r),
             (None, Output::Table) => {
