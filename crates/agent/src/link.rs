@@ -251,7 +251,7 @@ impl Link {
             message: status
                 .conditions
                 .iter()
-                .find(|k| k.type_ == "Valid")
+                .find(|k| k.type_ == aviary_api::status::VALIDATED_CONDITION)
                 .or_else(|| status.promoted_condition())
                 .map(|k| k.message.clone())
                 .unwrap_or_default(),

@@ -137,6 +137,13 @@ pub struct CanaryStatus {
 /// The condition type Flagger maintains.
 pub const PROMOTED_CONDITION: &str = "Promoted";
 
+/// The condition aviary adds to a canary whose spec is invalid (`status: "False"`, reason
+/// [`INVALID_SPEC_REASON`], the field paths in the message); Flagger has none, it only logs.
+/// Removed once the spec is valid again.
+pub const VALIDATED_CONDITION: &str = "Validated";
+/// The reason of a `Validated=False` condition.
+pub const INVALID_SPEC_REASON: &str = "InvalidSpec";
+
 /// One status condition.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -374,3 +374,145 @@ fn local_canary_promotes_rolls_back_resumes_and_leaves_no_orphans() {
         assert!(!alive(p), "process {p} outlived the agent");
     }
 }
+
+fn canary_named(admin: &str, name: &str) -> Option<serde_json::Value> {
+    let body = get(&format!("{admin}/canaries"))?;
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    v["items"]
+        .as_array()?
+        .iter()
+        .find(|c| c["metadata"]["name"] == name)
+        .cloned()
+}
+
+fn phase_of(admin: &str, name: &str) -> String {
+    canary_named(admin, name)
+        .and_then(|c| c["status"]["phase"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn simple_canary(name: &str, extra: &str) -> String {
+    format!(
+        r#"apiVersion: flagger.app/v1beta1
+kind: Canary
+metadata: {{name: {name}, namespace: test}}
+spec:
+  provider: local
+  targetRef: {{apiVersion: aviary.dev/v1alpha1, kind: LocalService, name: {name}}}
+  progressDeadlineSeconds: 60
+  analysis:
+    interval: 1s
+    threshold: 3
+    maxWeight: 50
+    stepWeight: 10{extra}
+"#
+    )
+}
+
+/// Issue 4: an invalid Canary is reported (log, Warning event, `Validated=False` in `/canaries`)
+/// and skipped; a command that cannot start and a port in use fail only their own canary's
+/// readiness with a message saying why; the agent and the other canaries keep running, and the
+/// service whose port was taken starts once the port is free.
+#[test]
+fn invalid_resources_and_unstartable_services_are_reported_and_the_rest_keeps_running() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir: PathBuf = tmp.path().join("config");
+    let state: PathBuf = tmp.path().join("state");
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    std::fs::write(dir.join("good.yaml"), config(port, "6.0.0", "")).unwrap();
+    // parses, but the webhook URL has no scheme: invalid
+    let bad = simple_canary(
+        "bad",
+        "\n    webhooks:\n    - name: smoke\n      url: flagger-loadtester.test/",
+    )
+    .replace("name: bad}", "name: podinfo}");
+    std::fs::write(dir.join("bad.yaml"), bad).unwrap();
+    let busy_port_holder = TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_port = busy_port_holder.local_addr().unwrap().port();
+    let broken = format!(
+        r#"apiVersion: aviary.dev/v1alpha1
+kind: LocalService
+metadata: {{name: broken, namespace: test}}
+spec:
+  port: {broken_port}
+  version: 1.0.0
+  command: ["/nonexistent/aviary-no-such-program", "{{{{port}}}}"]
+---
+{broken_canary}---
+apiVersion: aviary.dev/v1alpha1
+kind: LocalService
+metadata: {{name: busy, namespace: test}}
+spec:
+  port: {busy_port}
+  version: 1.0.0
+  command: ["{bin}", sample-app, --port, "{{{{port}}}}", --version, "{{{{version}}}}"]
+---
+{busy_canary}"#,
+        broken_port = free_port(),
+        broken_canary = simple_canary("broken", ""),
+        busy_canary = simple_canary("busy", ""),
+        bin = aviary(),
+    );
+    std::fs::write(dir.join("broken.yaml"), broken).unwrap();
+    let admin_port = free_port();
+    let mut agent = start_agent(&dir, &state, admin_port);
+
+    wait_until("podinfo to initialize", Duration::from_secs(30), || {
+        phase_of(&agent.admin, "podinfo") == "Initialized"
+    });
+    assert_eq!(served_version(port), "6.0.0");
+
+    // the invalid canary: listed with its condition, a Warning event, never run
+    let c = canary_named(&agent.admin, "bad").expect("the invalid canary is listed");
+    let cond = &c["status"]["conditions"][0];
+    assert_eq!(cond["type"], "Validated", "{c}");
+    assert_eq!(cond["status"], "False", "{c}");
+    assert_eq!(cond["reason"], "InvalidSpec", "{c}");
+    let msg = cond["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with("invalid canary spec: ") && msg.contains("spec.analysis.webhooks[0].url"),
+        "{msg}"
+    );
+    assert_eq!(c["status"]["phase"], "", "an invalid canary never runs: {c}");
+    let events = get(&format!("{}/events?canary=test/bad", agent.admin)).unwrap();
+    assert!(
+        events.contains("\"InvalidSpec\"") && events.contains("spec.analysis.webhooks[0].url"),
+        "{events}"
+    );
+
+    // a command that cannot start: that canary fails, saying why
+    wait_until("the broken canary to report", Duration::from_secs(30), || {
+        get(&format!("{}/events?canary=test/broken", agent.admin))
+            .is_some_and(|e| e.contains("cannot start `/nonexistent/aviary-no-such-program`"))
+    });
+    // a port in use: that canary is not ready, saying why
+    wait_until("the busy canary to report", Duration::from_secs(30), || {
+        get(&format!("{}/events?canary=test/busy", agent.admin)).is_some_and(|e| {
+            e.contains(&format!(
+                "LocalService test/busy is unavailable: cannot start its router on 127.0.0.1:{busy_port}"
+            )) && e.contains("Address already in use")
+        })
+    });
+    assert_ne!(phase_of(&agent.admin, "busy"), "Initialized");
+    assert!(
+        agent.child.try_wait().unwrap().is_none(),
+        "the agent must keep running"
+    );
+
+    // the port is freed: the agent retries and the service starts
+    drop(busy_port_holder);
+    wait_until(
+        "busy to initialize once its port is free",
+        Duration::from_secs(30),
+        || phase_of(&agent.admin, "busy") == "Initialized",
+    );
+    assert_eq!(served_version(busy_port), "1.0.0");
+    assert_eq!(phase_of(&agent.admin, "podinfo"), "Initialized");
+
+    let _ = Command::new("kill")
+        .args(["-TERM", &agent.child.id().to_string()])
+        .status();
+    let status = agent.child.wait().unwrap();
+    assert!(status.success(), "agent exit: {status:?}");
+}

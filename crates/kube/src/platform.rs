@@ -17,9 +17,7 @@ use crate::recorder::KubeRecorder;
 use crate::routing::{DeploymentRouter, NopRouter, Provider, UnsupportedRouter};
 use crate::services::ClusterIpServices;
 
-/// The status condition aviary adds to a Canary whose spec is invalid (Flagger has none: it only
-/// logs). It is removed once the spec is valid again.
-pub const VALIDATED_CONDITION: &str = "Validated";
+pub use aviary_api::status::VALIDATED_CONDITION;
 
 /// Agent-wide settings of the Kubernetes platform.
 #[derive(Debug, Clone)]

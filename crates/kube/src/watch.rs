@@ -369,7 +369,7 @@ impl CanaryWatch {
             status: "False".into(),
             last_update_time: Some(now),
             last_transition_time: Some(transition),
-            reason: "InvalidSpec".into(),
+            reason: aviary_api::status::INVALID_SPEC_REASON.into(),
             message: message.clone(),
         });
         match serde_json::to_value(&status) {

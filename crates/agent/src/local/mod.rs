@@ -67,6 +67,9 @@ struct Group {
     id: u64,
 }
 
+/// How often (in 500 ms config polls) services that could not start are tried again.
+const UNAVAILABLE_RETRY_TICKS: u32 = 10;
+
 /// Everything the local ports share.
 pub(crate) struct Runtime {
     /// A weak handle to itself, for the tasks it spawns.
@@ -74,6 +77,9 @@ pub(crate) struct Runtime {
     state: StateDir,
     processes: Supervisor,
     services: Mutex<BTreeMap<String, Service>>,
+    /// LocalServices of the config that could not start (their router's port is taken, …), with
+    /// why: their canaries report it as not ready, and the reconciler retries them.
+    unavailable: Mutex<BTreeMap<String, String>>,
     router_metrics: RouterMetrics,
     next_group: std::sync::atomic::AtomicU64,
 }
@@ -111,6 +117,14 @@ fn feed_router(
 }
 
 impl Runtime {
+    /// Why a service is not running: it failed to start, or the config does not define it.
+    fn missing(&self, key: &str) -> String {
+        match self.unavailable.lock().get(key) {
+            Some(why) => format!("LocalService {key} is unavailable: {why}"),
+            None => format!("LocalService {key} is not defined"),
+        }
+    }
+
     fn start_group(
         &self,
         key: &str,
@@ -141,7 +155,7 @@ impl Runtime {
             .lock()
             .get(key)
             .map(|s| s.spec.spec.clone())
-            .ok_or_else(|| format!("LocalService {key} is not defined"))
+            .ok_or_else(|| self.missing(key))
     }
 
     fn router(&self, key: &str) -> Result<Arc<LocalRouterImpl>, String> {
@@ -149,15 +163,13 @@ impl Runtime {
             .lock()
             .get(key)
             .map(|s| s.router.clone())
-            .ok_or_else(|| format!("LocalService {key} is not defined"))
+            .ok_or_else(|| self.missing(key))
     }
 
     /// Starts the primary if it is not running (the persisted promoted spec, else the current).
     fn ensure_primary(&self, key: &str) -> Result<(), String> {
         let mut services = self.services.lock();
-        let svc = services
-            .get_mut(key)
-            .ok_or_else(|| format!("LocalService {key} is not defined"))?;
+        let svc = services.get_mut(key).ok_or_else(|| self.missing(key))?;
         if svc.primary.is_some() {
             return Ok(());
         }
@@ -180,9 +192,7 @@ impl Runtime {
     /// The status of the group that must become ready (the next primary during a promotion).
     fn primary_status(&self, key: &str) -> Result<GroupStatus, String> {
         let services = self.services.lock();
-        let svc = services
-            .get(key)
-            .ok_or_else(|| format!("LocalService {key} is not defined"))?;
+        let svc = services.get(key).ok_or_else(|| self.missing(key))?;
         let g = svc
             .next_primary
             .as_ref()
@@ -219,9 +229,7 @@ impl Runtime {
     fn canary_status(&self, key: &str) -> Result<Option<GroupStatus>, String> {
         let stale = {
             let services = self.services.lock();
-            let svc = services
-                .get(key)
-                .ok_or_else(|| format!("LocalService {key} is not defined"))?;
+            let svc = services.get(key).ok_or_else(|| self.missing(key))?;
             match &svc.canary {
                 None => return Ok(None),
                 Some(c) if ports::revision_of(&c.spec) == ports::revision_of(&svc.spec.spec) => {
@@ -251,9 +259,7 @@ impl Runtime {
     /// Starts the next primary generation on the canary's spec.
     fn promote(&self, key: &str) -> Result<(), String> {
         let mut services = self.services.lock();
-        let svc = services
-            .get_mut(key)
-            .ok_or_else(|| format!("LocalService {key} is not defined"))?;
+        let svc = services.get_mut(key).ok_or_else(|| self.missing(key))?;
         let spec = svc.spec.spec.clone();
         let router = svc.router.clone();
         if let Some(stale) = svc.next_primary.take() {
@@ -289,9 +295,7 @@ impl Runtime {
     async fn scale_canary(&self, key: &str, up: bool) -> Result<(), String> {
         let old = {
             let mut services = self.services.lock();
-            let svc = services
-                .get_mut(key)
-                .ok_or_else(|| format!("LocalService {key} is not defined"))?;
+            let svc = services.get_mut(key).ok_or_else(|| self.missing(key))?;
             if up {
                 if svc.canary.is_none() {
                     let spec = svc.spec.spec.clone();
@@ -321,9 +325,7 @@ impl Runtime {
         use aviary_api::CanaryPhase::*;
         let (group, router) = {
             let mut services = self.services.lock();
-            let svc = services
-                .get_mut(key)
-                .ok_or_else(|| format!("LocalService {key} is not defined"))?;
+            let svc = services.get_mut(key).ok_or_else(|| self.missing(key))?;
             if svc.restored {
                 return Ok(false);
             }
@@ -374,9 +376,7 @@ impl Runtime {
         let mut st = self.state.service(ns, name);
         {
             let mut services = self.services.lock();
-            let svc = services
-                .get_mut(key)
-                .ok_or_else(|| format!("LocalService {key} is not defined"))?;
+            let svc = services.get_mut(key).ok_or_else(|| self.missing(key))?;
             let file_version = st
                 .pushed
                 .as_ref()
@@ -406,9 +406,7 @@ impl Runtime {
         let mut st = self.state.service(ns, name);
         {
             let mut services = self.services.lock();
-            let svc = services
-                .get_mut(key)
-                .ok_or_else(|| format!("LocalService {key} is not defined"))?;
+            let svc = services.get_mut(key).ok_or_else(|| self.missing(key))?;
             let version = svc.spec.spec.version.clone().unwrap_or_default();
             let mut pushed = st.pushed.clone().unwrap_or_else(|| state::PushedVersion {
                 version: version.clone(),
@@ -492,7 +490,7 @@ impl Platform for LocalPlatform {
     }
 }
 
-/// The admin view: the supervisor's canaries plus invalid ones with a `Valid=False` condition.
+/// The admin view: the supervisor's canaries plus invalid ones with a `Validated=False` condition.
 struct LocalAdmin {
     agent: Arc<Agent>,
     invalid: Arc<Mutex<Vec<config::Invalid>>>,
@@ -515,10 +513,10 @@ impl AdminSource for LocalAdmin {
                 let mut c = (**c).clone();
                 let mut status = c.status.take().unwrap_or_default();
                 status.conditions.push(CanaryCondition {
-                    type_: "Valid".into(),
+                    type_: aviary_api::status::VALIDATED_CONDITION.into(),
                     status: "False".into(),
-                    reason: "ValidationFailed".into(),
-                    message: inv.report.error_summary(),
+                    reason: aviary_api::status::INVALID_SPEC_REASON.into(),
+                    message: format!("invalid canary spec: {}", inv.report.error_summary()),
                     last_update_time: None,
                     last_transition_time: None,
                 });
@@ -716,6 +714,7 @@ pub async fn start(config: AgentConfig, options: LocalOptions) -> Result<LocalAg
         state: state.clone(),
         processes,
         services: Mutex::new(BTreeMap::new()),
+        unavailable: Mutex::new(BTreeMap::new()),
         router_metrics: RouterMetrics::new(),
         next_group: std::sync::atomic::AtomicU64::new(1),
     });
@@ -855,6 +854,8 @@ pub async fn start(config: AgentConfig, options: LocalOptions) -> Result<LocalAg
         invalid,
         canaries: BTreeSet::new(),
         services_with_canary: BTreeSet::new(),
+        events: events.clone(),
+        reported: BTreeMap::new(),
     };
     let mut stamp = config::stamp(path);
     reconciler.apply(config::load(path)).await;
@@ -862,15 +863,20 @@ pub async fn start(config: AgentConfig, options: LocalOptions) -> Result<LocalAg
     let p = path.clone();
     let watcher = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut ticks: u32 = 0;
         loop {
             tokio::select! {
                 _ = watch_stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
+            ticks = ticks.wrapping_add(1);
             let now = config::stamp(&p);
             if now != stamp {
                 stamp = now;
                 tracing::info!("configuration changed; reloading {}", p.display());
+                reconciler.apply(config::load(&p)).await;
+            } else if reconciler.has_unavailable() && ticks.is_multiple_of(UNAVAILABLE_RETRY_TICKS) {
+                // a taken port may have been freed: try the services that could not start again
                 reconciler.apply(config::load(&p)).await;
             }
         }
@@ -903,6 +909,10 @@ struct Reconciler {
     invalid: Arc<Mutex<Vec<config::Invalid>>>,
     canaries: BTreeSet<String>,
     services_with_canary: BTreeSet<String>,
+    events: Arc<EventLog>,
+    /// The last reported problem per invalid resource: one Warning event per change, as on
+    /// Kubernetes, not one per reload.
+    reported: BTreeMap<String, String>,
 }
 
 impl Reconciler {
@@ -910,9 +920,7 @@ impl Reconciler {
         for u in &cfg.unreadable {
             tracing::error!("{u}");
         }
-        for inv in &cfg.invalid {
-            tracing::error!("invalid {} {}: {}", inv.kind, inv.key, inv.report.error_summary());
-        }
+        self.report_invalid(&cfg.invalid);
         for t in &cfg.templates {
             self.resources.insert_template(t.clone());
         }
@@ -940,6 +948,35 @@ impl Reconciler {
         self.canaries = keys;
         *self.invalid.lock() = cfg.invalid;
         let _ = &self.path;
+    }
+
+    /// Logs every invalid resource and records a Warning event when its problem is new.
+    fn report_invalid(&mut self, invalid: &[config::Invalid]) {
+        let mut now = BTreeMap::new();
+        for inv in invalid {
+            let summary = inv.report.error_summary();
+            tracing::error!("invalid {} {}: {summary}", inv.kind, inv.key);
+            let id = format!("{}/{}", inv.kind, inv.key);
+            if self.reported.get(&id) != Some(&summary) {
+                let (namespace, name) = inv.key.split_once('/').unwrap_or(("default", inv.key.as_str()));
+                let what = if inv.kind == "Canary" {
+                    "canary spec".to_string()
+                } else {
+                    inv.kind.clone()
+                };
+                self.events.push(crate::observe::EventRecord {
+                    canary: format!("{namespace}/{name}"),
+                    namespace: namespace.into(),
+                    name: name.into(),
+                    kind: "Warning".into(),
+                    reason: aviary_api::status::INVALID_SPEC_REASON.into(),
+                    message: format!("invalid {what}: {summary}"),
+                    timestamp: jiff::Timestamp::now().to_string(),
+                });
+            }
+            now.insert(id, summary);
+        }
+        self.reported = now;
     }
 
     async fn apply_services(&mut self, cfg: &LoadedConfig) {
@@ -985,10 +1022,27 @@ impl Reconciler {
                     let _ = self.runtime.state.save_service(ns, name, &st);
                 }
             }
-            if let Err(e) = self.upsert_service(key, effective).await {
-                tracing::error!("LocalService {key}: {e}");
+            match self.upsert_service(key, effective).await {
+                Ok(()) => {
+                    self.runtime.unavailable.lock().remove(key);
+                }
+                Err(e) => {
+                    let again = self.runtime.unavailable.lock().insert(key.clone(), e.clone());
+                    if again.as_ref() != Some(&e) {
+                        tracing::error!("LocalService {key}: {e}");
+                    }
+                }
             }
         }
+        self.runtime
+            .unavailable
+            .lock()
+            .retain(|k, _| cfg.services.contains_key(k));
+    }
+
+    /// Whether some service failed to start (the watcher then retries the config now and then).
+    fn has_unavailable(&self) -> bool {
+        !self.runtime.unavailable.lock().is_empty()
     }
 
     async fn upsert_service(&mut self, key: &str, spec: LocalService) -> Result<(), String> {
