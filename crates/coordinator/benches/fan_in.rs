@@ -113,6 +113,102 @@ fn ms(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64() * 1000.0)
 }
 
+struct Measured {
+    wall: f64,
+    cpu: f64,
+    rss: u64,
+    rss_max: u64,
+    hwm: u64,
+    list_by_cluster: Vec<Duration>,
+    list_by_phase: Vec<Duration>,
+    get_rollout: Vec<Duration>,
+    sizes: (usize, usize),
+    all: usize,
+    full: Duration,
+}
+
+/// The client side: ListCanaries and GetRollout every 50 ms for `duration`, and the
+/// coordinator's CPU and memory over that window.
+async fn measure(
+    mut client: aviary_proto::v1::fleet_client::FleetClient<tonic::transport::Channel>,
+    pid: u32,
+    duration: Duration,
+    agents: u64,
+) -> Measured {
+    let tck = clk_tck();
+    let cpu0 = proc_cpu_ticks(pid);
+    let w0 = Instant::now();
+    let mut list_by_cluster = Vec::new();
+    let mut list_by_phase = Vec::new();
+    let mut get_rollout = Vec::new();
+    let mut rss_max = 0;
+    let mut i = 0u64;
+    let mut sizes = (0usize, 0usize);
+    while w0.elapsed() < duration {
+        let cluster = format!("c{:04}", (i * 7919) % agents);
+        let t = Instant::now();
+        let r = client
+            .list_canaries(v1::ListCanariesRequest {
+                cluster,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        list_by_cluster.push(t.elapsed());
+        sizes.0 = r.canaries.len();
+        let t = Instant::now();
+        let r = client
+            .get_rollout(v1::GetRolloutRequest { name: "bench".into() })
+            .await
+            .unwrap()
+            .into_inner();
+        get_rollout.push(t.elapsed());
+        sizes.1 = r.waves.iter().map(|w| w.clusters.len()).sum();
+        if i.is_multiple_of(10) {
+            let t = Instant::now();
+            client
+                .list_canaries(v1::ListCanariesRequest {
+                    namespace: "ns3".into(),
+                    phase: "Progressing".into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            list_by_phase.push(t.elapsed());
+            rss_max = rss_max.max(proc_status_kib(pid, "VmRSS:"));
+        }
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let wall = w0.elapsed().as_secs_f64();
+    let cpu = (proc_cpu_ticks(pid) - cpu0) as f64 / tck as f64;
+    let rss = proc_status_kib(pid, "VmRSS:");
+    let hwm = proc_status_kib(pid, "VmHWM:");
+    let t = Instant::now();
+    let all = client
+        .list_canaries(v1::ListCanariesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .canaries
+        .len();
+    let full = t.elapsed();
+    Measured {
+        wall,
+        cpu,
+        rss,
+        rss_max,
+        hwm,
+        list_by_cluster,
+        list_by_phase,
+        get_rollout,
+        sizes,
+        all,
+        full,
+    }
+}
+
 async fn run(o: Opts) {
     let exe = std::env::current_exe().unwrap();
     let mut child = Command::new(exe)
@@ -202,65 +298,36 @@ async fn run(o: Opts) {
     eprintln!("warming up {}s", o.warmup);
     tokio::time::sleep(Duration::from_secs(o.warmup)).await;
 
-    let tck = clk_tck();
-    let cpu0 = proc_cpu_ticks(pid);
-    let w0 = Instant::now();
-    let mut list_by_cluster = Vec::new();
-    let mut list_by_phase = Vec::new();
-    let mut get_rollout = Vec::new();
-    let mut rss_max = 0;
-    let mut i = 0u64;
-    let mut sizes = (0usize, 0usize);
-    while w0.elapsed() < Duration::from_secs(o.duration) {
-        let cluster = format!("c{:04}", (i * 7919) % o.agents as u64);
-        let t = Instant::now();
-        let r = client
-            .list_canaries(v1::ListCanariesRequest {
-                cluster,
-                ..Default::default()
+    // The measuring client is a separate program in real life (the CLI, grpcurl): give it its
+    // own thread and runtime so that its timings are not queued behind the simulated agents'
+    // tasks in this process's scheduler.
+    let duration = Duration::from_secs(o.duration);
+    let n_agents = o.agents as u64;
+    let m = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async move {
+                let client = fleet_client(&url).unwrap();
+                measure(client, pid, duration, n_agents).await
             })
-            .await
-            .unwrap()
-            .into_inner();
-        list_by_cluster.push(t.elapsed());
-        sizes.0 = r.canaries.len();
-        let t = Instant::now();
-        let r = client
-            .get_rollout(v1::GetRolloutRequest { name: "bench".into() })
-            .await
-            .unwrap()
-            .into_inner();
-        get_rollout.push(t.elapsed());
-        sizes.1 = r.waves.iter().map(|w| w.clusters.len()).sum();
-        if i.is_multiple_of(10) {
-            let t = Instant::now();
-            client
-                .list_canaries(v1::ListCanariesRequest {
-                    namespace: "ns3".into(),
-                    phase: "Progressing".into(),
-                    ..Default::default()
-                })
-                .await
-                .unwrap();
-            list_by_phase.push(t.elapsed());
-            rss_max = rss_max.max(proc_status_kib(pid, "VmRSS:"));
-        }
-        i += 1;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let wall = w0.elapsed().as_secs_f64();
-    let cpu = (proc_cpu_ticks(pid) - cpu0) as f64 / tck as f64;
-    let rss = proc_status_kib(pid, "VmRSS:");
-    let hwm = proc_status_kib(pid, "VmHWM:");
-    let t = Instant::now();
-    let all = client
-        .list_canaries(v1::ListCanariesRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .canaries
-        .len();
-    let full = t.elapsed();
+    })
+    .join()
+    .unwrap();
+    let Measured {
+        wall,
+        cpu,
+        rss,
+        rss_max,
+        hwm,
+        mut list_by_cluster,
+        mut list_by_phase,
+        mut get_rollout,
+        sizes,
+        all,
+        full,
+    } = m;
 
     for v in [&mut list_by_cluster, &mut list_by_phase, &mut get_rollout] {
         v.sort();

@@ -1,8 +1,10 @@
 //! aviary's pure logic. Nothing here does I/O: the world is reached through [`ports`].
 //!
 //! - [`engine`]: one analysis tick of one canary, exactly as Flagger's `advanceCanary`.
-//! - [`ports`]: the traits platforms implement (Target, Router, Metrics, Hooks, Notifier,
-//!   Recorder, Gate).
+//! - [`ports`]: the traits platforms implement (Target, Router, Metrics, SecretSource, Hooks,
+//!   Notifier, Recorder, Gate).
+//! - [`fleet`]: the coordinator's rollout sequencer (plan, reconcile, verbs), pure decisions with
+//!   time as an argument.
 //! - [`weights`]: traffic weight math; [`template`]: query template rendering;
 //!   [`fingerprint`]: stable revision hashes; [`gofmt`]: Go's number formatting for event texts.
 //! - `fakes` and `simulate` (feature `test-util`): fakes of every port, and the simulator behind
