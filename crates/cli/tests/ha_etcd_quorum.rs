@@ -28,12 +28,6 @@ spec:
   clusterDeadline: 10m
 ";
 
-const CLUSTERS: [(&str, &str); 3] = [
-    ("us-1", "us-east-1"),
-    ("us-2", "us-east-1"),
-    ("eu-1", "eu-west-1"),
-];
-
 /// Which member leads etcd's raft.
 fn raft_leader(etcd: &LocalEtcd, rt: &tokio::runtime::Runtime) -> usize {
     rt.block_on(async {
@@ -78,28 +72,13 @@ fn etcd_member_loss_holds_nothing_quorum_loss_holds_the_fleet_quorum_back_resume
         .map(|k| eps[(victim + k) % 3].clone())
         .collect::<Vec<_>>()
         .join(",");
-    let coords: Vec<Coord> = (0..3)
-        .map(|i| Coord::start(&format!("c{i}"), &csv, "3s"))
-        .collect();
-    let first = wait_leader(&coords, Duration::from_secs(20));
-    let urls: Vec<String> = coords.iter().map(Coord::url).collect();
-    let dir = tempfile::tempdir().unwrap();
-    let mut agents: Vec<Agent> = CLUSTERS
-        .iter()
-        .map(|(c, r)| Agent::start(dir.path(), c, r, &urls.join(",")))
-        .collect();
-    for a in &mut agents {
-        wait_until(
-            &format!("{} to initialize", a.cluster),
-            Duration::from_secs(60),
-            || a.canary().0 == "Initialized",
-        );
-        a.start_traffic();
-    }
-    wait_until("the three clusters to connect", Duration::from_secs(30), || {
-        let (_, out, _) = aviary(&coords[first].url(), &["clusters", "-o", "json"]);
-        out.matches("\"connected\": true").count() == 3
-    });
+    let HaFleet {
+        coords,
+        first,
+        urls,
+        agents,
+        dir,
+    } = HaFleet::start(&csv, "3s");
     let manifest = dir.path().join("rollout.yaml");
     std::fs::write(&manifest, ROLLOUT).unwrap();
     let (code, out, err) = aviary(

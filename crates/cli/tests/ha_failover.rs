@@ -29,12 +29,6 @@ spec:
   clusterDeadline: 10m
 ";
 
-const CLUSTERS: [(&str, &str); 3] = [
-    ("us-1", "us-east-1"),
-    ("us-2", "us-east-1"),
-    ("eu-1", "eu-west-1"),
-];
-
 /// The fence in a replica's latest "elected leader" line.
 fn fence(c: &Coord) -> u64 {
     let lines = c.log.grep("elected leader");
@@ -108,28 +102,13 @@ fn leader_kill_pause_and_term_during_a_rollout_lose_nothing() {
         return;
     };
     let csv = etcd.endpoints_csv();
-    let mut coords: Vec<Coord> = (0..3)
-        .map(|i| Coord::start(&format!("c{i}"), &csv, "2s"))
-        .collect();
-    let first = wait_leader(&coords, Duration::from_secs(20));
-    let urls: Vec<String> = coords.iter().map(Coord::url).collect();
-    let dir = tempfile::tempdir().unwrap();
-    let mut agents: Vec<Agent> = CLUSTERS
-        .iter()
-        .map(|(c, r)| Agent::start(dir.path(), c, r, &urls.join(",")))
-        .collect();
-    for a in &mut agents {
-        wait_until(
-            &format!("{} to initialize", a.cluster),
-            Duration::from_secs(60),
-            || a.canary().0 == "Initialized",
-        );
-        a.start_traffic();
-    }
-    wait_until("the three clusters to connect", Duration::from_secs(30), || {
-        let (_, out, _) = aviary(&coords[first].url(), &["clusters", "-o", "json"]);
-        out.matches("\"connected\": true").count() == 3
-    });
+    let HaFleet {
+        mut coords,
+        first,
+        urls,
+        agents,
+        dir,
+    } = HaFleet::start(&csv, "2s");
 
     // Applied through a follower: the CLI follows it to the leader.
     let manifest = dir.path().join("rollout.yaml");

@@ -109,15 +109,7 @@ impl Coordinator {
         let api = FleetService { rollouts };
 
         let (health, health_service) = tonic_health::server::health_reporter();
-        if leading {
-            health.set_serving::<FleetServer<FleetService>>().await;
-            health.set_serving::<AgentLinkServer<AgentLinkHandler>>().await;
-        } else {
-            health.set_not_serving::<FleetServer<FleetService>>().await;
-            health
-                .set_not_serving::<AgentLinkServer<AgentLinkHandler>>()
-                .await;
-        }
+        set_health(&health, leading).await;
         tokio::spawn(follow_leadership(
             config.leadership.watch(),
             health.clone(),
@@ -207,6 +199,19 @@ impl Coordinator {
     }
 }
 
+/// Fleet and AgentLink are SERVING on the leader only (see docs/operations.md, Health).
+async fn set_health(health: &tonic_health::server::HealthReporter, leading: bool) {
+    if leading {
+        health.set_serving::<FleetServer<FleetService>>().await;
+        health.set_serving::<AgentLinkServer<AgentLinkHandler>>().await;
+    } else {
+        health.set_not_serving::<FleetServer<FleetService>>().await;
+        health
+            .set_not_serving::<AgentLinkServer<AgentLinkHandler>>()
+            .await;
+    }
+}
+
 /// Publishes leadership in the health service; on losing it, closes the agent streams so the
 /// agents move to the new leader. A follower has no agent streams: one that was accepted just
 /// before the replica stepped down is closed by the next sweep (every second).
@@ -221,18 +226,10 @@ async fn follow_leadership(
     loop {
         let leader = matches!(*rx.borrow_and_update(), LeaderState::Leader { .. });
         if was_leader != Some(leader) {
-            if leader {
-                health.set_serving::<FleetServer<FleetService>>().await;
-                health.set_serving::<AgentLinkServer<AgentLinkHandler>>().await;
-            } else {
-                health.set_not_serving::<FleetServer<FleetService>>().await;
-                health
-                    .set_not_serving::<AgentLinkServer<AgentLinkHandler>>()
-                    .await;
-                if was_leader == Some(true) {
-                    tracing::info!("not the leader any more: closing the agent streams");
-                    sessions.close_all();
-                }
+            set_health(&health, leader).await;
+            if !leader && was_leader == Some(true) {
+                tracing::info!("not the leader any more: closing the agent streams");
+                sessions.close_all();
             }
             was_leader = Some(leader);
         }

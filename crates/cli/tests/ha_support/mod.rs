@@ -449,3 +449,55 @@ pub fn cluster_phase(r: &serde_json::Value, cluster: &str) -> String {
         .unwrap_or_default()
         .to_string()
 }
+
+/// The clusters of the HA tests: two in us-east-1, one in eu-west-1.
+pub const CLUSTERS: [(&str, &str); 3] = [
+    ("us-1", "us-east-1"),
+    ("us-2", "us-east-1"),
+    ("eu-1", "eu-west-1"),
+];
+
+/// Three coordinators on `etcd_csv` and one local agent per cluster of [`CLUSTERS`], every
+/// canary initialized and under traffic, every cluster connected to the leader.
+pub struct HaFleet {
+    pub coords: Vec<Coord>,
+    /// The replica that led first.
+    pub first: usize,
+    pub urls: Vec<String>,
+    pub agents: Vec<Agent>,
+    pub dir: tempfile::TempDir,
+}
+
+impl HaFleet {
+    pub fn start(etcd_csv: &str, lease_ttl: &str) -> HaFleet {
+        let coords: Vec<Coord> = (0..3)
+            .map(|i| Coord::start(&format!("c{i}"), etcd_csv, lease_ttl))
+            .collect();
+        let first = wait_leader(&coords, Duration::from_secs(20));
+        let urls: Vec<String> = coords.iter().map(Coord::url).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let mut agents: Vec<Agent> = CLUSTERS
+            .iter()
+            .map(|(c, r)| Agent::start(dir.path(), c, r, &urls.join(",")))
+            .collect();
+        for a in &mut agents {
+            wait_until(
+                &format!("{} to initialize", a.cluster),
+                Duration::from_secs(60),
+                || a.canary().0 == "Initialized",
+            );
+            a.start_traffic();
+        }
+        wait_until("the three clusters to connect", Duration::from_secs(30), || {
+            let (_, out, _) = aviary(&coords[first].url(), &["clusters", "-o", "json"]);
+            out.matches("\"connected\": true").count() == 3
+        });
+        HaFleet {
+            coords,
+            first,
+            urls,
+            agents,
+            dir,
+        }
+    }
+}
