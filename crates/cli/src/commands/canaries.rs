@@ -91,19 +91,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 /// `--agent URL`: the agent's `/canaries` (a `kubectl get canaries -o json` list).
 fn from_agent(agent: &str, args: &Args) -> anyhow::Result<ExitCode> {
-    use anyhow::Context;
     let url = format!("{}/canaries", agent.trim_end_matches('/'));
-    let list: serde_json::Value = block_on(async {
-        let resp = reqwest::get(&url)
-            .await
-            .with_context(|| format!("cannot reach the agent at {url}"))?;
-        let resp = resp
-            .error_for_status()
-            .with_context(|| format!("the agent at {url} answered with an error"))?;
-        resp.json()
-            .await
-            .context("the agent's /canaries is not the expected JSON")
-    })?;
+    let list: serde_json::Value = super::events::agent_json(&url, "/canaries")?;
     let items: Vec<&serde_json::Value> = list["items"]
         .as_array()
         .map(|a| a.iter().collect::<Vec<_>>())

@@ -36,16 +36,10 @@ struct Event {
     timestamp: String,
 }
 
-pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let mut url = format!("{}/events", args.agent.trim_end_matches('/'));
-    if let Some(c) = &args.canary {
-        url.push_str(&format!("?canary={c}"));
-    }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let events: Vec<Event> = rt.block_on(async {
-        let resp = reqwest::get(&url)
+/// GETs an agent admin endpoint (`what`, for messages) and parses its JSON.
+pub(crate) fn agent_json<T: serde::de::DeserializeOwned>(url: &str, what: &str) -> anyhow::Result<T> {
+    super::rollout::block_on(async {
+        let resp = reqwest::get(url)
             .await
             .with_context(|| format!("cannot reach the agent at {url}"))?;
         let resp = resp
@@ -53,8 +47,16 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("the agent at {url} answered with an error"))?;
         resp.json()
             .await
-            .context("the agent's /events is not the expected JSON")
-    })?;
+            .with_context(|| format!("the agent's {what} is not the expected JSON"))
+    })
+}
+
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let mut url = format!("{}/events", args.agent.trim_end_matches('/'));
+    if let Some(c) = &args.canary {
+        url.push_str(&format!("?canary={c}"));
+    }
+    let events: Vec<Event> = agent_json(&url, "/events")?;
     match args.output {
         Output::Json => super::out(serde_json::to_string_pretty(&events)?),
         Output::Table => {
