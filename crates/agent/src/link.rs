@@ -304,7 +304,8 @@ async fn run(link: Link, mut rx: mpsc::UnboundedReceiver<Outgoing>, stop: Cancel
     let mut leader_hint: Option<String> = None;
     let mut last_error: Option<String> = None;
     // Set when a follower answered since the last session: the coordinators are up and
-    // electing, so retry at most every second instead of backing off to 5 s.
+    // electing (which takes one to three seconds), so retry every half second instead of
+    // backing off to 5 s; a follower's answer costs it next to nothing.
     let mut electing = false;
     loop {
         if stop.is_cancelled() {
@@ -353,8 +354,12 @@ async fn run(link: Link, mut rx: mpsc::UnboundedReceiver<Outgoing>, stop: Cancel
                 push_bounded(&mut buffered, e, link.shared.config.event_buffer);
             }
         }
-        let cap = if electing { 1 } else { 5 };
-        backoff = (backoff * 2).min(Duration::from_secs(cap));
+        let cap = if electing {
+            Duration::from_millis(500)
+        } else {
+            Duration::from_secs(5)
+        };
+        backoff = (backoff * 2).min(cap);
     }
 }
 

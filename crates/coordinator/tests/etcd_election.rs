@@ -266,3 +266,62 @@ async fn three_members_one_down_nothing_stops_no_quorum_no_leader_quorum_back_le
     a.resign().await;
     b.resign().await;
 }
+
+/// A loopback address nothing listens on (connections are refused).
+fn closed_address() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    drop(l);
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_leader_is_replaced_before_its_lease_expires() {
+    let Some(etcd) = local_etcd("crashed_leader", 1).await else {
+        return;
+    };
+    let mut cfg = EtcdConfig::new(&etcd.endpoints_csv()).unwrap();
+    cfg.lease_ttl = Duration::from_secs(3);
+    let b = EtcdLeadership::new(Etcd::connect(&cfg.endpoints).await.unwrap(), &cfg);
+    // A leader that crashed right after it was elected: its lease (3 s) is never renewed and
+    // its address refuses connections. Without the watch it would hold the election 3–3.5 s.
+    let ghost = Etcd::connect(&cfg.endpoints).await.unwrap();
+    let lease = ghost.client(0).lease_grant(3, None).await.unwrap().id();
+    let granted = Instant::now();
+    ghost
+        .client(0)
+        .election_client()
+        .campaign(b.election_name(), closed_address(), lease)
+        .await
+        .unwrap();
+    b.start("10.0.0.2:7400");
+    until(&b, "b to lead", Duration::from_secs(5), is_leader).await;
+    let took = granted.elapsed();
+    println!("b leads {took:?} after the dead leader's last renewal");
+    assert!(
+        took < Duration::from_millis(2500),
+        "b waited for the lease to expire: {took:?}"
+    );
+    b.resign().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_leader_with_a_wrong_address_is_not_deposed() {
+    let Some(etcd) = local_etcd("live_leader_wrong_address", 1).await else {
+        return;
+    };
+    // a renews its lease but its advertised address refuses connections (a wrong --advertise):
+    // the followers must not take that for a crash.
+    let a = candidate(&etcd, &closed_address(), 3).await;
+    let fa = fence_of(&until(&a, "a to lead", Duration::from_secs(10), is_leader).await);
+    let b = candidate(&etcd, "10.0.0.2:7400", 3).await;
+    until(&b, "b to know the leader", Duration::from_secs(10), |s| {
+        matches!(s, LeaderState::Follower { leader: Some(_) })
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(a.check().unwrap(), fa, "a still leads its term");
+    assert!(b.check().is_err(), "b did not take over");
+    a.resign().await;
+    b.resign().await;
+}

@@ -17,7 +17,17 @@
 //!
 //! Followers observe the election (`Observe`) to learn the leader's address. On shutdown the
 //! leader resigns and revokes its lease, so the next candidate wins within milliseconds.
+//!
+//! A crashed leader cannot resign, and its lease would hold the election for up to TTL (+ etcd's
+//! 500 ms expiry scan). Followers therefore watch for a dead leader ([`watch_dead_leader`]): when
+//! the leader's lease has missed a renewal *and* its advertised address refuses connections or
+//! answers that it does not lead (a restarted process), they revoke its lease. Both signals are
+//! needed: a live leader renews on time whatever its address does (a wrong `--advertise` must not
+//! depose it), and a paused or partitioned one still accepts connections, so it is left to its
+//! lease. Revoking is safe whatever the truth: every write is fenced on the election key, which
+//! the revocation deletes.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -53,6 +63,10 @@ pub(crate) struct Shared {
     term: Mutex<Option<Term>>,
     /// The leader's address as last observed.
     observed: Mutex<Option<String>>,
+    /// The observed leader's lease (0: none observed).
+    observed_lease: std::sync::atomic::AtomicI64,
+    /// The lease of this replica's current campaign or term (0: none).
+    own_lease: std::sync::atomic::AtomicI64,
     advertise: OnceLock<String>,
     /// Wakes the election task when a term was lost outside it (fenced write, deadline).
     lost: Notify,
@@ -163,6 +177,8 @@ impl EtcdLeadership {
                 state: watch::Sender::new(LeaderState::Follower { leader: None }),
                 term: Mutex::new(None),
                 observed: Mutex::new(None),
+                observed_lease: std::sync::atomic::AtomicI64::new(0),
+                own_lease: std::sync::atomic::AtomicI64::new(0),
                 advertise: OnceLock::new(),
                 lost: Notify::new(),
                 stop: CancellationToken::new(),
@@ -239,6 +255,7 @@ impl Leadership for EtcdLeadership {
         let mut tasks = self.shared.tasks.lock();
         tasks.push(tokio::spawn(campaign_forever(self.shared.clone())));
         tasks.push(tokio::spawn(observe(self.shared.clone())));
+        tasks.push(tokio::spawn(watch_dead_leader(self.shared.clone())));
     }
 
     async fn resign(&self) {
@@ -302,6 +319,7 @@ async fn term(shared: &Arc<Shared>, log: &StateLog) -> TermEnd {
     };
     log.ok();
     let lease = granted.id();
+    shared.own_lease.store(lease, Ordering::SeqCst);
     if granted.ttl() != ttl_secs {
         tracing::info!(
             asked = ttl_secs,
@@ -536,6 +554,8 @@ async fn observe(shared: Arc<Shared>) {
                             .kv()
                             .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())
                             .filter(|v| !v.is_empty());
+                        let lease = resp.kv().map_or(0, |kv| kv.lease());
+                        shared.observed_lease.store(lease, Ordering::SeqCst);
                         shared.set_observed(leader);
                     }
                     Ok(None) => break "the observe stream ended".to_string(),
@@ -549,6 +569,103 @@ async fn observe(shared: Arc<Shared>) {
         tokio::select! {
             _ = tokio::time::sleep(backoff.next()) => {}
             _ = shared.stop.cancelled() => return,
+        }
+    }
+}
+
+/// How often followers check on the leader.
+const WATCH_PERIOD: Duration = Duration::from_millis(200);
+
+/// What the leader's advertised address says.
+#[derive(Debug, PartialEq)]
+enum Probe {
+    /// Serves Fleet: a live leader.
+    Leads,
+    /// Refuses connections, or is a replica that does not lead (restarted on the address).
+    Gone,
+    /// No answer in time (paused, partitioned, unroutable): left to the lease.
+    Unknown,
+}
+
+async fn probe(addr: &str) -> Probe {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let limit = Duration::from_millis(300);
+    match tokio::time::timeout(limit, tokio::net::TcpStream::connect(addr)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => return Probe::Gone,
+        _ => return Probe::Unknown,
+    }
+    let Ok(channel) = crate::client::channel(addr) else {
+        return Probe::Unknown;
+    };
+    let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+    let request = tonic_health::pb::HealthCheckRequest {
+        service: crate::server::FLEET_SERVICE.into(),
+    };
+    match tokio::time::timeout(limit, client.check(request)).await {
+        Ok(Ok(r)) if r.get_ref().status == ServingStatus::Serving as i32 => Probe::Leads,
+        Ok(Ok(_)) => Probe::Gone,
+        _ => Probe::Unknown,
+    }
+}
+
+/// Revokes the lease of a leader that is gone (see the module docs): its lease missed a renewal
+/// (etcd reports at most TTL − 2 s left: renewals come every TTL/3) on two checks in a row, and
+/// its address refuses connections or does not lead.
+async fn watch_dead_leader(shared: Arc<Shared>) {
+    let ttl_secs = shared.ttl.as_secs() as i64;
+    let mut suspect: Option<(i64, u32)> = None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(WATCH_PERIOD) => {}
+            _ = shared.stop.cancelled() => return,
+        }
+        let lease = shared.observed_lease.load(Ordering::SeqCst);
+        let leader = shared.observed.lock().clone();
+        let leading = shared.term.lock().is_some();
+        let (Some(addr), false) = (leader, leading || lease == 0) else {
+            suspect = None;
+            continue;
+        };
+        if lease == shared.own_lease.load(Ordering::SeqCst) {
+            suspect = None;
+            continue;
+        }
+        let left = shared
+            .etcd
+            .call(WATCH_PERIOD, |mut c| async move {
+                c.lease_time_to_live(lease, None).await
+            })
+            .await
+            .map(|r| r.ttl());
+        // etcd reports whole seconds left; a lease renewed every TTL/3 never shows less than
+        // TTL − 2 while its holder is alive (−1: already gone).
+        let missed = matches!(left, Ok(t) if t <= ttl_secs - 2);
+        if !missed || probe(&addr).await != Probe::Gone {
+            suspect = None;
+            continue;
+        }
+        let seen = match suspect {
+            Some((l, n)) if l == lease => n + 1,
+            _ => 1,
+        };
+        suspect = Some((lease, seen));
+        if seen < 2 {
+            continue;
+        }
+        suspect = None;
+        let revoked = shared
+            .etcd
+            .call(shared.ttl / 3, |mut c| async move { c.lease_revoke(lease).await })
+            .await;
+        match revoked {
+            Ok(_) => tracing::warn!(
+                leader = %addr,
+                lease = format!("{lease:x}"),
+                "the leader missed its lease renewal and its address does not lead: revoked its lease"
+            ),
+            Err(e) if e.message.contains("not found") => {}
+            Err(e) => tracing::debug!("cannot revoke the dead leader's lease: {e}"),
         }
     }
 }
