@@ -633,7 +633,7 @@ async fn watch_dead_leader(shared: Arc<Shared>) {
         }
         let left = shared
             .etcd
-            .call(WATCH_PERIOD, |mut c| async move {
+            .call(shared.ttl / 3, |mut c| async move {
                 c.lease_time_to_live(lease, None).await
             })
             .await
