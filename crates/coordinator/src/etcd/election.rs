@@ -610,10 +610,10 @@ async fn probe(addr: &str) -> Probe {
 }
 
 /// Revokes the lease of a leader that is gone (see the module docs): its lease missed a renewal
-/// (etcd reports at most TTL − 2 s left: renewals come every TTL/3) on two checks in a row, and
-/// its address refuses connections or does not lead.
+/// (more than TTL/3 since the last one) and its address refuses connections or does not lead,
+/// on two checks in a row.
 async fn watch_dead_leader(shared: Arc<Shared>) {
-    let ttl_secs = shared.ttl.as_secs() as i64;
+    let missed_below = (shared.ttl.as_secs_f64() * 2.0 / 3.0 - 1.0).floor() as i64;
     let mut suspect: Option<(i64, u32)> = None;
     loop {
         tokio::select! {
@@ -638,9 +638,9 @@ async fn watch_dead_leader(shared: Arc<Shared>) {
             })
             .await
             .map(|r| r.ttl());
-        // etcd reports whole seconds left; a lease renewed every TTL/3 never shows less than
-        // TTL − 2 while its holder is alive (−1: already gone).
-        let missed = matches!(left, Ok(t) if t <= ttl_secs - 2);
+        // etcd reports whole seconds left, rounded down (−1: already gone). Renewals come every
+        // TTL/3, so `left + 1 <= TTL − TTL/3` means the last one is more than a period old.
+        let missed = matches!(left, Ok(t) if t <= missed_below);
         if !missed || probe(&addr).await != Probe::Gone {
             suspect = None;
             continue;
