@@ -111,8 +111,9 @@ struct State {
     reverts: HashMap<String, Option<String>>,
     /// The rollout that last commanded each canary.
     rollouts: HashMap<String, String>,
-    /// The last metric values of each canary's analysis.
+    /// The last metric values of each canary's analysis, and the revision they belong to.
     metrics: HashMap<String, BTreeMap<String, f64>>,
+    analysed: HashMap<String, String>,
     /// Command ids already carried out (a repeated id is a no-op).
     done: HashMap<String, String>,
     connected: bool,
@@ -171,6 +172,16 @@ impl Link {
         let phase = canary.status.as_ref().map(|s| s.phase).unwrap_or_default();
         {
             let mut st = self.shared.state.lock();
+            // A new revision's analysis starts with no values: never show the last one's.
+            let applied = canary
+                .status
+                .as_ref()
+                .map(|s| s.last_applied_spec.clone())
+                .unwrap_or_default();
+            if st.analysed.get(&key) != Some(&applied) {
+                st.metrics.remove(&key);
+                st.analysed.insert(key.clone(), applied);
+            }
             // A rollback request is done once the analysis ended.
             if matches!(phase, CanaryPhase::Failed | CanaryPhase::Succeeded) {
                 st.rollbacks.remove(&key);

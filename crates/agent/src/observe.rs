@@ -290,7 +290,7 @@ impl Observed {
         }
     }
 
-    /// Also tells `listener` every analysis metric value.
+    /// Also tells `listener` every value an analysis check measured, passing or not.
     pub fn with_analysis_listener(mut self, listener: Option<AnalysisListener>) -> Self {
         self.on_analysis = listener;
         self
@@ -358,10 +358,14 @@ impl Recorder for Observed {
                 metric: metric.into(),
             })
             .set(value);
+        self.inner.set_analysis_metric(canary, metric, value);
+    }
+
+    fn observe_metric(&self, canary: &Canary, metric: &str, value: f64) {
         if let Some(l) = &self.on_analysis {
             l(canary, metric, value);
         }
-        self.inner.set_analysis_metric(canary, metric, value);
+        self.inner.observe_metric(canary, metric, value);
     }
 
     fn inc_successes(&self, canary: &Canary, strategy: Strategy, skipped: bool) {

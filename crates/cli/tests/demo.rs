@@ -112,6 +112,18 @@ fn the_demo_rolls_out_by_region_and_stops_a_bad_release_in_the_first_region() {
         "{text}"
     );
     assert!(text.contains("Demo finished as expected."), "{text}");
+    // the verdict carries the failing analysis values, not the last passing ones
+    let verdict = lines
+        .iter()
+        .find(|l| l.contains("rollout podinfo-6-0-2 Failed"))
+        .unwrap();
+    let rate: f64 = verdict
+        .split("request-success-rate=")
+        .nth(1)
+        .and_then(|r| r.split([')', ' ']).next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no success rate in the verdict: {verdict}"));
+    assert!(rate < 99.0, "the verdict shows a passing success rate: {verdict}");
     // the summary: everyone on 6.0.1; eu-west-1 never touched by rollout 2
     let row = |rollout: &str, cluster: &str| {
         lines

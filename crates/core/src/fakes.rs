@@ -441,6 +441,7 @@ struct RecorderState {
     failures: Vec<Strategy>,
     phases: Vec<CanaryPhase>,
     analysis: Vec<(String, f64)>,
+    observed: Vec<(String, f64)>,
     fail: Option<String>,
 }
 
@@ -481,6 +482,10 @@ impl FakeRecorder {
     pub fn analysis_values(&self) -> Vec<(String, f64)> {
         self.0.lock().analysis.clone()
     }
+    /// Every value the analysis checks measured, passing or not.
+    pub fn observed_values(&self) -> Vec<(String, f64)> {
+        self.0.lock().observed.clone()
+    }
     /// Makes status writes fail with this message.
     pub fn fail_status(&self, msg: Option<&str>) {
         self.0.lock().fail = msg.map(str::to_string);
@@ -508,6 +513,9 @@ impl Recorder for FakeRecorder {
     }
     fn set_analysis_metric(&self, _canary: &Canary, metric: &str, value: f64) {
         self.0.lock().analysis.push((metric.into(), value));
+    }
+    fn observe_metric(&self, _canary: &Canary, metric: &str, value: f64) {
+        self.0.lock().observed.push((metric.into(), value));
     }
     fn inc_successes(&self, _canary: &Canary, strategy: Strategy, skipped: bool) {
         self.0.lock().successes.push((strategy, skipped));

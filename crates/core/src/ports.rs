@@ -321,8 +321,12 @@ pub trait Recorder: Send + Sync {
     fn set_phase_metric(&self, _canary: &Canary, _phase: CanaryPhase) {}
     /// `flagger_canary_weight`.
     fn set_weight_metric(&self, _canary: &Canary, _primary: i32, _canary_weight: i32) {}
-    /// `flagger_canary_metric_analysis` (request-duration in seconds).
+    /// `flagger_canary_metric_analysis` (request-duration in seconds). As in Flagger, built-in
+    /// metrics only set it when their check passes.
     fn set_analysis_metric(&self, _canary: &Canary, _metric: &str, _value: f64) {}
+    /// Every value an analysis check measured, passing or not (request-duration in seconds):
+    /// what the fleet coordinator's verdicts show.
+    fn observe_metric(&self, _canary: &Canary, _metric: &str, _value: f64) {}
     /// `flagger_canary_successes_total` (`skipped` when the analysis was skipped).
     fn inc_successes(&self, _canary: &Canary, _strategy: Strategy, _skipped: bool) {}
     /// `flagger_canary_failures_total`.

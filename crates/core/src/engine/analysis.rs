@@ -206,6 +206,7 @@ impl Tick<'_, '_> {
         r: &ThresholdRange,
         threshold: Option<f64>,
     ) -> bool {
+        self.ports.recorder.observe_metric(&self.c, name, v);
         let id = self.id();
         let has_range = r.min.is_some() || r.max.is_some();
         if let Some(min) = r.min
@@ -256,6 +257,7 @@ impl Tick<'_, '_> {
     ) -> bool {
         let id = self.id();
         let d = Duration::from_millis(v.max(0.0) as u64);
+        self.ports.recorder.observe_metric(&self.c, name, d.as_secs_f64());
         let ms = |x: f64| Duration::from_millis(x.max(0.0) as u64);
         let has_range = r.min.is_some() || r.max.is_some();
         if let Some(min) = r.min
@@ -302,6 +304,7 @@ impl Tick<'_, '_> {
         r: Option<&ThresholdRange>,
         threshold: Option<f64>,
     ) -> bool {
+        self.ports.recorder.observe_metric(&self.c, name, v);
         let id = self.id();
         if let Some(r) = r {
             if let Some(min) = r.min
