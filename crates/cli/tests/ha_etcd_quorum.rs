@@ -144,25 +144,7 @@ fn etcd_member_loss_holds_nothing_quorum_loss_holds_the_fleet_quorum_back_resume
         coords[leader].name,
         back.elapsed()
     );
-    let mut last = serde_json::Value::Null;
-    wait_until("the rollout to succeed", Duration::from_secs(120), || {
-        last = rollout(&urls, "podinfo-6-0-1").unwrap_or_default();
-        last["phase"] == "Succeeded"
-    });
-    for (c, _) in CLUSTERS {
-        assert_eq!(
-            count(&last["history"], "cluster-started", c),
-            1,
-            "{c}: {}",
-            last["history"]
-        );
-        assert_eq!(
-            count(&last["history"], "cluster-succeeded", c),
-            1,
-            "{c}: {}",
-            last["history"]
-        );
-    }
+    succeeded_once_each(&urls);
     let writes = rt.block_on(async {
         let cfg = EtcdConfig::new(&csv).unwrap();
         let reader = EtcdLeadership::new(Etcd::connect(&cfg.endpoints).await.unwrap(), &cfg);

@@ -278,25 +278,30 @@ impl FleetApi for FleetService {
         &self,
         r: Request<v1::ClusterVerbRequest>,
     ) -> Result<Response<v1::Rollout>, Status> {
-        let q = r.into_inner();
-        let rec = self.rollouts.get(&q.name).await?;
-        if rec.plan.locate(&q.cluster).is_none() {
-            return Err(not_found_cluster(&rec, &q.cluster).into());
-        }
-        let out = self
-            .rollouts
-            .verb(&q.name, |p, s, now| {
-                verbs::skip_cluster(p, s, &q.cluster, &q.actor, now).map(|()| Vec::new())
-            })
-            .await?;
-        Ok(Response::new(out))
+        self.cluster_verb(r.into_inner(), verbs::skip_cluster).await
     }
 
     async fn retry_cluster(
         &self,
         r: Request<v1::ClusterVerbRequest>,
     ) -> Result<Response<v1::Rollout>, Status> {
-        let q = r.into_inner();
+        self.cluster_verb(r.into_inner(), verbs::retry_cluster).await
+    }
+}
+
+impl FleetService {
+    /// Skip or retry: the cluster must be in the rollout's plan (NOT_FOUND otherwise).
+    async fn cluster_verb(
+        &self,
+        q: v1::ClusterVerbRequest,
+        verb: fn(
+            &aviary_core::fleet::Plan,
+            &mut aviary_core::fleet::RolloutState,
+            &str,
+            &str,
+            jiff::Timestamp,
+        ) -> aviary_core::Result<()>,
+    ) -> Result<Response<v1::Rollout>, Status> {
         let rec = self.rollouts.get(&q.name).await?;
         if rec.plan.locate(&q.cluster).is_none() {
             return Err(not_found_cluster(&rec, &q.cluster).into());
@@ -304,7 +309,7 @@ impl FleetApi for FleetService {
         let out = self
             .rollouts
             .verb(&q.name, |p, s, now| {
-                verbs::retry_cluster(p, s, &q.cluster, &q.actor, now).map(|()| Vec::new())
+                verb(p, s, &q.cluster, &q.actor, now).map(|()| Vec::new())
             })
             .await?;
         Ok(Response::new(out))

@@ -501,3 +501,24 @@ impl HaFleet {
         }
     }
 }
+
+/// Waits (2 min) for `podinfo-6-0-1` to succeed, asked of `urls`; checks that its history shows
+/// every cluster of [`CLUSTERS`] started and succeeded exactly once; returns the rollout.
+pub fn succeeded_once_each(urls: &[String]) -> serde_json::Value {
+    let mut last = serde_json::Value::Null;
+    wait_until("the rollout to succeed", Duration::from_secs(120), || {
+        last = rollout(urls, "podinfo-6-0-1").unwrap_or_default();
+        last["phase"] == "Succeeded"
+    });
+    for (c, _) in CLUSTERS {
+        for kind in ["cluster-started", "cluster-succeeded"] {
+            assert_eq!(
+                count(&last["history"], kind, c),
+                1,
+                "{c} {kind}: {}",
+                last["history"]
+            );
+        }
+    }
+    last
+}
