@@ -9,6 +9,14 @@
 //! HTTP/1.0, Upgrade, CONNECT, `Expect`, a head it cannot parse, mirroring a body it would have
 //! to decode) hands the connection, with the bytes already read, to the general hyper path,
 //! which serves it from then on.
+//!
+//! Bodies pass through as received, so the router must frame them exactly as any backend would:
+//! a request that a lenient backend could read differently (Content-Length together with
+//! Transfer-Encoding; a chunk size without digits; a control character, bare LF included, in a
+//! chunk extension or a trailer; a line not ended by CRLF) is answered 400 and its connection
+//! closed, before its body reaches a backend ([`ChunkScanner`]). Heads are parsed by httparse
+//! (no obs-fold, no space before the colon: those go to hyper, which refuses them) and sent to
+//! the backend re-serialized.
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -67,6 +75,9 @@ enum Exit {
     Fallback,
     /// Close it (peer gone, protocol error, or `Connection: close`).
     Close,
+    /// Answer 400 with this reason, then close: a request whose framing a backend could read
+    /// differently (request smuggling).
+    Reject(&'static str),
 }
 
 impl From<io::Error> for Exit {
@@ -219,7 +230,11 @@ impl View<'_> {
             return Err(Exit::Fallback);
         }
         let framing = match (chunked, length) {
-            (true, Some(_)) => return Err(Exit::Fallback),
+            // RFC 9112 §6.3 lets a server go by Transfer-Encoding here; refusing is safer
+            // than hoping every backend does the same.
+            (true, Some(_)) => {
+                return Err(Exit::Reject("Content-Length and Transfer-Encoding together"));
+            }
             (true, None) => Framing::Chunked,
             (false, Some(0) | None) => Framing::Empty,
             (false, Some(n)) => Framing::Length(n),
@@ -245,26 +260,54 @@ fn parse_length(value: &[u8]) -> Option<u64> {
 }
 
 /// Finds the end of a chunked body while its bytes are passed through unchanged.
+///
+/// The bytes go to the backend as they are, so the scanner must read them exactly as any
+/// backend would, or a request could hide another one in what one side takes for a chunk and the
+/// other for a new message (request smuggling). It is therefore strict (RFC 9112 §7.1): a chunk
+/// size is at least one hex digit, optionally followed by spaces or tabs; an extension holds no
+/// control character but tab (a bare LF, NUL, DEL, …); every line ends with CRLF; a trailer
+/// line is `name:value` with a token name (no obs-fold). Extensions and trailers are bounded.
 #[derive(Debug, Default)]
 struct ChunkScanner {
     state: ChunkState,
     size: u64,
+    /// Hex digits of the current size line.
+    digits: u32,
+    /// Extension and trailer bytes of the whole body.
+    extra: usize,
 }
+
+/// Most extension and trailer bytes a chunked body may carry (hyper allows 16 KiB of
+/// extensions).
+const MAX_CHUNK_EXTRA: usize = 16 * 1024;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 enum ChunkState {
     #[default]
     Size,
+    /// Spaces or tabs after the size.
+    SizeWhitespace,
     Extension,
     SizeLf,
     Data,
     DataCr,
     DataLf,
     TrailerStart,
-    TrailerLine,
+    TrailerName,
+    TrailerValue,
     TrailerLf,
     FinalLf,
     Done,
+}
+
+/// RFC 9110 `tchar`.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// A byte of a chunk extension or a field value: tab, visible ASCII, space, or obs-text.
+fn is_field_byte(b: u8) -> bool {
+    b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80
 }
 
 impl ChunkScanner {
@@ -272,10 +315,21 @@ impl ChunkScanner {
         self.state == ChunkState::Done
     }
 
+    /// Counts an extension or trailer byte against [`MAX_CHUNK_EXTRA`].
+    fn extra_byte(&mut self) -> bool {
+        self.extra += 1;
+        self.extra <= MAX_CHUNK_EXTRA
+    }
+
     /// Consumes the body's bytes at the start of `input` and returns how many there were (the
     /// rest belongs to the next message once [`ChunkScanner::done`]).
     fn scan(&mut self, input: &[u8]) -> io::Result<usize> {
-        let bad = || io::Error::new(io::ErrorKind::InvalidData, "invalid chunked encoding");
+        let bad = |what: &str| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("invalid chunked encoding: {what}"),
+            )
+        };
         let mut i = 0;
         while i < input.len() && self.state != ChunkState::Done {
             let b = input[i];
@@ -283,25 +337,39 @@ impl ChunkScanner {
                 ChunkState::Size => match b {
                     b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
                         let digit = u64::from((b as char).to_digit(16).unwrap_or(0) as u8);
+                        self.digits += 1;
                         self.size = self
                             .size
                             .checked_mul(16)
                             .and_then(|s| s.checked_add(digit))
-                            .ok_or_else(bad)?;
+                            .ok_or_else(|| bad("chunk size too large"))?;
                     }
-                    b';' | b' ' | b'\t' => self.state = ChunkState::Extension,
+                    _ if self.digits == 0 => return Err(bad("chunk size missing")),
+                    b' ' | b'\t' => self.state = ChunkState::SizeWhitespace,
+                    b';' => self.state = ChunkState::Extension,
                     b'\r' => self.state = ChunkState::SizeLf,
-                    _ => return Err(bad()),
+                    _ => return Err(bad("unexpected byte in chunk size")),
+                },
+                ChunkState::SizeWhitespace => match b {
+                    b' ' | b'\t' => {}
+                    b';' => self.state = ChunkState::Extension,
+                    b'\r' => self.state = ChunkState::SizeLf,
+                    _ => return Err(bad("unexpected byte after chunk size")),
                 },
                 ChunkState::Extension => {
                     if b == b'\r' {
                         self.state = ChunkState::SizeLf;
+                    } else if !is_field_byte(b) {
+                        return Err(bad("control character in chunk extension"));
+                    } else if !self.extra_byte() {
+                        return Err(bad("chunk extensions too long"));
                     }
                 }
                 ChunkState::SizeLf => {
                     if b != b'\n' {
-                        return Err(bad());
+                        return Err(bad("chunk size line not ended by CRLF"));
                     }
+                    self.digits = 0;
                     self.state = if self.size == 0 {
                         ChunkState::TrailerStart
                     } else {
@@ -319,37 +387,54 @@ impl ChunkScanner {
                 }
                 ChunkState::DataCr => {
                     if b != b'\r' {
-                        return Err(bad());
+                        return Err(bad("chunk data not followed by CRLF"));
                     }
                     self.state = ChunkState::DataLf;
                 }
                 ChunkState::DataLf => {
                     if b != b'\n' {
-                        return Err(bad());
+                        return Err(bad("chunk data not followed by CRLF"));
                     }
                     self.state = ChunkState::Size;
                 }
                 ChunkState::TrailerStart => {
-                    self.state = if b == b'\r' {
-                        ChunkState::FinalLf
-                    } else {
-                        ChunkState::TrailerLine
+                    self.state = match b {
+                        b'\r' => ChunkState::FinalLf,
+                        b if is_tchar(b) => ChunkState::TrailerName,
+                        _ => return Err(bad("invalid trailer line")),
                     };
+                    if self.state == ChunkState::TrailerName && !self.extra_byte() {
+                        return Err(bad("trailers too long"));
+                    }
                 }
-                ChunkState::TrailerLine => {
+                ChunkState::TrailerName => {
+                    match b {
+                        b':' => self.state = ChunkState::TrailerValue,
+                        b if is_tchar(b) => {}
+                        _ => return Err(bad("invalid trailer name")),
+                    }
+                    if !self.extra_byte() {
+                        return Err(bad("trailers too long"));
+                    }
+                }
+                ChunkState::TrailerValue => {
                     if b == b'\r' {
                         self.state = ChunkState::TrailerLf;
+                    } else if !is_field_byte(b) {
+                        return Err(bad("control character in a trailer"));
+                    } else if !self.extra_byte() {
+                        return Err(bad("trailers too long"));
                     }
                 }
                 ChunkState::TrailerLf => {
                     if b != b'\n' {
-                        return Err(bad());
+                        return Err(bad("trailer line not ended by CRLF"));
                     }
                     self.state = ChunkState::TrailerStart;
                 }
                 ChunkState::FinalLf => {
                     if b != b'\n' {
-                        return Err(bad());
+                        return Err(bad("chunked body not ended by CRLF"));
                     }
                     self.state = ChunkState::Done;
                 }
@@ -437,7 +522,14 @@ impl ClientConn {
                 raw: &self.buf[..head_len],
                 head: &self.head,
             };
-            let (framing, client_close) = view.request_semantics()?;
+            let (framing, client_close) = match view.request_semantics() {
+                Ok(semantics) => semantics,
+                Err(Exit::Reject(why)) => {
+                    let error = io::Error::new(io::ErrorKind::InvalidData, why);
+                    return Err(self.reject_body(worker, Backend::Primary, &error).await);
+                }
+                Err(exit) => return Err(exit),
+            };
             let decision = {
                 let routes = worker.shared.routes.load();
                 routes.decide(&view, &mut rand::rng())
@@ -515,7 +607,10 @@ impl ClientConn {
                     remaining = n - now as u64;
                 }
                 Framing::Chunked => {
-                    let now = scanner.scan(&self.buf[..self.buf.len().min(READ_CHUNK)])?;
+                    let now = match scanner.scan(&self.buf[..self.buf.len().min(READ_CHUNK)]) {
+                        Ok(now) => now,
+                        Err(error) => return Err(self.reject_body(worker, backend, &error).await),
+                    };
                     self.out.extend_from_slice(&self.buf[..now]);
                     self.buf.advance(now);
                 }
@@ -560,7 +655,12 @@ impl ClientConn {
                         .await
                     }
                 };
-                copied?;
+                if let Err(error) = copied {
+                    if error.kind() == io::ErrorKind::InvalidData {
+                        return Err(self.reject_body(worker, backend, &error).await);
+                    }
+                    return Err(Exit::Close);
+                }
             }
 
             // The response: interim 1xx heads are passed on, then the final head and body.
@@ -707,6 +807,17 @@ impl ClientConn {
         };
         send_head(&mut conn, &self.out, whole_request).await?;
         Ok(conn)
+    }
+
+    /// Answers 400 to a request whose chunked body the scanner refused, and closes: the
+    /// connection cannot be read further with any certainty of where the next request starts.
+    async fn reject_body(&mut self, worker: &Worker, backend: Backend, error: &io::Error) -> Exit {
+        let message = format!("{}: bad request: {error}\n", worker.shared.what);
+        let _ = self
+            .respond_error(StatusCode::BAD_REQUEST, backend, &message, true)
+            .await;
+        let _ = self.stream.shutdown().await;
+        Exit::Close
     }
 
     async fn respond_error(
@@ -951,6 +1062,47 @@ mod tests {
         assert!(scanner.scan(b"zz\r\n").is_err());
         let mut scanner = ChunkScanner::default();
         assert!(scanner.scan(b"ffffffffffffffffff\r\n").is_err());
+        // Whitespace after the size, an extension with a quoted value, trailers.
+        let ok = b"4 \t;name=\"a b\";x\r\nWiki\r\n0\r\nX-Sum: 1\r\nY:\r\n\r\n";
+        assert_eq!(ChunkScanner::default().scan(ok).unwrap(), ok.len());
+    }
+
+    /// Issue 15: what a lenient backend could read differently is refused (request smuggling).
+    #[test]
+    fn chunk_scanner_refuses_what_backends_could_read_differently() {
+        let cases: [&[u8]; 16] = [
+            b"1;a\nb\r\nX\r\n0\r\n\r\n",     // bare LF in an extension
+            b"1;a\x00\r\nX\r\n0\r\n\r\n",    // NUL
+            b"1;\x7f\r\nX\r\n0\r\n\r\n",     // DEL
+            b"1;\x1b[31m\r\nX\r\n0\r\n\r\n", // ESC
+            b"1;a\rb\r\nX\r\n0\r\n\r\n",     // bare CR
+            b";a\r\nX\r\n0\r\n\r\n",         // no size
+            b"\r\n0\r\n\r\n",                // empty size line
+            b"1 2\r\nXY\r\n0\r\n\r\n",       // a space inside the size
+            b"1\nX\r\n0\r\n\r\n",            // size line ended by LF only
+            b"1\r\nX\n0\r\n\r\n",            // data ended by LF only
+            b"0\r\nX: 1\nY: 2\r\n\r\n",      // bare LF in a trailer
+            b"0\r\nX: 1\r\n folded\r\n\r\n", // obs-fold in the trailers
+            b"0\r\nno colon\r\n\r\n",        // not a field line
+            b"0\r\nX: a\x01b\r\n\r\n",       // control character in a trailer
+            b"0\r\n\n",                      // final line ended by LF only
+            b"-1\r\n",                       // a sign
+        ];
+        for case in cases {
+            let mut whole = ChunkScanner::default();
+            assert!(
+                whole.scan(case).is_err(),
+                "accepted {:?}",
+                String::from_utf8_lossy(case)
+            );
+            // Byte by byte too.
+            let mut bytewise = ChunkScanner::default();
+            let failed = case.iter().any(|b| bytewise.scan(&[*b]).is_err());
+            assert!(failed, "accepted bytewise {:?}", String::from_utf8_lossy(case));
+        }
+        let mut long = b"1;".to_vec();
+        long.extend(std::iter::repeat_n(b'a', MAX_CHUNK_EXTRA + 1));
+        assert!(ChunkScanner::default().scan(&long).is_err());
     }
 
     #[test]
