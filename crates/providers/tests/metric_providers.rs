@@ -247,12 +247,7 @@ async fn prometheus_no_values_matrices_and_errors_never_show_the_token() {
 #[tokio::test]
 async fn echoing_metric_backends_get_no_credential_into_errors() {
     bounded(LIMIT, async {
-        let server = Server::start(|r, _| {
-            let mut body = common::echo_everything(r);
-            body.insert_str(0, &format!("auth {}\n", r.header("authorization").unwrap_or("")));
-            Reply::new(400, body)
-        })
-        .await;
+        let server = Server::start(|r, _| Reply::new(400, common::echo_everything(r))).await;
         let f = fixture();
         f.secrets.insert(
             "monitoring",

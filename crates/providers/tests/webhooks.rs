@@ -242,12 +242,7 @@ async fn passwords_in_the_url_are_not_shown() {
 #[tokio::test]
 async fn an_echoing_hook_gets_no_credential_into_the_error() {
     bounded(LIMIT, async {
-        let server = Server::start(|r, _| {
-            let mut body = common::echo_everything(r);
-            body.insert_str(0, &format!("auth {}\n", r.header("authorization").unwrap_or("")));
-            Reply::new(400, body)
-        })
-        .await;
+        let server = Server::start(|r, _| Reply::new(400, common::echo_everything(r))).await;
         let url = format!(
             "http://user:hook-password@{}/gate/check?token=s3cret%2Ftok&team=ops",
             server.addr

@@ -13,7 +13,8 @@
 //!   - `proto`: the few protobuf request bodies kubectl sends (`kubectl create namespace`);
 //!   - `simulators`: Deployment, Knative and HTTPRoute controllers.
 //! - [`backends`]: scriptable HTTP doubles for the analysis: a Prometheus-compatible query
-//!   endpoint ([`FakePrometheus`]) and a webhook receiver ([`FakeWebhook`]).
+//!   endpoint ([`FakePrometheus`]), a webhook receiver ([`FakeWebhook`]) and a careless upstream
+//!   that quotes requests back ([`EchoServer`]).
 //! - [`error`]: the crate's [`Error`].
 
 pub mod apiserver;
@@ -21,5 +22,5 @@ pub mod backends;
 pub mod error;
 
 pub use apiserver::{FakeApiServer, NEVER_READY_ANNOTATION, Options, SimulatorConfig, Store};
-pub use backends::{FakePrometheus, FakeWebhook, WebhookCall};
+pub use backends::{EchoServer, EchoedRequest, FakePrometheus, FakeWebhook, WebhookCall};
 pub use error::{Error, Result};

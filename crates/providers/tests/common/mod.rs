@@ -169,31 +169,10 @@ async fn handle(req: Request<Body>, script: Arc<Script>, seen: Arc<Mutex<Vec<See
 }
 
 /// What a careless upstream answers: the request quoted back in every form a credential could
-/// take (path, each path segment, query, credential headers, percent-encoded and JSON-escaped),
-/// then 8 KiB of padding. Error texts built from it must show none of the credentials, and be
-/// bounded.
+/// take, then padding ([`aviary_testkit::backends::echo_text`]). Error texts built from it must
+/// show none of the credentials, and be bounded.
 pub fn echo_everything(r: &Seen) -> String {
-    let mut parts = vec![
-        format!("path {}", r.path),
-        format!("query {}", r.raw_query),
-        format!(
-            "json {}",
-            serde_json::json!({ "path": r.path, "query": r.raw_query })
-        ),
-        format!(
-            "encoded {}",
-            url::form_urlencoded::byte_serialize(r.path.as_bytes()).collect::<String>()
-        ),
-    ];
-    parts.extend(r.path.split('/').map(|s| format!("segment {s}")));
-    for (name, value) in &r.headers {
-        let n = name.as_str();
-        if n == "authorization" || n.contains("key") || n.contains("token") {
-            parts.push(format!("header {n}: {}", value.to_str().unwrap_or("")));
-        }
-    }
-    parts.push("x".repeat(8192));
-    parts.join("\n")
+    aviary_testkit::backends::echo_text(&r.path, &r.raw_query, &r.headers)
 }
 
 /// An external tool the test needs. Missing: with `CI=true` the test fails with a clear message;
