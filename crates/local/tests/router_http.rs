@@ -523,3 +523,26 @@ async fn requests_that_could_smuggle_another_are_refused() {
     assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
     router.shutdown().await;
 }
+
+/// Issue 15: a response whose length a client (or a proxy in front, sharing connections between
+/// users) could read differently is not passed on: 502, and the connection closes.
+#[tokio::test]
+async fn responses_with_conflicting_lengths_are_refused() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf).await;
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 45\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged")
+                .await;
+        }
+    });
+    let router = router_to(backend).await;
+    let text = raw_exchange(router.local_addr(), b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert!(text.starts_with("HTTP/1.1 502"), "{text}");
+    assert!(text.contains("conflicting Content-Lengths"), "{text}");
+    assert!(!text.contains("forged"), "{text}");
+    router.shutdown().await;
+}

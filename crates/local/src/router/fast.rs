@@ -16,7 +16,8 @@
 //! chunk extension or a trailer; a line not ended by CRLF) is answered 400 and its connection
 //! closed, before its body reaches a backend ([`ChunkScanner`]). Heads are parsed by httparse
 //! (no obs-fold, no space before the colon: those go to hyper, which refuses them) and sent to
-//! the backend re-serialized.
+//! the backend re-serialized. A response with conflicting or unreadable `Content-Length`s is
+//! answered 502 instead of being passed on.
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -667,15 +668,7 @@ impl ClientConn {
             let (status, response_framing, backend_close, head_len) = loop {
                 let len = match read_response_head(&mut backend_conn, &mut self.response_head).await {
                     Ok(len) => len,
-                    Err(error) => {
-                        worker
-                            .shared
-                            .record(backend, StatusCode::BAD_GATEWAY, start, false);
-                        let message = format!("{}: {backend} backend {addr}: {error}\n", worker.shared.what);
-                        self.respond_error(StatusCode::BAD_GATEWAY, backend, &message, true)
-                            .await?;
-                        return Err(Exit::Close);
-                    }
+                    Err(error) => return Err(self.bad_gateway(worker, backend, addr, start, &error).await),
                 };
                 let status = self.response_head.status;
                 if (100..200).contains(&status) {
@@ -688,7 +681,10 @@ impl ClientConn {
                     raw: &backend_conn.buf[..len],
                     head: &self.response_head,
                 };
-                let (framing, close) = response_semantics(&view, status, method_head);
+                let (framing, close) = match response_semantics(&view, status, method_head) {
+                    Ok(semantics) => semantics,
+                    Err(error) => return Err(self.bad_gateway(worker, backend, addr, start, &error).await),
+                };
                 break (status, framing, close, len);
             };
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
@@ -809,6 +805,25 @@ impl ClientConn {
         Ok(conn)
     }
 
+    /// Answers 502 for a backend that failed or answered something unusable, and closes.
+    async fn bad_gateway(
+        &mut self,
+        worker: &Worker,
+        backend: Backend,
+        addr: SocketAddr,
+        start: Instant,
+        error: &io::Error,
+    ) -> Exit {
+        worker
+            .shared
+            .record(backend, StatusCode::BAD_GATEWAY, start, false);
+        let message = format!("{}: {backend} backend {addr}: {error}\n", worker.shared.what);
+        let _ = self
+            .respond_error(StatusCode::BAD_GATEWAY, backend, &message, true)
+            .await;
+        Exit::Close
+    }
+
     /// Answers 400 to a request whose chunked body the scanner refused, and closes: the
     /// connection cannot be read further with any certainty of where the next request starts.
     async fn reject_body(&mut self, worker: &Worker, backend: Backend, error: &io::Error) -> Exit {
@@ -886,13 +901,21 @@ async fn read_response_head(conn: &mut BackendConn, head: &mut Head) -> io::Resu
     }
 }
 
-fn response_semantics(view: &View<'_>, status: u16, head_request: bool) -> (Framing, bool) {
+/// A response's framing and whether the backend closes. Conflicting or unreadable
+/// `Content-Length`s are an error: the client (or a proxy in front, which may share the
+/// connection between users) could frame the response differently.
+fn response_semantics(view: &View<'_>, status: u16, head_request: bool) -> io::Result<(Framing, bool)> {
+    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
     let mut length = None;
     let mut transfer = None;
     let mut close = view.head.minor == 0;
     for (name, value) in view.headers() {
         if name.eq_ignore_ascii_case(b"content-length") {
-            length = parse_length(value);
+            let n = parse_length(value).ok_or_else(|| bad("invalid Content-Length in the response"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(bad("conflicting Content-Lengths in the response"));
+            }
+            length = Some(n);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             transfer = Some(value.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         } else if name.eq_ignore_ascii_case(b"connection") {
@@ -916,7 +939,7 @@ fn response_semantics(view: &View<'_>, status: u16, head_request: bool) -> (Fram
             (None, None) => Framing::UntilClose,
         }
     };
-    (framing, close)
+    Ok((framing, close))
 }
 
 fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -1179,6 +1202,30 @@ mod tests {
             ),
             (b"HTTP/1.0 200 OK\r\n\r\n", false, Framing::UntilClose, true),
         ];
+        // Issue 15: lengths a client could read differently are refused.
+        for raw in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 20\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2, 20\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\n",
+        ] {
+            head.parse_response(raw).unwrap().unwrap();
+            let view = View { raw, head: &head };
+            assert!(
+                response_semantics(&view, 200, false).is_err(),
+                "{:?}",
+                std::str::from_utf8(raw)
+            );
+        }
+        let same = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n";
+        head.parse_response(same).unwrap().unwrap();
+        let view = View {
+            raw: same,
+            head: &head,
+        };
+        assert_eq!(
+            response_semantics(&view, 200, false).unwrap(),
+            (Framing::Length(2), false)
+        );
         let no_reason = b"HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n";
         assert_eq!(head.parse_response(no_reason).unwrap(), Some(no_reason.len()));
         assert_eq!(&no_reason[head.reason.clone()], b"");
@@ -1187,7 +1234,7 @@ mod tests {
             assert_eq!(len, raw.len());
             let view = View { raw, head: &head };
             assert_eq!(
-                response_semantics(&view, head.status, head_request),
+                response_semantics(&view, head.status, head_request).unwrap(),
                 (framing, close),
                 "{:?}",
                 std::str::from_utf8(raw)
