@@ -252,7 +252,7 @@ impl FakeMetrics {
     pub fn set_delay(&self, d: Option<Duration>) {
         self.0.lock().delay = d;
     }
-    /// `(metric, rendered query)` of every template and inline query, in order.
+    /// `(metric, rendered query)` of every query, in order; built-ins show an empty query.
     pub fn queries(&self) -> Vec<(String, String)> {
         self.0.lock().queries.clone()
     }
@@ -298,10 +298,12 @@ impl Metrics for FakeMetrics {
         metric: BuiltinMetric,
         _model: &MetricModel,
     ) -> Result<f64, MetricError> {
-        match metric {
-            BuiltinMetric::SuccessRate => self.answer(aviary_api::canary::BUILTIN_SUCCESS_RATE, 100.0).await,
-            BuiltinMetric::Duration => self.answer(aviary_api::canary::BUILTIN_DURATION, 0.0).await,
-        }
+        let (name, healthy) = match metric {
+            BuiltinMetric::SuccessRate => (aviary_api::canary::BUILTIN_SUCCESS_RATE, 100.0),
+            BuiltinMetric::Duration => (aviary_api::canary::BUILTIN_DURATION, 0.0),
+        };
+        self.0.lock().queries.push((name.into(), String::new()));
+        self.answer(name, healthy).await
     }
     async fn template(&self, namespace: &str, name: &str) -> Result<MetricTemplate, String> {
         self.0
@@ -316,11 +318,13 @@ impl Metrics for FakeMetrics {
         metric: &str,
         _t: &MetricTemplate,
         _interval: &str,
-        _query: &str,
+        query: &str,
     ) -> Result<f64, MetricError> {
+        self.0.lock().queries.push((metric.into(), query.into()));
         self.answer(metric, 0.0).await
     }
-    async fn inline(&self, _canary: &Canary, metric: &str, _query: &str) -> Result<f64, MetricError> {
+    async fn inline(&self, _canary: &Canary, metric: &str, query: &str) -> Result<f64, MetricError> {
+        self.0.lock().queries.push((metric.into(), query.into()));
         self.answer(metric, 0.0).await
     }
 }
