@@ -4,6 +4,7 @@
 use aviary_api::CanaryPhase;
 
 use super::{Step, Stop, Tick};
+use crate::fingerprint::checksum;
 use crate::ports::{EventType, Severity};
 
 impl Tick<'_, '_> {
@@ -89,11 +90,19 @@ impl Tick<'_, '_> {
         }
         tracing::info!(canary = %self.id(), "Scaling down {} {}", self.c.target_kind(), self.target_id());
         if let Err(e) = self.ports.target.scale_to_zero(&self.c).await {
-            return self.warn_and_stop(&e).await;
+            let msg = format!(
+                "scaling down canary {} {} failed: {e}",
+                self.c.target_kind(),
+                self.target_id()
+            );
+            return self.warn_and_stop(&msg).await;
         }
         let revision = self.revision().await?;
         self.sync_status(CanaryPhase::Initialized, 0, 0, 0, &revision)
             .await?;
+        // Flagger's setPhaseInitialized moves the canary it works on to Initialized.
+        self.read_phase = CanaryPhase::Initialized;
+        self.read_checksum = checksum(revision.tracked_configs.as_ref(), &revision.fingerprint);
         self.ports
             .recorder
             .set_phase_metric(&self.c, CanaryPhase::Initialized);

@@ -32,6 +32,7 @@ use aviary_api::defaults::defaulted;
 use aviary_api::{Canary, CanaryPhase, CanaryStatus};
 use jiff::Timestamp;
 
+use crate::fingerprint::checksum;
 use crate::ports::{EventType, Ports, Revision, Routes};
 
 /// Agent-wide settings of the engine.
@@ -119,9 +120,13 @@ pub(crate) struct Tick<'a, 'm> {
     now: Timestamp,
     token: &'a str,
     provider: String,
-    /// The phase this tick read (Flagger decides on `cd.Status.Phase` as read at the start of
-    /// the tick; status writes during the tick do not change it).
+    /// The phase this tick read. Flagger decides on `cd.Status.Phase` as read at the start of
+    /// the tick and writes status through copies, so the phase does not move during a tick
+    /// (except at initialization); events and webhook payloads carry it too, except the few
+    /// Flagger emits on a copy with the new phase.
     read_phase: CanaryPhase,
+    /// The webhook `checksum` of the status this tick read (same rule as `read_phase`).
+    read_checksum: String,
     analysed: bool,
     /// The platform's `{{ route }}` (from the last revision read this tick).
     route: Option<String>,
@@ -135,14 +140,15 @@ impl<'a, 'm> Tick<'a, 'm> {
         config: &'a EngineConfig,
     ) -> Self {
         let mut c = defaulted(input.canary);
-        c.status.get_or_insert_with(CanaryStatus::default);
         let provider = c
             .spec
             .provider
             .clone()
             .filter(|p| !p.is_empty())
             .unwrap_or_else(|| config.default_provider.clone());
-        let read_phase = c.status.as_ref().map(|s| s.phase).unwrap_or_default();
+        let status = c.status.get_or_insert_with(CanaryStatus::default);
+        let read_phase = status.phase;
+        let read_checksum = checksum(status.tracked_configs.as_ref(), &status.last_applied_spec);
         Self {
             c,
             ports,
@@ -152,6 +158,7 @@ impl<'a, 'm> Tick<'a, 'm> {
             token: input.token,
             provider,
             read_phase,
+            read_checksum,
             analysed: false,
             route: None,
         }
@@ -159,9 +166,9 @@ impl<'a, 'm> Tick<'a, 'm> {
 
     /// The order of one tick (Flagger's `advanceCanary`, pkg/controller/scheduler.go:158).
     async fn run(&mut self) -> Step {
+        self.mark_new_canary_initializing().await?;
         self.skip_if_suspended().await?;
         self.honour_coordinator_skip().await;
-        self.mark_new_canary_initializing().await?;
         self.check_metric_providers().await;
         self.initialize_primary().await?;
         self.reconcile_routes().await?;

@@ -56,15 +56,22 @@ impl Tick<'_, '_> {
         }
     }
 
+    /// A fatal "not ready" (Kubernetes reported ProgressDeadlineExceeded) is reported as is and
+    /// rolls back, as in Flagger (scheduler.go:354-360).
     async fn canary_not_ready(&mut self, e: NotReady) -> Step {
+        if !e.retriable {
+            self.event(EventType::Warning, &e.message).await;
+            return self.rollback().await;
+        }
+        // aviary: the progress deadline is enforced even when the platform never reports it
+        // (Flagger #1247: crash-looping pods never produce ProgressDeadlineExceeded, and Flagger
+        // waits forever). The text is Flagger's format string at scheduler.go:433, which
+        // Flagger itself never reaches.
         let analysing = matches!(
             self.phase(),
             CanaryPhase::Progressing | CanaryPhase::WaitingPromotion
         );
-        // aviary: the progress deadline is enforced here even when the platform never reports it
-        // (Flagger #1247: crash-looping pods never produce ProgressDeadlineExceeded).
-        let fatal = !e.retriable || (analysing && self.deadline_passed(true));
-        if !fatal {
+        if !(analysing && self.deadline_passed(true)) {
             return self.warn_and_stop(&e.message).await;
         }
         let msg = &e.message;

@@ -41,23 +41,16 @@ impl Tick<'_, '_> {
         ) {
             return Ok(());
         }
+        // Idle phases got here only for a new revision; a Waiting canary asks its gates again
+        // whatever its revision (Flagger's shouldAdvance is always true there).
         let revision = self.revision().await?;
-        if !self.revision_changed(&revision) {
-            return Err(Stop);
-        }
         if !self.run_confirm_rollout_gates(&revision).await? {
             return Err(Stop);
         }
-        if let Err(e) = self.ports.target.scale_from_zero(&self.c).await {
-            return self.warn_and_stop(&e).await;
-        }
-        self.sync_status(CanaryPhase::Progressing, 0, 0, 0, &revision)
-            .await?;
-        self.memory.canary_unready_since = None;
-        self.ports
-            .recorder
-            .set_phase_metric(&self.c, CanaryPhase::Progressing);
-        self.event(
+        // Flagger announces the revision (on a Progressing copy) before scaling up; a failed
+        // scale-up repeats the announcement on the next tick.
+        self.event_in(
+            CanaryPhase::Progressing,
             EventType::Normal,
             &format!("New revision detected! Scaling up {}", self.target_id()),
         )
@@ -68,6 +61,15 @@ impl Tick<'_, '_> {
             Severity::Info,
         )
         .await;
+        if let Err(e) = self.ports.target.scale_from_zero(&self.c).await {
+            return self.warn_and_stop(&e).await;
+        }
+        self.sync_status(CanaryPhase::Progressing, 0, 0, 0, &revision)
+            .await?;
+        self.memory.canary_unready_since = None;
+        self.ports
+            .recorder
+            .set_phase_metric(&self.c, CanaryPhase::Progressing);
         Err(Stop)
     }
 

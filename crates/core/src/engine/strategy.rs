@@ -147,8 +147,10 @@ impl Tick<'_, '_> {
         let kubernetes = self.provider == "kubernetes";
         if n > i {
             if !kubernetes && mirror && !routes.mirror {
-                self.set_routes(weights::TOTAL, 0, true).await?;
-                tracing::debug!(canary = %self.id(), "Start traffic mirroring");
+                // A failure to start mirroring is reported; the iteration still counts
+                // (scheduler.go:689-696).
+                let _ = self.set_routes(weights::TOTAL, 0, true).await;
+                tracing::info!(canary = %self.id(), "Start traffic mirroring");
             }
             self.set_iterations(i + 1).await?;
             self.event(

@@ -30,8 +30,10 @@ impl Tick<'_, '_> {
         self.ports
             .recorder
             .inc_successes(&self.c, self.c.strategy(), true);
-        self.run_post_rollout_hooks(CanaryPhase::Succeeded).await;
-        self.event(
+        self.run_post_rollout_hooks(CanaryPhase::Succeeded, CanaryPhase::Succeeded)
+            .await;
+        self.event_in(
+            CanaryPhase::Succeeded,
             EventType::Normal,
             &format!(
                 "Promotion completed! Canary analysis was skipped for {}",
@@ -108,7 +110,6 @@ impl Tick<'_, '_> {
         if routes.canary > 0 {
             let (p, c) = weights::promotion_step(&a, routes.primary, routes.canary);
             self.set_routes(p, c, false).await?;
-            self.set_weight(c).await?;
             self.ports.recorder.set_weight_metric(&self.c, p, c);
             self.event(
                 EventType::Normal,
@@ -117,6 +118,8 @@ impl Tick<'_, '_> {
             .await;
             if p == weights::TOTAL {
                 self.set_phase(CanaryPhase::Finalising).await?;
+            } else {
+                self.set_weight(c).await?;
             }
         }
         Err(Stop)
@@ -137,8 +140,10 @@ impl Tick<'_, '_> {
         self.ports
             .recorder
             .inc_successes(&self.c, self.c.strategy(), false);
-        self.run_post_rollout_hooks(CanaryPhase::Succeeded).await;
-        self.event(
+        self.run_post_rollout_hooks(CanaryPhase::Succeeded, CanaryPhase::Succeeded)
+            .await;
+        self.event_in(
+            CanaryPhase::Succeeded,
             EventType::Normal,
             &format!("Promotion completed! Scaling down {}", self.target_id()),
         )
@@ -205,7 +210,8 @@ impl Tick<'_, '_> {
         }
         self.set_routes(weights::TOTAL, 0, false).await?;
         self.ports.recorder.set_weight_metric(&self.c, weights::TOTAL, 0);
-        self.event(
+        self.event_in(
+            CanaryPhase::Failed,
             EventType::Warning,
             &format!("Canary failed! Scaling down {}", self.id()),
         )
@@ -223,7 +229,8 @@ impl Tick<'_, '_> {
             .await?;
         self.ports.recorder.set_phase_metric(&self.c, CanaryPhase::Failed);
         self.ports.recorder.inc_failures(&self.c, self.c.strategy());
-        self.run_post_rollout_hooks(CanaryPhase::Failed).await;
+        self.run_post_rollout_hooks(CanaryPhase::Failed, self.read_phase)
+            .await;
         Err(Stop)
     }
 
@@ -232,7 +239,10 @@ impl Tick<'_, '_> {
     pub(super) async fn handle_failed_promotion(&mut self, msg: &str) -> Step {
         self.event(
             EventType::Warning,
-            &format!("Promotion of {} failed, primary not ready: {msg}", self.id()),
+            &format!(
+                "Promotion of {} failed, primary not ready: {msg}",
+                self.target_id()
+            ),
         )
         .await;
         self.alert(
@@ -249,7 +259,8 @@ impl Tick<'_, '_> {
             .await?;
         self.ports.recorder.set_phase_metric(&self.c, CanaryPhase::Failed);
         self.ports.recorder.inc_failures(&self.c, self.c.strategy());
-        self.run_post_rollout_hooks(CanaryPhase::Failed).await;
+        self.run_post_rollout_hooks(CanaryPhase::Failed, self.read_phase)
+            .await;
         Err(Stop)
     }
 
