@@ -24,5 +24,5 @@ pub mod fakes;
 #[cfg(feature = "test-util")]
 pub mod simulate;
 
-pub use engine::{EngineConfig, TickInput, TickMemory, TickOutcome, tick};
+pub use engine::{DEFAULT_PROVIDER, EngineConfig, TickInput, TickMemory, TickOutcome, tick};
 pub use error::{Error, Result};

@@ -35,10 +35,15 @@ use jiff::Timestamp;
 use crate::fingerprint::checksum;
 use crate::ports::{EventType, Ports, Revision, Routes};
 
+/// The provider of canaries without `spec.provider`: Flagger's `-mesh-provider` default, and the
+/// agent's and `aviary simulate`'s.
+pub const DEFAULT_PROVIDER: &str = "istio";
+
 /// Agent-wide settings of the engine.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// Provider for canaries that do not set `spec.provider` (Flagger's `-mesh-provider`).
+    /// Provider for canaries that do not set `spec.provider` (Flagger's `-mesh-provider`;
+    /// [`DEFAULT_PROVIDER`] by default).
     pub default_provider: String,
     /// Added to every alert as the `Cluster` field (Flagger's `-cluster-name`).
     pub cluster: Option<String>,
@@ -49,7 +54,7 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         Self {
-            default_provider: "kubernetes".into(),
+            default_provider: DEFAULT_PROVIDER.into(),
             cluster: None,
             event_webhook: None,
         }
