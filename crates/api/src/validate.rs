@@ -774,6 +774,9 @@ fn check_metrics(f: &mut Findings, a: &CanaryAnalysis) {
                 format!("{name:?} is not a built-in metric ({BUILTIN_SUCCESS_RATE}, {BUILTIN_DURATION}) and has no templateRef or query; it fails every analysis tick (\"no usable metrics template and query were configured\"), so set templateRef to a MetricTemplate"),
             ),
         }
+        if let Some(q) = m.query.as_deref().filter(|q| !q.is_empty()) {
+            check_query_template(f, q, &format!("{mp}.query"));
+        }
         check_metric_threshold(f, m, &mp);
     }
 }
@@ -879,12 +882,17 @@ pub fn validate_metric_template(t: &MetricTemplate) -> Vec<Diagnostic> {
         }
     }
     if f.required_str(&t.spec.query, "spec.query", "the query template") {
-        let q = t.spec.query.as_deref().unwrap_or("");
-        if q.matches("{{").count() != q.matches("}}").count() {
-            f.error("spec.query", "unbalanced {{ }} in the query template");
-        }
+        check_query_template(&mut f, t.spec.query.as_deref().unwrap_or(""), "spec.query");
     }
     f.0
+}
+
+/// A query is a Go text/template: report what Go's parser reports (Flagger would fail every
+/// check with this text), and nothing it accepts (`}}` outside an action is plain text).
+fn check_query_template(f: &mut Findings, query: &str, path: &str) {
+    if let Err(e) = aviary_template::parse(query) {
+        f.error(path, format!("template parsing failed: {e}"));
+    }
 }
 
 /// Validates an AlertProvider.
@@ -1174,6 +1182,56 @@ spec:
                  analysis tick (\"no usable metrics template and query were configured\"), so set \
                  templateRef to a MetricTemplate"
             ]
+        );
+    }
+
+    /// Flagger's documented CloudWatch template (docs/gitbook/usage/metrics.md) is a JSON array
+    /// ending in `}}]`: plain text to Go's parser.
+    #[test]
+    fn query_templates_are_parsed_as_go_does() {
+        let template = |query: &str| {
+            let q = query.replace('\n', "\n    ");
+            lines(&format!(
+                "apiVersion: flagger.app/v1beta1\nkind: MetricTemplate\nmetadata: {{name: t, namespace: test}}\nspec:\n  provider: {{type: cloudwatch, region: us-east-1}}\n  query: |\n    {q}\n"
+            ))
+        };
+        let cloudwatch = r#"[
+    {
+        "Id": "e1",
+        "Expression": "m1 / m2",
+        "Label": "ErrorRate"
+    },
+    {
+        "Id": "m1",
+        "MetricStat": {
+            "Metric": {
+                "Namespace": "MyKubernetesCluster",
+                "MetricName": "ErrorCount",
+                "Dimensions": [{"Name": "appName", "Value": "{{ name }}.{{ namespace }}"}]
+            },
+            "Period": 60,
+            "Stat": "Sum",
+            "Unit": "Count"
+        },
+        "ReturnData": false
+    }
+]"#;
+        assert_eq!(template(cloudwatch), Vec::<String>::new());
+        assert_eq!(
+            template("sum(x{ns=\"{{ namespace }\"})"),
+            vec![
+                "error test/t: spec.query: template parsing failed: template: tmpl:1: unexpected \"}\" in operand"
+            ]
+        );
+        assert_eq!(
+            template("{{ if variables.x }}a"),
+            vec!["error test/t: spec.query: template parsing failed: template: tmpl:2: unexpected EOF"]
+        );
+        assert_eq!(
+            lines(&format!(
+                "{CANARY}    metrics:\n    - {{name: p99, query: '{{{{ nope }}}}', thresholdRange: {{max: 1}}}}\n"
+            ))[0],
+            "error test/podinfo: spec.analysis.metrics[0].query: template parsing failed: template: tmpl:1: function \"nope\" not defined"
         );
     }
 

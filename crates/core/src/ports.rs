@@ -144,19 +144,9 @@ pub enum BuiltinMetric {
     Duration,
 }
 
-/// Variables for query templates and built-in queries (Flagger's metric model).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MetricModel {
-    pub name: String,
-    pub namespace: String,
-    pub target: String,
-    pub service: String,
-    pub ingress: String,
-    pub route: String,
-    /// The metric interval as written (e.g. `1m`).
-    pub interval: String,
-    pub variables: BTreeMap<String, String>,
-}
+/// Flagger's query-template model (name, namespace, target, service, ingress, route, the
+/// metric interval as written, templateVariables): the values behind the template functions.
+pub use aviary_template::Model as MetricModel;
 
 /// Why a query produced no number.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -233,3 +233,47 @@ async fn every_measured_value_sets_the_analysis_gauge() {
     assert_eq!(sim.fakes.recorder.observed_values(), gauge);
     assert_eq!(sim.status().phase, CanaryPhase::Progressing);
 }
+
+/// Query templates are Go text/template (pkg/metrics/observers/render.go:29): only `{{` opens an
+/// action, so Flagger's documented CloudWatch query, a JSON array ending in `}}]`, renders; Go's
+/// own errors come with RenderQuery's prefixes (render.go:31, :37).
+#[tokio::test]
+async fn query_templates_are_go_templates() {
+    let c = deployment_canary(
+        "    interval: 1m\n    threshold: 5\n    stepWeight: 50\n    metrics:\n    - name: errors\n      templateRef: {name: cloudwatch}\n      thresholdRange: {max: 1}\n    - name: typo\n      templateRef: {name: typo}\n      thresholdRange: {max: 1}\n",
+    );
+    let sim = Simulation::new(c);
+    let mk = |name: &str, query: &str| {
+        let mut t = aviary_api::MetricTemplate::new(
+            name,
+            aviary_api::MetricTemplateSpec {
+                provider: Some(aviary_api::metric_template::MetricProvider {
+                    type_: Some("cloudwatch".into()),
+                    ..Default::default()
+                }),
+                query: Some(query.into()),
+            },
+        );
+        t.metadata.namespace = Some("default".into());
+        t
+    };
+    let cloudwatch = r#"[{"Id": "e1", "MetricStat": {"Metric": {"Dimensions": [{"Name": "app", "Value": "{{ name }}.{{ namespace }}"}]}}}]"#;
+    sim.fakes.metrics.add_template(mk("cloudwatch", cloudwatch));
+    sim.fakes
+        .metrics
+        .add_template(mk("typo", "sum(x{ns=\"{{ namespace }\"})"));
+    let mut sim = sim;
+    assert_eq!(
+        checked_tick(&mut sim).await,
+        [
+            "Metric template typo.default query render error: template parsing failed: template: tmpl:1: unexpected \"}\" in operand"
+        ]
+    );
+    assert_eq!(
+        sim.fakes.metrics.queries(),
+        [(
+            "errors".to_string(),
+            r#"[{"Id": "e1", "MetricStat": {"Metric": {"Dimensions": [{"Name": "app", "Value": "podinfo.default"}]}}}]"#.to_string()
+        )]
+    );
+}

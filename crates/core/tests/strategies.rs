@@ -534,7 +534,7 @@ async fn template_metrics_render_and_check() {
     sim.tick().await;
     let m = messages(&sim);
     assert!(
-        m.contains(&"Metric template broken.default query render error: template: tmpl:1: executing \"tmpl\" at <variables.region>: map has no entry for key \"region\"".to_string()),
+        m.contains(&"Metric template broken.default query render error: template excution failed: template: tmpl:1:3: executing \"tmpl\" at <variables>: map has no entry for key \"region\"".to_string()),
         "{m:#?}"
     );
     assert_eq!(sim.status().failed_checks, 2);
