@@ -67,7 +67,8 @@ async fn a_new_suspended_canary_is_initializing() {
     assert_eq!(sim.status().phase, Initialized);
 }
 
-/// scheduler.go:1006-1007 formats the failed promotion with `cd.Spec.TargetRef.Name`.
+/// scheduler.go:1006-1007 formats the failed promotion with `cd.Spec.TargetRef.Name`, after the
+/// readiness error itself (:298).
 #[tokio::test]
 async fn a_failed_promotion_names_the_target() {
     let mut c = deployment_canary("    interval: 1m\n    threshold: 5\n    stepWeight: 50\n");
@@ -83,9 +84,11 @@ async fn a_failed_promotion_names_the_target() {
     )));
     let before = messages(&sim).len();
     sim.tick().await;
+    // the readiness error first (scheduler.go:298), then the failed promotion
     assert_eq!(
         messages(&sim)[before..],
         [
+            "podinfo-primary.default not ready: deployment \"podinfo-primary\" exceeded its progress deadline",
             "Promotion of podinfo.default failed, primary not ready: podinfo-primary.default not ready: deployment \"podinfo-primary\" exceeded its progress deadline"
         ]
     );

@@ -35,13 +35,14 @@ impl Tick<'_, '_> {
     async fn primary_not_ready(&mut self, e: NotReady) -> Step {
         let promoting = matches!(self.phase(), CanaryPhase::Promoting | CanaryPhase::Finalising);
         let fatal = !e.retriable || (promoting && self.deadline_passed(false));
+        // Flagger reports the readiness error first, whatever comes next (scheduler.go:298).
+        self.event(EventType::Warning, &e.message).await;
         if !fatal {
-            return self.warn_and_stop(&e.message).await;
+            return Err(Stop);
         }
         if promoting {
             return self.handle_failed_promotion(&e.message).await;
         }
-        self.event(EventType::Warning, &e.message).await;
         self.rollback().await
     }
 
