@@ -333,3 +333,177 @@ async fn every_refused_promotion_rewrites_the_status() {
     assert_eq!((s.phase, s.iterations), (WaitingPromotion, 0));
     assert_ne!(s.last_transition_time, first);
 }
+
+/// Router errors are warnings that end the tick (scheduler.go:250-253, :314-318).
+#[tokio::test]
+async fn router_errors_are_warnings_that_end_the_tick() {
+    let mut sim = Simulation::new(deployment_canary(
+        "    interval: 1m\n    threshold: 5\n    stepWeight: 50\n",
+    ));
+    initialized(&mut sim).await;
+    sim.tick().await; // Progressing
+    sim.fakes.router.fail(Some(
+        "virtualservices.networking.istio.io \"podinfo\" is forbidden",
+    ));
+    let from = messages(&sim).len();
+    sim.tick().await;
+    assert_eq!(
+        messages(&sim)[from..],
+        ["virtualservices.networking.istio.io \"podinfo\" is forbidden"]
+    );
+    let s = sim.status();
+    assert_eq!((s.phase, s.failed_checks, s.canary_weight), (Progressing, 0, 0));
+}
+
+/// A primary that is not ready (retriable) holds everything with a warning and counts nothing
+/// (scheduler.go:295-311); while initializing the primary is awaited the same way (the golden
+/// event_webhook_sequence), and a fatal error there rolls back (:225-231).
+#[tokio::test]
+async fn primary_readiness_holds_or_fails() {
+    let mut sim = Simulation::new(deployment_canary(
+        "    interval: 1m\n    threshold: 5\n    stepWeight: 50\n",
+    ));
+    initialized(&mut sim).await;
+    sim.tick().await; // Progressing
+    sim.fakes.target.set_primary_ready(Err(NotReady::retriable(
+        "podinfo-primary.default not ready: waiting for rollout to finish: 0 of 1 (readyThreshold 100%) updated replicas are available",
+    )));
+    sim.tick().await;
+    sim.tick().await;
+    let s = sim.status();
+    assert_eq!((s.phase, s.failed_checks, s.canary_weight), (Progressing, 0, 0));
+
+    let mut sim = Simulation::new(deployment_canary(
+        "    interval: 1m\n    threshold: 5\n    stepWeight: 50\n",
+    ));
+    sim.fakes.target.set_primary_ready(Err(NotReady::fatal(
+        "podinfo-primary.default not ready: deployment \"podinfo-primary\" exceeded its progress deadline",
+    )));
+    sim.tick().await;
+    assert_eq!(
+        messages(&sim)[1..],
+        [
+            "podinfo-primary.default not ready: deployment \"podinfo-primary\" exceeded its progress deadline",
+            "Canary failed! Scaling down podinfo.default",
+        ]
+    );
+    assert_eq!(sim.status().phase, Failed);
+}
+
+/// Pre-rollout and rollout hook failures count a failed check (scheduler.go:454-466,
+/// scheduler_hooks.go:100, scheduler.go:758); a post-rollout failure is only reported
+/// (scheduler_hooks.go:116) and the canary still succeeds.
+#[tokio::test]
+async fn hook_failures_count_or_are_only_reported() {
+    let mut sim = Simulation::new(deployment_canary(
+        "    interval: 1m\n    threshold: 5\n    stepWeight: 100\n    webhooks:\n    - {name: smoke, type: pre-rollout, url: http://hooks/}\n    - {name: load, url: http://hooks/}\n    - {name: notify, type: post-rollout, url: http://hooks/}\n",
+    ));
+    sim.fakes.hooks.script("smoke", &[false, true]);
+    sim.fakes.hooks.script("load", &[false, true]);
+    sim.fakes.hooks.script("notify", &[false]);
+    initialized(&mut sim).await;
+    for _ in 0..8 {
+        sim.tick().await;
+        if sim.status().phase == Succeeded {
+            break;
+        }
+    }
+    let m = messages(&sim);
+    let have = |s: &str| m.iter().any(|l| l.starts_with(s));
+    assert!(
+        have("Halt podinfo.default advancement pre-rollout check smoke failed"),
+        "{m:#?}"
+    );
+    assert!(
+        have("Halt podinfo.default advancement external check load failed"),
+        "{m:#?}"
+    );
+    assert!(have("Post-rollout hook notify failed"), "{m:#?}");
+    let s = sim.status();
+    // SetStatusPhase(Succeeded) keeps failedChecks (pkg/canary/status.go:146-186)
+    assert_eq!((s.phase, s.failed_checks), (Succeeded, 2));
+}
+
+/// A changed ConfigMap or Secret is a new revision (HaveDependenciesChanged,
+/// scheduler.go:877-882) and so is a change during the analysis (:938-943).
+#[tokio::test]
+async fn a_changed_config_is_a_new_revision() {
+    let mut sim = Simulation::new(deployment_canary(
+        "    interval: 1m\n    threshold: 5\n    stepWeight: 50\n",
+    ));
+    let configs = |v: &str| Some([("configmap/podinfo-config".to_string(), v.to_string())].into());
+    sim.fakes.target.set_tracked_configs(configs("aaaa"));
+    sim.tick().await;
+    assert_eq!(sim.status().phase, Initialized);
+    sim.tick().await;
+    assert_eq!(sim.status().phase, Initialized); // nothing changed
+    sim.fakes.target.set_tracked_configs(configs("bbbb"));
+    sim.tick().await;
+    assert_eq!(sim.status().phase, Progressing);
+    sim.tick().await; // weight 50
+    sim.fakes.target.set_tracked_configs(configs("cccc"));
+    sim.tick().await;
+    assert!(
+        messages(&sim)
+            .contains(&"New revision detected! Restarting analysis for podinfo.default".to_string())
+    );
+    assert_eq!(sim.status().canary_weight, 0);
+}
+
+/// failedChecks counts every failed tick of the analysis, not consecutive ones: a later
+/// success does not reset it (SetStatusFailedChecks only ever adds, scheduler.go:455, :462).
+#[tokio::test]
+async fn failed_checks_accumulate_across_the_analysis() {
+    let mut sim = Simulation::new(deployment_canary(
+        "    interval: 1m\n    threshold: 3\n    stepWeight: 10\n    metrics:\n    - {name: request-success-rate, thresholdRange: {min: 99}}\n",
+    ));
+    sim.fakes
+        .metrics
+        .values("request-success-rate", &[50.0, 100.0, 50.0, 100.0, 50.0]);
+    initialized(&mut sim).await;
+    for _ in 0..7 {
+        sim.tick().await;
+    }
+    assert_eq!(sim.status().failed_checks, 3);
+    sim.tick().await;
+    assert_eq!(sim.status().phase, Failed);
+}
+
+/// Rollback webhooks are asked only while Progressing, Waiting or WaitingPromotion
+/// (scheduler.go:369-378), so a promotion in flight is not rolled back by them.
+#[tokio::test]
+async fn rollback_hooks_are_not_asked_while_promoting() {
+    let mut sim = Simulation::new(deployment_canary(
+        "    interval: 1m\n    threshold: 5\n    stepWeight: 100\n    stepWeightPromotion: 50\n    webhooks:\n    - {name: panic-button, type: rollback, url: http://hooks/}\n",
+    ));
+    sim.fakes.hooks.script("panic-button", &[false, false, true]);
+    initialized(&mut sim).await;
+    for _ in 0..3 {
+        sim.tick().await; // scale up, weight 100, promote
+    }
+    assert_eq!(sim.status().phase, Promoting);
+    let asked = sim.fakes.hooks.calls().len();
+    sim.tick().await;
+    sim.tick().await;
+    assert_eq!(sim.fakes.hooks.calls().len(), asked);
+    assert_eq!(sim.status().phase, Finalising);
+}
+
+/// With the kubernetes provider an A/B match is dropped with a warning
+/// (scheduler.go:470-474) and the canary runs as blue/green.
+#[tokio::test]
+async fn kubernetes_provider_drops_ab_matches() {
+    let mut c = deployment_canary(
+        "    interval: 1m\n    threshold: 5\n    iterations: 2\n    match:\n    - headers: {x-canary: {exact: insider}}\n",
+    );
+    c.spec.provider = Some("kubernetes".into());
+    let mut sim = Simulation::new(c);
+    initialized(&mut sim).await;
+    sim.tick().await;
+    sim.tick().await;
+    assert!(
+        messages(&sim)
+            .contains(&"A/B testing is not supported when using the kubernetes provider".to_string())
+    );
+    assert!(sim.fakes.router.history().iter().all(|r| r.canary == 0));
+}

@@ -277,3 +277,60 @@ async fn query_templates_are_go_templates() {
         )]
     );
 }
+
+/// The error texts of each source (scheduler_metrics.go): a built-in query error (:160), an inline
+/// query's "no values" and error (:229, :232), a template that does not exist (:280) and a
+/// template query error (:322).
+#[tokio::test]
+async fn query_error_texts_follow_flagger() {
+    let mut sim = with_metrics("    - {name: request-success-rate, thresholdRange: {min: 99}}\n");
+    sim.fakes.metrics.script(
+        "request-success-rate",
+        vec![Answer::Error(
+            "Post \"http://prometheus:9090/api/v1/query\": EOF".into(),
+        )],
+    );
+    assert_eq!(
+        checked_tick(&mut sim).await,
+        ["Prometheus query failed: Post \"http://prometheus:9090/api/v1/query\": EOF"]
+    );
+
+    let mut sim =
+        with_metrics("    - {name: p99, query: 'p99{ns=\"{{ namespace }}\"}', thresholdRange: {max: 1}}\n");
+    sim.fakes.metrics.script(
+        "p99",
+        vec![Answer::NoValues, Answer::Error("bad_data: parse error".into())],
+    );
+    assert_eq!(
+        checked_tick(&mut sim).await,
+        ["Halt advancement no values found for metric: p99"]
+    );
+    assert_eq!(
+        next_tick(&mut sim).await,
+        ["Prometheus query failed for p99: bad_data: parse error"]
+    );
+
+    let c = deployment_canary(
+        "    interval: 1m\n    threshold: 5\n    stepWeight: 50\n    metrics:\n    - {name: errors, templateRef: {name: missing}, thresholdRange: {max: 1}}\n",
+    );
+    let mut sim = Simulation::new(c);
+    assert_eq!(
+        checked_tick(&mut sim).await,
+        ["Metric template missing.default error: metrictemplate.flagger.app \"missing\" not found"]
+    );
+
+    let mut sim =
+        with_metrics("    - {name: errors, templateRef: {name: errors}, thresholdRange: {max: 1}}\n");
+    sim.fakes
+        .metrics
+        .script("errors", vec![Answer::Error("status 503".into())]);
+    assert_eq!(
+        checked_tick(&mut sim).await,
+        ["Metric query failed for errors: status 503"]
+    );
+    sim.fakes.metrics.script("errors", vec![Answer::NoValues]);
+    assert_eq!(
+        next_tick(&mut sim).await,
+        ["Halt advancement no values found for custom metric: errors: no values found"]
+    );
+}
