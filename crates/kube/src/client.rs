@@ -263,6 +263,20 @@ fn is_conflict(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 409)
 }
 
+/// True when every field of `wanted` is in `live` with the same value (lists item by item), so
+/// `live` differs at most by fields the API server filled in (defaults) or others added.
+pub fn is_subset(wanted: &Value, live: &Value) -> bool {
+    match (wanted, live) {
+        (Value::Object(w), Value::Object(l)) => {
+            w.iter().all(|(k, v)| l.get(k).is_some_and(|lv| is_subset(v, lv)))
+        }
+        (Value::Array(w), Value::Array(l)) => {
+            w.len() == l.len() && w.iter().zip(l).all(|(a, b)| is_subset(a, b))
+        }
+        _ => wanted == live,
+    }
+}
+
 /// The RFC 7386 merge patch that turns `old` into `new` (removed keys become `null`; arrays are
 /// replaced whole).
 pub fn merge_diff(old: &Value, new: &Value) -> Value {
@@ -559,6 +573,23 @@ mod tests {
             json!({"b": {"d": null, "g": 4}, "e": [1], "f": null, "h": true})
         );
         assert_eq!(merge_diff(&old, &old), json!({}));
+    }
+
+    #[test]
+    fn subsets_ignore_server_defaults_but_not_changes() {
+        let live = json!({"parentRefs": [{"group": "g", "kind": "Gateway", "name": "gw"}], "rules": [{"matches": [{"path": "/"}], "backendRefs": [{"name": "a", "weight": 90}]}]});
+        assert!(is_subset(
+            &json!({"parentRefs": [{"name": "gw"}], "rules": [{"backendRefs": [{"name": "a", "weight": 90}]}]}),
+            &live
+        ));
+        assert!(!is_subset(
+            &json!({"rules": [{"backendRefs": [{"name": "a", "weight": 80}]}]}),
+            &live
+        ));
+        assert!(!is_subset(
+            &json!({"parentRefs": [{"name": "gw"}, {"name": "other"}]}),
+            &live
+        ));
     }
 
     #[test]

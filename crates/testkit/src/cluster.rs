@@ -39,7 +39,9 @@ impl Cluster {
             return c;
         }
         tokio::task::spawn_blocking(|| {
-            SHARED.get_or_init(|| Cluster::start_blocking(None).unwrap_or_else(|e| panic!("the shared test cluster: {e}")))
+            SHARED.get_or_init(|| {
+                Cluster::start_blocking(None).unwrap_or_else(|e| panic!("the shared test cluster: {e}"))
+            })
         })
         .await
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
@@ -109,7 +111,11 @@ impl Cluster {
 
     /// Creates namespace `{prefix}-{random}` and waits for its `default` ServiceAccount.
     pub async fn namespace(&self, prefix: &str) -> Result<String> {
-        let name = format!("{}-{:05x}", prefix.to_lowercase(), rand::random::<u32>() & 0xf_ffff);
+        let name = format!(
+            "{}-{:05x}",
+            prefix.to_lowercase(),
+            rand::random::<u32>() & 0xf_ffff
+        );
         let client = self.client().await?;
         let ns = Namespace {
             metadata: ObjectMeta {

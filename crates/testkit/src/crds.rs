@@ -15,16 +15,37 @@ use crate::error::{Error, Result};
 /// The upstream CRDs the test control plane installs, by file (as exported by build.sh) and name.
 pub const UPSTREAM: &[(&str, &[&str])] = &[
     ("knative-serving-service.yaml", &["services.serving.knative.dev"]),
-    ("knative-serving-configuration.yaml", &["configurations.serving.knative.dev"]),
-    ("knative-serving-revision.yaml", &["revisions.serving.knative.dev"]),
+    (
+        "knative-serving-configuration.yaml",
+        &["configurations.serving.knative.dev"],
+    ),
+    (
+        "knative-serving-revision.yaml",
+        &["revisions.serving.knative.dev"],
+    ),
     ("knative-serving-route.yaml", &["routes.serving.knative.dev"]),
-    ("gateway-api-gatewayclasses.yaml", &["gatewayclasses.gateway.networking.k8s.io"]),
-    ("gateway-api-gateways.yaml", &["gateways.gateway.networking.k8s.io"]),
-    ("gateway-api-httproutes.yaml", &["httproutes.gateway.networking.k8s.io"]),
-    ("gateway-api-referencegrants.yaml", &["referencegrants.gateway.networking.k8s.io"]),
+    (
+        "gateway-api-gatewayclasses.yaml",
+        &["gatewayclasses.gateway.networking.k8s.io"],
+    ),
+    (
+        "gateway-api-gateways.yaml",
+        &["gateways.gateway.networking.k8s.io"],
+    ),
+    (
+        "gateway-api-httproutes.yaml",
+        &["httproutes.gateway.networking.k8s.io"],
+    ),
+    (
+        "gateway-api-referencegrants.yaml",
+        &["referencegrants.gateway.networking.k8s.io"],
+    ),
     (
         "istio.yaml",
-        &["virtualservices.networking.istio.io", "destinationrules.networking.istio.io"],
+        &[
+            "virtualservices.networking.istio.io",
+            "destinationrules.networking.istio.io",
+        ],
     ),
 ];
 
@@ -35,7 +56,8 @@ pub fn upstream(dir: &Path) -> Result<Vec<Value>> {
     let mut out = Vec::new();
     for (file, names) in UPSTREAM {
         let path = dir.join(file);
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
         let docs = documents(&text).map_err(|e| Error::Setup(format!("{}: {e}", path.display())))?;
         for name in *names {
             let crd = docs
@@ -76,7 +98,11 @@ pub async fn install(client: &kube::Client, crds: &[Value]) -> Result<()> {
     }
     for crd in crds {
         let name = crd["metadata"]["name"].as_str().unwrap_or_default();
-        let established = kube::runtime::wait::await_condition(api.clone(), name, kube::runtime::wait::conditions::is_crd_established());
+        let established = kube::runtime::wait::await_condition(
+            api.clone(),
+            name,
+            kube::runtime::wait::conditions::is_crd_established(),
+        );
         tokio::time::timeout(ESTABLISHED_TIMEOUT, established)
             .await
             .map_err(|_| Error::Timeout {

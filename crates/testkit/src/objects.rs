@@ -96,8 +96,12 @@ impl Objects {
     pub async fn create(&self, obj: Value) -> Result<Value> {
         let (av, kind, ns, name) = identity(&obj);
         let api = self.api(&av, &kind, ns.as_deref()).await?;
-        let d: DynamicObject = serde_json::from_value(obj)
-            .map_err(|e| Error::Setup(format!("{} is not an object: {e}", describe(&kind, ns.as_deref(), &name))))?;
+        let d: DynamicObject = serde_json::from_value(obj).map_err(|e| {
+            Error::Setup(format!(
+                "{} is not an object: {e}",
+                describe(&kind, ns.as_deref(), &name)
+            ))
+        })?;
         let created = api
             .create(&PostParams::default(), &d)
             .await
@@ -107,12 +111,19 @@ impl Objects {
 
     /// Creates the object from YAML.
     pub async fn create_yaml(&self, yaml: &str) -> Result<Value> {
-        let v: Value = serde_yaml_ng::from_str(yaml).map_err(|e| Error::Setup(format!("parsing YAML: {e}\n{yaml}")))?;
+        let v: Value =
+            serde_yaml_ng::from_str(yaml).map_err(|e| Error::Setup(format!("parsing YAML: {e}\n{yaml}")))?;
         self.create(v).await
     }
 
     /// Reads an object; `None` when it does not exist.
-    pub async fn get(&self, api_version: &str, kind: &str, ns: Option<&str>, name: &str) -> Result<Option<Value>> {
+    pub async fn get(
+        &self,
+        api_version: &str,
+        kind: &str,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Result<Option<Value>> {
         let api = self.api(api_version, kind, ns).await?;
         api.get_opt(name)
             .await
@@ -143,11 +154,14 @@ impl Objects {
         let api = self.api(api_version, kind, ns).await?;
         let what = describe(kind, ns, name);
         for _ in 0..20 {
-            let current = api.get(name).await.map_err(|e| Error::kube(format!("reading {what}"), e))?;
+            let current = api
+                .get(name)
+                .await
+                .map_err(|e| Error::kube(format!("reading {what}"), e))?;
             let mut v = to_value(current);
             change(&mut v);
-            let d: DynamicObject =
-                serde_json::from_value(v).map_err(|e| Error::Setup(format!("{what} after the change: {e}")))?;
+            let d: DynamicObject = serde_json::from_value(v)
+                .map_err(|e| Error::Setup(format!("{what} after the change: {e}")))?;
             match api.replace(name, &PostParams::default(), &d).await {
                 Ok(o) => return Ok(to_value(o)),
                 Err(kube::Error::Api(s)) if s.code == 409 => continue,
@@ -158,7 +172,14 @@ impl Objects {
     }
 
     /// Applies a JSON merge patch.
-    pub async fn merge_patch(&self, api_version: &str, kind: &str, ns: Option<&str>, name: &str, patch: &Value) -> Result<Value> {
+    pub async fn merge_patch(
+        &self,
+        api_version: &str,
+        kind: &str,
+        ns: Option<&str>,
+        name: &str,
+        patch: &Value,
+    ) -> Result<Value> {
         let api = self.api(api_version, kind, ns).await?;
         api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
             .await
@@ -167,7 +188,14 @@ impl Objects {
     }
 
     /// Applies a JSON merge patch to the status subresource (what a controller does).
-    pub async fn patch_status(&self, api_version: &str, kind: &str, ns: Option<&str>, name: &str, patch: &Value) -> Result<Value> {
+    pub async fn patch_status(
+        &self,
+        api_version: &str,
+        kind: &str,
+        ns: Option<&str>,
+        name: &str,
+        patch: &Value,
+    ) -> Result<Value> {
         let api = self.api(api_version, kind, ns).await?;
         api.patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
             .await
@@ -216,7 +244,14 @@ impl Objects {
     }
 
     /// Polls until the object is gone.
-    pub async fn wait_gone(&self, api_version: &str, kind: &str, ns: Option<&str>, name: &str, timeout: Duration) -> Result<()> {
+    pub async fn wait_gone(
+        &self,
+        api_version: &str,
+        kind: &str,
+        ns: Option<&str>,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let last = match self.get(api_version, kind, ns, name).await {
@@ -241,7 +276,10 @@ impl Objects {
         events.sort_by(|a, b| {
             let key = |e: &Value| {
                 (
-                    e["metadata"]["creationTimestamp"].as_str().unwrap_or_default().to_string(),
+                    e["metadata"]["creationTimestamp"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
                     e["metadata"]["resourceVersion"]
                         .as_str()
                         .and_then(|r| r.parse::<u64>().ok())

@@ -162,7 +162,12 @@ impl Drop for FaultProxy {
     }
 }
 
-async fn serve(listener: tokio::net::TcpListener, upstream: kube::Client, state: Arc<Mutex<State>>, stop: CancellationToken) {
+async fn serve(
+    listener: tokio::net::TcpListener,
+    upstream: kube::Client,
+    state: Arc<Mutex<State>>,
+    stop: CancellationToken,
+) {
     loop {
         let stream = tokio::select! {
             _ = stop.cancelled() => return,
@@ -206,12 +211,18 @@ fn status_body(code: u16, message: &str) -> ProxyBody {
 fn answer(code: u16, message: &str) -> Response<ProxyBody> {
     let mut resp = Response::new(status_body(code, message));
     *resp.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    resp.headers_mut()
-        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
     resp
 }
 
-async fn handle(req: Request<Incoming>, upstream: kube::Client, state: Arc<Mutex<State>>) -> Result<Response<ProxyBody>, Infallible> {
+async fn handle(
+    req: Request<Incoming>,
+    upstream: kube::Client,
+    state: Arc<Mutex<State>>,
+) -> Result<Response<ProxyBody>, Infallible> {
     let method = req.method().clone();
     let path = req
         .uri()
@@ -239,7 +250,10 @@ async fn handle(req: Request<Incoming>, upstream: kube::Client, state: Arc<Mutex
     match action {
         Some(Action::Fail(code)) => {
             record(code, true);
-            return Ok(answer(code, &format!("injected by the test's fault proxy: {method} {path}")));
+            return Ok(answer(
+                code,
+                &format!("injected by the test's fault proxy: {method} {path}"),
+            ));
         }
         Some(Action::Delay(d)) => tokio::time::sleep(d).await,
         None => {}
@@ -252,7 +266,10 @@ async fn handle(req: Request<Incoming>, upstream: kube::Client, state: Arc<Mutex
     };
     let mut out = Request::builder().method(parts.method).uri(path.clone());
     for (name, value) in &parts.headers {
-        if name != http::header::HOST && name != http::header::AUTHORIZATION && name != http::header::CONTENT_LENGTH {
+        if name != http::header::HOST
+            && name != http::header::AUTHORIZATION
+            && name != http::header::CONTENT_LENGTH
+        {
             out = out.header(name, value);
         }
     }
@@ -265,7 +282,10 @@ async fn handle(req: Request<Incoming>, upstream: kube::Client, state: Arc<Mutex
         Ok(r) => r,
         Err(e) => {
             record(502, false);
-            return Ok(answer(502, &format!("the fault proxy could not reach the API server: {e}")));
+            return Ok(answer(
+                502,
+                &format!("the fault proxy could not reach the API server: {e}"),
+            ));
         }
     };
     record(resp.status().as_u16(), false);
@@ -273,7 +293,11 @@ async fn handle(req: Request<Incoming>, upstream: kube::Client, state: Arc<Mutex
     let cut = lock(&state).watches.clone();
     let frames = http_body_util::BodyStream::new(body).map(|f| f.map_err(|e| -> BoxError { Box::new(e) }));
     let body: ProxyBody = if is_watch {
-        BodyExt::boxed_unsync(StreamBody::new(frames.take_until(cut.cancelled_owned()).map(|f: Result<Frame<Bytes>, BoxError>| f)))
+        BodyExt::boxed_unsync(StreamBody::new(
+            frames
+                .take_until(cut.cancelled_owned())
+                .map(|f: Result<Frame<Bytes>, BoxError>| f),
+        ))
     } else {
         BodyExt::boxed_unsync(StreamBody::new(frames))
     };

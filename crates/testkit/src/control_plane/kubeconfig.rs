@@ -59,7 +59,8 @@ pub fn write(
 
 /// A kube-rs client from a kubeconfig file.
 pub async fn client(path: &Path) -> Result<kube::Client> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
     let kubeconfig = kube::config::Kubeconfig::from_yaml(&text)
         .map_err(|e| Error::Setup(format!("reading {}: {e}", path.display())))?;
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())

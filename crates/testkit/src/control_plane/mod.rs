@@ -86,7 +86,8 @@ pub struct ControlPlane {
 
 /// A free TCP port on 127.0.0.1 (the OS picks; released before the program binds it).
 pub fn free_port() -> Result<u16> {
-    let l = TcpListener::bind(("127.0.0.1", 0)).map_err(|e| Error::io("finding a free port on 127.0.0.1", e))?;
+    let l =
+        TcpListener::bind(("127.0.0.1", 0)).map_err(|e| Error::io("finding a free port on 127.0.0.1", e))?;
     l.local_addr()
         .map(|a| a.port())
         .map_err(|e| Error::io("finding a free port on 127.0.0.1", e))
@@ -127,7 +128,10 @@ impl ControlPlane {
             .map_err(|e| Error::io(format!("writing {}", audit_policy.display()), e))?;
         let mut apiserver_args = apiserver_args(&pki, etcd_port, port);
         apiserver_args.push(format!("--audit-policy-file={}", audit_policy.display()));
-        apiserver_args.push(format!("--audit-log-path={}", dir.join("logs/audit.log").display()));
+        apiserver_args.push(format!(
+            "--audit-log-path={}",
+            dir.join("logs/audit.log").display()
+        ));
         let plane = Self {
             _tmp: tmp,
             bins,
@@ -264,7 +268,9 @@ impl ControlPlane {
         let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
         loop {
             self.check_running()?;
-            let req = http::Request::get("/readyz").body(Vec::new()).map_err(|e| Error::Setup(e.to_string()))?;
+            let req = http::Request::get("/readyz")
+                .body(Vec::new())
+                .map_err(|e| Error::Setup(e.to_string()))?;
             let last = match client.request_text(req).await {
                 Ok(text) if text.trim() == "ok" => return Ok(()),
                 Ok(text) => text,

@@ -37,7 +37,13 @@ pub(crate) struct Supervised {
 impl Supervised {
     /// Starts `program args…`, appending its output to `log`; `cleanup` is removed once the
     /// program has exited.
-    pub(crate) fn spawn(name: &str, program: &Path, args: &[String], log: &Path, cleanup: Option<&Path>) -> Result<Self> {
+    pub(crate) fn spawn(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        log: &Path,
+        cleanup: Option<&Path>,
+    ) -> Result<Self> {
         let out = File::options()
             .create(true)
             .append(true)

@@ -30,11 +30,15 @@ pub(super) async fn run(client: kube::Client, standins: StandIns) {
         routes: routes.clone(),
         standins,
     });
-    Controller::new_with(Api::<DynamicObject>::all_with(client, &routes), watcher::Config::default(), routes)
-        .reconcile_all_on(resyncs)
-        .run(reconcile, retry_soon::<DynamicObject, Ctx>("gateway"), ctx)
-        .for_each(|_| async {})
-        .await;
+    Controller::new_with(
+        Api::<DynamicObject>::all_with(client, &routes),
+        watcher::Config::default(),
+        routes,
+    )
+    .reconcile_all_on(resyncs)
+    .run(reconcile, retry_soon::<DynamicObject, Ctx>("gateway"), ctx)
+    .for_each(|_| async {})
+    .await;
 }
 
 async fn reconcile(route: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action, kube::Error> {
@@ -47,7 +51,11 @@ async fn reconcile(route: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action, k
     let status = route_status(&route);
     if route["status"] != status {
         Api::<DynamicObject>::namespaced_with(ctx.client.clone(), ns, &ctx.routes)
-            .patch_status(name, &PatchParams::default(), &Patch::Merge(json!({"status": status})))
+            .patch_status(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": status})),
+            )
             .await?;
     }
     Ok(Action::await_change())

@@ -36,11 +36,19 @@ pub(super) async fn run(client: kube::Client) {
         client: client.clone(),
         revisions: revisions.clone(),
     });
-    Controller::new_with(Api::<DynamicObject>::all_with(client.clone(), &services), watcher::Config::default(), services)
-        .owns_with(Api::<DynamicObject>::all_with(client, &revisions), revisions, watcher::Config::default())
-        .run(reconcile, retry_soon::<DynamicObject, Ctx>("knative"), ctx)
-        .for_each(|_| async {})
-        .await;
+    Controller::new_with(
+        Api::<DynamicObject>::all_with(client.clone(), &services),
+        watcher::Config::default(),
+        services,
+    )
+    .owns_with(
+        Api::<DynamicObject>::all_with(client, &revisions),
+        revisions,
+        watcher::Config::default(),
+    )
+    .run(reconcile, retry_soon::<DynamicObject, Ctx>("knative"), ctx)
+    .for_each(|_| async {})
+    .await;
 }
 
 fn value(o: &DynamicObject) -> Value {
@@ -56,7 +64,10 @@ async fn reconcile(svc: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action, kub
     if !svc["metadata"]["deletionTimestamp"].is_null() {
         return Ok(Action::await_change());
     }
-    let ns = svc["metadata"]["namespace"].as_str().unwrap_or_default().to_string();
+    let ns = svc["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let name = svc["metadata"]["name"].as_str().unwrap_or_default().to_string();
     let uid = svc["metadata"]["uid"].clone();
     let revisions_api = Api::<DynamicObject>::namespaced_with(ctx.client.clone(), &ns, &ctx.revisions);
@@ -81,8 +92,12 @@ async fn reconcile(svc: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action, kub
         let rev_name = template["metadata"]["name"]
             .as_str()
             .map_or_else(|| format!("{name}-{n:05}"), str::to_string);
-        if !revisions.iter().any(|r| r["metadata"]["name"] == rev_name.as_str()) {
-            let rev: DynamicObject = serde_json::from_value(new_revision(&svc, &rev_name, n)).map_err(kube::Error::SerdeError)?;
+        if !revisions
+            .iter()
+            .any(|r| r["metadata"]["name"] == rev_name.as_str())
+        {
+            let rev: DynamicObject =
+                serde_json::from_value(new_revision(&svc, &rev_name, n)).map_err(kube::Error::SerdeError)?;
             revisions_api.create(&PostParams::default(), &rev).await?;
             return Ok(Action::await_change());
         }
@@ -92,7 +107,11 @@ async fn reconcile(svc: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action, kub
     for rev in revisions.iter().filter(|r| ready_status(r).is_none()) {
         let rev_name = rev["metadata"]["name"].as_str().unwrap_or_default();
         revisions_api
-            .patch_status(rev_name, &PatchParams::default(), &Patch::Merge(revision_status(rev)))
+            .patch_status(
+                rev_name,
+                &PatchParams::default(),
+                &Patch::Merge(revision_status(rev)),
+            )
             .await?;
     }
     if revisions.iter().any(|r| ready_status(r).is_none()) {
@@ -102,9 +121,14 @@ async fn reconcile(svc: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action, kub
     let generation = svc["metadata"]["generation"].as_i64().unwrap_or(1);
     let status = service_status(&svc, &revisions, generation);
     if status != svc["status"] {
-        let services = Api::<DynamicObject>::namespaced_with(ctx.client.clone(), &ns, &resource("Service", "services"));
+        let services =
+            Api::<DynamicObject>::namespaced_with(ctx.client.clone(), &ns, &resource("Service", "services"));
         services
-            .patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({"status": status})))
+            .patch_status(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": status})),
+            )
             .await?;
     }
     Ok(Action::await_change())
@@ -168,12 +192,21 @@ fn template_spec(template: &Value) -> Value {
 fn new_revision(svc: &Value, rev_name: &str, n: i64) -> Value {
     let name = svc["metadata"]["name"].clone();
     let template = &svc["spec"]["template"];
-    let mut labels = template["metadata"]["labels"].as_object().cloned().unwrap_or_default();
+    let mut labels = template["metadata"]["labels"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
     labels.insert(SERVICE_LABEL.into(), name.clone());
     labels.insert("serving.knative.dev/configuration".into(), name.clone());
     labels.insert(GENERATION_LABEL.into(), Value::from(n.to_string()));
-    labels.insert("serving.knative.dev/serviceUID".into(), svc["metadata"]["uid"].clone());
-    let mut annotations = template["metadata"]["annotations"].as_object().cloned().unwrap_or_default();
+    labels.insert(
+        "serving.knative.dev/serviceUID".into(),
+        svc["metadata"]["uid"].clone(),
+    );
+    let mut annotations = template["metadata"]["annotations"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
     if never_ready(svc) {
         annotations.insert(NEVER_READY_ANNOTATION.into(), Value::from("true"));
     }
@@ -215,7 +248,10 @@ fn service_status(svc: &Value, revisions: &[Value], generation: i64) -> Value {
         st.insert("latestReadyRevisionName".into(), Value::from(r));
     }
     st.insert("url".into(), Value::from(host("")));
-    st.insert("address".into(), json!({"url": format!("http://{name}.{ns}.svc.cluster.local")}));
+    st.insert(
+        "address".into(),
+        json!({"url": format!("http://{name}.{ns}.svc.cluster.local")}),
+    );
 
     let config_ready = latest_created.is_some() && latest_created == latest_ready;
     let config_cond = if config_ready {
@@ -251,7 +287,9 @@ fn service_status(svc: &Value, revisions: &[Value], generation: i64) -> Value {
                     out.insert("revisionName".into(), Value::from(r));
                 }
                 None => {
-                    missing.get_or_insert_with(|| format!("Configuration \"{name}\" does not have any ready Revision."));
+                    missing.get_or_insert_with(|| {
+                        format!("Configuration \"{name}\" does not have any ready Revision.")
+                    });
                 }
             }
             out.insert("latestRevision".into(), Value::from(true));
@@ -283,9 +321,21 @@ fn service_status(svc: &Value, revisions: &[Value], generation: i64) -> Value {
     let ready = if config_ready && missing.is_none() {
         condition(prev, "Ready", "True", "", "")
     } else if missing.is_some() && latest_ready.is_some() {
-        condition(prev, "Ready", "False", "RevisionMissing", missing.as_deref().unwrap_or_default())
+        condition(
+            prev,
+            "Ready",
+            "False",
+            "RevisionMissing",
+            missing.as_deref().unwrap_or_default(),
+        )
     } else {
-        condition(prev, "Ready", "Unknown", "RevisionDeploying", "Revision is not ready yet.")
+        condition(
+            prev,
+            "Ready",
+            "Unknown",
+            "RevisionDeploying",
+            "Revision is not ready yet.",
+        )
     };
     st.insert("conditions".into(), json!([config_cond, ready, routes_cond]));
     Value::Object(st)
@@ -305,7 +355,11 @@ mod tests {
             ]},
         });
         let rev = |n: &str, ready: &str| json!({"metadata": {"name": n}, "status": {"conditions": [{"type": "Ready", "status": ready}]}});
-        let st = service_status(&svc, &[rev("podinfo-00001", "True"), rev("podinfo-00002", "True")], 2);
+        let st = service_status(
+            &svc,
+            &[rev("podinfo-00001", "True"), rev("podinfo-00002", "True")],
+            2,
+        );
         assert_eq!(
             st["traffic"],
             json!([

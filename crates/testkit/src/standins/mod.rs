@@ -92,12 +92,20 @@ impl StandIns {
 
 /// Now as an RFC 3339 timestamp (seconds), as Kubernetes writes them.
 pub(crate) fn now() -> String {
-    jiff::Timestamp::now().round(jiff::Unit::Second).map_or_else(|_| jiff::Timestamp::now().to_string(), |t| t.to_string())
+    jiff::Timestamp::now()
+        .round(jiff::Unit::Second)
+        .map_or_else(|_| jiff::Timestamp::now().to_string(), |t| t.to_string())
 }
 
 /// A condition that keeps its `lastTransitionTime` while its status does not change (so
 /// reconciling is idempotent).
-pub(crate) fn condition(prev_status: &serde_json::Value, type_: &str, status: &str, reason: &str, message: &str) -> serde_json::Value {
+pub(crate) fn condition(
+    prev_status: &serde_json::Value,
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+) -> serde_json::Value {
     let old = prev_status["conditions"]
         .as_array()
         .and_then(|cs| cs.iter().find(|c| c["type"] == type_));
@@ -116,7 +124,9 @@ pub(crate) fn condition(prev_status: &serde_json::Value, type_: &str, status: &s
 }
 
 /// Logs a stand-in's failed reconcile and retries it soon.
-pub(crate) fn retry_soon<K, C>(name: &'static str) -> impl Fn(Arc<K>, &kube::Error, Arc<C>) -> kube::runtime::controller::Action {
+pub(crate) fn retry_soon<K, C>(
+    name: &'static str,
+) -> impl Fn(Arc<K>, &kube::Error, Arc<C>) -> kube::runtime::controller::Action {
     move |_, e, _| {
         tracing::debug!("{name} stand-in: {e}");
         kube::runtime::controller::Action::requeue(std::time::Duration::from_millis(500))
