@@ -265,3 +265,76 @@ pub fn deployment(name: &str, image: &str) -> Value {
         },
     })
 }
+
+/// The repository's deploy/rbac manifests, as one agent in namespace `ns` gets them: the
+/// ServiceAccount `aviary-agent` in `ns`, the ClusterRole (renamed `aviary-agent-NS`, so tests do
+/// not share it) and its binding. Rules are exactly the committed ones.
+pub fn agent_rbac(ns: &str) -> Vec<Value> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/rbac");
+    let read = |f: &str| -> Value {
+        serde_yaml_ng::from_str(&std::fs::read_to_string(dir.join(f)).unwrap()).unwrap()
+    };
+    let role_name = format!("aviary-agent-{ns}");
+    let mut sa = read("service-account.yaml");
+    sa["metadata"]["namespace"] = json!(ns);
+    let mut role = read("cluster-role.yaml");
+    role["metadata"]["name"] = json!(role_name);
+    let mut binding = read("cluster-role-binding.yaml");
+    binding["metadata"]["name"] = json!(role_name);
+    binding["roleRef"]["name"] = json!(role_name);
+    binding["subjects"][0]["namespace"] = json!(ns);
+    vec![sa, role, binding]
+}
+
+impl Env {
+    /// Binds deploy/rbac to ServiceAccount `aviary-agent` in this namespace and points the agent
+    /// (started later) at a kubeconfig with that ServiceAccount's token. Returns the user name
+    /// the API server's audit log records for it.
+    pub async fn run_agent_as_service_account(&mut self) -> String {
+        for obj in agent_rbac(&self.ns) {
+            self.objects.create(obj).await.unwrap();
+        }
+        let path = self.dir.path().join("agent.kubeconfig");
+        self.cluster
+            .service_account_kubeconfig(&self.ns, "aviary-agent", &path)
+            .await
+            .unwrap();
+        self.kubeconfig = path;
+        format!("system:serviceaccount:{}:aviary-agent", self.ns)
+    }
+
+    /// Changes the agent's ClusterRole (from [`Env::run_agent_as_service_account`]).
+    pub async fn edit_agent_role(&self, change: impl FnMut(&mut Value)) {
+        self.objects
+            .update(
+                "rbac.authorization.k8s.io/v1",
+                "ClusterRole",
+                None,
+                &format!("aviary-agent-{}", self.ns),
+                change,
+            )
+            .await
+            .unwrap();
+    }
+
+    /// The audit events (verb, resource, code) of `user`'s requests, as the API server logged them.
+    pub fn audit(&self, user: &str) -> Vec<Value> {
+        self.cluster.control_plane().audit_events(user)
+    }
+}
+
+/// `verb resource[/subresource] -> code` of an audit event, for messages.
+pub fn audit_line(e: &Value) -> String {
+    let o = &e["objectRef"];
+    let sub = o["subresource"]
+        .as_str()
+        .map(|s| format!("/{s}"))
+        .unwrap_or_default();
+    format!(
+        "{} {}{sub} {} -> {}",
+        e["verb"].as_str().unwrap_or(""),
+        o["resource"].as_str().unwrap_or(""),
+        o["name"].as_str().unwrap_or(""),
+        e["responseStatus"]["code"]
+    )
+}
