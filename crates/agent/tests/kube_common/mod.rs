@@ -338,3 +338,18 @@ pub fn audit_line(e: &Value) -> String {
         e["responseStatus"]["code"]
     )
 }
+
+impl Env {
+    /// Puts a fault-injecting proxy between the agent (started later) and the API server; the
+    /// proxy forwards with the identity of the agent's current kubeconfig.
+    pub async fn run_agent_through_proxy(&mut self) -> aviary_testkit::FaultProxy {
+        let upstream = aviary_testkit::control_plane::kubeconfig::client(&self.kubeconfig)
+            .await
+            .unwrap();
+        let proxy = aviary_testkit::FaultProxy::start(upstream).await.unwrap();
+        let path = self.dir.path().join("proxy.kubeconfig");
+        proxy.write_kubeconfig(&path, &self.ns).unwrap();
+        self.kubeconfig = path;
+        proxy
+    }
+}
