@@ -13,6 +13,7 @@ mod process;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
 use parking::Mutex;
@@ -75,13 +76,16 @@ pub struct ControlPlane {
     _tmp: Option<tempfile::TempDir>,
     bins: Binaries,
     pki: Pki,
-    port: u16,
-    apiserver_args: Vec<String>,
+    // Chosen again when another process takes it between `free_port` and the bind.
+    port: AtomicU16,
+    etcd_port: u16,
+    audit_policy: PathBuf,
     admin: Credential,
     // Field order is teardown order: the controller manager, the API server, then etcd.
     kcm: Mutex<Option<Supervised>>,
     apiserver: Mutex<Option<Supervised>>,
     etcd: Mutex<Option<Supervised>>,
+    _janitor: Option<Supervised>,
 }
 
 /// A free TCP port on 127.0.0.1 (the OS picks; released before the program binds it).
@@ -114,44 +118,26 @@ impl ControlPlane {
         }
         let pki = Pki::generate(&dir.join("pki"))?;
         let admin = pki.client("aviary-admin", Some("system:masters"))?;
-        let (etcd_port, peer_port, port) = (free_port()?, free_port()?, free_port()?);
-
-        let etcd = Supervised::spawn(
-            "etcd",
-            &bins.program("etcd"),
-            &etcd_args(&dir, etcd_port, peer_port),
-            &dir.join("logs/etcd.log"),
-            tmp.as_ref().map(|t| t.path()),
-        )?;
+        let janitor = tmp.as_ref().map(|t| Supervised::janitor(t.path())).transpose()?;
+        let etcd = Self::start_etcd(&bins, &dir)?;
         let audit_policy = dir.join("audit-policy.yaml");
         std::fs::write(&audit_policy, AUDIT_POLICY)
             .map_err(|e| Error::io(format!("writing {}", audit_policy.display()), e))?;
-        let mut apiserver_args = apiserver_args(&pki, etcd_port, port);
-        apiserver_args.push(format!("--audit-policy-file={}", audit_policy.display()));
-        apiserver_args.push(format!(
-            "--audit-log-path={}",
-            dir.join("logs/audit.log").display()
-        ));
         let plane = Self {
             _tmp: tmp,
             bins,
-            port,
-            apiserver_args,
+            port: AtomicU16::new(free_port()?),
+            etcd_port: etcd.0,
+            audit_policy,
             admin,
             kcm: Mutex::new(None),
             apiserver: Mutex::new(None),
-            etcd: Mutex::new(Some(etcd)),
+            etcd: Mutex::new(Some(etcd.1)),
+            _janitor: janitor,
             dir,
             pki,
         };
-        kubeconfig::write(
-            &plane.admin_kubeconfig(),
-            &plane.url(),
-            Some(&plane.pki.ca_pem),
-            &Identity::Certificate(plane.admin.clone()),
-            "default",
-        )?;
-        plane.start_apiserver().await?;
+        plane.start_apiserver_first().await?;
         plane.start_controller_manager()?;
         plane.check_running()?;
         Ok(plane)
@@ -159,7 +145,64 @@ impl ControlPlane {
 
     /// The API server's URL, `https://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.port)
+        format!("https://127.0.0.1:{}", self.port.load(Ordering::Relaxed))
+    }
+
+    /// etcd on free ports (chosen again if another process takes one first). Returns its port.
+    fn start_etcd(bins: &Binaries, dir: &Path) -> Result<(u16, Supervised)> {
+        for _ in 0..5 {
+            let (port, peer) = (free_port()?, free_port()?);
+            let _ = std::fs::remove_dir_all(dir.join("etcd"));
+            let mut etcd = Supervised::spawn(
+                "etcd",
+                &bins.program("etcd"),
+                &etcd_args(dir, port, peer),
+                &dir.join("logs/etcd.log"),
+            )?;
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Ok((port, etcd));
+                }
+                if etcd.lost_port_race() {
+                    break;
+                }
+                etcd.check_running()?;
+                if std::time::Instant::now() > deadline {
+                    return Err(Error::Setup(format!(
+                        "etcd did not listen on 127.0.0.1:{port} within 30 s"
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Err(Error::Setup(
+            "etcd: five free ports in a row were taken before it could bind them".into(),
+        ))
+    }
+
+    /// The first start: a port taken by another process meanwhile means another port.
+    async fn start_apiserver_first(&self) -> Result<()> {
+        for _ in 0..5 {
+            kubeconfig::write(
+                &self.admin_kubeconfig(),
+                &self.url(),
+                Some(&self.pki.ca_pem),
+                &Identity::Certificate(self.admin.clone()),
+                "default",
+            )?;
+            match self.start_apiserver().await {
+                Err(e) if self.apiserver.lock().as_mut().is_some_and(|p| p.lost_port_race()) => {
+                    tracing::debug!("kube-apiserver lost its port: {e}");
+                    self.apiserver.lock().take();
+                    self.port.store(free_port()?, Ordering::Relaxed);
+                }
+                other => return other,
+            }
+        }
+        Err(Error::Setup(
+            "kube-apiserver: five free ports in a row were taken before it could bind them".into(),
+        ))
     }
 
     /// The control plane's directory (kubeconfigs, pki, logs).
@@ -201,12 +244,17 @@ impl ControlPlane {
 
     /// Starts kube-apiserver (again) on the same port with the same storage and waits until ready.
     pub async fn start_apiserver(&self) -> Result<()> {
+        let mut args = apiserver_args(&self.pki, self.etcd_port, self.port.load(Ordering::Relaxed));
+        args.push(format!("--audit-policy-file={}", self.audit_policy.display()));
+        args.push(format!(
+            "--audit-log-path={}",
+            self.dir.join("logs/audit.log").display()
+        ));
         let p = Supervised::spawn(
             "kube-apiserver",
             &self.bins.program("kube-apiserver"),
-            &self.apiserver_args,
+            &args,
             &self.dir.join("logs/kube-apiserver.log"),
-            None,
         )?;
         *self.apiserver.lock() = Some(p);
         self.wait_ready().await
@@ -257,7 +305,6 @@ impl ControlPlane {
             &self.bins.program("kube-controller-manager"),
             &args,
             &self.dir.join("logs/kube-controller-manager.log"),
-            None,
         )?;
         *self.kcm.lock() = Some(p);
         Ok(())

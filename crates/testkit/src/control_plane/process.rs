@@ -20,11 +20,11 @@ pid=$!
 ( cat <&3 >/dev/null; kill -KILL "$pid" 2>/dev/null ) &
 exec 3<&-
 wait "$pid"
-status=$?
-# A temporary control plane's directory goes with its etcd, even when the test process is gone.
-[ -n "${AVIARY_CLEANUP_DIR:-}" ] && rm -rf "$AVIARY_CLEANUP_DIR"
-exit $status
 "#;
+
+/// Removes a directory once its stdin closes: a temporary control plane's files go with it even
+/// when the test process dies without dropping it (a shared cluster is a static).
+const JANITOR: &str = r#"cat >/dev/null; sleep 0.5; rm -rf "$1""#;
 
 /// A supervised program (etcd, kube-apiserver, kube-controller-manager).
 pub(crate) struct Supervised {
@@ -35,15 +35,29 @@ pub(crate) struct Supervised {
 }
 
 impl Supervised {
-    /// Starts `program args…`, appending its output to `log`; `cleanup` is removed once the
-    /// program has exited.
-    pub(crate) fn spawn(
-        name: &str,
-        program: &Path,
-        args: &[String],
-        log: &Path,
-        cleanup: Option<&Path>,
-    ) -> Result<Self> {
+    /// A process that removes `dir` when this handle drops or the test process ends.
+    pub(crate) fn janitor(dir: &Path) -> Result<Self> {
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(JANITOR)
+            .arg("janitor")
+            .arg(dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| Error::io("starting the cleanup process", e))?;
+        let stdin = child.stdin.take();
+        Ok(Self {
+            name: "janitor".into(),
+            log: dir.join("janitor.log"),
+            child,
+            stdin,
+        })
+    }
+
+    /// Starts `program args…`, appending its output to `log`.
+    pub(crate) fn spawn(name: &str, program: &Path, args: &[String], log: &Path) -> Result<Self> {
         let out = File::options()
             .create(true)
             .append(true)
@@ -52,11 +66,7 @@ impl Supervised {
         let err = out
             .try_clone()
             .map_err(|e| Error::io(format!("opening {}", log.display()), e))?;
-        let mut cmd = Command::new("sh");
-        if let Some(dir) = cleanup {
-            cmd.env("AVIARY_CLEANUP_DIR", dir);
-        }
-        let mut child = cmd
+        let mut child = Command::new("sh")
             .arg("-c")
             .arg(SUPERVISOR)
             .arg(name)
@@ -88,6 +98,11 @@ impl Supervised {
             ))),
             Err(e) => Err(Error::io(format!("checking on {}", self.name), e)),
         }
+    }
+
+    /// True when the program exited and its log says its port was taken.
+    pub(crate) fn lost_port_race(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_))) && self.log_tail(20).contains("address already in use")
     }
 
     /// The last `lines` lines of the log.
