@@ -265,8 +265,8 @@ async fn record_weights(setup: &Setup) -> Arc<Mutex<Vec<i64>>> {
             };
             for o in objects {
                 let now = canary_percent(&serde_json::to_value(&o).unwrap());
-                if now.is_some() && now != last {
-                    out.lock().unwrap().push(now.unwrap());
+                if let Some(p) = now.filter(|_| now != last) {
+                    out.lock().unwrap().push(p);
                 }
                 last = now;
             }

@@ -105,7 +105,9 @@ impl Kubectl {
 
     async fn ensure_namespace(&self, ns: &str) {
         // --save-config: a later `kubectl apply` of the same Namespace is a clean update.
-        let out = self.raw(&["create", "namespace", ns, "--save-config"], None).await;
+        let out = self
+            .raw(&["create", "namespace", ns, "--save-config"], None)
+            .await;
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             out.status.success() || stderr.contains("AlreadyExists"),

@@ -15,11 +15,14 @@ use crate::error::{Error, Result};
 /// How long discovery of a just-installed CRD may lag behind `Established`.
 const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// Discovered resources by `(apiVersion, kind)`.
+type Resources = HashMap<(String, String), (ApiResource, ApiCapabilities)>;
+
 /// Untyped objects through one client (one identity).
 #[derive(Clone)]
 pub struct Objects {
     client: kube::Client,
-    resources: Arc<Mutex<HashMap<(String, String), (ApiResource, ApiCapabilities)>>>,
+    resources: Arc<Mutex<Resources>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
