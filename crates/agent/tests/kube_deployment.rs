@@ -1,6 +1,7 @@
 //! Deployment canaries driven by the agent (in-process) against the real kube-apiserver: the
 //! gatewayapi router and the kubernetes (blue/green) router each promote a healthy revision and
-//! roll back a failing one; `revertOnDeletion` puts everything back when the Canary is deleted.
+//! roll back a failing one; the istio router runs an A/B test (header match, iterations) to
+//! promotion; `revertOnDeletion` puts everything back when the Canary is deleted.
 
 #[path = "kube_common/mod.rs"]
 mod kube_common;
@@ -391,5 +392,87 @@ async fn revert_on_deletion_restores_the_target_and_the_apex() {
     );
     env.wait_event("podinfo", "Normal: Terminated canary podinfo.test")
         .await;
+    env.stop_agent().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn istio_ab_testing_routes_matching_requests_then_promotes() {
+    let mut env = Env::start("istio-ab-testing").await;
+    env.create(deployment("podinfo", "podinfo:6.0.0")).await;
+    env.create_yaml(
+        r#"
+apiVersion: flagger.app/v1beta1
+kind: Canary
+metadata: {name: podinfo, namespace: test}
+spec:
+  provider: istio
+  targetRef: {apiVersion: apps/v1, kind: Deployment, name: podinfo}
+  service: {port: 9898, hosts: [app.example.com]}
+  analysis:
+    interval: 1s
+    threshold: 2
+    iterations: 3
+    match:
+    - headers:
+        x-canary: {exact: insider}
+"#,
+    )
+    .await;
+    env.wait_phase("podinfo", "Initialized", LIMIT).await;
+    let vs = env
+        .get("networking.istio.io/v1beta1", "VirtualService", "podinfo")
+        .await
+        .unwrap();
+    assert_eq!(vs["spec"]["hosts"], json!(["app.example.com", "podinfo"]));
+    for dr in ["podinfo-primary", "podinfo-canary"] {
+        assert!(
+            env.get("networking.istio.io/v1beta1", "DestinationRule", dr)
+                .await
+                .is_some(),
+            "{dr}"
+        );
+    }
+
+    // During the analysis, requests with the header go to the canary, the rest to the primary.
+    env.set_image("podinfo", "podinfo:6.0.1").await;
+    let vs = env
+        .wait_for("networking.istio.io/v1beta1", "VirtualService", "podinfo", |vs| {
+            vs["spec"]["http"][0]["match"][0]["headers"]["x-canary"]["exact"] == "insider"
+                && vs["spec"]["http"][0]["route"][1]["weight"] == 100
+        })
+        .await;
+    assert_eq!(
+        vs["spec"]["http"][0]["route"][1]["destination"]["host"],
+        "podinfo-canary"
+    );
+    assert_eq!(
+        vs["spec"]["http"][1]["route"][0]["destination"]["host"],
+        "podinfo-primary"
+    );
+    assert_eq!(vs["spec"]["http"][1]["route"][0]["weight"], 100);
+    env.wait_phase("podinfo", "Succeeded", LIMIT).await;
+    for i in 1..=3 {
+        assert!(
+            env.has_event("podinfo", &format!("Advance podinfo.test canary iteration {i}/3"))
+                .await,
+            "{:#?}",
+            env.event_messages("podinfo").await
+        );
+    }
+    // Promoted: everything to the primary again, which runs the new image.
+    let vs = env
+        .wait_for("networking.istio.io/v1beta1", "VirtualService", "podinfo", |vs| {
+            vs["spec"]["http"][0]["route"][0]["weight"] == 100
+        })
+        .await;
+    assert_eq!(
+        vs["spec"]["http"][0]["route"][0]["destination"]["host"],
+        "podinfo-primary"
+    );
+    let primary = env.get("apps/v1", "Deployment", "podinfo-primary").await.unwrap();
+    assert_eq!(
+        primary["spec"]["template"]["spec"]["containers"][0]["image"],
+        "podinfo:6.0.1"
+    );
     env.stop_agent().await;
 }
