@@ -14,37 +14,6 @@ use serde_json::json;
 const LIMIT: Duration = Duration::from_secs(40);
 const HTTP_SUCCESS: &str = "http_request_duration_seconds_count";
 
-fn gatewayapi_canary(hooks: &str) -> String {
-    format!(
-        r#"
-apiVersion: flagger.app/v1beta1
-kind: Canary
-metadata: {{name: podinfo, namespace: test}}
-spec:
-  provider: gatewayapi:v1
-  targetRef: {{apiVersion: apps/v1, kind: Deployment, name: podinfo}}
-  progressDeadlineSeconds: 60
-  service:
-    port: 9898
-    gatewayRefs: [{{name: gw, namespace: gateways}}]
-  analysis:
-    interval: 1s
-    threshold: 2
-    maxWeight: 30
-    stepWeight: 10
-    metrics:
-    - name: request-success-rate
-      thresholdRange: {{min: 99}}
-      interval: 1m
-    webhooks:
-    - name: load-test
-      url: {hooks}/load
-      timeout: 5s
-      metadata: {{type: cmd, cmd: "hey -z 1m -q 10 -c 2 http://podinfo-canary.test:9898/"}}
-"#
-    )
-}
-
 fn weights(route: &serde_json::Value) -> (i64, i64) {
     let b = &route["spec"]["rules"][0]["backendRefs"];
     (b[0]["weight"].as_i64().unwrap(), b[1]["weight"].as_i64().unwrap())
@@ -54,7 +23,11 @@ fn weights(route: &serde_json::Value) -> (i64, i64) {
 async fn gatewayapi_promotes_then_rolls_back() {
     let mut env = Env::start("gatewayapi-promotes-then-rolls-back").await;
     env.create(deployment("podinfo", "podinfo:6.0.0")).await;
-    env.create_yaml(&gatewayapi_canary(env.hooks.url())).await;
+    env.create_yaml(&gatewayapi_canary(
+        env.hooks.url(),
+        &weighted_analysis(30, 10, true),
+    ))
+    .await;
 
     let c = env.wait_phase("podinfo", "Initialized", LIMIT).await;
     assert_eq!(c["status"]["conditions"][0]["type"], "Promoted");
@@ -325,9 +298,9 @@ async fn revert_on_deletion_restores_the_target_and_the_apex() {
     env.create(deployment("podinfo", "podinfo:6.0.0")).await;
     env.create(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "podinfo", "namespace": "test"},
         "spec": {"type": "ClusterIP", "selector": {"app": "podinfo"}, "ports": [{"name": "http", "port": 9898, "targetPort": 9898}]}})).await;
-    let yaml = gatewayapi_canary(env.hooks.url()).replace(
-        "  progressDeadlineSeconds: 60\n",
-        "  progressDeadlineSeconds: 60\n  revertOnDeletion: true\n",
+    let yaml = gatewayapi_canary(env.hooks.url(), &weighted_analysis(30, 10, true)).replace(
+        "  progressDeadlineSeconds: 120\n",
+        "  progressDeadlineSeconds: 120\n  revertOnDeletion: true\n",
     );
     env.create_yaml(&yaml).await;
     let c = env.wait_phase("podinfo", "Initialized", LIMIT).await;

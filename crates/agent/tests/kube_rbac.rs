@@ -14,36 +14,6 @@ use serde_json::json;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
-fn canary(hooks: &str) -> String {
-    format!(
-        r#"
-apiVersion: flagger.app/v1beta1
-kind: Canary
-metadata: {{name: podinfo, namespace: test}}
-spec:
-  provider: gatewayapi:v1
-  targetRef: {{apiVersion: apps/v1, kind: Deployment, name: podinfo}}
-  progressDeadlineSeconds: 60
-  service:
-    port: 9898
-    gatewayRefs: [{{name: gw, namespace: gateways}}]
-  analysis:
-    interval: 1s
-    threshold: 2
-    maxWeight: 20
-    stepWeight: 10
-    metrics:
-    - name: request-success-rate
-      thresholdRange: {{min: 99}}
-      interval: 1m
-    webhooks:
-    - name: load-test
-      url: {hooks}/load
-      timeout: 5s
-"#
-    )
-}
-
 fn forbidden(events: &[serde_json::Value]) -> Vec<String> {
     events
         .iter()
@@ -57,7 +27,11 @@ async fn a_whole_canary_as_the_deploy_rbac_service_account_sees_no_403() {
     let mut env = Env::without_agent("rbac-whole-canary", None).await;
     let user = env.run_agent_as_service_account().await;
     env.create(deployment("podinfo", "podinfo:6.0.0")).await;
-    env.create_yaml(&canary(env.hooks.url())).await;
+    env.create_yaml(&gatewayapi_canary(
+        env.hooks.url(),
+        &weighted_analysis(20, 10, true),
+    ))
+    .await;
     env.start_agent();
 
     env.wait_phase("podinfo", "Initialized", LIMIT).await;
@@ -87,7 +61,11 @@ async fn a_removed_verb_is_named_and_the_canary_goes_on_once_granted() {
     let mut env = Env::without_agent("rbac-removed-verb", None).await;
     let user = env.run_agent_as_service_account().await;
     env.create(deployment("podinfo", "podinfo:6.0.0")).await;
-    env.create_yaml(&canary(env.hooks.url())).await;
+    env.create_yaml(&gatewayapi_canary(
+        env.hooks.url(),
+        &weighted_analysis(20, 10, true),
+    ))
+    .await;
     env.start_agent();
     env.wait_phase("podinfo", "Initialized", LIMIT).await;
 

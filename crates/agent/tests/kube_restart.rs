@@ -15,29 +15,9 @@ const LIMIT: Duration = Duration::from_secs(120);
 async fn the_apiserver_restarts_mid_canary_and_the_canary_promotes_once() {
     let mut env = Env::start("restart").await;
     env.create(deployment("podinfo", "podinfo:6.0.0")).await;
-    env.create_yaml(&format!(
-        r#"
-apiVersion: flagger.app/v1beta1
-kind: Canary
-metadata: {{name: podinfo, namespace: test}}
-spec:
-  provider: gatewayapi:v1
-  targetRef: {{apiVersion: apps/v1, kind: Deployment, name: podinfo}}
-  progressDeadlineSeconds: 120
-  service:
-    port: 9898
-    gatewayRefs: [{{name: gw, namespace: gateways}}]
-  analysis:
-    interval: 2s
-    threshold: 5
-    maxWeight: 50
-    stepWeight: 10
-    webhooks:
-    - name: load-test
-      url: {}/load
-      timeout: 5s
-"#,
-        env.hooks.url()
+    env.create_yaml(&gatewayapi_canary(
+        env.hooks.url(),
+        "    interval: 2s\n    threshold: 5\n    maxWeight: 50\n    stepWeight: 10",
     ))
     .await;
     env.wait_phase("podinfo", "Initialized", LIMIT).await;

@@ -23,39 +23,17 @@ use serde_json::json;
 const LIMIT: Duration = Duration::from_secs(60);
 const WRITER: &str = "example.com/other-writer";
 
-fn canary(hooks: &str, analysis: &str) -> String {
-    format!(
-        r#"
-apiVersion: flagger.app/v1beta1
-kind: Canary
-metadata: {{name: podinfo, namespace: test}}
-spec:
-  provider: gatewayapi:v1
-  targetRef: {{apiVersion: apps/v1, kind: Deployment, name: podinfo}}
-  progressDeadlineSeconds: 60
-  service:
-    port: 9898
-    gatewayRefs: [{{name: gw, namespace: gateways}}]
-  analysis:
-    interval: 1s
-    threshold: 2
-{analysis}
-    webhooks:
-    - name: load-test
-      url: {hooks}/load
-      timeout: 5s
-"#
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conflicts_with_another_writer_are_retried_and_nothing_is_lost() {
     let mut env = Env::without_agent("conflicts", None).await;
     env.run_agent_as_service_account().await;
     let proxy = env.run_agent_through_proxy().await;
     env.create(deployment("podinfo", "podinfo:6.0.0")).await;
-    env.create_yaml(&canary(env.hooks.url(), "    maxWeight: 20\n    stepWeight: 10"))
-        .await;
+    env.create_yaml(&gatewayapi_canary(
+        env.hooks.url(),
+        &weighted_analysis(20, 10, false),
+    ))
+    .await;
     env.start_agent();
     env.wait_phase("podinfo", "Initialized", LIMIT).await;
 
@@ -130,7 +108,10 @@ async fn unknown_canary_fields_are_pruned_and_the_agent_runs_what_it_got() {
     // `maxWieght` is a typo: the structural schema has no such field, so the server drops it
     // (a Warning to the client, not an error) and the canary runs to the default maxWeight, 50.
     let created = env
-        .create_yaml(&canary(env.hooks.url(), "    maxWieght: 20\n    stepWeight: 25"))
+        .create_yaml(&gatewayapi_canary(
+            env.hooks.url(),
+            "    interval: 1s\n    threshold: 2\n    maxWieght: 20\n    stepWeight: 25",
+        ))
         .await;
     assert!(
         created["spec"]["analysis"].get("maxWieght").is_none(),
@@ -164,8 +145,11 @@ async fn a_dropped_watch_and_a_500_do_not_stop_a_canary() {
     let mut env = Env::without_agent("faults", None).await;
     let proxy = env.run_agent_through_proxy().await;
     env.create(deployment("podinfo", "podinfo:6.0.0")).await;
-    env.create_yaml(&canary(env.hooks.url(), "    maxWeight: 30\n    stepWeight: 10"))
-        .await;
+    env.create_yaml(&gatewayapi_canary(
+        env.hooks.url(),
+        &weighted_analysis(30, 10, false),
+    ))
+    .await;
     env.start_agent();
     env.wait_phase("podinfo", "Initialized", LIMIT).await;
     let watches = |p: &aviary_testkit::FaultProxy| {

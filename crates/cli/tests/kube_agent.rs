@@ -10,7 +10,6 @@
 //! watch only that namespace. Without kubectl the kubectl test fails when `CI=true` and prints a
 //! skip notice otherwise (`KUBECTL=/path/to/kubectl` picks another binary).
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -29,26 +28,7 @@ const CANARY: &str = "flagger.app/v1beta1";
 const LIMIT: Duration = Duration::from_secs(90);
 
 fn kubectl_binary() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("KUBECTL") {
-        return Some(PathBuf::from(p));
-    }
-    let found = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|d| d.join("kubectl"))
-        .find(|p| p.is_file());
-    if found.is_none() {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!(
-                "kubectl is not installed but CI=true: the seed tutorial test needs it (set KUBECTL=/path/to/kubectl)"
-            );
-        }
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED: kubectl not found on PATH (set KUBECTL=/path/to/kubectl to run the seed tutorial test)"
-        );
-    }
-    found
+    aviary_testkit::kubectl::binary("the seed tutorial test")
 }
 
 fn repo(path: &str) -> PathBuf {

@@ -11,7 +11,6 @@
 //! Without kubectl these tests fail when `CI=true` and print a skip notice otherwise.
 
 use std::collections::BTreeSet;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::Duration;
@@ -21,23 +20,7 @@ use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt as _;
 
 fn kubectl_binary() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("KUBECTL") {
-        return Some(PathBuf::from(p));
-    }
-    let found = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|d| d.join("kubectl"))
-        .find(|p| p.is_file());
-    if found.is_none() {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!(
-                "kubectl is not installed but CI=true: these tests need it (set KUBECTL=/path/to/kubectl)"
-            );
-        }
-        let _ = writeln!(std::io::stderr(), "SKIPPED: kubectl not found on PATH");
-    }
-    found
+    aviary_testkit::kubectl::binary("the manifest tests")
 }
 
 fn repo(path: &str) -> PathBuf {

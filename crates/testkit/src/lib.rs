@@ -9,6 +9,7 @@
 //! - [`standins`]: test-side stand-ins for controllers the control plane lacks: a kubelet (pods
 //!   Ready), Knative Serving's revision controller, a gateway that accepts HTTPRoutes.
 //! - [`crds`]: the upstream Knative, Gateway API and Istio CRDs, and installing CRDs.
+//! - [`kubectl`]: finding the real `kubectl` for tests (or skipping/failing clearly).
 //! - [`objects`]: [`Objects`], untyped objects by apiVersion + kind as JSON, with waits.
 //! - [`proxy`]: [`FaultProxy`], an HTTP proxy in front of the API server that injects errors,
 //!   delays and dropped watches.
@@ -21,6 +22,7 @@ pub mod cluster;
 pub mod control_plane;
 pub mod crds;
 pub mod error;
+pub mod kubectl;
 pub mod objects;
 pub mod proxy;
 pub mod standins;

@@ -5,7 +5,6 @@
 //! Without kubectl these tests fail when `CI=true` and print a skip notice otherwise. Set
 //! `KUBECTL=/path/to/kubectl` to use another binary.
 
-use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::Output;
 use std::time::Duration;
@@ -15,28 +14,7 @@ use aviary_testkit::{Cluster, Objects};
 const WAIT: Duration = Duration::from_secs(60);
 
 fn kubectl_binary() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("KUBECTL") {
-        return Some(PathBuf::from(p));
-    }
-    let found = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|d| d.join("kubectl"))
-        .find(|p| p.is_file());
-    if found.is_none() {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!(
-                "kubectl is not installed but CI=true: the kubectl tests of aviary-testkit need it; install \
-                 kubectl (v1.32) on the PATH or point KUBECTL at it"
-            );
-        }
-        // Straight to stderr: the test harness would swallow eprintln! of a passing test.
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED: kubectl not found on PATH (set KUBECTL=/path/to/kubectl to run the kubectl tests)"
-        );
-    }
-    found
+    aviary_testkit::kubectl::binary("the kubectl tests of aviary-testkit")
 }
 
 /// A kubectl for the shared test cluster, a namespace of its own, and admin objects.

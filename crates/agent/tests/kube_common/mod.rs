@@ -353,3 +353,39 @@ impl Env {
         proxy
     }
 }
+
+/// A gatewayapi:v1 Canary `test/podinfo` for Deployment `podinfo` whose analysis is `analysis`
+/// (YAML lines indented by four spaces) plus a load-test webhook to `hooks`.
+pub fn gatewayapi_canary(hooks: &str, analysis: &str) -> String {
+    format!(
+        r#"
+apiVersion: flagger.app/v1beta1
+kind: Canary
+metadata: {{name: podinfo, namespace: test}}
+spec:
+  provider: gatewayapi:v1
+  targetRef: {{apiVersion: apps/v1, kind: Deployment, name: podinfo}}
+  progressDeadlineSeconds: 120
+  service:
+    port: 9898
+    gatewayRefs: [{{name: gw, namespace: gateways}}]
+  analysis:
+{analysis}
+    webhooks:
+    - name: load-test
+      url: {hooks}/load
+      timeout: 5s
+      metadata: {{type: cmd, cmd: "hey -z 1m -q 10 -c 2 http://podinfo-canary.test:9898/"}}
+"#
+    )
+}
+
+/// Analysis lines for [`gatewayapi_canary`]: every second, two failed checks roll back, weight
+/// steps of `step` up to `max`, and Flagger's built-in success rate (≥ 99%) when `success_rate`.
+pub fn weighted_analysis(max: u32, step: u32, success_rate: bool) -> String {
+    let mut a = format!("    interval: 1s\n    threshold: 2\n    maxWeight: {max}\n    stepWeight: {step}");
+    if success_rate {
+        a.push_str("\n    metrics:\n    - name: request-success-rate\n      thresholdRange: {min: 99}\n      interval: 1m");
+    }
+    a
+}
