@@ -2,7 +2,7 @@
 # Builds the test control plane (kube-apiserver, kube-controller-manager, etcd) from the Go
 # module proxy at the releases pinned in go.mod, into a cache outside the repository keyed on
 # go.mod + go.sum + the build flags, exports the upstream CRDs the tests install (Knative
-# Serving, Gateway API, Istio) beside them, and prints the directory.
+# Serving, Gateway API, Istio, KEDA) beside them, and prints the directory.
 #
 #   tests/control-plane/build.sh            # build when missing, print the bin dir
 #   AVIARY_CONTROL_PLANE_CACHE=/tmp/x ...   # another cache root (e.g. to time a cold build)
@@ -20,6 +20,8 @@ ETCD_VERSION=v3.7.0
 KNATIVE_SERVING=knative.dev/serving@v0.49.1
 GATEWAY_API=sigs.k8s.io/gateway-api@v1.6.3
 ISTIO_API=istio.io/api@v1.32.0
+# KEDA v2.20.2: the newest release whose go.mod Go 1.26 accepts (v2.21 needs Go 1.27).
+KEDA=github.com/kedacore/keda/v2@v2.20.2
 # Bump when the go build command or its flags below change.
 BUILD_REVISION=1
 
@@ -27,7 +29,7 @@ key=$( (cat go.mod go.sum; echo "$BUILD_REVISION") | sha256sum | cut -c1-16)
 root="${AVIARY_CONTROL_PLANE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/aviary/control-plane}"
 bin="$root/$key"
 programs=(kube-apiserver kube-controller-manager etcd)
-crd_stamp="$KNATIVE_SERVING $GATEWAY_API $ISTIO_API"
+crd_stamp="$KNATIVE_SERVING $GATEWAY_API $ISTIO_API $KEDA"
 
 complete() {
   for p in "${programs[@]}"; do [ -x "$bin/$p" ] || return 1; done
@@ -100,6 +102,8 @@ export_crds() {
   done
   d=$(module_dir "$ISTIO_API")
   cp "$d/kubernetes/customresourcedefinitions.gen.yaml" "$out/istio.yaml"
+  d=$(module_dir "$KEDA")
+  cp "$d/config/crd/bases/keda.sh_scaledobjects.yaml" "$out/keda-scaledobjects.yaml"
   chmod -R u+w "$out"
   echo "$crd_stamp" >"$out/.versions"
   mkdir -p "$bin"

@@ -1,5 +1,5 @@
 //! CustomResourceDefinitions on the test control plane: the upstream definitions of the kinds
-//! aviary's routers and targets write (Knative Serving, Gateway API, Istio), read out of their Go
+//! aviary's routers and targets write (Knative Serving, Gateway API, Istio, KEDA), read out of their Go
 //! modules by `tests/control-plane/build.sh`, and installation of any CRD with a wait for
 //! `Established`.
 
@@ -47,6 +47,7 @@ pub const UPSTREAM: &[(&str, &[&str])] = &[
             "destinationrules.networking.istio.io",
         ],
     ),
+    ("keda-scaledobjects.yaml", &["scaledobjects.keda.sh"]),
 ];
 
 const ESTABLISHED_TIMEOUT: Duration = Duration::from_secs(60);
