@@ -407,6 +407,8 @@ impl KubeFleet {
     fn target_kind(canary: &Canary) -> aviary_kube::client::Kind {
         if canary.is_knative_target() {
             aviary_kube::client::KNATIVE_SERVICE
+        } else if canary.target_kind() == "DaemonSet" {
+            aviary_kube::client::DAEMON_SET
         } else {
             aviary_kube::client::DEPLOYMENT
         }
@@ -458,7 +460,7 @@ impl crate::link::FleetTarget for KubeFleet {
         }
         match self
             .get(
-                aviary_kube::client::DEPLOYMENT,
+                Self::target_kind(canary),
                 ns,
                 &format!("{}-primary", canary.target_name()),
             )

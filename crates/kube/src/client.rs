@@ -82,6 +82,7 @@ pub const CANARY: Kind = Kind::new("flagger.app", "v1beta1", "Canary", "canaries
 pub const METRIC_TEMPLATE: Kind = Kind::new("flagger.app", "v1beta1", "MetricTemplate", "metrictemplates");
 pub const ALERT_PROVIDER: Kind = Kind::new("flagger.app", "v1beta1", "AlertProvider", "alertproviders");
 pub const DEPLOYMENT: Kind = Kind::new("apps", "v1", "Deployment", "deployments");
+pub const DAEMON_SET: Kind = Kind::new("apps", "v1", "DaemonSet", "daemonsets");
 pub const SERVICE: Kind = Kind::new("", "v1", "Service", "services");
 pub const CONFIG_MAP: Kind = Kind::new("", "v1", "ConfigMap", "configmaps");
 pub const SECRET: Kind = Kind::new("", "v1", "Secret", "secrets");
@@ -92,6 +93,7 @@ pub const HPA: Kind = Kind::new(
     "HorizontalPodAutoscaler",
     "horizontalpodautoscalers",
 );
+pub const SCALED_OBJECT: Kind = Kind::new("keda.sh", "v1alpha1", "ScaledObject", "scaledobjects");
 pub const LEASE: Kind = Kind::new("coordination.k8s.io", "v1", "Lease", "leases");
 pub const KNATIVE_SERVICE: Kind = Kind::new("serving.knative.dev", "v1", "Service", "services");
 pub const KNATIVE_REVISION: Kind = Kind::new("serving.knative.dev", "v1", "Revision", "revisions");

@@ -9,14 +9,19 @@
 //! - [`platform`]: which Target and Router each canary gets, Kubernetes Secrets, the status a
 //!   restarted actor resumes from.
 //! - [`recorder`]: the Recorder port: status subresource, core/v1 Events (reason `Synced`).
-//! - Targets: [`deployment`] (the `-primary` Deployment, HPA copy, config tracking, readiness),
-//!   [`knative`] (also the Knative router and the metrics' revision `route`).
+//! - Targets: [`deployment`] (the `-primary` Deployment, config tracking, readiness),
+//!   [`daemonset`] (the `-primary` DaemonSet, scale to zero through a node selector),
+//!   [`service_target`] (a core Service copied to `-primary`/`-canary`), [`knative`] (also the
+//!   Knative router and the metrics' revision `route`); [`workload`] holds what Deployments and
+//!   DaemonSets share, [`autoscaler`] the `-primary` HPA or KEDA ScaledObject.
 //! - Routers: [`services`] (the ClusterIP Services of Deployment canaries), [`gatewayapi`],
 //!   [`istio`], and in [`routing`] the provider choice, the `kubernetes` no-op router and shared
 //!   helpers.
 //! - [`lease`]: leader election through a coordination.k8s.io Lease.
 
+pub mod autoscaler;
 pub mod client;
+pub mod daemonset;
 pub mod deployment;
 mod error;
 pub mod gatewayapi;
@@ -26,8 +31,10 @@ pub mod lease;
 pub mod platform;
 pub mod recorder;
 pub mod routing;
+pub mod service_target;
 pub mod services;
 pub mod watch;
+pub mod workload;
 
 pub use client::{ClientSettings, Kube, connect};
 pub use error::{Error, Result};

@@ -156,9 +156,7 @@ async fn daemonsets_run_a_pod_on_each_node_they_select() {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let pods = o.list("v1", "Pod", Some(&ns)).await.unwrap();
-        let pod = pods
-            .iter()
-            .find(|p| p["metadata"]["labels"]["app"] == "nowhere");
+        let pod = pods.iter().find(|p| p["metadata"]["labels"]["app"] == "nowhere");
         if let Some(p) = pod
             && p["status"]["conditions"][0]["reason"] == "Unschedulable"
         {

@@ -97,7 +97,11 @@ async fn register_node(client: &kube::Client) -> Result<(), kube::Error> {
     // Admission taints a new Node `node.kubernetes.io/not-ready:NoSchedule`; the node lifecycle
     // controller (not run here) lifts it once the Node is Ready. DaemonSet pods do not tolerate it.
     nodes
-        .patch(NODE, &PatchParams::default(), &Patch::Merge(json!({"spec": {"taints": null}})))
+        .patch(
+            NODE,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"taints": null}})),
+        )
         .await?;
     Ok(())
 }
@@ -185,10 +189,20 @@ fn fits(pod: &Pod) -> bool {
     };
     required.node_selector_terms.iter().any(|term| {
         term.match_expressions.iter().flatten().all(|e| {
-            matches(&e.key, label(&e.key), &e.operator, e.values.as_deref().unwrap_or_default())
+            matches(
+                &e.key,
+                label(&e.key),
+                &e.operator,
+                e.values.as_deref().unwrap_or_default(),
+            )
         }) && term.match_fields.iter().flatten().all(|f| {
             let value = (f.key == "metadata.name").then_some(NODE);
-            matches(&f.key, value, &f.operator, f.values.as_deref().unwrap_or_default())
+            matches(
+                &f.key,
+                value,
+                &f.operator,
+                f.values.as_deref().unwrap_or_default(),
+            )
         })
     })
 }
@@ -199,7 +213,10 @@ async fn mark_unschedulable(api: &Api<Pod>, pod: &Pod, name: &str) -> Result<Act
         .status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "PodScheduled" && c.status == "False"));
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c.type_ == "PodScheduled" && c.status == "False")
+        });
     if !already {
         let status = json!({"status": {"phase": "Pending", "conditions": [{
             "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
