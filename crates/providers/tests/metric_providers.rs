@@ -425,10 +425,10 @@ async fn provider_checks_cover_builtins_and_every_template() {
 #[tokio::test]
 async fn unsupported_provider_types_say_what_is_supported() {
     let f = fixture();
-    let t = template("stackdriver", "", None, json!({}));
+    let t = template("victoriametrics", "", None, json!({}));
     let e = provider_error(run(&f, &t, "1m", "q").await.unwrap_err());
     assert!(
-        e.contains("\"stackdriver\"") && e.contains("prometheus, datadog"),
+        e.contains("\"victoriametrics\"") && e.contains("prometheus, datadog") && e.contains("splunk"),
         "{e}"
     );
 }
@@ -972,6 +972,248 @@ async fn cloudwatch_env_credentials_and_retries() {
         let e = provider_error(metrics.query("m", &t, "30s", "[]").await.unwrap_err());
         assert!(e.contains("AWS_ACCESS_KEY_ID"), "{e}");
         server.stop().await;
+    })
+    .await;
+}
+
+// === stackdriver (Google Cloud Monitoring) ===
+
+/// A fresh 2048-bit RSA key (PKCS#8 PEM) from openssl, or `None` when openssl is missing.
+fn rsa_key() -> Option<String> {
+    let openssl = common::tool("openssl")?;
+    let out = std::process::Command::new(openssl)
+        .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    Some(String::from_utf8(out.stdout).unwrap())
+}
+
+fn service_account_key(pem: &str) -> String {
+    json!({
+        "type": "service_account",
+        "project_id": "my-project",
+        "private_key_id": "key-id-0123456789",
+        "private_key": pem,
+        "client_email": "flagger@my-project.iam.gserviceaccount.com",
+        "client_id": "1234",
+        "token_uri": "https://oauth2.googleapis.com/token",
+    })
+    .to_string()
+}
+
+fn b64url(s: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s)
+        .unwrap()
+}
+
+/// Checks a self-signed JWT as Google does: RS256 over `header.claims` with the key's public
+/// half; answers the header and the claims.
+fn verify_jwt(token: &str, pem: &str) -> Result<(Value, Value), String> {
+    use base64::Engine as _;
+    let parts: Vec<&str> = token.split('.').collect();
+    if parts.len() != 3 {
+        return Err(format!("not a JWT: {token}"));
+    }
+    let der: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let der = base64::engine::general_purpose::STANDARD.decode(der).unwrap();
+    let pair = ring::signature::RsaKeyPair::from_pkcs8(&der).unwrap();
+    ring::signature::UnparsedPublicKey::new(
+        &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+        pair.public().as_ref(),
+    )
+    .verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &b64url(parts[2]))
+    .map_err(|_| "bad signature".to_string())?;
+    let header = serde_json::from_slice(&b64url(parts[0])).unwrap();
+    let claims = serde_json::from_slice(&b64url(parts[1])).unwrap();
+    Ok((header, claims))
+}
+
+/// The REST `timeSeries:query` double: checks the path, the JSON body and the JWT, answers
+/// Cloud Monitoring's documented shapes.
+fn monitoring_api(pem: String) -> impl Fn(&Seen, usize) -> Reply + Send + Sync + 'static {
+    move |r, _| {
+        if r.method != "POST" || r.path != "/v3/projects/my-project/timeSeries:query" {
+            return Reply::json(
+                404,
+                json!({"error": {"code": 404, "message": format!("{} {}", r.method, r.path), "status": "NOT_FOUND"}}),
+            );
+        }
+        let token = r
+            .header("authorization")
+            .and_then(|a| a.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if let Err(e) = verify_jwt(token, &pem) {
+            return Reply::json(
+                401,
+                json!({"error": {"code": 401, "message": e, "status": "UNAUTHENTICATED"}}),
+            );
+        }
+        match r.json()["query"].as_str().unwrap_or("") {
+            "" => Reply::json(
+                400,
+                json!({"error": {"code": 400, "message": "Field query had an invalid value: query is empty", "status": "INVALID_ARGUMENT"}}),
+            ),
+            "denied" => Reply::json(
+                403,
+                json!({"error": {"code": 403, "message": "Permission monitoring.timeSeries.list denied (or the resource may not exist).", "status": "PERMISSION_DENIED"}}),
+            ),
+            "empty" => Reply::json(200, json!({"timeSeriesDescriptor": {"labelDescriptors": []}})),
+            "ints" => Reply::json(
+                200,
+                json!({"timeSeriesData": [{"pointData": [{"values": [{"int64Value": "42"}]}]}]}),
+            ),
+            _ => Reply::json(
+                200,
+                json!({
+                    "timeSeriesDescriptor": {"pointDescriptors": [{"key": "value.ratio", "valueType": "DOUBLE", "metricKind": "GAUGE"}]},
+                    "timeSeriesData": [
+                        {"labelValues": [{"stringValue": "podinfo"}], "pointData": [
+                            {"values": [{"doubleValue": 0.995}], "timeInterval": {"startTime": "2026-12-06T00:00:00Z", "endTime": "2026-12-06T00:01:00Z"}},
+                            {"values": [{"doubleValue": 0.5}], "timeInterval": {"startTime": "2026-12-05T23:59:00Z", "endTime": "2026-12-06T00:00:00Z"}}
+                        ]},
+                        {"labelValues": [{"stringValue": "other"}], "pointData": [{"values": [{"doubleValue": 9.0}]}]}
+                    ]
+                }),
+            ),
+        }
+    }
+}
+
+#[tokio::test]
+async fn stackdriver_mql_with_a_self_signed_service_account_jwt() {
+    let Some(pem) = rsa_key() else { return };
+    bounded(LIMIT, async {
+        let server = Server::start(monitoring_api(pem.clone())).await;
+        let f = fixture();
+        let key = service_account_key(&pem);
+        f.secrets.insert(
+            "monitoring",
+            "gcp",
+            [("project", "my-project"), ("serviceAccountKey", key.as_str())],
+        );
+        let t = template("stackdriver", &server.url(), Some("gcp"), json!({}));
+        let mql = "fetch k8s_container | metric 'istio.io/service/server/request_count' | within 1m";
+        let v = run(&f, &t, "1m", mql).await.unwrap();
+        assert_eq!(v, 0.995, "the first point of the first series");
+        let r = server.only_request();
+        assert_eq!(r.json(), json!({"query": mql}));
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        // The JWT Google's auth library signs for this client (selfsignedjwt.go:55-79): the
+        // key's id, the client e-mail as issuer and subject, the monitoring client's scopes.
+        let token = r.header("authorization").unwrap().strip_prefix("Bearer ").unwrap();
+        let (header, claims) = verify_jwt(token, &pem).unwrap();
+        assert_eq!(header, json!({"alg": "RS256", "typ": "JWT", "kid": "key-id-0123456789"}));
+        assert_eq!(claims["iss"], "flagger@my-project.iam.gserviceaccount.com");
+        assert_eq!(claims["sub"], claims["iss"]);
+        assert_eq!(claims["aud"], "");
+        assert_eq!(
+            claims["scope"],
+            "https://www.googleapis.com/auth/cloud-platform https://www.googleapis.com/auth/monitoring \
+             https://www.googleapis.com/auth/monitoring.read https://www.googleapis.com/auth/monitoring.write"
+        );
+        let iat = claims["iat"].as_u64().unwrap();
+        assert!(iat.abs_diff(now_secs()) < 60);
+        assert_eq!(claims["exp"].as_u64().unwrap(), iat + 3600);
+
+        assert_eq!(run(&f, &t, "1m", "ints").await.unwrap(), 42.0);
+        assert!(matches!(run(&f, &t, "1m", "empty").await, Err(MetricError::NoValues(_))));
+        let e = query_error(run(&f, &t, "1m", "denied").await.unwrap_err());
+        assert_eq!(
+            e,
+            "error requesting stackdriver: rpc error: code = PermissionDenied desc = Permission monitoring.timeSeries.list denied (or the resource may not exist)."
+        );
+        // Online: an empty query refused as InvalidArgument (stackdriver.go:117-145).
+        assert_eq!(server.requests().len(), 4);
+        f.store.insert_template(t.clone());
+        let canary = canary_with(json!([{"name": "rate", "templateRef": {"name": "my-metric", "namespace": "monitoring"}, "thresholdRange": {"min": 0.99}}]));
+        f.metrics.check_providers(&canary).await.unwrap();
+        assert_eq!(server.requests()[4].json(), json!({"query": ""}));
+
+        // A wrong key: the API refuses the signature; no secret reaches the error.
+        let other = rsa_key().unwrap();
+        let wrong = service_account_key(&other);
+        f.secrets.insert(
+            "monitoring",
+            "gcp",
+            [("project", "my-project"), ("serviceAccountKey", wrong.as_str())],
+        );
+        let e = f.metrics.check_providers(&canary).await.unwrap_err();
+        assert!(e.ends_with("unexpected status code: Unauthenticated"), "{e}");
+        f.secrets.insert("monitoring", "gcp", [("serviceAccountKey", key.as_str())]);
+        let e = provider_error(run(&f, &t, "1m", "x").await.unwrap_err());
+        assert!(e.contains("does not contain a project id"), "{e}");
+        server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn stackdriver_default_credentials_and_careless_upstreams() {
+    let Some(pem) = rsa_key() else { return };
+    bounded(LIMIT, async {
+        // The metadata server (GKE workload identity): its token is the bearer.
+        let metadata = Server::start(|r, _| {
+            if r.path == "/computeMetadata/v1/instance/service-accounts/default/token"
+                && r.header("metadata-flavor") == Some("Google")
+            {
+                Reply::json(200, json!({"access_token": "ya29.metadata-token", "expires_in": 3599, "token_type": "Bearer"}))
+            } else {
+                Reply::new(403, "missing Metadata-Flavor")
+            }
+        })
+        .await;
+        let api = Server::start(|r, _| {
+            if r.header("authorization") == Some("Bearer ya29.metadata-token") {
+                Reply::json(200, json!({"timeSeriesData": [{"pointData": [{"values": [{"doubleValue": 12.5}]}]}]}))
+            } else {
+                Reply::new(400, common::echo_everything(r))
+            }
+        })
+        .await;
+        let f = fixture();
+        let metrics = ProviderMetrics::new(
+            Arc::new(f.store.clone()),
+            Arc::new(f.secrets.clone()),
+            Arc::new(PrometheusBuiltins::new("http://127.0.0.1:9", "kubernetes").unwrap()),
+        )
+        .unwrap()
+        .with_google_env(aviary_providers::metrics::GoogleEnv {
+            credentials_file: None,
+            metadata_host: metadata.addr.to_string(),
+        });
+        f.secrets.insert("monitoring", "project-only", [("project", "my-project")]);
+        let t = template("stackdriver", &api.url(), Some("project-only"), json!({}));
+        assert_eq!(metrics.query("m", &t, "1m", "fetch x").await.unwrap(), 12.5);
+        assert_eq!(api.only_request().path, "/v3/projects/my-project/timeSeries:query");
+
+        // A key file in GOOGLE_APPLICATION_CREDENTIALS, and an upstream that quotes the request
+        // back: neither the JWT nor the key reaches the error.
+        let dir = tempfile::tempdir().unwrap();
+        let key = service_account_key(&pem);
+        std::fs::write(dir.path().join("key.json"), &key).unwrap();
+        let metrics = ProviderMetrics::new(
+            Arc::new(f.store.clone()),
+            Arc::new(f.secrets.clone()),
+            Arc::new(PrometheusBuiltins::new("http://127.0.0.1:9", "kubernetes").unwrap()),
+        )
+        .unwrap()
+        .with_google_env(aviary_providers::metrics::GoogleEnv {
+            credentials_file: Some(dir.path().join("key.json")),
+            metadata_host: "127.0.0.1:9".into(),
+        });
+        let e = metrics.query("m", &t, "1m", "fetch x").await.unwrap_err().to_string();
+        let jwt = api.requests()[1].header("authorization").unwrap().strip_prefix("Bearer ").unwrap().to_string();
+        assert!(verify_jwt(&jwt, &pem).is_ok());
+        let signature = jwt.rsplit('.').next().unwrap();
+        assert!(!e.contains(signature), "{e}");
+        assert!(!e.contains("key-id-0123456789"), "{e}");
+        assert!(e.contains("error requesting stackdriver: rpc error: code = InvalidArgument"), "{e}");
+        assert!(e.contains("[redacted]"), "{e}");
+        metadata.stop().await;
+        api.stop().await;
     })
     .await;
 }
