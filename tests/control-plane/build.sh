@@ -30,14 +30,18 @@ root="${AVIARY_CONTROL_PLANE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/aviary/contr
 bin="$root/$key"
 programs=(kube-apiserver kube-controller-manager etcd)
 crd_stamp="$KNATIVE_SERVING $GATEWAY_API $ISTIO_API $KEDA"
+# What the script prints: a directory per set of CRDs, holding links to the programs and its
+# crds/, so checkouts that pin different CRDs share the programs without overwriting each
+# other's CRDs.
+view="$bin/view-$(echo "$crd_stamp" | sha256sum | cut -c1-12)"
 
 complete() {
-  for p in "${programs[@]}"; do [ -x "$bin/$p" ] || return 1; done
-  [ "$(cat "$bin/crds/.versions" 2>/dev/null)" = "$crd_stamp" ]
+  for p in "${programs[@]}"; do [ -x "$bin/$p" ] && [ -L "$view/$p" ] || return 1; done
+  [ "$(cat "$view/crds/.versions" 2>/dev/null)" = "$crd_stamp" ]
 }
 
 if complete; then
-  echo "$bin"
+  echo "$view"
   exit 0
 fi
 
@@ -51,7 +55,7 @@ mkdir -p "$root"
 exec 9>"$root/.lock"
 flock 9
 if complete; then
-  echo "$bin"
+  echo "$view"
   exit 0
 fi
 
@@ -106,13 +110,14 @@ export_crds() {
   cp "$d/config/crd/bases/keda.sh_scaledobjects.yaml" "$out/keda-scaledobjects.yaml"
   chmod -R u+w "$out"
   echo "$crd_stamp" >"$out/.versions"
-  mkdir -p "$bin"
-  rm -rf "$bin/crds"
-  mv "$out" "$bin/crds"
+  mkdir -p "$view"
+  rm -rf "$view/crds"
+  mv "$out" "$view/crds"
 }
 
 for p in "${programs[@]}"; do
   [ -x "$bin/$p" ] || { build_programs; break; }
 done
-[ "$(cat "$bin/crds/.versions" 2>/dev/null)" = "$crd_stamp" ] || export_crds
-echo "$bin"
+[ "$(cat "$view/crds/.versions" 2>/dev/null)" = "$crd_stamp" ] || export_crds
+for p in "${programs[@]}"; do ln -sfn "../$p" "$view/$p"; done
+echo "$view"

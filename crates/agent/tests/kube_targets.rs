@@ -555,3 +555,247 @@ spec:
     assert_eq!(primary["metadata"]["ownerReferences"][0]["kind"], "Canary");
     env.stop_agent().await;
 }
+
+/// Keptn's metrics.keptn.sh/v1beta1 KeptnMetric and Analysis. Keptn's Go module is not served
+/// by the module proxy here, so these schemas are hand-written from Keptn's API reference
+/// (the fields Keptn documents for both kinds; status as a subresource).
+fn keptn_crds() -> Vec<Value> {
+    let crd = |kind: &str, plural: &str, spec: Value, status: Value| {
+        json!({
+            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": format!("{plural}.metrics.keptn.sh")},
+            "spec": {
+                "group": "metrics.keptn.sh", "scope": "Namespaced",
+                "names": {"kind": kind, "plural": plural, "singular": kind.to_lowercase(), "listKind": format!("{kind}List")},
+                "versions": [{"name": "v1beta1", "served": true, "storage": true, "subresources": {"status": {}},
+                    "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                        "apiVersion": {"type": "string"}, "kind": {"type": "string"}, "metadata": {"type": "object"},
+                        "spec": spec, "status": status}}}}],
+            },
+        })
+    };
+    let s = |t: &str| json!({"type": t});
+    vec![
+        crd(
+            "KeptnMetric",
+            "keptnmetrics",
+            json!({"type": "object", "required": ["provider", "query"], "properties": {
+                "provider": {"type": "object", "required": ["name"], "properties": {"name": s("string")}},
+                "query": s("string"),
+                "fetchIntervalSeconds": s("integer"),
+                "range": {"type": "object", "properties": {"interval": s("string"), "step": s("string"),
+                    "aggregation": s("string"), "storedResults": s("integer")}},
+            }}),
+            json!({"type": "object", "properties": {
+                "value": s("string"), "rawValue": {"type": "string", "format": "byte"},
+                "lastUpdated": {"type": "string", "format": "date-time"}, "errMsg": s("string"),
+            }}),
+        ),
+        crd(
+            "Analysis",
+            "analyses",
+            json!({"type": "object", "required": ["analysisDefinition", "timeframe"], "properties": {
+                "analysisDefinition": {"type": "object", "required": ["name"], "properties": {"name": s("string"), "namespace": s("string")}},
+                "timeframe": {"type": "object", "properties": {"from": {"type": "string", "format": "date-time"},
+                    "to": {"type": "string", "format": "date-time"}, "recent": s("string")}},
+                "args": {"type": "object", "additionalProperties": s("string")},
+            }}),
+            json!({"type": "object", "properties": {
+                "state": s("string"), "pass": s("boolean"), "warning": s("boolean"), "raw": s("string"),
+                "timeframe": {"type": "object", "properties": {"from": s("string"), "to": s("string")}},
+            }}),
+        ),
+    ]
+}
+
+/// Keptn's metrics operator, as far as this test needs it (a test-side stand-in): every new
+/// Analysis in `ns` is evaluated at once, passing when its `args.verdict` is `pass`; the specs
+/// it saw are kept.
+fn keptn_standin(
+    objects: aviary_testkit::Objects,
+    ns: String,
+) -> (
+    tokio::task::JoinHandle<()>,
+    std::sync::Arc<parking_lot::Mutex<Vec<Value>>>,
+) {
+    let seen: std::sync::Arc<parking_lot::Mutex<Vec<Value>>> = Default::default();
+    let s = seen.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            for a in objects
+                .list("metrics.keptn.sh/v1beta1", "Analysis", Some(&ns))
+                .await
+                .unwrap_or_default()
+            {
+                if !a["status"]["state"].is_null() {
+                    continue;
+                }
+                let name = a["metadata"]["name"].as_str().unwrap_or_default().to_string();
+                let pass = a["spec"]["args"]["verdict"] == "pass";
+                s.lock().push(a.clone());
+                let _ = objects
+                    .patch_status(
+                        "metrics.keptn.sh/v1beta1",
+                        "Analysis",
+                        Some(&ns),
+                        &name,
+                        &json!({"status": {"state": "Completed", "pass": pass, "raw": "{}"}}),
+                    )
+                    .await;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    (task, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keptn_and_external_metrics_read_the_cluster() {
+    let mut env = Env::start("keptn-and-external-metrics-read-the-cluster").await;
+    env.cluster.install_crds(&keptn_crds()).await.unwrap();
+    let (standin, analyses) = keptn_standin(env.objects.clone(), env.ns.clone());
+    let ns = env.ns.clone();
+    env.create(json!({"apiVersion": "metrics.keptn.sh/v1beta1", "kind": "KeptnMetric",
+        "metadata": {"name": "podinfo-errors"},
+        "spec": {"provider": {"name": "prometheus"}, "query": "sum(rate(errors[1m]))", "fetchIntervalSeconds": 5}}))
+        .await;
+    env.objects
+        .patch_status(
+            "metrics.keptn.sh/v1beta1",
+            "KeptnMetric",
+            Some(&ns),
+            "podinfo-errors",
+            &json!({"status": {"value": "0.5", "rawValue": "MC41"}}),
+        )
+        .await
+        .unwrap();
+    for (name, query) in [
+        ("keptn-errors", format!("keptnmetric/{ns}/podinfo-errors")),
+        // Flagger lower-cases the whole query (keptn.go:207-216): the argument value too.
+        (
+            "keptn-slo",
+            format!("Analysis/{ns}/podinfo-slo/2m/workload=podinfo;verdict=PASS"),
+        ),
+    ] {
+        env.create(
+            json!({"apiVersion": "flagger.app/v1beta1", "kind": "MetricTemplate",
+            "metadata": {"name": name}, "spec": {"provider": {"type": "keptn"}, "query": query}}),
+        )
+        .await;
+    }
+    env.create(json!({"apiVersion": "flagger.app/v1beta1", "kind": "MetricTemplate",
+        "metadata": {"name": "queue"}, "spec": {"provider": {"type": "externalmetrics"}, "query": "jobs/queue_depth"}}))
+        .await;
+    env.create(deployment("podinfo", "podinfo:6.0.0")).await;
+    env.create_yaml(
+        r#"
+apiVersion: flagger.app/v1beta1
+kind: Canary
+metadata: {name: podinfo, namespace: test}
+spec:
+  provider: kubernetes
+  targetRef: {apiVersion: apps/v1, kind: Deployment, name: podinfo}
+  service: {port: 9898}
+  analysis:
+    interval: 1s
+    threshold: 1
+    iterations: 2
+    metrics:
+    - name: errors
+      templateRef: {name: keptn-errors}
+      thresholdRange: {max: 1}
+    - name: slo
+      templateRef: {name: keptn-slo}
+      thresholdRange: {min: 1}
+"#,
+    )
+    .await;
+    env.wait_phase("podinfo", "Initialized", LIMIT).await;
+    env.wait_event("podinfo", "all the metrics providers are available!")
+        .await;
+    env.set_image("podinfo", "podinfo:6.0.1").await;
+    env.wait_phase("podinfo", "Succeeded", LIMIT).await;
+    // The Analyses Flagger creates (keptn.go:121-140), deleted after each query (:156-169).
+    let seen = analyses.lock().clone();
+    assert!(!seen.is_empty());
+    let a = &seen[0];
+    assert!(
+        a["metadata"]["name"]
+            .as_str()
+            .unwrap()
+            .starts_with("podinfo-slo-"),
+        "{a}"
+    );
+    assert_eq!(
+        a["metadata"]["name"].as_str().unwrap().len(),
+        "podinfo-slo-".len() + 6
+    );
+    assert_eq!(a["spec"]["analysisDefinition"], json!({"name": "podinfo-slo"}));
+    assert_eq!(a["spec"]["timeframe"], json!({"recent": "2m"}));
+    assert_eq!(
+        a["spec"]["args"],
+        json!({"workload": "podinfo", "verdict": "pass"})
+    );
+    let left = env
+        .objects
+        .list("metrics.keptn.sh/v1beta1", "Analysis", Some(&ns))
+        .await
+        .unwrap();
+    assert!(
+        left.iter()
+            .all(|a| a["metadata"]["deletionTimestamp"].is_string())
+            || left.is_empty(),
+        "{left:#?}"
+    );
+
+    // The KeptnMetric's value goes above the threshold: the next revision rolls back.
+    env.objects
+        .patch_status(
+            "metrics.keptn.sh/v1beta1",
+            "KeptnMetric",
+            Some(&ns),
+            "podinfo-errors",
+            &json!({"status": {"value": "3.25"}}),
+        )
+        .await
+        .unwrap();
+    env.set_image("podinfo", "podinfo:6.0.2").await;
+    env.wait_phase("podinfo", "Failed", LIMIT).await;
+    assert!(
+        env.has_event("podinfo", "Halt podinfo.test advancement errors 3.25 > 1")
+            .await,
+        "{:#?}",
+        env.event_messages("podinfo").await
+    );
+
+    // externalmetrics without an address asks the agent's API server, which serves no external
+    // metrics API here (no APIService registered): its plain 404, in the initialization check.
+    env.create(deployment("probe", "podinfo:6.0.0")).await;
+    env.create_yaml(
+        r#"
+apiVersion: flagger.app/v1beta1
+kind: Canary
+metadata: {name: probe, namespace: test}
+spec:
+  provider: kubernetes
+  targetRef: {apiVersion: apps/v1, kind: Deployment, name: probe}
+  service: {port: 9898}
+  analysis:
+    interval: 1s
+    threshold: 1
+    iterations: 1
+    metrics:
+    - name: queue
+      templateRef: {name: queue}
+      thresholdRange: {max: 10}
+"#,
+    )
+    .await;
+    env.wait_event(
+        "probe",
+        "Error checking metric providers: externalmetrics in metric template queue.test is not available: external metrics service unavailable: 404 page not found",
+    )
+    .await;
+    standin.abort();
+    env.stop_agent().await;
+}

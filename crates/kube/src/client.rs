@@ -436,6 +436,34 @@ impl Kube {
         }
     }
 
+    /// Any request to an API path with its query (`/apis/group/version/…`), for adapters that
+    /// read kinds aviary has no type for (metric providers): the JSON answer (`null` when
+    /// empty), or the HTTP status (0 without an answer) and the API's message.
+    pub async fn request_json(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> std::result::Result<Value, (u16, String)> {
+        let bytes = match body {
+            Some(b) => serde_json::to_vec(b).map_err(|e| (0, e.to_string()))?,
+            None => Vec::new(),
+        };
+        let req = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(http::header::ACCEPT, "application/json")
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(bytes)
+            .map_err(|e| (0, format!("{method} {path}: {e}")))?;
+        match self.client.request_text(req).await {
+            Ok(text) if text.trim().is_empty() => Ok(Value::Null),
+            Ok(text) => serde_json::from_str(&text).map_err(|e| (0, format!("{method} {path}: {e}"))),
+            Err(kube::Error::Api(s)) => Err((s.code, describe(&kube::Error::Api(s)))),
+            Err(e) => Err((0, describe(&e))),
+        }
+    }
+
     /// The objects of `kind` in `namespace`.
     pub async fn list(&self, kind: Kind, namespace: &str) -> Result<Vec<Value>, kube::Error> {
         let list = self.api(kind, namespace).list(&Default::default()).await?;

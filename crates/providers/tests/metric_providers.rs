@@ -1217,3 +1217,252 @@ async fn stackdriver_default_credentials_and_careless_upstreams() {
     })
     .await;
 }
+
+// === splunk (SignalFlow over a WebSocket) ===
+
+/// A SignalFlow stream endpoint: `/v2/signalflow/connect` checks the `authenticate` then the
+/// `execute` message and streams what the real service sends for the program (control
+/// messages, metadata, binary data messages, END_OF_CHANNEL, or an error); `/v2/metric` checks
+/// the token as the REST API does. Every text message received is kept.
+struct SignalFlow {
+    addr: std::net::SocketAddr,
+    received: Arc<parking_lot::Mutex<Vec<Value>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+const SF_TOKEN: &str = "sf-token-abcdef123";
+
+/// A binary data message (messages/binary.go): a 20-byte header (version, type 5 = data,
+/// flags, reserved, channel), then timestamp, count and 17-byte points; `gzip` compresses the
+/// body and sets flag 1.
+fn data_message(channel: &str, points: &[(u8, i64, [u8; 8])], gzip: bool) -> Vec<u8> {
+    let mut body = 1_700_000_060_000u64.to_be_bytes().to_vec();
+    body.extend_from_slice(&(points.len() as u32).to_be_bytes());
+    for (t, tsid, v) in points {
+        body.push(*t);
+        body.extend_from_slice(&tsid.to_be_bytes());
+        body.extend_from_slice(v);
+    }
+    if gzip {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &body).unwrap();
+        body = gz.finish().unwrap();
+    }
+    let mut m = vec![1, 5, u8::from(gzip), 0];
+    let mut c = [0u8; 16];
+    c[..channel.len()].copy_from_slice(channel.as_bytes());
+    m.extend_from_slice(&c);
+    m.extend_from_slice(&body);
+    m
+}
+
+impl SignalFlow {
+    async fn start() -> Self {
+        use axum::extract::ws::{Message, WebSocketUpgrade};
+        let received: Arc<parking_lot::Mutex<Vec<Value>>> = Arc::default();
+        let seen = Arc::clone(&received);
+        let app = axum::Router::new()
+            .route(
+                "/v2/signalflow/connect",
+                axum::routing::get(move |ws: WebSocketUpgrade| {
+                    let seen = Arc::clone(&seen);
+                    async move {
+                        ws.on_upgrade(move |mut socket| async move {
+                            let mut next = async || -> Option<Value> {
+                                match socket.recv().await? {
+                                    Ok(Message::Text(t)) => {
+                                        let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                                        seen.lock().push(v.clone());
+                                        Some(v)
+                                    }
+                                    _ => None,
+                                }
+                            };
+                            let Some(auth) = next().await else { return };
+                            if auth != json!({"type": "authenticate", "token": SF_TOKEN}) {
+                                return;
+                            }
+                            let Some(exec) = next().await else { return };
+                            let _ = socket
+                                .send(Message::Text(json!({"type": "authenticated", "orgId": "org", "userId": "user"}).to_string().into()))
+                                .await;
+                            let ch = exec["channel"].as_str().unwrap_or("").to_string();
+                            let control = |event: &str| Message::Text(json!({"type": "control-message", "channel": ch, "event": event, "timestampMs": 1}).to_string().into());
+                            let mut out = vec![control("STREAM_START"), control("JOB_START")];
+                            let double = |v: f64| v.to_be_bytes();
+                            match exec["program"].as_str().unwrap_or("") {
+                                "error" => out.push(Message::Text(json!({"type": "error", "channel": ch, "error": 400,
+                                    "errorType": "ANALYTICS_PROGRAM_NAME_ERROR", "message": "name 'dat' is not defined"}).to_string().into())),
+                                "empty" => out.push(control("END_OF_CHANNEL")),
+                                "multi" => {
+                                    out.push(Message::Binary(data_message(&ch, &[(2, 11, double(1.0)), (2, 12, double(2.0))], false).into()));
+                                    out.push(control("END_OF_CHANNEL"));
+                                }
+                                program => {
+                                    out.push(Message::Text(json!({"type": "metadata", "channel": ch, "tsId": "AAAAAAAAAAs", "properties": {"sf_metric": "errors"}}).to_string().into()));
+                                    out.push(Message::Text(json!({"type": "message", "channel": ch, "logicalTimestampMs": 1, "message": {"messageCode": "JOB_RUNNING_RESOLUTION", "contents": {"resolutionMs": 60000}}}).to_string().into()));
+                                    // Another channel's data is not this computation's.
+                                    out.push(Message::Binary(data_message("ch-99", &[(2, 99, double(99.0))], false).into()));
+                                    out.push(Message::Binary(data_message(&ch, &[(2, 11, double(0.25))], false).into()));
+                                    let last = if program.contains("long") {
+                                        (1, 11, 7i64.to_be_bytes())
+                                    } else {
+                                        (2, 11, double(0.75))
+                                    };
+                                    out.push(Message::Binary(data_message(&ch, &[last], program.contains("gzip")).into()));
+                                    out.push(control("END_OF_CHANNEL"));
+                                }
+                            }
+                            for m in out {
+                                if socket.send(m).await.is_err() {
+                                    return;
+                                }
+                            }
+                            // The client closes; wait for it.
+                            while let Some(Ok(_)) = socket.recv().await {}
+                        })
+                    }
+                }),
+            )
+            .route(
+                "/v2/metric",
+                axum::routing::get(|headers: axum::http::HeaderMap, q: axum::extract::Query<std::collections::BTreeMap<String, String>>| async move {
+                    let ok = headers.get("x-sf-token").and_then(|v| v.to_str().ok()) == Some(SF_TOKEN)
+                        && q.get("limit").map(String::as_str) == Some("1");
+                    if ok {
+                        (axum::http::StatusCode::OK, r#"{"count": 1, "results": [{"name": "cpu.utilization"}]}"#)
+                    } else {
+                        (axum::http::StatusCode::UNAUTHORIZED, r#"{"code": 401, "message": "Unauthorized"}"#)
+                    }
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { addr, received, task }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn received(&self) -> Vec<Value> {
+        self.received.lock().clone()
+    }
+}
+
+impl Drop for SignalFlow {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test]
+async fn splunk_signalflow_computation_over_a_websocket() {
+    bounded(LIMIT, async {
+        let sf = SignalFlow::start().await;
+        let f = fixture();
+        f.secrets.insert("monitoring", "sfx", [(TOKEN_KEY_NAME, SF_TOKEN)]);
+        let t = template("splunk", &sf.url(), Some("sfx"), json!({}));
+        let program = "data('errors', filter=filter('service', 'podinfo')).sum().publish()";
+        let before = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+        let v = run(&f, &t, "1m", program).await.unwrap();
+        let after = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+        assert_eq!(v, 0.75, "the last point of this channel");
+        // authenticate, then execute over 10 × the interval, immediate (splunk.go:99-117).
+        let received = sf.received();
+        assert_eq!(received[0], json!({"type": "authenticate", "token": SF_TOKEN}));
+        let exec = &received[1];
+        assert_eq!(exec["type"], "execute");
+        assert_eq!(exec["program"], program);
+        assert_eq!(exec["channel"], "ch-1");
+        assert_eq!(exec["immediate"], true);
+        let (start, stop) = (exec["start"].as_i64().unwrap(), exec["stop"].as_i64().unwrap());
+        assert_eq!(stop - start, 600_000);
+        assert!(before <= stop && stop <= after, "{before} {stop} {after}");
+        assert_eq!(exec["resolution"], 0);
+
+        assert_eq!(run(&f, &t, "1m", "gzip").await.unwrap(), 0.75);
+        assert_eq!(run(&f, &t, "1m", "long").await.unwrap(), 7.0);
+        assert!(matches!(run(&f, &t, "1m", "empty").await, Err(MetricError::NoValues(_))));
+        assert_eq!(
+            query_error(run(&f, &t, "1m", "multi").await.unwrap_err()),
+            "invalid response: query returned multiple values"
+        );
+        assert_eq!(
+            query_error(run(&f, &t, "1m", "error").await.unwrap_err()),
+            "error executing query: 400 (ANALYTICS_PROGRAM_NAME_ERROR): name 'dat' is not defined"
+        );
+
+        // Online: GET /v2/metric?limit=1 with X-SF-Token (splunk.go:166-194).
+        f.store.insert_template(t.clone());
+        let canary = canary_with(json!([{"name": "errors", "templateRef": {"name": "my-metric", "namespace": "monitoring"}, "thresholdRange": {"max": 1}}]));
+        f.metrics.check_providers(&canary).await.unwrap();
+        f.secrets.insert("monitoring", "sfx", [(TOKEN_KEY_NAME, "wrong-token-0000")]);
+        let e = f.metrics.check_providers(&canary).await.unwrap_err();
+        assert!(e.ends_with("error response: {\"code\": 401, \"message\": \"Unauthorized\"}"), "{e}");
+        assert!(!e.contains("wrong-token-0000"));
+        f.secrets.insert("monitoring", "sfx", [("token", SF_TOKEN)]);
+        let e = provider_error(run(&f, &t, "1m", program).await.unwrap_err());
+        assert!(e.contains("does not contain sf_token_key"), "{e}");
+        let no_address = template("splunk", "", Some("sfx"), json!({}));
+        let e = provider_error(run(&f, &no_address, "1m", program).await.unwrap_err());
+        assert!(e.starts_with("splunk endpoint is not set"), "{e}");
+    })
+    .await;
+}
+
+const TOKEN_KEY_NAME: &str = "sf_token_key";
+
+// === externalmetrics (an external metrics API server) ===
+
+#[tokio::test]
+async fn external_metrics_server_with_a_bearer_token() {
+    bounded(LIMIT, async {
+        let server = Server::start(|r, _| {
+            if r.header("authorization") != Some("Bearer em-token-777") {
+                return Reply::json(401, json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "Unauthorized", "reason": "Unauthorized", "code": 401}));
+            }
+            match r.path.as_str() {
+                "/apis/external.metrics.k8s.io/v1beta1/namespaces/jobs/queue_depth" => Reply::json(200, json!({
+                    "kind": "ExternalMetricValueList", "apiVersion": "external.metrics.k8s.io/v1beta1", "metadata": {},
+                    "items": [
+                        {"metricName": "queue_depth", "metricLabels": {"queue": "orders"}, "timestamp": "2026-12-06T00:00:00Z", "value": "1500m"},
+                        {"metricName": "queue_depth", "metricLabels": {"queue": "other"}, "timestamp": "2026-12-06T00:00:00Z", "value": "9"}
+                    ]})),
+                "/apis/external.metrics.k8s.io/v1beta1/namespaces/default/idle" | "/apis/external.metrics.k8s.io/v1beta1/namespaces/kube-system/dummy-metric" => {
+                    Reply::json(200, json!({"kind": "ExternalMetricValueList", "apiVersion": "external.metrics.k8s.io/v1beta1", "metadata": {}, "items": []}))
+                }
+                _ => Reply::json(404, json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "the server could not find the requested resource", "reason": "NotFound", "code": 404})),
+            }
+        })
+        .await;
+        let f = fixture();
+        f.secrets.insert("monitoring", "em", [("token", "em-token-777")]);
+        let t = template("externalmetrics", &server.url(), Some("em"), json!({}));
+        let v = run(&f, &t, "1m", "jobs/queue_depth?labelSelector=queue%3Dorders").await.unwrap();
+        assert_eq!(v, 1.5, "the first item's quantity");
+        let r = server.only_request();
+        assert_eq!(r.method, "GET");
+        assert_eq!(r.query["labelSelector"], "queue=orders");
+        assert!(matches!(run(&f, &t, "1m", "idle").await, Err(MetricError::NoValues(_))));
+        assert_eq!(
+            query_error(run(&f, &t, "1m", "jobs/missing").await.unwrap_err()),
+            "error querying external metrics API: the server could not find the requested resource"
+        );
+        f.store.insert_template(t.clone());
+        let canary = canary_with(json!([{"name": "q", "templateRef": {"name": "my-metric", "namespace": "monitoring"}, "thresholdRange": {"max": 10}}]));
+        f.metrics.check_providers(&canary).await.unwrap();
+        f.secrets.insert("monitoring", "em", [("token", "stale-token-888")]);
+        let e = f.metrics.check_providers(&canary).await.unwrap_err();
+        assert!(e.ends_with("external metrics service unavailable: Unauthorized"), "{e}");
+        // Without an address the provider needs the platform's Kubernetes API.
+        let local = template("externalmetrics", "", None, json!({}));
+        let e = provider_error(run(&f, &local, "1m", "x").await.unwrap_err());
+        assert!(e.contains("reads the Kubernetes API"), "{e}");
+        server.stop().await;
+    })
+    .await;
+}

@@ -307,6 +307,7 @@ fn external_path(namespace: &str, metric: &str, selector: Option<&str>) -> Strin
 /// are no values (externalmetrics.go:77-96).
 pub(crate) async fn external_metrics(call: &Call<'_>, query: &str) -> Result<f64, MetricError> {
     let (ns, metric, selector) = parse_external_query(query)?;
+    need_cluster_without_address(call)?;
     let list = external_get(call, &external_path(&ns, &metric, selector.as_deref()))
         .await
         .map_err(|e| MetricError::Query(format!("error querying external metrics API: {e}")))?;
@@ -325,16 +326,29 @@ pub(crate) async fn external_metrics(call: &Call<'_>, query: &str) -> Result<f64
 
 /// Lists `dummy-metric` in kube-system: any error means unavailable (externalmetrics.go:98-108).
 pub(crate) async fn external_metrics_online(call: &Call<'_>) -> Result<(), MetricError> {
+    need_cluster_without_address(call)?;
     external_get(call, &external_path("kube-system", "dummy-metric", None))
         .await
         .map(|_| ())
         .map_err(|e| MetricError::Query(format!("external metrics service unavailable: {e}")))
 }
 
+fn no_address(call: &Call<'_>) -> bool {
+    call.provider.address.as_deref().is_none_or(str::is_empty)
+}
+
+/// Without an address the platform's Kubernetes API answers: a platform without one cannot.
+fn need_cluster_without_address(call: &Call<'_>) -> Result<(), MetricError> {
+    if no_address(call) {
+        cluster(call)?;
+    }
+    Ok(())
+}
+
 /// GET `path` from `spec.provider.address` (with the Secret's `token` as a bearer token) or,
 /// without an address, from the Kubernetes API.
 async fn external_get(call: &Call<'_>, path: &str) -> Result<Value, String> {
-    if call.provider.address.as_deref().is_none_or(str::is_empty) {
+    if no_address(call) {
         let api = cluster(call).map_err(|e| e.to_string())?;
         return tokio::time::timeout(EXTERNAL_TIMEOUT, api.request("GET", path, None))
             .await
