@@ -617,6 +617,19 @@ async fn concord_processes_are_started_and_awaited() {
                 .await,
             1.0
         );
+
+        // A server that quotes the request back: the answer (an event in Flagger's webhook
+        // failure) never shows the key.
+        let echo = Server::start(|r, _| Reply::new(200, common::echo_everything(r))).await;
+        let mut m = meta("main");
+        m["server"] = json!(echo.url());
+        let (status, body) = c.post("/", &task(m)).await;
+        assert_eq!(status, 500);
+        assert!(
+            !body.contains("concord-api-key-42") && body.contains("[redacted]"),
+            "{body}"
+        );
+        echo.stop().await;
         lt.stop().await.unwrap();
         concord.stop().await;
     })

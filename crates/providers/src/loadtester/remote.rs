@@ -176,8 +176,22 @@ impl Concord {
     }
 
     /// Starts the process and waits for its end (concord.go:155-282); `Err` says why it did
-    /// not pass.
+    /// not pass, without the API key (an upstream may quote the request back), bounded.
     pub(crate) async fn run(
+        &self,
+        client: &reqwest::Client,
+        cancel: &CancellationToken,
+    ) -> Result<(), String> {
+        let mut redactor = crate::http::Redactor::new();
+        if let Ok(key) = self.api_key() {
+            redactor.header_value(&key);
+        }
+        self.start_and_wait(client, cancel)
+            .await
+            .map_err(|e| crate::http::bounded(&redactor.redact(&e), crate::http::MAX_ERROR))
+    }
+
+    async fn start_and_wait(
         &self,
         client: &reqwest::Client,
         cancel: &CancellationToken,
@@ -286,7 +300,21 @@ impl NGrinder {
         format!("ngrinder {} {}", self.server, self.clone)
     }
 
+    /// One API call; its errors (only logged) never show the credentials.
     async fn request(
+        &self,
+        client: &reqwest::Client,
+        method: reqwest::Method,
+        path: &str,
+    ) -> Result<Value, String> {
+        let mut redactor = crate::http::Redactor::new();
+        redactor.basic(&self.username, Some(&self.password));
+        self.call(client, method, path)
+            .await
+            .map_err(|e| crate::http::bounded(&redactor.redact(&e), crate::http::MAX_ERROR))
+    }
+
+    async fn call(
         &self,
         client: &reqwest::Client,
         method: reqwest::Method,
