@@ -20,8 +20,8 @@
 //!   - `helm`, `helmv3`, `kubectl`: the binary with the whitespace-separated words of `cmd`,
 //!     blocking like `bash`; 400 when the binary is not installed.
 //!   - `concord`: a Concord process, blocking (200, or 500 with why); `ngrinder`: an nGrinder
-//!     test in the background (202; deduplicated per canary and test). See [`remote`]
-//!     (`remote` module): both drive their server's HTTP API as Flagger does.
+//!     test in the background (202; deduplicated per canary and test). Both drive their
+//!     server's HTTP API as Flagger does (the `remote` module).
 //!   - anything else: 400 "unknown task type …".
 //!
 //!   Every command is killed with its process group after `--timeout` (default 1h). Its captured
