@@ -132,7 +132,9 @@ impl CanaryJudge {
             .shares()
             .into_iter()
             .zip(self.metrics.iter().zip(&spec.metrics))
-            .map(|(share, (state, ms))| state.verdict(ms, &self.boundaries, share, spec.alpha, spec.promote_alpha))
+            .map(|(share, (state, ms))| {
+                state.verdict(ms, &self.boundaries, share, spec.alpha, spec.promote_alpha)
+            })
             .collect();
         let ln_rollback = self.ln_rollback(spec);
         let threshold = 1.0 / spec.alpha;
@@ -162,7 +164,11 @@ impl CanaryJudge {
 }
 
 /// The pairs of every metric of `spec` in one interval.
-pub(crate) fn pairs_for(spec: &JudgeSpec, boundaries: &[f64], counts: &IntervalCounts) -> Result<Vec<MetricPairs>> {
+pub(crate) fn pairs_for(
+    spec: &JudgeSpec,
+    boundaries: &[f64],
+    counts: &IntervalCounts,
+) -> Result<Vec<MetricPairs>> {
     counts.validate()?;
     spec.metrics
         .iter()

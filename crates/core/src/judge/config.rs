@@ -134,7 +134,9 @@ impl JudgeConfig {
 }
 
 fn annotation_error(key: &str, expected: &str, got: &str) -> Error {
-    Error::Judge(format!("metadata.annotations[{key}]: expected {expected}, got {got:?}"))
+    Error::Judge(format!(
+        "metadata.annotations[{key}]: expected {expected}, got {got:?}"
+    ))
 }
 
 fn alpha_annotation(ann: &BTreeMap<String, String>, key: &str) -> Result<f64> {
@@ -153,7 +155,10 @@ fn metric_spec(i: usize, m: &CanaryMetric) -> Result<Option<MetricSpec>> {
     let empty = BTreeMap::new();
     let vars = m.template_variables.as_ref().unwrap_or(&empty);
     let path = |key: &str| format!("spec.analysis.metrics[{i}].templateVariables[{key}]");
-    let judge_keys: Vec<&String> = vars.keys().filter(|k| *k == "judge" || k.starts_with("judge.")).collect();
+    let judge_keys: Vec<&String> = vars
+        .keys()
+        .filter(|k| *k == "judge" || k.starts_with("judge."))
+        .collect();
     let builtin = m.template_ref.is_none() && (name == BUILTIN_SUCCESS_RATE || name == BUILTIN_DURATION);
     if !builtin {
         if let Some(k) = judge_keys.first() {
@@ -167,7 +172,12 @@ fn metric_spec(i: usize, m: &CanaryMetric) -> Result<Option<MetricSpec>> {
     match vars.get("judge").map(|v| v.trim()) {
         None | Some("on") => {}
         Some("off") => return Ok(None),
-        Some(v) => return Err(Error::Judge(format!("{}: expected on or off, got {v:?}", path("judge")))),
+        Some(v) => {
+            return Err(Error::Judge(format!(
+                "{}: expected on or off, got {v:?}",
+                path("judge")
+            )));
+        }
     }
     let known = [
         "judge",
@@ -190,16 +200,38 @@ fn metric_spec(i: usize, m: &CanaryMetric) -> Result<Option<MetricSpec>> {
             None => Ok(default),
             Some(v) => match v.trim().parse::<f64>() {
                 Ok(x) if x.is_finite() && ok(x) => Ok(x),
-                _ => Err(Error::Judge(format!("{}: expected {expected}, got {v:?}", path(key)))),
+                _ => Err(Error::Judge(format!(
+                    "{}: expected {expected}, got {v:?}",
+                    path(key)
+                ))),
             },
         }
     };
     let latency = name == BUILTIN_DURATION;
-    let tolerance = number("judge.tolerance", 1.0, &|x| (1.0..=10.0).contains(&x), "a ratio between 1 and 10")?;
-    let default_margin = if latency { DEFAULT_LATENCY_MARGIN } else { DEFAULT_ERROR_MARGIN };
-    let margin = number("judge.margin", default_margin, &|x| x > 1.0 && x <= 10.0, "a ratio above 1, at most 10")?;
+    let tolerance = number(
+        "judge.tolerance",
+        1.0,
+        &|x| (1.0..=10.0).contains(&x),
+        "a ratio between 1 and 10",
+    )?;
+    let default_margin = if latency {
+        DEFAULT_LATENCY_MARGIN
+    } else {
+        DEFAULT_ERROR_MARGIN
+    };
+    let margin = number(
+        "judge.margin",
+        default_margin,
+        &|x| x > 1.0 && x <= 10.0,
+        "a ratio above 1, at most 10",
+    )?;
     let weight = number("judge.weight", 1.0, &|x| x > 0.0, "a positive number")?;
-    let min_events = number("judge.min-events", DEFAULT_MIN_EVENTS as f64, &|x| x >= 0.0 && x.fract() == 0.0, "a whole number")? as u64;
+    let min_events = number(
+        "judge.min-events",
+        DEFAULT_MIN_EVENTS as f64,
+        &|x| x >= 0.0 && x.fract() == 0.0,
+        "a whole number",
+    )? as u64;
     let range = m.threshold_range.unwrap_or_default();
     let kind = if latency {
         MetricKind::Latency(boundaries(vars, &path)?)
@@ -243,11 +275,14 @@ fn boundaries(vars: &BTreeMap<String, String>, path: &dyn Fn(&str) -> String) ->
         }
         Ok(Some(xs))
     };
-    let expected_ms = format!("auto, or 1 to {MAX_BOUNDARIES} histogram bounds in milliseconds such as \"100,250\"");
+    let expected_ms =
+        format!("auto, or 1 to {MAX_BOUNDARIES} histogram bounds in milliseconds such as \"100,250\"");
     if let Some(b) = list("judge.boundaries", &|x| x.is_finite() && x > 0.0, &expected_ms)? {
         return Ok(Boundaries::Fixed(b));
     }
     let expected_q = format!("1 to {MAX_BOUNDARIES} quantiles between 0.5 and 0.999 such as \"0.9,0.99\"");
     let q = list("judge.quantiles", &|x| (0.5..=0.999).contains(&x), &expected_q)?;
-    Ok(Boundaries::Quantiles(q.unwrap_or_else(|| DEFAULT_QUANTILES.to_vec())))
+    Ok(Boundaries::Quantiles(
+        q.unwrap_or_else(|| DEFAULT_QUANTILES.to_vec()),
+    ))
 }

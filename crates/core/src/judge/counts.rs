@@ -141,7 +141,10 @@ mod tests {
         };
         c.canary.errors = 3;
         let e = c.validate().unwrap_err().to_string();
-        assert!(e.starts_with("canary.errors: 3 errors but only 0 requests"), "{e}");
+        assert!(
+            e.starts_with("canary.errors: 3 errors but only 0 requests"),
+            "{e}"
+        );
 
         let mut c = IntervalCounts::default();
         c.primary.latency = Some(hist(&[10.0, 5.0], &[1, 2, 3]));

@@ -95,7 +95,10 @@ impl FleetJudge {
     /// key already seen is refused, as is a cluster outside the plan or a change of boundaries
     /// within an attempt.
     pub fn add(&mut self, r: &EvidenceReport) -> Result<Added> {
-        let who = format!("cluster {} attempt {} interval {}", r.cluster, r.attempt, r.interval);
+        let who = format!(
+            "cluster {} attempt {} interval {}",
+            r.cluster, r.attempt, r.interval
+        );
         if !self.planned.contains(&r.cluster) {
             return Err(Error::Judge(format!(
                 "fleet evidence from {who}: the cluster is not in the rollout's plan; evidence counts only from clusters chosen before any was seen"
@@ -123,7 +126,9 @@ impl FleetJudge {
         }
         let pairs = pairs_for(&self.spec, &r.boundaries_ms, &r.counts)
             .map_err(|e| Error::Judge(format!("fleet evidence from {who}: {e}")))?;
-        self.attempts.entry(attempt).or_insert_with(|| r.boundaries_ms.clone());
+        self.attempts
+            .entry(attempt)
+            .or_insert_with(|| r.boundaries_ms.clone());
         self.seen.insert(key, digest);
         self.shared.observe_pairs(&self.spec, &pairs, r.counts.seconds);
         self.clusters
@@ -141,7 +146,10 @@ impl FleetJudge {
             .iter()
             .map(|c| self.clusters.get(c).map_or(0.0, |j| j.ln_rollback(&self.spec)))
             .collect();
-        ln_weighted_sum_exp(&[(0.5, self.shared.ln_rollback(&self.spec)), (0.5, ln_mean_exp(&per_cluster))])
+        ln_weighted_sum_exp(&[
+            (0.5, self.shared.ln_rollback(&self.spec)),
+            (0.5, ln_mean_exp(&per_cluster)),
+        ])
     }
 
     /// The shared-ratio judge's verdict (its PROMOTE is the fleet's wave-advance evidence).
@@ -161,7 +169,8 @@ impl FleetJudge {
         let threshold = 1.0 / self.spec.alpha;
         let decision = if ln_global >= threshold.ln() {
             Decision::Rollback
-        } else if shared.metrics.iter().all(|m| m.decision == Decision::Promote) && !shared.metrics.is_empty() {
+        } else if shared.metrics.iter().all(|m| m.decision == Decision::Promote) && !shared.metrics.is_empty()
+        {
             Decision::Promote
         } else {
             Decision::Continue
@@ -176,7 +185,11 @@ impl FleetJudge {
             "{}: fleet evidence {} {} {} ({} of {} clusters reporting{}); shared ratio: {}",
             decision.as_str(),
             fmt_e(ln_global),
-            if decision == Decision::Rollback { "≥" } else { "<" },
+            if decision == Decision::Rollback {
+                "≥"
+            } else {
+                "<"
+            },
             fmt_sig2(threshold),
             reporting,
             self.planned.len(),

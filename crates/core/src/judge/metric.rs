@@ -252,7 +252,9 @@ impl MetricState {
     /// ln of the metric's FAIL e-value: relative and absolute arms averaged.
     pub fn ln_fail(&self, spec: &MetricSpec) -> f64 {
         match self.ln_absolute(spec) {
-            Some(abs) => ln_weighted_sum_exp(&[(RELATIVE_SHARE, self.ln_relative()), (1.0 - RELATIVE_SHARE, abs)]),
+            Some(abs) => {
+                ln_weighted_sum_exp(&[(RELATIVE_SHARE, self.ln_relative()), (1.0 - RELATIVE_SHARE, abs)])
+            }
             None => self.ln_relative(),
         }
     }
@@ -349,7 +351,11 @@ fn slot_label(spec: &MetricSpec, boundaries: &[f64], k: usize) -> Option<String>
 
 fn fmt_quantile(q: f64) -> String {
     let p = q * 100.0;
-    if p.fract() == 0.0 { format!("{p:.0}") } else { format!("{p}") }
+    if p.fract() == 0.0 {
+        format!("{p:.0}")
+    } else {
+        format!("{p}")
+    }
 }
 
 fn ratio_of(a: u64, b: u64) -> f64 {
@@ -423,7 +429,11 @@ impl MetricVerdict {
     }
 
     fn explain(&self) -> String {
-        let events = if self.boundary.is_some() { "slow requests" } else { "errors" };
+        let events = if self.boundary.is_some() {
+            "slow requests"
+        } else {
+            "errors"
+        };
         if self.ratio.estimate.is_none() && self.decision == Decision::Continue {
             return format!(
                 "no {events} yet (canary {} of {} requests, primary {} of {}): continue",
@@ -438,13 +448,21 @@ impl MetricVerdict {
         let fail = format!(
             "evidence {} {} {}",
             fmt_e(self.ln_fail),
-            if self.decision == Decision::Rollback { "≥" } else { "<" },
+            if self.decision == Decision::Rollback {
+                "≥"
+            } else {
+                "<"
+            },
             fmt_e(self.fail_threshold.ln())
         );
         let abs = match self.absolute {
             Some(a) if a.ln_evidence > self.ln_fail - 1.0 && a.rate > a.slo => format!(
                 " (canary {} {} above the SLO {})",
-                if self.boundary.is_some() { "slow-request rate" } else { "error rate" },
+                if self.boundary.is_some() {
+                    "slow-request rate"
+                } else {
+                    "error rate"
+                },
                 fmt_pct(a.rate),
                 fmt_pct(a.slo)
             ),
@@ -462,7 +480,11 @@ impl MetricVerdict {
                 let mut s = format!(
                     "{head}, {fail}{abs}, non-inferiority {} {} {} (margin {})",
                     fmt_e(self.ln_promote),
-                    if self.ln_promote >= self.promote_threshold.ln() { "≥" } else { "<" },
+                    if self.ln_promote >= self.promote_threshold.ln() {
+                        "≥"
+                    } else {
+                        "<"
+                    },
                     fmt_e(self.promote_threshold.ln()),
                     self.margin
                 );
@@ -528,15 +550,20 @@ mod tests {
             },
         };
         let p = metric_pairs(&latency_spec(), &[100.0, 200.0], &c).unwrap();
-        assert_eq!(p.slots[0], Pair {
-            canary_events: 20,
-            canary_trials: 100,
-            primary_events: 100,
-            primary_trials: 900
-        });
+        assert_eq!(
+            p.slots[0],
+            Pair {
+                canary_events: 20,
+                canary_trials: 100,
+                primary_events: 100,
+                primary_trials: 900
+            }
+        );
         assert_eq!(p.slots[1].canary_events, 5);
         assert_eq!(p.abs, Some((2, 100)));
-        let e = metric_pairs(&latency_spec(), &[150.0], &c).unwrap_err().to_string();
+        let e = metric_pairs(&latency_spec(), &[150.0], &c)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no bucket bound at 150ms"), "{e}");
     }
 
