@@ -171,6 +171,12 @@ fn decisions_and_explanations() {
             judge.observe(&spec, &counts).unwrap();
         }
         let v = judge.verdict(&spec);
+        assert_eq!(
+            judge.decision(&spec),
+            v.decision,
+            "{}: the cheap rule agrees",
+            case.name
+        );
         if (v.decision, v.explanation.as_str()) != (case.decision, case.explanation) {
             wrong.push(format!(
                 "{}:\n  got  {:?} {}\n  want {:?} {}",
@@ -323,6 +329,17 @@ fn configuration_errors_name_the_field() {
             .to_string();
         assert_eq!(e, want);
     }
+    let mut pinned = canary_with("    judge.aviary.dev/mode: enforce", "");
+    pinned.spec.analysis.as_mut().unwrap().session_affinity = Some(Default::default());
+    let e = JudgeConfig::from_canary(&pinned).unwrap_err().to_string();
+    assert!(
+        e.contains("spec.analysis.sessionAffinity pins each client"),
+        "{e}"
+    );
+    let observed = canary_with("    judge.aviary.dev/mode: observe", "");
+    let mut observed_pinned = observed.clone();
+    observed_pinned.spec.analysis.as_mut().unwrap().session_affinity = Some(Default::default());
+    assert!(JudgeConfig::from_canary(&observed_pinned).unwrap().is_some());
     let mut c = canary_with("    judge.aviary.dev/mode: observe", "");
     let metrics = c.spec.analysis.as_mut().unwrap().metrics.as_mut().unwrap();
     metrics[2].template_variables = Some([("judge".to_string(), "on".to_string())].into());

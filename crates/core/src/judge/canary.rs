@@ -126,6 +126,25 @@ impl CanaryJudge {
         self.elapsed_seconds
     }
 
+    /// The decision now, without the explanation (cheap enough for every scrape).
+    pub fn decision(&self, spec: &JudgeSpec) -> Decision {
+        if self.ln_rollback(spec) >= (1.0 / spec.alpha).ln() {
+            return Decision::Rollback;
+        }
+        let promote = spec.promote_alpha.recip().ln();
+        let all_promote = !spec.metrics.is_empty()
+            && self
+                .metrics
+                .iter()
+                .zip(&spec.metrics)
+                .all(|(state, ms)| state.promotes(ms, promote));
+        if all_promote && self.elapsed_seconds >= spec.min_bake_seconds {
+            Decision::Promote
+        } else {
+            Decision::Continue
+        }
+    }
+
     /// The verdict now.
     pub fn verdict(&self, spec: &JudgeSpec) -> Verdict {
         let metrics: Vec<MetricVerdict> = spec

@@ -102,6 +102,15 @@ impl JudgeConfig {
         if mode == JudgeMode::Off {
             return Ok(None);
         }
+        if mode != JudgeMode::Observe && canary.analysis().session_affinity.is_some() {
+            return Err(Error::Judge(format!(
+                "metadata.annotations[{ANNOTATION_MODE}]: {} needs requests routed one by one, but spec.analysis.sessionAffinity pins each client to one arm, so a heavy client with errors of its own looks like a regression (the judge's benchmark: about 11% false rollbacks at α = 5%); use observe with session affinity",
+                match mode {
+                    JudgeMode::Rollback => "rollback",
+                    _ => "enforce",
+                }
+            )));
+        }
         let alpha = alpha_annotation(ann, ANNOTATION_ALPHA)?;
         let promote_alpha = alpha_annotation(ann, ANNOTATION_PROMOTE_ALPHA)?;
         let min_bake_seconds = match ann.get(ANNOTATION_MIN_BAKE) {

@@ -139,6 +139,11 @@ impl FleetJudge {
         Ok(Added::New)
     }
 
+    /// ln of the shared-ratio ROLLBACK e-value alone.
+    pub fn ln_shared(&self) -> f64 {
+        self.shared.ln_rollback(&self.spec)
+    }
+
     /// ln of `½ E_shared + ½ mean_k E_k` over the planned clusters.
     pub fn ln_global(&self) -> f64 {
         let per_cluster: Vec<f64> = self

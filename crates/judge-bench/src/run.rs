@@ -1,0 +1,359 @@
+//! One simulated run of one canary (all arms), and one run of a fleet rollout.
+//!
+//! The judge (J), Flagger (F, the real engine) and the Kayenta-like arm (K) watch one stream:
+//! until the judge decides, aviary's engine routes exactly as Flagger does, so J's traffic is
+//! F's. The judge decides at every scrape; F decides at its analysis ticks; when F ends first,
+//! J and K end with it (Flagger's thresholds stay in force next to the judge). The tightened
+//! Flagger (T) routes on its own schedule; its stream is drawn from the same generators, so it
+//! is identical to F's whenever their weights agree.
+
+use aviary_core::judge::{CanaryJudge, Decision, EvidenceReport, FleetJudge, IntervalCounts, JudgeSpec};
+
+use crate::flagger::{Ended, EngineArm, FlaggerConfig};
+use crate::kayenta::Kayenta;
+use crate::model::{Buckets, STEP_S, Traffic};
+
+/// How an arm's run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Rollback,
+    Promote,
+    /// Still analysing at the horizon.
+    Undecided,
+}
+
+impl From<Ended> for Outcome {
+    fn from(e: Ended) -> Self {
+        match e {
+            Ended::Rollback => Self::Rollback,
+            Ended::Promote => Self::Promote,
+        }
+    }
+}
+
+/// One arm's run: its outcome and time, the canary requests it let through and the errors
+/// they caused beyond the primary's rate (the users harmed).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ArmResult {
+    pub outcome: Outcome,
+    pub t: f64,
+    pub canary_requests: u64,
+    pub excess_errors: f64,
+    /// The arm decided by itself (for J: not Flagger's schedule or thresholds ending the run).
+    pub own: bool,
+    decided: bool,
+}
+
+impl ArmResult {
+    fn new() -> Self {
+        Self {
+            outcome: Outcome::Undecided,
+            t: f64::NAN,
+            canary_requests: 0,
+            excess_errors: 0.0,
+            own: false,
+            decided: false,
+        }
+    }
+
+    fn serve(&mut self, c: &IntervalCounts, p0: f64) {
+        if !self.decided {
+            self.canary_requests += c.canary.requests;
+            self.excess_errors += c.canary.errors as f64 - c.canary.requests as f64 * p0;
+        }
+    }
+
+    fn decide(&mut self, outcome: Outcome, t: f64) {
+        self.end(outcome, t, true);
+    }
+
+    /// Ended by Flagger (the engine) rather than by the arm itself.
+    fn follow(&mut self, outcome: Outcome, t: f64) {
+        self.end(outcome, t, false);
+    }
+
+    fn end(&mut self, outcome: Outcome, t: f64, own: bool) {
+        if !self.decided {
+            self.outcome = outcome;
+            self.t = t;
+            self.own = own;
+            self.decided = true;
+        }
+    }
+
+    /// The time of a rollback, if the run ended in one.
+    pub fn rollback_time(&self) -> Option<f64> {
+        (self.outcome == Outcome::Rollback).then_some(self.t)
+    }
+
+    /// The time of a promotion, if the run ended in one.
+    pub fn promote_time(&self) -> Option<f64> {
+        (self.outcome == Outcome::Promote).then_some(self.t)
+    }
+}
+
+/// Every arm's result in one run.
+#[derive(Debug, Clone, Copy)]
+pub struct RunResult {
+    pub judge: ArmResult,
+    /// The judge without its absolute (SLO) arms, never promoting: the canary-versus-primary
+    /// test alone.
+    pub relative: ArmResult,
+    /// When aviary acts on a judge ROLLBACK if it waits for the next analysis tick.
+    pub judge_next_tick: f64,
+    pub flagger: ArmResult,
+    pub tight: ArmResult,
+    pub kayenta: ArmResult,
+}
+
+/// A single-cluster scenario.
+#[derive(Debug, Clone)]
+pub struct SingleSpec {
+    pub traffic: Traffic,
+    pub buckets: Buckets,
+    pub flagger: FlaggerConfig,
+    pub tight: FlaggerConfig,
+    pub horizon_s: f64,
+    /// The primary's error rate (for excess errors).
+    pub p0: f64,
+    /// Whether the judge may promote early (`enforce`) or only roll back (`rollback`).
+    pub judge_promotes: bool,
+}
+
+/// The judge's specifications for a run: as configured, and without the absolute arms.
+#[derive(Debug, Clone)]
+pub struct Judges {
+    pub full: JudgeSpec,
+    pub relative: JudgeSpec,
+}
+
+impl Judges {
+    pub fn new(full: JudgeSpec) -> Self {
+        let mut relative = full.clone();
+        for m in &mut relative.metrics {
+            m.slo = None;
+        }
+        Self { full, relative }
+    }
+}
+
+/// The primary's latency over the hour before the analysis: where the judge's latency
+/// boundaries come from.
+const BASELINE_S: f64 = 3600.0;
+
+/// One run of a single-cluster scenario.
+pub fn run_single(sc: &SingleSpec, judges: &Judges, seed: u64, run: u64) -> RunResult {
+    let spec = &judges.full;
+    let boundaries = spec
+        .resolve_boundaries(Some(&sc.traffic.baseline(&sc.buckets, seed, run, BASELINE_S)))
+        .expect("the pre-canary hour has requests to choose latency boundaries from");
+    let mut judge = CanaryJudge::new(spec, boundaries.clone());
+    let mut relative = CanaryJudge::new(&judges.relative, boundaries);
+    let mut rel = ArmResult::new();
+    let mut engine = EngineArm::start(&sc.flagger);
+    let mut tight = EngineArm::start(&sc.tight);
+    let mut kayenta = Kayenta::default();
+    let (mut j, mut f, mut tt, mut k) = (
+        ArmResult::new(),
+        ArmResult::new(),
+        ArmResult::new(),
+        ArmResult::new(),
+    );
+    let mut t = 0.0;
+    while t < sc.horizon_s && !(j.decided && rel.decided && f.decided && tt.decided && k.decided) {
+        let wt = tight.weight();
+        let w = if f.decided { wt } else { engine.weight() };
+        for _ in 0..4 {
+            let c = sc.traffic.step(&sc.buckets, seed, run, t, w);
+            let ct = if wt == w {
+                c.clone()
+            } else {
+                sc.traffic.step(&sc.buckets, seed, run, t, wt)
+            };
+            t += STEP_S;
+            if !j.decided {
+                j.serve(&c, sc.p0);
+                judge.observe(spec, &c).expect("simulated counts are valid");
+                match judge.decision(spec) {
+                    Decision::Rollback => j.decide(Outcome::Rollback, t),
+                    Decision::Promote if sc.judge_promotes => j.decide(Outcome::Promote, t),
+                    _ => {}
+                }
+            }
+            if !rel.decided {
+                rel.serve(&c, sc.p0);
+                relative
+                    .observe(&judges.relative, &c)
+                    .expect("simulated counts are valid");
+                if relative.ln_rollback(&judges.relative) >= (1.0 / spec.alpha).ln() {
+                    rel.decide(Outcome::Rollback, t);
+                }
+            }
+            if !f.decided {
+                f.serve(&c, sc.p0);
+                k.serve(&c, sc.p0);
+                engine.observe(&c);
+                kayenta.observe(&c);
+            }
+            tt.serve(&ct, sc.p0);
+            tight.observe(&ct);
+        }
+        if !k.decided && !f.decided && kayenta.fails() {
+            k.decide(Outcome::Rollback, t);
+        }
+        if !f.decided
+            && let Some(e) = engine.tick(t)
+        {
+            f.decide(e.into(), t);
+            j.follow(e.into(), t);
+            k.follow(e.into(), t);
+            if e == Ended::Promote {
+                rel.follow(Outcome::Promote, t);
+            }
+        }
+        if !tt.decided
+            && let Some(e) = tight.tick(t)
+        {
+            tt.decide(e.into(), t);
+        }
+    }
+    RunResult {
+        judge: j,
+        relative: rel,
+        judge_next_tick: (j.t / 60.0).ceil() * 60.0,
+        flagger: f,
+        tight: tt,
+        kayenta: k,
+    }
+}
+
+/// A fleet rollout scenario: clusters in waves, each wave's clusters running a fixed canary
+/// weight for the wave's length, evidence pooled by the coordinator's [`FleetJudge`].
+#[derive(Debug, Clone)]
+pub struct FleetSpec {
+    pub traffic: Traffic,
+    pub buckets: Buckets,
+    pub waves: Vec<usize>,
+    pub wave_s: f64,
+    pub weight: f64,
+    /// Flagger per cluster: fixed weight, held for the wave.
+    pub flagger: FlaggerConfig,
+}
+
+/// What happened in one fleet run (times in seconds since the first wave started).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FleetResult {
+    /// The pooled ROLLBACK.
+    pub pooled: Option<f64>,
+    /// The first cluster's own judge, within its wave.
+    pub first_cluster: Option<f64>,
+    /// Any cluster's own judge (each at α).
+    pub any_cluster: Option<f64>,
+    /// Any cluster's Flagger analysis failing.
+    pub flagger: Option<f64>,
+    /// The shared-ratio half alone (no per-cluster half).
+    pub shared_only: Option<f64>,
+    /// An oracle that knows the true ratio: one likelihood ratio, errors only, at α.
+    pub oracle: Option<f64>,
+}
+
+/// One fleet run.
+pub fn run_fleet(sc: &FleetSpec, spec: &JudgeSpec, seed: u64, run: u64) -> FleetResult {
+    let total: usize = sc.waves.iter().sum();
+    let true_ratio = sc.traffic.p_canary / sc.traffic.p_primary;
+    let mut oracle = 0.0;
+    let planned: Vec<String> = (0..total).map(|k| format!("cluster-{k:02}")).collect();
+    let mut fleet = FleetJudge::new(spec.clone(), planned.clone()).expect("a plan with clusters");
+    let mut result = FleetResult::default();
+    let mut first = 0;
+    for (wave, size) in sc.waves.iter().enumerate() {
+        let start = wave as f64 * sc.wave_s;
+        let clusters: Vec<usize> = (first..first + size).collect();
+        first += size;
+        let stream = |k: usize| run * 1000 + k as u64;
+        let mut judges: Vec<CanaryJudge> = clusters
+            .iter()
+            .map(|k| {
+                let b = spec
+                    .resolve_boundaries(Some(&sc.traffic.baseline(
+                        &sc.buckets,
+                        seed,
+                        stream(*k),
+                        BASELINE_S,
+                    )))
+                    .expect("baseline");
+                CanaryJudge::new(spec, b)
+            })
+            .collect();
+        let mut engines: Vec<Option<EngineArm>> = clusters
+            .iter()
+            .map(|_| Some(EngineArm::start(&sc.flagger)))
+            .collect();
+        // A cluster whose own judge rolled back has no canary any more.
+        let mut stopped = vec![false; clusters.len()];
+        let mut t = 0.0;
+        let mut step = 0u64;
+        while t < sc.wave_s {
+            for (i, k) in clusters.iter().enumerate() {
+                let counts = sc.traffic.step(&sc.buckets, seed, stream(*k), t, sc.weight);
+                // Flagger's counterfactual: the cluster runs on whatever the judge did.
+                if let Some(e) = &mut engines[i] {
+                    e.observe(&counts);
+                }
+                if stopped[i] {
+                    continue;
+                }
+                let report = EvidenceReport {
+                    cluster: planned[*k].clone(),
+                    attempt: 1,
+                    interval: step,
+                    boundaries_ms: judges[i].boundaries().to_vec(),
+                    counts,
+                };
+                fleet.add(&report).expect("simulated reports are valid");
+                if true_ratio > 1.0 {
+                    let c = &report.counts;
+                    let pi =
+                        c.canary.requests as f64 / (c.canary.requests + c.primary.requests).max(1) as f64;
+                    let m = (c.canary.errors + c.primary.errors) as f64;
+                    oracle +=
+                        c.canary.errors as f64 * true_ratio.ln() - m * (pi * (true_ratio - 1.0)).ln_1p();
+                }
+                judges[i].observe(spec, &report.counts).expect("valid counts");
+                let now = start + t + STEP_S;
+                if judges[i].decision(spec) == Decision::Rollback {
+                    stopped[i] = true;
+                    if *k == 0 && result.first_cluster.is_none() {
+                        result.first_cluster = Some(now);
+                    }
+                    result.any_cluster.get_or_insert(now);
+                }
+            }
+            t += STEP_S;
+            step += 1;
+            let level = (1.0 / spec.alpha).ln();
+            if result.pooled.is_none() && fleet.ln_global() >= level {
+                result.pooled = Some(start + t);
+            }
+            if result.shared_only.is_none() && fleet.ln_shared() >= level {
+                result.shared_only = Some(start + t);
+            }
+            if result.oracle.is_none() && oracle >= level {
+                result.oracle = Some(start + t);
+            }
+            if (t / 60.0).fract() == 0.0 {
+                for e in &mut engines {
+                    if let Some(arm) = e
+                        && let Some(ended) = arm.tick(t)
+                    {
+                        if ended == Ended::Rollback {
+                            result.flagger.get_or_insert(start + t);
+                        }
+                        *e = None;
+                    }
+                }
+            }
+        }
+    }
+    result
+}
