@@ -425,3 +425,35 @@ pub fn run_fleet_scenario(sc: &Fleet, spec: &JudgeSpec, seed: u64, runs: usize, 
         results: parallel(runs, jobs, |run| run_fleet(&fs, spec, seed, run)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every scenario runs (two runs each), and what cannot be otherwise is so.
+    #[test]
+    fn every_scenario_runs_and_the_obvious_holds() {
+        let judges = Judges::new(judge_spec());
+        for sc in singles() {
+            let s = run_single_scenario(&sc, &judges, 1, 2, 2);
+            assert_eq!(s.judge.runs, 2, "{}", sc.key());
+            match sc.id {
+                "S0" => assert_eq!(s.judge.own_promotes, 0, "{}: A/A runs watch the whole horizon", sc.key()),
+                "S5" => {
+                    assert_eq!((s.judge.rollbacks, s.flagger.rollbacks), (2, 2), "{}", sc.key());
+                    assert_eq!(s.judge_not_later, (2, 2), "{}", sc.key());
+                }
+                "S1" if sc.rps == 200.0 => {
+                    assert_eq!(s.flagger.rollbacks, 0, "99.5% passes Flagger's min: 99");
+                    assert_eq!(s.flagger.promote_times, vec![300.0, 300.0], "Flagger's 5-minute schedule");
+                }
+                _ => {}
+            }
+        }
+        let spec = judge_spec();
+        for f in fleets() {
+            let s = run_fleet_scenario(&f, &spec, 1, 1, 1);
+            assert_eq!(s.results.len(), 1);
+        }
+    }
+}
