@@ -21,7 +21,12 @@ type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
 /// An arm of a single-cluster summary: its name, colour, x offset and accessor.
 type ArmLine = (&'static str, RGBColor, f64, fn(&SingleSummary) -> &ArmSummary);
 /// A line of the fleet figure: scenario, label, colour, the time it picks.
-type FleetLine = (&'static str, &'static str, RGBColor, fn(&FleetResult) -> Option<f64>);
+type FleetLine = (
+    &'static str,
+    &'static str,
+    RGBColor,
+    fn(&FleetResult) -> Option<f64>,
+);
 
 fn err(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow!("plot: {e}")

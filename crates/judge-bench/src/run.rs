@@ -260,100 +260,144 @@ pub struct FleetResult {
 /// One fleet run.
 pub fn run_fleet(sc: &FleetSpec, spec: &JudgeSpec, seed: u64, run: u64) -> FleetResult {
     let total: usize = sc.waves.iter().sum();
-    let true_ratio = sc.traffic.p_canary / sc.traffic.p_primary;
-    let mut oracle = 0.0;
     let planned: Vec<String> = (0..total).map(|k| format!("cluster-{k:02}")).collect();
-    let mut fleet = FleetJudge::new(spec.clone(), planned.clone()).expect("a plan with clusters");
-    let mut result = FleetResult::default();
+    let mut state = FleetRun {
+        sc,
+        spec,
+        seed,
+        run,
+        fleet: FleetJudge::new(spec.clone(), planned.clone()).expect("a plan with clusters"),
+        planned,
+        oracle: 0.0,
+        result: FleetResult::default(),
+    };
     let mut first = 0;
     for (wave, size) in sc.waves.iter().enumerate() {
-        let start = wave as f64 * sc.wave_s;
-        let clusters: Vec<usize> = (first..first + size).collect();
+        state.wave(wave as f64 * sc.wave_s, first..first + size);
         first += size;
-        let stream = |k: usize| run * 1000 + k as u64;
-        let mut judges: Vec<CanaryJudge> = clusters
-            .iter()
+    }
+    state.result
+}
+
+/// The state of one fleet run across its waves.
+struct FleetRun<'a> {
+    sc: &'a FleetSpec,
+    spec: &'a JudgeSpec,
+    seed: u64,
+    run: u64,
+    fleet: FleetJudge,
+    planned: Vec<String>,
+    /// ln of the oracle's likelihood ratio (knows the true ratio; errors only).
+    oracle: f64,
+    result: FleetResult,
+}
+
+/// One cluster during its wave: its own judge, Flagger's counterfactual run, and whether its
+/// canary is gone (its own judge rolled it back).
+struct ClusterRun {
+    index: usize,
+    judge: CanaryJudge,
+    engine: Option<EngineArm>,
+    stopped: bool,
+}
+
+impl FleetRun<'_> {
+    fn stream(&self, k: usize) -> u64 {
+        self.run * 1000 + k as u64
+    }
+
+    /// Runs the clusters `ks` for one wave starting at `start` seconds.
+    fn wave(&mut self, start: f64, ks: std::ops::Range<usize>) {
+        let (sc, spec) = (self.sc, self.spec);
+        let mut clusters: Vec<ClusterRun> = ks
             .map(|k| {
-                let b = spec
-                    .resolve_boundaries(Some(&sc.traffic.baseline(
-                        &sc.buckets,
-                        seed,
-                        stream(*k),
-                        BASELINE_S,
-                    )))
-                    .expect("baseline");
-                CanaryJudge::new(spec, b)
+                let baseline = sc
+                    .traffic
+                    .baseline(&sc.buckets, self.seed, self.stream(k), BASELINE_S);
+                let boundaries = spec
+                    .resolve_boundaries(Some(&baseline))
+                    .expect("a baseline with requests");
+                ClusterRun {
+                    index: k,
+                    judge: CanaryJudge::new(spec, boundaries),
+                    engine: Some(EngineArm::start(&sc.flagger)),
+                    stopped: false,
+                }
             })
             .collect();
-        let mut engines: Vec<Option<EngineArm>> = clusters
-            .iter()
-            .map(|_| Some(EngineArm::start(&sc.flagger)))
-            .collect();
-        // A cluster whose own judge rolled back has no canary any more.
-        let mut stopped = vec![false; clusters.len()];
-        let mut t = 0.0;
+        let level = (1.0 / spec.alpha).ln();
         let mut step = 0u64;
+        let mut t = 0.0;
         while t < sc.wave_s {
-            for (i, k) in clusters.iter().enumerate() {
-                let counts = sc.traffic.step(&sc.buckets, seed, stream(*k), t, sc.weight);
-                // Flagger's counterfactual: the cluster runs on whatever the judge did.
-                if let Some(e) = &mut engines[i] {
-                    e.observe(&counts);
-                }
-                if stopped[i] {
-                    continue;
-                }
-                let report = EvidenceReport {
-                    cluster: planned[*k].clone(),
-                    attempt: 1,
-                    interval: step,
-                    boundaries_ms: judges[i].boundaries().to_vec(),
-                    counts,
-                };
-                fleet.add(&report).expect("simulated reports are valid");
-                if true_ratio > 1.0 {
-                    let c = &report.counts;
-                    let pi =
-                        c.canary.requests as f64 / (c.canary.requests + c.primary.requests).max(1) as f64;
-                    let m = (c.canary.errors + c.primary.errors) as f64;
-                    oracle +=
-                        c.canary.errors as f64 * true_ratio.ln() - m * (pi * (true_ratio - 1.0)).ln_1p();
-                }
-                judges[i].observe(spec, &report.counts).expect("valid counts");
-                let now = start + t + STEP_S;
-                if judges[i].decision(spec) == Decision::Rollback {
-                    stopped[i] = true;
-                    if *k == 0 && result.first_cluster.is_none() {
-                        result.first_cluster = Some(now);
-                    }
-                    result.any_cluster.get_or_insert(now);
-                }
+            for c in &mut clusters {
+                self.cluster_step(c, step, t, start + t + STEP_S);
             }
             t += STEP_S;
             step += 1;
-            let level = (1.0 / spec.alpha).ln();
-            if result.pooled.is_none() && fleet.ln_global() >= level {
-                result.pooled = Some(start + t);
+            let r = &mut self.result;
+            let now = start + t;
+            if self.fleet.ln_global() >= level {
+                r.pooled.get_or_insert(now);
             }
-            if result.shared_only.is_none() && fleet.ln_shared() >= level {
-                result.shared_only = Some(start + t);
+            if self.fleet.ln_shared() >= level {
+                r.shared_only.get_or_insert(now);
             }
-            if result.oracle.is_none() && oracle >= level {
-                result.oracle = Some(start + t);
+            if self.oracle >= level {
+                r.oracle.get_or_insert(now);
             }
             if (t / 60.0).fract() == 0.0 {
-                for e in &mut engines {
-                    if let Some(arm) = e
-                        && let Some(ended) = arm.tick(t)
-                    {
+                for c in &mut clusters {
+                    if let Some(ended) = c.engine.as_mut().and_then(|e| e.tick(t)) {
                         if ended == Ended::Rollback {
-                            result.flagger.get_or_insert(start + t);
+                            r.flagger.get_or_insert(now);
                         }
-                        *e = None;
+                        c.engine = None;
                     }
                 }
             }
         }
     }
-    result
+
+    /// One 15-second step of one cluster: its counts go to Flagger's run, and (while its canary
+    /// lives) to the pool, the oracle and its own judge.
+    fn cluster_step(&mut self, c: &mut ClusterRun, step: u64, t: f64, now: f64) {
+        let (sc, spec) = (self.sc, self.spec);
+        let counts = sc
+            .traffic
+            .step(&sc.buckets, self.seed, self.stream(c.index), t, sc.weight);
+        if let Some(e) = &mut c.engine {
+            e.observe(&counts);
+        }
+        if c.stopped {
+            return;
+        }
+        let report = EvidenceReport {
+            cluster: self.planned[c.index].clone(),
+            attempt: 1,
+            interval: step,
+            boundaries_ms: c.judge.boundaries().to_vec(),
+            counts,
+        };
+        self.fleet.add(&report).expect("simulated reports are valid");
+        self.oracle += oracle_llr(&report.counts, sc.traffic.p_canary / sc.traffic.p_primary);
+        c.judge.observe(spec, &report.counts).expect("valid counts");
+        if c.judge.decision(spec) == Decision::Rollback {
+            c.stopped = true;
+            if c.index == 0 {
+                self.result.first_cluster.get_or_insert(now);
+            }
+            self.result.any_cluster.get_or_insert(now);
+        }
+    }
+}
+
+/// The log-likelihood ratio of the true error ratio against 1 in one stratum (0 without a
+/// regression): what a test that knew the effect would add.
+fn oracle_llr(c: &IntervalCounts, ratio: f64) -> f64 {
+    if ratio <= 1.0 {
+        return 0.0;
+    }
+    let pi = c.canary.requests as f64 / (c.canary.requests + c.primary.requests).max(1) as f64;
+    let m = (c.canary.errors + c.primary.errors) as f64;
+    c.canary.errors as f64 * ratio.ln() - m * (pi * (ratio - 1.0)).ln_1p()
 }

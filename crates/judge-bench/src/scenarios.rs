@@ -438,14 +438,23 @@ mod tests {
             let s = run_single_scenario(&sc, &judges, 1, 2, 2);
             assert_eq!(s.judge.runs, 2, "{}", sc.key());
             match sc.id {
-                "S0" => assert_eq!(s.judge.own_promotes, 0, "{}: A/A runs watch the whole horizon", sc.key()),
+                "S0" => assert_eq!(
+                    s.judge.own_promotes,
+                    0,
+                    "{}: A/A runs watch the whole horizon",
+                    sc.key()
+                ),
                 "S5" => {
                     assert_eq!((s.judge.rollbacks, s.flagger.rollbacks), (2, 2), "{}", sc.key());
                     assert_eq!(s.judge_not_later, (2, 2), "{}", sc.key());
                 }
                 "S1" if sc.rps == 200.0 => {
                     assert_eq!(s.flagger.rollbacks, 0, "99.5% passes Flagger's min: 99");
-                    assert_eq!(s.flagger.promote_times, vec![300.0, 300.0], "Flagger's 5-minute schedule");
+                    assert_eq!(
+                        s.flagger.promote_times,
+                        vec![300.0, 300.0],
+                        "Flagger's 5-minute schedule"
+                    );
                 }
                 _ => {}
             }

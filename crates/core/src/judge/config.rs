@@ -158,66 +158,90 @@ fn alpha_annotation(ann: &BTreeMap<String, String>, key: &str) -> Result<f64> {
     }
 }
 
-/// The judge's view of metric `i`, or `None` when it is not judged.
-fn metric_spec(i: usize, m: &CanaryMetric) -> Result<Option<MetricSpec>> {
-    let name = m.name.clone().unwrap_or_default();
-    let empty = BTreeMap::new();
-    let vars = m.template_variables.as_ref().unwrap_or(&empty);
-    let path = |key: &str| format!("spec.analysis.metrics[{i}].templateVariables[{key}]");
-    let judge_keys: Vec<&String> = vars
-        .keys()
-        .filter(|k| *k == "judge" || k.starts_with("judge."))
-        .collect();
-    let builtin = m.template_ref.is_none() && (name == BUILTIN_SUCCESS_RATE || name == BUILTIN_DURATION);
-    if !builtin {
-        if let Some(k) = judge_keys.first() {
-            return Err(Error::Judge(format!(
-                "{}: the judge reads request, error and latency counters, which aviary knows for the built-in metrics {BUILTIN_SUCCESS_RATE} and {BUILTIN_DURATION} only; remove the key from metric {name:?}",
-                path(k)
-            )));
-        }
-        return Ok(None);
+/// Per-metric settings keys.
+const METRIC_KEYS: [&str; 7] = [
+    "judge",
+    "judge.tolerance",
+    "judge.margin",
+    "judge.weight",
+    "judge.boundaries",
+    "judge.quantiles",
+    "judge.min-events",
+];
+
+/// A metric's `templateVariables`, with the field path for errors.
+struct Vars<'a> {
+    index: usize,
+    vars: &'a BTreeMap<String, String>,
+}
+
+impl Vars<'_> {
+    fn path(&self, key: &str) -> String {
+        format!("spec.analysis.metrics[{}].templateVariables[{key}]", self.index)
     }
-    match vars.get("judge").map(|v| v.trim()) {
-        None | Some("on") => {}
-        Some("off") => return Ok(None),
-        Some(v) => {
-            return Err(Error::Judge(format!(
-                "{}: expected on or off, got {v:?}",
-                path("judge")
-            )));
-        }
+
+    fn judge_keys(&self) -> impl Iterator<Item = &String> {
+        self.vars
+            .keys()
+            .filter(|k| *k == "judge" || k.starts_with("judge."))
     }
-    let known = [
-        "judge",
-        "judge.tolerance",
-        "judge.margin",
-        "judge.weight",
-        "judge.boundaries",
-        "judge.quantiles",
-        "judge.min-events",
-    ];
-    if let Some(k) = judge_keys.iter().find(|k| !known.contains(&k.as_str())) {
-        return Err(Error::Judge(format!(
-            "{}: unknown judge setting; known: {}",
-            path(k),
-            known.join(", ")
-        )));
-    }
-    let number = |key: &str, default: f64, ok: &dyn Fn(f64) -> bool, expected: &str| -> Result<f64> {
-        match vars.get(key) {
+
+    fn number(&self, key: &str, default: f64, ok: &dyn Fn(f64) -> bool, expected: &str) -> Result<f64> {
+        match self.vars.get(key) {
             None => Ok(default),
             Some(v) => match v.trim().parse::<f64>() {
                 Ok(x) if x.is_finite() && ok(x) => Ok(x),
                 _ => Err(Error::Judge(format!(
                     "{}: expected {expected}, got {v:?}",
-                    path(key)
+                    self.path(key)
                 ))),
             },
         }
+    }
+
+    /// Whether the metric is judged: a built-in, not switched off, without unknown keys.
+    fn judged(&self, m: &CanaryMetric, name: &str) -> Result<bool> {
+        let builtin = m.template_ref.is_none() && (name == BUILTIN_SUCCESS_RATE || name == BUILTIN_DURATION);
+        if !builtin {
+            return match self.judge_keys().next() {
+                Some(k) => Err(Error::Judge(format!(
+                    "{}: the judge reads request, error and latency counters, which aviary knows for the built-in metrics {BUILTIN_SUCCESS_RATE} and {BUILTIN_DURATION} only; remove the key from metric {name:?}",
+                    self.path(k)
+                ))),
+                None => Ok(false),
+            };
+        }
+        if let Some(k) = self.judge_keys().find(|k| !METRIC_KEYS.contains(&k.as_str())) {
+            return Err(Error::Judge(format!(
+                "{}: unknown judge setting; known: {}",
+                self.path(k),
+                METRIC_KEYS.join(", ")
+            )));
+        }
+        match self.vars.get("judge").map(|v| v.trim()) {
+            None | Some("on") => Ok(true),
+            Some("off") => Ok(false),
+            Some(v) => Err(Error::Judge(format!(
+                "{}: expected on or off, got {v:?}",
+                self.path("judge")
+            ))),
+        }
+    }
+}
+
+/// The judge's view of metric `i`, or `None` when it is not judged.
+fn metric_spec(index: usize, m: &CanaryMetric) -> Result<Option<MetricSpec>> {
+    let name = m.name.clone().unwrap_or_default();
+    let empty = BTreeMap::new();
+    let v = Vars {
+        index,
+        vars: m.template_variables.as_ref().unwrap_or(&empty),
     };
+    if !v.judged(m, &name)? {
+        return Ok(None);
+    }
     let latency = name == BUILTIN_DURATION;
-    let tolerance = number(
+    let tolerance = v.number(
         "judge.tolerance",
         1.0,
         &|x| (1.0..=10.0).contains(&x),
@@ -228,26 +252,41 @@ fn metric_spec(i: usize, m: &CanaryMetric) -> Result<Option<MetricSpec>> {
     } else {
         DEFAULT_ERROR_MARGIN
     };
-    let margin = number(
+    let margin = v.number(
         "judge.margin",
         default_margin,
         &|x| x > 1.0 && x <= 10.0,
         "a ratio above 1, at most 10",
     )?;
-    let weight = number("judge.weight", 1.0, &|x| x > 0.0, "a positive number")?;
-    let min_events = number(
+    let weight = v.number("judge.weight", 1.0, &|x| x > 0.0, "a positive number")?;
+    let whole = |x: f64| x >= 0.0 && x.fract() == 0.0;
+    let min_events = v.number(
         "judge.min-events",
         DEFAULT_MIN_EVENTS as f64,
-        &|x| x >= 0.0 && x.fract() == 0.0,
+        &whole,
         "a whole number",
     )? as u64;
-    let range = m.threshold_range.unwrap_or_default();
     let kind = if latency {
-        MetricKind::Latency(boundaries(vars, &path)?)
+        MetricKind::Latency(boundaries(v.vars, &|k| v.path(k))?)
     } else {
         MetricKind::Errors
     };
-    let slo = if latency {
+    Ok(Some(MetricSpec {
+        name,
+        kind,
+        tolerance,
+        margin,
+        weight,
+        slo: slo(m, latency),
+        min_events,
+    }))
+}
+
+/// Flagger's threshold as the judge's absolute arm: the success rate's minimum (or the
+/// deprecated `threshold`) as an error-rate bound, the duration's maximum as a p99 bound.
+fn slo(m: &CanaryMetric, latency: bool) -> Option<Slo> {
+    let range = m.threshold_range.unwrap_or_default();
+    if latency {
         range.max.or(m.threshold).filter(|v| *v > 0.0).map(Slo::P99Ms)
     } else {
         range
@@ -256,16 +295,7 @@ fn metric_spec(i: usize, m: &CanaryMetric) -> Result<Option<MetricSpec>> {
             .map(|min| (100.0 - min) / 100.0)
             .filter(|s| *s > 0.0 && *s < 1.0)
             .map(Slo::ErrorRate)
-    };
-    Ok(Some(MetricSpec {
-        name,
-        kind,
-        tolerance,
-        margin,
-        weight,
-        slo,
-        min_events,
-    }))
+    }
 }
 
 fn boundaries(vars: &BTreeMap<String, String>, path: &dyn Fn(&str) -> String) -> Result<Boundaries> {
