@@ -1,35 +1,18 @@
 //! The judge's decisions and explanations on fixed counts (table-driven), its configuration
 //! from an unchanged Flagger Canary, and the fleet pool's refusals.
 
+mod judge_common;
+
 use aviary_api::Canary;
 use aviary_api::document::{Resource, parse_documents};
 use aviary_core::judge::{
     ArmCounts, Boundaries, CanaryJudge, Decision, EvidenceReport, FleetJudge, Histogram, IntervalCounts,
     JudgeConfig, JudgeMode, JudgeSpec, MetricKind, MetricSpec, Slo,
 };
+use judge_common::{errors_metric, latency_metric};
 
-fn errors_metric() -> MetricSpec {
-    MetricSpec {
-        name: "request-success-rate".into(),
-        kind: MetricKind::Errors,
-        tolerance: 1.0,
-        margin: 2.0,
-        weight: 1.0,
-        slo: Some(Slo::ErrorRate(0.01)),
-        min_events: 20,
-    }
-}
-
-fn latency_metric() -> MetricSpec {
-    MetricSpec {
-        name: "request-duration".into(),
-        kind: MetricKind::Latency(Boundaries::Fixed(vec![100.0, 250.0])),
-        tolerance: 1.0,
-        margin: 1.5,
-        weight: 1.0,
-        slo: Some(Slo::P99Ms(500.0)),
-        min_events: 20,
-    }
+fn latency() -> MetricSpec {
+    latency_metric(Boundaries::Fixed(vec![100.0, 250.0]))
 }
 
 fn spec(metrics: Vec<MetricSpec>) -> JudgeSpec {
@@ -149,7 +132,7 @@ fn decisions_and_explanations() {
         },
         Case {
             name: "a slow tail: two metrics, latency rolls back",
-            metrics: vec![errors_metric(), latency_metric()],
+            metrics: vec![errors_metric(), latency()],
             canary: timed(1000, 1, [90, 20, 1]),
             primary: timed(9000, 9, [700, 90, 9]),
             times: 8,
@@ -189,7 +172,7 @@ fn decisions_and_explanations() {
 
 #[test]
 fn unusable_counts_change_nothing() {
-    let spec = spec(vec![errors_metric(), latency_metric()]);
+    let spec = spec(vec![errors_metric(), latency()]);
     let mut judge = CanaryJudge::new(&spec, vec![100.0, 250.0]);
     let before = judge.clone();
     let no_histogram = IntervalCounts {
@@ -210,7 +193,7 @@ fn unusable_counts_change_nothing() {
 
 #[test]
 fn per_canary_state_is_small() {
-    let spec = spec(vec![errors_metric(), latency_metric()]);
+    let spec = spec(vec![errors_metric(), latency()]);
     let judge = CanaryJudge::new(&spec, vec![100.0, 250.0]);
     // 312 bytes for the error metric, 568 for latency with two boundaries, 88 for the run.
     assert_eq!(judge.state_bytes(), 312 + 568 + 88);

@@ -9,9 +9,8 @@ mod judge_common;
 use aviary_core::judge::ratio::{Pair, RatioProcess, RatioTest};
 use aviary_core::judge::{
     ArmCounts, Boundaries, CanaryJudge, Decision, EvidenceReport, FleetJudge, IntervalCounts, JudgeSpec,
-    MetricKind, MetricSpec, Slo,
 };
-use judge_common::{Rng, error_interval, histogram};
+use judge_common::{Rng, error_interval, errors_metric, histogram, latency_metric};
 use proptest::prelude::*;
 
 const ALPHA: f64 = 0.05;
@@ -165,24 +164,8 @@ fn two_metric_spec() -> JudgeSpec {
         promote_alpha: ALPHA,
         min_bake_seconds: 60.0,
         metrics: vec![
-            MetricSpec {
-                name: "request-success-rate".into(),
-                kind: MetricKind::Errors,
-                tolerance: 1.0,
-                margin: 2.0,
-                weight: 1.0,
-                slo: Some(Slo::ErrorRate(0.01)),
-                min_events: 20,
-            },
-            MetricSpec {
-                name: "request-duration".into(),
-                kind: MetricKind::Latency(Boundaries::Quantiles(vec![0.9, 0.99])),
-                tolerance: 1.0,
-                margin: 1.5,
-                weight: 1.0,
-                slo: Some(Slo::P99Ms(500.0)),
-                min_events: 20,
-            },
+            errors_metric(),
+            latency_metric(Boundaries::Quantiles(vec![0.9, 0.99])),
         ],
     }
 }

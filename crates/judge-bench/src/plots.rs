@@ -5,6 +5,7 @@ use std::path::Path;
 
 use anyhow::anyhow;
 use plotters::coord::Shift;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use crate::run::FleetResult;
@@ -140,34 +141,67 @@ fn aa(path: &Path, singles: &[SingleSummary]) -> anyhow::Result<()> {
             }
         }
         if i == 0 {
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.9))
-                .border_style(BLACK)
-                .position(SeriesLabelPosition::UpperLeft)
-                .draw()
-                .map_err(err)?;
+            legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
         }
     }
     root.present().map_err(err)
 }
 
-fn ecdf_panel(area: &Area<'_>, title: &str, s: &SingleSummary) -> anyhow::Result<()> {
-    let end = s.scenario.horizon_min.min(10.0);
+type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// Axes for "share of runs by then": minutes on x, percent on y.
+fn share_axes<'a, 'b: 'a>(
+    area: &'a Area<'b>,
+    caption: &str,
+    font: u32,
+    x_end: f64,
+    x_desc: &str,
+) -> anyhow::Result<Chart<'a, 'b>> {
     let mut chart = ChartBuilder::on(area)
-        .caption(title, ("sans-serif", 15))
+        .caption(caption, ("sans-serif", font))
         .margin(8)
         .x_label_area_size(35)
-        .y_label_area_size(45)
-        .build_cartesian_2d(0f64..end, 0f64..1.02)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0f64..x_end, 0f64..1.02)
         .map_err(err)?;
     chart
         .configure_mesh()
-        .x_desc("minutes")
-        .y_desc("runs rolled back")
+        .x_desc(x_desc)
         .y_label_formatter(&|y| format!("{:.0}%", y * 100.0))
         .draw()
         .map_err(err)?;
+    Ok(chart)
+}
+
+/// The share of `runs` with a time at or before t, as a labelled step line.
+fn ecdf_line(
+    chart: &mut Chart<'_, '_>,
+    times: &[f64],
+    runs: usize,
+    label: &str,
+    color: RGBColor,
+) -> anyhow::Result<()> {
+    let end = chart.x_range().end;
+    chart
+        .draw_series(LineSeries::new(ecdf(times, runs, end), color.stroke_width(2)))
+        .map_err(err)?
+        .label(label)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+    Ok(())
+}
+
+fn legend<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>, position: SeriesLabelPosition) -> anyhow::Result<()> {
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .position(position)
+        .draw()
+        .map_err(err)
+}
+
+fn ecdf_panel(area: &Area<'_>, title: &str, s: &SingleSummary) -> anyhow::Result<()> {
+    let mut chart = share_axes(area, title, 15, s.scenario.horizon_min.min(10.0), "minutes")?;
     let arms: [(&str, RGBColor, &ArmSummary); 4] = [
         ("J", J, &s.judge),
         ("F", F, &s.flagger),
@@ -175,22 +209,9 @@ fn ecdf_panel(area: &Area<'_>, title: &str, s: &SingleSummary) -> anyhow::Result
         ("K", K, &s.kayenta),
     ];
     for (name, color, a) in arms {
-        chart
-            .draw_series(LineSeries::new(
-                ecdf(&a.rollback_times, a.runs, end),
-                color.stroke_width(2),
-            ))
-            .map_err(err)?
-            .label(name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+        ecdf_line(&mut chart, &a.rollback_times, a.runs, name, color)?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::LowerRight)
-        .draw()
-        .map_err(err)
+    legend(&mut chart, SeriesLabelPosition::LowerRight)
 }
 
 fn detection(path: &Path, singles: &[SingleSummary]) -> anyhow::Result<()> {
@@ -234,22 +255,8 @@ fn promote(path: &Path, singles: &[SingleSummary]) -> anyhow::Result<()> {
     }
     let root = SVGBackend::new(path, (800, 420)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            "S6: time to promote a good release (share of runs promoted by then)",
-            ("sans-serif", 18),
-        )
-        .margin(10)
-        .x_label_area_size(35)
-        .y_label_area_size(50)
-        .build_cartesian_2d(0f64..10.0, 0f64..1.02)
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .x_desc("minutes")
-        .y_label_formatter(&|y| format!("{:.0}%", y * 100.0))
-        .draw()
-        .map_err(err)?;
+    let caption = "S6: time to promote a good release (share of runs promoted by then)";
+    let mut chart = share_axes(&root, caption, 18, 10.0, "minutes")?;
     let shades = [
         RGBColor(158, 202, 225),
         RGBColor(66, 146, 198),
@@ -257,32 +264,18 @@ fn promote(path: &Path, singles: &[SingleSummary]) -> anyhow::Result<()> {
     ];
     for (s, color) in good.iter().zip(shades) {
         let label = format!("judge, {} req/s", s.scenario.rps);
-        chart
-            .draw_series(LineSeries::new(
-                ecdf(&s.judge.promote_times, s.judge.runs, 10.0),
-                color.stroke_width(2),
-            ))
-            .map_err(err)?
-            .label(label)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+        ecdf_line(&mut chart, &s.judge.promote_times, s.judge.runs, &label, color)?;
     }
     if let Some(s) = good.iter().find(|s| s.scenario.rps == 200.0) {
-        chart
-            .draw_series(LineSeries::new(
-                ecdf(&s.flagger.promote_times, s.flagger.runs, 10.0),
-                F.stroke_width(2),
-            ))
-            .map_err(err)?
-            .label("Flagger (any rate)")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], F.stroke_width(2)));
+        ecdf_line(
+            &mut chart,
+            &s.flagger.promote_times,
+            s.flagger.runs,
+            "Flagger (any rate)",
+            F,
+        )?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::LowerRight)
-        .draw()
-        .map_err(err)?;
+    legend(&mut chart, SeriesLabelPosition::LowerRight)?;
     root.present().map_err(err)
 }
 
@@ -293,22 +286,8 @@ fn fleet(path: &Path, fleets: &[FleetSummary]) -> anyhow::Result<()> {
     let end = WAVES.len() as f64 * WAVE_S / 60.0;
     let root = SVGBackend::new(path, (900, 440)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            "S7: fleet rollouts stopped by then (waves of 1/3/6/10 clusters)",
-            ("sans-serif", 18),
-        )
-        .margin(10)
-        .x_label_area_size(35)
-        .y_label_area_size(50)
-        .build_cartesian_2d(0f64..end, 0f64..1.02)
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .x_desc("minutes since the first wave started")
-        .y_label_formatter(&|y| format!("{:.0}%", y * 100.0))
-        .draw()
-        .map_err(err)?;
+    let caption = "S7: fleet rollouts stopped by then (waves of 1/3/6/10 clusters)";
+    let mut chart = share_axes(&root, caption, 18, end, "minutes since the first wave started")?;
     for w in 1..WAVES.len() {
         let x = w as f64 * WAVE_S / 60.0;
         chart
@@ -327,24 +306,10 @@ fn fleet(path: &Path, fleets: &[FleetSummary]) -> anyhow::Result<()> {
         ("A/A", "pooled, A/A (false)", GREY, |r| r.pooled),
     ];
     for (variant, label, color, pick) in lines {
-        let Some(s) = fleets.iter().find(|f| f.scenario.variant == variant) else {
-            continue;
-        };
-        chart
-            .draw_series(LineSeries::new(
-                ecdf(&s.times(pick), s.runs, end),
-                color.stroke_width(2),
-            ))
-            .map_err(err)?
-            .label(label)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+        if let Some(s) = fleets.iter().find(|f| f.scenario.variant == variant) {
+            ecdf_line(&mut chart, &s.times(pick), s.runs, label, color)?;
+        }
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperLeft)
-        .draw()
-        .map_err(err)?;
+    legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
     root.present().map_err(err)
 }

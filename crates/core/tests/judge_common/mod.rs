@@ -2,7 +2,33 @@
 //! so the tests need no sampling library and every failure replays from its seed.
 #![allow(dead_code)]
 
-use aviary_core::judge::{ArmCounts, Histogram, IntervalCounts};
+use aviary_core::judge::{ArmCounts, Boundaries, Histogram, IntervalCounts, MetricKind, MetricSpec, Slo};
+
+/// `request-success-rate` with the judge's defaults and Flagger's `min: 99`.
+pub(crate) fn errors_metric() -> MetricSpec {
+    MetricSpec {
+        name: "request-success-rate".into(),
+        kind: MetricKind::Errors,
+        tolerance: 1.0,
+        margin: 2.0,
+        weight: 1.0,
+        slo: Some(Slo::ErrorRate(0.01)),
+        min_events: 20,
+    }
+}
+
+/// `request-duration` with the judge's defaults and Flagger's `max: 500`.
+pub(crate) fn latency_metric(boundaries: Boundaries) -> MetricSpec {
+    MetricSpec {
+        name: "request-duration".into(),
+        kind: MetricKind::Latency(boundaries),
+        tolerance: 1.0,
+        margin: 1.5,
+        weight: 1.0,
+        slo: Some(Slo::P99Ms(500.0)),
+        min_events: 20,
+    }
+}
 
 /// SplitMix64: tiny, fast, good enough for Monte Carlo tests.
 pub(crate) struct Rng(u64);
