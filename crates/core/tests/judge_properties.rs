@@ -14,7 +14,7 @@ use judge_common::{Rng, error_interval, errors_metric, histogram, latency_metric
 use proptest::prelude::*;
 
 const ALPHA: f64 = 0.05;
-const PATHS: usize = 1000;
+const PATHS: usize = 600;
 
 /// Mean and standard error of the mean.
 fn mean_se(xs: &[f64]) -> (f64, f64) {
@@ -191,7 +191,7 @@ fn aa_interval(rng: &mut Rng, requests: u64, share: f64, base: f64, shock: bool)
 fn a_canary_identical_to_its_primary_is_rarely_rolled_back() {
     let spec = two_metric_spec();
     let mut rollbacks = 0;
-    let runs = 1000;
+    let runs = 600;
     for run in 0..runs {
         let mut rng = Rng::new(run);
         let baseline = histogram(&mut rng, &BOUNDS, &PROBS, 12_000);
@@ -274,7 +274,7 @@ fn errors_only() -> JudgeSpec {
 fn a_fleet_with_no_regression_is_rarely_halted() {
     let spec = errors_only();
     let planned: Vec<String> = (0..12).map(|k| format!("c{k}")).collect();
-    let runs = 1000;
+    let runs = 600;
     let mut halts = 0;
     for run in 0..runs {
         let mut fleet = FleetJudge::new(spec.clone(), planned.clone()).unwrap();
