@@ -104,7 +104,7 @@ impl JudgeConfig {
         }
         if mode != JudgeMode::Observe && canary.analysis().session_affinity.is_some() {
             return Err(Error::Judge(format!(
-                "metadata.annotations[{ANNOTATION_MODE}]: {} needs requests routed one by one, but spec.analysis.sessionAffinity pins each client to one arm, so a heavy client with errors of its own looks like a regression (the judge's benchmark: about 11% false rollbacks at α = 5%); use observe with session affinity",
+                "metadata.annotations[{ANNOTATION_MODE}]: {} needs requests routed one by one, but spec.analysis.sessionAffinity pins each client to one arm, so a heavy client with errors of its own looks like a regression (in the judge's benchmark 9–43% false rollbacks at α = 5%, more with more traffic); use observe with session affinity",
                 match mode {
                     JudgeMode::Rollback => "rollback",
                     _ => "enforce",
