@@ -141,22 +141,28 @@ fn bars(j: &Value) -> String {
         (
             "S7: 0.1% → 0.2% fleet-wide (20 × 20 req/s, waves) detected in ≥ 80% before the last wave".into(),
             format!(
-                "{} (shared half alone {}, an oracle that knows the ratio {}; one cluster alone {}; by the end {})",
+                "{} (shared half alone {}; an anytime test that knows the ratio {}; one planned look at the end of wave 3 {}; one cluster alone {}; by the end {})",
                 vpct(&j["s7_pooled_detect_rate"]),
                 vpct(&j["s7_shared_only_detect_rate"]),
                 vpct(&j["s7_oracle_detect_rate"]),
+                vpct(&j["s7_single_look_detect_rate"]),
                 vpct(&j["s7_single_cluster_detect_rate"]),
                 vpct(&j["s7_pooled_detect_rate_by_end"])
             ),
             if f("s7_pooled_detect_rate").is_some_and(|x| x >= 0.8) {
                 "met"
             } else {
-                "**not met**: beyond any valid test at α = 5% (the oracle's rate); 0.1% → 0.3%: see S7"
+                "**not met**: beyond any test that watches continuously at α = 5% (the oracle's rate); see docs/statistical-analysis.md"
             },
         ),
         (
             "S7: A/A fleet halts ≤ α".into(),
-            format!("{} (any single cluster alone, each at α: {})", vpct(&j["s7_aa_halt_rate"]), vpct(&j["s7_aa_any_cluster_rate"])),
+            format!(
+                "{} (one planned look: {}; any single cluster alone, each at α: {})",
+                vpct(&j["s7_aa_halt_rate"]),
+                vpct(&j["s7_aa_single_look_rate"]),
+                vpct(&j["s7_aa_any_cluster_rate"])
+            ),
             met(f("s7_aa_halt_rate").map(|x| x <= 0.05)),
         ),
     ];
@@ -216,7 +222,7 @@ fn aa_table(out: &mut String, s: &[SingleSummary]) {
 
 fn detection_table(out: &mut String, s: &[SingleSummary]) {
     out.push_str("\n#### S1–S5: detection (rollback rate, median (p90) time to the decision)\n\n");
-    out.push_str("| Scenario | req/s | J | J median | J at next tick | J canary requests | J excess errors | F | F median | T | T median | K | K median |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+    out.push_str("| Scenario | req/s | J | J median | J at next tick | J canary requests | J excess errors | F | F median | T | T median | K | K median |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
     for x in s
         .iter()
         .filter(|x| ["S1", "S2", "S3", "S4", "S5"].contains(&x.scenario.id))
@@ -279,7 +285,7 @@ fn fleet_table(out: &mut String, f: &[FleetSummary]) {
     out.push_str(
         "\n#### S7: the fleet (20 clusters × 20 req/s, waves of 1/3/6/10 clusters × 10 min, 10% canary)\n\n",
     );
-    out.push_str("| Fleet | pooled before wave 4 | pooled by the end | pooled median (p90) | shared half alone, before wave 4 | oracle, before wave 4 | first cluster alone, its wave | any cluster alone before wave 4 | Flagger, any cluster before wave 4 |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+    out.push_str("| Fleet | pooled before wave 4 | pooled by the end | pooled median (p90) | shared half alone, before wave 4 | oracle, before wave 4 | one look at wave 4's start | first cluster alone, its wave | any cluster alone before wave 4 | Flagger, any cluster before wave 4 |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
     let before = last_wave_start();
     for x in f {
         let (pk, _) = x.rate_before(|r| r.pooled, before);
@@ -289,6 +295,7 @@ fn fleet_table(out: &mut String, f: &[FleetSummary]) {
         let (fk, _) = x.rate_before(|r| r.flagger, before);
         let (sk, _) = x.rate_before(|r| r.shared_only, before);
         let (ok, _) = x.rate_before(|r| r.oracle, before);
+        let (lk, _) = x.rate_before(|r| r.single_look, before + 1.0);
         let oracle = if x.scenario.variant == "A/A" {
             "–".to_string()
         } else {
@@ -296,13 +303,14 @@ fn fleet_table(out: &mut String, f: &[FleetSummary]) {
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             x.scenario.variant,
             pct_ci(pk, x.runs),
             pct_ci(ek, x.runs),
             med_p90(&x.times(|r| r.pooled)),
             pct_ci(sk, x.runs),
             oracle,
+            pct_ci(lk, x.runs),
             pct_ci(ck, x.runs),
             pct_ci(ak, x.runs),
             pct_ci(fk, x.runs)

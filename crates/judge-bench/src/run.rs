@@ -255,6 +255,10 @@ pub struct FleetResult {
     pub shared_only: Option<f64>,
     /// An oracle that knows the true ratio: one likelihood ratio, errors only, at α.
     pub oracle: Option<f64>,
+    /// One planned look when the last wave would start: the exact conditional test of the
+    /// canary's share of all errors so far (stratified), one-sided at α. Valid, but it can
+    /// stop nothing earlier and the look must be fixed in advance.
+    pub single_look: Option<f64>,
 }
 
 /// One fleet run.
@@ -269,14 +273,57 @@ pub fn run_fleet(sc: &FleetSpec, spec: &JudgeSpec, seed: u64, run: u64) -> Fleet
         fleet: FleetJudge::new(spec.clone(), planned.clone()).expect("a plan with clusters"),
         planned,
         oracle: 0.0,
+        look: Look::default(),
         result: FleetResult::default(),
     };
     let mut first = 0;
     for (wave, size) in sc.waves.iter().enumerate() {
-        state.wave(wave as f64 * sc.wave_s, first..first + size);
+        let start = wave as f64 * sc.wave_s;
+        if wave + 1 == sc.waves.len() && state.look.p_value() <= spec.alpha {
+            state.result.single_look = Some(start);
+        }
+        state.wave(start, first..first + size);
         first += size;
     }
     state.result
+}
+
+/// The single planned look's data: how many errors were the canary's, and each error's chance
+/// of being the canary's under "no regression" (its stratum's canary share).
+#[derive(Default)]
+struct Look {
+    canary_errors: usize,
+    shares: Vec<f64>,
+}
+
+impl Look {
+    fn add(&mut self, c: &IntervalCounts) {
+        let n = c.canary.requests + c.primary.requests;
+        if n == 0 {
+            return;
+        }
+        let pi = c.canary.requests as f64 / n as f64;
+        self.canary_errors += c.canary.errors as usize;
+        self.shares.extend(std::iter::repeat_n(
+            pi,
+            (c.canary.errors + c.primary.errors) as usize,
+        ));
+    }
+
+    /// P(at least this many canary errors) when each error is the canary's with its share's
+    /// probability (the exact Poisson-binomial law, by convolution).
+    fn p_value(&self) -> f64 {
+        let mut dist = vec![1.0];
+        for pi in &self.shares {
+            let mut next = vec![0.0; dist.len() + 1];
+            for (k, p) in dist.iter().enumerate() {
+                next[k] += p * (1.0 - pi);
+                next[k + 1] += p * pi;
+            }
+            dist = next;
+        }
+        dist.iter().skip(self.canary_errors).sum()
+    }
 }
 
 /// The state of one fleet run across its waves.
@@ -289,6 +336,7 @@ struct FleetRun<'a> {
     planned: Vec<String>,
     /// ln of the oracle's likelihood ratio (knows the true ratio; errors only).
     oracle: f64,
+    look: Look,
     result: FleetResult,
 }
 
@@ -380,6 +428,7 @@ impl FleetRun<'_> {
         };
         self.fleet.add(&report).expect("simulated reports are valid");
         self.oracle += oracle_llr(&report.counts, sc.traffic.p_canary / sc.traffic.p_primary);
+        self.look.add(&report.counts);
         c.judge.observe(spec, &report.counts).expect("valid counts");
         if c.judge.decision(spec) == Decision::Rollback {
             c.stopped = true;

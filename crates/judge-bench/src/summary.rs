@@ -103,6 +103,8 @@ pub fn json_summary(args: &Args, s: &[SingleSummary], f: &[FleetSummary], elapse
         "s7_pooled_03_detect_rate": fleet_rate("0.1→0.3%", &|r| r.pooled, before),
         "s7_shared_only_detect_rate": fleet_rate("0.1→0.2%", &|r| r.shared_only, before),
         "s7_oracle_detect_rate": fleet_rate("0.1→0.2%", &|r| r.oracle, before),
+        "s7_single_look_detect_rate": fleet_rate("0.1→0.2%", &|r| r.single_look, before + 1.0),
+        "s7_aa_single_look_rate": fleet_rate("A/A", &|r| r.single_look, before + 1.0),
         "s7_single_cluster_detect_rate": fleet_rate("0.1→0.2%", &|r| r.first_cluster, WAVE_S),
         "s7_any_cluster_detect_rate": fleet_rate("0.1→0.2%", &|r| r.any_cluster, before),
         "s7_flagger_detect_rate": fleet_rate("0.1→0.2%", &|r| r.flagger, before),
