@@ -27,6 +27,7 @@ struct TargetState {
     scaled_up: bool,
     calls: Vec<String>,
     fail_promote: Option<String>,
+    fail_scaling: Option<String>,
 }
 
 /// A target whose revision and readiness the test sets.
@@ -47,6 +48,7 @@ impl Default for FakeTarget {
             scaled_up: true,
             calls: Vec::new(),
             fail_promote: None,
+            fail_scaling: None,
         })))
     }
 }
@@ -75,6 +77,10 @@ impl FakeTarget {
     /// Makes `promote` fail with this message.
     pub fn fail_promote(&self, msg: Option<&str>) {
         self.0.lock().fail_promote = msg.map(str::to_string);
+    }
+    /// Makes `scale_to_zero` and `scale_from_zero` fail with this message.
+    pub fn fail_scaling(&self, msg: Option<&str>) {
+        self.0.lock().fail_scaling = msg.map(str::to_string);
     }
     /// The revision the primary runs, once promoted or initialized.
     pub fn primary_revision(&self) -> Option<String> {
@@ -120,12 +126,18 @@ impl Target for FakeTarget {
     }
     async fn scale_to_zero(&self, _canary: &Canary) -> Result<(), String> {
         let mut s = self.0.lock();
+        if let Some(e) = s.fail_scaling.clone() {
+            return Err(e);
+        }
         s.scaled_up = false;
         s.calls.push("scale_to_zero".into());
         Ok(())
     }
     async fn scale_from_zero(&self, _canary: &Canary) -> Result<(), String> {
         let mut s = self.0.lock();
+        if let Some(e) = s.fail_scaling.clone() {
+            return Err(e);
+        }
         s.scaled_up = true;
         s.calls.push("scale_from_zero".into());
         Ok(())
@@ -140,6 +152,7 @@ struct RouterState {
     history: Vec<Routes>,
     reconciled: bool,
     fail: Option<String>,
+    fail_set: Option<String>,
 }
 
 /// A router that stores the split. `get_routes` reads back what was set (100/0 initially).
@@ -164,6 +177,10 @@ impl FakeRouter {
     pub fn history(&self) -> Vec<Routes> {
         self.0.lock().history.clone()
     }
+    /// Makes `set_routes` alone fail with this message (`None` to heal).
+    pub fn fail_set_routes(&self, msg: Option<&str>) {
+        self.0.lock().fail_set = msg.map(str::to_string);
+    }
     /// Makes every call fail with this message (`None` to heal).
     pub fn fail(&self, msg: Option<&str>) {
         self.0.lock().fail = msg.map(str::to_string);
@@ -182,7 +199,7 @@ impl Router for FakeRouter {
     }
     async fn set_routes(&self, _canary: &Canary, routes: &Routes) -> Result<(), String> {
         let mut s = self.0.lock();
-        if let Some(e) = &s.fail {
+        if let Some(e) = s.fail.as_ref().or(s.fail_set.as_ref()) {
             return Err(e.clone());
         }
         s.routes = routes.clone();
@@ -252,7 +269,7 @@ impl FakeMetrics {
     pub fn set_delay(&self, d: Option<Duration>) {
         self.0.lock().delay = d;
     }
-    /// `(metric, rendered query)` of every template and inline query, in order.
+    /// `(metric, rendered query)` of every query, in order; built-ins show an empty query.
     pub fn queries(&self) -> Vec<(String, String)> {
         self.0.lock().queries.clone()
     }
@@ -298,10 +315,12 @@ impl Metrics for FakeMetrics {
         metric: BuiltinMetric,
         _model: &MetricModel,
     ) -> Result<f64, MetricError> {
-        match metric {
-            BuiltinMetric::SuccessRate => self.answer(aviary_api::canary::BUILTIN_SUCCESS_RATE, 100.0).await,
-            BuiltinMetric::Duration => self.answer(aviary_api::canary::BUILTIN_DURATION, 0.0).await,
-        }
+        let (name, healthy) = match metric {
+            BuiltinMetric::SuccessRate => (aviary_api::canary::BUILTIN_SUCCESS_RATE, 100.0),
+            BuiltinMetric::Duration => (aviary_api::canary::BUILTIN_DURATION, 0.0),
+        };
+        self.0.lock().queries.push((name.into(), String::new()));
+        self.answer(name, healthy).await
     }
     async fn template(&self, namespace: &str, name: &str) -> Result<MetricTemplate, String> {
         self.0
@@ -316,11 +335,13 @@ impl Metrics for FakeMetrics {
         metric: &str,
         _t: &MetricTemplate,
         _interval: &str,
-        _query: &str,
+        query: &str,
     ) -> Result<f64, MetricError> {
+        self.0.lock().queries.push((metric.into(), query.into()));
         self.answer(metric, 0.0).await
     }
-    async fn inline(&self, _canary: &Canary, metric: &str, _query: &str) -> Result<f64, MetricError> {
+    async fn inline(&self, _canary: &Canary, metric: &str, query: &str) -> Result<f64, MetricError> {
+        self.0.lock().queries.push((metric.into(), query.into()));
         self.answer(metric, 0.0).await
     }
 }

@@ -7,7 +7,8 @@
 //!   time as an argument.
 //! - [`judge`]: the statistical judge: anytime-valid canary-vs-primary e-processes per metric,
 //!   their verdicts and explanations, the fleet's pooled evidence, and its configuration.
-//! - [`weights`]: traffic weight math; [`template`]: query template rendering;
+//! - [`weights`]: traffic weight math; [`template`]: query template rendering (Flagger's
+//!   RenderQuery over `aviary-template`);
 //!   [`fingerprint`]: stable revision hashes; [`gofmt`]: Go's number formatting for event texts.
 //! - `fakes` and `simulate` (feature `test-util`): fakes of every port, and the simulator behind
 //!   `aviary simulate`.
@@ -27,5 +28,5 @@ pub mod fakes;
 #[cfg(feature = "test-util")]
 pub mod simulate;
 
-pub use engine::{EngineConfig, TickInput, TickMemory, TickOutcome, tick};
+pub use engine::{DEFAULT_PROVIDER, EngineConfig, TickInput, TickMemory, TickOutcome, tick};
 pub use error::{Error, Result};

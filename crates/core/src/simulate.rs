@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aviary_api::defaults::MIN_INTERVAL;
+use aviary_api::duration::format_go_duration;
 use aviary_api::metric_template::{MetricProvider, MetricTemplateSpec};
 use aviary_api::{Canary, CanaryPhase, MetricTemplate};
 use jiff::Timestamp;
@@ -87,6 +88,16 @@ pub struct TickSummary {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Report {
+    /// `name.namespace` of the canary.
+    pub canary: String,
+    /// The provider the engine used: `spec.provider`, else the default (as the agent's).
+    pub provider: String,
+    /// True when `spec.provider` is not set and the default applied.
+    pub default_provider: bool,
+    /// The deployment strategy the engine runs (`canary`, `blue-green`, `ab-testing`).
+    pub strategy: String,
+    /// The analysis interval in seconds.
+    pub interval_seconds: u64,
     pub events: Vec<TimedEvent>,
     pub ticks: Vec<TickSummary>,
     pub phase: CanaryPhase,
@@ -96,9 +107,21 @@ pub struct Report {
 }
 
 impl Report {
-    /// The text timeline: one line per event, then the final state.
+    /// The text timeline: a header (canary, provider, strategy, interval), one line per event,
+    /// then the final state.
     pub fn to_text(&self) -> String {
-        let mut out = String::new();
+        let default = if self.default_provider {
+            " (spec.provider is not set: the agent's default; --provider to change)"
+        } else {
+            ""
+        };
+        let mut out = format!(
+            "# {}: provider {}{default}, strategy {}, interval {}\n",
+            self.canary,
+            self.provider,
+            self.strategy,
+            format_go_duration(Duration::from_secs(self.interval_seconds)),
+        );
         for e in &self.events {
             out.push_str(&format!("T+{}s {} {}\n", e.t, e.kind, e.message));
         }
@@ -155,6 +178,27 @@ impl Simulation {
     /// The current status (default before the first tick).
     pub fn status(&self) -> aviary_api::CanaryStatus {
         self.canary.status.clone().unwrap_or_default()
+    }
+
+    /// The provider the engine uses for this canary: `spec.provider`, else
+    /// `config.default_provider`.
+    pub fn provider(&self) -> (String, bool) {
+        match self.canary.spec.provider.as_deref().filter(|p| !p.is_empty()) {
+            Some(p) => (p.to_string(), false),
+            None => (self.config.default_provider.clone(), true),
+        }
+    }
+
+    /// The strategy the engine runs: the kubernetes provider turns every other into blue/green.
+    pub fn strategy(&self) -> String {
+        let strategy = self.canary.strategy();
+        if self.provider().0 == "kubernetes" && strategy != aviary_api::Strategy::BlueGreen {
+            return format!(
+                "blue-green (the kubernetes provider cannot do {})",
+                strategy.as_str()
+            );
+        }
+        strategy.as_str().to_string()
     }
 
     /// Seconds since the start.
@@ -264,7 +308,13 @@ impl Simulation {
         }
         let (out, at) = last.expect("max_ticks is at least 1");
         let status = out.status;
+        let (provider, default_provider) = self.provider();
         Report {
+            canary: format!("{}.{}", self.canary.name(), self.canary.namespace()),
+            provider,
+            default_provider,
+            strategy: self.strategy(),
+            interval_seconds: self.interval.as_secs(),
             events: self.events.clone(),
             ticks: self.ticks.clone(),
             phase: status.phase,

@@ -18,6 +18,11 @@ pub(crate) struct Args {
     #[arg(long, value_name = "SCRIPT.yaml")]
     script: Option<PathBuf>,
 
+    /// Provider of a canary without spec.provider (the agent's --provider; Flagger's
+    /// -mesh-provider).
+    #[arg(long, value_name = "NAME", default_value = aviary_core::DEFAULT_PROVIDER)]
+    provider: String,
+
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = Output::Text)]
     output: Output,
@@ -73,7 +78,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let report = rt.block_on(Simulation::new(*canary).run(&script));
+    let mut simulation = Simulation::new(*canary);
+    simulation.config.default_provider = args.provider;
+    let report = rt.block_on(simulation.run(&script));
     match args.output {
         Output::Text => super::out(report.to_text().trim_end()),
         Output::Json => super::out(serde_json::to_string_pretty(&report)?),
