@@ -139,7 +139,12 @@ fn release_allocations(spec: &mut Value) {
             }
         }
     }
-    for p in spec["ports"].as_array_mut().into_iter().flatten() {
+    for p in spec
+        .get_mut("ports")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
         if let Some(p) = p.as_object_mut() {
             p.remove("nodePort");
         }
@@ -155,7 +160,12 @@ fn keep_allocations(desired: &Value, current: &Value) -> Value {
             spec[*f] = v.clone();
         }
     }
-    for p in spec["ports"].as_array_mut().into_iter().flatten() {
+    for p in spec
+        .get_mut("ports")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
         if let Some(np) = current["ports"]
             .as_array()
             .and_then(|cs| cs.iter().find(|c| c["port"] == p["port"]))
@@ -267,8 +277,11 @@ mod tests {
         let kept = keep_allocations(&src, &current);
         assert_eq!(kept["clusterIP"], "10.96.0.99");
         assert_eq!(kept["ports"][0]["nodePort"], 31000);
+        // A headless Service stays headless; an ExternalName one gets no `ports: null`.
         let mut headless = json!({"clusterIP": "None", "clusterIPs": ["None"]});
         release_allocations(&mut headless);
         assert_eq!(headless, json!({"clusterIP": "None", "clusterIPs": ["None"]}));
+        let external = json!({"type": "ExternalName", "externalName": "podinfo.example.com"});
+        assert_eq!(keep_allocations(&external, &json!({})), external);
     }
 }
