@@ -3,8 +3,11 @@
 //! Node; scale to zero is Flagger's node selector that matches no node), the `-primary` copies of
 //! an autoscaling/v2 HorizontalPodAutoscaler and of a KEDA ScaledObject (KEDA v2.20.2's CRD from
 //! its Go module; no KEDA controller runs, so the pause is asserted on the object), and a core
-//! Service target split by the Gateway API router. Flagger v1.44.0 source lines are cited at
-//! each assertion.
+//! Service target split by the Gateway API router; and the metric providers that read the cluster
+//! (keptn, with a hand-written Keptn CRD and a test-side operator stand-in; externalmetrics).
+//! Flagger v1.44.0 source lines are cited at
+//! each assertion. The agent runs as the `deploy/rbac/` ServiceAccount (no 403 allowed) except
+//! in the HPA test.
 
 #[path = "kube_common/mod.rs"]
 mod kube_common;
@@ -46,6 +49,24 @@ fn pods_of(pods: &[Value], app: &str) -> usize {
 }
 
 impl Env {
+    /// Namespace `name` with the agent running as the `deploy/rbac/` ServiceAccount, so that the
+    /// committed rules are what the test exercises; answers the audit log's user name.
+    async fn as_service_account(name: &str) -> (Self, String) {
+        let mut env = Env::without_agent(name, None).await;
+        let user = env.run_agent_as_service_account().await;
+        env.start_agent();
+        (env, user)
+    }
+
+    /// Every request of `user` the API server refused as forbidden.
+    fn forbidden(&self, user: &str) -> Vec<String> {
+        self.audit(user)
+            .iter()
+            .filter(|e| e["responseStatus"]["code"] == 403)
+            .map(audit_line)
+            .collect()
+    }
+
     async fn pod_count(&self, app: &str) -> usize {
         pods_of(
             &self.objects.list("v1", "Pod", Some(&self.ns)).await.unwrap(),
@@ -78,7 +99,7 @@ impl Env {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemonset_promotes_then_rolls_back() {
-    let mut env = Env::start("daemonset-promotes-then-rolls-back").await;
+    let (mut env, user) = Env::as_service_account("daemonset-promotes-then-rolls-back").await;
     env.create(
         json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "podinfo-env"},
         "data": {"LEVEL": "info"}}),
@@ -226,6 +247,11 @@ spec:
     .await;
     env.wait_pods("podinfo", 0).await;
     assert_eq!(env.pod_count("podinfo-primary").await, 1);
+    assert_eq!(
+        env.forbidden(&user),
+        Vec::<String>::new(),
+        "the committed RBAC rules suffice"
+    );
     env.stop_agent().await;
 }
 
@@ -376,7 +402,7 @@ fn scaled_object() -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keda_scaled_object_is_copied_and_paused() {
-    let mut env = Env::start("keda-scaled-object-is-copied-and-paused").await;
+    let (mut env, user) = Env::as_service_account("keda-scaled-object-is-copied-and-paused").await;
     env.create(deployment("podinfo", "podinfo:6.0.0")).await;
     env.create(scaled_object()).await;
     env.create_yaml(&autoscaled_canary("ScaledObject", "podinfo-so", ""))
@@ -472,12 +498,17 @@ async fn keda_scaled_object_is_copied_and_paused() {
         so["metadata"]["annotations"]["autoscaling.keda.sh/paused-replicas"],
         "0"
     );
+    assert_eq!(
+        env.forbidden(&user),
+        Vec::<String>::new(),
+        "the committed RBAC rules suffice"
+    );
     env.stop_agent().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_target_splits_between_its_copies() {
-    let mut env = Env::start("service-target-splits-between-its-copies").await;
+    let (mut env, user) = Env::as_service_account("service-target-splits-between-its-copies").await;
     env.create(json!({
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "podinfo", "labels": {"app": "podinfo"},
@@ -553,6 +584,11 @@ spec:
     // Promotion copies the labels and annotations -include-label-prefix admits (none by default).
     assert!(primary["metadata"]["labels"].is_null(), "{}", primary["metadata"]);
     assert_eq!(primary["metadata"]["ownerReferences"][0]["kind"], "Canary");
+    assert_eq!(
+        env.forbidden(&user),
+        Vec::<String>::new(),
+        "the committed RBAC rules suffice"
+    );
     env.stop_agent().await;
 }
 
@@ -651,7 +687,7 @@ fn keptn_standin(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keptn_and_external_metrics_read_the_cluster() {
-    let mut env = Env::start("keptn-and-external-metrics-read-the-cluster").await;
+    let (mut env, user) = Env::as_service_account("keptn-and-external-metrics-read-the-cluster").await;
     env.cluster.install_crds(&keptn_crds()).await.unwrap();
     let (standin, analyses) = keptn_standin(env.objects.clone(), env.ns.clone());
     let ns = env.ns.clone();
@@ -797,5 +833,10 @@ spec:
     )
     .await;
     standin.abort();
+    assert_eq!(
+        env.forbidden(&user),
+        Vec::<String>::new(),
+        "the committed RBAC rules suffice"
+    );
     env.stop_agent().await;
 }
