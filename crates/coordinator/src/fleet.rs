@@ -260,6 +260,18 @@ impl Fleet {
             .collect()
     }
 
+    /// (region, connected) of every registered cluster (the metrics).
+    pub(crate) fn connections(&self) -> Vec<(String, bool)> {
+        let entries: Vec<_> = self.clusters.read().values().cloned().collect();
+        entries
+            .iter()
+            .map(|e| {
+                let e = e.lock();
+                (e.record.region.clone(), e.connected)
+            })
+            .collect()
+    }
+
     /// ListCanaries with its filters (empty = any; phase is case-insensitive).
     pub(crate) fn list_canaries(&self, f: &v1::ListCanariesRequest) -> Vec<v1::FleetCanary> {
         let entries: Vec<Arc<Mutex<ClusterEntry>>> = if f.cluster.is_empty() {

@@ -11,6 +11,8 @@
 //! - `rollouts`: one reconcile loop per rollout over aviary-core's sequencer; `agent_link`:
 //!   agent sessions; `api`: the Fleet service; `fleet`: the in-memory fleet view; `convert`:
 //!   wire ↔ model.
+//! - `metrics`: `/metrics` of [`Coordinator::serve_metrics`] (calls counted by a gRPC layer,
+//!   fleet gauges read at scrape time).
 //! - [`client`]: connecting, following the leader; [`sim`]: the simulated agent used by the
 //!   tests and the fan-in benchmark.
 
@@ -22,6 +24,7 @@ mod error;
 pub mod etcd;
 mod fleet;
 pub mod leader;
+mod metrics;
 mod rollouts;
 pub mod server;
 pub mod sim;
