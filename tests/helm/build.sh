@@ -18,6 +18,10 @@ HELM_VERSION=v4.3.2
 # Bump when the go build command or its flags below change.
 BUILD_REVISION=1
 
+grep -q "^[[:space:]]*helm.sh/helm/v4 $HELM_VERSION\b" go.mod || {
+  echo "helm: go.mod does not require helm.sh/helm/v4 $HELM_VERSION; run: go get -tool helm.sh/helm/v4/cmd/helm@$HELM_VERSION" >&2
+  exit 1
+}
 key=$( (cat go.mod go.sum; echo "$HELM_VERSION $BUILD_REVISION") | sha256sum | cut -c1-16)
 root="${AVIARY_HELM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/aviary/helm}"
 bin="$root/$key/helm"

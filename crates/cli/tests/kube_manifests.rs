@@ -45,7 +45,14 @@ fn aviary(args: &[&str]) -> (String, String, i32) {
     )
 }
 
+/// `aviary crds | kubectl apply`, once per test binary (the tests run side by side: concurrent
+/// first applies would race to create the same CRDs).
 async fn install_crds(k: &Tool) {
+    static INSTALLED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    INSTALLED.get_or_init(|| apply_crds(k)).await;
+}
+
+async fn apply_crds(k: &Tool) {
     let (crds, _, code) = aviary(&["crds"]);
     assert_eq!(code, 0);
     // Server-side field validation, strict: an unknown or duplicate field would fail the apply.

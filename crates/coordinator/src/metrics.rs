@@ -231,7 +231,8 @@ impl CoordinatorMetrics {
         let _one = self.scrape.lock();
         self.refresh(s);
         let mut out = String::new();
-        let _ = prometheus_client::encoding::text::encode_registry(&mut out, &self.registry);
+        // `encode` ends with `# EOF`, which OpenMetrics requires (Prometheus refuses it otherwise).
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
 
@@ -246,13 +247,17 @@ impl CoordinatorMetrics {
         self.rollout_clusters.clear();
         // A follower shows no fleet: the leader's figures are the fleet's.
         let Some(records) = s.rollouts.held() else { return };
+        // Both series of every region, so "none disconnected" is a 0, not a missing series.
         for (region, connected) in s.rollouts.fleet.connections() {
-            self.clusters
-                .get_or_create(&ClusterLabels {
-                    region,
-                    connected: connected.to_string(),
-                })
-                .inc();
+            for state in [true, false] {
+                let c = self.clusters.get_or_create(&ClusterLabels {
+                    region: region.clone(),
+                    connected: state.to_string(),
+                });
+                if state == connected {
+                    c.inc();
+                }
+            }
         }
         for p in ROLLOUT_PHASES {
             let n = records.iter().filter(|r| r.state.phase == p).count();
