@@ -214,6 +214,11 @@ async fn bad_values_fail_naming_the_value() {
             "agent.cluster",
         ),
         ("certManager.enabled=true", "certManager.enabled"),
+        ("agent.leaderElection.enabled=false", "agent.replicas"),
+        (
+            "agent.watchNamespace=apps,agent.leaderElection.namespace=kube-system",
+            "agent.leaderElection.namespace",
+        ),
     ] {
         let out = helm
             .output(&["template", RELEASE, chart.as_str(), "--set", set], None)
