@@ -19,6 +19,7 @@ use async_trait::async_trait;
 use aviary_actors::{Agent, CanaryPorts, Platform, Settings, TickReport};
 use aviary_api::{AlertProvider, Canary, CanaryStatus, MetricTemplate};
 use aviary_core::EngineConfig;
+use aviary_core::fleet::Revision;
 use aviary_core::ports::{Hooks, Metrics, Notifier, Recorder, SecretSource};
 use aviary_kube::knative::KnativeRoute;
 use aviary_kube::{
@@ -387,7 +388,7 @@ fn container_key(c: &serde_json::Value, i: usize) -> String {
     }
 }
 
-fn images(containers: &serde_json::Value) -> aviary_proto::v1::Revision {
+fn images(containers: &serde_json::Value) -> Revision {
     let container_images = containers
         .as_array()
         .map(|cs| {
@@ -397,7 +398,7 @@ fn images(containers: &serde_json::Value) -> aviary_proto::v1::Revision {
                 .collect()
         })
         .unwrap_or_default();
-    aviary_proto::v1::Revision {
+    Revision {
         container_images,
         version: String::new(),
     }
@@ -423,7 +424,7 @@ impl crate::link::FleetTarget for KubeFleet {
         self.watched.canaries()
     }
 
-    async fn target_revision(&self, canary: &Canary) -> aviary_proto::v1::Revision {
+    async fn target_revision(&self, canary: &Canary) -> Revision {
         match self
             .get(
                 Self::target_kind(canary),
@@ -437,7 +438,7 @@ impl crate::link::FleetTarget for KubeFleet {
         }
     }
 
-    async fn primary_revision(&self, canary: &Canary) -> aviary_proto::v1::Revision {
+    async fn primary_revision(&self, canary: &Canary) -> Revision {
         let ns = canary.namespace();
         if canary.is_knative_target() {
             let Some(svc) = self
@@ -486,7 +487,7 @@ impl crate::link::FleetTarget for KubeFleet {
     async fn apply_revision(
         &self,
         canary: &Canary,
-        revision: &aviary_proto::v1::Revision,
+        revision: &Revision,
         _rollout: &str,
     ) -> Result<(), String> {
         if revision.container_images.is_empty() {

@@ -5,7 +5,7 @@
 //! - [`observe`]: Flagger's controller metrics and the event log, through a Recorder decorator.
 //! - [`admin`]: `/healthz`, `/metrics`, `/canaries`, `/events`.
 //! - [`link`]: the stream to the fleet coordinator, and the engine's Gate on it.
-//! - [`local`]: the agent on the embedded local platform (processes, router, state dir).
+//! - [`local`]: the agent on aviary-local's platform (processes, routers, state and config dirs).
 //! - [`kube`]: the agent on Kubernetes (watchers, actors, providers, leader election, admin).
 
 pub mod admin;

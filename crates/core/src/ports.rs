@@ -3,8 +3,9 @@
 //! coordinator link in aviary-agent); tests and `aviary simulate` use the fakes in
 //! [`crate::fakes`]. Every method takes the Canary it acts for, so one port object can serve many
 //! canaries. Errors are plain messages: the engine turns them into Flagger's events.
-//! [`SecretSource`] is not used by the engine itself: it is the port through which adapters (metric
-//! providers, notifiers) read credentials, so they stay independent of the platform.
+//! [`SecretSource`] and [`BuiltinSource`] are not used by the engine itself: they are the ports
+//! through which adapters (metric providers, notifiers) read credentials and built-in metrics, so
+//! they stay independent of the platform.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -204,6 +205,32 @@ pub trait Metrics: Send + Sync {
     ) -> Result<f64, MetricError>;
     /// Runs a deprecated inline query (the canary's metric `metric`) against its metrics server.
     async fn inline(&self, canary: &Canary, metric: &str, query: &str) -> Result<f64, MetricError>;
+}
+
+/// Where built-in metrics and inline queries come from, behind the `Metrics` port of the
+/// providers: Flagger's PromQL on Prometheus (aviary-providers) or the local router's statistics
+/// (aviary-local). Like [`SecretSource`], the engine does not call it; adapters plug it in.
+#[async_trait]
+pub trait BuiltinSource: Send + Sync {
+    /// Whether the backend answers, for the canary's built-in metrics and inline queries.
+    async fn check(&self, _canary: &Canary) -> Result<(), String> {
+        Ok(())
+    }
+    /// A built-in metric over `model.interval`: percent for the success rate, milliseconds for
+    /// the duration.
+    async fn builtin(
+        &self,
+        canary: &Canary,
+        metric: BuiltinMetric,
+        model: &MetricModel,
+    ) -> Result<f64, MetricError>;
+    /// A deprecated inline `metrics[].query` (already rendered).
+    async fn inline(&self, _canary: &Canary, _query: &str) -> Result<f64, MetricError> {
+        Err(MetricError::Provider(
+            "inline metric queries (metrics[].query) need a Prometheus metrics server; use a MetricTemplate"
+                .into(),
+        ))
+    }
 }
 
 // === Secrets ===

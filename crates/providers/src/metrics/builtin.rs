@@ -14,12 +14,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use aviary_api::Canary;
 use aviary_api::canary::{BUILTIN_DURATION, BUILTIN_SUCCESS_RATE};
-use aviary_core::ports::{BuiltinMetric, MetricError, MetricModel};
+use aviary_core::ports::{BuiltinMetric, BuiltinSource, MetricError, MetricModel};
 use reqwest::header::HeaderMap;
 use url::Url;
 
+use super::parse_base_url;
 use super::prometheus::{self, collapse};
-use super::{BuiltinSource, parse_base_url};
 use crate::error::Result;
 use crate::http::{self, Clients};
 

@@ -11,14 +11,14 @@ use aviary_api::local::LocalServiceSpec;
 use aviary_api::{Canary, CanaryStatus, Strategy};
 use aviary_core::fingerprint::fingerprint;
 use aviary_core::ports::{
-    BuiltinMetric, EventType, MetricError, MetricModel, NotReady, Recorder, Revision, Router, Routes, Target,
+    BuiltinMetric, BuiltinSource, EventType, MetricError, MetricModel, NotReady, Recorder, Revision, Router,
+    Routes, Target,
 };
-use aviary_local::process::GroupStatus;
-use aviary_local::router::{self as lrouter, Backend};
-use aviary_providers::BuiltinSource;
 
-use super::Runtime;
+use super::runtime::Runtime;
 use super::state::StateDir;
+use crate::process::GroupStatus;
+use crate::router::{self as lrouter, Backend};
 
 /// What makes a new revision of a LocalService: everything but the replica count.
 pub(super) fn revision_of(spec: &LocalServiceSpec) -> String {
@@ -30,7 +30,8 @@ pub(super) fn revision_of(spec: &LocalServiceSpec) -> String {
     }))
 }
 
-fn target_key(canary: &Canary) -> String {
+/// `namespace/name` of the canary's LocalService.
+pub(super) fn target_key(canary: &Canary) -> String {
     format!("{}/{}", canary.namespace(), canary.target_name())
 }
 
@@ -301,7 +302,7 @@ impl Recorder for LocalRecorder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aviary_local::process::{FailureKind, GroupError};
+    use crate::process::{FailureKind, GroupError};
 
     fn status(replicas: u32, ready: u32) -> GroupStatus {
         GroupStatus {
