@@ -6,49 +6,33 @@ use std::future::Future;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use aviary_actors::{Agent, CanaryPorts, Platform, Settings};
+use aviary_actors::Agent;
 use aviary_api::{AlertProvider, Canary, CanaryStatus, MetricTemplate};
-use aviary_core::EngineConfig;
 use aviary_core::fleet::Revision;
-use aviary_core::ports::{Gate, Hooks, Metrics, NoGate, Notifier, Recorder, Router, Target};
+use aviary_core::ports::{Router, Target};
 use aviary_local::platform::{ConfigSink, ConfigWatch, LocalPlatform};
-use aviary_providers::{
-    AlertNotifier, EnvSecrets, FileSecrets, HttpHooks, ProviderMetrics, ResourceStore, SecretChain,
-};
+use aviary_providers::{EnvSecrets, FileSecrets, ProviderMetrics, ResourceStore, SecretChain};
+use tokio_util::sync::CancellationToken;
 
-use crate::admin::{AdminSource, AdminState};
+use crate::admin::AdminSource;
+use crate::assemble::{Assembly, PlatformParts, Workloads};
 use crate::config::{AgentConfig, PlatformConfig};
-use crate::observe::{ControllerMetrics, EventLog, EventRecord, Observed};
+use crate::link::{FleetTarget, LinkTask};
+use crate::observe::{ControllerMetrics, EventLog, EventRecord};
 use crate::{Error, Result};
 
-/// The local platform as the actors see it.
-struct LocalActorsPlatform {
-    platform: Arc<LocalPlatform>,
-    target: Arc<dyn Target>,
-    router: Arc<dyn Router>,
-    metrics: Arc<dyn Metrics>,
-    hooks: Arc<dyn Hooks>,
-    notifier: Arc<dyn Notifier>,
-    recorder: Arc<dyn Recorder>,
-    gate: Arc<dyn Gate>,
-}
-
 #[async_trait]
-impl Platform for LocalActorsPlatform {
-    fn ports(&self, _canary: &Canary) -> CanaryPorts {
-        CanaryPorts {
-            target: self.target.clone(),
-            router: self.router.clone(),
-            metrics: self.metrics.clone(),
-            hooks: self.hooks.clone(),
-            notifier: self.notifier.clone(),
-            recorder: self.recorder.clone(),
-            gate: self.gate.clone(),
-        }
+impl Workloads for LocalPlatform {
+    fn target(&self, _canary: &Canary) -> Arc<dyn Target> {
+        LocalPlatform::target(self)
+    }
+
+    fn router(&self, _canary: &Canary) -> Arc<dyn Router> {
+        LocalPlatform::router(self)
     }
 
     async fn load_status(&self, canary: &Canary) -> Option<CanaryStatus> {
-        self.platform.load_status(canary)
+        LocalPlatform::load_status(self, canary)
     }
 }
 
@@ -129,7 +113,7 @@ struct LocalFleet {
 }
 
 #[async_trait]
-impl crate::link::FleetTarget for LocalFleet {
+impl FleetTarget for LocalFleet {
     async fn canaries(&self) -> Vec<Canary> {
         running(&self.agent).await
     }
@@ -170,8 +154,8 @@ pub struct LocalAgent {
     platform: Arc<LocalPlatform>,
     watch: ConfigWatch,
     admin: tokio::task::JoinHandle<()>,
-    stop: tokio_util::sync::CancellationToken,
-    link: Option<crate::link::LinkTask>,
+    stop: CancellationToken,
+    link: Option<LinkTask>,
     /// The admin endpoint's address.
     pub admin_addr: std::net::SocketAddr,
     pub events: Arc<EventLog>,
@@ -221,129 +205,48 @@ pub async fn start(config: AgentConfig) -> Result<LocalAgent> {
         ));
     };
     let platform = Arc::new(LocalPlatform::open(state_dir)?);
-
     let resources = Arc::new(ResourceStore::new());
     let secrets = Arc::new(SecretChain::new(vec![
         Arc::new(FileSecrets::new(platform.secrets_dir())),
         Arc::new(EnvSecrets::from_env()),
     ]));
-    let metrics: Arc<dyn Metrics> = Arc::new(ProviderMetrics::new(
-        resources.clone(),
-        secrets.clone(),
-        platform.builtins(),
-    )?);
-    let hooks: Arc<dyn Hooks> = Arc::new(HttpHooks::new()?);
-    let global = aviary_providers::alerts::Receiver::from_flags(&aviary_providers::alerts::GlobalFlags {
-        slack_url: config.notifier.slack_url.clone(),
-        slack_channel: config.notifier.slack_channel.clone(),
-        slack_user: config.notifier.slack_user.clone(),
-        slack_proxy_url: config.notifier.slack_proxy.clone(),
-        msteams_url: config.notifier.msteams_url.clone(),
-        ..Default::default()
-    });
-    let notifier: Arc<dyn Notifier> = Arc::new(AlertNotifier::new(resources.clone(), secrets, global)?);
-    let controller_metrics = Arc::new(ControllerMetrics::new(env!("CARGO_PKG_VERSION"), "local"));
-    let events = Arc::new(EventLog::new(2000));
-    let link = config.coordinator.as_deref().map(|urls| {
-        crate::link::Link::new(crate::link::LinkConfig::new(
-            urls,
-            &config.cluster,
-            &config.region,
-            config.labels.clone(),
-        ))
-    });
-    let on_analysis = link.as_ref().map(|(l, _)| {
-        let l = l.clone();
-        Arc::new(move |c: &Canary, m: &str, v: f64| l.on_metric(c, m, v)) as crate::observe::AnalysisListener
-    });
-    if let Some((l, _)) = &link {
-        let l = l.clone();
-        events.subscribe(Arc::new(move |e| l.on_event(e)));
-    }
-    let recorder: Arc<dyn Recorder> = Arc::new(
-        Observed::new(platform.recorder(), controller_metrics.clone(), events.clone())
-            .with_analysis_listener(on_analysis),
-    );
-    let gate = link
-        .as_ref()
-        .map(|(l, _)| l.gate())
-        .unwrap_or_else(|| Arc::new(NoGate));
-    let on_status: Option<aviary_actors::platform::StatusListener> = link.as_ref().map(|(l, _)| {
-        let l = l.clone();
-        Arc::new(move |c: &Canary| l.on_status(c)) as aviary_actors::platform::StatusListener
-    });
-    let actors_platform = Arc::new(LocalActorsPlatform {
+    let metrics = ProviderMetrics::new(resources.clone(), secrets.clone(), platform.builtins())?;
+    let mut assembly = Assembly::new(
+        &config,
+        PlatformParts {
+            provider: "local".into(),
+            name_prefix: if config.cluster.is_empty() {
+                "local".into()
+            } else {
+                config.cluster.clone()
+            },
+            workloads: platform.clone(),
+            recorder: platform.recorder(),
+            metrics: Arc::new(metrics),
+            alert_providers: resources.clone(),
+            secrets,
+            // Ticks are labelled with the canary's name.
+            tick_target: Arc::new(|_: &str, name: &str| name.to_string()),
+        },
+    )?;
+    let agent = Arc::new(Agent::start(assembly.actors.clone(), assembly.settings.clone()).await?);
+
+    let stop = CancellationToken::new();
+    let admin_source = Arc::new(LocalAdmin {
+        agent: agent.clone(),
         platform: platform.clone(),
-        target: platform.target(),
-        router: platform.router(),
-        metrics,
-        hooks,
-        notifier,
-        recorder,
-        gate,
     });
-
-    let m = controller_metrics.clone();
-    let settings = Settings {
-        engine: EngineConfig {
-            default_provider: "local".into(),
-            cluster: Some(config.cluster.clone()).filter(|c| !c.is_empty()),
-            event_webhook: config.event_webhook.clone(),
-        },
-        min_interval: config.min_analysis_interval,
-        name_prefix: if config.cluster.is_empty() {
-            "local".into()
-        } else {
-            config.cluster.clone()
-        },
-        on_status,
-        on_tick: Some(Arc::new(move |r: &aviary_actors::TickReport| {
-            let (ns, _) = r.key.split_once('/').unwrap_or(("", ""));
-            m.observe_tick(
-                r.key.rsplit('/').next().unwrap_or(""),
-                ns,
-                r.duration,
-                r.lateness,
-                r.analysed,
-            );
-        })),
-        ..Settings::default()
-    };
-    let agent = Arc::new(Agent::start(actors_platform, settings).await?);
-
-    let stop = tokio_util::sync::CancellationToken::new();
-    let listener = crate::admin::bind(config.admin_listen).await?;
-    let admin_addr = listener.local_addr().map_err(|e| Error::Config(e.to_string()))?;
-    let admin_state = AdminState {
-        source: Arc::new(LocalAdmin {
-            agent: agent.clone(),
-            platform: platform.clone(),
-        }),
-        metrics: controller_metrics.clone(),
-        events: events.clone(),
-    };
-    let admin_stop = stop.clone();
-    let admin = tokio::spawn(async move {
-        if let Err(e) =
-            crate::admin::serve(listener, admin_state, async move { admin_stop.cancelled().await }).await
-        {
-            tracing::error!("admin endpoint failed: {e}");
-        }
-    });
-
+    let (admin_addr, admin) = assembly.serve_admin(admin_source, stop.clone()).await?;
     let sink = Arc::new(AgentSink {
         agent: agent.clone(),
         resources,
-        events: events.clone(),
+        events: assembly.events.clone(),
     });
     let watch = platform.watch(path, sink).await;
-
-    let link = link.map(|(_, starter)| {
-        starter.start(Arc::new(LocalFleet {
-            agent: agent.clone(),
-            platform: platform.clone(),
-        }))
-    });
+    let link = assembly.start_link(Arc::new(LocalFleet {
+        agent: agent.clone(),
+        platform: platform.clone(),
+    }));
     Ok(LocalAgent {
         agent,
         platform,
@@ -352,7 +255,7 @@ pub async fn start(config: AgentConfig) -> Result<LocalAgent> {
         stop,
         link,
         admin_addr,
-        events,
-        metrics: controller_metrics,
+        events: assembly.events,
+        metrics: assembly.metrics,
     })
 }

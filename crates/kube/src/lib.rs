@@ -15,6 +15,8 @@
 //!   [`istio`], and in [`routing`] the provider choice, the `kubernetes` no-op router and shared
 //!   helpers.
 //! - [`lease`]: leader election through a coordination.k8s.io Lease.
+//! - [`revisions`]: what the coordinator link reads and pushes: targets' container images, and
+//!   retries of the same images.
 
 pub mod client;
 pub mod deployment;
@@ -25,6 +27,7 @@ pub mod knative;
 pub mod lease;
 pub mod platform;
 pub mod recorder;
+pub mod revisions;
 pub mod routing;
 pub mod services;
 pub mod watch;

@@ -137,8 +137,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             slack_url: args.slack_url,
             slack_channel: args.slack_channel,
             slack_user: args.slack_user,
-            slack_proxy: args.slack_proxy_url,
+            slack_proxy_url: args.slack_proxy_url,
             msteams_url: args.msteams_url,
+            ..GlobalNotifier::default()
         },
         platform,
     };
