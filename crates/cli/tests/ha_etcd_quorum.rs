@@ -15,7 +15,8 @@ mod ha_support;
 
 use std::time::{Duration, Instant};
 
-use aviary_coordinator::etcd::{Etcd, EtcdConfig, EtcdLeadership, EtcdStore, LocalEtcd};
+use aviary_coordinator::etcd::{Etcd, EtcdConfig, EtcdLeadership, EtcdStore};
+use aviary_testkit::etcd::LocalEtcd;
 use ha_support::*;
 
 const ROLLOUT: &str = "apiVersion: aviary.dev/v1alpha1

@@ -27,13 +27,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aviary_coordinator::client::{agent_link_client, call_leader, leader_from_status};
-use aviary_coordinator::etcd::{Etcd, EtcdConfig, EtcdLeadership, EtcdStore, LocalEtcd};
+use aviary_coordinator::etcd::{Etcd, EtcdConfig, EtcdLeadership, EtcdStore};
 use aviary_coordinator::sim::fingerprint;
 use aviary_coordinator::{Coordinator, CoordinatorConfig};
 use aviary_core::fleet::Revision;
 use aviary_proto::v1;
 use aviary_proto::v1::agent_message::Msg as Up;
 use aviary_proto::v1::coordinator_message::Msg as Down;
+use aviary_testkit::etcd::LocalEtcd;
 use rand::{Rng, SeedableRng};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;

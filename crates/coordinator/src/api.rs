@@ -12,8 +12,9 @@ use aviary_proto::v1::fleet_server::Fleet as FleetApi;
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::convert::{render, spec_from_proto};
+use crate::convert::{cluster_canary_to_proto, cluster_to_proto, render, spec_from_proto};
 use crate::error::Error;
+use crate::fleet::CanaryFilter;
 use crate::rollouts::Rollouts;
 
 /// The Fleet service.
@@ -86,8 +87,9 @@ impl FleetApi for FleetService {
         &self,
         _r: Request<v1::ListClustersRequest>,
     ) -> Result<Response<v1::ListClustersResponse>, Status> {
+        let clusters = self.rollouts.live_view().await?.list_clusters();
         Ok(Response::new(v1::ListClustersResponse {
-            clusters: self.rollouts.live_view().await?.list_clusters(),
+            clusters: clusters.iter().map(cluster_to_proto).collect(),
         }))
     }
 
@@ -95,8 +97,16 @@ impl FleetApi for FleetService {
         &self,
         r: Request<v1::ListCanariesRequest>,
     ) -> Result<Response<v1::ListCanariesResponse>, Status> {
+        let q = r.get_ref();
+        let filter = CanaryFilter {
+            cluster: &q.cluster,
+            region: &q.region,
+            namespace: &q.namespace,
+            phase: &q.phase,
+        };
+        let canaries = self.rollouts.live_view().await?.list_canaries(filter);
         Ok(Response::new(v1::ListCanariesResponse {
-            canaries: self.rollouts.live_view().await?.list_canaries(r.get_ref()),
+            canaries: canaries.iter().map(cluster_canary_to_proto).collect(),
         }))
     }
 
@@ -106,12 +116,13 @@ impl FleetApi for FleetService {
     ) -> Result<Response<v1::Rollout>, Status> {
         let req = r.into_inner();
         let rollout = rollout_from_request(&req)?;
-        Ok(Response::new(self.rollouts.create(rollout, &req.actor).await?))
+        let created = self.rollouts.create(rollout, &req.actor).await?;
+        Ok(self.rendered(&created))
     }
 
     async fn get_rollout(&self, r: Request<v1::GetRolloutRequest>) -> Result<Response<v1::Rollout>, Status> {
         let rec = self.rollouts.get(&r.get_ref().name).await?;
-        Ok(Response::new(render(&rec, &self.rollouts.fleet, true)))
+        Ok(self.rendered(&rec))
     }
 
     async fn list_rollouts(
@@ -216,7 +227,7 @@ impl FleetApi for FleetService {
                 }
             }
         };
-        Ok(Response::new(render(&rec, &self.rollouts.fleet, true)))
+        Ok(self.rendered(&rec))
     }
 
     async fn pause_rollout(
@@ -230,7 +241,7 @@ impl FleetApi for FleetService {
                 verbs::pause(p, s, &q.actor, &q.reason, now).map(|()| Vec::new())
             })
             .await?;
-        Ok(Response::new(out))
+        Ok(self.rendered(&out))
     }
 
     async fn resume_rollout(
@@ -244,7 +255,7 @@ impl FleetApi for FleetService {
                 verbs::resume(p, s, &q.actor, &q.reason, now).map(|()| Vec::new())
             })
             .await?;
-        Ok(Response::new(out))
+        Ok(self.rendered(&out))
     }
 
     async fn abort_rollout(
@@ -256,7 +267,7 @@ impl FleetApi for FleetService {
             .rollouts
             .verb(&q.name, |p, s, now| verbs::abort(p, s, &q.actor, &q.reason, now))
             .await?;
-        Ok(Response::new(out))
+        Ok(self.rendered(&out))
     }
 
     async fn approve_wave(&self, r: Request<v1::WaveVerbRequest>) -> Result<Response<v1::Rollout>, Status> {
@@ -271,7 +282,7 @@ impl FleetApi for FleetService {
                 verbs::approve_wave(p, s, &q.wave, &q.actor, now).map(|()| Vec::new())
             })
             .await?;
-        Ok(Response::new(out))
+        Ok(self.rendered(&out))
     }
 
     async fn skip_cluster(
@@ -290,6 +301,11 @@ impl FleetApi for FleetService {
 }
 
 impl FleetService {
+    /// A rollout on the wire, with its history and the live values of the fleet view.
+    fn rendered(&self, rec: &crate::store::RolloutRecord) -> Response<v1::Rollout> {
+        Response::new(render(rec, &self.rollouts.fleet, true))
+    }
+
     /// Skip or retry: the cluster must be in the rollout's plan (NOT_FOUND otherwise).
     async fn cluster_verb(
         &self,
@@ -312,7 +328,7 @@ impl FleetService {
                 verb(p, s, &q.cluster, &q.actor, now).map(|()| Vec::new())
             })
             .await?;
-        Ok(Response::new(out))
+        Ok(self.rendered(&out))
     }
 }
 

@@ -8,11 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aviary_coordinator::client::{LEADER_METADATA, call_leader, fleet_client};
-use aviary_coordinator::etcd::{Etcd, EtcdConfig, EtcdLeadership, EtcdStore, LocalEtcd};
+use aviary_coordinator::etcd::{Etcd, EtcdConfig, EtcdLeadership, EtcdStore};
 use aviary_coordinator::sim::{SimAgent, SimCanary, SimConfig};
 use aviary_coordinator::{Coordinator, CoordinatorConfig, Leadership};
 use aviary_core::fleet::Revision;
 use aviary_proto::v1;
+use aviary_testkit::etcd::LocalEtcd;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;

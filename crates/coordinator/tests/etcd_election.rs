@@ -8,8 +8,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aviary_coordinator::etcd::{Etcd, EtcdConfig, EtcdLeadership, LocalEtcd};
+use aviary_coordinator::etcd::{Etcd, EtcdConfig, EtcdLeadership};
 use aviary_coordinator::{Fence, LeaderState, Leadership};
+use aviary_testkit::etcd::LocalEtcd;
 
 async fn local_etcd(what: &str, members: usize) -> Option<LocalEtcd> {
     // RUST_LOG=aviary_coordinator=debug shows the replicas' view.

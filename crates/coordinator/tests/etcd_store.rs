@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aviary_api::document::{Resource, parse_documents};
-use aviary_coordinator::etcd::{Etcd, EtcdConfig, EtcdLeadership, EtcdStore, LocalEtcd};
+use aviary_coordinator::etcd::{Etcd, EtcdConfig, EtcdLeadership, EtcdStore};
 use aviary_coordinator::{ClusterRecord, Error, Fence, LeaderState, Leadership, RolloutRecord, Store};
 use aviary_core::fleet::{CanaryKey, CanaryObs, ClusterInfo, Revision, RolloutState, resolve_plan};
+use aviary_testkit::etcd::LocalEtcd;
 
 async fn local_etcd(what: &str) -> Option<LocalEtcd> {
     let _ = tracing_subscriber::fmt()

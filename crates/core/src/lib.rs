@@ -7,8 +7,9 @@
 //!   time as an argument.
 //! - [`weights`]: traffic weight math; [`template`]: query template rendering;
 //!   [`fingerprint`]: stable revision hashes; [`gofmt`]: Go's number formatting for event texts.
-//! - `fakes` and `simulate` (feature `test-util`): fakes of every port, and the simulator behind
-//!   `aviary simulate`.
+//! - [`simulate`]: the simulator behind `aviary simulate` (the engine on scripted ports with
+//!   virtual time).
+//! - `fakes` (feature `test-util`): fakes of every port for tests, and the simulator on them.
 
 pub mod engine;
 mod error;
@@ -16,13 +17,12 @@ pub mod fingerprint;
 pub mod fleet;
 pub mod gofmt;
 pub mod ports;
+pub mod simulate;
 pub mod template;
 pub mod weights;
 
 #[cfg(feature = "test-util")]
 pub mod fakes;
-#[cfg(feature = "test-util")]
-pub mod simulate;
 
 pub use engine::{EngineConfig, TickInput, TickMemory, TickOutcome, tick};
 pub use error::{Error, Result};

@@ -14,11 +14,16 @@
 //!   - `simulators`: Deployment, Knative and HTTPRoute controllers.
 //! - [`backends`]: scriptable HTTP doubles for the analysis: a Prometheus-compatible query
 //!   endpoint ([`FakePrometheus`]) and a webhook receiver ([`FakeWebhook`]).
+//! - [`etcd`]: real etcd processes on loopback ports ([`LocalEtcd`](etcd::LocalEtcd)), one or
+//!   several members, killed on drop.
+//! - [`net`]: loopback ports.
 //! - [`error`]: the crate's [`Error`].
 
 pub mod apiserver;
 pub mod backends;
 pub mod error;
+pub mod etcd;
+pub mod net;
 
 pub use apiserver::{FakeApiServer, NEVER_READY_ANNOTATION, Options, SimulatorConfig, Store};
 pub use backends::{FakePrometheus, FakeWebhook, WebhookCall};

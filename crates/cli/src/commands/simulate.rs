@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use aviary_api::document::{Resource, parse_documents};
 use aviary_api::validate::{Severity, validate};
-use aviary_core::simulate::{Script, Simulation};
+use aviary_core::simulate::{Script, simulate};
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
@@ -73,7 +73,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let report = rt.block_on(Simulation::new(*canary).run(&script));
+    let report = rt.block_on(simulate(*canary, &script));
     match args.output {
         Output::Text => super::out(report.to_text().trim_end()),
         Output::Json => super::out(serde_json::to_string_pretty(&report)?),

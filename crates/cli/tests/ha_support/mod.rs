@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use aviary_coordinator::etcd::LocalEtcd;
+use aviary_testkit::etcd::LocalEtcd;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::sync::Mutex;

@@ -2,10 +2,12 @@
 //! a temporary directory, every process killed when the [`LocalEtcd`] is dropped.
 
 use std::io::{self, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::net::free_port;
 
 /// A local etcd cluster (one or more members).
 pub struct LocalEtcd {
@@ -20,10 +22,6 @@ struct Member {
     client: u16,
     peer: u16,
     child: Option<Child>,
-}
-
-fn free_port() -> io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 impl LocalEtcd {
@@ -63,8 +61,8 @@ impl LocalEtcd {
         for i in 0..members.max(1) {
             list.push(Member {
                 name: format!("m{i}"),
-                client: free_port()?,
-                peer: free_port()?,
+                client: free_port(),
+                peer: free_port(),
                 child: None,
             });
         }

@@ -1,4 +1,10 @@
-//! The simulator behind `aviary simulate`: the real engine on the fakes, with virtual time.
+//! The simulator behind `aviary simulate`: the real engine on simulated ports, with virtual
+//! time.
+//!
+//! - [`Simulator`]: the loop (ticks at the analysis interval on a virtual clock) over any
+//!   [`World`] of ports; [`simulate`] runs it on a [`ScriptedWorld`] (`aviary simulate`).
+//! - [`world`]: [`ScriptedWorld`], the scripted ports `aviary simulate` runs on.
+//! - `Simulation` (feature `test-util`): the simulator on the fakes, for the engine's tests.
 //!
 //! A simulation initializes the canary, presents one new revision of the target, and ticks at
 //! the analysis interval until the analysis ends (Succeeded or Failed) or `maxTicks` is reached.
@@ -18,8 +24,27 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::{EngineConfig, TickInput, TickMemory, TickOutcome, tick};
 use crate::error::{Error, Result};
-use crate::fakes::{Answer, Fakes};
-use crate::ports::EventType;
+use crate::ports::{EventType, Ports};
+
+pub mod world;
+
+pub use world::{Answer, ScriptedWorld};
+
+/// The ports a simulation runs on, and what the simulator scripts in them.
+pub trait World {
+    /// The ports for one tick.
+    fn ports(&self) -> Ports<'_>;
+    /// The target describes a new revision from now on (like a new image on a Deployment).
+    fn present_revision(&self, fingerprint: &str);
+    /// The answers of metric `name`, in order (the last repeats).
+    fn script_metric(&self, name: &str, answers: Vec<Answer>);
+    /// Makes a MetricTemplate resolvable.
+    fn add_template(&self, template: MetricTemplate);
+    /// The outcomes of webhook `name` (`true` = pass), in order (the last repeats).
+    fn script_hook(&self, name: &str, outcomes: &[bool]);
+    /// The events recorded since the last call.
+    fn take_events(&self) -> Vec<(EventType, String)>;
+}
 
 /// A simulation script (YAML).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -113,9 +138,14 @@ impl Report {
     }
 }
 
-/// The engine on fakes with a virtual clock.
-pub struct Simulation {
-    pub fakes: Fakes,
+/// Simulates `canary` on a [`ScriptedWorld`] loaded with `script` (`aviary simulate`).
+pub async fn simulate(canary: Canary, script: &Script) -> Report {
+    let world = ScriptedWorld::default();
+    Simulator::new(canary, &world).run(&world, script).await
+}
+
+/// The engine on a virtual clock; each call names the [`World`] whose ports it runs on.
+pub struct Simulator {
     pub canary: Canary,
     pub config: EngineConfig,
     memory: TickMemory,
@@ -126,16 +156,14 @@ pub struct Simulation {
     ticks: Vec<TickSummary>,
 }
 
-impl Simulation {
-    /// A simulation of `canary` (its status is cleared), starting at a fixed instant.
-    pub fn new(mut canary: Canary) -> Self {
+impl Simulator {
+    /// A simulation of `canary` (its status is cleared) on `world`, starting at a fixed instant.
+    pub fn new(mut canary: Canary, world: &impl World) -> Self {
         canary.status = None;
         let start = Timestamp::from_second(1_767_225_600).expect("a valid instant"); // 2026-01-01
         let interval = canary.analysis_interval(MIN_INTERVAL);
-        let fakes = Fakes::default();
-        fakes.target.set_revision("rev-1");
+        world.present_revision("rev-1");
         Self {
-            fakes,
             canary,
             config: EngineConfig::default(),
             memory: TickMemory::default(),
@@ -162,8 +190,8 @@ impl Simulation {
         self.now.duration_since(self.start).as_secs().max(0) as u64
     }
 
-    /// Loads the script into the fakes; template metrics get a template to resolve.
-    pub fn load(&mut self, script: &Script) {
+    /// Loads the script into the world; template metrics get a template to resolve.
+    pub fn load(&mut self, world: &impl World, script: &Script) {
         for (name, answers) in &script.metrics {
             let answers = answers
                 .iter()
@@ -173,11 +201,11 @@ impl Simulation {
                     ScriptAnswer::Word(w) => Answer::Error(w.clone()),
                 })
                 .collect();
-            self.fakes.metrics.script(name, answers);
+            world.script_metric(name, answers);
         }
         for (name, outcomes) in &script.webhooks {
             let outcomes: Vec<bool> = outcomes.iter().map(|o| *o == HookOutcome::Pass).collect();
-            self.fakes.hooks.script(name, &outcomes);
+            world.script_hook(name, &outcomes);
         }
         let ns = self.canary.namespace().to_string();
         let metrics = self.canary.analysis().metrics.clone().unwrap_or_default();
@@ -195,7 +223,7 @@ impl Simulation {
                 },
             );
             t.metadata.namespace = Some(r.namespace.clone().unwrap_or_else(|| ns.clone()));
-            self.fakes.metrics.add_template(t);
+            world.add_template(t);
             if !script.metrics.contains_key(&name) {
                 let healthy = match m.threshold_range {
                     Some(r) => match (r.min, r.max) {
@@ -206,29 +234,29 @@ impl Simulation {
                     },
                     None => 0.0,
                 };
-                self.fakes.metrics.values(&name, &[healthy]);
+                world.script_metric(&name, vec![Answer::Value(healthy)]);
             }
         }
     }
 
     /// Runs one tick at the current virtual time, then advances the clock by the interval.
-    pub async fn tick(&mut self) -> TickOutcome {
+    pub async fn tick(&mut self, world: &impl World) -> TickOutcome {
         let input = TickInput {
             canary: &self.canary,
             now: self.now,
             token: "simcookieaprimarycook",
         };
-        let outcome = tick(input, &mut self.memory, self.fakes.ports(), &self.config).await;
+        let outcome = tick(input, &mut self.memory, world.ports(), &self.config).await;
         self.canary.status = Some(outcome.status.clone());
         let t = self.elapsed();
-        for e in self.fakes.recorder.take_events() {
+        for (kind, message) in world.take_events() {
             self.events.push(TimedEvent {
                 t,
-                kind: match e.kind {
+                kind: match kind {
                     EventType::Normal => "Normal".into(),
                     EventType::Warning => "Warning".into(),
                 },
-                message: e.message,
+                message,
             });
         }
         self.ticks.push(TickSummary {
@@ -243,18 +271,18 @@ impl Simulation {
     }
 
     /// Initializes, presents a new revision, and ticks until the analysis ends.
-    pub async fn run(&mut self, script: &Script) -> Report {
-        self.load(script);
+    pub async fn run(&mut self, world: &impl World, script: &Script) -> Report {
+        self.load(world, script);
         let max_ticks = script.max_ticks.unwrap_or(10_000).max(1);
         let mut last = None;
         let mut presented = false;
         for _ in 0..max_ticks {
             let before = self.now;
-            let out = self.tick().await;
+            let out = self.tick(world).await;
             let phase = out.status.phase;
             last = Some((out, before));
             if !presented && phase == CanaryPhase::Initialized {
-                self.fakes.target.set_revision("rev-2");
+                world.present_revision("rev-2");
                 presented = true;
                 continue;
             }
@@ -272,5 +300,56 @@ impl Simulation {
             failed_checks: status.failed_checks,
             elapsed_seconds: at.duration_since(self.start).as_secs().max(0) as u64,
         }
+    }
+}
+
+/// The simulator on the fakes, which the engine's tests script, swap and inspect; the rest of
+/// the [`Simulator`] is reached through `Deref`.
+#[cfg(feature = "test-util")]
+pub struct Simulation {
+    pub fakes: crate::fakes::Fakes,
+    simulator: Simulator,
+}
+
+#[cfg(feature = "test-util")]
+impl Simulation {
+    /// A simulation of `canary` (its status is cleared) on fresh fakes.
+    pub fn new(canary: Canary) -> Self {
+        let fakes = crate::fakes::Fakes::default();
+        Self {
+            simulator: Simulator::new(canary, &fakes),
+            fakes,
+        }
+    }
+
+    /// Loads the script into the fakes.
+    pub fn load(&mut self, script: &Script) {
+        self.simulator.load(&self.fakes, script);
+    }
+
+    /// One tick on the fakes.
+    pub async fn tick(&mut self) -> TickOutcome {
+        self.simulator.tick(&self.fakes).await
+    }
+
+    /// Initializes, presents a new revision, and ticks until the analysis ends.
+    pub async fn run(&mut self, script: &Script) -> Report {
+        self.simulator.run(&self.fakes, script).await
+    }
+}
+
+#[cfg(feature = "test-util")]
+impl std::ops::Deref for Simulation {
+    type Target = Simulator;
+
+    fn deref(&self) -> &Self::Target {
+        &self.simulator
+    }
+}
+
+#[cfg(feature = "test-util")]
+impl std::ops::DerefMut for Simulation {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.simulator
     }
 }
