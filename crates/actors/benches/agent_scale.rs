@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use aviary_actors::{Agent, CanaryPorts, Platform, Settings, TickReport};
+use aviary_actors::{CanaryActors, CanaryPorts, Platform, Settings, TickReport};
 use aviary_api::document::{Resource, parse_documents};
 use aviary_api::{Canary, CanaryPhase, CanaryStatus, MetricTemplate};
 use aviary_core::ports::*;
@@ -31,13 +31,13 @@ struct P(Arc<Shared>);
 
 #[async_trait]
 impl Target for P {
-    async fn revision(&self, _c: &Canary) -> Result<Revision, String> {
+    async fn revision(&self, _c: &Canary) -> Result<TargetRevision, String> {
         let fp = if self.0.new_revision.load(Ordering::Relaxed) {
             "rev-2"
         } else {
             "rev-1"
         };
-        Ok(Revision {
+        Ok(TargetRevision {
             fingerprint: fp.into(),
             tracked_configs: None,
             route: None,
@@ -220,7 +220,7 @@ fn main() {
         };
         let template = template_canary();
         let base_rss = rss_bytes();
-        let agent = Agent::start(Arc::new(BenchPlatform { ports }), settings).await.unwrap();
+        let agent = CanaryActors::start(Arc::new(BenchPlatform { ports }), settings).await.unwrap();
         let spawn = Instant::now();
         for i in 0..n {
             let mut c = template.clone();

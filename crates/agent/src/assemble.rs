@@ -60,7 +60,7 @@ pub(crate) struct PlatformParts {
 /// The shared parts of one agent, assembled around its platform.
 pub(crate) struct Assembly {
     /// The platform as the canary actors see it.
-    pub(crate) actors: Arc<dyn Platform>,
+    pub(crate) actor_platform: Arc<dyn Platform>,
     pub(crate) settings: Settings,
     /// Every status and event goes through it (the Kubernetes watchers' warnings too).
     pub(crate) recorder: Arc<dyn Recorder>,
@@ -103,7 +103,7 @@ impl Assembly {
         let global = Receiver::from_flags(&config.notifier);
         let notifier: Arc<dyn Notifier> =
             Arc::new(AlertNotifier::new(parts.alert_providers, parts.secrets, global)?);
-        let actors = Arc::new(AgentPlatform {
+        let actor_platform = Arc::new(AgentPlatform {
             workloads: parts.workloads,
             metrics: parts.metrics,
             hooks: Arc::new(HttpHooks::new()?),
@@ -124,7 +124,7 @@ impl Assembly {
             ..Settings::default()
         };
         Ok(Self {
-            actors,
+            actor_platform,
             settings,
             recorder,
             metrics,

@@ -16,13 +16,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aviary_actors::Agent;
+use aviary_actors::CanaryActors;
 use aviary_api::{AlertProvider, Canary, CanaryStatus, MetricTemplate};
 use aviary_core::fleet::Revision;
 use aviary_core::ports::{Router, SecretSource, Target};
 use aviary_kube::knative::KnativeRoute;
 use aviary_kube::{
-    CanarySink, ClientSettings, Kube, KubePlatform, KubeSettings, LeaderElector, Leadership, LeaseSettings,
+    CanarySink, ClientSettings, Kube, KubePlatform, KubeSettings, LeaderElector, LeaseEnd, LeaseSettings,
     Watched, revisions,
 };
 use aviary_providers::{AlertProviderSource, PrometheusBuiltins, ProviderMetrics, TemplateSource};
@@ -131,11 +131,13 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
                 namespace.as_deref().map_or("all namespaces".to_string(), |n| format!("namespace {n}"))
             );
             let term = token.child_token();
-            let agent = Arc::new(Agent::start(assembly.actors.clone(), assembly.settings.clone()).await?);
+            let actors = Arc::new(
+                CanaryActors::start(assembly.actor_platform.clone(), assembly.settings.clone()).await?,
+            );
             let watchers = tokio::spawn(aviary_kube::watch::run(
                 platform.clone(),
                 namespace.clone(),
-                Arc::new(ActorSink(agent.clone())),
+                Arc::new(ActorSink(actors.clone())),
                 assembly.recorder.clone(),
                 watched.clone(),
                 term.clone(),
@@ -149,25 +151,25 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
                 Some(e) => e.hold(&token).await,
                 None => {
                     token.cancelled().await;
-                    Leadership::Shutdown
+                    LeaseEnd::Shutdown
                 }
             };
             term.cancel();
             let _ = watchers.await;
             let _ = totals.await;
-            match Arc::try_unwrap(agent) {
-                Ok(agent) => agent.stop().await,
-                Err(agent) => agent.supervisor().stop(Some("agent stopping".into())),
+            match Arc::try_unwrap(actors) {
+                Ok(actors) => actors.stop().await,
+                Err(actors) => actors.supervisor().stop(Some("agent stopping".into())),
             }
             watched.clear();
             match outcome {
-                Leadership::Shutdown => {
+                LeaseEnd::Shutdown => {
                     if let Some(e) = &elector {
                         e.release().await;
                     }
                     return Ok(());
                 }
-                Leadership::Lost => {
+                LeaseEnd::Lost => {
                     tracing::warn!("leadership lost: every canary actor stopped; campaigning again")
                 }
             }
@@ -198,7 +200,7 @@ impl Workloads for KubePlatform {
 }
 
 /// The watchers hand canaries to the supervisor.
-struct ActorSink(Arc<Agent>);
+struct ActorSink(Arc<CanaryActors>);
 
 impl CanarySink for ActorSink {
     fn apply(&self, canary: Canary) {

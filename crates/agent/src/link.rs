@@ -22,7 +22,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aviary_api::{Canary, CanaryPhase};
 use aviary_core::fleet::Revision;
-use aviary_core::ports::{self, Gate, GateDecision};
+use aviary_core::ports::{Gate, GateDecision, TargetRevision};
 use aviary_proto::v1::{self, agent_message, coordinator_message};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
@@ -686,7 +686,7 @@ impl Gate for LinkGate {
         Some(GATE_NAME)
     }
 
-    async fn confirm_rollout(&self, canary: &Canary, revision: &ports::Revision) -> GateDecision {
+    async fn confirm_rollout(&self, canary: &Canary, revision: &TargetRevision) -> GateDecision {
         let key = canary.key();
         let fp = revision.fingerprint.clone();
         // Decide under the lock; ask (which may await the platform) after releasing it.

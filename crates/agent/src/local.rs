@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use aviary_actors::Agent;
+use aviary_actors::CanaryActors;
 use aviary_api::{AlertProvider, Canary, CanaryStatus, MetricTemplate};
 use aviary_core::fleet::Revision;
 use aviary_core::ports::{Router, Target};
@@ -39,20 +39,20 @@ impl Workloads for LocalPlatform {
 /// Where the config's resources go: canaries to the actors, templates and alert providers to
 /// the providers' store, problems to the event log.
 struct AgentSink {
-    agent: Arc<Agent>,
+    actors: Arc<CanaryActors>,
     resources: Arc<ResourceStore>,
     events: Arc<EventLog>,
 }
 
 impl ConfigSink for AgentSink {
     fn apply_canary(&self, canary: Canary) {
-        if let Err(e) = self.agent.apply(canary.clone()) {
+        if let Err(e) = self.actors.apply(canary.clone()) {
             tracing::error!("cannot hand {} to the actors: {e}", canary.key());
         }
     }
 
     fn remove_canary(&self, namespace: &str, name: &str) {
-        let _ = self.agent.remove(namespace, name);
+        let _ = self.actors.remove(namespace, name);
     }
 
     fn metric_template(&self, template: MetricTemplate) {
@@ -78,13 +78,13 @@ impl ConfigSink for AgentSink {
 
 /// The admin view: the supervisor's canaries plus invalid ones with a `Validated=False` condition.
 struct LocalAdmin {
-    agent: Arc<Agent>,
+    actors: Arc<CanaryActors>,
     platform: Arc<LocalPlatform>,
 }
 
 /// Every canary the actors run, with its status.
-async fn running(agent: &Agent) -> Vec<Canary> {
-    agent
+async fn running(actors: &CanaryActors) -> Vec<Canary> {
+    actors
         .list()
         .await
         .unwrap_or_default()
@@ -96,7 +96,7 @@ async fn running(agent: &Agent) -> Vec<Canary> {
 #[async_trait]
 impl AdminSource for LocalAdmin {
     async fn canaries(&self) -> Vec<Canary> {
-        let mut out = running(&self.agent).await;
+        let mut out = running(&self.actors).await;
         out.extend(self.platform.invalid_canaries());
         out
     }
@@ -108,14 +108,14 @@ impl AdminSource for LocalAdmin {
 
 /// The local platform as the coordinator link sees it.
 struct LocalFleet {
-    agent: Arc<Agent>,
+    actors: Arc<CanaryActors>,
     platform: Arc<LocalPlatform>,
 }
 
 #[async_trait]
 impl FleetTarget for LocalFleet {
     async fn canaries(&self) -> Vec<Canary> {
-        running(&self.agent).await
+        running(&self.actors).await
     }
 
     async fn target_revision(&self, canary: &Canary) -> Revision {
@@ -150,7 +150,7 @@ impl FleetTarget for LocalFleet {
 
 /// A running local agent.
 pub struct LocalAgent {
-    agent: Arc<Agent>,
+    actors: Arc<CanaryActors>,
     platform: Arc<LocalPlatform>,
     watch: ConfigWatch,
     admin: tokio::task::JoinHandle<()>,
@@ -165,7 +165,7 @@ pub struct LocalAgent {
 impl LocalAgent {
     /// Every canary with its status.
     pub async fn canaries(&self) -> Vec<Canary> {
-        running(&self.agent).await
+        running(&self.actors).await
     }
 
     /// Stops the canaries, the routers and every process.
@@ -176,8 +176,8 @@ impl LocalAgent {
         }
         self.watch.stop().await;
         let _ = self.admin.await;
-        if let Ok(agent) = Arc::try_unwrap(self.agent) {
-            agent.stop().await;
+        if let Ok(actors) = Arc::try_unwrap(self.actors) {
+            actors.stop().await;
         }
         self.platform.shutdown().await;
     }
@@ -229,26 +229,27 @@ pub async fn start(config: AgentConfig) -> Result<LocalAgent> {
             tick_target: Arc::new(|_: &str, name: &str| name.to_string()),
         },
     )?;
-    let agent = Arc::new(Agent::start(assembly.actors.clone(), assembly.settings.clone()).await?);
+    let actors =
+        Arc::new(CanaryActors::start(assembly.actor_platform.clone(), assembly.settings.clone()).await?);
 
     let stop = CancellationToken::new();
     let admin_source = Arc::new(LocalAdmin {
-        agent: agent.clone(),
+        actors: actors.clone(),
         platform: platform.clone(),
     });
     let (admin_addr, admin) = assembly.serve_admin(admin_source, stop.clone()).await?;
     let sink = Arc::new(AgentSink {
-        agent: agent.clone(),
+        actors: actors.clone(),
         resources,
         events: assembly.events.clone(),
     });
     let watch = platform.watch(path, sink).await;
     let link = assembly.start_link(Arc::new(LocalFleet {
-        agent: agent.clone(),
+        actors: actors.clone(),
         platform: platform.clone(),
     }));
     Ok(LocalAgent {
-        agent,
+        actors,
         platform,
         watch,
         admin,

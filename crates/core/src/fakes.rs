@@ -23,7 +23,7 @@ use crate::simulate::world::{ScriptedHooks, ScriptedMetrics};
 
 #[derive(Debug, Clone)]
 struct TargetState {
-    revision: Revision,
+    revision: TargetRevision,
     primary: Result<(), NotReady>,
     canary: Result<(), NotReady>,
     /// The revision the primary runs (what `promote` copied).
@@ -40,7 +40,7 @@ pub struct FakeTarget(Arc<Mutex<TargetState>>);
 impl Default for FakeTarget {
     fn default() -> Self {
         Self(Arc::new(Mutex::new(TargetState {
-            revision: Revision {
+            revision: TargetRevision {
                 fingerprint: "rev-1".into(),
                 tracked_configs: None,
                 route: None,
@@ -96,7 +96,7 @@ impl FakeTarget {
 
 #[async_trait]
 impl Target for FakeTarget {
-    async fn revision(&self, _canary: &Canary) -> Result<Revision, String> {
+    async fn revision(&self, _canary: &Canary) -> Result<TargetRevision, String> {
         Ok(self.0.lock().revision.clone())
     }
     async fn initialize(&self, _canary: &Canary) -> Result<(), NotReady> {
@@ -528,7 +528,7 @@ impl Gate for FakeGate {
     fn name(&self) -> Option<&str> {
         self.name.as_deref()
     }
-    async fn confirm_rollout(&self, _canary: &Canary, revision: &Revision) -> GateDecision {
+    async fn confirm_rollout(&self, _canary: &Canary, revision: &TargetRevision) -> GateDecision {
         let mut s = self.state.lock();
         s.asked.push(revision.fingerprint.clone());
         match &s.closed {

@@ -17,9 +17,11 @@ use serde::{Deserialize, Serialize};
 
 // === Target ===
 
-/// The revision the target currently describes.
+/// The revision the target currently describes: its fingerprint (plus tracked configs and the
+/// query route). Not to be confused with a fleet rollout's [`crate::fleet::Revision`] (images or a
+/// version).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Revision {
+pub struct TargetRevision {
     /// Stable fingerprint of the workload template (see [`crate::fingerprint`]); stored in
     /// `status.lastAppliedSpec` when an analysis starts.
     pub fingerprint: String,
@@ -64,7 +66,7 @@ impl fmt::Display for NotReady {
 #[async_trait]
 pub trait Target: Send + Sync {
     /// The revision the target describes now.
-    async fn revision(&self, canary: &Canary) -> Result<Revision, String>;
+    async fn revision(&self, canary: &Canary) -> Result<TargetRevision, String>;
     /// Creates what the canary needs besides the target (the `-primary` copy) when missing.
     async fn initialize(&self, canary: &Canary) -> Result<(), NotReady>;
     /// Whether the primary is ready to serve.
@@ -376,7 +378,7 @@ pub trait Gate: Send + Sync {
     /// The gate's name in events (`Confirm-rollout check <name> passed`); `None` = no gate.
     fn name(&self) -> Option<&str>;
     /// May the analysis of `revision` start?
-    async fn confirm_rollout(&self, canary: &Canary, revision: &Revision) -> GateDecision;
+    async fn confirm_rollout(&self, canary: &Canary, revision: &TargetRevision) -> GateDecision;
     /// Does the authority want the running analysis rolled back now? `Some(reason)` if so.
     async fn rollback_requested(&self, canary: &Canary) -> Option<String>;
     /// Should the current revision be promoted without analysis? The coordinator asks for it
@@ -395,7 +397,7 @@ impl Gate for NoGate {
     fn name(&self) -> Option<&str> {
         None
     }
-    async fn confirm_rollout(&self, _canary: &Canary, _revision: &Revision) -> GateDecision {
+    async fn confirm_rollout(&self, _canary: &Canary, _revision: &TargetRevision) -> GateDecision {
         GateDecision::Open
     }
     async fn rollback_requested(&self, _canary: &Canary) -> Option<String> {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use aviary_api::{Canary, CanaryPhase, MetricTemplate};
 use aviary_core::ports::{
-    BuiltinMetric, MetricError, MetricModel, Metrics, NotReady, Revision, Router, Routes, Target,
+    BuiltinMetric, MetricError, MetricModel, Metrics, NotReady, Router, Routes, Target, TargetRevision,
 };
 use serde_json::{Value, json};
 
@@ -196,10 +196,10 @@ impl Knative {
 
 #[async_trait]
 impl Target for Knative {
-    async fn revision(&self, c: &Canary) -> Result<Revision, String> {
+    async fn revision(&self, c: &Canary) -> Result<TargetRevision, String> {
         let svc = self.service(c).await?;
         let latest = Self::latest_created(c, &svc)?;
-        Ok(Revision {
+        Ok(TargetRevision {
             fingerprint: latest.clone(),
             tracked_configs: None,
             route: Some(latest),

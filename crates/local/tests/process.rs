@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aviary_local::process::{
-    FailureKind, GroupSpec, GroupStatus, ProcessGroup, Supervisor, SupervisorConfig,
+    FailureKind, GroupSpec, GroupStatus, ProcessGroup, ProcessSupervisor, ProcessSupervisorConfig,
 };
 use common::{client, eventually, get};
 use http::StatusCode;
@@ -14,13 +14,13 @@ use http::StatusCode;
 const SAMPLE_APP: &str = env!("CARGO_BIN_EXE_aviary-sample-app");
 const WAIT: Duration = Duration::from_secs(20);
 
-fn fast_config() -> SupervisorConfig {
-    SupervisorConfig {
+fn fast_config() -> ProcessSupervisorConfig {
+    ProcessSupervisorConfig {
         grace_period: Duration::from_secs(2),
         backoff_initial: Duration::from_millis(20),
         backoff_max: Duration::from_millis(200),
         probe_interval: Duration::from_millis(100),
-        ..SupervisorConfig::default()
+        ..ProcessSupervisorConfig::default()
     }
 }
 
@@ -75,7 +75,7 @@ fn pids(status: &GroupStatus) -> Vec<u32> {
 
 #[tokio::test]
 async fn replicas_become_ready_on_their_own_ports_and_stop() {
-    let supervisor = Supervisor::new(fast_config());
+    let supervisor = ProcessSupervisor::new(fast_config());
     let group = supervisor
         .start(sample_app_spec("test/podinfo-primary", 2))
         .unwrap();
@@ -108,7 +108,7 @@ async fn replicas_become_ready_on_their_own_ports_and_stop() {
 
 #[tokio::test]
 async fn a_killed_process_is_restarted() {
-    let supervisor = Supervisor::new(fast_config());
+    let supervisor = ProcessSupervisor::new(fast_config());
     let group = supervisor
         .start(sample_app_spec("test/podinfo-canary", 1))
         .unwrap();
@@ -135,7 +135,7 @@ async fn a_killed_process_is_restarted() {
 
 #[tokio::test]
 async fn a_crash_loop_is_reported_with_the_last_output() {
-    let supervisor = Supervisor::new(fast_config());
+    let supervisor = ProcessSupervisor::new(fast_config());
     let group = supervisor
         .start(spec(
             "test/broken",
@@ -182,7 +182,7 @@ async fn a_crash_loop_is_reported_with_the_last_output() {
 
 #[tokio::test]
 async fn a_command_that_cannot_start_is_a_clear_error() {
-    let supervisor = Supervisor::new(fast_config());
+    let supervisor = ProcessSupervisor::new(fast_config());
     let group = supervisor
         .start(spec(
             "test/typo",
@@ -216,11 +216,11 @@ async fn a_command_that_cannot_start_is_a_clear_error() {
 #[tokio::test]
 async fn stop_kills_the_whole_process_group_even_when_sigterm_is_ignored() {
     let dir = tempfile::tempdir().unwrap();
-    let config = SupervisorConfig {
+    let config = ProcessSupervisorConfig {
         grace_period: Duration::from_millis(300),
         ..fast_config()
     };
-    let supervisor = Supervisor::new(config);
+    let supervisor = ProcessSupervisor::new(config);
     // The shell starts a background child in the same process group, then becomes the app.
     let bg = dir.path().join("bg.pid");
     let script = format!(
@@ -257,7 +257,7 @@ async fn stop_kills_the_whole_process_group_even_when_sigterm_is_ignored() {
 
 #[tokio::test]
 async fn dropping_the_supervisor_leaves_no_orphans() {
-    let supervisor = Supervisor::new(fast_config());
+    let supervisor = ProcessSupervisor::new(fast_config());
     let group = supervisor.start(sample_app_spec("test/dropped", 2)).unwrap();
     let pids = pids(&ready(&group).await);
     drop(supervisor);
@@ -270,11 +270,11 @@ async fn dropping_the_supervisor_leaves_no_orphans() {
 #[tokio::test]
 async fn output_goes_to_the_log_and_env_values_are_expanded() {
     let dir = tempfile::tempdir().unwrap();
-    let config = SupervisorConfig {
+    let config = ProcessSupervisorConfig {
         log_dir: Some(dir.path().to_owned()),
         ..fast_config()
     };
-    let supervisor = Supervisor::new(config);
+    let supervisor = ProcessSupervisor::new(config);
     let mut spec = spec(
         "test/podinfo-canary",
         &[
@@ -305,7 +305,7 @@ async fn output_goes_to_the_log_and_env_values_are_expanded() {
 
 #[tokio::test]
 async fn an_unready_process_reports_why() {
-    let supervisor = Supervisor::new(fast_config());
+    let supervisor = ProcessSupervisor::new(fast_config());
     let mut spec = sample_app_spec("test/wrong-probe", 1);
     spec.readiness_path = "/status/503".to_owned();
     let group = supervisor.start(spec).unwrap();

@@ -18,7 +18,7 @@ use aviary_api::defaults::defaulted;
 use aviary_api::{Canary, CanaryPhase, CanaryStatus, Strategy};
 use jiff::Timestamp;
 
-use crate::ports::{EventType, NotReady, Ports, Revision, Routes, Severity};
+use crate::ports::{EventType, NotReady, Ports, Routes, Severity, TargetRevision};
 use crate::weights;
 
 /// Agent-wide settings of the engine.
@@ -431,7 +431,7 @@ impl<'a, 'm> Tick<'a, 'm> {
     }
 
     /// The target's current revision; a failure is a warning that ends the tick.
-    async fn revision(&mut self) -> Step<Revision> {
+    async fn revision(&mut self) -> Step<TargetRevision> {
         match self.ports.target.revision(&self.c).await {
             Ok(r) => {
                 if r.route.is_some() {
@@ -447,7 +447,7 @@ impl<'a, 'm> Tick<'a, 'm> {
     }
 
     /// Flagger's `HasTargetChanged || HaveDependenciesChanged`.
-    fn revision_changed(&self, revision: &Revision) -> bool {
+    fn revision_changed(&self, revision: &TargetRevision) -> bool {
         let s = self.status();
         let spec_changed = if s.last_applied_spec.is_empty() {
             true
@@ -821,7 +821,7 @@ impl<'a, 'm> Tick<'a, 'm> {
         }
         let revision = match self.ports.target.revision(&self.c).await {
             Ok(r) => r,
-            Err(_) => Revision {
+            Err(_) => TargetRevision {
                 fingerprint: self.status().last_applied_spec.clone(),
                 tracked_configs: self.status().tracked_configs.clone(),
                 route: None,
@@ -852,7 +852,7 @@ impl<'a, 'm> Tick<'a, 'm> {
         .await;
         self.set_routes(0, weights::TOTAL, false).await?;
         self.ports.recorder.set_weight_metric(&self.c, 0, weights::TOTAL);
-        let revision = Revision {
+        let revision = TargetRevision {
             fingerprint: self.status().last_applied_spec.clone(),
             tracked_configs: self.status().tracked_configs.clone(),
             route: None,

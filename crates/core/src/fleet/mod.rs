@@ -43,7 +43,8 @@ pub mod phase {
 }
 
 /// What a target runs: container images (Deployment, Knative Service) or a version
-/// (LocalService). An empty map / empty version means "not set".
+/// (LocalService). An empty map / empty version means "not set". (The engine's
+/// [`TargetRevision`](crate::ports::TargetRevision) is a fingerprint of a target instead.)
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Revision {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 use super::World;
 use crate::ports::{
     Alert, BuiltinMetric, EventType, HookPayload, Hooks, MetricError, MetricModel, Metrics, NoGate, NotReady,
-    Notifier, Ports, Recorder, Revision, Router, Routes, Target,
+    Notifier, Ports, Recorder, Router, Routes, Target, TargetRevision,
 };
 
 /// One scripted query answer.
@@ -81,8 +81,8 @@ impl SimulatedTarget {
 
 #[async_trait]
 impl Target for SimulatedTarget {
-    async fn revision(&self, _canary: &Canary) -> Result<Revision, String> {
-        Ok(Revision {
+    async fn revision(&self, _canary: &Canary) -> Result<TargetRevision, String> {
+        Ok(TargetRevision {
             fingerprint: self.0.lock().clone(),
             tracked_configs: None,
             route: None,

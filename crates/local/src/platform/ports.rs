@@ -11,8 +11,8 @@ use aviary_api::local::LocalServiceSpec;
 use aviary_api::{Canary, CanaryStatus, Strategy};
 use aviary_core::fingerprint::fingerprint;
 use aviary_core::ports::{
-    BuiltinMetric, BuiltinSource, EventType, MetricError, MetricModel, NotReady, Recorder, Revision, Router,
-    Routes, Target,
+    BuiltinMetric, BuiltinSource, EventType, MetricError, MetricModel, NotReady, Recorder, Router, Routes,
+    Target, TargetRevision,
 };
 
 use super::runtime::Runtime;
@@ -79,9 +79,9 @@ pub(super) struct LocalTarget {
 
 #[async_trait]
 impl Target for LocalTarget {
-    async fn revision(&self, canary: &Canary) -> Result<Revision, String> {
+    async fn revision(&self, canary: &Canary) -> Result<TargetRevision, String> {
         let spec = self.runtime.spec(&target_key(canary))?;
-        Ok(Revision {
+        Ok(TargetRevision {
             fingerprint: revision_of(&spec),
             tracked_configs: None,
             route: None,

@@ -16,8 +16,8 @@ use parking_lot::Mutex;
 use super::config::LoadedConfig;
 use super::ports;
 use super::state::{self, ServiceState, StateDir};
-use crate::process::{GroupSpec, GroupStatus, ProcessGroup, Supervisor, SupervisorConfig};
-use crate::router::{Backend, Backends, Router as LocalRouterImpl, RouterConfig, RouterMetrics};
+use crate::process::{GroupSpec, GroupStatus, ProcessGroup, ProcessSupervisor, ProcessSupervisorConfig};
+use crate::router::{Backend, Backends, HttpRouter, RouterConfig, RouterMetrics};
 
 /// Set on the processes of a retried revision (its value is the retry count).
 const RETRY_ENV: &str = "AVIARY_RETRY";
@@ -26,7 +26,7 @@ const RETRY_ENV: &str = "AVIARY_RETRY";
 struct Service {
     /// The effective spec (the file's, or a version the coordinator pushed).
     spec: LocalService,
-    router: Arc<LocalRouterImpl>,
+    router: Arc<HttpRouter>,
     primary: Option<Group>,
     /// A promotion in progress: the next primary generation, not yet serving.
     next_primary: Option<Group>,
@@ -66,7 +66,7 @@ pub(super) struct Runtime {
     /// A weak handle to itself, for the tasks it spawns.
     me: std::sync::OnceLock<std::sync::Weak<Runtime>>,
     pub(super) state: StateDir,
-    processes: Supervisor,
+    processes: ProcessSupervisor,
     services: Mutex<BTreeMap<String, Service>>,
     /// LocalServices of the config that could not start (their router's port is taken, …), with
     /// why: their canaries report it as not ready, and the reconciler retries them.
@@ -87,12 +87,7 @@ fn group_spec(key: &str, role: &str, spec: &LocalServiceSpec) -> GroupSpec {
 }
 
 /// Keeps a router pool equal to a group's ready processes while the group is active.
-fn feed_router(
-    router: Arc<LocalRouterImpl>,
-    backend: Backend,
-    group: &ProcessGroup,
-    active: Arc<AtomicBool>,
-) {
+fn feed_router(router: Arc<HttpRouter>, backend: Backend, group: &ProcessGroup, active: Arc<AtomicBool>) {
     let mut rx = group.subscribe();
     tokio::spawn(async move {
         loop {
@@ -111,10 +106,10 @@ impl Runtime {
     /// Opens (and creates) the state directory; no service runs yet.
     pub(super) fn open(state_dir: &Path) -> std::io::Result<Arc<Self>> {
         let state = StateDir::open(state_dir)?;
-        let processes = Supervisor::new(SupervisorConfig {
+        let processes = ProcessSupervisor::new(ProcessSupervisorConfig {
             log_dir: Some(state.logs()),
             grace_period: Duration::from_secs(3),
-            ..SupervisorConfig::default()
+            ..ProcessSupervisorConfig::default()
         });
         let runtime = Arc::new(Self {
             me: std::sync::OnceLock::new(),
@@ -151,7 +146,7 @@ impl Runtime {
         key: &str,
         role: &str,
         spec: &LocalServiceSpec,
-        router: &Arc<LocalRouterImpl>,
+        router: &Arc<HttpRouter>,
         backend: Backend,
         active: bool,
     ) -> Result<Group, String> {
@@ -179,7 +174,7 @@ impl Runtime {
             .ok_or_else(|| self.missing(key))
     }
 
-    pub(super) fn router(&self, key: &str) -> Result<Arc<LocalRouterImpl>, String> {
+    pub(super) fn router(&self, key: &str) -> Result<Arc<HttpRouter>, String> {
         self.services
             .lock()
             .get(key)
@@ -559,7 +554,7 @@ impl Runtime {
         if !exists {
             let (ns, name) = key.split_once('/').unwrap_or(("default", key));
             let listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-            let router = LocalRouterImpl::start(RouterConfig::new(ns, name, listen))
+            let router = HttpRouter::start(RouterConfig::new(ns, name, listen))
                 .await
                 .map_err(|e| format!("cannot start its router on {listen}: {e}"))?;
             router.set_backends(Backends {
