@@ -9,9 +9,8 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 
 use super::plan::Plan;
-use super::rollout::{
-    COORDINATOR, ClusterPhase, Command, RolloutPhase, RolloutState, Stamp, WavePhase, begin_rollback,
-};
+use super::reconcile::begin_rollback;
+use super::rollout::{COORDINATOR, ClusterPhase, Command, RolloutPhase, RolloutState, Stamp, WavePhase};
 use crate::{Error, Result};
 
 fn refuse<T>(msg: impl Into<String>) -> Result<T> {
