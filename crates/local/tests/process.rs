@@ -8,6 +8,7 @@ use std::time::Duration;
 use aviary_local::process::{
     FailureKind, GroupSpec, GroupStatus, ProcessGroup, ProcessSupervisor, ProcessSupervisorConfig,
 };
+use aviary_testkit::process::alive;
 use common::{client, eventually, get};
 use http::StatusCode;
 
@@ -43,21 +44,11 @@ fn sample_app_spec(name: &str, replicas: u32) -> GroupSpec {
     )
 }
 
-fn pid_alive(pid: u32) -> bool {
-    // A zombie has exited; only its exit status is left.
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|stat| {
-            stat.rsplit_once(") ")
-                .is_some_and(|(_, rest)| !rest.starts_with('Z'))
-        })
-        .unwrap_or(false)
-}
-
 async fn all_gone(pids: &[u32]) -> bool {
     let pids = pids.to_vec();
     eventually(Duration::from_secs(10), move || {
         let pids = pids.clone();
-        async move { pids.iter().all(|p| !pid_alive(*p)) }
+        async move { pids.iter().all(|p| !alive(*p)) }
     })
     .await
 }
@@ -249,7 +240,7 @@ async fn stop_kills_the_whole_process_group_even_when_sigterm_is_ignored() {
     let bg_pid: u32 = std::fs::read_to_string(&bg).unwrap().trim().parse().unwrap();
     let mut pids = pids(&app_status);
     pids.extend([bg_pid, stubborn_pid]);
-    assert!(pids.iter().all(|p| pid_alive(*p)));
+    assert!(pids.iter().all(|p| alive(*p)));
 
     supervisor.shutdown().await;
     assert!(all_gone(&pids).await, "processes survived shutdown: {pids:?}");

@@ -1,4 +1,5 @@
-//! Dev-only test doubles for aviary. Nothing here runs in production.
+//! Dev-only test helpers and doubles for aviary, written once for every crate's tests. Nothing
+//! here runs in production.
 //!
 //! Module map:
 //! - [`apiserver`]: a fake Kubernetes API server (a test double, not a cluster) that kube-rs and
@@ -16,14 +17,27 @@
 //!   endpoint ([`FakePrometheus`]) and a webhook receiver ([`FakeWebhook`]).
 //! - [`etcd`]: real etcd processes on loopback ports ([`LocalEtcd`](etcd::LocalEtcd)), one or
 //!   several members, killed on drop.
-//! - [`net`]: loopback ports.
+//! - [`net`]: loopback ports, `curl`; [`wait`]: polling a condition; [`logs`]: tracing in the
+//!   test output.
+//! - [`process`]: child processes killed on drop, captured logs, process trees (orphans).
+//! - [`traffic`]: steady HTTP traffic to a service.
+//! - [`aviary`]: the aviary binary as a process (coordinator, CLI commands).
+//! - [`manifests`]: LocalService and Canary manifests for local agents.
+//! - [`bench`]: command-line flags of the benchmark harnesses.
 //! - [`error`]: the crate's [`Error`].
 
 pub mod apiserver;
+pub mod aviary;
 pub mod backends;
+pub mod bench;
 pub mod error;
 pub mod etcd;
+pub mod logs;
+pub mod manifests;
 pub mod net;
+pub mod process;
+pub mod traffic;
+pub mod wait;
 
 pub use apiserver::{FakeApiServer, NEVER_READY_ANNOTATION, Options, SimulatorConfig, Store};
 pub use backends::{FakePrometheus, FakeWebhook, WebhookCall};
