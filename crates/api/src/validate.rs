@@ -16,8 +16,8 @@ use regex::Regex;
 
 use crate::alert_provider::{ALERT_PROVIDER_TYPES, AlertProvider};
 use crate::canary::{
-    ALERT_SEVERITIES, BUILTIN_DURATION, BUILTIN_SUCCESS_RATE, Canary, CanaryAnalysis, FLAGGER_PROVIDERS,
-    LOCAL_PROVIDER, WEBHOOK_TYPES,
+    ALERT_SEVERITIES, BUILTIN_DURATION, BUILTIN_SUCCESS_RATE, Canary, CanaryAnalysis, CanaryMetric,
+    FLAGGER_PROVIDERS, LOCAL_PROVIDER, WEBHOOK_TYPES,
 };
 use crate::document::{DocumentError, ObjectId, Parsed, Resource};
 use crate::duration::parse_go_duration;
@@ -766,21 +766,42 @@ fn check_metrics(f: &mut Findings, a: &CanaryAnalysis) {
             None if m.query.is_some() => {
                 f.warning(format!("{mp}.query"), "inline queries are deprecated; use a MetricTemplate");
             }
-            // Flagger accepts such a metric and never evaluates it (it runs the built-ins, then
-            // template and query metrics), so a Flagger manifest with one is valid: warn only.
+            // Flagger accepts such a metric and fails it on every analysis tick (its template
+            // pass, pkg/controller/scheduler_metrics.go:346), so a Flagger manifest with one is
+            // valid but cannot promote: warn.
             None => f.warning(
                 &mp,
-                format!("{name:?} is not a built-in metric ({BUILTIN_SUCCESS_RATE}, {BUILTIN_DURATION}) and has no templateRef or query; it is never evaluated, so set templateRef to a MetricTemplate"),
+                format!("{name:?} is not a built-in metric ({BUILTIN_SUCCESS_RATE}, {BUILTIN_DURATION}) and has no templateRef or query; it fails every analysis tick (\"no usable metrics template and query were configured\"), so set templateRef to a MetricTemplate"),
             ),
         }
-        if let Some(r) = &m.threshold_range {
-            if let (Some(min), Some(max)) = (r.min, r.max)
-                && min > max
-            {
-                f.error(
+        if let Some(q) = m.query.as_deref().filter(|q| !q.is_empty()) {
+            check_query_template(f, q, &format!("{mp}.query"));
+        }
+        check_metric_threshold(f, m, &mp);
+    }
+}
+
+/// Flagger's threshold rules (scheduler_metrics.go:165-181, :200-216, :237-253, :329-345): a
+/// thresholdRange, even an empty one, decides alone; without one the deprecated `threshold`
+/// (0 when unset) is a minimum for the success rate and a maximum for everything else.
+fn check_metric_threshold(f: &mut Findings, m: &CanaryMetric, mp: &str) {
+    // Only the built-in success rate reads `threshold` as a minimum; a query or a template
+    // next to it is compared as a maximum.
+    let success_rate_only = m.name.as_deref() == Some(BUILTIN_SUCCESS_RATE)
+        && m.query.as_deref().is_none_or(str::is_empty)
+        && m.template_ref.is_none();
+    match &m.threshold_range {
+        Some(r) => {
+            match (r.min, r.max) {
+                (Some(min), Some(max)) if min > max => f.error(
                     format!("{mp}.thresholdRange"),
                     format!("min ({min}) is greater than max ({max})"),
-                );
+                ),
+                (None, None) => f.warning(
+                    format!("{mp}.thresholdRange"),
+                    "has neither min nor max: the check passes at any value",
+                ),
+                _ => {}
             }
             if m.threshold.is_some() {
                 f.warning(
@@ -788,12 +809,16 @@ fn check_metrics(f: &mut Findings, a: &CanaryAnalysis) {
                     "deprecated and ignored when thresholdRange is set",
                 );
             }
-        } else if m.threshold.is_none() {
-            f.warning(
-                &mp,
-                "no thresholdRange: the check always passes unless the query fails or finds no values",
-            );
         }
+        None if m.threshold.is_some() => {}
+        None if success_rate_only => f.warning(
+            mp,
+            "no thresholdRange: the success rate passes at any value (Flagger's minimum is 0); set thresholdRange.min, e.g. 99",
+        ),
+        None => f.warning(
+            mp,
+            "no thresholdRange: Flagger fails the check on any positive value (it compares value > 0); set thresholdRange.max (or min)",
+        ),
     }
 }
 
@@ -857,12 +882,17 @@ pub fn validate_metric_template(t: &MetricTemplate) -> Vec<Diagnostic> {
         }
     }
     if f.required_str(&t.spec.query, "spec.query", "the query template") {
-        let q = t.spec.query.as_deref().unwrap_or("");
-        if q.matches("{{").count() != q.matches("}}").count() {
-            f.error("spec.query", "unbalanced {{ }} in the query template");
-        }
+        check_query_template(&mut f, t.spec.query.as_deref().unwrap_or(""), "spec.query");
     }
     f.0
+}
+
+/// A query is a Go text/template: report what Go's parser reports (Flagger would fail every
+/// check with this text), and nothing it accepts (`}}` outside an action is plain text).
+fn check_query_template(f: &mut Findings, query: &str, path: &str) {
+    if let Err(e) = aviary_template::parse(query) {
+        f.error(path, format!("template parsing failed: {e}"));
+    }
 }
 
 /// Validates an AlertProvider.
@@ -1148,9 +1178,101 @@ spec:
             lines(&yaml),
             vec![
                 "warning test/podinfo: spec.analysis.metrics[0]: \"error-rate\" is not a built-in metric \
-                 (request-success-rate, request-duration) and has no templateRef or query; it is never \
-                 evaluated, so set templateRef to a MetricTemplate"
+                 (request-success-rate, request-duration) and has no templateRef or query; it fails every \
+                 analysis tick (\"no usable metrics template and query were configured\"), so set \
+                 templateRef to a MetricTemplate"
             ]
+        );
+    }
+
+    /// Flagger's documented CloudWatch template (docs/gitbook/usage/metrics.md) is a JSON array
+    /// ending in `}}]`: plain text to Go's parser.
+    #[test]
+    fn query_templates_are_parsed_as_go_does() {
+        let template = |query: &str| {
+            let q = query.replace('\n', "\n    ");
+            lines(&format!(
+                "apiVersion: flagger.app/v1beta1\nkind: MetricTemplate\nmetadata: {{name: t, namespace: test}}\nspec:\n  provider: {{type: cloudwatch, region: us-east-1}}\n  query: |\n    {q}\n"
+            ))
+        };
+        let cloudwatch = r#"[
+    {
+        "Id": "e1",
+        "Expression": "m1 / m2",
+        "Label": "ErrorRate"
+    },
+    {
+        "Id": "m1",
+        "MetricStat": {
+            "Metric": {
+                "Namespace": "MyKubernetesCluster",
+                "MetricName": "ErrorCount",
+                "Dimensions": [{"Name": "appName", "Value": "{{ name }}.{{ namespace }}"}]
+            },
+            "Period": 60,
+            "Stat": "Sum",
+            "Unit": "Count"
+        },
+        "ReturnData": false
+    }
+]"#;
+        assert_eq!(template(cloudwatch), Vec::<String>::new());
+        assert_eq!(
+            template("sum(x{ns=\"{{ namespace }\"})"),
+            vec![
+                "error test/t: spec.query: template parsing failed: template: tmpl:1: unexpected \"}\" in operand"
+            ]
+        );
+        assert_eq!(
+            template("{{ if variables.x }}a"),
+            vec!["error test/t: spec.query: template parsing failed: template: tmpl:2: unexpected EOF"]
+        );
+        assert_eq!(
+            lines(&format!(
+                "{CANARY}    metrics:\n    - {{name: p99, query: '{{{{ nope }}}}', thresholdRange: {{max: 1}}}}\n"
+            ))[0],
+            "error test/podinfo: spec.analysis.metrics[0].query: template parsing failed: template: tmpl:1: function \"nope\" not defined"
+        );
+    }
+
+    #[test]
+    fn threshold_warnings_follow_flaggers_rules() {
+        let metric = |m: &str| lines(&format!("{CANARY}    metrics:\n    - {m}\n"));
+        let p = "warning test/podinfo: spec.analysis.metrics[0]";
+        // neither thresholdRange nor threshold: `value > 0` fails any positive value …
+        assert_eq!(
+            metric("{name: request-duration}"),
+            vec![format!(
+                "{p}: no thresholdRange: Flagger fails the check on any positive value (it compares \
+                 value > 0); set thresholdRange.max (or min)"
+            )]
+        );
+        assert_eq!(
+            metric("{name: request-success-rate, query: 'sum(up)'}")[0],
+            format!(
+                "{p}: no thresholdRange: Flagger fails the check on any positive value (it compares \
+                 value > 0); set thresholdRange.max (or min)"
+            )
+        );
+        // … except the built-in success rate, whose minimum is 0
+        assert_eq!(
+            metric("{name: request-success-rate}"),
+            vec![format!(
+                "{p}: no thresholdRange: the success rate passes at any value (Flagger's minimum is \
+                 0); set thresholdRange.min, e.g. 99"
+            )]
+        );
+        // an empty thresholdRange decides alone
+        assert_eq!(
+            metric("{name: request-duration, thresholdRange: {}, threshold: 500}"),
+            vec![
+                format!("{p}.threshold: deprecated and ignored when thresholdRange is set"),
+                format!("{p}.thresholdRange: has neither min nor max: the check passes at any value"),
+            ]
+        );
+        assert_eq!(
+            metric("{name: request-duration, threshold: 500}"),
+            Vec::<String>::new()
         );
     }
 

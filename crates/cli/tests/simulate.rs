@@ -26,7 +26,11 @@ fn healthy_seed_canary_promotes() {
     let (code, out, _) = simulate(&["-f", "examples/knative/podinfo-canary.yaml"]);
     assert_eq!(code, 0);
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines[0], "T+0s Normal all the metrics providers are available!");
+    assert_eq!(
+        lines[0],
+        "# podinfo.test: provider knative, strategy canary, interval 15s"
+    );
+    assert_eq!(lines[1], "T+0s Normal all the metrics providers are available!");
     assert!(lines.contains(&"T+30s Normal Advance podinfo.test canary weight 10"));
     assert!(lines.contains(&"T+90s Normal Advance podinfo.test canary weight 50"));
     assert!(lines.contains(&"T+105s Normal Copying podinfo.test template spec to podinfo-primary.test"));
@@ -38,6 +42,49 @@ fn healthy_seed_canary_promotes() {
         lines[lines.len() - 1],
         "phase: Succeeded weight: 0 failedChecks: 0 elapsed: 135s"
     );
+}
+
+/// Without spec.provider the agent uses istio (its --provider default, Flagger's -mesh-provider
+/// default); so does simulate, and --provider changes it as on the agent.
+#[test]
+fn a_canary_without_provider_runs_on_the_agents_default() {
+    let fixture = "tests/fixtures/simulate/deployment-no-provider.yaml";
+    let (code, out, _) = simulate(&["-f", fixture]);
+    assert_eq!(code, 0);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "# podinfo.test: provider istio (spec.provider is not set: the agent's default; --provider to change), strategy canary, interval 1m0s",
+            "T+0s Normal all the metrics providers are available!",
+            "T+0s Normal Initialization done! podinfo.test",
+            "T+60s Normal New revision detected! Scaling up podinfo.test",
+            "T+120s Normal Starting canary analysis for podinfo.test",
+            "T+120s Normal Advance podinfo.test canary weight 20",
+            "T+180s Normal Advance podinfo.test canary weight 40",
+            "T+240s Normal Copying podinfo.test template spec to podinfo-primary.test",
+            "T+300s Normal Routing all traffic to primary",
+            "T+360s Normal Promotion completed! Scaling down podinfo.test",
+            "phase: Succeeded weight: 0 failedChecks: 0 elapsed: 360s",
+        ]
+    );
+
+    let (code, out, _) = simulate(&["-f", fixture, "--provider", "kubernetes", "-o", "json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["provider"], "kubernetes");
+    assert_eq!(v["defaultProvider"], true);
+    assert_eq!(
+        v["strategy"],
+        "blue-green (the kubernetes provider cannot do canary)"
+    );
+    let messages: Vec<&str> = v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["message"].as_str().unwrap())
+        .collect();
+    assert!(messages.contains(&"Progressive traffic is not supported when using the kubernetes provider"));
 }
 
 #[test]

@@ -248,9 +248,9 @@ const INVALID: &[Case] = &[
     ("metric-template-query-missing", 1, &[("error", "MetricTemplate", "flagger-system/error-rate: spec.query: required field is missing: the query template")]),
     ("metric-template-ref-name-missing", 1, &[("error", "Canary", "test/podinfo: spec.analysis.metrics[0].templateRef.name: required field is missing: the MetricTemplate's name")]),
     ("metric-template-secret-ref-name-missing", 1, &[("error", "MetricTemplate", "flagger-system/error-rate: spec.provider.secretRef.name: required field is missing: the Secret's name")]),
-    ("metric-template-unbalanced-braces", 1, &[("error", "MetricTemplate", "flagger-system/error-rate: spec.query: unbalanced {{ }} in the query template")]),
+    ("metric-template-unbalanced-braces", 1, &[("error", "MetricTemplate", "flagger-system/error-rate: spec.query: template parsing failed: template: tmpl:1: unexpected \"}\" in operand")]),
     ("metric-threshold-range-inverted", 1, &[("error", "Canary", "test/podinfo: spec.analysis.metrics[0].thresholdRange: min (99) is greater than max (90)")]),
-    ("metric-without-template", 0, &[("warning", "Canary", "test/podinfo: spec.analysis.metrics[0]: \"error-rate\" is not a built-in metric (request-success-rate, request-duration) and has no templateRef or query; it is never evaluated, so set templateRef to a MetricTemplate")]),
+    ("metric-without-template", 0, &[("warning", "Canary", "test/podinfo: spec.analysis.metrics[0]: \"error-rate\" is not a built-in metric (request-success-rate, request-duration) and has no templateRef or query; it fails every analysis tick (\"no usable metrics template and query were configured\"), so set templateRef to a MetricTemplate")]),
     ("mirror-backend-port-missing", 1, &[("error", "Canary", "test/podinfo: spec.service.mirror[0].backendRef.port: Must have port for Service reference")]),
     ("mirror-backend-ref-missing", 1, &[("error", "Canary", "test/podinfo: spec.service.mirror[0].backendRef: required field is missing: the mirror's backend")]),
     ("mirror-weight-range", 1, &[("error", "Canary", "test/podinfo: spec.analysis.mirrorWeight: must be between 0 and 100, got 150")]),
@@ -297,7 +297,8 @@ const INVALID: &[Case] = &[
 
 /// The warnings `aviary validate -f examples/` prints, each checked against Flagger's behaviour
 /// (see the comment at the top of each example): deprecated inline queries, fields Flagger's
-/// API server drops, and metrics Flagger never evaluates. `(file, kind, "ns/name: path: message")`.
+/// API server drops, metrics that fail every tick in Flagger and thresholds Flagger reads differently
+/// than they look. `(file, kind, "ns/name: path: message")`.
 #[rustfmt::skip]
 const EXAMPLE_WARNINGS: &[(&str, &str, &str)] = &[
     ("examples/flagger-guide/alert-provider-slack-message-template.yaml", "AlertProvider", "slack-oncall: spec.messageTemplate: unknown field; Flagger's API server would drop it"),
@@ -310,15 +311,15 @@ const EXAMPLE_WARNINGS: &[(&str, &str, &str)] = &[
     ("examples/flagger-guide/example-traffic-mirroring-api-gateway.yaml", "Canary", "production/api-gateway: spec.analysis.metrics[0].query: inline queries are deprecated; use a MetricTemplate"),
     ("examples/flagger-guide/example-traffic-mirroring-api-gateway.yaml", "Canary", "production/api-gateway: spec.analysis.metrics[1].query: inline queries are deprecated; use a MetricTemplate"),
     ("examples/flagger-guide/example-traffic-mirroring-api-gateway.yaml", "Canary", "production/api-gateway: spec.analysis.metrics[2].query: inline queries are deprecated; use a MetricTemplate"),
-    ("examples/flagger-guide/metrics-best-practice-set.yaml", "Canary", "production/myapp: spec.analysis.metrics[1]: \"request-duration-p99\" is not a built-in metric (request-success-rate, request-duration) and has no templateRef or query; it is never evaluated, so set templateRef to a MetricTemplate"),
-    ("examples/flagger-guide/metrics-best-practice-set.yaml", "Canary", "production/myapp: spec.analysis.metrics[2]: \"cpu-usage\" is not a built-in metric (request-success-rate, request-duration) and has no templateRef or query; it is never evaluated, so set templateRef to a MetricTemplate"),
-    ("examples/flagger-guide/metrics-best-practice-set.yaml", "Canary", "production/myapp: spec.analysis.metrics[3]: \"conversion-rate\" is not a built-in metric (request-success-rate, request-duration) and has no templateRef or query; it is never evaluated, so set templateRef to a MetricTemplate"),
+    ("examples/flagger-guide/metrics-best-practice-set.yaml", "Canary", "production/myapp: spec.analysis.metrics[1]: \"request-duration-p99\" is not a built-in metric (request-success-rate, request-duration) and has no templateRef or query; it fails every analysis tick (\"no usable metrics template and query were configured\"), so set templateRef to a MetricTemplate"),
+    ("examples/flagger-guide/metrics-best-practice-set.yaml", "Canary", "production/myapp: spec.analysis.metrics[2]: \"cpu-usage\" is not a built-in metric (request-success-rate, request-duration) and has no templateRef or query; it fails every analysis tick (\"no usable metrics template and query were configured\"), so set templateRef to a MetricTemplate"),
+    ("examples/flagger-guide/metrics-best-practice-set.yaml", "Canary", "production/myapp: spec.analysis.metrics[3]: \"conversion-rate\" is not a built-in metric (request-success-rate, request-duration) and has no templateRef or query; it fails every analysis tick (\"no usable metrics template and query were configured\"), so set templateRef to a MetricTemplate"),
     ("examples/flagger-guide/progressive-traffic-shadowing.yaml", "Canary", "production/myapp: spec.analysis.canaryAnalysis: unknown field; Flagger's API server would drop it"),
-    ("examples/flagger-guide/progressive-traffic-shadowing.yaml", "Canary", "production/myapp: spec.analysis.metrics[0]: \"canary-errors\" is not a built-in metric (request-success-rate, request-duration) and has no templateRef or query; it is never evaluated, so set templateRef to a MetricTemplate"),
-    ("examples/flagger-guide/traffic-mirroring.yaml", "Canary", "mirror: spec.analysis.metrics[1]: \"error-rate\" is not a built-in metric (request-success-rate, request-duration) and has no templateRef or query; it is never evaluated, so set templateRef to a MetricTemplate"),
+    ("examples/flagger-guide/progressive-traffic-shadowing.yaml", "Canary", "production/myapp: spec.analysis.metrics[0]: \"canary-errors\" is not a built-in metric (request-success-rate, request-duration) and has no templateRef or query; it fails every analysis tick (\"no usable metrics template and query were configured\"), so set templateRef to a MetricTemplate"),
+    ("examples/flagger-guide/traffic-mirroring.yaml", "Canary", "mirror: spec.analysis.metrics[1]: \"error-rate\" is not a built-in metric (request-success-rate, request-duration) and has no templateRef or query; it fails every analysis tick (\"no usable metrics template and query were configured\"), so set templateRef to a MetricTemplate"),
     ("examples/flagger-guide/troubleshooting-cold-start.yaml", "Canary", "production/myapp: spec.analysis.delay: unknown field; Flagger's API server would drop it"),
-    ("examples/flagger-guide/troubleshooting-cold-start.yaml", "Canary", "production/myapp: spec.analysis.metrics[0]: no thresholdRange: the check always passes unless the query fails or finds no values"),
-    ("examples/flagger-guide/troubleshooting-metric-label-mismatch.yaml", "Canary", "production/myapp: spec.analysis.metrics[0]: no thresholdRange: the check always passes unless the query fails or finds no values"),
+    ("examples/flagger-guide/troubleshooting-cold-start.yaml", "Canary", "production/myapp: spec.analysis.metrics[0]: no thresholdRange: the success rate passes at any value (Flagger's minimum is 0); set thresholdRange.min, e.g. 99"),
+    ("examples/flagger-guide/troubleshooting-metric-label-mismatch.yaml", "Canary", "production/myapp: spec.analysis.metrics[0]: no thresholdRange: Flagger fails the check on any positive value (it compares value > 0); set thresholdRange.max (or min)"),
 ];
 
 fn invalid_path(name: &str) -> String {
@@ -459,7 +460,7 @@ fn the_examples_pass_with_only_the_reviewed_warnings() {
     assert_eq!(files_seen, all);
     assert_eq!(
         run.summary(),
-        "46 resources: 0 with errors, 19 warnings, 6 skipped"
+        "47 resources: 0 with errors, 19 warnings, 6 skipped"
     );
 }
 

@@ -31,6 +31,7 @@ struct TargetState {
     scaled_up: bool,
     calls: Vec<String>,
     fail_promote: Option<String>,
+    fail_scaling: Option<String>,
 }
 
 /// A target whose revision and readiness the test sets.
@@ -51,6 +52,7 @@ impl Default for FakeTarget {
             scaled_up: true,
             calls: Vec::new(),
             fail_promote: None,
+            fail_scaling: None,
         })))
     }
 }
@@ -79,6 +81,10 @@ impl FakeTarget {
     /// Makes `promote` fail with this message.
     pub fn fail_promote(&self, msg: Option<&str>) {
         self.0.lock().fail_promote = msg.map(str::to_string);
+    }
+    /// Makes `scale_to_zero` and `scale_from_zero` fail with this message.
+    pub fn fail_scaling(&self, msg: Option<&str>) {
+        self.0.lock().fail_scaling = msg.map(str::to_string);
     }
     /// The revision the primary runs, once promoted or initialized.
     pub fn primary_revision(&self) -> Option<String> {
@@ -124,12 +130,18 @@ impl Target for FakeTarget {
     }
     async fn scale_to_zero(&self, _canary: &Canary) -> Result<(), String> {
         let mut s = self.0.lock();
+        if let Some(e) = s.fail_scaling.clone() {
+            return Err(e);
+        }
         s.scaled_up = false;
         s.calls.push("scale_to_zero".into());
         Ok(())
     }
     async fn scale_from_zero(&self, _canary: &Canary) -> Result<(), String> {
         let mut s = self.0.lock();
+        if let Some(e) = s.fail_scaling.clone() {
+            return Err(e);
+        }
         s.scaled_up = true;
         s.calls.push("scale_from_zero".into());
         Ok(())
@@ -144,6 +156,7 @@ struct RouterState {
     history: Vec<Routes>,
     reconciled: bool,
     fail: Option<String>,
+    fail_set: Option<String>,
 }
 
 /// A router that stores the split. `get_routes` reads back what was set (100/0 initially).
@@ -168,6 +181,10 @@ impl FakeRouter {
     pub fn history(&self) -> Vec<Routes> {
         self.0.lock().history.clone()
     }
+    /// Makes `set_routes` alone fail with this message (`None` to heal).
+    pub fn fail_set_routes(&self, msg: Option<&str>) {
+        self.0.lock().fail_set = msg.map(str::to_string);
+    }
     /// Makes every call fail with this message (`None` to heal).
     pub fn fail(&self, msg: Option<&str>) {
         self.0.lock().fail = msg.map(str::to_string);
@@ -186,7 +203,7 @@ impl Router for FakeRouter {
     }
     async fn set_routes(&self, _canary: &Canary, routes: &Routes) -> Result<(), String> {
         let mut s = self.0.lock();
-        if let Some(e) = &s.fail {
+        if let Some(e) = s.fail.as_ref().or(s.fail_set.as_ref()) {
             return Err(e.clone());
         }
         s.routes = routes.clone();
@@ -242,7 +259,7 @@ impl FakeMetrics {
     pub fn set_delay(&self, d: Option<Duration>) {
         self.state.lock().delay = d;
     }
-    /// `(metric, rendered query)` of every template and inline query, in order.
+    /// `(metric, rendered query)` of every query, in order; built-ins show an empty query.
     pub fn queries(&self) -> Vec<(String, String)> {
         self.state.lock().queries.clone()
     }
@@ -273,6 +290,11 @@ impl Metrics for FakeMetrics {
         metric: BuiltinMetric,
         model: &MetricModel,
     ) -> Result<f64, MetricError> {
+        let name = match metric {
+            BuiltinMetric::SuccessRate => aviary_api::canary::BUILTIN_SUCCESS_RATE,
+            BuiltinMetric::Duration => aviary_api::canary::BUILTIN_DURATION,
+        };
+        self.state.lock().queries.push((name.into(), String::new()));
         self.delay().await;
         self.scripted.builtin(canary, metric, model).await
     }
@@ -286,10 +308,12 @@ impl Metrics for FakeMetrics {
         interval: &str,
         query: &str,
     ) -> Result<f64, MetricError> {
+        self.state.lock().queries.push((metric.into(), query.into()));
         self.delay().await;
         self.scripted.query(metric, template, interval, query).await
     }
     async fn inline(&self, canary: &Canary, metric: &str, query: &str) -> Result<f64, MetricError> {
+        self.state.lock().queries.push((metric.into(), query.into()));
         self.delay().await;
         self.scripted.inline(canary, metric, query).await
     }

@@ -5,7 +5,8 @@
 //!   Notifier, Recorder, Gate).
 //! - [`fleet`]: the coordinator's rollout sequencer (plan, reconcile, verbs), pure decisions with
 //!   time as an argument.
-//! - [`weights`]: traffic weight math; [`template`]: query template rendering;
+//! - [`weights`]: traffic weight math; [`template`]: query template rendering (Flagger's
+//!   RenderQuery over `aviary-template`);
 //!   [`fingerprint`]: stable revision hashes; [`gofmt`]: Go's number formatting for event texts.
 //! - [`simulate`]: the simulator behind `aviary simulate` (the engine on scripted ports with
 //!   virtual time).
@@ -24,5 +25,5 @@ pub mod weights;
 #[cfg(feature = "test-util")]
 pub mod fakes;
 
-pub use engine::{EngineConfig, TickInput, TickMemory, TickOutcome, tick};
+pub use engine::{DEFAULT_PROVIDER, EngineConfig, TickInput, TickMemory, TickOutcome, tick};
 pub use error::{Error, Result};

@@ -147,19 +147,9 @@ pub enum BuiltinMetric {
     Duration,
 }
 
-/// Variables for query templates and built-in queries (Flagger's metric model).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MetricModel {
-    pub name: String,
-    pub namespace: String,
-    pub target: String,
-    pub service: String,
-    pub ingress: String,
-    pub route: String,
-    /// The metric interval as written (e.g. `1m`).
-    pub interval: String,
-    pub variables: BTreeMap<String, String>,
-}
+/// Flagger's query-template model (name, namespace, target, service, ingress, route, the
+/// metric interval as written, templateVariables): the values behind the template functions.
+pub use aviary_template::Model as MetricModel;
 
 /// Why a query produced no number.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -350,8 +340,8 @@ pub trait Recorder: Send + Sync {
     fn set_phase_metric(&self, _canary: &Canary, _phase: CanaryPhase) {}
     /// `flagger_canary_weight`.
     fn set_weight_metric(&self, _canary: &Canary, _primary: i32, _canary_weight: i32) {}
-    /// `flagger_canary_metric_analysis` (request-duration in seconds). As in Flagger, built-in
-    /// metrics only set it when their check passes.
+    /// `flagger_canary_metric_analysis` (request-duration in seconds). As in Flagger, every
+    /// measured value sets it, before its threshold is compared.
     fn set_analysis_metric(&self, _canary: &Canary, _metric: &str, _value: f64) {}
     /// Every value an analysis check measured, passing or not (request-duration in seconds):
     /// what the fleet coordinator's verdicts show.

@@ -26,7 +26,7 @@ pub(crate) struct Args {
     metrics_server: String,
 
     /// Traffic provider of canaries without spec.provider (Flagger's -mesh-provider).
-    #[arg(long, value_name = "NAME", default_value = "istio")]
+    #[arg(long, value_name = "NAME", default_value = aviary_core::DEFAULT_PROVIDER)]
     provider: String,
 
     /// This cluster's name in the fleet (added to alerts as `Cluster`).

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use aviary_api::document::{Resource, parse_documents};
 use aviary_api::validate::{Severity, validate};
-use aviary_core::simulate::{Script, simulate};
+use aviary_core::simulate::{Script, ScriptedWorld, Simulator};
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
@@ -17,6 +17,11 @@ pub(crate) struct Args {
     /// The script: `metrics: {name: [values…]}`, `webhooks: {name: [pass|fail…]}`, `maxTicks`.
     #[arg(long, value_name = "SCRIPT.yaml")]
     script: Option<PathBuf>,
+
+    /// Provider of a canary without spec.provider (the agent's --provider; Flagger's
+    /// -mesh-provider).
+    #[arg(long, value_name = "NAME", default_value = aviary_core::DEFAULT_PROVIDER)]
+    provider: String,
 
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = Output::Text)]
@@ -73,7 +78,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let report = rt.block_on(simulate(*canary, &script));
+    let world = ScriptedWorld::default();
+    let mut simulator = Simulator::new(*canary, &world);
+    simulator.config.default_provider = args.provider;
+    let report = rt.block_on(simulator.run(&world, &script));
     match args.output {
         Output::Text => super::out(report.to_text().trim_end()),
         Output::Json => super::out(serde_json::to_string_pretty(&report)?),

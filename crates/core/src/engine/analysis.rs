@@ -1,6 +1,10 @@
-//! Metric checks: the built-in `request-success-rate` (%) and `request-duration` (ms), the
-//! deprecated inline query, and MetricTemplates, with Flagger's thresholds and messages.
-//! "No values found" always fails the check.
+//! Metric checks, as Flagger's `runBuiltinMetricChecks` and `runMetricChecks`
+//! (pkg/controller/scheduler_metrics.go:94, :260) run them: two passes over `metrics[]` in list
+//! order. The first runs every built-in (`request-success-rate` in %, `request-duration` in ms)
+//! and every inline `query`; the second runs every `templateRef`, and fails a metric that has
+//! no template, no query and no built-in name. A metric may take part in both passes (a
+//! built-in name or a query next to a templateRef). The first failing check ends the analysis
+//! tick; "no values found" always fails it.
 
 use std::time::Duration;
 
@@ -11,6 +15,55 @@ use super::Tick;
 use crate::gofmt::{float_2f, float_v};
 use crate::ports::{BuiltinMetric, EventType, MetricError, MetricModel};
 use crate::template;
+
+/// The bound a value broke.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Breach {
+    /// `value < bound`
+    Below(f64),
+    /// `value > bound`
+    Above(f64),
+}
+
+/// Flagger's rule for every metric: a `thresholdRange`, even one with neither `min` nor `max`,
+/// decides alone; without one the deprecated `threshold` (0 when unset) decides, as a minimum
+/// for the success rate and a maximum for everything else. So a duration or custom metric with
+/// neither fails on any positive value.
+fn breach(
+    v: f64,
+    range: Option<&ThresholdRange>,
+    threshold: Option<f64>,
+    threshold_is_min: bool,
+) -> Option<Breach> {
+    match range {
+        Some(r) => match (r.min, r.max) {
+            (Some(min), _) if v < min => Some(Breach::Below(min)),
+            (_, Some(max)) if v > max => Some(Breach::Above(max)),
+            _ => None,
+        },
+        None => {
+            let t = threshold.unwrap_or(0.0);
+            if threshold_is_min {
+                (t > v).then_some(Breach::Below(t))
+            } else {
+                (v > t).then_some(Breach::Above(t))
+            }
+        }
+    }
+}
+
+/// Go's `time.Duration(x) * time.Millisecond`: the float truncated to whole milliseconds.
+fn millis(x: f64) -> Duration {
+    Duration::from_millis(x.max(0.0).trunc() as u64)
+}
+
+/// The sign of a breach in the event text.
+fn op(b: Breach) -> (&'static str, f64) {
+    match b {
+        Breach::Below(t) => ("<", t),
+        Breach::Above(t) => (">", t),
+    }
+}
 
 impl Tick<'_, '_> {
     /// Flagger's metric model for one metric.
@@ -39,79 +92,76 @@ impl Tick<'_, '_> {
         }
     }
 
+    /// The provider named in "no values found" (Flagger's `metricsProvider`): the canary's
+    /// provider; `linkerd` when the agent-wide provider is Linkerd; `crossover` for a
+    /// Crossover mesh; `:service` appended for a core Service target.
+    fn metrics_provider(&self) -> String {
+        let global = &self.config.default_provider;
+        let mut p = if global.contains("crossover") {
+            "crossover".to_string()
+        } else {
+            global.clone()
+        };
+        if let Some(own) = self.c.spec.provider.as_deref().filter(|p| !p.is_empty()) {
+            p = if global.contains("linkerd") {
+                "linkerd".into()
+            } else {
+                own.into()
+            };
+        }
+        if self.c.target_kind() == "Service" && !self.c.is_knative_target() {
+            p.push_str(":service");
+        }
+        p
+    }
+
     async fn warn(&mut self, msg: String) -> bool {
         self.event(EventType::Warning, &msg).await;
         false
     }
 
-    /// Built-in metrics and inline queries (metrics without a templateRef).
+    /// Every measured value reaches Flagger's `flagger_canary_metric_analysis` gauge (before
+    /// the threshold is compared) and the recorder's observer.
+    fn record_value(&self, name: &str, v: f64) {
+        self.ports.recorder.set_analysis_metric(&self.c, name, v);
+        self.ports.recorder.observe_metric(&self.c, name, v);
+    }
+
+    fn metrics(&self) -> Vec<CanaryMetric> {
+        self.c.analysis().metrics.clone().unwrap_or_default()
+    }
+
+    /// The first pass: built-ins and inline queries, in list order.
     pub(super) async fn run_builtin_checks(&mut self) -> bool {
-        let metrics: Vec<CanaryMetric> = self
-            .c
-            .analysis()
-            .metrics
-            .iter()
-            .flatten()
-            .filter(|m| m.template_ref.is_none())
-            .cloned()
-            .collect();
-        for m in metrics {
+        for m in self.metrics() {
             let name = m.name.clone().unwrap_or_default();
-            let model = self.model(&m);
-            let range = m.threshold_range.unwrap_or_default();
-            let builtin = match name.as_str() {
-                BUILTIN_SUCCESS_RATE => Some(BuiltinMetric::SuccessRate),
-                BUILTIN_DURATION => Some(BuiltinMetric::Duration),
-                _ => None,
+            let passed = match name.as_str() {
+                BUILTIN_SUCCESS_RATE => self.check_success_rate(&m).await,
+                BUILTIN_DURATION => self.check_duration(&m).await,
+                _ => true,
             };
-            if let Some(kind) = builtin {
-                let value = match self.ports.metrics.builtin(&self.c, kind, &model).await {
-                    Ok(v) => v,
-                    Err(MetricError::NoValues(e)) => {
-                        let msg = format!(
-                            "Halt advancement no values found for {} metric {name} probably {} is not receiving traffic: {e}",
-                            self.provider,
-                            self.target_id()
-                        );
-                        return self.warn(msg).await;
-                    }
-                    Err(e) => return self.warn(format!("Prometheus query failed: {e}")).await,
-                };
-                let ok = match kind {
-                    BuiltinMetric::SuccessRate => {
-                        self.check_success_rate(&name, value, &range, m.threshold).await
-                    }
-                    BuiltinMetric::Duration => self.check_duration(&name, value, &range, m.threshold).await,
-                };
-                if !ok {
-                    return false;
-                }
+            if !passed {
+                return false;
             }
-            if let Some(query) = m.query.as_deref().filter(|q| !q.is_empty()) {
-                let rendered = match template::render(query, &model) {
-                    Ok(q) => q,
-                    Err(e) => return self.warn(format!("Metric query failed for {name}: {e}")).await,
-                };
-                let value = match self.ports.metrics.inline(&self.c, &name, &rendered).await {
-                    Ok(v) => v,
-                    Err(MetricError::NoValues(_)) => {
-                        return self
-                            .warn(format!("Halt advancement no values found for metric: {name}"))
-                            .await;
-                    }
-                    Err(e) => {
-                        return self
-                            .warn(format!("Prometheus query failed for {name}: {e}"))
-                            .await;
-                    }
-                };
-                if !self
-                    .check_custom(&name, value, m.threshold_range.as_ref(), m.threshold)
-                    .await
-                {
+            if m.query.as_deref().is_some_and(|q| !q.is_empty()) && !self.check_inline(&m).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The second pass: MetricTemplates, and the metrics nothing can evaluate.
+    pub(super) async fn run_template_checks(&mut self) -> bool {
+        for m in self.metrics() {
+            let name = m.name.as_deref().unwrap_or_default();
+            if m.template_ref.is_some() {
+                if !self.check_template(&m).await {
                     return false;
                 }
-            } else if builtin.is_none() {
+            } else if name != BUILTIN_SUCCESS_RATE
+                && name != BUILTIN_DURATION
+                && m.query.as_deref().is_none_or(str::is_empty)
+            {
                 return self
                     .warn(
                         "Metric query failed for no usable metrics template and query were configured".into(),
@@ -122,225 +172,226 @@ impl Tick<'_, '_> {
         true
     }
 
-    /// MetricTemplate metrics.
-    pub(super) async fn run_template_checks(&mut self) -> bool {
-        let metrics: Vec<CanaryMetric> = self
-            .c
-            .analysis()
+    /// A built-in query; "no values found" and errors fail the check with Flagger's texts.
+    async fn builtin_value(&mut self, m: &CanaryMetric, kind: BuiltinMetric) -> Option<f64> {
+        let name = m.name.clone().unwrap_or_default();
+        let model = self.model(m);
+        match self.ports.metrics.builtin(&self.c, kind, &model).await {
+            Ok(v) => Some(v),
+            Err(MetricError::NoValues(e)) => {
+                let provider = self.metrics_provider();
+                let target = self.target_id();
+                // Flagger appends the error for the success rate only.
+                let msg = match kind {
+                    BuiltinMetric::SuccessRate => format!(
+                        "Halt advancement no values found for {provider} metric {name} probably {target} is not receiving traffic: {e}"
+                    ),
+                    BuiltinMetric::Duration => format!(
+                        "Halt advancement no values found for {provider} metric {name} probably {target} is not receiving traffic"
+                    ),
+                };
+                self.warn(msg).await;
+                None
+            }
+            Err(e) => {
+                self.warn(format!("Prometheus query failed: {e}")).await;
+                None
+            }
+        }
+    }
+
+    async fn check_success_rate(&mut self, m: &CanaryMetric) -> bool {
+        let Some(v) = self.builtin_value(m, BuiltinMetric::SuccessRate).await else {
+            return false;
+        };
+        let name = m.name.as_deref().unwrap_or_default();
+        self.record_value(name, v);
+        let Some(b) = breach(v, m.threshold_range.as_ref(), m.threshold, true) else {
+            return true;
+        };
+        let (op, t) = op(b);
+        let id = self.id();
+        self.warn(format!(
+            "Halt {id} advancement success rate {}% {op} {}%",
+            float_2f(v),
+            float_v(t)
+        ))
+        .await
+    }
+
+    /// The port answers the p99 in milliseconds; Flagger truncates it to whole milliseconds
+    /// and compares Go durations.
+    async fn check_duration(&mut self, m: &CanaryMetric) -> bool {
+        let Some(v) = self.builtin_value(m, BuiltinMetric::Duration).await else {
+            return false;
+        };
+        let name = m.name.as_deref().unwrap_or_default();
+        let d = millis(v);
+        self.record_value(name, d.as_secs_f64());
+        let whole_ms = d.as_millis() as f64;
+        let range = m.threshold_range.map(|r| ThresholdRange {
+            min: r.min.map(f64::trunc),
+            max: r.max.map(f64::trunc),
+        });
+        let Some(b) = breach(whole_ms, range.as_ref(), m.threshold.map(f64::trunc), false) else {
+            return true;
+        };
+        let (op, t) = op(b);
+        let id = self.id();
+        self.warn(format!(
+            "Halt {id} advancement request duration {} {op} {}",
+            format_go_duration(d),
+            format_go_duration(millis(t))
+        ))
+        .await
+    }
+
+    /// The deprecated inline PromQL `query`, rendered with the metric model.
+    async fn check_inline(&mut self, m: &CanaryMetric) -> bool {
+        let name = m.name.clone().unwrap_or_default();
+        let model = self.model(m);
+        let query = m.query.as_deref().unwrap_or_default();
+        // aviary: Flagger ignores a render error here and sends an empty query; the check fails
+        // either way, and aviary says why.
+        let rendered = match template::render(query, &model) {
+            Ok(q) => q,
+            Err(e) => {
+                return self
+                    .warn(format!("Prometheus query failed for {name}: {e}"))
+                    .await;
+            }
+        };
+        let value = match self.ports.metrics.inline(&self.c, &name, &rendered).await {
+            Ok(v) => v,
+            Err(MetricError::NoValues(_)) => {
+                return self
+                    .warn(format!("Halt advancement no values found for metric: {name}"))
+                    .await;
+            }
+            Err(e) => {
+                return self
+                    .warn(format!("Prometheus query failed for {name}: {e}"))
+                    .await;
+            }
+        };
+        self.check_custom(&name, value, m).await
+    }
+
+    /// A MetricTemplate: resolve it, render its query, run it on its provider.
+    async fn check_template(&mut self, m: &CanaryMetric) -> bool {
+        let name = m.name.clone().unwrap_or_default();
+        let tref = m.template_ref.clone().unwrap_or_default();
+        let tname = tref.name.unwrap_or_default();
+        let tns = tref.namespace.unwrap_or_else(|| self.c.namespace().to_string());
+        let template = match self.ports.metrics.template(&tns, &tname).await {
+            Ok(t) => t,
+            Err(e) => {
+                return self
+                    .warn(format!("Metric template {tname}.{tns} error: {e}"))
+                    .await;
+            }
+        };
+        // aviary: the interval defaults to 1m like the built-ins (Flagger renders it empty).
+        let model = self.model(m);
+        let query = match template::render(template.spec.query.as_deref().unwrap_or(""), &model) {
+            Ok(q) => q,
+            Err(e) => {
+                return self
+                    .warn(format!("Metric template {tname}.{tns} query render error: {e}"))
+                    .await;
+            }
+        };
+        tracing::debug!(canary = %self.id(), "Metric template {tname}.{tns} query: {query}");
+        let value = match self
+            .ports
             .metrics
-            .iter()
-            .flatten()
-            .filter(|m| m.template_ref.is_some())
-            .cloned()
-            .collect();
-        for m in metrics {
-            let name = m.name.clone().unwrap_or_default();
-            let tref = m.template_ref.clone().unwrap_or_default();
-            let tname = tref.name.unwrap_or_default();
-            let tns = tref.namespace.unwrap_or_else(|| self.c.namespace().to_string());
-            let template = match self.ports.metrics.template(&tns, &tname).await {
-                Ok(t) => t,
-                Err(e) => {
-                    return self
-                        .warn(format!("Metric template {tname}.{tns} error: {e}"))
-                        .await;
-                }
-            };
-            // aviary: the interval defaults to 1m like the built-ins (Flagger renders it empty).
-            let model = self.model(&m);
-            let query = match template::render(template.spec.query.as_deref().unwrap_or(""), &model) {
-                Ok(q) => q,
-                Err(e) => {
-                    return self
-                        .warn(format!("Metric template {tname}.{tns} query render error: {e}"))
-                        .await;
-                }
-            };
-            tracing::debug!(canary = %self.id(), "Metric template {tname}.{tns} query: {query}");
-            let value = match self
-                .ports
-                .metrics
-                .query(&name, &template, &model.interval, &query)
-                .await
-            {
-                Ok(v) => v,
-                Err(MetricError::NoValues(e)) => {
-                    return self
-                        .warn(format!(
-                            "Halt advancement no values found for custom metric: {name}: {e}"
-                        ))
-                        .await;
-                }
-                Err(MetricError::Secret { secret, message }) => {
-                    return self
-                        .warn(format!(
-                            "Metric template {tname}.{tns} secret {secret} error: {message}"
-                        ))
-                        .await;
-                }
-                Err(MetricError::Provider(e)) => {
-                    let ty = template.provider_type().to_string();
-                    return self
-                        .warn(format!("Metric template {tname}.{tns} provider {ty} error: {e}"))
-                        .await;
-                }
-                Err(MetricError::Query(e)) => {
-                    return self.warn(format!("Metric query failed for {name}: {e}")).await;
-                }
-            };
-            self.ports.recorder.set_analysis_metric(&self.c, &name, value);
-            if !self
-                .check_custom(&name, value, m.threshold_range.as_ref(), m.threshold)
-                .await
-            {
-                return false;
-            }
-        }
-        true
-    }
-
-    async fn check_success_rate(
-        &mut self,
-        name: &str,
-        v: f64,
-        r: &ThresholdRange,
-        threshold: Option<f64>,
-    ) -> bool {
-        self.ports.recorder.observe_metric(&self.c, name, v);
-        let id = self.id();
-        let has_range = r.min.is_some() || r.max.is_some();
-        if let Some(min) = r.min
-            && v < min
+            .query(&name, &template, &model.interval, &query)
+            .await
         {
-            return self
-                .warn(format!(
-                    "Halt {id} advancement success rate {}% < {}%",
-                    float_2f(v),
-                    float_v(min)
-                ))
-                .await;
-        }
-        if let Some(max) = r.max
-            && v > max
-        {
-            return self
-                .warn(format!(
-                    "Halt {id} advancement success rate {}% > {}%",
-                    float_2f(v),
-                    float_v(max)
-                ))
-                .await;
-        }
-        if !has_range
-            && let Some(t) = threshold
-            && t > v
-        {
-            return self
-                .warn(format!(
-                    "Halt {id} advancement success rate {}% < {}%",
-                    float_2f(v),
-                    float_v(t)
-                ))
-                .await;
-        }
-        self.ports.recorder.set_analysis_metric(&self.c, name, v);
-        true
-    }
-
-    /// `v` is the p99 in milliseconds; Flagger truncates it to whole milliseconds.
-    async fn check_duration(
-        &mut self,
-        name: &str,
-        v: f64,
-        r: &ThresholdRange,
-        threshold: Option<f64>,
-    ) -> bool {
-        let id = self.id();
-        let d = Duration::from_millis(v.max(0.0) as u64);
-        self.ports.recorder.observe_metric(&self.c, name, d.as_secs_f64());
-        let ms = |x: f64| Duration::from_millis(x.max(0.0) as u64);
-        let has_range = r.min.is_some() || r.max.is_some();
-        if let Some(min) = r.min
-            && d < ms(min)
-        {
-            let msg = format!(
-                "Halt {id} advancement request duration {} < {}",
-                format_go_duration(d),
-                format_go_duration(ms(min))
-            );
-            return self.warn(msg).await;
-        }
-        if let Some(max) = r.max
-            && d > ms(max)
-        {
-            let msg = format!(
-                "Halt {id} advancement request duration {} > {}",
-                format_go_duration(d),
-                format_go_duration(ms(max))
-            );
-            return self.warn(msg).await;
-        }
-        if !has_range
-            && let Some(t) = threshold.filter(|t| *t > 0.0)
-            && d > ms(t)
-        {
-            let msg = format!(
-                "Halt {id} advancement request duration {} > {}",
-                format_go_duration(d),
-                format_go_duration(ms(t))
-            );
-            return self.warn(msg).await;
-        }
-        self.ports
-            .recorder
-            .set_analysis_metric(&self.c, name, d.as_secs_f64());
-        true
-    }
-
-    async fn check_custom(
-        &mut self,
-        name: &str,
-        v: f64,
-        r: Option<&ThresholdRange>,
-        threshold: Option<f64>,
-    ) -> bool {
-        self.ports.recorder.observe_metric(&self.c, name, v);
-        let id = self.id();
-        if let Some(r) = r {
-            if let Some(min) = r.min
-                && v < min
-            {
+            Ok(v) => v,
+            Err(MetricError::NoValues(e)) => {
                 return self
                     .warn(format!(
-                        "Halt {id} advancement {name} {} < {}",
-                        float_2f(v),
-                        float_v(min)
+                        "Halt advancement no values found for custom metric: {name}: {e}"
                     ))
                     .await;
             }
-            if let Some(max) = r.max
-                && v > max
-            {
+            Err(MetricError::Secret { secret, message }) => {
                 return self
                     .warn(format!(
-                        "Halt {id} advancement {name} {} > {}",
-                        float_2f(v),
-                        float_v(max)
+                        "Metric template {tname}.{tns} secret {secret} error: {message}"
                     ))
                     .await;
             }
-        } else if let Some(t) = threshold
-            && v > t
-        {
-            return self
-                .warn(format!(
-                    "Halt {id} advancement {name} {} > {}",
-                    float_2f(v),
-                    float_v(t)
-                ))
-                .await;
+            Err(MetricError::Provider(e)) => {
+                let ty = template.provider_type().to_string();
+                return self
+                    .warn(format!("Metric template {tname}.{tns} provider {ty} error: {e}"))
+                    .await;
+            }
+            Err(MetricError::Query(e)) => {
+                return self.warn(format!("Metric query failed for {name}: {e}")).await;
+            }
+        };
+        self.check_custom(&name, value, m).await
+    }
+
+    /// Inline and template values: `thresholdRange`, else `value > threshold`.
+    async fn check_custom(&mut self, name: &str, v: f64, m: &CanaryMetric) -> bool {
+        self.record_value(name, v);
+        let Some(b) = breach(v, m.threshold_range.as_ref(), m.threshold, false) else {
+            return true;
+        };
+        let (op, t) = op(b);
+        let id = self.id();
+        self.warn(format!(
+            "Halt {id} advancement {name} {} {op} {}",
+            float_2f(v),
+            float_v(t)
+        ))
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(min: Option<f64>, max: Option<f64>) -> ThresholdRange {
+        ThresholdRange { min, max }
+    }
+
+    #[test]
+    fn breach_follows_flaggers_threshold_rules() {
+        use Breach::*;
+        // (value, range, threshold, threshold is a minimum) → breach
+        let cases = [
+            (50.0, Some(range(Some(99.0), None)), None, true, Some(Below(99.0))),
+            (
+                100.0,
+                Some(range(None, Some(99.0))),
+                None,
+                true,
+                Some(Above(99.0)),
+            ),
+            // an empty range passes and the deprecated threshold is ignored
+            (50.0, Some(range(None, None)), Some(99.0), true, None),
+            (5.0, Some(range(None, None)), Some(1.0), false, None),
+            // neither: the threshold is 0
+            (0.1, None, None, false, Some(Above(0.0))),
+            (0.0, None, None, false, None),
+            (50.0, None, None, true, None),
+            (50.0, None, Some(99.0), true, Some(Below(99.0))),
+            (2.0, None, Some(1.0), false, Some(Above(1.0))),
+        ];
+        for (v, r, t, is_min, want) in cases {
+            assert_eq!(breach(v, r.as_ref(), t, is_min), want, "{v} {r:?} {t:?} {is_min}");
         }
-        self.ports.recorder.set_analysis_metric(&self.c, name, v);
-        true
+    }
+
+    #[test]
+    fn durations_truncate_to_milliseconds() {
+        assert_eq!(millis(1200.7), Duration::from_millis(1200));
+        assert_eq!(millis(-3.0), Duration::ZERO);
     }
 }

@@ -7,14 +7,19 @@ use aviary_api::canary::{CanaryWebhook, HookType};
 use aviary_api::{CanaryPhase, Strategy};
 
 use super::{Step, Tick};
-use crate::fingerprint::checksum;
 use crate::ports::{Alert, EventType, GateDecision, HookPayload, Severity, TargetRevision};
 use crate::weights;
 
 impl Tick<'_, '_> {
     /// Records an event (reason `Synced`), logs it, and posts it to the `event` webhooks (or the
-    /// global event webhook).
+    /// global event webhook) with the phase the tick read.
     pub(super) async fn event(&mut self, kind: EventType, message: &str) {
+        self.event_in(self.read_phase, kind, message).await
+    }
+
+    /// An event Flagger emits on a copy of the canary already in `phase` (its webhook payload
+    /// carries that phase).
+    pub(super) async fn event_in(&mut self, phase: CanaryPhase, kind: EventType, message: &str) {
         match kind {
             EventType::Normal => tracing::info!(canary = %self.id(), "{message}"),
             EventType::Warning => tracing::warn!(canary = %self.id(), "{message}"),
@@ -41,7 +46,7 @@ impl Tick<'_, '_> {
             for (k, v) in hook.metadata.iter().flatten() {
                 metadata.entry(k.clone()).or_insert_with(|| v.clone());
             }
-            let payload = self.payload(self.phase(), metadata);
+            let payload = self.payload(phase, metadata);
             if let Err(e) = self.ports.hooks.call(&hook, &payload).await {
                 tracing::warn!(canary = %self.id(), hook = hook.name.as_deref().unwrap_or(""), "event webhook failed: {e}");
             }
@@ -105,18 +110,19 @@ impl Tick<'_, '_> {
                 format!("{}s", self.c.progress_deadline().as_secs()),
             ),
         ];
+        // aviary: `max` is the effective maximum weight; Flagger prints the raw field (0 when
+        // unset, and whatever it says next to stepWeights, which ignore it).
         let max = weights::max_weight(a);
-        let routing = if a.step_weight.unwrap_or(0) > 0 {
-            Some(format!("Weight step: {} max: {max}", a.step_weight.unwrap_or(0)))
-        } else if let Some(steps) = a.step_weights.as_ref().filter(|s| !s.is_empty()) {
-            let joined: Vec<String> = steps.iter().map(i32::to_string).collect();
-            Some(format!("Weight steps: {} max: {max}", joined.join(",")))
-        } else {
-            match self.c.strategy() {
-                Strategy::AbTesting => Some("A/B Testing".to_string()),
-                Strategy::BlueGreen => Some("Blue/Green".to_string()),
-                Strategy::Canary => None,
+        let routing = match self.c.strategy() {
+            Strategy::AbTesting => Some("A/B Testing".to_string()),
+            Strategy::BlueGreen => Some("Blue/Green".to_string()),
+            Strategy::Canary if a.step_weight.unwrap_or(0) > 0 => {
+                Some(format!("Weight step: {} max: {max}", a.step_weight.unwrap_or(0)))
             }
+            Strategy::Canary => a.step_weights.as_ref().filter(|s| !s.is_empty()).map(|steps| {
+                let joined: Vec<String> = steps.iter().map(i32::to_string).collect();
+                format!("Weight steps: {} max: {max}", joined.join(","))
+            }),
         };
         if let Some(r) = routing {
             f.push(("Traffic routing".into(), r));
@@ -136,12 +142,11 @@ impl Tick<'_, '_> {
     }
 
     fn payload(&self, phase: CanaryPhase, metadata: BTreeMap<String, String>) -> HookPayload {
-        let s = self.status();
         HookPayload {
             name: self.c.name().into(),
             namespace: self.c.namespace().into(),
             phase,
-            checksum: checksum(s.tracked_configs.as_ref(), &s.last_applied_spec),
+            checksum: self.read_checksum.clone(),
             metadata,
         }
     }
@@ -167,7 +172,7 @@ impl Tick<'_, '_> {
                 }
             }
         }
-        let phase = self.phase();
+        let phase = self.read_phase;
         for hook in self.hooks_of(HookType::ConfirmRollout) {
             let name = hook.name.clone().unwrap_or_default();
             match self.call(&hook, phase).await {
@@ -306,10 +311,10 @@ impl Tick<'_, '_> {
                                 .await;
                         }
                     } else {
+                        // Rewritten on every refusal, as Flagger does (the transition time
+                        // moves); aviary: clamped at 0.
                         let n = (self.c.analysis().iterations.unwrap_or(0) - 1).max(0);
-                        if self.status().iterations != n {
-                            self.set_iterations(n).await?;
-                        }
+                        self.set_iterations(n).await?;
                     }
                     return Ok(false);
                 }
@@ -318,17 +323,24 @@ impl Tick<'_, '_> {
         Ok(true)
     }
 
-    /// Post-rollout webhooks: a failure is reported and stops the remaining ones.
-    pub(super) async fn run_post_rollout_hooks(&mut self, phase: CanaryPhase) {
+    /// Post-rollout webhooks with `phase` in the payload; their events carry `event_phase`
+    /// (Flagger runs them on a Succeeded copy after a promotion, on the canary as read after a
+    /// rollback). A failure is reported and stops the remaining ones.
+    pub(super) async fn run_post_rollout_hooks(&mut self, phase: CanaryPhase, event_phase: CanaryPhase) {
         for hook in self.hooks_of(HookType::PostRollout) {
             let name = hook.name.clone().unwrap_or_default();
             match self.call(&hook, phase).await {
                 Ok(()) => {
-                    self.event(EventType::Normal, &format!("Post-rollout check {name} passed"))
-                        .await
+                    self.event_in(
+                        event_phase,
+                        EventType::Normal,
+                        &format!("Post-rollout check {name} passed"),
+                    )
+                    .await
                 }
                 Err(e) => {
-                    self.event(
+                    self.event_in(
+                        event_phase,
                         EventType::Warning,
                         &format!("Post-rollout hook {name} failed {e}"),
                     )

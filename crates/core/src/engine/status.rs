@@ -7,7 +7,7 @@ use aviary_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use aviary_api::status::{PROMOTED_CONDITION, promoted_condition_for};
 use aviary_api::{CanaryCondition, CanaryPhase, CanaryStatus};
 
-use super::{Abort, Step, Tick};
+use super::{Step, Stop, Tick};
 use crate::ports::{EventType, SessionCookies, TargetRevision};
 
 impl Tick<'_, '_> {
@@ -20,7 +20,7 @@ impl Tick<'_, '_> {
         if let Err(e) = self.ports.recorder.status(&self.c, &status).await {
             self.event(EventType::Warning, &format!("status update failed: {e}"))
                 .await;
-            return Err(Abort);
+            return Err(Stop);
         }
         Ok(())
     }

@@ -2,7 +2,7 @@
 //! time.
 //!
 //! - [`Simulator`]: the loop (ticks at the analysis interval on a virtual clock) over any
-//!   [`World`] of ports; [`simulate`] runs it on a [`ScriptedWorld`] (`aviary simulate`).
+//!   [`World`] of ports; `aviary simulate` runs it on a [`ScriptedWorld`].
 //! - [`world`]: [`ScriptedWorld`], the scripted ports `aviary simulate` runs on.
 //! - `Simulation` (feature `test-util`): the simulator on the fakes, for the engine's tests.
 //!
@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aviary_api::defaults::MIN_INTERVAL;
+use aviary_api::duration::format_go_duration;
 use aviary_api::metric_template::{MetricProvider, MetricTemplateSpec};
 use aviary_api::{Canary, CanaryPhase, MetricTemplate};
 use jiff::Timestamp;
@@ -112,6 +113,16 @@ pub struct TickSummary {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Report {
+    /// `name.namespace` of the canary.
+    pub canary: String,
+    /// The provider the engine used: `spec.provider`, else the default (as the agent's).
+    pub provider: String,
+    /// True when `spec.provider` is not set and the default applied.
+    pub default_provider: bool,
+    /// The deployment strategy the engine runs (`canary`, `blue-green`, `ab-testing`).
+    pub strategy: String,
+    /// The analysis interval in seconds.
+    pub interval_seconds: u64,
     pub events: Vec<TimedEvent>,
     pub ticks: Vec<TickSummary>,
     pub phase: CanaryPhase,
@@ -121,9 +132,21 @@ pub struct Report {
 }
 
 impl Report {
-    /// The text timeline: one line per event, then the final state.
+    /// The text timeline: a header (canary, provider, strategy, interval), one line per event,
+    /// then the final state.
     pub fn to_text(&self) -> String {
-        let mut out = String::new();
+        let default = if self.default_provider {
+            " (spec.provider is not set: the agent's default; --provider to change)"
+        } else {
+            ""
+        };
+        let mut out = format!(
+            "# {}: provider {}{default}, strategy {}, interval {}\n",
+            self.canary,
+            self.provider,
+            self.strategy,
+            format_go_duration(Duration::from_secs(self.interval_seconds)),
+        );
         for e in &self.events {
             out.push_str(&format!("T+{}s {} {}\n", e.t, e.kind, e.message));
         }
@@ -136,12 +159,6 @@ impl Report {
         ));
         out
     }
-}
-
-/// Simulates `canary` on a [`ScriptedWorld`] loaded with `script` (`aviary simulate`).
-pub async fn simulate(canary: Canary, script: &Script) -> Report {
-    let world = ScriptedWorld::default();
-    Simulator::new(canary, &world).run(&world, script).await
 }
 
 /// The engine on a virtual clock; each call names the [`World`] whose ports it runs on.
@@ -183,6 +200,27 @@ impl Simulator {
     /// The current status (default before the first tick).
     pub fn status(&self) -> aviary_api::CanaryStatus {
         self.canary.status.clone().unwrap_or_default()
+    }
+
+    /// The provider the engine uses for this canary: `spec.provider`, else
+    /// `config.default_provider`.
+    pub fn provider(&self) -> (String, bool) {
+        match self.canary.spec.provider.as_deref().filter(|p| !p.is_empty()) {
+            Some(p) => (p.to_string(), false),
+            None => (self.config.default_provider.clone(), true),
+        }
+    }
+
+    /// The strategy the engine runs: the kubernetes provider turns every other into blue/green.
+    pub fn strategy(&self) -> String {
+        let strategy = self.canary.strategy();
+        if self.provider().0 == "kubernetes" && strategy != aviary_api::Strategy::BlueGreen {
+            return format!(
+                "blue-green (the kubernetes provider cannot do {})",
+                strategy.as_str()
+            );
+        }
+        strategy.as_str().to_string()
     }
 
     /// Seconds since the start.
@@ -292,7 +330,13 @@ impl Simulator {
         }
         let (out, at) = last.expect("max_ticks is at least 1");
         let status = out.status;
+        let (provider, default_provider) = self.provider();
         Report {
+            canary: format!("{}.{}", self.canary.name(), self.canary.namespace()),
+            provider,
+            default_provider,
+            strategy: self.strategy(),
+            interval_seconds: self.interval.as_secs(),
             events: self.events.clone(),
             ticks: self.ticks.clone(),
             phase: status.phase,

@@ -1,0 +1,3 @@
+module aviary.dev/tests/gotemplate
+
+go 1.26
