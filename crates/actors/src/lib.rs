@@ -7,6 +7,7 @@
 //! - [`platform`]: what a platform provides (ports per canary, persisted status) and the
 //!   agent-wide settings.
 //! - [`CanaryActors`]: a handle to a running supervisor and its canary actors (one per agent).
+//! - `error`: the crate's [`Error`].
 
 pub mod canary;
 mod error;

@@ -9,6 +9,7 @@
 //! - [`link`]: the stream to the fleet coordinator, and the engine's Gate on it.
 //! - [`local`]: the agent on aviary-local's platform (processes, routers, state and config dirs).
 //! - [`kube`]: the agent on aviary-kube's platform (watchers, leader election).
+//! - `error`: the crate's [`Error`].
 
 pub mod admin;
 mod assemble;

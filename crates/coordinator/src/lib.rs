@@ -14,6 +14,7 @@
 //! - [`client`]: connecting, following the leader.
 //! - `sim` (feature `test-util`): the simulated agent used by the tests and the fan-in and
 //!   failover benchmarks.
+//! - `error`: the crate's [`Error`]; gRPC statuses with the leader's address.
 
 mod agent_link;
 mod api;

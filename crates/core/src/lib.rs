@@ -11,6 +11,7 @@
 //! - [`simulate`]: the simulator behind `aviary simulate` (the engine on scripted ports with
 //!   virtual time).
 //! - `fakes` (feature `test-util`): fakes of every port for tests, and the simulator on them.
+//! - `error`: the crate's [`Error`].
 
 pub mod engine;
 mod error;

@@ -17,6 +17,7 @@
 //! - [`lease`]: leader election through a coordination.k8s.io Lease.
 //! - [`revisions`]: what the coordinator link reads and pushes: targets' container images, and
 //!   retries of the same images.
+//! - `error`: the crate's [`Error`].
 
 pub mod client;
 pub mod deployment;

@@ -8,6 +8,7 @@
 //!   the engine's ports (Target, Router, built-in metrics, Recorder), the state directory, and
 //!   what the coordinator link asks of a cluster (versions, pushes, retries).
 //! - [`error`]: the crate's error type.
+//! - `server`: serving HTTP/1.1 and h2c with a bounded graceful shutdown (router, sample app).
 //!
 //! The data plane knows nothing about Canary resources; only [`platform`] does.
 

@@ -14,6 +14,7 @@
 //!   [`AlertProviderSource`]), and an in-memory [`ResourceStore`].
 //! - [`loadtester`]: the Flagger-compatible load tester behind `aviary loadtester`.
 //! - `http`: shared client plumbing (timeouts, TLS, proxies, redaction of secrets).
+//! - `error`: the crate's [`Error`].
 //!
 //! Adapters do I/O only: the engine renders queries, applies thresholds, filters alerts and
 //! writes the event texts.
