@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use aviary_api::FleetRollout;
 use aviary_api::document::{Resource, parse_documents};
-use aviary_core::fleet::verbs;
+use aviary_core::fleet::{Command, Plan, RolloutState, verbs};
 use aviary_proto::v1;
 use aviary_proto::v1::fleet_server::Fleet as FleetApi;
 use futures::Stream;
+use jiff::Timestamp;
 use tonic::{Request, Response, Status};
 
 use crate::convert::{cluster_canary_to_proto, cluster_to_proto, render, spec_from_proto};
@@ -234,40 +235,27 @@ impl FleetApi for FleetService {
         &self,
         r: Request<v1::RolloutVerbRequest>,
     ) -> Result<Response<v1::Rollout>, Status> {
-        let q = r.into_inner();
-        let out = self
-            .rollouts
-            .verb(&q.name, |p, s, now| {
-                verbs::pause(p, s, &q.actor, &q.reason, now).map(|()| Vec::new())
-            })
-            .await?;
-        Ok(self.rendered(&out))
+        self.rollout_verb(r.into_inner(), |p, s, actor, reason, now| {
+            verbs::pause(p, s, actor, reason, now).map(|()| Vec::new())
+        })
+        .await
     }
 
     async fn resume_rollout(
         &self,
         r: Request<v1::RolloutVerbRequest>,
     ) -> Result<Response<v1::Rollout>, Status> {
-        let q = r.into_inner();
-        let out = self
-            .rollouts
-            .verb(&q.name, |p, s, now| {
-                verbs::resume(p, s, &q.actor, &q.reason, now).map(|()| Vec::new())
-            })
-            .await?;
-        Ok(self.rendered(&out))
+        self.rollout_verb(r.into_inner(), |p, s, actor, reason, now| {
+            verbs::resume(p, s, actor, reason, now).map(|()| Vec::new())
+        })
+        .await
     }
 
     async fn abort_rollout(
         &self,
         r: Request<v1::RolloutVerbRequest>,
     ) -> Result<Response<v1::Rollout>, Status> {
-        let q = r.into_inner();
-        let out = self
-            .rollouts
-            .verb(&q.name, |p, s, now| verbs::abort(p, s, &q.actor, &q.reason, now))
-            .await?;
-        Ok(self.rendered(&out))
+        self.rollout_verb(r.into_inner(), verbs::abort).await
     }
 
     async fn approve_wave(&self, r: Request<v1::WaveVerbRequest>) -> Result<Response<v1::Rollout>, Status> {
@@ -306,17 +294,27 @@ impl FleetService {
         Response::new(render(rec, &self.rollouts.fleet, true))
     }
 
+    /// Pause, resume or abort, by `q.actor` for `q.reason`.
+    async fn rollout_verb<F>(
+        &self,
+        q: v1::RolloutVerbRequest,
+        verb: F,
+    ) -> Result<Response<v1::Rollout>, Status>
+    where
+        F: FnOnce(&Plan, &mut RolloutState, &str, &str, Timestamp) -> aviary_core::Result<Vec<Command>>,
+    {
+        let out = self
+            .rollouts
+            .verb(&q.name, |p, s, now| verb(p, s, &q.actor, &q.reason, now))
+            .await?;
+        Ok(self.rendered(&out))
+    }
+
     /// Skip or retry: the cluster must be in the rollout's plan (NOT_FOUND otherwise).
     async fn cluster_verb(
         &self,
         q: v1::ClusterVerbRequest,
-        verb: fn(
-            &aviary_core::fleet::Plan,
-            &mut aviary_core::fleet::RolloutState,
-            &str,
-            &str,
-            jiff::Timestamp,
-        ) -> aviary_core::Result<()>,
+        verb: fn(&Plan, &mut RolloutState, &str, &str, Timestamp) -> aviary_core::Result<()>,
     ) -> Result<Response<v1::Rollout>, Status> {
         let rec = self.rollouts.get(&q.name).await?;
         if rec.plan.locate(&q.cluster).is_none() {

@@ -290,14 +290,8 @@ impl Rollouts {
         let mut next = inner.record.state.clone();
         let cmds = fleet::reconcile(&plan, &mut next, &view, self.clock.now());
         if next != inner.record.state {
-            let mut record = inner.record.clone();
-            record.state = next;
-            match self.store.update_rollout(fence, &record, inner.revision).await {
-                Ok(rev) => {
-                    inner.revision = rev;
-                    inner.record = record;
-                    self.publish(entry, &inner.record);
-                }
+            match self.store_state(entry, &mut inner, fence, next).await {
+                Ok(()) => {}
                 Err(Error::Conflict { .. }) => {
                     // Someone else wrote it (a leadership change): take the stored state.
                     tracing::warn!(rollout = %entry.name, "stored rollout changed; reloading");
@@ -320,6 +314,23 @@ impl Rollouts {
         drop(inner);
         self.send(&plan, &cmds);
         if terminal { Step::Stop } else { Step::Wait(wake) }
+    }
+
+    /// Writes `state` as the rollout's new state (the leader's fence, a compare-and-swap on
+    /// the record's revision), then publishes it.
+    async fn store_state(
+        &self,
+        entry: &Entry,
+        inner: &mut Inner,
+        fence: Fence,
+        state: RolloutState,
+    ) -> Result<()> {
+        let mut record = inner.record.clone();
+        record.state = state;
+        inner.revision = self.store.update_rollout(fence, &record, inner.revision).await?;
+        inner.record = record;
+        self.publish(entry, &inner.record);
+        Ok(())
     }
 
     fn publish(&self, entry: &Entry, record: &RolloutRecord) {
@@ -484,11 +495,7 @@ impl Rollouts {
         let mut next = inner.record.state.clone();
         let cmds = f(&plan, &mut next, self.clock.now())?;
         if next != inner.record.state {
-            let mut record = inner.record.clone();
-            record.state = next;
-            inner.revision = self.store.update_rollout(fence, &record, inner.revision).await?;
-            inner.record = record;
-            self.publish(&entry, &inner.record);
+            self.store_state(&entry, &mut inner, fence, next).await?;
         }
         drop(inner);
         self.send(&plan, &cmds);
@@ -553,18 +560,9 @@ impl Rollouts {
             message,
             self.clock.now(),
         );
-        if changed {
-            let mut record = inner.record.clone();
-            record.state = next;
-            match self.store.update_rollout(fence, &record, inner.revision).await {
-                Ok(rev) => {
-                    inner.revision = rev;
-                    inner.record = record;
-                    self.publish(&entry, &inner.record);
-                }
-                // The agent re-acks when the command is re-sent; nothing is lost.
-                Err(e) => tracing::warn!(rollout = %name, error = %e, "cannot record an ack"),
-            }
+        // The agent re-acks when the command is re-sent; nothing is lost.
+        if changed && let Err(e) = self.store_state(&entry, &mut inner, fence, next).await {
+            tracing::warn!(rollout = %name, error = %e, "cannot record an ack");
         }
         drop(inner);
         entry.wake.notify_one();

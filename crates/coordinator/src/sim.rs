@@ -535,6 +535,17 @@ fn finish(c: &mut CanaryState, fp: &str) {
     c.dirty = true;
 }
 
+/// The ack of a command for a canary this agent does not have.
+fn not_found(command_id: &str, key: &CanaryKey) -> Vec<v1::AgentMessage> {
+    vec![ack(
+        command_id,
+        false,
+        &format!("canary {key} not found"),
+        "",
+        None,
+    )]
+}
+
 fn ack(id: &str, ok: bool, message: &str, fp: &str, snap: Option<v1::CanarySnapshot>) -> v1::AgentMessage {
     up(Up::Ack(v1::Ack {
         command_id: id.into(),
@@ -554,24 +565,14 @@ fn handle(shared: &Mutex<Shared>, m: v1::CoordinatorMessage) -> Vec<v1::AgentMes
         analyses,
         ..
     } = &mut *s;
-    let revision = |r: Option<&v1::Revision>| Revision {
-        container_images: r.map(|r| r.container_images.clone()).unwrap_or_default(),
-        version: r.map(|r| r.version.clone()).unwrap_or_default(),
-    };
     match m.msg {
         Some(Down::StartRevision(cmd)) => {
             commands.push(cmd.command_id.clone());
             let key = CanaryKey::new(cmd.namespace.clone(), cmd.name.clone());
             let Some(c) = canaries.get_mut(&key) else {
-                return vec![ack(
-                    &cmd.command_id,
-                    false,
-                    &format!("canary {key} not found"),
-                    "",
-                    None,
-                )];
+                return not_found(&cmd.command_id, &key);
             };
-            let rev = revision(cmd.revision.as_ref());
+            let rev = cmd.revision.as_ref().map(Revision::from).unwrap_or_default();
             let fp = fingerprint(&rev);
             let repeat = commands.iter().filter(|id| **id == cmd.command_id).count() > 1;
             if fingerprint(&c.target) != fp {
@@ -618,15 +619,9 @@ fn handle(shared: &Mutex<Shared>, m: v1::CoordinatorMessage) -> Vec<v1::AgentMes
             commands.push(cmd.command_id.clone());
             let key = CanaryKey::new(cmd.namespace.clone(), cmd.name.clone());
             let Some(c) = canaries.get_mut(&key) else {
-                return vec![ack(
-                    &cmd.command_id,
-                    false,
-                    &format!("canary {key} not found"),
-                    "",
-                    None,
-                )];
+                return not_found(&cmd.command_id, &key);
             };
-            let rev = revision(cmd.revision.as_ref());
+            let rev = cmd.revision.as_ref().map(Revision::from).unwrap_or_default();
             let fp = fingerprint(&rev);
             c.target = rev.clone();
             c.snap.target_revision = Some(v1::Revision::from(&rev));
@@ -644,13 +639,7 @@ fn handle(shared: &Mutex<Shared>, m: v1::CoordinatorMessage) -> Vec<v1::AgentMes
             commands.push(cmd.command_id.clone());
             let key = CanaryKey::new(cmd.namespace.clone(), cmd.name.clone());
             let Some(c) = canaries.get_mut(&key) else {
-                return vec![ack(
-                    &cmd.command_id,
-                    false,
-                    &format!("canary {key} not found"),
-                    "",
-                    None,
-                )];
+                return not_found(&cmd.command_id, &key);
             };
             let fp = fingerprint(&c.target);
             if c.snap.phase == "Progressing" || c.snap.phase == "Waiting" {

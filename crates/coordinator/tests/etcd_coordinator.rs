@@ -177,7 +177,7 @@ async fn a_deposed_leader_is_fenced_and_the_other_replica_finishes_the_rollout()
     // A's lease ends behind its back; its next write (an operator's pause) is refused by the
     // fence in etcd and A steps down.
     let lease = la.lease().unwrap();
-    etcd.revoke_lease(lease);
+    etcd.revoke_lease(lease).await;
     let e = fleet_client(&a.url())
         .unwrap()
         .pause_rollout(v1::RolloutVerbRequest {

@@ -180,7 +180,7 @@ async fn a_deposed_leader_cannot_write_and_steps_down() {
 
     // A's lease ends behind its back (what a long pause past the TTL does).
     let lease = a.lease().expect("a leads");
-    etcd.revoke_lease(lease);
+    etcd.revoke_lease(lease).await;
     assert_eq!(a.check().unwrap(), fa, "a does not know yet");
     let mut stale = r.clone();
     stale.state.message = "written by a deposed leader".into();

@@ -284,12 +284,7 @@ impl Metrics for FakeMetrics {
             None => Ok(()),
         }
     }
-    async fn builtin(
-        &self,
-        canary: &Canary,
-        metric: BuiltinMetric,
-        model: &MetricModel,
-    ) -> Result<f64, MetricError> {
+    async fn builtin(&self, canary: &Canary, metric: BuiltinMetric, model: &MetricModel) -> MetricResult {
         let name = match metric {
             BuiltinMetric::SuccessRate => aviary_api::canary::BUILTIN_SUCCESS_RATE,
             BuiltinMetric::Duration => aviary_api::canary::BUILTIN_DURATION,
@@ -307,12 +302,12 @@ impl Metrics for FakeMetrics {
         template: &MetricTemplate,
         interval: &str,
         query: &str,
-    ) -> Result<f64, MetricError> {
+    ) -> MetricResult {
         self.state.lock().queries.push((metric.into(), query.into()));
         self.delay().await;
         self.scripted.query(metric, template, interval, query).await
     }
-    async fn inline(&self, canary: &Canary, metric: &str, query: &str) -> Result<f64, MetricError> {
+    async fn inline(&self, canary: &Canary, metric: &str, query: &str) -> MetricResult {
         self.state.lock().queries.push((metric.into(), query.into()));
         self.delay().await;
         self.scripted.inline(canary, metric, query).await

@@ -173,18 +173,16 @@ impl fmt::Display for MetricError {
     }
 }
 
+/// One metric query: its value, or why there is none.
+pub type MetricResult = Result<f64, MetricError>;
+
 /// One query → a value, no values, or an error.
 #[async_trait]
 pub trait Metrics: Send + Sync {
     /// Whether the metric backends the canary uses answer (checked at initialization).
     async fn check_providers(&self, canary: &Canary) -> Result<(), String>;
     /// A built-in metric over `model.interval`: percent for the success rate, ms for duration.
-    async fn builtin(
-        &self,
-        canary: &Canary,
-        metric: BuiltinMetric,
-        model: &MetricModel,
-    ) -> Result<f64, MetricError>;
+    async fn builtin(&self, canary: &Canary, metric: BuiltinMetric, model: &MetricModel) -> MetricResult;
     /// Looks up a MetricTemplate.
     async fn template(&self, namespace: &str, name: &str) -> Result<MetricTemplate, String>;
     /// Runs the rendered query of the canary's metric `metric` with the template's provider.
@@ -194,9 +192,9 @@ pub trait Metrics: Send + Sync {
         template: &MetricTemplate,
         interval: &str,
         query: &str,
-    ) -> Result<f64, MetricError>;
+    ) -> MetricResult;
     /// Runs a deprecated inline query (the canary's metric `metric`) against its metrics server.
-    async fn inline(&self, canary: &Canary, metric: &str, query: &str) -> Result<f64, MetricError>;
+    async fn inline(&self, canary: &Canary, metric: &str, query: &str) -> MetricResult;
 }
 
 /// Where built-in metrics and inline queries come from, behind the `Metrics` port of the
@@ -210,14 +208,9 @@ pub trait BuiltinSource: Send + Sync {
     }
     /// A built-in metric over `model.interval`: percent for the success rate, milliseconds for
     /// the duration.
-    async fn builtin(
-        &self,
-        canary: &Canary,
-        metric: BuiltinMetric,
-        model: &MetricModel,
-    ) -> Result<f64, MetricError>;
+    async fn builtin(&self, canary: &Canary, metric: BuiltinMetric, model: &MetricModel) -> MetricResult;
     /// A deprecated inline `metrics[].query` (already rendered).
-    async fn inline(&self, _canary: &Canary, _query: &str) -> Result<f64, MetricError> {
+    async fn inline(&self, _canary: &Canary, _query: &str) -> MetricResult {
         Err(MetricError::Provider(
             "inline metric queries (metrics[].query) need a Prometheus metrics server; use a MetricTemplate"
                 .into(),

@@ -14,7 +14,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use aviary_api::{Canary, CanaryPhase, MetricTemplate};
 use aviary_core::ports::{
-    BuiltinMetric, MetricError, MetricModel, Metrics, NotReady, Router, Routes, Target, TargetRevision,
+    BuiltinMetric, MetricError, MetricModel, MetricResult, Metrics, NotReady, Router, Routes, Target,
+    TargetRevision,
 };
 use serde_json::{Value, json};
 
@@ -325,12 +326,7 @@ impl Metrics for KnativeRoute {
         self.inner.check_providers(canary).await
     }
 
-    async fn builtin(
-        &self,
-        canary: &Canary,
-        metric: BuiltinMetric,
-        model: &MetricModel,
-    ) -> Result<f64, MetricError> {
+    async fn builtin(&self, canary: &Canary, metric: BuiltinMetric, model: &MetricModel) -> MetricResult {
         if !canary.is_knative_target() {
             return self.inner.builtin(canary, metric, model).await;
         }
@@ -356,11 +352,11 @@ impl Metrics for KnativeRoute {
         template: &MetricTemplate,
         interval: &str,
         query: &str,
-    ) -> Result<f64, MetricError> {
+    ) -> MetricResult {
         self.inner.query(metric, template, interval, query).await
     }
 
-    async fn inline(&self, canary: &Canary, metric: &str, query: &str) -> Result<f64, MetricError> {
+    async fn inline(&self, canary: &Canary, metric: &str, query: &str) -> MetricResult {
         self.inner.inline(canary, metric, query).await
     }
 }

@@ -94,15 +94,7 @@ fn start_rollout(state: &mut RolloutState, now: Timestamp) {
     }
     state.phase = RolloutPhase::Running;
     state.message = "running".into();
-    state.record(
-        now,
-        "started",
-        COORDINATOR,
-        "",
-        "",
-        "rollout started",
-        BTreeMap::new(),
-    );
+    state.note(now, "started", COORDINATOR, "", "", "rollout started");
 }
 
 /// Running clusters: fingerprints (gate mode), outcomes, deadlines.
@@ -234,7 +226,7 @@ fn observe_reverting_clusters(plan: &Plan, state: &mut RolloutState, view: &Flee
             };
             c.finished = Some(now);
             c.verdict = msg.clone();
-            state.record(now, kind, COORDINATOR, &wave_name, &name, msg, BTreeMap::new());
+            state.note(now, kind, COORDINATOR, &wave_name, &name, msg);
         }
     }
 }
@@ -345,14 +337,13 @@ fn open_wave(plan: &Plan, state: &mut RolloutState, wi: usize, now: Timestamp) -
     if wp.manual_approval && state.waves[wi].approved.is_none() {
         state.waves[wi].phase = WavePhase::WaitingApproval;
         state.message = format!("wave {} is waiting for approval", wp.name);
-        state.record(
+        state.note(
             now,
             "wave-waiting-approval",
             COORDINATOR,
             &wp.name,
             "",
             format!("approve with: aviary rollout approve {} {}", plan.name, wp.name),
-            BTreeMap::new(),
         );
         return Flow::Wait;
     }
@@ -431,7 +422,7 @@ fn start_bake(
         requests: None,
     });
     state.message = format!("wave {wave_name} is baking");
-    state.record(
+    state.note(
         now,
         "wave-baking",
         COORDINATOR,
@@ -445,7 +436,6 @@ fn start_bake(
                 .map(|r| format!(", primary success rate ≥ {r}%"))
                 .unwrap_or_default()
         ),
-        BTreeMap::new(),
     );
 }
 
@@ -508,15 +498,7 @@ fn finish_if_settled(state: &mut RolloutState, now: Timestamp) {
         .count();
     state.message = format!("{ok} clusters succeeded, {failed} failed, {skipped} skipped");
     let msg = state.message.clone();
-    state.record(
-        now,
-        "rollout-succeeded",
-        COORDINATOR,
-        "",
-        "",
-        msg,
-        BTreeMap::new(),
-    );
+    state.note(now, "rollout-succeeded", COORDINATOR, "", "", msg);
 }
 
 fn truncate_secs(d: Duration) -> Duration {
@@ -628,7 +610,7 @@ fn start_wave(plan: &Plan, state: &mut RolloutState, wi: usize, now: Timestamp) 
         .as_ref()
         .map(|a| format!(", approved by {}", a.actor))
         .unwrap_or_default();
-    state.record(
+    state.note(
         now,
         "wave-started",
         COORDINATOR,
@@ -639,7 +621,6 @@ fn start_wave(plan: &Plan, state: &mut RolloutState, wi: usize, now: Timestamp) 
             wp.clusters.len(),
             wp.max_concurrent
         ),
-        BTreeMap::new(),
     );
 }
 
@@ -698,37 +679,13 @@ fn start_clusters(
                         fingerprint: ask.fingerprint.clone(),
                     });
                     let opened = format!("gate opened for {} ({})", ask.fingerprint, ask.revision);
-                    state.record(
-                        now,
-                        "cluster-started",
-                        COORDINATOR,
-                        &wp.name,
-                        &name,
-                        msg,
-                        BTreeMap::new(),
-                    );
-                    state.record(
-                        now,
-                        "gate-opened",
-                        COORDINATOR,
-                        &wp.name,
-                        &name,
-                        opened,
-                        BTreeMap::new(),
-                    );
+                    state.note(now, "cluster-started", COORDINATOR, &wp.name, &name, msg);
+                    state.note(now, "gate-opened", COORDINATOR, &wp.name, &name, opened);
                     continue;
                 }
             }
         }
-        state.record(
-            now,
-            "cluster-started",
-            COORDINATOR,
-            &wp.name,
-            &name,
-            msg,
-            BTreeMap::new(),
-        );
+        state.note(now, "cluster-started", COORDINATOR, &wp.name, &name, msg);
     }
 }
 
@@ -779,14 +736,13 @@ pub(crate) fn begin_rollback(
         aborted,
         started: now,
     });
-    state.record(
+    state.note(
         now,
         "rollback-started",
         actor,
         "",
         "",
         format!("{reason}; rollback scope {}", plan.rollback.as_str()),
-        BTreeMap::new(),
     );
     for wi in 0..state.waves.len() {
         let wave_name = plan.waves[wi].name.clone();
@@ -805,14 +761,13 @@ pub(crate) fn begin_rollback(
                 cluster: name.clone(),
                 reason: reason.clone(),
             });
-            state.record(
+            state.note(
                 now,
                 "cluster-rollback",
                 actor,
                 &wave_name,
                 &name,
                 format!("RollbackCanary {id}"),
-                BTreeMap::new(),
             );
         }
     }
@@ -861,14 +816,13 @@ fn revert_wave(plan: &Plan, state: &mut RolloutState, wi: usize, now: Timestamp,
                 plan.rollback.as_str()
             ),
         });
-        state.record(
+        state.note(
             now,
             "cluster-revert",
             COORDINATOR,
             &wave_name,
             &name,
             format!("Revert {id} to {revision}"),
-            BTreeMap::new(),
         );
     }
 }
@@ -896,7 +850,7 @@ fn finish_rollback(state: &mut RolloutState, now: Timestamp) {
         "rollout-failed"
     };
     let msg = state.message.clone();
-    state.record(now, kind, COORDINATOR, "", "", msg, BTreeMap::new());
+    state.note(now, kind, COORDINATOR, "", "", msg);
 }
 
 /// Requests the wave's succeeded clusters served since its bake started (live, from the view).

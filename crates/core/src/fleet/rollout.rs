@@ -314,8 +314,21 @@ impl RolloutState {
         if !plan.excluded.is_empty() {
             message.push_str(&format!("; not planned: {}", plan.excluded.join("; ")));
         }
-        s.record(now, "created", actor, "", "", message, BTreeMap::new());
+        s.note(now, "created", actor, "", "", message);
         s
+    }
+
+    /// Appends a history record without metrics.
+    pub(crate) fn note(
+        &mut self,
+        time: Timestamp,
+        kind: &str,
+        actor: &str,
+        wave: &str,
+        cluster: &str,
+        message: impl Into<String>,
+    ) {
+        self.record(time, kind, actor, wave, cluster, message, BTreeMap::new());
     }
 
     /// Appends a history record (one parameter per field of [`HistoryEntry`]).
@@ -462,15 +475,7 @@ pub fn on_ack(
                 c.finished = Some(now);
                 c.verdict = format!("the agent could not apply the revision: {message}");
                 let v = c.verdict.clone();
-                state.record(
-                    now,
-                    "cluster-failed",
-                    COORDINATOR,
-                    &wave,
-                    cluster,
-                    v,
-                    BTreeMap::new(),
-                );
+                state.note(now, "cluster-failed", COORDINATOR, &wave, cluster, v);
                 true
             } else {
                 false
@@ -482,15 +487,7 @@ pub fn on_ack(
                 return false;
             }
             c.verdict = v.clone();
-            state.record(
-                now,
-                "agent-error",
-                COORDINATOR,
-                &wave,
-                cluster,
-                v,
-                BTreeMap::new(),
-            );
+            state.note(now, "agent-error", COORDINATOR, &wave, cluster, v);
             true
         }
         _ => false,

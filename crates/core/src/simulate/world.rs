@@ -14,8 +14,8 @@ use parking_lot::Mutex;
 
 use super::World;
 use crate::ports::{
-    Alert, BuiltinMetric, EventType, HookPayload, Hooks, MetricError, MetricModel, Metrics, NoGate, NotReady,
-    Notifier, Ports, Recorder, Router, Routes, Target, TargetRevision,
+    Alert, BuiltinMetric, EventType, HookPayload, Hooks, MetricError, MetricModel, MetricResult, Metrics,
+    NoGate, NotReady, Notifier, Ports, Recorder, Router, Routes, Target, TargetRevision,
 };
 
 /// One scripted query answer.
@@ -165,7 +165,7 @@ impl ScriptedMetrics {
         self.0.lock().answers.count(name)
     }
 
-    fn answer(&self, name: &str, default: f64) -> Result<f64, MetricError> {
+    fn answer(&self, name: &str, default: f64) -> MetricResult {
         match self.0.lock().answers.next(name).unwrap_or(Answer::Value(default)) {
             Answer::Value(v) => Ok(v),
             Answer::NoValues => Err(MetricError::NoValues("no values found".into())),
@@ -179,12 +179,7 @@ impl Metrics for ScriptedMetrics {
     async fn check_providers(&self, _canary: &Canary) -> Result<(), String> {
         Ok(())
     }
-    async fn builtin(
-        &self,
-        _canary: &Canary,
-        metric: BuiltinMetric,
-        _model: &MetricModel,
-    ) -> Result<f64, MetricError> {
+    async fn builtin(&self, _canary: &Canary, metric: BuiltinMetric, _model: &MetricModel) -> MetricResult {
         match metric {
             BuiltinMetric::SuccessRate => self.answer(BUILTIN_SUCCESS_RATE, 100.0),
             BuiltinMetric::Duration => self.answer(BUILTIN_DURATION, 0.0),
@@ -198,16 +193,10 @@ impl Metrics for ScriptedMetrics {
             .cloned()
             .ok_or_else(|| format!("metrictemplate.flagger.app \"{name}\" not found"))
     }
-    async fn query(
-        &self,
-        metric: &str,
-        _t: &MetricTemplate,
-        _interval: &str,
-        _query: &str,
-    ) -> Result<f64, MetricError> {
+    async fn query(&self, metric: &str, _t: &MetricTemplate, _interval: &str, _query: &str) -> MetricResult {
         self.answer(metric, 0.0)
     }
-    async fn inline(&self, _canary: &Canary, metric: &str, _query: &str) -> Result<f64, MetricError> {
+    async fn inline(&self, _canary: &Canary, metric: &str, _query: &str) -> MetricResult {
         self.answer(metric, 0.0)
     }
 }

@@ -11,8 +11,8 @@ use aviary_api::local::LocalServiceSpec;
 use aviary_api::{Canary, CanaryStatus, Strategy};
 use aviary_core::fingerprint::fingerprint;
 use aviary_core::ports::{
-    BuiltinMetric, BuiltinSource, EventType, MetricError, MetricModel, NotReady, Recorder, Router, Routes,
-    Target, TargetRevision,
+    BuiltinMetric, BuiltinSource, EventType, MetricError, MetricModel, MetricResult, NotReady, Recorder,
+    Router, Routes, Target, TargetRevision,
 };
 
 use super::runtime::Runtime;
@@ -256,12 +256,7 @@ pub(super) struct LocalBuiltins {
 
 #[async_trait]
 impl BuiltinSource for LocalBuiltins {
-    async fn builtin(
-        &self,
-        canary: &Canary,
-        metric: BuiltinMetric,
-        model: &MetricModel,
-    ) -> Result<f64, MetricError> {
+    async fn builtin(&self, canary: &Canary, metric: BuiltinMetric, model: &MetricModel) -> MetricResult {
         let router = self
             .runtime
             .router(&target_key(canary))

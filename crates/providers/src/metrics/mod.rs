@@ -34,7 +34,9 @@ use aviary_api::Canary;
 use aviary_api::MetricTemplate;
 use aviary_api::duration::parse_go_duration;
 use aviary_api::metric_template::MetricProvider;
-use aviary_core::ports::{BuiltinMetric, BuiltinSource, MetricError, MetricModel, Metrics, SecretSource};
+use aviary_core::ports::{
+    BuiltinMetric, BuiltinSource, MetricError, MetricModel, MetricResult, Metrics, SecretSource,
+};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use url::Url;
 
@@ -127,12 +129,7 @@ impl ProviderMetrics {
     }
 
     /// Runs `query` (or the online check when `query` is `None`) on the template's provider.
-    async fn run(
-        &self,
-        template: &MetricTemplate,
-        interval: &str,
-        query: Option<&str>,
-    ) -> Result<f64, MetricError> {
+    async fn run(&self, template: &MetricTemplate, interval: &str, query: Option<&str>) -> MetricResult {
         let provider = template.spec.provider.clone().unwrap_or_default();
         let creds = self.credentials(template, &provider).await?;
         let kind = template.provider_type().to_string();
@@ -224,12 +221,7 @@ impl Metrics for ProviderMetrics {
         }
     }
 
-    async fn builtin(
-        &self,
-        canary: &Canary,
-        metric: BuiltinMetric,
-        model: &MetricModel,
-    ) -> Result<f64, MetricError> {
+    async fn builtin(&self, canary: &Canary, metric: BuiltinMetric, model: &MetricModel) -> MetricResult {
         self.builtins.builtin(canary, metric, model).await
     }
 
@@ -243,11 +235,11 @@ impl Metrics for ProviderMetrics {
         template: &MetricTemplate,
         interval: &str,
         query: &str,
-    ) -> Result<f64, MetricError> {
+    ) -> MetricResult {
         self.run(template, interval, Some(query)).await
     }
 
-    async fn inline(&self, canary: &Canary, _metric: &str, query: &str) -> Result<f64, MetricError> {
+    async fn inline(&self, canary: &Canary, _metric: &str, query: &str) -> MetricResult {
         self.builtins.inline(canary, query).await
     }
 }
