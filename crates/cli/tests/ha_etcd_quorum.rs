@@ -17,16 +17,6 @@ use std::time::{Duration, Instant};
 
 use ha_support::*;
 
-const ROLLOUT: &str = "apiVersion: aviary.dev/v1alpha1
-kind: FleetRollout
-metadata: {name: podinfo-6-0-1}
-spec:
-  canary: {namespace: test, name: podinfo}
-  revision: {version: 6.0.1}
-  byRegion: [us-east-1, eu-west-1]
-  clusterDeadline: 10m
-";
-
 fn started(urls: &[String], cluster: &str) -> bool {
     rollout(urls, "podinfo-6-0-1").is_some_and(|r| count(&r["history"], "cluster-started", cluster) == 1)
 }

@@ -18,16 +18,6 @@ use std::time::{Duration, Instant};
 
 use ha_support::*;
 
-const ROLLOUT: &str = "apiVersion: aviary.dev/v1alpha1
-kind: FleetRollout
-metadata: {name: podinfo-6-0-1}
-spec:
-  canary: {namespace: test, name: podinfo}
-  revision: {version: 6.0.1}
-  byRegion: [us-east-1, eu-west-1]
-  clusterDeadline: 10m
-";
-
 /// The fence in a replica's latest "elected leader" line.
 fn fence(c: &Coord) -> u64 {
     let lines = c.log.grep("elected leader");

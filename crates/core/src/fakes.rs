@@ -296,16 +296,10 @@ impl Metrics for FakeMetrics {
     async fn template(&self, namespace: &str, name: &str) -> Result<MetricTemplate, String> {
         self.scripted.template(namespace, name).await
     }
-    async fn query(
-        &self,
-        metric: &str,
-        template: &MetricTemplate,
-        interval: &str,
-        query: &str,
-    ) -> MetricResult {
+    async fn query(&self, metric: &str, t: &MetricTemplate, interval: &str, query: &str) -> MetricResult {
         self.state.lock().queries.push((metric.into(), query.into()));
         self.delay().await;
-        self.scripted.query(metric, template, interval, query).await
+        self.scripted.query(metric, t, interval, query).await
     }
     async fn inline(&self, canary: &Canary, metric: &str, query: &str) -> MetricResult {
         self.state.lock().queries.push((metric.into(), query.into()));

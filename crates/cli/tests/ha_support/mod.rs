@@ -234,6 +234,17 @@ pub fn cluster_phase(r: &serde_json::Value, cluster: &str) -> String {
         .to_string()
 }
 
+/// The rollout of the HA tests: 6.0.1 region by region.
+pub const ROLLOUT: &str = "apiVersion: aviary.dev/v1alpha1
+kind: FleetRollout
+metadata: {name: podinfo-6-0-1}
+spec:
+  canary: {namespace: test, name: podinfo}
+  revision: {version: 6.0.1}
+  byRegion: [us-east-1, eu-west-1]
+  clusterDeadline: 10m
+";
+
 /// The clusters of the HA tests: two in us-east-1, one in eu-west-1.
 pub const CLUSTERS: [(&str, &str); 3] = [
     ("us-1", "us-east-1"),
