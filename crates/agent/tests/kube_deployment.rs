@@ -1,6 +1,7 @@
-//! Deployment canaries driven by the agent (in-process) against the fake API server: the
+//! Deployment canaries driven by the agent (in-process) against the real kube-apiserver: the
 //! gatewayapi router and the kubernetes (blue/green) router each promote a healthy revision and
-//! roll back a failing one; `revertOnDeletion` puts everything back when the Canary is deleted.
+//! roll back a failing one; the istio router runs an A/B test (header match, iterations) to
+//! promotion; `revertOnDeletion` puts everything back when the Canary is deleted.
 
 #[path = "kube_common/mod.rs"]
 mod kube_common;
@@ -13,37 +14,6 @@ use serde_json::json;
 const LIMIT: Duration = Duration::from_secs(40);
 const HTTP_SUCCESS: &str = "http_request_duration_seconds_count";
 
-fn gatewayapi_canary(hooks: &str) -> String {
-    format!(
-        r#"
-apiVersion: flagger.app/v1beta1
-kind: Canary
-metadata: {{name: podinfo, namespace: test}}
-spec:
-  provider: gatewayapi:v1
-  targetRef: {{apiVersion: apps/v1, kind: Deployment, name: podinfo}}
-  progressDeadlineSeconds: 60
-  service:
-    port: 9898
-    gatewayRefs: [{{name: gw, namespace: gateways}}]
-  analysis:
-    interval: 1s
-    threshold: 2
-    maxWeight: 30
-    stepWeight: 10
-    metrics:
-    - name: request-success-rate
-      thresholdRange: {{min: 99}}
-      interval: 1m
-    webhooks:
-    - name: load-test
-      url: {hooks}/load
-      timeout: 5s
-      metadata: {{type: cmd, cmd: "hey -z 1m -q 10 -c 2 http://podinfo-canary.test:9898/"}}
-"#
-    )
-}
-
 fn weights(route: &serde_json::Value) -> (i64, i64) {
     let b = &route["spec"]["rules"][0]["backendRefs"];
     (b[0]["weight"].as_i64().unwrap(), b[1]["weight"].as_i64().unwrap())
@@ -51,53 +21,62 @@ fn weights(route: &serde_json::Value) -> (i64, i64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gatewayapi_promotes_then_rolls_back() {
-    let mut env = Env::start().await;
-    env.create(deployment("podinfo", "podinfo:6.0.0"));
-    env.create_yaml(&gatewayapi_canary(env.hooks.url()));
+    let mut env = Env::start("gatewayapi-promotes-then-rolls-back").await;
+    env.create(deployment("podinfo", "podinfo:6.0.0")).await;
+    env.create_yaml(&gatewayapi_canary(
+        env.hooks.url(),
+        &weighted_analysis(30, 10, true),
+    ))
+    .await;
 
     let c = env.wait_phase("podinfo", "Initialized", LIMIT).await;
     assert_eq!(c["status"]["conditions"][0]["type"], "Promoted");
     assert_eq!(c["status"]["conditions"][0]["status"], "True");
-    let primary = env.get("apps/v1", "Deployment", "podinfo-primary").unwrap();
+    let primary = env.get("apps/v1", "Deployment", "podinfo-primary").await.unwrap();
     assert_eq!(
         primary["spec"]["template"]["spec"]["containers"][0]["image"],
         "podinfo:6.0.0"
     );
     assert_eq!(
-        env.get("apps/v1", "Deployment", "podinfo").unwrap()["spec"]["replicas"],
+        env.get("apps/v1", "Deployment", "podinfo").await.unwrap()["spec"]["replicas"],
         0
     );
     let route = env
         .get("gateway.networking.k8s.io/v1", "HTTPRoute", "podinfo")
+        .await
         .unwrap();
     assert_eq!(weights(&route), (100, 0));
     assert_eq!(
-        env.get("v1", "Service", "podinfo").unwrap()["spec"]["selector"],
+        env.get("v1", "Service", "podinfo").await.unwrap()["spec"]["selector"],
         json!({"app": "podinfo-primary"})
     );
     env.wait_event("podinfo", "Normal: Initialization done! podinfo.test")
         .await;
 
     // A healthy revision: 10, 20, 30, then promotion.
-    env.set_image("podinfo", "podinfo:6.0.1");
+    env.set_image("podinfo", "podinfo:6.0.1").await;
     env.wait_phase("podinfo", "Progressing", LIMIT).await;
     let c = env.wait_phase("podinfo", "Succeeded", LIMIT).await;
     assert_eq!(c["status"]["canaryWeight"], 0);
     assert_eq!(c["status"]["conditions"][0]["reason"], "Succeeded");
     for w in [10, 20, 30] {
         assert!(
-            env.has_event("podinfo", &format!("Advance podinfo.test canary weight {w}")),
+            env.has_event("podinfo", &format!("Advance podinfo.test canary weight {w}"))
+                .await,
             "{:#?}",
-            env.event_messages("podinfo")
+            env.event_messages("podinfo").await
         );
     }
-    assert!(env.has_event(
-        "podinfo",
-        "Copying podinfo.test template spec to podinfo-primary.test"
-    ));
+    assert!(
+        env.has_event(
+            "podinfo",
+            "Copying podinfo.test template spec to podinfo-primary.test"
+        )
+        .await
+    );
     env.wait_event("podinfo", "Promotion completed! Scaling down podinfo.test")
         .await;
-    let primary = env.get("apps/v1", "Deployment", "podinfo-primary").unwrap();
+    let primary = env.get("apps/v1", "Deployment", "podinfo-primary").await.unwrap();
     assert_eq!(
         primary["spec"]["template"]["spec"]["containers"][0]["image"],
         "podinfo:6.0.1"
@@ -105,12 +84,13 @@ async fn gatewayapi_promotes_then_rolls_back() {
     assert_eq!(
         weights(
             &env.get("gateway.networking.k8s.io/v1", "HTTPRoute", "podinfo")
+                .await
                 .unwrap()
         ),
         (100, 0)
     );
     assert_eq!(
-        env.get("apps/v1", "Deployment", "podinfo").unwrap()["spec"]["replicas"],
+        env.get("apps/v1", "Deployment", "podinfo").await.unwrap()["spec"]["replicas"],
         0
     );
     let calls = env.hooks.calls();
@@ -123,7 +103,7 @@ async fn gatewayapi_promotes_then_rolls_back() {
 
     // A failing revision: the success rate drops, the canary rolls back.
     env.prom.set(&[HTTP_SUCCESS], 42.0);
-    env.set_image("podinfo", "podinfo:6.0.2");
+    env.set_image("podinfo", "podinfo:6.0.2").await;
     let c = env.wait_phase("podinfo", "Failed", LIMIT).await;
     assert_eq!(c["status"]["canaryWeight"], 0);
     assert_eq!(c["status"]["conditions"][0]["status"], "False");
@@ -131,30 +111,35 @@ async fn gatewayapi_promotes_then_rolls_back() {
         env.has_event(
             "podinfo",
             "Warning: Halt podinfo.test advancement success rate 42.00% < 99%"
-        ),
+        )
+        .await,
         "{:#?}",
-        env.event_messages("podinfo")
+        env.event_messages("podinfo").await
     );
-    assert!(env.has_event(
-        "podinfo",
-        "Warning: Rolling back podinfo.test failed checks threshold reached 2"
-    ));
+    assert!(
+        env.has_event(
+            "podinfo",
+            "Warning: Rolling back podinfo.test failed checks threshold reached 2"
+        )
+        .await
+    );
     env.wait_event("podinfo", "Warning: Canary failed! Scaling down podinfo.test")
         .await;
     assert_eq!(
         weights(
             &env.get("gateway.networking.k8s.io/v1", "HTTPRoute", "podinfo")
+                .await
                 .unwrap()
         ),
         (100, 0)
     );
-    let primary = env.get("apps/v1", "Deployment", "podinfo-primary").unwrap();
+    let primary = env.get("apps/v1", "Deployment", "podinfo-primary").await.unwrap();
     assert_eq!(
         primary["spec"]["template"]["spec"]["containers"][0]["image"],
         "podinfo:6.0.1"
     );
     assert_eq!(
-        env.get("apps/v1", "Deployment", "podinfo").unwrap()["spec"]["replicas"],
+        env.get("apps/v1", "Deployment", "podinfo").await.unwrap()["spec"]["replicas"],
         0
     );
     let queries = env.prom.queries();
@@ -169,13 +154,14 @@ async fn gatewayapi_promotes_then_rolls_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubernetes_blue_green_promotes_then_rolls_back() {
-    let mut env = Env::start().await;
-    env.create(deployment("podinfo", "podinfo:6.0.0"));
+    let mut env = Env::start("kubernetes-blue-green-promotes-then-roll").await;
+    env.create(deployment("podinfo", "podinfo:6.0.0")).await;
     // A MetricTemplate with credentials and an AlertProvider, read from the watchers' caches.
     env.create(
         json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "prom-auth", "namespace": "test"},
         "type": "Opaque", "data": {"token": "dDBrZW4="}}),
-    );
+    )
+    .await;
     env.create_yaml(&format!(
         r#"
 apiVersion: flagger.app/v1beta1
@@ -186,11 +172,11 @@ spec:
   query: sum(rate(custom_errors{{namespace="{{{{ namespace }}}}",deployment="{{{{ target }}}}"}}[{{{{ interval }}}}]))
 "#,
         env.prom.url()
-    ));
+    )).await;
     env.create_yaml(&format!(
         "{{apiVersion: flagger.app/v1beta1, kind: AlertProvider, metadata: {{name: on-call, namespace: test}}, spec: {{type: slack, channel: deploys, address: \"{}/slack\"}}}}",
         env.hooks.url()
-    ));
+    )).await;
     env.prom.set(&["custom_errors"], 0.5);
     env.create_yaml(
         r#"
@@ -218,18 +204,19 @@ spec:
       severity: info
       providerRef: {name: on-call}
 "#,
-    );
+    )
+    .await;
     env.wait_phase("podinfo", "Initialized", LIMIT).await;
     assert_eq!(
-        env.get("v1", "Service", "podinfo-canary").unwrap()["spec"]["selector"],
+        env.get("v1", "Service", "podinfo-canary").await.unwrap()["spec"]["selector"],
         json!({"app": "podinfo"})
     );
     assert_eq!(
-        env.get("v1", "Service", "podinfo").unwrap()["spec"]["selector"],
+        env.get("v1", "Service", "podinfo").await.unwrap()["spec"]["selector"],
         json!({"app": "podinfo-primary"})
     );
 
-    env.set_image("podinfo", "podinfo:6.0.1");
+    env.set_image("podinfo", "podinfo:6.0.1").await;
     env.wait_phase("podinfo", "Progressing", LIMIT).await;
     // Blue/green on kubernetes: the canary is scaled up and analysed behind podinfo-canary.
     env.wait_for("apps/v1", "Deployment", "podinfo", |d| d["spec"]["replicas"] == 2)
@@ -237,9 +224,11 @@ spec:
     env.wait_phase("podinfo", "Succeeded", LIMIT).await;
     let queries = env.prom.queries();
     assert!(
-        queries
-            .iter()
-            .any(|q| q == r#"sum(rate(custom_errors{namespace="test",deployment="podinfo"}[1m]))"#),
+        queries.iter().any(|q| *q
+            == format!(
+                r#"sum(rate(custom_errors{{namespace="{}",deployment="podinfo"}}[1m]))"#,
+                env.ns
+            )),
         "{queries:#?}"
     );
     let alerted = |text: &str| {
@@ -260,40 +249,44 @@ spec:
     }
     for i in 1..=3 {
         assert!(
-            env.has_event("podinfo", &format!("Advance podinfo.test canary iteration {i}/3")),
+            env.has_event("podinfo", &format!("Advance podinfo.test canary iteration {i}/3"))
+                .await,
             "{:#?}",
-            env.event_messages("podinfo")
+            env.event_messages("podinfo").await
         );
     }
     assert!(
-        !env.has_event("podinfo", "Routing all traffic to canary"),
+        !env.has_event("podinfo", "Routing all traffic to canary").await,
         "the kubernetes provider never switches traffic"
     );
-    let primary = env.get("apps/v1", "Deployment", "podinfo-primary").unwrap();
+    let primary = env.get("apps/v1", "Deployment", "podinfo-primary").await.unwrap();
     assert_eq!(
         primary["spec"]["template"]["spec"]["containers"][0]["image"],
         "podinfo:6.0.1"
     );
     assert_eq!(
-        env.get("v1", "Service", "podinfo").unwrap()["spec"]["selector"],
+        env.get("v1", "Service", "podinfo").await.unwrap()["spec"]["selector"],
         json!({"app": "podinfo-primary"})
     );
 
     env.prom.set(&[HTTP_SUCCESS], 10.0);
-    env.set_image("podinfo", "podinfo:6.0.2");
+    env.set_image("podinfo", "podinfo:6.0.2").await;
     let c = env.wait_phase("podinfo", "Failed", LIMIT).await;
     assert_eq!(c["status"]["failedChecks"], 2);
-    assert!(env.has_event(
-        "podinfo",
-        "Rolling back podinfo.test failed checks threshold reached 2"
-    ));
-    let primary = env.get("apps/v1", "Deployment", "podinfo-primary").unwrap();
+    assert!(
+        env.has_event(
+            "podinfo",
+            "Rolling back podinfo.test failed checks threshold reached 2"
+        )
+        .await
+    );
+    let primary = env.get("apps/v1", "Deployment", "podinfo-primary").await.unwrap();
     assert_eq!(
         primary["spec"]["template"]["spec"]["containers"][0]["image"],
         "podinfo:6.0.1"
     );
     assert_eq!(
-        env.get("apps/v1", "Deployment", "podinfo").unwrap()["spec"]["replicas"],
+        env.get("apps/v1", "Deployment", "podinfo").await.unwrap()["spec"]["replicas"],
         0
     );
     env.stop_agent().await;
@@ -301,15 +294,15 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revert_on_deletion_restores_the_target_and_the_apex() {
-    let mut env = Env::start().await;
-    env.create(deployment("podinfo", "podinfo:6.0.0"));
+    let mut env = Env::start("revert-on-deletion-restores-the-target-a").await;
+    env.create(deployment("podinfo", "podinfo:6.0.0")).await;
     env.create(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "podinfo", "namespace": "test"},
-        "spec": {"type": "ClusterIP", "selector": {"app": "podinfo"}, "ports": [{"name": "http", "port": 9898, "targetPort": 9898}]}}));
-    let yaml = gatewayapi_canary(env.hooks.url()).replace(
-        "  progressDeadlineSeconds: 60\n",
-        "  progressDeadlineSeconds: 60\n  revertOnDeletion: true\n",
+        "spec": {"type": "ClusterIP", "selector": {"app": "podinfo"}, "ports": [{"name": "http", "port": 9898, "targetPort": 9898}]}})).await;
+    let yaml = gatewayapi_canary(env.hooks.url(), &weighted_analysis(30, 10, true)).replace(
+        "  progressDeadlineSeconds: 120\n",
+        "  progressDeadlineSeconds: 120\n  revertOnDeletion: true\n",
     );
-    env.create_yaml(&yaml);
+    env.create_yaml(&yaml).await;
     let c = env.wait_phase("podinfo", "Initialized", LIMIT).await;
     let c = if c["metadata"]["finalizers"] == json!(["finalizer.flagger.app"]) {
         c
@@ -321,46 +314,138 @@ async fn revert_on_deletion_restores_the_target_and_the_apex() {
     };
     assert_eq!(c["metadata"]["finalizers"], json!(["finalizer.flagger.app"]));
     assert_eq!(
-        env.get("apps/v1", "Deployment", "podinfo").unwrap()["spec"]["replicas"],
+        env.get("apps/v1", "Deployment", "podinfo").await.unwrap()["spec"]["replicas"],
         0
     );
 
     // The user's own apex Service was taken over: it now selects the primary.
     assert_eq!(
-        env.get("v1", "Service", "podinfo").unwrap()["spec"]["selector"],
+        env.get("v1", "Service", "podinfo").await.unwrap()["spec"]["selector"],
         json!({"app": "podinfo-primary"})
     );
 
-    env.server
-        .store()
-        .delete(CANARY_API, "Canary", Some("test"), "podinfo")
+    env.objects
+        .delete(CANARY_API, "Canary", Some(&env.ns), "podinfo")
+        .await
         .unwrap();
     // The canary goes away once the finalizer is removed.
     let deadline = tokio::time::Instant::now() + LIMIT;
-    while env.get(CANARY_API, "Canary", "podinfo").is_some() {
+    while env.get(CANARY_API, "Canary", "podinfo").await.is_some() {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the canary was not finalized: {:#?}",
-            env.event_messages("podinfo")
+            env.event_messages("podinfo").await
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(
-        env.get("apps/v1", "Deployment", "podinfo").unwrap()["spec"]["replicas"],
+        env.get("apps/v1", "Deployment", "podinfo").await.unwrap()["spec"]["replicas"],
         2,
         "the target serves again"
     );
     assert_eq!(
-        env.get("v1", "Service", "podinfo").unwrap()["spec"]["selector"],
+        env.get("v1", "Service", "podinfo").await.unwrap()["spec"]["selector"],
         json!({"app": "podinfo"}),
         "the apex selects the target"
     );
+    // Generated objects go with the canary: the garbage collector follows their owner
+    // references (asynchronously, as in a cluster).
+    for (api_version, kind, name) in [
+        ("v1", "Service", "podinfo-primary"),
+        ("apps/v1", "Deployment", "podinfo-primary"),
+    ] {
+        env.objects
+            .wait_gone(api_version, kind, Some(&env.ns), name, LIMIT)
+            .await
+            .unwrap_or_else(|e| panic!("generated objects go with the canary: {e}"));
+    }
     assert!(
-        env.get("v1", "Service", "podinfo-primary").is_none(),
-        "generated objects go with the canary"
+        env.has_event("podinfo", "Normal: Terminating canary podinfo.test")
+            .await
     );
-    assert!(env.has_event("podinfo", "Normal: Terminating canary podinfo.test"));
     env.wait_event("podinfo", "Normal: Terminated canary podinfo.test")
         .await;
+    env.stop_agent().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn istio_ab_testing_routes_matching_requests_then_promotes() {
+    let mut env = Env::start("istio-ab-testing").await;
+    env.create(deployment("podinfo", "podinfo:6.0.0")).await;
+    env.create_yaml(
+        r#"
+apiVersion: flagger.app/v1beta1
+kind: Canary
+metadata: {name: podinfo, namespace: test}
+spec:
+  provider: istio
+  targetRef: {apiVersion: apps/v1, kind: Deployment, name: podinfo}
+  service: {port: 9898, hosts: [app.example.com]}
+  analysis:
+    interval: 1s
+    threshold: 2
+    iterations: 3
+    match:
+    - headers:
+        x-canary: {exact: insider}
+"#,
+    )
+    .await;
+    env.wait_phase("podinfo", "Initialized", LIMIT).await;
+    let vs = env
+        .get("networking.istio.io/v1beta1", "VirtualService", "podinfo")
+        .await
+        .unwrap();
+    assert_eq!(vs["spec"]["hosts"], json!(["app.example.com", "podinfo"]));
+    for dr in ["podinfo-primary", "podinfo-canary"] {
+        assert!(
+            env.get("networking.istio.io/v1beta1", "DestinationRule", dr)
+                .await
+                .is_some(),
+            "{dr}"
+        );
+    }
+
+    // During the analysis, requests with the header go to the canary, the rest to the primary.
+    env.set_image("podinfo", "podinfo:6.0.1").await;
+    let vs = env
+        .wait_for("networking.istio.io/v1beta1", "VirtualService", "podinfo", |vs| {
+            vs["spec"]["http"][0]["match"][0]["headers"]["x-canary"]["exact"] == "insider"
+                && vs["spec"]["http"][0]["route"][1]["weight"] == 100
+        })
+        .await;
+    assert_eq!(
+        vs["spec"]["http"][0]["route"][1]["destination"]["host"],
+        "podinfo-canary"
+    );
+    assert_eq!(
+        vs["spec"]["http"][1]["route"][0]["destination"]["host"],
+        "podinfo-primary"
+    );
+    assert_eq!(vs["spec"]["http"][1]["route"][0]["weight"], 100);
+    env.wait_phase("podinfo", "Succeeded", LIMIT).await;
+    for i in 1..=3 {
+        assert!(
+            env.has_event("podinfo", &format!("Advance podinfo.test canary iteration {i}/3"))
+                .await,
+            "{:#?}",
+            env.event_messages("podinfo").await
+        );
+    }
+    // Promoted: everything to the primary again, which runs the new image.
+    let vs = env
+        .wait_for("networking.istio.io/v1beta1", "VirtualService", "podinfo", |vs| {
+            vs["spec"]["http"][0]["route"][0]["weight"] == 100
+        })
+        .await;
+    assert_eq!(
+        vs["spec"]["http"][0]["route"][0]["destination"]["host"],
+        "podinfo-primary"
+    );
+    let primary = env.get("apps/v1", "Deployment", "podinfo-primary").await.unwrap();
+    assert_eq!(
+        primary["spec"]["template"]["spec"]["containers"][0]["image"],
+        "podinfo:6.0.1"
+    );
     env.stop_agent().await;
 }

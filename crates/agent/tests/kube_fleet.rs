@@ -26,9 +26,9 @@ spec:
     iterations: 2
 "#;
 
-fn rollout(name: &str, container: &str, image: &str) -> String {
+fn rollout(ns: &str, name: &str, container: &str, image: &str) -> String {
     format!(
-        "apiVersion: aviary.dev/v1alpha1\nkind: FleetRollout\nmetadata: {{name: {name}}}\nspec:\n  canary: {{namespace: test, name: podinfo}}\n  revision: {{containerImages: {{{container}: \"{image}\"}}}}\n  byRegion: [local]\n  clusterDeadline: 2m\n"
+        "apiVersion: aviary.dev/v1alpha1\nkind: FleetRollout\nmetadata: {{name: {name}}}\nspec:\n  canary: {{namespace: {ns}, name: podinfo}}\n  revision: {{containerImages: {{{container}: \"{image}\"}}}}\n  byRegion: [local]\n  clusterDeadline: 2m\n"
     )
 }
 
@@ -37,9 +37,13 @@ async fn the_coordinator_pushes_an_image_to_a_deployment_canary() {
     let coordinator = Coordinator::start(CoordinatorConfig::in_memory("127.0.0.1:0".parse().unwrap()))
         .await
         .unwrap();
-    let env = Env::start_with(Some(coordinator.url())).await;
-    env.create(deployment("podinfo", "podinfo:6.0.0"));
-    env.create_yaml(CANARY);
+    let env = Env::start_with(
+        "the-coordinator-pushes-an-image-to-a-dep",
+        Some(coordinator.url()),
+    )
+    .await;
+    env.create(deployment("podinfo", "podinfo:6.0.0")).await;
+    env.create_yaml(CANARY).await;
     env.wait_phase("podinfo", "Initialized", Duration::from_secs(40))
         .await;
 
@@ -76,7 +80,7 @@ async fn the_coordinator_pushes_an_image_to_a_deployment_canary() {
 
     client
         .create_rollout(v1::CreateRolloutRequest {
-            manifest: rollout("podinfo-6-0-1", "podinfo", "podinfo:6.0.1"),
+            manifest: rollout(&env.ns, "podinfo-6-0-1", "podinfo", "podinfo:6.0.1"),
             ..Default::default()
         })
         .await
@@ -90,26 +94,27 @@ async fn the_coordinator_pushes_an_image_to_a_deployment_canary() {
         .unwrap()
         .into_inner();
     assert_eq!(r.phase, "Succeeded", "{r:#?}");
-    let target = env.get("apps/v1", "Deployment", "podinfo").unwrap();
+    let target = env.get("apps/v1", "Deployment", "podinfo").await.unwrap();
     assert_eq!(
         target["spec"]["template"]["spec"]["containers"][0]["image"],
         "podinfo:6.0.1"
     );
-    let primary = env.get("apps/v1", "Deployment", "podinfo-primary").unwrap();
+    let primary = env.get("apps/v1", "Deployment", "podinfo-primary").await.unwrap();
     assert_eq!(
         primary["spec"]["template"]["spec"]["containers"][0]["image"],
         "podinfo:6.0.1"
     );
     assert!(
-        env.has_event("podinfo", "Confirm-rollout check aviary-coordinator passed"),
+        env.has_event("podinfo", "Confirm-rollout check aviary-coordinator passed")
+            .await,
         "{:#?}",
-        env.event_messages("podinfo")
+        env.event_messages("podinfo").await
     );
 
     // a container the target does not have: the agent refuses, the cluster fails
     client
         .create_rollout(v1::CreateRolloutRequest {
-            manifest: rollout("podinfo-bad", "sidecar", "x:1"),
+            manifest: rollout(&env.ns, "podinfo-bad", "sidecar", "x:1"),
             ..Default::default()
         })
         .await

@@ -37,7 +37,9 @@ pub struct LocalServiceSpec {
     /// Command line; `{{port}}` and `{{version}}` are expanded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<Vec<String>>,
-    /// Environment; `{{port}}` and `{{version}}` are expanded in values.
+    /// Environment; `{{port}}` and `{{version}}` are expanded in values. The processes inherit
+    /// only PATH, HOME, USER, LOGNAME, SHELL, HOSTNAME, LANG, LANGUAGE, LC_*, TZ and TMPDIR from
+    /// the agent: anything else, credentials included, must be set here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env: Option<BTreeMap<String, String>>,
     /// HTTP path answering 2xx when a process is ready (default `/readyz`).

@@ -1,127 +1,120 @@
-//! `aviary agent` as a real process against the testkit fake API server, driven with the real
-//! `kubectl`, with built-in metrics from a scripted Prometheus-compatible endpoint:
+//! `aviary agent` as a real process against the real kube-apiserver (testkit's control plane,
+//! with the Knative revision stand-in), driven with the real `kubectl`, with built-in metrics
+//! from a scripted Prometheus-compatible endpoint:
 //!
 //! - the seed's Knative tutorial end to end (promotion of 6.0.1, rollback of 6.0.2);
 //! - an agent killed (SIGKILL) mid-analysis resumes from the Canary's status;
 //! - two agents with `--leader-election`: one active, the other takes over when it stops.
 //!
-//! Without kubectl the kubectl test fails when `CI=true` and prints a skip notice otherwise
-//! (`KUBECTL=/path/to/kubectl` picks another binary).
+//! Each test has its own namespace on the test binary's shared control plane, and its agents
+//! watch only that namespace. Without kubectl the kubectl test fails when `CI=true` and prints a
+//! skip notice otherwise (`KUBECTL=/path/to/kubectl` picks another binary).
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aviary_testkit::{FakeApiServer, FakePrometheus, FakeWebhook, Options, SimulatorConfig};
+use aviary_testkit::{Cluster, FakePrometheus, FakeWebhook, Objects};
+use futures::StreamExt as _;
+use kube::api::{Api, DynamicObject};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::runtime::watcher;
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
 const KNATIVE: &str = "serving.knative.dev/v1";
 const CANARY: &str = "flagger.app/v1beta1";
-const LIMIT: Duration = Duration::from_secs(60);
+const LIMIT: Duration = Duration::from_secs(90);
 
 fn kubectl_binary() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("KUBECTL") {
-        return Some(PathBuf::from(p));
-    }
-    let found = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|d| d.join("kubectl"))
-        .find(|p| p.is_file());
-    if found.is_none() {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!(
-                "kubectl is not installed but CI=true: the seed tutorial test needs it (set KUBECTL=/path/to/kubectl)"
-            );
-        }
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED: kubectl not found on PATH (set KUBECTL=/path/to/kubectl to run the seed tutorial test)"
-        );
-    }
-    found
+    aviary_testkit::kubectl::binary("the seed tutorial test")
 }
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
 }
 
-/// A fake API server, a scripted Prometheus, a webhook receiver, and a kubeconfig.
-struct Cluster {
-    server: FakeApiServer,
+/// One test's namespace on the shared control plane, a scripted Prometheus, a webhook receiver.
+struct Setup {
+    cluster: &'static Cluster,
+    ns: String,
+    objects: Objects,
     prom: FakePrometheus,
     hooks: FakeWebhook,
     dir: tempfile::TempDir,
 }
 
-impl Cluster {
-    async fn start() -> Self {
-        let options = Options {
-            simulators: SimulatorConfig {
-                delay: Duration::from_millis(50),
-                ..SimulatorConfig::default()
-            },
-            ..Options::default()
+impl Setup {
+    /// Namespace `name-…` is created (unless `create_namespace` is false: the test creates it).
+    async fn start(name: &str, create_namespace: bool) -> Self {
+        let cluster = Cluster::shared().await;
+        let ns = if create_namespace {
+            cluster.namespace(name).await.expect("a test namespace")
+        } else {
+            format!("{name}-{}", std::process::id())
         };
-        let server = FakeApiServer::start_with(options)
-            .await
-            .expect("fake API server starts");
-        let dir = tempfile::tempdir().unwrap();
-        server.write_kubeconfig(dir.path().join("kubeconfig")).unwrap();
         let prom = FakePrometheus::start().await.unwrap();
         prom.set_default(Some(100.0));
         let hooks = FakeWebhook::start().await.unwrap();
         Self {
-            server,
+            cluster,
+            ns,
+            objects: cluster.objects().await.unwrap(),
             prom,
             hooks,
-            dir,
+            dir: tempfile::tempdir().unwrap(),
         }
     }
 
     fn kubeconfig(&self) -> PathBuf {
-        self.dir.path().join("kubeconfig")
+        self.cluster.admin_kubeconfig()
     }
 
-    /// Installs the CRDs and the seed's objects straight into the store (for tests that are
-    /// not about kubectl).
-    fn install(&self, interval: &str) {
-        for crd in aviary_api::crd::flagger_crds() {
-            self.server
-                .store()
-                .create(serde_json::to_value(crd).unwrap())
-                .unwrap();
-        }
-        let ksvc: Value = serde_yaml_ng::from_str(
-            &std::fs::read_to_string(repo("examples/knative/podinfo-ksvc.yaml")).unwrap(),
-        )
-        .unwrap();
-        self.server.store().create(ksvc).unwrap();
-        let canary: Value = serde_yaml_ng::from_str(&self.canary_manifest(interval)).unwrap();
-        self.server.store().create(canary).unwrap();
+    /// `text` with the seed's namespace `test` replaced by this test's.
+    fn in_namespace(&self, text: &str) -> String {
+        text.replace("namespace: test", &format!("namespace: {}", self.ns))
+            .replace(".test", &format!(".{}", self.ns))
     }
 
-    /// The seed's Canary with a shorter interval and the load tester URL pointing at the
-    /// webhook receiver.
+    /// Installs the CRDs and the seed's objects through the API (for tests that are not about
+    /// kubectl).
+    async fn install(&self, interval: &str) {
+        let crds: Vec<Value> = aviary_api::crd::flagger_crds()
+            .into_iter()
+            .map(|c| serde_json::to_value(c).unwrap())
+            .collect();
+        self.cluster.install_crds(&crds).await.unwrap();
+        let ksvc = std::fs::read_to_string(repo("examples/knative/podinfo-ksvc.yaml")).unwrap();
+        self.objects.create_yaml(&self.in_namespace(&ksvc)).await.unwrap();
+        self.objects
+            .create_yaml(&self.canary_manifest(interval))
+            .await
+            .unwrap();
+    }
+
+    /// The seed's Canary with a shorter interval, this test's namespace, and the load tester URL
+    /// pointing at the webhook receiver.
     fn canary_manifest(&self, interval: &str) -> String {
         let text = std::fs::read_to_string(repo("examples/knative/podinfo-canary.yaml")).unwrap();
         assert!(text.contains("interval: 15s") && text.contains("http://flagger-loadtester.test/"));
-        text.replace("interval: 15s", &format!("interval: {interval}"))
+        let text = text
+            .replace("interval: 15s", &format!("interval: {interval}"))
             .replace(
                 "http://flagger-loadtester.test/",
                 &format!("{}/", self.hooks.url()),
-            )
+            );
+        self.in_namespace(&text)
     }
 
-    /// Starts `aviary agent`, its log in `log`.
+    /// Starts `aviary agent` on this test's namespace, its log in `log`.
     fn agent(&self, log: &str, extra: &[&str]) -> Child {
         let log = std::fs::File::create(self.dir.path().join(log)).unwrap();
         Command::new(env!("CARGO_BIN_EXE_aviary"))
             .arg("agent")
             .arg("--kubeconfig")
             .arg(self.kubeconfig())
+            .args(["--namespace", &self.ns])
             .args([
                 "--metrics-server",
                 self.prom.url(),
@@ -143,17 +136,19 @@ impl Cluster {
         std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
     }
 
-    fn ksvc(&self) -> Value {
-        self.server
-            .store()
-            .get(KNATIVE, "Service", Some("test"), "podinfo")
+    async fn ksvc(&self) -> Value {
+        self.objects
+            .get(KNATIVE, "Service", Some(&self.ns), "podinfo")
+            .await
+            .unwrap()
             .unwrap()
     }
 
-    fn canary(&self) -> Value {
-        self.server
-            .store()
-            .get(CANARY, "Canary", Some("test"), "podinfo")
+    async fn canary(&self) -> Value {
+        self.objects
+            .get(CANARY, "Canary", Some(&self.ns), "podinfo")
+            .await
+            .unwrap()
             .unwrap()
     }
 
@@ -166,13 +161,15 @@ impl Cluster {
         pred: impl Fn(&Value) -> bool,
     ) -> Value {
         match self
-            .server
-            .store()
-            .wait_for(api_version, kind, Some("test"), name, LIMIT, pred)
+            .objects
+            .wait_for(api_version, kind, Some(&self.ns), name, LIMIT, pred)
             .await
         {
             Ok(v) => v,
-            Err(e) => panic!("waiting for {what}: {e}\nevents:\n{}", self.events().join("\n")),
+            Err(e) => panic!(
+                "waiting for {what}: {e}\nevents:\n{}",
+                self.events().await.join("\n")
+            ),
         }
     }
 
@@ -183,16 +180,11 @@ impl Cluster {
         .await
     }
 
-    fn events(&self) -> Vec<String> {
-        let mut events = self.server.store().list("v1", "Event", Some("test"));
-        events.sort_by_key(|e| {
-            e["metadata"]["resourceVersion"]
-                .as_str()
-                .unwrap_or("0")
-                .parse::<u64>()
-                .unwrap_or(0)
-        });
-        events
+    async fn events(&self) -> Vec<String> {
+        self.objects
+            .events(&self.ns)
+            .await
+            .unwrap_or_default()
             .iter()
             .map(|e| {
                 format!(
@@ -203,6 +195,16 @@ impl Cluster {
                 )
             })
             .collect()
+    }
+
+    /// Sets the Knative Service's image (a new template, so a new revision).
+    async fn set_image(&self, image: &str) {
+        self.objects
+            .update(KNATIVE, "Service", Some(&self.ns), "podinfo", |s| {
+                s["spec"]["template"]["spec"]["containers"][0]["image"] = json!(image);
+            })
+            .await
+            .unwrap();
     }
 }
 
@@ -215,22 +217,42 @@ fn canary_percent(ksvc: &Value) -> Option<i64> {
         .as_i64()
 }
 
-/// Records every canary percent written to `.spec.traffic`, in order.
-fn record_weights(server: &FakeApiServer) -> std::sync::Arc<std::sync::Mutex<Vec<i64>>> {
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let mut rx = server.store().subscribe();
+/// Records every canary percent written to the Knative Service's `.spec.traffic`, in order, from
+/// a watch on the API server (every write is an event: nothing is squashed).
+async fn record_weights(setup: &Setup) -> Arc<Mutex<Vec<i64>>> {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("serving.knative.dev", "v1", "Service"),
+        "services",
+    );
+    let api: Api<DynamicObject> = Api::namespaced_with(setup.objects.client().clone(), &setup.ns, &ar);
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let out = seen.clone();
     tokio::spawn(async move {
-        while let Ok(ev) = rx.recv().await {
-            if ev.group == "serving.knative.dev" && ev.plural == "services" {
-                let now = canary_percent(&ev.object);
-                let before = ev.old.as_ref().and_then(canary_percent);
-                if let Some(p) = now.filter(|p| Some(*p) != before) {
+        let mut ready = Some(ready_tx);
+        let mut last = None;
+        let mut events = std::pin::pin!(watcher(api, watcher::Config::default()));
+        while let Some(ev) = events.next().await {
+            let objects = match ev {
+                Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => vec![o],
+                Ok(watcher::Event::InitDone) => {
+                    if let Some(tx) = ready.take() {
+                        let _ = tx.send(());
+                    }
+                    continue;
+                }
+                _ => continue,
+            };
+            for o in objects {
+                let now = canary_percent(&serde_json::to_value(&o).unwrap());
+                if let Some(p) = now.filter(|_| now != last) {
                     out.lock().unwrap().push(p);
                 }
+                last = now;
             }
         }
     });
+    ready_rx.await.expect("the weight recorder's watch starts");
     seen
 }
 
@@ -306,7 +328,7 @@ fn row(table: &str, name: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_knative_tutorial_promotes_then_rolls_back() {
     let Some(bin) = kubectl_binary() else { return };
-    let cluster = Cluster::start().await;
+    let cluster = Setup::start("seed-tutorial", false).await;
     let k = Kubectl {
         bin,
         kubeconfig: cluster.kubeconfig(),
@@ -321,19 +343,23 @@ async fn seed_knative_tutorial_promotes_then_rolls_back() {
     assert!(crds.status.success());
     let out = k.run_with_stdin(&["apply", "-f", "-"], Some(&crds.stdout)).await;
     assert!(out.contains("canaries.flagger.app"), "{out}");
-    k.run(&["create", "namespace", "test"]).await;
-    let ksvc = repo("examples/knative/podinfo-ksvc.yaml");
-    k.run(&["apply", "-f", ksvc.to_str().unwrap()]).await;
+    k.run(&["create", "namespace", &cluster.ns]).await;
+    let ksvc = std::fs::read_to_string(repo("examples/knative/podinfo-ksvc.yaml")).unwrap();
+    k.run_with_stdin(
+        &["apply", "-f", "-"],
+        Some(cluster.in_namespace(&ksvc).as_bytes()),
+    )
+    .await;
     let manifest = cluster.dir.path().join("podinfo-canary.yaml");
     std::fs::write(&manifest, cluster.canary_manifest("1s")).unwrap();
     k.run(&["apply", "-f", manifest.to_str().unwrap()]).await;
 
-    let weights = record_weights(&cluster.server);
+    let weights = record_weights(&cluster).await;
     let mut agent = cluster.agent("agent.log", &[]);
 
     // Initialization: the primary is revision 00001 and gets all the traffic.
     cluster.wait_phase("Initialized").await;
-    let svc = cluster.ksvc();
+    let svc = cluster.ksvc().await;
     assert_eq!(
         svc["metadata"]["annotations"]["flagger.app/primary-revision"],
         "podinfo-00001"
@@ -345,7 +371,7 @@ async fn seed_knative_tutorial_promotes_then_rolls_back() {
 
     // Automated canary promotion, with the seed's exact command.
     k.run(&[
-        "-n", "test", "patch", "services.serving", "podinfo", "--type=json", "-p",
+        "-n", &cluster.ns, "patch", "services.serving", "podinfo", "--type=json", "-p",
         r#"[{"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": "ghcr.io/stefanprodan/podinfo:6.0.1"}]"#,
     ])
     .await;
@@ -353,7 +379,7 @@ async fn seed_knative_tutorial_promotes_then_rolls_back() {
     let c = cluster.wait_phase("Succeeded").await;
     assert_eq!(c["status"]["canaryWeight"], 0);
     assert_eq!(c["status"]["lastPromotedSpec"], "podinfo-00002");
-    let svc = cluster.ksvc();
+    let svc = cluster.ksvc().await;
     assert_eq!(
         svc["metadata"]["annotations"]["flagger.app/primary-revision"],
         "podinfo-00002"
@@ -370,10 +396,14 @@ async fn seed_knative_tutorial_promotes_then_rolls_back() {
     );
     // The built-in knative queries ran against the new revision.
     let queries = cluster.prom.queries();
-    assert!(queries.iter().any(|q| q.contains(r#"envoy_cluster_upstream_rq{ envoy_cluster_name=~"test/podinfo-00002", envoy_response_code!~"5.*" }[1m]"#)), "{queries:#?}");
-    assert!(queries.iter().any(|q| q.contains(
-        r#"envoy_cluster_upstream_rq_time_bucket{ envoy_cluster_name=~"test/podinfo-00002" }[1m]"#
-    )));
+    let ns = &cluster.ns;
+    let success = format!(
+        r#"envoy_cluster_upstream_rq{{ envoy_cluster_name=~"{ns}/podinfo-00002", envoy_response_code!~"5.*" }}[1m]"#
+    );
+    assert!(queries.iter().any(|q| q.contains(&success)), "{queries:#?}");
+    let duration =
+        format!(r#"envoy_cluster_upstream_rq_time_bucket{{ envoy_cluster_name=~"{ns}/podinfo-00002" }}[1m]"#);
+    assert!(queries.iter().any(|q| q.contains(&duration)));
     // The load test webhook was called with Flagger's payload.
     assert!(
         cluster
@@ -383,7 +413,7 @@ async fn seed_knative_tutorial_promotes_then_rolls_back() {
             .any(|c| c.body["name"] == "podinfo" && c.body["metadata"]["type"] == "cmd")
     );
 
-    let table = k.run(&["get", "canaries", "-n", "test"]).await;
+    let table = k.run(&["get", "canaries", "-n", &cluster.ns]).await;
     assert_eq!(
         table
             .lines()
@@ -394,7 +424,7 @@ async fn seed_knative_tutorial_promotes_then_rolls_back() {
         ["NAME", "STATUS", "WEIGHT", "LASTTRANSITIONTIME"]
     );
     assert_eq!(&row(&table, "podinfo")[1..3], ["Succeeded", "0"]);
-    let described = k.run(&["-n", "test", "describe", "canary/podinfo"]).await;
+    let described = k.run(&["-n", &cluster.ns, "describe", "canary/podinfo"]).await;
     for text in [
         "New revision detected! Scaling up podinfo.test",
         "Advance podinfo.test canary weight 10",
@@ -402,30 +432,35 @@ async fn seed_knative_tutorial_promotes_then_rolls_back() {
         "Copying podinfo.test template spec to podinfo-primary.test",
         "Promotion completed! Scaling down podinfo.test",
     ] {
-        assert!(described.contains(text), "missing {text:?} in:\n{described}");
+        let text = cluster.in_namespace(text);
+        assert!(described.contains(&text), "missing {text:?} in:\n{described}");
     }
     assert!(has_line(&described, &["Phase:", "Succeeded"]), "{described}");
     // kubectl's event table: Type, Reason, Age, From, Message.
     assert!(
         described.lines().any(|l| l.trim_start().starts_with("Normal")
             && l.contains("Synced")
-            && l.contains("aviary  Promotion completed! Scaling down podinfo.test")),
+            && l.contains(&cluster.in_namespace("aviary  Promotion completed! Scaling down podinfo.test"))),
         "{described}"
     );
 
     // Automated rollback: the new revision answers with errors.
-    cluster
-        .prom
-        .set(&["envoy_cluster_upstream_rq{", "test/podinfo-00003"], 61.39);
+    cluster.prom.set(
+        &[
+            "envoy_cluster_upstream_rq{",
+            &format!("{}/podinfo-00003", cluster.ns),
+        ],
+        61.39,
+    );
     k.run(&[
-        "-n", "test", "patch", "services.serving", "podinfo", "--type=json", "-p",
+        "-n", &cluster.ns, "patch", "services.serving", "podinfo", "--type=json", "-p",
         r#"[{"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": "ghcr.io/stefanprodan/podinfo:6.0.2"}]"#,
     ])
     .await;
     let c = cluster.wait_phase("Failed").await;
     assert_eq!(c["status"]["canaryWeight"], 0);
     assert_eq!(c["status"]["failedChecks"], 15);
-    let svc = cluster.ksvc();
+    let svc = cluster.ksvc().await;
     assert_eq!(
         svc["metadata"]["annotations"]["flagger.app/primary-revision"],
         "podinfo-00002"
@@ -434,21 +469,22 @@ async fn seed_knative_tutorial_promotes_then_rolls_back() {
         svc["spec"]["traffic"],
         json!([{"latestRevision": true, "percent": 0}, {"revisionName": "podinfo-00002", "percent": 100}])
     );
-    let table = k.run(&["get", "canaries", "-n", "test"]).await;
+    let table = k.run(&["get", "canaries", "-n", &cluster.ns]).await;
     assert_eq!(&row(&table, "podinfo")[1..3], ["Failed", "0"]);
-    let described = k.run(&["-n", "test", "describe", "canary/podinfo"]).await;
+    let described = k.run(&["-n", &cluster.ns, "describe", "canary/podinfo"]).await;
     for text in [
         "Halt podinfo.test advancement success rate 61.39% < 99%",
         "Rolling back podinfo.test failed checks threshold reached 15",
         "Canary failed! Scaling down podinfo.test",
     ] {
-        assert!(described.contains(text), "missing {text:?} in:\n{described}");
+        let text = cluster.in_namespace(text);
+        assert!(described.contains(&text), "missing {text:?} in:\n{described}");
     }
     assert!(has_line(&described, &["Phase:", "Failed"]), "{described}");
     assert!(
         described.lines().any(|l| l.trim_start().starts_with("Warning")
             && l.contains("Synced")
-            && l.contains("aviary  Canary failed! Scaling down podinfo.test")),
+            && l.contains(&cluster.in_namespace("aviary  Canary failed! Scaling down podinfo.test"))),
         "{described}"
     );
 
@@ -462,16 +498,12 @@ async fn seed_knative_tutorial_promotes_then_rolls_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_killed_mid_analysis_resumes_from_the_status() {
-    let cluster = Cluster::start().await;
-    cluster.install("2s");
-    let weights = record_weights(&cluster.server);
+    let cluster = Setup::start("agent-killed", true).await;
+    cluster.install("2s").await;
+    let weights = record_weights(&cluster).await;
     let mut agent = cluster.agent("agent-1.log", &[]);
     cluster.wait_phase("Initialized").await;
-    cluster
-        .server
-        .store()
-        .merge_patch(KNATIVE, "Service", Some("test"), "podinfo", &json!({"spec": {"template": {"spec": {"containers": [{"image": "ghcr.io/stefanprodan/podinfo:6.0.1"}]}}}}))
-        .unwrap();
+    cluster.set_image("ghcr.io/stefanprodan/podinfo:6.0.1").await;
     cluster
         .wait(CANARY, "Canary", "podinfo", "weight 20", |c| {
             c["status"]["canaryWeight"] == 20
@@ -479,7 +511,7 @@ async fn an_agent_killed_mid_analysis_resumes_from_the_status() {
         .await;
     agent.start_kill().unwrap();
     agent.wait().await.unwrap();
-    let at_kill = cluster.canary();
+    let at_kill = cluster.canary().await;
     let before = weights.lock().unwrap().clone();
 
     let mut agent = cluster.agent("agent-2.log", &[]);
@@ -495,17 +527,22 @@ async fn an_agent_killed_mid_analysis_resumes_from_the_status() {
     );
     let log = cluster.log("agent-2.log");
     assert!(
-        !cluster.events().iter().any(|e| e.contains("Restarting analysis")),
+        !cluster
+            .events()
+            .await
+            .iter()
+            .any(|e| e.contains("Restarting analysis")),
         "{:#?}",
-        cluster.events()
+        cluster.events().await
     );
     assert!(
         !cluster
             .events()
+            .await
             .iter()
             .any(|e| e.contains("Initialization done") && e.contains("x2")),
         "initialized once: {:#?}\n{log}",
-        cluster.events()
+        cluster.events().await
     );
     sigterm(&agent);
     let _ = tokio::time::timeout(Duration::from_secs(15), agent.wait())
@@ -522,8 +559,8 @@ fn identity(log: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_agents_elect_one_and_fail_over() {
-    let cluster = Cluster::start().await;
-    cluster.install("1s");
+    let cluster = Setup::start("leader-election", true).await;
+    cluster.install("1s").await;
     let args = [
         "--leader-election",
         "--leader-election-namespace",
@@ -531,12 +568,11 @@ async fn two_agents_elect_one_and_fail_over() {
     ];
     let mut first = cluster.agent("first.log", &args);
     let lease = cluster
-        .server
-        .store()
+        .objects
         .wait_for(
             "coordination.k8s.io/v1",
             "Lease",
-            Some("aviary-system"),
+            Some(&cluster.ns),
             "flagger-leader-election",
             LIMIT,
             |l| {
@@ -573,14 +609,15 @@ async fn two_agents_elect_one_and_fail_over() {
     // The standby waits and does not act.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let lease = cluster
-        .server
-        .store()
+        .objects
         .get(
             "coordination.k8s.io/v1",
             "Lease",
-            Some("aviary-system"),
+            Some(&cluster.ns),
             "flagger-leader-election",
         )
+        .await
+        .unwrap()
         .unwrap();
     assert_eq!(lease["spec"]["holderIdentity"], first_id.as_str());
     assert!(
@@ -605,12 +642,11 @@ async fn two_agents_elect_one_and_fail_over() {
     assert!(status.success());
     let started = std::time::Instant::now();
     cluster
-        .server
-        .store()
+        .objects
         .wait_for(
             "coordination.k8s.io/v1",
             "Lease",
-            Some("aviary-system"),
+            Some(&cluster.ns),
             "flagger-leader-election",
             Duration::from_secs(15),
             |l| l["spec"]["holderIdentity"] == second_id.as_str(),
@@ -624,11 +660,7 @@ async fn two_agents_elect_one_and_fail_over() {
     );
 
     // The new leader drives the canaries: a new revision is analysed and promoted.
-    cluster
-        .server
-        .store()
-        .merge_patch(KNATIVE, "Service", Some("test"), "podinfo", &json!({"spec": {"template": {"spec": {"containers": [{"image": "ghcr.io/stefanprodan/podinfo:6.0.1"}]}}}}))
-        .unwrap();
+    cluster.set_image("ghcr.io/stefanprodan/podinfo:6.0.1").await;
     cluster.wait_phase("Succeeded").await;
     assert!(
         cluster.log("second.log").contains("watching canaries"),

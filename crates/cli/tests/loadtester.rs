@@ -19,6 +19,11 @@ impl Drop for Running {
 }
 
 fn start(state_file: &std::path::Path) -> Running {
+    start_logging(state_file, Stdio::null())
+}
+
+/// Starts the load tester with its log (stderr) going to `stderr`.
+fn start_logging(state_file: &std::path::Path, stderr: Stdio) -> Running {
     let mut child = Command::new(env!("CARGO_BIN_EXE_aviary"))
         .args([
             "loadtester",
@@ -32,7 +37,7 @@ fn start(state_file: &std::path::Path) -> Running {
         .arg("--state-file")
         .arg(state_file)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .expect("aviary starts");
     let stdout = child.stdout.take().unwrap();
@@ -116,6 +121,31 @@ fn gates_survive_a_restart_of_the_process() {
     terminate(lt);
 }
 
+/// Issue 15: a command and its output are logged as escaped fields: a newline in either cannot
+/// start a log line of its own.
+#[test]
+fn commands_and_output_cannot_forge_log_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("loadtester.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let lt = start_logging(&dir.path().join("gates.json"), Stdio::from(file));
+    let task = r#"{"name":"podinfo","namespace":"test","metadata":{"type":"bash","logCmdOutput":"true","cmd":"printf 'ok\nERROR forged by the output\n' # \nWARN forged by the cmd"}}"#;
+    let (status, body) = post(&lt.addr, "/", task);
+    assert_eq!(status, 500, "{body}");
+    terminate(lt);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("forged by the output"),
+        "the output is logged: {text}"
+    );
+    for line in text.lines().filter(|l| l.contains("forged")) {
+        assert!(
+            line.contains(" aviary_providers::loadtester: command ") && line.contains("cmd=\""),
+            "a forged log line: {line:?}\n{text}"
+        );
+    }
+}
+
 #[test]
 fn help_explains_the_command() {
     let out = Command::new(env!("CARGO_BIN_EXE_aviary"))
@@ -130,6 +160,7 @@ fn help_explains_the_command() {
         "--port",
         "--timeout",
         "--namespace-regexp",
+        "--anchor-namespace-regexp",
         "--state-file",
         "403",
     ] {

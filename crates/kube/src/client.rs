@@ -249,9 +249,38 @@ where
 /// The message of a Kubernetes API error (`deployments.apps "x" not found`), or the error.
 pub fn describe(e: &kube::Error) -> String {
     match e {
+        kube::Error::Api(s) if s.code == 403 => match missing_permission(&s.message) {
+            Some(permission) => format!(
+                "missing permission: {permission} ({}); grant it in the agent's ClusterRole (deploy/rbac/cluster-role.yaml)",
+                s.message
+            ),
+            None => s.message.clone(),
+        },
         kube::Error::Api(s) if !s.message.is_empty() => s.message.clone(),
         other => other.to_string(),
     }
+}
+
+/// `verb resource.group[/subresource]` from the RBAC authorizer's 403 message (`… cannot patch
+/// resource "deployments" in API group "apps" …`, subresources as `"canaries/status"`).
+fn missing_permission(message: &str) -> Option<String> {
+    let rest = message.split(" cannot ").nth(1)?;
+    let (verb, rest) = rest.split_once(" resource \"")?;
+    let (resource, rest) = rest.split_once('"')?;
+    let group = rest
+        .split_once("in API group \"")
+        .and_then(|(_, g)| g.split_once('"'))
+        .map_or("", |(g, _)| g);
+    let (resource, sub) = match resource.split_once('/') {
+        Some((r, s)) => (r, format!("/{s}")),
+        None => (resource, String::new()),
+    };
+    let group = if group.is_empty() {
+        String::new()
+    } else {
+        format!(".{group}")
+    };
+    Some(format!("{verb} {resource}{group}{sub}"))
 }
 
 /// True for a 404.
@@ -261,6 +290,20 @@ pub fn is_not_found(e: &kube::Error) -> bool {
 
 fn is_conflict(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 409)
+}
+
+/// True when every field of `wanted` is in `live` with the same value (lists item by item), so
+/// `live` differs at most by fields the API server filled in (defaults) or others added.
+pub fn is_subset(wanted: &Value, live: &Value) -> bool {
+    match (wanted, live) {
+        (Value::Object(w), Value::Object(l)) => {
+            w.iter().all(|(k, v)| l.get(k).is_some_and(|lv| is_subset(v, lv)))
+        }
+        (Value::Array(w), Value::Array(l)) => {
+            w.len() == l.len() && w.iter().zip(l).all(|(a, b)| is_subset(a, b))
+        }
+        _ => wanted == live,
+    }
 }
 
 /// The RFC 7386 merge patch that turns `old` into `new` (removed keys become `null`; arrays are
@@ -559,6 +602,56 @@ mod tests {
             json!({"b": {"d": null, "g": 4}, "e": [1], "f": null, "h": true})
         );
         assert_eq!(merge_diff(&old, &old), json!({}));
+    }
+
+    #[test]
+    fn a_403_names_the_missing_verb_and_resource() {
+        let forbidden = |message: &str| {
+            kube::Error::Api(
+                kube::core::Status::failure(message, "Forbidden")
+                    .with_code(403)
+                    .boxed(),
+            )
+        };
+        let e = forbidden(
+            r#"deployments.apps "podinfo" is forbidden: User "system:serviceaccount:test:aviary-agent" cannot patch resource "deployments" in API group "apps" in the namespace "test""#,
+        );
+        assert!(
+            describe(&e).starts_with(
+                r#"missing permission: patch deployments.apps (deployments.apps "podinfo" is forbidden: User"#
+            ),
+            "{}",
+            describe(&e)
+        );
+        assert!(
+            describe(&e).ends_with("grant it in the agent's ClusterRole (deploy/rbac/cluster-role.yaml)")
+        );
+        let e = forbidden(
+            r#"canaries.flagger.app "podinfo" is forbidden: User "u" cannot patch resource "canaries/status" in API group "flagger.app" in the namespace "test""#,
+        );
+        assert!(describe(&e).starts_with("missing permission: patch canaries.flagger.app/status ("));
+        let e = forbidden(
+            r#"services "x" is forbidden: User "u" cannot create resource "services" in API group "" in the namespace "t""#,
+        );
+        assert!(describe(&e).starts_with("missing permission: create services ("));
+        assert_eq!(describe(&forbidden("no reason given")), "no reason given");
+    }
+
+    #[test]
+    fn subsets_ignore_server_defaults_but_not_changes() {
+        let live = json!({"parentRefs": [{"group": "g", "kind": "Gateway", "name": "gw"}], "rules": [{"matches": [{"path": "/"}], "backendRefs": [{"name": "a", "weight": 90}]}]});
+        assert!(is_subset(
+            &json!({"parentRefs": [{"name": "gw"}], "rules": [{"backendRefs": [{"name": "a", "weight": 90}]}]}),
+            &live
+        ));
+        assert!(!is_subset(
+            &json!({"rules": [{"backendRefs": [{"name": "a", "weight": 80}]}]}),
+            &live
+        ));
+        assert!(!is_subset(
+            &json!({"parentRefs": [{"name": "gw"}, {"name": "other"}]}),
+            &live
+        ));
     }
 
     #[test]

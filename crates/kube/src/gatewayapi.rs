@@ -360,7 +360,11 @@ impl GatewayApiRouter {
                         cur["metadata"]["labels"][k.as_str()] = Value::from(v.clone());
                     }
                 }
-                cur["spec"] = spec.clone();
+                // The CRD's defaults (parentRef group/kind, a PathPrefix "/" match, backendRef
+                // group/kind) are not ours to fight: rewrite only when our fields differ.
+                if !crate::client::is_subset(&spec, &cur["spec"]) {
+                    cur["spec"] = spec.clone();
+                }
                 Ok(())
             })
             .await

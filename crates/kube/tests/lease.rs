@@ -1,4 +1,4 @@
-//! Leader election between two electors against the fake API server: one holds the Lease, the
+//! Leader election between two electors against the real kube-apiserver: one holds the Lease, the
 //! other stands by; a clean stop hands over at once, a dead holder after the lease duration.
 
 mod common;
@@ -8,10 +8,10 @@ use std::time::Duration;
 use aviary_kube::{LeaderElector, Leadership, LeaseSettings};
 use tokio_util::sync::CancellationToken;
 
-fn settings(identity: &str) -> LeaseSettings {
+fn settings(ns: &str, identity: &str) -> LeaseSettings {
     LeaseSettings {
         name: "aviary-test".into(),
-        namespace: "aviary-system".into(),
+        namespace: ns.into(),
         identity: identity.into(),
         lease_duration: Duration::from_secs(2),
         renew_deadline: Duration::from_millis(1500),
@@ -19,15 +19,9 @@ fn settings(identity: &str) -> LeaseSettings {
     }
 }
 
-fn holder(server: &aviary_testkit::FakeApiServer) -> String {
-    server
-        .store()
-        .get(
-            "coordination.k8s.io/v1",
-            "Lease",
-            Some("aviary-system"),
-            "aviary-test",
-        )
+async fn holder(env: &common::Env) -> String {
+    env.get("coordination.k8s.io/v1", "Lease", "aviary-test")
+        .await
         .unwrap()["spec"]["holderIdentity"]
         .as_str()
         .unwrap_or_default()
@@ -36,15 +30,16 @@ fn holder(server: &aviary_testkit::FakeApiServer) -> String {
 
 #[tokio::test]
 async fn one_holds_the_other_takes_over_after_release_or_expiry() {
-    let (server, kube) = common::start().await;
-    let a = LeaderElector::new(kube.clone(), settings("a"));
-    let b = LeaderElector::new(kube.clone(), settings("b"));
+    let env = common::start("lease").await;
+    let kube = env.kube.clone();
+    let a = LeaderElector::new(kube.clone(), settings(&env.ns, "a"));
+    let b = LeaderElector::new(kube.clone(), settings(&env.ns, "b"));
     assert!(a.try_acquire_or_renew().await.unwrap());
     assert!(
         !b.try_acquire_or_renew().await.unwrap(),
         "b must not take a held lease"
     );
-    assert_eq!(holder(&server), "a");
+    assert_eq!(holder(&env).await, "a");
 
     // a renews while it holds; b keeps waiting.
     let stop_a = CancellationToken::new();
@@ -65,7 +60,7 @@ async fn one_holds_the_other_takes_over_after_release_or_expiry() {
         })
     };
     tokio::time::sleep(Duration::from_millis(3000)).await;
-    assert_eq!(holder(&server), "a", "a renewed past the lease duration");
+    assert_eq!(holder(&env).await, "a", "a renewed past the lease duration");
     assert!(!acquire_b.is_finished());
 
     // A clean stop releases: b takes over within a retry period or two.
@@ -82,21 +77,16 @@ async fn one_holds_the_other_takes_over_after_release_or_expiry() {
         "{:?}",
         started.elapsed()
     );
-    assert_eq!(holder(&server), "b");
-    let lease = server
-        .store()
-        .get(
-            "coordination.k8s.io/v1",
-            "Lease",
-            Some("aviary-system"),
-            "aviary-test",
-        )
+    assert_eq!(holder(&env).await, "b");
+    let lease = env
+        .get("coordination.k8s.io/v1", "Lease", "aviary-test")
+        .await
         .unwrap();
     assert_eq!(lease["spec"]["leaseTransitions"], 1);
 
     // b dies without releasing: a new candidate waits for the lease duration, then takes it.
     drop(b);
-    let c = LeaderElector::new(kube.clone(), settings("c"));
+    let c = LeaderElector::new(kube.clone(), settings(&env.ns, "c"));
     let started = std::time::Instant::now();
     let stop = CancellationToken::new();
     assert!(
@@ -109,21 +99,18 @@ async fn one_holds_the_other_takes_over_after_release_or_expiry() {
         "{:?}",
         started.elapsed()
     );
-    assert_eq!(holder(&server), "c");
+    assert_eq!(holder(&env).await, "c");
 
     // Someone else taking the lease makes the holder lose it.
-    let d = LeaderElector::new(kube.clone(), settings("d"));
+    let d = LeaderElector::new(kube.clone(), settings(&env.ns, "d"));
     let lost = tokio::spawn(async move { c.hold(&CancellationToken::new()).await });
-    server
-        .store()
-        .merge_patch(
-            "coordination.k8s.io/v1",
-            "Lease",
-            Some("aviary-system"),
-            "aviary-test",
-            &serde_json::json!({"spec": {"holderIdentity": "d"}}),
-        )
-        .unwrap();
+    env.merge_patch(
+        "coordination.k8s.io/v1",
+        "Lease",
+        "aviary-test",
+        &serde_json::json!({"spec": {"holderIdentity": "d"}}),
+    )
+    .await;
     assert_eq!(
         tokio::time::timeout(Duration::from_secs(5), lost)
             .await
@@ -132,5 +119,4 @@ async fn one_holds_the_other_takes_over_after_release_or_expiry() {
         Leadership::Lost
     );
     assert!(d.try_acquire_or_renew().await.unwrap());
-    server.shutdown().await;
 }

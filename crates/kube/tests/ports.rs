@@ -1,5 +1,7 @@
-//! The Kubernetes ports against the testkit fake API server over real HTTP: targets, routers and
-//! the recorder write the objects Flagger writes, and read back what they wrote.
+//! The Kubernetes ports against the real kube-apiserver (testkit's control plane, with the real
+//! Deployment controller, the upstream Knative/Gateway API/Istio CRDs and the test stand-ins):
+//! targets, routers and the recorder write the objects Flagger writes, and read back what they
+//! wrote.
 
 mod common;
 
@@ -31,47 +33,36 @@ spec:
   analysis: {interval: 1m, threshold: 5, stepWeight: 10, maxWeight: 50}
 "#;
 
-fn configs(server: &aviary_testkit::FakeApiServer) {
-    let store = server.store();
-    store
-        .create(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "podinfo-config", "namespace": "test"}, "data": {"color": "blue"}}))
-        .unwrap();
-    store
-        .create(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "podinfo-token", "namespace": "test"}, "type": "Opaque", "data": {"token": "c2VjcmV0"}}))
-        .unwrap();
-    store
-        .create(json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "podinfo", "namespace": "test"},
+async fn configs(env: &Env) {
+    env.create(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "podinfo-config", }, "data": {"color": "blue"}})).await;
+    env.create(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "podinfo-token", }, "type": "Opaque", "data": {"token": "c2VjcmV0"}})).await;
+    env.create(json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "podinfo", },
             "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"}, "minReplicas": 2, "maxReplicas": 4,
-                     "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}]}}))
-        .unwrap();
+                     "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}]}})).await;
 }
 
 #[tokio::test]
 async fn deployment_target_creates_the_primary_and_tracks_configs() {
-    let (server, kube) = start().await;
-    configs(&server);
-    server
-        .store()
-        .create(deployment("test", "podinfo", "podinfo:6.0.0"))
-        .unwrap();
-    let c = canary(&server, DEPLOYMENT_CANARY);
+    let env = start("deployment-target-creates-the-primary-an").await;
+    let kube = env.kube.clone();
+    configs(&env).await;
+    env.create(deployment(&env.ns, "podinfo", "podinfo:6.0.0")).await;
+    let c = env.canary(DEPLOYMENT_CANARY).await;
     let target = DeploymentTarget::new(kube.clone(), DeploymentSettings::default());
 
     target.initialize(&c).await.unwrap();
-    let p = server
-        .store()
-        .get("apps/v1", "Deployment", Some("test"), "podinfo-primary")
-        .unwrap();
+    let p = env.get("apps/v1", "Deployment", "podinfo-primary").await.unwrap();
     assert_eq!(p["metadata"]["ownerReferences"][0]["kind"], "Canary");
     assert_eq!(
         p["metadata"]["ownerReferences"][0]["uid"],
         c.metadata.uid.clone().unwrap().as_str()
     );
     assert_eq!(p["metadata"]["labels"], json!({"app": "podinfo-primary"}));
-    assert_eq!(
-        p["metadata"]["annotations"],
-        json!({"owner": "me"}),
-        "Flux's annotations are not copied"
+    let annotations = &p["metadata"]["annotations"];
+    assert_eq!(annotations["owner"], "me");
+    assert!(
+        annotations.get("kustomize.toolkit.fluxcd.io/checksum").is_none(),
+        "Flux's annotations are not copied: {annotations}"
     );
     assert_eq!(p["spec"]["replicas"], 2);
     assert_eq!(
@@ -97,24 +88,16 @@ async fn deployment_target_creates_the_primary_and_tracks_configs() {
         json!({"name": "scratch", "emptyDir": {}}),
         "other fields untouched"
     );
-    let cm = server
-        .store()
-        .get("v1", "ConfigMap", Some("test"), "podinfo-config-primary")
+    let cm = env
+        .get("v1", "ConfigMap", "podinfo-config-primary")
+        .await
         .unwrap();
     assert_eq!(cm["data"], json!({"color": "blue"}));
-    let secret = server
-        .store()
-        .get("v1", "Secret", Some("test"), "podinfo-token-primary")
-        .unwrap();
+    let secret = env.get("v1", "Secret", "podinfo-token-primary").await.unwrap();
     assert_eq!(secret["data"], json!({"token": "c2VjcmV0"}));
-    let hpa = server
-        .store()
-        .get(
-            "autoscaling/v2",
-            "HorizontalPodAutoscaler",
-            Some("test"),
-            "podinfo-primary",
-        )
+    let hpa = env
+        .get("autoscaling/v2", "HorizontalPodAutoscaler", "podinfo-primary")
+        .await
         .unwrap();
     assert_eq!(hpa["spec"]["scaleTargetRef"]["name"], "podinfo-primary");
     assert_eq!(hpa["spec"]["minReplicas"], 3);
@@ -128,22 +111,19 @@ async fn deployment_target_creates_the_primary_and_tracks_configs() {
         ["configmap/podinfo-config", "secret/podinfo-token"]
     );
     assert!(configs.values().all(|v| v.len() == 16));
-    server
-        .store()
-        .merge_patch(
-            "v1",
-            "ConfigMap",
-            Some("test"),
-            "podinfo-config",
-            &json!({"data": {"color": "green"}}),
-        )
-        .unwrap();
+    env.merge_patch(
+        "v1",
+        "ConfigMap",
+        "podinfo-config",
+        &json!({"data": {"color": "green"}}),
+    )
+    .await;
     let r2 = target.revision(&c).await.unwrap();
     assert_eq!(r1.fingerprint, r2.fingerprint);
     assert_ne!(r1.tracked_configs, r2.tracked_configs);
 
     // Readiness with Flagger's texts; the simulator makes the primary ready.
-    wait_for(&server, "apps/v1", "Deployment", "test", "podinfo-primary", |d| {
+    env.wait_for("apps/v1", "Deployment", "podinfo-primary", |d| {
         d["status"]["availableReplicas"] == 2
     })
     .await;
@@ -152,46 +132,41 @@ async fn deployment_target_creates_the_primary_and_tracks_configs() {
     // Scale to zero and back.
     target.scale_to_zero(&c).await.unwrap();
     assert_eq!(
-        server
-            .store()
-            .get("apps/v1", "Deployment", Some("test"), "podinfo")
-            .unwrap()["spec"]["replicas"],
+        env.get("apps/v1", "Deployment", "podinfo").await.unwrap()["spec"]["replicas"],
         0
     );
     target.scale_from_zero(&c).await.unwrap();
     assert_eq!(
-        server
-            .store()
-            .get("apps/v1", "Deployment", Some("test"), "podinfo")
-            .unwrap()["spec"]["replicas"],
+        env.get("apps/v1", "Deployment", "podinfo").await.unwrap()["spec"]["replicas"],
         2
     );
 
     // A never-ready canary: retriable, with Flagger's message.
-    let mut d = server
-        .store()
-        .get("apps/v1", "Deployment", Some("test"), "podinfo")
+    // The new pods never become ready: the real Deployment controller surges one new replica
+    // (maxSurge 25% of 2, rounded up) and keeps the two old ones (maxUnavailable rounds down to 0).
+    env.objects
+        .update("apps/v1", "Deployment", Some(&env.ns), "podinfo", |d| {
+            let tpl = &mut d["spec"]["template"];
+            tpl["metadata"]["annotations"][aviary_testkit::NEVER_READY_ANNOTATION] = json!("true");
+            tpl["spec"]["containers"][0]["image"] = json!("podinfo:6.0.1");
+        })
+        .await
         .unwrap();
-    d["metadata"]["annotations"][aviary_testkit::NEVER_READY_ANNOTATION] = json!("true");
-    d["spec"]["template"]["spec"]["containers"][0]["image"] = json!("podinfo:6.0.1");
-    server.store().upsert(d).unwrap();
-    wait_for(&server, "apps/v1", "Deployment", "test", "podinfo", |d| {
+    env.wait_for("apps/v1", "Deployment", "podinfo", |d| {
         d["status"]["observedGeneration"] == d["metadata"]["generation"]
+            && d["status"]["updatedReplicas"] == 1
     })
     .await;
     let e = target.canary_ready(&c).await.unwrap_err();
     assert!(e.retriable);
     assert_eq!(
         e.message,
-        "canary deployment podinfo.test not ready: waiting for rollout to finish: 0 out of 2 new replicas have been updated"
+        env.msg("canary deployment podinfo.test not ready: waiting for rollout to finish: 1 out of 2 new replicas have been updated")
     );
 
     // Promotion copies the template and the configs, and refreshes flagger-id.
     target.promote(&c).await.unwrap();
-    let p = server
-        .store()
-        .get("apps/v1", "Deployment", Some("test"), "podinfo-primary")
-        .unwrap();
+    let p = env.get("apps/v1", "Deployment", "podinfo-primary").await.unwrap();
     assert_eq!(
         p["spec"]["template"]["spec"]["containers"][0]["image"],
         "podinfo:6.0.1"
@@ -204,60 +179,58 @@ async fn deployment_target_creates_the_primary_and_tracks_configs() {
         p["spec"]["selector"]["matchLabels"],
         json!({"app": "podinfo-primary"})
     );
-    let cm = server
-        .store()
-        .get("v1", "ConfigMap", Some("test"), "podinfo-config-primary")
+    let cm = env
+        .get("v1", "ConfigMap", "podinfo-config-primary")
+        .await
         .unwrap();
     assert_eq!(cm["data"], json!({"color": "green"}));
-    server.shutdown().await;
 }
 
 #[tokio::test]
 async fn missing_target_and_bad_selector_are_named() {
-    let (server, kube) = start().await;
-    let c = canary(&server, DEPLOYMENT_CANARY);
+    let env = start("missing-target-and-bad-selector-are-name").await;
+    let kube = env.kube.clone();
+    let c = env.canary(DEPLOYMENT_CANARY).await;
     let target = DeploymentTarget::new(kube.clone(), DeploymentSettings::default());
     let e = target.initialize(&c).await.unwrap_err();
     assert!(e.retriable);
     assert_eq!(
         e.message,
-        "deployment podinfo.test get query error: deployments.apps \"podinfo\" not found"
+        env.msg("deployment podinfo.test get query error: deployments.apps \"podinfo\" not found")
     );
-    let mut d = deployment("test", "podinfo", "x");
+    let mut d = deployment(&env.ns, "podinfo", "x");
     d["spec"]["selector"]["matchLabels"] = json!({"tier": "web"});
-    server.store().create(d).unwrap();
+    d["spec"]["template"]["metadata"]["labels"] = json!({"tier": "web"});
+    env.create(d).await;
     let e = target.initialize(&c).await.unwrap_err();
     assert_eq!(
         e.message,
-        "deployment podinfo.test spec.selector.matchLabels must contain one of [app name app.kubernetes.io/name]"
+        env.msg("deployment podinfo.test spec.selector.matchLabels must contain one of [app name app.kubernetes.io/name]")
     );
-    server.shutdown().await;
 }
 
 #[tokio::test]
 async fn cluster_ip_services_select_canary_primary_and_apex() {
-    let (server, kube) = start().await;
-    server
-        .store()
-        .create(deployment("test", "podinfo", "podinfo:6.0.0"))
-        .unwrap();
-    let c = canary(&server, DEPLOYMENT_CANARY);
+    let env = start("cluster-ip-services-select-canary-primar").await;
+    let kube = env.kube.clone();
+    env.create(deployment(&env.ns, "podinfo", "podinfo:6.0.0")).await;
+    let c = env.canary(DEPLOYMENT_CANARY).await;
     let services = ClusterIpServices::new(kube.clone(), DeploymentSettings::default().selector_labels);
     services.reconcile(&c).await.unwrap();
-    let get = |n: &str| server.store().get("v1", "Service", Some("test"), n).unwrap();
+    let get = async |n: &str| env.get("v1", "Service", n).await.unwrap();
     assert_eq!(
-        get("podinfo-canary")["spec"]["selector"],
+        get("podinfo-canary").await["spec"]["selector"],
         json!({"app": "podinfo"})
     );
     assert_eq!(
-        get("podinfo-primary")["spec"]["selector"],
+        get("podinfo-primary").await["spec"]["selector"],
         json!({"app": "podinfo-primary"})
     );
     assert_eq!(
-        get("podinfo-primary")["metadata"]["labels"],
+        get("podinfo-primary").await["metadata"]["labels"],
         json!({"app": "podinfo-primary", "tier": "primary"})
     );
-    let apex = get("podinfo");
+    let apex = get("podinfo").await;
     assert_eq!(apex["spec"]["selector"], json!({"app": "podinfo-primary"}));
     assert_eq!(apex["spec"]["type"], "ClusterIP");
     assert_eq!(
@@ -268,11 +241,13 @@ async fn cluster_ip_services_select_canary_primary_and_apex() {
     // Idempotent: nothing changes on a second pass.
     let rv = apex["metadata"]["resourceVersion"].clone();
     services.reconcile(&c).await.unwrap();
-    assert_eq!(get("podinfo")["metadata"]["resourceVersion"], rv);
+    assert_eq!(get("podinfo").await["metadata"]["resourceVersion"], rv);
     // Revert on deletion: the apex selects the target's pods again.
     services.finalize(&c).await.unwrap();
-    assert_eq!(get("podinfo")["spec"]["selector"], json!({"app": "podinfo"}));
-    server.shutdown().await;
+    assert_eq!(
+        get("podinfo").await["spec"]["selector"],
+        json!({"app": "podinfo"})
+    );
 }
 
 const KNATIVE_CANARY: &str = r#"
@@ -286,24 +261,20 @@ spec:
 "#;
 
 fn ksvc(image: &str) -> serde_json::Value {
-    json!({"apiVersion": "serving.knative.dev/v1", "kind": "Service", "metadata": {"name": "podinfo", "namespace": "test"},
+    json!({"apiVersion": "serving.knative.dev/v1", "kind": "Service", "metadata": {"name": "podinfo", },
            "spec": {"template": {"spec": {"containers": [{"image": image}]}}}})
 }
 
 #[tokio::test]
 async fn knative_annotation_traffic_and_readiness() {
-    let (server, kube) = start().await;
-    server.store().create(ksvc("podinfo:6.0.0")).unwrap();
-    wait_for(
-        &server,
-        "serving.knative.dev/v1",
-        "Service",
-        "test",
-        "podinfo",
-        |s| s["status"]["latestReadyRevisionName"] == "podinfo-00001",
-    )
+    let env = start("knative-annotation-traffic-and-readiness").await;
+    let kube = env.kube.clone();
+    env.create(ksvc("podinfo:6.0.0")).await;
+    env.wait_for("serving.knative.dev/v1", "Service", "podinfo", |s| {
+        s["status"]["latestReadyRevisionName"] == "podinfo-00001"
+    })
     .await;
-    let mut c = canary(&server, KNATIVE_CANARY);
+    let mut c = env.canary(KNATIVE_CANARY).await;
     c.status = Some(CanaryStatus {
         phase: CanaryPhase::Initializing,
         ..Default::default()
@@ -313,9 +284,9 @@ async fn knative_annotation_traffic_and_readiness() {
     Target::initialize(&k, &c).await.unwrap();
     Target::primary_ready(&k, &c).await.unwrap();
     Router::reconcile(&k, &c).await.unwrap();
-    let svc = server
-        .store()
-        .get("serving.knative.dev/v1", "Service", Some("test"), "podinfo")
+    let svc = env
+        .get("serving.knative.dev/v1", "Service", "podinfo")
+        .await
         .unwrap();
     assert_eq!(
         svc["metadata"]["annotations"][PRIMARY_REVISION_ANNOTATION],
@@ -332,24 +303,16 @@ async fn knative_annotation_traffic_and_readiness() {
     );
 
     // A new revision is the canary; weights go through spec.traffic and come back from status.
-    server
-        .store()
-        .merge_patch(
-            "serving.knative.dev/v1",
-            "Service",
-            Some("test"),
-            "podinfo",
-            &json!({"spec": {"template": {"spec": {"containers": [{"image": "podinfo:6.0.1"}]}}}}),
-        )
-        .unwrap();
-    wait_for(
-        &server,
+    env.merge_patch(
         "serving.knative.dev/v1",
         "Service",
-        "test",
         "podinfo",
-        |s| s["status"]["latestReadyRevisionName"] == "podinfo-00002",
+        &json!({"spec": {"template": {"spec": {"containers": [{"image": "podinfo:6.0.1"}]}}}}),
     )
+    .await;
+    env.wait_for("serving.knative.dev/v1", "Service", "podinfo", |s| {
+        s["status"]["latestReadyRevisionName"] == "podinfo-00002"
+    })
     .await;
     c.status = Some(CanaryStatus {
         phase: CanaryPhase::Progressing,
@@ -361,15 +324,11 @@ async fn knative_annotation_traffic_and_readiness() {
     );
     Target::canary_ready(&k, &c).await.unwrap();
     k.set_routes(&c, &Routes::split(90, 10)).await.unwrap();
-    let svc = wait_for(
-        &server,
-        "serving.knative.dev/v1",
-        "Service",
-        "test",
-        "podinfo",
-        |s| s["status"]["observedGeneration"] == s["metadata"]["generation"],
-    )
-    .await;
+    let svc = env
+        .wait_for("serving.knative.dev/v1", "Service", "podinfo", |s| {
+            s["status"]["observedGeneration"] == s["metadata"]["generation"]
+        })
+        .await;
     assert_eq!(svc["status"]["traffic"][0]["percent"], 10);
     assert_eq!(k.get_routes(&c).await.unwrap(), Routes::split(90, 10));
     // Reconcile leaves live weights alone once initialized.
@@ -378,18 +337,18 @@ async fn knative_annotation_traffic_and_readiness() {
 
     // Promotion moves the annotation; finalize removes it.
     Target::promote(&k, &c).await.unwrap();
-    let svc = server
-        .store()
-        .get("serving.knative.dev/v1", "Service", Some("test"), "podinfo")
+    let svc = env
+        .get("serving.knative.dev/v1", "Service", "podinfo")
+        .await
         .unwrap();
     assert_eq!(
         svc["metadata"]["annotations"][PRIMARY_REVISION_ANNOTATION],
         "podinfo-00002"
     );
     Router::finalize(&k, &c).await.unwrap();
-    let svc = server
-        .store()
-        .get("serving.knative.dev/v1", "Service", Some("test"), "podinfo")
+    let svc = env
+        .get("serving.knative.dev/v1", "Service", "podinfo")
+        .await
         .unwrap();
     assert!(
         svc["metadata"]["annotations"]
@@ -404,93 +363,80 @@ async fn knative_annotation_traffic_and_readiness() {
     // A revision that never becomes ready is retriable (Knative has no progress deadline).
     let mut never = ksvc("podinfo:6.0.2");
     never["metadata"]["annotations"] = json!({aviary_testkit::NEVER_READY_ANNOTATION: "true"});
-    server
-        .store()
-        .merge_patch(
-            "serving.knative.dev/v1",
-            "Service",
-            Some("test"),
-            "podinfo",
-            &never,
-        )
-        .unwrap();
-    wait_for(
-        &server,
-        "serving.knative.dev/v1",
-        "Service",
-        "test",
-        "podinfo",
-        |s| s["status"]["latestCreatedRevisionName"] == "podinfo-00003",
-    )
+    env.merge_patch("serving.knative.dev/v1", "Service", "podinfo", &never)
+        .await;
+    env.wait_for("serving.knative.dev/v1", "Service", "podinfo", |s| {
+        s["status"]["latestCreatedRevisionName"] == "podinfo-00003"
+    })
     .await;
     let e = Target::canary_ready(&k, &c).await.unwrap_err();
     assert!(e.retriable);
     assert!(
         e.message
-            .starts_with("canary revision podinfo-00003.test not ready: Ready=Unknown"),
+            .starts_with(&env.msg("canary revision podinfo-00003.test not ready: Ready=Unknown")),
         "{}",
         e.message
     );
-    server.shutdown().await;
 }
 
 #[tokio::test]
 async fn knative_traffic_errors_are_explained() {
-    let (server, kube) = start().await;
-    server.store().create(ksvc("podinfo:6.0.0")).unwrap();
-    let c = canary(&server, KNATIVE_CANARY);
+    let env = start("knative-traffic-errors-are-explained").await;
+    let kube = env.kube.clone();
+    env.create(ksvc("podinfo:6.0.0")).await;
+    let c = env.canary(KNATIVE_CANARY).await;
     let k = Knative::new(kube);
     let e = k.get_routes(&c).await.unwrap_err();
     assert_eq!(
         e,
-        "Knative Service podinfo.test has no flagger.app/primary-revision annotation"
+        env.msg("Knative Service podinfo.test has no flagger.app/primary-revision annotation")
     );
-    server
-        .store()
-        .merge_patch(
-            "serving.knative.dev/v1",
-            "Service",
-            Some("test"),
-            "podinfo",
-            &json!({"metadata": {"annotations": {PRIMARY_REVISION_ANNOTATION: "podinfo-00001"}}}),
-        )
-        .unwrap();
-    wait_for(
-        &server,
+    // Traffic pinned to a named revision only: no latestRevision entry for the canary.
+    env.merge_patch(
         "serving.knative.dev/v1",
         "Service",
-        "test",
         "podinfo",
-        |s| s["status"]["observedGeneration"] == 1,
+        &json!({"metadata": {"annotations": {PRIMARY_REVISION_ANNOTATION: "podinfo-00001"}},
+                "spec": {"traffic": [{"revisionName": "podinfo-00001", "percent": 100}]}}),
     )
+    .await;
+    env.wait_for("serving.knative.dev/v1", "Service", "podinfo", |s| {
+        s["status"]["observedGeneration"] == 2
+    })
     .await;
     let e = k.get_routes(&c).await.unwrap_err();
     assert!(
-        e.starts_with("Knative Service podinfo.test traffic spec invalid"),
+        e.starts_with(&env.msg("Knative Service podinfo.test traffic spec invalid")),
         "{e}"
     );
-    server.shutdown().await;
 }
 
 #[tokio::test]
 async fn gateway_api_route_waits_for_the_gateway() {
-    let (server, kube) = start().await;
-    server.simulators().set_httproutes(false);
-    let c = aviary_api::defaults::defaulted(&canary(&server, DEPLOYMENT_CANARY));
+    let env = start("gateway-api-route-waits-for-the-gateway").await;
+    let kube = env.kube.clone();
+    env.cluster.standins().pause_gateway(&env.ns);
+    let c = aviary_api::defaults::defaulted(&env.canary(DEPLOYMENT_CANARY).await);
     let r = GatewayApiRouter::new(kube, false);
     r.reconcile(&c).await.unwrap();
-    let route = server
-        .store()
-        .get(
-            "gateway.networking.k8s.io/v1",
-            "HTTPRoute",
-            Some("test"),
-            "podinfo",
-        )
+    let route = env
+        .get("gateway.networking.k8s.io/v1", "HTTPRoute", "podinfo")
+        .await
         .unwrap();
+    // The Gateway API CRD defaults group and kind server-side.
     assert_eq!(
         route["spec"]["parentRefs"],
-        json!([{"name": "gw", "namespace": "gateways"}])
+        json!([{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "gw", "namespace": "gateways"}])
+    );
+    // A second reconcile sees only the server's defaults as a difference: no write.
+    r.reconcile(&c).await.unwrap();
+    let again = env
+        .get("gateway.networking.k8s.io/v1", "HTTPRoute", "podinfo")
+        .await
+        .unwrap();
+    assert_eq!(
+        again["metadata"]["resourceVersion"],
+        route["metadata"]["resourceVersion"]
     );
     assert_eq!(route["spec"]["rules"][0]["backendRefs"][0]["weight"], 100);
     assert_eq!(route["spec"]["rules"][0]["backendRefs"][1]["weight"], 0);
@@ -498,29 +444,26 @@ async fn gateway_api_route_waits_for_the_gateway() {
     let e = r.get_routes(&c).await.unwrap_err();
     assert_eq!(
         e,
-        "HTTPRoute podinfo.test parent gateways/gw is not ready (no status reported by the gateway yet)"
+        env.msg(
+            "HTTPRoute podinfo.test parent gateways/gw is not ready (no status reported by the gateway yet)"
+        )
     );
-    server.simulators().set_httproutes(true);
+    env.cluster.standins().resume_gateway(&env.ns);
     r.set_routes(&c, &Routes::split(70, 30)).await.unwrap();
-    wait_for(
-        &server,
-        "gateway.networking.k8s.io/v1",
-        "HTTPRoute",
-        "test",
-        "podinfo",
-        |r| r["status"]["parents"][0]["conditions"][0]["observedGeneration"] == r["metadata"]["generation"],
-    )
+    env.wait_for("gateway.networking.k8s.io/v1", "HTTPRoute", "podinfo", |r| {
+        r["status"]["parents"][0]["conditions"][0]["observedGeneration"] == r["metadata"]["generation"]
+    })
     .await;
     assert_eq!(r.get_routes(&c).await.unwrap(), Routes::split(70, 30));
     // Reconcile keeps the live weights.
     r.reconcile(&c).await.unwrap();
     assert_eq!(r.get_routes(&c).await.unwrap(), Routes::split(70, 30));
-    server.shutdown().await;
 }
 
 #[tokio::test]
 async fn istio_destination_rules_and_virtual_service() {
-    let (server, kube) = start().await;
+    let env = start("istio-destination-rules-and-virtual-serv").await;
+    let kube = env.kube.clone();
     let yaml = r#"
 apiVersion: flagger.app/v1beta1
 kind: Canary
@@ -536,35 +479,22 @@ spec:
   analysis: {interval: 1m, threshold: 5, stepWeight: 10}
 "#;
     // A VirtualService created by someone else is taken over; its spec is kept for revert.
-    server
-        .store()
-        .create(json!({"apiVersion": "networking.istio.io/v1beta1", "kind": "VirtualService", "metadata": {"name": "podinfo", "namespace": "test"},
-                       "spec": {"hosts": ["podinfo"], "http": [{"route": [{"destination": {"host": "podinfo"}}]}]}}))
-        .unwrap();
-    let c = canary(&server, yaml);
+    env.create(json!({"apiVersion": "networking.istio.io/v1beta1", "kind": "VirtualService", "metadata": {"name": "podinfo", },
+                       "spec": {"hosts": ["podinfo"], "http": [{"route": [{"destination": {"host": "podinfo"}}]}]}})).await;
+    let c = env.canary(yaml).await;
     let r = IstioRouter::new(kube);
     r.reconcile(&c).await.unwrap();
-    let dr = server
-        .store()
-        .get(
-            "networking.istio.io/v1beta1",
-            "DestinationRule",
-            Some("test"),
-            "podinfo-canary",
-        )
+    let dr = env
+        .get("networking.istio.io/v1beta1", "DestinationRule", "podinfo-canary")
+        .await
         .unwrap();
     assert_eq!(
         dr["spec"],
         json!({"host": "podinfo-canary", "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}}})
     );
-    let vs = server
-        .store()
-        .get(
-            "networking.istio.io/v1beta1",
-            "VirtualService",
-            Some("test"),
-            "podinfo",
-        )
+    let vs = env
+        .get("networking.istio.io/v1beta1", "VirtualService", "podinfo")
+        .await
         .unwrap();
     assert_eq!(vs["spec"]["hosts"], json!(["app.example.com", "podinfo"]));
     assert_eq!(
@@ -575,26 +505,21 @@ spec:
     r.set_routes(&c, &Routes::split(60, 40)).await.unwrap();
     assert_eq!(r.get_routes(&c).await.unwrap(), Routes::split(60, 40));
     r.finalize(&c).await.unwrap();
-    let vs = server
-        .store()
-        .get(
-            "networking.istio.io/v1beta1",
-            "VirtualService",
-            Some("test"),
-            "podinfo",
-        )
+    let vs = env
+        .get("networking.istio.io/v1beta1", "VirtualService", "podinfo")
+        .await
         .unwrap();
     assert_eq!(
         vs["spec"],
         json!({"hosts": ["podinfo"], "http": [{"route": [{"destination": {"host": "podinfo"}}]}]})
     );
-    server.shutdown().await;
 }
 
 #[tokio::test]
 async fn recorder_writes_status_and_aggregates_events() {
-    let (server, kube) = start().await;
-    let c = canary(&server, KNATIVE_CANARY);
+    let env = start("recorder-writes-status-and-aggregates-ev").await;
+    let kube = env.kube.clone();
+    let c = env.canary(KNATIVE_CANARY).await;
     let rec = KubeRecorder::new(kube.clone(), "agent-0");
     let mut s = CanaryStatus {
         phase: CanaryPhase::Progressing,
@@ -614,15 +539,15 @@ async fn recorder_writes_status_and_aggregates_events() {
     s.session_affinity_cookie.clear();
     s.tracked_configs = Some([("configmap/a".to_string(), "1".to_string())].into());
     rec.status(&c, &s).await.unwrap();
-    let stored = reload(&server, &c).status.unwrap();
+    let stored = env.reload(&c).await.status.unwrap();
     assert_eq!(stored, s);
 
     for _ in 0..3 {
-        rec.event(&c, EventType::Normal, "Advance podinfo.test canary weight 10")
+        rec.event(&c, EventType::Normal, "Advance podinfo canary weight 10")
             .await;
     }
     rec.event(&c, EventType::Warning, "Halt advancement").await;
-    let events = server.store().list("v1", "Event", Some("test"));
+    let events = env.list("v1", "Event").await;
     assert_eq!(events.len(), 2, "{events:?}");
     let advance = events.iter().find(|e| e["type"] == "Normal").unwrap();
     assert_eq!(advance["count"], 3);
@@ -633,18 +558,20 @@ async fn recorder_writes_status_and_aggregates_events() {
         c.metadata.uid.clone().unwrap().as_str()
     );
     assert_eq!(advance["involvedObject"]["kind"], "Canary");
-    server.shutdown().await;
 }
 
 #[tokio::test]
 async fn secrets_are_read_for_providers() {
-    let (server, kube) = start().await;
-    configs(&server);
+    let env = start("secrets-are-read-for-providers").await;
+    let kube = env.kube.clone();
+    configs(&env).await;
     let platform = aviary_kube::KubePlatform::new(kube, Default::default());
     let secrets: std::sync::Arc<KubeSecrets> = platform.secrets();
-    let data = secrets.secret("test", "podinfo-token").await.unwrap();
+    let data = secrets.secret(&env.ns, "podinfo-token").await.unwrap();
     assert_eq!(data["token"], b"secret");
-    let e = secrets.secret("test", "missing").await.unwrap_err();
-    assert_eq!(e, "secrets \"missing\" not found in namespace test");
-    server.shutdown().await;
+    let e = secrets.secret(&env.ns, "missing").await.unwrap_err();
+    assert_eq!(
+        e,
+        format!("secrets \"missing\" not found in namespace {}", env.ns)
+    );
 }

@@ -1,8 +1,9 @@
 //! The process supervisor: runs a LocalService version as `replicas` processes on free loopback
 //! ports, like a Deployment's pods.
 //!
-//! Each process gets its own process group (so stopping it also stops what it spawned), its
-//! stdout and stderr captured (the last lines in memory for error messages, everything in a log
+//! Each process gets its own process group (so stopping it also stops what it spawned), a clean
+//! environment (see [`INHERITED_ENV`]: the agent's secrets and cloud credentials never reach a
+//! workload), its stdout and stderr captured (the last lines in memory for error messages, everything in a log
 //! file when a log directory is configured), an HTTP readiness probe, and restarts with
 //! exponential backoff when it exits. Three exits within 30 s (configurable) are reported as a
 //! crash loop; a command that cannot be started at all (ENOENT, EACCES) is reported as such.
@@ -78,6 +79,39 @@ impl Default for ProcessSupervisorConfig {
     }
 }
 
+/// The only variables a workload inherits from the agent: the program search path, the user's
+/// home and identity, locale (`LANG`, `LANGUAGE` and every `LC_*`), time zone and temporary
+/// directory. Everything else a workload needs is written in its spec's `env`. The agent's own
+/// environment holds credentials (`AVIARY_SECRET_*`, `SLACK_URL`, `AWS_*`, `GOOGLE_*`,
+/// `AZURE_*`, `DD_*`, …) that a workload, which may be any program, must not see.
+pub const INHERITED_ENV: &[&str] = &[
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "HOSTNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR",
+];
+
+/// Whether a variable of the agent's environment is passed on to workloads.
+pub fn inherited(name: &str) -> bool {
+    INHERITED_ENV.contains(&name) || name.starts_with("LC_")
+}
+
+/// A workload's environment: the inherited part of `agent_env`, then the spec's variables
+/// (which win) with `{{port}}` and `{{version}}` expanded.
+pub fn workload_env(
+    agent_env: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+    spec: &GroupSpec,
+    port: u16,
+) -> BTreeMap<std::ffi::OsString, std::ffi::OsString> {
+    let mut env: BTreeMap<_, _> = agent_env
+        .into_iter()
+        .filter(|(name, _)| name.to_str().is_some_and(inherited))
+        .collect();
+    env.extend(
+        spec.env
+            .iter()
+            .map(|(k, v)| (k.into(), expand(v, port, &spec.version).into())),
+    );
+    env
+}
+
 /// One version of a LocalService to run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupSpec {
@@ -85,7 +119,8 @@ pub struct GroupSpec {
     pub name: String,
     /// Program and arguments; `{{port}}` and `{{version}}` are expanded.
     pub command: Vec<String>,
-    /// Added to the agent's environment; `{{port}}` and `{{version}}` are expanded in values.
+    /// The process' environment besides [`INHERITED_ENV`]; `{{port}}` and `{{version}}` are
+    /// expanded in values.
     pub env: BTreeMap<String, String>,
     pub replicas: u32,
     /// Path of the HTTP readiness probe; a 2xx answer means ready.
@@ -484,7 +519,8 @@ async fn run_replica(shared: Arc<Shared>, group: Arc<GroupInner>, index: usize) 
         let mut command = Command::new(&argv[0]);
         command
             .args(&argv[1..])
-            .envs(spec.env.iter().map(|(k, v)| (k, expand(v, port, &spec.version))))
+            .env_clear()
+            .envs(workload_env(std::env::vars_os(), spec, port))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -731,26 +767,54 @@ async fn capture(stream: impl AsyncRead + Unpin, output: Output, keep: usize, lo
     };
     let mut reader = BufReader::new(stream);
     let mut line = Vec::new();
+    let mut truncated = false;
     loop {
-        line.clear();
-        match reader.read_until(b'\n', &mut line).await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
+        let buf = match reader.fill_buf().await {
+            Ok(buf) if !buf.is_empty() => buf,
+            _ => break,
+        };
+        let (chunk, end_of_line) = match buf.iter().position(|b| *b == b'\n') {
+            Some(i) => (&buf[..=i], true),
+            None => (buf, false),
+        };
         if let Some(f) = file.as_mut()
-            && f.write_all(&line).await.is_err()
+            && f.write_all(chunk).await.is_err()
         {
             file = None;
         }
-        let text = String::from_utf8_lossy(&line).trim_end().to_owned();
-        let mut lines = lock(&output);
-        if lines.len() == keep {
-            lines.pop_front();
-        }
-        if keep > 0 {
-            lines.push_back(text);
+        let room = MAX_KEPT_LINE.saturating_sub(line.len());
+        truncated |= chunk.len() > room;
+        line.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        let consumed = chunk.len();
+        reader.consume(consumed);
+        if end_of_line {
+            keep_line(&output, keep, &line, truncated);
+            line.clear();
+            truncated = false;
         }
     }
+    if !line.is_empty() {
+        keep_line(&output, keep, &line, truncated);
+    }
+}
+
+/// Longest output line kept in memory for error messages (the log file gets every byte): a
+/// workload printing megabytes without a newline must not grow the agent, nor its events.
+const MAX_KEPT_LINE: usize = 1024;
+
+fn keep_line(output: &Output, keep: usize, line: &[u8], truncated: bool) {
+    if keep == 0 {
+        return;
+    }
+    let mut text = String::from_utf8_lossy(line).trim_end().to_owned();
+    if truncated {
+        text.push_str("… [line truncated]");
+    }
+    let mut lines = lock(output);
+    if lines.len() == keep {
+        lines.pop_front();
+    }
+    lines.push_back(text);
 }
 
 /// Probes readiness forever, updating the replica's state.
@@ -838,6 +902,50 @@ mod tests {
         assert_eq!(expand("--port={{port}}", 8080, "1.0"), "--port=8080");
         assert_eq!(expand("v{{version}}-{{version}}", 1, "6.0.1"), "v6.0.1-6.0.1");
         assert_eq!(expand("plain", 1, "x"), "plain");
+    }
+
+    #[test]
+    fn workloads_inherit_only_the_allow_list() {
+        let agent: Vec<(std::ffi::OsString, std::ffi::OsString)> = [
+            ("PATH", "/usr/bin"),
+            ("LC_TIME", "C"),
+            ("TZ", "UTC"),
+            ("AVIARY_SECRET_TEST_DATADOG_API_KEY", "dd"),
+            ("SLACK_URL", "https://hooks.slack.com/services/T/B/X"),
+            ("AWS_SECRET_ACCESS_KEY", "aws"),
+            ("GOOGLE_APPLICATION_CREDENTIALS", "/key.json"),
+            ("DD_API_KEY", "dd"),
+            ("HOME", "/root"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect();
+        let spec = GroupSpec {
+            name: "test/podinfo".into(),
+            command: vec!["x".into()],
+            env: BTreeMap::from([
+                ("HOME".into(), "/srv/{{version}}".into()),
+                ("DD_API_KEY".into(), "given explicitly".into()),
+            ]),
+            replicas: 1,
+            readiness_path: "/readyz".into(),
+            version: "6.0.1".into(),
+        };
+        let env = workload_env(agent, &spec, 9000);
+        let env: Vec<(&str, &str)> = env
+            .iter()
+            .map(|(k, v)| (k.to_str().unwrap(), v.to_str().unwrap()))
+            .collect();
+        assert_eq!(
+            env,
+            [
+                ("DD_API_KEY", "given explicitly"),
+                ("HOME", "/srv/6.0.1"),
+                ("LC_TIME", "C"),
+                ("PATH", "/usr/bin"),
+                ("TZ", "UTC"),
+            ]
+        );
     }
 
     #[test]

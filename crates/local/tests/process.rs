@@ -171,6 +171,52 @@ async fn a_crash_loop_is_reported_with_the_last_output() {
     supervisor.shutdown().await;
 }
 
+/// Issue 15: output lines reach error messages (and so the canary's events) bounded, with a
+/// marker; the log file still gets every byte.
+#[tokio::test]
+async fn long_output_lines_are_truncated_in_error_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let supervisor = ProcessSupervisor::new(ProcessSupervisorConfig {
+        log_dir: Some(dir.path().to_owned()),
+        ..fast_config()
+    });
+    let group = supervisor
+        .start(spec(
+            "test/chatty",
+            &[
+                "sh",
+                "-c",
+                "head -c 1000000 /dev/zero | tr '\\0' x; echo; echo short; exit 3",
+            ],
+            1,
+        ))
+        .unwrap();
+    let status = group
+        .wait_for(WAIT, |s| {
+            s.last_error.as_ref().is_some_and(|e| e.output.len() >= 2)
+        })
+        .await
+        .unwrap_or_else(|s| panic!("no error with output: {s:#?}"));
+    let output = status.last_error.unwrap().output;
+    let long = output
+        .iter()
+        .find(|l| l.starts_with("xxx"))
+        .expect("the long line");
+    assert!(long.len() < 1100, "kept {} bytes", long.len());
+    assert!(
+        long.ends_with("… [line truncated]"),
+        "{}",
+        &long[long.len() - 40..]
+    );
+    assert!(output.iter().any(|l| l == "short"), "{output:?}");
+    supervisor.shutdown().await;
+    let logged = std::fs::read_to_string(dir.path().join("test_chatty-0.log")).unwrap();
+    assert!(
+        logged.lines().any(|l| l.len() == 1_000_000),
+        "the log keeps the whole line"
+    );
+}
+
 #[tokio::test]
 async fn a_command_that_cannot_start_is_a_clear_error() {
     let supervisor = ProcessSupervisor::new(fast_config());
@@ -291,6 +337,55 @@ async fn output_goes_to_the_log_and_env_values_are_expanded() {
     })
     .await;
     assert!(logged, "{:?}", std::fs::read_to_string(&log));
+    supervisor.shutdown().await;
+}
+
+/// Issue 15: a workload starts with a clean environment. Every variable of this test process
+/// that is not on the allow-list (cargo sets several `CARGO_*`) stays out of it; `PATH` and the
+/// spec's own variables are in.
+#[tokio::test]
+async fn workloads_get_a_clean_environment() {
+    let leaked: Vec<String> = std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .filter(|k| !aviary_local::process::inherited(k))
+        // `sh` sets these itself.
+        .filter(|k| !["PWD", "OLDPWD", "SHLVL", "_"].contains(&k.as_str()))
+        .collect();
+    assert!(
+        !leaked.is_empty(),
+        "the test needs a variable outside the allow-list in its own environment"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let dump = dir.path().join("env");
+    let supervisor = ProcessSupervisor::new(fast_config());
+    let mut spec = spec(
+        "test/env",
+        &[
+            "sh",
+            "-c",
+            &format!(
+                "env > '{}'; exec '{SAMPLE_APP}' --port {{{{port}}}}",
+                dump.display()
+            ),
+        ],
+        1,
+    );
+    spec.env.insert("GIVEN".to_owned(), "v{{version}}".to_owned());
+    let group = supervisor.start(spec).unwrap();
+    ready(&group).await;
+    let text = std::fs::read_to_string(&dump).unwrap();
+    let names: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k))
+        .collect();
+    for name in &leaked {
+        assert!(
+            !names.contains(&name.as_str()),
+            "{name} reached the workload: {text}"
+        );
+    }
+    assert!(text.lines().any(|l| l == "GIVEN=v6.0.1"), "{text}");
+    assert!(names.contains(&"PATH"), "{text}");
     supervisor.shutdown().await;
 }
 

@@ -417,3 +417,132 @@ async fn request_bodies_are_mirrored_on_both_paths() {
     );
     router.shutdown().await;
 }
+
+/// A lenient backend that reads bytes as they come (no HTTP parsing), answers each connection
+/// once with `200 ok` and `Connection: close`, and records every byte it received.
+async fn raw_backend() -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = std::sync::Arc::clone(&seen);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let record = std::sync::Arc::clone(&record);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let mut answered = false;
+                while let Ok(Ok(n)) =
+                    tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await
+                {
+                    if n == 0 {
+                        break;
+                    }
+                    record.lock().unwrap().extend_from_slice(&buf[..n]);
+                    if !answered {
+                        answered = true;
+                        let _ = stream
+                            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+                            .await;
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// Issue 15: requests a lenient backend could frame differently than the router are refused
+/// with 400 before any of their body reaches a backend: control characters (a bare LF, NUL)
+/// in chunk extensions, sizes without digits, Content-Length together with Transfer-Encoding,
+/// folded headers, conflicting lengths. Each hides `GET /smuggled` in what the router would
+/// otherwise take for the body.
+#[tokio::test]
+async fn requests_that_could_smuggle_another_are_refused() {
+    let (backend, seen) = raw_backend().await;
+    let router = router_to(backend).await;
+    let smuggled = "GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n";
+    let cases = [
+        (
+            "bare LF in a chunk extension",
+            format!("Transfer-Encoding: chunked\r\n\r\n3;x\nZZ\r\n{smuggled}\r\n0\r\n\r\n"),
+        ),
+        (
+            "NUL in a chunk extension",
+            format!("Transfer-Encoding: chunked\r\n\r\n3;x\0\r\nabc\r\n0\r\n\r\n{smuggled}"),
+        ),
+        (
+            "a chunk size without digits",
+            format!("Transfer-Encoding: chunked\r\n\r\n;x\r\n\r\n{smuggled}"),
+        ),
+        (
+            "a space inside the chunk size",
+            format!("Transfer-Encoding: chunked\r\n\r\n0 5\r\n\r\n{smuggled}"),
+        ),
+        (
+            "bare LF in a trailer",
+            format!("Transfer-Encoding: chunked\r\n\r\n0\r\nX: 1\n{smuggled}\r\n\r\n"),
+        ),
+        (
+            "Content-Length and Transfer-Encoding",
+            format!("Content-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}"),
+        ),
+        (
+            "a folded Transfer-Encoding",
+            format!(
+                "Transfer-Encoding: identity\r\n chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n{smuggled}"
+            ),
+        ),
+        (
+            "conflicting lengths",
+            format!("Content-Length: 5\r\nContent-Length: 40\r\n\r\nhello{smuggled}"),
+        ),
+        (
+            "a space before the colon",
+            format!("Transfer-Encoding : chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n{smuggled}"),
+        ),
+    ];
+    for (what, rest) in cases {
+        seen.lock().unwrap().clear();
+        let request = format!("POST /upload HTTP/1.1\r\nHost: a\r\n{rest}");
+        let answer = raw_exchange(router.local_addr(), request.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{what}: {answer}");
+        assert!(!answer.contains("200 OK"), "{what}: {answer}");
+        let received = String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
+        assert!(
+            !received.contains("/smuggled"),
+            "{what}: the backend got {received:?}"
+        );
+    }
+    // An ordinary chunked request still goes through, extensions and trailers included.
+    seen.lock().unwrap().clear();
+    let answer = raw_exchange(
+        router.local_addr(),
+        b"POST /upload HTTP/1.1\r\nHost: a\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n3;name=\"v 1\"\r\nabc\r\n0\r\nX-Sum: 1\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    router.shutdown().await;
+}
+
+/// Issue 15: a response whose length a client (or a proxy in front, sharing connections between
+/// users) could read differently is not passed on: 502, and the connection closes.
+#[tokio::test]
+async fn responses_with_conflicting_lengths_are_refused() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf).await;
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 45\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged")
+                .await;
+        }
+    });
+    let router = router_to(backend).await;
+    let text = raw_exchange(router.local_addr(), b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert!(text.starts_with("HTTP/1.1 502"), "{text}");
+    assert!(text.contains("conflicting Content-Lengths"), "{text}");
+    assert!(!text.contains("forged"), "{text}");
+    router.shutdown().await;
+}

@@ -159,6 +159,20 @@ impl Receiver {
         })
     }
 
+    /// Everything secret about this receiver, for error texts: the webhook URL (as given and as
+    /// posted to), the token, the proxy's credentials.
+    pub(crate) fn redactor(&self) -> http::Redactor {
+        let mut r = http::Redactor::new();
+        r.secret_url(&self.address).secret_url(&self.post_url());
+        if let Some(t) = &self.token {
+            r.header_value(&format!("Bearer {t}"));
+        }
+        if let Some(p) = &self.proxy {
+            r.url_credentials(p);
+        }
+        r
+    }
+
     /// The URL the alert is POSTed to.
     pub fn post_url(&self) -> String {
         if self.kind == AlertKind::Discord
@@ -370,12 +384,8 @@ impl AlertNotifier {
         let url = receiver.post_url();
         let shown = http::origin(&url);
         let kind = receiver.kind.as_str();
-        let secrets = [
-            Some(url.as_str()),
-            receiver.token.as_deref(),
-            receiver.proxy.as_deref(),
-        ];
-        let redact = |s: String| http::redact(&s, secrets.iter().flatten().copied());
+        let redactor = receiver.redactor();
+        let redact = |s: String| redactor.redact(&s);
         let client = self
             .clients
             .get(false, receiver.proxy.as_deref())

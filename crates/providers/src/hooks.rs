@@ -6,7 +6,9 @@
 //! (1 s, 2 s, 4 s, … capped at 30 s; a `Retry-After` in seconds on 429/503 is honoured up to the
 //! cap). `disableTLS` skips certificate verification. A status ≤ 202 passes; anything else fails
 //! with the response body as the error text, or `POST <url> giving up after N attempt(s)` when the
-//! retries ran out. Passwords in the URL are never part of an error.
+//! retries ran out. Errors show the URL without its user, password and query (`?[redacted]`:
+//! a query often holds a token), and remove those from the quoted body too, which is cut to
+//! 1 KiB with a `… [truncated, N bytes]` marker.
 
 use std::time::Duration;
 
@@ -118,7 +120,9 @@ impl Hooks for HttpHooks {
                 http::origin(url_text)
             )
         })?;
-        let shown = http::without_userinfo(&url);
+        let shown = http::shown_url(&url);
+        let mut redactor = http::Redactor::new();
+        redactor.url_credentials(url.as_str());
         let timeout = hook_timeout(hook)?;
         let client = self.clients.get(hook.disable_tls.unwrap_or(false), None)?;
         let body = serde_json::to_vec(payload).map_err(|e| format!("webhook payload: {e}"))?;
@@ -143,12 +147,12 @@ impl Hooks for HttpHooks {
                         if passed {
                             return Ok(());
                         }
-                        let text = String::from_utf8_lossy(&text).into_owned();
-                        return Err(if text.trim().is_empty() {
+                        let text = http::body_text(&text);
+                        return Err(redactor.redact(&if text.is_empty() {
                             format!("POST {shown} returned {status}")
                         } else {
                             text
-                        });
+                        }));
                     }
                     if attempt >= attempts {
                         return Err(format!("POST {shown} giving up after {attempt} attempt(s)"));
@@ -157,10 +161,10 @@ impl Hooks for HttpHooks {
                 }
                 Err(e) => {
                     if attempt >= attempts || !retryable_error(&e) {
-                        return Err(format!(
+                        return Err(redactor.redact(&format!(
                             "POST {shown} giving up after {attempt} attempt(s): {}",
                             http::error_text(&e)
-                        ));
+                        )));
                     }
                     None
                 }

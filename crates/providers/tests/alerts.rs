@@ -347,6 +347,57 @@ async fn failures_are_errors_without_the_webhook_path_or_token() {
     .await;
 }
 
+/// Issue 15: a receiver that quotes the request back (its path piece by piece, the token,
+/// percent-encoded and JSON-escaped) gets none of it into the error, which is bounded.
+#[tokio::test]
+async fn an_echoing_receiver_gets_no_secret_into_the_error() {
+    bounded(LIMIT, async {
+        let server = Server::start(|r, _| Reply::new(400, common::echo_everything(r))).await;
+        let f = fixture(None);
+        f.secrets.insert(
+            "test",
+            "s",
+            [
+                (
+                    "address",
+                    format!(
+                        "{}/services/T0ABC123/B0DEF456/xoxbSecretTokenValue1?thread=key%2Fvalue9",
+                        server.url()
+                    ),
+                ),
+                ("token", "tok-abc/def+ghi".into()),
+            ],
+        );
+        f.store.insert_alert_provider(provider(
+            "p",
+            json!({"type": "slack", "secretRef": {"name": "s"}}),
+        ));
+        let e = f
+            .notifier
+            .notify(&canary(), Some(&to("p")), &alert(Severity::Error))
+            .await
+            .unwrap_err();
+        for secret in [
+            "T0ABC123",
+            "B0DEF456",
+            "xoxbSecretTokenValue1",
+            "key/value9",
+            "key%2Fvalue9",
+            "tok-abc",
+        ] {
+            assert!(!e.contains(secret), "{secret} in: {e}");
+        }
+        assert!(e.contains("[redacted]"), "{e}");
+        assert!(
+            e.len() < 2048 && e.contains("… [truncated, "),
+            "{} bytes: {e}",
+            e.len()
+        );
+        server.stop().await;
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_slow_receiver_is_cut_off_after_five_seconds() {
     bounded(LIMIT, async {

@@ -135,11 +135,10 @@ async fn gates_open_close_and_survive_a_restart() {
         let file: Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
         assert_eq!(
             file,
-            json!({"version": 1, "gates": {
-                "podinfo.test": true,
-                "rollback.podinfo.test": false,
-                "rollback.other.test": true,
-            }})
+            json!({"version": 2, "open": [
+                {"kind": "gate", "namespace": "test", "name": "podinfo"},
+                {"kind": "rollback", "namespace": "test", "name": "other"},
+            ]})
         );
 
         // A new process on the same state file answers as before.
@@ -155,6 +154,97 @@ async fn gates_open_close_and_survive_a_restart() {
         let c = Client::new(lt.local_addr());
         assert_eq!(c.post("/gate/check", &p).await.0, 403);
         lt.stop().await.unwrap();
+    })
+    .await;
+}
+
+/// Issue 15: gates are per (kind, namespace, name), never a joined string: a canary named
+/// `rollback.app` does not open the rollback gate of `app`, nor `a.b`/`c` the gate of `a`/`b.c`.
+/// Names, namespaces and commands are bounded and free of control characters.
+#[tokio::test]
+async fn gate_keys_are_unambiguous_and_payloads_bounded() {
+    bounded(LIMIT, async {
+        let lt = Loadtester::start(config(None)).await.unwrap();
+        let c = Client::new(lt.local_addr());
+        assert_eq!(
+            c.post("/gate/open", &payload("rollback.app", "test")).await.0,
+            202
+        );
+        assert_eq!(c.post("/rollback/check", &payload("app", "test")).await.0, 403);
+        assert_eq!(
+            c.post("/gate/check", &payload("rollback.app", "test")).await.0,
+            200
+        );
+        assert_eq!(c.post("/gate/open", &payload("a.b", "c")).await.0, 202);
+        assert_eq!(c.post("/gate/check", &payload("a", "b.c")).await.0, 403);
+
+        let long_name = "n".repeat(254);
+        let (status, body) = c.post("/gate/open", &payload(&long_name, "test")).await;
+        assert_eq!(status, 400);
+        assert_eq!(body, "name is 254 bytes long; at most 253 are allowed");
+        assert_eq!(
+            c.post("/gate/open", &payload(&"n".repeat(253), "test")).await.0,
+            202
+        );
+        let (status, body) = c.post("/gate/check", &payload("x", &"s".repeat(64))).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (400, "namespace is 64 bytes long; at most 63 are allowed")
+        );
+        let (status, body) = c.post("/gate/open", &payload("a\nINFO forged", "test")).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (400, "name contains a control character")
+        );
+        let mut huge = task(json!({"type": "bash", "cmd": format!("echo {}", "x".repeat(70_000))}));
+        huge["name"] = json!("podinfo");
+        let (status, body) = c.post("/", &huge).await;
+        assert_eq!(status, 400);
+        assert!(
+            body.starts_with("cmd is 70005 bytes long; at most 65536"),
+            "{body}"
+        );
+        lt.stop().await.unwrap();
+    })
+    .await;
+}
+
+/// Issue 15: `--namespace-regexp` is unanchored as in Flagger; `--anchor-namespace-regexp`
+/// matches the whole namespace.
+#[tokio::test]
+async fn the_namespace_filter_is_unanchored_unless_asked() {
+    bounded(LIMIT, async {
+        for (pattern, anchored, allowed, forbidden) in [
+            ("test", false, vec!["test", "my-test", "test-2"], vec!["prod"]),
+            (
+                "test|prod",
+                true,
+                vec!["test", "prod"],
+                vec!["my-test", "test-2", "production", "my-prod"],
+            ),
+        ] {
+            let mut cfg = config(None);
+            cfg.namespace_regexp =
+                Some(aviary_providers::loadtester::namespace_filter(pattern, anchored).unwrap());
+            let lt = Loadtester::start(cfg).await.unwrap();
+            let c = Client::new(lt.local_addr());
+            for ns in allowed {
+                assert_eq!(
+                    c.post("/gate/check", &payload("x", ns)).await.0,
+                    403,
+                    "{ns} is served"
+                );
+                assert_eq!(c.post("/gate/open", &payload("x", ns)).await.0, 202, "{ns}");
+            }
+            for ns in forbidden {
+                assert_eq!(
+                    c.post("/gate/open", &payload("x", ns)).await,
+                    (403, "Forbidden".into()),
+                    "anchored={anchored} {ns}"
+                );
+            }
+            lt.stop().await.unwrap();
+        }
     })
     .await;
 }

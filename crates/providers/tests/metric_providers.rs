@@ -240,6 +240,91 @@ async fn prometheus_no_values_matrices_and_errors_never_show_the_token() {
     .await;
 }
 
+/// Issue 15: a metric backend that quotes the request back (credential headers, basic auth and
+/// its base64, percent-encoded and JSON-escaped paths) gets none of the credentials into the
+/// error, which is bounded; for templates, for `spec.provider.headers` and for the built-in
+/// metrics' server.
+#[tokio::test]
+async fn echoing_metric_backends_get_no_credential_into_errors() {
+    bounded(LIMIT, async {
+        let server = Server::start(|r, _| Reply::new(400, common::echo_everything(r))).await;
+        let f = fixture();
+        f.secrets.insert(
+            "monitoring",
+            "basic",
+            [("username", "prom-admin"), ("password", "pr0m/pass+word")],
+        );
+        f.secrets.insert(
+            "monitoring",
+            "dd",
+            [
+                ("datadog_api_key", "dd-api-key-123"),
+                ("datadog_application_key", "dd-app-key-456"),
+            ],
+        );
+        let secrets = [
+            "prom-admin",
+            "pr0m/pass",
+            "pr0m%2Fpass",
+            "cHJvbS1hZG1pbjpwcjBtL3Bhc3Mrd29yZA",
+            "dd-api-key-123",
+            "dd-app-key-456",
+            "custom-key-789",
+            "url-user",
+            "url-pw-0123",
+            "dXJsLXVzZXI6dXJsLXB3LTAxMjM",
+        ];
+        let check = |e: MetricError| {
+            let e = e.to_string();
+            for secret in secrets {
+                assert!(!e.contains(secret), "{secret} in: {e}");
+            }
+            assert!(e.contains("[redacted]"), "{e}");
+            assert!(
+                e.len() < 4200 && e.contains("… [truncated, "),
+                "{} bytes: {e}",
+                e.len()
+            );
+        };
+        let basic = template("prometheus", &server.url(), Some("basic"), json!({}));
+        check(run(&f, &basic, "1m", "up").await.unwrap_err());
+        let dd = template(
+            "datadog",
+            &server.url(),
+            Some("dd"),
+            json!({"headers": {"X-Api-Key": ["custom-key-789"]}}),
+        );
+        check(run(&f, &dd, "1m", "avg:x").await.unwrap_err());
+        let in_address = server.url().replace("http://", "http://url-user:url-pw-0123@");
+        let userinfo = template("prometheus", &in_address, None, json!({}));
+        check(run(&f, &userinfo, "1m", "up").await.unwrap_err());
+
+        // The built-in metrics' Prometheus (spec.metricsServer) with credentials in its URL.
+        let builtins = PrometheusBuiltins::new(in_address.clone(), "kubernetes").unwrap();
+        let mut canary = canary_with(json!([{"name": "request-success-rate", "interval": "1m"}]));
+        canary.spec.metrics_server = Some(in_address);
+        let model = aviary_core::ports::MetricModel {
+            name: "podinfo".into(),
+            namespace: "test".into(),
+            target: "podinfo".into(),
+            service: "podinfo".into(),
+            ingress: "podinfo".into(),
+            route: "podinfo".into(),
+            interval: "1m".into(),
+            variables: Default::default(),
+        };
+        use aviary_core::ports::BuiltinSource as _;
+        check(
+            builtins
+                .builtin(&canary, aviary_core::ports::BuiltinMetric::SuccessRate, &model)
+                .await
+                .unwrap_err(),
+        );
+        server.stop().await;
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn prometheus_times_out_after_five_seconds() {
     bounded(LIMIT, async {

@@ -237,6 +237,43 @@ async fn passwords_in_the_url_are_not_shown() {
     .await;
 }
 
+/// Issue 15: a hook URL's password and query (a token) are neither shown nor echoed back through
+/// the response body, which is quoted bounded.
+#[tokio::test]
+async fn an_echoing_hook_gets_no_credential_into_the_error() {
+    bounded(LIMIT, async {
+        let server = Server::start(|r, _| Reply::new(400, common::echo_everything(r))).await;
+        let url = format!(
+            "http://user:hook-password@{}/gate/check?token=s3cret%2Ftok&team=ops",
+            server.addr
+        );
+        let e = hooks().call(&hook(&url, 0, None), &payload()).await.unwrap_err();
+        for secret in ["hook-password", "s3cret", "dXNlcjpob29rLXBhc3N3b3Jk"] {
+            assert!(!e.contains(secret), "{secret} in: {e}");
+        }
+        assert!(e.contains("segment gate"), "the body is still quoted: {e}");
+        assert!(
+            e.len() < 2048 && e.contains("… [truncated, "),
+            "{} bytes: {e}",
+            e.len()
+        );
+        // Nothing to quote: the URL is shown without its credentials and query.
+        let server2 = Server::always(Reply::new(404, "")).await;
+        let url = format!("http://u:pw-secret@{}/gate/check?token=s3cret", server2.addr);
+        let e = hooks().call(&hook(&url, 0, None), &payload()).await.unwrap_err();
+        assert_eq!(
+            e,
+            format!(
+                "POST http://{}/gate/check?[redacted] returned 404 Not Found",
+                server2.addr
+            )
+        );
+        server.stop().await;
+        server2.stop().await;
+    })
+    .await;
+}
+
 /// `openssl s_server` with a self-signed certificate on a free loopback port.
 struct TlsServer {
     child: std::process::Child,

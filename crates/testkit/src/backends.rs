@@ -4,8 +4,11 @@
 //!   matching the query text against scripted rules; `vector(1)` (the availability probe) is 1.
 //! - [`FakeWebhook`]: a webhook receiver that records every POST and answers with a scripted
 //!   status per path (200 by default).
+//! - [`EchoServer`]: a careless upstream that quotes each request back in its answer
+//!   ([`echo_text`]: path, query and headers, as sent, percent-encoded and JSON-escaped), for
+//!   tests that credentials never come back out of aviary.
 //!
-//! Both listen on 127.0.0.1 with an ephemeral port and stop when dropped.
+//! All listen on 127.0.0.1 with an ephemeral port and stop when dropped.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::http::{StatusCode, Uri};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use serde_json::{Value, json};
@@ -276,9 +279,148 @@ async fn hook(State(state): State<Arc<Mutex<HookState>>>, uri: Uri, body: Bytes)
     (StatusCode::from_u16(code).unwrap_or(StatusCode::OK), "").into_response()
 }
 
+/// A request quoted back in every form a credential in it could take: the path whole and
+/// segment by segment, the query, every header, the path percent-encoded and everything again
+/// as JSON (which escapes `/` in some encoders: both are written), then 8 KiB of padding so that
+/// the answer is longer than any error text should quote.
+pub fn echo_text(path: &str, query: &str, headers: &HeaderMap) -> String {
+    let mut parts = vec![format!("path {path}"), format!("query {query}")];
+    parts.extend(path.split('/').map(|s| format!("segment {s}")));
+    let mut named = serde_json::Map::new();
+    for (name, value) in headers {
+        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        parts.push(format!("header {name}: {value}"));
+        named.insert(name.to_string(), Value::String(value));
+    }
+    let encoded: String = path
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    parts.push(format!("encoded {encoded}"));
+    let json = json!({"path": path, "query": query, "headers": named}).to_string();
+    parts.push(format!("json {}", json.replace('/', "\\/")));
+    parts.push(format!("json {json}"));
+    parts.push("x".repeat(8192));
+    parts.join("\n")
+}
+
+/// One request received by an [`EchoServer`].
+#[derive(Debug, Clone)]
+pub struct EchoedRequest {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub headers: HeaderMap,
+}
+
+#[derive(Debug, Default)]
+struct EchoState {
+    requests: Vec<EchoedRequest>,
+    status: u16,
+    /// Fixed answers by path: (status, body).
+    replies: HashMap<String, (u16, String)>,
+}
+
+/// A careless upstream: answers every request with its status (500 unless set) and the request
+/// quoted back ([`echo_text`]), except for paths given a fixed reply; records every request.
+pub struct EchoServer {
+    url: String,
+    state: Arc<Mutex<EchoState>>,
+    cancel: CancellationToken,
+}
+
+impl EchoServer {
+    /// Starts answering `status` with the echo.
+    pub async fn start(status: u16) -> Result<Self> {
+        let state = Arc::new(Mutex::new(EchoState {
+            status,
+            ..EchoState::default()
+        }));
+        let router = Router::new()
+            .route("/{*path}", any(echo))
+            .route("/", any(echo))
+            .with_state(state.clone());
+        let (addr, cancel) = serve(router).await?;
+        Ok(Self {
+            url: format!("http://{addr}"),
+            state,
+            cancel,
+        })
+    }
+
+    /// Base URL (`http://127.0.0.1:PORT`); any path is accepted.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Requests to `path` get `status` and `body` instead of the echo.
+    pub fn set_reply(&self, path: &str, status: u16, body: &str) {
+        lock(&self.state)
+            .replies
+            .insert(path.to_string(), (status, body.to_string()));
+    }
+
+    /// Every request so far.
+    pub fn requests(&self) -> Vec<EchoedRequest> {
+        lock(&self.state).requests.clone()
+    }
+}
+
+impl Drop for EchoServer {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+async fn echo(State(state): State<Arc<Mutex<EchoState>>>, req: axum::extract::Request) -> Response {
+    let (parts, _) = req.into_parts();
+    let path = parts.uri.path().to_string();
+    let query = parts.uri.query().unwrap_or_default().to_string();
+    let mut s = lock(&state);
+    s.requests.push(EchoedRequest {
+        method: parts.method.to_string(),
+        path: path.clone(),
+        query: query.clone(),
+        headers: parts.headers.clone(),
+    });
+    let (status, body) = match s.replies.get(&path) {
+        Some(reply) => reply.clone(),
+        None => (s.status, echo_text(&path, &query, &parts.headers)),
+    };
+    (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        body,
+    )
+        .into_response()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn echoes_quote_every_form() {
+        let mut headers = HeaderMap::new();
+        headers.insert("authorization", "Bearer tok/1".parse().unwrap());
+        let text = echo_text("/services/T1/secret", "k=v%2F1", &headers);
+        for needle in [
+            "path /services/T1/secret",
+            "segment secret",
+            "query k=v%2F1",
+            "header authorization: Bearer tok/1",
+            "encoded %2Fservices%2FT1%2Fsecret",
+            r#"\/services\/T1\/secret"#,
+            r#""authorization":"Bearer tok/1""#,
+        ] {
+            assert!(text.contains(needle), "{needle} not in {text}");
+        }
+    }
 
     #[test]
     fn form_decoding() {

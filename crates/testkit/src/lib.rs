@@ -1,22 +1,24 @@
-//! Dev-only test helpers and doubles for aviary, written once for every crate's tests. Nothing
-//! here runs in production.
+//! Dev-only test support for aviary, written once for every crate's tests. Nothing here runs in
+//! production.
 //!
 //! Module map:
-//! - [`apiserver`]: a fake Kubernetes API server (a test double, not a cluster) that kube-rs and
-//!   the real `kubectl` talk to over plain HTTP; also the `fake-apiserver` binary.
-//!   - `store`: objects, resourceVersions, watch history, write semantics;
-//!   - `resources`: built-in kinds and CRD → resource type conversion;
-//!   - `http`: REST routing, content negotiation, lists and watch streams;
-//!   - `discovery`: `/version`, `/api`, `/apis`, OpenAPI stubs;
-//!   - `table`: server-side tables for `kubectl get` (printer columns, JSONPath);
-//!   - `patch`: merge, JSON and strategic merge patches;
-//!   - `selector`: label and field selectors;
-//!   - `proto`: the few protobuf request bodies kubectl sends (`kubectl create namespace`);
-//!   - `simulators`: Deployment, Knative and HTTPRoute controllers.
+//! - [`control_plane`]: the real Kubernetes control plane on loopback — etcd, kube-apiserver and
+//!   kube-controller-manager built from the Go module proxy (`tests/control-plane`) — with its
+//!   certificates, kubeconfigs and supervised processes.
+//! - [`cluster`]: [`Cluster`], the control plane with the upstream test CRDs and the stand-ins;
+//!   shared per test binary, namespaces and identities for tests.
+//! - [`standins`]: test-side stand-ins for controllers the control plane lacks: a kubelet (pods
+//!   Ready), Knative Serving's revision controller, a gateway that accepts HTTPRoutes.
+//! - [`crds`]: the upstream Knative, Gateway API and Istio CRDs, and installing CRDs.
+//! - [`kubectl`]: finding the real `kubectl` for tests (or skipping/failing clearly).
+//! - [`objects`]: [`Objects`], untyped objects by apiVersion + kind as JSON, with waits.
+//! - [`proxy`]: [`FaultProxy`], an HTTP proxy in front of the API server that injects errors,
+//!   delays and dropped watches.
 //! - [`backends`]: scriptable HTTP doubles for the analysis: a Prometheus-compatible query
-//!   endpoint ([`FakePrometheus`]) and a webhook receiver ([`FakeWebhook`]).
-//! - [`etcd`]: real etcd processes on loopback ports ([`LocalEtcd`](etcd::LocalEtcd)), one or
-//!   several members, killed on drop.
+//!   endpoint ([`FakePrometheus`]), a webhook receiver ([`FakeWebhook`]) and a careless upstream
+//!   that quotes requests back ([`EchoServer`]).
+//! - [`etcd`]: etcd processes on loopback ports for the coordinator's tests
+//!   ([`LocalEtcd`](etcd::LocalEtcd)), one or several members, killed on drop.
 //! - [`net`]: loopback ports, `curl`; [`wait`]: polling a condition; [`logs`]: tracing in the
 //!   test output.
 //! - [`process`]: child processes killed on drop, captured logs, process trees (orphans).
@@ -26,19 +28,29 @@
 //! - [`bench`]: command-line flags of the benchmark harnesses.
 //! - [`error`]: the crate's [`Error`].
 
-pub mod apiserver;
 pub mod aviary;
 pub mod backends;
 pub mod bench;
+pub mod cluster;
+pub mod control_plane;
+pub mod crds;
 pub mod error;
 pub mod etcd;
+pub mod kubectl;
 pub mod logs;
 pub mod manifests;
 pub mod net;
+pub mod objects;
 pub mod process;
+pub mod proxy;
+pub mod standins;
 pub mod traffic;
 pub mod wait;
 
-pub use apiserver::{FakeApiServer, NEVER_READY_ANNOTATION, Options, SimulatorConfig, Store};
-pub use backends::{FakePrometheus, FakeWebhook, WebhookCall};
+pub use backends::{EchoServer, EchoedRequest, FakePrometheus, FakeWebhook, WebhookCall};
+pub use cluster::Cluster;
+pub use control_plane::{ControlPlane, Identity};
 pub use error::{Error, Result};
+pub use objects::Objects;
+pub use proxy::{FaultProxy, Matcher};
+pub use standins::{GATEWAY_CONTROLLER_NAME, NEVER_READY_ANNOTATION, StandIns};

@@ -1,12 +1,14 @@
-//! Shared by the kube_* tests: a fake API server with Flagger's CRDs, a scripted Prometheus, a
-//! webhook receiver, and `aviary_agent::kube::run` started in-process against them.
+//! Shared by the kube_* tests: the test binary's real control plane (with Flagger's CRDs), a
+//! namespace per test, a scripted Prometheus, a webhook receiver, and `aviary_agent::kube::run`
+//! started in-process, watching only the test's namespace.
 
 #![allow(dead_code, unreachable_pub)]
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use aviary_agent::config::{AgentConfig, GlobalNotifier, PlatformConfig};
-use aviary_testkit::{FakeApiServer, FakePrometheus, FakeWebhook, Options, SimulatorConfig};
+use aviary_testkit::{Cluster, FakePrometheus, FakeWebhook, Objects};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -14,50 +16,68 @@ use tokio::task::JoinHandle;
 pub const CANARY_API: &str = "flagger.app/v1beta1";
 
 pub struct Env {
-    pub server: FakeApiServer,
+    pub cluster: &'static Cluster,
+    pub ns: String,
+    pub objects: Objects,
     pub prom: FakePrometheus,
     pub hooks: FakeWebhook,
     pub dir: tempfile::TempDir,
+    /// The kubeconfig the agent uses (admin unless a test says otherwise).
+    pub kubeconfig: PathBuf,
     /// The fleet coordinator the agent links to, if any.
     pub coordinator: Option<String>,
     agent: Option<(oneshot::Sender<()>, JoinHandle<aviary_agent::Result<()>>)>,
 }
 
+pub fn flagger_crds() -> Vec<Value> {
+    aviary_api::crd::flagger_crds()
+        .into_iter()
+        .map(|c| serde_json::to_value(c).unwrap())
+        .collect()
+}
+
 impl Env {
-    pub async fn start() -> Self {
-        Self::start_with(None).await
+    /// The shared cluster, namespace `name`, and an agent running as admin.
+    pub async fn start(name: &str) -> Self {
+        Self::start_with(name, None).await
     }
 
     /// Like [`Env::start`], with the agent linked to a coordinator.
-    pub async fn start_with(coordinator: Option<String>) -> Self {
-        let options = Options {
-            simulators: SimulatorConfig {
-                delay: Duration::from_millis(30),
-                ..SimulatorConfig::default()
-            },
-            ..Options::default()
-        };
-        let server = FakeApiServer::start_with(options)
+    pub async fn start_with(name: &str, coordinator: Option<String>) -> Self {
+        let mut env = Self::without_agent(name, coordinator).await;
+        env.start_agent();
+        env
+    }
+
+    /// The shared cluster and namespace `name`; no agent yet.
+    pub async fn without_agent(name: &str, coordinator: Option<String>) -> Self {
+        let cluster = Cluster::shared().await;
+        Self::on(cluster, name, coordinator).await
+    }
+
+    /// Namespace `name` on `cluster` (with Flagger's CRDs); no agent yet.
+    pub async fn on(cluster: &'static Cluster, name: &str, coordinator: Option<String>) -> Self {
+        cluster
+            .install_crds(&flagger_crds())
             .await
-            .expect("fake API server starts");
-        for crd in aviary_api::crd::flagger_crds() {
-            server.store().create(serde_json::to_value(crd).unwrap()).unwrap();
-        }
+            .expect("Flagger's CRDs install");
+        let ns = cluster.namespace(name).await.expect("a test namespace");
+        let objects = cluster.objects().await.unwrap();
         let dir = tempfile::tempdir().unwrap();
-        server.write_kubeconfig(dir.path().join("kubeconfig")).unwrap();
         let prom = FakePrometheus::start().await.unwrap();
         prom.set_default(Some(100.0));
         let hooks = FakeWebhook::start().await.unwrap();
-        let mut env = Self {
-            server,
+        Self {
+            cluster,
+            ns,
+            objects,
             prom,
             hooks,
+            kubeconfig: cluster.admin_kubeconfig(),
             dir,
             coordinator,
             agent: None,
-        };
-        env.start_agent();
-        env
+        }
     }
 
     pub fn config(&self) -> AgentConfig {
@@ -73,10 +93,10 @@ impl Env {
             event_webhook: None,
             notifier: GlobalNotifier::default(),
             platform: PlatformConfig::Kube {
-                kubeconfig: Some(self.dir.path().join("kubeconfig")),
-                namespace: None,
+                kubeconfig: Some(self.kubeconfig.clone()),
+                namespace: Some(self.ns.clone()),
                 leader_election: false,
-                leader_election_namespace: "kube-system".into(),
+                leader_election_namespace: self.ns.clone(),
             },
         }
     }
@@ -87,6 +107,11 @@ impl Env {
             let _ = rx.await;
         }));
         self.agent = Some((tx, task));
+    }
+
+    /// True while the agent task runs (it has not returned or panicked).
+    pub fn agent_running(&self) -> bool {
+        self.agent.as_ref().is_some_and(|(_, t)| !t.is_finished())
     }
 
     pub async fn stop_agent(&mut self) {
@@ -100,34 +125,49 @@ impl Env {
         }
     }
 
-    pub fn create(&self, obj: Value) -> Value {
-        self.server.store().create(obj).unwrap()
+    /// `text` with `namespace: test` pointing at this test's namespace.
+    pub fn yaml(&self, text: &str) -> Value {
+        let text = text.replace("namespace: test", &format!("namespace: {}", self.ns));
+        serde_yaml_ng::from_str(&text).unwrap()
     }
 
-    pub fn create_yaml(&self, yaml: &str) -> Value {
-        self.create(serde_yaml_ng::from_str(yaml).unwrap())
+    /// `text` with `.test` (Flagger's `name.namespace`) naming this test's namespace.
+    pub fn msg(&self, text: &str) -> String {
+        text.replace(".test", &format!(".{}", self.ns))
     }
 
-    pub fn get(&self, api_version: &str, kind: &str, name: &str) -> Option<Value> {
-        self.server.store().get(api_version, kind, Some("test"), name)
+    /// Creates an object in this test's namespace.
+    pub async fn create(&self, mut obj: Value) -> Value {
+        obj["metadata"]["namespace"] = json!(self.ns);
+        self.objects.create(obj).await.unwrap()
     }
 
-    pub fn canary(&self, name: &str) -> Value {
-        self.get(CANARY_API, "Canary", name).unwrap()
+    pub async fn create_yaml(&self, yaml: &str) -> Value {
+        self.create(self.yaml(yaml)).await
+    }
+
+    pub async fn get(&self, api_version: &str, kind: &str, name: &str) -> Option<Value> {
+        self.objects
+            .get(api_version, kind, Some(&self.ns), name)
+            .await
+            .unwrap()
+    }
+
+    pub async fn canary(&self, name: &str) -> Value {
+        self.get(CANARY_API, "Canary", name).await.unwrap()
     }
 
     /// Waits for the canary's phase, failing with its status and recent events.
     pub async fn wait_phase(&self, name: &str, phase: &str, timeout: Duration) -> Value {
         match self
-            .server
-            .store()
-            .wait_for(CANARY_API, "Canary", Some("test"), name, timeout, |c| {
+            .objects
+            .wait_for(CANARY_API, "Canary", Some(&self.ns), name, timeout, |c| {
                 c["status"]["phase"] == phase
             })
             .await
         {
             Ok(c) => c,
-            Err(e) => panic!("{e}\nevents:\n{}", self.event_messages(name).join("\n")),
+            Err(e) => panic!("{e}\nevents:\n{}", self.event_messages(name).await.join("\n")),
         }
     }
 
@@ -138,14 +178,13 @@ impl Env {
         name: &str,
         pred: impl Fn(&Value) -> bool,
     ) -> Value {
-        self.server
-            .store()
+        self.objects
             .wait_for(
                 api_version,
                 kind,
-                Some("test"),
+                Some(&self.ns),
                 name,
-                Duration::from_secs(20),
+                Duration::from_secs(30),
                 pred,
             )
             .await
@@ -153,23 +192,13 @@ impl Env {
     }
 
     /// `Type: message` of the events about a canary, oldest first.
-    pub fn event_messages(&self, canary: &str) -> Vec<String> {
-        let mut events: Vec<Value> = self
-            .server
-            .store()
-            .list("v1", "Event", Some("test"))
+    pub async fn event_messages(&self, canary: &str) -> Vec<String> {
+        self.objects
+            .events(&self.ns)
+            .await
+            .unwrap_or_default()
             .into_iter()
             .filter(|e| e["involvedObject"]["name"] == canary && e["involvedObject"]["kind"] == "Canary")
-            .collect();
-        events.sort_by_key(|e| {
-            e["metadata"]["resourceVersion"]
-                .as_str()
-                .unwrap_or("0")
-                .parse::<u64>()
-                .unwrap_or(0)
-        });
-        events
-            .iter()
             .map(|e| {
                 format!(
                     "{}: {}",
@@ -180,27 +209,35 @@ impl Env {
             .collect()
     }
 
-    pub fn has_event(&self, canary: &str, text: &str) -> bool {
-        self.event_messages(canary).iter().any(|m| m.contains(text))
+    pub async fn has_event(&self, canary: &str, text: &str) -> bool {
+        let text = self.msg(text);
+        self.event_messages(canary)
+            .await
+            .iter()
+            .any(|m| m.contains(&text))
     }
 
-    /// Waits (bounded) for an event containing `text`.
+    /// Waits (bounded) for an event containing `text` (`.test` names this test's namespace).
     pub async fn wait_event(&self, canary: &str, text: &str) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while !self.has_event(canary, text) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !self.has_event(canary, text).await {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "no event {text:?} on {canary}; events:\n{}",
-                self.event_messages(canary).join("\n")
+                self.event_messages(canary).await.join("\n")
             );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
-    pub fn set_image(&self, name: &str, image: &str) {
-        let mut d = self.get("apps/v1", "Deployment", name).unwrap();
-        d["spec"]["template"]["spec"]["containers"][0]["image"] = json!(image);
-        self.server.store().upsert(d).unwrap();
+    /// Sets the image of the Deployment's first container (read-modify-write, like `kubectl set image`).
+    pub async fn set_image(&self, name: &str, image: &str) {
+        self.objects
+            .update("apps/v1", "Deployment", Some(&self.ns), name, |d| {
+                d["spec"]["template"]["spec"]["containers"][0]["image"] = json!(image);
+            })
+            .await
+            .unwrap();
     }
 }
 
@@ -217,7 +254,7 @@ impl Drop for Env {
 pub fn deployment(name: &str, image: &str) -> Value {
     json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": name, "namespace": "test"},
+        "metadata": {"name": name},
         "spec": {
             "replicas": 2,
             "selector": {"matchLabels": {"app": name}},
@@ -227,4 +264,128 @@ pub fn deployment(name: &str, image: &str) -> Value {
             },
         },
     })
+}
+
+/// The repository's deploy/rbac manifests, as one agent in namespace `ns` gets them: the
+/// ServiceAccount `aviary-agent` in `ns`, the ClusterRole (renamed `aviary-agent-NS`, so tests do
+/// not share it) and its binding. Rules are exactly the committed ones.
+pub fn agent_rbac(ns: &str) -> Vec<Value> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/rbac");
+    let read = |f: &str| -> Value {
+        serde_yaml_ng::from_str(&std::fs::read_to_string(dir.join(f)).unwrap()).unwrap()
+    };
+    let role_name = format!("aviary-agent-{ns}");
+    let mut sa = read("service-account.yaml");
+    sa["metadata"]["namespace"] = json!(ns);
+    let mut role = read("cluster-role.yaml");
+    role["metadata"]["name"] = json!(role_name);
+    let mut binding = read("cluster-role-binding.yaml");
+    binding["metadata"]["name"] = json!(role_name);
+    binding["roleRef"]["name"] = json!(role_name);
+    binding["subjects"][0]["namespace"] = json!(ns);
+    vec![sa, role, binding]
+}
+
+impl Env {
+    /// Binds deploy/rbac to ServiceAccount `aviary-agent` in this namespace and points the agent
+    /// (started later) at a kubeconfig with that ServiceAccount's token. Returns the user name
+    /// the API server's audit log records for it.
+    pub async fn run_agent_as_service_account(&mut self) -> String {
+        for obj in agent_rbac(&self.ns) {
+            self.objects.create(obj).await.unwrap();
+        }
+        let path = self.dir.path().join("agent.kubeconfig");
+        self.cluster
+            .service_account_kubeconfig(&self.ns, "aviary-agent", &path)
+            .await
+            .unwrap();
+        self.kubeconfig = path;
+        format!("system:serviceaccount:{}:aviary-agent", self.ns)
+    }
+
+    /// Changes the agent's ClusterRole (from [`Env::run_agent_as_service_account`]).
+    pub async fn edit_agent_role(&self, change: impl FnMut(&mut Value)) {
+        self.objects
+            .update(
+                "rbac.authorization.k8s.io/v1",
+                "ClusterRole",
+                None,
+                &format!("aviary-agent-{}", self.ns),
+                change,
+            )
+            .await
+            .unwrap();
+    }
+
+    /// The audit events (verb, resource, code) of `user`'s requests, as the API server logged them.
+    pub fn audit(&self, user: &str) -> Vec<Value> {
+        self.cluster.control_plane().audit_events(user)
+    }
+}
+
+/// `verb resource[/subresource] -> code` of an audit event, for messages.
+pub fn audit_line(e: &Value) -> String {
+    let o = &e["objectRef"];
+    let sub = o["subresource"]
+        .as_str()
+        .map(|s| format!("/{s}"))
+        .unwrap_or_default();
+    format!(
+        "{} {}{sub} {} -> {}",
+        e["verb"].as_str().unwrap_or(""),
+        o["resource"].as_str().unwrap_or(""),
+        o["name"].as_str().unwrap_or(""),
+        e["responseStatus"]["code"]
+    )
+}
+
+impl Env {
+    /// Puts a fault-injecting proxy between the agent (started later) and the API server; the
+    /// proxy forwards with the identity of the agent's current kubeconfig.
+    pub async fn run_agent_through_proxy(&mut self) -> aviary_testkit::FaultProxy {
+        let upstream = aviary_testkit::control_plane::kubeconfig::client(&self.kubeconfig)
+            .await
+            .unwrap();
+        let proxy = aviary_testkit::FaultProxy::start(upstream).await.unwrap();
+        let path = self.dir.path().join("proxy.kubeconfig");
+        proxy.write_kubeconfig(&path, &self.ns).unwrap();
+        self.kubeconfig = path;
+        proxy
+    }
+}
+
+/// A gatewayapi:v1 Canary `test/podinfo` for Deployment `podinfo` whose analysis is `analysis`
+/// (YAML lines indented by four spaces) plus a load-test webhook to `hooks`.
+pub fn gatewayapi_canary(hooks: &str, analysis: &str) -> String {
+    format!(
+        r#"
+apiVersion: flagger.app/v1beta1
+kind: Canary
+metadata: {{name: podinfo, namespace: test}}
+spec:
+  provider: gatewayapi:v1
+  targetRef: {{apiVersion: apps/v1, kind: Deployment, name: podinfo}}
+  progressDeadlineSeconds: 120
+  service:
+    port: 9898
+    gatewayRefs: [{{name: gw, namespace: gateways}}]
+  analysis:
+{analysis}
+    webhooks:
+    - name: load-test
+      url: {hooks}/load
+      timeout: 5s
+      metadata: {{type: cmd, cmd: "hey -z 1m -q 10 -c 2 http://podinfo-canary.test:9898/"}}
+"#
+    )
+}
+
+/// Analysis lines for [`gatewayapi_canary`]: every second, two failed checks roll back, weight
+/// steps of `step` up to `max`, and Flagger's built-in success rate (≥ 99%) when `success_rate`.
+pub fn weighted_analysis(max: u32, step: u32, success_rate: bool) -> String {
+    let mut a = format!("    interval: 1s\n    threshold: 2\n    maxWeight: {max}\n    stepWeight: {step}");
+    if success_rate {
+        a.push_str("\n    metrics:\n    - name: request-success-rate\n      thresholdRange: {min: 99}\n      interval: 1m");
+    }
+    a
 }

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use aviary_providers::loadtester::{Config, Loadtester, Regex};
+use aviary_providers::loadtester::{Config, Loadtester, namespace_filter};
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
@@ -25,9 +25,14 @@ pub(crate) struct Args {
     timeout: Duration,
 
     /// Serve only payloads whose namespace matches this regular expression; others get
-    /// 403 Forbidden (e.g. `^(test|staging)$`).
-    #[arg(long, value_name = "REGEX", value_parser = parse_regex)]
-    namespace_regexp: Option<Regex>,
+    /// 403 Forbidden. Unanchored as in Flagger: `test` also matches `test-2` and `my-test`;
+    /// write `^(test|staging)$` or add --anchor-namespace-regexp.
+    #[arg(long, value_name = "REGEX")]
+    namespace_regexp: Option<String>,
+
+    /// Match --namespace-regexp against the whole namespace (as `^(?:REGEX)$`).
+    #[arg(long, requires = "namespace_regexp")]
+    anchor_namespace_regexp: bool,
 
     /// Persist the gates (`/gate/*`, `/rollback/*`) in this JSON file, written atomically on
     /// every change and reloaded on start, so approvals survive a restart. Without it the gates
@@ -49,16 +54,23 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-fn parse_regex(s: &str) -> Result<Regex, String> {
-    Regex::new(s).map_err(|e| format!("not a regular expression: {e}"))
-}
-
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     super::init_logs(&args.log_level)?;
+    let namespace_regexp = args
+        .namespace_regexp
+        .as_deref()
+        .map(|re| namespace_filter(re, args.anchor_namespace_regexp))
+        .transpose()
+        .with_context(|| {
+            format!(
+                "--namespace-regexp {:?} is not a regular expression",
+                args.namespace_regexp.as_deref().unwrap_or_default()
+            )
+        })?;
     let config = Config {
         listen: SocketAddr::new(args.host, args.port),
         timeout: args.timeout,
-        namespace_regexp: args.namespace_regexp,
+        namespace_regexp,
         state_file: args.state_file,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -9,6 +9,15 @@
 //! HTTP/1.0, Upgrade, CONNECT, `Expect`, a head it cannot parse, mirroring a body it would have
 //! to decode) hands the connection, with the bytes already read, to the general hyper path,
 //! which serves it from then on.
+//!
+//! Bodies pass through as received, so the router must frame them exactly as any backend would:
+//! a request that a lenient backend could read differently (Content-Length together with
+//! Transfer-Encoding; a chunk size without digits; a control character, bare LF included, in a
+//! chunk extension or a trailer; a line not ended by CRLF) is answered 400 and its connection
+//! closed, before its body reaches a backend ([`ChunkScanner`]). Heads are parsed by httparse
+//! (no obs-fold, no space before the colon: those go to hyper, which refuses them) and sent to
+//! the backend re-serialized. A response with conflicting or unreadable `Content-Length`s is
+//! answered 502 instead of being passed on.
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -67,6 +76,9 @@ enum Exit {
     Fallback,
     /// Close it (peer gone, protocol error, or `Connection: close`).
     Close,
+    /// Answer 400 with this reason, then close: a request whose framing a backend could read
+    /// differently (request smuggling).
+    Reject(&'static str),
 }
 
 impl From<io::Error> for Exit {
@@ -219,7 +231,11 @@ impl View<'_> {
             return Err(Exit::Fallback);
         }
         let framing = match (chunked, length) {
-            (true, Some(_)) => return Err(Exit::Fallback),
+            // RFC 9112 §6.3 lets a server go by Transfer-Encoding here; refusing is safer
+            // than hoping every backend does the same.
+            (true, Some(_)) => {
+                return Err(Exit::Reject("Content-Length and Transfer-Encoding together"));
+            }
             (true, None) => Framing::Chunked,
             (false, Some(0) | None) => Framing::Empty,
             (false, Some(n)) => Framing::Length(n),
@@ -245,26 +261,54 @@ fn parse_length(value: &[u8]) -> Option<u64> {
 }
 
 /// Finds the end of a chunked body while its bytes are passed through unchanged.
+///
+/// The bytes go to the backend as they are, so the scanner must read them exactly as any
+/// backend would, or a request could hide another one in what one side takes for a chunk and the
+/// other for a new message (request smuggling). It is therefore strict (RFC 9112 §7.1): a chunk
+/// size is at least one hex digit, optionally followed by spaces or tabs; an extension holds no
+/// control character but tab (a bare LF, NUL, DEL, …); every line ends with CRLF; a trailer
+/// line is `name:value` with a token name (no obs-fold). Extensions and trailers are bounded.
 #[derive(Debug, Default)]
 struct ChunkScanner {
     state: ChunkState,
     size: u64,
+    /// Hex digits of the current size line.
+    digits: u32,
+    /// Extension and trailer bytes of the whole body.
+    extra: usize,
 }
+
+/// Most extension and trailer bytes a chunked body may carry (hyper allows 16 KiB of
+/// extensions).
+const MAX_CHUNK_EXTRA: usize = 16 * 1024;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 enum ChunkState {
     #[default]
     Size,
+    /// Spaces or tabs after the size.
+    SizeWhitespace,
     Extension,
     SizeLf,
     Data,
     DataCr,
     DataLf,
     TrailerStart,
-    TrailerLine,
+    TrailerName,
+    TrailerValue,
     TrailerLf,
     FinalLf,
     Done,
+}
+
+/// RFC 9110 `tchar`.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// A byte of a chunk extension or a field value: tab, visible ASCII, space, or obs-text.
+fn is_field_byte(b: u8) -> bool {
+    b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80
 }
 
 impl ChunkScanner {
@@ -272,10 +316,21 @@ impl ChunkScanner {
         self.state == ChunkState::Done
     }
 
+    /// Counts an extension or trailer byte against [`MAX_CHUNK_EXTRA`].
+    fn extra_byte(&mut self) -> bool {
+        self.extra += 1;
+        self.extra <= MAX_CHUNK_EXTRA
+    }
+
     /// Consumes the body's bytes at the start of `input` and returns how many there were (the
     /// rest belongs to the next message once [`ChunkScanner::done`]).
     fn scan(&mut self, input: &[u8]) -> io::Result<usize> {
-        let bad = || io::Error::new(io::ErrorKind::InvalidData, "invalid chunked encoding");
+        let bad = |what: &str| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("invalid chunked encoding: {what}"),
+            )
+        };
         let mut i = 0;
         while i < input.len() && self.state != ChunkState::Done {
             let b = input[i];
@@ -283,25 +338,39 @@ impl ChunkScanner {
                 ChunkState::Size => match b {
                     b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
                         let digit = u64::from((b as char).to_digit(16).unwrap_or(0) as u8);
+                        self.digits += 1;
                         self.size = self
                             .size
                             .checked_mul(16)
                             .and_then(|s| s.checked_add(digit))
-                            .ok_or_else(bad)?;
+                            .ok_or_else(|| bad("chunk size too large"))?;
                     }
-                    b';' | b' ' | b'\t' => self.state = ChunkState::Extension,
+                    _ if self.digits == 0 => return Err(bad("chunk size missing")),
+                    b' ' | b'\t' => self.state = ChunkState::SizeWhitespace,
+                    b';' => self.state = ChunkState::Extension,
                     b'\r' => self.state = ChunkState::SizeLf,
-                    _ => return Err(bad()),
+                    _ => return Err(bad("unexpected byte in chunk size")),
+                },
+                ChunkState::SizeWhitespace => match b {
+                    b' ' | b'\t' => {}
+                    b';' => self.state = ChunkState::Extension,
+                    b'\r' => self.state = ChunkState::SizeLf,
+                    _ => return Err(bad("unexpected byte after chunk size")),
                 },
                 ChunkState::Extension => {
                     if b == b'\r' {
                         self.state = ChunkState::SizeLf;
+                    } else if !is_field_byte(b) {
+                        return Err(bad("control character in chunk extension"));
+                    } else if !self.extra_byte() {
+                        return Err(bad("chunk extensions too long"));
                     }
                 }
                 ChunkState::SizeLf => {
                     if b != b'\n' {
-                        return Err(bad());
+                        return Err(bad("chunk size line not ended by CRLF"));
                     }
+                    self.digits = 0;
                     self.state = if self.size == 0 {
                         ChunkState::TrailerStart
                     } else {
@@ -319,37 +388,54 @@ impl ChunkScanner {
                 }
                 ChunkState::DataCr => {
                     if b != b'\r' {
-                        return Err(bad());
+                        return Err(bad("chunk data not followed by CRLF"));
                     }
                     self.state = ChunkState::DataLf;
                 }
                 ChunkState::DataLf => {
                     if b != b'\n' {
-                        return Err(bad());
+                        return Err(bad("chunk data not followed by CRLF"));
                     }
                     self.state = ChunkState::Size;
                 }
                 ChunkState::TrailerStart => {
-                    self.state = if b == b'\r' {
-                        ChunkState::FinalLf
-                    } else {
-                        ChunkState::TrailerLine
+                    self.state = match b {
+                        b'\r' => ChunkState::FinalLf,
+                        b if is_tchar(b) => ChunkState::TrailerName,
+                        _ => return Err(bad("invalid trailer line")),
                     };
+                    if self.state == ChunkState::TrailerName && !self.extra_byte() {
+                        return Err(bad("trailers too long"));
+                    }
                 }
-                ChunkState::TrailerLine => {
+                ChunkState::TrailerName => {
+                    match b {
+                        b':' => self.state = ChunkState::TrailerValue,
+                        b if is_tchar(b) => {}
+                        _ => return Err(bad("invalid trailer name")),
+                    }
+                    if !self.extra_byte() {
+                        return Err(bad("trailers too long"));
+                    }
+                }
+                ChunkState::TrailerValue => {
                     if b == b'\r' {
                         self.state = ChunkState::TrailerLf;
+                    } else if !is_field_byte(b) {
+                        return Err(bad("control character in a trailer"));
+                    } else if !self.extra_byte() {
+                        return Err(bad("trailers too long"));
                     }
                 }
                 ChunkState::TrailerLf => {
                     if b != b'\n' {
-                        return Err(bad());
+                        return Err(bad("trailer line not ended by CRLF"));
                     }
                     self.state = ChunkState::TrailerStart;
                 }
                 ChunkState::FinalLf => {
                     if b != b'\n' {
-                        return Err(bad());
+                        return Err(bad("chunked body not ended by CRLF"));
                     }
                     self.state = ChunkState::Done;
                 }
@@ -437,7 +523,14 @@ impl ClientConn {
                 raw: &self.buf[..head_len],
                 head: &self.head,
             };
-            let (framing, client_close) = view.request_semantics()?;
+            let (framing, client_close) = match view.request_semantics() {
+                Ok(semantics) => semantics,
+                Err(Exit::Reject(why)) => {
+                    let error = io::Error::new(io::ErrorKind::InvalidData, why);
+                    return Err(self.reject_body(worker, Backend::Primary, &error).await);
+                }
+                Err(exit) => return Err(exit),
+            };
             let decision = {
                 let routes = worker.shared.routes.load();
                 routes.decide(&view, &mut rand::rng())
@@ -515,7 +608,10 @@ impl ClientConn {
                     remaining = n - now as u64;
                 }
                 Framing::Chunked => {
-                    let now = scanner.scan(&self.buf[..self.buf.len().min(READ_CHUNK)])?;
+                    let now = match scanner.scan(&self.buf[..self.buf.len().min(READ_CHUNK)]) {
+                        Ok(now) => now,
+                        Err(error) => return Err(self.reject_body(worker, backend, &error).await),
+                    };
                     self.out.extend_from_slice(&self.buf[..now]);
                     self.buf.advance(now);
                 }
@@ -560,22 +656,19 @@ impl ClientConn {
                         .await
                     }
                 };
-                copied?;
+                if let Err(error) = copied {
+                    if error.kind() == io::ErrorKind::InvalidData {
+                        return Err(self.reject_body(worker, backend, &error).await);
+                    }
+                    return Err(Exit::Close);
+                }
             }
 
             // The response: interim 1xx heads are passed on, then the final head and body.
             let (status, response_framing, backend_close, head_len) = loop {
                 let len = match read_response_head(&mut backend_conn, &mut self.response_head).await {
                     Ok(len) => len,
-                    Err(error) => {
-                        worker
-                            .shared
-                            .record(backend, StatusCode::BAD_GATEWAY, start, false);
-                        let message = format!("{}: {backend} backend {addr}: {error}\n", worker.shared.what);
-                        self.respond_error(StatusCode::BAD_GATEWAY, backend, &message, true)
-                            .await?;
-                        return Err(Exit::Close);
-                    }
+                    Err(error) => return Err(self.bad_gateway(worker, backend, addr, start, &error).await),
                 };
                 let status = self.response_head.status;
                 if (100..200).contains(&status) {
@@ -588,7 +681,10 @@ impl ClientConn {
                     raw: &backend_conn.buf[..len],
                     head: &self.response_head,
                 };
-                let (framing, close) = response_semantics(&view, status, method_head);
+                let (framing, close) = match response_semantics(&view, status, method_head) {
+                    Ok(semantics) => semantics,
+                    Err(error) => return Err(self.bad_gateway(worker, backend, addr, start, &error).await),
+                };
                 break (status, framing, close, len);
             };
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
@@ -709,6 +805,36 @@ impl ClientConn {
         Ok(conn)
     }
 
+    /// Answers 502 for a backend that failed or answered something unusable, and closes.
+    async fn bad_gateway(
+        &mut self,
+        worker: &Worker,
+        backend: Backend,
+        addr: SocketAddr,
+        start: Instant,
+        error: &io::Error,
+    ) -> Exit {
+        worker
+            .shared
+            .record(backend, StatusCode::BAD_GATEWAY, start, false);
+        let message = format!("{}: {backend} backend {addr}: {error}\n", worker.shared.what);
+        let _ = self
+            .respond_error(StatusCode::BAD_GATEWAY, backend, &message, true)
+            .await;
+        Exit::Close
+    }
+
+    /// Answers 400 to a request whose chunked body the scanner refused, and closes: the
+    /// connection cannot be read further with any certainty of where the next request starts.
+    async fn reject_body(&mut self, worker: &Worker, backend: Backend, error: &io::Error) -> Exit {
+        let message = format!("{}: bad request: {error}\n", worker.shared.what);
+        let _ = self
+            .respond_error(StatusCode::BAD_REQUEST, backend, &message, true)
+            .await;
+        let _ = self.stream.shutdown().await;
+        Exit::Close
+    }
+
     async fn respond_error(
         &mut self,
         status: StatusCode,
@@ -775,13 +901,21 @@ async fn read_response_head(conn: &mut BackendConn, head: &mut Head) -> io::Resu
     }
 }
 
-fn response_semantics(view: &View<'_>, status: u16, head_request: bool) -> (Framing, bool) {
+/// A response's framing and whether the backend closes. Conflicting or unreadable
+/// `Content-Length`s are an error: the client (or a proxy in front, which may share the
+/// connection between users) could frame the response differently.
+fn response_semantics(view: &View<'_>, status: u16, head_request: bool) -> io::Result<(Framing, bool)> {
+    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
     let mut length = None;
     let mut transfer = None;
     let mut close = view.head.minor == 0;
     for (name, value) in view.headers() {
         if name.eq_ignore_ascii_case(b"content-length") {
-            length = parse_length(value);
+            let n = parse_length(value).ok_or_else(|| bad("invalid Content-Length in the response"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(bad("conflicting Content-Lengths in the response"));
+            }
+            length = Some(n);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             transfer = Some(value.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         } else if name.eq_ignore_ascii_case(b"connection") {
@@ -805,7 +939,7 @@ fn response_semantics(view: &View<'_>, status: u16, head_request: bool) -> (Fram
             (None, None) => Framing::UntilClose,
         }
     };
-    (framing, close)
+    Ok((framing, close))
 }
 
 fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -951,6 +1085,47 @@ mod tests {
         assert!(scanner.scan(b"zz\r\n").is_err());
         let mut scanner = ChunkScanner::default();
         assert!(scanner.scan(b"ffffffffffffffffff\r\n").is_err());
+        // Whitespace after the size, an extension with a quoted value, trailers.
+        let ok = b"4 \t;name=\"a b\";x\r\nWiki\r\n0\r\nX-Sum: 1\r\nY:\r\n\r\n";
+        assert_eq!(ChunkScanner::default().scan(ok).unwrap(), ok.len());
+    }
+
+    /// Issue 15: what a lenient backend could read differently is refused (request smuggling).
+    #[test]
+    fn chunk_scanner_refuses_what_backends_could_read_differently() {
+        let cases: [&[u8]; 16] = [
+            b"1;a\nb\r\nX\r\n0\r\n\r\n",     // bare LF in an extension
+            b"1;a\x00\r\nX\r\n0\r\n\r\n",    // NUL
+            b"1;\x7f\r\nX\r\n0\r\n\r\n",     // DEL
+            b"1;\x1b[31m\r\nX\r\n0\r\n\r\n", // ESC
+            b"1;a\rb\r\nX\r\n0\r\n\r\n",     // bare CR
+            b";a\r\nX\r\n0\r\n\r\n",         // no size
+            b"\r\n0\r\n\r\n",                // empty size line
+            b"1 2\r\nXY\r\n0\r\n\r\n",       // a space inside the size
+            b"1\nX\r\n0\r\n\r\n",            // size line ended by LF only
+            b"1\r\nX\n0\r\n\r\n",            // data ended by LF only
+            b"0\r\nX: 1\nY: 2\r\n\r\n",      // bare LF in a trailer
+            b"0\r\nX: 1\r\n folded\r\n\r\n", // obs-fold in the trailers
+            b"0\r\nno colon\r\n\r\n",        // not a field line
+            b"0\r\nX: a\x01b\r\n\r\n",       // control character in a trailer
+            b"0\r\n\n",                      // final line ended by LF only
+            b"-1\r\n",                       // a sign
+        ];
+        for case in cases {
+            let mut whole = ChunkScanner::default();
+            assert!(
+                whole.scan(case).is_err(),
+                "accepted {:?}",
+                String::from_utf8_lossy(case)
+            );
+            // Byte by byte too.
+            let mut bytewise = ChunkScanner::default();
+            let failed = case.iter().any(|b| bytewise.scan(&[*b]).is_err());
+            assert!(failed, "accepted bytewise {:?}", String::from_utf8_lossy(case));
+        }
+        let mut long = b"1;".to_vec();
+        long.extend(std::iter::repeat_n(b'a', MAX_CHUNK_EXTRA + 1));
+        assert!(ChunkScanner::default().scan(&long).is_err());
     }
 
     #[test]
@@ -1027,6 +1202,30 @@ mod tests {
             ),
             (b"HTTP/1.0 200 OK\r\n\r\n", false, Framing::UntilClose, true),
         ];
+        // Issue 15: lengths a client could read differently are refused.
+        for raw in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 20\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2, 20\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\n",
+        ] {
+            head.parse_response(raw).unwrap().unwrap();
+            let view = View { raw, head: &head };
+            assert!(
+                response_semantics(&view, 200, false).is_err(),
+                "{:?}",
+                std::str::from_utf8(raw)
+            );
+        }
+        let same = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n";
+        head.parse_response(same).unwrap().unwrap();
+        let view = View {
+            raw: same,
+            head: &head,
+        };
+        assert_eq!(
+            response_semantics(&view, 200, false).unwrap(),
+            (Framing::Length(2), false)
+        );
         let no_reason = b"HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n";
         assert_eq!(head.parse_response(no_reason).unwrap(), Some(no_reason.len()));
         assert_eq!(&no_reason[head.reason.clone()], b"");
@@ -1035,7 +1234,7 @@ mod tests {
             assert_eq!(len, raw.len());
             let view = View { raw, head: &head };
             assert_eq!(
-                response_semantics(&view, head.status, head_request),
+                response_semantics(&view, head.status, head_request).unwrap(),
                 (framing, close),
                 "{:?}",
                 std::str::from_utf8(raw)

@@ -4,25 +4,35 @@
 //!
 //! Every endpoint takes Flagger's webhook payload (`name`, `namespace`, `phase`, `checksum`,
 //! `metadata`); unparsable JSON is 400 with the parser's message, a namespace that does not match
-//! `--namespace-regexp` is 403 "Forbidden".
+//! `--namespace-regexp` is 403 "Forbidden". As in Flagger the expression is unanchored (`test`
+//! also matches `test-2` and `my-test`) unless `--anchor-namespace-regexp` asks for a match of the
+//! whole namespace ([`namespace_filter`]). A name longer than [`MAX_NAME`] bytes, a namespace
+//! longer than [`MAX_NAMESPACE`], either with a control character, or a `cmd` longer than
+//! [`MAX_CMD`] is 400.
 //!
 //! - `POST /` (and any other path, as Flagger's catch-all route): a task from `metadata`
 //!   (required: 400 "metadata not found in payload"). `type` defaults to `cmd`:
 //!   - `cmd`: `sh -c <cmd>` started in the background, 202 at once; while the same command runs
-//!     for the same canary a new request is skipped (still 202). `logCmdOutput: "true"` logs the
-//!     output.
+//!     for the same canary a new request is skipped (still 202); with [`MAX_RUNNING`] commands
+//!     running a new one is 429. `logCmdOutput: "true"` logs the output.
 //!   - `bash`: `bash -c <cmd>`, blocking: 200 on exit 0 (the body is the output when
 //!     `returnCmdOutput: "true"`), 500 with the output and exit status otherwise.
 //!   - `helm`, `helmv3`, `kubectl`: the binary with the whitespace-separated words of `cmd`,
 //!     blocking like `bash`; 400 when the binary is not installed.
 //!   - anything else: 400 "unknown task type …" (`concord` and `ngrinder` are not supported).
 //!
-//!   Every command is killed with its process group after `--timeout` (default 1h).
-//! - Gates (key `<name>.<namespace>`): `/gate/approve` 200 "OK", `/gate/halt` 403 "Forbidden",
-//!   `/gate/check` 200 "Approved" when open else 403 "Forbidden", `/gate/open` and `/gate/close`
-//!   202. Rollback gate (key `rollback.<name>.<namespace>`): `/rollback/check` 200 "Approved"
-//!   when open else 403, `/rollback/open` and `/rollback/close` 202. With `--state-file` the
-//!   gates are persisted and reloaded on start.
+//!   Every command is killed with its process group after `--timeout` (default 1h). Its captured
+//!   output (answered, logged, quoted in errors) keeps the first and the last 64 KiB of each of
+//!   stdout and stderr, with a marker saying how much was dropped between.
+//! - Gates, one per canary (namespace and name): `/gate/approve` 200 "OK", `/gate/halt` 403
+//!   "Forbidden", `/gate/check` 200 "Approved" when open else 403 "Forbidden", `/gate/open` and
+//!   `/gate/close` 202. The rollback gate, another one per canary: `/rollback/check` 200
+//!   "Approved" when open else 403, `/rollback/open` and `/rollback/close` 202. Opening a gate
+//!   when [`MAX_OPEN_GATES`] are open is 507. With `--state-file` the gates are persisted
+//!   and reloaded on start.
+//!
+//! Names, commands and output are logged as escaped fields (`cmd="a\nb"`), so that a payload
+//! cannot forge log lines.
 //! - `/healthz` 200 "OK"; `/metrics` in Prometheus text format.
 //!
 //! Shutdown stops accepting requests, kills running commands and waits for in-flight requests.
@@ -50,13 +60,32 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
-use gates::Gates;
-use tasks::{Outcome, Runner};
+pub use gates::MAX_OPEN_GATES;
+use gates::{GateKey, GateKind, Gates, SetError};
+use tasks::{Canary, Outcome, Runner, Started};
 
 /// Flagger's per-command timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
 /// How long in-flight requests may finish after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Longest canary name (a Kubernetes object name).
+pub const MAX_NAME: usize = 253;
+/// Longest namespace (a DNS label).
+pub const MAX_NAMESPACE: usize = 63;
+/// Longest `metadata.cmd`.
+pub const MAX_CMD: usize = 64 * 1024;
+/// `cmd` tasks running at once.
+pub const MAX_RUNNING: usize = 256;
+
+/// The `--namespace-regexp` filter: `pattern` as given (Flagger's unanchored search), or when
+/// `anchored` a match of the whole namespace (`^(?:pattern)$`).
+pub fn namespace_filter(pattern: &str, anchored: bool) -> Result<Regex, regex::Error> {
+    if anchored {
+        Regex::new(&format!("^(?:{pattern})$"))
+    } else {
+        Regex::new(pattern)
+    }
+}
 
 /// Settings of a load tester.
 #[derive(Debug, Clone)]
@@ -209,6 +238,8 @@ impl App {
                 format!("invalid JSON payload: {e}; expected Flagger's webhook payload"),
             )
         })?;
+        check_name("name", &p.name, MAX_NAME)?;
+        check_name("namespace", &p.namespace, MAX_NAMESPACE)?;
         if let Some(re) = &self.namespaces
             && !re.is_match(&p.namespace)
         {
@@ -217,17 +248,21 @@ impl App {
         Ok(p)
     }
 
-    async fn set_gate(&self, key: String, open: bool, message: &str) -> Response {
+    async fn set_gate(&self, key: GateKey, open: bool, message: &str) -> Response {
         match self.gates.set(&key, open).await {
             Ok(()) => {
-                tracing::info!(gate = %key, "{message}");
+                tracing::info!(gate = ?key.kind, namespace = ?key.namespace, name = ?key.name, "{message}");
                 text(StatusCode::ACCEPTED, message)
             }
-            Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e),
+            Err(SetError::Full) => text(
+                StatusCode::INSUFFICIENT_STORAGE,
+                format!("{MAX_OPEN_GATES} gates are open already; close the gates of finished canaries"),
+            ),
+            Err(SetError::Persist(e)) => text(StatusCode::INTERNAL_SERVER_ERROR, e),
         }
     }
 
-    fn check_gate(&self, key: &str, endpoint: &'static str) -> Response {
+    fn check_gate(&self, key: &GateKey, endpoint: &'static str) -> Response {
         let open = self.gates.is_open(key);
         self.metrics.gate(endpoint, open);
         if open {
@@ -238,12 +273,30 @@ impl App {
     }
 }
 
-fn gate_key(p: &Payload) -> String {
-    format!("{}.{}", p.name, p.namespace)
+/// A payload's name or namespace: bounded, without control characters (they would end up in
+/// logs and in the state file).
+fn check_name(field: &str, value: &str, max: usize) -> Result<(), (StatusCode, String)> {
+    if value.len() > max {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            format!("{field} is {} bytes long; at most {max} are allowed", value.len()),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            format!("{field} contains a control character"),
+        ));
+    }
+    Ok(())
 }
 
-fn rollback_key(p: &Payload) -> String {
-    format!("rollback.{}.{}", p.name, p.namespace)
+fn gate_key(p: &Payload) -> GateKey {
+    GateKey::new(GateKind::Gate, &p.namespace, &p.name)
+}
+
+fn rollback_key(p: &Payload) -> GateKey {
+    GateKey::new(GateKind::Rollback, &p.namespace, &p.name)
 }
 
 macro_rules! with_payload {
@@ -317,7 +370,10 @@ async fn task(State(app): Shared, body: Bytes) -> Response {
     let Some(meta) = p.metadata.as_ref().filter(|m| !m.is_empty()) else {
         return text(StatusCode::BAD_REQUEST, "metadata not found in payload");
     };
-    let canary = gate_key(&p);
+    let canary = Canary {
+        namespace: p.namespace.clone(),
+        name: p.name.clone(),
+    };
     let kind = meta.get("type").map(String::as_str).unwrap_or("cmd");
     let flag = |k: &str| meta.get(k).is_some_and(|v| v == "true");
     let Some(cmd) = meta.get("cmd").filter(|c| !c.trim().is_empty()) else {
@@ -326,14 +382,30 @@ async fn task(State(app): Shared, body: Bytes) -> Response {
             format!("cmd not found in metadata (a {kind} task needs metadata.cmd)"),
         );
     };
+    if cmd.len() > MAX_CMD {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("cmd is {} bytes long; at most {MAX_CMD} are allowed", cmd.len()),
+        );
+    }
     let (program, args): (String, Vec<String>) = match kind {
         "cmd" => {
             // A duplicate of a running command is skipped (the runner counts it) but, as in
             // Flagger, still answered 202.
-            if app.runner.start(canary, cmd.clone(), flag("logCmdOutput")) {
-                app.metrics.task("cmd", "accepted");
-            }
-            return text(StatusCode::ACCEPTED, "Task accepted");
+            return match app.runner.start(canary, cmd.clone(), flag("logCmdOutput")) {
+                Started::Yes => {
+                    app.metrics.task("cmd", "accepted");
+                    text(StatusCode::ACCEPTED, "Task accepted")
+                }
+                Started::AlreadyRunning => text(StatusCode::ACCEPTED, "Task accepted"),
+                Started::TooMany => {
+                    app.metrics.task("cmd", "refused");
+                    text(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        format!("{MAX_RUNNING} commands are running already; try again later"),
+                    )
+                }
+            };
         }
         "bash" => ("bash".into(), vec!["-c".into(), cmd.clone()]),
         "helm" | "helmv3" | "kubectl" => {
@@ -368,14 +440,14 @@ async fn task(State(app): Shared, body: Bytes) -> Response {
             return text(StatusCode::BAD_REQUEST, format!("unknown task type {other}"));
         }
     };
-    tracing::info!(canary = %canary, "command starting {kind} {cmd}");
+    tracing::info!(%canary, kind, cmd = ?cmd, "command starting");
     let outcome = tasks::run(&program, &args, app.runner.timeout(), app.runner.cancel_token()).await;
     let log = flag("logCmdOutput");
     match outcome {
         Outcome::Success(out) => {
             app.metrics.task(kind, "succeeded");
             if log {
-                tracing::info!(canary = %canary, "command finished {cmd}\n{out}");
+                tracing::info!(%canary, cmd = ?cmd, output = ?out, "command finished");
             }
             let body = if flag("returnCmdOutput") {
                 out
@@ -386,7 +458,7 @@ async fn task(State(app): Shared, body: Bytes) -> Response {
         }
         Outcome::Failed { output, status } => {
             app.metrics.task(kind, "failed");
-            tracing::warn!(canary = %canary, "command failed {cmd}: {status}\n{output}");
+            tracing::warn!(%canary, cmd = ?cmd, %status, output = ?output, "command failed");
             text(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("command {cmd} failed: {}: {status}", output.trim_end()),

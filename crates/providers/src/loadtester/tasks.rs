@@ -1,7 +1,8 @@
 //! Running task commands: each in its own process group, so that a timeout or a shutdown stops
-//! the command and everything it started (`sh -c "hey …"` runs hey as a grandchild).
+//! the command and everything it started (`sh -c "hey …"` runs hey as a grandchild). Output is
+//! captured bounded ([`OUTPUT_HEAD`] + [`OUTPUT_TAIL`] bytes per stream).
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -10,10 +11,95 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use parking_lot::Mutex;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::MAX_RUNNING;
 use super::metrics::Metrics;
+
+/// Output kept from the start of each stream.
+pub(crate) const OUTPUT_HEAD: usize = 64 * 1024;
+/// Output kept from the end of each stream.
+pub(crate) const OUTPUT_TAIL: usize = 64 * 1024;
+
+/// The canary a task runs for.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Canary {
+    pub(crate) namespace: String,
+    pub(crate) name: String,
+}
+
+impl std::fmt::Display for Canary {
+    /// `namespace/name`, control characters escaped.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}/{}",
+            self.namespace.escape_debug(),
+            self.name.escape_debug()
+        )
+    }
+}
+
+/// What [`Runner::start`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Started {
+    Yes,
+    /// The same command runs for the same canary.
+    AlreadyRunning,
+    /// [`MAX_RUNNING`] commands run already.
+    TooMany,
+}
+
+/// The start and the end of a stream, and how much was dropped between.
+#[derive(Default)]
+struct Captured {
+    head: Vec<u8>,
+    tail: VecDeque<u8>,
+    dropped: u64,
+}
+
+impl Captured {
+    fn push(&mut self, mut bytes: &[u8]) {
+        let room = OUTPUT_HEAD - self.head.len();
+        let first = bytes.len().min(room);
+        self.head.extend_from_slice(&bytes[..first]);
+        bytes = &bytes[first..];
+        self.tail.extend(bytes);
+        let excess = self.tail.len().saturating_sub(OUTPUT_TAIL);
+        if excess > 0 {
+            self.tail.drain(..excess);
+            self.dropped += excess as u64;
+        }
+    }
+
+    fn text(self) -> String {
+        let mut text = String::from_utf8_lossy(&self.head).into_owned();
+        if self.dropped > 0 {
+            text.push_str(&format!("\n… [{} bytes of output dropped] …\n", self.dropped));
+        }
+        let (a, b) = self.tail.as_slices();
+        text.push_str(&String::from_utf8_lossy(&[a, b].concat()));
+        text
+    }
+}
+
+/// Reads a stream to its end, keeping its start and its end.
+async fn capture(stream: Option<impl AsyncRead + Unpin>) -> String {
+    let Some(mut stream) = stream else {
+        return String::new();
+    };
+    let mut captured = Captured::default();
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => captured.push(&buf[..n]),
+        }
+    }
+    captured.text()
+}
 
 /// How a command ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,7 +130,7 @@ pub(crate) async fn run(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    let child = match cmd.spawn() {
+    let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => return Outcome::NotStarted(format!("cannot start {program}: {e}")),
     };
@@ -55,20 +141,18 @@ pub(crate) async fn run(
             let _ = killpg(Pid::from_raw(id), Signal::SIGKILL);
         }
     };
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    let finished = async {
+        let (stdout, stderr, status) = tokio::join!(capture(stdout), capture(stderr), child.wait());
+        (stdout + &stderr, status)
+    };
     tokio::select! {
-        out = child.wait_with_output() => {
+        (text, status) = finished => {
             // Background children of a finished command do not outlive it either.
             kill_group();
-            match out {
-                Ok(out) => {
-                    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-                    text.push_str(&String::from_utf8_lossy(&out.stderr));
-                    if out.status.success() {
-                        Outcome::Success(text)
-                    } else {
-                        Outcome::Failed { output: text, status: out.status.to_string() }
-                    }
-                }
+            match status {
+                Ok(status) if status.success() => Outcome::Success(text),
+                Ok(status) => Outcome::Failed { output: text, status: status.to_string() },
                 Err(e) => Outcome::NotStarted(format!("waiting for {program} failed: {e}")),
             }
         }
@@ -95,7 +179,7 @@ pub(crate) fn which(name: &str) -> Option<PathBuf> {
 /// Asynchronous `cmd` tasks, deduplicated while running.
 #[derive(Debug)]
 pub(crate) struct Runner {
-    running: Mutex<HashSet<(String, String)>>,
+    running: Mutex<HashSet<(Canary, String)>>,
     timeout: Duration,
     cancel: CancellationToken,
     tracker: TaskTracker,
@@ -121,41 +205,51 @@ impl Runner {
         &self.cancel
     }
 
-    /// Starts `sh -c <cmd>` for `canary` unless the same command is already running for it.
-    /// Returns whether it was started.
-    pub(crate) fn start(self: &Arc<Self>, canary: String, cmd: String, log_output: bool) -> bool {
+    /// Starts `sh -c <cmd>` for `canary` unless the same command is already running for it, or
+    /// [`MAX_RUNNING`] commands are.
+    pub(crate) fn start(self: &Arc<Self>, canary: Canary, cmd: String, log_output: bool) -> Started {
         let key = (canary.clone(), cmd.clone());
-        if !self.running.lock().insert(key.clone()) {
-            tracing::info!(canary = %canary, "command skipped {cmd} is already running");
-            self.metrics.task("cmd", "skipped");
-            return false;
+        {
+            let mut running = self.running.lock();
+            if running.contains(&key) {
+                drop(running);
+                tracing::info!(%canary, cmd = ?cmd, "command skipped: it is already running");
+                self.metrics.task("cmd", "skipped");
+                return Started::AlreadyRunning;
+            }
+            if running.len() >= MAX_RUNNING {
+                drop(running);
+                tracing::warn!(%canary, cmd = ?cmd, "command refused: {MAX_RUNNING} commands are running");
+                return Started::TooMany;
+            }
+            running.insert(key.clone());
         }
         self.metrics.running.inc();
         let this = Arc::clone(self);
         self.tracker.spawn(async move {
-            tracing::info!(canary = %canary, "command starting {cmd}");
+            tracing::info!(%canary, cmd = ?cmd, "command starting");
             let args = vec!["-c".to_string(), cmd.clone()];
             let outcome = run("sh", &args, this.timeout, &this.cancel).await;
             let result = match &outcome {
                 Outcome::Success(out) => {
                     if log_output {
-                        tracing::info!(canary = %canary, "command finished {cmd}\n{out}");
+                        tracing::info!(%canary, cmd = ?cmd, output = ?out, "command finished");
                     } else {
-                        tracing::info!(canary = %canary, "command finished {cmd}");
+                        tracing::info!(%canary, cmd = ?cmd, "command finished");
                     }
                     "succeeded"
                 }
                 Outcome::Failed { output, status } => {
-                    tracing::warn!(canary = %canary, "command failed {cmd}: {status}\n{output}");
+                    tracing::warn!(%canary, cmd = ?cmd, %status, output = ?output, "command failed");
                     "failed"
                 }
                 Outcome::TimedOut => {
-                    tracing::warn!(canary = %canary, "command {cmd} killed after {:?}", this.timeout);
+                    tracing::warn!(%canary, cmd = ?cmd, timeout = ?this.timeout, "command killed after the timeout");
                     "timeout"
                 }
                 Outcome::Cancelled => "cancelled",
                 Outcome::NotStarted(e) => {
-                    tracing::warn!(canary = %canary, "command {cmd} not started: {e}");
+                    tracing::warn!(%canary, cmd = ?cmd, error = %e, "command not started");
                     "failed"
                 }
             };
@@ -163,7 +257,7 @@ impl Runner {
             this.metrics.running.dec();
             this.running.lock().remove(&key);
         });
-        true
+        Started::Yes
     }
 
     /// Stops every running command and waits for their tasks.
@@ -239,6 +333,45 @@ mod tests {
         let args = ["-c".to_string(), "sleep 30".to_string()];
         let (out, ()) = tokio::join!(run("sh", &args, Duration::from_secs(60), &cancel), stop);
         assert_eq!(out, Outcome::Cancelled);
+    }
+
+    /// Issue 15: a command printing far more than the caps keeps its start and its end, with a
+    /// marker between; memory stays bounded.
+    #[tokio::test]
+    async fn output_is_captured_bounded() {
+        let cancel = CancellationToken::new();
+        let script = "echo first; head -c 5000000 /dev/zero | tr '\\0' y; echo; echo last";
+        let out = run(
+            "sh",
+            &["-c".to_string(), script.to_string()],
+            Duration::from_secs(30),
+            &cancel,
+        )
+        .await;
+        let Outcome::Success(text) = out else {
+            panic!("{out:?}")
+        };
+        assert!(
+            text.len() <= OUTPUT_HEAD + OUTPUT_TAIL + 100,
+            "{} bytes",
+            text.len()
+        );
+        assert!(text.starts_with("first\n"), "{}", &text[..20]);
+        assert!(text.ends_with("\nlast\n"), "{}", &text[text.len() - 20..]);
+        assert!(text.contains(" bytes of output dropped] …"));
+        let mut small = Captured::default();
+        small.push(b"abc");
+        small.push(b"def");
+        assert_eq!(small.text(), "abcdef");
+    }
+
+    #[test]
+    fn canaries_are_shown_escaped() {
+        let c = Canary {
+            namespace: "test".into(),
+            name: "a\nINFO forged".into(),
+        };
+        assert_eq!(c.to_string(), "test/a\\nINFO forged");
     }
 
     #[test]

@@ -171,8 +171,40 @@ impl ProviderMetrics {
                 SUPPORTED_TYPES.join(", ")
             ))),
         };
-        let secrets: Vec<String> = creds.iter().flat_map(Credentials::values).collect();
-        result.map_err(|e| redact_error(e, &secrets))
+        result.map_err(|e| redact_error(e, &self.redactor(&provider, creds.as_ref(), &kind)))
+    }
+
+    /// Every credential a call to `provider` may have sent: the Secret's values (and its
+    /// `username`/`password` as basic auth), `spec.provider.headers` values, the address' user,
+    /// password and query, and for `cloudwatch` without a Secret the agent's AWS credentials.
+    fn redactor(&self, provider: &MetricProvider, creds: Option<&Credentials>, kind: &str) -> http::Redactor {
+        let mut r = http::Redactor::new();
+        if let Some(c) = creds {
+            for v in c.values() {
+                r.header_value(&v);
+            }
+            if let Some(user) = c.get("username") {
+                r.basic(&user, c.get("password").as_deref());
+            }
+        }
+        for values in provider.headers.iter().flat_map(|h| h.values()) {
+            for v in values {
+                r.header_value(v);
+            }
+        }
+        if let Some(address) = provider.address.as_deref() {
+            r.url_credentials(address);
+        }
+        if kind == "cloudwatch"
+            && creds.is_none()
+            && let Some(aws) = &self.aws_env
+        {
+            r.secret(&aws.access_key_id).secret(&aws.secret_access_key);
+            if let Some(t) = &aws.session_token {
+                r.secret(t);
+            }
+        }
+        r
     }
 }
 
@@ -436,8 +468,9 @@ pub(crate) fn multiple_values() -> MetricError {
     MetricError::Query("query returned multiple values".into())
 }
 
-fn redact_error(e: MetricError, secrets: &[String]) -> MetricError {
-    let r = |s: String| http::redact(&s, secrets.iter().map(String::as_str));
+/// The error without the call's credentials, bounded to [`http::MAX_ERROR`] bytes.
+pub(crate) fn redact_error(e: MetricError, redactor: &http::Redactor) -> MetricError {
+    let r = |s: String| http::bounded(&redactor.redact(&s), http::MAX_ERROR);
     match e {
         MetricError::NoValues(m) => MetricError::NoValues(r(m)),
         MetricError::Provider(m) => MetricError::Provider(r(m)),
@@ -479,7 +512,8 @@ mod tests {
 
     #[test]
     fn redaction_covers_every_error_kind() {
-        let secrets = vec!["tok-123456".to_string()];
+        let mut secrets = http::Redactor::new();
+        secrets.secret("tok-123456");
         let e = redact_error(
             MetricError::Query("error response: bad tok-123456".into()),
             &secrets,
@@ -493,5 +527,7 @@ mod tests {
             &secrets,
         );
         assert_eq!(e.to_string(), "[redacted]");
+        let e = redact_error(MetricError::NoValues("y".repeat(10_000)), &secrets);
+        assert!(e.to_string().ends_with("… [truncated, 10000 bytes]"), "{e}");
     }
 }

@@ -101,6 +101,10 @@ pub(crate) async fn run(
         let _ = url.set_username("");
         let _ = url.set_password(None);
     }
+    let mut redactor = crate::http::Redactor::new();
+    if let Some(Auth::Basic(u, p)) = &userinfo {
+        redactor.basic(u, Some(p));
+    }
     let mut req = client.get(url.clone()).timeout(TIMEOUT).headers(headers);
     match auth.or(userinfo.as_ref()) {
         Some(Auth::Bearer(t)) => {
@@ -113,14 +117,17 @@ pub(crate) async fn run(
         Some(Auth::Basic(u, p)) => req = req.basic_auth(u, Some(p)),
         None => {}
     }
-    let (status, body) = send(req, "prometheus", &url).await?;
-    if status.as_u16() >= 400 {
-        return Err(MetricError::Query(format!(
-            "error response: {}",
-            crate::http::body_text(&body)
-        )));
-    }
-    parse(&body)
+    let answer = async {
+        let (status, body) = send(req, "prometheus", &url).await?;
+        if status.as_u16() >= 400 {
+            return Err(MetricError::Query(format!(
+                "error response: {}",
+                crate::http::body_text(&body)
+            )));
+        }
+        parse(&body)
+    };
+    answer.await.map_err(|e| super::redact_error(e, &redactor))
 }
 
 #[derive(Deserialize)]

@@ -168,6 +168,13 @@ async fn handle(req: Request<Body>, script: Arc<Script>, seen: Arc<Mutex<Vec<See
     resp
 }
 
+/// What a careless upstream answers: the request quoted back in every form a credential could
+/// take, then padding ([`aviary_testkit::backends::echo_text`]). Error texts built from it must
+/// show none of the credentials, and be bounded.
+pub fn echo_everything(r: &Seen) -> String {
+    aviary_testkit::backends::echo_text(&r.path, &r.raw_query, &r.headers)
+}
+
 /// An external tool the test needs. Missing: with `CI=true` the test fails with a clear message;
 /// otherwise it prints a skip notice and the test returns early.
 pub fn tool(name: &str) -> Option<PathBuf> {
