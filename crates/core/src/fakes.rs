@@ -16,8 +16,7 @@ use aviary_api::{Canary, CanaryPhase, CanaryStatus, MetricTemplate, Strategy};
 use parking_lot::Mutex;
 
 use crate::ports::*;
-use crate::simulate::World;
-use crate::simulate::world::{ScriptedHooks, ScriptedMetrics};
+use crate::simulate::world::{ScriptedHooks, ScriptedMetrics, World};
 
 // === Target ===
 
@@ -221,7 +220,7 @@ impl Router for FakeRouter {
 
 // === Metrics ===
 
-pub use crate::simulate::Answer;
+pub use crate::simulate::world::Answer;
 
 #[derive(Debug, Default)]
 struct MetricsState {

@@ -3,8 +3,10 @@
 //!
 //! - [`Simulator`]: the loop (ticks at the analysis interval on a virtual clock) over any
 //!   [`World`] of ports; `aviary simulate` runs it on a [`ScriptedWorld`].
-//! - [`world`]: [`ScriptedWorld`], the scripted ports `aviary simulate` runs on.
-//! - `Simulation` (feature `test-util`): the simulator on the fakes, for the engine's tests.
+//! - [`world`]: the [`World`] trait, and [`ScriptedWorld`], the scripted ports `aviary simulate`
+//!   runs on.
+//! - `on_fakes` (feature `test-util`): `Simulation`, the simulator on the fakes, for the engine's
+//!   tests.
 //!
 //! A simulation initializes the canary, presents one new revision of the target, and ticks at
 //! the analysis interval until the analysis ends (Succeeded or Failed) or `maxTicks` is reached.
@@ -25,27 +27,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::{EngineConfig, TickInput, TickMemory, TickOutcome, tick};
 use crate::error::{Error, Result};
-use crate::ports::{EventType, Ports};
+use crate::ports::EventType;
 
+#[cfg(feature = "test-util")]
+mod on_fakes;
 pub mod world;
 
-pub use world::{Answer, ScriptedWorld};
+#[cfg(feature = "test-util")]
+pub use on_fakes::Simulation;
 
-/// The ports a simulation runs on, and what the simulator scripts in them.
-pub trait World {
-    /// The ports for one tick.
-    fn ports(&self) -> Ports<'_>;
-    /// The target describes a new revision from now on (like a new image on a Deployment).
-    fn present_revision(&self, fingerprint: &str);
-    /// The answers of metric `name`, in order (the last repeats).
-    fn script_metric(&self, name: &str, answers: Vec<Answer>);
-    /// Makes a MetricTemplate resolvable.
-    fn add_template(&self, template: MetricTemplate);
-    /// The outcomes of webhook `name` (`true` = pass), in order (the last repeats).
-    fn script_hook(&self, name: &str, outcomes: &[bool]);
-    /// The events recorded since the last call.
-    fn take_events(&self) -> Vec<(EventType, String)>;
-}
+pub use world::{Answer, ScriptedWorld, World};
 
 /// A simulation script (YAML).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -344,56 +335,5 @@ impl Simulator {
             failed_checks: status.failed_checks,
             elapsed_seconds: at.duration_since(self.start).as_secs().max(0) as u64,
         }
-    }
-}
-
-/// The simulator on the fakes, which the engine's tests script, swap and inspect; the rest of
-/// the [`Simulator`] is reached through `Deref`.
-#[cfg(feature = "test-util")]
-pub struct Simulation {
-    pub fakes: crate::fakes::Fakes,
-    simulator: Simulator,
-}
-
-#[cfg(feature = "test-util")]
-impl Simulation {
-    /// A simulation of `canary` (its status is cleared) on fresh fakes.
-    pub fn new(canary: Canary) -> Self {
-        let fakes = crate::fakes::Fakes::default();
-        Self {
-            simulator: Simulator::new(canary, &fakes),
-            fakes,
-        }
-    }
-
-    /// Loads the script into the fakes.
-    pub fn load(&mut self, script: &Script) {
-        self.simulator.load(&self.fakes, script);
-    }
-
-    /// One tick on the fakes.
-    pub async fn tick(&mut self) -> TickOutcome {
-        self.simulator.tick(&self.fakes).await
-    }
-
-    /// Initializes, presents a new revision, and ticks until the analysis ends.
-    pub async fn run(&mut self, script: &Script) -> Report {
-        self.simulator.run(&self.fakes, script).await
-    }
-}
-
-#[cfg(feature = "test-util")]
-impl std::ops::Deref for Simulation {
-    type Target = Simulator;
-
-    fn deref(&self) -> &Self::Target {
-        &self.simulator
-    }
-}
-
-#[cfg(feature = "test-util")]
-impl std::ops::DerefMut for Simulation {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.simulator
     }
 }

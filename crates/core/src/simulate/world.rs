@@ -12,11 +12,26 @@ use aviary_api::canary::{BUILTIN_DURATION, BUILTIN_SUCCESS_RATE, CanaryWebhook, 
 use aviary_api::{Canary, CanaryStatus, MetricTemplate};
 use parking_lot::Mutex;
 
-use super::World;
 use crate::ports::{
     Alert, BuiltinMetric, EventType, HookPayload, Hooks, MetricError, MetricModel, MetricResult, Metrics,
     NoGate, NotReady, Notifier, Ports, Recorder, Router, Routes, Target, TargetRevision,
 };
+
+/// The ports a simulation runs on, and what the simulator scripts in them.
+pub trait World {
+    /// The ports for one tick.
+    fn ports(&self) -> Ports<'_>;
+    /// The target describes a new revision from now on (like a new image on a Deployment).
+    fn present_revision(&self, fingerprint: &str);
+    /// The answers of metric `name`, in order (the last repeats).
+    fn script_metric(&self, name: &str, answers: Vec<Answer>);
+    /// Makes a MetricTemplate resolvable.
+    fn add_template(&self, template: MetricTemplate);
+    /// The outcomes of webhook `name` (`true` = pass), in order (the last repeats).
+    fn script_hook(&self, name: &str, outcomes: &[bool]);
+    /// The events recorded since the last call.
+    fn take_events(&self) -> Vec<(EventType, String)>;
+}
 
 /// One scripted query answer.
 #[derive(Debug, Clone, PartialEq)]

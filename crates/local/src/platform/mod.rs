@@ -4,6 +4,7 @@
 //! - [`config`]: reading LocalServices and Flagger resources from YAML, validation.
 //! - `runtime`: the running services (process groups, routers, promotions, pushed versions).
 //! - `ports`: the engine's Target, Router, built-in metrics and Recorder on the runtime.
+//! - `translate`: a LocalService's revision fingerprint, and the engine's split as router routes.
 //! - [`reconcile`]: applying the config directory to the platform, and following it.
 //! - [`state`]: the state directory (status, promoted specs, pushed versions).
 //!
@@ -17,6 +18,7 @@ mod ports;
 pub mod reconcile;
 mod runtime;
 pub mod state;
+mod translate;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,9 +31,10 @@ use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
 use config::Invalid;
-use ports::{LocalBuiltins, LocalRecorder, LocalRouter, LocalTarget, revision_of, target_key};
+use ports::{LocalBuiltins, LocalRecorder, LocalRouter, LocalTarget, target_key};
 pub use reconcile::{ConfigSink, ConfigWatch};
 use runtime::Runtime;
+use translate::revision_of;
 
 /// The window of the primary's success rate reported to the coordinator.
 const SERVED_WINDOW: Duration = Duration::from_secs(60);

@@ -14,8 +14,8 @@ use aviary_api::{Canary, LocalService};
 use parking_lot::Mutex;
 
 use super::config::LoadedConfig;
-use super::ports;
 use super::state::{self, ServiceState, StateDir};
+use super::translate::{local_routes, revision_of};
 use crate::process::{GroupSpec, GroupStatus, ProcessGroup, ProcessSupervisor, ProcessSupervisorConfig};
 use crate::router::{Backend, Backends, HttpRouter, RouterConfig, RouterMetrics};
 
@@ -248,7 +248,7 @@ impl Runtime {
             let svc = services.get(key).ok_or_else(|| self.missing(key))?;
             match &svc.canary {
                 None => return Ok(None),
-                Some(c) if ports::revision_of(&c.spec) == ports::revision_of(&svc.spec.spec) => {
+                Some(c) if revision_of(&c.spec) == revision_of(&svc.spec.spec) => {
                     return Ok(Some(c.group.status()));
                 }
                 Some(_) => true,
@@ -379,7 +379,7 @@ impl Runtime {
         let routes = aviary_core::ports::Routes::split(100 - canary_weight, canary_weight);
         let interval = canary.analysis_interval(Duration::from_secs(1));
         router
-            .set_routes(ports::local_routes(canary, &routes, interval))
+            .set_routes(local_routes(canary, &routes, interval))
             .map_err(|e| e.to_string())?;
         tracing::info!(canary = %canary.key(), "resumed the split {}/{} from the persisted status", 100 - canary_weight, canary_weight);
         Ok(true)
