@@ -14,15 +14,17 @@
 //! Without prometheus the test fails when `CI=true` and prints a skip notice otherwise.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use aviary_testkit::aviary::start_coordinator;
+use aviary_testkit::manifests::LocalCanary;
+use aviary_testkit::net::free_port;
+use aviary_testkit::process::{Log, Process};
 use aviary_testkit::prometheus::{Job, Prometheus};
+use aviary_testkit::traffic::Traffic;
+use aviary_testkit::wait::wait_until;
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_aviary");
@@ -32,107 +34,36 @@ const STEP_SECONDS: u64 = 1;
 
 // ---- the fleet (processes killed on drop) ----
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn quiet(r: impl Read + Send + 'static) {
-    std::thread::spawn(move || {
-        for line in BufReader::new(r).lines().map_while(Result::ok) {
-            if line.contains("ERROR") || std::env::var_os("GRAFANA_TEST_LOGS").is_some() {
-                eprintln!("{line}");
-            }
-        }
-    });
-}
-
-/// `aviary coordinator` with its metrics on `metrics`: the process and its URL.
-fn start_coordinator(metrics: u16) -> (Proc, String) {
-    let mut child = Command::new(BIN)
-        .args(["coordinator", "--listen", "127.0.0.1:0", "--metrics-listen"])
-        .arg(format!("127.0.0.1:{metrics}"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("aviary coordinator listening on ")
-        .expect("the coordinator's first line")
-        .to_string();
-    quiet(child.stderr.take().unwrap());
-    (Proc(child), format!("http://{addr}"))
+/// Errors reach the test's output (everything with `GRAFANA_TEST_LOGS` set).
+fn worth_echoing(line: &str) -> bool {
+    line.contains("ERROR") || std::env::var_os("GRAFANA_TEST_LOGS").is_some()
 }
 
 /// One cluster's agent on the local platform: podinfo behind its router, a canary analysed
-/// every second; the sample app answers half the requests with 500 in version `faulty`.
-fn start_agent(root: &Path, name: &str, region: &str, faulty: &str, coordinator: &str) -> (Proc, u16, u16) {
+/// every second on success rate and duration; the sample app answers half the requests with
+/// 500 in version `faulty`. The agent, the service port and the admin port.
+fn start_agent(
+    root: &Path,
+    name: &str,
+    region: &str,
+    faulty: &str,
+    coordinator: &str,
+) -> (Process, u16, u16) {
     let dir = root.join(name);
     std::fs::create_dir_all(dir.join("config")).unwrap();
     let (port, admin) = (free_port(), free_port());
-    std::fs::write(
-        dir.join("config/podinfo.yaml"),
-        format!(
-            r#"apiVersion: aviary.dev/v1alpha1
-kind: LocalService
-metadata: {{name: podinfo, namespace: test}}
-spec:
-  port: {port}
-  version: 6.0.0
-  replicas: 1
-  command: [sh, -c, 'if [ "$FAULTY_VERSION" = "{{{{version}}}}" ]; then e=0.5; else e=0; fi; exec {BIN} sample-app --port {{{{port}}}} --version {{{{version}}}} --error-rate $e']
-  env: {{FAULTY_VERSION: "{faulty}"}}
-  readinessPath: /readyz
----
-apiVersion: flagger.app/v1beta1
-kind: Canary
-metadata: {{name: podinfo, namespace: test}}
-spec:
-  provider: local
-  targetRef: {{apiVersion: aviary.dev/v1alpha1, kind: LocalService, name: podinfo}}
-  analysis:
-    interval: 1s
-    threshold: 2
-    maxWeight: 50
-    stepWeight: 25
-    metrics:
-    - name: request-success-rate
-      thresholdRange: {{min: 99}}
-      interval: 3s
-    - name: request-duration
-      thresholdRange: {{max: 500}}
-      interval: 3s
-"#
-        ),
-    )
-    .unwrap();
+    let sample_app = format!(
+        r#"if [ "$FAULTY_VERSION" = "{{{{version}}}}" ]; then e=0.5; else e=0; fi; exec {BIN} sample-app --port {{{{port}}}} --version {{{{version}}}} --error-rate $e"#
+    );
+    let yaml = LocalCanary {
+        command: vec!["sh".into(), "-c".into(), sample_app],
+        env: [("FAULTY_VERSION".to_string(), faulty.to_string())].into(),
+        threshold: 2,
+        metric_interval: "3s".into(),
+        ..LocalCanary::sample_app(BIN, port, "6.0.0")
+    }
+    .yaml();
+    std::fs::write(dir.join("config/podinfo.yaml"), yaml).unwrap();
     let mut child = Command::new(BIN)
         .args(["agent", "--local"])
         .arg(dir.join("config"))
@@ -152,69 +83,12 @@ spec:
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    quiet(child.stderr.take().unwrap());
-    (Proc(child), port, admin)
-}
-
-/// Steady `GET /` to the services until dropped.
-struct Traffic(Arc<AtomicBool>, Vec<std::thread::JoinHandle<()>>);
-
-impl Traffic {
-    fn start(ports: &[u16]) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let handles = ports
-            .iter()
-            .map(|&p| {
-                let s = stop.clone();
-                std::thread::spawn(move || {
-                    while !s.load(Ordering::Relaxed) {
-                        if let Ok(mut c) = TcpStream::connect(("127.0.0.1", p)) {
-                            let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
-                            let _ =
-                                c.write_all(b"GET / HTTP/1.1\r\nHost: podinfo\r\nConnection: close\r\n\r\n");
-                            let _ = c.read_to_end(&mut Vec::new());
-                        }
-                        std::thread::sleep(Duration::from_millis(15));
-                    }
-                })
-            })
-            .collect();
-        Self(stop, handles)
-    }
-}
-
-impl Drop for Traffic {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-        for h in self.1.drain(..) {
-            let _ = h.join();
-        }
-    }
+    Log::default().capture(name, child.stderr.take().unwrap(), worth_echoing);
+    (Process::new(child).graceful(Duration::from_secs(5)), port, admin)
 }
 
 fn cli(url: &str, args: &[&str]) -> (i32, String, String) {
-    let o = Command::new(BIN)
-        .args(args)
-        .env("AVIARY_COORDINATOR", url)
-        .env("USER", "grafana-test")
-        .output()
-        .unwrap();
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
-
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!("timed out after {timeout:?} waiting for {what}");
+    aviary_testkit::aviary::cli(BIN, url, "grafana-test", args)
 }
 
 fn now() -> f64 {
@@ -444,10 +318,16 @@ fn every_dashboard_query_returns_data_during_a_real_fleet_rollout() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let metrics = free_port();
-    let (_coordinator, url) = start_coordinator(metrics);
+    let (_coordinator, url) = start_coordinator(
+        BIN,
+        &["--metrics-listen", &format!("127.0.0.1:{metrics}")],
+        "coordinator",
+        &Log::default(),
+        worth_echoing,
+    );
     let (_us, us_port, us_admin) = start_agent(tmp.path(), "us-east-1a", "us-east-1", "", &url);
     let (_eu, eu_port, eu_admin) = start_agent(tmp.path(), "eu-west-1a", "eu-west-1", "6.0.1", &url);
-    let _traffic = Traffic::start(&[us_port, eu_port]);
+    let _traffic = [us_port, eu_port].map(|p| Traffic::start(p, Duration::from_millis(15)));
     let prom = Prometheus::start(
         &prometheus,
         &[

@@ -248,13 +248,13 @@ impl CoordinatorMetrics {
         // A follower shows no fleet: the leader's figures are the fleet's.
         let Some(records) = s.rollouts.held() else { return };
         // Both series of every region, so "none disconnected" is a 0, not a missing series.
-        for (region, connected) in s.rollouts.fleet.connections() {
+        for cluster in s.rollouts.fleet.list_clusters() {
             for state in [true, false] {
                 let c = self.clusters.get_or_create(&ClusterLabels {
-                    region: region.clone(),
+                    region: cluster.record.region.clone(),
                     connected: state.to_string(),
                 });
-                if state == connected {
+                if state == cluster.connected {
                     c.inc();
                 }
             }
