@@ -10,12 +10,20 @@ use aviary_core::ports::{NotReady, Revision, Router, SecretSource, Target};
 
 use crate::client::{CANARY, Kube, SECRET, describe};
 use crate::deployment::{DeploymentSettings, DeploymentTarget};
+use crate::apisix::ApisixRouter;
+use crate::appmesh::AppMeshRouter;
+use crate::contour::ContourRouter;
 use crate::gatewayapi::GatewayApiRouter;
+use crate::gloo::GlooRouter;
+use crate::ingress::{NginxRouter, SkipperRouter};
 use crate::istio::IstioRouter;
 use crate::knative::Knative;
+use crate::kuma::KumaRouter;
 use crate::recorder::KubeRecorder;
 use crate::routing::{DeploymentRouter, NopRouter, Provider, UnsupportedRouter};
 use crate::services::ClusterIpServices;
+use crate::smi::SmiRouter;
+use crate::traefik::TraefikRouter;
 
 pub use aviary_api::status::VALIDATED_CONDITION;
 
@@ -28,6 +36,10 @@ pub struct KubeSettings {
     pub deployment: DeploymentSettings,
     /// Written as the event source host (the pod name).
     pub host: String,
+    /// ingress-nginx's annotation prefix (Flagger's `-ingress-annotations-prefix`).
+    pub ingress_annotations_prefix: String,
+    /// The ingress class of Contour HTTPProxies (Flagger's `-ingress-class`; empty: none).
+    pub ingress_class: String,
 }
 
 impl Default for KubeSettings {
@@ -36,6 +48,8 @@ impl Default for KubeSettings {
             default_provider: "istio".into(),
             deployment: DeploymentSettings::default(),
             host: hostname(),
+            ingress_annotations_prefix: crate::ingress::NGINX_ANNOTATIONS_PREFIX.into(),
+            ingress_class: String::new(),
         }
     }
 }
@@ -119,12 +133,25 @@ impl KubePlatform {
                 _ => Arc::new(UnsupportedRouter(c.provider().to_string())),
             };
         }
+        let kube = self.kube.clone();
         let traffic: Arc<dyn Router> = match provider {
             Provider::Kubernetes => Arc::new(NopRouter),
-            Provider::Istio => Arc::new(IstioRouter::new(self.kube.clone())),
-            Provider::GatewayApi { v1beta1 } => Arc::new(GatewayApiRouter::new(self.kube.clone(), v1beta1)),
+            Provider::Istio => Arc::new(IstioRouter::new(kube)),
+            Provider::GatewayApi { v1beta1 } => Arc::new(GatewayApiRouter::new(kube, v1beta1)),
             Provider::Knative => Arc::new(UnsupportedRouter("knative".into())),
-            Provider::Unsupported(p) => Arc::new(UnsupportedRouter(p)),
+            Provider::Nginx => Arc::new(NginxRouter::new(kube, &self.settings.ingress_annotations_prefix)),
+            Provider::Skipper => Arc::new(SkipperRouter::new(kube)),
+            Provider::Smi { version, mesh } => Arc::new(SmiRouter::new(kube, version, mesh)),
+            Provider::Contour => Arc::new(ContourRouter::new(kube, &self.settings.ingress_class)),
+            Provider::Gloo => Arc::new(GlooRouter::new(kube)),
+            Provider::Traefik => Arc::new(TraefikRouter::new(kube)),
+            Provider::AppMesh { v1beta2 } => Arc::new(AppMeshRouter::new(
+                kube,
+                v1beta2,
+                self.settings.deployment.selector_labels.clone(),
+            )),
+            Provider::Kuma => Arc::new(KumaRouter::new(kube)),
+            Provider::Apisix => Arc::new(ApisixRouter::new(kube)),
         };
         Arc::new(DeploymentRouter {
             services: ClusterIpServices::new(

@@ -8,7 +8,8 @@
 //!   shared per test binary, namespaces and identities for tests.
 //! - [`standins`]: test-side stand-ins for controllers the control plane lacks: a kubelet (pods
 //!   Ready), Knative Serving's revision controller, a gateway that accepts HTTPRoutes.
-//! - [`crds`]: the upstream Knative, Gateway API and Istio CRDs, and installing CRDs.
+//! - [`crds`]: the upstream Knative, Gateway API, Istio, Contour and Traefik CRDs, the other traffic
+//!   providers' CRDs written for the tests, and installing CRDs.
 //! - [`kubectl`]: finding the real `kubectl` for tests (or skipping/failing clearly).
 //! - [`objects`]: [`Objects`], untyped objects by apiVersion + kind as JSON, with waits.
 //! - [`proxy`]: [`FaultProxy`], an HTTP proxy in front of the API server that injects errors,
