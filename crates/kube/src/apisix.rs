@@ -125,7 +125,12 @@ impl Router for ApisixRouter {
                     "APISIX route {name}.{ns} get query error: apisixroutes.apisix.apache.org \"{name}\" not found"
                 ));
             }
-            Err(e) => return Err(format!("APISIX route {name}.{ns} get query error: {}", describe(&e))),
+            Err(e) => {
+                return Err(format!(
+                    "APISIX route {name}.{ns} get query error: {}",
+                    describe(&e)
+                ));
+            }
         };
         let spec = Self::canary_spec(c, &user)?;
         let object = Self::object(c)?;
@@ -146,7 +151,11 @@ impl Router for ApisixRouter {
                 let mut desired = spec.clone();
                 // Keep the live weights.
                 if let Ok(live) = Self::read(c, cur) {
-                    for b in desired["http"][0]["backends"].as_array_mut().into_iter().flatten() {
+                    for b in desired["http"][0]["backends"]
+                        .as_array_mut()
+                        .into_iter()
+                        .flatten()
+                    {
                         if b["serviceName"] == format!("{apex}-primary").as_str() {
                             b["weight"] = json!(live.primary);
                         } else {
@@ -180,7 +189,11 @@ impl Router for ApisixRouter {
             .update(&self.kube, |route| {
                 let i = http_route_index(route, &primary)
                     .ok_or_else(|| format!("Can not find {primary} backend on the canary apisix route"))?;
-                for b in route["spec"]["http"][i]["backends"].as_array_mut().into_iter().flatten() {
+                for b in route["spec"]["http"][i]["backends"]
+                    .as_array_mut()
+                    .into_iter()
+                    .flatten()
+                {
                     if b["serviceName"] == primary.as_str() {
                         b["weight"] = json!(routes.primary);
                     } else if b["serviceName"] == canary.as_str() {

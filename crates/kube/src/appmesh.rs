@@ -70,7 +70,12 @@ fn headers(c: &Canary) -> Vec<Value> {
     for m in c.analysis().match_.iter().flatten() {
         for (name, sm) in m.headers.iter().flatten() {
             let mut method = Map::new();
-            for (k, v) in [("exact", &sm.exact), ("prefix", &sm.prefix), ("regex", &sm.regex), ("suffix", &sm.suffix)] {
+            for (k, v) in [
+                ("exact", &sm.exact),
+                ("prefix", &sm.prefix),
+                ("regex", &sm.regex),
+                ("suffix", &sm.suffix),
+            ] {
                 if let Some(v) = v.as_ref().filter(|v| !v.is_empty()) {
                     method.insert(k.into(), json!(v));
                 }
@@ -135,7 +140,10 @@ fn targets(c: &Canary, v1beta2: bool, primary: i32, canary: i32) -> Value {
             json!({"virtualNodeName": name, "weight": w})
         }
     };
-    json!([t(format!("{apex}-canary"), canary), t(format!("{apex}-primary"), primary)])
+    json!([
+        t(format!("{apex}-canary"), canary),
+        t(format!("{apex}-primary"), primary)
+    ])
 }
 
 /// The routes of a virtual router: the split, or the A/B pair (appmesh.go:230-300).
@@ -177,7 +185,11 @@ fn read_targets(c: &Canary, v1beta2: bool, routes: &Value, what: &str) -> Result
         .ok_or_else(|| format!("{what} routes {apex} not found"))?;
     let (mut primary, mut canary) = (0, 0);
     for t in targets {
-        let name = if v1beta2 { &t["virtualNodeRef"]["name"] } else { &t["virtualNodeName"] };
+        let name = if v1beta2 {
+            &t["virtualNodeRef"]["name"]
+        } else {
+            &t["virtualNodeName"]
+        };
         let w = t["weight"].as_i64().unwrap_or(0) as i32;
         if name == format!("{apex}-canary").as_str() {
             canary = w;
@@ -330,10 +342,18 @@ impl AppMeshRouter {
             .map_err(|e| format!("reconcileVirtualNode failed: {e}"))?;
         }
         for (name, canary_weight) in [(format!("{apex}.{ns}"), 0), (format!("{apex}-canary.{ns}"), 100)] {
-            let router = if canary_weight > 0 { format!("{apex}-canary") } else { apex.to_string() };
+            let router = if canary_weight > 0 {
+                format!("{apex}-canary")
+            } else {
+                apex.to_string()
+            };
             let ab = Self::ab(c) && canary_weight == 0;
             let mut metadata = json!({"ownerReferences": [owner_reference(c)]});
-            let gateway = if canary_weight == 0 { gateway_annotations(c) } else { Map::new() };
+            let gateway = if canary_weight == 0 {
+                gateway_annotations(c)
+            } else {
+                Map::new()
+            };
             if !gateway.is_empty() {
                 metadata["annotations"] = Value::Object(gateway.clone());
             }
@@ -403,7 +423,11 @@ impl AppMeshRouter {
                 .map_err(|e| format!("reconcileVirtualRouter failed: {e}"))?;
             // The virtual service in front of the router (appmesh_v1beta2.go:372-411).
             let mut metadata = owner;
-            let gateway = if canary_weight == 0 { gateway_annotations(c) } else { Map::new() };
+            let gateway = if canary_weight == 0 {
+                gateway_annotations(c)
+            } else {
+                Map::new()
+            };
             if !gateway.is_empty() {
                 metadata["annotations"] = Value::Object(gateway);
             }
@@ -476,7 +500,10 @@ impl Router for AppMeshRouter {
                 "{what} {name} get query error: {} \"{name}\" not found",
                 kind.qualified()
             )),
-            Err(e) => Err(format!("{what} {name} get query error: {}", crate::client::describe(&e))),
+            Err(e) => Err(format!(
+                "{what} {name} get query error: {}",
+                crate::client::describe(&e)
+            )),
         }
     }
 }

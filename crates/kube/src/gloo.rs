@@ -132,7 +132,10 @@ impl GlooRouter {
             Ok(None) => Err(format!(
                 "config upstream {name}.{ns} get query error: upstreams.gloo.solo.io \"{name}\" not found (spec.upstreamRef)"
             )),
-            Err(e) => Err(format!("config upstream {name}.{ns} get query error: {}", describe(&e))),
+            Err(e) => Err(format!(
+                "config upstream {name}.{ns} get query error: {}",
+                describe(&e)
+            )),
         }
     }
 
@@ -143,8 +146,17 @@ impl GlooRouter {
         let svc_name = format!("{}-{role}", c.apex_name());
         let svc = match self.kube.get(SERVICE, ns, &svc_name).await {
             Ok(Some(s)) => s,
-            Ok(None) => return Err(format!("service {svc_name}.{ns} get query error: services \"{svc_name}\" not found")),
-            Err(e) => return Err(format!("service {svc_name}.{ns} get query error: {}", describe(&e))),
+            Ok(None) => {
+                return Err(format!(
+                    "service {svc_name}.{ns} get query error: services \"{svc_name}\" not found"
+                ));
+            }
+            Err(e) => {
+                return Err(format!(
+                    "service {svc_name}.{ns} get query error: {}",
+                    describe(&e)
+                ));
+            }
         };
         let name = upstream_name(c, role);
         let mut spec = Map::new();

@@ -17,7 +17,7 @@ use aviary_api::Canary;
 use aviary_core::ports::{Router, Routes};
 use serde_json::{Map, Value, json};
 
-use crate::client::{INGRESS, Kube, KUBECTL_LAST_APPLIED, describe, owner_reference};
+use crate::client::{INGRESS, KUBECTL_LAST_APPLIED, Kube, describe, owner_reference};
 use crate::routing::flux_annotations;
 
 /// ingress-nginx's annotation prefix, Flagger's `-ingress-annotations-prefix` default.
@@ -163,7 +163,12 @@ impl NginxRouter {
     }
 
     /// The annotations of the canary Ingress for a split (ingress.go:165-213).
-    pub fn split_annotations(&self, c: &Canary, current: Map<String, Value>, canary_weight: i32) -> Map<String, Value> {
+    pub fn split_annotations(
+        &self,
+        c: &Canary,
+        current: Map<String, Value>,
+        canary_weight: i32,
+    ) -> Map<String, Value> {
         let ab = c.analysis().match_.as_ref().is_some_and(|m| !m.is_empty());
         let mut annotations = if ab {
             self.header_annotations(current, c)

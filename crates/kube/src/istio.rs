@@ -13,7 +13,8 @@ use aviary_core::ports::{Router, Routes, SessionCookies};
 use serde_json::{Map, Value, json};
 
 use crate::client::{
-    DESTINATION_RULE, KUBECTL_LAST_APPLIED, Kube, VIRTUAL_SERVICE, annotation, describe, owned_by, owner_reference, set_annotation,
+    DESTINATION_RULE, KUBECTL_LAST_APPLIED, Kube, VIRTUAL_SERVICE, annotation, describe, owned_by,
+    owner_reference, set_annotation,
 };
 use crate::routing::{cookie_regex, merge_matches, session, set_cookie, status_cookies};
 

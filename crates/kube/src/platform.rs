@@ -8,11 +8,11 @@ use async_trait::async_trait;
 use aviary_api::{Canary, CanaryStatus};
 use aviary_core::ports::{NotReady, Revision, Router, SecretSource, Target};
 
-use crate::client::{CANARY, Kube, SECRET, describe};
-use crate::deployment::{DeploymentSettings, DeploymentTarget};
 use crate::apisix::ApisixRouter;
 use crate::appmesh::AppMeshRouter;
+use crate::client::{CANARY, Kube, SECRET, describe};
 use crate::contour::ContourRouter;
+use crate::deployment::{DeploymentSettings, DeploymentTarget};
 use crate::gatewayapi::GatewayApiRouter;
 use crate::gloo::GlooRouter;
 use crate::ingress::{NginxRouter, SkipperRouter};

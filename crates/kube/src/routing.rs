@@ -110,7 +110,12 @@ pub fn flux_annotations(mut annotations: Map<String, Value>) -> Map<String, Valu
 /// The labels and annotations (with [`flux_annotations`]) of `spec.service.apex`, which Flagger
 /// puts on the routing objects it generates.
 pub fn apex_metadata(c: &Canary) -> (Map<String, Value>, Map<String, Value>) {
-    let apex = c.spec.service.as_ref().and_then(|s| s.apex.clone()).unwrap_or_default();
+    let apex = c
+        .spec
+        .service
+        .as_ref()
+        .and_then(|s| s.apex.clone())
+        .unwrap_or_default();
     let to_map = |m: Option<std::collections::BTreeMap<String, String>>| -> Map<String, Value> {
         m.unwrap_or_default()
             .into_iter()
@@ -157,11 +162,6 @@ pub fn without_key(v: &Value, key: &str) -> Value {
         Value::Array(a) => Value::Array(a.iter().map(|v| without_key(v, key)).collect()),
         other => other.clone(),
     }
-}
-
-/// The error text of a failed read: Flagger's `<Kind> <name>.<ns> <what> error: <message>`.
-pub fn query_error(kind: &str, name: &str, ns: &str, e: &kube::Error) -> String {
-    format!("{kind} {name}.{ns} query error: {}", crate::client::describe(e))
 }
 
 /// A weight as Flagger reads it: an integer, or a quantity string (`"50"`).
@@ -378,7 +378,13 @@ impl RoutingObject {
     pub async fn get(&self, kube: &crate::Kube) -> Result<Option<Value>, String> {
         kube.get(self.kind, &self.namespace, &self.name)
             .await
-            .map_err(|e| format!("{} get query error: {}", self.shown(), crate::client::describe(&e)))
+            .map_err(|e| {
+                format!(
+                    "{} get query error: {}",
+                    self.shown(),
+                    crate::client::describe(&e)
+                )
+            })
     }
 
     /// The live object, or an error naming it.
@@ -403,14 +409,18 @@ impl RoutingObject {
         read: impl Fn(&Value) -> Option<Routes> + Send + Sync,
     ) -> Result<(), String> {
         let create = || {
-            let mut obj = serde_json::json!({"metadata": self.metadata, "spec": spec(&Routes::split(100, 0))});
+            let mut obj =
+                serde_json::json!({"metadata": self.metadata, "spec": spec(&Routes::split(100, 0))});
             for (k, v) in &self.extra {
                 obj[k.as_str()] = v.clone();
             }
             Ok(obj)
         };
         let labels = self.metadata["labels"].as_object().cloned().unwrap_or_default();
-        let annotations = self.metadata["annotations"].as_object().cloned().unwrap_or_default();
+        let annotations = self.metadata["annotations"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
         kube.upsert(self.kind, &self.namespace, &self.name, create, |cur| {
             let live = read(cur).unwrap_or_else(|| Routes::split(100, 0));
             let desired = spec(&live);

@@ -10,7 +10,9 @@ use aviary_api::Canary;
 use aviary_core::ports::{Router, Routes};
 use serde_json::{Map, Value, json};
 
-use crate::client::{Kind, Kube, TRAFFIC_SPLIT_V1ALPHA1, TRAFFIC_SPLIT_V1ALPHA2, TRAFFIC_SPLIT_V1ALPHA3, owner_reference};
+use crate::client::{
+    Kind, Kube, TRAFFIC_SPLIT_V1ALPHA1, TRAFFIC_SPLIT_V1ALPHA2, TRAFFIC_SPLIT_V1ALPHA3, owner_reference,
+};
 use crate::routing::{RoutingObject, weight_of};
 
 /// The TrafficSplit API version.

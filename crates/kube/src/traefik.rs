@@ -43,9 +43,15 @@ impl TraefikRouter {
     /// The primary's weight; the canary has the rest (traefik.go:142-171).
     pub fn read(c: &Canary, ts: &Value) -> Result<Routes, String> {
         let apex = c.apex_name();
-        let services = ts["spec"]["weighted"]["services"].as_array().cloned().unwrap_or_default();
+        let services = ts["spec"]["weighted"]["services"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         if services.is_empty() {
-            return Err(format!("TraefikService {apex}.{} services not found", c.namespace()));
+            return Err(format!(
+                "TraefikService {apex}.{} services not found",
+                c.namespace()
+            ));
         }
         let primary = services
             .iter()
