@@ -10,8 +10,12 @@
 //!   Ready), Knative Serving's revision controller, a gateway that accepts HTTPRoutes.
 //! - [`crds`]: the upstream Knative, Gateway API, Istio, Contour and Traefik CRDs, the other traffic
 //!   providers' CRDs written for the tests, and installing CRDs.
+//! - [`ingress_nginx`]: [`IngressNginx`], a test-side ingress-nginx stand-in around the real
+//!   nginx: Ingresses and canary annotations from the API server, traffic routed by nginx,
+//!   ingress-nginx's request metrics from nginx's access log.
 //! - [`kubectl`]: finding the real `kubectl` for tests (or skipping/failing clearly).
 //! - [`objects`]: [`Objects`], untyped objects by apiVersion + kind as JSON, with waits.
+//! - [`prometheus`]: the real Prometheus (Debian's) scraping static targets every second.
 //! - [`proxy`]: [`FaultProxy`], an HTTP proxy in front of the API server that injects errors,
 //!   delays and dropped watches.
 //! - [`backends`]: scriptable HTTP doubles for the analysis: a Prometheus-compatible query
@@ -24,8 +28,10 @@ pub mod cluster;
 pub mod control_plane;
 pub mod crds;
 pub mod error;
+pub mod ingress_nginx;
 pub mod kubectl;
 pub mod objects;
+pub mod prometheus;
 pub mod proxy;
 pub mod standins;
 
@@ -33,6 +39,7 @@ pub use backends::{EchoServer, EchoedRequest, FakePrometheus, FakeWebhook, Webho
 pub use cluster::Cluster;
 pub use control_plane::{ControlPlane, Identity};
 pub use error::{Error, Result};
+pub use ingress_nginx::IngressNginx;
 pub use objects::Objects;
 pub use proxy::{FaultProxy, Matcher};
 pub use standins::{GATEWAY_CONTROLLER_NAME, NEVER_READY_ANNOTATION, StandIns};
