@@ -117,10 +117,23 @@ impl KubePlatform {
         if c.is_knative_target() {
             return self.knative.clone();
         }
-        match c.target_kind() {
+        let target: Arc<dyn Target> = match c.target_kind() {
             "Deployment" => self.deployment.clone(),
             other => Arc::new(UnsupportedTarget(other.to_string())),
+        };
+        // App Mesh injects its Envoy into pods of registered virtual nodes only: Flagger
+        // reconciles the mesh before it creates the primary (scheduler.go:215-221).
+        if let Provider::AppMesh { v1beta2 } = Provider::of(c, &self.settings.default_provider) {
+            return Arc::new(MeshFirst {
+                mesh: AppMeshRouter::new(
+                    self.kube.clone(),
+                    v1beta2,
+                    self.settings.deployment.selector_labels.clone(),
+                ),
+                target,
+            });
         }
+        target
     }
 
     /// The router of a canary: Knative's for a Knative target; for a Deployment the ClusterIP
@@ -184,6 +197,41 @@ impl KubePlatform {
 pub fn without_validation(mut s: CanaryStatus) -> CanaryStatus {
     s.conditions.retain(|c| c.type_ != VALIDATED_CONDITION);
     s
+}
+
+/// A target whose initialization first registers the App Mesh virtual nodes and routers.
+struct MeshFirst {
+    mesh: AppMeshRouter,
+    target: Arc<dyn Target>,
+}
+
+#[async_trait]
+impl Target for MeshFirst {
+    async fn revision(&self, c: &Canary) -> Result<Revision, String> {
+        self.target.revision(c).await
+    }
+    async fn initialize(&self, c: &Canary) -> Result<(), NotReady> {
+        self.mesh.reconcile(c).await.map_err(NotReady::retriable)?;
+        self.target.initialize(c).await
+    }
+    async fn primary_ready(&self, c: &Canary) -> Result<(), NotReady> {
+        self.target.primary_ready(c).await
+    }
+    async fn canary_ready(&self, c: &Canary) -> Result<(), NotReady> {
+        self.target.canary_ready(c).await
+    }
+    async fn promote(&self, c: &Canary) -> Result<(), String> {
+        self.target.promote(c).await
+    }
+    async fn scale_to_zero(&self, c: &Canary) -> Result<(), String> {
+        self.target.scale_to_zero(c).await
+    }
+    async fn scale_from_zero(&self, c: &Canary) -> Result<(), String> {
+        self.target.scale_from_zero(c).await
+    }
+    async fn finalize(&self, c: &Canary) -> Result<(), String> {
+        self.target.finalize(c).await
+    }
 }
 
 /// A target kind aviary does not implement (DaemonSet, core Service).

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aviary_api::Canary;
-use aviary_core::ports::{Router, Routes};
+use aviary_core::ports::{Router, Routes, Target as _};
 use aviary_kube::{KubePlatform, KubeSettings};
 use common::*;
 use serde_json::{Value, json};
@@ -870,6 +870,16 @@ async fn appmesh_v1beta2_nodes_routers_and_services() {
     let (env, c, router) = setup("appmesh-v1beta2", &APPMESH.replace("PROVIDER", "appmesh:v1beta2")).await;
     let ns = env.ns.clone();
     let api = "appmesh.k8s.aws/v1beta2";
+    // The target registers the virtual nodes before it creates the primary, so that App Mesh
+    // injects Envoy into the primary's pods (Flagger's scheduler.go:215-221).
+    let platform = KubePlatform::new(env.kube.clone(), KubeSettings::default());
+    platform.target(&c).initialize(&c).await.unwrap();
+    assert!(env.get(api, "VirtualNode", "podinfo-primary").await.is_some());
+    assert!(
+        env.get("apps/v1", "Deployment", "podinfo-primary")
+            .await
+            .is_some()
+    );
     router.reconcile(&c).await.unwrap();
     // appmesh_v1beta2.go:97-156: listener with the route timeout, DNS hostname, pods selected by
     // the target's selector label, access log, backends by ref or ARN; apex labels/annotations.
