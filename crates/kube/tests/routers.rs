@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aviary_api::Canary;
-use aviary_core::ports::{Router, Routes, Target as _};
+use aviary_core::ports::{Router, Routes};
 use aviary_kube::{KubePlatform, KubeSettings};
 use common::*;
 use serde_json::{Value, json};
