@@ -5,6 +5,8 @@
 //!   Notifier, Recorder, Gate).
 //! - [`fleet`]: the coordinator's rollout sequencer (plan, reconcile, verbs), pure decisions with
 //!   time as an argument.
+//! - [`judge`]: the statistical judge: anytime-valid canary-vs-primary e-processes per metric,
+//!   their verdicts and explanations, the fleet's pooled evidence, and its configuration.
 //! - [`weights`]: traffic weight math; [`template`]: query template rendering (Flagger's
 //!   RenderQuery over `aviary-template`);
 //!   [`fingerprint`]: stable revision hashes; [`gofmt`]: Go's number formatting for event texts.
@@ -16,6 +18,7 @@ mod error;
 pub mod fingerprint;
 pub mod fleet;
 pub mod gofmt;
+pub mod judge;
 pub mod ports;
 pub mod template;
 pub mod weights;
