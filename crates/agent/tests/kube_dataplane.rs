@@ -29,7 +29,7 @@ use std::time::Duration;
 use aviary_local::sample_app::{SampleApp, SampleAppArgs};
 use aviary_testkit::IngressNginx;
 use aviary_testkit::ingress_nginx::Endpoints;
-use aviary_testkit::prometheus::Prometheus;
+use aviary_testkit::prometheus::{Job, Prometheus};
 use kube_common::*;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -234,8 +234,13 @@ async fn run(nginx_bin: PathBuf, prometheus_bin: PathBuf) {
     let ingress = IngressNginx::start(&nginx_bin, env.objects.clone(), &env.ns, resolve)
         .await
         .unwrap();
-    let prom = Prometheus::start(&prometheus_bin, &[ingress.metrics_addr()])
+    let job = Job {
+        name: "ingress-nginx".into(),
+        targets: vec![ingress.metrics_addr().to_string()],
+    };
+    let prom = tokio::task::spawn_blocking(move || Prometheus::start(&prometheus_bin, &[job]))
         .await
+        .unwrap()
         .unwrap();
 
     env.create(deployment("podinfo", "podinfo:6.0.0")).await;

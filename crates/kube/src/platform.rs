@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use aviary_api::{Canary, CanaryStatus};
-use aviary_core::ports::{NotReady, Revision, Router, SecretSource, Target};
+use aviary_core::ports::{NotReady, Router, SecretSource, Target, TargetRevision};
 
 use crate::apisix::ApisixRouter;
 use crate::appmesh::AppMeshRouter;
@@ -207,7 +207,7 @@ struct MeshFirst {
 
 #[async_trait]
 impl Target for MeshFirst {
-    async fn revision(&self, c: &Canary) -> Result<Revision, String> {
+    async fn revision(&self, c: &Canary) -> Result<TargetRevision, String> {
         self.target.revision(c).await
     }
     async fn initialize(&self, c: &Canary) -> Result<(), NotReady> {
@@ -251,7 +251,7 @@ impl UnsupportedTarget {
 
 #[async_trait]
 impl Target for UnsupportedTarget {
-    async fn revision(&self, c: &Canary) -> Result<Revision, String> {
+    async fn revision(&self, c: &Canary) -> Result<TargetRevision, String> {
         Err(self.err(c))
     }
     async fn initialize(&self, c: &Canary) -> Result<(), NotReady> {
