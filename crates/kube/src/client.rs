@@ -24,6 +24,9 @@ use tokio::time::Instant;
 
 use crate::error::{Error, Result};
 
+/// The annotation `kubectl apply` keeps the applied object in.
+pub const KUBECTL_LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
 /// How often a write is retried after a 409 Conflict.
 const CONFLICT_RETRIES: usize = 8;
 
@@ -112,6 +115,30 @@ pub const DESTINATION_RULE: Kind = Kind::new(
     "DestinationRule",
     "destinationrules",
 );
+
+pub const INGRESS: Kind = Kind::new("networking.k8s.io", "v1", "Ingress", "ingresses");
+pub const TRAFFIC_SPLIT_V1ALPHA1: Kind =
+    Kind::new("split.smi-spec.io", "v1alpha1", "TrafficSplit", "trafficsplits");
+pub const TRAFFIC_SPLIT_V1ALPHA2: Kind =
+    Kind::new("split.smi-spec.io", "v1alpha2", "TrafficSplit", "trafficsplits");
+pub const TRAFFIC_SPLIT_V1ALPHA3: Kind =
+    Kind::new("split.smi-spec.io", "v1alpha3", "TrafficSplit", "trafficsplits");
+pub const HTTP_PROXY: Kind = Kind::new("projectcontour.io", "v1", "HTTPProxy", "httpproxies");
+pub const GLOO_UPSTREAM: Kind = Kind::new("gloo.solo.io", "v1", "Upstream", "upstreams");
+pub const GLOO_ROUTE_TABLE: Kind = Kind::new("gateway.solo.io", "v1", "RouteTable", "routetables");
+pub const TRAEFIK_SERVICE: Kind = Kind::new("traefik.io", "v1alpha1", "TraefikService", "traefikservices");
+/// Cluster-scoped.
+pub const KUMA_TRAFFIC_ROUTE: Kind = Kind::new("kuma.io", "v1alpha1", "TrafficRoute", "trafficroutes");
+pub const APISIX_ROUTE: Kind = Kind::new("apisix.apache.org", "v2", "ApisixRoute", "apisixroutes");
+pub const APPMESH_VIRTUAL_NODE_V1BETA1: Kind =
+    Kind::new("appmesh.k8s.aws", "v1beta1", "VirtualNode", "virtualnodes");
+pub const APPMESH_VIRTUAL_SERVICE_V1BETA1: Kind =
+    Kind::new("appmesh.k8s.aws", "v1beta1", "VirtualService", "virtualservices");
+pub const APPMESH_VIRTUAL_NODE: Kind = Kind::new("appmesh.k8s.aws", "v1beta2", "VirtualNode", "virtualnodes");
+pub const APPMESH_VIRTUAL_ROUTER: Kind =
+    Kind::new("appmesh.k8s.aws", "v1beta2", "VirtualRouter", "virtualrouters");
+pub const APPMESH_VIRTUAL_SERVICE: Kind =
+    Kind::new("appmesh.k8s.aws", "v1beta2", "VirtualService", "virtualservices");
 
 /// Client settings: Flagger's `-kubeconfig-qps 100` and `-kubeconfig-burst 250` (issue #638:
 /// client-go's default of 5 QPS stalled 50 canaries).
@@ -248,42 +275,7 @@ where
 
 // === objects as JSON ===
 
-/// The message of a Kubernetes API error (`deployments.apps "x" not found`), or the error.
-pub fn describe(e: &kube::Error) -> String {
-    match e {
-        kube::Error::Api(s) if s.code == 403 => match missing_permission(&s.message) {
-            Some(permission) => format!(
-                "missing permission: {permission} ({}); grant it in the agent's ClusterRole (deploy/rbac/cluster-role.yaml)",
-                s.message
-            ),
-            None => s.message.clone(),
-        },
-        kube::Error::Api(s) if !s.message.is_empty() => s.message.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// `verb resource.group[/subresource]` from the RBAC authorizer's 403 message (`… cannot patch
-/// resource "deployments" in API group "apps" …`, subresources as `"canaries/status"`).
-fn missing_permission(message: &str) -> Option<String> {
-    let rest = message.split(" cannot ").nth(1)?;
-    let (verb, rest) = rest.split_once(" resource \"")?;
-    let (resource, rest) = rest.split_once('"')?;
-    let group = rest
-        .split_once("in API group \"")
-        .and_then(|(_, g)| g.split_once('"'))
-        .map_or("", |(g, _)| g);
-    let (resource, sub) = match resource.split_once('/') {
-        Some((r, s)) => (r, format!("/{s}")),
-        None => (resource, String::new()),
-    };
-    let group = if group.is_empty() {
-        String::new()
-    } else {
-        format!(".{group}")
-    };
-    Some(format!("{verb} {resource}{group}{sub}"))
-}
+pub use crate::error::describe;
 
 /// True for a 404.
 pub fn is_not_found(e: &kube::Error) -> bool {

@@ -9,7 +9,7 @@
 use async_trait::async_trait;
 use aviary_api::Canary;
 use aviary_core::fingerprint::fingerprint;
-use aviary_core::ports::{NotReady, Revision, Target};
+use aviary_core::ports::{NotReady, Target, TargetRevision};
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
@@ -227,12 +227,12 @@ fn last_transition(c: &Canary) -> Option<Timestamp> {
 impl Target for DaemonSetTarget {
     /// The pod template without the scale-to-zero selector (daemonset_status.go:29-53), and the
     /// tracked configs.
-    async fn revision(&self, c: &Canary) -> Result<Revision, String> {
+    async fn revision(&self, c: &Canary) -> Result<TargetRevision, String> {
         let target = self.target(c).await?;
         let tracked = self.workloads.tracked(c, &target).await?;
         let mut template = target["spec"]["template"].clone();
         remove_scale_to_zero(&mut template);
-        Ok(Revision {
+        Ok(TargetRevision {
             fingerprint: fingerprint(&template),
             tracked_configs: Workloads::checksums(&tracked),
             route: None,

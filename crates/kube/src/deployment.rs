@@ -6,7 +6,7 @@
 use async_trait::async_trait;
 use aviary_api::Canary;
 use aviary_core::fingerprint::fingerprint;
-use aviary_core::ports::{NotReady, Revision, Target};
+use aviary_core::ports::{NotReady, Target, TargetRevision};
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
@@ -246,10 +246,10 @@ fn not_ready(prefix: String, (retriable, msg): (bool, String)) -> NotReady {
 
 #[async_trait]
 impl Target for DeploymentTarget {
-    async fn revision(&self, c: &Canary) -> Result<Revision, String> {
+    async fn revision(&self, c: &Canary) -> Result<TargetRevision, String> {
         let target = self.target(c).await?;
         let tracked = self.workloads.tracked(c, &target).await?;
-        Ok(Revision {
+        Ok(TargetRevision {
             fingerprint: fingerprint(&target["spec"]["template"]),
             tracked_configs: Workloads::checksums(&tracked),
             route: None,

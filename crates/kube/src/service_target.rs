@@ -15,7 +15,7 @@
 use async_trait::async_trait;
 use aviary_api::Canary;
 use aviary_core::fingerprint::fingerprint;
-use aviary_core::ports::{NotReady, Revision, Target};
+use aviary_core::ports::{NotReady, Target, TargetRevision};
 use serde_json::{Map, Value, json};
 
 use crate::client::{Kube, SERVICE, describe, owner_reference};
@@ -180,9 +180,9 @@ fn keep_allocations(desired: &Value, current: &Value) -> Value {
 #[async_trait]
 impl Target for ServiceTarget {
     /// The target's spec (service_controller.go:225-233).
-    async fn revision(&self, c: &Canary) -> Result<Revision, String> {
+    async fn revision(&self, c: &Canary) -> Result<TargetRevision, String> {
         let target = self.target(c).await?;
-        Ok(Revision {
+        Ok(TargetRevision {
             fingerprint: fingerprint(&target["spec"]),
             tracked_configs: None,
             route: None,

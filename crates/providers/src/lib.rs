@@ -4,7 +4,7 @@
 //!   on their provider (`prometheus`, `datadog`, `newrelic`, `graphite`, `influxdb`, `dynatrace`,
 //!   `cloudwatch`, `stackdriver`, `splunk`, and through a [`ClusterApi`](metrics::ClusterApi) the
 //!   platform plugs in, `keptn` and `externalmetrics`); built-in metrics come from a pluggable
-//!   [`BuiltinSource`], by default [`PrometheusBuiltins`] with Flagger's PromQL.
+//!   [`BuiltinSource`](aviary_core::ports::BuiltinSource), by default [`PrometheusBuiltins`] with Flagger's PromQL.
 //! - [`hooks`]: [`HttpHooks`] implements `Hooks` (Flagger's webhook calls, retries, timeouts).
 //! - [`alerts`]: [`AlertNotifier`] implements `Notifier` (slack, msteams, discord, rocket, gchat
 //!   and aviary's `generic`).
@@ -15,6 +15,7 @@
 //! - [`loadtester`]: the Flagger-compatible load tester behind `aviary loadtester` (every Flagger
 //!   task type, `concord` and `ngrinder` included).
 //! - `http`: shared client plumbing (timeouts, TLS, proxies, redaction of secrets).
+//! - `error`: the crate's [`Error`].
 //!
 //! Adapters do I/O only: the engine renders queries, applies thresholds, filters alerts and
 //! writes the event texts.
@@ -31,6 +32,6 @@ pub mod sources;
 pub use alerts::{AlertNotifier, GlobalNotifier};
 pub use error::{Error, Result};
 pub use hooks::HttpHooks;
-pub use metrics::{BuiltinSource, PrometheusBuiltins, ProviderMetrics};
+pub use metrics::{PrometheusBuiltins, ProviderMetrics};
 pub use secrets::{EnvSecrets, FileSecrets, SecretChain, StaticSecrets};
 pub use sources::{AlertProviderSource, ResourceStore, TemplateSource};
