@@ -580,7 +580,17 @@ fn check_analysis(f: &mut Findings, c: &Canary, a: &CanaryAnalysis) {
     }
 
     check_flagger_duration(f, a.interval.as_deref(), &format!("{p}.interval"), "60s");
-    if let Some(d) = a.interval.as_deref().and_then(|i| parse_go_duration(i).ok())
+    let interval = a.interval.as_deref().and_then(|i| parse_go_duration(i).ok());
+    if interval == Some(std::time::Duration::ZERO) {
+        // A zero interval would tick in a busy loop; Flagger has no meaning for it either.
+        f.error(
+            format!("{p}.interval"),
+            format!(
+                "{:?} is zero: the analysis needs a positive interval such as 1m or 30s",
+                a.interval.as_deref().unwrap_or("")
+            ),
+        );
+    } else if let Some(d) = interval
         && d < crate::defaults::MIN_INTERVAL
     {
         f.warning(
@@ -654,7 +664,8 @@ fn check_analysis(f: &mut Findings, c: &Canary, a: &CanaryAnalysis) {
         && max % step != 0
         && step <= 100
     {
-        let over = (max / step + 1) * step;
+        // i64: maxWeight near i32::MAX (out of range, reported above) must not overflow here.
+        let over = (i64::from(max) / i64::from(step) + 1) * i64::from(step);
         f.warning(
             format!("{p}.stepWeight"),
             format!("maxWeight {max} is not a multiple of stepWeight {step}; the canary weight will overshoot to {}", over.min(100)),

@@ -138,7 +138,11 @@ pub(crate) fn run() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(2)
+            if e.downcast_ref::<commands::rollout::ConnectionError>().is_some() {
+                ExitCode::from(commands::rollout::EXIT_CONNECTION)
+            } else {
+                ExitCode::from(2)
+            }
         }
     }
 }

@@ -42,7 +42,7 @@ pub(crate) struct Args {
     labels: Vec<(String, String)>,
 
     /// The fleet coordinator (`http://host:port`).
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", value_parser = super::rollout::coordinator_url)]
     coordinator: Option<String>,
 
     /// Where /healthz, /metrics, /canaries and /events are served.
@@ -50,7 +50,7 @@ pub(crate) struct Args {
     admin_listen: SocketAddr,
 
     /// Floor of the analysis interval (Flagger's is 10s), a Go duration.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = super::positive_duration)]
     min_analysis_interval: Duration,
 
     /// Elect one active replica through a coordination.k8s.io Lease.
@@ -96,10 +96,6 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .filter(|(k, _)| !k.is_empty())
         .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    aviary_api::duration::parse_go_duration(s).map_err(|e| e.to_string())
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
