@@ -26,7 +26,7 @@ pub mod validate;
 pub use alert_provider::{AlertProvider, AlertProviderSpec};
 pub use canary::{Canary, CanaryAnalysis, CanarySpec, HookType, Strategy};
 pub use error::{Error, Result};
-pub use fleet::{FleetRollout, FleetRolloutSpec};
+pub use fleet::{FleetRollout, FleetRolloutSpec, FleetRolloutStatus};
 pub use local::{LocalService, LocalServiceSpec};
 pub use metric_template::{MetricTemplate, MetricTemplateSpec};
 pub use status::{CanaryCondition, CanaryPhase, CanaryStatus};

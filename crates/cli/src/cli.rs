@@ -63,12 +63,13 @@ enum Command {
     /// read (missing file, not YAML).
     Validate(commands::validate::Args),
 
-    /// Print the flagger.app/v1beta1 CustomResourceDefinitions (Canary, MetricTemplate,
-    /// AlertProvider) as YAML, generated from aviary's types.
+    /// Print the CustomResourceDefinitions as YAML, generated from aviary's types.
     ///
-    /// The output is what `deploy/crds/flagger-crds.yaml` holds; apply it with
-    /// `aviary crds | kubectl apply -f -`.
-    Crds,
+    /// By default the flagger.app/v1beta1 ones (Canary, MetricTemplate, AlertProvider), what
+    /// `deploy/crds/flagger-crds.yaml` holds: `aviary crds | kubectl apply -f -`. With
+    /// `--group aviary.dev` the FleetRollout CRD for a management cluster
+    /// (`deploy/crds/aviary-crds.yaml`).
+    Crds(commands::crds::Args),
 
     /// Run the analysis engine on simulated metrics and webhooks and print the timeline.
     ///
@@ -126,7 +127,7 @@ pub(crate) fn run() -> ExitCode {
         Command::SampleApp(args) => commands::sample_app(args),
         Command::Events(args) => commands::events::run(args),
         Command::Validate(args) => commands::validate::run(args),
-        Command::Crds => commands::crds::run(),
+        Command::Crds(args) => commands::crds::run(args),
         Command::Simulate(args) => commands::simulate::run(args),
         Command::Loadtester(args) => commands::loadtester::run(args),
         Command::Coordinator(args) => commands::coordinator::run(args),
