@@ -2,7 +2,8 @@
 # Builds the test control plane (kube-apiserver, kube-controller-manager, etcd) from the Go
 # module proxy at the releases pinned in go.mod, into a cache outside the repository keyed on
 # go.mod + go.sum + the build flags, exports the upstream CRDs the tests install (Knative
-# Serving, Gateway API, Istio) beside them, and prints the directory.
+# Serving, Gateway API, Istio; Contour and Traefik for the router tests) beside them, and
+# prints the directory.
 #
 #   tests/control-plane/build.sh            # build when missing, print the bin dir
 #   AVIARY_CONTROL_PLANE_CACHE=/tmp/x ...   # another cache root (e.g. to time a cold build)
@@ -20,6 +21,9 @@ ETCD_VERSION=v3.7.0
 KNATIVE_SERVING=knative.dev/serving@v0.49.1
 GATEWAY_API=sigs.k8s.io/gateway-api@v1.6.3
 ISTIO_API=istio.io/api@v1.32.0
+# Traffic providers whose modules the Go proxy serves (the router tests install these).
+CONTOUR=github.com/projectcontour/contour@v1.33.8
+TRAEFIK=github.com/traefik/traefik/v3@v3.7.13
 # Bump when the go build command or its flags below change.
 BUILD_REVISION=1
 
@@ -28,10 +32,27 @@ root="${AVIARY_CONTROL_PLANE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/aviary/contr
 bin="$root/$key"
 programs=(kube-apiserver kube-controller-manager etcd)
 crd_stamp="$KNATIVE_SERVING $GATEWAY_API $ISTIO_API"
+provider_stamp="$CONTOUR $TRAEFIK"
 
 complete() {
-  for p in "${programs[@]}"; do [ -x "$bin/$p" ] || return 1; done
-  [ "$(cat "$bin/crds/.versions" 2>/dev/null)" = "$crd_stamp" ]
+  # In a directory of their own, so that checkouts without them keep using the same cache.
+export_provider_crds() {
+  local out="$tmp/provider-crds" d
+  mkdir -p "$out"
+  d=$(module_dir "$CONTOUR")
+  cp "$d/examples/contour/01-crds.yaml" "$out/contour.yaml"
+  d=$(module_dir "$TRAEFIK")
+  cp "$d/docs/content/reference/dynamic-configuration/kubernetes-crd-definition-v1.yml" "$out/traefik.yaml"
+  chmod -R u+w "$out"
+  echo "$provider_stamp" >"$out/.versions"
+  mkdir -p "$bin"
+  rm -rf "$bin/provider-crds"
+  mv "$out" "$bin/provider-crds"
+}
+
+for p in "${programs[@]}"; do [ -x "$bin/$p" ] || return 1; done
+  [ "$(cat "$bin/crds/.versions" 2>/dev/null)" = "$crd_stamp" ] &&
+    [ "$(cat "$bin/provider-crds/.versions" 2>/dev/null)" = "$provider_stamp" ]
 }
 
 if complete; then
@@ -107,8 +128,24 @@ export_crds() {
   mv "$out" "$bin/crds"
 }
 
+# In a directory of their own, so that checkouts without them keep using the same cache.
+export_provider_crds() {
+  local out="$tmp/provider-crds" d
+  mkdir -p "$out"
+  d=$(module_dir "$CONTOUR")
+  cp "$d/examples/contour/01-crds.yaml" "$out/contour.yaml"
+  d=$(module_dir "$TRAEFIK")
+  cp "$d/docs/content/reference/dynamic-configuration/kubernetes-crd-definition-v1.yml" "$out/traefik.yaml"
+  chmod -R u+w "$out"
+  echo "$provider_stamp" >"$out/.versions"
+  mkdir -p "$bin"
+  rm -rf "$bin/provider-crds"
+  mv "$out" "$bin/provider-crds"
+}
+
 for p in "${programs[@]}"; do
   [ -x "$bin/$p" ] || { build_programs; break; }
 done
 [ "$(cat "$bin/crds/.versions" 2>/dev/null)" = "$crd_stamp" ] || export_crds
+[ "$(cat "$bin/provider-crds/.versions" 2>/dev/null)" = "$provider_stamp" ] || export_provider_crds
 echo "$bin"

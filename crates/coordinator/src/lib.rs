@@ -13,6 +13,8 @@
 //!   `CommandSink`), `convert` (wire ↔ domain).
 //! - [`management`]: FleetRollout objects in a management cluster (kube-runtime) as rollouts,
 //!   their status written back; verbs as annotations, delete aborts.
+//! - `metrics`: `/metrics` of [`Coordinator::serve_metrics`] (calls counted by a gRPC layer,
+//!   fleet gauges read at scrape time).
 //! - [`client`]: connecting, following the leader.
 //! - `sim` (feature `test-util`): the simulated agent used by the tests and the fan-in and
 //!   failover benchmarks.
@@ -27,6 +29,7 @@ pub mod etcd;
 mod fleet;
 pub mod leader;
 pub mod management;
+mod metrics;
 mod rollouts;
 pub mod server;
 #[cfg(feature = "test-util")]

@@ -24,6 +24,9 @@ use tokio::time::Instant;
 
 use crate::error::{Error, Result};
 
+/// The annotation `kubectl apply` keeps the applied object in.
+pub const KUBECTL_LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
 /// How often a write is retried after a 409 Conflict.
 const CONFLICT_RETRIES: usize = 8;
 
@@ -110,6 +113,30 @@ pub const DESTINATION_RULE: Kind = Kind::new(
     "DestinationRule",
     "destinationrules",
 );
+
+pub const INGRESS: Kind = Kind::new("networking.k8s.io", "v1", "Ingress", "ingresses");
+pub const TRAFFIC_SPLIT_V1ALPHA1: Kind =
+    Kind::new("split.smi-spec.io", "v1alpha1", "TrafficSplit", "trafficsplits");
+pub const TRAFFIC_SPLIT_V1ALPHA2: Kind =
+    Kind::new("split.smi-spec.io", "v1alpha2", "TrafficSplit", "trafficsplits");
+pub const TRAFFIC_SPLIT_V1ALPHA3: Kind =
+    Kind::new("split.smi-spec.io", "v1alpha3", "TrafficSplit", "trafficsplits");
+pub const HTTP_PROXY: Kind = Kind::new("projectcontour.io", "v1", "HTTPProxy", "httpproxies");
+pub const GLOO_UPSTREAM: Kind = Kind::new("gloo.solo.io", "v1", "Upstream", "upstreams");
+pub const GLOO_ROUTE_TABLE: Kind = Kind::new("gateway.solo.io", "v1", "RouteTable", "routetables");
+pub const TRAEFIK_SERVICE: Kind = Kind::new("traefik.io", "v1alpha1", "TraefikService", "traefikservices");
+/// Cluster-scoped.
+pub const KUMA_TRAFFIC_ROUTE: Kind = Kind::new("kuma.io", "v1alpha1", "TrafficRoute", "trafficroutes");
+pub const APISIX_ROUTE: Kind = Kind::new("apisix.apache.org", "v2", "ApisixRoute", "apisixroutes");
+pub const APPMESH_VIRTUAL_NODE_V1BETA1: Kind =
+    Kind::new("appmesh.k8s.aws", "v1beta1", "VirtualNode", "virtualnodes");
+pub const APPMESH_VIRTUAL_SERVICE_V1BETA1: Kind =
+    Kind::new("appmesh.k8s.aws", "v1beta1", "VirtualService", "virtualservices");
+pub const APPMESH_VIRTUAL_NODE: Kind = Kind::new("appmesh.k8s.aws", "v1beta2", "VirtualNode", "virtualnodes");
+pub const APPMESH_VIRTUAL_ROUTER: Kind =
+    Kind::new("appmesh.k8s.aws", "v1beta2", "VirtualRouter", "virtualrouters");
+pub const APPMESH_VIRTUAL_SERVICE: Kind =
+    Kind::new("appmesh.k8s.aws", "v1beta2", "VirtualService", "virtualservices");
 
 /// Client settings: Flagger's `-kubeconfig-qps 100` and `-kubeconfig-burst 250` (issue #638:
 /// client-go's default of 5 QPS stalled 50 canaries).

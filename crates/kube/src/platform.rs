@@ -8,14 +8,22 @@ use async_trait::async_trait;
 use aviary_api::{Canary, CanaryStatus};
 use aviary_core::ports::{NotReady, Router, SecretSource, Target, TargetRevision};
 
+use crate::apisix::ApisixRouter;
+use crate::appmesh::AppMeshRouter;
 use crate::client::{CANARY, Kube, SECRET, describe};
+use crate::contour::ContourRouter;
 use crate::deployment::{DeploymentSettings, DeploymentTarget};
 use crate::gatewayapi::GatewayApiRouter;
+use crate::gloo::GlooRouter;
+use crate::ingress::{NginxRouter, SkipperRouter};
 use crate::istio::IstioRouter;
 use crate::knative::Knative;
+use crate::kuma::KumaRouter;
 use crate::recorder::KubeRecorder;
 use crate::routing::{DeploymentRouter, NopRouter, Provider, UnsupportedRouter};
 use crate::services::ClusterIpServices;
+use crate::smi::SmiRouter;
+use crate::traefik::TraefikRouter;
 
 pub use aviary_api::status::VALIDATED_CONDITION;
 
@@ -28,6 +36,10 @@ pub struct KubeSettings {
     pub deployment: DeploymentSettings,
     /// Written as the event source host (the pod name).
     pub host: String,
+    /// ingress-nginx's annotation prefix (Flagger's `-ingress-annotations-prefix`).
+    pub ingress_annotations_prefix: String,
+    /// The ingress class of Contour HTTPProxies (Flagger's `-ingress-class`; empty: none).
+    pub ingress_class: String,
 }
 
 impl Default for KubeSettings {
@@ -36,6 +48,8 @@ impl Default for KubeSettings {
             default_provider: "istio".into(),
             deployment: DeploymentSettings::default(),
             host: hostname(),
+            ingress_annotations_prefix: crate::ingress::NGINX_ANNOTATIONS_PREFIX.into(),
+            ingress_class: String::new(),
         }
     }
 }
@@ -103,10 +117,23 @@ impl KubePlatform {
         if c.is_knative_target() {
             return self.knative.clone();
         }
-        match c.target_kind() {
+        let target: Arc<dyn Target> = match c.target_kind() {
             "Deployment" => self.deployment.clone(),
             other => Arc::new(UnsupportedTarget(other.to_string())),
+        };
+        // App Mesh injects its Envoy into pods of registered virtual nodes only: Flagger
+        // reconciles the mesh before it creates the primary (scheduler.go:215-221).
+        if let Provider::AppMesh { v1beta2 } = Provider::of(c, &self.settings.default_provider) {
+            return Arc::new(MeshFirst {
+                mesh: AppMeshRouter::new(
+                    self.kube.clone(),
+                    v1beta2,
+                    self.settings.deployment.selector_labels.clone(),
+                ),
+                target,
+            });
         }
+        target
     }
 
     /// The router of a canary: Knative's for a Knative target; for a Deployment the ClusterIP
@@ -119,12 +146,25 @@ impl KubePlatform {
                 _ => Arc::new(UnsupportedRouter(c.provider().to_string())),
             };
         }
+        let kube = self.kube.clone();
         let traffic: Arc<dyn Router> = match provider {
             Provider::Kubernetes => Arc::new(NopRouter),
-            Provider::Istio => Arc::new(IstioRouter::new(self.kube.clone())),
-            Provider::GatewayApi { v1beta1 } => Arc::new(GatewayApiRouter::new(self.kube.clone(), v1beta1)),
+            Provider::Istio => Arc::new(IstioRouter::new(kube)),
+            Provider::GatewayApi { v1beta1 } => Arc::new(GatewayApiRouter::new(kube, v1beta1)),
             Provider::Knative => Arc::new(UnsupportedRouter("knative".into())),
-            Provider::Unsupported(p) => Arc::new(UnsupportedRouter(p)),
+            Provider::Nginx => Arc::new(NginxRouter::new(kube, &self.settings.ingress_annotations_prefix)),
+            Provider::Skipper => Arc::new(SkipperRouter::new(kube)),
+            Provider::Smi { version, mesh } => Arc::new(SmiRouter::new(kube, version, mesh)),
+            Provider::Contour => Arc::new(ContourRouter::new(kube, &self.settings.ingress_class)),
+            Provider::Gloo => Arc::new(GlooRouter::new(kube)),
+            Provider::Traefik => Arc::new(TraefikRouter::new(kube)),
+            Provider::AppMesh { v1beta2 } => Arc::new(AppMeshRouter::new(
+                kube,
+                v1beta2,
+                self.settings.deployment.selector_labels.clone(),
+            )),
+            Provider::Kuma => Arc::new(KumaRouter::new(kube)),
+            Provider::Apisix => Arc::new(ApisixRouter::new(kube)),
         };
         Arc::new(DeploymentRouter {
             services: ClusterIpServices::new(
@@ -157,6 +197,41 @@ impl KubePlatform {
 pub fn without_validation(mut s: CanaryStatus) -> CanaryStatus {
     s.conditions.retain(|c| c.type_ != VALIDATED_CONDITION);
     s
+}
+
+/// A target whose initialization first registers the App Mesh virtual nodes and routers.
+struct MeshFirst {
+    mesh: AppMeshRouter,
+    target: Arc<dyn Target>,
+}
+
+#[async_trait]
+impl Target for MeshFirst {
+    async fn revision(&self, c: &Canary) -> Result<TargetRevision, String> {
+        self.target.revision(c).await
+    }
+    async fn initialize(&self, c: &Canary) -> Result<(), NotReady> {
+        self.mesh.reconcile(c).await.map_err(NotReady::retriable)?;
+        self.target.initialize(c).await
+    }
+    async fn primary_ready(&self, c: &Canary) -> Result<(), NotReady> {
+        self.target.primary_ready(c).await
+    }
+    async fn canary_ready(&self, c: &Canary) -> Result<(), NotReady> {
+        self.target.canary_ready(c).await
+    }
+    async fn promote(&self, c: &Canary) -> Result<(), String> {
+        self.target.promote(c).await
+    }
+    async fn scale_to_zero(&self, c: &Canary) -> Result<(), String> {
+        self.target.scale_to_zero(c).await
+    }
+    async fn scale_from_zero(&self, c: &Canary) -> Result<(), String> {
+        self.target.scale_from_zero(c).await
+    }
+    async fn finalize(&self, c: &Canary) -> Result<(), String> {
+        self.target.finalize(c).await
+    }
 }
 
 /// A target kind aviary does not implement (DaemonSet, core Service).

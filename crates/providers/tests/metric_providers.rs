@@ -413,11 +413,12 @@ async fn provider_checks_cover_builtins_and_every_template() {
             "{e}"
         );
 
-        // A provider without built-in queries is reported at initialization.
-        let mut linkerd = canary;
-        linkerd.spec.provider = Some("linkerd".into());
-        let e = metrics.check_providers(&linkerd).await.unwrap_err();
-        assert!(e.contains("not available for provider \"linkerd\""), "{e}");
+        // A provider without built-in queries (the local platform's) is reported at
+        // initialization.
+        let mut local = canary;
+        local.spec.provider = Some("local".into());
+        let e = metrics.check_providers(&local).await.unwrap_err();
+        assert!(e.contains("not available for provider \"local\""), "{e}");
     })
     .await;
 }

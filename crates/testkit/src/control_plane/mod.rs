@@ -9,7 +9,7 @@
 pub mod binaries;
 pub mod kubeconfig;
 pub(crate) mod pki;
-mod process;
+pub(crate) mod process;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
