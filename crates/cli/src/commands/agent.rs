@@ -42,7 +42,7 @@ pub(crate) struct Args {
     labels: Vec<(String, String)>,
 
     /// The fleet coordinator (`http://host:port`).
-    #[arg(long, value_name = "URL", value_parser = super::rollout::coordinator_url)]
+    #[arg(long, value_name = "URL")]
     coordinator: Option<String>,
 
     /// Where /healthz, /metrics, /canaries and /events are served.
@@ -100,6 +100,10 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     super::init_logs(&args.log_level)?;
+    // Checked before anything starts: a URL the link can never use must not retry forever.
+    for url in args.coordinator.iter().flat_map(|c| c.split(',')) {
+        aviary_coordinator::client::checked_url(url).map_err(|e| anyhow::anyhow!("--coordinator: {e}"))?;
+    }
 
     let platform = match (&args.local, &args.state_dir) {
         (Some(config), Some(state_dir)) => PlatformConfig::Local {
