@@ -134,6 +134,10 @@ impl FleetApi for FleetService {
     ) -> Result<Response<v1::Rollout>, Status> {
         let req = r.into_inner();
         let rollout = rollout_from_request(&req)?;
+        if req.dry_run {
+            let planned = self.rollouts.plan(&rollout, &req.actor).await?;
+            return Ok(self.rendered(&planned));
+        }
         let created = self.rollouts.create(rollout, &req.actor).await?;
         Ok(self.rendered(&created))
     }

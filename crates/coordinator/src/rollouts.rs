@@ -418,6 +418,39 @@ impl Rollouts {
         Ok(v)
     }
 
+    /// A dry run of CreateRollout: the record it would create (the plan pinned against the
+    /// fleet as it is now), nothing written or started.
+    pub(crate) async fn plan(&self, rollout: &FleetRollout, actor: &str) -> Result<Arc<RolloutRecord>> {
+        self.ready().await?;
+        let key = rollout
+            .spec
+            .canary
+            .as_ref()
+            .map(|c| {
+                CanaryKey::new(
+                    c.namespace.clone().unwrap_or_default(),
+                    c.name.clone().unwrap_or_default(),
+                )
+            })
+            .unwrap_or_default();
+        let name = rollout.name().to_string();
+        let plan = resolve_plan(rollout, &self.fleet.cluster_infos(&key)).map_err(|diags| {
+            let lines: Vec<String> = diags
+                .iter()
+                .map(|d| format!("{}: {}", d.path, d.message))
+                .collect();
+            Error::InvalidArgument(format!("FleetRollout {name}: {}", lines.join("; ")))
+        })?;
+        let actor = if actor.is_empty() { "unknown" } else { actor };
+        let state = RolloutState::new(&plan, actor, self.clock.now());
+        Ok(Arc::new(RolloutRecord {
+            name,
+            spec: rollout.spec.clone(),
+            plan,
+            state,
+        }))
+    }
+
     /// CreateRollout: checks, pins the plan, writes it, starts its loop; the record as created.
     pub(crate) async fn create(
         self: &Arc<Self>,

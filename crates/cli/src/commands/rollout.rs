@@ -65,8 +65,13 @@ pub(crate) struct Args {
 enum RolloutCommand {
     /// Create a rollout from a FleetRollout manifest (YAML or JSON; `-` for stdin).
     Apply {
+        /// The manifest, or `-` for stdin.
         #[arg(short = 'f', long = "filename", value_name = "FILE|-")]
         file: PathBuf,
+        /// Print the plan the coordinator would pin (waves, clusters in order, concurrency,
+        /// budgets) without creating the rollout.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Show one rollout: plan, waves, clusters, verdicts and history.
     Get { name: String },
@@ -450,17 +455,30 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             reason: reason.into(),
         };
         let r = match args.command {
-            RolloutCommand::Apply { file } => {
+            RolloutCommand::Apply { file, dry_run } => {
                 let manifest = super::read_input(&file)?;
-                unary(c, |mut cl| {
+                let r = unary(c, |mut cl| {
                     let req = v1::CreateRolloutRequest {
                         manifest: manifest.clone(),
                         actor: actor.clone(),
+                        dry_run,
                         ..Default::default()
                     };
                     async move { cl.create_rollout(req).await.map(|r| r.into_inner()) }
                 })
-                .await?
+                .await?;
+                if dry_run {
+                    show(c.output, &r)?;
+                    if c.output == Output::Table {
+                        out("");
+                        out(format!(
+                            "dry run: the plan above was not created (no rollout {})",
+                            r.name
+                        ));
+                    }
+                    return Ok(ExitCode::SUCCESS);
+                }
+                r
             }
             RolloutCommand::Get { name } => get(c, &name).await?,
             RolloutCommand::List => {
