@@ -116,6 +116,10 @@ enum Command {
 
     /// Every canary of the fleet (CLUSTER, REGION, NAMESPACE, NAME, STATUS, WEIGHT, …).
     Canaries(commands::canaries::Args),
+
+    /// Print the Markdown command-line reference (docs/cli.md).
+    #[command(hide = true)]
+    CliReference,
 }
 
 /// Parses the command line and runs the subcommand.
@@ -134,6 +138,11 @@ pub(crate) fn run() -> ExitCode {
         Command::Rollout(args) => commands::rollout::run(args),
         Command::Clusters(args) => commands::clusters::run(args),
         Command::Canaries(args) => commands::canaries::run(args),
+        Command::CliReference => {
+            use clap::CommandFactory as _;
+            commands::out(crate::reference::markdown(&Cli::command()).trim_end());
+            Ok(ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,

@@ -68,10 +68,13 @@ pub(crate) struct Args {
     /// Global Slack notifier.
     #[arg(long, value_name = "URL", env = "SLACK_URL")]
     slack_url: Option<String>,
+    /// Channel of the global Slack notifier.
     #[arg(long, value_name = "CHANNEL")]
     slack_channel: Option<String>,
+    /// User name the global Slack notifier posts as.
     #[arg(long, value_name = "USER")]
     slack_user: Option<String>,
+    /// HTTP proxy for the global Slack notifier.
     #[arg(long, value_name = "URL", env = "SLACK_PROXY_URL")]
     slack_proxy_url: Option<String>,
     /// Global MS Teams notifier (wins over Slack).

@@ -74,14 +74,21 @@ enum RolloutCommand {
         dry_run: bool,
     },
     /// Show one rollout: plan, waves, clusters, verdicts and history.
-    Get { name: String },
+    Get {
+        /// The rollout's name.
+        name: String,
+    },
     /// List rollouts, newest first.
     List,
     /// Follow a rollout live until it ends (progress bars on a terminal, lines otherwise).
-    Watch { name: String },
+    Watch {
+        /// The rollout's name.
+        name: String,
+    },
     /// Block until the rollout ends: exit 0 when Succeeded, 1 when Failed or Aborted
     /// (2 on timeout or error). For CI pipelines.
     Wait {
+        /// The rollout's name.
         name: String,
         /// Give up after this Go duration (`30m`); 0 waits as long as it takes.
         #[arg(long, default_value = "0")]
@@ -89,28 +96,49 @@ enum RolloutCommand {
     },
     /// Pause: no new cluster starts; running canaries finish.
     Pause {
+        /// The rollout's name.
         name: String,
+        /// Why (recorded in the history).
         #[arg(long, default_value = "")]
         reason: String,
     },
     /// Resume a paused rollout.
     Resume {
+        /// The rollout's name.
         name: String,
+        /// Why (recorded in the history).
         #[arg(long, default_value = "")]
         reason: String,
     },
     /// Abort: roll back per the failure policy, then Aborted.
     Abort {
+        /// The rollout's name.
         name: String,
+        /// Why (recorded in the history).
         #[arg(long, default_value = "")]
         reason: String,
     },
     /// Approve a wave with `approval: manual` (also in advance).
-    Approve { name: String, wave: String },
+    Approve {
+        /// The rollout's name.
+        name: String,
+        /// The wave to approve.
+        wave: String,
+    },
     /// Skip a cluster that has not started or has failed.
-    Skip { name: String, cluster: String },
+    Skip {
+        /// The rollout's name.
+        name: String,
+        /// The cluster to skip.
+        cluster: String,
+    },
     /// Start a failed cluster again (a new attempt).
-    Retry { name: String, cluster: String },
+    Retry {
+        /// The rollout's name.
+        name: String,
+        /// The cluster to start again.
+        cluster: String,
+    },
 }
 
 /// Runs a future on a small runtime.
