@@ -138,3 +138,10 @@ fn a_connection_lost_during_watch_or_wait_says_so() {
     }
     drop(agent);
 }
+
+#[test]
+fn unknown_phases_are_refused_with_the_closest() {
+    let (code, _, err) = aviary("127.0.0.1:1", &["canaries", "--phase", "progresing"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("unknown phase (did you mean Progressing?)"), "{err}");
+}
