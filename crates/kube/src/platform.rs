@@ -12,6 +12,7 @@ use crate::apisix::ApisixRouter;
 use crate::appmesh::AppMeshRouter;
 use crate::client::{CANARY, Kube, SECRET, describe};
 use crate::contour::ContourRouter;
+use crate::daemonset::DaemonSetTarget;
 use crate::deployment::{DeploymentSettings, DeploymentTarget};
 use crate::gatewayapi::GatewayApiRouter;
 use crate::gloo::GlooRouter;
@@ -21,6 +22,7 @@ use crate::knative::Knative;
 use crate::kuma::KumaRouter;
 use crate::recorder::KubeRecorder;
 use crate::routing::{DeploymentRouter, NopRouter, Provider, UnsupportedRouter};
+use crate::service_target::ServiceTarget;
 use crate::services::ClusterIpServices;
 use crate::smi::SmiRouter;
 use crate::traefik::TraefikRouter;
@@ -32,7 +34,7 @@ pub use aviary_api::status::VALIDATED_CONDITION;
 pub struct KubeSettings {
     /// Provider of canaries without `spec.provider` (Flagger's `-mesh-provider`, default istio).
     pub default_provider: String,
-    /// Deployment target behaviour.
+    /// Deployment and DaemonSet target behaviour.
     pub deployment: DeploymentSettings,
     /// Written as the event source host (the pod name).
     pub host: String,
@@ -70,6 +72,8 @@ pub struct KubePlatform {
     settings: KubeSettings,
     recorder: Arc<KubeRecorder>,
     deployment: Arc<DeploymentTarget>,
+    daemonset: Arc<DaemonSetTarget>,
+    service: Arc<ServiceTarget>,
     knative: Arc<Knative>,
     secrets: Arc<KubeSecrets>,
 }
@@ -87,6 +91,11 @@ impl KubePlatform {
         Self {
             recorder: Arc::new(KubeRecorder::new(kube.clone(), settings.host.clone())),
             deployment: Arc::new(DeploymentTarget::new(kube.clone(), settings.deployment.clone())),
+            daemonset: Arc::new(DaemonSetTarget::new(kube.clone(), settings.deployment.clone())),
+            service: Arc::new(ServiceTarget::new(
+                kube.clone(),
+                settings.deployment.include_label_prefixes.clone(),
+            )),
             knative: Arc::new(Knative::new(kube.clone())),
             secrets: Arc::new(KubeSecrets { kube: kube.clone() }),
             kube,
@@ -119,6 +128,8 @@ impl KubePlatform {
         }
         let target: Arc<dyn Target> = match c.target_kind() {
             "Deployment" => self.deployment.clone(),
+            "DaemonSet" => self.daemonset.clone(),
+            "Service" => self.service.clone(),
             other => Arc::new(UnsupportedTarget(other.to_string())),
         };
         // App Mesh injects its Envoy into pods of registered virtual nodes only: Flagger
@@ -136,8 +147,10 @@ impl KubePlatform {
         target
     }
 
-    /// The router of a canary: Knative's for a Knative target; for a Deployment the ClusterIP
-    /// Services plus the provider's router.
+    /// The router of a canary: Knative's for a Knative target; for a Deployment or DaemonSet the
+    /// ClusterIP Services plus the provider's router; for a core Service target the provider's
+    /// router alone (Flagger's KubernetesNoopRouter: the target service controller made the
+    /// `-primary` and `-canary` copies).
     pub fn router(&self, c: &Canary) -> Arc<dyn Router> {
         let provider = Provider::of(c, &self.settings.default_provider);
         if c.is_knative_target() {
@@ -166,6 +179,9 @@ impl KubePlatform {
             Provider::Kuma => Arc::new(KumaRouter::new(kube)),
             Provider::Apisix => Arc::new(ApisixRouter::new(kube)),
         };
+        if c.target_kind() == "Service" {
+            return traffic;
+        }
         Arc::new(DeploymentRouter {
             services: ClusterIpServices::new(
                 self.kube.clone(),
@@ -234,14 +250,14 @@ impl Target for MeshFirst {
     }
 }
 
-/// A target kind aviary does not implement (DaemonSet, core Service).
+/// A target kind neither Flagger nor aviary knows (validation refuses it first).
 #[derive(Debug, Clone)]
 pub struct UnsupportedTarget(pub String);
 
 impl UnsupportedTarget {
     fn err(&self, c: &Canary) -> String {
         format!(
-            "target kind {:?} (spec.targetRef.kind of canary {}.{}) is not supported by aviary; use a Deployment or a Knative Service",
+            "target kind {:?} (spec.targetRef.kind of canary {}.{}) is not supported by aviary; use a Deployment, a DaemonSet, a Service or a Knative Service",
             self.0,
             c.name(),
             c.namespace()

@@ -1,5 +1,5 @@
 //! CustomResourceDefinitions on the test control plane: the upstream definitions of the kinds
-//! aviary's routers and targets write (Knative Serving, Gateway API, Istio; Contour's HTTPProxy
+//! aviary's routers and targets write (Knative Serving, Gateway API, Istio, KEDA; Contour's HTTPProxy
 //! and Traefik's TraefikService for the router tests), read out of their Go modules by
 //! `tests/control-plane/build.sh`; schemas written for the tests from the API references of the
 //! providers whose modules the Go proxy does not serve (`crds/providers.yaml`); and installation
@@ -49,6 +49,7 @@ pub const UPSTREAM: &[(&str, &[&str])] = &[
             "destinationrules.networking.istio.io",
         ],
     ),
+    ("keda-scaledobjects.yaml", &["scaledobjects.keda.sh"]),
 ];
 
 /// The traffic providers' upstream CRDs (build.sh's `provider-crds/`), by file and name.

@@ -59,7 +59,20 @@ pub enum Observer {
 impl Observer {
     /// The observer for a provider name (`istio`, `knative`, `kubernetes`, `gatewayapi:v1`, …).
     pub fn for_provider(provider: &str) -> Result<Self, String> {
-        let p = provider.strip_suffix(":service").unwrap_or(provider);
+        // A core Service target makes Flagger ask for `<provider>:service` (scheduler_metrics.go:
+        // 113-116); its observer factory matches most providers exactly, so those fall to its
+        // default, Istio; the prefix-matched families keep theirs (observers/factory.go:45-103).
+        let p = match provider.strip_suffix(":service") {
+            Some(base)
+                if ["gatewayapi", "appmesh", "gloo"]
+                    .iter()
+                    .any(|f| base.starts_with(f)) =>
+            {
+                base
+            }
+            Some(_) => "istio",
+            None => provider,
+        };
         // In the order of Flagger's factory (observers/factory.go:46-102).
         Ok(match p {
             p if p.starts_with("appmesh") => Self::AppMesh,
@@ -517,6 +530,16 @@ mod tests {
         assert_eq!(Observer::for_provider("gatewayapi:v1"), Ok(Observer::Http));
         assert_eq!(Observer::for_provider("gatewayapi:v1beta1"), Ok(Observer::Http));
         assert_eq!(Observer::for_provider("istio:service"), Ok(Observer::Istio));
+        assert_eq!(Observer::for_provider("kubernetes:service"), Ok(Observer::Istio));
+        assert_eq!(Observer::for_provider("linkerd:service"), Ok(Observer::Istio));
+        assert_eq!(
+            Observer::for_provider("gatewayapi:v1:service"),
+            Ok(Observer::Http)
+        );
+        assert_eq!(
+            Observer::for_provider("appmesh:v1beta2:service"),
+            Ok(Observer::AppMesh)
+        );
         assert_eq!(Observer::for_provider("linkerd"), Ok(Observer::Linkerd));
         assert_eq!(Observer::for_provider("appmesh:v1beta2"), Ok(Observer::AppMesh));
         assert_eq!(Observer::for_provider("smi:v1alpha3"), Ok(Observer::Istio));
