@@ -309,7 +309,7 @@ impl Metrics for FakeMetrics {
     async fn template(&self, namespace: &str, name: &str) -> Result<MetricTemplate, String> {
         self.scripted.template(namespace, name).await
     }
-    async fn counters(&self, _canary: &Canary) -> Result<CounterReading, MetricError> {
+    async fn counters(&self, _canary: &Canary, _model: &MetricModel) -> Result<CounterReading, MetricError> {
         let mut s = self.state.lock();
         let i = s.counter_reads.min(s.counters.len().saturating_sub(1));
         let r = s.counters.get(i).cloned();

@@ -198,8 +198,9 @@ pub trait Metrics: Send + Sync {
     /// Runs a deprecated inline query (the canary's metric `metric`) against its metrics server.
     async fn inline(&self, canary: &Canary, metric: &str, query: &str) -> MetricResult;
     /// The raw cumulative counters of both arms now (requests, 5xx, latency buckets), for the
-    /// statistical judge. Only canaries with the judge on ask.
-    async fn counters(&self, _canary: &Canary) -> Result<CounterReading, MetricError> {
+    /// statistical judge. Only canaries with the judge on ask. `model` is the canary's metric
+    /// model (its `route` is what the platform resolves, e.g. Knative's latest revision).
+    async fn counters(&self, _canary: &Canary, _model: &MetricModel) -> Result<CounterReading, MetricError> {
         Err(MetricError::Provider(NO_COUNTERS.into()))
     }
 }
@@ -221,7 +222,7 @@ pub trait BuiltinSource: Send + Sync {
     /// the duration.
     async fn builtin(&self, canary: &Canary, metric: BuiltinMetric, model: &MetricModel) -> MetricResult;
     /// The raw cumulative counters of both arms (see [`Metrics::counters`]).
-    async fn counters(&self, _canary: &Canary) -> Result<CounterReading, MetricError> {
+    async fn counters(&self, _canary: &Canary, _model: &MetricModel) -> Result<CounterReading, MetricError> {
         Err(MetricError::Provider(NO_COUNTERS.into()))
     }
     /// A deprecated inline `metrics[].query` (already rendered).

@@ -46,6 +46,11 @@ impl Tick<'_, '_> {
         self.status().last_applied_spec.clone()
     }
 
+    /// The metric model the counters are selected with (the built-ins' model, no interval).
+    fn counter_model(&self) -> crate::ports::MetricModel {
+        self.model(&aviary_api::canary::CanaryMetric::default())
+    }
+
     /// Tells once per analysis why the judge is off, and remembers it.
     async fn judge_off(&mut self, why: &str) {
         let revision = self.revision_under_analysis();
@@ -78,7 +83,7 @@ impl Tick<'_, '_> {
                 )
                 .await;
         }
-        let reading = match self.ports.metrics.counters(&self.c).await {
+        let reading = match self.ports.metrics.counters(&self.c, &self.counter_model()).await {
             Ok(r) => r,
             Err(e) => {
                 return self
@@ -155,7 +160,7 @@ impl Tick<'_, '_> {
     /// Reads the counters, observes the interval since the last reading and reports it.
     async fn observe_interval(&mut self, run: &mut JudgeRun) -> Decision {
         let spec = &run.config.spec;
-        let reading = match self.ports.metrics.counters(&self.c).await {
+        let reading = match self.ports.metrics.counters(&self.c, &self.counter_model()).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(canary = %self.id(), "judge: cannot read the request counters, this interval is not judged: {e}");
