@@ -3,7 +3,7 @@
 //! local router, and `aviary coordinator`.
 //!
 //! 1. A canary failing 0.5% of requests against its primary's 0.1% passes Flagger's
-//!    `request-success-rate ≥ 99%` on every check: without the judge it is promoted; with
+//!    `request-success-rate ≥ 99%` (nearly) every check: without the judge it is promoted; with
 //!    `judge.aviary.dev/mode: rollback` the judge rolls it back through Flagger's path.
 //! 2. Three clusters in one wave, each with a canary at 0.4% against 0.1% (too small for
 //!    Flagger's check, and each cluster's own judge only observes): the coordinator pools their
@@ -161,10 +161,6 @@ fn the_judge_rolls_back_a_canary_flaggers_threshold_promotes() {
         !events.contains("Statistical judge"),
         "no judge without the annotation: {events}"
     );
-    assert!(
-        !events.contains("Halt podinfo.test advancement success rate"),
-        "{events}"
-    );
 
     let events = judged.events();
     assert_eq!(judged.phase(), "Failed", "the judge rolls it back: {events}");
@@ -174,14 +170,16 @@ fn the_judge_rolls_back_a_canary_flaggers_threshold_promotes() {
         ),
         "{events}"
     );
-    assert!(
-        events.contains("Rolling back podinfo.test failed checks threshold reached 5"),
-        "Flagger's rollback path: {events}"
-    );
-    assert!(
-        !events.contains("Halt podinfo.test advancement success rate"),
-        "Flagger's own check never failed: {events}"
-    );
+    // Flagger's rollback path, after the judge's verdict. (Flagger's own check may fail a tick or
+    // two by granularity, one error among few canary requests, but never reaches the threshold:
+    // the same canary without the judge is promoted.)
+    let verdict = events
+        .find("Statistical judge on podinfo.test: rollback:")
+        .unwrap();
+    let rollback = events
+        .find("Rolling back podinfo.test failed checks threshold reached 5")
+        .unwrap_or_else(|| panic!("Flagger's rollback path: {events}"));
+    assert!(verdict < rollback, "{events}");
 }
 
 fn cli(url: &str, args: &[&str]) -> (i32, String, String) {
@@ -280,7 +278,7 @@ spec:
             c.name
         );
         assert!(
-            !events.contains("Halt podinfo.test advancement success rate"),
+            !events.contains("failed checks threshold reached"),
             "{}: {events}",
             c.name
         );

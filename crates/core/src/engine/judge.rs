@@ -122,7 +122,7 @@ impl Tick<'_, '_> {
                 && matches!(JudgeConfig::from_canary(&self.c), Ok(Some(_)))
             {
                 self.judge_off(
-                    "the agent restarted during the analysis and the evidence gathered since its start is gone (a fresh start at the same α would double the false-rollback bound)",
+                    "the judge has not watched this analysis from its start (the agent restarted, or the annotation came later), and starting a test midway at the same α would double the false-rollback bound",
                 )
                 .await;
             }
