@@ -12,7 +12,9 @@
 //! promoted without analysis, `RollbackCanary` rolls the running analysis back.
 //!
 //! The link is also the engine's [`Gate`]: a new revision asks the coordinator (a `GateRequest`)
-//! and waits closed until it answers. While disconnected every new gate stays closed, and the
+//! and waits closed until it answers. The statistical judge's evidence (one `Evidence` per
+//! canary interval) goes to the coordinator the same way, kept (bounded) while disconnected
+//! and sent after the next Hello: late evidence is still valid evidence. While disconnected every new gate stays closed, and the
 //! canaries already running finish under their own analysis (partition rule).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -22,6 +24,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aviary_api::{Canary, CanaryPhase};
 use aviary_core::fleet::Revision;
+use aviary_core::judge::EvidenceReport;
 use aviary_core::ports::{Gate, GateDecision, TargetRevision};
 use aviary_proto::v1::{self, agent_message, coordinator_message};
 use parking_lot::Mutex;
@@ -94,6 +97,14 @@ enum Outgoing {
     Status(Box<Canary>),
     Event(EventRecord),
     Gate(v1::GateRequest),
+    Evidence(v1::Evidence),
+}
+
+/// What waits for the next connection.
+#[derive(Default)]
+struct Buffered {
+    events: VecDeque<EventRecord>,
+    evidence: VecDeque<v1::Evidence>,
 }
 
 #[derive(Default)]
@@ -306,7 +317,7 @@ fn event_msg(e: &EventRecord) -> v1::AgentMessage {
 }
 
 async fn run(link: Link, mut rx: mpsc::UnboundedReceiver<Outgoing>, stop: CancellationToken) {
-    let mut buffered: VecDeque<EventRecord> = VecDeque::new();
+    let mut buffered = Buffered::default();
     let mut backoff = Duration::from_millis(250);
     let mut url_index = 0usize;
     let mut leader_hint: Option<String> = None;
@@ -357,9 +368,12 @@ async fn run(link: Link, mut rx: mpsc::UnboundedReceiver<Outgoing>, stop: Cancel
             _ = tokio::time::sleep(backoff + jitter) => {}
         }
         // keep only the newest events while disconnected; statuses are resent with the Hello
+        let cap = link.shared.config.event_buffer;
         while let Ok(item) = rx.try_recv() {
-            if let Outgoing::Event(e) = item {
-                push_bounded(&mut buffered, e, link.shared.config.event_buffer);
+            match item {
+                Outgoing::Event(e) => push_bounded(&mut buffered.events, e, cap),
+                Outgoing::Evidence(e) => push_bounded(&mut buffered.evidence, e, cap),
+                Outgoing::Status(_) | Outgoing::Gate(_) => {}
             }
         }
         let cap = if electing {
@@ -371,7 +385,7 @@ async fn run(link: Link, mut rx: mpsc::UnboundedReceiver<Outgoing>, stop: Cancel
     }
 }
 
-fn push_bounded(buf: &mut VecDeque<EventRecord>, e: EventRecord, cap: usize) {
+fn push_bounded<T>(buf: &mut VecDeque<T>, e: T, cap: usize) {
     if buf.len() >= cap {
         buf.pop_front();
     }
@@ -388,7 +402,7 @@ async fn session(
     link: &Link,
     url: &str,
     rx: &mut mpsc::UnboundedReceiver<Outgoing>,
-    buffered: &mut VecDeque<EventRecord>,
+    buffered: &mut Buffered,
     stop: &CancellationToken,
 ) -> SessionEnd {
     let endpoint = match tonic::transport::Endpoint::from_shared(url.to_string()) {
@@ -436,8 +450,11 @@ async fn session(
             return SessionEnd::Failed(format!("{}: {}", status.code(), status.message()));
         }
     };
-    for e in buffered.drain(..) {
+    for e in buffered.events.drain(..) {
         let _ = out_tx.send(event_msg(&e));
+    }
+    for e in buffered.evidence.drain(..) {
+        let _ = out_tx.send(msg(agent_message::Msg::Evidence(e)));
     }
     {
         let mut st = link.shared.state.lock();
@@ -469,6 +486,7 @@ async fn session(
                     }
                     Outgoing::Event(e) => event_msg(&e),
                     Outgoing::Gate(g) => msg(agent_message::Msg::GateRequest(g)),
+                    Outgoing::Evidence(e) => msg(agent_message::Msg::Evidence(e)),
                 };
                 if out_tx.send(m).is_err() {
                     return SessionEnd::Failed("the stream closed".into());
@@ -741,6 +759,20 @@ impl Gate for LinkGate {
 
     async fn skip_analysis(&self, canary: &Canary) -> bool {
         self.link.shared.state.lock().reverts.contains_key(&canary.key())
+    }
+
+    async fn report_evidence(&self, canary: &Canary, report: &EvidenceReport) {
+        let rollout = self
+            .link
+            .shared
+            .state
+            .lock()
+            .rollouts
+            .get(&canary.key())
+            .cloned()
+            .unwrap_or_default();
+        let e = v1::Evidence::from_report(canary.namespace(), canary.name(), &rollout, report);
+        let _ = self.link.shared.tx.send(Outgoing::Evidence(e));
     }
 }
 

@@ -60,6 +60,32 @@ pub struct FleetRolloutSpec {
     /// A cluster that has not finished (or cannot be reached) this long after it started fails.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_deadline: Option<String>,
+    /// The statistical judge's evidence pooled across the clusters (docs/statistical-analysis.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<EvidenceSpec>,
+}
+
+/// Pooled evidence: every cluster's judge reports its canary's exact counts per interval; the
+/// coordinator pools them and stops the rollout when the pooled evidence says the canary is
+/// worse than the primary, even if no single cluster failed. The canaries need the judge on
+/// (`judge.aviary.dev/mode`, `observe` is enough).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EvidenceSpec {
+    /// Pool the clusters' evidence (default false: the section is inert without it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pooled: Option<bool>,
+    /// Bound on a false stop of a good rollout, over the whole rollout (default 0.05).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpha: Option<f64>,
+    /// End a wave's bake early when the pooled evidence shows the canary no worse than the
+    /// primary (non-inferiority) and `bake.duration` has passed (`bake.minRequests` waived).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advance: Option<bool>,
+    /// One planned look at the gate of the last wave: the exact test of the canary's share of
+    /// all errors so far. α is split in half between it and the anytime evidence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planned_look: Option<bool>,
 }
 
 /// `{namespace, name}` of the Canary.

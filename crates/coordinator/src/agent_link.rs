@@ -288,6 +288,13 @@ impl AgentLinkService {
                     .await;
             }
             Some(In::Heartbeat(_)) => self.fleet.seen(cluster, now),
+            Some(In::Evidence(e)) => {
+                self.fleet.seen(cluster, now);
+                let key = CanaryKey::new(e.namespace.clone(), e.name.clone());
+                self.rollouts
+                    .on_evidence(cluster, &key, &e.to_report(cluster))
+                    .await;
+            }
             Some(In::Hello(_)) => {
                 tracing::warn!(
                     cluster,

@@ -3,10 +3,12 @@
 
 use aviary_api::FleetRolloutSpec;
 use aviary_api::duration::format_go_duration;
-use aviary_api::fleet::{BakeSpec, CanaryRef, FailurePolicy, RevisionSpec, WaveSettings, WaveSpec};
+use aviary_api::fleet::{
+    BakeSpec, CanaryRef, EvidenceSpec, FailurePolicy, RevisionSpec, WaveSettings, WaveSpec,
+};
 use aviary_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 use aviary_api::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use aviary_core::fleet::{CanaryKey, ClusterPhase, Command, Plan, Revision};
+use aviary_core::fleet::{CanaryKey, ClusterPhase, Command, Plan, PooledEvidence, Revision};
 use aviary_proto::ts::{from_jiff, to_jiff};
 use aviary_proto::v1;
 use aviary_proto::v1::coordinator_message::Msg;
@@ -113,6 +115,12 @@ pub(crate) fn spec_from_proto(s: &v1::RolloutSpec) -> FleetRolloutSpec {
             rollback: opt(&f.rollback),
         }),
         cluster_deadline: opt(&s.cluster_deadline),
+        evidence: s.evidence.as_ref().map(|e| EvidenceSpec {
+            pooled: Some(e.pooled),
+            alpha: e.alpha,
+            advance: e.advance.then_some(true),
+            planned_look: e.planned_look.then_some(true),
+        }),
     }
 }
 
@@ -152,6 +160,34 @@ pub(crate) fn spec_to_proto(s: &FleetRolloutSpec) -> v1::RolloutSpec {
             rollback: f.rollback.clone().unwrap_or_default(),
         }),
         cluster_deadline: s.cluster_deadline.clone().unwrap_or_default(),
+        evidence: s.evidence.as_ref().map(|e| v1::EvidenceSpec {
+            pooled: e.pooled.unwrap_or(false),
+            alpha: e.alpha,
+            advance: e.advance.unwrap_or(false),
+            planned_look: e.planned_look.unwrap_or(false),
+        }),
+    }
+}
+
+/// The pooled evidence on the wire.
+pub(crate) fn evidence_to_proto(e: &PooledEvidence) -> v1::PooledEvidence {
+    let v = e.verdict();
+    let m = v.shared.metrics.first();
+    v1::PooledEvidence {
+        decision: v.decision.as_str().into(),
+        evidence: v.ln_global.exp(),
+        threshold: v.threshold,
+        p_value: v.p_value,
+        ratio: m.and_then(|m| m.ratio.estimate),
+        ratio_low: m.and_then(|m| m.ratio.lo),
+        ratio_high: m.and_then(|m| m.ratio.hi),
+        confidence: m.map_or(0.0, |m| m.confidence),
+        clusters_reporting: v.clusters_reporting as u32,
+        clusters_planned: v.clusters_planned as u32,
+        explanation: e.summary(),
+        planned_look_p: e.look_p,
+        refused: e.refused,
+        last_refusal: e.last_refusal.clone(),
     }
 }
 
@@ -268,6 +304,7 @@ pub(crate) fn render(rec: &RolloutRecord, fleet: &Fleet, with_history: bool) -> 
             Vec::new()
         },
         spec: Some(spec_to_proto(&rec.spec)),
+        evidence: state.evidence.as_ref().map(evidence_to_proto),
     }
 }
 

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use aviary_api::FleetRollout;
 use aviary_core::fleet::{self, CanaryKey, Command, GateAnswer, GateAsk, Plan, RolloutState, resolve_plan};
+use aviary_core::judge::EvidenceReport;
 use jiff::Timestamp;
 use parking_lot::RwLock;
 use tokio::sync::{Notify, watch};
@@ -614,6 +615,42 @@ impl Rollouts {
         }
         drop(inner);
         entry.wake.notify_one();
+    }
+
+    /// An agent's judge evidence for one interval of a canary: pooled into every active rollout
+    /// of the canary that plans the cluster and pools evidence, written, then the loop woken
+    /// (it decides on the pooled verdict). A duplicate changes nothing.
+    pub(crate) async fn on_evidence(&self, cluster: &str, key: &CanaryKey, report: &EvidenceReport) {
+        let entries: Vec<Arc<Entry>> = self
+            .by_canary
+            .read()
+            .get(key)
+            .into_iter()
+            .flatten()
+            .filter(|e| e.is_active() && e.clusters.contains(cluster))
+            .cloned()
+            .collect();
+        for entry in entries {
+            let Ok(fence) = self.leader.check() else { return };
+            let mut inner = entry.inner.lock().await;
+            if inner.record.state.evidence.is_none() {
+                continue;
+            }
+            let mut next = inner.record.state.clone();
+            let added = fleet::add_evidence(&mut next, report);
+            if next == inner.record.state {
+                continue;
+            }
+            if added.is_none() {
+                tracing::warn!(rollout = %entry.name, cluster, "evidence refused: {}", next.evidence.as_ref().map(|e| e.last_refusal.as_str()).unwrap_or_default());
+            }
+            // A report lost to a failed write is lost evidence, never wrong evidence.
+            if let Err(e) = self.store_state(&entry, &mut inner, fence, next).await {
+                tracing::warn!(rollout = %entry.name, error = %e, "cannot record evidence");
+            }
+            drop(inner);
+            entry.wake.notify_one();
+        }
     }
 
     /// A gate request: decide from every rollout of the canary.

@@ -47,6 +47,9 @@ pub struct SimCanary {
     pub outcome: Outcome,
     /// The primary's success rate (%) reported, if any.
     pub success_rate: Option<f64>,
+    /// The judge's evidence sent each analysis step: the (canary, primary) error rates, over
+    /// the tick's requests split by the canary weight. `None`: no judge, no evidence.
+    pub error_rates: Option<(f64, f64)>,
 }
 
 impl SimCanary {
@@ -58,6 +61,7 @@ impl SimCanary {
             revision,
             outcome: Outcome::Succeed,
             success_rate: Some(100.0),
+            error_rates: None,
         }
     }
 }
@@ -125,6 +129,7 @@ struct CanaryState {
     /// A running analysis does not advance while held.
     held: bool,
     dirty: bool,
+    error_rates: Option<(f64, f64)>,
 }
 
 #[derive(Default)]
@@ -184,6 +189,7 @@ impl SimAgent {
                     rejected: BTreeSet::new(),
                     held: false,
                     dirty: false,
+                    error_rates: c.error_rates,
                 },
             );
         }
@@ -448,6 +454,9 @@ fn tick(config: &SimConfig, shared: &Mutex<Shared>, connected: bool) -> Vec<v1::
         if c.snap.phase == "Progressing" && c.held {
             // Held: the analysis waits.
         } else if c.snap.phase == "Progressing" {
+            if connected && let Some(e) = evidence(config, key, c, served) {
+                out.push(up(Up::Evidence(e)));
+            }
             c.step += 1;
             c.snap.iterations += 1;
             c.snap.canary_weight = (c.step as i32 * STEP_WEIGHT).min(60);
@@ -495,6 +504,28 @@ fn tick(config: &SimConfig, shared: &Mutex<Shared>, connected: bool) -> Vec<v1::
         }
     }
     out
+}
+
+/// One interval of judge evidence at the current weight (the step about to end).
+fn evidence(config: &SimConfig, key: &CanaryKey, c: &CanaryState, served: u64) -> Option<v1::Evidence> {
+    let (ce, pe) = c.error_rates?;
+    let canary = served * c.snap.canary_weight.max(0) as u64 / 100;
+    let arm = |requests: u64, rate: f64| v1::ArmCounts {
+        requests,
+        errors: ((requests as f64 * rate).round() as u64).min(requests),
+        ..Default::default()
+    };
+    Some(v1::Evidence {
+        namespace: key.namespace.clone(),
+        name: key.name.clone(),
+        rollout: c.snap.rollout.clone(),
+        run: c.snap.last_applied_spec.clone(),
+        interval: u64::from(c.step),
+        boundaries_ms: Vec::new(),
+        seconds: config.tick.as_secs_f64(),
+        canary: Some(arm(canary, ce)),
+        primary: Some(arm(served - canary, pe)),
+    })
 }
 
 fn start(c: &mut CanaryState, fp: &str) {

@@ -134,7 +134,8 @@ async fn grpcurl_lists_describes_and_calls_with_reflection() {
             "canary": {"namespace": NS, "name": NAME},
             "revision": {"containerImages": {"podinfod": "ghcr.io/stefanprodan/podinfo:6.0.1"}},
             "byRegion": ["us-east-1", "eu-west-1"],
-            "clusterDeadline": "10m"
+            "clusterDeadline": "10m",
+            "evidence": {"pooled": true}
         }
     })
     .to_string();
@@ -163,6 +164,17 @@ async fn grpcurl_lists_describes_and_calls_with_reflection() {
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["phase"], "Succeeded");
+    // The pooled judge evidence and its verdict (the simulated agents send none).
+    assert_eq!(v["evidence"]["decision"], "continue", "{out}");
+    assert_eq!(v["evidence"]["clustersPlanned"], 2, "{out}");
+    assert!(
+        v["evidence"]["explanation"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("continue: fleet evidence 1.0 < 20 (0 of 2 clusters reporting)"),
+        "{out}"
+    );
+    assert_eq!(v["spec"]["evidence"]["pooled"], true, "{out}");
     assert!(
         v["history"]
             .as_array()

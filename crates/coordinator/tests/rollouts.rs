@@ -672,3 +672,58 @@ async fn watch_streams_progress_until_the_end() {
     );
     c.shutdown().await.unwrap();
 }
+
+/// Clusters whose canaries fail 0.5% of requests against their primaries' 0.1%, which none of
+/// their own analyses fails on (every simulated analysis succeeds): the pooled
+/// evidence stops the rollout before its last wave, and GetRollout shows why.
+#[tokio::test(start_paused = true)]
+async fn pooled_evidence_stops_a_rollout_no_cluster_failed() {
+    let c = coordinator().await;
+    let judged = |cluster: &str, region: &str| {
+        let mut cfg = agent_config(&c, cluster, region);
+        cfg.steps = 10;
+        cfg.requests_per_tick = 2000;
+        for k in &mut cfg.canaries {
+            k.error_rates = Some((0.005, 0.001));
+        }
+        aviary_coordinator::sim::SimAgent::spawn(cfg)
+    };
+    let _agents = [
+        judged("us-1", "us-east-1"),
+        judged("us-2", "us-east-1"),
+        judged("eu-1", "eu-west-1"),
+        judged("ap-1", "ap-south-1"),
+    ];
+    wait_connected(&c, 4).await;
+    let spec = "  byRegion: [us-east-1, eu-west-1, ap-south-1]\n  evidence: {pooled: true}\n";
+    let created = create(&c, &manifest("r1", spec)).await.unwrap();
+    let e = created.evidence.expect("the rollout pools evidence");
+    assert_eq!((e.decision.as_str(), e.clusters_planned), ("continue", 4));
+    let done = wait(&c, "r1").await;
+    assert_eq!(done.phase, "Failed", "{}", done.message);
+    assert!(
+        done.message.contains("pooled evidence: rollback"),
+        "{}",
+        done.message
+    );
+    assert!(
+        phases(&done).iter().all(|(c, p)| p != "Failed" || c == "none"),
+        "no cluster failed on its own: {:?}",
+        phases(&done)
+    );
+    assert_eq!(
+        cluster(&done, "ap-1").phase,
+        "Pending",
+        "the last wave never started"
+    );
+    let e = done.evidence.unwrap();
+    assert_eq!(e.decision, "rollback");
+    assert!(e.evidence >= e.threshold, "{e:?}");
+    assert!(e.ratio_low.unwrap() > 1.0, "{e:?}");
+    assert!(
+        e.explanation.contains("error ratio canary/primary"),
+        "{}",
+        e.explanation
+    );
+    c.shutdown().await.unwrap();
+}

@@ -15,6 +15,7 @@ use aviary_api::canary::{CanaryWebhook, HookType, NamespacedRef};
 use aviary_api::{Canary, CanaryPhase, CanaryStatus, MetricTemplate, Strategy};
 use parking_lot::Mutex;
 
+use crate::judge::{CounterReading, EvidenceReport};
 use crate::ports::*;
 use crate::simulate::world::{ScriptedHooks, ScriptedMetrics, World};
 
@@ -227,6 +228,9 @@ struct MetricsState {
     unavailable: Option<String>,
     delay: Option<Duration>,
     queries: Vec<(String, String)>,
+    /// Raw counters the judge reads, in order; the last one repeats. Empty: no counters.
+    counters: Vec<CounterReading>,
+    counter_reads: usize,
 }
 
 /// Metrics answered from per-metric scripts (the simulator's [`ScriptedMetrics`]), plus an
@@ -266,6 +270,16 @@ impl FakeMetrics {
     pub fn count(&self, name: &str) -> usize {
         self.scripted.count(name)
     }
+    /// Scripts the judge's counter readings (one per read; the last repeats).
+    pub fn counters(&self, readings: Vec<CounterReading>) {
+        let mut s = self.state.lock();
+        s.counters = readings;
+        s.counter_reads = 0;
+    }
+    /// How many times the judge read the counters.
+    pub fn counter_reads(&self) -> usize {
+        self.state.lock().counter_reads
+    }
 
     async fn delay(&self) {
         let delay = self.state.lock().delay;
@@ -294,6 +308,13 @@ impl Metrics for FakeMetrics {
     }
     async fn template(&self, namespace: &str, name: &str) -> Result<MetricTemplate, String> {
         self.scripted.template(namespace, name).await
+    }
+    async fn counters(&self, _canary: &Canary, _model: &MetricModel) -> Result<CounterReading, MetricError> {
+        let mut s = self.state.lock();
+        let i = s.counter_reads.min(s.counters.len().saturating_sub(1));
+        let r = s.counters.get(i).cloned();
+        s.counter_reads += 1;
+        r.ok_or_else(|| MetricError::Provider(NO_COUNTERS.into()))
     }
     async fn query(&self, metric: &str, t: &MetricTemplate, interval: &str, query: &str) -> MetricResult {
         self.state.lock().queries.push((metric.into(), query.into()));
@@ -500,6 +521,7 @@ struct GateState {
     rollback: Option<String>,
     skip: bool,
     asked: Vec<String>,
+    evidence: Vec<EvidenceReport>,
 }
 
 /// A gate the test opens and closes. Without a name it behaves as no gate.
@@ -533,6 +555,10 @@ impl FakeGate {
     pub fn asked(&self) -> Vec<String> {
         self.state.lock().asked.clone()
     }
+    /// The judge's evidence reports, in order.
+    pub fn evidence(&self) -> Vec<EvidenceReport> {
+        self.state.lock().evidence.clone()
+    }
 }
 
 #[async_trait]
@@ -553,6 +579,9 @@ impl Gate for FakeGate {
     }
     async fn skip_analysis(&self, _canary: &Canary) -> bool {
         self.state.lock().skip
+    }
+    async fn report_evidence(&self, _canary: &Canary, report: &EvidenceReport) {
+        self.state.lock().evidence.push(report.clone());
     }
 }
 

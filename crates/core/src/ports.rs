@@ -15,6 +15,8 @@ use aviary_api::canary::{CanaryWebhook, NamespacedRef};
 use aviary_api::{Canary, CanaryPhase, CanaryStatus, MetricTemplate, Strategy};
 use serde::{Deserialize, Serialize};
 
+use crate::judge::{CounterReading, EvidenceReport};
+
 // === Target ===
 
 /// The revision the target currently describes: its fingerprint (plus tracked configs and the
@@ -195,7 +197,17 @@ pub trait Metrics: Send + Sync {
     ) -> MetricResult;
     /// Runs a deprecated inline query (the canary's metric `metric`) against its metrics server.
     async fn inline(&self, canary: &Canary, metric: &str, query: &str) -> MetricResult;
+    /// The raw cumulative counters of both arms now (requests, 5xx, latency buckets), for the
+    /// statistical judge. Only canaries with the judge on ask. `model` is the canary's metric
+    /// model (its `route` is what the platform resolves, e.g. Knative's latest revision).
+    async fn counters(&self, _canary: &Canary, _model: &MetricModel) -> Result<CounterReading, MetricError> {
+        Err(MetricError::Provider(NO_COUNTERS.into()))
+    }
 }
+
+/// Why a platform gives the judge no counters.
+pub const NO_COUNTERS: &str =
+    "this metrics source has no raw request counters for the judge (the local router and Prometheus have)";
 
 /// Where built-in metrics and inline queries come from, behind the `Metrics` port of the
 /// providers: Flagger's PromQL on Prometheus (aviary-providers) or the local router's statistics
@@ -209,6 +221,10 @@ pub trait BuiltinSource: Send + Sync {
     /// A built-in metric over `model.interval`: percent for the success rate, milliseconds for
     /// the duration.
     async fn builtin(&self, canary: &Canary, metric: BuiltinMetric, model: &MetricModel) -> MetricResult;
+    /// The raw cumulative counters of both arms (see [`Metrics::counters`]).
+    async fn counters(&self, _canary: &Canary, _model: &MetricModel) -> Result<CounterReading, MetricError> {
+        Err(MetricError::Provider(NO_COUNTERS.into()))
+    }
     /// A deprecated inline `metrics[].query` (already rendered).
     async fn inline(&self, _canary: &Canary, _query: &str) -> MetricResult {
         Err(MetricError::Provider(
@@ -369,6 +385,10 @@ pub trait Gate: Send + Sync {
     async fn skip_analysis(&self, _canary: &Canary) -> bool {
         false
     }
+    /// One interval of the judge's evidence for the authority to pool across clusters
+    /// (the coordinator). Fire and forget: a report that cannot be sent now is queued or lost,
+    /// never retried into another interval.
+    async fn report_evidence(&self, _canary: &Canary, _report: &EvidenceReport) {}
 }
 
 /// No outside authority: every gate is open.

@@ -350,7 +350,7 @@ fn the_fleet_refuses_what_would_void_its_guarantee() {
     let mut fleet = FleetJudge::new(spec.clone(), vec!["eu-1".into(), "us-1".into()]).unwrap();
     let report = |cluster: &str, interval, errors| EvidenceReport {
         cluster: cluster.into(),
-        attempt: 1,
+        run: "r1".into(),
         interval,
         boundaries_ms: vec![],
         counts: IntervalCounts {
@@ -370,7 +370,7 @@ fn the_fleet_refuses_what_would_void_its_guarantee() {
     let e = fleet.add(&report("eu-1", 0, 2)).unwrap_err().to_string();
     assert_eq!(
         e,
-        "fleet evidence from cluster eu-1 attempt 1 interval 0: differs from the report already added under this key; evidence is never replaced (the first report stands)"
+        "fleet evidence from cluster eu-1 run r1 interval 0: differs from the report already added under this key; evidence is never replaced (the first report stands)"
     );
     let e = fleet.add(&report("ap-1", 0, 0)).unwrap_err().to_string();
     assert!(e.contains("not in the rollout's plan"), "{e}");

@@ -244,7 +244,7 @@ fn fleet_run(seed: u64, ratio: f64) -> Vec<EvidenceReport> {
             let counts = error_interval(&mut rng, n, share, base * ratio, base);
             reports.push(EvidenceReport {
                 cluster: cluster.clone(),
-                attempt: 1,
+                run: "r1".into(),
                 interval: (j - start) as u64,
                 boundaries_ms: vec![],
                 counts,
@@ -348,7 +348,7 @@ fn pooling_is_stratified_not_simpsons_paradox() {
             fleet
                 .add(&EvidenceReport {
                     cluster: cluster.into(),
-                    attempt: 1,
+                    run: "r1".into(),
                     interval: j,
                     boundaries_ms: vec![],
                     counts: IntervalCounts {

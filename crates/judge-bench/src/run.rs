@@ -421,7 +421,7 @@ impl FleetRun<'_> {
         }
         let report = EvidenceReport {
             cluster: self.planned[c.index].clone(),
-            attempt: 1,
+            run: "r1".into(),
             interval: step,
             boundaries_ms: c.judge.boundaries().to_vec(),
             counts,

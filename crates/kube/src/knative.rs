@@ -356,6 +356,25 @@ impl Metrics for KnativeRoute {
         self.inner.query(metric, template, interval, query).await
     }
 
+    async fn counters(
+        &self,
+        canary: &Canary,
+        model: &MetricModel,
+    ) -> Result<aviary_core::judge::CounterReading, MetricError> {
+        if !canary.is_knative_target() {
+            return self.inner.counters(canary, model).await;
+        }
+        let mut model = model.clone();
+        model.route = self.knative.latest_revision(canary).await.map_err(|e| {
+            MetricError::Query(format!(
+                "Error fetching Knative service {}/{} {e}",
+                canary.namespace(),
+                canary.target_name()
+            ))
+        })?;
+        self.inner.counters(canary, &model).await
+    }
+
     async fn inline(&self, canary: &Canary, metric: &str, query: &str) -> MetricResult {
         self.inner.inline(canary, metric, query).await
     }

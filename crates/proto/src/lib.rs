@@ -64,6 +64,81 @@ impl From<&v1::Revision> for aviary_core::fleet::Revision {
     }
 }
 
+/// The judge's evidence on the wire, and back. The cluster is the stream's (its Hello), not a
+/// field: an agent cannot report for another cluster.
+impl v1::Evidence {
+    pub fn from_report(
+        namespace: &str,
+        name: &str,
+        rollout: &str,
+        r: &aviary_core::judge::EvidenceReport,
+    ) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+            rollout: rollout.into(),
+            run: r.run.clone(),
+            interval: r.interval,
+            boundaries_ms: r.boundaries_ms.clone(),
+            seconds: r.counts.seconds,
+            canary: Some(v1::ArmCounts::from(&r.counts.canary)),
+            primary: Some(v1::ArmCounts::from(&r.counts.primary)),
+        }
+    }
+
+    /// The domain report of `cluster` (the sender).
+    pub fn to_report(&self, cluster: &str) -> aviary_core::judge::EvidenceReport {
+        let arm = |a: &Option<v1::ArmCounts>| {
+            a.as_ref()
+                .map(aviary_core::judge::ArmCounts::from)
+                .unwrap_or_default()
+        };
+        aviary_core::judge::EvidenceReport {
+            cluster: cluster.into(),
+            run: self.run.clone(),
+            interval: self.interval,
+            boundaries_ms: self.boundaries_ms.clone(),
+            counts: aviary_core::judge::IntervalCounts {
+                seconds: self.seconds,
+                canary: arm(&self.canary),
+                primary: arm(&self.primary),
+            },
+        }
+    }
+}
+
+impl From<&aviary_core::judge::ArmCounts> for v1::ArmCounts {
+    fn from(a: &aviary_core::judge::ArmCounts) -> Self {
+        Self {
+            requests: a.requests,
+            errors: a.errors,
+            latency_bounds_ms: a
+                .latency
+                .as_ref()
+                .map(|h| h.bounds_ms.clone())
+                .unwrap_or_default(),
+            latency_cumulative: a
+                .latency
+                .as_ref()
+                .map(|h| h.cumulative.clone())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+impl From<&v1::ArmCounts> for aviary_core::judge::ArmCounts {
+    fn from(a: &v1::ArmCounts) -> Self {
+        Self {
+            requests: a.requests,
+            errors: a.errors,
+            latency: (!a.latency_cumulative.is_empty()).then(|| aviary_core::judge::Histogram {
+                bounds_ms: a.latency_bounds_ms.clone(),
+                cumulative: a.latency_cumulative.clone(),
+            }),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use prost::Message;
@@ -83,6 +158,36 @@ mod tests {
                 .iter()
                 .any(|f| f.name() == "google/protobuf/timestamp.proto")
         );
+    }
+
+    #[test]
+    fn evidence_round_trips_through_the_wire() {
+        use aviary_core::judge::{ArmCounts, EvidenceReport, Histogram, IntervalCounts};
+        let r = EvidenceReport {
+            cluster: "eu-1".into(),
+            run: "abc@17".into(),
+            interval: 3,
+            boundaries_ms: vec![100.0],
+            counts: IntervalCounts {
+                seconds: 15.0,
+                canary: ArmCounts {
+                    requests: 10,
+                    errors: 1,
+                    latency: Some(Histogram {
+                        bounds_ms: vec![100.0],
+                        cumulative: vec![9, 10],
+                    }),
+                },
+                primary: ArmCounts {
+                    requests: 90,
+                    errors: 0,
+                    latency: None,
+                },
+            },
+        };
+        let wire = super::v1::Evidence::from_report("test", "podinfo", "r1", &r);
+        assert_eq!((wire.namespace.as_str(), wire.rollout.as_str()), ("test", "r1"));
+        assert_eq!(wire.to_report("eu-1"), r);
     }
 
     #[test]

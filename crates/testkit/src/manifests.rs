@@ -21,6 +21,10 @@ pub struct LocalCanary {
     /// The metrics' interval, e.g. `3s`.
     pub metric_interval: String,
     pub duration_check: bool,
+    /// The analysis interval (`1s` by default).
+    pub interval: String,
+    /// Annotations of the Canary (the statistical judge's settings).
+    pub annotations: BTreeMap<String, String>,
 }
 
 impl LocalCanary {
@@ -48,6 +52,8 @@ impl LocalCanary {
             step_weight: 25,
             metric_interval: "5s".into(),
             duration_check: true,
+            interval: "1s".into(),
+            annotations: BTreeMap::new(),
         }
     }
 
@@ -79,7 +85,7 @@ impl LocalCanary {
             "provider": "local",
             "targetRef": {"apiVersion": "aviary.dev/v1alpha1", "kind": "LocalService", "name": "podinfo"},
             "analysis": {
-                "interval": "1s",
+                "interval": self.interval,
                 "threshold": self.threshold,
                 "maxWeight": self.max_weight,
                 "stepWeight": self.step_weight,
@@ -90,18 +96,22 @@ impl LocalCanary {
             canary["progressDeadlineSeconds"] = json!(d);
         }
         [
-            document("aviary.dev/v1alpha1", "LocalService", service),
-            document("flagger.app/v1beta1", "Canary", canary),
+            document("aviary.dev/v1alpha1", "LocalService", service, &BTreeMap::new()),
+            document("flagger.app/v1beta1", "Canary", canary, &self.annotations),
         ]
         .join("---\n")
     }
 }
 
-fn document(api_version: &str, kind: &str, spec: Value) -> String {
+fn document(api_version: &str, kind: &str, spec: Value, annotations: &BTreeMap<String, String>) -> String {
+    let mut metadata = json!({"name": "podinfo", "namespace": "test"});
+    if !annotations.is_empty() {
+        metadata["annotations"] = json!(annotations);
+    }
     let doc = json!({
         "apiVersion": api_version,
         "kind": kind,
-        "metadata": {"name": "podinfo", "namespace": "test"},
+        "metadata": metadata,
         "spec": spec,
     });
     serde_yaml_ng::to_string(&doc).expect("JSON values are YAML")

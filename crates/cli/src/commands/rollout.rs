@@ -359,6 +359,26 @@ fn metrics(m: &BTreeMap<String, f64>) -> String {
         .join(" ")
 }
 
+/// The pooled evidence in one line: decision, e-value against its threshold, the fleet-wide
+/// error ratio with its interval.
+fn evidence_line(e: &v1::PooledEvidence) -> String {
+    let ratio = match (e.ratio, e.ratio_low, e.ratio_high) {
+        (Some(r), Some(lo), Some(hi)) => format!(
+            ", error ratio canary/primary {r:.2} ∈ [{lo:.2}, {hi:.2}] ({:.0}%)",
+            e.confidence * 100.0
+        ),
+        _ => String::new(),
+    };
+    let look = e
+        .planned_look_p
+        .map(|p| format!(", planned look p = {p:.3}"))
+        .unwrap_or_default();
+    format!(
+        "{} (pooled evidence {:.3} of threshold {:.0}, {}/{} clusters reporting{ratio}{look})",
+        e.decision, e.evidence, e.threshold, e.clusters_reporting, e.clusters_planned
+    )
+}
+
 fn print_rollout(r: &v1::Rollout) {
     let canary = r
         .canary
@@ -381,6 +401,10 @@ fn print_rollout(r: &v1::Rollout) {
         time(r.finished.as_ref())
     ));
     out(format!("Message:   {}", r.message));
+    if let Some(e) = &r.evidence {
+        out(format!("Evidence:  {}", evidence_line(e)));
+        out(format!("           {}", e.explanation));
+    }
     for w in &r.waves {
         let mut extra = vec![format!("max {} at once", w.max_concurrent)];
         if w.mandatory {
@@ -729,6 +753,12 @@ pub(crate) fn lines(r: &v1::Rollout) -> Vec<(String, String)> {
         "rollout".to_string(),
         format!("{now} rollout {} {}: {}", r.name, r.phase, r.message),
     )];
+    if let Some(e) = &r.evidence {
+        v.push((
+            "evidence".to_string(),
+            format!("{now} evidence {}", evidence_line(e)),
+        ));
+    }
     for w in &r.waves {
         let done = w.clusters.iter().filter(|c| is_done(&c.phase)).count();
         let bake = if w.phase == "Baking" {

@@ -12,6 +12,8 @@
 //!   rollback, a failed promotion.
 //! - [`strategy`]: the analysis proper (pre-rollout or checks) and the next step of the
 //!   canary, A/B or blue/green strategy.
+//! - [`judge`]: the statistical judge's step (opt-in per canary): counters read every tick,
+//!   evidence to the gate, ROLLBACK and early PROMOTE through Flagger's own paths.
 //! - [`analysis`]: metric checks; [`gates`]: webhooks, events, alerts; [`status`]: status
 //!   writes.
 //!
@@ -22,6 +24,7 @@
 mod analysis;
 mod gates;
 mod initialize;
+mod judge;
 mod readiness;
 mod revision;
 mod status;
@@ -83,6 +86,10 @@ pub struct TickMemory {
     /// Set after the first tick; before it, "not ready since" starts at the status' last
     /// transition so a restarted agent does not extend the deadline.
     warm: bool,
+    /// The statistical judge's run of the current analysis, when the canary asks for one.
+    judge: Option<judge::JudgeRun>,
+    /// The revision whose analysis runs without the judge (reported once).
+    judge_off: Option<String>,
 }
 
 /// The result of one tick.
@@ -135,6 +142,8 @@ pub(crate) struct Tick<'a, 'm> {
     analysed: bool,
     /// The platform's `{{ route }}` (from the last revision read this tick).
     route: Option<String>,
+    /// The judge's PROMOTE (mode `enforce`) on this tick, whose own checks passed.
+    judge_promotes: bool,
 }
 
 impl<'a, 'm> Tick<'a, 'm> {
@@ -166,6 +175,7 @@ impl<'a, 'm> Tick<'a, 'm> {
             read_checksum,
             analysed: false,
             route: None,
+            judge_promotes: false,
         }
     }
 

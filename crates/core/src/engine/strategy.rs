@@ -4,6 +4,7 @@
 use aviary_api::{CanaryPhase, Strategy};
 
 use super::{Step, Stop, Tick};
+use crate::judge::Decision;
 use crate::ports::{EventType, Routes};
 use crate::weights;
 
@@ -14,17 +15,29 @@ impl Tick<'_, '_> {
     pub(super) async fn analyse(&mut self, routes: &Routes) -> Step {
         self.analysed = true;
         let mirror = self.c.analysis().mirror.unwrap_or(false);
-        let passed = if routes.canary == 0 && self.status().iterations == 0 && !(mirror && routes.mirror) {
+        let first = routes.canary == 0 && self.status().iterations == 0 && !(mirror && routes.mirror);
+        let passed = if first {
             self.event(
                 EventType::Normal,
                 &format!("Starting canary analysis for {}", self.target_id()),
             )
             .await;
+            self.start_judge().await;
             self.run_pre_rollout_hooks().await
         } else {
             self.run_analysis().await
         };
+        // aviary: the statistical judge, only for canaries that ask for it.
+        let judged = if first {
+            Decision::Continue
+        } else {
+            self.judge_interval().await
+        };
+        if judged == Decision::Rollback {
+            return self.roll_back_by_judge().await;
+        }
         if passed {
+            self.judge_promotes = judged == Decision::Promote;
             return Ok(());
         }
         let n = self.status().failed_checks + 1;
@@ -80,6 +93,7 @@ impl Tick<'_, '_> {
                     return Ok(());
                 }
                 if !routes.mirror
+                    && !self.judge_promotes
                     && self.read_phase == CanaryPhase::Progressing
                     && !self.run_confirm_traffic_increase_hooks().await
                 {
@@ -93,7 +107,7 @@ impl Tick<'_, '_> {
     /// Progressive canary: one step up, or promotion at max weight.
     async fn run_canary(&mut self, routes: &Routes) -> Step {
         let a = self.c.analysis().clone();
-        if routes.canary < weights::max_weight(&a) {
+        if routes.canary < weights::max_weight(&a) && !self.judge_promotes {
             let (p, c, mirrored) = weights::advance(&a, routes.primary, routes.canary, routes.mirror);
             if a.mirror.unwrap_or(false) && routes.canary == 0 {
                 tracing::info!(canary = %self.id(), "Running mirror step {p}/{c}/{mirrored}");

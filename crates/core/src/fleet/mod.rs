@@ -7,6 +7,9 @@
 //! - [`reconcile`](mod@reconcile): [`reconcile`], which moves a rollout forward from what the
 //!   agents report, step by named step, and returns the commands to send.
 //! - [`verbs`]: pause, resume, abort, approve, skip, retry.
+//! - [`evidence`]: the judge's evidence pooled across the rollout's clusters
+//!   (`spec.evidence`): stop on pooled ROLLBACK, the planned look at the last wave, early
+//!   bake end on pooled PROMOTE.
 //!
 //! The caller (the coordinator) owns the protocol: it persists the new state *before* it sends
 //! the commands that `reconcile` or a verb returned, and re-sends [`pending_commands`] (same ids)
@@ -20,6 +23,7 @@ use aviary_api::fleet::RevisionSpec;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+pub mod evidence;
 pub mod plan;
 pub mod reconcile;
 pub mod rollout;
@@ -28,6 +32,7 @@ pub mod verbs;
 #[cfg(test)]
 mod tests;
 
+pub use evidence::{EvidencePlan, PooledEvidence, add_evidence};
 pub use plan::{BakePlan, ClusterPlan, Mode, Plan, RollbackScope, WavePlan, resolve_plan};
 pub use reconcile::{bake_requests, next_wake, reconcile};
 pub use rollout::{

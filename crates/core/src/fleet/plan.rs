@@ -17,6 +17,7 @@ use aviary_api::validate::{Diagnostic, Severity, validate_fleet_rollout};
 use aviary_api::{FleetRollout, FleetRolloutSpec};
 use serde::{Deserialize, Serialize};
 
+use super::evidence::{EvidencePlan, evidence_plan};
 use super::{CanaryKey, ClusterInfo, Revision};
 
 /// Default `clusterDeadline`.
@@ -78,6 +79,9 @@ pub struct Plan {
     pub cluster_deadline: Duration,
     /// Clusters selected by `spec.clusters` but not planned, with why.
     pub excluded: Vec<String>,
+    /// Pooled evidence (`spec.evidence`), when asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<EvidencePlan>,
 }
 
 /// One wave of the plan.
@@ -261,6 +265,7 @@ pub fn resolve_plan(rollout: &FleetRollout, clusters: &[ClusterInfo]) -> Result<
         _ => RollbackScope::Cluster,
     };
     let cluster_deadline = cluster_deadline(spec)?;
+    let evidence = evidence_plan(spec).map_err(|(path, msg)| vec![error(path, msg)])?;
     let mode = if spec.mode.as_deref() == Some("gate") {
         Mode::Gate
     } else {
@@ -280,6 +285,7 @@ pub fn resolve_plan(rollout: &FleetRollout, clusters: &[ClusterInfo]) -> Result<
         rollback,
         cluster_deadline,
         excluded,
+        evidence,
     })
 }
 

@@ -10,6 +10,8 @@ use std::time::Duration;
 use aviary_api::duration::format_go_duration;
 use jiff::Timestamp;
 
+use crate::judge::Decision;
+
 use super::plan::{BakePlan, Mode, Plan, RollbackScope, WavePlan};
 use super::rollout::{
     BakeProgress, COORDINATOR, ClusterPhase, ClusterState, Command, RollbackRun, RolloutPhase, RolloutState,
@@ -67,6 +69,7 @@ pub fn reconcile(plan: &Plan, state: &mut RolloutState, view: &FleetView, now: T
     detect_bake_regressions(plan, state, view, now);
     observe_reverting_clusters(plan, state, view, now);
     apply_failure_policy(plan, state, now, &mut out);
+    stop_on_pooled_evidence(plan, state, now, &mut out);
     if state.phase == RolloutPhase::RollingBack {
         unwind_rollback(plan, state, now, &mut out);
         return out;
@@ -267,6 +270,52 @@ fn apply_failure_policy(plan: &Plan, state: &mut RolloutState, now: Timestamp, o
     }
 }
 
+/// The pooled ROLLBACK evidence stops the rollout, even when no cluster failed.
+fn stop_on_pooled_evidence(plan: &Plan, state: &mut RolloutState, now: Timestamp, out: &mut Vec<Command>) {
+    if state.rollback.is_some() {
+        return;
+    }
+    let Some(e) = &state.evidence else { return };
+    let v = e.verdict();
+    if v.decision == Decision::Rollback {
+        let reason = format!("pooled evidence: {}", v.explanation);
+        begin_rollback(plan, state, reason, false, COORDINATOR, now, out);
+    }
+}
+
+/// The planned look before the last wave opens (once): a stop starts the rollback.
+fn planned_look(
+    plan: &Plan,
+    state: &mut RolloutState,
+    wi: usize,
+    now: Timestamp,
+    out: &mut Vec<Command>,
+) -> bool {
+    if wi == 0 || wi + 1 != plan.waves.len() {
+        return false;
+    }
+    let Some(e) = state.evidence.as_mut() else {
+        return false;
+    };
+    let stop = e.take_look();
+    let p = e.look_p;
+    if let Some(p) = p {
+        let msg = format!(
+            "planned look at wave {}: p = {}",
+            plan.waves[wi].name,
+            crate::judge::explain::fmt_sig2(p)
+        );
+        state.note(now, "evidence-look", COORDINATOR, &plan.waves[wi].name, "", msg);
+    }
+    match stop {
+        Some(reason) => {
+            begin_rollback(plan, state, reason, false, COORDINATOR, now, out);
+            true
+        }
+        None => false,
+    }
+}
+
 /// A rollback in progress: scope `all` unwinds wave by wave, newest first; once no cluster is
 /// reverting the rollout ends.
 fn unwind_rollback(plan: &Plan, state: &mut RolloutState, now: Timestamp, out: &mut Vec<Command>) {
@@ -315,7 +364,13 @@ fn advance_waves(
     while let Some(wi) = state.current_wave() {
         let flow = match state.waves[wi].phase {
             WavePhase::Pending if paused => Flow::Wait,
-            WavePhase::Pending => open_wave(plan, state, wi, now),
+            WavePhase::Pending => {
+                if planned_look(plan, state, wi, now, out) {
+                    Flow::Wait
+                } else {
+                    open_wave(plan, state, wi, now)
+                }
+            }
             WavePhase::WaitingApproval if paused || state.waves[wi].approved.is_none() => Flow::Wait,
             WavePhase::WaitingApproval => {
                 start_wave(plan, state, wi, now);
@@ -459,7 +514,8 @@ fn bake_wave(plan: &Plan, state: &mut RolloutState, wi: usize, view: &FleetView,
     let started = bake.started;
     let requests = bake_requests(state, wi, view);
     let baked = elapsed(now, started);
-    if baked < b.duration || requests < b.min_requests {
+    let pooled_promote = state.evidence.as_ref().is_some_and(super::evidence::promotes);
+    if baked < b.duration || (requests < b.min_requests && !pooled_promote) {
         return Flow::Wait;
     }
     let bake = state.waves[wi].bake.as_mut().expect("a baking wave has a bake");

@@ -5,6 +5,7 @@
 //! verdicts, the bake baseline, the history); live values (weights, connectivity) are read from
 //! the fleet view when shown, so an agent's status update does not cause a write.
 
+use super::evidence::PooledEvidence;
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
@@ -136,6 +137,9 @@ pub struct RolloutState {
     pub rollback: Option<RollbackRun>,
     pub waves: Vec<WaveState>,
     pub history: Vec<HistoryEntry>,
+    /// The pooled judge evidence (`spec.evidence`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<PooledEvidence>,
 }
 
 /// A rollback in progress (or done).
@@ -292,6 +296,9 @@ impl RolloutState {
                 })
                 .collect(),
             history: Vec::new(),
+            evidence: plan
+                .evidence
+                .and_then(|e| PooledEvidence::new(e, plan.clusters().map(|c| c.name.clone()).collect()).ok()),
         };
         let waves: Vec<String> = plan
             .waves

@@ -1119,3 +1119,151 @@ proptest! {
         prop_assert_eq!(unique.len(), start_ids.len(), "a StartRevision id was issued twice");
     }
 }
+
+// === pooled evidence ===
+
+fn report(
+    cluster: &str,
+    interval: u64,
+    canary: (u64, u64),
+    primary: (u64, u64),
+) -> crate::judge::EvidenceReport {
+    use crate::judge::{ArmCounts, EvidenceReport, IntervalCounts};
+    EvidenceReport {
+        cluster: cluster.into(),
+        run: "fp-new@1".into(),
+        interval,
+        boundaries_ms: Vec::new(),
+        counts: IntervalCounts {
+            seconds: 30.0,
+            canary: ArmCounts {
+                requests: canary.0,
+                errors: canary.1,
+                latency: None,
+            },
+            primary: ArmCounts {
+                requests: primary.0,
+                errors: primary.1,
+                latency: None,
+            },
+        },
+    }
+}
+
+#[test]
+fn pooled_evidence_stops_the_rollout_though_no_cluster_failed() {
+    let mut m = Model::new(two_waves(json!({"evidence": {"pooled": true}})), FLEET);
+    assert_eq!(m.plan.evidence.map(|e| e.alpha), Some(0.05));
+    m.step();
+    // us1 serves a canary with 5× the primary's errors, each interval too small to fail alone.
+    for i in 0..40 {
+        assert_eq!(
+            add_evidence(&mut m.state, &report("us1", i, (200, 1), (1800, 2))),
+            Some(crate::judge::Added::New)
+        );
+        m.step();
+        if m.state.phase == RolloutPhase::RollingBack {
+            break;
+        }
+    }
+    assert_eq!(m.state.phase, RolloutPhase::RollingBack, "{:?}", m.state.message);
+    let reason = &m.state.rollback.as_ref().unwrap().reason;
+    assert!(
+        reason.starts_with("pooled evidence: rollback: fleet evidence"),
+        "{reason}"
+    );
+    assert_eq!(m.state.failed_clusters(), 0);
+    assert!(
+        m.sent
+            .iter()
+            .any(|c| matches!(c, Command::RollbackCanary { cluster, .. } if cluster == "us1")),
+        "{:?}",
+        m.sent
+    );
+    // Evidence no longer decides once the rollout rolls back; outsiders are refused.
+    assert_eq!(
+        add_evidence(&mut m.state, &report("us1", 99, (1, 0), (1, 0))),
+        None
+    );
+}
+
+#[test]
+fn pooled_evidence_refuses_clusters_outside_the_plan_and_keeps_a_good_rollout_going() {
+    let mut m = Model::new(two_waves(json!({"evidence": {"pooled": true}})), FLEET);
+    m.step();
+    assert_eq!(
+        add_evidence(&mut m.state, &report("elsewhere", 0, (200, 9), (1800, 0))),
+        None
+    );
+    assert_eq!(m.state.evidence.as_ref().unwrap().refused, 1);
+    for i in 0..20 {
+        add_evidence(&mut m.state, &report("us1", i, (200, 0), (1800, 2)));
+        add_evidence(&mut m.state, &report("us1", i, (200, 0), (1800, 2)));
+    }
+    m.step();
+    assert_eq!(m.state.phase, RolloutPhase::Running);
+    // The state (with its pool) survives the store's JSON.
+    let text = serde_json::to_string(&m.state).unwrap();
+    let back: RolloutState = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, m.state);
+}
+
+#[test]
+fn the_planned_look_at_the_last_wave_stops_a_small_regression() {
+    let spec = two_waves(json!({"evidence": {"pooled": true, "plannedLook": true}}));
+    let mut m = Model::new(spec, FLEET);
+    m.step();
+    // 2.25× the primary's errors: 12 of 60 errors on a 10% canary, not enough for the anytime
+    // evidence at α/2, enough for one look.
+    for i in 0..6 {
+        add_evidence(&mut m.state, &report("us1", i, (200, 2), (1800, 8)));
+    }
+    m.finish("us1", true);
+    m.step();
+    assert_eq!(m.state.phase, RolloutPhase::Running, "{}", m.state.message);
+    m.finish("us2", true);
+    m.step();
+    assert_eq!(m.state.phase, RolloutPhase::RollingBack, "{}", m.state.message);
+    let reason = &m.state.rollback.as_ref().unwrap().reason;
+    assert!(
+        reason.starts_with("pooled evidence, planned look at the last wave"),
+        "{reason}"
+    );
+    assert!(m.kinds().contains(&"evidence-look".to_string()));
+    assert!(
+        starts(&m.sent).iter().all(|s| !s.contains("eu")),
+        "the last wave never started"
+    );
+}
+
+#[test]
+fn pooled_promote_ends_a_bake_before_its_request_count() {
+    let spec = with(
+        two_waves(json!({"evidence": {"pooled": true, "advance": true}})),
+        json!({"waveDefaults": {"bake": {"duration": "1m", "minRequests": 1000000}}}),
+    );
+    let mut m = Model::new(spec, FLEET);
+    m.step();
+    m.finish("us1", true);
+    m.step();
+    m.finish("us2", true);
+    m.step();
+    assert_eq!(m.state.waves[0].phase, WavePhase::Baking);
+    m.advance(120);
+    m.step();
+    assert_eq!(
+        m.state.waves[0].phase,
+        WavePhase::Baking,
+        "no evidence yet: the request count holds"
+    );
+    for i in 0..30 {
+        add_evidence(&mut m.state, &report("us1", i, (20_000, 2), (180_000, 180)));
+    }
+    m.step();
+    assert_eq!(
+        m.state.waves[0].phase,
+        WavePhase::Succeeded,
+        "{}",
+        m.state.message
+    );
+}

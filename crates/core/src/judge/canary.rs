@@ -56,7 +56,8 @@ impl JudgeSpec {
 }
 
 /// The judge's state for one canary run. With two metrics it is about 900 bytes.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct CanaryJudge {
     /// The latency boundaries of this run (fixed before any canary data).
     boundaries: Vec<f64>,

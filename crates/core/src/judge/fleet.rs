@@ -36,12 +36,12 @@ use crate::error::{Error, Result};
 #[serde(rename_all = "camelCase")]
 pub struct EvidenceReport {
     pub cluster: String,
-    /// The cluster's start attempt (1-based; a retried cluster starts a new attempt).
-    pub attempt: u32,
-    /// Interval number within the attempt (0-based): with `cluster` and `attempt`, the
-    /// idempotency key.
+    /// The canary run in that cluster (an agent names a run by its revision and start; a
+    /// retried cluster starts a new run).
+    pub run: String,
+    /// Interval number within the run (0-based): with `cluster` and `run`, the idempotency key.
     pub interval: u64,
-    /// The latency boundaries the cluster's judge uses in this attempt (fixed at its start).
+    /// The latency boundaries the cluster's judge uses in this run (fixed at its start).
     #[serde(default)]
     pub boundaries_ms: Vec<f64>,
     pub counts: IntervalCounts,
@@ -56,18 +56,20 @@ pub enum Added {
     Duplicate,
 }
 
-/// The pooled state of one fleet rollout.
-#[derive(Debug, Clone)]
+/// The pooled state of one fleet rollout. Serializable: the coordinator persists it with the
+/// rollout, so a new leader continues the same e-process (a fresh one would spend α again).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct FleetJudge {
     spec: JudgeSpec,
     planned: Vec<String>,
     /// The shared-ratio judge: every stratum of every cluster.
     shared: CanaryJudge,
     clusters: BTreeMap<String, CanaryJudge>,
-    /// Boundaries per (cluster, attempt), fixed by the first report of the attempt.
-    attempts: BTreeMap<(String, u32), Vec<f64>>,
-    /// Digest of every report added, by key.
-    seen: BTreeMap<(String, u32, u64), [u8; 16]>,
+    /// Boundaries per run (`cluster/run`), fixed by the run's first report.
+    runs: BTreeMap<String, Vec<f64>>,
+    /// Digest of every report added, by key (`cluster/run/interval`).
+    seen: BTreeMap<String, String>,
     max_ln_global: f64,
 }
 
@@ -85,26 +87,23 @@ impl FleetJudge {
             planned,
             shared,
             clusters: BTreeMap::new(),
-            attempts: BTreeMap::new(),
+            runs: BTreeMap::new(),
             seen: BTreeMap::new(),
             max_ln_global: 0.0,
         })
     }
 
-    /// Adds one report. Idempotent by (cluster, attempt, interval); a different report under a
-    /// key already seen is refused, as is a cluster outside the plan or a change of boundaries
-    /// within an attempt.
+    /// Adds one report. Idempotent by (cluster, run, interval); a different report under a key
+    /// already seen is refused, as is a cluster outside the plan or a change of boundaries
+    /// within a run.
     pub fn add(&mut self, r: &EvidenceReport) -> Result<Added> {
-        let who = format!(
-            "cluster {} attempt {} interval {}",
-            r.cluster, r.attempt, r.interval
-        );
+        let who = format!("cluster {} run {} interval {}", r.cluster, r.run, r.interval);
         if !self.planned.contains(&r.cluster) {
             return Err(Error::Judge(format!(
                 "fleet evidence from {who}: the cluster is not in the rollout's plan; evidence counts only from clusters chosen before any was seen"
             )));
         }
-        let key = (r.cluster.clone(), r.attempt, r.interval);
+        let key = format!("{}/{}/{}", r.cluster, r.run, r.interval);
         let digest = digest(r);
         if let Some(old) = self.seen.get(&key) {
             return if *old == digest {
@@ -115,20 +114,18 @@ impl FleetJudge {
                 )))
             };
         }
-        let attempt = (r.cluster.clone(), r.attempt);
-        if let Some(b) = self.attempts.get(&attempt)
+        let run = format!("{}/{}", r.cluster, r.run);
+        if let Some(b) = self.runs.get(&run)
             && *b != r.boundaries_ms
         {
             return Err(Error::Judge(format!(
-                "fleet evidence from {who}: boundariesMs {:?} differ from the attempt's {:?}; boundaries are fixed when a run starts",
+                "fleet evidence from {who}: boundariesMs {:?} differ from the run's {:?}; boundaries are fixed when a run starts",
                 r.boundaries_ms, b
             )));
         }
         let pairs = pairs_for(&self.spec, &r.boundaries_ms, &r.counts)
             .map_err(|e| Error::Judge(format!("fleet evidence from {who}: {e}")))?;
-        self.attempts
-            .entry(attempt)
-            .or_insert_with(|| r.boundaries_ms.clone());
+        self.runs.entry(run).or_insert_with(|| r.boundaries_ms.clone());
         self.seen.insert(key, digest);
         self.shared.observe_pairs(&self.spec, &pairs, r.counts.seconds);
         self.clusters
@@ -222,12 +219,9 @@ impl FleetJudge {
     }
 }
 
-fn digest(r: &EvidenceReport) -> [u8; 16] {
+fn digest(r: &EvidenceReport) -> String {
     let bytes = serde_json::to_vec(r).expect("reports serialize");
-    let full = Sha256::digest(bytes);
-    let mut out = [0u8; 16];
-    out.copy_from_slice(&full[..16]);
-    out
+    hex::encode(&Sha256::digest(bytes)[..16])
 }
 
 /// The fleet's verdict.

@@ -189,7 +189,8 @@ pub(crate) fn metric_pairs(spec: &MetricSpec, boundaries: &[f64], c: &IntervalCo
 }
 
 /// The evolving state of one metric.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct MetricState {
     slots: Vec<RatioProcess>,
     canary_trials: u64,

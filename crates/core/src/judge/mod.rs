@@ -7,6 +7,8 @@
 //! - [`rate`]: the absolute arm, Flagger's threshold made anytime-valid.
 //! - [`metric`]: one metric (errors, or latency as exceedances at histogram bounds) and its
 //!   verdict with a readable explanation.
+//! - [`reading`]: raw counter readings of both arms and their exact differences (reset-safe):
+//!   what metric sources hand the engine.
 //! - [`canary`]: every metric of one canary run combined: ROLLBACK / PROMOTE / CONTINUE.
 //! - [`fleet`]: the coordinator's pool of every cluster's evidence.
 //! - [`config`]: the settings, read from an unchanged Flagger Canary.
@@ -21,9 +23,11 @@ mod lnsum;
 pub mod metric;
 pub mod rate;
 pub mod ratio;
+pub mod reading;
 
 pub use canary::{CanaryJudge, JudgeSpec, Verdict};
 pub use config::{JudgeConfig, JudgeMode};
 pub use counts::{ArmCounts, Histogram, IntervalCounts};
 pub use fleet::{Added, EvidenceReport, FleetJudge, FleetVerdict};
 pub use metric::{Boundaries, Decision, MetricKind, MetricSpec, MetricVerdict, Slo};
+pub use reading::{ArmReading, CounterReading, SeriesHistogram, series_id};

@@ -25,6 +25,8 @@
 //! margin, a tolerance above 1) the binomial is the Poisson limit; the property tests check the
 //! mean at event rates up to 50%.
 
+use serde::{Deserialize, Serialize};
+
 use super::lnsum::{ln_mean_exp, log_interp};
 
 /// Alternatives of the FAIL mixture, as multiples of the tolerance (equal weights).
@@ -71,7 +73,9 @@ pub struct RatioInterval {
 }
 
 /// The e-process state of one ratio (one metric, or one latency boundary): 256 bytes.
-#[derive(Debug, Clone, PartialEq)]
+/// Serializable, so an agent persists it between ticks and across restarts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct RatioProcess {
     fail: [f64; FAIL_ALTERNATIVES.len()],
     promote: [f64; PROMOTE_ALTERNATIVES.len()],

@@ -8,6 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aviary_api::duration::parse_go_duration;
 use aviary_api::{Canary, CanaryStatus};
+use aviary_core::judge::{ArmReading, CounterReading, SeriesHistogram};
 use aviary_core::ports::{
     BuiltinMetric, BuiltinSource, EventType, MetricError, MetricModel, MetricResult, NotReady, Recorder,
     Router, Routes, Target, TargetRevision,
@@ -189,6 +190,32 @@ impl BuiltinSource for LocalBuiltins {
             BuiltinMetric::SuccessRate => stats.success_rate.ok_or_else(none),
             BuiltinMetric::Duration => stats.p99_ms.ok_or_else(none),
         }
+    }
+    /// The router's own lifetime counters of both backends (one series each).
+    async fn counters(&self, canary: &Canary, _model: &MetricModel) -> Result<CounterReading, MetricError> {
+        let router = self
+            .runtime
+            .router(&target_key(canary))
+            .map_err(MetricError::Query)?;
+        let arm = |b: Backend| {
+            let c = router.counters(b);
+            let mut a = ArmReading::default();
+            a.requests.insert(0, c.requests as f64);
+            a.errors.insert(0, c.errors as f64);
+            a.latency.insert(
+                0,
+                SeriesHistogram {
+                    bounds_ms: c.bounds_ms,
+                    cumulative: c.cumulative.into_iter().map(|n| n as f64).collect(),
+                },
+            );
+            a
+        };
+        Ok(CounterReading {
+            at: jiff::Timestamp::now(),
+            canary: arm(Backend::Canary),
+            primary: arm(Backend::Primary),
+        })
     }
 }
 

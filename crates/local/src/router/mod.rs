@@ -48,7 +48,7 @@ use tokio_util::sync::CancellationToken;
 pub use matching::{
     HeaderMatch, MatchRule, Routes, SameSite, SessionAffinity, StringMatch, random_cookie_value,
 };
-pub use stats::{WINDOW_SECONDS, WindowStats};
+pub use stats::{Counters, WINDOW_SECONDS, WindowStats};
 
 use crate::error::{Error, Result};
 use crate::server;
@@ -294,6 +294,12 @@ impl HttpRouter {
     /// the canary); the agent derives "requests served since promotion" from it.
     pub fn requests_total(&self, backend: Backend) -> u64 {
         self.shared.stats(backend).lifetime().count
+    }
+
+    /// Lifetime request, 5xx and latency-bucket counters of `backend` (the statistical judge
+    /// differences two readings; a restarted router starts from zero, which it reads as a reset).
+    pub fn counters(&self, backend: Backend) -> Counters {
+        self.shared.stats(backend).lifetime().counters()
     }
 
     /// Stops accepting, lets in-flight requests finish within the grace period, and returns

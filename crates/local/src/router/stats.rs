@@ -36,6 +36,43 @@ pub struct WindowStats {
     pub p99_ms: Option<f64>,
 }
 
+/// A backend's lifetime counters as the statistical judge reads them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Counters {
+    /// Responses since the router started.
+    pub requests: u64,
+    /// Of which 5xx.
+    pub errors: u64,
+    /// Histogram bounds in milliseconds (the Prometheus exposition's buckets).
+    pub bounds_ms: Vec<f64>,
+    /// Responses at or below each bound, then all of them (`+Inf`).
+    pub cumulative: Vec<u64>,
+}
+
+impl Lifetime {
+    pub(crate) fn counters(&self) -> Counters {
+        let mut running = 0;
+        let cumulative = self
+            .buckets
+            .iter()
+            .map(|n| {
+                running += n;
+                running
+            })
+            .collect();
+        Counters {
+            requests: self.classes.iter().sum(),
+            errors: self.classes[4],
+            // Rounded to whole microseconds: 0.005 × 1000 is not exactly 5 in floating point.
+            bounds_ms: PROMETHEUS_BUCKETS
+                .iter()
+                .map(|s| (s * 1e6).round() / 1e3)
+                .collect(),
+            cumulative,
+        }
+    }
+}
+
 /// A snapshot of the lifetime counters, for the Prometheus exposition.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct Lifetime {
@@ -296,5 +333,20 @@ mod tests {
         assert_eq!(l.buckets[PROMETHEUS_BUCKETS.len()], 1); // +Inf
         assert_eq!(l.mirrored, 1);
         assert!((l.sum_seconds - 100.0031).abs() < 1e-9);
+    }
+
+    #[test]
+    fn counters_for_the_judge_are_cumulative_in_milliseconds() {
+        let stats = BackendStats::default();
+        stats.record(1, 200, Duration::from_millis(3), false);
+        stats.record(1, 503, Duration::from_millis(30), false);
+        stats.record(2, 200, Duration::from_secs(100), false);
+        let c = stats.lifetime().counters();
+        assert_eq!((c.requests, c.errors), (3, 1));
+        assert_eq!(c.bounds_ms.len() + 1, c.cumulative.len());
+        assert_eq!(c.bounds_ms[3], 5.0);
+        assert_eq!(c.cumulative[3], 1); // <= 5 ms
+        assert_eq!(c.cumulative[6], 2); // <= 50 ms
+        assert_eq!(c.cumulative.last(), Some(&3));
     }
 }

@@ -16,10 +16,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use aviary_api::Canary;
 use aviary_api::canary::{BUILTIN_DURATION, BUILTIN_SUCCESS_RATE};
+use aviary_core::judge::CounterReading;
 use aviary_core::ports::{BuiltinMetric, BuiltinSource, MetricError, MetricModel, MetricResult};
 use reqwest::header::HeaderMap;
 use url::Url;
 
+use super::counters::{Arm, arm_queries, arm_reading};
 use super::parse_base_url;
 use super::prometheus::{self, collapse};
 use crate::error::Result;
@@ -497,6 +499,30 @@ impl BuiltinSource for PrometheusBuiltins {
         tracing::debug!(canary = %canary.key(), query = %query, "built-in metric query");
         let v = prometheus::run(&self.client()?, &base, &query, HeaderMap::new(), None).await?;
         Ok(v * observer.scale(metric))
+    }
+
+    async fn counters(&self, canary: &Canary, model: &MetricModel) -> Result<CounterReading, MetricError> {
+        let p = canary
+            .spec
+            .provider
+            .as_deref()
+            .filter(|p| !p.is_empty())
+            .unwrap_or(&self.default_provider);
+        let base = self.base(canary)?;
+        let client = self.client()?;
+        let at = jiff::Timestamp::now();
+        let secs = at.as_millisecond() as f64 / 1000.0;
+        let mut arms = Vec::new();
+        for arm in [Arm::Canary, Arm::Primary] {
+            let q = arm_queries(p, model, arm).map_err(MetricError::Provider)?;
+            let requests = prometheus::run_vector(&client, &base, &q.requests, secs).await?;
+            let errors = prometheus::run_vector(&client, &base, &q.errors, secs).await?;
+            let buckets = prometheus::run_vector(&client, &base, &q.buckets, secs).await?;
+            arms.push(arm_reading(requests, errors, buckets, q.ms_per_unit)?);
+        }
+        let primary = arms.pop().expect("two arms");
+        let canary = arms.pop().expect("two arms");
+        Ok(CounterReading { at, canary, primary })
     }
 
     async fn inline(&self, canary: &Canary, query: &str) -> MetricResult {

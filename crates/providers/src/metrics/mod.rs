@@ -18,6 +18,8 @@
 //! canary's `spec.metricsServer` or the agent's default; the local platform plugs in its router
 //! statistics instead.
 //!
+//! The statistical judge's raw counters come from the same Prometheus ([`counters`]).
+//!
 //! Errors: "no values found" is [`MetricError::NoValues`]; an unreadable Secret is
 //! [`MetricError::Secret`]; a template that cannot be used as written (missing address, missing
 //! credential key, unparsable interval) is [`MetricError::Provider`]; everything that went wrong on
@@ -26,6 +28,7 @@
 mod builtin;
 pub mod cloudwatch;
 pub mod cluster;
+pub mod counters;
 pub mod prometheus;
 pub mod splunk;
 pub mod stackdriver;
@@ -40,6 +43,7 @@ use aviary_api::Canary;
 use aviary_api::MetricTemplate;
 use aviary_api::duration::parse_go_duration;
 use aviary_api::metric_template::MetricProvider;
+use aviary_core::judge::CounterReading;
 use aviary_core::ports::{
     BuiltinMetric, BuiltinSource, MetricError, MetricModel, MetricResult, Metrics, SecretSource,
 };
@@ -313,6 +317,9 @@ impl Metrics for ProviderMetrics {
 
     async fn inline(&self, canary: &Canary, _metric: &str, query: &str) -> MetricResult {
         self.builtins.inline(canary, query).await
+    }
+    async fn counters(&self, canary: &Canary, model: &MetricModel) -> Result<CounterReading, MetricError> {
+        self.builtins.counters(canary, model).await
     }
 }
 

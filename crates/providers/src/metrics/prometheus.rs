@@ -8,6 +8,7 @@
 //! NaN is "no values found"; a status ≥ 400 is `error response: <body>`. The online check runs
 //! `vector(1)` and expects 1.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aviary_core::ports::MetricError;
@@ -17,6 +18,9 @@ use serde_json::Value;
 use url::Url;
 
 use super::{Call, join_path, multiple_values, no_values, send};
+
+/// The series of an instant vector: labels (without `__name__`) and value.
+pub type Series = Vec<(BTreeMap<String, String>, f64)>;
 
 /// Timeout of one Prometheus query.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
@@ -88,8 +92,36 @@ pub(crate) async fn run(
     headers: HeaderMap,
     auth: Option<&Auth>,
 ) -> Result<f64, MetricError> {
+    let body = fetch(client, base, q, None, headers, auth).await?;
+    parse(&body)
+}
+
+/// Runs one instant query at evaluation time `at` (Unix seconds) and returns every series:
+/// its labels (without `__name__`) and value.
+pub(crate) async fn run_vector(
+    client: &reqwest::Client,
+    base: &Url,
+    q: &str,
+    at: f64,
+) -> Result<Series, MetricError> {
+    let body = fetch(client, base, q, Some(at), HeaderMap::new(), None).await?;
+    parse_vector(&body)
+}
+
+/// GET `/api/v1/query`: the answer's body, or the error.
+async fn fetch(
+    client: &reqwest::Client,
+    base: &Url,
+    q: &str,
+    at: Option<f64>,
+    headers: HeaderMap,
+    auth: Option<&Auth>,
+) -> Result<Vec<u8>, MetricError> {
     let mut url = join_path(base, "/api/v1/query");
     url.query_pairs_mut().append_pair("query", &collapse(q));
+    if let Some(at) = at {
+        url.query_pairs_mut().append_pair("time", &format!("{at:.3}"));
+    }
     // Credentials in the address (http://user:pass@host) become basic auth, never part of a
     // message.
     let mut userinfo = None;
@@ -125,7 +157,7 @@ pub(crate) async fn run(
                 crate::http::body_text(&body)
             )));
         }
-        parse(&body)
+        Ok(body.to_vec())
     };
     answer.await.map_err(|e| super::redact_error(e, &redactor))
 }
@@ -183,6 +215,47 @@ pub(crate) fn parse(body: &[u8]) -> Result<f64, MetricError> {
     }
 }
 
+/// Every series of an instant-vector answer: labels without `__name__`, and the value (`NaN`
+/// samples dropped).
+pub(crate) fn parse_vector(body: &[u8]) -> Result<Series, MetricError> {
+    let resp: Response = serde_json::from_slice(body).map_err(|e| {
+        MetricError::Query(format!(
+            "error unmarshaling result: {e}, '{}'",
+            crate::http::body_text(body)
+        ))
+    })?;
+    if let Some(err) = resp.error {
+        return Err(MetricError::Query(format!("error response: {err}")));
+    }
+    let Some(data) = resp.data else {
+        return Ok(Vec::new());
+    };
+    if data.result_type != "vector" {
+        return Err(MetricError::Query(format!(
+            "expected an instant vector of counters, got a {}",
+            data.result_type
+        )));
+    }
+    let mut out = Vec::new();
+    for series in data.result.as_array().into_iter().flatten() {
+        let labels: BTreeMap<String, String> = series
+            .get("metric")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| k.as_str() != "__name__")
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+            .collect();
+        if let Some(v) = series.get("value") {
+            let v = sample_value(v)?;
+            if !v.is_nan() {
+                out.push((labels, v));
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// `[<timestamp>, "<value>"]` → the value.
 fn sample_value(sample: &Value) -> Result<f64, MetricError> {
     let text = sample
@@ -205,6 +278,20 @@ mod tests {
         serde_json::json!({"status": "success", "data": {"resultType": "vector", "result": result}})
             .to_string()
             .into_bytes()
+    }
+
+    #[test]
+    fn vectors_keep_every_series_and_its_labels() {
+        let body = br#"{"status":"success","data":{"resultType":"vector","result":[
+            {"metric":{"__name__":"x_total","pod":"a"},"value":[1,"12"]},
+            {"metric":{"pod":"b"},"value":[1,"NaN"]}]}}"#;
+        let v = parse_vector(body).unwrap();
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].0.get("pod").map(String::as_str), Some("a"));
+        assert!(!v[0].0.contains_key("__name__"));
+        assert_eq!(v[0].1, 12.0);
+        let matrix = br#"{"data":{"resultType":"matrix","result":[]}}"#;
+        assert!(parse_vector(matrix).is_err());
     }
 
     #[test]
