@@ -131,10 +131,19 @@ impl FleetApi for FleetService {
         _r: Request<v1::ListRolloutsRequest>,
     ) -> Result<Response<v1::ListRolloutsResponse>, Status> {
         let list = self.rollouts.list().await?;
+        let unreadable = self.rollouts.unreadable().await?;
         Ok(Response::new(v1::ListRolloutsResponse {
             rollouts: list
                 .iter()
                 .map(|r| render(r, &self.rollouts.fleet, false))
+                .collect(),
+            unreadable: unreadable
+                .into_iter()
+                .map(|u| v1::UnreadableRecord {
+                    key: u.key,
+                    name: u.name,
+                    error: u.error,
+                })
                 .collect(),
         }))
     }

@@ -33,4 +33,4 @@ pub mod store;
 pub use error::{Error, Result};
 pub use leader::{AlwaysLeader, Fence, LeaderState, Leadership};
 pub use server::{Coordinator, CoordinatorConfig};
-pub use store::{ClusterRecord, MemoryStore, RolloutRecord, Store, Versioned};
+pub use store::{ClusterRecord, Listing, MemoryStore, RolloutRecord, Store, Unreadable, Versioned};

@@ -2,7 +2,8 @@
 //! reflection, the leadership follower, graceful shutdown.
 //!
 //! Health: the overall status (`""`) is SERVING while the process serves, on every replica.
-//! `aviary.v1.Fleet` and `aviary.v1.AgentLink` are SERVING on the leader only: a follower
+//! `aviary.v1.Fleet` and `aviary.v1.AgentLink` are SERVING on the leader only, once it has
+//! loaded its state from the store (NOT_SERVING while it loads): a follower
 //! answers rollout reads from the store but refuses writes, watches, the live cluster and
 //! canary lists and agent streams (UNAVAILABLE with the leader's address), so a load balancer checking `aviary.v1.Fleet` sends clients straight to the
 //! leader, and `grpcurl … grpc.health.v1.Health/Check` shows who leads. (Readiness probes of a
@@ -106,12 +107,15 @@ impl Coordinator {
             heartbeat: config.heartbeat,
             advertise,
         });
-        let api = FleetService { rollouts };
+        let api = FleetService {
+            rollouts: rollouts.clone(),
+        };
 
         let (health, health_service) = tonic_health::server::health_reporter();
         set_health(&health, leading).await;
         tokio::spawn(follow_leadership(
             config.leadership.watch(),
+            rollouts.loaded(),
             health.clone(),
             sessions.clone(),
             shutdown.clone(),
@@ -199,9 +203,10 @@ impl Coordinator {
     }
 }
 
-/// Fleet and AgentLink are SERVING on the leader only (see docs/operations.md, Health).
-async fn set_health(health: &tonic_health::server::HealthReporter, leading: bool) {
-    if leading {
+/// Fleet and AgentLink are SERVING on the leader only, with its state loaded (see
+/// docs/operations.md, Health).
+async fn set_health(health: &tonic_health::server::HealthReporter, serving: bool) {
+    if serving {
         health.set_serving::<FleetServer<FleetService>>().await;
         health.set_serving::<AgentLinkServer<AgentLinkHandler>>().await;
     } else {
@@ -212,21 +217,32 @@ async fn set_health(health: &tonic_health::server::HealthReporter, leading: bool
     }
 }
 
-/// Publishes leadership in the health service; on losing it, closes the agent streams so the
-/// agents move to the new leader. A follower has no agent streams: one that was accepted just
-/// before the replica stepped down is closed by the next sweep (every second).
+/// Publishes leadership in the health service (SERVING once the term's state is loaded); on
+/// losing it, closes the agent streams so the agents move to the new leader. A follower has no
+/// agent streams: one that was accepted just before the replica stepped down is closed by the
+/// next sweep (every second).
 async fn follow_leadership(
     mut rx: tokio::sync::watch::Receiver<LeaderState>,
+    mut loaded: tokio::sync::watch::Receiver<Option<crate::leader::Fence>>,
     health: tonic_health::server::HealthReporter,
     sessions: Arc<Sessions>,
     shutdown: CancellationToken,
 ) {
     let mut was_leader: Option<bool> = None;
+    let mut was_serving: Option<bool> = None;
     let mut sweep = tokio::time::interval(Duration::from_secs(1));
     loop {
-        let leader = matches!(*rx.borrow_and_update(), LeaderState::Leader { .. });
+        let state = rx.borrow_and_update().clone();
+        let leader = matches!(state, LeaderState::Leader { .. });
+        let serving = match (state, *loaded.borrow_and_update()) {
+            (LeaderState::Leader { fence }, Some(term)) => fence == term,
+            _ => false,
+        };
+        if was_serving != Some(serving) {
+            set_health(&health, serving).await;
+            was_serving = Some(serving);
+        }
         if was_leader != Some(leader) {
-            set_health(&health, leader).await;
             if !leader && was_leader == Some(true) {
                 tracing::info!("not the leader any more: closing the agent streams");
                 sessions.close_all();
@@ -235,6 +251,7 @@ async fn follow_leadership(
         }
         tokio::select! {
             r = rx.changed() => if r.is_err() { return },
+            r = loaded.changed() => if r.is_err() { return },
             _ = sweep.tick(), if was_leader == Some(false) => sessions.close_all(),
             _ = shutdown.cancelled() => return,
         }

@@ -124,6 +124,8 @@ struct CanaryState {
     rejected: BTreeSet<String>,
     /// A running analysis does not advance while held.
     held: bool,
+    /// Metric values reported on top of the simulated ones (any f64, `+Inf` included).
+    extra_metrics: BTreeMap<String, f64>,
     dirty: bool,
 }
 
@@ -183,6 +185,7 @@ impl SimAgent {
                     gate_open: None,
                     rejected: BTreeSet::new(),
                     held: false,
+                    extra_metrics: BTreeMap::new(),
                     dirty: false,
                 },
             );
@@ -221,6 +224,16 @@ impl SimAgent {
         self.with(ns, name, |c| {
             c.success_rate = rate;
             c.snap.primary_success_rate = rate;
+            c.dirty = true;
+        });
+    }
+
+    /// Reports `value` for `metric` from now on (with every analysis' own values), e.g.
+    /// `f64::INFINITY` as Prometheus answers for `histogram_quantile` of an empty bucket.
+    pub fn set_metric(&self, ns: &str, name: &str, metric: &str, value: f64) {
+        self.with(ns, name, |c| {
+            c.extra_metrics.insert(metric.into(), value);
+            c.snap.metrics.insert(metric.into(), value);
             c.dirty = true;
         });
     }
@@ -509,6 +522,7 @@ fn start(c: &mut CanaryState, fp: &str) {
         ("request-duration".to_string(), 120.0),
     ]
     .into();
+    c.snap.metrics.extend(c.extra_metrics.clone());
     c.step = 0;
     c.dirty = true;
 }

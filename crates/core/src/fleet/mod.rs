@@ -7,6 +7,7 @@
 //! - [`reconcile`](mod@reconcile): [`reconcile`], which moves a rollout forward from what the
 //!   agents report, step by named step, and returns the commands to send.
 //! - [`verbs`]: pause, resume, abort, approve, skip, retry.
+//! - [`numbers`]: how NaN and ±Inf metric values are stored (JSON has no spelling for them).
 //!
 //! The caller (the coordinator) owns the protocol: it persists the new state *before* it sends
 //! the commands that `reconcile` or a verb returned, and re-sends [`pending_commands`] (same ids)
@@ -20,6 +21,7 @@ use aviary_api::fleet::RevisionSpec;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+pub mod numbers;
 pub mod plan;
 pub mod reconcile;
 pub mod rollout;
@@ -32,7 +34,8 @@ pub use plan::{BakePlan, ClusterPlan, Mode, Plan, RollbackScope, WavePlan, resol
 pub use reconcile::{bake_requests, next_wake, reconcile};
 pub use rollout::{
     BakeProgress, ClusterPhase, ClusterState, Command, GateAnswer, HistoryEntry, RollbackRun, RolloutPhase,
-    RolloutState, Stamp, Undo, WavePhase, WaveState, gate_decision, on_ack, pending_commands,
+    RolloutState, Stamp, Undo, WavePhase, WaveState, fail_unstorable, gate_decision, on_ack,
+    pending_commands,
 };
 
 /// Flagger phases the sequencer reads.
