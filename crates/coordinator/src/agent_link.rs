@@ -87,6 +87,11 @@ impl Sessions {
         }
     }
 
+    /// How many streams are open.
+    pub(crate) fn len(&self) -> usize {
+        self.map.lock().len()
+    }
+
     /// Closes every stream (shutdown).
     pub(crate) fn close_all(&self) {
         for (_, s) in self.map.lock().drain() {

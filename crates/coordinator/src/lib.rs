@@ -11,6 +11,8 @@
 //!   commands leave through a `CommandSink`. `fleet`: the in-memory fleet view (what the agents
 //!   report). The gRPC edge: `api` (the Fleet service), `agent_link` (agent sessions, the
 //!   `CommandSink`), `convert` (wire ↔ domain).
+//! - `metrics`: `/metrics` of [`Coordinator::serve_metrics`] (calls counted by a gRPC layer,
+//!   fleet gauges read at scrape time).
 //! - [`client`]: connecting, following the leader.
 //! - `sim` (feature `test-util`): the simulated agent used by the tests and the fan-in and
 //!   failover benchmarks.
@@ -24,6 +26,7 @@ mod error;
 pub mod etcd;
 mod fleet;
 pub mod leader;
+mod metrics;
 mod rollouts;
 pub mod server;
 #[cfg(feature = "test-util")]

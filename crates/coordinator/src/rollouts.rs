@@ -568,6 +568,13 @@ impl Rollouts {
         Ok(entry.current())
     }
 
+    /// Every rollout held, when this replica leads with its state loaded (the metrics).
+    pub(crate) fn held(&self) -> Option<Vec<Arc<RolloutRecord>>> {
+        let fence = self.leader.check().ok()?;
+        (*self.loaded.borrow() == Some(fence))
+            .then(|| self.entries.read().values().map(|e| e.current()).collect())
+    }
+
     /// An agent reported about a canary: wake the active rollouts of that canary covering it.
     pub(crate) fn on_report(&self, cluster: &str, key: &CanaryKey) {
         let map = self.by_canary.read();

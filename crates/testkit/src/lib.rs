@@ -10,7 +10,10 @@
 //! - [`standins`]: test-side stand-ins for controllers the control plane lacks: a kubelet (pods
 //!   Ready), Knative Serving's revision controller, a gateway that accepts HTTPRoutes.
 //! - [`crds`]: the upstream Knative, Gateway API and Istio CRDs, and installing CRDs.
-//! - [`kubectl`]: finding the real `kubectl` for tests (or skipping/failing clearly).
+//! - [`kubectl`]: finding the real `kubectl` for tests (or skipping/failing clearly); [`helm`]:
+//!   helm v4 built from the Go module proxy (`tests/helm`); [`tool`]: running either against a
+//!   test cluster with a HOME of its own.
+//! - [`prometheus`]: the real Prometheus scraping static targets, and its HTTP API.
 //! - [`objects`]: [`Objects`], untyped objects by apiVersion + kind as JSON, with waits.
 //! - [`proxy`]: [`FaultProxy`], an HTTP proxy in front of the API server that injects errors,
 //!   delays and dropped watches.
@@ -36,14 +39,17 @@ pub mod control_plane;
 pub mod crds;
 pub mod error;
 pub mod etcd;
+pub mod helm;
 pub mod kubectl;
 pub mod logs;
 pub mod manifests;
 pub mod net;
 pub mod objects;
 pub mod process;
+pub mod prometheus;
 pub mod proxy;
 pub mod standins;
+pub mod tool;
 pub mod traffic;
 pub mod wait;
 

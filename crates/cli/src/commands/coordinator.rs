@@ -37,6 +37,11 @@ pub(crate) struct Args {
     #[arg(long, value_name = "PREFIX", default_value = aviary_coordinator::etcd::DEFAULT_PREFIX)]
     etcd_prefix: String,
 
+    /// Serve Prometheus metrics on `/metrics` over plain HTTP at this address (e.g.
+    /// 0.0.0.0:9400); off by default. docs/operations.md lists the metrics.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+
     /// Seconds between heartbeats on agent streams; a stream silent for 3 periods is closed.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
     heartbeat_seconds: u64,
@@ -106,6 +111,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             config.leadership = leadership;
         }
         let c = Coordinator::start(config).await?;
+        if let Some(addr) = args.metrics_listen {
+            c.serve_metrics(addr).await?;
+        }
         // Scripts and tests read the address from this line (useful with port 0).
         println!("aviary coordinator listening on {}", c.local_addr());
         c.run_until_signal().await?;
