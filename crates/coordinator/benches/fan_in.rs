@@ -179,11 +179,9 @@ async fn measure(
     let rss = proc_status_kib(pid, "VmRSS:");
     let hwm = proc_status_kib(pid, "VmHWM:");
     let t = Instant::now();
-    let all = client
-        .list_canaries(v1::ListCanariesRequest::default())
+    let all = aviary_coordinator::client::list_all_canaries(&mut client, v1::ListCanariesRequest::default())
         .await
         .unwrap()
-        .into_inner()
         .canaries
         .len();
     let full = t.elapsed();

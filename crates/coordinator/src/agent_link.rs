@@ -26,6 +26,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::convert::{command_message, report_from_proto};
 use crate::fleet::Fleet;
+use crate::limits;
 use crate::rollouts::{CommandSink, Rollouts};
 use crate::store::{ClusterRecord, Store};
 
@@ -151,9 +152,7 @@ impl AgentLink for AgentLinkHandler {
                 "the first message on AgentLink.Connect must be Hello",
             ));
         };
-        if hello.cluster.trim().is_empty() {
-            return Err(Status::invalid_argument("hello.cluster: must not be empty"));
-        }
+        limits::check_hello(&hello).map_err(Status::invalid_argument)?;
         let cluster = hello.cluster.clone();
         let now = this.rollouts.clock.now();
         let (tx, rx) = mpsc::channel(QUEUE);
@@ -166,7 +165,11 @@ impl AgentLink for AgentLinkHandler {
             agent_version: hello.agent_version.clone(),
             registered: now,
         };
-        let canaries = hello.canaries.into_iter().map(report_from_proto).collect();
+        let canaries = hello
+            .canaries
+            .into_iter()
+            .map(|c| report_from_proto(limits::trim_snapshot(c)))
+            .collect();
         let previous = this.fleet.hello(record.clone(), session, canaries, now);
         let changed = previous.is_none_or(|p| {
             (p.region, p.labels, p.agent_version)
@@ -198,6 +201,22 @@ impl AgentLink for AgentLinkHandler {
 }
 
 impl AgentLinkService {
+    /// One canary snapshot from `cluster`'s agent: checked, then into the fleet view. A
+    /// snapshot that breaks a limit is dropped and logged (the agent's next one may pass).
+    fn report(&self, cluster: &str, s: v1::CanarySnapshot, now: jiff::Timestamp) {
+        if let Err(why) = limits::check_snapshot("canary", &s) {
+            tracing::warn!(cluster, error = %why, "canary report refused");
+            return;
+        }
+        let report = report_from_proto(limits::trim_snapshot(s));
+        let key = report.key.clone();
+        if let Err(why) = self.fleet.update(cluster, report, now) {
+            tracing::warn!(cluster, error = %why, "canary report refused");
+            return;
+        }
+        self.rollouts.on_report(cluster, &key);
+    }
+
     /// Reads one agent's stream until it ends, goes silent, or is replaced.
     async fn read(
         self: Arc<Self>,
@@ -243,17 +262,24 @@ impl AgentLinkService {
         match m.msg {
             Some(In::Status(u)) => {
                 for s in u.canary.into_iter().chain(u.canaries) {
-                    let report = report_from_proto(s);
-                    let key = report.key.clone();
-                    self.fleet.update(cluster, report, now);
-                    self.rollouts.on_report(cluster, &key);
+                    self.report(cluster, s, now);
                 }
             }
             Some(In::Event(e)) => {
                 self.fleet.seen(cluster, now);
-                tracing::debug!(cluster, canary = %format!("{}/{}", e.namespace, e.name), reason = %e.reason, "{}", e.message);
+                tracing::debug!(
+                    cluster,
+                    canary = ?format!("{}/{}", limits::cut(&e.namespace, 64), limits::cut(&e.name, 253)),
+                    reason = ?limits::cut(&e.reason, 256),
+                    message = ?limits::cut(&e.message, limits::MAX_MESSAGE),
+                    "agent event"
+                );
             }
             Some(In::GateRequest(g)) => {
+                if let Err(why) = limits::check_gate_request(&g) {
+                    tracing::warn!(cluster, error = %why, "gate request refused");
+                    return;
+                }
                 let key = CanaryKey::new(g.namespace.clone(), g.name.clone());
                 let ask = GateAsk {
                     fingerprint: g.fingerprint.clone(),
@@ -274,14 +300,17 @@ impl AgentLinkService {
                 self.rollouts.on_report(cluster, &key);
             }
             Some(In::Ack(a)) => {
-                if let Some(s) = a.canary {
-                    let report = report_from_proto(s);
-                    let key = report.key.clone();
-                    self.fleet.update(cluster, report, now);
-                    self.rollouts.on_report(cluster, &key);
+                if let Some(s) = a.canary.clone() {
+                    self.report(cluster, s, now);
                 }
+                if a.command_id.len() > limits::MAX_SHORT {
+                    tracing::warn!(cluster, "ack with an oversized command id ignored");
+                    return;
+                }
+                let message = limits::cut(&a.message, limits::MAX_MESSAGE);
+                let a = v1::Ack { message, ..a };
                 if !a.ok {
-                    tracing::warn!(cluster, command = %a.command_id, message = %a.message, "agent refused a command");
+                    tracing::warn!(cluster, command = %a.command_id, message = ?a.message, "agent refused a command");
                 }
                 self.rollouts
                     .on_ack(&a.command_id, a.ok, &a.fingerprint, &a.message)

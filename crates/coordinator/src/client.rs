@@ -117,3 +117,36 @@ where
         }
     }
 }
+
+/// Every canary matching `req`, following the pages of ListCanaries.
+pub async fn list_all_canaries(
+    client: &mut FleetClient<Channel>,
+    mut req: aviary_proto::v1::ListCanariesRequest,
+) -> std::result::Result<aviary_proto::v1::ListCanariesResponse, Status> {
+    let mut all = aviary_proto::v1::ListCanariesResponse::default();
+    loop {
+        let page = client.list_canaries(req.clone()).await?.into_inner();
+        all.canaries.extend(page.canaries);
+        if page.next_page_token.is_empty() {
+            return Ok(all);
+        }
+        req.page_token = page.next_page_token;
+    }
+}
+
+/// Every rollout, following the pages of ListRollouts.
+pub async fn list_all_rollouts(
+    client: &mut FleetClient<Channel>,
+) -> std::result::Result<aviary_proto::v1::ListRolloutsResponse, Status> {
+    let mut req = aviary_proto::v1::ListRolloutsRequest::default();
+    let mut all = aviary_proto::v1::ListRolloutsResponse::default();
+    loop {
+        let page = client.list_rollouts(req.clone()).await?.into_inner();
+        all.rollouts.extend(page.rollouts);
+        all.unreadable = page.unreadable;
+        if page.next_page_token.is_empty() {
+            return Ok(all);
+        }
+        req.page_token = page.next_page_token;
+    }
+}

@@ -13,6 +13,7 @@
 //!   `CommandSink`), `convert` (wire ↔ domain).
 //! - `metrics`: `/metrics` of [`Coordinator::serve_metrics`] (calls counted by a gRPC layer,
 //!   fleet gauges read at scrape time).
+//! - [`limits`]: bounds on every field a client or agent sends; agent reports checked.
 //! - [`client`]: connecting, following the leader.
 //! - `sim` (feature `test-util`): the simulated agent used by the tests and the fan-in and
 //!   failover benchmarks.
@@ -26,6 +27,7 @@ mod error;
 pub mod etcd;
 mod fleet;
 pub mod leader;
+pub mod limits;
 mod metrics;
 mod rollouts;
 pub mod server;

@@ -101,6 +101,7 @@ impl Coordinator {
             rollouts.load().await?;
         }
         tokio::spawn(rollouts.clone().lead());
+        tokio::spawn(expire_canaries(rollouts.clone(), shutdown.clone()));
 
         let link = Arc::new(AgentLinkService {
             rollouts: rollouts.clone(),
@@ -118,6 +119,7 @@ impl Coordinator {
         });
         let api = FleetService {
             rollouts: rollouts.clone(),
+            watches: Arc::new(tokio::sync::Semaphore::new(crate::limits::MAX_WATCHES)),
         };
 
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -301,6 +303,23 @@ async fn follow_leadership(
             r = rx.changed() => if r.is_err() { return },
             r = loaded.changed() => if r.is_err() { return },
             _ = sweep.tick(), if was_leader == Some(false) => sessions.close_all(),
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Every 30 s, drops the canaries of clusters gone for longer than
+/// [`CANARY_TTL`](crate::limits::CANARY_TTL): a fleet view never holds what nobody reports.
+async fn expire_canaries(rollouts: Arc<Rollouts>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let n = rollouts.fleet.expire(rollouts.clock.now(), crate::limits::CANARY_TTL);
+                if n > 0 {
+                    tracing::info!(canaries = n, "dropped the canaries of clusters gone for longer than the TTL");
+                }
+            }
             _ = shutdown.cancelled() => return,
         }
     }

@@ -390,9 +390,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             RolloutCommand::List => {
                 let list = unary(c, |mut cl| async move {
-                    cl.list_rollouts(v1::ListRolloutsRequest {})
-                        .await
-                        .map(|r| r.into_inner())
+                    aviary_coordinator::client::list_all_rollouts(&mut cl).await
                 })
                 .await?;
                 match c.output {
