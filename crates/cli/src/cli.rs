@@ -115,6 +115,11 @@ enum Command {
 
     /// Every canary of the fleet (CLUSTER, REGION, NAMESPACE, NAME, STATUS, WEIGHT, …).
     Canaries(commands::canaries::Args),
+
+    /// Certificates for mutual TLS: `certs init DIR` (a CA and the coordinator's certificate),
+    /// `certs issue DIR --agent CLUSTER`, `certs issue DIR --user NAME --role ROLE`, and
+    /// `certs token-line` for the token file.
+    Certs(commands::certs::Args),
 }
 
 /// Parses the command line and runs the subcommand.
@@ -133,6 +138,7 @@ pub(crate) fn run() -> ExitCode {
         Command::Rollout(args) => commands::rollout::run(args),
         Command::Clusters(args) => commands::clusters::run(args),
         Command::Canaries(args) => commands::canaries::run(args),
+        Command::Certs(args) => commands::certs::run(args),
     };
     match result {
         Ok(code) => code,

@@ -123,7 +123,7 @@ struct Measured {
 /// The client side: ListCanaries and GetRollout every 50 ms for `duration`, and the
 /// coordinator's CPU and memory over that window.
 async fn measure(
-    mut client: aviary_proto::v1::fleet_client::FleetClient<tonic::transport::Channel>,
+    mut client: aviary_coordinator::client::FleetConn,
     pid: u32,
     duration: Duration,
     agents: u64,

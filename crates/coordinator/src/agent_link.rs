@@ -115,6 +115,7 @@ pub(crate) struct AgentLinkService {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) heartbeat: Duration,
     pub(crate) advertise: String,
+    pub(crate) auth: Arc<crate::security::Auth>,
 }
 
 fn heartbeat_msg(now: jiff::Timestamp) -> v1::CoordinatorMessage {
@@ -137,6 +138,8 @@ impl AgentLink for AgentLinkHandler {
         request: Request<Streaming<v1::AgentMessage>>,
     ) -> Result<Response<Self::ConnectStream>, Status> {
         let this = &self.0;
+        // With TLS the stream belongs to the cluster its certificate names.
+        let who = this.auth.principal(&request)?;
         // Agents follow the leader like the CLI does; a new leader first loads its state, so
         // the re-sent commands and gate answers of this session come from the stored rollouts.
         let fence = this.rollouts.ready().await?;
@@ -153,6 +156,13 @@ impl AgentLink for AgentLinkHandler {
             ));
         };
         limits::check_hello(&hello).map_err(Status::invalid_argument)?;
+        if this.auth.is_secure() && who.cluster.as_deref() != Some(hello.cluster.as_str()) {
+            tracing::warn!(target: "aviary::audit", subject = %who.subject, hello = %hello.cluster, "AgentLink refused: Hello names another cluster than the certificate");
+            return Err(Status::permission_denied(format!(
+                "{} may not connect as cluster {}: an agent's certificate names its cluster (spiffe://<trust-domain>/cluster/<name>)",
+                who.subject, hello.cluster
+            )));
+        }
         let cluster = hello.cluster.clone();
         let now = this.rollouts.clock.now();
         let (tx, rx) = mpsc::channel(QUEUE);
@@ -305,6 +315,11 @@ impl AgentLinkService {
                 }
                 if a.command_id.len() > limits::MAX_SHORT {
                     tracing::warn!(cluster, "ack with an oversized command id ignored");
+                    return;
+                }
+                // Command ids are ROLLOUT/CLUSTER/ATTEMPT[/…]: an agent acks its own only.
+                if a.command_id.split('/').nth(1) != Some(cluster) {
+                    tracing::warn!(target: "aviary::audit", cluster, command = ?a.command_id, "ack refused: the command is for another cluster");
                     return;
                 }
                 let message = limits::cut(&a.message, limits::MAX_MESSAGE);

@@ -18,6 +18,7 @@ use crate::error::Error;
 use crate::fleet::CanaryFilter;
 use crate::limits;
 use crate::rollouts::Rollouts;
+use crate::security::{Auth, Principal, Role};
 
 /// History records in a verb's answer.
 const VERB_HISTORY: usize = 20;
@@ -25,6 +26,7 @@ const VERB_HISTORY: usize = 20;
 /// The Fleet service.
 pub(crate) struct FleetService {
     pub(crate) rollouts: Arc<Rollouts>,
+    pub(crate) auth: Arc<Auth>,
     /// Open WatchRollout and WaitRollout calls.
     pub(crate) watches: Arc<tokio::sync::Semaphore>,
 }
@@ -121,8 +123,9 @@ type RolloutStream = Pin<Box<dyn Stream<Item = Result<v1::Rollout, Status>> + Se
 impl FleetApi for FleetService {
     async fn list_clusters(
         &self,
-        _r: Request<v1::ListClustersRequest>,
+        r: Request<v1::ListClustersRequest>,
     ) -> Result<Response<v1::ListClustersResponse>, Status> {
+        self.auth.require(&r, "ListClusters", Role::Viewer)?;
         let clusters = self.rollouts.live_view().await?.list_clusters();
         Ok(Response::new(v1::ListClustersResponse {
             clusters: clusters.iter().map(cluster_to_proto).collect(),
@@ -133,6 +136,7 @@ impl FleetApi for FleetService {
         &self,
         r: Request<v1::ListCanariesRequest>,
     ) -> Result<Response<v1::ListCanariesResponse>, Status> {
+        self.auth.require(&r, "ListCanaries", Role::Viewer)?;
         let q = r.get_ref();
         let filter = CanaryFilter {
             cluster: &q.cluster,
@@ -156,14 +160,17 @@ impl FleetApi for FleetService {
         &self,
         r: Request<v1::CreateRolloutRequest>,
     ) -> Result<Response<v1::Rollout>, Status> {
+        let who = self.auth.require(&r, "CreateRollout", Role::Admin)?;
         let req = r.into_inner();
         limits::check_actor(&req.actor, "").map_err(Status::invalid_argument)?;
         let rollout = rollout_from_request(&req)?;
-        let created = self.rollouts.create(rollout, &req.actor).await?;
+        let (actor, comment) = who.actor_and_comment(&req.actor);
+        let created = self.rollouts.create(rollout, actor, comment).await?;
         Ok(self.rendered(&created))
     }
 
     async fn get_rollout(&self, r: Request<v1::GetRolloutRequest>) -> Result<Response<v1::Rollout>, Status> {
+        self.auth.require(&r, "GetRollout", Role::Viewer)?;
         let rec = self.rollouts.get(&r.get_ref().name).await?;
         Ok(self.rendered(&rec))
     }
@@ -172,6 +179,7 @@ impl FleetApi for FleetService {
         &self,
         r: Request<v1::ListRolloutsRequest>,
     ) -> Result<Response<v1::ListRolloutsResponse>, Status> {
+        self.auth.require(&r, "ListRollouts", Role::Viewer)?;
         let q = r.into_inner();
         let list = self.rollouts.list().await?;
         let (page, next_page_token) = paginate(&list, &q.page_token, q.page_size, |r| r.name.clone())?;
@@ -199,6 +207,7 @@ impl FleetApi for FleetService {
         &self,
         r: Request<v1::GetRolloutRequest>,
     ) -> Result<Response<Self::WatchRolloutStream>, Status> {
+        self.auth.require(&r, "WatchRollout", Role::Viewer)?;
         let permit = self.watch_permit()?;
         let (entry, term) = self.rollouts.watchable(&r.get_ref().name).await?;
         let (mut records, mut live) = entry.subscribe();
@@ -244,6 +253,7 @@ impl FleetApi for FleetService {
         &self,
         r: Request<v1::WaitRolloutRequest>,
     ) -> Result<Response<v1::Rollout>, Status> {
+        self.auth.require(&r, "WaitRollout", Role::Viewer)?;
         let req = r.into_inner();
         let _permit = self.watch_permit()?;
         let (entry, term) = self.rollouts.watchable(&req.name).await?;
@@ -292,7 +302,8 @@ impl FleetApi for FleetService {
         &self,
         r: Request<v1::RolloutVerbRequest>,
     ) -> Result<Response<v1::Rollout>, Status> {
-        self.rollout_verb(r.into_inner(), |p, s, actor, reason, now| {
+        let who = self.auth.require(&r, "PauseRollout", Role::Operator)?;
+        self.rollout_verb(who, r.into_inner(), |p, s, actor, reason, now| {
             verbs::pause(p, s, actor, reason, now).map(|()| Vec::new())
         })
         .await
@@ -302,7 +313,8 @@ impl FleetApi for FleetService {
         &self,
         r: Request<v1::RolloutVerbRequest>,
     ) -> Result<Response<v1::Rollout>, Status> {
-        self.rollout_verb(r.into_inner(), |p, s, actor, reason, now| {
+        let who = self.auth.require(&r, "ResumeRollout", Role::Operator)?;
+        self.rollout_verb(who, r.into_inner(), |p, s, actor, reason, now| {
             verbs::resume(p, s, actor, reason, now).map(|()| Vec::new())
         })
         .await
@@ -312,20 +324,26 @@ impl FleetApi for FleetService {
         &self,
         r: Request<v1::RolloutVerbRequest>,
     ) -> Result<Response<v1::Rollout>, Status> {
-        self.rollout_verb(r.into_inner(), verbs::abort).await
+        let who = self.auth.require(&r, "AbortRollout", Role::Admin)?;
+        self.rollout_verb(who, r.into_inner(), verbs::abort).await
     }
 
     async fn approve_wave(&self, r: Request<v1::WaveVerbRequest>) -> Result<Response<v1::Rollout>, Status> {
+        let who = self.auth.require(&r, "ApproveWave", Role::Operator)?;
         let q = r.into_inner();
         limits::check_actor(&q.actor, "").map_err(Status::invalid_argument)?;
         let rec = self.rollouts.get(&q.name).await?;
         if rec.plan.wave_index(&q.wave).is_none() {
             return Err(not_found_wave(&rec, &q.wave).into());
         }
+        let (actor, comment) = who.actor_and_comment(&q.actor);
         let out = self
             .rollouts
             .verb(&q.name, |p, s, now| {
-                verbs::approve_wave(p, s, &q.wave, &q.actor, now).map(|()| Vec::new())
+                let mark = s.history_mark();
+                verbs::approve_wave(p, s, &q.wave, actor, now)?;
+                s.comment_since(mark, comment);
+                Ok(Vec::new())
             })
             .await?;
         Ok(self.rendered_verb(&out))
@@ -335,14 +353,16 @@ impl FleetApi for FleetService {
         &self,
         r: Request<v1::ClusterVerbRequest>,
     ) -> Result<Response<v1::Rollout>, Status> {
-        self.cluster_verb(r.into_inner(), verbs::skip_cluster).await
+        let who = self.auth.require(&r, "SkipCluster", Role::Operator)?;
+        self.cluster_verb(who, r.into_inner(), verbs::skip_cluster).await
     }
 
     async fn retry_cluster(
         &self,
         r: Request<v1::ClusterVerbRequest>,
     ) -> Result<Response<v1::Rollout>, Status> {
-        self.cluster_verb(r.into_inner(), verbs::retry_cluster).await
+        let who = self.auth.require(&r, "RetryCluster", Role::Operator)?;
+        self.cluster_verb(who, r.into_inner(), verbs::retry_cluster).await
     }
 }
 
@@ -374,6 +394,7 @@ impl FleetService {
     /// Pause, resume or abort, by `q.actor` for `q.reason`.
     async fn rollout_verb<F>(
         &self,
+        who: Principal,
         q: v1::RolloutVerbRequest,
         verb: F,
     ) -> Result<Response<v1::Rollout>, Status>
@@ -381,9 +402,15 @@ impl FleetService {
         F: FnOnce(&Plan, &mut RolloutState, &str, &str, Timestamp) -> aviary_core::Result<Vec<Command>>,
     {
         limits::check_actor(&q.actor, &q.reason).map_err(Status::invalid_argument)?;
+        let (actor, comment) = who.actor_and_comment(&q.actor);
         let out = self
             .rollouts
-            .verb(&q.name, |p, s, now| verb(p, s, &q.actor, &q.reason, now))
+            .verb(&q.name, |p, s, now| {
+                let mark = s.history_mark();
+                let cmds = verb(p, s, actor, &q.reason, now)?;
+                s.comment_since(mark, comment);
+                Ok(cmds)
+            })
             .await?;
         Ok(self.rendered_verb(&out))
     }
@@ -391,6 +418,7 @@ impl FleetService {
     /// Skip or retry: the cluster must be in the rollout's plan (NOT_FOUND otherwise).
     async fn cluster_verb(
         &self,
+        who: Principal,
         q: v1::ClusterVerbRequest,
         verb: fn(&Plan, &mut RolloutState, &str, &str, Timestamp) -> aviary_core::Result<()>,
     ) -> Result<Response<v1::Rollout>, Status> {
@@ -399,10 +427,14 @@ impl FleetService {
         if rec.plan.locate(&q.cluster).is_none() {
             return Err(not_found_cluster(&rec, &q.cluster).into());
         }
+        let (actor, comment) = who.actor_and_comment(&q.actor);
         let out = self
             .rollouts
             .verb(&q.name, |p, s, now| {
-                verb(p, s, &q.cluster, &q.actor, now).map(|()| Vec::new())
+                let mark = s.history_mark();
+                verb(p, s, &q.cluster, actor, now)?;
+                s.comment_since(mark, comment);
+                Ok(Vec::new())
             })
             .await?;
         Ok(self.rendered_verb(&out))

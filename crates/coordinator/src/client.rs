@@ -7,10 +7,30 @@ use std::time::Duration;
 
 use aviary_proto::v1::agent_link_client::AgentLinkClient;
 use aviary_proto::v1::fleet_client::FleetClient;
+use tonic::metadata::MetadataValue;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
 use crate::error::{Error, Result};
+pub use crate::security::ClientTls;
+
+/// Adds `authorization: Bearer TOKEN` to every call when a token is set.
+#[derive(Clone, Default)]
+pub struct Bearer(Option<MetadataValue<tonic::metadata::Ascii>>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> std::result::Result<tonic::Request<()>, Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// A Fleet client with its credentials.
+pub type FleetConn = FleetClient<InterceptedService<Channel, Bearer>>;
 
 pub use crate::error::LEADER_METADATA;
 
@@ -24,27 +44,72 @@ pub fn normalize_url(url: &str) -> String {
     }
 }
 
+/// Like [`normalize_url`], but `https://` for a bare address when TLS is configured (the
+/// leader's address in `aviary-leader` has no scheme).
+pub fn normalize_url_tls(url: &str, tls: &ClientTls) -> String {
+    let url = url.trim().trim_end_matches('/');
+    if !url.contains("://") && (tls.ca.is_some() || tls.cert.is_some()) {
+        return format!("https://{url}");
+    }
+    normalize_url(url)
+}
+
 /// A channel to a coordinator (connects lazily on first use, 5 s connect timeout).
 pub fn channel(url: &str) -> Result<Channel> {
-    let url = normalize_url(url);
-    let ep = Endpoint::from_shared(url.clone())
+    channel_with(url, &ClientTls::default())
+}
+
+/// A channel with TLS when the URL is `https://` (the files of `tls` are read now).
+pub fn channel_with(url: &str, tls: &ClientTls) -> Result<Channel> {
+    let url = normalize_url_tls(url, tls);
+    let mut ep = Endpoint::from_shared(url.clone())
         .map_err(|e| Error::Url {
             url: url.clone(),
             reason: e.to_string(),
         })?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true);
+    if url.starts_with("https://") {
+        ep = ep.tls_config(tls.tonic_config()?).map_err(|e| Error::Url {
+            url: url.clone(),
+            reason: e.to_string(),
+        })?;
+    }
     Ok(ep.connect_lazy())
 }
 
+/// The interceptor that sends `tls.token`.
+pub fn bearer(tls: &ClientTls) -> Result<Bearer> {
+    match &tls.token {
+        None => Ok(Bearer(None)),
+        Some(t) => format!("Bearer {}", t.trim())
+            .parse()
+            .map(|v| Bearer(Some(v)))
+            .map_err(|_| Error::InvalidArgument("--token: not a valid header value".into())),
+    }
+}
+
 /// A Fleet client for `url`.
-pub fn fleet_client(url: &str) -> Result<FleetClient<Channel>> {
-    Ok(FleetClient::new(channel(url)?).max_decoding_message_size(256 * 1024 * 1024))
+pub fn fleet_client(url: &str) -> Result<FleetConn> {
+    fleet_client_with(url, &ClientTls::default())
+}
+
+/// A Fleet client for `url` with certificates and/or a token.
+pub fn fleet_client_with(url: &str, tls: &ClientTls) -> Result<FleetConn> {
+    Ok(
+        FleetClient::with_interceptor(channel_with(url, tls)?, bearer(tls)?)
+            .max_decoding_message_size(256 * 1024 * 1024),
+    )
 }
 
 /// An AgentLink client for `url`.
 pub fn agent_link_client(url: &str) -> Result<AgentLinkClient<Channel>> {
-    Ok(AgentLinkClient::new(channel(url)?))
+    agent_link_client_with(url, &ClientTls::default())
+}
+
+/// An AgentLink client for `url` with the agent's certificate.
+pub fn agent_link_client_with(url: &str, tls: &ClientTls) -> Result<AgentLinkClient<Channel>> {
+    Ok(AgentLinkClient::new(channel_with(url, tls)?))
 }
 
 /// The leader's address from an `UNAVAILABLE` status of a follower, if it carries one.
@@ -61,17 +126,31 @@ pub fn leader_from_status(s: &Status) -> Option<String> {
 
 /// Calls `f` on a Fleet client for `url`; if the replica answers that another one leads,
 /// calls `f` once more on the leader (one redirect hop).
-pub async fn call_leader<T, F, Fut>(url: &str, mut f: F) -> std::result::Result<T, Status>
+pub async fn call_leader<T, F, Fut>(url: &str, f: F) -> std::result::Result<T, Status>
 where
-    F: FnMut(FleetClient<Channel>) -> Fut,
+    F: FnMut(FleetConn) -> Fut,
     Fut: Future<Output = std::result::Result<T, Status>>,
 {
-    let client = fleet_client(url).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    call_leader_with(url, &ClientTls::default(), f).await
+}
+
+/// [`call_leader`] with certificates and/or a token.
+pub async fn call_leader_with<T, F, Fut>(
+    url: &str,
+    tls: &ClientTls,
+    mut f: F,
+) -> std::result::Result<T, Status>
+where
+    F: FnMut(FleetConn) -> Fut,
+    Fut: Future<Output = std::result::Result<T, Status>>,
+{
+    let client = fleet_client_with(url, tls).map_err(|e| Status::invalid_argument(e.to_string()))?;
     match f(client).await {
         Err(s) => match leader_from_status(&s) {
             Some(leader) => {
                 tracing::debug!(%leader, "following the leader");
-                let client = fleet_client(&leader).map_err(|e| Status::invalid_argument(e.to_string()))?;
+                let client =
+                    fleet_client_with(&leader, tls).map_err(|e| Status::invalid_argument(e.to_string()))?;
                 f(client).await
             }
             None => Err(s),
@@ -87,16 +166,30 @@ where
 pub async fn call_leader_retrying<T, F, Fut>(
     url: &str,
     budget: Duration,
+    f: F,
+) -> std::result::Result<T, Status>
+where
+    F: FnMut(FleetConn) -> Fut,
+    Fut: Future<Output = std::result::Result<T, Status>>,
+{
+    call_leader_retrying_with(url, &ClientTls::default(), budget, f).await
+}
+
+/// [`call_leader_retrying`] with certificates and/or a token.
+pub async fn call_leader_retrying_with<T, F, Fut>(
+    url: &str,
+    tls: &ClientTls,
+    budget: Duration,
     mut f: F,
 ) -> std::result::Result<T, Status>
 where
-    F: FnMut(FleetClient<Channel>) -> Fut,
+    F: FnMut(FleetConn) -> Fut,
     Fut: Future<Output = std::result::Result<T, Status>>,
 {
     let deadline = tokio::time::Instant::now() + budget;
     let mut target = url.to_string();
     loop {
-        let client = fleet_client(&target).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let client = fleet_client_with(&target, tls).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let err = match f(client).await {
             Ok(v) => return Ok(v),
             Err(s) => s,
@@ -105,7 +198,7 @@ where
             return Err(err);
         }
         match leader_from_status(&err) {
-            Some(leader) if normalize_url(&leader) != normalize_url(&target) => {
+            Some(leader) if normalize_url_tls(&leader, tls) != normalize_url_tls(&target, tls) => {
                 tracing::debug!(%leader, "following the leader");
                 target = leader;
             }
@@ -120,7 +213,7 @@ where
 
 /// Every canary matching `req`, following the pages of ListCanaries.
 pub async fn list_all_canaries(
-    client: &mut FleetClient<Channel>,
+    client: &mut FleetConn,
     mut req: aviary_proto::v1::ListCanariesRequest,
 ) -> std::result::Result<aviary_proto::v1::ListCanariesResponse, Status> {
     let mut all = aviary_proto::v1::ListCanariesResponse::default();
@@ -136,7 +229,7 @@ pub async fn list_all_canaries(
 
 /// Every rollout, following the pages of ListRollouts.
 pub async fn list_all_rollouts(
-    client: &mut FleetClient<Channel>,
+    client: &mut FleetConn,
 ) -> std::result::Result<aviary_proto::v1::ListRolloutsResponse, Status> {
     let mut req = aviary_proto::v1::ListRolloutsRequest::default();
     let mut all = aviary_proto::v1::ListRolloutsResponse::default();

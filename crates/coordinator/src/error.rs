@@ -40,6 +40,9 @@ pub enum Error {
     /// the same write cannot help.
     #[error("cannot store: {0}")]
     Unstorable(String),
+    /// Certificates, keys, the token file: what is wrong and which file.
+    #[error("{0}")]
+    Tls(String),
     /// A stored record that cannot be decoded (quarantined).
     #[error("{0}")]
     Unreadable(crate::store::Unreadable),
@@ -87,7 +90,7 @@ impl From<Error> for Status {
             Error::Store(_) | Error::Unavailable(_) => Status::unavailable(msg),
             Error::Unstorable(_) => Status::resource_exhausted(msg),
             Error::Unreadable(_) => Status::data_loss(msg),
-            Error::Bind { .. } | Error::Transport(_) => Status::internal(msg),
+            Error::Bind { .. } | Error::Transport(_) | Error::Tls(_) => Status::internal(msg),
         }
     }
 }

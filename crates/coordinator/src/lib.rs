@@ -14,7 +14,9 @@
 //! - `metrics`: `/metrics` of [`Coordinator::serve_metrics`] (calls counted by a gRPC layer,
 //!   fleet gauges read at scrape time).
 //! - [`limits`]: bounds on every field a client or agent sends; agent reports checked.
-//! - [`client`]: connecting, following the leader.
+//! - [`security`]: mutual TLS (rustls), identities from certificates, roles, bearer tokens,
+//!   the audit log, the connection cap and timeouts, issuing certificates (`aviary certs`).
+//! - [`client`]: connecting (TLS, tokens), following the leader.
 //! - `sim` (feature `test-util`): the simulated agent used by the tests and the fan-in and
 //!   failover benchmarks.
 //! - `error`: the crate's [`Error`]; gRPC statuses with the leader's address.
@@ -30,6 +32,7 @@ pub mod leader;
 pub mod limits;
 mod metrics;
 mod rollouts;
+pub mod security;
 pub mod server;
 #[cfg(feature = "test-util")]
 pub mod sim;

@@ -488,6 +488,7 @@ impl Rollouts {
         self: &Arc<Self>,
         rollout: FleetRollout,
         actor: &str,
+        comment: &str,
     ) -> Result<Arc<RolloutRecord>> {
         let fence = self.ready().await?;
         let _one_at_a_time = self.create_lock.lock().await;
@@ -531,7 +532,8 @@ impl Rollouts {
             Error::InvalidArgument(format!("FleetRollout {name}: {}", lines.join("; ")))
         })?;
         let actor = if actor.is_empty() { "unknown" } else { actor };
-        let state = RolloutState::new(&plan, actor, self.clock.now());
+        let mut state = RolloutState::new(&plan, actor, self.clock.now());
+        state.comment_since(0, comment);
         let record = RolloutRecord {
             name: name.clone(),
             spec: rollout.spec.clone(),

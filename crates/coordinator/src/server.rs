@@ -10,6 +10,7 @@
 //! StatefulSet belong on the overall status: no pod would be ready during an election.)
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,8 +18,6 @@ use aviary_proto::v1::agent_link_server::AgentLinkServer;
 use aviary_proto::v1::fleet_server::FleetServer;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_stream::StreamExt;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 
@@ -29,6 +28,9 @@ use crate::fleet::Fleet;
 use crate::leader::{AlwaysLeader, LeaderState, Leadership};
 use crate::metrics::{CoordinatorMetrics, CountCalls, Sources};
 use crate::rollouts::Rollouts;
+use crate::security::conn::incoming;
+use crate::security::tls::{ServerTlsFiles, watch_files};
+use crate::security::{Auth, ConnLimits, ServerTls};
 use crate::store::{MemoryStore, Store};
 
 /// Fully-qualified service names (for health checks).
@@ -46,6 +48,13 @@ pub struct CoordinatorConfig {
     pub heartbeat: Duration,
     pub store: Arc<dyn Store>,
     pub leadership: Arc<dyn Leadership>,
+    /// Mutual TLS: the serving certificate and the CA of client certificates (`None`: plaintext,
+    /// every caller the anonymous admin; the binary only allows that with `--insecure`).
+    pub tls: Option<ServerTlsFiles>,
+    /// The bearer tokens (sha256, subject, role), with TLS only.
+    pub token_file: Option<PathBuf>,
+    /// Connection cap, handshake and preface timeouts, HTTP/2 keep-alive.
+    pub limits: ConnLimits,
 }
 
 impl CoordinatorConfig {
@@ -57,6 +66,9 @@ impl CoordinatorConfig {
             heartbeat: Duration::from_secs(5),
             store: Arc::new(MemoryStore::new()),
             leadership: Arc::new(AlwaysLeader::new()),
+            tls: None,
+            token_file: None,
+            limits: ConnLimits::default(),
         }
     }
 }
@@ -64,6 +76,7 @@ impl CoordinatorConfig {
 /// A running coordinator.
 pub struct Coordinator {
     addr: SocketAddr,
+    tls: bool,
     shutdown: CancellationToken,
     sessions: Arc<Sessions>,
     leadership: Arc<dyn Leadership>,
@@ -83,6 +96,11 @@ impl Coordinator {
             addr: config.listen.to_string(),
             source: e,
         })?;
+        let tls = config.tls.clone().map(ServerTls::load).transpose()?;
+        let auth = Arc::new(match &tls {
+            Some(_) => Auth::secure(config.token_file.clone())?,
+            None => Auth::insecure(),
+        });
         let advertise = config.advertise.clone().unwrap_or_else(|| addr.to_string());
         config.leadership.start(&advertise);
         let shutdown = CancellationToken::new();
@@ -110,6 +128,7 @@ impl Coordinator {
             store: config.store.clone(),
             heartbeat: config.heartbeat,
             advertise,
+            auth: auth.clone(),
         });
         let metrics = Arc::new(CoordinatorMetrics::new());
         let sources = Arc::new(Sources {
@@ -119,6 +138,7 @@ impl Coordinator {
         });
         let api = FleetService {
             rollouts: rollouts.clone(),
+            auth: auth.clone(),
             watches: Arc::new(tokio::sync::Semaphore::new(crate::limits::MAX_WATCHES)),
         };
 
@@ -142,19 +162,17 @@ impl Coordinator {
             .build_v1alpha()
             .map_err(|e| Error::Store(format!("reflection: {e}")))?;
 
-        // `tcp_nodelay` of the builder applies only to sockets it binds itself: without it,
-        // multi-frame responses wait for delayed ACKs (~40 ms).
-        let incoming = TcpListenerStream::new(listener).map(|s| {
-            if let Ok(s) = &s {
-                let _ = s.set_nodelay(true);
-            }
-            s
-        });
+        let secure = tls.is_some();
+        tokio::spawn(watch_files(tls.clone(), auth, shutdown.clone()));
+        let incoming = incoming(listener, config.limits, tls, shutdown.clone());
+        let limits = config.limits;
         let stop = shutdown.clone();
         let count_calls = CountCalls(metrics.clone());
         let server = tokio::spawn(async move {
             Server::builder()
                 .tcp_nodelay(true)
+                .http2_keepalive_interval(Some(limits.keepalive_interval))
+                .http2_keepalive_timeout(Some(limits.keepalive_timeout))
                 .layer(count_calls)
                 .add_service(health_service)
                 .add_service(reflection_v1)
@@ -173,6 +191,7 @@ impl Coordinator {
         tracing::info!(%addr, "coordinator listening");
         Ok(Self {
             addr,
+            tls: secure,
             shutdown,
             sessions,
             leadership: config.leadership,
@@ -222,9 +241,10 @@ impl Coordinator {
         self.addr
     }
 
-    /// `http://ADDR`, for clients and agents.
+    /// `https://ADDR` (or `http://ADDR` without TLS), for clients and agents.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Stops gracefully: resigns leadership (a successor is elected while this replica closes

@@ -27,7 +27,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 
-use crate::client::{agent_link_client, leader_from_status};
+use crate::client::{agent_link_client_with, leader_from_status, normalize_url_tls};
 
 /// How a simulated analysis ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +85,8 @@ pub struct SimConfig {
     /// Send the canaries that changed in one tick in one `CanaryUpdate` (`canaries`) instead
     /// of one message per canary.
     pub batch: bool,
+    /// The agent's certificate (read at every connect, so a rotated one is picked up).
+    pub tls: crate::security::ClientTls,
 }
 
 impl SimConfig {
@@ -103,6 +105,7 @@ impl SimConfig {
             requests_per_tick: 100,
             reconnect: Duration::from_millis(200),
             batch: false,
+            tls: Default::default(),
         }
     }
 }
@@ -413,7 +416,8 @@ async fn run(config: SimConfig, shared: Arc<Mutex<Shared>>, mut ctl: mpsc::Unbou
 
 /// Opens the stream with a full Hello. `Err(Some(leader))` when a follower points elsewhere.
 async fn connect(config: &SimConfig, shared: &Mutex<Shared>, url: &str) -> Result<Link, Option<String>> {
-    let mut client = agent_link_client(url).map_err(|_| None)?;
+    let url = normalize_url_tls(url, &config.tls);
+    let mut client = agent_link_client_with(&url, &config.tls).map_err(|_| None)?;
     let (tx, rx) = mpsc::channel(4096);
     let canaries = {
         let mut s = shared.lock();

@@ -29,6 +29,9 @@ async fn replica(etcd: &LocalEtcd, ttl_secs: u64) -> (Coordinator, Arc<EtcdLeade
         heartbeat: Duration::from_secs(1),
         store,
         leadership: leadership.clone(),
+        tls: None,
+        token_file: None,
+        limits: Default::default(),
     })
     .await
     .unwrap();
