@@ -77,12 +77,9 @@ impl Assembly {
         let metrics = Arc::new(ControllerMetrics::new(env!("CARGO_PKG_VERSION"), &parts.provider));
         let events = Arc::new(EventLog::new(EVENT_LOG_CAPACITY));
         let link = config.coordinator.as_deref().map(|urls| {
-            Link::new(LinkConfig::new(
-                urls,
-                &config.cluster,
-                &config.region,
-                config.labels.clone(),
-            ))
+            let mut link = LinkConfig::new(urls, &config.cluster, &config.region, config.labels.clone());
+            link.tls = config.coordinator_tls.clone();
+            Link::new(link)
         });
         let link_handle = link.as_ref().map(|(l, _)| l.clone());
         if let Some(l) = link_handle.clone() {

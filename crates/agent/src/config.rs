@@ -16,8 +16,11 @@ pub struct AgentConfig {
     pub region: String,
     /// Labels for the coordinator's wave selectors.
     pub labels: BTreeMap<String, String>,
-    /// The fleet coordinator (`http://host:port`); `None` = plain Flagger behaviour.
+    /// The fleet coordinator (`http://host:port`, or `https://` for mutual TLS); `None` =
+    /// plain Flagger behaviour.
     pub coordinator: Option<String>,
+    /// The certificates for an `https://` coordinator.
+    pub coordinator_tls: CoordinatorTls,
     /// Where `/healthz`, `/metrics`, `/canaries` and `/events` are served.
     pub admin_listen: SocketAddr,
     /// Floor of the analysis interval (Flagger's is 10s).
@@ -32,6 +35,16 @@ pub struct AgentConfig {
     pub notifier: GlobalNotifier,
     /// Which platform to run.
     pub platform: PlatformConfig,
+}
+
+/// The agent's certificates for the coordinator: the CA of the coordinator's certificate, and
+/// its own certificate (identity: its cluster, in `spiffe://<trust-domain>/cluster/<name>`) and
+/// key. Read at every connect, so rotated files are picked up on the next reconnect.
+#[derive(Debug, Clone, Default)]
+pub struct CoordinatorTls {
+    pub ca: Option<std::path::PathBuf>,
+    pub cert: Option<std::path::PathBuf>,
+    pub key: Option<std::path::PathBuf>,
 }
 
 /// The platform and its settings.

@@ -72,6 +72,8 @@ pub struct LinkConfig {
     pub heartbeat: Duration,
     /// Events kept while disconnected.
     pub event_buffer: usize,
+    /// Certificates for `https://` coordinators.
+    pub tls: crate::config::CoordinatorTls,
 }
 
 impl LinkConfig {
@@ -89,6 +91,7 @@ impl LinkConfig {
             agent_version: env!("CARGO_PKG_VERSION").into(),
             heartbeat: Duration::from_secs(5),
             event_buffer: 1000,
+            tls: Default::default(),
         }
     }
 }
@@ -392,6 +395,21 @@ fn push_bounded<T>(buf: &mut VecDeque<T>, e: T, cap: usize) {
     buf.push_back(e);
 }
 
+/// tonic's TLS configuration from the agent's files, read now (a rotated certificate is used
+/// from the next connect on).
+fn tls_config(t: &crate::config::CoordinatorTls) -> Result<tonic::transport::ClientTlsConfig, String> {
+    let read =
+        |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
+    let mut c = tonic::transport::ClientTlsConfig::new();
+    if let Some(ca) = &t.ca {
+        c = c.ca_certificate(tonic::transport::Certificate::from_pem(read(ca)?));
+    }
+    if let (Some(cert), Some(key)) = (&t.cert, &t.key) {
+        c = c.identity(tonic::transport::Identity::from_pem(read(cert)?, read(key)?));
+    }
+    Ok(c)
+}
+
 enum SessionEnd {
     Stopped,
     Leader(String),
@@ -405,10 +423,26 @@ async fn session(
     buffered: &mut Buffered,
     stop: &CancellationToken,
 ) -> SessionEnd {
-    let endpoint = match tonic::transport::Endpoint::from_shared(url.to_string()) {
+    let url = if !url.contains("://") && link.shared.config.tls.ca.is_some() {
+        format!("https://{url}")
+    } else {
+        url.to_string()
+    };
+    let url = url.as_str();
+    let mut endpoint = match tonic::transport::Endpoint::from_shared(url.to_string()) {
         Ok(e) => e.connect_timeout(Duration::from_secs(3)).tcp_nodelay(true),
         Err(e) => return SessionEnd::Failed(format!("{url} is not a URL: {e}")),
     };
+    if url.starts_with("https://") {
+        let tls = match tls_config(&link.shared.config.tls) {
+            Ok(t) => t,
+            Err(e) => return SessionEnd::Failed(e),
+        };
+        endpoint = match endpoint.tls_config(tls) {
+            Ok(e) => e,
+            Err(e) => return SessionEnd::Failed(format!("TLS: {e}")),
+        };
+    }
     let channel = match endpoint.connect().await {
         Ok(c) => c,
         Err(e) => return SessionEnd::Failed(format!("cannot connect: {e}")),

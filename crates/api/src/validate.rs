@@ -1012,7 +1012,18 @@ pub fn validate_local_service(l: &LocalService) -> Vec<Diagnostic> {
         Some(0) => f.error("spec.port", "must be between 1 and 65535, got 0"),
         Some(_) => {}
     }
-    f.required_str(&l.spec.version, "spec.version", "the version to run, e.g. 6.0.0");
+    if f.required_str(&l.spec.version, "spec.version", "the version to run, e.g. 6.0.0")
+        && let Some(v) = l.spec.version.as_deref()
+        && !is_version(v)
+    {
+        f.error(
+            "spec.version",
+            format!(
+                "{:?}: use at most {MAX_VERSION_LEN} letters, digits, '.', '_', '+' and '-' (it is substituted for {{{{version}}}})",
+                shorten(v)
+            ),
+        );
+    }
     if let Some(0) = l.spec.replicas {
         f.error("spec.replicas", "must be at least 1, got 0");
     }
@@ -1045,16 +1056,11 @@ pub fn validate_local_service(l: &LocalService) -> Vec<Diagnostic> {
 pub fn validate_fleet_rollout(r: &FleetRollout) -> Vec<Diagnostic> {
     let mut f = Findings(Vec::new());
     if f.required_str(&r.metadata.name, "metadata.name", "the rollout's name") {
-        let name = r.name();
-        if !is_dns_name(name) {
-            f.error(
-                "metadata.name",
-                format!(
-                    "{name:?} is not a valid name: use lowercase letters, digits, '-' and '.', \
-                     starting and ending with a letter or digit (at most 253 characters)"
-                ),
-            );
-        }
+        check_dns_label(
+            &mut f,
+            r.metadata.name.as_deref().unwrap_or_default(),
+            "metadata.name",
+        );
     }
     let s = &r.spec;
     match &s.canary {
@@ -1063,9 +1069,20 @@ pub fn validate_fleet_rollout(r: &FleetRollout) -> Vec<Diagnostic> {
             "required field is missing: {namespace, name} of the Canary",
         ),
         Some(c) => {
-            f.required_str(&c.name, "spec.canary.name", "the Canary's name");
-            f.required_str(&c.namespace, "spec.canary.namespace", "the Canary's namespace");
+            if f.required_str(&c.name, "spec.canary.name", "the Canary's name") {
+                check_dns_subdomain(&mut f, c.name.as_deref().unwrap_or_default(), "spec.canary.name");
+            }
+            if f.required_str(&c.namespace, "spec.canary.namespace", "the Canary's namespace") {
+                check_dns_label(
+                    &mut f,
+                    c.namespace.as_deref().unwrap_or_default(),
+                    "spec.canary.namespace",
+                );
+            }
         }
+    }
+    if let Some(rev) = &s.revision {
+        check_revision(&mut f, rev);
     }
     let mode = s.mode.as_deref().unwrap_or("push");
     f.one_of(Some(mode), "spec.mode", &["push", "gate"]);
@@ -1111,6 +1128,8 @@ pub fn validate_fleet_rollout(r: &FleetRollout) -> Vec<Diagnostic> {
             for (i, region) in regions.iter().enumerate() {
                 if region.trim().is_empty() {
                     f.error(format!("spec.byRegion[{i}]"), "must not be empty");
+                } else if !is_dns_label(region) {
+                    check_dns_label(&mut f, region, &format!("spec.byRegion[{i}]"));
                 } else if !wave_names.insert(region.clone()) {
                     f.error(
                         format!("spec.byRegion[{i}]"),
@@ -1127,6 +1146,7 @@ pub fn validate_fleet_rollout(r: &FleetRollout) -> Vec<Diagnostic> {
                 let wp = format!("spec.waves[{i}]");
                 if f.required_str(&w.name, &format!("{wp}.name"), "a unique wave name") {
                     let name = w.name.clone().unwrap_or_default();
+                    check_dns_label(&mut f, &name, &format!("{wp}.name"));
                     if !wave_names.insert(name.clone()) {
                         f.error(format!("{wp}.name"), format!("wave name {name:?} is used twice"));
                     }
@@ -1162,24 +1182,132 @@ pub fn validate_fleet_rollout(r: &FleetRollout) -> Vec<Diagnostic> {
             &["cluster", "wave", "all"],
         );
     }
-    match s.cluster_deadline.as_deref().map(parse_go_duration) {
-        Some(Err(e)) => f.error("spec.clusterDeadline", format!("{e}; use a duration such as 30m")),
-        Some(Ok(d)) if d.is_zero() => f.error(
-            "spec.clusterDeadline",
-            "must be longer than 0; use a duration such as 30m",
-        ),
-        _ => {}
+    if let Some(d) = &s.cluster_deadline {
+        check_bounded_duration(&mut f, d, "spec.clusterDeadline", "30m");
+        if parse_go_duration(d).is_ok_and(|d| d.is_zero()) {
+            f.error(
+                "spec.clusterDeadline",
+                "must be longer than 0; use a duration such as 30m",
+            );
+        }
     }
     f.0
 }
 
-/// A DNS-1123 subdomain: the rollout name appears in command ids (`<rollout>/<cluster>/<n>`).
-fn is_dns_name(s: &str) -> bool {
-    s.len() <= 253
-        && s.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
-        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && s.ends_with(|c: char| c.is_ascii_alphanumeric())
+/// The longest bake or cluster deadline a rollout may ask for.
+pub const MAX_FLEET_DURATION: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+/// The longest `revision.version`.
+pub const MAX_VERSION_LEN: usize = 128;
+/// The longest container image reference.
+pub const MAX_IMAGE_LEN: usize = 512;
+
+/// A DNS label (RFC 1123): 1–63 characters, lowercase letters, digits and `-`, starting and
+/// ending with a letter or digit. Cluster, region, wave and rollout names are DNS labels.
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// A DNS subdomain (RFC 1123): DNS labels joined by dots, at most 253 characters.
+pub fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+/// A `revision.version`: 1–128 characters of letters, digits and `.`, `_`, `+`, `-` (semver
+/// with build metadata fits). It is substituted for `{{version}}` in LocalService commands:
+/// the charset keeps it inert there, but a command must still never pass it to a shell
+/// unquoted (docs/local-platform.md).
+pub fn is_version(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_VERSION_LEN
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._+-".contains(&b))
+}
+
+/// A container image reference: 1–512 characters of letters, digits and `.`, `_`, `-`, `/`,
+/// `:`, `@`, `+` (registry, path, tag, digest).
+pub fn is_image(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_IMAGE_LEN
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-/:@+".contains(&b))
+}
+
+fn check_dns_label(f: &mut Findings, s: &str, path: &str) {
+    if !is_dns_label(s) {
+        f.error(
+            path,
+            format!(
+                "{:?} is not a DNS label: use 1-63 lowercase letters, digits and '-', starting and ending with a letter or digit",
+                shorten(s)
+            ),
+        );
+    }
+}
+
+fn check_dns_subdomain(f: &mut Findings, s: &str, path: &str) {
+    if !is_dns_subdomain(s) {
+        f.error(
+            path,
+            format!(
+                "{:?} is not a DNS subdomain: use at most 253 characters of lowercase letters, digits, '-' and '.'",
+                shorten(s)
+            ),
+        );
+    }
+}
+
+fn check_revision(f: &mut Findings, rev: &crate::fleet::RevisionSpec) {
+    if let Some(v) = rev.version.as_deref()
+        && !v.trim().is_empty()
+        && !is_version(v)
+    {
+        f.error(
+            "spec.revision.version",
+            format!(
+                "{:?}: use at most {MAX_VERSION_LEN} letters, digits, '.', '_', '+' and '-'",
+                shorten(v)
+            ),
+        );
+    }
+    for (name, image) in rev.container_images.iter().flatten() {
+        let path = format!("spec.revision.containerImages.{}", shorten(name));
+        if !is_dns_label(name) {
+            check_dns_label(f, name, &path);
+        }
+        if !image.trim().is_empty() && !is_image(image) {
+            f.error(
+                path,
+                format!(
+                    "{:?} is not an image reference: use at most {MAX_IMAGE_LEN} letters, digits and '.', '_', '-', '/', ':', '@', '+'",
+                    shorten(image)
+                ),
+            );
+        }
+    }
+}
+
+/// A Go duration of at most [`MAX_FLEET_DURATION`].
+fn check_bounded_duration(f: &mut Findings, d: &str, path: &str, example: &str) {
+    match parse_go_duration(d) {
+        Err(e) => f.error(path, format!("{e}; use a duration such as {example}")),
+        Ok(v) if v > MAX_FLEET_DURATION => {
+            f.error(path, format!("{d} is longer than the limit of 168h (7 days)"))
+        }
+        Ok(_) => {}
+    }
+}
+
+/// Echoed input, cut to 64 characters.
+fn shorten(s: &str) -> String {
+    match s.char_indices().nth(64) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
 }
 
 fn check_wave_settings(f: &mut Findings, w: &crate::fleet::WaveSettings, wp: &str) {
@@ -1193,14 +1321,18 @@ fn check_wave_settings(f: &mut Findings, w: &crate::fleet::WaveSettings, wp: &st
             Ok(_) => {}
         }
     }
-    if let Some(b) = &w.bake
-        && let Some(d) = &b.duration
-        && let Err(e) = parse_go_duration(d)
-    {
-        f.error(
-            format!("{wp}.bake.duration"),
-            format!("{e}; use a duration such as 10m"),
-        );
+    if let Some(b) = &w.bake {
+        if let Some(d) = &b.duration {
+            check_bounded_duration(f, d, &format!("{wp}.bake.duration"), "10m");
+        }
+        if let Some(r) = b.min_success_rate
+            && !(r.is_finite() && (0.0..=100.0).contains(&r))
+        {
+            f.error(
+                format!("{wp}.bake.minSuccessRate"),
+                format!("{r} is not a percentage: use a number from 0 to 100"),
+            );
+        }
     }
     if let Some(r) = w.bake.as_ref().and_then(|b| b.min_success_rate)
         && !(0.0..=100.0).contains(&r)
@@ -1447,5 +1579,119 @@ spec:
             report.line(&report.diagnostics[0]),
             "<no name>: expected a YAML mapping (an object)"
         );
+    }
+
+    const FLEET: &str = "apiVersion: aviary.dev/v1alpha1
+kind: FleetRollout
+metadata: {name: podinfo-6-0-1}
+spec:
+  canary: {namespace: test, name: podinfo}
+  revision: {containerImages: {podinfod: 'ghcr.io/stefanprodan/podinfo:6.0.1@sha256:abc'}, version: 6.0.1+build.7}
+  byRegion: [us-east-1, eu-west-1]
+  clusterDeadline: 30m
+";
+
+    /// Names are DNS labels, versions and images have a charset and a length, durations an
+    /// upper bound, rates are percentages (hostile input, issue 15).
+    #[test]
+    fn fleet_rollout_names_revisions_and_durations_are_checked() {
+        assert_eq!(lines(FLEET), Vec::<String>::new());
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "name: podinfo-6-0-1",
+                "name: Podinfo_6",
+                "metadata.name: \"Podinfo_6\" is not a DNS label",
+            ),
+            (
+                "name: podinfo-6-0-1",
+                "name: a.b",
+                "metadata.name: \"a.b\" is not a DNS label",
+            ),
+            (
+                "namespace: test",
+                "namespace: 'te st'",
+                "spec.canary.namespace: \"te st\" is not a DNS label",
+            ),
+            (
+                "[us-east-1, eu-west-1]",
+                "[us-east-1, 'eu;rm -rf']",
+                "spec.byRegion[1]: \"eu;rm -rf\" is not a DNS label",
+            ),
+            (
+                "version: 6.0.1+build.7",
+                "version: '6.0.1; curl x|sh'",
+                "spec.revision.version: \"6.0.1; curl x|sh\": use at most 128",
+            ),
+            (
+                "version: 6.0.1+build.7",
+                "version: '$(id)'",
+                "spec.revision.version: \"$(id)\": use at most 128",
+            ),
+            (
+                "podinfo:6.0.1@sha256:abc'",
+                "podinfo:6.0.1 --privileged'",
+                "is not an image reference",
+            ),
+            (
+                "{podinfod:",
+                "{Podinfod:",
+                "spec.revision.containerImages.Podinfod: \"Podinfod\" is not a DNS label",
+            ),
+            (
+                "clusterDeadline: 30m",
+                "clusterDeadline: 10000h",
+                "spec.clusterDeadline: 10000h is longer than the limit of 168h",
+            ),
+        ];
+        for (from, to, want) in cases {
+            assert!(FLEET.contains(from), "{from}");
+            let yaml = FLEET.replace(from, to);
+            let got = lines(&yaml);
+            assert!(
+                got.iter().any(|l| l.starts_with("error") && l.contains(want)),
+                "{to}: want {want:?} in {got:#?}"
+            );
+        }
+        let long = "v".repeat(129);
+        let got = lines(&FLEET.replace("6.0.1+build.7", &long));
+        assert!(got.iter().any(|l| l.contains("spec.revision.version")), "{got:?}");
+        let waves = FLEET.replace(
+            "  byRegion: [us-east-1, eu-west-1]\n",
+            "  waves:\n  - {name: Canary Wave, bake: {duration: 9000h, minSuccessRate: 250}}\n",
+        );
+        let got = lines(&waves);
+        for want in [
+            "spec.waves[0].name: \"Canary Wave\" is not a DNS label",
+            "spec.waves[0].bake.duration: 9000h is longer than the limit",
+            "spec.waves[0].bake.minSuccessRate: 250 is not a percentage",
+        ] {
+            assert!(got.iter().any(|l| l.contains(want)), "want {want:?} in {got:#?}");
+        }
+    }
+
+    #[test]
+    fn dns_names_versions_and_images() {
+        for ok in ["a", "us-east-1", "0", &"a".repeat(63)] {
+            assert!(is_dns_label(ok), "{ok}");
+        }
+        for bad in ["", "-a", "a-", "A", "a_b", "a.b", "a b", &"a".repeat(64), "é"] {
+            assert!(!is_dns_label(bad), "{bad}");
+        }
+        assert!(is_dns_subdomain("podinfo.test-1"));
+        assert!(!is_dns_subdomain("podinfo..test"));
+        for ok in ["1.2.3", "v1.2.3-rc.1+build.5", "2024_01_01"] {
+            assert!(is_version(ok), "{ok}");
+        }
+        for bad in [
+            "", "1 2", "$(id)", "`id`", "a;b", "a|b", "a\nb", "'a'", "\"a\"", "a/b",
+        ] {
+            assert!(!is_version(bad), "{bad:?}");
+        }
+        for ok in ["nginx", "ghcr.io/a/b:1.0", "r:5000/a@sha256:0f"] {
+            assert!(is_image(ok), "{ok}");
+        }
+        for bad in ["", "a b", "a;b", "$(x)", "a\tb"] {
+            assert!(!is_image(bad), "{bad:?}");
+        }
     }
 }

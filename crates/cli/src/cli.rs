@@ -120,6 +120,10 @@ enum Command {
     /// Print the Markdown command-line reference (docs/cli.md).
     #[command(hide = true)]
     CliReference,
+    /// Certificates for mutual TLS: `certs init DIR` (a CA and the coordinator's certificate),
+    /// `certs issue DIR --agent CLUSTER`, `certs issue DIR --user NAME --role ROLE`, and
+    /// `certs token-line` for the token file.
+    Certs(commands::certs::Args),
 }
 
 /// Parses the command line and runs the subcommand.
@@ -143,6 +147,7 @@ pub(crate) fn run() -> ExitCode {
             commands::out(crate::reference::markdown(&Cli::command()).trim_end());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Certs(args) => commands::certs::run(args),
     };
     match result {
         Ok(code) => code,

@@ -116,7 +116,13 @@ fn the_demo_rolls_out_by_region_and_stops_a_bad_release_in_the_first_region() {
         text.contains("Serving now: us-east-1a=6.0.1  eu-west-1a=6.0.1  eu-west-1b=6.0.1"),
         "{text}"
     );
-    assert!(text.contains("grpcurl -plaintext 127.0.0.1:"), "{text}");
+    // The demo runs with mutual TLS and says how to reach it.
+    assert!(text.contains("coordinator   https://127.0.0.1:"), "{text}");
+    assert!(
+        text.contains("AVIARY_CA=") && text.contains("AVIARY_CERT="),
+        "{text}"
+    );
+    assert!(text.contains("grpcurl -cacert "), "{text}");
     // six sample apps (2 replicas × 3 clusters) at least ran, and none is left
     assert!(pids.len() >= 6, "processes seen: {pids:?}");
     for p in pids {

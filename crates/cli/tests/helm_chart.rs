@@ -182,12 +182,8 @@ async fn chart_lints_renders_and_passes_only_flags_that_exist() {
                 gated.extend(check_args(name, &args_of(c)));
             }
         }
-        if name != "everything with mutual TLS" {
-            assert!(gated.is_empty(), "{name}: flags this aviary lacks: {gated:?}");
-        } else if !gated.is_empty() {
-            // Stays visible until issue 15 adds the flags; then the whole args must parse.
-            eprintln!("NOTE: the chart's TLS values pass {gated:?}, which this aviary does not have yet");
-        }
+        // Issue 15 added the TLS flags: every value set, mutual TLS included, must parse.
+        assert!(gated.is_empty(), "{name}: flags this aviary lacks: {gated:?}");
     }
 }
 

@@ -123,7 +123,7 @@ struct Measured {
 /// The client side: ListCanaries and GetRollout every 50 ms for `duration`, and the
 /// coordinator's CPU and memory over that window.
 async fn measure(
-    mut client: aviary_proto::v1::fleet_client::FleetClient<tonic::transport::Channel>,
+    mut client: aviary_coordinator::client::FleetConn,
     pid: u32,
     duration: Duration,
     agents: u64,
@@ -179,11 +179,9 @@ async fn measure(
     let rss = proc_status_kib(pid, "VmRSS:");
     let hwm = proc_status_kib(pid, "VmHWM:");
     let t = Instant::now();
-    let all = client
-        .list_canaries(v1::ListCanariesRequest::default())
+    let all = aviary_coordinator::client::list_all_canaries(&mut client, v1::ListCanariesRequest::default())
         .await
         .unwrap()
-        .into_inner()
         .canaries
         .len();
     let full = t.elapsed();

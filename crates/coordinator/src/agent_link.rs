@@ -26,6 +26,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::convert::{command_message, report_from_proto};
 use crate::fleet::Fleet;
+use crate::limits;
 use crate::rollouts::{CommandSink, Rollouts};
 use crate::store::{ClusterRecord, Store};
 
@@ -114,6 +115,7 @@ pub(crate) struct AgentLinkService {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) heartbeat: Duration,
     pub(crate) advertise: String,
+    pub(crate) auth: Arc<crate::security::Auth>,
 }
 
 fn heartbeat_msg(now: jiff::Timestamp) -> v1::CoordinatorMessage {
@@ -136,6 +138,8 @@ impl AgentLink for AgentLinkHandler {
         request: Request<Streaming<v1::AgentMessage>>,
     ) -> Result<Response<Self::ConnectStream>, Status> {
         let this = &self.0;
+        // With TLS the stream belongs to the cluster its certificate names.
+        let who = this.auth.principal(&request)?;
         // Agents follow the leader like the CLI does; a new leader first loads its state, so
         // the re-sent commands and gate answers of this session come from the stored rollouts.
         let fence = this.rollouts.ready().await?;
@@ -151,8 +155,13 @@ impl AgentLink for AgentLinkHandler {
                 "the first message on AgentLink.Connect must be Hello",
             ));
         };
-        if hello.cluster.trim().is_empty() {
-            return Err(Status::invalid_argument("hello.cluster: must not be empty"));
+        limits::check_hello(&hello).map_err(Status::invalid_argument)?;
+        if this.auth.is_secure() && who.cluster.as_deref() != Some(hello.cluster.as_str()) {
+            tracing::warn!(target: "aviary::audit", subject = %who.subject, hello = %hello.cluster, "AgentLink refused: Hello names another cluster than the certificate");
+            return Err(Status::permission_denied(format!(
+                "{} may not connect as cluster {}: an agent's certificate names its cluster (spiffe://<trust-domain>/cluster/<name>)",
+                who.subject, hello.cluster
+            )));
         }
         let cluster = hello.cluster.clone();
         let now = this.rollouts.clock.now();
@@ -166,7 +175,11 @@ impl AgentLink for AgentLinkHandler {
             agent_version: hello.agent_version.clone(),
             registered: now,
         };
-        let canaries = hello.canaries.into_iter().map(report_from_proto).collect();
+        let canaries = hello
+            .canaries
+            .into_iter()
+            .map(|c| report_from_proto(limits::trim_snapshot(c)))
+            .collect();
         let previous = this.fleet.hello(record.clone(), session, canaries, now);
         let changed = previous.is_none_or(|p| {
             (p.region, p.labels, p.agent_version)
@@ -198,6 +211,22 @@ impl AgentLink for AgentLinkHandler {
 }
 
 impl AgentLinkService {
+    /// One canary snapshot from `cluster`'s agent: checked, then into the fleet view. A
+    /// snapshot that breaks a limit is dropped and logged (the agent's next one may pass).
+    fn report(&self, cluster: &str, s: v1::CanarySnapshot, now: jiff::Timestamp) {
+        if let Err(why) = limits::check_snapshot("canary", &s) {
+            tracing::warn!(cluster, error = %why, "canary report refused");
+            return;
+        }
+        let report = report_from_proto(limits::trim_snapshot(s));
+        let key = report.key.clone();
+        if let Err(why) = self.fleet.update(cluster, report, now) {
+            tracing::warn!(cluster, error = %why, "canary report refused");
+            return;
+        }
+        self.rollouts.on_report(cluster, &key);
+    }
+
     /// Reads one agent's stream until it ends, goes silent, or is replaced.
     async fn read(
         self: Arc<Self>,
@@ -243,17 +272,24 @@ impl AgentLinkService {
         match m.msg {
             Some(In::Status(u)) => {
                 for s in u.canary.into_iter().chain(u.canaries) {
-                    let report = report_from_proto(s);
-                    let key = report.key.clone();
-                    self.fleet.update(cluster, report, now);
-                    self.rollouts.on_report(cluster, &key);
+                    self.report(cluster, s, now);
                 }
             }
             Some(In::Event(e)) => {
                 self.fleet.seen(cluster, now);
-                tracing::debug!(cluster, canary = %format!("{}/{}", e.namespace, e.name), reason = %e.reason, "{}", e.message);
+                tracing::debug!(
+                    cluster,
+                    canary = ?format!("{}/{}", limits::cut(&e.namespace, 64), limits::cut(&e.name, 253)),
+                    reason = ?limits::cut(&e.reason, 256),
+                    message = ?limits::cut(&e.message, limits::MAX_MESSAGE),
+                    "agent event"
+                );
             }
             Some(In::GateRequest(g)) => {
+                if let Err(why) = limits::check_gate_request(&g) {
+                    tracing::warn!(cluster, error = %why, "gate request refused");
+                    return;
+                }
                 let key = CanaryKey::new(g.namespace.clone(), g.name.clone());
                 let ask = GateAsk {
                     fingerprint: g.fingerprint.clone(),
@@ -274,14 +310,22 @@ impl AgentLinkService {
                 self.rollouts.on_report(cluster, &key);
             }
             Some(In::Ack(a)) => {
-                if let Some(s) = a.canary {
-                    let report = report_from_proto(s);
-                    let key = report.key.clone();
-                    self.fleet.update(cluster, report, now);
-                    self.rollouts.on_report(cluster, &key);
+                if let Some(s) = a.canary.clone() {
+                    self.report(cluster, s, now);
                 }
+                if a.command_id.len() > limits::MAX_SHORT {
+                    tracing::warn!(cluster, "ack with an oversized command id ignored");
+                    return;
+                }
+                // Command ids are ROLLOUT/CLUSTER/ATTEMPT[/…]: an agent acks its own only.
+                if a.command_id.split('/').nth(1) != Some(cluster) {
+                    tracing::warn!(target: "aviary::audit", cluster, command = ?a.command_id, "ack refused: the command is for another cluster");
+                    return;
+                }
+                let message = limits::cut(&a.message, limits::MAX_MESSAGE);
+                let a = v1::Ack { message, ..a };
                 if !a.ok {
-                    tracing::warn!(cluster, command = %a.command_id, message = %a.message, "agent refused a command");
+                    tracing::warn!(cluster, command = %a.command_id, message = ?a.message, "agent refused a command");
                 }
                 self.rollouts
                     .on_ack(&a.command_id, a.ok, &a.fingerprint, &a.message)

@@ -16,11 +16,48 @@ use tonic::{Request, Response, Status};
 use crate::convert::{cluster_canary_to_proto, cluster_to_proto, render, spec_from_proto};
 use crate::error::Error;
 use crate::fleet::CanaryFilter;
+use crate::limits;
 use crate::rollouts::Rollouts;
+use crate::security::{Auth, Principal, Role};
+
+/// History records in a verb's answer.
+const VERB_HISTORY: usize = 20;
 
 /// The Fleet service.
 pub(crate) struct FleetService {
     pub(crate) rollouts: Arc<Rollouts>,
+    pub(crate) auth: Arc<Auth>,
+    /// Open WatchRollout and WaitRollout calls.
+    pub(crate) watches: Arc<tokio::sync::Semaphore>,
+}
+
+/// One page of `items` (already in their order) after `token` (the key of the previous page's
+/// last item), and the token of the next page (empty on the last one).
+fn paginate<'a, T>(
+    items: &'a [T],
+    token: &str,
+    asked: u32,
+    key: impl Fn(&T) -> String,
+) -> Result<(&'a [T], String), Status> {
+    let start = if token.is_empty() {
+        0
+    } else {
+        match items.iter().position(|i| key(i) == token) {
+            Some(p) => p + 1,
+            None => {
+                return Err(Status::invalid_argument(
+                    "page_token: no longer matches an item (it was removed); list again from the start",
+                ));
+            }
+        }
+    };
+    let end = (start + limits::page_size(asked)).min(items.len());
+    let next = if end < items.len() && end > 0 {
+        key(&items[end - 1])
+    } else {
+        String::new()
+    };
+    Ok((&items[start..end], next))
 }
 
 /// Reads a CreateRollout request: a manifest, or name + spec.
@@ -103,8 +140,9 @@ type RolloutStream = Pin<Box<dyn Stream<Item = Result<v1::Rollout, Status>> + Se
 impl FleetApi for FleetService {
     async fn list_clusters(
         &self,
-        _r: Request<v1::ListClustersRequest>,
+        r: Request<v1::ListClustersRequest>,
     ) -> Result<Response<v1::ListClustersResponse>, Status> {
+        self.auth.require(&r, "ListClusters", Role::Viewer)?;
         let clusters = self.rollouts.live_view().await?.list_clusters();
         Ok(Response::new(v1::ListClustersResponse {
             clusters: clusters.iter().map(cluster_to_proto).collect(),
@@ -115,6 +153,7 @@ impl FleetApi for FleetService {
         &self,
         r: Request<v1::ListCanariesRequest>,
     ) -> Result<Response<v1::ListCanariesResponse>, Status> {
+        self.auth.require(&r, "ListCanaries", Role::Viewer)?;
         let q = r.get_ref();
         let filter = CanaryFilter {
             cluster: &q.cluster,
@@ -122,9 +161,15 @@ impl FleetApi for FleetService {
             namespace: &q.namespace,
             phase: &q.phase,
         };
-        let canaries = self.rollouts.live_view().await?.list_canaries(filter);
+        let mut canaries = self.rollouts.live_view().await?.list_canaries(filter);
+        canaries.sort_by(|a, b| (&a.cluster, &a.report.key).cmp(&(&b.cluster, &b.report.key)));
+        let key = |c: &crate::fleet::ClusterCanary| {
+            format!("{}/{}/{}", c.cluster, c.report.key.namespace, c.report.key.name)
+        };
+        let (page, next_page_token) = paginate(&canaries, &q.page_token, q.page_size, key)?;
         Ok(Response::new(v1::ListCanariesResponse {
-            canaries: canaries.iter().map(cluster_canary_to_proto).collect(),
+            canaries: page.iter().map(cluster_canary_to_proto).collect(),
+            next_page_token,
         }))
     }
 
@@ -132,30 +177,47 @@ impl FleetApi for FleetService {
         &self,
         r: Request<v1::CreateRolloutRequest>,
     ) -> Result<Response<v1::Rollout>, Status> {
+        let who = self.auth.require(&r, "CreateRollout", Role::Admin)?;
         let req = r.into_inner();
+        limits::check_actor(&req.actor, "").map_err(Status::invalid_argument)?;
         let rollout = rollout_from_request(&req)?;
         if req.dry_run {
             let planned = self.rollouts.plan(&rollout, &req.actor).await?;
             return Ok(self.rendered(&planned));
         }
-        let created = self.rollouts.create(rollout, &req.actor).await?;
+        let (actor, comment) = who.actor_and_comment(&req.actor);
+        let created = self.rollouts.create(rollout, actor, comment).await?;
         Ok(self.rendered(&created))
     }
 
     async fn get_rollout(&self, r: Request<v1::GetRolloutRequest>) -> Result<Response<v1::Rollout>, Status> {
+        self.auth.require(&r, "GetRollout", Role::Viewer)?;
         let rec = self.rollouts.get(&r.get_ref().name).await?;
         Ok(self.rendered(&rec))
     }
 
     async fn list_rollouts(
         &self,
-        _r: Request<v1::ListRolloutsRequest>,
+        r: Request<v1::ListRolloutsRequest>,
     ) -> Result<Response<v1::ListRolloutsResponse>, Status> {
+        self.auth.require(&r, "ListRollouts", Role::Viewer)?;
+        let q = r.into_inner();
         let list = self.rollouts.list().await?;
+        let (page, next_page_token) = paginate(&list, &q.page_token, q.page_size, |r| r.name.clone())?;
+        let unreadable = self.rollouts.unreadable().await?;
         Ok(Response::new(v1::ListRolloutsResponse {
-            rollouts: list
+            next_page_token,
+            rollouts: page
                 .iter()
                 .map(|r| render(r, &self.rollouts.fleet, false))
+                .collect(),
+            unreadable: unreadable
+                .into_iter()
+                .map(|u| v1::UnreadableRecord {
+                    key: u.key,
+                    name: u.name,
+                    error: u.error,
+                })
                 .collect(),
         }))
     }
@@ -166,10 +228,13 @@ impl FleetApi for FleetService {
         &self,
         r: Request<v1::GetRolloutRequest>,
     ) -> Result<Response<Self::WatchRolloutStream>, Status> {
+        self.auth.require(&r, "WatchRollout", Role::Viewer)?;
+        let permit = self.watch_permit()?;
         let (entry, term) = self.rollouts.watchable(&r.get_ref().name).await?;
         let (mut records, mut live) = entry.subscribe();
         let rollouts = self.rollouts.clone();
         let stream = async_stream(move |tx| async move {
+            let _permit = permit;
             let mut last: Option<v1::Rollout> = None;
             // A watch shows the leader's view: when the term ends it ends with UNAVAILABLE
             // (and the new leader's address) so the client watches the new leader.
@@ -209,7 +274,9 @@ impl FleetApi for FleetService {
         &self,
         r: Request<v1::WaitRolloutRequest>,
     ) -> Result<Response<v1::Rollout>, Status> {
+        self.auth.require(&r, "WaitRollout", Role::Viewer)?;
         let req = r.into_inner();
+        let _permit = self.watch_permit()?;
         let (entry, term) = self.rollouts.watchable(&req.name).await?;
         let (mut records, _) = entry.subscribe();
         let ended = self.rollouts.term_ended(term);
@@ -256,7 +323,8 @@ impl FleetApi for FleetService {
         &self,
         r: Request<v1::RolloutVerbRequest>,
     ) -> Result<Response<v1::Rollout>, Status> {
-        self.rollout_verb(r.into_inner(), |p, s, actor, reason, now| {
+        let who = self.auth.require(&r, "PauseRollout", Role::Operator)?;
+        self.rollout_verb(who, r.into_inner(), |p, s, actor, reason, now| {
             verbs::pause(p, s, actor, reason, now).map(|()| Vec::new())
         })
         .await
@@ -266,7 +334,8 @@ impl FleetApi for FleetService {
         &self,
         r: Request<v1::RolloutVerbRequest>,
     ) -> Result<Response<v1::Rollout>, Status> {
-        self.rollout_verb(r.into_inner(), |p, s, actor, reason, now| {
+        let who = self.auth.require(&r, "ResumeRollout", Role::Operator)?;
+        self.rollout_verb(who, r.into_inner(), |p, s, actor, reason, now| {
             verbs::resume(p, s, actor, reason, now).map(|()| Vec::new())
         })
         .await
@@ -276,78 +345,120 @@ impl FleetApi for FleetService {
         &self,
         r: Request<v1::RolloutVerbRequest>,
     ) -> Result<Response<v1::Rollout>, Status> {
-        self.rollout_verb(r.into_inner(), verbs::abort).await
+        let who = self.auth.require(&r, "AbortRollout", Role::Admin)?;
+        self.rollout_verb(who, r.into_inner(), verbs::abort).await
     }
 
     async fn approve_wave(&self, r: Request<v1::WaveVerbRequest>) -> Result<Response<v1::Rollout>, Status> {
+        let who = self.auth.require(&r, "ApproveWave", Role::Operator)?;
         let q = r.into_inner();
+        limits::check_actor(&q.actor, "").map_err(Status::invalid_argument)?;
         let rec = self.rollouts.get(&q.name).await?;
         if rec.plan.wave_index(&q.wave).is_none() {
             return Err(not_found_wave(&rec, &q.wave).into());
         }
+        let (actor, comment) = who.actor_and_comment(&q.actor);
         let out = self
             .rollouts
             .verb(&q.name, |p, s, now| {
-                verbs::approve_wave(p, s, &q.wave, &q.actor, now).map(|()| Vec::new())
+                let mark = s.history_mark();
+                verbs::approve_wave(p, s, &q.wave, actor, now)?;
+                s.comment_since(mark, comment);
+                Ok(Vec::new())
             })
             .await?;
-        Ok(self.rendered(&out))
+        Ok(self.rendered_verb(&out))
     }
 
     async fn skip_cluster(
         &self,
         r: Request<v1::ClusterVerbRequest>,
     ) -> Result<Response<v1::Rollout>, Status> {
-        self.cluster_verb(r.into_inner(), verbs::skip_cluster).await
+        let who = self.auth.require(&r, "SkipCluster", Role::Operator)?;
+        self.cluster_verb(who, r.into_inner(), verbs::skip_cluster).await
     }
 
     async fn retry_cluster(
         &self,
         r: Request<v1::ClusterVerbRequest>,
     ) -> Result<Response<v1::Rollout>, Status> {
-        self.cluster_verb(r.into_inner(), verbs::retry_cluster).await
+        let who = self.auth.require(&r, "RetryCluster", Role::Operator)?;
+        self.cluster_verb(who, r.into_inner(), verbs::retry_cluster).await
     }
 }
 
 impl FleetService {
+    /// One of the [`MAX_WATCHES`](limits::MAX_WATCHES) watches this replica serves at once.
+    fn watch_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+        self.watches.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "{} rollout watches are open on this coordinator, the limit; close some or poll with GetRollout",
+                limits::MAX_WATCHES
+            ))
+        })
+    }
+
     /// A rollout on the wire, with its history and the live values of the fleet view.
     fn rendered(&self, rec: &crate::store::RolloutRecord) -> Response<v1::Rollout> {
         Response::new(render(rec, &self.rollouts.fleet, true))
     }
 
+    /// The answer to a verb: the rollout with the newest [`VERB_HISTORY`] history records
+    /// (GetRollout has them all).
+    fn rendered_verb(&self, rec: &crate::store::RolloutRecord) -> Response<v1::Rollout> {
+        let mut r = render(rec, &self.rollouts.fleet, true);
+        let extra = r.history.len().saturating_sub(VERB_HISTORY);
+        r.history.drain(..extra);
+        Response::new(r)
+    }
+
     /// Pause, resume or abort, by `q.actor` for `q.reason`.
     async fn rollout_verb<F>(
         &self,
+        who: Principal,
         q: v1::RolloutVerbRequest,
         verb: F,
     ) -> Result<Response<v1::Rollout>, Status>
     where
         F: FnOnce(&Plan, &mut RolloutState, &str, &str, Timestamp) -> aviary_core::Result<Vec<Command>>,
     {
+        limits::check_actor(&q.actor, &q.reason).map_err(Status::invalid_argument)?;
+        let (actor, comment) = who.actor_and_comment(&q.actor);
         let out = self
             .rollouts
-            .verb(&q.name, |p, s, now| verb(p, s, &q.actor, &q.reason, now))
+            .verb(&q.name, |p, s, now| {
+                let mark = s.history_mark();
+                let cmds = verb(p, s, actor, &q.reason, now)?;
+                s.comment_since(mark, comment);
+                Ok(cmds)
+            })
             .await?;
-        Ok(self.rendered(&out))
+        Ok(self.rendered_verb(&out))
     }
 
     /// Skip or retry: the cluster must be in the rollout's plan (NOT_FOUND otherwise).
     async fn cluster_verb(
         &self,
+        who: Principal,
         q: v1::ClusterVerbRequest,
         verb: fn(&Plan, &mut RolloutState, &str, &str, Timestamp) -> aviary_core::Result<()>,
     ) -> Result<Response<v1::Rollout>, Status> {
+        limits::check_actor(&q.actor, "").map_err(Status::invalid_argument)?;
         let rec = self.rollouts.get(&q.name).await?;
         if rec.plan.locate(&q.cluster).is_none() {
             return Err(not_found_cluster(&rec, &q.cluster).into());
         }
+        let (actor, comment) = who.actor_and_comment(&q.actor);
         let out = self
             .rollouts
             .verb(&q.name, |p, s, now| {
-                verb(p, s, &q.cluster, &q.actor, now).map(|()| Vec::new())
+                let mark = s.history_mark();
+                verb(p, s, &q.cluster, actor, now)?;
+                s.comment_since(mark, comment);
+                Ok(Vec::new())
             })
             .await?;
-        Ok(self.rendered(&out))
+        Ok(self.rendered_verb(&out))
     }
 }
 

@@ -298,6 +298,7 @@ pub(crate) fn render(rec: &RolloutRecord, fleet: &Fleet, with_history: bool) -> 
                     cluster: h.cluster.clone(),
                     message: h.message.clone(),
                     metrics: h.metrics.clone(),
+                    comment: h.comment.clone(),
                 })
                 .collect()
         } else {

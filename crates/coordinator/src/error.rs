@@ -33,9 +33,19 @@ pub enum Error {
     FailedPrecondition(String),
     #[error("{0}")]
     DeadlineExceeded(String),
-    /// The store failed (etcd unreachable, I/O, encoding): worth retrying.
+    /// The store failed (etcd unreachable, I/O): worth retrying.
     #[error("store: {0}")]
     Store(String),
+    /// A record that must not be written: too large, or it would not decode again. Retrying
+    /// the same write cannot help.
+    #[error("cannot store: {0}")]
+    Unstorable(String),
+    /// Certificates, keys, the token file: what is wrong and which file.
+    #[error("{0}")]
+    Tls(String),
+    /// A stored record that cannot be decoded (quarantined).
+    #[error("{0}")]
+    Unreadable(crate::store::Unreadable),
     /// The replica cannot answer yet (a new leader loading its state, a watch ended because
     /// leadership moved): retry, following `aviary-leader` when present.
     #[error("{0}")]
@@ -81,7 +91,9 @@ impl From<Error> for Status {
             Error::FailedPrecondition(_) => Status::failed_precondition(msg),
             Error::DeadlineExceeded(_) => Status::new(Code::DeadlineExceeded, msg),
             Error::Store(_) | Error::Unavailable(_) | Error::Kube(_) => Status::unavailable(msg),
-            Error::Bind { .. } | Error::Transport(_) => Status::internal(msg),
+            Error::Unstorable(_) => Status::resource_exhausted(msg),
+            Error::Unreadable(_) => Status::data_loss(msg),
+            Error::Bind { .. } | Error::Transport(_) | Error::Tls(_) => Status::internal(msg),
         }
     }
 }

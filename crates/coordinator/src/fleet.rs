@@ -185,13 +185,23 @@ impl Fleet {
         }
     }
 
-    /// A status update (or the canary of an Ack).
-    pub(crate) fn update(&self, cluster: &str, report: CanaryReport, now: Timestamp) {
+    /// A status update (or the canary of an Ack). A new canary beyond
+    /// [`MAX_CANARIES_PER_CLUSTER`](crate::limits::MAX_CANARIES_PER_CLUSTER) is refused.
+    pub(crate) fn update(&self, cluster: &str, report: CanaryReport, now: Timestamp) -> Result<(), String> {
         if let Some(e) = self.entry(cluster) {
             let mut e = e.lock();
             e.last_seen = Some(now);
+            if e.canaries.len() >= crate::limits::MAX_CANARIES_PER_CLUSTER
+                && !e.canaries.contains_key(&report.key)
+            {
+                return Err(format!(
+                    "cluster {cluster} already reports {} canaries, the limit",
+                    e.canaries.len()
+                ));
+            }
             e.canaries.insert(report.key.clone(), report);
         }
+        Ok(())
     }
 
     pub(crate) fn seen(&self, cluster: &str, now: Timestamp) {
@@ -217,6 +227,26 @@ impl Fleet {
             }
         }
         false
+    }
+
+    /// Drops the canaries and gate requests of clusters whose agent has been gone for longer
+    /// than `ttl` (their snapshots are stale; a reconnecting agent sends them all again).
+    /// Returns how many canaries went.
+    pub(crate) fn expire(&self, now: Timestamp, ttl: std::time::Duration) -> usize {
+        let entries: Vec<_> = self.clusters.read().values().cloned().collect();
+        let mut dropped = 0;
+        for e in entries {
+            let mut e = e.lock();
+            let stale = !e.connected
+                && e.last_seen
+                    .is_none_or(|t| now.duration_since(t).unsigned_abs() > ttl);
+            if stale && !e.canaries.is_empty() {
+                dropped += e.canaries.len();
+                e.canaries.clear();
+                e.gates.clear();
+            }
+        }
+        dropped
     }
 
     /// Every registered cluster, with the canary `key` as it reports it (plan resolution).
@@ -321,5 +351,46 @@ impl Fleet {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(name: &str) -> ClusterRecord {
+        ClusterRecord {
+            name: name.into(),
+            region: "r".into(),
+            labels: Default::default(),
+            agent_version: String::new(),
+            registered: Timestamp::UNIX_EPOCH,
+        }
+    }
+
+    fn report(name: &str) -> CanaryReport {
+        CanaryReport {
+            key: CanaryKey::new("ns".to_string(), name.to_string()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn canaries_of_a_cluster_gone_for_longer_than_the_ttl_are_dropped() {
+        let fleet = Fleet::default();
+        let t0 = Timestamp::UNIX_EPOCH;
+        let ttl = std::time::Duration::from_secs(600);
+        fleet.hello(record("a"), 1, vec![report("x"), report("y")], t0);
+        fleet.hello(record("b"), 2, vec![report("z")], t0);
+        assert!(fleet.disconnected("a", 1));
+        let later = t0 + jiff::SignedDuration::from_secs(601);
+        assert_eq!(fleet.expire(t0 + jiff::SignedDuration::from_secs(599), ttl), 0);
+        assert_eq!(fleet.expire(later, ttl), 2, "a's canaries go; b is connected");
+        let counts: Vec<(String, usize)> = fleet
+            .list_clusters()
+            .into_iter()
+            .map(|c| (c.record.name, c.canaries))
+            .collect();
+        assert_eq!(counts, [("a".to_string(), 0), ("b".to_string(), 1)]);
     }
 }

@@ -15,7 +15,10 @@
 //!   their status written back; verbs as annotations, delete aborts.
 //! - `metrics`: `/metrics` of [`Coordinator::serve_metrics`] (calls counted by a gRPC layer,
 //!   fleet gauges read at scrape time).
-//! - [`client`]: connecting, following the leader.
+//! - [`limits`]: bounds on every field a client or agent sends; agent reports checked.
+//! - [`security`]: mutual TLS (rustls), identities from certificates, roles, bearer tokens,
+//!   the audit log, the connection cap and timeouts, issuing certificates (`aviary certs`).
+//! - [`client`]: connecting (TLS, tokens), following the leader.
 //! - `sim` (feature `test-util`): the simulated agent used by the tests and the fan-in and
 //!   failover benchmarks.
 //! - `error`: the crate's [`Error`]; gRPC statuses with the leader's address.
@@ -28,9 +31,11 @@ mod error;
 pub mod etcd;
 mod fleet;
 pub mod leader;
+pub mod limits;
 pub mod management;
 mod metrics;
 mod rollouts;
+pub mod security;
 pub mod server;
 #[cfg(feature = "test-util")]
 pub mod sim;
@@ -39,4 +44,4 @@ pub mod store;
 pub use error::{Error, Result};
 pub use leader::{AlwaysLeader, Fence, LeaderState, Leadership};
 pub use server::{Coordinator, CoordinatorConfig};
-pub use store::{ClusterRecord, MemoryStore, RolloutRecord, Store, Versioned};
+pub use store::{ClusterRecord, Listing, MemoryStore, RolloutRecord, Store, Unreadable, Versioned};

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::{Error, Result};
 use crate::fleet::Fleet;
 use crate::leader::{Fence, Leadership};
-use crate::store::{RolloutRecord, Store};
+use crate::store::{RolloutRecord, Store, Unreadable};
 
 /// How long a woken loop waits for more reports before it reconciles.
 const COALESCE: Duration = Duration::from_millis(100);
@@ -117,6 +117,8 @@ pub(crate) struct Rollouts {
     agents: Arc<dyn CommandSink>,
     pub(crate) clock: Clock,
     entries: RwLock<BTreeMap<String, Arc<Entry>>>,
+    /// Stored records that do not decode (quarantined at the last load).
+    unreadable: RwLock<Quarantine>,
     /// Every rollout (active or ended) of each canary.
     by_canary: RwLock<HashMap<CanaryKey, Vec<Arc<Entry>>>>,
     create_lock: tokio::sync::Mutex<()>,
@@ -124,6 +126,14 @@ pub(crate) struct Rollouts {
     /// watches of a new leader wait for it, so none sees the empty state of a takeover.
     loaded: watch::Sender<Option<Fence>>,
     pub(crate) shutdown: CancellationToken,
+}
+
+/// Stored records that do not decode, found by the last load.
+#[derive(Default)]
+struct Quarantine {
+    /// By rollout name.
+    rollouts: BTreeMap<String, Unreadable>,
+    clusters: Vec<Unreadable>,
 }
 
 enum Step {
@@ -150,6 +160,7 @@ impl Rollouts {
             agents,
             clock: Clock::new(),
             entries: RwLock::new(BTreeMap::new()),
+            unreadable: RwLock::new(Quarantine::default()),
             by_canary: RwLock::new(HashMap::new()),
             create_lock: tokio::sync::Mutex::new(()),
             loaded: watch::Sender::new(None),
@@ -192,21 +203,34 @@ impl Rollouts {
     }
 
     /// Loads every rollout and cluster registration from the store and starts the loops.
+    /// Records that do not decode are quarantined (logged by the store, reported by
+    /// ListRollouts) and the rest loads.
     pub(crate) async fn load(self: &Arc<Self>) -> Result<usize> {
         let fence = self.leader.check()?;
         self.loaded.send_replace(None);
-        self.fleet.load(self.store.list_clusters().await?);
-        let records = self.store.list_rollouts().await?;
-        let n = records.len();
+        let clusters = self.store.list_clusters().await?;
+        self.fleet.load(clusters.records);
+        let listing = self.store.list_rollouts().await?;
+        let n = listing.records.len();
         let mut entries = BTreeMap::new();
         let mut by_canary: HashMap<CanaryKey, Vec<Arc<Entry>>> = HashMap::new();
-        for v in records {
+        for v in listing.records {
             let e = Entry::new(v.value, v.revision);
             by_canary.entry(e.canary.clone()).or_default().push(e.clone());
             entries.insert(e.name.clone(), e);
         }
+        let unreadable = Quarantine {
+            rollouts: listing
+                .unreadable
+                .into_iter()
+                .map(|u| (u.name.clone(), u))
+                .collect(),
+            clusters: clusters.unreadable,
+        };
+        let quarantined = unreadable.rollouts.len() + unreadable.clusters.len();
         *self.entries.write() = entries.clone();
         *self.by_canary.write() = by_canary;
+        *self.unreadable.write() = unreadable;
         for e in entries.into_values().filter(|e| e.is_active()) {
             self.spawn_loop(e);
         }
@@ -215,11 +239,29 @@ impl Rollouts {
             self.loaded.send_replace(Some(fence));
             tracing::info!(
                 rollouts = n,
+                quarantined,
                 term = fence.0,
                 "leading: state loaded from the store"
             );
         }
         Ok(n)
+    }
+
+    /// The term whose state is loaded, and every change (`None` while following or loading).
+    pub(crate) fn loaded(&self) -> watch::Receiver<Option<Fence>> {
+        self.loaded.subscribe()
+    }
+
+    /// Stored records that could not be decoded at the last load (or, on a follower, now).
+    pub(crate) async fn unreadable(&self) -> Result<Vec<Unreadable>> {
+        if self.leader.check().is_ok() {
+            self.ready().await?;
+            let q = self.unreadable.read();
+            return Ok(q.rollouts.values().chain(&q.clusters).cloned().collect());
+        }
+        let mut all = self.store.list_rollouts().await?.unreadable;
+        all.extend(self.store.list_clusters().await?.unreadable);
+        Ok(all)
     }
 
     /// Waits until this replica leads with its state loaded (a takeover takes milliseconds);
@@ -304,6 +346,24 @@ impl Rollouts {
                     return Step::Retry;
                 }
                 Err(Error::Fenced { .. }) => return Step::Stop,
+                Err(Error::Unstorable(why)) => {
+                    // Retrying the same write cannot help: the clusters whose reports made the
+                    // record unstorable fail with a short verdict, and that is written instead.
+                    tracing::error!(rollout = %entry.name, error = %why, "the new state cannot be stored; failing the clusters it came from");
+                    let mut next = inner.record.state.clone();
+                    fleet::reconcile(&plan, &mut next, &view, self.clock.now());
+                    if !fleet::fail_unstorable(&plan, &inner.record.state, &mut next, &why, self.clock.now())
+                    {
+                        return Step::Retry;
+                    }
+                    if let Err(e) = self.store_state(entry, &mut inner, fence, next).await {
+                        tracing::warn!(rollout = %entry.name, error = %e, "cannot write the rollout; nothing sent, retrying");
+                        return Step::Retry;
+                    }
+                    // The commands of the refused state are not sent; the next round decides again.
+                    drop(inner);
+                    return Step::Wait(Some(self.clock.now()));
+                }
                 Err(e) => {
                     tracing::warn!(rollout = %entry.name, error = %e, "cannot write the rollout; nothing sent, retrying");
                     return Step::Retry;
@@ -351,11 +411,15 @@ impl Rollouts {
     }
 
     fn entry(&self, name: &str) -> Result<Arc<Entry>> {
-        self.entries.read().get(name).cloned().ok_or_else(|| {
-            Error::NotFound(format!(
-                "rollout {name} not found; list rollouts with `aviary rollout list`"
-            ))
-        })
+        if let Some(e) = self.entries.read().get(name) {
+            return Ok(e.clone());
+        }
+        if let Some(u) = self.unreadable.read().rollouts.get(name) {
+            return Err(Error::Unreadable(u.clone()));
+        }
+        Err(Error::NotFound(format!(
+            "rollout {name} not found; list rollouts with `aviary rollout list`"
+        )))
     }
 
     /// The stored record (leader: the cache; follower: the store).
@@ -411,6 +475,7 @@ impl Rollouts {
             self.store
                 .list_rollouts()
                 .await?
+                .records
                 .into_iter()
                 .map(|v| Arc::new(v.value))
                 .collect()
@@ -457,10 +522,17 @@ impl Rollouts {
         self: &Arc<Self>,
         rollout: FleetRollout,
         actor: &str,
+        comment: &str,
     ) -> Result<Arc<RolloutRecord>> {
-        let fence = self.leader.check()?;
+        let fence = self.ready().await?;
         let _one_at_a_time = self.create_lock.lock().await;
         let name = rollout.name().to_string();
+        if self.unreadable.read().rollouts.contains_key(&name) {
+            return Err(Error::AlreadyExists(format!(
+                "rollout {name} exists but its stored record cannot be read; delete the key or \
+                 pick another metadata.name"
+            )));
+        }
         let existing = self.entries.read().get(&name).cloned();
         if let Some(e) = existing {
             let current = e.current();
@@ -508,7 +580,8 @@ impl Rollouts {
             Error::InvalidArgument(format!("FleetRollout {name}: {}", lines.join("; ")))
         })?;
         let actor = if actor.is_empty() { "unknown" } else { actor };
-        let state = RolloutState::new(&plan, actor, self.clock.now());
+        let mut state = RolloutState::new(&plan, actor, self.clock.now());
+        state.comment_since(0, comment);
         let record = RolloutRecord {
             name: name.clone(),
             spec: rollout.spec.clone(),
@@ -530,7 +603,7 @@ impl Rollouts {
     where
         F: FnOnce(&Plan, &mut RolloutState, Timestamp) -> aviary_core::Result<Vec<Command>>,
     {
-        let fence = self.leader.check()?;
+        let fence = self.ready().await?;
         let entry = self.entry(name)?;
         let mut inner = entry.inner.lock().await;
         let plan = inner.record.plan.clone();

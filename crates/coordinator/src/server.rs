@@ -2,13 +2,15 @@
 //! reflection, the leadership follower, graceful shutdown.
 //!
 //! Health: the overall status (`""`) is SERVING while the process serves, on every replica.
-//! `aviary.v1.Fleet` and `aviary.v1.AgentLink` are SERVING on the leader only: a follower
+//! `aviary.v1.Fleet` and `aviary.v1.AgentLink` are SERVING on the leader only, once it has
+//! loaded its state from the store (NOT_SERVING while it loads): a follower
 //! answers rollout reads from the store but refuses writes, watches, the live cluster and
 //! canary lists and agent streams (UNAVAILABLE with the leader's address), so a load balancer checking `aviary.v1.Fleet` sends clients straight to the
 //! leader, and `grpcurl … grpc.health.v1.Health/Check` shows who leads. (Readiness probes of a
 //! StatefulSet belong on the overall status: no pod would be ready during an election.)
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,8 +18,6 @@ use aviary_proto::v1::agent_link_server::AgentLinkServer;
 use aviary_proto::v1::fleet_server::FleetServer;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_stream::StreamExt;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 
@@ -28,6 +28,9 @@ use crate::fleet::Fleet;
 use crate::leader::{AlwaysLeader, LeaderState, Leadership};
 use crate::metrics::{CoordinatorMetrics, CountCalls, Sources};
 use crate::rollouts::Rollouts;
+use crate::security::conn::incoming;
+use crate::security::tls::{ServerTlsFiles, watch_files};
+use crate::security::{Auth, ConnLimits, ServerTls};
 use crate::store::{MemoryStore, Store};
 
 /// Fully-qualified service names (for health checks).
@@ -47,6 +50,13 @@ pub struct CoordinatorConfig {
     pub leadership: Arc<dyn Leadership>,
     /// Watch FleetRollout objects in a management cluster's namespace (None: gRPC only).
     pub management: Option<crate::management::ManagementCluster>,
+    /// Mutual TLS: the serving certificate and the CA of client certificates (`None`: plaintext,
+    /// every caller the anonymous admin; the binary only allows that with `--insecure`).
+    pub tls: Option<ServerTlsFiles>,
+    /// The bearer tokens (sha256, subject, role), with TLS only.
+    pub token_file: Option<PathBuf>,
+    /// Connection cap, handshake and preface timeouts, HTTP/2 keep-alive.
+    pub limits: ConnLimits,
 }
 
 impl CoordinatorConfig {
@@ -59,6 +69,9 @@ impl CoordinatorConfig {
             store: Arc::new(MemoryStore::new()),
             leadership: Arc::new(AlwaysLeader::new()),
             management: None,
+            tls: None,
+            token_file: None,
+            limits: ConnLimits::default(),
         }
     }
 }
@@ -66,6 +79,7 @@ impl CoordinatorConfig {
 /// A running coordinator.
 pub struct Coordinator {
     addr: SocketAddr,
+    tls: bool,
     shutdown: CancellationToken,
     sessions: Arc<Sessions>,
     leadership: Arc<dyn Leadership>,
@@ -85,6 +99,11 @@ impl Coordinator {
             addr: config.listen.to_string(),
             source: e,
         })?;
+        let tls = config.tls.clone().map(ServerTls::load).transpose()?;
+        let auth = Arc::new(match &tls {
+            Some(_) => Auth::secure(config.token_file.clone())?,
+            None => Auth::insecure(),
+        });
         let advertise = config.advertise.clone().unwrap_or_else(|| addr.to_string());
         config.leadership.start(&advertise);
         let shutdown = CancellationToken::new();
@@ -106,6 +125,7 @@ impl Coordinator {
         if let Some(m) = config.management.clone() {
             tokio::spawn(crate::management::run(rollouts.clone(), m, shutdown.clone()));
         }
+        tokio::spawn(expire_canaries(rollouts.clone(), shutdown.clone()));
 
         let link = Arc::new(AgentLinkService {
             rollouts: rollouts.clone(),
@@ -114,6 +134,7 @@ impl Coordinator {
             store: config.store.clone(),
             heartbeat: config.heartbeat,
             advertise,
+            auth: auth.clone(),
         });
         let metrics = Arc::new(CoordinatorMetrics::new());
         let sources = Arc::new(Sources {
@@ -121,12 +142,17 @@ impl Coordinator {
             sessions: sessions.clone(),
             leadership: config.leadership.clone(),
         });
-        let api = FleetService { rollouts };
+        let api = FleetService {
+            rollouts: rollouts.clone(),
+            auth: auth.clone(),
+            watches: Arc::new(tokio::sync::Semaphore::new(crate::limits::MAX_WATCHES)),
+        };
 
         let (health, health_service) = tonic_health::server::health_reporter();
         set_health(&health, leading).await;
         tokio::spawn(follow_leadership(
             config.leadership.watch(),
+            rollouts.loaded(),
             health.clone(),
             sessions.clone(),
             shutdown.clone(),
@@ -142,19 +168,17 @@ impl Coordinator {
             .build_v1alpha()
             .map_err(|e| Error::Store(format!("reflection: {e}")))?;
 
-        // `tcp_nodelay` of the builder applies only to sockets it binds itself: without it,
-        // multi-frame responses wait for delayed ACKs (~40 ms).
-        let incoming = TcpListenerStream::new(listener).map(|s| {
-            if let Ok(s) = &s {
-                let _ = s.set_nodelay(true);
-            }
-            s
-        });
+        let secure = tls.is_some();
+        tokio::spawn(watch_files(tls.clone(), auth, shutdown.clone()));
+        let incoming = incoming(listener, config.limits, tls, shutdown.clone());
+        let limits = config.limits;
         let stop = shutdown.clone();
         let count_calls = CountCalls(metrics.clone());
         let server = tokio::spawn(async move {
             Server::builder()
                 .tcp_nodelay(true)
+                .http2_keepalive_interval(Some(limits.keepalive_interval))
+                .http2_keepalive_timeout(Some(limits.keepalive_timeout))
                 .layer(count_calls)
                 .add_service(health_service)
                 .add_service(reflection_v1)
@@ -173,6 +197,7 @@ impl Coordinator {
         tracing::info!(%addr, "coordinator listening");
         Ok(Self {
             addr,
+            tls: secure,
             shutdown,
             sessions,
             leadership: config.leadership,
@@ -222,9 +247,10 @@ impl Coordinator {
         self.addr
     }
 
-    /// `http://ADDR`, for clients and agents.
+    /// `https://ADDR` (or `http://ADDR` without TLS), for clients and agents.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Stops gracefully: resigns leadership (a successor is elected while this replica closes
@@ -253,9 +279,10 @@ impl Coordinator {
     }
 }
 
-/// Fleet and AgentLink are SERVING on the leader only (see docs/operations.md, Health).
-async fn set_health(health: &tonic_health::server::HealthReporter, leading: bool) {
-    if leading {
+/// Fleet and AgentLink are SERVING on the leader only, with its state loaded (see
+/// docs/operations.md, Health).
+async fn set_health(health: &tonic_health::server::HealthReporter, serving: bool) {
+    if serving {
         health.set_serving::<FleetServer<FleetService>>().await;
         health.set_serving::<AgentLinkServer<AgentLinkHandler>>().await;
     } else {
@@ -266,21 +293,32 @@ async fn set_health(health: &tonic_health::server::HealthReporter, leading: bool
     }
 }
 
-/// Publishes leadership in the health service; on losing it, closes the agent streams so the
-/// agents move to the new leader. A follower has no agent streams: one that was accepted just
-/// before the replica stepped down is closed by the next sweep (every second).
+/// Publishes leadership in the health service (SERVING once the term's state is loaded); on
+/// losing it, closes the agent streams so the agents move to the new leader. A follower has no
+/// agent streams: one that was accepted just before the replica stepped down is closed by the
+/// next sweep (every second).
 async fn follow_leadership(
     mut rx: tokio::sync::watch::Receiver<LeaderState>,
+    mut loaded: tokio::sync::watch::Receiver<Option<crate::leader::Fence>>,
     health: tonic_health::server::HealthReporter,
     sessions: Arc<Sessions>,
     shutdown: CancellationToken,
 ) {
     let mut was_leader: Option<bool> = None;
+    let mut was_serving: Option<bool> = None;
     let mut sweep = tokio::time::interval(Duration::from_secs(1));
     loop {
-        let leader = matches!(*rx.borrow_and_update(), LeaderState::Leader { .. });
+        let state = rx.borrow_and_update().clone();
+        let leader = matches!(state, LeaderState::Leader { .. });
+        let serving = match (state, *loaded.borrow_and_update()) {
+            (LeaderState::Leader { fence }, Some(term)) => fence == term,
+            _ => false,
+        };
+        if was_serving != Some(serving) {
+            set_health(&health, serving).await;
+            was_serving = Some(serving);
+        }
         if was_leader != Some(leader) {
-            set_health(&health, leader).await;
             if !leader && was_leader == Some(true) {
                 tracing::info!("not the leader any more: closing the agent streams");
                 sessions.close_all();
@@ -289,7 +327,25 @@ async fn follow_leadership(
         }
         tokio::select! {
             r = rx.changed() => if r.is_err() { return },
+            r = loaded.changed() => if r.is_err() { return },
             _ = sweep.tick(), if was_leader == Some(false) => sessions.close_all(),
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Every 30 s, drops the canaries of clusters gone for longer than
+/// [`CANARY_TTL`](crate::limits::CANARY_TTL): a fleet view never holds what nobody reports.
+async fn expire_canaries(rollouts: Arc<Rollouts>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let n = rollouts.fleet.expire(rollouts.clock.now(), crate::limits::CANARY_TTL);
+                if n > 0 {
+                    tracing::info!(canaries = n, "dropped the canaries of clusters gone for longer than the TTL");
+                }
+            }
             _ = shutdown.cancelled() => return,
         }
     }

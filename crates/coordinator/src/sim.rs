@@ -27,7 +27,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 
-use crate::client::{agent_link_client, leader_from_status};
+use crate::client::{agent_link_client_with, leader_from_status, normalize_url_tls};
 
 /// How a simulated analysis ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +89,8 @@ pub struct SimConfig {
     /// Send the canaries that changed in one tick in one `CanaryUpdate` (`canaries`) instead
     /// of one message per canary.
     pub batch: bool,
+    /// The agent's certificate (read at every connect, so a rotated one is picked up).
+    pub tls: crate::security::ClientTls,
 }
 
 impl SimConfig {
@@ -107,6 +109,7 @@ impl SimConfig {
             requests_per_tick: 100,
             reconnect: Duration::from_millis(200),
             batch: false,
+            tls: Default::default(),
         }
     }
 }
@@ -128,6 +131,8 @@ struct CanaryState {
     rejected: BTreeSet<String>,
     /// A running analysis does not advance while held.
     held: bool,
+    /// Metric values reported on top of the simulated ones (any f64, `+Inf` included).
+    extra_metrics: BTreeMap<String, f64>,
     dirty: bool,
     error_rates: Option<(f64, f64)>,
 }
@@ -188,6 +193,7 @@ impl SimAgent {
                     gate_open: None,
                     rejected: BTreeSet::new(),
                     held: false,
+                    extra_metrics: BTreeMap::new(),
                     dirty: false,
                     error_rates: c.error_rates,
                 },
@@ -227,6 +233,16 @@ impl SimAgent {
         self.with(ns, name, |c| {
             c.success_rate = rate;
             c.snap.primary_success_rate = rate;
+            c.dirty = true;
+        });
+    }
+
+    /// Reports `value` for `metric` from now on (with every analysis' own values), e.g.
+    /// `f64::INFINITY` as Prometheus answers for `histogram_quantile` of an empty bucket.
+    pub fn set_metric(&self, ns: &str, name: &str, metric: &str, value: f64) {
+        self.with(ns, name, |c| {
+            c.extra_metrics.insert(metric.into(), value);
+            c.snap.metrics.insert(metric.into(), value);
             c.dirty = true;
         });
     }
@@ -406,7 +422,8 @@ async fn run(config: SimConfig, shared: Arc<Mutex<Shared>>, mut ctl: mpsc::Unbou
 
 /// Opens the stream with a full Hello. `Err(Some(leader))` when a follower points elsewhere.
 async fn connect(config: &SimConfig, shared: &Mutex<Shared>, url: &str) -> Result<Link, Option<String>> {
-    let mut client = agent_link_client(url).map_err(|_| None)?;
+    let url = normalize_url_tls(url, &config.tls);
+    let mut client = agent_link_client_with(&url, &config.tls).map_err(|_| None)?;
     let (tx, rx) = mpsc::channel(4096);
     let canaries = {
         let mut s = shared.lock();
@@ -540,6 +557,7 @@ fn start(c: &mut CanaryState, fp: &str) {
         ("request-duration".to_string(), 120.0),
     ]
     .into();
+    c.snap.metrics.extend(c.extra_metrics.clone());
     c.step = 0;
     c.dirty = true;
 }

@@ -187,7 +187,7 @@ async fn not_found_already_exists_and_failed_precondition() {
     let m = manifest("r2", "  waves: [{name: all}]\n").replace("6.0.1", "6.0.2");
     create(&c, &m).await.unwrap();
     let list = cl
-        .list_rollouts(v1::ListRolloutsRequest {})
+        .list_rollouts(v1::ListRolloutsRequest::default())
         .await
         .unwrap()
         .into_inner();

@@ -30,6 +30,9 @@ async fn replica(etcd: &LocalEtcd, ttl_secs: u64) -> (Coordinator, Arc<EtcdLeade
         store,
         leadership: leadership.clone(),
         management: None,
+        tls: None,
+        token_file: None,
+        limits: Default::default(),
     })
     .await
     .unwrap();
@@ -177,10 +180,17 @@ async fn a_deposed_leader_is_fenced_and_the_other_replica_finishes_the_rollout()
 
     // A's lease ends behind its back; its next write (an operator's pause) is refused by the
     // fence in etcd and A steps down.
+    // (A's connection is open before the lease goes: the pause must race only A's noticing,
+    // not a connection setup.)
+    let mut to_a = fleet_client(&a.url()).unwrap();
+    to_a.get_rollout(v1::GetRolloutRequest {
+        name: "podinfo-6-0-1".into(),
+    })
+    .await
+    .unwrap();
     let lease = la.lease().unwrap();
     etcd.revoke_lease(lease).await;
-    let e = fleet_client(&a.url())
-        .unwrap()
+    let e = to_a
         .pause_rollout(v1::RolloutVerbRequest {
             name: "podinfo-6-0-1".into(),
             actor: "op".into(),

@@ -126,6 +126,7 @@ async fn writes_are_compare_and_swap_and_a_retried_write_is_idempotent() {
         .list_rollouts()
         .await
         .unwrap()
+        .records
         .into_iter()
         .map(|v| v.value.name)
         .collect();
@@ -140,7 +141,7 @@ async fn writes_are_compare_and_swap_and_a_retried_write_is_idempotent() {
         registered: jiff::Timestamp::now(),
     };
     store.put_cluster(fence, &cluster).await.unwrap();
-    assert_eq!(store.list_clusters().await.unwrap(), vec![cluster]);
+    assert_eq!(store.list_clusters().await.unwrap().records, vec![cluster]);
 
     // The write history: every version with the term and replica that wrote it.
     let writes = store.rollout_writes("r1").await.unwrap();

@@ -191,3 +191,58 @@ async fn grpcurl_lists_describes_and_calls_with_reflection() {
     assert!(!ok && err.contains("Code: NotFound"), "{err}");
     c.shutdown().await.unwrap();
 }
+
+/// grpcurl over mutual TLS: `-cacert -cert -key` for the Fleet API, a bearer token with
+/// `-H`, and health with `-cacert` only (issue 15 item 9).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcurl_works_with_mutual_tls_and_tokens() {
+    use aviary_coordinator::security::auth::token_hash;
+    use aviary_coordinator::security::certs;
+    use aviary_coordinator::security::tls::ServerTlsFiles;
+    if !grpcurl_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    certs::init(dir, &[]).unwrap();
+    certs::issue_user(
+        dir,
+        "ann",
+        aviary_coordinator::security::Role::Viewer,
+        certs::DEFAULT_TRUST_DOMAIN,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("tokens"),
+        format!("{} ci admin\n", token_hash("token-for-ci-0001")),
+    )
+    .unwrap();
+    let mut config = aviary_coordinator::CoordinatorConfig::in_memory("127.0.0.1:0".parse().unwrap());
+    config.tls = Some(ServerTlsFiles {
+        cert: dir.join(certs::SERVER),
+        key: dir.join(certs::SERVER_KEY),
+        client_ca: dir.join(certs::CA),
+    });
+    config.token_file = Some(dir.join("tokens"));
+    let c = aviary_coordinator::Coordinator::start(config).await.unwrap();
+    let addr = c.local_addr().to_string();
+    let p = |f: &str| dir.join(f).display().to_string();
+    let run = |extra: Vec<String>, method: &str| {
+        let mut a = vec!["-cacert".to_string(), p("ca.pem")];
+        a.extend(extra);
+        a.push(addr.clone());
+        a.push(method.to_string());
+        grpcurl(a)
+    };
+    let (ok, out, err) = run(vec![], "grpc.health.v1.Health/Check").await;
+    assert!(ok && out.contains("SERVING"), "{out} {err}");
+    let cert = vec!["-cert".into(), p("ann.pem"), "-key".into(), p("ann-key.pem")];
+    let (ok, _, err) = run(cert.clone(), "aviary.v1.Fleet/ListRollouts").await;
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(vec![], "aviary.v1.Fleet/ListRollouts").await;
+    assert!(!ok && err.contains("Unauthenticated"), "{err}");
+    let bearer = vec!["-H".into(), "authorization: Bearer token-for-ci-0001".into()];
+    let (ok, _, err) = run(bearer, "aviary.v1.Fleet/ListClusters").await;
+    assert!(ok, "{err}");
+    c.shutdown().await.unwrap();
+}

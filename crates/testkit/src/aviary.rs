@@ -15,7 +15,7 @@ pub fn start_coordinator(
     echo: fn(&str) -> bool,
 ) -> (Process, String) {
     let mut child = Command::new(bin)
-        .args(["coordinator", "--listen", "127.0.0.1:0"])
+        .args(["coordinator", "--listen", "127.0.0.1:0", "--insecure"])
         .args(args)
         .env("NO_COLOR", "1")
         .stdout(Stdio::piped())

@@ -86,6 +86,7 @@ impl Env {
             region: "local".into(),
             labels: Default::default(),
             coordinator: self.coordinator.clone(),
+            coordinator_tls: Default::default(),
             admin_listen: "127.0.0.1:0".parse().unwrap(),
             min_analysis_interval: Duration::from_secs(1),
             metrics_server: self.prom.url().to_string(),

@@ -45,8 +45,22 @@ pub(crate) struct Args {
     #[arg(long, value_name = "URL")]
     coordinator: Option<String>,
 
-    /// Where /healthz, /metrics, /canaries and /events are served.
-    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8080")]
+    /// The CA of the coordinator's certificate (with an `https://` --coordinator).
+    #[arg(long, value_name = "FILE", env = "AVIARY_CA")]
+    ca: Option<std::path::PathBuf>,
+
+    /// This agent's client certificate: its identity is the cluster, in the URI SAN
+    /// `spiffe://<trust-domain>/cluster/<--cluster>` (`aviary certs issue DIR --agent CLUSTER`).
+    #[arg(long, value_name = "FILE", env = "AVIARY_CERT", requires = "key")]
+    cert: Option<std::path::PathBuf>,
+
+    /// The key of --cert.
+    #[arg(long, value_name = "FILE", env = "AVIARY_KEY", requires = "cert")]
+    key: Option<std::path::PathBuf>,
+
+    /// Where /healthz, /metrics, /canaries and /events are served (loopback by default: pass
+    /// 0.0.0.0:8080 for Prometheus and probes from outside the pod, as deploy/ does).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     admin_listen: SocketAddr,
 
     /// Floor of the analysis interval (Flagger's is 10s), a Go duration.
@@ -125,6 +139,11 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         region: args.region,
         labels: args.labels.into_iter().collect::<BTreeMap<_, _>>(),
         coordinator: args.coordinator,
+        coordinator_tls: aviary_agent::config::CoordinatorTls {
+            ca: args.ca,
+            cert: args.cert,
+            key: args.key,
+        },
         admin_listen: args.admin_listen,
         min_analysis_interval: args.min_analysis_interval,
         metrics_server: args.metrics_server,

@@ -96,11 +96,12 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         region: args.region.unwrap_or_default(),
         namespace: args.namespace.unwrap_or_default(),
         phase: args.phase.unwrap_or_default(),
+        ..Default::default()
     };
     block_on(async {
         let resp = super::rollout::unary(&args.client, |mut c| {
             let req = req.clone();
-            async move { c.list_canaries(req).await.map(|r| r.into_inner()) }
+            async move { aviary_coordinator::client::list_all_canaries(&mut c, req).await }
         })
         .await?;
         match args.client.output {

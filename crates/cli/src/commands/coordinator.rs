@@ -11,6 +11,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use aviary_coordinator::etcd::{Etcd, EtcdConfig, EtcdLeadership, EtcdStore};
 use aviary_coordinator::management::ManagementCluster;
+use aviary_coordinator::security::ClientTls;
+use aviary_coordinator::security::tls::ServerTlsFiles;
 use aviary_coordinator::{Coordinator, CoordinatorConfig};
 
 #[derive(clap::Args, Debug)]
@@ -61,6 +63,45 @@ pub(crate) struct Args {
     /// the pod's). Needs --kubeconfig or --in-cluster.
     #[arg(long, value_name = "NAMESPACE")]
     namespace: Option<String>,
+    /// The serving certificate (PEM) for mutual TLS; with --tls-key and --client-ca. Reloaded
+    /// when the file changes. `aviary certs init DIR` writes one for localhost.
+    #[arg(long, value_name = "FILE", requires_all = ["tls_key", "client_ca"])]
+    tls_cert: Option<PathBuf>,
+
+    /// The key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+
+    /// The CA that signs agent and user certificates (identities: docs/operations.md,
+    /// Security).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    client_ca: Option<PathBuf>,
+
+    /// Bearer tokens: `SHA256-HEX SUBJECT ROLE` a line (roles viewer, operator, admin).
+    /// Reloaded when the file changes. Needs TLS.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    token_file: Option<PathBuf>,
+
+    /// Serve plaintext gRPC with no authentication: anyone who reaches the port is admin.
+    /// Refused on a non-loopback --listen unless --insecure-listen-anywhere is given too.
+    #[arg(long, conflicts_with = "tls_cert")]
+    insecure: bool,
+
+    /// With --insecure: also on a non-loopback address (a lab, a port-forward sidecar).
+    #[arg(long, requires = "insecure")]
+    insecure_listen_anywhere: bool,
+
+    /// The CA of etcd's serving certificate (use https:// etcd URLs).
+    #[arg(long, value_name = "FILE", requires = "etcd")]
+    etcd_ca: Option<PathBuf>,
+
+    /// A client certificate for etcd's --client-cert-auth; with --etcd-key.
+    #[arg(long, value_name = "FILE", requires_all = ["etcd", "etcd_key"])]
+    etcd_cert: Option<PathBuf>,
+
+    /// The key of --etcd-cert.
+    #[arg(long, value_name = "FILE", requires = "etcd_cert")]
+    etcd_key: Option<PathBuf>,
 
     /// Log level (`error`, `warn`, `info`, `debug`) or a tracing filter.
     #[arg(long, default_value = "info", env = "AVIARY_LOG")]
@@ -124,9 +165,36 @@ async fn management(args: &Args) -> anyhow::Result<Option<ManagementCluster>> {
     Ok(Some(ManagementCluster { client, namespace }))
 }
 
+/// TLS, or plaintext only when asked for explicitly (and loudly on a non-loopback address).
+fn server_tls(args: &Args) -> anyhow::Result<Option<ServerTlsFiles>> {
+    match (&args.tls_cert, &args.tls_key, &args.client_ca) {
+        (Some(cert), Some(key), Some(ca)) => Ok(Some(ServerTlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: ca.clone(),
+        })),
+        _ if !args.insecure => bail!(
+            "the coordinator serves mutual TLS: pass --tls-cert, --tls-key and --client-ca (`aviary certs init DIR` writes a CA and a certificate for localhost), or --insecure for plaintext without authentication"
+        ),
+        _ if !args.listen.ip().is_loopback() && !args.insecure_listen_anywhere => bail!(
+            "--insecure on {}: anyone who reaches it could create, approve or abort rollouts and pose as any cluster; listen on 127.0.0.1, use mutual TLS, or add --insecure-listen-anywhere if you really mean it",
+            args.listen
+        ),
+        _ => {
+            eprintln!(
+                "WARNING: INSECURE: {} serves plaintext gRPC without authentication; every caller \
+                 is admin and may pose as any cluster",
+                args.listen
+            );
+            Ok(None)
+        }
+    }
+}
+
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     super::init_logs(&args.log_level)?;
     let advertise = advertise(&args)?;
+    let tls = server_tls(&args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -135,11 +203,19 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         let mut config = CoordinatorConfig::in_memory(args.listen);
         config.advertise = advertise;
         config.heartbeat = Duration::from_secs(args.heartbeat_seconds);
+        config.tls = tls;
+        config.token_file = args.token_file.clone();
         if let Some(urls) = &args.etcd {
             let mut etcd_config = EtcdConfig::new(urls)?;
             etcd_config.lease_ttl = args.lease_ttl;
             etcd_config.prefix = args.etcd_prefix.clone();
-            let etcd = Etcd::connect(&etcd_config.endpoints).await?;
+            let etcd_tls = (args.etcd_ca.is_some() || args.etcd_cert.is_some()).then(|| ClientTls {
+                ca: args.etcd_ca.clone(),
+                cert: args.etcd_cert.clone(),
+                key: args.etcd_key.clone(),
+                token: None,
+            });
+            let etcd = Etcd::connect_tls(&etcd_config.endpoints, etcd_tls.as_ref()).await?;
             let leadership = EtcdLeadership::new(etcd, &etcd_config);
             config.store = Arc::new(EtcdStore::new(&etcd_config, &leadership));
             config.leadership = leadership;

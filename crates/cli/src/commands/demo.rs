@@ -18,7 +18,10 @@ use std::time::Duration;
 use anyhow::{Context, anyhow, bail};
 use aviary_agent::config::{AgentConfig, GlobalNotifier, PlatformConfig};
 use aviary_agent::local::LocalAgent;
-use aviary_coordinator::client::fleet_client;
+use aviary_coordinator::client::{ClientTls, fleet_client_with};
+use aviary_coordinator::security::Role;
+use aviary_coordinator::security::certs;
+use aviary_coordinator::security::tls::ServerTlsFiles;
 use aviary_coordinator::{Coordinator, CoordinatorConfig};
 use aviary_proto::v1;
 
@@ -111,6 +114,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// The running fleet.
 struct Fleet {
     coordinator: Coordinator,
+    /// `aviary certs` output: the CA, the agents' and the demo user's certificates.
+    certs_dir: PathBuf,
     agents: Vec<LocalAgent>,
     ports: BTreeMap<&'static str, u16>,
     traffic_stop: Arc<AtomicBool>,
@@ -171,7 +176,24 @@ spec:
 impl Fleet {
     async fn start(dir: &Path, interval: Duration) -> anyhow::Result<Self> {
         out(format_args!("Starting the demo fleet in {}", dir.display()));
-        let coordinator = Coordinator::start(CoordinatorConfig::in_memory("127.0.0.1:0".parse()?))
+        // Mutual TLS, as in production: a CA, the coordinator's certificate, one per agent
+        // (identity: its cluster) and an admin certificate for the demo's own calls.
+        let certs_dir = dir.join("certs");
+        if certs_dir.exists() {
+            std::fs::remove_dir_all(&certs_dir)?;
+        }
+        certs::init(&certs_dir, &[])?;
+        for (name, _) in CLUSTERS {
+            certs::issue_agent(&certs_dir, name, certs::DEFAULT_TRUST_DOMAIN)?;
+        }
+        certs::issue_user(&certs_dir, "demo", Role::Admin, certs::DEFAULT_TRUST_DOMAIN)?;
+        let mut config = CoordinatorConfig::in_memory("127.0.0.1:0".parse()?);
+        config.tls = Some(ServerTlsFiles {
+            cert: certs_dir.join(certs::SERVER),
+            key: certs_dir.join(certs::SERVER_KEY),
+            client_ca: certs_dir.join(certs::CA),
+        });
+        let coordinator = Coordinator::start(config)
             .await
             .context("starting the coordinator")?;
         out(format_args!("  coordinator   {}", coordinator.url()));
@@ -186,6 +208,11 @@ impl Fleet {
                 region: region.into(),
                 labels: [("env".to_string(), "demo".to_string())].into(),
                 coordinator: Some(coordinator.url()),
+                coordinator_tls: aviary_agent::config::CoordinatorTls {
+                    ca: Some(certs_dir.join(certs::CA)),
+                    cert: Some(certs_dir.join(format!("{name}.pem"))),
+                    key: Some(certs_dir.join(format!("{name}-key.pem"))),
+                },
                 admin_listen: "127.0.0.1:0".parse()?,
                 min_analysis_interval: interval.min(Duration::from_secs(1)),
                 metrics_server: String::new(),
@@ -234,6 +261,7 @@ impl Fleet {
         ));
         Ok(Self {
             coordinator,
+            certs_dir,
             agents,
             ports,
             traffic_stop,
@@ -279,7 +307,8 @@ spec:
 
 async fn demo(fleet: &Fleet, args: &Args) -> anyhow::Result<()> {
     let url = fleet.coordinator.url();
-    let mut client = fleet_client(&url)?;
+    let me = ClientTls::from_dir(&fleet.certs_dir, "demo");
+    let mut client = fleet_client_with(&url, &me)?;
 
     out("Waiting for the three clusters to register and their canaries to initialize…");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -319,10 +348,11 @@ async fn demo(fleet: &Fleet, args: &Args) -> anyhow::Result<()> {
         .canaries;
     summary(&[&r1, &r2], &canaries);
     out(format_args!(
-        "\nLook further ({} requests served during the demo):\n  aviary rollout get podinfo-6-0-2 --coordinator {url}\n  aviary canaries --coordinator {url}\n  aviary events --agent http://{}\n  grpcurl -plaintext {} aviary.v1.Fleet/ListRollouts",
+        "\nLook further ({} requests served during the demo):\n  export AVIARY_COORDINATOR={url} AVIARY_CA={c}/ca.pem AVIARY_CERT={c}/demo.pem AVIARY_KEY={c}/demo-key.pem\n  aviary rollout get podinfo-6-0-2\n  aviary canaries\n  aviary events --agent http://{}\n  grpcurl -cacert {c}/ca.pem -cert {c}/demo.pem -key {c}/demo-key.pem {} aviary.v1.Fleet/ListRollouts",
         fleet.requests.load(Ordering::Relaxed),
         fleet.agents[0].admin_addr,
-        url.trim_start_matches("http://"),
+        url.trim_start_matches("https://"),
+        c = fleet.certs_dir.display(),
     ));
 
     // What must have happened.
@@ -355,7 +385,7 @@ async fn demo(fleet: &Fleet, args: &Args) -> anyhow::Result<()> {
 }
 
 async fn run_rollout(
-    client: &mut v1::fleet_client::FleetClient<tonic::transport::Channel>,
+    client: &mut aviary_coordinator::client::FleetConn,
     name: &str,
     version: &str,
     args: &Args,

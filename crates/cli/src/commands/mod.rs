@@ -2,6 +2,7 @@
 
 pub(crate) mod agent;
 pub(crate) mod canaries;
+pub(crate) mod certs;
 pub(crate) mod clusters;
 pub(crate) mod coordinator;
 pub(crate) mod crds;

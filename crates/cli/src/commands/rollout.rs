@@ -10,14 +10,12 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use aviary_coordinator::client::{
-    call_leader_retrying, checked_url, is_transport_failure, is_unreachable, leader_from_status,
-    normalize_url,
+    ClientTls, FleetConn, call_leader_retrying_with, checked_url, is_transport_failure, is_unreachable,
+    leader_from_status, normalize_url,
 };
 use aviary_proto::v1;
-use aviary_proto::v1::fleet_client::FleetClient;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde::Serialize;
-use tonic::transport::Channel;
 
 use super::out;
 
@@ -42,6 +40,41 @@ pub(crate) struct ClientArgs {
         global = true
     )]
     pub(crate) coordinator: String,
+
+    /// The CA that signed the coordinator's certificate (an `https://` URL means TLS).
+    #[arg(long, env = "AVIARY_CA", value_name = "FILE", global = true)]
+    pub(crate) ca: Option<PathBuf>,
+
+    /// Your client certificate (`aviary certs issue DIR --user NAME --role ROLE`).
+    #[arg(
+        long,
+        env = "AVIARY_CERT",
+        value_name = "FILE",
+        global = true,
+        requires = "key"
+    )]
+    pub(crate) cert: Option<PathBuf>,
+
+    /// The key of --cert.
+    #[arg(
+        long,
+        env = "AVIARY_KEY",
+        value_name = "FILE",
+        global = true,
+        requires = "cert"
+    )]
+    pub(crate) key: Option<PathBuf>,
+
+    /// A bearer token instead of a client certificate (its sha256 is in the coordinator's
+    /// token file).
+    #[arg(
+        long,
+        env = "AVIARY_TOKEN",
+        value_name = "TOKEN",
+        global = true,
+        hide_env_values = true
+    )]
+    pub(crate) token: Option<String>,
 
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Table, global = true)]
@@ -227,13 +260,25 @@ pub(crate) fn coordinator_url(s: &str) -> Result<String, String> {
 /// one lease TTL plus half a second; a new leader loads its state in milliseconds).
 pub(crate) const ELECTION_BUDGET: Duration = Duration::from_secs(15);
 
+impl ClientArgs {
+    /// The certificates and token to connect with.
+    pub(crate) fn tls(&self) -> ClientTls {
+        ClientTls {
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            token: self.token.clone(),
+        }
+    }
+}
+
 /// One unary call, following the leader and riding out an election.
 pub(crate) async fn unary<T, F, Fut>(args: &ClientArgs, f: F) -> anyhow::Result<T>
 where
-    F: FnMut(FleetClient<Channel>) -> Fut,
+    F: FnMut(FleetConn) -> Fut,
     Fut: Future<Output = Result<T, tonic::Status>>,
 {
-    call_leader_retrying(&args.coordinator, ELECTION_BUDGET, f)
+    call_leader_retrying_with(&args.coordinator, &args.tls(), ELECTION_BUDGET, f)
         .await
         .map_err(|s| status_error(&args.coordinator, s))
 }
@@ -243,7 +288,7 @@ where
 async fn send<Q, F, Fut>(args: &ClientArgs, request: Q, rpc: F) -> anyhow::Result<v1::Rollout>
 where
     Q: Clone,
-    F: Fn(FleetClient<Channel>, Q) -> Fut,
+    F: Fn(FleetConn, Q) -> Fut,
     Fut: Future<Output = Result<tonic::Response<v1::Rollout>, tonic::Status>>,
 {
     unary(args, |cl| {
@@ -535,9 +580,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             RolloutCommand::Get { name } => get(c, &name).await?,
             RolloutCommand::List => {
                 let list = unary(c, |mut cl| async move {
-                    cl.list_rollouts(v1::ListRolloutsRequest {})
-                        .await
-                        .map(|r| r.into_inner())
+                    aviary_coordinator::client::list_all_rollouts(&mut cl).await
                 })
                 .await?;
                 match c.output {
@@ -596,7 +639,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                 let seen = get(c, &name).await?;
                 // A wait on a leader that steps down ends with UNAVAILABLE: wait again on the
                 // new leader (the timeout restarts; the coordinator measures it).
-                let res = call_leader_retrying(&c.coordinator, ELECTION_BUDGET, |mut cl| {
+                let res = call_leader_retrying_with(&c.coordinator, &c.tls(), ELECTION_BUDGET, |mut cl| {
                     let name = name.clone();
                     async move {
                         cl.wait_rollout(v1::WaitRolloutRequest {
@@ -673,7 +716,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// `rollout watch`: bars on a terminal, one line per change otherwise; ends with the rollout.
 async fn watch(c: &ClientArgs, name: &str) -> anyhow::Result<ExitCode> {
     let open = |url: String| async move {
-        call_leader_retrying(&url, ELECTION_BUDGET, |mut cl| {
+        call_leader_retrying_with(&url, &c.tls(), ELECTION_BUDGET, |mut cl| {
             let name = name.to_string();
             async move { cl.watch_rollout(v1::GetRolloutRequest { name }).await }
         })

@@ -169,13 +169,23 @@ impl Etcd {
     /// Clients for every member. Connections are made on first use, so this succeeds while
     /// members are down; requests then try them in turn.
     pub async fn connect(endpoints: &[String]) -> Result<Self> {
+        Self::connect_tls(endpoints, None).await
+    }
+
+    /// Like [`connect`](Self::connect), over TLS with `tls`'s CA and client certificate
+    /// (`--etcd-ca`, `--etcd-cert`, `--etcd-key`; etcd's `--client-cert-auth`). Use
+    /// `https://` endpoints.
+    pub async fn connect_tls(endpoints: &[String], tls: Option<&crate::security::ClientTls>) -> Result<Self> {
         // HTTP/2 pings notice a member that stopped answering under a long call (campaign,
         // observe). etcd refuses pings more often than every 5 s (--grpc-keepalive-min-time).
-        let options = ConnectOptions::new()
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(1))
             .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3))
             .with_keep_alive_while_idle(false)
             .with_require_leader(true);
+        if let Some(tls) = tls {
+            options = options.with_tls(tls.tonic_config()?);
+        }
         let mut clients = Vec::with_capacity(endpoints.len());
         for e in endpoints {
             let c = Client::connect([e.as_str()], Some(options.clone()))

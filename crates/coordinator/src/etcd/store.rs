@@ -23,7 +23,7 @@ use super::election::Shared;
 use super::{EtcdConfig, EtcdLeadership, REQUEST_BUDGET};
 use crate::error::{Error, Result};
 use crate::leader::Fence;
-use crate::store::{ClusterRecord, RolloutRecord, Store, Versioned};
+use crate::store::{ClusterRecord, Listing, RolloutRecord, Store, Unreadable, Versioned, encode_checked};
 
 /// Lists of many rollouts are larger than tonic's default 4 MiB.
 const MAX_RESPONSE: usize = 256 * 1024 * 1024;
@@ -102,7 +102,7 @@ impl EtcdStore {
                 Err(e) => return Err(self.shared.etcd.store_error("read the rollout history", e)),
             };
             let Some(kv) = resp.kvs().first() else { break };
-            let env: Envelope<RolloutRecord> = decode(kv)?;
+            let env: Envelope<RolloutRecord> = decode(kv).map_err(Error::Unreadable)?;
             out.push(RolloutWrite {
                 revision: kv.mod_revision() as u64,
                 fence: env.fence,
@@ -199,39 +199,95 @@ impl EtcdStore {
         }
     }
 
-    fn envelope<T: Serialize>(&self, fence: Fence, record: &T) -> Result<Vec<u8>> {
-        serde_json::to_vec(&Envelope {
-            fence: fence.0,
-            writer: self.shared.advertise(),
-            record,
-        })
-        .map_err(|e| Error::Store(format!("cannot encode a record: {e}")))
+    /// A delete fenced like [`write`](Self::write): only the leader of `fence` removes `key`.
+    async fn fenced_delete(&self, fence: Fence, key: String, what: &str) -> Result<()> {
+        let etcd = &self.shared.etcd;
+        let election_key = self.shared.fence_key(fence)?;
+        let txn = Txn::new()
+            .when([Compare::create_revision(
+                election_key.clone(),
+                CompareOp::Equal,
+                fence.0 as i64,
+            )])
+            .and_then([TxnOp::delete(key, None)]);
+        let resp = etcd
+            .call(REQUEST_BUDGET, |mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })
+            .await
+            .map_err(|e| etcd.store_error(what, e))?;
+        if resp.succeeded() {
+            return Ok(());
+        }
+        self.shared.lose(
+            fence,
+            "etcd refused a delete: this term's election key is gone (the lease expired or was revoked)",
+        );
+        Err(Error::Fenced { token: fence.0 })
+    }
+
+    /// The envelope of `record`, checked: it fits and decodes back (see [`encode_checked`]).
+    fn envelope<T: Serialize + DeserializeOwned + Clone>(
+        &self,
+        what: &str,
+        fence: Fence,
+        record: &T,
+    ) -> Result<Vec<u8>> {
+        encode_checked(
+            what,
+            &Envelope {
+                fence: fence.0,
+                writer: self.shared.advertise(),
+                record: record.clone(),
+            },
+        )
     }
 }
 
-fn decode<T: DeserializeOwned>(kv: &KeyValue) -> Result<Envelope<T>> {
+/// A stored value, or why it cannot be read.
+fn decode<T: DeserializeOwned>(kv: &KeyValue) -> Result<Envelope<T>, Unreadable> {
     serde_json::from_slice(kv.value()).map_err(|e| {
-        Error::Store(format!(
-            "etcd key {}: cannot decode the stored record ({e}); was it written by another \
-             aviary version or by hand?",
-            String::from_utf8_lossy(kv.key())
-        ))
+        let key = String::from_utf8_lossy(kv.key()).into_owned();
+        Unreadable {
+            name: key.rsplit('/').next().unwrap_or_default().to_string(),
+            key,
+            error: format!("{e}; written by another aviary version or by hand?"),
+        }
     })
+}
+
+/// Decodes every value of a listing; the ones that do not decode are quarantined and logged.
+fn decode_all<T: DeserializeOwned>(kvs: &[KeyValue]) -> Listing<(Envelope<T>, u64)> {
+    let mut out = Listing::default();
+    for kv in kvs {
+        match decode::<T>(kv) {
+            Ok(env) => out.records.push((env, kv.mod_revision() as u64)),
+            Err(u) => {
+                tracing::error!(key = %u.key, error = %u.error, "{u}");
+                out.unreadable.push(u);
+            }
+        }
+    }
+    out
 }
 
 #[async_trait]
 impl Store for EtcdStore {
-    async fn list_rollouts(&self) -> Result<Vec<Versioned<RolloutRecord>>> {
-        self.get_prefix(&self.rollouts, "list rollouts")
-            .await?
-            .iter()
-            .map(|kv| {
-                decode::<RolloutRecord>(kv).map(|e| Versioned {
+    async fn list_rollouts(&self) -> Result<Listing<Versioned<RolloutRecord>>> {
+        let kvs = self.get_prefix(&self.rollouts, "list rollouts").await?;
+        let found = decode_all::<RolloutRecord>(&kvs);
+        Ok(Listing {
+            records: found
+                .records
+                .into_iter()
+                .map(|(e, revision)| Versioned {
                     value: e.record,
-                    revision: kv.mod_revision() as u64,
+                    revision,
                 })
-            })
-            .collect()
+                .collect(),
+            unreadable: found.unreadable,
+        })
     }
 
     async fn get_rollout(&self, name: &str) -> Result<Option<Versioned<RolloutRecord>>> {
@@ -247,17 +303,19 @@ impl Store for EtcdStore {
         resp.kvs()
             .first()
             .map(|kv| {
-                decode::<RolloutRecord>(kv).map(|e| Versioned {
-                    value: e.record,
-                    revision: kv.mod_revision() as u64,
-                })
+                decode::<RolloutRecord>(kv)
+                    .map(|e| Versioned {
+                        value: e.record,
+                        revision: kv.mod_revision() as u64,
+                    })
+                    .map_err(Error::Unreadable)
             })
             .transpose()
     }
 
     async fn create_rollout(&self, fence: Fence, record: &RolloutRecord) -> Result<u64> {
-        let value = self.envelope(fence, record)?;
         let what = format!("create rollout {}", record.name);
+        let value = self.envelope(&what, fence, record)?;
         self.write(
             fence,
             self.rollout_key(&record.name),
@@ -269,8 +327,8 @@ impl Store for EtcdStore {
     }
 
     async fn update_rollout(&self, fence: Fence, record: &RolloutRecord, expected: u64) -> Result<u64> {
-        let value = self.envelope(fence, record)?;
         let what = format!("update rollout {}", record.name);
+        let value = self.envelope(&what, fence, record)?;
         self.write(
             fence,
             self.rollout_key(&record.name),
@@ -281,20 +339,27 @@ impl Store for EtcdStore {
         .await
     }
 
-    async fn list_clusters(&self) -> Result<Vec<ClusterRecord>> {
-        self.get_prefix(&self.clusters, "list clusters")
-            .await?
-            .iter()
-            .map(|kv| decode::<ClusterRecord>(kv).map(|e| e.record))
-            .collect()
+    async fn list_clusters(&self) -> Result<Listing<ClusterRecord>> {
+        let kvs = self.get_prefix(&self.clusters, "list clusters").await?;
+        let found = decode_all::<ClusterRecord>(&kvs);
+        Ok(Listing {
+            records: found.records.into_iter().map(|(e, _)| e.record).collect(),
+            unreadable: found.unreadable,
+        })
     }
 
     async fn put_cluster(&self, fence: Fence, record: &ClusterRecord) -> Result<()> {
-        let value = self.envelope(fence, record)?;
-        let key = format!("{}{}", self.clusters, record.name);
         let what = format!("register cluster {}", record.name);
+        let value = self.envelope(&what, fence, record)?;
+        let key = format!("{}{}", self.clusters, record.name);
         self.write(fence, key, value, Expect::Any, &what)
             .await
             .map(|_| ())
+    }
+
+    async fn delete_cluster(&self, fence: Fence, name: &str) -> Result<()> {
+        let key = format!("{}{name}", self.clusters);
+        let what = format!("deregister cluster {name}");
+        self.fenced_delete(fence, key, &what).await
     }
 }

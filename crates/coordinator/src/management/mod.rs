@@ -166,7 +166,7 @@ impl Ctx {
             status: None,
         };
         let actor = actor(obj);
-        match self.rollouts.create(rollout, &actor).await {
+        match self.rollouts.create(rollout, &actor, "").await {
             Ok(r) => {
                 tracing::info!(fleetrollout = %name, %actor, "rollout created from the FleetRollout object");
                 Ok(Ok(r))

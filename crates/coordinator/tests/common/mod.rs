@@ -9,8 +9,6 @@ use aviary_coordinator::sim::{Outcome, SimAgent, SimCanary, SimConfig};
 use aviary_coordinator::{Coordinator, CoordinatorConfig};
 use aviary_core::fleet::Revision;
 use aviary_proto::v1;
-use aviary_proto::v1::fleet_client::FleetClient;
-use tonic::transport::Channel;
 
 pub const NS: &str = "test";
 pub const NAME: &str = "podinfo";
@@ -32,7 +30,7 @@ pub async fn coordinator() -> Coordinator {
         .unwrap()
 }
 
-pub fn client(c: &Coordinator) -> FleetClient<Channel> {
+pub fn client(c: &Coordinator) -> aviary_coordinator::client::FleetConn {
     fleet_client(&c.url()).unwrap()
 }
 

@@ -10,6 +10,7 @@
 //! - [`evidence`]: the judge's evidence pooled across the rollout's clusters
 //!   (`spec.evidence`): stop on pooled ROLLBACK, the planned look at the last wave, early
 //!   bake end on pooled PROMOTE.
+//! - [`numbers`]: how NaN and ±Inf metric values are stored (JSON has no spelling for them).
 //!
 //! The caller (the coordinator) owns the protocol: it persists the new state *before* it sends
 //! the commands that `reconcile` or a verb returned, and re-sends [`pending_commands`] (same ids)
@@ -24,6 +25,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 pub mod evidence;
+pub mod numbers;
 pub mod plan;
 pub mod reconcile;
 pub mod rollout;
@@ -37,7 +39,8 @@ pub use plan::{BakePlan, ClusterPlan, Mode, Plan, RollbackScope, WavePlan, resol
 pub use reconcile::{bake_requests, next_wake, reconcile};
 pub use rollout::{
     BakeProgress, ClusterPhase, ClusterState, Command, GateAnswer, HistoryEntry, RollbackRun, RolloutPhase,
-    RolloutState, Stamp, Undo, WavePhase, WaveState, gate_decision, on_ack, pending_commands,
+    RolloutState, Stamp, Undo, WavePhase, WaveState, fail_unstorable, gate_decision, on_ack,
+    pending_commands,
 };
 
 /// Flagger phases the sequencer reads.

@@ -100,6 +100,7 @@ pub struct WavePlan {
 pub struct BakePlan {
     pub duration: Duration,
     pub min_requests: u64,
+    #[serde(with = "super::numbers::option")]
     pub min_success_rate: Option<f64>,
 }
 

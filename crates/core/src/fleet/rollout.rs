@@ -136,10 +136,33 @@ pub struct RolloutState {
     /// Set when the rollout started rolling back: why, and whether it was an abort.
     pub rollback: Option<RollbackRun>,
     pub waves: Vec<WaveState>,
+    /// The audit history, at most [`MAX_HISTORY`] records: the first (`created`) and the
+    /// newest; the ones in between are dropped and counted in `history_dropped`.
     pub history: Vec<HistoryEntry>,
     /// The pooled judge evidence (`spec.evidence`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evidence: Option<PooledEvidence>,
+    #[serde(default)]
+    pub history_dropped: u64,
+}
+
+/// Most history records kept per rollout (the first and the newest).
+pub const MAX_HISTORY: usize = 1000;
+/// Longest history message kept (bytes; longer ones are cut at a character boundary).
+pub const MAX_HISTORY_MESSAGE: usize = 2048;
+/// Longest verdict kept (bytes).
+pub const MAX_VERDICT: usize = 2048;
+
+/// `s` cut to at most `max` bytes at a character boundary, marked when cut.
+pub fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… [truncated, {} bytes]", &s[..end], s.len())
 }
 
 /// A rollback in progress (or done).
@@ -195,6 +218,7 @@ pub struct ClusterState {
     pub failed_checks: i32,
     /// Why it ended as it did.
     pub verdict: String,
+    #[serde(with = "super::numbers::map")]
     pub metrics: BTreeMap<String, f64>,
 }
 
@@ -212,7 +236,53 @@ pub struct HistoryEntry {
     pub wave: String,
     pub cluster: String,
     pub message: String,
+    #[serde(with = "super::numbers::map")]
     pub metrics: BTreeMap<String, f64>,
+    /// What the caller said about itself (the free-text `actor` of a request) when `actor` is
+    /// the authenticated identity.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub comment: String,
+}
+
+/// The new state cannot be stored (`why`: too large, or it would not decode): every cluster
+/// whose state changed since `before` fails with a short verdict and without metrics, and the
+/// history records of this step lose their metrics, so the state that is written instead is
+/// small. False when no cluster changed (nothing to blame; the caller retries).
+pub fn fail_unstorable(
+    plan: &Plan,
+    before: &RolloutState,
+    next: &mut RolloutState,
+    why: &str,
+    now: Timestamp,
+) -> bool {
+    let old: BTreeMap<&str, &ClusterState> = before.clusters().map(|c| (c.name.as_str(), c)).collect();
+    let changed: Vec<(usize, usize)> = next
+        .waves
+        .iter()
+        .enumerate()
+        .flat_map(|(wi, w)| w.clusters.iter().enumerate().map(move |(ci, c)| (wi, ci, c)))
+        .filter(|(_, _, c)| old.get(c.name.as_str()).is_none_or(|o| *o != *c))
+        .map(|(wi, ci, _)| (wi, ci))
+        .collect();
+    if changed.is_empty() {
+        return false;
+    }
+    for h in next.history_since(before.history_mark()) {
+        h.metrics.clear();
+        h.message = truncate(&h.message, 256);
+    }
+    let short = truncate(why, 256);
+    for (wi, ci) in changed {
+        let wave = plan.waves[wi].name.clone();
+        let c = &mut next.waves[wi].clusters[ci];
+        c.metrics.clear();
+        c.phase = ClusterPhase::Failed;
+        c.finished = Some(now);
+        c.verdict = format!("its report could not be stored ({short}); see the agent's events");
+        let (name, verdict) = (c.name.clone(), c.verdict.clone());
+        next.note(now, "cluster-failed", COORDINATOR, &wave, &name, verdict);
+    }
+    true
 }
 
 /// What the coordinator must send (to the agent of `cluster`, about the plan's canary).
@@ -299,6 +369,7 @@ impl RolloutState {
             evidence: plan
                 .evidence
                 .and_then(|e| PooledEvidence::new(e, plan.clusters().map(|c| c.name.clone()).collect()).ok()),
+            history_dropped: 0,
         };
         let waves: Vec<String> = plan
             .waves
@@ -350,15 +421,44 @@ impl RolloutState {
         message: impl Into<String>,
         metrics: BTreeMap<String, f64>,
     ) {
+        if self.history.len() >= MAX_HISTORY {
+            // Keep `created` (the plan) and the newest records.
+            self.history.remove(1);
+            self.history_dropped += 1;
+        }
         self.history.push(HistoryEntry {
             time,
             kind: kind.into(),
             actor: actor.into(),
             wave: wave.into(),
             cluster: cluster.into(),
-            message: message.into(),
+            message: truncate(&message.into(), MAX_HISTORY_MESSAGE),
             metrics,
+            comment: String::new(),
         });
+    }
+
+    /// Counts every record ever appended: a mark to find the records appended after it.
+    pub fn history_mark(&self) -> u64 {
+        self.history.len() as u64 + self.history_dropped
+    }
+
+    /// The records appended since `mark` (see [`history_mark`](Self::history_mark)).
+    pub fn history_since(&mut self, mark: u64) -> &mut [HistoryEntry] {
+        let new = (self.history_mark().saturating_sub(mark) as usize).min(self.history.len());
+        let from = self.history.len() - new;
+        &mut self.history[from..]
+    }
+
+    /// Sets `comment` (the caller's free-text `actor`) on the records appended since `mark`:
+    /// the history shows who was authenticated, and what they said beside it.
+    pub fn comment_since(&mut self, mark: u64, comment: &str) {
+        if comment.is_empty() {
+            return;
+        }
+        for h in self.history_since(mark) {
+            h.comment = comment.to_string();
+        }
     }
 
     /// Clusters in phase Failed (they count against the budget).

@@ -1267,3 +1267,82 @@ fn pooled_promote_ends_a_bake_before_its_request_count() {
         m.state.message
     );
 }
+
+// === bounds (issue 15) ===
+
+#[test]
+fn history_keeps_the_first_record_and_the_newest() {
+    use crate::fleet::rollout::{MAX_HISTORY, MAX_HISTORY_MESSAGE};
+    let mut m = Model::new(two_waves(json!({})), FLEET);
+    let first = m.state.history[0].kind.clone();
+    for i in 0..MAX_HISTORY + 10 {
+        crate::fleet::verbs::pause(
+            &m.plan,
+            &mut m.state,
+            "bob",
+            &format!("{i} {}", "x".repeat(5000)),
+            m.now,
+        )
+        .ok();
+        crate::fleet::verbs::resume(&m.plan, &mut m.state, "bob", "", m.now).ok();
+    }
+    assert_eq!(m.state.history.len(), MAX_HISTORY);
+    assert_eq!(m.state.history[0].kind, first, "the created record stays");
+    assert!(m.state.history_dropped > 0);
+    assert!(
+        m.state
+            .history
+            .iter()
+            .all(|h| h.message.len() <= MAX_HISTORY_MESSAGE + 64)
+    );
+    let mark = m.state.history_mark();
+    crate::fleet::verbs::pause(&m.plan, &mut m.state, "carol", "", m.now).unwrap();
+    assert_eq!(m.state.history_since(mark).len(), 1);
+    m.state.comment_since(mark, "from CI job 7");
+    assert_eq!(m.state.history.last().unwrap().comment, "from CI job 7");
+}
+
+#[test]
+fn an_unstorable_report_fails_only_the_clusters_that_changed() {
+    let mut m = Model::new(two_waves(json!({})), FLEET);
+    m.step();
+    let before = m.state.clone();
+    m.obs("us1").metrics.insert("huge".into(), 1.0);
+    m.finish("us1", false);
+    let mut next = before.clone();
+    reconcile(&m.plan, &mut next, &m.view, m.now);
+    assert!(crate::fleet::fail_unstorable(
+        &m.plan,
+        &before,
+        &mut next,
+        &"too large ".repeat(100),
+        m.now
+    ));
+    let us1 = next.clusters().find(|c| c.name == "us1").unwrap();
+    assert_eq!(us1.phase, ClusterPhase::Failed);
+    assert!(us1.metrics.is_empty());
+    assert!(
+        us1.verdict.starts_with("its report could not be stored"),
+        "{}",
+        us1.verdict
+    );
+    assert!(us1.verdict.len() < 400, "{}", us1.verdict.len());
+    assert!(
+        next.history_since(before.history_mark())
+            .iter()
+            .all(|h| h.metrics.is_empty())
+    );
+    for other in ["us2", "eu1", "eu2"] {
+        let b = before.clusters().find(|c| c.name == other).unwrap();
+        assert_eq!(
+            next.clusters().find(|c| c.name == other).unwrap(),
+            b,
+            "{other} untouched"
+        );
+    }
+    // Nothing changed: nothing to blame.
+    let mut same = before.clone();
+    assert!(!crate::fleet::fail_unstorable(
+        &m.plan, &before, &mut same, "x", m.now
+    ));
+}
