@@ -38,8 +38,8 @@ fn an_unreachable_coordinator_fails_fast_with_the_url_and_a_hint() {
 #[test]
 fn schemes_the_client_cannot_honour_are_refused() {
     for (url, says) in [
-        ("https://127.0.0.1:7400", "https:// is not supported"),
         ("ftp://127.0.0.1:7400", "ftp:// is not supported"),
+        ("gopher://127.0.0.1:7400", "gopher:// is not supported"),
     ] {
         let (code, _, err) = aviary(url, &["rollout", "list"]);
         assert_eq!(code, 2, "{err}");
