@@ -11,6 +11,8 @@
 //! - [`crds`]: the upstream Knative, Gateway API and Istio CRDs, and installing CRDs.
 //! - [`kubectl`]: finding the real `kubectl` for tests (or skipping/failing clearly).
 //! - [`objects`]: [`Objects`], untyped objects by apiVersion + kind as JSON, with waits.
+//! - [`process`]: [`Supervised`], a child program killed when its handle drops or the test
+//!   process dies (the control plane's programs, controllers under test).
 //! - [`proxy`]: [`FaultProxy`], an HTTP proxy in front of the API server that injects errors,
 //!   delays and dropped watches.
 //! - [`backends`]: scriptable HTTP doubles for the analysis: a Prometheus-compatible query
@@ -25,13 +27,15 @@ pub mod crds;
 pub mod error;
 pub mod kubectl;
 pub mod objects;
+pub mod process;
 pub mod proxy;
 pub mod standins;
 
-pub use backends::{EchoServer, EchoedRequest, FakePrometheus, FakeWebhook, WebhookCall};
+pub use backends::{Answer, EchoServer, EchoedRequest, FakePrometheus, FakeWebhook, WebhookCall};
 pub use cluster::Cluster;
 pub use control_plane::{ControlPlane, Identity};
 pub use error::{Error, Result};
 pub use objects::Objects;
+pub use process::Supervised;
 pub use proxy::{FaultProxy, Matcher};
 pub use standins::{GATEWAY_CONTROLLER_NAME, NEVER_READY_ANNOTATION, StandIns};

@@ -9,7 +9,6 @@
 pub mod binaries;
 pub mod kubeconfig;
 pub(crate) mod pki;
-mod process;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -18,11 +17,11 @@ use std::time::Duration;
 
 use parking::Mutex;
 
+use crate::process::Supervised;
 pub use binaries::Binaries;
 pub use kubeconfig::Identity;
 pub use pki::Credential;
 use pki::Pki;
-use process::Supervised;
 
 use crate::error::{Error, Result};
 
