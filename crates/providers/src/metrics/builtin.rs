@@ -69,6 +69,12 @@ impl Observer {
             .map_err(|e| e.to_string())
     }
 
+    /// Whether Flagger's observer wraps a failed query as `running query failed: <error>`
+    /// (every observer does, except the HTTP observer's success rate).
+    fn wraps_errors(self, metric: BuiltinMetric) -> bool {
+        !matches!((self, metric), (Self::Http, BuiltinMetric::SuccessRate))
+    }
+
     /// Factor from the query's unit to the port's (percent, milliseconds).
     fn scale(self, metric: BuiltinMetric) -> f64 {
         match (self, metric) {
@@ -100,8 +106,7 @@ sum(
     }[{{ interval }}]
   )
 )
-* 100
-"#;
+* 100"#;
 
 const ISTIO_DURATION: &str = r#"
 histogram_quantile(
@@ -115,8 +120,7 @@ histogram_quantile(
       }[{{ interval }}]
     )
   ) by (le)
-)
-"#;
+)"#;
 
 const KNATIVE_SUCCESS_RATE: &str = r#"
 sum(
@@ -131,12 +135,11 @@ sum(
 sum(
   rate(
     envoy_cluster_upstream_rq{
-      envoy_cluster_name=~"{{ namespace }}/{{ route }}"
+      envoy_cluster_name=~"{{ namespace }}/{{ route }}",
     }[{{ interval }}]
   )
 )
-* 100
-"#;
+* 100"#;
 
 const KNATIVE_DURATION: &str = r#"
 histogram_quantile(
@@ -144,12 +147,11 @@ histogram_quantile(
   sum(
     rate(
       envoy_cluster_upstream_rq_time_bucket{
-        envoy_cluster_name=~"{{ namespace }}/{{ route }}"
+        envoy_cluster_name=~"{{ namespace }}/{{ route }}",
       }[{{ interval }}]
     )
   ) by (le)
-)
-"#;
+)"#;
 
 const HTTP_SUCCESS_RATE: &str = r#"
 sum(
@@ -170,8 +172,7 @@ sum(
     }[{{ interval }}]
   )
 )
-* 100
-"#;
+* 100"#;
 
 const HTTP_DURATION: &str = r#"
 histogram_quantile(
@@ -184,8 +185,7 @@ histogram_quantile(
       }[{{ interval }}]
     )
   ) by (le)
-)
-"#;
+)"#;
 
 /// Built-in metrics and inline queries on Prometheus: the canary's `spec.metricsServer`, else the
 /// agent's default (Flagger's `-metrics-server`).
@@ -285,7 +285,17 @@ impl BuiltinSource for PrometheusBuiltins {
         let query = observer.query(metric, model).map_err(MetricError::Query)?;
         let base = self.base(canary)?;
         tracing::debug!(canary = %canary.key(), query = %query, "built-in metric query");
-        let v = prometheus::run(&self.client()?, &base, &query, HeaderMap::new(), None).await?;
+        let v = prometheus::run(&self.client()?, &base, &query, HeaderMap::new(), None)
+            .await
+            .map_err(|e| match e {
+                MetricError::NoValues(m) if observer.wraps_errors(metric) => {
+                    MetricError::NoValues(format!("running query failed: {m}"))
+                }
+                MetricError::Query(m) if observer.wraps_errors(metric) => {
+                    MetricError::Query(format!("running query failed: {m}"))
+                }
+                e => e,
+            })?;
         Ok(v * observer.scale(metric))
     }
 
@@ -329,27 +339,27 @@ mod tests {
         let m = model();
         assert_eq!(
             Observer::Istio.query(BuiltinMetric::SuccessRate, &m).unwrap(),
-            r#"sum( rate( istio_requests_total{ reporter="destination", destination_workload_namespace="test", destination_workload=~"podinfo", response_code!~"5.*" }[1m] ) ) / sum( rate( istio_requests_total{ reporter="destination", destination_workload_namespace="test", destination_workload=~"podinfo" }[1m] ) ) * 100"#
+            r#" sum( rate( istio_requests_total{ reporter="destination", destination_workload_namespace="test", destination_workload=~"podinfo", response_code!~"5.*" }[1m] ) ) / sum( rate( istio_requests_total{ reporter="destination", destination_workload_namespace="test", destination_workload=~"podinfo" }[1m] ) ) * 100"#
         );
         assert_eq!(
             Observer::Istio.query(BuiltinMetric::Duration, &m).unwrap(),
-            r#"histogram_quantile( 0.99, sum( rate( istio_request_duration_milliseconds_bucket{ reporter="destination", destination_workload_namespace="test", destination_workload=~"podinfo" }[1m] ) ) by (le) )"#
+            r#" histogram_quantile( 0.99, sum( rate( istio_request_duration_milliseconds_bucket{ reporter="destination", destination_workload_namespace="test", destination_workload=~"podinfo" }[1m] ) ) by (le) )"#
         );
         assert_eq!(
             Observer::Knative.query(BuiltinMetric::SuccessRate, &m).unwrap(),
-            r#"sum( rate( envoy_cluster_upstream_rq{ envoy_cluster_name=~"test/podinfo-00002", envoy_response_code!~"5.*" }[1m] ) ) / sum( rate( envoy_cluster_upstream_rq{ envoy_cluster_name=~"test/podinfo-00002" }[1m] ) ) * 100"#
+            r#" sum( rate( envoy_cluster_upstream_rq{ envoy_cluster_name=~"test/podinfo-00002", envoy_response_code!~"5.*" }[1m] ) ) / sum( rate( envoy_cluster_upstream_rq{ envoy_cluster_name=~"test/podinfo-00002", }[1m] ) ) * 100"#
         );
         assert_eq!(
             Observer::Knative.query(BuiltinMetric::Duration, &m).unwrap(),
-            r#"histogram_quantile( 0.99, sum( rate( envoy_cluster_upstream_rq_time_bucket{ envoy_cluster_name=~"test/podinfo-00002" }[1m] ) ) by (le) )"#
+            r#" histogram_quantile( 0.99, sum( rate( envoy_cluster_upstream_rq_time_bucket{ envoy_cluster_name=~"test/podinfo-00002", }[1m] ) ) by (le) )"#
         );
         assert_eq!(
             Observer::Http.query(BuiltinMetric::SuccessRate, &m).unwrap(),
-            r#"sum( rate( http_request_duration_seconds_count{ kubernetes_namespace="test", kubernetes_pod_name=~"podinfo-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)", status!~"5.*" }[1m] ) ) / sum( rate( http_request_duration_seconds_count{ kubernetes_namespace="test", kubernetes_pod_name=~"podinfo-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)" }[1m] ) ) * 100"#
+            r#" sum( rate( http_request_duration_seconds_count{ kubernetes_namespace="test", kubernetes_pod_name=~"podinfo-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)", status!~"5.*" }[1m] ) ) / sum( rate( http_request_duration_seconds_count{ kubernetes_namespace="test", kubernetes_pod_name=~"podinfo-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)" }[1m] ) ) * 100"#
         );
         assert_eq!(
             Observer::Http.query(BuiltinMetric::Duration, &m).unwrap(),
-            r#"histogram_quantile( 0.99, sum( rate( http_request_duration_seconds_bucket{ kubernetes_namespace="test", kubernetes_pod_name=~"podinfo-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)" }[1m] ) ) by (le) )"#
+            r#" histogram_quantile( 0.99, sum( rate( http_request_duration_seconds_bucket{ kubernetes_namespace="test", kubernetes_pod_name=~"podinfo-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)" }[1m] ) ) by (le) )"#
         );
         assert_eq!(Observer::Http.scale(BuiltinMetric::Duration), 1000.0);
         assert_eq!(Observer::Istio.scale(BuiltinMetric::Duration), 1.0);
