@@ -83,6 +83,11 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
         config.metrics_server.clone(),
         config.default_provider.clone(),
     )?);
+    // Like Flagger at startup: one probe of the metrics server, logged either way.
+    match builtins.probe_default().await {
+        Ok(m) => tracing::info!("{m}"),
+        Err(e) => tracing::error!("{e}"),
+    }
     let provider_metrics = ProviderMetrics::new(
         Arc::new(WatchedTemplates(watched.clone())),
         secrets.clone(),

@@ -709,7 +709,9 @@ impl Target for DeploymentTarget {
             .collect();
         Ok(Revision {
             fingerprint: fingerprint(&target["spec"]["template"]),
-            tracked_configs: (!configs.is_empty()).then_some(configs),
+            // Flagger stores the (possibly empty) map whenever config tracking is on
+            // (`trackedConfigs: {}` in the status), nothing when it is off.
+            tracked_configs: self.settings.config_tracking.then_some(configs),
             route: None,
         })
     }

@@ -216,6 +216,20 @@ impl PrometheusBuiltins {
         })
     }
 
+    /// Probes the default metrics server (`vector(1)`) once, as Flagger does at startup (it
+    /// only logs the answer): `Ok("connected to metrics server <origin>")` or the error, both
+    /// to be logged.
+    pub async fn probe_default(&self) -> Result<String, String> {
+        let origin = http::origin(&self.default_server);
+        let base = parse_base_url(&self.default_server)
+            .map_err(|_| format!("metrics server {origin:?} is not an http(s) URL"))?;
+        let client = self.client().map_err(|e| e.to_string())?;
+        prometheus::is_online(&client, &base, HeaderMap::new(), None)
+            .await
+            .map(|()| format!("connected to metrics server {origin}"))
+            .map_err(|e| format!("metrics server {origin} unreachable: {e}"))
+    }
+
     /// The Prometheus a canary's built-in metrics go to.
     pub fn server_for<'a>(&'a self, canary: &'a Canary) -> &'a str {
         canary
