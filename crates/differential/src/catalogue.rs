@@ -148,6 +148,18 @@ pub fn all() -> Vec<Scenario> {
         blue_green(),
         mirroring(),
         mirroring_blue_green(),
+        session_affinity(
+            "istio",
+            "session-affinity",
+            "",
+            "{cookieName: flagger-cookie, primaryCookieName: primary-cookie, maxAge: 21600}",
+        ),
+        session_affinity(
+            "gatewayapi:v1",
+            "session-affinity-gatewayapi",
+            GATEWAY_REFS,
+            "{cookieName: flagger-cookie}",
+        ),
         webhooks(),
         rollback_gate(),
         no_data(),
@@ -204,7 +216,7 @@ data: {PODINFO_UI_COLOR: "#34577c"}
 fn ab_headers() -> Scenario {
     Scenario {
         name: "ab-headers",
-        about: "A/B testing on istio: header and cookie matches, 3 iterations",
+        about: "A/B testing on istio: header and cookie matches, 3 iterations, session affinity (as the Flagger guide's example)",
         provider: "istio",
         ci: false,
         objects: vec![
@@ -220,6 +232,7 @@ fn ab_headers() -> Scenario {
         x-canary: {{exact: insider}}
     - headers:
         cookie: {{regex: "^(.*?;)?(canary=always)(;.*)?$"}}
+    sessionAffinity: {{cookieName: flagger-cookie, maxAge: 86400}}
     metrics:
     - {{name: request-success-rate, thresholdRange: {{min: 99}}, interval: 1m}}
     webhooks:
@@ -265,6 +278,45 @@ fn blue_green() -> Scenario {
             (vec![HTTP_SUCCESS], values(100.0)),
             (vec![HTTP_DURATION], values(0.2)),
         ],
+        hooks: vec![],
+        steps: promote_new_image(),
+        limit: LIMIT,
+    }
+}
+
+fn session_affinity(provider: &'static str, name: &'static str, service: &str, cookies: &str) -> Scenario {
+    Scenario {
+        name,
+        about: if provider == "istio" {
+            "istio canary with session affinity: canary and primary cookies while traffic is split"
+        } else {
+            "gatewayapi:v1 canary with session affinity: a canary cookie while traffic is split"
+        },
+        provider,
+        ci: false,
+        objects: vec![
+            deployment(""),
+            canary(
+                provider,
+                service,
+                &format!(
+                    r#"    threshold: 2
+    stepWeight: 25
+    maxWeight: 50
+    sessionAffinity: {cookies}
+    metrics:
+    - {{name: request-success-rate, thresholdRange: {{min: 99}}, interval: 1m}}"#
+                ),
+            ),
+        ],
+        prometheus: vec![(
+            vec![if provider == "istio" {
+                ISTIO_SUCCESS
+            } else {
+                HTTP_SUCCESS
+            }],
+            values(100.0),
+        )],
         hooks: vec![],
         steps: promote_new_image(),
         limit: LIMIT,

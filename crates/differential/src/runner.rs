@@ -123,6 +123,9 @@ async fn run_side(env: &SideEnv, programs: &Programs, s: &Scenario, logs: &Path)
     for obj in s.objects(hooks.url(), prom.url()).map_err(Error::Setup)? {
         objects.create(obj).await?;
     }
+    // The workload is up before the controller starts (as when a canary is added to a running
+    // app), so neither side's first tick races the stand-ins.
+    target_ready(&objects, s).await?;
     let event_webhook = format!("{}{EVENT_WEBHOOK_PATH}", hooks.url());
     let controller = sides::start(
         env.side,
@@ -179,6 +182,42 @@ async fn run_side(env: &SideEnv, programs: &Programs, s: &Scenario, logs: &Path)
         serde_json::to_string_pretty(&trace.to_json()).unwrap_or_default(),
     );
     Ok(trace)
+}
+
+/// How long a scenario's workload may take to come up.
+const TARGET_READY: Duration = Duration::from_secs(90);
+
+async fn target_ready(objects: &Objects, s: &Scenario) -> Result<()> {
+    let name = s.target_name();
+    match s.target() {
+        Target::Deployment => {
+            objects
+                .wait_for("apps/v1", "Deployment", Some(s.name), &name, TARGET_READY, |d| {
+                    let st = &d["status"];
+                    st["observedGeneration"] == d["metadata"]["generation"]
+                        && st["availableReplicas"] == d["spec"]["replicas"]
+                })
+                .await?;
+        }
+        Target::Knative => {
+            objects
+                .wait_for(
+                    "serving.knative.dev/v1",
+                    "Service",
+                    Some(s.name),
+                    &name,
+                    TARGET_READY,
+                    |k| {
+                        let st = &k["status"];
+                        st["observedGeneration"] == k["metadata"]["generation"]
+                            && st["latestReadyRevisionName"].is_string()
+                            && st["latestReadyRevisionName"] == st["latestCreatedRevisionName"]
+                    },
+                )
+                .await?;
+        }
+    }
+    Ok(())
 }
 
 async fn act(objects: &Objects, s: &Scenario, prom: &FakePrometheus, action: &Action) -> Result<()> {

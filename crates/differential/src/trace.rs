@@ -10,7 +10,9 @@
 //! - values that are random or differ on purpose (docs/compatibility.md, "Revision
 //!   fingerprint"): `status.lastAppliedSpec`/`lastPromotedSpec` and the webhook `checksum`
 //!   become `#1`, `#2`, … in order of first appearance (so *when* they change still compares),
-//!   and so do the primary's `flagger-id` pod annotation and session-affinity cookie values;
+//!   and so does the primary's `flagger-id` pod annotation; random session-affinity cookie
+//!   values become `cookie#1`, `cookie#2`, … wherever they appear (status, route regexes,
+//!   `Set-Cookie` headers);
 //! - the Event source component (`flagger` vs `aviary`, docs/compatibility.md "Event source")
 //!   and the event webhook's `timestamp`.
 
@@ -104,31 +106,64 @@ const VOLATILE_ANNOTATIONS: &[&str] = &[
 impl Raw {
     /// Normalises into a [`Trace`].
     pub fn normalise(&self) -> Trace {
+        let this = Raw {
+            urls: self.substitutions(),
+            ..Raw::default()
+        };
+        this.normalise_with(self)
+    }
+
+    /// The doubles' URLs, then each random session-affinity cookie value (the part after `=`,
+    /// which also appears in route regexes) as `cookie#N` in order of first appearance.
+    fn substitutions(&self) -> Vec<(String, String)> {
+        let mut out = self.urls.clone();
+        let mut n = 0;
+        for o in self.observed.iter().filter(|o| o.kind == "Canary") {
+            let Some(obj) = &o.object else { continue };
+            for k in [
+                "sessionAffinityCookie",
+                "primarySessionAffinityCookie",
+                "previousSessionAffinityCookie",
+            ] {
+                let Some((_, random)) = obj["status"][k].as_str().and_then(|c| c.split_once('=')) else {
+                    continue;
+                };
+                if !random.is_empty() && !out.iter().any(|(from, _)| from == random) {
+                    n += 1;
+                    out.push((random.to_string(), format!("cookie#{n}")));
+                }
+            }
+        }
+        out
+    }
+
+    /// `self` holds only the substitutions; `raw` the recording.
+    fn normalise_with(&self, raw: &Raw) -> Trace {
         let mut ord = Ordinals::default();
         let mut channels = BTreeMap::new();
-        channels.insert("status".into(), Channel::States(self.statuses(&mut ord)));
-        let (events, others) = self.hooks(&mut ord);
+        channels.insert("status".into(), Channel::States(self.statuses(raw, &mut ord)));
+        let (events, others) = self.hooks(raw, &mut ord);
         channels.insert("events".into(), Channel::Lines(events));
         channels.insert("webhooks".into(), Channel::Lines(others));
         channels.insert(
             "kubernetes events".into(),
-            Channel::Lines(self.kubernetes_events()),
+            Channel::Lines(self.kubernetes_events(raw)),
         );
         channels.insert(
             "prometheus".into(),
             Channel::Lines(
-                self.queries
+                raw.queries
                     .iter()
                     .map(|(q, a)| format!("{} -> {}", self.text(q), answer(a)))
                     .collect(),
             ),
         );
-        for (key, states) in self.objects(&mut ord) {
+        for (key, states) in self.objects(raw, &mut ord) {
             channels.insert(key, Channel::States(states));
         }
         Trace {
             channels,
-            problems: self.problems.iter().map(|p| self.text(p)).collect(),
+            problems: raw.problems.iter().map(|p| self.text(p)).collect(),
         }
     }
 
@@ -150,9 +185,9 @@ impl Raw {
         }
     }
 
-    fn statuses(&self, ord: &mut Ordinals) -> Vec<Value> {
+    fn statuses(&self, raw: &Raw, ord: &mut Ordinals) -> Vec<Value> {
         let mut out: Vec<Value> = Vec::new();
-        for o in self.observed.iter().filter(|o| o.kind == "Canary") {
+        for o in raw.observed.iter().filter(|o| o.kind == "Canary") {
             let Some(obj) = &o.object else {
                 push_new(&mut out, json!("deleted"));
                 continue;
@@ -166,15 +201,6 @@ impl Raw {
             for k in ["lastAppliedSpec", "lastPromotedSpec"] {
                 if let Some(v) = m.get_mut(k) {
                     ord.replace("spec", v);
-                }
-            }
-            for k in [
-                "sessionAffinityCookie",
-                "primarySessionAffinityCookie",
-                "previousSessionAffinityCookie",
-            ] {
-                if let Some(v) = m.get_mut(k) {
-                    ord.replace("cookie", v);
                 }
             }
             if let Some(Value::Array(cs)) = m.get_mut("conditions") {
@@ -192,10 +218,10 @@ impl Raw {
     }
 
     /// (event webhook lines, other webhook lines).
-    fn hooks(&self, ord: &mut Ordinals) -> (Vec<String>, Vec<String>) {
+    fn hooks(&self, raw: &Raw, ord: &mut Ordinals) -> (Vec<String>, Vec<String>) {
         let mut events = Vec::new();
         let mut others = Vec::new();
-        for call in &self.hook_calls {
+        for call in &raw.hook_calls {
             let mut body = call.body.clone();
             if let Some(v) = body.get_mut("checksum") {
                 ord.replace("checksum", v);
@@ -226,8 +252,8 @@ impl Raw {
         (events, others)
     }
 
-    fn kubernetes_events(&self) -> Vec<String> {
-        self.kube_events
+    fn kubernetes_events(&self, raw: &Raw) -> Vec<String> {
+        raw.kube_events
             .iter()
             .filter(|e| e["involvedObject"]["kind"] == "Canary")
             .map(|e| {
@@ -242,9 +268,9 @@ impl Raw {
             .collect()
     }
 
-    fn objects(&self, ord: &mut Ordinals) -> BTreeMap<String, Vec<Value>> {
+    fn objects(&self, raw: &Raw, ord: &mut Ordinals) -> BTreeMap<String, Vec<Value>> {
         let mut out: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-        for o in self.observed.iter().filter(|o| o.kind != "Canary") {
+        for o in raw.observed.iter().filter(|o| o.kind != "Canary") {
             if o.kind == "ConfigMap" && o.name == "kube-root-ca.crt" {
                 continue;
             }
