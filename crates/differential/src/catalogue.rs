@@ -85,13 +85,7 @@ fn values(v: f64) -> Vec<Answer> {
     vec![Answer::Value(v)]
 }
 
-fn knative(
-    name: &'static str,
-    ci: bool,
-    threshold: u32,
-    success: Vec<Answer>,
-    end: &'static str,
-) -> Scenario {
+fn knative(name: &'static str, threshold: u32, success: Vec<Answer>, end: &'static str) -> Scenario {
     let canary = KNATIVE_CANARY
         .replace("interval: 15s", "interval: 10s")
         .replace("threshold: 15", &format!("threshold: {threshold}"))
@@ -109,7 +103,6 @@ fn knative(
             "the seed's Knative tutorial: a new revision with a 61% success rate is rolled back"
         },
         provider: "knative",
-        ci,
         objects: vec![KNATIVE_SERVICE.to_string(), canary],
         prometheus: vec![
             (vec![KNATIVE_SUCCESS], success),
@@ -141,8 +134,8 @@ fn roll_back_new_image() -> Vec<Step> {
 /// Every scenario, in report order.
 pub fn all() -> Vec<Scenario> {
     vec![
-        knative("knative-promote", true, 15, values(99.5), "Succeeded"),
-        knative("knative-rollback", false, 3, values(61.39), "Failed"),
+        knative("knative-promote", 15, values(99.5), "Succeeded"),
+        knative("knative-rollback", 3, values(61.39), "Failed"),
         step_weights(),
         ab_headers(),
         blue_green(),
@@ -168,11 +161,6 @@ pub fn all() -> Vec<Scenario> {
     ]
 }
 
-/// The scenarios `scripts/test` runs (see `Scenario::ci`).
-pub fn ci() -> Vec<Scenario> {
-    all().into_iter().filter(|s| s.ci).collect()
-}
-
 fn step_weights() -> Scenario {
     let config = r##"
 apiVersion: v1
@@ -184,7 +172,6 @@ data: {PODINFO_UI_COLOR: "#34577c"}
         name: "step-weights",
         about: "Deployment, gatewayapi:v1, stepWeights 5/10/25/50, stepWeightPromotion 30, a tracked ConfigMap",
         provider: "gatewayapi:v1",
-        ci: false,
         objects: vec![
             config.into(),
             deployment("        envFrom: [{configMapRef: {name: podinfo-config}}]"),
@@ -218,7 +205,6 @@ fn ab_headers() -> Scenario {
         name: "ab-headers",
         about: "A/B testing on istio: header and cookie matches, 3 iterations, session affinity (as the Flagger guide's example)",
         provider: "istio",
-        ci: false,
         objects: vec![
             deployment(""),
             canary(
@@ -252,7 +238,6 @@ fn blue_green() -> Scenario {
         name: "blue-green",
         about: "blue/green with the kubernetes provider: 3 iterations, a pre-rollout check",
         provider: "kubernetes",
-        ci: false,
         objects: vec![
             deployment(""),
             canary(
@@ -293,7 +278,6 @@ fn session_affinity(provider: &'static str, name: &'static str, service: &str, c
             "gatewayapi:v1 canary with session affinity: a canary cookie while traffic is split"
         },
         provider,
-        ci: false,
         objects: vec![
             deployment(""),
             canary(
@@ -328,7 +312,6 @@ fn mirroring() -> Scenario {
         name: "mirroring",
         about: "istio canary with traffic mirroring (mirrorWeight 50) one step before shifting",
         provider: "istio",
-        ci: false,
         objects: vec![
             deployment(""),
             canary(
@@ -355,7 +338,6 @@ fn mirroring_blue_green() -> Scenario {
         name: "mirroring-blue-green",
         about: "blue/green with traffic mirroring on gatewayapi:v1 (2 iterations)",
         provider: "gatewayapi:v1",
-        ci: false,
         objects: vec![
             deployment(""),
             canary(
@@ -401,7 +383,6 @@ fn webhooks() -> Scenario {
         name: "webhooks",
         about: "all eight webhook types on gatewayapi:v1: rollout, traffic and promotion gates that open late, a rollback gate that stays shut, event hooks",
         provider: "gatewayapi:v1",
-        ci: true,
         objects: vec![
             deployment(""),
             canary(
@@ -433,7 +414,6 @@ fn rollback_gate() -> Scenario {
         name: "rollback-gate",
         about: "istio canary rolled back by a rollback webhook that opens on its third call",
         provider: "istio",
-        ci: false,
         objects: vec![
             deployment(""),
             canary(
@@ -469,7 +449,6 @@ fn no_data() -> Scenario {
         name: "no-data",
         about: "gatewayapi:v1 canary whose metrics have no data: failed checks, then rollback",
         provider: "gatewayapi:v1",
-        ci: false,
         objects: vec![
             deployment(""),
             canary(
@@ -507,7 +486,6 @@ spec:
         name: "query-errors",
         about: "istio canary whose Prometheus answers errors (503, a bad query, a timeout) between good answers, built-in and MetricTemplate metrics",
         provider: "istio",
-        ci: true,
         objects: vec![
             template.into(),
             deployment(""),
@@ -557,7 +535,6 @@ fn new_revision() -> Scenario {
         name: "new-revision",
         about: "gatewayapi:v1 canary that gets another new revision at weight 20: the analysis restarts",
         provider: "gatewayapi:v1",
-        ci: true,
         objects: vec![
             deployment(""),
             canary(
@@ -610,6 +587,5 @@ mod tests {
                 );
             }
         }
-        assert!(all.iter().any(|s| s.ci));
     }
 }

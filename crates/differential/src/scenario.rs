@@ -23,8 +23,6 @@ pub struct Scenario {
     pub about: &'static str,
     /// Flagger's `-mesh-provider`, aviary's `--provider`.
     pub provider: &'static str,
-    /// Part of the subset `scripts/test` runs (every scenario runs in `scripts/differential`).
-    pub ci: bool,
     /// YAML documents created in order before the controller starts (placeholders [`HOOKS`],
     /// [`PROMETHEUS`]; the namespace is set by the runner).
     pub objects: Vec<String>,

@@ -14,9 +14,6 @@ struct Args {
     /// Only these scenarios (default: all).
     #[arg(long = "scenario", value_name = "NAME")]
     scenarios: Vec<String>,
-    /// Only the subset the test suite runs.
-    #[arg(long, conflicts_with = "scenarios")]
-    ci: bool,
     /// The aviary binary (default: `aviary` beside this program).
     #[arg(long, value_name = "FILE")]
     aviary: Option<PathBuf>,
