@@ -14,14 +14,6 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// A watch or request to the API server failed.
-    #[error("{context}: {source}")]
-    Kube {
-        /// What was being done, naming the resource.
-        context: String,
-        #[source]
-        source: Box<kube::Error>,
-    },
     /// Something needed to run is missing or wrong (a program, a manifest, a scenario).
     #[error("{0}")]
     Setup(String),
@@ -35,13 +27,6 @@ impl Error {
         Error::Io {
             context: context.into(),
             source,
-        }
-    }
-
-    pub(crate) fn kube(context: impl Into<String>, source: kube::Error) -> Self {
-        Error::Kube {
-            context: context.into(),
-            source: Box::new(source),
         }
     }
 }

@@ -34,20 +34,10 @@ fn main() -> anyhow::Result<ExitCode> {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .try_init();
-    let all = if args.ci {
-        catalogue::ci()
-    } else {
-        catalogue::all()
-    };
+    let all = catalogue::all();
     if args.list {
         for s in &all {
-            println!(
-                "{:22} {:14} {}{}",
-                s.name,
-                s.provider,
-                s.about,
-                if s.ci { " [ci]" } else { "" }
-            );
+            println!("{:22} {:14} {}", s.name, s.provider, s.about);
         }
         return Ok(ExitCode::SUCCESS);
     }
