@@ -68,7 +68,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
     }
 
     let client = aviary_kube::connect(kubeconfig.as_deref(), ClientSettings::default()).await?;
-    let kube = Kube::new(client);
+    let kube = Kube::new(client).with_read_cache();
     let platform = Arc::new(KubePlatform::new(
         kube.clone(),
         KubeSettings {

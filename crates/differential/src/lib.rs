@@ -1,4 +1,5 @@
-//! Dev-only: Flagger itself next to the aviary agent on real API servers.
+//! Dev-only: Flagger itself next to the aviary agent on real API servers — the differential
+//! harness and the Kubernetes scale benchmark.
 //!
 //! The differential harness (`scripts/differential`, and its CI subset in the test suite) runs
 //! every scenario twice, once with Flagger v1.44 (built from the Go module proxy by
@@ -18,8 +19,11 @@
 //! - [`documented`]: the deliberate differences, each tied to its docs/compatibility.md row.
 //! - [`runner`]: running scenarios on both sides at once.
 //! - [`report`]: the printed report and its summary line.
+//! - [`bench`]: the Kubernetes scale benchmark (`scripts/bench-kube`): N canaries per
+//!   cluster, both controllers, requests, CPU, memory and analysis lateness.
 //! - [`error`]: the crate's [`Error`].
 
+pub mod bench;
 pub mod catalogue;
 pub mod compare;
 pub mod documented;

@@ -133,7 +133,7 @@ async fn run_side(env: &SideEnv, programs: &Programs, s: &Scenario, logs: &Path)
         &Launch {
             kubeconfig: &env.kubeconfig,
             namespace: Some(s.name),
-            provider: s.provider,
+            provider: Some(s.provider),
             metrics_server: prom.url(),
             event_webhook: Some(&event_webhook),
             control_loop_interval: Some("1s"),

@@ -190,7 +190,8 @@ pub struct Launch<'a> {
     /// Only this namespace is watched (Flagger's `-namespace`, aviary's `--namespace`); `None`
     /// watches all.
     pub namespace: Option<&'a str>,
-    pub provider: &'a str,
+    /// Flagger's `-mesh-provider`, aviary's `--provider`; `None` = the default (istio).
+    pub provider: Option<&'a str>,
     pub metrics_server: &'a str,
     /// The global event webhook (Flagger's `-event-webhook`).
     pub event_webhook: Option<&'a str>,
@@ -208,11 +209,13 @@ pub fn start(side: Side, programs: &Programs, launch: &Launch<'_>) -> Result<Sup
             let port = aviary_testkit::control_plane::free_port()?;
             args.extend([
                 format!("-kubeconfig={kubeconfig}"),
-                format!("-mesh-provider={}", launch.provider),
                 format!("-metrics-server={}", launch.metrics_server),
                 format!("-port={port}"),
                 "-log-level=info".into(),
             ]);
+            if let Some(p) = launch.provider {
+                args.push(format!("-mesh-provider={p}"));
+            }
             if let Some(ns) = launch.namespace {
                 args.push(format!("-namespace={ns}"));
             }
@@ -228,11 +231,13 @@ pub fn start(side: Side, programs: &Programs, launch: &Launch<'_>) -> Result<Sup
             args.extend([
                 "agent".into(),
                 format!("--kubeconfig={kubeconfig}"),
-                format!("--provider={}", launch.provider),
                 format!("--metrics-server={}", launch.metrics_server),
                 "--admin-listen=127.0.0.1:0".into(),
                 "--log-level=info".into(),
             ]);
+            if let Some(p) = launch.provider {
+                args.push(format!("--provider={p}"));
+            }
             if let Some(ns) = launch.namespace {
                 args.push(format!("--namespace={ns}"));
             }

@@ -22,6 +22,7 @@ use kube::{Client, Config};
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
+use crate::cache::{CACHED_KINDS, ReadCache};
 use crate::error::{Error, Result};
 
 /// How often a write is retried after a 409 Conflict.
@@ -399,6 +400,8 @@ pub fn owned_by(obj: &Value, canary: &aviary_api::Canary) -> bool {
 #[derive(Clone)]
 pub struct Kube {
     client: Client,
+    /// Watch-backed reads of the kinds every tick reads (the agent's; tests read directly).
+    cache: Option<Arc<ReadCache>>,
 }
 
 impl std::fmt::Debug for Kube {
@@ -408,8 +411,23 @@ impl std::fmt::Debug for Kube {
 }
 
 impl Kube {
+    /// Every read is a GET.
     pub fn new(client: Client) -> Self {
-        Self { client }
+        Self { client, cache: None }
+    }
+
+    /// Reads of [`CACHED_KINDS`] come from watches while they are in step (see [`crate::cache`]).
+    pub fn with_read_cache(mut self) -> Self {
+        self.cache = Some(Arc::new(ReadCache::new(self.client.clone(), &CACHED_KINDS)));
+        self
+    }
+
+    /// Tells the cache about a write of ours (`None`: deleted).
+    fn wrote(&self, kind: Kind, namespace: &str, name: &str, written: Option<&Value>) {
+        if let Some(c) = &self.cache {
+            let version = written.map(|o| o["metadata"]["resourceVersion"].as_str().unwrap_or_default());
+            c.wrote(kind, namespace, name, version);
+        }
     }
 
     /// The underlying client.
@@ -426,8 +444,21 @@ impl Kube {
         }
     }
 
-    /// The object, or `None` when it does not exist.
+    /// The object, or `None` when it does not exist (from the read cache when it can answer).
     pub async fn get(&self, kind: Kind, namespace: &str, name: &str) -> Result<Option<Value>, kube::Error> {
+        if let Some(hit) = self.cache.as_ref().and_then(|c| c.get(kind, namespace, name)) {
+            return Ok(hit);
+        }
+        self.get_fresh(kind, namespace, name).await
+    }
+
+    /// The object as the API server has it now (a GET), or `None` when it does not exist.
+    pub async fn get_fresh(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Value>, kube::Error> {
         match self.api(kind, namespace).get_opt(name).await? {
             Some(o) => Ok(Some(serde_json::to_value(o).map_err(kube::Error::SerdeError)?)),
             None => Ok(None),
@@ -448,11 +479,14 @@ impl Kube {
         obj["apiVersion"] = Value::from(kind.api_version());
         obj["kind"] = Value::from(kind.kind);
         let dynamic: DynamicObject = serde_json::from_value(obj).map_err(kube::Error::SerdeError)?;
+        let name = dynamic.metadata.name.clone().unwrap_or_default();
         let created = self
             .api(kind, namespace)
             .create(&PostParams::default(), &dynamic)
             .await?;
-        serde_json::to_value(created).map_err(kube::Error::SerdeError)
+        let created = serde_json::to_value(created).map_err(kube::Error::SerdeError)?;
+        self.wrote(kind, namespace, &name, Some(&created));
+        Ok(created)
     }
 
     /// Read-modify-write: `f` edits a copy of the object; the difference is sent as a merge patch
@@ -463,12 +497,14 @@ impl Kube {
         F: FnMut(&mut Value) -> Result<(), String> + Send,
     {
         let what = || format!("{} {name}.{namespace}", kind.kind);
-        for _ in 0..CONFLICT_RETRIES {
-            let Some(current) = self
-                .get(kind, namespace, name)
-                .await
-                .map_err(|e| Error::api(format!("reading {}", what()), e))?
-            else {
+        for attempt in 0..CONFLICT_RETRIES {
+            // A conflict may come from a stale cached copy: retries read the API server.
+            let read = if attempt == 0 {
+                self.get(kind, namespace, name).await
+            } else {
+                self.get_fresh(kind, namespace, name).await
+            };
+            let Some(current) = read.map_err(|e| Error::api(format!("reading {}", what()), e))? else {
                 return Ok(None);
             };
             let mut next = current.clone();
@@ -484,9 +520,9 @@ impl Kube {
                 .await
             {
                 Ok(o) => {
-                    return Ok(Some(
-                        serde_json::to_value(o).map_err(|e| Error::Invalid(e.to_string()))?,
-                    ));
+                    let written = serde_json::to_value(o).map_err(|e| Error::Invalid(e.to_string()))?;
+                    self.wrote(kind, namespace, name, Some(&written));
+                    return Ok(Some(written));
                 }
                 Err(e) if is_conflict(&e) => {
                     tracing::debug!("conflict writing {}; retrying", what());
@@ -579,7 +615,10 @@ impl Kube {
             .delete(name, &DeleteParams::default())
             .await
         {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.wrote(kind, namespace, name, None);
+                Ok(())
+            }
             Err(e) if is_not_found(&e) => Ok(()),
             Err(e) => Err(Error::api(
                 format!("deleting {} {name}.{namespace}", kind.kind),

@@ -276,6 +276,8 @@ pub struct WebhookCall {
 #[derive(Debug, Default)]
 struct HookState {
     calls: Vec<WebhookCall>,
+    /// When each call arrived (same order as `calls`).
+    arrivals: Vec<std::time::Instant>,
     status: HashMap<String, u16>,
     /// Scripted answers per path: (status, body) in order, the last one repeating; calls so far.
     scripts: HashMap<String, (Vec<(u16, String)>, usize)>,
@@ -329,6 +331,16 @@ impl FakeWebhook {
     pub fn calls(&self) -> Vec<WebhookCall> {
         lock(&self.state).calls.clone()
     }
+
+    /// The path of every request so far with the moment it arrived, in order.
+    pub fn arrivals(&self) -> Vec<(String, std::time::Instant)> {
+        let s = lock(&self.state);
+        s.calls
+            .iter()
+            .map(|c| c.path.clone())
+            .zip(s.arrivals.iter().copied())
+            .collect()
+    }
 }
 
 impl Drop for FakeWebhook {
@@ -345,6 +357,7 @@ async fn hook(State(state): State<Arc<Mutex<HookState>>>, uri: Uri, body: Bytes)
         path: path.clone(),
         body,
     });
+    s.arrivals.push(std::time::Instant::now());
     let (code, text) = match s.scripts.get_mut(&path) {
         Some((answers, used)) => {
             let a = answers[(*used).min(answers.len() - 1)].clone();

@@ -269,6 +269,23 @@ impl ControlPlane {
             .collect()
     }
 
+    /// The process id of `program` (`etcd`, `kube-apiserver` or `kube-controller-manager`) while
+    /// it runs, for `/proc` measurements.
+    pub fn pid(&self, program: &str) -> Option<u32> {
+        let slot = match program {
+            "etcd" => &self.etcd,
+            "kube-apiserver" => &self.apiserver,
+            "kube-controller-manager" => &self.kcm,
+            _ => return None,
+        };
+        slot.lock().as_ref().and_then(Supervised::pid)
+    }
+
+    /// The API server's audit log (JSON lines; every request of a ServiceAccount).
+    pub fn audit_log(&self) -> PathBuf {
+        self.dir.join("logs/audit.log")
+    }
+
     /// An error naming the program when one of them has exited.
     pub fn check_running(&self) -> Result<()> {
         for slot in [&self.etcd, &self.apiserver, &self.kcm] {
