@@ -11,16 +11,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use aviary_actors::{Agent, CanaryPorts, Platform, Settings, TickReport};
+use aviary_actors::{CanaryActors, CanaryPorts, Platform, Settings, TickReport};
 use aviary_api::document::{Resource, parse_documents};
 use aviary_api::{Canary, CanaryPhase, CanaryStatus, MetricTemplate};
 use aviary_core::ports::*;
+use aviary_core::simulate::world::{ScriptedHooks, SilentNotifier, SimulatedTarget};
 use parking_lot::Mutex;
 
 /// One set of ports shared by every canary, with per-canary state where the engine needs it.
 #[derive(Default)]
 struct Shared {
-    new_revision: AtomicBool,
     routes: Mutex<HashMap<String, Routes>>,
     /// The last phase of each canary (the fake keeps no more: its memory is not the agent's).
     phases: Mutex<HashMap<String, CanaryPhase>>,
@@ -28,40 +28,6 @@ struct Shared {
 }
 
 struct P(Arc<Shared>);
-
-#[async_trait]
-impl Target for P {
-    async fn revision(&self, _c: &Canary) -> Result<Revision, String> {
-        let fp = if self.0.new_revision.load(Ordering::Relaxed) {
-            "rev-2"
-        } else {
-            "rev-1"
-        };
-        Ok(Revision {
-            fingerprint: fp.into(),
-            tracked_configs: None,
-            route: None,
-        })
-    }
-    async fn initialize(&self, _c: &Canary) -> Result<(), NotReady> {
-        Ok(())
-    }
-    async fn primary_ready(&self, _c: &Canary) -> Result<(), NotReady> {
-        Ok(())
-    }
-    async fn canary_ready(&self, _c: &Canary) -> Result<(), NotReady> {
-        Ok(())
-    }
-    async fn promote(&self, _c: &Canary) -> Result<(), String> {
-        Ok(())
-    }
-    async fn scale_to_zero(&self, _c: &Canary) -> Result<(), String> {
-        Ok(())
-    }
-    async fn scale_from_zero(&self, _c: &Canary) -> Result<(), String> {
-        Ok(())
-    }
-}
 
 #[async_trait]
 impl Router for P {
@@ -88,41 +54,17 @@ impl Metrics for P {
     async fn check_providers(&self, _c: &Canary) -> Result<(), String> {
         Ok(())
     }
-    async fn builtin(
-        &self,
-        _c: &Canary,
-        _m: BuiltinMetric,
-        _model: &MetricModel,
-    ) -> Result<f64, MetricError> {
+    async fn builtin(&self, _c: &Canary, _m: BuiltinMetric, _model: &MetricModel) -> MetricResult {
         Ok(100.0)
     }
     async fn template(&self, _ns: &str, name: &str) -> Result<MetricTemplate, String> {
         Err(format!("no template {name}"))
     }
-    async fn query(&self, _m: &str, _t: &MetricTemplate, _i: &str, _q: &str) -> Result<f64, MetricError> {
+    async fn query(&self, _m: &str, _t: &MetricTemplate, _i: &str, _q: &str) -> MetricResult {
         Ok(0.0)
     }
-    async fn inline(&self, _c: &Canary, _m: &str, _q: &str) -> Result<f64, MetricError> {
+    async fn inline(&self, _c: &Canary, _m: &str, _q: &str) -> MetricResult {
         Ok(0.0)
-    }
-}
-
-#[async_trait]
-impl Hooks for P {
-    async fn call(&self, _h: &aviary_api::canary::CanaryWebhook, _p: &HookPayload) -> Result<(), String> {
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl Notifier for P {
-    async fn notify(
-        &self,
-        _c: &Canary,
-        _p: Option<&aviary_api::canary::NamespacedRef>,
-        _a: &Alert,
-    ) -> Result<(), String> {
-        Ok(())
     }
 }
 
@@ -197,12 +139,15 @@ fn main() {
     rt.block_on(async move {
         let shared = Arc::new(Shared::default());
         let p = Arc::new(P(shared.clone()));
+        // Always ready, presenting the revision the bench sets; webhooks pass; no alerts.
+        let target = SimulatedTarget::default();
+        target.set_revision("rev-1");
         let ports = CanaryPorts {
-            target: p.clone(),
+            target: Arc::new(target.clone()),
             router: p.clone(),
             metrics: p.clone(),
-            hooks: p.clone(),
-            notifier: p.clone(),
+            hooks: Arc::new(ScriptedHooks::default()),
+            notifier: Arc::new(SilentNotifier),
             recorder: p.clone(),
             gate: CanaryPorts::no_gate(),
         };
@@ -220,7 +165,7 @@ fn main() {
         };
         let template = template_canary();
         let base_rss = rss_bytes();
-        let agent = Agent::start(Arc::new(BenchPlatform { ports }), settings).await.unwrap();
+        let agent = CanaryActors::start(Arc::new(BenchPlatform { ports }), settings).await.unwrap();
         let spawn = Instant::now();
         for i in 0..n {
             let mut c = template.clone();
@@ -240,7 +185,7 @@ fn main() {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let idle_rss = rss_bytes();
         // a new revision everywhere: every canary is in an active analysis from now on
-        shared.new_revision.store(true, Ordering::Relaxed);
+        target.set_revision("rev-2");
         tokio::time::sleep(Duration::from_secs(10)).await;
         measuring.store(true, Ordering::Relaxed);
         let start = Instant::now();

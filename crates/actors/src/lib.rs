@@ -2,11 +2,12 @@
 //!
 //! - [`canary`]: `CanaryActor`, which owns one canary's timer, ports and last status and runs
 //!   one engine tick per timer event.
-//! - [`supervisor`]: `Supervisor`, one per agent: spawns, updates, stops and restarts the
+//! - [`supervisor`]: `CanarySupervisor`, one per agent: spawns, updates, stops and restarts the
 //!   canary actors.
 //! - [`platform`]: what a platform provides (ports per canary, persisted status) and the
 //!   agent-wide settings.
-//! - [`Agent`]: a handle to a running supervisor.
+//! - [`CanaryActors`]: a handle to a running supervisor and its canary actors (one per agent).
+//! - `error`: the crate's [`Error`].
 
 pub mod canary;
 mod error;
@@ -24,19 +25,19 @@ pub use platform::{CanaryPorts, Clock, Platform, Settings, TickReport};
 pub use supervisor::{CanaryView, SupervisorMsg};
 
 /// A running supervisor and its canaries.
-pub struct Agent {
+pub struct CanaryActors {
     supervisor: ActorRef<SupervisorMsg>,
     handle: JoinHandle<()>,
 }
 
-impl Agent {
+impl CanaryActors {
     /// Starts a supervisor for `platform`.
     pub async fn start(platform: Arc<dyn Platform>, settings: Settings) -> Result<Self> {
         let args = supervisor::SupervisorArgs {
             platform,
             settings: Arc::new(settings),
         };
-        let (supervisor, handle) = Actor::spawn(None, supervisor::Supervisor, args)
+        let (supervisor, handle) = Actor::spawn(None, supervisor::CanarySupervisor, args)
             .await
             .map_err(|e| Error::Spawn(e.to_string()))?;
         Ok(Self { supervisor, handle })

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use crate::canary::{CanaryActor, CanaryArgs, CanaryMsg};
 use crate::platform::{Platform, Settings};
 
-/// Messages of the [`Supervisor`].
+/// Messages of the [`CanarySupervisor`].
 pub enum SupervisorMsg {
     /// Create the canary's actor, or hand it a changed spec.
     Apply(Box<Canary>),
@@ -35,14 +35,14 @@ pub struct CanaryView {
     pub restarts: usize,
 }
 
-/// Start arguments of the [`Supervisor`].
+/// Start arguments of the [`CanarySupervisor`].
 pub struct SupervisorArgs {
     pub platform: Arc<dyn Platform>,
     pub settings: Arc<Settings>,
 }
 
 /// The supervisor actor.
-pub struct Supervisor;
+pub struct CanarySupervisor;
 
 struct Entry {
     /// The spec (shared with the actor; `status` is always `None` here).
@@ -101,7 +101,7 @@ impl SupervisorState {
     }
 }
 
-impl Actor for Supervisor {
+impl Actor for CanarySupervisor {
     type Msg = SupervisorMsg;
     type State = SupervisorState;
     type Arguments = SupervisorArgs;

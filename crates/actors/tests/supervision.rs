@@ -7,11 +7,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aviary_actors::{Agent, CanaryPorts, Clock, Platform, Settings};
+use aviary_actors::{CanaryActors, CanaryPorts, Clock, Platform, Settings};
 use aviary_api::document::{Resource, parse_documents};
 use aviary_api::{Canary, CanaryPhase, CanaryStatus};
 use aviary_core::fakes::Fakes;
-use aviary_core::ports::{NotReady, Revision, Target};
+use aviary_core::ports::{NotReady, Target, TargetRevision};
 use parking_lot::Mutex;
 use tokio::time::sleep;
 
@@ -34,7 +34,7 @@ struct Panicky {
 
 #[async_trait]
 impl Target for Panicky {
-    async fn revision(&self, c: &Canary) -> Result<Revision, String> {
+    async fn revision(&self, c: &Canary) -> Result<TargetRevision, String> {
         if self.always || self.armed.swap(false, Ordering::SeqCst) {
             panic!("injected panic in Target::revision");
         }
@@ -106,7 +106,7 @@ fn settings(prefix: &str) -> Settings {
     }
 }
 
-async fn status(agent: &Agent, key: &str) -> CanaryStatus {
+async fn status(agent: &CanaryActors, key: &str) -> CanaryStatus {
     let views = agent.list().await.unwrap();
     views
         .into_iter()
@@ -118,7 +118,9 @@ async fn status(agent: &Agent, key: &str) -> CanaryStatus {
 #[tokio::test(start_paused = true)]
 async fn one_actor_per_canary_ticks_on_its_interval() {
     let platform = Arc::new(TestPlatform::default());
-    let agent = Agent::start(platform.clone(), settings("t1")).await.unwrap();
+    let agent = CanaryActors::start(platform.clone(), settings("t1"))
+        .await
+        .unwrap();
     agent.apply(canary("podinfo", "30s", 25)).unwrap();
     agent.apply(canary("podinfo", "30s", 25)).unwrap(); // the same canary again: still one actor
     sleep(Duration::from_millis(10)).await;
@@ -146,7 +148,9 @@ async fn one_actor_per_canary_ticks_on_its_interval() {
 #[tokio::test(start_paused = true)]
 async fn spec_changes_reach_the_actor_and_delete_stops_it() {
     let platform = Arc::new(TestPlatform::default());
-    let agent = Agent::start(platform.clone(), settings("t2")).await.unwrap();
+    let agent = CanaryActors::start(platform.clone(), settings("t2"))
+        .await
+        .unwrap();
     agent.apply(canary("podinfo", "30s", 10)).unwrap();
     sleep(Duration::from_millis(10)).await;
     let fakes = platform.fakes("test/podinfo");
@@ -176,7 +180,9 @@ async fn spec_changes_reach_the_actor_and_delete_stops_it() {
 #[tokio::test(start_paused = true)]
 async fn a_panicking_actor_is_restarted_and_resumes_from_the_persisted_status() {
     let platform = Arc::new(TestPlatform::default());
-    let agent = Agent::start(platform.clone(), settings("t3")).await.unwrap();
+    let agent = CanaryActors::start(platform.clone(), settings("t3"))
+        .await
+        .unwrap();
     agent.apply(canary("podinfo", "30s", 20)).unwrap();
     sleep(Duration::from_millis(10)).await;
     let fakes = platform.fakes("test/podinfo");
@@ -205,7 +211,9 @@ async fn a_panicking_actor_is_restarted_and_resumes_from_the_persisted_status() 
 #[tokio::test(start_paused = true)]
 async fn a_slow_webhook_delays_only_its_own_canary() {
     let platform = Arc::new(TestPlatform::default());
-    let agent = Agent::start(platform.clone(), settings("t4")).await.unwrap();
+    let agent = CanaryActors::start(platform.clone(), settings("t4"))
+        .await
+        .unwrap();
     agent.apply(canary("slow", "10s", 10)).unwrap();
     agent.apply(canary("fast", "10s", 10)).unwrap();
     sleep(Duration::from_millis(10)).await;
@@ -231,7 +239,7 @@ async fn a_canary_that_keeps_panicking_is_given_up_and_the_others_keep_running()
     platform.always_panics.lock().push("test/bad".into());
     let mut s = settings("t5");
     s.max_restarts = 2;
-    let agent = Agent::start(platform.clone(), s).await.unwrap();
+    let agent = CanaryActors::start(platform.clone(), s).await.unwrap();
     agent.apply(canary("good", "10s", 50)).unwrap();
     agent.apply(canary("bad", "10s", 50)).unwrap();
     sleep(Duration::from_millis(10)).await;

@@ -67,6 +67,9 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, crate::Error> {
 }
 
 async fn metrics(State(s): State<AdminState>) -> Response {
+    // flagger_canary_total as of this scrape, on every platform (Flagger sets it each loop).
+    let canaries = s.source.canaries().await;
+    s.metrics.set_totals(canaries.iter().map(|c| c.namespace()));
     let mut text = s.metrics.encode();
     // the registry ends with `# EOF`; keep it last
     if let Some(stripped) = text.strip_suffix("# EOF\n") {

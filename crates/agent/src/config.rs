@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use aviary_providers::GlobalNotifier;
+
 /// Settings shared by both platforms.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -26,20 +28,10 @@ pub struct AgentConfig {
     pub default_provider: String,
     /// Global event webhook (Flagger's `-event-webhook`).
     pub event_webhook: Option<String>,
-    /// Global notifier (used when a canary has no `analysis.alerts`).
+    /// The global notifier (alerts of canaries without `analysis.alerts`).
     pub notifier: GlobalNotifier,
     /// Which platform to run.
     pub platform: PlatformConfig,
-}
-
-/// Flagger's global notifier flags.
-#[derive(Debug, Clone, Default)]
-pub struct GlobalNotifier {
-    pub slack_url: Option<String>,
-    pub slack_channel: Option<String>,
-    pub slack_user: Option<String>,
-    pub slack_proxy: Option<String>,
-    pub msteams_url: Option<String>,
 }
 
 /// The platform and its settings.

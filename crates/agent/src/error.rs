@@ -19,6 +19,9 @@ pub enum Error {
     /// The Kubernetes platform could not start (client configuration).
     #[error(transparent)]
     Kube(#[from] aviary_kube::Error),
+    /// The local platform could not start (its state directory).
+    #[error(transparent)]
+    Local(#[from] aviary_local::Error),
     /// The providers could not be built (metrics server URL, notifier URLs).
     #[error(transparent)]
     Providers(#[from] aviary_providers::Error),

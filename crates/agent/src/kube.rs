@@ -16,31 +16,27 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aviary_actors::{Agent, CanaryPorts, Platform, Settings, TickReport};
+use aviary_actors::CanaryActors;
 use aviary_api::{AlertProvider, Canary, CanaryStatus, MetricTemplate};
-use aviary_core::EngineConfig;
-use aviary_core::ports::{Hooks, Metrics, Notifier, Recorder, SecretSource};
+use aviary_core::fleet::Revision;
+use aviary_core::ports::{Router, SecretSource, Target};
 use aviary_kube::knative::KnativeRoute;
 use aviary_kube::{
-    CanarySink, ClientSettings, Kube, KubePlatform, KubeSettings, LeaderElector, Leadership, LeaseSettings,
-    Watched,
+    CanarySink, ClientSettings, Kube, KubePlatform, KubeSettings, LeaderElector, LeaseEnd, LeaseSettings,
+    Watched, revisions,
 };
-use aviary_providers::alerts::GlobalFlags;
-use aviary_providers::{
-    AlertNotifier, AlertProviderSource, GlobalNotifier, HttpHooks, PrometheusBuiltins, ProviderMetrics,
-    TemplateSource,
-};
+use aviary_providers::{AlertProviderSource, PrometheusBuiltins, ProviderMetrics, TemplateSource};
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::{self, AdminSource, AdminState};
+use crate::admin::AdminSource;
+use crate::assemble::{Assembly, PlatformParts, TickTarget, Workloads};
 use crate::config::{AgentConfig, PlatformConfig};
 use crate::error::Result;
-use crate::observe::{ControllerMetrics, EventLog, Observed};
+use crate::link::FleetTarget;
+use crate::observe::ControllerMetrics;
 
 /// How often `flagger_canary_total` is refreshed (Flagger's control loop interval).
 const TOTALS_INTERVAL: Duration = Duration::from_secs(10);
-/// Events kept for `/events`.
-const EVENT_LOG_CAPACITY: usize = 2000;
 /// Agents started in this process (for unique actor names).
 static AGENTS: AtomicU64 = AtomicU64::new(0);
 
@@ -93,104 +89,31 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
         secrets.clone(),
         builtins,
     )?;
-    let metrics: Arc<dyn Metrics> = Arc::new(KnativeRoute::new(Arc::new(provider_metrics), kube.clone()));
-    let hooks: Arc<dyn Hooks> = Arc::new(HttpHooks::new()?);
-    let n = &config.notifier;
-    let global = GlobalNotifier::from_flags(&GlobalFlags {
-        slack_url: n.slack_url.clone(),
-        slack_channel: n.slack_channel.clone(),
-        slack_user: n.slack_user.clone(),
-        slack_proxy_url: n.slack_proxy.clone(),
-        msteams_url: n.msteams_url.clone(),
-        ..GlobalFlags::default()
-    });
-    let notifier: Arc<dyn Notifier> = Arc::new(AlertNotifier::new(
-        Arc::new(WatchedAlertProviders(watched.clone())),
-        secrets,
-        global,
-    )?);
-
-    let controller_metrics = Arc::new(ControllerMetrics::new(
-        env!("CARGO_PKG_VERSION"),
-        &config.default_provider,
-    ));
-    let events = Arc::new(EventLog::new(EVENT_LOG_CAPACITY));
-    let link = config.coordinator.as_deref().map(|urls| {
-        crate::link::Link::new(crate::link::LinkConfig::new(
-            urls,
-            &config.cluster,
-            &config.region,
-            config.labels.clone(),
-        ))
-    });
-    if let Some((l, _)) = &link {
-        let l = l.clone();
-        events.subscribe(Arc::new(move |e| l.on_event(e)));
-    }
-    let on_analysis = link.as_ref().map(|(l, _)| {
-        let l = l.clone();
-        Arc::new(move |c: &Canary, m: &str, v: f64| l.on_metric(c, m, v)) as crate::observe::AnalysisListener
-    });
-    let recorder: Arc<dyn Recorder> = Arc::new(
-        Observed::new(platform.recorder(), controller_metrics.clone(), events.clone())
-            .with_analysis_listener(on_analysis),
-    );
-    let gate = link
-        .as_ref()
-        .map(|(l, _)| l.gate())
-        .unwrap_or_else(CanaryPorts::no_gate);
-    let on_status: Option<aviary_actors::platform::StatusListener> = link.as_ref().map(|(l, _)| {
-        let l = l.clone();
-        Arc::new(move |c: &Canary| l.on_status(c)) as aviary_actors::platform::StatusListener
-    });
-
-    let listener = admin::bind(config.admin_listen).await?;
-    tracing::info!(
-        "admin endpoint on http://{}",
-        listener.local_addr().map(|a| a.to_string()).unwrap_or_default()
-    );
-    let admin_state = AdminState {
-        source: Arc::new(KubeAdmin(watched.clone())),
-        metrics: controller_metrics.clone(),
-        events,
-    };
-    let admin_task = tokio::spawn(admin::serve(
-        listener,
-        admin_state,
-        token.clone().cancelled_owned(),
-    ));
-
-    let settings = Settings {
-        engine: EngineConfig {
-            default_provider: config.default_provider.clone(),
-            cluster: Some(config.cluster.clone()).filter(|c| !c.is_empty()),
-            event_webhook: config.event_webhook.clone(),
+    let mut assembly = Assembly::new(
+        &config,
+        PlatformParts {
+            provider: config.default_provider.clone(),
+            // Actor names are process-wide: several agents in one process (tests) must not collide.
+            name_prefix: format!(
+                "kube-{}-{}",
+                config.cluster,
+                AGENTS.fetch_add(1, Ordering::Relaxed)
+            ),
+            workloads: platform.clone(),
+            recorder: platform.recorder(),
+            metrics: Arc::new(KnativeRoute::new(Arc::new(provider_metrics), kube.clone())),
+            alert_providers: Arc::new(WatchedAlertProviders(watched.clone())),
+            secrets,
+            tick_target: target_of(watched.clone()),
         },
-        min_interval: config.min_analysis_interval,
-        // Actor names are process-wide: several agents in one process (tests) must not collide.
-        name_prefix: format!(
-            "kube-{}-{}",
-            config.cluster,
-            AGENTS.fetch_add(1, Ordering::Relaxed)
-        ),
-        on_tick: Some(tick_observer(controller_metrics.clone(), watched.clone())),
-        on_status,
-        ..Settings::default()
-    };
-    let actors_platform: Arc<dyn Platform> = Arc::new(KubeActorsPlatform {
-        kube: platform.clone(),
-        metrics,
-        hooks,
-        notifier,
-        recorder: recorder.clone(),
-        gate,
-    });
-    let link_task = link.map(|(_, starter)| {
-        starter.start(Arc::new(KubeFleet {
-            platform: platform.clone(),
-            watched: watched.clone(),
-        }))
-    });
+    )?;
+    let (_, admin_task) = assembly
+        .serve_admin(Arc::new(KubeAdmin(watched.clone())), token.clone())
+        .await?;
+    let link_task = assembly.start_link(Arc::new(KubeFleet {
+        platform: platform.clone(),
+        watched: watched.clone(),
+    }));
 
     let elector = leader_election.then(|| {
         let ns = namespace.clone().unwrap_or(leader_election_namespace.clone());
@@ -213,17 +136,19 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
                 namespace.as_deref().map_or("all namespaces".to_string(), |n| format!("namespace {n}"))
             );
             let term = token.child_token();
-            let agent = Arc::new(Agent::start(actors_platform.clone(), settings.clone()).await?);
+            let actors = Arc::new(
+                CanaryActors::start(assembly.actor_platform.clone(), assembly.settings.clone()).await?,
+            );
             let watchers = tokio::spawn(aviary_kube::watch::run(
                 platform.clone(),
                 namespace.clone(),
-                Arc::new(ActorSink(agent.clone())),
-                recorder.clone(),
+                Arc::new(ActorSink(actors.clone())),
+                assembly.recorder.clone(),
                 watched.clone(),
                 term.clone(),
             ));
             let totals = tokio::spawn(totals_loop(
-                controller_metrics.clone(),
+                assembly.metrics.clone(),
                 watched.clone(),
                 term.clone(),
             ));
@@ -231,25 +156,25 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
                 Some(e) => e.hold(&token).await,
                 None => {
                     token.cancelled().await;
-                    Leadership::Shutdown
+                    LeaseEnd::Shutdown
                 }
             };
             term.cancel();
             let _ = watchers.await;
             let _ = totals.await;
-            match Arc::try_unwrap(agent) {
-                Ok(agent) => agent.stop().await,
-                Err(agent) => agent.supervisor().stop(Some("agent stopping".into())),
+            match Arc::try_unwrap(actors) {
+                Ok(actors) => actors.stop().await,
+                Err(actors) => actors.supervisor().stop(Some("agent stopping".into())),
             }
             watched.clear();
             match outcome {
-                Leadership::Shutdown => {
+                LeaseEnd::Shutdown => {
                     if let Some(e) = &elector {
                         e.release().await;
                     }
                     return Ok(());
                 }
-                Leadership::Lost => {
+                LeaseEnd::Lost => {
                     tracing::warn!("leadership lost: every canary actor stopped; campaigning again")
                 }
             }
@@ -264,37 +189,23 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
     result
 }
 
-/// The actors' view of the Kubernetes platform.
-struct KubeActorsPlatform {
-    kube: Arc<KubePlatform>,
-    metrics: Arc<dyn Metrics>,
-    hooks: Arc<dyn Hooks>,
-    notifier: Arc<dyn Notifier>,
-    recorder: Arc<dyn Recorder>,
-    gate: Arc<dyn aviary_core::ports::Gate>,
-}
-
 #[async_trait]
-impl Platform for KubeActorsPlatform {
-    fn ports(&self, canary: &Canary) -> CanaryPorts {
-        CanaryPorts {
-            target: self.kube.target(canary),
-            router: self.kube.router(canary),
-            metrics: self.metrics.clone(),
-            hooks: self.hooks.clone(),
-            notifier: self.notifier.clone(),
-            recorder: self.recorder.clone(),
-            gate: self.gate.clone(),
-        }
+impl Workloads for KubePlatform {
+    fn target(&self, canary: &Canary) -> Arc<dyn Target> {
+        KubePlatform::target(self, canary)
+    }
+
+    fn router(&self, canary: &Canary) -> Arc<dyn Router> {
+        KubePlatform::router(self, canary)
     }
 
     async fn load_status(&self, canary: &Canary) -> Option<CanaryStatus> {
-        self.kube.load_status(canary).await
+        KubePlatform::load_status(self, canary).await
     }
 }
 
 /// The watchers hand canaries to the supervisor.
-struct ActorSink(Arc<Agent>);
+struct ActorSink(Arc<CanaryActors>);
 
 impl CanarySink for ActorSink {
     fn apply(&self, canary: Canary) {
@@ -343,21 +254,15 @@ impl AdminSource for KubeAdmin {
     }
 }
 
-/// `flagger_canary_duration_seconds` (labelled with the target name, as Flagger does) and tick
-/// lateness.
-fn tick_observer(
-    metrics: Arc<ControllerMetrics>,
-    watched: Arc<Watched>,
-) -> Arc<dyn Fn(&TickReport) + Send + Sync> {
-    Arc::new(move |r: &TickReport| {
-        let (ns, name) = r.key.split_once('/').unwrap_or(("default", r.key.as_str()));
-        let target = watched
+/// Ticks are labelled with the canary's target name, as Flagger does.
+fn target_of(watched: Arc<Watched>) -> TickTarget {
+    Arc::new(move |ns: &str, name: &str| {
+        watched
             .canaries()
             .into_iter()
             .find(|c| c.namespace() == ns && c.name() == name)
             .map(|c| c.target_name().to_string())
-            .unwrap_or_else(|| name.to_string());
-        metrics.observe_tick(&target, ns, r.duration, r.lateness, r.analysed);
+            .unwrap_or_else(|| name.to_string())
     })
 }
 
@@ -373,105 +278,24 @@ async fn totals_loop(metrics: Arc<ControllerMetrics>, watched: Arc<Watched>, sto
     }
 }
 
-/// The Kubernetes platform as the coordinator link sees it: revisions are container images
-/// (`name → image`; Knative's unnamed container is `user-container`), applied to the target
-/// Deployment or Knative Service with a merge patch guarded by its resourceVersion.
+/// The Kubernetes platform as the coordinator link sees it (aviary-kube's `revisions`).
 struct KubeFleet {
     platform: Arc<KubePlatform>,
     watched: Arc<Watched>,
 }
 
-/// Annotation bumped on the pod template to retry the same images (a new revision).
-const RETRY_ANNOTATION: &str = "aviary.dev/retry";
-
-fn container_key(c: &serde_json::Value, i: usize) -> String {
-    match c["name"].as_str() {
-        Some(n) if !n.is_empty() => n.to_string(),
-        _ if i == 0 => "user-container".into(),
-        _ => format!("container-{i}"),
-    }
-}
-
-fn images(containers: &serde_json::Value) -> aviary_proto::v1::Revision {
-    let container_images = containers
-        .as_array()
-        .map(|cs| {
-            cs.iter()
-                .enumerate()
-                .map(|(i, c)| (container_key(c, i), c["image"].as_str().unwrap_or("").to_string()))
-                .collect()
-        })
-        .unwrap_or_default();
-    aviary_proto::v1::Revision {
-        container_images,
-        version: String::new(),
-    }
-}
-
-impl KubeFleet {
-    fn target_kind(canary: &Canary) -> aviary_kube::client::Kind {
-        if canary.is_knative_target() {
-            aviary_kube::client::KNATIVE_SERVICE
-        } else {
-            aviary_kube::client::DEPLOYMENT
-        }
-    }
-
-    async fn get(&self, kind: aviary_kube::client::Kind, ns: &str, name: &str) -> Option<serde_json::Value> {
-        self.platform.kube().get(kind, ns, name).await.ok().flatten()
-    }
-}
-
 #[async_trait]
-impl crate::link::FleetTarget for KubeFleet {
+impl FleetTarget for KubeFleet {
     async fn canaries(&self) -> Vec<Canary> {
         self.watched.canaries()
     }
 
-    async fn target_revision(&self, canary: &Canary) -> aviary_proto::v1::Revision {
-        match self
-            .get(
-                Self::target_kind(canary),
-                canary.namespace(),
-                canary.target_name(),
-            )
-            .await
-        {
-            Some(obj) => images(&obj["spec"]["template"]["spec"]["containers"]),
-            None => Default::default(),
-        }
+    async fn target_revision(&self, canary: &Canary) -> Revision {
+        revisions::target_revision(self.platform.kube(), canary).await
     }
 
-    async fn primary_revision(&self, canary: &Canary) -> aviary_proto::v1::Revision {
-        let ns = canary.namespace();
-        if canary.is_knative_target() {
-            let Some(svc) = self
-                .get(aviary_kube::client::KNATIVE_SERVICE, ns, canary.target_name())
-                .await
-            else {
-                return Default::default();
-            };
-            let Some(rev) =
-                aviary_kube::client::annotation(&svc, "flagger.app/primary-revision").map(str::to_string)
-            else {
-                return Default::default();
-            };
-            return match self.get(aviary_kube::client::KNATIVE_REVISION, ns, &rev).await {
-                Some(r) => images(&r["spec"]["containers"]),
-                None => Default::default(),
-            };
-        }
-        match self
-            .get(
-                aviary_kube::client::DEPLOYMENT,
-                ns,
-                &format!("{}-primary", canary.target_name()),
-            )
-            .await
-        {
-            Some(obj) => images(&obj["spec"]["template"]["spec"]["containers"]),
-            None => Default::default(),
-        }
+    async fn primary_revision(&self, canary: &Canary) -> Revision {
+        revisions::primary_revision(self.platform.kube(), canary).await
     }
 
     async fn served(&self, _canary: &Canary) -> (u64, Option<f64>) {
@@ -491,67 +315,13 @@ impl crate::link::FleetTarget for KubeFleet {
     async fn apply_revision(
         &self,
         canary: &Canary,
-        revision: &aviary_proto::v1::Revision,
+        revision: &Revision,
         _rollout: &str,
     ) -> Result<(), String> {
-        if revision.container_images.is_empty() {
-            return Err(format!(
-                "{} targets a {}: the revision needs containerImages (version applies to LocalServices)",
-                canary.key(),
-                canary.target_kind()
-            ));
-        }
-        let wanted = revision.container_images.clone();
-        let kind = Self::target_kind(canary);
-        let updated = self
-            .platform
-            .kube()
-            .modify(kind, canary.namespace(), canary.target_name(), |obj| {
-                let containers = obj["spec"]["template"]["spec"]["containers"]
-                    .as_array_mut()
-                    .ok_or("the target has no containers")?;
-                let mut missing: Vec<&String> = wanted.keys().collect();
-                for (i, c) in containers.iter_mut().enumerate() {
-                    let key = container_key(c, i);
-                    if let Some(image) = wanted.get(&key) {
-                        c["image"] = serde_json::Value::String(image.clone());
-                        missing.retain(|k| **k != key);
-                    }
-                }
-                if !missing.is_empty() {
-                    return Err(format!("no container named {missing:?} in the target"));
-                }
-                Ok(())
-            })
-            .await
-            .map_err(|e| e.to_string())?;
-        updated
-            .map(|_| ())
-            .ok_or_else(|| format!("{} {} not found", kind.kind, canary.target_name()))
+        revisions::apply_revision(self.platform.kube(), canary, revision).await
     }
 
     async fn retry(&self, canary: &Canary, _rollout: &str) -> Result<(), String> {
-        let kind = Self::target_kind(canary);
-        self.platform
-            .kube()
-            .modify(kind, canary.namespace(), canary.target_name(), |obj| {
-                let meta = &mut obj["spec"]["template"]["metadata"];
-                if !meta.is_object() {
-                    *meta = serde_json::json!({});
-                }
-                let n = meta["annotations"][RETRY_ANNOTATION]
-                    .as_str()
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(0);
-                if !meta["annotations"].is_object() {
-                    meta["annotations"] = serde_json::json!({});
-                }
-                meta["annotations"][RETRY_ANNOTATION] = serde_json::Value::String((n + 1).to_string());
-                Ok(())
-            })
-            .await
-            .map_err(|e| e.to_string())?
-            .map(|_| ())
-            .ok_or_else(|| format!("{} {} not found", kind.kind, canary.target_name()))
+        revisions::retry(self.platform.kube(), canary).await
     }
 }

@@ -21,7 +21,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aviary_api::{Canary, CanaryPhase};
-use aviary_core::ports::{Gate, GateDecision, Revision};
+use aviary_core::fleet::Revision;
+use aviary_core::ports::{Gate, GateDecision, TargetRevision};
 use aviary_proto::v1::{self, agent_message, coordinator_message};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
@@ -39,21 +40,17 @@ pub trait FleetTarget: Send + Sync + 'static {
     /// Every canary with its status.
     async fn canaries(&self) -> Vec<Canary>;
     /// What the canary's target describes now.
-    async fn target_revision(&self, canary: &Canary) -> v1::Revision;
+    async fn target_revision(&self, canary: &Canary) -> Revision;
     /// What the canary's primary runs.
-    async fn primary_revision(&self, canary: &Canary) -> v1::Revision;
+    async fn primary_revision(&self, canary: &Canary) -> Revision;
     /// Requests the primary's current revision served since its promotion, and its recent
     /// success rate (%), when the platform measures them (`(0, None)` when it does not).
     async fn served(&self, canary: &Canary) -> (u64, Option<f64>);
     /// The fingerprint of what the target describes now.
     async fn fingerprint(&self, canary: &Canary) -> Option<String>;
     /// Applies a revision to the canary's target (a new image or version).
-    async fn apply_revision(
-        &self,
-        canary: &Canary,
-        revision: &v1::Revision,
-        rollout: &str,
-    ) -> Result<(), String>;
+    async fn apply_revision(&self, canary: &Canary, revision: &Revision, rollout: &str)
+    -> Result<(), String>;
     /// Makes the same revision new again (a retry after a failure: Flagger never re-analyses a
     /// revision that failed), e.g. by bumping an annotation of the pod template.
     async fn retry(&self, canary: &Canary, rollout: &str) -> Result<(), String>;
@@ -233,8 +230,8 @@ impl Link {
                 (
                     s,
                     r,
-                    Some(t.target_revision(c).await),
-                    Some(t.primary_revision(c).await),
+                    Some(v1::Revision::from(&t.target_revision(c).await)),
+                    Some(v1::Revision::from(&t.primary_revision(c).await)),
                 )
             }
             None => (0, None, None, None),
@@ -530,14 +527,14 @@ async fn handle(link: &Link, m: v1::CoordinatorMessage) -> Option<v1::AgentMessa
         }
         coordinator_message::Msg::StartRevision(s) => {
             let key = format!("{}/{}", s.namespace, s.name);
-            let revision = s.revision.clone().unwrap_or_default();
+            let revision = s.revision.as_ref().map(Revision::from).unwrap_or_default();
             let ack = apply(link, &target, &key, &revision, &s.rollout, &s.command_id, false).await;
             Some(ack)
         }
         coordinator_message::Msg::Revert(r) => {
             let key = format!("{}/{}", r.namespace, r.name);
             tracing::info!(canary = %key, "the coordinator reverts to the previous revision: {}", r.reason);
-            let revision = r.revision.clone().unwrap_or_default();
+            let revision = r.revision.as_ref().map(Revision::from).unwrap_or_default();
             Some(apply(link, &target, &key, &revision, &r.rollout, &r.command_id, true).await)
         }
         coordinator_message::Msg::Rollback(r) => {
@@ -597,7 +594,7 @@ async fn apply(
     link: &Link,
     target: &Arc<dyn FleetTarget>,
     key: &str,
-    revision: &v1::Revision,
+    revision: &Revision,
     rollout: &str,
     command_id: &str,
     revert: bool,
@@ -667,7 +664,7 @@ async fn apply(
 
 /// Whether the target's revision already matches the requested one (every requested image, or
 /// the version).
-pub fn same_revision(current: &v1::Revision, wanted: &v1::Revision) -> bool {
+pub fn same_revision(current: &Revision, wanted: &Revision) -> bool {
     if !wanted.version.is_empty() && current.version != wanted.version {
         return false;
     }
@@ -689,7 +686,7 @@ impl Gate for LinkGate {
         Some(GATE_NAME)
     }
 
-    async fn confirm_rollout(&self, canary: &Canary, revision: &Revision) -> GateDecision {
+    async fn confirm_rollout(&self, canary: &Canary, revision: &TargetRevision) -> GateDecision {
         let key = canary.key();
         let fp = revision.fingerprint.clone();
         // Decide under the lock; ask (which may await the platform) after releasing it.
@@ -719,7 +716,7 @@ impl Gate for LinkGate {
         };
         if due {
             let revision_msg = match self.link.target() {
-                Some(t) => Some(t.target_revision(canary).await),
+                Some(t) => Some(v1::Revision::from(&t.target_revision(canary).await)),
                 None => None,
             };
             let _ = self.link.shared.tx.send(Outgoing::Gate(v1::GateRequest {
@@ -753,7 +750,7 @@ mod tests {
 
     #[test]
     fn revisions_match_on_what_was_asked() {
-        let rev = |v: &str, imgs: &[(&str, &str)]| v1::Revision {
+        let rev = |v: &str, imgs: &[(&str, &str)]| Revision {
             version: v.into(),
             container_images: imgs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
         };

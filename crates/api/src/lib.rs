@@ -7,6 +7,7 @@
 //! - [`defaults`]: Flagger's defaults, applied by one function.
 //! - [`validate`]: the rules, with field paths; [`document`]: reading multi-document YAML.
 //! - [`crd`]: the generated CustomResourceDefinitions; [`duration`]: Go-style durations.
+//! - `error`: the crate's [`Error`].
 
 pub mod alert_provider;
 pub mod canary;

@@ -7,41 +7,12 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use aviary_testkit::process::{alive, descendants};
+
 const BIN: &str = env!("CARGO_BIN_EXE_aviary");
 
 /// One demo at a time: both tests start a whole fleet.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-/// PIDs of every descendant of `pid`.
-fn descendants(pid: u32) -> BTreeSet<u32> {
-    let mut all = BTreeSet::new();
-    let mut frontier = vec![pid];
-    while let Some(p) = frontier.pop() {
-        let Ok(dir) = std::fs::read_dir("/proc") else {
-            break;
-        };
-        for entry in dir.flatten() {
-            let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
-                continue;
-            };
-            let ppid = stat
-                .rsplit_once(')')
-                .and_then(|(_, r)| r.split_whitespace().nth(1))
-                .and_then(|s| s.parse::<u32>().ok());
-            if ppid == Some(p) && all.insert(child) {
-                frontier.push(child);
-            }
-        }
-    }
-    all
-}
-
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
-}
 
 /// Runs the demo, collecting its output and every process it started; `interrupt_on` sends
 /// SIGINT when a line containing it appears.

@@ -1,56 +1,28 @@
 //! `aviary coordinator`, `aviary rollout …`, `aviary clusters` and `aviary canaries` as
 //! processes, with simulated agents on loopback.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use aviary_coordinator::sim::{SimAgent, SimCanary, SimConfig};
 use aviary_core::fleet::Revision;
+use aviary_testkit::process::Log;
 
 const BIN: &str = env!("CARGO_BIN_EXE_aviary");
 
-struct Coord(Child);
-
-impl Drop for Coord {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Starts `aviary coordinator` on a free port; returns the process and its URL.
-fn start_coordinator() -> (Coord, String) {
-    let mut child = Command::new(BIN)
-        .args(["coordinator", "--listen", "127.0.0.1:0", "--log-level", "warn"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("aviary coordinator listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
-    (Coord(child), format!("http://{addr}"))
+fn start_coordinator() -> (aviary_testkit::process::Process, String) {
+    let quiet = |_: &str| false;
+    aviary_testkit::aviary::start_coordinator(
+        BIN,
+        &["--log-level", "warn"],
+        "coordinator",
+        &Log::default(),
+        quiet,
+    )
 }
 
 fn aviary(url: &str, args: &[&str]) -> (i32, String, String) {
-    let o = Command::new(BIN)
-        .args(args)
-        .env("AVIARY_COORDINATOR", url)
-        .env("USER", "ci-bot")
-        .output()
-        .unwrap();
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
+    aviary_testkit::aviary::cli(BIN, url, "ci-bot", args)
 }
 
 fn sim(url: &str, cluster: &str, region: &str) -> SimAgent {
@@ -176,18 +148,8 @@ fn rollout_commands_against_a_coordinator_process() {
 
     // SIGTERM stops the coordinator gracefully.
     let mut coord = coord;
-    Command::new("kill")
-        .args(["-TERM", &coord.0.id().to_string()])
-        .status()
-        .unwrap();
-    let mut status = None;
-    for _ in 0..100 {
-        if let Some(s) = coord.0.try_wait().unwrap() {
-            status = Some(s);
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    coord.term();
+    let status = coord.wait_exit(Duration::from_secs(10));
     assert!(status.expect("exited after SIGTERM").success());
 }
 

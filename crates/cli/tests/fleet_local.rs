@@ -5,74 +5,26 @@
 //! the second wave and the `all` rollback scope reverts the cluster promoted in the first wave,
 //! while the last cluster is never started.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use aviary_testkit::aviary::start_coordinator;
+use aviary_testkit::manifests::LocalCanary;
+use aviary_testkit::net::{curl_json, free_port};
+use aviary_testkit::process::{Log, Process};
+use aviary_testkit::traffic::Traffic;
+use aviary_testkit::wait::wait_until;
 
 const BIN: &str = env!("CARGO_BIN_EXE_aviary");
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn log_lines(prefix: &'static str, r: impl Read + Send + 'static) {
-    std::thread::spawn(move || {
-        for line in BufReader::new(r).lines().map_while(Result::ok) {
-            if line.contains("WARN")
-                || line.contains("ERROR")
-                || std::env::var_os("FLEET_TEST_LOGS").is_some()
-            {
-                eprintln!("[{prefix}] {line}");
-            }
-        }
-    });
-}
-
-fn start_coordinator() -> (Proc, String) {
-    let mut child = Command::new(BIN)
-        .args(["coordinator", "--listen", "127.0.0.1:0", "--log-level", "info"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("aviary coordinator listening on ")
-        .expect("first line")
-        .to_string();
-    log_lines("coordinator", child.stderr.take().unwrap());
-    (Proc(child), format!("http://{addr}"))
+/// Warnings and errors reach the test's output (everything with `FLEET_TEST_LOGS` set).
+fn worth_echoing(line: &str) -> bool {
+    line.contains("WARN") || line.contains("ERROR") || std::env::var_os("FLEET_TEST_LOGS").is_some()
 }
 
 /// One cluster: its config dir, state dir, service port and admin port.
@@ -94,35 +46,18 @@ impl Cluster {
         let port = free_port();
         // The sample app answers half of the requests with 500 for the version named in
         // FAULTY_VERSION (set per cluster), so one revision can fail in one cluster only.
-        let yaml = format!(
-            r#"apiVersion: aviary.dev/v1alpha1
-kind: LocalService
-metadata: {{name: podinfo, namespace: test}}
-spec:
-  port: {port}
-  version: 6.0.0
-  replicas: 1
-  command: [sh, -c, 'if [ "$FAULTY_VERSION" = "{{{{version}}}}" ]; then e=0.5; else e=0; fi; exec {BIN} sample-app --port {{{{port}}}} --version {{{{version}}}} --error-rate $e']
-  env: {{FAULTY_VERSION: "{faulty}"}}
-  readinessPath: /readyz
----
-apiVersion: flagger.app/v1beta1
-kind: Canary
-metadata: {{name: podinfo, namespace: test}}
-spec:
-  provider: local
-  targetRef: {{apiVersion: aviary.dev/v1alpha1, kind: LocalService, name: podinfo}}
-  analysis:
-    interval: 1s
-    threshold: 2
-    maxWeight: 50
-    stepWeight: 25
-    metrics:
-    - name: request-success-rate
-      thresholdRange: {{min: 99}}
-      interval: 3s
-"#
+        let sample_app = format!(
+            r#"if [ "$FAULTY_VERSION" = "{{{{version}}}}" ]; then e=0.5; else e=0; fi; exec {BIN} sample-app --port {{{{port}}}} --version {{{{version}}}} --error-rate $e"#
         );
+        let yaml = LocalCanary {
+            command: vec!["sh".into(), "-c".into(), sample_app],
+            env: [("FAULTY_VERSION".to_string(), faulty.to_string())].into(),
+            threshold: 2,
+            metric_interval: "3s".into(),
+            duration_check: false,
+            ..LocalCanary::sample_app(BIN, port, "6.0.0")
+        }
+        .yaml();
         std::fs::write(dir.join("podinfo.yaml"), yaml).unwrap();
         Self {
             name,
@@ -135,7 +70,7 @@ spec:
         }
     }
 
-    fn start(&self) -> Proc {
+    fn start(&self) -> Process {
         let mut child = Command::new(BIN)
             .args(["agent", "--local"])
             .arg(&self.dir)
@@ -157,26 +92,12 @@ spec:
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        log_lines(self.name, child.stderr.take().unwrap());
-        Proc(child)
+        Log::default().capture(self.name, child.stderr.take().unwrap(), worth_echoing);
+        Process::new(child).graceful(Duration::from_secs(5))
     }
 
     fn canary(&self) -> serde_json::Value {
-        let out = Command::new("curl")
-            .args([
-                "-s",
-                "--max-time",
-                "2",
-                &format!("http://127.0.0.1:{}/canaries", self.admin),
-            ])
-            .output();
-        let body = out
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default();
-        serde_json::from_str::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v["items"].get(0).cloned())
-            .unwrap_or_default()
+        curl_json(&format!("http://127.0.0.1:{}/canaries", self.admin))["items"][0].clone()
     }
 
     fn phase(&self) -> String {
@@ -187,21 +108,10 @@ spec:
     }
 
     fn served_version(&self) -> String {
-        let out = Command::new("curl")
-            .args([
-                "-s",
-                "--max-time",
-                "2",
-                &format!("http://127.0.0.1:{}/", self.port),
-            ])
-            .output();
-        let body = out
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default();
-        serde_json::from_str::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v["version"].as_str().map(String::from))
+        curl_json(&format!("http://127.0.0.1:{}/", self.port))["version"]
+            .as_str()
             .unwrap_or_default()
+            .to_string()
     }
 }
 
@@ -267,55 +177,8 @@ impl Partition {
     }
 }
 
-/// Steady traffic to every cluster's service.
-struct Traffic(Arc<AtomicBool>, Vec<std::thread::JoinHandle<()>>);
-
-impl Traffic {
-    fn start(ports: &[u16]) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let handles = ports
-            .iter()
-            .map(|&p| {
-                let s = stop.clone();
-                std::thread::spawn(move || {
-                    while !s.load(Ordering::Relaxed) {
-                        if let Ok(mut c) = TcpStream::connect(("127.0.0.1", p)) {
-                            let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
-                            let _ =
-                                c.write_all(b"GET / HTTP/1.1\r\nHost: podinfo\r\nConnection: close\r\n\r\n");
-                            let mut sink = Vec::new();
-                            let _ = c.read_to_end(&mut sink);
-                        }
-                        std::thread::sleep(Duration::from_millis(15));
-                    }
-                })
-            })
-            .collect();
-        Self(stop, handles)
-    }
-}
-
-impl Drop for Traffic {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-        for h in self.1.drain(..) {
-            let _ = h.join();
-        }
-    }
-}
-
 fn cli(url: &str, args: &[&str]) -> (i32, String, String) {
-    let o = Command::new(BIN)
-        .args(args)
-        .env("AVIARY_COORDINATOR", url)
-        .env("USER", "fleet-test")
-        .output()
-        .unwrap();
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
+    aviary_testkit::aviary::cli(BIN, url, "fleet-test", args)
 }
 
 fn rollout(url: &str, name: &str) -> serde_json::Value {
@@ -335,17 +198,6 @@ fn cluster_phase(r: &serde_json::Value, cluster: &str) -> String {
     String::new()
 }
 
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!("timed out after {timeout:?} waiting for {what}");
-}
-
 fn history_count(r: &serde_json::Value, kind: &str, cluster: &str) -> usize {
     r["history"]
         .as_array()
@@ -358,7 +210,13 @@ fn history_count(r: &serde_json::Value, kind: &str, cluster: &str) -> usize {
 #[test]
 fn a_fleet_of_local_agents_rolls_out_by_region_survives_a_kill_and_a_partition_and_reverts() {
     let tmp = tempfile::tempdir().unwrap();
-    let (_coordinator, url) = start_coordinator();
+    let (_coordinator, url) = start_coordinator(
+        BIN,
+        &["--log-level", "info"],
+        "coordinator",
+        &Log::default(),
+        worth_echoing,
+    );
     let coord_addr = url.trim_start_matches("http://").to_string();
     let partition = Partition::start(coord_addr);
 
@@ -374,7 +232,7 @@ fn a_fleet_of_local_agents_rolls_out_by_region_survives_a_kill_and_a_partition_a
     let _us_agent = us.start();
     let mut eu_a_agent = eu_a.start();
     let _eu_b_agent = eu_b.start();
-    let _traffic = Traffic::start(&[us.port, eu_a.port, eu_b.port]);
+    let _traffic = [us.port, eu_a.port, eu_b.port].map(|p| Traffic::start(p, Duration::from_millis(15)));
 
     wait_until(
         "three clusters with initialized canaries",
@@ -410,10 +268,7 @@ spec:
     wait_until("eu-west-1a to start its canary", Duration::from_secs(120), || {
         eu_a.phase() == "Progressing"
     });
-    let _ = Command::new("kill")
-        .args(["-9", &eu_a_agent.0.id().to_string()])
-        .status();
-    let _ = eu_a_agent.0.wait();
+    eu_a_agent.kill9();
     std::thread::sleep(Duration::from_secs(1));
     eu_a_agent = eu_a.start();
 

@@ -15,32 +15,7 @@ mod ha_support;
 
 use std::time::{Duration, Instant};
 
-use aviary_coordinator::etcd::{Etcd, EtcdConfig, EtcdLeadership, EtcdStore, LocalEtcd};
 use ha_support::*;
-
-const ROLLOUT: &str = "apiVersion: aviary.dev/v1alpha1
-kind: FleetRollout
-metadata: {name: podinfo-6-0-1}
-spec:
-  canary: {namespace: test, name: podinfo}
-  revision: {version: 6.0.1}
-  byRegion: [us-east-1, eu-west-1]
-  clusterDeadline: 10m
-";
-
-/// Which member leads etcd's raft.
-fn raft_leader(etcd: &LocalEtcd, rt: &tokio::runtime::Runtime) -> usize {
-    rt.block_on(async {
-        let conn = Etcd::connect(&etcd.endpoints()).await.unwrap();
-        for i in 0..etcd.len() {
-            let st = conn.client(i).status().await.unwrap();
-            if st.header().map(|h| h.member_id()) == Some(st.leader()) {
-                return i;
-            }
-        }
-        panic!("no member leads etcd");
-    })
-}
 
 fn started(urls: &[String], cluster: &str) -> bool {
     rollout(urls, "podinfo-6-0-1").is_some_and(|r| count(&r["history"], "cluster-started", cluster) == 1)
@@ -65,7 +40,7 @@ fn etcd_member_loss_holds_nothing_quorum_loss_holds_the_fleet_quorum_back_resume
         .unwrap();
     // The replicas talk to a member that does not lead etcd's raft first: losing it is losing
     // one member (not also etcd's leader, which costs etcd an election of 1 to 2 s).
-    let victim = (raft_leader(&etcd, &rt) + 1) % 3;
+    let victim = (etcd.raft_leader() + 1) % 3;
     let second = (victim + 1) % 3;
     let eps = etcd.endpoints();
     let csv: String = (0..3)
@@ -145,19 +120,6 @@ fn etcd_member_loss_holds_nothing_quorum_loss_holds_the_fleet_quorum_back_resume
         back.elapsed()
     );
     succeeded_once_each(&urls);
-    let writes = rt.block_on(async {
-        let cfg = EtcdConfig::new(&csv).unwrap();
-        let reader = EtcdLeadership::new(Etcd::connect(&cfg.endpoints).await.unwrap(), &cfg);
-        EtcdStore::new(&cfg, &reader)
-            .rollout_writes("podinfo-6-0-1")
-            .await
-            .unwrap()
-    });
-    let fences: Vec<u64> = writes.iter().map(|w| w.fence).collect();
-    println!("rollout writes by term: {fences:?}");
-    assert!(
-        fences.windows(2).all(|w| w[0] <= w[1]),
-        "terms went back: {fences:?}"
-    );
+    rollout_write_terms(&rt, &csv, "podinfo-6-0-1");
     drop(agents);
 }

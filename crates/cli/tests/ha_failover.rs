@@ -16,18 +16,7 @@ mod ha_support;
 
 use std::time::{Duration, Instant};
 
-use aviary_coordinator::etcd::{Etcd, EtcdConfig, EtcdLeadership, EtcdStore};
 use ha_support::*;
-
-const ROLLOUT: &str = "apiVersion: aviary.dev/v1alpha1
-kind: FleetRollout
-metadata: {name: podinfo-6-0-1}
-spec:
-  canary: {namespace: test, name: podinfo}
-  revision: {version: 6.0.1}
-  byRegion: [us-east-1, eu-west-1]
-  clusterDeadline: 10m
-";
 
 /// The fence in a replica's latest "elected leader" line.
 fn fence(c: &Coord) -> u64 {
@@ -209,20 +198,7 @@ fn leader_kill_pause_and_term_during_a_rollout_lose_nothing() {
         .enable_all()
         .build()
         .unwrap();
-    let writes = rt.block_on(async {
-        let cfg = EtcdConfig::new(&csv).unwrap();
-        let reader = EtcdLeadership::new(Etcd::connect(&cfg.endpoints).await.unwrap(), &cfg);
-        EtcdStore::new(&cfg, &reader)
-            .rollout_writes("podinfo-6-0-1")
-            .await
-            .unwrap()
-    });
-    let fences: Vec<u64> = writes.iter().map(|w| w.fence).collect();
-    println!("rollout writes by term: {fences:?}");
-    assert!(
-        fences.windows(2).all(|w| w[0] <= w[1]),
-        "terms went back: {fences:?}"
-    );
+    let fences = rollout_write_terms(&rt, &csv, "podinfo-6-0-1");
     let first_of_f3 = fences.iter().position(|f| *f == f3);
     if let Some(p) = first_of_f3 {
         assert!(

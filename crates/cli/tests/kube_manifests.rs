@@ -10,14 +10,12 @@
 //!
 //! Without kubectl these tests fail when `CI=true` and print a skip notice otherwise.
 
+use aviary_testkit::Cluster;
+use aviary_testkit::kubectl::ensure_namespace;
+use aviary_testkit::tool::Tool;
+use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
-use std::time::Duration;
-
-use aviary_testkit::Cluster;
-use serde_json::{Value, json};
-use tokio::io::AsyncWriteExt as _;
 
 fn kubectl_binary() -> Option<PathBuf> {
     aviary_testkit::kubectl::binary("the manifest tests")
@@ -27,76 +25,11 @@ fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
 }
 
-struct Kubectl {
-    bin: PathBuf,
-    kubeconfig: PathBuf,
-    home: tempfile::TempDir,
-}
-
-impl Kubectl {
-    async fn new() -> Option<(Self, &'static Cluster)> {
-        let bin = kubectl_binary()?;
-        let cluster = Cluster::shared().await;
-        let k = Self {
-            bin,
-            kubeconfig: cluster.admin_kubeconfig(),
-            home: tempfile::tempdir().unwrap(),
-        };
-        Some((k, cluster))
-    }
-
-    async fn raw(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
-        let mut cmd = tokio::process::Command::new(&self.bin);
-        cmd.arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .arg("--cache-dir")
-            .arg(self.home.path().join("cache"))
-            .args(args)
-            .env("HOME", self.home.path())
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().expect("kubectl starts");
-        if let Some(data) = stdin {
-            let mut input = child.stdin.take().unwrap();
-            input.write_all(data).await.unwrap();
-            drop(input);
-        }
-        tokio::time::timeout(Duration::from_secs(90), child.wait_with_output())
-            .await
-            .unwrap_or_else(|_| panic!("kubectl {args:?} did not finish in 90s"))
-            .unwrap()
-    }
-
-    /// stdout; the test fails with kubectl's output when it fails.
-    async fn run(&self, args: &[&str], stdin: Option<&[u8]>) -> (String, String) {
-        let out = self.raw(args, stdin).await;
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(
-            out.status.success(),
-            "kubectl {args:?} failed ({}):\n{stdout}\n{stderr}",
-            out.status
-        );
-        (stdout, stderr)
-    }
-
-    async fn ensure_namespace(&self, ns: &str) {
-        // --save-config: a later `kubectl apply` of the same Namespace is a clean update.
-        let out = self
-            .raw(&["create", "namespace", ns, "--save-config"], None)
-            .await;
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success() || stderr.contains("AlreadyExists"),
-            "creating namespace {ns}: {stderr}"
-        );
-    }
+/// The real kubectl with the shared cluster's admin kubeconfig.
+async fn kubectl() -> Option<(Tool, &'static Cluster)> {
+    let bin = kubectl_binary()?;
+    let cluster = Cluster::shared().await;
+    Some((Tool::new(bin, Some(&cluster.admin_kubeconfig())), cluster))
 }
 
 fn aviary(args: &[&str]) -> (String, String, i32) {
@@ -112,7 +45,14 @@ fn aviary(args: &[&str]) -> (String, String, i32) {
     )
 }
 
-async fn install_crds(k: &Kubectl) {
+/// `aviary crds | kubectl apply`, once per test binary (the tests run side by side: concurrent
+/// first applies would race to create the same CRDs).
+async fn install_crds(k: &Tool) {
+    static INSTALLED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    INSTALLED.get_or_init(|| apply_crds(k)).await;
+}
+
+async fn apply_crds(k: &Tool) {
     let (crds, _, code) = aviary(&["crds"]);
     assert_eq!(code, 0);
     // Server-side field validation, strict: an unknown or duplicate field would fail the apply.
@@ -129,7 +69,7 @@ async fn install_crds(k: &Kubectl) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aviary_crds_validate_strictly_and_print_flaggers_columns() {
-    let Some((k, cluster)) = Kubectl::new().await else {
+    let Some((k, cluster)) = kubectl().await else {
         return;
     };
     install_crds(&k).await;
@@ -226,7 +166,7 @@ fn unknown_fields(file: &str) -> BTreeSet<(String, String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_flagger_example_passes_a_server_side_dry_run() {
-    let Some((k, _cluster)) = Kubectl::new().await else {
+    let Some((k, _cluster)) = kubectl().await else {
         return;
     };
     install_crds(&k).await;
@@ -251,7 +191,7 @@ async fn every_flagger_example_passes_a_server_side_dry_run() {
                 .as_str()
                 .unwrap_or("default")
                 .to_string();
-            k.ensure_namespace(&ns).await;
+            ensure_namespace(&k, &ns).await;
             let text = serde_json::to_string(&doc).unwrap();
             let (out, err) = k
                 .run(
@@ -296,7 +236,7 @@ async fn every_flagger_example_passes_a_server_side_dry_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kustomization_in_deploy_passes_a_server_side_dry_run() {
-    let Some((k, _cluster)) = Kubectl::new().await else {
+    let Some((k, _cluster)) = kubectl().await else {
         return;
     };
     install_crds(&k).await;
@@ -312,7 +252,7 @@ async fn every_kustomization_in_deploy_passes_a_server_side_dry_run() {
         // Objects go into namespaces the kustomizations create: those must exist first.
         for doc in aviary_testkit::crds::documents(&rendered).unwrap() {
             if let Some(ns) = doc["metadata"]["namespace"].as_str() {
-                k.ensure_namespace(ns).await;
+                ensure_namespace(&k, ns).await;
             }
         }
         let (out, err) = k

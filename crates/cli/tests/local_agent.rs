@@ -5,56 +5,31 @@ use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use aviary_testkit::manifests::LocalCanary;
+use aviary_testkit::net::{curl as get, free_port};
+use aviary_testkit::process::{alive, descendants};
+use aviary_testkit::traffic::Traffic;
+use aviary_testkit::wait::wait_until;
 
 fn aviary() -> &'static str {
     env!("CARGO_BIN_EXE_aviary")
 }
 
-fn config(port: u16, version: &str, extra: &str) -> String {
-    format!(
-        r#"apiVersion: aviary.dev/v1alpha1
-kind: LocalService
-metadata: {{name: podinfo, namespace: test}}
-spec:
-  port: {port}
-  version: {version}
-  replicas: 2
-  command: ["{bin}", sample-app, --port, "{{{{port}}}}", --version, "{{{{version}}}}"{extra}]
-  readinessPath: /readyz
----
-apiVersion: flagger.app/v1beta1
-kind: Canary
-metadata: {{name: podinfo, namespace: test}}
-spec:
-  provider: local
-  targetRef: {{apiVersion: aviary.dev/v1alpha1, kind: LocalService, name: podinfo}}
-  progressDeadlineSeconds: 60
-  analysis:
-    interval: 1s
-    threshold: 3
-    maxWeight: 50
-    stepWeight: 10
-    metrics:
-    - name: request-success-rate
-      thresholdRange: {{min: 99}}
-      interval: 3s
-    - name: request-duration
-      thresholdRange: {{max: 500}}
-      interval: 3s
-"#,
-        bin = aviary()
-    )
+/// Two replicas of the sample app (with `extra` arguments) and a canary that steps by 10% to
+/// 50% with 3 failed checks allowed.
+fn config(port: u16, version: &str, extra: &[&str]) -> String {
+    let mut c = LocalCanary {
+        replicas: 2,
+        progress_deadline_seconds: Some(60),
+        threshold: 3,
+        step_weight: 10,
+        metric_interval: "3s".into(),
+        ..LocalCanary::sample_app(aviary(), port, version)
+    };
+    c.command.extend(extra.iter().map(|a| a.to_string()));
+    c.yaml()
 }
 
 struct AgentProc {
@@ -92,16 +67,6 @@ fn start_agent(dir: &Path, state: &Path, admin_port: u16) -> AgentProc {
     }
 }
 
-fn get(url: &str) -> Option<String> {
-    let out = Command::new("curl")
-        .args(["-s", "--max-time", "2", url])
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 fn canary(admin: &str) -> Option<serde_json::Value> {
     let body = get(&format!("{admin}/canaries"))?;
     let v: serde_json::Value = serde_json::from_str(&body).ok()?;
@@ -119,98 +84,12 @@ fn phase_weight(admin: &str) -> (String, i64) {
         .unwrap_or_default()
 }
 
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!("timed out after {timeout:?} waiting for {what}");
-}
-
-/// Steady traffic to the router (real HTTP), so the built-in metrics are real.
-struct Traffic {
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicU64>,
-    handle: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Traffic {
-    fn start(port: u16) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let ok = Arc::new(AtomicU64::new(0));
-        let (s, o) = (stop.clone(), ok.clone());
-        let handle = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let client = reqwest::Client::new();
-                while !s.load(Ordering::Relaxed) {
-                    if let Ok(r) = client.get(format!("http://127.0.0.1:{port}/")).send().await
-                        && r.status().is_success()
-                    {
-                        o.fetch_add(1, Ordering::Relaxed);
-                    }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            });
-        });
-        Self {
-            stop,
-            ok,
-            handle: Some(handle),
-        }
-    }
-}
-
-impl Drop for Traffic {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
-}
-
 fn served_version(port: u16) -> String {
     let body = get(&format!("http://127.0.0.1:{port}/")).unwrap_or_default();
     serde_json::from_str::<serde_json::Value>(&body)
         .ok()
         .and_then(|v| v["version"].as_str().map(String::from))
         .unwrap_or_default()
-}
-
-/// PIDs of every descendant of `pid`.
-fn descendants(pid: u32) -> Vec<u32> {
-    let mut all = Vec::new();
-    let mut frontier = vec![pid];
-    while let Some(p) = frontier.pop() {
-        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
-                continue;
-            };
-            let ppid = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-                .and_then(|s| s.parse::<u32>().ok());
-            if ppid == Some(p) {
-                all.push(child);
-                frontier.push(child);
-            }
-        }
-    }
-    all
-}
-
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
 }
 
 fn write(dir: &Path, text: &str) {
@@ -226,7 +105,7 @@ fn local_canary_promotes_rolls_back_resumes_and_leaves_no_orphans() {
     let state: PathBuf = tmp.path().join("state");
     std::fs::create_dir_all(&dir).unwrap();
     let port = free_port();
-    write(&dir, &config(port, "6.0.0", ""));
+    write(&dir, &config(port, "6.0.0", &[]));
     let admin_port = free_port();
     let mut agent = start_agent(&dir, &state, admin_port);
 
@@ -234,10 +113,10 @@ fn local_canary_promotes_rolls_back_resumes_and_leaves_no_orphans() {
         phase_weight(&agent.admin).0 == "Initialized"
     });
     assert_eq!(served_version(port), "6.0.0");
-    let traffic = Traffic::start(port);
+    let traffic = Traffic::start(port, Duration::from_millis(10));
 
     // 6.0.1: promoted through 10..50
-    write(&dir, &config(port, "6.0.1", ""));
+    write(&dir, &config(port, "6.0.1", &[]));
     let mut weights = Vec::new();
     wait_until("promotion of 6.0.1", Duration::from_secs(90), || {
         let (p, w) = phase_weight(&agent.admin);
@@ -288,7 +167,7 @@ fn local_canary_promotes_rolls_back_resumes_and_leaves_no_orphans() {
     assert!(metrics.contains("aviary_router_requests_total"), "{metrics}");
 
     // 6.0.2 answers half of the requests with 500: rolled back to 6.0.1
-    write(&dir, &config(port, "6.0.2", ", --error-rate, \"0.5\""));
+    write(&dir, &config(port, "6.0.2", &["--error-rate", "0.5"]));
     wait_until("rollback of 6.0.2", Duration::from_secs(90), || {
         phase_weight(&agent.admin).0 == "Failed"
     });
@@ -311,13 +190,13 @@ fn local_canary_promotes_rolls_back_resumes_and_leaves_no_orphans() {
     }
 
     // 6.0.3: kill the agent mid-analysis; the new one resumes at the persisted weight
-    write(&dir, &config(port, "6.0.3", ""));
+    write(&dir, &config(port, "6.0.3", &[]));
     wait_until("6.0.3 at weight 20", Duration::from_secs(60), || {
         let (p, w) = phase_weight(&agent.admin);
         p == "Progressing" && w >= 20
     });
     let before = agent.child.id();
-    let kids = descendants(before);
+    let kids: Vec<u32> = descendants(before).into_iter().collect();
     assert!(kids.len() >= 4, "primary and canary processes: {kids:?}");
     let _ = Command::new("kill").args(["-9", &before.to_string()]).status();
     let _ = agent.child.wait();
@@ -340,7 +219,7 @@ fn local_canary_promotes_rolls_back_resumes_and_leaves_no_orphans() {
         weight >= persisted_weight,
         "resumed at {weight}, persisted {persisted_weight}"
     );
-    let served = traffic.ok.load(Ordering::Relaxed);
+    let served = traffic.ok();
     assert!(served > 100, "the traffic generator got {served} answers");
     wait_until(
         "promotion of 6.0.3 after the restart",
@@ -420,7 +299,7 @@ fn invalid_resources_and_unstartable_services_are_reported_and_the_rest_keeps_ru
     let state: PathBuf = tmp.path().join("state");
     std::fs::create_dir_all(&dir).unwrap();
     let port = free_port();
-    std::fs::write(dir.join("good.yaml"), config(port, "6.0.0", "")).unwrap();
+    std::fs::write(dir.join("good.yaml"), config(port, "6.0.0", &[])).unwrap();
     // parses, but the webhook URL has no scheme: invalid
     let bad = simple_canary(
         "bad",

@@ -27,31 +27,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aviary_coordinator::client::{agent_link_client, call_leader, leader_from_status};
-use aviary_coordinator::etcd::{Etcd, EtcdConfig, EtcdLeadership, EtcdStore, LocalEtcd};
+use aviary_coordinator::etcd::{Etcd, EtcdConfig, EtcdLeadership, EtcdStore};
 use aviary_coordinator::sim::fingerprint;
 use aviary_coordinator::{Coordinator, CoordinatorConfig};
 use aviary_core::fleet::Revision;
 use aviary_proto::v1;
 use aviary_proto::v1::agent_message::Msg as Up;
 use aviary_proto::v1::coordinator_message::Msg as Down;
+use aviary_testkit::bench::{flag, text_flag};
+use aviary_testkit::etcd::LocalEtcd;
 use rand::{Rng, SeedableRng};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-
-fn flag(args: &[String], name: &str, default: u64) -> u64 {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map(|v| v.parse().unwrap_or_else(|_| panic!("{name} {v}: not a number")))
-        .unwrap_or(default)
-}
-
-fn text_flag(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();

@@ -19,6 +19,7 @@ use aviary_coordinator::sim::{SimAgent, SimCanary, SimConfig};
 use aviary_coordinator::{Coordinator, CoordinatorConfig};
 use aviary_core::fleet::Revision;
 use aviary_proto::v1;
+use aviary_testkit::bench::flag;
 
 struct Opts {
     agents: usize,
@@ -27,14 +28,6 @@ struct Opts {
     warmup: u64,
     duration: u64,
     batch: bool,
-}
-
-fn flag(args: &[String], name: &str, default: u64) -> u64 {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map(|v| v.parse().unwrap_or_else(|_| panic!("{name} {v}: not a number")))
-        .unwrap_or(default)
 }
 
 fn main() {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use aviary_core::fleet::{CanaryKey, GateAsk};
+use aviary_core::fleet::{CanaryKey, Command, GateAsk, Plan, Revision};
 use aviary_proto::v1;
 use aviary_proto::v1::agent_link_server::AgentLink;
 use aviary_proto::v1::agent_message::Msg as In;
@@ -24,8 +24,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::fleet::{Fleet, key_of, revision_from_proto};
-use crate::rollouts::Rollouts;
+use crate::convert::{command_message, report_from_proto};
+use crate::fleet::Fleet;
+use crate::rollouts::{CommandSink, Rollouts};
 use crate::store::{ClusterRecord, Store};
 
 /// Messages queued for one agent; a full queue closes the stream (the agent reconnects and
@@ -72,7 +73,7 @@ impl Sessions {
     }
 
     /// Queues a message for the cluster's agent. False if it is not connected.
-    pub(crate) fn send(&self, cluster: &str, msg: v1::CoordinatorMessage) -> bool {
+    fn queue(&self, cluster: &str, msg: v1::CoordinatorMessage) -> bool {
         let mut map = self.map.lock();
         let Some(s) = map.get(cluster) else { return false };
         match s.tx.try_send(Ok(msg)) {
@@ -86,11 +87,22 @@ impl Sessions {
         }
     }
 
+    /// How many streams are open.
+    pub(crate) fn len(&self) -> usize {
+        self.map.lock().len()
+    }
+
     /// Closes every stream (shutdown).
     pub(crate) fn close_all(&self) {
         for (_, s) in self.map.lock().drain() {
             s.cancel.cancel();
         }
+    }
+}
+
+impl CommandSink for Sessions {
+    fn send(&self, plan: &Plan, command: &Command) -> bool {
+        self.queue(command.cluster(), command_message(plan, command))
     }
 }
 
@@ -154,7 +166,8 @@ impl AgentLink for AgentLinkHandler {
             agent_version: hello.agent_version.clone(),
             registered: now,
         };
-        let previous = this.fleet.hello(record.clone(), session, hello.canaries, now);
+        let canaries = hello.canaries.into_iter().map(report_from_proto).collect();
+        let previous = this.fleet.hello(record.clone(), session, canaries, now);
         let changed = previous.is_none_or(|p| {
             (p.region, p.labels, p.agent_version)
                 != (
@@ -230,8 +243,9 @@ impl AgentLinkService {
         match m.msg {
             Some(In::Status(u)) => {
                 for s in u.canary.into_iter().chain(u.canaries) {
-                    let key = key_of(&s);
-                    self.fleet.update(cluster, s, now);
+                    let report = report_from_proto(s);
+                    let key = report.key.clone();
+                    self.fleet.update(cluster, report, now);
                     self.rollouts.on_report(cluster, &key);
                 }
             }
@@ -243,7 +257,7 @@ impl AgentLinkService {
                 let key = CanaryKey::new(g.namespace.clone(), g.name.clone());
                 let ask = GateAsk {
                     fingerprint: g.fingerprint.clone(),
-                    revision: revision_from_proto(g.revision.as_ref()),
+                    revision: g.revision.as_ref().map(Revision::from).unwrap_or_default(),
                 };
                 let answer = self.rollouts.gate(cluster, &key, &ask);
                 self.fleet.gate_request(cluster, key.clone(), ask);
@@ -260,15 +274,18 @@ impl AgentLinkService {
                 self.rollouts.on_report(cluster, &key);
             }
             Some(In::Ack(a)) => {
-                if let Some(s) = a.canary.clone() {
-                    let key = key_of(&s);
-                    self.fleet.update(cluster, s, now);
+                if let Some(s) = a.canary {
+                    let report = report_from_proto(s);
+                    let key = report.key.clone();
+                    self.fleet.update(cluster, report, now);
                     self.rollouts.on_report(cluster, &key);
                 }
                 if !a.ok {
                     tracing::warn!(cluster, command = %a.command_id, message = %a.message, "agent refused a command");
                 }
-                self.rollouts.on_ack(&a).await;
+                self.rollouts
+                    .on_ack(&a.command_id, a.ok, &a.fingerprint, &a.message)
+                    .await;
             }
             Some(In::Heartbeat(_)) => self.fleet.seen(cluster, now),
             Some(In::Hello(_)) => {

@@ -6,14 +6,16 @@ use std::time::Duration;
 
 use aviary_api::FleetRollout;
 use aviary_api::document::{Resource, parse_documents};
-use aviary_core::fleet::verbs;
+use aviary_core::fleet::{Command, Plan, RolloutState, verbs};
 use aviary_proto::v1;
 use aviary_proto::v1::fleet_server::Fleet as FleetApi;
 use futures::Stream;
+use jiff::Timestamp;
 use tonic::{Request, Response, Status};
 
-use crate::convert::{render, spec_from_proto};
+use crate::convert::{cluster_canary_to_proto, cluster_to_proto, render, spec_from_proto};
 use crate::error::Error;
+use crate::fleet::CanaryFilter;
 use crate::rollouts::Rollouts;
 
 /// The Fleet service.
@@ -86,8 +88,9 @@ impl FleetApi for FleetService {
         &self,
         _r: Request<v1::ListClustersRequest>,
     ) -> Result<Response<v1::ListClustersResponse>, Status> {
+        let clusters = self.rollouts.live_view().await?.list_clusters();
         Ok(Response::new(v1::ListClustersResponse {
-            clusters: self.rollouts.live_view().await?.list_clusters(),
+            clusters: clusters.iter().map(cluster_to_proto).collect(),
         }))
     }
 
@@ -95,8 +98,16 @@ impl FleetApi for FleetService {
         &self,
         r: Request<v1::ListCanariesRequest>,
     ) -> Result<Response<v1::ListCanariesResponse>, Status> {
+        let q = r.get_ref();
+        let filter = CanaryFilter {
+            cluster: &q.cluster,
+            region: &q.region,
+            namespace: &q.namespace,
+            phase: &q.phase,
+        };
+        let canaries = self.rollouts.live_view().await?.list_canaries(filter);
         Ok(Response::new(v1::ListCanariesResponse {
-            canaries: self.rollouts.live_view().await?.list_canaries(r.get_ref()),
+            canaries: canaries.iter().map(cluster_canary_to_proto).collect(),
         }))
     }
 
@@ -106,12 +117,13 @@ impl FleetApi for FleetService {
     ) -> Result<Response<v1::Rollout>, Status> {
         let req = r.into_inner();
         let rollout = rollout_from_request(&req)?;
-        Ok(Response::new(self.rollouts.create(rollout, &req.actor).await?))
+        let created = self.rollouts.create(rollout, &req.actor).await?;
+        Ok(self.rendered(&created))
     }
 
     async fn get_rollout(&self, r: Request<v1::GetRolloutRequest>) -> Result<Response<v1::Rollout>, Status> {
         let rec = self.rollouts.get(&r.get_ref().name).await?;
-        Ok(Response::new(render(&rec, &self.rollouts.fleet, true)))
+        Ok(self.rendered(&rec))
     }
 
     async fn list_rollouts(
@@ -216,47 +228,34 @@ impl FleetApi for FleetService {
                 }
             }
         };
-        Ok(Response::new(render(&rec, &self.rollouts.fleet, true)))
+        Ok(self.rendered(&rec))
     }
 
     async fn pause_rollout(
         &self,
         r: Request<v1::RolloutVerbRequest>,
     ) -> Result<Response<v1::Rollout>, Status> {
-        let q = r.into_inner();
-        let out = self
-            .rollouts
-            .verb(&q.name, |p, s, now| {
-                verbs::pause(p, s, &q.actor, &q.reason, now).map(|()| Vec::new())
-            })
-            .await?;
-        Ok(Response::new(out))
+        self.rollout_verb(r.into_inner(), |p, s, actor, reason, now| {
+            verbs::pause(p, s, actor, reason, now).map(|()| Vec::new())
+        })
+        .await
     }
 
     async fn resume_rollout(
         &self,
         r: Request<v1::RolloutVerbRequest>,
     ) -> Result<Response<v1::Rollout>, Status> {
-        let q = r.into_inner();
-        let out = self
-            .rollouts
-            .verb(&q.name, |p, s, now| {
-                verbs::resume(p, s, &q.actor, &q.reason, now).map(|()| Vec::new())
-            })
-            .await?;
-        Ok(Response::new(out))
+        self.rollout_verb(r.into_inner(), |p, s, actor, reason, now| {
+            verbs::resume(p, s, actor, reason, now).map(|()| Vec::new())
+        })
+        .await
     }
 
     async fn abort_rollout(
         &self,
         r: Request<v1::RolloutVerbRequest>,
     ) -> Result<Response<v1::Rollout>, Status> {
-        let q = r.into_inner();
-        let out = self
-            .rollouts
-            .verb(&q.name, |p, s, now| verbs::abort(p, s, &q.actor, &q.reason, now))
-            .await?;
-        Ok(Response::new(out))
+        self.rollout_verb(r.into_inner(), verbs::abort).await
     }
 
     async fn approve_wave(&self, r: Request<v1::WaveVerbRequest>) -> Result<Response<v1::Rollout>, Status> {
@@ -271,7 +270,7 @@ impl FleetApi for FleetService {
                 verbs::approve_wave(p, s, &q.wave, &q.actor, now).map(|()| Vec::new())
             })
             .await?;
-        Ok(Response::new(out))
+        Ok(self.rendered(&out))
     }
 
     async fn skip_cluster(
@@ -290,17 +289,32 @@ impl FleetApi for FleetService {
 }
 
 impl FleetService {
+    /// A rollout on the wire, with its history and the live values of the fleet view.
+    fn rendered(&self, rec: &crate::store::RolloutRecord) -> Response<v1::Rollout> {
+        Response::new(render(rec, &self.rollouts.fleet, true))
+    }
+
+    /// Pause, resume or abort, by `q.actor` for `q.reason`.
+    async fn rollout_verb<F>(
+        &self,
+        q: v1::RolloutVerbRequest,
+        verb: F,
+    ) -> Result<Response<v1::Rollout>, Status>
+    where
+        F: FnOnce(&Plan, &mut RolloutState, &str, &str, Timestamp) -> aviary_core::Result<Vec<Command>>,
+    {
+        let out = self
+            .rollouts
+            .verb(&q.name, |p, s, now| verb(p, s, &q.actor, &q.reason, now))
+            .await?;
+        Ok(self.rendered(&out))
+    }
+
     /// Skip or retry: the cluster must be in the rollout's plan (NOT_FOUND otherwise).
     async fn cluster_verb(
         &self,
         q: v1::ClusterVerbRequest,
-        verb: fn(
-            &aviary_core::fleet::Plan,
-            &mut aviary_core::fleet::RolloutState,
-            &str,
-            &str,
-            jiff::Timestamp,
-        ) -> aviary_core::Result<()>,
+        verb: fn(&Plan, &mut RolloutState, &str, &str, Timestamp) -> aviary_core::Result<()>,
     ) -> Result<Response<v1::Rollout>, Status> {
         let rec = self.rollouts.get(&q.name).await?;
         if rec.plan.locate(&q.cluster).is_none() {
@@ -312,7 +326,7 @@ impl FleetService {
                 verb(p, s, &q.cluster, &q.actor, now).map(|()| Vec::new())
             })
             .await?;
-        Ok(Response::new(out))
+        Ok(self.rendered(&out))
     }
 }
 

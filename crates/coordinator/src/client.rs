@@ -12,8 +12,7 @@ use tonic::{Code, Status};
 
 use crate::error::{Error, Result};
 
-/// The metadata key carrying the leader's address on `UNAVAILABLE`.
-pub const LEADER_METADATA: &str = "aviary-leader";
+pub use crate::error::LEADER_METADATA;
 
 /// `host:port` → `http://host:port`; URLs with a scheme are kept.
 pub fn normalize_url(url: &str) -> String {

@@ -1,15 +1,17 @@
-//! Between the wire (aviary.v1) and the resource and sequencer types.
+//! Between the wire (aviary.v1) and the resource, sequencer and fleet-view types: the only
+//! place besides the services (`api`, `agent_link`) that names wire messages.
 
 use aviary_api::FleetRolloutSpec;
 use aviary_api::duration::format_go_duration;
 use aviary_api::fleet::{BakeSpec, CanaryRef, FailurePolicy, RevisionSpec, WaveSettings, WaveSpec};
 use aviary_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 use aviary_api::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use aviary_core::fleet::ClusterPhase;
-use aviary_proto::ts::from_jiff;
+use aviary_core::fleet::{CanaryKey, ClusterPhase, Command, Plan, Revision};
+use aviary_proto::ts::{from_jiff, to_jiff};
 use aviary_proto::v1;
+use aviary_proto::v1::coordinator_message::Msg;
 
-use crate::fleet::{Fleet, revision_to_proto};
+use crate::fleet::{CanaryReport, ClusterCanary, ClusterSummary, Fleet};
 use crate::store::RolloutRecord;
 
 fn opt(s: &str) -> Option<String> {
@@ -219,7 +221,7 @@ pub(crate) fn render(rec: &RolloutRecord, fleet: &Fleet, with_history: bool) -> 
                             canary_phase,
                             canary_weight: weight,
                             failed_checks: checks,
-                            previous_revision: Some(revision_to_proto(&cp.previous_revision)),
+                            previous_revision: Some(v1::Revision::from(&cp.previous_revision)),
                             started: cs.started.map(from_jiff),
                             finished: cs.finished.map(from_jiff),
                             attempts: cs.attempts,
@@ -240,7 +242,7 @@ pub(crate) fn render(rec: &RolloutRecord, fleet: &Fleet, with_history: bool) -> 
             namespace: plan.canary.namespace.clone(),
             name: plan.canary.name.clone(),
         }),
-        revision: Some(revision_to_proto(&plan.revision)),
+        revision: Some(v1::Revision::from(&plan.revision)),
         mode: plan.mode.as_str().into(),
         rollback_scope: plan.rollback.as_str().into(),
         max_failed_clusters: plan.max_failed_clusters,
@@ -267,4 +269,114 @@ pub(crate) fn render(rec: &RolloutRecord, fleet: &Fleet, with_history: bool) -> 
         },
         spec: Some(spec_to_proto(&rec.spec)),
     }
+}
+
+/// An agent's snapshot of one canary, in the fleet view's terms.
+pub(crate) fn report_from_proto(s: v1::CanarySnapshot) -> CanaryReport {
+    CanaryReport {
+        key: CanaryKey::new(s.namespace, s.name),
+        target_kind: s.target_kind,
+        target_name: s.target_name,
+        phase: s.phase,
+        canary_weight: s.canary_weight,
+        failed_checks: s.failed_checks,
+        iterations: s.iterations,
+        last_applied_spec: s.last_applied_spec,
+        last_promoted_spec: s.last_promoted_spec,
+        last_transition_time: s.last_transition_time.as_ref().and_then(to_jiff),
+        target_revision: s.target_revision.as_ref().map(Revision::from),
+        primary_revision: s.primary_revision.as_ref().map(Revision::from),
+        served_requests: s.served_requests,
+        primary_success_rate: s.primary_success_rate,
+        message: s.message,
+        metrics: s.metrics,
+        rollout: s.rollout,
+    }
+}
+
+/// A canary of the fleet view on the wire, as its agent reported it.
+pub(crate) fn report_to_proto(r: &CanaryReport) -> v1::CanarySnapshot {
+    v1::CanarySnapshot {
+        namespace: r.key.namespace.clone(),
+        name: r.key.name.clone(),
+        target_kind: r.target_kind.clone(),
+        target_name: r.target_name.clone(),
+        phase: r.phase.clone(),
+        canary_weight: r.canary_weight,
+        failed_checks: r.failed_checks,
+        iterations: r.iterations,
+        last_applied_spec: r.last_applied_spec.clone(),
+        last_promoted_spec: r.last_promoted_spec.clone(),
+        last_transition_time: r.last_transition_time.map(from_jiff),
+        target_revision: r.target_revision.as_ref().map(v1::Revision::from),
+        primary_revision: r.primary_revision.as_ref().map(v1::Revision::from),
+        served_requests: r.served_requests,
+        primary_success_rate: r.primary_success_rate,
+        message: r.message.clone(),
+        metrics: r.metrics.clone(),
+        rollout: r.rollout.clone(),
+    }
+}
+
+/// ListClusters' entry.
+pub(crate) fn cluster_to_proto(c: &ClusterSummary) -> v1::Cluster {
+    v1::Cluster {
+        name: c.record.name.clone(),
+        region: c.record.region.clone(),
+        labels: c.record.labels.clone(),
+        agent_version: c.record.agent_version.clone(),
+        connected: c.connected,
+        last_seen: c.last_seen.map(from_jiff),
+        canaries: c.canaries as u32,
+    }
+}
+
+/// ListCanaries' entry.
+pub(crate) fn cluster_canary_to_proto(c: &ClusterCanary) -> v1::FleetCanary {
+    v1::FleetCanary {
+        cluster: c.cluster.clone(),
+        region: c.region.clone(),
+        canary: Some(report_to_proto(&c.report)),
+    }
+}
+
+/// A sequencer command as a message to the agent.
+pub(crate) fn command_message(plan: &Plan, c: &Command) -> v1::CoordinatorMessage {
+    let ns = plan.canary.namespace.clone();
+    let name = plan.canary.name.clone();
+    let msg = match c {
+        Command::StartRevision { id, revision, .. } => Msg::StartRevision(v1::StartRevision {
+            command_id: id.clone(),
+            rollout: plan.name.clone(),
+            namespace: ns,
+            name,
+            revision: Some(v1::Revision::from(revision)),
+        }),
+        Command::OpenGate { fingerprint, .. } => Msg::GateDecision(v1::GateDecision {
+            rollout: plan.name.clone(),
+            namespace: ns,
+            name,
+            fingerprint: fingerprint.clone(),
+            open: true,
+            reason: format!("started by rollout {}", plan.name),
+        }),
+        Command::RollbackCanary { id, reason, .. } => Msg::Rollback(v1::RollbackCanary {
+            command_id: id.clone(),
+            rollout: plan.name.clone(),
+            namespace: ns,
+            name,
+            reason: reason.clone(),
+        }),
+        Command::Revert {
+            id, revision, reason, ..
+        } => Msg::Revert(v1::Revert {
+            command_id: id.clone(),
+            rollout: plan.name.clone(),
+            namespace: ns,
+            name,
+            revision: Some(v1::Revision::from(revision)),
+            reason: reason.clone(),
+        }),
+    };
+    v1::CoordinatorMessage { msg: Some(msg) }
 }

@@ -2,7 +2,8 @@
 
 use tonic::{Code, Status};
 
-use crate::client::LEADER_METADATA;
+/// The metadata key carrying the leader's address on `UNAVAILABLE`.
+pub const LEADER_METADATA: &str = "aviary-leader";
 
 /// Errors of the coordinator.
 #[derive(Debug, thiserror::Error)]

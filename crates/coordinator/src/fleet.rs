@@ -6,7 +6,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use aviary_core::fleet::{CanaryKey, CanaryObs, ClusterInfo, GateAsk, Observation, Plan, Revision};
-use aviary_proto::v1;
 use jiff::Timestamp;
 use parking_lot::{Mutex, RwLock};
 
@@ -21,8 +20,81 @@ pub(crate) struct ClusterEntry {
     /// cluster disconnected).
     pub(crate) session: u64,
     pub(crate) last_seen: Option<Timestamp>,
-    pub(crate) canaries: BTreeMap<CanaryKey, v1::CanarySnapshot>,
+    pub(crate) canaries: BTreeMap<CanaryKey, CanaryReport>,
     pub(crate) gates: HashMap<CanaryKey, GateAsk>,
+}
+
+/// One canary as its agent last reported it (the wire's `CanarySnapshot`, in domain types).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct CanaryReport {
+    pub(crate) key: CanaryKey,
+    pub(crate) target_kind: String,
+    pub(crate) target_name: String,
+    /// Flagger phase.
+    pub(crate) phase: String,
+    pub(crate) canary_weight: i32,
+    pub(crate) failed_checks: i32,
+    pub(crate) iterations: i32,
+    /// `status.lastAppliedSpec` / `status.lastPromotedSpec` fingerprints.
+    pub(crate) last_applied_spec: String,
+    pub(crate) last_promoted_spec: String,
+    pub(crate) last_transition_time: Option<Timestamp>,
+    /// What the target describes and what the primary runs (`None`: the agent did not say).
+    pub(crate) target_revision: Option<Revision>,
+    pub(crate) primary_revision: Option<Revision>,
+    /// Requests served by the primary's current revision since its promotion.
+    pub(crate) served_requests: u64,
+    pub(crate) primary_success_rate: Option<f64>,
+    pub(crate) message: String,
+    /// The last metric values of the analysis.
+    pub(crate) metrics: BTreeMap<String, f64>,
+    /// The rollout that last commanded the canary.
+    pub(crate) rollout: String,
+}
+
+impl CanaryReport {
+    /// What the sequencer reads of the report.
+    pub(crate) fn observation(&self) -> CanaryObs {
+        CanaryObs {
+            phase: self.phase.clone(),
+            canary_weight: self.canary_weight,
+            failed_checks: self.failed_checks,
+            last_applied_spec: self.last_applied_spec.clone(),
+            last_promoted_spec: self.last_promoted_spec.clone(),
+            target_revision: self.target_revision.clone().unwrap_or_default(),
+            primary_revision: self.primary_revision.clone().unwrap_or_default(),
+            served_requests: self.served_requests,
+            primary_success_rate: self.primary_success_rate,
+            metrics: self.metrics.clone(),
+            message: self.message.clone(),
+        }
+    }
+}
+
+/// ListClusters: one registered cluster.
+#[derive(Debug, Clone)]
+pub(crate) struct ClusterSummary {
+    pub(crate) record: ClusterRecord,
+    pub(crate) connected: bool,
+    pub(crate) last_seen: Option<Timestamp>,
+    pub(crate) canaries: usize,
+}
+
+/// ListCanaries' filters: empty matches any; the phase is case-insensitive.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct CanaryFilter<'a> {
+    pub(crate) cluster: &'a str,
+    pub(crate) region: &'a str,
+    pub(crate) namespace: &'a str,
+    pub(crate) phase: &'a str,
+}
+
+/// ListCanaries: one canary with the cluster that reports it.
+#[derive(Debug, Clone)]
+pub(crate) struct ClusterCanary {
+    pub(crate) cluster: String,
+    pub(crate) region: String,
+    pub(crate) report: CanaryReport,
 }
 
 /// What a rendered rollout shows live of one cluster.
@@ -45,41 +117,6 @@ pub(crate) struct LiveCanary {
 #[derive(Default)]
 pub(crate) struct Fleet {
     clusters: RwLock<BTreeMap<String, Arc<Mutex<ClusterEntry>>>>,
-}
-
-pub(crate) fn revision_from_proto(r: Option<&v1::Revision>) -> Revision {
-    r.map(|r| Revision {
-        container_images: r.container_images.clone(),
-        version: r.version.clone(),
-    })
-    .unwrap_or_default()
-}
-
-pub(crate) fn revision_to_proto(r: &Revision) -> v1::Revision {
-    v1::Revision {
-        container_images: r.container_images.clone(),
-        version: r.version.clone(),
-    }
-}
-
-pub(crate) fn obs_from_snapshot(s: &v1::CanarySnapshot) -> CanaryObs {
-    CanaryObs {
-        phase: s.phase.clone(),
-        canary_weight: s.canary_weight,
-        failed_checks: s.failed_checks,
-        last_applied_spec: s.last_applied_spec.clone(),
-        last_promoted_spec: s.last_promoted_spec.clone(),
-        target_revision: revision_from_proto(s.target_revision.as_ref()),
-        primary_revision: revision_from_proto(s.primary_revision.as_ref()),
-        served_requests: s.served_requests,
-        primary_success_rate: s.primary_success_rate,
-        metrics: s.metrics.clone(),
-        message: s.message.clone(),
-    }
-}
-
-pub(crate) fn key_of(s: &v1::CanarySnapshot) -> CanaryKey {
-    CanaryKey::new(s.namespace.clone(), s.name.clone())
 }
 
 impl Fleet {
@@ -110,11 +147,11 @@ impl Fleet {
         &self,
         record: ClusterRecord,
         session: u64,
-        canaries: Vec<v1::CanarySnapshot>,
+        canaries: Vec<CanaryReport>,
         now: Timestamp,
     ) -> Option<ClusterRecord> {
-        let canaries: BTreeMap<CanaryKey, v1::CanarySnapshot> =
-            canaries.into_iter().map(|s| (key_of(&s), s)).collect();
+        let canaries: BTreeMap<CanaryKey, CanaryReport> =
+            canaries.into_iter().map(|r| (r.key.clone(), r)).collect();
         let mut map = self.clusters.write();
         match map.get(&record.name) {
             Some(e) => {
@@ -149,11 +186,11 @@ impl Fleet {
     }
 
     /// A status update (or the canary of an Ack).
-    pub(crate) fn update(&self, cluster: &str, snapshot: v1::CanarySnapshot, now: Timestamp) {
+    pub(crate) fn update(&self, cluster: &str, report: CanaryReport, now: Timestamp) {
         if let Some(e) = self.entry(cluster) {
             let mut e = e.lock();
             e.last_seen = Some(now);
-            e.canaries.insert(key_of(&snapshot), snapshot);
+            e.canaries.insert(report.key.clone(), report);
         }
     }
 
@@ -193,7 +230,7 @@ impl Fleet {
                     name: e.record.name.clone(),
                     region: e.record.region.clone(),
                     labels: e.record.labels.clone(),
-                    canary: e.canaries.get(key).map(obs_from_snapshot),
+                    canary: e.canaries.get(key).map(CanaryReport::observation),
                 }
             })
             .collect()
@@ -209,7 +246,7 @@ impl Fleet {
                     c.name.clone(),
                     Observation {
                         connected: e.connected,
-                        canary: e.canaries.get(&plan.canary).map(obs_from_snapshot),
+                        canary: e.canaries.get(&plan.canary).map(CanaryReport::observation),
                         gate_request: e.gates.get(&plan.canary).cloned(),
                     },
                 ))
@@ -241,31 +278,28 @@ impl Fleet {
     }
 
     /// ListClusters.
-    pub(crate) fn list_clusters(&self) -> Vec<v1::Cluster> {
+    pub(crate) fn list_clusters(&self) -> Vec<ClusterSummary> {
         let entries: Vec<_> = self.clusters.read().values().cloned().collect();
         entries
             .iter()
             .map(|e| {
                 let e = e.lock();
-                v1::Cluster {
-                    name: e.record.name.clone(),
-                    region: e.record.region.clone(),
-                    labels: e.record.labels.clone(),
-                    agent_version: e.record.agent_version.clone(),
+                ClusterSummary {
+                    record: e.record.clone(),
                     connected: e.connected,
-                    last_seen: e.last_seen.map(aviary_proto::ts::from_jiff),
-                    canaries: e.canaries.len() as u32,
+                    last_seen: e.last_seen,
+                    canaries: e.canaries.len(),
                 }
             })
             .collect()
     }
 
-    /// ListCanaries with its filters (empty = any; phase is case-insensitive).
-    pub(crate) fn list_canaries(&self, f: &v1::ListCanariesRequest) -> Vec<v1::FleetCanary> {
+    /// ListCanaries.
+    pub(crate) fn list_canaries(&self, f: CanaryFilter<'_>) -> Vec<ClusterCanary> {
         let entries: Vec<Arc<Mutex<ClusterEntry>>> = if f.cluster.is_empty() {
             self.clusters.read().values().cloned().collect()
         } else {
-            self.entry(&f.cluster).into_iter().collect()
+            self.entry(f.cluster).into_iter().collect()
         };
         let mut out = Vec::new();
         for e in entries {
@@ -275,14 +309,14 @@ impl Fleet {
             }
             for (k, s) in &e.canaries {
                 if (!f.namespace.is_empty() && k.namespace != f.namespace)
-                    || (!f.phase.is_empty() && !s.phase.eq_ignore_ascii_case(&f.phase))
+                    || (!f.phase.is_empty() && !s.phase.eq_ignore_ascii_case(f.phase))
                 {
                     continue;
                 }
-                out.push(v1::FleetCanary {
+                out.push(ClusterCanary {
                     cluster: e.record.name.clone(),
                     region: e.record.region.clone(),
-                    canary: Some(s.clone()),
+                    report: s.clone(),
                 });
             }
         }

@@ -6,13 +6,17 @@
 //! - [`leader`]: the [`Leadership`] trait (a watch of leader state, fencing tokens) and
 //!   [`AlwaysLeader`].
 //! - [`etcd`]: several replicas on etcd: [`EtcdStore`](etcd::EtcdStore) and
-//!   [`EtcdLeadership`](etcd::EtcdLeadership) (election on a lease, fenced writes), and
-//!   [`LocalEtcd`](etcd::LocalEtcd) for tests.
-//! - `rollouts`: one reconcile loop per rollout over aviary-core's sequencer; `agent_link`:
-//!   agent sessions; `api`: the Fleet service; `fleet`: the in-memory fleet view; `convert`:
-//!   wire ↔ model.
-//! - [`client`]: connecting, following the leader; [`sim`]: the simulated agent used by the
-//!   tests and the fan-in benchmark.
+//!   [`EtcdLeadership`](etcd::EtcdLeadership) (election on a lease, fenced writes).
+//! - `rollouts`: one reconcile loop per rollout over aviary-core's sequencer, in domain types;
+//!   commands leave through a `CommandSink`. `fleet`: the in-memory fleet view (what the agents
+//!   report). The gRPC edge: `api` (the Fleet service), `agent_link` (agent sessions, the
+//!   `CommandSink`), `convert` (wire ↔ domain).
+//! - `metrics`: `/metrics` of [`Coordinator::serve_metrics`] (calls counted by a gRPC layer,
+//!   fleet gauges read at scrape time).
+//! - [`client`]: connecting, following the leader.
+//! - `sim` (feature `test-util`): the simulated agent used by the tests and the fan-in and
+//!   failover benchmarks.
+//! - `error`: the crate's [`Error`]; gRPC statuses with the leader's address.
 
 mod agent_link;
 mod api;
@@ -22,8 +26,10 @@ mod error;
 pub mod etcd;
 mod fleet;
 pub mod leader;
+mod metrics;
 mod rollouts;
 pub mod server;
+#[cfg(feature = "test-util")]
 pub mod sim;
 pub mod store;
 

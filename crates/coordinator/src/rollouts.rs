@@ -12,22 +12,25 @@ use std::time::Duration;
 
 use aviary_api::FleetRollout;
 use aviary_core::fleet::{self, CanaryKey, Command, GateAnswer, GateAsk, Plan, RolloutState, resolve_plan};
-use aviary_proto::v1;
-use aviary_proto::v1::coordinator_message::Msg;
 use jiff::Timestamp;
 use parking_lot::RwLock;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::agent_link::Sessions;
-use crate::convert::render;
 use crate::error::{Error, Result};
-use crate::fleet::{Fleet, revision_to_proto};
+use crate::fleet::Fleet;
 use crate::leader::{Fence, Leadership};
 use crate::store::{RolloutRecord, Store};
 
 /// How long a woken loop waits for more reports before it reconciles.
 const COALESCE: Duration = Duration::from_millis(100);
+
+/// Where commands go: the connected agents (the AgentLink sessions). A command for an agent
+/// that is not connected waits for its reconnect, when the pending commands are sent again.
+pub(crate) trait CommandSink: Send + Sync {
+    /// Queues `command` of `plan` for its cluster's agent; false if it is not connected.
+    fn send(&self, plan: &Plan, command: &Command) -> bool;
+}
 
 /// Wall-clock time that follows tokio's clock, so tests on a paused clock see deadlines and
 /// bakes pass exactly as the sleeps do.
@@ -110,7 +113,7 @@ pub(crate) struct Rollouts {
     store: Arc<dyn Store>,
     leader: Arc<dyn Leadership>,
     pub(crate) fleet: Arc<Fleet>,
-    sessions: Arc<Sessions>,
+    agents: Arc<dyn CommandSink>,
     pub(crate) clock: Clock,
     entries: RwLock<BTreeMap<String, Arc<Entry>>>,
     /// Every rollout (active or ended) of each canary.
@@ -136,14 +139,14 @@ impl Rollouts {
         store: Arc<dyn Store>,
         leader: Arc<dyn Leadership>,
         fleet: Arc<Fleet>,
-        sessions: Arc<Sessions>,
+        agents: Arc<dyn CommandSink>,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
             leader,
             fleet,
-            sessions,
+            agents,
             clock: Clock::new(),
             entries: RwLock::new(BTreeMap::new()),
             by_canary: RwLock::new(HashMap::new()),
@@ -287,14 +290,8 @@ impl Rollouts {
         let mut next = inner.record.state.clone();
         let cmds = fleet::reconcile(&plan, &mut next, &view, self.clock.now());
         if next != inner.record.state {
-            let mut record = inner.record.clone();
-            record.state = next;
-            match self.store.update_rollout(fence, &record, inner.revision).await {
-                Ok(rev) => {
-                    inner.revision = rev;
-                    inner.record = record;
-                    self.publish(entry, &inner.record);
-                }
+            match self.store_state(entry, &mut inner, fence, next).await {
+                Ok(()) => {}
                 Err(Error::Conflict { .. }) => {
                     // Someone else wrote it (a leadership change): take the stored state.
                     tracing::warn!(rollout = %entry.name, "stored rollout changed; reloading");
@@ -319,6 +316,23 @@ impl Rollouts {
         if terminal { Step::Stop } else { Step::Wait(wake) }
     }
 
+    /// Writes `state` as the rollout's new state (the leader's fence, a compare-and-swap on
+    /// the record's revision), then publishes it.
+    async fn store_state(
+        &self,
+        entry: &Entry,
+        inner: &mut Inner,
+        fence: Fence,
+        state: RolloutState,
+    ) -> Result<()> {
+        let mut record = inner.record.clone();
+        record.state = state;
+        inner.revision = self.store.update_rollout(fence, &record, inner.revision).await?;
+        inner.record = record;
+        self.publish(entry, &inner.record);
+        Ok(())
+    }
+
     fn publish(&self, entry: &Entry, record: &RolloutRecord) {
         entry
             .active
@@ -329,8 +343,7 @@ impl Rollouts {
     /// Sends commands to the agents that are connected; the others get them on reconnect.
     fn send(&self, plan: &Plan, cmds: &[Command]) {
         for c in cmds {
-            let msg = command_message(plan, c);
-            if !self.sessions.send(c.cluster(), msg) {
+            if !self.agents.send(plan, c) {
                 tracing::debug!(cluster = c.cluster(), rollout = %plan.name, "agent not connected; the command waits for its reconnect");
             }
         }
@@ -405,8 +418,12 @@ impl Rollouts {
         Ok(v)
     }
 
-    /// CreateRollout: checks, pins the plan, writes it, starts its loop.
-    pub(crate) async fn create(self: &Arc<Self>, rollout: FleetRollout, actor: &str) -> Result<v1::Rollout> {
+    /// CreateRollout: checks, pins the plan, writes it, starts its loop; the record as created.
+    pub(crate) async fn create(
+        self: &Arc<Self>,
+        rollout: FleetRollout,
+        actor: &str,
+    ) -> Result<Arc<RolloutRecord>> {
         let fence = self.leader.check()?;
         let _one_at_a_time = self.create_lock.lock().await;
         let name = rollout.name().to_string();
@@ -460,13 +477,14 @@ impl Rollouts {
         let entry = Entry::new(record, revision);
         self.entries.write().insert(name, entry.clone());
         self.by_canary.write().entry(key).or_default().push(entry.clone());
-        let out = render(&entry.current(), &self.fleet, true);
+        let created = entry.current();
         self.spawn_loop(entry);
-        Ok(out)
+        Ok(created)
     }
 
-    /// Applies a verb under the rollout's lock, writes, sends what it returned, wakes the loop.
-    pub(crate) async fn verb<F>(&self, name: &str, f: F) -> Result<v1::Rollout>
+    /// Applies a verb under the rollout's lock, writes, sends what it returned, wakes the loop;
+    /// the record after the verb.
+    pub(crate) async fn verb<F>(&self, name: &str, f: F) -> Result<Arc<RolloutRecord>>
     where
         F: FnOnce(&Plan, &mut RolloutState, Timestamp) -> aviary_core::Result<Vec<Command>>,
     {
@@ -477,16 +495,19 @@ impl Rollouts {
         let mut next = inner.record.state.clone();
         let cmds = f(&plan, &mut next, self.clock.now())?;
         if next != inner.record.state {
-            let mut record = inner.record.clone();
-            record.state = next;
-            inner.revision = self.store.update_rollout(fence, &record, inner.revision).await?;
-            inner.record = record;
-            self.publish(&entry, &inner.record);
+            self.store_state(&entry, &mut inner, fence, next).await?;
         }
         drop(inner);
         self.send(&plan, &cmds);
         entry.wake.notify_one();
-        Ok(render(&entry.current(), &self.fleet, true))
+        Ok(entry.current())
+    }
+
+    /// Every rollout held, when this replica leads with its state loaded (the metrics).
+    pub(crate) fn held(&self) -> Option<Vec<Arc<RolloutRecord>>> {
+        let fence = self.leader.check().ok()?;
+        (*self.loaded.borrow() == Some(fence))
+            .then(|| self.entries.read().values().map(|e| e.current()).collect())
     }
 
     /// An agent reported about a canary: wake the active rollouts of that canary covering it.
@@ -527,9 +548,10 @@ impl Rollouts {
         }
     }
 
-    /// An Ack from an agent.
-    pub(crate) async fn on_ack(&self, ack: &v1::Ack) {
-        let Some(name) = ack.command_id.split('/').next() else {
+    /// An agent acknowledged (`ok`) or refused a command; `fingerprint` is the revision it put
+    /// in place.
+    pub(crate) async fn on_ack(&self, command_id: &str, ok: bool, fingerprint: &str, message: &str) {
+        let Some(name) = command_id.split('/').next() else {
             return;
         };
         let Ok(entry) = self.entry(name) else { return };
@@ -539,24 +561,15 @@ impl Rollouts {
         let changed = fleet::on_ack(
             &inner.record.plan,
             &mut next,
-            &ack.command_id,
-            ack.ok,
-            &ack.fingerprint,
-            &ack.message,
+            command_id,
+            ok,
+            fingerprint,
+            message,
             self.clock.now(),
         );
-        if changed {
-            let mut record = inner.record.clone();
-            record.state = next;
-            match self.store.update_rollout(fence, &record, inner.revision).await {
-                Ok(rev) => {
-                    inner.revision = rev;
-                    inner.record = record;
-                    self.publish(&entry, &inner.record);
-                }
-                // The agent re-acks when the command is re-sent; nothing is lost.
-                Err(e) => tracing::warn!(rollout = %name, error = %e, "cannot record an ack"),
-            }
+        // The agent re-acks when the command is re-sent; nothing is lost.
+        if changed && let Err(e) = self.store_state(&entry, &mut inner, fence, next).await {
+            tracing::warn!(rollout = %name, error = %e, "cannot record an ack");
         }
         drop(inner);
         entry.wake.notify_one();
@@ -574,45 +587,4 @@ impl Rollouts {
             .collect();
         fleet::gate_decision(records.iter().map(|r| (&r.plan, &r.state)), cluster, key, ask)
     }
-}
-
-/// A sequencer command as a message to the agent.
-pub(crate) fn command_message(plan: &Plan, c: &Command) -> v1::CoordinatorMessage {
-    let ns = plan.canary.namespace.clone();
-    let name = plan.canary.name.clone();
-    let msg = match c {
-        Command::StartRevision { id, revision, .. } => Msg::StartRevision(v1::StartRevision {
-            command_id: id.clone(),
-            rollout: plan.name.clone(),
-            namespace: ns,
-            name,
-            revision: Some(revision_to_proto(revision)),
-        }),
-        Command::OpenGate { fingerprint, .. } => Msg::GateDecision(v1::GateDecision {
-            rollout: plan.name.clone(),
-            namespace: ns,
-            name,
-            fingerprint: fingerprint.clone(),
-            open: true,
-            reason: format!("started by rollout {}", plan.name),
-        }),
-        Command::RollbackCanary { id, reason, .. } => Msg::Rollback(v1::RollbackCanary {
-            command_id: id.clone(),
-            rollout: plan.name.clone(),
-            namespace: ns,
-            name,
-            reason: reason.clone(),
-        }),
-        Command::Revert {
-            id, revision, reason, ..
-        } => Msg::Revert(v1::Revert {
-            command_id: id.clone(),
-            rollout: plan.name.clone(),
-            namespace: ns,
-            name,
-            revision: Some(revision_to_proto(revision)),
-            reason: reason.clone(),
-        }),
-    };
-    v1::CoordinatorMessage { msg: Some(msg) }
 }

@@ -26,6 +26,7 @@ use crate::api::FleetService;
 use crate::error::{Error, Result};
 use crate::fleet::Fleet;
 use crate::leader::{AlwaysLeader, LeaderState, Leadership};
+use crate::metrics::{CoordinatorMetrics, CountCalls, Sources};
 use crate::rollouts::Rollouts;
 use crate::store::{MemoryStore, Store};
 
@@ -66,6 +67,8 @@ pub struct Coordinator {
     sessions: Arc<Sessions>,
     leadership: Arc<dyn Leadership>,
     server: JoinHandle<Result<()>>,
+    metrics: Arc<CoordinatorMetrics>,
+    sources: Arc<Sources>,
 }
 
 impl Coordinator {
@@ -106,6 +109,12 @@ impl Coordinator {
             heartbeat: config.heartbeat,
             advertise,
         });
+        let metrics = Arc::new(CoordinatorMetrics::new());
+        let sources = Arc::new(Sources {
+            rollouts: rollouts.clone(),
+            sessions: sessions.clone(),
+            leadership: config.leadership.clone(),
+        });
         let api = FleetService { rollouts };
 
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -136,9 +145,11 @@ impl Coordinator {
             s
         });
         let stop = shutdown.clone();
+        let count_calls = CountCalls(metrics.clone());
         let server = tokio::spawn(async move {
             Server::builder()
                 .tcp_nodelay(true)
+                .layer(count_calls)
                 .add_service(health_service)
                 .add_service(reflection_v1)
                 .add_service(reflection_v1alpha)
@@ -160,7 +171,44 @@ impl Coordinator {
             sessions,
             leadership: config.leadership,
             server,
+            metrics,
+            sources,
         })
+    }
+
+    /// Serves `/metrics` (Prometheus text; the metrics are listed in docs/operations.md) over
+    /// plain HTTP on `addr` until the coordinator shuts down. Returns the bound address.
+    pub async fn serve_metrics(&self, addr: SocketAddr) -> Result<SocketAddr> {
+        let bind_error = |e| Error::Bind {
+            addr: addr.to_string(),
+            source: e,
+        };
+        let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+        let bound = listener.local_addr().map_err(bind_error)?;
+        let (metrics, sources) = (self.metrics.clone(), self.sources.clone());
+        let app = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || async move {
+                (
+                    [(
+                        http::header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    metrics.encode(&sources),
+                )
+            }),
+        );
+        let stop = self.shutdown.clone();
+        tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+            if let Err(e) = served {
+                tracing::warn!(error = %e, "the metrics endpoint stopped");
+            }
+        });
+        tracing::info!(addr = %bound, "metrics endpoint listening");
+        Ok(bound)
     }
 
     /// The address it listens on.

@@ -28,7 +28,6 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 
 use crate::client::{agent_link_client, leader_from_status};
-use crate::fleet::revision_to_proto;
 
 /// How a simulated analysis ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,8 +171,8 @@ impl SimAgent {
                         phase: "Succeeded".into(),
                         last_applied_spec: fp.clone(),
                         last_promoted_spec: fp,
-                        target_revision: Some(revision_to_proto(&c.revision)),
-                        primary_revision: Some(revision_to_proto(&c.revision)),
+                        target_revision: Some(v1::Revision::from(&c.revision)),
+                        primary_revision: Some(v1::Revision::from(&c.revision)),
                         primary_success_rate: c.success_rate,
                         ..Default::default()
                     },
@@ -241,7 +240,7 @@ impl SimAgent {
     pub fn apply(&self, ns: &str, name: &str, revision: Revision) {
         self.with(ns, name, |c| {
             c.target = revision.clone();
-            c.snap.target_revision = Some(revision_to_proto(&revision));
+            c.snap.target_revision = Some(v1::Revision::from(&revision));
             c.dirty = true;
         });
     }
@@ -467,7 +466,7 @@ fn tick(config: &SimConfig, shared: &Mutex<Shared>, connected: bool) -> Vec<v1::
                         namespace: key.namespace.clone(),
                         name: key.name.clone(),
                         fingerprint: fp.clone(),
-                        revision: Some(revision_to_proto(&c.target)),
+                        revision: Some(v1::Revision::from(&c.target)),
                     })));
                 }
             }
@@ -520,7 +519,7 @@ fn finish(c: &mut CanaryState, fp: &str) {
         Outcome::Succeed => {
             c.snap.phase = "Succeeded".into();
             c.snap.last_promoted_spec = fp.to_string();
-            c.snap.primary_revision = Some(revision_to_proto(&c.target));
+            c.snap.primary_revision = Some(v1::Revision::from(&c.target));
             c.snap.served_requests = 0;
             c.snap.primary_success_rate = c.success_rate;
             c.snap.message = "Canary analysis completed successfully, promotion finished.".into();
@@ -534,6 +533,17 @@ fn finish(c: &mut CanaryState, fp: &str) {
         }
     }
     c.dirty = true;
+}
+
+/// The ack of a command for a canary this agent does not have.
+fn not_found(command_id: &str, key: &CanaryKey) -> Vec<v1::AgentMessage> {
+    vec![ack(
+        command_id,
+        false,
+        &format!("canary {key} not found"),
+        "",
+        None,
+    )]
 }
 
 fn ack(id: &str, ok: bool, message: &str, fp: &str, snap: Option<v1::CanarySnapshot>) -> v1::AgentMessage {
@@ -555,29 +565,19 @@ fn handle(shared: &Mutex<Shared>, m: v1::CoordinatorMessage) -> Vec<v1::AgentMes
         analyses,
         ..
     } = &mut *s;
-    let revision = |r: Option<&v1::Revision>| Revision {
-        container_images: r.map(|r| r.container_images.clone()).unwrap_or_default(),
-        version: r.map(|r| r.version.clone()).unwrap_or_default(),
-    };
     match m.msg {
         Some(Down::StartRevision(cmd)) => {
             commands.push(cmd.command_id.clone());
             let key = CanaryKey::new(cmd.namespace.clone(), cmd.name.clone());
             let Some(c) = canaries.get_mut(&key) else {
-                return vec![ack(
-                    &cmd.command_id,
-                    false,
-                    &format!("canary {key} not found"),
-                    "",
-                    None,
-                )];
+                return not_found(&cmd.command_id, &key);
             };
-            let rev = revision(cmd.revision.as_ref());
+            let rev = cmd.revision.as_ref().map(Revision::from).unwrap_or_default();
             let fp = fingerprint(&rev);
             let repeat = commands.iter().filter(|id| **id == cmd.command_id).count() > 1;
             if fingerprint(&c.target) != fp {
                 c.target = rev.clone();
-                c.snap.target_revision = Some(revision_to_proto(&rev));
+                c.snap.target_revision = Some(v1::Revision::from(&rev));
                 c.gate_open = None;
             } else if !repeat && c.snap.phase == "Failed" && c.snap.last_applied_spec == fp {
                 // A retry (a new command id) of a revision whose analysis failed: analyse it
@@ -619,19 +619,13 @@ fn handle(shared: &Mutex<Shared>, m: v1::CoordinatorMessage) -> Vec<v1::AgentMes
             commands.push(cmd.command_id.clone());
             let key = CanaryKey::new(cmd.namespace.clone(), cmd.name.clone());
             let Some(c) = canaries.get_mut(&key) else {
-                return vec![ack(
-                    &cmd.command_id,
-                    false,
-                    &format!("canary {key} not found"),
-                    "",
-                    None,
-                )];
+                return not_found(&cmd.command_id, &key);
             };
-            let rev = revision(cmd.revision.as_ref());
+            let rev = cmd.revision.as_ref().map(Revision::from).unwrap_or_default();
             let fp = fingerprint(&rev);
             c.target = rev.clone();
-            c.snap.target_revision = Some(revision_to_proto(&rev));
-            c.snap.primary_revision = Some(revision_to_proto(&rev));
+            c.snap.target_revision = Some(v1::Revision::from(&rev));
+            c.snap.primary_revision = Some(v1::Revision::from(&rev));
             c.snap.last_applied_spec = fp.clone();
             c.snap.last_promoted_spec = fp.clone();
             c.snap.phase = "Succeeded".into();
@@ -645,13 +639,7 @@ fn handle(shared: &Mutex<Shared>, m: v1::CoordinatorMessage) -> Vec<v1::AgentMes
             commands.push(cmd.command_id.clone());
             let key = CanaryKey::new(cmd.namespace.clone(), cmd.name.clone());
             let Some(c) = canaries.get_mut(&key) else {
-                return vec![ack(
-                    &cmd.command_id,
-                    false,
-                    &format!("canary {key} not found"),
-                    "",
-                    None,
-                )];
+                return not_found(&cmd.command_id, &key);
             };
             let fp = fingerprint(&c.target);
             if c.snap.phase == "Progressing" || c.snap.phase == "Waiting" {

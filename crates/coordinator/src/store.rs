@@ -76,6 +76,19 @@ struct Memory {
 }
 
 impl Memory {
+    /// Stores `record` at the next revision; that revision.
+    fn put_rollout(&mut self, record: &RolloutRecord) -> u64 {
+        self.revision += 1;
+        self.rollouts.insert(
+            record.name.clone(),
+            Versioned {
+                value: record.clone(),
+                revision: self.revision,
+            },
+        );
+        self.revision
+    }
+
     fn check_fence(&mut self, fence: Fence) -> Result<()> {
         if fence.0 < self.fence {
             return Err(Error::Fenced { token: fence.0 });
@@ -116,16 +129,7 @@ impl Store for MemoryStore {
                 record.name
             )));
         }
-        m.revision += 1;
-        let revision = m.revision;
-        m.rollouts.insert(
-            record.name.clone(),
-            Versioned {
-                value: record.clone(),
-                revision,
-            },
-        );
-        Ok(revision)
+        Ok(m.put_rollout(record))
     }
 
     async fn update_rollout(&self, fence: Fence, record: &RolloutRecord, expected: u64) -> Result<u64> {
@@ -139,16 +143,7 @@ impl Store for MemoryStore {
                 actual,
             });
         }
-        m.revision += 1;
-        let revision = m.revision;
-        m.rollouts.insert(
-            record.name.clone(),
-            Versioned {
-                value: record.clone(),
-                revision,
-            },
-        );
-        Ok(revision)
+        Ok(m.put_rollout(record))
     }
 
     async fn list_clusters(&self) -> Result<Vec<ClusterRecord>> {

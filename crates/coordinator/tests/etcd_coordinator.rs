@@ -8,11 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aviary_coordinator::client::{LEADER_METADATA, call_leader, fleet_client};
-use aviary_coordinator::etcd::{Etcd, EtcdConfig, EtcdLeadership, EtcdStore, LocalEtcd};
+use aviary_coordinator::etcd::{Etcd, EtcdConfig, EtcdLeadership, EtcdStore};
 use aviary_coordinator::sim::{SimAgent, SimCanary, SimConfig};
 use aviary_coordinator::{Coordinator, CoordinatorConfig, Leadership};
 use aviary_core::fleet::Revision;
 use aviary_proto::v1;
+use aviary_testkit::etcd::LocalEtcd;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -83,10 +84,7 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deposed_leader_is_fenced_and_the_other_replica_finishes_the_rollout() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    aviary_testkit::logs::trace_to_test_output();
     let Some(bin) = LocalEtcd::binary_or_skip("a_deposed_leader_is_fenced") else {
         return;
     };
@@ -179,12 +177,7 @@ async fn a_deposed_leader_is_fenced_and_the_other_replica_finishes_the_rollout()
     // A's lease ends behind its back; its next write (an operator's pause) is refused by the
     // fence in etcd and A steps down.
     let lease = la.lease().unwrap();
-    etcd_client::Client::connect(etcd.endpoints(), None)
-        .await
-        .unwrap()
-        .lease_revoke(lease)
-        .await
-        .unwrap();
+    etcd.revoke_lease(lease).await;
     let e = fleet_client(&a.url())
         .unwrap()
         .pause_rollout(v1::RolloutVerbRequest {

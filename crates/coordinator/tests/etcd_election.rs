@@ -8,22 +8,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aviary_coordinator::etcd::{Etcd, EtcdConfig, EtcdLeadership, LocalEtcd};
+use aviary_coordinator::etcd::{Etcd, EtcdConfig, EtcdLeadership};
 use aviary_coordinator::{Fence, LeaderState, Leadership};
+use aviary_testkit::etcd::LocalEtcd;
 
 async fn local_etcd(what: &str, members: usize) -> Option<LocalEtcd> {
     // RUST_LOG=aviary_coordinator=debug shows the replicas' view.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-    let bin = LocalEtcd::binary_or_skip(what)?;
-    Some(
-        tokio::task::spawn_blocking(move || LocalEtcd::start(&bin, members))
-            .await
-            .unwrap()
-            .expect("start etcd"),
-    )
+    aviary_testkit::logs::trace_to_test_output();
+    LocalEtcd::start_for(what, members).await
 }
 
 async fn candidate(etcd: &LocalEtcd, advertise: &str, ttl_secs: u64) -> Arc<EtcdLeadership> {
@@ -63,18 +55,6 @@ async fn until(
             l.watch().borrow().clone()
         )
     })
-}
-
-/// Which member leads etcd's raft.
-async fn raft_leader(etcd: &LocalEtcd) -> usize {
-    let conn = Etcd::connect(&etcd.endpoints()).await.unwrap();
-    for i in 0..etcd.len() {
-        let st = conn.client(i).status().await.unwrap();
-        if st.header().map(|h| h.member_id()) == Some(st.leader()) {
-            return i;
-        }
-    }
-    panic!("no member leads etcd");
 }
 
 fn fence_of(s: &LeaderState) -> Fence {
@@ -200,7 +180,7 @@ async fn three_members_one_down_nothing_stops_no_quorum_no_leader_quorum_back_le
     // The candidates talk to a member that does not lead etcd's raft first: killing it is
     // losing one member, not also the raft leader (that case: see the module docs of
     // `aviary_coordinator::etcd` and docs/operations.md).
-    let raft_leader = raft_leader(&etcd).await;
+    let raft_leader = etcd.raft_leader();
     let victim = (raft_leader + 1) % 3;
     let eps = etcd.endpoints();
     let order: Vec<String> = (0..3).map(|k| eps[(victim + k) % 3].clone()).collect();

@@ -8,22 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aviary_api::document::{Resource, parse_documents};
-use aviary_coordinator::etcd::{Etcd, EtcdConfig, EtcdLeadership, EtcdStore, LocalEtcd};
+use aviary_coordinator::etcd::{Etcd, EtcdConfig, EtcdLeadership, EtcdStore};
 use aviary_coordinator::{ClusterRecord, Error, Fence, LeaderState, Leadership, RolloutRecord, Store};
 use aviary_core::fleet::{CanaryKey, CanaryObs, ClusterInfo, Revision, RolloutState, resolve_plan};
+use aviary_testkit::etcd::LocalEtcd;
 
 async fn local_etcd(what: &str) -> Option<LocalEtcd> {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-    let bin = LocalEtcd::binary_or_skip(what)?;
-    Some(
-        tokio::task::spawn_blocking(move || LocalEtcd::start(&bin, 1))
-            .await
-            .unwrap()
-            .expect("start etcd"),
-    )
+    aviary_testkit::logs::trace_to_test_output();
+    LocalEtcd::start_for(what, 1).await
 }
 
 /// A replica: its leadership (campaigning as `advertise`) and its store.
@@ -188,12 +180,7 @@ async fn a_deposed_leader_cannot_write_and_steps_down() {
 
     // A's lease ends behind its back (what a long pause past the TTL does).
     let lease = a.lease().expect("a leads");
-    etcd_client::Client::connect(etcd.endpoints(), None)
-        .await
-        .unwrap()
-        .lease_revoke(lease)
-        .await
-        .unwrap();
+    etcd.revoke_lease(lease).await;
     assert_eq!(a.check().unwrap(), fa, "a does not know yet");
     let mut stale = r.clone();
     stale.state.message = "written by a deposed leader".into();

@@ -12,6 +12,9 @@ pub enum Error {
     /// A fleet rollout cannot be planned or a verb does not apply (field path included).
     #[error("{0}")]
     Fleet(String),
+    /// The statistical judge cannot use its input or configuration (field path included).
+    #[error("{0}")]
+    Judge(String),
 }
 
 /// Result with [`Error`].

@@ -1,10 +1,12 @@
-//! Fakes of every port, scriptable and recording, for tests and `aviary simulate`.
+//! Fakes of every port, scriptable and recording, for tests (feature `test-util`). The metric
+//! and webhook scripts are the simulator's ([`crate::simulate::world`]); the fakes add what tests
+//! inspect and inject (call logs, failures, delays).
 //!
 //! Each fake is a cheap handle (`Clone` shares state) so a test can keep one and give another
 //! to the engine or an actor. Scripts are per name: the n-th query of a metric gets the n-th
 //! value, the n-th call of a webhook gets the n-th outcome, and the last entry repeats.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,12 +16,13 @@ use aviary_api::{Canary, CanaryPhase, CanaryStatus, MetricTemplate, Strategy};
 use parking_lot::Mutex;
 
 use crate::ports::*;
+use crate::simulate::world::{ScriptedHooks, ScriptedMetrics, World};
 
 // === Target ===
 
 #[derive(Debug, Clone)]
 struct TargetState {
-    revision: Revision,
+    revision: TargetRevision,
     primary: Result<(), NotReady>,
     canary: Result<(), NotReady>,
     /// The revision the primary runs (what `promote` copied).
@@ -37,7 +40,7 @@ pub struct FakeTarget(Arc<Mutex<TargetState>>);
 impl Default for FakeTarget {
     fn default() -> Self {
         Self(Arc::new(Mutex::new(TargetState {
-            revision: Revision {
+            revision: TargetRevision {
                 fingerprint: "rev-1".into(),
                 tracked_configs: None,
                 route: None,
@@ -98,7 +101,7 @@ impl FakeTarget {
 
 #[async_trait]
 impl Target for FakeTarget {
-    async fn revision(&self, _canary: &Canary) -> Result<Revision, String> {
+    async fn revision(&self, _canary: &Canary) -> Result<TargetRevision, String> {
         Ok(self.0.lock().revision.clone())
     }
     async fn initialize(&self, _canary: &Canary) -> Result<(), NotReady> {
@@ -217,35 +220,27 @@ impl Router for FakeRouter {
 
 // === Metrics ===
 
-/// One scripted query answer.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Answer {
-    Value(f64),
-    NoValues,
-    Error(String),
-}
+pub use crate::simulate::world::Answer;
 
 #[derive(Debug, Default)]
 struct MetricsState {
-    scripts: HashMap<String, Vec<Answer>>,
-    counts: HashMap<String, usize>,
-    templates: HashMap<(String, String), MetricTemplate>,
     unavailable: Option<String>,
     delay: Option<Duration>,
     queries: Vec<(String, String)>,
 }
 
-/// Metrics answered from per-metric scripts. Unscripted built-ins are healthy (100% success,
-/// 0 ms); unscripted template and inline metrics answer 0.
+/// Metrics answered from per-metric scripts (the simulator's [`ScriptedMetrics`]), plus an
+/// unavailable provider and slow queries on demand.
 #[derive(Debug, Clone, Default)]
-pub struct FakeMetrics(Arc<Mutex<MetricsState>>);
+pub struct FakeMetrics {
+    scripted: ScriptedMetrics,
+    state: Arc<Mutex<MetricsState>>,
+}
 
 impl FakeMetrics {
     /// Scripts the answers of metric `name` (the canary's metric name).
     pub fn script(&self, name: &str, answers: Vec<Answer>) {
-        let mut s = self.0.lock();
-        s.scripts.insert(name.into(), answers);
-        s.counts.remove(name);
+        self.scripted.script(name, answers);
     }
     /// Scripts plain values.
     pub fn values(&self, name: &str, values: &[f64]) {
@@ -253,50 +248,29 @@ impl FakeMetrics {
     }
     /// Makes a MetricTemplate resolvable.
     pub fn add_template(&self, template: MetricTemplate) {
-        let ns = template
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into());
-        let name = template.metadata.name.clone().unwrap_or_default();
-        self.0.lock().templates.insert((ns, name), template);
+        self.scripted.add_template(template);
     }
     /// Makes the provider check fail.
     pub fn set_unavailable(&self, msg: Option<&str>) {
-        self.0.lock().unavailable = msg.map(str::to_string);
+        self.state.lock().unavailable = msg.map(str::to_string);
     }
     /// Delays every query (to test that a slow query delays only its own canary).
     pub fn set_delay(&self, d: Option<Duration>) {
-        self.0.lock().delay = d;
+        self.state.lock().delay = d;
     }
     /// `(metric, rendered query)` of every query, in order; built-ins show an empty query.
     pub fn queries(&self) -> Vec<(String, String)> {
-        self.0.lock().queries.clone()
+        self.state.lock().queries.clone()
     }
     /// How many times metric `name` was queried.
     pub fn count(&self, name: &str) -> usize {
-        self.0.lock().counts.get(name).copied().unwrap_or(0)
+        self.scripted.count(name)
     }
 
-    async fn answer(&self, name: &str, default: f64) -> Result<f64, MetricError> {
-        let delay = self.0.lock().delay;
+    async fn delay(&self) {
+        let delay = self.state.lock().delay;
         if let Some(d) = delay {
             tokio::time::sleep(d).await;
-        }
-        let mut s = self.0.lock();
-        let n = {
-            let c = s.counts.entry(name.into()).or_insert(0);
-            *c += 1;
-            *c
-        };
-        let answer = match s.scripts.get(name) {
-            Some(list) if !list.is_empty() => list[(n - 1).min(list.len() - 1)].clone(),
-            _ => Answer::Value(default),
-        };
-        match answer {
-            Answer::Value(v) => Ok(v),
-            Answer::NoValues => Err(MetricError::NoValues("no values found".into())),
-            Answer::Error(e) => Err(MetricError::Query(e)),
         }
     }
 }
@@ -304,45 +278,32 @@ impl FakeMetrics {
 #[async_trait]
 impl Metrics for FakeMetrics {
     async fn check_providers(&self, _canary: &Canary) -> Result<(), String> {
-        match &self.0.lock().unavailable {
+        match &self.state.lock().unavailable {
             Some(e) => Err(e.clone()),
             None => Ok(()),
         }
     }
-    async fn builtin(
-        &self,
-        _canary: &Canary,
-        metric: BuiltinMetric,
-        _model: &MetricModel,
-    ) -> Result<f64, MetricError> {
-        let (name, healthy) = match metric {
-            BuiltinMetric::SuccessRate => (aviary_api::canary::BUILTIN_SUCCESS_RATE, 100.0),
-            BuiltinMetric::Duration => (aviary_api::canary::BUILTIN_DURATION, 0.0),
+    async fn builtin(&self, canary: &Canary, metric: BuiltinMetric, model: &MetricModel) -> MetricResult {
+        let name = match metric {
+            BuiltinMetric::SuccessRate => aviary_api::canary::BUILTIN_SUCCESS_RATE,
+            BuiltinMetric::Duration => aviary_api::canary::BUILTIN_DURATION,
         };
-        self.0.lock().queries.push((name.into(), String::new()));
-        self.answer(name, healthy).await
+        self.state.lock().queries.push((name.into(), String::new()));
+        self.delay().await;
+        self.scripted.builtin(canary, metric, model).await
     }
     async fn template(&self, namespace: &str, name: &str) -> Result<MetricTemplate, String> {
-        self.0
-            .lock()
-            .templates
-            .get(&(namespace.to_string(), name.to_string()))
-            .cloned()
-            .ok_or_else(|| format!("metrictemplate.flagger.app \"{name}\" not found"))
+        self.scripted.template(namespace, name).await
     }
-    async fn query(
-        &self,
-        metric: &str,
-        _t: &MetricTemplate,
-        _interval: &str,
-        query: &str,
-    ) -> Result<f64, MetricError> {
-        self.0.lock().queries.push((metric.into(), query.into()));
-        self.answer(metric, 0.0).await
+    async fn query(&self, metric: &str, t: &MetricTemplate, interval: &str, query: &str) -> MetricResult {
+        self.state.lock().queries.push((metric.into(), query.into()));
+        self.delay().await;
+        self.scripted.query(metric, t, interval, query).await
     }
-    async fn inline(&self, _canary: &Canary, metric: &str, query: &str) -> Result<f64, MetricError> {
-        self.0.lock().queries.push((metric.into(), query.into()));
-        self.answer(metric, 0.0).await
+    async fn inline(&self, canary: &Canary, metric: &str, query: &str) -> MetricResult {
+        self.state.lock().queries.push((metric.into(), query.into()));
+        self.delay().await;
+        self.scripted.inline(canary, metric, query).await
     }
 }
 
@@ -358,61 +319,46 @@ pub struct HookCall {
 
 #[derive(Debug, Default)]
 struct HooksState {
-    scripts: HashMap<String, Vec<bool>>,
-    counts: HashMap<String, usize>,
     calls: Vec<HookCall>,
     delay: Option<Duration>,
 }
 
-/// Webhooks answered from per-name scripts (`true` = pass); unscripted hooks pass.
+/// Webhooks answered from per-name scripts (the simulator's [`ScriptedHooks`]; unscripted hooks
+/// pass), recording every call.
 #[derive(Debug, Clone, Default)]
-pub struct FakeHooks(Arc<Mutex<HooksState>>);
+pub struct FakeHooks {
+    scripted: ScriptedHooks,
+    state: Arc<Mutex<HooksState>>,
+}
 
 impl FakeHooks {
     /// Scripts the outcomes of webhook `name`.
     pub fn script(&self, name: &str, outcomes: &[bool]) {
-        let mut s = self.0.lock();
-        s.scripts.insert(name.into(), outcomes.to_vec());
-        s.counts.remove(name);
+        self.scripted.script(name, outcomes);
     }
     /// Every call, in order.
     pub fn calls(&self) -> Vec<HookCall> {
-        self.0.lock().calls.clone()
+        self.state.lock().calls.clone()
     }
     /// Delays every call.
     pub fn set_delay(&self, d: Option<Duration>) {
-        self.0.lock().delay = d;
+        self.state.lock().delay = d;
     }
 }
 
 #[async_trait]
 impl Hooks for FakeHooks {
     async fn call(&self, hook: &CanaryWebhook, payload: &HookPayload) -> Result<(), String> {
-        let delay = self.0.lock().delay;
+        let delay = self.state.lock().delay;
         if let Some(d) = delay {
             tokio::time::sleep(d).await;
         }
-        let name = hook.name.clone().unwrap_or_default();
-        let mut s = self.0.lock();
-        s.calls.push(HookCall {
-            name: name.clone(),
+        self.state.lock().calls.push(HookCall {
+            name: hook.name.clone().unwrap_or_default(),
             kind: hook.hook_type(),
             payload: payload.clone(),
         });
-        let n = {
-            let c = s.counts.entry(name.clone()).or_insert(0);
-            *c += 1;
-            *c
-        };
-        let pass = match s.scripts.get(&name) {
-            Some(list) if !list.is_empty() => list[(n - 1).min(list.len() - 1)],
-            _ => true,
-        };
-        if pass {
-            Ok(())
-        } else {
-            Err(format!("{name} refused"))
-        }
+        self.scripted.call(hook, payload).await
     }
 }
 
@@ -594,7 +540,7 @@ impl Gate for FakeGate {
     fn name(&self) -> Option<&str> {
         self.name.as_deref()
     }
-    async fn confirm_rollout(&self, _canary: &Canary, revision: &Revision) -> GateDecision {
+    async fn confirm_rollout(&self, _canary: &Canary, revision: &TargetRevision) -> GateDecision {
         let mut s = self.state.lock();
         s.asked.push(revision.fingerprint.clone());
         match &s.closed {
@@ -636,5 +582,30 @@ impl Fakes {
             recorder: &self.recorder,
             gate: &self.gate,
         }
+    }
+}
+
+impl World for Fakes {
+    fn ports(&self) -> Ports<'_> {
+        Fakes::ports(self)
+    }
+    fn present_revision(&self, fingerprint: &str) {
+        self.target.set_revision(fingerprint);
+    }
+    fn script_metric(&self, name: &str, answers: Vec<Answer>) {
+        self.metrics.script(name, answers);
+    }
+    fn add_template(&self, template: MetricTemplate) {
+        self.metrics.add_template(template);
+    }
+    fn script_hook(&self, name: &str, outcomes: &[bool]) {
+        self.hooks.script(name, outcomes);
+    }
+    fn take_events(&self) -> Vec<(EventType, String)> {
+        self.recorder
+            .take_events()
+            .into_iter()
+            .map(|e| (e.kind, e.message))
+            .collect()
     }
 }

@@ -3,8 +3,9 @@
 //! coordinator link in aviary-agent); tests and `aviary simulate` use the fakes in
 //! [`crate::fakes`]. Every method takes the Canary it acts for, so one port object can serve many
 //! canaries. Errors are plain messages: the engine turns them into Flagger's events.
-//! [`SecretSource`] is not used by the engine itself: it is the port through which adapters (metric
-//! providers, notifiers) read credentials, so they stay independent of the platform.
+//! [`SecretSource`] and [`BuiltinSource`] are not used by the engine itself: they are the ports
+//! through which adapters (metric providers, notifiers) read credentials and built-in metrics, so
+//! they stay independent of the platform.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -16,9 +17,11 @@ use serde::{Deserialize, Serialize};
 
 // === Target ===
 
-/// The revision the target currently describes.
+/// The revision the target currently describes: its fingerprint (plus tracked configs and the
+/// query route). Not to be confused with a fleet rollout's [`crate::fleet::Revision`] (images or a
+/// version).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Revision {
+pub struct TargetRevision {
     /// Stable fingerprint of the workload template (see [`crate::fingerprint`]); stored in
     /// `status.lastAppliedSpec` when an analysis starts.
     pub fingerprint: String,
@@ -63,7 +66,7 @@ impl fmt::Display for NotReady {
 #[async_trait]
 pub trait Target: Send + Sync {
     /// The revision the target describes now.
-    async fn revision(&self, canary: &Canary) -> Result<Revision, String>;
+    async fn revision(&self, canary: &Canary) -> Result<TargetRevision, String>;
     /// Creates what the canary needs besides the target (the `-primary` copy) when missing.
     async fn initialize(&self, canary: &Canary) -> Result<(), NotReady>;
     /// Whether the primary is ready to serve.
@@ -170,18 +173,16 @@ impl fmt::Display for MetricError {
     }
 }
 
+/// One metric query: its value, or why there is none.
+pub type MetricResult = Result<f64, MetricError>;
+
 /// One query → a value, no values, or an error.
 #[async_trait]
 pub trait Metrics: Send + Sync {
     /// Whether the metric backends the canary uses answer (checked at initialization).
     async fn check_providers(&self, canary: &Canary) -> Result<(), String>;
     /// A built-in metric over `model.interval`: percent for the success rate, ms for duration.
-    async fn builtin(
-        &self,
-        canary: &Canary,
-        metric: BuiltinMetric,
-        model: &MetricModel,
-    ) -> Result<f64, MetricError>;
+    async fn builtin(&self, canary: &Canary, metric: BuiltinMetric, model: &MetricModel) -> MetricResult;
     /// Looks up a MetricTemplate.
     async fn template(&self, namespace: &str, name: &str) -> Result<MetricTemplate, String>;
     /// Runs the rendered query of the canary's metric `metric` with the template's provider.
@@ -191,9 +192,30 @@ pub trait Metrics: Send + Sync {
         template: &MetricTemplate,
         interval: &str,
         query: &str,
-    ) -> Result<f64, MetricError>;
+    ) -> MetricResult;
     /// Runs a deprecated inline query (the canary's metric `metric`) against its metrics server.
-    async fn inline(&self, canary: &Canary, metric: &str, query: &str) -> Result<f64, MetricError>;
+    async fn inline(&self, canary: &Canary, metric: &str, query: &str) -> MetricResult;
+}
+
+/// Where built-in metrics and inline queries come from, behind the `Metrics` port of the
+/// providers: Flagger's PromQL on Prometheus (aviary-providers) or the local router's statistics
+/// (aviary-local). Like [`SecretSource`], the engine does not call it; adapters plug it in.
+#[async_trait]
+pub trait BuiltinSource: Send + Sync {
+    /// Whether the backend answers, for the canary's built-in metrics and inline queries.
+    async fn check(&self, _canary: &Canary) -> Result<(), String> {
+        Ok(())
+    }
+    /// A built-in metric over `model.interval`: percent for the success rate, milliseconds for
+    /// the duration.
+    async fn builtin(&self, canary: &Canary, metric: BuiltinMetric, model: &MetricModel) -> MetricResult;
+    /// A deprecated inline `metrics[].query` (already rendered).
+    async fn inline(&self, _canary: &Canary, _query: &str) -> MetricResult {
+        Err(MetricError::Provider(
+            "inline metric queries (metrics[].query) need a Prometheus metrics server; use a MetricTemplate"
+                .into(),
+        ))
+    }
 }
 
 // === Secrets ===
@@ -339,7 +361,7 @@ pub trait Gate: Send + Sync {
     /// The gate's name in events (`Confirm-rollout check <name> passed`); `None` = no gate.
     fn name(&self) -> Option<&str>;
     /// May the analysis of `revision` start?
-    async fn confirm_rollout(&self, canary: &Canary, revision: &Revision) -> GateDecision;
+    async fn confirm_rollout(&self, canary: &Canary, revision: &TargetRevision) -> GateDecision;
     /// Does the authority want the running analysis rolled back now? `Some(reason)` if so.
     async fn rollback_requested(&self, canary: &Canary) -> Option<String>;
     /// Should the current revision be promoted without analysis? The coordinator asks for it
@@ -358,7 +380,7 @@ impl Gate for NoGate {
     fn name(&self) -> Option<&str> {
         None
     }
-    async fn confirm_rollout(&self, _canary: &Canary, _revision: &Revision) -> GateDecision {
+    async fn confirm_rollout(&self, _canary: &Canary, _revision: &TargetRevision) -> GateDecision {
         GateDecision::Open
     }
     async fn rollback_requested(&self, _canary: &Canary) -> Option<String> {

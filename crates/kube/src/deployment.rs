@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use async_trait::async_trait;
 use aviary_api::Canary;
 use aviary_core::fingerprint::{canonical_json, fingerprint, sha256_hex};
-use aviary_core::ports::{NotReady, Revision, Target};
+use aviary_core::ports::{NotReady, Target, TargetRevision};
 use jiff::Timestamp;
 use serde_json::{Map, Value, json};
 
@@ -700,14 +700,14 @@ fn not_ready(prefix: String, (retriable, msg): (bool, String)) -> NotReady {
 
 #[async_trait]
 impl Target for DeploymentTarget {
-    async fn revision(&self, c: &Canary) -> Result<Revision, String> {
+    async fn revision(&self, c: &Canary) -> Result<TargetRevision, String> {
         let target = self.target(c).await?;
         let tracked = self.tracked(c, &target).await?;
         let configs: BTreeMap<String, String> = tracked
             .iter()
             .map(|(r, obj)| (r.key(), config_checksum(obj)))
             .collect();
-        Ok(Revision {
+        Ok(TargetRevision {
             fingerprint: fingerprint(&target["spec"]["template"]),
             // Flagger stores the (possibly empty) map whenever config tracking is on
             // (`trackedConfigs: {}` in the status), nothing when it is off.

@@ -7,7 +7,7 @@ pub enum Error {
     #[error("{0}")]
     Config(String),
     /// A call to the API server failed.
-    #[error("{action}: {}", crate::client::describe(source))]
+    #[error("{action}: {}", describe(source))]
     Api {
         action: String,
         #[source]
@@ -34,3 +34,40 @@ impl Error {
 
 /// Result with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The message of a Kubernetes API error (`deployments.apps "x" not found`), or the error.
+pub fn describe(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) if s.code == 403 => match missing_permission(&s.message) {
+            Some(permission) => format!(
+                "missing permission: {permission} ({}); grant it in the agent's ClusterRole (deploy/rbac/cluster-role.yaml)",
+                s.message
+            ),
+            None => s.message.clone(),
+        },
+        kube::Error::Api(s) if !s.message.is_empty() => s.message.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// `verb resource.group[/subresource]` from the RBAC authorizer's 403 message (`… cannot patch
+/// resource "deployments" in API group "apps" …`, subresources as `"canaries/status"`).
+fn missing_permission(message: &str) -> Option<String> {
+    let rest = message.split(" cannot ").nth(1)?;
+    let (verb, rest) = rest.split_once(" resource \"")?;
+    let (resource, rest) = rest.split_once('"')?;
+    let group = rest
+        .split_once("in API group \"")
+        .and_then(|(_, g)| g.split_once('"'))
+        .map_or("", |(g, _)| g);
+    let (resource, sub) = match resource.split_once('/') {
+        Some((r, s)) => (r, format!("/{s}")),
+        None => (resource, String::new()),
+    };
+    let group = if group.is_empty() {
+        String::new()
+    } else {
+        format!(".{group}")
+    };
+    Some(format!("{verb} {resource}{group}{sub}"))
+}

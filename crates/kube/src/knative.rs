@@ -14,7 +14,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use aviary_api::{Canary, CanaryPhase, MetricTemplate};
 use aviary_core::ports::{
-    BuiltinMetric, MetricError, MetricModel, Metrics, NotReady, Revision, Router, Routes, Target,
+    BuiltinMetric, MetricError, MetricModel, MetricResult, Metrics, NotReady, Router, Routes, Target,
+    TargetRevision,
 };
 use serde_json::{Value, json};
 
@@ -207,10 +208,10 @@ impl Knative {
 
 #[async_trait]
 impl Target for Knative {
-    async fn revision(&self, c: &Canary) -> Result<Revision, String> {
+    async fn revision(&self, c: &Canary) -> Result<TargetRevision, String> {
         let svc = self.service(c).await?;
         let latest = Self::latest_created(c, &svc)?;
-        Ok(Revision {
+        Ok(TargetRevision {
             fingerprint: latest.clone(),
             tracked_configs: None,
             route: Some(latest),
@@ -336,12 +337,7 @@ impl Metrics for KnativeRoute {
         self.inner.check_providers(canary).await
     }
 
-    async fn builtin(
-        &self,
-        canary: &Canary,
-        metric: BuiltinMetric,
-        model: &MetricModel,
-    ) -> Result<f64, MetricError> {
+    async fn builtin(&self, canary: &Canary, metric: BuiltinMetric, model: &MetricModel) -> MetricResult {
         if !canary.is_knative_target() {
             return self.inner.builtin(canary, metric, model).await;
         }
@@ -367,11 +363,11 @@ impl Metrics for KnativeRoute {
         template: &MetricTemplate,
         interval: &str,
         query: &str,
-    ) -> Result<f64, MetricError> {
+    ) -> MetricResult {
         self.inner.query(metric, template, interval, query).await
     }
 
-    async fn inline(&self, canary: &Canary, metric: &str, query: &str) -> Result<f64, MetricError> {
+    async fn inline(&self, canary: &Canary, metric: &str, query: &str) -> MetricResult {
         self.inner.inline(canary, metric, query).await
     }
 }

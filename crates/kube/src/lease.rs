@@ -52,7 +52,7 @@ impl LeaseSettings {
 
 /// Why [`LeaderElector::hold`] returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Leadership {
+pub enum LeaseEnd {
     /// The lease could not be renewed in time (or another replica took it): stop acting.
     Lost,
     /// Shutdown was requested. The lease is still held: stop acting, then [`LeaderElector::release`].
@@ -199,24 +199,24 @@ impl LeaderElector {
     }
 
     /// Renews the Lease until it is lost or `shutdown`.
-    pub async fn hold(&self, shutdown: &CancellationToken) -> Leadership {
+    pub async fn hold(&self, shutdown: &CancellationToken) -> LeaseEnd {
         let mut last_renew = Instant::now();
         loop {
             tokio::select! {
-                _ = shutdown.cancelled() => return Leadership::Shutdown,
+                _ = shutdown.cancelled() => return LeaseEnd::Shutdown,
                 _ = tokio::time::sleep(self.settings.retry_period) => {}
             }
             match self.try_acquire_or_renew().await {
                 Ok(true) => last_renew = Instant::now(),
                 Ok(false) => {
                     tracing::warn!(lease = %self.settings.name, "another replica took the lease");
-                    return Leadership::Lost;
+                    return LeaseEnd::Lost;
                 }
                 Err(e) => tracing::warn!("leader election: cannot renew the lease: {e}"),
             }
             if last_renew.elapsed() > self.settings.renew_deadline {
                 tracing::error!(lease = %self.settings.name, "could not renew the lease within {:?}", self.settings.renew_deadline);
-                return Leadership::Lost;
+                return LeaseEnd::Lost;
             }
         }
     }

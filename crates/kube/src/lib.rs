@@ -17,6 +17,9 @@
 //!   [`istio`], and in [`routing`] the provider choice, the `kubernetes` no-op router and shared
 //!   helpers.
 //! - [`lease`]: leader election through a coordination.k8s.io Lease.
+//! - [`revisions`]: what the coordinator link reads and pushes: targets' container images, and
+//!   retries of the same images.
+//! - `error`: the crate's [`Error`].
 
 pub mod cache;
 pub mod client;
@@ -28,13 +31,19 @@ pub mod knative;
 pub mod lease;
 pub mod platform;
 pub mod recorder;
+pub mod revisions;
 pub mod routing;
 pub mod services;
 pub mod watch;
 
 pub use client::{ClientSettings, Kube, connect};
 pub use error::{Error, Result};
-pub use lease::{LeaderElector, Leadership, LeaseSettings};
+pub use lease::{LeaderElector, LeaseEnd, LeaseSettings};
+
+/// The former name of [`LeaseEnd`], kept only while `tests/lease.rs` (being ported to a real
+/// API server) still uses it; new code says `LeaseEnd`.
+#[doc(hidden)]
+pub type Leadership = LeaseEnd;
 pub use platform::{KubePlatform, KubeSecrets, KubeSettings};
 pub use recorder::KubeRecorder;
 pub use watch::{CanarySink, FINALIZER, Watched};

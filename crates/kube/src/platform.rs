@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use aviary_api::{Canary, CanaryStatus};
-use aviary_core::ports::{NotReady, Revision, Router, SecretSource, Target};
+use aviary_core::ports::{NotReady, Router, SecretSource, Target, TargetRevision};
 
 use crate::client::{CANARY, Kube, SECRET, describe};
 use crate::deployment::{DeploymentSettings, DeploymentTarget};
@@ -176,7 +176,7 @@ impl UnsupportedTarget {
 
 #[async_trait]
 impl Target for UnsupportedTarget {
-    async fn revision(&self, c: &Canary) -> Result<Revision, String> {
+    async fn revision(&self, c: &Canary) -> Result<TargetRevision, String> {
         Err(self.err(c))
     }
     async fn initialize(&self, c: &Canary) -> Result<(), NotReady> {

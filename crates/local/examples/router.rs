@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 
-use aviary_local::router::{Backends, Router, RouterConfig, Routes};
+use aviary_local::router::{Backends, HttpRouter, RouterConfig, Routes};
 use clap::Parser;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -35,7 +35,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         workers: args.workers,
         ..RouterConfig::new("bench", "podinfo", args.listen)
     };
-    let router = Router::start(config).await?;
+    let router = HttpRouter::start(config).await?;
     router.set_backends(Backends {
         primary: args.primary,
         canary: args.canary,

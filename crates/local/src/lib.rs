@@ -4,12 +4,16 @@
 //! - [`router`]: the per-service HTTP router (weights, A/B matches, mirroring, session affinity)
 //!   with per-backend statistics and Prometheus metrics.
 //! - [`process`]: the supervisor that runs each version as replicas on free loopback ports.
+//! - [`platform`]: the local platform on top of them: LocalServices from a config directory,
+//!   the engine's ports (Target, Router, built-in metrics, Recorder), the state directory, and
+//!   what the coordinator link asks of a cluster (versions, pushes, retries).
 //! - [`error`]: the crate's error type.
+//! - `server`: serving HTTP/1.1 and h2c with a bounded graceful shutdown (router, sample app).
 //!
-//! The engine's ports (Target, Router, Metrics) are implemented on top of these APIs elsewhere;
-//! nothing here knows about Canary resources.
+//! The data plane knows nothing about Canary resources; only [`platform`] does.
 
 pub mod error;
+pub mod platform;
 pub mod process;
 pub mod router;
 pub mod sample_app;

@@ -11,7 +11,7 @@
 //! engine decides when a failing readiness becomes a rollback ([`FailureKind::is_fatal`]).
 //!
 //! Stopping a group sends SIGTERM to each process group and SIGKILL after the grace period.
-//! Dropping the [`Supervisor`] sends SIGKILL to every process group at once, so nothing it started
+//! Dropping the [`ProcessSupervisor`] sends SIGKILL to every process group at once, so nothing it started
 //! outlives it. (If the agent itself is SIGKILLed, children that do not watch their parent, as
 //! the sample app does, are left to the operating system: setting a parent-death signal needs
 //! `unsafe` code, which the workspace forbids.)
@@ -39,9 +39,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 
-/// Timings and limits of a [`Supervisor`].
+/// Timings and limits of a [`ProcessSupervisor`].
 #[derive(Clone, Debug, PartialEq)]
-pub struct SupervisorConfig {
+pub struct ProcessSupervisorConfig {
     /// Between SIGTERM and SIGKILL when stopping.
     pub grace_period: Duration,
     /// First restart delay; doubled after each exit up to `backoff_max`.
@@ -62,9 +62,9 @@ pub struct SupervisorConfig {
     pub log_dir: Option<PathBuf>,
 }
 
-impl Default for SupervisorConfig {
+impl Default for ProcessSupervisorConfig {
     fn default() -> Self {
-        SupervisorConfig {
+        ProcessSupervisorConfig {
             grace_period: Duration::from_secs(10),
             backoff_initial: Duration::from_secs(1),
             backoff_max: Duration::from_secs(30),
@@ -198,13 +198,13 @@ impl GroupStatus {
 
 /// Starts and stops process groups; dropping it kills everything it started.
 #[derive(Debug)]
-pub struct Supervisor {
+pub struct ProcessSupervisor {
     shared: Arc<Shared>,
 }
 
 #[derive(Debug)]
 struct Shared {
-    config: SupervisorConfig,
+    config: ProcessSupervisorConfig,
     probe: Client<HttpConnector, Empty<Bytes>>,
     /// Ports handed to live processes, so two replicas never get the same one.
     ports: Mutex<HashSet<u16>>,
@@ -238,12 +238,12 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-impl Supervisor {
-    pub fn new(config: SupervisorConfig) -> Supervisor {
+impl ProcessSupervisor {
+    pub fn new(config: ProcessSupervisorConfig) -> ProcessSupervisor {
         let probe = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(0)
             .build_http();
-        Supervisor {
+        ProcessSupervisor {
             shared: Arc::new(Shared {
                 config,
                 probe,
@@ -308,7 +308,7 @@ impl Supervisor {
     }
 }
 
-impl Drop for Supervisor {
+impl Drop for ProcessSupervisor {
     fn drop(&mut self) {
         for group in lock(&self.shared.groups).drain(..) {
             group.inner.kill_now();

@@ -6,21 +6,22 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aviary_local::process::{
-    FailureKind, GroupSpec, GroupStatus, ProcessGroup, Supervisor, SupervisorConfig,
+    FailureKind, GroupSpec, GroupStatus, ProcessGroup, ProcessSupervisor, ProcessSupervisorConfig,
 };
+use aviary_testkit::process::alive;
 use common::{client, eventually, get};
 use http::StatusCode;
 
 const SAMPLE_APP: &str = env!("CARGO_BIN_EXE_aviary-sample-app");
 const WAIT: Duration = Duration::from_secs(20);
 
-fn fast_config() -> SupervisorConfig {
-    SupervisorConfig {
+fn fast_config() -> ProcessSupervisorConfig {
+    ProcessSupervisorConfig {
         grace_period: Duration::from_secs(2),
         backoff_initial: Duration::from_millis(20),
         backoff_max: Duration::from_millis(200),
         probe_interval: Duration::from_millis(100),
-        ..SupervisorConfig::default()
+        ..ProcessSupervisorConfig::default()
     }
 }
 
@@ -43,21 +44,11 @@ fn sample_app_spec(name: &str, replicas: u32) -> GroupSpec {
     )
 }
 
-fn pid_alive(pid: u32) -> bool {
-    // A zombie has exited; only its exit status is left.
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|stat| {
-            stat.rsplit_once(") ")
-                .is_some_and(|(_, rest)| !rest.starts_with('Z'))
-        })
-        .unwrap_or(false)
-}
-
 async fn all_gone(pids: &[u32]) -> bool {
     let pids = pids.to_vec();
     eventually(Duration::from_secs(10), move || {
         let pids = pids.clone();
-        async move { pids.iter().all(|p| !pid_alive(*p)) }
+        async move { pids.iter().all(|p| !alive(*p)) }
     })
     .await
 }
@@ -75,7 +66,7 @@ fn pids(status: &GroupStatus) -> Vec<u32> {
 
 #[tokio::test]
 async fn replicas_become_ready_on_their_own_ports_and_stop() {
-    let supervisor = Supervisor::new(fast_config());
+    let supervisor = ProcessSupervisor::new(fast_config());
     let group = supervisor
         .start(sample_app_spec("test/podinfo-primary", 2))
         .unwrap();
@@ -108,7 +99,7 @@ async fn replicas_become_ready_on_their_own_ports_and_stop() {
 
 #[tokio::test]
 async fn a_killed_process_is_restarted() {
-    let supervisor = Supervisor::new(fast_config());
+    let supervisor = ProcessSupervisor::new(fast_config());
     let group = supervisor
         .start(sample_app_spec("test/podinfo-canary", 1))
         .unwrap();
@@ -135,7 +126,7 @@ async fn a_killed_process_is_restarted() {
 
 #[tokio::test]
 async fn a_crash_loop_is_reported_with_the_last_output() {
-    let supervisor = Supervisor::new(fast_config());
+    let supervisor = ProcessSupervisor::new(fast_config());
     let group = supervisor
         .start(spec(
             "test/broken",
@@ -185,7 +176,7 @@ async fn a_crash_loop_is_reported_with_the_last_output() {
 #[tokio::test]
 async fn long_output_lines_are_truncated_in_error_messages() {
     let dir = tempfile::tempdir().unwrap();
-    let supervisor = Supervisor::new(SupervisorConfig {
+    let supervisor = ProcessSupervisor::new(ProcessSupervisorConfig {
         log_dir: Some(dir.path().to_owned()),
         ..fast_config()
     });
@@ -228,7 +219,7 @@ async fn long_output_lines_are_truncated_in_error_messages() {
 
 #[tokio::test]
 async fn a_command_that_cannot_start_is_a_clear_error() {
-    let supervisor = Supervisor::new(fast_config());
+    let supervisor = ProcessSupervisor::new(fast_config());
     let group = supervisor
         .start(spec(
             "test/typo",
@@ -262,11 +253,11 @@ async fn a_command_that_cannot_start_is_a_clear_error() {
 #[tokio::test]
 async fn stop_kills_the_whole_process_group_even_when_sigterm_is_ignored() {
     let dir = tempfile::tempdir().unwrap();
-    let config = SupervisorConfig {
+    let config = ProcessSupervisorConfig {
         grace_period: Duration::from_millis(300),
         ..fast_config()
     };
-    let supervisor = Supervisor::new(config);
+    let supervisor = ProcessSupervisor::new(config);
     // The shell starts a background child in the same process group, then becomes the app.
     let bg = dir.path().join("bg.pid");
     let script = format!(
@@ -295,7 +286,7 @@ async fn stop_kills_the_whole_process_group_even_when_sigterm_is_ignored() {
     let bg_pid: u32 = std::fs::read_to_string(&bg).unwrap().trim().parse().unwrap();
     let mut pids = pids(&app_status);
     pids.extend([bg_pid, stubborn_pid]);
-    assert!(pids.iter().all(|p| pid_alive(*p)));
+    assert!(pids.iter().all(|p| alive(*p)));
 
     supervisor.shutdown().await;
     assert!(all_gone(&pids).await, "processes survived shutdown: {pids:?}");
@@ -303,7 +294,7 @@ async fn stop_kills_the_whole_process_group_even_when_sigterm_is_ignored() {
 
 #[tokio::test]
 async fn dropping_the_supervisor_leaves_no_orphans() {
-    let supervisor = Supervisor::new(fast_config());
+    let supervisor = ProcessSupervisor::new(fast_config());
     let group = supervisor.start(sample_app_spec("test/dropped", 2)).unwrap();
     let pids = pids(&ready(&group).await);
     drop(supervisor);
@@ -316,11 +307,11 @@ async fn dropping_the_supervisor_leaves_no_orphans() {
 #[tokio::test]
 async fn output_goes_to_the_log_and_env_values_are_expanded() {
     let dir = tempfile::tempdir().unwrap();
-    let config = SupervisorConfig {
+    let config = ProcessSupervisorConfig {
         log_dir: Some(dir.path().to_owned()),
         ..fast_config()
     };
-    let supervisor = Supervisor::new(config);
+    let supervisor = ProcessSupervisor::new(config);
     let mut spec = spec(
         "test/podinfo-canary",
         &[
@@ -366,7 +357,7 @@ async fn workloads_get_a_clean_environment() {
     );
     let dir = tempfile::tempdir().unwrap();
     let dump = dir.path().join("env");
-    let supervisor = Supervisor::new(fast_config());
+    let supervisor = ProcessSupervisor::new(fast_config());
     let mut spec = spec(
         "test/env",
         &[
@@ -400,7 +391,7 @@ async fn workloads_get_a_clean_environment() {
 
 #[tokio::test]
 async fn an_unready_process_reports_why() {
-    let supervisor = Supervisor::new(fast_config());
+    let supervisor = ProcessSupervisor::new(fast_config());
     let mut spec = sample_app_spec("test/wrong-probe", 1);
     spec.readiness_path = "/status/503".to_owned();
     let group = supervisor.start(spec).unwrap();

@@ -6,15 +6,15 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use aviary_local::router::{
-    Backend, Backends, HeaderMatch, MatchRule, Router, RouterConfig, RouterMetrics, Routes, SessionAffinity,
-    StringMatch,
+    Backend, Backends, HeaderMatch, HttpRouter, MatchRule, RouterConfig, RouterMetrics, Routes,
+    SessionAffinity, StringMatch,
 };
 use aviary_local::sample_app::SampleApp;
 use common::{HttpClient, client, eventually, get, h2c_client, request_count, sample_app};
 use http::{StatusCode, Version};
 
 struct Setup {
-    router: Router,
+    router: HttpRouter,
     primary: SampleApp,
     canary: SampleApp,
     client: HttpClient,
@@ -32,7 +32,7 @@ impl Setup {
 
     async fn with_apps(primary: SampleApp, canary: SampleApp, routes: Routes) -> Setup {
         let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let router = Router::start(RouterConfig::new("test", "podinfo", listen))
+        let router = HttpRouter::start(RouterConfig::new("test", "podinfo", listen))
             .await
             .unwrap();
         router.set_backends(Backends {
@@ -464,10 +464,10 @@ async fn shutdown_stops_listening() {
         "still accepting after shutdown"
     );
     // The port is free again: a new router can take it.
-    let again = Router::start(RouterConfig::new("test", "podinfo", addr))
+    let again = HttpRouter::start(RouterConfig::new("test", "podinfo", addr))
         .await
         .unwrap();
-    let err = Router::start(RouterConfig::new("test", "podinfo", addr))
+    let err = HttpRouter::start(RouterConfig::new("test", "podinfo", addr))
         .await
         .unwrap_err()
         .to_string();

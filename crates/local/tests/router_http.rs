@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use aviary_local::router::{Backend, Backends, Router, RouterConfig, Routes};
+use aviary_local::router::{Backend, Backends, HttpRouter, RouterConfig, Routes};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -103,8 +103,8 @@ async fn echo_backend() -> SocketAddr {
     addr
 }
 
-async fn router_to(backend: SocketAddr) -> Router {
-    let router = Router::start(RouterConfig::new("test", "echo", "127.0.0.1:0".parse().unwrap()))
+async fn router_to(backend: SocketAddr) -> HttpRouter {
+    let router = HttpRouter::start(RouterConfig::new("test", "echo", "127.0.0.1:0".parse().unwrap()))
         .await
         .unwrap();
     router.set_backends(Backends {

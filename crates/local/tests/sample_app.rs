@@ -5,6 +5,7 @@ mod common;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use aviary_testkit::process::alive;
 use common::{client, get, h2c_client, request_count, sample_app};
 use http::{StatusCode, Version};
 
@@ -107,18 +108,8 @@ async fn error_rate_and_latency_are_injected() {
     slow.stop().await;
 }
 
-fn pid_alive(pid: u32) -> bool {
-    // A zombie has exited; only its exit status is left.
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|stat| {
-            stat.rsplit_once(") ")
-                .is_some_and(|(_, rest)| !rest.starts_with('Z'))
-        })
-        .unwrap_or(false)
-}
-
 async fn wait_gone(pid: u32, timeout: Duration) -> bool {
-    common::eventually(timeout, || async move { !pid_alive(pid) }).await
+    common::eventually(timeout, || async move { !alive(pid) }).await
 }
 
 #[tokio::test]

@@ -4,6 +4,8 @@
 //! - [`v1`]: the messages and the tonic clients and servers of `aviary.v1.Fleet` (operators,
 //!   CLI, grpcurl) and `aviary.v1.AgentLink` (one bidirectional stream per agent).
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors (with their imports) for server reflection.
+//! - [`ts`]: timestamps to and from `jiff`; `From` conversions between the wire messages and the
+//!   aviary-core domain types both ends of the link share (a fleet `Revision`).
 //!
 //! Every aviary.v1 message also derives `serde::Serialize` with protobuf's JSON field names
 //! (lowerCamelCase; timestamps as RFC 3339), so the CLI prints what grpcurl prints.
@@ -39,6 +41,25 @@ pub mod ts {
         match t.as_ref().and_then(to_jiff) {
             Some(t) => s.serialize_str(&t.to_string()),
             None => s.serialize_none(),
+        }
+    }
+}
+
+/// The domain revision of a fleet rollout on the wire, and back.
+impl From<&aviary_core::fleet::Revision> for v1::Revision {
+    fn from(r: &aviary_core::fleet::Revision) -> Self {
+        Self {
+            container_images: r.container_images.clone(),
+            version: r.version.clone(),
+        }
+    }
+}
+
+impl From<&v1::Revision> for aviary_core::fleet::Revision {
+    fn from(r: &v1::Revision) -> Self {
+        Self {
+            container_images: r.container_images.clone(),
+            version: r.version.clone(),
         }
     }
 }

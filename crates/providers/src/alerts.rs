@@ -104,13 +104,11 @@ impl std::fmt::Debug for Receiver {
     }
 }
 
-/// The agent-wide notifier (Flagger's `-slack-*` and `-msteams-*` flags). MS Teams wins when
-/// both URLs are set, as in Flagger.
-pub type GlobalNotifier = Receiver;
-
-/// The agent flags that build the global notifier. `Debug` hides the URLs and the token.
+/// The global notifier: alerts of canaries without `analysis.alerts` go to it, as set by
+/// Flagger's `-slack-*` and `-msteams-*` flags ([`Receiver::from_flags`] resolves it; MS Teams
+/// wins when both URLs are set, as in Flagger). `Debug` hides the URLs and the token.
 #[derive(Clone, Default)]
-pub struct GlobalFlags {
+pub struct GlobalNotifier {
     pub slack_url: Option<String>,
     pub slack_token: Option<String>,
     pub slack_channel: Option<String>,
@@ -120,10 +118,10 @@ pub struct GlobalFlags {
     pub msteams_proxy_url: Option<String>,
 }
 
-impl std::fmt::Debug for GlobalFlags {
+impl std::fmt::Debug for GlobalNotifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let shown = |o: &Option<String>| o.as_deref().map(http::origin);
-        f.debug_struct("GlobalFlags")
+        f.debug_struct("GlobalNotifier")
             .field("slack_url", &shown(&self.slack_url))
             .field("slack_token", &self.slack_token.as_ref().map(|_| "[redacted]"))
             .field("slack_channel", &self.slack_channel)
@@ -136,9 +134,9 @@ impl std::fmt::Debug for GlobalFlags {
 }
 
 impl Receiver {
-    /// The global notifier from the agent's flags, if a URL is set. A Slack notifier without a
+    /// Where the global notifier posts, if a URL is set. A Slack notifier without a
     /// channel posts to `general` (Flagger silently drops every alert then).
-    pub fn from_flags(flags: &GlobalFlags) -> Option<Self> {
+    pub fn from_flags(flags: &GlobalNotifier) -> Option<Self> {
         let set = |o: &Option<String>| o.clone().filter(|s| !s.is_empty());
         if let Some(url) = set(&flags.msteams_url) {
             return Some(Self {
@@ -282,7 +280,7 @@ pub fn payload(receiver: &Receiver, canary: &Canary, alert: &Alert, now: jiff::T
 pub struct AlertNotifier {
     providers: Arc<dyn AlertProviderSource>,
     secrets: Arc<dyn SecretSource>,
-    global: Option<GlobalNotifier>,
+    global: Option<Receiver>,
     clients: Clients,
     timeout: Duration,
 }
@@ -301,7 +299,7 @@ impl AlertNotifier {
     pub fn new(
         providers: Arc<dyn AlertProviderSource>,
         secrets: Arc<dyn SecretSource>,
-        global: Option<GlobalNotifier>,
+        global: Option<Receiver>,
     ) -> Result<Self> {
         if let Some(g) = &global
             && url::Url::parse(&g.address).is_err()
@@ -447,8 +445,8 @@ mod tests {
 
     #[test]
     fn global_notifier_from_flags() {
-        assert_eq!(Receiver::from_flags(&GlobalFlags::default()), None);
-        let slack = Receiver::from_flags(&GlobalFlags {
+        assert_eq!(Receiver::from_flags(&GlobalNotifier::default()), None);
+        let slack = Receiver::from_flags(&GlobalNotifier {
             slack_url: Some("https://hooks.slack.com/services/x".into()),
             slack_token: Some("t0ken".into()),
             ..Default::default()
@@ -458,7 +456,7 @@ mod tests {
         assert_eq!(slack.channel, "general");
         assert_eq!(slack.username, "flagger");
         assert_eq!(slack.token.as_deref(), Some("t0ken"));
-        let teams = Receiver::from_flags(&GlobalFlags {
+        let teams = Receiver::from_flags(&GlobalNotifier {
             slack_url: Some("https://hooks.slack.com/services/x".into()),
             msteams_url: Some("https://outlook.office.com/webhook/y".into()),
             msteams_proxy_url: Some("http://proxy:3128".into()),
@@ -469,7 +467,7 @@ mod tests {
         assert_eq!(teams.proxy.as_deref(), Some("http://proxy:3128"));
         let dbg = format!("{slack:?}");
         assert!(!dbg.contains("services/x") && !dbg.contains("t0ken"), "{dbg}");
-        let flags = GlobalFlags {
+        let flags = GlobalNotifier {
             slack_url: Some("https://hooks.slack.com/services/x".into()),
             slack_token: Some("t0ken".into()),
             ..Default::default()
@@ -480,7 +478,7 @@ mod tests {
 
     #[test]
     fn discord_posts_to_the_slack_compatible_endpoint() {
-        let mut r = Receiver::from_flags(&GlobalFlags {
+        let mut r = Receiver::from_flags(&GlobalNotifier {
             slack_url: Some("https://discord.com/api/webhooks/1/abc".into()),
             ..Default::default()
         })

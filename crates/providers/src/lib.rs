@@ -2,7 +2,8 @@
 //!
 //! - [`metrics`]: [`ProviderMetrics`] implements the engine's `Metrics` port. MetricTemplates run
 //!   on their provider (`prometheus`, `datadog`, `newrelic`, `graphite`, `influxdb`, `dynatrace`,
-//!   `cloudwatch`); built-in metrics come from a pluggable [`BuiltinSource`], by default
+//!   `cloudwatch`); built-in metrics come from a pluggable
+//!   [`BuiltinSource`](aviary_core::ports::BuiltinSource), by default
 //!   [`PrometheusBuiltins`] with Flagger's PromQL.
 //! - [`hooks`]: [`HttpHooks`] implements `Hooks` (Flagger's webhook calls, retries, timeouts).
 //! - [`alerts`]: [`AlertNotifier`] implements `Notifier` (slack, msteams, discord, rocket, gchat
@@ -13,6 +14,7 @@
 //!   [`AlertProviderSource`]), and an in-memory [`ResourceStore`].
 //! - [`loadtester`]: the Flagger-compatible load tester behind `aviary loadtester`.
 //! - `http`: shared client plumbing (timeouts, TLS, proxies, redaction of secrets).
+//! - `error`: the crate's [`Error`].
 //!
 //! Adapters do I/O only: the engine renders queries, applies thresholds, filters alerts and
 //! writes the event texts.
@@ -29,6 +31,6 @@ pub mod sources;
 pub use alerts::{AlertNotifier, GlobalNotifier};
 pub use error::{Error, Result};
 pub use hooks::HttpHooks;
-pub use metrics::{BuiltinSource, PrometheusBuiltins, ProviderMetrics};
+pub use metrics::{PrometheusBuiltins, ProviderMetrics};
 pub use secrets::{EnvSecrets, FileSecrets, SecretChain, StaticSecrets};
 pub use sources::{AlertProviderSource, ResourceStore, TemplateSource};

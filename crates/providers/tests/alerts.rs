@@ -9,7 +9,7 @@ use std::time::Duration;
 use aviary_api::canary::NamespacedRef;
 use aviary_api::{AlertProvider, Canary};
 use aviary_core::ports::{Alert, Notifier, Severity};
-use aviary_providers::alerts::{GlobalFlags, Receiver};
+use aviary_providers::alerts::{GlobalNotifier, Receiver};
 use aviary_providers::{AlertNotifier, ResourceStore, StaticSecrets};
 use common::{Reply, Seen, Server, bounded};
 use serde_json::{Value, json};
@@ -426,7 +426,7 @@ async fn a_slow_receiver_is_cut_off_after_five_seconds() {
 async fn the_global_notifier_gets_alerts_without_a_provider() {
     bounded(LIMIT, async {
         let server = Server::always(Reply::new(200, "ok")).await;
-        let global = Receiver::from_flags(&GlobalFlags {
+        let global = Receiver::from_flags(&GlobalNotifier {
             slack_url: Some(format!("{}/global", server.url())),
             slack_channel: Some("ops".into()),
             slack_user: Some("aviary".into()),

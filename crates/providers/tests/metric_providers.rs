@@ -316,7 +316,7 @@ async fn echoing_metric_backends_get_no_credential_into_errors() {
             interval: "1m".into(),
             variables: Default::default(),
         };
-        use aviary_providers::BuiltinSource as _;
+        use aviary_core::ports::BuiltinSource as _;
         check(
             builtins
                 .builtin(&canary, aviary_core::ports::BuiltinMetric::SuccessRate, &model)

@@ -1,4 +1,5 @@
-//! Dev-only test support for aviary. Nothing here runs in production.
+//! Dev-only test support for aviary, written once for every crate's tests. Nothing here runs in
+//! production.
 //!
 //! Module map:
 //! - [`control_plane`]: the real Kubernetes control plane on loopback — etcd, kube-apiserver and
@@ -9,33 +10,57 @@
 //! - [`standins`]: test-side stand-ins for controllers the control plane lacks: a kubelet (pods
 //!   Ready), Knative Serving's revision controller, a gateway that accepts HTTPRoutes.
 //! - [`crds`]: the upstream Knative, Gateway API and Istio CRDs, and installing CRDs.
-//! - [`kubectl`]: finding the real `kubectl` for tests (or skipping/failing clearly).
+//! - [`kubectl`]: finding the real `kubectl` for tests (or skipping/failing clearly); [`helm`]:
+//!   helm v4 built from the Go module proxy (`tests/helm`); [`tool`]: running either against a
+//!   test cluster with a HOME of its own.
+//! - [`prometheus`]: the real Prometheus scraping static targets, and its HTTP API.
 //! - [`objects`]: [`Objects`], untyped objects by apiVersion + kind as JSON, with waits.
-//! - [`process`]: [`Supervised`], a child program killed when its handle drops or the test
+//! - [`supervised`]: [`Supervised`], a child program killed when its handle drops or the test
 //!   process dies (the control plane's programs, controllers under test).
 //! - [`proxy`]: [`FaultProxy`], an HTTP proxy in front of the API server that injects errors,
 //!   delays and dropped watches.
 //! - [`backends`]: scriptable HTTP doubles for the analysis: a Prometheus-compatible query
 //!   endpoint ([`FakePrometheus`]), a webhook receiver ([`FakeWebhook`]) and a careless upstream
 //!   that quotes requests back ([`EchoServer`]).
+//! - [`etcd`]: etcd processes on loopback ports for the coordinator's tests
+//!   ([`LocalEtcd`](etcd::LocalEtcd)), one or several members, killed on drop.
+//! - [`net`]: loopback ports, `curl`; [`wait`]: polling a condition; [`logs`]: tracing in the
+//!   test output.
+//! - [`process`]: child processes killed on drop, captured logs, process trees (orphans).
+//! - [`traffic`]: steady HTTP traffic to a service.
+//! - [`aviary`]: the aviary binary as a process (coordinator, CLI commands).
+//! - [`manifests`]: LocalService and Canary manifests for local agents.
+//! - [`bench`]: command-line flags of the benchmark harnesses.
 //! - [`error`]: the crate's [`Error`].
 
+pub mod aviary;
 pub mod backends;
+pub mod bench;
 pub mod cluster;
 pub mod control_plane;
 pub mod crds;
 pub mod error;
+pub mod etcd;
+pub mod helm;
 pub mod kubectl;
+pub mod logs;
+pub mod manifests;
+pub mod net;
 pub mod objects;
 pub mod process;
+pub mod prometheus;
 pub mod proxy;
 pub mod standins;
+pub mod supervised;
+pub mod tool;
+pub mod traffic;
+pub mod wait;
 
 pub use backends::{Answer, EchoServer, EchoedRequest, FakePrometheus, FakeWebhook, WebhookCall};
 pub use cluster::Cluster;
 pub use control_plane::{ControlPlane, Identity};
 pub use error::{Error, Result};
 pub use objects::Objects;
-pub use process::Supervised;
+pub use supervised::Supervised;
 pub use proxy::{FaultProxy, Matcher};
 pub use standins::{GATEWAY_CONTROLLER_NAME, NEVER_READY_ANNOTATION, StandIns};

@@ -1,189 +1,197 @@
-//! [`Supervised`]: a child process that cannot outlive the test: it runs under a small `sh`
-//! supervisor that kills it as soon as its stdin (a pipe held by this process) closes, which
-//! happens when the handle is dropped and also when the test process dies in any way (panic,
-//! SIGKILL, a static that is never dropped). Output goes to a log file; the program's own process
-//! id is known (for `/proc` measurements).
+//! Processes a test starts: killed when their guard drops (also when the test fails), their
+//! stderr captured, and the process tree inspected for orphans.
 
-use std::fs::File;
-use std::io::Read as _;
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::time::Duration;
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, ExitStatus};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use crate::error::{Error, Result};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 
-/// The supervisor: runs the program, writes its pid to the file named by `$1`, kills it when
-/// stdin reaches EOF, exits with its status. (Background jobs of a non-interactive shell get
-/// /dev/null as stdin, hence fd 3.)
-const SUPERVISOR: &str = r#"
-pidfile=$1
-shift
-exec 3<&0
-"$@" </dev/null 3<&- &
-pid=$!
-echo "$pid" >"$pidfile"
-( cat <&3 >/dev/null; kill -KILL "$pid" 2>/dev/null ) &
-exec 3<&-
-wait "$pid"
-"#;
+/// Sends `signal` to `pid` (errors are ignored: the process may be gone).
+pub fn signal(pid: u32, signal: Signal) {
+    let _ = kill(Pid::from_raw(pid as i32), signal);
+}
 
-/// Removes a directory once its stdin closes: a temporary control plane's files go with it even
-/// when the test process dies without dropping it (a shared cluster is a static).
-const JANITOR: &str = r#"cat >/dev/null; sleep 0.5; rm -rf "$1""#;
-
-/// A supervised program (etcd, kube-apiserver, kube-controller-manager, a controller under test).
-pub struct Supervised {
-    name: String,
-    log: PathBuf,
-    pidfile: PathBuf,
+/// A child process that is stopped when dropped: SIGTERM and up to `grace` to exit (so it can
+/// stop what it started), then SIGKILL. A paused process (SIGSTOP) is continued first.
+pub struct Process {
     child: Child,
-    stdin: Option<ChildStdin>,
+    grace: Duration,
+    paused: bool,
 }
 
-impl Supervised {
-    /// A process that removes `dir` when this handle drops or the test process ends.
-    pub(crate) fn janitor(dir: &Path) -> Result<Self> {
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(JANITOR)
-            .arg("janitor")
-            .arg(dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| Error::io("starting the cleanup process", e))?;
-        let stdin = child.stdin.take();
-        Ok(Self {
-            name: "janitor".into(),
-            log: dir.join("janitor.log"),
-            pidfile: PathBuf::new(),
+impl Process {
+    /// Guards `child`; dropping the guard kills it at once.
+    pub fn new(child: Child) -> Self {
+        Self {
             child,
-            stdin,
-        })
+            grace: Duration::ZERO,
+            paused: false,
+        }
     }
 
-    /// Starts `program args…`, appending its output to `log`.
-    pub fn spawn(name: &str, program: &Path, args: &[String], log: &Path) -> Result<Self> {
-        Self::spawn_with_env(name, program, args, &[], log)
+    /// Dropping the guard sends SIGTERM and waits up to `grace` before SIGKILL.
+    pub fn graceful(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
     }
 
-    /// Starts `program args…` with extra environment variables, appending its output to `log`
-    /// (its pid goes to `log` + `.pid`).
-    pub fn spawn_with_env(
-        name: &str,
-        program: &Path,
-        args: &[String],
-        env: &[(&str, &str)],
-        log: &Path,
-    ) -> Result<Self> {
-        let out = File::options()
-            .create(true)
-            .append(true)
-            .open(log)
-            .map_err(|e| Error::io(format!("opening {}", log.display()), e))?;
-        let err = out
-            .try_clone()
-            .map_err(|e| Error::io(format!("opening {}", log.display()), e))?;
-        let mut pidfile = log.as_os_str().to_owned();
-        pidfile.push(".pid");
-        let pidfile = PathBuf::from(pidfile);
-        let _ = std::fs::remove_file(&pidfile);
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(SUPERVISOR)
-            .arg(name)
-            .arg(&pidfile)
-            .arg(program)
-            .args(args)
-            .envs(env.iter().copied())
-            .stdin(Stdio::piped())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .map_err(|e| Error::io(format!("starting {name} ({})", program.display()), e))?;
-        let stdin = child.stdin.take();
-        Ok(Self {
-            name: name.to_string(),
-            log: log.to_path_buf(),
-            pidfile,
-            child,
-            stdin,
-        })
+    pub fn id(&self) -> u32 {
+        self.child.id()
     }
 
-    /// The program's own process id (not the supervisor's), once it has started.
-    pub fn pid(&self) -> Option<u32> {
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            let text = std::fs::read_to_string(&self.pidfile).unwrap_or_default();
-            if let Ok(pid) = text.trim().parse() {
-                return Some(pid);
+    /// SIGKILL now, and reap it.
+    pub fn kill9(&mut self) {
+        signal(self.id(), Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM (returns at once).
+    pub fn term(&self) {
+        signal(self.id(), Signal::SIGTERM);
+    }
+
+    /// SIGSTOP: the process stops running until [`Process::resume`].
+    pub fn pause(&mut self) {
+        signal(self.id(), Signal::SIGSTOP);
+        self.paused = true;
+    }
+
+    /// SIGCONT.
+    pub fn resume(&mut self) {
+        signal(self.id(), Signal::SIGCONT);
+        self.paused = false;
+    }
+
+    /// Waits up to `limit` for the process to exit.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
             }
-            if std::time::Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(Duration::from_millis(20));
         }
-    }
-
-    /// The log file.
-    pub fn log(&self) -> &Path {
-        &self.log
-    }
-
-    /// An error when the program has exited, quoting the end of its log.
-    pub fn check_running(&mut self) -> Result<()> {
-        match self.child.try_wait() {
-            Ok(None) => Ok(()),
-            Ok(Some(status)) => Err(Error::Setup(format!(
-                "{} exited ({status}); the end of {}:\n{}",
-                self.name,
-                self.log.display(),
-                self.log_tail(40)
-            ))),
-            Err(e) => Err(Error::io(format!("checking on {}", self.name), e)),
-        }
-    }
-
-    /// True when the program exited and its log says its port was taken.
-    pub(crate) fn lost_port_race(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(Some(_))) && self.log_tail(20).contains("address already in use")
-    }
-
-    /// The last `lines` lines of the log.
-    pub fn log_tail(&self, lines: usize) -> String {
-        let mut text = String::new();
-        if let Ok(mut f) = File::open(&self.log) {
-            let _ = f.read_to_string(&mut text);
-        }
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
-    }
-
-    /// Kills the program (SIGKILL) and waits for it.
-    pub fn kill(mut self) {
-        self.stop();
-    }
-
-    fn stop(&mut self) {
-        // EOF on the supervisor's stdin: it kills the program, then `wait` returns.
-        if self.stdin.take().is_some() {
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            while std::time::Instant::now() < deadline {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        None
     }
 }
 
-impl Drop for Supervised {
+impl Drop for Process {
     fn drop(&mut self) {
-        self.stop();
+        if self.paused {
+            signal(self.id(), Signal::SIGCONT);
+        }
+        if !self.grace.is_zero() {
+            self.term();
+            if self.wait_exit(self.grace).is_some() {
+                return;
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
+}
+
+/// Lines a child wrote (stderr, usually), with when they arrived; echoed to the test's output
+/// with a prefix when `echo` says so.
+#[derive(Clone, Default)]
+pub struct Log(Arc<Mutex<Vec<(Instant, String)>>>);
+
+impl Log {
+    /// Reads `stream` on a thread until it closes.
+    pub fn capture(
+        &self,
+        prefix: impl Into<String>,
+        stream: impl Read + Send + 'static,
+        echo: fn(&str) -> bool,
+    ) {
+        let (lines, prefix) = (self.0.clone(), prefix.into());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                if echo(&line) {
+                    eprintln!("[{prefix}] {line}");
+                }
+                lines
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((Instant::now(), line));
+            }
+        });
+    }
+
+    /// Every line so far, oldest first.
+    pub fn lines(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(_, l)| l.clone())
+            .collect()
+    }
+
+    /// When the first line containing `pattern` arrived at or after `since`.
+    pub fn find(&self, pattern: &str, since: Instant) -> Option<Instant> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|(t, l)| *t >= since && l.contains(pattern))
+            .map(|(t, _)| *t)
+    }
+
+    /// Every line containing `pattern`.
+    pub fn grep(&self, pattern: &str) -> Vec<String> {
+        self.lines().into_iter().filter(|l| l.contains(pattern)).collect()
+    }
+}
+
+/// Echo every line.
+pub fn every_line(_: &str) -> bool {
+    true
+}
+
+/// Reads the first line of `stream` and returns what follows `prefix` in it (a process that
+/// announces its address, e.g. `aviary coordinator listening on 127.0.0.1:PORT`).
+pub fn announced(stream: impl Read, prefix: &str) -> String {
+    let mut line = String::new();
+    let _ = BufReader::new(stream).read_line(&mut line);
+    line.trim()
+        .strip_prefix(prefix)
+        .unwrap_or_else(|| panic!("expected a first line starting with {prefix:?}, got {line:?}"))
+        .to_string()
+}
+
+/// PIDs of every descendant of `pid` (from /proc).
+pub fn descendants(pid: u32) -> BTreeSet<u32> {
+    let mut all = BTreeSet::new();
+    let mut frontier = vec![pid];
+    while let Some(p) = frontier.pop() {
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            break;
+        };
+        for entry in dir.flatten() {
+            let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+                continue;
+            };
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|s| s.parse::<u32>().ok());
+            if ppid == Some(p) && all.insert(child) {
+                frontier.push(child);
+            }
+        }
+    }
+    all
+}
+
+/// Whether `pid` runs (a zombie does not).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
 }

@@ -103,13 +103,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
-        .with_context(|| format!("--log-level {:?} is not a level or filter", args.log_level))?;
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+    super::init_logs(&args.log_level)?;
 
     let platform = match (&args.local, &args.state_dir) {
         (Some(config), Some(state_dir)) => PlatformConfig::Local {
@@ -137,8 +131,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             slack_url: args.slack_url,
             slack_channel: args.slack_channel,
             slack_user: args.slack_user,
-            slack_proxy: args.slack_proxy_url,
+            slack_proxy_url: args.slack_proxy_url,
             msteams_url: args.msteams_url,
+            ..GlobalNotifier::default()
         },
         platform,
     };

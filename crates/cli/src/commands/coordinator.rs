@@ -37,6 +37,11 @@ pub(crate) struct Args {
     #[arg(long, value_name = "PREFIX", default_value = aviary_coordinator::etcd::DEFAULT_PREFIX)]
     etcd_prefix: String,
 
+    /// Serve Prometheus metrics on `/metrics` over plain HTTP at this address (e.g.
+    /// 0.0.0.0:9400); off by default. docs/operations.md lists the metrics.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+
     /// Seconds between heartbeats on agent streams; a stream silent for 3 periods is closed.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
     heartbeat_seconds: u64,
@@ -86,13 +91,7 @@ fn advertise(args: &Args) -> anyhow::Result<Option<String>> {
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
-        .with_context(|| format!("--log-level {:?} is not a level or filter", args.log_level))?;
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+    super::init_logs(&args.log_level)?;
     let advertise = advertise(&args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -112,6 +111,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             config.leadership = leadership;
         }
         let c = Coordinator::start(config).await?;
+        if let Some(addr) = args.metrics_listen {
+            c.serve_metrics(addr).await?;
+        }
         // Scripts and tests read the address from this line (useful with port 0).
         println!("aviary coordinator listening on {}", c.local_addr());
         c.run_until_signal().await?;

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use aviary_agent::config::{AgentConfig, GlobalNotifier, PlatformConfig};
-use aviary_agent::local::{LocalAgent, LocalOptions};
+use aviary_agent::local::LocalAgent;
 use aviary_coordinator::client::fleet_client;
 use aviary_coordinator::{Coordinator, CoordinatorConfig};
 use aviary_proto::v1;
@@ -201,7 +201,7 @@ impl Fleet {
                     state_dir: cluster_dir.join("state"),
                 },
             };
-            let agent = aviary_agent::local::start(config, LocalOptions::default())
+            let agent = aviary_agent::local::start(config)
                 .await
                 .with_context(|| format!("starting the {name} agent"))?;
             out(format_args!(

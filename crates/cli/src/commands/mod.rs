@@ -31,6 +31,19 @@ pub(crate) fn out(line: impl std::fmt::Display) {
     }
 }
 
+/// Logs to stderr at `--log-level` (a level or an `EnvFilter` directive), in colour on a
+/// terminal.
+pub(crate) fn init_logs(log_level: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(log_level)
+        .with_context(|| format!("--log-level {log_level:?} is not a level or filter"))?;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+    Ok(())
+}
+
 /// Reads a file, or stdin for `-`, as UTF-8 text.
 pub(crate) fn read_input(path: &Path) -> anyhow::Result<String> {
     let bytes = if path.as_os_str() == "-" {

@@ -133,6 +133,29 @@ where
         .map_err(status_error)
 }
 
+/// Sends `request` with `rpc` to the leader (following it through an election); the rollout it
+/// answers with.
+async fn send<Q, F, Fut>(args: &ClientArgs, request: Q, rpc: F) -> anyhow::Result<v1::Rollout>
+where
+    Q: Clone,
+    F: Fn(FleetClient<Channel>, Q) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<v1::Rollout>, tonic::Status>>,
+{
+    unary(args, |cl| {
+        let call = rpc(cl, request.clone());
+        async move { call.await.map(tonic::Response::into_inner) }
+    })
+    .await
+}
+
+fn cluster_verb(name: String, cluster: String, actor: &str) -> v1::ClusterVerbRequest {
+    v1::ClusterVerbRequest {
+        name,
+        cluster,
+        actor: actor.into(),
+    }
+}
+
 /// Prints as JSON or YAML (protobuf's JSON field names).
 pub(crate) fn print_structured(o: Output, v: &impl Serialize) -> anyhow::Result<()> {
     match o {
@@ -457,64 +480,38 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                 });
             }
             RolloutCommand::Pause { name, reason } => {
-                let req = verb(&name, &reason);
-                unary(c, |mut cl| {
-                    let req = req.clone();
-                    async move { cl.pause_rollout(req).await.map(|r| r.into_inner()) }
+                send(c, verb(&name, &reason), |mut cl, q| async move {
+                    cl.pause_rollout(q).await
                 })
                 .await?
             }
             RolloutCommand::Resume { name, reason } => {
-                let req = verb(&name, &reason);
-                unary(c, |mut cl| {
-                    let req = req.clone();
-                    async move { cl.resume_rollout(req).await.map(|r| r.into_inner()) }
+                send(c, verb(&name, &reason), |mut cl, q| async move {
+                    cl.resume_rollout(q).await
                 })
                 .await?
             }
             RolloutCommand::Abort { name, reason } => {
-                let req = verb(&name, &reason);
-                unary(c, |mut cl| {
-                    let req = req.clone();
-                    async move { cl.abort_rollout(req).await.map(|r| r.into_inner()) }
+                send(c, verb(&name, &reason), |mut cl, q| async move {
+                    cl.abort_rollout(q).await
                 })
                 .await?
             }
             RolloutCommand::Approve { name, wave } => {
-                let req = v1::WaveVerbRequest {
+                let q = v1::WaveVerbRequest {
                     name,
                     wave,
                     actor: actor.clone(),
                 };
-                unary(c, |mut cl| {
-                    let req = req.clone();
-                    async move { cl.approve_wave(req).await.map(|r| r.into_inner()) }
-                })
-                .await?
+                send(c, q, |mut cl, q| async move { cl.approve_wave(q).await }).await?
             }
             RolloutCommand::Skip { name, cluster } => {
-                let req = v1::ClusterVerbRequest {
-                    name,
-                    cluster,
-                    actor: actor.clone(),
-                };
-                unary(c, |mut cl| {
-                    let req = req.clone();
-                    async move { cl.skip_cluster(req).await.map(|r| r.into_inner()) }
-                })
-                .await?
+                let q = cluster_verb(name, cluster, &actor);
+                send(c, q, |mut cl, q| async move { cl.skip_cluster(q).await }).await?
             }
             RolloutCommand::Retry { name, cluster } => {
-                let req = v1::ClusterVerbRequest {
-                    name,
-                    cluster,
-                    actor: actor.clone(),
-                };
-                unary(c, |mut cl| {
-                    let req = req.clone();
-                    async move { cl.retry_cluster(req).await.map(|r| r.into_inner()) }
-                })
-                .await?
+                let q = cluster_verb(name, cluster, &actor);
+                send(c, q, |mut cl, q| async move { cl.retry_cluster(q).await }).await?
             }
         };
         show(c.output, &r)?;

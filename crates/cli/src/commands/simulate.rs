@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use aviary_api::document::{Resource, parse_documents};
 use aviary_api::validate::{Severity, validate};
-use aviary_core::simulate::{Script, Simulation};
+use aviary_core::simulate::{Script, ScriptedWorld, Simulator};
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
@@ -78,9 +78,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let mut simulation = Simulation::new(*canary);
-    simulation.config.default_provider = args.provider;
-    let report = rt.block_on(simulation.run(&script));
+    let world = ScriptedWorld::default();
+    let mut simulator = Simulator::new(*canary, &world);
+    simulator.config.default_provider = args.provider;
+    let report = rt.block_on(simulator.run(&world, &script));
     match args.output {
         Output::Text => super::out(report.to_text().trim_end()),
         Output::Json => super::out(serde_json::to_string_pretty(&report)?),

@@ -5,28 +5,20 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use aviary_coordinator::etcd::LocalEtcd;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
-use std::sync::Mutex;
+use aviary_coordinator::etcd::{Etcd, EtcdConfig, EtcdLeadership, EtcdStore};
+use aviary_testkit::aviary::{cli, start_coordinator};
+use aviary_testkit::etcd::LocalEtcd;
+pub use aviary_testkit::manifests::LocalCanary;
+pub use aviary_testkit::net::{curl, free_port};
+use aviary_testkit::process::{Log, Process, every_line};
+use aviary_testkit::traffic::Traffic;
+pub use aviary_testkit::wait::wait_until;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_aviary");
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// etcd for a test, or `None` after a skip notice (a panic under `CI=true`).
 pub fn etcd(test: &str, members: usize) -> Option<LocalEtcd> {
@@ -34,106 +26,44 @@ pub fn etcd(test: &str, members: usize) -> Option<LocalEtcd> {
     Some(LocalEtcd::start(&bin, members).expect("start etcd"))
 }
 
-fn signal(pid: u32, s: Signal) {
-    let _ = kill(Pid::from_raw(pid as i32), s);
-}
-
-/// Lines a child wrote to stderr, with when they arrived.
-#[derive(Clone, Default)]
-pub struct Log(Arc<Mutex<Vec<(Instant, String)>>>);
-
-impl Log {
-    fn capture(&self, prefix: String, stream: impl std::io::Read + Send + 'static) {
-        let lines = self.0.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                eprintln!("[{prefix}] {line}");
-                lines.lock().unwrap().push((Instant::now(), line));
-            }
-        });
-    }
-
-    /// When the first line containing `pattern` arrived at or after `since`.
-    pub fn find(&self, pattern: &str, since: Instant) -> Option<Instant> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|(t, l)| *t >= since && l.contains(pattern))
-            .map(|(t, _)| *t)
-    }
-
-    /// Every line containing `pattern`.
-    pub fn grep(&self, pattern: &str) -> Vec<String> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(_, l)| l.contains(pattern))
-            .map(|(_, l)| l.clone())
-            .collect()
-    }
-}
-
 /// One `aviary coordinator --etcd` process.
 pub struct Coord {
     pub name: String,
-    child: Child,
-    pub addr: String,
+    process: Process,
+    url: String,
     pub log: Log,
-    stopped: bool,
 }
 
 impl Coord {
     /// Starts a replica on a free port of 127.0.0.1 with 1 s agent heartbeats.
     pub fn start(name: &str, etcd: &str, lease_ttl: &str) -> Coord {
-        let mut child = Command::new(BIN)
-            .args(["coordinator", "--listen", "127.0.0.1:0", "--etcd", etcd])
-            .args([
-                "--lease-ttl",
-                lease_ttl,
-                "--heartbeat-seconds",
-                "1",
-                "--log-level",
-                "info",
-            ])
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start aviary coordinator");
         let log = Log::default();
-        log.capture(name.to_string(), child.stderr.take().unwrap());
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("aviary coordinator listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
+        let args = [
+            "--etcd",
+            etcd,
+            "--lease-ttl",
+            lease_ttl,
+            "--heartbeat-seconds",
+            "1",
+            "--log-level",
+            "info",
+        ];
+        let (process, url) = start_coordinator(BIN, &args, name, &log, every_line);
         Coord {
             name: name.into(),
-            child,
-            addr,
+            process,
+            url,
             log,
-            stopped: false,
         }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.url.clone()
     }
 
     /// Whether it leads now (by its log: elected, and not stepped down or resigned since).
     pub fn leads(&self) -> bool {
-        let lines = self.log.0.lock().unwrap();
-        for (_, l) in lines.iter().rev() {
+        for l in self.log.lines().iter().rev() {
             if l.contains("elected leader") {
                 return true;
             }
@@ -143,46 +73,20 @@ impl Coord {
         }
         false
     }
+}
 
-    pub fn kill9(&mut self) {
-        signal(self.pid(), Signal::SIGKILL);
-        let _ = self.child.wait();
-    }
+/// The process's signals (kill9, term, pause, resume, wait_exit).
+impl std::ops::Deref for Coord {
+    type Target = Process;
 
-    pub fn term(&self) {
-        signal(self.pid(), Signal::SIGTERM);
-    }
-
-    /// Waits up to `limit` for the process to exit.
-    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let start = Instant::now();
-        while start.elapsed() < limit {
-            if let Ok(Some(s)) = self.child.try_wait() {
-                return Some(s);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-
-    pub fn pause(&mut self) {
-        signal(self.pid(), Signal::SIGSTOP);
-        self.stopped = true;
-    }
-
-    pub fn resume(&mut self) {
-        signal(self.pid(), Signal::SIGCONT);
-        self.stopped = false;
+    fn deref(&self) -> &Process {
+        &self.process
     }
 }
 
-impl Drop for Coord {
-    fn drop(&mut self) {
-        if self.stopped {
-            signal(self.pid(), Signal::SIGCONT);
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl std::ops::DerefMut for Coord {
+    fn deref_mut(&mut self) -> &mut Process {
+        &mut self.process
     }
 }
 
@@ -209,91 +113,18 @@ pub fn wait_leader(coords: &[Coord], limit: Duration) -> usize {
 
 /// The LocalService + Canary of one cluster: analysis every 1 s, two steps (25%, 50%).
 pub fn config(port: u16, version: &str) -> String {
-    format!(
-        r#"apiVersion: aviary.dev/v1alpha1
-kind: LocalService
-metadata: {{name: podinfo, namespace: test}}
-spec:
-  port: {port}
-  version: {version}
-  replicas: 1
-  command: ["{bin}", sample-app, --port, "{{{{port}}}}", --version, "{{{{version}}}}"]
-  readinessPath: /readyz
----
-apiVersion: flagger.app/v1beta1
-kind: Canary
-metadata: {{name: podinfo, namespace: test}}
-spec:
-  provider: local
-  targetRef: {{apiVersion: aviary.dev/v1alpha1, kind: LocalService, name: podinfo}}
-  progressDeadlineSeconds: 120
-  analysis:
-    interval: 1s
-    threshold: 5
-    maxWeight: 50
-    stepWeight: 25
-    metrics:
-    - name: request-success-rate
-      thresholdRange: {{min: 99}}
-      interval: 5s
-    - name: request-duration
-      thresholdRange: {{max: 500}}
-      interval: 5s
-"#,
-        bin = BIN
-    )
-}
-
-/// Steady HTTP traffic to a router port, so the built-in metrics are real.
-pub struct Traffic {
-    stop: Arc<AtomicBool>,
-    pub ok: Arc<AtomicU64>,
-    handle: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Traffic {
-    pub fn start(port: u16) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let ok = Arc::new(AtomicU64::new(0));
-        let (s, o) = (stop.clone(), ok.clone());
-        let handle = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let client = reqwest::Client::new();
-                while !s.load(Ordering::Relaxed) {
-                    if let Ok(r) = client.get(format!("http://127.0.0.1:{port}/")).send().await
-                        && r.status().is_success()
-                    {
-                        o.fetch_add(1, Ordering::Relaxed);
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            });
-        });
-        Self {
-            stop,
-            ok,
-            handle: Some(handle),
-        }
+    LocalCanary {
+        progress_deadline_seconds: Some(120),
+        ..LocalCanary::sample_app(BIN, port, version)
     }
+    .yaml()
 }
 
-impl Drop for Traffic {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
-}
-
-/// One `aviary agent --local` process (a cluster).
+/// One `aviary agent --local` process (a cluster); SIGTERM on drop, so it stops its
+/// sample-app processes.
 pub struct Agent {
     pub cluster: String,
-    child: Child,
+    _process: Process,
     pub admin: String,
     pub port: u16,
     pub log: Log,
@@ -331,10 +162,10 @@ impl Agent {
             .spawn()
             .expect("start aviary agent");
         let log = Log::default();
-        log.capture(cluster.to_string(), child.stderr.take().unwrap());
+        log.capture(cluster, child.stderr.take().unwrap(), every_line);
         Agent {
             cluster: cluster.into(),
-            child,
+            _process: Process::new(child).graceful(Duration::from_secs(10)),
             admin: format!("http://127.0.0.1:{admin_port}"),
             port,
             log,
@@ -343,7 +174,7 @@ impl Agent {
     }
 
     pub fn start_traffic(&mut self) {
-        self._traffic = Some(Traffic::start(self.port));
+        self._traffic = Some(Traffic::start(self.port, Duration::from_millis(20)));
     }
 
     /// The canary's (phase, weight) from the admin endpoint.
@@ -360,45 +191,9 @@ impl Agent {
     }
 }
 
-impl Drop for Agent {
-    fn drop(&mut self) {
-        // SIGTERM: the agent stops its sample-app processes; then make sure it is gone.
-        signal(self.child.id(), Signal::SIGTERM);
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(10) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-pub fn curl(url: &str) -> Option<String> {
-    let out = Command::new("curl")
-        .args(["-s", "--max-time", "2", url])
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 /// Runs `aviary ARGS` against `url`; (exit code, stdout, stderr).
 pub fn aviary(url: &str, args: &[&str]) -> (i32, String, String) {
-    let o = Command::new(BIN)
-        .args(args)
-        .env("AVIARY_COORDINATOR", url)
-        .env("USER", "ha-test")
-        .output()
-        .unwrap();
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
+    cli(BIN, url, "ha-test", args)
 }
 
 /// `aviary rollout get NAME -o json` against the first replica that answers.
@@ -412,17 +207,6 @@ pub fn rollout(urls: &[String], name: &str) -> Option<serde_json::Value> {
         }
     }
     None
-}
-
-pub fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!("timed out after {limit:?} waiting for {what}");
 }
 
 /// How often each cluster appears in a `kind` history record.
@@ -449,6 +233,17 @@ pub fn cluster_phase(r: &serde_json::Value, cluster: &str) -> String {
         .unwrap_or_default()
         .to_string()
 }
+
+/// The rollout of the HA tests: 6.0.1 region by region.
+pub const ROLLOUT: &str = "apiVersion: aviary.dev/v1alpha1
+kind: FleetRollout
+metadata: {name: podinfo-6-0-1}
+spec:
+  canary: {namespace: test, name: podinfo}
+  revision: {version: 6.0.1}
+  byRegion: [us-east-1, eu-west-1]
+  clusterDeadline: 10m
+";
 
 /// The clusters of the HA tests: two in us-east-1, one in eu-west-1.
 pub const CLUSTERS: [(&str, &str); 3] = [
@@ -521,4 +316,21 @@ pub fn succeeded_once_each(urls: &[String]) -> serde_json::Value {
         }
     }
     last
+}
+
+/// The terms (fences) of every stored write of rollout `name`, oldest first, read from etcd at
+/// `csv`; they never go back (no deposed leader wrote after its successor).
+pub fn rollout_write_terms(rt: &tokio::runtime::Runtime, csv: &str, name: &str) -> Vec<u64> {
+    let writes = rt.block_on(async {
+        let cfg = EtcdConfig::new(csv).unwrap();
+        let reader = EtcdLeadership::new(Etcd::connect(&cfg.endpoints).await.unwrap(), &cfg);
+        EtcdStore::new(&cfg, &reader).rollout_writes(name).await.unwrap()
+    });
+    let fences: Vec<u64> = writes.iter().map(|w| w.fence).collect();
+    println!("rollout writes by term: {fences:?}");
+    assert!(
+        fences.windows(2).all(|w| w[0] <= w[1]),
+        "terms went back: {fences:?}"
+    );
+    fences
 }

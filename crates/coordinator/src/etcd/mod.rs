@@ -6,7 +6,6 @@
 //! - `store`: every write is one transaction fenced on the leader's election key
 //!   (`create_revision(key) == fence`) and, for rollouts, a compare-and-swap on the record's
 //!   `mod_revision`.
-//! - `local`: [`LocalEtcd`], etcd processes on loopback ports for tests and benchmarks.
 //!
 //! One [`Etcd`] connection is shared by both: one client per member, used in turn. The member in
 //! use keeps being used until it fails with an error another member may not have (unreachable,
@@ -18,7 +17,6 @@
 //! advertised address), `rollouts/<name>` and `clusters/<name>` (JSON, see `store`).
 
 mod election;
-mod local;
 mod store;
 
 use std::future::Future;
@@ -31,7 +29,6 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 
 pub use election::EtcdLeadership;
-pub use local::LocalEtcd;
 pub use store::{EtcdStore, RolloutWrite};
 
 use crate::error::{Error, Result};

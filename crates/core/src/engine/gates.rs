@@ -7,7 +7,7 @@ use aviary_api::canary::{CanaryWebhook, HookType};
 use aviary_api::{CanaryPhase, Strategy};
 
 use super::{Step, Tick};
-use crate::ports::{Alert, EventType, GateDecision, HookPayload, Revision, Severity};
+use crate::ports::{Alert, EventType, GateDecision, HookPayload, Severity, TargetRevision};
 use crate::weights;
 
 impl Tick<'_, '_> {
@@ -158,7 +158,7 @@ impl Tick<'_, '_> {
 
     /// The coordinator gate, then the confirm-rollout webhooks. A closed gate puts the canary
     /// in Waiting (once, with an alert unless muted) and returns `false`.
-    pub(super) async fn run_confirm_rollout_gates(&mut self, revision: &Revision) -> Step<bool> {
+    pub(super) async fn run_confirm_rollout_gates(&mut self, revision: &TargetRevision) -> Step<bool> {
         if let Some(name) = self.ports.gate.name().map(str::to_string) {
             match self.ports.gate.confirm_rollout(&self.c, revision).await {
                 GateDecision::Open => {

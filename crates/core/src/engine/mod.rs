@@ -33,7 +33,7 @@ use aviary_api::{Canary, CanaryPhase, CanaryStatus};
 use jiff::Timestamp;
 
 use crate::fingerprint::checksum;
-use crate::ports::{EventType, Ports, Revision, Routes};
+use crate::ports::{EventType, Ports, Routes, TargetRevision};
 
 /// The provider of canaries without `spec.provider`: Flagger's `-mesh-provider` default, and the
 /// agent's and `aviary simulate`'s.
@@ -232,7 +232,7 @@ impl<'a, 'm> Tick<'a, 'm> {
     }
 
     /// The target's current revision; a failure is a warning that ends the tick.
-    async fn revision(&mut self) -> Step<Revision> {
+    async fn revision(&mut self) -> Step<TargetRevision> {
         match self.ports.target.revision(&self.c).await {
             Ok(r) => {
                 if r.route.is_some() {

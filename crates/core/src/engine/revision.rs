@@ -5,7 +5,7 @@
 use aviary_api::CanaryPhase;
 
 use super::{Step, Stop, Tick};
-use crate::ports::{EventType, Revision, Severity};
+use crate::ports::{EventType, Severity, TargetRevision};
 use crate::weights;
 
 impl Tick<'_, '_> {
@@ -100,7 +100,7 @@ impl Tick<'_, '_> {
     }
 
     /// Flagger's `HasTargetChanged || HaveDependenciesChanged`.
-    pub(super) fn revision_changed(&self, revision: &Revision) -> bool {
+    pub(super) fn revision_changed(&self, revision: &TargetRevision) -> bool {
         let s = self.status();
         let spec_changed = if s.last_applied_spec.is_empty() {
             true

@@ -8,7 +8,7 @@ use aviary_api::status::{PROMOTED_CONDITION, promoted_condition_for};
 use aviary_api::{CanaryCondition, CanaryPhase, CanaryStatus};
 
 use super::{Step, Stop, Tick};
-use crate::ports::{EventType, Revision, SessionCookies};
+use crate::ports::{EventType, SessionCookies, TargetRevision};
 
 impl Tick<'_, '_> {
     fn status_mut(&mut self) -> &mut CanaryStatus {
@@ -33,7 +33,7 @@ impl Tick<'_, '_> {
         weight: i32,
         failed_checks: i32,
         iterations: i32,
-        revision: &Revision,
+        revision: &TargetRevision,
     ) -> Step {
         let now = self.now;
         let kind = self.c.target_kind().to_string();

@@ -5,7 +5,7 @@
 use aviary_api::CanaryPhase;
 
 use super::{Step, Stop, Tick};
-use crate::ports::{EventType, Revision, Routes, Severity};
+use crate::ports::{EventType, Routes, Severity, TargetRevision};
 use crate::weights;
 
 impl Tick<'_, '_> {
@@ -265,8 +265,8 @@ impl Tick<'_, '_> {
     }
 
     /// The revision the status already records (when the target cannot be read).
-    fn stored_revision(&self) -> Revision {
-        Revision {
+    fn stored_revision(&self) -> TargetRevision {
+        TargetRevision {
             fingerprint: self.status().last_applied_spec.clone(),
             tracked_configs: self.status().tracked_configs.clone(),
             route: None,

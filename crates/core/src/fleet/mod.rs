@@ -2,9 +2,10 @@
 //!
 //! - [`plan`]: a FleetRollout spec plus the registered clusters → a pinned [`Plan`] (ordered
 //!   waves, clusters per wave, each cluster's previous revision), or errors with field paths.
-//! - [`rollout`]: the state of one rollout and [`reconcile`], which moves it forward from what
-//!   the agents report and returns the [`Command`]s to send; the gate rule ([`gate_decision`]);
-//!   acks ([`on_ack`]).
+//! - [`rollout`]: the state of one rollout, the [`Command`]s to agents, the gate rule
+//!   ([`gate_decision`]), acks ([`on_ack`]) and the commands to re-send ([`pending_commands`]).
+//! - [`reconcile`](mod@reconcile): [`reconcile`], which moves a rollout forward from what the
+//!   agents report, step by named step, and returns the commands to send.
 //! - [`verbs`]: pause, resume, abort, approve, skip, retry.
 //!
 //! The caller (the coordinator) owns the protocol: it persists the new state *before* it sends
@@ -20,6 +21,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 pub mod plan;
+pub mod reconcile;
 pub mod rollout;
 pub mod verbs;
 
@@ -27,10 +29,10 @@ pub mod verbs;
 mod tests;
 
 pub use plan::{BakePlan, ClusterPlan, Mode, Plan, RollbackScope, WavePlan, resolve_plan};
+pub use reconcile::{bake_requests, next_wake, reconcile};
 pub use rollout::{
     BakeProgress, ClusterPhase, ClusterState, Command, GateAnswer, HistoryEntry, RollbackRun, RolloutPhase,
-    RolloutState, Stamp, Undo, WavePhase, WaveState, bake_requests, gate_decision, next_wake, on_ack,
-    pending_commands, reconcile,
+    RolloutState, Stamp, Undo, WavePhase, WaveState, gate_decision, on_ack, pending_commands,
 };
 
 /// Flagger phases the sequencer reads.
@@ -43,7 +45,8 @@ pub mod phase {
 }
 
 /// What a target runs: container images (Deployment, Knative Service) or a version
-/// (LocalService). An empty map / empty version means "not set".
+/// (LocalService). An empty map / empty version means "not set". (The engine's
+/// [`TargetRevision`](crate::ports::TargetRevision) is a fingerprint of a target instead.)
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Revision {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

@@ -10,11 +10,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use aviary_api::FleetRollout;
 use aviary_api::duration::parse_go_duration;
-use aviary_api::fleet::{CountOrPercent, WaveSettings};
+use aviary_api::fleet::{CountOrPercent, WaveSettings, WaveSpec};
 use aviary_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use aviary_api::validate::{Diagnostic, Severity, validate_fleet_rollout};
+use aviary_api::{FleetRollout, FleetRolloutSpec};
 use serde::{Deserialize, Serialize};
 
 use super::{CanaryKey, ClusterInfo, Revision};
@@ -219,12 +219,79 @@ fn names<'a>(it: impl Iterator<Item = &'a str>) -> String {
 /// are every registered cluster, each with the rollout's canary as it reports it. Errors carry
 /// the field path (`spec.waves[1].clusters: …`) and what to do.
 pub fn resolve_plan(rollout: &FleetRollout, clusters: &[ClusterInfo]) -> Result<Plan, Vec<Diagnostic>> {
+    let errors = spec_errors(rollout);
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let spec = &rollout.spec;
+    let canary_ref = spec.canary.clone().unwrap_or_default();
+    let canary = CanaryKey::new(
+        canary_ref.namespace.unwrap_or_default(),
+        canary_ref.name.unwrap_or_default(),
+    );
+    let (candidates, mut excluded) = candidates(spec, &canary, clusters)?;
+    let mut errors = Vec::new();
+    let drafts = match &spec.by_region {
+        Some(regions) => waves_by_region(
+            regions,
+            &candidates,
+            &canary,
+            spec.wave_defaults.as_ref(),
+            &mut errors,
+        ),
+        None => {
+            let (drafts, unplaced) = waves_by_selector(spec, &candidates, &canary, &mut errors);
+            excluded.extend(unplaced);
+            drafts
+        }
+    };
+    let mandatory = mandatory_waves(spec);
+    let waves: Vec<WavePlan> = drafts
+        .into_iter()
+        .map(|d| pin_wave(d, &mandatory, &mut errors))
+        .collect();
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let planned = waves.iter().map(|w| w.clusters.len() as u32).sum::<u32>();
+    let max_failed_clusters = failure_budget(spec, planned)?;
+    let rollback = match spec.failure_policy.as_ref().and_then(|p| p.rollback.as_deref()) {
+        Some("wave") => RollbackScope::Wave,
+        Some("all") => RollbackScope::All,
+        _ => RollbackScope::Cluster,
+    };
+    let cluster_deadline = cluster_deadline(spec)?;
+    let mode = if spec.mode.as_deref() == Some("gate") {
+        Mode::Gate
+    } else {
+        Mode::Push
+    };
+    Ok(Plan {
+        name: rollout.name().to_string(),
+        canary,
+        revision: spec
+            .revision
+            .as_ref()
+            .map(Revision::from_spec)
+            .unwrap_or_default(),
+        mode,
+        waves,
+        max_failed_clusters,
+        rollback,
+        cluster_deadline,
+        excluded,
+    })
+}
+
+/// The spec's own errors: the static validation, the name (it appears in command ids) and the
+/// bake success rates (a percentage).
+fn spec_errors(rollout: &FleetRollout) -> Vec<Diagnostic> {
     let mut errors: Vec<Diagnostic> = validate_fleet_rollout(rollout)
         .into_iter()
         .filter(|d| d.severity == Severity::Error)
         .collect();
-    let name = rollout.name().to_string();
-    if !name.is_empty() && !is_dns_name(&name) {
+    let name = rollout.name();
+    if !name.is_empty() && !is_dns_name(name) {
         errors.push(error(
             "metadata.name",
             format!(
@@ -234,8 +301,6 @@ pub fn resolve_plan(rollout: &FleetRollout, clusters: &[ClusterInfo]) -> Result<
         ));
     }
     let spec = &rollout.spec;
-    let defaults = spec.wave_defaults.as_ref();
-    // Settings the static validation does not cover.
     let mut check_rate = |s: Option<&WaveSettings>, path: &str| {
         if let Some(r) = s.and_then(|s| s.bake.as_ref()).and_then(|b| b.min_success_rate)
             && !(0.0..=100.0).contains(&r)
@@ -246,19 +311,20 @@ pub fn resolve_plan(rollout: &FleetRollout, clusters: &[ClusterInfo]) -> Result<
             ));
         }
     };
-    check_rate(defaults, "spec.waveDefaults");
+    check_rate(spec.wave_defaults.as_ref(), "spec.waveDefaults");
     for (i, w) in spec.waves.iter().flatten().enumerate() {
         check_rate(Some(&w.settings), &format!("spec.waves[{i}]"));
     }
-    if !errors.is_empty() {
-        return Err(errors);
-    }
+    errors
+}
 
-    let canary_ref = spec.canary.clone().unwrap_or_default();
-    let canary = CanaryKey::new(
-        canary_ref.namespace.unwrap_or_default(),
-        canary_ref.name.unwrap_or_default(),
-    );
+/// The clusters the rollout can use: registered, selected by `spec.clusters`, and reporting the
+/// canary; the selected ones without it are excluded, with why.
+fn candidates<'a>(
+    spec: &FleetRolloutSpec,
+    canary: &CanaryKey,
+    clusters: &'a [ClusterInfo],
+) -> Result<(Vec<&'a ClusterInfo>, Vec<String>), Vec<Diagnostic>> {
     if clusters.is_empty() {
         return Err(vec![error(
             "spec.clusters",
@@ -296,220 +362,232 @@ pub fn resolve_plan(rollout: &FleetRollout, clusters: &[ClusterInfo]) -> Result<
             ),
         )]);
     }
-    let mut excluded: Vec<String> = without
+    let excluded = without
         .iter()
         .map(|c| format!("{}: does not report canary {canary}", c.name))
         .collect();
+    Ok((candidates, excluded))
+}
 
-    let mandatory: BTreeSet<&str> = spec
-        .failure_policy
+/// A wave before its settings are resolved.
+struct Draft<'a> {
+    name: String,
+    members: Vec<&'a ClusterInfo>,
+    settings: WaveSettings,
+    /// The wave's own settings (for error paths), `None` for `byRegion` waves.
+    own: Option<&'a WaveSettings>,
+    path: String,
+}
+
+/// `spec.byRegion`: one wave per region, in order.
+fn waves_by_region<'a>(
+    regions: &[String],
+    candidates: &[&'a ClusterInfo],
+    canary: &CanaryKey,
+    defaults: Option<&WaveSettings>,
+    errors: &mut Vec<Diagnostic>,
+) -> Vec<Draft<'a>> {
+    let known: BTreeSet<&str> = candidates.iter().map(|c| c.region.as_str()).collect();
+    let mut drafts = Vec::new();
+    for (i, region) in regions.iter().enumerate() {
+        let members: Vec<&ClusterInfo> = candidates
+            .iter()
+            .copied()
+            .filter(|c| &c.region == region)
+            .collect();
+        if members.is_empty() {
+            errors.push(error(
+                format!("spec.byRegion[{i}]"),
+                format!(
+                    "no selected cluster reporting canary {canary} is in region {region:?}; \
+                     regions with such clusters: {}",
+                    names(known.iter().copied())
+                ),
+            ));
+        }
+        drafts.push(Draft {
+            name: region.clone(),
+            members,
+            settings: merged(None, defaults),
+            own: None,
+            path: format!("spec.byRegion[{i}]"),
+        });
+    }
+    drafts
+}
+
+/// `spec.waves`: a cluster belongs to the first wave that selects it. Also the candidates no
+/// wave selects, with why.
+fn waves_by_selector<'a>(
+    spec: &'a FleetRolloutSpec,
+    candidates: &[&'a ClusterInfo],
+    canary: &CanaryKey,
+    errors: &mut Vec<Diagnostic>,
+) -> (Vec<Draft<'a>>, Vec<String>) {
+    let mut drafts = Vec::new();
+    let mut taken: BTreeMap<&str, String> = BTreeMap::new();
+    for (i, w) in spec.waves.iter().flatten().enumerate() {
+        let wp = format!("spec.waves[{i}]");
+        let wname = w.name.clone().unwrap_or_default();
+        let selects = |c: &ClusterInfo| {
+            w.clusters
+                .as_ref()
+                .is_none_or(|s| selector_matches(s, &effective_labels(c)))
+                && w.regions.as_ref().is_none_or(|r| r.contains(&c.region))
+        };
+        let matching: Vec<&ClusterInfo> = candidates.iter().copied().filter(|c| selects(c)).collect();
+        let members: Vec<&ClusterInfo> = matching
+            .iter()
+            .copied()
+            .filter(|c| !taken.contains_key(c.name.as_str()))
+            .collect();
+        for c in &members {
+            taken.insert(c.name.as_str(), wname.clone());
+        }
+        if members.is_empty() {
+            errors.push(empty_wave_error(w, &wp, &matching, candidates, &taken, canary));
+        }
+        drafts.push(Draft {
+            name: wname,
+            members,
+            settings: merged(Some(&w.settings), spec.wave_defaults.as_ref()),
+            own: Some(&w.settings),
+            path: wp,
+        });
+    }
+    let unplaced = candidates
+        .iter()
+        .filter(|c| !taken.contains_key(c.name.as_str()))
+        .map(|c| format!("{}: selected by no wave", c.name))
+        .collect();
+    (drafts, unplaced)
+}
+
+/// Why wave `w` (at `wp`) has no cluster: it selects none, or only clusters of earlier waves.
+fn empty_wave_error(
+    w: &WaveSpec,
+    wp: &str,
+    matching: &[&ClusterInfo],
+    candidates: &[&ClusterInfo],
+    taken: &BTreeMap<&str, String>,
+    canary: &CanaryKey,
+) -> Diagnostic {
+    let path = match (&w.clusters, &w.regions) {
+        (Some(_), _) => format!("{wp}.clusters"),
+        (None, Some(_)) => format!("{wp}.regions"),
+        (None, None) => wp.to_string(),
+    };
+    let message = if matching.is_empty() {
+        format!(
+            "selects no cluster reporting canary {canary} (candidates: {}); check the \
+             selector against `aviary clusters`",
+            names(candidates.iter().map(|c| c.name.as_str()))
+        )
+    } else {
+        let earlier: Vec<String> = matching
+            .iter()
+            .map(|c| format!("{} (wave {})", c.name, taken[c.name.as_str()]))
+            .collect();
+        format!(
+            "every cluster it selects is already in an earlier wave: {}; a cluster \
+             belongs to the first wave that selects it",
+            earlier.join(", ")
+        )
+    };
+    error(path, message)
+}
+
+/// The waves named in `spec.failurePolicy.mandatoryWaves`.
+fn mandatory_waves(spec: &FleetRolloutSpec) -> BTreeSet<&str> {
+    spec.failure_policy
         .as_ref()
         .and_then(|f| f.mandatory_waves.as_ref())
         .into_iter()
         .flatten()
         .map(String::as_str)
-        .collect();
+        .collect()
+}
 
-    // (name, members, settings, path of the wave, path of its selection)
-    struct Draft<'a> {
-        name: String,
-        members: Vec<&'a ClusterInfo>,
-        settings: WaveSettings,
-        own: Option<&'a WaveSettings>,
-        path: String,
-    }
-    let mut drafts: Vec<Draft<'_>> = Vec::new();
-    let mut taken: BTreeMap<&str, String> = BTreeMap::new();
-    if let Some(regions) = &spec.by_region {
-        let known: BTreeSet<&str> = candidates.iter().map(|c| c.region.as_str()).collect();
-        for (i, region) in regions.iter().enumerate() {
-            let members: Vec<&ClusterInfo> = candidates
-                .iter()
-                .copied()
-                .filter(|c| &c.region == region)
-                .collect();
-            if members.is_empty() {
+/// A wave with its settings resolved: the concurrency limit (at least 1), the bake, the approval,
+/// and each cluster's previous revision (what its primary runs now).
+fn pin_wave(d: Draft<'_>, mandatory: &BTreeSet<&str>, errors: &mut Vec<Diagnostic>) -> WavePlan {
+    let total = d.members.len() as u32;
+    let max_concurrent = match &d.settings.max_concurrent {
+        None => 1,
+        Some(v) => match CountOrPercent::parse(v) {
+            Ok(c) => c.resolve(total).max(1),
+            Err(e) => {
+                errors.push(error(settings_path(d.own, "maxConcurrent", &d.path), e));
+                1
+            }
+        },
+    };
+    let bake = d.settings.bake.as_ref().map(|b| {
+        let duration = match b.duration.as_deref().map(parse_go_duration) {
+            None => Duration::ZERO,
+            Some(Ok(d)) => d,
+            Some(Err(e)) => {
                 errors.push(error(
-                    format!("spec.byRegion[{i}]"),
-                    format!(
-                        "no selected cluster reporting canary {canary} is in region {region:?}; \
-                         regions with such clusters: {}",
-                        names(known.iter().copied())
-                    ),
+                    format!("{}.duration", settings_path(d.own, "bake", &d.path)),
+                    e.to_string(),
                 ));
+                Duration::ZERO
             }
-            drafts.push(Draft {
-                name: region.clone(),
-                members,
-                settings: merged(None, defaults),
-                own: None,
-                path: format!("spec.byRegion[{i}]"),
-            });
+        };
+        BakePlan {
+            duration,
+            min_requests: b.min_requests.unwrap_or(0),
+            min_success_rate: b.min_success_rate,
         }
-    } else {
-        for (i, w) in spec.waves.iter().flatten().enumerate() {
-            let wp = format!("spec.waves[{i}]");
-            let wname = w.name.clone().unwrap_or_default();
-            let selects = |c: &ClusterInfo| {
-                w.clusters
-                    .as_ref()
-                    .is_none_or(|s| selector_matches(s, &effective_labels(c)))
-                    && w.regions.as_ref().is_none_or(|r| r.contains(&c.region))
-            };
-            let matching: Vec<&ClusterInfo> = candidates.iter().copied().filter(|c| selects(c)).collect();
-            let members: Vec<&ClusterInfo> = matching
-                .iter()
-                .copied()
-                .filter(|c| !taken.contains_key(c.name.as_str()))
-                .collect();
-            for c in &members {
-                taken.insert(c.name.as_str(), wname.clone());
-            }
-            if members.is_empty() {
-                let path = match (&w.clusters, &w.regions) {
-                    (Some(_), _) => format!("{wp}.clusters"),
-                    (None, Some(_)) => format!("{wp}.regions"),
-                    (None, None) => wp.clone(),
-                };
-                let message = if matching.is_empty() {
-                    format!(
-                        "selects no cluster reporting canary {canary} (candidates: {}); check the \
-                         selector against `aviary clusters`",
-                        names(candidates.iter().map(|c| c.name.as_str()))
-                    )
-                } else {
-                    let earlier: Vec<String> = matching
-                        .iter()
-                        .map(|c| format!("{} (wave {})", c.name, taken[c.name.as_str()]))
-                        .collect();
-                    format!(
-                        "every cluster it selects is already in an earlier wave: {}; a cluster \
-                         belongs to the first wave that selects it",
-                        earlier.join(", ")
-                    )
-                };
-                errors.push(error(path, message));
-            }
-            drafts.push(Draft {
-                name: wname,
-                members,
-                settings: merged(Some(&w.settings), defaults),
-                own: Some(&w.settings),
-                path: wp,
-            });
-        }
-        excluded.extend(
-            candidates
-                .iter()
-                .filter(|c| !taken.contains_key(c.name.as_str()))
-                .map(|c| format!("{}: selected by no wave", c.name)),
-        );
-    }
-
-    let mut waves = Vec::new();
-    for d in drafts {
-        let total = d.members.len() as u32;
-        let max_concurrent = match &d.settings.max_concurrent {
-            None => 1,
-            Some(v) => match CountOrPercent::parse(v) {
-                Ok(c) => c.resolve(total).max(1),
-                Err(e) => {
-                    errors.push(error(settings_path(d.own, "maxConcurrent", &d.path), e));
-                    1
+    });
+    WavePlan {
+        mandatory: mandatory.contains(d.name.as_str()),
+        manual_approval: d.settings.approval.as_deref() == Some("manual"),
+        clusters: d
+            .members
+            .iter()
+            .map(|c| {
+                let obs = c.canary.clone().unwrap_or_default();
+                ClusterPlan {
+                    name: c.name.clone(),
+                    region: c.region.clone(),
+                    previous_revision: obs.primary_revision,
+                    previous_fingerprint: obs.last_promoted_spec,
                 }
-            },
-        };
-        let bake = match &d.settings.bake {
-            None => None,
-            Some(b) => {
-                let duration = match b.duration.as_deref().map(parse_go_duration) {
-                    None => Duration::ZERO,
-                    Some(Ok(d)) => d,
-                    Some(Err(e)) => {
-                        errors.push(error(
-                            format!("{}.duration", settings_path(d.own, "bake", &d.path)),
-                            e.to_string(),
-                        ));
-                        Duration::ZERO
-                    }
-                };
-                Some(BakePlan {
-                    duration,
-                    min_requests: b.min_requests.unwrap_or(0),
-                    min_success_rate: b.min_success_rate,
-                })
-            }
-        };
-        waves.push(WavePlan {
-            mandatory: mandatory.contains(d.name.as_str()),
-            manual_approval: d.settings.approval.as_deref() == Some("manual"),
-            clusters: d
-                .members
-                .iter()
-                .map(|c| {
-                    let obs = c.canary.clone().unwrap_or_default();
-                    ClusterPlan {
-                        name: c.name.clone(),
-                        region: c.region.clone(),
-                        previous_revision: obs.primary_revision,
-                        previous_fingerprint: obs.last_promoted_spec,
-                    }
-                })
-                .collect(),
-            name: d.name,
-            max_concurrent,
-            bake,
-        });
+            })
+            .collect(),
+        name: d.name,
+        max_concurrent,
+        bake,
     }
-    if !errors.is_empty() {
-        return Err(errors);
-    }
+}
 
-    let policy = spec.failure_policy.clone().unwrap_or_default();
-    let planned = waves.iter().map(|w| w.clusters.len() as u32).sum::<u32>();
-    // A budget rounds down (10% of 5 clusters tolerates 0 failures): the safe side.
-    let max_failed_clusters = match policy.max_failed_clusters.as_ref().map(CountOrPercent::parse) {
-        None => 0,
-        Some(Ok(CountOrPercent::Count(n))) => n,
-        Some(Ok(CountOrPercent::Percent(p))) => (u64::from(planned) * u64::from(p) / 100) as u32,
-        Some(Err(e)) => return Err(vec![error("spec.failurePolicy.maxFailedClusters", e)]),
-    };
-    let rollback = match policy.rollback.as_deref() {
-        Some("wave") => RollbackScope::Wave,
-        Some("all") => RollbackScope::All,
-        _ => RollbackScope::Cluster,
-    };
-    let cluster_deadline = match spec.cluster_deadline.as_deref().map(parse_go_duration) {
-        None => DEFAULT_CLUSTER_DEADLINE,
-        Some(Ok(d)) if d.is_zero() => {
-            return Err(vec![error(
-                "spec.clusterDeadline",
-                "must be longer than 0; use a duration such as 30m",
-            )]);
-        }
-        Some(Ok(d)) => d,
-        Some(Err(e)) => return Err(vec![error("spec.clusterDeadline", e.to_string())]),
-    };
-    let mode = if spec.mode.as_deref() == Some("gate") {
-        Mode::Gate
-    } else {
-        Mode::Push
-    };
-    Ok(Plan {
-        name,
-        canary,
-        revision: spec
-            .revision
-            .as_ref()
-            .map(Revision::from_spec)
-            .unwrap_or_default(),
-        mode,
-        waves,
-        max_failed_clusters,
-        rollback,
-        cluster_deadline,
-        excluded,
-    })
+/// `spec.failurePolicy.maxFailedClusters` over the planned clusters. A budget rounds down (10% of
+/// 5 clusters tolerates 0 failures): the safe side.
+fn failure_budget(spec: &FleetRolloutSpec, planned: u32) -> Result<u32, Vec<Diagnostic>> {
+    let budget = spec
+        .failure_policy
+        .as_ref()
+        .and_then(|p| p.max_failed_clusters.as_ref());
+    match budget.map(CountOrPercent::parse) {
+        None => Ok(0),
+        Some(Ok(CountOrPercent::Count(n))) => Ok(n),
+        Some(Ok(CountOrPercent::Percent(p))) => Ok((u64::from(planned) * u64::from(p) / 100) as u32),
+        Some(Err(e)) => Err(vec![error("spec.failurePolicy.maxFailedClusters", e)]),
+    }
+}
+
+/// `spec.clusterDeadline` ([`DEFAULT_CLUSTER_DEADLINE`] when unset), longer than 0.
+fn cluster_deadline(spec: &FleetRolloutSpec) -> Result<Duration, Vec<Diagnostic>> {
+    match spec.cluster_deadline.as_deref().map(parse_go_duration) {
+        None => Ok(DEFAULT_CLUSTER_DEADLINE),
+        Some(Ok(d)) if d.is_zero() => Err(vec![error(
+            "spec.clusterDeadline",
+            "must be longer than 0; use a duration such as 30m",
+        )]),
+        Some(Ok(d)) => Ok(d),
+        Some(Err(e)) => Err(vec![error("spec.clusterDeadline", e.to_string())]),
+    }
 }
 
 /// A DNS-1123 subdomain: the rollout name appears in command ids (`<rollout>/<cluster>/<n>`).

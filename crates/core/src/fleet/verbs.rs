@@ -4,14 +4,11 @@
 //! apply to the current state. Unknown waves and clusters are refused too; the coordinator checks
 //! them first to answer NOT_FOUND.
 
-use std::collections::BTreeMap;
-
 use jiff::Timestamp;
 
 use super::plan::Plan;
-use super::rollout::{
-    COORDINATOR, ClusterPhase, Command, RolloutPhase, RolloutState, Stamp, WavePhase, begin_rollback,
-};
+use super::reconcile::begin_rollback;
+use super::rollout::{COORDINATOR, ClusterPhase, Command, RolloutPhase, RolloutState, Stamp, WavePhase};
 use crate::{Error, Result};
 
 fn refuse<T>(msg: impl Into<String>) -> Result<T> {
@@ -55,19 +52,7 @@ pub fn pause(plan: &Plan, state: &mut RolloutState, actor: &str, reason: &str, n
     if state.phase == RolloutPhase::Paused {
         return Ok(());
     }
-    active(plan, state, "pause")?;
-    state.phase = RolloutPhase::Paused;
-    state.message = format!("paused by {}{}", actor_or_default(actor), note(reason));
-    state.record(
-        now,
-        "paused",
-        actor_or_default(actor),
-        "",
-        "",
-        reason,
-        BTreeMap::new(),
-    );
-    Ok(())
+    switch(plan, state, RolloutPhase::Paused, "pause", actor, reason, now)
 }
 
 /// Resume a paused rollout.
@@ -81,18 +66,24 @@ pub fn resume(
     if matches!(state.phase, RolloutPhase::Running | RolloutPhase::Pending) {
         return Ok(());
     }
-    active(plan, state, "resume")?;
-    state.phase = RolloutPhase::Running;
-    state.message = format!("resumed by {}{}", actor_or_default(actor), note(reason));
-    state.record(
-        now,
-        "resumed",
-        actor_or_default(actor),
-        "",
-        "",
-        reason,
-        BTreeMap::new(),
-    );
+    switch(plan, state, RolloutPhase::Running, "resume", actor, reason, now)
+}
+
+/// Pause or resume an active rollout: its new phase, and the history record `<verb>d`.
+fn switch(
+    plan: &Plan,
+    state: &mut RolloutState,
+    to: RolloutPhase,
+    verb: &str,
+    actor: &str,
+    reason: &str,
+    now: Timestamp,
+) -> Result<()> {
+    active(plan, state, verb)?;
+    let done = format!("{verb}d");
+    state.phase = to;
+    state.message = format!("{done} by {}{}", actor_or_default(actor), note(reason));
+    state.note(now, &done, actor_or_default(actor), "", "", reason);
     Ok(())
 }
 
@@ -110,7 +101,7 @@ pub fn abort(
     }
     active(plan, state, "abort")?;
     let who = actor_or_default(actor);
-    state.record(now, "aborted", who, "", "", reason, BTreeMap::new());
+    state.note(now, "aborted", who, "", "", reason);
     let mut out = Vec::new();
     begin_rollback(
         plan,
@@ -168,7 +159,7 @@ pub fn approve_wave(
     } else {
         "approved"
     };
-    state.record(now, "wave-approved", who, wave, "", msg, BTreeMap::new());
+    state.note(now, "wave-approved", who, wave, "", msg);
     Ok(())
 }
 
@@ -218,15 +209,7 @@ pub fn skip_cluster(
     c.finished = Some(now);
     let msg = format!("skipped (was {})", phase.as_str());
     c.verdict = format!("skipped by {who}");
-    state.record(
-        now,
-        "cluster-skipped",
-        who,
-        &plan.waves[wi].name,
-        cluster,
-        msg,
-        BTreeMap::new(),
-    );
+    state.note(now, "cluster-skipped", who, &plan.waves[wi].name, cluster, msg);
     Ok(())
 }
 
@@ -266,24 +249,22 @@ pub fn retry_cluster(
     if state.waves[wi].phase == WavePhase::Baking {
         state.waves[wi].phase = WavePhase::Running;
         state.waves[wi].bake = None;
-        state.record(
+        state.note(
             now,
             "bake-reset",
             COORDINATOR,
             &wave,
             "",
             format!("bake restarts after {cluster} finishes"),
-            BTreeMap::new(),
         );
     }
-    state.record(
+    state.note(
         now,
         "cluster-retried",
         who,
         &wave,
         cluster,
         format!("after: {previous}"),
-        BTreeMap::new(),
     );
     Ok(())
 }

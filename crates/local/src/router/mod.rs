@@ -7,9 +7,9 @@
 //! workers. Plain HTTP/1.1 takes a fast path (`fast`) that proxies heads and bodies itself; h2c,
 //! HTTP/1.0, upgrades and other rarities are served by hyper with a pooled client per worker.
 //!
-//! Routes and backend pools are swapped atomically at runtime ([`Router::set_routes`],
-//! [`Router::set_backends`]); the request path reads them without locks. Each backend records
-//! status classes and latency ([`Router::stats`] over a window; [`RouterMetrics`] for
+//! Routes and backend pools are swapped atomically at runtime ([`HttpRouter::set_routes`],
+//! [`HttpRouter::set_backends`]); the request path reads them without locks. Each backend records
+//! status classes and latency ([`HttpRouter::stats`] over a window; [`RouterMetrics`] for
 //! Prometheus). Mirrored copies are recorded as canary traffic, as the mesh telemetry Flagger reads
 //! counts them at the canary workload, so the analysis of a mirroring step sees them; they are
 //! also counted apart in `aviary_router_mirrored_requests_total`. Latency is measured to the
@@ -89,7 +89,7 @@ pub struct RouterConfig {
     pub service: String,
     /// Where clients call the service (the LocalService `spec.port` on loopback).
     pub listen: SocketAddr,
-    /// How long in-flight requests may run on after [`Router::shutdown`].
+    /// How long in-flight requests may run on after [`HttpRouter::shutdown`].
     pub shutdown_grace: Duration,
     /// Worker threads serving the connections, each with its own single-threaded runtime and
     /// backend connection pool; 0 means one per CPU.
@@ -115,9 +115,9 @@ pub struct Backends {
     pub canary: Vec<SocketAddr>,
 }
 
-/// A running router. Dropping it stops it too (without waiting); prefer [`Router::shutdown`].
+/// A running router. Dropping it stops it too (without waiting); prefer [`HttpRouter::shutdown`].
 #[derive(Debug)]
-pub struct Router {
+pub struct HttpRouter {
     shared: Arc<Shared>,
     addr: SocketAddr,
     shutdown: CancellationToken,
@@ -195,10 +195,10 @@ impl Pool {
     }
 }
 
-impl Router {
+impl HttpRouter {
     /// Binds `config.listen` and starts routing everything to the (empty) primary pool; set
     /// backends and routes next.
-    pub async fn start(config: RouterConfig) -> Result<Router> {
+    pub async fn start(config: RouterConfig) -> Result<HttpRouter> {
         let what = format!("router {}/{}", config.namespace, config.service);
         let listener = server::bind(&what, config.listen).await?;
         let addr = listener
@@ -236,7 +236,7 @@ impl Router {
             shutdown.clone(),
             config.shutdown_grace,
         )?;
-        Ok(Router {
+        Ok(HttpRouter {
             shared,
             addr,
             shutdown,
@@ -306,7 +306,7 @@ impl Router {
     }
 }
 
-impl Drop for Router {
+impl Drop for HttpRouter {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
@@ -584,7 +584,7 @@ impl RouterMetrics {
         RouterMetrics::default()
     }
 
-    pub fn register(&self, router: &Router) {
+    pub fn register(&self, router: &HttpRouter) {
         let mut routers = self.routers.lock().unwrap_or_else(|p| p.into_inner());
         routers.retain(|r| r.strong_count() > 0);
         routers.push(Arc::downgrade(&router.shared));

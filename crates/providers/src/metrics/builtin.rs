@@ -14,12 +14,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use aviary_api::Canary;
 use aviary_api::canary::{BUILTIN_DURATION, BUILTIN_SUCCESS_RATE};
-use aviary_core::ports::{BuiltinMetric, MetricError, MetricModel};
+use aviary_core::ports::{BuiltinMetric, BuiltinSource, MetricError, MetricModel, MetricResult};
 use reqwest::header::HeaderMap;
 use url::Url;
 
+use super::parse_base_url;
 use super::prometheus::{self, collapse};
-use super::{BuiltinSource, parse_base_url};
 use crate::error::Result;
 use crate::http::{self, Clients};
 
@@ -289,12 +289,7 @@ impl BuiltinSource for PrometheusBuiltins {
             })
     }
 
-    async fn builtin(
-        &self,
-        canary: &Canary,
-        metric: BuiltinMetric,
-        model: &MetricModel,
-    ) -> Result<f64, MetricError> {
+    async fn builtin(&self, canary: &Canary, metric: BuiltinMetric, model: &MetricModel) -> MetricResult {
         let observer = self.observer_for(canary).map_err(MetricError::Provider)?;
         let query = observer.query(metric, model).map_err(MetricError::Query)?;
         let base = self.base(canary)?;
@@ -313,7 +308,7 @@ impl BuiltinSource for PrometheusBuiltins {
         Ok(v * observer.scale(metric))
     }
 
-    async fn inline(&self, canary: &Canary, query: &str) -> Result<f64, MetricError> {
+    async fn inline(&self, canary: &Canary, query: &str) -> MetricResult {
         let base = self.base(canary)?;
         prometheus::run(&self.client()?, &base, query, HeaderMap::new(), None).await
     }

@@ -11,7 +11,7 @@
 //! | `cloudwatch` | [`cloudwatch`] | GetMetricData (AWS JSON 1.0, SigV4) |
 //!
 //! Built-in metrics (`request-success-rate`, `request-duration`) and deprecated inline queries
-//! come from a [`BuiltinSource`]: [`PrometheusBuiltins`] runs Flagger's PromQL against the
+//! come from a [`BuiltinSource`] (a port of aviary-core): [`PrometheusBuiltins`] runs Flagger's PromQL against the
 //! canary's `spec.metricsServer` or the agent's default; the local platform plugs in its router
 //! statistics instead.
 //!
@@ -34,7 +34,9 @@ use aviary_api::MetricTemplate;
 use aviary_api::canary::{BUILTIN_DURATION, BUILTIN_SUCCESS_RATE};
 use aviary_api::duration::parse_go_duration;
 use aviary_api::metric_template::MetricProvider;
-use aviary_core::ports::{BuiltinMetric, MetricError, MetricModel, Metrics, SecretSource};
+use aviary_core::ports::{
+    BuiltinMetric, BuiltinSource, MetricError, MetricModel, MetricResult, Metrics, SecretSource,
+};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use url::Url;
 
@@ -56,30 +58,6 @@ pub const SUPPORTED_TYPES: &[&str] = &[
     "dynatrace",
     "cloudwatch",
 ];
-
-/// Where built-in metrics and inline queries come from.
-#[async_trait]
-pub trait BuiltinSource: Send + Sync {
-    /// Whether the backend answers, for the canary's built-in metrics and inline queries.
-    async fn check(&self, _canary: &Canary) -> Result<(), String> {
-        Ok(())
-    }
-    /// A built-in metric over `model.interval`: percent for the success rate, milliseconds for
-    /// the duration.
-    async fn builtin(
-        &self,
-        canary: &Canary,
-        metric: BuiltinMetric,
-        model: &MetricModel,
-    ) -> Result<f64, MetricError>;
-    /// A deprecated inline `metrics[].query` (already rendered).
-    async fn inline(&self, _canary: &Canary, _query: &str) -> Result<f64, MetricError> {
-        Err(MetricError::Provider(
-            "inline metric queries (metrics[].query) need a Prometheus metrics server; use a MetricTemplate"
-                .into(),
-        ))
-    }
-}
 
 /// The `Metrics` port: MetricTemplates on their providers, built-ins from a [`BuiltinSource`].
 pub struct ProviderMetrics {
@@ -151,12 +129,7 @@ impl ProviderMetrics {
     }
 
     /// Runs `query` (or the online check when `query` is `None`) on the template's provider.
-    async fn run(
-        &self,
-        template: &MetricTemplate,
-        interval: &str,
-        query: Option<&str>,
-    ) -> Result<f64, MetricError> {
+    async fn run(&self, template: &MetricTemplate, interval: &str, query: Option<&str>) -> MetricResult {
         let provider = template.spec.provider.clone().unwrap_or_default();
         let creds = self.credentials(template, &provider).await?;
         let kind = template.provider_type().to_string();
@@ -271,12 +244,7 @@ impl Metrics for ProviderMetrics {
         Ok(())
     }
 
-    async fn builtin(
-        &self,
-        canary: &Canary,
-        metric: BuiltinMetric,
-        model: &MetricModel,
-    ) -> Result<f64, MetricError> {
+    async fn builtin(&self, canary: &Canary, metric: BuiltinMetric, model: &MetricModel) -> MetricResult {
         self.builtins.builtin(canary, metric, model).await
     }
 
@@ -290,11 +258,11 @@ impl Metrics for ProviderMetrics {
         template: &MetricTemplate,
         interval: &str,
         query: &str,
-    ) -> Result<f64, MetricError> {
+    ) -> MetricResult {
         self.run(template, interval, Some(query)).await
     }
 
-    async fn inline(&self, canary: &Canary, _metric: &str, query: &str) -> Result<f64, MetricError> {
+    async fn inline(&self, canary: &Canary, _metric: &str, query: &str) -> MetricResult {
         self.builtins.inline(canary, query).await
     }
 }

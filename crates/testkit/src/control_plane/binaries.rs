@@ -60,24 +60,32 @@ pub fn go_module_dir() -> PathBuf {
 }
 
 fn build() -> Result<PathBuf> {
-    let script = go_module_dir().join("build.sh");
+    run_build_script(&go_module_dir().join("build.sh"), BIN_ENV).map_err(|e| {
+        Error::Setup(format!(
+            "{e}: the control plane programs could not be built, or set {BIN_ENV} to a directory holding {}",
+            PROGRAMS.join(", ")
+        ))
+    })
+}
+
+/// Runs a build script of a Go module under tests/ (its progress on stderr) and returns the path
+/// it prints last on stdout; `env` names the variable that skips the build.
+pub fn run_build_script(script: &Path, env: &str) -> Result<PathBuf> {
     let out = Command::new("bash")
-        .arg(&script)
+        .arg(script)
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
         .output()
         .map_err(|e| Error::io(format!("running {}", script.display()), e))?;
     if !out.status.success() {
         return Err(Error::Setup(format!(
-            "{} failed ({}): the control plane programs could not be built; see its output above, or set {BIN_ENV} to a directory holding {}",
+            "{} failed ({}; its output is above; {env} skips the build)",
             script.display(),
-            out.status,
-            PROGRAMS.join(", ")
+            out.status
         )));
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let dir = stdout.lines().last().unwrap_or_default().trim();
-    Ok(PathBuf::from(dir))
+    Ok(PathBuf::from(stdout.lines().last().unwrap_or_default().trim()))
 }
 
 fn check(dir: &Path) -> Result<()> {

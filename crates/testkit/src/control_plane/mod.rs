@@ -2,7 +2,7 @@
 //! 127.0.0.1, client-certificate and ServiceAccount-token authentication, Node+RBAC
 //! authorization, the default admission plugins, a ServiceAccount issuer) and
 //! kube-controller-manager with the controllers aviary's tests rely on. Every program runs
-//! supervised (see `process`), so nothing outlives the test process.
+//! supervised (see `supervised`), so nothing outlives the test process.
 //!
 //! Files under the control plane's directory: `admin.kubeconfig`, `pki/`, `etcd/`, `logs/*.log`.
 
@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use parking::Mutex;
 
-use crate::process::Supervised;
+use crate::supervised::Supervised;
 pub use binaries::Binaries;
 pub use kubeconfig::Identity;
 pub use pki::Credential;

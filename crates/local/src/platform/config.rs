@@ -34,7 +34,10 @@ pub struct LoadedConfig {
 }
 
 /// A cheap fingerprint of the files (paths, sizes, modification times) to notice edits.
-pub fn stamp(path: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+pub type Stamp = Vec<(PathBuf, u64, Option<SystemTime>)>;
+
+/// The [`Stamp`] of the files under `path`.
+pub fn stamp(path: &Path) -> Stamp {
     files(path)
         .into_iter()
         .map(|p| {

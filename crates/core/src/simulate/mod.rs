@@ -1,4 +1,12 @@
-//! The simulator behind `aviary simulate`: the real engine on the fakes, with virtual time.
+//! The simulator behind `aviary simulate`: the real engine on simulated ports, with virtual
+//! time.
+//!
+//! - [`Simulator`]: the loop (ticks at the analysis interval on a virtual clock) over any
+//!   [`World`] of ports; `aviary simulate` runs it on a [`ScriptedWorld`].
+//! - [`world`]: the [`World`] trait, and [`ScriptedWorld`], the scripted ports `aviary simulate`
+//!   runs on.
+//! - `on_fakes` (feature `test-util`): `Simulation`, the simulator on the fakes, for the engine's
+//!   tests.
 //!
 //! A simulation initializes the canary, presents one new revision of the target, and ticks at
 //! the analysis interval until the analysis ends (Succeeded or Failed) or `maxTicks` is reached.
@@ -19,8 +27,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::{EngineConfig, TickInput, TickMemory, TickOutcome, tick};
 use crate::error::{Error, Result};
-use crate::fakes::{Answer, Fakes};
 use crate::ports::EventType;
+
+#[cfg(feature = "test-util")]
+mod on_fakes;
+pub mod world;
+
+#[cfg(feature = "test-util")]
+pub use on_fakes::Simulation;
+
+pub use world::{Answer, ScriptedWorld, World};
 
 /// A simulation script (YAML).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -136,9 +152,8 @@ impl Report {
     }
 }
 
-/// The engine on fakes with a virtual clock.
-pub struct Simulation {
-    pub fakes: Fakes,
+/// The engine on a virtual clock; each call names the [`World`] whose ports it runs on.
+pub struct Simulator {
     pub canary: Canary,
     pub config: EngineConfig,
     memory: TickMemory,
@@ -149,16 +164,14 @@ pub struct Simulation {
     ticks: Vec<TickSummary>,
 }
 
-impl Simulation {
-    /// A simulation of `canary` (its status is cleared), starting at a fixed instant.
-    pub fn new(mut canary: Canary) -> Self {
+impl Simulator {
+    /// A simulation of `canary` (its status is cleared) on `world`, starting at a fixed instant.
+    pub fn new(mut canary: Canary, world: &impl World) -> Self {
         canary.status = None;
         let start = Timestamp::from_second(1_767_225_600).expect("a valid instant"); // 2026-01-01
         let interval = canary.analysis_interval(MIN_INTERVAL);
-        let fakes = Fakes::default();
-        fakes.target.set_revision("rev-1");
+        world.present_revision("rev-1");
         Self {
-            fakes,
             canary,
             config: EngineConfig::default(),
             memory: TickMemory::default(),
@@ -206,8 +219,8 @@ impl Simulation {
         self.now.duration_since(self.start).as_secs().max(0) as u64
     }
 
-    /// Loads the script into the fakes; template metrics get a template to resolve.
-    pub fn load(&mut self, script: &Script) {
+    /// Loads the script into the world; template metrics get a template to resolve.
+    pub fn load(&mut self, world: &impl World, script: &Script) {
         for (name, answers) in &script.metrics {
             let answers = answers
                 .iter()
@@ -217,11 +230,11 @@ impl Simulation {
                     ScriptAnswer::Word(w) => Answer::Error(w.clone()),
                 })
                 .collect();
-            self.fakes.metrics.script(name, answers);
+            world.script_metric(name, answers);
         }
         for (name, outcomes) in &script.webhooks {
             let outcomes: Vec<bool> = outcomes.iter().map(|o| *o == HookOutcome::Pass).collect();
-            self.fakes.hooks.script(name, &outcomes);
+            world.script_hook(name, &outcomes);
         }
         let ns = self.canary.namespace().to_string();
         let metrics = self.canary.analysis().metrics.clone().unwrap_or_default();
@@ -239,7 +252,7 @@ impl Simulation {
                 },
             );
             t.metadata.namespace = Some(r.namespace.clone().unwrap_or_else(|| ns.clone()));
-            self.fakes.metrics.add_template(t);
+            world.add_template(t);
             if !script.metrics.contains_key(&name) {
                 let healthy = match m.threshold_range {
                     Some(r) => match (r.min, r.max) {
@@ -250,29 +263,29 @@ impl Simulation {
                     },
                     None => 0.0,
                 };
-                self.fakes.metrics.values(&name, &[healthy]);
+                world.script_metric(&name, vec![Answer::Value(healthy)]);
             }
         }
     }
 
     /// Runs one tick at the current virtual time, then advances the clock by the interval.
-    pub async fn tick(&mut self) -> TickOutcome {
+    pub async fn tick(&mut self, world: &impl World) -> TickOutcome {
         let input = TickInput {
             canary: &self.canary,
             now: self.now,
             token: "simcookieaprimarycook",
         };
-        let outcome = tick(input, &mut self.memory, self.fakes.ports(), &self.config).await;
+        let outcome = tick(input, &mut self.memory, world.ports(), &self.config).await;
         self.canary.status = Some(outcome.status.clone());
         let t = self.elapsed();
-        for e in self.fakes.recorder.take_events() {
+        for (kind, message) in world.take_events() {
             self.events.push(TimedEvent {
                 t,
-                kind: match e.kind {
+                kind: match kind {
                     EventType::Normal => "Normal".into(),
                     EventType::Warning => "Warning".into(),
                 },
-                message: e.message,
+                message,
             });
         }
         self.ticks.push(TickSummary {
@@ -287,18 +300,18 @@ impl Simulation {
     }
 
     /// Initializes, presents a new revision, and ticks until the analysis ends.
-    pub async fn run(&mut self, script: &Script) -> Report {
-        self.load(script);
+    pub async fn run(&mut self, world: &impl World, script: &Script) -> Report {
+        self.load(world, script);
         let max_ticks = script.max_ticks.unwrap_or(10_000).max(1);
         let mut last = None;
         let mut presented = false;
         for _ in 0..max_ticks {
             let before = self.now;
-            let out = self.tick().await;
+            let out = self.tick(world).await;
             let phase = out.status.phase;
             last = Some((out, before));
             if !presented && phase == CanaryPhase::Initialized {
-                self.fakes.target.set_revision("rev-2");
+                world.present_revision("rev-2");
                 presented = true;
                 continue;
             }

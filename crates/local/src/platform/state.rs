@@ -65,6 +65,11 @@ impl StateDir {
         })
     }
 
+    /// The directory itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// Where process output goes.
     pub fn logs(&self) -> PathBuf {
         self.root.join("logs")

@@ -2,10 +2,12 @@
 //! a temporary directory, every process killed when the [`LocalEtcd`] is dropped.
 
 use std::io::{self, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::net::free_port;
 
 /// A local etcd cluster (one or more members).
 pub struct LocalEtcd {
@@ -20,10 +22,6 @@ struct Member {
     client: u16,
     peer: u16,
     child: Option<Child>,
-}
-
-fn free_port() -> io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 impl LocalEtcd {
@@ -55,6 +53,18 @@ impl LocalEtcd {
         found
     }
 
+    /// [`LocalEtcd::start`] off the async runtime (for `#[tokio::test]`s), or `None` after the
+    /// skip notice of [`LocalEtcd::binary_or_skip`].
+    pub async fn start_for(test: &str, members: usize) -> Option<Self> {
+        let bin = Self::binary_or_skip(test)?;
+        Some(
+            tokio::task::spawn_blocking(move || Self::start(&bin, members))
+                .await
+                .expect("the etcd start task")
+                .expect("start etcd"),
+        )
+    }
+
     /// Starts `members` members on free loopback ports and waits (up to 30 s) until the cluster
     /// answers `/health`.
     pub fn start(bin: &Path, members: usize) -> io::Result<Self> {
@@ -63,8 +73,8 @@ impl LocalEtcd {
         for i in 0..members.max(1) {
             list.push(Member {
                 name: format!("m{i}"),
-                client: free_port()?,
-                peer: free_port()?,
+                client: free_port(),
+                peer: free_port(),
                 child: None,
             });
         }
@@ -195,16 +205,62 @@ impl LocalEtcd {
 
     /// Whether member `i` answers `/health` with `true` now.
     pub fn healthy(&self, i: usize) -> bool {
+        self.http(i, "GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            .is_ok_and(|b| b.contains("\"health\":\"true\""))
+    }
+
+    /// The member that leads etcd's raft now (each member's `/v3/maintenance/status`); panics
+    /// when none does.
+    pub fn raft_leader(&self) -> usize {
+        let status = "POST /v3/maintenance/status HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
+        (0..self.members.len())
+            .find(|&i| {
+                let Ok(reply) = self.http(i, status) else {
+                    return false;
+                };
+                let Some((_, body)) = reply.split_once("\r\n\r\n") else {
+                    return false;
+                };
+                let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+                !v["leader"].is_null() && v["leader"] == v["header"]["member_id"]
+            })
+            .unwrap_or_else(|| panic!("no member of the local etcd leads its raft"))
+    }
+
+    /// Revokes lease `id` on the cluster (what a leader paused past its TTL finds): etcd's
+    /// `/v3/lease/revoke` on the first member that answers. Async, so the runtime of the code
+    /// under test keeps running meanwhile.
+    pub async fn revoke_lease(&self, id: i64) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let body = format!("{{\"ID\":{id}}}");
+        let request = format!(
+            "POST /v3/lease/revoke HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        for m in &self.members {
+            let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", m.client)).await else {
+                continue;
+            };
+            let mut reply = String::new();
+            if s.write_all(request.as_bytes()).await.is_ok()
+                && s.read_to_string(&mut reply).await.is_ok()
+                && reply.split_whitespace().nth(1) == Some("200")
+            {
+                return;
+            }
+        }
+        panic!("no etcd member revoked lease {id}");
+    }
+
+    /// One HTTP/1.0 exchange with member `i`'s client port: the whole reply.
+    fn http(&self, i: usize, request: &str) -> io::Result<String> {
         let port = self.members[i].client;
-        let get = || -> io::Result<String> {
-            let mut s = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(1))?;
-            s.set_read_timeout(Some(Duration::from_secs(3)))?;
-            s.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
-            let mut body = String::new();
-            s.read_to_string(&mut body)?;
-            Ok(body)
-        };
-        get().is_ok_and(|b| b.contains("\"health\":\"true\""))
+        let mut s = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(1))?;
+        s.set_read_timeout(Some(Duration::from_secs(3)))?;
+        s.write_all(request.as_bytes())?;
+        let mut reply = String::new();
+        s.read_to_string(&mut reply)?;
+        Ok(reply)
     }
 
     /// The last lines of member `i`'s log.
