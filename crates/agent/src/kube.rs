@@ -22,8 +22,7 @@ use aviary_core::fleet::Revision;
 use aviary_core::ports::{Router, SecretSource, Target};
 use aviary_kube::knative::KnativeRoute;
 use aviary_kube::{
-    CanarySink, ClientSettings, Kube, KubePlatform, KubeSettings, LeaderElector, LeaseEnd, LeaseSettings,
-    Watched, revisions,
+    CanarySink, Kube, KubePlatform, KubeSettings, LeaderElector, LeaseEnd, LeaseSettings, Watched, revisions,
 };
 use aviary_providers::{AlertProviderSource, PrometheusBuiltins, ProviderMetrics, TemplateSource};
 use tokio_util::sync::CancellationToken;
@@ -47,6 +46,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
         namespace,
         leader_election,
         leader_election_namespace,
+        client,
     } = config.platform.clone()
     else {
         return Err(aviary_kube::Error::Config(
@@ -63,7 +63,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
         });
     }
 
-    let client = aviary_kube::connect(kubeconfig.as_deref(), ClientSettings::default()).await?;
+    let client = aviary_kube::connect(kubeconfig.as_deref(), client).await?;
     let kube = Kube::new(client).with_read_cache();
     let platform = Arc::new(KubePlatform::new(
         kube.clone(),

@@ -233,7 +233,11 @@ pub fn start(side: Side, programs: &Programs, launch: &Launch<'_>) -> Result<Sup
                 format!("--kubeconfig={kubeconfig}"),
                 format!("--metrics-server={}", launch.metrics_server),
                 "--admin-listen=127.0.0.1:0".into(),
-                "--log-level=info".into(),
+                // AVIARY_CONTROLLER_LOG: another level or filter for the agent (debugging a run).
+                format!(
+                    "--log-level={}",
+                    std::env::var("AVIARY_CONTROLLER_LOG").unwrap_or_else(|_| "info".into())
+                ),
             ]);
             if let Some(p) = launch.provider {
                 args.push(format!("--provider={p}"));

@@ -1,5 +1,5 @@
-//! Watch-backed read caches: what every analysis tick reads (the target and primary Deployments,
-//! the Services, the router's objects) comes from a watch per kind and namespace instead of a GET,
+//! Watch-backed read caches: what every analysis tick reads (the Canary before its status is
+//! written, the target and primary Deployments, the Services, the router's objects) comes from a watch per kind and namespace instead of a GET,
 //! so an idle canary costs the API server nothing between changes (Flagger GETs them all on
 //! every tick: about 11 requests per canary per interval).
 //!
@@ -25,13 +25,14 @@ use serde_json::Value;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::client::{
-    DEPLOYMENT, DESTINATION_RULE, HPA, HTTP_ROUTE, HTTP_ROUTE_V1BETA1, KNATIVE_SERVICE, Kind, SERVICE,
-    VIRTUAL_SERVICE,
+    CANARY, DEPLOYMENT, DESTINATION_RULE, HPA, HTTP_ROUTE, HTTP_ROUTE_V1BETA1, KNATIVE_SERVICE, Kind,
+    SERVICE, VIRTUAL_SERVICE,
 };
 
 /// The kinds read on every tick (and granted `list`/`watch` in deploy/rbac). ConfigMaps and
 /// Secrets are not cached: there can be many, and Secrets should not sit in memory.
-pub const CACHED_KINDS: [Kind; 8] = [
+pub const CACHED_KINDS: [Kind; 9] = [
+    CANARY,
     DEPLOYMENT,
     SERVICE,
     HPA,
@@ -109,9 +110,17 @@ impl ReadCache {
         let store = self.store(kind, namespace)?;
         let s = store.state.lock();
         if !s.synced || s.disabled {
+            tracing::debug!(
+                "GET {} {namespace}/{name}: the watch is not in step",
+                kind.qualified()
+            );
             return None;
         }
-        if s.pending.get(name).is_some_and(Pending::fresh) {
+        if let Some(p) = s.pending.get(name).filter(|p| p.fresh()) {
+            tracing::debug!(
+                "GET {} {namespace}/{name}: our write {p:?} not seen yet",
+                kind.qualified()
+            );
             return None;
         }
         Some(s.objects.get(name).cloned())
@@ -126,11 +135,21 @@ impl ReadCache {
         let Some(store) = self.stores.lock().get(&(kind, namespace.to_string())).cloned() else {
             return;
         };
+        let mut s = store.state.lock();
+        // The watch may have shown the write before its response came back.
+        let seen = match version {
+            Some(v) => s.objects.get(name).is_some_and(|o| reached(o, v)),
+            None => !s.objects.contains_key(name),
+        };
+        if seen {
+            s.pending.remove(name);
+            return;
+        }
         let pending = match version {
             Some(v) => Pending::Version(v.to_string(), Instant::now()),
             None => Pending::Deleted(Instant::now()),
         };
-        store.state.lock().pending.insert(name.to_string(), pending);
+        s.pending.insert(name.to_string(), pending);
     }
 
     /// The store of (kind, namespace), its watch started on first use (`None` outside a tokio
@@ -199,14 +218,18 @@ async fn follow(
                 relist.get_or_insert_default().insert(name, value);
             }
             Ok(Event::InitDone) => {
-                s.objects = relist.take().unwrap_or_default();
-                s.pending.clear();
+                let objects = relist.take().unwrap_or_default();
+                // A list begun before a write of ours may not have it: such writes stay pending.
+                s.pending.retain(|name, p| match p {
+                    Pending::Version(v, _) => objects.get(name).is_none_or(|o| !reached(o, v)),
+                    Pending::Deleted(_) => objects.contains_key(name),
+                });
+                s.objects = objects;
                 s.synced = true;
             }
             Ok(Event::Apply(o)) => {
                 let (name, value) = entry(o);
-                let version = value["metadata"]["resourceVersion"].as_str().unwrap_or_default();
-                if matches!(s.pending.get(&name), Some(Pending::Version(v, _)) if v == version) {
+                if matches!(s.pending.get(&name), Some(Pending::Version(v, _)) if reached(&value, v)) {
                     s.pending.remove(&name);
                 }
                 s.objects.insert(name, value);
@@ -226,6 +249,17 @@ async fn follow(
 
 fn watcher(api: Api<DynamicObject>) -> impl futures::Stream<Item = watcher::Result<Event<DynamicObject>>> {
     watcher::watcher(api, watcher::Config::default())
+}
+
+/// Whether `obj` is at resourceVersion `version` or later. Versions are opaque to clients, but
+/// every API server on etcd hands out etcd revisions: numbers that only grow. Other forms are
+/// only compared for equality.
+fn reached(obj: &Value, version: &str) -> bool {
+    let have = obj["metadata"]["resourceVersion"].as_str().unwrap_or_default();
+    match (have.parse::<u64>(), version.parse::<u64>()) {
+        (Ok(h), Ok(v)) => h >= v,
+        _ => have == version,
+    }
 }
 
 /// The object's name and JSON without `managedFields` (large, and never read).

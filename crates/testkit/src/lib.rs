@@ -61,6 +61,6 @@ pub use cluster::Cluster;
 pub use control_plane::{ControlPlane, Identity};
 pub use error::{Error, Result};
 pub use objects::Objects;
-pub use supervised::Supervised;
 pub use proxy::{FaultProxy, Matcher};
 pub use standins::{GATEWAY_CONTROLLER_NAME, NEVER_READY_ANNOTATION, StandIns};
+pub use supervised::Supervised;
