@@ -41,8 +41,10 @@ pub struct Options {
     pub analysis_window: Duration,
     /// How long initialization (or the start of every analysis) may take.
     pub settle_limit: Duration,
-    /// Controller logs go here.
+    /// Controller logs and `results.json` (rewritten after every run) go here.
     pub logs: PathBuf,
+    /// The SVG plot, rewritten after every run.
+    pub plot: Option<PathBuf>,
 }
 
 /// One measured window.
@@ -117,9 +119,21 @@ pub async fn run(opts: &Options) -> Result<Vec<Run>> {
             eprintln!("   idle requests: {:?}", r.idle.by_call);
             eprintln!("   analysis requests: {:?}", r.analysis.by_call);
             out.push(r);
+            save(opts, &out)?;
         }
     }
     Ok(out)
+}
+
+/// Writes `results.json` and the plot for the runs so far (a long benchmark keeps what it has).
+fn save(opts: &Options, runs: &[Run]) -> Result<()> {
+    let results = opts.logs.join("results.json");
+    let json = serde_json::to_string_pretty(&to_json(runs)).unwrap_or_default();
+    std::fs::write(&results, json).map_err(|e| Error::io(format!("writing {}", results.display()), e))?;
+    if let Some(plot) = &opts.plot {
+        std::fs::write(plot, svg(runs)).map_err(|e| Error::io(format!("writing {}", plot.display()), e))?;
+    }
+    Ok(())
 }
 
 async fn run_one(opts: &Options, side: Side, n: usize) -> Result<Run> {
