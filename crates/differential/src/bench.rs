@@ -524,6 +524,9 @@ pub fn to_json(runs: &[Run]) -> Value {
         .collect::<Vec<_>>())
 }
 
+/// A chart's title and its lines (controller, label, points).
+type Chart<'a> = (&'a str, Vec<(Side, &'a str, Vec<(f64, f64)>)>);
+
 /// An SVG with two charts over the number of canaries: API requests per canary per interval
 /// (idle and analysing), and p99 analysis lateness; one colour per controller.
 pub fn svg(runs: &[Run]) -> String {
@@ -543,7 +546,7 @@ pub fn svg(runs: &[Run]) -> String {
 <rect width="960" height="380" fill="white"/>
 "##,
     );
-    let charts: [(&str, Vec<(Side, &str, Vec<(f64, f64)>)>); 2] = [
+    let charts: [Chart<'_>; 2] = [
         (
             "API requests per canary per interval",
             Side::BOTH

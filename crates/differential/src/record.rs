@@ -135,7 +135,6 @@ impl Recording {
         for t in &self.tasks {
             t.abort();
         }
-        let seen = lock(&self.seen).clone();
-        seen
+        lock(&self.seen).clone()
     }
 }
