@@ -46,7 +46,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
         namespace,
         leader_election,
         leader_election_namespace,
-        client,
+        client: settings,
     } = config.platform.clone()
     else {
         return Err(aviary_kube::Error::Config(
@@ -63,8 +63,12 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
         });
     }
 
-    let client = aviary_kube::connect(kubeconfig.as_deref(), client).await?;
-    let kube = Kube::new(client).with_read_cache();
+    let client = aviary_kube::connect(kubeconfig.as_deref(), settings).await?;
+    let kube = if settings.watch_cache {
+        Kube::new(client).with_read_cache()
+    } else {
+        Kube::new(client)
+    };
     let platform = Arc::new(KubePlatform::new(
         kube.clone(),
         KubeSettings {

@@ -112,15 +112,18 @@ pub const DESTINATION_RULE: Kind = Kind::new(
     "destinationrules",
 );
 
-/// Client settings (`--kubeconfig-qps`, `--kubeconfig-burst`). Flagger's defaults are 100 and
-/// 250 (issue #638: client-go's 5 QPS stalled 50 canaries). aviary's are 500 and 1000: an idle
-/// canary costs no requests (its reads come from watches, see [`crate::cache`]), so the budget
-/// is spent on changes, and 1,000 canaries analysing at a 10 s interval write about 300 requests
-/// a second (status, route, event per tick; docs/benchmarks.md, "Kubernetes scale").
+/// Client settings (`--kubeconfig-qps`, `--kubeconfig-burst`, `--watch-cache`). Flagger's
+/// defaults are 100 and 250 (issue #638: client-go's 5 QPS stalled 50 canaries). aviary's are
+/// 500 and 1000: 1,000 canaries analysing at a 10 s interval write about 300 requests a second
+/// (status, route, event per tick; docs/benchmarks.md, "Kubernetes scale").
 #[derive(Debug, Clone, Copy)]
 pub struct ClientSettings {
     pub qps: f64,
     pub burst: u32,
+    /// Read what every tick reads from watches ([`crate::cache`]; `--watch-cache`). Off by
+    /// default: at 500 canaries on a loaded 2-core test machine a cached Deployment stayed
+    /// behind the API server for minutes (docs/benchmarks.md, "Kubernetes scale").
+    pub watch_cache: bool,
 }
 
 impl Default for ClientSettings {
@@ -128,6 +131,7 @@ impl Default for ClientSettings {
         Self {
             qps: 500.0,
             burst: 1000,
+            watch_cache: false,
         }
     }
 }
@@ -676,7 +680,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_bucket_allows_a_burst_then_qps() {
-        let l = RateLimitLayer::new(ClientSettings { qps: 10.0, burst: 2 });
+        let l = RateLimitLayer::new(ClientSettings {
+            qps: 10.0,
+            burst: 2,
+            watch_cache: false,
+        });
         assert_eq!(l.reserve(), Duration::ZERO);
         assert_eq!(l.reserve(), Duration::ZERO);
         let w = l.reserve();

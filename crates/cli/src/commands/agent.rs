@@ -65,6 +65,11 @@ pub(crate) struct Args {
     #[arg(long, value_name = "N", default_value_t = ClientSettings::default().burst)]
     kubeconfig_burst: u32,
 
+    /// Read Deployments, Services, router objects and Canaries from watches instead of a GET
+    /// per tick (an idle canary then makes no request). Experimental: see docs/benchmarks.md.
+    #[arg(long)]
+    watch_cache: bool,
+
     /// Namespace of the leader election Lease (the watched namespace when --namespace is set).
     #[arg(long, value_name = "NS", default_value = "kube-system")]
     leader_election_namespace: String,
@@ -126,6 +131,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             client: ClientSettings {
                 qps: args.kubeconfig_qps,
                 burst: args.kubeconfig_burst,
+                watch_cache: args.watch_cache,
             },
         },
     };
