@@ -15,6 +15,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use aviary_testkit::tool::Tool;
 use aviary_testkit::{Cluster, FakePrometheus, FakeWebhook, Objects};
 use futures::StreamExt as _;
 use kube::api::{Api, DynamicObject};
@@ -261,52 +262,31 @@ fn sigterm(child: &Child) {
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
 }
 
-struct Kubectl {
-    bin: PathBuf,
-    kubeconfig: PathBuf,
-    home: PathBuf,
-}
+/// kubectl on the test's cluster; every call fails the test with kubectl's output on failure,
+/// except `try_run_with_stdin`.
+struct Kubectl(Tool);
 
 impl Kubectl {
     async fn run_with_stdin(&self, args: &[&str], stdin: Option<&[u8]>) -> String {
-        let mut cmd = Command::new(&self.bin);
-        cmd.arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .arg("--cache-dir")
-            .arg(self.home.join("cache"))
-            .args(args)
-            .env("HOME", &self.home)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().expect("kubectl starts");
-        if let Some(data) = stdin {
-            use tokio::io::AsyncWriteExt;
-            let mut input = child.stdin.take().unwrap();
-            input.write_all(data).await.unwrap();
-            drop(input);
-        }
-        let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-            .await
-            .unwrap_or_else(|_| panic!("kubectl {args:?} did not finish in 60s"))
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(
-            out.status.success(),
-            "kubectl {args:?} failed ({}):\n{stdout}\n{stderr}",
-            out.status
-        );
-        stdout
+        self.0.run(args, stdin).await.0
     }
 
     async fn run(&self, args: &[&str]) -> String {
         self.run_with_stdin(args, None).await
+    }
+
+    /// stdout, or stderr when kubectl fails.
+    async fn try_run_with_stdin(&self, args: &[&str], stdin: &[u8]) -> Result<String, String> {
+        let out = self.0.output(args, Some(stdin)).await;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!(
+                "kubectl {args:?} failed ({}):\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
     }
 }
 
@@ -329,11 +309,7 @@ fn row(table: &str, name: &str) -> Vec<String> {
 async fn seed_knative_tutorial_promotes_then_rolls_back() {
     let Some(bin) = kubectl_binary() else { return };
     let cluster = Setup::start("seed-tutorial", false).await;
-    let k = Kubectl {
-        bin,
-        kubeconfig: cluster.kubeconfig(),
-        home: cluster.dir.path().to_path_buf(),
-    };
+    let k = Kubectl(Tool::new(bin, Some(&cluster.kubeconfig())));
 
     // aviary crds | kubectl apply -f -
     let crds = std::process::Command::new(env!("CARGO_BIN_EXE_aviary"))
@@ -341,7 +317,14 @@ async fn seed_knative_tutorial_promotes_then_rolls_back() {
         .output()
         .unwrap();
     assert!(crds.status.success());
-    let out = k.run_with_stdin(&["apply", "-f", "-"], Some(&crds.stdout)).await;
+    // The other tests of this binary create the same CRDs through the API at the same time;
+    // kubectl apply reads, then creates, so it can lose that race with AlreadyExists. A second
+    // apply then finds the CRD and patches it.
+    let mut out = k.try_run_with_stdin(&["apply", "-f", "-"], &crds.stdout).await;
+    if out.as_ref().is_err_and(|e| e.contains("AlreadyExists")) {
+        out = k.try_run_with_stdin(&["apply", "-f", "-"], &crds.stdout).await;
+    }
+    let out = out.unwrap_or_else(|e| panic!("{e}"));
     assert!(out.contains("canaries.flagger.app"), "{out}");
     k.run(&["create", "namespace", &cluster.ns]).await;
     let ksvc = std::fs::read_to_string(repo("examples/knative/podinfo-ksvc.yaml")).unwrap();

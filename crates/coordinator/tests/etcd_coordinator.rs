@@ -188,11 +188,12 @@ async fn a_deposed_leader_is_fenced_and_the_other_replica_finishes_the_rollout()
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
-    assert!(
-        e.message().contains("fencing token") && e.message().contains("stale"),
-        "{}",
-        e.message()
-    );
+    // Usually the fence in etcd refuses the write. When B wins the election fast enough, A
+    // sees the new leader on its election watch first and refuses the write itself; either
+    // way nothing is written (checked at the end). The fence alone is tested in etcd_store.rs.
+    let fenced = e.message().contains("fencing token") && e.message().contains("stale");
+    let stepped_down = e.message().contains("not the leader");
+    assert!(fenced || stepped_down, "{}", e.message());
     assert!(la.check().is_err(), "a stepped down");
 
     // B takes over, the agents follow, the rollout completes there.

@@ -141,6 +141,14 @@ async fn deployment_target_creates_the_primary_and_tracks_configs() {
         2
     );
 
+    // The old pods must be available first: with none available the controller may replace
+    // them all at once (maxUnavailable only protects available pods).
+    env.wait_for("apps/v1", "Deployment", "podinfo", |d| {
+        d["status"]["observedGeneration"] == d["metadata"]["generation"]
+            && d["status"]["availableReplicas"] == 2
+    })
+    .await;
+
     // A never-ready canary: retriable, with Flagger's message.
     // The new pods never become ready: the real Deployment controller surges one new replica
     // (maxSurge 25% of 2, rounded up) and keeps the two old ones (maxUnavailable rounds down to 0).

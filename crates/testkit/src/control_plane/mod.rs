@@ -25,12 +25,14 @@ use pki::Pki;
 
 use crate::error::{Error, Result};
 
-/// The controllers kube-controller-manager runs: the Deployment → ReplicaSet → Pod chain,
+/// The controllers kube-controller-manager runs: the Deployment → ReplicaSet → Pod chain, the
+/// DaemonSet → Pod one (with its ControllerRevisions),
 /// cascading deletion, namespace deletion, Service endpoints, and the ServiceAccount machinery
 /// the `ServiceAccount` admission plugin needs (a `default` ServiceAccount in every namespace).
 pub const CONTROLLERS: &[&str] = &[
     "deployment-controller",
     "replicaset-controller",
+    "daemonset-controller",
     "garbage-collector-controller",
     "namespace-controller",
     "endpoints-controller",
