@@ -993,7 +993,7 @@ async fn cloudwatch_env_credentials_and_retries() {
 #[tokio::test]
 async fn built_in_query_errors_are_worded_like_flaggers_observers() {
     use aviary_core::ports::BuiltinMetric::{Duration as P99, SuccessRate};
-    use aviary_providers::BuiltinSource as _;
+    use aviary_core::ports::BuiltinSource as _;
     bounded(LIMIT, async {
         let server = Server::always(Reply::new(503, "down")).await;
         let model = aviary_core::ports::MetricModel {
