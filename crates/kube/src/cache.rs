@@ -1,7 +1,9 @@
 //! Watch-backed read caches: what every analysis tick reads (the Canary before its status is
 //! written, the target and primary Deployments, the Services, the router's objects) comes from a watch per kind and namespace instead of a GET,
 //! so an idle canary costs the API server nothing between changes (Flagger GETs them all on
-//! every tick: about 11 requests per canary per interval).
+//! every tick: about 15 requests per canary per interval). Opt-in (`aviary agent --watch-cache`):
+//! at 500 canaries on a loaded test machine a cached Deployment stayed behind the API server for
+//! minutes, unexplained so far (docs/benchmarks.md, "Kubernetes scale").
 //!
 //! A cache answers only when it is in step with the API server: its watch has listed and is
 //! running, and no write of ours to that object is still on its way back through the watch (a
@@ -29,7 +31,8 @@ use crate::client::{
     SERVICE, VIRTUAL_SERVICE,
 };
 
-/// The kinds read on every tick (and granted `list`/`watch` in deploy/rbac). ConfigMaps and
+/// The kinds read on every tick (`--watch-cache` needs `list`/`watch` on them, which deploy/rbac
+/// does not grant while the cache is experimental: it then falls back to GETs). ConfigMaps and
 /// Secrets are not cached: there can be many, and Secrets should not sit in memory.
 pub const CACHED_KINDS: [Kind; 9] = [
     CANARY,
