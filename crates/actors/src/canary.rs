@@ -64,7 +64,21 @@ pub struct CanaryState {
 }
 
 fn start_timer(myself: &ActorRef<CanaryMsg>, interval: Duration) -> TimerGuard {
+    // tokio's interval panics on a zero period; `analysis_interval` never returns one, and this
+    // keeps a future caller from turning a bad spec into a panic loop.
+    let interval = interval.max(Duration::from_millis(1));
     TimerGuard(myself.send_interval(interval, || CanaryMsg::Tick))
+}
+
+/// How late a tick started `since` the schedule began, against the nearest multiple of
+/// `interval`. Total: a zero interval or an absurd ratio gives zero instead of a panic.
+pub(crate) fn lateness(since: Duration, interval: Duration) -> Duration {
+    if interval.is_zero() {
+        return Duration::ZERO;
+    }
+    let periods = (since.as_secs_f64() / interval.as_secs_f64()).round();
+    let expected = Duration::try_from_secs_f64(interval.as_secs_f64() * periods).unwrap_or(since);
+    since.saturating_sub(expected)
 }
 
 fn token() -> String {
@@ -152,10 +166,7 @@ async fn run_tick(state: &mut CanaryState) {
         return;
     }
     state.last_tick = Some(started);
-    let since = started.duration_since(state.schedule_start);
-    let periods = (since.as_secs_f64() / state.interval.as_secs_f64()).round();
-    let expected = state.schedule_start + state.interval.mul_f64(periods);
-    let lateness = started.saturating_duration_since(expected);
+    let lateness = lateness(started.duration_since(state.schedule_start), state.interval);
 
     let token = token();
     let canary = state.canary();
@@ -192,5 +203,38 @@ async fn run_tick(state: &mut CanaryState) {
             duration: started.elapsed(),
             analysed: outcome.analysed,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lateness;
+    use proptest::prelude::*;
+    use std::time::Duration;
+
+    #[test]
+    fn lateness_against_the_nearest_tick() {
+        let s = Duration::from_secs;
+        assert_eq!(lateness(s(31), s(10)), s(1));
+        assert_eq!(lateness(s(29), s(10)), Duration::ZERO);
+        assert_eq!(lateness(s(5), Duration::ZERO), Duration::ZERO);
+    }
+
+    proptest! {
+        /// No schedule (a zero interval included) panics, and lateness stays below one period.
+        #[test]
+        fn lateness_is_total(since_ns in any::<u64>(), interval_ns in any::<u64>()) {
+            let since = Duration::from_nanos(since_ns);
+            let interval = Duration::from_nanos(interval_ns);
+            let l = lateness(since, interval);
+            prop_assert!(l <= since);
+        }
+
+        /// For realistic schedules (1 ms to a day, up to a year in) it is within one period.
+        #[test]
+        fn lateness_is_within_a_period(since_ms in 0u64..31_536_000_000, interval_ms in 1u64..86_400_000) {
+            let l = lateness(Duration::from_millis(since_ms), Duration::from_millis(interval_ms));
+            prop_assert!(l <= Duration::from_millis(interval_ms));
+        }
     }
 }

@@ -266,3 +266,28 @@ async fn a_canary_that_keeps_panicking_is_given_up_and_the_others_keep_running()
     assert!(ractor::registry::where_is("t5/test/bad").is_some());
     agent.stop().await;
 }
+
+/// `interval: 0s` used to reach `Duration::mul_f64` with NaN and panic on every tick, restarting
+/// the actor forever. Validation refuses it; an agent that gets one anyway (a zero floor, a
+/// spec that skipped validation) ticks at the default interval instead.
+#[tokio::test(start_paused = true)]
+async fn a_zero_interval_with_a_zero_floor_never_panics() {
+    let platform = Arc::new(TestPlatform::default());
+    let agent = CanaryActors::start(
+        platform.clone(),
+        Settings {
+            min_interval: Duration::ZERO,
+            ..settings("t-zero")
+        },
+    )
+    .await
+    .unwrap();
+    agent.apply(canary("podinfo", "0s", 50)).unwrap();
+    sleep(Duration::from_millis(10)).await;
+    platform.fakes("test/podinfo").target.set_revision("rev-2");
+    sleep(Duration::from_secs(60 * 10)).await;
+    let views = agent.list().await.unwrap();
+    assert_eq!(views[0].restarts, 0, "the actor must not panic");
+    assert_eq!(status(&agent, "test/podinfo").await.phase, CanaryPhase::Succeeded);
+    agent.stop().await;
+}

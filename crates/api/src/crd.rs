@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use crate::alert_provider::AlertProvider;
 use crate::canary::Canary;
 use crate::error::{Error, Result};
+use crate::fleet::FleetRollout;
 use crate::metric_template::MetricTemplate;
 
 /// The three Flagger-compatible CRDs: canaries, metrictemplates and alertproviders.
@@ -16,6 +17,17 @@ pub fn flagger_crds() -> Vec<CustomResourceDefinition> {
         .into_iter()
         .map(normalize)
         .collect()
+}
+
+/// aviary's own CRDs for a management cluster: `fleetrollouts.aviary.dev` (the coordinator
+/// watches them with `--kubeconfig`/in-cluster configuration and `--namespace`).
+pub fn aviary_crds() -> Vec<CustomResourceDefinition> {
+    [FleetRollout::crd()].into_iter().map(normalize).collect()
+}
+
+/// aviary's CRDs as one multi-document YAML text (`deploy/crds/aviary-crds.yaml`).
+pub fn aviary_crds_yaml() -> Result<String> {
+    to_yaml(aviary_crds())
 }
 
 /// Makes a generated CRD read like Flagger's: the annotation that keeps CRDs on `helm
@@ -65,8 +77,12 @@ fn strip_nullable(v: &mut Value) {
 
 /// The CRDs as one multi-document YAML text.
 pub fn flagger_crds_yaml() -> Result<String> {
+    to_yaml(flagger_crds())
+}
+
+fn to_yaml(crds: Vec<CustomResourceDefinition>) -> Result<String> {
     let mut out = String::new();
-    for crd in flagger_crds() {
+    for crd in crds {
         out.push_str("---\n");
         out.push_str(&serde_yaml_ng::to_string(&crd).map_err(Error::Serialize)?);
     }

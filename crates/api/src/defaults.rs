@@ -146,14 +146,16 @@ pub fn effective_max_weight(a: &CanaryAnalysis) -> i32 {
 }
 
 impl Canary {
-    /// The analysis interval: `analysis.interval` (60s when unset or unparsable), raised to
-    /// `floor` (Flagger's floor is [`MIN_INTERVAL`]; the demo lowers it).
+    /// The analysis interval: `analysis.interval` (60s when unset, unparsable or zero), raised
+    /// to `floor` (Flagger's floor is [`MIN_INTERVAL`]; the demo lowers it). Never zero: a zero
+    /// period would make the analysis timer spin (validation refuses `0s` before it gets here).
     pub fn analysis_interval(&self, floor: Duration) -> Duration {
         let d = self
             .analysis()
             .interval
             .as_deref()
             .and_then(|i| parse_go_duration(i).ok())
+            .filter(|d| !d.is_zero())
             .unwrap_or(Duration::from_secs(60));
         d.max(floor)
     }

@@ -124,6 +124,19 @@ pub fn parse_value(json: Value) -> std::result::Result<Parsed, DocumentError> {
                 ),
             });
         }
+        (_, kind @ ("LocalService" | "FleetRollout")) if group == "aviary.dev" => {
+            return Err(DocumentError {
+                id: Box::new(id.clone()),
+                path: "apiVersion".into(),
+                message: format!(
+                    "{kind} is served as aviary.dev/v1alpha1 only, got {}",
+                    id.api_version
+                ),
+            });
+        }
+        (_, kind) if KINDS.iter().any(|(g, _, _)| *g == group) => {
+            return Err(unknown_kind(&id, group, kind));
+        }
         _ => Resource::Other(id.clone()),
     };
     let unknown_fields = match &resource {
@@ -139,6 +152,44 @@ pub fn parse_value(json: Value) -> std::result::Result<Parsed, DocumentError> {
         id,
         unknown_fields,
     })
+}
+
+/// The kinds of aviary's groups: (group, version, kinds).
+const KINDS: [(&str, &str, &[&str]); 2] = [
+    (
+        "flagger.app",
+        "v1beta1",
+        &["Canary", "MetricTemplate", "AlertProvider"],
+    ),
+    ("aviary.dev", "v1alpha1", &["LocalService", "FleetRollout"]),
+];
+
+/// A kind aviary does not have in one of its groups: the closest one, and where a kind of the
+/// other group lives.
+fn unknown_kind(id: &ObjectId, group: &str, kind: &str) -> DocumentError {
+    let (_, version, kinds) = KINDS
+        .iter()
+        .find(|(g, _, _)| *g == group)
+        .copied()
+        .unwrap_or(KINDS[0]);
+    let elsewhere = KINDS
+        .iter()
+        .find(|(g, _, ks)| *g != group && ks.contains(&kind))
+        .map(|(g, v, _)| format!("; {kind} is {g}/{v}"))
+        .unwrap_or_default();
+    let hint = if elsewhere.is_empty() {
+        crate::suggest::did_you_mean(kind, kinds.iter().copied())
+    } else {
+        String::new()
+    };
+    DocumentError {
+        id: Box::new(id.clone()),
+        path: "kind".into(),
+        message: format!(
+            "unknown kind {kind:?} in {group}{hint}{elsewhere}; {group}/{version} has {}",
+            kinds.join(", ")
+        ),
+    }
 }
 
 fn object_id(json: &Value) -> ObjectId {

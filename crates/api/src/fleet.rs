@@ -17,7 +17,17 @@ use serde::{Deserialize, Serialize};
     version = "v1alpha1",
     kind = "FleetRollout",
     plural = "fleetrollouts",
+    shortname = "fro",
+    category = "aviary",
+    namespaced,
+    status = "FleetRolloutStatus",
     doc = "FleetRollout takes one canary to one revision across the fleet, wave by wave.",
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Canary","type":"string","jsonPath":".status.canary"}"#,
+    printcolumn = r#"{"name":"Clusters","type":"string","jsonPath":".status.clusters"}"#,
+    printcolumn = r#"{"name":"Failed","type":"integer","jsonPath":".status.failedClusters"}"#,
+    printcolumn = r#"{"name":"Message","type":"string","jsonPath":".status.message"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     crates(kube_core = "::kube_core")
 )]
 #[serde(rename_all = "camelCase")]
@@ -172,6 +182,97 @@ impl CountOrPercent {
             Self::Percent(p) => (u64::from(total) * u64::from(p)).div_ceil(100) as u32,
         }
     }
+}
+
+/// What the coordinator writes back to a FleetRollout object in a management cluster (the
+/// gRPC API shows the same rollout). Conditions follow Kubernetes' conventions so `kubectl
+/// wait --for=condition=Succeeded`, kstatus (Flux) and Argo CD health checks can read them.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FleetRolloutStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Pending, Running, Paused, RollingBack, Succeeded, Failed, Aborted; `Rejected` when the
+    /// coordinator refused the spec, `Queued` while another rollout of the canary is active.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// `namespace/name` of the canary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<String>,
+    /// Clusters done out of planned (`2/5`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clusters: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_clusters: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_failed_clusters: Option<u32>,
+    /// RFC 3339 times.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// Ready, Succeeded, Reconciling, Stalled, Accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conditions: Option<Vec<FleetRolloutCondition>>,
+    /// The pinned plan and where each wave and cluster stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waves: Option<Vec<WaveStatus>>,
+    /// The outcome of the last verb given as an annotation (`aviary.dev/pause`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_verb: Option<String>,
+}
+
+/// A condition (`type`, `status` True/False/Unknown, `reason`, `message`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FleetRolloutCondition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// One wave of the pinned plan.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WaveStatus {
+    pub name: String,
+    pub phase: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_by: Option<String>,
+    #[serde(default)]
+    pub clusters: Vec<ClusterStatus>,
+}
+
+/// One cluster of a wave.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterStatus {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    pub phase: String,
+    /// The canary's phase in that cluster, as last reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_phase: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_weight: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_checks: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<String>,
 }
 
 impl FleetRollout {

@@ -6,7 +6,8 @@
 //! - [`local`], [`fleet`]: aviary's own `aviary.dev/v1alpha1` LocalService and FleetRollout.
 //! - [`defaults`]: Flagger's defaults, applied by one function.
 //! - [`validate`]: the rules, with field paths; [`document`]: reading multi-document YAML.
-//! - [`crd`]: the generated CustomResourceDefinitions; [`duration`]: Go-style durations.
+//! - [`crd`]: the generated CustomResourceDefinitions; [`duration`]: Go-style durations;
+//!   [`suggest`]: "did you mean …?" for misspelt kinds and fields.
 //! - `error`: the crate's [`Error`].
 
 pub mod alert_provider;
@@ -21,12 +22,13 @@ pub mod local;
 pub mod metric_template;
 pub mod service;
 pub mod status;
+pub mod suggest;
 pub mod validate;
 
 pub use alert_provider::{AlertProvider, AlertProviderSpec};
 pub use canary::{Canary, CanaryAnalysis, CanarySpec, HookType, Strategy};
 pub use error::{Error, Result};
-pub use fleet::{FleetRollout, FleetRolloutSpec};
+pub use fleet::{FleetRollout, FleetRolloutSpec, FleetRolloutStatus};
 pub use local::{LocalService, LocalServiceSpec};
 pub use metric_template::{MetricTemplate, MetricTemplateSpec};
 pub use status::{CanaryCondition, CanaryPhase, CanaryStatus};

@@ -117,7 +117,7 @@ pub fn validate(parsed: &Parsed) -> Report {
     let mut diagnostics: Vec<Diagnostic> = parsed
         .unknown_fields
         .iter()
-        .map(|p| Diagnostic::warning(p.clone(), "unknown field; Flagger's API server would drop it"))
+        .map(|p| unknown_field(&parsed.resource, p))
         .collect();
     diagnostics.extend(match &parsed.resource {
         Resource::Canary(c) => validate_canary(c),
@@ -132,6 +132,68 @@ pub fn validate(parsed: &Parsed) -> Report {
         id: parsed.id.clone(),
         diagnostics,
     }
+}
+
+/// An unknown field, with the closest field of its parent: a warning for Flagger's kinds (the
+/// API server drops it), an error for a FleetRollout (the coordinator refuses it on apply).
+fn unknown_field(resource: &Resource, path: &str) -> Diagnostic {
+    let field = path.rsplit('.').next().unwrap_or(path);
+    let hint = crate::suggest::did_you_mean(field, sibling_fields(resource, path).iter().map(String::as_str));
+    match resource {
+        Resource::FleetRollout(_) => Diagnostic::error(
+            path,
+            format!("unknown field{hint}; the coordinator refuses unknown fields"),
+        ),
+        _ => Diagnostic::warning(
+            path,
+            format!("unknown field{hint}; Flagger's API server would drop it"),
+        ),
+    }
+}
+
+/// The fields the schema allows beside `path` (`spec.analysis.maxWieght` → the analysis's).
+fn sibling_fields(resource: &Resource, path: &str) -> Vec<String> {
+    use kube_core::CustomResourceExt;
+    let crd = match resource {
+        Resource::Canary(_) => crate::Canary::crd(),
+        Resource::MetricTemplate(_) => crate::MetricTemplate::crd(),
+        Resource::AlertProvider(_) => crate::AlertProvider::crd(),
+        Resource::LocalService(_) => crate::local::LocalService::crd(),
+        Resource::FleetRollout(_) => crate::FleetRollout::crd(),
+        Resource::Other(_) => return Vec::new(),
+    };
+    let Some(schema) = crd
+        .spec
+        .versions
+        .first()
+        .and_then(|v| v.schema.as_ref())
+        .and_then(|s| s.open_api_v3_schema.as_ref())
+        .and_then(|s| serde_json::to_value(s).ok())
+    else {
+        return Vec::new();
+    };
+    let mut node = &schema;
+    let segments: Vec<&str> = path.split('.').collect();
+    for seg in &segments[..segments.len().saturating_sub(1)] {
+        let (name, indexed) = match seg.split_once('[') {
+            Some((n, _)) => (n, true),
+            None => (*seg, false),
+        };
+        let Some(next) = node.get("properties").and_then(|p| p.get(name)) else {
+            return Vec::new();
+        };
+        node = next;
+        if indexed {
+            match node.get("items") {
+                Some(items) => node = items,
+                None => return Vec::new(),
+            }
+        }
+    }
+    node.get("properties")
+        .and_then(|p| p.as_object())
+        .map(|p| p.keys().cloned().collect())
+        .unwrap_or_default()
 }
 
 /// A document that could not be read as a resource becomes a one-error report.
@@ -580,7 +642,17 @@ fn check_analysis(f: &mut Findings, c: &Canary, a: &CanaryAnalysis) {
     }
 
     check_flagger_duration(f, a.interval.as_deref(), &format!("{p}.interval"), "60s");
-    if let Some(d) = a.interval.as_deref().and_then(|i| parse_go_duration(i).ok())
+    let interval = a.interval.as_deref().and_then(|i| parse_go_duration(i).ok());
+    if interval == Some(std::time::Duration::ZERO) {
+        // A zero interval would tick in a busy loop; Flagger has no meaning for it either.
+        f.error(
+            format!("{p}.interval"),
+            format!(
+                "{:?} is zero: the analysis needs a positive interval such as 1m or 30s",
+                a.interval.as_deref().unwrap_or("")
+            ),
+        );
+    } else if let Some(d) = interval
         && d < crate::defaults::MIN_INTERVAL
     {
         f.warning(
@@ -654,7 +726,8 @@ fn check_analysis(f: &mut Findings, c: &Canary, a: &CanaryAnalysis) {
         && max % step != 0
         && step <= 100
     {
-        let over = (max / step + 1) * step;
+        // i64: maxWeight near i32::MAX (out of range, reported above) must not overflow here.
+        let over = (i64::from(max) / i64::from(step) + 1) * i64::from(step);
         f.warning(
             format!("{p}.stepWeight"),
             format!("maxWeight {max} is not a multiple of stepWeight {step}; the canary weight will overshoot to {}", over.min(100)),
@@ -971,7 +1044,18 @@ pub fn validate_local_service(l: &LocalService) -> Vec<Diagnostic> {
 /// Validates the static parts of a FleetRollout (the coordinator checks it against the fleet).
 pub fn validate_fleet_rollout(r: &FleetRollout) -> Vec<Diagnostic> {
     let mut f = Findings(Vec::new());
-    f.required_str(&r.metadata.name, "metadata.name", "the rollout's name");
+    if f.required_str(&r.metadata.name, "metadata.name", "the rollout's name") {
+        let name = r.name();
+        if !is_dns_name(name) {
+            f.error(
+                "metadata.name",
+                format!(
+                    "{name:?} is not a valid name: use lowercase letters, digits, '-' and '.', \
+                     starting and ending with a letter or digit (at most 253 characters)"
+                ),
+            );
+        }
+    }
     let s = &r.spec;
     match &s.canary {
         None => f.error(
@@ -1078,12 +1162,24 @@ pub fn validate_fleet_rollout(r: &FleetRollout) -> Vec<Diagnostic> {
             &["cluster", "wave", "all"],
         );
     }
-    if let Some(d) = &s.cluster_deadline
-        && let Err(e) = parse_go_duration(d)
-    {
-        f.error("spec.clusterDeadline", format!("{e}; use a duration such as 30m"));
+    match s.cluster_deadline.as_deref().map(parse_go_duration) {
+        Some(Err(e)) => f.error("spec.clusterDeadline", format!("{e}; use a duration such as 30m")),
+        Some(Ok(d)) if d.is_zero() => f.error(
+            "spec.clusterDeadline",
+            "must be longer than 0; use a duration such as 30m",
+        ),
+        _ => {}
     }
     f.0
+}
+
+/// A DNS-1123 subdomain: the rollout name appears in command ids (`<rollout>/<cluster>/<n>`).
+fn is_dns_name(s: &str) -> bool {
+    s.len() <= 253
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
 
 fn check_wave_settings(f: &mut Findings, w: &crate::fleet::WaveSettings, wp: &str) {
@@ -1104,6 +1200,14 @@ fn check_wave_settings(f: &mut Findings, w: &crate::fleet::WaveSettings, wp: &st
         f.error(
             format!("{wp}.bake.duration"),
             format!("{e}; use a duration such as 10m"),
+        );
+    }
+    if let Some(r) = w.bake.as_ref().and_then(|b| b.min_success_rate)
+        && !(0.0..=100.0).contains(&r)
+    {
+        f.error(
+            format!("{wp}.bake.minSuccessRate"),
+            format!("must be a percentage between 0 and 100, got {r}"),
         );
     }
     f.one_of(

@@ -63,12 +63,13 @@ enum Command {
     /// read (missing file, not YAML).
     Validate(commands::validate::Args),
 
-    /// Print the flagger.app/v1beta1 CustomResourceDefinitions (Canary, MetricTemplate,
-    /// AlertProvider) as YAML, generated from aviary's types.
+    /// Print the CustomResourceDefinitions as YAML, generated from aviary's types.
     ///
-    /// The output is what `deploy/crds/flagger-crds.yaml` holds; apply it with
-    /// `aviary crds | kubectl apply -f -`.
-    Crds,
+    /// By default the flagger.app/v1beta1 ones (Canary, MetricTemplate, AlertProvider), what
+    /// `deploy/crds/flagger-crds.yaml` holds: `aviary crds | kubectl apply -f -`. With
+    /// `--group aviary.dev` the FleetRollout CRD for a management cluster
+    /// (`deploy/crds/aviary-crds.yaml`).
+    Crds(commands::crds::Args),
 
     /// Run the analysis engine on simulated metrics and webhooks and print the timeline.
     ///
@@ -115,6 +116,10 @@ enum Command {
 
     /// Every canary of the fleet (CLUSTER, REGION, NAMESPACE, NAME, STATUS, WEIGHT, …).
     Canaries(commands::canaries::Args),
+
+    /// Print the Markdown command-line reference (docs/cli.md).
+    #[command(hide = true)]
+    CliReference,
 }
 
 /// Parses the command line and runs the subcommand.
@@ -126,19 +131,28 @@ pub(crate) fn run() -> ExitCode {
         Command::SampleApp(args) => commands::sample_app(args),
         Command::Events(args) => commands::events::run(args),
         Command::Validate(args) => commands::validate::run(args),
-        Command::Crds => commands::crds::run(),
+        Command::Crds(args) => commands::crds::run(args),
         Command::Simulate(args) => commands::simulate::run(args),
         Command::Loadtester(args) => commands::loadtester::run(args),
         Command::Coordinator(args) => commands::coordinator::run(args),
         Command::Rollout(args) => commands::rollout::run(args),
         Command::Clusters(args) => commands::clusters::run(args),
         Command::Canaries(args) => commands::canaries::run(args),
+        Command::CliReference => {
+            use clap::CommandFactory as _;
+            commands::out(crate::reference::markdown(&Cli::command()).trim_end());
+            Ok(ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(2)
+            if e.downcast_ref::<commands::rollout::ConnectionError>().is_some() {
+                ExitCode::from(commands::rollout::EXIT_CONNECTION)
+            } else {
+                ExitCode::from(2)
+            }
         }
     }
 }

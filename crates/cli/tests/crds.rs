@@ -22,8 +22,14 @@ fn repo_root() -> PathBuf {
 
 /// Runs `aviary crds` (bounded: it answers in milliseconds) and returns its stdout.
 fn aviary_crds() -> String {
+    aviary_crds_with(&[])
+}
+
+/// `aviary crds ARGS`.
+fn aviary_crds_with(args: &[&str]) -> String {
     let child = Command::new(env!("CARGO_BIN_EXE_aviary"))
         .arg("crds")
+        .args(args)
         .current_dir(repo_root())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -53,9 +59,35 @@ fn aviary_crds() -> String {
 
 #[test]
 fn the_output_is_the_committed_file_byte_for_byte() {
-    let printed = aviary_crds();
-    let committed = std::fs::read_to_string(repo_root().join(COMMITTED))
-        .unwrap_or_else(|e| panic!("cannot read {COMMITTED} ({e}); run `{REGENERATE}`"));
+    same_as_committed(&aviary_crds(), COMMITTED, REGENERATE);
+}
+
+#[test]
+fn the_fleetrollout_crd_is_the_committed_file_byte_for_byte() {
+    same_as_committed(
+        &aviary_crds_with(&["--group", "aviary.dev"]),
+        "deploy/crds/aviary-crds.yaml",
+        "cargo run -p aviary -- crds --group aviary.dev > deploy/crds/aviary-crds.yaml",
+    );
+}
+
+#[test]
+fn the_fleetrollout_crd_is_namespaced_with_status_and_columns() {
+    let crds = aviary_api::crd::aviary_crds();
+    assert_eq!(crds.len(), 1);
+    let crd = &crds[0];
+    assert_eq!(crd.metadata.name.as_deref(), Some("fleetrollouts.aviary.dev"));
+    assert_eq!(crd.spec.scope, "Namespaced");
+    let v = &crd.spec.versions[0];
+    assert_eq!(v.name, "v1alpha1");
+    assert!(v.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some());
+    let names: Vec<String> = columns(crd).into_iter().map(|c| c.0).collect();
+    assert_eq!(names, ["Phase", "Canary", "Clusters", "Failed", "Message", "Age"]);
+}
+
+fn same_as_committed(printed: &str, committed_path: &str, regenerate: &str) {
+    let committed = std::fs::read_to_string(repo_root().join(committed_path))
+        .unwrap_or_else(|e| panic!("cannot read {committed_path} ({e}); run `{regenerate}`"));
     if printed != committed {
         let first = printed
             .lines()
@@ -63,8 +95,8 @@ fn the_output_is_the_committed_file_byte_for_byte() {
             .position(|(a, b)| a != b)
             .unwrap_or(printed.lines().count().min(committed.lines().count()));
         panic!(
-            "{COMMITTED} differs from `aviary crds` (first difference at line {}: printed {:?}, \
-             committed {:?}); run `{REGENERATE}` and commit the result",
+            "{committed_path} differs from `aviary crds` (first difference at line {}: printed {:?}, \
+             committed {:?}); run `{regenerate}` and commit the result",
             first + 1,
             printed.lines().nth(first).unwrap_or("<end of output>"),
             committed.lines().nth(first).unwrap_or("<end of file>"),

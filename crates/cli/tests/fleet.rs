@@ -95,6 +95,25 @@ fn rollout_commands_against_a_coordinator_process() {
 
     let good = dir.path().join("good.yaml");
     std::fs::write(&good, ROLLOUT).unwrap();
+    // --dry-run prints the pinned plan and creates nothing.
+    let (code, out, err) = aviary(
+        &url,
+        &["rollout", "apply", "--dry-run", "-f", good.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("Wave us-east-1 — Pending")
+            && out.contains("Wave eu-west-1 — Pending")
+            && out.contains("  eu-1"),
+        "{out}"
+    );
+    assert!(out.contains("dry run: the plan above was not created"), "{out}");
+    let (code, _, err) = aviary(&url, &["rollout", "get", "podinfo-6-0-1"]);
+    assert!(code != 0 && err.contains("NotFound"), "{err}");
+    let (code, out, err) = aviary(&url, &["rollout", "apply", "-f", good.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Rollout:   podinfo-6-0-1"), "{out}");
+    // The same manifest again (a CI retry) is a no-op.
     let (code, out, err) = aviary(&url, &["rollout", "apply", "-f", good.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("Rollout:   podinfo-6-0-1"), "{out}");

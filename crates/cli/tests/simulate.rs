@@ -165,3 +165,32 @@ fn unreadable_input_exits_2() {
     assert_eq!(code, 2);
     assert!(err.contains("script"), "{err}");
 }
+
+/// A script naming a metric or webhook the canary does not have gets a warning with the closest
+/// name (it would otherwise simulate a misspelt name as healthy, silently).
+#[test]
+fn script_names_must_be_the_canarys() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("script.yaml");
+    std::fs::write(&script, "metrics:\n  request-sucess-rate: [50]\n").unwrap();
+    let (code, _, err) = simulate(&[
+        "-f",
+        "examples/knative/podinfo-canary.yaml",
+        "--script",
+        script.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("warning: the script's metric \"request-sucess-rate\" is not a metric of canary test/podinfo (did you mean request-success-rate?)"),
+        "{err}"
+    );
+    std::fs::write(&script, "webhooks:\n  smoke: [fail]\n").unwrap();
+    let (code, _, err) = simulate(&[
+        "-f",
+        "examples/knative/podinfo-canary.yaml",
+        "--script",
+        script.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("its webhooks are [\"load-test\"]"), "{err}");
+}

@@ -139,6 +139,7 @@ const INVALID: &[Case] = &[
     ("alert-provider-type-enum", 1, &[("error", "AlertProvider", "flagger-system/on-call: spec.type: \"pagerduty\" is not allowed; expected one of \"slack\", \"msteams\", \"discord\", \"rocket\", \"gchat\", \"generic\"")]),
     ("alert-provider-type-missing", 1, &[("error", "AlertProvider", "flagger-system/on-call: spec.type: required field is missing: slack, msteams, discord, rocket, gchat or generic")]),
     ("alert-severity-enum", 1, &[("error", "Canary", "test/podinfo: spec.analysis.alerts[0].severity: \"critical\" is not allowed; expected one of \"\", \"info\", \"warn\", \"error\"")]),
+    ("analysis-interval-zero", 1, &[("error", "Canary", "test/podinfo: spec.analysis.interval: \"0s\" is zero: the analysis needs a positive interval such as 1m or 30s")]),
     ("analysis-iterations-zero", 1, &[("error", "Canary", "test/podinfo: spec.analysis.iterations: must be at least 1, got 0")]),
     ("analysis-missing-interval", 1, &[("error", "Canary", "test/podinfo: spec.analysis.interval: required field is missing: how often the analysis runs, e.g. 1m or 30s")]),
     ("analysis-missing-threshold", 1, &[("error", "Canary", "test/podinfo: spec.analysis.threshold: required field is missing: failed checks before rollback, e.g. 5")]),
@@ -164,14 +165,17 @@ const INVALID: &[Case] = &[
     ("duration-interval-unparsable", 0, &[("warning", "Canary", "test/podinfo: spec.analysis.interval: \"5min\" is not a valid duration; Flagger would silently use 60s")]),
     ("duration-metric-interval", 1, &[("error", "Canary", "test/podinfo: spec.analysis.metrics[0].interval: \"2h\" does not match ^[0-9]+(m|s); use a number of minutes or seconds such as 1m or 30s")]),
     ("duration-webhook-timeout", 1, &[("error", "Canary", "test/podinfo: spec.analysis.webhooks[0].timeout: \"30\" does not match ^[0-9]+(m|s); use a number of minutes or seconds such as 1m or 30s")]),
+    ("fleet-api-version", 1, &[("error", "FleetRollout", "podinfo-6-0-1: apiVersion: FleetRollout is served as aviary.dev/v1alpha1 only, got aviary.dev/v1")]),
     ("fleet-approval-enum", 1, &[("error", "FleetRollout", "podinfo-6-0-1: spec.waves[1].approval: \"yes-please\" is not allowed; expected one of \"auto\", \"manual\"")]),
     ("fleet-bake-duration", 1, &[("error", "FleetRollout", "podinfo-6-0-1: spec.waves[0].bake.duration: invalid duration \"10 minutes\": unknown unit (use ns, us, ms, s, m or h); use a duration such as 10m")]),
+    ("fleet-bake-min-success-rate", 1, &[("error", "FleetRollout", "podinfo-6-0-1: spec.waves[1].bake.minSuccessRate: must be a percentage between 0 and 100, got 150")]),
     ("fleet-by-region-duplicate", 1, &[("error", "FleetRollout", "podinfo-6-0-1: spec.byRegion[2]: region \"us-east-1\" is listed twice")]),
     ("fleet-by-region-empty-name", 1, &[("error", "FleetRollout", "podinfo-6-0-1: spec.byRegion[1]: must not be empty")]),
     ("fleet-by-region-empty", 1, &[("error", "FleetRollout", "podinfo-6-0-1: spec.byRegion: must list at least one region")]),
     ("fleet-canary-missing", 1, &[("error", "FleetRollout", "podinfo-6-0-1: spec.canary: required field is missing: {namespace, name} of the Canary")]),
     ("fleet-canary-namespace-missing", 1, &[("error", "FleetRollout", "podinfo-6-0-1: spec.canary.namespace: required field is missing: the Canary's namespace")]),
     ("fleet-cluster-deadline", 1, &[("error", "FleetRollout", "podinfo-6-0-1: spec.clusterDeadline: invalid duration \"1d\": unknown unit (use ns, us, ms, s, m or h); use a duration such as 30m")]),
+    ("fleet-cluster-deadline-zero", 1, &[("error", "FleetRollout", "podinfo-6-0-1: spec.clusterDeadline: must be longer than 0; use a duration such as 30m")]),
     ("fleet-duplicate-wave-name", 1, &[("error", "FleetRollout", "podinfo-6-0-1: spec.waves[1].name: wave name \"first\" is used twice")]),
     ("fleet-max-concurrent-garbage", 1, &[("error", "FleetRollout", "podinfo-6-0-1: spec.waves[1].maxConcurrent: expected a count or a percent such as 25%, got \"half\"")]),
     ("fleet-max-concurrent-percent", 1, &[("error", "FleetRollout", "podinfo-6-0-1: spec.waves[1].maxConcurrent: a percent must be between 0% and 100%, got 150%")]),
@@ -188,6 +192,7 @@ const INVALID: &[Case] = &[
         ("error", "FleetRollout", "podinfo-6-0-1: spec.waves[0].clusters.matchExpressions[0].values: In needs at least one value"),
         ("error", "FleetRollout", "podinfo-6-0-1: spec.waves[1].clusters.matchExpressions[0].values: Exists takes no values"),
     ]),
+    ("fleet-unknown-field", 1, &[("error", "FleetRollout", "podinfo-6-0-1: spec.waves[1].maxConcurent: unknown field (did you mean maxConcurrent?); the coordinator refuses unknown fields")]),
     ("fleet-unknown-mandatory-wave", 1, &[("error", "FleetRollout", "podinfo-6-0-1: spec.failurePolicy.mandatoryWaves[0]: \"frist\" is not a wave of this rollout; waves are [\"first\", \"rest\"]")]),
     ("fleet-wave-name-missing", 1, &[("error", "FleetRollout", "podinfo-6-0-1: spec.waves[0].name: required field is missing: a unique wave name")]),
     ("fleet-waves-and-by-region", 1, &[("error", "FleetRollout", "podinfo-6-0-1: spec: set waves or byRegion, not both")]),
@@ -218,7 +223,9 @@ const INVALID: &[Case] = &[
         ("error", "Canary", "staging/myapp: spec.targetRef: required field is missing: the workload under analysis {apiVersion, kind, name}"),
     ]),
     ("interval-below-minimum", 0, &[("warning", "Canary", "test/podinfo: spec.analysis.interval: 5s is below Flagger's 10s minimum; agents raise it to their --min-analysis-interval (10s unless lowered)")]),
+    ("kind-in-the-wrong-group", 1, &[("error", "FleetRollout", "podinfo-6-0-1: kind: unknown kind \"FleetRollout\" in flagger.app; FleetRollout is aviary.dev/v1alpha1; flagger.app/v1beta1 has Canary, MetricTemplate, AlertProvider")]),
     ("kind-missing", 1, &[("error", "object", "test/podinfo: kind: required field is missing")]),
+    ("kind-misspelt", 1, &[("error", "Canry", "test/podinfo: kind: unknown kind \"Canry\" in flagger.app (did you mean Canary?); flagger.app/v1beta1 has Canary, MetricTemplate, AlertProvider")]),
     ("knative-autoscaler-ref", 1, &[("error", "Canary", "test/podinfo: spec.autoscalerRef: can't use autoscaler with Knative Service; remove autoscalerRef (Knative scales its revisions)")]),
     ("knative-provider-needs-knative-target", 1, &[("error", "Canary", "test/podinfo: spec.targetRef: can't use apps/v1/Deployment as target if provider is set to knative; target a serving.knative.dev/v1 Service")]),
     ("knative-target-api-version", 1, &[("error", "Canary", "test/podinfo: spec.targetRef.apiVersion: Knative Services are supported as serving.knative.dev/v1 only, got \"serving.knative.dev/v1beta1\"")]),
@@ -285,7 +292,7 @@ const INVALID: &[Case] = &[
     ("type-error-service-port", 1, &[("error", "Canary", "test/podinfo: spec.service.port: invalid type: string \"http\", expected i32")]),
     ("type-error-step-weight", 1, &[("error", "Canary", "test/podinfo: spec.analysis.stepWeight: invalid type: string \"ten\", expected i32")]),
     ("unknown-field", 0, &[
-        ("warning", "Canary", "test/podinfo: spec.analysis.stepWieght: unknown field; Flagger's API server would drop it"),
+        ("warning", "Canary", "test/podinfo: spec.analysis.stepWieght: unknown field (did you mean stepWeight?); Flagger's API server would drop it"),
         ("warning", "Canary", "test/podinfo: spec.bogus: unknown field; Flagger's API server would drop it"),
     ]),
     ("webhook-name-missing", 1, &[("error", "Canary", "test/podinfo: spec.analysis.webhooks[0].name: required field is missing: the webhook's name")]),
@@ -693,22 +700,25 @@ fn one_unreadable_file_makes_the_run_exit_2_but_the_others_are_still_checked() {
     );
 }
 
+/// No input is an error (exit 2), not a silent pass: a CI step pointed at the wrong path must
+/// fail.
 #[test]
-fn empty_input_is_zero_resources_and_exit_0() {
+fn no_input_is_an_error() {
     for file in [
         "tests/fixtures/garbage/empty.yaml",
         "tests/fixtures/garbage/comments-only.yaml",
     ] {
         let run = aviary(&["validate", "-f", file], None);
-        assert_eq!(run.code, 0, "{file}");
-        assert_eq!(
-            run.stdout, "0 resources: 0 with errors, 0 warnings, 0 skipped\n",
-            "{file}"
+        assert_eq!(run.code, 2, "{file}");
+        assert!(
+            run.stderr.contains(&format!("error: no resources in {file}")),
+            "{}",
+            run.stderr
         );
     }
     let run = aviary(&["validate", "-f", "-"], Some(b""));
-    assert_eq!(run.code, 0);
-    assert_eq!(run.stdout, "0 resources: 0 with errors, 0 warnings, 0 skipped\n");
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("error: no resources in -"), "{}", run.stderr);
 }
 
 #[test]

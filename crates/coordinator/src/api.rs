@@ -31,8 +31,25 @@ fn rollout_from_request(r: &v1::CreateRolloutRequest) -> Result<FleetRollout, Er
         let mut found = Vec::new();
         for d in docs {
             match d {
-                Ok(p) => match p.resource {
-                    Resource::FleetRollout(f) => found.push(*f),
+                Ok(p) => match &p.resource {
+                    Resource::FleetRollout(f) => {
+                        // Strict, like `kubectl apply --validate=strict`: a misspelt field would
+                        // otherwise silently fall back to a default.
+                        let report = aviary_api::validate::validate(&p);
+                        let unknown: Vec<String> = report
+                            .errors()
+                            .filter(|d| p.unknown_fields.contains(&d.path))
+                            .map(|d| format!("{}: {}", d.path, d.message))
+                            .collect();
+                        if !unknown.is_empty() {
+                            return Err(Error::InvalidArgument(format!(
+                                "FleetRollout {}: {}",
+                                f.name(),
+                                unknown.join("; ")
+                            )));
+                        }
+                        found.push((**f).clone());
+                    }
                     _ => {
                         return Err(Error::InvalidArgument(format!(
                             "manifest: {} is not a FleetRollout (apiVersion aviary.dev/v1alpha1, kind FleetRollout)",
@@ -117,6 +134,10 @@ impl FleetApi for FleetService {
     ) -> Result<Response<v1::Rollout>, Status> {
         let req = r.into_inner();
         let rollout = rollout_from_request(&req)?;
+        if req.dry_run {
+            let planned = self.rollouts.plan(&rollout, &req.actor).await?;
+            return Ok(self.rendered(&planned));
+        }
         let created = self.rollouts.create(rollout, &req.actor).await?;
         Ok(self.rendered(&created))
     }

@@ -46,6 +46,9 @@ pub enum Error {
     Transport(#[from] tonic::transport::Error),
     #[error("invalid coordinator URL {url:?}: {reason}")]
     Url { url: String, reason: String },
+    /// The management cluster's API server refused or failed a request.
+    #[error("Kubernetes API: {0}")]
+    Kube(String),
 }
 
 /// Result with [`Error`].
@@ -77,7 +80,7 @@ impl From<Error> for Status {
             Error::InvalidArgument(_) | Error::Url { .. } => Status::invalid_argument(msg),
             Error::FailedPrecondition(_) => Status::failed_precondition(msg),
             Error::DeadlineExceeded(_) => Status::new(Code::DeadlineExceeded, msg),
-            Error::Store(_) | Error::Unavailable(_) => Status::unavailable(msg),
+            Error::Store(_) | Error::Unavailable(_) | Error::Kube(_) => Status::unavailable(msg),
             Error::Bind { .. } | Error::Transport(_) => Status::internal(msg),
         }
     }

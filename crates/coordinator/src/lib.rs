@@ -11,6 +11,8 @@
 //!   commands leave through a `CommandSink`. `fleet`: the in-memory fleet view (what the agents
 //!   report). The gRPC edge: `api` (the Fleet service), `agent_link` (agent sessions, the
 //!   `CommandSink`), `convert` (wire ↔ domain).
+//! - [`management`]: FleetRollout objects in a management cluster (kube-runtime) as rollouts,
+//!   their status written back; verbs as annotations, delete aborts.
 //! - `metrics`: `/metrics` of [`Coordinator::serve_metrics`] (calls counted by a gRPC layer,
 //!   fleet gauges read at scrape time).
 //! - [`client`]: connecting, following the leader.
@@ -26,6 +28,7 @@ mod error;
 pub mod etcd;
 mod fleet;
 pub mod leader;
+pub mod management;
 mod metrics;
 mod rollouts;
 pub mod server;

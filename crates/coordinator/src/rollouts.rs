@@ -418,6 +418,39 @@ impl Rollouts {
         Ok(v)
     }
 
+    /// A dry run of CreateRollout: the record it would create (the plan pinned against the
+    /// fleet as it is now), nothing written or started.
+    pub(crate) async fn plan(&self, rollout: &FleetRollout, actor: &str) -> Result<Arc<RolloutRecord>> {
+        self.ready().await?;
+        let key = rollout
+            .spec
+            .canary
+            .as_ref()
+            .map(|c| {
+                CanaryKey::new(
+                    c.namespace.clone().unwrap_or_default(),
+                    c.name.clone().unwrap_or_default(),
+                )
+            })
+            .unwrap_or_default();
+        let name = rollout.name().to_string();
+        let plan = resolve_plan(rollout, &self.fleet.cluster_infos(&key)).map_err(|diags| {
+            let lines: Vec<String> = diags
+                .iter()
+                .map(|d| format!("{}: {}", d.path, d.message))
+                .collect();
+            Error::InvalidArgument(format!("FleetRollout {name}: {}", lines.join("; ")))
+        })?;
+        let actor = if actor.is_empty() { "unknown" } else { actor };
+        let state = RolloutState::new(&plan, actor, self.clock.now());
+        Ok(Arc::new(RolloutRecord {
+            name,
+            spec: rollout.spec.clone(),
+            plan,
+            state,
+        }))
+    }
+
     /// CreateRollout: checks, pins the plan, writes it, starts its loop; the record as created.
     pub(crate) async fn create(
         self: &Arc<Self>,
@@ -427,9 +460,17 @@ impl Rollouts {
         let fence = self.leader.check()?;
         let _one_at_a_time = self.create_lock.lock().await;
         let name = rollout.name().to_string();
-        if self.entries.read().contains_key(&name) {
+        let existing = self.entries.read().get(&name).cloned();
+        if let Some(e) = existing {
+            let current = e.current();
+            // Applying the same spec again (a CI retry) is a no-op.
+            if current.spec == rollout.spec {
+                return Ok(current);
+            }
             return Err(Error::AlreadyExists(format!(
-                "rollout {name} already exists; rollouts are immutable: pick another metadata.name"
+                "rollout {name} already exists with another spec ({}); rollouts are immutable: \
+                 pick another metadata.name",
+                spec_differences(&current.spec, &rollout.spec)
             )));
         }
         let key = rollout
@@ -587,4 +628,45 @@ impl Rollouts {
             .collect();
         fleet::gate_decision(records.iter().map(|r| (&r.plan, &r.state)), cluster, key, ask)
     }
+}
+
+/// What differs between two specs, as `path: old → new` (at most 5, then `…`).
+fn spec_differences(old: &aviary_api::FleetRolloutSpec, new: &aviary_api::FleetRolloutSpec) -> String {
+    fn walk(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+        use serde_json::Value;
+        match (a, b) {
+            (Value::Object(x), Value::Object(y)) => {
+                let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+                for k in keys {
+                    let null = Value::Null;
+                    walk(
+                        &format!("{path}.{k}"),
+                        x.get(k).unwrap_or(&null),
+                        y.get(k).unwrap_or(&null),
+                        out,
+                    );
+                }
+            }
+            _ if a == b => {}
+            _ => {
+                let show = |v: &Value| {
+                    if v.is_null() {
+                        "<unset>".to_string()
+                    } else {
+                        v.to_string()
+                    }
+                };
+                out.push(format!("{path}: {} → {}", show(a), show(b)));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let a = serde_json::to_value(old).unwrap_or_default();
+    let b = serde_json::to_value(new).unwrap_or_default();
+    walk("spec", &a, &b, &mut out);
+    if out.len() > 5 {
+        out.truncate(5);
+        out.push("…".into());
+    }
+    out.join("; ")
 }

@@ -45,6 +45,8 @@ pub struct CoordinatorConfig {
     pub heartbeat: Duration,
     pub store: Arc<dyn Store>,
     pub leadership: Arc<dyn Leadership>,
+    /// Watch FleetRollout objects in a management cluster's namespace (None: gRPC only).
+    pub management: Option<crate::management::ManagementCluster>,
 }
 
 impl CoordinatorConfig {
@@ -56,6 +58,7 @@ impl CoordinatorConfig {
             heartbeat: Duration::from_secs(5),
             store: Arc::new(MemoryStore::new()),
             leadership: Arc::new(AlwaysLeader::new()),
+            management: None,
         }
     }
 }
@@ -100,6 +103,9 @@ impl Coordinator {
             rollouts.load().await?;
         }
         tokio::spawn(rollouts.clone().lead());
+        if let Some(m) = config.management.clone() {
+            tokio::spawn(crate::management::run(rollouts.clone(), m, shutdown.clone()));
+        }
 
         let link = Arc::new(AgentLinkService {
             rollouts: rollouts.clone(),

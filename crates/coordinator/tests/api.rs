@@ -115,10 +115,41 @@ async fn not_found_already_exists_and_failed_precondition() {
     create(&c, &manifest("r1", "  waves: [{name: all, approval: manual}]\n"))
         .await
         .unwrap();
+    // The same spec again (a CI retry) is a no-op; another spec says what differs.
+    let again = create(&c, &manifest("r1", "  waves: [{name: all, approval: manual}]\n"))
+        .await
+        .unwrap();
+    assert_eq!(again.name, "r1");
+    assert_eq!(
+        again.history.len(),
+        cl.get_rollout(v1::GetRolloutRequest { name: "r1".into() })
+            .await
+            .unwrap()
+            .into_inner()
+            .history
+            .len()
+    );
     let e = create(&c, &manifest("r1", "  waves: [{name: all}]\n"))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::AlreadyExists);
+    assert!(
+        e.message()
+            .contains(r#"spec.waves: [{"approval":"manual","name":"all"}] → [{"name":"all"}]"#),
+        "{}",
+        e.message()
+    );
+    // Strict: an unknown field is refused with its path and the closest field.
+    let e = create(&c, &manifest("r9", "  waves: [{name: all, aproval: manual}]\n"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(
+        e.message()
+            .contains("spec.waves[0].aproval: unknown field (did you mean approval?)"),
+        "{}",
+        e.message()
+    );
     let e = create(&c, &manifest("r2", "  waves: [{name: all}]\n"))
         .await
         .unwrap_err();

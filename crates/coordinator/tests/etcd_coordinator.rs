@@ -29,6 +29,7 @@ async fn replica(etcd: &LocalEtcd, ttl_secs: u64) -> (Coordinator, Arc<EtcdLeade
         heartbeat: Duration::from_secs(1),
         store,
         leadership: leadership.clone(),
+        management: None,
     })
     .await
     .unwrap();

@@ -50,7 +50,7 @@ pub(crate) struct Args {
     admin_listen: SocketAddr,
 
     /// Floor of the analysis interval (Flagger's is 10s), a Go duration.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = super::positive_duration)]
     min_analysis_interval: Duration,
 
     /// Elect one active replica through a coordination.k8s.io Lease.
@@ -81,10 +81,13 @@ pub(crate) struct Args {
     /// Global Slack notifier.
     #[arg(long, value_name = "URL", env = "SLACK_URL")]
     slack_url: Option<String>,
+    /// Channel of the global Slack notifier.
     #[arg(long, value_name = "CHANNEL")]
     slack_channel: Option<String>,
+    /// User name the global Slack notifier posts as.
     #[arg(long, value_name = "USER")]
     slack_user: Option<String>,
+    /// HTTP proxy for the global Slack notifier.
     #[arg(long, value_name = "URL", env = "SLACK_PROXY_URL")]
     slack_proxy_url: Option<String>,
     /// Global MS Teams notifier (wins over Slack).
@@ -111,12 +114,12 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    aviary_api::duration::parse_go_duration(s).map_err(|e| e.to_string())
-}
-
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     super::init_logs(&args.log_level)?;
+    // Checked before anything starts: a URL the link can never use must not retry forever.
+    for url in args.coordinator.iter().flat_map(|c| c.split(',')) {
+        aviary_coordinator::client::checked_url(url).map_err(|e| anyhow::anyhow!("--coordinator: {e}"))?;
+    }
 
     let platform = match (&args.local, &args.state_dir) {
         (Some(config), Some(state_dir)) => PlatformConfig::Local {

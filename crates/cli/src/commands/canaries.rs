@@ -24,14 +24,36 @@ pub(crate) struct Args {
     #[arg(long, short = 'n')]
     namespace: Option<String>,
 
-    /// Only canaries in this Flagger phase (e.g. Progressing; case-insensitive).
-    #[arg(long)]
+    /// Only canaries in this Flagger phase (e.g. Progressing; case-insensitive; an unknown
+    /// phase is refused).
+    #[arg(long, value_parser = phase)]
     phase: Option<String>,
 
     /// Ask one agent's admin endpoint instead of the coordinator (e.g. http://127.0.0.1:8080);
     /// prints NAMESPACE, NAME, STATUS, WEIGHT, LASTTRANSITIONTIME like `kubectl get canaries`.
     #[arg(long, env = "AVIARY_AGENT", value_name = "URL")]
     agent: Option<String>,
+}
+
+/// A Flagger phase, case-insensitively, as Flagger spells it; or the list of phases.
+fn phase(s: &str) -> Result<String, String> {
+    use aviary_api::CanaryPhase;
+    let known = || {
+        CanaryPhase::ALL
+            .iter()
+            .map(|p| p.as_str())
+            .filter(|p| !p.is_empty())
+    };
+    known()
+        .find(|p| p.eq_ignore_ascii_case(s))
+        .map(str::to_string)
+        .ok_or_else(|| {
+            format!(
+                "unknown phase{}; Flagger's phases are {}",
+                aviary_api::suggest::did_you_mean(s, known()),
+                known().collect::<Vec<_>>().join(", ")
+            )
+        })
 }
 
 pub(crate) const COLUMNS: [&str; 8] = [

@@ -3,12 +3,14 @@
 //! Thin: flags → `aviary_coordinator::Coordinator`.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use aviary_coordinator::etcd::{Etcd, EtcdConfig, EtcdLeadership, EtcdStore};
+use aviary_coordinator::management::ManagementCluster;
 use aviary_coordinator::{Coordinator, CoordinatorConfig};
 
 #[derive(clap::Args, Debug)]
@@ -45,6 +47,20 @@ pub(crate) struct Args {
     /// Seconds between heartbeats on agent streams; a stream silent for 3 periods is closed.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
     heartbeat_seconds: u64,
+
+    /// Watch FleetRollout objects (`aviary crds --group aviary.dev`) in a management cluster
+    /// through this kubeconfig: each becomes a rollout and gets its status written back.
+    #[arg(long, value_name = "FILE", conflicts_with = "in_cluster")]
+    kubeconfig: Option<PathBuf>,
+
+    /// Like --kubeconfig, with the in-cluster configuration (the pod's ServiceAccount).
+    #[arg(long)]
+    in_cluster: bool,
+
+    /// Namespace of the FleetRollout objects (default: the kubeconfig context's namespace, or
+    /// the pod's). Needs --kubeconfig or --in-cluster.
+    #[arg(long, value_name = "NAMESPACE")]
+    namespace: Option<String>,
 
     /// Log level (`error`, `warn`, `info`, `debug`) or a tracing filter.
     #[arg(long, default_value = "info", env = "AVIARY_LOG")]
@@ -90,6 +106,24 @@ fn advertise(args: &Args) -> anyhow::Result<Option<String>> {
     }
 }
 
+/// The management cluster to watch FleetRollouts in, if asked.
+async fn management(args: &Args) -> anyhow::Result<Option<ManagementCluster>> {
+    if args.kubeconfig.is_none() && !args.in_cluster {
+        if args.namespace.is_some() {
+            bail!(
+                "--namespace names where FleetRollout objects are watched: add --kubeconfig FILE or --in-cluster"
+            );
+        }
+        return Ok(None);
+    }
+    let client = aviary_kube::client::connect(args.kubeconfig.as_deref(), Default::default()).await?;
+    let namespace = args
+        .namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_string());
+    Ok(Some(ManagementCluster { client, namespace }))
+}
+
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     super::init_logs(&args.log_level)?;
     let advertise = advertise(&args)?;
@@ -110,6 +144,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             config.store = Arc::new(EtcdStore::new(&etcd_config, &leadership));
             config.leadership = leadership;
         }
+        config.management = management(&args).await?;
         let c = Coordinator::start(config).await?;
         if let Some(addr) = args.metrics_listen {
             c.serve_metrics(addr).await?;

@@ -33,7 +33,7 @@ pub(crate) struct Args {
     keep_running: bool,
 
     /// The canaries' analysis interval (Flagger's floor of 10s is lowered for the demo).
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = super::positive_duration)]
     interval: Duration,
 
     /// Keep the fleet's files (configs, state, process logs) here instead of a temporary
@@ -44,10 +44,6 @@ pub(crate) struct Args {
     /// Plain line-by-line progress even on a terminal.
     #[arg(long)]
     plain: bool,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    aviary_api::duration::parse_go_duration(s).map_err(|e| e.to_string())
 }
 
 /// The demo's clusters: (name, region).

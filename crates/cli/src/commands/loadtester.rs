@@ -21,7 +21,7 @@ pub(crate) struct Args {
 
     /// Per-command timeout, a Go duration (`30s`, `10m`, `1h`); the command and everything it
     /// started are killed after it.
-    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    #[arg(long, default_value = "1h", value_parser = super::positive_duration)]
     timeout: Duration,
 
     /// Serve only payloads whose namespace matches this regular expression; others get
@@ -49,14 +49,6 @@ pub(crate) struct Args {
     /// `aviary_providers=debug`.
     #[arg(long, default_value = "info", env = "AVIARY_LOG")]
     log_level: String,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d = aviary_api::duration::parse_go_duration(s).map_err(|e| e.to_string())?;
-    if d.is_zero() {
-        return Err("the timeout must be longer than zero".into());
-    }
-    Ok(d)
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {

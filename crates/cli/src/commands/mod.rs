@@ -44,6 +44,18 @@ pub(crate) fn init_logs(log_level: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A clap value parser: a Go duration (`30s`, `1m30s`) longer than zero. Intervals and timeouts
+/// of zero would spin or expire at once, so they are refused here rather than at run time.
+pub(crate) fn positive_duration(s: &str) -> Result<std::time::Duration, String> {
+    let d = aviary_api::duration::parse_go_duration(s).map_err(|e| e.to_string())?;
+    if d.is_zero() {
+        return Err(format!(
+            "{s:?} is zero; give a positive Go duration such as 1s or 500ms"
+        ));
+    }
+    Ok(d)
+}
+
 /// Reads a file, or stdin for `-`, as UTF-8 text.
 pub(crate) fn read_input(path: &Path) -> anyhow::Result<String> {
     let bytes = if path.as_os_str() == "-" {

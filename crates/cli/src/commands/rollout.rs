@@ -9,7 +9,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
-use aviary_coordinator::client::{call_leader_retrying, leader_from_status};
+use aviary_coordinator::client::{
+    call_leader_retrying, checked_url, is_transport_failure, is_unreachable, leader_from_status,
+    normalize_url,
+};
 use aviary_proto::v1;
 use aviary_proto::v1::fleet_client::FleetClient;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
@@ -35,6 +38,7 @@ pub(crate) struct ClientArgs {
         long,
         env = "AVIARY_COORDINATOR",
         default_value = "http://127.0.0.1:7400",
+        value_parser = coordinator_url,
         global = true
     )]
     pub(crate) coordinator: String,
@@ -61,18 +65,30 @@ pub(crate) struct Args {
 enum RolloutCommand {
     /// Create a rollout from a FleetRollout manifest (YAML or JSON; `-` for stdin).
     Apply {
+        /// The manifest, or `-` for stdin.
         #[arg(short = 'f', long = "filename", value_name = "FILE|-")]
         file: PathBuf,
+        /// Print the plan the coordinator would pin (waves, clusters in order, concurrency,
+        /// budgets) without creating the rollout.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Show one rollout: plan, waves, clusters, verdicts and history.
-    Get { name: String },
+    Get {
+        /// The rollout's name.
+        name: String,
+    },
     /// List rollouts, newest first.
     List,
     /// Follow a rollout live until it ends (progress bars on a terminal, lines otherwise).
-    Watch { name: String },
+    Watch {
+        /// The rollout's name.
+        name: String,
+    },
     /// Block until the rollout ends: exit 0 when Succeeded, 1 when Failed or Aborted
     /// (2 on timeout or error). For CI pipelines.
     Wait {
+        /// The rollout's name.
         name: String,
         /// Give up after this Go duration (`30m`); 0 waits as long as it takes.
         #[arg(long, default_value = "0")]
@@ -80,28 +96,49 @@ enum RolloutCommand {
     },
     /// Pause: no new cluster starts; running canaries finish.
     Pause {
+        /// The rollout's name.
         name: String,
+        /// Why (recorded in the history).
         #[arg(long, default_value = "")]
         reason: String,
     },
     /// Resume a paused rollout.
     Resume {
+        /// The rollout's name.
         name: String,
+        /// Why (recorded in the history).
         #[arg(long, default_value = "")]
         reason: String,
     },
     /// Abort: roll back per the failure policy, then Aborted.
     Abort {
+        /// The rollout's name.
         name: String,
+        /// Why (recorded in the history).
         #[arg(long, default_value = "")]
         reason: String,
     },
     /// Approve a wave with `approval: manual` (also in advance).
-    Approve { name: String, wave: String },
+    Approve {
+        /// The rollout's name.
+        name: String,
+        /// The wave to approve.
+        wave: String,
+    },
     /// Skip a cluster that has not started or has failed.
-    Skip { name: String, cluster: String },
+    Skip {
+        /// The rollout's name.
+        name: String,
+        /// The cluster to skip.
+        cluster: String,
+    },
     /// Start a failed cluster again (a new attempt).
-    Retry { name: String, cluster: String },
+    Retry {
+        /// The rollout's name.
+        name: String,
+        /// The cluster to start again.
+        cluster: String,
+    },
 }
 
 /// Runs a future on a small runtime.
@@ -113,9 +150,77 @@ pub(crate) fn block_on<T>(f: impl Future<Output = anyhow::Result<T>>) -> anyhow:
         .block_on(f)
 }
 
-/// A gRPC error as the user reads it: the code and the server's message (with its field path).
-pub(crate) fn status_error(s: tonic::Status) -> anyhow::Error {
-    anyhow!("{:?}: {}", s.code(), s.message())
+/// The coordinator could not be reached, did not speak gRPC, or the connection was lost: the
+/// command exits with [`EXIT_CONNECTION`] (see docs/cli.md).
+#[derive(Debug)]
+pub(crate) struct ConnectionError(pub(crate) String);
+
+impl std::fmt::Display for ConnectionError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConnectionError {}
+
+/// Exit status of a command that could not talk to the coordinator.
+pub(crate) const EXIT_CONNECTION: u8 = 3;
+
+/// The transport error behind a status, down to its root (`Connection refused (os error 111)`).
+fn transport_detail(s: &tonic::Status) -> String {
+    let mut parts = vec![s.message().to_string()];
+    let mut source = std::error::Error::source(s);
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = e.source();
+    }
+    parts.join(": ")
+}
+
+/// A gRPC error as the user reads it: the code and the server's message (with its field path);
+/// a transport failure says which address failed and what to check.
+pub(crate) fn status_error(url: &str, s: tonic::Status) -> anyhow::Error {
+    // An HTTP server that is not gRPC answers without a grpc-status ("grpc-status header
+    // missing, mapped from HTTP status code 404", "missing grpc-status trailer").
+    let not_grpc = s.message().contains("grpc-status");
+    if !is_transport_failure(&s) && !not_grpc {
+        return anyhow!("{:?}: {}", s.code(), s.message());
+    }
+    let url = normalize_url(url);
+    let detail = transport_detail(&s);
+    if is_unreachable(&s) {
+        anyhow::Error::new(ConnectionError(format!(
+            "cannot reach the coordinator at {url} ({detail}); is it running there? Point the CLI \
+             at it with --coordinator URL or AVIARY_COORDINATOR (default http://127.0.0.1:7400)"
+        )))
+    } else {
+        anyhow::Error::new(ConnectionError(format!(
+            "{url} did not answer as a gRPC server ({detail}): is this aviary's gRPC port? \
+             `aviary coordinator` serves gRPC on its --listen address (port 7400 by default), \
+             not on an agent's admin port"
+        )))
+    }
+}
+
+/// The connection dropped mid-watch or mid-wait and could not be opened again.
+fn lost_connection(url: &str, what: &str, last: Option<&v1::Rollout>, s: &tonic::Status) -> anyhow::Error {
+    let seen = last
+        .map(|r| format!("; last seen {}: {}", r.phase, r.message))
+        .unwrap_or_default();
+    anyhow::Error::new(ConnectionError(format!(
+        "lost the connection to the coordinator at {} while {what} ({}){seen}; the rollout \
+         goes on without this command: run it again once the coordinator is reachable",
+        normalize_url(url),
+        transport_detail(s)
+    )))
+}
+
+/// `--coordinator` as clap reads it: `HOST:PORT` or `http://HOST:PORT`, other schemes refused.
+pub(crate) fn coordinator_url(s: &str) -> Result<String, String> {
+    checked_url(s).map_err(|e| e.to_string())
 }
 
 /// How long a command rides out a coordinator election (a crashed leader is replaced within
@@ -130,7 +235,7 @@ where
 {
     call_leader_retrying(&args.coordinator, ELECTION_BUDGET, f)
         .await
-        .map_err(status_error)
+        .map_err(|s| status_error(&args.coordinator, s))
 }
 
 /// Sends `request` with `rpc` to the leader (following it through an election); the rollout it
@@ -144,6 +249,19 @@ where
     unary(args, |cl| {
         let call = rpc(cl, request.clone());
         async move { call.await.map(tonic::Response::into_inner) }
+    })
+    .await
+}
+
+/// GetRollout.
+async fn get(args: &ClientArgs, name: &str) -> anyhow::Result<v1::Rollout> {
+    unary(args, |mut cl| {
+        let name = name.to_string();
+        async move {
+            cl.get_rollout(v1::GetRolloutRequest { name })
+                .await
+                .map(|r| r.into_inner())
+        }
     })
     .await
 }
@@ -365,29 +483,32 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             reason: reason.into(),
         };
         let r = match args.command {
-            RolloutCommand::Apply { file } => {
+            RolloutCommand::Apply { file, dry_run } => {
                 let manifest = super::read_input(&file)?;
-                unary(c, |mut cl| {
+                let r = unary(c, |mut cl| {
                     let req = v1::CreateRolloutRequest {
                         manifest: manifest.clone(),
                         actor: actor.clone(),
+                        dry_run,
                         ..Default::default()
                     };
                     async move { cl.create_rollout(req).await.map(|r| r.into_inner()) }
                 })
-                .await?
-            }
-            RolloutCommand::Get { name } => {
-                unary(c, |mut cl| {
-                    let name = name.clone();
-                    async move {
-                        cl.get_rollout(v1::GetRolloutRequest { name })
-                            .await
-                            .map(|r| r.into_inner())
+                .await?;
+                if dry_run {
+                    show(c.output, &r)?;
+                    if c.output == Output::Table {
+                        out("");
+                        out(format!(
+                            "dry run: the plan above was not created (no rollout {})",
+                            r.name
+                        ));
                     }
-                })
-                .await?
+                    return Ok(ExitCode::SUCCESS);
+                }
+                r
             }
+            RolloutCommand::Get { name } => get(c, &name).await?,
             RolloutCommand::List => {
                 let list = unary(c, |mut cl| async move {
                     cl.list_rollouts(v1::ListRolloutsRequest {})
@@ -447,6 +568,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                     .map_err(|e| anyhow!("--timeout: {e}"))?
                     .as_secs()
                     .min(u64::from(u32::MAX)) as u32;
+                // Reachable and known first: a transport failure after this is a lost wait.
+                let seen = get(c, &name).await?;
                 // A wait on a leader that steps down ends with UNAVAILABLE: wait again on the
                 // new leader (the timeout restarts; the coordinator measures it).
                 let res = call_leader_retrying(&c.coordinator, ELECTION_BUDGET, |mut cl| {
@@ -467,7 +590,11 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                         eprintln!("error: {}", s.message());
                         return Ok(ExitCode::from(2));
                     }
-                    Err(s) => return Err(status_error(s)),
+                    Err(s) if is_transport_failure(&s) => {
+                        let what = format!("waiting for rollout {name}");
+                        return Err(lost_connection(&c.coordinator, &what, Some(&seen), &s));
+                    }
+                    Err(s) => return Err(status_error(&c.coordinator, s)),
                 };
                 match c.output {
                     Output::Table => out(format!("rollout {} {}: {}", r.name, r.phase, r.message)),
@@ -528,9 +655,10 @@ async fn watch(c: &ClientArgs, name: &str) -> anyhow::Result<ExitCode> {
         })
         .await
         .map(|r| r.into_inner())
-        .map_err(status_error)
     };
-    let mut stream = open(c.coordinator.clone()).await?;
+    let mut stream = open(c.coordinator.clone())
+        .await
+        .map_err(|s| status_error(&c.coordinator, s))?;
     let tty = std::io::stdout().is_terminal() && c.output == Output::Table;
     let mut view = if tty { Some(Bars::new()) } else { None };
     let mut last_lines: BTreeMap<String, String> = BTreeMap::new();
@@ -539,13 +667,27 @@ async fn watch(c: &ClientArgs, name: &str) -> anyhow::Result<ExitCode> {
         let r = match stream.message().await {
             Ok(Some(r)) => r,
             Ok(None) => break,
-            // The leader stepped down or went away: watch on the new one.
-            Err(s) if s.code() == tonic::Code::Unavailable => {
+            // The leader stepped down or went away, or the connection broke: watch again (on
+            // the new leader when one is named); if that fails too, say the watch was lost.
+            Err(s) if s.code() == tonic::Code::Unavailable || is_transport_failure(&s) => {
                 let url = leader_from_status(&s).unwrap_or_else(|| c.coordinator.clone());
-                stream = open(url).await?;
+                stream = match open(url).await {
+                    Ok(stream) => stream,
+                    Err(again)
+                        if is_transport_failure(&again) || again.code() == tonic::Code::Unavailable =>
+                    {
+                        return Err(lost_connection(
+                            &c.coordinator,
+                            &format!("watching rollout {name}"),
+                            last.as_ref(),
+                            &again,
+                        ));
+                    }
+                    Err(again) => return Err(status_error(&c.coordinator, again)),
+                };
                 continue;
             }
-            Err(s) => return Err(status_error(s)),
+            Err(s) => return Err(status_error(&c.coordinator, s)),
         };
         match (&mut view, c.output) {
             (Some(bars), _) => bars.update(&r),

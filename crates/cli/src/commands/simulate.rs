@@ -75,6 +75,36 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         None => Script::default(),
     };
+    // A misspelt name in the script would silently simulate a healthy metric or webhook: say
+    // so. A warning, not a refusal: one script may serve several canaries (the seed's scripts
+    // name a confirm-promotion webhook only the gated canary has).
+    let analysis = canary.analysis();
+    let metrics: Vec<&str> = analysis
+        .metrics
+        .iter()
+        .flatten()
+        .filter_map(|m| m.name.as_deref())
+        .collect();
+    let webhooks: Vec<&str> = analysis
+        .webhooks
+        .iter()
+        .flatten()
+        .filter_map(|w| w.name.as_deref())
+        .collect();
+    for (what, names, known) in [
+        ("metric", script.metrics.keys().collect::<Vec<_>>(), &metrics),
+        ("webhook", script.webhooks.keys().collect::<Vec<_>>(), &webhooks),
+    ] {
+        for name in names {
+            if !known.contains(&name.as_str()) {
+                eprintln!(
+                    "warning: the script's {what} {name:?} is not a {what} of canary {}{}; its {what}s are {known:?}",
+                    canary.key(),
+                    aviary_api::suggest::did_you_mean(name, known.iter().copied()),
+                );
+            }
+        }
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -56,6 +56,14 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    if !unreadable && summary.resources == 0 && summary.skipped == 0 {
+        let names: Vec<String> = args.paths.iter().map(|p| p.display().to_string()).collect();
+        eprintln!(
+            "error: no resources in {}: give YAML files (*.yaml, *.yml), a directory of them or - for stdin",
+            names.join(", ")
+        );
+        return Ok(ExitCode::from(2));
+    }
     let plural = |n: usize, word: &str| {
         if n == 1 {
             format!("{n} {word}")

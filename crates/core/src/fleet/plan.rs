@@ -283,39 +283,13 @@ pub fn resolve_plan(rollout: &FleetRollout, clusters: &[ClusterInfo]) -> Result<
     })
 }
 
-/// The spec's own errors: the static validation, the name (it appears in command ids) and the
-/// bake success rates (a percentage).
+/// The spec's own errors: exactly the static validation `aviary validate` runs (names, bake
+/// success rates, durations, budgets), so a file that validates is refused only for the fleet.
 fn spec_errors(rollout: &FleetRollout) -> Vec<Diagnostic> {
-    let mut errors: Vec<Diagnostic> = validate_fleet_rollout(rollout)
+    validate_fleet_rollout(rollout)
         .into_iter()
         .filter(|d| d.severity == Severity::Error)
-        .collect();
-    let name = rollout.name();
-    if !name.is_empty() && !is_dns_name(name) {
-        errors.push(error(
-            "metadata.name",
-            format!(
-                "{name:?} is not a valid name: use lowercase letters, digits, '-' and '.', \
-                 starting and ending with a letter or digit (at most 253 characters)"
-            ),
-        ));
-    }
-    let spec = &rollout.spec;
-    let mut check_rate = |s: Option<&WaveSettings>, path: &str| {
-        if let Some(r) = s.and_then(|s| s.bake.as_ref()).and_then(|b| b.min_success_rate)
-            && !(0.0..=100.0).contains(&r)
-        {
-            errors.push(error(
-                format!("{path}.bake.minSuccessRate"),
-                format!("must be a percentage between 0 and 100, got {r}"),
-            ));
-        }
-    };
-    check_rate(spec.wave_defaults.as_ref(), "spec.waveDefaults");
-    for (i, w) in spec.waves.iter().flatten().enumerate() {
-        check_rate(Some(&w.settings), &format!("spec.waves[{i}]"));
-    }
-    errors
+        .collect()
 }
 
 /// The clusters the rollout can use: registered, selected by `spec.clusters`, and reporting the
@@ -588,13 +562,4 @@ fn cluster_deadline(spec: &FleetRolloutSpec) -> Result<Duration, Vec<Diagnostic>
         Some(Ok(d)) => Ok(d),
         Some(Err(e)) => Err(vec![error("spec.clusterDeadline", e.to_string())]),
     }
-}
-
-/// A DNS-1123 subdomain: the rollout name appears in command ids (`<rollout>/<cluster>/<n>`).
-fn is_dns_name(s: &str) -> bool {
-    s.len() <= 253
-        && s.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
-        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && s.ends_with(|c: char| c.is_ascii_alphanumeric())
 }

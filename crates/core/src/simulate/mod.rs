@@ -295,7 +295,8 @@ impl Simulator {
             failed_checks: outcome.status.failed_checks,
             iterations: outcome.status.iterations,
         });
-        self.now += self.interval;
+        // Saturating: an interval of centuries (`2562047h`) must end the timeline, not panic.
+        self.now = self.now.saturating_add(self.interval).unwrap_or(Timestamp::MAX);
         outcome
     }
 

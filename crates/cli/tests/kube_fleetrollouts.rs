@@ -1,0 +1,304 @@
+//! FleetRollouts as Kubernetes objects, on the real kube-apiserver (testkit's control plane)
+//! with the real `kubectl`: `aviary coordinator --kubeconfig … --namespace …` with simulated
+//! agents on loopback.
+//!
+//! - `kubectl apply` of a FleetRollout creates the rollout; `kubectl wait
+//!   --for=condition=Succeeded` returns once it succeeded; `kubectl get fleetrollouts` shows
+//!   the phase and `done/planned` clusters; the status carries every wave and cluster;
+//! - a spec the coordinator refuses is `Rejected` with condition Stalled and the field path;
+//! - verbs as annotations (pause), seen through the gRPC API too; a verb through the CLI
+//!   (resume) reaches the object's status; deleting the object aborts the rollout.
+//!
+//! Without kubectl the test fails when `CI=true` and prints a skip notice otherwise.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use aviary_coordinator::sim::{SimAgent, SimCanary, SimConfig};
+use aviary_core::fleet::Revision;
+use aviary_testkit::Cluster;
+use aviary_testkit::process::Log;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_aviary");
+
+struct Kubectl {
+    bin: PathBuf,
+    kubeconfig: PathBuf,
+    ns: String,
+    home: tempfile::TempDir,
+}
+
+impl Kubectl {
+    fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        use std::io::Write as _;
+        let mut child = Command::new(&self.bin)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["-n", &self.ns])
+            .args(args)
+            .env("HOME", self.home.path())
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run kubectl");
+        if let Some(text) = stdin {
+            child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        }
+        child.wait_with_output().unwrap()
+    }
+
+    /// Runs and asserts success; stdout.
+    fn ok(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let o = self.run(args, stdin);
+        assert!(
+            o.status.success(),
+            "kubectl {args:?}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    fn json(&self, kind_name: &str) -> Value {
+        serde_json::from_str(&self.ok(&["get", kind_name, "-o", "json"], None)).unwrap()
+    }
+}
+
+fn rollout(name: &str, version: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: aviary.dev/v1alpha1\nkind: FleetRollout\nmetadata: {{name: {name}}}\nspec:\n  \
+         canary: {{namespace: test, name: podinfo}}\n  revision: {{containerImages: {{podinfod: 'podinfo:{version}'}}}}\n{extra}"
+    )
+}
+
+fn sim(url: &str, cluster: &str, region: &str) -> SimAgent {
+    let rev = Revision {
+        container_images: [("podinfod".to_string(), "podinfo:6.0.0".to_string())].into(),
+        version: String::new(),
+    };
+    let mut cfg = SimConfig::new(url, cluster, region, vec![SimCanary::new("test", "podinfo", rev)]);
+    cfg.tick = Duration::from_millis(100);
+    SimAgent::spawn(cfg)
+}
+
+fn aviary(url: &str, args: &[&str]) -> (i32, String, String) {
+    aviary_testkit::aviary::cli(BIN, url, "ci-bot", args)
+}
+
+#[test]
+fn fleetrollout_objects_are_rollouts_with_status_verbs_and_delete() {
+    let Some(bin) = aviary_testkit::kubectl::binary("the FleetRollout test") else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (cluster, ns) = rt.block_on(async {
+        let cluster = Cluster::shared().await;
+        let ns = cluster.namespace("fleetrollouts").await.unwrap();
+        let crds: Vec<Value> = aviary_api::crd::aviary_crds()
+            .into_iter()
+            .map(|c| serde_json::to_value(c).unwrap())
+            .collect();
+        cluster.install_crds(&crds).await.unwrap();
+        (cluster, ns)
+    });
+    let k = Kubectl {
+        bin,
+        kubeconfig: cluster.admin_kubeconfig(),
+        ns: ns.clone(),
+        home: tempfile::tempdir().unwrap(),
+    };
+    let kubeconfig = cluster.admin_kubeconfig();
+    let log = Log::default();
+    let (_coord, url) = aviary_testkit::aviary::start_coordinator(
+        BIN,
+        &[
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--namespace",
+            &ns,
+            "--log-level",
+            "info",
+        ],
+        "coordinator",
+        &log,
+        |l| l.contains("WARN") || l.contains("ERROR"),
+    );
+    let agents = rt.block_on(async { [sim(&url, "us-1", "us-east-1"), sim(&url, "eu-1", "eu-west-1")] });
+    for _ in 0..100 {
+        if aviary(&url, &["clusters"]).1.matches(" yes ").count() == 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // apply → rollout → Succeeded, visible to kubectl wait and kubectl get.
+    k.ok(
+        &["apply", "-f", "-"],
+        Some(&rollout(
+            "podinfo-6-0-1",
+            "6.0.1",
+            "  byRegion: [us-east-1, eu-west-1]\n",
+        )),
+    );
+    let out = k.ok(
+        &[
+            "wait",
+            "--for=condition=Succeeded",
+            "fleetrollout/podinfo-6-0-1",
+            "--timeout=60s",
+        ],
+        None,
+    );
+    assert!(out.contains("condition met"), "{out}");
+    let table = k.ok(&["get", "fleetrollouts"], None);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NAME", "PHASE", "CANARY", "CLUSTERS", "FAILED", "MESSAGE", "AGE"],
+        "{table}"
+    );
+    let row = table.lines().nth(1).unwrap();
+    assert!(
+        row.starts_with("podinfo-6-0-1")
+            && row.contains(" Succeeded ")
+            && row.contains(" test/podinfo ")
+            && row.contains(" 2/2 "),
+        "{table}"
+    );
+    let obj = k.json("fleetrollout/podinfo-6-0-1");
+    let status = &obj["status"];
+    assert_eq!(status["waves"][0]["name"], "us-east-1", "{status}");
+    assert_eq!(status["waves"][1]["clusters"][0]["name"], "eu-1", "{status}");
+    assert_eq!(
+        status["waves"][1]["clusters"][0]["phase"], "Succeeded",
+        "{status}"
+    );
+    assert_eq!(status["observedGeneration"], obj["metadata"]["generation"]);
+    let ready = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .unwrap();
+    assert_eq!(ready["status"], "True", "{status}");
+    // The same rollout through the gRPC API.
+    let (code, out, _) = aviary(&url, &["rollout", "get", "podinfo-6-0-1", "-o", "json"]);
+    assert_eq!(code, 0);
+    let grpc: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(grpc["phase"], "Succeeded");
+    assert_eq!(grpc["history"][0]["actor"], "kubernetes");
+
+    // A spec the coordinator refuses: Rejected, Stalled, with the field path.
+    k.ok(
+        &["apply", "-f", "-"],
+        Some(&rollout("to-mars", "6.0.9", "  byRegion: [mars]\n")),
+    );
+    k.ok(
+        &[
+            "wait",
+            "--for=condition=Stalled",
+            "fleetrollout/to-mars",
+            "--timeout=30s",
+        ],
+        None,
+    );
+    let bad = k.json("fleetrollout/to-mars");
+    assert_eq!(bad["status"]["phase"], "Rejected", "{bad}");
+    assert!(
+        bad["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("spec.byRegion[0]"),
+        "{bad}"
+    );
+    k.ok(&["delete", "fleetrollout/to-mars", "--timeout=30s"], None);
+
+    // Verbs: pause as an annotation (seen over gRPC), resume over gRPC (seen in the status).
+    agents[0].hold("test", "podinfo", true);
+    k.ok(
+        &["apply", "-f", "-"],
+        Some(&rollout(
+            "podinfo-6-0-2",
+            "6.0.2",
+            "  byRegion: [us-east-1, eu-west-1]\n",
+        )),
+    );
+    k.ok(
+        &[
+            "wait",
+            "--for=jsonpath={.status.phase}=Running",
+            "fleetrollout/podinfo-6-0-2",
+            "--timeout=30s",
+        ],
+        None,
+    );
+    k.ok(
+        &[
+            "annotate",
+            "fleetrollout/podinfo-6-0-2",
+            "aviary.dev/pause=maintenance window",
+        ],
+        None,
+    );
+    k.ok(
+        &[
+            "wait",
+            "--for=jsonpath={.status.phase}=Paused",
+            "fleetrollout/podinfo-6-0-2",
+            "--timeout=30s",
+        ],
+        None,
+    );
+    let paused = k.json("fleetrollout/podinfo-6-0-2");
+    assert!(
+        paused["metadata"]["annotations"]
+            .get("aviary.dev/pause")
+            .is_none(),
+        "the verb annotation is removed once applied: {paused}"
+    );
+    assert_eq!(
+        paused["status"]["lastVerb"], "pause maintenance window by kubernetes: done",
+        "{paused}"
+    );
+    let (_, out, _) = aviary(&url, &["rollout", "get", "podinfo-6-0-2", "-o", "json"]);
+    let grpc: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(grpc["phase"], "Paused");
+    assert_eq!(aviary(&url, &["rollout", "resume", "podinfo-6-0-2"]).0, 0);
+    k.ok(
+        &[
+            "wait",
+            "--for=jsonpath={.status.phase}=Running",
+            "fleetrollout/podinfo-6-0-2",
+            "--timeout=30s",
+        ],
+        None,
+    );
+
+    // Deleting the object aborts the rollout (rolling back the running cluster).
+    k.ok(&["delete", "fleetrollout/podinfo-6-0-2", "--timeout=30s"], None);
+    let (_, out, _) = aviary(&url, &["rollout", "get", "podinfo-6-0-2", "-o", "json"]);
+    let grpc: Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        matches!(grpc["phase"].as_str(), Some("RollingBack" | "Aborted")),
+        "{grpc}"
+    );
+    assert!(
+        grpc["message"]
+            .as_str()
+            .unwrap()
+            .contains("the FleetRollout object was deleted"),
+        "{grpc}"
+    );
+    drop(agents);
+}
