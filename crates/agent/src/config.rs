@@ -1,5 +1,6 @@
 //! The agent's configuration (the flags of `aviary agent`).
 
+pub use aviary_kube::ClientSettings;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -60,6 +61,8 @@ pub enum PlatformConfig {
         leader_election: bool,
         /// Namespace of the Lease.
         leader_election_namespace: String,
+        /// The client-side rate limit of requests to the API server.
+        client: ClientSettings,
     },
     /// The embedded local platform.
     Local {

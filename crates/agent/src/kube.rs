@@ -22,8 +22,7 @@ use aviary_core::fleet::Revision;
 use aviary_core::ports::{Router, SecretSource, Target};
 use aviary_kube::knative::KnativeRoute;
 use aviary_kube::{
-    CanarySink, ClientSettings, Kube, KubePlatform, KubeSettings, LeaderElector, LeaseEnd, LeaseSettings,
-    Watched, revisions,
+    CanarySink, Kube, KubePlatform, KubeSettings, LeaderElector, LeaseEnd, LeaseSettings, Watched, revisions,
 };
 use aviary_providers::{AlertProviderSource, PrometheusBuiltins, ProviderMetrics, TemplateSource};
 use tokio_util::sync::CancellationToken;
@@ -47,6 +46,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
         namespace,
         leader_election,
         leader_election_namespace,
+        client: settings,
     } = config.platform.clone()
     else {
         return Err(aviary_kube::Error::Config(
@@ -63,8 +63,12 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
         });
     }
 
-    let client = aviary_kube::connect(kubeconfig.as_deref(), ClientSettings::default()).await?;
-    let kube = Kube::new(client);
+    let client = aviary_kube::connect(kubeconfig.as_deref(), settings).await?;
+    let kube = if settings.watch_cache {
+        Kube::new(client).with_read_cache()
+    } else {
+        Kube::new(client)
+    };
     let platform = Arc::new(KubePlatform::new(
         kube.clone(),
         KubeSettings {
@@ -79,6 +83,11 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
         config.metrics_server.clone(),
         config.default_provider.clone(),
     )?);
+    // Like Flagger at startup: one probe of the metrics server, logged either way.
+    match builtins.probe_default().await {
+        Ok(m) => tracing::info!("{m}"),
+        Err(e) => tracing::error!("{e}"),
+    }
     let provider_metrics = ProviderMetrics::new(
         Arc::new(WatchedTemplates(watched.clone())),
         secrets.clone(),

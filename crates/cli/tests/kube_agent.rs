@@ -384,8 +384,9 @@ async fn seed_knative_tutorial_promotes_then_rolls_back() {
         r#"envoy_cluster_upstream_rq{{ envoy_cluster_name=~"{ns}/podinfo-00002", envoy_response_code!~"5.*" }}[1m]"#
     );
     assert!(queries.iter().any(|q| q.contains(&success)), "{queries:#?}");
-    let duration =
-        format!(r#"envoy_cluster_upstream_rq_time_bucket{{ envoy_cluster_name=~"{ns}/podinfo-00002" }}[1m]"#);
+    let duration = format!(
+        r#"envoy_cluster_upstream_rq_time_bucket{{ envoy_cluster_name=~"{ns}/podinfo-00002", }}[1m]"#
+    );
     assert!(queries.iter().any(|q| q.contains(&duration)));
     // The load test webhook was called with Flagger's payload.
     assert!(

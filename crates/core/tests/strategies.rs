@@ -638,10 +638,30 @@ async fn session_affinity_cookies_are_minted_and_retired() {
         routes.session.unwrap().canary.as_deref(),
         Some(s.session_affinity_cookie.as_str())
     );
+    // As Flagger: the cookies reach the status with the weight that needs them (one write).
+    let first = sim
+        .fakes
+        .recorder
+        .statuses()
+        .into_iter()
+        .find(|s| !s.session_affinity_cookie.is_empty())
+        .unwrap();
+    assert_eq!(first.canary_weight, 50);
     run_until_final(&mut sim, 10).await;
     let s = sim.status();
     assert!(s.session_affinity_cookie.is_empty());
     assert!(s.previous_session_affinity_cookie.starts_with("flagger-cookie="));
+    // The primary's cookie stays (Flagger never clears it), for the next run to reuse.
+    assert!(s.primary_session_affinity_cookie.starts_with("primary-cookie="));
+    // Retired with the write that ends the split (Finalising), not a write of its own.
+    let retired = sim
+        .fakes
+        .recorder
+        .statuses()
+        .into_iter()
+        .find(|s| !s.previous_session_affinity_cookie.is_empty())
+        .unwrap();
+    assert_eq!(retired.phase, CanaryPhase::Finalising);
 }
 
 #[tokio::test]

@@ -22,6 +22,7 @@ use kube::{Client, Config};
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
+use crate::cache::{CACHED_KINDS, ReadCache};
 use crate::error::{Error, Result};
 
 /// The annotation `kubectl apply` keeps the applied object in.
@@ -140,19 +141,26 @@ pub const APPMESH_VIRTUAL_ROUTER: Kind =
 pub const APPMESH_VIRTUAL_SERVICE: Kind =
     Kind::new("appmesh.k8s.aws", "v1beta2", "VirtualService", "virtualservices");
 
-/// Client settings: Flagger's `-kubeconfig-qps 100` and `-kubeconfig-burst 250` (issue #638:
-/// client-go's default of 5 QPS stalled 50 canaries).
+/// Client settings (`--kubeconfig-qps`, `--kubeconfig-burst`, `--watch-cache`). Flagger's
+/// defaults are 100 and 250 (issue #638: client-go's 5 QPS stalled 50 canaries). aviary's are
+/// 500 and 1000: 1,000 canaries analysing at a 10 s interval write about 300 requests a second
+/// (status, route, event per tick; docs/benchmarks.md, "Kubernetes scale").
 #[derive(Debug, Clone, Copy)]
 pub struct ClientSettings {
     pub qps: f64,
     pub burst: u32,
+    /// Read what every tick reads from watches ([`crate::cache`]; `--watch-cache`). Off by
+    /// default: at 500 canaries on a loaded 2-core test machine a cached Deployment stayed
+    /// behind the API server for minutes (docs/benchmarks.md, "Kubernetes scale").
+    pub watch_cache: bool,
 }
 
 impl Default for ClientSettings {
     fn default() -> Self {
         Self {
-            qps: 100.0,
-            burst: 250,
+            qps: 500.0,
+            burst: 1000,
+            watch_cache: false,
         }
     }
 }
@@ -393,6 +401,8 @@ pub fn owned_by(obj: &Value, canary: &aviary_api::Canary) -> bool {
 #[derive(Clone)]
 pub struct Kube {
     client: Client,
+    /// Watch-backed reads of the kinds every tick reads (the agent's; tests read directly).
+    cache: Option<Arc<ReadCache>>,
 }
 
 impl std::fmt::Debug for Kube {
@@ -402,8 +412,23 @@ impl std::fmt::Debug for Kube {
 }
 
 impl Kube {
+    /// Every read is a GET.
     pub fn new(client: Client) -> Self {
-        Self { client }
+        Self { client, cache: None }
+    }
+
+    /// Reads of [`CACHED_KINDS`] come from watches while they are in step (see [`crate::cache`]).
+    pub fn with_read_cache(mut self) -> Self {
+        self.cache = Some(Arc::new(ReadCache::new(self.client.clone(), &CACHED_KINDS)));
+        self
+    }
+
+    /// Tells the cache about a write of ours (`None`: deleted).
+    fn wrote(&self, kind: Kind, namespace: &str, name: &str, written: Option<&Value>) {
+        if let Some(c) = &self.cache {
+            let version = written.map(|o| o["metadata"]["resourceVersion"].as_str().unwrap_or_default());
+            c.wrote(kind, namespace, name, version);
+        }
     }
 
     /// The underlying client.
@@ -420,8 +445,21 @@ impl Kube {
         }
     }
 
-    /// The object, or `None` when it does not exist.
+    /// The object, or `None` when it does not exist (from the read cache when it can answer).
     pub async fn get(&self, kind: Kind, namespace: &str, name: &str) -> Result<Option<Value>, kube::Error> {
+        if let Some(hit) = self.cache.as_ref().and_then(|c| c.get(kind, namespace, name)) {
+            return Ok(hit);
+        }
+        self.get_fresh(kind, namespace, name).await
+    }
+
+    /// The object as the API server has it now (a GET), or `None` when it does not exist.
+    pub async fn get_fresh(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Value>, kube::Error> {
         match self.api(kind, namespace).get_opt(name).await? {
             Some(o) => Ok(Some(serde_json::to_value(o).map_err(kube::Error::SerdeError)?)),
             None => Ok(None),
@@ -470,11 +508,14 @@ impl Kube {
         obj["apiVersion"] = Value::from(kind.api_version());
         obj["kind"] = Value::from(kind.kind);
         let dynamic: DynamicObject = serde_json::from_value(obj).map_err(kube::Error::SerdeError)?;
+        let name = dynamic.metadata.name.clone().unwrap_or_default();
         let created = self
             .api(kind, namespace)
             .create(&PostParams::default(), &dynamic)
             .await?;
-        serde_json::to_value(created).map_err(kube::Error::SerdeError)
+        let created = serde_json::to_value(created).map_err(kube::Error::SerdeError)?;
+        self.wrote(kind, namespace, &name, Some(&created));
+        Ok(created)
     }
 
     /// Read-modify-write: `f` edits a copy of the object; the difference is sent as a merge patch
@@ -485,12 +526,14 @@ impl Kube {
         F: FnMut(&mut Value) -> Result<(), String> + Send,
     {
         let what = || format!("{} {name}.{namespace}", kind.kind);
-        for _ in 0..CONFLICT_RETRIES {
-            let Some(current) = self
-                .get(kind, namespace, name)
-                .await
-                .map_err(|e| Error::api(format!("reading {}", what()), e))?
-            else {
+        for attempt in 0..CONFLICT_RETRIES {
+            // A conflict may come from a stale cached copy: retries read the API server.
+            let read = if attempt == 0 {
+                self.get(kind, namespace, name).await
+            } else {
+                self.get_fresh(kind, namespace, name).await
+            };
+            let Some(current) = read.map_err(|e| Error::api(format!("reading {}", what()), e))? else {
                 return Ok(None);
             };
             let mut next = current.clone();
@@ -506,9 +549,9 @@ impl Kube {
                 .await
             {
                 Ok(o) => {
-                    return Ok(Some(
-                        serde_json::to_value(o).map_err(|e| Error::Invalid(e.to_string()))?,
-                    ));
+                    let written = serde_json::to_value(o).map_err(|e| Error::Invalid(e.to_string()))?;
+                    self.wrote(kind, namespace, name, Some(&written));
+                    return Ok(Some(written));
                 }
                 Err(e) if is_conflict(&e) => {
                     tracing::debug!("conflict writing {}; retrying", what());
@@ -588,7 +631,11 @@ impl Kube {
             .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
         {
-            Ok(_) => Ok(true),
+            Ok(o) => {
+                let written = serde_json::to_value(o).map_err(|e| Error::Invalid(e.to_string()))?;
+                self.wrote(kind, namespace, name, Some(&written));
+                Ok(true)
+            }
             Err(e) if is_not_found(&e) => Ok(false),
             Err(e) => Err(Error::api(format!("writing {}", what()), e)),
         }
@@ -601,7 +648,10 @@ impl Kube {
             .delete(name, &DeleteParams::default())
             .await
         {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.wrote(kind, namespace, name, None);
+                Ok(())
+            }
             Err(e) if is_not_found(&e) => Ok(()),
             Err(e) => Err(Error::api(
                 format!("deleting {} {name}.{namespace}", kind.kind),
@@ -687,7 +737,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_bucket_allows_a_burst_then_qps() {
-        let l = RateLimitLayer::new(ClientSettings { qps: 10.0, burst: 2 });
+        let l = RateLimitLayer::new(ClientSettings {
+            qps: 10.0,
+            burst: 2,
+            watch_cache: false,
+        });
         assert_eq!(l.reserve(), Duration::ZERO);
         assert_eq!(l.reserve(), Duration::ZERO);
         let w = l.reserve();

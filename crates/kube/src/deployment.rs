@@ -251,7 +251,13 @@ impl Target for DeploymentTarget {
         let tracked = self.workloads.tracked(c, &target).await?;
         Ok(TargetRevision {
             fingerprint: fingerprint(&target["spec"]["template"]),
-            tracked_configs: Workloads::checksums(&tracked),
+            // Flagger stores the (possibly empty) map whenever config tracking is on
+            // (`trackedConfigs: {}` in the status), nothing when it is off.
+            tracked_configs: self
+                .workloads
+                .settings
+                .config_tracking
+                .then(|| Workloads::checksums(&tracked).unwrap_or_default()),
             route: None,
         })
     }

@@ -11,13 +11,14 @@
 
 use async_trait::async_trait;
 use aviary_api::Canary;
+use aviary_api::canary::SessionAffinity;
 use aviary_api::defaults::defaulted;
 use aviary_api::service::{HeaderOperation, HttpMatchRequest, StringMatch};
 use aviary_core::ports::{Router, Routes, SessionCookies};
 use serde_json::{Map, Value, json};
 
 use crate::client::{HTTP_ROUTE, HTTP_ROUTE_V1BETA1, Kind, Kube, describe, owner_reference};
-use crate::routing::{cookie_regex, merge_matches, regex_escape, session, set_cookie, status_cookies};
+use crate::routing::{cookie_regex, expire_cookie, regex_escape, session, set_cookie, status_cookies};
 
 /// The Gateway API router.
 #[derive(Debug, Clone)]
@@ -131,6 +132,98 @@ fn backend(name: &str, port: i32, weight: i32, set_cookie: Option<String>) -> Va
     b
 }
 
+/// Flagger's `mergeMatchConditions` for HTTPRouteMatches: each analysis match over each service
+/// match, the analysis match's headers and query parameters (when it has some) replacing the
+/// service match's.
+fn merge_route_matches(analysis: &[Value], service: &[Value]) -> Vec<Value> {
+    if analysis.is_empty() {
+        return service.to_vec();
+    }
+    if service.is_empty() {
+        return analysis.to_vec();
+    }
+    let mut out = Vec::new();
+    for a in analysis {
+        for s in service {
+            let mut m = s.clone();
+            for key in ["headers", "queryParams"] {
+                if a[key].as_array().is_some_and(|l| !l.is_empty()) {
+                    m[key] = a[key].clone();
+                }
+            }
+            out.push(m);
+        }
+    }
+    out
+}
+
+/// Flagger's `getSessionAffinityRouteRules` for HTTPRoutes: while the canary gets traffic, the
+/// weighted rule's backendRefs set the cookies and sticky rules (copies of it) send requests with
+/// the canary cookie to the canary (`primary 0, canary 100`) and, with a primary cookie name,
+/// those with the primary cookie to the primary (`100, 0`); at weight 0 a copy matching the
+/// retired cookie expires it with a rule filter.
+fn session_rules(
+    c: &Canary,
+    sa: &SessionAffinity,
+    cookies: &SessionCookies,
+    routes: &Routes,
+    mut weighted: Value,
+    service_matches: &[Value],
+) -> Vec<Value> {
+    let apex = c.apex_name();
+    let (primary, canary) = (format!("{apex}-primary"), format!("{apex}-canary"));
+    let port = c.spec.service.as_ref().and_then(|s| s.port).unwrap_or(0);
+    let cookie_match = |cookie: &str| {
+        let m = json!({"headers": [{"name": "Cookie", "type": "RegularExpression", "value": cookie_regex(cookie)}]});
+        json!(merge_route_matches(&[m], service_matches))
+    };
+    let primary_named = sa.primary_cookie_name.as_deref().is_some_and(|n| !n.is_empty());
+    if routes.canary != 0 {
+        let sticky = |cookie: &str, to_canary: bool| {
+            let mut r = weighted.clone();
+            r["matches"] = cookie_match(cookie);
+            let (p, k) = if to_canary { (0, 100) } else { (100, 0) };
+            r["backendRefs"] = json!([backend(&primary, port, p, None), backend(&canary, port, k, None)]);
+            r
+        };
+        let cookie = cookies.canary.clone().unwrap_or_default();
+        let pc = cookies.primary.clone().unwrap_or_default();
+        let mut out = vec![sticky(&cookie, true)];
+        if primary_named {
+            out.push(sticky(&pc, false));
+        }
+        let max_age = sa.max_age.unwrap_or(aviary_api::defaults::DEFAULT_COOKIE_MAX_AGE);
+        weighted["backendRefs"][1] = backend(
+            &canary,
+            port,
+            routes.canary,
+            Some(set_cookie(&cookie, sa, max_age)),
+        );
+        if primary_named {
+            let interval = c.analysis_interval(std::time::Duration::ZERO).as_secs() as i64;
+            weighted["backendRefs"][0] = backend(
+                &primary,
+                port,
+                routes.primary,
+                Some(set_cookie(&pc, sa, interval)),
+            );
+        }
+        out.push(weighted);
+        return out;
+    }
+    let mut sticky = weighted.clone();
+    if let Some(old) = &cookies.previous {
+        sticky["matches"] = cookie_match(old);
+        let mut filters = sticky["filters"].as_array().cloned().unwrap_or_default();
+        filters.push(json!({
+            "type": "ResponseHeaderModifier",
+            "responseHeaderModifier": {"add": [{"name": "Set-Cookie", "value": expire_cookie(old)}]},
+        }));
+        sticky["filters"] = Value::Array(filters);
+    }
+    vec![sticky, weighted]
+}
+
 /// The HTTPRoute spec for a split.
 pub fn route_spec(c: &Canary, routes: &Routes) -> Value {
     let svc = c.spec.service.clone().unwrap_or_default();
@@ -201,77 +294,32 @@ pub fn route_spec(c: &Canary, routes: &Routes) -> Value {
         }
         r
     };
-    let with_cookie = |matches: &[Value], cookie: &str| -> Vec<Value> {
-        matches
-            .iter()
-            .map(|m| {
-                let mut m = m.clone();
-                let mut headers = m["headers"].as_array().cloned().unwrap_or_default();
-                headers.push(
-                    json!({"name": "Cookie", "type": "RegularExpression", "value": cookie_regex(cookie)}),
-                );
-                m["headers"] = Value::Array(headers);
-                m
-            })
-            .collect()
-    };
 
+    // As Flagger's SetRoutes (pkg/router/gateway_api.go): the weighted rule (with the
+    // blue/green mirror), the session-affinity rules around it, then for A/B the analysis
+    // matches merged into the first rule and a rule sending the rest to the primary.
     let analysis = c.analysis();
-    let ab: Vec<HttpMatchRequest> = analysis.match_.clone().unwrap_or_default();
-    let weighted_matches: Vec<Value> = if ab.is_empty() {
-        base_matches.clone()
-    } else {
-        merge_matches(&ab, &base).iter().map(route_match).collect()
-    };
-
-    let mut rules = Vec::new();
-    let mut primary_cookie = None;
-    let mut canary_cookie = None;
-    if let Some((
-        sa,
-        SessionCookies {
-            canary: cc,
-            primary: pc,
-            previous,
-        },
-    )) = session(c, routes)
-    {
-        let max_age = sa.max_age.unwrap_or(aviary_api::defaults::DEFAULT_COOKIE_MAX_AGE);
-        let interval = c.analysis_interval(std::time::Duration::ZERO).as_secs() as i64;
-        if let Some(cookie) = &cc {
-            rules.push(rule(
-                with_cookie(&weighted_matches, cookie),
-                vec![backend(&canary, port, 100, None)],
-                vec![],
-            ));
-            canary_cookie = Some(set_cookie(cookie, &sa, max_age));
-        }
-        if let Some(cookie) = &pc {
-            rules.push(rule(
-                with_cookie(&weighted_matches, cookie),
-                vec![backend(&primary, port, 100, None)],
-                vec![],
-            ));
-            primary_cookie = Some(set_cookie(cookie, &sa, interval));
-        } else if cc.is_none()
-            && let Some(old) = &previous
-        {
-            primary_cookie = Some(set_cookie(old, &sa, -1));
-        }
-    }
     let mut extra = Vec::new();
     if routes.mirror && analysis.iterations.unwrap_or(0) > 0 {
         extra.push(json!({"type": "RequestMirror", "requestMirror": {"backendRef": {"group": "", "kind": "Service", "name": canary, "port": port}}}));
     }
-    rules.push(rule(
-        weighted_matches,
+    let weighted = rule(
+        base_matches.clone(),
         vec![
-            backend(&primary, port, routes.primary, primary_cookie),
-            backend(&canary, port, routes.canary, canary_cookie),
+            backend(&primary, port, routes.primary, None),
+            backend(&canary, port, routes.canary, None),
         ],
         extra,
-    ));
+    );
+    let service_matches: Vec<Value> = base.iter().map(route_match).collect();
+    let mut rules = match session(c, routes) {
+        Some((sa, cookies)) => session_rules(c, &sa, &cookies, routes, weighted, &service_matches),
+        None => vec![weighted],
+    };
+    let ab: Vec<HttpMatchRequest> = analysis.match_.clone().unwrap_or_default();
     if !ab.is_empty() {
+        let tested: Vec<Value> = ab.iter().map(route_match).collect();
+        rules[0]["matches"] = json!(merge_route_matches(&tested, &base_matches));
         rules.push(rule(
             base_matches,
             vec![backend(&primary, port, 100, None)],
@@ -289,29 +337,40 @@ pub fn route_spec(c: &Canary, routes: &Routes) -> Value {
     spec
 }
 
-/// The split of an HTTPRoute: the rule with exactly two backendRefs.
+/// The split of an HTTPRoute, read as Flagger's GetRoutes reads it: the last rule with exactly
+/// two backendRefs (with session affinity, the rule whose backendRefs set cookies), mirrored
+/// when any rule mirrors to the canary.
 pub fn read_routes(route: &Value, c: &Canary) -> Option<Routes> {
     let apex = c.apex_name();
     let (primary, canary) = (format!("{apex}-primary"), format!("{apex}-canary"));
-    let rule = route["spec"]["rules"]
-        .as_array()?
-        .iter()
-        .find(|r| r["backendRefs"].as_array().is_some_and(|b| b.len() == 2))?;
+    let rules = route["spec"]["rules"].as_array()?;
+    let backends = |r: &Value| r["backendRefs"].as_array().cloned().unwrap_or_default();
+    let mut rule = rules.iter().rev().find(|r| backends(r).len() == 2)?;
+    if c.analysis().session_affinity.is_some()
+        && let Some(r) = rules.iter().rev().find(|r| {
+            backends(r)
+                .iter()
+                .any(|b| b["filters"].as_array().is_some_and(|f| !f.is_empty()))
+        })
+    {
+        rule = r;
+    }
     let weight = |name: &str| {
-        rule["backendRefs"]
-            .as_array()?
+        backends(rule)
             .iter()
             .find(|b| b["name"] == name)
             .map(|b| b["weight"].as_i64().unwrap_or(1) as i32)
     };
-    let mirror = rule["filters"].as_array().is_some_and(|fs| {
-        fs.iter().any(|f| {
-            f["type"] == "RequestMirror" && f["requestMirror"]["backendRef"]["name"] == canary.as_str()
+    let mirror = rules.iter().any(|r| {
+        r["filters"].as_array().is_some_and(|fs| {
+            fs.iter().any(|f| {
+                f["type"] == "RequestMirror" && f["requestMirror"]["backendRef"]["name"] == canary.as_str()
+            })
         })
     });
     Some(Routes {
-        primary: weight(&primary)?,
-        canary: weight(&canary)?,
+        primary: weight(&primary).unwrap_or(0),
+        canary: weight(&canary).unwrap_or(0),
         mirror,
         session: None,
     })
@@ -342,18 +401,16 @@ impl GatewayApiRouter {
             if let Some(l) = &meta.labels {
                 metadata["labels"] = json!(l);
             }
-            if let Some(a) = &meta.annotations {
-                metadata["annotations"] = json!(a);
-            }
+            metadata["annotations"] = Value::Object(crate::routing::generated_annotations(
+                meta.annotations.iter().flatten(),
+            ));
             Ok(json!({"metadata": metadata, "spec": spec}))
         };
         self.kube
             .upsert(self.kind, ns, &apex, create, |cur| {
                 // Existing annotations are merged, the spec is ours (as in Flagger).
-                if let Some(a) = &meta.annotations {
-                    for (k, v) in a {
-                        cur["metadata"]["annotations"][k.as_str()] = Value::from(v.clone());
-                    }
+                for (k, v) in crate::routing::generated_annotations(meta.annotations.iter().flatten()) {
+                    cur["metadata"]["annotations"][k.as_str()] = v;
                 }
                 if let Some(l) = &meta.labels {
                     for (k, v) in l {
@@ -606,9 +663,12 @@ mod tests {
         assert_eq!(rules.len(), 2);
         assert_eq!(
             rules[0]["matches"][0]["headers"][0],
-            json!({"name": "Cookie", "type": "RegularExpression", "value": ".*flagger-cookie=abc.*"})
+            json!({"name": "Cookie", "type": "RegularExpression", "value": ".*flagger-cookie.*abc.*"})
         );
-        assert_eq!(rules[0]["backendRefs"][0]["name"], "podinfo-canary");
+        // Flagger's sticky rule: both backends, the canary at 100.
+        assert_eq!(rules[0]["backendRefs"][0]["name"], "podinfo-primary");
+        assert_eq!(rules[0]["backendRefs"][0]["weight"], 0);
+        assert_eq!(rules[0]["backendRefs"][1]["weight"], 100);
         assert_eq!(
             rules[1]["backendRefs"][1]["filters"][0]["responseHeaderModifier"]["add"][0]["value"],
             "flagger-cookie=abc; Max-Age=86400"

@@ -7,6 +7,7 @@
 
 use async_trait::async_trait;
 use aviary_api::Canary;
+use aviary_api::canary::SessionAffinity;
 use aviary_api::defaults::defaulted;
 use aviary_api::service::HttpMatchRequest;
 use aviary_core::ports::{Router, Routes, SessionCookies};
@@ -16,7 +17,7 @@ use crate::client::{
     DESTINATION_RULE, KUBECTL_LAST_APPLIED, Kube, VIRTUAL_SERVICE, annotation, describe, owned_by,
     owner_reference, set_annotation,
 };
-use crate::routing::{cookie_regex, merge_matches, session, set_cookie, status_cookies};
+use crate::routing::{cookie_regex, expire_cookie, merge_matches, session, set_cookie, status_cookies};
 
 /// Where a taken-over VirtualService's previous spec is kept.
 pub const ORIGINAL_CONFIGURATION: &str = "flagger.kubernetes.io/original-configuration";
@@ -33,6 +34,56 @@ fn destination(host: &str, weight: i32, set_cookie: Option<String>) -> Value {
         d["headers"] = json!({"response": {"add": {"Set-Cookie": cookie}}});
     }
     d
+}
+
+/// Flagger's `getSessionAffinityRouteRules`: while the canary gets traffic, the weighted
+/// route's destinations set the cookies, and sticky routes (copies of it) send requests with the
+/// canary cookie to the canary (`primary 0, canary 100`) and, with a primary cookie name, those
+/// with the primary cookie to the primary (`100, 0`); at weight 0 a copy matching the retired
+/// cookie expires it.
+fn session_routes(
+    c: &Canary,
+    sa: &SessionAffinity,
+    cookies: &SessionCookies,
+    routes: &Routes,
+    mut weighted: Value,
+    base: &[HttpMatchRequest],
+) -> Vec<Value> {
+    let apex = c.apex_name();
+    let (primary, canary) = (format!("{apex}-primary"), format!("{apex}-canary"));
+    let primary_named = sa.primary_cookie_name.as_deref().is_some_and(|n| !n.is_empty());
+    if routes.canary != 0 {
+        let sticky = |cookie: &str, to_canary: bool| {
+            let mut r = weighted.clone();
+            r["match"] = json!(with_cookie(base, cookie));
+            r["route"] = if to_canary {
+                json!([destination(&primary, 0, None), destination(&canary, 100, None)])
+            } else {
+                json!([destination(&primary, 100, None), destination(&canary, 0, None)])
+            };
+            r
+        };
+        let cookie = cookies.canary.clone().unwrap_or_default();
+        let pc = cookies.primary.clone().unwrap_or_default();
+        let mut out = vec![sticky(&cookie, true)];
+        if primary_named {
+            out.push(sticky(&pc, false));
+        }
+        let max_age = sa.max_age.unwrap_or(aviary_api::defaults::DEFAULT_COOKIE_MAX_AGE);
+        weighted["route"][1] = destination(&canary, routes.canary, Some(set_cookie(&cookie, sa, max_age)));
+        if primary_named {
+            let interval = c.analysis_interval(std::time::Duration::ZERO).as_secs() as i64;
+            weighted["route"][0] = destination(&primary, routes.primary, Some(set_cookie(&pc, sa, interval)));
+        }
+        out.push(weighted);
+        return out;
+    }
+    let mut sticky = weighted.clone();
+    if let Some(old) = &cookies.previous {
+        sticky["match"] = json!(with_cookie(base, old));
+        sticky["headers"]["response"]["add"]["Set-Cookie"] = json!(expire_cookie(old));
+    }
+    vec![sticky, weighted]
 }
 
 fn with_cookie(matches: &[HttpMatchRequest], cookie: &str) -> Vec<Value> {
@@ -109,91 +160,84 @@ pub fn virtual_service_spec(c: &Canary, routes: &Routes) -> Value {
 
     let analysis = c.analysis();
     let ab: Vec<HttpMatchRequest> = analysis.match_.clone().unwrap_or_default();
-    let weighted_matches = if ab.is_empty() {
-        base.clone()
-    } else {
-        merge_matches(&ab, &base)
-    };
-
-    let mut http = Vec::new();
-    let mut primary_cookie = None;
-    let mut canary_cookie = None;
-    if let Some((
-        sa,
-        SessionCookies {
-            canary: cc,
-            primary: pc,
-            previous,
-        },
-    )) = session(c, routes)
-    {
-        let max_age = sa.max_age.unwrap_or(aviary_api::defaults::DEFAULT_COOKIE_MAX_AGE);
-        let interval = c.analysis_interval(std::time::Duration::ZERO).as_secs() as i64;
-        if let Some(cookie) = &cc {
-            let mut r = json!({"match": with_cookie(&weighted_matches, cookie), "route": [destination(&canary, 100, None)]});
-            common(&mut r);
-            http.push(r);
-            canary_cookie = Some(set_cookie(cookie, &sa, max_age));
-        }
-        if let Some(cookie) = &pc {
-            let mut r = json!({"match": with_cookie(&weighted_matches, cookie), "route": [destination(&primary, 100, None)]});
-            common(&mut r);
-            http.push(r);
-            primary_cookie = Some(set_cookie(cookie, &sa, interval));
-        } else if cc.is_none()
-            && let Some(old) = &previous
-        {
-            primary_cookie = Some(set_cookie(old, &sa, -1));
-        }
-    }
+    // As Flagger's SetRoutes (pkg/router/istio.go): the weighted route, the session-affinity
+    // routes around it, mirroring on the first route, and for A/B two routes instead of all that.
     let mut weighted = json!({
-        "route": [destination(&primary, routes.primary, primary_cookie), destination(&canary, routes.canary, canary_cookie)],
+        "route": [destination(&primary, routes.primary, None), destination(&canary, routes.canary, None)],
     });
-    if !weighted_matches.is_empty() {
-        weighted["match"] = matches_value(&weighted_matches);
+    if !base.is_empty() {
+        weighted["match"] = matches_value(&base);
     }
     common(&mut weighted);
+    let mut http = match session(c, routes) {
+        Some((sa, cookies)) => session_routes(c, &sa, &cookies, routes, weighted, &base),
+        None => vec![weighted],
+    };
     if routes.mirror {
-        weighted["mirror"] = json!({"host": canary});
+        http[0]["mirror"] = json!({"host": canary});
         if let Some(w) = analysis.mirror_weight.filter(|w| *w > 0) {
-            weighted["mirrorPercentage"] = json!({"value": w});
+            http[0]["mirrorPercentage"] = json!({"value": w});
         }
     }
-    http.push(weighted);
     if !ab.is_empty() {
-        let mut r = json!({"route": [destination(&primary, 100, None)]});
+        let mut tested = json!({
+            "match": matches_value(&merge_matches(&ab, &base)),
+            "route": [destination(&primary, routes.primary, None), destination(&canary, routes.canary, None)],
+        });
+        common(&mut tested);
+        // The primary's weight here too (0 while matched requests go to the canary); a lone
+        // destination gets all the traffic whatever its weight.
+        let mut rest = json!({"route": [destination(&primary, routes.primary, None)]});
         if !base.is_empty() {
-            r["match"] = matches_value(&base);
+            rest["match"] = matches_value(&base);
         }
-        common(&mut r);
-        http.push(r);
+        common(&mut rest);
+        http = vec![tested, rest];
     }
     spec.insert("http".into(), Value::Array(http));
     Value::Object(spec)
 }
 
-/// The split of a VirtualService: the first route with both the primary and the canary.
+/// The split of a VirtualService, read as Flagger's GetRoutes reads it: the last HTTP route
+/// with a canary destination (a missing destination weighs 0); with session affinity, the
+/// destinations that set a cookie win.
 pub fn read_routes(vs: &Value, c: &Canary) -> Option<Routes> {
     let apex = c.apex_name();
     let (primary, canary) = (format!("{apex}-primary"), format!("{apex}-canary"));
     let spec = &vs["spec"];
     let list = spec["http"].as_array().or_else(|| spec["tcp"].as_array())?;
+    let has = |r: &Value, host: &str| {
+        r["route"]
+            .as_array()
+            .is_some_and(|ds| ds.iter().any(|d| d["destination"]["host"] == host))
+    };
+    let route = list.iter().rev().find(|r| has(r, &canary))?;
     let weight = |r: &Value, host: &str| {
         r["route"]
-            .as_array()?
-            .iter()
-            .find(|d| d["destination"]["host"] == host)
-            .map(|d| d["weight"].as_i64().unwrap_or(0) as i32)
+            .as_array()
+            .and_then(|ds| ds.iter().find(|d| d["destination"]["host"] == host))
+            .and_then(|d| d["weight"].as_i64())
+            .unwrap_or(0) as i32
     };
-    list.iter().find_map(|r| {
-        let (p, k) = (weight(r, &primary)?, weight(r, &canary)?);
-        Some(Routes {
-            primary: p,
-            canary: k,
-            mirror: r["mirror"]["host"] == canary.as_str(),
-            session: None,
-        })
-    })
+    let mut routes = Routes {
+        primary: weight(route, &primary),
+        canary: weight(route, &canary),
+        mirror: route["mirror"]["host"].as_str().is_some_and(|h| !h.is_empty()),
+        session: None,
+    };
+    if c.analysis().session_affinity.is_some() {
+        for d in list.iter().filter_map(|r| r["route"].as_array()).flatten() {
+            if d["headers"].is_object() {
+                let w = d["weight"].as_i64().unwrap_or(0) as i32;
+                if d["destination"]["host"] == primary.as_str() {
+                    routes.primary = w;
+                } else if d["destination"]["host"] == canary.as_str() {
+                    routes.canary = w;
+                }
+            }
+        }
+    }
+    Some(routes)
 }
 
 impl IstioRouter {
@@ -244,9 +288,9 @@ impl IstioRouter {
             if let Some(l) = &meta.labels {
                 metadata["labels"] = json!(l);
             }
-            if let Some(a) = &meta.annotations {
-                metadata["annotations"] = json!(a);
-            }
+            metadata["annotations"] = Value::Object(crate::routing::generated_annotations(
+                meta.annotations.iter().flatten(),
+            ));
             Ok(json!({"metadata": metadata, "spec": spec}))
         };
         self.kube
@@ -262,8 +306,8 @@ impl IstioRouter {
                     let original = cur["spec"].to_string();
                     set_annotation(cur, ORIGINAL_CONFIGURATION, Some(&original));
                 }
-                for (k, v) in meta.annotations.iter().flatten() {
-                    set_annotation(cur, k, Some(v));
+                for (k, v) in crate::routing::generated_annotations(meta.annotations.iter().flatten()) {
+                    set_annotation(cur, &k, v.as_str());
                 }
                 cur["spec"] = spec.clone();
                 Ok(())
@@ -452,9 +496,11 @@ mod tests {
             spec["http"][0]["match"][0]["headers"]["user-agent"]["regex"],
             ".*Firefox.*"
         );
+        // As Flagger: the rest goes to the primary at the primary's weight (0 here; a lone
+        // destination gets everything).
         assert_eq!(
             spec["http"][1]["route"],
-            json!([{"destination": {"host": "podinfo-primary"}, "weight": 100}])
+            json!([{"destination": {"host": "podinfo-primary"}, "weight": 0}])
         );
 
         let sa = canary(
@@ -479,17 +525,44 @@ mod tests {
             }),
         };
         let spec = virtual_service_spec(&sa, &routes);
+        // Flagger's layout: a sticky route (primary 0, canary 100) for the cookie, then the
+        // weighted route whose canary destination sets it.
         assert_eq!(
             spec["http"][0]["match"][0]["headers"]["Cookie"]["regex"],
-            ".*c=xyz.*"
+            ".*c.*xyz.*"
+        );
+        assert_eq!(
+            spec["http"][0]["route"],
+            json!([{"destination": {"host": "podinfo-primary"}, "weight": 0}, {"destination": {"host": "podinfo-canary"}, "weight": 100}])
         );
         assert_eq!(
             spec["http"][1]["route"][1]["headers"]["response"]["add"]["Set-Cookie"],
             "c=xyz; Max-Age=86400"
         );
         assert_eq!(
-            read_routes(&json!({"spec": spec}), &sa).map(|r| r.canary),
-            Some(10)
+            read_routes(&json!({"spec": spec}), &sa).map(|r| (r.primary, r.canary)),
+            Some((90, 10))
+        );
+        // Back at weight 0: a copy of the weighted route matching the retired cookie expires it.
+        let retired = Routes {
+            primary: 100,
+            canary: 0,
+            mirror: false,
+            session: Some(SessionCookies {
+                canary: None,
+                primary: None,
+                previous: Some("c=xyz".into()),
+            }),
+        };
+        let spec = virtual_service_spec(&sa, &retired);
+        assert_eq!(
+            spec["http"][0]["headers"]["response"]["add"]["Set-Cookie"],
+            "c=xyz; Max-Age=-1"
+        );
+        assert_eq!(spec["http"][0]["route"], spec["http"][1]["route"]);
+        assert_eq!(
+            read_routes(&json!({"spec": spec}), &sa).map(|r| (r.primary, r.canary)),
+            Some((100, 0))
         );
     }
 }

@@ -151,8 +151,14 @@ impl Knative {
         }
     }
 
-    /// Points the primary annotation at the latest created revision.
-    async fn set_primary(&self, c: &Canary, only_if_missing: bool) -> Result<(), String> {
+    /// Points the primary annotation at the latest created revision; with `all_to_primary`
+    /// also routes everything to it in the same write (Flagger's initialization, one Update).
+    async fn set_primary(
+        &self,
+        c: &Canary,
+        only_if_missing: bool,
+        all_to_primary: bool,
+    ) -> Result<(), String> {
         let (ns, name) = (c.namespace(), c.target_name());
         let mut missing_latest = None;
         self.kube
@@ -163,7 +169,12 @@ impl Knative {
                     return Ok(());
                 }
                 match Self::latest_created(c, svc) {
-                    Ok(latest) => set_annotation(svc, PRIMARY_REVISION_ANNOTATION, Some(&latest)),
+                    Ok(latest) => {
+                        set_annotation(svc, PRIMARY_REVISION_ANNOTATION, Some(&latest));
+                        if all_to_primary {
+                            svc["spec"]["traffic"] = traffic(&latest, 100, 0);
+                        }
+                    }
                     Err(e) => missing_latest = Some(e),
                 }
                 Ok(())
@@ -212,7 +223,7 @@ impl Target for Knative {
             c.status.as_ref().map(|s| s.phase),
             None | Some(CanaryPhase::Empty | CanaryPhase::Initializing)
         );
-        self.set_primary(c, !initializing)
+        self.set_primary(c, !initializing, initializing)
             .await
             .map_err(NotReady::retriable)
     }
@@ -230,7 +241,7 @@ impl Target for Knative {
     }
 
     async fn promote(&self, c: &Canary) -> Result<(), String> {
-        self.set_primary(c, false).await
+        self.set_primary(c, false, false).await
     }
 
     async fn scale_to_zero(&self, _c: &Canary) -> Result<(), String> {
@@ -245,7 +256,7 @@ impl Target for Knative {
 #[async_trait]
 impl Router for Knative {
     async fn reconcile(&self, c: &Canary) -> Result<(), String> {
-        self.set_primary(c, true).await?;
+        self.set_primary(c, true, false).await?;
         let svc = self.service(c).await?;
         let initializing = matches!(
             c.status.as_ref().map(|s| s.phase),

@@ -3,6 +3,8 @@
 //!
 //! - [`client`]: connecting (kubeconfig or in-cluster, client-side rate limit), objects as JSON,
 //!   read-modify-write with merge patches guarded by resourceVersion, retried on 409.
+//! - [`cache`]: (opt-in, `--watch-cache`) watch-backed reads of what every tick reads (Deployments, Services, router
+//!   objects), so idle canaries cost the API server nothing; GETs whenever it is not in step.
 //! - [`watch`]: watchers for Canary, MetricTemplate and AlertProvider feeding a [`CanarySink`]
 //!   (the actor supervisor) and the [`Watched`] caches; validation, the `finalizer.flagger.app`
 //!   finalizer and revert on deletion.
@@ -26,6 +28,7 @@
 pub mod apisix;
 pub mod appmesh;
 pub mod autoscaler;
+pub mod cache;
 pub mod client;
 pub mod contour;
 pub mod daemonset;

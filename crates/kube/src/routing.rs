@@ -1,6 +1,7 @@
 //! What every router shares: the provider of a canary, the `kubernetes` provider's no-op router,
 //! the composite router of Deployment canaries (ClusterIP Services + the mesh/gateway router),
-//! session-affinity cookies, and Istio-style match merging.
+//! session-affinity cookies, Istio-style match merging, and the annotations that keep Flux off
+//! generated objects.
 
 use std::sync::Arc;
 
@@ -12,6 +13,32 @@ use aviary_core::ports::{Router, Routes, SessionCookies};
 use serde_json::{Map, Value};
 
 use crate::services::ClusterIpServices;
+
+/// Annotations Flagger's routers put on the objects they generate (Services, HTTPRoutes,
+/// VirtualServices, …) so that Flux does not revert them (pkg/router/util.go `filterMetadata`).
+pub const FLUX_OPT_OUT: [(&str, &str); 2] = [
+    ("kustomize.toolkit.fluxcd.io/reconcile", "disabled"),
+    ("helm.toolkit.fluxcd.io/driftDetection", "disabled"),
+];
+
+/// Adds [`FLUX_OPT_OUT`] to an annotation map (overriding the same keys).
+pub fn add_flux_opt_out(annotations: &mut serde_json::Map<String, Value>) {
+    for (k, v) in FLUX_OPT_OUT {
+        annotations.insert(k.to_string(), Value::from(v));
+    }
+}
+
+/// `annotations` (e.g. `service.apex.annotations`) with [`FLUX_OPT_OUT`].
+pub fn generated_annotations<'a>(
+    annotations: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> serde_json::Map<String, Value> {
+    let mut m: serde_json::Map<String, Value> = annotations
+        .into_iter()
+        .map(|(k, v)| (k.clone(), Value::from(v.clone())))
+        .collect();
+    add_flux_opt_out(&mut m);
+    m
+}
 
 /// The traffic providers aviary implements on Kubernetes, named as in Flagger's router factory
 /// (pkg/router/factory.go:82-235).
@@ -250,45 +277,58 @@ impl Router for DeploymentRouter {
     }
 }
 
-/// The cookies of the canary's status (what the routing objects must reflect on reconcile).
+/// The cookies of the canary's status (what the routing objects must reflect on reconcile);
+/// `None` before any was minted, so that a new route is the plain weighted one, as Flagger's
+/// Reconcile creates it.
 pub fn status_cookies(c: &Canary) -> Option<SessionCookies> {
     c.analysis().session_affinity.as_ref()?;
     let s = c.status.clone().unwrap_or_default();
     let some = |v: String| Some(v).filter(|v| !v.is_empty());
-    Some(SessionCookies {
+    let cookies = SessionCookies {
         canary: some(s.session_affinity_cookie),
         primary: some(s.primary_session_affinity_cookie),
         previous: some(s.previous_session_affinity_cookie),
-    })
+    };
+    (cookies != SessionCookies::default()).then_some(cookies)
 }
 
-/// A `Set-Cookie` value: `name=value; Max-Age=N` plus the canary's cookie attributes.
+/// A `Set-Cookie` value: `name=value; Max-Age=N` plus the canary's cookie attributes, in the
+/// order Flagger's `SessionAffinity.BuildCookie` writes them.
 pub fn set_cookie(cookie: &str, sa: &SessionAffinity, max_age: i64) -> String {
     let mut out = format!("{cookie}; Max-Age={max_age}");
     if let Some(d) = sa.domain.as_deref().filter(|d| !d.is_empty()) {
         out.push_str(&format!("; Domain={d}"));
     }
-    if let Some(p) = sa.path.as_deref().filter(|p| !p.is_empty()) {
-        out.push_str(&format!("; Path={p}"));
-    }
     if sa.http_only == Some(true) {
         out.push_str("; HttpOnly");
-    }
-    if sa.secure == Some(true) {
-        out.push_str("; Secure");
-    }
-    if let Some(s) = sa.same_site.as_deref().filter(|s| !s.is_empty()) {
-        out.push_str(&format!("; SameSite={s}"));
     }
     if sa.partitioned == Some(true) {
         out.push_str("; Partitioned");
     }
+    if let Some(p) = sa.path.as_deref().filter(|p| !p.is_empty()) {
+        out.push_str(&format!("; Path={p}"));
+    }
+    if let Some(s) = sa.same_site.as_deref().filter(|s| !s.is_empty()) {
+        out.push_str(&format!("; SameSite={s}"));
+    }
+    if sa.secure == Some(true) {
+        out.push_str("; Secure");
+    }
     out
 }
 
-/// The regex matching a `Cookie` header that carries `cookie` (`name=value`).
+/// The `Set-Cookie` value that expires a retired cookie (no attributes, as Flagger writes it).
+pub fn expire_cookie(cookie: &str) -> String {
+    format!("{cookie}; Max-Age=-1")
+}
+
+/// The regex matching a `Cookie` header that carries `cookie` (`name=value`), as Flagger
+/// builds it: `.*name.*value.*`, unescaped.
 pub fn cookie_regex(cookie: &str) -> String {
-    format!(".*{}.*", regex_escape(cookie))
+    let mut parts = cookie.split('=');
+    let name = parts.next().unwrap_or_default();
+    let value = parts.next().unwrap_or_default();
+    format!(".*{name}.*{value}.*")
 }
 
 /// Escapes regex metacharacters.
@@ -303,8 +343,10 @@ pub fn regex_escape(s: &str) -> String {
     out
 }
 
-/// Istio's A/B match: every analysis match combined with every service match (the analysis
-/// match's fields win); the analysis matches alone when the service has none.
+/// Istio's A/B match (pkg/router/istio.go `mergeMatchConditions`): every analysis match
+/// combined with every service match, the service match with the analysis match's `headers`
+/// and `sourceLabels` (when set) in place of its own; the analysis matches alone when the
+/// service has none.
 pub fn merge_matches(analysis: &[HttpMatchRequest], base: &[HttpMatchRequest]) -> Vec<HttpMatchRequest> {
     if base.is_empty() {
         return analysis.to_vec();
@@ -312,16 +354,14 @@ pub fn merge_matches(analysis: &[HttpMatchRequest], base: &[HttpMatchRequest]) -
     let mut out = Vec::new();
     for a in analysis {
         for b in base {
-            let mut merged = serde_json::to_value(b).unwrap_or(Value::Null);
-            if let (Some(m), Value::Object(av)) = (
-                merged.as_object_mut(),
-                serde_json::to_value(a).unwrap_or(Value::Null),
-            ) {
-                for (k, v) in av {
-                    m.insert(k, v);
-                }
+            let mut merged = b.clone();
+            if a.headers.is_some() {
+                merged.headers = a.headers.clone();
             }
-            out.push(serde_json::from_value(merged).unwrap_or_else(|_| a.clone()));
+            if a.source_labels.is_some() {
+                merged.source_labels = a.source_labels.clone();
+            }
+            out.push(merged);
         }
     }
     out
@@ -523,9 +563,10 @@ mod tests {
         };
         assert_eq!(
             set_cookie("flagger-cookie=abc", &sa, 86400),
-            "flagger-cookie=abc; Max-Age=86400; Path=/; HttpOnly; SameSite=Strict"
+            "flagger-cookie=abc; Max-Age=86400; HttpOnly; Path=/; SameSite=Strict"
         );
-        assert_eq!(cookie_regex("a.b=c"), r".*a\.b=c.*");
+        assert_eq!(cookie_regex("a.b=c"), ".*a.b.*c.*");
+        assert_eq!(expire_cookie("a=b"), "a=b; Max-Age=-1");
     }
 
     #[test]
@@ -555,5 +596,14 @@ mod tests {
         assert_eq!(merged[0].uri, uri.uri);
         assert!(merged[1].headers.as_ref().unwrap()["x-canary"].exact.as_deref() == Some("b"));
         assert_eq!(merge_matches(&[header("a")], &[]), vec![header("a")]);
+        // Only headers and sourceLabels come from the analysis match.
+        let mut both = header("c");
+        both.method = Some(StringMatch {
+            exact: Some("GET".into()),
+            ..Default::default()
+        });
+        let merged = merge_matches(&[both], std::slice::from_ref(&uri));
+        assert_eq!(merged[0].method, None);
+        assert_eq!(merged[0].uri, uri.uri);
     }
 }

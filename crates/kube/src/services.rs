@@ -100,7 +100,7 @@ impl ClusterIpServices {
             .map(|(k, v)| (k, Value::from(v)))
             .collect();
         labels.insert(label.to_string(), Value::from(name));
-        let annotations: Map<String, Value> = custom
+        let mut annotations: Map<String, Value> = custom
             .as_ref()
             .and_then(|m| m.annotations.clone())
             .unwrap_or_default()
@@ -108,6 +108,7 @@ impl ClusterIpServices {
             .filter(|(k, _)| !k.contains("toolkit.fluxcd.io"))
             .map(|(k, v)| (k, Value::from(v)))
             .collect();
+        crate::routing::add_flux_opt_out(&mut annotations);
         let mut spec = json!({
             "type": "ClusterIP",
             "selector": {label: value},
@@ -120,10 +121,10 @@ impl ClusterIpServices {
             spec["trafficDistribution"] = Value::from(td.clone());
         }
         let create = || {
-            let mut metadata = json!({"name": name, "namespace": ns, "labels": labels, "ownerReferences": [owner_reference(c)]});
-            if !annotations.is_empty() {
-                metadata["annotations"] = Value::Object(annotations.clone());
-            }
+            let metadata = json!({
+                "name": name, "namespace": ns, "labels": labels, "annotations": annotations,
+                "ownerReferences": [owner_reference(c)],
+            });
             Ok(json!({"metadata": metadata, "spec": spec}))
         };
         let unmanaged = svc.unmanaged_metadata.clone().unwrap_or_default();
@@ -132,8 +133,18 @@ impl ClusterIpServices {
         self.kube
             .upsert(SERVICE, ns, name, create, |cur| {
                 let owned = owned_by(cur, c);
+                let ports = with_node_ports(&spec["ports"], &cur["spec"]["ports"]);
+                if !owned && (cur["spec"]["selector"] != spec["selector"] || cur["spec"]["ports"] != ports) {
+                    // Flagger marks a Service it did not create once it changes it.
+                    let mut a = cur["metadata"]["annotations"]
+                        .as_object()
+                        .cloned()
+                        .unwrap_or_default();
+                    crate::routing::add_flux_opt_out(&mut a);
+                    cur["metadata"]["annotations"] = Value::Object(a);
+                }
                 cur["spec"]["selector"] = spec["selector"].clone();
-                cur["spec"]["ports"] = with_node_ports(&spec["ports"], &cur["spec"]["ports"]);
+                cur["spec"]["ports"] = ports;
                 if owned {
                     for field in ["clusterIP", "trafficDistribution"] {
                         if let Some(v) = spec.get(field) {
@@ -153,13 +164,7 @@ impl ClusterIpServices {
                         }
                     }
                     cur["metadata"]["labels"] = Value::Object(l);
-                    if a.is_empty() {
-                        if let Some(m) = cur["metadata"].as_object_mut() {
-                            m.remove("annotations");
-                        }
-                    } else {
-                        cur["metadata"]["annotations"] = Value::Object(a);
-                    }
+                    cur["metadata"]["annotations"] = Value::Object(a);
                 }
                 Ok(())
             })

@@ -221,7 +221,10 @@ async fn prometheus_no_values_matrices_and_errors_never_show_the_token() {
             "query returned multiple values"
         );
         let e = query_error(run(&f, &t, "1m", "denied").await.unwrap_err());
-        assert!(e.starts_with("error response: unauthorized: Bearer"), "{e}");
+        assert!(
+            e.starts_with("error response: Status 401 Unauthorized: unauthorized: Bearer"),
+            "{e}"
+        );
         assert!(!e.contains("super-secret-token"), "the token leaked into: {e}");
 
         // The online check fails the same way, without the token.
@@ -358,7 +361,7 @@ fn canary_with(metrics: Value) -> Canary {
 }
 
 #[tokio::test]
-async fn provider_checks_cover_builtins_and_every_template() {
+async fn provider_checks_probe_each_metric_in_order_until_one_fails() {
     bounded(LIMIT, async {
         let prom = Server::start(|r, _| match r.query["query"].as_str() {
             "vector(1)" => Reply::json(200, vector(&["1"])),
@@ -381,8 +384,12 @@ async fn provider_checks_cover_builtins_and_every_template() {
             {"name": "errors-again", "templateRef": {"name": "my-metric", "namespace": "monitoring"}},
         ]));
         metrics.check_providers(&canary).await.unwrap();
-        // One builtin check and one template check (the template is checked once).
-        assert_eq!(prom.requests().len(), 2);
+        // As Flagger: one probe per metric, the same template twice.
+        assert_eq!(prom.requests().len(), 3);
+        // An inline query is not probed.
+        let inline = canary_with(json!([{"name": "q", "query": "sum(x)", "threshold": 1}]));
+        metrics.check_providers(&inline).await.unwrap();
+        assert_eq!(prom.requests().len(), 3);
 
         let canary = canary_with(json!([
             {"name": "gone", "templateRef": {"name": "missing"}},
@@ -392,14 +399,18 @@ async fn provider_checks_cover_builtins_and_every_template() {
         dd.metadata.name = Some("dd".into());
         store.insert_template(dd);
         let e = metrics.check_providers(&canary).await.unwrap_err();
-        assert!(
-            e.contains(
-                "Metric template missing.test error: metrictemplate.flagger.app \"missing\" not found"
-            ),
-            "{e}"
+        // The first failure is the answer.
+        assert_eq!(
+            e,
+            "Metric template missing.test error: metrictemplate.flagger.app \"missing\" not found"
         );
+        let canary = canary_with(json!([
+            {"name": "dd", "templateRef": {"name": "dd", "namespace": "monitoring"}},
+            {"name": "gone", "templateRef": {"name": "missing"}},
+        ]));
+        let e = metrics.check_providers(&canary).await.unwrap_err();
         assert!(
-            e.contains("Metric template dd.monitoring secret dd-keys error"),
+            e.starts_with("Metric template dd.monitoring secret dd-keys error"),
             "{e}"
         );
 
@@ -972,6 +983,48 @@ async fn cloudwatch_env_credentials_and_retries() {
         let metrics = metrics.with_aws_env_credentials(None);
         let e = provider_error(metrics.query("m", &t, "30s", "[]").await.unwrap_err());
         assert!(e.contains("AWS_ACCESS_KEY_ID"), "{e}");
+        server.stop().await;
+    })
+    .await;
+}
+
+/// Flagger's observers wrap a failed built-in query as `running query failed: …`, except the
+/// HTTP observer's success rate; the answer's status is quoted with Go's status text.
+#[tokio::test]
+async fn built_in_query_errors_are_worded_like_flaggers_observers() {
+    use aviary_core::ports::BuiltinMetric::{Duration as P99, SuccessRate};
+    use aviary_core::ports::BuiltinSource as _;
+    bounded(LIMIT, async {
+        let server = Server::always(Reply::new(503, "down")).await;
+        let model = aviary_core::ports::MetricModel {
+            name: "podinfo".into(),
+            namespace: "test".into(),
+            target: "podinfo".into(),
+            service: "podinfo".into(),
+            ingress: "podinfo".into(),
+            route: "podinfo".into(),
+            interval: "1m".into(),
+            variables: Default::default(),
+        };
+        let canary = canary_with(json!([]));
+        let error = |provider: &'static str, metric| {
+            let builtins = PrometheusBuiltins::new(server.url(), provider).unwrap();
+            let (canary, model) = (canary.clone(), model.clone());
+            async move {
+                builtins
+                    .builtin(&canary, metric, &model)
+                    .await
+                    .unwrap_err()
+                    .to_string()
+            }
+        };
+        let plain = "error response: Status 503 Service Unavailable: down";
+        let wrapped = format!("running query failed: {plain}");
+        assert_eq!(error("istio", SuccessRate).await, wrapped);
+        assert_eq!(error("istio", P99).await, wrapped);
+        assert_eq!(error("knative", SuccessRate).await, wrapped);
+        assert_eq!(error("kubernetes", SuccessRate).await, plain);
+        assert_eq!(error("gatewayapi:v1", P99).await, wrapped);
         server.stop().await;
     })
     .await;

@@ -1,9 +1,11 @@
 //! Scriptable HTTP test doubles for what a canary analysis talks to:
 //!
 //! - [`FakePrometheus`]: a Prometheus-compatible `/api/v1/query` (GET or POST form) answering by
-//!   matching the query text against scripted rules; `vector(1)` (the availability probe) is 1.
+//!   matching the query text against scripted rules; a rule may script a sequence of answers
+//!   (values, no values, errors), one per matching query; `vector(1)` (the availability probe)
+//!   is 1.
 //! - [`FakeWebhook`]: a webhook receiver that records every POST and answers with a scripted
-//!   status per path (200 by default).
+//!   status per path (200 by default), or a scripted sequence of statuses and bodies.
 //! - [`EchoServer`]: a careless upstream that quotes each request back in its answer
 //!   ([`echo_text`]: path, query and headers, as sent, percent-encoded and JSON-escaped), for
 //!   tests that credentials never come back out of aviary.
@@ -46,11 +48,24 @@ async fn serve(router: Router) -> Result<(SocketAddr, CancellationToken)> {
     Ok((addr, cancel))
 }
 
-/// One scripted answer: queries containing every needle get `value` (`None` = no values).
+/// What a [`FakePrometheus`] answers to one query.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    /// An instant vector with one sample.
+    Value(f64),
+    /// An empty result (Flagger's "no values found").
+    NoValues,
+    /// An error: this HTTP status and Prometheus' error JSON with `error` = the text.
+    Error(u16, String),
+}
+
+/// One scripted rule: queries containing every needle get the next answer of `answers`; the last
+/// one repeats.
 #[derive(Debug, Clone)]
 struct Rule {
     needles: Vec<String>,
-    value: Option<f64>,
+    answers: Vec<Answer>,
+    used: usize,
 }
 
 #[derive(Debug, Default)]
@@ -58,6 +73,7 @@ struct PromState {
     rules: Vec<Rule>,
     default: Option<f64>,
     queries: Vec<String>,
+    answered: Vec<Answer>,
 }
 
 /// A Prometheus-compatible query endpoint with scripted answers.
@@ -90,19 +106,31 @@ impl FakePrometheus {
 
     /// Queries containing every one of `needles` answer `value`; the rule set last wins.
     pub fn set(&self, needles: &[&str], value: f64) {
-        self.push(needles, Some(value));
+        self.script(needles, vec![Answer::Value(value)]);
     }
 
     /// Queries containing every one of `needles` have no values.
     pub fn set_no_values(&self, needles: &[&str]) {
-        self.push(needles, None);
+        self.script(needles, vec![Answer::NoValues]);
     }
 
-    fn push(&self, needles: &[&str], value: Option<f64>) {
+    /// The n-th query containing every one of `needles` gets `answers[n]`, and every later one
+    /// the last answer: the same values in the same order whenever the queries come. Replaces
+    /// a rule with the same needles; the rule set last wins.
+    pub fn script(&self, needles: &[&str], answers: Vec<Answer>) {
         let mut s = lock(&self.state);
         let needles: Vec<String> = needles.iter().map(|n| n.to_string()).collect();
         s.rules.retain(|r| r.needles != needles);
-        s.rules.push(Rule { needles, value });
+        let answers = if answers.is_empty() {
+            vec![Answer::NoValues]
+        } else {
+            answers
+        };
+        s.rules.push(Rule {
+            needles,
+            answers,
+            used: 0,
+        });
     }
 
     /// The answer of queries no rule matches (`None`: no values).
@@ -119,6 +147,16 @@ impl FakePrometheus {
     pub fn queries(&self) -> Vec<String> {
         lock(&self.state).queries.clone()
     }
+
+    /// Every query received with the answer it got, in order.
+    pub fn answered(&self) -> Vec<(String, Answer)> {
+        let s = lock(&self.state);
+        s.queries
+            .iter()
+            .cloned()
+            .zip(s.answered.iter().cloned())
+            .collect()
+    }
 }
 
 impl Drop for FakePrometheus {
@@ -130,21 +168,39 @@ impl Drop for FakePrometheus {
 fn answer(state: &Mutex<PromState>, query: &str) -> Response {
     let mut s = lock(state);
     s.queries.push(query.to_string());
-    let value = s
+    let scripted = s
         .rules
-        .iter()
+        .iter_mut()
         .rev()
         .find(|r| r.needles.iter().all(|n| query.contains(n.as_str())))
-        .map(|r| r.value)
-        .unwrap_or(if query.trim() == "vector(1)" {
-            Some(1.0)
-        } else {
-            s.default
+        .map(|r| {
+            let a = r.answers[r.used.min(r.answers.len() - 1)].clone();
+            r.used += 1;
+            a
         });
+    let answer = scripted.unwrap_or(if query.trim() == "vector(1)" {
+        Answer::Value(1.0)
+    } else {
+        s.default.map_or(Answer::NoValues, Answer::Value)
+    });
+    s.answered.push(answer.clone());
     let now = jiff::Timestamp::now().as_millisecond() as f64 / 1000.0;
-    let result = match value {
-        Some(v) => json!([{"metric": {}, "value": [now, v.to_string()]}]),
-        None => json!([]),
+    let result = match answer {
+        Answer::Value(v) => json!([{"metric": {}, "value": [now, v.to_string()]}]),
+        Answer::NoValues => json!([]),
+        Answer::Error(status, text) => {
+            let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let kind = if code.is_client_error() {
+                "bad_data"
+            } else {
+                "internal"
+            };
+            return (
+                code,
+                axum::Json(json!({"status": "error", "errorType": kind, "error": text})),
+            )
+                .into_response();
+        }
     };
     axum::Json(json!({"status": "success", "data": {"resultType": "vector", "result": result}}))
         .into_response()
@@ -220,7 +276,11 @@ pub struct WebhookCall {
 #[derive(Debug, Default)]
 struct HookState {
     calls: Vec<WebhookCall>,
+    /// When each call arrived (same order as `calls`).
+    arrivals: Vec<std::time::Instant>,
     status: HashMap<String, u16>,
+    /// Scripted answers per path: (status, body) in order, the last one repeating; calls so far.
+    scripts: HashMap<String, (Vec<(u16, String)>, usize)>,
 }
 
 /// A webhook receiver: records POSTs, answers 200 unless scripted otherwise.
@@ -252,12 +312,34 @@ impl FakeWebhook {
 
     /// Answers requests to `path` (e.g. `/gate`) with `status`.
     pub fn set_status(&self, path: &str, status: u16) {
-        lock(&self.state).status.insert(path.to_string(), status);
+        let mut s = lock(&self.state);
+        s.scripts.remove(path);
+        s.status.insert(path.to_string(), status);
+    }
+
+    /// The n-th request to `path` gets `answers[n]` (status, body), every later one the last
+    /// answer: a gate that opens on the third call is `[(403, "closed"), (403, "closed"), (200, "")]`.
+    pub fn script(&self, path: &str, answers: Vec<(u16, String)>) {
+        let mut s = lock(&self.state);
+        s.status.remove(path);
+        if !answers.is_empty() {
+            s.scripts.insert(path.to_string(), (answers, 0));
+        }
     }
 
     /// Every request so far.
     pub fn calls(&self) -> Vec<WebhookCall> {
         lock(&self.state).calls.clone()
+    }
+
+    /// The path of every request so far with the moment it arrived, in order.
+    pub fn arrivals(&self) -> Vec<(String, std::time::Instant)> {
+        let s = lock(&self.state);
+        s.calls
+            .iter()
+            .map(|c| c.path.clone())
+            .zip(s.arrivals.iter().copied())
+            .collect()
     }
 }
 
@@ -275,8 +357,16 @@ async fn hook(State(state): State<Arc<Mutex<HookState>>>, uri: Uri, body: Bytes)
         path: path.clone(),
         body,
     });
-    let code = s.status.get(&path).copied().unwrap_or(200);
-    (StatusCode::from_u16(code).unwrap_or(StatusCode::OK), "").into_response()
+    s.arrivals.push(std::time::Instant::now());
+    let (code, text) = match s.scripts.get_mut(&path) {
+        Some((answers, used)) => {
+            let a = answers[(*used).min(answers.len() - 1)].clone();
+            *used += 1;
+            a
+        }
+        None => (s.status.get(&path).copied().unwrap_or(200), String::new()),
+    };
+    (StatusCode::from_u16(code).unwrap_or(StatusCode::OK), text).into_response()
 }
 
 /// A request quoted back in every form a credential in it could take: the path whole and

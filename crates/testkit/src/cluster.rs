@@ -116,6 +116,14 @@ impl Cluster {
             prefix.to_lowercase(),
             rand::random::<u32>() & 0xf_ffff
         );
+        self.namespace_named(&name).await?;
+        Ok(name)
+    }
+
+    /// Creates namespace `name` exactly (for runs that must use the same names on two clusters)
+    /// and waits for its `default` ServiceAccount.
+    pub async fn namespace_named(&self, name: &str) -> Result<()> {
+        let name = name.to_string();
         let client = self.client().await?;
         let ns = Namespace {
             metadata: ObjectMeta {
@@ -141,7 +149,7 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Ok(name)
+        Ok(())
     }
 
     /// Creates ServiceAccount `ns/name` if needed, asks for a token (TokenRequest, one hour) and

@@ -22,9 +22,9 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::control_plane::process::Supervised;
 use crate::error::{Error, Result};
 use crate::objects::Objects;
+use crate::supervised::Supervised;
 
 const PREFIX: &str = "nginx.ingress.kubernetes.io";
 

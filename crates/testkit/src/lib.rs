@@ -19,6 +19,8 @@
 //!   test cluster with a HOME of its own.
 //! - [`prometheus`]: the real Prometheus scraping static targets, and its HTTP API.
 //! - [`objects`]: [`Objects`], untyped objects by apiVersion + kind as JSON, with waits.
+//! - [`supervised`]: [`Supervised`], a child program killed when its handle drops or the test
+//!   process dies (the control plane's programs, controllers under test).
 //! - [`proxy`]: [`FaultProxy`], an HTTP proxy in front of the API server that injects errors,
 //!   delays and dropped watches.
 //! - [`backends`]: scriptable HTTP doubles for the analysis: a Prometheus-compatible query
@@ -54,11 +56,12 @@ pub mod process;
 pub mod prometheus;
 pub mod proxy;
 pub mod standins;
+pub mod supervised;
 pub mod tool;
 pub mod traffic;
 pub mod wait;
 
-pub use backends::{EchoServer, EchoedRequest, FakePrometheus, FakeWebhook, WebhookCall};
+pub use backends::{Answer, EchoServer, EchoedRequest, FakePrometheus, FakeWebhook, WebhookCall};
 pub use cluster::Cluster;
 pub use control_plane::{ControlPlane, Identity};
 pub use error::{Error, Result};
@@ -66,3 +69,4 @@ pub use ingress_nginx::IngressNginx;
 pub use objects::Objects;
 pub use proxy::{FaultProxy, Matcher};
 pub use standins::{GATEWAY_CONTROLLER_NAME, NEVER_READY_ANNOTATION, StandIns};
+pub use supervised::Supervised;

@@ -98,6 +98,7 @@ impl Env {
                 namespace: Some(self.ns.clone()),
                 leader_election: false,
                 leader_election_namespace: self.ns.clone(),
+                client: Default::default(),
             },
         }
     }

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use aviary_agent::config::{AgentConfig, GlobalNotifier, PlatformConfig};
+use aviary_agent::config::{AgentConfig, ClientSettings, GlobalNotifier, PlatformConfig};
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
@@ -71,6 +71,19 @@ pub(crate) struct Args {
     #[arg(long)]
     leader_election: bool,
 
+    /// Requests per second to the API server (client-side limit; Flagger's default is 100).
+    #[arg(long, value_name = "N", default_value_t = ClientSettings::default().qps)]
+    kubeconfig_qps: f64,
+
+    /// Requests the client may send at once above --kubeconfig-qps (Flagger's default is 250).
+    #[arg(long, value_name = "N", default_value_t = ClientSettings::default().burst)]
+    kubeconfig_burst: u32,
+
+    /// Read Deployments, Services, router objects and Canaries from watches instead of a GET
+    /// per tick (an idle canary then makes no request). Experimental: see docs/benchmarks.md.
+    #[arg(long)]
+    watch_cache: bool,
+
     /// Namespace of the leader election Lease (the watched namespace when --namespace is set).
     #[arg(long, value_name = "NS", default_value = "kube-system")]
     leader_election_namespace: String,
@@ -132,6 +145,11 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             namespace: args.namespace.clone(),
             leader_election: args.leader_election,
             leader_election_namespace: args.leader_election_namespace.clone(),
+            client: ClientSettings {
+                qps: args.kubeconfig_qps,
+                burst: args.kubeconfig_burst,
+                watch_cache: args.watch_cache,
+            },
         },
     };
     let config = AgentConfig {

@@ -256,7 +256,7 @@ impl<'a, 'm> Tick<'a, 'm> {
 
     /// Sets the split, with the session-affinity cookies the status carries.
     async fn set_routes(&mut self, primary: i32, canary: i32, mirror: bool) -> Step {
-        let session = self.session_cookies(canary).await?;
+        let session = self.session_cookies(canary);
         let routes = Routes {
             primary,
             canary,

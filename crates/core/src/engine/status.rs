@@ -103,52 +103,35 @@ impl Tick<'_, '_> {
         self.persist().await
     }
 
-    /// The cookies for a split with `canary_weight` on the canary. Session affinity applies to
-    /// progressive canaries: a cookie is minted when traffic first reaches the canary and
-    /// retired (kept as `previous`, for the router to expire) when the weight returns to 0.
-    pub(super) async fn session_cookies(&mut self, canary_weight: i32) -> Step<Option<SessionCookies>> {
-        let Some(sa) = self.c.analysis().session_affinity.clone() else {
-            return Ok(None);
-        };
-        if self.c.analysis().iterations.unwrap_or(0) > 0 {
-            return Ok(None);
-        }
+    /// The cookies for a split with `canary_weight` on the canary, as Flagger's routers keep
+    /// them in the status: minted when a split first gives the canary traffic (the primary's
+    /// only with `primaryCookieName`), the canary's retired (kept as `previous`, for the router
+    /// to expire) when the canary's weight is 0 again; the primary's stays. Like Flagger, the
+    /// change is not written here: the status write that follows the split in the tick carries it.
+    pub(super) fn session_cookies(&mut self, canary_weight: i32) -> Option<SessionCookies> {
+        let sa = self.c.analysis().session_affinity.clone()?;
         let token = self.token;
         let (canary_token, primary_token) = token.split_at(token.len() / 2);
         let cookie_name = sa.cookie_name.clone().unwrap_or_default();
         let s = self.status_mut();
-        let before = (
-            s.session_affinity_cookie.clone(),
-            s.primary_session_affinity_cookie.clone(),
-            s.previous_session_affinity_cookie.clone(),
-        );
-        if canary_weight > 0 {
+        if canary_weight != 0 {
             if s.session_affinity_cookie.is_empty() {
                 s.session_affinity_cookie = format!("{cookie_name}={canary_token}");
             }
-            if let Some(primary) = sa.primary_cookie_name.as_deref()
+            if let Some(primary) = sa.primary_cookie_name.as_deref().filter(|p| !p.is_empty())
                 && s.primary_session_affinity_cookie.is_empty()
             {
                 s.primary_session_affinity_cookie = format!("{primary}={primary_token}");
             }
         } else if !s.session_affinity_cookie.is_empty() {
             s.previous_session_affinity_cookie = std::mem::take(&mut s.session_affinity_cookie);
-            s.primary_session_affinity_cookie.clear();
         }
-        let cookies = SessionCookies {
-            canary: Some(s.session_affinity_cookie.clone()).filter(|c| !c.is_empty()),
-            primary: Some(s.primary_session_affinity_cookie.clone()).filter(|c| !c.is_empty()),
-            previous: Some(s.previous_session_affinity_cookie.clone()).filter(|c| !c.is_empty()),
-        };
-        let after = (
-            s.session_affinity_cookie.clone(),
-            s.primary_session_affinity_cookie.clone(),
-            s.previous_session_affinity_cookie.clone(),
-        );
-        if before != after {
-            self.persist().await?;
-        }
-        Ok(Some(cookies))
+        let some = |v: &String| Some(v.clone()).filter(|c| !c.is_empty());
+        Some(SessionCookies {
+            canary: some(&s.session_affinity_cookie),
+            primary: some(&s.primary_session_affinity_cookie),
+            previous: some(&s.previous_session_affinity_cookie),
+        })
     }
 }
 

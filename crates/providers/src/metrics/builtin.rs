@@ -146,6 +146,12 @@ impl Observer {
             .map_err(|e| e.to_string())
     }
 
+    /// Whether Flagger's observer wraps a failed query as `running query failed: <error>`
+    /// (every observer does, except the HTTP observer's success rate).
+    fn wraps_errors(self, metric: BuiltinMetric) -> bool {
+        !matches!((self, metric), (Self::Http, BuiltinMetric::SuccessRate))
+    }
+
     /// Factor from the query's unit to the port's (percent, milliseconds).
     fn scale(self, metric: BuiltinMetric) -> f64 {
         match (self, metric) {
@@ -317,8 +323,7 @@ sum(
     }[{{ interval }}]
   )
 )
-* 100
-"#;
+* 100"#;
 
 const ISTIO_DURATION: &str = r#"
 histogram_quantile(
@@ -332,8 +337,7 @@ histogram_quantile(
       }[{{ interval }}]
     )
   ) by (le)
-)
-"#;
+)"#;
 
 const KNATIVE_SUCCESS_RATE: &str = r#"
 sum(
@@ -348,12 +352,11 @@ sum(
 sum(
   rate(
     envoy_cluster_upstream_rq{
-      envoy_cluster_name=~"{{ namespace }}/{{ route }}"
+      envoy_cluster_name=~"{{ namespace }}/{{ route }}",
     }[{{ interval }}]
   )
 )
-* 100
-"#;
+* 100"#;
 
 const KNATIVE_DURATION: &str = r#"
 histogram_quantile(
@@ -361,12 +364,11 @@ histogram_quantile(
   sum(
     rate(
       envoy_cluster_upstream_rq_time_bucket{
-        envoy_cluster_name=~"{{ namespace }}/{{ route }}"
+        envoy_cluster_name=~"{{ namespace }}/{{ route }}",
       }[{{ interval }}]
     )
   ) by (le)
-)
-"#;
+)"#;
 
 const HTTP_SUCCESS_RATE: &str = r#"
 sum(
@@ -387,8 +389,7 @@ sum(
     }[{{ interval }}]
   )
 )
-* 100
-"#;
+* 100"#;
 
 const HTTP_DURATION: &str = r#"
 histogram_quantile(
@@ -401,8 +402,7 @@ histogram_quantile(
       }[{{ interval }}]
     )
   ) by (le)
-)
-"#;
+)"#;
 
 /// Built-in metrics and inline queries on Prometheus: the canary's `spec.metricsServer`, else the
 /// agent's default (Flagger's `-metrics-server`).
@@ -431,6 +431,20 @@ impl PrometheusBuiltins {
             default_provider: default_provider.into(),
             clients: Arc::new(Clients::new()?),
         })
+    }
+
+    /// Probes the default metrics server (`vector(1)`) once, as Flagger does at startup (it
+    /// only logs the answer): `Ok("connected to metrics server <origin>")` or the error, both
+    /// to be logged.
+    pub async fn probe_default(&self) -> Result<String, String> {
+        let origin = http::origin(&self.default_server);
+        let base = parse_base_url(&self.default_server)
+            .map_err(|_| format!("metrics server {origin:?} is not an http(s) URL"))?;
+        let client = self.client().map_err(|e| e.to_string())?;
+        prometheus::is_online(&client, &base, HeaderMap::new(), None)
+            .await
+            .map(|()| format!("connected to metrics server {origin}"))
+            .map_err(|e| format!("metrics server {origin} unreachable: {e}"))
     }
 
     /// The Prometheus a canary's built-in metrics go to.
@@ -497,7 +511,17 @@ impl BuiltinSource for PrometheusBuiltins {
         let query = observer.query(metric, model).map_err(MetricError::Query)?;
         let base = self.base(canary)?;
         tracing::debug!(canary = %canary.key(), query = %query, "built-in metric query");
-        let v = prometheus::run(&self.client()?, &base, &query, HeaderMap::new(), None).await?;
+        let v = prometheus::run(&self.client()?, &base, &query, HeaderMap::new(), None)
+            .await
+            .map_err(|e| match e {
+                MetricError::NoValues(m) if observer.wraps_errors(metric) => {
+                    MetricError::NoValues(format!("running query failed: {m}"))
+                }
+                MetricError::Query(m) if observer.wraps_errors(metric) => {
+                    MetricError::Query(format!("running query failed: {m}"))
+                }
+                e => e,
+            })?;
         Ok(v * observer.scale(metric))
     }
 
@@ -579,27 +603,27 @@ mod tests {
         let m = model();
         assert_eq!(
             Observer::Istio.query(BuiltinMetric::SuccessRate, &m).unwrap(),
-            r#"sum( rate( istio_requests_total{ reporter="destination", destination_workload_namespace="test", destination_workload=~"podinfo", response_code!~"5.*" }[1m] ) ) / sum( rate( istio_requests_total{ reporter="destination", destination_workload_namespace="test", destination_workload=~"podinfo" }[1m] ) ) * 100"#
+            r#" sum( rate( istio_requests_total{ reporter="destination", destination_workload_namespace="test", destination_workload=~"podinfo", response_code!~"5.*" }[1m] ) ) / sum( rate( istio_requests_total{ reporter="destination", destination_workload_namespace="test", destination_workload=~"podinfo" }[1m] ) ) * 100"#
         );
         assert_eq!(
             Observer::Istio.query(BuiltinMetric::Duration, &m).unwrap(),
-            r#"histogram_quantile( 0.99, sum( rate( istio_request_duration_milliseconds_bucket{ reporter="destination", destination_workload_namespace="test", destination_workload=~"podinfo" }[1m] ) ) by (le) )"#
+            r#" histogram_quantile( 0.99, sum( rate( istio_request_duration_milliseconds_bucket{ reporter="destination", destination_workload_namespace="test", destination_workload=~"podinfo" }[1m] ) ) by (le) )"#
         );
         assert_eq!(
             Observer::Knative.query(BuiltinMetric::SuccessRate, &m).unwrap(),
-            r#"sum( rate( envoy_cluster_upstream_rq{ envoy_cluster_name=~"test/podinfo-00002", envoy_response_code!~"5.*" }[1m] ) ) / sum( rate( envoy_cluster_upstream_rq{ envoy_cluster_name=~"test/podinfo-00002" }[1m] ) ) * 100"#
+            r#" sum( rate( envoy_cluster_upstream_rq{ envoy_cluster_name=~"test/podinfo-00002", envoy_response_code!~"5.*" }[1m] ) ) / sum( rate( envoy_cluster_upstream_rq{ envoy_cluster_name=~"test/podinfo-00002", }[1m] ) ) * 100"#
         );
         assert_eq!(
             Observer::Knative.query(BuiltinMetric::Duration, &m).unwrap(),
-            r#"histogram_quantile( 0.99, sum( rate( envoy_cluster_upstream_rq_time_bucket{ envoy_cluster_name=~"test/podinfo-00002" }[1m] ) ) by (le) )"#
+            r#" histogram_quantile( 0.99, sum( rate( envoy_cluster_upstream_rq_time_bucket{ envoy_cluster_name=~"test/podinfo-00002", }[1m] ) ) by (le) )"#
         );
         assert_eq!(
             Observer::Http.query(BuiltinMetric::SuccessRate, &m).unwrap(),
-            r#"sum( rate( http_request_duration_seconds_count{ kubernetes_namespace="test", kubernetes_pod_name=~"podinfo-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)", status!~"5.*" }[1m] ) ) / sum( rate( http_request_duration_seconds_count{ kubernetes_namespace="test", kubernetes_pod_name=~"podinfo-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)" }[1m] ) ) * 100"#
+            r#" sum( rate( http_request_duration_seconds_count{ kubernetes_namespace="test", kubernetes_pod_name=~"podinfo-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)", status!~"5.*" }[1m] ) ) / sum( rate( http_request_duration_seconds_count{ kubernetes_namespace="test", kubernetes_pod_name=~"podinfo-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)" }[1m] ) ) * 100"#
         );
         assert_eq!(
             Observer::Http.query(BuiltinMetric::Duration, &m).unwrap(),
-            r#"histogram_quantile( 0.99, sum( rate( http_request_duration_seconds_bucket{ kubernetes_namespace="test", kubernetes_pod_name=~"podinfo-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)" }[1m] ) ) by (le) )"#
+            r#" histogram_quantile( 0.99, sum( rate( http_request_duration_seconds_bucket{ kubernetes_namespace="test", kubernetes_pod_name=~"podinfo-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)" }[1m] ) ) by (le) )"#
         );
         // Flagger's observers, rendered (observers/*_test.go hold the same strings).
         assert_eq!(

@@ -34,13 +34,13 @@ pub mod splunk;
 pub mod stackdriver;
 mod vendors;
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use aviary_api::Canary;
 use aviary_api::MetricTemplate;
+use aviary_api::canary::{BUILTIN_DURATION, BUILTIN_SUCCESS_RATE};
 use aviary_api::duration::parse_go_duration;
 use aviary_api::metric_template::MetricProvider;
 use aviary_core::judge::CounterReading;
@@ -254,35 +254,30 @@ impl ProviderMetrics {
 
 #[async_trait]
 impl Metrics for ProviderMetrics {
+    /// As Flagger's `checkMetricProviderAvailability`: in list order, each built-in metric
+    /// probes its Prometheus (`vector(1)`) and each template metric its provider, once per
+    /// metric; the first failure is the answer. Inline queries are not probed.
     async fn check_providers(&self, canary: &Canary) -> Result<(), String> {
-        let metrics = canary.analysis().metrics.clone().unwrap_or_default();
-        let mut errors = Vec::new();
-        if metrics.iter().any(|m| m.template_ref.is_none())
-            && let Err(e) = self.builtins.check(canary).await
-        {
-            errors.push(e);
-        }
-        let mut seen = BTreeSet::new();
-        for m in metrics.iter().filter_map(|m| m.template_ref.as_ref()) {
-            let name = m.name.clone().unwrap_or_default();
-            let ns = m
+        for m in canary.analysis().metrics.iter().flatten() {
+            if matches!(m.name.as_deref(), Some(BUILTIN_SUCCESS_RATE | BUILTIN_DURATION)) {
+                self.builtins.check(canary).await?;
+                continue;
+            }
+            let Some(r) = &m.template_ref else { continue };
+            let name = r.name.clone().unwrap_or_default();
+            let ns = r
                 .namespace
                 .clone()
                 .filter(|n| !n.is_empty())
                 .unwrap_or_else(|| canary.namespace().to_string());
-            if !seen.insert((ns.clone(), name.clone())) {
-                continue;
-            }
-            let template = match self.templates.metric_template(&ns, &name).await {
-                Ok(t) => t,
-                Err(e) => {
-                    errors.push(format!("Metric template {name}.{ns} error: {e}"));
-                    continue;
-                }
-            };
+            let template = self
+                .templates
+                .metric_template(&ns, &name)
+                .await
+                .map_err(|e| format!("Metric template {name}.{ns} error: {e}"))?;
             if let Err(e) = self.run(&template, "", None).await {
                 let kind = template.provider_type();
-                errors.push(match e {
+                return Err(match e {
                     MetricError::Secret { secret, message } => {
                         format!("Metric template {name}.{ns} secret {secret} error: {message}")
                     }
@@ -290,11 +285,7 @@ impl Metrics for ProviderMetrics {
                 });
             }
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors.join("; "))
-        }
+        Ok(())
     }
 
     async fn builtin(&self, canary: &Canary, metric: BuiltinMetric, model: &MetricModel) -> MetricResult {

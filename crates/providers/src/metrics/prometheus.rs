@@ -32,10 +32,24 @@ pub(crate) enum Auth {
     Basic(String, String),
 }
 
-/// Collapses every run of whitespace (newlines included) to one space, as Flagger does before
-/// sending a query.
+/// Replaces every run of whitespace (Go's `\s`: space, tab, newline, form feed, carriage return)
+/// by one space, as Flagger's `trimQuery` does before sending a query; like it, the ends are not
+/// trimmed (a built-in query starts with a space, a YAML block query ends with one).
 pub fn collapse(query: &str) -> String {
-    query.split_whitespace().collect::<Vec<_>>().join(" ")
+    let mut out = String::with_capacity(query.len());
+    let mut in_space = false;
+    for c in query.chars() {
+        if matches!(c, ' ' | '\t' | '\n' | '\x0c' | '\r') {
+            if !in_space {
+                out.push(' ');
+            }
+            in_space = true;
+        } else {
+            out.push(c);
+            in_space = false;
+        }
+    }
+    out
 }
 
 /// A `prometheus` MetricTemplate query.
@@ -152,8 +166,11 @@ async fn fetch(
     let answer = async {
         let (status, body) = send(req, "prometheus", &url).await?;
         if status.as_u16() >= 400 {
+            // Flagger: "error response: Status %d %s: %s" with Go's status text.
             return Err(MetricError::Query(format!(
-                "error response: {}",
+                "error response: Status {} {}: {}",
+                status.as_u16(),
+                status.canonical_reason().unwrap_or_default(),
                 crate::http::body_text(&body)
             )));
         }
@@ -328,5 +345,8 @@ mod tests {
             collapse("sum(\n    rate(x[1m])\n)\n/ 2"),
             "sum( rate(x[1m]) ) / 2"
         );
+        // Like Go's regexp.ReplaceAllString(`\s+`, " "): the ends are kept, as one space.
+        assert_eq!(collapse("\n\tsum(x)\n"), " sum(x) ");
+        assert_eq!(collapse("a\u{a0}b"), "a\u{a0}b");
     }
 }

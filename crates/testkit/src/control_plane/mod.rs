@@ -2,14 +2,13 @@
 //! 127.0.0.1, client-certificate and ServiceAccount-token authentication, Node+RBAC
 //! authorization, the default admission plugins, a ServiceAccount issuer) and
 //! kube-controller-manager with the controllers aviary's tests rely on. Every program runs
-//! supervised (see `process`), so nothing outlives the test process.
+//! supervised (see `supervised`), so nothing outlives the test process.
 //!
 //! Files under the control plane's directory: `admin.kubeconfig`, `pki/`, `etcd/`, `logs/*.log`.
 
 pub mod binaries;
 pub mod kubeconfig;
 pub(crate) mod pki;
-pub(crate) mod process;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -18,11 +17,11 @@ use std::time::Duration;
 
 use parking::Mutex;
 
+use crate::supervised::Supervised;
 pub use binaries::Binaries;
 pub use kubeconfig::Identity;
 pub use pki::Credential;
 use pki::Pki;
-use process::Supervised;
 
 use crate::error::{Error, Result};
 
@@ -270,6 +269,23 @@ impl ControlPlane {
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .filter(|e| e["user"]["username"] == user)
             .collect()
+    }
+
+    /// The process id of `program` (`etcd`, `kube-apiserver` or `kube-controller-manager`) while
+    /// it runs, for `/proc` measurements.
+    pub fn pid(&self, program: &str) -> Option<u32> {
+        let slot = match program {
+            "etcd" => &self.etcd,
+            "kube-apiserver" => &self.apiserver,
+            "kube-controller-manager" => &self.kcm,
+            _ => return None,
+        };
+        slot.lock().as_ref().and_then(Supervised::pid)
+    }
+
+    /// The API server's audit log (JSON lines; every request of a ServiceAccount).
+    pub fn audit_log(&self) -> PathBuf {
+        self.dir.join("logs/audit.log")
     }
 
     /// An error naming the program when one of them has exited.

@@ -170,6 +170,10 @@ fn ready_status(obj: &Value) -> Option<&str> {
 }
 
 /// The revision was made from `template` (spec, labels and annotations).
+/// Whether the revision was made from this template. Zero values (`name: ""`, `resources: {}`,
+/// empty lists, nulls) do not count: a Go client's full Update (Flagger's) writes them where the
+/// user wrote nothing, and Knative's defaulting webhook, which this stand-in does not run, makes
+/// both the same template, so real Knative makes no new revision for them.
 fn revision_matches(rev: &Value, template: &Value) -> bool {
     let subset = |field: &str| {
         template["metadata"][field]
@@ -178,7 +182,32 @@ fn revision_matches(rev: &Value, template: &Value) -> bool {
             .flatten()
             .all(|(k, v)| rev["metadata"][field][k] == *v)
     };
-    rev["spec"] == template_spec(template) && subset("labels") && subset("annotations")
+    without_zero_values(&rev["spec"]) == without_zero_values(&template_spec(template))
+        && subset("labels")
+        && subset("annotations")
+}
+
+/// `v` without empty strings, objects, lists and nulls (recursively).
+fn without_zero_values(v: &Value) -> Value {
+    fn zero(v: &Value) -> bool {
+        match v {
+            Value::Null => true,
+            Value::String(s) => s.is_empty(),
+            Value::Array(a) => a.is_empty(),
+            Value::Object(o) => o.is_empty(),
+            _ => false,
+        }
+    }
+    match v {
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, v)| (k.clone(), without_zero_values(v)))
+                .filter(|(_, v)| !zero(v))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(without_zero_values).collect()),
+        v => v.clone(),
+    }
 }
 
 fn template_spec(template: &Value) -> Value {
@@ -384,5 +413,17 @@ mod tests {
         let routes = &st["conditions"][2];
         assert_eq!(routes["status"], "False");
         assert_eq!(routes["reason"], "RevisionMissing");
+    }
+
+    #[test]
+    fn zero_values_written_by_a_go_client_make_no_new_revision() {
+        let rev = json!({"metadata": {}, "spec": {"containers": [{"image": "podinfo:1", "ports": [{"containerPort": 9898}]}]}});
+        let go = json!({"metadata": {}, "spec": {"containers": [
+            {"name": "", "image": "podinfo:1", "ports": [{"containerPort": 9898}], "resources": {}}
+        ]}});
+        assert!(revision_matches(&rev, &go));
+        let changed =
+            json!({"spec": {"containers": [{"image": "podinfo:2", "ports": [{"containerPort": 9898}]}]}});
+        assert!(!revision_matches(&rev, &changed));
     }
 }
