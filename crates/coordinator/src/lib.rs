@@ -13,6 +13,9 @@
 //!   `CommandSink`), `convert` (wire ↔ domain).
 //! - `metrics`: `/metrics` of [`Coordinator::serve_metrics`] (calls counted by a gRPC layer,
 //!   fleet gauges read at scrape time).
+//! - `web`: the web dashboard of [`Coordinator::serve_dashboard`] (the embedded page, its JSON
+//!   API over the Fleet service, Server-Sent Events fed by the rollout watch), and the
+//!   [`Caller`]/[`Role`] of each HTTP request.
 //! - [`client`]: connecting, following the leader.
 //! - `sim` (feature `test-util`): the simulated agent used by the tests and the fan-in and
 //!   failover benchmarks.
@@ -32,8 +35,10 @@ pub mod server;
 #[cfg(feature = "test-util")]
 pub mod sim;
 pub mod store;
+mod web;
 
 pub use error::{Error, Result};
 pub use leader::{AlwaysLeader, Fence, LeaderState, Leadership};
 pub use server::{Coordinator, CoordinatorConfig};
 pub use store::{ClusterRecord, MemoryStore, RolloutRecord, Store, Versioned};
+pub use web::{Caller, DashboardConfig, Role};

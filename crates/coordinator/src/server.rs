@@ -29,6 +29,7 @@ use crate::leader::{AlwaysLeader, LeaderState, Leadership};
 use crate::metrics::{CoordinatorMetrics, CountCalls, Sources};
 use crate::rollouts::Rollouts;
 use crate::store::{MemoryStore, Store};
+use crate::web::{DashboardConfig, WebState};
 
 /// Fully-qualified service names (for health checks).
 pub const FLEET_SERVICE: &str = "aviary.v1.Fleet";
@@ -208,6 +209,37 @@ impl Coordinator {
             }
         });
         tracing::info!(addr = %bound, "metrics endpoint listening");
+        Ok(bound)
+    }
+
+    /// Serves the web dashboard (the page and its API, see docs/operations.md "Web
+    /// dashboard") over plain HTTP on `addr` until the coordinator shuts down. Returns the
+    /// bound address.
+    pub async fn serve_dashboard(&self, addr: SocketAddr, config: DashboardConfig) -> Result<SocketAddr> {
+        let bind_error = |e| Error::Bind {
+            addr: addr.to_string(),
+            source: e,
+        };
+        let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+        let bound = listener.local_addr().map_err(bind_error)?;
+        let app = crate::web::router(WebState {
+            api: Arc::new(FleetService {
+                rollouts: self.sources.rollouts.clone(),
+            }),
+            leadership: self.leadership.clone(),
+            config,
+            shutdown: self.shutdown.clone(),
+        });
+        let stop = self.shutdown.clone();
+        tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+            if let Err(e) = served {
+                tracing::warn!(error = %e, "the dashboard stopped");
+            }
+        });
+        tracing::info!(addr = %bound, "dashboard listening");
         Ok(bound)
     }
 

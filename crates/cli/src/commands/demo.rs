@@ -19,7 +19,7 @@ use anyhow::{Context, anyhow, bail};
 use aviary_agent::config::{AgentConfig, GlobalNotifier, PlatformConfig};
 use aviary_agent::local::LocalAgent;
 use aviary_coordinator::client::fleet_client;
-use aviary_coordinator::{Coordinator, CoordinatorConfig};
+use aviary_coordinator::{Coordinator, CoordinatorConfig, DashboardConfig};
 use aviary_proto::v1;
 
 use super::out;
@@ -44,6 +44,10 @@ pub(crate) struct Args {
     /// Plain line-by-line progress even on a terminal.
     #[arg(long)]
     plain: bool,
+
+    /// Where the web dashboard listens (port 0 picks a free one; the URL is printed).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    http_listen: std::net::SocketAddr,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -84,7 +88,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                 tmp.path().to_path_buf()
             }
         };
-        let fleet = Fleet::start(&dir, args.interval).await?;
+        let fleet = Fleet::start(&dir, args.interval, args.http_listen).await?;
         let outcome = tokio::select! {
             r = demo(&fleet, &args) => r,
             _ = stop.cancelled() => Err(anyhow!("interrupted")),
@@ -92,6 +96,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         if args.keep_running && outcome.is_ok() && !stop.is_cancelled() {
             out(format_args!("\nThe fleet keeps running (Ctrl-C stops it):"));
             out(format_args!("  coordinator  {}", fleet.coordinator.url()));
+            out(format_args!("  dashboard    {}", fleet.dashboard));
             for (agent, (name, _)) in fleet.agents.iter().zip(CLUSTERS) {
                 out(format_args!("  {name:<12} admin http://{}   service http://127.0.0.1:{}", agent.admin_addr, fleet.ports[name]));
             }
@@ -115,6 +120,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// The running fleet.
 struct Fleet {
     coordinator: Coordinator,
+    /// The web dashboard's URL.
+    dashboard: String,
     agents: Vec<LocalAgent>,
     ports: BTreeMap<&'static str, u16>,
     traffic_stop: Arc<AtomicBool>,
@@ -173,12 +180,23 @@ spec:
 }
 
 impl Fleet {
-    async fn start(dir: &Path, interval: Duration) -> anyhow::Result<Self> {
+    async fn start(
+        dir: &Path,
+        interval: Duration,
+        http_listen: std::net::SocketAddr,
+    ) -> anyhow::Result<Self> {
         out(format_args!("Starting the demo fleet in {}", dir.display()));
         let coordinator = Coordinator::start(CoordinatorConfig::in_memory("127.0.0.1:0".parse()?))
             .await
             .context("starting the coordinator")?;
         out(format_args!("  coordinator   {}", coordinator.url()));
+        let dashboard = coordinator
+            .serve_dashboard(http_listen, DashboardConfig::default())
+            .await
+            .context("starting the dashboard")?;
+        let dashboard = format!("http://{dashboard}/");
+        // Tests and the screenshot script read the URL from this line.
+        out(format_args!("  dashboard     {dashboard}"));
         let mut agents = Vec::new();
         let mut ports = BTreeMap::new();
         for (name, region) in CLUSTERS {
@@ -238,6 +256,7 @@ impl Fleet {
         ));
         Ok(Self {
             coordinator,
+            dashboard,
             agents,
             ports,
             traffic_stop,
@@ -323,8 +342,9 @@ async fn demo(fleet: &Fleet, args: &Args) -> anyhow::Result<()> {
         .canaries;
     summary(&[&r1, &r2], &canaries);
     out(format_args!(
-        "\nLook further ({} requests served during the demo):\n  aviary rollout get podinfo-6-0-2 --coordinator {url}\n  aviary canaries --coordinator {url}\n  aviary events --agent http://{}\n  grpcurl -plaintext {} aviary.v1.Fleet/ListRollouts",
+        "\nLook further ({} requests served during the demo):\n  dashboard {}\n  aviary rollout get podinfo-6-0-2 --coordinator {url}\n  aviary canaries --coordinator {url}\n  aviary events --agent http://{}\n  grpcurl -plaintext {} aviary.v1.Fleet/ListRollouts",
         fleet.requests.load(Ordering::Relaxed),
+        fleet.dashboard,
         fleet.agents[0].admin_addr,
         url.trim_start_matches("http://"),
     ));
