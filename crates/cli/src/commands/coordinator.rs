@@ -136,7 +136,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         // Scripts and tests read the address from this line (useful with port 0).
         println!("aviary coordinator listening on {}", c.local_addr());
         if let Some(addr) = dashboard {
-            println!("aviary dashboard on http://{addr}/");
+            // Readers of the first line may have closed stdout already: not an error.
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stdout(), "aviary dashboard on http://{addr}/");
         }
         c.run_until_signal().await?;
         anyhow::Ok(ExitCode::SUCCESS)
