@@ -327,3 +327,111 @@ spec:
     assert_eq!(r["waves"][0]["phase"], "WaitingApproval", "nothing was approved");
     browser.close().await;
 }
+
+/// `aviary demo` prints its dashboard; the page shows rollout 1 running and rollout 2 failed
+/// with its failing metric values. With `AVIARY_UPDATE_SCREENSHOTS=1` the two views are saved
+/// as the screenshots of README and docs (docs/img/dashboard-*.png).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_prints_its_dashboard_which_shows_both_rollouts() {
+    let Some(browser) = Browser::start(1200, 760).await else {
+        return;
+    };
+    let mut child = Command::new(BIN)
+        .args(["demo", "--plain"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let _demo = Process::new(child).graceful(Duration::from_secs(20));
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let line_with = |text: &str| -> String {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(l) if l.contains(text) => return l,
+                Ok(_) => {}
+                Err(e) => panic!("the demo never printed {text:?}: {e}"),
+            }
+        }
+    };
+    let dashboard = line_with("  dashboard ")
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string();
+    assert!(dashboard.starts_with("http://127.0.0.1:"), "{dashboard}");
+    let update = std::env::var_os("AVIARY_UPDATE_SCREENSHOTS").is_some();
+    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/img");
+
+    line_with("Rollout 1:");
+    browser
+        .client
+        .goto(&format!("{dashboard}#/rollouts/podinfo-6-0-1"))
+        .await
+        .unwrap();
+    until_attr(
+        &browser,
+        r#".cell[data-cluster="us-east-1a"]"#,
+        "data-phase",
+        "Progressing",
+        Duration::from_secs(60),
+    )
+    .await;
+    // A few analysis steps, so the chart has a shape.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    if update {
+        let png = browser.client.screenshot().await.unwrap();
+        std::fs::write(docs.join("dashboard-rollout.png"), png).unwrap();
+    }
+
+    line_with("Rollout 2:");
+    browser
+        .client
+        .goto(&format!("{dashboard}#/rollouts/podinfo-6-0-2"))
+        .await
+        .unwrap();
+    until_attr(
+        &browser,
+        "#phase .badge",
+        "data-phase",
+        "Failed",
+        Duration::from_secs(120),
+    )
+    .await;
+    let cell = browser
+        .client
+        .find(Locator::Css(r#".cell[data-cluster="us-east-1a"]"#))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        cell.contains("request-success-rate"),
+        "the failing values are shown: {cell}"
+    );
+    assert!(
+        browser
+            .client
+            .find_all(Locator::Css("button"))
+            .await
+            .unwrap()
+            .is_empty(),
+        "a finished rollout has no actions"
+    );
+    if update {
+        let png = browser.client.screenshot().await.unwrap();
+        std::fs::write(docs.join("dashboard-failed.png"), png).unwrap();
+    }
+    browser.close().await;
+}

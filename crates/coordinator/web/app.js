@@ -148,7 +148,8 @@ function cell(r, w, c) {
     el("div", { class: "small" }, c.region + " · " + c.phase + (c.connected ? "" : " · disconnected")),
     el("div", { class: "small" }, "weight " + c.canaryWeight + "% · failed checks " + c.failedChecks),
     metrics,
-    c.verdict ? el("div", { class: "small" }, c.verdict) : null,
+    // The verdict without the values listed above it.
+    c.verdict ? el("div", { class: "small" }, c.verdict.split(" (")[0]) : null,
     over ? null : el("div", {},
       ["Pending", "Starting", "Progressing"].includes(c.phase)
         ? button("Skip", "skip", { cluster: c.cluster }, { attrs: { "data-cluster": c.cluster } }) : null,
@@ -209,7 +210,7 @@ function render() {
   const main = document.getElementById("main");
   const over = ["Succeeded", "Failed", "Aborted"].includes(r.phase);
   const history = (r.history || []).slice().reverse();
-  main.replaceChildren(
+  main.replaceChildren(...[
     el("p", {}, el("a", { href: "#/" }, "← rollouts")),
     el("h1", {}, r.name + " ", el("span", { id: "phase" }, badge(r.phase))),
     el("div", { class: "meta" },
@@ -221,12 +222,16 @@ function render() {
       button("Abort", "abort", { reason: "aborted from the dashboard" }, { confirm: "Abort " + r.name + " and roll it back?", attrs: { class: "danger" } })),
     el("h2", {}, "Waves"),
     el("div", { class: "grid", id: "grid" }, r.waves.map((w) => waveColumn(r, w))),
-    el("h2", {}, "Weight and success rate"),
-    el("div", { class: "charts" }, Object.entries(state.series).filter(([, s]) => s.length > 0).map(([c, s]) => chart(c, s))),
-    el("h2", {}, "Events"),
-    el("ul", { class: "timeline", id: "timeline" }, history.map((h) => el("li", { "data-kind": h.kind },
-      el("time", {}, time(h.time)), el("span", { class: "kind" }, h.kind),
-      [h.wave, h.cluster].filter(Boolean).join(" / ") + (h.actor ? " by " + h.actor : "") + (h.message ? ": " + h.message : "")))));
+    el("div", { class: "below" },
+      el("section", {},
+        el("h2", {}, "Weight and success rate"),
+        el("div", { class: "charts" }, Object.entries(state.series).filter(([, s]) => s.length > 0).map(([c, s]) => chart(c, s)))),
+      el("section", {},
+        el("h2", {}, "Events"),
+        el("ul", { class: "timeline", id: "timeline" }, history.map((h) => el("li", { "data-kind": h.kind },
+          el("time", {}, time(h.time)), el("span", { class: "kind" }, h.kind),
+          [h.wave, h.cluster].filter(Boolean).join(" / ") + (h.actor ? " by " + h.actor : "") + (h.message ? ": " + h.message : "")))))),
+  ].filter((c) => c !== null));
 }
 
 async function route() {

@@ -82,6 +82,21 @@ impl Browser {
                 Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
             }
         };
+        // Screenshots show the viewport: size the window so the viewport is width × height.
+        client
+            .set_window_size(width, height)
+            .await
+            .expect("set the window size");
+        let inner = client
+            .execute("return [window.innerWidth, window.innerHeight]", vec![])
+            .await
+            .expect("the viewport size");
+        let inner: (u32, u32) = serde_json::from_value(inner).expect("two numbers");
+        let outer = |want: u32, got: u32| (2 * want).saturating_sub(got).max(want);
+        client
+            .set_window_size(outer(width, inner.0), outer(height, inner.1))
+            .await
+            .expect("set the window size");
         Some(Self {
             client,
             driver,
