@@ -2,7 +2,8 @@
 # Builds the test control plane (kube-apiserver, kube-controller-manager, etcd) from the Go
 # module proxy at the releases pinned in go.mod, into a cache outside the repository keyed on
 # go.mod + go.sum + the build flags, exports the upstream CRDs the tests install (Knative
-# Serving, Gateway API, Istio) beside them, and prints the directory.
+# Serving, Gateway API, Istio, KEDA; Contour and Traefik for the router tests) beside them, and
+# prints the directory.
 #
 #   tests/control-plane/build.sh            # build when missing, print the bin dir
 #   AVIARY_CONTROL_PLANE_CACHE=/tmp/x ...   # another cache root (e.g. to time a cold build)
@@ -20,6 +21,11 @@ ETCD_VERSION=v3.7.0
 KNATIVE_SERVING=knative.dev/serving@v0.49.1
 GATEWAY_API=sigs.k8s.io/gateway-api@v1.6.3
 ISTIO_API=istio.io/api@v1.32.0
+# KEDA v2.20.2: the newest release whose go.mod Go 1.26 accepts (v2.21 needs Go 1.27).
+KEDA=github.com/kedacore/keda/v2@v2.20.2
+# Traffic providers whose modules the Go proxy serves (the router tests install these).
+CONTOUR=github.com/projectcontour/contour@v1.33.8
+TRAEFIK=github.com/traefik/traefik/v3@v3.7.13
 # Bump when the go build command or its flags below change.
 BUILD_REVISION=1
 
@@ -27,15 +33,21 @@ key=$( (cat go.mod go.sum; echo "$BUILD_REVISION") | sha256sum | cut -c1-16)
 root="${AVIARY_CONTROL_PLANE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/aviary/control-plane}"
 bin="$root/$key"
 programs=(kube-apiserver kube-controller-manager etcd)
-crd_stamp="$KNATIVE_SERVING $GATEWAY_API $ISTIO_API"
+crd_stamp="$KNATIVE_SERVING $GATEWAY_API $ISTIO_API $KEDA"
+provider_stamp="$CONTOUR $TRAEFIK"
+# What the script prints: a directory per set of CRDs, holding links to the programs, its crds/
+# and provider-crds/, so checkouts that pin different CRDs share the programs without
+# overwriting each other's CRDs.
+view="$bin/view-$(echo "$crd_stamp $provider_stamp" | sha256sum | cut -c1-12)"
 
 complete() {
-  for p in "${programs[@]}"; do [ -x "$bin/$p" ] || return 1; done
-  [ "$(cat "$bin/crds/.versions" 2>/dev/null)" = "$crd_stamp" ]
+  for p in "${programs[@]}"; do [ -x "$bin/$p" ] && [ -L "$view/$p" ] || return 1; done
+  [ "$(cat "$view/crds/.versions" 2>/dev/null)" = "$crd_stamp" ] &&
+    [ "$(cat "$view/provider-crds/.versions" 2>/dev/null)" = "$provider_stamp" ]
 }
 
 if complete; then
-  echo "$bin"
+  echo "$view"
   exit 0
 fi
 
@@ -49,7 +61,7 @@ mkdir -p "$root"
 exec 9>"$root/.lock"
 flock 9
 if complete; then
-  echo "$bin"
+  echo "$view"
   exit 0
 fi
 
@@ -100,15 +112,33 @@ export_crds() {
   done
   d=$(module_dir "$ISTIO_API")
   cp "$d/kubernetes/customresourcedefinitions.gen.yaml" "$out/istio.yaml"
+  d=$(module_dir "$KEDA")
+  cp "$d/config/crd/bases/keda.sh_scaledobjects.yaml" "$out/keda-scaledobjects.yaml"
   chmod -R u+w "$out"
   echo "$crd_stamp" >"$out/.versions"
-  mkdir -p "$bin"
-  rm -rf "$bin/crds"
-  mv "$out" "$bin/crds"
+  mkdir -p "$view"
+  rm -rf "$view/crds"
+  mv "$out" "$view/crds"
+}
+
+export_provider_crds() {
+  local out="$tmp/provider-crds" d
+  mkdir -p "$out"
+  d=$(module_dir "$CONTOUR")
+  cp "$d/examples/contour/01-crds.yaml" "$out/contour.yaml"
+  d=$(module_dir "$TRAEFIK")
+  cp "$d/docs/content/reference/dynamic-configuration/kubernetes-crd-definition-v1.yml" "$out/traefik.yaml"
+  chmod -R u+w "$out"
+  echo "$provider_stamp" >"$out/.versions"
+  mkdir -p "$view"
+  rm -rf "$view/provider-crds"
+  mv "$out" "$view/provider-crds"
 }
 
 for p in "${programs[@]}"; do
   [ -x "$bin/$p" ] || { build_programs; break; }
 done
-[ "$(cat "$bin/crds/.versions" 2>/dev/null)" = "$crd_stamp" ] || export_crds
-echo "$bin"
+[ "$(cat "$view/crds/.versions" 2>/dev/null)" = "$crd_stamp" ] || export_crds
+[ "$(cat "$view/provider-crds/.versions" 2>/dev/null)" = "$provider_stamp" ] || export_provider_crds
+for p in "${programs[@]}"; do ln -sfn "../$p" "$view/$p"; done
+echo "$view"

@@ -83,7 +83,8 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
         Arc::new(WatchedTemplates(watched.clone())),
         secrets.clone(),
         builtins,
-    )?;
+    )?
+    .with_cluster(Arc::new(KubeApi(kube.clone())));
     let mut assembly = Assembly::new(
         &config,
         PlatformParts {
@@ -212,6 +213,25 @@ impl CanarySink for ActorSink {
         if let Err(e) = self.0.remove(namespace, name) {
             tracing::error!("the actor supervisor is gone: {e}");
         }
+    }
+}
+
+/// The agent's Kubernetes client for metric providers that read the cluster (keptn,
+/// externalmetrics): Flagger uses its own rest config for them too.
+struct KubeApi(Kube);
+
+#[async_trait]
+impl aviary_providers::metrics::ClusterApi for KubeApi {
+    async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> std::result::Result<serde_json::Value, aviary_providers::metrics::ClusterError> {
+        self.0
+            .request_json(method, path, body.as_ref())
+            .await
+            .map_err(|(status, message)| aviary_providers::metrics::ClusterError { status, message })
     }
 }
 

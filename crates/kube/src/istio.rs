@@ -13,13 +13,13 @@ use aviary_core::ports::{Router, Routes, SessionCookies};
 use serde_json::{Map, Value, json};
 
 use crate::client::{
-    DESTINATION_RULE, Kube, VIRTUAL_SERVICE, annotation, describe, owned_by, owner_reference, set_annotation,
+    DESTINATION_RULE, KUBECTL_LAST_APPLIED, Kube, VIRTUAL_SERVICE, annotation, describe, owned_by,
+    owner_reference, set_annotation,
 };
 use crate::routing::{cookie_regex, merge_matches, session, set_cookie, status_cookies};
 
 /// Where a taken-over VirtualService's previous spec is kept.
 pub const ORIGINAL_CONFIGURATION: &str = "flagger.kubernetes.io/original-configuration";
-const KUBECTL_LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// The Istio router.
 #[derive(Debug, Clone)]

@@ -9,29 +9,45 @@
 //! - [`platform`]: which Target and Router each canary gets, Kubernetes Secrets, the status a
 //!   restarted actor resumes from.
 //! - [`recorder`]: the Recorder port: status subresource, core/v1 Events (reason `Synced`).
-//! - Targets: [`deployment`] (the `-primary` Deployment, HPA copy, config tracking, readiness),
-//!   [`knative`] (also the Knative router and the metrics' revision `route`).
+//! - Targets: [`deployment`] (the `-primary` Deployment, config tracking, readiness),
+//!   [`daemonset`] (the `-primary` DaemonSet, scale to zero through a node selector),
+//!   [`service_target`] (a core Service copied to `-primary`/`-canary`), [`knative`] (also the
+//!   Knative router and the metrics' revision `route`); [`workload`] holds what Deployments and
+//!   DaemonSets share, [`autoscaler`] the `-primary` HPA or KEDA ScaledObject.
 //! - Routers: [`services`] (the ClusterIP Services of Deployment canaries), [`gatewayapi`],
-//!   [`istio`], and in [`routing`] the provider choice, the `kubernetes` no-op router and shared
-//!   helpers.
+//!   [`istio`], [`ingress`] (nginx, skipper), [`smi`] (linkerd, smi, osm), [`contour`],
+//!   [`gloo`], [`traefik`], [`appmesh`], [`kuma`], [`apisix`], and in [`routing`] the provider
+//!   choice, the `kubernetes` no-op router and what routers share (the routing object they own).
 //! - [`lease`]: leader election through a coordination.k8s.io Lease.
 //! - [`revisions`]: what the coordinator link reads and pushes: targets' container images, and
 //!   retries of the same images.
 //! - `error`: the crate's [`Error`].
 
+pub mod apisix;
+pub mod appmesh;
+pub mod autoscaler;
 pub mod client;
+pub mod contour;
+pub mod daemonset;
 pub mod deployment;
 mod error;
 pub mod gatewayapi;
+pub mod gloo;
+pub mod ingress;
 pub mod istio;
 pub mod knative;
+pub mod kuma;
 pub mod lease;
 pub mod platform;
 pub mod recorder;
 pub mod revisions;
 pub mod routing;
+pub mod service_target;
 pub mod services;
+pub mod smi;
+pub mod traefik;
 pub mod watch;
+pub mod workload;
 
 pub use client::{ClientSettings, Kube, connect};
 pub use error::{Error, Result};

@@ -8,14 +8,24 @@ use async_trait::async_trait;
 use aviary_api::{Canary, CanaryStatus};
 use aviary_core::ports::{NotReady, Router, SecretSource, Target, TargetRevision};
 
+use crate::apisix::ApisixRouter;
+use crate::appmesh::AppMeshRouter;
 use crate::client::{CANARY, Kube, SECRET, describe};
+use crate::contour::ContourRouter;
+use crate::daemonset::DaemonSetTarget;
 use crate::deployment::{DeploymentSettings, DeploymentTarget};
 use crate::gatewayapi::GatewayApiRouter;
+use crate::gloo::GlooRouter;
+use crate::ingress::{NginxRouter, SkipperRouter};
 use crate::istio::IstioRouter;
 use crate::knative::Knative;
+use crate::kuma::KumaRouter;
 use crate::recorder::KubeRecorder;
 use crate::routing::{DeploymentRouter, NopRouter, Provider, UnsupportedRouter};
+use crate::service_target::ServiceTarget;
 use crate::services::ClusterIpServices;
+use crate::smi::SmiRouter;
+use crate::traefik::TraefikRouter;
 
 pub use aviary_api::status::VALIDATED_CONDITION;
 
@@ -24,10 +34,14 @@ pub use aviary_api::status::VALIDATED_CONDITION;
 pub struct KubeSettings {
     /// Provider of canaries without `spec.provider` (Flagger's `-mesh-provider`, default istio).
     pub default_provider: String,
-    /// Deployment target behaviour.
+    /// Deployment and DaemonSet target behaviour.
     pub deployment: DeploymentSettings,
     /// Written as the event source host (the pod name).
     pub host: String,
+    /// ingress-nginx's annotation prefix (Flagger's `-ingress-annotations-prefix`).
+    pub ingress_annotations_prefix: String,
+    /// The ingress class of Contour HTTPProxies (Flagger's `-ingress-class`; empty: none).
+    pub ingress_class: String,
 }
 
 impl Default for KubeSettings {
@@ -36,6 +50,8 @@ impl Default for KubeSettings {
             default_provider: "istio".into(),
             deployment: DeploymentSettings::default(),
             host: hostname(),
+            ingress_annotations_prefix: crate::ingress::NGINX_ANNOTATIONS_PREFIX.into(),
+            ingress_class: String::new(),
         }
     }
 }
@@ -56,6 +72,8 @@ pub struct KubePlatform {
     settings: KubeSettings,
     recorder: Arc<KubeRecorder>,
     deployment: Arc<DeploymentTarget>,
+    daemonset: Arc<DaemonSetTarget>,
+    service: Arc<ServiceTarget>,
     knative: Arc<Knative>,
     secrets: Arc<KubeSecrets>,
 }
@@ -73,6 +91,11 @@ impl KubePlatform {
         Self {
             recorder: Arc::new(KubeRecorder::new(kube.clone(), settings.host.clone())),
             deployment: Arc::new(DeploymentTarget::new(kube.clone(), settings.deployment.clone())),
+            daemonset: Arc::new(DaemonSetTarget::new(kube.clone(), settings.deployment.clone())),
+            service: Arc::new(ServiceTarget::new(
+                kube.clone(),
+                settings.deployment.include_label_prefixes.clone(),
+            )),
             knative: Arc::new(Knative::new(kube.clone())),
             secrets: Arc::new(KubeSecrets { kube: kube.clone() }),
             kube,
@@ -103,14 +126,31 @@ impl KubePlatform {
         if c.is_knative_target() {
             return self.knative.clone();
         }
-        match c.target_kind() {
+        let target: Arc<dyn Target> = match c.target_kind() {
             "Deployment" => self.deployment.clone(),
+            "DaemonSet" => self.daemonset.clone(),
+            "Service" => self.service.clone(),
             other => Arc::new(UnsupportedTarget(other.to_string())),
+        };
+        // App Mesh injects its Envoy into pods of registered virtual nodes only: Flagger
+        // reconciles the mesh before it creates the primary (scheduler.go:215-221).
+        if let Provider::AppMesh { v1beta2 } = Provider::of(c, &self.settings.default_provider) {
+            return Arc::new(MeshFirst {
+                mesh: AppMeshRouter::new(
+                    self.kube.clone(),
+                    v1beta2,
+                    self.settings.deployment.selector_labels.clone(),
+                ),
+                target,
+            });
         }
+        target
     }
 
-    /// The router of a canary: Knative's for a Knative target; for a Deployment the ClusterIP
-    /// Services plus the provider's router.
+    /// The router of a canary: Knative's for a Knative target; for a Deployment or DaemonSet the
+    /// ClusterIP Services plus the provider's router; for a core Service target the provider's
+    /// router alone (Flagger's KubernetesNoopRouter: the target service controller made the
+    /// `-primary` and `-canary` copies).
     pub fn router(&self, c: &Canary) -> Arc<dyn Router> {
         let provider = Provider::of(c, &self.settings.default_provider);
         if c.is_knative_target() {
@@ -119,13 +159,29 @@ impl KubePlatform {
                 _ => Arc::new(UnsupportedRouter(c.provider().to_string())),
             };
         }
+        let kube = self.kube.clone();
         let traffic: Arc<dyn Router> = match provider {
             Provider::Kubernetes => Arc::new(NopRouter),
-            Provider::Istio => Arc::new(IstioRouter::new(self.kube.clone())),
-            Provider::GatewayApi { v1beta1 } => Arc::new(GatewayApiRouter::new(self.kube.clone(), v1beta1)),
+            Provider::Istio => Arc::new(IstioRouter::new(kube)),
+            Provider::GatewayApi { v1beta1 } => Arc::new(GatewayApiRouter::new(kube, v1beta1)),
             Provider::Knative => Arc::new(UnsupportedRouter("knative".into())),
-            Provider::Unsupported(p) => Arc::new(UnsupportedRouter(p)),
+            Provider::Nginx => Arc::new(NginxRouter::new(kube, &self.settings.ingress_annotations_prefix)),
+            Provider::Skipper => Arc::new(SkipperRouter::new(kube)),
+            Provider::Smi { version, mesh } => Arc::new(SmiRouter::new(kube, version, mesh)),
+            Provider::Contour => Arc::new(ContourRouter::new(kube, &self.settings.ingress_class)),
+            Provider::Gloo => Arc::new(GlooRouter::new(kube)),
+            Provider::Traefik => Arc::new(TraefikRouter::new(kube)),
+            Provider::AppMesh { v1beta2 } => Arc::new(AppMeshRouter::new(
+                kube,
+                v1beta2,
+                self.settings.deployment.selector_labels.clone(),
+            )),
+            Provider::Kuma => Arc::new(KumaRouter::new(kube)),
+            Provider::Apisix => Arc::new(ApisixRouter::new(kube)),
         };
+        if c.target_kind() == "Service" {
+            return traffic;
+        }
         Arc::new(DeploymentRouter {
             services: ClusterIpServices::new(
                 self.kube.clone(),
@@ -159,14 +215,49 @@ pub fn without_validation(mut s: CanaryStatus) -> CanaryStatus {
     s
 }
 
-/// A target kind aviary does not implement (DaemonSet, core Service).
+/// A target whose initialization first registers the App Mesh virtual nodes and routers.
+struct MeshFirst {
+    mesh: AppMeshRouter,
+    target: Arc<dyn Target>,
+}
+
+#[async_trait]
+impl Target for MeshFirst {
+    async fn revision(&self, c: &Canary) -> Result<TargetRevision, String> {
+        self.target.revision(c).await
+    }
+    async fn initialize(&self, c: &Canary) -> Result<(), NotReady> {
+        self.mesh.reconcile(c).await.map_err(NotReady::retriable)?;
+        self.target.initialize(c).await
+    }
+    async fn primary_ready(&self, c: &Canary) -> Result<(), NotReady> {
+        self.target.primary_ready(c).await
+    }
+    async fn canary_ready(&self, c: &Canary) -> Result<(), NotReady> {
+        self.target.canary_ready(c).await
+    }
+    async fn promote(&self, c: &Canary) -> Result<(), String> {
+        self.target.promote(c).await
+    }
+    async fn scale_to_zero(&self, c: &Canary) -> Result<(), String> {
+        self.target.scale_to_zero(c).await
+    }
+    async fn scale_from_zero(&self, c: &Canary) -> Result<(), String> {
+        self.target.scale_from_zero(c).await
+    }
+    async fn finalize(&self, c: &Canary) -> Result<(), String> {
+        self.target.finalize(c).await
+    }
+}
+
+/// A target kind neither Flagger nor aviary knows (validation refuses it first).
 #[derive(Debug, Clone)]
 pub struct UnsupportedTarget(pub String);
 
 impl UnsupportedTarget {
     fn err(&self, c: &Canary) -> String {
         format!(
-            "target kind {:?} (spec.targetRef.kind of canary {}.{}) is not supported by aviary; use a Deployment or a Knative Service",
+            "target kind {:?} (spec.targetRef.kind of canary {}.{}) is not supported by aviary; use a Deployment, a DaemonSet, a Service or a Knative Service",
             self.0,
             c.name(),
             c.namespace()

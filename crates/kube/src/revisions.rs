@@ -8,7 +8,7 @@ use aviary_api::Canary;
 use aviary_core::fleet::Revision;
 use serde_json::Value;
 
-use crate::client::{DEPLOYMENT, KNATIVE_REVISION, KNATIVE_SERVICE, Kind, Kube, annotation};
+use crate::client::{DAEMON_SET, DEPLOYMENT, KNATIVE_REVISION, KNATIVE_SERVICE, Kind, Kube, annotation};
 use crate::knative::PRIMARY_REVISION_ANNOTATION;
 
 /// Annotation bumped on the pod template to retry the same images (a new revision).
@@ -41,6 +41,8 @@ fn images(containers: &Value) -> Revision {
 fn target_kind(canary: &Canary) -> Kind {
     if canary.is_knative_target() {
         KNATIVE_SERVICE
+    } else if canary.target_kind() == "DaemonSet" {
+        DAEMON_SET
     } else {
         DEPLOYMENT
     }

@@ -9,11 +9,12 @@ use aviary_api::Canary;
 use aviary_api::canary::SessionAffinity;
 use aviary_api::service::HttpMatchRequest;
 use aviary_core::ports::{Router, Routes, SessionCookies};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::services::ClusterIpServices;
 
-/// The traffic providers aviary implements on Kubernetes.
+/// The traffic providers aviary implements on Kubernetes, named as in Flagger's router factory
+/// (pkg/router/factory.go:82-235).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Provider {
     Kubernetes,
@@ -23,8 +24,25 @@ pub enum Provider {
         v1beta1: bool,
     },
     Istio,
-    /// A Flagger provider aviary does not implement.
-    Unsupported(String),
+    /// `nginx`: a canary Ingress with ingress-nginx's canary annotations.
+    Nginx,
+    /// `skipper`: a canary Ingress with Skipper's backend weights.
+    Skipper,
+    /// `linkerd`, `smi:v1alpha1..3[:mesh]` and `osm`: an SMI TrafficSplit.
+    Smi {
+        version: crate::smi::SmiVersion,
+        /// The mesh after the version (`istio` adds the gateways annotation).
+        mesh: String,
+    },
+    Contour,
+    Gloo,
+    Traefik,
+    /// `appmesh` (v1beta1 objects) or `appmesh:v1beta2`.
+    AppMesh {
+        v1beta2: bool,
+    },
+    Kuma,
+    Apisix,
 }
 
 impl Provider {
@@ -37,21 +55,122 @@ impl Provider {
             .as_deref()
             .filter(|p| !p.is_empty())
             .unwrap_or(default);
-        match p {
-            "kubernetes" => Self::Kubernetes,
-            "knative" => Self::Knative,
-            "gatewayapi:v1" => Self::GatewayApi { v1beta1: false },
-            "gatewayapi:v1beta1" => Self::GatewayApi { v1beta1: true },
+        Self::named(p).unwrap_or_else(|| {
+            tracing::warn!(canary = %c.key(), "unknown provider {p:?}; using istio as Flagger does");
+            Self::Istio
+        })
+    }
+
+    /// The provider called `p`, in the order of Flagger's factory (prefixes included), or `None`.
+    pub fn named(p: &str) -> Option<Self> {
+        use crate::smi::SmiVersion;
+        let smi = |version, rest: &str| Self::Smi {
+            version,
+            mesh: rest.trim_start_matches(':').to_string(),
+        };
+        Some(match p {
+            p if p.starts_with("appmesh:v1beta2") => Self::AppMesh { v1beta2: true },
+            "appmesh" => Self::AppMesh { v1beta2: false },
+            "linkerd" => smi(SmiVersion::V1alpha1, "linkerd"),
             "istio" => Self::Istio,
-            p if aviary_api::canary::FLAGGER_PROVIDERS.contains(&p) => Self::Unsupported(p.to_string()),
-            p if p.starts_with("gatewayapi") || p.starts_with("appmesh") || p.starts_with("smi") => {
-                Self::Unsupported(p.to_string())
+            p if p.starts_with("smi:v1alpha1") => smi(SmiVersion::V1alpha1, &p["smi:v1alpha1".len()..]),
+            p if p.starts_with("smi:v1alpha2") => smi(SmiVersion::V1alpha2, &p["smi:v1alpha2".len()..]),
+            p if p.starts_with("smi:v1alpha3") => smi(SmiVersion::V1alpha3, &p["smi:v1alpha3".len()..]),
+            "contour" => Self::Contour,
+            "knative" => Self::Knative,
+            p if p.starts_with("gloo") => Self::Gloo,
+            "nginx" => Self::Nginx,
+            "skipper" => Self::Skipper,
+            "traefik" => Self::Traefik,
+            "apisix" => Self::Apisix,
+            "osm" => smi(SmiVersion::V1alpha2, "osm"),
+            "kuma" => Self::Kuma,
+            p if p.starts_with("gatewayapi:v1beta1") => Self::GatewayApi { v1beta1: true },
+            p if p.starts_with("gatewayapi:v1") => Self::GatewayApi { v1beta1: false },
+            "kubernetes" => Self::Kubernetes,
+            _ => return None,
+        })
+    }
+}
+
+/// Flagger's `filterMetadata` (pkg/router/util.go:31-39): the annotations of a generated
+/// routing object, plus the two that stop Flux from reverting what the router writes.
+pub fn flux_annotations(mut annotations: Map<String, Value>) -> Map<String, Value> {
+    annotations.insert(
+        "kustomize.toolkit.fluxcd.io/reconcile".into(),
+        Value::from("disabled"),
+    );
+    annotations.insert(
+        "helm.toolkit.fluxcd.io/driftDetection".into(),
+        Value::from("disabled"),
+    );
+    annotations
+}
+
+/// The labels and annotations (with [`flux_annotations`]) of `spec.service.apex`, which Flagger
+/// puts on the routing objects it generates.
+pub fn apex_metadata(c: &Canary) -> (Map<String, Value>, Map<String, Value>) {
+    let apex = c
+        .spec
+        .service
+        .as_ref()
+        .and_then(|s| s.apex.clone())
+        .unwrap_or_default();
+    let to_map = |m: Option<std::collections::BTreeMap<String, String>>| -> Map<String, Value> {
+        m.unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, Value::from(v)))
+            .collect()
+    };
+    (to_map(apex.labels), flux_annotations(to_map(apex.annotations)))
+}
+
+/// `metadata` of a routing object owned by the canary.
+pub fn owned_metadata(c: &Canary, labels: &Map<String, Value>, annotations: &Map<String, Value>) -> Value {
+    let mut m = serde_json::json!({"ownerReferences": [crate::client::owner_reference(c)]});
+    if !labels.is_empty() {
+        m["labels"] = Value::Object(labels.clone());
+    }
+    if !annotations.is_empty() {
+        m["annotations"] = Value::Object(annotations.clone());
+    }
+    m
+}
+
+/// Sets `metadata.labels` and `metadata.annotations` to exactly these (empty ones removed).
+pub fn set_metadata(obj: &mut Value, labels: &Map<String, Value>, annotations: &Map<String, Value>) {
+    for (key, map) in [("labels", labels), ("annotations", annotations)] {
+        if map.is_empty() {
+            if let Some(m) = obj["metadata"].as_object_mut() {
+                m.remove(key);
             }
-            other => {
-                tracing::warn!(canary = %c.key(), "unknown provider {other:?}; using istio as Flagger does");
-                Self::Istio
-            }
+        } else {
+            obj["metadata"][key] = Value::Object(map.clone());
         }
+    }
+}
+
+/// `v` without any `key` field, at any depth (Flagger compares specs ignoring the weights).
+pub fn without_key(v: &Value, key: &str) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(k, _)| k.as_str() != key)
+                .map(|(k, v)| (k.clone(), without_key(v, key)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(|v| without_key(v, key)).collect()),
+        other => other.clone(),
+    }
+}
+
+/// A weight as Flagger reads it: an integer, or a quantity string (`"50"`).
+pub fn weight_of(v: &Value) -> Option<i32> {
+    match v {
+        Value::Number(n) => n.as_i64().map(|w| w as i32),
+        Value::String(s) => s.trim().parse::<f64>().ok().map(|w| w as i32),
+        Value::Null => Some(0),
+        _ => None,
     }
 }
 
@@ -77,15 +196,16 @@ impl Router for NopRouter {
     }
 }
 
-/// A provider aviary does not implement: every call says so.
+/// A provider that does not fit the target (Knative's router for a Deployment, a mesh for a
+/// Knative Service): every call says so.
 #[derive(Debug, Clone)]
 pub struct UnsupportedRouter(pub String);
 
 impl UnsupportedRouter {
     fn err(&self, c: &Canary) -> String {
         format!(
-            "provider {:?} (spec.provider of canary {}.{}) is not supported by aviary; use istio, \
-             gatewayapi:v1, knative or kubernetes",
+            "provider {:?} (spec.provider of canary {}.{}) does not fit its target: a Knative Service \
+             needs provider knative, and knative routes only Knative Services",
             self.0,
             c.name(),
             c.namespace()
@@ -214,6 +334,136 @@ pub fn session(c: &Canary, routes: &Routes) -> Option<(SessionAffinity, SessionC
     Some((*sa, cookies))
 }
 
+/// The one routing object a router owns (an HTTPProxy, a TrafficSplit, …) whose spec is a
+/// function of the split: created at 100/0, its spec rewritten when the canary changes (the live
+/// weights kept), its weights set and read back.
+#[derive(Debug, Clone)]
+pub struct RoutingObject {
+    pub kind: crate::client::Kind,
+    /// Empty for a cluster-scoped kind.
+    pub namespace: String,
+    pub name: String,
+    /// `metadata` on creation (labels, annotations, owner references).
+    pub metadata: Value,
+    /// Top-level fields besides `spec` (Kuma's `mesh`).
+    pub extra: Map<String, Value>,
+    /// Keep `metadata.labels` and `metadata.annotations` equal to those of [`Self::metadata`].
+    pub sync_metadata: bool,
+}
+
+impl RoutingObject {
+    /// `kind` `name` in the canary's namespace, owned by the canary, labelled and annotated from
+    /// `spec.service.apex` (Flagger's newMetadata + filterMetadata).
+    pub fn owned(kind: crate::client::Kind, c: &Canary, name: impl Into<String>) -> Self {
+        let (labels, annotations) = apex_metadata(c);
+        Self {
+            kind,
+            namespace: c.namespace().to_string(),
+            name: name.into(),
+            metadata: owned_metadata(c, &labels, &annotations),
+            extra: Map::new(),
+            sync_metadata: true,
+        }
+    }
+
+    fn shown(&self) -> String {
+        if self.namespace.is_empty() {
+            format!("{} {}", self.kind.kind, self.name)
+        } else {
+            format!("{} {}.{}", self.kind.kind, self.name, self.namespace)
+        }
+    }
+
+    /// The live object, if any.
+    pub async fn get(&self, kube: &crate::Kube) -> Result<Option<Value>, String> {
+        kube.get(self.kind, &self.namespace, &self.name)
+            .await
+            .map_err(|e| {
+                format!(
+                    "{} get query error: {}",
+                    self.shown(),
+                    crate::client::describe(&e)
+                )
+            })
+    }
+
+    /// The live object, or an error naming it.
+    pub async fn require(&self, kube: &crate::Kube) -> Result<Value, String> {
+        self.get(kube).await?.ok_or_else(|| {
+            format!(
+                "{} get query error: {} \"{}\" not found",
+                self.shown(),
+                self.kind.qualified(),
+                self.name
+            )
+        })
+    }
+
+    /// Creates the object with `spec(100/0)`, or rewrites its spec with the live split (read by
+    /// `read`, 100/0 when unreadable) when anything but the weights differs. Flagger resets the
+    /// weights on such a rewrite; aviary keeps them (as its istio router does).
+    pub async fn reconcile(
+        &self,
+        kube: &crate::Kube,
+        spec: impl Fn(&Routes) -> Value + Send + Sync,
+        read: impl Fn(&Value) -> Option<Routes> + Send + Sync,
+    ) -> Result<(), String> {
+        let create = || {
+            let mut obj =
+                serde_json::json!({"metadata": self.metadata, "spec": spec(&Routes::split(100, 0))});
+            for (k, v) in &self.extra {
+                obj[k.as_str()] = v.clone();
+            }
+            Ok(obj)
+        };
+        let labels = self.metadata["labels"].as_object().cloned().unwrap_or_default();
+        let annotations = self.metadata["annotations"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        kube.upsert(self.kind, &self.namespace, &self.name, create, |cur| {
+            let live = read(cur).unwrap_or_else(|| Routes::split(100, 0));
+            let desired = spec(&live);
+            // Equality as in Flagger's cmp.Diff: a field removed from the canary is removed here.
+            if without_key(&desired, "weight") != without_key(&cur["spec"], "weight") {
+                cur["spec"] = desired;
+            }
+            for (k, v) in &self.extra {
+                cur[k.as_str()] = v.clone();
+            }
+            if self.sync_metadata {
+                set_metadata(cur, &labels, &annotations);
+            }
+            Ok(())
+        })
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("{} update error: {e}", self.shown()))
+    }
+
+    /// Edits the live object with `f` (an error when it is missing).
+    pub async fn update(
+        &self,
+        kube: &crate::Kube,
+        f: impl FnMut(&mut Value) -> Result<(), String> + Send,
+    ) -> Result<(), String> {
+        match kube.modify(self.kind, &self.namespace, &self.name, f).await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => self.require(kube).await.map(|_| ()),
+            Err(e) => Err(format!("{} update error: {e}", self.shown())),
+        }
+    }
+
+    /// The split `read` finds in the live object.
+    pub async fn routes(
+        &self,
+        kube: &crate::Kube,
+        read: impl Fn(&Value) -> Result<Routes, String>,
+    ) -> Result<Routes, String> {
+        read(&self.require(kube).await?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,7 +476,38 @@ mod tests {
         c.spec.provider = Some("gatewayapi:v1".into());
         assert_eq!(Provider::of(&c, "istio"), Provider::GatewayApi { v1beta1: false });
         c.spec.provider = Some("linkerd".into());
-        assert_eq!(Provider::of(&c, "istio"), Provider::Unsupported("linkerd".into()));
+        assert_eq!(
+            Provider::of(&c, "istio"),
+            Provider::Smi {
+                version: crate::smi::SmiVersion::V1alpha1,
+                mesh: "linkerd".into()
+            }
+        );
+        c.spec.provider = Some("smi:v1alpha3:istio".into());
+        assert_eq!(
+            Provider::of(&c, "istio"),
+            Provider::Smi {
+                version: crate::smi::SmiVersion::V1alpha3,
+                mesh: "istio".into()
+            }
+        );
+        c.spec.provider = Some("osm".into());
+        assert_eq!(
+            Provider::of(&c, "istio"),
+            Provider::Smi {
+                version: crate::smi::SmiVersion::V1alpha2,
+                mesh: "osm".into()
+            }
+        );
+        c.spec.provider = Some("appmesh:v1beta2".into());
+        assert_eq!(Provider::of(&c, "istio"), Provider::AppMesh { v1beta2: true });
+        c.spec.provider = Some("gatewayapi:v1beta1".into());
+        assert_eq!(Provider::of(&c, "istio"), Provider::GatewayApi { v1beta1: true });
+        c.spec.provider = Some("mystery".into());
+        assert_eq!(Provider::of(&c, "istio"), Provider::Istio);
+        for p in aviary_api::canary::FLAGGER_PROVIDERS {
+            assert!(Provider::named(p).is_some(), "{p}");
+        }
         c.spec.provider = Some("kubernetes".into());
         assert_eq!(Provider::of(&c, "istio"), Provider::Kubernetes);
     }

@@ -1,4 +1,4 @@
-//! The ClusterIP Services of a Deployment canary (reference §6.2, Flagger's
+//! The ClusterIP Services of a Deployment or DaemonSet canary (reference §6.2, Flagger's
 //! KubernetesDefaultRouter), created whatever the traffic provider: `<apex>-canary` selects the
 //! target's pods, `<apex>-primary` the primary's, and the apex `<apex>` always the primary's (the
 //! mesh or gateway does the splitting).
@@ -8,7 +8,7 @@ use aviary_api::service::CustomMetadata;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{Map, Value, json};
 
-use crate::client::{DEPLOYMENT, Kube, SERVICE, describe, owned_by, owner_reference};
+use crate::client::{DAEMON_SET, DEPLOYMENT, Kube, SERVICE, describe, owned_by, owner_reference};
 use crate::deployment::{Selector, selector_of};
 
 /// Containers whose ports are never discovered.
@@ -37,21 +37,23 @@ impl ClusterIpServices {
         }
     }
 
-    /// The target Deployment and its selector.
+    /// The target workload (a Deployment or a DaemonSet) and its selector.
     pub async fn target(&self, c: &Canary) -> Result<(Value, Selector), String> {
         let (ns, name) = (c.namespace(), c.target_name());
-        let d = match self.kube.get(DEPLOYMENT, ns, name).await {
+        let (kind, word) = match c.target_kind() {
+            "DaemonSet" => (DAEMON_SET, "daemonset"),
+            _ => (DEPLOYMENT, "deployment"),
+        };
+        let d = match self.kube.get(kind, ns, name).await {
             Ok(Some(d)) => d,
             Ok(None) => {
                 return Err(format!(
-                    "deployment {name}.{ns} get query error: deployments.apps \"{name}\" not found"
+                    "{word} {name}.{ns} get query error: {} \"{name}\" not found",
+                    kind.qualified()
                 ));
             }
             Err(e) => {
-                return Err(format!(
-                    "deployment {name}.{ns} get query error: {}",
-                    describe(&e)
-                ));
+                return Err(format!("{word} {name}.{ns} get query error: {}", describe(&e)));
             }
         };
         let sel = selector_of(&d, &self.selector_labels)?;

@@ -2,9 +2,9 @@
 //!
 //! - [`metrics`]: [`ProviderMetrics`] implements the engine's `Metrics` port. MetricTemplates run
 //!   on their provider (`prometheus`, `datadog`, `newrelic`, `graphite`, `influxdb`, `dynatrace`,
-//!   `cloudwatch`); built-in metrics come from a pluggable
-//!   [`BuiltinSource`](aviary_core::ports::BuiltinSource), by default
-//!   [`PrometheusBuiltins`] with Flagger's PromQL.
+//!   `cloudwatch`, `stackdriver`, `splunk`, and through a [`ClusterApi`](metrics::ClusterApi) the
+//!   platform plugs in, `keptn` and `externalmetrics`); built-in metrics come from a pluggable
+//!   [`BuiltinSource`](aviary_core::ports::BuiltinSource), by default [`PrometheusBuiltins`] with Flagger's PromQL.
 //! - [`hooks`]: [`HttpHooks`] implements `Hooks` (Flagger's webhook calls, retries, timeouts).
 //! - [`alerts`]: [`AlertNotifier`] implements `Notifier` (slack, msteams, discord, rocket, gchat
 //!   and aviary's `generic`).
@@ -12,7 +12,8 @@
 //!   Kubernetes Secrets: [`FileSecrets`], [`EnvSecrets`], [`StaticSecrets`], [`SecretChain`].
 //! - [`sources`]: how adapters find MetricTemplates and AlertProviders ([`TemplateSource`],
 //!   [`AlertProviderSource`]), and an in-memory [`ResourceStore`].
-//! - [`loadtester`]: the Flagger-compatible load tester behind `aviary loadtester`.
+//! - [`loadtester`]: the Flagger-compatible load tester behind `aviary loadtester` (every Flagger
+//!   task type, `concord` and `ngrinder` included).
 //! - `http`: shared client plumbing (timeouts, TLS, proxies, redaction of secrets).
 //! - `error`: the crate's [`Error`].
 //!

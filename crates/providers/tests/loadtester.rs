@@ -1,8 +1,10 @@
 //! The load tester over real HTTP: gates and their persistence across a restart, tasks (bash,
-//! cmd with deduplication, the real `hey` against a sample app), errors, metrics, shutdown.
+//! cmd with deduplication, the real `hey` against a sample app, `concord` and `ngrinder` against
+//! local doubles of their servers' APIs), errors, metrics, shutdown.
 
 mod common;
 
+use common::{Reply, Seen, Server};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -307,9 +309,19 @@ async fn requests_that_cannot_run() {
         assert!(body.starts_with("invalid JSON payload:"), "{body}");
         let (status, body) = c.post("/", &task(json!({"type": "jmeter", "cmd": "x"}))).await;
         assert_eq!((status, body.as_str()), (400, "unknown task type jmeter"));
+        // Concord's metadata errors are 500 as in Flagger (server.go:393-399); nGrinder's 400.
         let (status, body) = c.post("/", &task(json!({"type": "concord", "cmd": "x"}))).await;
-        assert_eq!(status, 400);
-        assert!(body.contains("not supported"), "{body}");
+        assert_eq!(
+            (status, body.as_str()),
+            (500, "`server` is required with type concord")
+        );
+        let (status, body) = c
+            .post("/", &task(json!({"type": "ngrinder", "server": "http://x"})))
+            .await;
+        assert_eq!(
+            (status, body.as_str()),
+            (400, "server, clone, username and passwd are required metadata")
+        );
         let (status, body) = c.post("/", &task(json!({"type": "bash"}))).await;
         assert_eq!(status, 400);
         assert!(body.starts_with("cmd not found in metadata"), "{body}");
@@ -476,6 +488,259 @@ async fn hey_load_reaches_the_sample_app() {
         );
         lt.stop().await.unwrap();
         app.stop().await;
+    })
+    .await;
+}
+
+// === concord and ngrinder: their servers' HTTP APIs, as local doubles ===
+
+/// The fields of a multipart/form-data body (what Go's multipart.Writer sends).
+fn form_fields(r: &Seen) -> std::collections::BTreeMap<String, String> {
+    let ct = r.header("content-type").unwrap_or_default();
+    let boundary = ct
+        .split("boundary=")
+        .nth(1)
+        .expect("a multipart boundary")
+        .trim_matches('"');
+    let body = String::from_utf8_lossy(&r.body).into_owned();
+    body.split(&format!("--{boundary}"))
+        .filter_map(|part| {
+            let (head, value) = part.split_once("\r\n\r\n")?;
+            let name = head.split("name=\"").nth(1)?.split('"').next()?;
+            Some((name.to_string(), value.trim_end_matches("\r\n").to_string()))
+        })
+        .collect()
+}
+
+/// Concord's process API: a process per start; the first status read of all is RUNNING, later
+/// ones FINISHED (FAILED for the entry point `fail`, RUNNING forever for `hang`); requests need
+/// the API key.
+async fn concord_server() -> Server {
+    Server::start(|r, i| {
+        if r.header("authorization") != Some("concord-api-key-42") {
+            return Reply::json(401, json!({"message": "unauthorized"}));
+        }
+        match (r.method.as_str(), r.path.as_str()) {
+            ("POST", "/api/v1/process") => {
+                let entry = form_fields(r).get("entryPoint").cloned().unwrap_or_default();
+                Reply::json(200, json!({"instanceId": format!("{entry}-{i}"), "ok": true}))
+            }
+            ("GET", p) if p.starts_with("/api/v1/process/") => {
+                let id = &p["/api/v1/process/".len()..];
+                let status = if id.starts_with("hang") || i == 1 {
+                    "RUNNING"
+                } else if id.starts_with("fail") {
+                    "FAILED"
+                } else {
+                    "FINISHED"
+                };
+                Reply::json(200, json!({"instanceId": id, "status": status}))
+            }
+            _ => Reply::json(404, json!({"message": "not found"})),
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn concord_processes_are_started_and_awaited() {
+    bounded(LIMIT, async {
+        let concord = concord_server().await;
+        let keys = tempfile::tempdir().unwrap();
+        let key = keys.path().join("concord-api-key");
+        std::fs::write(&key, "concord-api-key-42\n").unwrap();
+        let mut cfg = config(None);
+        cfg.concord_key_dir = Some(keys.path().to_path_buf());
+        let lt = Loadtester::start(cfg).await.unwrap();
+        let c = Client::new(lt.local_addr());
+        let meta = |entry: &str| {
+            json!({"type": "concord", "server": format!("{}/ignored/path", concord.url()), "org": "my-org",
+                "project": "my-project", "repo": "load-tests", "entrypoint": entry,
+                "apiKeyPath": key.to_str().unwrap(), "endpoint": "http://podinfo-canary.test:9898/",
+                "arguments.users": "10", "pollInterval": "1", "pollTimeout": "5"})
+        };
+        let (status, body) = c.post("/", &task(meta("main"))).await;
+        assert_eq!((status, body.as_str()), (200, ""));
+        // The start (concord.go:215-250): the form, the key as Authorization, the absolute
+        // process path (ResolveReference drops the server's own path).
+        let seen = concord.requests();
+        assert_eq!(seen[0].method, "POST");
+        assert_eq!(seen[0].path, "/api/v1/process");
+        assert!(
+            seen[0]
+                .header("content-type")
+                .unwrap()
+                .starts_with("multipart/form-data; boundary=")
+        );
+        let fields = form_fields(&seen[0]);
+        let expected: std::collections::BTreeMap<String, String> = [
+            ("org", "my-org"),
+            ("project", "my-project"),
+            ("repo", "load-tests"),
+            ("entryPoint", "main"),
+            ("arguments.endpoint", "http://podinfo-canary.test:9898/"),
+            ("arguments.users", "10"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(fields, expected);
+        // Then the status, once a second, until FINISHED (:252-282).
+        assert_eq!(seen[1].path, "/api/v1/process/main-0");
+        assert_eq!(seen.len(), 3, "{seen:#?}");
+
+        let (status, body) = c.post("/", &task(meta("fail"))).await;
+        assert_eq!(status, 500);
+        assert!(
+            body.starts_with("concord instanceID: fail-") && body.ends_with(" failed"),
+            "{body}"
+        );
+        let started = std::time::Instant::now();
+        let (status, body) = c.post("/", &task(meta("hang"))).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (500, "concord process timed out, after 5 seconds")
+        );
+        assert!(started.elapsed() < Duration::from_secs(8));
+
+        // A key file outside --concord-key-dir is refused before any request.
+        let before = concord.requests().len();
+        let outside = tempfile::NamedTempFile::new().unwrap();
+        let mut m = meta("main");
+        m["apiKeyPath"] = json!(outside.path().to_str().unwrap());
+        let (status, body) = c.post("/", &task(m)).await;
+        assert_eq!(status, 500);
+        assert!(body.contains("is outside --concord-key-dir"), "{body}");
+        assert_eq!(concord.requests().len(), before);
+        assert_eq!(
+            c.metric("aviary_loadtester_tasks_total", &["concord", "succeeded"])
+                .await,
+            1.0
+        );
+
+        // A server that quotes the request back: the answer (an event in Flagger's webhook
+        // failure) never shows the key.
+        let echo = Server::start(|r, _| Reply::new(200, common::echo_everything(r))).await;
+        let mut m = meta("main");
+        m["server"] = json!(echo.url());
+        let (status, body) = c.post("/", &task(m)).await;
+        assert_eq!(status, 500);
+        assert!(
+            !body.contains("concord-api-key-42") && body.contains("[redacted]"),
+            "{body}"
+        );
+        echo.stop().await;
+        lt.stop().await.unwrap();
+        concord.stop().await;
+    })
+    .await;
+}
+
+/// nGrinder's perftest API: clone_and_start answers test 7 (or `success: false` for template
+/// 13); test 7 runs for two status reads, then FINISHED (template 21's test 8 never ends).
+async fn ngrinder_server() -> Server {
+    Server::start(|r, _| {
+        // admin:s3cret
+        if r.header("authorization") != Some("Basic YWRtaW46czNjcmV0") {
+            return Reply::json(401, json!({"success": false, "message": "unauthorized"}));
+        }
+        match (r.method.as_str(), r.path.as_str()) {
+            ("POST", "/ngrinder/perftest/api/42/clone_and_start") => {
+                Reply::json(200, json!({"id": 7, "status": "READY", "testName": "podinfo"}))
+            }
+            ("POST", "/ngrinder/perftest/api/21/clone_and_start") => Reply::json(200, json!({"id": 8})),
+            ("POST", "/ngrinder/perftest/api/13/clone_and_start") => {
+                Reply::json(200, json!({"success": false, "message": "no such test"}))
+            }
+            ("GET", "/ngrinder/perftest/api/7/status") => Reply::json(
+                200,
+                json!({"status": [{"id": 7, "status_id": "FINISHED", "name": "Finished"}]}),
+            ),
+            ("GET", "/ngrinder/perftest/api/8/status") => Reply::json(
+                200,
+                json!({"status": [{"id": 8, "status_id": "TESTING", "name": "Testing"}]}),
+            ),
+            ("PUT", "/ngrinder/perftest/api/8") => Reply::json(200, json!({"success": true})),
+            _ => Reply::json(404, json!({"success": false, "message": "not found"})),
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn ngrinder_tests_are_cloned_started_and_stopped() {
+    bounded(LIMIT, async {
+        let ngrinder = ngrinder_server().await;
+        let mut cfg = config(None);
+        cfg.timeout = Duration::from_secs(2);
+        let lt = Loadtester::start(cfg).await.unwrap();
+        let c = Client::new(lt.local_addr());
+        let meta = |clone: &str| {
+            json!({"type": "ngrinder", "server": format!("{}/ngrinder/", ngrinder.url()), "clone": clone,
+                "username": "admin", "passwd": "czNjcmV0", "pollInterval": "200ms"})
+        };
+        // Accepted at once and run in the background (task_ngrinder.go:104-149).
+        assert_eq!(
+            c.post("/", &task(meta("42"))).await,
+            (202, "Task accepted".into())
+        );
+        let wait_for = |n: f64, outcome: &'static str| {
+            let c = &c;
+            async move {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+                while c
+                    .metric("aviary_loadtester_tasks_total", &["ngrinder", outcome])
+                    .await
+                    < n
+                {
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "no {outcome} ngrinder task"
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        };
+        wait_for(1.0, "succeeded").await;
+        let seen = ngrinder.requests();
+        assert_eq!(
+            (seen[0].method.as_str(), seen[0].path.as_str()),
+            ("POST", "/ngrinder/perftest/api/42/clone_and_start")
+        );
+        assert_eq!(
+            (seen[1].method.as_str(), seen[1].path.as_str()),
+            ("GET", "/ngrinder/perftest/api/7/status")
+        );
+
+        // A refused clone fails the task.
+        assert_eq!(c.post("/", &task(meta("13"))).await.0, 202);
+        wait_for(1.0, "failed").await;
+
+        // A test still running at --timeout is stopped; a second request meanwhile is skipped.
+        assert_eq!(c.post("/", &task(meta("21"))).await.0, 202);
+        assert_eq!(c.post("/", &task(meta("21"))).await.0, 202);
+        wait_for(2.0, "failed").await;
+        assert_eq!(
+            c.metric("aviary_loadtester_tasks_total", &["ngrinder", "skipped"])
+                .await,
+            1.0
+        );
+        let stops: Vec<Seen> = ngrinder
+            .requests()
+            .into_iter()
+            .filter(|r| r.method == "PUT")
+            .collect();
+        assert_eq!(stops.len(), 1, "{stops:#?}");
+        assert_eq!(stops[0].path, "/ngrinder/perftest/api/8");
+        assert_eq!(stops[0].raw_query, "action=stop");
+        let clones = ngrinder
+            .requests()
+            .iter()
+            .filter(|r| r.path.ends_with("/21/clone_and_start"))
+            .count();
+        assert_eq!(clones, 1);
+        lt.stop().await.unwrap();
+        ngrinder.stop().await;
     })
     .await;
 }

@@ -413,11 +413,12 @@ async fn provider_checks_cover_builtins_and_every_template() {
             "{e}"
         );
 
-        // A provider without built-in queries is reported at initialization.
-        let mut linkerd = canary;
-        linkerd.spec.provider = Some("linkerd".into());
-        let e = metrics.check_providers(&linkerd).await.unwrap_err();
-        assert!(e.contains("not available for provider \"linkerd\""), "{e}");
+        // A provider without built-in queries (the local platform's) is reported at
+        // initialization.
+        let mut local = canary;
+        local.spec.provider = Some("local".into());
+        let e = metrics.check_providers(&local).await.unwrap_err();
+        assert!(e.contains("not available for provider \"local\""), "{e}");
     })
     .await;
 }
@@ -425,10 +426,10 @@ async fn provider_checks_cover_builtins_and_every_template() {
 #[tokio::test]
 async fn unsupported_provider_types_say_what_is_supported() {
     let f = fixture();
-    let t = template("stackdriver", "", None, json!({}));
+    let t = template("victoriametrics", "", None, json!({}));
     let e = provider_error(run(&f, &t, "1m", "q").await.unwrap_err());
     assert!(
-        e.contains("\"stackdriver\"") && e.contains("prometheus, datadog"),
+        e.contains("\"victoriametrics\"") && e.contains("prometheus, datadog") && e.contains("splunk"),
         "{e}"
     );
 }
@@ -971,6 +972,497 @@ async fn cloudwatch_env_credentials_and_retries() {
         let metrics = metrics.with_aws_env_credentials(None);
         let e = provider_error(metrics.query("m", &t, "30s", "[]").await.unwrap_err());
         assert!(e.contains("AWS_ACCESS_KEY_ID"), "{e}");
+        server.stop().await;
+    })
+    .await;
+}
+
+// === stackdriver (Google Cloud Monitoring) ===
+
+/// A fresh 2048-bit RSA key (PKCS#8 PEM) from openssl, or `None` when openssl is missing.
+fn rsa_key() -> Option<String> {
+    let openssl = common::tool("openssl")?;
+    let out = std::process::Command::new(openssl)
+        .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    Some(String::from_utf8(out.stdout).unwrap())
+}
+
+fn service_account_key(pem: &str) -> String {
+    json!({
+        "type": "service_account",
+        "project_id": "my-project",
+        "private_key_id": "key-id-0123456789",
+        "private_key": pem,
+        "client_email": "flagger@my-project.iam.gserviceaccount.com",
+        "client_id": "1234",
+        "token_uri": "https://oauth2.googleapis.com/token",
+    })
+    .to_string()
+}
+
+fn b64url(s: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s)
+        .unwrap()
+}
+
+/// Checks a self-signed JWT as Google does: RS256 over `header.claims` with the key's public
+/// half; answers the header and the claims.
+fn verify_jwt(token: &str, pem: &str) -> Result<(Value, Value), String> {
+    use base64::Engine as _;
+    let parts: Vec<&str> = token.split('.').collect();
+    if parts.len() != 3 {
+        return Err(format!("not a JWT: {token}"));
+    }
+    let der: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let der = base64::engine::general_purpose::STANDARD.decode(der).unwrap();
+    let pair = ring::signature::RsaKeyPair::from_pkcs8(&der).unwrap();
+    ring::signature::UnparsedPublicKey::new(
+        &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+        pair.public().as_ref(),
+    )
+    .verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &b64url(parts[2]))
+    .map_err(|_| "bad signature".to_string())?;
+    let header = serde_json::from_slice(&b64url(parts[0])).unwrap();
+    let claims = serde_json::from_slice(&b64url(parts[1])).unwrap();
+    Ok((header, claims))
+}
+
+/// The REST `timeSeries:query` double: checks the path, the JSON body and the JWT, answers
+/// Cloud Monitoring's documented shapes.
+fn monitoring_api(pem: String) -> impl Fn(&Seen, usize) -> Reply + Send + Sync + 'static {
+    move |r, _| {
+        if r.method != "POST" || r.path != "/v3/projects/my-project/timeSeries:query" {
+            return Reply::json(
+                404,
+                json!({"error": {"code": 404, "message": format!("{} {}", r.method, r.path), "status": "NOT_FOUND"}}),
+            );
+        }
+        let token = r
+            .header("authorization")
+            .and_then(|a| a.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if let Err(e) = verify_jwt(token, &pem) {
+            return Reply::json(
+                401,
+                json!({"error": {"code": 401, "message": e, "status": "UNAUTHENTICATED"}}),
+            );
+        }
+        match r.json()["query"].as_str().unwrap_or("") {
+            "" => Reply::json(
+                400,
+                json!({"error": {"code": 400, "message": "Field query had an invalid value: query is empty", "status": "INVALID_ARGUMENT"}}),
+            ),
+            "denied" => Reply::json(
+                403,
+                json!({"error": {"code": 403, "message": "Permission monitoring.timeSeries.list denied (or the resource may not exist).", "status": "PERMISSION_DENIED"}}),
+            ),
+            "empty" => Reply::json(200, json!({"timeSeriesDescriptor": {"labelDescriptors": []}})),
+            "ints" => Reply::json(
+                200,
+                json!({"timeSeriesData": [{"pointData": [{"values": [{"int64Value": "42"}]}]}]}),
+            ),
+            _ => Reply::json(
+                200,
+                json!({
+                    "timeSeriesDescriptor": {"pointDescriptors": [{"key": "value.ratio", "valueType": "DOUBLE", "metricKind": "GAUGE"}]},
+                    "timeSeriesData": [
+                        {"labelValues": [{"stringValue": "podinfo"}], "pointData": [
+                            {"values": [{"doubleValue": 0.995}], "timeInterval": {"startTime": "2026-12-06T00:00:00Z", "endTime": "2026-12-06T00:01:00Z"}},
+                            {"values": [{"doubleValue": 0.5}], "timeInterval": {"startTime": "2026-12-05T23:59:00Z", "endTime": "2026-12-06T00:00:00Z"}}
+                        ]},
+                        {"labelValues": [{"stringValue": "other"}], "pointData": [{"values": [{"doubleValue": 9.0}]}]}
+                    ]
+                }),
+            ),
+        }
+    }
+}
+
+#[tokio::test]
+async fn stackdriver_mql_with_a_self_signed_service_account_jwt() {
+    let Some(pem) = rsa_key() else { return };
+    bounded(LIMIT, async {
+        let server = Server::start(monitoring_api(pem.clone())).await;
+        let f = fixture();
+        let key = service_account_key(&pem);
+        f.secrets.insert(
+            "monitoring",
+            "gcp",
+            [("project", "my-project"), ("serviceAccountKey", key.as_str())],
+        );
+        let t = template("stackdriver", &server.url(), Some("gcp"), json!({}));
+        let mql = "fetch k8s_container | metric 'istio.io/service/server/request_count' | within 1m";
+        let v = run(&f, &t, "1m", mql).await.unwrap();
+        assert_eq!(v, 0.995, "the first point of the first series");
+        let r = server.only_request();
+        assert_eq!(r.json(), json!({"query": mql}));
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        // The JWT Google's auth library signs for this client (selfsignedjwt.go:55-79): the
+        // key's id, the client e-mail as issuer and subject, the monitoring client's scopes.
+        let token = r.header("authorization").unwrap().strip_prefix("Bearer ").unwrap();
+        let (header, claims) = verify_jwt(token, &pem).unwrap();
+        assert_eq!(header, json!({"alg": "RS256", "typ": "JWT", "kid": "key-id-0123456789"}));
+        assert_eq!(claims["iss"], "flagger@my-project.iam.gserviceaccount.com");
+        assert_eq!(claims["sub"], claims["iss"]);
+        assert_eq!(claims["aud"], "");
+        assert_eq!(
+            claims["scope"],
+            "https://www.googleapis.com/auth/cloud-platform https://www.googleapis.com/auth/monitoring \
+             https://www.googleapis.com/auth/monitoring.read https://www.googleapis.com/auth/monitoring.write"
+        );
+        let iat = claims["iat"].as_u64().unwrap();
+        assert!(iat.abs_diff(now_secs()) < 60);
+        assert_eq!(claims["exp"].as_u64().unwrap(), iat + 3600);
+
+        assert_eq!(run(&f, &t, "1m", "ints").await.unwrap(), 42.0);
+        assert!(matches!(run(&f, &t, "1m", "empty").await, Err(MetricError::NoValues(_))));
+        let e = query_error(run(&f, &t, "1m", "denied").await.unwrap_err());
+        assert_eq!(
+            e,
+            "error requesting stackdriver: rpc error: code = PermissionDenied desc = Permission monitoring.timeSeries.list denied (or the resource may not exist)."
+        );
+        // Online: an empty query refused as InvalidArgument (stackdriver.go:117-145).
+        assert_eq!(server.requests().len(), 4);
+        f.store.insert_template(t.clone());
+        let canary = canary_with(json!([{"name": "rate", "templateRef": {"name": "my-metric", "namespace": "monitoring"}, "thresholdRange": {"min": 0.99}}]));
+        f.metrics.check_providers(&canary).await.unwrap();
+        assert_eq!(server.requests()[4].json(), json!({"query": ""}));
+
+        // A wrong key: the API refuses the signature; no secret reaches the error.
+        let other = rsa_key().unwrap();
+        let wrong = service_account_key(&other);
+        f.secrets.insert(
+            "monitoring",
+            "gcp",
+            [("project", "my-project"), ("serviceAccountKey", wrong.as_str())],
+        );
+        let e = f.metrics.check_providers(&canary).await.unwrap_err();
+        assert!(e.ends_with("unexpected status code: Unauthenticated"), "{e}");
+        f.secrets.insert("monitoring", "gcp", [("serviceAccountKey", key.as_str())]);
+        let e = provider_error(run(&f, &t, "1m", "x").await.unwrap_err());
+        assert!(e.contains("does not contain a project id"), "{e}");
+        server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn stackdriver_default_credentials_and_careless_upstreams() {
+    let Some(pem) = rsa_key() else { return };
+    bounded(LIMIT, async {
+        // The metadata server (GKE workload identity): its token is the bearer.
+        let metadata = Server::start(|r, _| {
+            if r.path == "/computeMetadata/v1/instance/service-accounts/default/token"
+                && r.header("metadata-flavor") == Some("Google")
+            {
+                Reply::json(200, json!({"access_token": "ya29.metadata-token", "expires_in": 3599, "token_type": "Bearer"}))
+            } else {
+                Reply::new(403, "missing Metadata-Flavor")
+            }
+        })
+        .await;
+        let api = Server::start(|r, _| {
+            if r.header("authorization") == Some("Bearer ya29.metadata-token") {
+                Reply::json(200, json!({"timeSeriesData": [{"pointData": [{"values": [{"doubleValue": 12.5}]}]}]}))
+            } else {
+                Reply::new(400, common::echo_everything(r))
+            }
+        })
+        .await;
+        let f = fixture();
+        let metrics = ProviderMetrics::new(
+            Arc::new(f.store.clone()),
+            Arc::new(f.secrets.clone()),
+            Arc::new(PrometheusBuiltins::new("http://127.0.0.1:9", "kubernetes").unwrap()),
+        )
+        .unwrap()
+        .with_google_env(aviary_providers::metrics::GoogleEnv {
+            credentials_file: None,
+            metadata_host: metadata.addr.to_string(),
+        });
+        f.secrets.insert("monitoring", "project-only", [("project", "my-project")]);
+        let t = template("stackdriver", &api.url(), Some("project-only"), json!({}));
+        assert_eq!(metrics.query("m", &t, "1m", "fetch x").await.unwrap(), 12.5);
+        assert_eq!(api.only_request().path, "/v3/projects/my-project/timeSeries:query");
+
+        // A key file in GOOGLE_APPLICATION_CREDENTIALS, and an upstream that quotes the request
+        // back: neither the JWT nor the key reaches the error.
+        let dir = tempfile::tempdir().unwrap();
+        let key = service_account_key(&pem);
+        std::fs::write(dir.path().join("key.json"), &key).unwrap();
+        let metrics = ProviderMetrics::new(
+            Arc::new(f.store.clone()),
+            Arc::new(f.secrets.clone()),
+            Arc::new(PrometheusBuiltins::new("http://127.0.0.1:9", "kubernetes").unwrap()),
+        )
+        .unwrap()
+        .with_google_env(aviary_providers::metrics::GoogleEnv {
+            credentials_file: Some(dir.path().join("key.json")),
+            metadata_host: "127.0.0.1:9".into(),
+        });
+        let e = metrics.query("m", &t, "1m", "fetch x").await.unwrap_err().to_string();
+        let jwt = api.requests()[1].header("authorization").unwrap().strip_prefix("Bearer ").unwrap().to_string();
+        assert!(verify_jwt(&jwt, &pem).is_ok());
+        let signature = jwt.rsplit('.').next().unwrap();
+        assert!(!e.contains(signature), "{e}");
+        assert!(!e.contains("key-id-0123456789"), "{e}");
+        assert!(e.contains("error requesting stackdriver: rpc error: code = InvalidArgument"), "{e}");
+        assert!(e.contains("[redacted]"), "{e}");
+        metadata.stop().await;
+        api.stop().await;
+    })
+    .await;
+}
+
+// === splunk (SignalFlow over a WebSocket) ===
+
+/// A SignalFlow stream endpoint: `/v2/signalflow/connect` checks the `authenticate` then the
+/// `execute` message and streams what the real service sends for the program (control
+/// messages, metadata, binary data messages, END_OF_CHANNEL, or an error); `/v2/metric` checks
+/// the token as the REST API does. Every text message received is kept.
+struct SignalFlow {
+    addr: std::net::SocketAddr,
+    received: Arc<parking_lot::Mutex<Vec<Value>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+const SF_TOKEN: &str = "sf-token-abcdef123";
+
+/// A binary data message (messages/binary.go): a 20-byte header (version, type 5 = data,
+/// flags, reserved, channel), then timestamp, count and 17-byte points; `gzip` compresses the
+/// body and sets flag 1.
+fn data_message(channel: &str, points: &[(u8, i64, [u8; 8])], gzip: bool) -> Vec<u8> {
+    let mut body = 1_700_000_060_000u64.to_be_bytes().to_vec();
+    body.extend_from_slice(&(points.len() as u32).to_be_bytes());
+    for (t, tsid, v) in points {
+        body.push(*t);
+        body.extend_from_slice(&tsid.to_be_bytes());
+        body.extend_from_slice(v);
+    }
+    if gzip {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &body).unwrap();
+        body = gz.finish().unwrap();
+    }
+    let mut m = vec![1, 5, u8::from(gzip), 0];
+    let mut c = [0u8; 16];
+    c[..channel.len()].copy_from_slice(channel.as_bytes());
+    m.extend_from_slice(&c);
+    m.extend_from_slice(&body);
+    m
+}
+
+impl SignalFlow {
+    async fn start() -> Self {
+        use axum::extract::ws::{Message, WebSocketUpgrade};
+        let received: Arc<parking_lot::Mutex<Vec<Value>>> = Arc::default();
+        let seen = Arc::clone(&received);
+        let app = axum::Router::new()
+            .route(
+                "/v2/signalflow/connect",
+                axum::routing::get(move |ws: WebSocketUpgrade| {
+                    let seen = Arc::clone(&seen);
+                    async move {
+                        ws.on_upgrade(move |mut socket| async move {
+                            let mut next = async || -> Option<Value> {
+                                match socket.recv().await? {
+                                    Ok(Message::Text(t)) => {
+                                        let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                                        seen.lock().push(v.clone());
+                                        Some(v)
+                                    }
+                                    _ => None,
+                                }
+                            };
+                            let Some(auth) = next().await else { return };
+                            if auth != json!({"type": "authenticate", "token": SF_TOKEN}) {
+                                return;
+                            }
+                            let Some(exec) = next().await else { return };
+                            let _ = socket
+                                .send(Message::Text(json!({"type": "authenticated", "orgId": "org", "userId": "user"}).to_string().into()))
+                                .await;
+                            let ch = exec["channel"].as_str().unwrap_or("").to_string();
+                            let control = |event: &str| Message::Text(json!({"type": "control-message", "channel": ch, "event": event, "timestampMs": 1}).to_string().into());
+                            let mut out = vec![control("STREAM_START"), control("JOB_START")];
+                            let double = |v: f64| v.to_be_bytes();
+                            match exec["program"].as_str().unwrap_or("") {
+                                "error" => out.push(Message::Text(json!({"type": "error", "channel": ch, "error": 400,
+                                    "errorType": "ANALYTICS_PROGRAM_NAME_ERROR", "message": "name 'dat' is not defined"}).to_string().into())),
+                                "empty" => out.push(control("END_OF_CHANNEL")),
+                                "multi" => {
+                                    out.push(Message::Binary(data_message(&ch, &[(2, 11, double(1.0)), (2, 12, double(2.0))], false).into()));
+                                    out.push(control("END_OF_CHANNEL"));
+                                }
+                                program => {
+                                    out.push(Message::Text(json!({"type": "metadata", "channel": ch, "tsId": "AAAAAAAAAAs", "properties": {"sf_metric": "errors"}}).to_string().into()));
+                                    out.push(Message::Text(json!({"type": "message", "channel": ch, "logicalTimestampMs": 1, "message": {"messageCode": "JOB_RUNNING_RESOLUTION", "contents": {"resolutionMs": 60000}}}).to_string().into()));
+                                    // Another channel's data is not this computation's.
+                                    out.push(Message::Binary(data_message("ch-99", &[(2, 99, double(99.0))], false).into()));
+                                    out.push(Message::Binary(data_message(&ch, &[(2, 11, double(0.25))], false).into()));
+                                    let last = if program.contains("long") {
+                                        (1, 11, 7i64.to_be_bytes())
+                                    } else {
+                                        (2, 11, double(0.75))
+                                    };
+                                    out.push(Message::Binary(data_message(&ch, &[last], program.contains("gzip")).into()));
+                                    out.push(control("END_OF_CHANNEL"));
+                                }
+                            }
+                            for m in out {
+                                if socket.send(m).await.is_err() {
+                                    return;
+                                }
+                            }
+                            // The client closes; wait for it.
+                            while let Some(Ok(_)) = socket.recv().await {}
+                        })
+                    }
+                }),
+            )
+            .route(
+                "/v2/metric",
+                axum::routing::get(|headers: axum::http::HeaderMap, q: axum::extract::Query<std::collections::BTreeMap<String, String>>| async move {
+                    let ok = headers.get("x-sf-token").and_then(|v| v.to_str().ok()) == Some(SF_TOKEN)
+                        && q.get("limit").map(String::as_str) == Some("1");
+                    if ok {
+                        (axum::http::StatusCode::OK, r#"{"count": 1, "results": [{"name": "cpu.utilization"}]}"#)
+                    } else {
+                        (axum::http::StatusCode::UNAUTHORIZED, r#"{"code": 401, "message": "Unauthorized"}"#)
+                    }
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { addr, received, task }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn received(&self) -> Vec<Value> {
+        self.received.lock().clone()
+    }
+}
+
+impl Drop for SignalFlow {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test]
+async fn splunk_signalflow_computation_over_a_websocket() {
+    bounded(LIMIT, async {
+        let sf = SignalFlow::start().await;
+        let f = fixture();
+        f.secrets.insert("monitoring", "sfx", [(TOKEN_KEY_NAME, SF_TOKEN)]);
+        let t = template("splunk", &sf.url(), Some("sfx"), json!({}));
+        let program = "data('errors', filter=filter('service', 'podinfo')).sum().publish()";
+        let before = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+        let v = run(&f, &t, "1m", program).await.unwrap();
+        let after = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+        assert_eq!(v, 0.75, "the last point of this channel");
+        // authenticate, then execute over 10 × the interval, immediate (splunk.go:99-117).
+        let received = sf.received();
+        assert_eq!(received[0], json!({"type": "authenticate", "token": SF_TOKEN}));
+        let exec = &received[1];
+        assert_eq!(exec["type"], "execute");
+        assert_eq!(exec["program"], program);
+        assert_eq!(exec["channel"], "ch-1");
+        assert_eq!(exec["immediate"], true);
+        let (start, stop) = (exec["start"].as_i64().unwrap(), exec["stop"].as_i64().unwrap());
+        assert_eq!(stop - start, 600_000);
+        assert!(before <= stop && stop <= after, "{before} {stop} {after}");
+        assert_eq!(exec["resolution"], 0);
+
+        assert_eq!(run(&f, &t, "1m", "gzip").await.unwrap(), 0.75);
+        assert_eq!(run(&f, &t, "1m", "long").await.unwrap(), 7.0);
+        assert!(matches!(run(&f, &t, "1m", "empty").await, Err(MetricError::NoValues(_))));
+        assert_eq!(
+            query_error(run(&f, &t, "1m", "multi").await.unwrap_err()),
+            "invalid response: query returned multiple values"
+        );
+        assert_eq!(
+            query_error(run(&f, &t, "1m", "error").await.unwrap_err()),
+            "error executing query: 400 (ANALYTICS_PROGRAM_NAME_ERROR): name 'dat' is not defined"
+        );
+
+        // Online: GET /v2/metric?limit=1 with X-SF-Token (splunk.go:166-194).
+        f.store.insert_template(t.clone());
+        let canary = canary_with(json!([{"name": "errors", "templateRef": {"name": "my-metric", "namespace": "monitoring"}, "thresholdRange": {"max": 1}}]));
+        f.metrics.check_providers(&canary).await.unwrap();
+        f.secrets.insert("monitoring", "sfx", [(TOKEN_KEY_NAME, "wrong-token-0000")]);
+        let e = f.metrics.check_providers(&canary).await.unwrap_err();
+        assert!(e.ends_with("error response: {\"code\": 401, \"message\": \"Unauthorized\"}"), "{e}");
+        assert!(!e.contains("wrong-token-0000"));
+        f.secrets.insert("monitoring", "sfx", [("token", SF_TOKEN)]);
+        let e = provider_error(run(&f, &t, "1m", program).await.unwrap_err());
+        assert!(e.contains("does not contain sf_token_key"), "{e}");
+        let no_address = template("splunk", "", Some("sfx"), json!({}));
+        let e = provider_error(run(&f, &no_address, "1m", program).await.unwrap_err());
+        assert!(e.starts_with("splunk endpoint is not set"), "{e}");
+    })
+    .await;
+}
+
+const TOKEN_KEY_NAME: &str = "sf_token_key";
+
+// === externalmetrics (an external metrics API server) ===
+
+#[tokio::test]
+async fn external_metrics_server_with_a_bearer_token() {
+    bounded(LIMIT, async {
+        let server = Server::start(|r, _| {
+            if r.header("authorization") != Some("Bearer em-token-777") {
+                return Reply::json(401, json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "Unauthorized", "reason": "Unauthorized", "code": 401}));
+            }
+            match r.path.as_str() {
+                "/apis/external.metrics.k8s.io/v1beta1/namespaces/jobs/queue_depth" => Reply::json(200, json!({
+                    "kind": "ExternalMetricValueList", "apiVersion": "external.metrics.k8s.io/v1beta1", "metadata": {},
+                    "items": [
+                        {"metricName": "queue_depth", "metricLabels": {"queue": "orders"}, "timestamp": "2026-12-06T00:00:00Z", "value": "1500m"},
+                        {"metricName": "queue_depth", "metricLabels": {"queue": "other"}, "timestamp": "2026-12-06T00:00:00Z", "value": "9"}
+                    ]})),
+                "/apis/external.metrics.k8s.io/v1beta1/namespaces/default/idle" | "/apis/external.metrics.k8s.io/v1beta1/namespaces/kube-system/dummy-metric" => {
+                    Reply::json(200, json!({"kind": "ExternalMetricValueList", "apiVersion": "external.metrics.k8s.io/v1beta1", "metadata": {}, "items": []}))
+                }
+                _ => Reply::json(404, json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "the server could not find the requested resource", "reason": "NotFound", "code": 404})),
+            }
+        })
+        .await;
+        let f = fixture();
+        f.secrets.insert("monitoring", "em", [("token", "em-token-777")]);
+        let t = template("externalmetrics", &server.url(), Some("em"), json!({}));
+        let v = run(&f, &t, "1m", "jobs/queue_depth?labelSelector=queue%3Dorders").await.unwrap();
+        assert_eq!(v, 1.5, "the first item's quantity");
+        let r = server.only_request();
+        assert_eq!(r.method, "GET");
+        assert_eq!(r.query["labelSelector"], "queue=orders");
+        assert!(matches!(run(&f, &t, "1m", "idle").await, Err(MetricError::NoValues(_))));
+        assert_eq!(
+            query_error(run(&f, &t, "1m", "jobs/missing").await.unwrap_err()),
+            "error querying external metrics API: the server could not find the requested resource"
+        );
+        f.store.insert_template(t.clone());
+        let canary = canary_with(json!([{"name": "q", "templateRef": {"name": "my-metric", "namespace": "monitoring"}, "thresholdRange": {"max": 10}}]));
+        f.metrics.check_providers(&canary).await.unwrap();
+        f.secrets.insert("monitoring", "em", [("token", "stale-token-888")]);
+        let e = f.metrics.check_providers(&canary).await.unwrap_err();
+        assert!(e.ends_with("external metrics service unavailable: Unauthorized"), "{e}");
+        // Without an address the provider needs the platform's Kubernetes API.
+        let local = template("externalmetrics", "", None, json!({}));
+        let e = provider_error(run(&f, &local, "1m", "x").await.unwrap_err());
+        assert!(e.contains("reads the Kubernetes API"), "{e}");
         server.stop().await;
     })
     .await;

@@ -178,6 +178,12 @@ impl Cluster {
         self.plane.write_kubeconfig(path, &Identity::Token(token), ns)
     }
 
+    /// Installs every traffic provider's CRDs ([`crate::crds::providers`]).
+    pub async fn install_provider_crds(&self) -> Result<()> {
+        let dir = self.plane.binaries().dir().join("provider-crds");
+        self.install_crds(&crate::crds::providers(&dir)?).await
+    }
+
     /// Installs CRDs (those that exist are kept) and waits until they are established.
     pub async fn install_crds(&self, crds: &[Value]) -> Result<()> {
         crate::crds::install(&self.client().await?, crds).await

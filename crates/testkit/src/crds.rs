@@ -1,7 +1,9 @@
 //! CustomResourceDefinitions on the test control plane: the upstream definitions of the kinds
-//! aviary's routers and targets write (Knative Serving, Gateway API, Istio), read out of their Go
-//! modules by `tests/control-plane/build.sh`, and installation of any CRD with a wait for
-//! `Established`.
+//! aviary's routers and targets write (Knative Serving, Gateway API, Istio, KEDA; Contour's HTTPProxy
+//! and Traefik's TraefikService for the router tests), read out of their Go modules by
+//! `tests/control-plane/build.sh`; schemas written for the tests from the API references of the
+//! providers whose modules the Go proxy does not serve (`crds/providers.yaml`); and installation
+//! of any CRD with a wait for `Established`.
 
 use std::path::Path;
 use std::time::Duration;
@@ -47,14 +49,40 @@ pub const UPSTREAM: &[(&str, &[&str])] = &[
             "destinationrules.networking.istio.io",
         ],
     ),
+    ("keda-scaledobjects.yaml", &["scaledobjects.keda.sh"]),
 ];
+
+/// The traffic providers' upstream CRDs (build.sh's `provider-crds/`), by file and name.
+pub const PROVIDERS_UPSTREAM: &[(&str, &[&str])] = &[
+    ("contour.yaml", &["httpproxies.projectcontour.io"]),
+    ("traefik.yaml", &["traefikservices.traefik.io"]),
+];
+
+/// Schemas written from the API references of SMI (TrafficSplit v1alpha1-3), AWS App Mesh
+/// (v1beta1 and v1beta2), Gloo Edge (Upstream, RouteTable), Kuma (TrafficRoute) and APISIX
+/// (ApisixRoute v2): their Go modules are not served by the Go module proxy.
+pub const PROVIDERS_WRITTEN: &str = include_str!("../crds/providers.yaml");
 
 const ESTABLISHED_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Reads the CRDs named in [`UPSTREAM`] from `dir`.
 pub fn upstream(dir: &Path) -> Result<Vec<Value>> {
+    pick(dir, UPSTREAM)
+}
+
+/// Every traffic provider's CRD: [`PROVIDERS_UPSTREAM`] from `dir` (build.sh's
+/// `provider-crds/`) and [`PROVIDERS_WRITTEN`].
+pub fn providers(dir: &Path) -> Result<Vec<Value>> {
+    let mut out = pick(dir, PROVIDERS_UPSTREAM)?;
+    let list: Value = serde_yaml_ng::from_str(PROVIDERS_WRITTEN)
+        .map_err(|e| Error::Setup(format!("crds/providers.yaml: {e}")))?;
+    out.extend(list["items"].as_array().cloned().unwrap_or_default());
+    Ok(out)
+}
+
+fn pick(dir: &Path, list: &[(&str, &[&str])]) -> Result<Vec<Value>> {
     let mut out = Vec::new();
-    for (file, names) in UPSTREAM {
+    for (file, names) in list {
         let path = dir.join(file);
         let text = std::fs::read_to_string(&path)
             .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;

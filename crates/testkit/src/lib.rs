@@ -9,7 +9,11 @@
 //!   shared per test binary, namespaces and identities for tests.
 //! - [`standins`]: test-side stand-ins for controllers the control plane lacks: a kubelet (pods
 //!   Ready), Knative Serving's revision controller, a gateway that accepts HTTPRoutes.
-//! - [`crds`]: the upstream Knative, Gateway API and Istio CRDs, and installing CRDs.
+//! - [`crds`]: the upstream Knative, Gateway API, Istio, Contour and Traefik CRDs, the other traffic
+//!   providers' CRDs written for the tests, and installing CRDs.
+//! - [`ingress_nginx`]: [`IngressNginx`], a test-side ingress-nginx stand-in around the real
+//!   nginx: Ingresses and canary annotations from the API server, traffic routed by nginx,
+//!   ingress-nginx's request metrics from nginx's access log.
 //! - [`kubectl`]: finding the real `kubectl` for tests (or skipping/failing clearly); [`helm`]:
 //!   helm v4 built from the Go module proxy (`tests/helm`); [`tool`]: running either against a
 //!   test cluster with a HOME of its own.
@@ -42,6 +46,7 @@ pub mod crds;
 pub mod error;
 pub mod etcd;
 pub mod helm;
+pub mod ingress_nginx;
 pub mod kubectl;
 pub mod logs;
 pub mod manifests;
@@ -59,6 +64,7 @@ pub use backends::{EchoServer, EchoedRequest, FakePrometheus, FakeWebhook, Webho
 pub use cluster::Cluster;
 pub use control_plane::{ControlPlane, Identity};
 pub use error::{Error, Result};
+pub use ingress_nginx::IngressNginx;
 pub use objects::Objects;
 pub use proxy::{FaultProxy, Matcher};
 pub use standins::{GATEWAY_CONTROLLER_NAME, NEVER_READY_ANNOTATION, StandIns};

@@ -90,6 +90,85 @@ async fn pods_become_ready_unless_annotated_and_services_get_endpoints() {
     assert!(pending);
 }
 
+/// The real DaemonSet controller runs one pod on the Node; a node selector the Node does not
+/// match (Flagger's scale-to-zero of a DaemonSet) empties it, and removing it brings the pod back;
+/// a Deployment pod whose selector matches no node stays Pending, as with the real scheduler.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemonsets_run_a_pod_on_each_node_they_select() {
+    let cluster = Cluster::shared().await;
+    let ns = cluster.namespace("daemonset").await.unwrap();
+    let o = cluster.objects().await.unwrap();
+    o.create(json!({
+        "apiVersion": "apps/v1", "kind": "DaemonSet",
+        "metadata": {"name": "agent", "namespace": ns},
+        "spec": {"selector": {"matchLabels": {"app": "agent"}},
+                 "template": {"metadata": {"labels": {"app": "agent"}},
+                              "spec": {"nodeSelector": {"kubernetes.io/os": "linux"},
+                                       "containers": [{"name": "app", "image": "agent:1"}]}}},
+    }))
+    .await
+    .unwrap();
+    let ds = o
+        .wait_for("apps/v1", "DaemonSet", Some(&ns), "agent", WAIT, |d| {
+            d["status"]["numberAvailable"] == 1 && d["status"]["updatedNumberScheduled"] == 1
+        })
+        .await
+        .unwrap();
+    assert_eq!(ds["status"]["desiredNumberScheduled"], 1);
+    let pods = o.list("v1", "Pod", Some(&ns)).await.unwrap();
+    assert_eq!(pods.len(), 1);
+    assert_eq!(pods[0]["spec"]["nodeName"], "aviary-test-node");
+    assert_eq!(pods[0]["status"]["phase"], "Running");
+
+    o.merge_patch(
+        "apps/v1",
+        "DaemonSet",
+        Some(&ns),
+        "agent",
+        &json!({"spec": {"template": {"spec": {"nodeSelector": {"flagger.app/scale-to-zero": "true"}}}}}),
+    )
+    .await
+    .unwrap();
+    o.wait_for("apps/v1", "DaemonSet", Some(&ns), "agent", WAIT, |d| {
+        d["status"]["desiredNumberScheduled"] == 0 && d["status"]["currentNumberScheduled"] == 0
+    })
+    .await
+    .unwrap();
+    o.merge_patch(
+        "apps/v1",
+        "DaemonSet",
+        Some(&ns),
+        "agent",
+        &json!({"spec": {"template": {"spec": {"nodeSelector": {"flagger.app/scale-to-zero": null}}}}}),
+    )
+    .await
+    .unwrap();
+    o.wait_for("apps/v1", "DaemonSet", Some(&ns), "agent", WAIT, |d| {
+        d["status"]["numberAvailable"] == 1 && d["status"]["desiredNumberScheduled"] == 1
+    })
+    .await
+    .unwrap();
+
+    let mut d = deployment(&ns, "nowhere", false);
+    d["spec"]["replicas"] = json!(1);
+    d["spec"]["template"]["spec"]["nodeSelector"] = json!({"disk": "ssd"});
+    o.create(d).await.unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let pods = o.list("v1", "Pod", Some(&ns)).await.unwrap();
+        let pod = pods.iter().find(|p| p["metadata"]["labels"]["app"] == "nowhere");
+        if let Some(p) = pod
+            && p["status"]["conditions"][0]["reason"] == "Unschedulable"
+        {
+            assert_eq!(p["status"]["phase"], "Pending");
+            assert!(p["spec"]["nodeName"].is_null(), "{p}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{pods:#?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn knative_revisions_and_gateway_status_follow_their_specs() {
     let cluster = Cluster::shared().await;

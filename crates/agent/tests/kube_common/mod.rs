@@ -102,8 +102,13 @@ impl Env {
     }
 
     pub fn start_agent(&mut self) {
+        self.start_agent_with(self.config());
+    }
+
+    /// Starts the agent with `config` (another metrics server, provider, …).
+    pub fn start_agent_with(&mut self, config: AgentConfig) {
         let (tx, rx) = oneshot::channel();
-        let task = tokio::spawn(aviary_agent::kube::run(self.config(), async move {
+        let task = tokio::spawn(aviary_agent::kube::run(config, async move {
             let _ = rx.await;
         }));
         self.agent = Some((tx, task));

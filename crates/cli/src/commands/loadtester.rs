@@ -40,6 +40,11 @@ pub(crate) struct Args {
     #[arg(long, value_name = "FILE", env = "AVIARY_LOADTESTER_STATE_FILE")]
     state_file: Option<PathBuf>,
 
+    /// A `concord` task sends the content of its payload's `apiKeyPath` file to its payload's
+    /// server; with this flag only files in DIR may be named (Flagger accepts any path).
+    #[arg(long, value_name = "DIR", env = "AVIARY_LOADTESTER_CONCORD_KEY_DIR")]
+    concord_key_dir: Option<PathBuf>,
+
     /// Log level (`error`, `warn`, `info`, `debug`) or a tracing filter such as
     /// `aviary_providers=debug`.
     #[arg(long, default_value = "info", env = "AVIARY_LOG")]
@@ -72,6 +77,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         timeout: args.timeout,
         namespace_regexp,
         state_file: args.state_file,
+        concord_key_dir: args.concord_key_dir,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

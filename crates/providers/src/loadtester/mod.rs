@@ -19,7 +19,10 @@
 //!     `returnCmdOutput: "true"`), 500 with the output and exit status otherwise.
 //!   - `helm`, `helmv3`, `kubectl`: the binary with the whitespace-separated words of `cmd`,
 //!     blocking like `bash`; 400 when the binary is not installed.
-//!   - anything else: 400 "unknown task type …" (`concord` and `ngrinder` are not supported).
+//!   - `concord`: a Concord process, blocking (200, or 500 with why); `ngrinder`: an nGrinder
+//!     test in the background (202; deduplicated per canary and test). Both drive their
+//!     server's HTTP API as Flagger does (the `remote` module).
+//!   - anything else: 400 "unknown task type …".
 //!
 //!   Every command is killed with its process group after `--timeout` (default 1h). Its captured
 //!   output (answered, logged, quoted in errors) keeps the first and the last 64 KiB of each of
@@ -38,6 +41,7 @@
 //! Shutdown stops accepting requests, kills running commands and waits for in-flight requests.
 
 mod gates;
+mod remote;
 mod tasks;
 
 use std::collections::BTreeMap;
@@ -98,6 +102,9 @@ pub struct Config {
     pub namespace_regexp: Option<Regex>,
     /// Where gate state is persisted; `None` keeps it in memory (lost on restart).
     pub state_file: Option<PathBuf>,
+    /// When set, a `concord` task's `apiKeyPath` must lie in this directory (the key file is
+    /// sent to the payload's server).
+    pub concord_key_dir: Option<PathBuf>,
 }
 
 impl Config {
@@ -108,6 +115,7 @@ impl Config {
             timeout: DEFAULT_TIMEOUT,
             namespace_regexp: None,
             state_file: None,
+            concord_key_dir: None,
         }
     }
 }
@@ -143,11 +151,17 @@ impl Loadtester {
         let metrics = Arc::new(metrics::Metrics::new());
         let stop = CancellationToken::new();
         let runner = Runner::new(config.timeout, stop.child_token(), Arc::clone(&metrics));
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("aviary-loadtester/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::Config(format!("load tester: HTTP client: {e}")))?;
         let app = Arc::new(App {
             gates,
             runner: Arc::clone(&runner),
             namespaces: config.namespace_regexp,
             metrics,
+            client,
+            concord_key_dir: config.concord_key_dir,
         });
         let router = Router::new()
             .route("/healthz", any(|| async { "OK" }))
@@ -202,6 +216,9 @@ struct App {
     runner: Arc<Runner>,
     namespaces: Option<Regex>,
     metrics: Arc<metrics::Metrics>,
+    /// For the task types that call another server (`concord`, `ngrinder`).
+    client: reqwest::Client,
+    concord_key_dir: Option<PathBuf>,
 }
 
 type Shared = State<Arc<App>>;
@@ -375,6 +392,11 @@ async fn task(State(app): Shared, body: Bytes) -> Response {
         name: p.name.clone(),
     };
     let kind = meta.get("type").map(String::as_str).unwrap_or("cmd");
+    match kind {
+        "concord" => return concord(&app, canary, meta).await,
+        "ngrinder" => return ngrinder(&app, canary, meta),
+        _ => {}
+    }
     let flag = |k: &str| meta.get(k).is_some_and(|v| v == "true");
     let Some(cmd) = meta.get("cmd").filter(|c| !c.trim().is_empty()) else {
         return text(
@@ -430,12 +452,6 @@ async fn task(State(app): Shared, body: Bytes) -> Response {
                 cmd.split_whitespace().map(str::to_string).collect(),
             )
         }
-        "concord" | "ngrinder" => {
-            return text(
-                StatusCode::BAD_REQUEST,
-                format!("task type {kind} is not supported by the aviary load tester"),
-            );
-        }
         other => {
             return text(StatusCode::BAD_REQUEST, format!("unknown task type {other}"));
         }
@@ -480,6 +496,65 @@ async fn task(State(app): Shared, body: Bytes) -> Response {
             app.metrics.task(kind, "failed");
             text(StatusCode::INTERNAL_SERVER_ERROR, e)
         }
+    }
+}
+
+/// A `concord` task: blocking, bounded by `--timeout` (Flagger's server.go:390-419).
+async fn concord(app: &App, canary: Canary, meta: &BTreeMap<String, String>) -> Response {
+    let task = match remote::Concord::from_metadata(meta, app.concord_key_dir.as_deref()) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(%canary, "concord task init error: {e}");
+            app.metrics.task("concord", "failed");
+            return text(StatusCode::INTERNAL_SERVER_ERROR, e);
+        }
+    };
+    tracing::info!(%canary, "concord task starting");
+    let cancel = app.runner.cancel_token();
+    let outcome = tokio::time::timeout(app.runner.timeout(), task.run(&app.client, cancel))
+        .await
+        .unwrap_or_else(|_| Err("context timedout".into()));
+    match outcome {
+        Ok(()) => {
+            app.metrics.task("concord", "succeeded");
+            text(StatusCode::OK, "")
+        }
+        Err(e) => {
+            tracing::warn!(%canary, "concord task error: {e}");
+            app.metrics.task("concord", "failed");
+            text(StatusCode::INTERNAL_SERVER_ERROR, e)
+        }
+    }
+}
+
+/// An `ngrinder` task: in the background like `cmd` (task_ngrinder.go, runner.go:60-92).
+fn ngrinder(app: &App, canary: Canary, meta: &BTreeMap<String, String>) -> Response {
+    let task = match remote::NGrinder::from_metadata(meta) {
+        Ok(t) => t,
+        Err(e) => return text(StatusCode::BAD_REQUEST, e),
+    };
+    let (client, timeout, cancel) = (
+        app.client.clone(),
+        app.runner.timeout(),
+        app.runner.cancel_token().clone(),
+    );
+    let c = canary.clone();
+    let key = task.key();
+    let started = app.runner.spawn(canary, "ngrinder", key, async move {
+        tracing::info!(canary = %c, task = ?task, "nGrinder test starting");
+        if task.run(&client, timeout, &cancel).await {
+            tracing::info!(canary = %c, "nGrinder test finished");
+            "succeeded"
+        } else {
+            "failed"
+        }
+    });
+    match started {
+        Started::Yes | Started::AlreadyRunning => text(StatusCode::ACCEPTED, "Task accepted"),
+        Started::TooMany => text(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("{MAX_RUNNING} tasks are running already; try again later"),
+        ),
     }
 }
 

@@ -3,6 +3,7 @@
 //! captured bounded ([`OUTPUT_HEAD`] + [`OUTPUT_TAIL`] bytes per stream).
 
 use std::collections::{HashSet, VecDeque};
+use std::future::Future;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -176,10 +177,10 @@ pub(crate) fn which(name: &str) -> Option<PathBuf> {
         .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
 }
 
-/// Asynchronous `cmd` tasks, deduplicated while running.
+/// Background tasks (`cmd`, `ngrinder`), deduplicated while running.
 #[derive(Debug)]
 pub(crate) struct Runner {
-    running: Mutex<HashSet<(Canary, String)>>,
+    running: Mutex<HashSet<(Canary, &'static str, String)>>,
     timeout: Duration,
     cancel: CancellationToken,
     tracker: TaskTracker,
@@ -208,29 +209,15 @@ impl Runner {
     /// Starts `sh -c <cmd>` for `canary` unless the same command is already running for it, or
     /// [`MAX_RUNNING`] commands are.
     pub(crate) fn start(self: &Arc<Self>, canary: Canary, cmd: String, log_output: bool) -> Started {
-        let key = (canary.clone(), cmd.clone());
-        {
-            let mut running = self.running.lock();
-            if running.contains(&key) {
-                drop(running);
-                tracing::info!(%canary, cmd = ?cmd, "command skipped: it is already running");
-                self.metrics.task("cmd", "skipped");
-                return Started::AlreadyRunning;
-            }
-            if running.len() >= MAX_RUNNING {
-                drop(running);
-                tracing::warn!(%canary, cmd = ?cmd, "command refused: {MAX_RUNNING} commands are running");
-                return Started::TooMany;
-            }
-            running.insert(key.clone());
-        }
-        self.metrics.running.inc();
         let this = Arc::clone(self);
-        self.tracker.spawn(async move {
+        let c = canary.clone();
+        let command = cmd.clone();
+        self.spawn(canary, "cmd", cmd, async move {
+            let (canary, cmd) = (c, command);
             tracing::info!(%canary, cmd = ?cmd, "command starting");
             let args = vec!["-c".to_string(), cmd.clone()];
             let outcome = run("sh", &args, this.timeout, &this.cancel).await;
-            let result = match &outcome {
+            match &outcome {
                 Outcome::Success(out) => {
                     if log_output {
                         tracing::info!(%canary, cmd = ?cmd, output = ?out, "command finished");
@@ -252,10 +239,43 @@ impl Runner {
                     tracing::warn!(%canary, cmd = ?cmd, error = %e, "command not started");
                     "failed"
                 }
-            };
-            this.metrics.task("cmd", result);
+            }
+        })
+    }
+
+    /// Runs `work` (answering its outcome for the metrics) in the background for `canary`,
+    /// unless a task of `kind` with the same `key` runs for it already, or [`MAX_RUNNING`]
+    /// tasks run.
+    pub(crate) fn spawn(
+        self: &Arc<Self>,
+        canary: Canary,
+        kind: &'static str,
+        key: String,
+        work: impl Future<Output = &'static str> + Send + 'static,
+    ) -> Started {
+        let id = (canary, kind, key);
+        {
+            let mut running = self.running.lock();
+            if running.contains(&id) {
+                drop(running);
+                tracing::info!(canary = %id.0, kind, key = ?id.2, "task skipped: it is already running");
+                self.metrics.task(kind, "skipped");
+                return Started::AlreadyRunning;
+            }
+            if running.len() >= MAX_RUNNING {
+                drop(running);
+                tracing::warn!(canary = %id.0, kind, key = ?id.2, "task refused: {MAX_RUNNING} tasks are running");
+                return Started::TooMany;
+            }
+            running.insert(id.clone());
+        }
+        self.metrics.running.inc();
+        let this = Arc::clone(self);
+        self.tracker.spawn(async move {
+            let result = work.await;
+            this.metrics.task(kind, result);
             this.metrics.running.dec();
-            this.running.lock().remove(&key);
+            this.running.lock().remove(&id);
         });
         Started::Yes
     }

@@ -1,10 +1,12 @@
 //! Built-in metrics as Flagger's PromQL ("observers").
 //!
-//! The observer follows the canary's provider (`spec.provider`, else the agent's default):
-//! `istio` → Istio telemetry; `knative` → Envoy (Kourier) cluster stats by revision;
-//! `kubernetes` and every `gatewayapi*` → the HTTP observer (the application's own
-//! `http_request_duration_seconds` histogram, scraped with Kubernetes pod labels). Other providers
-//! have no built-in queries in aviary: their canaries use MetricTemplates.
+//! The observer follows the canary's provider (`spec.provider`, else the agent's default), as
+//! Flagger's observer factory (pkg/metrics/observers/factory.go) picks it: `istio` → Istio
+//! telemetry; `knative` → Envoy (Kourier) cluster stats by revision; `kubernetes` and every
+//! `gatewayapi*` → the HTTP observer (the application's own `http_request_duration_seconds`
+//! histogram, scraped with Kubernetes pod labels); `nginx`, `linkerd`, `contour`, `gloo*`,
+//! `traefik`, `appmesh*`, `skipper`, `osm`, `kuma`, `apisix` → that data plane's own metrics;
+//! anything else (the `smi:*` providers) → Istio's, Flagger's default.
 //!
 //! For Knative the `route` of the model must be the Knative Service's
 //! `status.latestCreatedRevisionName`; the caller supplies it in the [`MetricModel`].
@@ -32,22 +34,68 @@ pub enum Observer {
     Knative,
     /// `http_request_duration_seconds_{count,bucket}` by pod name (kubernetes, gatewayapi).
     Http,
+    /// ingress-nginx's `nginx_ingress_controller_requests` of the canary Ingress.
+    Nginx,
+    /// Linkerd's proxy `response_total` / `response_latency_ms_bucket` by deployment.
+    Linkerd,
+    /// Envoy cluster stats of Contour's `<ns>_<service>-canary_<port>` cluster.
+    Contour,
+    /// Envoy cluster stats of Gloo's canary upstream.
+    Gloo,
+    /// `traefik_service_request_duration_seconds_bucket` of the canary service.
+    Traefik,
+    /// Envoy cluster stats of the App Mesh sidecars by pod name.
+    AppMesh,
+    /// Skipper's route metrics of the canary Ingress' routes.
+    Skipper,
+    /// OSM's `osm_request_total` / `osm_request_duration_ms_bucket`.
+    Osm,
+    /// Envoy cluster stats of Kuma's canary service.
+    Kuma,
+    /// APISIX's `apisix_http_status` / `apisix_http_latency_bucket` of the canary route.
+    Apisix,
 }
 
 impl Observer {
     /// The observer for a provider name (`istio`, `knative`, `kubernetes`, `gatewayapi:v1`, …).
     pub fn for_provider(provider: &str) -> Result<Self, String> {
-        let p = provider.strip_suffix(":service").unwrap_or(provider);
-        match p {
-            "istio" => Ok(Self::Istio),
-            "knative" => Ok(Self::Knative),
-            "kubernetes" => Ok(Self::Http),
-            p if p.starts_with("gatewayapi") => Ok(Self::Http),
-            p => Err(format!(
-                "built-in metrics (request-success-rate, request-duration) are not available for provider {p:?}: \
-                 aviary has Flagger's queries for istio, knative, gatewayapi and kubernetes; use a MetricTemplate"
-            )),
-        }
+        // A core Service target makes Flagger ask for `<provider>:service` (scheduler_metrics.go:
+        // 113-116); its observer factory matches most providers exactly, so those fall to its
+        // default, Istio; the prefix-matched families keep theirs (observers/factory.go:45-103).
+        let p = match provider.strip_suffix(":service") {
+            Some(base)
+                if ["gatewayapi", "appmesh", "gloo"]
+                    .iter()
+                    .any(|f| base.starts_with(f)) =>
+            {
+                base
+            }
+            Some(_) => "istio",
+            None => provider,
+        };
+        // In the order of Flagger's factory (observers/factory.go:46-102).
+        Ok(match p {
+            p if p.starts_with("appmesh") => Self::AppMesh,
+            "linkerd" => Self::Linkerd,
+            "istio" => Self::Istio,
+            "contour" => Self::Contour,
+            p if p.starts_with("gloo") => Self::Gloo,
+            "nginx" => Self::Nginx,
+            "kubernetes" => Self::Http,
+            p if p.starts_with("gatewayapi") => Self::Http,
+            "skipper" => Self::Skipper,
+            "traefik" => Self::Traefik,
+            "osm" => Self::Osm,
+            "kuma" => Self::Kuma,
+            "apisix" => Self::Apisix,
+            "knative" => Self::Knative,
+            "local" => {
+                return Err(format!(
+                    "built-in metrics (request-success-rate, request-duration) are not available for provider {p:?} here; use a MetricTemplate"
+                ));
+            }
+            _ => Self::Istio,
+        })
     }
 
     /// The query template (before rendering and whitespace collapsing).
@@ -59,11 +107,38 @@ impl Observer {
             (Self::Knative, BuiltinMetric::Duration) => KNATIVE_DURATION,
             (Self::Http, BuiltinMetric::SuccessRate) => HTTP_SUCCESS_RATE,
             (Self::Http, BuiltinMetric::Duration) => HTTP_DURATION,
+            (Self::Nginx, BuiltinMetric::SuccessRate) => NGINX_SUCCESS_RATE,
+            (Self::Nginx, BuiltinMetric::Duration) => NGINX_DURATION,
+            (Self::Linkerd, BuiltinMetric::SuccessRate) => LINKERD_SUCCESS_RATE,
+            (Self::Linkerd, BuiltinMetric::Duration) => LINKERD_DURATION,
+            (Self::Contour, BuiltinMetric::SuccessRate) => CONTOUR_SUCCESS_RATE,
+            (Self::Contour, BuiltinMetric::Duration) => CONTOUR_DURATION,
+            (Self::Gloo, BuiltinMetric::SuccessRate) => GLOO_SUCCESS_RATE,
+            (Self::Gloo, BuiltinMetric::Duration) => GLOO_DURATION,
+            (Self::Traefik, BuiltinMetric::SuccessRate) => TRAEFIK_SUCCESS_RATE,
+            (Self::Traefik, BuiltinMetric::Duration) => TRAEFIK_DURATION,
+            (Self::AppMesh, BuiltinMetric::SuccessRate) => APPMESH_SUCCESS_RATE,
+            (Self::AppMesh, BuiltinMetric::Duration) => APPMESH_DURATION,
+            (Self::Skipper, BuiltinMetric::SuccessRate) => SKIPPER_SUCCESS_RATE,
+            (Self::Skipper, BuiltinMetric::Duration) => SKIPPER_DURATION,
+            (Self::Osm, BuiltinMetric::SuccessRate) => OSM_SUCCESS_RATE,
+            (Self::Osm, BuiltinMetric::Duration) => OSM_DURATION,
+            (Self::Kuma, BuiltinMetric::SuccessRate) => KUMA_SUCCESS_RATE,
+            (Self::Kuma, BuiltinMetric::Duration) => KUMA_DURATION,
+            (Self::Apisix, BuiltinMetric::SuccessRate) => APISIX_SUCCESS_RATE,
+            (Self::Apisix, BuiltinMetric::Duration) => APISIX_DURATION,
         }
     }
 
     /// The query to send: rendered with the model and whitespace-collapsed.
     pub fn query(self, metric: BuiltinMetric, model: &MetricModel) -> Result<String, String> {
+        let skipper;
+        let model = if self == Self::Skipper {
+            skipper = skipper_model(model);
+            &skipper
+        } else {
+            model
+        };
         aviary_core::template::render(self.template(metric), model)
             .map(|q| collapse(&q))
             .map_err(|e| e.to_string())
@@ -78,6 +153,146 @@ impl Observer {
         }
     }
 }
+
+/// Skipper's route names have every non-word character as `_` (observers/skipper.go:95-104).
+fn skipper_model(m: &MetricModel) -> MetricModel {
+    let word = |s: &str| -> String {
+        s.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    };
+    MetricModel {
+        name: word(&m.name),
+        namespace: word(&m.namespace),
+        target: word(&m.target),
+        service: word(&m.service),
+        ingress: word(&m.ingress),
+        ..m.clone()
+    }
+}
+
+// The queries of Flagger's observers (pkg/metrics/observers/<provider>.go); only the line
+// breaks differ (queries are whitespace-collapsed before they are sent).
+
+const NGINX_SUCCESS_RATE: &str = r#"
+sum(rate(nginx_ingress_controller_requests{namespace="{{ namespace }}",ingress="{{ ingress }}",canary!="",status!~"5.*"}[{{ interval }}]))
+/
+sum(rate(nginx_ingress_controller_requests{namespace="{{ namespace }}",ingress="{{ ingress }}",canary!=""}[{{ interval }}]))
+* 100
+"#;
+
+const NGINX_DURATION: &str = r#"
+sum(rate(nginx_ingress_controller_response_duration_seconds_sum{namespace="{{ namespace }}",ingress="{{ ingress }}",canary!=""}[{{ interval }}]))
+/
+sum(rate(nginx_ingress_controller_response_duration_seconds_count{namespace="{{ namespace }}",ingress="{{ ingress }}",canary!=""}[{{ interval }}]))
+* 1000
+"#;
+
+const LINKERD_SUCCESS_RATE: &str = r#"
+sum(rate(response_total{namespace="{{ namespace }}",deployment=~"{{ target }}",classification!="failure",direction="inbound"}[{{ interval }}]))
+/
+sum(rate(response_total{namespace="{{ namespace }}",deployment=~"{{ target }}",direction="inbound"}[{{ interval }}]))
+* 100
+"#;
+
+const LINKERD_DURATION: &str = r#"
+histogram_quantile(0.99, sum(rate(response_latency_ms_bucket{namespace="{{ namespace }}",deployment=~"{{ target }}",direction="inbound"}[{{ interval }}])) by (le))
+"#;
+
+const CONTOUR_SUCCESS_RATE: &str = r#"
+sum(rate(envoy_cluster_upstream_rq{envoy_cluster_name=~"{{ namespace }}_{{ service }}-canary_[0-9a-zA-Z-]+",envoy_response_code!~"5.*"}[{{ interval }}]))
+/
+sum(rate(envoy_cluster_upstream_rq{envoy_cluster_name=~"{{ namespace }}_{{ service }}-canary_[0-9a-zA-Z-]+",}[{{ interval }}]))
+* 100
+"#;
+
+const CONTOUR_DURATION: &str = r#"
+histogram_quantile(0.99, sum(rate(envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=~"{{ namespace }}_{{ service }}-canary_[0-9a-zA-Z-]+",}[{{ interval }}])) by (le))
+"#;
+
+const GLOO_SUCCESS_RATE: &str = r#"
+sum(rate(envoy_cluster_upstream_rq{envoy_cluster_name=~"{{ namespace }}-{{ target }}-canaryupstream-[0-9a-zA-Z-]+_[0-9a-zA-Z-]+",envoy_response_code!~"5.*"}[{{ interval }}]))
+/
+sum(rate(envoy_cluster_upstream_rq{envoy_cluster_name=~"{{ namespace }}-{{ target }}-canaryupstream-[0-9a-zA-Z-]+_[0-9a-zA-Z-]+",}[{{ interval }}]))
+* 100
+"#;
+
+const GLOO_DURATION: &str = r#"
+histogram_quantile(0.99, sum(rate(envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=~"{{ namespace }}-{{ target }}-canaryupstream-[0-9a-zA-Z-]+_[0-9a-zA-Z-]+",}[{{ interval }}])) by (le))
+"#;
+
+const TRAEFIK_SUCCESS_RATE: &str = r#"
+sum(rate(traefik_service_request_duration_seconds_bucket{service=~"{{ namespace }}-{{ target }}-canary-[0-9a-zA-Z-]+@kubernetescrd",code!~"5..",le="+Inf"}[{{ interval }}]))
+/
+sum(rate(traefik_service_request_duration_seconds_bucket{service=~"{{ namespace }}-{{ target }}-canary-[0-9a-zA-Z-]+@kubernetescrd",le="+Inf"}[{{ interval }}])) * 100
+"#;
+
+const TRAEFIK_DURATION: &str = r#"
+histogram_quantile(0.99, sum(rate(traefik_service_request_duration_seconds_bucket{service=~"{{ namespace }}-{{ target }}-canary-[0-9a-zA-Z-]+@kubernetescrd"}[{{ interval }}])) by (le)) * 1000
+"#;
+
+const APPMESH_SUCCESS_RATE: &str = r#"
+sum(rate(envoy_cluster_upstream_rq{kubernetes_namespace="{{ namespace }}",kubernetes_pod_name=~"{{ target }}-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)",envoy_response_code!~"5.*"}[{{ interval }}]))
+/
+sum(rate(envoy_cluster_upstream_rq{kubernetes_namespace="{{ namespace }}",kubernetes_pod_name=~"{{ target }}-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)"}[{{ interval }}]))
+* 100
+"#;
+
+const APPMESH_DURATION: &str = r#"
+histogram_quantile(0.99, sum(rate(envoy_cluster_upstream_rq_time_bucket{kubernetes_namespace="{{ namespace }}",kubernetes_pod_name=~"{{ target }}-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)"}[{{ interval }}])) by (le))
+"#;
+
+const SKIPPER_SUCCESS_RATE: &str = concat!(
+    r#"{{- $route := printf "kube(ew)?_%s__%s_canary__.*__%s_canary(_[0-9]+)?" namespace ingress service }}"#,
+    r#"
+sum(rate(skipper_response_duration_seconds_bucket{route=~"{{ $route }}",code!~"5..",le="+Inf"}[{{ interval }}])) /
+sum(rate(skipper_response_duration_seconds_bucket{route=~"{{ $route }}",le="+Inf"}[{{ interval }}])) * 100"#
+);
+
+const SKIPPER_DURATION: &str = concat!(
+    r#"{{- $route := printf "kube(ew)?_%s__%s_canary__.*__%s_canary(_[0-9]+)?" namespace ingress service }}"#,
+    r#"
+sum(rate(skipper_serve_route_duration_seconds_sum{route=~"{{ $route }}"}[{{ interval }}])) /
+sum(rate(skipper_serve_route_duration_seconds_count{route=~"{{ $route }}"}[{{ interval }}])) * 1000"#
+);
+
+const OSM_SUCCESS_RATE: &str = r#"
+sum(rate(osm_request_total{destination_namespace="{{ namespace }}",destination_kind="Deployment",destination_name="{{ target }}",response_code!~"5.*"}[{{ interval }}]))
+/
+sum(rate(osm_request_total{destination_namespace="{{ namespace }}",destination_kind="Deployment",destination_name="{{ target }}"}[{{ interval }}]))
+* 100
+"#;
+
+const OSM_DURATION: &str = r#"
+histogram_quantile(0.99, sum(rate(osm_request_duration_ms_bucket{destination_namespace="{{ namespace }}",destination_kind="Deployment",destination_name="{{ target }}"}[{{ interval }}])) by (le))
+"#;
+
+const KUMA_SUCCESS_RATE: &str = r#"
+sum(rate(envoy_cluster_upstream_rq{service=~"{{ target }}-canary_{{ namespace }}_svc_[0-9a-zA-Z-]+",envoy_response_code!~"5.*"}[{{ interval }}]))
+/
+sum(rate(envoy_cluster_upstream_rq{service=~"{{ target }}-canary_{{ namespace }}_svc_[0-9a-zA-Z-]+",}[{{ interval }}]))
+* 100
+"#;
+
+const KUMA_DURATION: &str = r#"
+histogram_quantile(0.99, sum(rate(envoy_cluster_upstream_rq_time_bucket{service=~"{{ target }}-canary_{{ namespace }}_svc_[0-9a-zA-Z-]+",}[{{ interval }}])) by (le))
+"#;
+
+const APISIX_SUCCESS_RATE: &str = r#"
+sum(rate(apisix_http_status{route=~"{{ namespace }}_{{ route }}-{{ target }}-canary_.+",code!~"5.."}[{{ interval }}]))
+/
+sum(rate(apisix_http_status{route=~"{{ namespace }}_{{ route }}-{{ target }}-canary_.+"}[{{ interval }}])) * 100
+"#;
+
+const APISIX_DURATION: &str = r#"
+histogram_quantile(0.99, sum(rate(apisix_http_latency_bucket{type=~"request",route=~"{{ namespace }}_{{ route }}-{{ target }}-canary_.+"}[{{ interval }}])) by (le))
+"#;
 
 const ISTIO_SUCCESS_RATE: &str = r#"
 sum(
@@ -315,8 +530,22 @@ mod tests {
         assert_eq!(Observer::for_provider("gatewayapi:v1"), Ok(Observer::Http));
         assert_eq!(Observer::for_provider("gatewayapi:v1beta1"), Ok(Observer::Http));
         assert_eq!(Observer::for_provider("istio:service"), Ok(Observer::Istio));
-        let e = Observer::for_provider("linkerd").unwrap_err();
-        assert!(e.contains("\"linkerd\"") && e.contains("MetricTemplate"), "{e}");
+        assert_eq!(Observer::for_provider("kubernetes:service"), Ok(Observer::Istio));
+        assert_eq!(Observer::for_provider("linkerd:service"), Ok(Observer::Istio));
+        assert_eq!(
+            Observer::for_provider("gatewayapi:v1:service"),
+            Ok(Observer::Http)
+        );
+        assert_eq!(
+            Observer::for_provider("appmesh:v1beta2:service"),
+            Ok(Observer::AppMesh)
+        );
+        assert_eq!(Observer::for_provider("linkerd"), Ok(Observer::Linkerd));
+        assert_eq!(Observer::for_provider("appmesh:v1beta2"), Ok(Observer::AppMesh));
+        assert_eq!(Observer::for_provider("smi:v1alpha3"), Ok(Observer::Istio));
+        assert_eq!(Observer::for_provider("osm"), Ok(Observer::Osm));
+        let e = Observer::for_provider("local").unwrap_err();
+        assert!(e.contains("\"local\"") && e.contains("MetricTemplate"), "{e}");
     }
 
     #[test]
@@ -346,7 +575,29 @@ mod tests {
             Observer::Http.query(BuiltinMetric::Duration, &m).unwrap(),
             r#"histogram_quantile( 0.99, sum( rate( http_request_duration_seconds_bucket{ kubernetes_namespace="test", kubernetes_pod_name=~"podinfo-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)" }[1m] ) ) by (le) )"#
         );
+        // Flagger's observers, rendered (observers/*_test.go hold the same strings).
+        assert_eq!(
+            Observer::Nginx.query(BuiltinMetric::SuccessRate, &m).unwrap(),
+            r#"sum(rate(nginx_ingress_controller_requests{namespace="test",ingress="podinfo",canary!="",status!~"5.*"}[1m])) / sum(rate(nginx_ingress_controller_requests{namespace="test",ingress="podinfo",canary!=""}[1m])) * 100"#
+        );
+        assert_eq!(
+            Observer::Traefik.query(BuiltinMetric::Duration, &m).unwrap(),
+            r#"histogram_quantile(0.99, sum(rate(traefik_service_request_duration_seconds_bucket{service=~"test-podinfo-canary-[0-9a-zA-Z-]+@kubernetescrd"}[1m])) by (le)) * 1000"#
+        );
+        let mut dashed = m.clone();
+        dashed.namespace = "my-ns".into();
+        assert_eq!(
+            Observer::Skipper
+                .query(BuiltinMetric::SuccessRate, &dashed)
+                .unwrap(),
+            r#"sum(rate(skipper_response_duration_seconds_bucket{route=~"kube(ew)?_my_ns__podinfo_canary__.*__podinfo_canary(_[0-9]+)?",code!~"5..",le="+Inf"}[1m])) / sum(rate(skipper_response_duration_seconds_bucket{route=~"kube(ew)?_my_ns__podinfo_canary__.*__podinfo_canary(_[0-9]+)?",le="+Inf"}[1m])) * 100"#
+        );
+        assert_eq!(
+            Observer::Apisix.query(BuiltinMetric::SuccessRate, &m).unwrap(),
+            r#"sum(rate(apisix_http_status{route=~"test_podinfo-00002-podinfo-canary_.+",code!~"5.."}[1m])) / sum(rate(apisix_http_status{route=~"test_podinfo-00002-podinfo-canary_.+"}[1m])) * 100"#
+        );
         assert_eq!(Observer::Http.scale(BuiltinMetric::Duration), 1000.0);
+        assert_eq!(Observer::Nginx.scale(BuiltinMetric::Duration), 1.0);
         assert_eq!(Observer::Istio.scale(BuiltinMetric::Duration), 1.0);
     }
 }

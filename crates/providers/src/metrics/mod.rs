@@ -9,6 +9,9 @@
 //! | `prometheus` | [`prometheus`] | GET `/api/v1/query` |
 //! | `datadog`, `newrelic`, `graphite`, `influxdb`, `dynatrace` | `vendors` | see each function |
 //! | `cloudwatch` | [`cloudwatch`] | GetMetricData (AWS JSON 1.0, SigV4) |
+//! | `stackdriver` | [`stackdriver`] | Cloud Monitoring `timeSeries:query` (REST, service-account JWT) |
+//! | `splunk` | [`splunk`] | SignalFlow `execute` over a WebSocket |
+//! | `keptn`, `externalmetrics` | [`cluster`] | the Kubernetes API (a [`ClusterApi`]), or an external metrics server |
 //!
 //! Built-in metrics (`request-success-rate`, `request-duration`) and deprecated inline queries
 //! come from a [`BuiltinSource`] (a port of aviary-core): [`PrometheusBuiltins`] runs Flagger's PromQL against the
@@ -22,7 +25,10 @@
 
 mod builtin;
 pub mod cloudwatch;
+pub mod cluster;
 pub mod prometheus;
+pub mod splunk;
+pub mod stackdriver;
 mod vendors;
 
 use std::collections::BTreeSet;
@@ -42,6 +48,8 @@ use url::Url;
 
 pub use builtin::{Observer, PrometheusBuiltins};
 pub use cloudwatch::AwsCredentials;
+pub use cluster::{ClusterApi, ClusterError};
+pub use stackdriver::GoogleEnv;
 
 use crate::error::Result;
 use crate::http::{self, Clients};
@@ -57,6 +65,10 @@ pub const SUPPORTED_TYPES: &[&str] = &[
     "influxdb",
     "dynatrace",
     "cloudwatch",
+    "stackdriver",
+    "splunk",
+    "keptn",
+    "externalmetrics",
 ];
 
 /// The `Metrics` port: MetricTemplates on their providers, built-ins from a [`BuiltinSource`].
@@ -66,6 +78,8 @@ pub struct ProviderMetrics {
     builtins: Arc<dyn BuiltinSource>,
     clients: Clients,
     aws_env: Option<AwsCredentials>,
+    google_env: GoogleEnv,
+    cluster: Option<Arc<dyn ClusterApi>>,
 }
 
 impl std::fmt::Debug for ProviderMetrics {
@@ -76,7 +90,9 @@ impl std::fmt::Debug for ProviderMetrics {
 
 impl ProviderMetrics {
     /// Builds the port. AWS credentials for `cloudwatch` templates without a `secretRef` are read
-    /// from `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN` now.
+    /// from `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN` now; Google's
+    /// application default credentials for `stackdriver` from `GOOGLE_APPLICATION_CREDENTIALS`
+    /// and `GCE_METADATA_HOST` (see [`GoogleEnv::from_env`]).
     pub fn new(
         templates: Arc<dyn TemplateSource>,
         secrets: Arc<dyn SecretSource>,
@@ -88,7 +104,21 @@ impl ProviderMetrics {
             builtins,
             clients: Clients::new()?,
             aws_env: AwsCredentials::from_env(),
+            google_env: GoogleEnv::from_env(),
+            cluster: None,
         })
+    }
+
+    /// Replaces Google's application default credentials taken from the environment.
+    pub fn with_google_env(mut self, env: GoogleEnv) -> Self {
+        self.google_env = env;
+        self
+    }
+
+    /// The Kubernetes API `keptn` and `externalmetrics` (without an address) query.
+    pub fn with_cluster(mut self, cluster: Arc<dyn ClusterApi>) -> Self {
+        self.cluster = Some(cluster);
+        self
     }
 
     /// Replaces the AWS credentials taken from the environment (tests, or explicit agent flags).
@@ -142,6 +172,8 @@ impl ProviderMetrics {
             creds: creds.as_ref(),
             kind: &kind,
             aws_env: self.aws_env.as_ref(),
+            google_env: &self.google_env,
+            cluster: self.cluster.as_deref(),
         };
         tracing::debug!(
             template = %template.key(),
@@ -164,6 +196,14 @@ impl ProviderMetrics {
             ("dynatrace", None) => vendors::dynatrace_online(&call).await.map(|()| 1.0),
             ("cloudwatch", Some(q)) => cloudwatch::query(&call, interval, q).await,
             ("cloudwatch", None) => cloudwatch::online(&call).await.map(|()| 1.0),
+            ("stackdriver", Some(q)) => stackdriver::query(&call, q).await,
+            ("stackdriver", None) => stackdriver::online(&call).await.map(|()| 1.0),
+            ("splunk", Some(q)) => splunk::query(&call, interval, q).await,
+            ("splunk", None) => splunk::online(&call, interval).await.map(|()| 1.0),
+            ("keptn", Some(q)) => cluster::keptn(&call, q).await,
+            ("keptn", None) => cluster::keptn_online(&call).map(|()| 1.0),
+            ("externalmetrics", Some(q)) => cluster::external_metrics(&call, q).await,
+            ("externalmetrics", None) => cluster::external_metrics_online(&call).await.map(|()| 1.0),
             (other, _) => Err(MetricError::Provider(format!(
                 "provider type {other:?} (MetricTemplate {} spec.provider.type) is not supported by aviary; \
                  use one of {}",
@@ -330,6 +370,8 @@ pub(crate) struct Call<'a> {
     /// The provider type, for messages.
     pub(crate) kind: &'a str,
     pub(crate) aws_env: Option<&'a AwsCredentials>,
+    pub(crate) google_env: &'a GoogleEnv,
+    pub(crate) cluster: Option<&'a dyn ClusterApi>,
 }
 
 impl Call<'_> {

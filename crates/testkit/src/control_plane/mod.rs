@@ -9,7 +9,7 @@
 pub mod binaries;
 pub mod kubeconfig;
 pub(crate) mod pki;
-mod process;
+pub(crate) mod process;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -26,12 +26,14 @@ use process::Supervised;
 
 use crate::error::{Error, Result};
 
-/// The controllers kube-controller-manager runs: the Deployment → ReplicaSet → Pod chain,
+/// The controllers kube-controller-manager runs: the Deployment → ReplicaSet → Pod chain, the
+/// DaemonSet → Pod one (with its ControllerRevisions),
 /// cascading deletion, namespace deletion, Service endpoints, and the ServiceAccount machinery
 /// the `ServiceAccount` admission plugin needs (a `default` ServiceAccount in every namespace).
 pub const CONTROLLERS: &[&str] = &[
     "deployment-controller",
     "replicaset-controller",
+    "daemonset-controller",
     "garbage-collector-controller",
     "namespace-controller",
     "endpoints-controller",

@@ -3,6 +3,11 @@
 //! and Ready at once with a pod IP (there are no containers); a terminating pod is removed with a
 //! zero grace period, as a kubelet does once its containers stopped. The real endpoint
 //! controllers skip pods without an existing node, hence the Node.
+//!
+//! The Node's `not-ready` taint is lifted, as the node lifecycle controller does for a Ready
+//! Node. Like the scheduler, it binds only pods the Node fits: `nodeSelector` and required node
+//! affinity (the DaemonSet controller pins each of its pods to a node with `matchFields`
+//! `metadata.name`); others stay Pending with `PodScheduled=False` (`Unschedulable`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -23,6 +28,12 @@ struct Ctx {
 
 /// The one node every pod runs on.
 pub(super) const NODE: &str = "aviary-test-node";
+/// Its labels (the kubelet's well-known ones).
+const NODE_LABELS: &[(&str, &str)] = &[
+    ("kubernetes.io/hostname", NODE),
+    ("kubernetes.io/os", "linux"),
+    ("kubernetes.io/arch", "amd64"),
+];
 
 pub(super) async fn run(client: kube::Client) {
     while let Err(e) = register_node(&client).await {
@@ -60,7 +71,12 @@ async fn register_node(client: &kube::Client) -> Result<(), kube::Error> {
         let node = Node {
             metadata: ObjectMeta {
                 name: Some(NODE.into()),
-                labels: Some([("kubernetes.io/hostname".to_string(), NODE.to_string())].into()),
+                labels: Some(
+                    NODE_LABELS
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
                 ..Default::default()
             },
             ..Default::default()
@@ -77,6 +93,15 @@ async fn register_node(client: &kube::Client) -> Result<(), kube::Error> {
     }});
     nodes
         .patch_status(NODE, &PatchParams::default(), &Patch::Merge(status))
+        .await?;
+    // Admission taints a new Node `node.kubernetes.io/not-ready:NoSchedule`; the node lifecycle
+    // controller (not run here) lifts it once the Node is Ready. DaemonSet pods do not tolerate it.
+    nodes
+        .patch(
+            NODE,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"taints": null}})),
+        )
         .await?;
     Ok(())
 }
@@ -96,6 +121,9 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, kube::Error> 
         return Ok(Action::await_change());
     }
     if pod.spec.as_ref().is_some_and(|s| s.node_name.is_none()) {
+        if !fits(&pod) {
+            return mark_unschedulable(&api, &pod, name).await;
+        }
         let binding = Binding {
             metadata: ObjectMeta {
                 name: Some(name.into()),
@@ -126,6 +154,78 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, kube::Error> 
     let ip = format!("10.244.{}.{}", (n / 250) % 256, n % 250 + 1);
     api.patch_status(name, &PatchParams::default(), &Patch::Merge(running(&pod, &ip)))
         .await?;
+    Ok(Action::await_change())
+}
+
+/// Whether the Node fits the pod: its `nodeSelector` and required node affinity (any term whose
+/// expressions and fields all match), as the scheduler's NodeAffinity filter decides.
+fn fits(pod: &Pod) -> bool {
+    let Some(spec) = pod.spec.as_ref() else {
+        return true;
+    };
+    let label = |k: &str| NODE_LABELS.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
+    if let Some(sel) = &spec.node_selector
+        && sel.iter().any(|(k, v)| label(k) != Some(v.as_str()))
+    {
+        return false;
+    }
+    let Some(required) = spec
+        .affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|n| n.required_during_scheduling_ignored_during_execution.as_ref())
+    else {
+        return true;
+    };
+    let matches = |key: &str, value: Option<&str>, op: &str, values: &[String]| match op {
+        "In" => value.is_some_and(|v| values.iter().any(|x| x == v)),
+        "NotIn" => !value.is_some_and(|v| values.iter().any(|x| x == v)),
+        "Exists" => value.is_some(),
+        "DoesNotExist" => value.is_none(),
+        other => {
+            tracing::debug!("kubelet stand-in: node selector operator {other} on {key} not modelled; no fit");
+            false
+        }
+    };
+    required.node_selector_terms.iter().any(|term| {
+        term.match_expressions.iter().flatten().all(|e| {
+            matches(
+                &e.key,
+                label(&e.key),
+                &e.operator,
+                e.values.as_deref().unwrap_or_default(),
+            )
+        }) && term.match_fields.iter().flatten().all(|f| {
+            let value = (f.key == "metadata.name").then_some(NODE);
+            matches(
+                &f.key,
+                value,
+                &f.operator,
+                f.values.as_deref().unwrap_or_default(),
+            )
+        })
+    })
+}
+
+/// Leaves a pod the Node does not fit Pending, saying so as the scheduler does.
+async fn mark_unschedulable(api: &Api<Pod>, pod: &Pod, name: &str) -> Result<Action, kube::Error> {
+    let already = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c.type_ == "PodScheduled" && c.status == "False")
+        });
+    if !already {
+        let status = json!({"status": {"phase": "Pending", "conditions": [{
+            "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+            "message": "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector.",
+            "lastTransitionTime": now(),
+        }]}});
+        api.patch_status(name, &PatchParams::default(), &Patch::Merge(status))
+            .await?;
+    }
     Ok(Action::await_change())
 }
 

@@ -1,0 +1,96 @@
+//! The Traefik router (Flagger's TraefikRouter, pkg/router/traefik.go): one TraefikService
+//! `<apex>` (traefik.io/v1alpha1) owned by the Canary, a weighted round robin over
+//! `<apex>-primary` and, while it gets traffic, `<apex>-canary`. An IngressRoute of the user's
+//! points at it (`kind: TraefikService`). Traefik has no header matching in Flagger.
+
+use async_trait::async_trait;
+use aviary_api::Canary;
+use aviary_core::ports::{Router, Routes};
+use serde_json::{Value, json};
+
+use crate::client::{Kube, TRAEFIK_SERVICE};
+use crate::routing::RoutingObject;
+
+/// The Traefik router.
+#[derive(Debug, Clone)]
+pub struct TraefikRouter {
+    kube: Kube,
+}
+
+impl TraefikRouter {
+    pub fn new(kube: Kube) -> Self {
+        Self { kube }
+    }
+
+    /// The TraefikService spec (traefik.go:45-56, :190-205): the canary only with a weight.
+    pub fn spec(c: &Canary, routes: &Routes) -> Value {
+        let apex = c.apex_name();
+        let port = c.spec.service.as_ref().and_then(|s| s.port).unwrap_or(0);
+        let service = |name: String, weight: i32| {
+            let mut s = json!({"name": name, "namespace": c.namespace(), "port": port});
+            if weight != 0 {
+                s["weight"] = json!(weight);
+            }
+            s
+        };
+        let mut services = vec![service(format!("{apex}-primary"), routes.primary)];
+        if routes.canary > 0 {
+            services.push(service(format!("{apex}-canary"), routes.canary));
+        }
+        json!({"weighted": {"services": services}})
+    }
+
+    /// The primary's weight; the canary has the rest (traefik.go:142-171).
+    pub fn read(c: &Canary, ts: &Value) -> Result<Routes, String> {
+        let apex = c.apex_name();
+        let services = ts["spec"]["weighted"]["services"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if services.is_empty() {
+            return Err(format!(
+                "TraefikService {apex}.{} services not found",
+                c.namespace()
+            ));
+        }
+        let primary = services
+            .iter()
+            .find(|s| s["name"] == format!("{apex}-primary").as_str())
+            .map_or(0, |s| s["weight"].as_i64().unwrap_or(0) as i32);
+        Ok(Routes::split(primary, 100 - primary))
+    }
+
+    fn object(c: &Canary) -> RoutingObject {
+        RoutingObject::owned(TRAEFIK_SERVICE, c, c.apex_name())
+    }
+}
+
+#[async_trait]
+impl Router for TraefikRouter {
+    async fn reconcile(&self, c: &Canary) -> Result<(), String> {
+        Self::object(c)
+            .reconcile(&self.kube, |r| Self::spec(c, r), |t| Self::read(c, t).ok())
+            .await
+    }
+
+    async fn set_routes(&self, c: &Canary, routes: &Routes) -> Result<(), String> {
+        if routes.primary == 0 && routes.canary == 0 {
+            return Err(format!(
+                "RoutingRule {}.{} update failed: no valid weights",
+                c.apex_name(),
+                c.namespace()
+            ));
+        }
+        let spec = Self::spec(c, routes);
+        Self::object(c)
+            .update(&self.kube, |t| {
+                t["spec"]["weighted"]["services"] = spec["weighted"]["services"].clone();
+                Ok(())
+            })
+            .await
+    }
+
+    async fn get_routes(&self, c: &Canary) -> Result<Routes, String> {
+        Self::object(c).routes(&self.kube, |t| Self::read(c, t)).await
+    }
+}
