@@ -18,6 +18,9 @@
 //! - [`limits`]: bounds on every field a client or agent sends; agent reports checked.
 //! - [`security`]: mutual TLS (rustls), identities from certificates, roles, bearer tokens,
 //!   the audit log, the connection cap and timeouts, issuing certificates (`aviary certs`).
+//! - `web`: the web dashboard of [`Coordinator::serve_dashboard`] (the embedded page, its JSON
+//!   API over the Fleet service, Server-Sent Events fed by the rollout watch), and the
+//!   [`Caller`]/[`Role`] of each HTTP request.
 //! - [`client`]: connecting (TLS, tokens), following the leader.
 //! - `sim` (feature `test-util`): the simulated agent used by the tests and the fan-in and
 //!   failover benchmarks.
@@ -40,8 +43,10 @@ pub mod server;
 #[cfg(feature = "test-util")]
 pub mod sim;
 pub mod store;
+mod web;
 
 pub use error::{Error, Result};
 pub use leader::{AlwaysLeader, Fence, LeaderState, Leadership};
 pub use server::{Coordinator, CoordinatorConfig};
 pub use store::{ClusterRecord, Listing, MemoryStore, RolloutRecord, Store, Unreadable, Versioned};
+pub use web::{Caller, DashboardConfig, Role};

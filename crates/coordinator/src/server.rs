@@ -32,6 +32,7 @@ use crate::security::conn::incoming;
 use crate::security::tls::{ServerTlsFiles, watch_files};
 use crate::security::{Auth, ConnLimits, ServerTls};
 use crate::store::{MemoryStore, Store};
+use crate::web::{DashboardConfig, WebState};
 
 /// Fully-qualified service names (for health checks).
 pub const FLEET_SERVICE: &str = "aviary.v1.Fleet";
@@ -239,6 +240,49 @@ impl Coordinator {
             }
         });
         tracing::info!(addr = %bound, "metrics endpoint listening");
+        Ok(bound)
+    }
+
+    /// Serves the web dashboard (the page and its API, see docs/operations.md "Web
+    /// dashboard") over plain HTTP on `addr` until the coordinator shuts down. Returns the
+    /// bound address.
+    pub async fn serve_dashboard(&self, addr: SocketAddr, config: DashboardConfig) -> Result<SocketAddr> {
+        let bind_error = |e| Error::Bind {
+            addr: addr.to_string(),
+            source: e,
+        };
+        let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+        let bound = listener.local_addr().map_err(bind_error)?;
+        // The page's HTTP requests carry no client certificate yet: behind mutual TLS the
+        // dashboard only shows (every caller a viewer), so it cannot bypass the gRPC roles.
+        // Its calls into the Fleet service are in-process; the Caller's role guards actions.
+        let mut config = config;
+        if self.tls && !config.read_only {
+            tracing::warn!(
+                "the coordinator serves mutual TLS: the dashboard is read-only (its HTTP has no client identity yet)"
+            );
+            config.read_only = true;
+        }
+        let app = crate::web::router(WebState {
+            api: Arc::new(FleetService {
+                rollouts: self.sources.rollouts.clone(),
+                auth: Arc::new(crate::security::auth::Auth::insecure()),
+                watches: Arc::new(tokio::sync::Semaphore::new(crate::limits::MAX_WATCHES)),
+            }),
+            leadership: self.leadership.clone(),
+            config,
+            shutdown: self.shutdown.clone(),
+        });
+        let stop = self.shutdown.clone();
+        tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+            if let Err(e) = served {
+                tracing::warn!(error = %e, "the dashboard stopped");
+            }
+        });
+        tracing::info!(addr = %bound, "dashboard listening");
         Ok(bound)
     }
 

@@ -17,6 +17,7 @@
 //! - [`kubectl`]: finding the real `kubectl` for tests (or skipping/failing clearly); [`helm`]:
 //!   helm v4 built from the Go module proxy (`tests/helm`); [`tool`]: running either against a
 //!   test cluster with a HOME of its own.
+//! - [`browser`]: real headless Chromium through chromedriver (WebDriver), killed on drop.
 //! - [`prometheus`]: the real Prometheus scraping static targets, and its HTTP API.
 //! - [`objects`]: [`Objects`], untyped objects by apiVersion + kind as JSON, with waits.
 //! - [`supervised`]: [`Supervised`], a child program killed when its handle drops or the test
@@ -40,6 +41,7 @@
 pub mod aviary;
 pub mod backends;
 pub mod bench;
+pub mod browser;
 pub mod cluster;
 pub mod control_plane;
 pub mod crds;

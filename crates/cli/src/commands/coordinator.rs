@@ -13,7 +13,7 @@ use aviary_coordinator::etcd::{Etcd, EtcdConfig, EtcdLeadership, EtcdStore};
 use aviary_coordinator::management::ManagementCluster;
 use aviary_coordinator::security::ClientTls;
 use aviary_coordinator::security::tls::ServerTlsFiles;
-use aviary_coordinator::{Coordinator, CoordinatorConfig};
+use aviary_coordinator::{Coordinator, CoordinatorConfig, DashboardConfig};
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
@@ -45,6 +45,16 @@ pub(crate) struct Args {
     /// 0.0.0.0:9400); off by default. docs/operations.md lists the metrics.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
+
+    /// Serve the web dashboard (rollouts, a live waves × clusters view, the actions) over plain
+    /// HTTP at this address (e.g. 0.0.0.0:8080); off by default. See docs/operations.md.
+    #[arg(long, value_name = "ADDR")]
+    http_listen: Option<SocketAddr>,
+
+    /// The dashboard only shows: every caller is a viewer (no action buttons; actions are
+    /// refused with 403).
+    #[arg(long, requires = "http_listen")]
+    dashboard_read_only: bool,
 
     /// Seconds between heartbeats on agent streams; a stream silent for 3 periods is closed.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
@@ -225,8 +235,22 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         if let Some(addr) = args.metrics_listen {
             c.serve_metrics(addr).await?;
         }
+        let dashboard = match args.http_listen {
+            Some(addr) => {
+                let config = DashboardConfig {
+                    read_only: args.dashboard_read_only,
+                };
+                Some(c.serve_dashboard(addr, config).await?)
+            }
+            None => None,
+        };
         // Scripts and tests read the address from this line (useful with port 0).
         println!("aviary coordinator listening on {}", c.local_addr());
+        if let Some(addr) = dashboard {
+            // Readers of the first line may have closed stdout already: not an error.
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stdout(), "aviary dashboard on http://{addr}/");
+        }
         c.run_until_signal().await?;
         anyhow::Ok(ExitCode::SUCCESS)
     })

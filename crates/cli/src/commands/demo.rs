@@ -22,7 +22,7 @@ use aviary_coordinator::client::{ClientTls, fleet_client_with};
 use aviary_coordinator::security::Role;
 use aviary_coordinator::security::certs;
 use aviary_coordinator::security::tls::ServerTlsFiles;
-use aviary_coordinator::{Coordinator, CoordinatorConfig};
+use aviary_coordinator::{Coordinator, CoordinatorConfig, DashboardConfig};
 use aviary_proto::v1;
 
 use super::out;
@@ -47,6 +47,10 @@ pub(crate) struct Args {
     /// Plain line-by-line progress even on a terminal.
     #[arg(long)]
     plain: bool,
+
+    /// Where the web dashboard listens (port 0 picks a free one; the URL is printed).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    http_listen: std::net::SocketAddr,
 }
 
 /// The demo's clusters: (name, region).
@@ -83,7 +87,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                 tmp.path().to_path_buf()
             }
         };
-        let fleet = Fleet::start(&dir, args.interval).await?;
+        let fleet = Fleet::start(&dir, args.interval, args.http_listen).await?;
         let outcome = tokio::select! {
             r = demo(&fleet, &args) => r,
             _ = stop.cancelled() => Err(anyhow!("interrupted")),
@@ -91,6 +95,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         if args.keep_running && outcome.is_ok() && !stop.is_cancelled() {
             out(format_args!("\nThe fleet keeps running (Ctrl-C stops it):"));
             out(format_args!("  coordinator  {}", fleet.coordinator.url()));
+            out(format_args!("  dashboard    {}", fleet.dashboard));
             for (agent, (name, _)) in fleet.agents.iter().zip(CLUSTERS) {
                 out(format_args!("  {name:<12} admin http://{}   service http://127.0.0.1:{}", agent.admin_addr, fleet.ports[name]));
             }
@@ -116,6 +121,8 @@ struct Fleet {
     coordinator: Coordinator,
     /// `aviary certs` output: the CA, the agents' and the demo user's certificates.
     certs_dir: PathBuf,
+    /// The web dashboard's URL.
+    dashboard: String,
     agents: Vec<LocalAgent>,
     ports: BTreeMap<&'static str, u16>,
     traffic_stop: Arc<AtomicBool>,
@@ -174,7 +181,11 @@ spec:
 }
 
 impl Fleet {
-    async fn start(dir: &Path, interval: Duration) -> anyhow::Result<Self> {
+    async fn start(
+        dir: &Path,
+        interval: Duration,
+        http_listen: std::net::SocketAddr,
+    ) -> anyhow::Result<Self> {
         out(format_args!("Starting the demo fleet in {}", dir.display()));
         // Mutual TLS, as in production: a CA, the coordinator's certificate, one per agent
         // (identity: its cluster) and an admin certificate for the demo's own calls.
@@ -197,6 +208,13 @@ impl Fleet {
             .await
             .context("starting the coordinator")?;
         out(format_args!("  coordinator   {}", coordinator.url()));
+        let dashboard = coordinator
+            .serve_dashboard(http_listen, DashboardConfig::default())
+            .await
+            .context("starting the dashboard")?;
+        let dashboard = format!("http://{dashboard}/");
+        // Tests and the screenshot script read the URL from this line.
+        out(format_args!("  dashboard     {dashboard}"));
         let mut agents = Vec::new();
         let mut ports = BTreeMap::new();
         for (name, region) in CLUSTERS {
@@ -262,6 +280,7 @@ impl Fleet {
         Ok(Self {
             coordinator,
             certs_dir,
+            dashboard,
             agents,
             ports,
             traffic_stop,
@@ -348,8 +367,9 @@ async fn demo(fleet: &Fleet, args: &Args) -> anyhow::Result<()> {
         .canaries;
     summary(&[&r1, &r2], &canaries);
     out(format_args!(
-        "\nLook further ({} requests served during the demo):\n  export AVIARY_COORDINATOR={url} AVIARY_CA={c}/ca.pem AVIARY_CERT={c}/demo.pem AVIARY_KEY={c}/demo-key.pem\n  aviary rollout get podinfo-6-0-2\n  aviary canaries\n  aviary events --agent http://{}\n  grpcurl -cacert {c}/ca.pem -cert {c}/demo.pem -key {c}/demo-key.pem {} aviary.v1.Fleet/ListRollouts",
+        "\nLook further ({} requests served during the demo):\n  dashboard {}\n  export AVIARY_COORDINATOR={url} AVIARY_CA={c}/ca.pem AVIARY_CERT={c}/demo.pem AVIARY_KEY={c}/demo-key.pem\n  aviary rollout get podinfo-6-0-2\n  aviary canaries\n  aviary events --agent http://{}\n  grpcurl -cacert {c}/ca.pem -cert {c}/demo.pem -key {c}/demo-key.pem {} aviary.v1.Fleet/ListRollouts",
         fleet.requests.load(Ordering::Relaxed),
+        fleet.dashboard,
         fleet.agents[0].admin_addr,
         url.trim_start_matches("https://"),
         c = fleet.certs_dir.display(),
