@@ -20,6 +20,7 @@ enum CertsCommand {
     /// Write a CA (`ca.pem`, `ca-key.pem`) and the coordinator's serving certificate
     /// (`server.pem`, `server-key.pem`) into DIR.
     Init {
+        /// The directory to write into (created if missing).
         dir: PathBuf,
         /// A DNS name or IP the coordinator is reached at (repeatable; default localhost and
         /// 127.0.0.1).
@@ -31,29 +32,37 @@ enum CertsCommand {
     /// ROLE` writes NAME.pem and NAME-key.pem (spiffe://<trust-domain>/user/NAME, the role in
     /// the subject's O); `--server` re-issues server.pem (rotation).
     Issue {
+        /// The directory holding the CA (`aviary certs init`); the certificate is written there.
         dir: PathBuf,
+        /// An agent's client certificate for cluster CLUSTER.
         #[arg(long, value_name = "CLUSTER", conflicts_with_all = ["user", "server"])]
         agent: Option<String>,
+        /// A person's or CI's client certificate for NAME (needs --role).
         #[arg(long, value_name = "NAME", requires = "role", conflicts_with = "server")]
         user: Option<String>,
         /// viewer, operator or admin.
         #[arg(long, value_name = "ROLE")]
         role: Option<String>,
+        /// Re-issue the coordinator's serving certificate (rotation).
         #[arg(long)]
         server: bool,
         /// With --server: the hosts (default localhost and 127.0.0.1).
         #[arg(long = "host", value_name = "HOST")]
         hosts: Vec<String>,
+        /// The SPIFFE trust domain of the identities (`spiffe://<trust-domain>/…`).
         #[arg(long, default_value = certs::DEFAULT_TRUST_DOMAIN)]
         trust_domain: String,
     },
     /// Print a token file line for TOKEN (`SHA256 SUBJECT ROLE`); the token itself is never
     /// stored.
     TokenLine {
+        /// The bearer token to hash (better from the environment than the command line).
         #[arg(long, env = "AVIARY_NEW_TOKEN", hide_env_values = true)]
         token: String,
+        /// Who the token stands for (recorded in the audit history as `token:SUBJECT`).
         #[arg(long)]
         subject: String,
+        /// viewer, operator or admin.
         #[arg(long)]
         role: String,
     },
