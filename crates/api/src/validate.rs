@@ -1325,17 +1325,10 @@ fn check_wave_settings(f: &mut Findings, w: &crate::fleet::WaveSettings, wp: &st
         if let Some(d) = &b.duration {
             check_bounded_duration(f, d, &format!("{wp}.bake.duration"), "10m");
         }
-        if let Some(r) = b.min_success_rate
-            && !(r.is_finite() && (0.0..=100.0).contains(&r))
-        {
-            f.error(
-                format!("{wp}.bake.minSuccessRate"),
-                format!("{r} is not a percentage: use a number from 0 to 100"),
-            );
-        }
     }
+    // NaN is outside too (not finite, not in the range).
     if let Some(r) = w.bake.as_ref().and_then(|b| b.min_success_rate)
-        && !(0.0..=100.0).contains(&r)
+        && !(r.is_finite() && (0.0..=100.0).contains(&r))
     {
         f.error(
             format!("{wp}.bake.minSuccessRate"),
@@ -1663,7 +1656,7 @@ spec:
         for want in [
             "spec.waves[0].name: \"Canary Wave\" is not a DNS label",
             "spec.waves[0].bake.duration: 9000h is longer than the limit",
-            "spec.waves[0].bake.minSuccessRate: 250 is not a percentage",
+            "spec.waves[0].bake.minSuccessRate: must be a percentage between 0 and 100, got 250",
         ] {
             assert!(got.iter().any(|l| l.contains(want)), "want {want:?} in {got:#?}");
         }
