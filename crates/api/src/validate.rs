@@ -1321,10 +1321,8 @@ fn check_wave_settings(f: &mut Findings, w: &crate::fleet::WaveSettings, wp: &st
             Ok(_) => {}
         }
     }
-    if let Some(b) = &w.bake {
-        if let Some(d) = &b.duration {
-            check_bounded_duration(f, d, &format!("{wp}.bake.duration"), "10m");
-        }
+    if let Some(d) = w.bake.as_ref().and_then(|b| b.duration.as_ref()) {
+        check_bounded_duration(f, d, &format!("{wp}.bake.duration"), "10m");
     }
     // NaN is outside too (not finite, not in the range).
     if let Some(r) = w.bake.as_ref().and_then(|b| b.min_success_rate)

@@ -628,11 +628,11 @@ mod tests {
         // Flagger's observers, rendered (observers/*_test.go hold the same strings).
         assert_eq!(
             Observer::Nginx.query(BuiltinMetric::SuccessRate, &m).unwrap(),
-            r#"sum(rate(nginx_ingress_controller_requests{namespace="test",ingress="podinfo",canary!="",status!~"5.*"}[1m])) / sum(rate(nginx_ingress_controller_requests{namespace="test",ingress="podinfo",canary!=""}[1m])) * 100"#
+            r#" sum(rate(nginx_ingress_controller_requests{namespace="test",ingress="podinfo",canary!="",status!~"5.*"}[1m])) / sum(rate(nginx_ingress_controller_requests{namespace="test",ingress="podinfo",canary!=""}[1m])) * 100 "#
         );
         assert_eq!(
             Observer::Traefik.query(BuiltinMetric::Duration, &m).unwrap(),
-            r#"histogram_quantile(0.99, sum(rate(traefik_service_request_duration_seconds_bucket{service=~"test-podinfo-canary-[0-9a-zA-Z-]+@kubernetescrd"}[1m])) by (le)) * 1000"#
+            r#" histogram_quantile(0.99, sum(rate(traefik_service_request_duration_seconds_bucket{service=~"test-podinfo-canary-[0-9a-zA-Z-]+@kubernetescrd"}[1m])) by (le)) * 1000 "#
         );
         let mut dashed = m.clone();
         dashed.namespace = "my-ns".into();
@@ -640,11 +640,11 @@ mod tests {
             Observer::Skipper
                 .query(BuiltinMetric::SuccessRate, &dashed)
                 .unwrap(),
-            r#"sum(rate(skipper_response_duration_seconds_bucket{route=~"kube(ew)?_my_ns__podinfo_canary__.*__podinfo_canary(_[0-9]+)?",code!~"5..",le="+Inf"}[1m])) / sum(rate(skipper_response_duration_seconds_bucket{route=~"kube(ew)?_my_ns__podinfo_canary__.*__podinfo_canary(_[0-9]+)?",le="+Inf"}[1m])) * 100"#
+            r#" sum(rate(skipper_response_duration_seconds_bucket{route=~"kube(ew)?_my_ns__podinfo_canary__.*__podinfo_canary(_[0-9]+)?",code!~"5..",le="+Inf"}[1m])) / sum(rate(skipper_response_duration_seconds_bucket{route=~"kube(ew)?_my_ns__podinfo_canary__.*__podinfo_canary(_[0-9]+)?",le="+Inf"}[1m])) * 100"#
         );
         assert_eq!(
             Observer::Apisix.query(BuiltinMetric::SuccessRate, &m).unwrap(),
-            r#"sum(rate(apisix_http_status{route=~"test_podinfo-00002-podinfo-canary_.+",code!~"5.."}[1m])) / sum(rate(apisix_http_status{route=~"test_podinfo-00002-podinfo-canary_.+"}[1m])) * 100"#
+            r#" sum(rate(apisix_http_status{route=~"test_podinfo-00002-podinfo-canary_.+",code!~"5.."}[1m])) / sum(rate(apisix_http_status{route=~"test_podinfo-00002-podinfo-canary_.+"}[1m])) * 100 "#
         );
         assert_eq!(Observer::Http.scale(BuiltinMetric::Duration), 1000.0);
         assert_eq!(Observer::Nginx.scale(BuiltinMetric::Duration), 1.0);
