@@ -8,7 +8,10 @@
 //! closed while disconnected); then it progresses its weight over `steps` ticks and ends
 //! `Succeeded` (the primary is promoted, `served_requests` restarts) or `Failed` as scripted.
 //! `Revert` promotes the given revision without analysis; `RollbackCanary` fails a running or
-//! waiting analysis. The primary serves `requests_per_tick` requests every tick. Status updates
+//! waiting analysis. A canary may start `Initializing` for a number of ticks; like Flagger's
+//! initialization, its end records the fingerprint the *target* describes then as applied and
+//! promoted, while the primary keeps the revision it was created from (a revision pushed during
+//! initialization is swallowed, never analysed). The primary serves `requests_per_tick` requests every tick. Status updates
 //! are sent for every canary that changed; after a reconnect, a full Hello.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -50,6 +53,8 @@ pub struct SimCanary {
     /// The judge's evidence sent each analysis step: the (canary, primary) error rates, over
     /// the tick's requests split by the canary weight. `None`: no judge, no evidence.
     pub error_rates: Option<(f64, f64)>,
+    /// Ticks spent `Initializing` before `Initialized` (0: the canary starts `Succeeded`).
+    pub initializing: u32,
 }
 
 impl SimCanary {
@@ -62,6 +67,7 @@ impl SimCanary {
             outcome: Outcome::Succeed,
             success_rate: Some(100.0),
             error_rates: None,
+            initializing: 0,
         }
     }
 }
@@ -135,6 +141,8 @@ struct CanaryState {
     extra_metrics: BTreeMap<String, f64>,
     dirty: bool,
     error_rates: Option<(f64, f64)>,
+    /// Ticks of initialization left.
+    initializing: u32,
 }
 
 #[derive(Default)]
@@ -170,6 +178,11 @@ impl SimAgent {
         let mut shared = Shared::default();
         for c in &config.canaries {
             let fp = fingerprint(&c.revision);
+            let (phase, applied) = if c.initializing > 0 {
+                ("Initializing", String::new())
+            } else {
+                ("Succeeded", fp.clone())
+            };
             shared.canaries.insert(
                 CanaryKey::new(c.namespace.clone(), c.name.clone()),
                 CanaryState {
@@ -178,9 +191,9 @@ impl SimAgent {
                         name: c.name.clone(),
                         target_kind: "Deployment".into(),
                         target_name: c.name.clone(),
-                        phase: "Succeeded".into(),
-                        last_applied_spec: fp.clone(),
-                        last_promoted_spec: fp,
+                        phase: phase.into(),
+                        last_applied_spec: applied.clone(),
+                        last_promoted_spec: applied,
                         target_revision: Some(v1::Revision::from(&c.revision)),
                         primary_revision: Some(v1::Revision::from(&c.revision)),
                         primary_success_rate: c.success_rate,
@@ -196,6 +209,7 @@ impl SimAgent {
                     extra_metrics: BTreeMap::new(),
                     dirty: false,
                     error_rates: c.error_rates,
+                    initializing: c.initializing,
                 },
             );
         }
@@ -468,7 +482,17 @@ fn tick(config: &SimConfig, shared: &Mutex<Shared>, connected: bool) -> Vec<v1::
         c.snap.served_requests += served;
         c.dirty = true;
         let fp = fingerprint(&c.target);
-        if c.snap.phase == "Progressing" && c.held {
+        if c.initializing > 0 {
+            c.initializing -= 1;
+            if c.initializing == 0 {
+                // Flagger's setPhaseInitialized: whatever the target describes now counts as
+                // applied and promoted (the primary runs what it was created from).
+                c.snap.phase = "Initialized".into();
+                c.snap.last_applied_spec = fp.clone();
+                c.snap.last_promoted_spec = fp.clone();
+                c.snap.message = "Initialization done!".into();
+            }
+        } else if c.snap.phase == "Progressing" && c.held {
             // Held: the analysis waits.
         } else if c.snap.phase == "Progressing" {
             if connected && let Some(e) = evidence(config, key, c, served) {

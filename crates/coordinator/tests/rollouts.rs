@@ -727,3 +727,40 @@ async fn pooled_evidence_stops_a_rollout_no_cluster_failed() {
     );
     c.shutdown().await.unwrap();
 }
+
+/// Issue 19: a rollout created while the cluster's canary is still initializing. Pushed then,
+/// the revision is swallowed by the initialization (Flagger records the target's fingerprint as
+/// applied and promoted, the primary keeps the old revision, no analysis ever starts) and the
+/// cluster used to stay Starting until its deadline. The coordinator holds the push, says why,
+/// and pushes once the canary is Initialized.
+#[tokio::test(start_paused = true)]
+async fn a_canary_still_initializing_gets_the_revision_once_initialized() {
+    let c = coordinator().await;
+    let mut cfg = agent_config(&c, "a", "r");
+    cfg.canaries[0].initializing = 5;
+    let a = aviary_coordinator::sim::SimAgent::spawn(cfg);
+    wait_connected(&c, 1).await;
+    create(&c, &manifest("r1", "  clusterDeadline: 10m\n"))
+        .await
+        .unwrap();
+    let held = until(&c, "r1", "the push to be held", |r| {
+        !cluster(r, "a").verdict.is_empty()
+    })
+    .await;
+    let a_status = cluster(&held, "a");
+    assert_eq!(a_status.phase, "Starting");
+    assert!(
+        a_status.verdict.contains("test/podinfo is still Initializing"),
+        "{}",
+        a_status.verdict
+    );
+    assert!(a.commands().is_empty(), "{:?}", a.commands());
+    let done = wait(&c, "r1").await;
+    assert_eq!(done.phase, "Succeeded", "{} {:?}", done.message, cluster(&done, "a"));
+    assert_eq!(a.commands(), ["r1/a/1"]);
+    assert_eq!(a.analyses(NS, NAME), 1);
+    let snap = a.snapshot(NS, NAME).unwrap();
+    assert!(snap.primary_revision.unwrap().container_images["podinfod"].ends_with(":6.0.1"));
+    assert!(history_kinds(&done, "a").contains(&"cluster-waiting".to_string()));
+    c.shutdown().await.unwrap();
+}
