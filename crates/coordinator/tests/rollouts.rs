@@ -740,7 +740,7 @@ async fn a_canary_still_initializing_gets_the_revision_once_initialized() {
     cfg.canaries[0].initializing = 5;
     let a = aviary_coordinator::sim::SimAgent::spawn(cfg);
     wait_connected(&c, 1).await;
-    create(&c, &manifest("r1", "  clusterDeadline: 10m\n"))
+    create(&c, &manifest("r1", "  byRegion: [r]\n  clusterDeadline: 10m\n"))
         .await
         .unwrap();
     let held = until(&c, "r1", "the push to be held", |r| {
@@ -748,7 +748,7 @@ async fn a_canary_still_initializing_gets_the_revision_once_initialized() {
     })
     .await;
     let a_status = cluster(&held, "a");
-    assert_eq!(a_status.phase, "Starting");
+    assert_eq!(a_status.phase, "Starting", "{}", a_status.verdict);
     assert!(
         a_status.verdict.contains("test/podinfo is still Initializing"),
         "{}",
