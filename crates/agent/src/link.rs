@@ -580,14 +580,30 @@ async fn handle(link: &Link, m: v1::CoordinatorMessage) -> Option<v1::AgentMessa
         coordinator_message::Msg::StartRevision(s) => {
             let key = format!("{}/{}", s.namespace, s.name);
             let revision = s.revision.as_ref().map(Revision::from).unwrap_or_default();
-            let ack = apply(link, &target, &key, &revision, &s.rollout, &s.command_id, false).await;
+            let how = if s.rerun_failed {
+                Apply::RerunFailed
+            } else {
+                Apply::Start
+            };
+            let ack = apply(link, &target, &key, &revision, &s.rollout, &s.command_id, how).await;
             Some(ack)
         }
         coordinator_message::Msg::Revert(r) => {
             let key = format!("{}/{}", r.namespace, r.name);
             tracing::info!(canary = %key, "the coordinator reverts to the previous revision: {}", r.reason);
             let revision = r.revision.as_ref().map(Revision::from).unwrap_or_default();
-            Some(apply(link, &target, &key, &revision, &r.rollout, &r.command_id, true).await)
+            Some(
+                apply(
+                    link,
+                    &target,
+                    &key,
+                    &revision,
+                    &r.rollout,
+                    &r.command_id,
+                    Apply::Revert,
+                )
+                .await,
+            )
         }
         coordinator_message::Msg::Rollback(r) => {
             let key = format!("{}/{}", r.namespace, r.name);
@@ -640,6 +656,16 @@ async fn find(target: &Arc<dyn FleetTarget>, key: &str) -> Option<Canary> {
     target.canaries().await.into_iter().find(|c| c.key() == key)
 }
 
+/// Which command [`apply`] carries out.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Apply {
+    Start,
+    /// A StartRevision whose revision failed here when the attempt started: analysed again
+    /// even for an id seen before.
+    RerunFailed,
+    Revert,
+}
+
 /// StartRevision or Revert: apply unless the target already describes the revision; ack with
 /// the fingerprint it now describes.
 async fn apply(
@@ -649,8 +675,9 @@ async fn apply(
     revision: &Revision,
     rollout: &str,
     command_id: &str,
-    revert: bool,
+    how: Apply,
 ) -> v1::AgentMessage {
+    let revert = how == Apply::Revert;
     let ack = |ok: bool, message: String, fingerprint: String, canary: Option<v1::CanarySnapshot>| {
         msg(agent_message::Msg::Ack(v1::Ack {
             command_id: command_id.into(),
@@ -684,7 +711,7 @@ async fn apply(
     let status = canary.status.clone().unwrap_or_default();
     let current_fp = target.fingerprint(&canary).await.unwrap_or_default();
     let failed_here = status.phase == CanaryPhase::Failed && status.last_applied_spec == current_fp;
-    let retried = already && !repeated && !revert && failed_here;
+    let retried = already && (!repeated || how == Apply::RerunFailed) && !revert && failed_here;
     if retried && let Err(e) = target.retry(&canary, rollout).await {
         return ack(
             false,

@@ -77,8 +77,10 @@ enum Command {
     /// ticks at the canary's analysis interval (virtual time) until the analysis ends. The
     /// script gives, per metric name, the value of each successive query, and per webhook
     /// name, the outcome (pass or fail) of each successive call; the last entry repeats.
-    /// Metrics and webhooks not in the script are healthy. Exit status: 0 when the simulation
-    /// ran (whatever the outcome), 1 for an invalid canary, 2 for unreadable input.
+    /// Metrics and webhooks not in the script are healthy; a name in the script that is not
+    /// one of the canary's is refused. Exit status: 0 when the simulation ran (whatever the
+    /// outcome), 1 for an invalid canary, 2 for unreadable input, a script naming what the
+    /// canary does not have, or a file with several canaries and no --canary.
     Simulate(commands::simulate::Args),
 
     /// Run Flagger's load tester: a webhook target that runs load tests and keeps manual gates.

@@ -145,3 +145,44 @@ fn unknown_phases_are_refused_with_the_closest() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("unknown phase (did you mean Progressing?)"), "{err}");
 }
+
+#[test]
+fn conflicting_flags_are_refused() {
+    for args in [
+        &["canaries", "--agent", "http://127.0.0.1:1", "--cluster", "a"][..],
+        &["canaries", "--agent", "http://127.0.0.1:1", "--region", "r"],
+        &["agent", "--local", "x", "--state-dir", "y", "--leader-election"],
+        &["agent", "--local", "x", "--state-dir", "y", "--watch-cache"],
+        &["agent", "--local", "x", "--state-dir", "y", "--kubeconfig", "k"],
+        &["coordinator", "--kubeconfig", "k", "--in-cluster"],
+        &[
+            "coordinator",
+            "--insecure",
+            "--tls-cert",
+            "c",
+            "--tls-key",
+            "k",
+            "--client-ca",
+            "a",
+        ],
+    ] {
+        let (code, _, err) = aviary("127.0.0.1:1", args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains("cannot be used with"), "{args:?}: {err}");
+    }
+    for args in [
+        &["coordinator", "--namespace", "fleet"][..],
+        &["agent", "--leader-election-namespace", "x"],
+        &["rollout", "delete", "r1", "--reason", "why"],
+    ] {
+        let (code, _, err) = aviary("127.0.0.1:1", args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(
+            err.contains("required arguments were not provided"),
+            "{args:?}: {err}"
+        );
+    }
+    // --actor belongs to the verbs only.
+    let (code, _, err) = aviary("127.0.0.1:1", &["rollout", "list", "--actor", "me"]);
+    assert_eq!(code, 2, "{err}");
+}

@@ -7,9 +7,12 @@
 //!   the phase and `done/planned` clusters; the status carries every wave and cluster;
 //! - a spec the coordinator refuses is `Rejected` with condition Stalled and the field path;
 //! - verbs as annotations (pause), seen through the gRPC API too; a verb through the CLI
-//!   (resume) reaches the object's status; deleting the object aborts the rollout.
+//!   (resume) reaches the object's status; deleting the object aborts the rollout, deletes it
+//!   once the rollback ended, and the same name applied again is a fresh rollout.
 //!
-//! Without kubectl the test fails when `CI=true` and prints a skip notice otherwise.
+//! The coordinator runs as the ServiceAccount of deploy/coordinator/rbac.yaml, and the API
+//! server's audit log has no 403 for it. Without kubectl the test fails when `CI=true` and
+//! prints a skip notice otherwise.
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
@@ -118,7 +121,19 @@ fn fleetrollout_objects_are_rollouts_with_status_verbs_and_delete() {
         ns: ns.clone(),
         home: tempfile::tempdir().unwrap(),
     };
-    let kubeconfig = cluster.admin_kubeconfig();
+    // The coordinator runs as the ServiceAccount deploy/coordinator/rbac.yaml binds, with
+    // exactly those rules (in this test's namespace).
+    let rbac = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/coordinator/rbac.yaml"
+    ))
+    .unwrap()
+    .replace("aviary-fleet", &ns);
+    k.ok(&["apply", "-f", "-"], Some(&rbac));
+    let kubeconfig = k.home.path().join("coordinator.kubeconfig");
+    rt.block_on(cluster.service_account_kubeconfig(&ns, "aviary-coordinator", &kubeconfig))
+        .unwrap();
+    let user = format!("system:serviceaccount:{ns}:aviary-coordinator");
     let log = Log::default();
     let (_coord, url) = aviary_testkit::aviary::start_coordinator(
         BIN,
@@ -285,20 +300,59 @@ fn fleetrollout_objects_are_rollouts_with_status_verbs_and_delete() {
         None,
     );
 
-    // Deleting the object aborts the rollout (rolling back the running cluster).
+    // Deleting the object aborts the rollout (rolling back the running cluster); the object
+    // stays Terminating until the rollback ended, then the rollout is deleted with it.
     k.ok(&["delete", "fleetrollout/podinfo-6-0-2", "--timeout=30s"], None);
+    let (code, _, err) = aviary(&url, &["rollout", "get", "podinfo-6-0-2", "-o", "json"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("NotFound"), "{err}");
+    let audit = log.grep("rollout deleted with its FleetRollout object");
+    assert!(audit.iter().any(|l| l.contains("Aborted")), "{audit:?}");
+
+    // The same name again is a fresh rollout: us-1, whose analysis of 6.0.2 was rolled back,
+    // analyses it again.
+    agents[0].hold("test", "podinfo", false);
+    k.ok(
+        &["apply", "-f", "-"],
+        Some(&rollout(
+            "podinfo-6-0-2",
+            "6.0.2",
+            "  byRegion: [us-east-1, eu-west-1]\n",
+        )),
+    );
+    k.ok(
+        &[
+            "wait",
+            "--for=condition=Succeeded",
+            "fleetrollout/podinfo-6-0-2",
+            "--timeout=60s",
+        ],
+        None,
+    );
     let (_, out, _) = aviary(&url, &["rollout", "get", "podinfo-6-0-2", "-o", "json"]);
     let grpc: Value = serde_json::from_str(&out).unwrap();
-    assert!(
-        matches!(grpc["phase"].as_str(), Some("RollingBack" | "Aborted")),
-        "{grpc}"
+    assert_eq!(grpc["phase"], "Succeeded", "{grpc}");
+    let kinds: Vec<&str> = grpc["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["kind"].as_str().unwrap())
+        .collect();
+    assert!(!kinds.contains(&"aborted"), "a fresh history: {kinds:?}");
+    assert_eq!(
+        agents[0].analyses("test", "podinfo"),
+        3,
+        "6.0.1, 6.0.2 rolled back, 6.0.2 again"
     );
-    assert!(
-        grpc["message"]
-            .as_str()
-            .unwrap()
-            .contains("the FleetRollout object was deleted"),
-        "{grpc}"
-    );
+
+    // deploy/coordinator/rbac.yaml grants every call the controller made.
+    let denied: Vec<String> = cluster
+        .control_plane()
+        .audit_events(&user)
+        .iter()
+        .filter(|e| e["responseStatus"]["code"] == 403)
+        .map(|e| format!("{} {}", e["verb"], e["objectRef"]))
+        .collect();
+    assert!(denied.is_empty(), "403s for {user}: {denied:?}");
     drop(agents);
 }

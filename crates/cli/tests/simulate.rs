@@ -166,22 +166,23 @@ fn unreadable_input_exits_2() {
     assert!(err.contains("script"), "{err}");
 }
 
-/// A script naming a metric or webhook the canary does not have gets a warning with the closest
+/// A script naming a metric or webhook the canary does not have is refused with the closest
 /// name (it would otherwise simulate a misspelt name as healthy, silently).
 #[test]
 fn script_names_must_be_the_canarys() {
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("script.yaml");
     std::fs::write(&script, "metrics:\n  request-sucess-rate: [50]\n").unwrap();
-    let (code, _, err) = simulate(&[
+    let (code, out, err) = simulate(&[
         "-f",
         "examples/knative/podinfo-canary.yaml",
         "--script",
         script.to_str().unwrap(),
     ]);
-    assert_eq!(code, 0, "{err}");
+    assert_eq!(code, 2, "{err}");
+    assert!(out.is_empty(), "{out}");
     assert!(
-        err.contains("warning: the script's metric \"request-sucess-rate\" is not a metric of canary test/podinfo (did you mean request-success-rate?)"),
+        err.contains("the script's metric \"request-sucess-rate\" is not a metric of canary test/podinfo (did you mean request-success-rate?)"),
         "{err}"
     );
     std::fs::write(&script, "webhooks:\n  smoke: [fail]\n").unwrap();
@@ -191,6 +192,27 @@ fn script_names_must_be_the_canarys() {
         "--script",
         script.to_str().unwrap(),
     ]);
-    assert_eq!(code, 0, "{err}");
+    assert_eq!(code, 2, "{err}");
     assert!(err.contains("its webhooks are [\"load-test\"]"), "{err}");
+}
+
+/// A file with several canaries: `--canary NS/NAME` (or NAME) picks one; without it the
+/// command names them.
+#[test]
+fn canary_picks_one_of_several() {
+    let file = "tests/fixtures/multi-document.yaml";
+    let (code, _, err) = simulate(&["-f", file]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("2 Canaries found (test/podinfo, test/broken); pick one with --canary NS/NAME"),
+        "{err}"
+    );
+    for pick in ["test/podinfo", "podinfo"] {
+        let (code, out, err) = simulate(&["-f", file, "--canary", pick]);
+        assert_eq!(code, 0, "{pick}: {err}");
+        assert!(out.starts_with("# podinfo.test:"), "{out}");
+    }
+    let (code, _, err) = simulate(&["-f", file, "--canary", "test/podinf"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("(did you mean test/podinfo?)"), "{err}");
 }

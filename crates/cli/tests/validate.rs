@@ -467,8 +467,24 @@ fn the_examples_pass_with_only_the_reviewed_warnings() {
     assert_eq!(files_seen, all);
     assert_eq!(
         run.summary(),
-        "47 resources: 0 with errors, 19 warnings, 6 skipped"
+        "51 resources: 0 with errors, 19 warnings, 6 skipped"
     );
+}
+
+#[test]
+fn the_fleet_rollout_examples_validate_without_warnings() {
+    let run = aviary(&["validate", "-f", "examples/fleet"], None);
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    let files = yaml_files("examples/fleet");
+    assert!(files.len() >= 4, "{files:?}");
+    let lines = run.findings();
+    assert_eq!(lines.len(), files.len(), "{}", run.stdout);
+    for (l, f) in lines.iter().zip(&files) {
+        assert!(
+            l.starts_with("ok       FleetRollout ") && l.ends_with(&format!("({f})")),
+            "{l}"
+        );
+    }
 }
 
 #[test]

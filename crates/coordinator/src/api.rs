@@ -385,6 +385,36 @@ impl FleetApi for FleetService {
         let who = self.auth.require(&r, "RetryCluster", Role::Operator)?;
         self.cluster_verb(who, r.into_inner(), verbs::retry_cluster).await
     }
+
+    async fn delete_rollout(
+        &self,
+        r: Request<v1::DeleteRolloutRequest>,
+    ) -> Result<Response<v1::DeleteRolloutResponse>, Status> {
+        let who = self.auth.require(&r, "DeleteRollout", Role::Admin)?;
+        let q = r.into_inner();
+        limits::check_actor(&q.actor, &q.reason).map_err(Status::invalid_argument)?;
+        let (actor, _) = who.actor_and_comment(&q.actor);
+        let wait = match q.timeout_seconds {
+            0 => Duration::from_secs(60),
+            s => Duration::from_secs(u64::from(s.min(3600))),
+        };
+        let deleted = self
+            .rollouts
+            .delete(&q.name, q.force, actor, &q.reason, wait)
+            .await?;
+        tracing::info!(
+            target: "aviary::audit",
+            subject = %who.subject,
+            actor = %q.actor,
+            rollout = %q.name,
+            phase = deleted.as_ref().map_or("unreadable", |r| r.state.phase.as_str()),
+            force = q.force,
+            "rollout deleted"
+        );
+        Ok(Response::new(v1::DeleteRolloutResponse {
+            rollout: deleted.map(|r| render(&r, &self.rollouts.fleet, true)),
+        }))
+    }
 }
 
 impl FleetService {

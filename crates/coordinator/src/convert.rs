@@ -261,7 +261,7 @@ pub(crate) fn render(rec: &RolloutRecord, fleet: &Fleet, with_history: bool) -> 
                             started: cs.started.map(from_jiff),
                             finished: cs.finished.map(from_jiff),
                             attempts: cs.attempts,
-                            verdict: cs.verdict.clone(),
+                            verdict: cs.shown_verdict(),
                             metrics,
                             connected: l.connected,
                         }
@@ -383,12 +383,18 @@ pub(crate) fn command_message(plan: &Plan, c: &Command) -> v1::CoordinatorMessag
     let ns = plan.canary.namespace.clone();
     let name = plan.canary.name.clone();
     let msg = match c {
-        Command::StartRevision { id, revision, .. } => Msg::StartRevision(v1::StartRevision {
+        Command::StartRevision {
+            id,
+            revision,
+            rerun_failed,
+            ..
+        } => Msg::StartRevision(v1::StartRevision {
             command_id: id.clone(),
             rollout: plan.name.clone(),
             namespace: ns,
             name,
             revision: Some(v1::Revision::from(revision)),
+            rerun_failed: *rerun_failed,
         }),
         Command::OpenGate { fingerprint, .. } => Msg::GateDecision(v1::GateDecision {
             rollout: plan.name.clone(),

@@ -529,8 +529,8 @@ impl Rollouts {
         let name = rollout.name().to_string();
         if self.unreadable.read().rollouts.contains_key(&name) {
             return Err(Error::AlreadyExists(format!(
-                "rollout {name} exists but its stored record cannot be read; delete the key or \
-                 pick another metadata.name"
+                "rollout {name} exists but its stored record cannot be read; delete it \
+                 (`aviary rollout delete {name}`) or pick another metadata.name"
             )));
         }
         let existing = self.entries.read().get(&name).cloned();
@@ -616,6 +616,87 @@ impl Rollouts {
         self.send(&plan, &cmds);
         entry.wake.notify_one();
         Ok(entry.current())
+    }
+
+    /// DeleteRollout: removes an ended rollout's record, so its name can be used again (a new
+    /// rollout of that name starts afresh). An active rollout is refused unless `force`, which
+    /// aborts it first (rolling back per its failure policy) and waits up to `wait` for the
+    /// rollback to end. A quarantined (unreadable) record is removed as it is. The rollout as
+    /// it was deleted; `None` for an unreadable record.
+    pub(crate) async fn delete(
+        &self,
+        name: &str,
+        force: bool,
+        actor: &str,
+        reason: &str,
+        wait: Duration,
+    ) -> Result<Option<Arc<RolloutRecord>>> {
+        let fence = self.ready().await?;
+        if self.unreadable.read().rollouts.contains_key(name) {
+            let _one_at_a_time = self.create_lock.lock().await;
+            self.store.delete_rollout(fence, name, None).await?;
+            self.unreadable.write().rollouts.remove(name);
+            return Ok(None);
+        }
+        let entry = self.entry(name)?;
+        let current = entry.current();
+        if !current.state.phase.is_terminal() {
+            if !force {
+                return Err(Error::FailedPrecondition(format!(
+                    "rollout {name} is still {} ({}); only an ended rollout is deleted: abort it \
+                     first (`aviary rollout abort {name}`) or delete it with --force, which aborts \
+                     it, waits for the rollback to end and then deletes it",
+                    current.state.phase.as_str(),
+                    current.state.message
+                )));
+            }
+            if current.state.phase != fleet::RolloutPhase::RollingBack {
+                let reason = if reason.is_empty() {
+                    "deleted with --force"
+                } else {
+                    reason
+                };
+                self.verb(name, |p, s, now| fleet::verbs::abort(p, s, actor, reason, now))
+                    .await?;
+            }
+            let (mut records, _) = entry.subscribe();
+            let ended = async { records.wait_for(|r| r.state.phase.is_terminal()).await.is_ok() };
+            match tokio::time::timeout(wait, ended).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(Error::Unavailable(
+                        "the coordinator is shutting down; delete again".into(),
+                    ));
+                }
+                Err(_) => {
+                    let cur = entry.current();
+                    return Err(Error::DeadlineExceeded(format!(
+                        "rollout {name} was aborted but is still {} after {}s ({}); it is not \
+                         deleted: delete it again once it has ended",
+                        cur.state.phase.as_str(),
+                        wait.as_secs(),
+                        cur.state.message
+                    )));
+                }
+            }
+        }
+        let _one_at_a_time = self.create_lock.lock().await;
+        let inner = entry.inner.lock().await;
+        self.store
+            .delete_rollout(fence, name, Some(inner.revision))
+            .await?;
+        let record = Arc::new(inner.record.clone());
+        drop(inner);
+        {
+            let mut entries = self.entries.write();
+            if entries.get(name).is_some_and(|e| Arc::ptr_eq(e, &entry)) {
+                entries.remove(name);
+            }
+        }
+        if let Some(list) = self.by_canary.write().get_mut(&entry.canary) {
+            list.retain(|e| !Arc::ptr_eq(e, &entry));
+        }
+        Ok(Some(record))
     }
 
     /// Every rollout held, when this replica leads with its state loaded (the metrics).

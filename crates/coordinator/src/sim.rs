@@ -652,7 +652,10 @@ fn handle(shared: &Mutex<Shared>, m: v1::CoordinatorMessage) -> Vec<v1::AgentMes
                 c.target = rev.clone();
                 c.snap.target_revision = Some(v1::Revision::from(&rev));
                 c.gate_open = None;
-            } else if !repeat && c.snap.phase == "Failed" && c.snap.last_applied_spec == fp {
+            } else if (!repeat || cmd.rerun_failed)
+                && c.snap.phase == "Failed"
+                && c.snap.last_applied_spec == fp
+            {
                 // A retry (a new command id) of a revision whose analysis failed: analyse it
                 // again, as Flagger does when the revision is re-applied.
                 c.rejected.remove(&fp);

@@ -126,6 +126,10 @@ pub trait Store: Send + Sync + 'static {
     /// Replaces a rollout if the fence holds and its stored revision is `expected`
     /// ([`Error::Fenced`] / [`Error::Conflict`] otherwise). Returns the new revision.
     async fn update_rollout(&self, fence: Fence, record: &RolloutRecord, expected: u64) -> Result<u64>;
+    /// Removes a rollout if the fence holds and, when `expected` is given, its stored revision
+    /// is `expected` ([`Error::Fenced`] / [`Error::Conflict`] otherwise; absent is a conflict
+    /// with revision 0). `None` removes whatever is stored (an unreadable record).
+    async fn delete_rollout(&self, fence: Fence, name: &str, expected: Option<u64>) -> Result<()>;
     /// Every registered cluster that decodes, and the ones that do not.
     async fn list_clusters(&self) -> Result<Listing<ClusterRecord>>;
     /// Registers or updates a cluster if the fence holds.
@@ -217,6 +221,24 @@ impl Store for MemoryStore {
             });
         }
         Ok(m.put_rollout(record))
+    }
+
+    async fn delete_rollout(&self, fence: Fence, name: &str, expected: Option<u64>) -> Result<()> {
+        let mut m = self.inner.lock();
+        m.check_fence(fence)?;
+        let actual = m.rollouts.get(name).map_or(0, |v| v.revision);
+        if let Some(expected) = expected
+            && actual != expected
+        {
+            return Err(Error::Conflict {
+                name: name.to_string(),
+                expected,
+                actual,
+            });
+        }
+        m.revision += 1;
+        m.rollouts.remove(name);
+        Ok(())
     }
 
     async fn list_clusters(&self) -> Result<Listing<ClusterRecord>> {

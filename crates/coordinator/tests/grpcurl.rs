@@ -189,6 +189,54 @@ async fn grpcurl_lists_describes_and_calls_with_reflection() {
     ))
     .await;
     assert!(!ok && err.contains("Code: NotFound"), "{err}");
+
+    // A wave's settings are nested under `settings` on the wire (flat in the YAML), as
+    // docs/fleet-rollouts.md shows; a dry run pins them.
+    let nested = serde_json::json!({
+        "name": "r2",
+        "dryRun": true,
+        "spec": {
+            "canary": {"namespace": NS, "name": NAME},
+            "revision": {"containerImages": {"podinfod": "ghcr.io/stefanprodan/podinfo:6.0.2"}},
+            "waves": [
+                {"name": "us", "regions": ["us-east-1"],
+                 "settings": {"maxConcurrent": "1", "bake": {"duration": "10m", "minRequests": 100}}},
+                {"name": "rest", "settings": {"maxConcurrent": "50%", "approval": "manual"}}
+            ]
+        }
+    })
+    .to_string();
+    let (ok, out, err) = grpcurl(args(&addr, &["-d", &nested, "aviary.v1.Fleet/CreateRollout"])).await;
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        v["waves"][0]["bakeDuration"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("10m"),
+        "{out}"
+    );
+    assert_eq!(v["waves"][1]["manualApproval"], true, "{out}");
+
+    // DeleteRollout: the ended r1 goes, its name is free again.
+    let (ok, out, err) = grpcurl(args(
+        &addr,
+        &[
+            "-d",
+            r#"{"name": "r1", "actor": "grpcurl"}"#,
+            "aviary.v1.Fleet/DeleteRollout",
+        ],
+    ))
+    .await;
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["rollout"]["phase"], "Succeeded", "{out}");
+    let (ok, _, err) = grpcurl(args(
+        &addr,
+        &["-d", r#"{"name": "r1"}"#, "aviary.v1.Fleet/GetRollout"],
+    ))
+    .await;
+    assert!(!ok && err.contains("Code: NotFound"), "{err}");
     c.shutdown().await.unwrap();
 }
 

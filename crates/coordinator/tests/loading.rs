@@ -46,6 +46,9 @@ impl Store for SlowStore {
     async fn update_rollout(&self, fence: Fence, record: &RolloutRecord, expected: u64) -> Result<u64> {
         self.inner.update_rollout(fence, record, expected).await
     }
+    async fn delete_rollout(&self, fence: Fence, name: &str, expected: Option<u64>) -> Result<()> {
+        self.inner.delete_rollout(fence, name, expected).await
+    }
     async fn list_clusters(&self) -> Result<Listing<ClusterRecord>> {
         self.inner.list_clusters().await
     }

@@ -96,7 +96,13 @@ async fn failing_revision_in_the_first_wave_scope_cluster() {
             .map(|(a, b)| (a.to_string(), b.to_string()))
     );
     let v = cluster(&done, "us-2");
-    assert!(v.verdict.contains("canary analysis failed"), "{}", v.verdict);
+    assert!(
+        v.verdict.starts_with(
+            "canary analysis of podinfod=ghcr.io/stefanprodan/podinfo:6.0.1 failed at weight 40"
+        ),
+        "{}",
+        v.verdict
+    );
     assert_eq!(v.metrics["request-success-rate"], 42.0);
     assert_eq!(v.failed_checks, 5);
     assert_eq!(done.waves[1].phase, "Cancelled");
@@ -172,7 +178,7 @@ async fn failure_budget() {
     assert_eq!(done.failed_clusters, 2);
     assert!(
         done.message
-            .contains("2 failed clusters exceed maxFailedClusters 1"),
+            .contains("2 failed (budget 1, failurePolicy.maxFailedClusters)"),
         "{}",
         done.message
     );
@@ -189,6 +195,18 @@ async fn failure_budget() {
     let done = wait(&c, "r2").await;
     assert_eq!(done.phase, "Succeeded", "{}", done.message);
     assert_eq!(done.failed_clusters, 2);
+    assert!(
+        done.message.starts_with(
+            "2 clusters succeeded, 2 failed, 0 skipped (budget 2); still on their previous revision: b ("
+        ),
+        "{}",
+        done.message
+    );
+    // The verdict names the version and the weight the analysis reached (Flagger reports 0
+    // once it failed), numbers with at most two decimals.
+    let b = cluster(&done, "b");
+    assert!(b.verdict.starts_with("canary analysis of podinfod=ghcr.io/stefanprodan/podinfo:6.0.2 failed at weight 40 with 5 failed checks"), "{}", b.verdict);
+    assert!(b.verdict.contains("request-success-rate=42)"), "{}", b.verdict);
     c.shutdown().await.unwrap();
 }
 
@@ -388,6 +406,14 @@ async fn skip_a_cluster() {
     assert_eq!(cluster(&done, "b").phase, "Skipped");
     assert_eq!(cluster(&done, "b").verdict, "skipped by carol");
     assert!(agents[1].commands().is_empty());
+    // Says who stays behind, on what.
+    assert!(
+        done.message.ends_with(
+            "1 clusters succeeded, 0 failed, 1 skipped; still on their previous revision: b (podinfod=ghcr.io/stefanprodan/podinfo:6.0.0)"
+        ),
+        "{}",
+        done.message
+    );
     c.shutdown().await.unwrap();
 }
 
@@ -756,11 +782,72 @@ async fn a_canary_still_initializing_gets_the_revision_once_initialized() {
     );
     assert!(a.commands().is_empty(), "{:?}", a.commands());
     let done = wait(&c, "r1").await;
-    assert_eq!(done.phase, "Succeeded", "{} {:?}", done.message, cluster(&done, "a"));
+    assert_eq!(
+        done.phase,
+        "Succeeded",
+        "{} {:?}",
+        done.message,
+        cluster(&done, "a")
+    );
     assert_eq!(a.commands(), ["r1/a/1"]);
     assert_eq!(a.analyses(NS, NAME), 1);
     let snap = a.snapshot(NS, NAME).unwrap();
     assert!(snap.primary_revision.unwrap().container_images["podinfod"].ends_with(":6.0.1"));
     assert!(history_kinds(&done, "a").contains(&"cluster-waiting".to_string()));
+    c.shutdown().await.unwrap();
+}
+
+/// Issue 19: `rollout delete`. An active rollout is refused; `force` aborts it and deletes it
+/// once the rollback ended; the name then starts afresh (the cluster whose analysis was
+/// rolled back analyses the revision again, though the command ids repeat); an ended rollout
+/// is deleted without `force`.
+#[tokio::test(start_paused = true)]
+async fn delete_refuses_an_active_rollout_force_aborts_and_the_name_starts_afresh() {
+    use aviary_proto::v1;
+    let c = coordinator().await;
+    let a = held_agent(&c, "a", "r");
+    wait_connected(&c, 1).await;
+    create(&c, &manifest("r1", "  byRegion: [r]\n")).await.unwrap();
+    until(&c, "r1", "a to progress", |r| cluster(r, "a").canary_weight > 0).await;
+    let mut cl = client(&c);
+    let req = |force| v1::DeleteRolloutRequest {
+        name: "r1".into(),
+        actor: "erin".into(),
+        reason: "wrong image".into(),
+        force,
+        timeout_seconds: 0,
+    };
+    let e = cl.delete_rollout(req(false)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    assert!(e.message().contains("abort it first"), "{}", e.message());
+    let gone = cl.delete_rollout(req(true)).await.unwrap().into_inner();
+    let gone = gone.rollout.unwrap();
+    assert_eq!(gone.phase, "Aborted", "{}", gone.message);
+    assert!(gone.message.contains("wrong image"), "{}", gone.message);
+    let e = cl
+        .get_rollout(v1::GetRolloutRequest { name: "r1".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+
+    a.hold(NS, NAME, false);
+    let again = create(&c, &manifest("r1", "  byRegion: [r]\n")).await.unwrap();
+    assert_eq!(again.phase, "Pending");
+    assert!(again.history.iter().all(|h| h.kind != "aborted"));
+    let done = wait(&c, "r1").await;
+    assert_eq!(
+        done.phase,
+        "Succeeded",
+        "{} {:?}",
+        done.message,
+        cluster(&done, "a")
+    );
+    assert_eq!(a.commands(), ["r1/a/1", "r1/a/1/rollback", "r1/a/1"]);
+    assert_eq!(a.analyses(NS, NAME), 2);
+
+    let gone = cl.delete_rollout(req(false)).await.unwrap().into_inner();
+    assert_eq!(gone.rollout.unwrap().phase, "Succeeded");
+    let e = cl.delete_rollout(req(false)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
     c.shutdown().await.unwrap();
 }

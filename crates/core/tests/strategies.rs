@@ -597,12 +597,30 @@ async fn coordinator_gate_holds_and_releases() {
         "    interval: 1m\n    threshold: 5\n    stepWeight: 50\n",
     ));
     sim.fakes.gate = FakeGate::named("aviary-coordinator");
-    sim.fakes.gate.set_closed(Some("wave 2 not started"));
+    sim.fakes
+        .gate
+        .set_closed(Some("waiting for wave eu of rollout r1"));
     initialized(&mut sim).await;
     sim.tick().await;
     sim.tick().await;
     assert_eq!(sim.status().phase, CanaryPhase::Waiting);
     assert_eq!(sim.fakes.gate.asked(), ["rev-2", "rev-2"]);
+    // The coordinator's reason is the Promoted condition's message and one event (per change),
+    // so `kubectl describe canary` explains the hold.
+    let hold = "Waiting for approval from aviary-coordinator: waiting for wave eu of rollout r1";
+    let promoted = sim.status().promoted_condition().cloned().unwrap();
+    assert_eq!(promoted.message, hold);
+    assert_eq!(messages(&sim).iter().filter(|m| m.as_str() == hold).count(), 1);
+    sim.fakes
+        .gate
+        .set_closed(Some("waiting for wave eu of rollout r1 to be approved"));
+    sim.tick().await;
+    let promoted = sim.status().promoted_condition().cloned().unwrap();
+    assert!(
+        promoted.message.ends_with("to be approved"),
+        "{}",
+        promoted.message
+    );
     sim.fakes.gate.set_closed(None);
     sim.tick().await;
     assert_eq!(sim.status().phase, CanaryPhase::Progressing);

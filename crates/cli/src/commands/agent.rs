@@ -68,7 +68,7 @@ pub(crate) struct Args {
     min_analysis_interval: Duration,
 
     /// Elect one active replica through a coordination.k8s.io Lease.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "local")]
     leader_election: bool,
 
     /// Requests per second to the API server (client-side limit; Flagger's default is 100).
@@ -81,11 +81,16 @@ pub(crate) struct Args {
 
     /// Read Deployments, Services, router objects and Canaries from watches instead of a GET
     /// per tick (an idle canary then makes no request). Experimental: see docs/benchmarks.md.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "local")]
     watch_cache: bool,
 
     /// Namespace of the leader election Lease (the watched namespace when --namespace is set).
-    #[arg(long, value_name = "NS", default_value = "kube-system")]
+    #[arg(
+        long,
+        value_name = "NS",
+        default_value = "kube-system",
+        requires = "leader_election"
+    )]
     leader_election_namespace: String,
 
     /// Global event webhook, used for canaries without `event` webhooks.

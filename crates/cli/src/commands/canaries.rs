@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use aviary_proto::v1;
 
-use super::rollout::{ClientArgs, Output, block_on, print_structured, table, time};
+use super::rollout::{ClientArgs, Output, block_on, print_structured, short_revision, table, time};
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
@@ -31,7 +31,7 @@ pub(crate) struct Args {
 
     /// Ask one agent's admin endpoint instead of the coordinator (e.g. http://127.0.0.1:8080);
     /// prints NAMESPACE, NAME, STATUS, WEIGHT, LASTTRANSITIONTIME like `kubectl get canaries`.
-    #[arg(long, env = "AVIARY_AGENT", value_name = "URL")]
+    #[arg(long, env = "AVIARY_AGENT", value_name = "URL", conflicts_with_all = ["cluster", "region"])]
     agent: Option<String>,
 }
 
@@ -56,7 +56,7 @@ fn phase(s: &str) -> Result<String, String> {
         })
 }
 
-pub(crate) const COLUMNS: [&str; 8] = [
+pub(crate) const COLUMNS: [&str; 10] = [
     "CLUSTER",
     "REGION",
     "NAMESPACE",
@@ -64,6 +64,8 @@ pub(crate) const COLUMNS: [&str; 8] = [
     "STATUS",
     "WEIGHT",
     "FAILEDCHECKS",
+    "PRIMARY",
+    "CANARY",
     "LASTTRANSITIONTIME",
 ];
 
@@ -81,6 +83,8 @@ pub(crate) fn rows(canaries: &[v1::FleetCanary]) -> Vec<Vec<String>> {
                 c.phase,
                 c.canary_weight.to_string(),
                 c.failed_checks.to_string(),
+                short_revision(c.primary_revision.as_ref()),
+                short_revision(c.target_revision.as_ref()),
                 time(c.last_transition_time.as_ref()),
             ]
         })

@@ -1,10 +1,12 @@
-//! `aviary clusters`: the clusters registered with the coordinator.
+//! `aviary clusters`: the clusters registered with the coordinator, with the versions their
+//! canaries' primaries run (and the canary's, while it differs).
 
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use aviary_proto::v1;
 
-use super::rollout::{ClientArgs, Output, age, block_on, print_structured, table, unary};
+use super::rollout::{ClientArgs, Output, age, block_on, print_structured, short_revision, table, unary};
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
@@ -22,6 +24,12 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         .await?;
         match args.client.output {
             Output::Table => {
+                let canaries = unary(&args.client, |mut c| async move {
+                    aviary_coordinator::client::list_all_canaries(&mut c, v1::ListCanariesRequest::default())
+                        .await
+                })
+                .await?;
+                let versions = versions_by_cluster(&canaries.canaries);
                 let rows = resp
                     .clusters
                     .iter()
@@ -33,6 +41,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                             c.canaries.to_string(),
                             c.agent_version.clone(),
                             age(c.last_seen.as_ref()),
+                            versions.get(&c.name).cloned().unwrap_or_else(|| "-".into()),
                             c.labels
                                 .iter()
                                 .map(|(k, v)| format!("{k}={v}"))
@@ -49,6 +58,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                         "CANARIES",
                         "AGENT",
                         "LAST SEEN",
+                        "VERSIONS",
                         "LABELS",
                     ],
                     rows,
@@ -58,4 +68,22 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Per cluster: `NAMESPACE/NAME=PRIMARY` for each canary, `→CANARY` added while the canary's
+/// target describes another version than the primary runs.
+fn versions_by_cluster(canaries: &[v1::FleetCanary]) -> BTreeMap<String, String> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for fc in canaries {
+        let Some(c) = &fc.canary else { continue };
+        let primary = short_revision(c.primary_revision.as_ref());
+        let target = short_revision(c.target_revision.as_ref());
+        let shown = if target == primary || target == "-" {
+            format!("{}/{}={primary}", c.namespace, c.name)
+        } else {
+            format!("{}/{}={primary}→{target}", c.namespace, c.name)
+        };
+        out.entry(fc.cluster.clone()).or_default().push(shown);
+    }
+    out.into_iter().map(|(k, v)| (k, v.join(" "))).collect()
 }

@@ -16,6 +16,7 @@ use aviary_coordinator::security::tls::ServerTlsFiles;
 use aviary_coordinator::{Coordinator, CoordinatorConfig, DashboardConfig};
 
 #[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("management").args(["kubeconfig", "in_cluster"])))]
 pub(crate) struct Args {
     /// Address to listen on for gRPC (Fleet, AgentLink, health, reflection). Port 0 picks one.
     #[arg(long, default_value = "0.0.0.0:7400")]
@@ -71,7 +72,7 @@ pub(crate) struct Args {
 
     /// Namespace of the FleetRollout objects (default: the kubeconfig context's namespace, or
     /// the pod's). Needs --kubeconfig or --in-cluster.
-    #[arg(long, value_name = "NAMESPACE")]
+    #[arg(long, value_name = "NAMESPACE", requires = "management")]
     namespace: Option<String>,
     /// The serving certificate (PEM) for mutual TLS; with --tls-key and --client-ca. Reloaded
     /// when the file changes. `aviary certs init DIR` writes one for localhost.

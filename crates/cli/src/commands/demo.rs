@@ -26,7 +26,7 @@ use aviary_coordinator::{Coordinator, CoordinatorConfig, DashboardConfig};
 use aviary_proto::v1;
 
 use super::out;
-use super::rollout::{Bars, lines};
+use super::rollout::{Bars, changed_lines};
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
@@ -430,16 +430,8 @@ async fn run_rollout(
         match &mut bars {
             Some(b) => b.update(&r),
             None => {
-                for (key, line) in lines(&r) {
-                    // the time prefix changes every second; compare without it
-                    let body = line
-                        .split_once(' ')
-                        .map(|(_, b)| b.to_string())
-                        .unwrap_or_default();
-                    if printed.get(&key) != Some(&body) {
-                        out(&line);
-                        printed.insert(key, body);
-                    }
+                for line in changed_lines(&r, &mut printed) {
+                    out(line);
                 }
             }
         }

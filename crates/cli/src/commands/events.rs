@@ -5,6 +5,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use serde::Deserialize;
 
+use super::rollout::{Output, print_structured};
+
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
     /// The agent's admin address, e.g. http://127.0.0.1:8080.
@@ -18,12 +20,6 @@ pub(crate) struct Args {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     output: Output,
-}
-
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
-enum Output {
-    Table,
-    Json,
 }
 
 #[derive(Deserialize, serde::Serialize)]
@@ -58,7 +54,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let events: Vec<Event> = agent_json(&url, "/events")?;
     match args.output {
-        Output::Json => super::out(serde_json::to_string_pretty(&events)?),
+        o @ (Output::Json | Output::Yaml) => print_structured(o, &events)?,
         Output::Table => {
             super::out(format_args!(
                 "{:<28} {:<8} {:<7} {:<20} MESSAGE",
@@ -67,10 +63,34 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             for e in &events {
                 super::out(format_args!(
                     "{:<28} {:<8} {:<7} {:<20} {}",
-                    e.timestamp, e.kind, e.reason, e.canary, e.message
+                    seconds(&e.timestamp),
+                    e.kind,
+                    e.reason,
+                    e.canary,
+                    e.message
                 ));
             }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// An event time at second precision (`2026-01-02T03:04:05Z`); as given if it is not RFC 3339.
+fn seconds(t: &str) -> String {
+    t.parse::<jiff::Timestamp>()
+        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|_| t.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn event_times_are_shown_to_the_second() {
+        assert_eq!(
+            super::seconds("2026-12-06T10:52:09.123456789Z"),
+            "2026-12-06T10:52:09Z"
+        );
+        assert_eq!(super::seconds("2026-12-06T10:52:09Z"), "2026-12-06T10:52:09Z");
+        assert_eq!(super::seconds("yesterday"), "yesterday");
+    }
 }

@@ -86,12 +86,17 @@ pub(crate) struct Args {
     #[command(flatten)]
     client: ClientArgs,
 
-    /// Who acts (recorded in the rollout's history).
-    #[arg(long, env = "USER", default_value = "cli", global = true)]
-    actor: String,
-
     #[command(subcommand)]
     command: RolloutCommand,
+}
+
+/// Who acts: only on the commands that change a rollout.
+#[derive(clap::Args, Debug, Clone)]
+struct Actor {
+    /// Who acts (recorded in the rollout's history; with mutual TLS the certificate's
+    /// identity is recorded and this is kept as a comment).
+    #[arg(long, env = "USER", default_value = "cli")]
+    actor: String,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -105,6 +110,8 @@ enum RolloutCommand {
         /// budgets) without creating the rollout.
         #[arg(long)]
         dry_run: bool,
+        #[command(flatten)]
+        who: Actor,
     },
     /// Show one rollout: plan, waves, clusters, verdicts and history.
     Get {
@@ -134,6 +141,8 @@ enum RolloutCommand {
         /// Why (recorded in the history).
         #[arg(long, default_value = "")]
         reason: String,
+        #[command(flatten)]
+        who: Actor,
     },
     /// Resume a paused rollout.
     Resume {
@@ -142,6 +151,8 @@ enum RolloutCommand {
         /// Why (recorded in the history).
         #[arg(long, default_value = "")]
         reason: String,
+        #[command(flatten)]
+        who: Actor,
     },
     /// Abort: roll back per the failure policy, then Aborted.
     Abort {
@@ -150,6 +161,8 @@ enum RolloutCommand {
         /// Why (recorded in the history).
         #[arg(long, default_value = "")]
         reason: String,
+        #[command(flatten)]
+        who: Actor,
     },
     /// Approve a wave with `approval: manual` (also in advance).
     Approve {
@@ -157,6 +170,8 @@ enum RolloutCommand {
         name: String,
         /// The wave to approve.
         wave: String,
+        #[command(flatten)]
+        who: Actor,
     },
     /// Skip a cluster that has not started or has failed.
     Skip {
@@ -164,6 +179,8 @@ enum RolloutCommand {
         name: String,
         /// The cluster to skip.
         cluster: String,
+        #[command(flatten)]
+        who: Actor,
     },
     /// Start a failed cluster again (a new attempt).
     Retry {
@@ -171,6 +188,26 @@ enum RolloutCommand {
         name: String,
         /// The cluster to start again.
         cluster: String,
+        #[command(flatten)]
+        who: Actor,
+    },
+    /// Delete an ended rollout (Succeeded, Failed, Aborted) so its name can be used again;
+    /// `--force` aborts an active one first and deletes it once the rollback ended. Role admin.
+    Delete {
+        /// The rollout's name.
+        name: String,
+        /// Abort an active rollout first (rolling back per its failure policy), wait for the
+        /// rollback to end, then delete it.
+        #[arg(long)]
+        force: bool,
+        /// Why (recorded with the abort of --force).
+        #[arg(long, default_value = "", requires = "force")]
+        reason: String,
+        /// How long --force waits for the rollback (Go duration).
+        #[arg(long, default_value = "60s", requires = "force", value_parser = super::positive_duration)]
+        timeout: Duration,
+        #[command(flatten)]
+        who: Actor,
     },
 }
 
@@ -397,9 +434,34 @@ fn revision(r: Option<&v1::Revision>) -> String {
     }
 }
 
+/// What a revision runs, short: the version, or the image tags (`podinfod:6.0.1`), `-` when
+/// unknown.
+pub(crate) fn short_revision(r: Option<&v1::Revision>) -> String {
+    let Some(r) = r else { return "-".into() };
+    if !r.version.is_empty() {
+        return r.version.clone();
+    }
+    let tags: Vec<String> = r
+        .container_images
+        .iter()
+        .map(|(c, image)| {
+            let tag = image
+                .rsplit_once(':')
+                .filter(|(_, t)| !t.contains('/'))
+                .map(|(_, t)| t);
+            format!("{c}:{}", tag.unwrap_or(image))
+        })
+        .collect();
+    if tags.is_empty() {
+        "-".into()
+    } else {
+        tags.join(",")
+    }
+}
+
 fn metrics(m: &BTreeMap<String, f64>) -> String {
     m.iter()
-        .map(|(k, v)| format!("{k}={v}"))
+        .map(|(k, v)| format!("{k}={}", aviary_core::fleet::numbers::show(*v)))
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -543,16 +605,16 @@ fn show(o: Output, r: &v1::Rollout) -> anyhow::Result<()> {
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let client = args.client.clone();
-    let actor = args.actor.clone();
     block_on(async move {
         let c = &client;
-        let verb = |name: &str, reason: &str| v1::RolloutVerbRequest {
+        let verb = |name: &str, reason: &str, who: &Actor| v1::RolloutVerbRequest {
             name: name.into(),
-            actor: actor.clone(),
+            actor: who.actor.clone(),
             reason: reason.into(),
         };
         let r = match args.command {
-            RolloutCommand::Apply { file, dry_run } => {
+            RolloutCommand::Apply { file, dry_run, who } => {
+                let actor = who.actor;
                 let manifest = super::read_input(&file)?;
                 let r = unary(c, |mut cl| {
                     let req = v1::CreateRolloutRequest {
@@ -673,44 +735,85 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                     ExitCode::from(1)
                 });
             }
-            RolloutCommand::Pause { name, reason } => {
-                send(c, verb(&name, &reason), |mut cl, q| async move {
+            RolloutCommand::Pause { name, reason, who } => {
+                send(c, verb(&name, &reason, &who), |mut cl, q| async move {
                     cl.pause_rollout(q).await
                 })
                 .await?
             }
-            RolloutCommand::Resume { name, reason } => {
-                send(c, verb(&name, &reason), |mut cl, q| async move {
+            RolloutCommand::Resume { name, reason, who } => {
+                send(c, verb(&name, &reason, &who), |mut cl, q| async move {
                     cl.resume_rollout(q).await
                 })
                 .await?
             }
-            RolloutCommand::Abort { name, reason } => {
-                send(c, verb(&name, &reason), |mut cl, q| async move {
+            RolloutCommand::Abort { name, reason, who } => {
+                send(c, verb(&name, &reason, &who), |mut cl, q| async move {
                     cl.abort_rollout(q).await
                 })
                 .await?
             }
-            RolloutCommand::Approve { name, wave } => {
+            RolloutCommand::Approve { name, wave, who } => {
                 let q = v1::WaveVerbRequest {
                     name,
                     wave,
-                    actor: actor.clone(),
+                    actor: who.actor,
                 };
                 send(c, q, |mut cl, q| async move { cl.approve_wave(q).await }).await?
             }
-            RolloutCommand::Skip { name, cluster } => {
-                let q = cluster_verb(name, cluster, &actor);
+            RolloutCommand::Skip { name, cluster, who } => {
+                let q = cluster_verb(name, cluster, &who.actor);
                 send(c, q, |mut cl, q| async move { cl.skip_cluster(q).await }).await?
             }
-            RolloutCommand::Retry { name, cluster } => {
-                let q = cluster_verb(name, cluster, &actor);
+            RolloutCommand::Retry { name, cluster, who } => {
+                let q = cluster_verb(name, cluster, &who.actor);
                 send(c, q, |mut cl, q| async move { cl.retry_cluster(q).await }).await?
             }
+            RolloutCommand::Delete {
+                name,
+                force,
+                reason,
+                timeout,
+                who,
+            } => return delete(c, name, force, reason, timeout, who).await,
         };
         show(c.output, &r)?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// `rollout delete`: DeleteRollout; prints what was deleted.
+async fn delete(
+    c: &ClientArgs,
+    name: String,
+    force: bool,
+    reason: String,
+    timeout: Duration,
+    who: Actor,
+) -> anyhow::Result<ExitCode> {
+    let q = v1::DeleteRolloutRequest {
+        name: name.clone(),
+        actor: who.actor,
+        reason,
+        force,
+        timeout_seconds: timeout.as_secs().clamp(1, 3600) as u32,
+    };
+    let deleted = unary(c, |mut cl| {
+        let q = q.clone();
+        async move { cl.delete_rollout(q).await.map(|r| r.into_inner()) }
+    })
+    .await?;
+    match (c.output, &deleted.rollout) {
+        (Output::Table, Some(r)) => out(format!(
+            "rollout {} deleted (it had ended {}: {})",
+            r.name, r.phase, r.message
+        )),
+        (Output::Table, None) => out(format!(
+            "rollout {name} deleted (its stored record could not be read)"
+        )),
+        (o, _) => print_structured(o, &deleted)?,
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `rollout watch`: bars on a terminal, one line per change otherwise; ends with the rollout.
@@ -759,11 +862,8 @@ async fn watch(c: &ClientArgs, name: &str) -> anyhow::Result<ExitCode> {
         match (&mut view, c.output) {
             (Some(bars), _) => bars.update(&r),
             (None, Output::Table) => {
-                for (key, line) in lines(&r) {
-                    if last_lines.get(&key) != Some(&line) {
-                        out(&line);
-                        last_lines.insert(key, line);
-                    }
+                for line in changed_lines(&r, &mut last_lines) {
+                    out(line);
                 }
             }
             (None, o) => match o {
@@ -787,6 +887,20 @@ async fn watch(c: &ClientArgs, name: &str) -> anyhow::Result<ExitCode> {
         "Failed" | "Aborted" => ExitCode::from(1),
         _ => ExitCode::from(2),
     })
+}
+
+/// The progress lines of `r` that changed since `printed` (compared without their time
+/// prefix, which changes every second); `printed` is updated.
+pub(crate) fn changed_lines(r: &v1::Rollout, printed: &mut BTreeMap<String, String>) -> Vec<String> {
+    let mut out = Vec::new();
+    for (key, line) in lines(r) {
+        let body = line.split_once(' ').map_or(line.as_str(), |(_, b)| b).to_string();
+        if printed.get(&key) != Some(&body) {
+            out.push(line);
+            printed.insert(key, body);
+        }
+    }
+    out
 }
 
 /// Plain progress lines, keyed by what they describe (printed when they change).

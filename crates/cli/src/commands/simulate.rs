@@ -18,6 +18,10 @@ pub(crate) struct Args {
     #[arg(long, value_name = "SCRIPT.yaml")]
     script: Option<PathBuf>,
 
+    /// The canary to simulate (`NAMESPACE/NAME`, or `NAME`) when the file has several.
+    #[arg(long, value_name = "NS/NAME")]
+    canary: Option<String>,
+
     /// Provider of a canary without spec.provider (the agent's --provider; Flagger's
     /// -mesh-provider).
     #[arg(long, value_name = "NAME", default_value = aviary_core::DEFAULT_PROVIDER)]
@@ -49,14 +53,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    let parsed = match canaries.len() {
-        1 => canaries.remove(0),
-        0 => anyhow::bail!("{}: no flagger.app/v1beta1 Canary found", args.file.display()),
-        n => anyhow::bail!(
-            "{}: {n} Canaries found; simulate one at a time",
-            args.file.display()
-        ),
-    };
+    let parsed = pick(canaries, args.canary.as_deref(), &args.file)?;
     let report = validate(&parsed);
     for d in &report.diagnostics {
         eprintln!("{}: {}", d.severity, report.line(d));
@@ -75,9 +72,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         None => Script::default(),
     };
-    // A misspelt name in the script would silently simulate a healthy metric or webhook: say
-    // so. A warning, not a refusal: one script may serve several canaries (the seed's scripts
-    // name a confirm-promotion webhook only the gated canary has).
+    // A misspelt name in the script would silently simulate a healthy metric or webhook.
     let analysis = canary.analysis();
     let metrics: Vec<&str> = analysis
         .metrics
@@ -91,19 +86,23 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         .flatten()
         .filter_map(|w| w.name.as_deref())
         .collect();
+    let mut unknown = Vec::new();
     for (what, names, known) in [
         ("metric", script.metrics.keys().collect::<Vec<_>>(), &metrics),
         ("webhook", script.webhooks.keys().collect::<Vec<_>>(), &webhooks),
     ] {
         for name in names {
             if !known.contains(&name.as_str()) {
-                eprintln!(
-                    "warning: the script's {what} {name:?} is not a {what} of canary {}{}; its {what}s are {known:?}",
+                unknown.push(format!(
+                    "the script's {what} {name:?} is not a {what} of canary {}{}; its {what}s are {known:?}",
                     canary.key(),
                     aviary_api::suggest::did_you_mean(name, known.iter().copied()),
-                );
+                ));
             }
         }
+    }
+    if !unknown.is_empty() {
+        anyhow::bail!("{}", unknown.join("\n"));
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -117,4 +116,40 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         Output::Json => super::out(serde_json::to_string_pretty(&report)?),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The canary to simulate: the only one, or the one `--canary` names (`NS/NAME` or `NAME`).
+fn pick(
+    mut canaries: Vec<aviary_api::document::Parsed>,
+    wanted: Option<&str>,
+    file: &std::path::Path,
+) -> anyhow::Result<aviary_api::document::Parsed> {
+    let key = |p: &aviary_api::document::Parsed| match &p.resource {
+        Resource::Canary(c) => c.key(),
+        _ => String::new(),
+    };
+    let keys: Vec<String> = canaries.iter().map(key).collect();
+    match (wanted, canaries.len()) {
+        (_, 0) => anyhow::bail!("{}: no flagger.app/v1beta1 Canary found", file.display()),
+        (None, 1) => Ok(canaries.remove(0)),
+        (None, n) => anyhow::bail!(
+            "{}: {n} Canaries found ({}); pick one with --canary NS/NAME",
+            file.display(),
+            keys.join(", ")
+        ),
+        (Some(w), _) => {
+            let found = keys
+                .iter()
+                .position(|k| k == w || k.rsplit_once('/').is_some_and(|(_, name)| name == w));
+            match found {
+                Some(i) => Ok(canaries.swap_remove(i)),
+                None => anyhow::bail!(
+                    "--canary {w}: {} has no such Canary{}; it has {}",
+                    file.display(),
+                    aviary_api::suggest::did_you_mean(w, keys.iter().map(String::as_str)),
+                    keys.join(", ")
+                ),
+            }
+        }
+    }
 }

@@ -199,17 +199,29 @@ impl EtcdStore {
         }
     }
 
-    /// A delete fenced like [`write`](Self::write): only the leader of `fence` removes `key`.
-    async fn fenced_delete(&self, fence: Fence, key: String, what: &str) -> Result<()> {
+    /// A delete fenced like [`write`](Self::write): only the leader of `fence` removes `key`,
+    /// and only at revision `expected` when given.
+    async fn fenced_delete(
+        &self,
+        fence: Fence,
+        key: String,
+        expected: Option<u64>,
+        what: &str,
+    ) -> Result<()> {
         let etcd = &self.shared.etcd;
         let election_key = self.shared.fence_key(fence)?;
+        let mut when = vec![Compare::create_revision(
+            election_key.clone(),
+            CompareOp::Equal,
+            fence.0 as i64,
+        )];
+        if let Some(r) = expected {
+            when.push(Compare::mod_revision(key.clone(), CompareOp::Equal, r as i64));
+        }
         let txn = Txn::new()
-            .when([Compare::create_revision(
-                election_key.clone(),
-                CompareOp::Equal,
-                fence.0 as i64,
-            )])
-            .and_then([TxnOp::delete(key, None)]);
+            .when(when)
+            .and_then([TxnOp::delete(key.clone(), None)])
+            .or_else([TxnOp::get(election_key, None), TxnOp::get(key.clone(), None)]);
         let resp = etcd
             .call(REQUEST_BUDGET, |mut c| {
                 let txn = txn.clone();
@@ -219,6 +231,20 @@ impl EtcdStore {
             .map_err(|e| etcd.store_error(what, e))?;
         if resp.succeeded() {
             return Ok(());
+        }
+        let mut gets = resp.op_responses().into_iter().map(|r| match r {
+            TxnOpResponse::Get(g) => g.kvs().first().cloned(),
+            _ => None,
+        });
+        let (leader, current) = (gets.next().flatten(), gets.next().flatten());
+        if leader.is_some_and(|kv| kv.create_revision() == fence.0 as i64)
+            && let Some(expected) = expected
+        {
+            return Err(Error::Conflict {
+                name: key.rsplit('/').next().unwrap_or_default().to_string(),
+                expected,
+                actual: current.map_or(0, |kv| kv.mod_revision() as u64),
+            });
         }
         self.shared.lose(
             fence,
@@ -339,6 +365,12 @@ impl Store for EtcdStore {
         .await
     }
 
+    async fn delete_rollout(&self, fence: Fence, name: &str, expected: Option<u64>) -> Result<()> {
+        let what = format!("delete rollout {name}");
+        self.fenced_delete(fence, self.rollout_key(name), expected, &what)
+            .await
+    }
+
     async fn list_clusters(&self) -> Result<Listing<ClusterRecord>> {
         let kvs = self.get_prefix(&self.clusters, "list clusters").await?;
         let found = decode_all::<ClusterRecord>(&kvs);
@@ -360,6 +392,6 @@ impl Store for EtcdStore {
     async fn delete_cluster(&self, fence: Fence, name: &str) -> Result<()> {
         let key = format!("{}{name}", self.clusters);
         let what = format!("deregister cluster {name}");
-        self.fenced_delete(fence, key, &what).await
+        self.fenced_delete(fence, key, None, &what).await
     }
 }

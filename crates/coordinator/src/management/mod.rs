@@ -13,7 +13,8 @@
 //!   `aviary.dev/actor` (default `kubernetes`). Each is applied once, then removed; the
 //!   outcome is `.status.lastVerb`.
 //! - Deleting an object aborts its active rollout (rolling back per its failure policy)
-//!   through the finalizer `aviary.dev/abort-on-delete`.
+//!   through the finalizer `aviary.dev/abort-on-delete`, which stays until the rollback ended;
+//!   then the rollout is deleted too, so the name can be used again for a fresh rollout.
 //! - Only the leader acts; followers requeue.
 
 mod status;
@@ -104,8 +105,7 @@ async fn reconcile(obj: Arc<FleetRollout>, ctx: Arc<Ctx>) -> Result<Action> {
         return Ok(Action::requeue(Duration::from_secs(2)));
     }
     if obj.metadata.deletion_timestamp.is_some() {
-        ctx.deleted(&obj).await?;
-        return Ok(Action::await_change());
+        return ctx.deleted(&obj).await;
     }
     ctx.ensure_finalizer(&obj).await?;
     let name = obj.name_any();
@@ -271,20 +271,37 @@ impl Ctx {
         Ok(())
     }
 
-    /// A deleted object: abort its rollout if active (rolling back per its policy), then let
-    /// the object go.
-    async fn deleted(&self, obj: &FleetRollout) -> Result<()> {
+    /// A deleted object: abort its rollout if active (rolling back per its policy) and keep
+    /// the object (Terminating, its status following the rollback) until the rollback ended;
+    /// then delete the rollout, so an object created later under the same name is a fresh
+    /// rollout, and let the object go.
+    async fn deleted(&self, obj: &FleetRollout) -> Result<Action> {
         let name = obj.name_any();
-        if let Ok(rec) = self.rollouts.get(&name).await
-            && !rec.state.phase.is_terminal()
-        {
-            let actor = actor(obj);
-            self.rollouts
-                .verb(&name, |p, s, now| {
-                    verbs::abort(p, s, &actor, "the FleetRollout object was deleted", now)
-                })
-                .await?;
-            tracing::info!(fleetrollout = %name, "object deleted: rollout aborted");
+        let actor = actor(obj);
+        match self.rollouts.get(&name).await {
+            Ok(rec) if !rec.state.phase.is_terminal() => {
+                if rec.state.phase != aviary_core::fleet::RolloutPhase::RollingBack {
+                    self.rollouts
+                        .verb(&name, |p, s, now| {
+                            verbs::abort(p, s, &actor, "the FleetRollout object was deleted", now)
+                        })
+                        .await?;
+                    tracing::info!(fleetrollout = %name, "object deleted: rollout aborted; deleted once the rollback ends");
+                }
+                let rec = self.rollouts.get(&name).await?;
+                let live = self.rollouts.fleet.live_for(&rec.plan);
+                let next = status::of_rollout(&rec.plan, &rec.state, &live, obj.metadata.generation);
+                self.write_status(obj, next).await?;
+                return Ok(Action::requeue(REFRESH));
+            }
+            Ok(rec) => {
+                self.rollouts
+                    .delete(&name, false, &actor, "", Duration::ZERO)
+                    .await?;
+                tracing::info!(target: "aviary::audit", fleetrollout = %name, %actor, phase = rec.state.phase.as_str(), "rollout deleted with its FleetRollout object");
+            }
+            Err(Error::NotFound(_)) => {}
+            Err(e) => return Err(e),
         }
         if obj.finalizers().iter().any(|f| f == FINALIZER) {
             let rest: Vec<&String> = obj.finalizers().iter().filter(|f| *f != FINALIZER).collect();
@@ -297,7 +314,7 @@ impl Ctx {
                 .await
                 .map_err(kube_error)?;
         }
-        Ok(())
+        Ok(Action::await_change())
     }
 
     async fn ensure_finalizer(&self, obj: &FleetRollout) -> Result<()> {

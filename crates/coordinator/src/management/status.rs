@@ -103,7 +103,7 @@ pub(crate) fn of_rollout(
                         canary_weight: Some(weight),
                         failed_checks: Some(checks),
                         attempts: Some(cs.attempts),
-                        verdict: (!cs.verdict.is_empty()).then(|| cs.verdict.clone()),
+                        verdict: Some(cs.shown_verdict()).filter(|v| !v.is_empty()),
                     }
                 })
                 .collect(),

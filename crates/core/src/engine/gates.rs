@@ -168,6 +168,7 @@ impl Tick<'_, '_> {
                 GateDecision::Closed(reason) => {
                     tracing::info!(canary = %self.id(), "gate {name} closed: {reason}");
                     self.wait_for_approval(&name, false).await?;
+                    self.explain_hold(&name, &reason).await?;
                     return Ok(false);
                 }
             }

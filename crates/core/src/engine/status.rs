@@ -137,6 +137,28 @@ impl Tick<'_, '_> {
 
 /// Rewrites the `Promoted` condition when its status or reason changes; the transition time
 /// moves only when the status does.
+impl Tick<'_, '_> {
+    /// Why the coordinator gate holds the canary ("waiting for wave eu of rollout r1"), as the
+    /// Promoted condition's message and, when it changes, an event: `kubectl describe canary`
+    /// explains the hold. (aviary only: Flagger has no coordinator gate.)
+    pub(super) async fn explain_hold(&mut self, gate: &str, reason: &str) -> Step {
+        let message = format!("Waiting for approval from {gate}: {reason}");
+        let now = self.now;
+        let s = self.status_mut();
+        let Some(c) = s.conditions.iter_mut().find(|c| c.type_ == PROMOTED_CONDITION) else {
+            return Ok(());
+        };
+        if c.message == message {
+            return Ok(());
+        }
+        c.message = message.clone();
+        c.last_update_time = Some(Time(now));
+        self.persist().await?;
+        self.event(crate::ports::EventType::Normal, &message).await;
+        Ok(())
+    }
+}
+
 fn update_condition(s: &mut CanaryStatus, phase: CanaryPhase, kind: &str, now: jiff::Timestamp) {
     let Some((status, message)) = promoted_condition_for(phase, kind) else {
         return;

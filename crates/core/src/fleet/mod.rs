@@ -48,6 +48,8 @@ pub mod phase {
     pub const SUCCEEDED: &str = "Succeeded";
     pub const FAILED: &str = "Failed";
     pub const INITIALIZED: &str = "Initialized";
+    /// Phases of a canary Flagger has not finished initializing (`""`: never ticked).
+    pub const INITIALIZING: &[&str] = &["", "Initializing"];
     /// Phases of an analysis in progress.
     pub const RUNNING: &[&str] = &["Progressing", "WaitingPromotion", "Promoting", "Finalising"];
 }

@@ -5,6 +5,8 @@
 //! and `"-Inf"` (Prometheus' spelling) and read back from those, from numbers, and from `null`
 //! (what earlier versions wrote; read as NaN, the value is lost either way).
 //!
+//! [`show`] prints one for people.
+//!
 //! Use with `#[serde(with = "numbers::map")]` on a `BTreeMap<String, f64>` and
 //! `#[serde(with = "numbers::option")]` on an `Option<f64>`.
 
@@ -14,6 +16,20 @@ use std::fmt;
 use serde::de::{self, Deserializer, Visitor};
 use serde::ser::Serializer;
 use serde::{Deserialize, Serialize};
+
+/// A number as a person reads it: integers as they are, others with two decimals, non-finite
+/// values as Prometheus spells them (`99.90`, `120`, `+Inf`).
+pub fn show(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf" } else { "-Inf" }.into()
+    } else if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+    }
+}
 
 /// One stored number.
 #[derive(Debug, Clone, Copy, PartialEq)]

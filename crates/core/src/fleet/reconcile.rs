@@ -42,7 +42,7 @@ fn keep_snapshot(c: &mut ClusterState, obs: Option<&CanaryObs>) {
 
 fn describe_metrics(m: &BTreeMap<String, f64>) -> String {
     m.iter()
-        .map(|(k, v)| format!("{k}={v}"))
+        .map(|(k, v)| format!("{k}={}", super::numbers::show(*v)))
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -75,7 +75,7 @@ pub fn reconcile(plan: &Plan, state: &mut RolloutState, view: &FleetView, now: T
         return out;
     }
     advance_waves(plan, state, view, now, &mut out);
-    finish_if_settled(state, now);
+    finish_if_settled(plan, state, now);
     out
 }
 
@@ -254,7 +254,7 @@ fn failure_policy_breach(plan: &Plan, state: &RolloutState) -> Option<String> {
     let failed = state.failed_clusters();
     (failed > plan.max_failed_clusters).then(|| {
         format!(
-            "{failed} failed clusters exceed maxFailedClusters {}",
+            "{failed} failed (budget {}, failurePolicy.maxFailedClusters)",
             plan.max_failed_clusters
         )
     })
@@ -533,8 +533,21 @@ fn bake_wave(plan: &Plan, state: &mut RolloutState, wi: usize, view: &FleetView,
     Flow::Next
 }
 
+/// The clusters a succeeded rollout leaves on their previous revision (skipped or failed), with
+/// that revision: `eu-2 (version 6.0.0), us-3 (podinfod=…:6.0.0)`.
+fn clusters_left_behind(plan: &Plan, state: &RolloutState) -> String {
+    plan.waves
+        .iter()
+        .zip(&state.waves)
+        .flat_map(|(wp, ws)| wp.clusters.iter().zip(&ws.clusters))
+        .filter(|(_, c)| matches!(c.phase, ClusterPhase::Skipped | ClusterPhase::Failed))
+        .map(|(cp, c)| format!("{} ({})", c.name, cp.previous_revision))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The rollout succeeds once no wave is left and no cluster is pending or running.
-fn finish_if_settled(state: &mut RolloutState, now: Timestamp) {
+fn finish_if_settled(plan: &Plan, state: &mut RolloutState, now: Timestamp) {
     let unsettled = state
         .clusters()
         .any(|c| c.phase == ClusterPhase::Pending || c.phase.is_running());
@@ -553,6 +566,17 @@ fn finish_if_settled(state: &mut RolloutState, now: Timestamp) {
         .filter(|c| c.phase == ClusterPhase::Succeeded)
         .count();
     state.message = format!("{ok} clusters succeeded, {failed} failed, {skipped} skipped");
+    if failed > 0 {
+        state
+            .message
+            .push_str(&format!(" (budget {})", plan.max_failed_clusters));
+    }
+    let behind = clusters_left_behind(plan, state);
+    if !behind.is_empty() {
+        state
+            .message
+            .push_str(&format!("; still on their previous revision: {behind}"));
+    }
     let msg = state.message.clone();
     state.note(now, "rollout-succeeded", COORDINATOR, "", "", msg);
 }
@@ -570,6 +594,30 @@ fn observe_running(
     out: &mut Vec<Command>,
 ) -> Option<(&'static str, String, BTreeMap<String, f64>)> {
     let mut event = None;
+    if plan.mode == Mode::Push && !c.waiting.is_empty() && c.fingerprint.is_none() {
+        match push_held(plan, Some(obs)) {
+            Some(why) => c.waiting = why,
+            None => {
+                c.waiting.clear();
+                let id = plan.start_id(&c.name, c.attempts);
+                out.push(Command::StartRevision {
+                    id: id.clone(),
+                    cluster: c.name.clone(),
+                    revision: plan.revision.clone(),
+                    rerun_failed: c.stale_failure.is_some(),
+                });
+                let phase = obs.canary.as_ref().map_or("", |o| o.phase.as_str());
+                event = Some((
+                    "cluster-pushed",
+                    format!(
+                        "canary {} is {phase}: StartRevision {id} ({})",
+                        plan.canary, plan.revision
+                    ),
+                    BTreeMap::new(),
+                ));
+            }
+        }
+    }
     if plan.mode == Mode::Gate
         && c.fingerprint.is_none()
         && let Some(ask) = &obs.gate_request
@@ -582,7 +630,7 @@ fn observe_running(
         });
         event = Some((
             "gate-opened",
-            format!("gate opened for {} ({})", ask.fingerprint, ask.revision),
+            format!("gate opened for {}", ask.revision),
             BTreeMap::new(),
         ));
     }
@@ -595,7 +643,8 @@ fn observe_running(
             c.phase = ClusterPhase::Succeeded;
             c.finished = Some(now);
             c.verdict = format!(
-                "promoted {fp} after {} failed checks{}",
+                "promoted {} after {} failed checks{}",
+                plan.revision,
                 o.failed_checks,
                 metrics_suffix(&c.metrics)
             );
@@ -604,12 +653,21 @@ fn observe_running(
         if o.phase == phase::FAILED && c.stale_failure.as_deref() == Some(fp.as_str()) {
             // The previous attempt's result: wait for the agent to restart the analysis.
         } else if o.phase == phase::FAILED {
+            // Flagger routes everything back to the primary when it fails: the weight the
+            // analysis reached is the last one seen while it ran.
+            let weight = if o.canary_weight > 0 {
+                o.canary_weight
+            } else {
+                c.canary_weight
+            };
             keep_snapshot(c, Some(o));
+            c.canary_weight = weight;
+            c.metrics.insert("canaryWeight".into(), f64::from(weight));
             c.phase = ClusterPhase::Failed;
             c.finished = Some(now);
             c.verdict = format!(
-                "canary analysis failed at weight {} with {} failed checks{}{}",
-                o.canary_weight,
+                "canary analysis of {} failed at weight {weight} with {} failed checks{}{}",
+                plan.revision,
                 o.failed_checks,
                 if o.message.is_empty() {
                     String::new()
@@ -626,6 +684,10 @@ fn observe_running(
         if c.phase == ClusterPhase::Starting && phase::RUNNING.contains(&o.phase.as_str()) {
             c.phase = ClusterPhase::Progressing;
         }
+        // The weight reached so far (for the verdict of a failure, which Flagger reports at 0).
+        if phase::RUNNING.contains(&o.phase.as_str()) && o.canary_weight > c.canary_weight {
+            c.canary_weight = o.canary_weight;
+        }
     }
     let started = c.started.unwrap_or(now);
     if elapsed(now, started) >= plan.cluster_deadline {
@@ -637,15 +699,39 @@ fn observe_running(
             format_go_duration(plan.cluster_deadline),
             snap.map_or("<none>", |o| o.phase.as_str()),
             snap.map_or(0, |o| o.canary_weight),
-            if obs.connected {
-                ""
+            if !obs.connected {
+                " (agent not connected)".to_string()
+            } else if !c.waiting.is_empty() {
+                format!(" (never pushed: {})", c.waiting)
             } else {
-                " (agent not connected)"
+                String::new()
             }
         );
+        c.waiting.clear();
         return Some(("cluster-failed", c.verdict.clone(), c.metrics.clone()));
     }
     event
+}
+
+/// Why a push-mode cluster's `StartRevision` waits: its canary is reported and Flagger has not
+/// finished initializing it. A revision applied to the target then is recorded as applied and
+/// promoted when the initialization ends (the primary keeps what it was created from), so no
+/// analysis would ever start. A canary not reported at all is not held: the agent refuses the
+/// command and says so.
+fn push_held(plan: &Plan, obs: Option<&Observation>) -> Option<String> {
+    let o = obs?.canary.as_ref()?;
+    if !phase::INITIALIZING.contains(&o.phase.as_str()) {
+        return None;
+    }
+    let shown = if o.phase.is_empty() {
+        "not initialized yet"
+    } else {
+        "still Initializing"
+    };
+    Some(format!(
+        "canary {} is {shown}; the revision is pushed once it is Initialized",
+        plan.canary
+    ))
 }
 
 fn metrics_suffix(m: &BTreeMap<String, f64>) -> String {
@@ -717,12 +803,25 @@ fn start_clusters(
         match plan.mode {
             Mode::Push => {
                 let id = plan.start_id(&name, attempt);
-                msg.push_str(&format!(": StartRevision {id} ({})", plan.revision));
-                out.push(Command::StartRevision {
-                    id,
-                    cluster: name.clone(),
-                    revision: plan.revision.clone(),
-                });
+                match push_held(plan, view.get(&name)) {
+                    Some(why) => {
+                        msg.push_str(&format!(": StartRevision {id} ({}) held", plan.revision));
+                        c.waiting = why.clone();
+                        state.note(now, "cluster-started", COORDINATOR, &wp.name, &name, msg);
+                        state.note(now, "cluster-waiting", COORDINATOR, &wp.name, &name, why);
+                        continue;
+                    }
+                    None => {
+                        c.waiting.clear();
+                        msg.push_str(&format!(": StartRevision {id} ({})", plan.revision));
+                        out.push(Command::StartRevision {
+                            id,
+                            cluster: name.clone(),
+                            revision: plan.revision.clone(),
+                            rerun_failed: c.stale_failure.is_some(),
+                        });
+                    }
+                }
             }
             Mode::Gate => {
                 msg.push_str(": the confirm-rollout gate opens for the new revision");
@@ -734,7 +833,7 @@ fn start_clusters(
                         cluster: name.clone(),
                         fingerprint: ask.fingerprint.clone(),
                     });
-                    let opened = format!("gate opened for {} ({})", ask.fingerprint, ask.revision);
+                    let opened = format!("gate opened for {}", ask.revision);
                     state.note(now, "cluster-started", COORDINATOR, &wp.name, &name, msg);
                     state.note(now, "gate-opened", COORDINATOR, &wp.name, &name, opened);
                     continue;
@@ -770,6 +869,8 @@ fn complete_wave_with(
     }
     state.waves[wi].phase = WavePhase::Succeeded;
     let name = plan.waves[wi].name.clone();
+    // The rollout's message follows the wave (never "is baking" under a Succeeded wave).
+    state.message = format!("wave {name} succeeded: {summary}");
     state.record(now, "wave-succeeded", COORDINATOR, &name, "", summary, metrics);
 }
 
@@ -895,11 +996,21 @@ fn finish_rollback(state: &mut RolloutState, now: Timestamp) {
         RolloutPhase::Failed
     };
     state.finished = Some(now);
-    let reverted = state
-        .clusters()
-        .filter(|c| c.phase == ClusterPhase::Reverted)
-        .count();
-    state.message = format!("{} ({reverted} clusters rolled back or reverted)", run.reason);
+    let count = |p: ClusterPhase| state.clusters().filter(|c| c.phase == p).count();
+    let (reverted, failed) = (count(ClusterPhase::Reverted), count(ClusterPhase::Failed));
+    let mut undone = Vec::new();
+    if failed > 0 {
+        undone.push(format!(
+            "{failed} failed (their analysis routed traffic back to the primary)"
+        ));
+    }
+    if reverted > 0 {
+        undone.push(format!("{reverted} put back on the previous revision"));
+    }
+    if undone.is_empty() {
+        undone.push("no cluster had started the new revision".into());
+    }
+    state.message = format!("{}; {}", run.reason, undone.join(", "));
     let kind = if run.aborted {
         "rollout-aborted"
     } else {

@@ -212,6 +212,11 @@ pub struct ClusterState {
     /// that stale Failed is not this attempt's outcome.
     #[serde(default)]
     pub stale_failure: Option<String>,
+    /// Why a started cluster's `StartRevision` is held back (its canary is still
+    /// initializing: a revision pushed then would be recorded as promoted without an
+    /// analysis); empty once it is sent.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub waiting: String,
     /// The last reported canary values when the outcome was decided.
     pub canary_phase: String,
     pub canary_weight: i32,
@@ -220,6 +225,17 @@ pub struct ClusterState {
     pub verdict: String,
     #[serde(with = "super::numbers::map")]
     pub metrics: BTreeMap<String, f64>,
+}
+
+impl ClusterState {
+    /// The verdict to show: why it ended as it did, or why a started cluster waits.
+    pub fn shown_verdict(&self) -> String {
+        if self.verdict.is_empty() && !self.waiting.is_empty() {
+            format!("waiting: {}", self.waiting)
+        } else {
+            self.verdict.clone()
+        }
+    }
 }
 
 /// One audit record.
@@ -289,10 +305,14 @@ pub fn fail_unstorable(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// Push mode: apply the revision. The id is `<rollout>/<cluster>/<attempt>`.
+    /// `rerun_failed`: the canary's analysis of this revision had already failed when the
+    /// attempt started, so the agent analyses it again even if it saw the id before (a rollout
+    /// deleted and created again under the same name reuses ids).
     StartRevision {
         id: String,
         cluster: String,
         revision: Revision,
+        rerun_failed: bool,
     },
     /// Gate mode: open the confirm-rollout gate for this fingerprint.
     OpenGate { cluster: String, fingerprint: String },
@@ -356,6 +376,7 @@ impl RolloutState {
                             undo: None,
                             undo_started: None,
                             stale_failure: None,
+                            waiting: String::new(),
                             canary_phase: String::new(),
                             canary_weight: 0,
                             failed_checks: 0,
@@ -502,11 +523,14 @@ pub fn pending_commands(plan: &Plan, state: &RolloutState) -> Vec<Command> {
     for (wi, w) in state.waves.iter().enumerate() {
         for (ci, c) in w.clusters.iter().enumerate() {
             match (c.phase, c.undo) {
-                (ClusterPhase::Starting, _) if plan.mode == Mode::Push && c.fingerprint.is_none() => {
+                (ClusterPhase::Starting, _)
+                    if plan.mode == Mode::Push && c.fingerprint.is_none() && c.waiting.is_empty() =>
+                {
                     out.push(Command::StartRevision {
                         id: plan.start_id(&c.name, c.attempts),
                         cluster: c.name.clone(),
                         revision: plan.revision.clone(),
+                        rerun_failed: c.stale_failure.is_some(),
                     });
                 }
                 (ClusterPhase::Starting | ClusterPhase::Progressing, _) if plan.mode == Mode::Gate => {
@@ -662,9 +686,7 @@ pub fn gate_decision<'a>(
                 false,
                 format!(
                     "rollout {} started {} here, not {}",
-                    plan.name,
-                    c.fingerprint.clone().unwrap_or_else(|| plan.revision.to_string()),
-                    ask.fingerprint
+                    plan.name, plan.revision, ask.revision
                 ),
             ),
             ClusterPhase::Pending => {

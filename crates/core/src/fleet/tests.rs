@@ -312,6 +312,7 @@ impl Model {
                     id,
                     cluster,
                     revision,
+                    ..
                 } => {
                     let o = self.obs(cluster);
                     o.target_revision = revision.clone();
@@ -514,7 +515,7 @@ fn rollback_all_unwinds_newest_wave_first_and_rolls_back_running_canaries() {
         Command::RollbackCanary {
             id: "r1/eu2/1/rollback".into(),
             cluster: "eu2".into(),
-            reason: "1 failed clusters exceed maxFailedClusters 0".into(),
+            reason: "1 failed (budget 0, failurePolicy.maxFailedClusters)".into(),
         }
     );
     assert!(
@@ -563,7 +564,7 @@ fn failure_budget_tolerates_then_fails() {
     assert!(
         m.state
             .message
-            .contains("2 failed clusters exceed maxFailedClusters 1")
+            .contains("2 failed (budget 1, failurePolicy.maxFailedClusters)")
     );
     m.step();
     assert_eq!(m.state.phase, RolloutPhase::Failed);
@@ -842,6 +843,46 @@ fn deadline_fails_an_unreachable_cluster() {
         c.verdict
     );
     assert!(pending_commands(&m.plan, &m.state).is_empty());
+}
+
+#[test]
+fn a_canary_still_initializing_gets_its_start_revision_once_initialized() {
+    let mut m = Model::new(two_waves(json!({"clusterDeadline": "30m"})), FLEET);
+    m.obs("us1").phase = "Initializing".into();
+    assert!(starts(&m.step()).is_empty(), "held while Initializing");
+    assert_eq!(m.phase_of("us1"), ClusterPhase::Starting);
+    let c = m.state.clusters().next().unwrap();
+    assert!(
+        c.shown_verdict().contains("test/podinfo is still Initializing"),
+        "{}",
+        c.shown_verdict()
+    );
+    // Held commands are not re-sent on a reconnect either.
+    assert!(pending_commands(&m.plan, &m.state).is_empty());
+    assert!(m.step().is_empty());
+    m.obs("us1").phase = "Initialized".into();
+    assert_eq!(starts(&m.step()), vec!["r1/us1/1"]);
+    assert!(m.state.clusters().next().unwrap().waiting.is_empty());
+    m.finish("us1", true);
+    m.step();
+    assert_eq!(m.phase_of("us1"), ClusterPhase::Succeeded);
+    assert!(m.kinds().contains(&"cluster-waiting".to_string()));
+    assert!(m.kinds().contains(&"cluster-pushed".to_string()));
+
+    // A canary that never finishes initializing fails at the deadline, saying why.
+    let mut m = Model::new(two_waves(json!({"clusterDeadline": "30m"})), FLEET);
+    m.obs("us1").phase = String::new();
+    m.step();
+    m.advance(31 * 60);
+    m.step();
+    let c = m.state.clusters().next().unwrap();
+    assert_eq!(c.phase, ClusterPhase::Failed);
+    assert!(
+        c.verdict
+            .contains("never pushed: canary test/podinfo is not initialized yet"),
+        "{}",
+        c.verdict
+    );
 }
 
 #[test]

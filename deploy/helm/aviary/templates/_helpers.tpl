@@ -27,6 +27,10 @@ Names. With the release "aviary" every name equals the kustomize manifests' in d
 {{- default .Release.Namespace .Values.coordinator.namespace -}}
 {{- end -}}
 
+{{- define "aviary.coordinator.managementNamespace" -}}
+{{- default (include "aviary.coordinator.namespace" .) .Values.coordinator.management.namespace -}}
+{{- end -}}
+
 {{- define "aviary.loadtester.namespace" -}}
 {{- default .Release.Namespace .Values.loadtester.namespace -}}
 {{- end -}}
