@@ -78,6 +78,13 @@ fn rollout_commands_against_a_coordinator_process() {
         "{header}"
     );
     assert!(out.lines().nth(1).unwrap().starts_with("eu-1"), "{out}");
+    // The versions the primary and the canary run, also per cluster.
+    assert!(
+        header.contains(" PRIMARY ") && header.contains(" CANARY "),
+        "{header}"
+    );
+    assert!(out.lines().nth(1).unwrap().contains(" podinfod:6.0.0 "), "{out}");
+    assert!(clusters.contains("test/podinfo=podinfod:6.0.0"), "{clusters}");
 
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.yaml");
@@ -118,10 +125,20 @@ fn rollout_commands_against_a_coordinator_process() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("Rollout:   podinfo-6-0-1"), "{out}");
 
-    // watch without a terminal prints lines and ends with the rollout.
+    // watch without a terminal prints lines (each change once) and ends with the rollout.
     let (code, out, err) = aviary(&url, &["rollout", "watch", "podinfo-6-0-1"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("cluster us-1 Progressing"), "{out}");
+    let bodies: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.split_once(' ').map(|(_, b)| b))
+        .collect();
+    for (i, b) in bodies.iter().enumerate() {
+        assert!(
+            !bodies[..i].contains(b) || b.starts_with("rollout "),
+            "printed twice: {b}\n{out}"
+        );
+    }
     assert!(
         out.lines()
             .last()
@@ -164,6 +181,18 @@ fn rollout_commands_against_a_coordinator_process() {
     let (code, out, _) = aviary(&url, &["rollout", "wait", "podinfo-6-0-2"]);
     assert_eq!(code, 1, "{out}");
     assert!(out.starts_with("rollout podinfo-6-0-2 Failed"), "{out}");
+
+    // delete: an ended rollout goes (its name is free again); an unknown one is NotFound.
+    let (code, out, err) = aviary(&url, &["rollout", "delete", "podinfo-6-0-2", "--actor", "erin"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("rollout podinfo-6-0-2 deleted (it had ended Failed: "),
+        "{out}"
+    );
+    let (code, _, err) = aviary(&url, &["rollout", "get", "podinfo-6-0-2"]);
+    assert!(code != 0 && err.contains("NotFound"), "{err}");
+    let (code, _, err) = aviary(&url, &["rollout", "delete", "podinfo-6-0-2"]);
+    assert!(code != 0 && err.contains("NotFound"), "{err}");
 
     // SIGTERM stops the coordinator gracefully.
     let mut coord = coord;

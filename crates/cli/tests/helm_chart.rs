@@ -105,6 +105,12 @@ fn value_sets() -> Vec<(&'static str, Vec<String>)> {
             ),
         ),
         (
+            "coordinator watching FleetRollout objects",
+            set(
+                "agent.enabled=false,coordinator.enabled=true,coordinator.management.enabled=true,coordinator.management.namespace=releases",
+            ),
+        ),
+        (
             "agent of one namespace",
             set(
                 "agent.watchNamespace=apps,agent.cluster=c1,agent.labels.tier=gold,agent.extraArgs={--min-analysis-interval=5s},serviceAccount.name=robot",

@@ -1,5 +1,5 @@
-//! The etcd store against a real etcd (Debian's `etcd-server`): create, read, list and
-//! compare-and-swap updates; a retried write whose answer was lost; and fencing: a leader whose
+//! The etcd store against a real etcd (Debian's `etcd-server`): create, read, list,
+//! compare-and-swap updates and deletes; a retried write whose answer was lost; and fencing: a leader whose
 //! lease is gone (revoked behind its back, as if it had expired while the process was paused)
 //! has its next write refused by etcd and steps down, while the new leader writes. Without etcd
 //! the tests print a skip notice (and fail under `CI=true`).
@@ -163,6 +163,19 @@ async fn writes_are_compare_and_swap_and_a_retried_write_is_idempotent() {
         .await
         .unwrap_err();
     assert!(matches!(e, Error::Fenced { .. }), "{e}");
+
+    // Delete (rollout delete): compare-and-swap on the revision, then the name is free again.
+    match store.delete_rollout(fence, "r1", Some(rev1)).await.unwrap_err() {
+        Error::Conflict { expected, actual, .. } => assert_eq!((expected, actual), (rev1, rev2)),
+        e => panic!("expected a conflict, got {e}"),
+    }
+    store.delete_rollout(fence, "r1", Some(rev2)).await.unwrap();
+    assert!(store.get_rollout("r1").await.unwrap().is_none());
+    store.create_rollout(fence, &r1).await.unwrap();
+    // Without an expected revision (an unreadable record) whatever is there goes.
+    store.delete_rollout(fence, "r1", None).await.unwrap();
+    store.delete_rollout(fence, "r1", None).await.unwrap();
+    assert!(store.get_rollout("r1").await.unwrap().is_none());
     l.resign().await;
 }
 
