@@ -134,7 +134,9 @@ fn bake_regression(o: &CanaryObs, min_rate: Option<f64>) -> Option<String> {
     }
     match (min_rate, o.primary_success_rate) {
         (Some(min), Some(rate)) if rate < min => Some(format!(
-            "primary success rate {rate}% < bake.minSuccessRate {min}% during the bake"
+            "primary success rate {}% < bake.minSuccessRate {}% during the bake",
+            super::numbers::show(rate),
+            super::numbers::show(min)
         )),
         _ => None,
     }
