@@ -507,3 +507,29 @@ async fn kubernetes_provider_drops_ab_matches() {
     );
     assert!(sim.fakes.router.history().iter().all(|r| r.canary == 0));
 }
+
+/// Why the coordinator holds a push while a canary initializes (issue 19): a revision applied to
+/// the target before initialization ends is recorded as applied and promoted, while the primary
+/// keeps the revision it was created from, and no analysis of it ever starts (as in Flagger,
+/// whose setPhaseInitialized records the target's hash of that moment).
+#[tokio::test]
+async fn a_revision_applied_while_initializing_is_recorded_without_an_analysis() {
+    let mut sim = Simulation::new(deployment_canary(
+        "    interval: 1m\n    threshold: 5\n    stepWeight: 50\n",
+    ));
+    sim.fakes
+        .target
+        .set_primary_ready(Err(NotReady::retriable("primary not ready yet")));
+    sim.tick().await;
+    assert_eq!(sim.canary.status.as_ref().unwrap().phase, Initializing);
+    assert_eq!(sim.fakes.target.primary_revision().as_deref(), Some("rev-1"));
+    sim.fakes.target.set_revision("rev-2");
+    sim.fakes.target.set_primary_ready(Ok(()));
+    for _ in 0..4 {
+        sim.tick().await;
+    }
+    let s = sim.canary.status.clone().unwrap();
+    assert_eq!(s.phase, Initialized, "no analysis of rev-2 started");
+    assert_eq!(s.last_applied_spec, s.last_promoted_spec);
+    assert_eq!(sim.fakes.target.primary_revision().as_deref(), Some("rev-1"));
+}

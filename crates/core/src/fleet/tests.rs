@@ -667,7 +667,7 @@ fn bake_regression_fails_the_cluster() {
         .find(|h| h.kind == "bake-regression")
         .unwrap();
     assert!(
-        reg.message.contains("97.5% < bake.minSuccessRate 99%"),
+        reg.message.contains("97.50% < bake.minSuccessRate 99%"),
         "{}",
         reg.message
     );
