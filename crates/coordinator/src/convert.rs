@@ -193,6 +193,25 @@ pub(crate) fn evidence_to_proto(e: &PooledEvidence) -> v1::PooledEvidence {
 
 /// A rollout on the wire: the stored record plus live values (weights, connectivity, bake
 /// progress) from the fleet view.
+/// A cluster's verdict as shown: why it ended as it did, or why it waits (its canary still
+/// initializing; its agent not connected, so the command or the outcome waits for the reconnect).
+pub(crate) fn shown_verdict(cs: &aviary_core::fleet::ClusterState, connected: bool) -> String {
+    let shown = cs.shown_verdict();
+    if !shown.is_empty() || connected {
+        return shown;
+    }
+    match cs.phase {
+        ClusterPhase::Starting | ClusterPhase::Reverting => {
+            "waiting: its agent is not connected; the command goes out when it reconnects".into()
+        }
+        ClusterPhase::Progressing => {
+            "its agent is not connected: the analysis goes on there; the outcome arrives when it reconnects"
+                .into()
+        }
+        _ => shown,
+    }
+}
+
 pub(crate) fn render(rec: &RolloutRecord, fleet: &Fleet, with_history: bool) -> v1::Rollout {
     let plan = &rec.plan;
     let state = &rec.state;
@@ -261,7 +280,7 @@ pub(crate) fn render(rec: &RolloutRecord, fleet: &Fleet, with_history: bool) -> 
                             started: cs.started.map(from_jiff),
                             finished: cs.finished.map(from_jiff),
                             attempts: cs.attempts,
-                            verdict: cs.shown_verdict(),
+                            verdict: shown_verdict(cs, l.connected),
                             metrics,
                             connected: l.connected,
                         }

@@ -603,6 +603,14 @@ async fn unreachable_cluster_fails_after_the_deadline() {
     )
     .await
     .unwrap();
+    // While it waits, the status says why (CONNECTED no, and in words).
+    let started = until(&c, "r1", "a to start", |r| cluster(r, "a").phase == "Starting").await;
+    let a_status = cluster(&started, "a");
+    assert!(!a_status.connected);
+    assert_eq!(
+        a_status.verdict,
+        "waiting: its agent is not connected; the command goes out when it reconnects"
+    );
     let done = wait(&c, "r1").await;
     assert_eq!(done.phase, "Failed");
     let v = &cluster(&done, "a").verdict;

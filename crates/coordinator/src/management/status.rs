@@ -103,7 +103,8 @@ pub(crate) fn of_rollout(
                         canary_weight: Some(weight),
                         failed_checks: Some(checks),
                         attempts: Some(cs.attempts),
-                        verdict: Some(cs.shown_verdict()).filter(|v| !v.is_empty()),
+                        verdict: Some(crate::convert::shown_verdict(cs, l.is_some_and(|l| l.connected)))
+                            .filter(|v| !v.is_empty()),
                     }
                 })
                 .collect(),
