@@ -278,7 +278,18 @@ impl Ctx {
     async fn deleted(&self, obj: &FleetRollout) -> Result<Action> {
         let name = obj.name_any();
         let actor = actor(obj);
-        match self.rollouts.get(&name).await {
+        // A Rejected object never had a rollout: one of that name (created over gRPC with
+        // another spec) is not its to abort or delete.
+        let rejected = obj
+            .status
+            .as_ref()
+            .is_some_and(|s| s.phase.as_deref() == Some("Rejected"));
+        let found = if rejected {
+            Err(Error::NotFound(String::new()))
+        } else {
+            self.rollouts.get(&name).await
+        };
+        match found {
             Ok(rec) if !rec.state.phase.is_terminal() => {
                 if rec.state.phase != aviary_core::fleet::RolloutPhase::RollingBack {
                     self.rollouts
