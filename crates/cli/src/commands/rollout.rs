@@ -499,7 +499,7 @@ fn print_rollout(r: &v1::Rollout) {
         r.mode
     ));
     out(format!(
-        "Policy:    failed {}/{} tolerated, rollback scope {}",
+        "Policy:    {} failed (budget {}), rollback scope {}",
         r.failed_clusters, r.max_failed_clusters, r.rollback_scope
     ));
     out(format!(
