@@ -178,6 +178,22 @@ async fn identities_come_from_certificates_and_roles_gate_the_verbs() {
 
     let e = pause(&c, &alice).await.unwrap_err();
     assert!(e.message().contains("needs role operator"), "{}", e.message());
+    // Deleting is admin's, like creating.
+    let e = fleet_client_with(&c.url(), &bob)
+        .unwrap()
+        .delete_rollout(v1::DeleteRolloutRequest {
+            name: "podinfo-6-0-1".into(),
+            force: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    assert!(
+        e.message().contains("DeleteRollout needs role admin"),
+        "{}",
+        e.message()
+    );
     let r = pause(&c, &bob).await.unwrap();
     let last = r.history.last().unwrap();
     assert_eq!(
