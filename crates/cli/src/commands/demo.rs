@@ -20,6 +20,7 @@ use aviary_agent::config::{AgentConfig, GlobalNotifier, PlatformConfig};
 use aviary_agent::local::LocalAgent;
 use aviary_coordinator::client::{ClientTls, fleet_client_with};
 use aviary_coordinator::security::Role;
+use aviary_coordinator::security::auth::{new_token, token_hash};
 use aviary_coordinator::security::certs;
 use aviary_coordinator::security::tls::ServerTlsFiles;
 use aviary_coordinator::{Coordinator, CoordinatorConfig, DashboardConfig};
@@ -198,12 +199,20 @@ impl Fleet {
             certs::issue_agent(&certs_dir, name, certs::DEFAULT_TRUST_DOMAIN)?;
         }
         certs::issue_user(&certs_dir, "demo", Role::Admin, certs::DEFAULT_TRUST_DOMAIN)?;
+        // The dashboard's sign-in: an operator token (approve, pause, ...; abort needs admin).
+        let token = new_token();
+        let token_file = certs_dir.join("tokens");
+        std::fs::write(
+            &token_file,
+            format!("{} dashboard operator\n", token_hash(&token)),
+        )?;
         let mut config = CoordinatorConfig::in_memory("127.0.0.1:0".parse()?);
         config.tls = Some(ServerTlsFiles {
             cert: certs_dir.join(certs::SERVER),
             key: certs_dir.join(certs::SERVER_KEY),
             client_ca: certs_dir.join(certs::CA),
         });
+        config.token_file = Some(token_file);
         let coordinator = Coordinator::start(config)
             .await
             .context("starting the coordinator")?;
@@ -212,9 +221,13 @@ impl Fleet {
             .serve_dashboard(http_listen, DashboardConfig::default())
             .await
             .context("starting the dashboard")?;
-        let dashboard = format!("http://{dashboard}/");
-        // Tests and the screenshot script read the URL from this line.
+        let dashboard = coordinator.dashboard_url(dashboard);
+        // Tests and the screenshot script read the URL and the token from these lines.
         out(format_args!("  dashboard     {dashboard}"));
+        out(format_args!(
+            "                sign in with token {token} (TLS certificate from {})",
+            certs_dir.join(certs::CA).display()
+        ));
         let mut agents = Vec::new();
         let mut ports = BTreeMap::new();
         for (name, region) in CLUSTERS {
