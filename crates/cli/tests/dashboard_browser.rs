@@ -1,9 +1,11 @@
 //! The web dashboard in real headless Chromium (Debian's chromium and chromedriver, through
-//! WebDriver): a fleet rollout on the local platform (`aviary coordinator --http-listen`, two
-//! `aviary agent --local` with real sample apps and traffic) watched live by the page, approved
-//! with its button, seen to the end; a dashboard behind mutual TLS where a viewer signs in with
-//! a bearer token, has no action buttons and sees the refusal when an action is sent anyway;
-//! and the dashboard `aviary demo` prints (signed in with the token it prints).
+//! WebDriver): a fleet rollout on the local platform (two `aviary coordinator --etcd
+//! --http-listen` replicas on a real etcd, two `aviary agent --local` with real sample apps and
+//! traffic) watched live by the page open on the follower, through `kill -9` of the leader,
+//! approved with its button on the new leader, seen to the end; a dashboard behind mutual TLS
+//! where a viewer signs in with a bearer token, has no action buttons and sees the refusal when
+//! an action is sent anyway; and the dashboard `aviary demo` prints (signed in with the token
+//! it prints).
 
 use std::path::Path;
 use std::process::{Command, Stdio};

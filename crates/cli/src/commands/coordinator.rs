@@ -262,3 +262,45 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         anyhow::Ok(ExitCode::SUCCESS)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn tls_of(argv: &[&str]) -> Result<Option<ServerTlsFiles>, String> {
+        let cmd = Cmd::try_parse_from(std::iter::once("coordinator").chain(argv.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        server_tls(&cmd.args).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_plaintext_dashboard_stays_on_loopback_unless_asked() {
+        let local = ["--insecure", "--listen", "127.0.0.1:7400", "--http-listen"];
+        let e = tls_of(&[&local[..], &["0.0.0.0:8443"]].concat()).unwrap_err();
+        assert!(e.contains("--http-listen 0.0.0.0:8443"), "{e}");
+        assert!(
+            tls_of(&[&local[..], &["127.0.0.1:8443"]].concat())
+                .unwrap()
+                .is_none()
+        );
+        let anywhere = [
+            "--insecure",
+            "--insecure-listen-anywhere",
+            "--listen",
+            "0.0.0.0:7400",
+            "--http-listen",
+            "0.0.0.0:8443",
+        ];
+        assert!(tls_of(&anywhere).unwrap().is_none());
+        let e = tls_of(&["--http-listen", "0.0.0.0:8443"]).unwrap_err();
+        assert!(e.contains("--tls-cert"), "{e}");
+    }
+}
