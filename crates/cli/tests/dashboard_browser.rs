@@ -57,8 +57,8 @@ fn pki(dir: &Path, clusters: &[&str]) {
 }
 
 /// A coordinator with mutual TLS, the token file of [`pki`] and the dashboard on a free port:
-/// (process, gRPC URL, dashboard URL).
-fn tls_coordinator(pki: &Path) -> (Process, String, String) {
+/// (process, gRPC URL, dashboard URL, its log).
+fn tls_coordinator(pki: &Path) -> (Process, String, String, Log) {
     let http = format!("127.0.0.1:{}", free_port());
     let file = |f: &str| pki.join(f).to_str().unwrap().to_string();
     let mut child = Command::new(BIN)
@@ -75,12 +75,14 @@ fn tls_coordinator(pki: &Path) -> (Process, String, String) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    Log::default().capture("coordinator", child.stderr.take().unwrap(), worth_echoing);
+    let log = Log::default();
+    log.capture("coordinator", child.stderr.take().unwrap(), worth_echoing);
     let addr = announced(child.stdout.take().unwrap(), "aviary coordinator listening on ");
     (
         Process::new(child),
         format!("https://{addr}"),
         format!("https://{http}/"),
+        log,
     )
 }
 
@@ -466,7 +468,7 @@ async fn a_viewer_sees_no_action_buttons_and_a_refused_action_shows_the_error() 
     let pki_dir = tmp.path().join("pki");
     pki(&pki_dir, &["us-east-1a"]);
     let pki = Some(pki_dir.as_path());
-    let (_coordinator, url, web) = tls_coordinator(&pki_dir);
+    let (_coordinator, url, web, log) = tls_coordinator(&pki_dir);
     assert!(web.starts_with("https://"), "{web}");
     let _us = agent_with(tmp.path(), "us-east-1a", "us-east-1", &url, pki);
     wait_initialized_as(&url, pki, 1);
@@ -529,6 +531,14 @@ spec:
     let (_, out, _) = cli_as(&url, pki, &["rollout", "get", "gated", "-o", "json"]);
     let r: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(r["waves"][0]["phase"], "WaitingApproval", "nothing was approved");
+    // Audited as any refused gRPC call, with the authenticated identity.
+    let audit = log.grep("aviary::audit");
+    assert!(
+        audit
+            .iter()
+            .any(|l| l.contains("refused") && l.contains("subject=token:wall") && l.contains("ApproveWave")),
+        "{audit:#?}"
+    );
     browser.close().await;
 }
 
