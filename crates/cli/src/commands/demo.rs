@@ -96,7 +96,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         if args.keep_running && outcome.is_ok() && !stop.is_cancelled() {
             out(format_args!("\nThe fleet keeps running (Ctrl-C stops it):"));
             out(format_args!("  coordinator  {}", fleet.coordinator.url()));
-            out(format_args!("  dashboard    {}", fleet.dashboard));
+            out(format_args!("  dashboard    {} (token {})", fleet.dashboard, fleet.token));
             for (agent, (name, _)) in fleet.agents.iter().zip(CLUSTERS) {
                 out(format_args!("  {name:<12} admin http://{}   service http://127.0.0.1:{}", agent.admin_addr, fleet.ports[name]));
             }
@@ -124,6 +124,8 @@ struct Fleet {
     certs_dir: PathBuf,
     /// The web dashboard's URL.
     dashboard: String,
+    /// The operator token the dashboard's sign-in accepts.
+    token: String,
     agents: Vec<LocalAgent>,
     ports: BTreeMap<&'static str, u16>,
     traffic_stop: Arc<AtomicBool>,
@@ -294,6 +296,7 @@ impl Fleet {
             coordinator,
             certs_dir,
             dashboard,
+            token,
             agents,
             ports,
             traffic_stop,
@@ -380,9 +383,10 @@ async fn demo(fleet: &Fleet, args: &Args) -> anyhow::Result<()> {
         .canaries;
     summary(&[&r1, &r2], &canaries);
     out(format_args!(
-        "\nLook further ({} requests served during the demo):\n  dashboard {}\n  export AVIARY_COORDINATOR={url} AVIARY_CA={c}/ca.pem AVIARY_CERT={c}/demo.pem AVIARY_KEY={c}/demo-key.pem\n  aviary rollout get podinfo-6-0-2\n  aviary canaries\n  aviary events --agent http://{}\n  grpcurl -cacert {c}/ca.pem -cert {c}/demo.pem -key {c}/demo-key.pem {} aviary.v1.Fleet/ListRollouts",
+        "\nLook further ({} requests served during the demo):\n  dashboard {} (token {})\n  export AVIARY_COORDINATOR={url} AVIARY_CA={c}/ca.pem AVIARY_CERT={c}/demo.pem AVIARY_KEY={c}/demo-key.pem\n  aviary rollout get podinfo-6-0-2\n  aviary canaries\n  aviary events --agent http://{}\n  grpcurl -cacert {c}/ca.pem -cert {c}/demo.pem -key {c}/demo-key.pem {} aviary.v1.Fleet/ListRollouts",
         fleet.requests.load(Ordering::Relaxed),
         fleet.dashboard,
+        fleet.token,
         fleet.agents[0].admin_addr,
         url.trim_start_matches("https://"),
         c = fleet.certs_dir.display(),
