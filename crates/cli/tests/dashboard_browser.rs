@@ -205,14 +205,7 @@ async fn sign_in(b: &Browser, url: &str, token: &str, who: &str) {
         .unwrap();
     let start = Instant::now();
     loop {
-        let now = b
-            .client
-            .find(Locator::Id("who"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let now = text_of(b, "who").await;
         if now == who {
             return;
         }

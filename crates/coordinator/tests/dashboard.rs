@@ -15,7 +15,6 @@ use std::time::Duration;
 use aviary_coordinator::security::Role;
 use aviary_coordinator::security::auth::token_hash;
 use aviary_coordinator::security::certs::{self, DEFAULT_TRUST_DOMAIN as TD};
-use aviary_coordinator::security::tls::ServerTlsFiles;
 use aviary_coordinator::{Coordinator, DashboardConfig};
 use aviary_proto::v1;
 use common::*;
@@ -314,15 +313,7 @@ async fn behind_mutual_tls_the_dashboard_has_the_grpc_apis_identities_and_roles(
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     pki(dir);
-    let mut config = aviary_coordinator::CoordinatorConfig::in_memory("127.0.0.1:0".parse().unwrap());
-    config.tls = Some(ServerTlsFiles {
-        cert: dir.join(certs::SERVER),
-        key: dir.join(certs::SERVER_KEY),
-        client_ca: dir.join(certs::CA),
-    });
-    config.token_file = Some(dir.join("tokens"));
-    config.heartbeat = Duration::from_secs(1);
-    let c = Coordinator::start(config).await.unwrap();
+    let c = tls_coordinator(dir).await;
     let web = dashboard(&c, false).await;
     assert!(web.starts_with("https://127.0.0.1:"), "{web}");
     let mut cfg = agent_config(&c, "us-1", "us-east-1");
