@@ -203,15 +203,20 @@ async fn sign_in(b: &Browser, url: &str, token: &str, who: &str) {
         .click()
         .await
         .unwrap();
+    until_text(b, "who", who, Duration::from_secs(10)).await;
+}
+
+/// Polls the page until the text of the element with id `id` is `want`; returns how long it took.
+async fn until_text(b: &Browser, id: &str, want: &str, limit: Duration) -> Duration {
     let start = Instant::now();
     loop {
-        let now = text_of(b, "who").await;
-        if now == who {
-            return;
+        let now = text_of(b, id).await;
+        if now == want {
+            return start.elapsed();
         }
         assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "signed in as {now:?}, not {who:?}"
+            start.elapsed() < limit,
+            "#{id} never said {want:?} within {limit:?}; it says {now:?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -319,14 +324,7 @@ spec:
 
     // On the follower: the rollout from etcd, and who leads.
     let follower = format!("follower · leader {}", url.trim_start_matches("http://"));
-    let start = Instant::now();
-    while text_of(&browser, "replica").await != follower {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "the header should say {follower:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_text(&browser, "replica", &follower, Duration::from_secs(10)).await;
     until_attr(
         &browser,
         r#".cell[data-cluster="us-east-1a"]"#,
@@ -338,19 +336,8 @@ spec:
 
     // The leader dies in the middle of the first wave; the page's replica takes over.
     leader.kill9();
-    let start = Instant::now();
-    while text_of(&browser, "replica").await != "leader" {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "the page never said its replica leads: {}",
-            text_of(&browser, "replica").await
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    println!(
-        "the page showed its replica leading {:?} after the kill",
-        start.elapsed()
-    );
+    let took = until_text(&browser, "replica", "leader", Duration::from_secs(20)).await;
+    println!("the page showed its replica leading {took:?} after the kill");
 
     // The cells keep changing as the agents report to the new leader.
     let us = until_attr(
