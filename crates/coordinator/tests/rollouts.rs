@@ -774,7 +774,10 @@ async fn pooled_promote_advances_a_baking_wave_over_grpc() {
     let e = done.evidence.expect("pooled evidence");
     assert_eq!(e.decision, "promote", "{e:?}");
     let (lo, hi) = (e.ratio_low.unwrap(), e.ratio_high.unwrap());
-    assert!(lo < 1.0 && 1.0 < hi && hi < 2.0, "the interval {lo}..{hi} excludes the margin 2");
+    assert!(
+        lo < 1.0 && 1.0 < hi && hi < 2.0,
+        "the interval {lo}..{hi} excludes the margin 2"
+    );
     assert!(
         e.explanation.starts_with("promote: fleet evidence"),
         "{}",
@@ -785,7 +788,10 @@ async fn pooled_promote_advances_a_baking_wave_over_grpc() {
     let spec = format!("{waves}  evidence: {{pooled: true}}\n");
     let m = manifest("r2", &spec).replace("6.0.1", "6.0.2");
     create(&c, &m).await.unwrap();
-    until(&c, "r2", "the first wave to bake", |r| r.waves[0].phase == "Baking").await;
+    until(&c, "r2", "the first wave to bake", |r| {
+        r.waves[0].phase == "Baking"
+    })
+    .await;
     tokio::time::sleep(std::time::Duration::from_secs(600)).await;
     let r = get(&c, "r2").await;
     assert_eq!(r.waves[0].phase, "Baking", "{}", r.message);

@@ -192,7 +192,11 @@ async fn after_an_agent_restart_the_judge_sits_the_analysis_out() {
         .collect();
     assert_eq!(off.len(), 1, "said once: {m:#?}");
     assert!(off[0].contains("the agent restarted"), "{}", off[0]);
-    assert_eq!(s.fakes.gate.evidence().len(), reported, "no evidence after the restart");
+    assert_eq!(
+        s.fakes.gate.evidence().len(),
+        reported,
+        "no evidence after the restart"
+    );
 
     // A new revision: a new analysis, watched from its start again.
     s.fakes.target.set_revision("rev-3");

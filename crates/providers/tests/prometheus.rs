@@ -310,13 +310,19 @@ const FAMILIES: [Family; 5] = [
 fn exposition(canary: [(&str, Pod); 2], primary: (&str, Pod)) -> String {
     let mut out = String::new();
     for f in &FAMILIES {
-        let arms = [(f.canary, &canary[..]), (f.primary, std::slice::from_ref(&primary))];
+        let arms = [
+            (f.canary, &canary[..]),
+            (f.primary, std::slice::from_ref(&primary)),
+        ];
         for (labels, pods) in arms {
             for (name, p) in pods {
                 let l = labels.replace("{pod}", name);
                 let (key, ok, failed) = f.status;
                 out.push_str(&format!("{}{{{l},{key}=\"{ok}\"}} {}\n", f.requests, p.ok));
-                out.push_str(&format!("{}{{{l},{key}=\"{failed}\"}} {}\n", f.requests, p.failed));
+                out.push_str(&format!(
+                    "{}{{{l},{key}=\"{failed}\"}} {}\n",
+                    f.requests, p.failed
+                ));
                 let all = p.ok + p.failed;
                 for (le, v) in [(f.le.0, p.le50), (f.le.1, p.le100), ("+Inf", all)] {
                     out.push_str(&format!("{}{{{l},le=\"{le}\"}} {v}\n", f.buckets));
@@ -356,7 +362,12 @@ async fn real_prometheus_raw_counters_per_provider() {
         return;
     };
     bounded(Duration::from_secs(90), async {
-        let pod = |ok, failed, le50, le100| Pod { ok, failed, le50, le100 };
+        let pod = |ok, failed, le50, le100| Pod {
+            ok,
+            failed,
+            le50,
+            le100,
+        };
         let before = exposition(
             [("a", pod(100, 2, 80, 95)), ("b", pod(50, 1, 40, 48))],
             ("c", pod(1000, 3, 900, 990)),
@@ -377,10 +388,13 @@ async fn real_prometheus_raw_counters_per_provider() {
         };
         let target = exporter.url().trim_start_matches("http://").to_string();
         let prom = tokio::task::spawn_blocking(move || {
-            let p = RealPrometheus::start(&binary, &[Job {
-                name: "meshes".into(),
-                targets: vec![target],
-            }])?;
+            let p = RealPrometheus::start(
+                &binary,
+                &[Job {
+                    name: "meshes".into(),
+                    targets: vec![target],
+                }],
+            )?;
             p.wait_for_targets(Duration::from_secs(30))?;
             Ok::<_, aviary_testkit::Error>(p)
         })
@@ -437,7 +451,12 @@ async fn real_prometheus_raw_counters_per_provider() {
             let c = later.since(earlier);
             // Canary: a +33, b restarted at 7; errors: a +3, b 0. Primary: +101, errors +1.
             assert_eq!(
-                (c.canary.requests, c.canary.errors, c.primary.requests, c.primary.errors),
+                (
+                    c.canary.requests,
+                    c.canary.errors,
+                    c.primary.requests,
+                    c.primary.errors
+                ),
                 (40, 3, 101, 1),
                 "{provider}: {c:?}"
             );

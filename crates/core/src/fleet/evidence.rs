@@ -160,11 +160,6 @@ impl PooledEvidence {
         &self.judge
     }
 
-    /// The planned look's level (`LOOK_SHARE × α`), when the rollout takes one.
-    pub fn look_level(&self) -> Option<f64> {
-        self.plan.planned_look.then(|| self.plan.alpha * LOOK_SHARE)
-    }
-
     /// Takes the planned look (once): `Some(reason)` when it says stop.
     pub fn take_look(&mut self) -> Option<String> {
         if !self.plan.planned_look || self.look_p.is_some() {
