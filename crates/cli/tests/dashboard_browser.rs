@@ -2,13 +2,14 @@
 //! WebDriver): a fleet rollout on the local platform (`aviary coordinator --http-listen`, two
 //! `aviary agent --local` with real sample apps and traffic) watched live by the page, approved
 //! with its button, seen to the end; and a read-only dashboard whose viewer has no action
-//! buttons and sees the refusal when an action is sent anyway.
+//! buttons and sees the refusal when an action is sent anyway (behind mutual TLS, like every
+//! coordinator of the system tests but the one whose buttons are clicked).
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use aviary_testkit::aviary::start_coordinator;
+use aviary_testkit::aviary::{Pki, start_coordinator};
 use aviary_testkit::browser::Browser;
 use aviary_testkit::manifests::LocalCanary;
 use aviary_testkit::net::free_port;
@@ -59,6 +60,11 @@ fn agent(root: &Path, cluster: &str, region: &str, coordinator: &str) -> (Proces
             "--coordinator",
             coordinator,
         ])
+        .args(if coordinator.starts_with("https://") {
+            Pki::get(BIN).agent_args(cluster)
+        } else {
+            Vec::new()
+        })
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -118,7 +124,9 @@ async fn the_page_follows_a_fleet_rollout_live_and_approves_its_gated_wave() {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let (_coordinator, url, web) = coordinator(&[]);
+    // Plaintext: the dashboard's HTTP has no client identity yet, so behind mutual TLS it is
+    // read-only (the next test) and its buttons can only be exercised on an --insecure one.
+    let (_coordinator, url, web) = coordinator(&["--insecure"]);
     let _us = agent(tmp.path(), "us-east-1a", "us-east-1", &url);
     let _eu = agent(tmp.path(), "eu-west-1a", "eu-west-1", &url);
     wait_initialized(&url, 2);

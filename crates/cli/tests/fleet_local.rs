@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use aviary_testkit::aviary::start_coordinator;
+use aviary_testkit::aviary::{Pki, start_coordinator};
 use aviary_testkit::manifests::LocalCanary;
 use aviary_testkit::net::{curl_json, free_port};
 use aviary_testkit::process::{Log, Process};
@@ -88,6 +88,7 @@ impl Cluster {
                 "--coordinator",
                 &self.coordinator,
             ])
+            .args(Pki::get(BIN).agent_args(self.name))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

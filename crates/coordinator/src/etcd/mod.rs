@@ -75,16 +75,24 @@ impl EtcdConfig {
                     .into(),
             ));
         }
+        let scheme = |e: &str| e.split_once("://").map_or("", |(s, _)| s).to_string();
+        let first = scheme(&endpoints[0]);
         for e in &endpoints {
-            if !e.starts_with("http://") {
+            let s = scheme(e);
+            if s != "http" && s != "https" {
                 return Err(Error::InvalidArgument(format!(
-                    "--etcd: {e}: only http:// endpoints are supported (no TLS client settings yet)"
+                    "--etcd: {e}: use http://host:port, or https://host:port for TLS (--etcd-ca, --etcd-cert, --etcd-key)"
                 )));
             }
-            let host = &e["http://".len()..];
+            if s != first {
+                return Err(Error::InvalidArgument(format!(
+                    "--etcd: {e}: every member is reached the same way; do not mix http:// and https://"
+                )));
+            }
+            let host = &e[s.len() + "://".len()..];
             if host.is_empty() || tonic::transport::Endpoint::from_shared(e.clone()).is_err() {
                 return Err(Error::InvalidArgument(format!(
-                    "--etcd: {e} is not a URL of the form http://host:port"
+                    "--etcd: {e} is not a URL of the form {s}://host:port"
                 )));
             }
         }
