@@ -52,7 +52,8 @@ async fn the_coordinator_pushes_an_image_to_a_deployment_canary() {
     env.wait_phase("podinfo", "Initialized", Duration::from_secs(40))
         .await;
 
-    let mut client = fleet_client_with(&coordinator.url(), &ClientTls::from_dir(fleet_pki(), "admin")).unwrap();
+    let mut client =
+        fleet_client_with(&coordinator.url(), &ClientTls::from_dir(fleet_pki(), "admin")).unwrap();
     // the cluster registers with its canary
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use aviary_coordinator::client::ClientTls;
 use aviary_coordinator::sim::{SimAgent, SimCanary, SimConfig};
-use aviary_testkit::aviary::{ADMIN, Pki};
 use aviary_core::fleet::Revision;
+use aviary_testkit::aviary::{ADMIN, Pki};
 use aviary_testkit::process::{Log, Process};
 
 const BIN: &str = env!("CARGO_BIN_EXE_aviary");

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use aviary_coordinator::client::ClientTls;
 use aviary_coordinator::sim::{SimAgent, SimCanary, SimConfig};
-use aviary_testkit::aviary::Pki;
 use aviary_core::fleet::Revision;
+use aviary_testkit::aviary::Pki;
 use aviary_testkit::process::Log;
 
 const BIN: &str = env!("CARGO_BIN_EXE_aviary");
@@ -196,7 +196,10 @@ fn plaintext_needs_insecure_and_loopback_unless_said_twice() {
         String::from_utf8_lossy(&o.stderr).into_owned()
     };
     let err = refused(&["--listen", "127.0.0.1:0"]);
-    assert!(err.contains("serves mutual TLS") && err.contains("--insecure"), "{err}");
+    assert!(
+        err.contains("serves mutual TLS") && err.contains("--insecure"),
+        "{err}"
+    );
     let err = refused(&["--listen", "0.0.0.0:0", "--insecure"]);
     assert!(
         err.contains("--insecure on 0.0.0.0:0") && err.contains("--insecure-listen-anywhere"),
@@ -225,7 +228,12 @@ fn plaintext_needs_insecure_and_loopback_unless_said_twice() {
         container_images: [("podinfod".to_string(), "podinfo:6.0.0".to_string())].into(),
         version: String::new(),
     };
-    let cfg = SimConfig::new(&url, "us-1", "us-east-1", vec![SimCanary::new("test", "podinfo", rev)]);
+    let cfg = SimConfig::new(
+        &url,
+        "us-1",
+        "us-east-1",
+        vec![SimCanary::new("test", "podinfo", rev)],
+    );
     let _agent = rt.block_on(async { SimAgent::spawn(cfg) });
     aviary_testkit::wait::wait_until("us-1 to connect", Duration::from_secs(20), || {
         aviary(&url, &["clusters"]).1.contains(" yes ")
@@ -238,7 +246,10 @@ fn plaintext_needs_insecure_and_loopback_unless_said_twice() {
     let (code, out, _) = aviary(&url, &["rollout", "get", "podinfo-6-0-1", "-o", "json"]);
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(v["history"][0]["actor"], "ci-bot", "anyone may claim any actor: {v}");
+    assert_eq!(
+        v["history"][0]["actor"], "ci-bot",
+        "anyone may claim any actor: {v}"
+    );
 }
 
 /// Registrations expire a TTL after their agent left, and an admin deregisters a disconnected
@@ -298,7 +309,10 @@ fn clusters_expire_after_the_ttl_and_admins_deregister_them() {
         !o.status.success() && err.contains("DeregisterCluster needs role admin"),
         "{err}"
     );
-    let (code, out, err) = aviary(&url, &["clusters", "deregister", "gone-1", "--reason", "decommissioned"]);
+    let (code, out, err) = aviary(
+        &url,
+        &["clusters", "deregister", "gone-1", "--reason", "decommissioned"],
+    );
     assert_eq!((code, out.trim()), (0, "cluster gone-1 deregistered"), "{err}");
     let (code, _, err) = aviary(&url, &["clusters", "deregister", "gone-1"]);
     assert!(code != 0 && err.contains("NotFound"), "{err}");
@@ -307,13 +321,15 @@ fn clusters_expire_after_the_ttl_and_admins_deregister_them() {
         !aviary(&url, &["clusters"]).1.contains("gone-2")
     });
     aviary_testkit::wait::wait_until("the audit lines", Duration::from_secs(5), || {
-        log.grep("cluster registration expired").iter().any(|l| l.contains("gone-2"))
+        log.grep("cluster registration expired")
+            .iter()
+            .any(|l| l.contains("gone-2"))
     });
     let deregistered = log.grep("cluster deregistered");
     assert!(
-        deregistered.iter().any(|l| l.contains("user:admin")
-            && l.contains("gone-1")
-            && l.contains("decommissioned")),
+        deregistered
+            .iter()
+            .any(|l| l.contains("user:admin") && l.contains("gone-1") && l.contains("decommissioned")),
         "{deregistered:?}"
     );
 }

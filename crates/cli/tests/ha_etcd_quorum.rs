@@ -173,9 +173,11 @@ fn coordinators_talk_to_etcd_over_mutual_tls_and_fail_clearly_without_a_trusted_
         &log,
         |_| false,
     );
-    wait_until("the replica to lead on etcd over TLS", Duration::from_secs(20), || {
-        cli(BIN, &url, "t", &["rollout", "list"]).0 == 0
-    });
+    wait_until(
+        "the replica to lead on etcd over TLS",
+        Duration::from_secs(20),
+        || cli(BIN, &url, "t", &["rollout", "list"]).0 == 0,
+    );
 
     let other = tempfile::tempdir().unwrap();
     let o = other.path().display().to_string();
@@ -183,7 +185,14 @@ fn coordinators_talk_to_etcd_over_mutual_tls_and_fail_clearly_without_a_trusted_
         vec!["init", o.as_str()],
         vec!["issue", o.as_str(), "--agent", "etcd-client"],
     ] {
-        assert!(Command::new(BIN).arg("certs").args(&args).status().unwrap().success());
+        assert!(
+            Command::new(BIN)
+                .arg("certs")
+                .args(&args)
+                .status()
+                .unwrap()
+                .success()
+        );
     }
     let refused = |etcd_client: &[String]| {
         let mut child = Command::new(BIN)
@@ -212,7 +221,10 @@ fn coordinators_talk_to_etcd_over_mutual_tls_and_fail_clearly_without_a_trusted_
         "--etcd-key".into(),
         file(other.path(), "etcd-client-key.pem"),
     ]);
-    for (what, err) in [("no client certificate", no_cert), ("an untrusted one", untrusted)] {
+    for (what, err) in [
+        ("no client certificate", no_cert),
+        ("an untrusted one", untrusted),
+    ] {
         assert!(
             err.contains("no etcd member accepted the connection") && err.contains("--etcd-cert"),
             "{what}: {err}"

@@ -415,7 +415,8 @@ fn no_credential_reaches_logs_events_status_or_state() {
         assert_eq!(code, 1, "leak-{name} fails on its metrics: {out}{err}");
     }
     assert!(
-        live.iter().any(|c| c.contains("\"phase\": \"Progressing\"") && c.contains("\"failedChecks\": 1")),
+        live.iter()
+            .any(|c| c.contains("\"phase\": \"Progressing\"") && c.contains("\"failedChecks\": 1")),
         "the coordinator's answers are read while the analyses fail: {live:#?}"
     );
     // The alerts of the failure have been sent once the phase is Failed; give the event
@@ -473,7 +474,10 @@ fn no_credential_reaches_logs_events_status_or_state() {
         outputs.push((format!("the answer of aviary {}", args.join(" ")), out));
     }
     for (i, canaries) in live.into_iter().enumerate() {
-        outputs.push((format!("answer {i} of aviary canaries while they failed"), canaries));
+        outputs.push((
+            format!("answer {i} of aviary canaries while they failed"),
+            canaries,
+        ));
     }
     let verdicts = &outputs[1].1;
     assert!(

@@ -641,7 +641,9 @@ impl Rollouts {
         for name in self.fleet.expired_clusters(self.clock.now(), ttl) {
             match self.forget_cluster(&name).await {
                 Ok(_) => gone.push(name),
-                Err(e) => tracing::warn!(cluster = %name, error = %e, "cannot expire the cluster registration"),
+                Err(e) => {
+                    tracing::warn!(cluster = %name, error = %e, "cannot expire the cluster registration")
+                }
             }
         }
         gone

@@ -6,8 +6,8 @@ mod common;
 
 use std::time::Duration;
 
-use aviary_coordinator::security::ConnLimits;
 use aviary_coordinator::Coordinator;
+use aviary_coordinator::security::ConnLimits;
 use aviary_proto::v1;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;

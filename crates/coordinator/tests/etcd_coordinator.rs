@@ -10,13 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aviary_coordinator::client::{LEADER_METADATA, call_leader_with};
-use common::fleet;
 use aviary_coordinator::etcd::{Etcd, EtcdConfig, EtcdLeadership, EtcdStore};
 use aviary_coordinator::sim::{SimAgent, SimCanary, SimConfig};
 use aviary_coordinator::{Coordinator, CoordinatorConfig, Leadership};
 use aviary_core::fleet::Revision;
 use aviary_proto::v1;
 use aviary_testkit::etcd::LocalEtcd;
+use common::fleet;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -44,7 +44,8 @@ async fn replica(etcd: &LocalEtcd, ttl_secs: u64) -> (Coordinator, Arc<EtcdLeade
 }
 
 async fn fleet_status(c: &Coordinator) -> ServingStatus {
-    let mut h = HealthClient::new(aviary_coordinator::client::channel_with(&c.url(), &common::admin()).unwrap());
+    let mut h =
+        HealthClient::new(aviary_coordinator::client::channel_with(&c.url(), &common::admin()).unwrap());
     let r = h
         .check(HealthCheckRequest {
             service: "aviary.v1.Fleet".into(),
@@ -158,10 +159,7 @@ async fn a_deposed_leader_is_fenced_and_the_other_replica_finishes_the_rollout()
         actor: "test".into(),
         ..Default::default()
     };
-    let e = fleet(&b.url())
-        .create_rollout(create.clone())
-        .await
-        .unwrap_err();
+    let e = fleet(&b.url()).create_rollout(create.clone()).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unavailable);
     assert_eq!(
         e.metadata().get(LEADER_METADATA).unwrap().to_str().unwrap(),

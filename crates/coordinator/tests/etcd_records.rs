@@ -8,13 +8,13 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::fleet;
 use aviary_coordinator::etcd::{Etcd, EtcdConfig, EtcdLeadership, EtcdStore};
 use aviary_coordinator::sim::{Outcome, SimAgent, SimCanary, SimConfig};
 use aviary_coordinator::{Coordinator, Leadership};
 use aviary_core::fleet::Revision;
 use aviary_proto::v1;
 use aviary_testkit::etcd::LocalEtcd;
+use common::fleet;
 
 async fn replica(etcd: &LocalEtcd) -> (Coordinator, Arc<EtcdLeadership>) {
     let cfg = EtcdConfig::new(&etcd.endpoints_csv()).unwrap();

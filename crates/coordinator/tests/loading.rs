@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aviary_coordinator::{
-    ClusterRecord, Coordinator, Fence, LeaderState, Leadership, Listing, MemoryStore,
-    Result, RolloutRecord, Store, Versioned,
+    ClusterRecord, Coordinator, Fence, LeaderState, Leadership, Listing, MemoryStore, Result, RolloutRecord,
+    Store, Versioned,
 };
 use tokio::sync::{Semaphore, watch};
 use tonic_health::pb::HealthCheckRequest;
@@ -60,7 +60,8 @@ impl Store for SlowStore {
 }
 
 async fn status(c: &Coordinator, service: &str) -> ServingStatus {
-    let mut h = HealthClient::new(aviary_coordinator::client::channel_with(&c.url(), &common::admin()).unwrap());
+    let mut h =
+        HealthClient::new(aviary_coordinator::client::channel_with(&c.url(), &common::admin()).unwrap());
     let r = h
         .check(HealthCheckRequest {
             service: service.into(),

@@ -164,9 +164,7 @@ pub fn start_coordinator(
 /// with [`ADMIN`]'s certificate for an `https://` URL: (exit code, stdout, stderr).
 pub fn cli(bin: &str, url: &str, user: &str, args: &[&str]) -> (i32, String, String) {
     let mut cmd = Command::new(bin);
-    cmd.args(args)
-        .env("AVIARY_COORDINATOR", url)
-        .env("USER", user);
+    cmd.args(args).env("AVIARY_COORDINATOR", url).env("USER", user);
     if url.starts_with("https://") {
         cmd.envs(Pki::get(bin).client_env(ADMIN, "admin"));
     }

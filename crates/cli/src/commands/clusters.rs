@@ -35,7 +35,9 @@ enum ClustersCommand {
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
-        Some(ClustersCommand::Deregister { name, actor, reason }) => deregister(&args.client, name, actor, reason),
+        Some(ClustersCommand::Deregister { name, actor, reason }) => {
+            deregister(&args.client, name, actor, reason)
+        }
         None => list(args.client),
     }
 }
