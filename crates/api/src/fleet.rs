@@ -83,7 +83,8 @@ pub struct EvidenceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub advance: Option<bool>,
     /// One planned look at the gate of the last wave: the exact test of the canary's share of
-    /// all errors so far. α is split in half between it and the anytime evidence.
+    /// all errors so far, at 0.9 α; the anytime evidence runs at 0.1 α. Default true (with two
+    /// waves or more); false leaves all of α to the anytime evidence.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub planned_look: Option<bool>,
 }

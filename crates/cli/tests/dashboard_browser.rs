@@ -1,19 +1,24 @@
 //! The web dashboard in real headless Chromium (Debian's chromium and chromedriver, through
-//! WebDriver): a fleet rollout on the local platform (`aviary coordinator --http-listen`, two
-//! `aviary agent --local` with real sample apps and traffic) watched live by the page, approved
-//! with its button, seen to the end; and a read-only dashboard whose viewer has no action
-//! buttons and sees the refusal when an action is sent anyway (behind mutual TLS, like every
-//! coordinator of the system tests but the one whose buttons are clicked).
+//! WebDriver): a fleet rollout on the local platform (two `aviary coordinator --etcd
+//! --http-listen` replicas on a real etcd, two `aviary agent --local` with real sample apps and
+//! traffic) watched live by the page open on the follower, through `kill -9` of the leader,
+//! approved with its button on the new leader, seen to the end; a dashboard behind mutual TLS
+//! where a viewer signs in with a bearer token, has no action buttons and sees the refusal when
+//! an action is sent anyway; and the dashboard `aviary demo` prints (signed in with the token
+//! it prints).
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use aviary_testkit::aviary::{Pki, start_coordinator};
+use aviary_coordinator::security::Role;
+use aviary_coordinator::security::auth::token_hash;
+use aviary_coordinator::security::certs::{self, DEFAULT_TRUST_DOMAIN};
+use aviary_testkit::aviary::start_coordinator;
 use aviary_testkit::browser::Browser;
 use aviary_testkit::manifests::LocalCanary;
 use aviary_testkit::net::free_port;
-use aviary_testkit::process::{Log, Process};
+use aviary_testkit::process::{Log, Process, announced};
 use aviary_testkit::traffic::Traffic;
 use aviary_testkit::wait::wait_until;
 use fantoccini::Locator;
@@ -24,17 +29,78 @@ fn worth_echoing(line: &str) -> bool {
     line.contains("WARN") || line.contains("ERROR") || std::env::var_os("FLEET_TEST_LOGS").is_some()
 }
 
-/// A coordinator with the dashboard on a free port: (process, gRPC URL, dashboard URL).
+/// A plaintext coordinator (`--insecure`: the dashboard's own admin role) with the dashboard on
+/// a free port: (process, gRPC URL, dashboard URL). The mutual-TLS dashboard is
+/// [`tls_coordinator`].
 fn coordinator(extra: &[&str]) -> (Process, String, String) {
     let http = format!("127.0.0.1:{}", free_port());
-    let mut args = vec!["--http-listen", &http];
+    let mut args = vec!["--insecure", "--http-listen", &http];
     args.extend_from_slice(extra);
     let (p, url) = start_coordinator(BIN, &args, "coordinator", &Log::default(), worth_echoing);
     (p, url, format!("http://{http}/"))
 }
 
+/// A viewer's bearer token in the token file of [`pki`].
+const VIEWER_TOKEN: &str = "wall-display-0123456789abcdef";
+
+/// `aviary certs` in `dir`: the CA, a serving certificate for 127.0.0.1, one per agent of
+/// `clusters`, an admin user `ops`, and a token file with a viewer token (`token:wall`).
+fn pki(dir: &Path, clusters: &[&str]) {
+    certs::init(dir, &[]).unwrap();
+    for c in clusters {
+        certs::issue_agent(dir, c, DEFAULT_TRUST_DOMAIN).unwrap();
+    }
+    certs::issue_user(dir, "ops", Role::Admin, DEFAULT_TRUST_DOMAIN).unwrap();
+    std::fs::write(
+        dir.join("tokens"),
+        format!("{} wall viewer\n", token_hash(VIEWER_TOKEN)),
+    )
+    .unwrap();
+}
+
+/// A coordinator with mutual TLS, the token file of [`pki`] and the dashboard on a free port:
+/// (process, gRPC URL, dashboard URL, its log).
+fn tls_coordinator(pki: &Path) -> (Process, String, String, Log) {
+    let http = format!("127.0.0.1:{}", free_port());
+    let file = |f: &str| pki.join(f).to_str().unwrap().to_string();
+    let mut child = Command::new(BIN)
+        .args(["coordinator", "--listen", "127.0.0.1:0", "--http-listen", &http])
+        .args([
+            "--tls-cert",
+            &file(certs::SERVER),
+            "--tls-key",
+            &file(certs::SERVER_KEY),
+        ])
+        .args(["--client-ca", &file(certs::CA), "--token-file", &file("tokens")])
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = Log::default();
+    log.capture("coordinator", child.stderr.take().unwrap(), worth_echoing);
+    let addr = announced(child.stdout.take().unwrap(), "aviary coordinator listening on ");
+    (
+        Process::new(child),
+        format!("https://{addr}"),
+        format!("https://{http}/"),
+        log,
+    )
+}
+
 /// `aviary agent --local` for `cluster` with podinfo 6.0.0 on a sample app, and its traffic.
 fn agent(root: &Path, cluster: &str, region: &str, coordinator: &str) -> (Process, Traffic) {
+    agent_with(root, cluster, region, coordinator, None)
+}
+
+/// [`agent`], with the certificate of `cluster` from `pki` when given.
+fn agent_with(
+    root: &Path,
+    cluster: &str,
+    region: &str,
+    coordinator: &str,
+    pki: Option<&Path>,
+) -> (Process, Traffic) {
     let dir = root.join(cluster);
     std::fs::create_dir_all(dir.join("config")).unwrap();
     let port = free_port();
@@ -60,11 +126,7 @@ fn agent(root: &Path, cluster: &str, region: &str, coordinator: &str) -> (Proces
             "--coordinator",
             coordinator,
         ])
-        .args(if coordinator.starts_with("https://") {
-            Pki::get(BIN).agent_args(cluster)
-        } else {
-            Vec::new()
-        })
+        .envs(pki.iter().flat_map(|d| tls_env(d, cluster)))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -78,18 +140,88 @@ fn cli(url: &str, args: &[&str]) -> (i32, String, String) {
     aviary_testkit::aviary::cli(BIN, url, "browser-test", args)
 }
 
+/// `AVIARY_CA`, `AVIARY_CERT` and `AVIARY_KEY` for `name`'s certificate in `pki`.
+fn tls_env(pki: &Path, name: &str) -> [(String, std::path::PathBuf); 3] {
+    [
+        ("AVIARY_CA".into(), pki.join(certs::CA)),
+        ("AVIARY_CERT".into(), pki.join(format!("{name}.pem"))),
+        ("AVIARY_KEY".into(), pki.join(format!("{name}-key.pem"))),
+    ]
+}
+
+/// `aviary ARGS` against `url`, as the admin `ops` of `pki` when given.
+fn cli_as(url: &str, pki: Option<&Path>, args: &[&str]) -> (i32, String, String) {
+    let Some(pki) = pki else { return cli(url, args) };
+    let o = Command::new(BIN)
+        .args(args)
+        .env("AVIARY_COORDINATOR", url)
+        .envs(tls_env(pki, "ops"))
+        .output()
+        .unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
 fn wait_initialized(url: &str, n: usize) {
+    wait_initialized_as(url, None, n)
+}
+
+fn wait_initialized_as(url: &str, pki: Option<&Path>, n: usize) {
     wait_until("canaries initialized", Duration::from_secs(60), || {
-        let (code, out, _) = cli(url, &["canaries", "-o", "json"]);
+        let (code, out, _) = cli_as(url, pki, &["canaries", "-o", "json"]);
         code == 0 && out.matches("\"Initialized\"").count() == n
     });
 }
 
 fn apply(root: &Path, url: &str, yaml: &str) {
+    apply_as(root, url, None, yaml)
+}
+
+fn apply_as(root: &Path, url: &str, pki: Option<&Path>, yaml: &str) {
     let file = root.join("rollout.yaml");
     std::fs::write(&file, yaml).unwrap();
-    let (code, out, err) = cli(url, &["rollout", "apply", "-f", file.to_str().unwrap()]);
+    let (code, out, err) = cli_as(url, pki, &["rollout", "apply", "-f", file.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}{err}");
+}
+
+/// Signs in on the page's form with `token` and waits for the header to name the caller.
+async fn sign_in(b: &Browser, url: &str, token: &str, who: &str) {
+    b.client.goto(url).await.unwrap();
+    let input = b
+        .client
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Id("token"))
+        .await
+        .expect("the sign-in form");
+    input.send_keys(token).await.unwrap();
+    b.client
+        .find(Locator::Css("#signin button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until_text(b, "who", who, Duration::from_secs(10)).await;
+}
+
+/// Polls the page until the text of the element with id `id` is `want`; returns how long it took.
+async fn until_text(b: &Browser, id: &str, want: &str, limit: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let now = text_of(b, id).await;
+        if now == want {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "#{id} never said {want:?} within {limit:?}; it says {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// The value of `attr` on the first element matching `css`, if any.
@@ -118,17 +250,52 @@ async fn until_attr(b: &Browser, css: &str, name: &str, want: &str, limit: Durat
     }
 }
 
+/// The text of the element with id `id`.
+async fn text_of(b: &Browser, id: &str) -> String {
+    b.client
+        .find(Locator::Id(id))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Two replicas on a real etcd; the page stays open on the follower while the leader is killed
+/// in the middle of the first wave: the same page (one event stream, never reloaded) says this
+/// replica leads now, keeps following the rollout live, and approves the gated wave there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_page_follows_a_fleet_rollout_live_and_approves_its_gated_wave() {
+async fn the_page_follows_a_fleet_rollout_live_through_a_leader_failover_and_approves_its_gated_wave() {
     let Some(browser) = Browser::start(1280, 900).await else {
         return;
     };
+    let Some(etcd_bin) = aviary_testkit::etcd::LocalEtcd::binary_or_skip("the dashboard through a failover")
+    else {
+        return;
+    };
+    let etcd = tokio::task::spawn_blocking(move || aviary_testkit::etcd::LocalEtcd::start(&etcd_bin, 1))
+        .await
+        .unwrap()
+        .unwrap();
+    let csv = etcd.endpoints_csv();
+    let replica = [
+        "--etcd",
+        csv.as_str(),
+        "--lease-ttl",
+        "2s",
+        "--heartbeat-seconds",
+        "1",
+    ];
     let tmp = tempfile::tempdir().unwrap();
-    // Plaintext: the dashboard's HTTP has no client identity yet, so behind mutual TLS it is
-    // read-only (the next test) and its buttons can only be exercised on an --insecure one.
-    let (_coordinator, url, web) = coordinator(&["--insecure"]);
-    let _us = agent(tmp.path(), "us-east-1a", "us-east-1", &url);
-    let _eu = agent(tmp.path(), "eu-west-1a", "eu-west-1", &url);
+    // A leads first (the cluster list answers only where a leader is), then B joins.
+    let (mut leader, url, _) = coordinator(&replica);
+    wait_until("the first replica to lead", Duration::from_secs(20), || {
+        cli(&url, &["clusters"]).0 == 0
+    });
+    let (_follower, url_b, web) = coordinator(&replica);
+    let both = format!("{url},{url_b}");
+    let _us = agent(tmp.path(), "us-east-1a", "us-east-1", &both);
+    let _eu = agent(tmp.path(), "eu-west-1a", "eu-west-1", &both);
     wait_initialized(&url, 2);
     apply(
         tmp.path(),
@@ -157,7 +324,24 @@ spec:
         .unwrap();
     link.click().await.unwrap();
 
-    // The cells change as the agents report: us-east-1a runs its analysis and succeeds.
+    // On the follower: the rollout from etcd, and who leads.
+    let follower = format!("follower · leader {}", url.trim_start_matches("http://"));
+    until_text(&browser, "replica", &follower, Duration::from_secs(10)).await;
+    until_attr(
+        &browser,
+        r#".cell[data-cluster="us-east-1a"]"#,
+        "data-phase",
+        "Progressing",
+        Duration::from_secs(60),
+    )
+    .await;
+
+    // The leader dies in the middle of the first wave; the page's replica takes over.
+    leader.kill9();
+    let took = until_text(&browser, "replica", "leader", Duration::from_secs(20)).await;
+    println!("the page showed its replica leading {took:?} after the kill");
+
+    // The cells keep changing as the agents report to the new leader.
     let us = until_attr(
         &browser,
         r#".cell[data-cluster="us-east-1a"]"#,
@@ -250,7 +434,7 @@ spec:
         .filter(|p| *p == "/api/rollouts/podinfo-6-0-1")
         .count();
     assert_eq!((streams, gets), (1, 0), "{requests:?}");
-    let (code, out, _) = cli(&url, &["rollout", "get", "podinfo-6-0-1", "-o", "json"]);
+    let (code, out, _) = cli(&url_b, &["rollout", "get", "podinfo-6-0-1", "-o", "json"]);
     assert_eq!(code, 0);
     let r: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(r["phase"], "Succeeded");
@@ -263,12 +447,17 @@ async fn a_viewer_sees_no_action_buttons_and_a_refused_action_shows_the_error() 
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let (_coordinator, url, web) = coordinator(&["--dashboard-read-only"]);
-    let _us = agent(tmp.path(), "us-east-1a", "us-east-1", &url);
-    wait_initialized(&url, 1);
-    apply(
+    let pki_dir = tmp.path().join("pki");
+    pki(&pki_dir, &["us-east-1a"]);
+    let pki = Some(pki_dir.as_path());
+    let (_coordinator, url, web, log) = tls_coordinator(&pki_dir);
+    assert!(web.starts_with("https://"), "{web}");
+    let _us = agent_with(tmp.path(), "us-east-1a", "us-east-1", &url, pki);
+    wait_initialized_as(&url, pki, 1);
+    apply_as(
         tmp.path(),
         &url,
+        pki,
         r#"apiVersion: aviary.dev/v1alpha1
 kind: FleetRollout
 metadata: {name: gated}
@@ -278,6 +467,8 @@ spec:
   waves: [{name: all, approval: manual}]
 "#,
     );
+    // Behind mutual TLS the page asks who you are; a viewer's token signs in.
+    sign_in(&browser, &web, VIEWER_TOKEN, "token:wall · viewer").await;
     browser
         .client
         .goto(&format!("{web}#/rollouts/gated"))
@@ -291,15 +482,6 @@ spec:
         Duration::from_secs(30),
     )
     .await;
-    let who = browser
-        .client
-        .find(Locator::Id("who"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert_eq!(who, "viewer · viewer");
     let buttons = browser.client.find_all(Locator::Css("button")).await.unwrap();
     assert!(
         buttons.is_empty(),
@@ -307,7 +489,8 @@ spec:
         buttons.len()
     );
 
-    // The same request an Approve button sends, from the page: refused, and the page says why.
+    // The same request an Approve button sends, from the page: refused by the Fleet service's
+    // role check, and the page says why.
     browser
         .client
         .execute("act('approve', {wave: 'all'})", vec![])
@@ -325,16 +508,24 @@ spec:
         .unwrap();
     assert_eq!(
         error,
-        "approve: approve rollout gated: viewer is a viewer; it needs the operator role (this dashboard is read-only)"
+        "approve: ApproveWave needs role operator or higher; token:wall has role viewer"
     );
-    let (_, out, _) = cli(&url, &["rollout", "get", "gated", "-o", "json"]);
+    let (_, out, _) = cli_as(&url, pki, &["rollout", "get", "gated", "-o", "json"]);
     let r: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(r["waves"][0]["phase"], "WaitingApproval", "nothing was approved");
+    // Audited as any refused gRPC call, with the authenticated identity.
+    let audit = log.grep("aviary::audit");
+    assert!(
+        audit
+            .iter()
+            .any(|l| l.contains("refused") && l.contains("subject=token:wall") && l.contains("ApproveWave")),
+        "{audit:#?}"
+    );
     browser.close().await;
 }
 
-/// `aviary demo` prints its dashboard; the page shows rollout 1 running and rollout 2 failed
-/// with its failing metric values. With `AVIARY_UPDATE_SCREENSHOTS=1` the two views are saved
+/// `aviary demo` prints its dashboard and a token to sign in with; the page shows rollout 1
+/// running and rollout 2 failed with its failing metric values. With `AVIARY_UPDATE_SCREENSHOTS=1` the two views are saved
 /// as the screenshots of README and docs (docs/img/dashboard-*.png).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_prints_its_dashboard_which_shows_both_rollouts() {
@@ -374,10 +565,16 @@ async fn the_demo_prints_its_dashboard_which_shows_both_rollouts() {
         .nth(1)
         .unwrap()
         .to_string();
-    assert!(dashboard.starts_with("http://127.0.0.1:"), "{dashboard}");
+    assert!(dashboard.starts_with("https://127.0.0.1:"), "{dashboard}");
+    let token = line_with("sign in with token ")
+        .split_whitespace()
+        .nth(4)
+        .unwrap()
+        .to_string();
     let update = std::env::var_os("AVIARY_UPDATE_SCREENSHOTS").is_some();
     let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/img");
 
+    sign_in(&browser, &dashboard, &token, "token:dashboard · operator").await;
     line_with("Rollout 1:");
     browser
         .client

@@ -123,7 +123,8 @@ fn the_demo_rolls_out_by_region_and_stops_a_bad_release_in_the_first_region() {
         "{text}"
     );
     assert!(text.contains("grpcurl -cacert "), "{text}");
-    assert!(text.contains("  dashboard     http://127.0.0.1:"), "{text}");
+    assert!(text.contains("  dashboard     https://127.0.0.1:"), "{text}");
+    assert!(text.contains("sign in with token "), "{text}");
     // six sample apps (2 replicas × 3 clusters) at least ran, and none is left
     assert!(pids.len() >= 6, "processes seen: {pids:?}");
     for p in pids {

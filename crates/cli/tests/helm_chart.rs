@@ -101,7 +101,7 @@ fn value_sets() -> Vec<(&'static str, Vec<String>)> {
         (
             "coordinator in memory",
             set(
-                "agent.enabled=false,coordinator.enabled=true,coordinator.etcd.mode=memory,coordinator.replicas=1,coordinator.metricsPort=0",
+                "agent.enabled=false,coordinator.enabled=true,coordinator.etcd.mode=memory,coordinator.replicas=1,coordinator.metricsPort=0,coordinator.dashboard.enabled=false",
             ),
         ),
         (
@@ -119,7 +119,7 @@ fn value_sets() -> Vec<(&'static str, Vec<String>)> {
         (
             "everything with mutual TLS",
             set(
-                "coordinator.enabled=true,loadtester.enabled=true,grafana.dashboards=true,certManager.enabled=true,coordinator.tls.enabled=true,agent.tls.enabled=true,agent.cluster=c1,agent.coordinator=https://aviary-coordinator.aviary-system:7400,coordinator.etcd.mode=external,coordinator.etcd.endpoints={https://etcd-0.etcd:2379},coordinator.etcd.tls.enabled=true,coordinator.etcd.tls.secretName=etcd-client",
+                "coordinator.enabled=true,loadtester.enabled=true,grafana.dashboards=true,certManager.enabled=true,coordinator.tls.enabled=true,agent.tls.enabled=true,agent.cluster=c1,agent.coordinator=https://aviary-coordinator.aviary-system:7400,coordinator.etcd.mode=external,coordinator.etcd.endpoints={https://etcd-0.etcd:2379},coordinator.etcd.tls.enabled=true,coordinator.etcd.tls.secretName=etcd-client,coordinator.tls.tokenSecretName=aviary-tokens,coordinator.dashboard.readOnly=true,coordinator.dashboard.service.type=LoadBalancer",
             ),
         ),
     ]
@@ -270,6 +270,10 @@ async fn bad_values_fail_naming_the_value() {
             "agent.cluster",
         ),
         ("certManager.enabled=true", "certManager.enabled"),
+        (
+            "coordinator.enabled=true,coordinator.tls.tokenSecretName=tokens",
+            "coordinator.tls.enabled",
+        ),
         ("agent.leaderElection.enabled=false", "agent.replicas"),
         (
             "agent.watchNamespace=apps,agent.leaderElection.namespace=kube-system",

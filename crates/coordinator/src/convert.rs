@@ -119,7 +119,7 @@ pub(crate) fn spec_from_proto(s: &v1::RolloutSpec) -> FleetRolloutSpec {
             pooled: Some(e.pooled),
             alpha: e.alpha,
             advance: e.advance.then_some(true),
-            planned_look: e.planned_look.then_some(true),
+            planned_look: e.planned_look,
         }),
     }
 }
@@ -164,7 +164,7 @@ pub(crate) fn spec_to_proto(s: &FleetRolloutSpec) -> v1::RolloutSpec {
             pooled: e.pooled.unwrap_or(false),
             alpha: e.alpha,
             advance: e.advance.unwrap_or(false),
-            planned_look: e.planned_look.unwrap_or(false),
+            planned_look: e.planned_look,
         }),
     }
 }

@@ -19,8 +19,8 @@
 //! - [`security`]: mutual TLS (rustls), identities from certificates, roles, bearer tokens,
 //!   the audit log, the connection cap and timeouts, issuing certificates (`aviary certs`).
 //! - `web`: the web dashboard of [`Coordinator::serve_dashboard`] (the embedded page, its JSON
-//!   API over the Fleet service, Server-Sent Events fed by the rollout watch), and the
-//!   [`Caller`]/[`Role`] of each HTTP request.
+//!   API over the Fleet service, Server-Sent Events fed by the rollout watch), with the gRPC
+//!   API's TLS and roles; the [`Caller`] of each HTTP request.
 //! - [`client`]: connecting (TLS, tokens), following the leader.
 //! - `sim` (feature `test-util`): the simulated agent used by the tests and the fan-in and
 //!   failover benchmarks.
@@ -47,6 +47,7 @@ mod web;
 
 pub use error::{Error, Result};
 pub use leader::{AlwaysLeader, Fence, LeaderState, Leadership};
+pub use security::Role;
 pub use server::{Coordinator, CoordinatorConfig};
 pub use store::{ClusterRecord, Listing, MemoryStore, RolloutRecord, Store, Unreadable, Versioned};
-pub use web::{Caller, DashboardConfig, Role};
+pub use web::{Caller, DashboardConfig};

@@ -29,7 +29,7 @@ use crate::leader::{AlwaysLeader, LeaderState, Leadership};
 use crate::metrics::{CoordinatorMetrics, CountCalls, Sources};
 use crate::rollouts::Rollouts;
 use crate::security::conn::incoming;
-use crate::security::tls::{ServerTlsFiles, watch_files};
+use crate::security::tls::{Protocols, ServerTlsFiles, watch_files};
 use crate::security::{Auth, ConnLimits, ServerTls};
 use crate::store::{MemoryStore, Store};
 use crate::web::{DashboardConfig, WebState};
@@ -84,7 +84,11 @@ impl CoordinatorConfig {
 /// A running coordinator.
 pub struct Coordinator {
     addr: SocketAddr,
-    tls: bool,
+    /// The serving certificates (None: plaintext, `--insecure`); the dashboard serves them too.
+    tls: Option<Arc<ServerTls>>,
+    /// The check every call makes; the dashboard's calls make it too.
+    auth: Arc<Auth>,
+    limits: ConnLimits,
     shutdown: CancellationToken,
     /// Cancelled once the gRPC server has ended.
     stopped: CancellationToken,
@@ -175,9 +179,13 @@ impl Coordinator {
             .build_v1alpha()
             .map_err(|e| Error::Store(format!("reflection: {e}")))?;
 
-        let secure = tls.is_some();
-        tokio::spawn(watch_files(tls.clone(), auth, shutdown.clone()));
-        let incoming = incoming(listener, config.limits, tls, shutdown.clone());
+        tokio::spawn(watch_files(tls.clone(), auth.clone(), shutdown.clone()));
+        let incoming = incoming(
+            listener,
+            config.limits,
+            tls.clone().map(|t| (t, Protocols::Grpc)),
+            shutdown.clone(),
+        );
         let limits = config.limits;
         let stop = shutdown.clone();
         let count_calls = CountCalls(metrics.clone());
@@ -208,7 +216,9 @@ impl Coordinator {
         tracing::info!(%addr, "coordinator listening");
         Ok(Self {
             addr,
-            tls: secure,
+            tls,
+            auth,
+            limits,
             shutdown,
             stopped,
             sessions,
@@ -270,8 +280,11 @@ impl Coordinator {
     }
 
     /// Serves the web dashboard (the page and its API, see docs/operations.md "Web
-    /// dashboard") over plain HTTP on `addr` until the coordinator shuts down. Returns the
-    /// bound address.
+    /// dashboard") on `addr` until the coordinator shuts down, with the gRPC API's TLS and
+    /// roles: HTTPS with the same serving certificate, callers identified by a client
+    /// certificate signed by the same CA or a bearer token of the same token file (a header or
+    /// the page's sign-in cookie), every call checked and audited by the same code. Plain HTTP
+    /// only when the coordinator itself is plaintext (`--insecure`). Returns the bound address.
     pub async fn serve_dashboard(&self, addr: SocketAddr, config: DashboardConfig) -> Result<SocketAddr> {
         let bind_error = |e| Error::Bind {
             addr: addr.to_string(),
@@ -279,37 +292,35 @@ impl Coordinator {
         };
         let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
         let bound = listener.local_addr().map_err(bind_error)?;
-        // The page's HTTP requests carry no client certificate yet: behind mutual TLS the
-        // dashboard only shows (every caller a viewer), so it cannot bypass the gRPC roles.
-        // Its calls into the Fleet service are in-process; the Caller's role guards actions.
-        let mut config = config;
-        if self.tls && !config.read_only {
-            tracing::warn!(
-                "the coordinator serves mutual TLS: the dashboard is read-only (its HTTP has no client identity yet)"
-            );
-            config.read_only = true;
-        }
         let app = crate::web::router(WebState {
             api: Arc::new(FleetService {
                 rollouts: self.sources.rollouts.clone(),
-                auth: Arc::new(crate::security::auth::Auth::insecure()),
+                auth: self.auth.clone(),
                 watches: Arc::new(tokio::sync::Semaphore::new(crate::limits::MAX_WATCHES)),
             }),
+            auth: self.auth.clone(),
             leadership: self.leadership.clone(),
             config,
+            secure: self.tls.is_some(),
             shutdown: self.shutdown.clone(),
         });
+        let incoming = incoming(
+            listener,
+            self.limits,
+            self.tls.clone().map(|t| (t, Protocols::Web)),
+            self.shutdown.clone(),
+        );
         let stop = self.shutdown.clone();
-        tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await;
-            if let Err(e) = served {
-                tracing::warn!(error = %e, "the dashboard stopped");
-            }
-        });
-        tracing::info!(addr = %bound, "dashboard listening");
+        tokio::spawn(crate::web::serve(incoming, bound, app, stop));
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        tracing::info!(url = %format!("{scheme}://{bound}/"), "dashboard listening");
         Ok(bound)
+    }
+
+    /// `https://ADDR/` (or `http://ADDR/` without TLS): the dashboard served on `addr`.
+    pub fn dashboard_url(&self, addr: SocketAddr) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{addr}/")
     }
 
     /// The address it listens on.
@@ -319,7 +330,7 @@ impl Coordinator {
 
     /// `https://ADDR` (or `http://ADDR` without TLS), for clients and agents.
     pub fn url(&self) -> String {
-        let scheme = if self.tls { "https" } else { "http" };
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
         format!("{scheme}://{}", self.addr)
     }
 

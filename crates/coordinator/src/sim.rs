@@ -409,9 +409,10 @@ async fn run(config: SimConfig, shared: Arc<Mutex<Shared>>, mut ctl: mpsc::Unbou
                         s.connects += 1;
                     }
                     Err(leader) => {
-                        if let Some(leader) = leader {
-                            url = leader;
-                        }
+                        // A follower points at the leader; when that address fails (the
+                        // leader died), start again from the configured one, as the real
+                        // agent goes back to its --coordinator list.
+                        url = leader.unwrap_or_else(|| config.coordinator.clone());
                         reconnect_at = Instant::now() + config.reconnect;
                     }
                 }

@@ -77,7 +77,15 @@ async fn grpcurl_lists_describes_and_calls_with_reflection() {
         return;
     }
     let c = coordinator().await;
-    let _a = [agent(&c, "us-1", "us-east-1"), agent(&c, "eu-1", "eu-west-1")];
+    // Agents whose canaries report judge evidence (2% errors in both arms).
+    let judged = |cluster: &str, region: &str| {
+        let mut cfg = agent_config(&c, cluster, region);
+        for k in &mut cfg.canaries {
+            k.error_rates = Some((0.02, 0.02));
+        }
+        aviary_coordinator::sim::SimAgent::spawn(cfg)
+    };
+    let _a = [judged("us-1", "us-east-1"), judged("eu-1", "eu-west-1")];
     tokio::time::timeout(Duration::from_secs(30), wait_connected(&c, 2))
         .await
         .unwrap();
@@ -173,16 +181,21 @@ async fn grpcurl_lists_describes_and_calls_with_reflection() {
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["phase"], "Succeeded");
-    // The pooled judge evidence and its verdict (the simulated agents send none).
-    assert_eq!(v["evidence"]["decision"], "continue", "{out}");
-    assert_eq!(v["evidence"]["clustersPlanned"], 2, "{out}");
+    // The pooled judge evidence, its verdict and the fleet-wide error ratio's interval; two
+    // waves, so the planned look took 0.9 α and the anytime evidence runs at 1/(0.1 α) = 200.
+    let e = &v["evidence"];
+    assert_eq!(e["clustersPlanned"], 2, "{out}");
+    assert_eq!(e["clustersReporting"], 2, "{out}");
+    assert!((e["threshold"].as_f64().unwrap() - 200.0).abs() < 1e-6, "{out}");
+    assert!(e["plannedLookP"].as_f64().is_some(), "{out}");
+    let (lo, hi) = (e["ratioLow"].as_f64(), e["ratioHigh"].as_f64());
+    assert!(lo.is_some() || hi.is_some(), "an interval: {out}");
+    let text = e["explanation"].as_str().unwrap_or("");
     assert!(
-        v["evidence"]["explanation"]
-            .as_str()
-            .unwrap_or("")
-            .starts_with("continue: fleet evidence 1.0 < 20 (0 of 2 clusters reporting)"),
+        text.contains("fleet evidence") && text.contains("2 of 2 clusters reporting"),
         "{out}"
     );
+    assert!(text.contains("error ratio canary/primary"), "{out}");
     assert_eq!(v["spec"]["evidence"]["pooled"], true, "{out}");
     assert!(
         v["history"]

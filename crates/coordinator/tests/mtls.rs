@@ -8,13 +8,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aviary_coordinator::Coordinator;
 use aviary_coordinator::client::{ClientTls, agent_link_client_with, fleet_client_with};
 use aviary_coordinator::security::Role;
 use aviary_coordinator::security::auth::token_hash;
 use aviary_coordinator::security::certs::{self, DEFAULT_TRUST_DOMAIN as TD};
-use aviary_coordinator::security::tls::ServerTlsFiles;
 use aviary_coordinator::sim::SimAgent;
-use aviary_coordinator::{Coordinator, CoordinatorConfig};
 use aviary_proto::v1;
 use common::*;
 use tokio::sync::mpsc;
@@ -71,15 +70,7 @@ fn expired_user(dir: &Path) -> ClientTls {
 }
 
 async fn start(dir: &Path) -> Coordinator {
-    let mut config = CoordinatorConfig::in_memory("127.0.0.1:0".parse().unwrap());
-    config.tls = Some(ServerTlsFiles {
-        cert: dir.join(certs::SERVER),
-        key: dir.join(certs::SERVER_KEY),
-        client_ca: dir.join(certs::CA),
-    });
-    config.token_file = Some(dir.join("tokens"));
-    config.heartbeat = Duration::from_secs(1);
-    Coordinator::start(config).await.unwrap()
+    tls_coordinator(dir).await
 }
 
 fn ca_only(dir: &Path) -> ClientTls {

@@ -735,3 +735,74 @@ async fn pooled_evidence_stops_a_rollout_no_cluster_failed() {
     );
     c.shutdown().await.unwrap();
 }
+
+/// `advance`: the first wave's canaries are exactly as good as their primaries; once
+/// `bake.duration` passed, the pooled non-inferiority (PROMOTE) evidence ends the bake without
+/// `bake.minRequests` (out of reach here), and GetRollout shows the pooled PROMOTE and its
+/// interval. Without `advance` the same bake waits for its requests.
+#[tokio::test(start_paused = true)]
+async fn pooled_promote_advances_a_baking_wave_over_grpc() {
+    let c = coordinator().await;
+    let judged = |cluster: &str, region: &str| {
+        let mut cfg = agent_config(&c, cluster, region);
+        cfg.steps = 10;
+        cfg.requests_per_tick = 2000;
+        for k in &mut cfg.canaries {
+            k.error_rates = Some((0.01, 0.01));
+        }
+        aviary_coordinator::sim::SimAgent::spawn(cfg)
+    };
+    let _agents = [
+        judged("us-1", "us-east-1"),
+        judged("us-2", "us-east-1"),
+        judged("eu-1", "eu-west-1"),
+    ];
+    wait_connected(&c, 3).await;
+    let waves = "  waves:
+    - {name: first, regions: [us-east-1], bake: {duration: 2m, minRequests: 100000000}}
+    - {name: rest}
+";
+    let spec = format!("{waves}  evidence: {{pooled: true, advance: true}}\n");
+    create(&c, &manifest("r1", &spec)).await.unwrap();
+    let done = wait(&c, "r1").await;
+    assert_eq!(done.phase, "Succeeded", "{}", done.message);
+    let bake = done
+        .history
+        .iter()
+        .find(|h| h.kind == "wave-succeeded" && h.wave == "first")
+        .unwrap();
+    assert!(
+        bake.message
+            .contains("waived: the pooled evidence shows the canary non-inferior"),
+        "{}",
+        bake.message
+    );
+    assert!(bake.metrics["bakeSeconds"] >= 120.0, "{:?}", bake.metrics);
+    assert!(bake.metrics["bakeRequests"] < 1e8, "{:?}", bake.metrics);
+    let e = done.evidence.expect("pooled evidence");
+    assert_eq!(e.decision, "promote", "{e:?}");
+    let (lo, hi) = (e.ratio_low.unwrap(), e.ratio_high.unwrap());
+    assert!(
+        lo < 1.0 && 1.0 < hi && hi < 2.0,
+        "the interval {lo}..{hi} excludes the margin 2"
+    );
+    assert!(
+        e.explanation.starts_with("promote: fleet evidence"),
+        "{}",
+        e.explanation
+    );
+
+    // The same fleet and bake without `advance`: the wave keeps baking for its requests.
+    let spec = format!("{waves}  evidence: {{pooled: true}}\n");
+    let m = manifest("r2", &spec).replace("6.0.1", "6.0.2");
+    create(&c, &m).await.unwrap();
+    until(&c, "r2", "the first wave to bake", |r| {
+        r.waves[0].phase == "Baking"
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(600)).await;
+    let r = get(&c, "r2").await;
+    assert_eq!(r.waves[0].phase, "Baking", "{}", r.message);
+    assert_eq!(r.evidence.unwrap().decision, "promote");
+    c.shutdown().await.unwrap();
+}

@@ -26,7 +26,9 @@ async function api(path, options) {
   const body = await res.json().catch(() => ({}));
   if (!res.ok) {
     const leader = body.leader ? " (leader: " + body.leader + ")" : "";
-    throw new Error((body.error || res.statusText) + leader);
+    const e = new Error((body.error || res.statusText) + leader);
+    e.status = res.status;
+    throw e;
   }
   return body;
 }
@@ -45,11 +47,40 @@ function showReplica(leading, leader) {
   r.textContent = leading ? "leader" : "follower" + (leader ? " · leader " + leader : "");
 }
 
-async function loadSession() {
-  state.session = await api("/api/session");
-  const s = state.session;
+function showSession(s) {
+  state.session = s;
   document.getElementById("who").textContent = s.caller.name + " · " + s.caller.role;
+  const out = document.getElementById("signout");
+  out.hidden = !s.signedIn;
   showReplica(s.leading, s.leader);
+}
+
+async function loadSession() {
+  showSession(await api("/api/session"));
+}
+
+// Behind TLS a request names its caller by a client certificate or a bearer token; a browser
+// without a certificate signs in with a token of the coordinator's token file, which the
+// coordinator keeps in an HttpOnly cookie.
+function showSignIn(message) {
+  const input = el("input", { id: "token", type: "password", autocomplete: "off", placeholder: "bearer token", size: 40 });
+  const submit = (ev) => {
+    ev.preventDefault();
+    api("/api/session", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ token: input.value }),
+    }).then((s) => { showSession(s); showError(""); route(); }, (e) => showError("sign in: " + e.message));
+  };
+  document.getElementById("main").replaceChildren(
+    el("h1", {}, "Sign in"),
+    el("p", { class: "meta" }, message),
+    el("p", { class: "meta" }, "Use a client certificate signed by the coordinator's client CA, or a bearer token from its token file."),
+    el("form", { id: "signin", onsubmit: submit }, input, " ", el("button", { type: "submit", class: "primary" }, "Sign in")));
+}
+
+function signOut() {
+  api("/api/session", { method: "DELETE" }).finally(() => { state.session = null; location.hash = "#/"; location.reload(); });
 }
 
 // ---- the list ----
@@ -135,6 +166,8 @@ function act(action, body, confirmText) {
 
 function button(label, action, body, extra) {
   if (!state.session || !state.session.canAct) return null;
+  // Abort needs the admin role, as on the gRPC API.
+  if (action === "abort" && state.session.caller.role !== "admin") return null;
   return el("button", Object.assign({ "data-action": action, onclick: () => act(action, body, extra && extra.confirm) },
     extra && extra.attrs), label);
 }
@@ -247,9 +280,11 @@ async function route() {
       await showList();
     }
   } catch (e) {
-    showError(e.message);
+    if (e.status === 401) showSignIn(e.message);
+    else showError(e.message);
   }
 }
 
 window.addEventListener("hashchange", route);
+document.getElementById("signout").addEventListener("click", (e) => { e.preventDefault(); signOut(); });
 route();

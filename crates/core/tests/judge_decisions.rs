@@ -392,3 +392,79 @@ fn the_fleet_refuses_what_would_void_its_guarantee() {
         v.explanation
     );
 }
+
+/// The coordinator's pool judges latency too: each cluster's exceedances at its own boundaries
+/// (different buckets here), pooled slot by slot; a cluster without histograms adds its errors
+/// and nothing to latency, and is not refused.
+#[test]
+fn the_pool_judges_latency_slot_by_slot_and_takes_errors_without_histograms() {
+    use aviary_core::fleet::{EvidencePlan, PooledEvidence};
+    let plan = EvidencePlan {
+        alpha: 0.05,
+        advance: false,
+        planned_look: false,
+    };
+    let planned = vec!["eu-1".to_string(), "us-1".into(), "ap-1".into()];
+    let mut pool = PooledEvidence::new(plan, planned, 1).unwrap();
+    // `n` requests, `above` of them slower than each of the two bounds.
+    let timed = |n: u64, errors: u64, bounds: [f64; 2], above: [u64; 2]| ArmCounts {
+        requests: n,
+        errors,
+        latency: Some(Histogram {
+            bounds_ms: bounds.to_vec(),
+            cumulative: vec![n - above[0], n - above[1], n],
+        }),
+    };
+    let report = |cluster: &str, interval, boundaries: Vec<f64>, canary, primary| EvidenceReport {
+        cluster: cluster.into(),
+        run: "r1".into(),
+        interval,
+        boundaries_ms: boundaries,
+        counts: IntervalCounts {
+            seconds: 30.0,
+            canary,
+            primary,
+        },
+    };
+    for i in 0..4 {
+        // The canary twice as often slower than the primary's p90 and p99, equal errors.
+        let eu = report(
+            "eu-1",
+            i,
+            vec![100.0, 250.0],
+            timed(1000, 1, [100.0, 250.0], [200, 20]),
+            timed(9000, 9, [100.0, 250.0], [900, 90]),
+        );
+        let us = report(
+            "us-1",
+            i,
+            vec![50.0, 500.0],
+            timed(1000, 1, [50.0, 500.0], [200, 20]),
+            timed(9000, 9, [50.0, 500.0], [900, 90]),
+        );
+        let ap = report("ap-1", i, vec![], arm(1000, 1), arm(9000, 9));
+        for r in [eu, us, ap] {
+            assert!(pool.add(&r).is_some(), "{}", pool.last_refusal);
+        }
+    }
+    assert_eq!(pool.refused, 0);
+    let v = pool.verdict();
+    assert_eq!(v.decision, Decision::Rollback, "{}", v.explanation);
+    let duration = v
+        .shared
+        .metrics
+        .iter()
+        .find(|m| m.name == "request-duration")
+        .unwrap();
+    assert_eq!(duration.decision, Decision::Rollback, "{}", duration.explanation);
+    // eu-1 and us-1 only: 2 clusters × 4 intervals × 1,000 canary requests.
+    assert_eq!(duration.canary_trials, 8_000);
+    let errors = &v.shared.metrics[0];
+    assert_eq!(errors.canary_trials, 12_000, "every cluster's errors");
+    assert_ne!(errors.decision, Decision::Rollback);
+    assert!(
+        v.explanation.contains("request-duration: slower-than-"),
+        "{}",
+        v.explanation
+    );
+}

@@ -161,3 +161,47 @@ async fn no_counters_no_judge() {
             .any(|e| e.contains("cannot read the request counters"))
     );
 }
+
+/// An agent restart mid-analysis. The judge's e-process lived in the old process; starting a
+/// fresh one at the same α would be a second test of the same analysis (up to twice the
+/// false-rollback bound), so the judge sits the rest of this analysis out, says so once, reports
+/// no more evidence, and Flagger's checks decide alone. The next analysis is judged again.
+#[tokio::test]
+async fn after_an_agent_restart_the_judge_sits_the_analysis_out() {
+    let mut s = sim(Some("rollback"), 99.5);
+    // Equal error rates: the judge keeps watching (no verdict) until the restart.
+    s.fakes.metrics.counters(readings(1_200, 1, 10_800, 9));
+    initialized(&mut s).await;
+    for _ in 0..4 {
+        s.tick().await;
+    }
+    let reported = s.fakes.gate.evidence().len();
+    assert!(reported >= 2, "the judge watched before the restart: {reported}");
+    s.restart_agent();
+    for _ in 0..40 {
+        s.tick().await;
+        if s.canary.status.as_ref().unwrap().phase == CanaryPhase::Succeeded {
+            break;
+        }
+    }
+    assert_eq!(s.canary.status.as_ref().unwrap().phase, CanaryPhase::Succeeded);
+    let m = messages(&s);
+    let off: Vec<_> = m
+        .iter()
+        .filter(|e| e.starts_with("Statistical judge off for this analysis of podinfo.default"))
+        .collect();
+    assert_eq!(off.len(), 1, "said once: {m:#?}");
+    assert!(off[0].contains("the agent restarted"), "{}", off[0]);
+    assert_eq!(
+        s.fakes.gate.evidence().len(),
+        reported,
+        "no evidence after the restart"
+    );
+
+    // A new revision: a new analysis, watched from its start again.
+    s.fakes.target.set_revision("rev-3");
+    for _ in 0..5 {
+        s.tick().await;
+    }
+    assert!(s.fakes.gate.evidence().len() > reported, "{:#?}", messages(&s));
+}

@@ -12,6 +12,9 @@
 //! - [`plots`]: the SVG figures.
 //! - [`stats`]: exact binomial intervals and quantiles.
 
+// The summary's one `json!` object has more keys than the macro's default recursion allows.
+#![recursion_limit = "256"]
+
 pub mod flagger;
 pub mod kayenta;
 pub mod markdown;

@@ -141,8 +141,9 @@ fn bars(j: &Value) -> String {
         (
             "S7: 0.1% → 0.2% fleet-wide (20 × 20 req/s, waves) detected in ≥ 80% before the last wave".into(),
             format!(
-                "{} (shared half alone {}; an anytime test that knows the ratio {}; one planned look at the end of wave 3 {}; one cluster alone {}; by the end {})",
+                "{} (`evidence: {{pooled: true}}`: anytime evidence at 0.1 α and the planned look at 0.9 α; the anytime evidence alone at α {}; its shared half alone {}; an anytime test that knows the ratio {}; one planned look at α {}; one cluster alone {}; by the end {})",
                 vpct(&j["s7_pooled_detect_rate"]),
+                vpct(&j["s7_anytime_detect_rate"]),
                 vpct(&j["s7_shared_only_detect_rate"]),
                 vpct(&j["s7_oracle_detect_rate"]),
                 vpct(&j["s7_single_look_detect_rate"]),
@@ -152,14 +153,15 @@ fn bars(j: &Value) -> String {
             if f("s7_pooled_detect_rate").is_some_and(|x| x >= 0.8) {
                 "met"
             } else {
-                "**not met**: beyond any test that watches continuously at α = 5% (the oracle's rate); see docs/statistical-analysis.md"
+                "**not met**; see docs/statistical-analysis.md"
             },
         ),
         (
             "S7: A/A fleet halts ≤ α".into(),
             format!(
-                "{} (one planned look: {}; any single cluster alone, each at α: {})",
+                "{} (the anytime evidence alone at α: {}; one planned look at α: {}; any single cluster alone, each at α: {})",
                 vpct(&j["s7_aa_halt_rate"]),
+                vpct(&j["s7_aa_anytime_halt_rate"]),
                 vpct(&j["s7_aa_single_look_rate"]),
                 vpct(&j["s7_aa_any_cluster_rate"])
             ),
@@ -285,7 +287,7 @@ fn fleet_table(out: &mut String, f: &[FleetSummary]) {
     out.push_str(
         "\n#### S7: the fleet (20 clusters × 20 req/s, waves of 1/3/6/10 clusters × 10 min, 10% canary)\n\n",
     );
-    out.push_str("| Fleet | pooled before wave 4 | pooled by the end | pooled median (p90) | shared half alone, before wave 4 | oracle, before wave 4 | one look at wave 4's start | first cluster alone, its wave | any cluster alone before wave 4 | Flagger, any cluster before wave 4 |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+    out.push_str("| Fleet | pooled before wave 4 | pooled by the end | pooled median (p90) | anytime alone at α, before wave 4 | its shared half alone | oracle, before wave 4 | one look at wave 4's start, at α | first cluster alone, its wave | any cluster alone before wave 4 | Flagger, any cluster before wave 4 |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
     let before = last_wave_start();
     for x in f {
         let (pk, _) = x.rate_before(|r| r.pooled, before);
@@ -294,8 +296,9 @@ fn fleet_table(out: &mut String, f: &[FleetSummary]) {
         let (ak, _) = x.rate_before(|r| r.any_cluster, before);
         let (fk, _) = x.rate_before(|r| r.flagger, before);
         let (sk, _) = x.rate_before(|r| r.shared_only, before);
+        let (nk, _) = x.rate_before(|r| r.anytime, before);
         let (ok, _) = x.rate_before(|r| r.oracle, before);
-        let (lk, _) = x.rate_before(|r| r.single_look, before + 1.0);
+        let (lk, _) = x.rate_before(|r| r.single_look, before);
         let oracle = if x.scenario.variant == "A/A" {
             "–".to_string()
         } else {
@@ -303,11 +306,12 @@ fn fleet_table(out: &mut String, f: &[FleetSummary]) {
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             x.scenario.variant,
             pct_ci(pk, x.runs),
             pct_ci(ek, x.runs),
             med_p90(&x.times(|r| r.pooled)),
+            pct_ci(nk, x.runs),
             pct_ci(sk, x.runs),
             oracle,
             pct_ci(lk, x.runs),

@@ -294,14 +294,20 @@ fn fleet(path: &Path, fleets: &[FleetSummary]) -> anyhow::Result<()> {
             .draw_series(LineSeries::new([(x, 0.0), (x, 1.02)], GREY.stroke_width(1)))
             .map_err(err)?;
     }
-    let lines: [FleetLine; 6] = [
+    let lines: [FleetLine; 7] = [
         ("0.1→0.3%", "pooled, 0.1→0.3%", RGBColor(8, 69, 148), |r| {
             r.pooled
         }),
         ("0.1→0.2%", "pooled, 0.1→0.2%", J, |r| r.pooled),
         (
             "0.1→0.2%",
-            "oracle knowing r = 2 (bound for any test)",
+            "pooled anytime evidence alone (no planned look), 0.1→0.2%",
+            RGBColor(44, 160, 44),
+            |r| r.anytime,
+        ),
+        (
+            "0.1→0.2%",
+            "oracle knowing r = 2 (bound for anytime tests)",
             RGBColor(148, 103, 189),
             |r| r.oracle,
         ),

@@ -68,11 +68,13 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             let s = run_fleet_scenario(&sc, &spec, args.seed, fleet_runs, args.jobs);
             let before = last_wave_start();
             eprintln!(
-                "S7 {:<32} pooled before wave 4 {:.1}% (shared only {:.1}%, oracle {:.1}%), first cluster {:.1}%, Flagger {:.1}%  ({:.1}s)",
+                "S7 {:<32} pooled before wave 4 {:.1}% (anytime alone {:.1}%, shared only {:.1}%, oracle {:.1}%, one look {:.1}%), first cluster {:.1}%, Flagger {:.1}%  ({:.1}s)",
                 sc.variant,
                 100.0 * s.rate_before(|r| r.pooled, before).1,
+                100.0 * s.rate_before(|r| r.anytime, before).1,
                 100.0 * s.rate_before(|r| r.shared_only, before).1,
                 100.0 * s.rate_before(|r| r.oracle, before).1,
+                100.0 * s.rate_before(|r| r.single_look, before).1,
                 100.0 * s.rate_before(|r| r.first_cluster, WAVE_S).1,
                 100.0 * s.rate_before(|r| r.flagger, before).1,
                 t.elapsed().as_secs_f64()

@@ -7,7 +7,8 @@
 //! Flagger (T) routes on its own schedule; its stream is drawn from the same generators, so it
 //! is identical to F's whenever their weights agree.
 
-use aviary_core::judge::{CanaryJudge, Decision, EvidenceReport, FleetJudge, IntervalCounts, JudgeSpec};
+use aviary_core::fleet::{EvidencePlan, PooledEvidence};
+use aviary_core::judge::{CanaryJudge, Decision, EvidenceReport, IntervalCounts, JudgeSpec};
 
 use crate::flagger::{Ended, EngineArm, FlaggerConfig};
 use crate::kayenta::Kayenta;
@@ -228,7 +229,7 @@ pub fn run_single(sc: &SingleSpec, judges: &Judges, seed: u64, run: u64) -> RunR
 }
 
 /// A fleet rollout scenario: clusters in waves, each wave's clusters running a fixed canary
-/// weight for the wave's length, evidence pooled by the coordinator's [`FleetJudge`].
+/// weight for the wave's length, evidence pooled by the coordinator's own [`PooledEvidence`].
 #[derive(Debug, Clone)]
 pub struct FleetSpec {
     pub traffic: Traffic,
@@ -243,15 +244,18 @@ pub struct FleetSpec {
 /// What happened in one fleet run (times in seconds since the first wave started).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct FleetResult {
-    /// The pooled ROLLBACK.
+    /// The coordinator's pooled stop with its defaults (`evidence: {pooled: true}`): the anytime
+    /// evidence at 0.1 α, or the planned look at the last wave's gate at 0.9 α.
     pub pooled: Option<f64>,
+    /// The pooled anytime evidence alone at α (`plannedLook: false`).
+    pub anytime: Option<f64>,
     /// The first cluster's own judge, within its wave.
     pub first_cluster: Option<f64>,
     /// Any cluster's own judge (each at α).
     pub any_cluster: Option<f64>,
     /// Any cluster's Flagger analysis failing.
     pub flagger: Option<f64>,
-    /// The shared-ratio half alone (no per-cluster half).
+    /// The shared-ratio half of the anytime evidence alone, at α (no per-cluster half).
     pub shared_only: Option<f64>,
     /// An oracle that knows the true ratio: one likelihood ratio, errors only, at α.
     pub oracle: Option<f64>,
@@ -265,13 +269,22 @@ pub struct FleetResult {
 pub fn run_fleet(sc: &FleetSpec, spec: &JudgeSpec, seed: u64, run: u64) -> FleetResult {
     let total: usize = sc.waves.iter().sum();
     let planned: Vec<String> = (0..total).map(|k| format!("cluster-{k:02}")).collect();
+    let pool = |planned_look| {
+        let plan = EvidencePlan {
+            alpha: spec.alpha,
+            advance: false,
+            planned_look,
+        };
+        PooledEvidence::new(plan, planned.clone(), sc.waves.len()).expect("a plan with clusters")
+    };
     let mut state = FleetRun {
         sc,
         spec,
         seed,
         run,
-        fleet: FleetJudge::new(spec.clone(), planned.clone()).expect("a plan with clusters"),
-        planned,
+        pool: pool(true),
+        anytime: pool(false),
+        planned: planned.clone(),
         oracle: 0.0,
         look: Look::default(),
         result: FleetResult::default(),
@@ -279,8 +292,14 @@ pub fn run_fleet(sc: &FleetSpec, spec: &JudgeSpec, seed: u64, run: u64) -> Fleet
     let mut first = 0;
     for (wave, size) in sc.waves.iter().enumerate() {
         let start = wave as f64 * sc.wave_s;
-        if wave + 1 == sc.waves.len() && state.look.p_value() <= spec.alpha {
-            state.result.single_look = Some(start);
+        if wave + 1 == sc.waves.len() {
+            if state.look.p_value() <= spec.alpha {
+                state.result.single_look = Some(start);
+            }
+            // The coordinator's planned look, when the last wave would open.
+            if state.pool.take_look().is_some() {
+                state.result.pooled.get_or_insert(start);
+            }
         }
         state.wave(start, first..first + size);
         first += size;
@@ -332,7 +351,10 @@ struct FleetRun<'a> {
     spec: &'a JudgeSpec,
     seed: u64,
     run: u64,
-    fleet: FleetJudge,
+    /// The coordinator's pool with its defaults (planned look on).
+    pool: PooledEvidence,
+    /// The same pool without the planned look (anytime evidence at α).
+    anytime: PooledEvidence,
     planned: Vec<String>,
     /// ln of the oracle's likelihood ratio (knows the true ratio; errors only).
     oracle: f64,
@@ -340,13 +362,14 @@ struct FleetRun<'a> {
     result: FleetResult,
 }
 
-/// One cluster during its wave: its own judge, Flagger's counterfactual run, and whether its
-/// canary is gone (its own judge rolled it back).
+/// One cluster during its wave: its own judge (in `observe`, as pooled rollouts run them: its
+/// verdict is recorded, the canary keeps running and reporting), Flagger's counterfactual run,
+/// and whether its own judge has reached ROLLBACK.
 struct ClusterRun {
     index: usize,
     judge: CanaryJudge,
     engine: Option<EngineArm>,
-    stopped: bool,
+    judged: bool,
 }
 
 impl FleetRun<'_> {
@@ -369,7 +392,7 @@ impl FleetRun<'_> {
                     index: k,
                     judge: CanaryJudge::new(spec, boundaries),
                     engine: Some(EngineArm::start(&sc.flagger)),
-                    stopped: false,
+                    judged: false,
                 }
             })
             .collect();
@@ -384,10 +407,13 @@ impl FleetRun<'_> {
             step += 1;
             let r = &mut self.result;
             let now = start + t;
-            if self.fleet.ln_global() >= level {
+            if self.pool.judge().rolls_back() {
                 r.pooled.get_or_insert(now);
             }
-            if self.fleet.ln_shared() >= level {
+            if self.anytime.judge().ln_global() >= level {
+                r.anytime.get_or_insert(now);
+            }
+            if self.anytime.judge().ln_shared() >= level {
                 r.shared_only.get_or_insert(now);
             }
             if self.oracle >= level {
@@ -406,8 +432,8 @@ impl FleetRun<'_> {
         }
     }
 
-    /// One 15-second step of one cluster: its counts go to Flagger's run, and (while its canary
-    /// lives) to the pool, the oracle and its own judge.
+    /// One 15-second step of one cluster: its counts go to Flagger's run, the pool, the oracle
+    /// and its own judge.
     fn cluster_step(&mut self, c: &mut ClusterRun, step: u64, t: f64, now: f64) {
         let (sc, spec) = (self.sc, self.spec);
         let counts = sc
@@ -416,9 +442,6 @@ impl FleetRun<'_> {
         if let Some(e) = &mut c.engine {
             e.observe(&counts);
         }
-        if c.stopped {
-            return;
-        }
         let report = EvidenceReport {
             cluster: self.planned[c.index].clone(),
             run: "r1".into(),
@@ -426,12 +449,17 @@ impl FleetRun<'_> {
             boundaries_ms: c.judge.boundaries().to_vec(),
             counts,
         };
-        self.fleet.add(&report).expect("simulated reports are valid");
+        let added = (self.pool.add(&report), self.anytime.add(&report));
+        assert!(
+            added.0.is_some() && added.1.is_some(),
+            "simulated reports are valid: {}",
+            self.pool.last_refusal
+        );
         self.oracle += oracle_llr(&report.counts, sc.traffic.p_canary / sc.traffic.p_primary);
         self.look.add(&report.counts);
         c.judge.observe(spec, &report.counts).expect("valid counts");
-        if c.judge.decision(spec) == Decision::Rollback {
-            c.stopped = true;
+        if !c.judged && c.judge.decision(spec) == Decision::Rollback {
+            c.judged = true;
             if c.index == 0 {
                 self.result.first_cluster.get_or_insert(now);
             }

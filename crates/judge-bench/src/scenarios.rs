@@ -402,12 +402,13 @@ pub struct FleetSummary {
 }
 
 impl FleetSummary {
-    /// Fraction of runs where `pick` fired before `limit` seconds.
+    /// Fraction of runs where `pick` fired by `limit` seconds (a stop at the last wave's start
+    /// is before it: the coordinator decides before opening the wave).
     pub fn rate_before(&self, pick: impl Fn(&FleetResult) -> Option<f64>, limit: f64) -> (usize, f64) {
         let k = self
             .results
             .iter()
-            .filter(|r| pick(r).is_some_and(|t| t < limit))
+            .filter(|r| pick(r).is_some_and(|t| t <= limit))
             .count();
         (k, k as f64 / self.runs as f64)
     }

@@ -55,11 +55,6 @@ pub mod workload;
 pub use client::{ClientSettings, Kube, connect};
 pub use error::{Error, Result};
 pub use lease::{LeaderElector, LeaseEnd, LeaseSettings};
-
-/// The former name of [`LeaseEnd`], kept only while `tests/lease.rs` (being ported to a real
-/// API server) still uses it; new code says `LeaseEnd`.
-#[doc(hidden)]
-pub type Leadership = LeaseEnd;
 pub use platform::{KubePlatform, KubeSecrets, KubeSettings};
 pub use recorder::KubeRecorder;
 pub use watch::{CanarySink, FINALIZER, Watched};

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use aviary_kube::{LeaderElector, Leadership, LeaseSettings};
+use aviary_kube::{LeaderElector, LeaseEnd, LeaseSettings};
 use tokio_util::sync::CancellationToken;
 
 fn settings(ns: &str, identity: &str) -> LeaseSettings {
@@ -66,7 +66,7 @@ async fn one_holds_the_other_takes_over_after_release_or_expiry() {
     // A clean stop releases: b takes over within a retry period or two.
     let started = std::time::Instant::now();
     stop_a.cancel();
-    assert_eq!(hold_a.await.unwrap(), Leadership::Shutdown);
+    assert_eq!(hold_a.await.unwrap(), LeaseEnd::Shutdown);
     let (got, b) = tokio::time::timeout(Duration::from_secs(5), acquire_b)
         .await
         .unwrap()
@@ -116,7 +116,7 @@ async fn one_holds_the_other_takes_over_after_release_or_expiry() {
             .await
             .unwrap()
             .unwrap(),
-        Leadership::Lost
+        LeaseEnd::Lost
     );
     assert!(d.try_acquire_or_renew().await.unwrap());
 }

@@ -231,3 +231,242 @@ async fn real_prometheus_template_and_builtin_queries() {
     })
     .await;
 }
+
+// === raw counters for the statistical judge (issue 20) ===
+
+/// One pod's counters in the exposition: successful and failed requests, and its latency
+/// histogram (cumulative counts at 50 ms, 100 ms and +Inf, over all its requests).
+#[derive(Clone, Copy)]
+struct Pod {
+    ok: u64,
+    failed: u64,
+    le50: u64,
+    le100: u64,
+}
+
+/// How one provider's metrics name the status, the arms and the latency unit.
+struct Family {
+    provider: &'static str,
+    requests: &'static str,
+    buckets: &'static str,
+    /// The status label and its values for a success and a failure.
+    status: (&'static str, &'static str, &'static str),
+    /// Labels of the canary's and the primary's series, per pod (`{pod}` is replaced).
+    canary: &'static str,
+    primary: &'static str,
+    /// `le` of the 50 ms and 100 ms buckets.
+    le: (&'static str, &'static str),
+}
+
+const FAMILIES: [Family; 5] = [
+    Family {
+        provider: "istio",
+        requests: "istio_requests_total",
+        buckets: "istio_request_duration_milliseconds_bucket",
+        status: ("response_code", "200", "503"),
+        canary: r#"reporter="destination",destination_workload_namespace="test",destination_workload="podinfo",pod="{pod}""#,
+        primary: r#"reporter="destination",destination_workload_namespace="test",destination_workload="podinfo-primary",pod="{pod}""#,
+        le: ("50", "100"),
+    },
+    Family {
+        provider: "linkerd",
+        requests: "response_total",
+        buckets: "response_latency_ms_bucket",
+        status: ("classification", "success", "failure"),
+        canary: r#"namespace="test",deployment="podinfo",direction="inbound",pod="{pod}""#,
+        primary: r#"namespace="test",deployment="podinfo-primary",direction="inbound",pod="{pod}""#,
+        le: ("50", "100"),
+    },
+    Family {
+        provider: "nginx",
+        requests: "nginx_ingress_controller_requests",
+        buckets: "nginx_ingress_controller_request_duration_seconds_bucket",
+        status: ("status", "200", "503"),
+        canary: r#"namespace="test",ingress="podinfo",canary="test-podinfo-canary-80",controller_pod="{pod}""#,
+        primary: r#"namespace="test",ingress="podinfo",controller_pod="{pod}""#,
+        le: ("0.05", "0.1"),
+    },
+    Family {
+        provider: "gatewayapi:v1",
+        requests: "http_request_duration_seconds_count",
+        buckets: "http_request_duration_seconds_bucket",
+        status: ("status", "200", "503"),
+        canary: r#"kubernetes_namespace="test",kubernetes_pod_name="podinfo-7d9c8b6f5-{pod}""#,
+        primary: r#"kubernetes_namespace="test",kubernetes_pod_name="podinfo-primary-6b7c9d-{pod}""#,
+        le: ("0.05", "0.1"),
+    },
+    Family {
+        provider: "knative",
+        requests: "envoy_cluster_upstream_rq",
+        buckets: "envoy_cluster_upstream_rq_time_bucket",
+        status: ("envoy_response_code", "200", "503"),
+        canary: r#"envoy_cluster_name="test/podinfo-00002",pod="{pod}""#,
+        primary: r#"envoy_cluster_name="test/podinfo-00001",pod="{pod}""#,
+        le: ("50", "100"),
+    },
+];
+
+/// The text exposition of every family, canary pods `a` and `b`, primary pod `c`.
+fn exposition(canary: [(&str, Pod); 2], primary: (&str, Pod)) -> String {
+    let mut out = String::new();
+    for f in &FAMILIES {
+        let arms = [
+            (f.canary, &canary[..]),
+            (f.primary, std::slice::from_ref(&primary)),
+        ];
+        for (labels, pods) in arms {
+            for (name, p) in pods {
+                let l = labels.replace("{pod}", name);
+                let (key, ok, failed) = f.status;
+                out.push_str(&format!("{}{{{l},{key}=\"{ok}\"}} {}\n", f.requests, p.ok));
+                out.push_str(&format!(
+                    "{}{{{l},{key}=\"{failed}\"}} {}\n",
+                    f.requests, p.failed
+                ));
+                let all = p.ok + p.failed;
+                for (le, v) in [(f.le.0, p.le50), (f.le.1, p.le100), ("+Inf", all)] {
+                    out.push_str(&format!("{}{{{l},le=\"{le}\"}} {v}\n", f.buckets));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A Canary of `provider` reading `prometheus`.
+fn judged_canary(provider: &str, prometheus: &str) -> Canary {
+    serde_json::from_value(json!({
+        "apiVersion": "flagger.app/v1beta1",
+        "kind": "Canary",
+        "metadata": {"name": "podinfo", "namespace": "test"},
+        "spec": {
+            "provider": provider,
+            "metricsServer": prometheus,
+            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+            "analysis": {"interval": "10s", "threshold": 5, "iterations": 10},
+        },
+    }))
+    .unwrap()
+}
+
+/// The real Prometheus scrapes raw counters under each provider's metric names (istio, linkerd,
+/// nginx, Gateway API / the app's histogram, knative); the judge's counter source reads them as
+/// they are, at one instant, and two readings difference to the exact integer counts of the
+/// interval, with a pod's counter reset (a restart) counted as its new value, never as a drop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_prometheus_raw_counters_per_provider() {
+    use aviary_core::ports::BuiltinSource;
+    use aviary_testkit::prometheus::{Job, Prometheus as RealPrometheus};
+
+    let Some(binary) = aviary_testkit::prometheus::binary("the judge's counter test") else {
+        return;
+    };
+    bounded(Duration::from_secs(90), async {
+        let pod = |ok, failed, le50, le100| Pod {
+            ok,
+            failed,
+            le50,
+            le100,
+        };
+        let before = exposition(
+            [("a", pod(100, 2, 80, 95)), ("b", pod(50, 1, 40, 48))],
+            ("c", pod(1000, 3, 900, 990)),
+        );
+        // a: +30 ok, +3 failed; b restarted (its counters start again); c: +100 ok, +1 failed.
+        let after = exposition(
+            [("a", pod(130, 5, 104, 125)), ("b", pod(7, 0, 5, 6))],
+            ("c", pod(1100, 4, 990, 1090)),
+        );
+        let text = Arc::new(parking_lot::Mutex::new(before));
+        let exporter = {
+            let text = Arc::clone(&text);
+            common::Server::start(move |_, _| {
+                common::Reply::new(200, text.lock().clone())
+                    .with_header("content-type", "text/plain; version=0.0.4")
+            })
+            .await
+        };
+        let target = exporter.url().trim_start_matches("http://").to_string();
+        let prom = tokio::task::spawn_blocking(move || {
+            let p = RealPrometheus::start(
+                &binary,
+                &[Job {
+                    name: "meshes".into(),
+                    targets: vec![target],
+                }],
+            )?;
+            p.wait_for_targets(Duration::from_secs(30))?;
+            Ok::<_, aviary_testkit::Error>(p)
+        })
+        .await
+        .unwrap()
+        .expect("prometheus scrapes the exporter");
+
+        let builtins = PrometheusBuiltins::new("http://127.0.0.1:9", "kubernetes").unwrap();
+        let model = MetricModel {
+            name: "podinfo".into(),
+            namespace: "test".into(),
+            target: "podinfo".into(),
+            service: "podinfo".into(),
+            ingress: "podinfo".into(),
+            // knative: the latest revision (aviary-kube resolves it from the Service).
+            route: "podinfo-00002".into(),
+            interval: "1m".into(),
+            variables: Default::default(),
+        };
+        let read = |c: Canary| {
+            let (b, m) = (&builtins, &model);
+            async move { b.counters(&c, m).await }
+        };
+        // Waits until Prometheus' newest sample of every family shows `requests` on the canary.
+        let settled = |total: f64| {
+            let read = &read;
+            let url = prom.url().to_string();
+            async move {
+                let mut readings = Vec::new();
+                for f in &FAMILIES {
+                    let mut last = None;
+                    for _ in 0..100 {
+                        let r = read(judged_canary(f.provider, &url)).await;
+                        if let Ok(r) = &r
+                            && r.canary.requests.values().sum::<f64>() == total
+                        {
+                            break;
+                        }
+                        last = Some(r);
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    let r = read(judged_canary(f.provider, &url)).await;
+                    let r = r.unwrap_or_else(|e| panic!("{}: {e} (before: {last:?})", f.provider));
+                    readings.push((f.provider, r));
+                }
+                readings
+            }
+        };
+        let first = settled(153.0).await;
+        *text.lock() = after;
+        let second = settled(142.0).await;
+
+        for ((provider, earlier), (_, later)) in first.iter().zip(&second) {
+            let c = later.since(earlier);
+            // Canary: a +33, b restarted at 7; errors: a +3, b 0. Primary: +101, errors +1.
+            assert_eq!(
+                (
+                    c.canary.requests,
+                    c.canary.errors,
+                    c.primary.requests,
+                    c.primary.errors
+                ),
+                (40, 3, 101, 1),
+                "{provider}: {c:?}"
+            );
+            let (ch, ph) = (c.canary.latency.unwrap(), c.primary.latency.unwrap());
+            assert_eq!(ch.bounds_ms, vec![50.0, 100.0], "{provider}");
+            assert_eq!(ch.cumulative, vec![24 + 5, 30 + 6, 33 + 7], "{provider}");
+            assert_eq!(ph.cumulative, vec![90, 100, 101], "{provider}");
+        }
+        drop(prom);
+        exporter.stop().await;
+    })
+    .await;
+}

@@ -53,6 +53,8 @@ impl Browser {
         let driver = Process::new(cmd.spawn().expect("start chromedriver"));
         let profile = tempfile::tempdir().expect("a profile directory");
         let caps = json!({
+            // The dashboard's tests serve HTTPS with certificates of a test CA.
+            "acceptInsecureCerts": true,
             "goog:chromeOptions": {
                 "binary": chromium,
                 "args": [

@@ -46,13 +46,14 @@ pub(crate) struct Args {
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
 
-    /// Serve the web dashboard (rollouts, a live waves × clusters view, the actions) over plain
-    /// HTTP at this address (e.g. 0.0.0.0:8080); off by default. See docs/operations.md.
+    /// Serve the web dashboard (rollouts, a live waves × clusters view, the actions) at this
+    /// address (e.g. 0.0.0.0:8443); off by default. HTTPS with the gRPC API's certificate, client
+    /// CA, token file and roles (plain HTTP only with --insecure). See docs/operations.md.
     #[arg(long, value_name = "ADDR")]
     http_listen: Option<SocketAddr>,
 
-    /// The dashboard only shows: every caller is a viewer (no action buttons; actions are
-    /// refused with 403).
+    /// The dashboard only shows: every caller is at most a viewer there (no action buttons;
+    /// actions are refused with 403).
     #[arg(long, requires = "http_listen")]
     dashboard_read_only: bool,
 
@@ -204,6 +205,12 @@ fn server_tls(args: &Args) -> anyhow::Result<Option<ServerTlsFiles>> {
             "--insecure on {}: anyone who reaches it could create, approve or abort rollouts and pose as any cluster; listen on 127.0.0.1, use mutual TLS, or add --insecure-listen-anywhere if you really mean it",
             args.listen
         ),
+        _ if args.http_listen.is_some_and(|a| !a.ip().is_loopback()) && !args.insecure_listen_anywhere => {
+            bail!(
+                "--insecure with --http-listen {}: anyone who reaches it could approve or abort rollouts from the dashboard; listen on 127.0.0.1, use mutual TLS, or add --insecure-listen-anywhere if you really mean it",
+                args.http_listen.map(|a| a.to_string()).unwrap_or_default()
+            )
+        }
         _ => {
             eprintln!(
                 "WARNING: INSECURE: {} serves plaintext gRPC without authentication; every caller \
@@ -270,9 +277,51 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         if let Some(addr) = dashboard {
             // Readers of the first line may have closed stdout already: not an error.
             use std::io::Write as _;
-            let _ = writeln!(std::io::stdout(), "aviary dashboard on http://{addr}/");
+            let _ = writeln!(std::io::stdout(), "aviary dashboard on {}", c.dashboard_url(addr));
         }
         c.run_until_signal().await?;
         anyhow::Ok(ExitCode::SUCCESS)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn tls_of(argv: &[&str]) -> Result<Option<ServerTlsFiles>, String> {
+        let cmd = Cmd::try_parse_from(std::iter::once("coordinator").chain(argv.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        server_tls(&cmd.args).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_plaintext_dashboard_stays_on_loopback_unless_asked() {
+        let local = ["--insecure", "--listen", "127.0.0.1:7400", "--http-listen"];
+        let e = tls_of(&[&local[..], &["0.0.0.0:8443"]].concat()).unwrap_err();
+        assert!(e.contains("--http-listen 0.0.0.0:8443"), "{e}");
+        assert!(
+            tls_of(&[&local[..], &["127.0.0.1:8443"]].concat())
+                .unwrap()
+                .is_none()
+        );
+        let anywhere = [
+            "--insecure",
+            "--insecure-listen-anywhere",
+            "--listen",
+            "0.0.0.0:7400",
+            "--http-listen",
+            "0.0.0.0:8443",
+        ];
+        assert!(tls_of(&anywhere).unwrap().is_none());
+        let e = tls_of(&["--http-listen", "0.0.0.0:8443"]).unwrap_err();
+        assert!(e.contains("--tls-cert"), "{e}");
+    }
 }

@@ -20,6 +20,7 @@ use aviary_agent::config::{AgentConfig, GlobalNotifier, PlatformConfig};
 use aviary_agent::local::LocalAgent;
 use aviary_coordinator::client::{ClientTls, fleet_client_with};
 use aviary_coordinator::security::Role;
+use aviary_coordinator::security::auth::{new_token, token_hash};
 use aviary_coordinator::security::certs;
 use aviary_coordinator::security::tls::ServerTlsFiles;
 use aviary_coordinator::{Coordinator, CoordinatorConfig, DashboardConfig};
@@ -95,7 +96,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         if args.keep_running && outcome.is_ok() && !stop.is_cancelled() {
             out(format_args!("\nThe fleet keeps running (Ctrl-C stops it):"));
             out(format_args!("  coordinator  {}", fleet.coordinator.url()));
-            out(format_args!("  dashboard    {}", fleet.dashboard));
+            out(format_args!("  dashboard    {} (token {})", fleet.dashboard, fleet.token));
             for (agent, (name, _)) in fleet.agents.iter().zip(CLUSTERS) {
                 out(format_args!("  {name:<12} admin http://{}   service http://127.0.0.1:{}", agent.admin_addr, fleet.ports[name]));
             }
@@ -123,6 +124,8 @@ struct Fleet {
     certs_dir: PathBuf,
     /// The web dashboard's URL.
     dashboard: String,
+    /// The operator token the dashboard's sign-in accepts.
+    token: String,
     agents: Vec<LocalAgent>,
     ports: BTreeMap<&'static str, u16>,
     traffic_stop: Arc<AtomicBool>,
@@ -198,12 +201,20 @@ impl Fleet {
             certs::issue_agent(&certs_dir, name, certs::DEFAULT_TRUST_DOMAIN)?;
         }
         certs::issue_user(&certs_dir, "demo", Role::Admin, certs::DEFAULT_TRUST_DOMAIN)?;
+        // The dashboard's sign-in: an operator token (approve, pause, ...; abort needs admin).
+        let token = new_token();
+        let token_file = certs_dir.join("tokens");
+        std::fs::write(
+            &token_file,
+            format!("{} dashboard operator\n", token_hash(&token)),
+        )?;
         let mut config = CoordinatorConfig::in_memory("127.0.0.1:0".parse()?);
         config.tls = Some(ServerTlsFiles {
             cert: certs_dir.join(certs::SERVER),
             key: certs_dir.join(certs::SERVER_KEY),
             client_ca: certs_dir.join(certs::CA),
         });
+        config.token_file = Some(token_file);
         let coordinator = Coordinator::start(config)
             .await
             .context("starting the coordinator")?;
@@ -212,9 +223,13 @@ impl Fleet {
             .serve_dashboard(http_listen, DashboardConfig::default())
             .await
             .context("starting the dashboard")?;
-        let dashboard = format!("http://{dashboard}/");
-        // Tests and the screenshot script read the URL from this line.
+        let dashboard = coordinator.dashboard_url(dashboard);
+        // Tests and the screenshot script read the URL and the token from these lines.
         out(format_args!("  dashboard     {dashboard}"));
+        out(format_args!(
+            "                sign in with token {token} (TLS certificate from {})",
+            certs_dir.join(certs::CA).display()
+        ));
         let mut agents = Vec::new();
         let mut ports = BTreeMap::new();
         for (name, region) in CLUSTERS {
@@ -281,6 +296,7 @@ impl Fleet {
             coordinator,
             certs_dir,
             dashboard,
+            token,
             agents,
             ports,
             traffic_stop,
@@ -367,9 +383,10 @@ async fn demo(fleet: &Fleet, args: &Args) -> anyhow::Result<()> {
         .canaries;
     summary(&[&r1, &r2], &canaries);
     out(format_args!(
-        "\nLook further ({} requests served during the demo):\n  dashboard {}\n  export AVIARY_COORDINATOR={url} AVIARY_CA={c}/ca.pem AVIARY_CERT={c}/demo.pem AVIARY_KEY={c}/demo-key.pem\n  aviary rollout get podinfo-6-0-2\n  aviary canaries\n  aviary events --agent http://{}\n  grpcurl -cacert {c}/ca.pem -cert {c}/demo.pem -key {c}/demo-key.pem {} aviary.v1.Fleet/ListRollouts",
+        "\nLook further ({} requests served during the demo):\n  dashboard {} (token {})\n  export AVIARY_COORDINATOR={url} AVIARY_CA={c}/ca.pem AVIARY_CERT={c}/demo.pem AVIARY_KEY={c}/demo-key.pem\n  aviary rollout get podinfo-6-0-2\n  aviary canaries\n  aviary events --agent http://{}\n  grpcurl -cacert {c}/ca.pem -cert {c}/demo.pem -key {c}/demo-key.pem {} aviary.v1.Fleet/ListRollouts",
         fleet.requests.load(Ordering::Relaxed),
         fleet.dashboard,
+        fleet.token,
         fleet.agents[0].admin_addr,
         url.trim_start_matches("https://"),
         c = fleet.certs_dir.display(),

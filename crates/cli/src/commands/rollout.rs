@@ -409,8 +409,8 @@ fn metrics(m: &BTreeMap<String, f64>) -> String {
 fn evidence_line(e: &v1::PooledEvidence) -> String {
     let ratio = match (e.ratio, e.ratio_low, e.ratio_high) {
         (Some(r), Some(lo), Some(hi)) => format!(
-            ", error ratio canary/primary {r:.2} ∈ [{lo:.2}, {hi:.2}] ({:.0}%)",
-            e.confidence * 100.0
+            ", error ratio canary/primary {r:.2} ∈ [{lo:.2}, {hi:.2}] ({}%)",
+            (e.confidence * 1000.0).round() / 10.0
         ),
         _ => String::new(),
     };

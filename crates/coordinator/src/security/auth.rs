@@ -139,6 +139,11 @@ impl Tokens {
     }
 }
 
+/// A new random bearer token (256 bits, hex): what `aviary demo` signs its dashboard in with.
+pub fn new_token() -> String {
+    hex::encode(rand::random::<[u8; 32]>())
+}
+
 /// The sha256 of a token in hex, as the token file wants it.
 pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))

@@ -19,7 +19,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use super::identity::CertIdentity;
-use super::tls::ServerTls;
+use super::tls::{Protocols, ServerTls};
 
 /// Bounds on connections.
 #[derive(Debug, Clone, Copy)]
@@ -152,11 +152,19 @@ impl AsyncWrite for Conn {
     }
 }
 
-/// Accepts connections until `stop`: the stream to serve.
+impl Conn {
+    /// The peer of this connection.
+    pub fn peer(&self) -> &PeerInfo {
+        &self.info
+    }
+}
+
+/// Accepts connections until `stop`: the stream to serve. With `tls`, each connection is a
+/// TLS one offering the ALPN protocols of `protocols`.
 pub(crate) fn incoming(
     listener: TcpListener,
     limits: ConnLimits,
-    tls: Option<Arc<ServerTls>>,
+    tls: Option<(Arc<ServerTls>, Protocols)>,
     stop: CancellationToken,
 ) -> ReceiverStream<io::Result<Conn>> {
     let (tx, rx) = mpsc::channel(64);
@@ -201,7 +209,7 @@ async fn handshake(
     remote: SocketAddr,
     permit: OwnedSemaphorePermit,
     limits: ConnLimits,
-    tls: Option<Arc<ServerTls>>,
+    tls: Option<(Arc<ServerTls>, Protocols)>,
 ) -> Option<Conn> {
     let (io, info) = match tls {
         None => (
@@ -212,8 +220,8 @@ async fn handshake(
                 identity: None,
             },
         ),
-        Some(tls) => {
-            let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
+        Some((tls, protocols)) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.config_for(protocols));
             let s = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(sock)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {

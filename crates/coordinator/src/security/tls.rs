@@ -58,10 +58,20 @@ pub struct ServerTlsFiles {
     pub client_ca: PathBuf,
 }
 
-/// The server configuration in use, reloaded when its files change.
+/// What a listener speaks, which decides the ALPN protocols it offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocols {
+    /// gRPC: HTTP/2 only.
+    Grpc,
+    /// The web dashboard: HTTP/2 or HTTP/1.1 (browsers choose).
+    Web,
+}
+
+/// The server configurations in use (one per [`Protocols`], same certificates and client
+/// CA), reloaded when their files change.
 pub struct ServerTls {
     files: ServerTlsFiles,
-    current: RwLock<Arc<rustls::ServerConfig>>,
+    current: RwLock<(Arc<rustls::ServerConfig>, Arc<rustls::ServerConfig>)>,
     stamps: Mutex<Vec<Stamp>>,
 }
 
@@ -78,7 +88,7 @@ impl ServerTls {
         let stamps = Self::stamps_of(&files);
         Ok(Arc::new(Self {
             files,
-            current: RwLock::new(Arc::new(config)),
+            current: RwLock::new(config),
             stamps: Mutex::new(stamps),
         }))
     }
@@ -87,7 +97,8 @@ impl ServerTls {
         [&f.cert, &f.key, &f.client_ca].iter().map(|p| stamp(p)).collect()
     }
 
-    fn build(f: &ServerTlsFiles) -> Result<rustls::ServerConfig> {
+    /// The gRPC and the web configurations.
+    fn build(f: &ServerTlsFiles) -> Result<(Arc<rustls::ServerConfig>, Arc<rustls::ServerConfig>)> {
         let verifier =
             WebPkiClientVerifier::builder_with_provider(Arc::new(roots(&f.client_ca)?), provider())
                 // Health answers without a client certificate; every other call needs one (or a
@@ -101,13 +112,24 @@ impl ServerTls {
             .with_client_cert_verifier(verifier)
             .with_single_cert(certs(&f.cert)?, key(&f.key)?)
             .map_err(|e| Error::Tls(format!("{} and {}: {e}", f.cert.display(), f.key.display())))?;
+        let mut web = config.clone();
         config.alpn_protocols = vec![b"h2".to_vec()];
-        Ok(config)
+        web.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok((Arc::new(config), Arc::new(web)))
     }
 
-    /// The configuration for a new connection.
+    /// The gRPC configuration for a new connection.
     pub fn config(&self) -> Arc<rustls::ServerConfig> {
-        self.current.read().clone()
+        self.config_for(Protocols::Grpc)
+    }
+
+    /// The configuration for a new connection of a listener speaking `protocols`.
+    pub fn config_for(&self, protocols: Protocols) -> Arc<rustls::ServerConfig> {
+        let current = self.current.read();
+        match protocols {
+            Protocols::Grpc => current.0.clone(),
+            Protocols::Web => current.1.clone(),
+        }
     }
 
     /// Rebuilds the configuration if a file changed. True when it was replaced.
@@ -120,7 +142,7 @@ impl ServerTls {
         *stamps = now;
         match Self::build(&self.files) {
             Ok(c) => {
-                *self.current.write() = Arc::new(c);
+                *self.current.write() = c;
                 tracing::info!(cert = %self.files.cert.display(), "TLS certificate files changed: reloaded");
                 true
             }

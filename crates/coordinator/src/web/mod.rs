@@ -5,12 +5,18 @@
 //! implementation), so the dashboard refuses and records exactly what `aviary rollout ...` does.
 //! The live view is Server-Sent Events fed by the same watch as `aviary rollout watch`.
 //!
-//! - `caller`: [`Caller`] and [`Role`], the one place a request gets its role.
-//! - `routes`: the handlers (`/api/...`, the event stream, the assets).
+//! It has the gRPC API's TLS and roles: the same certificates, client CA and token file, and
+//! every call goes through the Fleet service's own check and audit log.
+//!
+//! - `caller`: [`Caller`], the one place a request gets its identity (client certificate,
+//!   bearer token header or the sign-in cookie).
+//! - `listen`: the listener (the coordinator's accept loop and TLS) under axum.
+//! - `routes`: the handlers (`/api/...`, sign-in, the event stream, the assets).
 //!
 //! [`Coordinator::serve_dashboard`]: crate::Coordinator::serve_dashboard
 
 mod caller;
+mod listen;
 mod routes;
 
 use std::sync::Arc;
@@ -21,16 +27,18 @@ use http::StatusCode;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-pub use caller::{Caller, Role};
+pub use caller::Caller;
+pub(crate) use listen::serve;
 
 use crate::api::FleetService;
 use crate::error::LEADER_METADATA;
 use crate::leader::Leadership;
+use crate::security::Auth;
 
 /// How the dashboard serves.
 #[derive(Clone, Debug, Default)]
 pub struct DashboardConfig {
-    /// Every caller is a viewer: no action buttons, actions refused (403).
+    /// Every caller is at most a viewer: no action buttons, actions refused (403).
     pub read_only: bool,
 }
 
@@ -38,8 +46,12 @@ pub struct DashboardConfig {
 #[derive(Clone)]
 pub(crate) struct WebState {
     pub(crate) api: Arc<FleetService>,
+    /// The coordinator's (the Fleet service's) check: who a request's credentials name.
+    pub(crate) auth: Arc<Auth>,
     pub(crate) leadership: Arc<dyn Leadership>,
     pub(crate) config: DashboardConfig,
+    /// Served over TLS (the sign-in cookie is `Secure`).
+    pub(crate) secure: bool,
     /// Ends the event streams when the coordinator shuts down (graceful shutdown waits for them).
     pub(crate) shutdown: CancellationToken,
 }
@@ -117,6 +129,13 @@ impl From<tonic::Status> for WebError {
                 leader,
             },
         }
+    }
+}
+
+impl WebError {
+    /// The body as JSON (the event stream's `problem`).
+    pub(crate) fn body_json(&self) -> String {
+        serde_json::to_string(&self.body).unwrap_or_default()
     }
 }
 

@@ -17,10 +17,12 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Code, Request};
+use tonic::Code;
 
-use super::{Caller, Role, WebError, WebState};
+use super::caller::{Credentials, TOKEN_COOKIE};
+use super::{Caller, WebError, WebState};
 use crate::leader::LeaderState;
+use crate::security::Role;
 
 const INDEX_HTML: &str = include_str!("../../web/index.html");
 const APP_JS: &str = include_str!("../../web/app.js");
@@ -35,7 +37,7 @@ pub(super) fn router() -> axum::Router<WebState> {
         .route("/", get(|| asset("text/html; charset=utf-8", INDEX_HTML)))
         .route("/app.js", get(|| asset("text/javascript; charset=utf-8", APP_JS)))
         .route("/app.css", get(|| asset("text/css; charset=utf-8", APP_CSS)))
-        .route("/api/session", get(session))
+        .route("/api/session", get(session).post(sign_in).delete(sign_out))
         .route("/api/rollouts", get(list))
         .route("/api/rollouts/{name}", get(rollout))
         .route("/api/rollouts/{name}/events", get(events))
@@ -53,36 +55,90 @@ async fn asset(content_type: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
-/// `GET /api/session`: who the caller is and whether this replica leads.
+/// `GET /api/session`: who the caller is and whether this replica leads (401 when the
+/// request names nobody: the page then shows its sign-in form).
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Session {
-    caller: Caller,
-    /// The caller may act (the page shows the buttons).
+    caller: SessionCaller,
+    /// The caller may act (the page shows the buttons; abort needs admin).
     can_act: bool,
+    /// Signed in with the page's form (the page offers to sign out).
+    signed_in: bool,
     leading: bool,
     /// The leader's gRPC address, when this replica follows and knows it.
     leader: Option<String>,
 }
 
-async fn session(State(s): State<WebState>, caller: Caller) -> Json<Session> {
+#[derive(Serialize)]
+struct SessionCaller {
+    name: String,
+    role: &'static str,
+}
+
+fn session_of(s: &WebState, caller: &Caller) -> Session {
     let (leading, leader) = match &*s.leadership.watch().borrow() {
         LeaderState::Leader { .. } => (true, None),
         LeaderState::Follower { leader } => (false, leader.clone()),
     };
-    Json(Session {
+    Session {
         can_act: caller.role >= Role::Operator,
-        caller,
+        caller: SessionCaller {
+            name: caller.name.clone(),
+            role: caller.role.as_str(),
+        },
+        signed_in: caller.credentials.cookie,
         leading,
         leader,
-    })
+    }
+}
+
+async fn session(State(s): State<WebState>, caller: Caller) -> Json<Session> {
+    Json(session_of(&s, &caller))
+}
+
+#[derive(Deserialize)]
+struct SignIn {
+    token: String,
+}
+
+/// `POST /api/session {"token": "..."}`: checks a bearer token of the token file and keeps it
+/// in an HttpOnly, Secure, SameSite=Strict cookie, so the page's requests and its event stream
+/// carry it.
+async fn sign_in(State(s): State<WebState>, Json(body): Json<SignIn>) -> Result<Response, WebError> {
+    if !s.secure {
+        return Err(WebError::bad_request(
+            "this dashboard has no sign-in: the coordinator runs without TLS (--insecure) and every caller is the anonymous admin".into(),
+        ));
+    }
+    let token = body.token.trim();
+    // What a cookie can carry unquoted; `aviary certs token-line` asks for random characters.
+    let cookie_safe = !token.is_empty()
+        && token.len() <= 4096
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/=".contains(&b));
+    if !cookie_safe {
+        return Err(WebError::bad_request(
+            "token: letters, digits and -._~+/= only (as `openssl rand -hex 32` makes)".into(),
+        ));
+    }
+    let caller = Caller::identify(Credentials::token(token), &s)?;
+    tracing::info!(target: "aviary::audit", subject = %caller.name, "signed in to the dashboard");
+    let cookie = format!("{TOKEN_COOKIE}={token}; Path=/; HttpOnly; Secure; SameSite=Strict");
+    Ok(([(header::SET_COOKIE, cookie)], Json(session_of(&s, &caller))).into_response())
+}
+
+/// `DELETE /api/session`: forgets the sign-in cookie.
+async fn sign_out() -> Response {
+    let cookie = format!("{TOKEN_COOKIE}=; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=0");
+    ([(header::SET_COOKIE, cookie)], Json(serde_json::json!({}))).into_response()
 }
 
 async fn list(State(s): State<WebState>, caller: Caller) -> Result<Json<v1::ListRolloutsResponse>, WebError> {
-    caller.require(Role::Viewer, "list rollouts")?;
     let r = s
         .api
-        .list_rollouts(Request::new(v1::ListRolloutsRequest::default()))
+        .list_rollouts(caller.request(v1::ListRolloutsRequest::default()))
         .await?;
     Ok(Json(r.into_inner()))
 }
@@ -92,10 +148,9 @@ async fn rollout(
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<v1::Rollout>, WebError> {
-    caller.require(Role::Viewer, "get rollout")?;
     let r = s
         .api
-        .get_rollout(Request::new(v1::GetRolloutRequest { name }))
+        .get_rollout(caller.request(v1::GetRolloutRequest { name }))
         .await?;
     Ok(Json(r.into_inner()))
 }
@@ -111,24 +166,25 @@ struct ActionBody {
 }
 
 /// `POST /api/rollouts/{name}/{action}`: approve, pause, resume, abort, skip or retry, through
-/// the Fleet service as the caller.
+/// the Fleet service as the caller (its role check, refusals and audit log). The history
+/// records the caller's identity with "dashboard" as the comment (without TLS: "dashboard").
 async fn act(
     State(s): State<WebState>,
     caller: Caller,
     Path((name, action)): Path<(String, String)>,
     Json(body): Json<ActionBody>,
 ) -> Result<Json<v1::Rollout>, WebError> {
-    caller.require(Role::Operator, &format!("{action} rollout {name}"))?;
-    let actor = caller.name.clone();
+    caller.check_cap(Role::Operator, &format!("{action} rollout {name}"))?;
+    let actor = "dashboard".to_string();
     let rollout_verb = || {
-        Request::new(v1::RolloutVerbRequest {
+        caller.request(v1::RolloutVerbRequest {
             name: name.clone(),
             actor: actor.clone(),
             reason: body.reason.clone(),
         })
     };
     let cluster_verb = || {
-        Request::new(v1::ClusterVerbRequest {
+        caller.request(v1::ClusterVerbRequest {
             name: name.clone(),
             cluster: body.cluster.clone(),
             actor: actor.clone(),
@@ -140,7 +196,7 @@ async fn act(
         "abort" => s.api.abort_rollout(rollout_verb()).await,
         "approve" => {
             s.api
-                .approve_wave(Request::new(v1::WaveVerbRequest {
+                .approve_wave(caller.request(v1::WaveVerbRequest {
                     name: name.clone(),
                     wave: body.wave.clone(),
                     actor: actor.clone(),
@@ -163,7 +219,7 @@ async fn act(
 /// - `rollout`: the rollout as JSON (the same message as `GetRollout`), whenever it changes;
 /// - `replica`: `{"leading": bool, "leader": "..."}` when the stream starts and when this
 ///   replica's role changes;
-/// - `problem`: `{"error": "...", "code": "..."}` (an unknown rollout);
+/// - `problem`: `{"error": "...", "code": "..."}` (an unknown rollout, a refused caller);
 /// - `end`: the rollout is over (or unknown): nothing more will come, the page closes it.
 ///
 /// On the leader it is fed by the Fleet service's WatchRollout (what `aviary rollout watch`
@@ -175,12 +231,11 @@ async fn events(
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, WebError> {
-    caller.require(Role::Viewer, "watch rollout")?;
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move {
         let stop = s.shutdown.clone();
         tokio::select! {
-            _ = feed(&s, &name, &tx) => {}
+            _ = feed(&s, &caller, &name, &tx) => {}
             _ = stop.cancelled() => {}
             _ = tx.closed() => {}
         }
@@ -189,15 +244,14 @@ async fn events(
 }
 
 /// Feeds one event stream until the rollout is over or the page goes away.
-async fn feed(s: &WebState, name: &str, tx: &mpsc::Sender<Event>) {
+async fn feed(s: &WebState, caller: &Caller, name: &str, tx: &mpsc::Sender<Event>) {
     let mut last: Option<v1::Rollout> = None;
     let mut replica: Option<(bool, Option<String>)> = None;
+    let mut leadership = s.leadership.watch();
+    let get = || caller.request(v1::GetRolloutRequest { name: name.into() });
     loop {
-        let watched = s
-            .api
-            .watch_rollout(Request::new(v1::GetRolloutRequest { name: name.into() }))
-            .await;
-        match watched {
+        leadership.borrow_and_update();
+        match s.api.watch_rollout(get()).await {
             Ok(stream) => {
                 if !announce(tx, &mut replica, (true, None)).await {
                     return;
@@ -219,23 +273,20 @@ async fn feed(s: &WebState, name: &str, tx: &mpsc::Sender<Event>) {
                     return;
                 }
             }
-            Err(e) if e.code() == Code::NotFound => {
+            Err(e) if is_final(&e) => {
                 problem(tx, e).await;
                 return;
             }
+            // Not the leader (or still loading): show the stored rollout.
             Err(_) => {
-                let leader = match &*s.leadership.watch().borrow() {
+                let leader = match &*leadership.borrow_and_update() {
                     LeaderState::Follower { leader } => leader.clone(),
                     LeaderState::Leader { .. } => None,
                 };
                 if !announce(tx, &mut replica, (false, leader)).await {
                     return;
                 }
-                match s
-                    .api
-                    .get_rollout(Request::new(v1::GetRolloutRequest { name: name.into() }))
-                    .await
-                {
+                match s.api.get_rollout(get()).await {
                     Ok(r) => {
                         let r = r.into_inner();
                         let over = is_over(&r);
@@ -247,16 +298,28 @@ async fn feed(s: &WebState, name: &str, tx: &mpsc::Sender<Event>) {
                             return;
                         }
                     }
-                    Err(e) if e.code() == Code::NotFound => {
+                    Err(e) if is_final(&e) => {
                         problem(tx, e).await;
                         return;
                     }
                     Err(_) => {}
                 }
-                tokio::time::sleep(FOLLOWER_REFRESH).await;
+                // Read again in a second, or at once when this replica's role changes.
+                tokio::select! {
+                    _ = tokio::time::sleep(FOLLOWER_REFRESH) => {}
+                    r = leadership.changed() => if r.is_err() { return },
+                }
             }
         }
     }
+}
+
+/// Errors that no failover changes: the stream says why and ends.
+fn is_final(e: &tonic::Status) -> bool {
+    matches!(
+        e.code(),
+        Code::NotFound | Code::PermissionDenied | Code::Unauthenticated | Code::InvalidArgument
+    )
 }
 
 fn is_over(r: &v1::Rollout) -> bool {
@@ -292,9 +355,7 @@ async fn announce(
 }
 
 async fn problem(tx: &mpsc::Sender<Event>, e: tonic::Status) {
-    let data = serde_json::json!({"error": e.message(), "code": "NOT_FOUND"});
-    let _ = tx
-        .send(Event::default().event("problem").data(data.to_string()))
-        .await;
+    let data = WebError::from(e).body_json();
+    let _ = tx.send(Event::default().event("problem").data(data)).await;
     let _ = tx.send(Event::default().event("end").data("{}")).await;
 }

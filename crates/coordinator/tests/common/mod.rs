@@ -48,6 +48,21 @@ pub fn pki() -> &'static Path {
     })
 }
 
+/// An in-memory coordinator with mutual TLS from the `aviary certs` files in `dir` (server
+/// certificate, client CA) and its `tokens` file, 1 s agent heartbeats.
+pub async fn tls_coordinator(dir: &std::path::Path) -> Coordinator {
+    use aviary_coordinator::security::certs;
+    let mut config = CoordinatorConfig::in_memory("127.0.0.1:0".parse().unwrap());
+    config.tls = Some(aviary_coordinator::security::tls::ServerTlsFiles {
+        cert: dir.join(certs::SERVER),
+        key: dir.join(certs::SERVER_KEY),
+        client_ca: dir.join(certs::CA),
+    });
+    config.token_file = Some(dir.join("tokens"));
+    config.heartbeat = Duration::from_secs(1);
+    Coordinator::start(config).await.unwrap()
+}
+
 /// `config` serving mutual TLS with [`pki`]'s certificates.
 pub fn secure(mut config: CoordinatorConfig) -> CoordinatorConfig {
     let dir = pki();

@@ -3,28 +3,39 @@
 //!
 //! - **Stop**: when the pooled ROLLBACK evidence reaches its threshold the rollout rolls back,
 //!   even if no cluster failed. Anytime-valid: it may be checked after every report.
-//! - **Planned look** (`plannedLook`): once, when the last wave would open, the exact test of
-//!   the canary's share of every error so far (each error is the canary's with its stratum's
-//!   canary share under "no regression"), at α/2; the anytime evidence then runs at α/2 too, so
-//!   the two together keep the false-stop bound α. One look fixed in advance is what reaches a
+//! - **Planned look** (`plannedLook`, on by default in a rollout of two waves or more): once,
+//!   when the last wave would open, the exact test of the canary's share of every error so far
+//!   (each error is the canary's with its stratum's canary share under "no regression"), at
+//!   [`LOOK_SHARE`]` × α`; the anytime evidence runs at the rest of α, so the two together keep
+//!   the false-stop bound α (a union bound). The rollout's gate before its last wave is the one
+//!   moment whose timing is known in advance, and a test aimed at one moment is what reaches a
 //!   regression too small for continuous monitoring before the last wave (docs/benchmarks.md,
-//!   S7).
+//!   S7: even an anytime test that knew the effect size would miss it in 3 of 10 rollouts).
 //! - **Advance** (`advance`): a baking wave ends once `bake.duration` passed and the pooled
 //!   non-inferiority (PROMOTE) evidence holds, without waiting for `bake.minRequests`.
 //!
-//! The pool covers the request-success rate (errors): latency stays with each cluster's judge.
+//! The pool judges errors and latency (requests slower than each cluster's own bounds near its
+//! primary's p90 and p99, pooled slot by slot), with equal weights; a cluster that reports no
+//! histograms adds to the errors only. The planned look tests errors.
 
 use aviary_api::FleetRolloutSpec;
 use serde::{Deserialize, Serialize};
 
 use super::rollout::RolloutState;
 use crate::error::Result;
-use crate::judge::config::{DEFAULT_ALPHA, DEFAULT_ERROR_MARGIN, DEFAULT_MIN_EVENTS};
+use crate::judge::config::{
+    DEFAULT_ALPHA, DEFAULT_ERROR_MARGIN, DEFAULT_LATENCY_MARGIN, DEFAULT_MIN_EVENTS, DEFAULT_QUANTILES,
+};
 use crate::judge::explain::fmt_sig2;
 use crate::judge::{
-    Added, Decision, EvidenceReport, FleetJudge, FleetVerdict, IntervalCounts, JudgeSpec, MetricKind,
-    MetricSpec,
+    Added, Boundaries, Decision, EvidenceReport, FleetJudge, FleetVerdict, IntervalCounts, JudgeSpec,
+    MetricKind, MetricSpec,
 };
+
+/// The planned look's share of α; the anytime evidence keeps the rest. The look is the more
+/// powerful test at the gate (its exact, discrete test spends about 0.035 of a nominal 0.045), the
+/// anytime evidence stops a clearly bad wave early; see docs/statistical-analysis.md.
+pub const LOOK_SHARE: f64 = 0.9;
 
 /// `spec.evidence`, resolved.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -48,7 +59,7 @@ pub fn evidence_plan(spec: &FleetRolloutSpec) -> std::result::Result<Option<Evid
         ));
     }
     if !e.pooled.unwrap_or(false) {
-        if e.advance.unwrap_or(false) || e.planned_look.unwrap_or(false) {
+        if e.advance.unwrap_or(false) || e.planned_look == Some(true) {
             return Err((
                 "spec.evidence.pooled".into(),
                 "advance and plannedLook act on pooled evidence; set pooled: true".into(),
@@ -59,7 +70,7 @@ pub fn evidence_plan(spec: &FleetRolloutSpec) -> std::result::Result<Option<Evid
     Ok(Some(EvidencePlan {
         alpha,
         advance: e.advance.unwrap_or(false),
-        planned_look: e.planned_look.unwrap_or(false),
+        planned_look: e.planned_look.unwrap_or(true),
     }))
 }
 
@@ -78,26 +89,40 @@ pub struct PooledEvidence {
 }
 
 impl PooledEvidence {
-    /// A pool over the planned clusters.
-    pub fn new(plan: EvidencePlan, planned: Vec<String>) -> Result<Self> {
+    /// A pool over the planned clusters. `waves`: the plan's number of waves (a planned look
+    /// needs a last wave after a first).
+    pub fn new(mut plan: EvidencePlan, planned: Vec<String>, waves: usize) -> Result<Self> {
+        plan.planned_look &= waves >= 2;
         let alpha = if plan.planned_look {
-            plan.alpha / 2.0
+            plan.alpha * (1.0 - LOOK_SHARE)
         } else {
             plan.alpha
+        };
+        let metric = |name: &str, kind: MetricKind, margin: f64| MetricSpec {
+            name: name.into(),
+            kind,
+            tolerance: 1.0,
+            margin,
+            weight: 1.0,
+            slo: None,
+            min_events: DEFAULT_MIN_EVENTS,
         };
         let spec = JudgeSpec {
             alpha,
             promote_alpha: plan.alpha,
             min_bake_seconds: 0.0,
-            metrics: vec![MetricSpec {
-                name: aviary_api::canary::BUILTIN_SUCCESS_RATE.into(),
-                kind: MetricKind::Errors,
-                tolerance: 1.0,
-                margin: DEFAULT_ERROR_MARGIN,
-                weight: 1.0,
-                slo: None,
-                min_events: DEFAULT_MIN_EVENTS,
-            }],
+            metrics: vec![
+                metric(
+                    aviary_api::canary::BUILTIN_SUCCESS_RATE,
+                    MetricKind::Errors,
+                    DEFAULT_ERROR_MARGIN,
+                ),
+                metric(
+                    aviary_api::canary::BUILTIN_DURATION,
+                    MetricKind::Latency(Boundaries::Quantiles(DEFAULT_QUANTILES.to_vec())),
+                    DEFAULT_LATENCY_MARGIN,
+                ),
+            ],
         };
         Ok(Self {
             plan,
@@ -130,6 +155,11 @@ impl PooledEvidence {
         self.judge.verdict()
     }
 
+    /// The pool itself (its shared and per-cluster e-processes).
+    pub fn judge(&self) -> &FleetJudge {
+        &self.judge
+    }
+
     /// Takes the planned look (once): `Some(reason)` when it says stop.
     pub fn take_look(&mut self) -> Option<String> {
         if !self.plan.planned_look || self.look_p.is_some() {
@@ -137,7 +167,7 @@ impl PooledEvidence {
         }
         let p = self.look.p_value();
         self.look_p = Some(p);
-        let level = self.plan.alpha / 2.0;
+        let level = self.plan.alpha * LOOK_SHARE;
         (p <= level).then(|| {
             format!(
                 "pooled evidence, planned look at the last wave: the canary has {} of {} errors, p = {} ≤ {}",
@@ -321,5 +351,17 @@ mod tests {
         });
         let p = evidence_plan(&spec).unwrap().unwrap();
         assert_eq!((p.alpha, p.advance, p.planned_look), (0.05, false, true));
+        // The look is on unless turned off.
+        spec.evidence = Some(aviary_api::fleet::EvidenceSpec {
+            pooled: Some(true),
+            ..Default::default()
+        });
+        assert!(evidence_plan(&spec).unwrap().unwrap().planned_look);
+        spec.evidence = Some(aviary_api::fleet::EvidenceSpec {
+            pooled: Some(true),
+            planned_look: Some(false),
+            ..Default::default()
+        });
+        assert!(!evidence_plan(&spec).unwrap().unwrap().planned_look);
     }
 }

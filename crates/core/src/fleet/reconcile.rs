@@ -520,11 +520,18 @@ fn bake_wave(plan: &Plan, state: &mut RolloutState, wi: usize, view: &FleetView,
     }
     let bake = state.waves[wi].bake.as_mut().expect("a baking wave has a bake");
     bake.requests = Some(requests);
+    let requests_note = if requests >= b.min_requests {
+        format!("{requests} requests (≥ {})", b.min_requests)
+    } else {
+        format!(
+            "{requests} requests (< {}, waived: the pooled evidence shows the canary non-inferior)",
+            b.min_requests
+        )
+    };
     let msg = format!(
-        "bake done: {} elapsed (≥ {}), {requests} requests (≥ {})",
+        "bake done: {} elapsed (≥ {}), {requests_note}",
         format_go_duration(truncate_secs(baked)),
         format_go_duration(b.duration),
-        b.min_requests
     );
     let mut m = BTreeMap::new();
     m.insert("bakeRequests".into(), requests as f64);

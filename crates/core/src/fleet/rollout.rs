@@ -366,9 +366,14 @@ impl RolloutState {
                 })
                 .collect(),
             history: Vec::new(),
-            evidence: plan
-                .evidence
-                .and_then(|e| PooledEvidence::new(e, plan.clusters().map(|c| c.name.clone()).collect()).ok()),
+            evidence: plan.evidence.and_then(|e| {
+                PooledEvidence::new(
+                    e,
+                    plan.clusters().map(|c| c.name.clone()).collect(),
+                    plan.waves.len(),
+                )
+                .ok()
+            }),
             history_dropped: 0,
         };
         let waves: Vec<String> = plan

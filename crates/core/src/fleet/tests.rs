@@ -1214,7 +1214,7 @@ fn the_planned_look_at_the_last_wave_stops_a_small_regression() {
     let mut m = Model::new(spec, FLEET);
     m.step();
     // 2.25× the primary's errors: 12 of 60 errors on a 10% canary, not enough for the anytime
-    // evidence at α/2, enough for one look.
+    // evidence at 0.1 α, enough for one look at 0.9 α.
     for i in 0..6 {
         add_evidence(&mut m.state, &report("us1", i, (200, 2), (1800, 8)));
     }

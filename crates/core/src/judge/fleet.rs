@@ -24,11 +24,11 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::canary::{CanaryJudge, JudgeSpec, Verdict, pairs_for};
+use super::canary::{CanaryJudge, JudgeSpec, Verdict};
 use super::counts::IntervalCounts;
 use super::explain::{fmt_e, fmt_sig2};
 use super::lnsum::{ln_mean_exp, ln_weighted_sum_exp};
-use super::metric::Decision;
+use super::metric::{Decision, MetricKind, MetricPairs, MetricVerdict, metric_pairs};
 use crate::error::{Error, Result};
 
 /// One interval of one cluster's canary run, as an agent reports it.
@@ -123,7 +123,7 @@ impl FleetJudge {
                 r.boundaries_ms, b
             )));
         }
-        let pairs = pairs_for(&self.spec, &r.boundaries_ms, &r.counts)
+        let pairs = pool_pairs(&self.spec, &r.boundaries_ms, &r.counts)
             .map_err(|e| Error::Judge(format!("fleet evidence from {who}: {e}")))?;
         self.runs.entry(run).or_insert_with(|| r.boundaries_ms.clone());
         self.seen.insert(key, digest);
@@ -154,6 +154,11 @@ impl FleetJudge {
         ])
     }
 
+    /// Whether the ROLLBACK evidence has reached its threshold (the verdict's decision, cheaply).
+    pub fn rolls_back(&self) -> bool {
+        self.ln_global() >= (1.0 / self.spec.alpha).ln()
+    }
+
     /// The shared-ratio judge's verdict (its PROMOTE is the fleet's wave-advance evidence).
     pub fn shared_verdict(&self) -> Verdict {
         self.shared.verdict(&self.spec)
@@ -169,10 +174,12 @@ impl FleetJudge {
         let shared = self.shared_verdict();
         let ln_global = self.ln_global();
         let threshold = 1.0 / self.spec.alpha;
+        // PROMOTE: every metric the clusters measure shows non-inferiority (a metric nobody
+        // reports, e.g. latency without histograms, is not part of the claim).
+        let judged: Vec<&MetricVerdict> = shared.metrics.iter().filter(|m| measured(m)).collect();
         let decision = if ln_global >= threshold.ln() {
             Decision::Rollback
-        } else if shared.metrics.iter().all(|m| m.decision == Decision::Promote) && !shared.metrics.is_empty()
-        {
+        } else if !judged.is_empty() && judged.iter().all(|m| m.decision == Decision::Promote) {
             Decision::Promote
         } else {
             Decision::Continue
@@ -202,7 +209,11 @@ impl FleetJudge {
             shared
                 .metrics
                 .iter()
-                .map(|m| format!("{}: {}", m.name, m.explanation))
+                .map(|m| if measured(m) {
+                    format!("{}: {}", m.name, m.explanation)
+                } else {
+                    format!("{}: not reported", m.name)
+                })
                 .collect::<Vec<_>>()
                 .join("; ")
         );
@@ -217,6 +228,29 @@ impl FleetJudge {
             explanation,
         }
     }
+}
+
+/// Whether any cluster reported this metric.
+fn measured(m: &MetricVerdict) -> bool {
+    m.canary_trials + m.primary_trials > 0
+}
+
+/// The pairs of one report for the pool: as a cluster's own judge takes them, except that a
+/// latency metric is skipped (not observed) when the report carries no histograms or no
+/// boundaries, instead of refusing the report: its errors still count. Which metrics a report
+/// carries follows from the cluster's configuration, never from the outcomes, so skipping keeps
+/// the test valid. Slot `k` pools every run's `k`-th boundary (near its primary's p90, p99).
+fn pool_pairs(spec: &JudgeSpec, boundaries: &[f64], counts: &IntervalCounts) -> Result<Vec<MetricPairs>> {
+    counts.validate()?;
+    let histograms = counts.canary.latency.is_some() && counts.primary.latency.is_some();
+    spec.metrics
+        .iter()
+        .map(|m| match &m.kind {
+            MetricKind::Latency(_) if boundaries.is_empty() || !histograms => Ok(MetricPairs::default()),
+            MetricKind::Latency(_) => metric_pairs(m, &boundaries[..boundaries.len().min(m.slots())], counts),
+            MetricKind::Errors => metric_pairs(m, boundaries, counts),
+        })
+        .collect()
 }
 
 fn digest(r: &EvidenceReport) -> String {

@@ -448,7 +448,8 @@ impl MetricVerdict {
                 fmt_count(self.primary_trials)
             );
         }
-        let level = (self.confidence * 100.0).round();
+        // 95, or 99.5 for the pool's anytime evidence at 0.1 α.
+        let level = (self.confidence * 1000.0).round() / 10.0;
         let head = format!("{} {} ({level}%)", self.what(), fmt_ratio_interval(&self.ratio));
         let fail = format!(
             "evidence {} {} {}",

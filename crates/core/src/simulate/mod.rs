@@ -183,6 +183,12 @@ impl Simulator {
         }
     }
 
+    /// An agent restart: the engine's memory between ticks (the judge's state among it) is
+    /// gone; the Canary and its status, which live in the API server, stay.
+    pub fn restart_agent(&mut self) {
+        self.memory = TickMemory::default();
+    }
+
     /// The events so far, with their virtual times.
     pub fn timeline(&self) -> &[TimedEvent] {
         &self.events
