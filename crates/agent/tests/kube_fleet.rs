@@ -7,7 +7,8 @@ mod kube_common;
 
 use std::time::Duration;
 
-use aviary_coordinator::client::fleet_client;
+use aviary_coordinator::client::{ClientTls, fleet_client_with};
+use aviary_coordinator::security::tls::ServerTlsFiles;
 use aviary_coordinator::{Coordinator, CoordinatorConfig};
 use aviary_proto::v1;
 use kube_common::*;
@@ -34,9 +35,13 @@ fn rollout(ns: &str, name: &str, container: &str, image: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_coordinator_pushes_an_image_to_a_deployment_canary() {
-    let coordinator = Coordinator::start(CoordinatorConfig::in_memory("127.0.0.1:0".parse().unwrap()))
-        .await
-        .unwrap();
+    let mut config = CoordinatorConfig::in_memory("127.0.0.1:0".parse().unwrap());
+    config.tls = Some(ServerTlsFiles {
+        cert: fleet_pki().join("server.pem"),
+        key: fleet_pki().join("server-key.pem"),
+        client_ca: fleet_pki().join("ca.pem"),
+    });
+    let coordinator = Coordinator::start(config).await.unwrap();
     let env = Env::start_with(
         "the-coordinator-pushes-an-image-to-a-dep",
         Some(coordinator.url()),
@@ -47,7 +52,8 @@ async fn the_coordinator_pushes_an_image_to_a_deployment_canary() {
     env.wait_phase("podinfo", "Initialized", Duration::from_secs(40))
         .await;
 
-    let mut client = fleet_client(&coordinator.url()).unwrap();
+    let mut client =
+        fleet_client_with(&coordinator.url(), &ClientTls::from_dir(fleet_pki(), "admin")).unwrap();
     // the cluster registers with its canary
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {

@@ -104,7 +104,7 @@ enum Command {
     /// of several, state in etcd, the leader elected on an etcd lease (`--lease-ttl`, default
     /// 3s); followers redirect to the leader. Prints `aviary coordinator listening on ADDR`
     /// once ready; on SIGTERM or Ctrl-C it resigns leadership and stops gracefully.
-    Coordinator(commands::coordinator::Args),
+    Coordinator(Box<commands::coordinator::Args>),
 
     /// Fleet rollouts: apply, get, list, watch, wait, pause, resume, abort, approve, skip, retry.
     ///
@@ -140,7 +140,7 @@ pub(crate) fn run() -> ExitCode {
         Command::Crds(args) => commands::crds::run(args),
         Command::Simulate(args) => commands::simulate::run(args),
         Command::Loadtester(args) => commands::loadtester::run(args),
-        Command::Coordinator(args) => commands::coordinator::run(args),
+        Command::Coordinator(args) => commands::coordinator::run(*args),
         Command::Rollout(args) => commands::rollout::run(args),
         Command::Clusters(args) => commands::clusters::run(args),
         Command::Canaries(args) => commands::canaries::run(args),

@@ -7,8 +7,10 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use aviary_coordinator::client::ClientTls;
 use aviary_coordinator::sim::{SimAgent, SimCanary, SimConfig};
 use aviary_core::fleet::Revision;
+use aviary_testkit::aviary::{ADMIN, Pki};
 use aviary_testkit::process::{Log, Process};
 
 const BIN: &str = env!("CARGO_BIN_EXE_aviary");
@@ -87,6 +89,7 @@ fn a_connection_lost_during_watch_or_wait_says_so() {
             "us-east-1",
             vec![SimCanary::new("test", "podinfo", rev)],
         );
+        cfg.tls = ClientTls::from_dir(Pki::get(BIN).agent("us-1"), "us-1");
         cfg.tick = Duration::from_millis(100);
         SimAgent::spawn(cfg)
     });
@@ -111,6 +114,7 @@ fn a_connection_lost_during_watch_or_wait_says_so() {
     let spawn = |verb: &str| {
         let mut child = Command::new(BIN)
             .args(["rollout", verb, "held", "--coordinator", &url])
+            .envs(Pki::get(BIN).client_env(ADMIN, "admin"))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

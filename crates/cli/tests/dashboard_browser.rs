@@ -29,10 +29,12 @@ fn worth_echoing(line: &str) -> bool {
     line.contains("WARN") || line.contains("ERROR") || std::env::var_os("FLEET_TEST_LOGS").is_some()
 }
 
-/// A coordinator with the dashboard on a free port: (process, gRPC URL, dashboard URL).
+/// A plaintext coordinator (`--insecure`: the dashboard's own admin role) with the dashboard on
+/// a free port: (process, gRPC URL, dashboard URL). The mutual-TLS dashboard is
+/// [`tls_coordinator`].
 fn coordinator(extra: &[&str]) -> (Process, String, String) {
     let http = format!("127.0.0.1:{}", free_port());
-    let mut args = vec!["--http-listen", &http];
+    let mut args = vec!["--insecure", "--http-listen", &http];
     args.extend_from_slice(extra);
     let (p, url) = start_coordinator(BIN, &args, "coordinator", &Log::default(), worth_echoing);
     (p, url, format!("http://{http}/"))

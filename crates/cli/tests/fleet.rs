@@ -3,8 +3,10 @@
 
 use std::time::Duration;
 
+use aviary_coordinator::client::ClientTls;
 use aviary_coordinator::sim::{SimAgent, SimCanary, SimConfig};
 use aviary_core::fleet::Revision;
+use aviary_testkit::aviary::Pki;
 use aviary_testkit::process::Log;
 
 const BIN: &str = env!("CARGO_BIN_EXE_aviary");
@@ -31,6 +33,7 @@ fn sim(url: &str, cluster: &str, region: &str) -> SimAgent {
         version: String::new(),
     };
     let mut cfg = SimConfig::new(url, cluster, region, vec![SimCanary::new("test", "podinfo", rev)]);
+    cfg.tls = ClientTls::from_dir(Pki::get(BIN).agent(cluster), cluster);
     cfg.tick = Duration::from_millis(200);
     SimAgent::spawn(cfg)
 }
@@ -153,7 +156,9 @@ fn rollout_commands_against_a_coordinator_process() {
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["phase"], "Succeeded");
-    assert_eq!(v["history"][0]["actor"], "ci-bot");
+    // The authenticated identity; the free-text actor ($USER) is the comment beside it.
+    assert_eq!(v["history"][0]["actor"], "user:admin");
+    assert_eq!(v["history"][0]["comment"], "ci-bot");
     let (code, out, _) = aviary(&url, &["rollout", "list", "-o", "yaml"]);
     assert_eq!(code, 0);
     assert!(out.contains("name: podinfo-6-0-1"), "{out}");
@@ -203,4 +208,157 @@ fn rollout_commands_against_a_coordinator_process() {
 
 fn _agents_fail(agents: &[SimAgent; 2]) {
     agents[0].set_outcome("test", "podinfo", aviary_coordinator::sim::Outcome::Fail);
+}
+
+/// The one test of plaintext (every other coordinator of the tests serves mutual TLS): it
+/// takes an explicit `--insecure`, is refused on a non-loopback address without
+/// `--insecure-listen-anywhere`, warns loudly, and then serves anyone as admin.
+#[test]
+fn plaintext_needs_insecure_and_loopback_unless_said_twice() {
+    let refused = |args: &[&str]| {
+        let o = std::process::Command::new(BIN)
+            .args(["coordinator", "--log-level", "warn"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!o.status.success(), "{args:?} started");
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let err = refused(&["--listen", "127.0.0.1:0"]);
+    assert!(
+        err.contains("serves mutual TLS") && err.contains("--insecure"),
+        "{err}"
+    );
+    let err = refused(&["--listen", "0.0.0.0:0", "--insecure"]);
+    assert!(
+        err.contains("--insecure on 0.0.0.0:0") && err.contains("--insecure-listen-anywhere"),
+        "{err}"
+    );
+
+    let log = Log::default();
+    let (_coord, url) = aviary_testkit::aviary::start_coordinator(
+        BIN,
+        &["--insecure", "--log-level", "warn"],
+        "coordinator",
+        &log,
+        |_| false,
+    );
+    assert!(url.starts_with("http://"), "{url}");
+    aviary_testkit::wait::wait_until("the warning", Duration::from_secs(5), || {
+        !log.grep("WARNING: INSECURE").is_empty()
+    });
+    // No certificate: an agent may say it is any cluster, a caller is admin.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let rev = Revision {
+        container_images: [("podinfod".to_string(), "podinfo:6.0.0".to_string())].into(),
+        version: String::new(),
+    };
+    let cfg = SimConfig::new(
+        &url,
+        "us-1",
+        "us-east-1",
+        vec![SimCanary::new("test", "podinfo", rev)],
+    );
+    let _agent = rt.block_on(async { SimAgent::spawn(cfg) });
+    aviary_testkit::wait::wait_until("us-1 to connect", Duration::from_secs(20), || {
+        aviary(&url, &["clusters"]).1.contains(" yes ")
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("r.yaml");
+    std::fs::write(&file, ROLLOUT.replace(", eu-west-1", "")).unwrap();
+    let (code, out, err) = aviary(&url, &["rollout", "apply", "-f", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, _) = aviary(&url, &["rollout", "get", "podinfo-6-0-1", "-o", "json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        v["history"][0]["actor"], "ci-bot",
+        "anyone may claim any actor: {v}"
+    );
+}
+
+/// Registrations expire a TTL after their agent left, and an admin deregisters a disconnected
+/// cluster with `aviary clusters deregister` (refused while connected, refused to a viewer);
+/// both are in the audit log.
+#[test]
+fn clusters_expire_after_the_ttl_and_admins_deregister_them() {
+    let log = Log::default();
+    let metrics = format!("127.0.0.1:{}", aviary_testkit::net::free_port());
+    let (_coord, url) = aviary_testkit::aviary::start_coordinator(
+        BIN,
+        &[
+            "--cluster-ttl",
+            "4s",
+            "--metrics-listen",
+            &metrics,
+            "--log-level",
+            "warn,aviary::audit=info",
+        ],
+        "coordinator",
+        &log,
+        |_| false,
+    );
+    // The probe of Kubernetes (which cannot speak TLS to the gRPC port): plain HTTP.
+    assert_eq!(
+        aviary_testkit::net::curl(&format!("http://{metrics}/healthz")).as_deref(),
+        Some("ok\n")
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let agents = rt.block_on(async { [sim(&url, "gone-1", "us-east-1"), sim(&url, "gone-2", "us-east-1")] });
+    aviary_testkit::wait::wait_until("both agents", Duration::from_secs(20), || {
+        aviary(&url, &["clusters"]).1.matches(" yes ").count() == 2
+    });
+    let (code, _, err) = aviary(&url, &["clusters", "deregister", "gone-1"]);
+    assert!(code != 0 && err.contains("cluster gone-1 is connected"), "{err}");
+
+    let [a, b] = agents;
+    rt.block_on(async {
+        a.stop().await;
+        b.stop().await;
+    });
+    aviary_testkit::wait::wait_until("both gone", Duration::from_secs(20), || {
+        aviary(&url, &["clusters"]).1.matches(" no ").count() == 2
+    });
+    let viewer = Pki::get(BIN).client_env("ann", "viewer");
+    let o = std::process::Command::new(BIN)
+        .args(["clusters", "deregister", "gone-1", "--coordinator", &url])
+        .envs(viewer)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("DeregisterCluster needs role admin"),
+        "{err}"
+    );
+    let (code, out, err) = aviary(
+        &url,
+        &["clusters", "deregister", "gone-1", "--reason", "decommissioned"],
+    );
+    assert_eq!((code, out.trim()), (0, "cluster gone-1 deregistered"), "{err}");
+    let (code, _, err) = aviary(&url, &["clusters", "deregister", "gone-1"]);
+    assert!(code != 0 && err.contains("NotFound"), "{err}");
+    // gone-2 expires by itself within the TTL plus a sweep.
+    aviary_testkit::wait::wait_until("gone-2 to expire", Duration::from_secs(10), || {
+        !aviary(&url, &["clusters"]).1.contains("gone-2")
+    });
+    aviary_testkit::wait::wait_until("the audit lines", Duration::from_secs(5), || {
+        log.grep("cluster registration expired")
+            .iter()
+            .any(|l| l.contains("gone-2"))
+    });
+    let deregistered = log.grep("cluster deregistered");
+    assert!(
+        deregistered
+            .iter()
+            .any(|l| l.contains("user:admin") && l.contains("gone-1") && l.contains("decommissioned")),
+        "{deregistered:?}"
+    );
 }

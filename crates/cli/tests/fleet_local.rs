@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use aviary_testkit::aviary::start_coordinator;
+use aviary_testkit::aviary::{Pki, start_coordinator};
 use aviary_testkit::manifests::LocalCanary;
 use aviary_testkit::net::{curl_json, free_port};
 use aviary_testkit::process::{Log, Process};
@@ -88,6 +88,7 @@ impl Cluster {
                 "--coordinator",
                 &self.coordinator,
             ])
+            .args(Pki::get(BIN).agent_args(self.name))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -217,7 +218,7 @@ fn a_fleet_of_local_agents_rolls_out_by_region_survives_a_kill_and_a_partition_a
         &Log::default(),
         worth_echoing,
     );
-    let coord_addr = url.trim_start_matches("http://").to_string();
+    let coord_addr = url.trim_start_matches("https://").to_string();
     let partition = Partition::start(coord_addr);
 
     let us = Cluster::new(tmp.path(), "us-east-1a", "us-east-1", "", &url);
@@ -227,7 +228,8 @@ fn a_fleet_of_local_agents_rolls_out_by_region_survives_a_kill_and_a_partition_a
         "eu-west-1b",
         "eu-west-1",
         "",
-        &format!("http://127.0.0.1:{}", partition.port),
+        // A TCP proxy: mutual TLS passes through it (the certificate names 127.0.0.1).
+        &format!("https://127.0.0.1:{}", partition.port),
     );
     let _us_agent = us.start();
     let mut eu_a_agent = eu_a.start();

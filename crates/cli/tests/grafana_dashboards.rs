@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aviary_testkit::aviary::start_coordinator;
+use aviary_testkit::aviary::{Pki, start_coordinator};
 use aviary_testkit::manifests::LocalCanary;
 use aviary_testkit::net::free_port;
 use aviary_testkit::process::{Log, Process};
@@ -79,6 +79,7 @@ fn start_agent(
             region,
         ])
         .args(["--coordinator", coordinator])
+        .args(Pki::get(BIN).agent_args(name))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

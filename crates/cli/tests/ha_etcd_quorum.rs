@@ -13,6 +13,7 @@
 
 mod ha_support;
 
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ha_support::*;
@@ -122,4 +123,111 @@ fn etcd_member_loss_holds_nothing_quorum_loss_holds_the_fleet_quorum_back_resume
     succeeded_once_each(&urls);
     rollout_write_terms(&rt, &csv, "podinfo-6-0-1");
     drop(agents);
+}
+
+/// etcd with `--client-cert-auth`: a coordinator with the right CA and client certificate
+/// (`--etcd-ca --etcd-cert --etcd-key`) leads and serves; one without a client certificate, or
+/// with a certificate of another CA, stops at startup saying what to check.
+#[test]
+fn coordinators_talk_to_etcd_over_mutual_tls_and_fail_clearly_without_a_trusted_certificate() {
+    use aviary_testkit::aviary::{Pki, cli, start_coordinator};
+    use aviary_testkit::etcd::{EtcdTls, LocalEtcd};
+    use aviary_testkit::process::{Log, Process};
+
+    let Some(bin) = LocalEtcd::binary_or_skip("etcd over mutual TLS") else {
+        return;
+    };
+    let pki = Pki::get(BIN);
+    let dir = pki.dir();
+    pki.agent("etcd-client"); // a client certificate (clientAuth) of the fleet CA
+    let etcd = LocalEtcd::start_tls(
+        &bin,
+        1,
+        EtcdTls {
+            cert: dir.join("server.pem"),
+            key: dir.join("server-key.pem"),
+            client_ca: dir.join("ca.pem"),
+        },
+    )
+    .expect("start etcd with TLS");
+    let endpoints = etcd.endpoints_csv();
+    assert!(endpoints.starts_with("https://"), "{endpoints}");
+    let file = |d: &std::path::Path, f: &str| d.join(f).display().to_string();
+
+    let log = Log::default();
+    let (_coordinator, url) = start_coordinator(
+        BIN,
+        &[
+            "--etcd",
+            &endpoints,
+            "--etcd-ca",
+            &file(dir, "ca.pem"),
+            "--etcd-cert",
+            &file(dir, "etcd-client.pem"),
+            "--etcd-key",
+            &file(dir, "etcd-client-key.pem"),
+            "--log-level",
+            "warn",
+        ],
+        "coordinator",
+        &log,
+        |_| false,
+    );
+    wait_until(
+        "the replica to lead on etcd over TLS",
+        Duration::from_secs(20),
+        || cli(BIN, &url, "t", &["rollout", "list"]).0 == 0,
+    );
+
+    let other = tempfile::tempdir().unwrap();
+    let o = other.path().display().to_string();
+    for args in [
+        vec!["init", o.as_str()],
+        vec!["issue", o.as_str(), "--agent", "etcd-client"],
+    ] {
+        assert!(
+            Command::new(BIN)
+                .arg("certs")
+                .args(&args)
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+    let refused = |etcd_client: &[String]| {
+        let mut child = Command::new(BIN)
+            .args(["coordinator", "--listen", "127.0.0.1:0"])
+            .args(pki.server_args())
+            .args(["--etcd", &endpoints, "--etcd-ca", &file(dir, "ca.pem")])
+            .args(etcd_client)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Log::default();
+        log.capture("refused", child.stderr.take().unwrap(), |_| false);
+        let mut p = Process::new(child);
+        let status = p
+            .wait_exit(Duration::from_secs(20))
+            .expect("the coordinator stops by itself");
+        assert!(!status.success());
+        std::thread::sleep(Duration::from_millis(100));
+        log.lines().join("\n")
+    };
+    let no_cert = refused(&[]);
+    let untrusted = refused(&[
+        "--etcd-cert".into(),
+        file(other.path(), "etcd-client.pem"),
+        "--etcd-key".into(),
+        file(other.path(), "etcd-client-key.pem"),
+    ]);
+    for (what, err) in [
+        ("no client certificate", no_cert),
+        ("an untrusted one", untrusted),
+    ] {
+        assert!(
+            err.contains("no etcd member accepted the connection") && err.contains("--etcd-cert"),
+            "{what}: {err}"
+        );
+    }
 }

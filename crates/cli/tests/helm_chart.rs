@@ -117,9 +117,15 @@ fn value_sets() -> Vec<(&'static str, Vec<String>)> {
             ),
         ),
         (
+            "coordinator with mutual TLS and no metrics port",
+            set(
+                "agent.enabled=false,coordinator.enabled=true,coordinator.tls.enabled=true,coordinator.metricsPort=0",
+            ),
+        ),
+        (
             "everything with mutual TLS",
             set(
-                "coordinator.enabled=true,loadtester.enabled=true,grafana.dashboards=true,certManager.enabled=true,coordinator.tls.enabled=true,agent.tls.enabled=true,agent.cluster=c1,agent.coordinator=https://aviary-coordinator.aviary-system:7400,coordinator.etcd.tls.enabled=true,coordinator.etcd.tls.secretName=etcd-client,coordinator.tls.tokenSecretName=aviary-tokens,coordinator.dashboard.readOnly=true,coordinator.dashboard.service.type=LoadBalancer",
+                "coordinator.enabled=true,loadtester.enabled=true,grafana.dashboards=true,certManager.enabled=true,coordinator.tls.enabled=true,agent.tls.enabled=true,agent.cluster=c1,agent.coordinator=https://aviary-coordinator.aviary-system:7400,coordinator.etcd.mode=external,coordinator.etcd.endpoints={https://etcd-0.etcd:2379},coordinator.etcd.tls.enabled=true,coordinator.etcd.tls.secretName=etcd-client,coordinator.tls.tokenSecretName=aviary-tokens,coordinator.dashboard.readOnly=true,coordinator.dashboard.service.type=LoadBalancer",
             ),
         ),
     ]
@@ -164,6 +170,48 @@ fn check_args(set: &str, args: &[String]) -> Vec<String> {
     missing.into_iter().map(|a| flag(a)).collect()
 }
 
+/// The coordinator's probes work whatever the gRPC port speaks: Kubernetes' `grpc` probes
+/// cannot speak TLS, so with mutual TLS they are `httpGet /healthz` on the plain metrics port
+/// (which `--metrics-listen` must serve) or, without that port, a TCP check; plaintext needs
+/// `--insecure`. Returns what is wrong.
+fn check_coordinator(container: &Value) -> Vec<String> {
+    let args = args_of(container);
+    let tls = args.iter().any(|a| a.starts_with("--tls-cert"));
+    let mut wrong = Vec::new();
+    if !tls && !args.iter().any(|a| a == "--insecure") {
+        wrong.push("plaintext without --insecure: the coordinator refuses to start".to_string());
+    }
+    let metrics_port = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--metrics-listen="))
+        .map(|l| l.rsplit(':').next().unwrap().parse::<u64>().unwrap());
+    let port_named = |name: &str| {
+        container["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["name"] == name)
+            .and_then(|p| p["containerPort"].as_u64())
+    };
+    for probe in ["readinessProbe", "livenessProbe"] {
+        let p = &container[probe];
+        if p.is_null() {
+            wrong.push(format!("no {probe}"));
+        } else if !p["grpc"].is_null() && tls {
+            wrong.push(format!("{probe}: a grpc probe cannot speak TLS"));
+        } else if !p["httpGet"].is_null() {
+            let port = p["httpGet"]["port"].as_str().and_then(&port_named);
+            if p["httpGet"]["path"] != "/healthz" || port.is_none() || port != metrics_port {
+                wrong.push(format!(
+                    "{probe}: {} is not /healthz on the --metrics-listen port {metrics_port:?}",
+                    p["httpGet"]
+                ));
+            }
+        }
+    }
+    wrong
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chart_lints_renders_and_passes_only_flags_that_exist() {
     let Some(helm) = helm() else { return };
@@ -186,6 +234,10 @@ async fn chart_lints_renders_and_passes_only_flags_that_exist() {
                 .filter(|c| c["image"].as_str().unwrap_or("").contains("aviary"))
             {
                 gated.extend(check_args(name, &args_of(c)));
+                if args_of(c).first().is_some_and(|a| a == "coordinator") {
+                    let wrong = check_coordinator(c);
+                    assert!(wrong.is_empty(), "{name}: the coordinator container: {wrong:?}");
+                }
             }
         }
         // Issue 15 added the TLS flags: every value set, mutual TLS included, must parse.
@@ -211,6 +263,14 @@ async fn bad_values_fail_naming_the_value() {
             "coordinator.replicas",
         ),
         ("agent.tls.enabled=true", "agent.coordinator"),
+        (
+            "coordinator.enabled=true,coordinator.etcd.tls.enabled=true,coordinator.etcd.tls.secretName=e",
+            "coordinator.etcd.tls.enabled",
+        ),
+        (
+            "coordinator.enabled=true,coordinator.etcd.mode=external,coordinator.etcd.endpoints={http://e:2379},coordinator.etcd.tls.enabled=true,coordinator.etcd.tls.secretName=e",
+            "coordinator.etcd.endpoints",
+        ),
         (
             "certManager.enabled=true,agent.tls.enabled=true,agent.coordinator=https://c:7400",
             "agent.cluster",

@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use aviary_testkit::aviary::start_coordinator;
+use aviary_testkit::aviary::{Pki, start_coordinator};
 use aviary_testkit::manifests::LocalCanary;
 use aviary_testkit::net::{curl as get, curl_json, free_port};
 use aviary_testkit::process::{Log, Process};
@@ -205,7 +205,12 @@ fn pooled_evidence_stops_a_fleet_rollout_no_cluster_would_stop() {
     ];
     let _agents: Vec<Process> = clusters
         .iter()
-        .map(|(c, region)| c.start(&["--region", region, "--coordinator", &url]))
+        .map(|(c, region)| {
+            let tls = Pki::get(BIN).agent_args(c.name);
+            let mut args = vec!["--region", region, "--coordinator", &url];
+            args.extend(tls.iter().map(String::as_str));
+            c.start(&args)
+        })
         .collect();
     let _traffic: Vec<Traffic> = clusters
         .iter()

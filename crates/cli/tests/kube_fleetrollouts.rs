@@ -18,9 +18,11 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use aviary_coordinator::client::ClientTls;
 use aviary_coordinator::sim::{SimAgent, SimCanary, SimConfig};
 use aviary_core::fleet::Revision;
 use aviary_testkit::Cluster;
+use aviary_testkit::aviary::Pki;
 use aviary_testkit::process::Log;
 use serde_json::Value;
 
@@ -87,6 +89,7 @@ fn sim(url: &str, cluster: &str, region: &str) -> SimAgent {
         version: String::new(),
     };
     let mut cfg = SimConfig::new(url, cluster, region, vec![SimCanary::new("test", "podinfo", rev)]);
+    cfg.tls = ClientTls::from_dir(Pki::get(BIN).agent(cluster), cluster);
     cfg.tick = Duration::from_millis(100);
     SimAgent::spawn(cfg)
 }

@@ -1,5 +1,7 @@
-//! Issue 15: credentials never come back out of the local agent. Canaries run on the local
-//! platform (`aviary agent --local`, real sample-app processes) at `--log-level trace` against
+//! Issue 15: credentials never come back out of the local agent or the coordinator. Canaries
+//! run on the local platform (`aviary agent --local`, real sample-app processes, linked over
+//! mutual TLS to an `aviary coordinator` that pushes the new version with one FleetRollout per
+//! canary), both at `--log-level trace`, against
 //! careless upstreams (`EchoServer`) that quote every request back in their error answers: a
 //! Slack webhook URL and bearer token (an AlertProvider from a Secret, and the global
 //! `SLACK_URL`), Datadog keys, Prometheus basic auth, a Prometheus bearer token, and webhook
@@ -8,14 +10,18 @@
 //!
 //! The upstreams must have received every credential (so the test cannot pass by not using
 //! them), and none may appear, in any form (as is, percent-encoded, JSON-escaped, basic auth's
-//! base64), in the agent's log, its events, the canaries' status, or any file of its state
-//! directory, the workloads' own logs included (they print their environment).
+//! base64), in the agent's log, its events, the canaries' status, any file of its state
+//! directory (the workloads' own logs included: they print their environment), the
+//! coordinator's answers (rollouts with their verdicts and history, canaries, clusters) or its
+//! log with its audit records.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aviary_testkit::EchoServer;
+use aviary_testkit::aviary::{Pki, cli, start_coordinator};
+use aviary_testkit::process::Log;
 
 const SLACK_PATH: &str = "/services/T0LEAK1234/B0LEAK5678/slackLeakToken0123456789";
 const SLACK_TOKEN: &str = "xoxb-leak-bearer-0123456789";
@@ -318,6 +324,15 @@ fn no_credential_reaches_logs_events_status_or_state() {
     let ports = [free_port(), free_port(), free_port()];
     write(&dir, &config(&up, &ports, "1.0.0"));
 
+    let coordinator_log = Log::default();
+    let (_coordinator, url) = start_coordinator(
+        aviary(),
+        &["--log-level", "trace"],
+        "coordinator",
+        &coordinator_log,
+        |_| false,
+    );
+
     let log_path = tmp.path().join("agent.log");
     let admin_port = free_port();
     let admin = format!("http://127.0.0.1:{admin_port}");
@@ -333,6 +348,10 @@ fn no_credential_reaches_logs_events_status_or_state() {
             "1s",
             "--cluster",
             "leak-test",
+            "--region",
+            "leak",
+            "--coordinator",
+            &url,
             "--log-level",
             "trace",
             "--event-webhook",
@@ -354,6 +373,7 @@ fn no_credential_reaches_logs_events_status_or_state() {
         .env("AVIARY_SECRET_TEST_PROM_BEARER_TOKEN", PROM_TOKEN)
         .env("AWS_SECRET_ACCESS_KEY", AWS_SECRET)
         .env("DD_API_KEY", DD_API_KEY)
+        .args(Pki::get(aviary()).agent_args("leak-test"))
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log_path).unwrap())
         .spawn()
@@ -363,10 +383,42 @@ fn no_credential_reaches_logs_events_status_or_state() {
     wait_until("three initialized canaries", Duration::from_secs(60), || {
         phases(&admin) == ["Initialized"; 3]
     });
-    write(&dir, &config(&up, &ports, "1.0.1"));
-    wait_until("three failed canaries", Duration::from_secs(120), || {
-        phases(&admin) == ["Failed"; 3]
+    // The coordinator pushes 1.0.1 to each canary; each fails on its metrics.
+    let fleet = |args: &[&str]| cli(aviary(), &url, "leak-test", args);
+    for name in ["dd", "basic", "bearer"] {
+        let file = tmp.path().join(format!("{name}.yaml"));
+        std::fs::write(
+            &file,
+            format!(
+                "apiVersion: aviary.dev/v1alpha1\nkind: FleetRollout\nmetadata: {{name: leak-{name}}}\nspec:\n  \
+                 canary: {{namespace: test, name: {name}}}\n  revision: {{version: 1.0.1}}\n  byRegion: [leak]\n  \
+                 clusterDeadline: 2m\n"
+            ),
+        )
+        .unwrap();
+        let (code, out, err) = fleet(&["rollout", "apply", "-f", file.to_str().unwrap()]);
+        assert_eq!(code, 0, "{out}{err}");
+    }
+    // What the coordinator says of the canaries while they run and fail, every distinct answer
+    // kept.
+    let mut live: Vec<String> = Vec::new();
+    wait_until("the three rollouts to fail", Duration::from_secs(120), || {
+        let (_, canaries, _) = fleet(&["canaries", "-o", "json"]);
+        if !live.contains(&canaries) {
+            live.push(canaries);
+        }
+        let (_, list, _) = fleet(&["rollout", "list", "-o", "json"]);
+        list.matches("\"Failed\"").count() >= 3
     });
+    for name in ["dd", "basic", "bearer"] {
+        let (code, out, err) = fleet(&["rollout", "wait", &format!("leak-{name}"), "--timeout", "2m"]);
+        assert_eq!(code, 1, "leak-{name} fails on its metrics: {out}{err}");
+    }
+    assert!(
+        live.iter()
+            .any(|c| c.contains("\"phase\": \"Progressing\"") && c.contains("\"failedChecks\": 1")),
+        "the coordinator's answers are read while the analyses fail: {live:#?}"
+    );
     // The alerts of the failure have been sent once the phase is Failed; give the event
     // webhook a moment for the last events.
     std::thread::sleep(Duration::from_secs(1));
@@ -406,8 +458,32 @@ fn no_credential_reaches_logs_events_status_or_state() {
         r.query.contains(EVENT_HOOK_TOKEN)
     });
 
-    // Everything the agent produced.
+    // Everything the agent and the coordinator produced.
     let mut outputs: Vec<(String, String)> = Vec::new();
+    let queries: [&[&str]; 6] = [
+        &["rollout", "list", "-o", "json"],
+        &["rollout", "get", "leak-dd", "-o", "json"],
+        &["rollout", "get", "leak-basic", "-o", "json"],
+        &["rollout", "get", "leak-bearer", "-o", "json"],
+        &["canaries", "-o", "json"],
+        &["clusters", "-o", "json"],
+    ];
+    for args in queries {
+        let (code, out, err) = fleet(args);
+        assert_eq!(code, 0, "aviary {args:?}: {err}");
+        outputs.push((format!("the answer of aviary {}", args.join(" ")), out));
+    }
+    for (i, canaries) in live.into_iter().enumerate() {
+        outputs.push((
+            format!("answer {i} of aviary canaries while they failed"),
+            canaries,
+        ));
+    }
+    let verdicts = &outputs[1].1;
+    assert!(
+        verdicts.contains("canary analysis failed") && verdicts.contains("\"history\""),
+        "the rollout answer has the verdict and its history: {verdicts}"
+    );
     for name in ["dd", "basic", "bearer"] {
         outputs.push((
             format!("events of test/{name}"),
@@ -437,6 +513,12 @@ fn no_credential_reaches_logs_events_status_or_state() {
         "no failed event webhook in the log"
     );
     outputs.push(("the agent's log".into(), log));
+    let coordinator_log = coordinator_log.lines().join("\n");
+    assert!(
+        coordinator_log.contains("aviary::audit"),
+        "the coordinator's audit records are checked too"
+    );
+    outputs.push(("the coordinator's log and audit records".into(), coordinator_log));
     let workload_logs = outputs.iter().filter(|(n, _)| n.ends_with(".log")).count();
     assert!(
         workload_logs >= 3,

@@ -149,6 +149,33 @@ impl FleetApi for FleetService {
         }))
     }
 
+    async fn deregister_cluster(
+        &self,
+        r: Request<v1::DeregisterClusterRequest>,
+    ) -> Result<Response<v1::DeregisterClusterResponse>, Status> {
+        let who = self.auth.require(&r, "DeregisterCluster", Role::Admin)?;
+        let q = r.into_inner();
+        limits::check_actor(&q.actor, &q.reason).map_err(Status::invalid_argument)?;
+        if !aviary_api::validate::is_dns_label(&q.name) {
+            return Err(Status::invalid_argument(
+                "name: a cluster name is a DNS label (1-63 lowercase letters, digits and '-')",
+            ));
+        }
+        let (actor, comment) = who.actor_and_comment(&q.actor);
+        let gone = self.rollouts.forget_cluster(&q.name).await?;
+        tracing::info!(
+            target: "aviary::audit",
+            actor,
+            comment,
+            reason = %q.reason,
+            cluster = %q.name,
+            "cluster deregistered"
+        );
+        Ok(Response::new(v1::DeregisterClusterResponse {
+            cluster: Some(cluster_to_proto(&gone)),
+        }))
+    }
+
     async fn list_canaries(
         &self,
         r: Request<v1::ListCanariesRequest>,

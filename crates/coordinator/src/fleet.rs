@@ -20,8 +20,18 @@ pub(crate) struct ClusterEntry {
     /// cluster disconnected).
     pub(crate) session: u64,
     pub(crate) last_seen: Option<Timestamp>,
+    /// When this replica last loaded or heard from the registration: a cluster loaded by a new
+    /// leader is not older than the term (registration expiry counts from here at the earliest).
+    pub(crate) known: Timestamp,
     pub(crate) canaries: BTreeMap<CanaryKey, CanaryReport>,
     pub(crate) gates: HashMap<CanaryKey, GateAsk>,
+}
+
+/// Why a cluster could not be forgotten.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Keep {
+    Unknown,
+    Connected,
 }
 
 /// One canary as its agent last reported it (the wire's `CanarySnapshot`, in domain types).
@@ -121,7 +131,7 @@ pub(crate) struct Fleet {
 
 impl Fleet {
     /// Loads registrations from the store (disconnected until their agent says Hello).
-    pub(crate) fn load(&self, records: Vec<ClusterRecord>) {
+    pub(crate) fn load(&self, records: Vec<ClusterRecord>, now: Timestamp) {
         let mut map = self.clusters.write();
         for r in records {
             map.entry(r.name.clone()).or_insert_with(|| {
@@ -130,6 +140,7 @@ impl Fleet {
                     connected: false,
                     session: 0,
                     last_seen: None,
+                    known: now,
                     canaries: BTreeMap::new(),
                     gates: HashMap::new(),
                 }))
@@ -164,6 +175,7 @@ impl Fleet {
                 e.connected = true;
                 e.session = session;
                 e.last_seen = Some(now);
+                e.known = now;
                 e.canaries = canaries;
                 e.gates.clear();
                 Some(previous)
@@ -176,6 +188,7 @@ impl Fleet {
                         connected: true,
                         session,
                         last_seen: Some(now),
+                        known: now,
                         canaries,
                         gates: HashMap::new(),
                     })),
@@ -247,6 +260,41 @@ impl Fleet {
             }
         }
         dropped
+    }
+
+    /// Clusters whose agent has been gone for longer than `ttl` (counted from the last time
+    /// this replica heard from them or loaded them): their registrations expire.
+    pub(crate) fn expired_clusters(&self, now: Timestamp, ttl: std::time::Duration) -> Vec<String> {
+        let entries: Vec<_> = self.clusters.read().values().cloned().collect();
+        entries
+            .iter()
+            .filter_map(|e| {
+                let e = e.lock();
+                let since = e.last_seen.map_or(e.known, |t| t.max(e.known));
+                (!e.connected && now.duration_since(since).unsigned_abs() > ttl)
+                    .then(|| e.record.name.clone())
+            })
+            .collect()
+    }
+
+    /// Forgets a disconnected cluster (its registration, canaries and gate requests); the
+    /// summary it had. A connected one is kept: its agent would register again at once.
+    pub(crate) fn forget(&self, cluster: &str) -> Result<ClusterSummary, Keep> {
+        let mut map = self.clusters.write();
+        let entry = map.get(cluster).cloned().ok_or(Keep::Unknown)?;
+        let e = entry.lock();
+        if e.connected {
+            return Err(Keep::Connected);
+        }
+        let summary = ClusterSummary {
+            record: e.record.clone(),
+            connected: false,
+            last_seen: e.last_seen,
+            canaries: e.canaries.len(),
+        };
+        drop(e);
+        map.remove(cluster);
+        Ok(summary)
     }
 
     /// Every registered cluster, with the canary `key` as it reports it (plan resolution).
@@ -392,5 +440,31 @@ mod tests {
             .map(|c| (c.record.name, c.canaries))
             .collect();
         assert_eq!(counts, [("a".to_string(), 0), ("b".to_string(), 1)]);
+    }
+
+    #[test]
+    fn registrations_expire_after_the_ttl_and_only_disconnected_ones_are_forgotten() {
+        let fleet = Fleet::default();
+        let t0 = Timestamp::UNIX_EPOCH;
+        let at = |s: i64| t0 + jiff::SignedDuration::from_secs(s);
+        let ttl = std::time::Duration::from_secs(3600);
+        fleet.hello(record("a"), 1, vec![report("x")], t0);
+        fleet.hello(record("b"), 2, vec![], t0);
+        // Loaded by a new leader at 1000 s without ever being seen by it: expiry counts from
+        // the load.
+        fleet.load(vec![record("c")], at(1000));
+        assert!(fleet.disconnected("a", 1));
+        assert!(fleet.expired_clusters(at(3600), ttl).is_empty());
+        assert_eq!(fleet.expired_clusters(at(3601), ttl), ["a"], "b is connected");
+        assert_eq!(fleet.expired_clusters(at(4601), ttl), ["a", "c"]);
+
+        assert_eq!(fleet.forget("b").unwrap_err(), Keep::Connected);
+        assert_eq!(fleet.forget("nope").unwrap_err(), Keep::Unknown);
+        let gone = fleet.forget("a").unwrap();
+        assert_eq!((gone.record.name.as_str(), gone.canaries), ("a", 1));
+        let names: Vec<String> = fleet.list_clusters().into_iter().map(|c| c.record.name).collect();
+        assert_eq!(names, ["b", "c"]);
+        // Its agent comes back: registered again.
+        assert!(fleet.hello(record("a"), 3, vec![], at(5000)).is_none());
     }
 }

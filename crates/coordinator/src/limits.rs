@@ -26,6 +26,9 @@ pub const MAX_IMAGES: usize = 64;
 pub const MAX_WATCHES: usize = 1024;
 /// How long the canaries of a disconnected cluster stay in the fleet view.
 pub const CANARY_TTL: std::time::Duration = std::time::Duration::from_secs(600);
+/// How long a cluster's registration outlives its agent's last contact by default
+/// (`aviary coordinator --cluster-ttl`).
+pub const CLUSTER_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 /// A page of ListRollouts / ListCanaries when the client does not ask for less.
 pub const DEFAULT_PAGE: usize = 1000;
 /// The largest page a client may ask for.

@@ -19,7 +19,7 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
-use crate::fleet::Fleet;
+use crate::fleet::{ClusterSummary, Fleet, Keep};
 use crate::leader::{Fence, Leadership};
 use crate::store::{RolloutRecord, Store, Unreadable};
 
@@ -209,7 +209,7 @@ impl Rollouts {
         let fence = self.leader.check()?;
         self.loaded.send_replace(None);
         let clusters = self.store.list_clusters().await?;
-        self.fleet.load(clusters.records);
+        self.fleet.load(clusters.records, self.clock.now());
         let listing = self.store.list_rollouts().await?;
         let n = listing.records.len();
         let mut entries = BTreeMap::new();
@@ -697,6 +697,37 @@ impl Rollouts {
             list.retain(|e| !Arc::ptr_eq(e, &entry));
         }
         Ok(Some(record))
+    }
+
+    /// DeregisterCluster: forgets a disconnected cluster in the fleet view and the store; the
+    /// registration it had.
+    pub(crate) async fn forget_cluster(&self, name: &str) -> Result<ClusterSummary> {
+        let fence = self.ready().await?;
+        let gone = self.fleet.forget(name).map_err(|why| match why {
+            Keep::Unknown => Error::NotFound(format!("cluster {name} is not registered (aviary clusters lists them)")),
+            Keep::Connected => Error::FailedPrecondition(format!(
+                "cluster {name} is connected: stop its agent (and revoke its certificate) first, or it registers again at once"
+            )),
+        })?;
+        self.store.delete_cluster(fence, name).await?;
+        Ok(gone)
+    }
+
+    /// Forgets the clusters gone for longer than `ttl` (leader only); their names.
+    pub(crate) async fn expire_clusters(&self, ttl: Duration) -> Vec<String> {
+        if self.held().is_none() {
+            return Vec::new();
+        }
+        let mut gone = Vec::new();
+        for name in self.fleet.expired_clusters(self.clock.now(), ttl) {
+            match self.forget_cluster(&name).await {
+                Ok(_) => gone.push(name),
+                Err(e) => {
+                    tracing::warn!(cluster = %name, error = %e, "cannot expire the cluster registration")
+                }
+            }
+        }
+        gone
     }
 
     /// Every rollout held, when this replica leads with its state loaded (the metrics).

@@ -58,6 +58,9 @@ pub struct CoordinatorConfig {
     pub token_file: Option<PathBuf>,
     /// Connection cap, handshake and preface timeouts, HTTP/2 keep-alive.
     pub limits: ConnLimits,
+    /// How long a cluster's registration outlives its agent's last contact (then it is
+    /// forgotten, as by DeregisterCluster; its agent registers again when it comes back).
+    pub cluster_ttl: Duration,
 }
 
 impl CoordinatorConfig {
@@ -73,6 +76,7 @@ impl CoordinatorConfig {
             tls: None,
             token_file: None,
             limits: ConnLimits::default(),
+            cluster_ttl: crate::limits::CLUSTER_TTL,
         }
     }
 }
@@ -86,6 +90,8 @@ pub struct Coordinator {
     auth: Arc<Auth>,
     limits: ConnLimits,
     shutdown: CancellationToken,
+    /// Cancelled once the gRPC server has ended.
+    stopped: CancellationToken,
     sessions: Arc<Sessions>,
     leadership: Arc<dyn Leadership>,
     server: JoinHandle<Result<()>>,
@@ -130,7 +136,7 @@ impl Coordinator {
         if let Some(m) = config.management.clone() {
             tokio::spawn(crate::management::run(rollouts.clone(), m, shutdown.clone()));
         }
-        tokio::spawn(expire_canaries(rollouts.clone(), shutdown.clone()));
+        tokio::spawn(expire(rollouts.clone(), config.cluster_ttl, shutdown.clone()));
 
         let link = Arc::new(AgentLinkService {
             rollouts: rollouts.clone(),
@@ -183,7 +189,11 @@ impl Coordinator {
         let limits = config.limits;
         let stop = shutdown.clone();
         let count_calls = CountCalls(metrics.clone());
+        // Cancelled when the gRPC server ends, however it ends (`/healthz` says so).
+        let stopped = CancellationToken::new();
+        let stopped_guard = stopped.clone().drop_guard();
         let server = tokio::spawn(async move {
+            let _stopped = stopped_guard;
             Server::builder()
                 .tcp_nodelay(true)
                 .http2_keepalive_interval(Some(limits.keepalive_interval))
@@ -210,6 +220,7 @@ impl Coordinator {
             auth,
             limits,
             shutdown,
+            stopped,
             sessions,
             leadership: config.leadership,
             server,
@@ -218,8 +229,11 @@ impl Coordinator {
         })
     }
 
-    /// Serves `/metrics` (Prometheus text; the metrics are listed in docs/operations.md) over
-    /// plain HTTP on `addr` until the coordinator shuts down. Returns the bound address.
+    /// Serves `/metrics` (Prometheus text; the metrics are listed in docs/operations.md) and
+    /// `/healthz` over plain HTTP on `addr` until the coordinator shuts down. Returns the bound
+    /// address. `/healthz` answers 200 while the gRPC server serves and 503 once it stopped or
+    /// is shutting down: what the gRPC health check's overall status says, for Kubernetes
+    /// probes, which cannot speak TLS to the gRPC port.
     pub async fn serve_metrics(&self, addr: SocketAddr) -> Result<SocketAddr> {
         let bind_error = |e| Error::Bind {
             addr: addr.to_string(),
@@ -228,18 +242,30 @@ impl Coordinator {
         let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
         let bound = listener.local_addr().map_err(bind_error)?;
         let (metrics, sources) = (self.metrics.clone(), self.sources.clone());
-        let app = axum::Router::new().route(
-            "/metrics",
-            axum::routing::get(move || async move {
-                (
-                    [(
-                        http::header::CONTENT_TYPE,
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )],
-                    metrics.encode(&sources),
-                )
-            }),
-        );
+        let (stopped, shutdown) = (self.stopped.clone(), self.shutdown.clone());
+        let app = axum::Router::new()
+            .route(
+                "/metrics",
+                axum::routing::get(move || async move {
+                    (
+                        [(
+                            http::header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        metrics.encode(&sources),
+                    )
+                }),
+            )
+            .route(
+                "/healthz",
+                axum::routing::get(move || async move {
+                    if stopped.is_cancelled() || shutdown.is_cancelled() {
+                        (http::StatusCode::SERVICE_UNAVAILABLE, "not serving\n")
+                    } else {
+                        (http::StatusCode::OK, "ok\n")
+                    }
+                }),
+            );
         let stop = self.shutdown.clone();
         tokio::spawn(async move {
             let served = axum::serve(listener, app)
@@ -389,16 +415,21 @@ async fn follow_leadership(
     }
 }
 
-/// Every 30 s, drops the canaries of clusters gone for longer than
-/// [`CANARY_TTL`](crate::limits::CANARY_TTL): a fleet view never holds what nobody reports.
-async fn expire_canaries(rollouts: Arc<Rollouts>, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_secs(30));
+/// Every 30 s (more often for a short `cluster_ttl`), drops the canaries of clusters gone for
+/// longer than [`CANARY_TTL`](crate::limits::CANARY_TTL) and forgets the registrations of
+/// clusters gone for longer than `cluster_ttl`: a fleet view never holds what nobody reports.
+async fn expire(rollouts: Arc<Rollouts>, cluster_ttl: Duration, shutdown: CancellationToken) {
+    let every = (cluster_ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
+    let mut tick = tokio::time::interval(every);
     loop {
         tokio::select! {
             _ = tick.tick() => {
                 let n = rollouts.fleet.expire(rollouts.clock.now(), crate::limits::CANARY_TTL);
                 if n > 0 {
                     tracing::info!(canaries = n, "dropped the canaries of clusters gone for longer than the TTL");
+                }
+                for cluster in rollouts.expire_clusters(cluster_ttl).await {
+                    tracing::info!(target: "aviary::audit", cluster = %cluster, ttl = ?cluster_ttl, "cluster registration expired");
                 }
             }
             _ = shutdown.cancelled() => return,

@@ -5,7 +5,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aviary_coordinator::client::{LEADER_METADATA, call_leader, leader_from_status};
+use aviary_coordinator::client::{LEADER_METADATA, call_leader_with, leader_from_status};
 use aviary_coordinator::{
     Coordinator, CoordinatorConfig, Fence, LeaderState, Leadership, MemoryStore, Store,
 };
@@ -297,7 +297,7 @@ async fn followers_answer_writes_with_the_leader_address_and_clients_follow() {
         leadership: Arc::new(Follower(watch::Sender::new(LeaderState::Follower {
             leader: Some(leader.url()),
         }))),
-        ..CoordinatorConfig::in_memory("127.0.0.1:0".parse().unwrap())
+        ..config()
     })
     .await
     .unwrap();
@@ -312,7 +312,7 @@ async fn followers_answer_writes_with_the_leader_address_and_clients_follow() {
     assert_eq!(leader_from_status(&e), Some(leader.url()));
     // One redirect hop.
     let m = manifest("r1", "  waves: [{name: all}]\n");
-    let r = call_leader(&follower.url(), |mut cl| {
+    let r = call_leader_with(&follower.url(), &admin(), |mut cl| {
         let m = m.clone();
         async move {
             cl.create_rollout(v1::CreateRolloutRequest {
@@ -362,7 +362,7 @@ async fn stepping_down_ends_watches_and_waits_and_redirects_live_views_until_a_n
     let tx = watch::Sender::new(LeaderState::Leader { fence: Fence(1) });
     let c = Coordinator::start(CoordinatorConfig {
         leadership: Arc::new(Switch(tx.clone())),
-        ..CoordinatorConfig::in_memory("127.0.0.1:0".parse().unwrap())
+        ..config()
     })
     .await
     .unwrap();

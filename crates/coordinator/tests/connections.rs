@@ -6,14 +6,14 @@ mod common;
 
 use std::time::Duration;
 
+use aviary_coordinator::Coordinator;
 use aviary_coordinator::security::ConnLimits;
-use aviary_coordinator::{Coordinator, CoordinatorConfig};
 use aviary_proto::v1;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 async fn start(limits: ConnLimits) -> Coordinator {
-    let mut config = CoordinatorConfig::in_memory("127.0.0.1:0".parse().unwrap());
+    let mut config = common::config();
     config.limits = limits;
     Coordinator::start(config).await.unwrap()
 }
@@ -58,8 +58,7 @@ async fn connections_over_the_cap_are_closed() {
     drop(a);
     tokio::time::sleep(Duration::from_millis(200)).await;
     // A slot is free again: a real client gets through.
-    let r = aviary_coordinator::client::fleet_client(&c.url())
-        .unwrap()
+    let r = common::fleet(&c.url())
         .list_rollouts(v1::ListRolloutsRequest::default())
         .await;
     assert!(r.is_ok(), "{r:?}");
@@ -82,7 +81,7 @@ async fn silent_connections_are_dropped_after_the_handshake_timeout() {
     );
     assert!(t.elapsed() >= Duration::from_millis(400), "{:?}", t.elapsed());
     // Real clients are not affected (their preface comes at once).
-    let mut cl = aviary_coordinator::client::fleet_client(&c.url()).unwrap();
+    let mut cl = common::fleet(&c.url());
     for _ in 0..3 {
         cl.list_rollouts(v1::ListRolloutsRequest::default())
             .await

@@ -24,10 +24,26 @@ use serde_json::{Value, json};
 fn quick_agent(c: &Coordinator, cluster: &str, region: &str) -> aviary_coordinator::sim::SimAgent {
     let mut cfg = agent_config(c, cluster, region);
     cfg.tick = Duration::from_millis(100);
+    if c.url().starts_with("http://") {
+        // A plaintext coordinator: no certificate, also for the bare leader address a
+        // follower hands out (with a CA it would be tried as https://).
+        cfg.tls = Default::default();
+    }
     aviary_coordinator::sim::SimAgent::spawn(cfg)
 }
 
 /// The dashboard's URL without the final slash.
+/// A coordinator without TLS: the dashboard's own roles (`--dashboard-read-only` or admin) as
+/// they are on an `--insecure` coordinator; behind mutual TLS (`common::coordinator`) the
+/// dashboard takes the gRPC API's identities instead (the mutual-TLS test below).
+async fn plaintext() -> Coordinator {
+    Coordinator::start(aviary_coordinator::CoordinatorConfig::in_memory(
+        "127.0.0.1:0".parse().unwrap(),
+    ))
+    .await
+    .unwrap()
+}
+
 async fn dashboard(c: &Coordinator, read_only: bool) -> String {
     let addr: SocketAddr = c
         .serve_dashboard("127.0.0.1:0".parse().unwrap(), DashboardConfig { read_only })
@@ -124,7 +140,7 @@ fn cell<'a>(r: &'a Value, cluster: &str) -> &'a Value {
 
 #[tokio::test]
 async fn the_page_watches_a_rollout_live_and_acts_through_the_fleet_api() {
-    let c = coordinator().await;
+    let c = plaintext().await;
     let web = dashboard(&c, false).await;
     let _agents = [
         quick_agent(&c, "us-1", "us-east-1"),
@@ -226,7 +242,7 @@ async fn the_page_watches_a_rollout_live_and_acts_through_the_fleet_api() {
 
 #[tokio::test]
 async fn a_read_only_dashboard_shows_but_refuses_every_action() {
-    let c = coordinator().await;
+    let c = plaintext().await;
     let web = dashboard(&c, true).await;
     let _agents = [quick_agent(&c, "us-1", "us-east-1")];
     wait_connected(&c, 1).await;

@@ -4,16 +4,19 @@
 //! next write (an operator's pause) is refused by the fence, it steps down, the other replica
 //! takes over, the agents follow, and the rollout completes with every cluster started once.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use aviary_coordinator::client::{LEADER_METADATA, call_leader, fleet_client};
+use aviary_coordinator::client::{LEADER_METADATA, call_leader_with};
 use aviary_coordinator::etcd::{Etcd, EtcdConfig, EtcdLeadership, EtcdStore};
 use aviary_coordinator::sim::{SimAgent, SimCanary, SimConfig};
 use aviary_coordinator::{Coordinator, CoordinatorConfig, Leadership};
 use aviary_core::fleet::Revision;
 use aviary_proto::v1;
 use aviary_testkit::etcd::LocalEtcd;
+use common::fleet;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -30,9 +33,10 @@ async fn replica(etcd: &LocalEtcd, ttl_secs: u64) -> (Coordinator, Arc<EtcdLeade
         store,
         leadership: leadership.clone(),
         management: None,
-        tls: None,
+        tls: common::config().tls,
         token_file: None,
         limits: Default::default(),
+        cluster_ttl: aviary_coordinator::limits::CLUSTER_TTL,
     })
     .await
     .unwrap();
@@ -40,7 +44,8 @@ async fn replica(etcd: &LocalEtcd, ttl_secs: u64) -> (Coordinator, Arc<EtcdLeade
 }
 
 async fn fleet_status(c: &Coordinator) -> ServingStatus {
-    let mut h = HealthClient::new(aviary_coordinator::client::channel(&c.url()).unwrap());
+    let mut h =
+        HealthClient::new(aviary_coordinator::client::channel_with(&c.url(), &common::admin()).unwrap());
     let r = h
         .check(HealthCheckRequest {
             service: "aviary.v1.Fleet".into(),
@@ -62,8 +67,7 @@ async fn until<F: Fn() -> Fut, Fut: Future<Output = bool>>(what: &str, limit: Du
 }
 
 async fn get(url: &str, name: &str) -> v1::Rollout {
-    fleet_client(url)
-        .unwrap()
+    fleet(url)
         .get_rollout(v1::GetRolloutRequest { name: name.into() })
         .await
         .unwrap()
@@ -131,6 +135,7 @@ async fn a_deposed_leader_is_fenced_and_the_other_replica_finishes_the_rollout()
         );
         cfg.tick = Duration::from_millis(200);
         cfg.steps = 5;
+        cfg.tls = common::agent_tls(c);
         SimAgent::spawn(cfg)
     })
     .collect();
@@ -138,8 +143,7 @@ async fn a_deposed_leader_is_fenced_and_the_other_replica_finishes_the_rollout()
         "the agents to connect to the leader",
         Duration::from_secs(10),
         || async {
-            let list = fleet_client(&a.url())
-                .unwrap()
+            let list = fleet(&a.url())
                 .list_clusters(v1::ListClustersRequest {})
                 .await
                 .unwrap()
@@ -155,17 +159,13 @@ async fn a_deposed_leader_is_fenced_and_the_other_replica_finishes_the_rollout()
         actor: "test".into(),
         ..Default::default()
     };
-    let e = fleet_client(&b.url())
-        .unwrap()
-        .create_rollout(create.clone())
-        .await
-        .unwrap_err();
+    let e = fleet(&b.url()).create_rollout(create.clone()).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unavailable);
     assert_eq!(
         e.metadata().get(LEADER_METADATA).unwrap().to_str().unwrap(),
         a.local_addr().to_string()
     );
-    call_leader(&b.url(), |mut c| {
+    call_leader_with(&b.url(), &common::admin(), |mut c| {
         let create = create.clone();
         async move { c.create_rollout(create).await }
     })
@@ -182,7 +182,7 @@ async fn a_deposed_leader_is_fenced_and_the_other_replica_finishes_the_rollout()
     // fence in etcd and A steps down.
     // (A's connection is open before the lease goes: the pause must race only A's noticing,
     // not a connection setup.)
-    let mut to_a = fleet_client(&a.url()).unwrap();
+    let mut to_a = fleet(&a.url());
     to_a.get_rollout(v1::GetRolloutRequest {
         name: "podinfo-6-0-1".into(),
     })

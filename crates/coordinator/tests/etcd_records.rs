@@ -3,22 +3,24 @@
 //! leader after a restart; a record that cannot be decoded is quarantined (skipped, logged and
 //! reported) instead of keeping every leader from loading.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use aviary_coordinator::client::fleet_client;
 use aviary_coordinator::etcd::{Etcd, EtcdConfig, EtcdLeadership, EtcdStore};
 use aviary_coordinator::sim::{Outcome, SimAgent, SimCanary, SimConfig};
-use aviary_coordinator::{Coordinator, CoordinatorConfig, Leadership};
+use aviary_coordinator::{Coordinator, Leadership};
 use aviary_core::fleet::Revision;
 use aviary_proto::v1;
 use aviary_testkit::etcd::LocalEtcd;
+use common::fleet;
 
 async fn replica(etcd: &LocalEtcd) -> (Coordinator, Arc<EtcdLeadership>) {
     let cfg = EtcdConfig::new(&etcd.endpoints_csv()).unwrap();
     let leadership = EtcdLeadership::new(Etcd::connect(&cfg.endpoints).await.unwrap(), &cfg);
     let store = Arc::new(EtcdStore::new(&cfg, &leadership));
-    let mut config = CoordinatorConfig::in_memory("127.0.0.1:0".parse().unwrap());
+    let mut config = common::config();
     config.heartbeat = Duration::from_secs(1);
     config.store = store;
     config.leadership = leadership.clone();
@@ -36,8 +38,7 @@ async fn until<F: Fn() -> Fut, Fut: Future<Output = bool>>(what: &str, limit: Du
 }
 
 async fn get(url: &str, name: &str) -> Result<v1::Rollout, tonic::Status> {
-    fleet_client(url)
-        .unwrap()
+    fleet(url)
         .get_rollout(v1::GetRolloutRequest { name: name.into() })
         .await
         .map(|r| r.into_inner())
@@ -85,6 +86,7 @@ async fn an_infinite_metric_is_read_back_after_a_restart() {
         vec![SimCanary::new("test", "podinfo", rev)],
     );
     cfg.tick = Duration::from_millis(200);
+    cfg.tls = common::agent_tls("us-1");
     let agent = SimAgent::spawn(cfg);
     agent.set_outcome("test", "podinfo", Outcome::Fail);
     agent.set_metric("test", "podinfo", "request-duration-p99", f64::INFINITY);
@@ -93,8 +95,7 @@ async fn an_infinite_metric_is_read_back_after_a_restart() {
         agent.is_connected()
     })
     .await;
-    fleet_client(&a.url())
-        .unwrap()
+    fleet(&a.url())
         .create_rollout(v1::CreateRolloutRequest {
             manifest: ROLLOUT.into(),
             actor: "test".into(),
@@ -166,18 +167,19 @@ async fn an_undecodable_record_is_quarantined_and_the_rest_loads() {
         container_images: [("podinfod".to_string(), "podinfo:6.0.0".to_string())].into(),
         version: String::new(),
     };
-    let cfg = SimConfig::new(
+    let mut cfg = SimConfig::new(
         &a.url(),
         "us-1",
         "us-east-1",
         vec![SimCanary::new("test", "podinfo", rev)],
     );
+    cfg.tls = common::agent_tls("us-1");
     let agent = SimAgent::spawn(cfg);
     until("the agent to connect", Duration::from_secs(10), || async {
         agent.is_connected()
     })
     .await;
-    let mut fleet = fleet_client(&a.url()).unwrap();
+    let mut fleet = fleet(&a.url());
     // The leader serves: the bad keys did not keep it from loading.
     fleet
         .create_rollout(v1::CreateRolloutRequest {

@@ -41,7 +41,16 @@ async fn grpcurl(args: Vec<String>) -> (bool, String, String) {
 }
 
 fn args(addr: &str, rest: &[&str]) -> Vec<String> {
-    let mut v = vec!["-plaintext".to_string()];
+    // Mutual TLS as the admin user of the test binary's CA.
+    let file = |f: &str| pki().join(f).display().to_string();
+    let mut v = vec![
+        "-cacert".to_string(),
+        file("ca.pem"),
+        "-cert".to_string(),
+        file("admin.pem"),
+        "-key".to_string(),
+        file("admin-key.pem"),
+    ];
     // grpcurl wants flags (and -d's value) before the address.
     let mut it = rest.iter();
     let mut before = Vec::new();

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use aviary_coordinator::client::{agent_link_client, list_all_canaries};
+use aviary_coordinator::client::{agent_link_client_with, list_all_canaries};
 use aviary_coordinator::sim::{SimAgent, SimCanary};
 use aviary_proto::v1;
 use aviary_proto::v1::agent_message::Msg as In;
@@ -45,7 +45,7 @@ async fn raw_agent(
 ) {
     let (tx, rx) = mpsc::channel(16);
     tx.send(first).await.unwrap();
-    let r = agent_link_client(url)
+    let r = agent_link_client_with(url, &agent_tls("us-1"))
         .unwrap()
         .connect(ReceiverStream::new(rx))
         .await

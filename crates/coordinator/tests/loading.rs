@@ -2,13 +2,15 @@
 //! state is loaded from the store (a load balancer must not send it requests it would answer
 //! from an empty state).
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use aviary_coordinator::{
-    ClusterRecord, Coordinator, CoordinatorConfig, Fence, LeaderState, Leadership, Listing, MemoryStore,
-    Result, RolloutRecord, Store, Versioned,
+    ClusterRecord, Coordinator, Fence, LeaderState, Leadership, Listing, MemoryStore, Result, RolloutRecord,
+    Store, Versioned,
 };
 use tokio::sync::{Semaphore, watch};
 use tonic_health::pb::HealthCheckRequest;
@@ -61,7 +63,8 @@ impl Store for SlowStore {
 }
 
 async fn status(c: &Coordinator, service: &str) -> ServingStatus {
-    let mut h = HealthClient::new(aviary_coordinator::client::channel(&c.url()).unwrap());
+    let mut h =
+        HealthClient::new(aviary_coordinator::client::channel_with(&c.url(), &common::admin()).unwrap());
     let r = h
         .check(HealthCheckRequest {
             service: service.into(),
@@ -89,7 +92,7 @@ async fn a_leader_is_not_serving_until_its_state_is_loaded() {
         inner: MemoryStore::new(),
         gate: Semaphore::new(0),
     });
-    let mut config = CoordinatorConfig::in_memory("127.0.0.1:0".parse().unwrap());
+    let mut config = common::config();
     config.store = store.clone();
     config.leadership = switch.clone();
     let c = Coordinator::start(config).await.unwrap();

@@ -48,6 +48,27 @@ fn pki(dir: &Path) {
     .unwrap();
 }
 
+/// A user certificate of `dir`'s CA, role admin, that expired in 2021.
+fn expired_user(dir: &Path) -> ClientTls {
+    use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair, SanType};
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+    let issuer =
+        Issuer::from_ca_cert_pem(&read(certs::CA), KeyPair::from_pem(&read(certs::CA_KEY)).unwrap()).unwrap();
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name.push(DnType::CommonName, "old");
+    p.distinguished_name.push(DnType::OrganizationName, "admin");
+    let uri = aviary_coordinator::security::identity::user_uri(TD, "old");
+    p.subject_alt_names.push(SanType::URI(uri.try_into().unwrap()));
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    let key = KeyPair::generate().unwrap();
+    let cert = p.signed_by(&key, &issuer).unwrap();
+    std::fs::write(dir.join("old.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("old-key.pem"), key.serialize_pem()).unwrap();
+    ClientTls::from_dir(dir, "old")
+}
+
 async fn start(dir: &Path) -> Coordinator {
     tls_coordinator(dir).await
 }
@@ -111,6 +132,12 @@ async fn identities_come_from_certificates_and_roles_gate_the_verbs() {
     };
     let e = create(&c, &forged, "x").await.unwrap_err();
     // (With TLS 1.3 the client learns it when the server closes the connection.)
+    assert!(
+        matches!(e.code(), Code::Unavailable | Code::Cancelled | Code::Unknown),
+        "the handshake fails: {e:?}"
+    );
+    // So does an expired one of the right CA.
+    let e = create(&c, &expired_user(dir), "x").await.unwrap_err();
     assert!(
         matches!(e.code(), Code::Unavailable | Code::Cancelled | Code::Unknown),
         "the handshake fails: {e:?}"

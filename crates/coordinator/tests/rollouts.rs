@@ -327,11 +327,15 @@ async fn manual_approval() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(r.waves[1].approved_by, "bob");
+    // The authenticated identity; the free-text actor is the comment beside it.
+    assert_eq!(r.waves[1].approved_by, "user:admin");
     let done = wait(&c, "r1").await;
     assert_eq!(done.phase, "Succeeded");
     let h = done.history.iter().find(|h| h.kind == "wave-approved").unwrap();
-    assert_eq!((h.actor.as_str(), h.wave.as_str()), ("bob", "rest"));
+    assert_eq!(
+        (h.actor.as_str(), h.comment.as_str(), h.wave.as_str()),
+        ("user:admin", "bob", "rest")
+    );
     c.shutdown().await.unwrap();
 }
 
@@ -372,7 +376,10 @@ async fn pause_and_resume() {
     let kinds: Vec<&str> = done.history.iter().map(|h| h.kind.as_str()).collect();
     assert_eq!(kinds.iter().filter(|k| **k == "paused").count(), 1);
     let p = done.history.iter().find(|h| h.kind == "paused").unwrap();
-    assert_eq!((p.actor.as_str(), p.message.as_str()), ("alice", "incident 42"));
+    assert_eq!(
+        (p.actor.as_str(), p.comment.as_str(), p.message.as_str()),
+        ("user:admin", "alice", "incident 42")
+    );
     c.shutdown().await.unwrap();
 }
 
@@ -404,7 +411,8 @@ async fn skip_a_cluster() {
     let done = wait(&c, "r1").await;
     assert_eq!(done.phase, "Succeeded");
     assert_eq!(cluster(&done, "b").phase, "Skipped");
-    assert_eq!(cluster(&done, "b").verdict, "skipped by carol");
+    // The authenticated identity (carol is the comment of the history record).
+    assert_eq!(cluster(&done, "b").verdict, "skipped by user:admin");
     assert!(agents[1].commands().is_empty());
     // Says who stays behind, on what.
     assert!(

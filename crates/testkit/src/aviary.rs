@@ -1,12 +1,134 @@
 //! The aviary binary in system tests. Its path comes from the caller
 //! (`env!("CARGO_BIN_EXE_aviary")` in the CLI's tests), so this crate does not build it.
+//!
+//! Coordinators serve mutual TLS, as in production: [`Pki`] is one CA per test binary (written
+//! by the binary's own `aviary certs`), [`start_coordinator`] serves with its certificate,
+//! [`cli`] calls as its admin, and agents connect with [`Pki::agent_args`]. A test of the
+//! plaintext path passes `--insecure` itself (then no TLS flag is added).
 
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Mutex, OnceLock};
 
 use crate::process::{Log, Process, announced};
 
-/// `aviary coordinator --listen 127.0.0.1:0 ARGS`: the process, its stderr in `log` (echoed
-/// where `echo` says, prefixed with `name`), and its URL (`http://ADDR` from its first line).
+/// The user every [`cli`] call is (role admin).
+pub const ADMIN: &str = "admin";
+
+/// The test binary's certificates: a CA, the coordinator's serving certificate (localhost and
+/// 127.0.0.1), [`ADMIN`]'s client certificate, and an agent certificate per cluster on demand.
+pub struct Pki {
+    dir: PathBuf,
+    bin: String,
+    agents: Mutex<BTreeSet<String>>,
+}
+
+static PKI: OnceLock<Pki> = OnceLock::new();
+
+/// Runs `aviary certs ARGS` (panics with its stderr when it fails).
+fn certs(bin: &str, args: &[&str]) {
+    let o = Command::new(bin)
+        .arg("certs")
+        .args(args)
+        .output()
+        .expect("run aviary certs");
+    assert!(
+        o.status.success(),
+        "aviary certs {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+impl Pki {
+    /// The test binary's PKI (written on first use, into a directory kept until the process
+    /// exits).
+    pub fn get(bin: &str) -> &'static Pki {
+        PKI.get_or_init(|| {
+            let dir = tempfile::Builder::new()
+                .prefix("aviary-pki-")
+                .tempdir()
+                .expect("a temporary directory")
+                .keep();
+            let d = dir.to_str().expect("a UTF-8 temporary path");
+            certs(bin, &["init", d]);
+            certs(bin, &["issue", d, "--user", ADMIN, "--role", "admin"]);
+            Pki {
+                dir,
+                bin: bin.to_string(),
+                agents: Mutex::new(BTreeSet::new()),
+            }
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn file(&self, name: &str) -> String {
+        self.dir.join(name).to_string_lossy().into_owned()
+    }
+
+    /// `--tls-cert --tls-key --client-ca` of a coordinator.
+    pub fn server_args(&self) -> Vec<String> {
+        vec![
+            "--tls-cert".into(),
+            self.file("server.pem"),
+            "--tls-key".into(),
+            self.file("server-key.pem"),
+            "--client-ca".into(),
+            self.file("ca.pem"),
+        ]
+    }
+
+    /// `AVIARY_CA`, `AVIARY_CERT`, `AVIARY_KEY` of a client (issued for `user` with `role` the
+    /// first time; [`ADMIN`] exists already).
+    pub fn client_env(&self, user: &str, role: &str) -> [(&'static str, String); 3] {
+        self.issue(user, &["--user", user, "--role", role]);
+        [
+            ("AVIARY_CA", self.file("ca.pem")),
+            ("AVIARY_CERT", self.file(&format!("{user}.pem"))),
+            ("AVIARY_KEY", self.file(&format!("{user}-key.pem"))),
+        ]
+    }
+
+    /// Issues the agent certificate of `cluster` (`CLUSTER.pem`, `CLUSTER-key.pem` in
+    /// [`Pki::dir`]) the first time; returns the directory.
+    pub fn agent(&self, cluster: &str) -> &Path {
+        self.issue(cluster, &["--agent", cluster]);
+        &self.dir
+    }
+
+    /// `--ca --cert --key` of the agent of `cluster` (its certificate issued the first time).
+    pub fn agent_args(&self, cluster: &str) -> Vec<String> {
+        self.agent(cluster);
+        vec![
+            "--ca".into(),
+            self.file("ca.pem"),
+            "--cert".into(),
+            self.file(&format!("{cluster}.pem")),
+            "--key".into(),
+            self.file(&format!("{cluster}-key.pem")),
+        ]
+    }
+
+    /// Issues `name`'s certificate once (agents and users share the file namespace).
+    fn issue(&self, name: &str, how: &[&str]) {
+        let mut done = self.agents.lock().unwrap_or_else(|e| e.into_inner());
+        if name == ADMIN || done.contains(name) {
+            return;
+        }
+        let d = self.dir.to_string_lossy().into_owned();
+        let mut args = vec!["issue", d.as_str()];
+        args.extend_from_slice(how);
+        certs(&self.bin, &args);
+        done.insert(name.to_string());
+    }
+}
+
+/// `aviary coordinator --listen 127.0.0.1:0 ARGS` with mutual TLS from [`Pki`] (plaintext
+/// when ARGS has `--insecure`): the process, its stderr in `log` (echoed where `echo` says,
+/// prefixed with `name`), and its URL (`https://ADDR`, or `http://ADDR` when insecure).
 pub fn start_coordinator(
     bin: &str,
     args: &[&str],
@@ -14,8 +136,15 @@ pub fn start_coordinator(
     log: &Log,
     echo: fn(&str) -> bool,
 ) -> (Process, String) {
+    let insecure = args.contains(&"--insecure");
+    let tls = if insecure {
+        Vec::new()
+    } else {
+        Pki::get(bin).server_args()
+    };
     let mut child = Command::new(bin)
-        .args(["coordinator", "--listen", "127.0.0.1:0", "--insecure"])
+        .args(["coordinator", "--listen", "127.0.0.1:0"])
+        .args(&tls)
         .args(args)
         .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
@@ -27,17 +156,19 @@ pub fn start_coordinator(
         child.stdout.take().expect("piped stdout"),
         "aviary coordinator listening on ",
     );
-    (Process::new(child), format!("http://{addr}"))
+    let scheme = if insecure { "http" } else { "https" };
+    (Process::new(child), format!("{scheme}://{addr}"))
 }
 
-/// Runs `aviary ARGS` against the coordinator at `url` as `user`: (exit code, stdout, stderr).
+/// Runs `aviary ARGS` against the coordinator at `url` as `user` (`$USER`; the free-text actor)
+/// with [`ADMIN`]'s certificate for an `https://` URL: (exit code, stdout, stderr).
 pub fn cli(bin: &str, url: &str, user: &str, args: &[&str]) -> (i32, String, String) {
-    let o = Command::new(bin)
-        .args(args)
-        .env("AVIARY_COORDINATOR", url)
-        .env("USER", user)
-        .output()
-        .expect("run aviary");
+    let mut cmd = Command::new(bin);
+    cmd.args(args).env("AVIARY_COORDINATOR", url).env("USER", user);
+    if url.starts_with("https://") {
+        cmd.envs(Pki::get(bin).client_env(ADMIN, "admin"));
+    }
+    let o = cmd.output().expect("run aviary");
     (
         o.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&o.stdout).into_owned(),

@@ -1,5 +1,7 @@
 //! etcd on loopback for tests and benchmarks: one process per member on ephemeral ports, data in
-//! a temporary directory, every process killed when the [`LocalEtcd`] is dropped.
+//! a temporary directory, every process killed when the [`LocalEtcd`] is dropped. With
+//! [`EtcdTls`] the client port serves TLS and asks for client certificates
+//! (`--client-cert-auth`); health is then read from a plain metrics port.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -14,13 +16,25 @@ pub struct LocalEtcd {
     bin: PathBuf,
     dir: tempfile::TempDir,
     token: String,
+    tls: Option<EtcdTls>,
     members: Vec<Member>,
+}
+
+/// TLS of etcd's client port: its serving certificate (for 127.0.0.1) and the CA client
+/// certificates must chain to (`--client-cert-auth --trusted-ca-file`).
+#[derive(Debug, Clone)]
+pub struct EtcdTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: PathBuf,
 }
 
 struct Member {
     name: String,
     client: u16,
     peer: u16,
+    /// Plain HTTP `/health` and `/metrics` (`--listen-metrics-urls`).
+    metrics: u16,
     child: Option<Child>,
 }
 
@@ -68,6 +82,16 @@ impl LocalEtcd {
     /// Starts `members` members on free loopback ports and waits (up to 30 s) until the cluster
     /// answers `/health`.
     pub fn start(bin: &Path, members: usize) -> io::Result<Self> {
+        Self::start_with(bin, members, None)
+    }
+
+    /// [`LocalEtcd::start`] with TLS and client-certificate authentication on the client port
+    /// (then [`LocalEtcd::endpoints`] are `https://`).
+    pub fn start_tls(bin: &Path, members: usize, tls: EtcdTls) -> io::Result<Self> {
+        Self::start_with(bin, members, Some(tls))
+    }
+
+    fn start_with(bin: &Path, members: usize, tls: Option<EtcdTls>) -> io::Result<Self> {
         let dir = tempfile::Builder::new().prefix("aviary-etcd-").tempdir()?;
         let mut list = Vec::new();
         for i in 0..members.max(1) {
@@ -75,6 +99,7 @@ impl LocalEtcd {
                 name: format!("m{i}"),
                 client: free_port(),
                 peer: free_port(),
+                metrics: free_port(),
                 child: None,
             });
         }
@@ -82,6 +107,7 @@ impl LocalEtcd {
             bin: bin.to_path_buf(),
             dir,
             token: format!("aviary-{}", rand::random::<u32>()),
+            tls,
             members: list,
         };
         for i in 0..etcd.members.len() {
@@ -110,9 +136,19 @@ impl LocalEtcd {
             .create(true)
             .append(true)
             .open(self.dir.path().join(format!("{}.log", m.name)))?;
-        let client = format!("http://127.0.0.1:{}", m.client);
+        let client = format!("{}://127.0.0.1:{}", self.scheme(), m.client);
         let peer = format!("http://127.0.0.1:{}", m.peer);
-        let child = Command::new(&self.bin)
+        let mut cmd = Command::new(&self.bin);
+        if let Some(tls) = &self.tls {
+            cmd.arg("--cert-file")
+                .arg(&tls.cert)
+                .arg("--key-file")
+                .arg(&tls.key)
+                .arg("--trusted-ca-file")
+                .arg(&tls.client_ca)
+                .arg("--client-cert-auth");
+        }
+        let child = cmd
             .arg("--name")
             .arg(&m.name)
             .arg("--data-dir")
@@ -137,6 +173,10 @@ impl LocalEtcd {
                 "new",
             ])
             .args(["--logger", "zap", "--log-level", "warn"])
+            .args([
+                "--listen-metrics-urls",
+                &format!("http://127.0.0.1:{}", m.metrics),
+            ])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -145,11 +185,15 @@ impl LocalEtcd {
         Ok(())
     }
 
-    /// Client URLs of every member (`http://127.0.0.1:PORT`).
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
+    /// Client URLs of every member (`http://127.0.0.1:PORT`, `https://` with TLS).
     pub fn endpoints(&self) -> Vec<String> {
         self.members
             .iter()
-            .map(|m| format!("http://127.0.0.1:{}", m.client))
+            .map(|m| format!("{}://127.0.0.1:{}", self.scheme(), m.client))
             .collect()
     }
 
@@ -205,8 +249,11 @@ impl LocalEtcd {
 
     /// Whether member `i` answers `/health` with `true` now.
     pub fn healthy(&self, i: usize) -> bool {
-        self.http(i, "GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-            .is_ok_and(|b| b.contains("\"health\":\"true\""))
+        self.http_on(
+            self.members[i].metrics,
+            "GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n",
+        )
+        .is_ok_and(|b| b.contains("\"health\":\"true\""))
     }
 
     /// The member that leads etcd's raft now (each member's `/v3/maintenance/status`); panics
@@ -254,7 +301,11 @@ impl LocalEtcd {
 
     /// One HTTP/1.0 exchange with member `i`'s client port: the whole reply.
     fn http(&self, i: usize, request: &str) -> io::Result<String> {
-        let port = self.members[i].client;
+        self.http_on(self.members[i].client, request)
+    }
+
+    /// One HTTP/1.0 exchange with a loopback port: the whole reply.
+    fn http_on(&self, port: u16, request: &str) -> io::Result<String> {
         let mut s = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(1))?;
         s.set_read_timeout(Some(Duration::from_secs(3)))?;
         s.write_all(request.as_bytes())?;

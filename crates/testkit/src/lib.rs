@@ -28,12 +28,14 @@
 //!   endpoint ([`FakePrometheus`]), a webhook receiver ([`FakeWebhook`]) and a careless upstream
 //!   that quotes requests back ([`EchoServer`]).
 //! - [`etcd`]: etcd processes on loopback ports for the coordinator's tests
-//!   ([`LocalEtcd`](etcd::LocalEtcd)), one or several members, killed on drop.
+//!   ([`LocalEtcd`](etcd::LocalEtcd)), one or several members, optionally with TLS and client
+//!   certificates, killed on drop.
 //! - [`net`]: loopback ports, `curl`; [`wait`]: polling a condition; [`logs`]: tracing in the
 //!   test output.
 //! - [`process`]: child processes killed on drop, captured logs, process trees (orphans).
 //! - [`traffic`]: steady HTTP traffic to a service.
-//! - [`aviary`]: the aviary binary as a process (coordinator, CLI commands).
+//! - [`aviary`]: the aviary binary as a process (coordinator, CLI commands), serving and calling
+//!   with mutual TLS from the test binary's [`Pki`](aviary::Pki).
 //! - [`manifests`]: LocalService and Canary manifests for local agents.
 //! - [`bench`]: command-line flags of the benchmark harnesses.
 //! - [`error`]: the crate's [`Error`].

@@ -4,10 +4,11 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use aviary_agent::config::{AgentConfig, GlobalNotifier, PlatformConfig};
+use aviary_agent::config::{AgentConfig, CoordinatorTls, GlobalNotifier, PlatformConfig};
 use aviary_testkit::{Cluster, FakePrometheus, FakeWebhook, Objects};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -27,6 +28,25 @@ pub struct Env {
     /// The fleet coordinator the agent links to, if any.
     pub coordinator: Option<String>,
     agent: Option<(oneshot::Sender<()>, JoinHandle<aviary_agent::Result<()>>)>,
+}
+
+/// The fleet certificates of the test binary (the product's `security::certs`): a CA, the
+/// coordinator's serving certificate, the agent of `test-cluster` and an `admin` user.
+pub fn fleet_pki() -> &'static Path {
+    use aviary_coordinator::security::Role;
+    use aviary_coordinator::security::certs::{self, DEFAULT_TRUST_DOMAIN as TD};
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("aviary-pki-")
+            .tempdir()
+            .unwrap()
+            .keep();
+        certs::init(&dir, &[]).unwrap();
+        certs::issue_agent(&dir, "test-cluster", TD).unwrap();
+        certs::issue_user(&dir, "admin", Role::Admin, TD).unwrap();
+        dir
+    })
 }
 
 pub fn flagger_crds() -> Vec<Value> {
@@ -86,7 +106,15 @@ impl Env {
             region: "local".into(),
             labels: Default::default(),
             coordinator: self.coordinator.clone(),
-            coordinator_tls: Default::default(),
+            // Mutual TLS with the test-cluster certificate when the coordinator serves it.
+            coordinator_tls: match &self.coordinator {
+                Some(url) if url.starts_with("https://") => CoordinatorTls {
+                    ca: Some(fleet_pki().join("ca.pem")),
+                    cert: Some(fleet_pki().join("test-cluster.pem")),
+                    key: Some(fleet_pki().join("test-cluster-key.pem")),
+                },
+                _ => Default::default(),
+            },
             admin_listen: "127.0.0.1:0".parse().unwrap(),
             min_analysis_interval: Duration::from_secs(1),
             metrics_server: self.prom.url().to_string(),

@@ -58,6 +58,12 @@ pub(crate) struct Args {
     #[arg(long, requires = "http_listen")]
     dashboard_read_only: bool,
 
+    /// How long a cluster's registration outlives its agent's last contact; then it is
+    /// forgotten (audited), as by `aviary clusters deregister`. A returning agent registers
+    /// again. At least 1s.
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_cluster_ttl)]
+    cluster_ttl: Duration,
+
     /// Seconds between heartbeats on agent streams; a stream silent for 3 periods is closed.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
     heartbeat_seconds: u64,
@@ -118,6 +124,14 @@ pub(crate) struct Args {
     /// Log level (`error`, `warn`, `info`, `debug`) or a tracing filter.
     #[arg(long, default_value = "info", env = "AVIARY_LOG")]
     log_level: String,
+}
+
+fn parse_cluster_ttl(s: &str) -> Result<Duration, String> {
+    let d = aviary_api::duration::parse_go_duration(s).map_err(|e| e.to_string())?;
+    if d < Duration::from_secs(1) {
+        return Err(format!("{s}: use at least 1s (e.g. 24h)"));
+    }
+    Ok(d)
 }
 
 fn parse_ttl(s: &str) -> Result<Duration, String> {
@@ -221,13 +235,20 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         let mut config = CoordinatorConfig::in_memory(args.listen);
         config.advertise = advertise;
         config.heartbeat = Duration::from_secs(args.heartbeat_seconds);
+        config.cluster_ttl = args.cluster_ttl;
         config.tls = tls;
         config.token_file = args.token_file.clone();
         if let Some(urls) = &args.etcd {
             let mut etcd_config = EtcdConfig::new(urls)?;
             etcd_config.lease_ttl = args.lease_ttl;
             etcd_config.prefix = args.etcd_prefix.clone();
-            let etcd_tls = (args.etcd_ca.is_some() || args.etcd_cert.is_some()).then(|| ClientTls {
+            let https = etcd_config.endpoints[0].starts_with("https://");
+            let flags = args.etcd_ca.is_some() || args.etcd_cert.is_some();
+            if flags && !https {
+                bail!("--etcd-ca/--etcd-cert talk TLS to etcd: give its members as https://host:port");
+            }
+            // https:// without a CA: the system's roots.
+            let etcd_tls = https.then(|| ClientTls {
                 ca: args.etcd_ca.clone(),
                 cert: args.etcd_cert.clone(),
                 key: args.etcd_key.clone(),

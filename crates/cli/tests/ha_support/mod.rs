@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aviary_coordinator::etcd::{Etcd, EtcdConfig, EtcdLeadership, EtcdStore};
-use aviary_testkit::aviary::{cli, start_coordinator};
+use aviary_testkit::aviary::{Pki, cli, start_coordinator};
 use aviary_testkit::etcd::LocalEtcd;
 pub use aviary_testkit::manifests::LocalCanary;
 pub use aviary_testkit::net::{curl, free_port};
@@ -156,6 +156,7 @@ impl Agent {
             ])
             .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
             .args(["--min-analysis-interval", "1s"])
+            .args(Pki::get(BIN).agent_args(cluster))
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -75,16 +75,24 @@ impl EtcdConfig {
                     .into(),
             ));
         }
+        let scheme = |e: &str| e.split_once("://").map_or("", |(s, _)| s).to_string();
+        let first = scheme(&endpoints[0]);
         for e in &endpoints {
-            if !e.starts_with("http://") {
+            let s = scheme(e);
+            if s != "http" && s != "https" {
                 return Err(Error::InvalidArgument(format!(
-                    "--etcd: {e}: only http:// endpoints are supported (no TLS client settings yet)"
+                    "--etcd: {e}: use http://host:port, or https://host:port for TLS (--etcd-ca, --etcd-cert, --etcd-key)"
                 )));
             }
-            let host = &e["http://".len()..];
+            if s != first {
+                return Err(Error::InvalidArgument(format!(
+                    "--etcd: {e}: every member is reached the same way; do not mix http:// and https://"
+                )));
+            }
+            let host = &e[s.len() + "://".len()..];
             if host.is_empty() || tonic::transport::Endpoint::from_shared(e.clone()).is_err() {
                 return Err(Error::InvalidArgument(format!(
-                    "--etcd: {e} is not a URL of the form http://host:port"
+                    "--etcd: {e} is not a URL of the form {s}://host:port"
                 )));
             }
         }
@@ -190,11 +198,17 @@ impl Etcd {
         for e in endpoints {
             let c = Client::connect([e.as_str()], Some(options.clone()))
                 .await
-                .map_err(|err| Error::InvalidArgument(format!("--etcd: {e}: {err}")))?;
+                .map_err(|err| match tls {
+                    Some(_) => tls_refused(&[format!("{e}: {err}")]),
+                    None => Error::InvalidArgument(format!("--etcd: {e}: {err}")),
+                })?;
             clients.push(c);
         }
         if clients.is_empty() {
             return Err(Error::InvalidArgument("--etcd: no endpoint given".into()));
+        }
+        if tls.is_some() {
+            probe(&clients, endpoints).await?;
         }
         Ok(Self {
             inner: Arc::new(Inner {
@@ -351,4 +365,26 @@ impl Backoff {
         let jitter = rand::random::<u64>() % (d.as_millis() as u64 / 4 + 1);
         d + Duration::from_millis(jitter)
     }
+}
+
+/// With TLS, one member must accept the connection now: a wrong CA or a missing or untrusted
+/// client certificate fails at startup with what to check, not as endless election retries.
+async fn probe(clients: &[Client], endpoints: &[String]) -> Result<()> {
+    let mut errors = Vec::new();
+    for (c, e) in clients.iter().zip(endpoints) {
+        let mut c = c.clone();
+        match tokio::time::timeout(Duration::from_secs(3), c.status()).await {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(err)) => errors.push(format!("{e}: {err}")),
+            Err(_) => errors.push(format!("{e}: no answer within 3 s")),
+        }
+    }
+    Err(tls_refused(&errors))
+}
+
+fn tls_refused(errors: &[String]) -> Error {
+    Error::InvalidArgument(format!(
+        "--etcd over TLS: no etcd member accepted the connection; check --etcd-ca (the CA of etcd's serving certificate) and --etcd-cert/--etcd-key (a client certificate signed by etcd's --trusted-ca-file): {}",
+        errors.join("; ")
+    ))
 }

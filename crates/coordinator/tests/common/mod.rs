@@ -1,10 +1,18 @@
-//! Shared helpers: an in-memory coordinator on a loopback port, simulated agents, polling.
+//! Shared helpers: an in-memory coordinator on a loopback port serving mutual TLS (one CA per
+//! test binary, from the product's `security::certs`), simulated agents with their cluster's
+//! certificate, an admin client, polling.
 
 #![allow(dead_code, unreachable_pub)]
 
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use aviary_coordinator::client::fleet_client;
+use aviary_coordinator::client::{ClientTls, FleetConn, fleet_client_with};
+use aviary_coordinator::security::Role;
+use aviary_coordinator::security::certs::{self, DEFAULT_TRUST_DOMAIN};
+use aviary_coordinator::security::tls::ServerTlsFiles;
 use aviary_coordinator::sim::{Outcome, SimAgent, SimCanary, SimConfig};
 use aviary_coordinator::{Coordinator, CoordinatorConfig};
 use aviary_core::fleet::Revision;
@@ -24,6 +32,22 @@ pub fn rev(tag: &str) -> Revision {
     }
 }
 
+/// The test binary's certificates: a CA, the serving certificate (localhost, 127.0.0.1) and
+/// the `admin` user; agent certificates are issued on first use ([`agent_tls`]).
+pub fn pki() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("aviary-pki-")
+            .tempdir()
+            .unwrap()
+            .keep();
+        certs::init(&dir, &[]).unwrap();
+        certs::issue_user(&dir, "admin", Role::Admin, DEFAULT_TRUST_DOMAIN).unwrap();
+        dir
+    })
+}
+
 /// An in-memory coordinator with mutual TLS from the `aviary certs` files in `dir` (server
 /// certificate, client CA) and its `tokens` file, 1 s agent heartbeats.
 pub async fn tls_coordinator(dir: &std::path::Path) -> Coordinator {
@@ -39,14 +63,49 @@ pub async fn tls_coordinator(dir: &std::path::Path) -> Coordinator {
     Coordinator::start(config).await.unwrap()
 }
 
-pub async fn coordinator() -> Coordinator {
-    Coordinator::start(CoordinatorConfig::in_memory("127.0.0.1:0".parse().unwrap()))
-        .await
-        .unwrap()
+/// `config` serving mutual TLS with [`pki`]'s certificates.
+pub fn secure(mut config: CoordinatorConfig) -> CoordinatorConfig {
+    let dir = pki();
+    config.tls = Some(ServerTlsFiles {
+        cert: dir.join(certs::SERVER),
+        key: dir.join(certs::SERVER_KEY),
+        client_ca: dir.join(certs::CA),
+    });
+    config
 }
 
-pub fn client(c: &Coordinator) -> aviary_coordinator::client::FleetConn {
-    fleet_client(&c.url()).unwrap()
+/// An in-memory configuration on a free loopback port, with mutual TLS.
+pub fn config() -> CoordinatorConfig {
+    secure(CoordinatorConfig::in_memory("127.0.0.1:0".parse().unwrap()))
+}
+
+/// The admin user's certificate.
+pub fn admin() -> ClientTls {
+    ClientTls::from_dir(pki(), "admin")
+}
+
+/// The agent certificate of `cluster` (issued the first time).
+pub fn agent_tls(cluster: &str) -> ClientTls {
+    static ISSUED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+    let mut issued = ISSUED.lock().unwrap_or_else(|e| e.into_inner());
+    if !issued.contains(cluster) {
+        certs::issue_agent(pki(), cluster, DEFAULT_TRUST_DOMAIN).unwrap();
+        issued.insert(cluster.to_string());
+    }
+    ClientTls::from_dir(pki(), cluster)
+}
+
+/// A Fleet client of the coordinator at `url` as admin.
+pub fn fleet(url: &str) -> FleetConn {
+    fleet_client_with(url, &admin()).unwrap()
+}
+
+pub async fn coordinator() -> Coordinator {
+    Coordinator::start(config()).await.unwrap()
+}
+
+pub fn client(c: &Coordinator) -> FleetConn {
+    fleet(&c.url())
 }
 
 pub fn agent_config(c: &Coordinator, cluster: &str, region: &str) -> SimConfig {
@@ -57,6 +116,7 @@ pub fn agent_config(c: &Coordinator, cluster: &str, region: &str) -> SimConfig {
         vec![SimCanary::new(NS, NAME, rev("6.0.0"))],
     );
     cfg.labels.insert("env".into(), "prod".into());
+    cfg.tls = agent_tls(cluster);
     cfg
 }
 
