@@ -481,7 +481,7 @@ fn no_credential_reaches_logs_events_status_or_state() {
     }
     let verdicts = &outputs[1].1;
     assert!(
-        verdicts.contains("canary analysis failed") && verdicts.contains("\"history\""),
+        verdicts.contains("canary analysis of version 1.0.1 failed") && verdicts.contains("\"history\""),
         "the rollout answer has the verdict and its history: {verdicts}"
     );
     for name in ["dd", "basic", "bearer"] {
