@@ -171,15 +171,33 @@ fn usage(pid: u32) -> (f64, f64) {
     (rss_kib / 1024.0, fds as f64)
 }
 
+/// `n` free loopback ports below the kernel's ephemeral range (from 20000): the replicas the
+/// agent starts take ephemeral ports, and a thousand routers on ephemeral ports chosen in
+/// advance would collide with them.
+fn service_ports(n: usize) -> Result<Vec<u16>> {
+    let ports: Vec<u16> = (20_000..32_768)
+        .filter(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .take(n)
+        .collect();
+    if ports.len() < n {
+        return Err(Error::Bench(format!(
+            "only {} free ports in 20000-32767, {n} needed",
+            ports.len()
+        )));
+    }
+    Ok(ports)
+}
+
 /// The agent's config directory: canary `soak-I` serves on its own port; the rolled ones are
 /// analysed every second, the others every 10 s.
 fn write_canaries(opts: &Options, dir: &Path) -> Result<Vec<(String, u16)>> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
     let bin = opts.aviary.to_string_lossy();
-    (0..opts.canaries)
-        .map(|i| {
+    service_ports(opts.canaries)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, port)| {
             let name = format!("soak-{i}");
-            let port = free_port();
             let yaml = LocalCanary {
                 name: name.clone(),
                 interval: if i < opts.rolled { "1s" } else { "10s" }.into(),
