@@ -199,7 +199,10 @@ mod tests {
 
     use super::*;
 
-    fn rollout(history: &[(&str, &str, &str)]) -> Value {
+    /// (kind, wave, cluster).
+    type Record = (&'static str, &'static str, &'static str);
+
+    fn rollout(history: &[Record]) -> Value {
         json!({
             "name": "r",
             "maxFailedClusters": 0,
@@ -211,7 +214,7 @@ mod tests {
         })
     }
 
-    const GOOD: [(&str, &str, &str); 7] = [
+    const GOOD: [Record; 7] = [
         ("wave-started", "a", ""),
         ("cluster-started", "a", "a1"),
         ("cluster-succeeded", "a", "a1"),
@@ -235,7 +238,7 @@ mod tests {
 
     #[test]
     fn each_broken_invariant_is_reported() {
-        let cases: Vec<(Vec<(&str, &str, &str)>, &str)> = vec![
+        let cases: Vec<(Vec<Record>, &str)> = vec![
             (
                 [&GOOD[..], &[("cluster-started", "b", "b1")]].concat(),
                 "started 2 times",

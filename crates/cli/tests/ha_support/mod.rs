@@ -253,6 +253,14 @@ pub fn initialize(agents: &mut [Agent]) {
     }
 }
 
+/// Waits (30 s) until the leader (asked through `url`) has the three clusters connected.
+pub fn wait_connected(url: &str) {
+    wait_until("the three clusters to connect", Duration::from_secs(30), || {
+        let (_, out, _) = aviary(url, &["clusters", "-o", "json"]);
+        out.matches("\"connected\": true").count() == 3
+    });
+}
+
 /// Runs `aviary ARGS` against `url`; (exit code, stdout, stderr).
 pub fn aviary(url: &str, args: &[&str]) -> (i32, String, String) {
     cli(BIN, url, "ha-test", args)
@@ -351,10 +359,7 @@ impl HaFleet {
             .map(|((c, r), h)| Agent::start_on(h, dir.path(), c, r, &urls.join(",")))
             .collect();
         initialize(&mut agents);
-        wait_until("the three clusters to connect", Duration::from_secs(30), || {
-            let (_, out, _) = aviary(&coords[first].url(), &["clusters", "-o", "json"]);
-            out.matches("\"connected\": true").count() == 3
-        });
+        wait_connected(&coords[first].url());
         HaFleet {
             coords,
             first,
