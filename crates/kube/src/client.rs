@@ -141,7 +141,7 @@ pub const APPMESH_VIRTUAL_ROUTER: Kind =
 pub const APPMESH_VIRTUAL_SERVICE: Kind =
     Kind::new("appmesh.k8s.aws", "v1beta2", "VirtualService", "virtualservices");
 
-/// Client settings (`--kubeconfig-qps`, `--kubeconfig-burst`, `--watch-cache`). Flagger's
+/// Client settings (`--kubeconfig-qps`, `--kubeconfig-burst`, `--no-watch-cache`). Flagger's
 /// defaults are 100 and 250 (issue #638: client-go's 5 QPS stalled 50 canaries). aviary's are
 /// 500 and 1000: 1,000 canaries analysing at a 10 s interval write about 300 requests a second
 /// (status, route, event per tick; docs/benchmarks.md, "Kubernetes scale").
@@ -149,9 +149,7 @@ pub const APPMESH_VIRTUAL_SERVICE: Kind =
 pub struct ClientSettings {
     pub qps: f64,
     pub burst: u32,
-    /// Read what every tick reads from watches ([`crate::cache`]; `--watch-cache`). Off by
-    /// default: at 500 canaries on a loaded 2-core test machine a cached Deployment stayed
-    /// behind the API server for minutes (docs/benchmarks.md, "Kubernetes scale").
+    /// Read what every tick reads from watches ([`crate::cache`]); off with `--no-watch-cache`.
     pub watch_cache: bool,
 }
 
@@ -160,7 +158,7 @@ impl Default for ClientSettings {
         Self {
             qps: 500.0,
             burst: 1000,
-            watch_cache: false,
+            watch_cache: true,
         }
     }
 }
