@@ -14,15 +14,18 @@
 //!
 //! A watch can fall behind without an error (seen at 500 canaries on a loaded machine: a cached
 //! Deployment stayed minutes behind the API server). So every [`CHECK_EVERY`] each store is
-//! compared with a metadata-only list of its kind and namespace; an object the watch has still
-//! not brought up to the listed version [`CHECK_GRACE`] later starts the watch over from a fresh
-//! list (logged as a warning), reads going to GETs meanwhile.
+//! compared with a metadata-only list of its kind and namespace (fetched beside the watch). A
+//! store answers only while its last check that found it in step is less than [`FRESH_LIMIT`]
+//! old; an object the watch has still not brought up to the listed version [`CHECK_GRACE`]
+//! later, in two checks in a row, starts the watch over from a fresh list (logged as a warning).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt as _;
 use futures::StreamExt as _;
+use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use kube::Client;
 use kube::api::{Api, DynamicObject, ListParams};
@@ -58,10 +61,15 @@ const PENDING_LIMIT: Duration = Duration::from_secs(30);
 
 /// How often a store is compared with a list of the names and resourceVersions the API server
 /// has (one request per kind and namespace, whatever the number of canaries).
-const CHECK_EVERY: Duration = Duration::from_secs(30);
+const CHECK_EVERY: Duration = Duration::from_secs(10);
 
 /// How long after that list the watch may take to have delivered what it showed.
 const CHECK_GRACE: Duration = Duration::from_secs(5);
+
+/// A store answers only while its last check (or list) was asked for less than this long ago:
+/// a watch that stopped delivering without an error (its re-watch queued behind other requests
+/// on an overloaded API server) serves copies at most this old, then reads GET.
+const FRESH_LIMIT: Duration = Duration::from_secs(30);
 
 /// The caches of one client, one watch per (kind, namespace) started on first read.
 pub struct ReadCache {
@@ -105,6 +113,9 @@ struct State {
     pending: HashMap<String, Pending>,
     /// Names the watch showed deleted since the last check began.
     deleted: HashSet<String>,
+    /// The store was last shown in step with a list asked for at this time (a check, or the
+    /// watch's own list).
+    checked: Option<Instant>,
 }
 
 impl ReadCache {
@@ -127,7 +138,7 @@ impl ReadCache {
         }
         let store = self.store(kind, namespace)?;
         let s = store.state.lock();
-        if !s.synced || s.disabled {
+        if !s.synced || s.disabled || s.checked.is_none_or(|t| t.elapsed() >= FRESH_LIMIT) {
             tracing::debug!(
                 "GET {} {namespace}/{name}: the watch is not in step",
                 kind.qualified()
@@ -193,8 +204,9 @@ impl ReadCache {
 }
 
 /// Keeps a store in step with the API server until the cache is dropped: applies the watch's
-/// events, and every [`CHECK_EVERY`] compares the store with a metadata-only list, starting the
-/// watch over (a fresh list) when it has fallen behind.
+/// events, and every [`CHECK_EVERY`] compares the store with a metadata-only list (fetched
+/// beside the watch, never holding its events up): in step, the store may answer for
+/// [`FRESH_LIMIT`] more; behind twice in a row, the watch starts over from a fresh list.
 async fn follow(
     api: Api<DynamicObject>,
     store: Weak<Store>,
@@ -203,36 +215,54 @@ async fn follow(
     stop: CancellationToken,
 ) {
     let mut stream = watch(api.clone());
-    // Objects of a re-list in progress (they replace the store once complete).
-    let mut relist: Option<HashMap<String, Value>> = None;
+    // A re-list in progress: when it began, and its objects (they replace the store once
+    // complete).
+    let mut relist: Option<(Instant, HashMap<String, Value>)> = None;
     let mut tick = tokio::time::interval(CHECK_GRACE);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_check = Instant::now();
+    let mut listing: Option<BoxFuture<'static, Option<Check>>> = None;
     let mut check: Option<Check> = None;
+    let mut behind_before = false;
     loop {
         let next = tokio::select! {
             _ = stop.cancelled() => return,
+            listed = async { listing.as_mut().expect("guarded").await }, if listing.is_some() => {
+                listing = None;
+                check = listed;
+                continue;
+            }
             _ = tick.tick() => {
                 let Some(store) = store.upgrade() else { return };
-                if let Some(c) = check.take() {
-                    let mut s = store.state.lock();
-                    // A re-list of the watch's own since the list is checked next time.
+                let mut s = store.state.lock();
+                if let Some(c) = check.take_if(|c| c.returned.elapsed() >= CHECK_GRACE) {
+                    // After a re-list of the watch's own the next check decides.
                     let behind = if s.synced && relist.is_none() { c.behind(&s) } else { 0 };
-                    if behind > 0 {
+                    if behind == 0 {
+                        s.checked = s.checked.max(Some(c.issued));
+                        behind_before = false;
+                    } else if !behind_before {
+                        // Not in step (reads GET once the last good check is too old); a
+                        // slow API server may only be late: the next check decides.
+                        behind_before = true;
+                    } else {
                         tracing::warn!(
                             "the watch of {} in {ns} was behind the API server on {behind} objects \
-                             {}s after a list showed them: watching again from a fresh list",
+                             {}s after a list showed them, twice in a row: watching again from a \
+                             fresh list",
                             kind.qualified(),
                             CHECK_GRACE.as_secs()
                         );
+                        behind_before = false;
                         s.synced = false;
                         stream = watch(api.clone());
                         relist = None;
                     }
-                } else if last_check.elapsed() >= CHECK_EVERY && relist.is_none() && store.state.lock().synced {
+                }
+                if listing.is_none() && check.is_none() && last_check.elapsed() >= CHECK_EVERY {
                     last_check = Instant::now();
-                    store.state.lock().deleted.clear();
-                    check = Check::list(&api, kind, &ns).await;
+                    s.deleted.clear();
+                    listing = Some(Check::list(api.clone(), kind, ns.clone()).boxed());
                 }
                 continue;
             }
@@ -262,15 +292,20 @@ async fn follow(
 }
 
 /// Applies one watch event to the store.
-fn apply(s: &mut State, relist: &mut Option<HashMap<String, Value>>, event: Event<DynamicObject>) {
+fn apply(s: &mut State, relist: &mut Option<(Instant, HashMap<String, Value>)>, event: Event<DynamicObject>) {
     match event {
-        Event::Init => *relist = Some(HashMap::new()),
+        Event::Init => *relist = Some((Instant::now(), HashMap::new())),
         Event::InitApply(o) => {
             let (name, value) = entry(o);
-            relist.get_or_insert_default().insert(name, value);
+            relist
+                .get_or_insert_with(|| (Instant::now(), HashMap::new()))
+                .1
+                .insert(name, value);
         }
         Event::InitDone => {
-            let objects = relist.take().unwrap_or_default();
+            let (began, objects) = relist.take().unwrap_or_else(|| (Instant::now(), HashMap::new()));
+            // A complete list is as good as a check.
+            s.checked = s.checked.max(Some(began));
             // A list begun before a write of ours may not have it: such writes stay pending.
             s.pending.retain(|name, p| match p {
                 Pending::Version(v, _) => objects.get(name).is_none_or(|o| !reached(o, v)),
@@ -301,6 +336,9 @@ fn apply(s: &mut State, relist: &mut Option<HashMap<String, Value>>, event: Even
 
 /// What a metadata-only list showed: the watch must have delivered it [`CHECK_GRACE`] later.
 struct Check {
+    /// When the list was asked for, and when it came back.
+    issued: Instant,
+    returned: Instant,
     /// Name → resourceVersion of every listed object.
     listed: HashMap<String, String>,
     /// The list's own resourceVersion.
@@ -310,9 +348,12 @@ struct Check {
 impl Check {
     /// Lists the namespace's objects of `kind` (names and versions only); `None` when the list
     /// fails (the watch's own errors decide what happens then).
-    async fn list(api: &Api<DynamicObject>, kind: Kind, ns: &str) -> Option<Self> {
+    async fn list(api: Api<DynamicObject>, kind: Kind, ns: String) -> Option<Self> {
+        let issued = Instant::now();
         match api.list_metadata(&ListParams::default()).await {
             Ok(list) => Some(Self {
+                issued,
+                returned: Instant::now(),
                 listed: list
                     .items
                     .into_iter()
@@ -404,6 +445,8 @@ mod tests {
     #[test]
     fn a_check_counts_what_the_watch_has_not_brought_up_to_the_list() {
         let check = Check {
+            issued: Instant::now(),
+            returned: Instant::now(),
             listed: [("a", "10"), ("b", "12"), ("c", "7"), ("gone", "5")]
                 .map(|(n, v)| (n.to_string(), v.to_string()))
                 .into(),
