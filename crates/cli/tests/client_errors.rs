@@ -156,7 +156,7 @@ fn conflicting_flags_are_refused() {
         &["canaries", "--agent", "http://127.0.0.1:1", "--cluster", "a"][..],
         &["canaries", "--agent", "http://127.0.0.1:1", "--region", "r"],
         &["agent", "--local", "x", "--state-dir", "y", "--leader-election"],
-        &["agent", "--local", "x", "--state-dir", "y", "--no-watch-cache"],
+        &["agent", "--local", "x", "--state-dir", "y", "--watch-cache"],
         &["agent", "--local", "x", "--state-dir", "y", "--kubeconfig", "k"],
         &["coordinator", "--kubeconfig", "k", "--in-cluster"],
         &[
