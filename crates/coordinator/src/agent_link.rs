@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::convert::{command_message, report_from_proto};
-use crate::fleet::Fleet;
+use crate::fleet::{CanaryReport, Fleet};
 use crate::limits;
 use crate::rollouts::{CommandSink, Rollouts};
 use crate::store::{ClusterRecord, Store};
@@ -118,6 +118,29 @@ pub(crate) struct AgentLinkService {
     pub(crate) auth: Arc<crate::security::Auth>,
 }
 
+/// A checked Hello's registration and canaries (the Hello's snapshots are checked with it).
+pub(crate) fn registration(hello: v1::Hello, now: jiff::Timestamp) -> (ClusterRecord, Vec<CanaryReport>) {
+    let record = ClusterRecord {
+        name: hello.cluster,
+        region: hello.region,
+        labels: hello.labels,
+        agent_version: hello.agent_version,
+        registered: now,
+    };
+    let canaries = hello
+        .canaries
+        .into_iter()
+        .map(|c| report_from_proto(limits::trim_snapshot(c)))
+        .collect();
+    (record, canaries)
+}
+
+/// One canary snapshot from an agent, checked and converted (its message cut).
+pub(crate) fn checked_report(s: v1::CanarySnapshot) -> Result<CanaryReport, limits::Refusal> {
+    limits::check_snapshot("canary", &s)?;
+    Ok(report_from_proto(limits::trim_snapshot(s)))
+}
+
 fn heartbeat_msg(now: jiff::Timestamp) -> v1::CoordinatorMessage {
     v1::CoordinatorMessage {
         msg: Some(Out::Heartbeat(v1::Heartbeat {
@@ -164,22 +187,12 @@ impl AgentLink for AgentLinkHandler {
             )));
         }
         let cluster = hello.cluster.clone();
+        let region = hello.region.clone();
         let now = this.rollouts.clock.now();
         let (tx, rx) = mpsc::channel(QUEUE);
         let cancel = this.rollouts.shutdown.child_token();
         let session = this.sessions.open(&cluster, tx.clone(), cancel.clone());
-        let record = ClusterRecord {
-            name: cluster.clone(),
-            region: hello.region.clone(),
-            labels: hello.labels.clone(),
-            agent_version: hello.agent_version.clone(),
-            registered: now,
-        };
-        let canaries = hello
-            .canaries
-            .into_iter()
-            .map(|c| report_from_proto(limits::trim_snapshot(c)))
-            .collect();
+        let (record, canaries) = registration(hello, now);
         let previous = this.fleet.hello(record.clone(), session, canaries, now);
         let changed = previous.is_none_or(|p| {
             (p.region, p.labels, p.agent_version)
@@ -192,7 +205,7 @@ impl AgentLink for AgentLinkHandler {
         if changed && let Err(e) = this.store.put_cluster(fence, &record).await {
             tracing::warn!(cluster, error = %e, "cannot store the cluster registration");
         }
-        tracing::info!(cluster, region = %hello.region, session, "agent connected");
+        tracing::info!(cluster, region = %region, session, "agent connected");
         let welcome = v1::CoordinatorMessage {
             msg: Some(Out::Welcome(v1::Welcome {
                 coordinator: this.advertise.clone(),
@@ -214,11 +227,13 @@ impl AgentLinkService {
     /// One canary snapshot from `cluster`'s agent: checked, then into the fleet view. A
     /// snapshot that breaks a limit is dropped and logged (the agent's next one may pass).
     fn report(&self, cluster: &str, s: v1::CanarySnapshot, now: jiff::Timestamp) {
-        if let Err(why) = limits::check_snapshot("canary", &s) {
-            tracing::warn!(cluster, error = %why, "canary report refused");
-            return;
-        }
-        let report = report_from_proto(limits::trim_snapshot(s));
+        let report = match checked_report(s) {
+            Ok(r) => r,
+            Err(why) => {
+                tracing::warn!(cluster, error = %why, "canary report refused");
+                return;
+            }
+        };
         let key = report.key.clone();
         if let Err(why) = self.fleet.update(cluster, report, now) {
             tracing::warn!(cluster, error = %why, "canary report refused");

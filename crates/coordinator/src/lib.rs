@@ -24,6 +24,7 @@
 //! - [`client`]: connecting (TLS, tokens), following the leader.
 //! - `sim` (feature `test-util`): the simulated agent used by the tests and the fan-in and
 //!   failover benchmarks.
+//! - `fuzz` (feature `fuzzing`): the agent link's fuzz target of `fuzz/`.
 //! - `error`: the crate's [`Error`]; gRPC statuses with the leader's address.
 
 mod agent_link;
@@ -33,6 +34,8 @@ mod convert;
 mod error;
 pub mod etcd;
 mod fleet;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz;
 pub mod leader;
 pub mod limits;
 pub mod management;

@@ -12,6 +12,7 @@
 //!   [`fingerprint`]: stable revision hashes; [`gofmt`]: Go's number formatting for event texts.
 //! - [`simulate`]: the simulator behind `aviary simulate` (the engine on scripted ports with
 //!   virtual time).
+//! - `fuzz` (feature `fuzzing`): the manifest and query-template fuzz targets of `fuzz/`.
 //! - `fakes` (feature `test-util`): fakes of every port for tests, and the simulator on them.
 //! - `error`: the crate's [`Error`].
 
@@ -19,6 +20,8 @@ pub mod engine;
 mod error;
 pub mod fingerprint;
 pub mod fleet;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz;
 pub mod gofmt;
 pub mod judge;
 pub mod ports;

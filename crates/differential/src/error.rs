@@ -17,6 +17,9 @@ pub enum Error {
     /// Something needed to run is missing or wrong (a program, a manifest, a scenario).
     #[error("{0}")]
     Setup(String),
+    /// A benchmark or soak could not measure (its processes did not come up, a plot failed).
+    #[error("{0}")]
+    Bench(String),
 }
 
 /// `Result` with this crate's [`Error`].

@@ -1,5 +1,5 @@
 //! Dev-only: Flagger itself next to the aviary agent on real API servers — the differential
-//! harness and the Kubernetes scale benchmark.
+//! harness and the Kubernetes scale benchmark — and the bounded soak of the local fleet.
 //!
 //! The differential harness (`scripts/differential`, and its CI subset in the test suite) runs
 //! every scenario twice, once with Flagger v1.44 (built from the Go module proxy by
@@ -21,6 +21,8 @@
 //! - [`report`]: the printed report and its summary line.
 //! - [`bench`]: the Kubernetes scale benchmark (`scripts/bench-kube`): N canaries per
 //!   cluster, both controllers, requests, CPU, memory and analysis lateness.
+//! - [`soak`]: the bounded soak (`scripts/soak`): a local agent with many canaries and a
+//!   coordinator rolling releases; resident memory and file descriptors must not grow.
 //! - [`error`]: the crate's [`Error`].
 
 pub mod bench;
@@ -33,6 +35,7 @@ pub mod report;
 pub mod runner;
 pub mod scenario;
 pub mod sides;
+pub mod soak;
 pub mod trace;
 
 pub use error::{Error, Result};

@@ -2,7 +2,8 @@
 //!
 //! - [`sample_app`]: the podinfo-like workload behind `aviary sample-app`.
 //! - [`router`]: the per-service HTTP router (weights, A/B matches, mirroring, session affinity)
-//!   with per-backend statistics and Prometheus metrics.
+//!   with per-backend statistics and Prometheus metrics; `router::router_request` (feature
+//!   `fuzzing`) is its fuzz target (`fuzz/`).
 //! - [`process`]: the supervisor that runs each version as replicas on free loopback ports.
 //! - [`platform`]: the local platform on top of them: LocalServices from a config directory,
 //!   the engine's ports (Target, Router, built-in metrics, Recorder), the state directory, and

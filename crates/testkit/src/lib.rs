@@ -42,6 +42,7 @@
 //!   with mutual TLS from the test binary's [`Pki`](aviary::Pki).
 //! - [`manifests`]: LocalService and Canary manifests for local agents.
 //! - [`bench`]: command-line flags of the benchmark harnesses.
+//! - [`fuzz`]: the fuzz targets' committed corpus replayed (and mutated, bounded) in the tests.
 //! - [`error`]: the crate's [`Error`].
 
 pub mod aviary;
@@ -53,6 +54,7 @@ pub mod control_plane;
 pub mod crds;
 pub mod error;
 pub mod etcd;
+pub mod fuzz;
 pub mod helm;
 pub mod history;
 pub mod ingress_nginx;

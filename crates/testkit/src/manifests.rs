@@ -4,10 +4,12 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-/// A LocalService `test/podinfo` and its Canary: analysis every second on the built-in
+/// A LocalService `test/NAME` (`podinfo` by default) and its Canary: analysis every second on the built-in
 /// request success rate (≥ 99%) and, when `duration_check`, request duration (≤ 500 ms).
 #[derive(Debug, Clone)]
 pub struct LocalCanary {
+    /// The name of the LocalService and of the Canary (namespace `test`).
+    pub name: String,
     pub port: u16,
     pub version: String,
     pub replicas: u32,
@@ -36,6 +38,7 @@ impl LocalCanary {
     /// 25% up to 50%, metrics over 5 s.
     pub fn sample_app(bin: &str, port: u16, version: &str) -> Self {
         Self {
+            name: "podinfo".into(),
             port,
             version: version.into(),
             replicas: 1,
@@ -90,7 +93,7 @@ impl LocalCanary {
         metrics.extend(self.extra_metrics.iter().cloned());
         let mut canary = json!({
             "provider": "local",
-            "targetRef": {"apiVersion": "aviary.dev/v1alpha1", "kind": "LocalService", "name": "podinfo"},
+            "targetRef": {"apiVersion": "aviary.dev/v1alpha1", "kind": "LocalService", "name": self.name},
             "analysis": {
                 "interval": self.interval,
                 "threshold": self.threshold,
@@ -106,15 +109,33 @@ impl LocalCanary {
             canary["progressDeadlineSeconds"] = json!(d);
         }
         [
-            document("aviary.dev/v1alpha1", "LocalService", service, &BTreeMap::new()),
-            document("flagger.app/v1beta1", "Canary", canary, &self.annotations),
+            document(
+                &self.name,
+                "aviary.dev/v1alpha1",
+                "LocalService",
+                service,
+                &BTreeMap::new(),
+            ),
+            document(
+                &self.name,
+                "flagger.app/v1beta1",
+                "Canary",
+                canary,
+                &self.annotations,
+            ),
         ]
         .join("---\n")
     }
 }
 
-fn document(api_version: &str, kind: &str, spec: Value, annotations: &BTreeMap<String, String>) -> String {
-    let mut metadata = json!({"name": "podinfo", "namespace": "test"});
+fn document(
+    name: &str,
+    api_version: &str,
+    kind: &str,
+    spec: Value,
+    annotations: &BTreeMap<String, String>,
+) -> String {
+    let mut metadata = json!({"name": name, "namespace": "test"});
     if !annotations.is_empty() {
         metadata["annotations"] = json!(annotations);
     }

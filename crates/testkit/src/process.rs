@@ -1,7 +1,7 @@
 //! Processes a test starts: killed when their guard drops (also when the test fails), their
 //! stderr captured, and the process tree inspected for orphans.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, ExitStatus};
 use std::sync::{Arc, Mutex};
@@ -166,24 +166,28 @@ pub fn announced(stream: impl Read, prefix: &str) -> String {
 
 /// PIDs of every descendant of `pid` (from /proc).
 pub fn descendants(pid: u32) -> BTreeSet<u32> {
+    // One pass over /proc (a parent of a thousand children would otherwise rescan per child).
+    let mut children: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|s| s.parse::<u32>().ok());
+        if let Some(ppid) = ppid {
+            children.entry(ppid).or_default().push(child);
+        }
+    }
     let mut all = BTreeSet::new();
     let mut frontier = vec![pid];
     while let Some(p) = frontier.pop() {
-        let Ok(dir) = std::fs::read_dir("/proc") else {
-            break;
-        };
-        for entry in dir.flatten() {
-            let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
-                continue;
-            };
-            let ppid = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-                .and_then(|s| s.parse::<u32>().ok());
-            if ppid == Some(p) && all.insert(child) {
+        for &child in children.get(&p).into_iter().flatten() {
+            if all.insert(child) {
                 frontier.push(child);
             }
         }
@@ -191,7 +195,6 @@ pub fn descendants(pid: u32) -> BTreeSet<u32> {
     all
 }
 
-/// Whether `pid` runs (a zombie does not).
 pub fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
 }

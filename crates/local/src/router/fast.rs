@@ -19,6 +19,9 @@
 //! the backend re-serialized. A response with conflicting or unreadable `Content-Length`s is
 //! answered 502 instead of being passed on.
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod fuzz;
+
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;

@@ -16,6 +16,8 @@
 //! backend's response headers.
 
 mod fast;
+#[cfg(any(test, feature = "fuzzing"))]
+pub use fast::fuzz::router_request;
 pub mod matching;
 pub mod stats;
 

@@ -178,16 +178,22 @@ fn read_state(path: &Path) -> Result<BTreeSet<GateKey>> {
             });
         }
     };
-    let broken = |e: serde_json::Error| Error::State {
+    parse_state(&bytes).map_err(|message| Error::State {
         path: path.to_path_buf(),
-        message: format!("not a gate state file ({e}); fix or delete it"),
-    };
-    match serde_json::from_slice::<VersionOnly>(&bytes)
+        message,
+    })
+}
+
+/// The open gates of a state file's bytes (version 1 or [`VERSION`]); the error says what to
+/// do.
+pub(crate) fn parse_state(bytes: &[u8]) -> Result<BTreeSet<GateKey>, String> {
+    let broken = |e: serde_json::Error| format!("not a gate state file ({e}); fix or delete it");
+    match serde_json::from_slice::<VersionOnly>(bytes)
         .map_err(broken)?
         .version
     {
         1 => {
-            let v1: StateFileV1 = serde_json::from_slice(&bytes).map_err(broken)?;
+            let v1: StateFileV1 = serde_json::from_slice(bytes).map_err(broken)?;
             Ok(v1
                 .gates
                 .iter()
@@ -196,13 +202,12 @@ fn read_state(path: &Path) -> Result<BTreeSet<GateKey>> {
                 .collect())
         }
         VERSION => {
-            let state: StateFile = serde_json::from_slice(&bytes).map_err(broken)?;
+            let state: StateFile = serde_json::from_slice(bytes).map_err(broken)?;
             Ok(state.open.into_iter().collect())
         }
-        other => Err(Error::State {
-            path: path.to_path_buf(),
-            message: format!("version {other} is not supported (expected {VERSION}); delete the file"),
-        }),
+        other => Err(format!(
+            "version {other} is not supported (expected {VERSION}); delete the file"
+        )),
     }
 }
 

@@ -39,7 +39,10 @@
 //! - `/healthz` 200 "OK"; `/metrics` in Prometheus text format.
 //!
 //! Shutdown stops accepting requests, kills running commands and waits for in-flight requests.
+//! `fuzz` (feature `fuzzing`) is the fuzz target of `fuzz/` over the JSON it reads.
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz;
 mod gates;
 mod remote;
 mod tasks;
@@ -249,20 +252,7 @@ fn forbidden() -> Response {
 impl App {
     /// Parses the payload and applies the namespace filter.
     fn payload(&self, body: &[u8]) -> Result<Payload, (StatusCode, String)> {
-        let p: Payload = serde_json::from_slice(body).map_err(|e| {
-            (
-                StatusCode::BAD_REQUEST,
-                format!("invalid JSON payload: {e}; expected Flagger's webhook payload"),
-            )
-        })?;
-        check_name("name", &p.name, MAX_NAME)?;
-        check_name("namespace", &p.namespace, MAX_NAMESPACE)?;
-        if let Some(re) = &self.namespaces
-            && !re.is_match(&p.namespace)
-        {
-            return Err((StatusCode::FORBIDDEN, "Forbidden".into()));
-        }
-        Ok(p)
+        parse_payload(body, self.namespaces.as_ref())
     }
 
     async fn set_gate(&self, key: GateKey, open: bool, message: &str) -> Response {
@@ -288,6 +278,24 @@ impl App {
             forbidden()
         }
     }
+}
+
+/// Parses a webhook payload and applies the namespace filter.
+fn parse_payload(body: &[u8], namespaces: Option<&Regex>) -> Result<Payload, (StatusCode, String)> {
+    let p: Payload = serde_json::from_slice(body).map_err(|e| {
+        (
+            StatusCode::BAD_REQUEST,
+            format!("invalid JSON payload: {e}; expected Flagger's webhook payload"),
+        )
+    })?;
+    check_name("name", &p.name, MAX_NAME)?;
+    check_name("namespace", &p.namespace, MAX_NAMESPACE)?;
+    if let Some(re) = namespaces
+        && !re.is_match(&p.namespace)
+    {
+        return Err((StatusCode::FORBIDDEN, "Forbidden".into()));
+    }
+    Ok(p)
 }
 
 /// A payload's name or namespace: bounded, without control characters (they would end up in
