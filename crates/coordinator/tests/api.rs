@@ -278,11 +278,11 @@ async fn list_clusters_and_canaries_with_filters() {
     c.shutdown().await.unwrap();
 }
 
-/// A follower that names a leader.
-struct Follower(watch::Sender<LeaderState>);
+/// Leadership the test sets by hand: a follower that names a leader, a leader that steps down.
+struct Switch(watch::Sender<LeaderState>);
 
 #[async_trait::async_trait]
-impl Leadership for Follower {
+impl Leadership for Switch {
     fn watch(&self) -> watch::Receiver<LeaderState> {
         self.0.subscribe()
     }
@@ -294,7 +294,7 @@ async fn followers_answer_writes_with_the_leader_address_and_clients_follow() {
     let _a = agent(&leader, "a", "r");
     wait_connected(&leader, 1).await;
     let follower = Coordinator::start(CoordinatorConfig {
-        leadership: Arc::new(Follower(watch::Sender::new(LeaderState::Follower {
+        leadership: Arc::new(Switch(watch::Sender::new(LeaderState::Follower {
             leader: Some(leader.url()),
         }))),
         ..config()
@@ -345,16 +345,6 @@ async fn the_store_fences_a_deposed_leader() {
     let e = store.put_cluster(Fence(1), &c).await.unwrap_err();
     assert!(matches!(e, aviary_coordinator::Error::Fenced { token: 1 }), "{e}");
     assert_eq!(tonic::Status::from(e).code(), Code::Unavailable);
-}
-
-/// Leadership the test switches by hand.
-struct Switch(watch::Sender<LeaderState>);
-
-#[async_trait::async_trait]
-impl Leadership for Switch {
-    fn watch(&self) -> watch::Receiver<LeaderState> {
-        self.0.subscribe()
-    }
 }
 
 #[tokio::test(start_paused = true)]

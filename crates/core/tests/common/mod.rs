@@ -85,3 +85,19 @@ pub(crate) fn lines(sim: &Simulation) -> Vec<String> {
         .map(|e| format!("T+{}s {} {}", e.t, e.kind, e.message))
         .collect()
 }
+
+/// A MetricTemplate `default/NAME` of `provider` running `query`.
+pub(crate) fn template(name: &str, provider: &str, query: &str) -> aviary_api::MetricTemplate {
+    let mut t = aviary_api::MetricTemplate::new(
+        name,
+        aviary_api::MetricTemplateSpec {
+            provider: Some(aviary_api::metric_template::MetricProvider {
+                type_: Some(provider.into()),
+                ..Default::default()
+            }),
+            query: Some(query.into()),
+        },
+    );
+    t.metadata.namespace = Some("default".into());
+    t
+}
