@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use aviary_api::{Canary, MetricTemplate};
-use aviary_core::ports::{BuiltinMetric, MetricError, MetricModel, Metrics};
+use aviary_core::ports::{BuiltinMetric, MetricError, Metrics};
 use aviary_local::sample_app::{SampleApp, SampleAppArgs};
 use aviary_providers::{PrometheusBuiltins, ProviderMetrics, ResourceStore, StaticSecrets};
 use aviary_testkit::prometheus::{Job, Prometheus};
@@ -115,16 +115,7 @@ async fn real_prometheus_template_and_builtin_queries() {
         let c = canary(prom.url());
         metrics.check_providers(&c).await.expect("prometheus and the template are online");
 
-        let model = MetricModel {
-            name: "podinfo".into(),
-            namespace: "test".into(),
-            target: "podinfo".into(),
-            service: "podinfo".into(),
-            ingress: "podinfo".into(),
-            route: "podinfo".into(),
-            interval: "1m".into(),
-            variables: Default::default(),
-        };
+        let model = common::podinfo_model("podinfo");
         // Wait until rate() has at least two scrapes with traffic.
         let mut first = None;
         for _ in 0..60 {
@@ -346,17 +337,8 @@ async fn real_prometheus_raw_counters_per_provider() {
         .expect("prometheus scrapes the exporter");
 
         let builtins = PrometheusBuiltins::new("http://127.0.0.1:9", "kubernetes").unwrap();
-        let model = MetricModel {
-            name: "podinfo".into(),
-            namespace: "test".into(),
-            target: "podinfo".into(),
-            service: "podinfo".into(),
-            ingress: "podinfo".into(),
-            // knative: the latest revision (aviary-kube resolves it from the Service).
-            route: "podinfo-00002".into(),
-            interval: "1m".into(),
-            variables: Default::default(),
-        };
+        // knative: the latest revision (aviary-kube resolves it from the Service).
+        let model = common::podinfo_model("podinfo-00002");
         let read = |c: Canary| {
             let (b, m) = (&builtins, &model);
             async move { b.counters(&c, m).await }

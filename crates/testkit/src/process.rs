@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, ExitStatus};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -194,4 +194,25 @@ pub fn descendants(pid: u32) -> BTreeSet<u32> {
 /// Whether `pid` runs (a zombie does not).
 pub fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+}
+
+/// Spawns `cmd` with stdout and stderr piped and `stdin` written to its standard input (closed
+/// after it; `/dev/null` without input).
+pub fn spawn_with_input(cmd: &mut Command, stdin: Option<&[u8]>) -> Child {
+    let mut child = cmd
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {:?}: {e}", cmd.get_program()));
+    if let Some(input) = stdin {
+        // Dropping the handle closes stdin, so the program sees the end of its input.
+        let mut pipe = child.stdin.take().expect("piped stdin");
+        std::io::Write::write_all(&mut pipe, input).expect("write stdin");
+    }
+    child
 }

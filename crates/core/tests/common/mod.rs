@@ -101,3 +101,16 @@ pub(crate) fn template(name: &str, provider: &str, query: &str) -> aviary_api::M
     t.metadata.namespace = Some("default".into());
     t
 }
+
+/// The first webhook call of `kind` the simulation made (panics when there is none).
+pub(crate) fn first_hook(
+    sim: &Simulation,
+    kind: aviary_api::canary::HookType,
+) -> aviary_core::fakes::HookCall {
+    sim.fakes
+        .hooks
+        .calls()
+        .into_iter()
+        .find(|c| c.kind == kind)
+        .unwrap_or_else(|| panic!("no {kind:?} webhook call"))
+}
