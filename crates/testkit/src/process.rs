@@ -1,5 +1,5 @@
 //! Processes a test starts: killed when their guard drops (also when the test fails), their
-//! stderr captured, and the process tree inspected for orphans.
+//! stderr captured, and the process tree inspected for orphans; programs run with input.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read};
@@ -200,11 +200,7 @@ pub fn alive(pid: u32) -> bool {
 /// after it; `/dev/null` without input).
 pub fn spawn_with_input(cmd: &mut Command, stdin: Option<&[u8]>) -> Child {
     let mut child = cmd
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
+        .stdin(input(stdin.is_some()))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -215,4 +211,9 @@ pub fn spawn_with_input(cmd: &mut Command, stdin: Option<&[u8]>) -> Child {
         std::io::Write::write_all(&mut pipe, input).expect("write stdin");
     }
     child
+}
+
+/// A piped standard input for a program given input, `/dev/null` otherwise.
+pub fn input(given: bool) -> Stdio {
+    if given { Stdio::piped() } else { Stdio::null() }
 }
