@@ -238,43 +238,29 @@ async fn list_clusters_and_canaries_with_filters() {
                 .collect::<Vec<_>>()
         }
     };
-    assert_eq!(
-        list(Default::default()).await,
-        ["eu-1:podinfo", "us-1:frontend", "us-1:podinfo"]
-    );
-    assert_eq!(
-        list(v1::ListCanariesRequest {
-            region: "us-east-1".into(),
-            ..Default::default()
-        })
-        .await,
-        ["us-1:frontend", "us-1:podinfo"]
-    );
-    assert_eq!(
-        list(v1::ListCanariesRequest {
-            namespace: "prod".into(),
-            ..Default::default()
-        })
-        .await,
-        ["us-1:frontend"]
-    );
-    assert_eq!(
-        list(v1::ListCanariesRequest {
-            cluster: "eu-1".into(),
-            phase: "succeeded".into(),
-            ..Default::default()
-        })
-        .await,
-        ["eu-1:podinfo"]
-    );
-    assert!(
-        list(v1::ListCanariesRequest {
-            phase: "Progressing".into(),
-            ..Default::default()
-        })
-        .await
-        .is_empty()
-    );
+    // (cluster, region, namespace, phase) → the canaries listed.
+    let filter = |cluster: &str, region: &str, namespace: &str, phase: &str| v1::ListCanariesRequest {
+        cluster: cluster.into(),
+        region: region.into(),
+        namespace: namespace.into(),
+        phase: phase.into(),
+        ..Default::default()
+    };
+    for (f, want) in [
+        (
+            filter("", "", "", ""),
+            vec!["eu-1:podinfo", "us-1:frontend", "us-1:podinfo"],
+        ),
+        (
+            filter("", "us-east-1", "", ""),
+            vec!["us-1:frontend", "us-1:podinfo"],
+        ),
+        (filter("", "", "prod", ""), vec!["us-1:frontend"]),
+        (filter("eu-1", "", "", "succeeded"), vec!["eu-1:podinfo"]),
+        (filter("", "", "", "Progressing"), vec![]),
+    ] {
+        assert_eq!(list(f.clone()).await, want, "{f:?}");
+    }
     c.shutdown().await.unwrap();
 }
 
