@@ -336,6 +336,16 @@ pub struct NamespacedRef {
     pub namespace: Option<String>,
 }
 
+impl NamespacedRef {
+    /// The namespace named, or `default` (the referring object's) when none or empty is.
+    pub fn namespace_or(&self, default: &str) -> String {
+        self.namespace
+            .clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| default.to_string())
+    }
+}
+
 /// One alert route.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

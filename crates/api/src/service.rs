@@ -123,6 +123,32 @@ pub struct StringMatch {
     pub regex: Option<String>,
 }
 
+impl StringMatch {
+    /// `{exact: value}`.
+    pub fn exact(value: impl Into<String>) -> Self {
+        Self {
+            exact: Some(value.into()),
+            ..Self::default()
+        }
+    }
+
+    /// `{prefix: value}`.
+    pub fn prefix(value: impl Into<String>) -> Self {
+        Self {
+            prefix: Some(value.into()),
+            ..Self::default()
+        }
+    }
+
+    /// `{regex: value}`.
+    pub fn regex(value: impl Into<String>) -> Self {
+        Self {
+            regex: Some(value.into()),
+            ..Self::default()
+        }
+    }
+}
+
 /// Istio's HTTPMatchRequest (used by `service.match` and `analysis.match`).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -160,6 +186,16 @@ pub struct HttpMatchRequest {
     /// Source namespace constraining the rule to workloads in that namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_namespace: Option<String>,
+}
+
+impl HttpMatchRequest {
+    /// A match on one header, the A/B testing match of Flagger's examples.
+    pub fn header(name: impl Into<String>, value: StringMatch) -> Self {
+        Self {
+            headers: Some([(name.into(), value)].into()),
+            ..Self::default()
+        }
+    }
 }
 
 /// Retry policy for HTTP requests.

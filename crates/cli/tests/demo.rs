@@ -93,7 +93,7 @@ fn the_demo_rolls_out_by_region_and_stops_a_bad_release_in_the_first_region() {
         .nth(1)
         .and_then(|r| r.split([')', ' ']).next())
         .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no success rate in the verdict: {verdict}"));
+        .unwrap_or_else(|| panic!("no success rate in the verdict: {verdict}\nthe whole demo:\n{text}"));
     assert!(rate < 99.0, "the verdict shows a passing success rate: {verdict}");
     // the summary: everyone on 6.0.1; eu-west-1 never touched by rollout 2
     let row = |rollout: &str, cluster: &str| {

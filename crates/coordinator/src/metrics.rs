@@ -131,6 +131,13 @@ pub(crate) struct Sources {
     pub(crate) leadership: Arc<dyn Leadership>,
 }
 
+/// Registers each metric (a clone shares its values) under its name and help text.
+macro_rules! register {
+    ($registry:expr, $($name:literal: $help:literal => $metric:expr,)*) => {
+        $( $registry.register($name, $help, $metric.clone()); )*
+    };
+}
+
 impl CoordinatorMetrics {
     pub(crate) fn new() -> Self {
         let info = Family::<InfoLabels, Gauge>::default();
@@ -147,56 +154,17 @@ impl CoordinatorMetrics {
             rollout_clusters: Family::default(),
             scrape: Mutex::new(()),
         };
-        let r = &mut m.registry;
-        r.register(
-            "aviary_coordinator_info",
-            "The coordinator's version",
-            info.clone(),
-        );
-        r.register(
-            "aviary_coordinator_grpc_requests",
-            "gRPC calls by service, method and the status they were answered with (for streams: the status the stream opened with)",
-            m.calls.clone(),
-        );
-        r.register(
-            "aviary_coordinator_leader",
-            "1 on the replica that leads (the one that sequences rollouts and holds the agent streams), 0 on followers",
-            m.leader.clone(),
-        );
-        r.register(
-            "aviary_coordinator_agent_sessions",
-            "Open AgentLink streams (one per connected agent)",
-            m.sessions.clone(),
-        );
-        r.register(
-            "aviary_fleet_clusters",
-            "Registered clusters by region and whether their agent is connected (leader only)",
-            m.clusters.clone(),
-        );
-        r.register(
-            "aviary_fleet_rollouts",
-            "Fleet rollouts by phase (leader only)",
-            m.rollouts.clone(),
-        );
-        r.register(
-            "aviary_fleet_rollout_phase",
-            "1 for the phase a rollout is in (active rollouts and those finished in the last hour; leader only)",
-            m.rollout_phase.clone(),
-        );
-        r.register(
-            "aviary_fleet_rollout_waves",
-            "Waves in a rollout's plan (same rollouts)",
-            m.rollout_waves.clone(),
-        );
-        r.register(
-            "aviary_fleet_rollout_waves_succeeded",
-            "Waves of a rollout that succeeded (same rollouts)",
-            m.rollout_waves_done.clone(),
-        );
-        r.register(
-            "aviary_fleet_rollout_clusters",
-            "A rollout's planned clusters by their phase in it (same rollouts)",
-            m.rollout_clusters.clone(),
+        register!(&mut m.registry,
+            "aviary_coordinator_info": "The coordinator's version" => info,
+            "aviary_coordinator_grpc_requests": "gRPC calls by service, method and the status they were answered with (for streams: the status the stream opened with)" => m.calls,
+            "aviary_coordinator_leader": "1 on the replica that leads (the one that sequences rollouts and holds the agent streams), 0 on followers" => m.leader,
+            "aviary_coordinator_agent_sessions": "Open AgentLink streams (one per connected agent)" => m.sessions,
+            "aviary_fleet_clusters": "Registered clusters by region and whether their agent is connected (leader only)" => m.clusters,
+            "aviary_fleet_rollouts": "Fleet rollouts by phase (leader only)" => m.rollouts,
+            "aviary_fleet_rollout_phase": "1 for the phase a rollout is in (active rollouts and those finished in the last hour; leader only)" => m.rollout_phase,
+            "aviary_fleet_rollout_waves": "Waves in a rollout's plan (same rollouts)" => m.rollout_waves,
+            "aviary_fleet_rollout_waves_succeeded": "Waves of a rollout that succeeded (same rollouts)" => m.rollout_waves_done,
+            "aviary_fleet_rollout_clusters": "A rollout's planned clusters by their phase in it (same rollouts)" => m.rollout_clusters,
         );
         info.get_or_create(&InfoLabels {
             version: env!("CARGO_PKG_VERSION").into(),

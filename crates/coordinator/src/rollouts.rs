@@ -488,17 +488,7 @@ impl Rollouts {
     /// fleet as it is now), nothing written or started.
     pub(crate) async fn plan(&self, rollout: &FleetRollout, actor: &str) -> Result<Arc<RolloutRecord>> {
         self.ready().await?;
-        let key = rollout
-            .spec
-            .canary
-            .as_ref()
-            .map(|c| {
-                CanaryKey::new(
-                    c.namespace.clone().unwrap_or_default(),
-                    c.name.clone().unwrap_or_default(),
-                )
-            })
-            .unwrap_or_default();
+        let key = canary_key(rollout);
         let name = rollout.name().to_string();
         let plan = resolve_plan(rollout, &self.fleet.cluster_infos(&key)).map_err(|diags| {
             let lines: Vec<String> = diags
@@ -546,17 +536,7 @@ impl Rollouts {
                 spec_differences(&current.spec, &rollout.spec)
             )));
         }
-        let key = rollout
-            .spec
-            .canary
-            .as_ref()
-            .map(|c| {
-                CanaryKey::new(
-                    c.namespace.clone().unwrap_or_default(),
-                    c.name.clone().unwrap_or_default(),
-                )
-            })
-            .unwrap_or_default();
+        let key = canary_key(&rollout);
         if let Some(other) = self
             .by_canary
             .read()
@@ -891,4 +871,19 @@ fn spec_differences(old: &aviary_api::FleetRolloutSpec, new: &aviary_api::FleetR
         out.push("…".into());
     }
     out.join("; ")
+}
+
+/// The canary a rollout releases (`spec.canary`; empty when the spec names none).
+fn canary_key(rollout: &FleetRollout) -> CanaryKey {
+    rollout
+        .spec
+        .canary
+        .as_ref()
+        .map(|c| {
+            CanaryKey::new(
+                c.namespace.clone().unwrap_or_default(),
+                c.name.clone().unwrap_or_default(),
+            )
+        })
+        .unwrap_or_default()
 }

@@ -638,3 +638,18 @@ impl World for Fakes {
             .collect()
     }
 }
+
+/// The metric model of Flagger's podinfo example (`test/podinfo`, interval 1m), as the query
+/// tests render it.
+pub fn podinfo_model() -> MetricModel {
+    MetricModel {
+        name: "podinfo".into(),
+        namespace: "test".into(),
+        target: "podinfo".into(),
+        service: "podinfo".into(),
+        ingress: "podinfo".into(),
+        route: "podinfo-00002".into(),
+        interval: "1m".into(),
+        variables: Default::default(),
+    }
+}

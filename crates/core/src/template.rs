@@ -21,14 +21,9 @@ mod tests {
 
     fn model() -> MetricModel {
         MetricModel {
-            name: "podinfo".into(),
-            namespace: "test".into(),
-            target: "podinfo".into(),
             service: "podinfo-svc".into(),
-            ingress: "podinfo".into(),
-            route: "podinfo-00002".into(),
-            interval: "1m".into(),
             variables: [("cluster".to_string(), "eu-1".to_string())].into(),
+            ..crate::fakes::podinfo_model()
         }
     }
 

@@ -176,13 +176,7 @@ impl Router for ApisixRouter {
     }
 
     async fn set_routes(&self, c: &Canary, routes: &Routes) -> Result<(), String> {
-        if routes.primary == 0 && routes.canary == 0 {
-            return Err(format!(
-                "RoutingRule {}.{} update failed: no valid weights",
-                c.apex_name(),
-                c.namespace()
-            ));
-        }
+        crate::routing::require_weights("RoutingRule", c, routes)?;
         let apex = c.apex_name();
         let (primary, canary) = (format!("{apex}-primary"), format!("{apex}-canary"));
         Self::object(c)?

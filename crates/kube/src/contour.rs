@@ -151,13 +151,7 @@ impl Router for ContourRouter {
     }
 
     async fn set_routes(&self, c: &Canary, routes: &Routes) -> Result<(), String> {
-        if routes.primary == 0 && routes.canary == 0 {
-            return Err(format!(
-                "HTTPProxy {}.{} update failed: no valid weights",
-                c.apex_name(),
-                c.namespace()
-            ));
-        }
+        crate::routing::require_weights("HTTPProxy", c, routes)?;
         let spec = self.spec(c, routes);
         self.object(c)
             .update(&self.kube, |p| {

@@ -13,11 +13,8 @@ use aviary_core::ports::{NotReady, Target, TargetRevision};
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
-use crate::client::{DAEMON_SET, Kube, describe, owner_reference};
-use crate::workload::{
-    ConfigRef, DeploymentSettings, Selector, Workloads, copied_annotations, included, selector_of,
-    strip_nulls,
-};
+use crate::client::{DAEMON_SET, Kube, describe};
+use crate::workload::{ConfigRef, DeploymentSettings, Selector, Workloads, included, selector_of};
 
 /// The node selector that matches no node (daemonset_controller.go:36-38).
 pub const SCALE_TO_ZERO_KEY: &str = "flagger.app/scale-to-zero";
@@ -59,8 +56,6 @@ impl DaemonSetTarget {
     /// DaemonSet can be a target; the primary gets the target's update strategy, history limit,
     /// min ready seconds and pod template, selecting `<value>-primary`.
     async fn create_primary(&self, c: &Canary, target: &Value, sel: &Selector) -> Result<(), String> {
-        let ns = c.namespace();
-        let name = format!("{}-primary", c.target_name());
         let tracked = self.workloads.tracked(c, target).await?;
         self.workloads.copy_configs(c, &tracked).await?;
         let mut spec = json!({
@@ -68,25 +63,9 @@ impl DaemonSetTarget {
             "template": self.primary_template(target, sel, &tracked),
         });
         copy_spec(&mut spec, target);
-        let mut obj = json!({
-            "metadata": {
-                "name": name,
-                "namespace": ns,
-                "labels": self.workloads.primary_labels(target, sel),
-                "annotations": copied_annotations(&target["metadata"]["annotations"]),
-                "ownerReferences": [owner_reference(c)],
-            },
-            "spec": spec,
-        });
-        strip_nulls(&mut obj["metadata"]);
-        match self.kube().create(DAEMON_SET, ns, obj).await {
-            Ok(_) => {
-                tracing::info!(canary = %c.key(), "DaemonSet {name}.{ns} created");
-                Ok(())
-            }
-            Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
-            Err(e) => Err(format!("creating daemonset {name}.{ns} failed: {}", describe(&e))),
-        }
+        self.workloads
+            .create_primary(c, DAEMON_SET, target, sel, spec)
+            .await
     }
 
     /// The primary's pod template: as for a Deployment, without the scale-to-zero selector

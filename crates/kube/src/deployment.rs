@@ -11,11 +11,11 @@ use jiff::Timestamp;
 use serde_json::{Value, json};
 
 use crate::autoscaler::Autoscalers;
-use crate::client::{DEPLOYMENT, Kube, describe, owner_reference};
+use crate::client::{DEPLOYMENT, Kube, describe};
 pub use crate::workload::{
     CONFIG_TRACKING_ANNOTATION, DeploymentSettings, FLAGGER_ID, Selector, selector_of,
 };
-use crate::workload::{ConfigRef, Workloads, copied_annotations, included, strip_nulls};
+use crate::workload::{ConfigRef, Workloads, included};
 
 /// The Deployment target.
 #[derive(Debug, Clone)]
@@ -84,8 +84,6 @@ impl DeploymentTarget {
         sel: &Selector,
         tracked: &[(ConfigRef, Value)],
     ) -> Result<(), String> {
-        let ns = c.namespace();
-        let name = format!("{}-primary", c.target_name());
         let replicas = target["spec"]["replicas"]
             .as_i64()
             .filter(|r| *r > 0)
@@ -96,28 +94,9 @@ impl DeploymentTarget {
             "selector": {"matchLabels": {sel.label.as_str(): sel.primary()}},
         });
         Self::copy_spec(&mut spec, target, template);
-        let mut obj = json!({
-            "metadata": {
-                "name": name,
-                "namespace": ns,
-                "labels": self.workloads.primary_labels(target, sel),
-                "annotations": copied_annotations(&target["metadata"]["annotations"]),
-                "ownerReferences": [owner_reference(c)],
-            },
-            "spec": spec,
-        });
-        strip_nulls(&mut obj["metadata"]);
-        match self.kube().create(DEPLOYMENT, ns, obj).await {
-            Ok(_) => {
-                tracing::info!(canary = %c.key(), "Deployment {name}.{ns} created");
-                Ok(())
-            }
-            Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
-            Err(e) => Err(format!(
-                "creating deployment {name}.{ns} failed: {}",
-                describe(&e)
-            )),
-        }
+        self.workloads
+            .create_primary(c, DEPLOYMENT, target, sel, spec)
+            .await
     }
 
     /// Sets the target's replicas.

@@ -588,19 +588,7 @@ mod tests {
 
     #[test]
     fn ab_testing_adds_a_base_rule_and_mirroring_a_filter() {
-        let m = HttpMatchRequest {
-            headers: Some(
-                [(
-                    "x-canary".into(),
-                    StringMatch {
-                        exact: Some("insider".into()),
-                        ..Default::default()
-                    },
-                )]
-                .into(),
-            ),
-            ..Default::default()
-        };
+        let m = HttpMatchRequest::header("x-canary", StringMatch::exact("insider"));
         let c = canary(CanaryAnalysis {
             iterations: Some(10),
             match_: Some(vec![m]),

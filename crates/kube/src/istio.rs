@@ -469,19 +469,7 @@ mod tests {
         assert_eq!(spec["http"][0]["mirrorPercentage"], json!({"value": 50}));
         assert_eq!(read_routes(&json!({"spec": spec}), &c), Some(routes));
 
-        let m = HttpMatchRequest {
-            headers: Some(
-                [(
-                    "user-agent".into(),
-                    StringMatch {
-                        regex: Some(".*Firefox.*".into()),
-                        ..Default::default()
-                    },
-                )]
-                .into(),
-            ),
-            ..Default::default()
-        };
+        let m = HttpMatchRequest::header("user-agent", StringMatch::regex(".*Firefox.*"));
         let ab = canary(
             CanaryAnalysis {
                 iterations: Some(10),

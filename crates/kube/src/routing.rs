@@ -504,6 +504,19 @@ impl RoutingObject {
     }
 }
 
+/// Flagger's refusal to write a route that sends nothing anywhere (all weights 0), with the
+/// router's kind in the text: `<Kind> <apex>.<namespace> update failed: no valid weights`.
+pub(crate) fn require_weights(kind: &str, c: &Canary, routes: &Routes) -> Result<(), String> {
+    if routes.primary == 0 && routes.canary == 0 {
+        return Err(format!(
+            "{kind} {}.{} update failed: no valid weights",
+            c.apex_name(),
+            c.namespace()
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -571,24 +584,9 @@ mod tests {
 
     #[test]
     fn ab_matches_are_a_cross_product() {
-        let header = |v: &str| HttpMatchRequest {
-            headers: Some(
-                [(
-                    "x-canary".to_string(),
-                    StringMatch {
-                        exact: Some(v.into()),
-                        ..Default::default()
-                    },
-                )]
-                .into(),
-            ),
-            ..Default::default()
-        };
+        let header = |v: &str| HttpMatchRequest::header("x-canary", StringMatch::exact(v));
         let uri = HttpMatchRequest {
-            uri: Some(StringMatch {
-                prefix: Some("/api".into()),
-                ..Default::default()
-            }),
+            uri: Some(StringMatch::prefix("/api")),
             ..Default::default()
         };
         let merged = merge_matches(&[header("a"), header("b")], std::slice::from_ref(&uri));
@@ -598,10 +596,7 @@ mod tests {
         assert_eq!(merge_matches(&[header("a")], &[]), vec![header("a")]);
         // Only headers and sourceLabels come from the analysis match.
         let mut both = header("c");
-        both.method = Some(StringMatch {
-            exact: Some("GET".into()),
-            ..Default::default()
-        });
+        both.method = Some(StringMatch::exact("GET"));
         let merged = merge_matches(&[both], std::slice::from_ref(&uri));
         assert_eq!(merged[0].method, None);
         assert_eq!(merged[0].uri, uri.uri);

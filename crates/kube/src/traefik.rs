@@ -74,13 +74,7 @@ impl Router for TraefikRouter {
     }
 
     async fn set_routes(&self, c: &Canary, routes: &Routes) -> Result<(), String> {
-        if routes.primary == 0 && routes.canary == 0 {
-            return Err(format!(
-                "RoutingRule {}.{} update failed: no valid weights",
-                c.apex_name(),
-                c.namespace()
-            ));
-        }
+        crate::routing::require_weights("RoutingRule", c, routes)?;
         let spec = Self::spec(c, routes);
         Self::object(c)
             .update(&self.kube, |t| {

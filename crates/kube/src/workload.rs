@@ -431,6 +431,43 @@ impl Workloads {
         (!configs.is_empty()).then_some(configs)
     }
 
+    /// Creates `<target>-primary` of `kind` with `spec`, the primary's labels, the target's
+    /// copied annotations and the canary as owner; one that exists already is left as it is.
+    pub(crate) async fn create_primary(
+        &self,
+        c: &Canary,
+        kind: Kind,
+        target: &Value,
+        sel: &Selector,
+        spec: Value,
+    ) -> Result<(), String> {
+        let ns = c.namespace();
+        let name = format!("{}-primary", c.target_name());
+        let mut obj = json!({
+            "metadata": {
+                "name": name,
+                "namespace": ns,
+                "labels": self.primary_labels(target, sel),
+                "annotations": copied_annotations(&target["metadata"]["annotations"]),
+                "ownerReferences": [owner_reference(c)],
+            },
+            "spec": spec,
+        });
+        strip_nulls(&mut obj["metadata"]);
+        match self.kube.create(kind, ns, obj).await {
+            Ok(_) => {
+                tracing::info!(canary = %c.key(), "{} {name}.{ns} created", kind.kind);
+                Ok(())
+            }
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+            Err(e) => Err(format!(
+                "creating {} {name}.{ns} failed: {}",
+                kind.kind.to_lowercase(),
+                describe(&e)
+            )),
+        }
+    }
+
     /// The primary's own labels: the target's that `-include-label-prefix` admits, and the
     /// selector label.
     pub(crate) fn primary_labels(&self, target: &Value, sel: &Selector) -> Map<String, Value> {

@@ -322,11 +322,7 @@ impl AlertNotifier {
     /// Resolves an AlertProvider (namespace defaults to the canary's) to a receiver.
     pub async fn receiver(&self, canary: &Canary, r: &NamespacedRef) -> Result<Receiver, String> {
         let name = r.name.clone().unwrap_or_default();
-        let ns = r
-            .namespace
-            .clone()
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| canary.namespace().to_string());
+        let ns = r.namespace_or(canary.namespace());
         let id = format!("AlertProvider {ns}/{name}");
         let provider = self
             .providers

@@ -144,37 +144,16 @@ impl EtcdStore {
         expect: Expect,
         what: &str,
     ) -> Result<u64> {
-        let etcd = &self.shared.etcd;
-        let election_key = self.shared.fence_key(fence)?;
-        let mut when = vec![Compare::create_revision(
-            election_key.clone(),
-            CompareOp::Equal,
-            fence.0 as i64,
-        )];
-        match expect {
-            Expect::Absent => when.push(Compare::create_revision(key.clone(), CompareOp::Equal, 0)),
-            Expect::Revision(r) => when.push(Compare::mod_revision(key.clone(), CompareOp::Equal, r as i64)),
-            Expect::Any => {}
-        }
-        let txn = Txn::new()
-            .when(when)
-            .and_then([TxnOp::put(key.clone(), value.clone(), None)])
-            .or_else([TxnOp::get(election_key, None), TxnOp::get(key.clone(), None)]);
-        let resp = etcd
-            .call(REQUEST_BUDGET, |mut c| {
-                let txn = txn.clone();
-                async move { c.txn(txn).await }
-            })
-            .await
-            .map_err(|e| etcd.store_error(what, e))?;
-        if resp.succeeded() {
-            return Ok(resp.header().map_or(0, |h| h.revision()) as u64);
-        }
-        let mut gets = resp.op_responses().into_iter().map(|r| match r {
-            TxnOpResponse::Get(g) => g.kvs().first().cloned(),
-            _ => None,
-        });
-        let (leader, current) = (gets.next().flatten(), gets.next().flatten());
+        let guard = match expect {
+            Expect::Absent => Some(Compare::create_revision(key.clone(), CompareOp::Equal, 0)),
+            Expect::Revision(r) => Some(Compare::mod_revision(key.clone(), CompareOp::Equal, r as i64)),
+            Expect::Any => None,
+        };
+        let put = TxnOp::put(key.clone(), value.clone(), None);
+        let (leader, current) = match self.fenced_txn(fence, &key, guard, put, what).await? {
+            Ok(revision) => return Ok(revision as u64),
+            Err(read) => read,
+        };
         if leader.is_none_or(|kv| kv.create_revision() != fence.0 as i64) {
             self.shared.lose(
                 fence,
@@ -199,6 +178,45 @@ impl EtcdStore {
         }
     }
 
+    /// Runs `op` on `key` if this term's election key still stands and `guard` (if any) holds:
+    /// `Ok(revision)` when it ran, else what etcd read instead (the election key, the key).
+    async fn fenced_txn(
+        &self,
+        fence: Fence,
+        key: &str,
+        guard: Option<Compare>,
+        op: TxnOp,
+        what: &str,
+    ) -> Result<std::result::Result<i64, (Option<KeyValue>, Option<KeyValue>)>> {
+        let etcd = &self.shared.etcd;
+        let election_key = self.shared.fence_key(fence)?;
+        let mut when = vec![Compare::create_revision(
+            election_key.clone(),
+            CompareOp::Equal,
+            fence.0 as i64,
+        )];
+        when.extend(guard);
+        let txn = Txn::new()
+            .when(when)
+            .and_then([op])
+            .or_else([TxnOp::get(election_key, None), TxnOp::get(key, None)]);
+        let resp = etcd
+            .call(REQUEST_BUDGET, |mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })
+            .await
+            .map_err(|e| etcd.store_error(what, e))?;
+        if resp.succeeded() {
+            return Ok(Ok(resp.header().map_or(0, |h| h.revision())));
+        }
+        let mut gets = resp.op_responses().into_iter().map(|r| match r {
+            TxnOpResponse::Get(g) => g.kvs().first().cloned(),
+            _ => None,
+        });
+        Ok(Err((gets.next().flatten(), gets.next().flatten())))
+    }
+
     /// A delete fenced like [`write`](Self::write): only the leader of `fence` removes `key`,
     /// and only at revision `expected` when given.
     async fn fenced_delete(
@@ -208,35 +226,12 @@ impl EtcdStore {
         expected: Option<u64>,
         what: &str,
     ) -> Result<()> {
-        let etcd = &self.shared.etcd;
-        let election_key = self.shared.fence_key(fence)?;
-        let mut when = vec![Compare::create_revision(
-            election_key.clone(),
-            CompareOp::Equal,
-            fence.0 as i64,
-        )];
-        if let Some(r) = expected {
-            when.push(Compare::mod_revision(key.clone(), CompareOp::Equal, r as i64));
-        }
-        let txn = Txn::new()
-            .when(when)
-            .and_then([TxnOp::delete(key.clone(), None)])
-            .or_else([TxnOp::get(election_key, None), TxnOp::get(key.clone(), None)]);
-        let resp = etcd
-            .call(REQUEST_BUDGET, |mut c| {
-                let txn = txn.clone();
-                async move { c.txn(txn).await }
-            })
-            .await
-            .map_err(|e| etcd.store_error(what, e))?;
-        if resp.succeeded() {
-            return Ok(());
-        }
-        let mut gets = resp.op_responses().into_iter().map(|r| match r {
-            TxnOpResponse::Get(g) => g.kvs().first().cloned(),
-            _ => None,
-        });
-        let (leader, current) = (gets.next().flatten(), gets.next().flatten());
+        let guard = expected.map(|r| Compare::mod_revision(key.clone(), CompareOp::Equal, r as i64));
+        let delete = TxnOp::delete(key.clone(), None);
+        let (leader, current) = match self.fenced_txn(fence, &key, guard, delete, what).await? {
+            Ok(_) => return Ok(()),
+            Err(read) => read,
+        };
         if leader.is_some_and(|kv| kv.create_revision() == fence.0 as i64)
             && let Some(expected) = expected
         {

@@ -128,6 +128,17 @@ impl Tick<'_, '_> {
         self.promote().await
     }
 
+    /// Counts iteration `next` of `n` and says so.
+    async fn advance_iteration(&mut self, next: i32, n: i32) -> Step {
+        self.set_iterations(next).await?;
+        self.event(
+            EventType::Normal,
+            &format!("Advance {} canary iteration {next}/{n}", self.id()),
+        )
+        .await;
+        Ok(())
+    }
+
     /// A/B testing: `iterations` ticks with matching requests on the canary.
     async fn run_ab(&mut self) -> Step {
         let n = self.c.analysis().iterations.unwrap_or(0);
@@ -135,13 +146,7 @@ impl Tick<'_, '_> {
         if n > i {
             self.set_routes(0, weights::TOTAL, false).await?;
             self.ports.recorder.set_weight_metric(&self.c, 0, weights::TOTAL);
-            self.set_iterations(i + 1).await?;
-            self.event(
-                EventType::Normal,
-                &format!("Advance {} canary iteration {}/{n}", self.id(), i + 1),
-            )
-            .await;
-            return Ok(());
+            return self.advance_iteration(i + 1, n).await;
         }
         if !self.run_confirm_promotion_hooks().await? {
             return Ok(());
@@ -166,13 +171,7 @@ impl Tick<'_, '_> {
                 let _ = self.set_routes(weights::TOTAL, 0, true).await;
                 tracing::info!(canary = %self.id(), "Start traffic mirroring");
             }
-            self.set_iterations(i + 1).await?;
-            self.event(
-                EventType::Normal,
-                &format!("Advance {} canary iteration {}/{n}", self.id(), i + 1),
-            )
-            .await;
-            return Ok(());
+            return self.advance_iteration(i + 1, n).await;
         }
         if !self.run_confirm_promotion_hooks().await? {
             return Ok(());

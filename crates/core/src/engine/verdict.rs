@@ -20,34 +20,12 @@ impl Tick<'_, '_> {
         if let Err(e) = self.ports.target.promote(&self.c).await {
             return self.warn_and_stop(&e).await;
         }
-        if let Err(e) = self.ports.target.scale_to_zero(&self.c).await {
-            return self.warn_and_stop(&e).await;
-        }
-        self.set_phase(CanaryPhase::Succeeded).await?;
-        self.ports
-            .recorder
-            .set_phase_metric(&self.c, CanaryPhase::Succeeded);
-        self.ports
-            .recorder
-            .inc_successes(&self.c, self.c.strategy(), true);
-        self.run_post_rollout_hooks(CanaryPhase::Succeeded, CanaryPhase::Succeeded)
-            .await;
-        self.event_in(
-            CanaryPhase::Succeeded,
-            EventType::Normal,
-            &format!(
-                "Promotion completed! Canary analysis was skipped for {}",
-                self.target_id()
-            ),
-        )
-        .await;
-        self.alert(
-            "Canary analysis was skipped, promotion finished.",
-            false,
-            Severity::Info,
-        )
-        .await;
-        Err(Stop)
+        let done = format!(
+            "Promotion completed! Canary analysis was skipped for {}",
+            self.target_id()
+        );
+        self.succeed(true, &done, "Canary analysis was skipped, promotion finished.")
+            .await
     }
 
     /// During an analysis the fleet coordinator, then the rollback webhooks, may ask for an
@@ -130,6 +108,18 @@ impl Tick<'_, '_> {
         if self.read_phase != CanaryPhase::Finalising {
             return Ok(());
         }
+        let done = format!("Promotion completed! Scaling down {}", self.target_id());
+        self.succeed(
+            false,
+            &done,
+            "Canary analysis completed successfully, promotion finished.",
+        )
+        .await
+    }
+
+    /// Scales the canary down and ends in Succeeded: status, metrics, post-rollout hooks, the
+    /// event and the alert. `skipped` is the success counter's label.
+    async fn succeed(&mut self, skipped: bool, event: &str, alert: &str) -> Step {
         if let Err(e) = self.ports.target.scale_to_zero(&self.c).await {
             return self.warn_and_stop(&e).await;
         }
@@ -139,21 +129,12 @@ impl Tick<'_, '_> {
             .set_phase_metric(&self.c, CanaryPhase::Succeeded);
         self.ports
             .recorder
-            .inc_successes(&self.c, self.c.strategy(), false);
+            .inc_successes(&self.c, self.c.strategy(), skipped);
         self.run_post_rollout_hooks(CanaryPhase::Succeeded, CanaryPhase::Succeeded)
             .await;
-        self.event_in(
-            CanaryPhase::Succeeded,
-            EventType::Normal,
-            &format!("Promotion completed! Scaling down {}", self.target_id()),
-        )
-        .await;
-        self.alert(
-            "Canary analysis completed successfully, promotion finished.",
-            false,
-            Severity::Info,
-        )
-        .await;
+        self.event_in(CanaryPhase::Succeeded, EventType::Normal, event)
+            .await;
+        self.alert(alert, false, Severity::Info).await;
         Err(Stop)
     }
 

@@ -216,10 +216,7 @@ impl Concord {
             "created process"
         );
         let deadline = tokio::time::Instant::now() + self.poll_timeout;
-        let mut ticks = tokio::time::interval_at(
-            tokio::time::Instant::now() + self.poll_interval,
-            self.poll_interval,
-        );
+        let mut ticks = poll_ticks(self.poll_interval);
         loop {
             tokio::select! {
                 _ = ticks.tick() => {}
@@ -368,10 +365,7 @@ impl NGrinder {
             return false;
         };
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut ticks = tokio::time::interval_at(
-            tokio::time::Instant::now() + self.poll_interval,
-            self.poll_interval,
-        );
+        let mut ticks = poll_ticks(self.poll_interval);
         loop {
             tokio::select! {
                 _ = ticks.tick() => {}
@@ -405,6 +399,11 @@ impl NGrinder {
         }
         false
     }
+}
+
+/// Ticks every `interval`, the first one `interval` from now (a poll never comes at once).
+fn poll_ticks(interval: std::time::Duration) -> tokio::time::Interval {
+    tokio::time::interval_at(tokio::time::Instant::now() + interval, interval)
 }
 
 #[cfg(test)]

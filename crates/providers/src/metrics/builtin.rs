@@ -559,18 +559,7 @@ impl BuiltinSource for PrometheusBuiltins {
 mod tests {
     use super::*;
 
-    fn model() -> MetricModel {
-        MetricModel {
-            name: "podinfo".into(),
-            namespace: "test".into(),
-            target: "podinfo".into(),
-            service: "podinfo".into(),
-            ingress: "podinfo".into(),
-            route: "podinfo-00002".into(),
-            interval: "1m".into(),
-            variables: Default::default(),
-        }
-    }
+    use aviary_core::fakes::podinfo_model as model;
 
     #[test]
     fn observers_follow_the_provider() {

@@ -137,8 +137,7 @@ pub(crate) async fn query(call: &Call<'_>, interval: &str, query: &str) -> Resul
         #[serde(default)]
         values: Vec<f64>,
     }
-    let resp: Resp = serde_json::from_slice(&body)
-        .map_err(|e| MetricError::Query(format!("error unmarshaling result: {e}, '{}'", body_text(&body))))?;
+    let resp: Resp = serde_json::from_slice(&body).map_err(|e| super::unmarshal_error(e, &body))?;
     resp.metric_data_results
         .first()
         .and_then(|r| r.values.first().copied())

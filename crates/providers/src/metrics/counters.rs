@@ -188,18 +188,7 @@ pub fn arm_reading(
 mod tests {
     use super::*;
 
-    fn model() -> MetricModel {
-        MetricModel {
-            name: "podinfo".into(),
-            namespace: "test".into(),
-            target: "podinfo".into(),
-            service: "podinfo".into(),
-            ingress: "podinfo".into(),
-            route: "podinfo-00002".into(),
-            interval: "1m".into(),
-            variables: Default::default(),
-        }
-    }
+    use aviary_core::fakes::podinfo_model as model;
 
     #[test]
     fn selectors_per_provider_and_arm() {

@@ -265,11 +265,7 @@ impl Metrics for ProviderMetrics {
             }
             let Some(r) = &m.template_ref else { continue };
             let name = r.name.clone().unwrap_or_default();
-            let ns = r
-                .namespace
-                .clone()
-                .filter(|n| !n.is_empty())
-                .unwrap_or_else(|| canary.namespace().to_string());
+            let ns = r.namespace_or(canary.namespace());
             let template = self
                 .templates
                 .metric_template(&ns, &name)
@@ -454,6 +450,14 @@ pub(crate) fn headers_of(provider: &MetricProvider) -> Result<HeaderMap, MetricE
         }
     }
     Ok(map)
+}
+
+/// Flagger's error for an answer that is not the JSON expected, with the body quoted.
+pub(crate) fn unmarshal_error(e: serde_json::Error, body: &[u8]) -> MetricError {
+    MetricError::Query(format!(
+        "error unmarshaling result: {e}, '{}'",
+        http::body_text(body)
+    ))
 }
 
 /// Sends a request; transport failures become [`MetricError::Query`] naming the endpoint.

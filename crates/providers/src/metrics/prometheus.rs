@@ -197,12 +197,7 @@ struct Data {
 
 /// Flagger's value extraction from a `/api/v1/query` answer.
 pub(crate) fn parse(body: &[u8]) -> Result<f64, MetricError> {
-    let resp: Response = serde_json::from_slice(body).map_err(|e| {
-        MetricError::Query(format!(
-            "error unmarshaling result: {e}, '{}'",
-            crate::http::body_text(body)
-        ))
-    })?;
+    let resp: Response = serde_json::from_slice(body).map_err(|e| super::unmarshal_error(e, body))?;
     if let Some(err) = resp.error {
         return Err(MetricError::Query(format!("error response: {err}")));
     }
@@ -235,12 +230,7 @@ pub(crate) fn parse(body: &[u8]) -> Result<f64, MetricError> {
 /// Every series of an instant-vector answer: labels without `__name__`, and the value (`NaN`
 /// samples dropped).
 pub(crate) fn parse_vector(body: &[u8]) -> Result<Series, MetricError> {
-    let resp: Response = serde_json::from_slice(body).map_err(|e| {
-        MetricError::Query(format!(
-            "error unmarshaling result: {e}, '{}'",
-            crate::http::body_text(body)
-        ))
-    })?;
+    let resp: Response = serde_json::from_slice(body).map_err(|e| super::unmarshal_error(e, body))?;
     if let Some(err) = resp.error {
         return Err(MetricError::Query(format!("error response: {err}")));
     }

@@ -10,7 +10,7 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Call, join_path, multiple_values, no_values, now_unix, parse_interval, send};
+use super::{Call, join_path, multiple_values, no_values, now_unix, parse_interval, send, unmarshal_error};
 use crate::http::body_text;
 
 /// Timeout of one request to Datadog, New Relic, Graphite or Dynatrace.
@@ -32,8 +32,27 @@ fn error_response(body: &[u8]) -> MetricError {
     MetricError::Query(format!("error response: {}", body_text(body)))
 }
 
-fn unmarshal_error(e: serde_json::Error, body: &[u8]) -> MetricError {
-    MetricError::Query(format!("error unmarshaling result: {e}, '{}'", body_text(body)))
+/// A GET of `url` as every vendor API here takes it: 5 s timeout, the custom headers, JSON.
+fn get_json(call: &Call<'_>, url: &url::Url) -> Result<reqwest::RequestBuilder, MetricError> {
+    Ok(call
+        .client
+        .get(url.clone())
+        .timeout(TIMEOUT)
+        .headers(call.custom_headers()?)
+        .header(ACCEPT, "application/json"))
+}
+
+/// Sends `req`; an answer other than 200 is the API's error, its body quoted.
+async fn send_ok(
+    req: reqwest::RequestBuilder,
+    what: &str,
+    url: &url::Url,
+) -> Result<bytes::Bytes, MetricError> {
+    let (status, body) = send(req, what, url).await?;
+    if status != 200 {
+        return Err(error_response(&body));
+    }
+    Ok(body)
 }
 
 // === Datadog ===
@@ -62,18 +81,10 @@ pub(crate) async fn datadog(call: &Call<'_>, interval: &str, query: &str) -> Res
         .append_pair("query", query)
         .append_pair("from", &from.to_string())
         .append_pair("to", &to.to_string());
-    let req = call
-        .client
-        .get(url.clone())
-        .timeout(TIMEOUT)
-        .headers(call.custom_headers()?)
-        .header(ACCEPT, "application/json")
+    let req = get_json(call, &url)?
         .header("DD-API-KEY", api)
         .header("DD-APPLICATION-KEY", app);
-    let (status, body) = send(req, "datadog", &url).await?;
-    if status != 200 {
-        return Err(error_response(&body));
-    }
+    let body = send_ok(req, "datadog", &url).await?;
     #[derive(Deserialize)]
     struct Resp {
         #[serde(default)]
@@ -106,18 +117,10 @@ pub(crate) async fn datadog(call: &Call<'_>, interval: &str, query: &str) -> Res
 pub(crate) async fn datadog_online(call: &Call<'_>) -> Result<(), MetricError> {
     let (api, app) = datadog_keys(call)?;
     let url = join_path(&call.address(Some(DATADOG_ADDRESS))?, "/api/v1/validate");
-    let req = call
-        .client
-        .get(url.clone())
-        .timeout(TIMEOUT)
-        .headers(call.custom_headers()?)
-        .header(ACCEPT, "application/json")
+    let req = get_json(call, &url)?
         .header("DD-API-KEY", api)
         .header("DD-APPLICATION-KEY", app);
-    let (status, body) = send(req, "datadog", &url).await?;
-    if status != 200 {
-        return Err(error_response(&body));
-    }
+    send_ok(req, "datadog", &url).await?;
     Ok(())
 }
 
@@ -134,13 +137,7 @@ fn newrelic_request(call: &Call<'_>, nrql: &str) -> Result<(reqwest::RequestBuil
         .extend(["v1", "accounts", &account, "query"]);
     url.set_query(None);
     url.query_pairs_mut().append_pair("nrql", nrql);
-    let req = call
-        .client
-        .get(url.clone())
-        .timeout(TIMEOUT)
-        .headers(call.custom_headers()?)
-        .header(ACCEPT, "application/json")
-        .header("X-Query-Key", sensitive(&key, "newrelic_query_key")?);
+    let req = get_json(call, &url)?.header("X-Query-Key", sensitive(&key, "newrelic_query_key")?);
     Ok((req, url))
 }
 
@@ -151,10 +148,7 @@ fn newrelic_request(call: &Call<'_>, nrql: &str) -> Result<(reqwest::RequestBuil
 pub(crate) async fn newrelic(call: &Call<'_>, interval: &str, query: &str) -> Result<f64, MetricError> {
     let since = parse_interval(interval)?.as_secs();
     let (req, url) = newrelic_request(call, &format!("{query} SINCE {since} seconds ago"))?;
-    let (status, body) = send(req, "newrelic", &url).await?;
-    if status != 200 {
-        return Err(error_response(&body));
-    }
+    let body = send_ok(req, "newrelic", &url).await?;
     #[derive(Deserialize)]
     struct Resp {
         #[serde(default)]
@@ -184,10 +178,7 @@ pub(crate) async fn newrelic(call: &Call<'_>, interval: &str, query: &str) -> Re
 /// Runs `SELECT * FROM Metric`: online when it answers 200.
 pub(crate) async fn newrelic_online(call: &Call<'_>) -> Result<(), MetricError> {
     let (req, url) = newrelic_request(call, "SELECT * FROM Metric")?;
-    let (status, body) = send(req, "newrelic", &url).await?;
-    if status != 200 {
-        return Err(error_response(&body));
-    }
+    send_ok(req, "newrelic", &url).await?;
     Ok(())
 }
 
@@ -207,21 +198,13 @@ pub(crate) async fn graphite(call: &Call<'_>, query: &str) -> Result<f64, Metric
         }
         pairs.append_pair("format", "json");
     }
-    let mut req = call
-        .client
-        .get(url.clone())
-        .timeout(TIMEOUT)
-        .headers(call.custom_headers()?)
-        .header(ACCEPT, "application/json");
+    let mut req = get_json(call, &url)?;
     if let Some(creds) = call.creds
         && let Some(user) = creds.get("username")
     {
         req = req.basic_auth(user, creds.get("password"));
     }
-    let (status, body) = send(req, "graphite", &url).await?;
-    if status != 200 {
-        return Err(error_response(&body));
-    }
+    let body = send_ok(req, "graphite", &url).await?;
     #[derive(Deserialize)]
     struct Series {
         #[serde(default)]
@@ -451,13 +434,7 @@ pub(crate) async fn dynatrace(call: &Call<'_>, interval: &str, query: &str) -> R
         .append_pair("resolution", "Inf")
         .append_pair("from", &from.to_string())
         .append_pair("to", &to.to_string());
-    let req = call
-        .client
-        .get(url.clone())
-        .timeout(TIMEOUT)
-        .headers(call.custom_headers()?)
-        .header(ACCEPT, "application/json")
-        .header(AUTHORIZATION, token);
+    let req = get_json(call, &url)?.header(AUTHORIZATION, token);
     let (status, body) = send(req, "dynatrace", &url).await?;
     if status != 200 {
         return Err(dynatrace_error(&body));
@@ -490,13 +467,7 @@ pub(crate) async fn dynatrace_online(call: &Call<'_>) -> Result<(), MetricError>
     let token = dynatrace_token(call)?;
     let mut url = join_path(&call.address(None)?, "/api/v2/metrics");
     url.query_pairs_mut().append_pair("pageSize", "1");
-    let req = call
-        .client
-        .get(url.clone())
-        .timeout(TIMEOUT)
-        .headers(call.custom_headers()?)
-        .header(ACCEPT, "application/json")
-        .header(AUTHORIZATION, token);
+    let req = get_json(call, &url)?.header(AUTHORIZATION, token);
     let (status, body) = send(req, "dynatrace", &url).await?;
     if status != 200 {
         return Err(dynatrace_error(&body));
