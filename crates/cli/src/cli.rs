@@ -102,7 +102,7 @@ enum Command {
     ///
     /// Without `--etcd`: one replica with an in-memory store. With `--etcd URLS`: one replica
     /// of several, state in etcd, the leader elected on an etcd lease (`--lease-ttl`, default
-    /// 3s); followers redirect to the leader. Prints `aviary coordinator listening on ADDR`
+    /// 2s); followers redirect to the leader. Prints `aviary coordinator listening on ADDR`
     /// once ready; on SIGTERM or Ctrl-C it resigns leadership and stops gracefully.
     Coordinator(Box<commands::coordinator::Args>),
 

@@ -18,73 +18,6 @@ use std::time::{Duration, Instant};
 
 use ha_support::*;
 
-/// The fence in a replica's latest "elected leader" line.
-fn fence(c: &Coord) -> u64 {
-    let lines = c.log.grep("elected leader");
-    let line = lines.last().expect("an election line");
-    line.split("fence=")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no fence in {line:?}"))
-}
-
-/// Waits for another replica than `except` to log its election after `since`; returns it and
-/// how long after `since` that was.
-fn next_leader(coords: &[Coord], except: usize, since: Instant, limit: Duration) -> (usize, Duration) {
-    let start = Instant::now();
-    loop {
-        for (i, c) in coords.iter().enumerate() {
-            if i != except
-                && let Some(t) = c.log.find("elected leader", since)
-            {
-                return (i, t - since);
-            }
-        }
-        assert!(start.elapsed() < limit, "no new leader within {limit:?}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// How long after `since` every agent was connected to `c` again (printed: the agents' own
-/// reconnect backoff decides it).
-fn agents_back(c: &Coord, since: Instant) -> Duration {
-    let mut last = since;
-    wait_until(
-        "the agents to reconnect to the new leader",
-        Duration::from_secs(60),
-        || {
-            let times: Vec<Option<Instant>> = CLUSTERS
-                .iter()
-                .map(|(cluster, _)| {
-                    c.log
-                        .find(&format!("agent connected cluster=\"{cluster}\""), since)
-                })
-                .collect();
-            if times.iter().all(Option::is_some) {
-                last = times.into_iter().flatten().max().unwrap();
-                return true;
-            }
-            false
-        },
-    );
-    last - since
-}
-
-/// Waits until the cluster has been started by the rollout and its canary runs.
-fn wait_running(urls: &[String], agent: &Agent) {
-    wait_until(
-        &format!("{} to run", agent.cluster),
-        Duration::from_secs(90),
-        || {
-            let started = rollout(urls, "podinfo-6-0-1")
-                .is_some_and(|r| count(&r["history"], "cluster-started", &agent.cluster) == 1);
-            let (phase, weight) = agent.canary();
-            started && phase == "Progressing" && weight >= 25
-        },
-    );
-}
-
 #[test]
 fn leader_kill_pause_and_term_during_a_rollout_lose_nothing() {
     let Some(etcd) = etcd("leader_kill_pause_and_term_during_a_rollout_lose_nothing", 1) else {
@@ -110,7 +43,7 @@ fn leader_kill_pause_and_term_during_a_rollout_lose_nothing() {
     assert_eq!(code, 0, "{out}{err}");
 
     // 1. kill -9 of the leader in the middle of the first wave.
-    wait_running(&urls, &agents[0]);
+    wait_running(&urls, "podinfo-6-0-1", &agents[0]);
     let killed = Instant::now();
     coords[first].kill9();
     let (second, took) = next_leader(&coords, first, killed, Duration::from_secs(10));
@@ -126,7 +59,7 @@ fn leader_kill_pause_and_term_during_a_rollout_lose_nothing() {
     let live: Vec<String> = (0..3).filter(|&i| i != first).map(|i| urls[i].clone()).collect();
 
     // 2. SIGSTOP of the new leader past its lease while the second cluster runs, then SIGCONT.
-    wait_running(&live, &agents[1]);
+    wait_running(&live, "podinfo-6-0-1", &agents[1]);
     let f2 = fence(&coords[second]);
     let paused = Instant::now();
     coords[second].pause();
@@ -150,7 +83,7 @@ fn leader_kill_pause_and_term_during_a_rollout_lose_nothing() {
     );
 
     // 3. SIGTERM of the leader while the last cluster runs: hand-over in < 0.5 s.
-    wait_running(&[urls[second].clone()], &agents[2]);
+    wait_running(&[urls[second].clone()], "podinfo-6-0-1", &agents[2]);
     assert!(coords[third].leads(), "{} still leads", coords[third].name);
     let termed = Instant::now();
     coords[third].term();

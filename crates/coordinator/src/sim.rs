@@ -610,6 +610,20 @@ fn finish(c: &mut CanaryState, fp: &str) {
 }
 
 /// The ack of a command for a canary this agent does not have.
+/// Records command `id` and finds the canary it is for; the refusal to send back when there
+/// is none.
+fn command_target<'a>(
+    canaries: &'a mut BTreeMap<CanaryKey, CanaryState>,
+    commands: &mut Vec<String>,
+    id: &str,
+    namespace: &str,
+    name: &str,
+) -> Result<&'a mut CanaryState, Vec<v1::AgentMessage>> {
+    commands.push(id.to_string());
+    let key = CanaryKey::new(namespace.to_string(), name.to_string());
+    canaries.get_mut(&key).ok_or_else(|| not_found(id, &key))
+}
+
 fn not_found(command_id: &str, key: &CanaryKey) -> Vec<v1::AgentMessage> {
     vec![ack(
         command_id,
@@ -641,10 +655,9 @@ fn handle(shared: &Mutex<Shared>, m: v1::CoordinatorMessage) -> Vec<v1::AgentMes
     } = &mut *s;
     match m.msg {
         Some(Down::StartRevision(cmd)) => {
-            commands.push(cmd.command_id.clone());
-            let key = CanaryKey::new(cmd.namespace.clone(), cmd.name.clone());
-            let Some(c) = canaries.get_mut(&key) else {
-                return not_found(&cmd.command_id, &key);
+            let c = match command_target(canaries, commands, &cmd.command_id, &cmd.namespace, &cmd.name) {
+                Ok(c) => c,
+                Err(reply) => return reply,
             };
             let rev = cmd.revision.as_ref().map(Revision::from).unwrap_or_default();
             let fp = fingerprint(&rev);
@@ -693,10 +706,9 @@ fn handle(shared: &Mutex<Shared>, m: v1::CoordinatorMessage) -> Vec<v1::AgentMes
             Vec::new()
         }
         Some(Down::Revert(cmd)) => {
-            commands.push(cmd.command_id.clone());
-            let key = CanaryKey::new(cmd.namespace.clone(), cmd.name.clone());
-            let Some(c) = canaries.get_mut(&key) else {
-                return not_found(&cmd.command_id, &key);
+            let c = match command_target(canaries, commands, &cmd.command_id, &cmd.namespace, &cmd.name) {
+                Ok(c) => c,
+                Err(reply) => return reply,
             };
             let rev = cmd.revision.as_ref().map(Revision::from).unwrap_or_default();
             let fp = fingerprint(&rev);
@@ -713,10 +725,9 @@ fn handle(shared: &Mutex<Shared>, m: v1::CoordinatorMessage) -> Vec<v1::AgentMes
             vec![ack(&cmd.command_id, true, "", &fp, Some(c.snap.clone()))]
         }
         Some(Down::Rollback(cmd)) => {
-            commands.push(cmd.command_id.clone());
-            let key = CanaryKey::new(cmd.namespace.clone(), cmd.name.clone());
-            let Some(c) = canaries.get_mut(&key) else {
-                return not_found(&cmd.command_id, &key);
+            let c = match command_target(canaries, commands, &cmd.command_id, &cmd.namespace, &cmd.name) {
+                Ok(c) => c,
+                Err(reply) => return reply,
             };
             let fp = fingerprint(&c.target);
             if c.snap.phase == "Progressing" || c.snap.phase == "Waiting" {

@@ -35,19 +35,7 @@ pub fn rng(seed: u64, run: u64, step: i64, stream: u64) -> SmallRng {
 
 /// Standard normal CDF (erfc by the Numerical Recipes Chebyshev fit, relative error < 1.2e-7).
 pub fn normal_cdf(z: f64) -> f64 {
-    let x = -z / std::f64::consts::SQRT_2;
-    let t = 1.0 / (1.0 + 0.5 * x.abs());
-    let poly = -x * x - 1.265_512_23
-        + t * (1.000_023_68
-            + t * (0.374_091_96
-                + t * (0.096_784_18
-                    + t * (-0.186_288_06
-                        + t * (0.278_868_07
-                            + t * (-1.135_203_98
-                                + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
-    let erfc = t * poly.exp();
-    let erfc = if x >= 0.0 { erfc } else { 2.0 - erfc };
-    0.5 * erfc
+    0.5 * aviary_core::fleet::evidence::erfc(-z / std::f64::consts::SQRT_2)
 }
 
 /// How the canary's latency differs from the primary's.

@@ -279,6 +279,22 @@ fn keep_controller_fields(desired: &mut Value, live: &Value) {
 }
 
 impl AppMeshRouter {
+    /// Creates or updates the VirtualNode `name` with `spec` and the apex's labels and
+    /// annotations.
+    async fn upsert_node(&self, kind: Kind, c: &Canary, name: &str, spec: Value) -> Result<(), String> {
+        let (labels, annotations) = apex_metadata(c);
+        self.upsert_spec(
+            kind,
+            c,
+            name,
+            owned_metadata(c, &labels, &annotations),
+            Some((labels, annotations)),
+            |_| spec.clone(),
+        )
+        .await
+        .map_err(|e| format!("reconcileVirtualNode failed: {e}"))
+    }
+
     async fn upsert_spec(
         &self,
         kind: Kind,
@@ -322,7 +338,6 @@ impl AppMeshRouter {
             ));
         }
         let (ns, apex) = (c.namespace(), c.apex_name());
-        let (labels, annotations) = apex_metadata(c);
         let primary_host = format!("{apex}-primary.{ns}");
         for (name, host) in [
             (apex.to_string(), primary_host.clone()),
@@ -330,16 +345,8 @@ impl AppMeshRouter {
             (format!("{apex}-canary"), format!("{apex}-canary.{ns}")),
         ] {
             let spec = self.node_spec(c, &host, None);
-            self.upsert_spec(
-                APPMESH_VIRTUAL_NODE_V1BETA1,
-                c,
-                &name,
-                owned_metadata(c, &labels, &annotations),
-                Some((labels.clone(), annotations.clone())),
-                |_| spec.clone(),
-            )
-            .await
-            .map_err(|e| format!("reconcileVirtualNode failed: {e}"))?;
+            self.upsert_node(APPMESH_VIRTUAL_NODE_V1BETA1, c, &name, spec)
+                .await?;
         }
         for (name, canary_weight) in [(format!("{apex}.{ns}"), 0), (format!("{apex}-canary.{ns}"), 100)] {
             let router = if canary_weight > 0 {
@@ -379,7 +386,6 @@ impl AppMeshRouter {
     async fn reconcile_v1beta2(&self, c: &Canary) -> Result<(), String> {
         let (ns, apex) = (c.namespace(), c.apex_name());
         let (_, selector) = self.services.target(c).await?;
-        let (labels, annotations) = apex_metadata(c);
         let target = c.target_name();
         for (name, pod) in [
             (format!("{apex}-primary"), format!("{target}-primary")),
@@ -387,16 +393,7 @@ impl AppMeshRouter {
         ] {
             let host = format!("{name}.{ns}.svc.cluster.local.");
             let spec = self.node_spec(c, &host, Some((&selector.label, pod)));
-            self.upsert_spec(
-                APPMESH_VIRTUAL_NODE,
-                c,
-                &name,
-                owned_metadata(c, &labels, &annotations),
-                Some((labels.clone(), annotations.clone())),
-                |_| spec.clone(),
-            )
-            .await
-            .map_err(|e| format!("reconcileVirtualNode failed: {e}"))?;
+            self.upsert_node(APPMESH_VIRTUAL_NODE, c, &name, spec).await?;
         }
         let port = {
             let svc = service(c);

@@ -56,6 +56,26 @@ fn string_map(v: &Value) -> Map<String, Value> {
     v.as_object().cloned().unwrap_or_default()
 }
 
+/// Rewrites the annotations of the canary's `<ingress>-canary` Ingress with `f` (the split of
+/// both Ingress routers lives there).
+async fn rewrite_canary_annotations(
+    kube: &Kube,
+    c: &Canary,
+    f: impl Fn(Map<String, Value>) -> Map<String, Value> + Send + Sync,
+) -> Result<(), String> {
+    let name = format!("{}-canary", ingress_name(c)?);
+    let ns = c.namespace();
+    get_ingress(kube, ns, &name, "ingress").await?;
+    kube.modify(INGRESS, ns, &name, |cur| {
+        let current = string_map(&cur["metadata"]["annotations"]);
+        cur["metadata"]["annotations"] = Value::Object(f(current));
+        Ok(())
+    })
+    .await
+    .map(|_| ())
+    .map_err(|e| format!("ingress {name}.{ns} update error {e}"))
+}
+
 async fn get_ingress(kube: &Kube, ns: &str, name: &str, what: &str) -> Result<Value, String> {
     match kube.get(INGRESS, ns, name).await {
         Ok(Some(i)) => Ok(i),
@@ -239,19 +259,10 @@ impl Router for NginxRouter {
     }
 
     async fn set_routes(&self, c: &Canary, routes: &Routes) -> Result<(), String> {
-        let name = format!("{}-canary", ingress_name(c)?);
-        let ns = c.namespace();
-        get_ingress(&self.kube, ns, &name, "ingress").await?;
-        self.kube
-            .modify(INGRESS, ns, &name, |cur| {
-                let current = string_map(&cur["metadata"]["annotations"]);
-                cur["metadata"]["annotations"] =
-                    Value::Object(self.split_annotations(c, current, routes.canary));
-                Ok(())
-            })
-            .await
-            .map(|_| ())
-            .map_err(|e| format!("ingress {name}.{ns} update error {e}"))
+        rewrite_canary_annotations(&self.kube, c, |current| {
+            self.split_annotations(c, current, routes.canary)
+        })
+        .await
     }
 
     async fn get_routes(&self, c: &Canary) -> Result<Routes, String> {
@@ -372,26 +383,18 @@ impl Router for SkipperRouter {
     }
 
     async fn set_routes(&self, c: &Canary, routes: &Routes) -> Result<(), String> {
-        let name = format!("{}-canary", ingress_name(c)?);
-        let ns = c.namespace();
-        get_ingress(&self.kube, ns, &name, "ingress").await?;
-        self.kube
-            .modify(INGRESS, ns, &name, |cur| {
-                let mut a = string_map(&cur["metadata"]["annotations"]);
-                Self::weighted(&mut a, c, routes.primary, routes.canary);
-                if routes.canary == 0 {
-                    let raw = a[SKIPPER_PREDICATE].as_str().unwrap_or_default().to_string();
-                    a.insert(
-                        SKIPPER_PREDICATE.into(),
-                        Value::from(insert_predicate(&raw, CANARY_ROUTE_DISABLE)),
-                    );
-                }
-                cur["metadata"]["annotations"] = Value::Object(a);
-                Ok(())
-            })
-            .await
-            .map(|_| ())
-            .map_err(|e| format!("ingress {name}.{ns} update error {e}"))
+        rewrite_canary_annotations(&self.kube, c, |mut a| {
+            Self::weighted(&mut a, c, routes.primary, routes.canary);
+            if routes.canary == 0 {
+                let raw = a[SKIPPER_PREDICATE].as_str().unwrap_or_default().to_string();
+                a.insert(
+                    SKIPPER_PREDICATE.into(),
+                    Value::from(insert_predicate(&raw, CANARY_ROUTE_DISABLE)),
+                );
+            }
+            a
+        })
+        .await
     }
 
     async fn get_routes(&self, c: &Canary) -> Result<Routes, String> {

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use crate::manifests::LocalCanary;
 use crate::net::{curl_json, free_port};
+use crate::netns::Host;
 use crate::process::{Log, Process, announced};
 
 /// The user every [`cli`] call is (role admin).
@@ -116,6 +117,25 @@ impl Pki {
         ]
     }
 
+    /// Re-issues the coordinator's serving certificate for `hosts` as well as localhost and
+    /// 127.0.0.1 (coordinators on the hosts of a network-namespace lab).
+    pub fn serve_hosts(&self, hosts: &[Host]) {
+        let d = self.dir.to_string_lossy().into_owned();
+        let mut args = vec![
+            "issue",
+            d.as_str(),
+            "--server",
+            "--host",
+            "localhost",
+            "--host",
+            "127.0.0.1",
+        ];
+        for h in hosts {
+            args.extend(["--host", h.ip.as_str()]);
+        }
+        certs(&self.bin, &args);
+    }
+
     /// Issues `name`'s certificate once (agents and users share the file namespace).
     fn issue(&self, name: &str, how: &[&str]) {
         let mut done = self.agents.lock().unwrap_or_else(|e| e.into_inner());
@@ -140,14 +160,27 @@ pub fn start_coordinator(
     log: &Log,
     echo: fn(&str) -> bool,
 ) -> (Process, String) {
+    start_coordinator_on(&Host::loopback(), bin, args, name, log, echo)
+}
+
+/// [`start_coordinator`] on `host` (listening on its address, in its namespace).
+pub fn start_coordinator_on(
+    host: &Host,
+    bin: &str,
+    args: &[&str],
+    name: &str,
+    log: &Log,
+    echo: fn(&str) -> bool,
+) -> (Process, String) {
     let insecure = args.contains(&"--insecure");
     let tls = if insecure {
         Vec::new()
     } else {
         Pki::get(bin).server_args()
     };
-    let mut child = Command::new(bin)
-        .args(["coordinator", "--listen", "127.0.0.1:0"])
+    let mut child = host
+        .command(bin)
+        .args(["coordinator", "--listen", &format!("{}:0", host.ip)])
         .args(&tls)
         .args(args)
         .env("NO_COLOR", "1")

@@ -281,6 +281,8 @@ struct HookState {
     status: HashMap<String, u16>,
     /// Scripted answers per path: (status, body) in order, the last one repeating; calls so far.
     scripts: HashMap<String, (Vec<(u16, String)>, usize)>,
+    /// Paths whose requests are never answered (a hanging webhook).
+    hanging: std::collections::HashSet<String>,
 }
 
 /// A webhook receiver: records POSTs, answers 200 unless scripted otherwise.
@@ -327,6 +329,12 @@ impl FakeWebhook {
         }
     }
 
+    /// From now on requests to `path` are recorded but never answered: the connection stays
+    /// open and silent (a webhook that hangs), until the receiver drops.
+    pub fn hang(&self, path: &str) {
+        lock(&self.state).hanging.insert(path.to_string());
+    }
+
     /// Every request so far.
     pub fn calls(&self) -> Vec<WebhookCall> {
         lock(&self.state).calls.clone()
@@ -352,20 +360,31 @@ impl Drop for FakeWebhook {
 async fn hook(State(state): State<Arc<Mutex<HookState>>>, uri: Uri, body: Bytes) -> Response {
     let path = uri.path().to_string();
     let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let mut s = lock(&state);
-    s.calls.push(WebhookCall {
-        path: path.clone(),
-        body,
-    });
-    s.arrivals.push(std::time::Instant::now());
-    let (code, text) = match s.scripts.get_mut(&path) {
-        Some((answers, used)) => {
-            let a = answers[(*used).min(answers.len() - 1)].clone();
-            *used += 1;
-            a
+    let (code, text) = {
+        let mut s = lock(&state);
+        s.calls.push(WebhookCall {
+            path: path.clone(),
+            body,
+        });
+        s.arrivals.push(std::time::Instant::now());
+        if s.hanging.contains(&path) {
+            None
+        } else {
+            Some(match s.scripts.get_mut(&path) {
+                Some((answers, used)) => {
+                    let a = answers[(*used).min(answers.len() - 1)].clone();
+                    *used += 1;
+                    a
+                }
+                None => (s.status.get(&path).copied().unwrap_or(200), String::new()),
+            })
         }
-        None => (s.status.get(&path).copied().unwrap_or(200), String::new()),
-    };
+    }
+    .unwrap_or_default();
+    if code == 0 {
+        // Hanging: the caller's timeout ends it.
+        std::future::pending::<()>().await;
+    }
     (StatusCode::from_u16(code).unwrap_or(StatusCode::OK), text).into_response()
 }
 

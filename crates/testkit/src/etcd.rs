@@ -1,15 +1,17 @@
 //! etcd on loopback for tests and benchmarks: one process per member on ephemeral ports, data in
 //! a temporary directory, every process killed when the [`LocalEtcd`] is dropped. With
 //! [`EtcdTls`] the client port serves TLS and asks for client certificates
-//! (`--client-cert-auth`); health is then read from a plain metrics port.
+//! (`--client-cert-auth`); health is then read from a plain metrics port. [`LocalEtcd::start_on`]
+//! puts each member on a [`Host`] of a network-namespace lab instead of loopback.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::net::free_port;
+use crate::netns::Host;
 
 /// A local etcd cluster (one or more members).
 pub struct LocalEtcd {
@@ -31,6 +33,7 @@ pub struct EtcdTls {
 
 struct Member {
     name: String,
+    host: Host,
     client: u16,
     peer: u16,
     /// Plain HTTP `/health` and `/metrics` (`--listen-metrics-urls`).
@@ -82,21 +85,27 @@ impl LocalEtcd {
     /// Starts `members` members on free loopback ports and waits (up to 30 s) until the cluster
     /// answers `/health`.
     pub fn start(bin: &Path, members: usize) -> io::Result<Self> {
-        Self::start_with(bin, members, None)
+        Self::start_with(bin, &vec![Host::loopback(); members.max(1)], None)
+    }
+
+    /// One member on each of `hosts` (serving on the host's address, run in its namespace).
+    pub fn start_on(bin: &Path, hosts: &[Host]) -> io::Result<Self> {
+        Self::start_with(bin, hosts, None)
     }
 
     /// [`LocalEtcd::start`] with TLS and client-certificate authentication on the client port
     /// (then [`LocalEtcd::endpoints`] are `https://`).
     pub fn start_tls(bin: &Path, members: usize, tls: EtcdTls) -> io::Result<Self> {
-        Self::start_with(bin, members, Some(tls))
+        Self::start_with(bin, &vec![Host::loopback(); members.max(1)], Some(tls))
     }
 
-    fn start_with(bin: &Path, members: usize, tls: Option<EtcdTls>) -> io::Result<Self> {
+    fn start_with(bin: &Path, hosts: &[Host], tls: Option<EtcdTls>) -> io::Result<Self> {
         let dir = tempfile::Builder::new().prefix("aviary-etcd-").tempdir()?;
         let mut list = Vec::new();
-        for i in 0..members.max(1) {
+        for (i, host) in hosts.iter().enumerate() {
             list.push(Member {
                 name: format!("m{i}"),
+                host: host.clone(),
                 client: free_port(),
                 peer: free_port(),
                 metrics: free_port(),
@@ -129,16 +138,16 @@ impl LocalEtcd {
         let cluster: Vec<String> = self
             .members
             .iter()
-            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer))
+            .map(|m| format!("{}=http://{}:{}", m.name, m.host.ip, m.peer))
             .collect();
         let m = &self.members[i];
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.path().join(format!("{}.log", m.name)))?;
-        let client = format!("{}://127.0.0.1:{}", self.scheme(), m.client);
-        let peer = format!("http://127.0.0.1:{}", m.peer);
-        let mut cmd = Command::new(&self.bin);
+        let client = format!("{}://{}:{}", self.scheme(), m.host.ip, m.client);
+        let peer = format!("http://{}:{}", m.host.ip, m.peer);
+        let mut cmd = m.host.command(&self.bin);
         if let Some(tls) = &self.tls {
             cmd.arg("--cert-file")
                 .arg(&tls.cert)
@@ -175,7 +184,7 @@ impl LocalEtcd {
             .args(["--logger", "zap", "--log-level", "warn"])
             .args([
                 "--listen-metrics-urls",
-                &format!("http://127.0.0.1:{}", m.metrics),
+                &format!("http://{}:{}", m.host.ip, m.metrics),
             ])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -193,13 +202,18 @@ impl LocalEtcd {
     pub fn endpoints(&self) -> Vec<String> {
         self.members
             .iter()
-            .map(|m| format!("{}://127.0.0.1:{}", self.scheme(), m.client))
+            .map(|m| format!("{}://{}:{}", self.scheme(), m.host.ip, m.client))
             .collect()
     }
 
     /// The client URLs, comma-separated (`--etcd`).
     pub fn endpoints_csv(&self) -> String {
         self.endpoints().join(",")
+    }
+
+    /// Where member `i` runs.
+    pub fn host(&self, i: usize) -> &Host {
+        &self.members[i].host
     }
 
     /// Member count.
@@ -250,6 +264,7 @@ impl LocalEtcd {
     /// Whether member `i` answers `/health` with `true` now.
     pub fn healthy(&self, i: usize) -> bool {
         self.http_on(
+            &self.members[i].host.ip,
             self.members[i].metrics,
             "GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n",
         )
@@ -285,7 +300,7 @@ impl LocalEtcd {
             body.len()
         );
         for m in &self.members {
-            let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", m.client)).await else {
+            let Ok(mut s) = tokio::net::TcpStream::connect((m.host.ip.as_str(), m.client)).await else {
                 continue;
             };
             let mut reply = String::new();
@@ -301,12 +316,13 @@ impl LocalEtcd {
 
     /// One HTTP/1.0 exchange with member `i`'s client port: the whole reply.
     fn http(&self, i: usize, request: &str) -> io::Result<String> {
-        self.http_on(self.members[i].client, request)
+        self.http_on(&self.members[i].host.ip, self.members[i].client, request)
     }
 
-    /// One HTTP/1.0 exchange with a loopback port: the whole reply.
-    fn http_on(&self, port: u16, request: &str) -> io::Result<String> {
-        let mut s = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(1))?;
+    /// One HTTP/1.0 exchange with `ip:port`: the whole reply.
+    fn http_on(&self, ip: &str, port: u16, request: &str) -> io::Result<String> {
+        let addr = std::net::SocketAddr::new(ip.parse().map_err(io::Error::other)?, port);
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
         s.set_read_timeout(Some(Duration::from_secs(3)))?;
         s.write_all(request.as_bytes())?;
         let mut reply = String::new();

@@ -30,6 +30,10 @@
 //! - [`etcd`]: etcd processes on loopback ports for the coordinator's tests
 //!   ([`LocalEtcd`](etcd::LocalEtcd)), one or several members, optionally with TLS and client
 //!   certificates, killed on drop.
+//! - [`netns`]: [`Lab`](netns::Lab), hosts in network namespaces on a bridge, links cut with
+//!   nftables or taken down (partition tests); [`Host`](netns::Host) places processes.
+//! - [`history`]: the shared checker of a rollout's audit history and the agents' statuses
+//!   (the invariants every fault test asserts).
 //! - [`net`]: loopback ports, `curl`; [`wait`]: polling a condition; [`logs`]: tracing in the
 //!   test output.
 //! - [`process`]: child processes killed on drop, captured logs, process trees (orphans).
@@ -50,11 +54,13 @@ pub mod crds;
 pub mod error;
 pub mod etcd;
 pub mod helm;
+pub mod history;
 pub mod ingress_nginx;
 pub mod kubectl;
 pub mod logs;
 pub mod manifests;
 pub mod net;
+pub mod netns;
 pub mod objects;
 pub mod process;
 pub mod prometheus;

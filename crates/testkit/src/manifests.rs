@@ -25,6 +25,10 @@ pub struct LocalCanary {
     pub interval: String,
     /// Annotations of the Canary (the statistical judge's settings).
     pub annotations: BTreeMap<String, String>,
+    /// More entries of `analysis.metrics` (e.g. a `templateRef` metric).
+    pub extra_metrics: Vec<Value>,
+    /// `analysis.webhooks`.
+    pub webhooks: Vec<Value>,
 }
 
 impl LocalCanary {
@@ -54,6 +58,8 @@ impl LocalCanary {
             duration_check: true,
             interval: "1s".into(),
             annotations: BTreeMap::new(),
+            extra_metrics: Vec::new(),
+            webhooks: Vec::new(),
         }
     }
 
@@ -97,6 +103,7 @@ impl LocalCanary {
                 "interval": self.metric_interval,
             }));
         }
+        metrics.extend(self.extra_metrics.iter().cloned());
         let mut canary = json!({
             "provider": "local",
             "targetRef": {"apiVersion": "aviary.dev/v1alpha1", "kind": "LocalService", "name": "podinfo"},
@@ -108,6 +115,9 @@ impl LocalCanary {
                 "metrics": metrics,
             },
         });
+        if !self.webhooks.is_empty() {
+            canary["analysis"]["webhooks"] = json!(self.webhooks);
+        }
         if let Some(d) = self.progress_deadline_seconds {
             canary["progressDeadlineSeconds"] = json!(d);
         }

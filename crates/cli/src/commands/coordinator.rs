@@ -35,7 +35,7 @@ pub(crate) struct Args {
 
     /// TTL of the leader's etcd lease (whole seconds, 2s to 60s): a crashed leader is replaced
     /// within 2/3 to 1 TTL plus up to 0.5 s. Keep-alives go every TTL/3.
-    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = parse_ttl)]
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_ttl)]
     lease_ttl: Duration,
 
     /// Key prefix of this fleet in etcd (several fleets can share one etcd).

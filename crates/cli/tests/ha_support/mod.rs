@@ -6,14 +6,16 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use aviary_coordinator::etcd::{Etcd, EtcdConfig, EtcdLeadership, EtcdStore};
-use aviary_testkit::aviary::{Pki, cli, start_coordinator};
+use aviary_testkit::aviary::{Pki, cli, start_coordinator_on};
 use aviary_testkit::etcd::LocalEtcd;
+use aviary_testkit::history;
 pub use aviary_testkit::manifests::LocalCanary;
 pub use aviary_testkit::net::{curl, free_port};
+pub use aviary_testkit::netns::Host;
 use aviary_testkit::process::{Log, Process, every_line};
 use aviary_testkit::traffic::Traffic;
 pub use aviary_testkit::wait::wait_until;
@@ -37,18 +39,17 @@ pub struct Coord {
 impl Coord {
     /// Starts a replica on a free port of 127.0.0.1 with 1 s agent heartbeats.
     pub fn start(name: &str, etcd: &str, lease_ttl: &str) -> Coord {
+        Coord::start_on(&Host::loopback(), name, etcd, Some(lease_ttl))
+    }
+
+    /// [`Coord::start`] on `host`, with the default lease TTL when `lease_ttl` is `None`.
+    pub fn start_on(host: &Host, name: &str, etcd: &str, lease_ttl: Option<&str>) -> Coord {
         let log = Log::default();
-        let args = [
-            "--etcd",
-            etcd,
-            "--lease-ttl",
-            lease_ttl,
-            "--heartbeat-seconds",
-            "1",
-            "--log-level",
-            "info",
-        ];
-        let (process, url) = start_coordinator(BIN, &args, name, &log, every_line);
+        let mut args = vec!["--etcd", etcd, "--heartbeat-seconds", "1", "--log-level", "info"];
+        if let Some(ttl) = lease_ttl {
+            args.extend(["--lease-ttl", ttl]);
+        }
+        let (process, url) = start_coordinator_on(host, BIN, &args, name, &log, every_line);
         Coord {
             name: name.into(),
             process,
@@ -128,25 +129,47 @@ pub struct Agent {
     pub admin: String,
     pub port: u16,
     pub log: Log,
+    host: Host,
+    config_dir: PathBuf,
     _traffic: Option<Traffic>,
+    /// Traffic inside a lab host's namespace (`hey`).
+    _hey: Option<Process>,
 }
 
 impl Agent {
     /// Starts the cluster's agent with its config in `dir/<cluster>`; traffic starts once its
     /// service answers.
     pub fn start(dir: &Path, cluster: &str, region: &str, coordinators: &str) -> Agent {
+        Agent::start_on(&Host::loopback(), dir, cluster, region, coordinators)
+    }
+
+    /// [`Agent::start`] on `host` (its admin endpoint on the host's address).
+    pub fn start_on(host: &Host, dir: &Path, cluster: &str, region: &str, coordinators: &str) -> Agent {
+        Agent::launch(host, dir, cluster, Some((region, coordinators)), &config)
+    }
+
+    /// An agent with the config `canary(port, "6.0.0")`, linked to `coordinators` in `region`
+    /// when `link` is given (standalone otherwise).
+    pub fn launch(
+        host: &Host,
+        dir: &Path,
+        cluster: &str,
+        link: Option<(&str, &str)>,
+        canary: &dyn Fn(u16, &str) -> String,
+    ) -> Agent {
         let base: PathBuf = dir.join(cluster);
         let config_dir = base.join("config");
         std::fs::create_dir_all(&config_dir).unwrap();
         let port = free_port();
-        std::fs::write(config_dir.join("podinfo.yaml"), config(port, "6.0.0")).unwrap();
+        std::fs::write(config_dir.join("podinfo.yaml"), canary(port, "6.0.0")).unwrap();
         let admin_port = free_port();
-        let mut child = Command::new(BIN)
-            .args(["agent", "--local"])
+        let mut cmd = host.command(BIN);
+        cmd.args(["agent", "--local"])
             .arg(&config_dir)
             .arg("--state-dir")
-            .arg(base.join("state"))
-            .args([
+            .arg(base.join("state"));
+        if let Some((region, coordinators)) = link {
+            cmd.args([
                 "--coordinator",
                 coordinators,
                 "--cluster",
@@ -154,9 +177,11 @@ impl Agent {
                 "--region",
                 region,
             ])
-            .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
+            .args(Pki::get(BIN).agent_args(cluster));
+        }
+        let mut child = cmd
+            .args(["--admin-listen", &format!("{}:{admin_port}", host.ip)])
             .args(["--min-analysis-interval", "1s"])
-            .args(Pki::get(BIN).agent_args(cluster))
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -167,15 +192,39 @@ impl Agent {
         Agent {
             cluster: cluster.into(),
             _process: Process::new(child).graceful(Duration::from_secs(10)),
-            admin: format!("http://127.0.0.1:{admin_port}"),
+            admin: format!("http://{}:{admin_port}", host.ip),
             port,
             log,
+            host: host.clone(),
+            config_dir,
             _traffic: None,
+            _hey: None,
         }
     }
 
+    /// Replaces its config (atomically: the agent never reads half a file).
+    pub fn deploy(&self, yaml: &str) {
+        let tmp = self.config_dir.join(".podinfo.yaml.tmp");
+        std::fs::write(&tmp, yaml).unwrap();
+        std::fs::rename(tmp, self.config_dir.join("podinfo.yaml")).unwrap();
+    }
+
+    /// 50 requests a second to its service (from inside its namespace on a lab host).
     pub fn start_traffic(&mut self) {
-        self._traffic = Some(Traffic::start(self.port, Duration::from_millis(20)));
+        if self.host.netns.is_none() {
+            self._traffic = Some(Traffic::start(self.port, Duration::from_millis(20)));
+            return;
+        }
+        let hey = self
+            .host
+            .command("hey")
+            .args(["-z", "30m", "-c", "1", "-q", "50"])
+            .arg(format!("http://127.0.0.1:{}/", self.port))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start hey (apt install hey)");
+        self._hey = Some(Process::new(hey));
     }
 
     /// The canary's (phase, weight) from the admin endpoint.
@@ -190,6 +239,26 @@ impl Agent {
             c["canaryWeight"].as_i64().unwrap_or(0),
         )
     }
+}
+
+/// Waits (1 min each) until every agent's canary is initialized, then starts its traffic.
+pub fn initialize(agents: &mut [Agent]) {
+    for a in agents {
+        wait_until(
+            &format!("{} to initialize", a.cluster),
+            Duration::from_secs(60),
+            || a.canary().0 == "Initialized",
+        );
+        a.start_traffic();
+    }
+}
+
+/// Waits (30 s) until the leader (asked through `url`) has the three clusters connected.
+pub fn wait_connected(url: &str) {
+    wait_until("the three clusters to connect", Duration::from_secs(30), || {
+        let (_, out, _) = aviary(url, &["clusters", "-o", "json"]);
+        out.matches("\"connected\": true").count() == 3
+    });
 }
 
 /// Runs `aviary ARGS` against `url`; (exit code, stdout, stderr).
@@ -266,28 +335,31 @@ pub struct HaFleet {
 
 impl HaFleet {
     pub fn start(etcd_csv: &str, lease_ttl: &str) -> HaFleet {
+        let loopback = [Host::loopback(), Host::loopback(), Host::loopback()];
+        HaFleet::start_on(&loopback, &loopback, etcd_csv, Some(lease_ttl))
+    }
+
+    /// [`HaFleet::start`] with coordinator `i` on `coord_hosts[i]` and the agent of
+    /// `CLUSTERS[i]` on `agent_hosts[i]`.
+    pub fn start_on(
+        coord_hosts: &[Host; 3],
+        agent_hosts: &[Host; 3],
+        etcd_csv: &str,
+        lease_ttl: Option<&str>,
+    ) -> HaFleet {
         let coords: Vec<Coord> = (0..3)
-            .map(|i| Coord::start(&format!("c{i}"), etcd_csv, lease_ttl))
+            .map(|i| Coord::start_on(&coord_hosts[i], &format!("c{i}"), etcd_csv, lease_ttl))
             .collect();
         let first = wait_leader(&coords, Duration::from_secs(20));
         let urls: Vec<String> = coords.iter().map(Coord::url).collect();
         let dir = tempfile::tempdir().unwrap();
         let mut agents: Vec<Agent> = CLUSTERS
             .iter()
-            .map(|(c, r)| Agent::start(dir.path(), c, r, &urls.join(",")))
+            .zip(agent_hosts)
+            .map(|((c, r), h)| Agent::start_on(h, dir.path(), c, r, &urls.join(",")))
             .collect();
-        for a in &mut agents {
-            wait_until(
-                &format!("{} to initialize", a.cluster),
-                Duration::from_secs(60),
-                || a.canary().0 == "Initialized",
-            );
-            a.start_traffic();
-        }
-        wait_until("the three clusters to connect", Duration::from_secs(30), || {
-            let (_, out, _) = aviary(&coords[first].url(), &["clusters", "-o", "json"]);
-            out.matches("\"connected\": true").count() == 3
-        });
+        initialize(&mut agents);
+        wait_connected(&coords[first].url());
         HaFleet {
             coords,
             first,
@@ -298,14 +370,25 @@ impl HaFleet {
     }
 }
 
-/// Waits (2 min) for `podinfo-6-0-1` to succeed, asked of `urls`; checks that its history shows
-/// every cluster of [`CLUSTERS`] started and succeeded exactly once; returns the rollout.
+/// Waits (2 min) for `podinfo-6-0-1` to succeed: [`succeeded`].
 pub fn succeeded_once_each(urls: &[String]) -> serde_json::Value {
+    succeeded(urls, "podinfo-6-0-1")
+}
+
+/// Waits (2 min) for rollout `name` to succeed, asked of `urls`; checks its history with the
+/// shared checker and that every cluster of [`CLUSTERS`] started and succeeded exactly once;
+/// returns the rollout.
+pub fn succeeded(urls: &[String], name: &str) -> serde_json::Value {
     let mut last = serde_json::Value::Null;
-    wait_until("the rollout to succeed", Duration::from_secs(120), || {
-        last = rollout(urls, "podinfo-6-0-1").unwrap_or_default();
-        last["phase"] == "Succeeded"
-    });
+    wait_until(
+        &format!("rollout {name} to succeed"),
+        Duration::from_secs(120),
+        || {
+            last = rollout(urls, name).unwrap_or_default();
+            last["phase"] == "Succeeded"
+        },
+    );
+    history::assert_consistent(&last, &[]);
     for (c, _) in CLUSTERS {
         for kind in ["cluster-started", "cluster-succeeded"] {
             assert_eq!(
@@ -334,4 +417,71 @@ pub fn rollout_write_terms(rt: &tokio::runtime::Runtime, csv: &str, name: &str) 
         "terms went back: {fences:?}"
     );
     fences
+}
+
+/// The fence in a replica's latest "elected leader" line.
+pub fn fence(c: &Coord) -> u64 {
+    let lines = c.log.grep("elected leader");
+    let line = lines.last().expect("an election line");
+    line.split("fence=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no fence in {line:?}"))
+}
+
+/// Waits for another replica than `except` to log its election after `since`; returns it and
+/// how long after `since` that was.
+pub fn next_leader(coords: &[Coord], except: usize, since: Instant, limit: Duration) -> (usize, Duration) {
+    let start = Instant::now();
+    loop {
+        for (i, c) in coords.iter().enumerate() {
+            if i != except
+                && let Some(t) = c.log.find("elected leader", since)
+            {
+                return (i, t - since);
+            }
+        }
+        assert!(start.elapsed() < limit, "no new leader within {limit:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// How long after `since` every agent was connected to `c` again (printed: the agents' own
+/// reconnect backoff decides it).
+pub fn agents_back(c: &Coord, since: Instant) -> Duration {
+    let mut last = since;
+    wait_until(
+        "the agents to reconnect to the new leader",
+        Duration::from_secs(60),
+        || {
+            let times: Vec<Option<Instant>> = CLUSTERS
+                .iter()
+                .map(|(cluster, _)| {
+                    c.log
+                        .find(&format!("agent connected cluster=\"{cluster}\""), since)
+                })
+                .collect();
+            if times.iter().all(Option::is_some) {
+                last = times.into_iter().flatten().max().unwrap();
+                return true;
+            }
+            false
+        },
+    );
+    last - since
+}
+
+/// Waits until the cluster has been started by rollout `name` and its canary runs.
+pub fn wait_running(urls: &[String], name: &str, agent: &Agent) {
+    wait_until(
+        &format!("{} to run", agent.cluster),
+        Duration::from_secs(90),
+        || {
+            let started = rollout(urls, name)
+                .is_some_and(|r| count(&r["history"], "cluster-started", &agent.cluster) == 1);
+            let (phase, weight) = agent.canary();
+            started && phase == "Progressing" && weight >= 25
+        },
+    );
 }

@@ -35,8 +35,9 @@ use crate::error::{Error, Result};
 
 /// The default key prefix.
 pub const DEFAULT_PREFIX: &str = "/aviary";
-/// The default TTL of the leader's lease.
-pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(3);
+/// The default TTL of the leader's lease: etcd's minimum with its default election timeout, so a
+/// leader whose host becomes unreachable is replaced within 3 s (docs/operations.md, Timings).
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(2);
 /// Budget of one store request (every member tried in turn).
 const REQUEST_BUDGET: Duration = Duration::from_secs(2);
 

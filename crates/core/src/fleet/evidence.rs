@@ -258,7 +258,7 @@ impl ShareLook {
 }
 
 /// The complementary error function (Numerical Recipes' erfcc, relative error < 1.2e-7).
-fn erfc(x: f64) -> f64 {
+pub fn erfc(x: f64) -> f64 {
     let z = x.abs();
     let t = 1.0 / (1.0 + 0.5 * z);
     let r = t
