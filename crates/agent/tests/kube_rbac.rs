@@ -73,7 +73,7 @@ async fn a_removed_verb_is_named_and_the_canary_goes_on_once_granted() {
     env.edit_agent_role(|role| {
         for rule in role["rules"].as_array_mut().unwrap() {
             if rule["resources"] == json!(["deployments"]) {
-                rule["verbs"] = json!(["get", "create"]);
+                rule["verbs"] = json!(["get", "list", "watch", "create"]);
             }
         }
     })
@@ -108,7 +108,7 @@ async fn a_removed_verb_is_named_and_the_canary_goes_on_once_granted() {
     env.edit_agent_role(|role| {
         for rule in role["rules"].as_array_mut().unwrap() {
             if rule["resources"] == json!(["deployments"]) {
-                rule["verbs"] = json!(["get", "create", "patch"]);
+                rule["verbs"] = json!(["get", "list", "watch", "create", "patch"]);
             }
         }
     })

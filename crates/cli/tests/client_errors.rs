@@ -66,13 +66,7 @@ fn a_port_that_is_not_grpc_gets_a_hint() {
 #[test]
 fn a_connection_lost_during_watch_or_wait_says_so() {
     let quiet = |_: &str| false;
-    let (mut coord, url) = aviary_testkit::aviary::start_coordinator(
-        BIN,
-        &["--log-level", "warn"],
-        "coordinator",
-        &Log::default(),
-        quiet,
-    );
+    let (mut coord, url) = aviary_testkit::aviary::coordinator(BIN, &["--log-level", "warn"], quiet);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

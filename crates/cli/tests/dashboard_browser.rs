@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use aviary_coordinator::security::Role;
 use aviary_coordinator::security::auth::token_hash;
 use aviary_coordinator::security::certs::{self, DEFAULT_TRUST_DOMAIN};
-use aviary_testkit::aviary::start_coordinator;
+use aviary_testkit::aviary::{LocalCluster, apply, wait_initialized};
 use aviary_testkit::browser::Browser;
-use aviary_testkit::manifests::LocalCanary;
+use aviary_testkit::manifests::{LocalCanary, version_rollout};
 use aviary_testkit::net::free_port;
 use aviary_testkit::process::{Log, Process, announced};
 use aviary_testkit::traffic::Traffic;
@@ -36,7 +36,7 @@ fn coordinator(extra: &[&str]) -> (Process, String, String) {
     let http = format!("127.0.0.1:{}", free_port());
     let mut args = vec!["--insecure", "--http-listen", &http];
     args.extend_from_slice(extra);
-    let (p, url) = start_coordinator(BIN, &args, "coordinator", &Log::default(), worth_echoing);
+    let (p, url) = aviary_testkit::aviary::coordinator(BIN, &args, worth_echoing);
     (p, url, format!("http://{http}/"))
 }
 
@@ -101,39 +101,17 @@ fn agent_with(
     coordinator: &str,
     pki: Option<&Path>,
 ) -> (Process, Traffic) {
-    let dir = root.join(cluster);
-    std::fs::create_dir_all(dir.join("config")).unwrap();
-    let port = free_port();
-    let yaml = LocalCanary {
+    let local = LocalCluster::new(root, cluster, |port| LocalCanary {
         threshold: 2,
         metric_interval: "3s".into(),
         duration_check: false,
         ..LocalCanary::sample_app(BIN, port, "6.0.0")
-    }
-    .yaml();
-    std::fs::write(dir.join("config/podinfo.yaml"), yaml).unwrap();
-    let mut child = Command::new(BIN)
-        .args(["agent", "--local"])
-        .arg(dir.join("config"))
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .args(["--admin-listen", "127.0.0.1:0", "--min-analysis-interval", "1s"])
-        .args([
-            "--cluster",
-            cluster,
-            "--region",
-            region,
-            "--coordinator",
-            coordinator,
-        ])
-        .envs(pki.iter().flat_map(|d| tls_env(d, cluster)))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    Log::default().capture(cluster, child.stderr.take().unwrap(), worth_echoing);
-    let agent = Process::new(child).graceful(Duration::from_secs(5));
-    (agent, Traffic::start(port, Duration::from_millis(15)))
+    });
+    let mut cmd = local.command(BIN);
+    cmd.args(["--region", region, "--coordinator", coordinator])
+        .envs(pki.iter().flat_map(|d| tls_env(d, cluster)));
+    let agent = local.spawn(&mut cmd, worth_echoing);
+    (agent, Traffic::start(local.port, Duration::from_millis(15)))
 }
 
 fn cli(url: &str, args: &[&str]) -> (i32, String, String) {
@@ -165,26 +143,12 @@ fn cli_as(url: &str, pki: Option<&Path>, args: &[&str]) -> (i32, String, String)
     )
 }
 
-fn wait_initialized(url: &str, n: usize) {
-    wait_initialized_as(url, None, n)
-}
-
 fn wait_initialized_as(url: &str, pki: Option<&Path>, n: usize) {
-    wait_until("canaries initialized", Duration::from_secs(60), || {
-        let (code, out, _) = cli_as(url, pki, &["canaries", "-o", "json"]);
-        code == 0 && out.matches("\"Initialized\"").count() == n
-    });
-}
-
-fn apply(root: &Path, url: &str, yaml: &str) {
-    apply_as(root, url, None, yaml)
+    wait_initialized(|args| cli_as(url, pki, args), n, Duration::from_secs(60));
 }
 
 fn apply_as(root: &Path, url: &str, pki: Option<&Path>, yaml: &str) {
-    let file = root.join("rollout.yaml");
-    std::fs::write(&file, yaml).unwrap();
-    let (code, out, err) = cli_as(url, pki, &["rollout", "apply", "-f", file.to_str().unwrap()]);
-    assert_eq!(code, 0, "{out}{err}");
+    apply(|args| cli_as(url, pki, args), root, yaml);
 }
 
 /// Signs in on the page's form with `token` and waits for the header to name the caller.
@@ -296,21 +260,19 @@ async fn the_page_follows_a_fleet_rollout_live_through_a_leader_failover_and_app
     let both = format!("{url},{url_b}");
     let _us = agent(tmp.path(), "us-east-1a", "us-east-1", &both);
     let _eu = agent(tmp.path(), "eu-west-1a", "eu-west-1", &both);
-    wait_initialized(&url, 2);
-    apply(
+    wait_initialized_as(&url, None, 2);
+    apply_as(
         tmp.path(),
         &url,
-        r#"apiVersion: aviary.dev/v1alpha1
-kind: FleetRollout
-metadata: {name: podinfo-6-0-1}
-spec:
-  canary: {namespace: test, name: podinfo}
-  revision: {version: 6.0.1}
-  waves:
+        None,
+        &version_rollout(
+            "6.0.1",
+            "  waves:
   - {name: us, regions: [us-east-1]}
   - {name: eu, regions: [eu-west-1], approval: manual}
   clusterDeadline: 3m
-"#,
+",
+        ),
     );
 
     // The list links to the rollout.

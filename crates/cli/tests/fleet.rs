@@ -14,47 +14,49 @@ const BIN: &str = env!("CARGO_BIN_EXE_aviary");
 /// Starts `aviary coordinator` on a free port; returns the process and its URL.
 fn start_coordinator() -> (aviary_testkit::process::Process, String) {
     let quiet = |_: &str| false;
-    aviary_testkit::aviary::start_coordinator(
-        BIN,
-        &["--log-level", "warn"],
-        "coordinator",
-        &Log::default(),
-        quiet,
-    )
+    aviary_testkit::aviary::coordinator(BIN, &["--log-level", "warn"], quiet)
 }
 
 fn aviary(url: &str, args: &[&str]) -> (i32, String, String) {
     aviary_testkit::aviary::cli(BIN, url, "ci-bot", args)
 }
 
-fn sim(url: &str, cluster: &str, region: &str) -> SimAgent {
+/// A one-thread runtime for the simulated agents (the test itself blocks on processes).
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A simulated agent's configuration: cluster `cluster` in `region`, running podinfo 6.0.0.
+fn sim_config(url: &str, cluster: &str, region: &str) -> SimConfig {
     let rev = Revision {
         container_images: [("podinfod".to_string(), "podinfo:6.0.0".to_string())].into(),
         version: String::new(),
     };
-    let mut cfg = SimConfig::new(url, cluster, region, vec![SimCanary::new("test", "podinfo", rev)]);
+    SimConfig::new(url, cluster, region, vec![SimCanary::new("test", "podinfo", rev)])
+}
+
+fn sim(url: &str, cluster: &str, region: &str) -> SimAgent {
+    let mut cfg = sim_config(url, cluster, region);
     cfg.tls = ClientTls::from_dir(Pki::get(BIN).agent(cluster), cluster);
     cfg.tick = Duration::from_millis(200);
     SimAgent::spawn(cfg)
 }
 
-const ROLLOUT: &str = "apiVersion: aviary.dev/v1alpha1
-kind: FleetRollout
-metadata: {name: podinfo-6-0-1}
-spec:
-  canary: {namespace: test, name: podinfo}
-  revision: {containerImages: {podinfod: 'podinfo:6.0.1'}}
-  byRegion: [us-east-1, eu-west-1]
-";
+/// The rollout of 6.0.1 to `regions`, one wave each.
+fn rollout(regions: &[&str]) -> String {
+    aviary_testkit::manifests::fleet_rollout("podinfo:6.0.1", regions)
+}
+
+const BOTH: [&str; 2] = ["us-east-1", "eu-west-1"];
 
 #[test]
 fn rollout_commands_against_a_coordinator_process() {
     let (coord, url) = start_coordinator();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let _agents = rt.block_on(async { [sim(&url, "us-1", "us-east-1"), sim(&url, "eu-1", "eu-west-1")] });
     let _guard = rt.enter();
 
@@ -91,11 +93,7 @@ fn rollout_commands_against_a_coordinator_process() {
 
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.yaml");
-    std::fs::write(
-        &bad,
-        ROLLOUT.replace("byRegion: [us-east-1, eu-west-1]", "byRegion: [mars]"),
-    )
-    .unwrap();
+    std::fs::write(&bad, rollout(&["mars"])).unwrap();
     let (code, _, err) = aviary(&url, &["rollout", "apply", "-f", bad.to_str().unwrap()]);
     assert_ne!(code, 0);
     assert!(
@@ -104,7 +102,7 @@ fn rollout_commands_against_a_coordinator_process() {
     );
 
     let good = dir.path().join("good.yaml");
-    std::fs::write(&good, ROLLOUT).unwrap();
+    std::fs::write(&good, rollout(&BOTH)).unwrap();
     // --dry-run prints the pinned plan and creates nothing.
     let (code, out, err) = aviary(
         &url,
@@ -176,7 +174,7 @@ fn rollout_commands_against_a_coordinator_process() {
     let failing = dir.path().join("fail.yaml");
     std::fs::write(
         &failing,
-        ROLLOUT.replace("6-0-1", "6-0-2").replace("6.0.1", "6.0.2"),
+        rollout(&BOTH).replace("6-0-1", "6-0-2").replace("6.0.1", "6.0.2"),
     )
     .unwrap();
     assert_eq!(
@@ -248,28 +246,15 @@ fn plaintext_needs_insecure_and_loopback_unless_said_twice() {
         !log.grep("WARNING: INSECURE").is_empty()
     });
     // No certificate: an agent may say it is any cluster, a caller is admin.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let rev = Revision {
-        container_images: [("podinfod".to_string(), "podinfo:6.0.0".to_string())].into(),
-        version: String::new(),
-    };
-    let cfg = SimConfig::new(
-        &url,
-        "us-1",
-        "us-east-1",
-        vec![SimCanary::new("test", "podinfo", rev)],
-    );
+    let rt = runtime();
+    let cfg = sim_config(&url, "us-1", "us-east-1");
     let _agent = rt.block_on(async { SimAgent::spawn(cfg) });
     aviary_testkit::wait::wait_until("us-1 to connect", Duration::from_secs(20), || {
         aviary(&url, &["clusters"]).1.contains(" yes ")
     });
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("r.yaml");
-    std::fs::write(&file, ROLLOUT.replace(", eu-west-1", "")).unwrap();
+    std::fs::write(&file, rollout(&["us-east-1"])).unwrap();
     let (code, out, err) = aviary(&url, &["rollout", "apply", "-f", file.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}{err}");
     let (code, out, _) = aviary(&url, &["rollout", "get", "podinfo-6-0-1", "-o", "json"]);
@@ -307,11 +292,7 @@ fn clusters_expire_after_the_ttl_and_admins_deregister_them() {
         aviary_testkit::net::curl(&format!("http://{metrics}/healthz")).as_deref(),
         Some("ok\n")
     );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let agents = rt.block_on(async { [sim(&url, "gone-1", "us-east-1"), sim(&url, "gone-2", "us-east-1")] });
     aviary_testkit::wait::wait_until("both agents", Duration::from_secs(20), || {
         aviary(&url, &["clusters"]).1.matches(" yes ").count() == 2

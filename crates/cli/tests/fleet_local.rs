@@ -7,16 +7,16 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use aviary_testkit::aviary::{Pki, start_coordinator};
-use aviary_testkit::manifests::LocalCanary;
-use aviary_testkit::net::{curl_json, free_port};
-use aviary_testkit::process::{Log, Process};
+use aviary_testkit::aviary::{LocalCluster, Pki, apply, coordinator, wait_initialized};
+use aviary_testkit::manifests::{LocalCanary, version_rollout};
+use aviary_testkit::net::curl_json;
+use aviary_testkit::process::Process;
 use aviary_testkit::traffic::Traffic;
 use aviary_testkit::wait::wait_until;
 
@@ -27,85 +27,38 @@ fn worth_echoing(line: &str) -> bool {
     line.contains("WARN") || line.contains("ERROR") || std::env::var_os("FLEET_TEST_LOGS").is_some()
 }
 
-/// One cluster: its config dir, state dir, service port and admin port.
+/// One cluster on the local platform, in `region`, reporting to `coordinator`.
 struct Cluster {
-    name: &'static str,
+    local: LocalCluster,
     region: &'static str,
-    dir: PathBuf,
-    state: PathBuf,
-    port: u16,
-    admin: u16,
     coordinator: String,
+}
+
+impl std::ops::Deref for Cluster {
+    type Target = LocalCluster;
+    fn deref(&self) -> &LocalCluster {
+        &self.local
+    }
 }
 
 impl Cluster {
     fn new(root: &Path, name: &'static str, region: &'static str, faulty: &str, coordinator: &str) -> Self {
-        let dir = root.join(name).join("config");
-        let state = root.join(name).join("state");
-        std::fs::create_dir_all(&dir).unwrap();
-        let port = free_port();
-        // The sample app answers half of the requests with 500 for the version named in
-        // FAULTY_VERSION (set per cluster), so one revision can fail in one cluster only.
-        let sample_app = format!(
-            r#"if [ "$FAULTY_VERSION" = "{{{{version}}}}" ]; then e=0.5; else e=0; fi; exec {BIN} sample-app --port {{{{port}}}} --version {{{{version}}}} --error-rate $e"#
-        );
-        let yaml = LocalCanary {
-            command: vec!["sh".into(), "-c".into(), sample_app],
-            env: [("FAULTY_VERSION".to_string(), faulty.to_string())].into(),
-            threshold: 2,
-            metric_interval: "3s".into(),
+        let local = LocalCluster::new(root, name, |port| LocalCanary {
             duration_check: false,
-            ..LocalCanary::sample_app(BIN, port, "6.0.0")
-        }
-        .yaml();
-        std::fs::write(dir.join("podinfo.yaml"), yaml).unwrap();
+            ..LocalCanary::faulty_sample_app(BIN, port, faulty)
+        });
         Self {
-            name,
+            local,
             region,
-            dir,
-            state,
-            port,
-            admin: free_port(),
             coordinator: coordinator.into(),
         }
     }
 
     fn start(&self) -> Process {
-        let mut child = Command::new(BIN)
-            .args(["agent", "--local"])
-            .arg(&self.dir)
-            .arg("--state-dir")
-            .arg(&self.state)
-            .args([
-                "--admin-listen",
-                &format!("127.0.0.1:{}", self.admin),
-                "--min-analysis-interval",
-                "1s",
-                "--cluster",
-                self.name,
-                "--region",
-                self.region,
-                "--coordinator",
-                &self.coordinator,
-            ])
-            .args(Pki::get(BIN).agent_args(self.name))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        Log::default().capture(self.name, child.stderr.take().unwrap(), worth_echoing);
-        Process::new(child).graceful(Duration::from_secs(5))
-    }
-
-    fn canary(&self) -> serde_json::Value {
-        curl_json(&format!("http://127.0.0.1:{}/canaries", self.admin))["items"][0].clone()
-    }
-
-    fn phase(&self) -> String {
-        self.canary()["status"]["phase"]
-            .as_str()
-            .unwrap_or("")
-            .to_string()
+        let mut args = vec!["--region", self.region, "--coordinator", &self.coordinator];
+        let tls = Pki::get(BIN).agent_args(&self.name);
+        args.extend(tls.iter().map(String::as_str));
+        self.local.start(BIN, &args, worth_echoing)
     }
 
     fn served_version(&self) -> String {
@@ -211,13 +164,7 @@ fn history_count(r: &serde_json::Value, kind: &str, cluster: &str) -> usize {
 #[test]
 fn a_fleet_of_local_agents_rolls_out_by_region_survives_a_kill_and_a_partition_and_reverts() {
     let tmp = tempfile::tempdir().unwrap();
-    let (_coordinator, url) = start_coordinator(
-        BIN,
-        &["--log-level", "info"],
-        "coordinator",
-        &Log::default(),
-        worth_echoing,
-    );
+    let (_coordinator, url) = coordinator(BIN, &["--log-level", "info"], worth_echoing);
     let coord_addr = url.trim_start_matches("https://").to_string();
     let partition = Partition::start(coord_addr);
 
@@ -236,35 +183,19 @@ fn a_fleet_of_local_agents_rolls_out_by_region_survives_a_kill_and_a_partition_a
     let _eu_b_agent = eu_b.start();
     let _traffic = [us.port, eu_a.port, eu_b.port].map(|p| Traffic::start(p, Duration::from_millis(15)));
 
-    wait_until(
-        "three clusters with initialized canaries",
-        Duration::from_secs(60),
-        || {
-            let (code, out, _) = cli(&url, &["canaries", "-o", "json"]);
-            code == 0 && out.matches("\"Initialized\"").count() == 3
-        },
-    );
+    wait_initialized(|args| cli(&url, args), 3, Duration::from_secs(60));
 
     // Rollout 1: us-east-1 (bake: 3s and 20 requests) then eu-west-1 one cluster at a time.
-    let r1 = tmp.path().join("r1.yaml");
-    std::fs::write(
-        &r1,
-        r#"apiVersion: aviary.dev/v1alpha1
-kind: FleetRollout
-metadata: {name: podinfo-6-0-1}
-spec:
-  canary: {namespace: test, name: podinfo}
-  revision: {version: 6.0.1}
-  waves:
+    let r1 = version_rollout(
+        "6.0.1",
+        "  waves:
   - {name: us, regions: [us-east-1], bake: {duration: 3s, minRequests: 20}}
   - {name: eu, regions: [eu-west-1], maxConcurrent: 1}
   failurePolicy: {mandatoryWaves: [us], rollback: wave}
   clusterDeadline: 3m
-"#,
-    )
-    .unwrap();
-    let (code, _, err) = cli(&url, &["rollout", "apply", "-f", r1.to_str().unwrap()]);
-    assert_eq!(code, 0, "{err}");
+",
+    );
+    apply(|args| cli(&url, args), tmp.path(), &r1);
 
     // Kill eu-west-1a's agent in the middle of its analysis, then start it again.
     wait_until("eu-west-1a to start its canary", Duration::from_secs(120), || {
@@ -314,24 +245,15 @@ spec:
 
     // Rollout 2: 6.0.2 is fine in us-east-1 but fails in eu-west-1a; scope `all` reverts
     // us-east-1a, and eu-west-1b is never started.
-    let r2 = tmp.path().join("r2.yaml");
-    std::fs::write(
-        &r2,
-        r#"apiVersion: aviary.dev/v1alpha1
-kind: FleetRollout
-metadata: {name: podinfo-6-0-2}
-spec:
-  canary: {namespace: test, name: podinfo}
-  revision: {version: 6.0.2}
-  waves:
+    let r2 = version_rollout(
+        "6.0.2",
+        "  waves:
   - {name: us, regions: [us-east-1]}
   - {name: eu, regions: [eu-west-1], maxConcurrent: 1}
   failurePolicy: {maxFailedClusters: 0, rollback: all}
-"#,
-    )
-    .unwrap();
-    let (code, _, err) = cli(&url, &["rollout", "apply", "-f", r2.to_str().unwrap()]);
-    assert_eq!(code, 0, "{err}");
+",
+    );
+    apply(|args| cli(&url, args), tmp.path(), &r2);
     let (code, out, _) = cli(&url, &["rollout", "wait", "podinfo-6-0-2"]);
     assert_eq!(code, 1, "rollout 2 must fail: {out}");
     let r = rollout(&url, "podinfo-6-0-2");

@@ -15,16 +15,14 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aviary_testkit::aviary::{Pki, start_coordinator};
-use aviary_testkit::manifests::LocalCanary;
+use aviary_testkit::aviary::{LocalCluster, Pki, apply, start_coordinator, wait_initialized};
+use aviary_testkit::manifests::{LocalCanary, version_rollout};
 use aviary_testkit::net::free_port;
 use aviary_testkit::process::{Log, Process};
 use aviary_testkit::prometheus::{Job, Prometheus};
 use aviary_testkit::traffic::Traffic;
-use aviary_testkit::wait::wait_until;
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_aviary");
@@ -41,51 +39,21 @@ fn worth_echoing(line: &str) -> bool {
 
 /// One cluster's agent on the local platform: podinfo behind its router, a canary analysed
 /// every second on success rate and duration; the sample app answers half the requests with
-/// 500 in version `faulty`. The agent, the service port and the admin port.
+/// 500 in version `faulty`. The agent and its cluster (service and admin ports).
 fn start_agent(
     root: &Path,
     name: &str,
     region: &str,
     faulty: &str,
     coordinator: &str,
-) -> (Process, u16, u16) {
-    let dir = root.join(name);
-    std::fs::create_dir_all(dir.join("config")).unwrap();
-    let (port, admin) = (free_port(), free_port());
-    let sample_app = format!(
-        r#"if [ "$FAULTY_VERSION" = "{{{{version}}}}" ]; then e=0.5; else e=0; fi; exec {BIN} sample-app --port {{{{port}}}} --version {{{{version}}}} --error-rate $e"#
-    );
-    let yaml = LocalCanary {
-        command: vec!["sh".into(), "-c".into(), sample_app],
-        env: [("FAULTY_VERSION".to_string(), faulty.to_string())].into(),
-        threshold: 2,
-        metric_interval: "3s".into(),
-        ..LocalCanary::sample_app(BIN, port, "6.0.0")
-    }
-    .yaml();
-    std::fs::write(dir.join("config/podinfo.yaml"), yaml).unwrap();
-    let mut child = Command::new(BIN)
-        .args(["agent", "--local"])
-        .arg(dir.join("config"))
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
-        .args([
-            "--min-analysis-interval",
-            "1s",
-            "--cluster",
-            name,
-            "--region",
-            region,
-        ])
-        .args(["--coordinator", coordinator])
-        .args(Pki::get(BIN).agent_args(name))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    Log::default().capture(name, child.stderr.take().unwrap(), worth_echoing);
-    (Process::new(child).graceful(Duration::from_secs(5)), port, admin)
+) -> (Process, LocalCluster) {
+    let cluster = LocalCluster::new(root, name, |port| {
+        LocalCanary::faulty_sample_app(BIN, port, faulty)
+    });
+    let mut args = vec!["--region", region, "--coordinator", coordinator];
+    let tls = Pki::get(BIN).agent_args(name);
+    args.extend(tls.iter().map(String::as_str));
+    (cluster.start(BIN, &args, worth_echoing), cluster)
 }
 
 fn cli(url: &str, args: &[&str]) -> (i32, String, String) {
@@ -326,9 +294,9 @@ fn every_dashboard_query_returns_data_during_a_real_fleet_rollout() {
         &Log::default(),
         worth_echoing,
     );
-    let (_us, us_port, us_admin) = start_agent(tmp.path(), "us-east-1a", "us-east-1", "", &url);
-    let (_eu, eu_port, eu_admin) = start_agent(tmp.path(), "eu-west-1a", "eu-west-1", "6.0.1", &url);
-    let _traffic = [us_port, eu_port].map(|p| Traffic::start(p, Duration::from_millis(15)));
+    let (_us, us) = start_agent(tmp.path(), "us-east-1a", "us-east-1", "", &url);
+    let (_eu, eu) = start_agent(tmp.path(), "eu-west-1a", "eu-west-1", "6.0.1", &url);
+    let _traffic = [us.port, eu.port].map(|p| Traffic::start(p, Duration::from_millis(15)));
     let prom = Prometheus::start(
         &prometheus,
         &[
@@ -338,36 +306,27 @@ fn every_dashboard_query_returns_data_during_a_real_fleet_rollout() {
             },
             Job {
                 name: "aviary-agent".into(),
-                targets: vec![format!("127.0.0.1:{us_admin}"), format!("127.0.0.1:{eu_admin}")],
+                targets: vec![
+                    format!("127.0.0.1:{}", us.admin),
+                    format!("127.0.0.1:{}", eu.admin),
+                ],
             },
         ],
     )
     .unwrap();
     prom.wait_for_targets(Duration::from_secs(60)).unwrap();
-    wait_until("both canaries initialized", Duration::from_secs(90), || {
-        let (code, out, _) = cli(&url, &["canaries", "-o", "json"]);
-        code == 0 && out.matches("\"Initialized\"").count() == 2
-    });
+    wait_initialized(|args| cli(&url, args), 2, Duration::from_secs(90));
 
     let start = now() - 5.0;
-    let rollout = tmp.path().join("rollout.yaml");
-    std::fs::write(
-        &rollout,
-        r#"apiVersion: aviary.dev/v1alpha1
-kind: FleetRollout
-metadata: {name: podinfo-6-0-1}
-spec:
-  canary: {namespace: test, name: podinfo}
-  revision: {version: 6.0.1}
-  waves:
+    let rollout = version_rollout(
+        "6.0.1",
+        "  waves:
   - {name: us, regions: [us-east-1]}
   - {name: eu, regions: [eu-west-1]}
   failurePolicy: {maxFailedClusters: 0, rollback: all}
-"#,
-    )
-    .unwrap();
-    let (code, _, err) = cli(&url, &["rollout", "apply", "-f", rollout.to_str().unwrap()]);
-    assert_eq!(code, 0, "{err}");
+",
+    );
+    apply(|args| cli(&url, args), tmp.path(), &rollout);
     // An operator holds the rollout a moment, and mistypes a name.
     for verb in ["pause", "resume"] {
         let (code, _, err) = cli(

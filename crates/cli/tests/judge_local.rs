@@ -9,15 +9,14 @@
 //!    Flagger's check, and each cluster's own judge only observes): the coordinator pools their
 //!    evidence and stops the rollout before the last wave starts.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use aviary_testkit::aviary::{Pki, start_coordinator};
-use aviary_testkit::manifests::LocalCanary;
-use aviary_testkit::net::{curl as get, curl_json, free_port};
-use aviary_testkit::process::{Log, Process};
+use aviary_testkit::aviary::{LocalCluster, Pki, apply, coordinator, wait_initialized};
+use aviary_testkit::manifests::{LocalCanary, version_rollout};
+use aviary_testkit::net::curl as get;
+use aviary_testkit::process::Process;
 use aviary_testkit::traffic::Traffic;
 use aviary_testkit::wait::wait_until;
 
@@ -30,13 +29,14 @@ fn worth_echoing(line: &str) -> bool {
     line.contains("WARN") || line.contains("ERROR") || std::env::var_os("JUDGE_TEST_LOGS").is_some()
 }
 
-/// One local cluster: config and state dirs, the service port, the admin port.
-struct Cluster {
-    name: &'static str,
-    dir: PathBuf,
-    state: PathBuf,
-    port: u16,
-    admin: u16,
+/// One local cluster (config and state dirs, the service port, the admin port).
+struct Cluster(LocalCluster);
+
+impl std::ops::Deref for Cluster {
+    type Target = LocalCluster;
+    fn deref(&self) -> &LocalCluster {
+        &self.0
+    }
 }
 
 impl Cluster {
@@ -44,14 +44,10 @@ impl Cluster {
     /// analysis every 10 s in steps of 5% up to 50% (about two minutes), success rate ≥ 99%
     /// over 1 m, threshold 5; the judge's mode annotation when given.
     fn new(root: &Path, name: &'static str, bad_rate: f64, judge: Option<&str>) -> Self {
-        let dir = root.join(name).join("config");
-        let state = root.join(name).join("state");
-        std::fs::create_dir_all(&dir).unwrap();
-        let port = free_port();
         let sample_app = format!(
             r#"if [ "{{{{version}}}}" = "6.0.1" ]; then e={bad_rate}; else e=0.001; fi; exec {BIN} sample-app --port {{{{port}}}} --version {{{{version}}}} --error-rate $e"#
         );
-        let yaml = LocalCanary {
+        Self(LocalCluster::new(root, name, |port| LocalCanary {
             command: vec!["sh".into(), "-c".into(), sample_app],
             threshold: 5,
             step_weight: 5,
@@ -63,46 +59,11 @@ impl Cluster {
                 .map(|m| [("judge.aviary.dev/mode".to_string(), m.to_string())].into())
                 .unwrap_or_default(),
             ..LocalCanary::sample_app(BIN, port, "6.0.0")
-        }
-        .yaml();
-        std::fs::write(dir.join("podinfo.yaml"), yaml).unwrap();
-        Self {
-            name,
-            dir,
-            state,
-            port,
-            admin: free_port(),
-        }
+        }))
     }
 
     fn start(&self, extra: &[&str]) -> Process {
-        let mut child = Command::new(BIN)
-            .args(["agent", "--local"])
-            .arg(&self.dir)
-            .arg("--state-dir")
-            .arg(&self.state)
-            .args([
-                "--admin-listen",
-                &format!("127.0.0.1:{}", self.admin),
-                "--min-analysis-interval",
-                "1s",
-                "--cluster",
-                self.name,
-            ])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        Log::default().capture(self.name, child.stderr.take().unwrap(), worth_echoing);
-        Process::new(child).graceful(Duration::from_secs(5))
-    }
-
-    fn phase(&self) -> String {
-        curl_json(&format!("http://127.0.0.1:{}/canaries", self.admin))["items"][0]["status"]["phase"]
-            .as_str()
-            .unwrap_or("")
-            .to_string()
+        self.0.start(BIN, extra, worth_echoing)
     }
 
     fn events(&self) -> String {
@@ -190,13 +151,7 @@ fn cli(url: &str, args: &[&str]) -> (i32, String, String) {
 fn pooled_evidence_stops_a_fleet_rollout_no_cluster_would_stop() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let tmp = tempfile::tempdir().unwrap();
-    let (_coordinator, url) = start_coordinator(
-        BIN,
-        &["--log-level", "info"],
-        "coordinator",
-        &Log::default(),
-        worth_echoing,
-    );
+    let (_coordinator, url) = coordinator(BIN, &["--log-level", "info"], worth_echoing);
     let clusters = [
         (Cluster::new(tmp.path(), "a", 0.004, Some("observe")), "one"),
         (Cluster::new(tmp.path(), "b", 0.004, Some("observe")), "one"),
@@ -206,7 +161,7 @@ fn pooled_evidence_stops_a_fleet_rollout_no_cluster_would_stop() {
     let _agents: Vec<Process> = clusters
         .iter()
         .map(|(c, region)| {
-            let tls = Pki::get(BIN).agent_args(c.name);
+            let tls = Pki::get(BIN).agent_args(&c.name);
             let mut args = vec!["--region", region, "--coordinator", &url];
             args.extend(tls.iter().map(String::as_str));
             c.start(&args)
@@ -216,30 +171,18 @@ fn pooled_evidence_stops_a_fleet_rollout_no_cluster_would_stop() {
         .iter()
         .map(|(c, _)| Traffic::start(c.port, Duration::from_millis(2)))
         .collect();
-    wait_until("four initialized canaries", Duration::from_secs(90), || {
-        let (code, out, _) = cli(&url, &["canaries", "-o", "json"]);
-        code == 0 && out.matches("\"Initialized\"").count() == 4
-    });
+    wait_initialized(|args| cli(&url, args), 4, Duration::from_secs(90));
     std::thread::sleep(Duration::from_secs(20));
-    let manifest = tmp.path().join("rollout.yaml");
-    std::fs::write(
-        &manifest,
-        r#"apiVersion: aviary.dev/v1alpha1
-kind: FleetRollout
-metadata: {name: podinfo-6-0-1}
-spec:
-  canary: {namespace: test, name: podinfo}
-  revision: {version: 6.0.1}
-  waves:
+    let manifest = version_rollout(
+        "6.0.1",
+        "  waves:
   - {name: one, regions: [one], maxConcurrent: 3}
   - {name: two, regions: [two]}
   evidence: {pooled: true, alpha: 0.05}
   clusterDeadline: 10m
-"#,
-    )
-    .unwrap();
-    let (code, _, err) = cli(&url, &["rollout", "apply", "-f", manifest.to_str().unwrap()]);
-    assert_eq!(code, 0, "{err}");
+",
+    );
+    apply(|args| cli(&url, args), tmp.path(), &manifest);
     let (code, out, err) = cli(&url, &["rollout", "wait", "podinfo-6-0-1"]);
     assert_ne!(code, 0, "the rollout must fail: {out}{err}");
 

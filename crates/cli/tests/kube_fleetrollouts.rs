@@ -15,7 +15,7 @@
 //! prints a skip notice otherwise.
 
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use aviary_coordinator::client::ClientTls;
@@ -23,7 +23,7 @@ use aviary_coordinator::sim::{SimAgent, SimCanary, SimConfig};
 use aviary_core::fleet::Revision;
 use aviary_testkit::Cluster;
 use aviary_testkit::aviary::Pki;
-use aviary_testkit::process::Log;
+use aviary_testkit::process::{Log, spawn_with_input};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_aviary");
@@ -37,26 +37,15 @@ struct Kubectl {
 
 impl Kubectl {
     fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        use std::io::Write as _;
-        let mut child = Command::new(&self.bin)
-            .arg("--kubeconfig")
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .args(["-n", &self.ns])
             .args(args)
-            .env("HOME", self.home.path())
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run kubectl");
-        if let Some(text) = stdin {
-            child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-        }
-        child.wait_with_output().unwrap()
+            .env("HOME", self.home.path());
+        spawn_with_input(&mut cmd, stdin.map(str::as_bytes))
+            .wait_with_output()
+            .unwrap()
     }
 
     /// Runs and asserts success; stdout.

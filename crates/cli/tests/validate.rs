@@ -6,11 +6,12 @@
 //! entry (or an entry without a fixture) fails the suite.
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::mpsc;
 use std::time::Duration;
+
+use aviary_testkit::process::spawn_with_input;
 
 /// Every run is bounded: the validator answers in milliseconds, so a minute means it hangs.
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -68,23 +69,12 @@ fn summary_line(resources: usize, errors: usize, warnings: usize, skipped: usize
 
 /// Runs the built `aviary` from the repository root, feeding `stdin` when given.
 fn aviary(args: &[&str], stdin: Option<&[u8]>) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_aviary"))
-        .args(args)
-        .current_dir(repo_root())
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn aviary");
-    if let Some(input) = stdin {
-        // Dropping the handle closes stdin, so the binary sees end of input.
-        let mut pipe = child.stdin.take().expect("piped stdin");
-        pipe.write_all(input).expect("write stdin");
-    }
+    let child = spawn_with_input(
+        Command::new(env!("CARGO_BIN_EXE_aviary"))
+            .args(args)
+            .current_dir(repo_root()),
+        stdin,
+    );
     let pid = child.id();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {

@@ -238,51 +238,37 @@ async fn list_clusters_and_canaries_with_filters() {
                 .collect::<Vec<_>>()
         }
     };
-    assert_eq!(
-        list(Default::default()).await,
-        ["eu-1:podinfo", "us-1:frontend", "us-1:podinfo"]
-    );
-    assert_eq!(
-        list(v1::ListCanariesRequest {
-            region: "us-east-1".into(),
-            ..Default::default()
-        })
-        .await,
-        ["us-1:frontend", "us-1:podinfo"]
-    );
-    assert_eq!(
-        list(v1::ListCanariesRequest {
-            namespace: "prod".into(),
-            ..Default::default()
-        })
-        .await,
-        ["us-1:frontend"]
-    );
-    assert_eq!(
-        list(v1::ListCanariesRequest {
-            cluster: "eu-1".into(),
-            phase: "succeeded".into(),
-            ..Default::default()
-        })
-        .await,
-        ["eu-1:podinfo"]
-    );
-    assert!(
-        list(v1::ListCanariesRequest {
-            phase: "Progressing".into(),
-            ..Default::default()
-        })
-        .await
-        .is_empty()
-    );
+    // (cluster, region, namespace, phase) → the canaries listed.
+    let filter = |cluster: &str, region: &str, namespace: &str, phase: &str| v1::ListCanariesRequest {
+        cluster: cluster.into(),
+        region: region.into(),
+        namespace: namespace.into(),
+        phase: phase.into(),
+        ..Default::default()
+    };
+    for (f, want) in [
+        (
+            filter("", "", "", ""),
+            vec!["eu-1:podinfo", "us-1:frontend", "us-1:podinfo"],
+        ),
+        (
+            filter("", "us-east-1", "", ""),
+            vec!["us-1:frontend", "us-1:podinfo"],
+        ),
+        (filter("", "", "prod", ""), vec!["us-1:frontend"]),
+        (filter("eu-1", "", "", "succeeded"), vec!["eu-1:podinfo"]),
+        (filter("", "", "", "Progressing"), vec![]),
+    ] {
+        assert_eq!(list(f.clone()).await, want, "{f:?}");
+    }
     c.shutdown().await.unwrap();
 }
 
-/// A follower that names a leader.
-struct Follower(watch::Sender<LeaderState>);
+/// Leadership the test sets by hand: a follower that names a leader, a leader that steps down.
+struct Switch(watch::Sender<LeaderState>);
 
 #[async_trait::async_trait]
-impl Leadership for Follower {
+impl Leadership for Switch {
     fn watch(&self) -> watch::Receiver<LeaderState> {
         self.0.subscribe()
     }
@@ -294,7 +280,7 @@ async fn followers_answer_writes_with_the_leader_address_and_clients_follow() {
     let _a = agent(&leader, "a", "r");
     wait_connected(&leader, 1).await;
     let follower = Coordinator::start(CoordinatorConfig {
-        leadership: Arc::new(Follower(watch::Sender::new(LeaderState::Follower {
+        leadership: Arc::new(Switch(watch::Sender::new(LeaderState::Follower {
             leader: Some(leader.url()),
         }))),
         ..config()
@@ -345,16 +331,6 @@ async fn the_store_fences_a_deposed_leader() {
     let e = store.put_cluster(Fence(1), &c).await.unwrap_err();
     assert!(matches!(e, aviary_coordinator::Error::Fenced { token: 1 }), "{e}");
     assert_eq!(tonic::Status::from(e).code(), Code::Unavailable);
-}
-
-/// Leadership the test switches by hand.
-struct Switch(watch::Sender<LeaderState>);
-
-#[async_trait::async_trait]
-impl Leadership for Switch {
-    fn watch(&self) -> watch::Receiver<LeaderState> {
-        self.0.subscribe()
-    }
 }
 
 #[tokio::test(start_paused = true)]

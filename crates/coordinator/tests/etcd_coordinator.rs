@@ -6,42 +6,17 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use aviary_coordinator::client::{LEADER_METADATA, call_leader_with};
-use aviary_coordinator::etcd::{Etcd, EtcdConfig, EtcdLeadership, EtcdStore};
-use aviary_coordinator::sim::{SimAgent, SimCanary, SimConfig};
-use aviary_coordinator::{Coordinator, CoordinatorConfig, Leadership};
-use aviary_core::fleet::Revision;
+use aviary_coordinator::sim::SimAgent;
+use aviary_coordinator::{Coordinator, Leadership};
 use aviary_proto::v1;
-use aviary_testkit::etcd::LocalEtcd;
-use common::fleet;
+use aviary_testkit::manifests::fleet_rollout;
+use common::{etcd_replica, fleet, poll, sim_config, start_etcd};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-
-async fn replica(etcd: &LocalEtcd, ttl_secs: u64) -> (Coordinator, Arc<EtcdLeadership>) {
-    let mut cfg = EtcdConfig::new(&etcd.endpoints_csv()).unwrap();
-    cfg.lease_ttl = Duration::from_secs(ttl_secs);
-    let leadership = EtcdLeadership::new(Etcd::connect(&cfg.endpoints).await.unwrap(), &cfg);
-    let store = Arc::new(EtcdStore::new(&cfg, &leadership));
-    let c = Coordinator::start(CoordinatorConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        advertise: None,
-        heartbeat: Duration::from_secs(1),
-        store,
-        leadership: leadership.clone(),
-        management: None,
-        tls: common::config().tls,
-        token_file: None,
-        limits: Default::default(),
-        cluster_ttl: aviary_coordinator::limits::CLUSTER_TTL,
-    })
-    .await
-    .unwrap();
-    (c, leadership)
-}
 
 async fn fleet_status(c: &Coordinator) -> ServingStatus {
     let mut h =
@@ -54,16 +29,6 @@ async fn fleet_status(c: &Coordinator) -> ServingStatus {
         .unwrap()
         .into_inner();
     ServingStatus::try_from(r.status).unwrap()
-}
-
-async fn until<F: Fn() -> Fut, Fut: Future<Output = bool>>(what: &str, limit: Duration, f: F) {
-    tokio::time::timeout(limit, async {
-        while !f().await {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("timed out after {limit:?} waiting for {what}"));
 }
 
 async fn get(url: &str, name: &str) -> v1::Rollout {
@@ -81,33 +46,20 @@ fn started(r: &v1::Rollout, cluster: &str) -> usize {
         .count()
 }
 
-const ROLLOUT: &str = "apiVersion: aviary.dev/v1alpha1
-kind: FleetRollout
-metadata: {name: podinfo-6-0-1}
-spec:
-  canary: {namespace: test, name: podinfo}
-  revision: {containerImages: {podinfod: 'podinfo:6.0.1'}}
-  byRegion: [us-east-1, eu-west-1]
-";
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deposed_leader_is_fenced_and_the_other_replica_finishes_the_rollout() {
     aviary_testkit::logs::trace_to_test_output();
-    let Some(bin) = LocalEtcd::binary_or_skip("a_deposed_leader_is_fenced") else {
+    let Some(etcd) = start_etcd("a_deposed_leader_is_fenced").await else {
         return;
     };
-    let etcd = tokio::task::spawn_blocking(move || LocalEtcd::start(&bin, 1))
-        .await
-        .unwrap()
-        .unwrap();
     // A's keep-alives are 10 s apart: only its refused write tells it that its lease is gone.
-    let (a, la) = replica(&etcd, 30).await;
-    until("a to lead", Duration::from_secs(10), || async {
+    let (a, la) = etcd_replica(&etcd, Some(Duration::from_secs(30))).await;
+    poll("a to lead", Duration::from_secs(10), || async {
         la.check().is_ok()
     })
     .await;
-    let (b, lb) = replica(&etcd, 3).await;
-    until("b to follow a", Duration::from_secs(10), || async {
+    let (b, lb) = etcd_replica(&etcd, Some(Duration::from_secs(3))).await;
+    poll("b to follow a", Duration::from_secs(10), || async {
         lb.check()
             .is_err_and(|e| e.to_string().contains(&a.local_addr().to_string()))
     })
@@ -116,10 +68,6 @@ async fn a_deposed_leader_is_fenced_and_the_other_replica_finishes_the_rollout()
     assert_eq!(fleet_status(&b).await, ServingStatus::NotServing);
 
     // Agents are pointed at the follower and follow it to the leader.
-    let rev = Revision {
-        container_images: [("podinfod".to_string(), "podinfo:6.0.0".to_string())].into(),
-        version: String::new(),
-    };
     let agents: Vec<SimAgent> = [
         ("us-1", "us-east-1"),
         ("us-2", "us-east-1"),
@@ -127,19 +75,13 @@ async fn a_deposed_leader_is_fenced_and_the_other_replica_finishes_the_rollout()
     ]
     .into_iter()
     .map(|(c, r)| {
-        let mut cfg = SimConfig::new(
-            &b.url(),
-            c,
-            r,
-            vec![SimCanary::new("test", "podinfo", rev.clone())],
-        );
+        let mut cfg = sim_config(&b.url(), c, r);
         cfg.tick = Duration::from_millis(200);
         cfg.steps = 5;
-        cfg.tls = common::agent_tls(c);
         SimAgent::spawn(cfg)
     })
     .collect();
-    until(
+    poll(
         "the agents to connect to the leader",
         Duration::from_secs(10),
         || async {
@@ -155,7 +97,7 @@ async fn a_deposed_leader_is_fenced_and_the_other_replica_finishes_the_rollout()
 
     // A write on the follower is refused with the leader's address; the client follows it.
     let create = v1::CreateRolloutRequest {
-        manifest: ROLLOUT.into(),
+        manifest: fleet_rollout("podinfo:6.0.1", &["us-east-1", "eu-west-1"]),
         actor: "test".into(),
         ..Default::default()
     };
@@ -173,7 +115,7 @@ async fn a_deposed_leader_is_fenced_and_the_other_replica_finishes_the_rollout()
     .unwrap();
 
     // The follower reads the rollout from etcd.
-    until("us-1 to run", Duration::from_secs(10), || async {
+    poll("us-1 to run", Duration::from_secs(10), || async {
         started(&get(&b.url(), "podinfo-6-0-1").await, "us-1") == 1
     })
     .await;
@@ -208,13 +150,13 @@ async fn a_deposed_leader_is_fenced_and_the_other_replica_finishes_the_rollout()
     assert!(la.check().is_err(), "a stepped down");
 
     // B takes over, the agents follow, the rollout completes there.
-    until("b to lead", Duration::from_secs(10), || async {
+    poll("b to lead", Duration::from_secs(10), || async {
         lb.check().is_ok()
     })
     .await;
     assert_eq!(fleet_status(&a).await, ServingStatus::NotServing);
     assert_eq!(fleet_status(&b).await, ServingStatus::Serving);
-    until("the rollout to succeed", Duration::from_secs(60), || async {
+    poll("the rollout to succeed", Duration::from_secs(60), || async {
         get(&b.url(), "podinfo-6-0-1").await.phase == "Succeeded"
     })
     .await;

@@ -5,36 +5,17 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use aviary_coordinator::etcd::{Etcd, EtcdConfig, EtcdLeadership, EtcdStore};
-use aviary_coordinator::sim::{Outcome, SimAgent, SimCanary, SimConfig};
+use aviary_coordinator::sim::{Outcome, SimAgent};
 use aviary_coordinator::{Coordinator, Leadership};
-use aviary_core::fleet::Revision;
 use aviary_proto::v1;
 use aviary_testkit::etcd::LocalEtcd;
-use common::fleet;
+use common::{NAME, NS, create, etcd_replica, fleet, poll, sim_config, start_etcd};
 
-async fn replica(etcd: &LocalEtcd) -> (Coordinator, Arc<EtcdLeadership>) {
-    let cfg = EtcdConfig::new(&etcd.endpoints_csv()).unwrap();
-    let leadership = EtcdLeadership::new(Etcd::connect(&cfg.endpoints).await.unwrap(), &cfg);
-    let store = Arc::new(EtcdStore::new(&cfg, &leadership));
-    let mut config = common::config();
-    config.heartbeat = Duration::from_secs(1);
-    config.store = store;
-    config.leadership = leadership.clone();
-    (Coordinator::start(config).await.unwrap(), leadership)
-}
-
-async fn until<F: Fn() -> Fut, Fut: Future<Output = bool>>(what: &str, limit: Duration, f: F) {
-    tokio::time::timeout(limit, async {
-        while !f().await {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("timed out after {limit:?} waiting for {what}"));
+/// The rollout of the tests: podinfo 6.0.1 to us-east-1.
+fn rollout() -> String {
+    aviary_testkit::manifests::fleet_rollout("podinfo:6.0.1", &["us-east-1"])
 }
 
 async fn get(url: &str, name: &str) -> Result<v1::Rollout, tonic::Status> {
@@ -44,24 +25,29 @@ async fn get(url: &str, name: &str) -> Result<v1::Rollout, tonic::Status> {
         .map(|r| r.into_inner())
 }
 
-async fn start_etcd(test: &str) -> Option<LocalEtcd> {
-    let bin = LocalEtcd::binary_or_skip(test)?;
-    Some(
-        tokio::task::spawn_blocking(move || LocalEtcd::start(&bin, 1))
-            .await
-            .unwrap()
-            .unwrap(),
-    )
+/// A replica on `etcd`, once it leads.
+async fn leader(etcd: &LocalEtcd, name: &str) -> Coordinator {
+    let (c, leadership) = etcd_replica(etcd, None).await;
+    poll(&format!("{name} to lead"), Duration::from_secs(10), || async {
+        leadership.check().is_ok()
+    })
+    .await;
+    c
 }
 
-const ROLLOUT: &str = "apiVersion: aviary.dev/v1alpha1
-kind: FleetRollout
-metadata: {name: podinfo-6-0-1}
-spec:
-  canary: {namespace: test, name: podinfo}
-  revision: {containerImages: {podinfod: 'podinfo:6.0.1'}}
-  byRegion: [us-east-1]
-";
+/// The simulated agent of us-1 at `c`, once connected.
+async fn connected_agent(c: &Coordinator, tick: Option<Duration>) -> SimAgent {
+    let mut cfg = sim_config(&c.url(), "us-1", "us-east-1");
+    if let Some(tick) = tick {
+        cfg.tick = tick;
+    }
+    let agent = SimAgent::spawn(cfg);
+    poll("the agent to connect", Duration::from_secs(10), || async {
+        agent.is_connected()
+    })
+    .await;
+    agent
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_infinite_metric_is_read_back_after_a_restart() {
@@ -69,41 +55,13 @@ async fn an_infinite_metric_is_read_back_after_a_restart() {
     let Some(etcd) = start_etcd("an_infinite_metric_is_read_back_after_a_restart").await else {
         return;
     };
-    let (a, la) = replica(&etcd).await;
-    until("a to lead", Duration::from_secs(10), || async {
-        la.check().is_ok()
-    })
-    .await;
-
-    let rev = Revision {
-        container_images: [("podinfod".to_string(), "podinfo:6.0.0".to_string())].into(),
-        version: String::new(),
-    };
-    let mut cfg = SimConfig::new(
-        &a.url(),
-        "us-1",
-        "us-east-1",
-        vec![SimCanary::new("test", "podinfo", rev)],
-    );
-    cfg.tick = Duration::from_millis(200);
-    cfg.tls = common::agent_tls("us-1");
-    let agent = SimAgent::spawn(cfg);
-    agent.set_outcome("test", "podinfo", Outcome::Fail);
-    agent.set_metric("test", "podinfo", "request-duration-p99", f64::INFINITY);
-    agent.set_metric("test", "podinfo", "error-ratio", f64::NAN);
-    until("the agent to connect", Duration::from_secs(10), || async {
-        agent.is_connected()
-    })
-    .await;
-    fleet(&a.url())
-        .create_rollout(v1::CreateRolloutRequest {
-            manifest: ROLLOUT.into(),
-            actor: "test".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    until(
+    let a = leader(&etcd, "a").await;
+    let agent = connected_agent(&a, Some(Duration::from_millis(200))).await;
+    agent.set_outcome(NS, NAME, Outcome::Fail);
+    agent.set_metric(NS, NAME, "request-duration-p99", f64::INFINITY);
+    agent.set_metric(NS, NAME, "error-ratio", f64::NAN);
+    create(&a, &rollout()).await.unwrap();
+    poll(
         "the rollout to fail on its metrics",
         Duration::from_secs(30),
         || async {
@@ -117,11 +75,7 @@ async fn an_infinite_metric_is_read_back_after_a_restart() {
     a.shutdown().await.unwrap();
 
     // The next leader loads the record that holds +Inf and NaN.
-    let (b, lb) = replica(&etcd).await;
-    until("b to lead", Duration::from_secs(10), || async {
-        lb.check().is_ok()
-    })
-    .await;
+    let b = leader(&etcd, "b").await;
     let r = get(&b.url(), "podinfo-6-0-1")
         .await
         .expect("the new leader reads the rollout back");
@@ -158,37 +112,13 @@ async fn an_undecodable_record_is_quarantined_and_the_rest_loads() {
     .unwrap();
     raw.put("/aviary/clusters/eu-9", "not json", None).await.unwrap();
 
-    let (a, la) = replica(&etcd).await;
-    until("a to lead", Duration::from_secs(10), || async {
-        la.check().is_ok()
-    })
-    .await;
-    let rev = Revision {
-        container_images: [("podinfod".to_string(), "podinfo:6.0.0".to_string())].into(),
-        version: String::new(),
-    };
-    let mut cfg = SimConfig::new(
-        &a.url(),
-        "us-1",
-        "us-east-1",
-        vec![SimCanary::new("test", "podinfo", rev)],
-    );
-    cfg.tls = common::agent_tls("us-1");
-    let agent = SimAgent::spawn(cfg);
-    until("the agent to connect", Duration::from_secs(10), || async {
-        agent.is_connected()
-    })
-    .await;
-    let mut fleet = fleet(&a.url());
+    let a = leader(&etcd, "a").await;
+    let agent = connected_agent(&a, None).await;
     // The leader serves: the bad keys did not keep it from loading.
-    fleet
-        .create_rollout(v1::CreateRolloutRequest {
-            manifest: ROLLOUT.into(),
-            actor: "test".into(),
-            ..Default::default()
-        })
+    create(&a, &rollout())
         .await
         .expect("the leader loaded the rest and serves");
+    let mut fleet = fleet(&a.url());
     let list = fleet
         .list_rollouts(v1::ListRolloutsRequest::default())
         .await
@@ -217,12 +147,7 @@ async fn an_undecodable_record_is_quarantined_and_the_rest_loads() {
         e.message()
     );
     // The name stays taken until someone deletes the key.
-    let e = fleet
-        .create_rollout(v1::CreateRolloutRequest {
-            manifest: ROLLOUT.replace("podinfo-6-0-1", "broken"),
-            actor: "test".into(),
-            ..Default::default()
-        })
+    let e = create(&a, &rollout().replace("podinfo-6-0-1", "broken"))
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::AlreadyExists, "{e:?}");

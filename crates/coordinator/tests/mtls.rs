@@ -15,21 +15,13 @@ use aviary_coordinator::security::auth::token_hash;
 use aviary_coordinator::security::certs::{self, DEFAULT_TRUST_DOMAIN as TD};
 use aviary_coordinator::sim::SimAgent;
 use aviary_proto::v1;
+use aviary_testkit::manifests::fleet_rollout;
 use common::*;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
-
-const MANIFEST: &str = "apiVersion: aviary.dev/v1alpha1
-kind: FleetRollout
-metadata: {name: podinfo-6-0-1}
-spec:
-  canary: {namespace: test, name: podinfo}
-  revision: {containerImages: {podinfod: 'ghcr.io/stefanprodan/podinfo:6.0.1'}}
-  byRegion: [us-east-1]
-";
 
 fn pki(dir: &Path) {
     certs::init(dir, &[]).unwrap();
@@ -73,6 +65,19 @@ async fn start(dir: &Path) -> Coordinator {
     tls_coordinator(dir).await
 }
 
+/// The agent of us-1 with `dir`'s certificate, analyses of `steps` ticks, once connected.
+async fn connected_us1(c: &Coordinator, dir: &Path, steps: u32) -> SimAgent {
+    let mut cfg = agent_config(c, "us-1", "us-east-1");
+    cfg.tls = ClientTls::from_dir(dir, "us-1");
+    cfg.steps = steps;
+    let agent = SimAgent::spawn(cfg);
+    eventually("us-1 to connect", Duration::from_secs(20), || async {
+        agent.is_connected().then_some(())
+    })
+    .await;
+    agent
+}
+
 fn ca_only(dir: &Path) -> ClientTls {
     ClientTls {
         ca: Some(dir.join(certs::CA)),
@@ -84,7 +89,7 @@ async fn create(c: &Coordinator, tls: &ClientTls, actor: &str) -> Result<v1::Rol
     fleet_client_with(&c.url(), tls)
         .unwrap()
         .create_rollout(v1::CreateRolloutRequest {
-            manifest: MANIFEST.into(),
+            manifest: fleet_rollout("ghcr.io/stefanprodan/podinfo:6.0.1", &["us-east-1"]),
             actor: actor.into(),
             ..Default::default()
         })
@@ -144,14 +149,7 @@ async fn identities_come_from_certificates_and_roles_gate_the_verbs() {
     );
 
     // The agent of us-1 connects with its certificate.
-    let mut cfg = agent_config(&c, "us-1", "us-east-1");
-    cfg.tls = ClientTls::from_dir(dir, "us-1");
-    cfg.steps = 30;
-    let agent = SimAgent::spawn(cfg);
-    eventually("us-1 to connect", Duration::from_secs(20), || async {
-        agent.is_connected().then_some(())
-    })
-    .await;
+    let agent = connected_us1(&c, dir, 30).await;
 
     // Another cluster's name with us-1's certificate is refused.
     let (tx, rx) = mpsc::channel(4);
@@ -287,14 +285,7 @@ async fn certificates_rotate_in_the_middle_of_a_rollout_without_a_restart() {
     let dir = tmp.path();
     pki(dir);
     let c = start(dir).await;
-    let mut cfg = agent_config(&c, "us-1", "us-east-1");
-    cfg.tls = ClientTls::from_dir(dir, "us-1");
-    cfg.steps = 6;
-    let agent = SimAgent::spawn(cfg);
-    eventually("us-1 to connect", Duration::from_secs(20), || async {
-        agent.is_connected().then_some(())
-    })
-    .await;
+    let agent = connected_us1(&c, dir, 6).await;
     let carol = ClientTls::from_dir(dir, "carol");
     create(&c, &carol, "ci").await.unwrap();
     let before = served_cert(c.local_addr(), &dir.join(certs::CA)).await;

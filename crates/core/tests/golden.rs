@@ -173,13 +173,7 @@ async fn event_webhook_sequence() {
     let got: Vec<(&str, CanaryPhase)> = events.iter().map(|(m, p)| (m.as_str(), *p)).collect();
     assert_eq!(got, want);
     // event payloads carry Flagger's metadata keys
-    let first = sim
-        .fakes
-        .hooks
-        .calls()
-        .into_iter()
-        .find(|c| c.kind == HookType::Event)
-        .unwrap();
+    let first = first_hook(&sim, HookType::Event);
     assert_eq!(first.payload.metadata["eventType"], "Normal");
     assert!(first.payload.metadata["timestamp"].parse::<i64>().is_ok());
     assert_eq!(first.payload.name, "podinfo");

@@ -121,13 +121,7 @@ async fn a_rollback_posts_canary_failed_with_phase_failed() {
             ("Post-rollout check post passed", Progressing),
         ])
     );
-    let post = sim
-        .fakes
-        .hooks
-        .calls()
-        .into_iter()
-        .find(|c| c.kind == HookType::PostRollout)
-        .unwrap();
+    let post = first_hook(&sim, HookType::PostRollout);
     assert_eq!(post.payload.phase, Failed);
 }
 

@@ -19,18 +19,10 @@ fn with_metrics(metrics: &str) -> Simulation {
     for m in sim.canary.analysis().metrics.clone().unwrap_or_default() {
         let Some(r) = &m.template_ref else { continue };
         let name = r.name.clone().unwrap_or_default();
-        let mut t = aviary_api::MetricTemplate::new(
-            &name,
-            aviary_api::MetricTemplateSpec {
-                provider: Some(aviary_api::metric_template::MetricProvider {
-                    type_: Some("prometheus".into()),
-                    ..Default::default()
-                }),
-                query: Some(format!("{name}{{ns=\"{{{{ namespace }}}}\"}}")),
-            },
-        );
-        t.metadata.namespace = Some("default".into());
-        sim.fakes.metrics.add_template(t);
+        let query = format!("{name}{{ns=\"{{{{ namespace }}}}\"}}");
+        sim.fakes
+            .metrics
+            .add_template(template(&name, "prometheus", &query));
     }
     sim
 }
@@ -108,26 +100,24 @@ async fn an_empty_threshold_range_wins_over_the_deprecated_threshold() {
 /// does not for the duration.
 #[tokio::test]
 async fn no_values_texts_of_the_built_ins() {
-    let mut sim = with_metrics("    - name: request-duration\n      thresholdRange: {max: 500}\n");
-    sim.fakes
-        .metrics
-        .script("request-duration", vec![Answer::NoValues]);
-    assert_eq!(
-        checked_tick(&mut sim).await,
-        [
-            "Halt advancement no values found for istio metric request-duration probably podinfo.default is not receiving traffic"
-        ]
-    );
-    let mut sim = with_metrics("    - name: request-success-rate\n      thresholdRange: {min: 99}\n");
-    sim.fakes
-        .metrics
-        .script("request-success-rate", vec![Answer::NoValues]);
-    assert_eq!(
-        checked_tick(&mut sim).await,
-        [
-            "Halt advancement no values found for istio metric request-success-rate probably podinfo.default is not receiving traffic: no values found"
-        ]
-    );
+    for (metric, threshold, warning) in [
+        (
+            "request-duration",
+            "{max: 500}",
+            "Halt advancement no values found for istio metric request-duration probably podinfo.default is not receiving traffic",
+        ),
+        (
+            "request-success-rate",
+            "{min: 99}",
+            "Halt advancement no values found for istio metric request-success-rate probably podinfo.default is not receiving traffic: no values found",
+        ),
+    ] {
+        let mut sim = with_metrics(&format!(
+            "    - name: {metric}\n      thresholdRange: {threshold}\n"
+        ));
+        sim.fakes.metrics.script(metric, vec![Answer::NoValues]);
+        assert_eq!(checked_tick(&mut sim).await, [warning], "{metric}");
+    }
 }
 
 /// runAnalysis (scheduler.go:765-773) runs every built-in and inline query first, in list order
@@ -243,20 +233,7 @@ async fn query_templates_are_go_templates() {
         "    interval: 1m\n    threshold: 5\n    stepWeight: 50\n    metrics:\n    - name: errors\n      templateRef: {name: cloudwatch}\n      thresholdRange: {max: 1}\n    - name: typo\n      templateRef: {name: typo}\n      thresholdRange: {max: 1}\n",
     );
     let sim = Simulation::new(c);
-    let mk = |name: &str, query: &str| {
-        let mut t = aviary_api::MetricTemplate::new(
-            name,
-            aviary_api::MetricTemplateSpec {
-                provider: Some(aviary_api::metric_template::MetricProvider {
-                    type_: Some("cloudwatch".into()),
-                    ..Default::default()
-                }),
-                query: Some(query.into()),
-            },
-        );
-        t.metadata.namespace = Some("default".into());
-        t
-    };
+    let mk = |name: &str, query: &str| template(name, "cloudwatch", query);
     let cloudwatch = r#"[{"Id": "e1", "MetricStat": {"Metric": {"Dimensions": [{"Name": "app", "Value": "{{ name }}.{{ namespace }}"}]}}}]"#;
     sim.fakes.metrics.add_template(mk("cloudwatch", cloudwatch));
     sim.fakes

@@ -498,20 +498,7 @@ async fn template_metrics_render_and_check() {
         "    interval: 1m\n    threshold: 5\n    stepWeight: 50\n    metrics:\n    - name: error-rate\n      templateRef: {name: error-rate}\n      thresholdRange: {max: 1}\n      templateVariables: {cluster: eu}\n    - name: broken\n      templateRef: {name: broken}\n      thresholdRange: {max: 1}\n",
     );
     let mut sim = Simulation::new(c);
-    let mk = |name: &str, query: &str| {
-        let mut t = aviary_api::MetricTemplate::new(
-            name,
-            aviary_api::MetricTemplateSpec {
-                provider: Some(aviary_api::metric_template::MetricProvider {
-                    type_: Some("prometheus".into()),
-                    ..Default::default()
-                }),
-                query: Some(query.into()),
-            },
-        );
-        t.metadata.namespace = Some("default".into());
-        t
-    };
+    let mk = |name: &str, query: &str| template(name, "prometheus", query);
     sim.fakes.metrics.add_template(mk(
         "error-rate",
         "rate{ns=\"{{ namespace }}\",c=\"{{ variables.cluster }}\"}[{{ interval }}]",

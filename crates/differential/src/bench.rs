@@ -61,6 +61,9 @@ pub struct Window {
     pub controller_cpu: f64,
     /// Largest resident set of the controller seen, MiB.
     pub controller_rss_mib: f64,
+    /// The machine's 1-minute load average, mean of the samples taken during the window (the
+    /// machine is shared: other work skews CPU and lateness).
+    pub machine_load: f64,
 }
 
 impl Window {
@@ -125,9 +128,23 @@ pub async fn run(opts: &Options) -> Result<Vec<Run>> {
     Ok(out)
 }
 
-/// Writes `results.json` and the plot for the runs so far (a long benchmark keeps what it has).
+/// Writes `results.json` and the plot for the runs so far (a long benchmark keeps what it has),
+/// keeping the runs of earlier invocations in the same directory for the other (controller,
+/// size) pairs, so points can be measured one at a time.
 fn save(opts: &Options, runs: &[Run]) -> Result<()> {
     let results = opts.logs.join("results.json");
+    let earlier = std::fs::read_to_string(&results)
+        .ok()
+        .and_then(|t| serde_json::from_str::<Vec<Value>>(&t).ok())
+        .unwrap_or_default();
+    let mut runs: Vec<Run> = earlier
+        .iter()
+        .filter_map(from_json)
+        .filter(|e| !runs.iter().any(|r| r.side == e.side && r.canaries == e.canaries))
+        .chain(runs.iter().cloned())
+        .collect();
+    runs.sort_by_key(|r| (r.canaries, r.side.name()));
+    let runs = &runs[..];
     let json = serde_json::to_string_pretty(&to_json(runs)).unwrap_or_default();
     std::fs::write(&results, json).map_err(|e| Error::io(format!("writing {}", results.display()), e))?;
     if let Some(plot) = &opts.plot {
@@ -322,10 +339,12 @@ async fn measure(pids: &Pids, audit: &Path, user: &str, window: Duration) -> Win
     let before = (cpu(pids.apiserver), cpu(pids.etcd), cpu(pids.controller));
     let t = Instant::now();
     let mut rss: f64 = 0.0;
+    let mut loads = Vec::new();
     while t.elapsed() < window {
         if let Some(r) = pids.controller.and_then(rss_mib) {
             rss = rss.max(r);
         }
+        loads.extend(load_average());
         tokio::time::sleep(Duration::from_secs(5).min(window.saturating_sub(t.elapsed()))).await;
     }
     let seconds = t.elapsed().as_secs_f64();
@@ -347,7 +366,18 @@ async fn measure(pids: &Pids, audit: &Path, user: &str, window: Duration) -> Win
         etcd_cpu: used(before.1, after.1),
         controller_cpu: used(before.2, after.2),
         controller_rss_mib: rss,
+        machine_load: loads.iter().sum::<f64>() / loads.len().max(1) as f64,
     }
+}
+
+/// The 1-minute load average (`/proc/loadavg`).
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn file_len(p: &Path) -> u64 {
@@ -467,9 +497,11 @@ pub fn lateness(arrivals: &[(String, Instant)], from: Instant, to: Instant, inte
 /// One line of the results table.
 pub fn row(r: &Run) -> String {
     format!(
-        "{:8} {:6} | idle {:7.1} req/s {:5.2} req/canary/interval, apiserver {:4.2} etcd {:4.2} controller {:4.2} cores, RSS {:6.1} MiB | analysing ({}/{} after {:.0}s) {:7.1} req/s {:5.2} req/canary/interval, apiserver {:4.2} etcd {:4.2} controller {:4.2} cores, RSS {:6.1} MiB, lateness p50 {:.2}s p99 {:.2}s max {:.2}s ({} analyses)",
+        "{:8} {:6} | load {:4.1}/{:4.1} | idle {:7.1} req/s {:5.2} req/canary/interval, apiserver {:4.2} etcd {:4.2} controller {:4.2} cores, RSS {:6.1} MiB | analysing ({}/{} after {:.0}s) {:7.1} req/s {:5.2} req/canary/interval, apiserver {:4.2} etcd {:4.2} controller {:4.2} cores, RSS {:6.1} MiB, lateness p50 {:.2}s p99 {:.2}s max {:.2}s ({} analyses)",
         r.side.name(),
         r.canaries,
+        r.idle.machine_load,
+        r.analysis.machine_load,
         r.idle.requests_per_second(),
         r.per_canary_interval(&r.idle),
         r.idle.apiserver_cpu,
@@ -505,6 +537,7 @@ pub fn to_json(runs: &[Run]) -> Value {
             "etcd_cores": w.etcd_cpu,
             "controller_cores": w.controller_cpu,
             "controller_rss_mib": w.controller_rss_mib,
+            "machine_load": w.machine_load,
         })
     };
     json!(runs
@@ -522,6 +555,52 @@ pub fn to_json(runs: &[Run]) -> Value {
             "lateness_seconds": {"analyses": r.lateness.gaps, "p50": r.lateness.p50, "p99": r.lateness.p99, "max": r.lateness.max},
         }))
         .collect::<Vec<_>>())
+}
+
+/// A run back from [`to_json`] (`None` when it is not one).
+pub fn from_json(v: &Value) -> Option<Run> {
+    let window = |w: &Value| -> Option<Window> {
+        let counts = |c: &Value| -> Counts {
+            c.as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, n)| (k.clone(), n.as_u64().unwrap_or(0)))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let f = |k: &str| w[k].as_f64().unwrap_or(f64::NAN);
+        Some(Window {
+            seconds: w["seconds"].as_f64()?,
+            by_verb: counts(&w["requests_by_verb"]),
+            by_call: counts(&w["requests_by_call"]),
+            apiserver_cpu: f("apiserver_cores"),
+            etcd_cpu: f("etcd_cores"),
+            controller_cpu: f("controller_cores"),
+            controller_rss_mib: f("controller_rss_mib"),
+            machine_load: f("machine_load"),
+        })
+    };
+    let side = Side::BOTH.into_iter().find(|s| v["controller"] == s.name())?;
+    let late = &v["lateness_seconds"];
+    let f = |x: &Value| x.as_f64().unwrap_or(f64::NAN);
+    Some(Run {
+        side,
+        canaries: usize::try_from(v["canaries"].as_u64()?).ok()?,
+        initialized: usize::try_from(v["initialized"].as_u64()?).ok()?,
+        init_seconds: f(&v["initialization_seconds"]),
+        idle: window(&v["idle"])?,
+        analysing: usize::try_from(v["analysing"].as_u64()?).ok()?,
+        start_seconds: f(&v["analysis_start_seconds"]),
+        analysis: window(&v["analysis"])?,
+        lateness: Lateness {
+            gaps: usize::try_from(late["analyses"].as_u64()?).ok()?,
+            p50: f(&late["p50"]),
+            p99: f(&late["p99"]),
+            max: f(&late["max"]),
+        },
+        interval: Duration::from_secs(v["interval_seconds"].as_u64()?),
+    })
 }
 
 /// A chart's title and its lines (controller, label, points).
@@ -687,5 +766,40 @@ mod tests {
         assert_eq!(l.gaps, 3);
         assert!((l.max - 3.0).abs() < 1e-6, "{l:?}");
         assert!((l.p50 - 0.5).abs() < 1e-6, "{l:?}");
+    }
+
+    #[test]
+    fn results_read_back_as_written() {
+        let window = Window {
+            seconds: 30.0,
+            by_verb: [("get".to_string(), 7)].into(),
+            by_call: [("get deployments".to_string(), 7)].into(),
+            apiserver_cpu: 0.5,
+            etcd_cpu: f64::NAN,
+            controller_cpu: 0.1,
+            controller_rss_mib: 50.0,
+            machine_load: 3.5,
+        };
+        let run = Run {
+            side: Side::Aviary,
+            canaries: 100,
+            initialized: 100,
+            init_seconds: 12.0,
+            idle: window.clone(),
+            analysing: 99,
+            start_seconds: 20.0,
+            analysis: window,
+            lateness: Lateness {
+                gaps: 300,
+                p50: 0.0,
+                p99: 0.2,
+                max: 0.3,
+            },
+            interval: Duration::from_secs(10),
+        };
+        let json = to_json(std::slice::from_ref(&run));
+        let back: Vec<Run> = json.as_array().unwrap().iter().filter_map(from_json).collect();
+        assert_eq!(back.len(), 1);
+        assert_eq!(to_json(&back), json);
     }
 }

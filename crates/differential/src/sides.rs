@@ -10,7 +10,6 @@
 //! docs/compatibility.md).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use aviary_testkit::{Cluster, Supervised};
 use serde_json::Value;
@@ -149,23 +148,11 @@ pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// Builds Flagger with `tests/flagger/build.sh` (the control plane's build-script runner).
 fn build_flagger() -> Result<PathBuf> {
     let script = repo().join("tests/flagger/build.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(|e| Error::io(format!("running {}", script.display()), e))?;
-    if !out.status.success() {
-        return Err(Error::Setup(format!(
-            "{} failed ({}): Flagger could not be built; see its output above, or set {FLAGGER_DIR_ENV}",
-            script.display(),
-            out.status
-        )));
-    }
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    Ok(PathBuf::from(stdout.lines().last().unwrap_or_default().trim()))
+    aviary_testkit::control_plane::binaries::run_build_script(&script, FLAGGER_DIR_ENV)
+        .map_err(|e| Error::Setup(format!("{e}: Flagger could not be built")))
 }
 
 /// Installs the Canary CRDs and the side's RBAC on `cluster`, and writes a kubeconfig with its

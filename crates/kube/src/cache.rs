@@ -1,9 +1,8 @@
 //! Watch-backed read caches: what every analysis tick reads (the Canary before its status is
 //! written, the target and primary Deployments, the Services, the router's objects) comes from a watch per kind and namespace instead of a GET,
 //! so an idle canary costs the API server nothing between changes (Flagger GETs them all on
-//! every tick: about 15 requests per canary per interval). Opt-in (`aviary agent --watch-cache`):
-//! at 500 canaries on a loaded test machine a cached Deployment stayed behind the API server for
-//! minutes, unexplained so far (docs/benchmarks.md, "Kubernetes scale").
+//! every tick: about 15 requests per canary per interval). On with `aviary agent --watch-cache`
+//! (not yet the default: not yet shown to hold at 500 and 1,000 canaries).
 //!
 //! A cache answers only when it is in step with the API server: its watch has listed and is
 //! running, and no write of ours to that object is still on its way back through the watch (a
@@ -12,14 +11,24 @@
 //! `list`/`watch` permission, the CRD is missing) or a broken watch — reads fall back to GETs.
 //! Writes are never served from here: a read-modify-write whose cached copy was stale fails its
 //! resourceVersion precondition and is retried with a fresh GET.
+//!
+//! A watch can fall behind without an error (seen at 500 canaries on a loaded machine: a cached
+//! Deployment stayed minutes behind the API server). So every [`CHECK_EVERY`] each store is
+//! compared with a metadata-only list of its kind and namespace (fetched beside the watch). A
+//! store answers only while its last check that found it in step is less than [`FRESH_LIMIT`]
+//! old; an object the watch has still not brought up to the listed version [`CHECK_GRACE`]
+//! later, in two checks in a row, starts the watch over from a fresh list (logged as a warning).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt as _;
 use futures::StreamExt as _;
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 use kube::Client;
-use kube::api::{Api, DynamicObject};
+use kube::api::{Api, DynamicObject, ListParams};
 use kube::runtime::WatchStreamExt as _;
 use kube::runtime::watcher::{self, Event};
 use parking_lot::Mutex;
@@ -31,8 +40,8 @@ use crate::client::{
     SERVICE, VIRTUAL_SERVICE,
 };
 
-/// The kinds read on every tick (`--watch-cache` needs `list`/`watch` on them, which deploy/rbac
-/// does not grant while the cache is experimental: it then falls back to GETs). ConfigMaps and
+/// The kinds read on every tick (the cache needs `list`/`watch` on them, granted in deploy/rbac;
+/// without them it falls back to GETs). ConfigMaps and
 /// Secrets are not cached: there can be many, and Secrets should not sit in memory.
 pub const CACHED_KINDS: [Kind; 9] = [
     CANARY,
@@ -49,6 +58,18 @@ pub const CACHED_KINDS: [Kind; 9] = [
 /// A write not seen back through the watch after this long no longer holds reads back (the
 /// watch may have re-listed past it).
 const PENDING_LIMIT: Duration = Duration::from_secs(30);
+
+/// How often a store is compared with a list of the names and resourceVersions the API server
+/// has (one request per kind and namespace, whatever the number of canaries).
+const CHECK_EVERY: Duration = Duration::from_secs(10);
+
+/// How long after that list the watch may take to have delivered what it showed.
+const CHECK_GRACE: Duration = Duration::from_secs(5);
+
+/// A store answers only while its last check (or list) was asked for less than this long ago:
+/// a watch that stopped delivering without an error (its re-watch queued behind other requests
+/// on an overloaded API server) serves copies at most this old, then reads GET.
+const FRESH_LIMIT: Duration = Duration::from_secs(30);
 
 /// The caches of one client, one watch per (kind, namespace) started on first read.
 pub struct ReadCache {
@@ -90,6 +111,11 @@ struct State {
     disabled: bool,
     objects: HashMap<String, Value>,
     pending: HashMap<String, Pending>,
+    /// Names the watch showed deleted since the last check began.
+    deleted: HashSet<String>,
+    /// The store was last shown in step with a list asked for at this time (a check, or the
+    /// watch's own list).
+    checked: Option<Instant>,
 }
 
 impl ReadCache {
@@ -112,7 +138,7 @@ impl ReadCache {
         }
         let store = self.store(kind, namespace)?;
         let s = store.state.lock();
-        if !s.synced || s.disabled {
+        if !s.synced || s.disabled || s.checked.is_none_or(|t| t.elapsed() >= FRESH_LIMIT) {
             tracing::debug!(
                 "GET {} {namespace}/{name}: the watch is not in step",
                 kind.qualified()
@@ -177,7 +203,10 @@ impl ReadCache {
     }
 }
 
-/// Keeps a store in step with the API server until the cache is dropped.
+/// Keeps a store in step with the API server until the cache is dropped: applies the watch's
+/// events, and every [`CHECK_EVERY`] compares the store with a metadata-only list (fetched
+/// beside the watch, never holding its events up): in step, the store may answer for
+/// [`FRESH_LIMIT`] more; behind twice in a row, the watch starts over from a fresh list.
 async fn follow(
     api: Api<DynamicObject>,
     store: Weak<Store>,
@@ -185,73 +214,190 @@ async fn follow(
     ns: String,
     stop: CancellationToken,
 ) {
-    let stream = watcher(api).default_backoff();
-    futures::pin_mut!(stream);
-    // Objects of a re-list in progress (they replace the store once complete).
-    let mut relist: Option<HashMap<String, Value>> = None;
+    let mut stream = watch(api.clone());
+    // A re-list in progress: when it began, and its objects (they replace the store once
+    // complete).
+    let mut relist: Option<(Instant, HashMap<String, Value>)> = None;
+    let mut tick = tokio::time::interval(CHECK_GRACE);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_check = Instant::now();
+    let mut listing: Option<BoxFuture<'static, Option<Check>>> = None;
+    let mut check: Option<Check> = None;
+    let mut behind_before = false;
     loop {
         let next = tokio::select! {
             _ = stop.cancelled() => return,
+            listed = async { listing.as_mut().expect("guarded").await }, if listing.is_some() => {
+                listing = None;
+                check = listed;
+                continue;
+            }
+            _ = tick.tick() => {
+                let Some(store) = store.upgrade() else { return };
+                let mut s = store.state.lock();
+                if let Some(c) = check.take_if(|c| c.returned.elapsed() >= CHECK_GRACE) {
+                    // After a re-list of the watch's own the next check decides.
+                    let behind = if s.synced && relist.is_none() { c.behind(&s) } else { 0 };
+                    if behind == 0 {
+                        s.checked = s.checked.max(Some(c.issued));
+                        behind_before = false;
+                    } else if !behind_before {
+                        // Not in step (reads GET once the last good check is too old); a
+                        // slow API server may only be late: the next check decides.
+                        behind_before = true;
+                    } else {
+                        tracing::warn!(
+                            "the watch of {} in {ns} was behind the API server on {behind} objects \
+                             {}s after a list showed them, twice in a row: watching again from a \
+                             fresh list",
+                            kind.qualified(),
+                            CHECK_GRACE.as_secs()
+                        );
+                        behind_before = false;
+                        s.synced = false;
+                        stream = watch(api.clone());
+                        relist = None;
+                    }
+                }
+                if listing.is_none() && check.is_none() && last_check.elapsed() >= CHECK_EVERY {
+                    last_check = Instant::now();
+                    s.deleted.clear();
+                    listing = Some(Check::list(api.clone(), kind, ns.clone()).boxed());
+                }
+                continue;
+            }
             next = stream.next() => next,
         };
         let (Some(next), Some(store)) = (next, store.upgrade()) else {
             return;
         };
         let mut s = store.state.lock();
-        match next {
-            Err(e) => {
-                if let Some(code) = unusable(&e) {
-                    tracing::warn!(
-                        "cannot watch {} in {ns} ({code}): reading them with a GET each time; \
-                         grant list and watch on them in the agent's ClusterRole (deploy/rbac/cluster-role.yaml)",
-                        kind.qualified()
-                    );
-                    s.disabled = true;
-                    return;
-                }
-                tracing::debug!(
-                    "watching {} in {ns}: {e}; reading with GETs until it is back",
+        if let Err(e) = next.map(|event| apply(&mut s, &mut relist, event)) {
+            if let Some(code) = unusable(&e) {
+                tracing::warn!(
+                    "cannot watch {} in {ns} ({code}): reading them with a GET each time; \
+                     grant list and watch on them in the agent's ClusterRole (deploy/rbac/cluster-role.yaml)",
                     kind.qualified()
                 );
-                s.synced = false;
+                s.disabled = true;
+                return;
             }
-            Ok(Event::Init) => relist = Some(HashMap::new()),
-            Ok(Event::InitApply(o)) => {
-                let (name, value) = entry(o);
-                relist.get_or_insert_default().insert(name, value);
-            }
-            Ok(Event::InitDone) => {
-                let objects = relist.take().unwrap_or_default();
-                // A list begun before a write of ours may not have it: such writes stay pending.
-                s.pending.retain(|name, p| match p {
-                    Pending::Version(v, _) => objects.get(name).is_none_or(|o| !reached(o, v)),
-                    Pending::Deleted(_) => objects.contains_key(name),
-                });
-                s.objects = objects;
-                s.synced = true;
-            }
-            Ok(Event::Apply(o)) => {
-                let (name, value) = entry(o);
-                if matches!(s.pending.get(&name), Some(Pending::Version(v, _)) if reached(&value, v)) {
-                    s.pending.remove(&name);
-                }
-                s.objects.insert(name, value);
-                s.synced = true;
-            }
-            Ok(Event::Delete(o)) => {
-                let (name, _) = entry(o);
-                if matches!(s.pending.get(&name), Some(Pending::Deleted(_))) {
-                    s.pending.remove(&name);
-                }
-                s.objects.remove(&name);
-                s.synced = true;
-            }
+            tracing::debug!(
+                "watching {} in {ns}: {e}; reading with GETs until it is back",
+                kind.qualified()
+            );
+            s.synced = false;
         }
     }
 }
 
-fn watcher(api: Api<DynamicObject>) -> impl futures::Stream<Item = watcher::Result<Event<DynamicObject>>> {
+/// Applies one watch event to the store.
+fn apply(s: &mut State, relist: &mut Option<(Instant, HashMap<String, Value>)>, event: Event<DynamicObject>) {
+    match event {
+        Event::Init => *relist = Some((Instant::now(), HashMap::new())),
+        Event::InitApply(o) => {
+            let (name, value) = entry(o);
+            relist
+                .get_or_insert_with(|| (Instant::now(), HashMap::new()))
+                .1
+                .insert(name, value);
+        }
+        Event::InitDone => {
+            let (began, objects) = relist.take().unwrap_or_else(|| (Instant::now(), HashMap::new()));
+            // A complete list is as good as a check.
+            s.checked = s.checked.max(Some(began));
+            // A list begun before a write of ours may not have it: such writes stay pending.
+            s.pending.retain(|name, p| match p {
+                Pending::Version(v, _) => objects.get(name).is_none_or(|o| !reached(o, v)),
+                Pending::Deleted(_) => objects.contains_key(name),
+            });
+            s.objects = objects;
+            s.synced = true;
+        }
+        Event::Apply(o) => {
+            let (name, value) = entry(o);
+            if matches!(s.pending.get(&name), Some(Pending::Version(v, _)) if reached(&value, v)) {
+                s.pending.remove(&name);
+            }
+            s.objects.insert(name, value);
+            s.synced = true;
+        }
+        Event::Delete(o) => {
+            let (name, _) = entry(o);
+            if matches!(s.pending.get(&name), Some(Pending::Deleted(_))) {
+                s.pending.remove(&name);
+            }
+            s.objects.remove(&name);
+            s.deleted.insert(name);
+            s.synced = true;
+        }
+    }
+}
+
+/// What a metadata-only list showed: the watch must have delivered it [`CHECK_GRACE`] later.
+struct Check {
+    /// When the list was asked for, and when it came back.
+    issued: Instant,
+    returned: Instant,
+    /// Name → resourceVersion of every listed object.
+    listed: HashMap<String, String>,
+    /// The list's own resourceVersion.
+    version: String,
+}
+
+impl Check {
+    /// Lists the namespace's objects of `kind` (names and versions only); `None` when the list
+    /// fails (the watch's own errors decide what happens then).
+    async fn list(api: Api<DynamicObject>, kind: Kind, ns: String) -> Option<Self> {
+        let issued = Instant::now();
+        match api.list_metadata(&ListParams::default()).await {
+            Ok(list) => Some(Self {
+                issued,
+                returned: Instant::now(),
+                listed: list
+                    .items
+                    .into_iter()
+                    .map(|o| {
+                        (
+                            o.metadata.name.unwrap_or_default(),
+                            o.metadata.resource_version.unwrap_or_default(),
+                        )
+                    })
+                    .collect(),
+                version: list.metadata.resource_version.unwrap_or_default(),
+            }),
+            Err(e) => {
+                tracing::debug!("checking the watch of {} in {ns}: {e}", kind.qualified());
+                None
+            }
+        }
+    }
+
+    /// How many objects the store still has older than the list: listed ones at an earlier
+    /// version or missing (not deleted since), and ones the list no longer had that the store
+    /// kept from before it.
+    fn behind(&self, s: &State) -> usize {
+        let stale = self
+            .listed
+            .iter()
+            .filter(|(name, v)| match s.objects.get(*name) {
+                Some(o) => !reached(o, v),
+                None => !s.deleted.contains(*name),
+            })
+            .count();
+        let deleted = s
+            .objects
+            .iter()
+            .filter(|(name, o)| !self.listed.contains_key(*name) && !reached(o, &self.version))
+            .count();
+        stale + deleted
+    }
+}
+
+fn watch(api: Api<DynamicObject>) -> BoxStream<'static, watcher::Result<Event<DynamicObject>>> {
     watcher::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed()
 }
 
 /// Whether `obj` is at resourceVersion `version` or later. Versions are opaque to clients, but
@@ -285,4 +431,37 @@ fn unusable(e: &watcher::Error) -> Option<u16> {
         _ => return None,
     };
     matches!(status, 403 | 404).then_some(status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(version: &str) -> Value {
+        json!({"metadata": {"resourceVersion": version}})
+    }
+
+    #[test]
+    fn a_check_counts_what_the_watch_has_not_brought_up_to_the_list() {
+        let check = Check {
+            issued: Instant::now(),
+            returned: Instant::now(),
+            listed: [("a", "10"), ("b", "12"), ("c", "7"), ("gone", "5")]
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .into(),
+            version: "20".into(),
+        };
+        let mut s = State::default();
+        s.objects.insert("a".into(), obj("10")); // as listed
+        s.objects.insert("b".into(), obj("11")); // behind
+        s.objects.insert("c".into(), obj("25")); // changed after the list
+        s.objects.insert("old".into(), obj("3")); // deleted before the list, still here
+        s.objects.insert("new".into(), obj("21")); // created after the list
+        s.deleted.insert("gone".into()); // deleted after the list
+        assert_eq!(check.behind(&s), 2);
+        s.objects.insert("b".into(), obj("12"));
+        s.objects.remove("old");
+        assert_eq!(check.behind(&s), 0);
+    }
 }

@@ -150,8 +150,7 @@ pub struct ClientSettings {
     pub qps: f64,
     pub burst: u32,
     /// Read what every tick reads from watches ([`crate::cache`]; `--watch-cache`). Off by
-    /// default: at 500 canaries on a loaded 2-core test machine a cached Deployment stayed
-    /// behind the API server for minutes (docs/benchmarks.md, "Kubernetes scale").
+    /// default until shown to hold at 500 and 1,000 canaries (docs/benchmarks.md).
     pub watch_cache: bool,
 }
 

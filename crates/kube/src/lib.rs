@@ -3,8 +3,9 @@
 //!
 //! - [`client`]: connecting (kubeconfig or in-cluster, client-side rate limit), objects as JSON,
 //!   read-modify-write with merge patches guarded by resourceVersion, retried on 409.
-//! - [`cache`]: (opt-in, `--watch-cache`) watch-backed reads of what every tick reads (Deployments, Services, router
-//!   objects), so idle canaries cost the API server nothing; GETs whenever it is not in step.
+//! - [`cache`]: (`--watch-cache`) watch-backed reads of what every tick reads (Deployments, Services, router
+//!   objects), so idle canaries cost the API server nothing; GETs whenever it is not in step,
+//!   a periodic metadata list to catch a watch that fell behind.
 //! - [`watch`]: watchers for Canary, MetricTemplate and AlertProvider feeding a [`CanarySink`]
 //!   (the actor supervisor) and the [`Watched`] caches; validation, the `finalizer.flagger.app`
 //!   finalizer and revert on deletion.

@@ -25,6 +25,11 @@ fn fast_config() -> ProcessSupervisorConfig {
     }
 }
 
+/// One replica of `sh -c SCRIPT` as group `name`.
+fn sh(name: &str, script: &str) -> GroupSpec {
+    spec(name, &["sh", "-c", script], 1)
+}
+
 fn spec(name: &str, command: &[&str], replicas: u32) -> GroupSpec {
     GroupSpec {
         name: name.to_owned(),
@@ -128,14 +133,9 @@ async fn a_killed_process_is_restarted() {
 async fn a_crash_loop_is_reported_with_the_last_output() {
     let supervisor = ProcessSupervisor::new(fast_config());
     let group = supervisor
-        .start(spec(
+        .start(sh(
             "test/broken",
-            &[
-                "sh",
-                "-c",
-                "echo starting on {{port}}; echo 'fatal: no config' >&2; exit 3",
-            ],
-            1,
+            "echo starting on {{port}}; echo 'fatal: no config' >&2; exit 3",
         ))
         .unwrap();
     let status = group
@@ -181,14 +181,9 @@ async fn long_output_lines_are_truncated_in_error_messages() {
         ..fast_config()
     });
     let group = supervisor
-        .start(spec(
+        .start(sh(
             "test/chatty",
-            &[
-                "sh",
-                "-c",
-                "head -c 1000000 /dev/zero | tr '\\0' x; echo; echo short; exit 3",
-            ],
-            1,
+            "head -c 1000000 /dev/zero | tr '\\0' x; echo; echo short; exit 3",
         ))
         .unwrap();
     let status = group
@@ -312,14 +307,9 @@ async fn output_goes_to_the_log_and_env_values_are_expanded() {
         ..fast_config()
     };
     let supervisor = ProcessSupervisor::new(config);
-    let mut spec = spec(
+    let mut spec = sh(
         "test/podinfo-canary",
-        &[
-            "sh",
-            "-c",
-            &format!("echo \"$GREETING\"; exec '{SAMPLE_APP}' --port {{{{port}}}}"),
-        ],
-        1,
+        &format!("echo \"$GREETING\"; exec '{SAMPLE_APP}' --port {{{{port}}}}"),
     );
     spec.env.insert(
         "GREETING".to_owned(),
@@ -358,17 +348,12 @@ async fn workloads_get_a_clean_environment() {
     let dir = tempfile::tempdir().unwrap();
     let dump = dir.path().join("env");
     let supervisor = ProcessSupervisor::new(fast_config());
-    let mut spec = spec(
+    let mut spec = sh(
         "test/env",
-        &[
-            "sh",
-            "-c",
-            &format!(
-                "env > '{}'; exec '{SAMPLE_APP}' --port {{{{port}}}}",
-                dump.display()
-            ),
-        ],
-        1,
+        &format!(
+            "env > '{}'; exec '{SAMPLE_APP}' --port {{{{port}}}}",
+            dump.display()
+        ),
     );
     spec.env.insert("GIVEN".to_owned(), "v{{version}}".to_owned());
     let group = supervisor.start(spec).unwrap();

@@ -313,24 +313,8 @@ async fn failures_are_errors_without_the_webhook_path_or_token() {
             )
         })
         .await;
-        let f = fixture(None);
-        f.secrets.insert(
-            "test",
-            "s",
-            [
-                ("address", format!("{}/services/T0/B0/XYZSECRET", server.url())),
-                ("token", "tok-abcdef".into()),
-            ],
-        );
-        f.store.insert_alert_provider(provider(
-            "p",
-            json!({"type": "slack", "secretRef": {"name": "s"}}),
-        ));
-        let e = f
-            .notifier
-            .notify(&canary(), Some(&to("p")), &alert(Severity::Error))
-            .await
-            .unwrap_err();
+        let address = format!("{}/services/T0/B0/XYZSECRET", server.url());
+        let e = slack_failure(address, "tok-abcdef").await;
         assert!(
             e.starts_with(&format!(
                 "slack alert to {} failed: 400 Bad Request",
@@ -347,36 +331,33 @@ async fn failures_are_errors_without_the_webhook_path_or_token() {
     .await;
 }
 
+/// The error of an alert through a Slack AlertProvider `p` whose Secret `s` holds `address` and
+/// `token`.
+async fn slack_failure(address: String, token: &str) -> String {
+    let f = fixture(None);
+    f.secrets
+        .insert("test", "s", [("address", address), ("token", token.into())]);
+    f.store.insert_alert_provider(provider(
+        "p",
+        json!({"type": "slack", "secretRef": {"name": "s"}}),
+    ));
+    f.notifier
+        .notify(&canary(), Some(&to("p")), &alert(Severity::Error))
+        .await
+        .unwrap_err()
+}
+
 /// Issue 15: a receiver that quotes the request back (its path piece by piece, the token,
 /// percent-encoded and JSON-escaped) gets none of it into the error, which is bounded.
 #[tokio::test]
 async fn an_echoing_receiver_gets_no_secret_into_the_error() {
     bounded(LIMIT, async {
         let server = Server::start(|r, _| Reply::new(400, common::echo_everything(r))).await;
-        let f = fixture(None);
-        f.secrets.insert(
-            "test",
-            "s",
-            [
-                (
-                    "address",
-                    format!(
-                        "{}/services/T0ABC123/B0DEF456/xoxbSecretTokenValue1?thread=key%2Fvalue9",
-                        server.url()
-                    ),
-                ),
-                ("token", "tok-abc/def+ghi".into()),
-            ],
+        let address = format!(
+            "{}/services/T0ABC123/B0DEF456/xoxbSecretTokenValue1?thread=key%2Fvalue9",
+            server.url()
         );
-        f.store.insert_alert_provider(provider(
-            "p",
-            json!({"type": "slack", "secretRef": {"name": "s"}}),
-        ));
-        let e = f
-            .notifier
-            .notify(&canary(), Some(&to("p")), &alert(Severity::Error))
-            .await
-            .unwrap_err();
+        let e = slack_failure(address, "tok-abc/def+ghi").await;
         for secret in [
             "T0ABC123",
             "B0DEF456",

@@ -306,16 +306,7 @@ async fn echoing_metric_backends_get_no_credential_into_errors() {
         let builtins = PrometheusBuiltins::new(in_address.clone(), "kubernetes").unwrap();
         let mut canary = canary_with(json!([{"name": "request-success-rate", "interval": "1m"}]));
         canary.spec.metrics_server = Some(in_address);
-        let model = aviary_core::ports::MetricModel {
-            name: "podinfo".into(),
-            namespace: "test".into(),
-            target: "podinfo".into(),
-            service: "podinfo".into(),
-            ingress: "podinfo".into(),
-            route: "podinfo".into(),
-            interval: "1m".into(),
-            variables: Default::default(),
-        };
+        let model = common::podinfo_model("podinfo");
         use aviary_core::ports::BuiltinSource as _;
         check(
             builtins
@@ -996,16 +987,7 @@ async fn built_in_query_errors_are_worded_like_flaggers_observers() {
     use aviary_core::ports::BuiltinSource as _;
     bounded(LIMIT, async {
         let server = Server::always(Reply::new(503, "down")).await;
-        let model = aviary_core::ports::MetricModel {
-            name: "podinfo".into(),
-            namespace: "test".into(),
-            target: "podinfo".into(),
-            service: "podinfo".into(),
-            ingress: "podinfo".into(),
-            route: "podinfo".into(),
-            interval: "1m".into(),
-            variables: Default::default(),
-        };
+        let model = common::podinfo_model("podinfo");
         let canary = canary_with(json!([]));
         let error = |provider: &'static str, metric| {
             let builtins = PrometheusBuiltins::new(server.url(), provider).unwrap();

@@ -3,92 +3,36 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use aviary_api::{Canary, MetricTemplate};
-use aviary_core::ports::{BuiltinMetric, MetricError, MetricModel, Metrics};
+use aviary_core::ports::{BuiltinMetric, MetricError, Metrics};
 use aviary_local::sample_app::{SampleApp, SampleAppArgs};
 use aviary_providers::{PrometheusBuiltins, ProviderMetrics, ResourceStore, StaticSecrets};
+use aviary_testkit::prometheus::{Job, Prometheus};
 use common::bounded;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-/// Stops Prometheus however the test ends.
-struct Prometheus {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Prometheus {
-    /// Starts Prometheus on a free loopback port scraping `target` every second, with the labels
-    /// a Kubernetes pod scrape config would add.
-    async fn start(binary: &std::path::Path, target: std::net::SocketAddr) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let config = format!(
-            r#"
-global:
-  scrape_interval: 1s
-  evaluation_interval: 1s
-scrape_configs:
-  - job_name: podinfo
-    scrape_interval: 1s
-    scrape_timeout: 1s
-    static_configs:
-      - targets: ["{target}"]
-    relabel_configs:
-      # What `kubernetes_sd_configs` + the usual relabelling produce for a pod.
-      - target_label: kubernetes_namespace
-        replacement: test
-      - target_label: kubernetes_pod_name
-        replacement: podinfo-7d9c8b6f5-x2k4p
-"#
-        );
-        let config_path = dir.path().join("prometheus.yml");
-        std::fs::write(&config_path, config).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(binary)
-            .arg(format!("--config.file={}", config_path.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--log.level=warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus starts");
-        let p = Self {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            _dir: dir,
+/// Starts the real Prometheus scraping `target` every second, with the labels a Kubernetes
+/// pod scrape config's relabelling adds.
+async fn start_prometheus(binary: std::path::PathBuf, target: std::net::SocketAddr) -> Prometheus {
+    tokio::task::spawn_blocking(move || {
+        let job = Job {
+            name: "podinfo".into(),
+            targets: vec![target.to_string()],
         };
-        let client = reqwest::Client::new();
-        for _ in 0..300 {
-            if let Ok(r) = client.get(format!("{}/-/ready", p.url)).send().await
-                && r.status().is_success()
-            {
-                return p;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("prometheus did not become ready at {}", p.url);
-    }
+        let pod = [
+            ("kubernetes_namespace", "test"),
+            ("kubernetes_pod_name", "podinfo-7d9c8b6f5-x2k4p"),
+        ];
+        Prometheus::start_labelled(&binary, &[job], &pod)
+    })
+    .await
+    .unwrap()
+    .expect("prometheus starts")
 }
 
 fn canary(metrics_server: &str) -> Canary {
@@ -125,7 +69,7 @@ async fn real_prometheus_template_and_builtin_queries() {
         .await
         .unwrap();
         let app_addr = app.local_addr();
-        let prom = Prometheus::start(&binary, app_addr).await;
+        let prom = start_prometheus(binary, app_addr).await;
 
         // Steady traffic: nine successes for every server error.
         let stop = CancellationToken::new();
@@ -162,25 +106,16 @@ async fn real_prometheus_template_and_builtin_queries() {
             "kind": "MetricTemplate",
             "metadata": {"name": "requests", "namespace": "test"},
             "spec": {
-                "provider": {"type": "prometheus", "address": prom.url},
+                "provider": {"type": "prometheus", "address": prom.url()},
                 "query": "sum(http_requests_total{kubernetes_namespace=\"{{ namespace }}\", path=\"/\", status=\"200\"})",
             },
         }))
         .unwrap();
         store.insert_template(template.clone());
-        let c = canary(&prom.url);
+        let c = canary(prom.url());
         metrics.check_providers(&c).await.expect("prometheus and the template are online");
 
-        let model = MetricModel {
-            name: "podinfo".into(),
-            namespace: "test".into(),
-            target: "podinfo".into(),
-            service: "podinfo".into(),
-            ingress: "podinfo".into(),
-            route: "podinfo".into(),
-            interval: "1m".into(),
-            variables: Default::default(),
-        };
+        let model = common::podinfo_model("podinfo");
         // Wait until rate() has at least two scrapes with traffic.
         let mut first = None;
         for _ in 0..60 {
@@ -356,7 +291,6 @@ fn judged_canary(provider: &str, prometheus: &str) -> Canary {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_prometheus_raw_counters_per_provider() {
     use aviary_core::ports::BuiltinSource;
-    use aviary_testkit::prometheus::{Job, Prometheus as RealPrometheus};
 
     let Some(binary) = aviary_testkit::prometheus::binary("the judge's counter test") else {
         return;
@@ -388,7 +322,7 @@ async fn real_prometheus_raw_counters_per_provider() {
         };
         let target = exporter.url().trim_start_matches("http://").to_string();
         let prom = tokio::task::spawn_blocking(move || {
-            let p = RealPrometheus::start(
+            let p = Prometheus::start(
                 &binary,
                 &[Job {
                     name: "meshes".into(),
@@ -403,17 +337,8 @@ async fn real_prometheus_raw_counters_per_provider() {
         .expect("prometheus scrapes the exporter");
 
         let builtins = PrometheusBuiltins::new("http://127.0.0.1:9", "kubernetes").unwrap();
-        let model = MetricModel {
-            name: "podinfo".into(),
-            namespace: "test".into(),
-            target: "podinfo".into(),
-            service: "podinfo".into(),
-            ingress: "podinfo".into(),
-            // knative: the latest revision (aviary-kube resolves it from the Service).
-            route: "podinfo-00002".into(),
-            interval: "1m".into(),
-            variables: Default::default(),
-        };
+        // knative: the latest revision (aviary-kube resolves it from the Service).
+        let model = common::podinfo_model("podinfo-00002");
         let read = |c: Canary| {
             let (b, m) = (&builtins, &model);
             async move { b.counters(&c, m).await }

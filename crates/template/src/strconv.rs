@@ -86,7 +86,8 @@ pub(crate) fn unquote_char(s: &str, quote: u8) -> Option<(Vec<u8>, u32, &str)> {
         return Some((vec![first], first as u32, &s[1..]));
     }
     let c = *b.get(1)?;
-    let rest = &s[2..];
+    // A non-ASCII character after the backslash is no escape (and s[2..] would split it).
+    let rest = s.get(2..)?;
     let simple = |v: u8| Some((vec![v], v as u32, rest));
     match c {
         b'a' => simple(7),
@@ -386,6 +387,10 @@ mod tests {
         assert_eq!(unquote(r#""\'""#), None);
         assert_eq!(unquote(r#""\400""#), None);
         assert_eq!(unquote(r#""\uD800""#), None);
+        // A backslash before a multi-byte character (found by the query_template fuzz target:
+        // it panicked slicing inside the character).
+        assert_eq!(unquote_char("\\Ѫυ", b'"'), None);
+        assert_eq!(unquote("\"\\Ѫ\""), None);
     }
 
     #[test]

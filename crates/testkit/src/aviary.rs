@@ -4,13 +4,17 @@
 //! Coordinators serve mutual TLS, as in production: [`Pki`] is one CA per test binary (written
 //! by the binary's own `aviary certs`), [`start_coordinator`] serves with its certificate,
 //! [`cli`] calls as its admin, and agents connect with [`Pki::agent_args`]. A test of the
-//! plaintext path passes `--insecure` itself (then no TLS flag is added).
+//! plaintext path passes `--insecure` itself (then no TLS flag is added). [`LocalCluster`] is one
+//! `aviary agent --local` cluster with its sample app.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
 
+use crate::manifests::LocalCanary;
+use crate::net::{curl_json, free_port};
 use crate::netns::Host;
 use crate::process::{Log, Process, announced};
 
@@ -193,6 +197,11 @@ pub fn start_coordinator_on(
     (Process::new(child), format!("{scheme}://{addr}"))
 }
 
+/// [`start_coordinator`] named `coordinator`, its log kept only where `echo` says.
+pub fn coordinator(bin: &str, args: &[&str], echo: fn(&str) -> bool) -> (Process, String) {
+    start_coordinator(bin, args, "coordinator", &Log::default(), echo)
+}
+
 /// Runs `aviary ARGS` against the coordinator at `url` as `user` (`$USER`; the free-text actor)
 /// with [`ADMIN`]'s certificate for an `https://` URL: (exit code, stdout, stderr).
 pub fn cli(bin: &str, url: &str, user: &str, args: &[&str]) -> (i32, String, String) {
@@ -207,4 +216,98 @@ pub fn cli(bin: &str, url: &str, user: &str, args: &[&str]) -> (i32, String, Str
         String::from_utf8_lossy(&o.stdout).into_owned(),
         String::from_utf8_lossy(&o.stderr).into_owned(),
     )
+}
+
+/// One cluster of the local platform in a system test: `ROOT/NAME/config` (holding the
+/// `podinfo.yaml` a [`LocalCanary`] wrote), `ROOT/NAME/state`, the service's port and the
+/// agent's admin port.
+pub struct LocalCluster {
+    pub name: String,
+    pub dir: PathBuf,
+    pub state: PathBuf,
+    pub port: u16,
+    pub admin: u16,
+}
+
+impl LocalCluster {
+    /// Writes the manifests of `canary(port)` (the service's port, free) for cluster `name`.
+    pub fn new(root: &Path, name: &str, canary: impl FnOnce(u16) -> LocalCanary) -> Self {
+        let dir = root.join(name).join("config");
+        std::fs::create_dir_all(&dir).expect("create the config dir");
+        let port = free_port();
+        std::fs::write(dir.join("podinfo.yaml"), canary(port).yaml()).expect("write podinfo.yaml");
+        Self {
+            name: name.to_string(),
+            state: root.join(name).join("state"),
+            dir,
+            port,
+            admin: free_port(),
+        }
+    }
+
+    /// `aviary agent --local` on the cluster: its dirs, the admin port, analyses at most once a
+    /// second, `--cluster NAME`; the caller adds the rest.
+    pub fn command(&self, bin: &str) -> Command {
+        let mut cmd = Command::new(bin);
+        cmd.args(["agent", "--local"])
+            .arg(&self.dir)
+            .arg("--state-dir")
+            .arg(&self.state)
+            .args(["--admin-listen", &format!("127.0.0.1:{}", self.admin)])
+            .args(["--min-analysis-interval", "1s", "--cluster", &self.name]);
+        cmd
+    }
+
+    /// Starts [`LocalCluster::command`] with `args`: stdout dropped, stderr echoed where `echo`
+    /// says (prefixed with the cluster's name), 5 s to stop on SIGTERM when dropped.
+    pub fn start(&self, bin: &str, args: &[&str], echo: fn(&str) -> bool) -> Process {
+        self.spawn(self.command(bin).args(args), echo)
+    }
+
+    /// Spawns `cmd` (a [`LocalCluster::command`] the caller extended) as [`LocalCluster::start`] does.
+    pub fn spawn(&self, cmd: &mut Command, echo: fn(&str) -> bool) -> Process {
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start aviary agent --local");
+        Log::default().capture(
+            self.name.clone(),
+            child.stderr.take().expect("piped stderr"),
+            echo,
+        );
+        Process::new(child).graceful(Duration::from_secs(5))
+    }
+
+    /// The agent's view of test/podinfo (`GET /canaries`' first item; `Null` when unreachable).
+    pub fn canary(&self) -> serde_json::Value {
+        curl_json(&format!("http://127.0.0.1:{}/canaries", self.admin))["items"][0].clone()
+    }
+
+    /// The canary's phase (empty when unknown).
+    pub fn phase(&self) -> String {
+        self.canary()["status"]["phase"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+/// Waits until `n` canaries report `Initialized` to the coordinator (`aviary canaries`
+/// through `cli`).
+pub fn wait_initialized(cli: impl Fn(&[&str]) -> (i32, String, String), n: usize, limit: Duration) {
+    crate::wait::wait_until(&format!("{n} initialized canaries"), limit, || {
+        let (code, out, _) = cli(&["canaries", "-o", "json"]);
+        code == 0 && out.matches("\"Initialized\"").count() == n
+    });
+}
+
+/// Writes `yaml` to `DIR/rollout.yaml` and runs `aviary rollout apply -f` on it through `cli`;
+/// panics when that fails.
+pub fn apply(cli: impl Fn(&[&str]) -> (i32, String, String), dir: &Path, yaml: &str) {
+    let file = dir.join("rollout.yaml");
+    std::fs::write(&file, yaml).expect("write rollout.yaml");
+    let path = file.to_str().expect("a UTF-8 path");
+    let (code, out, err) = cli(&["rollout", "apply", "-f", path]);
+    assert_eq!(code, 0, "aviary rollout apply: {out}{err}");
 }

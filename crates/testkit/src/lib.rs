@@ -40,7 +40,7 @@
 //! - [`traffic`]: steady HTTP traffic to a service.
 //! - [`aviary`]: the aviary binary as a process (coordinator, CLI commands), serving and calling
 //!   with mutual TLS from the test binary's [`Pki`](aviary::Pki).
-//! - [`manifests`]: LocalService and Canary manifests for local agents.
+//! - [`manifests`]: LocalService and Canary manifests for local agents, FleetRollouts.
 //! - [`bench`]: command-line flags of the benchmark harnesses.
 //! - [`fuzz`]: the fuzz targets' committed corpus replayed (and mutated, bounded) in the tests.
 //! - [`error`]: the crate's [`Error`].

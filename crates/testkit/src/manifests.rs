@@ -66,6 +66,22 @@ impl LocalCanary {
         }
     }
 
+    /// [`LocalCanary::sample_app`] whose sample app answers half of the requests with 500 in
+    /// version `faulty` (so one revision can fail in one cluster only), threshold 2, metrics
+    /// over 3 s.
+    pub fn faulty_sample_app(bin: &str, port: u16, faulty: &str) -> Self {
+        let sample_app = format!(
+            r#"if [ "$FAULTY_VERSION" = "{{{{version}}}}" ]; then e=0.5; else e=0; fi; exec {bin} sample-app --port {{{{port}}}} --version {{{{version}}}} --error-rate $e"#
+        );
+        Self {
+            command: vec!["sh".into(), "-c".into(), sample_app],
+            env: [("FAULTY_VERSION".to_string(), faulty.to_string())].into(),
+            threshold: 2,
+            metric_interval: "3s".into(),
+            ..Self::sample_app(bin, port, "6.0.0")
+        }
+    }
+
     /// The two documents as YAML.
     pub fn yaml(&self) -> String {
         let mut service = json!({
@@ -146,4 +162,36 @@ fn document(
         "spec": spec,
     });
     serde_yaml_ng::to_string(&doc).expect("JSON values are YAML")
+}
+
+/// A FleetRollout `podinfo-6-0-1` of the Canary `test/podinfo` to `image` (container
+/// `podinfod`), one wave per region in `regions`, as the YAML an operator writes.
+pub fn fleet_rollout(image: &str, regions: &[&str]) -> String {
+    format!(
+        "apiVersion: aviary.dev/v1alpha1
+kind: FleetRollout
+metadata: {{name: podinfo-6-0-1}}
+spec:
+  canary: {{namespace: test, name: podinfo}}
+  revision: {{containerImages: {{podinfod: '{image}'}}}}
+  byRegion: [{}]
+",
+        regions.join(", ")
+    )
+}
+
+/// A FleetRollout of the Canary `test/podinfo` to `version` (`podinfo-6-0-1` for `6.0.1`);
+/// `spec` holds the rest of the spec as YAML lines indented by two spaces.
+pub fn version_rollout(version: &str, spec: &str) -> String {
+    let name = version.replace('.', "-");
+    format!(
+        "apiVersion: aviary.dev/v1alpha1
+kind: FleetRollout
+metadata: {{name: podinfo-{name}}}
+spec:
+  canary: {{namespace: test, name: podinfo}}
+  revision: {{version: {version}}}
+{}",
+        spec.trim_start_matches('\n')
+    )
 }

@@ -1,9 +1,9 @@
 //! Processes a test starts: killed when their guard drops (also when the test fails), their
-//! stderr captured, and the process tree inspected for orphans.
+//! stderr captured, and the process tree inspected for orphans; programs run with input.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, ExitStatus};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -197,4 +197,26 @@ pub fn descendants(pid: u32) -> BTreeSet<u32> {
 
 pub fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+}
+
+/// Spawns `cmd` with stdout and stderr piped and `stdin` written to its standard input (closed
+/// after it; `/dev/null` without input).
+pub fn spawn_with_input(cmd: &mut Command, stdin: Option<&[u8]>) -> Child {
+    let mut child = cmd
+        .stdin(input(stdin.is_some()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {:?}: {e}", cmd.get_program()));
+    if let Some(input) = stdin {
+        // Dropping the handle closes stdin, so the program sees the end of its input.
+        let mut pipe = child.stdin.take().expect("piped stdin");
+        std::io::Write::write_all(&mut pipe, input).expect("write stdin");
+    }
+    child
+}
+
+/// A piped standard input for a program given input, `/dev/null` otherwise.
+pub fn input(given: bool) -> Stdio {
+    if given { Stdio::piped() } else { Stdio::null() }
 }

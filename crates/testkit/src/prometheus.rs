@@ -45,6 +45,12 @@ impl Drop for Prometheus {
 impl Prometheus {
     /// Starts `binary` scraping `jobs` every second and waits until it is ready (30 s at most).
     pub fn start(binary: &Path, jobs: &[Job]) -> Result<Self> {
+        Self::start_labelled(binary, jobs, &[])
+    }
+
+    /// [`Prometheus::start`], with `labels` added to every target (e.g. what a Kubernetes pod
+    /// scrape config's relabelling adds).
+    pub fn start_labelled(binary: &Path, jobs: &[Job], labels: &[(&str, &str)]) -> Result<Self> {
         let dir = tempfile::tempdir().map_err(|e| Error::io("a Prometheus directory", e))?;
         let mut config = String::from(
             "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\nscrape_configs:\n",
@@ -56,6 +62,10 @@ impl Prometheus {
                 j.name,
                 targets.join(", ")
             ));
+            if !labels.is_empty() {
+                let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}: {v:?}")).collect();
+                config.push_str(&format!("        labels: {{{}}}\n", labels.join(", ")));
+            }
         }
         let config_path = dir.path().join("prometheus.yml");
         std::fs::write(&config_path, config).map_err(|e| Error::io("writing prometheus.yml", e))?;

@@ -80,7 +80,8 @@ pub(crate) struct Args {
     kubeconfig_burst: u32,
 
     /// Read Deployments, Services, router objects and Canaries from watches instead of a GET
-    /// per tick (an idle canary then makes no request). Experimental: see docs/benchmarks.md.
+    /// per tick (an idle canary then makes no request). Not yet the default: not yet shown to
+    /// hold at 500 and 1,000 canaries (docs/benchmarks.md, "Kubernetes scale").
     #[arg(long, conflicts_with = "local")]
     watch_cache: bool,
 

@@ -1,15 +1,16 @@
 //! Shared helpers: an in-memory coordinator on a loopback port serving mutual TLS (one CA per
 //! test binary, from the product's `security::certs`), simulated agents with their cluster's
-//! certificate, an admin client, polling.
+//! certificate, an admin client, polling; replicas on a real etcd.
 
 #![allow(dead_code, unreachable_pub)]
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use aviary_coordinator::client::{ClientTls, FleetConn, fleet_client_with};
+use aviary_coordinator::etcd::{Etcd, EtcdConfig, EtcdLeadership, EtcdStore};
 use aviary_coordinator::security::Role;
 use aviary_coordinator::security::certs::{self, DEFAULT_TRUST_DOMAIN};
 use aviary_coordinator::security::tls::ServerTlsFiles;
@@ -17,6 +18,7 @@ use aviary_coordinator::sim::{Outcome, SimAgent, SimCanary, SimConfig};
 use aviary_coordinator::{Coordinator, CoordinatorConfig};
 use aviary_core::fleet::Revision;
 use aviary_proto::v1;
+use aviary_testkit::etcd::LocalEtcd;
 
 pub const NS: &str = "test";
 pub const NAME: &str = "podinfo";
@@ -285,4 +287,57 @@ spec:
     containerImages: {{podinfod: ghcr.io/stefanprodan/podinfo:6.0.1}}
 {spec_tail}{deadline}"
     )
+}
+
+/// Polls the async condition `done` every 50 ms until it holds; panics after `limit` (real
+/// time: for tests against real processes such as etcd), naming `what`.
+pub async fn poll<F: Fn() -> Fut, Fut: Future<Output = bool>>(what: &str, limit: Duration, done: F) {
+    tokio::time::timeout(limit, async {
+        while !done().await {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out after {limit:?} waiting for {what}"));
+}
+
+/// A simulated agent of `cluster` in `region` at `url` with its certificate, running
+/// `podinfo:6.0.0` (the image the etcd tests roll out from).
+pub fn sim_config(url: &str, cluster: &str, region: &str) -> SimConfig {
+    let rev = Revision {
+        container_images: [("podinfod".to_string(), "podinfo:6.0.0".to_string())].into(),
+        version: String::new(),
+    };
+    let mut cfg = SimConfig::new(url, cluster, region, vec![SimCanary::new(NS, NAME, rev)]);
+    cfg.tls = agent_tls(cluster);
+    cfg
+}
+
+/// A one-member etcd for `test`, or `None` (the test skips) without an etcd binary.
+pub async fn start_etcd(test: &str) -> Option<LocalEtcd> {
+    let bin = LocalEtcd::binary_or_skip(test)?;
+    Some(
+        tokio::task::spawn_blocking(move || LocalEtcd::start(&bin, 1))
+            .await
+            .unwrap()
+            .unwrap(),
+    )
+}
+
+/// A coordinator replica on `etcd` (its store and its election, 1 s heartbeats, mutual TLS),
+/// with a lease of `lease_ttl` when given.
+pub async fn etcd_replica(
+    etcd: &LocalEtcd,
+    lease_ttl: Option<Duration>,
+) -> (Coordinator, Arc<EtcdLeadership>) {
+    let mut cfg = EtcdConfig::new(&etcd.endpoints_csv()).unwrap();
+    if let Some(ttl) = lease_ttl {
+        cfg.lease_ttl = ttl;
+    }
+    let leadership = EtcdLeadership::new(Etcd::connect(&cfg.endpoints).await.unwrap(), &cfg);
+    let mut config = config();
+    config.heartbeat = Duration::from_secs(1);
+    config.store = Arc::new(EtcdStore::new(&cfg, &leadership));
+    config.leadership = leadership.clone();
+    (Coordinator::start(config).await.unwrap(), leadership)
 }

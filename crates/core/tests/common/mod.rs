@@ -85,3 +85,32 @@ pub(crate) fn lines(sim: &Simulation) -> Vec<String> {
         .map(|e| format!("T+{}s {} {}", e.t, e.kind, e.message))
         .collect()
 }
+
+/// A MetricTemplate `default/NAME` of `provider` running `query`.
+pub(crate) fn template(name: &str, provider: &str, query: &str) -> aviary_api::MetricTemplate {
+    let mut t = aviary_api::MetricTemplate::new(
+        name,
+        aviary_api::MetricTemplateSpec {
+            provider: Some(aviary_api::metric_template::MetricProvider {
+                type_: Some(provider.into()),
+                ..Default::default()
+            }),
+            query: Some(query.into()),
+        },
+    );
+    t.metadata.namespace = Some("default".into());
+    t
+}
+
+/// The first webhook call of `kind` the simulation made (panics when there is none).
+pub(crate) fn first_hook(
+    sim: &Simulation,
+    kind: aviary_api::canary::HookType,
+) -> aviary_core::fakes::HookCall {
+    sim.fakes
+        .hooks
+        .calls()
+        .into_iter()
+        .find(|c| c.kind == kind)
+        .unwrap_or_else(|| panic!("no {kind:?} webhook call"))
+}

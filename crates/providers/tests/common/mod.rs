@@ -203,3 +203,18 @@ pub async fn bounded<F: std::future::Future>(limit: Duration, f: F) -> F::Output
         .await
         .unwrap_or_else(|_| panic!("test did not finish within {limit:?}"))
 }
+
+/// The query model of Deployment `test/podinfo` (service and ingress `podinfo`) over 1 m, with
+/// `route` (the Knative revision, or `podinfo`).
+pub fn podinfo_model(route: &str) -> aviary_core::ports::MetricModel {
+    aviary_core::ports::MetricModel {
+        name: "podinfo".into(),
+        namespace: "test".into(),
+        target: "podinfo".into(),
+        service: "podinfo".into(),
+        ingress: "podinfo".into(),
+        route: route.into(),
+        interval: "1m".into(),
+        variables: Default::default(),
+    }
+}
