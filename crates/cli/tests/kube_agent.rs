@@ -15,6 +15,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use aviary_testkit::kube_env::{analysis_doubles, in_namespace, message_in, to_values};
 use aviary_testkit::tool::Tool;
 use aviary_testkit::{Cluster, FakePrometheus, FakeWebhook, Objects};
 use futures::StreamExt as _;
@@ -55,9 +56,7 @@ impl Setup {
         } else {
             format!("{name}-{}", std::process::id())
         };
-        let prom = FakePrometheus::start().await.unwrap();
-        prom.set_default(Some(100.0));
-        let hooks = FakeWebhook::start().await.unwrap();
+        let (prom, hooks) = analysis_doubles().await;
         Self {
             cluster,
             ns,
@@ -74,17 +73,13 @@ impl Setup {
 
     /// `text` with the seed's namespace `test` replaced by this test's.
     fn in_namespace(&self, text: &str) -> String {
-        text.replace("namespace: test", &format!("namespace: {}", self.ns))
-            .replace(".test", &format!(".{}", self.ns))
+        message_in(&in_namespace(text, &self.ns), &self.ns)
     }
 
     /// Installs the CRDs and the seed's objects through the API (for tests that are not about
     /// kubectl).
     async fn install(&self, interval: &str) {
-        let crds: Vec<Value> = aviary_api::crd::flagger_crds()
-            .into_iter()
-            .map(|c| serde_json::to_value(c).unwrap())
-            .collect();
+        let crds = to_values(aviary_api::crd::flagger_crds());
         self.cluster.install_crds(&crds).await.unwrap();
         let ksvc = std::fs::read_to_string(repo("examples/knative/podinfo-ksvc.yaml")).unwrap();
         self.objects.create_yaml(&self.in_namespace(&ksvc)).await.unwrap();

@@ -23,6 +23,7 @@ use aviary_coordinator::sim::{SimAgent, SimCanary, SimConfig};
 use aviary_core::fleet::Revision;
 use aviary_testkit::Cluster;
 use aviary_testkit::aviary::Pki;
+use aviary_testkit::kube_env::to_values;
 use aviary_testkit::process::{Log, spawn_with_input};
 use serde_json::Value;
 
@@ -60,6 +61,17 @@ impl Kubectl {
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
+    /// `kubectl apply -f -` of `yaml`.
+    fn apply(&self, yaml: &str) {
+        self.ok(&["apply", "-f", "-"], Some(yaml));
+    }
+
+    /// `kubectl wait --for=CONDITION OBJECT --timeout=TIMEOUT`; stdout.
+    fn wait(&self, condition: &str, object: &str, timeout: &str) -> String {
+        let (condition, timeout) = (format!("--for={condition}"), format!("--timeout={timeout}"));
+        self.ok(&["wait", &condition, object, &timeout], None)
+    }
+
     fn json(&self, kind_name: &str) -> Value {
         serde_json::from_str(&self.ok(&["get", kind_name, "-o", "json"], None)).unwrap()
     }
@@ -71,6 +83,9 @@ fn rollout(name: &str, version: &str, extra: &str) -> String {
          canary: {{namespace: test, name: podinfo}}\n  revision: {{containerImages: {{podinfod: 'podinfo:{version}'}}}}\n{extra}"
     )
 }
+
+/// The FleetRollouts' waves: one region after the other.
+const BOTH_REGIONS: &str = "  byRegion: [us-east-1, eu-west-1]\n";
 
 fn sim(url: &str, cluster: &str, region: &str) -> SimAgent {
     let rev = Revision {
@@ -100,10 +115,7 @@ fn fleetrollout_objects_are_rollouts_with_status_verbs_and_delete() {
     let (cluster, ns) = rt.block_on(async {
         let cluster = Cluster::shared().await;
         let ns = cluster.namespace("fleetrollouts").await.unwrap();
-        let crds: Vec<Value> = aviary_api::crd::aviary_crds()
-            .into_iter()
-            .map(|c| serde_json::to_value(c).unwrap())
-            .collect();
+        let crds = to_values(aviary_api::crd::aviary_crds());
         cluster.install_crds(&crds).await.unwrap();
         (cluster, ns)
     });
@@ -121,7 +133,7 @@ fn fleetrollout_objects_are_rollouts_with_status_verbs_and_delete() {
     ))
     .unwrap()
     .replace("aviary-fleet", &ns);
-    k.ok(&["apply", "-f", "-"], Some(&rbac));
+    k.apply(&rbac);
     let kubeconfig = k.home.path().join("coordinator.kubeconfig");
     rt.block_on(cluster.service_account_kubeconfig(&ns, "aviary-coordinator", &kubeconfig))
         .unwrap();
@@ -150,23 +162,8 @@ fn fleetrollout_objects_are_rollouts_with_status_verbs_and_delete() {
     }
 
     // apply → rollout → Succeeded, visible to kubectl wait and kubectl get.
-    k.ok(
-        &["apply", "-f", "-"],
-        Some(&rollout(
-            "podinfo-6-0-1",
-            "6.0.1",
-            "  byRegion: [us-east-1, eu-west-1]\n",
-        )),
-    );
-    let out = k.ok(
-        &[
-            "wait",
-            "--for=condition=Succeeded",
-            "fleetrollout/podinfo-6-0-1",
-            "--timeout=60s",
-        ],
-        None,
-    );
+    k.apply(&rollout("podinfo-6-0-1", "6.0.1", BOTH_REGIONS));
+    let out = k.wait("condition=Succeeded", "fleetrollout/podinfo-6-0-1", "60s");
     assert!(out.contains("condition met"), "{out}");
     let table = k.ok(&["get", "fleetrollouts"], None);
     let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
@@ -207,19 +204,8 @@ fn fleetrollout_objects_are_rollouts_with_status_verbs_and_delete() {
     assert_eq!(grpc["history"][0]["actor"], "kubernetes");
 
     // A spec the coordinator refuses: Rejected, Stalled, with the field path.
-    k.ok(
-        &["apply", "-f", "-"],
-        Some(&rollout("to-mars", "6.0.9", "  byRegion: [mars]\n")),
-    );
-    k.ok(
-        &[
-            "wait",
-            "--for=condition=Stalled",
-            "fleetrollout/to-mars",
-            "--timeout=30s",
-        ],
-        None,
-    );
+    k.apply(&rollout("to-mars", "6.0.9", "  byRegion: [mars]\n"));
+    k.wait("condition=Stalled", "fleetrollout/to-mars", "30s");
     let bad = k.json("fleetrollout/to-mars");
     assert_eq!(bad["status"]["phase"], "Rejected", "{bad}");
     assert!(
@@ -233,22 +219,11 @@ fn fleetrollout_objects_are_rollouts_with_status_verbs_and_delete() {
 
     // Verbs: pause as an annotation (seen over gRPC), resume over gRPC (seen in the status).
     agents[0].hold("test", "podinfo", true);
-    k.ok(
-        &["apply", "-f", "-"],
-        Some(&rollout(
-            "podinfo-6-0-2",
-            "6.0.2",
-            "  byRegion: [us-east-1, eu-west-1]\n",
-        )),
-    );
-    k.ok(
-        &[
-            "wait",
-            "--for=jsonpath={.status.phase}=Running",
-            "fleetrollout/podinfo-6-0-2",
-            "--timeout=30s",
-        ],
-        None,
+    k.apply(&rollout("podinfo-6-0-2", "6.0.2", BOTH_REGIONS));
+    k.wait(
+        "jsonpath={.status.phase}=Running",
+        "fleetrollout/podinfo-6-0-2",
+        "30s",
     );
     k.ok(
         &[
@@ -258,14 +233,10 @@ fn fleetrollout_objects_are_rollouts_with_status_verbs_and_delete() {
         ],
         None,
     );
-    k.ok(
-        &[
-            "wait",
-            "--for=jsonpath={.status.phase}=Paused",
-            "fleetrollout/podinfo-6-0-2",
-            "--timeout=30s",
-        ],
-        None,
+    k.wait(
+        "jsonpath={.status.phase}=Paused",
+        "fleetrollout/podinfo-6-0-2",
+        "30s",
     );
     let paused = k.json("fleetrollout/podinfo-6-0-2");
     assert!(
@@ -282,14 +253,10 @@ fn fleetrollout_objects_are_rollouts_with_status_verbs_and_delete() {
     let grpc: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(grpc["phase"], "Paused");
     assert_eq!(aviary(&url, &["rollout", "resume", "podinfo-6-0-2"]).0, 0);
-    k.ok(
-        &[
-            "wait",
-            "--for=jsonpath={.status.phase}=Running",
-            "fleetrollout/podinfo-6-0-2",
-            "--timeout=30s",
-        ],
-        None,
+    k.wait(
+        "jsonpath={.status.phase}=Running",
+        "fleetrollout/podinfo-6-0-2",
+        "30s",
     );
 
     // Deleting the object aborts the rollout (rolling back the running cluster); the object
@@ -304,23 +271,8 @@ fn fleetrollout_objects_are_rollouts_with_status_verbs_and_delete() {
     // The same name again is a fresh rollout: us-1, whose analysis of 6.0.2 was rolled back,
     // analyses it again.
     agents[0].hold("test", "podinfo", false);
-    k.ok(
-        &["apply", "-f", "-"],
-        Some(&rollout(
-            "podinfo-6-0-2",
-            "6.0.2",
-            "  byRegion: [us-east-1, eu-west-1]\n",
-        )),
-    );
-    k.ok(
-        &[
-            "wait",
-            "--for=condition=Succeeded",
-            "fleetrollout/podinfo-6-0-2",
-            "--timeout=60s",
-        ],
-        None,
-    );
+    k.apply(&rollout("podinfo-6-0-2", "6.0.2", BOTH_REGIONS));
+    k.wait("condition=Succeeded", "fleetrollout/podinfo-6-0-2", "60s");
     let (_, out, _) = aviary(&url, &["rollout", "get", "podinfo-6-0-2", "-o", "json"]);
     let grpc: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(grpc["phase"], "Succeeded", "{grpc}");

@@ -20,6 +20,7 @@ use std::time::Duration;
 use aviary_api::Canary;
 use aviary_core::ports::{Router, Routes};
 use aviary_kube::{KubePlatform, KubeSettings};
+use aviary_testkit::kube_env::canary;
 use common::*;
 use serde_json::{Value, json};
 
@@ -46,12 +47,6 @@ async fn setup_with(name: &str, yaml: &str, settings: KubeSettings) -> (Env, Can
 }
 
 impl Env {
-    async fn obj(&self, api_version: &str, kind: &str, name: &str) -> Value {
-        self.get(api_version, kind, name)
-            .await
-            .unwrap_or_else(|| panic!("{kind} {name} exists"))
-    }
-
     /// A second reconcile rewrites neither the spec (generation) nor labels and annotations
     /// (the resourceVersion also moves with status writes of the gateway stand-in).
     async fn reconcile_is_idempotent(
@@ -105,17 +100,17 @@ fn with_match(c: &Canary, matches: Value) -> Canary {
 
 // === nginx (pkg/router/ingress.go) ===
 
-const NGINX: &str = r#"
-apiVersion: flagger.app/v1beta1
-kind: Canary
-metadata: {name: podinfo, namespace: test}
-spec:
-  provider: nginx
-  targetRef: {apiVersion: apps/v1, kind: Deployment, name: podinfo}
+/// The nginx canary (skipper's too, with its provider).
+fn nginx(provider: &str) -> String {
+    canary(
+        provider,
+        r#"
   ingressRef: {apiVersion: networking.k8s.io/v1, kind: Ingress, name: podinfo}
   service: {port: 80, targetPort: 9898}
   analysis: {interval: 1m, threshold: 5, stepWeight: 10, maxWeight: 50}
-"#;
+"#,
+    )
+}
 
 fn user_ingress(annotations: Value) -> Value {
     json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
@@ -128,7 +123,7 @@ fn user_ingress(annotations: Value) -> Value {
 
 #[tokio::test]
 async fn nginx_canary_ingress_with_weight_and_header_annotations() {
-    let (env, c, router) = setup("nginx-router", NGINX).await;
+    let (env, c, router) = setup("nginx-router", &nginx("nginx")).await;
     let ab = with_match(
         &c,
         json!([{"headers": {"x-canary": {"exact": "insider"}}}, {"headers": {"cookie": {"exact": "canary"}}}]),
@@ -234,7 +229,7 @@ async fn nginx_canary_ingress_with_weight_and_header_annotations() {
 
 #[tokio::test]
 async fn nginx_errors_name_the_field() {
-    let (env, c, router) = setup("nginx-errors", NGINX).await;
+    let (env, c, router) = setup("nginx-errors", &nginx("nginx")).await;
     let mut no_ref = c.clone();
     no_ref.spec.ingress_ref = None;
     let e = router.reconcile(&no_ref).await.unwrap_err();
@@ -255,8 +250,7 @@ async fn nginx_errors_name_the_field() {
 
 #[tokio::test]
 async fn skipper_canary_ingress_with_backend_weights() {
-    let yaml = NGINX.replace("provider: nginx", "provider: skipper");
-    let (env, c, router) = setup("skipper-router", &yaml).await;
+    let (env, c, router) = setup("skipper-router", &nginx("skipper")).await;
     let mut user = user_ingress(json!({"zalando.org/skipper-predicate": "Host(/^app/)"}));
     user["spec"]["ingressClassName"] = json!("skipper");
     env.create(user.clone()).await;
@@ -329,30 +323,30 @@ async fn skipper_canary_ingress_with_backend_weights() {
 
 // === SMI: linkerd, smi:v1alpha1..3, osm (pkg/router/smi*.go) ===
 
-const SMI: &str = r#"
-apiVersion: flagger.app/v1beta1
-kind: Canary
-metadata: {name: podinfo, namespace: test}
-spec:
-  provider: PROVIDER
-  targetRef: {apiVersion: apps/v1, kind: Deployment, name: podinfo}
+/// The canary most routers share: port 9898 behind a gateway, weight steps of 10.
+fn smi_yaml(provider: &str) -> String {
+    canary(
+        provider,
+        r#"
   service: {port: 9898, gateways: [public-gateway]}
   analysis: {interval: 1m, threshold: 5, stepWeight: 10}
-"#;
+"#,
+    )
+}
 
 async fn smi(provider: &str, version: &str, quantity: bool, gateway_annotation: bool) {
     // The CRD's enum has no mesh suffix: `smi:v1alpha2:istio` is the agent's default provider
     // (Flagger's -mesh-provider), for a canary without spec.provider.
     let name = format!("smi-{}", provider.replace(':', "-"));
     let (env, c, router) = if provider.matches(':').count() > 1 {
-        let yaml = SMI.replace("  provider: PROVIDER\n", "");
+        let yaml = smi_yaml("PROVIDER").replace("  provider: PROVIDER\n", "");
         let settings = KubeSettings {
             default_provider: provider.into(),
             ..KubeSettings::default()
         };
         setup_with(&name, &yaml, settings).await
     } else {
-        setup(&name, &SMI.replace("PROVIDER", provider)).await
+        setup(&name, &smi_yaml(provider)).await
     };
     let api = format!("split.smi-spec.io/{version}");
     let w = |n: i32| if quantity { json!(n.to_string()) } else { json!(n) };
@@ -422,13 +416,10 @@ async fn osm_traffic_split_v1alpha2() {
 
 // === contour (pkg/router/contour.go) ===
 
-const CONTOUR: &str = r#"
-apiVersion: flagger.app/v1beta1
-kind: Canary
-metadata: {name: podinfo, namespace: test}
-spec:
-  provider: contour
-  targetRef: {apiVersion: apps/v1, kind: Deployment, name: podinfo}
+fn contour() -> String {
+    canary(
+        "contour",
+        r#"
   service:
     port: 9898
     timeout: 15s
@@ -436,7 +427,9 @@ spec:
     match: [{uri: {prefix: /api}}]
     apex: {labels: {team: web}, annotations: {owner: me}}
   analysis: {interval: 1m, threshold: 5, stepWeight: 10}
-"#;
+"#,
+    )
+}
 
 fn contour_service(name: &str, ns: &str, weight: i64) -> Value {
     let mut s = json!({"name": name, "port": 9898, "requestHeadersPolicy": {"set": [
@@ -449,7 +442,7 @@ fn contour_service(name: &str, ns: &str, weight: i64) -> Value {
 
 #[tokio::test]
 async fn contour_http_proxy_with_policies_and_header_routes() {
-    let (env, c, router) = setup("contour-router", CONTOUR).await;
+    let (env, c, router) = setup("contour-router", &contour()).await;
     let ns = env.ns.clone();
     router.reconcile(&c).await.unwrap();
     // contour.go:52-86, :447-484: prefix from service.match, timeout policy (idle 5m), retry
@@ -535,7 +528,7 @@ async fn contour_http_proxy_with_policies_and_header_routes() {
 #[tokio::test]
 async fn contour_retries_without_retry_on_pass_contours_schema() {
     // Flagger writes retryOn: [""] here (contour.go:468-476), which Contour's own CRD refuses.
-    let yaml = CONTOUR.replace(", retryOn: \"5xx,gateway-error\"", "");
+    let yaml = contour().replace(", retryOn: \"5xx,gateway-error\"", "");
     let (env, c, router) = setup("contour-retry-on", &yaml).await;
     router.reconcile(&c).await.unwrap();
     let proxy = env.obj("projectcontour.io/v1", "HTTPProxy", "podinfo").await;
@@ -560,21 +553,20 @@ async fn contour_retries_without_retry_on_pass_contours_schema() {
 
 // === gloo (pkg/router/gloo.go) ===
 
-const GLOO: &str = r#"
-apiVersion: flagger.app/v1beta1
-kind: Canary
-metadata: {name: podinfo, namespace: test}
-spec:
-  provider: gloo
-  targetRef: {apiVersion: apps/v1, kind: Deployment, name: podinfo}
+fn gloo() -> String {
+    canary(
+        "gloo",
+        r#"
   upstreamRef: {apiVersion: gloo.solo.io/v1, kind: Upstream, name: config}
   service: {port: 9898}
   analysis: {interval: 1m, threshold: 5, stepWeight: 10}
-"#;
+"#,
+    )
+}
 
 #[tokio::test]
 async fn gloo_upstreams_and_route_table() {
-    let (env, c, router) = setup("gloo-router", GLOO).await;
+    let (env, c, router) = setup("gloo-router", &gloo()).await;
     let ns = env.ns.clone();
     env.create(json!({"apiVersion": "gloo.solo.io/v1", "kind": "Upstream", "metadata": {"name": "config"},
         "spec": {"loadBalancerConfig": {"roundRobin": {}}, "connectionConfig": {"maxRequestsPerConnection": 10},
@@ -667,9 +659,7 @@ async fn gloo_upstreams_and_route_table() {
 
 #[tokio::test]
 async fn traefik_weighted_service() {
-    let yaml = SMI
-        .replace("PROVIDER", "traefik")
-        .replace("gateways: [public-gateway]", "apex: {labels: {team: web}}");
+    let yaml = smi_yaml("traefik").replace("gateways: [public-gateway]", "apex: {labels: {team: web}}");
     let (env, c, router) = setup("traefik-router", &yaml).await;
     let ns = env.ns.clone();
     router.reconcile(&c).await.unwrap();
@@ -724,8 +714,7 @@ async fn traefik_weighted_service() {
 
 #[tokio::test]
 async fn kuma_cluster_scoped_traffic_route() {
-    let yaml = SMI
-        .replace("PROVIDER", "kuma")
+    let yaml = smi_yaml("kuma")
         .replace(
             "metadata: {name: podinfo, namespace: test}",
             "metadata: {name: podinfo, namespace: test, annotations: {kuma.io/mesh: edge}}",
@@ -786,8 +775,7 @@ async fn kuma_cluster_scoped_traffic_route() {
 
 #[tokio::test]
 async fn apisix_canary_route() {
-    let yaml = SMI
-        .replace("PROVIDER", "apisix")
+    let yaml = smi_yaml("apisix")
         .replace("gateways: [public-gateway]", "name: podinfo")
         .replace(
             "  service:",
@@ -1058,7 +1046,7 @@ async fn appmesh_v1beta1_nodes_and_virtual_services() {
 
 #[tokio::test]
 async fn gateway_api_v1beta1_http_route() {
-    let yaml = SMI.replace("PROVIDER", "gatewayapi:v1beta1").replace(
+    let yaml = smi_yaml("gatewayapi:v1beta1").replace(
         "gateways: [public-gateway]",
         "gatewayRefs: [{name: gw, namespace: gateways}]",
     );
