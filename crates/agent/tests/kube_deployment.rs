@@ -15,7 +15,11 @@ use serde_json::json;
 const LIMIT: Duration = Duration::from_secs(40);
 const HTTP_SUCCESS: &str = "http_request_duration_seconds_count";
 
-fn weights(route: &serde_json::Value) -> (i64, i64) {
+/// The (primary, canary) weights of HTTPRoute `podinfo`.
+async fn weights(env: &Env) -> (i64, i64) {
+    let route = env
+        .obj("gateway.networking.k8s.io/v1", "HTTPRoute", "podinfo")
+        .await;
     let b = &route["spec"]["rules"][0]["backendRefs"];
     (b[0]["weight"].as_i64().unwrap(), b[1]["weight"].as_i64().unwrap())
 }
@@ -31,10 +35,7 @@ async fn gatewayapi_promotes_then_rolls_back() {
     let primary = env.obj("apps/v1", "Deployment", "podinfo-primary").await;
     assert_eq!(image(&primary), "podinfo:6.0.0");
     assert_eq!(env.replicas("podinfo").await, 0);
-    let route = env
-        .obj("gateway.networking.k8s.io/v1", "HTTPRoute", "podinfo")
-        .await;
-    assert_eq!(weights(&route), (100, 0));
+    assert_eq!(weights(&env).await, (100, 0));
     env.assert_selects("podinfo", "podinfo-primary").await;
     env.wait_event("podinfo", "Normal: Initialization done! podinfo.test")
         .await;
@@ -57,14 +58,7 @@ async fn gatewayapi_promotes_then_rolls_back() {
         .await;
     let primary = env.obj("apps/v1", "Deployment", "podinfo-primary").await;
     assert_eq!(image(&primary), "podinfo:6.0.1");
-    assert_eq!(
-        weights(
-            &env.get("gateway.networking.k8s.io/v1", "HTTPRoute", "podinfo")
-                .await
-                .unwrap()
-        ),
-        (100, 0)
-    );
+    assert_eq!(weights(&env).await, (100, 0));
     assert_eq!(env.replicas("podinfo").await, 0);
     let calls = env.hooks.calls();
     assert!(
@@ -98,14 +92,7 @@ async fn gatewayapi_promotes_then_rolls_back() {
     );
     env.wait_event("podinfo", "Warning: Canary failed! Scaling down podinfo.test")
         .await;
-    assert_eq!(
-        weights(
-            &env.get("gateway.networking.k8s.io/v1", "HTTPRoute", "podinfo")
-                .await
-                .unwrap()
-        ),
-        (100, 0)
-    );
+    assert_eq!(weights(&env).await, (100, 0));
     let primary = env.obj("apps/v1", "Deployment", "podinfo-primary").await;
     assert_eq!(image(&primary), "podinfo:6.0.1");
     assert_eq!(env.replicas("podinfo").await, 0);
@@ -203,14 +190,8 @@ spec:
         assert!(tokio::time::Instant::now() < deadline, "{:#?}", env.hooks.calls());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    for i in 1..=3 {
-        assert!(
-            env.has_event("podinfo", &format!("Advance podinfo.test canary iteration {i}/3"))
-                .await,
-            "{:#?}",
-            env.event_messages("podinfo").await
-        );
-    }
+    let iterations = (1..=3).map(|i| format!("Advance podinfo.test canary iteration {i}/3"));
+    env.assert_events("podinfo", iterations).await;
     assert!(
         !env.has_event("podinfo", "Routing all traffic to canary").await,
         "the kubernetes provider never switches traffic"
@@ -351,14 +332,8 @@ async fn istio_ab_testing_routes_matching_requests_then_promotes() {
     // destination the primary still gets all that traffic.
     assert_eq!(vs["spec"]["http"][1]["route"][0]["weight"], 0);
     env.wait_phase("podinfo", "Succeeded", LIMIT).await;
-    for i in 1..=3 {
-        assert!(
-            env.has_event("podinfo", &format!("Advance podinfo.test canary iteration {i}/3"))
-                .await,
-            "{:#?}",
-            env.event_messages("podinfo").await
-        );
-    }
+    let iterations = (1..=3).map(|i| format!("Advance podinfo.test canary iteration {i}/3"));
+    env.assert_events("podinfo", iterations).await;
     // Promoted: everything to the primary again, which runs the new image.
     let vs = env
         .wait_for("networking.istio.io/v1beta1", "VirtualService", "podinfo", |vs| {

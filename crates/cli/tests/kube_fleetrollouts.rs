@@ -98,6 +98,26 @@ fn sim(url: &str, cluster: &str, region: &str) -> SimAgent {
     SimAgent::spawn(cfg)
 }
 
+/// The entries of a JSON list.
+fn items(list: &Value) -> impl Iterator<Item = &Value> {
+    list.as_array().expect("a list").iter()
+}
+
+/// The condition of type `name` in an object's `status`.
+fn condition<'a>(status: &'a Value, name: &str) -> &'a Value {
+    let mut conditions = items(&status["conditions"]);
+    conditions
+        .find(|c| c["type"] == name)
+        .unwrap_or_else(|| panic!("no condition {name} in {status}"))
+}
+
+/// `aviary rollout get NAME -o json`, which must succeed.
+fn rollout_json(url: &str, name: &str) -> Value {
+    let (code, out, err) = aviary(url, &["rollout", "get", name, "-o", "json"]);
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
 fn aviary(url: &str, args: &[&str]) -> (i32, String, String) {
     aviary_testkit::aviary::cli(BIN, url, "ci-bot", args)
 }
@@ -189,17 +209,9 @@ fn fleetrollout_objects_are_rollouts_with_status_verbs_and_delete() {
         "{status}"
     );
     assert_eq!(status["observedGeneration"], obj["metadata"]["generation"]);
-    let ready = status["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "Ready")
-        .unwrap();
-    assert_eq!(ready["status"], "True", "{status}");
+    assert_eq!(condition(status, "Ready")["status"], "True", "{status}");
     // The same rollout through the gRPC API.
-    let (code, out, _) = aviary(&url, &["rollout", "get", "podinfo-6-0-1", "-o", "json"]);
-    assert_eq!(code, 0);
-    let grpc: Value = serde_json::from_str(&out).unwrap();
+    let grpc = rollout_json(&url, "podinfo-6-0-1");
     assert_eq!(grpc["phase"], "Succeeded");
     assert_eq!(grpc["history"][0]["actor"], "kubernetes");
 
@@ -249,8 +261,7 @@ fn fleetrollout_objects_are_rollouts_with_status_verbs_and_delete() {
         paused["status"]["lastVerb"], "pause maintenance window by kubernetes: done",
         "{paused}"
     );
-    let (_, out, _) = aviary(&url, &["rollout", "get", "podinfo-6-0-2", "-o", "json"]);
-    let grpc: Value = serde_json::from_str(&out).unwrap();
+    let grpc = rollout_json(&url, "podinfo-6-0-2");
     assert_eq!(grpc["phase"], "Paused");
     assert_eq!(aviary(&url, &["rollout", "resume", "podinfo-6-0-2"]).0, 0);
     k.wait(
@@ -273,13 +284,9 @@ fn fleetrollout_objects_are_rollouts_with_status_verbs_and_delete() {
     agents[0].hold("test", "podinfo", false);
     k.apply(&rollout("podinfo-6-0-2", "6.0.2", BOTH_REGIONS));
     k.wait("condition=Succeeded", "fleetrollout/podinfo-6-0-2", "60s");
-    let (_, out, _) = aviary(&url, &["rollout", "get", "podinfo-6-0-2", "-o", "json"]);
-    let grpc: Value = serde_json::from_str(&out).unwrap();
+    let grpc = rollout_json(&url, "podinfo-6-0-2");
     assert_eq!(grpc["phase"], "Succeeded", "{grpc}");
-    let kinds: Vec<&str> = grpc["history"]
-        .as_array()
-        .unwrap()
-        .iter()
+    let kinds: Vec<&str> = items(&grpc["history"])
         .map(|h| h["kind"].as_str().unwrap())
         .collect();
     assert!(!kinds.contains(&"aborted"), "a fresh history: {kinds:?}");

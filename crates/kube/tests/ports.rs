@@ -410,10 +410,9 @@ async fn gateway_api_route_waits_for_the_gateway() {
     env.cluster.standins().pause_gateway(&env.ns);
     let c = aviary_api::defaults::defaulted(&env.canary(&deployment_canary()).await);
     let r = GatewayApiRouter::new(kube, false);
+    let api = "gateway.networking.k8s.io/v1";
     r.reconcile(&c).await.unwrap();
-    let route = env
-        .obj("gateway.networking.k8s.io/v1", "HTTPRoute", "podinfo")
-        .await;
+    let route = env.obj(api, "HTTPRoute", "podinfo").await;
     // The Gateway API CRD defaults group and kind server-side.
     assert_eq!(
         route["spec"]["parentRefs"],
@@ -421,9 +420,7 @@ async fn gateway_api_route_waits_for_the_gateway() {
     );
     // A second reconcile sees only the server's defaults as a difference: no write.
     r.reconcile(&c).await.unwrap();
-    let again = env
-        .obj("gateway.networking.k8s.io/v1", "HTTPRoute", "podinfo")
-        .await;
+    let again = env.obj(api, "HTTPRoute", "podinfo").await;
     assert_eq!(
         again["metadata"]["resourceVersion"],
         route["metadata"]["resourceVersion"]
@@ -440,7 +437,7 @@ async fn gateway_api_route_waits_for_the_gateway() {
     );
     env.cluster.standins().resume_gateway(&env.ns);
     r.set_routes(&c, &Routes::split(70, 30)).await.unwrap();
-    env.wait_for("gateway.networking.k8s.io/v1", "HTTPRoute", "podinfo", |r| {
+    env.wait_for(api, "HTTPRoute", "podinfo", |r| {
         r["status"]["parents"][0]["conditions"][0]["observedGeneration"] == r["metadata"]["generation"]
     })
     .await;

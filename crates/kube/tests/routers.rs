@@ -84,6 +84,13 @@ impl Env {
     }
 }
 
+/// Sets the split as a step of the engine does, and reads it back through the router.
+async fn set_and_read(router: &Arc<dyn Router>, c: &Canary, primary: i32, canary: i32) {
+    let routes = Routes::split(primary, canary);
+    router.set_routes(c, &routes).await.unwrap();
+    assert_eq!(router.get_routes(c).await.unwrap(), routes);
+}
+
 fn owner_is_canary(obj: &Value, c: &Canary) {
     let r = &obj["metadata"]["ownerReferences"][0];
     assert_eq!(r["kind"], "Canary", "{obj:#}");
@@ -176,8 +183,7 @@ async fn nginx_canary_ingress_with_weight_and_header_annotations() {
     assert_eq!(router.get_routes(&c).await.unwrap(), Routes::split(90, 10));
 
     // Blue/green's switch: everything to the canary.
-    router.set_routes(&c, &Routes::split(0, 100)).await.unwrap();
-    assert_eq!(router.get_routes(&c).await.unwrap(), Routes::split(0, 100));
+    set_and_read(&router, &c, 0, 100).await;
 
     // Promotion or rollback: back to weight 0 (makeAnnotations).
     router.set_routes(&c, &Routes::split(100, 0)).await.unwrap();
@@ -295,8 +301,7 @@ async fn skipper_canary_ingress_with_backend_weights() {
         r#"{"podinfo-canary":30,"podinfo-primary":70}"#
     );
     assert_eq!(router.get_routes(&c).await.unwrap(), Routes::split(70, 30));
-    router.set_routes(&c, &Routes::split(0, 100)).await.unwrap();
-    assert_eq!(router.get_routes(&c).await.unwrap(), Routes::split(0, 100));
+    set_and_read(&router, &c, 0, 100).await;
 
     // Promotion/rollback: at weight 0 the canary route is disabled with False() first
     // (skipper.go:197-201), which drops Weight(100).
@@ -380,10 +385,8 @@ async fn smi(provider: &str, version: &str, quantity: bool, gateway_annotation: 
     // A reconcile mid-analysis keeps the live weights (Flagger resets them, smi.go:106-119).
     router.reconcile(&c).await.unwrap();
     assert_eq!(router.get_routes(&c).await.unwrap(), Routes::split(80, 20));
-    router.set_routes(&c, &Routes::split(0, 100)).await.unwrap();
-    assert_eq!(router.get_routes(&c).await.unwrap(), Routes::split(0, 100));
-    router.set_routes(&c, &Routes::split(100, 0)).await.unwrap();
-    assert_eq!(router.get_routes(&c).await.unwrap(), Routes::split(100, 0));
+    set_and_read(&router, &c, 0, 100).await;
+    set_and_read(&router, &c, 100, 0).await;
     router.finalize(&c).await.unwrap();
     env.delete_canary_and_wait_gone(&api, "TrafficSplit", "podinfo")
         .await;
@@ -482,8 +485,7 @@ async fn contour_http_proxy_with_policies_and_header_routes() {
         json!({"routes": [route(json!([{"prefix": "/api"}]), 60, 40)]})
     );
     assert_eq!(router.get_routes(&c).await.unwrap(), Routes::split(60, 40));
-    router.set_routes(&c, &Routes::split(0, 100)).await.unwrap();
-    assert_eq!(router.get_routes(&c).await.unwrap(), Routes::split(0, 100));
+    set_and_read(&router, &c, 0, 100).await;
     assert_eq!(
         router.set_routes(&c, &Routes::split(0, 0)).await.unwrap_err(),
         env.msg("HTTPProxy podinfo.test update failed: no valid weights")
@@ -518,8 +520,7 @@ async fn contour_http_proxy_with_policies_and_header_routes() {
         Routes::split(0, 100),
         "a reconcile keeps the live split"
     );
-    router.set_routes(&ab, &Routes::split(100, 0)).await.unwrap();
-    assert_eq!(router.get_routes(&ab).await.unwrap(), Routes::split(100, 0));
+    set_and_read(&router, &ab, 100, 0).await;
     router.finalize(&c).await.unwrap();
     env.delete_canary_and_wait_gone("projectcontour.io/v1", "HTTPProxy", "podinfo")
         .await;
@@ -630,8 +631,7 @@ async fn gloo_upstreams_and_route_table() {
         ], "methods": ["GET"]}])
     );
     assert_eq!(router.get_routes(&ab).await.unwrap(), Routes::split(0, 100));
-    router.set_routes(&c, &Routes::split(100, 0)).await.unwrap();
-    assert_eq!(router.get_routes(&c).await.unwrap(), Routes::split(100, 0));
+    set_and_read(&router, &c, 100, 0).await;
 
     // The config Upstream's load balancer is followed (gloo.go:300-331).
     env.merge_patch(
@@ -756,10 +756,8 @@ async fn kuma_cluster_scoped_traffic_route() {
     router.set_routes(&c, &Routes::split(50, 50)).await.unwrap();
     assert_eq!(get().await["spec"]["conf"]["split"], split(50, 50));
     assert_eq!(router.get_routes(&c).await.unwrap(), Routes::split(50, 50));
-    router.set_routes(&c, &Routes::split(0, 100)).await.unwrap();
-    assert_eq!(router.get_routes(&c).await.unwrap(), Routes::split(0, 100));
-    router.set_routes(&c, &Routes::split(100, 0)).await.unwrap();
-    assert_eq!(router.get_routes(&c).await.unwrap(), Routes::split(100, 0));
+    set_and_read(&router, &c, 0, 100).await;
+    set_and_read(&router, &c, 100, 0).await;
     // Revert on deletion removes it (Flagger leaves it routing to a deleted primary).
     router.finalize(&c).await.unwrap();
     assert!(
@@ -825,10 +823,8 @@ async fn apisix_canary_route() {
         .await;
     assert_eq!(route["spec"]["http"], http(65, 35));
     assert_eq!(router.get_routes(&c).await.unwrap(), Routes::split(65, 35));
-    router.set_routes(&c, &Routes::split(0, 100)).await.unwrap();
-    assert_eq!(router.get_routes(&c).await.unwrap(), Routes::split(0, 100));
-    router.set_routes(&c, &Routes::split(100, 0)).await.unwrap();
-    assert_eq!(router.get_routes(&c).await.unwrap(), Routes::split(100, 0));
+    set_and_read(&router, &c, 0, 100).await;
+    set_and_read(&router, &c, 100, 0).await;
     router.finalize(&c).await.unwrap();
     env.delete_canary_and_wait_gone("apisix.apache.org/v2", "ApisixRoute", "podinfo-podinfo-canary")
         .await;
@@ -959,8 +955,7 @@ async fn appmesh_v1beta2_nodes_routers_and_services() {
         ])
     );
     assert_eq!(router.get_routes(&ab).await.unwrap(), Routes::split(0, 100));
-    router.set_routes(&ab, &Routes::split(100, 0)).await.unwrap();
-    assert_eq!(router.get_routes(&ab).await.unwrap(), Routes::split(100, 0));
+    set_and_read(&router, &ab, 100, 0).await;
     router.finalize(&c).await.unwrap();
     env.delete_canary_and_wait_gone(api, "VirtualRouter", "podinfo")
         .await;
@@ -1027,10 +1022,8 @@ async fn appmesh_v1beta1_nodes_and_virtual_services() {
         targets(20, 80)
     );
     assert_eq!(router.get_routes(&c).await.unwrap(), Routes::split(80, 20));
-    router.set_routes(&c, &Routes::split(0, 100)).await.unwrap();
-    assert_eq!(router.get_routes(&c).await.unwrap(), Routes::split(0, 100));
-    router.set_routes(&c, &Routes::split(100, 0)).await.unwrap();
-    assert_eq!(router.get_routes(&c).await.unwrap(), Routes::split(100, 0));
+    set_and_read(&router, &c, 0, 100).await;
+    set_and_read(&router, &c, 100, 0).await;
 
     let mut no_mesh = c.clone();
     no_mesh.spec.service.as_mut().unwrap().mesh_name = None;

@@ -179,8 +179,16 @@ impl Env {
 
     /// Asserts that the canary advanced through each of `weights` (its events say so).
     pub async fn assert_advanced(&self, canary: &str, weights: &[u32]) {
-        for w in weights {
-            let text = format!("Advance {canary}.test canary weight {w}");
+        let texts = weights
+            .iter()
+            .map(|w| format!("Advance {canary}.test canary weight {w}"));
+        self.assert_events(canary, texts).await;
+    }
+
+    /// Asserts that each of `texts` is in an event about the canary (`.test` naming this
+    /// test's namespace).
+    pub async fn assert_events(&self, canary: &str, texts: impl IntoIterator<Item = String>) {
+        for text in texts {
             assert!(
                 self.has_event(canary, &text).await,
                 "no {text:?}: {:#?}",
