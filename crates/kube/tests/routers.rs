@@ -51,7 +51,7 @@ impl Env {
     /// (the resourceVersion also moves with status writes of the gateway stand-in).
     async fn reconcile_is_idempotent(
         &self,
-        router: &dyn Router,
+        router: &Arc<dyn Router>,
         c: &Canary,
         api_version: &str,
         kind: &str,
@@ -89,6 +89,13 @@ async fn set_and_read(router: &Arc<dyn Router>, c: &Canary, primary: i32, canary
     let routes = Routes::split(primary, canary);
     router.set_routes(c, &routes).await.unwrap();
     assert_eq!(router.get_routes(c).await.unwrap(), routes);
+}
+
+/// Adds annotations (key, value) to an annotations object.
+fn annotate(annotations: &mut Value, pairs: &[(&str, &str)]) {
+    for (k, v) in pairs {
+        annotations[k] = json!(v);
+    }
 }
 
 fn owner_is_canary(obj: &Value, c: &Canary) {
@@ -156,24 +163,19 @@ async fn nginx_canary_ingress_with_weight_and_header_annotations() {
     assert_eq!(ing["spec"], spec);
     assert_eq!(ing["metadata"]["labels"], json!({"app": "podinfo"}));
     let mut annotations = flux();
-    for (k, v) in [
-        ("owner", "team-a"),
-        ("nginx.ingress.kubernetes.io/canary", "true"),
-        ("nginx.ingress.kubernetes.io/canary-weight", "0"),
-    ] {
-        annotations[k] = json!(v);
-    }
+    annotate(
+        &mut annotations,
+        &[
+            ("owner", "team-a"),
+            ("nginx.ingress.kubernetes.io/canary", "true"),
+            ("nginx.ingress.kubernetes.io/canary-weight", "0"),
+        ],
+    );
     assert_eq!(ing["metadata"]["annotations"], annotations);
     owner_is_canary(&ing, &c);
     assert_eq!(router.get_routes(&c).await.unwrap(), Routes::split(100, 0));
-    env.reconcile_is_idempotent(
-        router.as_ref(),
-        &c,
-        "networking.k8s.io/v1",
-        "Ingress",
-        "podinfo-canary",
-    )
-    .await;
+    env.reconcile_is_idempotent(&router, &c, "networking.k8s.io/v1", "Ingress", "podinfo-canary")
+        .await;
 
     // A weighted step (ingress.go:195-205): canary-weight and canary "true".
     router.set_routes(&c, &Routes::split(90, 10)).await.unwrap();
@@ -197,13 +199,14 @@ async fn nginx_canary_ingress_with_weight_and_header_annotations() {
     router.set_routes(&ab, &Routes::split(0, 100)).await.unwrap();
     let ing = env.obj("networking.k8s.io/v1", "Ingress", "podinfo-canary").await;
     let mut ab_annotations = annotations.clone();
-    for (k, v) in [
-        ("nginx.ingress.kubernetes.io/canary-by-header", "x-canary"),
-        ("nginx.ingress.kubernetes.io/canary-by-header-value", "insider"),
-        ("nginx.ingress.kubernetes.io/canary-by-cookie", "canary"),
-    ] {
-        ab_annotations[k] = json!(v);
-    }
+    annotate(
+        &mut ab_annotations,
+        &[
+            ("nginx.ingress.kubernetes.io/canary-by-header", "x-canary"),
+            ("nginx.ingress.kubernetes.io/canary-by-header-value", "insider"),
+            ("nginx.ingress.kubernetes.io/canary-by-cookie", "canary"),
+        ],
+    );
     assert_eq!(ing["metadata"]["annotations"], ab_annotations);
     // ingress.go:137-144: with header annotations an A/B canary has all the matching traffic.
     assert_eq!(router.get_routes(&ab).await.unwrap(), Routes::split(0, 100));
@@ -285,14 +288,8 @@ async fn skipper_canary_ingress_with_backend_weights() {
     assert_eq!(ing["metadata"]["labels"], json!({"app": "podinfo"}));
     owner_is_canary(&ing, &c);
     assert_eq!(router.get_routes(&c).await.unwrap(), Routes::split(100, 0));
-    env.reconcile_is_idempotent(
-        router.as_ref(),
-        &c,
-        "networking.k8s.io/v1",
-        "Ingress",
-        "podinfo-canary",
-    )
-    .await;
+    env.reconcile_is_idempotent(&router, &c, "networking.k8s.io/v1", "Ingress", "podinfo-canary")
+        .await;
 
     router.set_routes(&c, &Routes::split(70, 30)).await.unwrap();
     let ing = env.obj("networking.k8s.io/v1", "Ingress", "podinfo-canary").await;
@@ -372,7 +369,7 @@ async fn smi(provider: &str, version: &str, quantity: bool, gateway_annotation: 
     assert_eq!(ts["metadata"]["annotations"], annotations);
     assert_eq!(ts["metadata"]["labels"], Value::Null);
     owner_is_canary(&ts, &c);
-    env.reconcile_is_idempotent(router.as_ref(), &c, &api, "TrafficSplit", "podinfo")
+    env.reconcile_is_idempotent(&router, &c, &api, "TrafficSplit", "podinfo")
         .await;
 
     router.set_routes(&c, &Routes::split(80, 20)).await.unwrap();
@@ -392,29 +389,24 @@ async fn smi(provider: &str, version: &str, quantity: bool, gateway_annotation: 
         .await;
 }
 
-#[tokio::test]
-async fn linkerd_traffic_split_v1alpha1() {
-    smi("linkerd", "v1alpha1", true, false).await;
+/// One test per SMI provider (they run in parallel): `name: (provider, TrafficSplit version,
+/// weights as quantities, gateways annotation)`.
+macro_rules! smi_tests {
+    ($($name:ident: $args:expr,)*) => {$(
+        #[tokio::test]
+        async fn $name() {
+            let (provider, version, quantity, gateway_annotation) = $args;
+            smi(provider, version, quantity, gateway_annotation).await;
+        }
+    )*};
 }
 
-#[tokio::test]
-async fn smi_v1alpha1_traffic_split() {
-    smi("smi:v1alpha1", "v1alpha1", true, false).await;
-}
-
-#[tokio::test]
-async fn smi_v1alpha2_istio_traffic_split_with_gateways() {
-    smi("smi:v1alpha2:istio", "v1alpha2", false, true).await;
-}
-
-#[tokio::test]
-async fn smi_v1alpha3_traffic_split() {
-    smi("smi:v1alpha3", "v1alpha3", false, false).await;
-}
-
-#[tokio::test]
-async fn osm_traffic_split_v1alpha2() {
-    smi("osm", "v1alpha2", false, false).await;
+smi_tests! {
+    linkerd_traffic_split_v1alpha1: ("linkerd", "v1alpha1", true, false),
+    smi_v1alpha1_traffic_split: ("smi:v1alpha1", "v1alpha1", true, false),
+    smi_v1alpha2_istio_traffic_split_with_gateways: ("smi:v1alpha2:istio", "v1alpha2", false, true),
+    smi_v1alpha3_traffic_split: ("smi:v1alpha3", "v1alpha3", false, false),
+    osm_traffic_split_v1alpha2: ("osm", "v1alpha2", false, false),
 }
 
 // === contour (pkg/router/contour.go) ===
@@ -469,14 +461,8 @@ async fn contour_http_proxy_with_policies_and_header_routes() {
     annotations["owner"] = json!("me");
     assert_eq!(proxy["metadata"]["annotations"], annotations);
     owner_is_canary(&proxy, &c);
-    env.reconcile_is_idempotent(
-        router.as_ref(),
-        &c,
-        "projectcontour.io/v1",
-        "HTTPProxy",
-        "podinfo",
-    )
-    .await;
+    env.reconcile_is_idempotent(&router, &c, "projectcontour.io/v1", "HTTPProxy", "podinfo")
+        .await;
 
     router.set_routes(&c, &Routes::split(60, 40)).await.unwrap();
     let proxy = env.obj("projectcontour.io/v1", "HTTPProxy", "podinfo").await;
@@ -605,7 +591,7 @@ async fn gloo_upstreams_and_route_table() {
     );
     assert_eq!(rt["metadata"]["annotations"], flux());
     owner_is_canary(&rt, &c);
-    env.reconcile_is_idempotent(router.as_ref(), &c, "gateway.solo.io/v1", "RouteTable", "podinfo")
+    env.reconcile_is_idempotent(&router, &c, "gateway.solo.io/v1", "RouteTable", "podinfo")
         .await;
 
     router.set_routes(&c, &Routes::split(75, 25)).await.unwrap();
@@ -672,14 +658,8 @@ async fn traefik_weighted_service() {
     assert_eq!(ts["metadata"]["labels"], json!({"team": "web"}));
     assert_eq!(ts["metadata"]["annotations"], flux());
     owner_is_canary(&ts, &c);
-    env.reconcile_is_idempotent(
-        router.as_ref(),
-        &c,
-        "traefik.io/v1alpha1",
-        "TraefikService",
-        "podinfo",
-    )
-    .await;
+    env.reconcile_is_idempotent(&router, &c, "traefik.io/v1alpha1", "TraefikService", "podinfo")
+        .await;
 
     // traefik.go:190-207: the canary joins with its weight.
     router.set_routes(&c, &Routes::split(85, 15)).await.unwrap();
@@ -790,12 +770,13 @@ async fn apisix_canary_route() {
     ]}});
     env.create(user).await;
     router.reconcile(&c).await.unwrap();
+    const API: &str = "apisix.apache.org/v2";
+    /// The canary's route (apisix.go:56-104): the apex route's name with `-podinfo-canary`.
+    const ROUTE: &str = "podinfo-podinfo-canary";
     // apisix.go:56-104: only the http route with the apex backend, priority 10000, primary at
     // 100 and the canary at 0 with the same port and resolve granularity; the user's labels and
     // annotations.
-    let route = env
-        .obj("apisix.apache.org/v2", "ApisixRoute", "podinfo-podinfo-canary")
-        .await;
+    let route = env.obj(API, "ApisixRoute", ROUTE).await;
     let http = |p: i64, k: i64| {
         json!([{"name": "method", "priority": 10000, "match": {"hosts": ["app.example.com"], "paths": ["/*"]},
             "backends": [
@@ -808,26 +789,17 @@ async fn apisix_canary_route() {
     assert_eq!(route["metadata"]["labels"], json!({"app": "podinfo"}));
     assert_eq!(route["metadata"]["annotations"], json!({"owner": "me"}));
     owner_is_canary(&route, &c);
-    env.reconcile_is_idempotent(
-        router.as_ref(),
-        &c,
-        "apisix.apache.org/v2",
-        "ApisixRoute",
-        "podinfo-podinfo-canary",
-    )
-    .await;
+    env.reconcile_is_idempotent(&router, &c, API, "ApisixRoute", ROUTE)
+        .await;
 
     router.set_routes(&c, &Routes::split(65, 35)).await.unwrap();
-    let route = env
-        .obj("apisix.apache.org/v2", "ApisixRoute", "podinfo-podinfo-canary")
-        .await;
+    let route = env.obj(API, "ApisixRoute", ROUTE).await;
     assert_eq!(route["spec"]["http"], http(65, 35));
     assert_eq!(router.get_routes(&c).await.unwrap(), Routes::split(65, 35));
     set_and_read(&router, &c, 0, 100).await;
     set_and_read(&router, &c, 100, 0).await;
     router.finalize(&c).await.unwrap();
-    env.delete_canary_and_wait_gone("apisix.apache.org/v2", "ApisixRoute", "podinfo-podinfo-canary")
-        .await;
+    env.delete_canary_and_wait_gone(API, "ApisixRoute", ROUTE).await;
 }
 
 // === appmesh (pkg/router/appmesh.go) and appmesh:v1beta2 (appmesh_v1beta2.go) ===
@@ -926,7 +898,7 @@ async fn appmesh_v1beta2_nodes_routers_and_services() {
         &json!({"spec": {"awsName": "podinfo_test", "meshRef": {"name": "global", "uid": "1"}}}),
     )
     .await;
-    env.reconcile_is_idempotent(router.as_ref(), &c, api, "VirtualRouter", "podinfo")
+    env.reconcile_is_idempotent(&router, &c, api, "VirtualRouter", "podinfo")
         .await;
 
     router.set_routes(&c, &Routes::split(90, 10)).await.unwrap();
@@ -1013,7 +985,7 @@ async fn appmesh_v1beta1_nodes_and_virtual_services() {
         canary_vs["spec"]["routes"][0]["http"]["action"]["weightedTargets"],
         targets(100, 0)
     );
-    env.reconcile_is_idempotent(router.as_ref(), &c, api, "VirtualService", &vs_name)
+    env.reconcile_is_idempotent(&router, &c, api, "VirtualService", &vs_name)
         .await;
 
     router.set_routes(&c, &Routes::split(80, 20)).await.unwrap();
@@ -1057,7 +1029,7 @@ async fn gateway_api_v1beta1_http_route() {
     );
     assert_eq!(route["apiVersion"], api);
     owner_is_canary(&route, &c);
-    env.reconcile_is_idempotent(router.as_ref(), &c, api, "HTTPRoute", "podinfo")
+    env.reconcile_is_idempotent(&router, &c, api, "HTTPRoute", "podinfo")
         .await;
     env.wait_for(api, "HTTPRoute", "podinfo", |r| {
         r["status"]["parents"][0]["conditions"][0]["observedGeneration"] == r["metadata"]["generation"]
