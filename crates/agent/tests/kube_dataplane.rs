@@ -282,15 +282,10 @@ async fn run(nginx_bin: PathBuf, prometheus_bin: PathBuf) {
     // A healthy revision: at the weight the agent wrote on the canary Ingress, that share of
     // the real requests reaches the canary's version.
     env.set_image("podinfo", "podinfo:6.0.1").await;
-    let ing = env
-        .wait_for("networking.k8s.io/v1", "Ingress", "podinfo-canary", |i| {
-            i["metadata"]["annotations"]["nginx.ingress.kubernetes.io/canary-weight"] == "50"
-        })
+    let annotations = env
+        .wait_canary_ingress(|a| a["nginx.ingress.kubernetes.io/canary-weight"] == "50")
         .await;
-    assert_eq!(
-        ing["metadata"]["annotations"]["nginx.ingress.kubernetes.io/canary"],
-        "true"
-    );
+    assert_eq!(annotations["nginx.ingress.kubernetes.io/canary"], "true");
     // nginx follows within a poll (100 ms) and a restart.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (canary, of_version) = canary_answers(&seen, "6.0.1", 100).await;

@@ -292,34 +292,21 @@ async fn nginx_ab_testing_routes_by_header_then_promotes() {
     env.wait_phase("podinfo", "Initialized", LIMIT).await;
     env.set_image("podinfo", "podinfo:6.0.1").await;
     // During the analysis the canary Ingress routes requests with the header.
-    let ing = env
-        .wait_for("networking.k8s.io/v1", "Ingress", "podinfo-canary", |i| {
-            i["metadata"]["annotations"]["nginx.ingress.kubernetes.io/canary-by-header"] == "x-canary"
-        })
+    let annotations = env
+        .wait_canary_ingress(|a| a["nginx.ingress.kubernetes.io/canary-by-header"] == "x-canary")
         .await;
     assert_eq!(
-        ing["metadata"]["annotations"]["nginx.ingress.kubernetes.io/canary-by-header-value"],
+        annotations["nginx.ingress.kubernetes.io/canary-by-header-value"],
         "insider"
     );
     env.wait_phase("podinfo", "Succeeded", LIMIT).await;
-    for i in 1..=3 {
-        assert!(
-            env.has_event("podinfo", &format!("Advance podinfo.test canary iteration {i}/3"))
-                .await
-        );
-    }
+    let iterations = (1..=3).map(|i| format!("Advance podinfo.test canary iteration {i}/3"));
+    env.assert_events("podinfo", iterations).await;
     // Promoted: the header annotations are gone, weight 0.
-    let ing = env
-        .wait_for("networking.k8s.io/v1", "Ingress", "podinfo-canary", |i| {
-            i["metadata"]["annotations"]
-                .get("nginx.ingress.kubernetes.io/canary-by-header")
-                .is_none()
-        })
+    let annotations = env
+        .wait_canary_ingress(|a| a.get("nginx.ingress.kubernetes.io/canary-by-header").is_none())
         .await;
-    assert_eq!(
-        ing["metadata"]["annotations"]["nginx.ingress.kubernetes.io/canary-weight"],
-        "0"
-    );
+    assert_eq!(annotations["nginx.ingress.kubernetes.io/canary-weight"], "0");
     env.stop_agent().await;
 }
 

@@ -619,6 +619,21 @@ fn keptn_standin(
     (task, seen)
 }
 
+/// Writes the status of KeptnMetric `podinfo-errors`, as Keptn's metrics operator does.
+async fn set_keptn_errors(env: &Env, status: Value) {
+    let status = json!({ "status": status });
+    env.objects
+        .patch_status(
+            "metrics.keptn.sh/v1beta1",
+            "KeptnMetric",
+            Some(&env.ns),
+            "podinfo-errors",
+            &status,
+        )
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keptn_and_external_metrics_read_the_cluster() {
     let (mut env, user) = Env::as_service_account("keptn-and-external-metrics-read-the-cluster").await;
@@ -629,16 +644,7 @@ async fn keptn_and_external_metrics_read_the_cluster() {
         "metadata": {"name": "podinfo-errors"},
         "spec": {"provider": {"name": "prometheus"}, "query": "sum(rate(errors[1m]))", "fetchIntervalSeconds": 5}}))
         .await;
-    env.objects
-        .patch_status(
-            "metrics.keptn.sh/v1beta1",
-            "KeptnMetric",
-            Some(&ns),
-            "podinfo-errors",
-            &json!({"status": {"value": "0.5", "rawValue": "MC41"}}),
-        )
-        .await
-        .unwrap();
+    set_keptn_errors(&env, json!({"value": "0.5", "rawValue": "MC41"})).await;
     for (name, query) in [
         ("keptn-errors", format!("keptnmetric/{ns}/podinfo-errors")),
         // Flagger lower-cases the whole query (keptn.go:207-216): the argument value too.
@@ -714,16 +720,7 @@ async fn keptn_and_external_metrics_read_the_cluster() {
     );
 
     // The KeptnMetric's value goes above the threshold: the next revision rolls back.
-    env.objects
-        .patch_status(
-            "metrics.keptn.sh/v1beta1",
-            "KeptnMetric",
-            Some(&ns),
-            "podinfo-errors",
-            &json!({"status": {"value": "3.25"}}),
-        )
-        .await
-        .unwrap();
+    set_keptn_errors(&env, json!({"value": "3.25"})).await;
     env.set_image("podinfo", "podinfo:6.0.2").await;
     env.wait_phase("podinfo", "Failed", LIMIT).await;
     assert!(

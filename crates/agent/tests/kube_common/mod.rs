@@ -165,6 +165,16 @@ impl Env {
             .await;
     }
 
+    /// The annotations of Ingress `podinfo-canary` once `pred` holds for them.
+    pub async fn wait_canary_ingress(&self, pred: impl Fn(&Value) -> bool) -> Value {
+        let ing = self
+            .wait_for("networking.k8s.io/v1", "Ingress", "podinfo-canary", |i| {
+                pred(&i["metadata"]["annotations"])
+            })
+            .await;
+        ing["metadata"]["annotations"].clone()
+    }
+
     /// `spec.replicas` of Deployment `name`.
     pub async fn replicas(&self, name: &str) -> Value {
         self.obj("apps/v1", "Deployment", name).await["spec"]["replicas"].clone()
