@@ -314,9 +314,7 @@ impl Kubectl {
             ))
         }
     }
-}
 
-impl Kubectl {
     /// The seed tutorial's command for a new revision: a JSON patch of the Knative Service's image.
     async fn patch_image(&self, ns: &str, image: &str) {
         let patch = format!(
