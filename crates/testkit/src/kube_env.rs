@@ -153,3 +153,32 @@ pub async fn analysis_doubles() -> (FakePrometheus, FakeWebhook) {
     let hooks = FakeWebhook::start().await.expect("the webhook receiver starts");
     (prom, hooks)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_canary_is_the_shared_header_and_the_rest_of_its_spec() {
+        let yaml = canary("nginx", "\n  service: {port: 80}\n");
+        let v: Value = serde_yaml_ng::from_str(&in_namespace(&yaml, "ns-1")).unwrap();
+        assert_eq!(v["apiVersion"], "flagger.app/v1beta1");
+        assert_eq!(v["kind"], "Canary");
+        assert_eq!(v["metadata"], json!({"name": "podinfo", "namespace": "ns-1"}));
+        assert_eq!(
+            v["spec"],
+            json!({
+                "provider": "nginx",
+                "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+                "service": {"port": 80},
+            })
+        );
+        let v: Value =
+            serde_yaml_ng::from_str(&canary_of("{kind: Service, name: web}", "knative", "")).unwrap();
+        assert_eq!(v["spec"]["targetRef"], json!({"kind": "Service", "name": "web"}));
+        assert_eq!(
+            message_in("podinfo.test promoted", "ns-1"),
+            "podinfo.ns-1 promoted"
+        );
+    }
+}
