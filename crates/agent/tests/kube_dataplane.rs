@@ -29,6 +29,7 @@ use std::time::Duration;
 use aviary_local::sample_app::{SampleApp, SampleAppArgs};
 use aviary_testkit::IngressNginx;
 use aviary_testkit::ingress_nginx::Endpoints;
+use aviary_testkit::kube_env::canary;
 use aviary_testkit::prometheus::{Job, Prometheus};
 use kube_common::*;
 use serde_json::{Value, json};
@@ -250,14 +251,9 @@ async fn run(nginx_bin: PathBuf, prometheus_bin: PathBuf) {
             "backend": {"service": {"name": "podinfo", "port": {"number": 80}}}}]}}]}}),
     )
     .await;
-    env.create_yaml(
+    env.create_yaml(&canary(
+        "nginx",
         r#"
-apiVersion: flagger.app/v1beta1
-kind: Canary
-metadata: {name: podinfo, namespace: test}
-spec:
-  provider: nginx
-  targetRef: {apiVersion: apps/v1, kind: Deployment, name: podinfo}
   ingressRef: {apiVersion: networking.k8s.io/v1, kind: Ingress, name: podinfo}
   progressDeadlineSeconds: 60
   service: {port: 80, targetPort: 9898}
@@ -272,7 +268,7 @@ spec:
       thresholdRange: {min: 99}
       interval: 1m
 "#,
-    )
+    ))
     .await;
     let mut config = env.config();
     config.metrics_server = prom.url().to_string();
@@ -286,15 +282,10 @@ spec:
     // A healthy revision: at the weight the agent wrote on the canary Ingress, that share of
     // the real requests reaches the canary's version.
     env.set_image("podinfo", "podinfo:6.0.1").await;
-    let ing = env
-        .wait_for("networking.k8s.io/v1", "Ingress", "podinfo-canary", |i| {
-            i["metadata"]["annotations"]["nginx.ingress.kubernetes.io/canary-weight"] == "50"
-        })
+    let annotations = env
+        .wait_canary_ingress(|a| a["nginx.ingress.kubernetes.io/canary-weight"] == "50")
         .await;
-    assert_eq!(
-        ing["metadata"]["annotations"]["nginx.ingress.kubernetes.io/canary"],
-        "true"
-    );
+    assert_eq!(annotations["nginx.ingress.kubernetes.io/canary"], "true");
     // nginx follows within a poll (100 ms) and a restart.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (canary, of_version) = canary_answers(&seen, "6.0.1", 100).await;

@@ -8,13 +8,18 @@ mod kube_common;
 
 use std::time::Duration;
 
+use aviary_testkit::kube_env::canary;
 use kube_common::*;
 use serde_json::json;
 
 const LIMIT: Duration = Duration::from_secs(40);
 const HTTP_SUCCESS: &str = "http_request_duration_seconds_count";
 
-fn weights(route: &serde_json::Value) -> (i64, i64) {
+/// The (primary, canary) weights of HTTPRoute `podinfo`.
+async fn weights(env: &Env) -> (i64, i64) {
+    let route = env
+        .obj("gateway.networking.k8s.io/v1", "HTTPRoute", "podinfo")
+        .await;
     let b = &route["spec"]["rules"][0]["backendRefs"];
     (b[0]["weight"].as_i64().unwrap(), b[1]["weight"].as_i64().unwrap())
 }
@@ -22,34 +27,16 @@ fn weights(route: &serde_json::Value) -> (i64, i64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gatewayapi_promotes_then_rolls_back() {
     let mut env = Env::start("gatewayapi-promotes-then-rolls-back").await;
-    env.create(deployment("podinfo", "podinfo:6.0.0")).await;
-    env.create_yaml(&gatewayapi_canary(
-        env.hooks.url(),
-        &weighted_analysis(30, 10, true),
-    ))
-    .await;
+    env.create_podinfo_canary(&weighted_analysis(30, 10, true)).await;
 
     let c = env.wait_phase("podinfo", "Initialized", LIMIT).await;
     assert_eq!(c["status"]["conditions"][0]["type"], "Promoted");
     assert_eq!(c["status"]["conditions"][0]["status"], "True");
-    let primary = env.get("apps/v1", "Deployment", "podinfo-primary").await.unwrap();
-    assert_eq!(
-        primary["spec"]["template"]["spec"]["containers"][0]["image"],
-        "podinfo:6.0.0"
-    );
-    assert_eq!(
-        env.get("apps/v1", "Deployment", "podinfo").await.unwrap()["spec"]["replicas"],
-        0
-    );
-    let route = env
-        .get("gateway.networking.k8s.io/v1", "HTTPRoute", "podinfo")
-        .await
-        .unwrap();
-    assert_eq!(weights(&route), (100, 0));
-    assert_eq!(
-        env.get("v1", "Service", "podinfo").await.unwrap()["spec"]["selector"],
-        json!({"app": "podinfo-primary"})
-    );
+    let primary = env.obj("apps/v1", "Deployment", "podinfo-primary").await;
+    assert_eq!(image(&primary), "podinfo:6.0.0");
+    assert_eq!(env.replicas("podinfo").await, 0);
+    assert_eq!(weights(&env).await, (100, 0));
+    env.assert_selects("podinfo", "podinfo-primary").await;
     env.wait_event("podinfo", "Normal: Initialization done! podinfo.test")
         .await;
 
@@ -59,14 +46,7 @@ async fn gatewayapi_promotes_then_rolls_back() {
     let c = env.wait_phase("podinfo", "Succeeded", LIMIT).await;
     assert_eq!(c["status"]["canaryWeight"], 0);
     assert_eq!(c["status"]["conditions"][0]["reason"], "Succeeded");
-    for w in [10, 20, 30] {
-        assert!(
-            env.has_event("podinfo", &format!("Advance podinfo.test canary weight {w}"))
-                .await,
-            "{:#?}",
-            env.event_messages("podinfo").await
-        );
-    }
+    env.assert_advanced("podinfo", &[10, 20, 30]).await;
     assert!(
         env.has_event(
             "podinfo",
@@ -76,23 +56,10 @@ async fn gatewayapi_promotes_then_rolls_back() {
     );
     env.wait_event("podinfo", "Promotion completed! Scaling down podinfo.test")
         .await;
-    let primary = env.get("apps/v1", "Deployment", "podinfo-primary").await.unwrap();
-    assert_eq!(
-        primary["spec"]["template"]["spec"]["containers"][0]["image"],
-        "podinfo:6.0.1"
-    );
-    assert_eq!(
-        weights(
-            &env.get("gateway.networking.k8s.io/v1", "HTTPRoute", "podinfo")
-                .await
-                .unwrap()
-        ),
-        (100, 0)
-    );
-    assert_eq!(
-        env.get("apps/v1", "Deployment", "podinfo").await.unwrap()["spec"]["replicas"],
-        0
-    );
+    let primary = env.obj("apps/v1", "Deployment", "podinfo-primary").await;
+    assert_eq!(image(&primary), "podinfo:6.0.1");
+    assert_eq!(weights(&env).await, (100, 0));
+    assert_eq!(env.replicas("podinfo").await, 0);
     let calls = env.hooks.calls();
     assert!(
         calls
@@ -125,23 +92,10 @@ async fn gatewayapi_promotes_then_rolls_back() {
     );
     env.wait_event("podinfo", "Warning: Canary failed! Scaling down podinfo.test")
         .await;
-    assert_eq!(
-        weights(
-            &env.get("gateway.networking.k8s.io/v1", "HTTPRoute", "podinfo")
-                .await
-                .unwrap()
-        ),
-        (100, 0)
-    );
-    let primary = env.get("apps/v1", "Deployment", "podinfo-primary").await.unwrap();
-    assert_eq!(
-        primary["spec"]["template"]["spec"]["containers"][0]["image"],
-        "podinfo:6.0.1"
-    );
-    assert_eq!(
-        env.get("apps/v1", "Deployment", "podinfo").await.unwrap()["spec"]["replicas"],
-        0
-    );
+    assert_eq!(weights(&env).await, (100, 0));
+    let primary = env.obj("apps/v1", "Deployment", "podinfo-primary").await;
+    assert_eq!(image(&primary), "podinfo:6.0.1");
+    assert_eq!(env.replicas("podinfo").await, 0);
     let queries = env.prom.queries();
     assert!(
         queries
@@ -178,14 +132,9 @@ spec:
         env.hooks.url()
     )).await;
     env.prom.set(&["custom_errors"], 0.5);
-    env.create_yaml(
+    env.create_yaml(&canary(
+        "kubernetes",
         r#"
-apiVersion: flagger.app/v1beta1
-kind: Canary
-metadata: {name: podinfo, namespace: test}
-spec:
-  provider: kubernetes
-  targetRef: {apiVersion: apps/v1, kind: Deployment, name: podinfo}
   service: {port: 9898, portDiscovery: true}
   analysis:
     interval: 1s
@@ -204,17 +153,11 @@ spec:
       severity: info
       providerRef: {name: on-call}
 "#,
-    )
+    ))
     .await;
     env.wait_phase("podinfo", "Initialized", LIMIT).await;
-    assert_eq!(
-        env.get("v1", "Service", "podinfo-canary").await.unwrap()["spec"]["selector"],
-        json!({"app": "podinfo"})
-    );
-    assert_eq!(
-        env.get("v1", "Service", "podinfo").await.unwrap()["spec"]["selector"],
-        json!({"app": "podinfo-primary"})
-    );
+    env.assert_selects("podinfo-canary", "podinfo").await;
+    env.assert_selects("podinfo", "podinfo-primary").await;
 
     env.set_image("podinfo", "podinfo:6.0.1").await;
     env.wait_phase("podinfo", "Progressing", LIMIT).await;
@@ -247,27 +190,15 @@ spec:
         assert!(tokio::time::Instant::now() < deadline, "{:#?}", env.hooks.calls());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    for i in 1..=3 {
-        assert!(
-            env.has_event("podinfo", &format!("Advance podinfo.test canary iteration {i}/3"))
-                .await,
-            "{:#?}",
-            env.event_messages("podinfo").await
-        );
-    }
+    let iterations = (1..=3).map(|i| format!("Advance podinfo.test canary iteration {i}/3"));
+    env.assert_events("podinfo", iterations).await;
     assert!(
         !env.has_event("podinfo", "Routing all traffic to canary").await,
         "the kubernetes provider never switches traffic"
     );
-    let primary = env.get("apps/v1", "Deployment", "podinfo-primary").await.unwrap();
-    assert_eq!(
-        primary["spec"]["template"]["spec"]["containers"][0]["image"],
-        "podinfo:6.0.1"
-    );
-    assert_eq!(
-        env.get("v1", "Service", "podinfo").await.unwrap()["spec"]["selector"],
-        json!({"app": "podinfo-primary"})
-    );
+    let primary = env.obj("apps/v1", "Deployment", "podinfo-primary").await;
+    assert_eq!(image(&primary), "podinfo:6.0.1");
+    env.assert_selects("podinfo", "podinfo-primary").await;
 
     env.prom.set(&[HTTP_SUCCESS], 10.0);
     env.set_image("podinfo", "podinfo:6.0.2").await;
@@ -280,15 +211,9 @@ spec:
         )
         .await
     );
-    let primary = env.get("apps/v1", "Deployment", "podinfo-primary").await.unwrap();
-    assert_eq!(
-        primary["spec"]["template"]["spec"]["containers"][0]["image"],
-        "podinfo:6.0.1"
-    );
-    assert_eq!(
-        env.get("apps/v1", "Deployment", "podinfo").await.unwrap()["spec"]["replicas"],
-        0
-    );
+    let primary = env.obj("apps/v1", "Deployment", "podinfo-primary").await;
+    assert_eq!(image(&primary), "podinfo:6.0.1");
+    assert_eq!(env.replicas("podinfo").await, 0);
     env.stop_agent().await;
 }
 
@@ -313,16 +238,10 @@ async fn revert_on_deletion_restores_the_target_and_the_apex() {
         .await
     };
     assert_eq!(c["metadata"]["finalizers"], json!(["finalizer.flagger.app"]));
-    assert_eq!(
-        env.get("apps/v1", "Deployment", "podinfo").await.unwrap()["spec"]["replicas"],
-        0
-    );
+    assert_eq!(env.replicas("podinfo").await, 0);
 
     // The user's own apex Service was taken over: it now selects the primary.
-    assert_eq!(
-        env.get("v1", "Service", "podinfo").await.unwrap()["spec"]["selector"],
-        json!({"app": "podinfo-primary"})
-    );
+    env.assert_selects("podinfo", "podinfo-primary").await;
 
     env.objects
         .delete(CANARY_API, "Canary", Some(&env.ns), "podinfo")
@@ -338,16 +257,9 @@ async fn revert_on_deletion_restores_the_target_and_the_apex() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(
-        env.get("apps/v1", "Deployment", "podinfo").await.unwrap()["spec"]["replicas"],
-        2,
-        "the target serves again"
-    );
-    assert_eq!(
-        env.get("v1", "Service", "podinfo").await.unwrap()["spec"]["selector"],
-        json!({"app": "podinfo"}),
-        "the apex selects the target"
-    );
+    assert_eq!(env.replicas("podinfo").await, 2, "the target serves again");
+    // The apex selects the target again.
+    env.assert_selects("podinfo", "podinfo").await;
     // Generated objects go with the canary: the garbage collector follows their owner
     // references (asynchronously, as in a cluster).
     for (api_version, kind, name) in [
@@ -372,14 +284,9 @@ async fn revert_on_deletion_restores_the_target_and_the_apex() {
 async fn istio_ab_testing_routes_matching_requests_then_promotes() {
     let mut env = Env::start("istio-ab-testing").await;
     env.create(deployment("podinfo", "podinfo:6.0.0")).await;
-    env.create_yaml(
+    env.create_yaml(&canary(
+        "istio",
         r#"
-apiVersion: flagger.app/v1beta1
-kind: Canary
-metadata: {name: podinfo, namespace: test}
-spec:
-  provider: istio
-  targetRef: {apiVersion: apps/v1, kind: Deployment, name: podinfo}
   service: {port: 9898, hosts: [app.example.com]}
   analysis:
     interval: 1s
@@ -389,13 +296,12 @@ spec:
     - headers:
         x-canary: {exact: insider}
 "#,
-    )
+    ))
     .await;
     env.wait_phase("podinfo", "Initialized", LIMIT).await;
     let vs = env
-        .get("networking.istio.io/v1beta1", "VirtualService", "podinfo")
-        .await
-        .unwrap();
+        .obj("networking.istio.io/v1beta1", "VirtualService", "podinfo")
+        .await;
     assert_eq!(vs["spec"]["hosts"], json!(["app.example.com", "podinfo"]));
     for dr in ["podinfo-primary", "podinfo-canary"] {
         assert!(
@@ -426,14 +332,8 @@ spec:
     // destination the primary still gets all that traffic.
     assert_eq!(vs["spec"]["http"][1]["route"][0]["weight"], 0);
     env.wait_phase("podinfo", "Succeeded", LIMIT).await;
-    for i in 1..=3 {
-        assert!(
-            env.has_event("podinfo", &format!("Advance podinfo.test canary iteration {i}/3"))
-                .await,
-            "{:#?}",
-            env.event_messages("podinfo").await
-        );
-    }
+    let iterations = (1..=3).map(|i| format!("Advance podinfo.test canary iteration {i}/3"));
+    env.assert_events("podinfo", iterations).await;
     // Promoted: everything to the primary again, which runs the new image.
     let vs = env
         .wait_for("networking.istio.io/v1beta1", "VirtualService", "podinfo", |vs| {
@@ -444,10 +344,7 @@ spec:
         vs["spec"]["http"][0]["route"][0]["destination"]["host"],
         "podinfo-primary"
     );
-    let primary = env.get("apps/v1", "Deployment", "podinfo-primary").await.unwrap();
-    assert_eq!(
-        primary["spec"]["template"]["spec"]["containers"][0]["image"],
-        "podinfo:6.0.1"
-    );
+    let primary = env.obj("apps/v1", "Deployment", "podinfo-primary").await;
+    assert_eq!(image(&primary), "podinfo:6.0.1");
     env.stop_agent().await;
 }

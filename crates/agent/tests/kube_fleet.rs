@@ -7,30 +7,48 @@ mod kube_common;
 
 use std::time::Duration;
 
-use aviary_coordinator::client::{ClientTls, fleet_client_with};
+use aviary_coordinator::client::{ClientTls, FleetConn, fleet_client_with};
 use aviary_coordinator::security::tls::ServerTlsFiles;
 use aviary_coordinator::{Coordinator, CoordinatorConfig};
 use aviary_proto::v1;
+use aviary_testkit::kube_env::canary;
 use kube_common::*;
 
-const CANARY: &str = r#"
-apiVersion: flagger.app/v1beta1
-kind: Canary
-metadata: {name: podinfo, namespace: test}
-spec:
-  provider: kubernetes
-  targetRef: {apiVersion: apps/v1, kind: Deployment, name: podinfo}
+fn canary_yaml() -> String {
+    canary(
+        "kubernetes",
+        r#"
   service: {port: 9898}
   analysis:
     interval: 1s
     threshold: 2
     iterations: 2
-"#;
-
-fn rollout(ns: &str, name: &str, container: &str, image: &str) -> String {
-    format!(
-        "apiVersion: aviary.dev/v1alpha1\nkind: FleetRollout\nmetadata: {{name: {name}}}\nspec:\n  canary: {{namespace: {ns}, name: podinfo}}\n  revision: {{containerImages: {{{container}: \"{image}\"}}}}\n  byRegion: [local]\n  clusterDeadline: 2m\n"
+"#,
     )
+}
+
+/// Creates FleetRollout `name` of `container`'s `image` on this cluster's canary
+/// (`ns/podinfo`) and waits up to `timeout_seconds` for it to end.
+async fn run_rollout(
+    client: &mut FleetConn,
+    ns: &str,
+    name: &str,
+    (container, image): (&str, &str),
+    timeout_seconds: u32,
+) -> v1::Rollout {
+    let manifest = format!(
+        "apiVersion: aviary.dev/v1alpha1\nkind: FleetRollout\nmetadata: {{name: {name}}}\nspec:\n  canary: {{namespace: {ns}, name: podinfo}}\n  revision: {{containerImages: {{{container}: \"{image}\"}}}}\n  byRegion: [local]\n  clusterDeadline: 2m\n"
+    );
+    let create = v1::CreateRolloutRequest {
+        manifest,
+        ..Default::default()
+    };
+    client.create_rollout(create).await.unwrap();
+    let wait = v1::WaitRolloutRequest {
+        name: name.into(),
+        timeout_seconds,
+    };
+    client.wait_rollout(wait).await.unwrap().into_inner()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -48,7 +66,7 @@ async fn the_coordinator_pushes_an_image_to_a_deployment_canary() {
     )
     .await;
     env.create(deployment("podinfo", "podinfo:6.0.0")).await;
-    env.create_yaml(CANARY).await;
+    env.create_yaml(&canary_yaml()).await;
     env.wait_phase("podinfo", "Initialized", Duration::from_secs(40))
         .await;
 
@@ -84,32 +102,19 @@ async fn the_coordinator_pushes_an_image_to_a_deployment_canary() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    client
-        .create_rollout(v1::CreateRolloutRequest {
-            manifest: rollout(&env.ns, "podinfo-6-0-1", "podinfo", "podinfo:6.0.1"),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let r = client
-        .wait_rollout(v1::WaitRolloutRequest {
-            name: "podinfo-6-0-1".into(),
-            timeout_seconds: 90,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let r = run_rollout(
+        &mut client,
+        &env.ns,
+        "podinfo-6-0-1",
+        ("podinfo", "podinfo:6.0.1"),
+        90,
+    )
+    .await;
     assert_eq!(r.phase, "Succeeded", "{r:#?}");
-    let target = env.get("apps/v1", "Deployment", "podinfo").await.unwrap();
-    assert_eq!(
-        target["spec"]["template"]["spec"]["containers"][0]["image"],
-        "podinfo:6.0.1"
-    );
-    let primary = env.get("apps/v1", "Deployment", "podinfo-primary").await.unwrap();
-    assert_eq!(
-        primary["spec"]["template"]["spec"]["containers"][0]["image"],
-        "podinfo:6.0.1"
-    );
+    let target = env.obj("apps/v1", "Deployment", "podinfo").await;
+    assert_eq!(image(&target), "podinfo:6.0.1");
+    let primary = env.obj("apps/v1", "Deployment", "podinfo-primary").await;
+    assert_eq!(image(&primary), "podinfo:6.0.1");
     assert!(
         env.has_event("podinfo", "Confirm-rollout check aviary-coordinator passed")
             .await,
@@ -118,21 +123,7 @@ async fn the_coordinator_pushes_an_image_to_a_deployment_canary() {
     );
 
     // a container the target does not have: the agent refuses, the cluster fails
-    client
-        .create_rollout(v1::CreateRolloutRequest {
-            manifest: rollout(&env.ns, "podinfo-bad", "sidecar", "x:1"),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let r = client
-        .wait_rollout(v1::WaitRolloutRequest {
-            name: "podinfo-bad".into(),
-            timeout_seconds: 60,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let r = run_rollout(&mut client, &env.ns, "podinfo-bad", ("sidecar", "x:1"), 60).await;
     assert_eq!(r.phase, "Failed", "{r:#?}");
     let verdict = &r.waves[0].clusters[0].verdict;
     assert!(verdict.contains("no container named [\"sidecar\"]"), "{verdict}");

@@ -22,17 +22,32 @@ fn forbidden(events: &[serde_json::Value]) -> Vec<String> {
         .collect()
 }
 
+/// Namespace `name` with the podinfo Deployment and its gatewayapi canary (steps of 10 up to 20,
+/// success rate), and the agent started as deploy/rbac's ServiceAccount, whose user name comes
+/// back.
+async fn canary_as_service_account(name: &str) -> (Env, String) {
+    let mut env = Env::without_agent(name, None).await;
+    let user = env.run_agent_as_service_account().await;
+    env.create_podinfo_canary(&weighted_analysis(20, 10, true)).await;
+    env.start_agent();
+    (env, user)
+}
+
+/// The agent's ClusterRole grants exactly `verbs` on deployments.
+async fn deployment_verbs(env: &Env, verbs: &[&str]) {
+    env.edit_agent_role(|role| {
+        for rule in role["rules"].as_array_mut().unwrap() {
+            if rule["resources"] == json!(["deployments"]) {
+                rule["verbs"] = json!(verbs);
+            }
+        }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_whole_canary_as_the_deploy_rbac_service_account_sees_no_403() {
-    let mut env = Env::without_agent("rbac-whole-canary", None).await;
-    let user = env.run_agent_as_service_account().await;
-    env.create(deployment("podinfo", "podinfo:6.0.0")).await;
-    env.create_yaml(&gatewayapi_canary(
-        env.hooks.url(),
-        &weighted_analysis(20, 10, true),
-    ))
-    .await;
-    env.start_agent();
+    let (mut env, user) = canary_as_service_account("rbac-whole-canary").await;
 
     env.wait_phase("podinfo", "Initialized", LIMIT).await;
     env.set_image("podinfo", "podinfo:6.0.1").await;
@@ -58,26 +73,11 @@ async fn a_whole_canary_as_the_deploy_rbac_service_account_sees_no_403() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removed_verb_is_named_and_the_canary_goes_on_once_granted() {
-    let mut env = Env::without_agent("rbac-removed-verb", None).await;
-    let user = env.run_agent_as_service_account().await;
-    env.create(deployment("podinfo", "podinfo:6.0.0")).await;
-    env.create_yaml(&gatewayapi_canary(
-        env.hooks.url(),
-        &weighted_analysis(20, 10, true),
-    ))
-    .await;
-    env.start_agent();
+    let (mut env, user) = canary_as_service_account("rbac-removed-verb").await;
     env.wait_phase("podinfo", "Initialized", LIMIT).await;
 
     // No more `patch` on deployments: a new revision cannot scale the canary up.
-    env.edit_agent_role(|role| {
-        for rule in role["rules"].as_array_mut().unwrap() {
-            if rule["resources"] == json!(["deployments"]) {
-                rule["verbs"] = json!(["get", "list", "watch", "create"]);
-            }
-        }
-    })
-    .await;
+    deployment_verbs(&env, &["get", "list", "watch", "create"]).await;
     env.set_image("podinfo", "podinfo:6.0.1").await;
     let expected = "missing permission: patch deployments.apps";
     env.wait_event("podinfo", expected).await;
@@ -105,19 +105,9 @@ async fn a_removed_verb_is_named_and_the_canary_goes_on_once_granted() {
     assert!(!forbidden(&env.audit(&user)).is_empty());
 
     // Granted again: the same canary goes on to promotion, and the condition is gone.
-    env.edit_agent_role(|role| {
-        for rule in role["rules"].as_array_mut().unwrap() {
-            if rule["resources"] == json!(["deployments"]) {
-                rule["verbs"] = json!(["get", "list", "watch", "create", "patch"]);
-            }
-        }
-    })
-    .await;
+    deployment_verbs(&env, &["get", "list", "watch", "create", "patch"]).await;
     env.wait_phase("podinfo", "Succeeded", LIMIT).await;
-    let primary = env.get("apps/v1", "Deployment", "podinfo-primary").await.unwrap();
-    assert_eq!(
-        primary["spec"]["template"]["spec"]["containers"][0]["image"],
-        "podinfo:6.0.1"
-    );
+    let primary = env.obj("apps/v1", "Deployment", "podinfo-primary").await;
+    assert_eq!(image(&primary), "podinfo:6.0.1");
     env.stop_agent().await;
 }

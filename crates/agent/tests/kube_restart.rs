@@ -14,12 +14,8 @@ const LIMIT: Duration = Duration::from_secs(120);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_apiserver_restarts_mid_canary_and_the_canary_promotes_once() {
     let mut env = Env::start("restart").await;
-    env.create(deployment("podinfo", "podinfo:6.0.0")).await;
-    env.create_yaml(&gatewayapi_canary(
-        env.hooks.url(),
-        "    interval: 2s\n    threshold: 5\n    maxWeight: 50\n    stepWeight: 10",
-    ))
-    .await;
+    env.create_podinfo_canary("    interval: 2s\n    threshold: 5\n    maxWeight: 50\n    stepWeight: 10")
+        .await;
     env.wait_phase("podinfo", "Initialized", LIMIT).await;
     env.set_image("podinfo", "podinfo:6.0.1").await;
     env.wait_for(CANARY_API, "Canary", "podinfo", |c| {
@@ -57,10 +53,7 @@ async fn the_apiserver_restarts_mid_canary_and_the_canary_promotes_once() {
         1,
         "the analysis was not restarted"
     );
-    let primary = env.get("apps/v1", "Deployment", "podinfo-primary").await.unwrap();
-    assert_eq!(
-        primary["spec"]["template"]["spec"]["containers"][0]["image"],
-        "podinfo:6.0.1"
-    );
+    let primary = env.obj("apps/v1", "Deployment", "podinfo-primary").await;
+    assert_eq!(image(&primary), "podinfo:6.0.1");
     env.stop_agent().await;
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use aviary_api::Canary;
 use aviary_core::ports::Routes;
+use aviary_testkit::kube_env::canary;
 use kube_common::*;
 use serde_json::{Value, json};
 
@@ -69,14 +70,8 @@ impl Env {
 }
 
 fn canary_yaml(provider: &Provider, analysis: &str) -> String {
-    format!(
+    let spec = format!(
         r#"
-apiVersion: flagger.app/v1beta1
-kind: Canary
-metadata: {{name: podinfo, namespace: test}}
-spec:
-  provider: {}
-  targetRef: {{apiVersion: apps/v1, kind: Deployment, name: podinfo}}
   progressDeadlineSeconds: 120
   revertOnDeletion: true
 {}  service: {{port: 9898, meshName: global}}
@@ -87,8 +82,9 @@ spec:
       thresholdRange: {{min: 99}}
       interval: 1m
 "#,
-        provider.name, provider.spec
-    )
+        provider.spec
+    );
+    canary(provider.name, &spec)
 }
 
 async fn start(provider: &Provider, analysis: &str) -> Env {
@@ -117,20 +113,10 @@ async fn promote_roll_back_and_revert(provider: Provider) {
 
     env.set_image("podinfo", "podinfo:6.0.1").await;
     env.wait_phase("podinfo", "Succeeded", LIMIT).await;
-    for w in [10, 20] {
-        assert!(
-            env.has_event("podinfo", &format!("Advance podinfo.test canary weight {w}"))
-                .await,
-            "{:#?}",
-            env.event_messages("podinfo").await
-        );
-    }
+    env.assert_advanced("podinfo", &[10, 20]).await;
     env.wait_routes("podinfo", Routes::split(100, 0)).await;
-    let primary = env.get("apps/v1", "Deployment", "podinfo-primary").await.unwrap();
-    assert_eq!(
-        primary["spec"]["template"]["spec"]["containers"][0]["image"],
-        "podinfo:6.0.1"
-    );
+    let primary = env.obj("apps/v1", "Deployment", "podinfo-primary").await;
+    assert_eq!(image(&primary), "podinfo:6.0.1");
     // The built-in success rate went to Prometheus as Flagger's query for this provider.
     assert!(!env.prom.queries().is_empty());
 
@@ -146,11 +132,8 @@ async fn promote_roll_back_and_revert(provider: Provider) {
         .await
     );
     env.wait_routes("podinfo", Routes::split(100, 0)).await;
-    let primary = env.get("apps/v1", "Deployment", "podinfo-primary").await.unwrap();
-    assert_eq!(
-        primary["spec"]["template"]["spec"]["containers"][0]["image"],
-        "podinfo:6.0.1"
-    );
+    let primary = env.obj("apps/v1", "Deployment", "podinfo-primary").await;
+    assert_eq!(image(&primary), "podinfo:6.0.1");
 
     // Revert on deletion: the target serves again (the Services and routing objects aviary
     // created go with the canary, through their owner references).
@@ -165,10 +148,7 @@ async fn promote_roll_back_and_revert(provider: Provider) {
     {
         panic!("{e}\n{}", env.event_messages("podinfo").await.join("\n"));
     }
-    assert_eq!(
-        env.get("apps/v1", "Deployment", "podinfo").await.unwrap()["spec"]["replicas"],
-        2
-    );
+    assert_eq!(env.replicas("podinfo").await, 2);
     env.wait_event("podinfo", "Normal: Terminated canary podinfo.test")
         .await;
     env.stop_agent().await;
@@ -312,34 +292,21 @@ async fn nginx_ab_testing_routes_by_header_then_promotes() {
     env.wait_phase("podinfo", "Initialized", LIMIT).await;
     env.set_image("podinfo", "podinfo:6.0.1").await;
     // During the analysis the canary Ingress routes requests with the header.
-    let ing = env
-        .wait_for("networking.k8s.io/v1", "Ingress", "podinfo-canary", |i| {
-            i["metadata"]["annotations"]["nginx.ingress.kubernetes.io/canary-by-header"] == "x-canary"
-        })
+    let annotations = env
+        .wait_canary_ingress(|a| a["nginx.ingress.kubernetes.io/canary-by-header"] == "x-canary")
         .await;
     assert_eq!(
-        ing["metadata"]["annotations"]["nginx.ingress.kubernetes.io/canary-by-header-value"],
+        annotations["nginx.ingress.kubernetes.io/canary-by-header-value"],
         "insider"
     );
     env.wait_phase("podinfo", "Succeeded", LIMIT).await;
-    for i in 1..=3 {
-        assert!(
-            env.has_event("podinfo", &format!("Advance podinfo.test canary iteration {i}/3"))
-                .await
-        );
-    }
+    let iterations = (1..=3).map(|i| format!("Advance podinfo.test canary iteration {i}/3"));
+    env.assert_events("podinfo", iterations).await;
     // Promoted: the header annotations are gone, weight 0.
-    let ing = env
-        .wait_for("networking.k8s.io/v1", "Ingress", "podinfo-canary", |i| {
-            i["metadata"]["annotations"]
-                .get("nginx.ingress.kubernetes.io/canary-by-header")
-                .is_none()
-        })
+    let annotations = env
+        .wait_canary_ingress(|a| a.get("nginx.ingress.kubernetes.io/canary-by-header").is_none())
         .await;
-    assert_eq!(
-        ing["metadata"]["annotations"]["nginx.ingress.kubernetes.io/canary-weight"],
-        "0"
-    );
+    assert_eq!(annotations["nginx.ingress.kubernetes.io/canary-weight"], "0");
     env.stop_agent().await;
 }
 

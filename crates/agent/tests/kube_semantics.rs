@@ -28,12 +28,7 @@ async fn conflicts_with_another_writer_are_retried_and_nothing_is_lost() {
     let mut env = Env::without_agent("conflicts", None).await;
     env.run_agent_as_service_account().await;
     let proxy = env.run_agent_through_proxy().await;
-    env.create(deployment("podinfo", "podinfo:6.0.0")).await;
-    env.create_yaml(&gatewayapi_canary(
-        env.hooks.url(),
-        &weighted_analysis(20, 10, false),
-    ))
-    .await;
+    env.create_podinfo_canary(&weighted_analysis(20, 10, false)).await;
     env.start_agent();
     env.wait_phase("podinfo", "Initialized", LIMIT).await;
 
@@ -89,13 +84,10 @@ async fn conflicts_with_another_writer_are_retried_and_nothing_is_lost() {
     );
     // Nothing lost: the agent's promotion and scale-down, and the other writer's last change.
     let last = written.load(Ordering::Relaxed).to_string();
-    let primary = env.get("apps/v1", "Deployment", "podinfo-primary").await.unwrap();
-    assert_eq!(
-        primary["spec"]["template"]["spec"]["containers"][0]["image"],
-        "podinfo:6.0.1"
-    );
+    let primary = env.obj("apps/v1", "Deployment", "podinfo-primary").await;
+    assert_eq!(image(&primary), "podinfo:6.0.1");
     assert_eq!(primary["metadata"]["annotations"][WRITER], last.as_str());
-    let target = env.get("apps/v1", "Deployment", "podinfo").await.unwrap();
+    let target = env.obj("apps/v1", "Deployment", "podinfo").await;
     assert_eq!(target["spec"]["replicas"], 0);
     assert_eq!(target["metadata"]["annotations"][WRITER], last.as_str());
     env.stop_agent().await;
@@ -128,14 +120,7 @@ async fn unknown_canary_fields_are_pruned_and_the_agent_runs_what_it_got() {
     env.set_image("podinfo", "podinfo:6.0.1").await;
     env.wait_phase("podinfo", "Succeeded", LIMIT).await;
     // What the agent saw and did: steps of 25 up to 50, never stopping at the misspelled 20.
-    for w in [25, 50] {
-        assert!(
-            env.has_event("podinfo", &format!("Advance podinfo.test canary weight {w}"))
-                .await,
-            "{:#?}",
-            env.event_messages("podinfo").await
-        );
-    }
+    env.assert_advanced("podinfo", &[25, 50]).await;
     assert!(!env.has_event("podinfo", "canary weight 20").await);
     env.stop_agent().await;
 }
@@ -144,12 +129,7 @@ async fn unknown_canary_fields_are_pruned_and_the_agent_runs_what_it_got() {
 async fn a_dropped_watch_and_a_500_do_not_stop_a_canary() {
     let mut env = Env::without_agent("faults", None).await;
     let proxy = env.run_agent_through_proxy().await;
-    env.create(deployment("podinfo", "podinfo:6.0.0")).await;
-    env.create_yaml(&gatewayapi_canary(
-        env.hooks.url(),
-        &weighted_analysis(30, 10, false),
-    ))
-    .await;
+    env.create_podinfo_canary(&weighted_analysis(30, 10, false)).await;
     env.start_agent();
     env.wait_phase("podinfo", "Initialized", LIMIT).await;
     let watches = |p: &aviary_testkit::FaultProxy| {
@@ -169,10 +149,7 @@ async fn a_dropped_watch_and_a_500_do_not_stop_a_canary() {
     let injected = proxy.seen().iter().filter(|s| s.injected).count();
     assert_eq!(injected, 2, "both injected 500s were answered");
     assert!(watches(&proxy) > before, "the canary watch was re-established");
-    let primary = env.get("apps/v1", "Deployment", "podinfo-primary").await.unwrap();
-    assert_eq!(
-        primary["spec"]["template"]["spec"]["containers"][0]["image"],
-        "podinfo:6.0.1"
-    );
+    let primary = env.obj("apps/v1", "Deployment", "podinfo-primary").await;
+    assert_eq!(image(&primary), "podinfo:6.0.1");
     env.stop_agent().await;
 }

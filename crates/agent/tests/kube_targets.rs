@@ -14,6 +14,7 @@ mod kube_common;
 
 use std::time::Duration;
 
+use aviary_testkit::kube_env::{canary, canary_of};
 use kube_common::*;
 use serde_json::{Value, json};
 
@@ -106,14 +107,10 @@ async fn daemonset_promotes_then_rolls_back() {
     )
     .await;
     env.create(daemonset("podinfo:6.0.0")).await;
-    env.create_yaml(
+    env.create_yaml(&canary_of(
+        "{apiVersion: apps/v1, kind: DaemonSet, name: podinfo}",
+        "kubernetes",
         r#"
-apiVersion: flagger.app/v1beta1
-kind: Canary
-metadata: {name: podinfo, namespace: test}
-spec:
-  provider: kubernetes
-  targetRef: {apiVersion: apps/v1, kind: DaemonSet, name: podinfo}
   progressDeadlineSeconds: 120
   service: {port: 9898}
   analysis:
@@ -125,14 +122,14 @@ spec:
       thresholdRange: {min: 99}
       interval: 1m
 "#,
-    )
+    ))
     .await;
 
     env.wait_phase("podinfo", "Initialized", LIMIT).await;
     // The primary DaemonSet (daemonset_controller.go:269-301): the selector and pod labels on
     // `<value>-primary`, the target's strategy, history limit and min ready seconds, a flagger-id
     // pod annotation, the tracked ConfigMap's `-primary` copy, owned by the Canary.
-    let primary = env.get("apps/v1", "DaemonSet", "podinfo-primary").await.unwrap();
+    let primary = env.obj("apps/v1", "DaemonSet", "podinfo-primary").await;
     assert_eq!(
         primary["spec"]["selector"],
         json!({"matchLabels": {"app": "podinfo-primary"}})
@@ -159,7 +156,7 @@ spec:
         "podinfo-env-primary"
     );
     assert_eq!(
-        env.get("v1", "ConfigMap", "podinfo-env-primary").await.unwrap()["data"],
+        env.obj("v1", "ConfigMap", "podinfo-env-primary").await["data"],
         json!({"LEVEL": "info"})
     );
     // Ready as the DaemonSet controller counts it (daemonset_ready.go:63-94): one pod, on the
@@ -172,7 +169,7 @@ spec:
     assert_eq!(primary["status"]["desiredNumberScheduled"], 1);
     // The target "scaled to zero" (daemonset_controller.go:50-73): the node selector no node has,
     // next to the target's own; the real controller then schedules nothing.
-    let target = env.get("apps/v1", "DaemonSet", "podinfo").await.unwrap();
+    let target = env.obj("apps/v1", "DaemonSet", "podinfo").await;
     assert_eq!(
         target["spec"]["template"]["spec"]["nodeSelector"],
         json!({"kubernetes.io/os": "linux", SCALE_TO_ZERO: "true"})
@@ -184,14 +181,8 @@ spec:
     env.wait_pods("podinfo", 0).await;
     assert_eq!(env.pod_count("podinfo-primary").await, 1);
     // The generated Services select the DaemonSets' pods (the kubernetes router's default).
-    assert_eq!(
-        env.get("v1", "Service", "podinfo").await.unwrap()["spec"]["selector"],
-        json!({"app": "podinfo-primary"})
-    );
-    assert_eq!(
-        env.get("v1", "Service", "podinfo-canary").await.unwrap()["spec"]["selector"],
-        json!({"app": "podinfo"})
-    );
+    env.assert_selects("podinfo", "podinfo-primary").await;
+    env.assert_selects("podinfo-canary", "podinfo").await;
     let initialized = env.canary("podinfo").await["status"]["lastAppliedSpec"].clone();
 
     // A healthy revision: the selector is removed for the analysis (daemonset_controller.go:
@@ -199,7 +190,7 @@ spec:
     env.set_daemonset_image("podinfo:6.0.1").await;
     env.wait_phase("podinfo", "Progressing", LIMIT).await;
     env.wait_pods("podinfo", 1).await;
-    let target = env.get("apps/v1", "DaemonSet", "podinfo").await.unwrap();
+    let target = env.obj("apps/v1", "DaemonSet", "podinfo").await;
     assert_eq!(
         target["spec"]["template"]["spec"]["nodeSelector"],
         json!({"kubernetes.io/os": "linux"})
@@ -211,11 +202,8 @@ spec:
         "Copying podinfo.test template spec to podinfo-primary.test",
     )
     .await;
-    let primary = env.get("apps/v1", "DaemonSet", "podinfo-primary").await.unwrap();
-    assert_eq!(
-        primary["spec"]["template"]["spec"]["containers"][0]["image"],
-        "podinfo:6.0.1"
-    );
+    let primary = env.obj("apps/v1", "DaemonSet", "podinfo-primary").await;
+    assert_eq!(image(&primary), "podinfo:6.0.1");
     // The promoted template never carries the scale-to-zero selector (:151-154).
     assert_eq!(
         primary["spec"]["template"]["spec"]["nodeSelector"],
@@ -236,11 +224,8 @@ spec:
     assert_ne!(c["status"]["lastAppliedSpec"], promoted);
     env.wait_event("podinfo", "Warning: Canary failed! Scaling down podinfo.test")
         .await;
-    let primary = env.get("apps/v1", "DaemonSet", "podinfo-primary").await.unwrap();
-    assert_eq!(
-        primary["spec"]["template"]["spec"]["containers"][0]["image"],
-        "podinfo:6.0.1"
-    );
+    let primary = env.obj("apps/v1", "DaemonSet", "podinfo-primary").await;
+    assert_eq!(image(&primary), "podinfo:6.0.1");
     env.wait_for("apps/v1", "DaemonSet", "podinfo", |d| {
         d["spec"]["template"]["spec"]["nodeSelector"][SCALE_TO_ZERO] == "true"
     })
@@ -272,14 +257,8 @@ fn hpa() -> Value {
 }
 
 fn autoscaled_canary(kind: &str, name: &str, extra: &str) -> String {
-    format!(
+    let spec = format!(
         r#"
-apiVersion: flagger.app/v1beta1
-kind: Canary
-metadata: {{name: podinfo, namespace: test}}
-spec:
-  provider: kubernetes
-  targetRef: {{apiVersion: apps/v1, kind: Deployment, name: podinfo}}
   autoscalerRef:
     apiVersion: {}
     kind: {kind}
@@ -296,7 +275,8 @@ spec:
         } else {
             "autoscaling/v2"
         }
-    )
+    );
+    canary("kubernetes", &spec)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -317,9 +297,8 @@ async fn hpa_is_copied_to_the_primary() {
     // hpa_reconciler.go:58-109: the target's bounds, metrics and behavior on `<target>-primary`,
     // primaryScalerReplicas over them, the labels without Flux's, no annotations, owned.
     let primary = env
-        .get("autoscaling/v2", "HorizontalPodAutoscaler", "podinfo-hpa-primary")
-        .await
-        .unwrap();
+        .obj("autoscaling/v2", "HorizontalPodAutoscaler", "podinfo-hpa-primary")
+        .await;
     let source = hpa();
     assert_eq!(
         primary["spec"]["scaleTargetRef"],
@@ -336,42 +315,27 @@ async fn hpa_is_copied_to_the_primary() {
     assert!(primary["metadata"]["annotations"].is_null(), "{primary}");
     assert_eq!(primary["metadata"]["ownerReferences"][0]["kind"], "Canary");
     // The primary Deployment starts at one replica (no replicas on the target).
-    assert_eq!(
-        env.get("apps/v1", "Deployment", "podinfo-primary").await.unwrap()["spec"]["replicas"],
-        1
-    );
+    assert_eq!(env.replicas("podinfo-primary").await, 1);
 
     // The HPA changes before the next revision: the primary follows on promotion
     // (hpa_reconciler.go:115-157, scheduler.go:381-386), min still from primaryScalerReplicas.
-    env.objects
-        .update(
-            "autoscaling/v2",
-            "HorizontalPodAutoscaler",
-            Some(&env.ns),
-            "podinfo-hpa",
-            |h| {
-                h["spec"]["maxReplicas"] = json!(6);
-            },
-        )
-        .await
-        .unwrap();
+    env.update("autoscaling/v2", "HorizontalPodAutoscaler", "podinfo-hpa", |h| {
+        h["spec"]["maxReplicas"] = json!(6);
+    })
+    .await;
     env.set_image("podinfo", "podinfo:6.0.1").await;
     env.wait_phase("podinfo", "Progressing", LIMIT).await;
     // Scaled up to the HPA's minimum (deployment_controller.go:187-194).
-    let d = env.get("apps/v1", "Deployment", "podinfo").await.unwrap();
+    let d = env.obj("apps/v1", "Deployment", "podinfo").await;
     assert_eq!(d["spec"]["replicas"], 2, "{}", d["spec"]);
     env.wait_phase("podinfo", "Succeeded", LIMIT).await;
     let primary = env
-        .get("autoscaling/v2", "HorizontalPodAutoscaler", "podinfo-hpa-primary")
-        .await
-        .unwrap();
+        .obj("autoscaling/v2", "HorizontalPodAutoscaler", "podinfo-hpa-primary")
+        .await;
     assert_eq!(primary["spec"]["maxReplicas"], 6);
     assert_eq!(primary["spec"]["minReplicas"], 3);
     // With an autoscaler the promotion leaves the primary's replicas to it (:100-103).
-    assert_eq!(
-        env.get("apps/v1", "Deployment", "podinfo-primary").await.unwrap()["spec"]["replicas"],
-        1
-    );
+    assert_eq!(env.replicas("podinfo-primary").await, 1);
     env.stop_agent().await;
 }
 
@@ -412,9 +376,8 @@ async fn keda_scaled_object_is_copied_and_paused() {
     // scaled_object_reconciler.go:47-110: the scale target on the primary, the query pointed at
     // the primary (:183-212), the HPA name `-primary` (:230-242), labels and annotations copied.
     let primary = env
-        .get("keda.sh/v1alpha1", "ScaledObject", "podinfo-so-primary")
-        .await
-        .unwrap();
+        .obj("keda.sh/v1alpha1", "ScaledObject", "podinfo-so-primary")
+        .await;
     assert_eq!(
         primary["spec"]["scaleTargetRef"],
         json!({"name": "podinfo-primary"})
@@ -442,58 +405,34 @@ async fn keda_scaled_object_is_copied_and_paused() {
     );
     // The target's ScaledObject is paused at 0 with the canary scaled down (:126-145,
     // scheduler.go:240-246).
-    let so = env
-        .get("keda.sh/v1alpha1", "ScaledObject", "podinfo-so")
-        .await
-        .unwrap();
+    let so = env.obj("keda.sh/v1alpha1", "ScaledObject", "podinfo-so").await;
     assert_eq!(
         so["metadata"]["annotations"]["autoscaling.keda.sh/paused-replicas"],
         "0"
     );
-    assert_eq!(
-        env.get("apps/v1", "Deployment", "podinfo").await.unwrap()["spec"]["replicas"],
-        0
-    );
+    assert_eq!(env.replicas("podinfo").await, 0);
 
-    env.objects
-        .update(
-            "keda.sh/v1alpha1",
-            "ScaledObject",
-            Some(&env.ns),
-            "podinfo-so",
-            |s| {
-                s["spec"]["maxReplicaCount"] = json!(8);
-            },
-        )
-        .await
-        .unwrap();
+    env.update("keda.sh/v1alpha1", "ScaledObject", "podinfo-so", |s| {
+        s["spec"]["maxReplicaCount"] = json!(8);
+    })
+    .await;
     env.set_image("podinfo", "podinfo:6.0.1").await;
     env.wait_phase("podinfo", "Progressing", LIMIT).await;
     // Resumed (:147-167, scheduler.go:914-920), scaled to its minReplicaCount
     // (deployment_controller.go:195-201).
-    let so = env
-        .get("keda.sh/v1alpha1", "ScaledObject", "podinfo-so")
-        .await
-        .unwrap();
+    let so = env.obj("keda.sh/v1alpha1", "ScaledObject", "podinfo-so").await;
     assert!(
         so["metadata"]["annotations"]["autoscaling.keda.sh/paused-replicas"].is_null(),
         "{}",
         so["metadata"]
     );
-    assert_eq!(
-        env.get("apps/v1", "Deployment", "podinfo").await.unwrap()["spec"]["replicas"],
-        2
-    );
+    assert_eq!(env.replicas("podinfo").await, 2);
     env.wait_phase("podinfo", "Succeeded", LIMIT).await;
     let primary = env
-        .get("keda.sh/v1alpha1", "ScaledObject", "podinfo-so-primary")
-        .await
-        .unwrap();
+        .obj("keda.sh/v1alpha1", "ScaledObject", "podinfo-so-primary")
+        .await;
     assert_eq!(primary["spec"]["maxReplicaCount"], 8);
-    let so = env
-        .get("keda.sh/v1alpha1", "ScaledObject", "podinfo-so")
-        .await
-        .unwrap();
+    let so = env.obj("keda.sh/v1alpha1", "ScaledObject", "podinfo-so").await;
     assert_eq!(
         so["metadata"]["annotations"]["autoscaling.keda.sh/paused-replicas"],
         "0"
@@ -516,14 +455,10 @@ async fn service_target_splits_between_its_copies() {
         "spec": {"selector": {"app": "backend-v1"}, "ports": [{"name": "http", "port": 9898, "targetPort": 8080}]},
     }))
     .await;
-    env.create_yaml(
+    env.create_yaml(&canary_of(
+        "{apiVersion: v1, kind: Service, name: podinfo}",
+        "gatewayapi:v1",
         r#"
-apiVersion: flagger.app/v1beta1
-kind: Canary
-metadata: {name: podinfo, namespace: test}
-spec:
-  provider: gatewayapi:v1
-  targetRef: {apiVersion: v1, kind: Service, name: podinfo}
   service:
     port: 9898
     gatewayRefs: [{name: gw, namespace: gateways}]
@@ -533,15 +468,15 @@ spec:
     maxWeight: 20
     stepWeight: 10
 "#,
-    )
+    ))
     .await;
 
     env.wait_phase("podinfo", "Initialized", LIMIT).await;
     // service_controller.go:68-174: both copies of the target, owned, without kubectl's
     // annotation, each with its own cluster IP.
-    let target = env.get("v1", "Service", "podinfo").await.unwrap();
+    let target = env.obj("v1", "Service", "podinfo").await;
     for name in ["podinfo-primary", "podinfo-canary"] {
-        let s = env.get("v1", "Service", name).await.unwrap();
+        let s = env.obj("v1", "Service", name).await;
         assert_eq!(s["spec"]["selector"], json!({"app": "backend-v1"}), "{name}");
         assert_eq!(s["spec"]["ports"], target["spec"]["ports"], "{name}");
         assert_eq!(s["metadata"]["labels"], json!({"app": "podinfo"}), "{name}");
@@ -552,9 +487,8 @@ spec:
     // The target itself is untouched and no workload Services exist (KubernetesNoopRouter).
     assert_eq!(target["spec"]["selector"], json!({"app": "backend-v1"}));
     let route = env
-        .get("gateway.networking.k8s.io/v1", "HTTPRoute", "podinfo")
-        .await
-        .unwrap();
+        .obj("gateway.networking.k8s.io/v1", "HTTPRoute", "podinfo")
+        .await;
     let backends = &route["spec"]["rules"][0]["backendRefs"];
     assert_eq!(backends[0]["name"], "podinfo-primary");
     assert_eq!(backends[0]["weight"], 100);
@@ -579,7 +513,7 @@ spec:
         env.has_event("podinfo", "Advance podinfo.test canary weight 20")
             .await
     );
-    let primary = env.get("v1", "Service", "podinfo-primary").await.unwrap();
+    let primary = env.obj("v1", "Service", "podinfo-primary").await;
     assert_eq!(primary["spec"]["selector"], json!({"app": "backend-v2"}));
     // Promotion copies the labels and annotations -include-label-prefix admits (none by default).
     assert!(primary["metadata"]["labels"].is_null(), "{}", primary["metadata"]);
@@ -685,6 +619,21 @@ fn keptn_standin(
     (task, seen)
 }
 
+/// Writes the status of KeptnMetric `podinfo-errors`, as Keptn's metrics operator does.
+async fn set_keptn_errors(env: &Env, status: Value) {
+    let status = json!({ "status": status });
+    env.objects
+        .patch_status(
+            "metrics.keptn.sh/v1beta1",
+            "KeptnMetric",
+            Some(&env.ns),
+            "podinfo-errors",
+            &status,
+        )
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keptn_and_external_metrics_read_the_cluster() {
     let (mut env, user) = Env::as_service_account("keptn-and-external-metrics-read-the-cluster").await;
@@ -695,16 +644,7 @@ async fn keptn_and_external_metrics_read_the_cluster() {
         "metadata": {"name": "podinfo-errors"},
         "spec": {"provider": {"name": "prometheus"}, "query": "sum(rate(errors[1m]))", "fetchIntervalSeconds": 5}}))
         .await;
-    env.objects
-        .patch_status(
-            "metrics.keptn.sh/v1beta1",
-            "KeptnMetric",
-            Some(&ns),
-            "podinfo-errors",
-            &json!({"status": {"value": "0.5", "rawValue": "MC41"}}),
-        )
-        .await
-        .unwrap();
+    set_keptn_errors(&env, json!({"value": "0.5", "rawValue": "MC41"})).await;
     for (name, query) in [
         ("keptn-errors", format!("keptnmetric/{ns}/podinfo-errors")),
         // Flagger lower-cases the whole query (keptn.go:207-216): the argument value too.
@@ -723,14 +663,9 @@ async fn keptn_and_external_metrics_read_the_cluster() {
         "metadata": {"name": "queue"}, "spec": {"provider": {"type": "externalmetrics"}, "query": "jobs/queue_depth"}}))
         .await;
     env.create(deployment("podinfo", "podinfo:6.0.0")).await;
-    env.create_yaml(
+    env.create_yaml(&canary(
+        "kubernetes",
         r#"
-apiVersion: flagger.app/v1beta1
-kind: Canary
-metadata: {name: podinfo, namespace: test}
-spec:
-  provider: kubernetes
-  targetRef: {apiVersion: apps/v1, kind: Deployment, name: podinfo}
   service: {port: 9898}
   analysis:
     interval: 1s
@@ -744,7 +679,7 @@ spec:
       templateRef: {name: keptn-slo}
       thresholdRange: {min: 1}
 "#,
-    )
+    ))
     .await;
     env.wait_phase("podinfo", "Initialized", LIMIT).await;
     env.wait_event("podinfo", "all the metrics providers are available!")
@@ -785,16 +720,7 @@ spec:
     );
 
     // The KeptnMetric's value goes above the threshold: the next revision rolls back.
-    env.objects
-        .patch_status(
-            "metrics.keptn.sh/v1beta1",
-            "KeptnMetric",
-            Some(&ns),
-            "podinfo-errors",
-            &json!({"status": {"value": "3.25"}}),
-        )
-        .await
-        .unwrap();
+    set_keptn_errors(&env, json!({"value": "3.25"})).await;
     env.set_image("podinfo", "podinfo:6.0.2").await;
     env.wait_phase("podinfo", "Failed", LIMIT).await;
     assert!(

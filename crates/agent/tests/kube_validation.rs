@@ -28,6 +28,13 @@ spec:
     )
 }
 
+/// The canary with `field` of its analysis removed (it has both iterations and stepWeight).
+fn without(mut canary: serde_json::Value, field: &str) -> serde_json::Value {
+    let analysis = canary["spec"]["analysis"].as_object_mut().unwrap();
+    analysis.remove(field).expect("the analysis has the field");
+    canary
+}
+
 fn validated(c: &serde_json::Value) -> Option<serde_json::Value> {
     c["status"]["conditions"]
         .as_array()?
@@ -55,12 +62,8 @@ async fn invalid_canaries_are_reported_and_the_others_keep_running() {
         "{refused}"
     );
     // A stepWeight out of range passes the schema; aviary's validation catches it.
-    let mut bad = env.yaml(&canary("bad", "150"));
-    bad["spec"]["analysis"]
-        .as_object_mut()
-        .unwrap()
-        .remove("iterations");
-    env.create(bad).await;
+    env.create(without(env.yaml(&canary("bad", "150")), "iterations"))
+        .await;
     // A field of the wrong type is refused by the API server, naming the field.
     let mut typo = env.yaml(&canary("typo", "10"));
     typo["spec"]["analysis"]["threshold"] = json!("five");
@@ -69,12 +72,8 @@ async fn invalid_canaries_are_reported_and_the_others_keep_running() {
     let text = refused.to_string();
     assert!(text.contains("spec.analysis.threshold"), "{text}");
     assert!(env.get(CANARY_API, "Canary", "typo").await.is_none());
-    let mut good = env.yaml(&canary("good", "10"));
-    good["spec"]["analysis"]
-        .as_object_mut()
-        .unwrap()
-        .remove("stepWeight");
-    env.create(good).await;
+    env.create(without(env.yaml(&canary("good", "10")), "stepWeight"))
+        .await;
 
     let bad = env
         .wait_for(CANARY_API, "Canary", "bad", |c| validated(c).is_some())

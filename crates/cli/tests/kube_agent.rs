@@ -15,6 +15,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use aviary_testkit::kube_env::{analysis_doubles, in_namespace, message_in, to_values};
 use aviary_testkit::tool::Tool;
 use aviary_testkit::{Cluster, FakePrometheus, FakeWebhook, Objects};
 use futures::StreamExt as _;
@@ -26,6 +27,9 @@ use tokio::process::{Child, Command};
 
 const KNATIVE: &str = "serving.knative.dev/v1";
 const CANARY: &str = "flagger.app/v1beta1";
+const LEASE_API: &str = "coordination.k8s.io/v1";
+/// The agents' leader-election Lease.
+const LEASE: &str = "flagger-leader-election";
 const LIMIT: Duration = Duration::from_secs(90);
 
 fn kubectl_binary() -> Option<PathBuf> {
@@ -55,9 +59,7 @@ impl Setup {
         } else {
             format!("{name}-{}", std::process::id())
         };
-        let prom = FakePrometheus::start().await.unwrap();
-        prom.set_default(Some(100.0));
-        let hooks = FakeWebhook::start().await.unwrap();
+        let (prom, hooks) = analysis_doubles().await;
         Self {
             cluster,
             ns,
@@ -74,17 +76,13 @@ impl Setup {
 
     /// `text` with the seed's namespace `test` replaced by this test's.
     fn in_namespace(&self, text: &str) -> String {
-        text.replace("namespace: test", &format!("namespace: {}", self.ns))
-            .replace(".test", &format!(".{}", self.ns))
+        message_in(&in_namespace(text, &self.ns), &self.ns)
     }
 
     /// Installs the CRDs and the seed's objects through the API (for tests that are not about
     /// kubectl).
     async fn install(&self, interval: &str) {
-        let crds: Vec<Value> = aviary_api::crd::flagger_crds()
-            .into_iter()
-            .map(|c| serde_json::to_value(c).unwrap())
-            .collect();
+        let crds = to_values(aviary_api::crd::flagger_crds());
         self.cluster.install_crds(&crds).await.unwrap();
         let ksvc = std::fs::read_to_string(repo("examples/knative/podinfo-ksvc.yaml")).unwrap();
         self.objects.create_yaml(&self.in_namespace(&ksvc)).await.unwrap();
@@ -137,20 +135,33 @@ impl Setup {
         std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
     }
 
+    /// An object of this test's namespace, which must exist.
+    async fn obj(&self, api_version: &str, kind: &str, name: &str) -> Value {
+        let obj = self.objects.get(api_version, kind, Some(&self.ns), name);
+        obj.await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{kind} {name} exists"))
+    }
+
     async fn ksvc(&self) -> Value {
-        self.objects
-            .get(KNATIVE, "Service", Some(&self.ns), "podinfo")
-            .await
-            .unwrap()
-            .unwrap()
+        self.obj(KNATIVE, "Service", "podinfo").await
+    }
+
+    /// The Knative Service's primary is `revision`, with all the traffic (the canary's at 0).
+    async fn assert_primary_revision(&self, revision: &str) {
+        let svc = self.ksvc().await;
+        assert_eq!(
+            svc["metadata"]["annotations"]["flagger.app/primary-revision"],
+            revision
+        );
+        assert_eq!(
+            svc["spec"]["traffic"],
+            json!([{"latestRevision": true, "percent": 0}, {"revisionName": revision, "percent": 100}])
+        );
     }
 
     async fn canary(&self) -> Value {
-        self.objects
-            .get(CANARY, "Canary", Some(&self.ns), "podinfo")
-            .await
-            .unwrap()
-            .unwrap()
+        self.obj(CANARY, "Canary", "podinfo").await
     }
 
     async fn wait(
@@ -172,6 +183,17 @@ impl Setup {
                 self.events().await.join("\n")
             ),
         }
+    }
+
+    /// The agents' leader-election Lease once `holder` holds for its holder identity (waiting
+    /// up to `timeout`).
+    async fn wait_lease(&self, timeout: Duration, holder: impl Fn(&Value) -> bool) -> Value {
+        self.objects
+            .wait_for(LEASE_API, "Lease", Some(&self.ns), LEASE, timeout, |l| {
+                holder(&l["spec"]["holderIdentity"])
+            })
+            .await
+            .unwrap()
     }
 
     async fn wait_phase(&self, phase: &str) -> Value {
@@ -257,9 +279,13 @@ async fn record_weights(setup: &Setup) -> Arc<Mutex<Vec<i64>>> {
     seen
 }
 
-fn sigterm(child: &Child) {
+/// SIGTERM, then the exit (within 15 s, or the test fails saying that `what` did not stop).
+async fn stop(child: &mut Child, what: &str) -> std::io::Result<std::process::ExitStatus> {
     let pid = nix::unistd::Pid::from_raw(child.id().expect("running") as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("{what} stops on SIGTERM"))
 }
 
 /// kubectl on the test's cluster; every call fails the test with kubectl's output on failure,
@@ -287,6 +313,44 @@ impl Kubectl {
                 String::from_utf8_lossy(&out.stderr)
             ))
         }
+    }
+
+    /// The seed tutorial's command for a new revision: a JSON patch of the Knative Service's image.
+    async fn patch_image(&self, ns: &str, image: &str) {
+        let patch = format!(
+            r#"[{{"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": "{image}"}}]"#
+        );
+        self.run(&[
+            "-n",
+            ns,
+            "patch",
+            "services.serving",
+            "podinfo",
+            "--type=json",
+            "-p",
+            &patch,
+        ])
+        .await;
+    }
+
+    /// `kubectl describe canary/podinfo` shows `phase` and each of `events` (`.test` naming the
+    /// test's namespace), the last one in kubectl's event table as aviary's `Synced` event of
+    /// `event_type`.
+    async fn assert_described(&self, cluster: &Setup, phase: &str, events: &[&str], event_type: &str) {
+        let described = self.run(&["-n", &cluster.ns, "describe", "canary/podinfo"]).await;
+        for text in events {
+            let text = cluster.in_namespace(text);
+            assert!(described.contains(&text), "missing {text:?} in:\n{described}");
+        }
+        assert!(has_line(&described, &["Phase:", phase]), "{described}");
+        // kubectl's event table: Type, Reason, Age, From, Message.
+        let last = cluster.in_namespace(&format!("aviary  {}", events[events.len() - 1]));
+        assert!(
+            described
+                .lines()
+                .any(|l| l.trim_start().starts_with(event_type) && l.contains("Synced") && l.contains(&last)),
+            "{described}"
+        );
     }
 }
 
@@ -342,35 +406,16 @@ async fn seed_knative_tutorial_promotes_then_rolls_back() {
 
     // Initialization: the primary is revision 00001 and gets all the traffic.
     cluster.wait_phase("Initialized").await;
-    let svc = cluster.ksvc().await;
-    assert_eq!(
-        svc["metadata"]["annotations"]["flagger.app/primary-revision"],
-        "podinfo-00001"
-    );
-    assert_eq!(
-        svc["spec"]["traffic"],
-        json!([{"latestRevision": true, "percent": 0}, {"revisionName": "podinfo-00001", "percent": 100}])
-    );
+    cluster.assert_primary_revision("podinfo-00001").await;
 
     // Automated canary promotion, with the seed's exact command.
-    k.run(&[
-        "-n", &cluster.ns, "patch", "services.serving", "podinfo", "--type=json", "-p",
-        r#"[{"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": "ghcr.io/stefanprodan/podinfo:6.0.1"}]"#,
-    ])
-    .await;
+    k.patch_image(&cluster.ns, "ghcr.io/stefanprodan/podinfo:6.0.1")
+        .await;
     cluster.wait_phase("Progressing").await;
     let c = cluster.wait_phase("Succeeded").await;
     assert_eq!(c["status"]["canaryWeight"], 0);
     assert_eq!(c["status"]["lastPromotedSpec"], "podinfo-00002");
-    let svc = cluster.ksvc().await;
-    assert_eq!(
-        svc["metadata"]["annotations"]["flagger.app/primary-revision"],
-        "podinfo-00002"
-    );
-    assert_eq!(
-        svc["spec"]["traffic"],
-        json!([{"latestRevision": true, "percent": 0}, {"revisionName": "podinfo-00002", "percent": 100}])
-    );
+    cluster.assert_primary_revision("podinfo-00002").await;
     // 0 at initialization, the five steps, 0 again once the primary serves everything.
     assert_eq!(
         *weights.lock().unwrap(),
@@ -408,25 +453,14 @@ async fn seed_knative_tutorial_promotes_then_rolls_back() {
         ["NAME", "STATUS", "WEIGHT", "LASTTRANSITIONTIME"]
     );
     assert_eq!(&row(&table, "podinfo")[1..3], ["Succeeded", "0"]);
-    let described = k.run(&["-n", &cluster.ns, "describe", "canary/podinfo"]).await;
-    for text in [
+    let events = [
         "New revision detected! Scaling up podinfo.test",
         "Advance podinfo.test canary weight 10",
         "Advance podinfo.test canary weight 50",
         "Copying podinfo.test template spec to podinfo-primary.test",
         "Promotion completed! Scaling down podinfo.test",
-    ] {
-        let text = cluster.in_namespace(text);
-        assert!(described.contains(&text), "missing {text:?} in:\n{described}");
-    }
-    assert!(has_line(&described, &["Phase:", "Succeeded"]), "{described}");
-    // kubectl's event table: Type, Reason, Age, From, Message.
-    assert!(
-        described.lines().any(|l| l.trim_start().starts_with("Normal")
-            && l.contains("Synced")
-            && l.contains(&cluster.in_namespace("aviary  Promotion completed! Scaling down podinfo.test"))),
-        "{described}"
-    );
+    ];
+    k.assert_described(&cluster, "Succeeded", &events, "Normal").await;
 
     // Automated rollback: the new revision answers with errors.
     cluster.prom.set(
@@ -436,47 +470,22 @@ async fn seed_knative_tutorial_promotes_then_rolls_back() {
         ],
         61.39,
     );
-    k.run(&[
-        "-n", &cluster.ns, "patch", "services.serving", "podinfo", "--type=json", "-p",
-        r#"[{"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": "ghcr.io/stefanprodan/podinfo:6.0.2"}]"#,
-    ])
-    .await;
+    k.patch_image(&cluster.ns, "ghcr.io/stefanprodan/podinfo:6.0.2")
+        .await;
     let c = cluster.wait_phase("Failed").await;
     assert_eq!(c["status"]["canaryWeight"], 0);
     assert_eq!(c["status"]["failedChecks"], 15);
-    let svc = cluster.ksvc().await;
-    assert_eq!(
-        svc["metadata"]["annotations"]["flagger.app/primary-revision"],
-        "podinfo-00002"
-    );
-    assert_eq!(
-        svc["spec"]["traffic"],
-        json!([{"latestRevision": true, "percent": 0}, {"revisionName": "podinfo-00002", "percent": 100}])
-    );
+    cluster.assert_primary_revision("podinfo-00002").await;
     let table = k.run(&["get", "canaries", "-n", &cluster.ns]).await;
     assert_eq!(&row(&table, "podinfo")[1..3], ["Failed", "0"]);
-    let described = k.run(&["-n", &cluster.ns, "describe", "canary/podinfo"]).await;
-    for text in [
+    let events = [
         "Halt podinfo.test advancement success rate 61.39% < 99%",
         "Rolling back podinfo.test failed checks threshold reached 15",
         "Canary failed! Scaling down podinfo.test",
-    ] {
-        let text = cluster.in_namespace(text);
-        assert!(described.contains(&text), "missing {text:?} in:\n{described}");
-    }
-    assert!(has_line(&described, &["Phase:", "Failed"]), "{described}");
-    assert!(
-        described.lines().any(|l| l.trim_start().starts_with("Warning")
-            && l.contains("Synced")
-            && l.contains(&cluster.in_namespace("aviary  Canary failed! Scaling down podinfo.test"))),
-        "{described}"
-    );
+    ];
+    k.assert_described(&cluster, "Failed", &events, "Warning").await;
 
-    sigterm(&agent);
-    let status = tokio::time::timeout(Duration::from_secs(15), agent.wait())
-        .await
-        .expect("the agent stops on SIGTERM")
-        .unwrap();
+    let status = stop(&mut agent, "the agent").await.unwrap();
     assert!(status.success(), "{status}\n{}", cluster.log("agent.log"));
 }
 
@@ -528,10 +537,7 @@ async fn an_agent_killed_mid_analysis_resumes_from_the_status() {
         "initialized once: {:#?}\n{log}",
         cluster.events().await
     );
-    sigterm(&agent);
-    let _ = tokio::time::timeout(Duration::from_secs(15), agent.wait())
-        .await
-        .expect("the agent stops");
+    let _ = stop(&mut agent, "the agent").await;
 }
 
 /// The identity an agent logs when leader election is on.
@@ -552,21 +558,8 @@ async fn two_agents_elect_one_and_fail_over() {
     ];
     let mut first = cluster.agent("first.log", &args);
     let lease = cluster
-        .objects
-        .wait_for(
-            "coordination.k8s.io/v1",
-            "Lease",
-            Some(&cluster.ns),
-            "flagger-leader-election",
-            LIMIT,
-            |l| {
-                l["spec"]["holderIdentity"]
-                    .as_str()
-                    .is_some_and(|h| !h.is_empty())
-            },
-        )
-        .await
-        .unwrap();
+        .wait_lease(LIMIT, |holder| holder.as_str().is_some_and(|h| !h.is_empty()))
+        .await;
     let mut second = cluster.agent("second.log", &args);
     cluster.wait_phase("Initialized").await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -592,17 +585,7 @@ async fn two_agents_elect_one_and_fail_over() {
     );
     // The standby waits and does not act.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let lease = cluster
-        .objects
-        .get(
-            "coordination.k8s.io/v1",
-            "Lease",
-            Some(&cluster.ns),
-            "flagger-leader-election",
-        )
-        .await
-        .unwrap()
-        .unwrap();
+    let lease = cluster.obj(LEASE_API, "Lease", LEASE).await;
     assert_eq!(lease["spec"]["holderIdentity"], first_id.as_str());
     assert!(
         cluster
@@ -618,25 +601,12 @@ async fn two_agents_elect_one_and_fail_over() {
     );
 
     // The leader stops: it releases the lease and the standby takes over.
-    sigterm(&first);
-    let status = tokio::time::timeout(Duration::from_secs(15), first.wait())
-        .await
-        .expect("the first agent stops")
-        .unwrap();
+    let status = stop(&mut first, "the first agent").await.unwrap();
     assert!(status.success());
     let started = std::time::Instant::now();
     cluster
-        .objects
-        .wait_for(
-            "coordination.k8s.io/v1",
-            "Lease",
-            Some(&cluster.ns),
-            "flagger-leader-election",
-            Duration::from_secs(15),
-            |l| l["spec"]["holderIdentity"] == second_id.as_str(),
-        )
-        .await
-        .unwrap();
+        .wait_lease(Duration::from_secs(15), |holder| holder == second_id.as_str())
+        .await;
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "failover took {:?}",
@@ -651,8 +621,5 @@ async fn two_agents_elect_one_and_fail_over() {
         "{}",
         cluster.log("second.log")
     );
-    sigterm(&second);
-    let _ = tokio::time::timeout(Duration::from_secs(15), second.wait())
-        .await
-        .expect("the second agent stops");
+    let _ = stop(&mut second, "the second agent").await;
 }

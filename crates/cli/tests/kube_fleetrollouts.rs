@@ -23,6 +23,7 @@ use aviary_coordinator::sim::{SimAgent, SimCanary, SimConfig};
 use aviary_core::fleet::Revision;
 use aviary_testkit::Cluster;
 use aviary_testkit::aviary::Pki;
+use aviary_testkit::kube_env::to_values;
 use aviary_testkit::process::{Log, spawn_with_input};
 use serde_json::Value;
 
@@ -60,6 +61,17 @@ impl Kubectl {
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
+    /// `kubectl apply -f -` of `yaml`.
+    fn apply(&self, yaml: &str) {
+        self.ok(&["apply", "-f", "-"], Some(yaml));
+    }
+
+    /// `kubectl wait --for=CONDITION OBJECT --timeout=TIMEOUT`; stdout.
+    fn wait(&self, condition: &str, object: &str, timeout: &str) -> String {
+        let (condition, timeout) = (format!("--for={condition}"), format!("--timeout={timeout}"));
+        self.ok(&["wait", &condition, object, &timeout], None)
+    }
+
     fn json(&self, kind_name: &str) -> Value {
         serde_json::from_str(&self.ok(&["get", kind_name, "-o", "json"], None)).unwrap()
     }
@@ -72,6 +84,9 @@ fn rollout(name: &str, version: &str, extra: &str) -> String {
     )
 }
 
+/// The FleetRollouts' waves: one region after the other.
+const BOTH_REGIONS: &str = "  byRegion: [us-east-1, eu-west-1]\n";
+
 fn sim(url: &str, cluster: &str, region: &str) -> SimAgent {
     let rev = Revision {
         container_images: [("podinfod".to_string(), "podinfo:6.0.0".to_string())].into(),
@@ -81,6 +96,26 @@ fn sim(url: &str, cluster: &str, region: &str) -> SimAgent {
     cfg.tls = ClientTls::from_dir(Pki::get(BIN).agent(cluster), cluster);
     cfg.tick = Duration::from_millis(100);
     SimAgent::spawn(cfg)
+}
+
+/// The entries of a JSON list.
+fn items(list: &Value) -> impl Iterator<Item = &Value> {
+    list.as_array().expect("a list").iter()
+}
+
+/// The condition of type `name` in an object's `status`.
+fn condition<'a>(status: &'a Value, name: &str) -> &'a Value {
+    let mut conditions = items(&status["conditions"]);
+    conditions
+        .find(|c| c["type"] == name)
+        .unwrap_or_else(|| panic!("no condition {name} in {status}"))
+}
+
+/// `aviary rollout get NAME -o json`, which must succeed.
+fn rollout_json(url: &str, name: &str) -> Value {
+    let (code, out, err) = aviary(url, &["rollout", "get", name, "-o", "json"]);
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(&out).unwrap()
 }
 
 fn aviary(url: &str, args: &[&str]) -> (i32, String, String) {
@@ -100,10 +135,7 @@ fn fleetrollout_objects_are_rollouts_with_status_verbs_and_delete() {
     let (cluster, ns) = rt.block_on(async {
         let cluster = Cluster::shared().await;
         let ns = cluster.namespace("fleetrollouts").await.unwrap();
-        let crds: Vec<Value> = aviary_api::crd::aviary_crds()
-            .into_iter()
-            .map(|c| serde_json::to_value(c).unwrap())
-            .collect();
+        let crds = to_values(aviary_api::crd::aviary_crds());
         cluster.install_crds(&crds).await.unwrap();
         (cluster, ns)
     });
@@ -121,7 +153,7 @@ fn fleetrollout_objects_are_rollouts_with_status_verbs_and_delete() {
     ))
     .unwrap()
     .replace("aviary-fleet", &ns);
-    k.ok(&["apply", "-f", "-"], Some(&rbac));
+    k.apply(&rbac);
     let kubeconfig = k.home.path().join("coordinator.kubeconfig");
     rt.block_on(cluster.service_account_kubeconfig(&ns, "aviary-coordinator", &kubeconfig))
         .unwrap();
@@ -150,23 +182,8 @@ fn fleetrollout_objects_are_rollouts_with_status_verbs_and_delete() {
     }
 
     // apply → rollout → Succeeded, visible to kubectl wait and kubectl get.
-    k.ok(
-        &["apply", "-f", "-"],
-        Some(&rollout(
-            "podinfo-6-0-1",
-            "6.0.1",
-            "  byRegion: [us-east-1, eu-west-1]\n",
-        )),
-    );
-    let out = k.ok(
-        &[
-            "wait",
-            "--for=condition=Succeeded",
-            "fleetrollout/podinfo-6-0-1",
-            "--timeout=60s",
-        ],
-        None,
-    );
+    k.apply(&rollout("podinfo-6-0-1", "6.0.1", BOTH_REGIONS));
+    let out = k.wait("condition=Succeeded", "fleetrollout/podinfo-6-0-1", "60s");
     assert!(out.contains("condition met"), "{out}");
     let table = k.ok(&["get", "fleetrollouts"], None);
     let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
@@ -192,34 +209,15 @@ fn fleetrollout_objects_are_rollouts_with_status_verbs_and_delete() {
         "{status}"
     );
     assert_eq!(status["observedGeneration"], obj["metadata"]["generation"]);
-    let ready = status["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "Ready")
-        .unwrap();
-    assert_eq!(ready["status"], "True", "{status}");
+    assert_eq!(condition(status, "Ready")["status"], "True", "{status}");
     // The same rollout through the gRPC API.
-    let (code, out, _) = aviary(&url, &["rollout", "get", "podinfo-6-0-1", "-o", "json"]);
-    assert_eq!(code, 0);
-    let grpc: Value = serde_json::from_str(&out).unwrap();
+    let grpc = rollout_json(&url, "podinfo-6-0-1");
     assert_eq!(grpc["phase"], "Succeeded");
     assert_eq!(grpc["history"][0]["actor"], "kubernetes");
 
     // A spec the coordinator refuses: Rejected, Stalled, with the field path.
-    k.ok(
-        &["apply", "-f", "-"],
-        Some(&rollout("to-mars", "6.0.9", "  byRegion: [mars]\n")),
-    );
-    k.ok(
-        &[
-            "wait",
-            "--for=condition=Stalled",
-            "fleetrollout/to-mars",
-            "--timeout=30s",
-        ],
-        None,
-    );
+    k.apply(&rollout("to-mars", "6.0.9", "  byRegion: [mars]\n"));
+    k.wait("condition=Stalled", "fleetrollout/to-mars", "30s");
     let bad = k.json("fleetrollout/to-mars");
     assert_eq!(bad["status"]["phase"], "Rejected", "{bad}");
     assert!(
@@ -233,22 +231,11 @@ fn fleetrollout_objects_are_rollouts_with_status_verbs_and_delete() {
 
     // Verbs: pause as an annotation (seen over gRPC), resume over gRPC (seen in the status).
     agents[0].hold("test", "podinfo", true);
-    k.ok(
-        &["apply", "-f", "-"],
-        Some(&rollout(
-            "podinfo-6-0-2",
-            "6.0.2",
-            "  byRegion: [us-east-1, eu-west-1]\n",
-        )),
-    );
-    k.ok(
-        &[
-            "wait",
-            "--for=jsonpath={.status.phase}=Running",
-            "fleetrollout/podinfo-6-0-2",
-            "--timeout=30s",
-        ],
-        None,
+    k.apply(&rollout("podinfo-6-0-2", "6.0.2", BOTH_REGIONS));
+    k.wait(
+        "jsonpath={.status.phase}=Running",
+        "fleetrollout/podinfo-6-0-2",
+        "30s",
     );
     k.ok(
         &[
@@ -258,14 +245,10 @@ fn fleetrollout_objects_are_rollouts_with_status_verbs_and_delete() {
         ],
         None,
     );
-    k.ok(
-        &[
-            "wait",
-            "--for=jsonpath={.status.phase}=Paused",
-            "fleetrollout/podinfo-6-0-2",
-            "--timeout=30s",
-        ],
-        None,
+    k.wait(
+        "jsonpath={.status.phase}=Paused",
+        "fleetrollout/podinfo-6-0-2",
+        "30s",
     );
     let paused = k.json("fleetrollout/podinfo-6-0-2");
     assert!(
@@ -278,18 +261,13 @@ fn fleetrollout_objects_are_rollouts_with_status_verbs_and_delete() {
         paused["status"]["lastVerb"], "pause maintenance window by kubernetes: done",
         "{paused}"
     );
-    let (_, out, _) = aviary(&url, &["rollout", "get", "podinfo-6-0-2", "-o", "json"]);
-    let grpc: Value = serde_json::from_str(&out).unwrap();
+    let grpc = rollout_json(&url, "podinfo-6-0-2");
     assert_eq!(grpc["phase"], "Paused");
     assert_eq!(aviary(&url, &["rollout", "resume", "podinfo-6-0-2"]).0, 0);
-    k.ok(
-        &[
-            "wait",
-            "--for=jsonpath={.status.phase}=Running",
-            "fleetrollout/podinfo-6-0-2",
-            "--timeout=30s",
-        ],
-        None,
+    k.wait(
+        "jsonpath={.status.phase}=Running",
+        "fleetrollout/podinfo-6-0-2",
+        "30s",
     );
 
     // Deleting the object aborts the rollout (rolling back the running cluster); the object
@@ -304,30 +282,11 @@ fn fleetrollout_objects_are_rollouts_with_status_verbs_and_delete() {
     // The same name again is a fresh rollout: us-1, whose analysis of 6.0.2 was rolled back,
     // analyses it again.
     agents[0].hold("test", "podinfo", false);
-    k.ok(
-        &["apply", "-f", "-"],
-        Some(&rollout(
-            "podinfo-6-0-2",
-            "6.0.2",
-            "  byRegion: [us-east-1, eu-west-1]\n",
-        )),
-    );
-    k.ok(
-        &[
-            "wait",
-            "--for=condition=Succeeded",
-            "fleetrollout/podinfo-6-0-2",
-            "--timeout=60s",
-        ],
-        None,
-    );
-    let (_, out, _) = aviary(&url, &["rollout", "get", "podinfo-6-0-2", "-o", "json"]);
-    let grpc: Value = serde_json::from_str(&out).unwrap();
+    k.apply(&rollout("podinfo-6-0-2", "6.0.2", BOTH_REGIONS));
+    k.wait("condition=Succeeded", "fleetrollout/podinfo-6-0-2", "60s");
+    let grpc = rollout_json(&url, "podinfo-6-0-2");
     assert_eq!(grpc["phase"], "Succeeded", "{grpc}");
-    let kinds: Vec<&str> = grpc["history"]
-        .as_array()
-        .unwrap()
-        .iter()
+    let kinds: Vec<&str> = items(&grpc["history"])
         .map(|h| h["kind"].as_str().unwrap())
         .collect();
     assert!(!kinds.contains(&"aborted"), "a fresh history: {kinds:?}");

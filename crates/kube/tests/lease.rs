@@ -78,10 +78,7 @@ async fn one_holds_the_other_takes_over_after_release_or_expiry() {
         started.elapsed()
     );
     assert_eq!(holder(&env).await, "b");
-    let lease = env
-        .get("coordination.k8s.io/v1", "Lease", "aviary-test")
-        .await
-        .unwrap();
+    let lease = env.obj("coordination.k8s.io/v1", "Lease", "aviary-test").await;
     assert_eq!(lease["spec"]["leaseTransitions"], 1);
 
     // b dies without releasing: a new candidate waits for the lease duration, then takes it.

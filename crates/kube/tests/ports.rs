@@ -14,16 +14,14 @@ use aviary_kube::istio::IstioRouter;
 use aviary_kube::knative::{Knative, PRIMARY_REVISION_ANNOTATION};
 use aviary_kube::services::ClusterIpServices;
 use aviary_kube::{KubeRecorder, KubeSecrets};
+use aviary_testkit::kube_env::{canary, canary_of};
 use common::*;
 use serde_json::json;
 
-const DEPLOYMENT_CANARY: &str = r#"
-apiVersion: flagger.app/v1beta1
-kind: Canary
-metadata: {name: podinfo, namespace: test}
-spec:
-  provider: gatewayapi:v1
-  targetRef: {apiVersion: apps/v1, kind: Deployment, name: podinfo}
+fn deployment_canary() -> String {
+    canary(
+        "gatewayapi:v1",
+        r#"
   autoscalerRef: {apiVersion: autoscaling/v2, kind: HorizontalPodAutoscaler, name: podinfo, primaryScalerReplicas: {minReplicas: 3}}
   service:
     port: 80
@@ -31,7 +29,9 @@ spec:
     gatewayRefs: [{name: gw, namespace: gateways}]
     primary: {labels: {tier: primary}}
   analysis: {interval: 1m, threshold: 5, stepWeight: 10, maxWeight: 50}
-"#;
+"#,
+    )
+}
 
 async fn configs(env: &Env) {
     env.create(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "podinfo-config", }, "data": {"color": "blue"}})).await;
@@ -47,11 +47,11 @@ async fn deployment_target_creates_the_primary_and_tracks_configs() {
     let kube = env.kube.clone();
     configs(&env).await;
     env.create(deployment(&env.ns, "podinfo", "podinfo:6.0.0")).await;
-    let c = env.canary(DEPLOYMENT_CANARY).await;
+    let c = env.canary(&deployment_canary()).await;
     let target = DeploymentTarget::new(kube.clone(), DeploymentSettings::default());
 
     target.initialize(&c).await.unwrap();
-    let p = env.get("apps/v1", "Deployment", "podinfo-primary").await.unwrap();
+    let p = env.obj("apps/v1", "Deployment", "podinfo-primary").await;
     assert_eq!(p["metadata"]["ownerReferences"][0]["kind"], "Canary");
     assert_eq!(
         p["metadata"]["ownerReferences"][0]["uid"],
@@ -88,17 +88,13 @@ async fn deployment_target_creates_the_primary_and_tracks_configs() {
         json!({"name": "scratch", "emptyDir": {}}),
         "other fields untouched"
     );
-    let cm = env
-        .get("v1", "ConfigMap", "podinfo-config-primary")
-        .await
-        .unwrap();
+    let cm = env.obj("v1", "ConfigMap", "podinfo-config-primary").await;
     assert_eq!(cm["data"], json!({"color": "blue"}));
-    let secret = env.get("v1", "Secret", "podinfo-token-primary").await.unwrap();
+    let secret = env.obj("v1", "Secret", "podinfo-token-primary").await;
     assert_eq!(secret["data"], json!({"token": "c2VjcmV0"}));
     let hpa = env
-        .get("autoscaling/v2", "HorizontalPodAutoscaler", "podinfo-primary")
-        .await
-        .unwrap();
+        .obj("autoscaling/v2", "HorizontalPodAutoscaler", "podinfo-primary")
+        .await;
     assert_eq!(hpa["spec"]["scaleTargetRef"]["name"], "podinfo-primary");
     assert_eq!(hpa["spec"]["minReplicas"], 3);
     assert_eq!(hpa["spec"]["maxReplicas"], 4);
@@ -132,12 +128,12 @@ async fn deployment_target_creates_the_primary_and_tracks_configs() {
     // Scale to zero and back.
     target.scale_to_zero(&c).await.unwrap();
     assert_eq!(
-        env.get("apps/v1", "Deployment", "podinfo").await.unwrap()["spec"]["replicas"],
+        env.obj("apps/v1", "Deployment", "podinfo").await["spec"]["replicas"],
         0
     );
     target.scale_from_zero(&c).await.unwrap();
     assert_eq!(
-        env.get("apps/v1", "Deployment", "podinfo").await.unwrap()["spec"]["replicas"],
+        env.obj("apps/v1", "Deployment", "podinfo").await["spec"]["replicas"],
         2
     );
 
@@ -174,7 +170,7 @@ async fn deployment_target_creates_the_primary_and_tracks_configs() {
 
     // Promotion copies the template and the configs, and refreshes flagger-id.
     target.promote(&c).await.unwrap();
-    let p = env.get("apps/v1", "Deployment", "podinfo-primary").await.unwrap();
+    let p = env.obj("apps/v1", "Deployment", "podinfo-primary").await;
     assert_eq!(
         p["spec"]["template"]["spec"]["containers"][0]["image"],
         "podinfo:6.0.1"
@@ -187,10 +183,7 @@ async fn deployment_target_creates_the_primary_and_tracks_configs() {
         p["spec"]["selector"]["matchLabels"],
         json!({"app": "podinfo-primary"})
     );
-    let cm = env
-        .get("v1", "ConfigMap", "podinfo-config-primary")
-        .await
-        .unwrap();
+    let cm = env.obj("v1", "ConfigMap", "podinfo-config-primary").await;
     assert_eq!(cm["data"], json!({"color": "green"}));
 }
 
@@ -198,7 +191,7 @@ async fn deployment_target_creates_the_primary_and_tracks_configs() {
 async fn missing_target_and_bad_selector_are_named() {
     let env = start("missing-target-and-bad-selector-are-name").await;
     let kube = env.kube.clone();
-    let c = env.canary(DEPLOYMENT_CANARY).await;
+    let c = env.canary(&deployment_canary()).await;
     let target = DeploymentTarget::new(kube.clone(), DeploymentSettings::default());
     let e = target.initialize(&c).await.unwrap_err();
     assert!(e.retriable);
@@ -222,10 +215,10 @@ async fn cluster_ip_services_select_canary_primary_and_apex() {
     let env = start("cluster-ip-services-select-canary-primar").await;
     let kube = env.kube.clone();
     env.create(deployment(&env.ns, "podinfo", "podinfo:6.0.0")).await;
-    let c = env.canary(DEPLOYMENT_CANARY).await;
+    let c = env.canary(&deployment_canary()).await;
     let services = ClusterIpServices::new(kube.clone(), DeploymentSettings::default().selector_labels);
     services.reconcile(&c).await.unwrap();
-    let get = async |n: &str| env.get("v1", "Service", n).await.unwrap();
+    let get = async |n: &str| env.obj("v1", "Service", n).await;
     assert_eq!(
         get("podinfo-canary").await["spec"]["selector"],
         json!({"app": "podinfo"})
@@ -258,15 +251,15 @@ async fn cluster_ip_services_select_canary_primary_and_apex() {
     );
 }
 
-const KNATIVE_CANARY: &str = r#"
-apiVersion: flagger.app/v1beta1
-kind: Canary
-metadata: {name: podinfo, namespace: test}
-spec:
-  provider: knative
-  targetRef: {apiVersion: serving.knative.dev/v1, kind: Service, name: podinfo}
+fn knative_canary() -> String {
+    canary_of(
+        "{apiVersion: serving.knative.dev/v1, kind: Service, name: podinfo}",
+        "knative",
+        r#"
   analysis: {interval: 15s, threshold: 15, maxWeight: 50, stepWeight: 10}
-"#;
+"#,
+    )
+}
 
 fn ksvc(image: &str) -> serde_json::Value {
     json!({"apiVersion": "serving.knative.dev/v1", "kind": "Service", "metadata": {"name": "podinfo", },
@@ -282,7 +275,7 @@ async fn knative_annotation_traffic_and_readiness() {
         s["status"]["latestReadyRevisionName"] == "podinfo-00001"
     })
     .await;
-    let mut c = env.canary(KNATIVE_CANARY).await;
+    let mut c = env.canary(&knative_canary()).await;
     c.status = Some(CanaryStatus {
         phase: CanaryPhase::Initializing,
         ..Default::default()
@@ -292,10 +285,7 @@ async fn knative_annotation_traffic_and_readiness() {
     Target::initialize(&k, &c).await.unwrap();
     Target::primary_ready(&k, &c).await.unwrap();
     Router::reconcile(&k, &c).await.unwrap();
-    let svc = env
-        .get("serving.knative.dev/v1", "Service", "podinfo")
-        .await
-        .unwrap();
+    let svc = env.obj("serving.knative.dev/v1", "Service", "podinfo").await;
     assert_eq!(
         svc["metadata"]["annotations"][PRIMARY_REVISION_ANNOTATION],
         "podinfo-00001"
@@ -345,19 +335,13 @@ async fn knative_annotation_traffic_and_readiness() {
 
     // Promotion moves the annotation; finalize removes it.
     Target::promote(&k, &c).await.unwrap();
-    let svc = env
-        .get("serving.knative.dev/v1", "Service", "podinfo")
-        .await
-        .unwrap();
+    let svc = env.obj("serving.knative.dev/v1", "Service", "podinfo").await;
     assert_eq!(
         svc["metadata"]["annotations"][PRIMARY_REVISION_ANNOTATION],
         "podinfo-00002"
     );
     Router::finalize(&k, &c).await.unwrap();
-    let svc = env
-        .get("serving.knative.dev/v1", "Service", "podinfo")
-        .await
-        .unwrap();
+    let svc = env.obj("serving.knative.dev/v1", "Service", "podinfo").await;
     assert!(
         svc["metadata"]["annotations"]
             .get(PRIMARY_REVISION_ANNOTATION)
@@ -392,7 +376,7 @@ async fn knative_traffic_errors_are_explained() {
     let env = start("knative-traffic-errors-are-explained").await;
     let kube = env.kube.clone();
     env.create(ksvc("podinfo:6.0.0")).await;
-    let c = env.canary(KNATIVE_CANARY).await;
+    let c = env.canary(&knative_canary()).await;
     let k = Knative::new(kube);
     let e = k.get_routes(&c).await.unwrap_err();
     assert_eq!(
@@ -424,13 +408,11 @@ async fn gateway_api_route_waits_for_the_gateway() {
     let env = start("gateway-api-route-waits-for-the-gateway").await;
     let kube = env.kube.clone();
     env.cluster.standins().pause_gateway(&env.ns);
-    let c = aviary_api::defaults::defaulted(&env.canary(DEPLOYMENT_CANARY).await);
+    let c = aviary_api::defaults::defaulted(&env.canary(&deployment_canary()).await);
     let r = GatewayApiRouter::new(kube, false);
+    let api = "gateway.networking.k8s.io/v1";
     r.reconcile(&c).await.unwrap();
-    let route = env
-        .get("gateway.networking.k8s.io/v1", "HTTPRoute", "podinfo")
-        .await
-        .unwrap();
+    let route = env.obj(api, "HTTPRoute", "podinfo").await;
     // The Gateway API CRD defaults group and kind server-side.
     assert_eq!(
         route["spec"]["parentRefs"],
@@ -438,10 +420,7 @@ async fn gateway_api_route_waits_for_the_gateway() {
     );
     // A second reconcile sees only the server's defaults as a difference: no write.
     r.reconcile(&c).await.unwrap();
-    let again = env
-        .get("gateway.networking.k8s.io/v1", "HTTPRoute", "podinfo")
-        .await
-        .unwrap();
+    let again = env.obj(api, "HTTPRoute", "podinfo").await;
     assert_eq!(
         again["metadata"]["resourceVersion"],
         route["metadata"]["resourceVersion"]
@@ -458,7 +437,7 @@ async fn gateway_api_route_waits_for_the_gateway() {
     );
     env.cluster.standins().resume_gateway(&env.ns);
     r.set_routes(&c, &Routes::split(70, 30)).await.unwrap();
-    env.wait_for("gateway.networking.k8s.io/v1", "HTTPRoute", "podinfo", |r| {
+    env.wait_for(api, "HTTPRoute", "podinfo", |r| {
         r["status"]["parents"][0]["conditions"][0]["observedGeneration"] == r["metadata"]["generation"]
     })
     .await;
@@ -472,20 +451,17 @@ async fn gateway_api_route_waits_for_the_gateway() {
 async fn istio_destination_rules_and_virtual_service() {
     let env = start("istio-destination-rules-and-virtual-serv").await;
     let kube = env.kube.clone();
-    let yaml = r#"
-apiVersion: flagger.app/v1beta1
-kind: Canary
-metadata: {name: podinfo, namespace: test}
-spec:
-  provider: istio
-  targetRef: {apiVersion: apps/v1, kind: Deployment, name: podinfo}
+    let yaml = &canary(
+        "istio",
+        r#"
   service:
     port: 9898
     gateways: [public-gateway.istio-system.svc.cluster.local]
     hosts: [app.example.com]
     trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}
   analysis: {interval: 1m, threshold: 5, stepWeight: 10}
-"#;
+"#,
+    );
     // A VirtualService created by someone else is taken over; its spec is kept for revert.
     env.create(json!({"apiVersion": "networking.istio.io/v1beta1", "kind": "VirtualService", "metadata": {"name": "podinfo", },
                        "spec": {"hosts": ["podinfo"], "http": [{"route": [{"destination": {"host": "podinfo"}}]}]}})).await;
@@ -493,17 +469,15 @@ spec:
     let r = IstioRouter::new(kube);
     r.reconcile(&c).await.unwrap();
     let dr = env
-        .get("networking.istio.io/v1beta1", "DestinationRule", "podinfo-canary")
-        .await
-        .unwrap();
+        .obj("networking.istio.io/v1beta1", "DestinationRule", "podinfo-canary")
+        .await;
     assert_eq!(
         dr["spec"],
         json!({"host": "podinfo-canary", "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}}})
     );
     let vs = env
-        .get("networking.istio.io/v1beta1", "VirtualService", "podinfo")
-        .await
-        .unwrap();
+        .obj("networking.istio.io/v1beta1", "VirtualService", "podinfo")
+        .await;
     assert_eq!(vs["spec"]["hosts"], json!(["app.example.com", "podinfo"]));
     assert_eq!(
         vs["spec"]["http"][0]["route"][0],
@@ -514,9 +488,8 @@ spec:
     assert_eq!(r.get_routes(&c).await.unwrap(), Routes::split(60, 40));
     r.finalize(&c).await.unwrap();
     let vs = env
-        .get("networking.istio.io/v1beta1", "VirtualService", "podinfo")
-        .await
-        .unwrap();
+        .obj("networking.istio.io/v1beta1", "VirtualService", "podinfo")
+        .await;
     assert_eq!(
         vs["spec"],
         json!({"hosts": ["podinfo"], "http": [{"route": [{"destination": {"host": "podinfo"}}]}]})
@@ -527,7 +500,7 @@ spec:
 async fn recorder_writes_status_and_aggregates_events() {
     let env = start("recorder-writes-status-and-aggregates-ev").await;
     let kube = env.kube.clone();
-    let c = env.canary(KNATIVE_CANARY).await;
+    let c = env.canary(&knative_canary()).await;
     let rec = KubeRecorder::new(kube.clone(), "agent-0");
     let mut s = CanaryStatus {
         phase: CanaryPhase::Progressing,

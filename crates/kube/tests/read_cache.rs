@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use aviary_kube::client::{DEPLOYMENT, connect};
 use aviary_kube::{ClientSettings, Kube};
+use aviary_testkit::kube_env::WAIT;
 use common::*;
 use serde_json::{Value, json};
 

@@ -20,6 +20,7 @@ use std::time::Duration;
 use aviary_api::Canary;
 use aviary_core::ports::{Router, Routes};
 use aviary_kube::{KubePlatform, KubeSettings};
+use aviary_testkit::kube_env::canary;
 use common::*;
 use serde_json::{Value, json};
 
@@ -46,17 +47,11 @@ async fn setup_with(name: &str, yaml: &str, settings: KubeSettings) -> (Env, Can
 }
 
 impl Env {
-    async fn obj(&self, api_version: &str, kind: &str, name: &str) -> Value {
-        self.get(api_version, kind, name)
-            .await
-            .unwrap_or_else(|| panic!("{kind} {name} exists"))
-    }
-
     /// A second reconcile rewrites neither the spec (generation) nor labels and annotations
     /// (the resourceVersion also moves with status writes of the gateway stand-in).
     async fn reconcile_is_idempotent(
         &self,
-        router: &dyn Router,
+        router: &Arc<dyn Router>,
         c: &Canary,
         api_version: &str,
         kind: &str,
@@ -89,6 +84,20 @@ impl Env {
     }
 }
 
+/// Sets the split as a step of the engine does, and reads it back through the router.
+async fn set_and_read(router: &Arc<dyn Router>, c: &Canary, primary: i32, canary: i32) {
+    let routes = Routes::split(primary, canary);
+    router.set_routes(c, &routes).await.unwrap();
+    assert_eq!(router.get_routes(c).await.unwrap(), routes);
+}
+
+/// Adds annotations (key, value) to an annotations object.
+fn annotate(annotations: &mut Value, pairs: &[(&str, &str)]) {
+    for (k, v) in pairs {
+        annotations[k] = json!(v);
+    }
+}
+
 fn owner_is_canary(obj: &Value, c: &Canary) {
     let r = &obj["metadata"]["ownerReferences"][0];
     assert_eq!(r["kind"], "Canary", "{obj:#}");
@@ -105,17 +114,17 @@ fn with_match(c: &Canary, matches: Value) -> Canary {
 
 // === nginx (pkg/router/ingress.go) ===
 
-const NGINX: &str = r#"
-apiVersion: flagger.app/v1beta1
-kind: Canary
-metadata: {name: podinfo, namespace: test}
-spec:
-  provider: nginx
-  targetRef: {apiVersion: apps/v1, kind: Deployment, name: podinfo}
+/// The nginx canary (skipper's too, with its provider).
+fn nginx(provider: &str) -> String {
+    canary(
+        provider,
+        r#"
   ingressRef: {apiVersion: networking.k8s.io/v1, kind: Ingress, name: podinfo}
   service: {port: 80, targetPort: 9898}
   analysis: {interval: 1m, threshold: 5, stepWeight: 10, maxWeight: 50}
-"#;
+"#,
+    )
+}
 
 fn user_ingress(annotations: Value) -> Value {
     json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
@@ -128,7 +137,7 @@ fn user_ingress(annotations: Value) -> Value {
 
 #[tokio::test]
 async fn nginx_canary_ingress_with_weight_and_header_annotations() {
-    let (env, c, router) = setup("nginx-router", NGINX).await;
+    let (env, c, router) = setup("nginx-router", &nginx("nginx")).await;
     let ab = with_match(
         &c,
         json!([{"headers": {"x-canary": {"exact": "insider"}}}, {"headers": {"cookie": {"exact": "canary"}}}]),
@@ -154,24 +163,19 @@ async fn nginx_canary_ingress_with_weight_and_header_annotations() {
     assert_eq!(ing["spec"], spec);
     assert_eq!(ing["metadata"]["labels"], json!({"app": "podinfo"}));
     let mut annotations = flux();
-    for (k, v) in [
-        ("owner", "team-a"),
-        ("nginx.ingress.kubernetes.io/canary", "true"),
-        ("nginx.ingress.kubernetes.io/canary-weight", "0"),
-    ] {
-        annotations[k] = json!(v);
-    }
+    annotate(
+        &mut annotations,
+        &[
+            ("owner", "team-a"),
+            ("nginx.ingress.kubernetes.io/canary", "true"),
+            ("nginx.ingress.kubernetes.io/canary-weight", "0"),
+        ],
+    );
     assert_eq!(ing["metadata"]["annotations"], annotations);
     owner_is_canary(&ing, &c);
     assert_eq!(router.get_routes(&c).await.unwrap(), Routes::split(100, 0));
-    env.reconcile_is_idempotent(
-        router.as_ref(),
-        &c,
-        "networking.k8s.io/v1",
-        "Ingress",
-        "podinfo-canary",
-    )
-    .await;
+    env.reconcile_is_idempotent(&router, &c, "networking.k8s.io/v1", "Ingress", "podinfo-canary")
+        .await;
 
     // A weighted step (ingress.go:195-205): canary-weight and canary "true".
     router.set_routes(&c, &Routes::split(90, 10)).await.unwrap();
@@ -181,8 +185,7 @@ async fn nginx_canary_ingress_with_weight_and_header_annotations() {
     assert_eq!(router.get_routes(&c).await.unwrap(), Routes::split(90, 10));
 
     // Blue/green's switch: everything to the canary.
-    router.set_routes(&c, &Routes::split(0, 100)).await.unwrap();
-    assert_eq!(router.get_routes(&c).await.unwrap(), Routes::split(0, 100));
+    set_and_read(&router, &c, 0, 100).await;
 
     // Promotion or rollback: back to weight 0 (makeAnnotations).
     router.set_routes(&c, &Routes::split(100, 0)).await.unwrap();
@@ -196,13 +199,14 @@ async fn nginx_canary_ingress_with_weight_and_header_annotations() {
     router.set_routes(&ab, &Routes::split(0, 100)).await.unwrap();
     let ing = env.obj("networking.k8s.io/v1", "Ingress", "podinfo-canary").await;
     let mut ab_annotations = annotations.clone();
-    for (k, v) in [
-        ("nginx.ingress.kubernetes.io/canary-by-header", "x-canary"),
-        ("nginx.ingress.kubernetes.io/canary-by-header-value", "insider"),
-        ("nginx.ingress.kubernetes.io/canary-by-cookie", "canary"),
-    ] {
-        ab_annotations[k] = json!(v);
-    }
+    annotate(
+        &mut ab_annotations,
+        &[
+            ("nginx.ingress.kubernetes.io/canary-by-header", "x-canary"),
+            ("nginx.ingress.kubernetes.io/canary-by-header-value", "insider"),
+            ("nginx.ingress.kubernetes.io/canary-by-cookie", "canary"),
+        ],
+    );
     assert_eq!(ing["metadata"]["annotations"], ab_annotations);
     // ingress.go:137-144: with header annotations an A/B canary has all the matching traffic.
     assert_eq!(router.get_routes(&ab).await.unwrap(), Routes::split(0, 100));
@@ -234,7 +238,7 @@ async fn nginx_canary_ingress_with_weight_and_header_annotations() {
 
 #[tokio::test]
 async fn nginx_errors_name_the_field() {
-    let (env, c, router) = setup("nginx-errors", NGINX).await;
+    let (env, c, router) = setup("nginx-errors", &nginx("nginx")).await;
     let mut no_ref = c.clone();
     no_ref.spec.ingress_ref = None;
     let e = router.reconcile(&no_ref).await.unwrap_err();
@@ -255,8 +259,7 @@ async fn nginx_errors_name_the_field() {
 
 #[tokio::test]
 async fn skipper_canary_ingress_with_backend_weights() {
-    let yaml = NGINX.replace("provider: nginx", "provider: skipper");
-    let (env, c, router) = setup("skipper-router", &yaml).await;
+    let (env, c, router) = setup("skipper-router", &nginx("skipper")).await;
     let mut user = user_ingress(json!({"zalando.org/skipper-predicate": "Host(/^app/)"}));
     user["spec"]["ingressClassName"] = json!("skipper");
     env.create(user.clone()).await;
@@ -285,14 +288,8 @@ async fn skipper_canary_ingress_with_backend_weights() {
     assert_eq!(ing["metadata"]["labels"], json!({"app": "podinfo"}));
     owner_is_canary(&ing, &c);
     assert_eq!(router.get_routes(&c).await.unwrap(), Routes::split(100, 0));
-    env.reconcile_is_idempotent(
-        router.as_ref(),
-        &c,
-        "networking.k8s.io/v1",
-        "Ingress",
-        "podinfo-canary",
-    )
-    .await;
+    env.reconcile_is_idempotent(&router, &c, "networking.k8s.io/v1", "Ingress", "podinfo-canary")
+        .await;
 
     router.set_routes(&c, &Routes::split(70, 30)).await.unwrap();
     let ing = env.obj("networking.k8s.io/v1", "Ingress", "podinfo-canary").await;
@@ -301,8 +298,7 @@ async fn skipper_canary_ingress_with_backend_weights() {
         r#"{"podinfo-canary":30,"podinfo-primary":70}"#
     );
     assert_eq!(router.get_routes(&c).await.unwrap(), Routes::split(70, 30));
-    router.set_routes(&c, &Routes::split(0, 100)).await.unwrap();
-    assert_eq!(router.get_routes(&c).await.unwrap(), Routes::split(0, 100));
+    set_and_read(&router, &c, 0, 100).await;
 
     // Promotion/rollback: at weight 0 the canary route is disabled with False() first
     // (skipper.go:197-201), which drops Weight(100).
@@ -329,30 +325,30 @@ async fn skipper_canary_ingress_with_backend_weights() {
 
 // === SMI: linkerd, smi:v1alpha1..3, osm (pkg/router/smi*.go) ===
 
-const SMI: &str = r#"
-apiVersion: flagger.app/v1beta1
-kind: Canary
-metadata: {name: podinfo, namespace: test}
-spec:
-  provider: PROVIDER
-  targetRef: {apiVersion: apps/v1, kind: Deployment, name: podinfo}
+/// The canary most routers share: port 9898 behind a gateway, weight steps of 10.
+fn smi_yaml(provider: &str) -> String {
+    canary(
+        provider,
+        r#"
   service: {port: 9898, gateways: [public-gateway]}
   analysis: {interval: 1m, threshold: 5, stepWeight: 10}
-"#;
+"#,
+    )
+}
 
 async fn smi(provider: &str, version: &str, quantity: bool, gateway_annotation: bool) {
     // The CRD's enum has no mesh suffix: `smi:v1alpha2:istio` is the agent's default provider
     // (Flagger's -mesh-provider), for a canary without spec.provider.
     let name = format!("smi-{}", provider.replace(':', "-"));
     let (env, c, router) = if provider.matches(':').count() > 1 {
-        let yaml = SMI.replace("  provider: PROVIDER\n", "");
+        let yaml = smi_yaml("PROVIDER").replace("  provider: PROVIDER\n", "");
         let settings = KubeSettings {
             default_provider: provider.into(),
             ..KubeSettings::default()
         };
         setup_with(&name, &yaml, settings).await
     } else {
-        setup(&name, &SMI.replace("PROVIDER", provider)).await
+        setup(&name, &smi_yaml(provider)).await
     };
     let api = format!("split.smi-spec.io/{version}");
     let w = |n: i32| if quantity { json!(n.to_string()) } else { json!(n) };
@@ -373,7 +369,7 @@ async fn smi(provider: &str, version: &str, quantity: bool, gateway_annotation: 
     assert_eq!(ts["metadata"]["annotations"], annotations);
     assert_eq!(ts["metadata"]["labels"], Value::Null);
     owner_is_canary(&ts, &c);
-    env.reconcile_is_idempotent(router.as_ref(), &c, &api, "TrafficSplit", "podinfo")
+    env.reconcile_is_idempotent(&router, &c, &api, "TrafficSplit", "podinfo")
         .await;
 
     router.set_routes(&c, &Routes::split(80, 20)).await.unwrap();
@@ -386,49 +382,39 @@ async fn smi(provider: &str, version: &str, quantity: bool, gateway_annotation: 
     // A reconcile mid-analysis keeps the live weights (Flagger resets them, smi.go:106-119).
     router.reconcile(&c).await.unwrap();
     assert_eq!(router.get_routes(&c).await.unwrap(), Routes::split(80, 20));
-    router.set_routes(&c, &Routes::split(0, 100)).await.unwrap();
-    assert_eq!(router.get_routes(&c).await.unwrap(), Routes::split(0, 100));
-    router.set_routes(&c, &Routes::split(100, 0)).await.unwrap();
-    assert_eq!(router.get_routes(&c).await.unwrap(), Routes::split(100, 0));
+    set_and_read(&router, &c, 0, 100).await;
+    set_and_read(&router, &c, 100, 0).await;
     router.finalize(&c).await.unwrap();
     env.delete_canary_and_wait_gone(&api, "TrafficSplit", "podinfo")
         .await;
 }
 
-#[tokio::test]
-async fn linkerd_traffic_split_v1alpha1() {
-    smi("linkerd", "v1alpha1", true, false).await;
+/// One test per SMI provider (they run in parallel): `name: (provider, TrafficSplit version,
+/// weights as quantities, gateways annotation)`.
+macro_rules! smi_tests {
+    ($($name:ident: $args:expr,)*) => {$(
+        #[tokio::test]
+        async fn $name() {
+            let (provider, version, quantity, gateway_annotation) = $args;
+            smi(provider, version, quantity, gateway_annotation).await;
+        }
+    )*};
 }
 
-#[tokio::test]
-async fn smi_v1alpha1_traffic_split() {
-    smi("smi:v1alpha1", "v1alpha1", true, false).await;
-}
-
-#[tokio::test]
-async fn smi_v1alpha2_istio_traffic_split_with_gateways() {
-    smi("smi:v1alpha2:istio", "v1alpha2", false, true).await;
-}
-
-#[tokio::test]
-async fn smi_v1alpha3_traffic_split() {
-    smi("smi:v1alpha3", "v1alpha3", false, false).await;
-}
-
-#[tokio::test]
-async fn osm_traffic_split_v1alpha2() {
-    smi("osm", "v1alpha2", false, false).await;
+smi_tests! {
+    linkerd_traffic_split_v1alpha1: ("linkerd", "v1alpha1", true, false),
+    smi_v1alpha1_traffic_split: ("smi:v1alpha1", "v1alpha1", true, false),
+    smi_v1alpha2_istio_traffic_split_with_gateways: ("smi:v1alpha2:istio", "v1alpha2", false, true),
+    smi_v1alpha3_traffic_split: ("smi:v1alpha3", "v1alpha3", false, false),
+    osm_traffic_split_v1alpha2: ("osm", "v1alpha2", false, false),
 }
 
 // === contour (pkg/router/contour.go) ===
 
-const CONTOUR: &str = r#"
-apiVersion: flagger.app/v1beta1
-kind: Canary
-metadata: {name: podinfo, namespace: test}
-spec:
-  provider: contour
-  targetRef: {apiVersion: apps/v1, kind: Deployment, name: podinfo}
+fn contour() -> String {
+    canary(
+        "contour",
+        r#"
   service:
     port: 9898
     timeout: 15s
@@ -436,7 +422,9 @@ spec:
     match: [{uri: {prefix: /api}}]
     apex: {labels: {team: web}, annotations: {owner: me}}
   analysis: {interval: 1m, threshold: 5, stepWeight: 10}
-"#;
+"#,
+    )
+}
 
 fn contour_service(name: &str, ns: &str, weight: i64) -> Value {
     let mut s = json!({"name": name, "port": 9898, "requestHeadersPolicy": {"set": [
@@ -449,7 +437,7 @@ fn contour_service(name: &str, ns: &str, weight: i64) -> Value {
 
 #[tokio::test]
 async fn contour_http_proxy_with_policies_and_header_routes() {
-    let (env, c, router) = setup("contour-router", CONTOUR).await;
+    let (env, c, router) = setup("contour-router", &contour()).await;
     let ns = env.ns.clone();
     router.reconcile(&c).await.unwrap();
     // contour.go:52-86, :447-484: prefix from service.match, timeout policy (idle 5m), retry
@@ -473,14 +461,8 @@ async fn contour_http_proxy_with_policies_and_header_routes() {
     annotations["owner"] = json!("me");
     assert_eq!(proxy["metadata"]["annotations"], annotations);
     owner_is_canary(&proxy, &c);
-    env.reconcile_is_idempotent(
-        router.as_ref(),
-        &c,
-        "projectcontour.io/v1",
-        "HTTPProxy",
-        "podinfo",
-    )
-    .await;
+    env.reconcile_is_idempotent(&router, &c, "projectcontour.io/v1", "HTTPProxy", "podinfo")
+        .await;
 
     router.set_routes(&c, &Routes::split(60, 40)).await.unwrap();
     let proxy = env.obj("projectcontour.io/v1", "HTTPProxy", "podinfo").await;
@@ -489,8 +471,7 @@ async fn contour_http_proxy_with_policies_and_header_routes() {
         json!({"routes": [route(json!([{"prefix": "/api"}]), 60, 40)]})
     );
     assert_eq!(router.get_routes(&c).await.unwrap(), Routes::split(60, 40));
-    router.set_routes(&c, &Routes::split(0, 100)).await.unwrap();
-    assert_eq!(router.get_routes(&c).await.unwrap(), Routes::split(0, 100));
+    set_and_read(&router, &c, 0, 100).await;
     assert_eq!(
         router.set_routes(&c, &Routes::split(0, 0)).await.unwrap_err(),
         env.msg("HTTPProxy podinfo.test update failed: no valid weights")
@@ -525,8 +506,7 @@ async fn contour_http_proxy_with_policies_and_header_routes() {
         Routes::split(0, 100),
         "a reconcile keeps the live split"
     );
-    router.set_routes(&ab, &Routes::split(100, 0)).await.unwrap();
-    assert_eq!(router.get_routes(&ab).await.unwrap(), Routes::split(100, 0));
+    set_and_read(&router, &ab, 100, 0).await;
     router.finalize(&c).await.unwrap();
     env.delete_canary_and_wait_gone("projectcontour.io/v1", "HTTPProxy", "podinfo")
         .await;
@@ -535,7 +515,7 @@ async fn contour_http_proxy_with_policies_and_header_routes() {
 #[tokio::test]
 async fn contour_retries_without_retry_on_pass_contours_schema() {
     // Flagger writes retryOn: [""] here (contour.go:468-476), which Contour's own CRD refuses.
-    let yaml = CONTOUR.replace(", retryOn: \"5xx,gateway-error\"", "");
+    let yaml = contour().replace(", retryOn: \"5xx,gateway-error\"", "");
     let (env, c, router) = setup("contour-retry-on", &yaml).await;
     router.reconcile(&c).await.unwrap();
     let proxy = env.obj("projectcontour.io/v1", "HTTPProxy", "podinfo").await;
@@ -560,21 +540,20 @@ async fn contour_retries_without_retry_on_pass_contours_schema() {
 
 // === gloo (pkg/router/gloo.go) ===
 
-const GLOO: &str = r#"
-apiVersion: flagger.app/v1beta1
-kind: Canary
-metadata: {name: podinfo, namespace: test}
-spec:
-  provider: gloo
-  targetRef: {apiVersion: apps/v1, kind: Deployment, name: podinfo}
+fn gloo() -> String {
+    canary(
+        "gloo",
+        r#"
   upstreamRef: {apiVersion: gloo.solo.io/v1, kind: Upstream, name: config}
   service: {port: 9898}
   analysis: {interval: 1m, threshold: 5, stepWeight: 10}
-"#;
+"#,
+    )
+}
 
 #[tokio::test]
 async fn gloo_upstreams_and_route_table() {
-    let (env, c, router) = setup("gloo-router", GLOO).await;
+    let (env, c, router) = setup("gloo-router", &gloo()).await;
     let ns = env.ns.clone();
     env.create(json!({"apiVersion": "gloo.solo.io/v1", "kind": "Upstream", "metadata": {"name": "config"},
         "spec": {"loadBalancerConfig": {"roundRobin": {}}, "connectionConfig": {"maxRequestsPerConnection": 10},
@@ -612,7 +591,7 @@ async fn gloo_upstreams_and_route_table() {
     );
     assert_eq!(rt["metadata"]["annotations"], flux());
     owner_is_canary(&rt, &c);
-    env.reconcile_is_idempotent(router.as_ref(), &c, "gateway.solo.io/v1", "RouteTable", "podinfo")
+    env.reconcile_is_idempotent(&router, &c, "gateway.solo.io/v1", "RouteTable", "podinfo")
         .await;
 
     router.set_routes(&c, &Routes::split(75, 25)).await.unwrap();
@@ -638,8 +617,7 @@ async fn gloo_upstreams_and_route_table() {
         ], "methods": ["GET"]}])
     );
     assert_eq!(router.get_routes(&ab).await.unwrap(), Routes::split(0, 100));
-    router.set_routes(&c, &Routes::split(100, 0)).await.unwrap();
-    assert_eq!(router.get_routes(&c).await.unwrap(), Routes::split(100, 0));
+    set_and_read(&router, &c, 100, 0).await;
 
     // The config Upstream's load balancer is followed (gloo.go:300-331).
     env.merge_patch(
@@ -667,9 +645,7 @@ async fn gloo_upstreams_and_route_table() {
 
 #[tokio::test]
 async fn traefik_weighted_service() {
-    let yaml = SMI
-        .replace("PROVIDER", "traefik")
-        .replace("gateways: [public-gateway]", "apex: {labels: {team: web}}");
+    let yaml = smi_yaml("traefik").replace("gateways: [public-gateway]", "apex: {labels: {team: web}}");
     let (env, c, router) = setup("traefik-router", &yaml).await;
     let ns = env.ns.clone();
     router.reconcile(&c).await.unwrap();
@@ -682,14 +658,8 @@ async fn traefik_weighted_service() {
     assert_eq!(ts["metadata"]["labels"], json!({"team": "web"}));
     assert_eq!(ts["metadata"]["annotations"], flux());
     owner_is_canary(&ts, &c);
-    env.reconcile_is_idempotent(
-        router.as_ref(),
-        &c,
-        "traefik.io/v1alpha1",
-        "TraefikService",
-        "podinfo",
-    )
-    .await;
+    env.reconcile_is_idempotent(&router, &c, "traefik.io/v1alpha1", "TraefikService", "podinfo")
+        .await;
 
     // traefik.go:190-207: the canary joins with its weight.
     router.set_routes(&c, &Routes::split(85, 15)).await.unwrap();
@@ -724,8 +694,7 @@ async fn traefik_weighted_service() {
 
 #[tokio::test]
 async fn kuma_cluster_scoped_traffic_route() {
-    let yaml = SMI
-        .replace("PROVIDER", "kuma")
+    let yaml = smi_yaml("kuma")
         .replace(
             "metadata: {name: podinfo, namespace: test}",
             "metadata: {name: podinfo, namespace: test, annotations: {kuma.io/mesh: edge}}",
@@ -767,10 +736,8 @@ async fn kuma_cluster_scoped_traffic_route() {
     router.set_routes(&c, &Routes::split(50, 50)).await.unwrap();
     assert_eq!(get().await["spec"]["conf"]["split"], split(50, 50));
     assert_eq!(router.get_routes(&c).await.unwrap(), Routes::split(50, 50));
-    router.set_routes(&c, &Routes::split(0, 100)).await.unwrap();
-    assert_eq!(router.get_routes(&c).await.unwrap(), Routes::split(0, 100));
-    router.set_routes(&c, &Routes::split(100, 0)).await.unwrap();
-    assert_eq!(router.get_routes(&c).await.unwrap(), Routes::split(100, 0));
+    set_and_read(&router, &c, 0, 100).await;
+    set_and_read(&router, &c, 100, 0).await;
     // Revert on deletion removes it (Flagger leaves it routing to a deleted primary).
     router.finalize(&c).await.unwrap();
     assert!(
@@ -786,8 +753,7 @@ async fn kuma_cluster_scoped_traffic_route() {
 
 #[tokio::test]
 async fn apisix_canary_route() {
-    let yaml = SMI
-        .replace("PROVIDER", "apisix")
+    let yaml = smi_yaml("apisix")
         .replace("gateways: [public-gateway]", "name: podinfo")
         .replace(
             "  service:",
@@ -804,12 +770,13 @@ async fn apisix_canary_route() {
     ]}});
     env.create(user).await;
     router.reconcile(&c).await.unwrap();
+    const API: &str = "apisix.apache.org/v2";
+    /// The canary's route (apisix.go:56-104): the apex route's name with `-podinfo-canary`.
+    const ROUTE: &str = "podinfo-podinfo-canary";
     // apisix.go:56-104: only the http route with the apex backend, priority 10000, primary at
     // 100 and the canary at 0 with the same port and resolve granularity; the user's labels and
     // annotations.
-    let route = env
-        .obj("apisix.apache.org/v2", "ApisixRoute", "podinfo-podinfo-canary")
-        .await;
+    let route = env.obj(API, "ApisixRoute", ROUTE).await;
     let http = |p: i64, k: i64| {
         json!([{"name": "method", "priority": 10000, "match": {"hosts": ["app.example.com"], "paths": ["/*"]},
             "backends": [
@@ -822,28 +789,17 @@ async fn apisix_canary_route() {
     assert_eq!(route["metadata"]["labels"], json!({"app": "podinfo"}));
     assert_eq!(route["metadata"]["annotations"], json!({"owner": "me"}));
     owner_is_canary(&route, &c);
-    env.reconcile_is_idempotent(
-        router.as_ref(),
-        &c,
-        "apisix.apache.org/v2",
-        "ApisixRoute",
-        "podinfo-podinfo-canary",
-    )
-    .await;
+    env.reconcile_is_idempotent(&router, &c, API, "ApisixRoute", ROUTE)
+        .await;
 
     router.set_routes(&c, &Routes::split(65, 35)).await.unwrap();
-    let route = env
-        .obj("apisix.apache.org/v2", "ApisixRoute", "podinfo-podinfo-canary")
-        .await;
+    let route = env.obj(API, "ApisixRoute", ROUTE).await;
     assert_eq!(route["spec"]["http"], http(65, 35));
     assert_eq!(router.get_routes(&c).await.unwrap(), Routes::split(65, 35));
-    router.set_routes(&c, &Routes::split(0, 100)).await.unwrap();
-    assert_eq!(router.get_routes(&c).await.unwrap(), Routes::split(0, 100));
-    router.set_routes(&c, &Routes::split(100, 0)).await.unwrap();
-    assert_eq!(router.get_routes(&c).await.unwrap(), Routes::split(100, 0));
+    set_and_read(&router, &c, 0, 100).await;
+    set_and_read(&router, &c, 100, 0).await;
     router.finalize(&c).await.unwrap();
-    env.delete_canary_and_wait_gone("apisix.apache.org/v2", "ApisixRoute", "podinfo-podinfo-canary")
-        .await;
+    env.delete_canary_and_wait_gone(API, "ApisixRoute", ROUTE).await;
 }
 
 // === appmesh (pkg/router/appmesh.go) and appmesh:v1beta2 (appmesh_v1beta2.go) ===
@@ -942,7 +898,7 @@ async fn appmesh_v1beta2_nodes_routers_and_services() {
         &json!({"spec": {"awsName": "podinfo_test", "meshRef": {"name": "global", "uid": "1"}}}),
     )
     .await;
-    env.reconcile_is_idempotent(router.as_ref(), &c, api, "VirtualRouter", "podinfo")
+    env.reconcile_is_idempotent(&router, &c, api, "VirtualRouter", "podinfo")
         .await;
 
     router.set_routes(&c, &Routes::split(90, 10)).await.unwrap();
@@ -971,8 +927,7 @@ async fn appmesh_v1beta2_nodes_routers_and_services() {
         ])
     );
     assert_eq!(router.get_routes(&ab).await.unwrap(), Routes::split(0, 100));
-    router.set_routes(&ab, &Routes::split(100, 0)).await.unwrap();
-    assert_eq!(router.get_routes(&ab).await.unwrap(), Routes::split(100, 0));
+    set_and_read(&router, &ab, 100, 0).await;
     router.finalize(&c).await.unwrap();
     env.delete_canary_and_wait_gone(api, "VirtualRouter", "podinfo")
         .await;
@@ -1030,7 +985,7 @@ async fn appmesh_v1beta1_nodes_and_virtual_services() {
         canary_vs["spec"]["routes"][0]["http"]["action"]["weightedTargets"],
         targets(100, 0)
     );
-    env.reconcile_is_idempotent(router.as_ref(), &c, api, "VirtualService", &vs_name)
+    env.reconcile_is_idempotent(&router, &c, api, "VirtualService", &vs_name)
         .await;
 
     router.set_routes(&c, &Routes::split(80, 20)).await.unwrap();
@@ -1039,10 +994,8 @@ async fn appmesh_v1beta1_nodes_and_virtual_services() {
         targets(20, 80)
     );
     assert_eq!(router.get_routes(&c).await.unwrap(), Routes::split(80, 20));
-    router.set_routes(&c, &Routes::split(0, 100)).await.unwrap();
-    assert_eq!(router.get_routes(&c).await.unwrap(), Routes::split(0, 100));
-    router.set_routes(&c, &Routes::split(100, 0)).await.unwrap();
-    assert_eq!(router.get_routes(&c).await.unwrap(), Routes::split(100, 0));
+    set_and_read(&router, &c, 0, 100).await;
+    set_and_read(&router, &c, 100, 0).await;
 
     let mut no_mesh = c.clone();
     no_mesh.spec.service.as_mut().unwrap().mesh_name = None;
@@ -1058,7 +1011,7 @@ async fn appmesh_v1beta1_nodes_and_virtual_services() {
 
 #[tokio::test]
 async fn gateway_api_v1beta1_http_route() {
-    let yaml = SMI.replace("PROVIDER", "gatewayapi:v1beta1").replace(
+    let yaml = smi_yaml("gatewayapi:v1beta1").replace(
         "gateways: [public-gateway]",
         "gatewayRefs: [{name: gw, namespace: gateways}]",
     );
@@ -1076,7 +1029,7 @@ async fn gateway_api_v1beta1_http_route() {
     );
     assert_eq!(route["apiVersion"], api);
     owner_is_canary(&route, &c);
-    env.reconcile_is_idempotent(router.as_ref(), &c, api, "HTTPRoute", "podinfo")
+    env.reconcile_is_idempotent(&router, &c, api, "HTTPRoute", "podinfo")
         .await;
     env.wait_for(api, "HTTPRoute", "podinfo", |r| {
         r["status"]["parents"][0]["conditions"][0]["observedGeneration"] == r["metadata"]["generation"]

@@ -41,6 +41,9 @@
 //! - [`aviary`]: the aviary binary as a process (coordinator, CLI commands), serving and calling
 //!   with mutual TLS from the test binary's [`Pki`](aviary::Pki).
 //! - [`manifests`]: LocalService and Canary manifests for local agents, FleetRollouts.
+//! - [`kube_env`]: what the Kubernetes tests of several crates share: a test's namespace and its
+//!   objects ([`TestNamespace`](kube_env::TestNamespace)), Canary YAML for a provider, Flagger's
+//!   CRDs as JSON, the analysis doubles.
 //! - [`bench`]: command-line flags of the benchmark harnesses.
 //! - [`fuzz`]: the fuzz targets' committed corpus replayed (and mutated, bounded) in the tests.
 //! - [`error`]: the crate's [`Error`].
@@ -58,6 +61,7 @@ pub mod fuzz;
 pub mod helm;
 pub mod history;
 pub mod ingress_nginx;
+pub mod kube_env;
 pub mod kubectl;
 pub mod logs;
 pub mod manifests;

@@ -184,10 +184,12 @@ impl Objects {
         patch: &Value,
     ) -> Result<Value> {
         let api = self.api(api_version, kind, ns).await?;
-        api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
-            .await
-            .map(to_value)
-            .map_err(|e| Error::kube(format!("patching {}", describe(kind, ns, name)), e))
+        let what = format!("patching {}", describe(kind, ns, name));
+        patched(
+            api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
+                .await,
+            what,
+        )
     }
 
     /// Applies a JSON merge patch to the status subresource (what a controller does).
@@ -200,10 +202,12 @@ impl Objects {
         patch: &Value,
     ) -> Result<Value> {
         let api = self.api(api_version, kind, ns).await?;
-        api.patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
-            .await
-            .map(to_value)
-            .map_err(|e| Error::kube(format!("patching the status of {}", describe(kind, ns, name)), e))
+        let what = format!("patching the status of {}", describe(kind, ns, name));
+        patched(
+            api.patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
+                .await,
+            what,
+        )
     }
 
     /// Deletes an object (background propagation); a missing object is not an error.
@@ -293,6 +297,11 @@ impl Objects {
         });
         Ok(events)
     }
+}
+
+/// A patch's answer as JSON, or the error saying `what` was patched.
+fn patched(answer: kube::Result<DynamicObject>, what: String) -> Result<Value> {
+    answer.map(to_value).map_err(|e| Error::kube(what, e))
 }
 
 fn to_value(o: DynamicObject) -> Value {

@@ -9,17 +9,18 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use aviary_agent::config::{AgentConfig, CoordinatorTls, GlobalNotifier, PlatformConfig};
-use aviary_testkit::{Cluster, FakePrometheus, FakeWebhook, Objects};
+use aviary_testkit::kube_env::{TestNamespace, analysis_doubles, canary, to_values};
+use aviary_testkit::{Cluster, FakePrometheus, FakeWebhook};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub const CANARY_API: &str = "flagger.app/v1beta1";
 
+/// One test's namespace and objects (through `Deref`), the analysis doubles, and the agent.
 pub struct Env {
     pub cluster: &'static Cluster,
-    pub ns: String,
-    pub objects: Objects,
+    namespace: TestNamespace,
     pub prom: FakePrometheus,
     pub hooks: FakeWebhook,
     pub dir: tempfile::TempDir,
@@ -28,6 +29,14 @@ pub struct Env {
     /// The fleet coordinator the agent links to, if any.
     pub coordinator: Option<String>,
     agent: Option<(oneshot::Sender<()>, JoinHandle<aviary_agent::Result<()>>)>,
+}
+
+impl std::ops::Deref for Env {
+    type Target = TestNamespace;
+
+    fn deref(&self) -> &TestNamespace {
+        &self.namespace
+    }
 }
 
 /// The fleet certificates of the test binary (the product's `security::certs`): a CA, the
@@ -47,13 +56,6 @@ pub fn fleet_pki() -> &'static Path {
         certs::issue_user(&dir, "admin", Role::Admin, TD).unwrap();
         dir
     })
-}
-
-pub fn flagger_crds() -> Vec<Value> {
-    aviary_api::crd::flagger_crds()
-        .into_iter()
-        .map(|c| serde_json::to_value(c).unwrap())
-        .collect()
 }
 
 impl Env {
@@ -78,19 +80,15 @@ impl Env {
     /// Namespace `name` on `cluster` (with Flagger's CRDs); no agent yet.
     pub async fn on(cluster: &'static Cluster, name: &str, coordinator: Option<String>) -> Self {
         cluster
-            .install_crds(&flagger_crds())
+            .install_crds(&to_values(aviary_api::crd::flagger_crds()))
             .await
             .expect("Flagger's CRDs install");
-        let ns = cluster.namespace(name).await.expect("a test namespace");
-        let objects = cluster.objects().await.unwrap();
+        let namespace = TestNamespace::new(cluster, name).await;
         let dir = tempfile::tempdir().unwrap();
-        let prom = FakePrometheus::start().await.unwrap();
-        prom.set_default(Some(100.0));
-        let hooks = FakeWebhook::start().await.unwrap();
+        let (prom, hooks) = analysis_doubles().await;
         Self {
             cluster,
-            ns,
-            objects,
+            namespace,
             prom,
             hooks,
             kubeconfig: cluster.admin_kubeconfig(),
@@ -160,32 +158,53 @@ impl Env {
         }
     }
 
-    /// `text` with `namespace: test` pointing at this test's namespace.
-    pub fn yaml(&self, text: &str) -> Value {
-        let text = text.replace("namespace: test", &format!("namespace: {}", self.ns));
-        serde_yaml_ng::from_str(&text).unwrap()
+    /// Deployment `podinfo` (6.0.0) and its [`gatewayapi_canary`] with `analysis`.
+    pub async fn create_podinfo_canary(&self, analysis: &str) {
+        self.create(deployment("podinfo", "podinfo:6.0.0")).await;
+        self.create_yaml(&gatewayapi_canary(self.hooks.url(), analysis))
+            .await;
     }
 
-    /// `text` with `.test` (Flagger's `name.namespace`) naming this test's namespace.
-    pub fn msg(&self, text: &str) -> String {
-        text.replace(".test", &format!(".{}", self.ns))
+    /// The annotations of Ingress `podinfo-canary` once `pred` holds for them.
+    pub async fn wait_canary_ingress(&self, pred: impl Fn(&Value) -> bool) -> Value {
+        let ing = self
+            .wait_for("networking.k8s.io/v1", "Ingress", "podinfo-canary", |i| {
+                pred(&i["metadata"]["annotations"])
+            })
+            .await;
+        ing["metadata"]["annotations"].clone()
     }
 
-    /// Creates an object in this test's namespace.
-    pub async fn create(&self, mut obj: Value) -> Value {
-        obj["metadata"]["namespace"] = json!(self.ns);
-        self.objects.create(obj).await.unwrap()
+    /// `spec.replicas` of Deployment `name`.
+    pub async fn replicas(&self, name: &str) -> Value {
+        self.obj("apps/v1", "Deployment", name).await["spec"]["replicas"].clone()
     }
 
-    pub async fn create_yaml(&self, yaml: &str) -> Value {
-        self.create(self.yaml(yaml)).await
+    /// Asserts that Service `service` selects exactly the pods labelled `app: <app>`.
+    pub async fn assert_selects(&self, service: &str, app: &str) {
+        let svc = self.get("v1", "Service", service).await;
+        let svc = svc.unwrap_or_else(|| panic!("Service {service} exists"));
+        assert_eq!(svc["spec"]["selector"], json!({"app": app}), "Service {service}");
     }
 
-    pub async fn get(&self, api_version: &str, kind: &str, name: &str) -> Option<Value> {
-        self.objects
-            .get(api_version, kind, Some(&self.ns), name)
-            .await
-            .unwrap()
+    /// Asserts that the canary advanced through each of `weights` (its events say so).
+    pub async fn assert_advanced(&self, canary: &str, weights: &[u32]) {
+        let texts = weights
+            .iter()
+            .map(|w| format!("Advance {canary}.test canary weight {w}"));
+        self.assert_events(canary, texts).await;
+    }
+
+    /// Asserts that each of `texts` is in an event about the canary (`.test` naming this
+    /// test's namespace).
+    pub async fn assert_events(&self, canary: &str, texts: impl IntoIterator<Item = String>) {
+        for text in texts {
+            assert!(
+                self.has_event(canary, &text).await,
+                "no {text:?}: {:#?}",
+                self.event_messages(canary).await
+            );
+        }
     }
 
     pub async fn canary(&self, name: &str) -> Value {
@@ -204,26 +223,6 @@ impl Env {
             Ok(c) => c,
             Err(e) => panic!("{e}\nevents:\n{}", self.event_messages(name).await.join("\n")),
         }
-    }
-
-    pub async fn wait_for(
-        &self,
-        api_version: &str,
-        kind: &str,
-        name: &str,
-        pred: impl Fn(&Value) -> bool,
-    ) -> Value {
-        self.objects
-            .wait_for(
-                api_version,
-                kind,
-                Some(&self.ns),
-                name,
-                Duration::from_secs(30),
-                pred,
-            )
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// `Type: message` of the events about a canary, oldest first.
@@ -299,6 +298,11 @@ pub fn deployment(name: &str, image: &str) -> Value {
             },
         },
     })
+}
+
+/// The image of the first container of a workload's pod template.
+pub fn image(workload: &Value) -> &Value {
+    &workload["spec"]["template"]["spec"]["containers"][0]["image"]
 }
 
 /// The repository's deploy/rbac manifests, as one agent in namespace `ns` gets them: the
@@ -392,14 +396,8 @@ impl Env {
 /// A gatewayapi:v1 Canary `test/podinfo` for Deployment `podinfo` whose analysis is `analysis`
 /// (YAML lines indented by four spaces) plus a load-test webhook to `hooks`.
 pub fn gatewayapi_canary(hooks: &str, analysis: &str) -> String {
-    format!(
+    let spec = format!(
         r#"
-apiVersion: flagger.app/v1beta1
-kind: Canary
-metadata: {{name: podinfo, namespace: test}}
-spec:
-  provider: gatewayapi:v1
-  targetRef: {{apiVersion: apps/v1, kind: Deployment, name: podinfo}}
   progressDeadlineSeconds: 120
   service:
     port: 9898
@@ -412,7 +410,8 @@ spec:
       timeout: 5s
       metadata: {{type: cmd, cmd: "hey -z 1m -q 10 -c 2 http://podinfo-canary.test:9898/"}}
 "#
-    )
+    );
+    canary("gatewayapi:v1", &spec)
 }
 
 /// Analysis lines for [`gatewayapi_canary`]: every second, two failed checks roll back, weight
