@@ -36,6 +36,7 @@
 //!   (the invariants every fault test asserts).
 //! - [`net`]: loopback ports, `curl`; [`wait`]: polling a condition; [`logs`]: tracing in the
 //!   test output.
+//! - [`generated`]: committed generated files checked against their generator's output.
 //! - [`process`]: child processes killed on drop, captured logs, process trees (orphans).
 //! - [`traffic`]: steady HTTP traffic to a service.
 //! - [`aviary`]: the aviary binary as a process (coordinator, CLI commands), serving and calling
@@ -55,6 +56,7 @@ pub mod crds;
 pub mod error;
 pub mod etcd;
 pub mod fuzz;
+pub mod generated;
 pub mod helm;
 pub mod history;
 pub mod ingress_nginx;
