@@ -152,22 +152,11 @@ async fn not_found_already_exists_and_failed_precondition() {
         Code::DeadlineExceeded,
         "still Running",
     );
-    cl.approve_wave(v1::WaveVerbRequest {
-        name: "r1".into(),
-        wave: "all".into(),
-        actor: "x".into(),
-    })
-    .await
-    .unwrap();
+    cl.approve_wave(wave_verb("all", "x")).await.unwrap();
     let done = wait(&c, "r1").await;
     assert_eq!(done.phase, "Succeeded");
     refused(
-        cl.retry_cluster(v1::ClusterVerbRequest {
-            name: "r1".into(),
-            cluster: "a".into(),
-            actor: "x".into(),
-        })
-        .await,
+        cl.retry_cluster(cluster_verb("a", "x")).await,
         Code::FailedPrecondition,
         "already ended Succeeded",
     );

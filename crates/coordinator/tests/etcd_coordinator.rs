@@ -136,12 +136,8 @@ async fn a_deposed_leader_is_fenced_and_the_other_replica_finishes_the_rollout()
     let lease = la.lease().unwrap();
     etcd.revoke_lease(lease).await;
     let e = refused(
-        to_a.pause_rollout(v1::RolloutVerbRequest {
-            name: "podinfo-6-0-1".into(),
-            actor: "op".into(),
-            reason: "must not happen".into(),
-        })
-        .await,
+        to_a.pause_rollout(rollout_verb("podinfo-6-0-1", "op", "must not happen"))
+            .await,
         tonic::Code::Unavailable,
         "",
     );

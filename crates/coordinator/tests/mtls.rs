@@ -100,11 +100,7 @@ async fn create(c: &Coordinator, tls: &ClientTls, actor: &str) -> Result<v1::Rol
 async fn pause(c: &Coordinator, tls: &ClientTls) -> Result<v1::Rollout, tonic::Status> {
     fleet_client_with(&c.url(), tls)
         .unwrap()
-        .pause_rollout(v1::RolloutVerbRequest {
-            name: "podinfo-6-0-1".into(),
-            actor: "from the runbook".into(),
-            reason: "check".into(),
-        })
+        .pause_rollout(rollout_verb("podinfo-6-0-1", "from the runbook", "check"))
         .await
         .map(|r| r.into_inner())
 }
@@ -224,11 +220,7 @@ async fn identities_come_from_certificates_and_roles_gate_the_verbs() {
     };
     let r = fleet_client_with(&c.url(), &ci)
         .unwrap()
-        .resume_rollout(v1::RolloutVerbRequest {
-            name: "podinfo-6-0-1".into(),
-            actor: "pipeline 42".into(),
-            reason: String::new(),
-        })
+        .resume_rollout(rollout_verb("podinfo-6-0-1", "pipeline 42", ""))
         .await
         .unwrap()
         .into_inner();

@@ -289,31 +289,17 @@ async fn manual_approval() {
     assert_eq!(cluster(&r, "eu-1").phase, "Pending");
     let mut cl = client(&c);
     refused(
-        cl.approve_wave(aviary_proto::v1::WaveVerbRequest {
-            name: "r1".into(),
-            wave: "nope".into(),
-            actor: "bob".into(),
-        })
-        .await,
+        cl.approve_wave(wave_verb("nope", "bob")).await,
         tonic::Code::NotFound,
         "",
     );
     refused(
-        cl.approve_wave(aviary_proto::v1::WaveVerbRequest {
-            name: "r1".into(),
-            wave: "first".into(),
-            actor: "bob".into(),
-        })
-        .await,
+        cl.approve_wave(wave_verb("first", "bob")).await,
         tonic::Code::FailedPrecondition,
         "does not need approval",
     );
     let r = cl
-        .approve_wave(aviary_proto::v1::WaveVerbRequest {
-            name: "r1".into(),
-            wave: "rest".into(),
-            actor: "bob".into(),
-        })
+        .approve_wave(wave_verb("rest", "bob"))
         .await
         .unwrap()
         .into_inner();
@@ -338,11 +324,7 @@ async fn pause_and_resume() {
     create_r1(&c, "  waves: [{name: all}]\n").await;
     until_progressing(&c, "a").await;
     let mut cl = client(&c);
-    let verb = |actor: &str| aviary_proto::v1::RolloutVerbRequest {
-        name: "r1".into(),
-        actor: actor.into(),
-        reason: "incident 42".into(),
-    };
+    let verb = |actor: &str| rollout_verb("r1", actor, "incident 42");
     let r = cl.pause_rollout(verb("alice")).await.unwrap().into_inner();
     assert_eq!(r.phase, "Paused");
     cl.pause_rollout(verb("alice")).await.unwrap(); // idempotent
@@ -376,11 +358,7 @@ async fn skip_a_cluster() {
     create_r1(&c, "  waves: [{name: all}]\n").await;
     until_progressing(&c, "a").await;
     let mut cl = client(&c);
-    let req = |cluster: &str| aviary_proto::v1::ClusterVerbRequest {
-        name: "r1".into(),
-        cluster: cluster.into(),
-        actor: "carol".into(),
-    };
+    let req = |cluster: &str| cluster_verb(cluster, "carol");
     cl.skip_cluster(req("b")).await.unwrap();
     refused(
         cl.skip_cluster(req("a")).await,
@@ -417,17 +395,9 @@ async fn retry_a_failed_cluster() {
     until(&c, "r1", "a to fail", |r| cluster(r, "a").phase == "Failed").await;
     a.set_outcome(NS, NAME, aviary_coordinator::sim::Outcome::Succeed);
     let mut cl = client(&c);
-    let req = aviary_proto::v1::ClusterVerbRequest {
-        name: "r1".into(),
-        cluster: "a".into(),
-        actor: "dave".into(),
-    };
+    let req = cluster_verb("a", "dave");
     refused(
-        cl.retry_cluster(aviary_proto::v1::ClusterVerbRequest {
-            cluster: "b".into(),
-            ..req.clone()
-        })
-        .await,
+        cl.retry_cluster(cluster_verb("b", "dave")).await,
         tonic::Code::FailedPrecondition,
         "",
     );
@@ -462,11 +432,7 @@ async fn abort_rolls_back_and_ends_aborted() {
     create_r1(&c, "  byRegion: [r, r2]\n").await;
     until(&c, "r1", "a to progress", |r| cluster(r, "a").canary_weight > 0).await;
     let mut cl = client(&c);
-    let verb = aviary_proto::v1::RolloutVerbRequest {
-        name: "r1".into(),
-        actor: "erin".into(),
-        reason: "wrong image".into(),
-    };
+    let verb = rollout_verb("r1", "erin", "wrong image");
     cl.abort_rollout(verb.clone()).await.unwrap();
     let done = wait(&c, "r1").await;
     assert_eq!(done.phase, "Aborted");
@@ -626,18 +592,13 @@ async fn gate_mode_opens_cluster_by_cluster() {
         assert_eq!(a.snapshot(NS, NAME).unwrap().phase, "Waiting");
     }
     let mut cl = client(&c);
-    let approve = |w: &str| aviary_proto::v1::WaveVerbRequest {
-        name: "r1".into(),
-        wave: w.into(),
-        actor: "op".into(),
-    };
-    cl.approve_wave(approve("us-east-1")).await.unwrap();
+    cl.approve_wave(wave_verb("us-east-1", "op")).await.unwrap();
     until(&c, "r1", "us-1 to succeed", |r| {
         cluster(r, "us-1").phase == "Succeeded"
     })
     .await;
     assert_eq!(agents[1].analyses(NS, NAME), 0, "eu-1 still held");
-    cl.approve_wave(approve("eu-west-1")).await.unwrap();
+    cl.approve_wave(wave_verb("eu-west-1", "op")).await.unwrap();
     let done = wait(&c, "r1").await;
     assert_eq!(done.phase, "Succeeded");
     for a in &agents {

@@ -285,6 +285,33 @@ pub fn refused<T: std::fmt::Debug>(
     e
 }
 
+/// A verb on wave `wave` of rollout `r1` by `actor`.
+pub fn wave_verb(wave: &str, actor: &str) -> v1::WaveVerbRequest {
+    v1::WaveVerbRequest {
+        name: "r1".into(),
+        wave: wave.into(),
+        actor: actor.into(),
+    }
+}
+
+/// A verb on `cluster` of rollout `r1` by `actor`.
+pub fn cluster_verb(cluster: &str, actor: &str) -> v1::ClusterVerbRequest {
+    v1::ClusterVerbRequest {
+        name: "r1".into(),
+        cluster: cluster.into(),
+        actor: actor.into(),
+    }
+}
+
+/// A verb on rollout `name` by `actor`, for `reason`.
+pub fn rollout_verb(name: &str, actor: &str, reason: &str) -> v1::RolloutVerbRequest {
+    v1::RolloutVerbRequest {
+        name: name.into(),
+        actor: actor.into(),
+        reason: reason.into(),
+    }
+}
+
 /// Creates the rollout `r1` of [`manifest`] with `spec_tail`.
 pub async fn create_r1(c: &Coordinator, spec_tail: &str) -> v1::Rollout {
     create(c, &manifest("r1", spec_tail)).await.unwrap()
