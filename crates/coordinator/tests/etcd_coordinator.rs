@@ -13,7 +13,7 @@ use aviary_coordinator::sim::SimAgent;
 use aviary_coordinator::{Coordinator, Leadership};
 use aviary_proto::v1;
 use aviary_testkit::manifests::fleet_rollout;
-use common::{etcd_replica, fleet, poll, refused, sim_config, start_etcd};
+use common::{etcd_replica, fleet, poll, refused, rollout_verb, sim_config, start_etcd};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -101,7 +101,7 @@ async fn a_deposed_leader_is_fenced_and_the_other_replica_finishes_the_rollout()
         actor: "test".into(),
         ..Default::default()
     };
-    refused(
+    let e = refused(
         fleet(&b.url()).create_rollout(create.clone()).await,
         tonic::Code::Unavailable,
         "",

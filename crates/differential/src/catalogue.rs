@@ -567,6 +567,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn dump_for_refactor_check() {
+        let mut out = String::new();
+        for s in all() {
+            let objects = s.objects("http://hooks", "http://prometheus").unwrap();
+            out.push_str(&format!(
+                "{} | {} | {}\n{}\n{:?}\n{:?}\n{:?}\n{:?}\n\n",
+                s.name,
+                s.about,
+                s.provider,
+                serde_json::to_string_pretty(&objects).unwrap(),
+                s.prometheus,
+                s.hooks,
+                s.steps,
+                s.limit
+            ));
+            out.push_str(&format!("{:?} {} {}\n", s.target(), s.canary_name(), s.target_name()));
+        }
+        std::fs::write(std::env::var("CATALOGUE_DUMP").unwrap(), out).unwrap();
+    }
+
+    #[test]
     fn every_scenario_parses_and_has_a_canary() {
         let all = all();
         let mut names: Vec<_> = all.iter().map(|s| s.name).collect();

@@ -11,7 +11,7 @@ use aviary_core::ports::{MetricError, Metrics};
 use aviary_providers::metrics::AwsCredentials;
 use aviary_providers::metrics::cloudwatch::sigv4;
 use aviary_providers::{PrometheusBuiltins, ProviderMetrics, ResourceStore, StaticSecrets};
-use common::{Reply, Seen, Server, bounded};
+use common::{Reply, Seen, Server, assert_took, bounded};
 use serde_json::{Value, json};
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -76,9 +76,8 @@ async fn assert_no_values(f: &Fixture, t: &MetricTemplate, queries: &[&str]) {
 /// returns that Canary.
 async fn check_online(f: &Fixture, t: MetricTemplate) -> Canary {
     f.store.insert_template(t);
-    let canary = canary_with(
-        json!([{"name": "m", "templateRef": {"name": "my-metric", "namespace": "monitoring"}}]),
-    );
+    let canary =
+        canary_with(json!([{"name": "m", "templateRef": {"name": "my-metric", "namespace": "monitoring"}}]));
     f.metrics.check_providers(&canary).await.unwrap();
     canary
 }
@@ -344,12 +343,8 @@ async fn prometheus_times_out_after_five_seconds() {
         let t = template("prometheus", &server.url(), None, json!({}));
         let started = std::time::Instant::now();
         let e = query_error(run(&f, &t, "1m", "slow").await.unwrap_err());
-        let took = started.elapsed();
         assert!(e.contains("timed out"), "{e}");
-        assert!(
-            took >= Duration::from_secs(4) && took < Duration::from_secs(8),
-            "{took:?}"
-        );
+        assert_took(started, Duration::from_secs(4)..Duration::from_secs(8));
         server.stop().await;
     })
     .await;

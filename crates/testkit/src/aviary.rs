@@ -50,11 +50,7 @@ impl Pki {
     /// exits).
     pub fn get(bin: &str) -> &'static Pki {
         PKI.get_or_init(|| {
-            let dir = tempfile::Builder::new()
-                .prefix("aviary-pki-")
-                .tempdir()
-                .expect("a temporary directory")
-                .keep();
+            let dir = pki_dir();
             let d = dir.to_str().expect("a UTF-8 temporary path");
             certs(bin, &["init", d]);
             certs(bin, &["issue", d, "--user", ADMIN, "--role", "admin"]);
@@ -310,4 +306,15 @@ pub fn apply(cli: impl Fn(&[&str]) -> (i32, String, String), dir: &Path, yaml: &
     let path = file.to_str().expect("a UTF-8 path");
     let (code, out, err) = cli(&["rollout", "apply", "-f", path]);
     assert_eq!(code, 0, "aviary rollout apply: {out}{err}");
+}
+
+/// A new directory for a test binary's certificates (`aviary-pki-*` in the temporary
+/// directory), kept when the test ends: processes started with them may outlive the test's
+/// handles.
+pub fn pki_dir() -> PathBuf {
+    tempfile::Builder::new()
+        .prefix("aviary-pki-")
+        .tempdir()
+        .expect("a temporary directory")
+        .keep()
 }

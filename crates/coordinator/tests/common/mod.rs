@@ -39,11 +39,7 @@ pub fn rev(tag: &str) -> Revision {
 pub fn pki() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("aviary-pki-")
-            .tempdir()
-            .unwrap()
-            .keep();
+        let dir = aviary_testkit::aviary::pki_dir();
         certs::init(&dir, &[]).unwrap();
         certs::issue_user(&dir, "admin", Role::Admin, DEFAULT_TRUST_DOMAIN).unwrap();
         dir
