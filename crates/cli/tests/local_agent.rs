@@ -38,19 +38,7 @@ struct AgentProc {
 }
 
 fn start_agent(dir: &Path, state: &Path, admin_port: u16) -> AgentProc {
-    let mut child = Command::new(aviary())
-        .args(["agent", "--local"])
-        .arg(dir)
-        .arg("--state-dir")
-        .arg(state)
-        .args([
-            "--admin-listen",
-            &format!("127.0.0.1:{admin_port}"),
-            "--min-analysis-interval",
-            "1s",
-            "--cluster",
-            "local-test",
-        ])
+    let mut child = aviary_testkit::aviary::local_agent(aviary(), dir, state, admin_port, "local-test")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -100,10 +88,7 @@ fn write(dir: &Path, text: &str) {
 
 #[test]
 fn local_canary_promotes_rolls_back_resumes_and_leaves_no_orphans() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir: PathBuf = tmp.path().join("config");
-    let state: PathBuf = tmp.path().join("state");
-    std::fs::create_dir_all(&dir).unwrap();
+    let (_tmp, dir, state) = dirs();
     let port = free_port();
     write(&dir, &config(port, "6.0.0", &[]));
     let admin_port = free_port();
@@ -270,6 +255,15 @@ fn phase_of(admin: &str, name: &str) -> String {
         .unwrap_or_default()
 }
 
+/// A temporary directory with the agent's `config` directory (created) and `state` path.
+fn dirs() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("config");
+    std::fs::create_dir_all(&dir).unwrap();
+    let state = tmp.path().join("state");
+    (tmp, dir, state)
+}
+
 fn simple_canary(name: &str, extra: &str) -> String {
     format!(
         r#"apiVersion: flagger.app/v1beta1
@@ -294,10 +288,7 @@ spec:
 /// service whose port was taken starts once the port is free.
 #[test]
 fn invalid_resources_and_unstartable_services_are_reported_and_the_rest_keeps_running() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir: PathBuf = tmp.path().join("config");
-    let state: PathBuf = tmp.path().join("state");
-    std::fs::create_dir_all(&dir).unwrap();
+    let (_tmp, dir, state) = dirs();
     let port = free_port();
     std::fs::write(dir.join("good.yaml"), config(port, "6.0.0", &[])).unwrap();
     // parses, but the webhook URL has no scheme: invalid

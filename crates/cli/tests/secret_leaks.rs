@@ -17,13 +17,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aviary_testkit::EchoServer;
 use aviary_testkit::aviary::{Pki, cli, start_coordinator};
 use aviary_testkit::manifests::resource;
 use aviary_testkit::net::free_port;
 use aviary_testkit::process::Log;
+use aviary_testkit::wait::wait_until;
 use serde_json::json;
 
 const SLACK_PATH: &str = "/services/T0LEAK1234/B0LEAK5678/slackLeakToken0123456789";
@@ -154,8 +155,7 @@ fn service_and_canary(
         }],
     });
     if alerts {
-        analysis["alerts"] =
-            json!([{"name": "slack", "severity": "info", "providerRef": {"name": "slack"}}]);
+        analysis["alerts"] = json!([{"name": "slack", "severity": "info", "providerRef": {"name": "slack"}}]);
     }
     let canary = json!({
         "provider": "local",
@@ -187,12 +187,7 @@ fn config(up: &Upstreams, ports: &[u16; 3], version: &str) -> String {
         service_and_canary("dd", ports[0], version, "datadog", true, hooks),
         service_and_canary("basic", ports[1], version, "prom-basic", false, hooks),
         service_and_canary("bearer", ports[2], version, "prom-bearer", false, hooks),
-        template(
-            "datadog",
-            "datadog",
-            up.datadog.url(),
-            "avg:requests{service:dd}",
-        ),
+        template("datadog", "datadog", up.datadog.url(), "avg:requests{service:dd}"),
         template("prom-basic", "prometheus", up.prom_basic.url(), "sum(up)"),
         template("prom-bearer", "prometheus", up.prom_bearer.url(), "sum(up)"),
         resource(
@@ -247,17 +242,6 @@ fn phases(admin: &str) -> Vec<String> {
     items.into_iter().map(|(_, p)| p).collect()
 }
 
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    panic!("timed out after {timeout:?} waiting for {what}");
-}
-
 fn files_below(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
@@ -309,18 +293,8 @@ fn no_credential_reaches_logs_events_status_or_state() {
     let log_path = tmp.path().join("agent.log");
     let admin_port = free_port();
     let admin = format!("http://127.0.0.1:{admin_port}");
-    let agent = Command::new(aviary())
-        .args(["agent", "--local"])
-        .arg(&dir)
-        .arg("--state-dir")
-        .arg(&state)
+    let agent = aviary_testkit::aviary::local_agent(aviary(), &dir, &state, admin_port, "leak-test")
         .args([
-            "--admin-listen",
-            &format!("127.0.0.1:{admin_port}"),
-            "--min-analysis-interval",
-            "1s",
-            "--cluster",
-            "leak-test",
             "--region",
             "leak",
             "--coordinator",

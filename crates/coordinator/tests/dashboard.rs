@@ -208,12 +208,7 @@ async fn the_page_watches_a_rollout_live_and_acts_through_the_fleet_api() {
         .until("the rollout succeeds", |r| r["phase"] == "Succeeded")
         .await;
     assert_eq!(cell(&r, "eu-1")["phase"], "Succeeded");
-    let kinds: Vec<&str> = r["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["kind"].as_str().unwrap())
-        .collect();
+    let kinds = aviary_testkit::json::strings(&r["history"], "kind");
     assert!(kinds.contains(&"wave-approved"), "{kinds:?}");
     assert_eq!(events.next().await, Some(("end".into(), json!({}))));
     assert_eq!(events.next().await, None, "the stream closes after the end");

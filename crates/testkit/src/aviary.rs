@@ -244,14 +244,7 @@ impl LocalCluster {
     /// `aviary agent --local` on the cluster: its dirs, the admin port, analyses at most once a
     /// second, `--cluster NAME`; the caller adds the rest.
     pub fn command(&self, bin: &str) -> Command {
-        let mut cmd = Command::new(bin);
-        cmd.args(["agent", "--local"])
-            .arg(&self.dir)
-            .arg("--state-dir")
-            .arg(&self.state)
-            .args(["--admin-listen", &format!("127.0.0.1:{}", self.admin)])
-            .args(["--min-analysis-interval", "1s", "--cluster", &self.name]);
-        cmd
+        local_agent(bin, &self.dir, &self.state, self.admin, &self.name)
     }
 
     /// Starts [`LocalCluster::command`] with `args`: stdout dropped, stderr echoed where `echo`
@@ -317,4 +310,17 @@ pub fn pki_dir() -> PathBuf {
         .tempdir()
         .expect("a temporary directory")
         .keep()
+}
+
+/// `aviary agent --local DIR` of `cluster`: its state in `state`, the admin API on
+/// `admin_port`, analyses at most once a second; the caller adds the rest.
+pub fn local_agent(bin: &str, dir: &Path, state: &Path, admin_port: u16, cluster: &str) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.args(["agent", "--local"])
+        .arg(dir)
+        .arg("--state-dir")
+        .arg(state)
+        .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
+        .args(["--min-analysis-interval", "1s", "--cluster", cluster]);
+    cmd
 }

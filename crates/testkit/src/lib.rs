@@ -36,6 +36,7 @@
 //!   (the invariants every fault test asserts).
 //! - [`net`]: loopback ports, `curl`; [`wait`]: polling a condition; [`logs`]: tracing in the
 //!   test output.
+//! - [`json`]: reading JSON answers in tests.
 //! - [`generated`]: committed generated files checked against their generator's output.
 //! - [`process`]: child processes killed on drop, captured logs, process trees (orphans).
 //! - [`traffic`]: steady HTTP traffic to a service.
@@ -60,6 +61,7 @@ pub mod generated;
 pub mod helm;
 pub mod history;
 pub mod ingress_nginx;
+pub mod json;
 pub mod kubectl;
 pub mod logs;
 pub mod manifests;

@@ -3,7 +3,7 @@
 use aviary_template::Model;
 
 /// podinfo's model (the names tests/gotemplate/main.go uses too) with these `variables`.
-pub fn model(variables: &[(&str, &str)]) -> Model {
+pub(crate) fn model(variables: &[(&str, &str)]) -> Model {
     Model {
         name: "podinfo".into(),
         namespace: "test".into(),
