@@ -37,6 +37,17 @@ struct AgentProc {
     admin: String,
 }
 
+impl AgentProc {
+    /// Asserts that the events of test/podinfo include each of `messages`.
+    #[track_caller]
+    fn assert_events(&self, messages: &[&str]) {
+        let events = get(&format!("{}/events?canary=test/podinfo", self.admin)).unwrap();
+        for m in messages {
+            assert!(events.contains(m), "{m} not in {events}");
+        }
+    }
+}
+
 fn start_agent(dir: &Path, state: &Path, admin_port: u16) -> AgentProc {
     let mut child = aviary_testkit::aviary::local_agent(aviary(), dir, state, admin_port, "local-test")
         .stdout(Stdio::null())
@@ -117,15 +128,10 @@ fn local_canary_promotes_rolls_back_resumes_and_leaves_no_orphans() {
     wait_until("the new primary to serve", Duration::from_secs(20), || {
         served_version(port) == "6.0.1"
     });
-    let events = get(&format!("{}/events?canary=test/podinfo", agent.admin)).unwrap();
-    assert!(
-        events.contains("Advance podinfo.test canary weight 50"),
-        "{events}"
-    );
-    assert!(
-        events.contains("Promotion completed! Scaling down podinfo.test"),
-        "{events}"
-    );
+    agent.assert_events(&[
+        "Advance podinfo.test canary weight 50",
+        "Promotion completed! Scaling down podinfo.test",
+    ]);
     let table = Command::new(aviary())
         .args(["canaries", "--agent", &agent.admin])
         .output()
@@ -156,15 +162,10 @@ fn local_canary_promotes_rolls_back_resumes_and_leaves_no_orphans() {
     wait_until("rollback of 6.0.2", Duration::from_secs(90), || {
         phase_weight(&agent.admin).0 == "Failed"
     });
-    let events = get(&format!("{}/events?canary=test/podinfo", agent.admin)).unwrap();
-    assert!(
-        events.contains("Rolling back podinfo.test failed checks threshold reached 3"),
-        "{events}"
-    );
-    assert!(
-        events.contains("Canary failed! Scaling down podinfo.test"),
-        "{events}"
-    );
+    agent.assert_events(&[
+        "Rolling back podinfo.test failed checks threshold reached 3",
+        "Canary failed! Scaling down podinfo.test",
+    ]);
     assert_eq!(phase_weight(&agent.admin).1, 0);
     for _ in 0..20 {
         assert_eq!(

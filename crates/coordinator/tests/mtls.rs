@@ -61,8 +61,12 @@ fn expired_user(dir: &Path) -> ClientTls {
     ClientTls::from_dir(dir, "old")
 }
 
-async fn start(dir: &Path) -> Coordinator {
-    tls_coordinator(dir).await
+/// A coordinator with mutual TLS from [`pki`]'s certificates in a new directory.
+async fn start() -> (tempfile::TempDir, Coordinator) {
+    let tmp = tempfile::tempdir().unwrap();
+    pki(tmp.path());
+    let c = tls_coordinator(tmp.path()).await;
+    (tmp, c)
 }
 
 /// The agent of us-1 with `dir`'s certificate, analyses of `steps` ticks, once connected.
@@ -107,10 +111,8 @@ async fn pause(c: &Coordinator, tls: &ClientTls) -> Result<v1::Rollout, tonic::S
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identities_come_from_certificates_and_roles_gate_the_verbs() {
-    let tmp = tempfile::tempdir().unwrap();
+    let (tmp, c) = start().await;
     let dir = tmp.path();
-    pki(dir);
-    let c = start(dir).await;
     assert!(c.url().starts_with("https://"));
 
     // Health answers without a client certificate; nothing else does.
@@ -272,10 +274,8 @@ fn pem_der(path: &Path) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificates_rotate_in_the_middle_of_a_rollout_without_a_restart() {
-    let tmp = tempfile::tempdir().unwrap();
+    let (tmp, c) = start().await;
     let dir = tmp.path();
-    pki(dir);
-    let c = start(dir).await;
     let agent = connected_us1(&c, dir, 6).await;
     let carol = ClientTls::from_dir(dir, "carol");
     create(&c, &carol, "ci").await.unwrap();
