@@ -146,7 +146,7 @@ async fn get(
 
 /// The whole body of `response`.
 async fn body_of(response: Response<Incoming>) -> Bytes {
-    body_of(response).await
+    response.into_body().collect().await.unwrap().to_bytes()
 }
 
 async fn router_to(backend: SocketAddr) -> HttpRouter {

@@ -6,7 +6,12 @@ use aviary_core::judge::{ArmCounts, Boundaries, Histogram, IntervalCounts, Metri
 
 /// `request-success-rate` with the judge's defaults and Flagger's `min: 99`.
 pub(crate) fn errors_metric() -> MetricSpec {
-    metric("request-success-rate", MetricKind::Errors, 2.0, Slo::ErrorRate(0.01))
+    metric(
+        "request-success-rate",
+        MetricKind::Errors,
+        2.0,
+        Slo::ErrorRate(0.01),
+    )
 }
 
 /// `request-duration` with the judge's defaults and Flagger's `max: 500`.
