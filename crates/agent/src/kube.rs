@@ -282,9 +282,7 @@ impl AdminSource for KubeAdmin {
 fn target_of(watched: Arc<Watched>) -> TickTarget {
     Arc::new(move |ns: &str, name: &str| {
         watched
-            .canaries()
-            .into_iter()
-            .find(|c| c.namespace() == ns && c.name() == name)
+            .canary(ns, name)
             .map(|c| c.target_name().to_string())
             .unwrap_or_else(|| name.to_string())
     })

@@ -349,6 +349,9 @@ async fn measure(pids: &Pids, audit: &Path, user: &str, window: Duration) -> Win
     }
     let seconds = t.elapsed().as_secs_f64();
     let to = file_len(audit);
+    if to < from {
+        eprintln!("   the audit log shrank during the window (rotated?): its requests are not counted");
+    }
     let after = (cpu(pids.apiserver), cpu(pids.etcd), cpu(pids.controller));
     let used = |a: Option<f64>, b: Option<f64>| match (a, b) {
         (Some(a), Some(b)) => (b - a) / seconds,
@@ -395,12 +398,14 @@ fn requests(audit: &Path, from: u64, to: u64, user: &str) -> (Counts, Counts) {
     let Ok(mut f) = std::fs::File::open(audit) else {
         return (out, calls);
     };
-    let mut text = String::new();
+    let mut bytes = Vec::new();
     if f.seek(SeekFrom::Start(from)).is_err()
-        || f.take(to.saturating_sub(from)).read_to_string(&mut text).is_err()
+        || f.take(to.saturating_sub(from)).read_to_end(&mut bytes).is_err()
     {
         return (out, calls);
     }
+    // The window's ends may cut a line (or a character) in two: that line is skipped below.
+    let text = String::from_utf8_lossy(&bytes);
     for line in text.lines() {
         let Ok(e) = serde_json::from_str::<Value>(line) else {
             continue;

@@ -229,7 +229,7 @@ pub fn start(side: Side, programs: &Programs, launch: &Launch<'_>) -> Result<Sup
             if let Some(p) = launch.provider {
                 args.push(format!("--provider={p}"));
             }
-            // AVIARY_AGENT_ARGS: more agent flags (e.g. --watch-cache for scripts/bench-kube).
+            // AVIARY_AGENT_ARGS: more agent flags (e.g. --no-watch-cache for scripts/bench-kube).
             if let Ok(extra) = std::env::var("AVIARY_AGENT_ARGS") {
                 args.extend(extra.split_whitespace().map(str::to_string));
             }

@@ -59,6 +59,14 @@ impl Watched {
         self.canaries.read().values().cloned().collect()
     }
 
+    /// One watched canary (a map lookup: every tick asks, so never a scan of all of them).
+    pub fn canary(&self, namespace: &str, name: &str) -> Option<Canary> {
+        self.canaries
+            .read()
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
+    }
+
     /// A MetricTemplate, if watched.
     pub fn metric_template(&self, namespace: &str, name: &str) -> Option<MetricTemplate> {
         self.templates
@@ -280,7 +288,12 @@ impl CanaryWatch {
         self.sink.remove(&key.0, &key.1);
     }
 
-    async fn on_canary(&self, obj: Value) {
+    async fn on_canary(&self, mut obj: Value) {
+        // managedFields are large and never read: every clone of a stored canary (each actor
+        // update, each admin listing) would copy them.
+        if let Some(m) = obj["metadata"].as_object_mut() {
+            m.remove("managedFields");
+        }
         let key = key_of(&obj);
         let (canary, errors) = match parse_value(obj.clone()) {
             Ok(parsed) => match parsed.resource {

@@ -79,10 +79,14 @@ pub(crate) struct Args {
     #[arg(long, value_name = "N", default_value_t = ClientSettings::default().burst)]
     kubeconfig_burst: u32,
 
-    /// Read Deployments, Services, router objects and Canaries from watches instead of a GET
-    /// per tick (an idle canary then makes no request). Not yet the default: not yet shown to
-    /// hold at 500 and 1,000 canaries (docs/benchmarks.md, "Kubernetes scale").
+    /// GET Deployments, Services, router objects and Canaries on every tick, as Flagger does,
+    /// instead of reading them from watches (the default: an idle canary then makes no request;
+    /// docs/benchmarks.md, "Kubernetes scale").
     #[arg(long, conflicts_with = "local")]
+    no_watch_cache: bool,
+
+    /// The watch cache, which is the default (kept so that older manifests still start).
+    #[arg(long, hide = true, conflicts_with_all = ["local", "no_watch_cache"])]
     watch_cache: bool,
 
     /// Namespace of the leader election Lease (the watched namespace when --namespace is set).
@@ -154,7 +158,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             client: ClientSettings {
                 qps: args.kubeconfig_qps,
                 burst: args.kubeconfig_burst,
-                watch_cache: args.watch_cache,
+                watch_cache: args.watch_cache || !args.no_watch_cache,
             },
         },
     };
