@@ -24,21 +24,13 @@ fn generated() -> String {
 #[test]
 fn the_committed_reference_is_what_the_binary_prints() {
     let printed = generated();
-    let committed = std::fs::read_to_string(repo_root().join(PAGE))
-        .unwrap_or_else(|e| panic!("cannot read {PAGE} ({e}); run `{REGENERATE}`"));
-    if printed != committed {
-        let first = printed
-            .lines()
-            .zip(committed.lines())
-            .position(|(a, b)| a != b)
-            .unwrap_or(printed.lines().count().min(committed.lines().count()));
-        panic!(
-            "{PAGE} differs from `aviary cli-reference` at line {}: printed {:?}, committed {:?}; run `{REGENERATE}`",
-            first + 1,
-            printed.lines().nth(first).unwrap_or("<end>"),
-            committed.lines().nth(first).unwrap_or("<end>"),
-        );
-    }
+    aviary_testkit::generated::assert_committed(
+        &printed,
+        &repo_root(),
+        PAGE,
+        "aviary cli-reference",
+        REGENERATE,
+    );
 }
 
 #[test]

@@ -86,22 +86,13 @@ fn the_fleetrollout_crd_is_namespaced_with_status_and_columns() {
 }
 
 fn same_as_committed(printed: &str, committed_path: &str, regenerate: &str) {
-    let committed = std::fs::read_to_string(repo_root().join(committed_path))
-        .unwrap_or_else(|e| panic!("cannot read {committed_path} ({e}); run `{regenerate}`"));
-    if printed != committed {
-        let first = printed
-            .lines()
-            .zip(committed.lines())
-            .position(|(a, b)| a != b)
-            .unwrap_or(printed.lines().count().min(committed.lines().count()));
-        panic!(
-            "{committed_path} differs from `aviary crds` (first difference at line {}: printed {:?}, \
-             committed {:?}); run `{regenerate}` and commit the result",
-            first + 1,
-            printed.lines().nth(first).unwrap_or("<end of output>"),
-            committed.lines().nth(first).unwrap_or("<end of file>"),
-        );
-    }
+    aviary_testkit::generated::assert_committed(
+        printed,
+        &repo_root(),
+        committed_path,
+        "aviary crds",
+        regenerate,
+    );
 }
 
 #[test]

@@ -22,6 +22,7 @@ use aviary_testkit::process::{Log, Process, announced};
 use aviary_testkit::traffic::Traffic;
 use aviary_testkit::wait::wait_until;
 use fantoccini::Locator;
+use fantoccini::elements::Element;
 
 const BIN: &str = env!("CARGO_BIN_EXE_aviary");
 
@@ -153,22 +154,10 @@ fn apply_as(root: &Path, url: &str, pki: Option<&Path>, yaml: &str) {
 
 /// Signs in on the page's form with `token` and waits for the header to name the caller.
 async fn sign_in(b: &Browser, url: &str, token: &str, who: &str) {
-    b.client.goto(url).await.unwrap();
-    let input = b
-        .client
-        .wait()
-        .at_most(Duration::from_secs(10))
-        .for_element(Locator::Id("token"))
-        .await
-        .expect("the sign-in form");
+    open(b, url).await;
+    let input = appearing(b, Locator::Id("token"), "the sign-in form").await;
     input.send_keys(token).await.unwrap();
-    b.client
-        .find(Locator::Css("#signin button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(b, "#signin button[type=submit]", "the sign-in button").await;
     until_text(b, "who", who, Duration::from_secs(10)).await;
 }
 
@@ -194,12 +183,14 @@ async fn attr(b: &Browser, css: &str, attr: &str) -> Option<String> {
     e.attr(attr).await.ok().flatten()
 }
 
-/// Polls the page until `attr` of `css` is `want`; returns the values seen on the way.
-async fn until_attr(b: &Browser, css: &str, name: &str, want: &str, limit: Duration) -> Vec<String> {
+/// Polls the page (for up to `secs` seconds) until the `data-phase` of `css` is `want`; returns
+/// the phases seen on the way.
+async fn until_phase(b: &Browser, css: &str, want: &str, secs: u64) -> Vec<String> {
+    let limit = Duration::from_secs(secs);
     let start = Instant::now();
     let mut seen: Vec<String> = Vec::new();
     loop {
-        let now = attr(b, css, name).await.unwrap_or_default();
+        let now = attr(b, css, "data-phase").await.unwrap_or_default();
         if seen.last() != Some(&now) {
             seen.push(now.clone());
         }
@@ -208,21 +199,52 @@ async fn until_attr(b: &Browser, css: &str, name: &str, want: &str, limit: Durat
         }
         assert!(
             start.elapsed() < limit,
-            "{css} {name} never became {want} within {limit:?}; seen {seen:?}"
+            "{css} data-phase never became {want} within {limit:?}; seen {seen:?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
-/// The text of the element with id `id`.
-async fn text_of(b: &Browser, id: &str) -> String {
+/// The CSS selector of the cell of `cluster`.
+fn cell(cluster: &str) -> String {
+    format!(r#".cell[data-cluster="{cluster}"]"#)
+}
+
+/// Opens `url` in the page.
+async fn open(b: &Browser, url: &str) {
+    b.client.goto(url).await.unwrap();
+}
+
+/// The text of the first element matching `css` (`what` names it when there is none).
+async fn text_at(b: &Browser, css: &str, what: &str) -> String {
     b.client
-        .find(Locator::Id(id))
+        .find(Locator::Css(css))
         .await
-        .unwrap()
+        .expect(what)
         .text()
         .await
         .unwrap()
+}
+
+/// The text of the element with id `id`.
+async fn text_of(b: &Browser, id: &str) -> String {
+    text_at(b, &format!("#{id}"), id).await
+}
+
+/// The element `locator` finds, waiting up to 10 s for it to appear (`what` names it).
+async fn appearing(b: &Browser, locator: Locator<'_>, what: &str) -> Element {
+    b.client
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(locator)
+        .await
+        .expect(what)
+}
+
+/// Clicks the first element matching `css` (`what` names it when there is none).
+async fn click(b: &Browser, css: &str, what: &str) {
+    let button = b.client.find(Locator::Css(css)).await.expect(what);
+    button.click().await.unwrap();
 }
 
 /// Two replicas on a real etcd; the page stays open on the follower while the leader is killed
@@ -276,27 +298,15 @@ async fn the_page_follows_a_fleet_rollout_live_through_a_leader_failover_and_app
     );
 
     // The list links to the rollout.
-    browser.client.goto(&web).await.unwrap();
-    let link = browser
-        .client
-        .wait()
-        .at_most(Duration::from_secs(10))
-        .for_element(Locator::Css(r#"tr[data-rollout="podinfo-6-0-1"] a"#))
-        .await
-        .unwrap();
+    open(&browser, &web).await;
+    let row = Locator::Css(r#"tr[data-rollout="podinfo-6-0-1"] a"#);
+    let link = appearing(&browser, row, "the rollout's row").await;
     link.click().await.unwrap();
 
     // On the follower: the rollout from etcd, and who leads.
     let follower = format!("follower · leader {}", url.trim_start_matches("http://"));
     until_text(&browser, "replica", &follower, Duration::from_secs(10)).await;
-    until_attr(
-        &browser,
-        r#".cell[data-cluster="us-east-1a"]"#,
-        "data-phase",
-        "Progressing",
-        Duration::from_secs(60),
-    )
-    .await;
+    until_phase(&browser, &cell("us-east-1a"), "Progressing", 60).await;
 
     // The leader dies in the middle of the first wave; the page's replica takes over.
     leader.kill9();
@@ -304,30 +314,14 @@ async fn the_page_follows_a_fleet_rollout_live_through_a_leader_failover_and_app
     println!("the page showed its replica leading {took:?} after the kill");
 
     // The cells keep changing as the agents report to the new leader.
-    let us = until_attr(
-        &browser,
-        r#".cell[data-cluster="us-east-1a"]"#,
-        "data-phase",
-        "Succeeded",
-        Duration::from_secs(120),
-    )
-    .await;
+    let us = until_phase(&browser, &cell("us-east-1a"), "Succeeded", 120).await;
     assert!(
         us.iter().any(|p| p == "Progressing"),
         "the page should have shown us-east-1a progressing: {us:?}"
     );
-    until_attr(
-        &browser,
-        r#".wave[data-wave="eu"]"#,
-        "data-phase",
-        "WaitingApproval",
-        Duration::from_secs(60),
-    )
-    .await;
+    until_phase(&browser, r#".wave[data-wave="eu"]"#, "WaitingApproval", 60).await;
     assert_eq!(
-        attr(&browser, r#".cell[data-cluster="eu-west-1a"]"#, "data-phase")
-            .await
-            .as_deref(),
+        attr(&browser, &cell("eu-west-1a"), "data-phase").await.as_deref(),
         Some("Pending")
     );
     // The weight chart of us-east-1a has a line.
@@ -337,38 +331,16 @@ async fn the_page_follows_a_fleet_rollout_live_through_a_leader_failover_and_app
         .await
         .expect("a chart for us-east-1a");
 
-    browser
-        .client
-        .find(Locator::Css(r#"button[data-action="approve"][data-wave="eu"]"#))
-        .await
-        .expect("an Approve button on the gated wave")
-        .click()
-        .await
-        .unwrap();
-    until_attr(
+    let approve = r#"button[data-action="approve"][data-wave="eu"]"#;
+    click(&browser, approve, "an Approve button on the gated wave").await;
+    until_phase(&browser, &cell("eu-west-1a"), "Succeeded", 120).await;
+    until_phase(&browser, "#phase .badge", "Succeeded", 30).await;
+    let approved = text_at(
         &browser,
-        r#".cell[data-cluster="eu-west-1a"]"#,
-        "data-phase",
-        "Succeeded",
-        Duration::from_secs(120),
+        r#"#timeline li[data-kind="wave-approved"]"#,
+        "the approval in the timeline",
     )
     .await;
-    until_attr(
-        &browser,
-        "#phase .badge",
-        "data-phase",
-        "Succeeded",
-        Duration::from_secs(30),
-    )
-    .await;
-    let approved = browser
-        .client
-        .find(Locator::Css(r#"#timeline li[data-kind="wave-approved"]"#))
-        .await
-        .expect("the approval in the timeline")
-        .text()
-        .await
-        .unwrap();
     assert!(approved.contains("eu by dashboard"), "{approved}");
     let error_shown = browser
         .client
@@ -431,19 +403,8 @@ spec:
     );
     // Behind mutual TLS the page asks who you are; a viewer's token signs in.
     sign_in(&browser, &web, VIEWER_TOKEN, "token:wall · viewer").await;
-    browser
-        .client
-        .goto(&format!("{web}#/rollouts/gated"))
-        .await
-        .unwrap();
-    until_attr(
-        &browser,
-        r#".wave[data-wave="all"]"#,
-        "data-phase",
-        "WaitingApproval",
-        Duration::from_secs(30),
-    )
-    .await;
+    open(&browser, &format!("{web}#/rollouts/gated")).await;
+    until_phase(&browser, r#".wave[data-wave="all"]"#, "WaitingApproval", 30).await;
     let buttons = browser.client.find_all(Locator::Css("button")).await.unwrap();
     assert!(
         buttons.is_empty(),
@@ -458,16 +419,9 @@ spec:
         .execute("act('approve', {wave: 'all'})", vec![])
         .await
         .unwrap();
-    let error = browser
-        .client
-        .wait()
-        .at_most(Duration::from_secs(10))
-        .for_element(Locator::Css("#error:not([hidden])"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let shown = Locator::Css("#error:not([hidden])");
+    let error = appearing(&browser, shown, "the error").await;
+    let error = error.text().await.unwrap();
     assert_eq!(
         error,
         "approve: ApproveWave needs role operator or higher; token:wall has role viewer"
@@ -476,13 +430,7 @@ spec:
     let r: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(r["waves"][0]["phase"], "WaitingApproval", "nothing was approved");
     // Audited as any refused gRPC call, with the authenticated identity.
-    let audit = log.grep("aviary::audit");
-    assert!(
-        audit
-            .iter()
-            .any(|l| l.contains("refused") && l.contains("subject=token:wall") && l.contains("ApproveWave")),
-        "{audit:#?}"
-    );
+    log.assert_line_with(&["aviary::audit", "refused", "subject=token:wall", "ApproveWave"]);
     browser.close().await;
 }
 
@@ -538,19 +486,8 @@ async fn the_demo_prints_its_dashboard_which_shows_both_rollouts() {
 
     sign_in(&browser, &dashboard, &token, "token:dashboard · operator").await;
     line_with("Rollout 1:");
-    browser
-        .client
-        .goto(&format!("{dashboard}#/rollouts/podinfo-6-0-1"))
-        .await
-        .unwrap();
-    until_attr(
-        &browser,
-        r#".cell[data-cluster="us-east-1a"]"#,
-        "data-phase",
-        "Progressing",
-        Duration::from_secs(60),
-    )
-    .await;
+    open(&browser, &format!("{dashboard}#/rollouts/podinfo-6-0-1")).await;
+    until_phase(&browser, &cell("us-east-1a"), "Progressing", 60).await;
     // A few analysis steps, so the chart has a shape.
     tokio::time::sleep(Duration::from_secs(6)).await;
     if update {
@@ -559,30 +496,12 @@ async fn the_demo_prints_its_dashboard_which_shows_both_rollouts() {
     }
 
     line_with("Rollout 2:");
-    browser
-        .client
-        .goto(&format!("{dashboard}#/rollouts/podinfo-6-0-2"))
-        .await
-        .unwrap();
-    until_attr(
-        &browser,
-        "#phase .badge",
-        "data-phase",
-        "Failed",
-        Duration::from_secs(120),
-    )
-    .await;
-    let cell = browser
-        .client
-        .find(Locator::Css(r#".cell[data-cluster="us-east-1a"]"#))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    open(&browser, &format!("{dashboard}#/rollouts/podinfo-6-0-2")).await;
+    until_phase(&browser, "#phase .badge", "Failed", 120).await;
+    let us = text_at(&browser, &cell("us-east-1a"), "the cell of us-east-1a").await;
     assert!(
-        cell.contains("request-success-rate"),
-        "the failing values are shown: {cell}"
+        us.contains("request-success-rate"),
+        "the failing values are shown: {us}"
     );
     assert!(
         browser

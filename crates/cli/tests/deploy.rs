@@ -3,6 +3,8 @@
 
 use std::process::Command;
 
+use aviary_testkit::process::output_ok;
+
 fn kubectl() -> Option<String> {
     let bin = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into());
     if Command::new(&bin)
@@ -31,16 +33,7 @@ fn deploy_manifests_render_and_their_args_parse() {
         "deploy/loadtester",
         "deploy/rbac",
     ] {
-        let out = Command::new(&kubectl)
-            .args(["kustomize"])
-            .arg(root.join(dir))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{dir}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = output_ok(Command::new(&kubectl).arg("kustomize").arg(root.join(dir)), dir);
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let docs: Vec<serde_json::Value> = text
             .split("\n---\n")
@@ -64,16 +57,9 @@ fn deploy_manifests_render_and_their_args_parse() {
                     .iter()
                     .map(|a| a.as_str().unwrap().to_string())
                     .collect();
-                let out = Command::new(env!("CARGO_BIN_EXE_aviary"))
-                    .args(&args)
-                    .arg("--help")
-                    .output()
-                    .unwrap();
-                assert!(
-                    out.status.success(),
-                    "{dir}: aviary {args:?} is refused: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
+                let mut aviary = Command::new(env!("CARGO_BIN_EXE_aviary"));
+                let what = format!("{dir}: aviary {args:?} is refused");
+                output_ok(aviary.args(&args).arg("--help"), &what);
             }
         }
     }

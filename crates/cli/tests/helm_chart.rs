@@ -22,6 +22,7 @@ use std::process::Command;
 
 use aviary_testkit::Cluster;
 use aviary_testkit::kubectl::ensure_namespace;
+use aviary_testkit::process::output_ok;
 use aviary_testkit::tool::Tool;
 use serde_json::Value;
 
@@ -157,16 +158,9 @@ fn check_args(set: &str, args: &[String]) -> Vec<String> {
         let f = flag(a);
         TLS_FLAGS.contains(&f.as_str()) && !help.contains(&format!("{f} "))
     });
-    let out = Command::new(env!("CARGO_BIN_EXE_aviary"))
-        .args(kept)
-        .arg("--help")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{set}: aviary {args:?} is refused: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut aviary = Command::new(env!("CARGO_BIN_EXE_aviary"));
+    let what = format!("{set}: aviary {args:?} is refused");
+    output_ok(aviary.args(kept).arg("--help"), &what);
     missing.into_iter().map(|a| flag(a)).collect()
 }
 

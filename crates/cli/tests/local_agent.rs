@@ -37,20 +37,19 @@ struct AgentProc {
     admin: String,
 }
 
+impl AgentProc {
+    /// Asserts that the events of test/podinfo include each of `messages`.
+    #[track_caller]
+    fn assert_events(&self, messages: &[&str]) {
+        let events = get(&format!("{}/events?canary=test/podinfo", self.admin)).unwrap();
+        for m in messages {
+            assert!(events.contains(m), "{m} not in {events}");
+        }
+    }
+}
+
 fn start_agent(dir: &Path, state: &Path, admin_port: u16) -> AgentProc {
-    let mut child = Command::new(aviary())
-        .args(["agent", "--local"])
-        .arg(dir)
-        .arg("--state-dir")
-        .arg(state)
-        .args([
-            "--admin-listen",
-            &format!("127.0.0.1:{admin_port}"),
-            "--min-analysis-interval",
-            "1s",
-            "--cluster",
-            "local-test",
-        ])
+    let mut child = aviary_testkit::aviary::local_agent(aviary(), dir, state, admin_port, "local-test")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -100,10 +99,7 @@ fn write(dir: &Path, text: &str) {
 
 #[test]
 fn local_canary_promotes_rolls_back_resumes_and_leaves_no_orphans() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir: PathBuf = tmp.path().join("config");
-    let state: PathBuf = tmp.path().join("state");
-    std::fs::create_dir_all(&dir).unwrap();
+    let (_tmp, dir, state) = dirs();
     let port = free_port();
     write(&dir, &config(port, "6.0.0", &[]));
     let admin_port = free_port();
@@ -132,15 +128,10 @@ fn local_canary_promotes_rolls_back_resumes_and_leaves_no_orphans() {
     wait_until("the new primary to serve", Duration::from_secs(20), || {
         served_version(port) == "6.0.1"
     });
-    let events = get(&format!("{}/events?canary=test/podinfo", agent.admin)).unwrap();
-    assert!(
-        events.contains("Advance podinfo.test canary weight 50"),
-        "{events}"
-    );
-    assert!(
-        events.contains("Promotion completed! Scaling down podinfo.test"),
-        "{events}"
-    );
+    agent.assert_events(&[
+        "Advance podinfo.test canary weight 50",
+        "Promotion completed! Scaling down podinfo.test",
+    ]);
     let table = Command::new(aviary())
         .args(["canaries", "--agent", &agent.admin])
         .output()
@@ -171,15 +162,10 @@ fn local_canary_promotes_rolls_back_resumes_and_leaves_no_orphans() {
     wait_until("rollback of 6.0.2", Duration::from_secs(90), || {
         phase_weight(&agent.admin).0 == "Failed"
     });
-    let events = get(&format!("{}/events?canary=test/podinfo", agent.admin)).unwrap();
-    assert!(
-        events.contains("Rolling back podinfo.test failed checks threshold reached 3"),
-        "{events}"
-    );
-    assert!(
-        events.contains("Canary failed! Scaling down podinfo.test"),
-        "{events}"
-    );
+    agent.assert_events(&[
+        "Rolling back podinfo.test failed checks threshold reached 3",
+        "Canary failed! Scaling down podinfo.test",
+    ]);
     assert_eq!(phase_weight(&agent.admin).1, 0);
     for _ in 0..20 {
         assert_eq!(
@@ -270,6 +256,15 @@ fn phase_of(admin: &str, name: &str) -> String {
         .unwrap_or_default()
 }
 
+/// A temporary directory with the agent's `config` directory (created) and `state` path.
+fn dirs() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("config");
+    std::fs::create_dir_all(&dir).unwrap();
+    let state = tmp.path().join("state");
+    (tmp, dir, state)
+}
+
 fn simple_canary(name: &str, extra: &str) -> String {
     format!(
         r#"apiVersion: flagger.app/v1beta1
@@ -294,10 +289,7 @@ spec:
 /// service whose port was taken starts once the port is free.
 #[test]
 fn invalid_resources_and_unstartable_services_are_reported_and_the_rest_keeps_running() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir: PathBuf = tmp.path().join("config");
-    let state: PathBuf = tmp.path().join("state");
-    std::fs::create_dir_all(&dir).unwrap();
+    let (_tmp, dir, state) = dirs();
     let port = free_port();
     std::fs::write(dir.join("good.yaml"), config(port, "6.0.0", &[])).unwrap();
     // parses, but the webhook URL has no scheme: invalid

@@ -17,11 +17,15 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aviary_testkit::EchoServer;
 use aviary_testkit::aviary::{Pki, cli, start_coordinator};
+use aviary_testkit::manifests::resource;
+use aviary_testkit::net::free_port;
 use aviary_testkit::process::Log;
+use aviary_testkit::wait::wait_until;
+use serde_json::json;
 
 const SLACK_PATH: &str = "/services/T0LEAK1234/B0LEAK5678/slackLeakToken0123456789";
 const SLACK_TOKEN: &str = "xoxb-leak-bearer-0123456789";
@@ -108,14 +112,6 @@ fn aviary() -> &'static str {
     env!("CARGO_BIN_EXE_aviary")
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 struct Upstreams {
     slack: EchoServer,
     global_slack: EchoServer,
@@ -125,111 +121,83 @@ struct Upstreams {
     hooks: EchoServer,
 }
 
+/// The LocalService `test/NAME` running the sample app (which prints its environment) and its
+/// Canary judged on the `metric` template alone, a pre-rollout webhook with a token in its
+/// query, and the Slack alert when `alerts`.
 fn service_and_canary(
     name: &str,
     port: u16,
     version: &str,
     metric: &str,
-    extra: &str,
+    alerts: bool,
     hooks: &str,
 ) -> String {
-    format!(
-        r#"apiVersion: aviary.dev/v1alpha1
-kind: LocalService
-metadata: {{name: {name}, namespace: test}}
-spec:
-  port: {port}
-  version: {version}
-  command: ["sh", "-c", "env; exec '{bin}' sample-app --port {{{{port}}}} --version {{{{version}}}}"]
----
-apiVersion: flagger.app/v1beta1
-kind: Canary
-metadata: {{name: {name}, namespace: test}}
-spec:
-  provider: local
-  targetRef: {{apiVersion: aviary.dev/v1alpha1, kind: LocalService, name: {name}}}
-  progressDeadlineSeconds: 60
-  analysis:
-    interval: 1s
-    threshold: 2
-    maxWeight: 50
-    stepWeight: 50
-    metrics:
-    - name: {metric}
-      templateRef: {{name: {metric}}}
-      thresholdRange: {{min: 0}}
-      interval: 1m
-    webhooks:
-    - name: smoke
-      type: pre-rollout
-      url: {hooks}/pre?token={HOOK_TOKEN}{extra}
----
-"#,
-        bin = aviary()
-    )
+    let command = format!(
+        "env; exec '{}' sample-app --port {{{{port}}}} --version {{{{version}}}}",
+        aviary()
+    );
+    let service = json!({"port": port, "version": version, "command": ["sh", "-c", command]});
+    let mut analysis = json!({
+        "interval": "1s",
+        "threshold": 2,
+        "maxWeight": 50,
+        "stepWeight": 50,
+        "metrics": [{
+            "name": metric,
+            "templateRef": {"name": metric},
+            "thresholdRange": {"min": 0},
+            "interval": "1m",
+        }],
+        "webhooks": [{
+            "name": "smoke",
+            "type": "pre-rollout",
+            "url": format!("{hooks}/pre?token={HOOK_TOKEN}"),
+        }],
+    });
+    if alerts {
+        analysis["alerts"] = json!([{"name": "slack", "severity": "info", "providerRef": {"name": "slack"}}]);
+    }
+    let canary = json!({
+        "provider": "local",
+        "targetRef": {"apiVersion": "aviary.dev/v1alpha1", "kind": "LocalService", "name": name},
+        "progressDeadlineSeconds": 60,
+        "analysis": analysis,
+    });
+    [
+        resource(name, "aviary.dev/v1alpha1", "LocalService", service),
+        resource(name, "flagger.app/v1beta1", "Canary", canary),
+    ]
+    .join("---\n")
 }
 
+/// Three canaries (Datadog with the Slack alert, Prometheus with basic auth, Prometheus with a
+/// bearer token), their MetricTemplates and the AlertProvider, each with its Secret.
 fn config(up: &Upstreams, ports: &[u16; 3], version: &str) -> String {
-    let alerts = "\n    alerts:\n    - name: slack\n      severity: info\n      providerRef: {name: slack}";
-    let mut text = String::new();
-    text.push_str(&service_and_canary(
-        "dd",
-        ports[0],
-        version,
-        "datadog",
-        alerts,
-        up.hooks.url(),
-    ));
-    text.push_str(&service_and_canary(
-        "basic",
-        ports[1],
-        version,
-        "prom-basic",
-        "",
-        up.hooks.url(),
-    ));
-    text.push_str(&service_and_canary(
-        "bearer",
-        ports[2],
-        version,
-        "prom-bearer",
-        "",
-        up.hooks.url(),
-    ));
-    text.push_str(&format!(
-        r#"apiVersion: flagger.app/v1beta1
-kind: MetricTemplate
-metadata: {{name: datadog, namespace: test}}
-spec:
-  provider: {{type: datadog, address: "{dd}", secretRef: {{name: datadog}}}}
-  query: avg:requests{{service:dd}}
----
-apiVersion: flagger.app/v1beta1
-kind: MetricTemplate
-metadata: {{name: prom-basic, namespace: test}}
-spec:
-  provider: {{type: prometheus, address: "{basic}", secretRef: {{name: prom-basic}}}}
-  query: sum(up)
----
-apiVersion: flagger.app/v1beta1
-kind: MetricTemplate
-metadata: {{name: prom-bearer, namespace: test}}
-spec:
-  provider: {{type: prometheus, address: "{bearer}", secretRef: {{name: prom-bearer}}}}
-  query: sum(up)
----
-apiVersion: flagger.app/v1beta1
-kind: AlertProvider
-metadata: {{name: slack, namespace: test}}
-spec:
-  type: slack
-  secretRef: {{name: slack}}
-"#,
-        dd = up.datadog.url(),
-        basic = up.prom_basic.url(),
-        bearer = up.prom_bearer.url(),
-    ));
-    text
+    let hooks = up.hooks.url();
+    let template = |name: &str, kind: &str, address: &str, query: &str| {
+        let provider = json!({"type": kind, "address": address, "secretRef": {"name": name}});
+        resource(
+            name,
+            "flagger.app/v1beta1",
+            "MetricTemplate",
+            json!({"provider": provider, "query": query}),
+        )
+    };
+    [
+        service_and_canary("dd", ports[0], version, "datadog", true, hooks),
+        service_and_canary("basic", ports[1], version, "prom-basic", false, hooks),
+        service_and_canary("bearer", ports[2], version, "prom-bearer", false, hooks),
+        template("datadog", "datadog", up.datadog.url(), "avg:requests{service:dd}"),
+        template("prom-basic", "prometheus", up.prom_basic.url(), "sum(up)"),
+        template("prom-bearer", "prometheus", up.prom_bearer.url(), "sum(up)"),
+        resource(
+            "slack",
+            "flagger.app/v1beta1",
+            "AlertProvider",
+            json!({"type": "slack", "secretRef": {"name": "slack"}}),
+        ),
+    ]
+    .join("---\n")
 }
 
 fn write(dir: &Path, text: &str) {
@@ -272,17 +240,6 @@ fn phases(admin: &str) -> Vec<String> {
         .collect();
     items.sort();
     items.into_iter().map(|(_, p)| p).collect()
-}
-
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    panic!("timed out after {timeout:?} waiting for {what}");
 }
 
 fn files_below(dir: &Path) -> Vec<PathBuf> {
@@ -336,18 +293,8 @@ fn no_credential_reaches_logs_events_status_or_state() {
     let log_path = tmp.path().join("agent.log");
     let admin_port = free_port();
     let admin = format!("http://127.0.0.1:{admin_port}");
-    let agent = Command::new(aviary())
-        .args(["agent", "--local"])
-        .arg(&dir)
-        .arg("--state-dir")
-        .arg(&state)
+    let agent = aviary_testkit::aviary::local_agent(aviary(), &dir, &state, admin_port, "leak-test")
         .args([
-            "--admin-listen",
-            &format!("127.0.0.1:{admin_port}"),
-            "--min-analysis-interval",
-            "1s",
-            "--cluster",
-            "leak-test",
             "--region",
             "leak",
             "--coordinator",

@@ -78,12 +78,7 @@ fn a_canary_without_provider_runs_on_the_agents_default() {
         v["strategy"],
         "blue-green (the kubernetes provider cannot do canary)"
     );
-    let messages: Vec<&str> = v["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["message"].as_str().unwrap())
-        .collect();
+    let messages = aviary_testkit::json::strings(&v["events"], "message");
     assert!(messages.contains(&"Progressive traffic is not supported when using the kubernetes provider"));
 }
 
@@ -123,12 +118,7 @@ fn json_output_has_the_timeline_and_the_ticks() {
         .collect();
     assert_eq!(waiting.len(), 1);
     assert_eq!(waiting[0]["type"], "Warning");
-    let phases: Vec<&str> = v["ticks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["phase"].as_str().unwrap())
-        .collect();
+    let phases = aviary_testkit::json::strings(&v["ticks"], "phase");
     assert!(phases.contains(&"WaitingPromotion"));
 }
 

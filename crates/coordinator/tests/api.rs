@@ -52,42 +52,37 @@ async fn bad_rollouts_are_invalid_argument_with_the_field_path() {
         ),
     ];
     for (m, want) in cases {
-        let e = create(&c, &m).await.unwrap_err();
-        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
-        assert!(e.message().contains(want), "want {want:?} in {:?}", e.message());
+        refused(create(&c, &m).await, Code::InvalidArgument, want);
     }
     // name + spec instead of a manifest, same checks.
-    let e = client(&c)
-        .create_rollout(v1::CreateRolloutRequest {
-            name: "r2".into(),
-            spec: Some(v1::RolloutSpec {
-                canary: Some(v1::CanaryRef {
-                    namespace: NS.into(),
-                    name: NAME.into(),
-                }),
-                revision: Some(v1::Revision {
-                    version: "2".into(),
-                    ..Default::default()
-                }),
-                waves: vec![v1::WaveSpec {
-                    name: "w".into(),
-                    settings: Some(v1::WaveSettings {
-                        max_concurrent: "x%".into(),
+    refused(
+        client(&c)
+            .create_rollout(v1::CreateRolloutRequest {
+                name: "r2".into(),
+                spec: Some(v1::RolloutSpec {
+                    canary: Some(v1::CanaryRef {
+                        namespace: NS.into(),
+                        name: NAME.into(),
+                    }),
+                    revision: Some(v1::Revision {
+                        version: "2".into(),
                         ..Default::default()
                     }),
+                    waves: vec![v1::WaveSpec {
+                        name: "w".into(),
+                        settings: Some(v1::WaveSettings {
+                            max_concurrent: "x%".into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }],
                     ..Default::default()
-                }],
+                }),
                 ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::InvalidArgument);
-    assert!(
-        e.message().contains("spec.waves[0].maxConcurrent"),
-        "{}",
-        e.message()
+            })
+            .await,
+        Code::InvalidArgument,
+        "spec.waves[0].maxConcurrent",
     );
     c.shutdown().await.unwrap();
 }
@@ -98,19 +93,21 @@ async fn not_found_already_exists_and_failed_precondition() {
     let _a = agent(&c, "a", "r");
     wait_connected(&c, 1).await;
     let mut cl = client(&c);
-    let e = cl
-        .get_rollout(v1::GetRolloutRequest { name: "nope".into() })
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::NotFound);
-    let e = cl
-        .pause_rollout(v1::RolloutVerbRequest {
+    refused(
+        cl.get_rollout(v1::GetRolloutRequest { name: "nope".into() })
+            .await,
+        Code::NotFound,
+        "",
+    );
+    refused(
+        cl.pause_rollout(v1::RolloutVerbRequest {
             name: "nope".into(),
             ..Default::default()
         })
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::NotFound);
+        .await,
+        Code::NotFound,
+        "",
+    );
     // Held at a manual approval: active until approved.
     create(&c, &manifest("r1", "  waves: [{name: all, approval: manual}]\n"))
         .await
@@ -129,60 +126,39 @@ async fn not_found_already_exists_and_failed_precondition() {
             .history
             .len()
     );
-    let e = create(&c, &manifest("r1", "  waves: [{name: all}]\n"))
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::AlreadyExists);
-    assert!(
-        e.message()
-            .contains(r#"spec.waves: [{"approval":"manual","name":"all"}] → [{"name":"all"}]"#),
-        "{}",
-        e.message()
+    refused(
+        create(&c, &manifest("r1", "  waves: [{name: all}]\n")).await,
+        Code::AlreadyExists,
+        r#"spec.waves: [{"approval":"manual","name":"all"}] → [{"name":"all"}]"#,
     );
     // Strict: an unknown field is refused with its path and the closest field.
-    let e = create(&c, &manifest("r9", "  waves: [{name: all, aproval: manual}]\n"))
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::InvalidArgument);
-    assert!(
-        e.message()
-            .contains("spec.waves[0].aproval: unknown field (did you mean approval?)"),
-        "{}",
-        e.message()
+    refused(
+        create(&c, &manifest("r9", "  waves: [{name: all, aproval: manual}]\n")).await,
+        Code::InvalidArgument,
+        "spec.waves[0].aproval: unknown field (did you mean approval?)",
     );
-    let e = create(&c, &manifest("r2", "  waves: [{name: all}]\n"))
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::FailedPrecondition);
-    assert!(e.message().contains("rollout r1 is still"), "{}", e.message());
-    let done = cl
-        .wait_rollout(v1::WaitRolloutRequest {
+    refused(
+        create(&c, &manifest("r2", "  waves: [{name: all}]\n")).await,
+        Code::FailedPrecondition,
+        "rollout r1 is still",
+    );
+    refused(
+        cl.wait_rollout(v1::WaitRolloutRequest {
             name: "r1".into(),
             timeout_seconds: 1,
         })
-        .await
-        .unwrap_err();
-    assert_eq!(done.code(), Code::DeadlineExceeded);
-    assert!(done.message().contains("still Running"), "{}", done.message());
-    cl.approve_wave(v1::WaveVerbRequest {
-        name: "r1".into(),
-        wave: "all".into(),
-        actor: "x".into(),
-    })
-    .await
-    .unwrap();
+        .await,
+        Code::DeadlineExceeded,
+        "still Running",
+    );
+    cl.approve_wave(wave_verb("all", "x")).await.unwrap();
     let done = wait(&c, "r1").await;
     assert_eq!(done.phase, "Succeeded");
-    let e = cl
-        .retry_cluster(v1::ClusterVerbRequest {
-            name: "r1".into(),
-            cluster: "a".into(),
-            actor: "x".into(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::FailedPrecondition);
-    assert!(e.message().contains("already ended Succeeded"), "{}", e.message());
+    refused(
+        cl.retry_cluster(cluster_verb("a", "x")).await,
+        Code::FailedPrecondition,
+        "already ended Succeeded",
+    );
     // Listing: newest first, no history.
     let m = manifest("r2", "  waves: [{name: all}]\n").replace("6.0.1", "6.0.2");
     create(&c, &m).await.unwrap();
@@ -287,10 +263,11 @@ async fn followers_answer_writes_with_the_leader_address_and_clients_follow() {
     })
     .await
     .unwrap();
-    let e = create(&follower, &manifest("r1", "  waves: [{name: all}]\n"))
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::Unavailable);
+    let e = refused(
+        create(&follower, &manifest("r1", "  waves: [{name: all}]\n")).await,
+        Code::Unavailable,
+        "",
+    );
     assert_eq!(
         e.metadata().get(LEADER_METADATA).unwrap().to_str().unwrap(),
         leader.url()
@@ -376,8 +353,7 @@ async fn stepping_down_ends_watches_and_waits_and_redirects_live_views_until_a_n
     };
     assert_eq!(e.code(), Code::Unavailable, "{e:?}");
     assert_eq!(leader_from_status(&e).as_deref(), Some("http://127.0.0.1:9"));
-    let e = waiting.await.unwrap().unwrap_err();
-    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    refused(waiting.await.unwrap(), Code::Unavailable, "");
     assert_eq!(leader_from_status(&e).as_deref(), Some("http://127.0.0.1:9"));
     // The live lists are the leader's: a follower redirects them.
     let e = client(&c)
@@ -385,11 +361,11 @@ async fn stepping_down_ends_watches_and_waits_and_redirects_live_views_until_a_n
         .await
         .unwrap_err();
     assert_eq!(leader_from_status(&e).as_deref(), Some("http://127.0.0.1:9"));
-    let e = client(&c)
-        .list_canaries(v1::ListCanariesRequest::default())
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::Unavailable);
+    refused(
+        client(&c).list_canaries(v1::ListCanariesRequest::default()).await,
+        Code::Unavailable,
+        "",
+    );
     // Rollouts are read from the store.
     assert_eq!(get(&c, "r1").await.phase, "Running");
 

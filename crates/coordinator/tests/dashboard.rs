@@ -162,13 +162,8 @@ async fn the_page_watches_a_rollout_live_and_acts_through_the_fleet_api() {
         json!({"caller": {"name": "anonymous", "role": "admin"}, "canAct": true, "signedIn": false, "leading": true, "leader": null})
     );
 
-    let spec = "  waves:\n    - {name: first, regions: [us-east-1]}\n    - {name: rest, approval: manual}\n";
-    create(&c, &manifest("r1", spec)).await.unwrap();
-    let mut events = Events::open(&format!("{web}/api/rollouts/r1/events")).await;
-    assert_eq!(
-        events.next().await,
-        Some(("replica".into(), json!({"leading": true, "leader": null})))
-    );
+    create_r1(&c, GATED).await;
+    let mut events = r1_events(&web, json!({"leading": true, "leader": null})).await;
     let (r, seen) = events
         .until("the second wave waits for approval", |r| {
             r["waves"][1]["phase"] == "WaitingApproval"
@@ -208,12 +203,7 @@ async fn the_page_watches_a_rollout_live_and_acts_through_the_fleet_api() {
         .until("the rollout succeeds", |r| r["phase"] == "Succeeded")
         .await;
     assert_eq!(cell(&r, "eu-1")["phase"], "Succeeded");
-    let kinds: Vec<&str> = r["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["kind"].as_str().unwrap())
-        .collect();
+    let kinds = aviary_testkit::json::strings(&r["history"], "kind");
     assert!(kinds.contains(&"wave-approved"), "{kinds:?}");
     assert_eq!(events.next().await, Some(("end".into(), json!({}))));
     assert_eq!(events.next().await, None, "the stream closes after the end");
@@ -281,6 +271,18 @@ async fn a_read_only_dashboard_shows_but_refuses_every_action() {
 
 /// A CA, a serving certificate for 127.0.0.1, an agent, a viewer (alice) and an operator (bob)
 /// certificate, and a token file with a viewer, an operator and an admin token.
+/// Two waves: `first` (us-east-1), then `rest` behind a manual approval.
+const GATED: &str =
+    "  waves:\n    - {name: first, regions: [us-east-1]}\n    - {name: rest, approval: manual}\n";
+
+/// The event stream of rollout `r1` at the dashboard `web`; its first event says which
+/// replica answers (`replica`).
+async fn r1_events(web: &str, replica: serde_json::Value) -> Events {
+    let mut events = Events::open(&format!("{web}/api/rollouts/r1/events")).await;
+    assert_eq!(events.next().await, Some(("replica".into(), replica)));
+    events
+}
+
 fn pki(dir: &Path) {
     certs::init(dir, &[]).unwrap();
     certs::issue_agent(dir, "us-1", TD).unwrap();
@@ -554,15 +556,10 @@ async fn a_stream_open_on_the_follower_turns_live_when_it_takes_over() {
         quick_agent(&b, "eu-1", "eu-west-1"),
     ];
     wait_connected(&a, 2).await;
-    let spec = "  waves:\n    - {name: first, regions: [us-east-1]}\n    - {name: rest, approval: manual}\n";
-    create(&a, &manifest("r1", spec)).await.unwrap();
+    create_r1(&a, GATED).await;
 
     // On the follower: the stored rollout, refused actions with the leader's address.
-    let mut events = Events::open(&format!("{web_b}/api/rollouts/r1/events")).await;
-    assert_eq!(
-        events.next().await,
-        Some(("replica".into(), json!({"leading": false, "leader": a_addr})))
-    );
+    let mut events = r1_events(&web_b, json!({"leading": false, "leader": a_addr})).await;
     events
         .until("the follower to show the gated wave", |r| {
             r["waves"][1]["phase"] == "WaitingApproval"

@@ -117,12 +117,7 @@ async fn grpcurl_lists_describes_and_calls_with_reflection() {
     let (ok, out, err) = grpcurl(args(&addr, &["aviary.v1.Fleet/ListClusters"])).await;
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let names: Vec<&str> = v["clusters"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["name"].as_str().unwrap())
-        .collect();
+    let names = aviary_testkit::json::strings(&v["clusters"], "name");
     assert_eq!(names, ["eu-1", "us-1"]);
     assert!(
         v["clusters"][0]["agentVersion"]

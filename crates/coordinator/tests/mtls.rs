@@ -61,8 +61,12 @@ fn expired_user(dir: &Path) -> ClientTls {
     ClientTls::from_dir(dir, "old")
 }
 
-async fn start(dir: &Path) -> Coordinator {
-    tls_coordinator(dir).await
+/// A coordinator with mutual TLS from [`pki`]'s certificates in a new directory.
+async fn start() -> (tempfile::TempDir, Coordinator) {
+    let tmp = tempfile::tempdir().unwrap();
+    pki(tmp.path());
+    let c = tls_coordinator(tmp.path()).await;
+    (tmp, c)
 }
 
 /// The agent of us-1 with `dir`'s certificate, analyses of `steps` ticks, once connected.
@@ -100,32 +104,28 @@ async fn create(c: &Coordinator, tls: &ClientTls, actor: &str) -> Result<v1::Rol
 async fn pause(c: &Coordinator, tls: &ClientTls) -> Result<v1::Rollout, tonic::Status> {
     fleet_client_with(&c.url(), tls)
         .unwrap()
-        .pause_rollout(v1::RolloutVerbRequest {
-            name: "podinfo-6-0-1".into(),
-            actor: "from the runbook".into(),
-            reason: "check".into(),
-        })
+        .pause_rollout(rollout_verb("podinfo-6-0-1", "from the runbook", "check"))
         .await
         .map(|r| r.into_inner())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identities_come_from_certificates_and_roles_gate_the_verbs() {
-    let tmp = tempfile::tempdir().unwrap();
+    let (tmp, c) = start().await;
     let dir = tmp.path();
-    pki(dir);
-    let c = start(dir).await;
     assert!(c.url().starts_with("https://"));
 
     // Health answers without a client certificate; nothing else does.
     let mut h = HealthClient::new(aviary_coordinator::client::channel_with(&c.url(), &ca_only(dir)).unwrap());
     h.check(HealthCheckRequest::default()).await.unwrap();
-    let e = fleet_client_with(&c.url(), &ca_only(dir))
-        .unwrap()
-        .list_rollouts(v1::ListRolloutsRequest::default())
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    refused(
+        fleet_client_with(&c.url(), &ca_only(dir))
+            .unwrap()
+            .list_rollouts(v1::ListRolloutsRequest::default())
+            .await,
+        Code::Unauthenticated,
+        "",
+    );
 
     // An untrusted certificate fails the handshake.
     let other = tempfile::tempdir().unwrap();
@@ -162,32 +162,33 @@ async fn identities_come_from_certificates_and_roles_gate_the_verbs() {
     })
     .await
     .unwrap();
-    let e = agent_link_client_with(&c.url(), &ClientTls::from_dir(dir, "us-1"))
-        .unwrap()
-        .connect(ReceiverStream::new(rx))
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    refused(
+        agent_link_client_with(&c.url(), &ClientTls::from_dir(dir, "us-1"))
+            .unwrap()
+            .connect(ReceiverStream::new(rx))
+            .await,
+        Code::PermissionDenied,
+        "",
+    );
     // A user certificate cannot open AgentLink, an agent certificate cannot use Fleet.
-    let e = fleet_client_with(&c.url(), &ClientTls::from_dir(dir, "us-1"))
-        .unwrap()
-        .list_rollouts(v1::ListRolloutsRequest::default())
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    refused(
+        fleet_client_with(&c.url(), &ClientTls::from_dir(dir, "us-1"))
+            .unwrap()
+            .list_rollouts(v1::ListRolloutsRequest::default())
+            .await,
+        Code::PermissionDenied,
+        "",
+    );
 
     let alice = ClientTls::from_dir(dir, "alice");
     let bob = ClientTls::from_dir(dir, "bob");
     let carol = ClientTls::from_dir(dir, "carol");
-    let e = create(&c, &alice, "alice").await.unwrap_err();
-    assert_eq!(e.code(), Code::PermissionDenied);
-    assert!(
-        e.message().contains("CreateRollout needs role admin"),
-        "{}",
-        e.message()
+    refused(
+        create(&c, &alice, "alice").await,
+        Code::PermissionDenied,
+        "CreateRollout needs role admin",
     );
-    let e = create(&c, &bob, "bob").await.unwrap_err();
-    assert_eq!(e.code(), Code::PermissionDenied);
+    refused(create(&c, &bob, "bob").await, Code::PermissionDenied, "");
     let r = create(&c, &carol, "deploy job 7").await.unwrap();
     assert_eq!(r.history[0].actor, "user:carol");
     assert_eq!(r.history[0].comment, "deploy job 7");
@@ -195,20 +196,17 @@ async fn identities_come_from_certificates_and_roles_gate_the_verbs() {
     let e = pause(&c, &alice).await.unwrap_err();
     assert!(e.message().contains("needs role operator"), "{}", e.message());
     // Deleting is admin's, like creating.
-    let e = fleet_client_with(&c.url(), &bob)
-        .unwrap()
-        .delete_rollout(v1::DeleteRolloutRequest {
-            name: "podinfo-6-0-1".into(),
-            force: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::PermissionDenied);
-    assert!(
-        e.message().contains("DeleteRollout needs role admin"),
-        "{}",
-        e.message()
+    refused(
+        fleet_client_with(&c.url(), &bob)
+            .unwrap()
+            .delete_rollout(v1::DeleteRolloutRequest {
+                name: "podinfo-6-0-1".into(),
+                force: true,
+                ..Default::default()
+            })
+            .await,
+        Code::PermissionDenied,
+        "DeleteRollout needs role admin",
     );
     let r = pause(&c, &bob).await.unwrap();
     let last = r.history.last().unwrap();
@@ -224,11 +222,7 @@ async fn identities_come_from_certificates_and_roles_gate_the_verbs() {
     };
     let r = fleet_client_with(&c.url(), &ci)
         .unwrap()
-        .resume_rollout(v1::RolloutVerbRequest {
-            name: "podinfo-6-0-1".into(),
-            actor: "pipeline 42".into(),
-            reason: String::new(),
-        })
+        .resume_rollout(rollout_verb("podinfo-6-0-1", "pipeline 42", ""))
         .await
         .unwrap()
         .into_inner();
@@ -237,8 +231,7 @@ async fn identities_come_from_certificates_and_roles_gate_the_verbs() {
         token: Some("guess".into()),
         ..ca_only(dir)
     };
-    let e = pause(&c, &wrong).await.unwrap_err();
-    assert_eq!(e.code(), Code::Unauthenticated);
+    refused(pause(&c, &wrong).await, Code::Unauthenticated, "");
     // Viewers read.
     fleet_client_with(&c.url(), &alice)
         .unwrap()
@@ -281,10 +274,8 @@ fn pem_der(path: &Path) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificates_rotate_in_the_middle_of_a_rollout_without_a_restart() {
-    let tmp = tempfile::tempdir().unwrap();
+    let (tmp, c) = start().await;
     let dir = tmp.path();
-    pki(dir);
-    let c = start(dir).await;
     let agent = connected_us1(&c, dir, 6).await;
     let carol = ClientTls::from_dir(dir, "carol");
     create(&c, &carol, "ci").await.unwrap();

@@ -76,7 +76,7 @@ async fn failing_first_wave(
   failurePolicy: {{mandatoryWaves: [first], rollback: {scope}}}
 "
     );
-    create(&c, &manifest("r1", &spec)).await.unwrap();
+    create_r1(&c, &spec).await;
     let done = wait(&c, "r1").await;
     (c, agents, done)
 }
@@ -120,8 +120,7 @@ async fn failing_revision_in_the_first_wave_scope_wave() {
             .map(|(a, b)| (a.to_string(), b.to_string()))
     );
     assert_eq!(agents[0].commands(), ["r1/us-1/1", "r1/us-1/1/revert"]);
-    let snap = agents[0].snapshot(NS, NAME).unwrap();
-    assert!(snap.primary_revision.unwrap().container_images["podinfod"].ends_with(":6.0.0"));
+    assert!(primary_image(&agents[0]).ends_with(":6.0.0"));
     c.shutdown().await.unwrap();
 }
 
@@ -140,7 +139,7 @@ async fn rollback_scope_all_reverts_every_promoted_cluster_newest_wave_first() {
     - name: main
   failurePolicy: {rollback: all}
 ";
-    create(&c, &manifest("r1", spec)).await.unwrap();
+    create_r1(&c, spec).await;
     let done = wait(&c, "r1").await;
     assert_eq!(done.phase, "Failed");
     assert_eq!(
@@ -171,11 +170,10 @@ async fn failure_budget() {
     wait_connected(&c, 4).await;
     // 25% of 4 = one failure tolerated; the second fails the rollout.
     let spec = "  waves: [{name: all, maxConcurrent: 1}]\n  failurePolicy: {maxFailedClusters: \"25%\"}\n";
-    create(&c, &manifest("r1", spec)).await.unwrap();
+    create_r1(&c, spec).await;
     let done = wait(&c, "r1").await;
-    assert_eq!(done.phase, "Failed");
-    assert_eq!(done.max_failed_clusters, 1);
-    assert_eq!(done.failed_clusters, 2);
+    let counts = (done.max_failed_clusters, done.failed_clusters);
+    assert_eq!((done.phase.as_str(), counts), ("Failed", (1, 2)));
     assert!(
         done.message
             .contains("2 failed (budget 1, failurePolicy.maxFailedClusters)"),
@@ -221,11 +219,8 @@ async fn bake_waits_for_time_and_requests() {
     - {name: first, regions: [us-east-1], bake: {duration: 2m, minRequests: 3000}}
     - {name: rest}
 ";
-    create(&c, &manifest("r1", spec)).await.unwrap();
-    let baking = until(&c, "r1", "the first wave to bake", |r| {
-        r.waves[0].phase == "Baking"
-    })
-    .await;
+    create_r1(&c, spec).await;
+    let baking = until_baking(&c, "r1").await;
     assert_eq!(baking.waves[0].bake_min_requests, 3000);
     assert_eq!(baking.waves[0].bake_duration, "2m0s");
     // The duration passes, but the new revision has served nothing: the wave keeps baking.
@@ -239,11 +234,7 @@ async fn bake_waits_for_time_and_requests() {
     us.set_requests_per_tick(100);
     let done = wait(&c, "r1").await;
     assert_eq!(done.phase, "Succeeded");
-    let bake = done
-        .history
-        .iter()
-        .find(|h| h.kind == "wave-succeeded" && h.wave == "first")
-        .unwrap();
+    let bake = record(&done, "wave-succeeded", "first");
     assert!(bake.metrics["bakeRequests"] >= 3000.0, "{:?}", bake.metrics);
     assert!(bake.metrics["bakeSeconds"] >= 150.0, "{:?}", bake.metrics);
     assert!(
@@ -265,15 +256,12 @@ async fn bake_min_success_rate_fails_a_regressing_cluster() {
     - {name: rest}
   failurePolicy: {mandatoryWaves: [first], rollback: wave}
 ";
-    create(&c, &manifest("r1", spec)).await.unwrap();
-    until(&c, "r1", "the first wave to bake", |r| {
-        r.waves[0].phase == "Baking"
-    })
-    .await;
+    create_r1(&c, spec).await;
+    until_baking(&c, "r1").await;
     a.set_success_rate(NS, NAME, Some(97.0));
     let done = wait(&c, "r1").await;
     assert_eq!(done.phase, "Failed");
-    let reg = done.history.iter().find(|h| h.kind == "bake-regression").unwrap();
+    let reg = record(&done, "bake-regression", "");
     assert!(
         reg.message.contains("97% < bake.minSuccessRate 99%"),
         "{}",
@@ -295,35 +283,22 @@ async fn manual_approval() {
     - {name: first, regions: [us-east-1]}
     - {name: rest, approval: manual}
 ";
-    create(&c, &manifest("r1", spec)).await.unwrap();
+    create_r1(&c, spec).await;
     let r = until(&c, "r1", "approval", |r| r.waves[1].phase == "WaitingApproval").await;
     assert_eq!(cluster(&r, "eu-1").phase, "Pending");
     let mut cl = client(&c);
-    let e = cl
-        .approve_wave(aviary_proto::v1::WaveVerbRequest {
-            name: "r1".into(),
-            wave: "nope".into(),
-            actor: "bob".into(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
-    let e = cl
-        .approve_wave(aviary_proto::v1::WaveVerbRequest {
-            name: "r1".into(),
-            wave: "first".into(),
-            actor: "bob".into(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
-    assert!(e.message().contains("does not need approval"), "{}", e.message());
+    refused(
+        cl.approve_wave(wave_verb("nope", "bob")).await,
+        tonic::Code::NotFound,
+        "",
+    );
+    refused(
+        cl.approve_wave(wave_verb("first", "bob")).await,
+        tonic::Code::FailedPrecondition,
+        "does not need approval",
+    );
     let r = cl
-        .approve_wave(aviary_proto::v1::WaveVerbRequest {
-            name: "r1".into(),
-            wave: "rest".into(),
-            actor: "bob".into(),
-        })
+        .approve_wave(wave_verb("rest", "bob"))
         .await
         .unwrap()
         .into_inner();
@@ -331,7 +306,7 @@ async fn manual_approval() {
     assert_eq!(r.waves[1].approved_by, "user:admin");
     let done = wait(&c, "r1").await;
     assert_eq!(done.phase, "Succeeded");
-    let h = done.history.iter().find(|h| h.kind == "wave-approved").unwrap();
+    let h = record(&done, "wave-approved", "");
     assert_eq!(
         (h.actor.as_str(), h.comment.as_str(), h.wave.as_str()),
         ("user:admin", "bob", "rest")
@@ -345,19 +320,10 @@ async fn pause_and_resume() {
     let a = held_agent(&c, "a", "r");
     let _b = agent(&c, "b", "r");
     wait_connected(&c, 2).await;
-    create(&c, &manifest("r1", "  waves: [{name: all}]\n"))
-        .await
-        .unwrap();
-    until(&c, "r1", "a to progress", |r| {
-        cluster(r, "a").phase == "Progressing"
-    })
-    .await;
+    create_r1(&c, "  waves: [{name: all}]\n").await;
+    until_progressing(&c, "a").await;
     let mut cl = client(&c);
-    let verb = |actor: &str| aviary_proto::v1::RolloutVerbRequest {
-        name: "r1".into(),
-        actor: actor.into(),
-        reason: "incident 42".into(),
-    };
+    let verb = |actor: &str| rollout_verb("r1", actor, "incident 42");
     let r = cl.pause_rollout(verb("alice")).await.unwrap().into_inner();
     assert_eq!(r.phase, "Paused");
     cl.pause_rollout(verb("alice")).await.unwrap(); // idempotent
@@ -375,7 +341,7 @@ async fn pause_and_resume() {
     assert_eq!(done.phase, "Succeeded");
     let kinds: Vec<&str> = done.history.iter().map(|h| h.kind.as_str()).collect();
     assert_eq!(kinds.iter().filter(|k| **k == "paused").count(), 1);
-    let p = done.history.iter().find(|h| h.kind == "paused").unwrap();
+    let p = record(&done, "paused", "");
     assert_eq!(
         (p.actor.as_str(), p.comment.as_str(), p.message.as_str()),
         ("user:admin", "alice", "incident 42")
@@ -388,25 +354,17 @@ async fn skip_a_cluster() {
     let c = coordinator().await;
     let agents = [held_agent(&c, "a", "r"), agent(&c, "b", "r")];
     wait_connected(&c, 2).await;
-    create(&c, &manifest("r1", "  waves: [{name: all}]\n"))
-        .await
-        .unwrap();
-    until(&c, "r1", "a to progress", |r| {
-        cluster(r, "a").phase == "Progressing"
-    })
-    .await;
+    create_r1(&c, "  waves: [{name: all}]\n").await;
+    until_progressing(&c, "a").await;
     let mut cl = client(&c);
-    let req = |cluster: &str| aviary_proto::v1::ClusterVerbRequest {
-        name: "r1".into(),
-        cluster: cluster.into(),
-        actor: "carol".into(),
-    };
+    let req = |cluster: &str| cluster_verb(cluster, "carol");
     cl.skip_cluster(req("b")).await.unwrap();
-    let e = cl.skip_cluster(req("a")).await.unwrap_err();
-    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
-    assert!(e.message().contains("its canary is running"), "{}", e.message());
-    let e = cl.skip_cluster(req("zz")).await.unwrap_err();
-    assert_eq!(e.code(), tonic::Code::NotFound);
+    refused(
+        cl.skip_cluster(req("a")).await,
+        tonic::Code::FailedPrecondition,
+        "its canary is running",
+    );
+    refused(cl.skip_cluster(req("zz")).await, tonic::Code::NotFound, "");
     agents[0].hold(NS, NAME, false);
     let done = wait(&c, "r1").await;
     assert_eq!(done.phase, "Succeeded");
@@ -432,23 +390,16 @@ async fn retry_a_failed_cluster() {
     let b = held_agent(&c, "b", "r");
     wait_connected(&c, 2).await;
     let spec = "  waves: [{name: all, maxConcurrent: 2}]\n  failurePolicy: {maxFailedClusters: 1}\n";
-    create(&c, &manifest("r1", spec)).await.unwrap();
+    create_r1(&c, spec).await;
     until(&c, "r1", "a to fail", |r| cluster(r, "a").phase == "Failed").await;
     a.set_outcome(NS, NAME, aviary_coordinator::sim::Outcome::Succeed);
     let mut cl = client(&c);
-    let req = aviary_proto::v1::ClusterVerbRequest {
-        name: "r1".into(),
-        cluster: "a".into(),
-        actor: "dave".into(),
-    };
-    let e = cl
-        .retry_cluster(aviary_proto::v1::ClusterVerbRequest {
-            cluster: "b".into(),
-            ..req.clone()
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    let req = cluster_verb("a", "dave");
+    refused(
+        cl.retry_cluster(cluster_verb("b", "dave")).await,
+        tonic::Code::FailedPrecondition,
+        "",
+    );
     cl.retry_cluster(req).await.unwrap();
     b.hold(NS, NAME, false);
     let done = wait(&c, "r1").await;
@@ -477,16 +428,10 @@ async fn abort_rolls_back_and_ends_aborted() {
     let a = held_agent(&c, "a", "r");
     let _b = agent(&c, "b", "r2");
     wait_connected(&c, 2).await;
-    create(&c, &manifest("r1", "  byRegion: [r, r2]\n"))
-        .await
-        .unwrap();
+    create_r1(&c, "  byRegion: [r, r2]\n").await;
     until(&c, "r1", "a to progress", |r| cluster(r, "a").canary_weight > 0).await;
     let mut cl = client(&c);
-    let verb = aviary_proto::v1::RolloutVerbRequest {
-        name: "r1".into(),
-        actor: "erin".into(),
-        reason: "wrong image".into(),
-    };
+    let verb = rollout_verb("r1", "erin", "wrong image");
     cl.abort_rollout(verb.clone()).await.unwrap();
     let done = wait(&c, "r1").await;
     assert_eq!(done.phase, "Aborted");
@@ -494,9 +439,11 @@ async fn abort_rolls_back_and_ends_aborted() {
     assert_eq!(a.commands(), ["r1/a/1", "r1/a/1/rollback"]);
     assert_eq!(a.snapshot(NS, NAME).unwrap().phase, "Failed");
     cl.abort_rollout(verb.clone()).await.unwrap(); // idempotent
-    let e = cl.pause_rollout(verb).await.unwrap_err();
-    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
-    assert!(e.message().contains("already ended Aborted"), "{}", e.message());
+    refused(
+        cl.pause_rollout(verb).await,
+        tonic::Code::FailedPrecondition,
+        "already ended Aborted",
+    );
     c.shutdown().await.unwrap();
 }
 
@@ -505,13 +452,8 @@ async fn partitioned_agent_finishes_and_reports_after_the_heal() {
     let c = coordinator().await;
     let a = held_agent(&c, "a", "r");
     wait_connected(&c, 1).await;
-    create(&c, &manifest("r1", "  waves: [{name: all}]\n"))
-        .await
-        .unwrap();
-    until(&c, "r1", "a to progress", |r| {
-        cluster(r, "a").phase == "Progressing"
-    })
-    .await;
+    create_r1(&c, "  waves: [{name: all}]\n").await;
+    until_progressing(&c, "a").await;
     a.partition();
     let r = until(&c, "r1", "a to be seen disconnected", |r| {
         !cluster(r, "a").connected
@@ -545,19 +487,14 @@ async fn restarted_agent_rejoins_without_a_second_start() {
     // Away when its cluster is started: the StartRevision waits for the reconnect.
     a.partition();
     until_disconnected(&c).await;
-    create(&c, &manifest("r1", "  waves: [{name: all}]\n"))
-        .await
-        .unwrap();
+    create_r1(&c, "  waves: [{name: all}]\n").await;
     until(&c, "r1", "a to be started", |r| {
         cluster(r, "a").phase == "Starting"
     })
     .await;
     assert!(a.commands().is_empty());
     a.heal();
-    until(&c, "r1", "a to progress", |r| {
-        cluster(r, "a").phase == "Progressing"
-    })
-    .await;
+    until_progressing(&c, "a").await;
     // Restart mid-analysis: a new Hello; the acked start is not sent again.
     a.restart();
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
@@ -654,18 +591,13 @@ async fn gate_mode_opens_cluster_by_cluster() {
         assert_eq!(a.snapshot(NS, NAME).unwrap().phase, "Waiting");
     }
     let mut cl = client(&c);
-    let approve = |w: &str| aviary_proto::v1::WaveVerbRequest {
-        name: "r1".into(),
-        wave: w.into(),
-        actor: "op".into(),
-    };
-    cl.approve_wave(approve("us-east-1")).await.unwrap();
+    cl.approve_wave(wave_verb("us-east-1", "op")).await.unwrap();
     until(&c, "r1", "us-1 to succeed", |r| {
         cluster(r, "us-1").phase == "Succeeded"
     })
     .await;
     assert_eq!(agents[1].analyses(NS, NAME), 0, "eu-1 still held");
-    cl.approve_wave(approve("eu-west-1")).await.unwrap();
+    cl.approve_wave(wave_verb("eu-west-1", "op")).await.unwrap();
     let done = wait(&c, "r1").await;
     assert_eq!(done.phase, "Succeeded");
     for a in &agents {
@@ -686,9 +618,7 @@ async fn watch_streams_progress_until_the_end() {
     let c = coordinator().await;
     let _a = [slow_agent(&c, "a", "r", 100), slow_agent(&c, "b", "r", 100)];
     wait_connected(&c, 2).await;
-    create(&c, &manifest("r1", "  waves: [{name: all}]\n"))
-        .await
-        .unwrap();
+    create_r1(&c, "  waves: [{name: all}]\n").await;
     let mut s = client(&c)
         .watch_rollout(aviary_proto::v1::GetRolloutRequest { name: "r1".into() })
         .await
@@ -721,15 +651,7 @@ async fn watch_streams_progress_until_the_end() {
 #[tokio::test(start_paused = true)]
 async fn pooled_evidence_stops_a_rollout_no_cluster_failed() {
     let c = coordinator().await;
-    let judged = |cluster: &str, region: &str| {
-        let mut cfg = agent_config(&c, cluster, region);
-        cfg.steps = 10;
-        cfg.requests_per_tick = 2000;
-        for k in &mut cfg.canaries {
-            k.error_rates = Some((0.005, 0.001));
-        }
-        aviary_coordinator::sim::SimAgent::spawn(cfg)
-    };
+    let judged = |cluster: &str, region: &str| judged_agent(&c, cluster, region, (0.005, 0.001));
     let _agents = [
         judged("us-1", "us-east-1"),
         judged("us-2", "us-east-1"),
@@ -738,7 +660,7 @@ async fn pooled_evidence_stops_a_rollout_no_cluster_failed() {
     ];
     wait_connected(&c, 4).await;
     let spec = "  byRegion: [us-east-1, eu-west-1, ap-south-1]\n  evidence: {pooled: true}\n";
-    let created = create(&c, &manifest("r1", spec)).await.unwrap();
+    let created = create_r1(&c, spec).await;
     let e = created.evidence.expect("the rollout pools evidence");
     assert_eq!((e.decision.as_str(), e.clusters_planned), ("continue", 4));
     let done = wait(&c, "r1").await;
@@ -782,9 +704,7 @@ async fn a_canary_still_initializing_gets_the_revision_once_initialized() {
     cfg.canaries[0].initializing = 5;
     let a = aviary_coordinator::sim::SimAgent::spawn(cfg);
     wait_connected(&c, 1).await;
-    create(&c, &manifest("r1", "  byRegion: [r]\n  clusterDeadline: 10m\n"))
-        .await
-        .unwrap();
+    create_r1(&c, "  byRegion: [r]\n  clusterDeadline: 10m\n").await;
     let held = until(&c, "r1", "the push to be held", |r| {
         !cluster(r, "a").verdict.is_empty()
     })
@@ -807,8 +727,7 @@ async fn a_canary_still_initializing_gets_the_revision_once_initialized() {
     );
     assert_eq!(a.commands(), ["r1/a/1"]);
     assert_eq!(a.analyses(NS, NAME), 1);
-    let snap = a.snapshot(NS, NAME).unwrap();
-    assert!(snap.primary_revision.unwrap().container_images["podinfod"].ends_with(":6.0.1"));
+    assert!(primary_image(&a).ends_with(":6.0.1"));
     assert!(history_kinds(&done, "a").contains(&"cluster-waiting".to_string()));
     c.shutdown().await.unwrap();
 }
@@ -823,7 +742,7 @@ async fn delete_refuses_an_active_rollout_force_aborts_and_the_name_starts_afres
     let c = coordinator().await;
     let a = held_agent(&c, "a", "r");
     wait_connected(&c, 1).await;
-    create(&c, &manifest("r1", "  byRegion: [r]\n")).await.unwrap();
+    create_r1(&c, "  byRegion: [r]\n").await;
     until(&c, "r1", "a to progress", |r| cluster(r, "a").canary_weight > 0).await;
     let mut cl = client(&c);
     let req = |force| v1::DeleteRolloutRequest {
@@ -833,21 +752,23 @@ async fn delete_refuses_an_active_rollout_force_aborts_and_the_name_starts_afres
         force,
         timeout_seconds: 0,
     };
-    let e = cl.delete_rollout(req(false)).await.unwrap_err();
-    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
-    assert!(e.message().contains("abort it first"), "{}", e.message());
+    refused(
+        cl.delete_rollout(req(false)).await,
+        tonic::Code::FailedPrecondition,
+        "abort it first",
+    );
     let gone = cl.delete_rollout(req(true)).await.unwrap().into_inner();
     let gone = gone.rollout.unwrap();
     assert_eq!(gone.phase, "Aborted", "{}", gone.message);
     assert!(gone.message.contains("wrong image"), "{}", gone.message);
-    let e = cl
-        .get_rollout(v1::GetRolloutRequest { name: "r1".into() })
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), tonic::Code::NotFound);
+    refused(
+        cl.get_rollout(v1::GetRolloutRequest { name: "r1".into() }).await,
+        tonic::Code::NotFound,
+        "",
+    );
 
     a.hold(NS, NAME, false);
-    let again = create(&c, &manifest("r1", "  byRegion: [r]\n")).await.unwrap();
+    let again = create_r1(&c, "  byRegion: [r]\n").await;
     assert_eq!(again.phase, "Pending");
     assert!(again.history.iter().all(|h| h.kind != "aborted"));
     let done = wait(&c, "r1").await;
@@ -863,8 +784,7 @@ async fn delete_refuses_an_active_rollout_force_aborts_and_the_name_starts_afres
 
     let gone = cl.delete_rollout(req(false)).await.unwrap().into_inner();
     assert_eq!(gone.rollout.unwrap().phase, "Succeeded");
-    let e = cl.delete_rollout(req(false)).await.unwrap_err();
-    assert_eq!(e.code(), tonic::Code::NotFound);
+    refused(cl.delete_rollout(req(false)).await, tonic::Code::NotFound, "");
     c.shutdown().await.unwrap();
 }
 
@@ -875,15 +795,7 @@ async fn delete_refuses_an_active_rollout_force_aborts_and_the_name_starts_afres
 #[tokio::test(start_paused = true)]
 async fn pooled_promote_advances_a_baking_wave_over_grpc() {
     let c = coordinator().await;
-    let judged = |cluster: &str, region: &str| {
-        let mut cfg = agent_config(&c, cluster, region);
-        cfg.steps = 10;
-        cfg.requests_per_tick = 2000;
-        for k in &mut cfg.canaries {
-            k.error_rates = Some((0.01, 0.01));
-        }
-        aviary_coordinator::sim::SimAgent::spawn(cfg)
-    };
+    let judged = |cluster: &str, region: &str| judged_agent(&c, cluster, region, (0.01, 0.01));
     let _agents = [
         judged("us-1", "us-east-1"),
         judged("us-2", "us-east-1"),
@@ -895,14 +807,10 @@ async fn pooled_promote_advances_a_baking_wave_over_grpc() {
     - {name: rest}
 ";
     let spec = format!("{waves}  evidence: {{pooled: true, advance: true}}\n");
-    create(&c, &manifest("r1", &spec)).await.unwrap();
+    create_r1(&c, &spec).await;
     let done = wait(&c, "r1").await;
     assert_eq!(done.phase, "Succeeded", "{}", done.message);
-    let bake = done
-        .history
-        .iter()
-        .find(|h| h.kind == "wave-succeeded" && h.wave == "first")
-        .unwrap();
+    let bake = record(&done, "wave-succeeded", "first");
     assert!(
         bake.message
             .contains("waived: the pooled evidence shows the canary non-inferior"),
@@ -928,10 +836,7 @@ async fn pooled_promote_advances_a_baking_wave_over_grpc() {
     let spec = format!("{waves}  evidence: {{pooled: true}}\n");
     let m = manifest("r2", &spec).replace("6.0.1", "6.0.2");
     create(&c, &m).await.unwrap();
-    until(&c, "r2", "the first wave to bake", |r| {
-        r.waves[0].phase == "Baking"
-    })
-    .await;
+    until_baking(&c, "r2").await;
     tokio::time::sleep(std::time::Duration::from_secs(600)).await;
     let r = get(&c, "r2").await;
     assert_eq!(r.waves[0].phase, "Baking", "{}", r.message);

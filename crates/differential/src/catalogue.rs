@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use aviary_testkit::Answer;
+use serde_json::{Value, json};
 
 use crate::scenario::{Action, Scenario, Step, Until};
 
@@ -53,33 +54,66 @@ spec:
     )
 }
 
-fn canary(provider: &str, service_yaml: &str, analysis_yaml: &str) -> String {
-    format!(
-        r#"
-apiVersion: flagger.app/v1beta1
-kind: Canary
-metadata:
-  name: podinfo
-spec:
-  provider: {provider}
-  targetRef: {{apiVersion: apps/v1, kind: Deployment, name: podinfo}}
-  progressDeadlineSeconds: 120
-  service:
-    port: 9898
-{service_yaml}
-  analysis:
-    interval: 10s
-{analysis_yaml}
-"#
-    )
+/// podinfo's Canary on `provider`: its `service` settings beside the port, and its analysis
+/// (every 10 s) with `analysis`, as YAML.
+fn canary(provider: &str, service: Value, analysis: Value) -> String {
+    let mut spec = json!({
+        "provider": provider,
+        "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+        "progressDeadlineSeconds": 120,
+        "service": {"port": 9898},
+        "analysis": {"interval": "10s"},
+    });
+    merge(&mut spec["service"], service);
+    merge(&mut spec["analysis"], analysis);
+    let canary = json!({
+        "apiVersion": "flagger.app/v1beta1",
+        "kind": "Canary",
+        "metadata": {"name": "podinfo"},
+        "spec": spec,
+    });
+    serde_yaml_ng::to_string(&canary).expect("JSON values are YAML")
 }
 
-const GATEWAY_REFS: &str = "    gatewayRefs: [{name: gw, namespace: gateways}]";
+/// Adds the fields of the object `extra` to the object `into`.
+fn merge(into: &mut Value, extra: Value) {
+    if let Value::Object(fields) = extra {
+        for (k, v) in fields {
+            into[k] = v;
+        }
+    }
+}
 
-const LOAD_TEST: &str = r#"    - name: load-test
-      url: @HOOKS@/load-test/
-      timeout: 5s
-      metadata: {type: cmd, cmd: "hey -z 1m -q 10 -c 2 http://podinfo-canary:9898/"}"#;
+/// The Gateway API service settings: the gateway the routes attach to.
+fn gateway_refs() -> Value {
+    json!({"gatewayRefs": [{"name": "gw", "namespace": "gateways"}]})
+}
+
+/// Flagger's built-in `request-success-rate` (≥ 99% over a minute).
+fn success_rate() -> Value {
+    json!({"name": "request-success-rate", "thresholdRange": {"min": 99}, "interval": "1m"})
+}
+
+/// Flagger's built-in `request-duration` (p99 ≤ 500 ms over `interval`).
+fn duration(interval: &str) -> Value {
+    json!({"name": "request-duration", "thresholdRange": {"max": 500}, "interval": interval})
+}
+
+/// A webhook `name` of `kind` (none: a rollout hook) at `path` of the webhook receiver, 5 s.
+fn hook(name: &str, kind: &str, path: &str) -> Value {
+    let mut hook = json!({"name": name, "url": format!("@HOOKS@{path}"), "timeout": "5s"});
+    if !kind.is_empty() {
+        hook["type"] = json!(kind);
+    }
+    hook
+}
+
+/// The load tester's rollout hook, as the tutorials write it.
+fn load_test() -> Value {
+    let mut hook = hook("load-test", "", "/load-test/");
+    hook["metadata"] = json!({"type": "cmd", "cmd": "hey -z 1m -q 10 -c 2 http://podinfo-canary:9898/"});
+    hook
+}
 
 fn values(v: f64) -> Vec<Answer> {
     vec![Answer::Value(v)]
@@ -131,6 +165,27 @@ fn roll_back_new_image() -> Vec<Step> {
     ]
 }
 
+/// podinfo's Deployment and its Canary on `provider` (see [`canary`]), whose new image is
+/// promoted; no Prometheus rules, no scripted webhooks.
+fn podinfo(
+    name: &'static str,
+    about: &'static str,
+    provider: &'static str,
+    service: Value,
+    analysis: Value,
+) -> Scenario {
+    Scenario {
+        name,
+        about,
+        provider,
+        objects: vec![deployment(""), canary(provider, service, analysis)],
+        prometheus: vec![],
+        hooks: vec![],
+        steps: promote_new_image(),
+        limit: LIMIT,
+    }
+}
+
 /// Every scenario, in report order.
 pub fn all() -> Vec<Scenario> {
     vec![
@@ -144,14 +199,14 @@ pub fn all() -> Vec<Scenario> {
         session_affinity(
             "istio",
             "session-affinity",
-            "",
-            "{cookieName: flagger-cookie, primaryCookieName: primary-cookie, maxAge: 21600}",
+            json!({}),
+            json!({"cookieName": "flagger-cookie", "primaryCookieName": "primary-cookie", "maxAge": 21600}),
         ),
         session_affinity(
             "gatewayapi:v1",
             "session-affinity-gatewayapi",
-            GATEWAY_REFS,
-            "{cookieName: flagger-cookie}",
+            gateway_refs(),
+            json!({"cookieName": "flagger-cookie"}),
         ),
         webhooks(),
         rollback_gate(),
@@ -168,204 +223,141 @@ kind: ConfigMap
 metadata: {name: podinfo-config}
 data: {PODINFO_UI_COLOR: "#34577c"}
 "##;
-    Scenario {
-        name: "step-weights",
-        about: "Deployment, gatewayapi:v1, stepWeights 5/10/25/50, stepWeightPromotion 30, a tracked ConfigMap",
-        provider: "gatewayapi:v1",
-        objects: vec![
-            config.into(),
-            deployment("        envFrom: [{configMapRef: {name: podinfo-config}}]"),
-            canary(
-                "gatewayapi:v1",
-                GATEWAY_REFS,
-                &format!(
-                    r#"    threshold: 2
-    stepWeights: [5, 10, 25, 50]
-    stepWeightPromotion: 30
-    metrics:
-    - {{name: request-success-rate, thresholdRange: {{min: 99}}, interval: 1m}}
-    - {{name: request-duration, thresholdRange: {{max: 500}}, interval: 30s}}
-    webhooks:
-{LOAD_TEST}"#
-                ),
-            ),
-        ],
-        prometheus: vec![
-            (vec![HTTP_SUCCESS], values(99.8)),
-            (vec![HTTP_DURATION], values(0.12)),
-        ],
-        hooks: vec![],
-        steps: promote_new_image(),
-        limit: LIMIT,
-    }
+    let mut s = podinfo(
+        "step-weights",
+        "Deployment, gatewayapi:v1, stepWeights 5/10/25/50, stepWeightPromotion 30, a tracked ConfigMap",
+        "gatewayapi:v1",
+        gateway_refs(),
+        json!({
+            "threshold": 2,
+            "stepWeights": [5, 10, 25, 50],
+            "stepWeightPromotion": 30,
+            "metrics": [success_rate(), duration("30s")],
+            "webhooks": [load_test()],
+        }),
+    );
+    s.objects[0] = deployment("        envFrom: [{configMapRef: {name: podinfo-config}}]");
+    s.objects.insert(0, config.into());
+    s.prometheus = vec![
+        (vec![HTTP_SUCCESS], values(99.8)),
+        (vec![HTTP_DURATION], values(0.12)),
+    ];
+    s
 }
 
 fn ab_headers() -> Scenario {
     Scenario {
-        name: "ab-headers",
-        about: "A/B testing on istio: header and cookie matches, 3 iterations, session affinity (as the Flagger guide's example)",
-        provider: "istio",
-        objects: vec![
-            deployment(""),
-            canary(
-                "istio",
-                "    gateways: [public-gateway.istio-system.svc.cluster.local]\n    hosts: [app.example.com]",
-                &format!(
-                    r#"    threshold: 2
-    iterations: 3
-    match:
-    - headers:
-        x-canary: {{exact: insider}}
-    - headers:
-        cookie: {{regex: "^(.*?;)?(canary=always)(;.*)?$"}}
-    sessionAffinity: {{cookieName: flagger-cookie, maxAge: 86400}}
-    metrics:
-    - {{name: request-success-rate, thresholdRange: {{min: 99}}, interval: 1m}}
-    webhooks:
-{LOAD_TEST}"#
-                ),
-            ),
-        ],
         prometheus: vec![(vec![ISTIO_SUCCESS], values(100.0))],
-        hooks: vec![],
-        steps: promote_new_image(),
-        limit: LIMIT,
+        ..podinfo(
+            "ab-headers",
+            "A/B testing on istio: header and cookie matches, 3 iterations, session affinity (as the Flagger guide's example)",
+            "istio",
+            json!({
+                "gateways": ["public-gateway.istio-system.svc.cluster.local"],
+                "hosts": ["app.example.com"],
+            }),
+            json!({
+                "threshold": 2,
+                "iterations": 3,
+                "match": [
+                    {"headers": {"x-canary": {"exact": "insider"}}},
+                    {"headers": {"cookie": {"regex": "^(.*?;)?(canary=always)(;.*)?$"}}},
+                ],
+                "sessionAffinity": {"cookieName": "flagger-cookie", "maxAge": 86400},
+                "metrics": [success_rate()],
+                "webhooks": [load_test()],
+            }),
+        )
     }
 }
 
 fn blue_green() -> Scenario {
+    let mut smoke_test = hook("smoke-test", "pre-rollout", "/smoke-test/");
+    smoke_test["timeout"] = json!("15s");
+    smoke_test["metadata"] = json!({"type": "bash", "cmd": "curl -s http://podinfo-canary:9898/healthz"});
     Scenario {
-        name: "blue-green",
-        about: "blue/green with the kubernetes provider: 3 iterations, a pre-rollout check",
-        provider: "kubernetes",
-        objects: vec![
-            deployment(""),
-            canary(
-                "kubernetes",
-                "",
-                &format!(
-                    r#"    threshold: 2
-    iterations: 3
-    metrics:
-    - {{name: request-success-rate, thresholdRange: {{min: 99}}, interval: 1m}}
-    - {{name: request-duration, thresholdRange: {{max: 500}}, interval: 1m}}
-    webhooks:
-    - name: smoke-test
-      type: pre-rollout
-      url: @HOOKS@/smoke-test/
-      timeout: 15s
-      metadata: {{type: bash, cmd: "curl -s http://podinfo-canary:9898/healthz"}}
-{LOAD_TEST}"#
-                ),
-            ),
-        ],
         prometheus: vec![
             (vec![HTTP_SUCCESS], values(100.0)),
             (vec![HTTP_DURATION], values(0.2)),
         ],
-        hooks: vec![],
-        steps: promote_new_image(),
-        limit: LIMIT,
+        ..podinfo(
+            "blue-green",
+            "blue/green with the kubernetes provider: 3 iterations, a pre-rollout check",
+            "kubernetes",
+            json!({}),
+            json!({
+                "threshold": 2,
+                "iterations": 3,
+                "metrics": [success_rate(), duration("1m")],
+                "webhooks": [smoke_test, load_test()],
+            }),
+        )
     }
 }
 
-fn session_affinity(provider: &'static str, name: &'static str, service: &str, cookies: &str) -> Scenario {
+fn session_affinity(provider: &'static str, name: &'static str, service: Value, cookies: Value) -> Scenario {
+    let about = if provider == "istio" {
+        "istio canary with session affinity: canary and primary cookies while traffic is split"
+    } else {
+        "gatewayapi:v1 canary with session affinity: a canary cookie while traffic is split"
+    };
+    let success = if provider == "istio" {
+        ISTIO_SUCCESS
+    } else {
+        HTTP_SUCCESS
+    };
     Scenario {
-        name,
-        about: if provider == "istio" {
-            "istio canary with session affinity: canary and primary cookies while traffic is split"
-        } else {
-            "gatewayapi:v1 canary with session affinity: a canary cookie while traffic is split"
-        },
-        provider,
-        objects: vec![
-            deployment(""),
-            canary(
-                provider,
-                service,
-                &format!(
-                    r#"    threshold: 2
-    stepWeight: 25
-    maxWeight: 50
-    sessionAffinity: {cookies}
-    metrics:
-    - {{name: request-success-rate, thresholdRange: {{min: 99}}, interval: 1m}}"#
-                ),
-            ),
-        ],
-        prometheus: vec![(
-            vec![if provider == "istio" {
-                ISTIO_SUCCESS
-            } else {
-                HTTP_SUCCESS
-            }],
-            values(100.0),
-        )],
-        hooks: vec![],
-        steps: promote_new_image(),
-        limit: LIMIT,
+        prometheus: vec![(vec![success], values(100.0))],
+        ..podinfo(
+            name,
+            about,
+            provider,
+            service,
+            json!({
+                "threshold": 2,
+                "stepWeight": 25,
+                "maxWeight": 50,
+                "sessionAffinity": cookies,
+                "metrics": [success_rate()],
+            }),
+        )
     }
 }
 
 fn mirroring() -> Scenario {
     Scenario {
-        name: "mirroring",
-        about: "istio canary with traffic mirroring (mirrorWeight 50) one step before shifting",
-        provider: "istio",
-        objects: vec![
-            deployment(""),
-            canary(
-                "istio",
-                "",
-                r#"    threshold: 2
-    stepWeight: 20
-    maxWeight: 40
-    mirror: true
-    mirrorWeight: 50
-    metrics:
-    - {name: request-duration, thresholdRange: {max: 500}, interval: 1m}"#,
-            ),
-        ],
         prometheus: vec![(vec![ISTIO_DURATION], values(80.0))],
-        hooks: vec![],
-        steps: promote_new_image(),
-        limit: LIMIT,
+        ..podinfo(
+            "mirroring",
+            "istio canary with traffic mirroring (mirrorWeight 50) one step before shifting",
+            "istio",
+            json!({}),
+            json!({
+                "threshold": 2,
+                "stepWeight": 20,
+                "maxWeight": 40,
+                "mirror": true,
+                "mirrorWeight": 50,
+                "metrics": [duration("1m")],
+            }),
+        )
     }
 }
 
 fn mirroring_blue_green() -> Scenario {
     Scenario {
-        name: "mirroring-blue-green",
-        about: "blue/green with traffic mirroring on gatewayapi:v1 (2 iterations)",
-        provider: "gatewayapi:v1",
-        objects: vec![
-            deployment(""),
-            canary(
-                "gatewayapi:v1",
-                GATEWAY_REFS,
-                r#"    threshold: 2
-    iterations: 2
-    mirror: true
-    metrics:
-    - {name: request-success-rate, thresholdRange: {min: 99}, interval: 1m}"#,
-            ),
-        ],
         prometheus: vec![(vec![HTTP_SUCCESS], values(100.0))],
-        hooks: vec![],
-        steps: promote_new_image(),
-        limit: LIMIT,
+        ..podinfo(
+            "mirroring-blue-green",
+            "blue/green with traffic mirroring on gatewayapi:v1 (2 iterations)",
+            "gatewayapi:v1",
+            gateway_refs(),
+            json!({"threshold": 2, "iterations": 2, "mirror": true, "metrics": [success_rate()]}),
+        )
     }
 }
 
 fn webhooks() -> Scenario {
-    let hook = |name: &str, kind: &str, path: &str| {
-        let kind = if kind.is_empty() {
-            String::new()
-        } else {
-            format!("\n      type: {kind}")
-        };
-        format!("    - name: {name}{kind}\n      url: @HOOKS@{path}\n      timeout: 5s")
-    };
     let hooks = [
         hook("approve-rollout", "confirm-rollout", "/gate/rollout"),
         hook("db-migration", "pre-rollout", "/pre-rollout"),
@@ -376,25 +368,9 @@ fn webhooks() -> Scenario {
         hook("notify", "post-rollout", "/post-rollout"),
         hook("manual-rollback", "rollback", "/rollback/check"),
         hook("audit", "event", "/audit"),
-    ]
-    .join("\n");
+    ];
     let closed = (403, "Forbidden");
     Scenario {
-        name: "webhooks",
-        about: "all eight webhook types on gatewayapi:v1: rollout, traffic and promotion gates that open late, a rollback gate that stays shut, event hooks",
-        provider: "gatewayapi:v1",
-        objects: vec![
-            deployment(""),
-            canary(
-                "gatewayapi:v1",
-                GATEWAY_REFS,
-                &format!(
-                    "    threshold: 2\n    stepWeight: 25\n    maxWeight: 50\n    webhooks:\n{}",
-                    hooks
-                ),
-            ),
-        ],
-        prometheus: vec![],
         hooks: vec![
             ("/gate/rollout", vec![closed, closed, (200, "Approved")]),
             (
@@ -404,71 +380,59 @@ fn webhooks() -> Scenario {
             ("/gate/promotion", vec![closed, (200, "Approved")]),
             ("/rollback/check", vec![closed]),
         ],
-        steps: promote_new_image(),
-        limit: LIMIT,
+        ..podinfo(
+            "webhooks",
+            "all eight webhook types on gatewayapi:v1: rollout, traffic and promotion gates that open late, a rollback gate that stays shut, event hooks",
+            "gatewayapi:v1",
+            gateway_refs(),
+            json!({"threshold": 2, "stepWeight": 25, "maxWeight": 50, "webhooks": hooks}),
+        )
     }
 }
 
 fn rollback_gate() -> Scenario {
     Scenario {
-        name: "rollback-gate",
-        about: "istio canary rolled back by a rollback webhook that opens on its third call",
-        provider: "istio",
-        objects: vec![
-            deployment(""),
-            canary(
-                "istio",
-                "",
-                &format!(
-                    r#"    threshold: 5
-    stepWeight: 10
-    maxWeight: 50
-    metrics:
-    - {{name: request-success-rate, thresholdRange: {{min: 99}}, interval: 1m}}
-    webhooks:
-{LOAD_TEST}
-    - name: rollback
-      type: rollback
-      url: @HOOKS@/rollback/check
-      timeout: 5s"#
-                ),
-            ),
-        ],
         prometheus: vec![(vec![ISTIO_SUCCESS], values(100.0))],
         hooks: vec![(
             "/rollback/check",
             vec![(403, "Forbidden"), (403, "Forbidden"), (200, "Approved")],
         )],
         steps: roll_back_new_image(),
-        limit: LIMIT,
+        ..podinfo(
+            "rollback-gate",
+            "istio canary rolled back by a rollback webhook that opens on its third call",
+            "istio",
+            json!({}),
+            json!({
+                "threshold": 5,
+                "stepWeight": 10,
+                "maxWeight": 50,
+                "metrics": [success_rate()],
+                "webhooks": [load_test(), hook("rollback", "rollback", "/rollback/check")],
+            }),
+        )
     }
 }
 
 fn no_data() -> Scenario {
     Scenario {
-        name: "no-data",
-        about: "gatewayapi:v1 canary whose metrics have no data: failed checks, then rollback",
-        provider: "gatewayapi:v1",
-        objects: vec![
-            deployment(""),
-            canary(
-                "gatewayapi:v1",
-                GATEWAY_REFS,
-                r#"    threshold: 2
-    stepWeight: 20
-    maxWeight: 60
-    metrics:
-    - {name: request-success-rate, thresholdRange: {min: 99}, interval: 1m}
-    - {name: request-duration, thresholdRange: {max: 500}, interval: 1m}"#,
-            ),
-        ],
         prometheus: vec![
             (vec![HTTP_SUCCESS], vec![Answer::NoValues]),
             (vec![HTTP_DURATION], vec![Answer::NoValues]),
         ],
-        hooks: vec![],
         steps: roll_back_new_image(),
-        limit: LIMIT,
+        ..podinfo(
+            "no-data",
+            "gatewayapi:v1 canary whose metrics have no data: failed checks, then rollback",
+            "gatewayapi:v1",
+            gateway_refs(),
+            json!({
+                "threshold": 2,
+                "stepWeight": 20,
+                "maxWeight": 60,
+                "metrics": [success_rate(), duration("1m")],
+            }),
+        )
     }
 }
 
@@ -482,83 +446,70 @@ spec:
   query: |
     sum(rate(http_errors_total{namespace="{{ namespace }}", app="{{ target }}"}[{{ interval }}]))
 "#;
-    Scenario {
-        name: "query-errors",
-        about: "istio canary whose Prometheus answers errors (503, a bad query, a timeout) between good answers, built-in and MetricTemplate metrics",
-        provider: "istio",
-        objects: vec![
-            template.into(),
-            deployment(""),
-            canary(
-                "istio",
-                "",
-                r#"    threshold: 5
-    stepWeight: 20
-    maxWeight: 40
-    metrics:
-    - {name: request-success-rate, thresholdRange: {min: 99}, interval: 1m}
-    - name: error-rate
-      templateRef: {name: error-rate}
-      thresholdRange: {max: 1}
-      interval: 1m"#,
-            ),
-        ],
-        prometheus: vec![
-            (
-                vec![ISTIO_SUCCESS],
-                vec![
-                    Answer::Error(503, "service unavailable".into()),
-                    Answer::Error(400, "1:5: parse error: unexpected identifier".into()),
-                    Answer::Value(99.9),
-                ],
-            ),
-            (
-                vec!["http_errors_total"],
-                vec![
-                    Answer::Value(0.5),
-                    Answer::Error(
-                        422,
-                        "query processing would load too many samples into memory".into(),
-                    ),
-                    Answer::Value(0.2),
-                ],
-            ),
-        ],
-        hooks: vec![],
-        steps: promote_new_image(),
-        limit: LIMIT,
-    }
+    let error_rate = json!({
+        "name": "error-rate",
+        "templateRef": {"name": "error-rate"},
+        "thresholdRange": {"max": 1},
+        "interval": "1m",
+    });
+    let mut s = podinfo(
+        "query-errors",
+        "istio canary whose Prometheus answers errors (503, a bad query, a timeout) between good answers, built-in and MetricTemplate metrics",
+        "istio",
+        json!({}),
+        json!({
+            "threshold": 5,
+            "stepWeight": 20,
+            "maxWeight": 40,
+            "metrics": [success_rate(), error_rate],
+        }),
+    );
+    s.objects.insert(0, template.into());
+    s.prometheus = vec![
+        (
+            vec![ISTIO_SUCCESS],
+            vec![
+                Answer::Error(503, "service unavailable".into()),
+                Answer::Error(400, "1:5: parse error: unexpected identifier".into()),
+                Answer::Value(99.9),
+            ],
+        ),
+        (
+            vec!["http_errors_total"],
+            vec![
+                Answer::Value(0.5),
+                Answer::Error(
+                    422,
+                    "query processing would load too many samples into memory".into(),
+                ),
+                Answer::Value(0.2),
+            ],
+        ),
+    ];
+    s
 }
 
 fn new_revision() -> Scenario {
     Scenario {
-        name: "new-revision",
-        about: "gatewayapi:v1 canary that gets another new revision at weight 20: the analysis restarts",
-        provider: "gatewayapi:v1",
-        objects: vec![
-            deployment(""),
-            canary(
-                "gatewayapi:v1",
-                GATEWAY_REFS,
-                &format!(
-                    r#"    threshold: 2
-    stepWeight: 10
-    maxWeight: 30
-    metrics:
-    - {{name: request-success-rate, thresholdRange: {{min: 99}}, interval: 1m}}
-    webhooks:
-{LOAD_TEST}"#
-                ),
-            ),
-        ],
         prometheus: vec![(vec![HTTP_SUCCESS], values(99.9))],
-        hooks: vec![],
         steps: vec![
             Step::then(Until::Phase("Initialized"), Action::SetImage(IMAGE_NEXT)),
             Step::then(Until::Weight(20), Action::SetImage(IMAGE_THIRD)),
             Step::wait(Until::Phase("Succeeded")),
         ],
-        limit: LIMIT,
+        ..podinfo(
+            "new-revision",
+            "gatewayapi:v1 canary that gets another new revision at weight 20: the analysis restarts",
+            "gatewayapi:v1",
+            gateway_refs(),
+            json!({
+                "threshold": 2,
+                "stepWeight": 10,
+                "maxWeight": 30,
+                "metrics": [success_rate()],
+                "webhooks": [load_test()],
+            }),
+        )
     }
 }
 

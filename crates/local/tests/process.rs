@@ -49,6 +49,13 @@ fn sample_app_spec(name: &str, replicas: u32) -> GroupSpec {
     )
 }
 
+/// A supervisor with [`fast_config`] running `spec`.
+fn start(spec: GroupSpec) -> (ProcessSupervisor, ProcessGroup) {
+    let supervisor = ProcessSupervisor::new(fast_config());
+    let group = supervisor.start(spec).unwrap();
+    (supervisor, group)
+}
+
 async fn all_gone(pids: &[u32]) -> bool {
     let pids = pids.to_vec();
     eventually(Duration::from_secs(10), move || {
@@ -71,10 +78,7 @@ fn pids(status: &GroupStatus) -> Vec<u32> {
 
 #[tokio::test]
 async fn replicas_become_ready_on_their_own_ports_and_stop() {
-    let supervisor = ProcessSupervisor::new(fast_config());
-    let group = supervisor
-        .start(sample_app_spec("test/podinfo-primary", 2))
-        .unwrap();
+    let (_supervisor, group) = start(sample_app_spec("test/podinfo-primary", 2));
     let status = ready(&group).await;
     assert_eq!(
         (status.replicas, status.ready, status.last_error.clone()),
@@ -104,10 +108,7 @@ async fn replicas_become_ready_on_their_own_ports_and_stop() {
 
 #[tokio::test]
 async fn a_killed_process_is_restarted() {
-    let supervisor = ProcessSupervisor::new(fast_config());
-    let group = supervisor
-        .start(sample_app_spec("test/podinfo-canary", 1))
-        .unwrap();
+    let (supervisor, group) = start(sample_app_spec("test/podinfo-canary", 1));
     let before = ready(&group).await;
     let old_pid = before.processes[0].pid.unwrap();
     nix::sys::signal::kill(
@@ -131,13 +132,10 @@ async fn a_killed_process_is_restarted() {
 
 #[tokio::test]
 async fn a_crash_loop_is_reported_with_the_last_output() {
-    let supervisor = ProcessSupervisor::new(fast_config());
-    let group = supervisor
-        .start(sh(
-            "test/broken",
-            "echo starting on {{port}}; echo 'fatal: no config' >&2; exit 3",
-        ))
-        .unwrap();
+    let (supervisor, group) = start(sh(
+        "test/broken",
+        "echo starting on {{port}}; echo 'fatal: no config' >&2; exit 3",
+    ));
     let status = group
         .wait_for(WAIT, |s| {
             s.last_error
@@ -214,14 +212,11 @@ async fn long_output_lines_are_truncated_in_error_messages() {
 
 #[tokio::test]
 async fn a_command_that_cannot_start_is_a_clear_error() {
-    let supervisor = ProcessSupervisor::new(fast_config());
-    let group = supervisor
-        .start(spec(
-            "test/typo",
-            &["/nonexistent/podinfo", "--port", "{{port}}"],
-            2,
-        ))
-        .unwrap();
+    let (supervisor, group) = start(spec(
+        "test/typo",
+        &["/nonexistent/podinfo", "--port", "{{port}}"],
+        2,
+    ));
     let status = group
         .wait_for(WAIT, |s| s.last_error.is_some())
         .await
@@ -289,8 +284,7 @@ async fn stop_kills_the_whole_process_group_even_when_sigterm_is_ignored() {
 
 #[tokio::test]
 async fn dropping_the_supervisor_leaves_no_orphans() {
-    let supervisor = ProcessSupervisor::new(fast_config());
-    let group = supervisor.start(sample_app_spec("test/dropped", 2)).unwrap();
+    let (supervisor, group) = start(sample_app_spec("test/dropped", 2));
     let pids = pids(&ready(&group).await);
     drop(supervisor);
     assert!(

@@ -32,22 +32,14 @@ async fn routes_answer_like_podinfo() {
             (StatusCode::OK, Some("OK"))
         );
     }
-    assert_eq!(
-        get(&c, addr, "/status/503", &[]).await.status,
-        StatusCode::SERVICE_UNAVAILABLE
-    );
-    assert_eq!(
-        get(&c, addr, "/status/201", &[]).await.status,
-        StatusCode::CREATED
-    );
-    assert_eq!(
-        get(&c, addr, "/status/abc", &[]).await.status,
-        StatusCode::BAD_REQUEST
-    );
-    assert_eq!(
-        get(&c, addr, "/nothing-here", &[]).await.status,
-        StatusCode::NOT_FOUND
-    );
+    for (path, status) in [
+        ("/status/503", StatusCode::SERVICE_UNAVAILABLE),
+        ("/status/201", StatusCode::CREATED),
+        ("/status/abc", StatusCode::BAD_REQUEST),
+        ("/nothing-here", StatusCode::NOT_FOUND),
+    ] {
+        assert_eq!(get(&c, addr, path, &[]).await.status, status, "{path}");
+    }
 
     let started = Instant::now();
     let delayed = get(&c, addr, "/delay/1", &[]).await;

@@ -11,7 +11,7 @@ use aviary_core::ports::{MetricError, Metrics};
 use aviary_providers::metrics::AwsCredentials;
 use aviary_providers::metrics::cloudwatch::sigv4;
 use aviary_providers::{PrometheusBuiltins, ProviderMetrics, ResourceStore, StaticSecrets};
-use common::{Reply, Seen, Server, bounded};
+use common::{Reply, Seen, Server, assert_took, bounded};
 use serde_json::{Value, json};
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -61,6 +61,25 @@ fn fixture() -> Fixture {
 
 async fn run(f: &Fixture, t: &MetricTemplate, interval: &str, q: &str) -> Result<f64, MetricError> {
     f.metrics.query("my-metric", t, interval, q).await
+}
+
+/// Each query in `queries` answers no value (`NoValues`, which the analysis counts as a failed
+/// check rather than an error).
+async fn assert_no_values(f: &Fixture, t: &MetricTemplate, queries: &[&str]) {
+    for q in queries {
+        let e = run(f, t, "1m", q).await.unwrap_err();
+        assert!(matches!(e, MetricError::NoValues(_)), "{q}: {e:?}");
+    }
+}
+
+/// The online check of a Canary whose one metric refers to the stored template `t` passes;
+/// returns that Canary.
+async fn check_online(f: &Fixture, t: MetricTemplate) -> Canary {
+    f.store.insert_template(t);
+    let canary =
+        canary_with(json!([{"name": "m", "templateRef": {"name": "my-metric", "namespace": "monitoring"}}]));
+    f.metrics.check_providers(&canary).await.unwrap();
+    canary
 }
 
 fn now_secs() -> u64 {
@@ -212,10 +231,7 @@ async fn prometheus_no_values_matrices_and_errors_never_show_the_token() {
             run(&f, &t, "1m", "empty").await.unwrap_err(),
             MetricError::NoValues("no values found".into())
         );
-        assert!(matches!(
-            run(&f, &t, "1m", "nan").await.unwrap_err(),
-            MetricError::NoValues(_)
-        ));
+        assert_no_values(&f, &t, &["nan"]).await;
         assert_eq!(
             query_error(run(&f, &t, "1m", "matrix").await.unwrap_err()),
             "query returned multiple values"
@@ -327,12 +343,8 @@ async fn prometheus_times_out_after_five_seconds() {
         let t = template("prometheus", &server.url(), None, json!({}));
         let started = std::time::Instant::now();
         let e = query_error(run(&f, &t, "1m", "slow").await.unwrap_err());
-        let took = started.elapsed();
         assert!(e.contains("timed out"), "{e}");
-        assert!(
-            took >= Duration::from_secs(4) && took < Duration::from_secs(8),
-            "{took:?}"
-        );
+        assert_took(started, Duration::from_secs(4)..Duration::from_secs(8));
         server.stop().await;
     })
     .await;
@@ -477,16 +489,13 @@ async fn datadog_request_window_keys_and_oldest_point() {
         assert_eq!(r.header("dd-api-key"), Some("dd-api-key-1"));
         assert_eq!(r.header("dd-application-key"), Some("dd-app-key-2"));
 
-        assert!(matches!(run(&f, &t, "1m", "empty").await.unwrap_err(), MetricError::NoValues(_)));
-        assert!(matches!(run(&f, &t, "1m", "null").await.unwrap_err(), MetricError::NoValues(_)));
+        assert_no_values(&f, &t, &["empty", "null"]).await;
         let e = query_error(run(&f, &t, "1m", "forbidden").await.unwrap_err());
         assert_eq!(e, r#"error response: {"errors":["Forbidden"]}"#);
         let e = provider_error(run(&f, &t, "", "q").await.unwrap_err());
         assert!(e.contains("error parsing metric interval"), "{e}");
 
-        f.store.insert_template(t.clone());
-        let canary = canary_with(json!([{"name": "m", "templateRef": {"name": "my-metric", "namespace": "monitoring"}}]));
-        f.metrics.check_providers(&canary).await.unwrap();
+        check_online(&f, t.clone()).await;
         let validate = server.requests().into_iter().last().unwrap();
         assert_eq!(validate.path, "/api/v1/validate");
         assert_eq!(validate.header("dd-api-key"), Some("dd-api-key-1"));
@@ -545,14 +554,7 @@ async fn newrelic_nrql_since_interval_and_single_result() {
         assert_eq!(r.header("accept"), Some("application/json"));
 
         assert_eq!(run(&f, &t, "1m", "percentile").await.unwrap(), 250.0);
-        assert!(matches!(
-            run(&f, &t, "1m", "none").await.unwrap_err(),
-            MetricError::NoValues(_)
-        ));
-        assert!(matches!(
-            run(&f, &t, "1m", "null").await.unwrap_err(),
-            MetricError::NoValues(_)
-        ));
+        assert_no_values(&f, &t, &["none", "null"]).await;
         assert_eq!(
             query_error(run(&f, &t, "1m", "two").await.unwrap_err()),
             "query returned multiple values"
@@ -560,11 +562,7 @@ async fn newrelic_nrql_since_interval_and_single_result() {
         let e = query_error(run(&f, &t, "1m", "bad").await.unwrap_err());
         assert!(e.contains("NRQL Syntax Error"), "{e}");
 
-        f.store.insert_template(t);
-        let canary = canary_with(
-            json!([{"name": "m", "templateRef": {"name": "my-metric", "namespace": "monitoring"}}]),
-        );
-        f.metrics.check_providers(&canary).await.unwrap();
+        check_online(&f, t).await;
         server.stop().await;
     })
     .await;
@@ -611,24 +609,13 @@ async fn graphite_render_params_basic_auth_and_last_non_null() {
             Some("Basic Z3JhcGhpdGU6cHctZ3JhcGhpdGU=")
         );
 
-        assert!(matches!(
-            run(&f, &t, "1m", "target=empty").await.unwrap_err(),
-            MetricError::NoValues(_)
-        ));
-        assert!(matches!(
-            run(&f, &t, "1m", "target=nulls").await.unwrap_err(),
-            MetricError::NoValues(_)
-        ));
+        assert_no_values(&f, &t, &["target=empty", "target=nulls"]).await;
         assert_eq!(
             query_error(run(&f, &t, "1m", "target=broken").await.unwrap_err()),
             "error response: render failed"
         );
         // Online: `target=test` answering no values is fine.
-        f.store.insert_template(t);
-        let canary = canary_with(
-            json!([{"name": "m", "templateRef": {"name": "my-metric", "namespace": "monitoring"}}]),
-        );
-        f.metrics.check_providers(&canary).await.unwrap();
+        check_online(&f, t).await;
         assert_eq!(server.requests().last().unwrap().query["target"], "test");
         server.stop().await;
     })
@@ -701,11 +688,7 @@ async fn influxdb_flux_over_http_with_org_and_token() {
             "influx",
             [("token", "influx-token-9"), ("org", "my-org")],
         );
-        f.store.insert_template(t);
-        let canary = canary_with(
-            json!([{"name": "m", "templateRef": {"name": "my-metric", "namespace": "monitoring"}}]),
-        );
-        f.metrics.check_providers(&canary).await.unwrap();
+        check_online(&f, t).await;
         assert_eq!(
             server.requests().last().unwrap().json()["query"],
             "buckets() |> limit(n: 1)"
@@ -761,23 +744,12 @@ async fn dynatrace_selector_window_token_and_last_data_entry() {
         assert_eq!(to - from, 600_000);
         assert_eq!(r.header("authorization"), Some("Api-Token dt0c01.token"));
 
-        assert!(matches!(
-            run(&f, &t, "1m", "empty").await.unwrap_err(),
-            MetricError::NoValues(_)
-        ));
-        assert!(matches!(
-            run(&f, &t, "1m", "nodata").await.unwrap_err(),
-            MetricError::NoValues(_)
-        ));
+        assert_no_values(&f, &t, &["empty", "nodata"]).await;
         assert_eq!(
             query_error(run(&f, &t, "1m", "bad").await.unwrap_err()),
             "error response: Invalid selector"
         );
-        f.store.insert_template(t);
-        let canary = canary_with(
-            json!([{"name": "m", "templateRef": {"name": "my-metric", "namespace": "monitoring"}}]),
-        );
-        f.metrics.check_providers(&canary).await.unwrap();
+        check_online(&f, t).await;
         let online = server.requests().into_iter().last().unwrap();
         assert_eq!(
             (online.path.as_str(), online.raw_query.as_str()),
@@ -896,10 +868,7 @@ async fn cloudwatch_get_metric_data_is_signed_and_read() {
         let (start, end) = (body["StartTime"].as_u64().unwrap(), body["EndTime"].as_u64().unwrap());
         assert!(end >= before && end - start == 600, "{start}..{end}");
 
-        assert!(matches!(
-            run(&f, &t, "1m", r#"[{"Id":"empty"}]"#).await.unwrap_err(),
-            MetricError::NoValues(_)
-        ));
+        assert_no_values(&f, &t, &[r#"[{"Id":"empty"}]"#]).await;
         assert_eq!(
             query_error(run(&f, &t, "1m", r#"[{"Id":"bad"}]"#).await.unwrap_err()),
             "cloudwatch ValidationException: Invalid metric"
@@ -908,9 +877,7 @@ async fn cloudwatch_get_metric_data_is_signed_and_read() {
         assert!(e.contains("JSON array of MetricDataQuery"), "{e}");
 
         // Online: an empty query answered with a validation error means authenticated and up.
-        f.store.insert_template(t.clone());
-        let canary = canary_with(json!([{"name": "m", "templateRef": {"name": "my-metric", "namespace": "monitoring"}}]));
-        f.metrics.check_providers(&canary).await.unwrap();
+        let canary = check_online(&f, t.clone()).await;
 
         // A wrong secret key fails the signature check, and the online check says so.
         f.secrets.insert(
@@ -1155,7 +1122,7 @@ async fn stackdriver_mql_with_a_self_signed_service_account_jwt() {
         assert_eq!(claims["exp"].as_u64().unwrap(), iat + 3600);
 
         assert_eq!(run(&f, &t, "1m", "ints").await.unwrap(), 42.0);
-        assert!(matches!(run(&f, &t, "1m", "empty").await, Err(MetricError::NoValues(_))));
+        assert_no_values(&f, &t, &["empty"]).await;
         let e = query_error(run(&f, &t, "1m", "denied").await.unwrap_err());
         assert_eq!(
             e,
@@ -1422,7 +1389,7 @@ async fn splunk_signalflow_computation_over_a_websocket() {
 
         assert_eq!(run(&f, &t, "1m", "gzip").await.unwrap(), 0.75);
         assert_eq!(run(&f, &t, "1m", "long").await.unwrap(), 7.0);
-        assert!(matches!(run(&f, &t, "1m", "empty").await, Err(MetricError::NoValues(_))));
+        assert_no_values(&f, &t, &["empty"]).await;
         assert_eq!(
             query_error(run(&f, &t, "1m", "multi").await.unwrap_err()),
             "invalid response: query returned multiple values"
@@ -1483,7 +1450,7 @@ async fn external_metrics_server_with_a_bearer_token() {
         let r = server.only_request();
         assert_eq!(r.method, "GET");
         assert_eq!(r.query["labelSelector"], "queue=orders");
-        assert!(matches!(run(&f, &t, "1m", "idle").await, Err(MetricError::NoValues(_))));
+        assert_no_values(&f, &t, &["idle"]).await;
         assert_eq!(
             query_error(run(&f, &t, "1m", "jobs/missing").await.unwrap_err()),
             "error querying external metrics API: the server could not find the requested resource"

@@ -10,23 +10,13 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
+mod common;
+
 use aviary_template::{Model, parse};
 
 /// The model the oracle uses (tests/gotemplate/main.go).
 fn model() -> Model {
-    Model {
-        name: "podinfo".into(),
-        namespace: "test".into(),
-        target: "podinfo".into(),
-        service: "podinfo-svc".into(),
-        ingress: "podinfo-ing".into(),
-        route: "podinfo-00002".into(),
-        interval: "1m".into(),
-        variables: [("cluster", "eu-1"), ("app", "podinfo"), ("empty", "")]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-    }
+    common::model(&[("cluster", "eu-1"), ("app", "podinfo"), ("empty", "")])
 }
 
 /// Builds the Go oracle (cached by Go's build cache outside the repository).

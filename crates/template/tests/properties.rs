@@ -2,20 +2,13 @@
 //! fails without panicking, text outside actions is copied as is, and the model's functions
 //! render their values wherever they appear.
 
+mod common;
+
 use aviary_template::{Model, parse};
 use proptest::prelude::*;
 
 fn model() -> Model {
-    Model {
-        name: "podinfo".into(),
-        namespace: "test".into(),
-        target: "podinfo".into(),
-        service: "podinfo-svc".into(),
-        ingress: "podinfo-ing".into(),
-        route: "podinfo-00002".into(),
-        interval: "1m".into(),
-        variables: [("cluster".to_string(), "eu-1".to_string())].into(),
-    }
+    common::model(&[("cluster", "eu-1")])
 }
 
 /// Strings rich in template syntax.

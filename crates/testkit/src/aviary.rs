@@ -50,11 +50,7 @@ impl Pki {
     /// exits).
     pub fn get(bin: &str) -> &'static Pki {
         PKI.get_or_init(|| {
-            let dir = tempfile::Builder::new()
-                .prefix("aviary-pki-")
-                .tempdir()
-                .expect("a temporary directory")
-                .keep();
+            let dir = pki_dir();
             let d = dir.to_str().expect("a UTF-8 temporary path");
             certs(bin, &["init", d]);
             certs(bin, &["issue", d, "--user", ADMIN, "--role", "admin"]);
@@ -248,14 +244,7 @@ impl LocalCluster {
     /// `aviary agent --local` on the cluster: its dirs, the admin port, analyses at most once a
     /// second, `--cluster NAME`; the caller adds the rest.
     pub fn command(&self, bin: &str) -> Command {
-        let mut cmd = Command::new(bin);
-        cmd.args(["agent", "--local"])
-            .arg(&self.dir)
-            .arg("--state-dir")
-            .arg(&self.state)
-            .args(["--admin-listen", &format!("127.0.0.1:{}", self.admin)])
-            .args(["--min-analysis-interval", "1s", "--cluster", &self.name]);
-        cmd
+        local_agent(bin, &self.dir, &self.state, self.admin, &self.name)
     }
 
     /// Starts [`LocalCluster::command`] with `args`: stdout dropped, stderr echoed where `echo`
@@ -310,4 +299,28 @@ pub fn apply(cli: impl Fn(&[&str]) -> (i32, String, String), dir: &Path, yaml: &
     let path = file.to_str().expect("a UTF-8 path");
     let (code, out, err) = cli(&["rollout", "apply", "-f", path]);
     assert_eq!(code, 0, "aviary rollout apply: {out}{err}");
+}
+
+/// A new directory for a test binary's certificates (`aviary-pki-*` in the temporary
+/// directory), kept when the test ends: processes started with them may outlive the test's
+/// handles.
+pub fn pki_dir() -> PathBuf {
+    tempfile::Builder::new()
+        .prefix("aviary-pki-")
+        .tempdir()
+        .expect("a temporary directory")
+        .keep()
+}
+
+/// `aviary agent --local DIR` of `cluster`: its state in `state`, the admin API on
+/// `admin_port`, analyses at most once a second; the caller adds the rest.
+pub fn local_agent(bin: &str, dir: &Path, state: &Path, admin_port: u16, cluster: &str) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.args(["agent", "--local"])
+        .arg(dir)
+        .arg("--state-dir")
+        .arg(state)
+        .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
+        .args(["--min-analysis-interval", "1s", "--cluster", cluster]);
+    cmd
 }

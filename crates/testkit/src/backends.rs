@@ -31,6 +31,47 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// A backend serving its routes over a shared `S` on 127.0.0.1; stops when dropped.
+struct Served<S> {
+    url: String,
+    state: Arc<Mutex<S>>,
+    cancel: CancellationToken,
+}
+
+impl<S: Send + 'static> Served<S> {
+    async fn start(state: S, routes: Router<Arc<Mutex<S>>>) -> Result<Self> {
+        let state = Arc::new(Mutex::new(state));
+        let (addr, cancel) = serve(routes.with_state(state.clone())).await?;
+        Ok(Self {
+            url: format!("http://{addr}"),
+            state,
+            cancel,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, S> {
+        lock(&self.state)
+    }
+}
+
+impl<S> Drop for Served<S> {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// Routes every path, `/` included, to `handler`.
+fn every_path<H, T, S>(handler: H) -> Router<S>
+where
+    H: axum::handler::Handler<T, S>,
+    T: 'static,
+    S: Clone + Send + Sync + 'static,
+{
+    Router::new()
+        .route("/{*path}", any(handler.clone()))
+        .route("/", any(handler))
+}
+
 async fn serve(router: Router) -> Result<(SocketAddr, CancellationToken)> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
         .await
@@ -78,30 +119,22 @@ struct PromState {
 
 /// A Prometheus-compatible query endpoint with scripted answers.
 pub struct FakePrometheus {
-    url: String,
-    state: Arc<Mutex<PromState>>,
-    cancel: CancellationToken,
+    served: Served<PromState>,
 }
 
 impl FakePrometheus {
     /// Starts with no rules: every query but `vector(1)` has no values.
     pub async fn start() -> Result<Self> {
-        let state = Arc::new(Mutex::new(PromState::default()));
-        let router = Router::new()
+        let routes = Router::new()
             .route("/api/v1/query", get(prom_get).post(prom_post))
-            .route("/-/healthy", get(|| async { "Prometheus is Healthy.\n" }))
-            .with_state(state.clone());
-        let (addr, cancel) = serve(router).await?;
-        Ok(Self {
-            url: format!("http://{addr}"),
-            state,
-            cancel,
-        })
+            .route("/-/healthy", get(|| async { "Prometheus is Healthy.\n" }));
+        let served = Served::start(PromState::default(), routes).await?;
+        Ok(Self { served })
     }
 
     /// Base URL (`http://127.0.0.1:PORT`).
     pub fn url(&self) -> &str {
-        &self.url
+        &self.served.url
     }
 
     /// Queries containing every one of `needles` answer `value`; the rule set last wins.
@@ -118,7 +151,7 @@ impl FakePrometheus {
     /// the last answer: the same values in the same order whenever the queries come. Replaces
     /// a rule with the same needles; the rule set last wins.
     pub fn script(&self, needles: &[&str], answers: Vec<Answer>) {
-        let mut s = lock(&self.state);
+        let mut s = self.served.lock();
         let needles: Vec<String> = needles.iter().map(|n| n.to_string()).collect();
         s.rules.retain(|r| r.needles != needles);
         let answers = if answers.is_empty() {
@@ -135,33 +168,27 @@ impl FakePrometheus {
 
     /// The answer of queries no rule matches (`None`: no values).
     pub fn set_default(&self, value: Option<f64>) {
-        lock(&self.state).default = value;
+        self.served.lock().default = value;
     }
 
     /// Forgets every rule.
     pub fn clear(&self) {
-        lock(&self.state).rules.clear();
+        self.served.lock().rules.clear();
     }
 
     /// Every query received, in order.
     pub fn queries(&self) -> Vec<String> {
-        lock(&self.state).queries.clone()
+        self.served.lock().queries.clone()
     }
 
     /// Every query received with the answer it got, in order.
     pub fn answered(&self) -> Vec<(String, Answer)> {
-        let s = lock(&self.state);
+        let s = self.served.lock();
         s.queries
             .iter()
             .cloned()
             .zip(s.answered.iter().cloned())
             .collect()
-    }
-}
-
-impl Drop for FakePrometheus {
-    fn drop(&mut self) {
-        self.cancel.cancel();
     }
 }
 
@@ -287,34 +314,23 @@ struct HookState {
 
 /// A webhook receiver: records POSTs, answers 200 unless scripted otherwise.
 pub struct FakeWebhook {
-    url: String,
-    state: Arc<Mutex<HookState>>,
-    cancel: CancellationToken,
+    served: Served<HookState>,
 }
 
 impl FakeWebhook {
     pub async fn start() -> Result<Self> {
-        let state = Arc::new(Mutex::new(HookState::default()));
-        let router = Router::new()
-            .route("/{*path}", any(hook))
-            .route("/", any(hook))
-            .with_state(state.clone());
-        let (addr, cancel) = serve(router).await?;
-        Ok(Self {
-            url: format!("http://{addr}"),
-            state,
-            cancel,
-        })
+        let served = Served::start(HookState::default(), every_path(hook)).await?;
+        Ok(Self { served })
     }
 
     /// Base URL (`http://127.0.0.1:PORT`); any path is accepted.
     pub fn url(&self) -> &str {
-        &self.url
+        &self.served.url
     }
 
     /// Answers requests to `path` (e.g. `/gate`) with `status`.
     pub fn set_status(&self, path: &str, status: u16) {
-        let mut s = lock(&self.state);
+        let mut s = self.served.lock();
         s.scripts.remove(path);
         s.status.insert(path.to_string(), status);
     }
@@ -322,7 +338,7 @@ impl FakeWebhook {
     /// The n-th request to `path` gets `answers[n]` (status, body), every later one the last
     /// answer: a gate that opens on the third call is `[(403, "closed"), (403, "closed"), (200, "")]`.
     pub fn script(&self, path: &str, answers: Vec<(u16, String)>) {
-        let mut s = lock(&self.state);
+        let mut s = self.served.lock();
         s.status.remove(path);
         if !answers.is_empty() {
             s.scripts.insert(path.to_string(), (answers, 0));
@@ -332,28 +348,22 @@ impl FakeWebhook {
     /// From now on requests to `path` are recorded but never answered: the connection stays
     /// open and silent (a webhook that hangs), until the receiver drops.
     pub fn hang(&self, path: &str) {
-        lock(&self.state).hanging.insert(path.to_string());
+        self.served.lock().hanging.insert(path.to_string());
     }
 
     /// Every request so far.
     pub fn calls(&self) -> Vec<WebhookCall> {
-        lock(&self.state).calls.clone()
+        self.served.lock().calls.clone()
     }
 
     /// The path of every request so far with the moment it arrived, in order.
     pub fn arrivals(&self) -> Vec<(String, std::time::Instant)> {
-        let s = lock(&self.state);
+        let s = self.served.lock();
         s.calls
             .iter()
             .map(|c| c.path.clone())
             .zip(s.arrivals.iter().copied())
             .collect()
-    }
-}
-
-impl Drop for FakeWebhook {
-    fn drop(&mut self) {
-        self.cancel.cancel();
     }
 }
 
@@ -439,51 +449,36 @@ struct EchoState {
 /// A careless upstream: answers every request with its status (500 unless set) and the request
 /// quoted back ([`echo_text`]), except for paths given a fixed reply; records every request.
 pub struct EchoServer {
-    url: String,
-    state: Arc<Mutex<EchoState>>,
-    cancel: CancellationToken,
+    served: Served<EchoState>,
 }
 
 impl EchoServer {
     /// Starts answering `status` with the echo.
     pub async fn start(status: u16) -> Result<Self> {
-        let state = Arc::new(Mutex::new(EchoState {
+        let state = EchoState {
             status,
             ..EchoState::default()
-        }));
-        let router = Router::new()
-            .route("/{*path}", any(echo))
-            .route("/", any(echo))
-            .with_state(state.clone());
-        let (addr, cancel) = serve(router).await?;
-        Ok(Self {
-            url: format!("http://{addr}"),
-            state,
-            cancel,
-        })
+        };
+        let served = Served::start(state, every_path(echo)).await?;
+        Ok(Self { served })
     }
 
     /// Base URL (`http://127.0.0.1:PORT`); any path is accepted.
     pub fn url(&self) -> &str {
-        &self.url
+        &self.served.url
     }
 
     /// Requests to `path` get `status` and `body` instead of the echo.
     pub fn set_reply(&self, path: &str, status: u16, body: &str) {
-        lock(&self.state)
+        self.served
+            .lock()
             .replies
             .insert(path.to_string(), (status, body.to_string()));
     }
 
     /// Every request so far.
     pub fn requests(&self) -> Vec<EchoedRequest> {
-        lock(&self.state).requests.clone()
-    }
-}
-
-impl Drop for EchoServer {
-    fn drop(&mut self) {
-        self.cancel.cancel();
+        self.served.lock().requests.clone()
     }
 }
 

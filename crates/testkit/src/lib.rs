@@ -36,6 +36,8 @@
 //!   (the invariants every fault test asserts).
 //! - [`net`]: loopback ports, `curl`; [`wait`]: polling a condition; [`logs`]: tracing in the
 //!   test output.
+//! - [`json`]: reading JSON answers in tests.
+//! - [`generated`]: committed generated files checked against their generator's output.
 //! - [`process`]: child processes killed on drop, captured logs, process trees (orphans).
 //! - [`traffic`]: steady HTTP traffic to a service.
 //! - [`aviary`]: the aviary binary as a process (coordinator, CLI commands), serving and calling
@@ -58,9 +60,11 @@ pub mod crds;
 pub mod error;
 pub mod etcd;
 pub mod fuzz;
+pub mod generated;
 pub mod helm;
 pub mod history;
 pub mod ingress_nginx;
+pub mod json;
 pub mod kube_env;
 pub mod kubectl;
 pub mod logs;

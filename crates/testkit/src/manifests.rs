@@ -144,6 +144,11 @@ impl LocalCanary {
     }
 }
 
+/// One resource `test/NAME` of `kind` with `spec`, as YAML (no annotations).
+pub fn resource(name: &str, api_version: &str, kind: &str, spec: Value) -> String {
+    document(name, api_version, kind, spec, &BTreeMap::new())
+}
+
 fn document(
     name: &str,
     api_version: &str,

@@ -146,6 +146,17 @@ impl Log {
     pub fn grep(&self, pattern: &str) -> Vec<String> {
         self.lines().into_iter().filter(|l| l.contains(pattern)).collect()
     }
+
+    /// Asserts that a line contains every one of `needles`; otherwise shows the lines with the
+    /// first.
+    #[track_caller]
+    pub fn assert_line_with(&self, needles: &[&str]) {
+        let candidates = self.grep(needles[0]);
+        assert!(
+            candidates.iter().any(|l| needles.iter().all(|n| l.contains(n))),
+            "no line with all of {needles:?}: {candidates:#?}"
+        );
+    }
 }
 
 /// Echo every line.
@@ -219,4 +230,16 @@ pub fn spawn_with_input(cmd: &mut Command, stdin: Option<&[u8]>) -> Child {
 /// A piped standard input for a program given input, `/dev/null` otherwise.
 pub fn input(given: bool) -> Stdio {
     if given { Stdio::piped() } else { Stdio::null() }
+}
+
+/// Runs `cmd` to its end and returns its output; panics unless it succeeded, naming `what`
+/// and showing its stderr.
+pub fn output_ok(cmd: &mut Command, what: &str) -> std::process::Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }

@@ -73,6 +73,21 @@ impl Kubectl {
     }
 
     /// A fixture with its namespace set to this test's, written to a temporary file.
+    /// Waits until the latest ready revision of the Knative Service `podinfo` is `revision`.
+    async fn until_latest_ready(&self, revision: &str) {
+        self.objects
+            .wait_for(
+                "serving.knative.dev/v1",
+                "Service",
+                Some(&self.ns),
+                "podinfo",
+                WAIT,
+                |s| s["status"]["latestReadyRevisionName"] == revision,
+            )
+            .await
+            .unwrap();
+    }
+
     fn path(&self, file: &str) -> String {
         let text = std::fs::read_to_string(Self::fixture(file))
             .unwrap()
@@ -111,17 +126,7 @@ async fn knative_patch_creates_a_new_revision() {
         out.contains("service.serving.knative.dev/podinfo created"),
         "{out}"
     );
-    k.objects
-        .wait_for(
-            "serving.knative.dev/v1",
-            "Service",
-            Some(&k.ns),
-            "podinfo",
-            WAIT,
-            |s| s["status"]["latestReadyRevisionName"] == "podinfo-00001",
-        )
-        .await
-        .unwrap();
+    k.until_latest_ready("podinfo-00001").await;
 
     // The command from the Flagger Knative tutorial, verbatim.
     let out = k
@@ -156,17 +161,7 @@ async fn knative_patch_creates_a_new_revision() {
         rev["spec"]["containers"][0]["image"],
         "ghcr.io/stefanprodan/podinfo:6.0.1"
     );
-    k.objects
-        .wait_for(
-            "serving.knative.dev/v1",
-            "Service",
-            Some(&k.ns),
-            "podinfo",
-            WAIT,
-            |s| s["status"]["latestReadyRevisionName"] == "podinfo-00002",
-        )
-        .await
-        .unwrap();
+    k.until_latest_ready("podinfo-00002").await;
 
     let revisions = k.run(&["get", "revisions", "-n", &k.ns]).await;
     assert_eq!(
@@ -228,28 +223,18 @@ async fn deployments_roll_out_scale_and_delete() {
 
     k.run(&["scale", "deploy/podinfo", "-n", &k.ns, "--replicas=3"])
         .await;
-    let out = k
-        .run(&[
-            "rollout",
-            "status",
-            "deploy/podinfo",
-            "-n",
-            &k.ns,
-            "--timeout=10s",
-        ])
-        .await;
-    assert!(out.contains("successfully rolled out"), "{out}");
-    let out = k
-        .run(&[
-            "wait",
-            "--for=condition=Available",
-            "deploy/podinfo",
-            "-n",
-            &k.ns,
-            "--timeout=10s",
-        ])
-        .await;
-    assert!(out.contains("condition met"), "{out}");
+    let waits = [
+        (["rollout", "status", "deploy/podinfo"], "successfully rolled out"),
+        (
+            ["wait", "--for=condition=Available", "deploy/podinfo"],
+            "condition met",
+        ),
+    ];
+    for (wait, says) in waits {
+        let args = [&wait[..], &["-n", k.ns.as_str(), "--timeout=10s"][..]].concat();
+        let out = k.run(&args).await;
+        assert!(out.contains(says), "{out}");
+    }
 
     let out = k.run(&["delete", "deploy", "podinfo", "-n", &k.ns]).await;
     assert!(out.contains("deployment.apps \"podinfo\" deleted"), "{out}");

@@ -39,11 +39,7 @@ pub fn rev(tag: &str) -> Revision {
 pub fn pki() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("aviary-pki-")
-            .tempdir()
-            .unwrap()
-            .keep();
+        let dir = aviary_testkit::aviary::pki_dir();
         certs::init(&dir, &[]).unwrap();
         certs::issue_user(&dir, "admin", Role::Admin, DEFAULT_TRUST_DOMAIN).unwrap();
         dir
@@ -146,6 +142,30 @@ pub fn failing_agent(c: &Coordinator, cluster: &str, region: &str) -> SimAgent {
     a
 }
 
+/// An agent whose analyses take 10 ticks of 2000 requests each, its canaries failing
+/// `canary_error_rate` of them and its primaries `primary_error_rate` (the pooled evidence's
+/// input; every simulated analysis itself succeeds).
+pub fn judged_agent(
+    c: &Coordinator,
+    cluster: &str,
+    region: &str,
+    (canary_error_rate, primary_error_rate): (f64, f64),
+) -> SimAgent {
+    let mut cfg = agent_config(c, cluster, region);
+    cfg.steps = 10;
+    cfg.requests_per_tick = 2000;
+    for k in &mut cfg.canaries {
+        k.error_rates = Some((canary_error_rate, primary_error_rate));
+    }
+    SimAgent::spawn(cfg)
+}
+
+/// The image of `podinfod` in the primary of `agent`'s test/podinfo.
+pub fn primary_image(agent: &SimAgent) -> String {
+    let snap = agent.snapshot(NS, NAME).unwrap();
+    snap.primary_revision.unwrap().container_images["podinfod"].clone()
+}
+
 /// Polls `f` every 50 ms (tokio time: instant on a paused clock) for up to `limit` of it.
 pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut f: F) -> T
 where
@@ -242,6 +262,80 @@ pub async fn until(
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Asserts that a call was refused with `code` and a message containing `text` (any message
+/// when empty); returns the status.
+#[track_caller]
+pub fn refused<T: std::fmt::Debug>(
+    answer: Result<T, tonic::Status>,
+    code: tonic::Code,
+    text: &str,
+) -> tonic::Status {
+    let e = match answer {
+        Ok(answer) => panic!("expected {code:?} ({text}), got {answer:?}"),
+        Err(e) => e,
+    };
+    assert_eq!(e.code(), code, "{e:?}");
+    assert!(e.message().contains(text), "{}", e.message());
+    e
+}
+
+/// A verb on wave `wave` of rollout `r1` by `actor`.
+pub fn wave_verb(wave: &str, actor: &str) -> v1::WaveVerbRequest {
+    v1::WaveVerbRequest {
+        name: "r1".into(),
+        wave: wave.into(),
+        actor: actor.into(),
+    }
+}
+
+/// A verb on `cluster` of rollout `r1` by `actor`.
+pub fn cluster_verb(cluster: &str, actor: &str) -> v1::ClusterVerbRequest {
+    v1::ClusterVerbRequest {
+        name: "r1".into(),
+        cluster: cluster.into(),
+        actor: actor.into(),
+    }
+}
+
+/// A verb on rollout `name` by `actor`, for `reason`.
+pub fn rollout_verb(name: &str, actor: &str, reason: &str) -> v1::RolloutVerbRequest {
+    v1::RolloutVerbRequest {
+        name: name.into(),
+        actor: actor.into(),
+        reason: reason.into(),
+    }
+}
+
+/// Creates the rollout `r1` of [`manifest`] with `spec_tail`.
+pub async fn create_r1(c: &Coordinator, spec_tail: &str) -> v1::Rollout {
+    create(c, &manifest("r1", spec_tail)).await.unwrap()
+}
+
+/// Waits until `cluster` of `r1` is Progressing (its analysis runs).
+pub async fn until_progressing(c: &Coordinator, cluster_name: &str) -> v1::Rollout {
+    let what = format!("{cluster_name} to progress");
+    until(c, "r1", &what, |r| {
+        cluster(r, cluster_name).phase == "Progressing"
+    })
+    .await
+}
+
+/// Waits until the first wave of `name` bakes.
+pub async fn until_baking(c: &Coordinator, name: &str) -> v1::Rollout {
+    until(c, name, "the first wave to bake", |r| {
+        r.waves[0].phase == "Baking"
+    })
+    .await
+}
+
+/// The first history record of `kind` (in `wave`, unless empty).
+pub fn record<'a>(r: &'a v1::Rollout, kind: &str, wave: &str) -> &'a v1::HistoryEntry {
+    r.history
+        .iter()
+        .find(|h| h.kind == kind && (wave.is_empty() || h.wave == wave))
+        .unwrap_or_else(|| panic!("no {kind} record in {:?}", r.history))
 }
 
 pub fn cluster<'a>(r: &'a v1::Rollout, name: &str) -> &'a v1::ClusterStatus {

@@ -28,6 +28,11 @@ fn base_spec() -> Value {
     })
 }
 
+/// [`base_spec`] with the fields of `extra`.
+fn rollout_spec(extra: Value) -> Value {
+    with(base_spec(), extra)
+}
+
 fn with(mut spec: Value, extra: Value) -> Value {
     for (k, v) in extra.as_object().unwrap() {
         spec[k] = v.clone();
@@ -35,18 +40,20 @@ fn with(mut spec: Value, extra: Value) -> Value {
     spec
 }
 
-fn old_rev() -> Revision {
+/// podinfod at `podinfo:TAG`.
+fn rev(tag: &str) -> Revision {
     Revision {
-        container_images: [("podinfod".to_string(), "podinfo:1".to_string())].into(),
+        container_images: [("podinfod".to_string(), format!("podinfo:{tag}"))].into(),
         version: String::new(),
     }
 }
 
+fn old_rev() -> Revision {
+    rev("1")
+}
+
 fn new_rev() -> Revision {
-    Revision {
-        container_images: [("podinfod".to_string(), "podinfo:2".to_string())].into(),
-        version: String::new(),
-    }
+    rev("2")
 }
 
 fn steady() -> CanaryObs {
@@ -93,15 +100,12 @@ fn errors(spec: Value, fleet: &[ClusterInfo]) -> Vec<String> {
 #[test]
 fn plan_assigns_each_cluster_to_the_first_wave_that_selects_it() {
     let fleet = clusters(&[("a1", "us"), ("a2", "us"), ("b1", "eu"), ("c1", "ap")]);
-    let spec = with(
-        base_spec(),
-        json!({"waves": [
+    let spec = rollout_spec(json!({"waves": [
             {"name": "first", "clusters": {"matchLabels": {"cluster": "a1"}}},
             {"name": "us", "regions": ["us"], "maxConcurrent": "50%"},
             {"name": "rest", "maxConcurrent": 5, "approval": "manual"},
         ], "failurePolicy": {"mandatoryWaves": ["first"], "maxFailedClusters": "50%", "rollback": "all"},
-           "clusterDeadline": "10m"}),
-    );
+           "clusterDeadline": "10m"}));
     let plan = resolve_plan(&rollout(spec), &fleet).unwrap();
     let waves: Vec<(String, Vec<String>, u32, bool, bool)> = plan
         .waves
@@ -142,8 +146,7 @@ fn plan_by_region_and_exclusions() {
         labels: [("env".to_string(), "dev".to_string())].into(),
         canary: Some(steady()),
     });
-    let spec = with(
-        base_spec(),
+    let spec = rollout_spec(
         json!({"byRegion": ["eu", "us"], "clusters": {"matchLabels": {"env": "prod"}},
                "waveDefaults": {"maxConcurrent": "25%", "bake": {"duration": "1m", "minRequests": 10}},
                "failurePolicy": {"maxFailedClusters": "40%"}}),
@@ -167,76 +170,54 @@ fn plan_errors_name_the_field() {
     }
     let cases: Vec<(Value, &[ClusterInfo], &str)> = vec![
         (
-            with(
-                base_spec(),
-                json!({"waves": [{"name": "w"}], "canary": {"namespace": "test", "name": "nope"}}),
-            ),
+            rollout_spec(json!({"waves": [{"name": "w"}], "canary": {"namespace": "test", "name": "nope"}})),
             &without_canary,
             "spec.canary: no selected cluster reports canary test/nope",
         ),
         (
-            with(
-                base_spec(),
-                json!({"waves": [{"name": "w"}], "clusters": {"matchLabels": {"env": "qa"}}}),
-            ),
+            rollout_spec(json!({"waves": [{"name": "w"}], "clusters": {"matchLabels": {"env": "qa"}}})),
             &fleet,
             "spec.clusters: selects none of the 2 registered clusters",
         ),
         (
-            with(base_spec(), json!({"waves": [{"name": "w"}]})),
+            rollout_spec(json!({"waves": [{"name": "w"}]})),
             &[],
             "spec.clusters: no cluster is registered",
         ),
         (
-            with(
-                base_spec(),
+            rollout_spec(
                 json!({"waves": [{"name": "w", "clusters": {"matchExpressions": [{"key": "region", "operator": "In", "values": ["mars"]}]}}]}),
             ),
             &fleet,
             "spec.waves[0].clusters: selects no cluster",
         ),
         (
-            with(
-                base_spec(),
-                json!({"waves": [{"name": "all"}, {"name": "late", "regions": ["us"]}]}),
-            ),
+            rollout_spec(json!({"waves": [{"name": "all"}, {"name": "late", "regions": ["us"]}]})),
             &fleet,
             "spec.waves[1].regions: every cluster it selects is already in an earlier wave: a1 (wave all)",
         ),
         (
-            with(base_spec(), json!({"byRegion": ["us", "ap"]})),
+            rollout_spec(json!({"byRegion": ["us", "ap"]})),
             &fleet,
             "spec.byRegion[1]: no selected cluster reporting canary test/podinfo is in region \"ap\"",
         ),
         (
-            with(
-                base_spec(),
-                json!({"waves": [{"name": "w", "maxConcurrent": "150%"}]}),
-            ),
+            rollout_spec(json!({"waves": [{"name": "w", "maxConcurrent": "150%"}]})),
             &fleet,
             "spec.waves[0].maxConcurrent: a percent must be between 0% and 100%",
         ),
         (
-            with(
-                base_spec(),
-                json!({"waves": [{"name": "w"}], "failurePolicy": {"mandatoryWaves": ["first"]}}),
-            ),
+            rollout_spec(json!({"waves": [{"name": "w"}], "failurePolicy": {"mandatoryWaves": ["first"]}})),
             &fleet,
             "spec.failurePolicy.mandatoryWaves[0]: \"first\" is not a wave of this rollout",
         ),
         (
-            with(
-                base_spec(),
-                json!({"waves": [{"name": "w", "bake": {"minSuccessRate": 101.0}}]}),
-            ),
+            rollout_spec(json!({"waves": [{"name": "w", "bake": {"minSuccessRate": 101.0}}]})),
             &fleet,
             "spec.waves[0].bake.minSuccessRate: must be a percentage between 0 and 100",
         ),
         (
-            with(
-                base_spec(),
-                json!({"waves": [{"name": "w"}], "clusterDeadline": "0s"}),
-            ),
+            rollout_spec(json!({"waves": [{"name": "w"}], "clusterDeadline": "0s"})),
             &fleet,
             "spec.clusterDeadline: must be longer than 0",
         ),
@@ -248,7 +229,7 @@ fn plan_errors_name_the_field() {
             "want {want:?}, got {got:?}"
         );
     }
-    let mut bad_name = rollout(with(base_spec(), json!({"waves": [{"name": "w"}]})));
+    let mut bad_name = rollout(rollout_spec(json!({"waves": [{"name": "w"}]})));
     bad_name.metadata.name = Some("a/b".into());
     let got = resolve_plan(&bad_name, &fleet).unwrap_err();
     assert_eq!(got[0].path, "metadata.name");
@@ -291,6 +272,44 @@ impl Model {
             now: t0(),
             sent: Vec::new(),
         }
+    }
+
+    /// Steps, then asserts the rollout's phase.
+    #[track_caller]
+    fn step_to(&mut self, phase: RolloutPhase) {
+        self.step();
+        assert_eq!(self.state.phase, phase);
+    }
+
+    /// Steps `clusters` to success one at a time, stepping after each.
+    fn finish_in_turn(&mut self, clusters: &[&str]) {
+        for c in clusters {
+            self.step();
+            self.finish(c, true);
+        }
+        self.step();
+    }
+
+    /// Delivers an agent's ack of command `id`; whether it changed anything.
+    fn ack(&mut self, id: &str, applied: bool, fingerprint: &str, message: &str) -> bool {
+        on_ack(
+            &self.plan,
+            &mut self.state,
+            id,
+            applied,
+            fingerprint,
+            message,
+            self.now,
+        )
+    }
+
+    /// The first history record of `kind`.
+    fn record(&self, kind: &str) -> &HistoryEntry {
+        self.state
+            .history
+            .iter()
+            .find(|h| h.kind == kind)
+            .unwrap_or_else(|| panic!("no {kind} record in {:?}", self.state.history))
     }
 
     fn obs(&mut self, c: &str) -> &mut CanaryObs {
@@ -392,13 +411,10 @@ fn starts(cmds: &[Command]) -> Vec<String> {
 
 fn two_waves(extra: Value) -> Value {
     with(
-        with(
-            base_spec(),
-            json!({"waves": [
-                {"name": "first", "regions": ["us"], "maxConcurrent": 1},
-                {"name": "rest", "maxConcurrent": 2},
-            ]}),
-        ),
+        rollout_spec(json!({"waves": [
+            {"name": "first", "regions": ["us"], "maxConcurrent": 1},
+            {"name": "rest", "maxConcurrent": 2},
+        ]})),
         extra,
     )
 }
@@ -451,13 +467,10 @@ fn rollback_scopes() {
         ),
     ];
     for (scope, want_cmds, want_phases) in cases {
-        let spec = with(
-            base_spec(),
-            json!({"waves": [
+        let spec = rollout_spec(json!({"waves": [
                 {"name": "first", "regions": ["us"], "maxConcurrent": 2},
                 {"name": "rest"},
-            ], "failurePolicy": {"mandatoryWaves": ["first"], "rollback": scope}}),
-        );
+            ], "failurePolicy": {"mandatoryWaves": ["first"], "rollback": scope}}));
         let mut m = Model::new(spec, FLEET);
         assert_eq!(starts(&m.step()), vec!["r1/us1/1", "r1/us2/1"]);
         m.finish("us1", true);
@@ -479,12 +492,7 @@ fn rollback_scopes() {
         assert_eq!(phases, want, "scope {scope}");
         assert_eq!(m.state.waves[1].phase, WavePhase::Cancelled);
         assert_eq!(m.phase_of("eu1"), ClusterPhase::Pending);
-        let failed = m
-            .state
-            .history
-            .iter()
-            .find(|h| h.kind == "cluster-failed")
-            .unwrap();
+        let failed = m.record("cluster-failed");
         assert_eq!(failed.metrics["request-success-rate"], 42.0);
         assert_eq!(failed.metrics["failedChecks"], 5.0);
     }
@@ -492,14 +500,11 @@ fn rollback_scopes() {
 
 #[test]
 fn rollback_all_unwinds_newest_wave_first_and_rolls_back_running_canaries() {
-    let spec = with(
-        base_spec(),
-        json!({"waves": [
+    let spec = rollout_spec(json!({"waves": [
             {"name": "w1", "clusters": {"matchLabels": {"cluster": "us1"}}},
             {"name": "w2", "clusters": {"matchLabels": {"cluster": "us2"}}},
             {"name": "w3", "maxConcurrent": 2},
-        ], "failurePolicy": {"rollback": "all"}}),
-    );
+        ], "failurePolicy": {"rollback": "all"}}));
     let mut m = Model::new(spec, FLEET);
     m.step();
     m.finish("us1", true);
@@ -529,8 +534,7 @@ fn rollback_all_unwinds_newest_wave_first_and_rolls_back_running_canaries() {
         matches!(&next[..], [Command::Revert { cluster, .. }] if cluster == "us1"),
         "{next:?}"
     );
-    m.step();
-    assert_eq!(m.state.phase, RolloutPhase::Failed);
+    m.step_to(RolloutPhase::Failed);
     assert_eq!(
         m.phases(),
         vec![
@@ -559,26 +563,20 @@ fn failure_budget_tolerates_then_fails() {
     m.finish("us2", true);
     m.step();
     m.finish("eu1", false);
-    m.step();
-    assert_eq!(m.state.phase, RolloutPhase::RollingBack);
+    m.step_to(RolloutPhase::RollingBack);
     assert!(
         m.state
             .message
             .contains("2 failed (budget 1, failurePolicy.maxFailedClusters)")
     );
-    m.step();
-    assert_eq!(m.state.phase, RolloutPhase::Failed);
+    m.step_to(RolloutPhase::Failed);
 }
 
 #[test]
 fn bake_needs_time_and_requests() {
     let spec = two_waves(json!({"waveDefaults": {"bake": {"duration": "10m", "minRequests": 1000}}}));
     let mut m = Model::new(spec, FLEET);
-    m.step();
-    m.finish("us1", true);
-    m.step();
-    m.finish("us2", true);
-    m.step();
+    m.finish_in_turn(&["us1", "us2"]);
     assert_eq!(m.state.waves[0].phase, WavePhase::Baking);
     assert_eq!(
         next_wake(&m.plan, &m.state, m.now),
@@ -599,12 +597,7 @@ fn bake_needs_time_and_requests() {
     let cmds = m.step();
     assert_eq!(starts(&cmds), vec!["r1/eu1/1", "r1/eu2/1"]);
     assert_eq!(m.state.waves[0].bake.as_ref().unwrap().requests, Some(1000));
-    let done = m
-        .state
-        .history
-        .iter()
-        .find(|h| h.kind == "wave-succeeded")
-        .unwrap();
+    let done = m.record("wave-succeeded");
     assert_eq!(done.metrics["bakeRequests"], 1000.0);
     assert!(
         done.message.contains("1000 requests (≥ 1000)"),
@@ -615,8 +608,7 @@ fn bake_needs_time_and_requests() {
 
 #[test]
 fn bake_time_alone_is_not_enough_and_counter_restarts_do_not_over_count() {
-    let spec = with(
-        base_spec(),
+    let spec = rollout_spec(
         json!({"waves": [{"name": "only", "maxConcurrent": 4, "bake": {"duration": "1m", "minRequests": 100}}]}),
     );
     let mut m = Model::new(spec, &[("a", "us")]);
@@ -633,19 +625,15 @@ fn bake_time_alone_is_not_enough_and_counter_restarts_do_not_over_count() {
     m.step();
     assert_eq!(bake_requests(&m.state, 0, &m.view), 20);
     m.obs("a").served_requests = 100;
-    m.step();
-    assert_eq!(m.state.phase, RolloutPhase::Succeeded);
+    m.step_to(RolloutPhase::Succeeded);
 }
 
 #[test]
 fn bake_regression_fails_the_cluster() {
-    let spec = with(
-        base_spec(),
-        json!({"waves": [
+    let spec = rollout_spec(json!({"waves": [
             {"name": "first", "regions": ["us"], "maxConcurrent": 2, "bake": {"duration": "5m", "minSuccessRate": 99}},
             {"name": "rest"},
-        ], "failurePolicy": {"mandatoryWaves": ["first"], "rollback": "wave"}}),
-    );
+        ], "failurePolicy": {"mandatoryWaves": ["first"], "rollback": "wave"}}));
     let mut m = Model::new(spec, FLEET);
     m.step();
     m.finish("us1", true);
@@ -660,31 +648,22 @@ fn bake_regression_fails_the_cluster() {
         matches!(&cmds[..], [Command::Revert { cluster, .. }] if cluster == "us1"),
         "{cmds:?}"
     );
-    let reg = m
-        .state
-        .history
-        .iter()
-        .find(|h| h.kind == "bake-regression")
-        .unwrap();
+    let reg = m.record("bake-regression");
     assert!(
         reg.message.contains("97.50% < bake.minSuccessRate 99%"),
         "{}",
         reg.message
     );
     assert_eq!(reg.metrics["primarySuccessRate"], 97.5);
-    m.step();
-    assert_eq!(m.state.phase, RolloutPhase::Failed);
+    m.step_to(RolloutPhase::Failed);
 }
 
 #[test]
 fn manual_approval_waits_and_can_be_given_in_advance() {
-    let spec = with(
-        base_spec(),
-        json!({"waves": [
-            {"name": "first", "regions": ["us"], "maxConcurrent": 2},
-            {"name": "eu", "regions": ["eu"], "approval": "manual", "maxConcurrent": 2},
-        ]}),
-    );
+    let spec = rollout_spec(json!({"waves": [
+        {"name": "first", "regions": ["us"], "maxConcurrent": 2},
+        {"name": "eu", "regions": ["eu"], "approval": "manual", "maxConcurrent": 2},
+    ]}));
     let mut m = Model::new(spec.clone(), FLEET);
     m.step();
     m.finish("us1", true);
@@ -716,12 +695,7 @@ fn manual_approval_waits_and_can_be_given_in_advance() {
     m.finish("us1", true);
     m.finish("us2", true);
     assert_eq!(starts(&m.step()), vec!["r1/eu1/1", "r1/eu2/1"]);
-    let h = m
-        .state
-        .history
-        .iter()
-        .find(|h| h.kind == "wave-approved")
-        .unwrap();
+    let h = m.record("wave-approved");
     assert_eq!(
         (h.actor.as_str(), h.message.as_str()),
         ("carol", "approved in advance")
@@ -770,8 +744,7 @@ fn skip_and_retry() {
     m.finish("us1", true);
     m.finish("eu1", true);
     m.finish("eu2", true);
-    m.step();
-    assert_eq!(m.state.phase, RolloutPhase::Succeeded);
+    m.step_to(RolloutPhase::Succeeded);
     let started_us1 = m
         .state
         .history
@@ -809,8 +782,7 @@ fn abort_rolls_back_per_policy_then_aborted() {
     );
     let e = pause(&m.plan, &mut m.state, "alice", "", m.now).unwrap_err();
     assert!(e.to_string().contains("is rolling back"), "{e}");
-    m.step();
-    assert_eq!(m.state.phase, RolloutPhase::Aborted);
+    m.step_to(RolloutPhase::Aborted);
     assert_eq!(m.phase_of("us1"), ClusterPhase::Reverted);
     assert_eq!(m.phase_of("us2"), ClusterPhase::Reverted);
     assert_eq!(m.state.waves[0].phase, WavePhase::Cancelled);
@@ -893,34 +865,10 @@ fn acks_are_idempotent_and_a_refusal_fails_the_cluster() {
     );
     let cmds = reconcile(&m.plan, &mut m.state, &m.view, m.now);
     assert_eq!(starts(&cmds), vec!["r1/us1/1"]);
-    assert!(on_ack(&m.plan, &mut m.state, "r1/us1/1", true, "fp-x", "", m.now));
-    assert!(!on_ack(
-        &m.plan,
-        &mut m.state,
-        "r1/us1/1",
-        true,
-        "fp-x",
-        "",
-        m.now
-    ));
-    assert!(!on_ack(
-        &m.plan,
-        &mut m.state,
-        "r1/us1/7",
-        false,
-        "",
-        "old",
-        m.now
-    ));
-    assert!(!on_ack(
-        &m.plan,
-        &mut m.state,
-        "other/us1/1",
-        false,
-        "",
-        "x",
-        m.now
-    ));
+    assert!(m.ack("r1/us1/1", true, "fp-x", ""));
+    assert!(!m.ack("r1/us1/1", true, "fp-x", ""));
+    assert!(!m.ack("r1/us1/7", false, "", "old"));
+    assert!(!m.ack("other/us1/1", false, "", "x"));
     assert!(pending_commands(&m.plan, &m.state).is_empty());
     let cmds = reconcile(&m.plan, &mut m.state, &m.view, m.now);
     assert!(cmds.is_empty());
@@ -931,15 +879,7 @@ fn acks_are_idempotent_and_a_refusal_fails_the_cluster() {
     retry_cluster(&m.plan, &mut m.state, "us1", "a", m.now).unwrap();
     let cmds = reconcile(&m.plan, &mut m.state, &m.view, m.now);
     assert_eq!(starts(&cmds), vec!["r1/us1/2"]);
-    assert!(on_ack(
-        &m.plan,
-        &mut m.state,
-        "r1/us1/2",
-        false,
-        "",
-        "image pull denied",
-        m.now
-    ));
+    assert!(m.ack("r1/us1/2", false, "", "image pull denied"));
     let c = m.state.clusters().next().unwrap();
     assert_eq!(c.phase, ClusterPhase::Failed);
     assert!(c.verdict.contains("image pull denied"));
@@ -990,8 +930,7 @@ fn gate_mode_opens_for_the_rollout_revision() {
     o.last_applied_spec = "fp-new".into();
     o.phase = "Failed".into();
     m.step();
-    m.step();
-    assert_eq!(m.state.phase, RolloutPhase::Failed);
+    m.step_to(RolloutPhase::Failed);
     let g = decide(&m, "us2", &ask);
     assert!(!g.open);
     assert!(g.reason.contains("ended Failed"), "{}", g.reason);
@@ -1070,10 +1009,7 @@ fn spec_strategy() -> impl Strategy<Value = (Value, usize)> {
             if mandatory {
                 fp["mandatoryWaves"] = json!(["w0"]);
             }
-            let spec = with(
-                base_spec(),
-                json!({"waves": waves, "failurePolicy": fp, "clusterDeadline": "30m"}),
-            );
+            let spec = rollout_spec(json!({"waves": waves, "failurePolicy": fp, "clusterDeadline": "30m"}));
             (spec, per_wave)
         })
 }
@@ -1241,8 +1177,7 @@ fn pooled_evidence_refuses_clusters_outside_the_plan_and_keeps_a_good_rollout_go
         add_evidence(&mut m.state, &report("us1", i, (200, 0), (1800, 2)));
         add_evidence(&mut m.state, &report("us1", i, (200, 0), (1800, 2)));
     }
-    m.step();
-    assert_eq!(m.state.phase, RolloutPhase::Running);
+    m.step_to(RolloutPhase::Running);
     // The state (with its pool) survives the store's JSON.
     let text = serde_json::to_string(&m.state).unwrap();
     let back: RolloutState = serde_json::from_str(&text).unwrap();
@@ -1284,11 +1219,7 @@ fn pooled_promote_ends_a_bake_before_its_request_count() {
         json!({"waveDefaults": {"bake": {"duration": "1m", "minRequests": 1000000}}}),
     );
     let mut m = Model::new(spec, FLEET);
-    m.step();
-    m.finish("us1", true);
-    m.step();
-    m.finish("us2", true);
-    m.step();
+    m.finish_in_turn(&["us1", "us2"]);
     assert_eq!(m.state.waves[0].phase, WavePhase::Baking);
     m.advance(120);
     m.step();

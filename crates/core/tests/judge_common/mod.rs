@@ -6,26 +6,33 @@ use aviary_core::judge::{ArmCounts, Boundaries, Histogram, IntervalCounts, Metri
 
 /// `request-success-rate` with the judge's defaults and Flagger's `min: 99`.
 pub(crate) fn errors_metric() -> MetricSpec {
-    MetricSpec {
-        name: "request-success-rate".into(),
-        kind: MetricKind::Errors,
-        tolerance: 1.0,
-        margin: 2.0,
-        weight: 1.0,
-        slo: Some(Slo::ErrorRate(0.01)),
-        min_events: 20,
-    }
+    metric(
+        "request-success-rate",
+        MetricKind::Errors,
+        2.0,
+        Slo::ErrorRate(0.01),
+    )
 }
 
 /// `request-duration` with the judge's defaults and Flagger's `max: 500`.
 pub(crate) fn latency_metric(boundaries: Boundaries) -> MetricSpec {
+    metric(
+        "request-duration",
+        MetricKind::Latency(boundaries),
+        1.5,
+        Slo::P99Ms(500.0),
+    )
+}
+
+/// A metric with the judge's defaults (tolerance 1, weight 1, 20 events at least).
+fn metric(name: &str, kind: MetricKind, margin: f64, slo: Slo) -> MetricSpec {
     MetricSpec {
-        name: "request-duration".into(),
-        kind: MetricKind::Latency(boundaries),
+        name: name.into(),
+        kind,
         tolerance: 1.0,
-        margin: 1.5,
+        margin,
         weight: 1.0,
-        slo: Some(Slo::P99Ms(500.0)),
+        slo: Some(slo),
         min_events: 20,
     }
 }

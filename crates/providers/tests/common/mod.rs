@@ -218,3 +218,11 @@ pub fn podinfo_model(route: &str) -> aviary_core::ports::MetricModel {
         variables: Default::default(),
     }
 }
+
+/// Asserts that the time since `started` lies in `range` (a timeout or back-off took effect,
+/// and no more).
+#[track_caller]
+pub fn assert_took(started: std::time::Instant, range: std::ops::Range<Duration>) {
+    let took = started.elapsed();
+    assert!(range.contains(&took), "took {took:?}, not in {range:?}");
+}
