@@ -349,11 +349,7 @@ async fn run(link: Link, mut rx: mpsc::UnboundedReceiver<Outgoing>, stop: Cancel
             SessionEnd::Leader(addr) => {
                 electing = true;
                 tracing::info!("coordinator {url} is a follower; following the leader at {addr}");
-                leader_hint = Some(if addr.starts_with("http") {
-                    addr
-                } else {
-                    format!("http://{addr}")
-                });
+                leader_hint = Some(leader_url(&url, &addr));
                 continue;
             }
             SessionEnd::Failed(e) => {
@@ -386,6 +382,17 @@ async fn run(link: Link, mut rx: mpsc::UnboundedReceiver<Outgoing>, stop: Cancel
         };
         backoff = (backoff * 2).min(cap);
     }
+}
+
+/// The leader a follower named (`host:port`) as a URL with the scheme of the coordinator URL
+/// that named it: with TLS every replica is `https://`, and a plain `http://` attempt only
+/// fails its handshake.
+fn leader_url(asked: &str, addr: &str) -> String {
+    if addr.contains("://") {
+        return addr.to_string();
+    }
+    let scheme = asked.split_once("://").map_or("http", |(s, _)| s);
+    format!("{scheme}://{addr}")
 }
 
 fn push_bounded<T>(buf: &mut VecDeque<T>, e: T, cap: usize) {
@@ -469,7 +476,17 @@ async fn session(
     };
     let _ = out_tx.send(msg(agent_message::Msg::Hello(hello)));
     let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(out_rx);
-    let mut inbound = match client.connect(stream).await {
+    // A bounded wait for the coordinator's answer: a request or answer lost in a partition can
+    // otherwise sit in TCP retransmission backoff for minutes (seen with flapping links), and
+    // the heartbeat watchdog only starts once the stream is open.
+    let answer = (link.shared.config.heartbeat * 3).max(Duration::from_secs(5));
+    let connected = match tokio::time::timeout(answer, client.connect(stream)).await {
+        Ok(r) => r,
+        Err(_) => {
+            return SessionEnd::Failed(format!("no answer from the coordinator within {answer:?}"));
+        }
+    };
+    let mut inbound = match connected {
         Ok(resp) => resp.into_inner(),
         Err(status) => {
             if status.code() == tonic::Code::Unavailable
@@ -840,6 +857,18 @@ impl Gate for LinkGate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_named_leader_keeps_the_scheme_it_was_named_under() {
+        for (asked, addr, want) in [
+            ("https://10.0.0.1:443", "10.0.0.2:443", "https://10.0.0.2:443"),
+            ("http://c0:50051", "c1:50051", "http://c1:50051"),
+            ("https://c0:443", "http://c1:8080", "http://c1:8080"),
+            ("c0:443", "c1:443", "http://c1:443"),
+        ] {
+            assert_eq!(leader_url(asked, addr), want, "{asked} named {addr}");
+        }
+    }
 
     #[test]
     fn revisions_match_on_what_was_asked() {
