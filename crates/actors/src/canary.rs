@@ -63,11 +63,65 @@ pub struct CanaryState {
     _timer: TimerGuard,
 }
 
-fn start_timer(myself: &ActorRef<CanaryMsg>, interval: Duration) -> TimerGuard {
+/// Starts the tick timer: the first tick at `first`, then one every `interval`. Ticks that the
+/// actor could not take in time queue up and collapse in `run_tick`, like Go's Ticker.
+fn start_timer(myself: &ActorRef<CanaryMsg>, first: Instant, interval: Duration) -> TimerGuard {
     // tokio's interval panics on a zero period; `analysis_interval` never returns one, and this
     // keeps a future caller from turning a bad spec into a panic loop.
     let interval = interval.max(Duration::from_millis(1));
-    TimerGuard(myself.send_interval(interval, || CanaryMsg::Tick))
+    let actor = myself.clone();
+    TimerGuard(tokio::spawn(async move {
+        let mut timer = tokio::time::interval_at(first, interval);
+        loop {
+            timer.tick().await;
+            if actor.send_message(CanaryMsg::Tick).is_err() {
+                break; // the actor is gone
+            }
+        }
+    }))
+}
+
+/// When the periodic ticks of a canary start, counted from its first (immediate) tick.
+///
+/// Without spreading this is one interval, as in Flagger. With it, the canary's ticks fall at
+/// a fixed phase of the interval taken from a hash of its key, the first of them between 0.55
+/// and 1.55 intervals after the first tick. An agent that starts with a thousand canaries otherwise ticks them
+/// all in the same second, every interval, and their status, route and event writes reach
+/// the API server as one burst that its queues answer late (or with 429) instead of a steady
+/// stream it answers at once. The floor keeps the second tick clear of the backlog collapse
+/// in `run_tick` (half an interval).
+pub(crate) fn first_periodic_tick(key: &str, interval: Duration, spread: bool) -> Duration {
+    if !spread {
+        return interval;
+    }
+    let phase = phase(key);
+    interval.mul_f64(if phase >= 0.55 { phase } else { 1.0 + phase })
+}
+
+/// A fraction in [0, 1) that depends only on `key` (stable across restarts and processes).
+fn phase(key: &str) -> f64 {
+    // FNV-1a: small, stable, and well spread over similar keys like `ns/app-17`.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    // Fold the high bits in: FNV's low bits vary least for keys that differ in their last byte.
+    h ^= h >> 29;
+    (h % 1_000_000) as f64 / 1_000_000.0
+}
+
+/// Starts the timer of a canary's periodic ticks; returns it and the instant its schedule
+/// counts from (one interval before the first periodic tick), for the lateness figure.
+fn schedule(
+    myself: &ActorRef<CanaryMsg>,
+    key: &str,
+    interval: Duration,
+    settings: &Settings,
+) -> (TimerGuard, Instant) {
+    let first = Instant::now() + first_periodic_tick(key, interval, settings.spread_ticks);
+    let start = first.checked_sub(interval).unwrap_or(first);
+    (start_timer(myself, first, interval), start)
 }
 
 /// How late a tick started `since` the schedule began, against the nearest multiple of
@@ -100,7 +154,7 @@ impl Actor for CanaryActor {
         args: CanaryArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         let interval = args.canary.analysis_interval(args.settings.min_interval);
-        let timer = start_timer(&myself, interval);
+        let (timer, schedule_start) = schedule(&myself, &args.canary.key(), interval, &args.settings);
         let mut spec = args.canary;
         let status = spec.status.take().map(Arc::new);
         // Like Flagger's job, run once at start, then on every tick.
@@ -113,7 +167,7 @@ impl Actor for CanaryActor {
             supervisor: args.supervisor,
             memory: TickMemory::default(),
             interval,
-            schedule_start: Instant::now(),
+            schedule_start,
             last_tick: None,
             _timer: timer,
         })
@@ -136,8 +190,9 @@ impl Actor for CanaryActor {
                 let interval = state.spec.analysis_interval(state.settings.min_interval);
                 if interval != state.interval {
                     state.interval = interval;
-                    state._timer = start_timer(&myself, interval);
-                    state.schedule_start = Instant::now();
+                    let (timer, start) = schedule(&myself, &state.spec.key(), interval, &state.settings);
+                    state._timer = timer;
+                    state.schedule_start = start;
                 }
             }
             CanaryMsg::Get(reply) => {
@@ -208,7 +263,7 @@ async fn run_tick(state: &mut CanaryState) {
 
 #[cfg(test)]
 mod tests {
-    use super::lateness;
+    use super::{first_periodic_tick, lateness};
     use proptest::prelude::*;
     use std::time::Duration;
 
@@ -220,7 +275,36 @@ mod tests {
         assert_eq!(lateness(s(5), Duration::ZERO), Duration::ZERO);
     }
 
+    #[test]
+    fn without_spreading_the_second_tick_is_one_interval_later() {
+        let s = Duration::from_secs;
+        assert_eq!(first_periodic_tick("test/podinfo", s(30), false), s(30));
+    }
+
+    #[test]
+    fn a_thousand_canaries_spread_evenly_over_the_interval() {
+        let interval = Duration::from_secs(10);
+        let mut buckets = [0usize; 10];
+        for i in 0..1000 {
+            let first = first_periodic_tick(&format!("bench/app-{i}"), interval, true);
+            // the phase within the interval, in tenths
+            let phase = (first.as_secs_f64() / interval.as_secs_f64()).fract();
+            buckets[(phase * 10.0) as usize] += 1;
+        }
+        // uniform would be 100 a bucket; a burst would put them all in one
+        assert!(buckets.iter().all(|&n| (60..=140).contains(&n)), "{buckets:?}");
+    }
+
     proptest! {
+        /// The second tick stays clear of the backlog collapse (half an interval) and comes
+        /// within one and a half intervals past it.
+        #[test]
+        fn the_second_tick_is_within_the_spread(key in ".{0,64}", interval_ms in 1u64..86_400_000) {
+            let interval = Duration::from_millis(interval_ms);
+            let first = first_periodic_tick(&key, interval, true);
+            prop_assert!(first >= interval.mul_f64(0.55) && first <= interval.mul_f64(1.55));
+        }
+
         /// No schedule (a zero interval included) panics, and lateness stays below one period.
         #[test]
         fn lateness_is_total(since_ns in any::<u64>(), interval_ns in any::<u64>()) {

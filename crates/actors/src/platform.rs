@@ -119,6 +119,12 @@ pub struct Settings {
     pub max_restarts: u32,
     /// The window for `max_restarts`.
     pub restart_window: Duration,
+    /// Spread the canaries' ticks over their interval (a phase from each canary's key) rather
+    /// than ticking every canary discovered together in the same instant: the second tick comes
+    /// 0.55 to 1.55 intervals after the first, then one every interval. Off, the second tick
+    /// comes one interval after the first, as in Flagger (tests that count ticks from the
+    /// start turn it off).
+    pub spread_ticks: bool,
 }
 
 impl Default for Settings {
@@ -132,6 +138,7 @@ impl Default for Settings {
             on_tick: None,
             max_restarts: 5,
             restart_window: Duration::from_secs(300),
+            spread_ticks: true,
         }
     }
 }

@@ -98,10 +98,13 @@ impl Platform for TestPlatform {
     }
 }
 
+/// These tests count ticks from the start (a tick at 0, then one every interval), so they
+/// turn the spreading of tick phases off; `canaries_discovered_together_tick_apart` tests it.
 fn settings(prefix: &str) -> Settings {
     Settings {
         name_prefix: prefix.into(),
         clock: Clock::tokio(jiff::Timestamp::from_second(1_767_225_600).unwrap()),
+        spread_ticks: false,
         ..Settings::default()
     }
 }
@@ -290,4 +293,60 @@ async fn a_zero_interval_with_a_zero_floor_never_panics() {
     assert_eq!(views[0].restarts, 0, "the actor must not panic");
     assert_eq!(status(&agent, "test/podinfo").await.phase, CanaryPhase::Succeeded);
     agent.stop().await;
+}
+
+/// Canaries discovered in the same instant (an agent starting with its cluster's canaries) tick
+/// together once, then at phases spread over the interval, each keeping its own interval:
+/// their API writes reach the server as a stream instead of one burst per interval.
+#[tokio::test(start_paused = true)]
+async fn canaries_discovered_together_tick_apart() {
+    let ticks: Arc<Mutex<Vec<(String, tokio::time::Instant)>>> = Arc::default();
+    let seen = ticks.clone();
+    let platform = Arc::new(TestPlatform::default());
+    let agent = CanaryActors::start(
+        platform.clone(),
+        Settings {
+            spread_ticks: true,
+            on_tick: Some(Arc::new(move |r: &aviary_actors::TickReport| {
+                seen.lock().push((r.key.clone(), tokio::time::Instant::now()));
+            })),
+            ..settings("t-spread")
+        },
+    )
+    .await
+    .unwrap();
+    let start = tokio::time::Instant::now();
+    for i in 0..40 {
+        agent.apply(canary(&format!("app-{i}"), "10s", 10)).unwrap();
+    }
+    sleep(Duration::from_secs(35)).await;
+    agent.stop().await;
+
+    let ticks = ticks.lock().clone();
+    let mut by_canary: HashMap<String, Vec<f64>> = HashMap::new();
+    for (key, at) in ticks {
+        by_canary.entry(key).or_default().push((at - start).as_secs_f64());
+    }
+    assert_eq!(by_canary.len(), 40);
+    let mut second_ticks = Vec::new();
+    for (key, at) in &by_canary {
+        assert!(at[0] < 0.5, "{key}: the first tick is immediate: {at:?}");
+        assert!(
+            (5.5..=15.5).contains(&at[1]),
+            "{key}: the second tick is spread: {at:?}"
+        );
+        for w in at[1..].windows(2) {
+            assert!(
+                (w[1] - w[0] - 10.0).abs() < 0.5,
+                "{key}: then one every interval: {at:?}"
+            );
+        }
+        second_ticks.push((at[1] * 10.0).round() as i64);
+    }
+    second_ticks.sort_unstable();
+    second_ticks.dedup();
+    assert!(
+        second_ticks.len() >= 25,
+        "40 canaries should tick at many different instants, not in one burst: {second_ticks:?}"
+    );
 }
