@@ -39,6 +39,9 @@ const TOTALS_INTERVAL: Duration = Duration::from_secs(10);
 /// Agents started in this process (for unique actor names).
 static AGENTS: AtomicU64 = AtomicU64::new(0);
 
+/// How long a stopping agent waits for its queued events to be written.
+const EVENT_FLUSH: Duration = Duration::from_secs(5);
+
 /// Runs the agent on Kubernetes until `shutdown` completes.
 pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
     let PlatformConfig::Kube {
@@ -155,6 +158,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
             let totals = tokio::spawn(totals_loop(
                 assembly.metrics.clone(),
                 watched.clone(),
+                platform.clone(),
                 term.clone(),
             ));
             let outcome = match &elector {
@@ -172,6 +176,13 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
                 Err(actors) => actors.supervisor().stop(Some("agent stopping".into())),
             }
             watched.clear();
+            // Events are written off the tick: give the queued ones a moment to reach the API server.
+            if tokio::time::timeout(EVENT_FLUSH, platform.recorder().flush())
+                .await
+                .is_err()
+            {
+                tracing::warn!("events still queued after {EVENT_FLUSH:?} were not written");
+            }
             match outcome {
                 LeaseEnd::Shutdown => {
                     if let Some(e) = &elector {
@@ -288,11 +299,18 @@ fn target_of(watched: Arc<Watched>) -> TickTarget {
     })
 }
 
-/// `flagger_canary_total{namespace}`, refreshed like Flagger's control loop.
-async fn totals_loop(metrics: Arc<ControllerMetrics>, watched: Arc<Watched>, stop: CancellationToken) {
+/// `flagger_canary_total{namespace}`, refreshed like Flagger's control loop, and the count of
+/// dropped events.
+async fn totals_loop(
+    metrics: Arc<ControllerMetrics>,
+    watched: Arc<Watched>,
+    platform: Arc<KubePlatform>,
+    stop: CancellationToken,
+) {
     loop {
         let canaries = watched.canaries();
         metrics.set_totals(canaries.iter().map(|c| c.namespace()));
+        metrics.set_events_dropped(platform.recorder().dropped_events());
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(TOTALS_INTERVAL) => {}

@@ -69,6 +69,7 @@ pub struct ControllerMetrics {
     successes: Family<OutcomeLabels, Counter>,
     failures: Family<OutcomeLabels, Counter>,
     lateness: Histogram,
+    events_dropped: Counter,
 }
 
 impl ControllerMetrics {
@@ -87,6 +88,7 @@ impl ControllerMetrics {
         let successes = Family::<OutcomeLabels, Counter>::default();
         let failures = Family::<OutcomeLabels, Counter>::default();
         let lateness = Histogram::new(exponential_buckets(0.001, 2.0, 14));
+        let events_dropped = Counter::default();
         registry.register(
             "flagger_info",
             "Flagger version and mesh provider information",
@@ -132,6 +134,11 @@ impl ControllerMetrics {
             "How late analysis ticks start against their schedule",
             lateness.clone(),
         );
+        registry.register(
+            "aviary_kubernetes_events_dropped",
+            "Kubernetes Events not written because the API server did not keep up with the queue",
+            events_dropped.clone(),
+        );
         info.get_or_create(&InfoLabels {
             version: version.into(),
             mesh_provider: provider.into(),
@@ -147,6 +154,7 @@ impl ControllerMetrics {
             successes,
             failures,
             lateness,
+            events_dropped,
         }
     }
 
@@ -164,6 +172,14 @@ impl ControllerMetrics {
             self.total
                 .get_or_create(&NamespaceLabels { namespace: ns.into() })
                 .inc();
+        }
+    }
+
+    /// `aviary_kubernetes_events_dropped_total`, from the recorder's running count.
+    pub fn set_events_dropped(&self, total: u64) {
+        let seen = self.events_dropped.get();
+        if total > seen {
+            self.events_dropped.inc_by(total - seen);
         }
     }
 

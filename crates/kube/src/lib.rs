@@ -11,7 +11,8 @@
 //!   finalizer and revert on deletion.
 //! - [`platform`]: which Target and Router each canary gets, Kubernetes Secrets, the status a
 //!   restarted actor resumes from.
-//! - [`recorder`]: the Recorder port: status subresource, core/v1 Events (reason `Synced`).
+//! - [`recorder`]: the Recorder port: status subresource, core/v1 Events (reason `Synced`),
+//!   which `events` writes off the tick through a bounded queue.
 //! - Targets: [`deployment`] (the `-primary` Deployment, config tracking, readiness),
 //!   [`daemonset`] (the `-primary` DaemonSet, scale to zero through a node selector),
 //!   [`service_target`] (a core Service copied to `-primary`/`-canary`), [`knative`] (also the
@@ -35,6 +36,7 @@ pub mod contour;
 pub mod daemonset;
 pub mod deployment;
 mod error;
+mod events;
 pub mod gatewayapi;
 pub mod gloo;
 pub mod ingress;

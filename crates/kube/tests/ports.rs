@@ -528,6 +528,7 @@ async fn recorder_writes_status_and_aggregates_events() {
             .await;
     }
     rec.event(&c, EventType::Warning, "Halt advancement").await;
+    rec.flush().await; // events are written off the caller's path
     let events = env.list("v1", "Event").await;
     assert_eq!(events.len(), 2, "{events:?}");
     let advance = events.iter().find(|e| e["type"] == "Normal").unwrap();
