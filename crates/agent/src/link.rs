@@ -386,13 +386,16 @@ async fn run(link: Link, mut rx: mpsc::UnboundedReceiver<Outgoing>, stop: Cancel
 
 /// The leader a follower named (`host:port`) as a URL with the scheme of the coordinator URL
 /// that named it: with TLS every replica is `https://`, and a plain `http://` attempt only
-/// fails its handshake.
+/// fails its handshake. Named under a bare URL, it stays bare, so `session` gives it the
+/// scheme it gives the configured URL.
 fn leader_url(asked: &str, addr: &str) -> String {
     if addr.contains("://") {
         return addr.to_string();
     }
-    let scheme = asked.split_once("://").map_or("http", |(s, _)| s);
-    format!("{scheme}://{addr}")
+    match asked.split_once("://") {
+        Some((scheme, _)) => format!("{scheme}://{addr}"),
+        None => addr.to_string(),
+    }
 }
 
 fn push_bounded<T>(buf: &mut VecDeque<T>, e: T, cap: usize) {
@@ -430,10 +433,12 @@ async fn session(
     buffered: &mut Buffered,
     stop: &CancellationToken,
 ) -> SessionEnd {
-    let url = if !url.contains("://") && link.shared.config.tls.ca.is_some() {
-        format!("https://{url}")
-    } else {
-        url.to_string()
+    // A bare `host:port` (configured, or a leader named under one) is `https://` when a CA is
+    // configured and `http://` otherwise, as the CLI's URL check reads it.
+    let url = match (url.contains("://"), link.shared.config.tls.ca.is_some()) {
+        (true, _) => url.to_string(),
+        (false, true) => format!("https://{url}"),
+        (false, false) => format!("http://{url}"),
     };
     let url = url.as_str();
     let mut endpoint = match tonic::transport::Endpoint::from_shared(url.to_string()) {
@@ -864,7 +869,7 @@ mod tests {
             ("https://10.0.0.1:443", "10.0.0.2:443", "https://10.0.0.2:443"),
             ("http://c0:50051", "c1:50051", "http://c1:50051"),
             ("https://c0:443", "http://c1:8080", "http://c1:8080"),
-            ("c0:443", "c1:443", "http://c1:443"),
+            ("c0:443", "c1:443", "c1:443"),
         ] {
             assert_eq!(leader_url(asked, addr), want, "{asked} named {addr}");
         }

@@ -3,9 +3,11 @@
 //! [`EventWriter::record`] queues an event and returns at once; a few writer tasks write the
 //! queue, each owning the canaries whose key hashes to it, so the events of one canary keep
 //! their order and a repeat of the same message within ten minutes bumps the `count` of one
-//! Event, as client-go's recorder does. A full queue drops the event with a warning, as
-//! client-go's broadcaster does: an API server that answers slowly must not hold up every
-//! canary's analysis (at 1,000 canaries an event a tick is 100 writes a second).
+//! Event, as client-go's recorder does. An API server that answers slowly must not hold up
+//! every canary's analysis (at 1,000 canaries an event a tick is 100 writes a second): the
+//! queue absorbs bursts (an agent starting with 1,000 canaries records ~2,000 events in its
+//! first second). A full queue makes the caller wait for room, up to [`QUEUE_WAIT`], and only
+//! then drops the event with a warning (client-go's broadcaster drops at once).
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -32,8 +34,11 @@ const AGGREGATION_WINDOW: Duration = Duration::from_secs(600);
 const CACHE_LIMIT: usize = 1024;
 /// Writer tasks: events of different canaries are written this many at a time.
 const WRITERS: usize = 8;
-/// Events each writer may hold queued (client-go's broadcaster holds 1,000 in all).
-const QUEUE: usize = 128;
+/// Events each writer may hold queued: 4,096 in all, a few MB at most (client-go's
+/// broadcaster holds 1,000).
+const QUEUE: usize = 512;
+/// How long a caller waits for room in a full queue before the event is dropped.
+const QUEUE_WAIT: Duration = Duration::from_secs(5);
 
 /// An event waiting to be written: what the tick saw, timed when it was recorded.
 struct Pending {
@@ -97,8 +102,8 @@ impl EventWriter {
         })
     }
 
-    /// Queues an event on `canary`; never waits for the API server.
-    pub(crate) fn record(&self, canary: &Canary, kind: EventType, message: &str) {
+    /// Queues an event on `canary`; waits only when the queue is full (see the module doc).
+    pub(crate) async fn record(&self, canary: &Canary, kind: EventType, message: &str) {
         let pending = Pending {
             namespace: canary.namespace().to_string(),
             canary: canary.name().to_string(),
@@ -110,7 +115,12 @@ impl EventWriter {
         };
         let queues = self.queues();
         let queue = &queues[shard_of(&canary.key(), queues.len())];
-        if queue.try_send(Job::Write(pending)).is_err() {
+        let job = match queue.try_send(Job::Write(pending)) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Full(job)) => job,
+            Err(mpsc::error::TrySendError::Closed(_)) => return, // the runtime is shutting down
+        };
+        if queue.send_timeout(job, QUEUE_WAIT).await.is_err() {
             let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             // One line per hundred drops: an overloaded API server is already noisy enough.
             if n % 100 == 1 {

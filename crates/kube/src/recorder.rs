@@ -40,8 +40,9 @@ impl KubeRecorder {
 
     /// Queues an event on `canary` (also used by the watchers for invalid specs and deletion);
     /// it is written in the background, after the events queued before it for this canary.
-    pub fn emit(&self, canary: &Canary, kind: EventType, message: &str) {
-        self.events.record(canary, kind, message);
+    /// Waits only while the queue is full.
+    pub async fn emit(&self, canary: &Canary, kind: EventType, message: &str) {
+        self.events.record(canary, kind, message).await;
     }
 
     /// Waits until every event queued before this call is written (or given up): before a
@@ -82,6 +83,6 @@ impl Recorder for KubeRecorder {
 
     async fn event(&self, canary: &Canary, kind: EventType, message: &str) {
         // The engine logs every event itself; this only queues the Kubernetes Event.
-        self.emit(canary, kind, message);
+        self.emit(canary, kind, message).await;
     }
 }

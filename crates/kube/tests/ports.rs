@@ -542,6 +542,37 @@ async fn recorder_writes_status_and_aggregates_events() {
     assert_eq!(advance["involvedObject"]["kind"], "Canary");
 }
 
+/// Events are written off the caller's path by several writers; one canary's stay in the order
+/// they were recorded, however many are queued at once.
+#[tokio::test]
+async fn one_canarys_events_keep_their_order() {
+    let env = start("one-canarys-events-keep-their-order").await;
+    let c = env.canary(&knative_canary()).await;
+    let rec = KubeRecorder::new(env.kube.clone(), "agent-0");
+    for i in 0..40 {
+        rec.event(
+            &c,
+            EventType::Normal,
+            &format!("Advance podinfo canary weight {i}"),
+        )
+        .await;
+    }
+    rec.flush().await;
+    let mut events = env.list("v1", "Event").await;
+    events.sort_by_key(|e| {
+        e["metadata"]["resourceVersion"]
+            .as_str()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    });
+    let messages: Vec<&str> = events.iter().filter_map(|e| e["message"].as_str()).collect();
+    let want: Vec<String> = (0..40)
+        .map(|i| format!("Advance podinfo canary weight {i}"))
+        .collect();
+    assert_eq!(messages, want);
+    assert_eq!(rec.dropped_events(), 0);
+}
+
 #[tokio::test]
 async fn secrets_are_read_for_providers() {
     let env = start("secrets-are-read-for-providers").await;
