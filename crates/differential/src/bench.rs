@@ -153,6 +153,19 @@ fn save(opts: &Options, runs: &[Run]) -> Result<()> {
     Ok(())
 }
 
+/// Draws the plot again from `results` (a `results.json` of earlier runs), without running.
+pub fn replot(results: &std::path::Path, plot: &std::path::Path) -> Result<usize> {
+    let text = std::fs::read_to_string(results)
+        .map_err(|e| Error::io(format!("reading {}", results.display()), e))?;
+    let runs: Vec<Run> = serde_json::from_str::<Vec<Value>>(&text)
+        .map_err(|e| Error::io(format!("parsing {}", results.display()), std::io::Error::other(e)))?
+        .iter()
+        .filter_map(from_json)
+        .collect();
+    std::fs::write(plot, svg(&runs)).map_err(|e| Error::io(format!("writing {}", plot.display()), e))?;
+    Ok(runs.len())
+}
+
 async fn run_one(opts: &Options, side: Side, n: usize) -> Result<Run> {
     let started = Instant::now();
     let cluster = Cluster::start().await?;

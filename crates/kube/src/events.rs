@@ -32,13 +32,16 @@ pub const EVENT_COMPONENT: &str = "aviary";
 const AGGREGATION_WINDOW: Duration = Duration::from_secs(600);
 /// Bound of each writer's aggregation cache.
 const CACHE_LIMIT: usize = 1024;
-/// Writer tasks: events of different canaries are written this many at a time.
-const WRITERS: usize = 8;
+/// Writer tasks: events of different canaries are written this many at a time (eight kept
+/// up with 1,000 analysing canaries but not with their initialization, when every tick of a
+/// canary whose primary is not ready yet warns).
+const WRITERS: usize = 32;
 /// Events each writer may hold queued: 4,096 in all, a few MB at most (client-go's
 /// broadcaster holds 1,000).
-const QUEUE: usize = 512;
-/// How long a caller waits for room in a full queue before the event is dropped.
-const QUEUE_WAIT: Duration = Duration::from_secs(5);
+const QUEUE: usize = 128;
+/// How long a caller waits for room in a full queue before the event is dropped: one default
+/// interval, so only an API server that stays that far behind loses events.
+const QUEUE_WAIT: Duration = Duration::from_secs(10);
 
 /// An event waiting to be written: what the tick saw, timed when it was recorded.
 struct Pending {
@@ -275,10 +278,10 @@ mod tests {
 
     #[test]
     fn a_canary_always_goes_to_the_same_writer_and_canaries_spread_over_them() {
-        assert_eq!(shard_of("ns/app-1", 8), shard_of("ns/app-1", 8));
-        let mut used = [0usize; 8];
-        for i in 0..800 {
-            used[shard_of(&format!("ns/app-{i}"), 8)] += 1;
+        assert_eq!(shard_of("ns/app-1", 32), shard_of("ns/app-1", 32));
+        let mut used = [0usize; 32];
+        for i in 0..3200 {
+            used[shard_of(&format!("ns/app-{i}"), 32)] += 1;
         }
         assert!(used.iter().all(|&n| n > 50), "{used:?}");
     }

@@ -37,10 +37,19 @@ struct Args {
     /// Where the SVG plot goes.
     #[arg(long, value_name = "FILE")]
     plot: Option<PathBuf>,
+    /// Only draw the plot again from `<out>/results.json` (after editing which runs it keeps).
+    #[arg(long, requires = "plot")]
+    replot: bool,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let (true, Some(plot)) = (args.replot, &args.plot) {
+        let results = args.out.join("results.json");
+        let n = bench::replot(&results, plot)?;
+        println!("plot: {} ({n} runs from {})", plot.display(), results.display());
+        return Ok(());
+    }
     let sides = args
         .controllers
         .iter()
