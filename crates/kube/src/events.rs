@@ -61,6 +61,7 @@ enum Job {
 }
 
 /// Queues canary events and writes them in the background (see the module doc).
+#[derive(Debug)]
 pub(crate) struct EventWriter {
     kube: Kube,
     host: String,

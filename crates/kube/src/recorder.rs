@@ -13,28 +13,18 @@ use crate::events::EventWriter;
 pub use crate::events::{EVENT_COMPONENT, EVENT_REASON};
 
 /// Writes status and events for canaries.
+#[derive(Debug)]
 pub struct KubeRecorder {
     kube: Kube,
-    host: String,
     events: EventWriter,
-}
-
-impl std::fmt::Debug for KubeRecorder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KubeRecorder")
-            .field("host", &self.host)
-            .finish_non_exhaustive()
-    }
 }
 
 impl KubeRecorder {
     /// `host` is written as the event source host (the agent's pod name).
     pub fn new(kube: Kube, host: impl Into<String>) -> Self {
-        let host = host.into();
         Self {
-            events: EventWriter::new(kube.clone(), host.clone()),
+            events: EventWriter::new(kube.clone(), host.into()),
             kube,
-            host,
         }
     }
 
