@@ -2,6 +2,7 @@
 //! one engine tick; ticks of one canary never overlap, and a slow webhook or query delays only
 //! this canary (other canaries are other actors).
 
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -85,11 +86,11 @@ fn start_timer(myself: &ActorRef<CanaryMsg>, first: Instant, interval: Duration)
 ///
 /// Without spreading this is one interval, as in Flagger. With it, the canary's ticks fall at
 /// a fixed phase of the interval taken from a hash of its key, the first of them between 0.55
-/// and 1.55 intervals after the first tick. An agent that starts with a thousand canaries otherwise ticks them
-/// all in the same second, every interval, and their status, route and event writes reach
-/// the API server as one burst that its queues answer late (or with 429) instead of a steady
-/// stream it answers at once. The floor keeps the second tick clear of the backlog collapse
-/// in `run_tick` (half an interval).
+/// and 1.55 intervals after the first tick. An agent that starts with a thousand canaries
+/// otherwise ticks them all in the same second, every interval, and their status, route and
+/// event writes reach the API server as one burst that its queues answer late (or with 429)
+/// instead of a steady stream it answers at once. The floor keeps the second tick clear of the
+/// backlog collapse in `run_tick` (half an interval).
 pub(crate) fn first_periodic_tick(key: &str, interval: Duration, spread: bool) -> Duration {
     if !spread {
         return interval;
@@ -98,17 +99,11 @@ pub(crate) fn first_periodic_tick(key: &str, interval: Duration, spread: bool) -
     interval.mul_f64(if phase >= 0.55 { phase } else { 1.0 + phase })
 }
 
-/// A fraction in [0, 1) that depends only on `key` (stable across restarts and processes).
+/// A fraction in [0, 1) that depends only on `key` (the same in every agent of one build).
 fn phase(key: &str) -> f64 {
-    // FNV-1a: small, stable, and well spread over similar keys like `ns/app-17`.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in key.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    // Fold the high bits in: FNV's low bits vary least for keys that differ in their last byte.
-    h ^= h >> 29;
-    (h % 1_000_000) as f64 / 1_000_000.0
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    (h.finish() % 1_000_000) as f64 / 1_000_000.0
 }
 
 /// Starts the timer of a canary's periodic ticks; returns it and the instant its schedule
