@@ -91,12 +91,9 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
         Ok(m) => tracing::info!("{m}"),
         Err(e) => tracing::error!("{e}"),
     }
-    let provider_metrics = ProviderMetrics::new(
-        Arc::new(WatchedTemplates(watched.clone())),
-        secrets.clone(),
-        builtins,
-    )?
-    .with_cluster(Arc::new(KubeApi(kube.clone())));
+    let cache = Arc::new(WatchedCache(watched.clone()));
+    let provider_metrics = ProviderMetrics::new(cache.clone(), secrets.clone(), builtins)?
+        .with_cluster(Arc::new(KubeApi(kube.clone())));
     let mut assembly = Assembly::new(
         &config,
         PlatformParts {
@@ -110,14 +107,12 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
             workloads: platform.clone(),
             recorder: platform.recorder(),
             metrics: Arc::new(KnativeRoute::new(Arc::new(provider_metrics), kube.clone())),
-            alert_providers: Arc::new(WatchedAlertProviders(watched.clone())),
+            alert_providers: cache.clone(),
             secrets,
             tick_target: target_of(watched.clone()),
         },
     )?;
-    let (_, admin_task) = assembly
-        .serve_admin(Arc::new(KubeAdmin(watched.clone())), token.clone())
-        .await?;
+    let (_, admin_task) = assembly.serve_admin(cache, token.clone()).await?;
     let link_task = assembly.start_link(Arc::new(KubeFleet {
         platform: platform.clone(),
         watched: watched.clone(),
@@ -255,35 +250,39 @@ impl aviary_providers::metrics::ClusterApi for KubeApi {
     }
 }
 
-/// MetricTemplates from the watcher's cache.
-struct WatchedTemplates(Arc<Watched>);
+/// The watchers' cache as the providers and the admin server read it: MetricTemplates,
+/// AlertProviders, and for `/canaries` the Canaries with the status the API server holds.
+struct WatchedCache(Arc<Watched>);
+
+/// `found`, or Kubernetes' wording for a missing `resource` (`metrictemplate.flagger.app`).
+fn watched<T>(found: Option<T>, resource: &str, name: &str) -> Result<T, String> {
+    found.ok_or_else(|| format!("{resource} \"{name}\" not found"))
+}
 
 #[async_trait]
-impl TemplateSource for WatchedTemplates {
+impl TemplateSource for WatchedCache {
     async fn metric_template(&self, namespace: &str, name: &str) -> Result<MetricTemplate, String> {
-        self.0
-            .metric_template(namespace, name)
-            .ok_or_else(|| format!("metrictemplate.flagger.app \"{name}\" not found"))
+        watched(
+            self.0.metric_template(namespace, name),
+            "metrictemplate.flagger.app",
+            name,
+        )
     }
 }
 
-/// AlertProviders from the watcher's cache.
-struct WatchedAlertProviders(Arc<Watched>);
-
 #[async_trait]
-impl AlertProviderSource for WatchedAlertProviders {
+impl AlertProviderSource for WatchedCache {
     async fn alert_provider(&self, namespace: &str, name: &str) -> Result<AlertProvider, String> {
-        self.0
-            .alert_provider(namespace, name)
-            .ok_or_else(|| format!("alertprovider.flagger.app \"{name}\" not found"))
+        watched(
+            self.0.alert_provider(namespace, name),
+            "alertprovider.flagger.app",
+            name,
+        )
     }
 }
 
-/// `/canaries`: the watched Canaries with the status the API server holds.
-struct KubeAdmin(Arc<Watched>);
-
 #[async_trait]
-impl AdminSource for KubeAdmin {
+impl AdminSource for WatchedCache {
     async fn canaries(&self) -> Vec<Canary> {
         self.0.canaries()
     }

@@ -8,7 +8,7 @@ use aviary_api::Canary;
 use aviary_core::ports::{Router, Routes};
 use serde_json::{Value, json};
 
-use crate::client::{APISIX_ROUTE, Kube, describe, owner_reference};
+use crate::client::{APISIX_ROUTE, Kube, owner_reference};
 use crate::routing::RoutingObject;
 
 /// Flagger's maxPriority (apisix.go:42).
@@ -118,20 +118,8 @@ impl Router for ApisixRouter {
     async fn reconcile(&self, c: &Canary) -> Result<(), String> {
         let name = route_name(c)?;
         let ns = c.namespace();
-        let user = match self.kube.get(APISIX_ROUTE, ns, name).await {
-            Ok(Some(r)) => r,
-            Ok(None) => {
-                return Err(format!(
-                    "APISIX route {name}.{ns} get query error: apisixroutes.apisix.apache.org \"{name}\" not found"
-                ));
-            }
-            Err(e) => {
-                return Err(format!(
-                    "APISIX route {name}.{ns} get query error: {}",
-                    describe(&e)
-                ));
-            }
-        };
+        let context = format!("APISIX route {name}.{ns} get query error");
+        let user = self.kube.require(APISIX_ROUTE, ns, name, &context).await?;
         let spec = Self::canary_spec(c, &user)?;
         let object = Self::object(c)?;
         let apex = c.apex_name().to_string();

@@ -8,7 +8,7 @@ use aviary_api::Canary;
 use aviary_api::canary::AutoscalerRef;
 use serde_json::{Map, Value, json};
 
-use crate::client::{HPA, Kind, Kube, SCALED_OBJECT, describe, owner_reference};
+use crate::client::{HPA, Kind, Kube, SCALED_OBJECT, not_found, owner_reference};
 use crate::workload::strip_nulls;
 
 /// KEDA's annotation that holds a ScaledObject's target at a fixed replica count.
@@ -71,19 +71,9 @@ impl Autoscalers {
         let ns = c.namespace();
         let name = a.name.clone().unwrap_or_default();
         let kind = scaler.kind();
-        match self.kube.get(kind, ns, &name).await {
-            Ok(Some(o)) => Ok(Some((scaler, name, o))),
-            Ok(None) => Err(format!(
-                "{} {name}.{ns} get query error: {} \"{name}\" not found",
-                scaler.what(),
-                kind.qualified()
-            )),
-            Err(e) => Err(format!(
-                "{} {name}.{ns} get query error: {}",
-                scaler.what(),
-                describe(&e)
-            )),
-        }
+        let context = format!("{} {name}.{ns} get query error", scaler.what());
+        let o = self.kube.require(kind, ns, &name, &context).await?;
+        Ok(Some((scaler, name, o)))
     }
 
     /// Flagger's `ReconcilePrimaryScaler`: creates `<autoscaler>-primary` when missing; unless
@@ -176,12 +166,11 @@ impl Autoscalers {
             })
             .await
             .map_err(|e| format!("Keda ScaledObject {name}.{ns} update error: {e}"))?;
-        match updated {
-            Some(_) => Ok(()),
-            None => Err(format!(
-                "Keda ScaledObject {name}.{ns} get query error: scaledobjects.keda.sh \"{name}\" not found"
-            )),
-        }
+        let missing = || {
+            let reason = not_found(SCALED_OBJECT, &name);
+            format!("Keda ScaledObject {name}.{ns} get query error: {reason}")
+        };
+        updated.map(|_| ()).ok_or_else(missing)
     }
 
     /// The replicas a canary with an autoscaler is scaled up to: the autoscaler's minimum when

@@ -82,6 +82,11 @@ impl Kind {
     }
 }
 
+/// Kubernetes' wording for a missing object: `deployments.apps "name" not found`.
+pub fn not_found(kind: Kind, name: &str) -> String {
+    format!("{} \"{name}\" not found", kind.qualified())
+}
+
 pub const CANARY: Kind = Kind::new("flagger.app", "v1beta1", "Canary", "canaries");
 pub const METRIC_TEMPLATE: Kind = Kind::new("flagger.app", "v1beta1", "MetricTemplate", "metrictemplates");
 pub const ALERT_PROVIDER: Kind = Kind::new("flagger.app", "v1beta1", "AlertProvider", "alertproviders");
@@ -462,6 +467,23 @@ impl Kube {
         match self.api(kind, namespace).get_opt(name).await? {
             Some(o) => Ok(Some(serde_json::to_value(o).map_err(kube::Error::SerdeError)?)),
             None => Ok(None),
+        }
+    }
+
+    /// The object, or the error `<context>: <reason>` Flagger's controllers return for a failed
+    /// read (`context` such as `deployment x.ns get query error`; the reason is the API's answer
+    /// or Kubernetes' [`not_found`] wording).
+    pub async fn require(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+        context: &str,
+    ) -> Result<Value, String> {
+        match self.get(kind, namespace, name).await {
+            Ok(Some(o)) => Ok(o),
+            Ok(None) => Err(format!("{context}: {}", not_found(kind, name))),
+            Err(e) => Err(format!("{context}: {}", describe(&e))),
         }
     }
 

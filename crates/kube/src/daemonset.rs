@@ -13,8 +13,8 @@ use aviary_core::ports::{NotReady, Target, TargetRevision};
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
-use crate::client::{DAEMON_SET, Kube, describe};
-use crate::workload::{ConfigRef, DeploymentSettings, Selector, Workloads, included, selector_of};
+use crate::client::{DAEMON_SET, Kube, not_found};
+use crate::workload::{ConfigRef, DeploymentSettings, Selector, Workloads, copy_fields, selector_of};
 
 /// The node selector that matches no node (daemonset_controller.go:36-38).
 pub const SCALE_TO_ZERO_KEY: &str = "flagger.app/scale-to-zero";
@@ -37,15 +37,8 @@ impl DaemonSetTarget {
         &self.workloads.kube
     }
 
-    /// The DaemonSet `name`, or Flagger's `daemonset <name>.<ns> get query error: …`.
     async fn get(&self, ns: &str, name: &str) -> Result<Value, String> {
-        match self.kube().get(DAEMON_SET, ns, name).await {
-            Ok(Some(d)) => Ok(d),
-            Ok(None) => Err(format!(
-                "daemonset {name}.{ns} get query error: daemonsets.apps \"{name}\" not found"
-            )),
-            Err(e) => Err(format!("daemonset {name}.{ns} get query error: {}", describe(&e))),
-        }
+        self.workloads.get(DAEMON_SET, ns, name).await
     }
 
     async fn target(&self, c: &Canary) -> Result<Value, String> {
@@ -62,7 +55,7 @@ impl DaemonSetTarget {
             "selector": {"matchLabels": {sel.label.as_str(): sel.primary()}},
             "template": self.primary_template(target, sel, &tracked),
         });
-        copy_spec(&mut spec, target);
+        copy_fields(&mut spec, target, COPIED_FIELDS);
         self.workloads
             .create_primary(c, DAEMON_SET, target, sel, spec)
             .await
@@ -97,7 +90,8 @@ impl DaemonSetTarget {
         match result {
             Ok(Some(_)) => Ok(()),
             Ok(None) => Err(format!(
-                "daemonset {name}.{ns} get query error: daemonsets.apps \"{name}\" not found"
+                "daemonset {name}.{ns} get query error: {}",
+                not_found(DAEMON_SET, name)
             )),
             // daemonset_controller.go:68-71 and :87-90.
             Err(e) if on => Err(format!("updating daemonset {name}.{ns} failed: {e}")),
@@ -107,18 +101,7 @@ impl DaemonSetTarget {
 }
 
 /// The primary's spec fields taken from the target (daemonset_controller.go:144-146, :284-286).
-fn copy_spec(primary_spec: &mut Value, target: &Value) {
-    for field in ["minReadySeconds", "revisionHistoryLimit", "updateStrategy"] {
-        match target["spec"].get(field) {
-            Some(v) if !v.is_null() => primary_spec[field] = v.clone(),
-            _ => {
-                if let Some(o) = primary_spec.as_object_mut() {
-                    o.remove(field);
-                }
-            }
-        }
-    }
-}
+const COPIED_FIELDS: &[&str] = &["minReadySeconds", "revisionHistoryLimit", "updateStrategy"];
 
 /// Removes the scale-to-zero key from a pod template's node selector (and an emptied selector:
 /// Kubernetes stores none, and the fingerprint must not see a difference, as Flagger's
@@ -229,14 +212,12 @@ impl Target for DaemonSetTarget {
         }
         let sel =
             selector_of(&target, &self.workloads.settings.selector_labels).map_err(NotReady::retriable)?;
-        let primary = format!("{name}-primary");
-        let exists = self.kube().get(DAEMON_SET, ns, &primary).await.map_err(|e| {
-            NotReady::retriable(format!(
-                "daemonset {primary}.{ns} get query error: {}",
-                describe(&e)
-            ))
-        })?;
-        if exists.is_none() {
+        let exists = self
+            .workloads
+            .primary_exists(c, DAEMON_SET)
+            .await
+            .map_err(NotReady::retriable)?;
+        if !exists {
             self.create_primary(c, &target, &sel)
                 .await
                 .map_err(NotReady::retriable)?;
@@ -277,36 +258,12 @@ impl Target for DaemonSetTarget {
     /// Flagger's `Promote` (daemonset_controller.go:112-185): configs, then the primary's spec,
     /// pod template, labels and annotations from the target.
     async fn promote(&self, c: &Canary) -> Result<(), String> {
-        let ns = c.namespace();
-        let target = self.target(c).await?;
-        let settings = &self.workloads.settings;
-        let sel = selector_of(&target, &settings.selector_labels)?;
-        let tracked = self.workloads.tracked(c, &target).await?;
-        self.workloads.copy_configs(c, &tracked).await?;
-        let primary = format!("{}-primary", c.target_name());
-        let template = self.primary_template(&target, &sel, &tracked);
-        let labels = self.workloads.primary_labels(&target, &sel);
-        let annotations = included(
-            &target["metadata"]["annotations"],
-            &settings.include_label_prefixes,
-        );
-        let updated = self
-            .kube()
-            .modify(DAEMON_SET, ns, &primary, |p| {
-                copy_spec(&mut p["spec"], &target);
-                p["spec"]["template"] = template.clone();
-                p["metadata"]["labels"] = Value::Object(labels.clone());
-                p["metadata"]["annotations"] = Value::Object(annotations.clone());
-                Ok(())
+        self.workloads
+            .promote(c, DAEMON_SET, false, |spec, target| {
+                copy_fields(spec, target, COPIED_FIELDS);
+                remove_scale_to_zero(&mut spec["template"]);
             })
             .await
-            .map_err(|e| format!("updating daemonset {primary}.{ns} template spec failed: {e}"))?;
-        match updated {
-            Some(_) => Ok(()),
-            None => Err(format!(
-                "daemonset {primary}.{ns} get query error: daemonsets.apps \"{primary}\" not found"
-            )),
-        }
     }
 
     /// daemonset_controller.go:50-73.

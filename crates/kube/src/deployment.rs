@@ -11,21 +11,26 @@ use jiff::Timestamp;
 use serde_json::{Value, json};
 
 use crate::autoscaler::Autoscalers;
-use crate::client::{DEPLOYMENT, Kube, describe};
+use crate::client::{DEPLOYMENT, Kube, not_found};
 pub use crate::workload::{
     CONFIG_TRACKING_ANNOTATION, DeploymentSettings, FLAGGER_ID, Selector, selector_of,
 };
-use crate::workload::{ConfigRef, Workloads, included};
+use crate::workload::{ConfigRef, Workloads, copy_fields};
+
+/// The spec fields a primary takes from the target besides its template (not the replicas, the
+/// selector).
+const COPIED_FIELDS: &[&str] = &[
+    "progressDeadlineSeconds",
+    "minReadySeconds",
+    "revisionHistoryLimit",
+    "strategy",
+];
 
 /// The Deployment target.
 #[derive(Debug, Clone)]
 pub struct DeploymentTarget {
     workloads: Workloads,
     scalers: Autoscalers,
-}
-
-fn retriable(e: impl std::fmt::Display) -> NotReady {
-    NotReady::retriable(e.to_string())
 }
 
 impl DeploymentTarget {
@@ -41,40 +46,11 @@ impl DeploymentTarget {
     }
 
     async fn get(&self, ns: &str, name: &str) -> Result<Value, String> {
-        match self.kube().get(DEPLOYMENT, ns, name).await {
-            Ok(Some(d)) => Ok(d),
-            Ok(None) => Err(format!(
-                "deployment {name}.{ns} get query error: deployments.apps \"{name}\" not found"
-            )),
-            Err(e) => Err(format!(
-                "deployment {name}.{ns} get query error: {}",
-                describe(&e)
-            )),
-        }
+        self.workloads.get(DEPLOYMENT, ns, name).await
     }
 
     async fn target(&self, c: &Canary) -> Result<Value, String> {
         self.get(c.namespace(), c.target_name()).await
-    }
-
-    /// Sets the primary's spec from the target's (everything but replicas and selector).
-    fn copy_spec(primary_spec: &mut Value, target: &Value, template: Value) {
-        for field in [
-            "progressDeadlineSeconds",
-            "minReadySeconds",
-            "revisionHistoryLimit",
-            "strategy",
-        ] {
-            match target["spec"].get(field) {
-                Some(v) if !v.is_null() => primary_spec[field] = v.clone(),
-                _ => {
-                    if let Some(o) = primary_spec.as_object_mut() {
-                        o.remove(field);
-                    }
-                }
-            }
-        }
-        primary_spec["template"] = template;
     }
 
     async fn create_primary(
@@ -93,7 +69,8 @@ impl DeploymentTarget {
             "replicas": replicas,
             "selector": {"matchLabels": {sel.label.as_str(): sel.primary()}},
         });
-        Self::copy_spec(&mut spec, target, template);
+        copy_fields(&mut spec, target, COPIED_FIELDS);
+        spec["template"] = template;
         self.workloads
             .create_primary(c, DEPLOYMENT, target, sel, spec)
             .await
@@ -112,7 +89,8 @@ impl DeploymentTarget {
         {
             Ok(Some(_)) => Ok(()),
             Ok(None) => Err(format!(
-                "deployment {name}.{ns} get query error: deployments.apps \"{name}\" not found"
+                "deployment {name}.{ns} get query error: {}",
+                not_found(DEPLOYMENT, name)
             )),
             Err(e) => Err(format!("scaling {name}.{ns} to {replicas} failed: {e}")),
         }
@@ -246,19 +224,12 @@ impl Target for DeploymentTarget {
         let target = self.target(c).await.map_err(NotReady::retriable)?;
         let sel =
             selector_of(&target, &self.workloads.settings.selector_labels).map_err(NotReady::retriable)?;
-        let primary = format!("{}-primary", c.target_name());
         let exists = self
-            .kube()
-            .get(DEPLOYMENT, c.namespace(), &primary)
+            .workloads
+            .primary_exists(c, DEPLOYMENT)
             .await
-            .map_err(|e| {
-                retriable(format!(
-                    "deployment {primary}.{} get query error: {}",
-                    c.namespace(),
-                    describe(&e)
-                ))
-            })?;
-        if exists.is_none() {
+            .map_err(NotReady::retriable)?;
+        if !exists {
             let tracked = self
                 .workloads
                 .tracked(c, &target)
@@ -313,38 +284,15 @@ impl Target for DeploymentTarget {
     /// primary autoscaler up to date, which Flagger does on the Promoting ticks that follow the
     /// copy (scheduler.go:381-386) and after a promotion without analysis (:809-813).
     async fn promote(&self, c: &Canary) -> Result<(), String> {
-        let ns = c.namespace();
-        let target = self.target(c).await?;
-        let settings = &self.workloads.settings;
-        let sel = selector_of(&target, &settings.selector_labels)?;
-        let tracked = self.workloads.tracked(c, &target).await?;
-        self.workloads.copy_configs(c, &tracked).await?;
-        let primary = format!("{}-primary", c.target_name());
-        let template = self.workloads.primary_template(&target, &sel, &tracked, true);
-        let labels = self.workloads.primary_labels(&target, &sel);
-        let annotations = included(
-            &target["metadata"]["annotations"],
-            &settings.include_label_prefixes,
-        );
         let copy_replicas = c.spec.autoscaler_ref.is_none();
-        let updated = self
-            .kube()
-            .modify(DEPLOYMENT, ns, &primary, |p| {
-                Self::copy_spec(&mut p["spec"], &target, template.clone());
+        self.workloads
+            .promote(c, DEPLOYMENT, true, |spec, target| {
+                copy_fields(spec, target, COPIED_FIELDS);
                 if copy_replicas && let Some(r) = target["spec"]["replicas"].as_i64().filter(|r| *r > 0) {
-                    p["spec"]["replicas"] = Value::from(r);
+                    spec["replicas"] = Value::from(r);
                 }
-                p["metadata"]["labels"] = Value::Object(labels.clone());
-                p["metadata"]["annotations"] = Value::Object(annotations.clone());
-                Ok(())
             })
-            .await
-            .map_err(|e| format!("updating deployment {primary}.{ns} template spec failed: {e}"))?;
-        if updated.is_none() {
-            return Err(format!(
-                "deployment {primary}.{ns} get query error: deployments.apps \"{primary}\" not found"
-            ));
-        }
+            .await?;
         self.scalers.reconcile_primary(c, false).await
     }
 

@@ -11,14 +11,16 @@
 
 use async_trait::async_trait;
 use aviary_api::Canary;
-use aviary_api::canary::SessionAffinity;
 use aviary_api::defaults::defaulted;
 use aviary_api::service::{HeaderOperation, HttpMatchRequest, StringMatch};
-use aviary_core::ports::{Router, Routes, SessionCookies};
+use aviary_core::ports::{Router, Routes};
 use serde_json::{Map, Value, json};
 
-use crate::client::{HTTP_ROUTE, HTTP_ROUTE_V1BETA1, Kind, Kube, describe, owner_reference};
-use crate::routing::{cookie_regex, expire_cookie, regex_escape, session, set_cookie, status_cookies};
+use crate::client::{HTTP_ROUTE, HTTP_ROUTE_V1BETA1, Kind, Kube};
+use crate::routing::{
+    SessionRoutes, apex_metadata, cookie_regex, kept_routes, owned_metadata, regex_escape,
+    require_apex_route, session_routes,
+};
 
 /// The Gateway API router.
 #[derive(Debug, Clone)]
@@ -157,71 +159,38 @@ fn merge_route_matches(analysis: &[Value], service: &[Value]) -> Vec<Value> {
     out
 }
 
-/// Flagger's `getSessionAffinityRouteRules` for HTTPRoutes: while the canary gets traffic, the
-/// weighted rule's backendRefs set the cookies and sticky rules (copies of it) send requests with
-/// the canary cookie to the canary (`primary 0, canary 100`) and, with a primary cookie name,
-/// those with the primary cookie to the primary (`100, 0`); at weight 0 a copy matching the
-/// retired cookie expires it with a rule filter.
-fn session_rules(
-    c: &Canary,
-    sa: &SessionAffinity,
-    cookies: &SessionCookies,
-    routes: &Routes,
-    mut weighted: Value,
-    service_matches: &[Value],
-) -> Vec<Value> {
-    let apex = c.apex_name();
-    let (primary, canary) = (format!("{apex}-primary"), format!("{apex}-canary"));
-    let port = c.spec.service.as_ref().and_then(|s| s.port).unwrap_or(0);
-    let cookie_match = |cookie: &str| {
+/// Session-affinity routes as HTTPRoute rules: a `Cookie` header regex merged into the service's
+/// matches, `Set-Cookie` response header filters on the backendRefs (on the rule to expire one).
+struct Sessions<'a> {
+    primary: &'a str,
+    canary: &'a str,
+    port: i32,
+    service_matches: &'a [Value],
+}
+
+impl SessionRoutes for Sessions<'_> {
+    fn matching(&self, rule: &Value, cookie: &str) -> Value {
         let m = json!({"headers": [{"name": "Cookie", "type": "RegularExpression", "value": cookie_regex(cookie)}]});
-        json!(merge_route_matches(&[m], service_matches))
-    };
-    let primary_named = sa.primary_cookie_name.as_deref().is_some_and(|n| !n.is_empty());
-    if routes.canary != 0 {
-        let sticky = |cookie: &str, to_canary: bool| {
-            let mut r = weighted.clone();
-            r["matches"] = cookie_match(cookie);
-            let (p, k) = if to_canary { (0, 100) } else { (100, 0) };
-            r["backendRefs"] = json!([backend(&primary, port, p, None), backend(&canary, port, k, None)]);
-            r
-        };
-        let cookie = cookies.canary.clone().unwrap_or_default();
-        let pc = cookies.primary.clone().unwrap_or_default();
-        let mut out = vec![sticky(&cookie, true)];
-        if primary_named {
-            out.push(sticky(&pc, false));
-        }
-        let max_age = sa.max_age.unwrap_or(aviary_api::defaults::DEFAULT_COOKIE_MAX_AGE);
-        weighted["backendRefs"][1] = backend(
-            &canary,
-            port,
-            routes.canary,
-            Some(set_cookie(&cookie, sa, max_age)),
-        );
-        if primary_named {
-            let interval = c.analysis_interval(std::time::Duration::ZERO).as_secs() as i64;
-            weighted["backendRefs"][0] = backend(
-                &primary,
-                port,
-                routes.primary,
-                Some(set_cookie(&pc, sa, interval)),
-            );
-        }
-        out.push(weighted);
-        return out;
+        let mut r = rule.clone();
+        r["matches"] = json!(merge_route_matches(&[m], self.service_matches));
+        r
     }
-    let mut sticky = weighted.clone();
-    if let Some(old) = &cookies.previous {
-        sticky["matches"] = cookie_match(old);
-        let mut filters = sticky["filters"].as_array().cloned().unwrap_or_default();
+
+    fn backends(&self, rule: &mut Value, primary: (i32, Option<String>), canary: (i32, Option<String>)) {
+        rule["backendRefs"] = json!([
+            backend(self.primary, self.port, primary.0, primary.1),
+            backend(self.canary, self.port, canary.0, canary.1)
+        ]);
+    }
+
+    fn expire(&self, rule: &mut Value, expiry: String) {
+        let mut filters = rule["filters"].as_array().cloned().unwrap_or_default();
         filters.push(json!({
             "type": "ResponseHeaderModifier",
-            "responseHeaderModifier": {"add": [{"name": "Set-Cookie", "value": expire_cookie(old)}]},
+            "responseHeaderModifier": {"add": [{"name": "Set-Cookie", "value": expiry}]},
         }));
-        sticky["filters"] = Value::Array(filters);
+        rule["filters"] = Value::Array(filters);
     }
-    vec![sticky, weighted]
 }
 
 /// The HTTPRoute spec for a split.
@@ -312,10 +281,13 @@ pub fn route_spec(c: &Canary, routes: &Routes) -> Value {
         extra,
     );
     let service_matches: Vec<Value> = base.iter().map(route_match).collect();
-    let mut rules = match session(c, routes) {
-        Some((sa, cookies)) => session_rules(c, &sa, &cookies, routes, weighted, &service_matches),
-        None => vec![weighted],
+    let sessions = Sessions {
+        primary: &primary,
+        canary: &canary,
+        port,
+        service_matches: &service_matches,
     };
+    let mut rules = session_routes(c, routes, weighted, &sessions);
     let ab: Vec<HttpMatchRequest> = analysis.match_.clone().unwrap_or_default();
     if !ab.is_empty() {
         let tested: Vec<Value> = ab.iter().map(route_match).collect();
@@ -389,32 +361,14 @@ impl GatewayApiRouter {
         let ns = c.namespace();
         let apex = c.apex_name().to_string();
         let spec = route_spec(&c, routes);
-        let meta = c
-            .spec
-            .service
-            .as_ref()
-            .and_then(|s| s.apex.clone())
-            .unwrap_or_default();
-        let create = || {
-            let mut metadata =
-                json!({"name": apex, "namespace": ns, "ownerReferences": [owner_reference(&c)]});
-            if let Some(l) = &meta.labels {
-                metadata["labels"] = json!(l);
-            }
-            metadata["annotations"] = Value::Object(crate::routing::generated_annotations(
-                meta.annotations.iter().flatten(),
-            ));
-            Ok(json!({"metadata": metadata, "spec": spec}))
-        };
+        let (labels, annotations) = apex_metadata(&c);
+        let create = || Ok(json!({"metadata": owned_metadata(&c, &labels, &annotations), "spec": spec}));
         self.kube
             .upsert(self.kind, ns, &apex, create, |cur| {
                 // Existing annotations are merged, the spec is ours (as in Flagger).
-                for (k, v) in crate::routing::generated_annotations(meta.annotations.iter().flatten()) {
-                    cur["metadata"]["annotations"][k.as_str()] = v;
-                }
-                if let Some(l) = &meta.labels {
-                    for (k, v) in l {
-                        cur["metadata"]["labels"][k.as_str()] = Value::from(v.clone());
+                for (field, map) in [("annotations", &annotations), ("labels", &labels)] {
+                    for (k, v) in map {
+                        cur["metadata"][field][k.as_str()] = v.clone();
                     }
                 }
                 // The CRD's defaults (parentRef group/kind, a PathPrefix "/" match, backendRef
@@ -427,17 +381,6 @@ impl GatewayApiRouter {
             .await
             .map(|_| ())
             .map_err(|e| format!("HTTPRoute {apex}.{ns} update error: {e}"))
-    }
-
-    async fn get(&self, c: &Canary) -> Result<Value, String> {
-        let (ns, apex) = (c.namespace(), c.apex_name());
-        match self.kube.get(self.kind, ns, apex).await {
-            Ok(Some(r)) => Ok(r),
-            Ok(None) => Err(format!(
-                "HTTPRoute {apex}.{ns} query error: httproutes.gateway.networking.k8s.io \"{apex}\" not found"
-            )),
-            Err(e) => Err(format!("HTTPRoute {apex}.{ns} query error: {}", describe(&e))),
-        }
     }
 }
 
@@ -497,22 +440,7 @@ fn check_parents(route: &Value, c: &Canary) -> Result<(), String> {
 #[async_trait]
 impl Router for GatewayApiRouter {
     async fn reconcile(&self, c: &Canary) -> Result<(), String> {
-        let current = match self.kube.get(self.kind, c.namespace(), c.apex_name()).await {
-            Ok(r) => r,
-            Err(e) => {
-                return Err(format!(
-                    "HTTPRoute {}.{} query error: {}",
-                    c.apex_name(),
-                    c.namespace(),
-                    describe(&e)
-                ));
-            }
-        };
-        let mut routes = current
-            .as_ref()
-            .and_then(|r| read_routes(r, c))
-            .unwrap_or_else(|| Routes::split(100, 0));
-        routes.session = status_cookies(c);
+        let routes = kept_routes(&self.kube, self.kind, c, read_routes).await?;
         self.write(c, &routes).await
     }
 
@@ -521,7 +449,7 @@ impl Router for GatewayApiRouter {
     }
 
     async fn get_routes(&self, c: &Canary) -> Result<Routes, String> {
-        let route = self.get(c).await?;
+        let route = require_apex_route(&self.kube, self.kind, c).await?;
         check_parents(&route, c)?;
         read_routes(&route, c).ok_or_else(|| {
             format!(
@@ -538,6 +466,7 @@ mod tests {
     use super::*;
     use aviary_api::canary::{CanaryAnalysis, SessionAffinity, TargetRef};
     use aviary_api::service::{CanaryService, ParentReference};
+    use aviary_core::ports::SessionCookies;
 
     fn canary(analysis: CanaryAnalysis) -> Canary {
         let mut c = Canary::new("podinfo", Default::default());

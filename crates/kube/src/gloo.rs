@@ -10,7 +10,7 @@ use aviary_api::Canary;
 use aviary_core::ports::{Router, Routes};
 use serde_json::{Map, Value, json};
 
-use crate::client::{GLOO_ROUTE_TABLE, GLOO_UPSTREAM, Kube, SERVICE, describe, owner_reference};
+use crate::client::{GLOO_ROUTE_TABLE, GLOO_UPSTREAM, Kube, SERVICE, describe, not_found, owner_reference};
 use crate::routing::RoutingObject;
 
 /// The fields of the config Upstream that Flagger copies (gloo.go:336-349).
@@ -130,7 +130,8 @@ impl GlooRouter {
         match self.kube.get(GLOO_UPSTREAM, &ns, &name).await {
             Ok(Some(u)) => Ok(Some(u)),
             Ok(None) => Err(format!(
-                "config upstream {name}.{ns} get query error: upstreams.gloo.solo.io \"{name}\" not found (spec.upstreamRef)"
+                "config upstream {name}.{ns} get query error: {} (spec.upstreamRef)",
+                not_found(GLOO_UPSTREAM, &name)
             )),
             Err(e) => Err(format!(
                 "config upstream {name}.{ns} get query error: {}",
@@ -144,20 +145,8 @@ impl GlooRouter {
     async fn upstream(&self, c: &Canary, role: &str, config: Option<&Value>) -> Result<(), String> {
         let ns = c.namespace();
         let svc_name = format!("{}-{role}", c.apex_name());
-        let svc = match self.kube.get(SERVICE, ns, &svc_name).await {
-            Ok(Some(s)) => s,
-            Ok(None) => {
-                return Err(format!(
-                    "service {svc_name}.{ns} get query error: services \"{svc_name}\" not found"
-                ));
-            }
-            Err(e) => {
-                return Err(format!(
-                    "service {svc_name}.{ns} get query error: {}",
-                    describe(&e)
-                ));
-            }
-        };
+        let context = format!("service {svc_name}.{ns} get query error");
+        let svc = self.kube.require(SERVICE, ns, &svc_name, &context).await?;
         let name = upstream_name(c, role);
         let mut spec = Map::new();
         if let Some(cfg) = config {

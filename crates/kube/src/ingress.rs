@@ -17,7 +17,7 @@ use aviary_api::Canary;
 use aviary_core::ports::{Router, Routes};
 use serde_json::{Map, Value, json};
 
-use crate::client::{INGRESS, KUBECTL_LAST_APPLIED, Kube, describe, owner_reference};
+use crate::client::{INGRESS, KUBECTL_LAST_APPLIED, Kube, owner_reference};
 use crate::routing::flux_annotations;
 
 /// ingress-nginx's annotation prefix, Flagger's `-ingress-annotations-prefix` default.
@@ -77,13 +77,8 @@ async fn rewrite_canary_annotations(
 }
 
 async fn get_ingress(kube: &Kube, ns: &str, name: &str, what: &str) -> Result<Value, String> {
-    match kube.get(INGRESS, ns, name).await {
-        Ok(Some(i)) => Ok(i),
-        Ok(None) => Err(format!(
-            "{what} {name}.{ns} get query error: ingresses.networking.k8s.io \"{name}\" not found"
-        )),
-        Err(e) => Err(format!("{what} {name}.{ns} get query error: {}", describe(&e))),
-    }
+    kube.require(INGRESS, ns, name, &format!("{what} {name}.{ns} get query error"))
+        .await
 }
 
 /// Creates `name` from `create` when missing; otherwise rewrites it with `update` when its spec

@@ -7,17 +7,19 @@
 
 use async_trait::async_trait;
 use aviary_api::Canary;
-use aviary_api::canary::SessionAffinity;
 use aviary_api::defaults::defaulted;
 use aviary_api::service::HttpMatchRequest;
-use aviary_core::ports::{Router, Routes, SessionCookies};
+use aviary_core::ports::{Router, Routes};
 use serde_json::{Map, Value, json};
 
 use crate::client::{
-    DESTINATION_RULE, KUBECTL_LAST_APPLIED, Kube, VIRTUAL_SERVICE, annotation, describe, owned_by,
-    owner_reference, set_annotation,
+    DESTINATION_RULE, KUBECTL_LAST_APPLIED, Kube, VIRTUAL_SERVICE, annotation, owned_by, owner_reference,
+    set_annotation,
 };
-use crate::routing::{cookie_regex, expire_cookie, merge_matches, session, set_cookie, status_cookies};
+use crate::routing::{
+    SessionRoutes, apex_metadata, cookie_regex, kept_routes, merge_matches, owned_metadata,
+    require_apex_route, session_routes,
+};
 
 /// Where a taken-over VirtualService's previous spec is kept.
 pub const ORIGINAL_CONFIGURATION: &str = "flagger.kubernetes.io/original-configuration";
@@ -36,54 +38,31 @@ fn destination(host: &str, weight: i32, set_cookie: Option<String>) -> Value {
     d
 }
 
-/// Flagger's `getSessionAffinityRouteRules`: while the canary gets traffic, the weighted
-/// route's destinations set the cookies, and sticky routes (copies of it) send requests with the
-/// canary cookie to the canary (`primary 0, canary 100`) and, with a primary cookie name, those
-/// with the primary cookie to the primary (`100, 0`); at weight 0 a copy matching the retired
-/// cookie expires it.
-fn session_routes(
-    c: &Canary,
-    sa: &SessionAffinity,
-    cookies: &SessionCookies,
-    routes: &Routes,
-    mut weighted: Value,
-    base: &[HttpMatchRequest],
-) -> Vec<Value> {
-    let apex = c.apex_name();
-    let (primary, canary) = (format!("{apex}-primary"), format!("{apex}-canary"));
-    let primary_named = sa.primary_cookie_name.as_deref().is_some_and(|n| !n.is_empty());
-    if routes.canary != 0 {
-        let sticky = |cookie: &str, to_canary: bool| {
-            let mut r = weighted.clone();
-            r["match"] = json!(with_cookie(base, cookie));
-            r["route"] = if to_canary {
-                json!([destination(&primary, 0, None), destination(&canary, 100, None)])
-            } else {
-                json!([destination(&primary, 100, None), destination(&canary, 0, None)])
-            };
-            r
-        };
-        let cookie = cookies.canary.clone().unwrap_or_default();
-        let pc = cookies.primary.clone().unwrap_or_default();
-        let mut out = vec![sticky(&cookie, true)];
-        if primary_named {
-            out.push(sticky(&pc, false));
-        }
-        let max_age = sa.max_age.unwrap_or(aviary_api::defaults::DEFAULT_COOKIE_MAX_AGE);
-        weighted["route"][1] = destination(&canary, routes.canary, Some(set_cookie(&cookie, sa, max_age)));
-        if primary_named {
-            let interval = c.analysis_interval(std::time::Duration::ZERO).as_secs() as i64;
-            weighted["route"][0] = destination(&primary, routes.primary, Some(set_cookie(&pc, sa, interval)));
-        }
-        out.push(weighted);
-        return out;
+/// Session-affinity routes as HTTP routes: cookie matches on top of the service's `base`
+/// matches, `Set-Cookie` response headers on the destinations.
+struct Sessions<'a> {
+    primary: &'a str,
+    canary: &'a str,
+    base: &'a [HttpMatchRequest],
+}
+
+impl SessionRoutes for Sessions<'_> {
+    fn matching(&self, route: &Value, cookie: &str) -> Value {
+        let mut r = route.clone();
+        r["match"] = json!(with_cookie(self.base, cookie));
+        r
     }
-    let mut sticky = weighted.clone();
-    if let Some(old) = &cookies.previous {
-        sticky["match"] = json!(with_cookie(base, old));
-        sticky["headers"]["response"]["add"]["Set-Cookie"] = json!(expire_cookie(old));
+
+    fn backends(&self, route: &mut Value, primary: (i32, Option<String>), canary: (i32, Option<String>)) {
+        route["route"] = json!([
+            destination(self.primary, primary.0, primary.1),
+            destination(self.canary, canary.0, canary.1)
+        ]);
     }
-    vec![sticky, weighted]
+
+    fn expire(&self, route: &mut Value, expiry: String) {
+        route["headers"]["response"]["add"]["Set-Cookie"] = json!(expiry);
+    }
 }
 
 fn with_cookie(matches: &[HttpMatchRequest], cookie: &str) -> Vec<Value> {
@@ -169,10 +148,12 @@ pub fn virtual_service_spec(c: &Canary, routes: &Routes) -> Value {
         weighted["match"] = matches_value(&base);
     }
     common(&mut weighted);
-    let mut http = match session(c, routes) {
-        Some((sa, cookies)) => session_routes(c, &sa, &cookies, routes, weighted, &base),
-        None => vec![weighted],
+    let sessions = Sessions {
+        primary: &primary,
+        canary: &canary,
+        base: &base,
     };
+    let mut http = session_routes(c, routes, weighted, &sessions);
     if routes.mirror {
         http[0]["mirror"] = json!({"host": canary});
         if let Some(w) = analysis.mirror_weight.filter(|w| *w > 0) {
@@ -276,23 +257,8 @@ impl IstioRouter {
         let ns = c.namespace();
         let apex = c.apex_name().to_string();
         let spec = virtual_service_spec(c, routes);
-        let meta = c
-            .spec
-            .service
-            .as_ref()
-            .and_then(|s| s.apex.clone())
-            .unwrap_or_default();
-        let create = || {
-            let mut metadata =
-                json!({"name": apex, "namespace": ns, "ownerReferences": [owner_reference(c)]});
-            if let Some(l) = &meta.labels {
-                metadata["labels"] = json!(l);
-            }
-            metadata["annotations"] = Value::Object(crate::routing::generated_annotations(
-                meta.annotations.iter().flatten(),
-            ));
-            Ok(json!({"metadata": metadata, "spec": spec}))
-        };
+        let (labels, annotations) = apex_metadata(c);
+        let create = || Ok(json!({"metadata": owned_metadata(c, &labels, &annotations), "spec": spec}));
         self.kube
             .upsert(VIRTUAL_SERVICE, ns, &apex, create, |cur| {
                 if cur["spec"] == spec {
@@ -306,8 +272,8 @@ impl IstioRouter {
                     let original = cur["spec"].to_string();
                     set_annotation(cur, ORIGINAL_CONFIGURATION, Some(&original));
                 }
-                for (k, v) in crate::routing::generated_annotations(meta.annotations.iter().flatten()) {
-                    set_annotation(cur, &k, v.as_str());
+                for (k, v) in &annotations {
+                    set_annotation(cur, k, v.as_str());
                 }
                 cur["spec"] = spec.clone();
                 Ok(())
@@ -323,24 +289,7 @@ impl Router for IstioRouter {
     async fn reconcile(&self, c: &Canary) -> Result<(), String> {
         let c = defaulted(c);
         self.destination_rules(&c).await?;
-        let current = self
-            .kube
-            .get(VIRTUAL_SERVICE, c.namespace(), c.apex_name())
-            .await
-            .map_err(|e| {
-                format!(
-                    "VirtualService {}.{} query error: {}",
-                    c.apex_name(),
-                    c.namespace(),
-                    describe(&e)
-                )
-            })?;
-        // Weights, mirroring and session routes belong to set_routes: keep what is live.
-        let mut routes = current
-            .as_ref()
-            .and_then(|v| read_routes(v, &c))
-            .unwrap_or_else(|| Routes::split(100, 0));
-        routes.session = status_cookies(&c);
+        let routes = kept_routes(&self.kube, VIRTUAL_SERVICE, &c, read_routes).await?;
         self.write(&c, &routes).await
     }
 
@@ -350,20 +299,7 @@ impl Router for IstioRouter {
 
     async fn get_routes(&self, c: &Canary) -> Result<Routes, String> {
         let (ns, apex) = (c.namespace(), c.apex_name());
-        let vs = match self.kube.get(VIRTUAL_SERVICE, ns, apex).await {
-            Ok(Some(v)) => v,
-            Ok(None) => {
-                return Err(format!(
-                    "VirtualService {apex}.{ns} query error: virtualservices.networking.istio.io \"{apex}\" not found"
-                ));
-            }
-            Err(e) => {
-                return Err(format!(
-                    "VirtualService {apex}.{ns} query error: {}",
-                    describe(&e)
-                ));
-            }
-        };
+        let vs = require_apex_route(&self.kube, VIRTUAL_SERVICE, c).await?;
         let routes = read_routes(&vs, c)
             .ok_or_else(|| format!("VirtualService {apex}.{ns} has no route with the destinations {apex}-primary and {apex}-canary"))?;
         if routes.primary == 0 && routes.canary == 0 {
@@ -402,6 +338,7 @@ mod tests {
     use super::*;
     use aviary_api::canary::{CanaryAnalysis, SessionAffinity, TargetRef};
     use aviary_api::service::{CanaryService, StringMatch};
+    use aviary_core::ports::SessionCookies;
 
     fn canary(analysis: CanaryAnalysis, service: CanaryService) -> Canary {
         let mut c = Canary::new("podinfo", Default::default());

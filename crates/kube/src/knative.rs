@@ -64,41 +64,30 @@ impl Knative {
 
     async fn service(&self, c: &Canary) -> Result<Value, String> {
         let (ns, name) = (c.namespace(), c.target_name());
-        match self.kube.get(KNATIVE_SERVICE, ns, name).await {
-            Ok(Some(s)) => Ok(s),
-            Ok(None) => Err(format!(
-                "Knative Service {name}.{ns} get query error: services.serving.knative.dev \"{name}\" not found"
-            )),
-            Err(e) => Err(format!(
-                "Knative Service {name}.{ns} get query error: {}",
-                describe(&e)
-            )),
-        }
+        let context = format!("Knative Service {name}.{ns} get query error");
+        self.kube.require(KNATIVE_SERVICE, ns, name, &context).await
+    }
+
+    /// A revision name the Knative Service must have: `name` when set, else an error saying
+    /// it has no `what`.
+    fn required(c: &Canary, name: Option<&str>, what: &str) -> Result<String, String> {
+        name.filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .ok_or_else(|| format!("Knative Service {} has no {what}", id(c)))
     }
 
     fn latest_created(c: &Canary, svc: &Value) -> Result<String, String> {
-        svc["status"]["latestCreatedRevisionName"]
-            .as_str()
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .ok_or_else(|| {
-                format!(
-                    "Knative Service {} has no status.latestCreatedRevisionName yet; waiting for Knative",
-                    id(c)
-                )
-            })
+        let name = svc["status"]["latestCreatedRevisionName"].as_str();
+        Self::required(
+            c,
+            name,
+            "status.latestCreatedRevisionName yet; waiting for Knative",
+        )
     }
 
     fn primary_revision(c: &Canary, svc: &Value) -> Result<String, String> {
-        annotation(svc, PRIMARY_REVISION_ANNOTATION)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .ok_or_else(|| {
-                format!(
-                    "Knative Service {} has no {PRIMARY_REVISION_ANNOTATION} annotation",
-                    id(c)
-                )
-            })
+        let name = annotation(svc, PRIMARY_REVISION_ANNOTATION);
+        Self::required(c, name, &format!("{PRIMARY_REVISION_ANNOTATION} annotation"))
     }
 
     /// The latest created revision of the canary's Knative Service (the metrics' `route`).
@@ -329,6 +318,20 @@ impl KnativeRoute {
             knative: Knative::new(kube),
         }
     }
+
+    /// `model` with the route of a Knative canary: its latest created revision.
+    async fn routed(&self, canary: &Canary, model: &MetricModel) -> Result<MetricModel, MetricError> {
+        let revision = self.knative.latest_revision(canary).await.map_err(|e| {
+            MetricError::Query(format!(
+                "Error fetching Knative service {}/{} {e}",
+                canary.namespace(),
+                canary.target_name()
+            ))
+        })?;
+        let mut model = model.clone();
+        model.route = revision;
+        Ok(model)
+    }
 }
 
 #[async_trait]
@@ -341,15 +344,7 @@ impl Metrics for KnativeRoute {
         if !canary.is_knative_target() {
             return self.inner.builtin(canary, metric, model).await;
         }
-        let revision = self.knative.latest_revision(canary).await.map_err(|e| {
-            MetricError::Query(format!(
-                "Error fetching Knative service {}/{} {e}",
-                canary.namespace(),
-                canary.target_name()
-            ))
-        })?;
-        let mut model = model.clone();
-        model.route = revision;
+        let model = self.routed(canary, model).await?;
         self.inner.builtin(canary, metric, &model).await
     }
 
@@ -375,14 +370,7 @@ impl Metrics for KnativeRoute {
         if !canary.is_knative_target() {
             return self.inner.counters(canary, model).await;
         }
-        let mut model = model.clone();
-        model.route = self.knative.latest_revision(canary).await.map_err(|e| {
-            MetricError::Query(format!(
-                "Error fetching Knative service {}/{} {e}",
-                canary.namespace(),
-                canary.target_name()
-            ))
-        })?;
+        let model = self.routed(canary, model).await?;
         self.inner.counters(canary, &model).await
     }
 

@@ -12,6 +12,7 @@ use aviary_api::service::HttpMatchRequest;
 use aviary_core::ports::{Router, Routes, SessionCookies};
 use serde_json::{Map, Value};
 
+use crate::client::{Kind, describe};
 use crate::services::ClusterIpServices;
 
 /// Annotations Flagger's routers put on the objects they generate (Services, HTTPRoutes,
@@ -26,18 +27,6 @@ pub fn add_flux_opt_out(annotations: &mut serde_json::Map<String, Value>) {
     for (k, v) in FLUX_OPT_OUT {
         annotations.insert(k.to_string(), Value::from(v));
     }
-}
-
-/// `annotations` (e.g. `service.apex.annotations`) with [`FLUX_OPT_OUT`].
-pub fn generated_annotations<'a>(
-    annotations: impl IntoIterator<Item = (&'a String, &'a String)>,
-) -> serde_json::Map<String, Value> {
-    let mut m: serde_json::Map<String, Value> = annotations
-        .into_iter()
-        .map(|(k, v)| (k.clone(), Value::from(v.clone())))
-        .collect();
-    add_flux_opt_out(&mut m);
-    m
 }
 
 /// The traffic providers aviary implements on Kubernetes, named as in Flagger's router factory
@@ -123,14 +112,7 @@ impl Provider {
 /// Flagger's `filterMetadata` (pkg/router/util.go:31-39): the annotations of a generated
 /// routing object, plus the two that stop Flux from reverting what the router writes.
 pub fn flux_annotations(mut annotations: Map<String, Value>) -> Map<String, Value> {
-    annotations.insert(
-        "kustomize.toolkit.fluxcd.io/reconcile".into(),
-        Value::from("disabled"),
-    );
-    annotations.insert(
-        "helm.toolkit.fluxcd.io/driftDetection".into(),
-        Value::from("disabled"),
-    );
+    add_flux_opt_out(&mut annotations);
     annotations
 }
 
@@ -150,6 +132,40 @@ pub fn apex_metadata(c: &Canary) -> (Map<String, Value>, Map<String, Value>) {
             .collect()
     };
     (to_map(apex.labels), flux_annotations(to_map(apex.annotations)))
+}
+
+/// The canary's `<apex>` object of `kind` (its VirtualService, its HTTPRoute), if any; Flagger's
+/// `<Kind> <apex>.<ns> query error: …` when it cannot be read.
+pub async fn apex_route(kube: &crate::Kube, kind: Kind, c: &Canary) -> Result<Option<Value>, String> {
+    let (ns, apex) = (c.namespace(), c.apex_name());
+    kube.get(kind, ns, apex)
+        .await
+        .map_err(|e| format!("{} {apex}.{ns} query error: {}", kind.kind, describe(&e)))
+}
+
+/// The canary's `<apex>` object of `kind`, or Flagger's `<Kind> <apex>.<ns> query error: …`.
+pub async fn require_apex_route(kube: &crate::Kube, kind: Kind, c: &Canary) -> Result<Value, String> {
+    let (ns, apex) = (c.namespace(), c.apex_name());
+    kube.require(kind, ns, apex, &format!("{} {apex}.{ns} query error", kind.kind))
+        .await
+}
+
+/// The split a reconcile of the `<apex>` object writes: the live weights and mirroring, as `read`
+/// finds them (100/0 for a new object), and the cookies of the canary's status. Changing those
+/// is for set_routes.
+pub async fn kept_routes(
+    kube: &crate::Kube,
+    kind: Kind,
+    c: &Canary,
+    read: impl Fn(&Value, &Canary) -> Option<Routes>,
+) -> Result<Routes, String> {
+    let live = apex_route(kube, kind, c).await?;
+    let mut routes = live
+        .as_ref()
+        .and_then(|v| read(v, c))
+        .unwrap_or_else(|| Routes::split(100, 0));
+    routes.session = status_cookies(c);
+    Ok(routes)
 }
 
 /// `metadata` of a routing object owned by the canary.
@@ -367,11 +383,62 @@ pub fn merge_matches(analysis: &[HttpMatchRequest], base: &[HttpMatchRequest]) -
     out
 }
 
-/// The session-affinity settings and cookies in effect for a split, or `None`.
-pub fn session(c: &Canary, routes: &Routes) -> Option<(SessionAffinity, SessionCookies)> {
-    let sa = c.analysis().session_affinity.clone()?;
-    let cookies = routes.session.clone()?;
-    Some((*sa, cookies))
+/// How a router writes session-affinity routes in its own route objects (an Istio HTTP route, a
+/// Gateway API rule): see [`session_routes`].
+pub trait SessionRoutes {
+    /// A copy of the weighted route `route` that matches requests carrying `cookie`
+    /// (`name=value`).
+    fn matching(&self, route: &Value, cookie: &str) -> Value;
+    /// Sets the primary's and the canary's backend of `route`: a weight and, optionally, a
+    /// `Set-Cookie` value each.
+    fn backends(&self, route: &mut Value, primary: (i32, Option<String>), canary: (i32, Option<String>));
+    /// Makes `route` answer with the `Set-Cookie` value `expiry`.
+    fn expire(&self, route: &mut Value, expiry: String);
+}
+
+/// Flagger's `getSessionAffinityRouteRules`: the `weighted` route alone without session affinity
+/// in effect; while the canary gets traffic, sticky copies of it first (requests with the canary
+/// cookie to the canary, `primary 0, canary 100`, and with a primary cookie name, those with the
+/// primary cookie to the primary, `100, 0`), its backends setting the cookies; at weight 0, a
+/// copy matching the retired cookie expires it.
+pub fn session_routes(c: &Canary, routes: &Routes, weighted: Value, form: &impl SessionRoutes) -> Vec<Value> {
+    let (Some(sa), Some(cookies)) = (c.analysis().session_affinity.as_deref(), &routes.session) else {
+        return vec![weighted];
+    };
+    if routes.canary == 0 {
+        let sticky = match &cookies.previous {
+            Some(old) => {
+                let mut sticky = form.matching(&weighted, old);
+                form.expire(&mut sticky, expire_cookie(old));
+                sticky
+            }
+            None => weighted.clone(),
+        };
+        return vec![sticky, weighted];
+    }
+    let primary_named = sa.primary_cookie_name.as_deref().is_some_and(|n| !n.is_empty());
+    let cookie = cookies.canary.clone().unwrap_or_default();
+    let pc = cookies.primary.clone().unwrap_or_default();
+    let sticky = |cookie: &str, (p, k): (i32, i32)| {
+        let mut r = form.matching(&weighted, cookie);
+        form.backends(&mut r, (p, None), (k, None));
+        r
+    };
+    let mut out = vec![sticky(&cookie, (0, 100))];
+    if primary_named {
+        out.push(sticky(&pc, (100, 0)));
+    }
+    let max_age = sa.max_age.unwrap_or(aviary_api::defaults::DEFAULT_COOKIE_MAX_AGE);
+    let interval = c.analysis_interval(std::time::Duration::ZERO).as_secs() as i64;
+    let primary_cookie = primary_named.then(|| set_cookie(&pc, sa, interval));
+    let mut weighted = weighted;
+    form.backends(
+        &mut weighted,
+        (routes.primary, primary_cookie),
+        (routes.canary, Some(set_cookie(&cookie, sa, max_age))),
+    );
+    out.push(weighted);
+    out
 }
 
 /// The one routing object a router owns (an HTTPProxy, a TrafficSplit, …) whose spec is a

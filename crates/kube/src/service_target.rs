@@ -18,7 +18,7 @@ use aviary_core::fingerprint::fingerprint;
 use aviary_core::ports::{NotReady, Target, TargetRevision};
 use serde_json::{Map, Value, json};
 
-use crate::client::{Kube, SERVICE, describe, owner_reference};
+use crate::client::{Kube, SERVICE, describe, not_found, owner_reference};
 use crate::workload::{included, strip_nulls};
 
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
@@ -50,9 +50,8 @@ impl ServiceTarget {
 
     async fn target(&self, c: &Canary) -> Result<Value, String> {
         let (ns, name) = (c.namespace(), c.target_name());
-        self.get(ns, name)
-            .await?
-            .ok_or_else(|| format!("service {name}.{ns} get query error: services \"{name}\" not found"))
+        let context = format!("service {name}.{ns} get query error");
+        self.kube.require(SERVICE, ns, name, &context).await
     }
 
     async fn create(&self, c: &Canary, name: &str, src: &Value) -> Result<(), String> {
@@ -240,12 +239,13 @@ impl Target for ServiceTarget {
             })
             .await
             .map_err(|e| format!("updating service {primary}.{ns} spec failed: {e}"))?;
-        match updated {
-            Some(_) => Ok(()),
-            None => Err(format!(
-                "service {primary}.{ns} get query error: services \"{primary}\" not found"
-            )),
-        }
+        let missing = || {
+            format!(
+                "service {primary}.{ns} get query error: {}",
+                not_found(SERVICE, &primary)
+            )
+        };
+        updated.map(|_| ()).ok_or_else(missing)
     }
 
     /// service_controller.go:236-238.

@@ -8,7 +8,7 @@ use aviary_api::service::CustomMetadata;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{Map, Value, json};
 
-use crate::client::{DAEMON_SET, DEPLOYMENT, Kube, SERVICE, describe, owned_by, owner_reference};
+use crate::client::{DAEMON_SET, DEPLOYMENT, Kube, SERVICE, owned_by, owner_reference};
 use crate::deployment::{Selector, selector_of};
 
 /// Containers whose ports are never discovered.
@@ -44,18 +44,8 @@ impl ClusterIpServices {
             "DaemonSet" => (DAEMON_SET, "daemonset"),
             _ => (DEPLOYMENT, "deployment"),
         };
-        let d = match self.kube.get(kind, ns, name).await {
-            Ok(Some(d)) => d,
-            Ok(None) => {
-                return Err(format!(
-                    "{word} {name}.{ns} get query error: {} \"{name}\" not found",
-                    kind.qualified()
-                ));
-            }
-            Err(e) => {
-                return Err(format!("{word} {name}.{ns} get query error: {}", describe(&e)));
-            }
-        };
+        let context = format!("{word} {name}.{ns} get query error");
+        let d = self.kube.require(kind, ns, name, &context).await?;
         let sel = selector_of(&d, &self.selector_labels)?;
         Ok((d, sel))
     }

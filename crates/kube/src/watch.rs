@@ -28,7 +28,7 @@ use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::client::{ALERT_PROVIDER, CANARY, Kind, METRIC_TEMPLATE, meta};
+use crate::client::{ALERT_PROVIDER, CANARY, Kind, Kube, METRIC_TEMPLATE, meta};
 use crate::platform::{KubePlatform, VALIDATED_CONDITION, without_validation};
 
 /// Flagger's finalizer.
@@ -61,26 +61,17 @@ impl Watched {
 
     /// One watched canary (a map lookup: every tick asks, so never a scan of all of them).
     pub fn canary(&self, namespace: &str, name: &str) -> Option<Canary> {
-        self.canaries
-            .read()
-            .get(&(namespace.to_string(), name.to_string()))
-            .cloned()
+        lookup(&self.canaries, namespace, name)
     }
 
     /// A MetricTemplate, if watched.
     pub fn metric_template(&self, namespace: &str, name: &str) -> Option<MetricTemplate> {
-        self.templates
-            .read()
-            .get(&(namespace.to_string(), name.to_string()))
-            .cloned()
+        lookup(&self.templates, namespace, name)
     }
 
     /// An AlertProvider, if watched.
     pub fn alert_provider(&self, namespace: &str, name: &str) -> Option<AlertProvider> {
-        self.alert_providers
-            .read()
-            .get(&(namespace.to_string(), name.to_string()))
-            .cloned()
+        lookup(&self.alert_providers, namespace, name)
     }
 
     /// Forgets everything (the watchers stopped, e.g. when leadership is lost).
@@ -89,6 +80,13 @@ impl Watched {
         self.templates.write().clear();
         self.alert_providers.write().clear();
     }
+}
+
+fn lookup<T: Clone>(cache: &RwLock<BTreeMap<Key, T>>, namespace: &str, name: &str) -> Option<T> {
+    cache
+        .read()
+        .get(&(namespace.to_string(), name.to_string()))
+        .cloned()
 }
 
 fn key_of(obj: &Value) -> Key {
@@ -115,32 +113,14 @@ pub async fn run(
         shutdown: shutdown.clone(),
     };
     let kube = platform.kube().clone();
-    let templates = {
-        let state = state.clone();
-        let relisted = Mutex::new(BTreeSet::new());
-        watch(
-            kube.api(METRIC_TEMPLATE, &ns),
-            shutdown.clone(),
-            METRIC_TEMPLATE,
-            move |ev| {
-                on_resource::<MetricTemplate>(&state.templates, &relisted, ev, "MetricTemplate");
-                async {}
-            },
-        )
-    };
-    let providers = {
-        let state = state.clone();
-        let relisted = Mutex::new(BTreeSet::new());
-        watch(
-            kube.api(ALERT_PROVIDER, &ns),
-            shutdown.clone(),
-            ALERT_PROVIDER,
-            move |ev| {
-                on_resource::<AlertProvider>(&state.alert_providers, &relisted, ev, "AlertProvider");
-                async {}
-            },
-        )
-    };
+    let templates = follow(&kube, &ns, METRIC_TEMPLATE, &state.templates, shutdown.clone());
+    let providers = follow(
+        &kube,
+        &ns,
+        ALERT_PROVIDER,
+        &state.alert_providers,
+        shutdown.clone(),
+    );
     let canaries = {
         let watch_state = Arc::new(canaries);
         let seen = Arc::new(Mutex::new(BTreeSet::<Key>::new()));
@@ -189,6 +169,22 @@ async fn watch<F, Fut>(
 
 fn to_json(o: kube::api::DynamicObject) -> Value {
     serde_json::to_value(o).unwrap_or(Value::Null)
+}
+
+/// Keeps `cache` equal to the objects of `kind` (`T`) in `ns` until `shutdown`.
+async fn follow<T: serde::de::DeserializeOwned>(
+    kube: &Kube,
+    ns: &str,
+    kind: Kind,
+    cache: &RwLock<BTreeMap<Key, T>>,
+    shutdown: CancellationToken,
+) {
+    let relisted = Mutex::new(BTreeSet::new());
+    watch(kube.api(kind, ns), shutdown, kind, |ev| {
+        on_resource(cache, &relisted, ev, kind.kind);
+        async {}
+    })
+    .await
 }
 
 /// MetricTemplates and AlertProviders: the cache follows the API server. A re-list replaces the

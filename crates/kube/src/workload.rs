@@ -9,7 +9,7 @@ use aviary_api::Canary;
 use aviary_core::fingerprint::{canonical_json, sha256_hex};
 use serde_json::{Map, Value, json};
 
-use crate::client::{CONFIG_MAP, Kind, Kube, SECRET, describe, meta, owner_reference};
+use crate::client::{CONFIG_MAP, Kind, Kube, SECRET, describe, meta, not_found, owner_reference};
 
 /// Keys Flux owns, never copied to a primary (Flagger's `toolkitMarker`).
 const TOOLKIT_MARKER: &str = "toolkit.fluxcd.io";
@@ -296,7 +296,90 @@ pub(crate) struct Workloads {
     pub(crate) settings: DeploymentSettings,
 }
 
+/// Sets `fields` of the primary's spec to the target's, removing those the target lacks.
+pub(crate) fn copy_fields(primary_spec: &mut Value, target: &Value, fields: &[&str]) {
+    for field in fields {
+        match target["spec"].get(field) {
+            Some(v) if !v.is_null() => primary_spec[*field] = v.clone(),
+            _ => {
+                if let Some(o) = primary_spec.as_object_mut() {
+                    o.remove(*field);
+                }
+            }
+        }
+    }
+}
+
+/// Flagger's words for a failed read of a workload: `deployment <name>.<ns> get query error`.
+fn get_query_error(kind: Kind, ns: &str, name: &str) -> String {
+    format!("{} {name}.{ns} get query error", kind.kind.to_lowercase())
+}
+
 impl Workloads {
+    /// The workload `name` of `kind`, or Flagger's `deployment <name>.<ns> get query error: …`.
+    pub(crate) async fn get(&self, kind: Kind, ns: &str, name: &str) -> Result<Value, String> {
+        self.kube
+            .require(kind, ns, name, &get_query_error(kind, ns, name))
+            .await
+    }
+
+    /// Whether the canary's `-primary` of `kind` exists yet.
+    pub(crate) async fn primary_exists(&self, c: &Canary, kind: Kind) -> Result<bool, String> {
+        let (ns, primary) = (c.namespace(), format!("{}-primary", c.target_name()));
+        match self.kube.get(kind, ns, &primary).await {
+            Ok(found) => Ok(found.is_some()),
+            Err(e) => Err(format!(
+                "{}: {}",
+                get_query_error(kind, ns, &primary),
+                describe(&e)
+            )),
+        }
+    }
+
+    /// Flagger's Promote of a workload: the `-primary` copies of the tracked configs, then on the
+    /// primary the target's pod template (with `spread` as in [`Self::primary_template`]), the
+    /// spec fields `copy` takes from the target, and the labels and annotations Flagger copies.
+    pub(crate) async fn promote(
+        &self,
+        c: &Canary,
+        kind: Kind,
+        spread: bool,
+        copy: impl Fn(&mut Value, &Value) + Send + Sync,
+    ) -> Result<(), String> {
+        let ns = c.namespace();
+        let target = self.get(kind, ns, c.target_name()).await?;
+        let sel = selector_of(&target, &self.settings.selector_labels)?;
+        let tracked = self.tracked(c, &target).await?;
+        self.copy_configs(c, &tracked).await?;
+        let primary = format!("{}-primary", c.target_name());
+        let template = self.primary_template(&target, &sel, &tracked, spread);
+        let labels = self.primary_labels(&target, &sel);
+        let annotations = included(
+            &target["metadata"]["annotations"],
+            &self.settings.include_label_prefixes,
+        );
+        let word = kind.kind.to_lowercase();
+        let updated = self
+            .kube
+            .modify(kind, ns, &primary, |p| {
+                p["spec"]["template"] = template.clone();
+                copy(&mut p["spec"], &target);
+                p["metadata"]["labels"] = Value::Object(labels.clone());
+                p["metadata"]["annotations"] = Value::Object(annotations.clone());
+                Ok(())
+            })
+            .await
+            .map_err(|e| format!("updating {word} {primary}.{ns} template spec failed: {e}"))?;
+        let missing = || {
+            format!(
+                "{}: {}",
+                get_query_error(kind, ns, &primary),
+                not_found(kind, &primary)
+            )
+        };
+        updated.map(|_| ()).ok_or_else(missing)
+    }
+
     /// The tracked ConfigMaps and Secrets of the target (existing, not opted out) with their data.
     pub(crate) async fn tracked(
         &self,
