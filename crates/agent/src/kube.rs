@@ -262,22 +262,16 @@ fn watched<T>(found: Option<T>, resource: &str, name: &str) -> Result<T, String>
 #[async_trait]
 impl TemplateSource for WatchedCache {
     async fn metric_template(&self, namespace: &str, name: &str) -> Result<MetricTemplate, String> {
-        watched(
-            self.0.metric_template(namespace, name),
-            "metrictemplate.flagger.app",
-            name,
-        )
+        let found = self.0.metric_template(namespace, name);
+        watched(found, "metrictemplate.flagger.app", name)
     }
 }
 
 #[async_trait]
 impl AlertProviderSource for WatchedCache {
     async fn alert_provider(&self, namespace: &str, name: &str) -> Result<AlertProvider, String> {
-        watched(
-            self.0.alert_provider(namespace, name),
-            "alertprovider.flagger.app",
-            name,
-        )
+        let found = self.0.alert_provider(namespace, name);
+        watched(found, "alertprovider.flagger.app", name)
     }
 }
 

@@ -9,7 +9,7 @@ use aviary_core::ports::{Router, Routes};
 use serde_json::{Value, json};
 
 use crate::client::{APISIX_ROUTE, Kube, owner_reference};
-use crate::routing::RoutingObject;
+use crate::routing::{RoutingObject, referenced_name};
 
 /// Flagger's maxPriority (apisix.go:42).
 const MAX_PRIORITY: i64 = 10000;
@@ -20,19 +20,10 @@ pub struct ApisixRouter {
     kube: Kube,
 }
 
+/// The ApisixRoute the canary names in `spec.routeRef`, or Flagger's error.
 fn route_name(c: &Canary) -> Result<&str, String> {
-    c.spec
-        .route_ref
-        .as_ref()
-        .and_then(|r| r.name.as_deref())
-        .filter(|n| !n.is_empty())
-        .ok_or_else(|| {
-            format!(
-                "apisix route selector is empty (spec.routeRef.name of canary {}.{} names the ApisixRoute)",
-                c.name(),
-                c.namespace()
-            )
-        })
+    let r = c.spec.route_ref.as_deref();
+    referenced_name(c, r, "apisix route selector", "routeRef", "the ApisixRoute")
 }
 
 /// The index of the http route with a backend named `service`.

@@ -152,12 +152,8 @@ impl Router for ContourRouter {
 
     async fn set_routes(&self, c: &Canary, routes: &Routes) -> Result<(), String> {
         crate::routing::require_weights("HTTPProxy", c, routes)?;
-        let spec = self.spec(c, routes);
         self.object(c)
-            .update(&self.kube, |p| {
-                p["spec"] = spec.clone();
-                Ok(())
-            })
+            .set_spec(&self.kube, &self.spec(c, routes), "")
             .await
     }
 

@@ -192,6 +192,12 @@ pub fn deployment_ready(
     Ok(())
 }
 
+/// [`deployment_ready`] now, with the canary's progress deadline.
+fn ready_now(c: &Canary, d: &Value, threshold: i32) -> Result<(), (bool, String)> {
+    let deadline = c.progress_deadline().as_secs() as i64;
+    deployment_ready(d, deadline, threshold, Timestamp::now())
+}
+
 fn not_ready(prefix: String, (retriable, msg): (bool, String)) -> NotReady {
     let message = format!("{prefix} not ready: {msg}");
     if retriable {
@@ -254,30 +260,14 @@ impl Target for DeploymentTarget {
         let name = format!("{}-primary", c.target_name());
         let d = self.get(ns, &name).await.map_err(NotReady::retriable)?;
         let threshold = c.analysis().primary_ready_threshold.unwrap_or(100);
-        deployment_ready(
-            &d,
-            c.progress_deadline().as_secs() as i64,
-            threshold,
-            Timestamp::now(),
-        )
-        .map_err(|e| not_ready(format!("{name}.{ns}"), e))
+        ready_now(c, &d, threshold).map_err(|e| not_ready(format!("{name}.{ns}"), e))
     }
 
     async fn canary_ready(&self, c: &Canary) -> Result<(), NotReady> {
         let d = self.target(c).await.map_err(NotReady::retriable)?;
         let threshold = c.analysis().canary_ready_threshold.unwrap_or(100);
-        deployment_ready(
-            &d,
-            c.progress_deadline().as_secs() as i64,
-            threshold,
-            Timestamp::now(),
-        )
-        .map_err(|e| {
-            not_ready(
-                format!("canary deployment {}.{}", c.target_name(), c.namespace()),
-                e,
-            )
-        })
+        let shown = format!("canary deployment {}.{}", c.target_name(), c.namespace());
+        ready_now(c, &d, threshold).map_err(|e| not_ready(shown, e))
     }
 
     /// Copies the target to the primary (deployment_controller.go:64-137), then brings the
@@ -354,28 +344,22 @@ mod tests {
                     .into()
             )
         );
-        let e = deployment_ready(
-            &deploy(json!({"observedGeneration": 2, "updatedReplicas": 1, "replicas": 2})),
-            600,
-            100,
-            now,
-        )
-        .unwrap_err();
-        assert_eq!(
-            e.1,
-            "waiting for rollout to finish: 1 out of 2 new replicas have been updated"
-        );
-        let e = deployment_ready(
-            &deploy(json!({"observedGeneration": 2, "updatedReplicas": 2, "replicas": 3})),
-            600,
-            100,
-            now,
-        )
-        .unwrap_err();
-        assert_eq!(
-            e.1,
-            "waiting for rollout to finish: 1 old replicas are pending termination"
-        );
+        for (updated, replicas, message) in [
+            (
+                1,
+                2,
+                "waiting for rollout to finish: 1 out of 2 new replicas have been updated",
+            ),
+            (
+                2,
+                3,
+                "waiting for rollout to finish: 1 old replicas are pending termination",
+            ),
+        ] {
+            let s = json!({"observedGeneration": 2, "updatedReplicas": updated, "replicas": replicas});
+            let e = deployment_ready(&deploy(s), 600, 100, now).unwrap_err();
+            assert_eq!(e.1, message);
+        }
         let s = json!({"observedGeneration": 2, "updatedReplicas": 2, "replicas": 2, "availableReplicas": 1});
         let e = deployment_ready(&deploy(s.clone()), 600, 100, now).unwrap_err();
         assert_eq!(

@@ -18,7 +18,7 @@ use serde_json::{Map, Value, json};
 
 use crate::client::{HTTP_ROUTE, HTTP_ROUTE_V1BETA1, Kind, Kube};
 use crate::routing::{
-    SessionRoutes, apex_metadata, cookie_regex, kept_routes, owned_metadata, regex_escape,
+    SessionRoutes, apex_metadata, cookie_regex, cross_matches, kept_routes, owned_metadata, regex_escape,
     require_apex_route, session_routes,
 };
 
@@ -63,23 +63,15 @@ pub fn route_match(m: &HttpMatchRequest) -> Value {
             out.insert("path".into(), p);
         }
     }
-    let headers: Vec<Value> = m
-        .headers
-        .iter()
-        .flatten()
-        .filter_map(|(k, v)| string_match(k, v))
-        .collect();
-    if !headers.is_empty() {
-        out.insert("headers".into(), Value::Array(headers));
-    }
-    let query: Vec<Value> = m
-        .query_params
-        .iter()
-        .flatten()
-        .filter_map(|(k, v)| string_match(k, v))
-        .collect();
-    if !query.is_empty() {
-        out.insert("queryParams".into(), Value::Array(query));
+    for (key, matches) in [("headers", &m.headers), ("queryParams", &m.query_params)] {
+        let list: Vec<Value> = matches
+            .iter()
+            .flatten()
+            .filter_map(|(k, v)| string_match(k, v))
+            .collect();
+        if !list.is_empty() {
+            out.insert(key.into(), Value::Array(list));
+        }
     }
     if let Some(method) = m.method.as_ref().and_then(|s| s.exact.clone()) {
         out.insert("method".into(), Value::from(method));
@@ -141,22 +133,15 @@ fn merge_route_matches(analysis: &[Value], service: &[Value]) -> Vec<Value> {
     if analysis.is_empty() {
         return service.to_vec();
     }
-    if service.is_empty() {
-        return analysis.to_vec();
-    }
-    let mut out = Vec::new();
-    for a in analysis {
-        for s in service {
-            let mut m = s.clone();
-            for key in ["headers", "queryParams"] {
-                if a[key].as_array().is_some_and(|l| !l.is_empty()) {
-                    m[key] = a[key].clone();
-                }
+    cross_matches(analysis, service, |a, s| {
+        let mut m = s.clone();
+        for key in ["headers", "queryParams"] {
+            if a[key].as_array().is_some_and(|l| !l.is_empty()) {
+                m[key] = a[key].clone();
             }
-            out.push(m);
         }
-    }
-    out
+        m
+    })
 }
 
 /// Session-affinity routes as HTTPRoute rules: a `Cookie` header regex merged into the service's
@@ -542,10 +527,8 @@ mod tests {
             ..Default::default()
         });
         let routes = Routes {
-            primary: 100,
-            canary: 0,
             mirror: true,
-            session: None,
+            ..Routes::split(100, 0)
         };
         let spec = route_spec(&bg, &routes);
         assert_eq!(
@@ -566,14 +549,11 @@ mod tests {
             ..Default::default()
         });
         let routes = Routes {
-            primary: 90,
-            canary: 10,
-            mirror: false,
             session: Some(SessionCookies {
                 canary: Some("flagger-cookie=abc".into()),
-                primary: None,
-                previous: None,
+                ..Default::default()
             }),
+            ..Routes::split(90, 10)
         };
         let spec = route_spec(&c, &routes);
         let rules = spec["rules"].as_array().unwrap();

@@ -213,12 +213,8 @@ impl Router for GlooRouter {
 
     async fn set_routes(&self, c: &Canary, routes: &Routes) -> Result<(), String> {
         crate::routing::require_weights("RoutingRule", c, routes)?;
-        let spec = Self::spec(c, routes);
         Self::object(c)
-            .update(&self.kube, |rt| {
-                rt["spec"] = spec.clone();
-                Ok(())
-            })
+            .set_spec(&self.kube, &Self::spec(c, routes), "")
             .await
     }
 

@@ -18,25 +18,15 @@ use aviary_core::ports::{Router, Routes};
 use serde_json::{Map, Value, json};
 
 use crate::client::{INGRESS, KUBECTL_LAST_APPLIED, Kube, owner_reference};
-use crate::routing::flux_annotations;
+use crate::routing::{flux_annotations, referenced_name};
 
 /// ingress-nginx's annotation prefix, Flagger's `-ingress-annotations-prefix` default.
 pub const NGINX_ANNOTATIONS_PREFIX: &str = "nginx.ingress.kubernetes.io";
 
 /// The Ingress the canary names in `spec.ingressRef`, or Flagger's error.
 fn ingress_name(c: &Canary) -> Result<&str, String> {
-    c.spec
-        .ingress_ref
-        .as_ref()
-        .and_then(|r| r.name.as_deref())
-        .filter(|n| !n.is_empty())
-        .ok_or_else(|| {
-            format!(
-                "ingress selector is empty (spec.ingressRef.name of canary {}.{} names the Ingress to split)",
-                c.name(),
-                c.namespace()
-            )
-        })
+    let r = c.spec.ingress_ref.as_deref();
+    referenced_name(c, r, "ingress selector", "ingressRef", "the Ingress to split")
 }
 
 /// The paths of an Ingress spec whose backend is the Service `name`, mutably.
@@ -63,9 +53,8 @@ async fn rewrite_canary_annotations(
     c: &Canary,
     f: impl Fn(Map<String, Value>) -> Map<String, Value> + Send + Sync,
 ) -> Result<(), String> {
-    let name = format!("{}-canary", ingress_name(c)?);
+    let (name, _) = canary_ingress(kube, c).await?;
     let ns = c.namespace();
-    get_ingress(kube, ns, &name, "ingress").await?;
     kube.modify(INGRESS, ns, &name, |cur| {
         let current = string_map(&cur["metadata"]["annotations"]);
         cur["metadata"]["annotations"] = Value::Object(f(current));
@@ -79,6 +68,20 @@ async fn rewrite_canary_annotations(
 async fn get_ingress(kube: &Kube, ns: &str, name: &str, what: &str) -> Result<Value, String> {
     kube.require(INGRESS, ns, name, &format!("{what} {name}.{ns} get query error"))
         .await
+}
+
+/// The Ingress the canary names in `spec.ingressRef`, and its name (`what` words Flagger's
+/// error when it cannot be read).
+async fn user_ingress<'c>(kube: &Kube, c: &'c Canary, what: &str) -> Result<(&'c str, Value), String> {
+    let name = ingress_name(c)?;
+    Ok((name, get_ingress(kube, c.namespace(), name, what).await?))
+}
+
+/// The canary's `<ingress>-canary` Ingress, and its name.
+async fn canary_ingress(kube: &Kube, c: &Canary) -> Result<(String, Value), String> {
+    let name = format!("{}-canary", ingress_name(c)?);
+    let ingress = get_ingress(kube, c.namespace(), &name, "ingress").await?;
+    Ok((name, ingress))
 }
 
 /// Creates `name` from `create` when missing; otherwise rewrites it with `update` when its spec
@@ -224,10 +227,8 @@ impl NginxRouter {
 #[async_trait]
 impl Router for NginxRouter {
     async fn reconcile(&self, c: &Canary) -> Result<(), String> {
-        let name = ingress_name(c)?;
-        let ns = c.namespace();
-        let apex = c.apex_name();
-        let ingress = get_ingress(&self.kube, ns, name, "ingress").await?;
+        let (name, ingress) = user_ingress(&self.kube, c, "ingress").await?;
+        let (ns, apex) = (c.namespace(), c.apex_name());
         let mut spec = ingress["spec"].clone();
         let backends = service_backends(&mut spec, apex);
         if backends.is_empty() {
@@ -261,8 +262,7 @@ impl Router for NginxRouter {
     }
 
     async fn get_routes(&self, c: &Canary) -> Result<Routes, String> {
-        let name = format!("{}-canary", ingress_name(c)?);
-        let ingress = get_ingress(&self.kube, c.namespace(), &name, "ingress").await?;
+        let (_, ingress) = canary_ingress(&self.kube, c).await?;
         self.read_split(c, &string_map(&ingress["metadata"]["annotations"]))
     }
 }
@@ -333,10 +333,8 @@ impl SkipperRouter {
 #[async_trait]
 impl Router for SkipperRouter {
     async fn reconcile(&self, c: &Canary) -> Result<(), String> {
-        let name = ingress_name(c)?;
-        let ns = c.namespace();
-        let apex = c.apex_name();
-        let ingress = get_ingress(&self.kube, ns, name, "apexIngress").await?;
+        let (name, ingress) = user_ingress(&self.kube, c, "apexIngress").await?;
+        let (ns, apex) = (c.namespace(), c.apex_name());
         let mut spec = ingress["spec"].clone();
         let mut found = false;
         for rule in spec["rules"].as_array_mut().into_iter().flatten() {
@@ -393,10 +391,8 @@ impl Router for SkipperRouter {
     }
 
     async fn get_routes(&self, c: &Canary) -> Result<Routes, String> {
-        let name = format!("{}-canary", ingress_name(c)?);
-        let ns = c.namespace();
-        let ingress = get_ingress(&self.kube, ns, &name, "ingress").await?;
-        let apex = c.apex_name();
+        let (name, ingress) = canary_ingress(&self.kube, c).await?;
+        let (ns, apex) = (c.namespace(), c.apex_name());
         let raw = ingress["metadata"]["annotations"][SKIPPER_BACKEND_WEIGHTS]
             .as_str()
             .ok_or_else(|| {

@@ -395,10 +395,8 @@ mod tests {
             CanaryService::default(),
         );
         let routes = Routes {
-            primary: 100,
-            canary: 0,
             mirror: true,
-            session: None,
+            ..Routes::split(100, 0)
         };
         let spec = virtual_service_spec(&c, &routes);
         assert_eq!(spec["gateways"], json!(["mesh"]));
@@ -440,14 +438,11 @@ mod tests {
             CanaryService::default(),
         );
         let routes = Routes {
-            primary: 90,
-            canary: 10,
-            mirror: false,
             session: Some(SessionCookies {
                 canary: Some("c=xyz".into()),
-                primary: None,
-                previous: None,
+                ..Default::default()
             }),
+            ..Routes::split(90, 10)
         };
         let spec = virtual_service_spec(&sa, &routes);
         // Flagger's layout: a sticky route (primary 0, canary 100) for the cookie, then the
@@ -470,14 +465,11 @@ mod tests {
         );
         // Back at weight 0: a copy of the weighted route matching the retired cookie expires it.
         let retired = Routes {
-            primary: 100,
-            canary: 0,
-            mirror: false,
             session: Some(SessionCookies {
-                canary: None,
-                primary: None,
                 previous: Some("c=xyz".into()),
+                ..Default::default()
             }),
+            ..Routes::split(100, 0)
         };
         let spec = virtual_service_spec(&sa, &retired);
         assert_eq!(

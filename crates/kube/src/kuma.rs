@@ -112,12 +112,8 @@ impl Router for KumaRouter {
     }
 
     async fn set_routes(&self, c: &Canary, routes: &Routes) -> Result<(), String> {
-        let spec = Self::spec(c, routes);
         Self::object(c)
-            .update(&self.kube, |t| {
-                t["spec"]["conf"] = spec["conf"].clone();
-                Ok(())
-            })
+            .set_spec(&self.kube, &Self::spec(c, routes), "/conf")
             .await
     }
 

@@ -67,6 +67,7 @@ pub fn hostname() -> String {
 }
 
 /// Builds the Kubernetes ports of each canary; cheap to share.
+#[derive(Debug)]
 pub struct KubePlatform {
     kube: Kube,
     settings: KubeSettings,
@@ -76,14 +77,6 @@ pub struct KubePlatform {
     service: Arc<ServiceTarget>,
     knative: Arc<Knative>,
     secrets: Arc<KubeSecrets>,
-}
-
-impl std::fmt::Debug for KubePlatform {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KubePlatform")
-            .field("settings", &self.settings)
-            .finish_non_exhaustive()
-    }
 }
 
 impl KubePlatform {

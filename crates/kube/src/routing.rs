@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use aviary_api::Canary;
 use aviary_api::canary::SessionAffinity;
-use aviary_api::service::HttpMatchRequest;
+use aviary_api::service::{CanaryService, HttpMatchRequest};
 use aviary_core::ports::{Router, Routes, SessionCookies};
 use serde_json::{Map, Value};
 
@@ -116,15 +116,15 @@ pub fn flux_annotations(mut annotations: Map<String, Value>) -> Map<String, Valu
     annotations
 }
 
+/// A field of the canary's `spec.service` (its default when unset).
+pub fn service_field<T: Default>(c: &Canary, field: impl FnOnce(&CanaryService) -> Option<T>) -> T {
+    c.spec.service.as_deref().and_then(field).unwrap_or_default()
+}
+
 /// The labels and annotations (with [`flux_annotations`]) of `spec.service.apex`, which Flagger
 /// puts on the routing objects it generates.
 pub fn apex_metadata(c: &Canary) -> (Map<String, Value>, Map<String, Value>) {
-    let apex = c
-        .spec
-        .service
-        .as_ref()
-        .and_then(|s| s.apex.clone())
-        .unwrap_or_default();
+    let apex = service_field(c, |s| s.apex.clone());
     let to_map = |m: Option<std::collections::BTreeMap<String, String>>| -> Map<String, Value> {
         m.unwrap_or_default()
             .into_iter()
@@ -364,23 +364,29 @@ pub fn regex_escape(s: &str) -> String {
 /// and `sourceLabels` (when set) in place of its own; the analysis matches alone when the
 /// service has none.
 pub fn merge_matches(analysis: &[HttpMatchRequest], base: &[HttpMatchRequest]) -> Vec<HttpMatchRequest> {
+    cross_matches(analysis, base, |a, b| {
+        let mut merged = b.clone();
+        if a.headers.is_some() {
+            merged.headers = a.headers.clone();
+        }
+        if a.source_labels.is_some() {
+            merged.source_labels = a.source_labels.clone();
+        }
+        merged
+    })
+}
+
+/// The shape of Flagger's `mergeMatchConditions`: `merge` of every analysis match with every
+/// base match, in that order; the analysis matches alone when there are no base matches.
+pub fn cross_matches<T: Clone>(analysis: &[T], base: &[T], merge: impl Fn(&T, &T) -> T) -> Vec<T> {
     if base.is_empty() {
         return analysis.to_vec();
     }
-    let mut out = Vec::new();
-    for a in analysis {
-        for b in base {
-            let mut merged = b.clone();
-            if a.headers.is_some() {
-                merged.headers = a.headers.clone();
-            }
-            if a.source_labels.is_some() {
-                merged.source_labels = a.source_labels.clone();
-            }
-            out.push(merged);
-        }
-    }
-    out
+    let merge = &merge;
+    analysis
+        .iter()
+        .flat_map(|a| base.iter().map(move |b| merge(a, b)))
+        .collect()
 }
 
 /// How a router writes session-affinity routes in its own route objects (an Istio HTTP route, a
@@ -561,6 +567,21 @@ impl RoutingObject {
         }
     }
 
+    /// Copies the part of `spec` at `pointer` (a JSON pointer below `spec`, `""` for all of it)
+    /// into the live object, leaving the rest of its spec alone: a set_routes write.
+    pub async fn set_spec(&self, kube: &crate::Kube, spec: &Value, pointer: &str) -> Result<(), String> {
+        let part = spec.pointer(pointer).cloned().unwrap_or(Value::Null);
+        self.update(kube, |o| {
+            let mut at = &mut o["spec"];
+            for key in pointer.split('/').skip(1) {
+                at = &mut at[key];
+            }
+            *at = part.clone();
+            Ok(())
+        })
+        .await
+    }
+
     /// The split `read` finds in the live object.
     pub async fn routes(
         &self,
@@ -569,6 +590,26 @@ impl RoutingObject {
     ) -> Result<Routes, String> {
         read(&self.require(kube).await?)
     }
+}
+
+/// The name a canary's object reference (`spec.ingressRef`, `spec.routeRef`) gives, or Flagger's
+/// `<selector> is empty` with the field and the object it should name.
+pub(crate) fn referenced_name<'a>(
+    c: &Canary,
+    r: Option<&'a aviary_api::canary::TypedRef>,
+    selector: &str,
+    field: &str,
+    object: &str,
+) -> Result<&'a str, String> {
+    r.and_then(|r| r.name.as_deref())
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| {
+            format!(
+                "{selector} is empty (spec.{field}.name of canary {}.{} names {object})",
+                c.name(),
+                c.namespace()
+            )
+        })
 }
 
 /// Flagger's refusal to write a route that sends nothing anywhere (all weights 0), with the
@@ -591,45 +632,29 @@ mod tests {
 
     #[test]
     fn providers() {
+        use crate::smi::SmiVersion;
+        let smi = |version, mesh: &str| Provider::Smi {
+            version,
+            mesh: mesh.into(),
+        };
         let mut c = Canary::new("x", Default::default());
         assert_eq!(Provider::of(&c, "istio"), Provider::Istio);
-        c.spec.provider = Some("gatewayapi:v1".into());
-        assert_eq!(Provider::of(&c, "istio"), Provider::GatewayApi { v1beta1: false });
-        c.spec.provider = Some("linkerd".into());
-        assert_eq!(
-            Provider::of(&c, "istio"),
-            Provider::Smi {
-                version: crate::smi::SmiVersion::V1alpha1,
-                mesh: "linkerd".into()
-            }
-        );
-        c.spec.provider = Some("smi:v1alpha3:istio".into());
-        assert_eq!(
-            Provider::of(&c, "istio"),
-            Provider::Smi {
-                version: crate::smi::SmiVersion::V1alpha3,
-                mesh: "istio".into()
-            }
-        );
-        c.spec.provider = Some("osm".into());
-        assert_eq!(
-            Provider::of(&c, "istio"),
-            Provider::Smi {
-                version: crate::smi::SmiVersion::V1alpha2,
-                mesh: "osm".into()
-            }
-        );
-        c.spec.provider = Some("appmesh:v1beta2".into());
-        assert_eq!(Provider::of(&c, "istio"), Provider::AppMesh { v1beta2: true });
-        c.spec.provider = Some("gatewayapi:v1beta1".into());
-        assert_eq!(Provider::of(&c, "istio"), Provider::GatewayApi { v1beta1: true });
-        c.spec.provider = Some("mystery".into());
-        assert_eq!(Provider::of(&c, "istio"), Provider::Istio);
+        for (name, provider) in [
+            ("gatewayapi:v1", Provider::GatewayApi { v1beta1: false }),
+            ("linkerd", smi(SmiVersion::V1alpha1, "linkerd")),
+            ("smi:v1alpha3:istio", smi(SmiVersion::V1alpha3, "istio")),
+            ("osm", smi(SmiVersion::V1alpha2, "osm")),
+            ("appmesh:v1beta2", Provider::AppMesh { v1beta2: true }),
+            ("gatewayapi:v1beta1", Provider::GatewayApi { v1beta1: true }),
+            ("mystery", Provider::Istio),
+            ("kubernetes", Provider::Kubernetes),
+        ] {
+            c.spec.provider = Some(name.into());
+            assert_eq!(Provider::of(&c, "istio"), provider, "{name}");
+        }
         for p in aviary_api::canary::FLAGGER_PROVIDERS {
             assert!(Provider::named(p).is_some(), "{p}");
         }
-        c.spec.provider = Some("kubernetes".into());
-        assert_eq!(Provider::of(&c, "istio"), Provider::Kubernetes);
     }
 
     #[test]

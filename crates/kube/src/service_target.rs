@@ -105,13 +105,8 @@ fn copy_of(c: &Canary, name: &str, src: &Value) -> Value {
         .unwrap_or_default();
     annotations.remove(LAST_APPLIED);
     let mut spec = src["spec"].clone();
-    if let Some(td) = c
-        .spec
-        .service
-        .as_ref()
-        .and_then(|s| s.traffic_distribution.clone())
-        .filter(|t| !t.is_empty())
-    {
+    let td = crate::routing::service_field(c, |s| s.traffic_distribution.clone());
+    if !td.is_empty() {
         spec["trafficDistribution"] = Value::from(td);
     }
     let mut obj = json!({

@@ -103,12 +103,7 @@ impl SmiRouter {
     fn object(&self, c: &Canary) -> RoutingObject {
         // Flagger writes no labels and no Flux annotations here, only Istio's gateways (smi.go:193-200).
         let mut annotations = Map::new();
-        let gateways = c
-            .spec
-            .service
-            .as_ref()
-            .and_then(|s| s.gateways.clone())
-            .unwrap_or_default();
+        let gateways = crate::routing::service_field(c, |s| s.gateways.clone());
         if self.mesh == "istio" && !gateways.is_empty() {
             annotations.insert(
                 "VirtualService.v1alpha3.networking.istio.io/spec.gateways".into(),
@@ -139,12 +134,8 @@ impl Router for SmiRouter {
     }
 
     async fn set_routes(&self, c: &Canary, routes: &Routes) -> Result<(), String> {
-        let spec = self.spec(c, routes);
         self.object(c)
-            .update(&self.kube, |ts| {
-                ts["spec"]["backends"] = spec["backends"].clone();
-                Ok(())
-            })
+            .set_spec(&self.kube, &self.spec(c, routes), "/backends")
             .await
     }
 

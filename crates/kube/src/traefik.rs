@@ -75,12 +75,8 @@ impl Router for TraefikRouter {
 
     async fn set_routes(&self, c: &Canary, routes: &Routes) -> Result<(), String> {
         crate::routing::require_weights("RoutingRule", c, routes)?;
-        let spec = Self::spec(c, routes);
         Self::object(c)
-            .update(&self.kube, |t| {
-                t["spec"]["weighted"]["services"] = spec["weighted"]["services"].clone();
-                Ok(())
-            })
+            .set_spec(&self.kube, &Self::spec(c, routes), "/weighted/services")
             .await
     }
 
