@@ -6,18 +6,16 @@
 //! `analysis.match` headers (exact, or `contains` for a prefix/suffix) carries the split, a second
 //! one sends the rest to the primary. The agent's `--ingress-class` sets `ingressClassName`.
 
-use async_trait::async_trait;
 use aviary_api::Canary;
-use aviary_core::ports::{Router, Routes};
+use aviary_core::ports::Routes;
 use serde_json::{Value, json};
 
-use crate::client::{HTTP_PROXY, Kube};
-use crate::routing::RoutingObject;
+use crate::client::HTTP_PROXY;
+use crate::routing::{ObjectRouting, RoutingObject};
 
 /// The Contour router.
 #[derive(Debug, Clone)]
 pub struct ContourRouter {
-    kube: Kube,
     ingress_class: String,
 }
 
@@ -102,15 +100,18 @@ fn route(c: &Canary, conditions: Vec<Value>, primary: i32, canary: i32) -> Value
 
 impl ContourRouter {
     /// `ingress_class` is the agent's `--ingress-class` (empty: none).
-    pub fn new(kube: Kube, ingress_class: impl Into<String>) -> Self {
+    pub fn new(ingress_class: impl Into<String>) -> Self {
         Self {
-            kube,
             ingress_class: ingress_class.into(),
         }
     }
+}
+
+impl ObjectRouting for ContourRouter {
+    const REFUSES_NO_WEIGHTS: Option<&'static str> = Some("HTTPProxy");
 
     /// The HTTPProxy spec for a split (contour.go:285-387).
-    pub fn spec(&self, c: &Canary, routes: &Routes) -> Value {
+    fn spec(&self, c: &Canary, routes: &Routes) -> Value {
         let ab = c.analysis().match_.as_ref().is_some_and(|m| !m.is_empty());
         let mut routes_out = vec![route(c, conditions(c), routes.primary, routes.canary)];
         if ab {
@@ -124,7 +125,7 @@ impl ContourRouter {
     }
 
     /// The split of an HTTPProxy: the primary's weight in the first route (contour.go:237-265).
-    pub fn read(c: &Canary, proxy: &Value) -> Result<Routes, String> {
+    fn read(&self, c: &Canary, proxy: &Value) -> Result<Routes, String> {
         let apex = c.apex_name();
         let services = proxy["spec"]["routes"][0]["services"].as_array();
         let Some(services) = services.filter(|s| s.len() >= 2) else {
@@ -139,25 +140,5 @@ impl ContourRouter {
 
     fn object(&self, c: &Canary) -> RoutingObject {
         RoutingObject::owned(HTTP_PROXY, c, c.apex_name())
-    }
-}
-
-#[async_trait]
-impl Router for ContourRouter {
-    async fn reconcile(&self, c: &Canary) -> Result<(), String> {
-        self.object(c)
-            .reconcile(&self.kube, |r| self.spec(c, r), |p| Self::read(c, p).ok())
-            .await
-    }
-
-    async fn set_routes(&self, c: &Canary, routes: &Routes) -> Result<(), String> {
-        crate::routing::require_weights("HTTPProxy", c, routes)?;
-        self.object(c)
-            .set_spec(&self.kube, &self.spec(c, routes), "")
-            .await
-    }
-
-    async fn get_routes(&self, c: &Canary) -> Result<Routes, String> {
-        self.object(c).routes(&self.kube, |p| Self::read(c, p)).await
     }
 }

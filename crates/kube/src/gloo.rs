@@ -7,11 +7,11 @@
 
 use async_trait::async_trait;
 use aviary_api::Canary;
-use aviary_core::ports::{Router, Routes};
+use aviary_core::ports::Routes;
 use serde_json::{Map, Value, json};
 
 use crate::client::{GLOO_ROUTE_TABLE, GLOO_UPSTREAM, Kube, SERVICE, describe, not_found, owner_reference};
-use crate::routing::RoutingObject;
+use crate::routing::{ObjectRouting, RoutingObject};
 
 /// The fields of the config Upstream that Flagger copies (gloo.go:336-349).
 const COPIED: &[&str] = &[
@@ -28,9 +28,7 @@ const COPIED: &[&str] = &[
 
 /// The Gloo Edge router.
 #[derive(Debug, Clone)]
-pub struct GlooRouter {
-    kube: Kube,
-}
+pub struct GlooRouter;
 
 /// `<ns>-<apex>-<role>upstream-<port>`.
 pub fn upstream_name(c: &Canary, role: &str) -> String {
@@ -73,12 +71,87 @@ fn matchers(c: &Canary) -> Option<Value> {
 }
 
 impl GlooRouter {
-    pub fn new(kube: Kube) -> Self {
-        Self { kube }
+    /// The Upstream named by `spec.upstreamRef`, if any (gloo.go:380-390).
+    async fn config_upstream(kube: &Kube, c: &Canary) -> Result<Option<Value>, String> {
+        let Some(r) = c.spec.upstream_ref.as_ref() else {
+            return Ok(None);
+        };
+        let name = r.name.clone().unwrap_or_default();
+        let ns = r.namespace.clone().unwrap_or_else(|| c.namespace().to_string());
+        match kube.get(GLOO_UPSTREAM, &ns, &name).await {
+            Ok(Some(u)) => Ok(Some(u)),
+            Ok(None) => Err(format!(
+                "config upstream {name}.{ns} get query error: {} (spec.upstreamRef)",
+                not_found(GLOO_UPSTREAM, &name)
+            )),
+            Err(e) => Err(format!(
+                "config upstream {name}.{ns} get query error: {}",
+                describe(&e)
+            )),
+        }
+    }
+
+    /// Creates an Upstream for the `-primary` or `-canary` Service; an existing one only follows
+    /// the config Upstream's load balancer (gloo.go:269-331).
+    async fn upstream(kube: &Kube, c: &Canary, role: &str, config: Option<&Value>) -> Result<(), String> {
+        let ns = c.namespace();
+        let svc_name = format!("{}-{role}", c.apex_name());
+        let context = format!("service {svc_name}.{ns} get query error");
+        let svc = kube.require(SERVICE, ns, &svc_name, &context).await?;
+        let name = upstream_name(c, role);
+        let mut spec = Map::new();
+        if let Some(cfg) = config {
+            for f in COPIED {
+                if let Some(v) = cfg["spec"].get(*f) {
+                    spec.insert((*f).to_string(), v.clone());
+                }
+            }
+        }
+        let mut kube_us = json!({
+            "serviceName": svc_name,
+            "serviceNamespace": ns,
+            "servicePort": c.spec.service.as_ref().and_then(|s| s.port).unwrap_or(0),
+        });
+        if let Some(sel) = svc["spec"]["selector"].as_object().filter(|s| !s.is_empty()) {
+            kube_us["selector"] = Value::Object(sel.clone());
+        }
+        spec.insert("kube".into(), kube_us);
+        let lb = config.and_then(|cfg| cfg["spec"].get("loadBalancerConfig").cloned());
+        kube.upsert(
+            GLOO_UPSTREAM,
+            ns,
+            &name,
+            || Ok(json!({"metadata": {"ownerReferences": [owner_reference(c)]}, "spec": spec})),
+            |cur| {
+                if config.is_some() && cur["spec"].get("loadBalancerConfig") != lb.as_ref() {
+                    match &lb {
+                        Some(lb) => cur["spec"]["loadBalancerConfig"] = lb.clone(),
+                        None => {
+                            if let Some(s) = cur["spec"].as_object_mut() {
+                                s.remove("loadBalancerConfig");
+                            }
+                        }
+                    }
+                }
+                Ok(())
+            },
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("upstream {name}.{ns} create query error: {e}"))
+    }
+}
+
+#[async_trait]
+impl ObjectRouting for GlooRouter {
+    const REFUSES_NO_WEIGHTS: Option<&'static str> = Some("RoutingRule");
+
+    fn object(&self, c: &Canary) -> RoutingObject {
+        RoutingObject::owned(GLOO_ROUTE_TABLE, c, c.apex_name())
     }
 
     /// The RouteTable spec (gloo.go:70-101, :225-256).
-    pub fn spec(c: &Canary, routes: &Routes) -> Value {
+    fn spec(&self, c: &Canary, routes: &Routes) -> Value {
         let destination = |name: String, weight: i32| {
             let mut d = json!({"destination": {"upstream": {"name": name, "namespace": c.namespace()}}});
             if weight != 0 {
@@ -100,7 +173,7 @@ impl GlooRouter {
     }
 
     /// The primary's weight in the first route; the canary has the rest (gloo.go:175-203).
-    pub fn read(c: &Canary, rt: &Value) -> Result<Routes, String> {
+    fn read(&self, c: &Canary, rt: &Value) -> Result<Routes, String> {
         let destinations = rt["spec"]["routes"][0]["routeAction"]["multi"]["destinations"]
             .as_array()
             .cloned()
@@ -120,105 +193,15 @@ impl GlooRouter {
         Ok(Routes::split(w, 100 - w))
     }
 
-    /// The Upstream named by `spec.upstreamRef`, if any (gloo.go:380-390).
-    async fn config_upstream(&self, c: &Canary) -> Result<Option<Value>, String> {
-        let Some(r) = c.spec.upstream_ref.as_ref() else {
-            return Ok(None);
-        };
-        let name = r.name.clone().unwrap_or_default();
-        let ns = r.namespace.clone().unwrap_or_else(|| c.namespace().to_string());
-        match self.kube.get(GLOO_UPSTREAM, &ns, &name).await {
-            Ok(Some(u)) => Ok(Some(u)),
-            Ok(None) => Err(format!(
-                "config upstream {name}.{ns} get query error: {} (spec.upstreamRef)",
-                not_found(GLOO_UPSTREAM, &name)
-            )),
-            Err(e) => Err(format!(
-                "config upstream {name}.{ns} get query error: {}",
-                describe(&e)
-            )),
-        }
-    }
-
-    /// Creates an Upstream for the `-primary` or `-canary` Service; an existing one only follows
-    /// the config Upstream's load balancer (gloo.go:269-331).
-    async fn upstream(&self, c: &Canary, role: &str, config: Option<&Value>) -> Result<(), String> {
-        let ns = c.namespace();
-        let svc_name = format!("{}-{role}", c.apex_name());
-        let context = format!("service {svc_name}.{ns} get query error");
-        let svc = self.kube.require(SERVICE, ns, &svc_name, &context).await?;
-        let name = upstream_name(c, role);
-        let mut spec = Map::new();
-        if let Some(cfg) = config {
-            for f in COPIED {
-                if let Some(v) = cfg["spec"].get(*f) {
-                    spec.insert((*f).to_string(), v.clone());
-                }
-            }
-        }
-        let mut kube_us = json!({
-            "serviceName": svc_name,
-            "serviceNamespace": ns,
-            "servicePort": c.spec.service.as_ref().and_then(|s| s.port).unwrap_or(0),
-        });
-        if let Some(sel) = svc["spec"]["selector"].as_object().filter(|s| !s.is_empty()) {
-            kube_us["selector"] = Value::Object(sel.clone());
-        }
-        spec.insert("kube".into(), kube_us);
-        let lb = config.and_then(|cfg| cfg["spec"].get("loadBalancerConfig").cloned());
-        self.kube
-            .upsert(
-                GLOO_UPSTREAM,
-                ns,
-                &name,
-                || Ok(json!({"metadata": {"ownerReferences": [owner_reference(c)]}, "spec": spec})),
-                |cur| {
-                    if config.is_some() && cur["spec"].get("loadBalancerConfig") != lb.as_ref() {
-                        match &lb {
-                            Some(lb) => cur["spec"]["loadBalancerConfig"] = lb.clone(),
-                            None => {
-                                if let Some(s) = cur["spec"].as_object_mut() {
-                                    s.remove("loadBalancerConfig");
-                                }
-                            }
-                        }
-                    }
-                    Ok(())
-                },
-            )
-            .await
-            .map(|_| ())
-            .map_err(|e| format!("upstream {name}.{ns} create query error: {e}"))
-    }
-
-    fn object(c: &Canary) -> RoutingObject {
-        RoutingObject::owned(GLOO_ROUTE_TABLE, c, c.apex_name())
-    }
-}
-
-#[async_trait]
-impl Router for GlooRouter {
-    async fn reconcile(&self, c: &Canary) -> Result<(), String> {
-        let config = self.config_upstream(c).await?;
-        self.upstream(c, "primary", config.as_ref())
+    /// The Upstreams of the `-primary` and `-canary` Services first.
+    async fn prepare(&self, kube: &Kube, c: &Canary) -> Result<RoutingObject, String> {
+        let config = Self::config_upstream(kube, c).await?;
+        Self::upstream(kube, c, "primary", config.as_ref())
             .await
             .map_err(|e| format!("error creating flagger primary upstream: {e}"))?;
-        self.upstream(c, "canary", config.as_ref())
+        Self::upstream(kube, c, "canary", config.as_ref())
             .await
             .map_err(|e| format!("error creating flagger canary upstream: {e}"))?;
-        Self::object(c)
-            .reconcile(&self.kube, |r| Self::spec(c, r), |rt| Self::read(c, rt).ok())
-            .await
-    }
-
-    async fn set_routes(&self, c: &Canary, routes: &Routes) -> Result<(), String> {
-        crate::routing::require_weights("RoutingRule", c, routes)?;
-        Self::object(c)
-            .set_spec(&self.kube, &Self::spec(c, routes), "")
-            .await
-    }
-
-    async fn get_routes(&self, c: &Canary) -> Result<Routes, String> {
-        Self::object(c).routes(&self.kube, |rt| Self::read(c, rt)).await
+        Ok(self.object(c))
     }
 }

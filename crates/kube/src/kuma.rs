@@ -7,33 +7,30 @@
 
 use async_trait::async_trait;
 use aviary_api::Canary;
-use aviary_core::ports::{Router, Routes};
+use aviary_core::ports::Routes;
 use serde_json::{Map, Value, json};
 
 use crate::client::{KUMA_TRAFFIC_ROUTE, Kube};
-use crate::routing::{RoutingObject, apex_metadata};
+use crate::routing::{ObjectRouting, RoutingObject, apex_metadata};
 
 /// The canary annotation that names the Kuma mesh.
 pub const MESH_ANNOTATION: &str = "kuma.io/mesh";
 
 /// The Kuma router.
 #[derive(Debug, Clone)]
-pub struct KumaRouter {
-    kube: Kube,
-}
+pub struct KumaRouter;
 
 fn kuma_service(name: &str, c: &Canary) -> String {
     let port = c.spec.service.as_ref().and_then(|s| s.port).unwrap_or(0);
     format!("{name}_{}_svc_{port}", c.namespace())
 }
 
-impl KumaRouter {
-    pub fn new(kube: Kube) -> Self {
-        Self { kube }
-    }
+#[async_trait]
+impl ObjectRouting for KumaRouter {
+    const WEIGHTS: &'static str = "/conf";
 
     /// The TrafficRoute spec (kuma.go:33-64, :183-198).
-    pub fn spec(c: &Canary, routes: &Routes) -> Value {
+    fn spec(&self, c: &Canary, routes: &Routes) -> Value {
         let apex = c.apex_name();
         json!({
             "sources": [{"match": {"kuma.io/service": "*"}}],
@@ -46,7 +43,7 @@ impl KumaRouter {
     }
 
     /// The primary's weight; the canary has the rest (kuma.go:138-167).
-    pub fn read(c: &Canary, tr: &Value) -> Result<Routes, String> {
+    fn read(&self, c: &Canary, tr: &Value) -> Result<Routes, String> {
         let apex = c.apex_name();
         let primary = format!("{apex}-primary");
         let weight = tr["spec"]["conf"]["split"]
@@ -68,7 +65,7 @@ impl KumaRouter {
         }
     }
 
-    fn object(c: &Canary) -> RoutingObject {
+    fn object(&self, c: &Canary) -> RoutingObject {
         let (labels, annotations) = apex_metadata(c);
         let mut metadata = json!({});
         if !labels.is_empty() {
@@ -92,39 +89,22 @@ impl KumaRouter {
             sync_metadata: true,
         }
     }
-}
 
-#[async_trait]
-impl Router for KumaRouter {
-    async fn reconcile(&self, c: &Canary) -> Result<(), String> {
-        let object = Self::object(c);
-        // Flagger sets the mesh only on creation (kuma.go:82-96).
-        let object = match object.get(&self.kube).await? {
+    /// Flagger sets the mesh only on creation (kuma.go:82-96).
+    async fn prepare(&self, kube: &Kube, c: &Canary) -> Result<RoutingObject, String> {
+        let object = self.object(c);
+        Ok(match object.get(kube).await? {
             Some(_) => RoutingObject {
                 extra: Map::new(),
                 ..object
             },
             None => object,
-        };
-        object
-            .reconcile(&self.kube, |r| Self::spec(c, r), |t| Self::read(c, t).ok())
-            .await
-    }
-
-    async fn set_routes(&self, c: &Canary, routes: &Routes) -> Result<(), String> {
-        Self::object(c)
-            .set_spec(&self.kube, &Self::spec(c, routes), "/conf")
-            .await
-    }
-
-    async fn get_routes(&self, c: &Canary) -> Result<Routes, String> {
-        Self::object(c).routes(&self.kube, |t| Self::read(c, t)).await
+        })
     }
 
     /// Not in Flagger (kuma.go:211-213 does nothing): the cluster-scoped route is removed.
-    async fn finalize(&self, c: &Canary) -> Result<(), String> {
-        self.kube
-            .delete(KUMA_TRAFFIC_ROUTE, "", c.apex_name())
+    async fn finalize(&self, kube: &Kube, c: &Canary) -> Result<(), String> {
+        kube.delete(KUMA_TRAFFIC_ROUTE, "", c.apex_name())
             .await
             .map_err(|e| format!("TrafficRoute {} delete error: {e}", c.apex_name()))
     }

@@ -21,7 +21,9 @@
 //! - Routers: [`services`] (the ClusterIP Services of Deployment canaries), [`gatewayapi`],
 //!   [`istio`], [`ingress`] (nginx, skipper), [`smi`] (linkerd, smi, osm), [`contour`],
 //!   [`gloo`], [`traefik`], [`appmesh`], [`kuma`], [`apisix`], and in [`routing`] the provider
-//!   choice, the `kubernetes` no-op router and what routers share (the routing object they own).
+//!   choice, the `kubernetes` no-op router and what routers share: the routing object they own
+//!   (with [`routing::ObjectRouter`], the whole Router of the one-object routers), the apex
+//!   route's reads, session-affinity routes, match merging, Flux's annotations.
 //! - [`lease`]: leader election through a coordination.k8s.io Lease.
 //! - [`revisions`]: what the coordinator link reads and pushes: targets' container images, and
 //!   retries of the same images.

@@ -21,7 +21,7 @@ use crate::istio::IstioRouter;
 use crate::knative::Knative;
 use crate::kuma::KumaRouter;
 use crate::recorder::KubeRecorder;
-use crate::routing::{DeploymentRouter, NopRouter, Provider, UnsupportedRouter};
+use crate::routing::{DeploymentRouter, NopRouter, ObjectRouter, Provider, UnsupportedRouter};
 use crate::service_target::ServiceTarget;
 use crate::services::ClusterIpServices;
 use crate::smi::SmiRouter;
@@ -160,16 +160,21 @@ impl KubePlatform {
             Provider::Knative => Arc::new(UnsupportedRouter("knative".into())),
             Provider::Nginx => Arc::new(NginxRouter::new(kube, &self.settings.ingress_annotations_prefix)),
             Provider::Skipper => Arc::new(SkipperRouter::new(kube)),
-            Provider::Smi { version, mesh } => Arc::new(SmiRouter::new(kube, version, mesh)),
-            Provider::Contour => Arc::new(ContourRouter::new(kube, &self.settings.ingress_class)),
-            Provider::Gloo => Arc::new(GlooRouter::new(kube)),
-            Provider::Traefik => Arc::new(TraefikRouter::new(kube)),
+            Provider::Smi { version, mesh } => {
+                Arc::new(ObjectRouter::new(kube, SmiRouter::new(version, mesh)))
+            }
+            Provider::Contour => {
+                let contour = ContourRouter::new(&self.settings.ingress_class);
+                Arc::new(ObjectRouter::new(kube, contour))
+            }
+            Provider::Gloo => Arc::new(ObjectRouter::new(kube, GlooRouter)),
+            Provider::Traefik => Arc::new(ObjectRouter::new(kube, TraefikRouter)),
             Provider::AppMesh { v1beta2 } => Arc::new(AppMeshRouter::new(
                 kube,
                 v1beta2,
                 self.settings.deployment.selector_labels.clone(),
             )),
-            Provider::Kuma => Arc::new(KumaRouter::new(kube)),
+            Provider::Kuma => Arc::new(ObjectRouter::new(kube, KumaRouter)),
             Provider::Apisix => Arc::new(ApisixRouter::new(kube)),
         };
         if c.target_kind() == "Service" {

@@ -1,7 +1,8 @@
 //! What every router shares: the provider of a canary, the `kubernetes` provider's no-op router,
 //! the composite router of Deployment canaries (ClusterIP Services + the mesh/gateway router),
-//! session-affinity cookies, Istio-style match merging, and the annotations that keep Flux off
-//! generated objects.
+//! the one routing object a router owns ([`RoutingObject`], and [`ObjectRouter`] for routers
+//! that own nothing else), the reads of the `<apex>` route, session-affinity cookies and routes,
+//! Istio-style match merging, and the annotations that keep Flux off generated objects.
 
 use std::sync::Arc;
 
@@ -610,6 +611,79 @@ pub(crate) fn referenced_name<'a>(
                 c.namespace()
             )
         })
+}
+
+/// A router whose routing is one [`RoutingObject`] with a spec made from the split (Contour's
+/// HTTPProxy, SMI's TrafficSplit, Gloo's RouteTable, Traefik's TraefikService, Kuma's
+/// TrafficRoute); [`ObjectRouter`] makes it a [`Router`].
+#[async_trait]
+pub trait ObjectRouting: Send + Sync {
+    /// The part of the spec a set_routes writes: a JSON pointer below `spec`, `""` for all of it.
+    const WEIGHTS: &'static str = "";
+    /// The kind Flagger names when it refuses a split of 0/0 (see [`require_weights`]); `None`
+    /// for routers that write it.
+    const REFUSES_NO_WEIGHTS: Option<&'static str> = None;
+
+    /// The routing object of the canary.
+    fn object(&self, c: &Canary) -> RoutingObject;
+    /// Its spec for a split.
+    fn spec(&self, c: &Canary, routes: &Routes) -> Value;
+    /// The split of the live object.
+    fn read(&self, c: &Canary, obj: &Value) -> Result<Routes, String>;
+
+    /// The object a reconcile writes, after whatever it needs first (Gloo's Upstreams).
+    async fn prepare(&self, _kube: &crate::Kube, c: &Canary) -> Result<RoutingObject, String> {
+        Ok(self.object(c))
+    }
+
+    /// Reverts routing on deletion.
+    async fn finalize(&self, _kube: &crate::Kube, _c: &Canary) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// The [`Router`] of an [`ObjectRouting`]: reconcile creates or rewrites the object (keeping the
+/// live weights), set_routes writes the weights, get_routes reads them back.
+#[derive(Debug, Clone)]
+pub struct ObjectRouter<T> {
+    kube: crate::Kube,
+    routing: T,
+}
+
+impl<T> ObjectRouter<T> {
+    pub fn new(kube: crate::Kube, routing: T) -> Self {
+        Self { kube, routing }
+    }
+}
+
+#[async_trait]
+impl<T: ObjectRouting> Router for ObjectRouter<T> {
+    async fn reconcile(&self, c: &Canary) -> Result<(), String> {
+        let r = &self.routing;
+        let object = r.prepare(&self.kube, c).await?;
+        object
+            .reconcile(&self.kube, |s| r.spec(c, s), |o| r.read(c, o).ok())
+            .await
+    }
+
+    async fn set_routes(&self, c: &Canary, routes: &Routes) -> Result<(), String> {
+        let r = &self.routing;
+        if let Some(kind) = T::REFUSES_NO_WEIGHTS {
+            require_weights(kind, c, routes)?;
+        }
+        r.object(c)
+            .set_spec(&self.kube, &r.spec(c, routes), T::WEIGHTS)
+            .await
+    }
+
+    async fn get_routes(&self, c: &Canary) -> Result<Routes, String> {
+        let r = &self.routing;
+        r.object(c).routes(&self.kube, |o| r.read(c, o)).await
+    }
+
+    async fn finalize(&self, c: &Canary) -> Result<(), String> {
+        self.routing.finalize(&self.kube, c).await
+    }
 }
 
 /// Flagger's refusal to write a route that sends nothing anywhere (all weights 0), with the

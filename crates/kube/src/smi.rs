@@ -5,15 +5,14 @@
 //! (written as strings, `"90"`), later versions integers. SMI has no header matching: an A/B
 //! canary gets all its traffic at once, as in Flagger.
 
-use async_trait::async_trait;
 use aviary_api::Canary;
-use aviary_core::ports::{Router, Routes};
+use aviary_core::ports::Routes;
 use serde_json::{Map, Value, json};
 
 use crate::client::{
-    Kind, Kube, TRAFFIC_SPLIT_V1ALPHA1, TRAFFIC_SPLIT_V1ALPHA2, TRAFFIC_SPLIT_V1ALPHA3, owner_reference,
+    Kind, TRAFFIC_SPLIT_V1ALPHA1, TRAFFIC_SPLIT_V1ALPHA2, TRAFFIC_SPLIT_V1ALPHA3, owner_reference,
 };
-use crate::routing::{RoutingObject, weight_of};
+use crate::routing::{ObjectRouting, RoutingObject, weight_of};
 
 /// The TrafficSplit API version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,23 +43,25 @@ impl SmiVersion {
 /// The SMI router.
 #[derive(Debug, Clone)]
 pub struct SmiRouter {
-    kube: Kube,
     version: SmiVersion,
     mesh: String,
 }
 
 impl SmiRouter {
     /// `mesh` is what follows the version in the provider name (`linkerd`, `osm`, `istio`, …).
-    pub fn new(kube: Kube, version: SmiVersion, mesh: impl Into<String>) -> Self {
+    pub fn new(version: SmiVersion, mesh: impl Into<String>) -> Self {
         Self {
-            kube,
             version,
             mesh: mesh.into(),
         }
     }
+}
+
+impl ObjectRouting for SmiRouter {
+    const WEIGHTS: &'static str = "/backends";
 
     /// The TrafficSplit spec for a split (smi.go:59-71, :171-180).
-    pub fn spec(&self, c: &Canary, routes: &Routes) -> Value {
+    fn spec(&self, c: &Canary, routes: &Routes) -> Value {
         let apex = c.apex_name();
         let host = c
             .spec
@@ -79,7 +80,7 @@ impl SmiRouter {
     }
 
     /// The split of a TrafficSplit (smi.go:125-156).
-    pub fn read(c: &Canary, ts: &Value) -> Result<Routes, String> {
+    fn read(&self, c: &Canary, ts: &Value) -> Result<Routes, String> {
         let apex = c.apex_name();
         let (mut primary, mut canary) = (0, 0);
         for b in ts["spec"]["backends"].as_array().into_iter().flatten() {
@@ -122,24 +123,5 @@ impl SmiRouter {
             extra: Map::new(),
             sync_metadata: false,
         }
-    }
-}
-
-#[async_trait]
-impl Router for SmiRouter {
-    async fn reconcile(&self, c: &Canary) -> Result<(), String> {
-        self.object(c)
-            .reconcile(&self.kube, |r| self.spec(c, r), |ts| Self::read(c, ts).ok())
-            .await
-    }
-
-    async fn set_routes(&self, c: &Canary, routes: &Routes) -> Result<(), String> {
-        self.object(c)
-            .set_spec(&self.kube, &self.spec(c, routes), "/backends")
-            .await
-    }
-
-    async fn get_routes(&self, c: &Canary) -> Result<Routes, String> {
-        self.object(c).routes(&self.kube, |ts| Self::read(c, ts)).await
     }
 }

@@ -3,27 +3,23 @@
 //! `<apex>-primary` and, while it gets traffic, `<apex>-canary`. An IngressRoute of the user's
 //! points at it (`kind: TraefikService`). Traefik has no header matching in Flagger.
 
-use async_trait::async_trait;
 use aviary_api::Canary;
-use aviary_core::ports::{Router, Routes};
+use aviary_core::ports::Routes;
 use serde_json::{Value, json};
 
-use crate::client::{Kube, TRAEFIK_SERVICE};
-use crate::routing::RoutingObject;
+use crate::client::TRAEFIK_SERVICE;
+use crate::routing::{ObjectRouting, RoutingObject};
 
 /// The Traefik router.
 #[derive(Debug, Clone)]
-pub struct TraefikRouter {
-    kube: Kube,
-}
+pub struct TraefikRouter;
 
-impl TraefikRouter {
-    pub fn new(kube: Kube) -> Self {
-        Self { kube }
-    }
+impl ObjectRouting for TraefikRouter {
+    const WEIGHTS: &'static str = "/weighted/services";
+    const REFUSES_NO_WEIGHTS: Option<&'static str> = Some("RoutingRule");
 
     /// The TraefikService spec (traefik.go:45-56, :190-205): the canary only with a weight.
-    pub fn spec(c: &Canary, routes: &Routes) -> Value {
+    fn spec(&self, c: &Canary, routes: &Routes) -> Value {
         let apex = c.apex_name();
         let port = c.spec.service.as_ref().and_then(|s| s.port).unwrap_or(0);
         let service = |name: String, weight: i32| {
@@ -41,7 +37,7 @@ impl TraefikRouter {
     }
 
     /// The primary's weight; the canary has the rest (traefik.go:142-171).
-    pub fn read(c: &Canary, ts: &Value) -> Result<Routes, String> {
+    fn read(&self, c: &Canary, ts: &Value) -> Result<Routes, String> {
         let apex = c.apex_name();
         let services = ts["spec"]["weighted"]["services"]
             .as_array()
@@ -60,27 +56,7 @@ impl TraefikRouter {
         Ok(Routes::split(primary, 100 - primary))
     }
 
-    fn object(c: &Canary) -> RoutingObject {
+    fn object(&self, c: &Canary) -> RoutingObject {
         RoutingObject::owned(TRAEFIK_SERVICE, c, c.apex_name())
-    }
-}
-
-#[async_trait]
-impl Router for TraefikRouter {
-    async fn reconcile(&self, c: &Canary) -> Result<(), String> {
-        Self::object(c)
-            .reconcile(&self.kube, |r| Self::spec(c, r), |t| Self::read(c, t).ok())
-            .await
-    }
-
-    async fn set_routes(&self, c: &Canary, routes: &Routes) -> Result<(), String> {
-        crate::routing::require_weights("RoutingRule", c, routes)?;
-        Self::object(c)
-            .set_spec(&self.kube, &Self::spec(c, routes), "/weighted/services")
-            .await
-    }
-
-    async fn get_routes(&self, c: &Canary) -> Result<Routes, String> {
-        Self::object(c).routes(&self.kube, |t| Self::read(c, t)).await
     }
 }
