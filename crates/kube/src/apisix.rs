@@ -9,7 +9,7 @@ use aviary_core::ports::{Router, Routes};
 use serde_json::{Value, json};
 
 use crate::client::{APISIX_ROUTE, Kube, owner_reference};
-use crate::routing::{RoutingObject, referenced_name};
+use crate::routing::{RoutingObject, primary_share, referenced_name};
 
 /// Flagger's maxPriority (apisix.go:42).
 const MAX_PRIORITY: i64 = 10000;
@@ -89,13 +89,11 @@ impl ApisixRouter {
                 c.namespace()
             )
         })?;
-        let w = route["spec"]["http"][i]["backends"]
+        let backends = route["spec"]["http"][i]["backends"]
             .as_array()
             .into_iter()
-            .flatten()
-            .find(|b| b["serviceName"] == primary.as_str())
-            .map_or(0, |b| b["weight"].as_i64().unwrap_or(0) as i32);
-        Ok(Routes::split(w, 100 - w))
+            .flatten();
+        Ok(primary_share(backends, |b| b["serviceName"] == primary.as_str()))
     }
 
     fn object(c: &Canary) -> Result<RoutingObject, String> {

@@ -11,7 +11,7 @@ use aviary_core::ports::Routes;
 use serde_json::{Value, json};
 
 use crate::client::HTTP_PROXY;
-use crate::routing::{ObjectRouting, RoutingObject};
+use crate::routing::{ObjectRouting, RoutingObject, primary_share};
 
 /// The Contour router.
 #[derive(Debug, Clone)]
@@ -131,11 +131,8 @@ impl ObjectRouting for ContourRouter {
         let Some(services) = services.filter(|s| s.len() >= 2) else {
             return Err(format!("HTTPProxy {apex}.{} services not found", c.namespace()));
         };
-        let primary = services
-            .iter()
-            .find(|s| s["name"] == format!("{apex}-primary").as_str())
-            .map_or(0, |s| s["weight"].as_i64().unwrap_or(0) as i32);
-        Ok(Routes::split(primary, 100 - primary))
+        let primary = format!("{apex}-primary");
+        Ok(primary_share(services, |s| s["name"] == primary.as_str()))
     }
 
     fn object(&self, c: &Canary) -> RoutingObject {

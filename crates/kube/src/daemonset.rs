@@ -29,20 +29,16 @@ pub struct DaemonSetTarget {
 impl DaemonSetTarget {
     pub fn new(kube: Kube, settings: DeploymentSettings) -> Self {
         Self {
-            workloads: Workloads { kube, settings },
+            workloads: Workloads {
+                kube,
+                settings,
+                kind: DAEMON_SET,
+            },
         }
     }
 
     fn kube(&self) -> &Kube {
         &self.workloads.kube
-    }
-
-    async fn get(&self, ns: &str, name: &str) -> Result<Value, String> {
-        self.workloads.get(DAEMON_SET, ns, name).await
-    }
-
-    async fn target(&self, c: &Canary) -> Result<Value, String> {
-        self.get(c.namespace(), c.target_name()).await
     }
 
     /// Flagger's `createPrimaryDaemonSet` (daemonset_controller.go:229-311): only a RollingUpdate
@@ -56,9 +52,7 @@ impl DaemonSetTarget {
             "template": self.primary_template(target, sel, &tracked),
         });
         copy_fields(&mut spec, target, COPIED_FIELDS);
-        self.workloads
-            .create_primary(c, DAEMON_SET, target, sel, spec)
-            .await
+        self.workloads.create_primary(c, target, sel, spec).await
     }
 
     /// The primary's pod template: as for a Deployment, without the scale-to-zero selector
@@ -190,7 +184,7 @@ impl Target for DaemonSetTarget {
     /// The pod template without the scale-to-zero selector (daemonset_status.go:29-53), and the
     /// tracked configs.
     async fn revision(&self, c: &Canary) -> Result<TargetRevision, String> {
-        let target = self.target(c).await?;
+        let target = self.workloads.target(c).await?;
         let tracked = self.workloads.tracked(c, &target).await?;
         let mut template = target["spec"]["template"].clone();
         remove_scale_to_zero(&mut template);
@@ -202,7 +196,7 @@ impl Target for DaemonSetTarget {
     }
 
     async fn initialize(&self, c: &Canary) -> Result<(), NotReady> {
-        let target = self.target(c).await.map_err(NotReady::retriable)?;
+        let target = self.workloads.target(c).await.map_err(NotReady::retriable)?;
         let (ns, name) = (c.namespace(), c.target_name());
         let strategy = target["spec"]["updateStrategy"]["type"].as_str().unwrap_or("");
         if !strategy.is_empty() && strategy != "RollingUpdate" {
@@ -214,7 +208,7 @@ impl Target for DaemonSetTarget {
             selector_of(&target, &self.workloads.settings.selector_labels).map_err(NotReady::retriable)?;
         let exists = self
             .workloads
-            .primary_exists(c, DAEMON_SET)
+            .primary_exists(c)
             .await
             .map_err(NotReady::retriable)?;
         if !exists {
@@ -228,7 +222,7 @@ impl Target for DaemonSetTarget {
     async fn primary_ready(&self, c: &Canary) -> Result<(), NotReady> {
         let ns = c.namespace();
         let name = format!("{}-primary", c.target_name());
-        let ds = self.get(ns, &name).await.map_err(NotReady::retriable)?;
+        let ds = self.workloads.get(ns, &name).await.map_err(NotReady::retriable)?;
         let threshold = c.analysis().primary_ready_threshold.unwrap_or(100);
         let deadline = c.progress_deadline().as_secs() as i64;
         daemonset_ready(&ds, threshold, last_transition(c), deadline, Timestamp::now()).map_err(
@@ -241,7 +235,7 @@ impl Target for DaemonSetTarget {
 
     async fn canary_ready(&self, c: &Canary) -> Result<(), NotReady> {
         let (ns, name) = (c.namespace(), c.target_name());
-        let ds = self.get(ns, name).await.map_err(NotReady::retriable)?;
+        let ds = self.workloads.get(ns, name).await.map_err(NotReady::retriable)?;
         let threshold = c.analysis().canary_ready_threshold.unwrap_or(100);
         let deadline = c.progress_deadline().as_secs() as i64;
         daemonset_ready(&ds, threshold, last_transition(c), deadline, Timestamp::now()).map_err(
@@ -259,7 +253,7 @@ impl Target for DaemonSetTarget {
     /// pod template, labels and annotations from the target.
     async fn promote(&self, c: &Canary) -> Result<(), String> {
         self.workloads
-            .promote(c, DAEMON_SET, false, |spec, target| {
+            .promote(c, false, |spec, target| {
                 copy_fields(spec, target, COPIED_FIELDS);
                 remove_scale_to_zero(&mut spec["template"]);
             })

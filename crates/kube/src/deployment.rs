@@ -37,20 +37,16 @@ impl DeploymentTarget {
     pub fn new(kube: Kube, settings: DeploymentSettings) -> Self {
         Self {
             scalers: Autoscalers::new(kube.clone()),
-            workloads: Workloads { kube, settings },
+            workloads: Workloads {
+                kube,
+                settings,
+                kind: DEPLOYMENT,
+            },
         }
     }
 
     fn kube(&self) -> &Kube {
         &self.workloads.kube
-    }
-
-    async fn get(&self, ns: &str, name: &str) -> Result<Value, String> {
-        self.workloads.get(DEPLOYMENT, ns, name).await
-    }
-
-    async fn target(&self, c: &Canary) -> Result<Value, String> {
-        self.get(c.namespace(), c.target_name()).await
     }
 
     async fn create_primary(
@@ -71,9 +67,7 @@ impl DeploymentTarget {
         });
         copy_fields(&mut spec, target, COPIED_FIELDS);
         spec["template"] = template;
-        self.workloads
-            .create_primary(c, DEPLOYMENT, target, sel, spec)
-            .await
+        self.workloads.create_primary(c, target, sel, spec).await
     }
 
     /// Sets the target's replicas.
@@ -210,7 +204,7 @@ fn not_ready(prefix: String, (retriable, msg): (bool, String)) -> NotReady {
 #[async_trait]
 impl Target for DeploymentTarget {
     async fn revision(&self, c: &Canary) -> Result<TargetRevision, String> {
-        let target = self.target(c).await?;
+        let target = self.workloads.target(c).await?;
         let tracked = self.workloads.tracked(c, &target).await?;
         Ok(TargetRevision {
             fingerprint: fingerprint(&target["spec"]["template"]),
@@ -227,12 +221,12 @@ impl Target for DeploymentTarget {
 
     /// The primary when missing, then the primary autoscaler when missing (scheduler.go:224-235).
     async fn initialize(&self, c: &Canary) -> Result<(), NotReady> {
-        let target = self.target(c).await.map_err(NotReady::retriable)?;
+        let target = self.workloads.target(c).await.map_err(NotReady::retriable)?;
         let sel =
             selector_of(&target, &self.workloads.settings.selector_labels).map_err(NotReady::retriable)?;
         let exists = self
             .workloads
-            .primary_exists(c, DEPLOYMENT)
+            .primary_exists(c)
             .await
             .map_err(NotReady::retriable)?;
         if !exists {
@@ -258,13 +252,13 @@ impl Target for DeploymentTarget {
     async fn primary_ready(&self, c: &Canary) -> Result<(), NotReady> {
         let ns = c.namespace();
         let name = format!("{}-primary", c.target_name());
-        let d = self.get(ns, &name).await.map_err(NotReady::retriable)?;
+        let d = self.workloads.get(ns, &name).await.map_err(NotReady::retriable)?;
         let threshold = c.analysis().primary_ready_threshold.unwrap_or(100);
         ready_now(c, &d, threshold).map_err(|e| not_ready(format!("{name}.{ns}"), e))
     }
 
     async fn canary_ready(&self, c: &Canary) -> Result<(), NotReady> {
-        let d = self.target(c).await.map_err(NotReady::retriable)?;
+        let d = self.workloads.target(c).await.map_err(NotReady::retriable)?;
         let threshold = c.analysis().canary_ready_threshold.unwrap_or(100);
         let shown = format!("canary deployment {}.{}", c.target_name(), c.namespace());
         ready_now(c, &d, threshold).map_err(|e| not_ready(shown, e))
@@ -276,7 +270,7 @@ impl Target for DeploymentTarget {
     async fn promote(&self, c: &Canary) -> Result<(), String> {
         let copy_replicas = c.spec.autoscaler_ref.is_none();
         self.workloads
-            .promote(c, DEPLOYMENT, true, |spec, target| {
+            .promote(c, true, |spec, target| {
                 copy_fields(spec, target, COPIED_FIELDS);
                 if copy_replicas && let Some(r) = target["spec"]["replicas"].as_i64().filter(|r| *r > 0) {
                     spec["replicas"] = Value::from(r);
@@ -295,7 +289,7 @@ impl Target for DeploymentTarget {
     /// Resumes the target's ScaledObject, then scales up (scheduler.go:914-923).
     async fn scale_from_zero(&self, c: &Canary) -> Result<(), String> {
         self.scalers.resume_target(c).await?;
-        let target = self.target(c).await?;
+        let target = self.workloads.target(c).await?;
         let replicas = self.scale_up_replicas(c, &target).await;
         if target["spec"]["replicas"].as_i64() == Some(replicas) {
             return Ok(());

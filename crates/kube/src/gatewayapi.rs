@@ -449,21 +449,12 @@ impl Router for GatewayApiRouter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aviary_api::canary::{CanaryAnalysis, SessionAffinity, TargetRef};
+    use aviary_api::canary::{CanaryAnalysis, SessionAffinity};
     use aviary_api::service::{CanaryService, ParentReference};
     use aviary_core::ports::SessionCookies;
 
     fn canary(analysis: CanaryAnalysis) -> Canary {
-        let mut c = Canary::new("podinfo", Default::default());
-        c.metadata.namespace = Some("test".into());
-        c.spec.provider = Some("gatewayapi:v1".into());
-        c.spec.target_ref = Some(TargetRef {
-            api_version: Some("apps/v1".into()),
-            kind: Some("Deployment".into()),
-            name: Some("podinfo".into()),
-        });
-        c.spec.service = Some(Box::new(CanaryService {
-            port: Some(9898),
+        let service = CanaryService {
             gateway_refs: Some(vec![ParentReference {
                 name: Some("gw".into()),
                 namespace: Some("istio-ingress".into()),
@@ -471,9 +462,8 @@ mod tests {
             }]),
             hosts: Some(vec!["app.example.com".into()]),
             ..Default::default()
-        }));
-        c.spec.analysis = Some(analysis);
-        defaulted(&c)
+        };
+        crate::routing::podinfo_canary(Some("gatewayapi:v1"), analysis, service)
     }
 
     #[test]

@@ -11,7 +11,7 @@ use aviary_core::ports::Routes;
 use serde_json::{Map, Value, json};
 
 use crate::client::{GLOO_ROUTE_TABLE, GLOO_UPSTREAM, Kube, SERVICE, describe, not_found, owner_reference};
-use crate::routing::{ObjectRouting, RoutingObject};
+use crate::routing::{ObjectRouting, RoutingObject, primary_share};
 
 /// The fields of the config Upstream that Flagger copies (gloo.go:336-349).
 const COPIED: &[&str] = &[
@@ -186,11 +186,8 @@ impl ObjectRouting for GlooRouter {
             ));
         }
         let primary = upstream_name(c, "primary");
-        let w = destinations
-            .iter()
-            .find(|d| d["destination"]["upstream"]["name"] == primary.as_str())
-            .map_or(0, |d| d["weight"].as_i64().unwrap_or(0) as i32);
-        Ok(Routes::split(w, 100 - w))
+        let upstream = |d: &Value| d["destination"]["upstream"]["name"] == primary.as_str();
+        Ok(primary_share(&destinations, upstream))
     }
 
     /// The Upstreams of the `-primary` and `-canary` Services first.

@@ -336,24 +336,12 @@ impl Router for IstioRouter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aviary_api::canary::{CanaryAnalysis, SessionAffinity, TargetRef};
+    use aviary_api::canary::{CanaryAnalysis, SessionAffinity};
     use aviary_api::service::{CanaryService, StringMatch};
     use aviary_core::ports::SessionCookies;
 
     fn canary(analysis: CanaryAnalysis, service: CanaryService) -> Canary {
-        let mut c = Canary::new("podinfo", Default::default());
-        c.metadata.namespace = Some("test".into());
-        c.spec.target_ref = Some(TargetRef {
-            api_version: Some("apps/v1".into()),
-            kind: Some("Deployment".into()),
-            name: Some("podinfo".into()),
-        });
-        c.spec.service = Some(Box::new(CanaryService {
-            port: Some(9898),
-            ..service
-        }));
-        c.spec.analysis = Some(analysis);
-        defaulted(&c)
+        crate::routing::podinfo_canary(None, analysis, service)
     }
 
     #[test]

@@ -686,6 +686,19 @@ impl<T: ObjectRouting> Router for ObjectRouter<T> {
     }
 }
 
+/// The split of a route whose primary backend is the one `is_primary` picks: its weight (0 when
+/// missing or unset), the rest to the canary (Flagger's read for Contour, Gloo, Traefik, APISIX).
+pub fn primary_share<'a>(
+    backends: impl IntoIterator<Item = &'a Value>,
+    is_primary: impl Fn(&Value) -> bool,
+) -> Routes {
+    let primary = backends
+        .into_iter()
+        .find(|b| is_primary(b))
+        .map_or(0, |b| b["weight"].as_i64().unwrap_or(0) as i32);
+    Routes::split(primary, 100 - primary)
+}
+
 /// Flagger's refusal to write a route that sends nothing anywhere (all weights 0), with the
 /// router's kind in the text: `<Kind> <apex>.<namespace> update failed: no valid weights`.
 pub(crate) fn require_weights(kind: &str, c: &Canary, routes: &Routes) -> Result<(), String> {
@@ -697,6 +710,30 @@ pub(crate) fn require_weights(kind: &str, c: &Canary, routes: &Routes) -> Result
         ));
     }
     Ok(())
+}
+
+/// The routers' unit-test canary: `test/podinfo` of Deployment `podinfo`, with `provider`,
+/// `analysis` and `service` on port 9898, defaulted.
+#[cfg(test)]
+pub(crate) fn podinfo_canary(
+    provider: Option<&str>,
+    analysis: aviary_api::canary::CanaryAnalysis,
+    service: CanaryService,
+) -> Canary {
+    let mut c = Canary::new("podinfo", Default::default());
+    c.metadata.namespace = Some("test".into());
+    c.spec.provider = provider.map(str::to_string);
+    c.spec.target_ref = Some(aviary_api::canary::TargetRef {
+        api_version: Some("apps/v1".into()),
+        kind: Some("Deployment".into()),
+        name: Some("podinfo".into()),
+    });
+    c.spec.service = Some(Box::new(CanaryService {
+        port: Some(9898),
+        ..service
+    }));
+    c.spec.analysis = Some(analysis);
+    aviary_api::defaults::defaulted(&c)
 }
 
 #[cfg(test)]

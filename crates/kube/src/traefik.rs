@@ -8,7 +8,7 @@ use aviary_core::ports::Routes;
 use serde_json::{Value, json};
 
 use crate::client::TRAEFIK_SERVICE;
-use crate::routing::{ObjectRouting, RoutingObject};
+use crate::routing::{ObjectRouting, RoutingObject, primary_share};
 
 /// The Traefik router.
 #[derive(Debug, Clone)]
@@ -49,11 +49,8 @@ impl ObjectRouting for TraefikRouter {
                 c.namespace()
             ));
         }
-        let primary = services
-            .iter()
-            .find(|s| s["name"] == format!("{apex}-primary").as_str())
-            .map_or(0, |s| s["weight"].as_i64().unwrap_or(0) as i32);
-        Ok(Routes::split(primary, 100 - primary))
+        let primary = format!("{apex}-primary");
+        Ok(primary_share(&services, |s| s["name"] == primary.as_str()))
     }
 
     fn object(&self, c: &Canary) -> RoutingObject {

@@ -289,11 +289,13 @@ pub(crate) fn rewrite_spread_selectors(pod: &mut Value, sel: &Selector, target: 
     }
 }
 
-/// Config tracking and the primary's template, for one kind of workload.
+/// Reads, config tracking and the `-primary` copy, for one kind of workload.
 #[derive(Debug, Clone)]
 pub(crate) struct Workloads {
     pub(crate) kube: Kube,
     pub(crate) settings: DeploymentSettings,
+    /// Deployments or DaemonSets.
+    pub(crate) kind: Kind,
 }
 
 /// Sets `fields` of the primary's spec to the target's, removing those the target lacks.
@@ -316,15 +318,22 @@ fn get_query_error(kind: Kind, ns: &str, name: &str) -> String {
 }
 
 impl Workloads {
-    /// The workload `name` of `kind`, or Flagger's `deployment <name>.<ns> get query error: …`.
-    pub(crate) async fn get(&self, kind: Kind, ns: &str, name: &str) -> Result<Value, String> {
+    /// The workload `name`, or Flagger's `deployment <name>.<ns> get query error: …`.
+    pub(crate) async fn get(&self, ns: &str, name: &str) -> Result<Value, String> {
+        let kind = self.kind;
         self.kube
             .require(kind, ns, name, &get_query_error(kind, ns, name))
             .await
     }
 
-    /// Whether the canary's `-primary` of `kind` exists yet.
-    pub(crate) async fn primary_exists(&self, c: &Canary, kind: Kind) -> Result<bool, String> {
+    /// The canary's target.
+    pub(crate) async fn target(&self, c: &Canary) -> Result<Value, String> {
+        self.get(c.namespace(), c.target_name()).await
+    }
+
+    /// Whether the canary's `-primary` exists yet.
+    pub(crate) async fn primary_exists(&self, c: &Canary) -> Result<bool, String> {
+        let kind = self.kind;
         let (ns, primary) = (c.namespace(), format!("{}-primary", c.target_name()));
         match self.kube.get(kind, ns, &primary).await {
             Ok(found) => Ok(found.is_some()),
@@ -342,12 +351,11 @@ impl Workloads {
     pub(crate) async fn promote(
         &self,
         c: &Canary,
-        kind: Kind,
         spread: bool,
         copy: impl Fn(&mut Value, &Value) + Send + Sync,
     ) -> Result<(), String> {
-        let ns = c.namespace();
-        let target = self.get(kind, ns, c.target_name()).await?;
+        let (kind, ns) = (self.kind, c.namespace());
+        let target = self.target(c).await?;
         let sel = selector_of(&target, &self.settings.selector_labels)?;
         let tracked = self.tracked(c, &target).await?;
         self.copy_configs(c, &tracked).await?;
@@ -514,17 +522,16 @@ impl Workloads {
         (!configs.is_empty()).then_some(configs)
     }
 
-    /// Creates `<target>-primary` of `kind` with `spec`, the primary's labels, the target's
-    /// copied annotations and the canary as owner; one that exists already is left as it is.
+    /// Creates `<target>-primary` with `spec`, the primary's labels, the target's copied
+    /// annotations and the canary as owner; one that exists already is left as it is.
     pub(crate) async fn create_primary(
         &self,
         c: &Canary,
-        kind: Kind,
         target: &Value,
         sel: &Selector,
         spec: Value,
     ) -> Result<(), String> {
-        let ns = c.namespace();
+        let (kind, ns) = (self.kind, c.namespace());
         let name = format!("{}-primary", c.target_name());
         let mut obj = json!({
             "metadata": {
