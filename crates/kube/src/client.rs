@@ -435,6 +435,13 @@ impl Kube {
         }
     }
 
+    /// The object a patch returned, as JSON, told to the cache.
+    fn written(&self, kind: Kind, namespace: &str, name: &str, o: DynamicObject) -> Result<Value> {
+        let written = serde_json::to_value(o).map_err(|e| Error::Invalid(e.to_string()))?;
+        self.wrote(kind, namespace, name, Some(&written));
+        Ok(written)
+    }
+
     /// The underlying client.
     pub fn client(&self) -> &Client {
         &self.client
@@ -569,11 +576,7 @@ impl Kube {
                 .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
             {
-                Ok(o) => {
-                    let written = serde_json::to_value(o).map_err(|e| Error::Invalid(e.to_string()))?;
-                    self.wrote(kind, namespace, name, Some(&written));
-                    return Ok(Some(written));
-                }
+                Ok(o) => return self.written(kind, namespace, name, o).map(Some),
                 Err(e) if is_conflict(&e) => {
                     tracing::debug!("conflict writing {}; retrying", what());
                     continue;
@@ -652,11 +655,7 @@ impl Kube {
             .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
         {
-            Ok(o) => {
-                let written = serde_json::to_value(o).map_err(|e| Error::Invalid(e.to_string()))?;
-                self.wrote(kind, namespace, name, Some(&written));
-                Ok(true)
-            }
+            Ok(o) => self.written(kind, namespace, name, o).map(|_| true),
             Err(e) if is_not_found(&e) => Ok(false),
             Err(e) => Err(Error::api(format!("writing {}", what()), e)),
         }

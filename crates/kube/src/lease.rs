@@ -37,6 +37,21 @@ pub struct LeaseSettings {
 }
 
 impl LeaseSettings {
+    /// Whether a write of the Lease took: `false` when another replica wrote first (409), an
+    /// error naming the Lease otherwise.
+    fn written<T>(&self, verb: &str, result: Result<T, kube::Error>) -> Result<bool, String> {
+        match result {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+            Err(e) => Err(format!(
+                "{verb} Lease {}.{}: {}",
+                self.name,
+                self.namespace,
+                describe(&e)
+            )),
+        }
+    }
+
     /// Defaults for `namespace`, with a fresh identity.
     pub fn new(namespace: impl Into<String>) -> Self {
         Self {
@@ -110,16 +125,7 @@ impl LeaderElector {
                     "leaseTransitions": 0,
                 },
             });
-            return match self.kube.create(LEASE, &s.namespace, obj).await {
-                Ok(_) => Ok(true),
-                Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
-                Err(e) => Err(format!(
-                    "creating Lease {}.{}: {}",
-                    s.name,
-                    s.namespace,
-                    describe(&e)
-                )),
-            };
+            return s.written("creating", self.kube.create(LEASE, &s.namespace, obj).await);
         };
         let spec = &lease["spec"];
         let holder = spec["holderIdentity"].as_str().unwrap_or_default().to_string();
@@ -155,26 +161,16 @@ impl LeaderElector {
                 "leaseTransitions": transitions,
             },
         });
-        match self
+        let patched = self
             .kube
             .api(LEASE, &s.namespace)
             .patch(&s.name, &Default::default(), &kube::api::Patch::Merge(&patch))
-            .await
-        {
-            Ok(_) => {
-                if !mine {
-                    tracing::info!(lease = %s.name, identity = %s.identity, previous = %holder, "acquired the lease");
-                }
-                Ok(true)
-            }
-            Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
-            Err(e) => Err(format!(
-                "updating Lease {}.{}: {}",
-                s.name,
-                s.namespace,
-                describe(&e)
-            )),
+            .await;
+        let written = s.written("updating", patched)?;
+        if written && !mine {
+            tracing::info!(lease = %s.name, identity = %s.identity, previous = %holder, "acquired the lease");
         }
+        Ok(written)
     }
 
     /// Waits until this replica holds the Lease; `false` when `shutdown` came first.

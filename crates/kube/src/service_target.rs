@@ -16,10 +16,10 @@ use async_trait::async_trait;
 use aviary_api::Canary;
 use aviary_core::fingerprint::fingerprint;
 use aviary_core::ports::{NotReady, Target, TargetRevision};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
-use crate::client::{Kube, SERVICE, describe, not_found, owner_reference};
-use crate::workload::{included, strip_nulls};
+use crate::client::{Kube, SERVICE, describe, owner_reference};
+use crate::workload::{included, strip_nulls, update_primary};
 
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
@@ -218,29 +218,12 @@ impl Target for ServiceTarget {
     /// the primary (service_controller.go:176-223).
     async fn promote(&self, c: &Canary) -> Result<(), String> {
         let target = self.target(c).await?;
-        let ns = c.namespace();
-        let primary = format!("{}-primary", c.target_name());
-        let labels: Map<String, Value> =
-            included(&target["metadata"]["labels"], &self.include_label_prefixes);
-        let annotations: Map<String, Value> =
-            included(&target["metadata"]["annotations"], &self.include_label_prefixes);
-        let updated = self
-            .kube
-            .modify(SERVICE, ns, &primary, |cur| {
-                cur["spec"] = keep_allocations(&target["spec"], &cur["spec"]);
-                cur["metadata"]["labels"] = Value::Object(labels.clone());
-                cur["metadata"]["annotations"] = Value::Object(annotations.clone());
-                Ok(())
-            })
-            .await
-            .map_err(|e| format!("updating service {primary}.{ns} spec failed: {e}"))?;
-        let missing = || {
-            format!(
-                "service {primary}.{ns} get query error: {}",
-                not_found(SERVICE, &primary)
-            )
-        };
-        updated.map(|_| ()).ok_or_else(missing)
+        let labels = included(&target["metadata"]["labels"], &self.include_label_prefixes);
+        let annotations = included(&target["metadata"]["annotations"], &self.include_label_prefixes);
+        update_primary(&self.kube, SERVICE, c, "spec", (&labels, &annotations), |cur| {
+            cur["spec"] = keep_allocations(&target["spec"], &cur["spec"]);
+        })
+        .await
     }
 
     /// service_controller.go:236-238.

@@ -152,17 +152,24 @@ pub(crate) fn rewrite_config_refs(pod: &mut Value, tracked: &BTreeSet<ConfigRef>
             *name = Value::from(format!("{n}-primary"));
         }
     };
-    if let Some(volumes) = pod.get_mut("volumes").and_then(Value::as_array_mut) {
-        for v in volumes {
-            rename(false, v, "/configMap/name");
-            rename(true, v, "/secret/secretName");
-            if let Some(sources) = v.pointer_mut("/projected/sources").and_then(Value::as_array_mut) {
-                for s in sources {
-                    rename(false, s, "/configMap/name");
-                    rename(true, s, "/secret/name");
-                }
+    // Renames in each entry of a list: (is it a Secret, where the name is).
+    let each = |list: Option<&mut Value>, refs: [(bool, &str); 2]| {
+        for entry in list.and_then(Value::as_array_mut).into_iter().flatten() {
+            for (secret, pointer) in refs {
+                rename(secret, entry, pointer);
             }
         }
+    };
+    for v in pod
+        .get_mut("volumes")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
+        rename(false, v, "/configMap/name");
+        rename(true, v, "/secret/secretName");
+        let sources = v.pointer_mut("/projected/sources");
+        each(sources, [(false, "/configMap/name"), (true, "/secret/name")]);
     }
     for list in ["containers", "initContainers"] {
         for c in pod
@@ -171,18 +178,15 @@ pub(crate) fn rewrite_config_refs(pod: &mut Value, tracked: &BTreeSet<ConfigRef>
             .into_iter()
             .flatten()
         {
-            if let Some(env) = c.get_mut("env").and_then(Value::as_array_mut) {
-                for e in env {
-                    rename(false, e, "/valueFrom/configMapKeyRef/name");
-                    rename(true, e, "/valueFrom/secretKeyRef/name");
-                }
-            }
-            if let Some(env_from) = c.get_mut("envFrom").and_then(Value::as_array_mut) {
-                for e in env_from {
-                    rename(false, e, "/configMapRef/name");
-                    rename(true, e, "/secretRef/name");
-                }
-            }
+            let env = [
+                (false, "/valueFrom/configMapKeyRef/name"),
+                (true, "/valueFrom/secretKeyRef/name"),
+            ];
+            each(c.get_mut("env"), env);
+            each(
+                c.get_mut("envFrom"),
+                [(false, "/configMapRef/name"), (true, "/secretRef/name")],
+            );
         }
     }
 }
@@ -312,6 +316,38 @@ pub(crate) fn copy_fields(primary_spec: &mut Value, target: &Value, fields: &[&s
     }
 }
 
+/// The last step of Flagger's promotions: the canary's `-primary` of `kind` rewritten by `copy`,
+/// with exactly these labels and annotations; `part` names what is copied in the error.
+pub(crate) async fn update_primary(
+    kube: &Kube,
+    kind: Kind,
+    c: &Canary,
+    part: &str,
+    (labels, annotations): (&Map<String, Value>, &Map<String, Value>),
+    copy: impl Fn(&mut Value) + Send + Sync,
+) -> Result<(), String> {
+    let ns = c.namespace();
+    let primary = format!("{}-primary", c.target_name());
+    let word = kind.kind.to_lowercase();
+    let updated = kube
+        .modify(kind, ns, &primary, |p| {
+            copy(p);
+            p["metadata"]["labels"] = Value::Object(labels.clone());
+            p["metadata"]["annotations"] = Value::Object(annotations.clone());
+            Ok(())
+        })
+        .await
+        .map_err(|e| format!("updating {word} {primary}.{ns} {part} failed: {e}"))?;
+    let missing = || {
+        format!(
+            "{}: {}",
+            get_query_error(kind, ns, &primary),
+            not_found(kind, &primary)
+        )
+    };
+    updated.map(|_| ()).ok_or_else(missing)
+}
+
 /// Flagger's words for a failed read of a workload: `deployment <name>.<ns> get query error`.
 fn get_query_error(kind: Kind, ns: &str, name: &str) -> String {
     format!("{} {name}.{ns} get query error", kind.kind.to_lowercase())
@@ -354,38 +390,22 @@ impl Workloads {
         spread: bool,
         copy: impl Fn(&mut Value, &Value) + Send + Sync,
     ) -> Result<(), String> {
-        let (kind, ns) = (self.kind, c.namespace());
         let target = self.target(c).await?;
         let sel = selector_of(&target, &self.settings.selector_labels)?;
         let tracked = self.tracked(c, &target).await?;
         self.copy_configs(c, &tracked).await?;
-        let primary = format!("{}-primary", c.target_name());
         let template = self.primary_template(&target, &sel, &tracked, spread);
         let labels = self.primary_labels(&target, &sel);
         let annotations = included(
             &target["metadata"]["annotations"],
             &self.settings.include_label_prefixes,
         );
-        let word = kind.kind.to_lowercase();
-        let updated = self
-            .kube
-            .modify(kind, ns, &primary, |p| {
-                p["spec"]["template"] = template.clone();
-                copy(&mut p["spec"], &target);
-                p["metadata"]["labels"] = Value::Object(labels.clone());
-                p["metadata"]["annotations"] = Value::Object(annotations.clone());
-                Ok(())
-            })
-            .await
-            .map_err(|e| format!("updating {word} {primary}.{ns} template spec failed: {e}"))?;
-        let missing = || {
-            format!(
-                "{}: {}",
-                get_query_error(kind, ns, &primary),
-                not_found(kind, &primary)
-            )
-        };
-        updated.map(|_| ()).ok_or_else(missing)
+        let metadata = (&labels, &annotations);
+        update_primary(&self.kube, self.kind, c, "template spec", metadata, |p| {
+            p["spec"]["template"] = template.clone();
+            copy(&mut p["spec"], &target);
+        })
+        .await
     }
 
     /// The tracked ConfigMaps and Secrets of the target (existing, not opted out) with their data.
