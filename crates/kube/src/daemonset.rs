@@ -14,7 +14,7 @@ use jiff::Timestamp;
 use serde_json::{Value, json};
 
 use crate::client::{DAEMON_SET, Kube, not_found};
-use crate::workload::{ConfigRef, DeploymentSettings, Selector, Workloads, copy_fields, selector_of};
+use crate::workload::{ConfigRef, DeploymentSettings, Selector, Workloads, copy_fields};
 
 /// The node selector that matches no node (daemonset_controller.go:36-38).
 pub const SCALE_TO_ZERO_KEY: &str = "flagger.app/scale-to-zero";
@@ -41,18 +41,16 @@ impl DaemonSetTarget {
         &self.workloads.kube
     }
 
-    /// Flagger's `createPrimaryDaemonSet` (daemonset_controller.go:229-311): only a RollingUpdate
-    /// DaemonSet can be a target; the primary gets the target's update strategy, history limit,
-    /// min ready seconds and pod template, selecting `<value>-primary`.
-    async fn create_primary(&self, c: &Canary, target: &Value, sel: &Selector) -> Result<(), String> {
-        let tracked = self.workloads.tracked(c, target).await?;
-        self.workloads.copy_configs(c, &tracked).await?;
+    /// Flagger's `createPrimaryDaemonSet` (daemonset_controller.go:229-311): the primary gets the
+    /// target's update strategy, history limit, min ready seconds and pod template, selecting
+    /// `<value>-primary`.
+    fn primary_spec(&self, target: &Value, sel: &Selector, tracked: &[(ConfigRef, Value)]) -> Value {
         let mut spec = json!({
             "selector": {"matchLabels": {sel.label.as_str(): sel.primary()}},
-            "template": self.primary_template(target, sel, &tracked),
+            "template": self.primary_template(target, sel, tracked),
         });
         copy_fields(&mut spec, target, COPIED_FIELDS);
-        self.workloads.create_primary(c, target, sel, spec).await
+        spec
     }
 
     /// The primary's pod template: as for a Deployment, without the scale-to-zero selector
@@ -197,6 +195,7 @@ impl Target for DaemonSetTarget {
 
     async fn initialize(&self, c: &Canary) -> Result<(), NotReady> {
         let target = self.workloads.target(c).await.map_err(NotReady::retriable)?;
+        // Only a RollingUpdate DaemonSet can be a target.
         let (ns, name) = (c.namespace(), c.target_name());
         let strategy = target["spec"]["updateStrategy"]["type"].as_str().unwrap_or("");
         if !strategy.is_empty() && strategy != "RollingUpdate" {
@@ -204,19 +203,11 @@ impl Target for DaemonSetTarget {
                 "daemonset {name}.{ns} must have RollingUpdate strategy but have {strategy}"
             )));
         }
-        let sel =
-            selector_of(&target, &self.workloads.settings.selector_labels).map_err(NotReady::retriable)?;
-        let exists = self
-            .workloads
-            .primary_exists(c)
+        let spec = |sel: &Selector, tracked: &[_]| self.primary_spec(&target, sel, tracked);
+        self.workloads
+            .initialize_primary(c, &target, spec)
             .await
-            .map_err(NotReady::retriable)?;
-        if !exists {
-            self.create_primary(c, &target, &sel)
-                .await
-                .map_err(NotReady::retriable)?;
-        }
-        Ok(())
+            .map_err(NotReady::retriable)
     }
 
     async fn primary_ready(&self, c: &Canary) -> Result<(), NotReady> {

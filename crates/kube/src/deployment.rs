@@ -49,13 +49,8 @@ impl DeploymentTarget {
         &self.workloads.kube
     }
 
-    async fn create_primary(
-        &self,
-        c: &Canary,
-        target: &Value,
-        sel: &Selector,
-        tracked: &[(ConfigRef, Value)],
-    ) -> Result<(), String> {
+    /// The primary's spec: the target's pod template, replicas (at least 1) and [`COPIED_FIELDS`].
+    fn primary_spec(&self, target: &Value, sel: &Selector, tracked: &[(ConfigRef, Value)]) -> Value {
         let replicas = target["spec"]["replicas"]
             .as_i64()
             .filter(|r| *r > 0)
@@ -67,7 +62,7 @@ impl DeploymentTarget {
         });
         copy_fields(&mut spec, target, COPIED_FIELDS);
         spec["template"] = template;
-        self.workloads.create_primary(c, target, sel, spec).await
+        spec
     }
 
     /// Sets the target's replicas.
@@ -222,27 +217,11 @@ impl Target for DeploymentTarget {
     /// The primary when missing, then the primary autoscaler when missing (scheduler.go:224-235).
     async fn initialize(&self, c: &Canary) -> Result<(), NotReady> {
         let target = self.workloads.target(c).await.map_err(NotReady::retriable)?;
-        let sel =
-            selector_of(&target, &self.workloads.settings.selector_labels).map_err(NotReady::retriable)?;
-        let exists = self
-            .workloads
-            .primary_exists(c)
+        let spec = |sel: &Selector, tracked: &[_]| self.primary_spec(&target, sel, tracked);
+        self.workloads
+            .initialize_primary(c, &target, spec)
             .await
             .map_err(NotReady::retriable)?;
-        if !exists {
-            let tracked = self
-                .workloads
-                .tracked(c, &target)
-                .await
-                .map_err(NotReady::retriable)?;
-            self.workloads
-                .copy_configs(c, &tracked)
-                .await
-                .map_err(NotReady::retriable)?;
-            self.create_primary(c, &target, &sel, &tracked)
-                .await
-                .map_err(NotReady::retriable)?;
-        }
         self.scalers
             .reconcile_primary(c, true)
             .await

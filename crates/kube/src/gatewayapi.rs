@@ -449,9 +449,11 @@ impl Router for GatewayApiRouter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aviary_api::canary::{CanaryAnalysis, SessionAffinity};
+    use aviary_api::canary::CanaryAnalysis;
     use aviary_api::service::{CanaryService, ParentReference};
     use aviary_core::ports::SessionCookies;
+
+    use crate::routing::{sticky_analysis, with_cookies};
 
     fn canary(analysis: CanaryAnalysis) -> Canary {
         let service = CanaryService {
@@ -530,21 +532,12 @@ mod tests {
 
     #[test]
     fn session_affinity_pins_cookies() {
-        let c = canary(CanaryAnalysis {
-            step_weight: Some(10),
-            session_affinity: Some(Box::new(SessionAffinity {
-                cookie_name: Some("flagger-cookie".into()),
-                ..Default::default()
-            })),
+        let c = canary(sticky_analysis("flagger-cookie"));
+        let cookies = SessionCookies {
+            canary: Some("flagger-cookie=abc".into()),
             ..Default::default()
-        });
-        let routes = Routes {
-            session: Some(SessionCookies {
-                canary: Some("flagger-cookie=abc".into()),
-                ..Default::default()
-            }),
-            ..Routes::split(90, 10)
         };
+        let routes = with_cookies(Routes::split(90, 10), cookies);
         let spec = route_spec(&c, &routes);
         let rules = spec["rules"].as_array().unwrap();
         assert_eq!(rules.len(), 2);

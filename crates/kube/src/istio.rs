@@ -336,9 +336,11 @@ impl Router for IstioRouter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aviary_api::canary::{CanaryAnalysis, SessionAffinity};
+    use aviary_api::canary::CanaryAnalysis;
     use aviary_api::service::{CanaryService, StringMatch};
     use aviary_core::ports::SessionCookies;
+
+    use crate::routing::{sticky_analysis, with_cookies};
 
     fn canary(analysis: CanaryAnalysis, service: CanaryService) -> Canary {
         crate::routing::podinfo_canary(None, analysis, service)
@@ -414,24 +416,12 @@ mod tests {
             json!([{"destination": {"host": "podinfo-primary"}, "weight": 0}])
         );
 
-        let sa = canary(
-            CanaryAnalysis {
-                step_weight: Some(10),
-                session_affinity: Some(Box::new(SessionAffinity {
-                    cookie_name: Some("c".into()),
-                    ..Default::default()
-                })),
-                ..Default::default()
-            },
-            CanaryService::default(),
-        );
-        let routes = Routes {
-            session: Some(SessionCookies {
-                canary: Some("c=xyz".into()),
-                ..Default::default()
-            }),
-            ..Routes::split(90, 10)
+        let sa = canary(sticky_analysis("c"), CanaryService::default());
+        let cookies = SessionCookies {
+            canary: Some("c=xyz".into()),
+            ..Default::default()
         };
+        let routes = with_cookies(Routes::split(90, 10), cookies);
         let spec = virtual_service_spec(&sa, &routes);
         // Flagger's layout: a sticky route (primary 0, canary 100) for the cookie, then the
         // weighted route whose canary destination sets it.
@@ -452,13 +442,11 @@ mod tests {
             Some((90, 10))
         );
         // Back at weight 0: a copy of the weighted route matching the retired cookie expires it.
-        let retired = Routes {
-            session: Some(SessionCookies {
-                previous: Some("c=xyz".into()),
-                ..Default::default()
-            }),
-            ..Routes::split(100, 0)
+        let cookies = SessionCookies {
+            previous: Some("c=xyz".into()),
+            ..Default::default()
         };
+        let retired = with_cookies(Routes::split(100, 0), cookies);
         let spec = virtual_service_spec(&sa, &retired);
         assert_eq!(
             spec["http"][0]["headers"]["response"]["add"]["Set-Cookie"],

@@ -712,6 +712,28 @@ pub(crate) fn require_weights(kind: &str, c: &Canary, routes: &Routes) -> Result
     Ok(())
 }
 
+/// A routers' unit-test analysis: steps of 10 with session affinity through the cookie `name`.
+#[cfg(test)]
+pub(crate) fn sticky_analysis(name: &str) -> aviary_api::canary::CanaryAnalysis {
+    aviary_api::canary::CanaryAnalysis {
+        step_weight: Some(10),
+        session_affinity: Some(Box::new(SessionAffinity {
+            cookie_name: Some(name.into()),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+/// `routes` with session-affinity `cookies`.
+#[cfg(test)]
+pub(crate) fn with_cookies(routes: Routes, cookies: SessionCookies) -> Routes {
+    Routes {
+        session: Some(cookies),
+        ..routes
+    }
+}
+
 /// The routers' unit-test canary: `test/podinfo` of Deployment `podinfo`, with `provider`,
 /// `analysis` and `service` on port 9898, defaulted.
 #[cfg(test)]

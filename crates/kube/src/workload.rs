@@ -367,8 +367,26 @@ impl Workloads {
         self.get(c.namespace(), c.target_name()).await
     }
 
+    /// Flagger's initialization of the `-primary` when it is missing: the `-primary` copies of
+    /// the tracked configs, then the primary with the spec `spec` makes from the target's
+    /// selector and tracked configs.
+    pub(crate) async fn initialize_primary(
+        &self,
+        c: &Canary,
+        target: &Value,
+        spec: impl FnOnce(&Selector, &[(ConfigRef, Value)]) -> Value,
+    ) -> Result<(), String> {
+        let sel = selector_of(target, &self.settings.selector_labels)?;
+        if self.primary_exists(c).await? {
+            return Ok(());
+        }
+        let tracked = self.tracked(c, target).await?;
+        self.copy_configs(c, &tracked).await?;
+        self.create_primary(c, target, &sel, spec(&sel, &tracked)).await
+    }
+
     /// Whether the canary's `-primary` exists yet.
-    pub(crate) async fn primary_exists(&self, c: &Canary) -> Result<bool, String> {
+    async fn primary_exists(&self, c: &Canary) -> Result<bool, String> {
         let kind = self.kind;
         let (ns, primary) = (c.namespace(), format!("{}-primary", c.target_name()));
         match self.kube.get(kind, ns, &primary).await {
@@ -544,7 +562,7 @@ impl Workloads {
 
     /// Creates `<target>-primary` with `spec`, the primary's labels, the target's copied
     /// annotations and the canary as owner; one that exists already is left as it is.
-    pub(crate) async fn create_primary(
+    async fn create_primary(
         &self,
         c: &Canary,
         target: &Value,
