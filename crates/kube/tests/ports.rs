@@ -447,6 +447,9 @@ async fn gateway_api_route_waits_for_the_gateway() {
     assert_eq!(r.get_routes(&c).await.unwrap(), Routes::split(70, 30));
 }
 
+/// Istio's API version.
+const ISTIO: &str = "networking.istio.io/v1beta1";
+
 #[tokio::test]
 async fn istio_destination_rules_and_virtual_service() {
     let env = start("istio-destination-rules-and-virtual-serv").await;
@@ -468,16 +471,12 @@ async fn istio_destination_rules_and_virtual_service() {
     let c = env.canary(yaml).await;
     let r = IstioRouter::new(kube);
     r.reconcile(&c).await.unwrap();
-    let dr = env
-        .obj("networking.istio.io/v1beta1", "DestinationRule", "podinfo-canary")
-        .await;
+    let dr = env.obj(ISTIO, "DestinationRule", "podinfo-canary").await;
     assert_eq!(
         dr["spec"],
         json!({"host": "podinfo-canary", "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}}})
     );
-    let vs = env
-        .obj("networking.istio.io/v1beta1", "VirtualService", "podinfo")
-        .await;
+    let vs = env.obj(ISTIO, "VirtualService", "podinfo").await;
     assert_eq!(vs["spec"]["hosts"], json!(["app.example.com", "podinfo"]));
     assert_eq!(
         vs["spec"]["http"][0]["route"][0],
@@ -487,9 +486,7 @@ async fn istio_destination_rules_and_virtual_service() {
     r.set_routes(&c, &Routes::split(60, 40)).await.unwrap();
     assert_eq!(r.get_routes(&c).await.unwrap(), Routes::split(60, 40));
     r.finalize(&c).await.unwrap();
-    let vs = env
-        .obj("networking.istio.io/v1beta1", "VirtualService", "podinfo")
-        .await;
+    let vs = env.obj(ISTIO, "VirtualService", "podinfo").await;
     assert_eq!(
         vs["spec"],
         json!({"hosts": ["podinfo"], "http": [{"route": [{"destination": {"host": "podinfo"}}]}]})
