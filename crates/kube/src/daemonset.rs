@@ -29,16 +29,8 @@ pub struct DaemonSetTarget {
 impl DaemonSetTarget {
     pub fn new(kube: Kube, settings: DeploymentSettings) -> Self {
         Self {
-            workloads: Workloads {
-                kube,
-                settings,
-                kind: DAEMON_SET,
-            },
+            workloads: Workloads::new(kube, settings, DAEMON_SET),
         }
-    }
-
-    fn kube(&self) -> &Kube {
-        &self.workloads.kube
     }
 
     /// Flagger's `createPrimaryDaemonSet` (daemonset_controller.go:229-311): the primary gets the
@@ -65,7 +57,8 @@ impl DaemonSetTarget {
     async fn set_scale_to_zero(&self, c: &Canary, on: bool) -> Result<(), String> {
         let (ns, name) = (c.namespace(), c.target_name());
         let result = self
-            .kube()
+            .workloads
+            .kube
             .modify(DAEMON_SET, ns, name, |d| {
                 if on {
                     let spec = &mut d["spec"]["template"]["spec"];

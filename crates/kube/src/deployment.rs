@@ -37,16 +37,8 @@ impl DeploymentTarget {
     pub fn new(kube: Kube, settings: DeploymentSettings) -> Self {
         Self {
             scalers: Autoscalers::new(kube.clone()),
-            workloads: Workloads {
-                kube,
-                settings,
-                kind: DEPLOYMENT,
-            },
+            workloads: Workloads::new(kube, settings, DEPLOYMENT),
         }
-    }
-
-    fn kube(&self) -> &Kube {
-        &self.workloads.kube
     }
 
     /// The primary's spec: the target's pod template, replicas (at least 1) and [`COPIED_FIELDS`].
@@ -69,7 +61,8 @@ impl DeploymentTarget {
     async fn scale(&self, c: &Canary, replicas: i64) -> Result<(), String> {
         let (ns, name) = (c.namespace(), c.target_name());
         match self
-            .kube()
+            .workloads
+            .kube
             .modify(DEPLOYMENT, ns, name, |d| {
                 d["spec"]["replicas"] = Value::from(replicas);
                 Ok(())
@@ -96,7 +89,7 @@ impl DeploymentTarget {
             return self.scalers.min_replicas(c).await;
         }
         let primary = format!("{}-primary", c.target_name());
-        if let Ok(Some(p)) = self.kube().get(DEPLOYMENT, c.namespace(), &primary).await
+        if let Ok(Some(p)) = self.workloads.kube.get(DEPLOYMENT, c.namespace(), &primary).await
             && let Some(r) = p["spec"]["replicas"].as_i64().filter(|r| *r > 0)
         {
             return r;
@@ -282,7 +275,7 @@ impl Target for DeploymentTarget {
         self.scalers.resume_target(c).await?;
         let ns = c.namespace();
         let primary = format!("{}-primary", c.target_name());
-        let replicas = match self.kube().get(DEPLOYMENT, ns, &primary).await {
+        let replicas = match self.workloads.kube.get(DEPLOYMENT, ns, &primary).await {
             Ok(Some(p)) => p["spec"]["replicas"].as_i64().filter(|r| *r > 0),
             _ => None,
         };

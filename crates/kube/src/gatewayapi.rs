@@ -451,9 +451,8 @@ mod tests {
     use super::*;
     use aviary_api::canary::CanaryAnalysis;
     use aviary_api::service::{CanaryService, ParentReference};
-    use aviary_core::ports::SessionCookies;
 
-    use crate::routing::{sticky_analysis, with_cookies};
+    use crate::routing::{sticky_analysis, with_canary_cookie};
 
     fn canary(analysis: CanaryAnalysis) -> Canary {
         let service = CanaryService {
@@ -533,11 +532,7 @@ mod tests {
     #[test]
     fn session_affinity_pins_cookies() {
         let c = canary(sticky_analysis("flagger-cookie"));
-        let cookies = SessionCookies {
-            canary: Some("flagger-cookie=abc".into()),
-            ..Default::default()
-        };
-        let routes = with_cookies(Routes::split(90, 10), cookies);
+        let routes = with_canary_cookie(Routes::split(90, 10), "flagger-cookie=abc");
         let spec = route_spec(&c, &routes);
         let rules = spec["rules"].as_array().unwrap();
         assert_eq!(rules.len(), 2);

@@ -338,9 +338,8 @@ mod tests {
     use super::*;
     use aviary_api::canary::CanaryAnalysis;
     use aviary_api::service::{CanaryService, StringMatch};
-    use aviary_core::ports::SessionCookies;
 
-    use crate::routing::{sticky_analysis, with_cookies};
+    use crate::routing::{sticky_analysis, with_canary_cookie, with_retired_cookie};
 
     fn canary(analysis: CanaryAnalysis, service: CanaryService) -> Canary {
         crate::routing::podinfo_canary(None, analysis, service)
@@ -417,11 +416,7 @@ mod tests {
         );
 
         let sa = canary(sticky_analysis("c"), CanaryService::default());
-        let cookies = SessionCookies {
-            canary: Some("c=xyz".into()),
-            ..Default::default()
-        };
-        let routes = with_cookies(Routes::split(90, 10), cookies);
+        let routes = with_canary_cookie(Routes::split(90, 10), "c=xyz");
         let spec = virtual_service_spec(&sa, &routes);
         // Flagger's layout: a sticky route (primary 0, canary 100) for the cookie, then the
         // weighted route whose canary destination sets it.
@@ -442,11 +437,7 @@ mod tests {
             Some((90, 10))
         );
         // Back at weight 0: a copy of the weighted route matching the retired cookie expires it.
-        let cookies = SessionCookies {
-            previous: Some("c=xyz".into()),
-            ..Default::default()
-        };
-        let retired = with_cookies(Routes::split(100, 0), cookies);
+        let retired = with_retired_cookie(Routes::split(100, 0), "c=xyz");
         let spec = virtual_service_spec(&sa, &retired);
         assert_eq!(
             spec["http"][0]["headers"]["response"]["add"]["Set-Cookie"],

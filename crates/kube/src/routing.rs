@@ -725,11 +725,28 @@ pub(crate) fn sticky_analysis(name: &str) -> aviary_api::canary::CanaryAnalysis 
     }
 }
 
-/// `routes` with session-affinity `cookies`.
+/// `routes` pinning clients with the canary cookie `cookie` (`name=value`).
 #[cfg(test)]
-pub(crate) fn with_cookies(routes: Routes, cookies: SessionCookies) -> Routes {
+pub(crate) fn with_canary_cookie(routes: Routes, cookie: &str) -> Routes {
+    let canary = Some(cookie.to_string());
     Routes {
-        session: Some(cookies),
+        session: Some(SessionCookies {
+            canary,
+            ..Default::default()
+        }),
+        ..routes
+    }
+}
+
+/// `routes` expiring the retired cookie `cookie`.
+#[cfg(test)]
+pub(crate) fn with_retired_cookie(routes: Routes, cookie: &str) -> Routes {
+    let previous = Some(cookie.to_string());
+    Routes {
+        session: Some(SessionCookies {
+            previous,
+            ..Default::default()
+        }),
         ..routes
     }
 }

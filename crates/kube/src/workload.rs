@@ -354,6 +354,10 @@ fn get_query_error(kind: Kind, ns: &str, name: &str) -> String {
 }
 
 impl Workloads {
+    pub(crate) fn new(kube: Kube, settings: DeploymentSettings, kind: Kind) -> Self {
+        Self { kube, settings, kind }
+    }
+
     /// The workload `name`, or Flagger's `deployment <name>.<ns> get query error: …`.
     pub(crate) async fn get(&self, ns: &str, name: &str) -> Result<Value, String> {
         let kind = self.kind;
