@@ -452,7 +452,7 @@ mod tests {
     use aviary_api::canary::CanaryAnalysis;
     use aviary_api::service::{CanaryService, ParentReference};
 
-    use crate::routing::{sticky_analysis, with_canary_cookie};
+    use crate::routing::{sticky_analysis, with_cookie};
 
     fn canary(analysis: CanaryAnalysis) -> Canary {
         let service = CanaryService {
@@ -532,7 +532,7 @@ mod tests {
     #[test]
     fn session_affinity_pins_cookies() {
         let c = canary(sticky_analysis("flagger-cookie"));
-        let routes = with_canary_cookie(Routes::split(90, 10), "flagger-cookie=abc");
+        let routes = with_cookie(Routes::split(90, 10), "flagger-cookie=abc", false);
         let spec = route_spec(&c, &routes);
         let rules = spec["rules"].as_array().unwrap();
         assert_eq!(rules.len(), 2);

@@ -70,78 +70,6 @@ fn matchers(c: &Canary) -> Option<Value> {
     Some(json!([m]))
 }
 
-impl GlooRouter {
-    /// The Upstream named by `spec.upstreamRef`, if any (gloo.go:380-390).
-    async fn config_upstream(kube: &Kube, c: &Canary) -> Result<Option<Value>, String> {
-        let Some(r) = c.spec.upstream_ref.as_ref() else {
-            return Ok(None);
-        };
-        let name = r.name.clone().unwrap_or_default();
-        let ns = r.namespace.clone().unwrap_or_else(|| c.namespace().to_string());
-        match kube.get(GLOO_UPSTREAM, &ns, &name).await {
-            Ok(Some(u)) => Ok(Some(u)),
-            Ok(None) => Err(format!(
-                "config upstream {name}.{ns} get query error: {} (spec.upstreamRef)",
-                not_found(GLOO_UPSTREAM, &name)
-            )),
-            Err(e) => Err(format!(
-                "config upstream {name}.{ns} get query error: {}",
-                describe(&e)
-            )),
-        }
-    }
-
-    /// Creates an Upstream for the `-primary` or `-canary` Service; an existing one only follows
-    /// the config Upstream's load balancer (gloo.go:269-331).
-    async fn upstream(kube: &Kube, c: &Canary, role: &str, config: Option<&Value>) -> Result<(), String> {
-        let ns = c.namespace();
-        let svc_name = format!("{}-{role}", c.apex_name());
-        let context = format!("service {svc_name}.{ns} get query error");
-        let svc = kube.require(SERVICE, ns, &svc_name, &context).await?;
-        let name = upstream_name(c, role);
-        let mut spec = Map::new();
-        if let Some(cfg) = config {
-            for f in COPIED {
-                if let Some(v) = cfg["spec"].get(*f) {
-                    spec.insert((*f).to_string(), v.clone());
-                }
-            }
-        }
-        let mut kube_us = json!({
-            "serviceName": svc_name,
-            "serviceNamespace": ns,
-            "servicePort": c.spec.service.as_ref().and_then(|s| s.port).unwrap_or(0),
-        });
-        if let Some(sel) = svc["spec"]["selector"].as_object().filter(|s| !s.is_empty()) {
-            kube_us["selector"] = Value::Object(sel.clone());
-        }
-        spec.insert("kube".into(), kube_us);
-        let lb = config.and_then(|cfg| cfg["spec"].get("loadBalancerConfig").cloned());
-        kube.upsert(
-            GLOO_UPSTREAM,
-            ns,
-            &name,
-            || Ok(json!({"metadata": {"ownerReferences": [owner_reference(c)]}, "spec": spec})),
-            |cur| {
-                if config.is_some() && cur["spec"].get("loadBalancerConfig") != lb.as_ref() {
-                    match &lb {
-                        Some(lb) => cur["spec"]["loadBalancerConfig"] = lb.clone(),
-                        None => {
-                            if let Some(s) = cur["spec"].as_object_mut() {
-                                s.remove("loadBalancerConfig");
-                            }
-                        }
-                    }
-                }
-                Ok(())
-            },
-        )
-        .await
-        .map(|_| ())
-        .map_err(|e| format!("upstream {name}.{ns} create query error: {e}"))
-    }
-}
-
 #[async_trait]
 impl ObjectRouting for GlooRouter {
     const REFUSES_NO_WEIGHTS: Option<&'static str> = Some("RoutingRule");
@@ -192,13 +120,83 @@ impl ObjectRouting for GlooRouter {
 
     /// The Upstreams of the `-primary` and `-canary` Services first.
     async fn prepare(&self, kube: &Kube, c: &Canary) -> Result<RoutingObject, String> {
-        let config = Self::config_upstream(kube, c).await?;
-        Self::upstream(kube, c, "primary", config.as_ref())
+        let config = config_upstream(kube, c).await?;
+        upstream(kube, c, "primary", config.as_ref())
             .await
             .map_err(|e| format!("error creating flagger primary upstream: {e}"))?;
-        Self::upstream(kube, c, "canary", config.as_ref())
+        upstream(kube, c, "canary", config.as_ref())
             .await
             .map_err(|e| format!("error creating flagger canary upstream: {e}"))?;
         Ok(self.object(c))
     }
+}
+
+/// The Upstream named by `spec.upstreamRef`, if any (gloo.go:380-390).
+async fn config_upstream(kube: &Kube, c: &Canary) -> Result<Option<Value>, String> {
+    let Some(r) = c.spec.upstream_ref.as_ref() else {
+        return Ok(None);
+    };
+    let name = r.name.clone().unwrap_or_default();
+    let ns = r.namespace.clone().unwrap_or_else(|| c.namespace().to_string());
+    match kube.get(GLOO_UPSTREAM, &ns, &name).await {
+        Ok(Some(u)) => Ok(Some(u)),
+        Ok(None) => Err(format!(
+            "config upstream {name}.{ns} get query error: {} (spec.upstreamRef)",
+            not_found(GLOO_UPSTREAM, &name)
+        )),
+        Err(e) => Err(format!(
+            "config upstream {name}.{ns} get query error: {}",
+            describe(&e)
+        )),
+    }
+}
+
+/// Creates an Upstream for the `-primary` or `-canary` Service; an existing one only follows
+/// the config Upstream's load balancer (gloo.go:269-331).
+async fn upstream(kube: &Kube, c: &Canary, role: &str, config: Option<&Value>) -> Result<(), String> {
+    let ns = c.namespace();
+    let svc_name = format!("{}-{role}", c.apex_name());
+    let context = format!("service {svc_name}.{ns} get query error");
+    let svc = kube.require(SERVICE, ns, &svc_name, &context).await?;
+    let name = upstream_name(c, role);
+    let mut spec = Map::new();
+    if let Some(cfg) = config {
+        for f in COPIED {
+            if let Some(v) = cfg["spec"].get(*f) {
+                spec.insert((*f).to_string(), v.clone());
+            }
+        }
+    }
+    let mut kube_us = json!({
+        "serviceName": svc_name,
+        "serviceNamespace": ns,
+        "servicePort": c.spec.service.as_ref().and_then(|s| s.port).unwrap_or(0),
+    });
+    if let Some(sel) = svc["spec"]["selector"].as_object().filter(|s| !s.is_empty()) {
+        kube_us["selector"] = Value::Object(sel.clone());
+    }
+    spec.insert("kube".into(), kube_us);
+    let lb = config.and_then(|cfg| cfg["spec"].get("loadBalancerConfig").cloned());
+    kube.upsert(
+        GLOO_UPSTREAM,
+        ns,
+        &name,
+        || Ok(json!({"metadata": {"ownerReferences": [owner_reference(c)]}, "spec": spec})),
+        |cur| {
+            if config.is_some() && cur["spec"].get("loadBalancerConfig") != lb.as_ref() {
+                match &lb {
+                    Some(lb) => cur["spec"]["loadBalancerConfig"] = lb.clone(),
+                    None => {
+                        if let Some(s) = cur["spec"].as_object_mut() {
+                            s.remove("loadBalancerConfig");
+                        }
+                    }
+                }
+            }
+            Ok(())
+        },
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| format!("upstream {name}.{ns} create query error: {e}"))
 }

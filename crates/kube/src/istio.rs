@@ -339,7 +339,7 @@ mod tests {
     use aviary_api::canary::CanaryAnalysis;
     use aviary_api::service::{CanaryService, StringMatch};
 
-    use crate::routing::{sticky_analysis, with_canary_cookie, with_retired_cookie};
+    use crate::routing::{sticky_analysis, with_cookie};
 
     fn canary(analysis: CanaryAnalysis, service: CanaryService) -> Canary {
         crate::routing::podinfo_canary(None, analysis, service)
@@ -416,7 +416,7 @@ mod tests {
         );
 
         let sa = canary(sticky_analysis("c"), CanaryService::default());
-        let routes = with_canary_cookie(Routes::split(90, 10), "c=xyz");
+        let routes = with_cookie(Routes::split(90, 10), "c=xyz", false);
         let spec = virtual_service_spec(&sa, &routes);
         // Flagger's layout: a sticky route (primary 0, canary 100) for the cookie, then the
         // weighted route whose canary destination sets it.
@@ -437,7 +437,7 @@ mod tests {
             Some((90, 10))
         );
         // Back at weight 0: a copy of the weighted route matching the retired cookie expires it.
-        let retired = with_retired_cookie(Routes::split(100, 0), "c=xyz");
+        let retired = with_cookie(Routes::split(100, 0), "c=xyz", true);
         let spec = virtual_service_spec(&sa, &retired);
         assert_eq!(
             spec["http"][0]["headers"]["response"]["add"]["Set-Cookie"],

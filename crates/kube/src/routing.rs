@@ -725,28 +725,19 @@ pub(crate) fn sticky_analysis(name: &str) -> aviary_api::canary::CanaryAnalysis 
     }
 }
 
-/// `routes` pinning clients with the canary cookie `cookie` (`name=value`).
+/// `routes` with the session cookie `cookie` (`name=value`): the one pinning clients to the
+/// canary, or with `retired` the one to expire.
 #[cfg(test)]
-pub(crate) fn with_canary_cookie(routes: Routes, cookie: &str) -> Routes {
-    let canary = Some(cookie.to_string());
+pub(crate) fn with_cookie(routes: Routes, cookie: &str, retired: bool) -> Routes {
+    let mut cookies = SessionCookies::default();
+    let slot = if retired {
+        &mut cookies.previous
+    } else {
+        &mut cookies.canary
+    };
+    *slot = Some(cookie.to_string());
     Routes {
-        session: Some(SessionCookies {
-            canary,
-            ..Default::default()
-        }),
-        ..routes
-    }
-}
-
-/// `routes` expiring the retired cookie `cookie`.
-#[cfg(test)]
-pub(crate) fn with_retired_cookie(routes: Routes, cookie: &str) -> Routes {
-    let previous = Some(cookie.to_string());
-    Routes {
-        session: Some(SessionCookies {
-            previous,
-            ..Default::default()
-        }),
+        session: Some(cookies),
         ..routes
     }
 }

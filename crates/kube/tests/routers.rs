@@ -69,15 +69,10 @@ impl Env {
         assert_eq!(after["spec"], before["spec"]);
     }
 
-    /// The generated object `name` is the canary's and a second reconcile leaves it alone.
-    async fn owned_and_idempotent(
-        &self,
-        router: &Arc<dyn Router>,
-        c: &Canary,
-        api_version: &str,
-        kind: &str,
-        name: &str,
-    ) {
+    /// The generated object (API version, kind, name) is the canary's and a second reconcile
+    /// leaves it alone.
+    async fn owned_and_idempotent(&self, router: &Arc<dyn Router>, c: &Canary, obj: (&str, &str, &str)) {
+        let (api_version, kind, name) = obj;
         owner_is_canary(&self.obj(api_version, kind, name).await, c);
         self.reconcile_is_idempotent(router, c, api_version, kind, name)
             .await;
@@ -187,7 +182,7 @@ async fn nginx_canary_ingress_with_weight_and_header_annotations() {
     );
     assert_eq!(ing["metadata"]["annotations"], annotations);
     assert_eq!(router.get_routes(&c).await.unwrap(), Routes::split(100, 0));
-    env.owned_and_idempotent(&router, &c, "networking.k8s.io/v1", "Ingress", "podinfo-canary")
+    env.owned_and_idempotent(&router, &c, ("networking.k8s.io/v1", "Ingress", "podinfo-canary"))
         .await;
 
     // A weighted step (ingress.go:195-205): canary-weight and canary "true".
@@ -300,7 +295,7 @@ async fn skipper_canary_ingress_with_backend_weights() {
     );
     assert_eq!(ing["metadata"]["labels"], json!({"app": "podinfo"}));
     assert_eq!(router.get_routes(&c).await.unwrap(), Routes::split(100, 0));
-    env.owned_and_idempotent(&router, &c, "networking.k8s.io/v1", "Ingress", "podinfo-canary")
+    env.owned_and_idempotent(&router, &c, ("networking.k8s.io/v1", "Ingress", "podinfo-canary"))
         .await;
 
     router.set_routes(&c, &Routes::split(70, 30)).await.unwrap();
@@ -380,7 +375,7 @@ async fn smi(provider: &str, version: &str, quantity: bool, gateway_annotation: 
     };
     assert_eq!(ts["metadata"]["annotations"], annotations);
     assert_eq!(ts["metadata"]["labels"], Value::Null);
-    env.owned_and_idempotent(&router, &c, &api, "TrafficSplit", "podinfo")
+    env.owned_and_idempotent(&router, &c, (&api, "TrafficSplit", "podinfo"))
         .await;
 
     router.set_routes(&c, &Routes::split(80, 20)).await.unwrap();
@@ -471,7 +466,7 @@ async fn contour_http_proxy_with_policies_and_header_routes() {
     let mut annotations = flux();
     annotations["owner"] = json!("me");
     assert_eq!(proxy["metadata"]["annotations"], annotations);
-    env.owned_and_idempotent(&router, &c, "projectcontour.io/v1", "HTTPProxy", "podinfo")
+    env.owned_and_idempotent(&router, &c, ("projectcontour.io/v1", "HTTPProxy", "podinfo"))
         .await;
 
     router.set_routes(&c, &Routes::split(60, 40)).await.unwrap();
@@ -600,7 +595,7 @@ async fn gloo_upstreams_and_route_table() {
         json!({"routes": [{"inheritablePathMatchers": true, "routeAction": {"multi": {"destinations": [dest("primary", 100), dest("canary", 0)]}}}]})
     );
     assert_eq!(rt["metadata"]["annotations"], flux());
-    env.owned_and_idempotent(&router, &c, "gateway.solo.io/v1", "RouteTable", "podinfo")
+    env.owned_and_idempotent(&router, &c, ("gateway.solo.io/v1", "RouteTable", "podinfo"))
         .await;
 
     router.set_routes(&c, &Routes::split(75, 25)).await.unwrap();
@@ -666,7 +661,7 @@ async fn traefik_weighted_service() {
     );
     assert_eq!(ts["metadata"]["labels"], json!({"team": "web"}));
     assert_eq!(ts["metadata"]["annotations"], flux());
-    env.owned_and_idempotent(&router, &c, "traefik.io/v1alpha1", "TraefikService", "podinfo")
+    env.owned_and_idempotent(&router, &c, ("traefik.io/v1alpha1", "TraefikService", "podinfo"))
         .await;
 
     // traefik.go:190-207: the canary joins with its weight.
@@ -796,7 +791,7 @@ async fn apisix_canary_route() {
     assert_eq!(route["spec"], json!({"http": http(100, 0)}));
     assert_eq!(route["metadata"]["labels"], json!({"app": "podinfo"}));
     assert_eq!(route["metadata"]["annotations"], json!({"owner": "me"}));
-    env.owned_and_idempotent(&router, &c, API, "ApisixRoute", ROUTE)
+    env.owned_and_idempotent(&router, &c, (API, "ApisixRoute", ROUTE))
         .await;
 
     router.set_routes(&c, &Routes::split(65, 35)).await.unwrap();
@@ -1035,7 +1030,7 @@ async fn gateway_api_v1beta1_http_route() {
         json!([{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}], "backendRefs": [backend("podinfo-primary", 100), backend("podinfo-canary", 0)]}])
     );
     assert_eq!(route["apiVersion"], api);
-    env.owned_and_idempotent(&router, &c, api, "HTTPRoute", "podinfo")
+    env.owned_and_idempotent(&router, &c, (api, "HTTPRoute", "podinfo"))
         .await;
     env.wait_for(api, "HTTPRoute", "podinfo", |r| {
         r["status"]["parents"][0]["conditions"][0]["observedGeneration"] == r["metadata"]["generation"]
