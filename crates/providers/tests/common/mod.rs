@@ -73,7 +73,7 @@ impl Reply {
 
 type Script = dyn Fn(&Seen, usize) -> Reply + Send + Sync;
 
-/// A recording server.
+/// A recording server; it stops when dropped.
 pub struct Server {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
@@ -128,9 +128,16 @@ impl Server {
         r.into_iter().next().unwrap()
     }
 
-    pub async fn stop(self) {
+    /// Stops the server and waits (up to 5 s) until it has; dropping it only asks it to stop.
+    pub async fn stop(mut self) {
         self.stop.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.task).await;
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.cancel();
     }
 }
 
@@ -173,6 +180,20 @@ async fn handle(req: Request<Body>, script: Arc<Script>, seen: Arc<Mutex<Vec<See
 /// show none of the credentials, and be bounded.
 pub fn echo_everything(r: &Seen) -> String {
     aviary_testkit::backends::echo_text(&r.path, &r.raw_query, &r.headers)
+}
+
+/// Asserts that an error built from an [`echo_everything`] answer shows none of `secrets` and is
+/// cut to under `max_len` bytes.
+#[track_caller]
+pub fn assert_bounded_without(e: &str, secrets: &[&str], max_len: usize) {
+    for secret in secrets {
+        assert!(!e.contains(secret), "{secret} in: {e}");
+    }
+    assert!(
+        e.len() < max_len && e.contains("… [truncated, "),
+        "{} bytes: {e}",
+        e.len()
+    );
 }
 
 /// An external tool the test needs. Missing: with `CI=true` the test fails with a clear message;
