@@ -104,17 +104,23 @@ async fn gates_open_close_and_survive_a_restart() {
             (403, "Forbidden".into()),
             "unknown gates are closed"
         );
-        assert_eq!(c.post("/gate/open", &p).await.0, 202);
+        assert_eq!(c.post("/gate/open", &p).await, (202, "Gate opened".into()));
         assert_eq!(c.post("/gate/check", &p).await, (200, "Approved".into()));
-        assert_eq!(c.post("/gate/close", &p).await.0, 202);
+        assert_eq!(c.post("/gate/close", &p).await, (202, "Gate closed".into()));
         assert_eq!(c.post("/gate/check", &p).await.0, 403);
         assert_eq!(c.post("/gate/open", &p).await.0, 202);
 
         assert_eq!(c.post("/rollback/check", &p).await.0, 403);
-        assert_eq!(c.post("/rollback/open", &p).await.0, 202);
+        assert_eq!(
+            c.post("/rollback/open", &p).await,
+            (202, "Rollback gate opened".into())
+        );
         assert_eq!(c.post("/rollback/check", &p).await, (200, "Approved".into()));
         // The rollback gate is separate from the rollout gate, and canaries from each other.
-        assert_eq!(c.post("/rollback/close", &p).await.0, 202);
+        assert_eq!(
+            c.post("/rollback/close", &p).await,
+            (202, "Rollback gate closed".into())
+        );
         assert_eq!(c.post("/rollback/check", &p).await.0, 403);
         assert_eq!(c.post("/gate/check", &p).await.0, 200);
         assert_eq!(c.post("/gate/check", &payload("podinfo", "prod")).await.0, 403);

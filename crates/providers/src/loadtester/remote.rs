@@ -409,13 +409,7 @@ fn poll_ticks(interval: std::time::Duration) -> tokio::time::Interval {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn meta(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::test_util::string_map as meta;
 
     #[test]
     fn concord_metadata_is_checked_like_flaggers() {
