@@ -59,6 +59,21 @@ fn fixture() -> Fixture {
     }
 }
 
+impl Fixture {
+    /// Stores the Secret `monitoring/<secret>` with `data`; returns a `kind` template at
+    /// `address` that refers to it.
+    fn template_with_secret<K: Into<String>, V: Into<Vec<u8>>>(
+        &self,
+        kind: &str,
+        address: &str,
+        secret: &str,
+        data: impl IntoIterator<Item = (K, V)>,
+    ) -> MetricTemplate {
+        self.secrets.insert("monitoring", secret, data);
+        template(kind, address, Some(secret), json!({}))
+    }
+}
+
 async fn run(f: &Fixture, t: &MetricTemplate, interval: &str, q: &str) -> Result<f64, MetricError> {
     f.metrics.query("my-metric", t, interval, q).await
 }
@@ -469,12 +484,12 @@ async fn datadog_request_window_keys_and_oldest_point() {
         })
         .await;
         let f = fixture();
-        f.secrets.insert(
-            "monitoring",
+        let t = f.template_with_secret(
+            "datadog",
+            &server.url(),
             "dd",
             [("datadog_api_key", "dd-api-key-1"), ("datadog_application_key", "dd-app-key-2")],
         );
-        let t = template("datadog", &server.url(), Some("dd"), json!({}));
         let q = "sum:requests.error.rate{service:podinfo}";
         let before = now_secs();
         assert_eq!(run(&f, &t, "1m", q).await.unwrap(), 0.25);
@@ -533,15 +548,15 @@ async fn newrelic_nrql_since_interval_and_single_result() {
         })
         .await;
         let f = fixture();
-        f.secrets.insert(
-            "monitoring",
+        let t = f.template_with_secret(
+            "newrelic",
+            &server.url(),
             "nr",
             [
                 ("newrelic_account_id", "1234567"),
                 ("newrelic_query_key", "nr-query-key"),
             ],
         );
-        let t = template("newrelic", &server.url(), Some("nr"), json!({}));
         assert_eq!(run(&f, &t, "2m", "one").await.unwrap(), 1.5);
         let r = server.only_request();
         assert_eq!(r.path, "/v1/accounts/1234567/query");
@@ -584,12 +599,12 @@ async fn graphite_render_params_basic_auth_and_last_non_null() {
         })
         .await;
         let f = fixture();
-        f.secrets.insert(
-            "monitoring",
+        let t = f.template_with_secret(
+            "graphite",
+            &server.url(),
             "gr",
             [("username", "graphite"), ("password", "pw-graphite")],
         );
-        let t = template("graphite", &server.url(), Some("gr"), json!({}));
         let q = "target=sumSeries(app.http.5xx)&from=-5min&format=raw";
         assert_eq!(run(&f, &t, "1m", q).await.unwrap(), 7.5);
         let r = server.only_request();
@@ -640,12 +655,12 @@ async fn influxdb_flux_over_http_with_org_and_token() {
         })
         .await;
         let f = fixture();
-        f.secrets.insert(
-            "monitoring",
+        let t = f.template_with_secret(
+            "influxdb",
+            &server.url(),
             "influx",
             [("token", "influx-token-9"), ("org", "my-org")],
         );
-        let t = template("influxdb", &server.url(), Some("influx"), json!({}));
         let flux = r#"from(bucket: "app") |> range(start: -5m) |> mean()"#;
         assert_eq!(run(&f, &t, "1m", flux).await.unwrap(), 1.75);
         let r = server.only_request();
@@ -1077,12 +1092,12 @@ async fn stackdriver_mql_with_a_self_signed_service_account_jwt() {
         let server = Server::start(monitoring_api(pem.clone())).await;
         let f = fixture();
         let key = service_account_key(&pem);
-        f.secrets.insert(
-            "monitoring",
+        let t = f.template_with_secret(
+            "stackdriver",
+            &server.url(),
             "gcp",
             [("project", "my-project"), ("serviceAccountKey", key.as_str())],
         );
-        let t = template("stackdriver", &server.url(), Some("gcp"), json!({}));
         let mql = "fetch k8s_container | metric 'istio.io/service/server/request_count' | within 1m";
         let v = run(&f, &t, "1m", mql).await.unwrap();
         assert_eq!(v, 0.995, "the first point of the first series");
@@ -1170,8 +1185,7 @@ async fn stackdriver_default_credentials_and_careless_upstreams() {
             credentials_file: None,
             metadata_host: metadata.addr.to_string(),
         });
-        f.secrets.insert("monitoring", "project-only", [("project", "my-project")]);
-        let t = template("stackdriver", &api.url(), Some("project-only"), json!({}));
+        let t = f.template_with_secret("stackdriver", &api.url(), "project-only", [("project", "my-project")]);
         assert_eq!(metrics.query("m", &t, "1m", "fetch x").await.unwrap(), 12.5);
         assert_eq!(api.only_request().path, "/v3/projects/my-project/timeSeries:query");
 
@@ -1348,8 +1362,7 @@ async fn splunk_signalflow_computation_over_a_websocket() {
     bounded(LIMIT, async {
         let sf = SignalFlow::start().await;
         let f = fixture();
-        f.secrets.insert("monitoring", "sfx", [(TOKEN_KEY_NAME, SF_TOKEN)]);
-        let t = template("splunk", &sf.url(), Some("sfx"), json!({}));
+        let t = f.template_with_secret("splunk", &sf.url(), "sfx", [(TOKEN_KEY_NAME, SF_TOKEN)]);
         let program = "data('errors', filter=filter('service', 'podinfo')).sum().publish()";
         let before = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
         let v = run(&f, &t, "1m", program).await.unwrap();
@@ -1423,8 +1436,7 @@ async fn external_metrics_server_with_a_bearer_token() {
         })
         .await;
         let f = fixture();
-        f.secrets.insert("monitoring", "em", [("token", "em-token-777")]);
-        let t = template("externalmetrics", &server.url(), Some("em"), json!({}));
+        let t = f.template_with_secret("externalmetrics", &server.url(), "em", [("token", "em-token-777")]);
         let v = run(&f, &t, "1m", "jobs/queue_depth?labelSelector=queue%3Dorders").await.unwrap();
         assert_eq!(v, 1.5, "the first item's quantity");
         let r = server.only_request();

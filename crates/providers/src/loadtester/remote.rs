@@ -304,38 +304,32 @@ impl NGrinder {
         method: reqwest::Method,
         path: &str,
     ) -> Result<Value, String> {
+        let answer = async {
+            let url = self.server.join(path).map_err(|e| format!("{path}: {e}"))?;
+            tracing::debug!(url = %crate::http::shown_url(&url), %method, "nGrinder request");
+            let resp = client
+                .request(method, url)
+                .timeout(NGRINDER_HTTP_TIMEOUT)
+                .basic_auth(&self.username, Some(&self.password))
+                .send()
+                .await
+                .map_err(|e| format!("request failed: {}", crate::http::error_text(&e)))?;
+            let body = resp
+                .bytes()
+                .await
+                .map_err(|e| format!("reading response body failed: {}", crate::http::error_text(&e)))?;
+            let v: Value = serde_json::from_slice(&body)
+                .map_err(|e| format!("json unmarshalling failed: {e} for {}", body_text(&body)))?;
+            if v["success"] == Value::Bool(false) {
+                return Err(format!("request failed: {}", body_text(&body)));
+            }
+            Ok(v)
+        };
         let mut redactor = crate::http::Redactor::new();
         redactor.basic(&self.username, Some(&self.password));
-        self.call(client, method, path)
+        answer
             .await
             .map_err(|e| crate::http::bounded(&redactor.redact(&e), crate::http::MAX_ERROR))
-    }
-
-    async fn call(
-        &self,
-        client: &reqwest::Client,
-        method: reqwest::Method,
-        path: &str,
-    ) -> Result<Value, String> {
-        let url = self.server.join(path).map_err(|e| format!("{path}: {e}"))?;
-        tracing::debug!(url = %crate::http::shown_url(&url), %method, "nGrinder request");
-        let resp = client
-            .request(method, url)
-            .timeout(NGRINDER_HTTP_TIMEOUT)
-            .basic_auth(&self.username, Some(&self.password))
-            .send()
-            .await
-            .map_err(|e| format!("request failed: {}", crate::http::error_text(&e)))?;
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| format!("reading response body failed: {}", crate::http::error_text(&e)))?;
-        let v: Value = serde_json::from_slice(&body)
-            .map_err(|e| format!("json unmarshalling failed: {e} for {}", body_text(&body)))?;
-        if v["success"] == Value::Bool(false) {
-            return Err(format!("request failed: {}", body_text(&body)));
-        }
-        Ok(v)
     }
 
     /// Clones and starts the test, then polls it until it ends or `timeout` passes (then it is
