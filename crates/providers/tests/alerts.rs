@@ -126,97 +126,86 @@ async fn slack_payload() {
                 }],
             })
         );
-        let r = send_one("slack", Severity::Error, json!({})).await;
-        let body = r.json();
-        assert_eq!(body["attachments"][0]["color"], "danger");
+        let body = send_one("slack", Severity::Error, json!({})).await.json();
         assert_eq!(body["channel"], "general", "the default channel");
         assert_eq!(body["username"], "flagger", "the default username");
-        let r = send_one("slack", Severity::Warn, json!({})).await;
-        assert_eq!(r.json()["attachments"][0]["color"], "good");
     })
     .await;
 }
 
 #[tokio::test]
-async fn discord_payload_goes_to_the_slack_endpoint() {
+async fn colours_follow_the_severity() {
     bounded(LIMIT, async {
-        let r = send_one("discord", Severity::Error, json!({})).await;
-        assert_eq!(r.path, "/hooks/abc/slack");
-        let body = r.json();
-        assert_eq!(body["icon_emoji"], ":rocket:");
-        assert_eq!(body["attachments"][0]["color"], "danger");
-        assert_eq!(body["attachments"][0]["author_name"], "podinfo.test");
-        assert_eq!(body["attachments"][0]["fields"][0]["title"], "Cluster");
+        let attachment = "/attachments/0/color";
+        for (kind, severity, field, colour) in [
+            ("slack", Severity::Error, attachment, "danger"),
+            ("slack", Severity::Warn, attachment, "good"),
+            ("discord", Severity::Error, attachment, "danger"),
+            ("rocket", Severity::Info, attachment, "#0076D7"),
+            ("rocket", Severity::Error, attachment, "#FF0000"),
+            ("msteams", Severity::Error, "/themeColor", "FF0000"),
+        ] {
+            let body = send_one(kind, severity, json!({})).await.json();
+            assert_eq!(body.pointer(field), Some(&json!(colour)), "{kind} {severity:?}");
+        }
     })
     .await;
 }
 
+/// Discord and Rocket.Chat take Slack's payload; Discord at its `/slack` endpoint.
 #[tokio::test]
-async fn rocket_payload_colours() {
+async fn discord_and_rocket_payloads() {
     bounded(LIMIT, async {
-        let r = send_one("rocket", Severity::Info, json!({})).await;
-        assert_eq!(r.path, "/hooks/abc");
-        let body = r.json();
-        assert_eq!(body["attachments"][0]["color"], "#0076D7");
-        assert_eq!(
-            body["attachments"][0]["text"],
-            "Failed checks threshold reached 5"
-        );
-        assert_eq!(body["attachments"][0]["mrkdwn_in"], json!(["text"]));
-        let r = send_one("rocket", Severity::Error, json!({})).await;
-        assert_eq!(r.json()["attachments"][0]["color"], "#FF0000");
+        for (kind, path) in [("discord", "/hooks/abc/slack"), ("rocket", "/hooks/abc")] {
+            let r = send_one(kind, Severity::Info, json!({})).await;
+            assert_eq!(r.path, path, "{kind}");
+            let body = r.json();
+            assert_eq!(body["icon_emoji"], ":rocket:", "{kind}");
+            let attachment = &body["attachments"][0];
+            assert_eq!(attachment["author_name"], "podinfo.test", "{kind}");
+            assert_eq!(attachment["fields"][0]["title"], "Cluster", "{kind}");
+            assert_eq!(attachment["text"], "Failed checks threshold reached 5", "{kind}");
+            assert_eq!(attachment["mrkdwn_in"], json!(["text"]), "{kind}");
+        }
     })
     .await;
 }
 
+/// MS Teams' MessageCard and Google Chat's card, whole.
 #[tokio::test]
-async fn msteams_message_card() {
+async fn card_payloads() {
     bounded(LIMIT, async {
-        let r = send_one("msteams", Severity::Info, json!({})).await;
-        assert_eq!(
-            r.json(),
-            json!({
-                "@type": "MessageCard",
-                "@context": "http://schema.org/extensions",
-                "themeColor": "0076D7",
-                "summary": "podinfo.test",
-                "sections": [{
-                    "activityTitle": "Failed checks threshold reached 5",
-                    "activitySubtitle": "podinfo.test",
-                    "facts": [
-                        {"name": "Cluster", "value": "eu-west-1a"},
-                        {"name": "Target", "value": "Deployment/podinfo.test"}
-                    ],
-                }],
-            })
-        );
-        let r = send_one("msteams", Severity::Error, json!({})).await;
-        assert_eq!(r.json()["themeColor"], "FF0000");
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn gchat_card() {
-    bounded(LIMIT, async {
-        let r = send_one("gchat", Severity::Warn, json!({})).await;
-        assert_eq!(
-            r.json(),
-            json!({
-                "cards": [{
-                    "header": {
-                        "title": "Flagger",
-                        "subtitle": "podinfo.test",
-                        "imageUrl": "https://flagger.app/favicon.png",
-                    },
-                    "sections": [
-                        {"widgets": [{"textParagraph": {"text": "<font color=#848484><strong>Failed checks threshold reached 5</strong></font>"}}]},
-                        {"widgets": [{"textParagraph": {"text": "Cluster<br><font color=#848484><strong>eu-west-1a</strong></font>"}}]},
-                        {"widgets": [{"textParagraph": {"text": "Target<br><font color=#848484><strong>Deployment/podinfo.test</strong></font>"}}]}
-                    ],
-                }],
-            })
-        );
+        let msteams = json!({
+            "@type": "MessageCard",
+            "@context": "http://schema.org/extensions",
+            "themeColor": "0076D7",
+            "summary": "podinfo.test",
+            "sections": [{
+                "activityTitle": "Failed checks threshold reached 5",
+                "activitySubtitle": "podinfo.test",
+                "facts": [
+                    {"name": "Cluster", "value": "eu-west-1a"},
+                    {"name": "Target", "value": "Deployment/podinfo.test"}
+                ],
+            }],
+        });
+        let gchat = json!({
+            "cards": [{
+                "header": {
+                    "title": "Flagger",
+                    "subtitle": "podinfo.test",
+                    "imageUrl": "https://flagger.app/favicon.png",
+                },
+                "sections": [
+                    {"widgets": [{"textParagraph": {"text": "<font color=#848484><strong>Failed checks threshold reached 5</strong></font>"}}]},
+                    {"widgets": [{"textParagraph": {"text": "Cluster<br><font color=#848484><strong>eu-west-1a</strong></font>"}}]},
+                    {"widgets": [{"textParagraph": {"text": "Target<br><font color=#848484><strong>Deployment/podinfo.test</strong></font>"}}]}
+                ],
+            }],
+        });
+        for (kind, severity, card) in [("msteams", Severity::Info, msteams), ("gchat", Severity::Warn, gchat)] {
+            assert_eq!(send_one(kind, severity, json!({})).await.json(), card, "{kind}");
+        }
     })
     .await;
 }

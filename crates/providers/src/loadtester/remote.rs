@@ -491,19 +491,14 @@ mod tests {
             NGrinder::from_metadata(&m).unwrap_err(),
             "server, clone, username and passwd are required metadata"
         );
-        let mut m = meta(&ok);
-        m.insert("clone".into(), "x".into());
-        assert!(
-            NGrinder::from_metadata(&m)
-                .unwrap_err()
-                .starts_with("metadata clone must be integer")
-        );
-        let mut m = meta(&ok);
-        m.insert("passwd".into(), "%%%".into());
-        assert!(
-            NGrinder::from_metadata(&m)
-                .unwrap_err()
-                .starts_with("metadata password is invalid")
-        );
+        for (key, value, error) in [
+            ("clone", "x", "metadata clone must be integer"),
+            ("passwd", "%%%", "metadata password is invalid"),
+        ] {
+            let mut m = meta(&ok);
+            m.insert(key.into(), value.into());
+            let e = NGrinder::from_metadata(&m).unwrap_err();
+            assert!(e.starts_with(error), "{key}={value}: {e}");
+        }
     }
 }
