@@ -507,11 +507,7 @@ impl Strategy {
 impl Canary {
     /// `namespace/name`, the key used everywhere (actor names, logs, validation messages).
     pub fn key(&self) -> String {
-        format!(
-            "{}/{}",
-            self.metadata.namespace.as_deref().unwrap_or("default"),
-            self.metadata.name.as_deref().unwrap_or("")
-        )
+        crate::object_key(self)
     }
 
     /// The canary's name.
