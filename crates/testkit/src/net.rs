@@ -1,4 +1,4 @@
-//! Loopback networking for tests: free ports and plain HTTP GETs.
+//! Loopback networking for tests: free ports, listeners and plain HTTP GETs.
 
 use std::net::{SocketAddr, TcpListener};
 use std::process::Command;
