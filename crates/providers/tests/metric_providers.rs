@@ -1334,8 +1334,7 @@ impl SignalFlow {
                     }
                 }),
             );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let (listener, addr) = aviary_testkit::net::bind_loopback("SignalFlow").await.unwrap();
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });

@@ -9,6 +9,7 @@ use aviary_api::CanaryPhase;
 use aviary_api::canary::CanaryWebhook;
 use aviary_core::ports::{HookPayload, Hooks};
 use aviary_providers::HttpHooks;
+use aviary_testkit::net::free_port;
 use common::{Reply, Server, assert_took, bounded};
 use serde_json::json;
 
@@ -164,9 +165,7 @@ async fn a_retry_after_header_is_honoured_within_the_cap() {
 async fn connection_errors_are_retried_then_reported() {
     bounded(LIMIT, async {
         // A port that was just free: nothing listens there.
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/", listener.local_addr().unwrap());
-        drop(listener);
+        let url = format!("http://127.0.0.1:{}/", free_port());
         let e = call(&url, 2).await.unwrap_err();
         assert!(
             e.starts_with(&format!("POST {url} giving up after 3 attempt(s): ")),
@@ -271,11 +270,7 @@ impl TlsServer {
             .unwrap()
             .success();
         assert!(ok, "openssl could not make a certificate");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let server = Self {
             child: std::process::Command::new(&openssl)
                 .args(["s_server", "-quiet", "-www", "-accept"])

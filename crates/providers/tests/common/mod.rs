@@ -86,8 +86,9 @@ impl Server {
     pub async fn start(script: impl Fn(&Seen, usize) -> Reply + Send + Sync + 'static) -> Self {
         let script: Arc<Script> = Arc::new(script);
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let (listener, addr) = aviary_testkit::net::bind_loopback("recording server")
+            .await
+            .unwrap();
         let s = Arc::clone(&seen);
         let app = axum::Router::new().fallback(move |req: Request<Body>| {
             let script = Arc::clone(&script);
