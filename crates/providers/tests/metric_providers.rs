@@ -44,19 +44,23 @@ struct Fixture {
 fn fixture() -> Fixture {
     let store = ResourceStore::new();
     let secrets = StaticSecrets::new();
-    let builtins = PrometheusBuiltins::new("http://127.0.0.1:9", "kubernetes").unwrap();
-    let metrics = ProviderMetrics::new(
-        Arc::new(store.clone()),
-        Arc::new(secrets.clone()),
-        Arc::new(builtins),
-    )
-    .unwrap()
-    .with_aws_env_credentials(None);
+    let metrics = provider_metrics(&store, &secrets).with_aws_env_credentials(None);
     Fixture {
         metrics,
         secrets,
         store,
     }
+}
+
+/// Metrics over `store` and `secrets`, whose built-in metrics' Prometheus is nowhere.
+fn provider_metrics(store: &ResourceStore, secrets: &StaticSecrets) -> ProviderMetrics {
+    let builtins = PrometheusBuiltins::new("http://127.0.0.1:9", "kubernetes").unwrap();
+    ProviderMetrics::new(
+        Arc::new(store.clone()),
+        Arc::new(secrets.clone()),
+        Arc::new(builtins),
+    )
+    .unwrap()
 }
 
 impl Fixture {
@@ -1130,9 +1134,7 @@ async fn stackdriver_mql_with_a_self_signed_service_account_jwt() {
         );
         // Online: an empty query refused as InvalidArgument (stackdriver.go:117-145).
         assert_eq!(server.requests().len(), 4);
-        f.store.insert_template(t.clone());
-        let canary = canary_with(json!([{"name": "rate", "templateRef": {"name": "my-metric", "namespace": "monitoring"}, "thresholdRange": {"min": 0.99}}]));
-        f.metrics.check_providers(&canary).await.unwrap();
+        let canary = check_online(&f, t.clone()).await;
         assert_eq!(server.requests()[4].json(), json!({"query": ""}));
 
         // A wrong key: the API refuses the signature; no secret reaches the error.
@@ -1175,13 +1177,7 @@ async fn stackdriver_default_credentials_and_careless_upstreams() {
         })
         .await;
         let f = fixture();
-        let metrics = ProviderMetrics::new(
-            Arc::new(f.store.clone()),
-            Arc::new(f.secrets.clone()),
-            Arc::new(PrometheusBuiltins::new("http://127.0.0.1:9", "kubernetes").unwrap()),
-        )
-        .unwrap()
-        .with_google_env(aviary_providers::metrics::GoogleEnv {
+        let metrics = provider_metrics(&f.store, &f.secrets).with_google_env(aviary_providers::metrics::GoogleEnv {
             credentials_file: None,
             metadata_host: metadata.addr.to_string(),
         });
@@ -1194,13 +1190,7 @@ async fn stackdriver_default_credentials_and_careless_upstreams() {
         let dir = tempfile::tempdir().unwrap();
         let key = service_account_key(&pem);
         std::fs::write(dir.path().join("key.json"), &key).unwrap();
-        let metrics = ProviderMetrics::new(
-            Arc::new(f.store.clone()),
-            Arc::new(f.secrets.clone()),
-            Arc::new(PrometheusBuiltins::new("http://127.0.0.1:9", "kubernetes").unwrap()),
-        )
-        .unwrap()
-        .with_google_env(aviary_providers::metrics::GoogleEnv {
+        let metrics = provider_metrics(&f.store, &f.secrets).with_google_env(aviary_providers::metrics::GoogleEnv {
             credentials_file: Some(dir.path().join("key.json")),
             metadata_host: "127.0.0.1:9".into(),
         });
@@ -1393,12 +1383,14 @@ async fn splunk_signalflow_computation_over_a_websocket() {
         );
 
         // Online: GET /v2/metric?limit=1 with X-SF-Token (splunk.go:166-194).
-        f.store.insert_template(t.clone());
-        let canary = canary_with(json!([{"name": "errors", "templateRef": {"name": "my-metric", "namespace": "monitoring"}, "thresholdRange": {"max": 1}}]));
-        f.metrics.check_providers(&canary).await.unwrap();
-        f.secrets.insert("monitoring", "sfx", [(TOKEN_KEY_NAME, "wrong-token-0000")]);
+        let canary = check_online(&f, t.clone()).await;
+        f.secrets
+            .insert("monitoring", "sfx", [(TOKEN_KEY_NAME, "wrong-token-0000")]);
         let e = f.metrics.check_providers(&canary).await.unwrap_err();
-        assert!(e.ends_with("error response: {\"code\": 401, \"message\": \"Unauthorized\"}"), "{e}");
+        assert!(
+            e.ends_with("error response: {\"code\": 401, \"message\": \"Unauthorized\"}"),
+            "{e}"
+        );
         assert!(!e.contains("wrong-token-0000"));
         f.secrets.insert("monitoring", "sfx", [("token", SF_TOKEN)]);
         assert_provider_error(&f, &t, program, "does not contain sf_token_key").await;
@@ -1446,9 +1438,7 @@ async fn external_metrics_server_with_a_bearer_token() {
             query_error(run(&f, &t, "1m", "jobs/missing").await.unwrap_err()),
             "error querying external metrics API: the server could not find the requested resource"
         );
-        f.store.insert_template(t.clone());
-        let canary = canary_with(json!([{"name": "q", "templateRef": {"name": "my-metric", "namespace": "monitoring"}, "thresholdRange": {"max": 10}}]));
-        f.metrics.check_providers(&canary).await.unwrap();
+        let canary = check_online(&f, t.clone()).await;
         f.secrets.insert("monitoring", "em", [("token", "stale-token-888")]);
         let e = f.metrics.check_providers(&canary).await.unwrap_err();
         assert!(e.ends_with("external metrics service unavailable: Unauthorized"), "{e}");
