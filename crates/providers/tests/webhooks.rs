@@ -10,6 +10,7 @@ use aviary_api::canary::CanaryWebhook;
 use aviary_core::ports::{HookPayload, Hooks};
 use aviary_providers::HttpHooks;
 use aviary_testkit::net::free_port;
+use aviary_testkit::process::Process;
 use common::{Reply, Server, assert_took, bounded};
 use serde_json::json;
 
@@ -237,9 +238,9 @@ async fn an_echoing_hook_gets_no_credential_into_the_error() {
     .await;
 }
 
-/// `openssl s_server` with a self-signed certificate on a free loopback port.
+/// `openssl s_server` with a self-signed certificate on a free loopback port (killed on drop).
 struct TlsServer {
-    child: std::process::Child,
+    _process: Process,
     port: u16,
     _dir: tempfile::TempDir,
 }
@@ -272,17 +273,19 @@ impl TlsServer {
         assert!(ok, "openssl could not make a certificate");
         let port = free_port();
         let server = Self {
-            child: std::process::Command::new(&openssl)
-                .args(["s_server", "-quiet", "-www", "-accept"])
-                .arg(format!("127.0.0.1:{port}"))
-                .arg("-cert")
-                .arg(&cert)
-                .arg("-key")
-                .arg(&key)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .unwrap(),
+            _process: Process::new(
+                std::process::Command::new(&openssl)
+                    .args(["s_server", "-quiet", "-www", "-accept"])
+                    .arg(format!("127.0.0.1:{port}"))
+                    .arg("-cert")
+                    .arg(&cert)
+                    .arg("-key")
+                    .arg(&key)
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            ),
             port,
             _dir: dir,
         };
@@ -293,13 +296,6 @@ impl TlsServer {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("openssl s_server did not listen on {port}");
-    }
-}
-
-impl Drop for TlsServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
