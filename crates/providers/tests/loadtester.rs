@@ -620,7 +620,7 @@ async fn concord_processes_are_started_and_awaited() {
 
         // A server that quotes the request back: the answer (an event in Flagger's webhook
         // failure) never shows the key.
-        let echo = Server::start(|r, _| Reply::new(200, common::echo_everything(r))).await;
+        let echo = Server::echoing(200).await;
         let mut m = meta("main");
         m["server"] = json!(echo.url());
         let (status, body) = c.post("/", &task(m)).await;

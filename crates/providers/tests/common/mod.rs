@@ -110,6 +110,11 @@ impl Server {
         }
     }
 
+    /// A careless upstream: answers `status` with the request quoted back ([`echo_everything`]).
+    pub async fn echoing(status: u16) -> Self {
+        Self::start(move |r, _| Reply::new(status, echo_everything(r))).await
+    }
+
     /// A server that always answers `reply`.
     pub async fn always(reply: Reply) -> Self {
         Self::start(move |_, _| reply.clone()).await
@@ -241,10 +246,12 @@ pub fn podinfo_model(route: &str) -> aviary_core::ports::MetricModel {
     }
 }
 
-/// Asserts that the time since `started` lies in `range` (a timeout or back-off took effect,
-/// and no more).
-#[track_caller]
-pub fn assert_took(started: std::time::Instant, range: std::ops::Range<Duration>) {
+/// Awaits `f` and asserts that it took a time in `range` (a timeout or back-off took effect, and
+/// no more); returns what `f` gave.
+pub async fn within<F: std::future::Future>(range: std::ops::Range<Duration>, f: F) -> F::Output {
+    let started = std::time::Instant::now();
+    let output = f.await;
     let took = started.elapsed();
     assert!(range.contains(&took), "took {took:?}, not in {range:?}");
+    output
 }
