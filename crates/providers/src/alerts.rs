@@ -418,12 +418,11 @@ impl Notifier for AlertNotifier {
         provider: Option<&NamespacedRef>,
         alert: &Alert,
     ) -> Result<(), String> {
-        let receiver = match provider {
-            Some(r) => self.receiver(canary, r).await?,
-            None => match &self.global {
-                Some(g) => g.clone(),
-                None => return Ok(()),
-            },
+        // Without a provider the alert goes to the global notifier, if there is one.
+        let receiver = match (provider, &self.global) {
+            (Some(r), _) => self.receiver(canary, r).await?,
+            (None, Some(global)) => global.clone(),
+            (None, None) => return Ok(()),
         };
         self.send(&receiver, canary, alert).await
     }
