@@ -454,6 +454,28 @@ impl ChunkScanner {
     }
 }
 
+/// Moves as much of a body as has arrived (up to [`READ_CHUNK`]) from `buf` to `out`, so that it
+/// goes out with the head; returns how much of a `Length` body is still to come. A chunked body
+/// is checked by `scanner` as it goes; a body read until close is not taken here.
+fn take_buffered(
+    buf: &mut BytesMut,
+    out: &mut Vec<u8>,
+    framing: Framing,
+    scanner: &mut ChunkScanner,
+) -> io::Result<u64> {
+    let (now, remaining) = match framing {
+        Framing::Empty | Framing::UntilClose => return Ok(0),
+        Framing::Length(n) => {
+            let now = (n as usize).min(buf.len()).min(READ_CHUNK);
+            (now, n - now as u64)
+        }
+        Framing::Chunked => (scanner.scan(&buf[..buf.len().min(READ_CHUNK)])?, 0),
+    };
+    out.extend_from_slice(&buf[..now]);
+    buf.advance(now);
+    Ok(remaining)
+}
+
 /// A keep-alive connection to one backend.
 struct BackendConn {
     addr: SocketAddr,
@@ -605,24 +627,10 @@ impl ClientConn {
 
             // As much of the body as has arrived goes out with the head.
             let mut scanner = ChunkScanner::default();
-            let mut remaining = 0u64;
-            match framing {
-                Framing::Empty | Framing::UntilClose => {}
-                Framing::Length(n) => {
-                    let now = (n as usize).min(self.buf.len()).min(READ_CHUNK);
-                    self.out.extend_from_slice(&self.buf[..now]);
-                    self.buf.advance(now);
-                    remaining = n - now as u64;
-                }
-                Framing::Chunked => {
-                    let now = match scanner.scan(&self.buf[..self.buf.len().min(READ_CHUNK)]) {
-                        Ok(now) => now,
-                        Err(error) => return Err(self.reject_body(worker, backend, &error).await),
-                    };
-                    self.out.extend_from_slice(&self.buf[..now]);
-                    self.buf.advance(now);
-                }
-            }
+            let remaining = match take_buffered(&mut self.buf, &mut self.out, framing, &mut scanner) {
+                Ok(remaining) => remaining,
+                Err(error) => return Err(self.reject_body(worker, backend, &error).await),
+            };
             let body_sent_with_head = remaining == 0 && (framing != Framing::Chunked || scanner.done());
 
             let mut backend_conn = match self.exchange_head(addr, body_sent_with_head).await {
@@ -728,22 +736,12 @@ impl ClientConn {
             backend_conn.buf.advance(head_len);
 
             let mut scanner = ChunkScanner::default();
-            let mut remaining = 0u64;
-            match response_framing {
-                Framing::Empty => {}
-                Framing::Length(n) => {
-                    let now = (n as usize).min(backend_conn.buf.len()).min(READ_CHUNK);
-                    self.out.extend_from_slice(&backend_conn.buf[..now]);
-                    backend_conn.buf.advance(now);
-                    remaining = n - now as u64;
-                }
-                Framing::Chunked => {
-                    let now = scanner.scan(&backend_conn.buf[..backend_conn.buf.len().min(READ_CHUNK)])?;
-                    self.out.extend_from_slice(&backend_conn.buf[..now]);
-                    backend_conn.buf.advance(now);
-                }
-                Framing::UntilClose => {}
-            }
+            let remaining = take_buffered(
+                &mut backend_conn.buf,
+                &mut self.out,
+                response_framing,
+                &mut scanner,
+            )?;
             self.stream.write_all(&self.out).await?;
             match response_framing {
                 Framing::Empty => {}
