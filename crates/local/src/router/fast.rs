@@ -651,26 +651,8 @@ impl ClientConn {
             };
             // The rest of the request body, if it is still arriving.
             if !body_sent_with_head {
-                let copied = match framing {
-                    Framing::Length(_) => {
-                        copy_length(
-                            &mut self.stream,
-                            &mut self.buf,
-                            &mut backend_conn.stream,
-                            remaining,
-                        )
-                        .await
-                    }
-                    _ => {
-                        copy_chunked(
-                            &mut self.stream,
-                            &mut self.buf,
-                            &mut backend_conn.stream,
-                            &mut scanner,
-                        )
-                        .await
-                    }
-                };
+                let (from, to) = (&mut self.stream, &mut backend_conn.stream);
+                let copied = copy_body(from, &mut self.buf, to, framing, remaining, &mut scanner).await;
                 if let Err(error) = copied {
                     if error.kind() == io::ErrorKind::InvalidData {
                         return Err(self.reject_body(worker, backend, &error).await);
@@ -743,33 +725,16 @@ impl ClientConn {
                 &mut scanner,
             )?;
             self.stream.write_all(&self.out).await?;
-            match response_framing {
-                Framing::Empty => {}
-                Framing::Length(_) => {
-                    copy_length(
-                        &mut backend_conn.stream,
-                        &mut backend_conn.buf,
-                        &mut self.stream,
-                        remaining,
-                    )
-                    .await?;
-                }
-                Framing::Chunked => {
-                    if !scanner.done() {
-                        copy_chunked(
-                            &mut backend_conn.stream,
-                            &mut backend_conn.buf,
-                            &mut self.stream,
-                            &mut scanner,
-                        )
-                        .await?;
-                    }
-                }
-                Framing::UntilClose => {
-                    copy_until_close(&mut backend_conn.stream, &mut backend_conn.buf, &mut self.stream)
-                        .await?;
-                }
-            }
+            let (from, to) = (&mut backend_conn.stream, &mut self.stream);
+            copy_body(
+                from,
+                &mut backend_conn.buf,
+                to,
+                response_framing,
+                remaining,
+                &mut scanner,
+            )
+            .await?;
             if !backend_close && response_framing != Framing::UntilClose && backend_conn.buf.is_empty() {
                 if self.idle.len() >= MAX_IDLE_BACKENDS {
                     self.idle.remove(0);
@@ -952,6 +917,25 @@ fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
+}
+
+/// Copies the rest of a body, after what `buf` holds, from `src` to `dst` as `framing` delimits
+/// it: `remaining` bytes of a length, the chunks `scanner` has not seen the end of, or all until
+/// `src` closes.
+async fn copy_body(
+    src: &mut TcpStream,
+    buf: &mut BytesMut,
+    dst: &mut TcpStream,
+    framing: Framing,
+    remaining: u64,
+    scanner: &mut ChunkScanner,
+) -> io::Result<()> {
+    match framing {
+        Framing::Empty => Ok(()),
+        Framing::Length(_) => copy_length(src, buf, dst, remaining).await,
+        Framing::Chunked => copy_chunked(src, buf, dst, scanner).await,
+        Framing::UntilClose => copy_until_close(src, buf, dst).await,
+    }
 }
 
 async fn copy_length(
