@@ -106,6 +106,16 @@ fn ms(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64() * 1000.0)
 }
 
+/// The median and 99th percentile of the `sorted` call latencies, and how many calls there were.
+fn p50_p99(sorted: &[Duration]) -> String {
+    format!(
+        "{} / {} ms ({} calls)",
+        ms(percentile(sorted, 0.5)),
+        ms(percentile(sorted, 0.99)),
+        sorted.len()
+    )
+}
+
 struct Measured {
     wall: f64,
     cpu: f64,
@@ -359,25 +369,19 @@ async fn run(o: Opts) {
         hwm / 1024
     );
     println!(
-        "| ListCanaries{{cluster}} ({} canaries) p50 / p99 | {} / {} ms ({} calls) | p99 ≤ 10 ms |",
+        "| ListCanaries{{cluster}} ({} canaries) p50 / p99 | {} | p99 ≤ 10 ms |",
         sizes.0,
-        ms(percentile(&list_by_cluster, 0.5)),
-        ms(percentile(&list_by_cluster, 0.99)),
-        list_by_cluster.len()
+        p50_p99(&list_by_cluster)
     );
     println!(
-        "| GetRollout ({}-cluster plan, with history) p50 / p99 | {} / {} ms ({} calls) | p99 ≤ 10 ms |",
+        "| GetRollout ({}-cluster plan, with history) p50 / p99 | {} | p99 ≤ 10 ms |",
         sizes.1,
-        ms(percentile(&get_rollout, 0.5)),
-        ms(percentile(&get_rollout, 0.99)),
-        get_rollout.len()
+        p50_p99(&get_rollout)
     );
     println!(
-        "| ListCanaries{{namespace, phase}} (scans all {}) p50 / p99 | {} / {} ms ({} calls) | |",
+        "| ListCanaries{{namespace, phase}} (scans all {}) p50 / p99 | {} | |",
         o.agents * o.canaries,
-        ms(percentile(&list_by_phase, 0.5)),
-        ms(percentile(&list_by_phase, 0.99)),
-        list_by_phase.len()
+        p50_p99(&list_by_phase)
     );
     println!("| ListCanaries (all {all}, once) | {} ms | |", ms(full));
 

@@ -162,12 +162,7 @@ async fn not_found_already_exists_and_failed_precondition() {
     // Listing: newest first, no history.
     let m = manifest("r2", "  waves: [{name: all}]\n").replace("6.0.1", "6.0.2");
     create(&c, &m).await.unwrap();
-    let list = cl
-        .list_rollouts(v1::ListRolloutsRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    let names: Vec<&str> = list.rollouts.iter().map(|r| r.name.as_str()).collect();
+    let (list, names) = list_rollouts(&c).await;
     assert_eq!(names, ["r2", "r1"]);
     assert!(list.rollouts.iter().all(|r| r.history.is_empty()));
     c.shutdown().await.unwrap();

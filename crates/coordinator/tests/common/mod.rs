@@ -231,6 +231,17 @@ pub async fn wait(c: &Coordinator, name: &str) -> v1::Rollout {
         .into_inner()
 }
 
+/// ListRollouts (its first page) of `c`, and the names of the rollouts listed, in order.
+pub async fn list_rollouts(c: &Coordinator) -> (v1::ListRolloutsResponse, Vec<String>) {
+    let list = client(c)
+        .list_rollouts(v1::ListRolloutsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let names = list.rollouts.iter().map(|r| r.name.clone()).collect();
+    (list, names)
+}
+
 /// Polls GetRollout until `pred` holds (one connection; panics with the last state).
 pub async fn until(
     c: &Coordinator,
