@@ -20,6 +20,7 @@ use aviary_coordinator::{Coordinator, CoordinatorConfig};
 use aviary_core::fleet::Revision;
 use aviary_proto::v1;
 use aviary_testkit::bench::flag;
+use aviary_testkit::process::Process;
 
 struct Opts {
     agents: usize,
@@ -215,14 +216,15 @@ async fn run(o: Opts) {
     let mut child = Command::new(exe)
         .arg("--serve")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let pid = child.id();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
+    // SIGTERM (SIGKILL 10 s later) when dropped, also when the bench panics.
+    let coordinator = Process::new(child).graceful(Duration::from_secs(10));
+    let pid = coordinator.id();
     let url = format!("http://{}", line.trim());
     eprintln!(
         "coordinator pid {pid} at {url}; starting {} agents × {} canaries, one report per canary every {}s",
@@ -385,8 +387,7 @@ async fn run(o: Opts) {
     );
     println!("| ListCanaries (all {all}, once) | {} ms | |", ms(full));
 
-    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
-    let _ = child.wait();
+    drop(coordinator);
     for a in agents {
         a.stop().await;
     }
