@@ -75,6 +75,17 @@ async fn agent_with(platform: &Arc<TestPlatform>, settings: Settings, canaries: 
     agent
 }
 
+/// An agent with the one canary `c` (namespace `test`) whose target presents `rev-2`: a
+/// rollout under way.
+async fn rolling_out(settings: Settings, c: Canary) -> (Arc<TestPlatform>, CanaryActors, Fakes) {
+    let platform = Arc::new(TestPlatform::default());
+    let key = c.key();
+    let agent = agent_with(&platform, settings, &[c]).await;
+    let fakes = platform.fakes(&key);
+    fakes.target.set_revision("rev-2");
+    (platform, agent, fakes)
+}
+
 async fn status(agent: &CanaryActors, key: &str) -> CanaryStatus {
     let views = agent.list().await.unwrap();
     views
@@ -113,10 +124,7 @@ async fn one_actor_per_canary_ticks_on_its_interval() {
 
 #[tokio::test(start_paused = true)]
 async fn spec_changes_reach_the_actor_and_delete_stops_it() {
-    let platform = Arc::new(TestPlatform::default());
-    let agent = agent_with(&platform, settings("t2"), &[canary("podinfo", "30s", 10)]).await;
-    let fakes = platform.fakes("test/podinfo");
-    fakes.target.set_revision("rev-2");
+    let (_platform, agent, fakes) = rolling_out(settings("t2"), canary("podinfo", "30s", 10)).await;
     sleep(Duration::from_secs(60)).await; // Progressing, then 10
     assert_eq!(status(&agent, "test/podinfo").await.canary_weight, 10);
 
@@ -141,10 +149,7 @@ async fn spec_changes_reach_the_actor_and_delete_stops_it() {
 
 #[tokio::test(start_paused = true)]
 async fn a_panicking_actor_is_restarted_and_resumes_from_the_persisted_status() {
-    let platform = Arc::new(TestPlatform::default());
-    let agent = agent_with(&platform, settings("t3"), &[canary("podinfo", "30s", 20)]).await;
-    let fakes = platform.fakes("test/podinfo");
-    fakes.target.set_revision("rev-2");
+    let (_platform, agent, fakes) = rolling_out(settings("t3"), canary("podinfo", "30s", 20)).await;
     sleep(Duration::from_secs(90)).await; // Progressing, 20, 40
     assert_eq!(status(&agent, "test/podinfo").await.canary_weight, 40);
 
@@ -227,13 +232,11 @@ async fn a_canary_that_keeps_panicking_is_given_up_and_the_others_keep_running()
 /// spec that skipped validation) ticks at the default interval instead.
 #[tokio::test(start_paused = true)]
 async fn a_zero_interval_with_a_zero_floor_never_panics() {
-    let platform = Arc::new(TestPlatform::default());
     let zero_floor = Settings {
         min_interval: Duration::ZERO,
         ..settings("t-zero")
     };
-    let agent = agent_with(&platform, zero_floor, &[canary("podinfo", "0s", 50)]).await;
-    platform.fakes("test/podinfo").target.set_revision("rev-2");
+    let (_platform, agent, _) = rolling_out(zero_floor, canary("podinfo", "0s", 50)).await;
     sleep(Duration::from_secs(60 * 10)).await;
     let views = agent.list().await.unwrap();
     assert_eq!(views[0].restarts, 0, "the actor must not panic");
