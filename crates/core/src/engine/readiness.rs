@@ -76,14 +76,9 @@ impl Tick<'_, '_> {
             return self.warn_and_stop(&e.message).await;
         }
         let msg = &e.message;
-        self.event(
-            EventType::Warning,
+        self.warn_and_alert(
             &format!("Rolling back {} progress deadline exceeded {msg}", self.id()),
-        )
-        .await;
-        self.alert(
             &format!("Progress deadline exceeded {msg}"),
-            false,
             Severity::Error,
         )
         .await;
