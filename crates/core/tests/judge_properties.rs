@@ -39,18 +39,42 @@ fn share(rng: &mut Rng, j: usize) -> f64 {
     }
 }
 
-/// One simulated path of a ratio process: final ln E, max ln E (FAIL or PROMOTE).
-#[allow(clippy::too_many_arguments)]
-fn ratio_path(
-    seed: u64,
+/// What the simulated paths of one property case share.
+#[derive(Debug, Clone, Copy)]
+struct Scenario {
     test: RatioTest,
+    /// The primary's event rate.
     base: f64,
+    /// The canary's rate over the primary's.
     ratio: f64,
+    /// Mean requests per interval.
     requests: u64,
     intervals: usize,
     burst: bool,
+    /// PROMOTE's e-process, else FAIL's.
     promote: bool,
-) -> (f64, f64) {
+}
+
+impl Scenario {
+    /// `PATHS` paths, each seeded from `seed` and the odd constant `salt`.
+    fn paths(&self, seed: u64, salt: u64) -> Vec<(f64, f64)> {
+        (0..PATHS as u64)
+            .map(|i| ratio_path(seed ^ i.wrapping_mul(salt), self))
+            .collect()
+    }
+}
+
+/// One simulated path of a ratio process: final ln E, max ln E (FAIL or PROMOTE).
+fn ratio_path(seed: u64, s: &Scenario) -> (f64, f64) {
+    let Scenario {
+        test,
+        base,
+        ratio,
+        requests,
+        intervals,
+        burst,
+        promote,
+    } = *s;
     let mut rng = Rng::new(seed);
     let mut p = RatioProcess::default();
     let mut max = 0f64;
@@ -114,10 +138,8 @@ proptest! {
     ) {
         let test = RatioTest { tolerance: 1.0, margin: 2.0 };
         let base = ln_base.exp();
-        let paths = (0..PATHS as u64)
-            .map(|i| ratio_path(seed ^ i.wrapping_mul(0x2545F4914F6CDD1D), test, base, ratio, requests, intervals, burst, false))
-            .collect();
-        check_null(paths, &format!("base {base:.4} ratio {ratio:.2}"))?;
+        let s = Scenario { test, base, ratio, requests, intervals, burst, promote: false };
+        check_null(s.paths(seed, 0x2545F4914F6CDD1D), &format!("base {base:.4} ratio {ratio:.2}"))?;
     }
 
     /// FAIL with a tolerance above 1, at the tolerance (rare events, where the binomial is the
@@ -131,10 +153,8 @@ proptest! {
         intervals in 5usize..40,
     ) {
         let test = RatioTest { tolerance, margin: 2.0 * tolerance };
-        let paths = (0..PATHS as u64)
-            .map(|i| ratio_path(seed ^ i.wrapping_mul(0x9E3779B97F4A7C15), test, base, tolerance, requests, intervals, false, false))
-            .collect();
-        check_null(paths, &format!("tolerance {tolerance:.2}"))?;
+        let s = Scenario { test, base, ratio: tolerance, requests, intervals, burst: false, promote: false };
+        check_null(s.paths(seed, 0x9E3779B97F4A7C15), &format!("tolerance {tolerance:.2}"))?;
     }
 
     /// PROMOTE under r = margin: errors (margin 2) and latency-like rates (margin 1.5, up to a
@@ -151,10 +171,8 @@ proptest! {
         let margin = if latency { 1.5 } else { 2.0 };
         let test = RatioTest { tolerance: 1.0, margin };
         let base = ln_base.exp();
-        let paths = (0..PATHS as u64)
-            .map(|i| ratio_path(seed ^ i.wrapping_mul(0xD1B54A32D192ED03), test, base, margin, requests, intervals, burst, true))
-            .collect();
-        check_null(paths, &format!("PROMOTE base {base:.4} margin {margin}"))?;
+        let s = Scenario { test, base, ratio: margin, requests, intervals, burst, promote: true };
+        check_null(s.paths(seed, 0xD1B54A32D192ED03), &format!("PROMOTE base {base:.4} margin {margin}"))?;
     }
 }
 
