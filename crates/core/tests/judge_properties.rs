@@ -29,6 +29,20 @@ fn rate_bound(alpha: f64, n: usize) -> f64 {
     alpha + 3.0 * (alpha * (1.0 - alpha) / n as f64).sqrt()
 }
 
+/// Whether an e-value of `ln_e` (natural log) crosses 1/α.
+fn crosses(ln_e: f64) -> bool {
+    ln_e >= (1.0 / ALPHA).ln()
+}
+
+/// Asserts that `hits` (`what`) in `runs` runs is a rate within [`rate_bound`] of α.
+fn assert_rare(hits: u32, runs: u64, what: &str) {
+    let rate = f64::from(hits) / runs as f64;
+    assert!(
+        rate <= rate_bound(ALPHA, runs as usize),
+        "{hits} {what} in {runs} runs"
+    );
+}
+
 /// A weight schedule that changes every interval (Flagger's steps, jumps back, odd shares).
 fn share(rng: &mut Rng, j: usize) -> f64 {
     match j % 4 {
@@ -113,7 +127,7 @@ fn check_null(paths: Vec<(f64, f64)>, what: &str) -> Result<(), TestCaseError> {
         mean <= 1.0 + 3.0 * se + 0.02,
         "{what}: mean E_T = {mean:.3} ± {se:.3}"
     );
-    let crossed = paths.iter().filter(|(_, max)| *max >= (1.0 / ALPHA).ln()).count();
+    let crossed = paths.iter().filter(|(_, max)| crosses(*max)).count();
     let rate = crossed as f64 / paths.len() as f64;
     prop_assert!(
         rate <= rate_bound(ALPHA, paths.len()),
@@ -227,17 +241,13 @@ fn a_canary_identical_to_its_primary_is_rarely_rolled_back() {
             let counts = aa_interval(&mut rng, n, share, 0.002, (40..48).contains(&j));
             judge.observe(&spec, &counts).unwrap();
             // The verdict's rule, without building its explanation every interval.
-            if judge.ln_rollback(&spec) >= (1.0 / ALPHA).ln() {
+            if crosses(judge.ln_rollback(&spec)) {
                 rollbacks += 1;
                 break;
             }
         }
     }
-    let rate = f64::from(rollbacks) / runs as f64;
-    assert!(
-        rate <= rate_bound(ALPHA, runs as usize),
-        "{rollbacks} false rollbacks in {runs} runs"
-    );
+    assert_rare(rollbacks, runs, "false rollbacks");
 }
 
 /// A fleet of clusters that differ in base rate (10×), canary share and start time, some never
@@ -298,17 +308,13 @@ fn a_fleet_with_no_regression_is_rarely_halted() {
         let mut fleet = FleetJudge::new(spec.clone(), planned.clone()).unwrap();
         for r in fleet_run(run, 1.0) {
             fleet.add(&r).unwrap();
-            if fleet.ln_global() >= (1.0 / ALPHA).ln() {
+            if crosses(fleet.ln_global()) {
                 halts += 1;
                 break;
             }
         }
     }
-    let rate = f64::from(halts) / runs as f64;
-    assert!(
-        rate <= rate_bound(ALPHA, runs as usize),
-        "{halts} false fleet halts in {runs} runs"
-    );
+    assert_rare(halts, runs, "false fleet halts");
 }
 
 proptest! {

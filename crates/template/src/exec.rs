@@ -225,24 +225,14 @@ impl State<'_> {
     fn range_items(&mut self, dot: &Value, b: &Branch) -> Result<bool> {
         let v = self.eval_pipeline(dot, &b.pipe)?;
         let items: Vec<(Value, Value)> = match &v {
-            Value::Int(n) => {
-                if b.pipe.decl.len() > 1 {
-                    return self.error(format!(
-                        "can't use {} to iterate over more than one variable",
-                        format_value(&v)
-                    ));
-                }
-                (0..*n).map(|i| (Value::Invalid, Value::Int(i))).collect()
+            Value::Int(_) | Value::Uint8(_) if b.pipe.decl.len() > 1 => {
+                return self.error(format!(
+                    "can't use {} to iterate over more than one variable",
+                    format_value(&v)
+                ));
             }
-            Value::Uint8(n) => {
-                if b.pipe.decl.len() > 1 {
-                    return self.error(format!(
-                        "can't use {} to iterate over more than one variable",
-                        format_value(&v)
-                    ));
-                }
-                (0..*n).map(|i| (Value::Invalid, Value::Uint8(i))).collect()
-            }
+            Value::Int(n) => (0..*n).map(|i| (Value::Invalid, Value::Int(i))).collect(),
+            Value::Uint8(n) => (0..*n).map(|i| (Value::Invalid, Value::Uint8(i))).collect(),
             Value::Map(m) => m
                 .iter()
                 .map(|(k, v)| (Value::Str(k.clone()), Value::Str(v.clone())))
@@ -668,6 +658,8 @@ impl State<'_> {
 
 /// Go's built-in functions over our values.
 mod builtins {
+    use std::borrow::Cow;
+
     use crate::value::{Value, format_value, sprint};
 
     pub(super) fn len(v: &Value) -> Result<Value, String> {
@@ -766,41 +758,43 @@ mod builtins {
         sprint(&printable)
     }
 
-    pub(super) fn html(s: &str) -> String {
+    /// `s` with every character `escape` maps replaced by its escape.
+    fn escape_chars(s: &str, escape: impl Fn(char) -> Option<Cow<'static, str>>) -> String {
         let mut out = String::with_capacity(s.len());
         for c in s.chars() {
-            match c {
-                '"' => out.push_str("&#34;"),
-                '\'' => out.push_str("&#39;"),
-                '&' => out.push_str("&amp;"),
-                '<' => out.push_str("&lt;"),
-                '>' => out.push_str("&gt;"),
-                '\0' => out.push('\u{FFFD}'),
-                c => out.push(c),
+            match escape(c) {
+                Some(e) => out.push_str(&e),
+                None => out.push(c),
             }
         }
         out
     }
 
+    pub(super) fn html(s: &str) -> String {
+        escape_chars(s, |c| match c {
+            '"' => Some("&#34;".into()),
+            '\'' => Some("&#39;".into()),
+            '&' => Some("&amp;".into()),
+            '<' => Some("&lt;".into()),
+            '>' => Some("&gt;".into()),
+            '\0' => Some("\u{FFFD}".into()),
+            _ => None,
+        })
+    }
+
     pub(super) fn js(s: &str) -> String {
-        let mut out = String::with_capacity(s.len());
-        for c in s.chars() {
-            match c {
-                '\\' => out.push_str("\\\\"),
-                '\'' => out.push_str("\\'"),
-                '"' => out.push_str("\\\""),
-                '<' => out.push_str("\\u003C"),
-                '>' => out.push_str("\\u003E"),
-                '&' => out.push_str("\\u0026"),
-                '=' => out.push_str("\\u003D"),
-                c if (c as u32) < 0x20 => out.push_str(&format!("\\u00{:02X}", c as u32)),
-                c if !c.is_ascii() && !crate::strconv::is_print(c) => {
-                    out.push_str(&format!("\\u{:04X}", c as u32))
-                }
-                c => out.push(c),
-            }
-        }
-        out
+        escape_chars(s, |c| match c {
+            '\\' => Some("\\\\".into()),
+            '\'' => Some("\\'".into()),
+            '"' => Some("\\\"".into()),
+            '<' => Some("\\u003C".into()),
+            '>' => Some("\\u003E".into()),
+            '&' => Some("\\u0026".into()),
+            '=' => Some("\\u003D".into()),
+            c if (c as u32) < 0x20 => Some(format!("\\u00{:02X}", c as u32).into()),
+            c if !c.is_ascii() && !crate::strconv::is_print(c) => Some(format!("\\u{:04X}", c as u32).into()),
+            _ => None,
+        })
     }
 
     pub(super) fn urlquery(s: &str) -> String {
