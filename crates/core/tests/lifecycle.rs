@@ -71,8 +71,7 @@ async fn a_new_suspended_canary_is_initializing() {
 async fn a_failed_promotion_names_the_target() {
     let mut c = stepped(5, 50);
     c.metadata.name = Some("podinfo-canary".into());
-    let mut sim = Simulation::new(c);
-    initialized(&mut sim).await;
+    let mut sim = started(c, &[]).await;
     ticks(&mut sim, 4).await; // scale up, 50, 100, promote
     assert_eq!(sim.status().phase, Promoting);
     sim.fakes.target.set_primary_ready(Err(NotReady::fatal(
@@ -127,16 +126,14 @@ async fn a_rollback_posts_canary_failed_with_phase_failed() {
 /// (scheduler.go:908-910), so it still carries the previous revision's checksum.
 #[tokio::test]
 async fn gates_post_their_halts_with_the_phase_the_tick_read() {
-    let mut sim = Simulation::new(stepped_with(
+    let c = stepped_with(
         5,
         100,
         &format!(
             "    webhooks:\n    - {{name: gate, type: confirm-rollout, url: http://hooks/}}\n    - {{name: promote, type: confirm-promotion, url: http://hooks/}}\n{EVENTS_HOOK}"
         ),
-    ));
-    sim.fakes.hooks.script("gate", &[false, true]);
-    sim.fakes.hooks.script("promote", &[false, true]);
-    initialized(&mut sim).await;
+    );
+    let mut sim = started(c, &[("gate", &[false, true]), ("promote", &[false, true])]).await;
     let from = posted(&sim).len();
     ticks(&mut sim, 6).await;
     assert_eq!(
@@ -180,8 +177,7 @@ async fn gates_post_their_halts_with_the_phase_the_tick_read() {
 /// again.
 #[tokio::test]
 async fn a_failed_scale_up_announces_the_revision_again_next_tick() {
-    let mut sim = Simulation::new(stepped(5, 50));
-    initialized(&mut sim).await;
+    let mut sim = started(stepped(5, 50), &[]).await;
     sim.fakes
         .target
         .fail_scaling(Some("deployment podinfo.default update error: conflict"));
@@ -249,13 +245,12 @@ async fn kubernetes_progress_deadline_is_reported_as_is_then_rolls_back() {
 /// and starts once approved.
 #[tokio::test]
 async fn a_waiting_canary_keeps_asking_after_a_revert() {
-    let mut sim = Simulation::new(stepped_with(
+    let c = stepped_with(
         5,
         50,
         "    webhooks:\n    - {name: gate, type: confirm-rollout, url: http://hooks/}\n",
-    ));
-    sim.fakes.hooks.script("gate", &[false, false, true]);
-    initialized(&mut sim).await;
+    );
+    let mut sim = started(c, &[("gate", &[false, false, true])]).await;
     sim.tick().await;
     assert_eq!(sim.status().phase, Waiting);
     sim.fakes.target.set_revision("rev-1"); // back to what the primary runs
@@ -299,13 +294,12 @@ async fn blue_green_counts_the_iteration_when_mirroring_fails_to_start() {
 /// which moves `lastTransitionTime`, also when the value stays the same.
 #[tokio::test]
 async fn every_refused_promotion_rewrites_the_status() {
-    let mut sim = Simulation::new(stepped_with(
+    let c = stepped_with(
         5,
         100,
         "    webhooks:\n    - {name: promote, type: confirm-promotion, url: http://hooks/}\n",
-    ));
-    sim.fakes.hooks.script("promote", &[false]);
-    initialized(&mut sim).await;
+    );
+    let mut sim = started(c, &[("promote", &[false])]).await;
     ticks(&mut sim, 3).await; // scale up, weight 100, waiting for promotion
     assert_eq!(sim.status().phase, WaitingPromotion);
     let first = sim.status().last_transition_time;
@@ -364,15 +358,20 @@ async fn primary_readiness_holds_or_fails() {
 /// (scheduler_hooks.go:116) and the canary still succeeds.
 #[tokio::test]
 async fn hook_failures_count_or_are_only_reported() {
-    let mut sim = Simulation::new(stepped_with(
+    let c = stepped_with(
         5,
         100,
         "    webhooks:\n    - {name: smoke, type: pre-rollout, url: http://hooks/}\n    - {name: load, url: http://hooks/}\n    - {name: notify, type: post-rollout, url: http://hooks/}\n",
-    ));
-    sim.fakes.hooks.script("smoke", &[false, true]);
-    sim.fakes.hooks.script("load", &[false, true]);
-    sim.fakes.hooks.script("notify", &[false]);
-    initialized(&mut sim).await;
+    );
+    let mut sim = started(
+        c,
+        &[
+            ("smoke", &[false, true]),
+            ("load", &[false, true]),
+            ("notify", &[false]),
+        ],
+    )
+    .await;
     for _ in 0..8 {
         sim.tick().await;
         if sim.status().phase == Succeeded {
@@ -438,13 +437,12 @@ async fn failed_checks_accumulate_across_the_analysis() {
 /// (scheduler.go:369-378), so a promotion in flight is not rolled back by them.
 #[tokio::test]
 async fn rollback_hooks_are_not_asked_while_promoting() {
-    let mut sim = Simulation::new(stepped_with(
+    let c = stepped_with(
         5,
         100,
         "    stepWeightPromotion: 50\n    webhooks:\n    - {name: panic-button, type: rollback, url: http://hooks/}\n",
-    ));
-    sim.fakes.hooks.script("panic-button", &[false, false, true]);
-    initialized(&mut sim).await;
+    );
+    let mut sim = started(c, &[("panic-button", &[false, false, true])]).await;
     ticks(&mut sim, 3).await; // scale up, weight 100, promote
     assert_eq!(sim.status().phase, Promoting);
     let asked = sim.fakes.hooks.calls().len();
@@ -462,8 +460,7 @@ async fn kubernetes_provider_drops_ab_matches() {
         "    interval: 1m\n    threshold: 5\n    iterations: 2\n    match:\n    - headers: {x-canary: {exact: insider}}\n",
     );
     c.spec.provider = Some("kubernetes".into());
-    let mut sim = Simulation::new(c);
-    initialized(&mut sim).await;
+    let mut sim = started(c, &[]).await;
     sim.tick().await;
     sim.tick().await;
     assert!(said(

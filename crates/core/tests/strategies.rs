@@ -21,8 +21,7 @@ async fn run_until_final(sim: &mut Simulation, max: usize) {
 
 /// A simulation of `canary` whose new revision ran to the end in at most `max` ticks.
 async fn finished(canary: aviary_api::Canary, max: usize) -> Simulation {
-    let mut sim = Simulation::new(canary);
-    initialized(&mut sim).await;
+    let mut sim = started(canary, &[]).await;
     run_until_final(&mut sim, max).await;
     sim
 }
@@ -168,9 +167,7 @@ async fn confirm_rollout_waits_then_starts() {
         50,
         "    webhooks:\n    - {name: gate, type: confirm-rollout, url: http://gate/}\n",
     );
-    let mut sim = Simulation::new(c);
-    sim.fakes.hooks.script("gate", &[false, false, true]);
-    initialized(&mut sim).await;
+    let mut sim = started(c, &[("gate", &[false, false, true])]).await;
     sim.tick().await;
     assert_eq!(sim.status().phase, CanaryPhase::Waiting);
     sim.tick().await; // still closed: silent
@@ -200,9 +197,7 @@ async fn confirm_promotion_holds_at_max_weight() {
         50,
         "    webhooks:\n    - {name: promote, type: confirm-promotion, url: http://gate/, muteAlert: true}\n",
     );
-    let mut sim = Simulation::new(c);
-    sim.fakes.hooks.script("promote", &[false, false, true]);
-    initialized(&mut sim).await;
+    let mut sim = started(c, &[("promote", &[false, false, true])]).await;
     ticks(&mut sim, 4).await; // scale up, 50, 100, waiting
     assert_eq!(sim.status().phase, CanaryPhase::WaitingPromotion);
     // status weight is zeroed but the live split stays at max weight (Flagger's behaviour)
@@ -232,9 +227,7 @@ async fn confirm_traffic_increase_halts_without_counting() {
         50,
         "    webhooks:\n    - {name: more, type: confirm-traffic-increase, url: http://gate/}\n",
     );
-    let mut sim = Simulation::new(c);
-    sim.fakes.hooks.script("more", &[true, false, false, true]);
-    initialized(&mut sim).await;
+    let mut sim = started(c, &[("more", &[true, false, false, true])]).await;
     run_until_final(&mut sim, 20).await;
     assert_eq!(sim.status().phase, CanaryPhase::Succeeded);
     assert_eq!(
@@ -253,11 +246,7 @@ async fn rollback_webhook_rolls_back_now() {
         20,
         "    webhooks:\n    - {name: panic-button, type: rollback, url: http://gate/}\n",
     );
-    let mut sim = Simulation::new(c);
-    sim.fakes
-        .hooks
-        .script("panic-button", &[false, false, false, true]);
-    initialized(&mut sim).await;
+    let mut sim = started(c, &[("panic-button", &[false, false, false, true])]).await;
     run_until_final(&mut sim, 20).await;
     assert!(said(&sim, "Rollback hook panic-button not signaling a rollback"));
     assert!(said(&sim, "Rollback check panic-button passed"));
@@ -268,8 +257,7 @@ async fn rollback_webhook_rolls_back_now() {
 
 #[tokio::test]
 async fn suspend_pauses_even_mid_analysis() {
-    let mut sim = Simulation::new(stepped(5, 10));
-    initialized(&mut sim).await;
+    let mut sim = started(stepped(5, 10), &[]).await;
     sim.tick().await;
     sim.tick().await;
     let weight = sim.status().canary_weight;
@@ -286,8 +274,7 @@ async fn suspend_pauses_even_mid_analysis() {
 async fn skip_analysis_promotes_at_once() {
     let mut c = stepped(5, 10);
     c.spec.skip_analysis = Some(true);
-    let mut sim = Simulation::new(c);
-    initialized(&mut sim).await;
+    let mut sim = started(c, &[]).await;
     run_until_final(&mut sim, 5).await;
     let m = messages(&sim);
     assert!(said(
@@ -333,8 +320,7 @@ async fn canary_that_never_becomes_ready_fails_at_the_progress_deadline() {
     // Flagger #1247: pods crash-loop and Kubernetes never reports ProgressDeadlineExceeded.
     let mut c = stepped(5, 10);
     c.spec.progress_deadline_seconds = Some(150);
-    let mut sim = Simulation::new(c);
-    initialized(&mut sim).await;
+    let mut sim = started(c, &[]).await;
     sim.fakes.target.set_canary_ready(Err(NotReady::retriable("canary deployment podinfo.default not ready: waiting for rollout to finish: 0 of 1 (readyThreshold 100%) updated replicas are available")));
     run_until_final(&mut sim, 10).await;
     let m = messages(&sim);
@@ -362,8 +348,7 @@ async fn fatal_canary_readiness_rolls_back_at_once() {
 
 #[tokio::test]
 async fn primary_that_fails_during_promotion_keeps_serving_from_canary() {
-    let mut sim = Simulation::new(stepped(5, 50));
-    initialized(&mut sim).await;
+    let mut sim = started(stepped(5, 50), &[]).await;
     ticks(&mut sim, 4).await;
     assert_eq!(sim.status().phase, CanaryPhase::Promoting);
     sim.fakes.target.set_primary_ready(Err(NotReady::fatal(
@@ -408,8 +393,7 @@ async fn failed_canary_analyses_the_next_revision_even_after_an_early_return() {
 
 #[tokio::test]
 async fn reverting_to_the_promoted_revision_starts_nothing() {
-    let mut sim = Simulation::new(stepped(1, 50));
-    initialized(&mut sim).await;
+    let mut sim = started(stepped(1, 50), &[]).await;
     sim.tick().await; // Progressing on rev-2
     sim.fakes.target.set_revision("rev-1"); // back to what the primary runs
     sim.tick().await;
@@ -636,8 +620,7 @@ async fn session_affinity_cookies_are_minted_and_retired() {
 async fn kubernetes_provider_forces_blue_green() {
     let mut c = stepped(5, 10);
     c.spec.provider = Some("kubernetes".into());
-    let mut sim = Simulation::new(c);
-    initialized(&mut sim).await;
+    let mut sim = started(c, &[]).await;
     run_until_final(&mut sim, 30).await;
     assert!(said(
         &sim,

@@ -80,10 +80,20 @@ pub(crate) fn stepped(threshold: i32, step_weight: i32) -> Canary {
     stepped_with(threshold, step_weight, "")
 }
 
+/// A simulation of `canary` whose webhooks answer from the `hooks` scripts (name, outcomes),
+/// initialized and with a new revision presented.
+pub(crate) async fn started(canary: Canary, hooks: &[(&str, &[bool])]) -> Simulation {
+    let mut sim = Simulation::new(canary);
+    for (name, outcomes) in hooks {
+        sim.fakes.hooks.script(name, outcomes);
+    }
+    initialized(&mut sim).await;
+    sim
+}
+
 /// A simulation of `canary` one tick into the analysis of a new revision (Progressing).
 pub(crate) async fn progressing(canary: Canary) -> Simulation {
-    let mut sim = Simulation::new(canary);
-    initialized(&mut sim).await;
+    let mut sim = started(canary, &[]).await;
     sim.tick().await;
     sim
 }
