@@ -109,6 +109,16 @@ fn settings(prefix: &str) -> Settings {
     }
 }
 
+/// An agent whose actors for `canaries` have started (10 ms of paused time after applying).
+async fn agent_with(platform: &Arc<TestPlatform>, settings: Settings, canaries: &[Canary]) -> CanaryActors {
+    let agent = CanaryActors::start(platform.clone(), settings).await.unwrap();
+    for c in canaries {
+        agent.apply(c.clone()).unwrap();
+    }
+    sleep(Duration::from_millis(10)).await;
+    agent
+}
+
 async fn status(agent: &CanaryActors, key: &str) -> CanaryStatus {
     let views = agent.list().await.unwrap();
     views
@@ -121,12 +131,9 @@ async fn status(agent: &CanaryActors, key: &str) -> CanaryStatus {
 #[tokio::test(start_paused = true)]
 async fn one_actor_per_canary_ticks_on_its_interval() {
     let platform = Arc::new(TestPlatform::default());
-    let agent = CanaryActors::start(platform.clone(), settings("t1"))
-        .await
-        .unwrap();
-    agent.apply(canary("podinfo", "30s", 25)).unwrap();
-    agent.apply(canary("podinfo", "30s", 25)).unwrap(); // the same canary again: still one actor
-    sleep(Duration::from_millis(10)).await;
+    let podinfo = canary("podinfo", "30s", 25);
+    // the same canary twice: still one actor
+    let agent = agent_with(&platform, settings("t1"), &[podinfo.clone(), podinfo]).await;
     assert_eq!(
         status(&agent, "test/podinfo").await.phase,
         CanaryPhase::Initialized
@@ -151,11 +158,7 @@ async fn one_actor_per_canary_ticks_on_its_interval() {
 #[tokio::test(start_paused = true)]
 async fn spec_changes_reach_the_actor_and_delete_stops_it() {
     let platform = Arc::new(TestPlatform::default());
-    let agent = CanaryActors::start(platform.clone(), settings("t2"))
-        .await
-        .unwrap();
-    agent.apply(canary("podinfo", "30s", 10)).unwrap();
-    sleep(Duration::from_millis(10)).await;
+    let agent = agent_with(&platform, settings("t2"), &[canary("podinfo", "30s", 10)]).await;
     let fakes = platform.fakes("test/podinfo");
     fakes.target.set_revision("rev-2");
     sleep(Duration::from_secs(60)).await; // Progressing, then 10
@@ -183,11 +186,7 @@ async fn spec_changes_reach_the_actor_and_delete_stops_it() {
 #[tokio::test(start_paused = true)]
 async fn a_panicking_actor_is_restarted_and_resumes_from_the_persisted_status() {
     let platform = Arc::new(TestPlatform::default());
-    let agent = CanaryActors::start(platform.clone(), settings("t3"))
-        .await
-        .unwrap();
-    agent.apply(canary("podinfo", "30s", 20)).unwrap();
-    sleep(Duration::from_millis(10)).await;
+    let agent = agent_with(&platform, settings("t3"), &[canary("podinfo", "30s", 20)]).await;
     let fakes = platform.fakes("test/podinfo");
     fakes.target.set_revision("rev-2");
     sleep(Duration::from_secs(90)).await; // Progressing, 20, 40
@@ -214,12 +213,8 @@ async fn a_panicking_actor_is_restarted_and_resumes_from_the_persisted_status() 
 #[tokio::test(start_paused = true)]
 async fn a_slow_webhook_delays_only_its_own_canary() {
     let platform = Arc::new(TestPlatform::default());
-    let agent = CanaryActors::start(platform.clone(), settings("t4"))
-        .await
-        .unwrap();
-    agent.apply(canary("slow", "10s", 10)).unwrap();
-    agent.apply(canary("fast", "10s", 10)).unwrap();
-    sleep(Duration::from_millis(10)).await;
+    let canaries = [canary("slow", "10s", 10), canary("fast", "10s", 10)];
+    let agent = agent_with(&platform, settings("t4"), &canaries).await;
     let slow = platform.fakes("test/slow");
     let fast = platform.fakes("test/fast");
     slow.hooks.set_delay(Some(Duration::from_secs(600)));
@@ -242,10 +237,8 @@ async fn a_canary_that_keeps_panicking_is_given_up_and_the_others_keep_running()
     platform.always_panics.lock().push("test/bad".into());
     let mut s = settings("t5");
     s.max_restarts = 2;
-    let agent = CanaryActors::start(platform.clone(), s).await.unwrap();
-    agent.apply(canary("good", "10s", 50)).unwrap();
-    agent.apply(canary("bad", "10s", 50)).unwrap();
-    sleep(Duration::from_millis(10)).await;
+    let canaries = [canary("good", "10s", 50), canary("bad", "10s", 50)];
+    let agent = agent_with(&platform, s, &canaries).await;
     platform.fakes("test/good").target.set_revision("rev-2");
     sleep(Duration::from_secs(60)).await;
     let views = agent.list().await.unwrap();
@@ -276,17 +269,11 @@ async fn a_canary_that_keeps_panicking_is_given_up_and_the_others_keep_running()
 #[tokio::test(start_paused = true)]
 async fn a_zero_interval_with_a_zero_floor_never_panics() {
     let platform = Arc::new(TestPlatform::default());
-    let agent = CanaryActors::start(
-        platform.clone(),
-        Settings {
-            min_interval: Duration::ZERO,
-            ..settings("t-zero")
-        },
-    )
-    .await
-    .unwrap();
-    agent.apply(canary("podinfo", "0s", 50)).unwrap();
-    sleep(Duration::from_millis(10)).await;
+    let zero_floor = Settings {
+        min_interval: Duration::ZERO,
+        ..settings("t-zero")
+    };
+    let agent = agent_with(&platform, zero_floor, &[canary("podinfo", "0s", 50)]).await;
     platform.fakes("test/podinfo").target.set_revision("rev-2");
     sleep(Duration::from_secs(60 * 10)).await;
     let views = agent.list().await.unwrap();
