@@ -658,8 +658,6 @@ impl State<'_> {
 
 /// Go's built-in functions over our values.
 mod builtins {
-    use std::borrow::Cow;
-
     use crate::value::{Value, format_value, sprint};
 
     pub(super) fn len(v: &Value) -> Result<Value, String> {
@@ -758,43 +756,35 @@ mod builtins {
         sprint(&printable)
     }
 
-    /// `s` with every character `escape` maps replaced by its escape.
-    fn escape_chars(s: &str, escape: impl Fn(char) -> Option<Cow<'static, str>>) -> String {
-        let mut out = String::with_capacity(s.len());
-        for c in s.chars() {
-            match escape(c) {
-                Some(e) => out.push_str(&e),
-                None => out.push(c),
-            }
-        }
-        out
-    }
-
     pub(super) fn html(s: &str) -> String {
-        escape_chars(s, |c| match c {
-            '"' => Some("&#34;".into()),
-            '\'' => Some("&#39;".into()),
-            '&' => Some("&amp;".into()),
-            '<' => Some("&lt;".into()),
-            '>' => Some("&gt;".into()),
-            '\0' => Some("\u{FFFD}".into()),
-            _ => None,
-        })
+        // `&` first: the other escapes contain one.
+        s.replace('&', "&amp;")
+            .replace('"', "&#34;")
+            .replace('\'', "&#39;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('\0', "\u{FFFD}")
     }
 
     pub(super) fn js(s: &str) -> String {
-        escape_chars(s, |c| match c {
-            '\\' => Some("\\\\".into()),
-            '\'' => Some("\\'".into()),
-            '"' => Some("\\\"".into()),
-            '<' => Some("\\u003C".into()),
-            '>' => Some("\\u003E".into()),
-            '&' => Some("\\u0026".into()),
-            '=' => Some("\\u003D".into()),
-            c if (c as u32) < 0x20 => Some(format!("\\u00{:02X}", c as u32).into()),
-            c if !c.is_ascii() && !crate::strconv::is_print(c) => Some(format!("\\u{:04X}", c as u32).into()),
-            _ => None,
-        })
+        let mut out = String::with_capacity(s.len());
+        for c in s.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\'' => out.push_str("\\'"),
+                '"' => out.push_str("\\\""),
+                '<' => out.push_str("\\u003C"),
+                '>' => out.push_str("\\u003E"),
+                '&' => out.push_str("\\u0026"),
+                '=' => out.push_str("\\u003D"),
+                c if (c as u32) < 0x20 => out.push_str(&format!("\\u00{:02X}", c as u32)),
+                c if !c.is_ascii() && !crate::strconv::is_print(c) => {
+                    out.push_str(&format!("\\u{:04X}", c as u32))
+                }
+                c => out.push(c),
+            }
+        }
+        out
     }
 
     pub(super) fn urlquery(s: &str) -> String {
