@@ -245,11 +245,7 @@ async fn kubernetes_progress_deadline_is_reported_as_is_then_rolls_back() {
 /// and starts once approved.
 #[tokio::test]
 async fn a_waiting_canary_keeps_asking_after_a_revert() {
-    let c = stepped_with(
-        5,
-        50,
-        "    webhooks:\n    - {name: gate, type: confirm-rollout, url: http://hooks/}\n",
-    );
+    let c = stepped_with(5, 50, &webhook("gate", "confirm-rollout"));
     let mut sim = started(c, &[("gate", &[false, false, true])]).await;
     sim.tick().await;
     assert_eq!(sim.status().phase, Waiting);
@@ -294,11 +290,7 @@ async fn blue_green_counts_the_iteration_when_mirroring_fails_to_start() {
 /// which moves `lastTransitionTime`, also when the value stays the same.
 #[tokio::test]
 async fn every_refused_promotion_rewrites_the_status() {
-    let c = stepped_with(
-        5,
-        100,
-        "    webhooks:\n    - {name: promote, type: confirm-promotion, url: http://hooks/}\n",
-    );
+    let c = stepped_with(5, 100, &webhook("promote", "confirm-promotion"));
     let mut sim = started(c, &[("promote", &[false])]).await;
     ticks(&mut sim, 3).await; // scale up, weight 100, waiting for promotion
     assert_eq!(sim.status().phase, WaitingPromotion);
@@ -437,11 +429,8 @@ async fn failed_checks_accumulate_across_the_analysis() {
 /// (scheduler.go:369-378), so a promotion in flight is not rolled back by them.
 #[tokio::test]
 async fn rollback_hooks_are_not_asked_while_promoting() {
-    let c = stepped_with(
-        5,
-        100,
-        "    stepWeightPromotion: 50\n    webhooks:\n    - {name: panic-button, type: rollback, url: http://hooks/}\n",
-    );
+    let hook = webhook("panic-button", "rollback");
+    let c = stepped_with(5, 100, &format!("    stepWeightPromotion: 50\n{hook}"));
     let mut sim = started(c, &[("panic-button", &[false, false, true])]).await;
     ticks(&mut sim, 3).await; // scale up, weight 100, promote
     assert_eq!(sim.status().phase, Promoting);

@@ -162,11 +162,7 @@ async fn weights_follow_the_steps() {
 
 #[tokio::test]
 async fn confirm_rollout_waits_then_starts() {
-    let c = stepped_with(
-        5,
-        50,
-        "    webhooks:\n    - {name: gate, type: confirm-rollout, url: http://gate/}\n",
-    );
+    let c = stepped_with(5, 50, &webhook("gate", "confirm-rollout"));
     let mut sim = started(c, &[("gate", &[false, false, true])]).await;
     sim.tick().await;
     assert_eq!(sim.status().phase, CanaryPhase::Waiting);
@@ -222,11 +218,7 @@ async fn confirm_promotion_holds_at_max_weight() {
 
 #[tokio::test]
 async fn confirm_traffic_increase_halts_without_counting() {
-    let c = stepped_with(
-        1,
-        50,
-        "    webhooks:\n    - {name: more, type: confirm-traffic-increase, url: http://gate/}\n",
-    );
+    let c = stepped_with(1, 50, &webhook("more", "confirm-traffic-increase"));
     let mut sim = started(c, &[("more", &[true, false, false, true])]).await;
     run_until_final(&mut sim, 20).await;
     assert_eq!(sim.status().phase, CanaryPhase::Succeeded);
@@ -241,11 +233,7 @@ async fn confirm_traffic_increase_halts_without_counting() {
 
 #[tokio::test]
 async fn rollback_webhook_rolls_back_now() {
-    let c = stepped_with(
-        5,
-        20,
-        "    webhooks:\n    - {name: panic-button, type: rollback, url: http://gate/}\n",
-    );
+    let c = stepped_with(5, 20, &webhook("panic-button", "rollback"));
     let mut sim = started(c, &[("panic-button", &[false, false, false, true])]).await;
     run_until_final(&mut sim, 20).await;
     assert!(said(&sim, "Rollback hook panic-button not signaling a rollback"));

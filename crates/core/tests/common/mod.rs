@@ -75,6 +75,12 @@ pub(crate) fn stepped_with(threshold: i32, step_weight: i32, more: &str) -> Cana
     ))
 }
 
+/// An analysis `webhooks` list of one webhook `name` of type `kind` (the fakes answer it from
+/// their scripts).
+pub(crate) fn webhook(name: &str, kind: &str) -> String {
+    format!("    webhooks:\n    - {{name: {name}, type: {kind}, url: http://hooks/}}\n")
+}
+
 /// [`stepped_with`] and nothing more.
 pub(crate) fn stepped(threshold: i32, step_weight: i32) -> Canary {
     stepped_with(threshold, step_weight, "")
