@@ -3,15 +3,13 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use aviary_actors::{CanaryActors, CanaryPorts, Clock, Platform, Settings};
 use aviary_api::document::{Resource, parse_documents};
 use aviary_api::{Canary, CanaryPhase, CanaryStatus};
-use aviary_core::fakes::Fakes;
-use aviary_core::ports::{NotReady, Target, TargetRevision};
+use aviary_core::fakes::{Fakes, Panics};
 use parking_lot::Mutex;
 use tokio::time::sleep;
 
@@ -25,47 +23,10 @@ fn canary(name: &str, interval: &str, step: i32) -> Canary {
     }
 }
 
-/// A target that panics on demand (a bug in a port must not take the agent down).
-struct Panicky {
-    inner: aviary_core::fakes::FakeTarget,
-    armed: Arc<AtomicBool>,
-    always: bool,
-}
-
-#[async_trait]
-impl Target for Panicky {
-    async fn revision(&self, c: &Canary) -> Result<TargetRevision, String> {
-        if self.always || self.armed.swap(false, Ordering::SeqCst) {
-            panic!("injected panic in Target::revision");
-        }
-        self.inner.revision(c).await
-    }
-    async fn initialize(&self, c: &Canary) -> Result<(), NotReady> {
-        self.inner.initialize(c).await
-    }
-    async fn primary_ready(&self, c: &Canary) -> Result<(), NotReady> {
-        self.inner.primary_ready(c).await
-    }
-    async fn canary_ready(&self, c: &Canary) -> Result<(), NotReady> {
-        self.inner.canary_ready(c).await
-    }
-    async fn promote(&self, c: &Canary) -> Result<(), String> {
-        self.inner.promote(c).await
-    }
-    async fn scale_to_zero(&self, c: &Canary) -> Result<(), String> {
-        self.inner.scale_to_zero(c).await
-    }
-    async fn scale_from_zero(&self, c: &Canary) -> Result<(), String> {
-        self.inner.scale_from_zero(c).await
-    }
-}
-
 /// One set of fakes per canary; the persisted status is what the fake recorder saw last.
 #[derive(Default)]
 struct TestPlatform {
     fakes: Mutex<HashMap<String, Fakes>>,
-    armed: Arc<AtomicBool>,
-    always_panics: Mutex<Vec<String>>,
 }
 
 impl TestPlatform {
@@ -78,13 +39,8 @@ impl TestPlatform {
 impl Platform for TestPlatform {
     fn ports(&self, canary: &Canary) -> CanaryPorts {
         let f = self.fakes(&canary.key());
-        let always = self.always_panics.lock().contains(&canary.key());
         CanaryPorts {
-            target: Arc::new(Panicky {
-                inner: f.target.clone(),
-                armed: self.armed.clone(),
-                always,
-            }),
+            target: Arc::new(f.target.clone()),
             router: Arc::new(f.router.clone()),
             metrics: Arc::new(f.metrics.clone()),
             hooks: Arc::new(f.hooks.clone()),
@@ -192,7 +148,7 @@ async fn a_panicking_actor_is_restarted_and_resumes_from_the_persisted_status() 
     sleep(Duration::from_secs(90)).await; // Progressing, 20, 40
     assert_eq!(status(&agent, "test/podinfo").await.canary_weight, 40);
 
-    platform.armed.store(true, Ordering::SeqCst);
+    fakes.target.panic_in_revision(Panics::Once);
     sleep(Duration::from_secs(30)).await; // the tick panics; the supervisor restarts the actor
     let views = agent.list().await.unwrap();
     assert_eq!(views[0].restarts, 1);
@@ -234,7 +190,10 @@ async fn a_slow_webhook_delays_only_its_own_canary() {
 #[tokio::test(start_paused = true)]
 async fn a_canary_that_keeps_panicking_is_given_up_and_the_others_keep_running() {
     let platform = Arc::new(TestPlatform::default());
-    platform.always_panics.lock().push("test/bad".into());
+    platform
+        .fakes("test/bad")
+        .target
+        .panic_in_revision(Panics::Always);
     let mut s = settings("t5");
     s.max_restarts = 2;
     let canaries = [canary("good", "10s", 50), canary("bad", "10s", 50)];
@@ -256,7 +215,7 @@ async fn a_canary_that_keeps_panicking_is_given_up_and_the_others_keep_running()
     let good = views.iter().find(|v| v.canary.key() == "test/good").unwrap();
     assert_eq!(good.canary.status.as_ref().unwrap().phase, CanaryPhase::Succeeded);
     // a spec change gives the failed canary a fresh start
-    platform.always_panics.lock().clear();
+    platform.fakes("test/bad").target.panic_in_revision(Panics::Never);
     agent.apply(canary("bad", "10s", 25)).unwrap();
     sleep(Duration::from_millis(10)).await;
     assert!(ractor::registry::where_is("t5/test/bad").is_some());

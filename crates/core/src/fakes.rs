@@ -32,6 +32,18 @@ struct TargetState {
     calls: Vec<String>,
     fail_promote: Option<String>,
     fail_scaling: Option<String>,
+    panics: Panics,
+}
+
+/// When [`FakeTarget`]'s `revision` panics: a bug in a port, which must not take an agent down.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Panics {
+    #[default]
+    Never,
+    /// On the next call only.
+    Once,
+    /// On every call.
+    Always,
 }
 
 /// A target whose revision and readiness the test sets.
@@ -53,6 +65,7 @@ impl Default for FakeTarget {
             calls: Vec::new(),
             fail_promote: None,
             fail_scaling: None,
+            panics: Panics::Never,
         })))
     }
 }
@@ -86,6 +99,10 @@ impl FakeTarget {
     pub fn fail_scaling(&self, msg: Option<&str>) {
         self.0.lock().fail_scaling = msg.map(str::to_string);
     }
+    /// Makes `revision` panic (see [`Panics`]).
+    pub fn panic_in_revision(&self, when: Panics) {
+        self.0.lock().panics = when;
+    }
     /// The revision the primary runs, once promoted or initialized.
     pub fn primary_revision(&self) -> Option<String> {
         self.0.lock().primary_revision.clone()
@@ -103,6 +120,15 @@ impl FakeTarget {
 #[async_trait]
 impl Target for FakeTarget {
     async fn revision(&self, _canary: &Canary) -> Result<TargetRevision, String> {
+        let mut s = self.0.lock();
+        let panics = s.panics;
+        if panics == Panics::Once {
+            s.panics = Panics::Never;
+        }
+        drop(s);
+        if panics != Panics::Never {
+            panic!("injected panic in Target::revision");
+        }
         Ok(self.0.lock().revision.clone())
     }
     async fn initialize(&self, _canary: &Canary) -> Result<(), NotReady> {
