@@ -614,47 +614,21 @@ impl Gate for FakeGate {
 // === All together ===
 
 /// One of every fake.
-#[derive(Debug, Clone, Default)]
-pub struct Fakes {
-    pub target: FakeTarget,
-    pub router: FakeRouter,
-    pub metrics: FakeMetrics,
-    pub hooks: FakeHooks,
-    pub notifier: FakeNotifier,
-    pub recorder: FakeRecorder,
-    pub gate: FakeGate,
-}
-
-impl Fakes {
-    /// The ports for one tick.
-    pub fn ports(&self) -> Ports<'_> {
-        Ports {
-            target: &self.target,
-            router: &self.router,
-            metrics: &self.metrics,
-            hooks: &self.hooks,
-            notifier: &self.notifier,
-            recorder: &self.recorder,
-            gate: &self.gate,
-        }
-    }
-}
+pub type Fakes =
+    PortSet<FakeTarget, FakeRouter, FakeMetrics, FakeHooks, FakeNotifier, FakeRecorder, FakeGate>;
 
 impl World for Fakes {
     fn ports(&self) -> Ports<'_> {
-        Fakes::ports(self)
+        PortSet::ports(self)
     }
     fn present_revision(&self, fingerprint: &str) {
         self.target.set_revision(fingerprint);
     }
-    fn script_metric(&self, name: &str, answers: Vec<Answer>) {
-        self.metrics.script(name, answers);
+    fn metrics(&self) -> &ScriptedMetrics {
+        &self.metrics.scripted
     }
-    fn add_template(&self, template: MetricTemplate) {
-        self.metrics.add_template(template);
-    }
-    fn script_hook(&self, name: &str, outcomes: &[bool]) {
-        self.hooks.script(name, outcomes);
+    fn hooks(&self) -> &ScriptedHooks {
+        &self.hooks.scripted
     }
     fn take_events(&self) -> Vec<(EventType, String)> {
         self.recorder
