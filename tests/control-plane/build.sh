@@ -13,6 +13,8 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here"
+# shellcheck source=../go-cache.sh
+. ../go-cache.sh
 
 # The releases. go.mod pins the same Kubernetes and etcd (update-go-mod.sh writes it).
 KUBE_VERSION=v1.37.2
@@ -29,7 +31,7 @@ TRAEFIK=github.com/traefik/traefik/v3@v3.7.13
 # Bump when the go build command or its flags below change.
 BUILD_REVISION=1
 
-key=$( (cat go.mod go.sum; echo "$BUILD_REVISION") | sha256sum | cut -c1-16)
+key=$(go_cache_key "$BUILD_REVISION")
 root="${AVIARY_CONTROL_PLANE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/aviary/control-plane}"
 bin="$root/$key"
 programs=(kube-apiserver kube-controller-manager etcd)
@@ -46,29 +48,8 @@ complete() {
     [ "$(cat "$view/provider-crds/.versions" 2>/dev/null)" = "$provider_stamp" ]
 }
 
-if complete; then
-  echo "$view"
-  exit 0
-fi
-
-command -v go >/dev/null 2>&1 || {
-  echo "control plane: 'go' is not on the PATH; it builds kube-apiserver, kube-controller-manager and etcd from Go modules (Go 1.26)" >&2
-  exit 1
-}
-
-# One build at a time per cache root (parallel test binaries may all ask at once).
-mkdir -p "$root"
-exec 9>"$root/.lock"
-flock 9
-if complete; then
-  echo "$view"
-  exit 0
-fi
-
-tmp="$root/.build-$key.$$"
-rm -rf "$tmp"
-mkdir -p "$tmp"
-trap 'rm -rf "$tmp"' EXIT
+go_cache_begin "control plane" "$root" "$key" "$view" \
+  "it builds kube-apiserver, kube-controller-manager and etcd from Go modules"
 
 build_programs() {
   local major minor version_flags start
@@ -114,11 +95,17 @@ export_crds() {
   cp "$d/kubernetes/customresourcedefinitions.gen.yaml" "$out/istio.yaml"
   d=$(module_dir "$KEDA")
   cp "$d/config/crd/bases/keda.sh_scaledobjects.yaml" "$out/keda-scaledobjects.yaml"
-  chmod -R u+w "$out"
-  echo "$crd_stamp" >"$out/.versions"
+  publish "$out" "$crd_stamp"
+}
+
+publish() { # scratch dir, stamp -> the view's directory of the same name, stamped
+  local name
+  name=$(basename "$1")
+  chmod -R u+w "$1"
+  echo "$2" >"$1/.versions"
   mkdir -p "$view"
-  rm -rf "$view/crds"
-  mv "$out" "$view/crds"
+  rm -rf "${view:?}/$name"
+  mv "$1" "$view/$name"
 }
 
 export_provider_crds() {
@@ -128,11 +115,7 @@ export_provider_crds() {
   cp "$d/examples/contour/01-crds.yaml" "$out/contour.yaml"
   d=$(module_dir "$TRAEFIK")
   cp "$d/docs/content/reference/dynamic-configuration/kubernetes-crd-definition-v1.yml" "$out/traefik.yaml"
-  chmod -R u+w "$out"
-  echo "$provider_stamp" >"$out/.versions"
-  mkdir -p "$view"
-  rm -rf "$view/provider-crds"
-  mv "$out" "$view/provider-crds"
+  publish "$out" "$provider_stamp"
 }
 
 for p in "${programs[@]}"; do

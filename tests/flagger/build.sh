@@ -13,12 +13,14 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here"
+# shellcheck source=../go-cache.sh
+. ../go-cache.sh
 
 FLAGGER=github.com/fluxcd/flagger
 # Bump when the go build command or its flags below change.
 BUILD_REVISION=1
 
-key=$( (cat go.mod go.sum; echo "$BUILD_REVISION") | sha256sum | cut -c1-16)
+key=$(go_cache_key "$BUILD_REVISION")
 root="${AVIARY_FLAGGER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/aviary/flagger}"
 out="$root/$key"
 manifests=(crd.yaml rbac.yaml account.yaml)
@@ -28,28 +30,8 @@ complete() {
   for m in "${manifests[@]}"; do [ -f "$out/kustomize/$m" ] || return 1; done
 }
 
-if complete; then
-  echo "$out"
-  exit 0
-fi
-
-command -v go >/dev/null 2>&1 || {
-  echo "flagger: 'go' is not on the PATH; it builds Flagger from its Go module (Go 1.26)" >&2
-  exit 1
-}
-
-mkdir -p "$root"
-exec 9>"$root/.lock"
-flock 9
-if complete; then
-  echo "$out"
-  exit 0
-fi
-
-tmp="$root/.build-$key.$$"
-rm -rf "$tmp"
+go_cache_begin flagger "$root" "$key" "$out" "it builds Flagger from its Go module"
 mkdir -p "$tmp/kustomize"
-trap 'rm -rf "$tmp"' EXIT
 
 version=$(sed -n "s|^[[:space:]]*$FLAGGER v\([^ ]*\).*|\1|p" go.mod | head -1)
 start=$(date +%s)

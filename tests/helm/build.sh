@@ -12,6 +12,8 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here"
+# shellcheck source=../go-cache.sh
+. ../go-cache.sh
 
 # The release; go.mod requires the same (`go get -tool helm.sh/helm/v4/cmd/helm@$HELM_VERSION`).
 HELM_VERSION=v4.3.2
@@ -22,33 +24,12 @@ grep -q "^[[:space:]]*helm.sh/helm/v4 $HELM_VERSION\b" go.mod || {
   echo "helm: go.mod does not require helm.sh/helm/v4 $HELM_VERSION; run: go get -tool helm.sh/helm/v4/cmd/helm@$HELM_VERSION" >&2
   exit 1
 }
-key=$( (cat go.mod go.sum; echo "$HELM_VERSION $BUILD_REVISION") | sha256sum | cut -c1-16)
+key=$(go_cache_key "$HELM_VERSION $BUILD_REVISION")
 root="${AVIARY_HELM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/aviary/helm}"
 bin="$root/$key/helm"
 
-if [ -x "$bin" ]; then
-  echo "$bin"
-  exit 0
-fi
-
-command -v go >/dev/null 2>&1 || {
-  echo "helm: 'go' is not on the PATH; the chart tests build helm $HELM_VERSION from Go modules (Go 1.26)" >&2
-  exit 1
-}
-
-# One build at a time per cache root (parallel test binaries may all ask at once).
-mkdir -p "$root"
-exec 9>"$root/.lock"
-flock 9
-if [ -x "$bin" ]; then
-  echo "$bin"
-  exit 0
-fi
-
-tmp="$root/.build-$key.$$"
-rm -rf "$tmp"
-mkdir -p "$tmp"
-trap 'rm -rf "$tmp"' EXIT
+complete() { [ -x "$bin" ]; }
+go_cache_begin helm "$root" "$key" "$bin" "the chart tests build helm $HELM_VERSION from Go modules"
 start=$(date +%s)
 echo "helm: building $HELM_VERSION into $root/$key" >&2
 # Module zips carry no git data: the version comes in through -ldflags, as helm's Makefile does.

@@ -3,15 +3,13 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use aviary_actors::{CanaryActors, CanaryPorts, Clock, Platform, Settings};
 use aviary_api::document::{Resource, parse_documents};
 use aviary_api::{Canary, CanaryPhase, CanaryStatus};
-use aviary_core::fakes::Fakes;
-use aviary_core::ports::{NotReady, Target, TargetRevision};
+use aviary_core::fakes::{Fakes, Panics};
 use parking_lot::Mutex;
 use tokio::time::sleep;
 
@@ -25,47 +23,10 @@ fn canary(name: &str, interval: &str, step: i32) -> Canary {
     }
 }
 
-/// A target that panics on demand (a bug in a port must not take the agent down).
-struct Panicky {
-    inner: aviary_core::fakes::FakeTarget,
-    armed: Arc<AtomicBool>,
-    always: bool,
-}
-
-#[async_trait]
-impl Target for Panicky {
-    async fn revision(&self, c: &Canary) -> Result<TargetRevision, String> {
-        if self.always || self.armed.swap(false, Ordering::SeqCst) {
-            panic!("injected panic in Target::revision");
-        }
-        self.inner.revision(c).await
-    }
-    async fn initialize(&self, c: &Canary) -> Result<(), NotReady> {
-        self.inner.initialize(c).await
-    }
-    async fn primary_ready(&self, c: &Canary) -> Result<(), NotReady> {
-        self.inner.primary_ready(c).await
-    }
-    async fn canary_ready(&self, c: &Canary) -> Result<(), NotReady> {
-        self.inner.canary_ready(c).await
-    }
-    async fn promote(&self, c: &Canary) -> Result<(), String> {
-        self.inner.promote(c).await
-    }
-    async fn scale_to_zero(&self, c: &Canary) -> Result<(), String> {
-        self.inner.scale_to_zero(c).await
-    }
-    async fn scale_from_zero(&self, c: &Canary) -> Result<(), String> {
-        self.inner.scale_from_zero(c).await
-    }
-}
-
 /// One set of fakes per canary; the persisted status is what the fake recorder saw last.
 #[derive(Default)]
 struct TestPlatform {
     fakes: Mutex<HashMap<String, Fakes>>,
-    armed: Arc<AtomicBool>,
-    always_panics: Mutex<Vec<String>>,
 }
 
 impl TestPlatform {
@@ -78,13 +39,8 @@ impl TestPlatform {
 impl Platform for TestPlatform {
     fn ports(&self, canary: &Canary) -> CanaryPorts {
         let f = self.fakes(&canary.key());
-        let always = self.always_panics.lock().contains(&canary.key());
         CanaryPorts {
-            target: Arc::new(Panicky {
-                inner: f.target.clone(),
-                armed: self.armed.clone(),
-                always,
-            }),
+            target: Arc::new(f.target.clone()),
             router: Arc::new(f.router.clone()),
             metrics: Arc::new(f.metrics.clone()),
             hooks: Arc::new(f.hooks.clone()),
@@ -109,6 +65,27 @@ fn settings(prefix: &str) -> Settings {
     }
 }
 
+/// An agent whose actors for `canaries` have started (10 ms of paused time after applying).
+async fn agent_with(platform: &Arc<TestPlatform>, settings: Settings, canaries: &[Canary]) -> CanaryActors {
+    let agent = CanaryActors::start(platform.clone(), settings).await.unwrap();
+    for c in canaries {
+        agent.apply(c.clone()).unwrap();
+    }
+    sleep(Duration::from_millis(10)).await;
+    agent
+}
+
+/// An agent with the one canary `c` (namespace `test`) whose target presents `rev-2`: a
+/// rollout under way.
+async fn rolling_out(settings: Settings, c: Canary) -> (Arc<TestPlatform>, CanaryActors, Fakes) {
+    let platform = Arc::new(TestPlatform::default());
+    let key = c.key();
+    let agent = agent_with(&platform, settings, &[c]).await;
+    let fakes = platform.fakes(&key);
+    fakes.target.set_revision("rev-2");
+    (platform, agent, fakes)
+}
+
 async fn status(agent: &CanaryActors, key: &str) -> CanaryStatus {
     let views = agent.list().await.unwrap();
     views
@@ -121,12 +98,9 @@ async fn status(agent: &CanaryActors, key: &str) -> CanaryStatus {
 #[tokio::test(start_paused = true)]
 async fn one_actor_per_canary_ticks_on_its_interval() {
     let platform = Arc::new(TestPlatform::default());
-    let agent = CanaryActors::start(platform.clone(), settings("t1"))
-        .await
-        .unwrap();
-    agent.apply(canary("podinfo", "30s", 25)).unwrap();
-    agent.apply(canary("podinfo", "30s", 25)).unwrap(); // the same canary again: still one actor
-    sleep(Duration::from_millis(10)).await;
+    let podinfo = canary("podinfo", "30s", 25);
+    // the same canary twice: still one actor
+    let agent = agent_with(&platform, settings("t1"), &[podinfo.clone(), podinfo]).await;
     assert_eq!(
         status(&agent, "test/podinfo").await.phase,
         CanaryPhase::Initialized
@@ -150,14 +124,7 @@ async fn one_actor_per_canary_ticks_on_its_interval() {
 
 #[tokio::test(start_paused = true)]
 async fn spec_changes_reach_the_actor_and_delete_stops_it() {
-    let platform = Arc::new(TestPlatform::default());
-    let agent = CanaryActors::start(platform.clone(), settings("t2"))
-        .await
-        .unwrap();
-    agent.apply(canary("podinfo", "30s", 10)).unwrap();
-    sleep(Duration::from_millis(10)).await;
-    let fakes = platform.fakes("test/podinfo");
-    fakes.target.set_revision("rev-2");
+    let (_platform, agent, fakes) = rolling_out(settings("t2"), canary("podinfo", "30s", 10)).await;
     sleep(Duration::from_secs(60)).await; // Progressing, then 10
     assert_eq!(status(&agent, "test/podinfo").await.canary_weight, 10);
 
@@ -182,18 +149,11 @@ async fn spec_changes_reach_the_actor_and_delete_stops_it() {
 
 #[tokio::test(start_paused = true)]
 async fn a_panicking_actor_is_restarted_and_resumes_from_the_persisted_status() {
-    let platform = Arc::new(TestPlatform::default());
-    let agent = CanaryActors::start(platform.clone(), settings("t3"))
-        .await
-        .unwrap();
-    agent.apply(canary("podinfo", "30s", 20)).unwrap();
-    sleep(Duration::from_millis(10)).await;
-    let fakes = platform.fakes("test/podinfo");
-    fakes.target.set_revision("rev-2");
+    let (_platform, agent, fakes) = rolling_out(settings("t3"), canary("podinfo", "30s", 20)).await;
     sleep(Duration::from_secs(90)).await; // Progressing, 20, 40
     assert_eq!(status(&agent, "test/podinfo").await.canary_weight, 40);
 
-    platform.armed.store(true, Ordering::SeqCst);
+    fakes.target.panic_in_revision(Panics::Once);
     sleep(Duration::from_secs(30)).await; // the tick panics; the supervisor restarts the actor
     let views = agent.list().await.unwrap();
     assert_eq!(views[0].restarts, 1);
@@ -214,12 +174,8 @@ async fn a_panicking_actor_is_restarted_and_resumes_from_the_persisted_status() 
 #[tokio::test(start_paused = true)]
 async fn a_slow_webhook_delays_only_its_own_canary() {
     let platform = Arc::new(TestPlatform::default());
-    let agent = CanaryActors::start(platform.clone(), settings("t4"))
-        .await
-        .unwrap();
-    agent.apply(canary("slow", "10s", 10)).unwrap();
-    agent.apply(canary("fast", "10s", 10)).unwrap();
-    sleep(Duration::from_millis(10)).await;
+    let canaries = [canary("slow", "10s", 10), canary("fast", "10s", 10)];
+    let agent = agent_with(&platform, settings("t4"), &canaries).await;
     let slow = platform.fakes("test/slow");
     let fast = platform.fakes("test/fast");
     slow.hooks.set_delay(Some(Duration::from_secs(600)));
@@ -239,13 +195,14 @@ async fn a_slow_webhook_delays_only_its_own_canary() {
 #[tokio::test(start_paused = true)]
 async fn a_canary_that_keeps_panicking_is_given_up_and_the_others_keep_running() {
     let platform = Arc::new(TestPlatform::default());
-    platform.always_panics.lock().push("test/bad".into());
+    platform
+        .fakes("test/bad")
+        .target
+        .panic_in_revision(Panics::Always);
     let mut s = settings("t5");
     s.max_restarts = 2;
-    let agent = CanaryActors::start(platform.clone(), s).await.unwrap();
-    agent.apply(canary("good", "10s", 50)).unwrap();
-    agent.apply(canary("bad", "10s", 50)).unwrap();
-    sleep(Duration::from_millis(10)).await;
+    let canaries = [canary("good", "10s", 50), canary("bad", "10s", 50)];
+    let agent = agent_with(&platform, s, &canaries).await;
     platform.fakes("test/good").target.set_revision("rev-2");
     sleep(Duration::from_secs(60)).await;
     let views = agent.list().await.unwrap();
@@ -263,7 +220,7 @@ async fn a_canary_that_keeps_panicking_is_given_up_and_the_others_keep_running()
     let good = views.iter().find(|v| v.canary.key() == "test/good").unwrap();
     assert_eq!(good.canary.status.as_ref().unwrap().phase, CanaryPhase::Succeeded);
     // a spec change gives the failed canary a fresh start
-    platform.always_panics.lock().clear();
+    platform.fakes("test/bad").target.panic_in_revision(Panics::Never);
     agent.apply(canary("bad", "10s", 25)).unwrap();
     sleep(Duration::from_millis(10)).await;
     assert!(ractor::registry::where_is("t5/test/bad").is_some());
@@ -275,19 +232,11 @@ async fn a_canary_that_keeps_panicking_is_given_up_and_the_others_keep_running()
 /// spec that skipped validation) ticks at the default interval instead.
 #[tokio::test(start_paused = true)]
 async fn a_zero_interval_with_a_zero_floor_never_panics() {
-    let platform = Arc::new(TestPlatform::default());
-    let agent = CanaryActors::start(
-        platform.clone(),
-        Settings {
-            min_interval: Duration::ZERO,
-            ..settings("t-zero")
-        },
-    )
-    .await
-    .unwrap();
-    agent.apply(canary("podinfo", "0s", 50)).unwrap();
-    sleep(Duration::from_millis(10)).await;
-    platform.fakes("test/podinfo").target.set_revision("rev-2");
+    let zero_floor = Settings {
+        min_interval: Duration::ZERO,
+        ..settings("t-zero")
+    };
+    let (_platform, agent, _) = rolling_out(zero_floor, canary("podinfo", "0s", 50)).await;
     sleep(Duration::from_secs(60 * 10)).await;
     let views = agent.list().await.unwrap();
     assert_eq!(views[0].restarts, 0, "the actor must not panic");

@@ -57,10 +57,6 @@ pub struct AlertProviderStatus {}
 impl AlertProvider {
     /// `namespace/name`.
     pub fn key(&self) -> String {
-        format!(
-            "{}/{}",
-            self.metadata.namespace.as_deref().unwrap_or("default"),
-            self.metadata.name.as_deref().unwrap_or("")
-        )
+        crate::object_key(self)
     }
 }

@@ -6,6 +6,7 @@
 //! [`crate::validate`]. The Istio/Gateway API shaped service settings live in [`crate::service`].
 
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 
 use kube_derive::CustomResource;
 use schemars::JsonSchema;
@@ -507,11 +508,7 @@ impl Strategy {
 impl Canary {
     /// `namespace/name`, the key used everywhere (actor names, logs, validation messages).
     pub fn key(&self) -> String {
-        format!(
-            "{}/{}",
-            self.metadata.namespace.as_deref().unwrap_or("default"),
-            self.metadata.name.as_deref().unwrap_or("")
-        )
+        crate::object_key(self)
     }
 
     /// The canary's name.
@@ -526,24 +523,7 @@ impl Canary {
 
     /// The analysis block (an empty one when absent).
     pub fn analysis(&self) -> &CanaryAnalysis {
-        static EMPTY: CanaryAnalysis = CanaryAnalysis {
-            interval: None,
-            iterations: None,
-            threshold: None,
-            max_weight: None,
-            step_weight: None,
-            step_weights: None,
-            step_weight_promotion: None,
-            mirror: None,
-            mirror_weight: None,
-            primary_ready_threshold: None,
-            canary_ready_threshold: None,
-            match_: None,
-            metrics: None,
-            alerts: None,
-            webhooks: None,
-            session_affinity: None,
-        };
+        static EMPTY: LazyLock<CanaryAnalysis> = LazyLock::new(CanaryAnalysis::default);
         self.spec.analysis.as_ref().unwrap_or(&EMPTY)
     }
 

@@ -63,12 +63,8 @@ pub fn defaulted(canary: &Canary) -> Canary {
 }
 
 fn default_service(service: &mut CanaryService, target: &str) {
-    if service.name.as_deref().is_none_or(str::is_empty) {
-        service.name = Some(target.to_string());
-    }
-    if service.port_name.as_deref().is_none_or(str::is_empty) {
-        service.port_name = Some(DEFAULT_PORT_NAME.to_string());
-    }
+    fill_empty(&mut service.name, target);
+    fill_empty(&mut service.port_name, DEFAULT_PORT_NAME);
     if service.target_port.is_none()
         && let Some(port) = service.port
     {
@@ -99,37 +95,35 @@ fn default_analysis(a: &mut CanaryAnalysis, namespace: &str) {
         sa.max_age.get_or_insert(DEFAULT_COOKIE_MAX_AGE);
     }
     for m in a.metrics.iter_mut().flatten() {
-        if m.interval.as_deref().is_none_or(str::is_empty) {
-            m.interval = Some(DEFAULT_METRIC_INTERVAL.to_string());
-        }
-        if let Some(r) = m.template_ref.as_mut() {
-            default_namespace(r, namespace);
-        }
+        fill_empty(&mut m.interval, DEFAULT_METRIC_INTERVAL);
+        default_namespace(m.template_ref.as_mut(), namespace);
     }
     for w in a.webhooks.iter_mut().flatten() {
         if w.timeout.as_deref().is_none_or(|t| t.len() < 2) {
             w.timeout = Some(DEFAULT_WEBHOOK_TIMEOUT.to_string());
         }
-        if w.type_.as_deref().is_none_or(str::is_empty) {
-            w.type_ = Some("rollout".to_string());
-        }
+        fill_empty(&mut w.type_, "rollout");
         w.retries.get_or_insert(0);
         w.mute_alert.get_or_insert(false);
         w.disable_tls.get_or_insert(false);
     }
     for al in a.alerts.iter_mut().flatten() {
-        if al.severity.as_deref().is_none_or(str::is_empty) {
-            al.severity = Some(DEFAULT_ALERT_SEVERITY.to_string());
-        }
-        if let Some(r) = al.provider_ref.as_mut() {
-            default_namespace(r, namespace);
-        }
+        fill_empty(&mut al.severity, DEFAULT_ALERT_SEVERITY);
+        default_namespace(al.provider_ref.as_mut(), namespace);
     }
 }
 
-fn default_namespace(r: &mut NamespacedRef, namespace: &str) {
-    if r.namespace.as_deref().is_none_or(str::is_empty) {
-        r.namespace = Some(namespace.to_string());
+/// A reference without a namespace points into the canary's.
+fn default_namespace(r: Option<&mut NamespacedRef>, namespace: &str) {
+    if let Some(r) = r {
+        fill_empty(&mut r.namespace, namespace);
+    }
+}
+
+/// Sets a string field that is unset or empty (Flagger treats both as unset).
+fn fill_empty(field: &mut Option<String>, value: &str) {
+    if field.as_deref().is_none_or(str::is_empty) {
+        *field = Some(value.to_string());
     }
 }
 

@@ -66,6 +66,16 @@ pub struct DocumentError {
     pub message: String,
 }
 
+impl DocumentError {
+    fn new(id: &ObjectId, path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            id: Box::new(id.clone()),
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
 /// Parses every document of a (multi-document) YAML text. A YAML syntax error fails the whole
 /// text ([`Error::Yaml`]); a document that is valid YAML but not a resource, or has a field of
 /// the wrong type, gives a [`DocumentError`] for that document only.
@@ -92,19 +102,11 @@ pub fn parse_documents(text: &str) -> Result<Vec<std::result::Result<Parsed, Doc
 pub fn parse_value(json: Value) -> std::result::Result<Parsed, DocumentError> {
     let id = object_id(&json);
     let Some(obj) = json.as_object() else {
-        return Err(DocumentError {
-            id: Box::new(id),
-            path: "".into(),
-            message: "expected a YAML mapping (an object)".into(),
-        });
+        return Err(DocumentError::new(&id, "", "expected a YAML mapping (an object)"));
     };
     for field in ["apiVersion", "kind"] {
         if !obj.get(field).is_some_and(Value::is_string) {
-            return Err(DocumentError {
-                id: Box::new(id),
-                path: field.into(),
-                message: "required field is missing".into(),
-            });
+            return Err(DocumentError::new(&id, field, "required field is missing"));
         }
     }
     let group = id.api_version.split('/').next().unwrap_or("");
@@ -114,28 +116,17 @@ pub fn parse_value(json: Value) -> std::result::Result<Parsed, DocumentError> {
         ("flagger.app/v1beta1", "AlertProvider") => Resource::AlertProvider(Box::new(typed(&json, &id)?)),
         ("aviary.dev/v1alpha1", "LocalService") => Resource::LocalService(Box::new(typed(&json, &id)?)),
         ("aviary.dev/v1alpha1", "FleetRollout") => Resource::FleetRollout(Box::new(typed(&json, &id)?)),
-        (_, kind @ ("Canary" | "MetricTemplate" | "AlertProvider")) if group == "flagger.app" => {
-            return Err(DocumentError {
-                id: Box::new(id.clone()),
-                path: "apiVersion".into(),
-                message: format!(
-                    "{kind} is served as flagger.app/v1beta1 only, got {}",
-                    id.api_version
-                ),
-            });
-        }
-        (_, kind @ ("LocalService" | "FleetRollout")) if group == "aviary.dev" => {
-            return Err(DocumentError {
-                id: Box::new(id.clone()),
-                path: "apiVersion".into(),
-                message: format!(
-                    "{kind} is served as aviary.dev/v1alpha1 only, got {}",
-                    id.api_version
-                ),
-            });
-        }
         (_, kind) if KINDS.iter().any(|(g, _, _)| *g == group) => {
-            return Err(unknown_kind(&id, group, kind));
+            return Err(match served_version(group, kind) {
+                Some(version) => {
+                    let message = format!(
+                        "{kind} is served as {group}/{version} only, got {}",
+                        id.api_version
+                    );
+                    DocumentError::new(&id, "apiVersion", message)
+                }
+                None => unknown_kind(&id, group, kind),
+            });
         }
         _ => Resource::Other(id.clone()),
     };
@@ -164,6 +155,14 @@ const KINDS: [(&str, &str, &[&str]); 2] = [
     ("aviary.dev", "v1alpha1", &["LocalService", "FleetRollout"]),
 ];
 
+/// The version aviary serves `kind` of `group` at, if it has that kind.
+fn served_version(group: &str, kind: &str) -> Option<&'static str> {
+    KINDS
+        .iter()
+        .find(|(g, _, kinds)| *g == group && kinds.contains(&kind))
+        .map(|(_, version, _)| *version)
+}
+
 /// A kind aviary does not have in one of its groups: the closest one, and where a kind of the
 /// other group lives.
 fn unknown_kind(id: &ObjectId, group: &str, kind: &str) -> DocumentError {
@@ -182,14 +181,11 @@ fn unknown_kind(id: &ObjectId, group: &str, kind: &str) -> DocumentError {
     } else {
         String::new()
     };
-    DocumentError {
-        id: Box::new(id.clone()),
-        path: "kind".into(),
-        message: format!(
-            "unknown kind {kind:?} in {group}{hint}{elsewhere}; {group}/{version} has {}",
-            kinds.join(", ")
-        ),
-    }
+    let message = format!(
+        "unknown kind {kind:?} in {group}{hint}{elsewhere}; {group}/{version} has {}",
+        kinds.join(", ")
+    );
+    DocumentError::new(id, "kind", message)
 }
 
 fn object_id(json: &Value) -> ObjectId {
@@ -218,17 +214,9 @@ fn typed<T: DeserializeOwned>(json: &Value, id: &ObjectId) -> std::result::Resul
             } else {
                 format!("{path}.{field}")
             };
-            return DocumentError {
-                id: Box::new(id.clone()),
-                path: full,
-                message: "required field is missing".into(),
-            };
+            return DocumentError::new(id, full, "required field is missing");
         }
-        DocumentError {
-            id: Box::new(id.clone()),
-            path,
-            message: inner,
-        }
+        DocumentError::new(id, path, inner)
     })
 }
 

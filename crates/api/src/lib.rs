@@ -8,7 +8,7 @@
 //! - [`validate`]: the rules, with field paths; [`document`]: reading multi-document YAML.
 //! - [`crd`]: the generated CustomResourceDefinitions; [`duration`]: Go-style durations;
 //!   [`suggest`]: "did you mean …?" for misspelt kinds and fields.
-//! - `error`: the crate's [`Error`].
+//! - `error`: the crate's [`Error`]; [`object_key`]: the `namespace/name` of any of the types.
 
 pub mod alert_provider;
 pub mod canary;
@@ -35,3 +35,14 @@ pub use status::{CanaryCondition, CanaryPhase, CanaryStatus};
 
 /// Re-exported so users of the API types name the same versions.
 pub use k8s_openapi;
+
+/// `namespace/name` of a resource (`default` when its namespace is unset): the key of actor names,
+/// logs and validation messages. Each resource type's `key()` is this.
+pub fn object_key<K: kube_core::Resource>(object: &K) -> String {
+    let meta = object.meta();
+    format!(
+        "{}/{}",
+        meta.namespace.as_deref().unwrap_or("default"),
+        meta.name.as_deref().unwrap_or("")
+    )
+}

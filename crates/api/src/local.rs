@@ -50,11 +50,7 @@ pub struct LocalServiceSpec {
 impl LocalService {
     /// `namespace/name`.
     pub fn key(&self) -> String {
-        format!(
-            "{}/{}",
-            self.metadata.namespace.as_deref().unwrap_or("default"),
-            self.metadata.name.as_deref().unwrap_or("")
-        )
+        crate::object_key(self)
     }
 
     /// Replicas per version (1 when unset).

@@ -90,11 +90,7 @@ pub struct MetricTemplateStatus {}
 impl MetricTemplate {
     /// `namespace/name`.
     pub fn key(&self) -> String {
-        format!(
-            "{}/{}",
-            self.metadata.namespace.as_deref().unwrap_or("default"),
-            self.metadata.name.as_deref().unwrap_or("")
-        )
+        crate::object_key(self)
     }
 
     /// The provider type (`prometheus` when unset, as Flagger falls back).

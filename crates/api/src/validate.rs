@@ -1238,26 +1238,20 @@ pub fn is_image(s: &str) -> bool {
 }
 
 fn check_dns_label(f: &mut Findings, s: &str, path: &str) {
-    if !is_dns_label(s) {
-        f.error(
-            path,
-            format!(
-                "{:?} is not a DNS label: use 1-63 lowercase letters, digits and '-', starting and ending with a letter or digit",
-                shorten(s)
-            ),
-        );
-    }
+    let rule =
+        "a DNS label: use 1-63 lowercase letters, digits and '-', starting and ending with a letter or digit";
+    check_name(f, s, path, is_dns_label, rule);
 }
 
 fn check_dns_subdomain(f: &mut Findings, s: &str, path: &str) {
-    if !is_dns_subdomain(s) {
-        f.error(
-            path,
-            format!(
-                "{:?} is not a DNS subdomain: use at most 253 characters of lowercase letters, digits, '-' and '.'",
-                shorten(s)
-            ),
-        );
+    let rule = "a DNS subdomain: use at most 253 characters of lowercase letters, digits, '-' and '.'";
+    check_name(f, s, path, is_dns_subdomain, rule);
+}
+
+/// `"<s>" is not <rule>` unless `ok(s)`.
+fn check_name(f: &mut Findings, s: &str, path: &str, ok: fn(&str) -> bool, rule: &str) {
+    if !ok(s) {
+        f.error(path, format!("{:?} is not {rule}", shorten(s)));
     }
 }
 
@@ -1276,17 +1270,12 @@ fn check_revision(f: &mut Findings, rev: &crate::fleet::RevisionSpec) {
     }
     for (name, image) in rev.container_images.iter().flatten() {
         let path = format!("spec.revision.containerImages.{}", shorten(name));
-        if !is_dns_label(name) {
-            check_dns_label(f, name, &path);
-        }
-        if !image.trim().is_empty() && !is_image(image) {
-            f.error(
-                path,
-                format!(
-                    "{:?} is not an image reference: use at most {MAX_IMAGE_LEN} letters, digits and '.', '_', '-', '/', ':', '@', '+'",
-                    shorten(image)
-                ),
+        check_dns_label(f, name, &path);
+        if !image.trim().is_empty() {
+            let rule = format!(
+                "an image reference: use at most {MAX_IMAGE_LEN} letters, digits and '.', '_', '-', '/', ':', '@', '+'"
             );
+            check_name(f, image, &path, is_image, &rule);
         }
     }
 }

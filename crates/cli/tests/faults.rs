@@ -94,13 +94,7 @@ impl World {
         let yaml = ROLLOUT
             .replace("podinfo-6-0-1", &name)
             .replace("6.0.1", &format!("6.0.{n}"));
-        let file = self.fleet.dir.path().join(format!("{name}.yaml"));
-        std::fs::write(&file, yaml).unwrap();
-        let (code, out, err) = aviary(
-            &self.fleet.urls[0],
-            &["rollout", "apply", "-f", file.to_str().unwrap()],
-        );
-        assert_eq!(code, 0, "{out}{err}");
+        self.fleet.apply(0, &name, &yaml);
         name
     }
 

@@ -24,33 +24,20 @@ fn leader_kill_pause_and_term_during_a_rollout_lose_nothing() {
         return;
     };
     let csv = etcd.endpoints_csv();
+    let fleet = HaFleet::start(&csv, "2s");
+    // Applied through a follower: the CLI follows it to the leader.
+    fleet.apply((fleet.first + 1) % 3, "podinfo-6-0-1", ROLLOUT);
     let HaFleet {
         mut coords,
         first,
         urls,
         agents,
-        dir,
-    } = HaFleet::start(&csv, "2s");
-
-    // Applied through a follower: the CLI follows it to the leader.
-    let manifest = dir.path().join("rollout.yaml");
-    std::fs::write(&manifest, ROLLOUT).unwrap();
-    let follower = (first + 1) % 3;
-    let (code, out, err) = aviary(
-        &urls[follower],
-        &["rollout", "apply", "-f", manifest.to_str().unwrap()],
-    );
-    assert_eq!(code, 0, "{out}{err}");
+        dir: _dir,
+    } = fleet;
 
     // 1. kill -9 of the leader in the middle of the first wave.
     wait_running(&urls, "podinfo-6-0-1", &agents[0]);
-    let killed = Instant::now();
-    coords[first].kill9();
-    let (second, took) = next_leader(&coords, first, killed, Duration::from_secs(10));
-    println!(
-        "kill -9 of the leader: {} leads {took:?} later",
-        coords[second].name
-    );
+    let (second, took, killed) = disrupt(&mut coords, first, "kill -9", |c| c.kill9(), 10);
     assert!(took < Duration::from_secs(3), "failover took {took:?}");
     println!(
         "  the agents are back {:?} after the kill",
@@ -61,14 +48,7 @@ fn leader_kill_pause_and_term_during_a_rollout_lose_nothing() {
     // 2. SIGSTOP of the new leader past its lease while the second cluster runs, then SIGCONT.
     wait_running(&live, "podinfo-6-0-1", &agents[1]);
     let f2 = fence(&coords[second]);
-    let paused = Instant::now();
-    coords[second].pause();
-    let third = 3 - first - second;
-    let (_, took) = next_leader(&coords, second, paused, Duration::from_secs(10));
-    println!(
-        "SIGSTOP of the leader: {} leads {took:?} later",
-        coords[third].name
-    );
+    let (third, _, paused) = disrupt(&mut coords, second, "SIGSTOP", |c| c.pause(), 10);
     let f3 = fence(&coords[third]);
     assert!(f3 > f2);
     std::thread::sleep(Duration::from_secs(4).saturating_sub(paused.elapsed()));
@@ -85,13 +65,7 @@ fn leader_kill_pause_and_term_during_a_rollout_lose_nothing() {
     // 3. SIGTERM of the leader while the last cluster runs: hand-over in < 0.5 s.
     wait_running(&[urls[second].clone()], "podinfo-6-0-1", &agents[2]);
     assert!(coords[third].leads(), "{} still leads", coords[third].name);
-    let termed = Instant::now();
-    coords[third].term();
-    let (_, took) = next_leader(&coords, third, termed, Duration::from_secs(5));
-    println!(
-        "SIGTERM of the leader: {} leads {took:?} later",
-        coords[second].name
-    );
+    let (_, took, termed) = disrupt(&mut coords, third, "SIGTERM", |c| c.term(), 5);
     assert!(took < Duration::from_millis(500), "hand-over took {took:?}");
     println!(
         "  the agents are back {:?} after the SIGTERM",
@@ -140,4 +114,21 @@ fn leader_kill_pause_and_term_during_a_rollout_lose_nothing() {
         );
     }
     drop(agents);
+}
+
+/// Does `what` (named `how` in the output) to the leader, replica `leader`, and waits up to
+/// `limit_secs` for another replica to lead; prints which and when. Returns it, how long after
+/// `what` that was, and when `what` was done.
+fn disrupt(
+    coords: &mut [Coord],
+    leader: usize,
+    how: &str,
+    what: impl FnOnce(&mut Coord),
+    limit_secs: u64,
+) -> (usize, Duration, Instant) {
+    let at = Instant::now();
+    what(&mut coords[leader]);
+    let (next, took) = next_leader(coords, leader, at, Duration::from_secs(limit_secs));
+    println!("{how} of the leader: {} leads {took:?} later", coords[next].name);
+    (next, took, at)
 }

@@ -122,6 +122,19 @@ fn json_output_has_the_timeline_and_the_ticks() {
     assert!(phases.contains(&"WaitingPromotion"));
 }
 
+/// `aviary simulate` of the Knative example with the script `script`.
+fn simulate_with_script(script: &str) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("script.yaml");
+    std::fs::write(&file, script).unwrap();
+    simulate(&[
+        "-f",
+        "examples/knative/podinfo-canary.yaml",
+        "--script",
+        file.to_str().unwrap(),
+    ])
+}
+
 #[test]
 fn invalid_canary_exits_1_with_the_field_path() {
     let dir = tempfile::tempdir().unwrap();
@@ -143,15 +156,7 @@ fn unreadable_input_exits_2() {
     let (code, _, err) = simulate(&["-f", "does/not/exist.yaml"]);
     assert_eq!(code, 2);
     assert!(err.contains("cannot read does/not/exist.yaml"), "{err}");
-    let dir = tempfile::tempdir().unwrap();
-    let bad = dir.path().join("script.yaml");
-    std::fs::write(&bad, "metrics: [1, 2").unwrap();
-    let (code, _, err) = simulate(&[
-        "-f",
-        "examples/knative/podinfo-canary.yaml",
-        "--script",
-        bad.to_str().unwrap(),
-    ]);
+    let (code, _, err) = simulate_with_script("metrics: [1, 2");
     assert_eq!(code, 2);
     assert!(err.contains("script"), "{err}");
 }
@@ -160,28 +165,14 @@ fn unreadable_input_exits_2() {
 /// name (it would otherwise simulate a misspelt name as healthy, silently).
 #[test]
 fn script_names_must_be_the_canarys() {
-    let dir = tempfile::tempdir().unwrap();
-    let script = dir.path().join("script.yaml");
-    std::fs::write(&script, "metrics:\n  request-sucess-rate: [50]\n").unwrap();
-    let (code, out, err) = simulate(&[
-        "-f",
-        "examples/knative/podinfo-canary.yaml",
-        "--script",
-        script.to_str().unwrap(),
-    ]);
+    let (code, out, err) = simulate_with_script("metrics:\n  request-sucess-rate: [50]\n");
     assert_eq!(code, 2, "{err}");
     assert!(out.is_empty(), "{out}");
     assert!(
         err.contains("the script's metric \"request-sucess-rate\" is not a metric of canary test/podinfo (did you mean request-success-rate?)"),
         "{err}"
     );
-    std::fs::write(&script, "webhooks:\n  smoke: [fail]\n").unwrap();
-    let (code, _, err) = simulate(&[
-        "-f",
-        "examples/knative/podinfo-canary.yaml",
-        "--script",
-        script.to_str().unwrap(),
-    ]);
+    let (code, _, err) = simulate_with_script("webhooks:\n  smoke: [fail]\n");
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("its webhooks are [\"load-test\"]"), "{err}");
 }

@@ -323,12 +323,15 @@ fn handle(
             canary: Some(snap),
         })),
     };
+    let record = |id: &str| {
+        received
+            .lock()
+            .unwrap()
+            .push((Instant::now(), name.to_string(), id.to_string()))
+    };
     match m.msg {
         Some(Down::StartRevision(s)) => {
-            received
-                .lock()
-                .unwrap()
-                .push((Instant::now(), name.to_string(), s.command_id.clone()));
+            record(&s.command_id);
             let rev = revision(&s.revision.unwrap_or_default().version);
             let fp = fingerprint(&rev);
             if canary.target != rev {
@@ -342,19 +345,12 @@ fn handle(
             }
             vec![ack(s.command_id, fp, canary.snap.clone())]
         }
-        Some(Down::Revert(r)) => {
-            received
-                .lock()
-                .unwrap()
-                .push((Instant::now(), name.to_string(), r.command_id.clone()));
-            vec![ack(r.command_id, String::new(), canary.snap.clone())]
-        }
-        Some(Down::Rollback(r)) => {
-            received
-                .lock()
-                .unwrap()
-                .push((Instant::now(), name.to_string(), r.command_id.clone()));
-            vec![ack(r.command_id, String::new(), canary.snap.clone())]
+        Some(
+            Down::Revert(v1::Revert { command_id, .. })
+            | Down::Rollback(v1::RollbackCanary { command_id, .. }),
+        ) => {
+            record(&command_id);
+            vec![ack(command_id, String::new(), canary.snap.clone())]
         }
         Some(Down::GateDecision(_)) | Some(Down::Welcome(_)) | Some(Down::Heartbeat(_)) | None => Vec::new(),
     }

@@ -20,6 +20,7 @@ use aviary_coordinator::{Coordinator, CoordinatorConfig};
 use aviary_core::fleet::Revision;
 use aviary_proto::v1;
 use aviary_testkit::bench::flag;
+use aviary_testkit::process::Process;
 
 struct Opts {
     agents: usize,
@@ -104,6 +105,16 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 fn ms(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+/// The median and 99th percentile of the `sorted` call latencies, and how many calls there were.
+fn p50_p99(sorted: &[Duration]) -> String {
+    format!(
+        "{} / {} ms ({} calls)",
+        ms(percentile(sorted, 0.5)),
+        ms(percentile(sorted, 0.99)),
+        sorted.len()
+    )
 }
 
 struct Measured {
@@ -205,14 +216,15 @@ async fn run(o: Opts) {
     let mut child = Command::new(exe)
         .arg("--serve")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let pid = child.id();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
+    // SIGTERM (SIGKILL 10 s later) when dropped, also when the bench panics.
+    let coordinator = Process::new(child).graceful(Duration::from_secs(10));
+    let pid = coordinator.id();
     let url = format!("http://{}", line.trim());
     eprintln!(
         "coordinator pid {pid} at {url}; starting {} agents × {} canaries, one report per canary every {}s",
@@ -359,30 +371,23 @@ async fn run(o: Opts) {
         hwm / 1024
     );
     println!(
-        "| ListCanaries{{cluster}} ({} canaries) p50 / p99 | {} / {} ms ({} calls) | p99 ≤ 10 ms |",
+        "| ListCanaries{{cluster}} ({} canaries) p50 / p99 | {} | p99 ≤ 10 ms |",
         sizes.0,
-        ms(percentile(&list_by_cluster, 0.5)),
-        ms(percentile(&list_by_cluster, 0.99)),
-        list_by_cluster.len()
+        p50_p99(&list_by_cluster)
     );
     println!(
-        "| GetRollout ({}-cluster plan, with history) p50 / p99 | {} / {} ms ({} calls) | p99 ≤ 10 ms |",
+        "| GetRollout ({}-cluster plan, with history) p50 / p99 | {} | p99 ≤ 10 ms |",
         sizes.1,
-        ms(percentile(&get_rollout, 0.5)),
-        ms(percentile(&get_rollout, 0.99)),
-        get_rollout.len()
+        p50_p99(&get_rollout)
     );
     println!(
-        "| ListCanaries{{namespace, phase}} (scans all {}) p50 / p99 | {} / {} ms ({} calls) | |",
+        "| ListCanaries{{namespace, phase}} (scans all {}) p50 / p99 | {} | |",
         o.agents * o.canaries,
-        ms(percentile(&list_by_phase, 0.5)),
-        ms(percentile(&list_by_phase, 0.99)),
-        list_by_phase.len()
+        p50_p99(&list_by_phase)
     );
     println!("| ListCanaries (all {all}, once) | {} ms | |", ms(full));
 
-    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
-    let _ = child.wait();
+    drop(coordinator);
     for a in agents {
         a.stop().await;
     }

@@ -152,6 +152,11 @@ impl Fleet {
         self.clusters.read().get(cluster).cloned()
     }
 
+    /// Every cluster's entry, out of the map: each is then locked without holding the map.
+    fn entries(&self) -> Vec<Arc<Mutex<ClusterEntry>>> {
+        self.clusters.read().values().cloned().collect()
+    }
+
     /// A Hello: (re)registers the cluster and replaces its canaries with the full snapshot.
     /// Returns the previous registration (to decide whether to write it).
     pub(crate) fn hello(
@@ -246,9 +251,8 @@ impl Fleet {
     /// than `ttl` (their snapshots are stale; a reconnecting agent sends them all again).
     /// Returns how many canaries went.
     pub(crate) fn expire(&self, now: Timestamp, ttl: std::time::Duration) -> usize {
-        let entries: Vec<_> = self.clusters.read().values().cloned().collect();
         let mut dropped = 0;
-        for e in entries {
+        for e in self.entries() {
             let mut e = e.lock();
             let stale = !e.connected
                 && e.last_seen
@@ -265,8 +269,7 @@ impl Fleet {
     /// Clusters whose agent has been gone for longer than `ttl` (counted from the last time
     /// this replica heard from them or loaded them): their registrations expire.
     pub(crate) fn expired_clusters(&self, now: Timestamp, ttl: std::time::Duration) -> Vec<String> {
-        let entries: Vec<_> = self.clusters.read().values().cloned().collect();
-        entries
+        self.entries()
             .iter()
             .filter_map(|e| {
                 let e = e.lock();
@@ -299,8 +302,7 @@ impl Fleet {
 
     /// Every registered cluster, with the canary `key` as it reports it (plan resolution).
     pub(crate) fn cluster_infos(&self, key: &CanaryKey) -> Vec<ClusterInfo> {
-        let entries: Vec<_> = self.clusters.read().values().cloned().collect();
-        entries
+        self.entries()
             .iter()
             .map(|e| {
                 let e = e.lock();
@@ -357,8 +359,7 @@ impl Fleet {
 
     /// ListClusters.
     pub(crate) fn list_clusters(&self) -> Vec<ClusterSummary> {
-        let entries: Vec<_> = self.clusters.read().values().cloned().collect();
-        entries
+        self.entries()
             .iter()
             .map(|e| {
                 let e = e.lock();
@@ -374,8 +375,8 @@ impl Fleet {
 
     /// ListCanaries.
     pub(crate) fn list_canaries(&self, f: CanaryFilter<'_>) -> Vec<ClusterCanary> {
-        let entries: Vec<Arc<Mutex<ClusterEntry>>> = if f.cluster.is_empty() {
-            self.clusters.read().values().cloned().collect()
+        let entries = if f.cluster.is_empty() {
+            self.entries()
         } else {
             self.entry(f.cluster).into_iter().collect()
         };

@@ -488,23 +488,28 @@ impl Rollouts {
     /// fleet as it is now), nothing written or started.
     pub(crate) async fn plan(&self, rollout: &FleetRollout, actor: &str) -> Result<Arc<RolloutRecord>> {
         self.ready().await?;
-        let key = canary_key(rollout);
-        let name = rollout.name().to_string();
-        let plan = resolve_plan(rollout, &self.fleet.cluster_infos(&key)).map_err(|diags| {
-            let lines: Vec<String> = diags
-                .iter()
-                .map(|d| format!("{}: {}", d.path, d.message))
-                .collect();
-            Error::InvalidArgument(format!("FleetRollout {name}: {}", lines.join("; ")))
-        })?;
-        let actor = if actor.is_empty() { "unknown" } else { actor };
-        let state = RolloutState::new(&plan, actor, self.clock.now());
+        let (plan, state) = self.pin(rollout, &canary_key(rollout), actor)?;
         Ok(Arc::new(RolloutRecord {
-            name,
+            name: rollout.name().to_string(),
             spec: rollout.spec.clone(),
             plan,
             state,
         }))
+    }
+
+    /// The plan of `rollout` pinned against the fleet as it is now and its first state, created
+    /// by `actor` ("unknown" when empty); the plan's diagnostics as one InvalidArgument.
+    fn pin(&self, rollout: &FleetRollout, key: &CanaryKey, actor: &str) -> Result<(Plan, RolloutState)> {
+        let plan = resolve_plan(rollout, &self.fleet.cluster_infos(key)).map_err(|diags| {
+            let lines: Vec<String> = diags
+                .iter()
+                .map(|d| format!("{}: {}", d.path, d.message))
+                .collect();
+            Error::InvalidArgument(format!("FleetRollout {}: {}", rollout.name(), lines.join("; ")))
+        })?;
+        let actor = if actor.is_empty() { "unknown" } else { actor };
+        let state = RolloutState::new(&plan, actor, self.clock.now());
+        Ok((plan, state))
     }
 
     /// CreateRollout: checks, pins the plan, writes it, starts its loop; the record as created.
@@ -552,15 +557,7 @@ impl Rollouts {
                 other.current().state.phase.as_str()
             )));
         }
-        let plan = resolve_plan(&rollout, &self.fleet.cluster_infos(&key)).map_err(|diags| {
-            let lines: Vec<String> = diags
-                .iter()
-                .map(|d| format!("{}: {}", d.path, d.message))
-                .collect();
-            Error::InvalidArgument(format!("FleetRollout {name}: {}", lines.join("; ")))
-        })?;
-        let actor = if actor.is_empty() { "unknown" } else { actor };
-        let mut state = RolloutState::new(&plan, actor, self.clock.now());
+        let (plan, mut state) = self.pin(&rollout, &key, actor)?;
         state.comment_since(0, comment);
         let record = RolloutRecord {
             name: name.clone(),

@@ -401,7 +401,7 @@ async fn run(config: SimConfig, shared: Arc<Mutex<Shared>>, mut ctl: mpsc::Unbou
                         heartbeat = tokio::time::interval(period);
                         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
                     }
-                    let replies = handle(&shared, m);
+                    let replies = handle(&mut shared.lock(), m).unwrap_or_else(|refused| refused);
                     if let Some(l) = &link {
                         for r in replies {
                             let _ = l.tx.try_send(r);
@@ -644,21 +644,18 @@ fn ack(id: &str, ok: bool, message: &str, fp: &str, snap: Option<v1::CanarySnaps
     }))
 }
 
-/// A command from the coordinator; returns the replies.
-fn handle(shared: &Mutex<Shared>, m: v1::CoordinatorMessage) -> Vec<v1::AgentMessage> {
-    let mut s = shared.lock();
+/// A command from the coordinator; returns the replies (`Err`: the refusal of a command for
+/// an unknown canary).
+fn handle(s: &mut Shared, m: v1::CoordinatorMessage) -> Result<Vec<v1::AgentMessage>, Vec<v1::AgentMessage>> {
     let Shared {
         canaries,
         commands,
         analyses,
         ..
-    } = &mut *s;
+    } = s;
     match m.msg {
         Some(Down::StartRevision(cmd)) => {
-            let c = match command_target(canaries, commands, &cmd.command_id, &cmd.namespace, &cmd.name) {
-                Ok(c) => c,
-                Err(reply) => return reply,
-            };
+            let c = command_target(canaries, commands, &cmd.command_id, &cmd.namespace, &cmd.name)?;
             let rev = cmd.revision.as_ref().map(Revision::from).unwrap_or_default();
             let fp = fingerprint(&rev);
             let repeat = commands.iter().filter(|id| **id == cmd.command_id).count() > 1;
@@ -680,7 +677,7 @@ fn handle(shared: &Mutex<Shared>, m: v1::CoordinatorMessage) -> Vec<v1::AgentMes
             }
             c.snap.rollout = cmd.rollout.clone();
             c.dirty = true;
-            vec![ack(&cmd.command_id, true, "", &fp, Some(c.snap.clone()))]
+            Ok(vec![ack(&cmd.command_id, true, "", &fp, Some(c.snap.clone()))])
         }
         Some(Down::GateDecision(g)) => {
             let key = CanaryKey::new(g.namespace.clone(), g.name.clone());
@@ -697,19 +694,16 @@ fn handle(shared: &Mutex<Shared>, m: v1::CoordinatorMessage) -> Vec<v1::AgentMes
                 if c.snap.phase != "Progressing" {
                     start(c, &g.fingerprint);
                     *analyses.entry(key).or_default() += 1;
-                    return vec![up(Up::Status(v1::CanaryUpdate {
+                    return Ok(vec![up(Up::Status(v1::CanaryUpdate {
                         canary: Some(c.snap.clone()),
                         canaries: Vec::new(),
-                    }))];
+                    }))]);
                 }
             }
-            Vec::new()
+            Ok(Vec::new())
         }
         Some(Down::Revert(cmd)) => {
-            let c = match command_target(canaries, commands, &cmd.command_id, &cmd.namespace, &cmd.name) {
-                Ok(c) => c,
-                Err(reply) => return reply,
-            };
+            let c = command_target(canaries, commands, &cmd.command_id, &cmd.namespace, &cmd.name)?;
             let rev = cmd.revision.as_ref().map(Revision::from).unwrap_or_default();
             let fp = fingerprint(&rev);
             c.target = rev.clone();
@@ -722,13 +716,10 @@ fn handle(shared: &Mutex<Shared>, m: v1::CoordinatorMessage) -> Vec<v1::AgentMes
             c.snap.message = format!("reverted: {}", cmd.reason);
             c.gate_open = None;
             c.dirty = true;
-            vec![ack(&cmd.command_id, true, "", &fp, Some(c.snap.clone()))]
+            Ok(vec![ack(&cmd.command_id, true, "", &fp, Some(c.snap.clone()))])
         }
         Some(Down::Rollback(cmd)) => {
-            let c = match command_target(canaries, commands, &cmd.command_id, &cmd.namespace, &cmd.name) {
-                Ok(c) => c,
-                Err(reply) => return reply,
-            };
+            let c = command_target(canaries, commands, &cmd.command_id, &cmd.namespace, &cmd.name)?;
             let fp = fingerprint(&c.target);
             if c.snap.phase == "Progressing" || c.snap.phase == "Waiting" {
                 c.snap.phase = "Failed".into();
@@ -738,8 +729,8 @@ fn handle(shared: &Mutex<Shared>, m: v1::CoordinatorMessage) -> Vec<v1::AgentMes
                 c.dirty = true;
             }
             c.rejected.insert(fp.clone());
-            vec![ack(&cmd.command_id, true, "", &fp, Some(c.snap.clone()))]
+            Ok(vec![ack(&cmd.command_id, true, "", &fp, Some(c.snap.clone()))])
         }
-        Some(Down::Welcome(_)) | Some(Down::Heartbeat(_)) | None => Vec::new(),
+        Some(Down::Welcome(_)) | Some(Down::Heartbeat(_)) | None => Ok(Vec::new()),
     }
 }

@@ -16,9 +16,7 @@ use tonic::Code;
 
 #[tokio::test(start_paused = true)]
 async fn bad_rollouts_are_invalid_argument_with_the_field_path() {
-    let c = coordinator().await;
-    let _a = [agent(&c, "us-1", "us-east-1"), agent(&c, "eu-1", "eu-west-1")];
-    wait_connected(&c, 2).await;
+    let (c, _agents) = start_fleet([Sim::plain("us-1", "us-east-1"), Sim::plain("eu-1", "eu-west-1")]).await;
     let cases = [
         (
             manifest("r1", "  waves: [{name: w, maxConcurrent: \"150%\"}]\n"),
@@ -89,9 +87,7 @@ async fn bad_rollouts_are_invalid_argument_with_the_field_path() {
 
 #[tokio::test(start_paused = true)]
 async fn not_found_already_exists_and_failed_precondition() {
-    let c = coordinator().await;
-    let _a = agent(&c, "a", "r");
-    wait_connected(&c, 1).await;
+    let (c, _a) = start_fleet([Sim::plain("a", "r")]).await;
     let mut cl = client(&c);
     refused(
         cl.get_rollout(v1::GetRolloutRequest { name: "nope".into() })
@@ -162,12 +158,7 @@ async fn not_found_already_exists_and_failed_precondition() {
     // Listing: newest first, no history.
     let m = manifest("r2", "  waves: [{name: all}]\n").replace("6.0.1", "6.0.2");
     create(&c, &m).await.unwrap();
-    let list = cl
-        .list_rollouts(v1::ListRolloutsRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    let names: Vec<&str> = list.rollouts.iter().map(|r| r.name.as_str()).collect();
+    let (list, names) = list_rollouts(&c).await;
     assert_eq!(names, ["r2", "r1"]);
     assert!(list.rollouts.iter().all(|r| r.history.is_empty()));
     c.shutdown().await.unwrap();

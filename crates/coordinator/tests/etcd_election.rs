@@ -31,6 +31,25 @@ async fn candidate_on(endpoints: &str, advertise: &str, ttl_secs: u64) -> Arc<Et
     l
 }
 
+/// A candidate on `endpoints` (3 s leases) once it leads (within 10 s), and its fence.
+async fn leader_on(endpoints: &str, advertise: &str) -> (Arc<EtcdLeadership>, Fence) {
+    let l = candidate_on(endpoints, advertise, 3).await;
+    let what = format!("{advertise} to lead");
+    let fence = fence_of(&until(&l, &what, Duration::from_secs(10), is_leader).await);
+    (l, fence)
+}
+
+/// Waits (up to 10 s) until `l` follows the leader advertising `leader`.
+async fn until_following(l: &EtcdLeadership, leader: &str) {
+    let what = format!("the follower to know the leader {leader}");
+    until(l, &what, Duration::from_secs(10), |s| {
+        *s == LeaderState::Follower {
+            leader: Some(leader.into()),
+        }
+    })
+    .await;
+}
+
 /// Waits until the state satisfies `pred`; returns it.
 async fn until(
     l: &EtcdLeadership,
@@ -89,15 +108,9 @@ async fn one_leader_followers_know_it_and_resign_hands_over_at_once() {
     let Some(etcd) = local_etcd("one_leader_followers_know_it_and_resign_hands_over_at_once", 1).await else {
         return;
     };
-    let a = candidate(&etcd, "10.0.0.1:7400", 3).await;
-    let fa = fence_of(&until(&a, "a to lead", Duration::from_secs(10), is_leader).await);
+    let (a, fa) = leader_on(&etcd.endpoints_csv(), "10.0.0.1:7400").await;
     let b = candidate(&etcd, "10.0.0.2:7400", 3).await;
-    until(&b, "b to know the leader", Duration::from_secs(10), |s| {
-        *s == LeaderState::Follower {
-            leader: Some("10.0.0.1:7400".into()),
-        }
-    })
-    .await;
+    until_following(&b, "10.0.0.1:7400").await;
     assert_eq!(a.check().unwrap(), fa);
     let e = b.check().unwrap_err().to_string();
     assert!(e.contains("the leader is 10.0.0.1:7400"), "{e}");
@@ -134,8 +147,7 @@ async fn a_leader_whose_keep_alive_fails_steps_down_within_the_ttl_and_leads_aga
         return;
     };
     let ttl = Duration::from_secs(3);
-    let a = candidate(&etcd, "10.0.0.1:7400", 3).await;
-    let fa = fence_of(&until(&a, "a to lead", Duration::from_secs(10), is_leader).await);
+    let (a, fa) = leader_on(&etcd.endpoints_csv(), "10.0.0.1:7400").await;
     // No keep-alive succeeds after the kill: the deadline read now is final. It is the last
     // successful keep-alive's send time + TTL − margin, and etcd renewed the lease after that
     // send: stepping down by then is stepping down before the lease can have expired.
@@ -185,15 +197,9 @@ async fn three_members_one_down_nothing_stops_no_quorum_no_leader_quorum_back_le
     let eps = etcd.endpoints();
     let order: Vec<String> = (0..3).map(|k| eps[(victim + k) % 3].clone()).collect();
     let order = order.join(",");
-    let a = candidate_on(&order, "10.0.0.1:7400", 3).await;
-    let fa = fence_of(&until(&a, "a to lead", Duration::from_secs(10), is_leader).await);
+    let (a, fa) = leader_on(&order, "10.0.0.1:7400").await;
     let b = candidate_on(&order, "10.0.0.2:7400", 3).await;
-    until(&b, "b to follow a", Duration::from_secs(10), |s| {
-        *s == LeaderState::Follower {
-            leader: Some("10.0.0.1:7400".into()),
-        }
-    })
-    .await;
+    until_following(&b, "10.0.0.1:7400").await;
     let seen_a = record(&a);
 
     // The member both use: its loss moves them to another member.
@@ -292,8 +298,7 @@ async fn a_live_leader_with_a_wrong_address_is_not_deposed() {
     };
     // a renews its lease but its advertised address refuses connections (a wrong --advertise):
     // the followers must not take that for a crash.
-    let a = candidate(&etcd, &closed_address(), 3).await;
-    let fa = fence_of(&until(&a, "a to lead", Duration::from_secs(10), is_leader).await);
+    let (a, fa) = leader_on(&etcd.endpoints_csv(), &closed_address()).await;
     let b = candidate(&etcd, "10.0.0.2:7400", 3).await;
     until(&b, "b to know the leader", Duration::from_secs(10), |s| {
         matches!(s, LeaderState::Follower { leader: Some(_) })

@@ -11,7 +11,7 @@ use aviary_coordinator::sim::{Outcome, SimAgent};
 use aviary_coordinator::{Coordinator, Leadership};
 use aviary_proto::v1;
 use aviary_testkit::etcd::LocalEtcd;
-use common::{NAME, NS, create, etcd_replica, fleet, poll, refused, sim_config, start_etcd};
+use common::{NAME, NS, create, etcd_replica, fleet, list_rollouts, poll, refused, sim_config, start_etcd};
 
 /// The rollout of the tests: podinfo 6.0.1 to us-east-1.
 fn rollout() -> String {
@@ -118,13 +118,7 @@ async fn an_undecodable_record_is_quarantined_and_the_rest_loads() {
     create(&a, &rollout())
         .await
         .expect("the leader loaded the rest and serves");
-    let mut fleet = fleet(&a.url());
-    let list = fleet
-        .list_rollouts(v1::ListRolloutsRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    let names: Vec<&str> = list.rollouts.iter().map(|r| r.name.as_str()).collect();
+    let (list, names) = list_rollouts(&a).await;
     assert_eq!(names, ["podinfo-6-0-1"]);
     let mut bad: Vec<(&str, &str)> = list
         .unreadable

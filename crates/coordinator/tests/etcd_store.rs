@@ -28,6 +28,13 @@ async fn replica(etcd: &LocalEtcd, advertise: &str, ttl_secs: u64) -> (Arc<EtcdL
     (l, store)
 }
 
+/// A replica (as [`replica`]) once it leads, and its fence.
+async fn leader(etcd: &LocalEtcd, advertise: &str, ttl_secs: u64) -> (Arc<EtcdLeadership>, EtcdStore, Fence) {
+    let (l, store) = replica(etcd, advertise, ttl_secs).await;
+    let fence = leading(&l).await;
+    (l, store, fence)
+}
+
 async fn leading(l: &EtcdLeadership) -> Fence {
     let mut rx = l.watch();
     tokio::time::timeout(Duration::from_secs(10), async {
@@ -84,8 +91,7 @@ async fn writes_are_compare_and_swap_and_a_retried_write_is_idempotent() {
     let Some(etcd) = local_etcd("writes_are_compare_and_swap").await else {
         return;
     };
-    let (l, store) = replica(&etcd, "127.0.0.1:7401", 3).await;
-    let fence = leading(&l).await;
+    let (l, store, fence) = leader(&etcd, "127.0.0.1:7401", 3).await;
 
     let r1 = record("r1");
     let rev1 = store.create_rollout(fence, &r1).await.unwrap();
@@ -186,8 +192,7 @@ async fn a_deposed_leader_cannot_write_and_steps_down() {
     };
     // A long TTL: A's next keep-alive is 10 s away, so only its write can tell it that its
     // lease is gone.
-    let (a, store_a) = replica(&etcd, "127.0.0.1:7401", 30).await;
-    let fa = leading(&a).await;
+    let (a, store_a, fa) = leader(&etcd, "127.0.0.1:7401", 30).await;
     let (b, store_b) = replica(&etcd, "127.0.0.1:7402", 3).await;
     let r = record("r1");
     let rev = store_a.create_rollout(fa, &r).await.unwrap();

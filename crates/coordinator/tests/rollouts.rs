@@ -7,13 +7,12 @@ use common::*;
 
 #[tokio::test(start_paused = true)]
 async fn rollout_runs_wave_by_wave_and_succeeds() {
-    let c = coordinator().await;
-    let agents = [
-        agent(&c, "us-1", "us-east-1"),
-        agent(&c, "us-2", "us-east-1"),
-        agent(&c, "eu-1", "eu-west-1"),
-    ];
-    wait_connected(&c, 3).await;
+    let (c, agents) = start_fleet([
+        Sim::plain("us-1", "us-east-1"),
+        Sim::plain("us-2", "us-east-1"),
+        Sim::plain("eu-1", "eu-west-1"),
+    ])
+    .await;
     let created = create(
         &c,
         &manifest(
@@ -24,8 +23,7 @@ async fn rollout_runs_wave_by_wave_and_succeeds() {
     .await
     .unwrap();
     assert_eq!(created.waves.len(), 2);
-    let done = wait(&c, "r1").await;
-    assert_eq!(done.phase, "Succeeded", "{}", done.message);
+    let done = ended(&c, "r1", "Succeeded").await;
     assert!(
         phases(&done).iter().all(|(_, p)| p == "Succeeded"),
         "{:?}",
@@ -58,16 +56,15 @@ async fn failing_first_wave(
     scope: &str,
 ) -> (
     aviary_coordinator::Coordinator,
-    Vec<aviary_coordinator::sim::SimAgent>,
+    [aviary_coordinator::sim::SimAgent; 3],
     aviary_proto::v1::Rollout,
 ) {
-    let c = coordinator().await;
-    let agents = vec![
-        agent(&c, "us-1", "us-east-1"),
-        failing_agent(&c, "us-2", "us-east-1"),
-        agent(&c, "eu-1", "eu-west-1"),
-    ];
-    wait_connected(&c, 3).await;
+    let (c, agents) = start_fleet([
+        Sim::plain("us-1", "us-east-1"),
+        Sim::failing("us-2", "us-east-1"),
+        Sim::plain("eu-1", "eu-west-1"),
+    ])
+    .await;
     let spec = format!(
         "  waves:
     - name: first
@@ -126,13 +123,12 @@ async fn failing_revision_in_the_first_wave_scope_wave() {
 
 #[tokio::test(start_paused = true)]
 async fn rollback_scope_all_reverts_every_promoted_cluster_newest_wave_first() {
-    let c = coordinator().await;
-    let agents = [
-        agent(&c, "eu-1", "eu-west-1"),
-        agent(&c, "us-1", "us-east-1"),
-        failing_agent(&c, "us-2", "us-east-1"),
-    ];
-    wait_connected(&c, 3).await;
+    let (c, agents) = start_fleet([
+        Sim::plain("eu-1", "eu-west-1"),
+        Sim::plain("us-1", "us-east-1"),
+        Sim::failing("us-2", "us-east-1"),
+    ])
+    .await;
     let spec = "  waves:
     - name: canary
       regions: [eu-west-1]
@@ -140,8 +136,7 @@ async fn rollback_scope_all_reverts_every_promoted_cluster_newest_wave_first() {
   failurePolicy: {rollback: all}
 ";
     create_r1(&c, spec).await;
-    let done = wait(&c, "r1").await;
-    assert_eq!(done.phase, "Failed");
+    let done = ended(&c, "r1", "Failed").await;
     assert_eq!(
         phases(&done),
         [("eu-1", "Reverted"), ("us-1", "Reverted"), ("us-2", "Failed")]
@@ -160,14 +155,13 @@ async fn rollback_scope_all_reverts_every_promoted_cluster_newest_wave_first() {
 
 #[tokio::test(start_paused = true)]
 async fn failure_budget() {
-    let c = coordinator().await;
-    let _a = [
-        agent(&c, "a", "r"),
-        failing_agent(&c, "b", "r"),
-        agent(&c, "c", "r"),
-        failing_agent(&c, "d", "r"),
-    ];
-    wait_connected(&c, 4).await;
+    let (c, _agents) = start_fleet([
+        Sim::plain("a", "r"),
+        Sim::failing("b", "r"),
+        Sim::plain("c", "r"),
+        Sim::failing("d", "r"),
+    ])
+    .await;
     // 25% of 4 = one failure tolerated; the second fails the rollout.
     let spec = "  waves: [{name: all, maxConcurrent: 1}]\n  failurePolicy: {maxFailedClusters: \"25%\"}\n";
     create_r1(&c, spec).await;
@@ -190,8 +184,7 @@ async fn failure_budget() {
     let spec = "  waves: [{name: all, maxConcurrent: 2}]\n  failurePolicy: {maxFailedClusters: 2}\n";
     let m = manifest("r2", spec).replace("6.0.1", "6.0.2");
     create(&c, &m).await.unwrap();
-    let done = wait(&c, "r2").await;
-    assert_eq!(done.phase, "Succeeded", "{}", done.message);
+    let done = ended(&c, "r2", "Succeeded").await;
     assert_eq!(done.failed_clusters, 2);
     assert!(
         done.message.starts_with(
@@ -210,11 +203,9 @@ async fn failure_budget() {
 
 #[tokio::test(start_paused = true)]
 async fn bake_waits_for_time_and_requests() {
-    let c = coordinator().await;
-    let us = agent(&c, "us-1", "us-east-1");
+    let (c, [us, _eu]) =
+        start_fleet([Sim::plain("us-1", "us-east-1"), Sim::plain("eu-1", "eu-west-1")]).await;
     us.set_requests_per_tick(0);
-    let _b = agent(&c, "eu-1", "eu-west-1");
-    wait_connected(&c, 2).await;
     let spec = "  waves:
     - {name: first, regions: [us-east-1], bake: {duration: 2m, minRequests: 3000}}
     - {name: rest}
@@ -232,8 +223,7 @@ async fn bake_waits_for_time_and_requests() {
     );
     assert_eq!(cluster(&r, "eu-1").phase, "Pending");
     us.set_requests_per_tick(100);
-    let done = wait(&c, "r1").await;
-    assert_eq!(done.phase, "Succeeded");
+    let done = ended(&c, "r1", "Succeeded").await;
     let bake = record(&done, "wave-succeeded", "first");
     assert!(bake.metrics["bakeRequests"] >= 3000.0, "{:?}", bake.metrics);
     assert!(bake.metrics["bakeSeconds"] >= 150.0, "{:?}", bake.metrics);
@@ -247,10 +237,7 @@ async fn bake_waits_for_time_and_requests() {
 
 #[tokio::test(start_paused = true)]
 async fn bake_min_success_rate_fails_a_regressing_cluster() {
-    let c = coordinator().await;
-    let a = agent(&c, "us-1", "us-east-1");
-    let _b = agent(&c, "eu-1", "eu-west-1");
-    wait_connected(&c, 2).await;
+    let (c, [a, _b]) = start_fleet([Sim::plain("us-1", "us-east-1"), Sim::plain("eu-1", "eu-west-1")]).await;
     let spec = "  waves:
     - {name: first, regions: [us-east-1], bake: {duration: 10m, minSuccessRate: 99}}
     - {name: rest}
@@ -259,8 +246,7 @@ async fn bake_min_success_rate_fails_a_regressing_cluster() {
     create_r1(&c, spec).await;
     until_baking(&c, "r1").await;
     a.set_success_rate(NS, NAME, Some(97.0));
-    let done = wait(&c, "r1").await;
-    assert_eq!(done.phase, "Failed");
+    let done = ended(&c, "r1", "Failed").await;
     let reg = record(&done, "bake-regression", "");
     assert!(
         reg.message.contains("97% < bake.minSuccessRate 99%"),
@@ -276,9 +262,7 @@ async fn bake_min_success_rate_fails_a_regressing_cluster() {
 
 #[tokio::test(start_paused = true)]
 async fn manual_approval() {
-    let c = coordinator().await;
-    let _a = [agent(&c, "us-1", "us-east-1"), agent(&c, "eu-1", "eu-west-1")];
-    wait_connected(&c, 2).await;
+    let (c, _agents) = start_fleet([Sim::plain("us-1", "us-east-1"), Sim::plain("eu-1", "eu-west-1")]).await;
     let spec = "  waves:
     - {name: first, regions: [us-east-1]}
     - {name: rest, approval: manual}
@@ -304,8 +288,7 @@ async fn manual_approval() {
         .into_inner();
     // The authenticated identity; the free-text actor is the comment beside it.
     assert_eq!(r.waves[1].approved_by, "user:admin");
-    let done = wait(&c, "r1").await;
-    assert_eq!(done.phase, "Succeeded");
+    let done = ended(&c, "r1", "Succeeded").await;
     let h = record(&done, "wave-approved", "");
     assert_eq!(
         (h.actor.as_str(), h.comment.as_str(), h.wave.as_str()),
@@ -316,10 +299,7 @@ async fn manual_approval() {
 
 #[tokio::test(start_paused = true)]
 async fn pause_and_resume() {
-    let c = coordinator().await;
-    let a = held_agent(&c, "a", "r");
-    let _b = agent(&c, "b", "r");
-    wait_connected(&c, 2).await;
+    let (c, [a, _b]) = start_fleet([Sim::held("a", "r"), Sim::plain("b", "r")]).await;
     create_r1(&c, "  waves: [{name: all}]\n").await;
     until_progressing(&c, "a").await;
     let mut cl = client(&c);
@@ -337,8 +317,7 @@ async fn pause_and_resume() {
         ("Paused", "Pending")
     );
     cl.resume_rollout(verb("alice")).await.unwrap();
-    let done = wait(&c, "r1").await;
-    assert_eq!(done.phase, "Succeeded");
+    let done = ended(&c, "r1", "Succeeded").await;
     let kinds: Vec<&str> = done.history.iter().map(|h| h.kind.as_str()).collect();
     assert_eq!(kinds.iter().filter(|k| **k == "paused").count(), 1);
     let p = record(&done, "paused", "");
@@ -351,9 +330,7 @@ async fn pause_and_resume() {
 
 #[tokio::test(start_paused = true)]
 async fn skip_a_cluster() {
-    let c = coordinator().await;
-    let agents = [held_agent(&c, "a", "r"), agent(&c, "b", "r")];
-    wait_connected(&c, 2).await;
+    let (c, agents) = start_fleet([Sim::held("a", "r"), Sim::plain("b", "r")]).await;
     create_r1(&c, "  waves: [{name: all}]\n").await;
     until_progressing(&c, "a").await;
     let mut cl = client(&c);
@@ -366,8 +343,7 @@ async fn skip_a_cluster() {
     );
     refused(cl.skip_cluster(req("zz")).await, tonic::Code::NotFound, "");
     agents[0].hold(NS, NAME, false);
-    let done = wait(&c, "r1").await;
-    assert_eq!(done.phase, "Succeeded");
+    let done = ended(&c, "r1", "Succeeded").await;
     assert_eq!(cluster(&done, "b").phase, "Skipped");
     // The authenticated identity (carol is the comment of the history record).
     assert_eq!(cluster(&done, "b").verdict, "skipped by user:admin");
@@ -385,10 +361,7 @@ async fn skip_a_cluster() {
 
 #[tokio::test(start_paused = true)]
 async fn retry_a_failed_cluster() {
-    let c = coordinator().await;
-    let a = failing_agent(&c, "a", "r");
-    let b = held_agent(&c, "b", "r");
-    wait_connected(&c, 2).await;
+    let (c, [a, b]) = start_fleet([Sim::failing("a", "r"), Sim::held("b", "r")]).await;
     let spec = "  waves: [{name: all, maxConcurrent: 2}]\n  failurePolicy: {maxFailedClusters: 1}\n";
     create_r1(&c, spec).await;
     until(&c, "r1", "a to fail", |r| cluster(r, "a").phase == "Failed").await;
@@ -402,8 +375,7 @@ async fn retry_a_failed_cluster() {
     );
     cl.retry_cluster(req).await.unwrap();
     b.hold(NS, NAME, false);
-    let done = wait(&c, "r1").await;
-    assert_eq!(done.phase, "Succeeded", "{}", done.message);
+    let done = ended(&c, "r1", "Succeeded").await;
     let ca = cluster(&done, "a");
     assert_eq!((ca.phase.as_str(), ca.attempts), ("Succeeded", 2));
     assert_eq!(a.commands(), ["r1/a/1", "r1/a/2"]);
@@ -424,17 +396,13 @@ async fn retry_a_failed_cluster() {
 
 #[tokio::test(start_paused = true)]
 async fn abort_rolls_back_and_ends_aborted() {
-    let c = coordinator().await;
-    let a = held_agent(&c, "a", "r");
-    let _b = agent(&c, "b", "r2");
-    wait_connected(&c, 2).await;
+    let (c, [a, _b]) = start_fleet([Sim::held("a", "r"), Sim::plain("b", "r2")]).await;
     create_r1(&c, "  byRegion: [r, r2]\n").await;
     until(&c, "r1", "a to progress", |r| cluster(r, "a").canary_weight > 0).await;
     let mut cl = client(&c);
     let verb = rollout_verb("r1", "erin", "wrong image");
     cl.abort_rollout(verb.clone()).await.unwrap();
-    let done = wait(&c, "r1").await;
-    assert_eq!(done.phase, "Aborted");
+    let done = ended(&c, "r1", "Aborted").await;
     assert_eq!(cluster(&done, "a").phase, "Reverted");
     assert_eq!(a.commands(), ["r1/a/1", "r1/a/1/rollback"]);
     assert_eq!(a.snapshot(NS, NAME).unwrap().phase, "Failed");
@@ -449,9 +417,7 @@ async fn abort_rolls_back_and_ends_aborted() {
 
 #[tokio::test(start_paused = true)]
 async fn partitioned_agent_finishes_and_reports_after_the_heal() {
-    let c = coordinator().await;
-    let a = held_agent(&c, "a", "r");
-    wait_connected(&c, 1).await;
+    let (c, [a]) = start_fleet([Sim::held("a", "r")]).await;
     create_r1(&c, "  waves: [{name: all}]\n").await;
     until_progressing(&c, "a").await;
     a.partition();
@@ -471,8 +437,7 @@ async fn partitioned_agent_finishes_and_reports_after_the_heal() {
         "nothing known before the heal"
     );
     a.heal();
-    let done = wait(&c, "r1").await;
-    assert_eq!(done.phase, "Succeeded");
+    let done = ended(&c, "r1", "Succeeded").await;
     assert!(cluster(&done, "a").connected);
     assert_eq!(a.connects(), 2);
     assert_eq!(a.analyses(NS, NAME), 1);
@@ -481,9 +446,7 @@ async fn partitioned_agent_finishes_and_reports_after_the_heal() {
 
 #[tokio::test(start_paused = true)]
 async fn restarted_agent_rejoins_without_a_second_start() {
-    let c = coordinator().await;
-    let a = held_agent(&c, "a", "r");
-    wait_connected(&c, 1).await;
+    let (c, [a]) = start_fleet([Sim::held("a", "r")]).await;
     // Away when its cluster is started: the StartRevision waits for the reconnect.
     a.partition();
     until_disconnected(&c).await;
@@ -501,8 +464,7 @@ async fn restarted_agent_rejoins_without_a_second_start() {
     a.restart();
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     a.hold(NS, NAME, false);
-    let done = wait(&c, "r1").await;
-    assert_eq!(done.phase, "Succeeded");
+    let done = ended(&c, "r1", "Succeeded").await;
     assert_eq!(a.commands(), ["r1/a/1"]);
     assert_eq!(a.analyses(NS, NAME), 1);
     assert!(a.connects() >= 3);
@@ -537,9 +499,7 @@ async fn until_disconnected(c: &aviary_coordinator::Coordinator) {
 
 #[tokio::test(start_paused = true)]
 async fn unreachable_cluster_fails_after_the_deadline() {
-    let c = coordinator().await;
-    let a = agent(&c, "a", "r");
-    wait_connected(&c, 1).await;
+    let (c, [a]) = start_fleet([Sim::plain("a", "r")]).await;
     a.partition();
     until_disconnected(&c).await;
     create(
@@ -556,8 +516,7 @@ async fn unreachable_cluster_fails_after_the_deadline() {
         a_status.verdict,
         "waiting: its agent is not connected; the command goes out when it reconnects"
     );
-    let done = wait(&c, "r1").await;
-    assert_eq!(done.phase, "Failed");
+    let done = ended(&c, "r1", "Failed").await;
     let v = &cluster(&done, "a").verdict;
     assert!(
         v.contains("clusterDeadline 10m") && v.contains("agent not connected"),
@@ -568,9 +527,7 @@ async fn unreachable_cluster_fails_after_the_deadline() {
 
 #[tokio::test(start_paused = true)]
 async fn gate_mode_opens_cluster_by_cluster() {
-    let c = coordinator().await;
-    let agents = [agent(&c, "us-1", "us-east-1"), agent(&c, "eu-1", "eu-west-1")];
-    wait_connected(&c, 2).await;
+    let (c, agents) = start_fleet([Sim::plain("us-1", "us-east-1"), Sim::plain("eu-1", "eu-west-1")]).await;
     // Gate mode: create the rollout first, then GitOps applies the revision everywhere.
     let m = manifest(
         "r1",
@@ -598,8 +555,7 @@ async fn gate_mode_opens_cluster_by_cluster() {
     .await;
     assert_eq!(agents[1].analyses(NS, NAME), 0, "eu-1 still held");
     cl.approve_wave(wave_verb("eu-west-1", "op")).await.unwrap();
-    let done = wait(&c, "r1").await;
-    assert_eq!(done.phase, "Succeeded");
+    let done = ended(&c, "r1", "Succeeded").await;
     for a in &agents {
         assert_eq!(a.analyses(NS, NAME), 1);
         assert!(a.commands().is_empty(), "no StartRevision in gate mode");
@@ -615,9 +571,7 @@ async fn gate_mode_opens_cluster_by_cluster() {
 #[tokio::test(start_paused = true)]
 async fn watch_streams_progress_until_the_end() {
     use tokio_stream::StreamExt;
-    let c = coordinator().await;
-    let _a = [slow_agent(&c, "a", "r", 100), slow_agent(&c, "b", "r", 100)];
-    wait_connected(&c, 2).await;
+    let (c, _agents) = start_fleet([Sim::slow("a", "r", 100), Sim::slow("b", "r", 100)]).await;
     create_r1(&c, "  waves: [{name: all}]\n").await;
     let mut s = client(&c)
         .watch_rollout(aviary_proto::v1::GetRolloutRequest { name: "r1".into() })
@@ -650,21 +604,19 @@ async fn watch_streams_progress_until_the_end() {
 /// evidence stops the rollout before its last wave, and GetRollout shows why.
 #[tokio::test(start_paused = true)]
 async fn pooled_evidence_stops_a_rollout_no_cluster_failed() {
-    let c = coordinator().await;
-    let judged = |cluster: &str, region: &str| judged_agent(&c, cluster, region, (0.005, 0.001));
-    let _agents = [
-        judged("us-1", "us-east-1"),
-        judged("us-2", "us-east-1"),
-        judged("eu-1", "eu-west-1"),
-        judged("ap-1", "ap-south-1"),
-    ];
-    wait_connected(&c, 4).await;
+    let worse = (0.005, 0.001);
+    let (c, _agents) = start_fleet([
+        Sim::judged("us-1", "us-east-1", worse),
+        Sim::judged("us-2", "us-east-1", worse),
+        Sim::judged("eu-1", "eu-west-1", worse),
+        Sim::judged("ap-1", "ap-south-1", worse),
+    ])
+    .await;
     let spec = "  byRegion: [us-east-1, eu-west-1, ap-south-1]\n  evidence: {pooled: true}\n";
     let created = create_r1(&c, spec).await;
     let e = created.evidence.expect("the rollout pools evidence");
     assert_eq!((e.decision.as_str(), e.clusters_planned), ("continue", 4));
-    let done = wait(&c, "r1").await;
-    assert_eq!(done.phase, "Failed", "{}", done.message);
+    let done = ended(&c, "r1", "Failed").await;
     assert!(
         done.message.contains("pooled evidence: rollback"),
         "{}",
@@ -717,14 +669,7 @@ async fn a_canary_still_initializing_gets_the_revision_once_initialized() {
         a_status.verdict
     );
     assert!(a.commands().is_empty(), "{:?}", a.commands());
-    let done = wait(&c, "r1").await;
-    assert_eq!(
-        done.phase,
-        "Succeeded",
-        "{} {:?}",
-        done.message,
-        cluster(&done, "a")
-    );
+    let done = ended(&c, "r1", "Succeeded").await;
     assert_eq!(a.commands(), ["r1/a/1"]);
     assert_eq!(a.analyses(NS, NAME), 1);
     assert!(primary_image(&a).ends_with(":6.0.1"));
@@ -739,9 +684,7 @@ async fn a_canary_still_initializing_gets_the_revision_once_initialized() {
 #[tokio::test(start_paused = true)]
 async fn delete_refuses_an_active_rollout_force_aborts_and_the_name_starts_afresh() {
     use aviary_proto::v1;
-    let c = coordinator().await;
-    let a = held_agent(&c, "a", "r");
-    wait_connected(&c, 1).await;
+    let (c, [a]) = start_fleet([Sim::held("a", "r")]).await;
     create_r1(&c, "  byRegion: [r]\n").await;
     until(&c, "r1", "a to progress", |r| cluster(r, "a").canary_weight > 0).await;
     let mut cl = client(&c);
@@ -771,14 +714,7 @@ async fn delete_refuses_an_active_rollout_force_aborts_and_the_name_starts_afres
     let again = create_r1(&c, "  byRegion: [r]\n").await;
     assert_eq!(again.phase, "Pending");
     assert!(again.history.iter().all(|h| h.kind != "aborted"));
-    let done = wait(&c, "r1").await;
-    assert_eq!(
-        done.phase,
-        "Succeeded",
-        "{} {:?}",
-        done.message,
-        cluster(&done, "a")
-    );
+    ended(&c, "r1", "Succeeded").await;
     assert_eq!(a.commands(), ["r1/a/1", "r1/a/1/rollback", "r1/a/1"]);
     assert_eq!(a.analyses(NS, NAME), 2);
 
@@ -794,22 +730,20 @@ async fn delete_refuses_an_active_rollout_force_aborts_and_the_name_starts_afres
 /// interval. Without `advance` the same bake waits for its requests.
 #[tokio::test(start_paused = true)]
 async fn pooled_promote_advances_a_baking_wave_over_grpc() {
-    let c = coordinator().await;
-    let judged = |cluster: &str, region: &str| judged_agent(&c, cluster, region, (0.01, 0.01));
-    let _agents = [
-        judged("us-1", "us-east-1"),
-        judged("us-2", "us-east-1"),
-        judged("eu-1", "eu-west-1"),
-    ];
-    wait_connected(&c, 3).await;
+    let as_good = (0.01, 0.01);
+    let (c, _agents) = start_fleet([
+        Sim::judged("us-1", "us-east-1", as_good),
+        Sim::judged("us-2", "us-east-1", as_good),
+        Sim::judged("eu-1", "eu-west-1", as_good),
+    ])
+    .await;
     let waves = "  waves:
     - {name: first, regions: [us-east-1], bake: {duration: 2m, minRequests: 100000000}}
     - {name: rest}
 ";
     let spec = format!("{waves}  evidence: {{pooled: true, advance: true}}\n");
     create_r1(&c, &spec).await;
-    let done = wait(&c, "r1").await;
-    assert_eq!(done.phase, "Succeeded", "{}", done.message);
+    let done = ended(&c, "r1", "Succeeded").await;
     let bake = record(&done, "wave-succeeded", "first");
     assert!(
         bake.message

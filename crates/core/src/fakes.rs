@@ -32,6 +32,18 @@ struct TargetState {
     calls: Vec<String>,
     fail_promote: Option<String>,
     fail_scaling: Option<String>,
+    panics: Panics,
+}
+
+/// When [`FakeTarget`]'s `revision` panics: a bug in a port, which must not take an agent down.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Panics {
+    #[default]
+    Never,
+    /// On the next call only.
+    Once,
+    /// On every call.
+    Always,
 }
 
 /// A target whose revision and readiness the test sets.
@@ -53,6 +65,7 @@ impl Default for FakeTarget {
             calls: Vec::new(),
             fail_promote: None,
             fail_scaling: None,
+            panics: Panics::Never,
         })))
     }
 }
@@ -86,6 +99,10 @@ impl FakeTarget {
     pub fn fail_scaling(&self, msg: Option<&str>) {
         self.0.lock().fail_scaling = msg.map(str::to_string);
     }
+    /// Makes `revision` panic (see [`Panics`]).
+    pub fn panic_in_revision(&self, when: Panics) {
+        self.0.lock().panics = when;
+    }
     /// The revision the primary runs, once promoted or initialized.
     pub fn primary_revision(&self) -> Option<String> {
         self.0.lock().primary_revision.clone()
@@ -103,6 +120,15 @@ impl FakeTarget {
 #[async_trait]
 impl Target for FakeTarget {
     async fn revision(&self, _canary: &Canary) -> Result<TargetRevision, String> {
+        let mut s = self.0.lock();
+        let panics = s.panics;
+        if panics == Panics::Once {
+            s.panics = Panics::Never;
+        }
+        drop(s);
+        if panics != Panics::Never {
+            panic!("injected panic in Target::revision");
+        }
         Ok(self.0.lock().revision.clone())
     }
     async fn initialize(&self, _canary: &Canary) -> Result<(), NotReady> {
@@ -588,47 +614,21 @@ impl Gate for FakeGate {
 // === All together ===
 
 /// One of every fake.
-#[derive(Debug, Clone, Default)]
-pub struct Fakes {
-    pub target: FakeTarget,
-    pub router: FakeRouter,
-    pub metrics: FakeMetrics,
-    pub hooks: FakeHooks,
-    pub notifier: FakeNotifier,
-    pub recorder: FakeRecorder,
-    pub gate: FakeGate,
-}
-
-impl Fakes {
-    /// The ports for one tick.
-    pub fn ports(&self) -> Ports<'_> {
-        Ports {
-            target: &self.target,
-            router: &self.router,
-            metrics: &self.metrics,
-            hooks: &self.hooks,
-            notifier: &self.notifier,
-            recorder: &self.recorder,
-            gate: &self.gate,
-        }
-    }
-}
+pub type Fakes =
+    PortSet<FakeTarget, FakeRouter, FakeMetrics, FakeHooks, FakeNotifier, FakeRecorder, FakeGate>;
 
 impl World for Fakes {
     fn ports(&self) -> Ports<'_> {
-        Fakes::ports(self)
+        PortSet::ports(self)
     }
     fn present_revision(&self, fingerprint: &str) {
         self.target.set_revision(fingerprint);
     }
-    fn script_metric(&self, name: &str, answers: Vec<Answer>) {
-        self.metrics.script(name, answers);
+    fn metrics(&self) -> &ScriptedMetrics {
+        &self.metrics.scripted
     }
-    fn add_template(&self, template: MetricTemplate) {
-        self.metrics.add_template(template);
-    }
-    fn script_hook(&self, name: &str, outcomes: &[bool]) {
-        self.hooks.script(name, outcomes);
+    fn hooks(&self) -> &ScriptedHooks {
+        &self.hooks.scripted
     }
     fn take_events(&self) -> Vec<(EventType, String)> {
         self.recorder

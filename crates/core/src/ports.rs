@@ -419,3 +419,40 @@ pub struct Ports<'a> {
     pub recorder: &'a dyn Recorder,
     pub gate: &'a dyn Gate,
 }
+
+/// One port of each kind, owned (the fakes, the simulator's world); [`PortSet::ports`] lends
+/// them for a tick.
+#[derive(Debug, Clone, Default)]
+pub struct PortSet<T, R, M, H, N, Rec, G> {
+    pub target: T,
+    pub router: R,
+    pub metrics: M,
+    pub hooks: H,
+    pub notifier: N,
+    pub recorder: Rec,
+    pub gate: G,
+}
+
+impl<T, R, M, H, N, Rec, G> PortSet<T, R, M, H, N, Rec, G>
+where
+    T: Target,
+    R: Router,
+    M: Metrics,
+    H: Hooks,
+    N: Notifier,
+    Rec: Recorder,
+    G: Gate,
+{
+    /// The ports for one tick.
+    pub fn ports(&self) -> Ports<'_> {
+        Ports {
+            target: &self.target,
+            router: &self.router,
+            metrics: &self.metrics,
+            hooks: &self.hooks,
+            notifier: &self.notifier,
+            recorder: &self.recorder,
+            gate: &self.gate,
+        }
+    }
+}

@@ -46,6 +46,19 @@ fn readings(c: u64, ce: u64, p: u64, pe: u64) -> Vec<CounterReading> {
         .collect()
 }
 
+/// [`sim`] with the counter `readings` (none: a platform without counters), run to the end of
+/// its analysis; its final phase.
+async fn run_judged(
+    mode: Option<&str>,
+    success: f64,
+    readings: Vec<CounterReading>,
+) -> (Simulation, CanaryPhase) {
+    let mut s = sim(mode, success);
+    s.fakes.metrics.counters(readings);
+    let phase = run_to_end(&mut s).await;
+    (s, phase)
+}
+
 async fn run_to_end(sim: &mut Simulation) -> CanaryPhase {
     initialized(sim).await;
     for _ in 0..40 {
@@ -62,17 +75,20 @@ async fn run_to_end(sim: &mut Simulation) -> CanaryPhase {
 /// tick; the judge rolls back through Flagger's path with its events.
 #[tokio::test]
 async fn the_judge_rolls_back_what_flaggers_threshold_passes() {
-    let mut judged = sim(Some("rollback"), 99.5);
-    judged.fakes.metrics.counters(readings(1_200, 6, 10_800, 11));
-    assert_eq!(run_to_end(&mut judged).await, CanaryPhase::Failed);
+    let (judged, phase) = run_judged(Some("rollback"), 99.5, readings(1_200, 6, 10_800, 11)).await;
+    assert_eq!(phase, CanaryPhase::Failed);
     let m = messages(&judged);
-    let verdict = m
-        .iter()
-        .find(|e| e.starts_with("Statistical judge on podinfo.default: rollback: request-success-rate: error ratio canary/primary"))
-        .unwrap_or_else(|| panic!("{m:#?}"));
+    let verdicts = said_starting(
+        &judged,
+        "Statistical judge on podinfo.default: rollback: request-success-rate: error ratio canary/primary",
+    );
+    let verdict = verdicts.first().unwrap_or_else(|| panic!("{m:#?}"));
     assert!(verdict.contains("evidence"), "{verdict}");
     assert!(
-        m.contains(&"Rolling back podinfo.default failed checks threshold reached 5".to_string()),
+        said(
+            &judged,
+            "Rolling back podinfo.default failed checks threshold reached 5"
+        ),
         "{m:#?}"
     );
     assert_eq!(judged.canary.status.as_ref().unwrap().failed_checks, 5);
@@ -89,9 +105,8 @@ async fn the_judge_rolls_back_what_flaggers_threshold_passes() {
     assert!(evidence.iter().all(|r| r.run == evidence[0].run));
 
     // The same canary without the annotation: Flagger's behaviour, the judge never asks.
-    let mut flagger = sim(None, 99.5);
-    flagger.fakes.metrics.counters(readings(1_200, 6, 10_800, 11));
-    assert_eq!(run_to_end(&mut flagger).await, CanaryPhase::Succeeded);
+    let (flagger, phase) = run_judged(None, 99.5, readings(1_200, 6, 10_800, 11)).await;
+    assert_eq!(phase, CanaryPhase::Succeeded);
     assert_eq!(flagger.fakes.metrics.counter_reads(), 0);
     assert!(flagger.fakes.gate.evidence().is_empty());
     assert!(!messages(&flagger).iter().any(|e| e.contains("judge")));
@@ -100,66 +115,47 @@ async fn the_judge_rolls_back_what_flaggers_threshold_passes() {
 /// `observe` reports the same verdict and changes nothing.
 #[tokio::test]
 async fn observe_only_reports() {
-    let mut s = sim(Some("observe"), 99.5);
-    s.fakes.metrics.counters(readings(1_200, 6, 10_800, 11));
-    assert_eq!(run_to_end(&mut s).await, CanaryPhase::Succeeded);
-    let m = messages(&s);
+    let (s, phase) = run_judged(Some("observe"), 99.5, readings(1_200, 6, 10_800, 11)).await;
+    assert_eq!(phase, CanaryPhase::Succeeded);
+    let verdicts = said_starting(&s, "Statistical judge on podinfo.default: rollback:");
     assert_eq!(
-        m.iter()
-            .filter(
-                |e| e.starts_with("Statistical judge on podinfo.default: rollback:")
-                    && e.ends_with("(observe only)")
-            )
-            .count(),
+        verdicts.iter().filter(|e| e.ends_with("(observe only)")).count(),
         1,
-        "announced once: {m:#?}"
+        "announced once: {:#?}",
+        messages(&s)
     );
 }
 
 /// A good release at high traffic under `enforce`: promoted before the last weight step.
 #[tokio::test]
 async fn enforce_promotes_early_through_flaggers_promotion() {
-    let mut s = sim(Some("enforce"), 99.9);
-    s.fakes.metrics.counters(readings(20_000, 10, 180_000, 180));
-    assert_eq!(run_to_end(&mut s).await, CanaryPhase::Succeeded);
+    let (s, phase) = run_judged(Some("enforce"), 99.9, readings(20_000, 10, 180_000, 180)).await;
+    assert_eq!(phase, CanaryPhase::Succeeded);
     let m = messages(&s);
     assert!(
-        m.iter()
-            .any(|e| e.starts_with("Statistical judge on podinfo.default: promote:")),
+        !said_starting(&s, "Statistical judge on podinfo.default: promote:").is_empty(),
         "{m:#?}"
     );
-    let steps = m
-        .iter()
-        .filter(|e| e.starts_with("Advance podinfo.default canary weight"))
-        .count();
+    let steps = said_starting(&s, "Advance podinfo.default canary weight").len();
     assert!(steps < 10, "promoted after {steps} of 10 steps: {m:#?}");
 }
 
 /// A configuration error is a warning, and the analysis runs as Flagger's.
 #[tokio::test]
 async fn a_bad_configuration_leaves_flagger_in_charge() {
-    let mut s = sim(Some("sometimes"), 99.5);
-    s.fakes.metrics.counters(readings(1_200, 6, 10_800, 11));
-    assert_eq!(run_to_end(&mut s).await, CanaryPhase::Succeeded);
-    let m = messages(&s);
-    let off: Vec<_> = m
-        .iter()
-        .filter(|e| e.starts_with("Statistical judge off"))
-        .collect();
-    assert_eq!(off.len(), 1, "{m:#?}");
+    let (s, phase) = run_judged(Some("sometimes"), 99.5, readings(1_200, 6, 10_800, 11)).await;
+    assert_eq!(phase, CanaryPhase::Succeeded);
+    let off = said_starting(&s, "Statistical judge off");
+    assert_eq!(off.len(), 1, "{:#?}", messages(&s));
     assert!(off[0].contains("judge.aviary.dev/mode"), "{}", off[0]);
 }
 
 /// Without counters (a platform that has none) the judge is off, with the reason.
 #[tokio::test]
 async fn no_counters_no_judge() {
-    let mut s = sim(Some("rollback"), 99.5);
-    assert_eq!(run_to_end(&mut s).await, CanaryPhase::Succeeded);
-    assert!(
-        messages(&s)
-            .iter()
-            .any(|e| e.contains("cannot read the request counters"))
-    );
+    let (s, phase) = run_judged(Some("rollback"), 99.5, Vec::new()).await;
+    assert_eq!(phase, CanaryPhase::Succeeded);
+    assert!(!said_containing(&s, "cannot read the request counters").is_empty());
 }
 
 /// An agent restart mid-analysis. The judge's e-process lived in the old process; starting a
@@ -172,9 +168,7 @@ async fn after_an_agent_restart_the_judge_sits_the_analysis_out() {
     // Equal error rates: the judge keeps watching (no verdict) until the restart.
     s.fakes.metrics.counters(readings(1_200, 1, 10_800, 9));
     initialized(&mut s).await;
-    for _ in 0..4 {
-        s.tick().await;
-    }
+    ticks(&mut s, 4).await;
     let reported = s.fakes.gate.evidence().len();
     assert!(reported >= 2, "the judge watched before the restart: {reported}");
     s.restart_agent();
@@ -185,12 +179,8 @@ async fn after_an_agent_restart_the_judge_sits_the_analysis_out() {
         }
     }
     assert_eq!(s.canary.status.as_ref().unwrap().phase, CanaryPhase::Succeeded);
-    let m = messages(&s);
-    let off: Vec<_> = m
-        .iter()
-        .filter(|e| e.starts_with("Statistical judge off for this analysis of podinfo.default"))
-        .collect();
-    assert_eq!(off.len(), 1, "said once: {m:#?}");
+    let off = said_starting(&s, "Statistical judge off for this analysis of podinfo.default");
+    assert_eq!(off.len(), 1, "said once: {:#?}", messages(&s));
     assert!(off[0].contains("the agent restarted"), "{}", off[0]);
     assert_eq!(
         s.fakes.gate.evidence().len(),
@@ -200,8 +190,6 @@ async fn after_an_agent_restart_the_judge_sits_the_analysis_out() {
 
     // A new revision: a new analysis, watched from its start again.
     s.fakes.target.set_revision("rev-3");
-    for _ in 0..5 {
-        s.tick().await;
-    }
+    ticks(&mut s, 5).await;
     assert!(s.fakes.gate.evidence().len() > reported, "{:#?}", messages(&s));
 }

@@ -29,6 +29,20 @@ fn rate_bound(alpha: f64, n: usize) -> f64 {
     alpha + 3.0 * (alpha * (1.0 - alpha) / n as f64).sqrt()
 }
 
+/// Whether an e-value of `ln_e` (natural log) crosses 1/α.
+fn crosses(ln_e: f64) -> bool {
+    ln_e >= (1.0 / ALPHA).ln()
+}
+
+/// Asserts that `hits` (`what`) in `runs` runs is a rate within [`rate_bound`] of α.
+fn assert_rare(hits: u32, runs: u64, what: &str) {
+    let rate = f64::from(hits) / runs as f64;
+    assert!(
+        rate <= rate_bound(ALPHA, runs as usize),
+        "{hits} {what} in {runs} runs"
+    );
+}
+
 /// A weight schedule that changes every interval (Flagger's steps, jumps back, odd shares).
 fn share(rng: &mut Rng, j: usize) -> f64 {
     match j % 4 {
@@ -39,18 +53,42 @@ fn share(rng: &mut Rng, j: usize) -> f64 {
     }
 }
 
-/// One simulated path of a ratio process: final ln E, max ln E (FAIL or PROMOTE).
-#[allow(clippy::too_many_arguments)]
-fn ratio_path(
-    seed: u64,
+/// What the simulated paths of one property case share.
+#[derive(Debug, Clone, Copy)]
+struct Scenario {
     test: RatioTest,
+    /// The primary's event rate.
     base: f64,
+    /// The canary's rate over the primary's.
     ratio: f64,
+    /// Mean requests per interval.
     requests: u64,
     intervals: usize,
     burst: bool,
+    /// PROMOTE's e-process, else FAIL's.
     promote: bool,
-) -> (f64, f64) {
+}
+
+impl Scenario {
+    /// `PATHS` paths, each seeded from `seed` and the odd constant `salt`.
+    fn paths(&self, seed: u64, salt: u64) -> Vec<(f64, f64)> {
+        (0..PATHS as u64)
+            .map(|i| ratio_path(seed ^ i.wrapping_mul(salt), self))
+            .collect()
+    }
+}
+
+/// One simulated path of a ratio process: final ln E, max ln E (FAIL or PROMOTE).
+fn ratio_path(seed: u64, s: &Scenario) -> (f64, f64) {
+    let Scenario {
+        test,
+        base,
+        ratio,
+        requests,
+        intervals,
+        burst,
+        promote,
+    } = *s;
     let mut rng = Rng::new(seed);
     let mut p = RatioProcess::default();
     let mut max = 0f64;
@@ -89,7 +127,7 @@ fn check_null(paths: Vec<(f64, f64)>, what: &str) -> Result<(), TestCaseError> {
         mean <= 1.0 + 3.0 * se + 0.02,
         "{what}: mean E_T = {mean:.3} ± {se:.3}"
     );
-    let crossed = paths.iter().filter(|(_, max)| *max >= (1.0 / ALPHA).ln()).count();
+    let crossed = paths.iter().filter(|(_, max)| crosses(*max)).count();
     let rate = crossed as f64 / paths.len() as f64;
     prop_assert!(
         rate <= rate_bound(ALPHA, paths.len()),
@@ -114,10 +152,8 @@ proptest! {
     ) {
         let test = RatioTest { tolerance: 1.0, margin: 2.0 };
         let base = ln_base.exp();
-        let paths = (0..PATHS as u64)
-            .map(|i| ratio_path(seed ^ i.wrapping_mul(0x2545F4914F6CDD1D), test, base, ratio, requests, intervals, burst, false))
-            .collect();
-        check_null(paths, &format!("base {base:.4} ratio {ratio:.2}"))?;
+        let s = Scenario { test, base, ratio, requests, intervals, burst, promote: false };
+        check_null(s.paths(seed, 0x2545F4914F6CDD1D), &format!("base {base:.4} ratio {ratio:.2}"))?;
     }
 
     /// FAIL with a tolerance above 1, at the tolerance (rare events, where the binomial is the
@@ -131,10 +167,8 @@ proptest! {
         intervals in 5usize..40,
     ) {
         let test = RatioTest { tolerance, margin: 2.0 * tolerance };
-        let paths = (0..PATHS as u64)
-            .map(|i| ratio_path(seed ^ i.wrapping_mul(0x9E3779B97F4A7C15), test, base, tolerance, requests, intervals, false, false))
-            .collect();
-        check_null(paths, &format!("tolerance {tolerance:.2}"))?;
+        let s = Scenario { test, base, ratio: tolerance, requests, intervals, burst: false, promote: false };
+        check_null(s.paths(seed, 0x9E3779B97F4A7C15), &format!("tolerance {tolerance:.2}"))?;
     }
 
     /// PROMOTE under r = margin: errors (margin 2) and latency-like rates (margin 1.5, up to a
@@ -151,10 +185,8 @@ proptest! {
         let margin = if latency { 1.5 } else { 2.0 };
         let test = RatioTest { tolerance: 1.0, margin };
         let base = ln_base.exp();
-        let paths = (0..PATHS as u64)
-            .map(|i| ratio_path(seed ^ i.wrapping_mul(0xD1B54A32D192ED03), test, base, margin, requests, intervals, burst, true))
-            .collect();
-        check_null(paths, &format!("PROMOTE base {base:.4} margin {margin}"))?;
+        let s = Scenario { test, base, ratio: margin, requests, intervals, burst, promote: true };
+        check_null(s.paths(seed, 0xD1B54A32D192ED03), &format!("PROMOTE base {base:.4} margin {margin}"))?;
     }
 }
 
@@ -209,17 +241,13 @@ fn a_canary_identical_to_its_primary_is_rarely_rolled_back() {
             let counts = aa_interval(&mut rng, n, share, 0.002, (40..48).contains(&j));
             judge.observe(&spec, &counts).unwrap();
             // The verdict's rule, without building its explanation every interval.
-            if judge.ln_rollback(&spec) >= (1.0 / ALPHA).ln() {
+            if crosses(judge.ln_rollback(&spec)) {
                 rollbacks += 1;
                 break;
             }
         }
     }
-    let rate = f64::from(rollbacks) / runs as f64;
-    assert!(
-        rate <= rate_bound(ALPHA, runs as usize),
-        "{rollbacks} false rollbacks in {runs} runs"
-    );
+    assert_rare(rollbacks, runs, "false rollbacks");
 }
 
 /// A fleet of clusters that differ in base rate (10×), canary share and start time, some never
@@ -280,17 +308,13 @@ fn a_fleet_with_no_regression_is_rarely_halted() {
         let mut fleet = FleetJudge::new(spec.clone(), planned.clone()).unwrap();
         for r in fleet_run(run, 1.0) {
             fleet.add(&r).unwrap();
-            if fleet.ln_global() >= (1.0 / ALPHA).ln() {
+            if crosses(fleet.ln_global()) {
                 halts += 1;
                 break;
             }
         }
     }
-    let rate = f64::from(halts) / runs as f64;
-    assert!(
-        rate <= rate_bound(ALPHA, runs as usize),
-        "{halts} false fleet halts in {runs} runs"
-    );
+    assert_rare(halts, runs, "false fleet halts");
 }
 
 proptest! {

@@ -40,9 +40,7 @@ fn pairs(list: &[(&str, CanaryPhase)]) -> Vec<(String, CanaryPhase)> {
 /// scheduler returns on `suspend` (scheduler.go:168-174).
 #[tokio::test]
 async fn a_new_suspended_canary_is_initializing() {
-    let mut c = deployment_canary(&format!(
-        "    interval: 1m\n    threshold: 5\n    stepWeight: 10\n    webhooks:\n{EVENTS_HOOK}"
-    ));
+    let mut c = stepped_with(5, 10, &format!("    webhooks:\n{EVENTS_HOOK}"));
     c.spec.suspend = Some(true);
     let mut sim = Simulation::new(c);
     sim.tick().await;
@@ -71,22 +69,17 @@ async fn a_new_suspended_canary_is_initializing() {
 /// readiness error itself (:298).
 #[tokio::test]
 async fn a_failed_promotion_names_the_target() {
-    let mut c = deployment_canary("    interval: 1m\n    threshold: 5\n    stepWeight: 50\n");
+    let mut c = stepped(5, 50);
     c.metadata.name = Some("podinfo-canary".into());
-    let mut sim = Simulation::new(c);
-    initialized(&mut sim).await;
-    for _ in 0..4 {
-        sim.tick().await; // scale up, 50, 100, promote
-    }
+    let mut sim = started(c, &[]).await;
+    ticks(&mut sim, 4).await; // scale up, 50, 100, promote
     assert_eq!(sim.status().phase, Promoting);
     sim.fakes.target.set_primary_ready(Err(NotReady::fatal(
         "podinfo-primary.default not ready: deployment \"podinfo-primary\" exceeded its progress deadline",
     )));
-    let before = messages(&sim).len();
-    sim.tick().await;
     // the readiness error first (scheduler.go:298), then the failed promotion
     assert_eq!(
-        messages(&sim)[before..],
+        next_tick_messages(&mut sim).await,
         [
             "podinfo-primary.default not ready: deployment \"podinfo-primary\" exceeded its progress deadline",
             "Promotion of podinfo.default failed, primary not ready: podinfo-primary.default not ready: deployment \"podinfo-primary\" exceeded its progress deadline"
@@ -100,14 +93,16 @@ async fn a_failed_promotion_names_the_target() {
 /// canary as read (:997 passes `canary`, not the copy).
 #[tokio::test]
 async fn a_rollback_posts_canary_failed_with_phase_failed() {
-    let mut sim = Simulation::new(deployment_canary(&format!(
-        "    interval: 1m\n    threshold: 1\n    stepWeight: 50\n    metrics:\n    - {{name: request-success-rate, thresholdRange: {{min: 99}}}}\n    webhooks:\n    - {{name: post, type: post-rollout, url: http://hooks/}}\n{EVENTS_HOOK}"
-    )));
+    let mut sim = Simulation::new(stepped_with(
+        1,
+        50,
+        &format!(
+            "{SUCCESS_RATE_AT_LEAST_99}    webhooks:\n    - {{name: post, type: post-rollout, url: http://hooks/}}\n{EVENTS_HOOK}"
+        ),
+    ));
     sim.fakes.metrics.values("request-success-rate", &[50.0]);
     initialized(&mut sim).await;
-    for _ in 0..3 {
-        sim.tick().await; // scale up, pre-rollout tick, failed check
-    }
+    ticks(&mut sim, 3).await; // scale up, pre-rollout tick, failed check
     let from = posted(&sim).len();
     sim.tick().await; // rollback
     assert_eq!(
@@ -131,16 +126,16 @@ async fn a_rollback_posts_canary_failed_with_phase_failed() {
 /// (scheduler.go:908-910), so it still carries the previous revision's checksum.
 #[tokio::test]
 async fn gates_post_their_halts_with_the_phase_the_tick_read() {
-    let mut sim = Simulation::new(deployment_canary(&format!(
-        "    interval: 1m\n    threshold: 5\n    stepWeight: 100\n    webhooks:\n    - {{name: gate, type: confirm-rollout, url: http://hooks/}}\n    - {{name: promote, type: confirm-promotion, url: http://hooks/}}\n{EVENTS_HOOK}"
-    )));
-    sim.fakes.hooks.script("gate", &[false, true]);
-    sim.fakes.hooks.script("promote", &[false, true]);
-    initialized(&mut sim).await;
+    let c = stepped_with(
+        5,
+        100,
+        &format!(
+            "    webhooks:\n    - {{name: gate, type: confirm-rollout, url: http://hooks/}}\n    - {{name: promote, type: confirm-promotion, url: http://hooks/}}\n{EVENTS_HOOK}"
+        ),
+    );
+    let mut sim = started(c, &[("gate", &[false, true]), ("promote", &[false, true])]).await;
     let from = posted(&sim).len();
-    for _ in 0..6 {
-        sim.tick().await;
-    }
+    ticks(&mut sim, 6).await;
     assert_eq!(
         posted_since(&sim, from),
         pairs(&[
@@ -182,10 +177,7 @@ async fn gates_post_their_halts_with_the_phase_the_tick_read() {
 /// again.
 #[tokio::test]
 async fn a_failed_scale_up_announces_the_revision_again_next_tick() {
-    let mut sim = Simulation::new(deployment_canary(
-        "    interval: 1m\n    threshold: 5\n    stepWeight: 50\n",
-    ));
-    initialized(&mut sim).await;
+    let mut sim = started(stepped(5, 50), &[]).await;
     sim.fakes
         .target
         .fail_scaling(Some("deployment podinfo.default update error: conflict"));
@@ -207,9 +199,7 @@ async fn a_failed_scale_up_announces_the_revision_again_next_tick() {
 /// scheduler.go:259-260: a failed scale-down while initializing names the target.
 #[tokio::test]
 async fn a_failed_scale_down_at_initialization_names_the_target() {
-    let mut sim = Simulation::new(deployment_canary(
-        "    interval: 1m\n    threshold: 5\n    stepWeight: 50\n",
-    ));
+    let mut sim = Simulation::new(stepped(5, 50));
     sim.fakes
         .target
         .fail_scaling(Some("deployment podinfo.default patch query error: forbidden"));
@@ -229,18 +219,12 @@ async fn a_failed_scale_down_at_initialization_names_the_target() {
 /// with a nil error, pkg/canary/deployment_ready.go:69), so it is not emitted here.
 #[tokio::test]
 async fn kubernetes_progress_deadline_is_reported_as_is_then_rolls_back() {
-    let mut sim = Simulation::new(deployment_canary(
-        "    interval: 1m\n    threshold: 5\n    stepWeight: 10\n",
-    ));
-    initialized(&mut sim).await;
-    sim.tick().await; // Progressing
+    let mut sim = progressing(stepped(5, 10)).await;
     sim.fakes.target.set_canary_ready(Err(NotReady::fatal(
         "canary deployment podinfo.default not ready: deployment \"podinfo\" exceeded its progress deadline",
     )));
-    let from = messages(&sim).len();
-    sim.tick().await;
     assert_eq!(
-        messages(&sim)[from..],
+        next_tick_messages(&mut sim).await,
         [
             "canary deployment podinfo.default not ready: deployment \"podinfo\" exceeded its progress deadline",
             "Canary failed! Scaling down podinfo.default",
@@ -261,11 +245,8 @@ async fn kubernetes_progress_deadline_is_reported_as_is_then_rolls_back() {
 /// and starts once approved.
 #[tokio::test]
 async fn a_waiting_canary_keeps_asking_after_a_revert() {
-    let mut sim = Simulation::new(deployment_canary(
-        "    interval: 1m\n    threshold: 5\n    stepWeight: 50\n    webhooks:\n    - {name: gate, type: confirm-rollout, url: http://hooks/}\n",
-    ));
-    sim.fakes.hooks.script("gate", &[false, false, true]);
-    initialized(&mut sim).await;
+    let c = stepped_with(5, 50, &webhook("gate", "confirm-rollout"));
+    let mut sim = started(c, &[("gate", &[false, false, true])]).await;
     sim.tick().await;
     assert_eq!(sim.status().phase, Waiting);
     sim.fakes.target.set_revision("rev-1"); // back to what the primary runs
@@ -287,18 +268,15 @@ async fn a_waiting_canary_keeps_asking_after_a_revert() {
 /// iteration.
 #[tokio::test]
 async fn blue_green_counts_the_iteration_when_mirroring_fails_to_start() {
-    let mut sim = Simulation::new(deployment_canary(
+    let mut sim = progressing(deployment_canary(
         "    interval: 1m\n    threshold: 5\n    iterations: 3\n    mirror: true\n",
-    ));
-    initialized(&mut sim).await;
-    sim.tick().await; // Progressing
+    ))
+    .await;
     sim.fakes
         .router
         .fail_set_routes(Some("virtualservice podinfo.default update error"));
-    let from = messages(&sim).len();
-    sim.tick().await;
     assert_eq!(
-        messages(&sim)[from..],
+        next_tick_messages(&mut sim).await,
         [
             "Starting canary analysis for podinfo.default",
             "virtualservice podinfo.default update error",
@@ -312,14 +290,9 @@ async fn blue_green_counts_the_iteration_when_mirroring_fails_to_start() {
 /// which moves `lastTransitionTime`, also when the value stays the same.
 #[tokio::test]
 async fn every_refused_promotion_rewrites_the_status() {
-    let mut sim = Simulation::new(deployment_canary(
-        "    interval: 1m\n    threshold: 5\n    stepWeight: 100\n    webhooks:\n    - {name: promote, type: confirm-promotion, url: http://hooks/}\n",
-    ));
-    sim.fakes.hooks.script("promote", &[false]);
-    initialized(&mut sim).await;
-    for _ in 0..3 {
-        sim.tick().await; // scale up, weight 100, waiting for promotion
-    }
+    let c = stepped_with(5, 100, &webhook("promote", "confirm-promotion"));
+    let mut sim = started(c, &[("promote", &[false])]).await;
+    ticks(&mut sim, 3).await; // scale up, weight 100, waiting for promotion
     assert_eq!(sim.status().phase, WaitingPromotion);
     let first = sim.status().last_transition_time;
     sim.tick().await;
@@ -331,18 +304,12 @@ async fn every_refused_promotion_rewrites_the_status() {
 /// Router errors are warnings that end the tick (scheduler.go:250-253, :314-318).
 #[tokio::test]
 async fn router_errors_are_warnings_that_end_the_tick() {
-    let mut sim = Simulation::new(deployment_canary(
-        "    interval: 1m\n    threshold: 5\n    stepWeight: 50\n",
-    ));
-    initialized(&mut sim).await;
-    sim.tick().await; // Progressing
+    let mut sim = progressing(stepped(5, 50)).await;
     sim.fakes.router.fail(Some(
         "virtualservices.networking.istio.io \"podinfo\" is forbidden",
     ));
-    let from = messages(&sim).len();
-    sim.tick().await;
     assert_eq!(
-        messages(&sim)[from..],
+        next_tick_messages(&mut sim).await,
         ["virtualservices.networking.istio.io \"podinfo\" is forbidden"]
     );
     let s = sim.status();
@@ -354,11 +321,7 @@ async fn router_errors_are_warnings_that_end_the_tick() {
 /// event_webhook_sequence), and a fatal error there rolls back (:225-231).
 #[tokio::test]
 async fn primary_readiness_holds_or_fails() {
-    let mut sim = Simulation::new(deployment_canary(
-        "    interval: 1m\n    threshold: 5\n    stepWeight: 50\n",
-    ));
-    initialized(&mut sim).await;
-    sim.tick().await; // Progressing
+    let mut sim = progressing(stepped(5, 50)).await;
     sim.fakes.target.set_primary_ready(Err(NotReady::retriable(
         "podinfo-primary.default not ready: waiting for rollout to finish: 0 of 1 (readyThreshold 100%) updated replicas are available",
     )));
@@ -367,9 +330,7 @@ async fn primary_readiness_holds_or_fails() {
     let s = sim.status();
     assert_eq!((s.phase, s.failed_checks, s.canary_weight), (Progressing, 0, 0));
 
-    let mut sim = Simulation::new(deployment_canary(
-        "    interval: 1m\n    threshold: 5\n    stepWeight: 50\n",
-    ));
+    let mut sim = Simulation::new(stepped(5, 50));
     sim.fakes.target.set_primary_ready(Err(NotReady::fatal(
         "podinfo-primary.default not ready: deployment \"podinfo-primary\" exceeded its progress deadline",
     )));
@@ -389,13 +350,20 @@ async fn primary_readiness_holds_or_fails() {
 /// (scheduler_hooks.go:116) and the canary still succeeds.
 #[tokio::test]
 async fn hook_failures_count_or_are_only_reported() {
-    let mut sim = Simulation::new(deployment_canary(
-        "    interval: 1m\n    threshold: 5\n    stepWeight: 100\n    webhooks:\n    - {name: smoke, type: pre-rollout, url: http://hooks/}\n    - {name: load, url: http://hooks/}\n    - {name: notify, type: post-rollout, url: http://hooks/}\n",
-    ));
-    sim.fakes.hooks.script("smoke", &[false, true]);
-    sim.fakes.hooks.script("load", &[false, true]);
-    sim.fakes.hooks.script("notify", &[false]);
-    initialized(&mut sim).await;
+    let c = stepped_with(
+        5,
+        100,
+        "    webhooks:\n    - {name: smoke, type: pre-rollout, url: http://hooks/}\n    - {name: load, url: http://hooks/}\n    - {name: notify, type: post-rollout, url: http://hooks/}\n",
+    );
+    let mut sim = started(
+        c,
+        &[
+            ("smoke", &[false, true]),
+            ("load", &[false, true]),
+            ("notify", &[false]),
+        ],
+    )
+    .await;
     for _ in 0..8 {
         sim.tick().await;
         if sim.status().phase == Succeeded {
@@ -422,9 +390,7 @@ async fn hook_failures_count_or_are_only_reported() {
 /// scheduler.go:877-882) and so is a change during the analysis (:938-943).
 #[tokio::test]
 async fn a_changed_config_is_a_new_revision() {
-    let mut sim = Simulation::new(deployment_canary(
-        "    interval: 1m\n    threshold: 5\n    stepWeight: 50\n",
-    ));
+    let mut sim = Simulation::new(stepped(5, 50));
     let configs = |v: &str| Some([("configmap/podinfo-config".to_string(), v.to_string())].into());
     sim.fakes.target.set_tracked_configs(configs("aaaa"));
     sim.tick().await;
@@ -437,10 +403,10 @@ async fn a_changed_config_is_a_new_revision() {
     sim.tick().await; // weight 50
     sim.fakes.target.set_tracked_configs(configs("cccc"));
     sim.tick().await;
-    assert!(
-        messages(&sim)
-            .contains(&"New revision detected! Restarting analysis for podinfo.default".to_string())
-    );
+    assert!(said(
+        &sim,
+        "New revision detected! Restarting analysis for podinfo.default"
+    ));
     assert_eq!(sim.status().canary_weight, 0);
 }
 
@@ -448,16 +414,12 @@ async fn a_changed_config_is_a_new_revision() {
 /// success does not reset it (SetStatusFailedChecks only ever adds, scheduler.go:455, :462).
 #[tokio::test]
 async fn failed_checks_accumulate_across_the_analysis() {
-    let mut sim = Simulation::new(deployment_canary(
-        "    interval: 1m\n    threshold: 3\n    stepWeight: 10\n    metrics:\n    - {name: request-success-rate, thresholdRange: {min: 99}}\n",
-    ));
+    let mut sim = Simulation::new(stepped_with(3, 10, SUCCESS_RATE_AT_LEAST_99));
     sim.fakes
         .metrics
         .values("request-success-rate", &[50.0, 100.0, 50.0, 100.0, 50.0]);
     initialized(&mut sim).await;
-    for _ in 0..7 {
-        sim.tick().await;
-    }
+    ticks(&mut sim, 7).await;
     assert_eq!(sim.status().failed_checks, 3);
     sim.tick().await;
     assert_eq!(sim.status().phase, Failed);
@@ -467,14 +429,10 @@ async fn failed_checks_accumulate_across_the_analysis() {
 /// (scheduler.go:369-378), so a promotion in flight is not rolled back by them.
 #[tokio::test]
 async fn rollback_hooks_are_not_asked_while_promoting() {
-    let mut sim = Simulation::new(deployment_canary(
-        "    interval: 1m\n    threshold: 5\n    stepWeight: 100\n    stepWeightPromotion: 50\n    webhooks:\n    - {name: panic-button, type: rollback, url: http://hooks/}\n",
-    ));
-    sim.fakes.hooks.script("panic-button", &[false, false, true]);
-    initialized(&mut sim).await;
-    for _ in 0..3 {
-        sim.tick().await; // scale up, weight 100, promote
-    }
+    let hook = webhook("panic-button", "rollback");
+    let c = stepped_with(5, 100, &format!("    stepWeightPromotion: 50\n{hook}"));
+    let mut sim = started(c, &[("panic-button", &[false, false, true])]).await;
+    ticks(&mut sim, 3).await; // scale up, weight 100, promote
     assert_eq!(sim.status().phase, Promoting);
     let asked = sim.fakes.hooks.calls().len();
     sim.tick().await;
@@ -491,14 +449,13 @@ async fn kubernetes_provider_drops_ab_matches() {
         "    interval: 1m\n    threshold: 5\n    iterations: 2\n    match:\n    - headers: {x-canary: {exact: insider}}\n",
     );
     c.spec.provider = Some("kubernetes".into());
-    let mut sim = Simulation::new(c);
-    initialized(&mut sim).await;
+    let mut sim = started(c, &[]).await;
     sim.tick().await;
     sim.tick().await;
-    assert!(
-        messages(&sim)
-            .contains(&"A/B testing is not supported when using the kubernetes provider".to_string())
-    );
+    assert!(said(
+        &sim,
+        "A/B testing is not supported when using the kubernetes provider"
+    ));
     assert!(sim.fakes.router.history().iter().all(|r| r.canary == 0));
 }
 
@@ -508,9 +465,7 @@ async fn kubernetes_provider_drops_ab_matches() {
 /// whose setPhaseInitialized records the target's hash of that moment).
 #[tokio::test]
 async fn a_revision_applied_while_initializing_is_recorded_without_an_analysis() {
-    let mut sim = Simulation::new(deployment_canary(
-        "    interval: 1m\n    threshold: 5\n    stepWeight: 50\n",
-    ));
+    let mut sim = Simulation::new(stepped(5, 50));
     sim.fakes
         .target
         .set_primary_ready(Err(NotReady::retriable("primary not ready yet")));
@@ -519,9 +474,7 @@ async fn a_revision_applied_while_initializing_is_recorded_without_an_analysis()
     assert_eq!(sim.fakes.target.primary_revision().as_deref(), Some("rev-1"));
     sim.fakes.target.set_revision("rev-2");
     sim.fakes.target.set_primary_ready(Ok(()));
-    for _ in 0..4 {
-        sim.tick().await;
-    }
+    ticks(&mut sim, 4).await;
     let s = sim.canary.status.clone().unwrap();
     assert_eq!(s.phase, Initialized, "no analysis of rev-2 started");
     assert_eq!(s.last_applied_spec, s.last_promoted_spec);

@@ -19,18 +19,24 @@ async fn run_until_final(sim: &mut Simulation, max: usize) {
     panic!("did not finish in {max} ticks: {:#?}", lines(sim));
 }
 
+/// A simulation of `canary` whose new revision ran to the end in at most `max` ticks.
+async fn finished(canary: aviary_api::Canary, max: usize) -> Simulation {
+    let mut sim = started(canary, &[]).await;
+    run_until_final(&mut sim, max).await;
+    sim
+}
+
 #[tokio::test]
 async fn ab_testing_runs_iterations_with_matches_then_promotes() {
-    let c = deployment_canary(
-        "    interval: 1m\n    threshold: 5\n    iterations: 3\n    match:\n    - headers:\n        x-canary:\n          exact: insider\n",
-    );
-    let mut sim = Simulation::new(c);
-    initialized(&mut sim).await;
-    run_until_final(&mut sim, 20).await;
-    let m = messages(&sim);
-    let iterations: Vec<&String> = m.iter().filter(|l| l.contains("canary iteration")).collect();
+    let sim = finished(
+        deployment_canary(
+            "    interval: 1m\n    threshold: 5\n    iterations: 3\n    match:\n    - headers:\n        x-canary:\n          exact: insider\n",
+        ),
+        20,
+    )
+    .await;
     assert_eq!(
-        iterations,
+        said_containing(&sim, "canary iteration"),
         [
             "Advance podinfo.default canary iteration 1/3",
             "Advance podinfo.default canary iteration 2/3",
@@ -45,7 +51,10 @@ async fn ab_testing_runs_iterations_with_matches_then_promotes() {
             .iter()
             .any(|r| r.primary == 0 && r.canary == 100)
     );
-    assert!(m.contains(&"Copying podinfo.default template spec to podinfo-primary.default".to_string()));
+    assert!(said(
+        &sim,
+        "Copying podinfo.default template spec to podinfo-primary.default"
+    ));
     assert_eq!(sim.status().phase, CanaryPhase::Succeeded);
     assert_eq!(
         sim.fakes.recorder.successes(),
@@ -55,10 +64,11 @@ async fn ab_testing_runs_iterations_with_matches_then_promotes() {
 
 #[tokio::test]
 async fn blue_green_iterates_then_switches_then_promotes() {
-    let c = deployment_canary("    interval: 1m\n    threshold: 5\n    iterations: 2\n");
-    let mut sim = Simulation::new(c);
-    initialized(&mut sim).await;
-    run_until_final(&mut sim, 20).await;
+    let sim = finished(
+        deployment_canary("    interval: 1m\n    threshold: 5\n    iterations: 2\n"),
+        20,
+    )
+    .await;
     let m = messages(&sim);
     let idx = |s: &str| {
         m.iter()
@@ -85,23 +95,26 @@ async fn blue_green_iterates_then_switches_then_promotes() {
 
 #[tokio::test]
 async fn blue_green_mirrors_for_all_iterations() {
-    let c = deployment_canary("    interval: 1m\n    threshold: 5\n    iterations: 2\n    mirror: true\n");
-    let mut sim = Simulation::new(c);
-    initialized(&mut sim).await;
-    run_until_final(&mut sim, 20).await;
+    let sim = finished(
+        deployment_canary("    interval: 1m\n    threshold: 5\n    iterations: 2\n    mirror: true\n"),
+        20,
+    )
+    .await;
     let history = sim.fakes.router.history();
     assert!(history.iter().any(|r| r.mirror && r.primary == 100));
-    assert!(messages(&sim).contains(&"Stop traffic mirroring and route all traffic to canary".to_string()));
+    assert!(said(
+        &sim,
+        "Stop traffic mirroring and route all traffic to canary"
+    ));
 }
 
 #[tokio::test]
 async fn canary_mirrors_one_step_before_shifting() {
-    let c = deployment_canary(
-        "    interval: 1m\n    threshold: 5\n    stepWeight: 50\n    mirror: true\n    mirrorWeight: 100\n",
-    );
-    let mut sim = Simulation::new(c);
-    initialized(&mut sim).await;
-    run_until_final(&mut sim, 20).await;
+    let sim = finished(
+        stepped_with(5, 50, "    mirror: true\n    mirrorWeight: 100\n"),
+        20,
+    )
+    .await;
     let splits: Vec<(i32, i32, bool)> = sim
         .fakes
         .router
@@ -111,62 +124,46 @@ async fn canary_mirrors_one_step_before_shifting() {
         .collect();
     // mirror at 100/0, then 50/50 without mirror, then max → promotion → back to primary
     assert_eq!(&splits[..3], &[(100, 0, true), (50, 50, false), (0, 100, false)]);
-    let m = messages(&sim);
-    assert!(m.contains(&"Advance podinfo.default canary weight 0".to_string()));
-    assert!(m.contains(&"Advance podinfo.default canary weight 50".to_string()));
+    assert!(said(&sim, "Advance podinfo.default canary weight 0"));
+    assert!(said(&sim, "Advance podinfo.default canary weight 50"));
 }
 
+/// The canary's weights follow `stepWeights`, and the primary's `stepWeightPromotion` (from
+/// `maxWeight`) on the way back.
 #[tokio::test]
-async fn step_weights_follow_the_list() {
-    let c = deployment_canary("    interval: 1m\n    threshold: 5\n    stepWeights: [1, 2, 10, 80]\n");
-    let mut sim = Simulation::new(c);
-    initialized(&mut sim).await;
-    run_until_final(&mut sim, 20).await;
-    let weights: Vec<String> = messages(&sim)
-        .into_iter()
-        .filter(|l| l.contains("canary weight"))
-        .collect();
-    assert_eq!(
-        weights,
-        [
-            "Advance podinfo.default canary weight 1",
-            "Advance podinfo.default canary weight 2",
-            "Advance podinfo.default canary weight 10",
-            "Advance podinfo.default canary weight 80"
-        ]
-    );
-}
-
-#[tokio::test]
-async fn step_weight_promotion_shifts_back_gradually() {
-    let c = deployment_canary(
-        "    interval: 1m\n    threshold: 5\n    stepWeight: 40\n    maxWeight: 80\n    stepWeightPromotion: 30\n",
-    );
-    let mut sim = Simulation::new(c);
-    initialized(&mut sim).await;
-    run_until_final(&mut sim, 20).await;
-    let primary: Vec<String> = messages(&sim)
-        .into_iter()
-        .filter(|l| l.contains("primary weight"))
-        .collect();
-    assert_eq!(
-        primary,
-        [
-            "Advance podinfo.default primary weight 50",
-            "Advance podinfo.default primary weight 80",
-            "Advance podinfo.default primary weight 100"
-        ]
-    );
+async fn weights_follow_the_steps() {
+    let cases: [(&str, &str, &[&str]); 2] = [
+        (
+            "    stepWeights: [1, 2, 10, 80]\n",
+            "canary weight",
+            &[
+                "Advance podinfo.default canary weight 1",
+                "Advance podinfo.default canary weight 2",
+                "Advance podinfo.default canary weight 10",
+                "Advance podinfo.default canary weight 80",
+            ],
+        ),
+        (
+            "    stepWeight: 40\n    maxWeight: 80\n    stepWeightPromotion: 30\n",
+            "primary weight",
+            &[
+                "Advance podinfo.default primary weight 50",
+                "Advance podinfo.default primary weight 80",
+                "Advance podinfo.default primary weight 100",
+            ],
+        ),
+    ];
+    for (steps, needle, advances) in cases {
+        let analysis = format!("    interval: 1m\n    threshold: 5\n{steps}");
+        let sim = finished(deployment_canary(&analysis), 20).await;
+        assert_eq!(said_containing(&sim, needle), advances, "{steps}");
+    }
 }
 
 #[tokio::test]
 async fn confirm_rollout_waits_then_starts() {
-    let c = deployment_canary(
-        "    interval: 1m\n    threshold: 5\n    stepWeight: 50\n    webhooks:\n    - {name: gate, type: confirm-rollout, url: http://gate/}\n",
-    );
-    let mut sim = Simulation::new(c);
-    sim.fakes.hooks.script("gate", &[false, false, true]);
-    initialized(&mut sim).await;
+    let c = stepped_with(5, 50, &webhook("gate", "confirm-rollout"));
+    let mut sim = started(c, &[("gate", &[false, false, true])]).await;
     sim.tick().await;
     assert_eq!(sim.status().phase, CanaryPhase::Waiting);
     sim.tick().await; // still closed: silent
@@ -180,7 +177,7 @@ async fn confirm_rollout_waits_then_starts() {
             .count(),
         1
     );
-    assert!(m.contains(&"Confirm-rollout check gate passed".to_string()));
+    assert!(said(&sim, "Confirm-rollout check gate passed"));
     let alerts = sim.fakes.notifier.alerts();
     assert!(
         alerts
@@ -191,15 +188,13 @@ async fn confirm_rollout_waits_then_starts() {
 
 #[tokio::test]
 async fn confirm_promotion_holds_at_max_weight() {
-    let c = deployment_canary(
-        "    interval: 1m\n    threshold: 5\n    stepWeight: 50\n    webhooks:\n    - {name: promote, type: confirm-promotion, url: http://gate/, muteAlert: true}\n",
+    let c = stepped_with(
+        5,
+        50,
+        "    webhooks:\n    - {name: promote, type: confirm-promotion, url: http://gate/, muteAlert: true}\n",
     );
-    let mut sim = Simulation::new(c);
-    sim.fakes.hooks.script("promote", &[false, false, true]);
-    initialized(&mut sim).await;
-    for _ in 0..4 {
-        sim.tick().await; // scale up, 50, 100, waiting
-    }
+    let mut sim = started(c, &[("promote", &[false, false, true])]).await;
+    ticks(&mut sim, 4).await; // scale up, 50, 100, waiting
     assert_eq!(sim.status().phase, CanaryPhase::WaitingPromotion);
     // status weight is zeroed but the live split stays at max weight (Flagger's behaviour)
     assert_eq!(sim.status().canary_weight, 0);
@@ -208,10 +203,10 @@ async fn confirm_promotion_holds_at_max_weight() {
     assert_eq!(sim.status().phase, CanaryPhase::WaitingPromotion);
     sim.tick().await;
     assert_eq!(sim.status().phase, CanaryPhase::Promoting);
-    assert!(
-        messages(&sim)
-            .contains(&"Halt podinfo.default advancement waiting for promotion approval promote".to_string())
-    );
+    assert!(said(
+        &sim,
+        "Halt podinfo.default advancement waiting for promotion approval promote"
+    ));
     assert!(
         sim.fakes
             .notifier
@@ -223,63 +218,41 @@ async fn confirm_promotion_holds_at_max_weight() {
 
 #[tokio::test]
 async fn confirm_traffic_increase_halts_without_counting() {
-    let c = deployment_canary(
-        "    interval: 1m\n    threshold: 1\n    stepWeight: 50\n    webhooks:\n    - {name: more, type: confirm-traffic-increase, url: http://gate/}\n",
-    );
-    let mut sim = Simulation::new(c);
-    sim.fakes.hooks.script("more", &[true, false, false, true]);
-    initialized(&mut sim).await;
+    let c = stepped_with(1, 50, &webhook("more", "confirm-traffic-increase"));
+    let mut sim = started(c, &[("more", &[true, false, false, true])]).await;
     run_until_final(&mut sim, 20).await;
     assert_eq!(sim.status().phase, CanaryPhase::Succeeded);
     assert_eq!(
-        messages(&sim)
-            .iter()
-            .filter(|l| *l == "Halt podinfo.default advancement waiting for traffic increase approval more")
-            .count(),
+        times_said(
+            &sim,
+            "Halt podinfo.default advancement waiting for traffic increase approval more"
+        ),
         2
     );
 }
 
 #[tokio::test]
 async fn rollback_webhook_rolls_back_now() {
-    let c = deployment_canary(
-        "    interval: 1m\n    threshold: 5\n    stepWeight: 20\n    webhooks:\n    - {name: panic-button, type: rollback, url: http://gate/}\n",
-    );
-    let mut sim = Simulation::new(c);
-    sim.fakes
-        .hooks
-        .script("panic-button", &[false, false, false, true]);
-    initialized(&mut sim).await;
+    let c = stepped_with(5, 20, &webhook("panic-button", "rollback"));
+    let mut sim = started(c, &[("panic-button", &[false, false, false, true])]).await;
     run_until_final(&mut sim, 20).await;
-    let m = messages(&sim);
-    assert!(m.contains(&"Rollback hook panic-button not signaling a rollback".to_string()));
-    assert!(m.contains(&"Rollback check panic-button passed".to_string()));
-    assert!(m.contains(&"Rolling back podinfo.default manual webhook invoked".to_string()));
+    assert!(said(&sim, "Rollback hook panic-button not signaling a rollback"));
+    assert!(said(&sim, "Rollback check panic-button passed"));
+    assert!(said(&sim, "Rolling back podinfo.default manual webhook invoked"));
     assert_eq!(sim.status().phase, CanaryPhase::Failed);
     assert_eq!(sim.fakes.router.routes().canary, 0);
 }
 
 #[tokio::test]
 async fn suspend_pauses_even_mid_analysis() {
-    let mut sim = Simulation::new(deployment_canary(
-        "    interval: 1m\n    threshold: 5\n    stepWeight: 10\n",
-    ));
-    initialized(&mut sim).await;
+    let mut sim = started(stepped(5, 10), &[]).await;
     sim.tick().await;
     sim.tick().await;
     let weight = sim.status().canary_weight;
     sim.canary.spec.suspend = Some(true);
-    for _ in 0..3 {
-        sim.tick().await;
-    }
+    ticks(&mut sim, 3).await;
     assert_eq!(sim.status().canary_weight, weight);
-    assert_eq!(
-        messages(&sim)
-            .iter()
-            .filter(|l| *l == "skipping canary run as object is suspended")
-            .count(),
-        3
-    );
+    assert_eq!(times_said(&sim, "skipping canary run as object is suspended"), 3);
     sim.canary.spec.suspend = Some(false);
     sim.tick().await;
     assert_eq!(sim.status().canary_weight, weight + 10);
@@ -287,13 +260,15 @@ async fn suspend_pauses_even_mid_analysis() {
 
 #[tokio::test]
 async fn skip_analysis_promotes_at_once() {
-    let mut c = deployment_canary("    interval: 1m\n    threshold: 5\n    stepWeight: 10\n");
+    let mut c = stepped(5, 10);
     c.spec.skip_analysis = Some(true);
-    let mut sim = Simulation::new(c);
-    initialized(&mut sim).await;
+    let mut sim = started(c, &[]).await;
     run_until_final(&mut sim, 5).await;
     let m = messages(&sim);
-    assert!(m.contains(&"Promotion completed! Canary analysis was skipped for podinfo.default".to_string()));
+    assert!(said(
+        &sim,
+        "Promotion completed! Canary analysis was skipped for podinfo.default"
+    ));
     assert!(!m.iter().any(|l| l.contains("canary weight")));
     assert_eq!(
         sim.fakes.recorder.successes(),
@@ -304,23 +279,19 @@ async fn skip_analysis_promotes_at_once() {
 
 #[tokio::test]
 async fn new_revision_mid_analysis_restarts() {
-    let mut sim = Simulation::new(deployment_canary(
-        "    interval: 1m\n    threshold: 5\n    stepWeight: 10\n",
-    ));
+    let mut sim = Simulation::new(stepped(5, 10));
     sim.fakes
         .metrics
         .script("request-success-rate", vec![Answer::Value(100.0)]);
     initialized(&mut sim).await;
-    for _ in 0..4 {
-        sim.tick().await;
-    }
+    ticks(&mut sim, 4).await;
     assert_eq!(sim.status().canary_weight, 30);
     sim.fakes.target.set_revision("rev-3");
     sim.tick().await;
-    assert!(
-        messages(&sim)
-            .contains(&"New revision detected! Restarting analysis for podinfo.default".to_string())
-    );
+    assert!(said(
+        &sim,
+        "New revision detected! Restarting analysis for podinfo.default"
+    ));
     let s = sim.status();
     assert_eq!(
         (s.phase, s.canary_weight, s.failed_checks, s.iterations),
@@ -335,10 +306,9 @@ async fn new_revision_mid_analysis_restarts() {
 #[tokio::test]
 async fn canary_that_never_becomes_ready_fails_at_the_progress_deadline() {
     // Flagger #1247: pods crash-loop and Kubernetes never reports ProgressDeadlineExceeded.
-    let mut c = deployment_canary("    interval: 1m\n    threshold: 5\n    stepWeight: 10\n");
+    let mut c = stepped(5, 10);
     c.spec.progress_deadline_seconds = Some(150);
-    let mut sim = Simulation::new(c);
-    initialized(&mut sim).await;
+    let mut sim = started(c, &[]).await;
     sim.fakes.target.set_canary_ready(Err(NotReady::retriable("canary deployment podinfo.default not ready: waiting for rollout to finish: 0 of 1 (readyThreshold 100%) updated replicas are available")));
     run_until_final(&mut sim, 10).await;
     let m = messages(&sim);
@@ -356,11 +326,7 @@ async fn canary_that_never_becomes_ready_fails_at_the_progress_deadline() {
 
 #[tokio::test]
 async fn fatal_canary_readiness_rolls_back_at_once() {
-    let mut sim = Simulation::new(deployment_canary(
-        "    interval: 1m\n    threshold: 5\n    stepWeight: 10\n",
-    ));
-    initialized(&mut sim).await;
-    sim.tick().await; // Progressing
+    let mut sim = progressing(stepped(5, 10)).await;
     sim.fakes.target.set_canary_ready(Err(NotReady::fatal(
         "deployment \"podinfo\" exceeded its progress deadline",
     )));
@@ -370,13 +336,8 @@ async fn fatal_canary_readiness_rolls_back_at_once() {
 
 #[tokio::test]
 async fn primary_that_fails_during_promotion_keeps_serving_from_canary() {
-    let mut sim = Simulation::new(deployment_canary(
-        "    interval: 1m\n    threshold: 5\n    stepWeight: 50\n",
-    ));
-    initialized(&mut sim).await;
-    for _ in 0..4 {
-        sim.tick().await;
-    }
+    let mut sim = started(stepped(5, 50), &[]).await;
+    ticks(&mut sim, 4).await;
     assert_eq!(sim.status().phase, CanaryPhase::Promoting);
     sim.fakes.target.set_primary_ready(Err(NotReady::fatal(
         "deployment \"podinfo-primary\" exceeded its progress deadline",
@@ -395,22 +356,10 @@ async fn primary_that_fails_during_promotion_keeps_serving_from_canary() {
 #[tokio::test]
 async fn failed_canary_analyses_the_next_revision_even_after_an_early_return() {
     // aviary fix: the fingerprint is stored only when the analysis starts.
-    let mut sim = Simulation::new(deployment_canary(
-        "    interval: 1m\n    threshold: 1\n    stepWeight: 50\n",
-    ));
+    let mut sim = Simulation::new(stepped_with(1, 50, SUCCESS_RATE_AT_LEAST_99));
     sim.fakes
         .metrics
         .script("request-success-rate", vec![Answer::Value(100.0)]);
-    let mut c = sim.canary.clone();
-    c.spec.analysis.as_mut().unwrap().metrics = Some(vec![aviary_api::canary::CanaryMetric {
-        name: Some("request-success-rate".into()),
-        threshold_range: Some(aviary_api::canary::ThresholdRange {
-            min: Some(99.0),
-            max: None,
-        }),
-        ..Default::default()
-    }]);
-    sim.canary = c;
     sim.fakes.metrics.values("request-success-rate", &[10.0]);
     initialized(&mut sim).await;
     run_until_final(&mut sim, 10).await;
@@ -432,10 +381,7 @@ async fn failed_canary_analyses_the_next_revision_even_after_an_early_return() {
 
 #[tokio::test]
 async fn reverting_to_the_promoted_revision_starts_nothing() {
-    let mut sim = Simulation::new(deployment_canary(
-        "    interval: 1m\n    threshold: 1\n    stepWeight: 50\n",
-    ));
-    initialized(&mut sim).await;
+    let mut sim = started(stepped(1, 50), &[]).await;
     sim.tick().await; // Progressing on rev-2
     sim.fakes.target.set_revision("rev-1"); // back to what the primary runs
     sim.tick().await;
@@ -470,9 +416,7 @@ async fn no_values_is_a_failed_check_with_flaggers_message() {
         .metrics
         .script("request-success-rate", vec![Answer::NoValues]);
     initialized(&mut sim).await;
-    for _ in 0..3 {
-        sim.tick().await;
-    }
+    ticks(&mut sim, 3).await;
     assert!(messages(&sim).contains(
         &"Halt advancement no values found for knative metric request-success-rate probably podinfo.test is not receiving traffic: no values found".to_string()
     ));
@@ -484,18 +428,19 @@ async fn request_duration_messages_use_go_durations() {
     let mut sim = Simulation::new(canary(SEED_CANARY));
     sim.fakes.metrics.values("request-duration", &[1200.7]);
     initialized(&mut sim).await;
-    for _ in 0..3 {
-        sim.tick().await;
-    }
-    assert!(
-        messages(&sim).contains(&"Halt podinfo.test advancement request duration 1.2s > 500ms".to_string())
-    );
+    ticks(&mut sim, 3).await;
+    assert!(said(
+        &sim,
+        "Halt podinfo.test advancement request duration 1.2s > 500ms"
+    ));
 }
 
 #[tokio::test]
 async fn template_metrics_render_and_check() {
-    let c = deployment_canary(
-        "    interval: 1m\n    threshold: 5\n    stepWeight: 50\n    metrics:\n    - name: error-rate\n      templateRef: {name: error-rate}\n      thresholdRange: {max: 1}\n      templateVariables: {cluster: eu}\n    - name: broken\n      templateRef: {name: broken}\n      thresholdRange: {max: 1}\n",
+    let c = stepped_with(
+        5,
+        50,
+        "    metrics:\n    - name: error-rate\n      templateRef: {name: error-rate}\n      thresholdRange: {max: 1}\n      templateVariables: {cluster: eu}\n    - name: broken\n      templateRef: {name: broken}\n      thresholdRange: {max: 1}\n",
     );
     let mut sim = Simulation::new(c);
     let mk = |name: &str, query: &str| template(name, "prometheus", query);
@@ -509,9 +454,7 @@ async fn template_metrics_render_and_check() {
     sim.fakes.metrics.values("error-rate", &[2.5]);
     sim.fakes.target.set_route(Some("podinfo-00002"));
     initialized(&mut sim).await;
-    for _ in 0..3 {
-        sim.tick().await;
-    }
+    ticks(&mut sim, 3).await;
     let m = messages(&sim);
     assert!(
         m.contains(&"Halt podinfo.default advancement error-rate 2.50 > 1".to_string()),
@@ -529,22 +472,16 @@ async fn template_metrics_render_and_check() {
 
 #[tokio::test]
 async fn alerts_follow_severity_and_carry_fields() {
-    let c = deployment_canary(
-        "    interval: 1m\n    threshold: 1\n    stepWeight: 50\n    alerts:\n    - {name: all, providerRef: {name: all}}\n    - {name: warn, severity: warn, providerRef: {name: warn}}\n    - {name: errors, severity: error, providerRef: {name: errors}}\n",
+    let c = stepped_with(
+        1,
+        50,
+        &format!(
+            "    alerts:\n    - {{name: all, providerRef: {{name: all}}}}\n    - {{name: warn, severity: warn, providerRef: {{name: warn}}}}\n    - {{name: errors, severity: error, providerRef: {{name: errors}}}}\n{SUCCESS_RATE_AT_LEAST_99}"
+        ),
     );
     let mut sim = Simulation::new(c);
     sim.config.cluster = Some("eu-west-1a".into());
     sim.fakes.metrics.values("request-success-rate", &[0.0]);
-    let mut cc = sim.canary.clone();
-    cc.spec.analysis.as_mut().unwrap().metrics = Some(vec![aviary_api::canary::CanaryMetric {
-        name: Some("request-success-rate".into()),
-        threshold_range: Some(aviary_api::canary::ThresholdRange {
-            min: Some(99.0),
-            max: None,
-        }),
-        ..Default::default()
-    }]);
-    sim.canary = cc;
     initialized(&mut sim).await;
     run_until_final(&mut sim, 10).await;
     let alerts = sim.fakes.notifier.alerts();
@@ -580,9 +517,7 @@ async fn alerts_follow_severity_and_carry_fields() {
 
 #[tokio::test]
 async fn coordinator_gate_holds_and_releases() {
-    let mut sim = Simulation::new(deployment_canary(
-        "    interval: 1m\n    threshold: 5\n    stepWeight: 50\n",
-    ));
+    let mut sim = Simulation::new(stepped(5, 50));
     sim.fakes.gate = FakeGate::named("aviary-coordinator");
     sim.fakes
         .gate
@@ -611,11 +546,11 @@ async fn coordinator_gate_holds_and_releases() {
     sim.fakes.gate.set_closed(None);
     sim.tick().await;
     assert_eq!(sim.status().phase, CanaryPhase::Progressing);
-    let m = messages(&sim);
-    assert!(
-        m.contains(&"Halt podinfo.default advancement waiting for approval aviary-coordinator".to_string())
-    );
-    assert!(m.contains(&"Confirm-rollout check aviary-coordinator passed".to_string()));
+    assert!(said(
+        &sim,
+        "Halt podinfo.default advancement waiting for approval aviary-coordinator"
+    ));
+    assert!(said(&sim, "Confirm-rollout check aviary-coordinator passed"));
     // the coordinator can also pull the canary back
     sim.tick().await;
     sim.fakes.gate.request_rollback(Some("wave failed elsewhere"));
@@ -628,12 +563,12 @@ async fn coordinator_gate_holds_and_releases() {
 
 #[tokio::test]
 async fn session_affinity_cookies_are_minted_and_retired() {
-    let c = deployment_canary(
-        "    interval: 1m\n    threshold: 5\n    stepWeight: 50\n    sessionAffinity:\n      cookieName: flagger-cookie\n      primaryCookieName: primary-cookie\n",
+    let c = stepped_with(
+        5,
+        50,
+        "    sessionAffinity:\n      cookieName: flagger-cookie\n      primaryCookieName: primary-cookie\n",
     );
-    let mut sim = Simulation::new(c);
-    initialized(&mut sim).await;
-    sim.tick().await; // Progressing
+    let mut sim = progressing(c).await;
     sim.tick().await; // 50
     let s = sim.status();
     assert!(s.session_affinity_cookie.starts_with("flagger-cookie="));
@@ -671,26 +606,23 @@ async fn session_affinity_cookies_are_minted_and_retired() {
 
 #[tokio::test]
 async fn kubernetes_provider_forces_blue_green() {
-    let mut c = deployment_canary("    interval: 1m\n    threshold: 5\n    stepWeight: 10\n");
+    let mut c = stepped(5, 10);
     c.spec.provider = Some("kubernetes".into());
-    let mut sim = Simulation::new(c);
-    initialized(&mut sim).await;
+    let mut sim = started(c, &[]).await;
     run_until_final(&mut sim, 30).await;
-    let m = messages(&sim);
-    assert!(
-        m.contains(&"Progressive traffic is not supported when using the kubernetes provider".to_string())
-    );
-    assert!(m.contains(&"Setting canaryAnalysis.iterations: 10".to_string()));
-    assert!(m.contains(&"Advance podinfo.default canary iteration 10/10".to_string()));
+    assert!(said(
+        &sim,
+        "Progressive traffic is not supported when using the kubernetes provider"
+    ));
+    assert!(said(&sim, "Setting canaryAnalysis.iterations: 10"));
+    assert!(said(&sim, "Advance podinfo.default canary iteration 10/10"));
     // the apex never routes to the canary with the kubernetes provider
     assert!(sim.fakes.router.history().iter().all(|r| r.canary == 0));
 }
 
 #[tokio::test]
 async fn metric_provider_check_and_status_write_failures_are_reported() {
-    let mut sim = Simulation::new(deployment_canary(
-        "    interval: 1m\n    threshold: 5\n    stepWeight: 10\n",
-    ));
+    let mut sim = Simulation::new(stepped(5, 10));
     sim.fakes.metrics.set_unavailable(Some(
         "Get \"http://prometheus:9090/api/v1/query\": connection refused",
     ));
@@ -700,14 +632,12 @@ async fn metric_provider_check_and_status_write_failures_are_reported() {
     sim.fakes.target.set_revision("rev-2");
     sim.fakes.recorder.fail_status(Some("conflict"));
     sim.tick().await;
-    assert!(messages(&sim).contains(&"status update failed: conflict".to_string()));
+    assert!(said(&sim, "status update failed: conflict"));
 }
 
 #[tokio::test]
 async fn the_coordinator_can_promote_a_known_good_revision_without_analysis() {
-    let mut sim = Simulation::new(deployment_canary(
-        "    interval: 1m\n    threshold: 5\n    stepWeight: 10\n",
-    ));
+    let mut sim = Simulation::new(stepped(5, 10));
     sim.fakes.gate = FakeGate::named("aviary-coordinator");
     initialized(&mut sim).await;
     sim.fakes.gate.set_skip_analysis(true);

@@ -515,30 +515,33 @@ pub fn lateness(arrivals: &[(String, Instant)], from: Instant, to: Instant, inte
 /// One line of the results table.
 pub fn row(r: &Run) -> String {
     format!(
-        "{:8} {:6} | load {:4.1}/{:4.1} | idle {:7.1} req/s {:5.2} req/canary/interval, apiserver {:4.2} etcd {:4.2} controller {:4.2} cores, RSS {:6.1} MiB | analysing ({}/{} after {:.0}s) {:7.1} req/s {:5.2} req/canary/interval, apiserver {:4.2} etcd {:4.2} controller {:4.2} cores, RSS {:6.1} MiB, lateness p50 {:.2}s p99 {:.2}s max {:.2}s ({} analyses)",
+        "{:8} {:6} | load {:4.1}/{:4.1} | idle {} | analysing ({}/{} after {:.0}s) {}, lateness p50 {:.2}s p99 {:.2}s max {:.2}s ({} analyses)",
         r.side.name(),
         r.canaries,
         r.idle.machine_load,
         r.analysis.machine_load,
-        r.idle.requests_per_second(),
-        r.per_canary_interval(&r.idle),
-        r.idle.apiserver_cpu,
-        r.idle.etcd_cpu,
-        r.idle.controller_cpu,
-        r.idle.controller_rss_mib,
+        window_columns(r, &r.idle),
         r.analysing,
         r.canaries,
         r.start_seconds,
-        r.analysis.requests_per_second(),
-        r.per_canary_interval(&r.analysis),
-        r.analysis.apiserver_cpu,
-        r.analysis.etcd_cpu,
-        r.analysis.controller_cpu,
-        r.analysis.controller_rss_mib,
+        window_columns(r, &r.analysis),
         r.lateness.p50,
         r.lateness.p99,
         r.lateness.max,
         r.lateness.gaps,
+    )
+}
+
+/// The columns the table shows for each window, idle and analysing alike.
+fn window_columns(r: &Run, w: &Window) -> String {
+    format!(
+        "{:7.1} req/s {:5.2} req/canary/interval, apiserver {:4.2} etcd {:4.2} controller {:4.2} cores, RSS {:6.1} MiB",
+        w.requests_per_second(),
+        r.per_canary_interval(w),
+        w.apiserver_cpu,
+        w.etcd_cpu,
+        w.controller_cpu,
+        w.controller_rss_mib,
     )
 }
 

@@ -3,17 +3,10 @@
 /// Errors of a differential run or a benchmark.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The test control plane, an object or a test double failed.
+    /// The test control plane, an object or a test double failed; also a file or process
+    /// operation (the testkit's `Io` names the file or program).
     #[error(transparent)]
     Testkit(#[from] aviary_testkit::Error),
-    /// A file or process operation failed.
-    #[error("{context}: {source}")]
-    Io {
-        /// What was being done, naming the file or program.
-        context: String,
-        #[source]
-        source: std::io::Error,
-    },
     /// Something needed to run is missing or wrong (a program, a manifest, a scenario).
     #[error("{0}")]
     Setup(String),
@@ -27,9 +20,6 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        Error::Io {
-            context: context.into(),
-            source,
-        }
+        aviary_testkit::Error::io(context, source).into()
     }
 }

@@ -54,6 +54,20 @@ fn ecdf(times: &[f64], runs: usize, end_min: f64) -> Vec<(f64, f64)> {
     out
 }
 
+/// A white SVG canvas of `size` pixels at `path`.
+fn canvas(path: &Path, size: (u32, u32)) -> anyhow::Result<Area<'_>> {
+    let root = SVGBackend::new(path, size).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    Ok(root)
+}
+
+/// A white SVG canvas with `title` on top in sans-serif of `font` points; the area below it.
+fn titled_canvas<'a>(path: &'a Path, size: (u32, u32), title: &str, font: u32) -> anyhow::Result<Area<'a>> {
+    canvas(path, size)?
+        .titled(title, ("sans-serif", font))
+        .map_err(err)
+}
+
 fn aa(path: &Path, singles: &[SingleSummary]) -> anyhow::Result<()> {
     let rows: Vec<&SingleSummary> = singles.iter().filter(|s| s.scenario.id == "S0").collect();
     if rows.is_empty() {
@@ -66,14 +80,12 @@ fn aa(path: &Path, singles: &[SingleSummary]) -> anyhow::Result<()> {
         .flat_map(|r| [ci(&r.judge).1, ci(&r.flagger).1, ci(&r.kayenta).1])
         .fold(0.1f64, f64::max)
         * 1.05;
-    let root = SVGBackend::new(path, (1000, 420)).into_drawing_area();
-    root.fill(&WHITE).map_err(err)?;
-    let root = root
-        .titled(
-            "S0: A/A false rollbacks in 30 minutes, 95% intervals (tightened Flagger: 30–100%, see the table)",
-            ("sans-serif", 16),
-        )
-        .map_err(err)?;
+    let root = titled_canvas(
+        path,
+        (1000, 420),
+        "S0: A/A false rollbacks in 30 minutes, 95% intervals (tightened Flagger: 30–100%, see the table)",
+        16,
+    )?;
     let mut rates: Vec<f64> = rows.iter().map(|r| r.scenario.rps).collect();
     rates.dedup();
     let arms: [ArmLine; 3] = [
@@ -229,14 +241,12 @@ fn detection(path: &Path, singles: &[SingleSummary]) -> anyhow::Result<()> {
     if panels.iter().all(|(_, s)| s.is_none()) {
         return Ok(());
     }
-    let root = SVGBackend::new(path, (960, 640)).into_drawing_area();
-    root.fill(&WHITE).map_err(err)?;
-    let root = root
-        .titled(
-            "Detection time at 200 req/s (share of runs rolled back by then)",
-            ("sans-serif", 18),
-        )
-        .map_err(err)?;
+    let root = titled_canvas(
+        path,
+        (960, 640),
+        "Detection time at 200 req/s (share of runs rolled back by then)",
+        18,
+    )?;
     for (area, (title, s)) in root.split_evenly((2, 2)).iter().zip(panels) {
         if let Some(s) = s {
             ecdf_panel(area, title, s)?;
@@ -253,8 +263,7 @@ fn promote(path: &Path, singles: &[SingleSummary]) -> anyhow::Result<()> {
     if good.is_empty() {
         return Ok(());
     }
-    let root = SVGBackend::new(path, (800, 420)).into_drawing_area();
-    root.fill(&WHITE).map_err(err)?;
+    let root = canvas(path, (800, 420))?;
     let caption = "S6: time to promote a good release (share of runs promoted by then)";
     let mut chart = share_axes(&root, caption, 18, 10.0, "minutes")?;
     let shades = [
@@ -284,8 +293,7 @@ fn fleet(path: &Path, fleets: &[FleetSummary]) -> anyhow::Result<()> {
         return Ok(());
     }
     let end = WAVES.len() as f64 * WAVE_S / 60.0;
-    let root = SVGBackend::new(path, (900, 440)).into_drawing_area();
-    root.fill(&WHITE).map_err(err)?;
+    let root = canvas(path, (900, 440))?;
     let caption = "S7: fleet rollouts stopped by then (waves of 1/3/6/10 clusters)";
     let mut chart = share_axes(&root, caption, 18, end, "minutes since the first wave started")?;
     for w in 1..WAVES.len() {

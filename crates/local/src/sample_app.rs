@@ -147,12 +147,8 @@ impl SampleApp {
             async move { Ok::<_, Infallible>(state.handle(req).await) }
         });
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(server::serve(
-            listener,
-            move || service.clone(),
-            shutdown.clone(),
-            SHUTDOWN_GRACE,
-        ));
+        let connections = server::Connections::new(move || service.clone());
+        let task = tokio::spawn(connections.run(listener, shutdown.clone(), SHUTDOWN_GRACE));
         Ok(SampleApp { addr, shutdown, task })
     }
 

@@ -1,5 +1,5 @@
 //! Serving HTTP/1.1 and h2c (prior knowledge) on one port, with graceful shutdown bounded by a
-//! grace period. Two ways: [`serve`] on the caller's runtime (the sample app), and
+//! grace period. Two ways: [`Connections::run`] on the caller's runtime (the sample app), and
 //! [`serve_on_workers`] on dedicated single-threaded runtimes (the router's hot path).
 
 use std::convert::Infallible;
@@ -31,7 +31,7 @@ pub(crate) async fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener> {
 }
 
 /// The connections of one runtime; `make_service` makes the service of each new connection.
-struct Connections<M> {
+pub(crate) struct Connections<M> {
     builder: auto::Builder<TokioExecutor>,
     graceful: GracefulShutdown,
     tasks: JoinSet<()>,
@@ -47,7 +47,7 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    fn new(make_service: M) -> Self {
+    pub(crate) fn new(make_service: M) -> Self {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         // No per-request header-read timer: it costs a timer registration per request on the
         // hot path, and the router only serves loopback clients.
@@ -77,6 +77,22 @@ where
         while self.tasks.try_join_next().is_some() {}
     }
 
+    /// Serves `listener` on the current runtime until `shutdown` fires.
+    pub(crate) async fn run(mut self, listener: TcpListener, shutdown: CancellationToken, grace: Duration) {
+        loop {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _peer)) => self.serve(stream),
+                    Err(error) => accept_failed(error).await,
+                }
+            }
+        }
+        drop(listener);
+        self.shutdown(grace).await;
+    }
+
     /// Lets open connections finish their in-flight requests for at most `grace`, then drops the
     /// rest.
     async fn shutdown(mut self, grace: Duration) {
@@ -88,35 +104,6 @@ where
         }
         self.tasks.shutdown().await;
     }
-}
-
-/// Serves on the current runtime until `shutdown` fires.
-pub(crate) async fn serve<M, S, B>(
-    listener: TcpListener,
-    make_service: M,
-    shutdown: CancellationToken,
-    grace: Duration,
-) where
-    M: Fn() -> S,
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Send + 'static,
-    S::Future: Send + 'static,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let mut connections = Connections::new(make_service);
-    loop {
-        tokio::select! {
-            biased;
-            () = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => connections.serve(stream),
-                Err(error) => accept_failed(error).await,
-            }
-        }
-    }
-    drop(listener);
-    connections.shutdown(grace).await;
 }
 
 async fn accept_failed(error: std::io::Error) {

@@ -303,10 +303,7 @@ async fn session_affinity_cookie_is_set_honoured_and_expired() {
 async fn dead_or_missing_backends_answer_5xx_and_count_as_errors() {
     let setup = Setup::new(Routes::weighted(0, 100)).await;
     // A port that nobody listens on.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let dead = SocketAddr::from(([127, 0, 0, 1], aviary_testkit::net::free_port()));
     setup.router.set_pool(Backend::Canary, vec![dead]);
     let reply = setup.get(&[]).await;
     assert_eq!(reply.status, StatusCode::BAD_GATEWAY);

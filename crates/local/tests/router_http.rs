@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use aviary_local::router::{Backend, Backends, HttpRouter, RouterConfig, Routes};
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::service::service_fn;
@@ -18,7 +18,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 /// A body sent in several frames without a length: hyper sends it chunked.
 struct Frames(VecDeque<Bytes>);
@@ -95,8 +95,7 @@ where
     F: Fn(TcpStream) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let (listener, addr) = aviary_testkit::net::bind_loopback("backend").await.unwrap();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             tokio::spawn(on_connection(stream));
@@ -147,6 +146,19 @@ async fn get(
 /// The whole body of `response`.
 async fn body_of(response: Response<Incoming>) -> Bytes {
     response.into_body().collect().await.unwrap().to_bytes()
+}
+
+/// Sends `chunks` as a chunked request body to `method path` through `router`; returns the
+/// response body.
+async fn send_chunked(router: &HttpRouter, method: Method, path: &str, chunks: &[&'static [u8]]) -> Bytes {
+    let client: Client<_, Frames> = Client::builder(TokioExecutor::new()).build_http();
+    let frames = Frames(chunks.iter().copied().map(Bytes::from_static).collect());
+    let request = Request::builder()
+        .method(method)
+        .uri(format!("http://{}{path}", router.local_addr()))
+        .body(frames)
+        .unwrap();
+    body_of(client.request(request).await.unwrap()).await
 }
 
 async fn router_to(backend: SocketAddr) -> HttpRouter {
@@ -210,17 +222,8 @@ async fn bodies_of_every_framing_pass_through() {
     assert_eq!(body_of(response).await, big);
 
     // A chunked request body.
-    let chunked: Client<_, Frames> = Client::builder(TokioExecutor::new()).build_http();
-    let frames = Frames(VecDeque::from([
-        Bytes::from_static(b"a"),
-        Bytes::from_static(b"bc"),
-        Bytes::from_static(b"def"),
-    ]));
-    let request = Request::put(format!("http://{}/chunks", router.local_addr()))
-        .body(frames)
-        .unwrap();
-    let response = chunked.request(request).await.unwrap();
-    assert_eq!(body_of(response).await, "abcdef");
+    let echoed = send_chunked(&router, Method::PUT, "/chunks", &[b"a", b"bc", b"def"]).await;
+    assert_eq!(echoed, "abcdef");
 
     // A chunked response, then HEAD and 204 without bodies, all on one keep-alive connection.
     let response = get(&client, &router, "/chunked").await;
@@ -390,16 +393,8 @@ async fn request_bodies_are_mirrored_on_both_paths() {
     assert_eq!(copy, ("/with-length".to_owned(), Bytes::from_static(b"payload")));
 
     // A chunked body is decoded by the general path, which mirrors it too.
-    let chunked: Client<_, Frames> = Client::builder(TokioExecutor::new()).build_http();
-    let frames = Frames(VecDeque::from([
-        Bytes::from_static(b"chun"),
-        Bytes::from_static(b"ked"),
-    ]));
-    let request = Request::post(format!("http://{}/upload-in-chunks", router.local_addr()))
-        .body(frames)
-        .unwrap();
-    let response = chunked.request(request).await.unwrap();
-    assert_eq!(body_of(response).await, "chunked");
+    let echoed = send_chunked(&router, Method::POST, "/upload-in-chunks", &[b"chun", b"ked"]).await;
+    assert_eq!(echoed, "chunked");
     let copy = next(&mut copies).await;
     assert_eq!(
         copy,

@@ -106,11 +106,7 @@ async fn wait_gone(pid: u32, timeout: Duration) -> bool {
 
 #[tokio::test]
 async fn sigterm_stops_the_process() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = aviary_testkit::net::free_port();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_aviary-sample-app"))
         .args(["--port", &port.to_string()])
         .kill_on_drop(true)

@@ -219,11 +219,6 @@ pub fn payload(receiver: &Receiver, canary: &Canary, alert: &Alert, now: jiff::T
             })
         }
         AlertKind::MsTeams => {
-            let facts: Vec<Value> = alert
-                .fields
-                .iter()
-                .map(|(n, v)| json!({"name": n, "value": v}))
-                .collect();
             json!({
                 "@type": "MessageCard",
                 "@context": "http://schema.org/extensions",
@@ -232,7 +227,7 @@ pub fn payload(receiver: &Receiver, canary: &Canary, alert: &Alert, now: jiff::T
                 "sections": [{
                     "activityTitle": alert.message,
                     "activitySubtitle": id,
-                    "facts": facts,
+                    "facts": named_values(alert),
                 }],
             })
         }
@@ -258,22 +253,21 @@ pub fn payload(receiver: &Receiver, canary: &Canary, alert: &Alert, now: jiff::T
                 }],
             })
         }
-        AlertKind::Generic => {
-            let fields: Vec<Value> = alert
-                .fields
-                .iter()
-                .map(|(n, v)| json!({"name": n, "value": v}))
-                .collect();
-            json!({
-                "canary": canary.name(),
-                "namespace": canary.namespace(),
-                "message": alert.message,
-                "severity": alert.severity.as_str(),
-                "fields": fields,
-                "timestamp": now.to_string(),
-            })
-        }
+        AlertKind::Generic => json!({
+            "canary": canary.name(),
+            "namespace": canary.namespace(),
+            "message": alert.message,
+            "severity": alert.severity.as_str(),
+            "fields": named_values(alert),
+            "timestamp": now.to_string(),
+        }),
     }
+}
+
+/// The alert's fields as `{"name": …, "value": …}` (MS Teams facts, the generic payload).
+fn named_values(alert: &Alert) -> Vec<Value> {
+    let named = |(n, v): &(String, String)| json!({"name": n, "value": v});
+    alert.fields.iter().map(named).collect()
 }
 
 /// The `Notifier` port.
@@ -424,12 +418,11 @@ impl Notifier for AlertNotifier {
         provider: Option<&NamespacedRef>,
         alert: &Alert,
     ) -> Result<(), String> {
-        let receiver = match provider {
-            Some(r) => self.receiver(canary, r).await?,
-            None => match &self.global {
-                Some(g) => g.clone(),
-                None => return Ok(()),
-            },
+        // Without a provider the alert goes to the global notifier, if there is one.
+        let receiver = match (provider, &self.global) {
+            (Some(r), _) => self.receiver(canary, r).await?,
+            (None, Some(global)) => global.clone(),
+            (None, None) => return Ok(()),
         };
         self.send(&receiver, canary, alert).await
     }

@@ -129,16 +129,10 @@ pub(crate) fn body_text(bytes: &[u8]) -> String {
 }
 
 /// `text` cut to at most `max` bytes (on a character boundary), with a marker saying how long it
-/// was: echoed input must not make an error, an event or a log line arbitrarily long.
+/// was: echoed input must not make an error, an event or a log line arbitrarily long. The same
+/// cut as the fleet history's messages.
 pub(crate) fn bounded(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_string();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}… [truncated, {} bytes]", &text[..end], text.len())
+    aviary_core::fleet::rollout::truncate(text, max)
 }
 
 /// Shortest value worth redacting: shorter ones would match ordinary words, and carry little

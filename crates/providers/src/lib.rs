@@ -16,6 +16,7 @@
 //!   task type, `concord` and `ngrinder` included).
 //! - `http`: shared client plumbing (timeouts, TLS, proxies, redaction of secrets).
 //! - `error`: the crate's [`Error`].
+//! - `test_util` (tests only): helpers of the unit tests.
 //!
 //! Adapters do I/O only: the engine renders queries, applies thresholds, filters alerts and
 //! writes the event texts.
@@ -28,6 +29,8 @@ pub mod loadtester;
 pub mod metrics;
 pub mod secrets;
 pub mod sources;
+#[cfg(test)]
+mod test_util;
 
 pub use alerts::{AlertNotifier, GlobalNotifier};
 pub use error::{Error, Result};

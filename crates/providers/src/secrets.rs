@@ -25,7 +25,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use aviary_core::ports::SecretSource;
-use parking_lot::RwLock;
+
+use crate::sources::{ByName, key};
 
 /// Secret data: key → bytes.
 pub type SecretData = BTreeMap<String, Vec<u8>>;
@@ -181,21 +182,9 @@ impl SecretSource for EnvSecrets {
 }
 
 /// Secrets held in memory. `Debug` shows which Secrets exist, never their data.
-#[derive(Clone, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct StaticSecrets {
-    secrets: Arc<RwLock<BTreeMap<(String, String), SecretData>>>,
-}
-
-impl std::fmt::Debug for StaticSecrets {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let names: Vec<String> = self
-            .secrets
-            .read()
-            .keys()
-            .map(|(ns, n)| format!("{ns}/{n}"))
-            .collect();
-        f.debug_struct("StaticSecrets").field("secrets", &names).finish()
-    }
+    secrets: ByName<SecretData>,
 }
 
 impl StaticSecrets {
@@ -211,16 +200,12 @@ impl StaticSecrets {
         V: Into<Vec<u8>>,
     {
         let data = data.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
-        self.secrets
-            .write()
-            .insert((namespace.to_string(), name.to_string()), data);
+        self.secrets.insert(key(namespace, name), data);
     }
 
     /// Removes a Secret.
     pub fn remove(&self, namespace: &str, name: &str) {
-        self.secrets
-            .write()
-            .remove(&(namespace.to_string(), name.to_string()));
+        self.secrets.remove(namespace, name);
     }
 }
 
@@ -228,9 +213,7 @@ impl StaticSecrets {
 impl SecretSource for StaticSecrets {
     async fn secret(&self, namespace: &str, name: &str) -> Result<SecretData, String> {
         self.secrets
-            .read()
-            .get(&(namespace.to_string(), name.to_string()))
-            .cloned()
+            .get(namespace, name)
             .ok_or_else(|| format!("secret {namespace}/{name} not found"))
     }
 }
@@ -339,6 +322,11 @@ mod tests {
         let chain = SecretChain::new(vec![Arc::new(a.clone()), Arc::new(b)]);
         assert_eq!(chain.secret("ns", "s").await.unwrap()["token"], b"from-b");
         assert_eq!(chain.secret("ns", "t").await.unwrap()["token"], b"from-a");
+        assert_eq!(
+            format!("{a:?}"),
+            r#"StaticSecrets { secrets: ["ns/t"] }"#,
+            "names, no data"
+        );
         a.remove("ns", "t");
         let err = chain.secret("ns", "t").await.unwrap_err();
         assert_eq!(err, "secret ns/t not found; secret ns/t not found");

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use aviary_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use aviary_api::{AlertProvider, MetricTemplate};
 use parking_lot::RwLock;
 
@@ -24,17 +25,64 @@ pub trait AlertProviderSource: Send + Sync {
     async fn alert_provider(&self, namespace: &str, name: &str) -> Result<AlertProvider, String>;
 }
 
-type Key = (String, String);
+/// Objects in memory by namespace and name. Cheap to clone; clones share the contents. `Debug`
+/// lists the names only (the objects may be Secrets).
+pub(crate) struct ByName<T>(Arc<RwLock<BTreeMap<(String, String), T>>>);
+
+impl<T> std::fmt::Debug for ByName<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names = self.0.read();
+        f.debug_list()
+            .entries(names.keys().map(|(ns, n)| format!("{ns}/{n}")))
+            .finish()
+    }
+}
+
+// Derived `Clone`/`Default` would ask `T` for them; the shared map needs neither.
+impl<T> Clone for ByName<T> {
+    fn clone(&self) -> Self {
+        Self(Arc::clone(&self.0))
+    }
+}
+
+impl<T> Default for ByName<T> {
+    fn default() -> Self {
+        Self(Arc::default())
+    }
+}
+
+impl<T: Clone> ByName<T> {
+    /// Adds or replaces the object at `(namespace, name)`.
+    pub(crate) fn insert(&self, key: (String, String), value: T) {
+        self.0.write().insert(key, value);
+    }
+
+    /// Removes `namespace/name`.
+    pub(crate) fn remove(&self, namespace: &str, name: &str) {
+        self.0.write().remove(&key(namespace, name));
+    }
+
+    /// A copy of `namespace/name`.
+    pub(crate) fn get(&self, namespace: &str, name: &str) -> Option<T> {
+        self.0.read().get(&key(namespace, name)).cloned()
+    }
+}
+
+pub(crate) fn key(namespace: &str, name: &str) -> (String, String) {
+    (namespace.to_string(), name.to_string())
+}
 
 /// MetricTemplates and AlertProviders held in memory, keyed by their namespace and name
 /// (`default` when the object has no namespace). Cheap to clone; clones share the contents.
+/// `Debug` lists the names.
 #[derive(Debug, Clone, Default)]
 pub struct ResourceStore {
-    templates: Arc<RwLock<BTreeMap<Key, MetricTemplate>>>,
-    providers: Arc<RwLock<BTreeMap<Key, AlertProvider>>>,
+    templates: ByName<MetricTemplate>,
+    providers: ByName<AlertProvider>,
 }
 
-fn key_of(meta: &aviary_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Key {
+/// The namespace (`default` when unset) and name of an object.
+fn key_of(meta: &ObjectMeta) -> (String, String) {
     (
         meta.namespace.clone().unwrap_or_else(|| "default".into()),
         meta.name.clone().unwrap_or_default(),
@@ -49,28 +97,22 @@ impl ResourceStore {
 
     /// Adds or replaces a MetricTemplate.
     pub fn insert_template(&self, template: MetricTemplate) {
-        let key = key_of(&template.metadata);
-        self.templates.write().insert(key, template);
+        self.templates.insert(key_of(&template.metadata), template);
     }
 
     /// Removes a MetricTemplate.
     pub fn remove_template(&self, namespace: &str, name: &str) {
-        self.templates
-            .write()
-            .remove(&(namespace.to_string(), name.to_string()));
+        self.templates.remove(namespace, name);
     }
 
     /// Adds or replaces an AlertProvider.
     pub fn insert_alert_provider(&self, provider: AlertProvider) {
-        let key = key_of(&provider.metadata);
-        self.providers.write().insert(key, provider);
+        self.providers.insert(key_of(&provider.metadata), provider);
     }
 
     /// Removes an AlertProvider.
     pub fn remove_alert_provider(&self, namespace: &str, name: &str) {
-        self.providers
-            .write()
-            .remove(&(namespace.to_string(), name.to_string()));
+        self.providers.remove(namespace, name);
     }
 }
 
@@ -78,9 +120,7 @@ impl ResourceStore {
 impl TemplateSource for ResourceStore {
     async fn metric_template(&self, namespace: &str, name: &str) -> Result<MetricTemplate, String> {
         self.templates
-            .read()
-            .get(&(namespace.to_string(), name.to_string()))
-            .cloned()
+            .get(namespace, name)
             .ok_or_else(|| format!("metrictemplate.flagger.app \"{name}\" not found"))
     }
 }
@@ -89,9 +129,7 @@ impl TemplateSource for ResourceStore {
 impl AlertProviderSource for ResourceStore {
     async fn alert_provider(&self, namespace: &str, name: &str) -> Result<AlertProvider, String> {
         self.providers
-            .read()
-            .get(&(namespace.to_string(), name.to_string()))
-            .cloned()
+            .get(namespace, name)
             .ok_or_else(|| format!("alertprovider.flagger.app \"{name}\" not found"))
     }
 }

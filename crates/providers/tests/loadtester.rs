@@ -70,6 +70,13 @@ impl Client {
     }
 }
 
+/// Starts a load tester with `cfg`, and a client of it.
+async fn start(cfg: Config) -> (Loadtester, Client) {
+    let lt = Loadtester::start(cfg).await.unwrap();
+    let c = Client::new(lt.local_addr());
+    (lt, c)
+}
+
 fn sum_metric(text: &str, name: &str, fragments: &[&str]) -> f64 {
     text.lines()
         .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
@@ -93,8 +100,7 @@ async fn gates_open_close_and_survive_a_restart() {
     bounded(LIMIT, async {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("gates.json");
-        let lt = Loadtester::start(config(Some(&state))).await.unwrap();
-        let c = Client::new(lt.local_addr());
+        let (lt, c) = start(config(Some(&state))).await;
         let p = payload("podinfo", "test");
 
         assert_eq!(c.post("/gate/approve", &p).await, (200, "OK".into()));
@@ -104,17 +110,23 @@ async fn gates_open_close_and_survive_a_restart() {
             (403, "Forbidden".into()),
             "unknown gates are closed"
         );
-        assert_eq!(c.post("/gate/open", &p).await.0, 202);
+        assert_eq!(c.post("/gate/open", &p).await, (202, "Gate opened".into()));
         assert_eq!(c.post("/gate/check", &p).await, (200, "Approved".into()));
-        assert_eq!(c.post("/gate/close", &p).await.0, 202);
+        assert_eq!(c.post("/gate/close", &p).await, (202, "Gate closed".into()));
         assert_eq!(c.post("/gate/check", &p).await.0, 403);
         assert_eq!(c.post("/gate/open", &p).await.0, 202);
 
         assert_eq!(c.post("/rollback/check", &p).await.0, 403);
-        assert_eq!(c.post("/rollback/open", &p).await.0, 202);
+        assert_eq!(
+            c.post("/rollback/open", &p).await,
+            (202, "Rollback gate opened".into())
+        );
         assert_eq!(c.post("/rollback/check", &p).await, (200, "Approved".into()));
         // The rollback gate is separate from the rollout gate, and canaries from each other.
-        assert_eq!(c.post("/rollback/close", &p).await.0, 202);
+        assert_eq!(
+            c.post("/rollback/close", &p).await,
+            (202, "Rollback gate closed".into())
+        );
         assert_eq!(c.post("/rollback/check", &p).await.0, 403);
         assert_eq!(c.post("/gate/check", &p).await.0, 200);
         assert_eq!(c.post("/gate/check", &payload("podinfo", "prod")).await.0, 403);
@@ -144,16 +156,14 @@ async fn gates_open_close_and_survive_a_restart() {
         );
 
         // A new process on the same state file answers as before.
-        let lt = Loadtester::start(config(Some(&state))).await.unwrap();
-        let c = Client::new(lt.local_addr());
+        let (lt, c) = start(config(Some(&state))).await;
         assert_eq!(c.post("/gate/check", &p).await, (200, "Approved".into()));
         assert_eq!(c.post("/rollback/check", &p).await.0, 403);
         assert_eq!(c.post("/rollback/check", &payload("other", "test")).await.0, 200);
         lt.stop().await.unwrap();
 
         // Without a state file the gates live in memory only.
-        let lt = Loadtester::start(config(None)).await.unwrap();
-        let c = Client::new(lt.local_addr());
+        let (lt, c) = start(config(None)).await;
         assert_eq!(c.post("/gate/check", &p).await.0, 403);
         lt.stop().await.unwrap();
     })
@@ -166,8 +176,7 @@ async fn gates_open_close_and_survive_a_restart() {
 #[tokio::test]
 async fn gate_keys_are_unambiguous_and_payloads_bounded() {
     bounded(LIMIT, async {
-        let lt = Loadtester::start(config(None)).await.unwrap();
-        let c = Client::new(lt.local_addr());
+        let (lt, c) = start(config(None)).await;
         assert_eq!(
             c.post("/gate/open", &payload("rollback.app", "test")).await.0,
             202
@@ -188,15 +197,13 @@ async fn gate_keys_are_unambiguous_and_payloads_bounded() {
             c.post("/gate/open", &payload(&"n".repeat(253), "test")).await.0,
             202
         );
-        let (status, body) = c.post("/gate/check", &payload("x", &"s".repeat(64))).await;
         assert_eq!(
-            (status, body.as_str()),
-            (400, "namespace is 64 bytes long; at most 63 are allowed")
+            c.post("/gate/check", &payload("x", &"s".repeat(64))).await,
+            (400, "namespace is 64 bytes long; at most 63 are allowed".into())
         );
-        let (status, body) = c.post("/gate/open", &payload("a\nINFO forged", "test")).await;
         assert_eq!(
-            (status, body.as_str()),
-            (400, "name contains a control character")
+            c.post("/gate/open", &payload("a\nINFO forged", "test")).await,
+            (400, "name contains a control character".into())
         );
         let mut huge = task(json!({"type": "bash", "cmd": format!("echo {}", "x".repeat(70_000))}));
         huge["name"] = json!("podinfo");
@@ -228,8 +235,7 @@ async fn the_namespace_filter_is_unanchored_unless_asked() {
             let mut cfg = config(None);
             cfg.namespace_regexp =
                 Some(aviary_providers::loadtester::namespace_filter(pattern, anchored).unwrap());
-            let lt = Loadtester::start(cfg).await.unwrap();
-            let c = Client::new(lt.local_addr());
+            let (lt, c) = start(cfg).await;
             for ns in allowed {
                 assert_eq!(
                     c.post("/gate/check", &payload("x", ns)).await.0,
@@ -256,8 +262,7 @@ async fn bash_tasks_block_and_report_exit_status() {
     bounded(LIMIT, async {
         let mut cfg = config(None);
         cfg.timeout = Duration::from_secs(1);
-        let lt = Loadtester::start(cfg).await.unwrap();
-        let c = Client::new(lt.local_addr());
+        let (lt, c) = start(cfg).await;
 
         let ok = task(json!({"type": "bash", "cmd": "echo hello from $0", "returnCmdOutput": "true"}));
         assert_eq!(c.post("/", &ok).await, (200, "hello from bash\n".into()));
@@ -297,8 +302,7 @@ async fn requests_that_cannot_run() {
     bounded(LIMIT, async {
         let mut cfg = config(None);
         cfg.namespace_regexp = Some(Regex::new("^(test|prod)$").unwrap());
-        let lt = Loadtester::start(cfg).await.unwrap();
-        let c = Client::new(lt.local_addr());
+        let (lt, c) = start(cfg).await;
 
         assert_eq!(
             c.post("/", &payload("podinfo", "test")).await,
@@ -307,20 +311,22 @@ async fn requests_that_cannot_run() {
         let (status, body) = c.post_raw("/", "[1, 2".into()).await;
         assert_eq!(status, 400);
         assert!(body.starts_with("invalid JSON payload:"), "{body}");
-        let (status, body) = c.post("/", &task(json!({"type": "jmeter", "cmd": "x"}))).await;
-        assert_eq!((status, body.as_str()), (400, "unknown task type jmeter"));
-        // Concord's metadata errors are 500 as in Flagger (server.go:393-399); nGrinder's 400.
-        let (status, body) = c.post("/", &task(json!({"type": "concord", "cmd": "x"}))).await;
         assert_eq!(
-            (status, body.as_str()),
-            (500, "`server` is required with type concord")
+            c.post("/", &task(json!({"type": "jmeter", "cmd": "x"}))).await,
+            (400, "unknown task type jmeter".into())
         );
-        let (status, body) = c
-            .post("/", &task(json!({"type": "ngrinder", "server": "http://x"})))
-            .await;
+        // Concord's metadata errors are 500 as in Flagger (server.go:393-399); nGrinder's 400.
         assert_eq!(
-            (status, body.as_str()),
-            (400, "server, clone, username and passwd are required metadata")
+            c.post("/", &task(json!({"type": "concord", "cmd": "x"}))).await,
+            (500, "`server` is required with type concord".into())
+        );
+        assert_eq!(
+            c.post("/", &task(json!({"type": "ngrinder", "server": "http://x"})))
+                .await,
+            (
+                400,
+                "server, clone, username and passwd are required metadata".into()
+            )
         );
         let (status, body) = c.post("/", &task(json!({"type": "bash"}))).await;
         assert_eq!(status, 400);
@@ -365,8 +371,7 @@ async fn requests_that_cannot_run() {
 async fn cmd_tasks_run_in_the_background_once_at_a_time() {
     bounded(LIMIT, async {
         let dir = tempfile::tempdir().unwrap();
-        let lt = Loadtester::start(config(None)).await.unwrap();
-        let c = Client::new(lt.local_addr());
+        let (lt, c) = start(config(None)).await;
         let marker = dir.path().join("runs");
         let cmd = format!("echo run >> {}; sleep 1", marker.display());
         let t = task(json!({"type": "cmd", "cmd": cmd, "logCmdOutput": "true"}));
@@ -411,8 +416,7 @@ async fn shutdown_kills_running_commands() {
     bounded(LIMIT, async {
         let dir = tempfile::tempdir().unwrap();
         let pidfile = dir.path().join("pid");
-        let lt = Loadtester::start(config(None)).await.unwrap();
-        let c = Client::new(lt.local_addr());
+        let (lt, c) = start(config(None)).await;
         let cmd = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
         assert_eq!(c.post("/", &task(json!({"cmd": cmd}))).await.0, 202);
         while !pidfile.exists() || std::fs::read_to_string(&pidfile).unwrap().trim().is_empty() {
@@ -461,8 +465,7 @@ async fn hey_load_reaches_the_sample_app() {
         .await
         .unwrap();
         let app_url = format!("http://{}", app.local_addr());
-        let lt = Loadtester::start(config(None)).await.unwrap();
-        let c = Client::new(lt.local_addr());
+        let (lt, c) = start(config(None)).await;
         let app_client = Client::new(app.local_addr());
         let count = |text: &str| sum_metric(text, "http_requests_total", &["path=\"/\"", "status=\"200\""]);
         assert_eq!(count(&app_client.get("/metrics").await.1), 0.0);
@@ -551,16 +554,14 @@ async fn concord_processes_are_started_and_awaited() {
         std::fs::write(&key, "concord-api-key-42\n").unwrap();
         let mut cfg = config(None);
         cfg.concord_key_dir = Some(keys.path().to_path_buf());
-        let lt = Loadtester::start(cfg).await.unwrap();
-        let c = Client::new(lt.local_addr());
+        let (lt, c) = start(cfg).await;
         let meta = |entry: &str| {
             json!({"type": "concord", "server": format!("{}/ignored/path", concord.url()), "org": "my-org",
                 "project": "my-project", "repo": "load-tests", "entrypoint": entry,
                 "apiKeyPath": key.to_str().unwrap(), "endpoint": "http://podinfo-canary.test:9898/",
                 "arguments.users": "10", "pollInterval": "1", "pollTimeout": "5"})
         };
-        let (status, body) = c.post("/", &task(meta("main"))).await;
-        assert_eq!((status, body.as_str()), (200, ""));
+        assert_eq!(c.post("/", &task(meta("main"))).await, (200, "".into()));
         // The start (concord.go:215-250): the form, the key as Authorization, the absolute
         // process path (ResolveReference drops the server's own path).
         let seen = concord.requests();
@@ -596,10 +597,9 @@ async fn concord_processes_are_started_and_awaited() {
             "{body}"
         );
         let started = std::time::Instant::now();
-        let (status, body) = c.post("/", &task(meta("hang"))).await;
         assert_eq!(
-            (status, body.as_str()),
-            (500, "concord process timed out, after 5 seconds")
+            c.post("/", &task(meta("hang"))).await,
+            (500, "concord process timed out, after 5 seconds".into())
         );
         assert!(started.elapsed() < Duration::from_secs(8));
 
@@ -620,7 +620,7 @@ async fn concord_processes_are_started_and_awaited() {
 
         // A server that quotes the request back: the answer (an event in Flagger's webhook
         // failure) never shows the key.
-        let echo = Server::start(|r, _| Reply::new(200, common::echo_everything(r))).await;
+        let echo = Server::echoing(200).await;
         let mut m = meta("main");
         m["server"] = json!(echo.url());
         let (status, body) = c.post("/", &task(m)).await;
@@ -673,8 +673,7 @@ async fn ngrinder_tests_are_cloned_started_and_stopped() {
         let ngrinder = ngrinder_server().await;
         let mut cfg = config(None);
         cfg.timeout = Duration::from_secs(2);
-        let lt = Loadtester::start(cfg).await.unwrap();
-        let c = Client::new(lt.local_addr());
+        let (lt, c) = start(cfg).await;
         let meta = |clone: &str| {
             json!({"type": "ngrinder", "server": format!("{}/ngrinder/", ngrinder.url()), "clone": clone,
                 "username": "admin", "passwd": "czNjcmV0", "pollInterval": "200ms"})

@@ -11,7 +11,7 @@ use aviary_core::ports::{MetricError, Metrics};
 use aviary_providers::metrics::AwsCredentials;
 use aviary_providers::metrics::cloudwatch::sigv4;
 use aviary_providers::{PrometheusBuiltins, ProviderMetrics, ResourceStore, StaticSecrets};
-use common::{Reply, Seen, Server, assert_took, bounded};
+use common::{Reply, Seen, Server, bounded, within};
 use serde_json::{Value, json};
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -44,18 +44,37 @@ struct Fixture {
 fn fixture() -> Fixture {
     let store = ResourceStore::new();
     let secrets = StaticSecrets::new();
+    let metrics = provider_metrics(&store, &secrets).with_aws_env_credentials(None);
+    Fixture {
+        metrics,
+        secrets,
+        store,
+    }
+}
+
+/// Metrics over `store` and `secrets`, whose built-in metrics' Prometheus is nowhere.
+fn provider_metrics(store: &ResourceStore, secrets: &StaticSecrets) -> ProviderMetrics {
     let builtins = PrometheusBuiltins::new("http://127.0.0.1:9", "kubernetes").unwrap();
-    let metrics = ProviderMetrics::new(
+    ProviderMetrics::new(
         Arc::new(store.clone()),
         Arc::new(secrets.clone()),
         Arc::new(builtins),
     )
     .unwrap()
-    .with_aws_env_credentials(None);
-    Fixture {
-        metrics,
-        secrets,
-        store,
+}
+
+impl Fixture {
+    /// Stores the Secret `monitoring/<secret>` with `data`; returns a `kind` template at
+    /// `address` that refers to it.
+    fn template_with_secret<K: Into<String>, V: Into<Vec<u8>>>(
+        &self,
+        kind: &str,
+        address: &str,
+        secret: &str,
+        data: impl IntoIterator<Item = (K, V)>,
+    ) -> MetricTemplate {
+        self.secrets.insert("monitoring", secret, data);
+        template(kind, address, Some(secret), json!({}))
     }
 }
 
@@ -80,6 +99,18 @@ async fn check_online(f: &Fixture, t: MetricTemplate) -> Canary {
         canary_with(json!([{"name": "m", "templateRef": {"name": "my-metric", "namespace": "monitoring"}}]));
     f.metrics.check_providers(&canary).await.unwrap();
     canary
+}
+
+/// `q` over 1m fails with a provider (configuration) error that contains `needle`.
+async fn assert_provider_error(f: &Fixture, t: &MetricTemplate, q: &str, needle: &str) {
+    let e = provider_error(run(f, t, "1m", q).await.unwrap_err());
+    assert!(e.contains(needle), "{e}");
+}
+
+/// `q` over 1m fails with a query error that contains `needle`.
+async fn assert_query_error(f: &Fixture, t: &MetricTemplate, q: &str, needle: &str) {
+    let e = query_error(run(f, t, "1m", q).await.unwrap_err());
+    assert!(e.contains(needle), "{e}");
 }
 
 fn now_secs() -> u64 {
@@ -155,7 +186,6 @@ async fn prometheus_request_auth_headers_and_last_series() {
             1
         );
         assert_eq!(t.spec, before.spec);
-        server.stop().await;
     })
     .await;
 }
@@ -200,7 +230,6 @@ async fn prometheus_basic_auth_and_credential_errors() {
             e.contains("spec.provider.address is required for prometheus"),
             "{e}"
         );
-        server.stop().await;
     })
     .await;
 }
@@ -254,7 +283,6 @@ async fn prometheus_no_values_matrices_and_errors_never_show_the_token() {
             "{e}"
         );
         assert!(!e.contains("super-secret-token"), "the token leaked into: {e}");
-        server.stop().await;
     })
     .await;
 }
@@ -266,7 +294,7 @@ async fn prometheus_no_values_matrices_and_errors_never_show_the_token() {
 #[tokio::test]
 async fn echoing_metric_backends_get_no_credential_into_errors() {
     bounded(LIMIT, async {
-        let server = Server::start(|r, _| Reply::new(400, common::echo_everything(r))).await;
+        let server = Server::echoing(400).await;
         let f = fixture();
         f.secrets.insert(
             "monitoring",
@@ -295,15 +323,8 @@ async fn echoing_metric_backends_get_no_credential_into_errors() {
         ];
         let check = |e: MetricError| {
             let e = e.to_string();
-            for secret in secrets {
-                assert!(!e.contains(secret), "{secret} in: {e}");
-            }
+            common::assert_bounded_without(&e, &secrets, 4200);
             assert!(e.contains("[redacted]"), "{e}");
-            assert!(
-                e.len() < 4200 && e.contains("… [truncated, "),
-                "{} bytes: {e}",
-                e.len()
-            );
         };
         let basic = template("prometheus", &server.url(), Some("basic"), json!({}));
         check(run(&f, &basic, "1m", "up").await.unwrap_err());
@@ -330,7 +351,6 @@ async fn echoing_metric_backends_get_no_credential_into_errors() {
                 .await
                 .unwrap_err(),
         );
-        server.stop().await;
     })
     .await;
 }
@@ -341,11 +361,8 @@ async fn prometheus_times_out_after_five_seconds() {
         let server = Server::always(Reply::json(200, vector(&["1"])).delayed(Duration::from_secs(8))).await;
         let f = fixture();
         let t = template("prometheus", &server.url(), None, json!({}));
-        let started = std::time::Instant::now();
-        let e = query_error(run(&f, &t, "1m", "slow").await.unwrap_err());
-        assert!(e.contains("timed out"), "{e}");
-        assert_took(started, Duration::from_secs(4)..Duration::from_secs(8));
-        server.stop().await;
+        let slow = assert_query_error(&f, &t, "slow", "timed out");
+        within(Duration::from_secs(4)..Duration::from_secs(8), slow).await;
     })
     .await;
 }
@@ -470,12 +487,12 @@ async fn datadog_request_window_keys_and_oldest_point() {
         })
         .await;
         let f = fixture();
-        f.secrets.insert(
-            "monitoring",
+        let t = f.template_with_secret(
+            "datadog",
+            &server.url(),
             "dd",
             [("datadog_api_key", "dd-api-key-1"), ("datadog_application_key", "dd-app-key-2")],
         );
-        let t = template("datadog", &server.url(), Some("dd"), json!({}));
         let q = "sum:requests.error.rate{service:podinfo}";
         let before = now_secs();
         assert_eq!(run(&f, &t, "1m", q).await.unwrap(), 0.25);
@@ -501,12 +518,9 @@ async fn datadog_request_window_keys_and_oldest_point() {
         assert_eq!(validate.header("dd-api-key"), Some("dd-api-key-1"));
 
         f.secrets.insert("monitoring", "dd", [("datadog_api_key", "only-one")]);
-        let e = provider_error(run(&f, &t, "1m", q).await.unwrap_err());
-        assert!(e.contains("no key `datadog_application_key`"), "{e}");
+        assert_provider_error(&f, &t, q, "no key `datadog_application_key`").await;
         let t = template("datadog", &server.url(), None, json!({}));
-        let e = provider_error(run(&f, &t, "1m", q).await.unwrap_err());
-        assert!(e.contains("datadog needs credentials: set spec.provider.secretRef"), "{e}");
-        server.stop().await;
+        assert_provider_error(&f, &t, q, "datadog needs credentials: set spec.provider.secretRef").await;
     })
     .await;
 }
@@ -537,15 +551,15 @@ async fn newrelic_nrql_since_interval_and_single_result() {
         })
         .await;
         let f = fixture();
-        f.secrets.insert(
-            "monitoring",
+        let t = f.template_with_secret(
+            "newrelic",
+            &server.url(),
             "nr",
             [
                 ("newrelic_account_id", "1234567"),
                 ("newrelic_query_key", "nr-query-key"),
             ],
         );
-        let t = template("newrelic", &server.url(), Some("nr"), json!({}));
         assert_eq!(run(&f, &t, "2m", "one").await.unwrap(), 1.5);
         let r = server.only_request();
         assert_eq!(r.path, "/v1/accounts/1234567/query");
@@ -559,11 +573,9 @@ async fn newrelic_nrql_since_interval_and_single_result() {
             query_error(run(&f, &t, "1m", "two").await.unwrap_err()),
             "query returned multiple values"
         );
-        let e = query_error(run(&f, &t, "1m", "bad").await.unwrap_err());
-        assert!(e.contains("NRQL Syntax Error"), "{e}");
+        assert_query_error(&f, &t, "bad", "NRQL Syntax Error").await;
 
         check_online(&f, t).await;
-        server.stop().await;
     })
     .await;
 }
@@ -590,12 +602,12 @@ async fn graphite_render_params_basic_auth_and_last_non_null() {
         })
         .await;
         let f = fixture();
-        f.secrets.insert(
-            "monitoring",
+        let t = f.template_with_secret(
+            "graphite",
+            &server.url(),
             "gr",
             [("username", "graphite"), ("password", "pw-graphite")],
         );
-        let t = template("graphite", &server.url(), Some("gr"), json!({}));
         let q = "target=sumSeries(app.http.5xx)&from=-5min&format=raw";
         assert_eq!(run(&f, &t, "1m", q).await.unwrap(), 7.5);
         let r = server.only_request();
@@ -617,7 +629,6 @@ async fn graphite_render_params_basic_auth_and_last_non_null() {
         // Online: `target=test` answering no values is fine.
         check_online(&f, t).await;
         assert_eq!(server.requests().last().unwrap().query["target"], "test");
-        server.stop().await;
     })
     .await;
 }
@@ -647,12 +658,12 @@ async fn influxdb_flux_over_http_with_org_and_token() {
         })
         .await;
         let f = fixture();
-        f.secrets.insert(
-            "monitoring",
+        let t = f.template_with_secret(
+            "influxdb",
+            &server.url(),
             "influx",
             [("token", "influx-token-9"), ("org", "my-org")],
         );
-        let t = template("influxdb", &server.url(), Some("influx"), json!({}));
         let flux = r#"from(bucket: "app") |> range(start: -5m) |> mean()"#;
         assert_eq!(run(&f, &t, "1m", flux).await.unwrap(), 1.75);
         let r = server.only_request();
@@ -680,8 +691,7 @@ async fn influxdb_flux_over_http_with_org_and_token() {
         );
         f.secrets
             .insert("monitoring", "influx", [("token", "influx-token-9")]);
-        let e = provider_error(run(&f, &t, "1m", flux).await.unwrap_err());
-        assert!(e.contains("no key `org`"), "{e}");
+        assert_provider_error(&f, &t, flux, "no key `org`").await;
 
         f.secrets.insert(
             "monitoring",
@@ -693,7 +703,6 @@ async fn influxdb_flux_over_http_with_org_and_token() {
             server.requests().last().unwrap().json()["query"],
             "buckets() |> limit(n: 1)"
         );
-        server.stop().await;
     })
     .await;
 }
@@ -755,7 +764,6 @@ async fn dynatrace_selector_window_token_and_last_data_entry() {
             (online.path.as_str(), online.raw_query.as_str()),
             ("/api/v2/metrics", "pageSize=1")
         );
-        server.stop().await;
     })
     .await;
 }
@@ -873,8 +881,7 @@ async fn cloudwatch_get_metric_data_is_signed_and_read() {
             query_error(run(&f, &t, "1m", r#"[{"Id":"bad"}]"#).await.unwrap_err()),
             "cloudwatch ValidationException: Invalid metric"
         );
-        let e = query_error(run(&f, &t, "1m", "{not json").await.unwrap_err());
-        assert!(e.contains("JSON array of MetricDataQuery"), "{e}");
+        assert_query_error(&f, &t, "{not json", "JSON array of MetricDataQuery").await;
 
         // Online: an empty query answered with a validation error means authenticated and up.
         let canary = check_online(&f, t.clone()).await;
@@ -890,9 +897,7 @@ async fn cloudwatch_get_metric_data_is_signed_and_read() {
         assert!(!e.contains("wrong-secret-key"), "{e}");
 
         let no_region = template("cloudwatch", &server.url(), Some("aws"), json!({}));
-        let e = provider_error(run(&f, &no_region, "1m", "[]").await.unwrap_err());
-        assert!(e.contains("spec.provider.region is required"), "{e}");
-        server.stop().await;
+        assert_provider_error(&f, &no_region, "[]", "spec.provider.region is required").await;
     })
     .await;
 }
@@ -941,7 +946,6 @@ async fn cloudwatch_env_credentials_and_retries() {
         let metrics = metrics.with_aws_env_credentials(None);
         let e = provider_error(metrics.query("m", &t, "30s", "[]").await.unwrap_err());
         assert!(e.contains("AWS_ACCESS_KEY_ID"), "{e}");
-        server.stop().await;
     })
     .await;
 }
@@ -974,7 +978,6 @@ async fn built_in_query_errors_are_worded_like_flaggers_observers() {
         assert_eq!(error("knative", SuccessRate).await, wrapped);
         assert_eq!(error("kubernetes", SuccessRate).await, plain);
         assert_eq!(error("gatewayapi:v1", P99).await, wrapped);
-        server.stop().await;
     })
     .await;
 }
@@ -1092,12 +1095,12 @@ async fn stackdriver_mql_with_a_self_signed_service_account_jwt() {
         let server = Server::start(monitoring_api(pem.clone())).await;
         let f = fixture();
         let key = service_account_key(&pem);
-        f.secrets.insert(
-            "monitoring",
+        let t = f.template_with_secret(
+            "stackdriver",
+            &server.url(),
             "gcp",
             [("project", "my-project"), ("serviceAccountKey", key.as_str())],
         );
-        let t = template("stackdriver", &server.url(), Some("gcp"), json!({}));
         let mql = "fetch k8s_container | metric 'istio.io/service/server/request_count' | within 1m";
         let v = run(&f, &t, "1m", mql).await.unwrap();
         assert_eq!(v, 0.995, "the first point of the first series");
@@ -1130,9 +1133,7 @@ async fn stackdriver_mql_with_a_self_signed_service_account_jwt() {
         );
         // Online: an empty query refused as InvalidArgument (stackdriver.go:117-145).
         assert_eq!(server.requests().len(), 4);
-        f.store.insert_template(t.clone());
-        let canary = canary_with(json!([{"name": "rate", "templateRef": {"name": "my-metric", "namespace": "monitoring"}, "thresholdRange": {"min": 0.99}}]));
-        f.metrics.check_providers(&canary).await.unwrap();
+        let canary = check_online(&f, t.clone()).await;
         assert_eq!(server.requests()[4].json(), json!({"query": ""}));
 
         // A wrong key: the API refuses the signature; no secret reaches the error.
@@ -1146,9 +1147,7 @@ async fn stackdriver_mql_with_a_self_signed_service_account_jwt() {
         let e = f.metrics.check_providers(&canary).await.unwrap_err();
         assert!(e.ends_with("unexpected status code: Unauthenticated"), "{e}");
         f.secrets.insert("monitoring", "gcp", [("serviceAccountKey", key.as_str())]);
-        let e = provider_error(run(&f, &t, "1m", "x").await.unwrap_err());
-        assert!(e.contains("does not contain a project id"), "{e}");
-        server.stop().await;
+        assert_provider_error(&f, &t, "x", "does not contain a project id").await;
     })
     .await;
 }
@@ -1177,18 +1176,11 @@ async fn stackdriver_default_credentials_and_careless_upstreams() {
         })
         .await;
         let f = fixture();
-        let metrics = ProviderMetrics::new(
-            Arc::new(f.store.clone()),
-            Arc::new(f.secrets.clone()),
-            Arc::new(PrometheusBuiltins::new("http://127.0.0.1:9", "kubernetes").unwrap()),
-        )
-        .unwrap()
-        .with_google_env(aviary_providers::metrics::GoogleEnv {
+        let metrics = provider_metrics(&f.store, &f.secrets).with_google_env(aviary_providers::metrics::GoogleEnv {
             credentials_file: None,
             metadata_host: metadata.addr.to_string(),
         });
-        f.secrets.insert("monitoring", "project-only", [("project", "my-project")]);
-        let t = template("stackdriver", &api.url(), Some("project-only"), json!({}));
+        let t = f.template_with_secret("stackdriver", &api.url(), "project-only", [("project", "my-project")]);
         assert_eq!(metrics.query("m", &t, "1m", "fetch x").await.unwrap(), 12.5);
         assert_eq!(api.only_request().path, "/v3/projects/my-project/timeSeries:query");
 
@@ -1197,13 +1189,7 @@ async fn stackdriver_default_credentials_and_careless_upstreams() {
         let dir = tempfile::tempdir().unwrap();
         let key = service_account_key(&pem);
         std::fs::write(dir.path().join("key.json"), &key).unwrap();
-        let metrics = ProviderMetrics::new(
-            Arc::new(f.store.clone()),
-            Arc::new(f.secrets.clone()),
-            Arc::new(PrometheusBuiltins::new("http://127.0.0.1:9", "kubernetes").unwrap()),
-        )
-        .unwrap()
-        .with_google_env(aviary_providers::metrics::GoogleEnv {
+        let metrics = provider_metrics(&f.store, &f.secrets).with_google_env(aviary_providers::metrics::GoogleEnv {
             credentials_file: Some(dir.path().join("key.json")),
             metadata_host: "127.0.0.1:9".into(),
         });
@@ -1215,8 +1201,6 @@ async fn stackdriver_default_credentials_and_careless_upstreams() {
         assert!(!e.contains("key-id-0123456789"), "{e}");
         assert!(e.contains("error requesting stackdriver: rpc error: code = InvalidArgument"), "{e}");
         assert!(e.contains("[redacted]"), "{e}");
-        metadata.stop().await;
-        api.stop().await;
     })
     .await;
 }
@@ -1339,8 +1323,7 @@ impl SignalFlow {
                     }
                 }),
             );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let (listener, addr) = aviary_testkit::net::bind_loopback("SignalFlow").await.unwrap();
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -1367,8 +1350,7 @@ async fn splunk_signalflow_computation_over_a_websocket() {
     bounded(LIMIT, async {
         let sf = SignalFlow::start().await;
         let f = fixture();
-        f.secrets.insert("monitoring", "sfx", [(TOKEN_KEY_NAME, SF_TOKEN)]);
-        let t = template("splunk", &sf.url(), Some("sfx"), json!({}));
+        let t = f.template_with_secret("splunk", &sf.url(), "sfx", [(TOKEN_KEY_NAME, SF_TOKEN)]);
         let program = "data('errors', filter=filter('service', 'podinfo')).sum().publish()";
         let before = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
         let v = run(&f, &t, "1m", program).await.unwrap();
@@ -1400,16 +1382,17 @@ async fn splunk_signalflow_computation_over_a_websocket() {
         );
 
         // Online: GET /v2/metric?limit=1 with X-SF-Token (splunk.go:166-194).
-        f.store.insert_template(t.clone());
-        let canary = canary_with(json!([{"name": "errors", "templateRef": {"name": "my-metric", "namespace": "monitoring"}, "thresholdRange": {"max": 1}}]));
-        f.metrics.check_providers(&canary).await.unwrap();
-        f.secrets.insert("monitoring", "sfx", [(TOKEN_KEY_NAME, "wrong-token-0000")]);
+        let canary = check_online(&f, t.clone()).await;
+        f.secrets
+            .insert("monitoring", "sfx", [(TOKEN_KEY_NAME, "wrong-token-0000")]);
         let e = f.metrics.check_providers(&canary).await.unwrap_err();
-        assert!(e.ends_with("error response: {\"code\": 401, \"message\": \"Unauthorized\"}"), "{e}");
+        assert!(
+            e.ends_with("error response: {\"code\": 401, \"message\": \"Unauthorized\"}"),
+            "{e}"
+        );
         assert!(!e.contains("wrong-token-0000"));
         f.secrets.insert("monitoring", "sfx", [("token", SF_TOKEN)]);
-        let e = provider_error(run(&f, &t, "1m", program).await.unwrap_err());
-        assert!(e.contains("does not contain sf_token_key"), "{e}");
+        assert_provider_error(&f, &t, program, "does not contain sf_token_key").await;
         let no_address = template("splunk", "", Some("sfx"), json!({}));
         let e = provider_error(run(&f, &no_address, "1m", program).await.unwrap_err());
         assert!(e.starts_with("splunk endpoint is not set"), "{e}");
@@ -1443,8 +1426,7 @@ async fn external_metrics_server_with_a_bearer_token() {
         })
         .await;
         let f = fixture();
-        f.secrets.insert("monitoring", "em", [("token", "em-token-777")]);
-        let t = template("externalmetrics", &server.url(), Some("em"), json!({}));
+        let t = f.template_with_secret("externalmetrics", &server.url(), "em", [("token", "em-token-777")]);
         let v = run(&f, &t, "1m", "jobs/queue_depth?labelSelector=queue%3Dorders").await.unwrap();
         assert_eq!(v, 1.5, "the first item's quantity");
         let r = server.only_request();
@@ -1455,17 +1437,13 @@ async fn external_metrics_server_with_a_bearer_token() {
             query_error(run(&f, &t, "1m", "jobs/missing").await.unwrap_err()),
             "error querying external metrics API: the server could not find the requested resource"
         );
-        f.store.insert_template(t.clone());
-        let canary = canary_with(json!([{"name": "q", "templateRef": {"name": "my-metric", "namespace": "monitoring"}, "thresholdRange": {"max": 10}}]));
-        f.metrics.check_providers(&canary).await.unwrap();
+        let canary = check_online(&f, t.clone()).await;
         f.secrets.insert("monitoring", "em", [("token", "stale-token-888")]);
         let e = f.metrics.check_providers(&canary).await.unwrap_err();
         assert!(e.ends_with("external metrics service unavailable: Unauthorized"), "{e}");
         // Without an address the provider needs the platform's Kubernetes API.
         let local = template("externalmetrics", "", None, json!({}));
-        let e = provider_error(run(&f, &local, "1m", "x").await.unwrap_err());
-        assert!(e.contains("reads the Kubernetes API"), "{e}");
-        server.stop().await;
+        assert_provider_error(&f, &local, "x", "reads the Kubernetes API").await;
     })
     .await;
 }

@@ -225,24 +225,14 @@ impl State<'_> {
     fn range_items(&mut self, dot: &Value, b: &Branch) -> Result<bool> {
         let v = self.eval_pipeline(dot, &b.pipe)?;
         let items: Vec<(Value, Value)> = match &v {
-            Value::Int(n) => {
-                if b.pipe.decl.len() > 1 {
-                    return self.error(format!(
-                        "can't use {} to iterate over more than one variable",
-                        format_value(&v)
-                    ));
-                }
-                (0..*n).map(|i| (Value::Invalid, Value::Int(i))).collect()
+            Value::Int(_) | Value::Uint8(_) if b.pipe.decl.len() > 1 => {
+                return self.error(format!(
+                    "can't use {} to iterate over more than one variable",
+                    format_value(&v)
+                ));
             }
-            Value::Uint8(n) => {
-                if b.pipe.decl.len() > 1 {
-                    return self.error(format!(
-                        "can't use {} to iterate over more than one variable",
-                        format_value(&v)
-                    ));
-                }
-                (0..*n).map(|i| (Value::Invalid, Value::Uint8(i))).collect()
-            }
+            Value::Int(n) => (0..*n).map(|i| (Value::Invalid, Value::Int(i))).collect(),
+            Value::Uint8(n) => (0..*n).map(|i| (Value::Invalid, Value::Uint8(i))).collect(),
             Value::Map(m) => m
                 .iter()
                 .map(|(k, v)| (Value::Str(k.clone()), Value::Str(v.clone())))
@@ -767,19 +757,13 @@ mod builtins {
     }
 
     pub(super) fn html(s: &str) -> String {
-        let mut out = String::with_capacity(s.len());
-        for c in s.chars() {
-            match c {
-                '"' => out.push_str("&#34;"),
-                '\'' => out.push_str("&#39;"),
-                '&' => out.push_str("&amp;"),
-                '<' => out.push_str("&lt;"),
-                '>' => out.push_str("&gt;"),
-                '\0' => out.push('\u{FFFD}'),
-                c => out.push(c),
-            }
-        }
-        out
+        // `&` first: the other escapes contain one.
+        s.replace('&', "&amp;")
+            .replace('"', "&#34;")
+            .replace('\'', "&#39;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('\0', "\u{FFFD}")
     }
 
     pub(super) fn js(s: &str) -> String {

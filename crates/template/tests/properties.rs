@@ -14,27 +14,15 @@ fn model() -> Model {
 /// Strings rich in template syntax.
 fn template_soup() -> impl Strategy<Value = String> {
     proptest::collection::vec(
+        // Weighted so that each word is as likely as each pattern.
         prop_oneof![
-            Just("{{".to_string()),
-            Just("}}".to_string()),
-            Just("{{- ".to_string()),
-            Just(" -}}".to_string()),
-            Just("namespace".to_string()),
-            Just("variables.cluster".to_string()),
-            Just("$x := ".to_string()),
-            Just("if ".to_string()),
-            Just("range ".to_string()),
-            Just("end".to_string()),
-            Just("(".to_string()),
-            Just(")".to_string()),
-            Just("|".to_string()),
-            Just("\"".to_string()),
-            Just("`".to_string()),
-            Just("'".to_string()),
-            Just("/*".to_string()),
-            Just("*/".to_string()),
-            "[ -~\\n]{0,6}",
-            "\\PC{0,3}",
+            18 => prop::sample::select(&[
+                "{{", "}}", "{{- ", " -}}", "namespace", "variables.cluster", "$x := ", "if ",
+                "range ", "end", "(", ")", "|", "\"", "`", "'", "/*", "*/",
+            ][..])
+            .prop_map(str::to_string),
+            1 => "[ -~\\n]{0,6}",
+            1 => "\\PC{0,3}",
         ],
         0..16,
     )

@@ -25,7 +25,7 @@ use axum::routing::{any, get};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -73,12 +73,7 @@ where
 }
 
 async fn serve(router: Router) -> Result<(SocketAddr, CancellationToken)> {
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-        .await
-        .map_err(|e| Error::io("binding a test backend to 127.0.0.1", e))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| Error::io("reading the bound address", e))?;
+    let (listener, addr) = crate::net::bind_loopback("a test backend").await?;
     let cancel = CancellationToken::new();
     let stop = cancel.clone();
     tokio::spawn(async move {

@@ -34,8 +34,8 @@
 //!   nftables or taken down (partition tests); [`Host`](netns::Host) places processes.
 //! - [`history`]: the shared checker of a rollout's audit history and the agents' statuses
 //!   (the invariants every fault test asserts).
-//! - [`net`]: loopback ports, `curl`; [`wait`]: polling a condition; [`logs`]: tracing in the
-//!   test output.
+//! - [`net`]: loopback ports and listeners, `curl`; [`wait`]: polling a condition; [`logs`]:
+//!   tracing in the test output.
 //! - [`json`]: reading JSON answers in tests.
 //! - [`generated`]: committed generated files checked against their generator's output.
 //! - [`process`]: child processes killed on drop, captured logs, process trees (orphans).

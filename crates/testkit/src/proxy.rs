@@ -20,7 +20,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::control_plane::kubeconfig::{self, Identity};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
@@ -103,12 +103,7 @@ pub struct FaultProxy {
 impl FaultProxy {
     /// Starts on 127.0.0.1 (ephemeral port), forwarding through `upstream`.
     pub async fn start(upstream: kube::Client) -> Result<Self> {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-            .await
-            .map_err(|e| Error::io("binding the fault proxy to 127.0.0.1", e))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| Error::io("reading the fault proxy's address", e))?;
+        let (listener, addr) = crate::net::bind_loopback("the fault proxy").await?;
         let state = Arc::new(Mutex::new(State::default()));
         let stop = CancellationToken::new();
         tokio::spawn(serve(listener, upstream, state.clone(), stop.clone()));

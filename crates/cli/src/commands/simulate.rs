@@ -74,18 +74,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     // A misspelt name in the script would silently simulate a healthy metric or webhook.
     let analysis = canary.analysis();
-    let metrics: Vec<&str> = analysis
-        .metrics
-        .iter()
-        .flatten()
-        .filter_map(|m| m.name.as_deref())
-        .collect();
-    let webhooks: Vec<&str> = analysis
-        .webhooks
-        .iter()
-        .flatten()
-        .filter_map(|w| w.name.as_deref())
-        .collect();
+    let metrics = names(&analysis.metrics, |m| m.name.as_deref());
+    let webhooks = names(&analysis.webhooks, |w| w.name.as_deref());
     let mut unknown = Vec::new();
     for (what, names, known) in [
         ("metric", script.metrics.keys().collect::<Vec<_>>(), &metrics),
@@ -152,4 +142,9 @@ fn pick(
             }
         }
     }
+}
+
+/// The names of those `items` that have one.
+fn names<'a, T>(items: &'a Option<Vec<T>>, name: impl Fn(&'a T) -> Option<&'a str>) -> Vec<&'a str> {
+    items.iter().flatten().filter_map(name).collect()
 }

@@ -368,6 +368,18 @@ impl HaFleet {
             dir,
         }
     }
+
+    /// Applies `yaml`, the FleetRollout `name`, with `aviary rollout apply -f` through replica
+    /// `via` (through a follower, the CLI follows it to the leader).
+    pub fn apply(&self, via: usize, name: &str, yaml: &str) {
+        let file = self.dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&file, yaml).unwrap();
+        let (code, out, err) = aviary(
+            &self.urls[via],
+            &["rollout", "apply", "-f", file.to_str().unwrap()],
+        );
+        assert_eq!(code, 0, "{out}{err}");
+    }
 }
 
 /// Waits (2 min) for `podinfo-6-0-1` to succeed: [`succeeded`].

@@ -438,8 +438,7 @@ async fn campaign(shared: &Shared, lease: i64, advertise: &str) -> Result<Leader
     let log = StateLog::new("campaign");
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
     loop {
-        let member = etcd.current();
-        let mut client = etcd.client(member).election_client();
+        let (member, mut client) = etcd.election_client();
         match client
             .campaign(shared.name.as_bytes(), advertise.as_bytes(), lease)
             .await
@@ -534,8 +533,7 @@ async fn observe(shared: Arc<Shared>) {
     let log = StateLog::new("observe");
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     loop {
-        let member = etcd.current();
-        let mut client = etcd.client(member).election_client();
+        let (member, mut client) = etcd.election_client();
         let opened = tokio::select! {
             r = client.observe(shared.name.as_bytes()) => r,
             _ = shared.stop.cancelled() => return,

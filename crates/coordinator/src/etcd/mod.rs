@@ -234,6 +234,13 @@ impl Etcd {
         self.inner.current.load(Ordering::Relaxed) % self.inner.clients.len()
     }
 
+    /// The member in use and an election client of it (the member to [`advance`](Self::advance)
+    /// from when a call fails).
+    pub(crate) fn election_client(&self) -> (usize, etcd_client::ElectionClient) {
+        let member = self.current();
+        (member, self.client(member).election_client())
+    }
+
     /// Moves on from `member` (unless someone already did).
     pub(crate) fn advance(&self, member: usize) {
         let n = self.inner.clients.len();

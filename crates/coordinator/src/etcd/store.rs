@@ -135,15 +135,17 @@ impl EtcdStore {
         Ok(resp.take_kvs())
     }
 
-    /// One fenced write (see the module docs). Returns the record's new revision.
-    async fn write(
+    /// One fenced write of `record` in its envelope (see the module docs). Returns the record's
+    /// new revision.
+    async fn write<T: Serialize + DeserializeOwned + Clone>(
         &self,
         fence: Fence,
         key: String,
-        value: Vec<u8>,
+        record: &T,
         expect: Expect,
         what: &str,
     ) -> Result<u64> {
+        let value = self.envelope(what, fence, record)?;
         let guard = match expect {
             Expect::Absent => Some(Compare::create_revision(key.clone(), CompareOp::Equal, 0)),
             Expect::Revision(r) => Some(Compare::mod_revision(key.clone(), CompareOp::Equal, r as i64)),
@@ -336,11 +338,10 @@ impl Store for EtcdStore {
 
     async fn create_rollout(&self, fence: Fence, record: &RolloutRecord) -> Result<u64> {
         let what = format!("create rollout {}", record.name);
-        let value = self.envelope(&what, fence, record)?;
         self.write(
             fence,
             self.rollout_key(&record.name),
-            value,
+            record,
             Expect::Absent,
             &what,
         )
@@ -349,15 +350,9 @@ impl Store for EtcdStore {
 
     async fn update_rollout(&self, fence: Fence, record: &RolloutRecord, expected: u64) -> Result<u64> {
         let what = format!("update rollout {}", record.name);
-        let value = self.envelope(&what, fence, record)?;
-        self.write(
-            fence,
-            self.rollout_key(&record.name),
-            value,
-            Expect::Revision(expected),
-            &what,
-        )
-        .await
+        let expect = Expect::Revision(expected);
+        self.write(fence, self.rollout_key(&record.name), record, expect, &what)
+            .await
     }
 
     async fn delete_rollout(&self, fence: Fence, name: &str, expected: Option<u64>) -> Result<()> {
@@ -377,9 +372,8 @@ impl Store for EtcdStore {
 
     async fn put_cluster(&self, fence: Fence, record: &ClusterRecord) -> Result<()> {
         let what = format!("register cluster {}", record.name);
-        let value = self.envelope(&what, fence, record)?;
         let key = format!("{}{}", self.clusters, record.name);
-        self.write(fence, key, value, Expect::Any, &what)
+        self.write(fence, key, record, Expect::Any, &what)
             .await
             .map(|_| ())
     }

@@ -202,14 +202,8 @@ impl Ctx {
             .iter()
             .map(|(k, _)| ((*k).to_string(), Value::Null))
             .collect();
-        self.api
-            .patch(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"annotations": removed}})),
-            )
-            .await
-            .map_err(kube_error)?;
+        self.merge_metadata(&name, json!({"annotations": removed}))
+            .await?;
         let outcome = outcomes.join("; ");
         tracing::info!(fleetrollout = %name, "{outcome}");
         Ok(Some(outcome))
@@ -316,14 +310,7 @@ impl Ctx {
         }
         if obj.finalizers().iter().any(|f| f == FINALIZER) {
             let rest: Vec<&String> = obj.finalizers().iter().filter(|f| *f != FINALIZER).collect();
-            self.api
-                .patch(
-                    &name,
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({"metadata": {"finalizers": rest}})),
-                )
-                .await
-                .map_err(kube_error)?;
+            self.merge_metadata(&name, json!({"finalizers": rest})).await?;
         }
         Ok(Action::await_change())
     }
@@ -334,11 +321,17 @@ impl Ctx {
         }
         let mut all = obj.finalizers().to_vec();
         all.push(FINALIZER.to_string());
+        self.merge_metadata(&obj.name_any(), json!({"finalizers": all}))
+            .await
+    }
+
+    /// Merges `metadata` (annotations, finalizers) into the metadata of the object `name`.
+    async fn merge_metadata(&self, name: &str, metadata: Value) -> Result<()> {
         self.api
             .patch(
-                &obj.name_any(),
+                name,
                 &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"finalizers": all}})),
+                &Patch::Merge(json!({ "metadata": metadata })),
             )
             .await
             .map_err(kube_error)?;

@@ -125,15 +125,7 @@ pub fn issue_agent(dir: &Path, cluster: &str, trust_domain: &str) -> Result<Vec<
             "--agent {cluster:?}: a cluster name is a DNS label (1-63 lowercase letters, digits and '-')"
         )));
     }
-    let mut p = CertificateParams::new(Vec::<String>::new()).map_err(|e| pki_error("agent", e))?;
-    p.distinguished_name = subject(cluster, None);
-    p.subject_alt_names.push(SanType::URI(
-        agent_uri(trust_domain, cluster)
-            .try_into()
-            .map_err(|e| pki_error("agent URI", e))?,
-    ));
-    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    sign(dir, p, &format!("{cluster}.pem"), &format!("{cluster}-key.pem"))
+    issue_client(dir, "agent", cluster, None, agent_uri(trust_domain, cluster))
 }
 
 /// `aviary certs issue DIR --user NAME --role ROLE`: `NAME.pem` and `NAME-key.pem`; the role
@@ -149,13 +141,22 @@ pub fn issue_user(dir: &Path, name: &str, role: Role, trust_domain: &str) -> Res
             "--user {name:?}: use 1-128 letters, digits and '.', '_', '-', '@'"
         )));
     }
-    let mut p = CertificateParams::new(Vec::<String>::new()).map_err(|e| pki_error("user", e))?;
-    p.distinguished_name = subject(name, Some(role.as_str()));
-    p.subject_alt_names.push(SanType::URI(
-        user_uri(trust_domain, name)
-            .try_into()
-            .map_err(|e| pki_error("user URI", e))?,
-    ));
+    issue_client(
+        dir,
+        "user",
+        name,
+        Some(role.as_str()),
+        user_uri(trust_domain, name),
+    )
+}
+
+/// A client certificate (`NAME.pem`, `NAME-key.pem`) with CN `name`, O `org` and the identity
+/// `uri` as its subject alternative name; `what` (agent, user) names it in errors.
+fn issue_client(dir: &Path, what: &str, name: &str, org: Option<&str>, uri: String) -> Result<Vec<PathBuf>> {
+    let mut p = CertificateParams::new(Vec::<String>::new()).map_err(|e| pki_error(what, e))?;
+    p.distinguished_name = subject(name, org);
+    let uri = uri.try_into().map_err(|e| pki_error(&format!("{what} URI"), e))?;
+    p.subject_alt_names.push(SanType::URI(uri));
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     sign(dir, p, &format!("{name}.pem"), &format!("{name}-key.pem"))
 }

@@ -160,6 +160,87 @@ pub fn judged_agent(
     SimAgent::spawn(cfg)
 }
 
+/// A simulated agent of [`start_fleet`]: its cluster, its region and how its analyses go.
+pub struct Sim<'a> {
+    cluster: &'a str,
+    region: &'a str,
+    runs: Runs,
+}
+
+enum Runs {
+    Plain,
+    Held,
+    Failing,
+    Slow(u32),
+    Judged((f64, f64)),
+}
+
+impl<'a> Sim<'a> {
+    /// An [`agent`] (its analyses succeed).
+    pub fn plain(cluster: &'a str, region: &'a str) -> Self {
+        Sim {
+            cluster,
+            region,
+            runs: Runs::Plain,
+        }
+    }
+
+    /// A [`held_agent`].
+    pub fn held(cluster: &'a str, region: &'a str) -> Self {
+        Sim {
+            cluster,
+            region,
+            runs: Runs::Held,
+        }
+    }
+
+    /// A [`failing_agent`].
+    pub fn failing(cluster: &'a str, region: &'a str) -> Self {
+        Sim {
+            cluster,
+            region,
+            runs: Runs::Failing,
+        }
+    }
+
+    /// A [`slow_agent`] of `steps` ticks.
+    pub fn slow(cluster: &'a str, region: &'a str, steps: u32) -> Self {
+        Sim {
+            cluster,
+            region,
+            runs: Runs::Slow(steps),
+        }
+    }
+
+    /// A [`judged_agent`] with these (canary, primary) error rates.
+    pub fn judged(cluster: &'a str, region: &'a str, error_rates: (f64, f64)) -> Self {
+        Sim {
+            cluster,
+            region,
+            runs: Runs::Judged(error_rates),
+        }
+    }
+
+    fn spawn(&self, c: &Coordinator) -> SimAgent {
+        let (cluster, region) = (self.cluster, self.region);
+        match self.runs {
+            Runs::Plain => agent(c, cluster, region),
+            Runs::Held => held_agent(c, cluster, region),
+            Runs::Failing => failing_agent(c, cluster, region),
+            Runs::Slow(steps) => slow_agent(c, cluster, region, steps),
+            Runs::Judged(rates) => judged_agent(c, cluster, region, rates),
+        }
+    }
+}
+
+/// An in-memory coordinator with `agents` started and connected to it.
+pub async fn start_fleet<const N: usize>(agents: [Sim<'_>; N]) -> (Coordinator, [SimAgent; N]) {
+    let c = coordinator().await;
+    let agents = agents.map(|a| a.spawn(&c));
+    wait_connected(&c, N).await;
+    (c, agents)
+}
+
 /// The image of `podinfod` in the primary of `agent`'s test/podinfo.
 pub fn primary_image(agent: &SimAgent) -> String {
     let snap = agent.snapshot(NS, NAME).unwrap();
@@ -229,6 +310,26 @@ pub async fn wait(c: &Coordinator, name: &str) -> v1::Rollout {
         .await
         .unwrap()
         .into_inner()
+}
+
+/// ListRollouts (its first page) of `c`, and the names of the rollouts listed, in order.
+pub async fn list_rollouts(c: &Coordinator) -> (v1::ListRolloutsResponse, Vec<String>) {
+    let list = client(c)
+        .list_rollouts(v1::ListRolloutsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let names = list.rollouts.iter().map(|r| r.name.clone()).collect();
+    (list, names)
+}
+
+/// Waits for rollout `name` to end (WaitRollout); asserts that it ended `phase`, showing its
+/// message and clusters when not.
+pub async fn ended(c: &Coordinator, name: &str, phase: &str) -> v1::Rollout {
+    let done = wait(c, name).await;
+    let clusters: Vec<_> = done.waves.iter().flat_map(|w| &w.clusters).collect();
+    assert_eq!(done.phase, phase, "{} {clusters:?}", done.message);
+    done
 }
 
 /// Polls GetRollout until `pred` holds (one connection; panics with the last state).

@@ -205,17 +205,9 @@ impl Tick<'_, '_> {
             return false;
         };
         let name = m.name.as_deref().unwrap_or_default();
-        self.record_value(name, v);
-        let Some(b) = breach(v, m.threshold_range.as_ref(), m.threshold, true) else {
-            return true;
-        };
-        let (op, t) = op(b);
-        let id = self.id();
-        self.warn(format!(
-            "Halt {id} advancement success rate {}% {op} {}%",
-            float_2f(v),
-            float_v(t)
-        ))
+        self.check_threshold(name, v, m, true, |op, t| {
+            format!("success rate {}% {op} {}%", float_2f(v), float_v(t))
+        })
         .await
     }
 
@@ -338,18 +330,29 @@ impl Tick<'_, '_> {
 
     /// Inline and template values: `thresholdRange`, else `value > threshold`.
     async fn check_custom(&mut self, name: &str, v: f64, m: &CanaryMetric) -> bool {
+        self.check_threshold(name, v, m, false, |op, t| {
+            format!("{name} {} {op} {}", float_2f(v), float_v(t))
+        })
+        .await
+    }
+
+    /// Records `v`; a value beyond the metric's threshold fails the check with "Halt ID
+    /// advancement" and `breached(operator, bound)`.
+    async fn check_threshold(
+        &mut self,
+        name: &str,
+        v: f64,
+        m: &CanaryMetric,
+        threshold_is_min: bool,
+        breached: impl FnOnce(&str, f64) -> String,
+    ) -> bool {
         self.record_value(name, v);
-        let Some(b) = breach(v, m.threshold_range.as_ref(), m.threshold, false) else {
+        let Some(b) = breach(v, m.threshold_range.as_ref(), m.threshold, threshold_is_min) else {
             return true;
         };
         let (op, t) = op(b);
-        let id = self.id();
-        self.warn(format!(
-            "Halt {id} advancement {name} {} {op} {}",
-            float_2f(v),
-            float_v(t)
-        ))
-        .await
+        let msg = format!("Halt {} advancement {}", self.id(), breached(op, t));
+        self.warn(msg).await
     }
 }
 

@@ -94,6 +94,13 @@ impl Tick<'_, '_> {
         }
     }
 
+    /// A warning event, then an alert without the canary's metadata: how a rollback or a
+    /// failed promotion is announced.
+    pub(super) async fn warn_and_alert(&mut self, event: &str, alert: &str, severity: Severity) {
+        self.event(EventType::Warning, event).await;
+        self.alert(alert, false, severity).await;
+    }
+
     fn alert_metadata(&self) -> Vec<(String, String)> {
         let a = self.c.analysis();
         let mut f = vec![
@@ -156,6 +163,15 @@ impl Tick<'_, '_> {
         self.ports.hooks.call(hook, &payload).await
     }
 
+    /// Calls a gating webhook; a pass is reported as "`label` check NAME passed".
+    async fn check(&mut self, hook: &CanaryWebhook, phase: CanaryPhase, label: &str) -> Result<(), String> {
+        self.call(hook, phase).await?;
+        let name = hook.name.as_deref().unwrap_or_default();
+        self.event(EventType::Normal, &format!("{label} check {name} passed"))
+            .await;
+        Ok(())
+    }
+
     /// The coordinator gate, then the confirm-rollout webhooks. A closed gate puts the canary
     /// in Waiting (once, with an alert unless muted) and returns `false`.
     pub(super) async fn run_confirm_rollout_gates(&mut self, revision: &TargetRevision) -> Step<bool> {
@@ -175,17 +191,11 @@ impl Tick<'_, '_> {
         }
         let phase = self.read_phase;
         for hook in self.hooks_of(HookType::ConfirmRollout) {
-            let name = hook.name.clone().unwrap_or_default();
-            match self.call(&hook, phase).await {
-                Ok(()) => {
-                    self.event(EventType::Normal, &format!("Confirm-rollout check {name} passed"))
-                        .await
-                }
-                Err(_) => {
-                    self.wait_for_approval(&name, hook.mute_alert.unwrap_or(false))
-                        .await?;
-                    return Ok(false);
-                }
+            if self.check(&hook, phase, "Confirm-rollout").await.is_err() {
+                let name = hook.name.clone().unwrap_or_default();
+                self.wait_for_approval(&name, hook.mute_alert.unwrap_or(false))
+                    .await?;
+                return Ok(false);
             }
         }
         Ok(true)
@@ -194,38 +204,49 @@ impl Tick<'_, '_> {
     async fn wait_for_approval(&mut self, name: &str, mute: bool) -> Step {
         if self.phase() != CanaryPhase::Waiting {
             self.set_phase(CanaryPhase::Waiting).await?;
-            self.event(
-                EventType::Warning,
-                &format!("Halt {} advancement waiting for approval {name}", self.id()),
-            )
-            .await;
-            if !mute {
-                self.alert("Canary is waiting for approval.", false, Severity::Warn)
-                    .await;
-            }
+            self.halt_for_approval(None, name, mute).await;
         }
         Ok(())
     }
 
+    /// Says the analysis halts until `name` approves (the `stage`, if named): a warning event,
+    /// and an alert unless muted.
+    async fn halt_for_approval(&mut self, stage: Option<&str>, name: &str, mute: bool) {
+        let stage = stage.map(|s| format!("{s} ")).unwrap_or_default();
+        self.event(
+            EventType::Warning,
+            &format!(
+                "Halt {} advancement waiting for {stage}approval {name}",
+                self.id()
+            ),
+        )
+        .await;
+        if !mute {
+            let alert = format!("Canary {stage}is waiting for approval.");
+            self.alert(&alert, false, Severity::Warn).await;
+        }
+    }
+
+    /// [`Self::halt_for_approval`] for a webhook that refused.
+    async fn halt_for_hook(&mut self, stage: &str, hook: &CanaryWebhook) {
+        let name = hook.name.as_deref().unwrap_or_default();
+        self.halt_for_approval(Some(stage), name, hook.mute_alert.unwrap_or(false))
+            .await;
+    }
+
     pub(super) async fn run_pre_rollout_hooks(&mut self) -> bool {
         for hook in self.hooks_of(HookType::PreRollout) {
-            let name = hook.name.clone().unwrap_or_default();
-            match self.call(&hook, CanaryPhase::Progressing).await {
-                Ok(()) => {
-                    self.event(EventType::Normal, &format!("Pre-rollout check {name} passed"))
-                        .await
-                }
-                Err(e) => {
-                    self.event(
-                        EventType::Warning,
-                        &format!(
-                            "Halt {} advancement pre-rollout check {name} failed {e}",
-                            self.id()
-                        ),
-                    )
-                    .await;
-                    return false;
-                }
+            if let Err(e) = self.check(&hook, CanaryPhase::Progressing, "Pre-rollout").await {
+                let name = hook.name.clone().unwrap_or_default();
+                self.event(
+                    EventType::Warning,
+                    &format!(
+                        "Halt {} advancement pre-rollout check {name} failed {e}",
+                        self.id()
+                    ),
+                )
+                .await;
+                return false;
             }
         }
         true
@@ -250,34 +271,12 @@ impl Tick<'_, '_> {
 
     pub(super) async fn run_confirm_traffic_increase_hooks(&mut self) -> bool {
         for hook in self.hooks_of(HookType::ConfirmTrafficIncrease) {
-            let name = hook.name.clone().unwrap_or_default();
-            match self.call(&hook, CanaryPhase::Progressing).await {
-                Ok(()) => {
-                    self.event(
-                        EventType::Normal,
-                        &format!("Confirm-traffic-increase check {name} passed"),
-                    )
-                    .await
-                }
-                Err(_) => {
-                    self.event(
-                        EventType::Warning,
-                        &format!(
-                            "Halt {} advancement waiting for traffic increase approval {name}",
-                            self.id()
-                        ),
-                    )
-                    .await;
-                    if !hook.mute_alert.unwrap_or(false) {
-                        self.alert(
-                            "Canary traffic increase is waiting for approval.",
-                            false,
-                            Severity::Warn,
-                        )
-                        .await;
-                    }
-                    return false;
-                }
+            let passed = self
+                .check(&hook, CanaryPhase::Progressing, "Confirm-traffic-increase")
+                .await;
+            if passed.is_err() {
+                self.halt_for_hook("traffic increase", &hook).await;
+                return false;
             }
         }
         true
@@ -287,39 +286,22 @@ impl Tick<'_, '_> {
     /// failures keep `iterations` at N-1 so the analysis keeps running.
     pub(super) async fn run_confirm_promotion_hooks(&mut self) -> Step<bool> {
         for hook in self.hooks_of(HookType::ConfirmPromotion) {
-            let name = hook.name.clone().unwrap_or_default();
-            match self.call(&hook, CanaryPhase::Progressing).await {
-                Ok(()) => {
-                    self.event(
-                        EventType::Normal,
-                        &format!("Confirm-promotion check {name} passed"),
-                    )
-                    .await
-                }
-                Err(_) => {
-                    if self.phase() != CanaryPhase::WaitingPromotion {
-                        self.set_phase(CanaryPhase::WaitingPromotion).await?;
-                        self.event(
-                            EventType::Warning,
-                            &format!(
-                                "Halt {} advancement waiting for promotion approval {name}",
-                                self.id()
-                            ),
-                        )
-                        .await;
-                        if !hook.mute_alert.unwrap_or(false) {
-                            self.alert("Canary promotion is waiting for approval.", false, Severity::Warn)
-                                .await;
-                        }
-                    } else {
-                        // Rewritten on every refusal, as Flagger does (the transition time
-                        // moves); aviary: clamped at 0.
-                        let n = (self.c.analysis().iterations.unwrap_or(0) - 1).max(0);
-                        self.set_iterations(n).await?;
-                    }
-                    return Ok(false);
-                }
+            let passed = self
+                .check(&hook, CanaryPhase::Progressing, "Confirm-promotion")
+                .await;
+            if passed.is_ok() {
+                continue;
             }
+            if self.phase() != CanaryPhase::WaitingPromotion {
+                self.set_phase(CanaryPhase::WaitingPromotion).await?;
+                self.halt_for_hook("promotion", &hook).await;
+            } else {
+                // Rewritten on every refusal, as Flagger does (the transition time moves);
+                // aviary: clamped at 0.
+                let n = (self.c.analysis().iterations.unwrap_or(0) - 1).max(0);
+                self.set_iterations(n).await?;
+            }
+            return Ok(false);
         }
         Ok(true)
     }

@@ -254,6 +254,13 @@ impl<'a, 'm> Tick<'a, 'm> {
         }
     }
 
+    /// Sets the split without mirroring; the weight gauge follows it.
+    async fn shift_traffic(&mut self, primary: i32, canary: i32) -> Step {
+        self.set_routes(primary, canary, false).await?;
+        self.ports.recorder.set_weight_metric(&self.c, primary, canary);
+        Ok(())
+    }
+
     /// Sets the split, with the session-affinity cookies the status carries.
     async fn set_routes(&mut self, primary: i32, canary: i32, mirror: bool) -> Step {
         let session = self.session_cookies(canary);

@@ -2,6 +2,7 @@
 //! ends); a fatal one, or one that outlasts `progressDeadlineSeconds`, fails the canary.
 
 use aviary_api::CanaryPhase;
+use jiff::Timestamp;
 
 use super::{Step, Stop, Tick};
 use crate::ports::{EventType, NotReady, Severity};
@@ -21,11 +22,8 @@ impl Tick<'_, '_> {
         if self.c.skip_analysis() {
             return Ok(());
         }
-        match self.ports.target.primary_ready(&self.c).await {
-            Ok(()) => {
-                self.memory.primary_unready_since = None;
-                Ok(())
-            }
+        match self.ready(false).await {
+            Ok(()) => Ok(()),
             Err(e) => self.primary_not_ready(e).await,
         }
     }
@@ -48,12 +46,32 @@ impl Tick<'_, '_> {
 
     /// The canary must be ready before it is analysed.
     pub(super) async fn require_canary_ready(&mut self) -> Step {
-        match self.ports.target.canary_ready(&self.c).await {
-            Ok(()) => {
-                self.memory.canary_unready_since = None;
-                Ok(())
-            }
+        match self.ready(true).await {
+            Ok(()) => Ok(()),
             Err(e) => self.canary_not_ready(e).await,
+        }
+    }
+
+    /// Asks the target whether the canary (else the primary) is ready; once it is, its progress
+    /// deadline counts from scratch.
+    async fn ready(&mut self, canary: bool) -> Result<(), NotReady> {
+        let ready = if canary {
+            self.ports.target.canary_ready(&self.c).await
+        } else {
+            self.ports.target.primary_ready(&self.c).await
+        };
+        if ready.is_ok() {
+            *self.unready_since(canary) = None;
+        }
+        ready
+    }
+
+    /// When the canary (else the primary) was first seen not ready.
+    fn unready_since(&mut self, canary: bool) -> &mut Option<Timestamp> {
+        if canary {
+            &mut self.memory.canary_unready_since
+        } else {
+            &mut self.memory.primary_unready_since
         }
     }
 
@@ -76,14 +94,9 @@ impl Tick<'_, '_> {
             return self.warn_and_stop(&e.message).await;
         }
         let msg = &e.message;
-        self.event(
-            EventType::Warning,
+        self.warn_and_alert(
             &format!("Rolling back {} progress deadline exceeded {msg}", self.id()),
-        )
-        .await;
-        self.alert(
             &format!("Progress deadline exceeded {msg}"),
-            false,
             Severity::Error,
         )
         .await;
@@ -101,12 +114,7 @@ impl Tick<'_, '_> {
                 .map(|t| t.0)
                 .unwrap_or(self.now)
         };
-        let slot = if canary {
-            &mut self.memory.canary_unready_since
-        } else {
-            &mut self.memory.primary_unready_since
-        };
-        let since = *slot.get_or_insert(start);
+        let since = *self.unready_since(canary).get_or_insert(start);
         let waited = self.now.duration_since(since);
         let deadline = self.c.progress_deadline();
         waited.is_positive() && waited.unsigned_abs() > deadline

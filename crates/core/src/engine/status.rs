@@ -80,25 +80,22 @@ impl Tick<'_, '_> {
     }
 
     pub(super) async fn set_weight(&mut self, weight: i32) -> Step {
-        let now = self.now;
-        let s = self.status_mut();
-        s.canary_weight = weight;
-        s.last_transition_time = Some(Time(now));
-        self.persist().await
+        self.set_counter(|s| s.canary_weight = weight).await
     }
 
     pub(super) async fn set_failed_checks(&mut self, n: i32) -> Step {
-        let now = self.now;
-        let s = self.status_mut();
-        s.failed_checks = n;
-        s.last_transition_time = Some(Time(now));
-        self.persist().await
+        self.set_counter(|s| s.failed_checks = n).await
     }
 
     pub(super) async fn set_iterations(&mut self, n: i32) -> Step {
+        self.set_counter(|s| s.iterations = n).await
+    }
+
+    /// Applies `set` to the status, moves its transition time to now and persists it.
+    async fn set_counter(&mut self, set: impl FnOnce(&mut CanaryStatus)) -> Step {
         let now = self.now;
         let s = self.status_mut();
-        s.iterations = n;
+        set(s);
         s.last_transition_time = Some(Time(now));
         self.persist().await
     }

@@ -144,8 +144,7 @@ impl Tick<'_, '_> {
         let n = self.c.analysis().iterations.unwrap_or(0);
         let i = self.status().iterations;
         if n > i {
-            self.set_routes(0, weights::TOTAL, false).await?;
-            self.ports.recorder.set_weight_metric(&self.c, 0, weights::TOTAL);
+            self.shift_traffic(0, weights::TOTAL).await?;
             return self.advance_iteration(i + 1, n).await;
         }
         if !self.run_confirm_promotion_hooks().await? {
@@ -185,8 +184,7 @@ impl Tick<'_, '_> {
                     "Routing all traffic to canary"
                 };
                 self.event(EventType::Normal, msg).await;
-                self.set_routes(0, weights::TOTAL, false).await?;
-                self.ports.recorder.set_weight_metric(&self.c, 0, weights::TOTAL);
+                self.shift_traffic(0, weights::TOTAL).await?;
             }
             return self.set_iterations(i + 1).await;
         }

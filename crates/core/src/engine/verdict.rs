@@ -14,8 +14,7 @@ impl Tick<'_, '_> {
         if !self.c.skip_analysis() {
             return Ok(());
         }
-        self.set_routes(weights::TOTAL, 0, false).await?;
-        self.ports.recorder.set_weight_metric(&self.c, weights::TOTAL, 0);
+        self.shift_traffic(weights::TOTAL, 0).await?;
         self.event(EventType::Normal, &self.copying_message()).await;
         if let Err(e) = self.ports.target.promote(&self.c).await {
             return self.warn_and_stop(&e).await;
@@ -40,27 +39,21 @@ impl Tick<'_, '_> {
         }
         if let Some(reason) = self.ports.gate.rollback_requested(&self.c).await {
             let by = self.ports.gate.name().unwrap_or("the coordinator").to_string();
-            self.event(
-                EventType::Warning,
+            self.warn_and_alert(
                 &format!("Rolling back {} requested by {by}: {reason}", self.id()),
-            )
-            .await;
-            self.alert(
                 &format!("Rolling back, requested by {by}: {reason}"),
-                false,
                 Severity::Warn,
             )
             .await;
             return self.rollback().await;
         }
         if self.run_rollback_hooks(phase).await {
-            self.event(
-                EventType::Warning,
+            self.warn_and_alert(
                 &format!("Rolling back {} manual webhook invoked", self.id()),
+                "Rolling back manual webhook invoked",
+                Severity::Warn,
             )
             .await;
-            self.alert("Rolling back manual webhook invoked", false, Severity::Warn)
-                .await;
             return self.rollback().await;
         }
         Ok(())
@@ -80,15 +73,13 @@ impl Tick<'_, '_> {
         if a.step_weight_promotion.unwrap_or(0) == 0 {
             self.event(EventType::Normal, "Routing all traffic to primary")
                 .await;
-            self.set_routes(weights::TOTAL, 0, false).await?;
-            self.ports.recorder.set_weight_metric(&self.c, weights::TOTAL, 0);
+            self.shift_traffic(weights::TOTAL, 0).await?;
             self.set_phase(CanaryPhase::Finalising).await?;
             return Err(Stop);
         }
         if routes.canary > 0 {
             let (p, c) = weights::promotion_step(&a, routes.primary, routes.canary);
-            self.set_routes(p, c, false).await?;
-            self.ports.recorder.set_weight_metric(&self.c, p, c);
+            self.shift_traffic(p, c).await?;
             self.event(
                 EventType::Normal,
                 &format!("Advance {} primary weight {p}", self.id()),
@@ -174,23 +165,17 @@ impl Tick<'_, '_> {
     pub(super) async fn rollback(&mut self) -> Step {
         let failed = self.status().failed_checks;
         if failed >= self.c.threshold() {
-            self.event(
-                EventType::Warning,
+            self.warn_and_alert(
                 &format!(
                     "Rolling back {} failed checks threshold reached {failed}",
                     self.id()
                 ),
-            )
-            .await;
-            self.alert(
                 &format!("Failed checks threshold reached {failed}"),
-                false,
                 Severity::Error,
             )
             .await;
         }
-        self.set_routes(weights::TOTAL, 0, false).await?;
-        self.ports.recorder.set_weight_metric(&self.c, weights::TOTAL, 0);
+        self.shift_traffic(weights::TOTAL, 0).await?;
         self.event_in(
             CanaryPhase::Failed,
             EventType::Warning,
@@ -206,37 +191,31 @@ impl Tick<'_, '_> {
         };
         // aviary: failedChecks keeps its count on Failed (Flagger 1.44 resets it to 0) so the
         // status says why the canary failed.
-        self.sync_status(CanaryPhase::Failed, 0, failed, 0, &revision)
-            .await?;
-        self.ports.recorder.set_phase_metric(&self.c, CanaryPhase::Failed);
-        self.ports.recorder.inc_failures(&self.c, self.c.strategy());
-        self.run_post_rollout_hooks(CanaryPhase::Failed, self.read_phase)
-            .await;
-        Err(Stop)
+        self.mark_failed(0, failed, &revision).await
     }
 
     /// The new primary will not become ready: keep serving from the canary and fail.
     /// Ends the tick.
     pub(super) async fn handle_failed_promotion(&mut self, msg: &str) -> Step {
-        self.event(
-            EventType::Warning,
+        self.warn_and_alert(
             &format!(
                 "Promotion of {} failed, primary not ready: {msg}",
                 self.target_id()
             ),
-        )
-        .await;
-        self.alert(
             &format!("Promotion failed, primary not ready: {msg}"),
-            false,
             Severity::Error,
         )
         .await;
-        self.set_routes(0, weights::TOTAL, false).await?;
-        self.ports.recorder.set_weight_metric(&self.c, 0, weights::TOTAL);
+        self.shift_traffic(0, weights::TOTAL).await?;
         let revision = self.stored_revision();
         let failed = self.status().failed_checks;
-        self.sync_status(CanaryPhase::Failed, weights::TOTAL, failed, 0, &revision)
+        self.mark_failed(weights::TOTAL, failed, &revision).await
+    }
+
+    /// Writes the Failed status with `canary_weight` on the canary, counts the failure and runs
+    /// the post-rollout webhooks. Ends the tick.
+    async fn mark_failed(&mut self, canary_weight: i32, failed: i32, revision: &TargetRevision) -> Step {
+        self.sync_status(CanaryPhase::Failed, canary_weight, failed, 0, revision)
             .await?;
         self.ports.recorder.set_phase_metric(&self.c, CanaryPhase::Failed);
         self.ports.recorder.inc_failures(&self.c, self.c.strategy());

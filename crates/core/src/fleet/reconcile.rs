@@ -108,20 +108,14 @@ fn observe_running_clusters(
     now: Timestamp,
     out: &mut Vec<Command>,
 ) {
-    for wi in 0..state.waves.len() {
+    for (wi, ci) in state.clusters_in(ClusterPhase::is_running) {
         let wave_name = plan.waves[wi].name.clone();
-        for ci in 0..state.waves[wi].clusters.len() {
-            let c = &state.waves[wi].clusters[ci];
-            if !c.phase.is_running() {
-                continue;
-            }
-            let name = c.name.clone();
-            let obs = observation(view, &name);
-            if let Some((kind, msg, metrics)) =
-                observe_running(plan, &mut state.waves[wi].clusters[ci], obs, now, out)
-            {
-                state.record(now, kind, COORDINATOR, &wave_name, &name, msg, metrics);
-            }
+        let name = state.waves[wi].clusters[ci].name.clone();
+        let obs = observation(view, &name);
+        if let Some((kind, msg, metrics)) =
+            observe_running(plan, &mut state.waves[wi].clusters[ci], obs, now, out)
+        {
+            state.record(now, kind, COORDINATOR, &wave_name, &name, msg, metrics);
         }
     }
 }
@@ -142,6 +136,15 @@ fn bake_regression(o: &CanaryObs, min_rate: Option<f64>) -> Option<String> {
     }
 }
 
+/// Indices of the succeeded clusters of wave `wi`.
+fn succeeded_in(state: &RolloutState, wi: usize) -> Vec<usize> {
+    let found = state.clusters_in(|p| p == ClusterPhase::Succeeded);
+    found
+        .into_iter()
+        .filter_map(|(w, ci)| (w == wi).then_some(ci))
+        .collect()
+}
+
 /// Succeeded clusters of the baking wave that regressed fail.
 fn detect_bake_regressions(plan: &Plan, state: &mut RolloutState, view: &FleetView, now: Timestamp) {
     if state.rollback.is_some() {
@@ -153,12 +156,8 @@ fn detect_bake_regressions(plan: &Plan, state: &mut RolloutState, view: &FleetVi
     }
     let min_rate = plan.waves[wi].bake.as_ref().and_then(|b| b.min_success_rate);
     let wave_name = plan.waves[wi].name.clone();
-    for ci in 0..state.waves[wi].clusters.len() {
-        let c = &state.waves[wi].clusters[ci];
-        if c.phase != ClusterPhase::Succeeded {
-            continue;
-        }
-        let name = c.name.clone();
+    for ci in succeeded_in(state, wi) {
+        let name = state.waves[wi].clusters[ci].name.clone();
         let Some(o) = observation(view, &name).canary.as_ref() else {
             continue;
         };
@@ -167,11 +166,8 @@ fn detect_bake_regressions(plan: &Plan, state: &mut RolloutState, view: &FleetVi
         };
         let c = &mut state.waves[wi].clusters[ci];
         keep_snapshot(c, Some(o));
-        c.phase = ClusterPhase::Failed;
-        c.finished = Some(now);
-        c.verdict = format!("regressed: {why}");
+        let verdict = c.finish(ClusterPhase::Failed, now, format!("regressed: {why}"));
         let metrics = c.metrics.clone();
-        let verdict = c.verdict.clone();
         state.record(
             now,
             "bake-regression",
@@ -186,53 +182,42 @@ fn detect_bake_regressions(plan: &Plan, state: &mut RolloutState, view: &FleetVi
 
 /// Reverting clusters: back on their previous revision (reverted), or failed at the deadline.
 fn observe_reverting_clusters(plan: &Plan, state: &mut RolloutState, view: &FleetView, now: Timestamp) {
-    for wi in 0..state.waves.len() {
+    for (wi, ci) in state.clusters_in(|p| p == ClusterPhase::Reverting) {
         let wave_name = plan.waves[wi].name.clone();
-        for ci in 0..state.waves[wi].clusters.len() {
-            let c = &state.waves[wi].clusters[ci];
-            if c.phase != ClusterPhase::Reverting {
-                continue;
-            }
-            let name = c.name.clone();
-            let obs = observation(view, &name).canary.as_ref();
-            let undo = c.undo.unwrap_or(Undo::Rollback);
-            let done = obs.is_some_and(|o| {
-                primary_is_previous(plan, wi, &name, o)
-                    && match undo {
-                        Undo::Revert => o.phase == phase::SUCCEEDED,
-                        Undo::Rollback => !phase::RUNNING.contains(&o.phase.as_str()),
-                    }
-            });
-            let since = c.undo_started.unwrap_or(now);
-            let c = &mut state.waves[wi].clusters[ci];
-            let (kind, msg) = if done {
-                keep_snapshot(c, obs);
-                c.phase = ClusterPhase::Reverted;
-                let how = if undo == Undo::Revert {
-                    "reverted"
-                } else {
-                    "rolled back"
-                };
-                let previous = &plan.waves[wi].clusters[ci].previous_revision;
-                (
-                    "cluster-reverted",
-                    format!("back on its previous revision {previous} ({how})"),
-                )
-            } else if elapsed(now, since) >= plan.cluster_deadline {
-                keep_snapshot(c, obs);
-                c.phase = ClusterPhase::Failed;
-                let msg = format!(
-                    "not back on its previous revision within clusterDeadline {}",
-                    format_go_duration(plan.cluster_deadline)
-                );
-                ("cluster-failed", msg)
+        let c = &state.waves[wi].clusters[ci];
+        let name = c.name.clone();
+        let obs = observation(view, &name).canary.as_ref();
+        let undo = c.undo.unwrap_or(Undo::Rollback);
+        let done = obs.is_some_and(|o| {
+            primary_is_previous(plan, wi, &name, o)
+                && match undo {
+                    Undo::Revert => o.phase == phase::SUCCEEDED,
+                    Undo::Rollback => !phase::RUNNING.contains(&o.phase.as_str()),
+                }
+        });
+        let since = c.undo_started.unwrap_or(now);
+        let (kind, phase, msg) = if done {
+            let how = if undo == Undo::Revert {
+                "reverted"
             } else {
-                continue;
+                "rolled back"
             };
-            c.finished = Some(now);
-            c.verdict = msg.clone();
-            state.note(now, kind, COORDINATOR, &wave_name, &name, msg);
-        }
+            let previous = &plan.waves[wi].clusters[ci].previous_revision;
+            let msg = format!("back on its previous revision {previous} ({how})");
+            ("cluster-reverted", ClusterPhase::Reverted, msg)
+        } else if elapsed(now, since) >= plan.cluster_deadline {
+            let msg = format!(
+                "not back on its previous revision within clusterDeadline {}",
+                format_go_duration(plan.cluster_deadline)
+            );
+            ("cluster-failed", ClusterPhase::Failed, msg)
+        } else {
+            continue;
+        };
+        let c = &mut state.waves[wi].clusters[ci];
+        keep_snapshot(c, obs);
+        let msg = c.finish(phase, now, msg);
+        state.note(now, kind, COORDINATOR, &wave_name, &name, msg);
     }
 }
 
@@ -649,15 +634,14 @@ fn observe_running(
     {
         if o.phase == phase::SUCCEEDED && o.last_promoted_spec == fp {
             keep_snapshot(c, Some(o));
-            c.phase = ClusterPhase::Succeeded;
-            c.finished = Some(now);
-            c.verdict = format!(
+            let verdict = format!(
                 "promoted {} after {} failed checks{}",
                 plan.revision,
                 o.failed_checks,
                 metrics_suffix(&c.metrics)
             );
-            return Some(("cluster-succeeded", c.verdict.clone(), c.metrics.clone()));
+            let verdict = c.finish(ClusterPhase::Succeeded, now, verdict);
+            return Some(("cluster-succeeded", verdict, c.metrics.clone()));
         }
         if o.phase == phase::FAILED && c.stale_failure.as_deref() == Some(fp.as_str()) {
             // The previous attempt's result: wait for the agent to restart the analysis.
@@ -672,9 +656,7 @@ fn observe_running(
             keep_snapshot(c, Some(o));
             c.canary_weight = weight;
             c.metrics.insert("canaryWeight".into(), f64::from(weight));
-            c.phase = ClusterPhase::Failed;
-            c.finished = Some(now);
-            c.verdict = format!(
+            let verdict = format!(
                 "canary analysis of {} failed at weight {weight} with {} failed checks{}{}",
                 plan.revision,
                 o.failed_checks,
@@ -685,7 +667,8 @@ fn observe_running(
                 },
                 metrics_suffix(&c.metrics)
             );
-            return Some(("cluster-failed", c.verdict.clone(), c.metrics.clone()));
+            let verdict = c.finish(ClusterPhase::Failed, now, verdict);
+            return Some(("cluster-failed", verdict, c.metrics.clone()));
         }
         if o.phase != phase::FAILED {
             c.stale_failure = None;
@@ -701,9 +684,7 @@ fn observe_running(
     let started = c.started.unwrap_or(now);
     if elapsed(now, started) >= plan.cluster_deadline {
         keep_snapshot(c, snap);
-        c.phase = ClusterPhase::Failed;
-        c.finished = Some(now);
-        c.verdict = format!(
+        let verdict = format!(
             "did not finish within clusterDeadline {}: last reported phase {}, weight {}{}",
             format_go_duration(plan.cluster_deadline),
             snap.map_or("<none>", |o| o.phase.as_str()),
@@ -716,8 +697,9 @@ fn observe_running(
                 String::new()
             }
         );
+        let verdict = c.finish(ClusterPhase::Failed, now, verdict);
         c.waiting.clear();
-        return Some(("cluster-failed", c.verdict.clone(), c.metrics.clone()));
+        return Some(("cluster-failed", verdict, c.metrics.clone()));
     }
     event
 }
@@ -910,32 +892,24 @@ pub(crate) fn begin_rollback(
         "",
         format!("{reason}; rollback scope {}", plan.rollback.as_str()),
     );
-    for wi in 0..state.waves.len() {
+    for (wi, ci) in state.clusters_in(ClusterPhase::is_running) {
         let wave_name = plan.waves[wi].name.clone();
-        for ci in 0..state.waves[wi].clusters.len() {
-            let c = &mut state.waves[wi].clusters[ci];
-            if !c.phase.is_running() {
-                continue;
-            }
-            c.phase = ClusterPhase::Reverting;
-            c.undo = Some(Undo::Rollback);
-            c.undo_started = Some(now);
-            let id = format!("{}/rollback", plan.start_id(&c.name, c.attempts));
-            let name = c.name.clone();
-            out.push(Command::RollbackCanary {
-                id: id.clone(),
-                cluster: name.clone(),
-                reason: reason.clone(),
-            });
-            state.note(
-                now,
-                "cluster-rollback",
-                actor,
-                &wave_name,
-                &name,
-                format!("RollbackCanary {id}"),
-            );
-        }
+        let c = &mut state.waves[wi].clusters[ci];
+        let id = c.begin_undo(plan, Undo::Rollback, now);
+        let name = c.name.clone();
+        out.push(Command::RollbackCanary {
+            id: id.clone(),
+            cluster: name.clone(),
+            reason: reason.clone(),
+        });
+        state.note(
+            now,
+            "cluster-rollback",
+            actor,
+            &wave_name,
+            &name,
+            format!("RollbackCanary {id}"),
+        );
     }
     if let Some(wi) = current {
         state.waves[wi].phase = if aborted {
@@ -961,15 +935,9 @@ fn revert_wave(plan: &Plan, state: &mut RolloutState, wi: usize, now: Timestamp,
         .map(|r| r.reason.clone())
         .unwrap_or_default();
     let wave_name = plan.waves[wi].name.clone();
-    for ci in 0..state.waves[wi].clusters.len() {
+    for ci in succeeded_in(state, wi) {
         let c = &mut state.waves[wi].clusters[ci];
-        if c.phase != ClusterPhase::Succeeded {
-            continue;
-        }
-        c.phase = ClusterPhase::Reverting;
-        c.undo = Some(Undo::Revert);
-        c.undo_started = Some(now);
-        let id = format!("{}/revert", plan.start_id(&c.name, c.attempts));
+        let id = c.begin_undo(plan, Undo::Revert, now);
         let revision = plan.waves[wi].clusters[ci].previous_revision.clone();
         let name = c.name.clone();
         out.push(Command::Revert {

@@ -236,6 +236,31 @@ impl ClusterState {
             self.verdict.clone()
         }
     }
+
+    /// The cluster ends in `phase` at `now` with `verdict`; the verdict again, for the history.
+    pub(crate) fn finish(&mut self, phase: ClusterPhase, now: Timestamp, verdict: String) -> String {
+        self.phase = phase;
+        self.finished = Some(now);
+        self.verdict = verdict;
+        self.verdict.clone()
+    }
+
+    /// The id of the command that undoes this cluster's current start.
+    pub(crate) fn undo_id(&self, plan: &Plan, undo: Undo) -> String {
+        let what = match undo {
+            Undo::Revert => "revert",
+            Undo::Rollback => "rollback",
+        };
+        format!("{}/{what}", plan.start_id(&self.name, self.attempts))
+    }
+
+    /// The cluster is Reverting from `now` by `undo`; the id of the command that does it.
+    pub(crate) fn begin_undo(&mut self, plan: &Plan, undo: Undo, now: Timestamp) -> String {
+        self.phase = ClusterPhase::Reverting;
+        self.undo = Some(undo);
+        self.undo_started = Some(now);
+        self.undo_id(plan, undo)
+    }
 }
 
 /// One audit record.
@@ -292,10 +317,9 @@ pub fn fail_unstorable(
         let wave = plan.waves[wi].name.clone();
         let c = &mut next.waves[wi].clusters[ci];
         c.metrics.clear();
-        c.phase = ClusterPhase::Failed;
-        c.finished = Some(now);
-        c.verdict = format!("its report could not be stored ({short}); see the agent's events");
-        let (name, verdict) = (c.name.clone(), c.verdict.clone());
+        let verdict = format!("its report could not be stored ({short}); see the agent's events");
+        let verdict = c.finish(ClusterPhase::Failed, now, verdict);
+        let name = c.name.clone();
         next.note(now, "cluster-failed", COORDINATOR, &wave, &name, verdict);
     }
     true
@@ -504,6 +528,19 @@ impl RolloutState {
         self.waves.iter().position(|w| !w.phase.is_done())
     }
 
+    /// `(wave, cluster)` indices of the clusters whose phase is `wanted`, in plan order.
+    pub(crate) fn clusters_in(&self, wanted: impl Fn(ClusterPhase) -> bool) -> Vec<(usize, usize)> {
+        let mut found = Vec::new();
+        for (wi, w) in self.waves.iter().enumerate() {
+            for (ci, c) in w.clusters.iter().enumerate() {
+                if wanted(c.phase) {
+                    found.push((wi, ci));
+                }
+            }
+        }
+        found
+    }
+
     pub(crate) fn cluster_mut(&mut self, name: &str) -> Option<(usize, &mut ClusterState)> {
         self.waves
             .iter_mut()
@@ -547,13 +584,13 @@ pub fn pending_commands(plan: &Plan, state: &RolloutState) -> Vec<Command> {
                     }
                 }
                 (ClusterPhase::Reverting, Some(Undo::Revert)) => out.push(Command::Revert {
-                    id: format!("{}/revert", plan.start_id(&c.name, c.attempts)),
+                    id: c.undo_id(plan, Undo::Revert),
                     cluster: c.name.clone(),
                     revision: plan.waves[wi].clusters[ci].previous_revision.clone(),
                     reason: reason.clone(),
                 }),
                 (ClusterPhase::Reverting, _) => out.push(Command::RollbackCanary {
-                    id: format!("{}/rollback", plan.start_id(&c.name, c.attempts)),
+                    id: c.undo_id(plan, Undo::Rollback),
                     cluster: c.name.clone(),
                     reason: reason.clone(),
                 }),
@@ -607,10 +644,8 @@ pub fn on_ack(
                 c.fingerprint = Some(fingerprint.to_string());
                 true
             } else if !ok {
-                c.phase = ClusterPhase::Failed;
-                c.finished = Some(now);
-                c.verdict = format!("the agent could not apply the revision: {message}");
-                let v = c.verdict.clone();
+                let verdict = format!("the agent could not apply the revision: {message}");
+                let v = c.finish(ClusterPhase::Failed, now, verdict);
                 state.note(now, "cluster-failed", COORDINATOR, &wave, cluster, v);
                 true
             } else {

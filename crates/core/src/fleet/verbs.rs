@@ -205,10 +205,8 @@ pub fn skip_cluster(
     }
     let who = actor_or_default(actor);
     let c = &mut state.waves[wi].clusters[ci];
-    c.phase = ClusterPhase::Skipped;
-    c.finished = Some(now);
+    c.finish(ClusterPhase::Skipped, now, format!("skipped by {who}"));
     let msg = format!("skipped (was {})", phase.as_str());
-    c.verdict = format!("skipped by {who}");
     state.note(now, "cluster-skipped", who, &plan.waves[wi].name, cluster, msg);
     Ok(())
 }

@@ -229,31 +229,18 @@ mod tests {
 
     #[test]
     fn a_reading_becomes_the_intervals_counts() {
-        let mut a = CounterReading {
-            at: at(0),
-            ..Default::default()
-        };
-        a.canary.requests = series(&[(1, 1000.0)]);
-        a.canary.errors = series(&[(9, 10.0)]);
-        a.primary.requests = series(&[(2, 9000.0)]);
-        a.canary
-            .latency
-            .insert(5, hist(&[50.0, 100.0, 250.0], &[600.0, 900.0, 990.0, 1000.0]));
-        a.primary
-            .latency
-            .insert(6, hist(&[50.0, 100.0, 250.0], &[5000.0, 8000.0, 8900.0, 9000.0]));
-        let mut b = a.clone();
-        b.at = at(15);
-        b.canary.requests = series(&[(1, 1100.0)]);
-        b.canary.errors = series(&[(9, 12.0)]);
-        b.primary.requests = series(&[(2, 9900.0)]);
-        b.canary
-            .latency
-            .insert(5, hist(&[50.0, 100.0, 250.0], &[650.0, 980.0, 1089.0, 1100.0]));
+        let bounds = [50.0, 100.0, 250.0];
+        let a = reading(
+            0,
+            (1000.0, 10.0, hist(&bounds, &[600.0, 900.0, 990.0, 1000.0])),
+            (9000.0, hist(&bounds, &[5000.0, 8000.0, 8900.0, 9000.0])),
+        );
         // the primary's histogram series was reset and has one bound less
-        b.primary
-            .latency
-            .insert(6, hist(&[50.0, 250.0], &[700.0, 890.0, 900.0]));
+        let b = reading(
+            15,
+            (1100.0, 12.0, hist(&bounds, &[650.0, 980.0, 1089.0, 1100.0])),
+            (9900.0, hist(&[50.0, 250.0], &[700.0, 890.0, 900.0])),
+        );
         let c = b.since(&a);
         assert_eq!(c.seconds, 15.0);
         assert_eq!((c.canary.requests, c.canary.errors), (100, 2));
@@ -265,6 +252,25 @@ mod tests {
         assert_eq!(ph.bounds_ms, vec![50.0, 250.0]);
         assert_eq!(ph.cumulative, vec![700, 890, 900]);
         c_valid(&b.since(&a));
+    }
+
+    /// A reading at `t` seconds: the canary's requests, errors and latency (series 1, 9 and
+    /// 5), the primary's requests and latency (series 2 and 6).
+    fn reading(
+        t: i64,
+        (requests, errors, latency): (f64, f64, SeriesHistogram),
+        (primary_requests, primary_latency): (f64, SeriesHistogram),
+    ) -> CounterReading {
+        let mut r = CounterReading {
+            at: at(t),
+            ..Default::default()
+        };
+        r.canary.requests = series(&[(1, requests)]);
+        r.canary.errors = series(&[(9, errors)]);
+        r.canary.latency.insert(5, latency);
+        r.primary.requests = series(&[(2, primary_requests)]);
+        r.primary.latency.insert(6, primary_latency);
+        r
     }
 
     fn c_valid(c: &IntervalCounts) {

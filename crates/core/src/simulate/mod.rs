@@ -236,11 +236,11 @@ impl Simulator {
                     ScriptAnswer::Word(w) => Answer::Error(w.clone()),
                 })
                 .collect();
-            world.script_metric(name, answers);
+            world.metrics().script(name, answers);
         }
         for (name, outcomes) in &script.webhooks {
             let outcomes: Vec<bool> = outcomes.iter().map(|o| *o == HookOutcome::Pass).collect();
-            world.script_hook(name, &outcomes);
+            world.hooks().script(name, &outcomes);
         }
         let ns = self.canary.namespace().to_string();
         let metrics = self.canary.analysis().metrics.clone().unwrap_or_default();
@@ -258,7 +258,7 @@ impl Simulator {
                 },
             );
             t.metadata.namespace = Some(r.namespace.clone().unwrap_or_else(|| ns.clone()));
-            world.add_template(t);
+            world.metrics().add_template(t);
             if !script.metrics.contains_key(&name) {
                 let healthy = match m.threshold_range {
                     Some(r) => match (r.min, r.max) {
@@ -269,7 +269,7 @@ impl Simulator {
                     },
                     None => 0.0,
                 };
-                world.script_metric(&name, vec![Answer::Value(healthy)]);
+                world.metrics().script(&name, vec![Answer::Value(healthy)]);
             }
         }
     }

@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 
 use crate::ports::{
     Alert, BuiltinMetric, EventType, HookPayload, Hooks, MetricError, MetricModel, MetricResult, Metrics,
-    NoGate, NotReady, Notifier, Ports, Recorder, Router, Routes, Target, TargetRevision,
+    NoGate, NotReady, Notifier, PortSet, Ports, Recorder, Router, Routes, Target, TargetRevision,
 };
 
 /// The ports a simulation runs on, and what the simulator scripts in them.
@@ -23,12 +23,10 @@ pub trait World {
     fn ports(&self) -> Ports<'_>;
     /// The target describes a new revision from now on (like a new image on a Deployment).
     fn present_revision(&self, fingerprint: &str);
-    /// The answers of metric `name`, in order (the last repeats).
-    fn script_metric(&self, name: &str, answers: Vec<Answer>);
-    /// Makes a MetricTemplate resolvable.
-    fn add_template(&self, template: MetricTemplate);
-    /// The outcomes of webhook `name` (`true` = pass), in order (the last repeats).
-    fn script_hook(&self, name: &str, outcomes: &[bool]);
+    /// The metrics' scripts and templates.
+    fn metrics(&self) -> &ScriptedMetrics;
+    /// The webhooks' scripts.
+    fn hooks(&self) -> &ScriptedHooks;
     /// The events recorded since the last call.
     fn take_events(&self) -> Vec<(EventType, String)>;
 }
@@ -269,40 +267,28 @@ impl Recorder for Timeline {
 }
 
 /// The ports `aviary simulate` runs on.
-#[derive(Debug, Clone, Default)]
-pub struct ScriptedWorld {
-    pub target: SimulatedTarget,
-    pub router: SimulatedRouter,
-    pub metrics: ScriptedMetrics,
-    pub hooks: ScriptedHooks,
-    pub notifier: SilentNotifier,
-    pub recorder: Timeline,
-    pub gate: NoGate,
-}
+pub type ScriptedWorld = PortSet<
+    SimulatedTarget,
+    SimulatedRouter,
+    ScriptedMetrics,
+    ScriptedHooks,
+    SilentNotifier,
+    Timeline,
+    NoGate,
+>;
 
 impl World for ScriptedWorld {
     fn ports(&self) -> Ports<'_> {
-        Ports {
-            target: &self.target,
-            router: &self.router,
-            metrics: &self.metrics,
-            hooks: &self.hooks,
-            notifier: &self.notifier,
-            recorder: &self.recorder,
-            gate: &self.gate,
-        }
+        PortSet::ports(self)
     }
     fn present_revision(&self, fingerprint: &str) {
         self.target.set_revision(fingerprint);
     }
-    fn script_metric(&self, name: &str, answers: Vec<Answer>) {
-        self.metrics.script(name, answers);
+    fn metrics(&self) -> &ScriptedMetrics {
+        &self.metrics
     }
-    fn add_template(&self, template: MetricTemplate) {
-        self.metrics.add_template(template);
-    }
-    fn script_hook(&self, name: &str, outcomes: &[bool]) {
-        self.hooks.script(name, outcomes);
+    fn hooks(&self) -> &ScriptedHooks {
+        &self.hooks
     }
     fn take_events(&self) -> Vec<(EventType, String)> {
         std::mem::take(&mut *self.recorder.0.lock())

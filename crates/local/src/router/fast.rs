@@ -113,6 +113,15 @@ fn offset(base: &[u8], part: &[u8]) -> Range<usize> {
 }
 
 impl Head {
+    /// Records where each header's name and value lie in `buf`.
+    fn set_headers(&mut self, buf: &[u8], headers: &[httparse::Header<'_>]) {
+        self.headers.clear();
+        let ranges = headers
+            .iter()
+            .map(|h| (offset(buf, h.name.as_bytes()), offset(buf, h.value)));
+        self.headers.extend(ranges);
+    }
+
     fn parse_request(&mut self, buf: &[u8]) -> Result<Option<usize>, Exit> {
         let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let mut request = httparse::Request::new(&mut []);
@@ -132,13 +141,7 @@ impl Head {
                 self.method = offset(buf, method.as_bytes());
                 self.target = offset(buf, path.as_bytes());
                 self.minor = minor;
-                self.headers.clear();
-                self.headers.extend(
-                    request
-                        .headers
-                        .iter()
-                        .map(|h| (offset(buf, h.name.as_bytes()), offset(buf, h.value))),
-                );
+                self.set_headers(buf, request.headers);
                 Ok(Some(len))
             }
             // Including an h2c preface and too many headers: hyper answers those properly.
@@ -165,13 +168,7 @@ impl Head {
                 self.status = status;
                 self.minor = minor;
                 self.reason = offset(buf, response.reason.unwrap_or("").as_bytes());
-                self.headers.clear();
-                self.headers.extend(
-                    response
-                        .headers
-                        .iter()
-                        .map(|h| (offset(buf, h.name.as_bytes()), offset(buf, h.value))),
-                );
+                self.set_headers(buf, response.headers);
                 Ok(Some(len))
             }
             Err(e) => Err(io::Error::new(
@@ -314,26 +311,51 @@ fn is_field_byte(b: u8) -> bool {
     b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80
 }
 
+/// A malformed chunked body.
+fn bad_chunk(what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("invalid chunked encoding: {what}"),
+    )
+}
+
+/// `b` must be `want`; else the error `what`.
+fn expect(b: u8, want: u8, what: &str) -> io::Result<()> {
+    if b == want { Ok(()) } else { Err(bad_chunk(what)) }
+}
+
 impl ChunkScanner {
     fn done(&self) -> bool {
         self.state == ChunkState::Done
     }
 
-    /// Counts an extension or trailer byte against [`MAX_CHUNK_EXTRA`].
-    fn extra_byte(&mut self) -> bool {
+    /// Counts an extension or trailer byte against [`MAX_CHUNK_EXTRA`]; past it, the error
+    /// `too_long`.
+    fn extra_byte(&mut self, too_long: &str) -> io::Result<()> {
         self.extra += 1;
-        self.extra <= MAX_CHUNK_EXTRA
+        if self.extra <= MAX_CHUNK_EXTRA {
+            Ok(())
+        } else {
+            Err(bad_chunk(too_long))
+        }
+    }
+
+    /// A byte of a chunk extension or a trailer value: CR ends it (on to `on_cr`); anything else
+    /// must be a field byte, counted against [`MAX_CHUNK_EXTRA`].
+    fn value_byte(&mut self, b: u8, on_cr: ChunkState, control: &str, too_long: &str) -> io::Result<()> {
+        if b == b'\r' {
+            self.state = on_cr;
+            Ok(())
+        } else if !is_field_byte(b) {
+            Err(bad_chunk(control))
+        } else {
+            self.extra_byte(too_long)
+        }
     }
 
     /// Consumes the body's bytes at the start of `input` and returns how many there were (the
     /// rest belongs to the next message once [`ChunkScanner::done`]).
     fn scan(&mut self, input: &[u8]) -> io::Result<usize> {
-        let bad = |what: &str| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("invalid chunked encoding: {what}"),
-            )
-        };
         let mut i = 0;
         while i < input.len() && self.state != ChunkState::Done {
             let b = input[i];
@@ -346,33 +368,28 @@ impl ChunkScanner {
                             .size
                             .checked_mul(16)
                             .and_then(|s| s.checked_add(digit))
-                            .ok_or_else(|| bad("chunk size too large"))?;
+                            .ok_or_else(|| bad_chunk("chunk size too large"))?;
                     }
-                    _ if self.digits == 0 => return Err(bad("chunk size missing")),
+                    _ if self.digits == 0 => return Err(bad_chunk("chunk size missing")),
                     b' ' | b'\t' => self.state = ChunkState::SizeWhitespace,
                     b';' => self.state = ChunkState::Extension,
                     b'\r' => self.state = ChunkState::SizeLf,
-                    _ => return Err(bad("unexpected byte in chunk size")),
+                    _ => return Err(bad_chunk("unexpected byte in chunk size")),
                 },
                 ChunkState::SizeWhitespace => match b {
                     b' ' | b'\t' => {}
                     b';' => self.state = ChunkState::Extension,
                     b'\r' => self.state = ChunkState::SizeLf,
-                    _ => return Err(bad("unexpected byte after chunk size")),
+                    _ => return Err(bad_chunk("unexpected byte after chunk size")),
                 },
-                ChunkState::Extension => {
-                    if b == b'\r' {
-                        self.state = ChunkState::SizeLf;
-                    } else if !is_field_byte(b) {
-                        return Err(bad("control character in chunk extension"));
-                    } else if !self.extra_byte() {
-                        return Err(bad("chunk extensions too long"));
-                    }
-                }
+                ChunkState::Extension => self.value_byte(
+                    b,
+                    ChunkState::SizeLf,
+                    "control character in chunk extension",
+                    "chunk extensions too long",
+                )?,
                 ChunkState::SizeLf => {
-                    if b != b'\n' {
-                        return Err(bad("chunk size line not ended by CRLF"));
-                    }
+                    expect(b, b'\n', "chunk size line not ended by CRLF")?;
                     self.digits = 0;
                     self.state = if self.size == 0 {
                         ChunkState::TrailerStart
@@ -390,56 +407,43 @@ impl ChunkScanner {
                     continue;
                 }
                 ChunkState::DataCr => {
-                    if b != b'\r' {
-                        return Err(bad("chunk data not followed by CRLF"));
-                    }
+                    expect(b, b'\r', "chunk data not followed by CRLF")?;
                     self.state = ChunkState::DataLf;
                 }
                 ChunkState::DataLf => {
-                    if b != b'\n' {
-                        return Err(bad("chunk data not followed by CRLF"));
-                    }
+                    expect(b, b'\n', "chunk data not followed by CRLF")?;
                     self.state = ChunkState::Size;
                 }
                 ChunkState::TrailerStart => {
                     self.state = match b {
                         b'\r' => ChunkState::FinalLf,
                         b if is_tchar(b) => ChunkState::TrailerName,
-                        _ => return Err(bad("invalid trailer line")),
+                        _ => return Err(bad_chunk("invalid trailer line")),
                     };
-                    if self.state == ChunkState::TrailerName && !self.extra_byte() {
-                        return Err(bad("trailers too long"));
+                    if self.state == ChunkState::TrailerName {
+                        self.extra_byte("trailers too long")?;
                     }
                 }
                 ChunkState::TrailerName => {
                     match b {
                         b':' => self.state = ChunkState::TrailerValue,
                         b if is_tchar(b) => {}
-                        _ => return Err(bad("invalid trailer name")),
+                        _ => return Err(bad_chunk("invalid trailer name")),
                     }
-                    if !self.extra_byte() {
-                        return Err(bad("trailers too long"));
-                    }
+                    self.extra_byte("trailers too long")?;
                 }
-                ChunkState::TrailerValue => {
-                    if b == b'\r' {
-                        self.state = ChunkState::TrailerLf;
-                    } else if !is_field_byte(b) {
-                        return Err(bad("control character in a trailer"));
-                    } else if !self.extra_byte() {
-                        return Err(bad("trailers too long"));
-                    }
-                }
+                ChunkState::TrailerValue => self.value_byte(
+                    b,
+                    ChunkState::TrailerLf,
+                    "control character in a trailer",
+                    "trailers too long",
+                )?,
                 ChunkState::TrailerLf => {
-                    if b != b'\n' {
-                        return Err(bad("trailer line not ended by CRLF"));
-                    }
+                    expect(b, b'\n', "trailer line not ended by CRLF")?;
                     self.state = ChunkState::TrailerStart;
                 }
                 ChunkState::FinalLf => {
-                    if b != b'\n' {
-                        return Err(bad("chunked body not ended by CRLF"));
-                    }
+                    expect(b, b'\n', "chunked body not ended by CRLF")?;
                     self.state = ChunkState::Done;
                 }
                 ChunkState::Done => {}
@@ -448,6 +452,28 @@ impl ChunkScanner {
         }
         Ok(i)
     }
+}
+
+/// Moves as much of a body as has arrived (up to [`READ_CHUNK`]) from `buf` to `out`, so that it
+/// goes out with the head; returns how much of a `Length` body is still to come. A chunked body
+/// is checked by `scanner` as it goes; a body read until close is not taken here.
+fn take_buffered(
+    buf: &mut BytesMut,
+    out: &mut Vec<u8>,
+    framing: Framing,
+    scanner: &mut ChunkScanner,
+) -> io::Result<u64> {
+    let (now, remaining) = match framing {
+        Framing::Empty | Framing::UntilClose => return Ok(0),
+        Framing::Length(n) => {
+            let now = (n as usize).min(buf.len()).min(READ_CHUNK);
+            (now, n - now as u64)
+        }
+        Framing::Chunked => (scanner.scan(&buf[..buf.len().min(READ_CHUNK)])?, 0),
+    };
+    out.extend_from_slice(&buf[..now]);
+    buf.advance(now);
+    Ok(remaining)
 }
 
 /// A keep-alive connection to one backend.
@@ -601,24 +627,10 @@ impl ClientConn {
 
             // As much of the body as has arrived goes out with the head.
             let mut scanner = ChunkScanner::default();
-            let mut remaining = 0u64;
-            match framing {
-                Framing::Empty | Framing::UntilClose => {}
-                Framing::Length(n) => {
-                    let now = (n as usize).min(self.buf.len()).min(READ_CHUNK);
-                    self.out.extend_from_slice(&self.buf[..now]);
-                    self.buf.advance(now);
-                    remaining = n - now as u64;
-                }
-                Framing::Chunked => {
-                    let now = match scanner.scan(&self.buf[..self.buf.len().min(READ_CHUNK)]) {
-                        Ok(now) => now,
-                        Err(error) => return Err(self.reject_body(worker, backend, &error).await),
-                    };
-                    self.out.extend_from_slice(&self.buf[..now]);
-                    self.buf.advance(now);
-                }
-            }
+            let remaining = match take_buffered(&mut self.buf, &mut self.out, framing, &mut scanner) {
+                Ok(remaining) => remaining,
+                Err(error) => return Err(self.reject_body(worker, backend, &error).await),
+            };
             let body_sent_with_head = remaining == 0 && (framing != Framing::Chunked || scanner.done());
 
             let mut backend_conn = match self.exchange_head(addr, body_sent_with_head).await {
@@ -639,26 +651,8 @@ impl ClientConn {
             };
             // The rest of the request body, if it is still arriving.
             if !body_sent_with_head {
-                let copied = match framing {
-                    Framing::Length(_) => {
-                        copy_length(
-                            &mut self.stream,
-                            &mut self.buf,
-                            &mut backend_conn.stream,
-                            remaining,
-                        )
-                        .await
-                    }
-                    _ => {
-                        copy_chunked(
-                            &mut self.stream,
-                            &mut self.buf,
-                            &mut backend_conn.stream,
-                            &mut scanner,
-                        )
-                        .await
-                    }
-                };
+                let (from, to) = (&mut self.stream, &mut backend_conn.stream);
+                let copied = copy_body(from, &mut self.buf, to, framing, remaining, &mut scanner).await;
                 if let Err(error) = copied {
                     if error.kind() == io::ErrorKind::InvalidData {
                         return Err(self.reject_body(worker, backend, &error).await);
@@ -724,50 +718,23 @@ impl ClientConn {
             backend_conn.buf.advance(head_len);
 
             let mut scanner = ChunkScanner::default();
-            let mut remaining = 0u64;
-            match response_framing {
-                Framing::Empty => {}
-                Framing::Length(n) => {
-                    let now = (n as usize).min(backend_conn.buf.len()).min(READ_CHUNK);
-                    self.out.extend_from_slice(&backend_conn.buf[..now]);
-                    backend_conn.buf.advance(now);
-                    remaining = n - now as u64;
-                }
-                Framing::Chunked => {
-                    let now = scanner.scan(&backend_conn.buf[..backend_conn.buf.len().min(READ_CHUNK)])?;
-                    self.out.extend_from_slice(&backend_conn.buf[..now]);
-                    backend_conn.buf.advance(now);
-                }
-                Framing::UntilClose => {}
-            }
+            let remaining = take_buffered(
+                &mut backend_conn.buf,
+                &mut self.out,
+                response_framing,
+                &mut scanner,
+            )?;
             self.stream.write_all(&self.out).await?;
-            match response_framing {
-                Framing::Empty => {}
-                Framing::Length(_) => {
-                    copy_length(
-                        &mut backend_conn.stream,
-                        &mut backend_conn.buf,
-                        &mut self.stream,
-                        remaining,
-                    )
-                    .await?;
-                }
-                Framing::Chunked => {
-                    if !scanner.done() {
-                        copy_chunked(
-                            &mut backend_conn.stream,
-                            &mut backend_conn.buf,
-                            &mut self.stream,
-                            &mut scanner,
-                        )
-                        .await?;
-                    }
-                }
-                Framing::UntilClose => {
-                    copy_until_close(&mut backend_conn.stream, &mut backend_conn.buf, &mut self.stream)
-                        .await?;
-                }
-            }
+            let (from, to) = (&mut backend_conn.stream, &mut self.stream);
+            copy_body(
+                from,
+                &mut backend_conn.buf,
+                to,
+                response_framing,
+                remaining,
+                &mut scanner,
+            )
+            .await?;
             if !backend_close && response_framing != Framing::UntilClose && backend_conn.buf.is_empty() {
                 if self.idle.len() >= MAX_IDLE_BACKENDS {
                     self.idle.remove(0);
@@ -950,6 +917,25 @@ fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
+}
+
+/// Copies the rest of a body, after what `buf` holds, from `src` to `dst` as `framing` delimits
+/// it: `remaining` bytes of a length, the chunks `scanner` has not seen the end of, or all until
+/// `src` closes.
+async fn copy_body(
+    src: &mut TcpStream,
+    buf: &mut BytesMut,
+    dst: &mut TcpStream,
+    framing: Framing,
+    remaining: u64,
+    scanner: &mut ChunkScanner,
+) -> io::Result<()> {
+    match framing {
+        Framing::Empty => Ok(()),
+        Framing::Length(_) => copy_length(src, buf, dst, remaining).await,
+        Framing::Chunked => copy_chunked(src, buf, dst, scanner).await,
+        Framing::UntilClose => copy_until_close(src, buf, dst).await,
+    }
 }
 
 async fn copy_length(

@@ -594,47 +594,42 @@ mod tests {
 
     #[test]
     fn every_match_kind() {
-        let exact = ab(vec![rule(&[("x-canary", StringMatch::Exact("insider".into()))])]);
-        assert_eq!(backend(&exact, &[("x-canary", "insider")]), Backend::Canary);
-        assert_eq!(backend(&exact, &[("x-canary", "insider2")]), Backend::Primary);
-        assert_eq!(backend(&exact, &[]), Backend::Primary);
-
-        let prefix = ab(vec![rule(&[(
-            "user-agent",
-            StringMatch::Prefix("Mozilla/5.0 (X11".into()),
-        )])]);
-        assert_eq!(
-            backend(&prefix, &[("user-agent", "Mozilla/5.0 (X11; Linux)")]),
-            Backend::Canary
-        );
-        assert_eq!(backend(&prefix, &[("user-agent", "curl/8")]), Backend::Primary);
-
-        let suffix = ab(vec![rule(&[(
-            "x-user",
-            StringMatch::Suffix("@example.com".into()),
-        )])]);
-        assert_eq!(
-            backend(&suffix, &[("x-user", "ann@example.com")]),
-            Backend::Canary
-        );
-        assert_eq!(
-            backend(&suffix, &[("x-user", "ann@example.org")]),
-            Backend::Primary
-        );
-
-        // Full match: `.*Firefox.*` is needed to match inside the value, as with Envoy.
-        let regex = ab(vec![rule(&[(
-            "user-agent",
-            StringMatch::Regex(".*Firefox.*".into()),
-        )])]);
-        assert_eq!(
-            backend(&regex, &[("user-agent", "Mozilla/5.0 Firefox/120.0")]),
-            Backend::Canary
-        );
-        assert_eq!(backend(&regex, &[("user-agent", "Chrome")]), Backend::Primary);
-        let anchored = ab(vec![rule(&[("x-v", StringMatch::Regex("v[0-9]".into()))])]);
-        assert_eq!(backend(&anchored, &[("x-v", "v1")]), Backend::Canary);
-        assert_eq!(backend(&anchored, &[("x-v", "av1b")]), Backend::Primary);
+        use StringMatch::{Exact, Prefix, Regex, Suffix};
+        // A condition, a value it matches and one it does not.
+        let cases = [
+            ("x-canary", Exact("insider".into()), "insider", "insider2"),
+            (
+                "user-agent",
+                Prefix("Mozilla/5.0 (X11".into()),
+                "Mozilla/5.0 (X11; Linux)",
+                "curl/8",
+            ),
+            (
+                "x-user",
+                Suffix("@example.com".into()),
+                "ann@example.com",
+                "ann@example.org",
+            ),
+            // Full match: `.*Firefox.*` is needed to match inside the value, as with Envoy.
+            (
+                "user-agent",
+                Regex(".*Firefox.*".into()),
+                "Mozilla/5.0 Firefox/120.0",
+                "Chrome",
+            ),
+            ("x-v", Regex("v[0-9]".into()), "v1", "av1b"),
+        ];
+        for (name, condition, hit, miss) in cases {
+            let routes = ab(vec![rule(&[(name, condition.clone())])]);
+            assert_eq!(backend(&routes, &[(name, hit)]), Backend::Canary, "{condition:?}");
+            assert_eq!(
+                backend(&routes, &[(name, miss)]),
+                Backend::Primary,
+                "{condition:?}"
+            );
+        }
+        let exact = ab(vec![rule(&[("x-canary", Exact("insider".into()))])]);
+        assert_eq!(backend(&exact, &[]), Backend::Primary, "no header, no match");
     }
 
     #[test]

@@ -171,12 +171,21 @@ impl Loadtester {
             .route("/metrics", any(serve_metrics))
             .route("/gate/approve", any(gate_approve))
             .route("/gate/halt", any(gate_halt))
-            .route("/gate/check", any(gate_check))
-            .route("/gate/open", any(gate_open))
-            .route("/gate/close", any(gate_close))
-            .route("/rollback/check", any(rollback_check))
-            .route("/rollback/open", any(rollback_open))
-            .route("/rollback/close", any(rollback_close))
+            .route("/gate/check", any(|a, b| check_gate(a, b, GateKind::Gate)))
+            .route("/gate/open", any(|a, b| set_gate(a, b, GateKind::Gate, true)))
+            .route("/gate/close", any(|a, b| set_gate(a, b, GateKind::Gate, false)))
+            .route(
+                "/rollback/check",
+                any(|a, b| check_gate(a, b, GateKind::Rollback)),
+            )
+            .route(
+                "/rollback/open",
+                any(|a, b| set_gate(a, b, GateKind::Rollback, true)),
+            )
+            .route(
+                "/rollback/close",
+                any(|a, b| set_gate(a, b, GateKind::Rollback, false)),
+            )
             .fallback(task)
             .with_state(app);
         let graceful = stop.clone();
@@ -255,7 +264,13 @@ impl App {
         parse_payload(body, self.namespaces.as_ref())
     }
 
-    async fn set_gate(&self, key: GateKey, open: bool, message: &str) -> Response {
+    async fn set_gate(&self, key: GateKey, open: bool) -> Response {
+        let message = match (key.kind, open) {
+            (GateKind::Gate, true) => "Gate opened",
+            (GateKind::Gate, false) => "Gate closed",
+            (GateKind::Rollback, true) => "Rollback gate opened",
+            (GateKind::Rollback, false) => "Rollback gate closed",
+        };
         match self.gates.set(&key, open).await {
             Ok(()) => {
                 tracing::info!(gate = ?key.kind, namespace = ?key.namespace, name = ?key.name, "{message}");
@@ -269,8 +284,12 @@ impl App {
         }
     }
 
-    fn check_gate(&self, key: &GateKey, endpoint: &'static str) -> Response {
+    fn check_gate(&self, key: &GateKey) -> Response {
         let open = self.gates.is_open(key);
+        let endpoint = match key.kind {
+            GateKind::Gate => "gate",
+            GateKind::Rollback => "rollback",
+        };
         self.metrics.gate(endpoint, open);
         if open {
             text(StatusCode::OK, "Approved")
@@ -316,14 +335,6 @@ fn check_name(field: &str, value: &str, max: usize) -> Result<(), (StatusCode, S
     Ok(())
 }
 
-fn gate_key(p: &Payload) -> GateKey {
-    GateKey::new(GateKind::Gate, &p.namespace, &p.name)
-}
-
-fn rollback_key(p: &Payload) -> GateKey {
-    GateKey::new(GateKind::Rollback, &p.namespace, &p.name)
-}
-
 macro_rules! with_payload {
     ($app:expr, $body:expr) => {
         match $app.payload(&$body) {
@@ -343,34 +354,16 @@ async fn gate_halt(State(app): Shared, body: Bytes) -> Response {
     forbidden()
 }
 
-async fn gate_check(State(app): Shared, body: Bytes) -> Response {
+/// `/<kind>/check`: 200 "Approved" when the canary's gate of `kind` is open, else 403.
+async fn check_gate(State(app): Shared, body: Bytes, kind: GateKind) -> Response {
     let p = with_payload!(app, body);
-    app.check_gate(&gate_key(&p), "gate")
+    app.check_gate(&GateKey::new(kind, &p.namespace, &p.name))
 }
 
-async fn gate_open(State(app): Shared, body: Bytes) -> Response {
+/// `/<kind>/open` and `/<kind>/close`.
+async fn set_gate(State(app): Shared, body: Bytes, kind: GateKind, open: bool) -> Response {
     let p = with_payload!(app, body);
-    app.set_gate(gate_key(&p), true, "Gate opened").await
-}
-
-async fn gate_close(State(app): Shared, body: Bytes) -> Response {
-    let p = with_payload!(app, body);
-    app.set_gate(gate_key(&p), false, "Gate closed").await
-}
-
-async fn rollback_check(State(app): Shared, body: Bytes) -> Response {
-    let p = with_payload!(app, body);
-    app.check_gate(&rollback_key(&p), "rollback")
-}
-
-async fn rollback_open(State(app): Shared, body: Bytes) -> Response {
-    let p = with_payload!(app, body);
-    app.set_gate(rollback_key(&p), true, "Rollback gate opened").await
-}
-
-async fn rollback_close(State(app): Shared, body: Bytes) -> Response {
-    let p = with_payload!(app, body);
-    app.set_gate(rollback_key(&p), false, "Rollback gate closed")
+    app.set_gate(GateKey::new(kind, &p.namespace, &p.name), open)
         .await
 }
 

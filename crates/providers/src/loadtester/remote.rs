@@ -304,38 +304,32 @@ impl NGrinder {
         method: reqwest::Method,
         path: &str,
     ) -> Result<Value, String> {
+        let answer = async {
+            let url = self.server.join(path).map_err(|e| format!("{path}: {e}"))?;
+            tracing::debug!(url = %crate::http::shown_url(&url), %method, "nGrinder request");
+            let resp = client
+                .request(method, url)
+                .timeout(NGRINDER_HTTP_TIMEOUT)
+                .basic_auth(&self.username, Some(&self.password))
+                .send()
+                .await
+                .map_err(|e| format!("request failed: {}", crate::http::error_text(&e)))?;
+            let body = resp
+                .bytes()
+                .await
+                .map_err(|e| format!("reading response body failed: {}", crate::http::error_text(&e)))?;
+            let v: Value = serde_json::from_slice(&body)
+                .map_err(|e| format!("json unmarshalling failed: {e} for {}", body_text(&body)))?;
+            if v["success"] == Value::Bool(false) {
+                return Err(format!("request failed: {}", body_text(&body)));
+            }
+            Ok(v)
+        };
         let mut redactor = crate::http::Redactor::new();
         redactor.basic(&self.username, Some(&self.password));
-        self.call(client, method, path)
+        answer
             .await
             .map_err(|e| crate::http::bounded(&redactor.redact(&e), crate::http::MAX_ERROR))
-    }
-
-    async fn call(
-        &self,
-        client: &reqwest::Client,
-        method: reqwest::Method,
-        path: &str,
-    ) -> Result<Value, String> {
-        let url = self.server.join(path).map_err(|e| format!("{path}: {e}"))?;
-        tracing::debug!(url = %crate::http::shown_url(&url), %method, "nGrinder request");
-        let resp = client
-            .request(method, url)
-            .timeout(NGRINDER_HTTP_TIMEOUT)
-            .basic_auth(&self.username, Some(&self.password))
-            .send()
-            .await
-            .map_err(|e| format!("request failed: {}", crate::http::error_text(&e)))?;
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| format!("reading response body failed: {}", crate::http::error_text(&e)))?;
-        let v: Value = serde_json::from_slice(&body)
-            .map_err(|e| format!("json unmarshalling failed: {e} for {}", body_text(&body)))?;
-        if v["success"] == Value::Bool(false) {
-            return Err(format!("request failed: {}", body_text(&body)));
-        }
-        Ok(v)
     }
 
     /// Clones and starts the test, then polls it until it ends or `timeout` passes (then it is
@@ -409,13 +403,7 @@ fn poll_ticks(interval: std::time::Duration) -> tokio::time::Interval {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn meta(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::test_util::string_map as meta;
 
     #[test]
     fn concord_metadata_is_checked_like_flaggers() {
@@ -503,19 +491,14 @@ mod tests {
             NGrinder::from_metadata(&m).unwrap_err(),
             "server, clone, username and passwd are required metadata"
         );
-        let mut m = meta(&ok);
-        m.insert("clone".into(), "x".into());
-        assert!(
-            NGrinder::from_metadata(&m)
-                .unwrap_err()
-                .starts_with("metadata clone must be integer")
-        );
-        let mut m = meta(&ok);
-        m.insert("passwd".into(), "%%%".into());
-        assert!(
-            NGrinder::from_metadata(&m)
-                .unwrap_err()
-                .starts_with("metadata password is invalid")
-        );
+        for (key, value, error) in [
+            ("clone", "x", "metadata clone must be integer"),
+            ("passwd", "%%%", "metadata password is invalid"),
+        ] {
+            let mut m = meta(&ok);
+            m.insert(key.into(), value.into());
+            let e = NGrinder::from_metadata(&m).unwrap_err();
+            assert!(e.starts_with(error), "{key}={value}: {e}");
+        }
     }
 }

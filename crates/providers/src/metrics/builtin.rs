@@ -213,27 +213,43 @@ const LINKERD_DURATION: &str = r#"
 histogram_quantile(0.99, sum(rate(response_latency_ms_bucket{namespace="{{ namespace }}",deployment=~"{{ target }}",direction="inbound"}[{{ interval }}])) by (le))
 "#;
 
-const CONTOUR_SUCCESS_RATE: &str = r#"
-sum(rate(envoy_cluster_upstream_rq{envoy_cluster_name=~"{{ namespace }}_{{ service }}-canary_[0-9a-zA-Z-]+",envoy_response_code!~"5.*"}[{{ interval }}]))
-/
-sum(rate(envoy_cluster_upstream_rq{envoy_cluster_name=~"{{ namespace }}_{{ service }}-canary_[0-9a-zA-Z-]+",}[{{ interval }}]))
-* 100
-"#;
+/// Envoy's upstream-cluster stats of the canary's clusters: Contour, Gloo and Kuma differ only
+/// in the selector (the trailing commas are Flagger's).
+macro_rules! envoy_cluster_queries {
+    ($success_rate:ident, $duration:ident, $selector:literal) => {
+        const $success_rate: &str = concat!(
+            "\nsum(rate(envoy_cluster_upstream_rq{",
+            $selector,
+            r#",envoy_response_code!~"5.*"}[{{ interval }}]))"#,
+            "\n/\nsum(rate(envoy_cluster_upstream_rq{",
+            $selector,
+            ",}[{{ interval }}]))\n* 100\n"
+        );
+        const $duration: &str = concat!(
+            "\nhistogram_quantile(0.99, sum(rate(envoy_cluster_upstream_rq_time_bucket{",
+            $selector,
+            ",}[{{ interval }}])) by (le))\n"
+        );
+    };
+}
 
-const CONTOUR_DURATION: &str = r#"
-histogram_quantile(0.99, sum(rate(envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=~"{{ namespace }}_{{ service }}-canary_[0-9a-zA-Z-]+",}[{{ interval }}])) by (le))
-"#;
+envoy_cluster_queries!(
+    CONTOUR_SUCCESS_RATE,
+    CONTOUR_DURATION,
+    r#"envoy_cluster_name=~"{{ namespace }}_{{ service }}-canary_[0-9a-zA-Z-]+""#
+);
 
-const GLOO_SUCCESS_RATE: &str = r#"
-sum(rate(envoy_cluster_upstream_rq{envoy_cluster_name=~"{{ namespace }}-{{ target }}-canaryupstream-[0-9a-zA-Z-]+_[0-9a-zA-Z-]+",envoy_response_code!~"5.*"}[{{ interval }}]))
-/
-sum(rate(envoy_cluster_upstream_rq{envoy_cluster_name=~"{{ namespace }}-{{ target }}-canaryupstream-[0-9a-zA-Z-]+_[0-9a-zA-Z-]+",}[{{ interval }}]))
-* 100
-"#;
+envoy_cluster_queries!(
+    GLOO_SUCCESS_RATE,
+    GLOO_DURATION,
+    r#"envoy_cluster_name=~"{{ namespace }}-{{ target }}-canaryupstream-[0-9a-zA-Z-]+_[0-9a-zA-Z-]+""#
+);
 
-const GLOO_DURATION: &str = r#"
-histogram_quantile(0.99, sum(rate(envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=~"{{ namespace }}-{{ target }}-canaryupstream-[0-9a-zA-Z-]+_[0-9a-zA-Z-]+",}[{{ interval }}])) by (le))
-"#;
+envoy_cluster_queries!(
+    KUMA_SUCCESS_RATE,
+    KUMA_DURATION,
+    r#"service=~"{{ target }}-canary_{{ namespace }}_svc_[0-9a-zA-Z-]+""#
+);
 
 const TRAEFIK_SUCCESS_RATE: &str = r#"
 sum(rate(traefik_service_request_duration_seconds_bucket{service=~"{{ namespace }}-{{ target }}-canary-[0-9a-zA-Z-]+@kubernetescrd",code!~"5..",le="+Inf"}[{{ interval }}]))
@@ -279,17 +295,6 @@ sum(rate(osm_request_total{destination_namespace="{{ namespace }}",destination_k
 
 const OSM_DURATION: &str = r#"
 histogram_quantile(0.99, sum(rate(osm_request_duration_ms_bucket{destination_namespace="{{ namespace }}",destination_kind="Deployment",destination_name="{{ target }}"}[{{ interval }}])) by (le))
-"#;
-
-const KUMA_SUCCESS_RATE: &str = r#"
-sum(rate(envoy_cluster_upstream_rq{service=~"{{ target }}-canary_{{ namespace }}_svc_[0-9a-zA-Z-]+",envoy_response_code!~"5.*"}[{{ interval }}]))
-/
-sum(rate(envoy_cluster_upstream_rq{service=~"{{ target }}-canary_{{ namespace }}_svc_[0-9a-zA-Z-]+",}[{{ interval }}]))
-* 100
-"#;
-
-const KUMA_DURATION: &str = r#"
-histogram_quantile(0.99, sum(rate(envoy_cluster_upstream_rq_time_bucket{service=~"{{ target }}-canary_{{ namespace }}_svc_[0-9a-zA-Z-]+",}[{{ interval }}])) by (le))
 "#;
 
 const APISIX_SUCCESS_RATE: &str = r#"
@@ -622,6 +627,14 @@ mod tests {
         assert_eq!(
             Observer::Traefik.query(BuiltinMetric::Duration, &m).unwrap(),
             r#" histogram_quantile(0.99, sum(rate(traefik_service_request_duration_seconds_bucket{service=~"test-podinfo-canary-[0-9a-zA-Z-]+@kubernetescrd"}[1m])) by (le)) * 1000 "#
+        );
+        assert_eq!(
+            Observer::Contour.query(BuiltinMetric::SuccessRate, &m).unwrap(),
+            r#" sum(rate(envoy_cluster_upstream_rq{envoy_cluster_name=~"test_podinfo-canary_[0-9a-zA-Z-]+",envoy_response_code!~"5.*"}[1m])) / sum(rate(envoy_cluster_upstream_rq{envoy_cluster_name=~"test_podinfo-canary_[0-9a-zA-Z-]+",}[1m])) * 100 "#
+        );
+        assert_eq!(
+            Observer::Kuma.query(BuiltinMetric::Duration, &m).unwrap(),
+            r#" histogram_quantile(0.99, sum(rate(envoy_cluster_upstream_rq_time_bucket{service=~"podinfo-canary_test_svc_[0-9a-zA-Z-]+",}[1m])) by (le)) "#
         );
         let mut dashed = m.clone();
         dashed.namespace = "my-ns".into();

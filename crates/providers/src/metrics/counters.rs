@@ -188,6 +188,7 @@ pub fn arm_reading(
 mod tests {
     use super::*;
 
+    use crate::test_util::string_map as labels;
     use aviary_core::fakes::podinfo_model as model;
 
     #[test]
@@ -235,13 +236,6 @@ mod tests {
         assert_eq!(arm_queries("nginx", &m, Arm::Canary).unwrap().ms_per_unit, 1000.0);
         let e = arm_queries("contour", &m, Arm::Canary).unwrap_err();
         assert!(e.contains("\"contour\""), "{e}");
-    }
-
-    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
     }
 
     #[test]

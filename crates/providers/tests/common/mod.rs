@@ -73,7 +73,7 @@ impl Reply {
 
 type Script = dyn Fn(&Seen, usize) -> Reply + Send + Sync;
 
-/// A recording server.
+/// A recording server; it stops when dropped.
 pub struct Server {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
@@ -86,8 +86,9 @@ impl Server {
     pub async fn start(script: impl Fn(&Seen, usize) -> Reply + Send + Sync + 'static) -> Self {
         let script: Arc<Script> = Arc::new(script);
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let (listener, addr) = aviary_testkit::net::bind_loopback("recording server")
+            .await
+            .unwrap();
         let s = Arc::clone(&seen);
         let app = axum::Router::new().fallback(move |req: Request<Body>| {
             let script = Arc::clone(&script);
@@ -109,6 +110,11 @@ impl Server {
         }
     }
 
+    /// A careless upstream: answers `status` with the request quoted back ([`echo_everything`]).
+    pub async fn echoing(status: u16) -> Self {
+        Self::start(move |r, _| Reply::new(status, echo_everything(r))).await
+    }
+
     /// A server that always answers `reply`.
     pub async fn always(reply: Reply) -> Self {
         Self::start(move |_, _| reply.clone()).await
@@ -128,9 +134,16 @@ impl Server {
         r.into_iter().next().unwrap()
     }
 
-    pub async fn stop(self) {
+    /// Stops the server and waits (up to 5 s) until it has; dropping it only asks it to stop.
+    pub async fn stop(mut self) {
         self.stop.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.task).await;
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.cancel();
     }
 }
 
@@ -173,6 +186,20 @@ async fn handle(req: Request<Body>, script: Arc<Script>, seen: Arc<Mutex<Vec<See
 /// show none of the credentials, and be bounded.
 pub fn echo_everything(r: &Seen) -> String {
     aviary_testkit::backends::echo_text(&r.path, &r.raw_query, &r.headers)
+}
+
+/// Asserts that an error built from an [`echo_everything`] answer shows none of `secrets` and is
+/// cut to under `max_len` bytes.
+#[track_caller]
+pub fn assert_bounded_without(e: &str, secrets: &[&str], max_len: usize) {
+    for secret in secrets {
+        assert!(!e.contains(secret), "{secret} in: {e}");
+    }
+    assert!(
+        e.len() < max_len && e.contains("… [truncated, "),
+        "{} bytes: {e}",
+        e.len()
+    );
 }
 
 /// An external tool the test needs. Missing: with `CI=true` the test fails with a clear message;
@@ -219,10 +246,12 @@ pub fn podinfo_model(route: &str) -> aviary_core::ports::MetricModel {
     }
 }
 
-/// Asserts that the time since `started` lies in `range` (a timeout or back-off took effect,
-/// and no more).
-#[track_caller]
-pub fn assert_took(started: std::time::Instant, range: std::ops::Range<Duration>) {
+/// Awaits `f` and asserts that it took a time in `range` (a timeout or back-off took effect, and
+/// no more); returns what `f` gave.
+pub async fn within<F: std::future::Future>(range: std::ops::Range<Duration>, f: F) -> F::Output {
+    let started = std::time::Instant::now();
+    let output = f.await;
     let took = started.elapsed();
     assert!(range.contains(&took), "took {took:?}, not in {range:?}");
+    output
 }

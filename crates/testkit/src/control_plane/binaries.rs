@@ -7,6 +7,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 use crate::error::{Error, Result};
+use crate::supervised::Supervised;
 
 /// Names the directory holding `etcd`, `kube-apiserver`, `kube-controller-manager` and `crds/`.
 pub const BIN_ENV: &str = "AVIARY_CONTROL_PLANE_BIN";
@@ -41,6 +42,12 @@ impl Binaries {
     /// The path of one program (`etcd`, `kube-apiserver`, `kube-controller-manager`).
     pub fn program(&self, name: &str) -> PathBuf {
         self.dir.join(name)
+    }
+
+    /// Starts one program with `args`, its output appended to `dir/logs/<name>.log`.
+    pub(crate) fn spawn(&self, name: &str, args: &[String], dir: &Path) -> Result<Supervised> {
+        let log = dir.join("logs").join(format!("{name}.log"));
+        Supervised::spawn(name, &self.program(name), args, &log)
     }
 
     /// Upstream CRD files (Knative Serving, Gateway API, Istio) copied out of their Go modules.

@@ -154,12 +154,7 @@ impl ControlPlane {
         for _ in 0..5 {
             let (port, peer) = (free_port()?, free_port()?);
             let _ = std::fs::remove_dir_all(dir.join("etcd"));
-            let mut etcd = Supervised::spawn(
-                "etcd",
-                &bins.program("etcd"),
-                &etcd_args(dir, port, peer),
-                &dir.join("logs/etcd.log"),
-            )?;
+            let mut etcd = bins.spawn("etcd", &etcd_args(dir, port, peer), dir)?;
             let deadline = std::time::Instant::now() + Duration::from_secs(30);
             loop {
                 if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -254,12 +249,7 @@ impl ControlPlane {
         // Never rotated: a rotation (100 MB by default, reached by a 1,000-canary benchmark)
         // would move what a reader measuring by file offsets is counting.
         args.push("--audit-log-maxsize=0".into());
-        let p = Supervised::spawn(
-            "kube-apiserver",
-            &self.bins.program("kube-apiserver"),
-            &args,
-            &self.dir.join("logs/kube-apiserver.log"),
-        )?;
+        let p = self.bins.spawn("kube-apiserver", &args, &self.dir)?;
         *self.apiserver.lock() = Some(p);
         self.wait_ready().await
     }
@@ -321,12 +311,7 @@ impl ControlPlane {
             "--kube-api-qps=200".into(),
             "--kube-api-burst=400".into(),
         ];
-        let p = Supervised::spawn(
-            "kube-controller-manager",
-            &self.bins.program("kube-controller-manager"),
-            &args,
-            &self.dir.join("logs/kube-controller-manager.log"),
-        )?;
+        let p = self.bins.spawn("kube-controller-manager", &args, &self.dir)?;
         *self.kcm.lock() = Some(p);
         Ok(())
     }
