@@ -204,9 +204,8 @@ impl Target for DaemonSetTarget {
     }
 
     async fn primary_ready(&self, c: &Canary) -> Result<(), NotReady> {
+        let (name, ds) = self.workloads.primary(c).await.map_err(NotReady::retriable)?;
         let ns = c.namespace();
-        let name = format!("{}-primary", c.target_name());
-        let ds = self.workloads.get(ns, &name).await.map_err(NotReady::retriable)?;
         let threshold = c.analysis().primary_ready_threshold.unwrap_or(100);
         let deadline = c.progress_deadline().as_secs() as i64;
         daemonset_ready(&ds, threshold, last_transition(c), deadline, Timestamp::now()).map_err(

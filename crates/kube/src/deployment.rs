@@ -222,9 +222,8 @@ impl Target for DeploymentTarget {
     }
 
     async fn primary_ready(&self, c: &Canary) -> Result<(), NotReady> {
+        let (name, d) = self.workloads.primary(c).await.map_err(NotReady::retriable)?;
         let ns = c.namespace();
-        let name = format!("{}-primary", c.target_name());
-        let d = self.workloads.get(ns, &name).await.map_err(NotReady::retriable)?;
         let threshold = c.analysis().primary_ready_threshold.unwrap_or(100);
         ready_now(c, &d, threshold).map_err(|e| not_ready(format!("{name}.{ns}"), e))
     }

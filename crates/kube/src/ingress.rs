@@ -84,6 +84,16 @@ async fn canary_ingress(kube: &Kube, c: &Canary) -> Result<(String, Value), Stri
     Ok((name, ingress))
 }
 
+/// The canary Ingress as it is created: `spec`, the user Ingress' labels, `annotations`, owned
+/// by the canary.
+fn new_canary_ingress(c: &Canary, user: &Value, annotations: &Map<String, Value>, spec: &Value) -> Value {
+    let mut metadata = json!({"annotations": annotations, "ownerReferences": [owner_reference(c)]});
+    if let Some(l) = user["metadata"]["labels"].as_object() {
+        metadata["labels"] = Value::Object(l.clone());
+    }
+    json!({"metadata": metadata, "spec": spec})
+}
+
 /// Creates `name` from `create` when missing; otherwise rewrites it with `update` when its spec
 /// differs from `spec`.
 async fn upsert_ingress(
@@ -239,14 +249,8 @@ impl Router for NginxRouter {
         }
         let canary_name = format!("{name}-canary");
         let create = || {
-            let mut metadata = json!({
-                "annotations": self.weighted_annotations(string_map(&ingress["metadata"]["annotations"])),
-                "ownerReferences": [owner_reference(c)],
-            });
-            if let Some(l) = ingress["metadata"]["labels"].as_object() {
-                metadata["labels"] = Value::Object(l.clone());
-            }
-            json!({"metadata": metadata, "spec": spec})
+            let annotations = self.weighted_annotations(string_map(&ingress["metadata"]["annotations"]));
+            new_canary_ingress(c, &ingress, &annotations, &spec)
         };
         upsert_ingress(&self.kube, ns, &canary_name, &spec, create, |cur| {
             cur["spec"] = spec.clone();
@@ -360,13 +364,7 @@ impl Router for SkipperRouter {
         let mut annotations = string_map(&ingress["metadata"]["annotations"]);
         Self::weighted(&mut annotations, c, 100, 0);
         let canary_name = format!("{name}-canary");
-        let create = || {
-            let mut metadata = json!({"annotations": annotations, "ownerReferences": [owner_reference(c)]});
-            if let Some(l) = ingress["metadata"]["labels"].as_object() {
-                metadata["labels"] = Value::Object(l.clone());
-            }
-            json!({"metadata": metadata, "spec": spec})
-        };
+        let create = || new_canary_ingress(c, &ingress, &annotations, &spec);
         // A changed apex Ingress resets the split, as in Flagger (skipper.go:132-136).
         upsert_ingress(&self.kube, ns, &canary_name, &spec, create, |cur| {
             cur["spec"] = spec.clone();

@@ -366,6 +366,13 @@ impl Workloads {
             .await
     }
 
+    /// The canary's `-primary`, and its name.
+    pub(crate) async fn primary(&self, c: &Canary) -> Result<(String, Value), String> {
+        let name = format!("{}-primary", c.target_name());
+        let primary = self.get(c.namespace(), &name).await?;
+        Ok((name, primary))
+    }
+
     /// The canary's target.
     pub(crate) async fn target(&self, c: &Canary) -> Result<Value, String> {
         self.get(c.namespace(), c.target_name()).await
