@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use aviary_actors::{CanaryActors, CanaryPorts, Platform, Settings, TickReport};
-use aviary_api::document::{Resource, parse_documents};
+use aviary_api::document::parse_canary;
 use aviary_api::{Canary, CanaryPhase, CanaryStatus, MetricTemplate};
 use aviary_core::ports::*;
 use aviary_core::simulate::world::{ScriptedHooks, SilentNotifier, SimulatedTarget};
@@ -95,10 +95,7 @@ impl Platform for BenchPlatform {
 
 fn template_canary() -> Canary {
     let yaml = "apiVersion: flagger.app/v1beta1\nkind: Canary\nmetadata: {name: x, namespace: bench}\nspec:\n  provider: istio\n  targetRef: {apiVersion: apps/v1, kind: Deployment, name: x}\n  service: {port: 9898}\n  analysis:\n    interval: 10s\n    threshold: 5\n    maxWeight: 100\n    stepWeight: 1\n    metrics:\n    - name: request-success-rate\n      thresholdRange: {min: 99}\n      interval: 1m\n";
-    match parse_documents(yaml).unwrap().remove(0).unwrap().resource {
-        Resource::Canary(c) => *c,
-        _ => unreachable!(),
-    }
+    parse_canary(yaml).unwrap()
 }
 
 fn rss_bytes() -> u64 {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aviary_actors::{CanaryActors, CanaryPorts, Clock, Platform, Settings};
-use aviary_api::document::{Resource, parse_documents};
+use aviary_api::document::parse_canary;
 use aviary_api::{Canary, CanaryPhase, CanaryStatus};
 use aviary_core::fakes::{Fakes, Panics};
 use parking_lot::Mutex;
@@ -17,10 +17,7 @@ fn canary(name: &str, interval: &str, step: i32) -> Canary {
     let yaml = format!(
         "apiVersion: flagger.app/v1beta1\nkind: Canary\nmetadata: {{name: {name}, namespace: test}}\nspec:\n  provider: istio\n  targetRef: {{apiVersion: apps/v1, kind: Deployment, name: {name}}}\n  service: {{port: 9898}}\n  analysis:\n    interval: {interval}\n    threshold: 2\n    stepWeight: {step}\n    webhooks:\n    - {{name: load, url: http://load/}}\n"
     );
-    match parse_documents(&yaml).unwrap().remove(0).unwrap().resource {
-        Resource::Canary(c) => *c,
-        _ => unreachable!(),
-    }
+    parse_canary(&yaml).unwrap()
 }
 
 /// One set of fakes per canary; the persisted status is what the fake recorder saw last.

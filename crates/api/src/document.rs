@@ -98,6 +98,20 @@ pub fn parse_documents(text: &str) -> Result<Vec<std::result::Result<Parsed, Doc
     Ok(out)
 }
 
+/// Parses a text whose first document is a Canary (what tests, benchmarks and examples start
+/// from); the other documents are ignored.
+pub fn parse_canary(text: &str) -> Result<Canary> {
+    match parse_documents(text)?.into_iter().next() {
+        Some(Ok(Parsed {
+            resource: Resource::Canary(c),
+            ..
+        })) => Ok(*c),
+        Some(Ok(p)) => Err(Error::NotACanary(format!("it is a {}", p.id))),
+        Some(Err(e)) => Err(Error::NotACanary(format!("{}: {}", e.path, e.message))),
+        None => Err(Error::NotACanary("the text holds no document".into())),
+    }
+}
+
 /// Parses one object already in JSON form.
 pub fn parse_value(json: Value) -> std::result::Result<Parsed, DocumentError> {
     let id = object_id(&json);
@@ -270,6 +284,30 @@ mod tests {
             Resource::Other(id) => assert_eq!(id.to_string(), "Deployment d"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn parse_canary_takes_the_first_document_and_says_what_else_it_found() {
+        let canary =
+            "apiVersion: flagger.app/v1beta1\nkind: Canary\nmetadata: {name: a, namespace: test}\nspec: {}\n";
+        let c = parse_canary(&format!(
+            "{canary}---\napiVersion: v1\nkind: Service\nmetadata: {{name: s}}\n"
+        ))
+        .unwrap();
+        assert_eq!(c.key(), "test/a");
+        let err = |text: &str| parse_canary(text).unwrap_err().to_string();
+        assert_eq!(
+            err("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\n"),
+            "document 1: not a usable Canary: it is a Deployment d"
+        );
+        assert!(
+            err(&canary.replace("spec: {}", "spec: {analysis: {stepWeight: ten}}"))
+                .starts_with("document 1: not a usable Canary: spec.analysis.stepWeight: invalid type"),
+        );
+        assert_eq!(
+            err(""),
+            "document 1: not a usable Canary: the text holds no document"
+        );
     }
 
     #[test]

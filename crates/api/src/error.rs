@@ -17,6 +17,9 @@ pub enum Error {
         document: usize,
         error: serde_json::Error,
     },
+    /// The text's first document is not a usable Canary ([`crate::document::parse_canary`]).
+    #[error("document 1: not a usable Canary: {0}")]
+    NotACanary(String),
     /// Rendering YAML failed.
     #[error("cannot render YAML: {0}")]
     Serialize(serde_yaml_ng::Error),

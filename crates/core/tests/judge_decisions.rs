@@ -4,7 +4,7 @@
 mod judge_common;
 
 use aviary_api::Canary;
-use aviary_api::document::{Resource, parse_documents};
+use aviary_api::document::parse_canary;
 use aviary_core::judge::{
     ArmCounts, Boundaries, CanaryJudge, Decision, EvidenceReport, FleetJudge, Histogram, IntervalCounts,
     JudgeConfig, JudgeMode, JudgeSpec, MetricKind, MetricSpec, Slo,
@@ -200,10 +200,7 @@ fn per_canary_state_is_small() {
 }
 
 fn canary(yaml: &str) -> Canary {
-    match parse_documents(yaml).unwrap().remove(0).unwrap().resource {
-        Resource::Canary(c) => *c,
-        other => panic!("not a canary: {other:?}"),
-    }
+    parse_canary(yaml).unwrap()
 }
 
 fn canary_with(annotations: &str, metric_vars: &str) -> Canary {

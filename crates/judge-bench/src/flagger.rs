@@ -6,7 +6,7 @@
 
 use std::collections::VecDeque;
 
-use aviary_api::document::{Resource, parse_documents};
+use aviary_api::document;
 use aviary_api::{Canary, CanaryPhase};
 use aviary_core::fakes::Answer;
 use aviary_core::judge::{Histogram, IntervalCounts};
@@ -75,14 +75,7 @@ impl FlaggerConfig {
 
 /// Parses one Canary.
 pub fn parse_canary(yaml: &str) -> Canary {
-    let doc = parse_documents(yaml)
-        .expect("the bench's canary parses")
-        .remove(0)
-        .expect("the bench's canary is a valid document");
-    match doc.resource {
-        Resource::Canary(c) => *c,
-        other => panic!("not a canary: {other:?}"),
-    }
+    document::parse_canary(yaml).expect("the bench's canary")
 }
 
 /// What the engine ended with.

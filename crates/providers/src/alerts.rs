@@ -271,20 +271,17 @@ fn named_values(alert: &Alert) -> Vec<Value> {
 }
 
 /// The `Notifier` port.
+#[derive(derive_more::Debug)]
 pub struct AlertNotifier {
+    #[debug(skip)]
     providers: Arc<dyn AlertProviderSource>,
+    #[debug(skip)]
     secrets: Arc<dyn SecretSource>,
     global: Option<Receiver>,
+    #[debug(skip)]
     clients: Clients,
+    #[debug(skip)]
     timeout: Duration,
-}
-
-impl std::fmt::Debug for AlertNotifier {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AlertNotifier")
-            .field("global", &self.global)
-            .finish_non_exhaustive()
-    }
 }
 
 impl AlertNotifier {

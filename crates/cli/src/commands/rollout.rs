@@ -13,6 +13,7 @@ use aviary_coordinator::client::{
     ClientTls, FleetConn, call_leader_retrying_with, checked_url, is_transport_failure, is_unreachable,
     leader_from_status, normalize_url,
 };
+use aviary_core::fleet::Revision;
 use aviary_proto::v1;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -417,16 +418,9 @@ pub(crate) fn age(t: Option<&prost_types::Timestamp>) -> String {
     }
 }
 
+/// The revision's parts joined by `,` (a table cell), `-` when unknown.
 fn revision(r: Option<&v1::Revision>) -> String {
-    let Some(r) = r else { return "-".into() };
-    let mut parts: Vec<String> = r
-        .container_images
-        .iter()
-        .map(|(c, i)| format!("{c}={i}"))
-        .collect();
-    if !r.version.is_empty() {
-        parts.push(format!("version {}", r.version));
-    }
+    let parts = r.map(|r| Revision::from(r).parts()).unwrap_or_default();
     if parts.is_empty() {
         "-".into()
     } else {
@@ -1043,5 +1037,21 @@ impl Bars {
             b.abandon();
         }
         self.header.finish_and_clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_revision_cell_lists_images_then_version() {
+        let r = v1::Revision {
+            container_images: [("app".to_string(), "podinfo:6.0.1".to_string())].into(),
+            version: "v2".into(),
+        };
+        assert_eq!(revision(Some(&r)), "app=podinfo:6.0.1,version v2");
+        assert_eq!(revision(Some(&v1::Revision::default())), "-");
+        assert_eq!(revision(None), "-");
     }
 }

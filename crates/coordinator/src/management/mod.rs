@@ -56,18 +56,11 @@ const VERBS: [&str; 6] = [
 const REFRESH: Duration = Duration::from_secs(1);
 
 /// Where the FleetRollout objects are.
-#[derive(Clone)]
+#[derive(Clone, derive_more::Debug)]
 pub struct ManagementCluster {
+    #[debug(skip)]
     pub client: Client,
     pub namespace: String,
-}
-
-impl std::fmt::Debug for ManagementCluster {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ManagementCluster")
-            .field("namespace", &self.namespace)
-            .finish_non_exhaustive()
-    }
 }
 
 struct Ctx {

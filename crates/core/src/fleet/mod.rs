@@ -90,11 +90,9 @@ impl Revision {
     }
 }
 
-impl fmt::Display for Revision {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.is_empty() {
-            return f.write_str("<unknown>");
-        }
+impl Revision {
+    /// What the revision runs, one entry each: `container=image`, then `version V`.
+    pub fn parts(&self) -> Vec<String> {
         let mut parts: Vec<String> = self
             .container_images
             .iter()
@@ -103,7 +101,16 @@ impl fmt::Display for Revision {
         if !self.version.is_empty() {
             parts.push(format!("version {}", self.version));
         }
-        f.write_str(&parts.join(", "))
+        parts
+    }
+}
+
+impl fmt::Display for Revision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            return f.write_str("<unknown>");
+        }
+        f.write_str(&self.parts().join(", "))
     }
 }
 

@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use aviary_api::Canary;
-use aviary_api::document::{Resource, parse_documents};
+use aviary_api::document::parse_canary;
 use aviary_core::simulate::Simulation;
 
 /// The seed tutorial's canary (Knative podinfo: interval 15s, threshold 15, maxWeight 50,
@@ -50,14 +50,7 @@ pub(crate) const SUCCESS_RATE_AT_LEAST_99: &str =
 
 /// Parses one Canary from YAML.
 pub(crate) fn canary(yaml: &str) -> Canary {
-    let doc = parse_documents(yaml)
-        .expect("yaml")
-        .remove(0)
-        .expect("a resource");
-    match doc.resource {
-        Resource::Canary(c) => *c,
-        other => panic!("not a canary: {other:?}"),
-    }
+    parse_canary(yaml).expect("a canary")
 }
 
 /// A Deployment canary with the given analysis block (YAML, indented 4 spaces).

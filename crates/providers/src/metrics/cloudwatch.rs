@@ -35,19 +35,13 @@ const TARGET: &str = "GraniteServiceVersion20100801.GetMetricData";
 const JSON_1_0: &str = "application/x-amz-json-1.0";
 
 /// AWS credentials. `Debug` shows the key id only.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, derive_more::Debug)]
 pub struct AwsCredentials {
     pub access_key_id: String,
+    #[debug(skip)]
     pub secret_access_key: String,
+    #[debug(skip)]
     pub session_token: Option<String>,
-}
-
-impl std::fmt::Debug for AwsCredentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AwsCredentials")
-            .field("access_key_id", &self.access_key_id)
-            .finish_non_exhaustive()
-    }
 }
 
 impl AwsCredentials {
@@ -461,5 +455,23 @@ pub mod sigv4 {
             let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_440_938_160);
             assert_eq!(amz_date(t), "20150830T123600Z");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_the_key_id_only() {
+        let creds = AwsCredentials {
+            access_key_id: "AKIDEXAMPLE".into(),
+            secret_access_key: "wJalrXUtnFEMI".into(),
+            session_token: Some("token-secret".into()),
+        };
+        assert_eq!(
+            format!("{creds:?}"),
+            r#"AwsCredentials { access_key_id: "AKIDEXAMPLE", .. }"#
+        );
     }
 }
