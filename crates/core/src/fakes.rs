@@ -111,6 +111,16 @@ impl FakeTarget {
     pub fn scaled_up(&self) -> bool {
         self.0.lock().scaled_up
     }
+    /// Scales the canary workload up or down (`fail_scaling` fails it), logging `call`.
+    fn scale(&self, up: bool, call: &str) -> Result<(), String> {
+        let mut s = self.0.lock();
+        if let Some(e) = s.fail_scaling.clone() {
+            return Err(e);
+        }
+        s.scaled_up = up;
+        s.calls.push(call.into());
+        Ok(())
+    }
     /// Calls in order: initialize, promote, scale_to_zero, scale_from_zero.
     pub fn calls(&self) -> Vec<String> {
         self.0.lock().calls.clone()
@@ -155,22 +165,10 @@ impl Target for FakeTarget {
         Ok(())
     }
     async fn scale_to_zero(&self, _canary: &Canary) -> Result<(), String> {
-        let mut s = self.0.lock();
-        if let Some(e) = s.fail_scaling.clone() {
-            return Err(e);
-        }
-        s.scaled_up = false;
-        s.calls.push("scale_to_zero".into());
-        Ok(())
+        self.scale(false, "scale_to_zero")
     }
     async fn scale_from_zero(&self, _canary: &Canary) -> Result<(), String> {
-        let mut s = self.0.lock();
-        if let Some(e) = s.fail_scaling.clone() {
-            return Err(e);
-        }
-        s.scaled_up = true;
-        s.calls.push("scale_from_zero".into());
-        Ok(())
+        self.scale(true, "scale_from_zero")
     }
 }
 

@@ -403,10 +403,10 @@ async fn a_changed_config_is_a_new_revision() {
     sim.tick().await; // weight 50
     sim.fakes.target.set_tracked_configs(configs("cccc"));
     sim.tick().await;
-    assert!(said(
+    assert_said(
         &sim,
-        "New revision detected! Restarting analysis for podinfo.default"
-    ));
+        "New revision detected! Restarting analysis for podinfo.default",
+    );
     assert_eq!(sim.status().canary_weight, 0);
 }
 
@@ -452,10 +452,10 @@ async fn kubernetes_provider_drops_ab_matches() {
     let mut sim = started(c, &[]).await;
     sim.tick().await;
     sim.tick().await;
-    assert!(said(
+    assert_said(
         &sim,
-        "A/B testing is not supported when using the kubernetes provider"
-    ));
+        "A/B testing is not supported when using the kubernetes provider",
+    );
     assert!(sim.fakes.router.history().iter().all(|r| r.canary == 0));
 }
 

@@ -51,10 +51,10 @@ async fn ab_testing_runs_iterations_with_matches_then_promotes() {
             .iter()
             .any(|r| r.primary == 0 && r.canary == 100)
     );
-    assert!(said(
+    assert_said(
         &sim,
-        "Copying podinfo.default template spec to podinfo-primary.default"
-    ));
+        "Copying podinfo.default template spec to podinfo-primary.default",
+    );
     assert_eq!(sim.status().phase, CanaryPhase::Succeeded);
     assert_eq!(
         sim.fakes.recorder.successes(),
@@ -102,10 +102,7 @@ async fn blue_green_mirrors_for_all_iterations() {
     .await;
     let history = sim.fakes.router.history();
     assert!(history.iter().any(|r| r.mirror && r.primary == 100));
-    assert!(said(
-        &sim,
-        "Stop traffic mirroring and route all traffic to canary"
-    ));
+    assert_said(&sim, "Stop traffic mirroring and route all traffic to canary");
 }
 
 #[tokio::test]
@@ -124,8 +121,8 @@ async fn canary_mirrors_one_step_before_shifting() {
         .collect();
     // mirror at 100/0, then 50/50 without mirror, then max → promotion → back to primary
     assert_eq!(&splits[..3], &[(100, 0, true), (50, 50, false), (0, 100, false)]);
-    assert!(said(&sim, "Advance podinfo.default canary weight 0"));
-    assert!(said(&sim, "Advance podinfo.default canary weight 50"));
+    assert_said(&sim, "Advance podinfo.default canary weight 0");
+    assert_said(&sim, "Advance podinfo.default canary weight 50");
 }
 
 /// The canary's weights follow `stepWeights`, and the primary's `stepWeightPromotion` (from
@@ -177,7 +174,7 @@ async fn confirm_rollout_waits_then_starts() {
             .count(),
         1
     );
-    assert!(said(&sim, "Confirm-rollout check gate passed"));
+    assert_said(&sim, "Confirm-rollout check gate passed");
     let alerts = sim.fakes.notifier.alerts();
     assert!(
         alerts
@@ -203,10 +200,10 @@ async fn confirm_promotion_holds_at_max_weight() {
     assert_eq!(sim.status().phase, CanaryPhase::WaitingPromotion);
     sim.tick().await;
     assert_eq!(sim.status().phase, CanaryPhase::Promoting);
-    assert!(said(
+    assert_said(
         &sim,
-        "Halt podinfo.default advancement waiting for promotion approval promote"
-    ));
+        "Halt podinfo.default advancement waiting for promotion approval promote",
+    );
     assert!(
         sim.fakes
             .notifier
@@ -236,9 +233,9 @@ async fn rollback_webhook_rolls_back_now() {
     let c = stepped_with(5, 20, &webhook("panic-button", "rollback"));
     let mut sim = started(c, &[("panic-button", &[false, false, false, true])]).await;
     run_until_final(&mut sim, 20).await;
-    assert!(said(&sim, "Rollback hook panic-button not signaling a rollback"));
-    assert!(said(&sim, "Rollback check panic-button passed"));
-    assert!(said(&sim, "Rolling back podinfo.default manual webhook invoked"));
+    assert_said(&sim, "Rollback hook panic-button not signaling a rollback");
+    assert_said(&sim, "Rollback check panic-button passed");
+    assert_said(&sim, "Rolling back podinfo.default manual webhook invoked");
     assert_eq!(sim.status().phase, CanaryPhase::Failed);
     assert_eq!(sim.fakes.router.routes().canary, 0);
 }
@@ -265,10 +262,10 @@ async fn skip_analysis_promotes_at_once() {
     let mut sim = started(c, &[]).await;
     run_until_final(&mut sim, 5).await;
     let m = messages(&sim);
-    assert!(said(
+    assert_said(
         &sim,
-        "Promotion completed! Canary analysis was skipped for podinfo.default"
-    ));
+        "Promotion completed! Canary analysis was skipped for podinfo.default",
+    );
     assert!(!m.iter().any(|l| l.contains("canary weight")));
     assert_eq!(
         sim.fakes.recorder.successes(),
@@ -288,10 +285,10 @@ async fn new_revision_mid_analysis_restarts() {
     assert_eq!(sim.status().canary_weight, 30);
     sim.fakes.target.set_revision("rev-3");
     sim.tick().await;
-    assert!(said(
+    assert_said(
         &sim,
-        "New revision detected! Restarting analysis for podinfo.default"
-    ));
+        "New revision detected! Restarting analysis for podinfo.default",
+    );
     let s = sim.status();
     assert_eq!(
         (s.phase, s.canary_weight, s.failed_checks, s.iterations),
@@ -429,10 +426,10 @@ async fn request_duration_messages_use_go_durations() {
     sim.fakes.metrics.values("request-duration", &[1200.7]);
     initialized(&mut sim).await;
     ticks(&mut sim, 3).await;
-    assert!(said(
+    assert_said(
         &sim,
-        "Halt podinfo.test advancement request duration 1.2s > 500ms"
-    ));
+        "Halt podinfo.test advancement request duration 1.2s > 500ms",
+    );
 }
 
 #[tokio::test]
@@ -546,11 +543,11 @@ async fn coordinator_gate_holds_and_releases() {
     sim.fakes.gate.set_closed(None);
     sim.tick().await;
     assert_eq!(sim.status().phase, CanaryPhase::Progressing);
-    assert!(said(
+    assert_said(
         &sim,
-        "Halt podinfo.default advancement waiting for approval aviary-coordinator"
-    ));
-    assert!(said(&sim, "Confirm-rollout check aviary-coordinator passed"));
+        "Halt podinfo.default advancement waiting for approval aviary-coordinator",
+    );
+    assert_said(&sim, "Confirm-rollout check aviary-coordinator passed");
     // the coordinator can also pull the canary back
     sim.tick().await;
     sim.fakes.gate.request_rollback(Some("wave failed elsewhere"));
@@ -610,12 +607,12 @@ async fn kubernetes_provider_forces_blue_green() {
     c.spec.provider = Some("kubernetes".into());
     let mut sim = started(c, &[]).await;
     run_until_final(&mut sim, 30).await;
-    assert!(said(
+    assert_said(
         &sim,
-        "Progressive traffic is not supported when using the kubernetes provider"
-    ));
-    assert!(said(&sim, "Setting canaryAnalysis.iterations: 10"));
-    assert!(said(&sim, "Advance podinfo.default canary iteration 10/10"));
+        "Progressive traffic is not supported when using the kubernetes provider",
+    );
+    assert_said(&sim, "Setting canaryAnalysis.iterations: 10");
+    assert_said(&sim, "Advance podinfo.default canary iteration 10/10");
     // the apex never routes to the canary with the kubernetes provider
     assert!(sim.fakes.router.history().iter().all(|r| r.canary == 0));
 }
@@ -632,7 +629,7 @@ async fn metric_provider_check_and_status_write_failures_are_reported() {
     sim.fakes.target.set_revision("rev-2");
     sim.fakes.recorder.fail_status(Some("conflict"));
     sim.tick().await;
-    assert!(said(&sim, "status update failed: conflict"));
+    assert_said(&sim, "status update failed: conflict");
 }
 
 #[tokio::test]

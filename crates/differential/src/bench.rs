@@ -17,7 +17,7 @@ use std::io::{Read as _, Seek as _, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use aviary_testkit::{Cluster, FakePrometheus, FakeWebhook, Objects};
+use aviary_testkit::{Cluster, FakePrometheus, FakeWebhook, Objects, kube_env};
 use futures::{StreamExt as _, TryStreamExt as _};
 use serde_json::{Value, json};
 
@@ -270,19 +270,9 @@ async fn create_all(objects: &Objects, all: Vec<Value>) -> Result<()> {
 }
 
 fn deployment(i: usize, image: &str) -> Value {
-    let name = format!("app-{i}");
-    json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": name, "namespace": NAMESPACE},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{"name": "app", "image": image, "ports": [{"containerPort": 9898}]}]},
-            },
-        },
-    })
+    let mut d = kube_env::deployment(&format!("app-{i}"), 1, "app", image);
+    d["metadata"]["namespace"] = json!(NAMESPACE);
+    d
 }
 
 fn image_patch(image: &str) -> Value {

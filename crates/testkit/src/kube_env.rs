@@ -134,6 +134,23 @@ pub fn message_in(text: &str, ns: &str) -> String {
     text.replace(".test", &format!(".{ns}"))
 }
 
+/// A Deployment `name` (pods labelled `app: name`) of `replicas` pods, each one container
+/// `container` running `image` on port 9898 (podinfo's): the workload the tests roll out.
+pub fn deployment(name: &str, replicas: u32, container: &str, image: &str) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": container, "image": image, "ports": [{"containerPort": 9898}]}]},
+            },
+        },
+    })
+}
+
 /// Typed objects (CRDs from `aviary_api::crd`) as the JSON that [`Cluster::install_crds`]
 /// takes.
 pub fn to_values<T: Serialize>(objects: impl IntoIterator<Item = T>) -> Vec<Value> {

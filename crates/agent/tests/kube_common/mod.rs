@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use aviary_agent::config::{AgentConfig, CoordinatorTls, GlobalNotifier, PlatformConfig};
-use aviary_testkit::kube_env::{TestNamespace, analysis_doubles, canary, to_values};
+use aviary_testkit::kube_env::{self, TestNamespace, analysis_doubles, canary, to_values};
 use aviary_testkit::{Cluster, FakePrometheus, FakeWebhook};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -286,18 +286,7 @@ impl Drop for Env {
 
 /// A podinfo Deployment with two replicas.
 pub fn deployment(name: &str, image: &str) -> Value {
-    json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": 2,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{"name": "podinfo", "image": image, "ports": [{"containerPort": 9898}]}]},
-            },
-        },
-    })
+    kube_env::deployment(name, 2, "podinfo", image)
 }
 
 /// The image of the first container of a workload's pod template.

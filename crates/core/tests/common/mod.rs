@@ -121,6 +121,16 @@ pub(crate) fn said(sim: &Simulation, message: &str) -> bool {
     times_said(sim, message) > 0
 }
 
+/// Asserts that an event said exactly `message`; the failure lists what was said.
+#[track_caller]
+pub(crate) fn assert_said(sim: &Simulation, message: &str) {
+    assert!(
+        said(sim, message),
+        "no event said {message:?}; the events: {:#?}",
+        messages(sim)
+    );
+}
+
 /// The event messages that contain `needle`, in order.
 pub(crate) fn said_containing(sim: &Simulation, needle: &str) -> Vec<String> {
     messages(sim).into_iter().filter(|m| m.contains(needle)).collect()
