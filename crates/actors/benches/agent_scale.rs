@@ -60,7 +60,7 @@ impl Metrics for P {
     async fn template(&self, _ns: &str, name: &str) -> Result<MetricTemplate, String> {
         Err(format!("no template {name}"))
     }
-    async fn query(&self, _m: &str, _t: &MetricTemplate, _i: &str, _q: &str) -> MetricResult {
+    async fn query(&self, _q: TemplateQuery<'_>) -> MetricResult {
         Ok(0.0)
     }
     async fn inline(&self, _c: &Canary, _m: &str, _q: &str) -> MetricResult {

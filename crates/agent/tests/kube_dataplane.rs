@@ -251,9 +251,7 @@ async fn run(nginx_bin: PathBuf, prometheus_bin: PathBuf) {
             "backend": {"service": {"name": "podinfo", "port": {"number": 80}}}}]}}]}}),
     )
     .await;
-    env.create_yaml(&canary(
-        "nginx",
-        r#"
+    let spec = r#"
   ingressRef: {apiVersion: networking.k8s.io/v1, kind: Ingress, name: podinfo}
   progressDeadlineSeconds: 60
   service: {port: 80, targetPort: 9898}
@@ -263,13 +261,9 @@ async fn run(nginx_bin: PathBuf, prometheus_bin: PathBuf) {
     threshold: 3
     maxWeight: 50
     stepWeight: 25
-    metrics:
-    - name: request-success-rate
-      thresholdRange: {min: 99}
-      interval: 1m
-"#,
-    ))
-    .await;
+"#;
+    env.create_yaml(&canary("nginx", &[spec, SUCCESS_RATE_METRIC].concat()))
+        .await;
     let mut config = env.config();
     config.metrics_server = prom.url().to_string();
     env.start_agent_with(config);

@@ -77,11 +77,7 @@ fn canary_yaml(provider: &Provider, analysis: &str) -> String {
 {}  service: {{port: 9898, meshName: global}}
   analysis:
 {analysis}
-    metrics:
-    - name: request-success-rate
-      thresholdRange: {{min: 99}}
-      interval: 1m
-"#,
+{SUCCESS_RATE_METRIC}"#,
         provider.spec
     );
     canary(provider.name, &spec)

@@ -107,21 +107,18 @@ async fn daemonset_promotes_then_rolls_back() {
     )
     .await;
     env.create(daemonset("podinfo:6.0.0")).await;
-    env.create_yaml(&canary_of(
-        "{apiVersion: apps/v1, kind: DaemonSet, name: podinfo}",
-        "kubernetes",
-        r#"
+    let spec = r#"
   progressDeadlineSeconds: 120
   service: {port: 9898}
   analysis:
     interval: 1s
     threshold: 2
     iterations: 2
-    metrics:
-    - name: request-success-rate
-      thresholdRange: {min: 99}
-      interval: 1m
-"#,
+"#;
+    env.create_yaml(&canary_of(
+        "{apiVersion: apps/v1, kind: DaemonSet, name: podinfo}",
+        "kubernetes",
+        &[spec, SUCCESS_RATE_METRIC].concat(),
     ))
     .await;
 

@@ -171,6 +171,21 @@ impl Canary {
         }
     }
 
+    /// `analysis.primaryReadyThreshold`: the percentage of the primary's replicas that must be
+    /// ready (100 when unset).
+    pub fn primary_ready_threshold(&self) -> i32 {
+        self.analysis()
+            .primary_ready_threshold
+            .unwrap_or(DEFAULT_READY_THRESHOLD)
+    }
+
+    /// `analysis.canaryReadyThreshold`, as [`Canary::primary_ready_threshold`] for the canary.
+    pub fn canary_ready_threshold(&self) -> i32 {
+        self.analysis()
+            .canary_ready_threshold
+            .unwrap_or(DEFAULT_READY_THRESHOLD)
+    }
+
     /// The effective maximum canary weight.
     pub fn max_weight(&self) -> i32 {
         effective_max_weight(self.analysis())

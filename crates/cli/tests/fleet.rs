@@ -235,6 +235,7 @@ fn plaintext_needs_insecure_and_loopback_unless_said_twice() {
 
     let log = Log::default();
     let (_coord, url) = aviary_testkit::aviary::start_coordinator(
+        &aviary_testkit::netns::Host::loopback(),
         BIN,
         &["--insecure", "--log-level", "warn"],
         "coordinator",
@@ -274,6 +275,7 @@ fn clusters_expire_after_the_ttl_and_admins_deregister_them() {
     let log = Log::default();
     let metrics = format!("127.0.0.1:{}", aviary_testkit::net::free_port());
     let (_coord, url) = aviary_testkit::aviary::start_coordinator(
+        &aviary_testkit::netns::Host::loopback(),
         BIN,
         &[
             "--cluster-ttl",

@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aviary_testkit::aviary::{LocalCluster, Pki, apply, start_coordinator, wait_initialized};
 use aviary_testkit::manifests::{LocalCanary, version_rollout};
 use aviary_testkit::net::free_port;
+use aviary_testkit::netns::Host;
 use aviary_testkit::process::{Log, Process};
 use aviary_testkit::prometheus::{Job, Prometheus};
 use aviary_testkit::traffic::Traffic;
@@ -288,6 +289,7 @@ fn every_dashboard_query_returns_data_during_a_real_fleet_rollout() {
     let tmp = tempfile::tempdir().unwrap();
     let metrics = free_port();
     let (_coordinator, url) = start_coordinator(
+        &Host::loopback(),
         BIN,
         &["--metrics-listen", &format!("127.0.0.1:{metrics}")],
         "coordinator",

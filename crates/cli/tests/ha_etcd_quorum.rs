@@ -127,6 +127,7 @@ fn etcd_member_loss_holds_nothing_quorum_loss_holds_the_fleet_quorum_back_resume
 fn coordinators_talk_to_etcd_over_mutual_tls_and_fail_clearly_without_a_trusted_certificate() {
     use aviary_testkit::aviary::{Pki, cli, start_coordinator};
     use aviary_testkit::etcd::{EtcdTls, LocalEtcd};
+    use aviary_testkit::netns::Host;
     use aviary_testkit::process::{Log, Process};
 
     let Some(bin) = LocalEtcd::binary_or_skip("etcd over mutual TLS") else {
@@ -151,6 +152,7 @@ fn coordinators_talk_to_etcd_over_mutual_tls_and_fail_clearly_without_a_trusted_
 
     let log = Log::default();
     let (_coordinator, url) = start_coordinator(
+        &Host::loopback(),
         BIN,
         &[
             "--etcd",

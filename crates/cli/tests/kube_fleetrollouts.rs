@@ -160,6 +160,7 @@ fn fleetrollout_objects_are_rollouts_with_status_verbs_and_delete() {
     let user = format!("system:serviceaccount:{ns}:aviary-coordinator");
     let log = Log::default();
     let (_coord, url) = aviary_testkit::aviary::start_coordinator(
+        &aviary_testkit::netns::Host::loopback(),
         BIN,
         &[
             "--kubeconfig",

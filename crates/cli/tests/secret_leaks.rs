@@ -23,6 +23,7 @@ use aviary_testkit::EchoServer;
 use aviary_testkit::aviary::{Pki, cli, start_coordinator};
 use aviary_testkit::manifests::resource;
 use aviary_testkit::net::free_port;
+use aviary_testkit::netns::Host;
 use aviary_testkit::process::Log;
 use aviary_testkit::wait::wait_until;
 use serde_json::json;
@@ -283,6 +284,7 @@ fn no_credential_reaches_logs_events_status_or_state() {
 
     let coordinator_log = Log::default();
     let (_coordinator, url) = start_coordinator(
+        &Host::loopback(),
         aviary(),
         &["--log-level", "trace"],
         "coordinator",

@@ -6,11 +6,10 @@ use std::time::Duration;
 
 use aviary_api::FleetRollout;
 use aviary_api::document::{Resource, parse_documents};
-use aviary_core::fleet::{Command, Plan, RolloutState, verbs};
+use aviary_core::fleet::{Command, Plan, RolloutState, Stamp, verbs};
 use aviary_proto::v1;
 use aviary_proto::v1::fleet_server::Fleet as FleetApi;
 use futures::Stream;
-use jiff::Timestamp;
 use tonic::{Request, Response, Status};
 
 use crate::convert::{cluster_canary_to_proto, cluster_to_proto, render, spec_from_proto};
@@ -351,8 +350,8 @@ impl FleetApi for FleetService {
         r: Request<v1::RolloutVerbRequest>,
     ) -> Result<Response<v1::Rollout>, Status> {
         let who = self.auth.require(&r, "PauseRollout", Role::Operator)?;
-        self.rollout_verb(who, r.into_inner(), |p, s, actor, reason, now| {
-            verbs::pause(p, s, actor, reason, now).map(|()| Vec::new())
+        self.rollout_verb(who, r.into_inner(), |p, s, by, reason| {
+            verbs::pause(p, s, by, reason).map(|()| Vec::new())
         })
         .await
     }
@@ -362,8 +361,8 @@ impl FleetApi for FleetService {
         r: Request<v1::RolloutVerbRequest>,
     ) -> Result<Response<v1::Rollout>, Status> {
         let who = self.auth.require(&r, "ResumeRollout", Role::Operator)?;
-        self.rollout_verb(who, r.into_inner(), |p, s, actor, reason, now| {
-            verbs::resume(p, s, actor, reason, now).map(|()| Vec::new())
+        self.rollout_verb(who, r.into_inner(), |p, s, by, reason| {
+            verbs::resume(p, s, by, reason).map(|()| Vec::new())
         })
         .await
     }
@@ -389,7 +388,7 @@ impl FleetApi for FleetService {
             .rollouts
             .verb(&q.name, |p, s, now| {
                 let mark = s.history_mark();
-                verbs::approve_wave(p, s, &q.wave, actor, now)?;
+                verbs::approve_wave(p, s, &q.wave, &Stamp::by(actor, now))?;
                 s.comment_since(mark, comment);
                 Ok(Vec::new())
             })
@@ -477,7 +476,7 @@ impl FleetService {
         verb: F,
     ) -> Result<Response<v1::Rollout>, Status>
     where
-        F: FnOnce(&Plan, &mut RolloutState, &str, &str, Timestamp) -> aviary_core::Result<Vec<Command>>,
+        F: FnOnce(&Plan, &mut RolloutState, &Stamp, &str) -> aviary_core::Result<Vec<Command>>,
     {
         limits::check_actor(&q.actor, &q.reason).map_err(Status::invalid_argument)?;
         let (actor, comment) = who.actor_and_comment(&q.actor);
@@ -485,7 +484,7 @@ impl FleetService {
             .rollouts
             .verb(&q.name, |p, s, now| {
                 let mark = s.history_mark();
-                let cmds = verb(p, s, actor, &q.reason, now)?;
+                let cmds = verb(p, s, &Stamp::by(actor, now), &q.reason)?;
                 s.comment_since(mark, comment);
                 Ok(cmds)
             })
@@ -498,7 +497,7 @@ impl FleetService {
         &self,
         who: Principal,
         q: v1::ClusterVerbRequest,
-        verb: fn(&Plan, &mut RolloutState, &str, &str, Timestamp) -> aviary_core::Result<()>,
+        verb: fn(&Plan, &mut RolloutState, &str, &Stamp) -> aviary_core::Result<()>,
     ) -> Result<Response<v1::Rollout>, Status> {
         limits::check_actor(&q.actor, "").map_err(Status::invalid_argument)?;
         let rec = self.rollouts.get(&q.name).await?;
@@ -510,7 +509,7 @@ impl FleetService {
             .rollouts
             .verb(&q.name, |p, s, now| {
                 let mark = s.history_mark();
-                verb(p, s, &q.cluster, actor, now)?;
+                verb(p, s, &q.cluster, &Stamp::by(actor, now))?;
                 s.comment_since(mark, comment);
                 Ok(Vec::new())
             })

@@ -633,8 +633,10 @@ impl Rollouts {
                 } else {
                     reason
                 };
-                self.verb(name, |p, s, now| fleet::verbs::abort(p, s, actor, reason, now))
-                    .await?;
+                self.verb(name, |p, s, now| {
+                    fleet::verbs::abort(p, s, &fleet::Stamp::by(actor, now), reason)
+                })
+                .await?;
             }
             let (mut records, _) = entry.subscribe();
             let ended = async { records.wait_for(|r| r.state.phase.is_terminal()).await.is_ok() };

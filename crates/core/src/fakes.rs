@@ -340,10 +340,10 @@ impl Metrics for FakeMetrics {
         s.counter_reads += 1;
         r.ok_or_else(|| MetricError::Provider(NO_COUNTERS.into()))
     }
-    async fn query(&self, metric: &str, t: &MetricTemplate, interval: &str, query: &str) -> MetricResult {
-        self.state.lock().queries.push((metric.into(), query.into()));
+    async fn query(&self, q: TemplateQuery<'_>) -> MetricResult {
+        self.state.lock().queries.push((q.metric.into(), q.query.into()));
         self.delay().await;
-        self.scripted.query(metric, t, interval, query).await
+        self.scripted.query(q).await
     }
     async fn inline(&self, canary: &Canary, metric: &str, query: &str) -> MetricResult {
         self.state.lock().queries.push((metric.into(), query.into()));

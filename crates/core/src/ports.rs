@@ -178,6 +178,18 @@ impl fmt::Display for MetricError {
 /// One metric query: its value, or why there is none.
 pub type MetricResult = Result<f64, MetricError>;
 
+/// A MetricTemplate metric of a canary, ready to run.
+#[derive(Debug, Clone, Copy)]
+pub struct TemplateQuery<'a> {
+    /// The canary's metric (`analysis.metrics[].name`).
+    pub metric: &'a str,
+    pub template: &'a MetricTemplate,
+    /// The metric's interval (`{{ interval }}` in the query).
+    pub interval: &'a str,
+    /// The query, rendered.
+    pub query: &'a str,
+}
+
 /// One query → a value, no values, or an error.
 #[async_trait]
 pub trait Metrics: Send + Sync {
@@ -187,14 +199,8 @@ pub trait Metrics: Send + Sync {
     async fn builtin(&self, canary: &Canary, metric: BuiltinMetric, model: &MetricModel) -> MetricResult;
     /// Looks up a MetricTemplate.
     async fn template(&self, namespace: &str, name: &str) -> Result<MetricTemplate, String>;
-    /// Runs the rendered query of the canary's metric `metric` with the template's provider.
-    async fn query(
-        &self,
-        metric: &str,
-        template: &MetricTemplate,
-        interval: &str,
-        query: &str,
-    ) -> MetricResult;
+    /// Runs the rendered query of a MetricTemplate metric with the template's provider.
+    async fn query(&self, q: TemplateQuery<'_>) -> MetricResult;
     /// Runs a deprecated inline query (the canary's metric `metric`) against its metrics server.
     async fn inline(&self, canary: &Canary, metric: &str, query: &str) -> MetricResult;
     /// The raw cumulative counters of both arms now (requests, 5xx, latency buckets), for the

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use aviary_testkit::aviary::{Pki, cli, start_coordinator};
 use aviary_testkit::manifests::LocalCanary;
 use aviary_testkit::net::{curl_json, free_port};
+use aviary_testkit::netns::Host;
 use aviary_testkit::process::{Log, Process, descendants};
 use aviary_testkit::traffic::Traffic;
 use plotters::prelude::*;
@@ -296,8 +297,14 @@ pub fn run(opts: &Options) -> Result<(Vec<Sample>, Vec<Trend>, Value)> {
     let canaries = write_canaries(opts, &config)?;
     let bin = opts.aviary.to_string_lossy().into_owned();
     let log = Log::default();
-    let (coordinator, url) =
-        start_coordinator(&bin, &["--log-level", "warn"], "coordinator", &log, |_| false);
+    let (coordinator, url) = start_coordinator(
+        &Host::loopback(),
+        &bin,
+        &["--log-level", "warn"],
+        "coordinator",
+        &log,
+        |_| false,
+    );
     let started = Instant::now();
     let (agent, admin) = start_agent(opts, &config, &url, &log)?;
     let mut initialized = 0;

@@ -206,7 +206,7 @@ impl Target for DaemonSetTarget {
     async fn primary_ready(&self, c: &Canary) -> Result<(), NotReady> {
         let (name, ds) = self.workloads.primary(c).await.map_err(NotReady::retriable)?;
         let ns = c.namespace();
-        let threshold = c.analysis().primary_ready_threshold.unwrap_or(100);
+        let threshold = c.primary_ready_threshold();
         let deadline = c.progress_deadline().as_secs() as i64;
         daemonset_ready(&ds, threshold, last_transition(c), deadline, Timestamp::now()).map_err(
             |(retriable, e)| {
@@ -219,7 +219,7 @@ impl Target for DaemonSetTarget {
     async fn canary_ready(&self, c: &Canary) -> Result<(), NotReady> {
         let (ns, name) = (c.namespace(), c.target_name());
         let ds = self.workloads.get(ns, name).await.map_err(NotReady::retriable)?;
-        let threshold = c.analysis().canary_ready_threshold.unwrap_or(100);
+        let threshold = c.canary_ready_threshold();
         let deadline = c.progress_deadline().as_secs() as i64;
         daemonset_ready(&ds, threshold, last_transition(c), deadline, Timestamp::now()).map_err(
             |(retriable, e)| {

@@ -223,16 +223,14 @@ impl Target for DeploymentTarget {
 
     async fn primary_ready(&self, c: &Canary) -> Result<(), NotReady> {
         let (name, d) = self.workloads.primary(c).await.map_err(NotReady::retriable)?;
-        let ns = c.namespace();
-        let threshold = c.analysis().primary_ready_threshold.unwrap_or(100);
-        ready_now(c, &d, threshold).map_err(|e| not_ready(format!("{name}.{ns}"), e))
+        let shown = format!("{name}.{}", c.namespace());
+        ready_now(c, &d, c.primary_ready_threshold()).map_err(|e| not_ready(shown, e))
     }
 
     async fn canary_ready(&self, c: &Canary) -> Result<(), NotReady> {
         let d = self.workloads.target(c).await.map_err(NotReady::retriable)?;
-        let threshold = c.analysis().canary_ready_threshold.unwrap_or(100);
         let shown = format!("canary deployment {}.{}", c.target_name(), c.namespace());
-        ready_now(c, &d, threshold).map_err(|e| not_ready(shown, e))
+        ready_now(c, &d, c.canary_ready_threshold()).map_err(|e| not_ready(shown, e))
     }
 
     /// Copies the target to the primary (deployment_controller.go:64-137), then brings the

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use aviary_api::{Canary, CanaryPhase, MetricTemplate};
 use aviary_core::ports::{
     BuiltinMetric, MetricError, MetricModel, MetricResult, Metrics, NotReady, Router, Routes, Target,
-    TargetRevision,
+    TargetRevision, TemplateQuery,
 };
 use serde_json::{Value, json};
 
@@ -352,14 +352,8 @@ impl Metrics for KnativeRoute {
         self.inner.template(namespace, name).await
     }
 
-    async fn query(
-        &self,
-        metric: &str,
-        template: &MetricTemplate,
-        interval: &str,
-        query: &str,
-    ) -> MetricResult {
-        self.inner.query(metric, template, interval, query).await
+    async fn query(&self, q: TemplateQuery<'_>) -> MetricResult {
+        self.inner.query(q).await
     }
 
     async fn counters(

@@ -212,9 +212,8 @@ impl StaticSecrets {
 #[async_trait]
 impl SecretSource for StaticSecrets {
     async fn secret(&self, namespace: &str, name: &str) -> Result<SecretData, String> {
-        self.secrets
-            .get(namespace, name)
-            .ok_or_else(|| format!("secret {namespace}/{name} not found"))
+        let missing = || format!("secret {namespace}/{name} not found");
+        self.secrets.require(namespace, name, missing)
     }
 }
 

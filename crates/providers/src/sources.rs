@@ -66,6 +66,16 @@ impl<T: Clone> ByName<T> {
     pub(crate) fn get(&self, namespace: &str, name: &str) -> Option<T> {
         self.0.read().get(&key(namespace, name)).cloned()
     }
+
+    /// A copy of `namespace/name`, or the error `missing` words (each source says it its way).
+    pub(crate) fn require(
+        &self,
+        namespace: &str,
+        name: &str,
+        missing: impl FnOnce() -> String,
+    ) -> Result<T, String> {
+        self.get(namespace, name).ok_or_else(missing)
+    }
 }
 
 pub(crate) fn key(namespace: &str, name: &str) -> (String, String) {
@@ -119,18 +129,16 @@ impl ResourceStore {
 #[async_trait]
 impl TemplateSource for ResourceStore {
     async fn metric_template(&self, namespace: &str, name: &str) -> Result<MetricTemplate, String> {
-        self.templates
-            .get(namespace, name)
-            .ok_or_else(|| format!("metrictemplate.flagger.app \"{name}\" not found"))
+        let missing = || format!("metrictemplate.flagger.app \"{name}\" not found");
+        self.templates.require(namespace, name, missing)
     }
 }
 
 #[async_trait]
 impl AlertProviderSource for ResourceStore {
     async fn alert_provider(&self, namespace: &str, name: &str) -> Result<AlertProvider, String> {
-        self.providers
-            .get(namespace, name)
-            .ok_or_else(|| format!("alertprovider.flagger.app \"{name}\" not found"))
+        let missing = || format!("alertprovider.flagger.app \"{name}\" not found");
+        self.providers.require(namespace, name, missing)
     }
 }
 

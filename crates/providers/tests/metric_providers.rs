@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aviary_api::{Canary, MetricTemplate};
-use aviary_core::ports::{MetricError, Metrics};
+use aviary_core::ports::{MetricError, Metrics, TemplateQuery};
 use aviary_providers::metrics::AwsCredentials;
 use aviary_providers::metrics::cloudwatch::sigv4;
 use aviary_providers::{PrometheusBuiltins, ProviderMetrics, ResourceStore, StaticSecrets};
@@ -79,7 +79,17 @@ impl Fixture {
 }
 
 async fn run(f: &Fixture, t: &MetricTemplate, interval: &str, q: &str) -> Result<f64, MetricError> {
-    f.metrics.query("my-metric", t, interval, q).await
+    f.metrics.query(query("my-metric", t, interval, q)).await
+}
+
+/// The query `q` of metric `metric` with the template `t`.
+fn query<'a>(metric: &'a str, t: &'a MetricTemplate, interval: &'a str, q: &'a str) -> TemplateQuery<'a> {
+    TemplateQuery {
+        metric,
+        template: t,
+        interval,
+        query: q,
+    }
 }
 
 /// Each query in `queries` answers no value (`NoValues`, which the analysis counts as a failed
@@ -932,7 +942,10 @@ async fn cloudwatch_env_credentials_and_retries() {
             session_token: None,
         }));
         let t = template("cloudwatch", &server.url(), None, json!({"region": "us-east-1"}));
-        let v = metrics.query("m", &t, "30s", r#"[{"Id":"a"}]"#).await.unwrap();
+        let v = metrics
+            .query(query("m", &t, "30s", r#"[{"Id":"a"}]"#))
+            .await
+            .unwrap();
         assert_eq!(v, 0.5);
         let seen = server.requests();
         assert_eq!(seen.len(), 2, "one retry after the 500");
@@ -944,7 +957,7 @@ async fn cloudwatch_env_credentials_and_retries() {
         );
 
         let metrics = metrics.with_aws_env_credentials(None);
-        let e = provider_error(metrics.query("m", &t, "30s", "[]").await.unwrap_err());
+        let e = provider_error(metrics.query(query("m", &t, "30s", "[]")).await.unwrap_err());
         assert!(e.contains("AWS_ACCESS_KEY_ID"), "{e}");
     })
     .await;
@@ -1181,7 +1194,7 @@ async fn stackdriver_default_credentials_and_careless_upstreams() {
             metadata_host: metadata.addr.to_string(),
         });
         let t = f.template_with_secret("stackdriver", &api.url(), "project-only", [("project", "my-project")]);
-        assert_eq!(metrics.query("m", &t, "1m", "fetch x").await.unwrap(), 12.5);
+        assert_eq!(metrics.query(query("m", &t, "1m", "fetch x")).await.unwrap(), 12.5);
         assert_eq!(api.only_request().path, "/v3/projects/my-project/timeSeries:query");
 
         // A key file in GOOGLE_APPLICATION_CREDENTIALS, and an upstream that quotes the request
@@ -1193,7 +1206,7 @@ async fn stackdriver_default_credentials_and_careless_upstreams() {
             credentials_file: Some(dir.path().join("key.json")),
             metadata_host: "127.0.0.1:9".into(),
         });
-        let e = metrics.query("m", &t, "1m", "fetch x").await.unwrap_err().to_string();
+        let e = metrics.query(query("m", &t, "1m", "fetch x")).await.unwrap_err().to_string();
         let jwt = api.requests()[1].header("authorization").unwrap().strip_prefix("Bearer ").unwrap().to_string();
         assert!(verify_jwt(&jwt, &pem).is_ok());
         let signature = jwt.rsplit('.').next().unwrap();

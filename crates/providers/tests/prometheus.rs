@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use aviary_api::{Canary, MetricTemplate};
-use aviary_core::ports::{BuiltinMetric, MetricError, Metrics};
+use aviary_core::ports::{BuiltinMetric, MetricError, Metrics, TemplateQuery};
 use aviary_local::sample_app::{SampleApp, SampleAppArgs};
 use aviary_providers::{PrometheusBuiltins, ProviderMetrics, ResourceStore, StaticSecrets};
 use aviary_testkit::prometheus::{Job, Prometheus};
@@ -145,7 +145,15 @@ async fn real_prometheus_template_and_builtin_queries() {
         // The MetricTemplate query: the engine renders it; here it is rendered the same way.
         let rendered =
             aviary_core::template::render(template.spec.query.as_deref().unwrap(), &model).unwrap();
-        let requests = metrics.query("requests", &template, "1m", &rendered).await.unwrap();
+        let requests = metrics
+            .query(TemplateQuery {
+                metric: "requests",
+                template: &template,
+                interval: "1m",
+                query: &rendered,
+            })
+            .await
+            .unwrap();
         let sent = sent_ok.load(Ordering::SeqCst) as f64;
         assert!(requests > 10.0 && requests <= sent, "counter {requests}, sent {sent}");
 

@@ -146,21 +146,11 @@ impl Pki {
     }
 }
 
-/// `aviary coordinator --listen 127.0.0.1:0 ARGS` with mutual TLS from [`Pki`] (plaintext
-/// when ARGS has `--insecure`): the process, its stderr in `log` (echoed where `echo` says,
-/// prefixed with `name`), and its URL (`https://ADDR`, or `http://ADDR` when insecure).
+/// `aviary coordinator --listen IP:0 ARGS` on `host` (its address, in its namespace; most
+/// tests pass [`Host::loopback`]) with mutual TLS from [`Pki`] (plaintext when ARGS has
+/// `--insecure`): the process, its stderr in `log` (echoed where `echo` says, prefixed with
+/// `name`), and its URL (`https://ADDR`, or `http://ADDR` when insecure).
 pub fn start_coordinator(
-    bin: &str,
-    args: &[&str],
-    name: &str,
-    log: &Log,
-    echo: fn(&str) -> bool,
-) -> (Process, String) {
-    start_coordinator_on(&Host::loopback(), bin, args, name, log, echo)
-}
-
-/// [`start_coordinator`] on `host` (listening on its address, in its namespace).
-pub fn start_coordinator_on(
     host: &Host,
     bin: &str,
     args: &[&str],
@@ -195,7 +185,7 @@ pub fn start_coordinator_on(
 
 /// [`start_coordinator`] named `coordinator`, its log kept only where `echo` says.
 pub fn coordinator(bin: &str, args: &[&str], echo: fn(&str) -> bool) -> (Process, String) {
-    start_coordinator(bin, args, "coordinator", &Log::default(), echo)
+    start_coordinator(&Host::loopback(), bin, args, "coordinator", &Log::default(), echo)
 }
 
 /// Runs `aviary ARGS` against the coordinator at `url` as `user` (`$USER`; the free-text actor)

@@ -403,12 +403,18 @@ pub fn gatewayapi_canary(hooks: &str, analysis: &str) -> String {
     canary("gatewayapi:v1", &spec)
 }
 
+/// The analysis' `metrics`: Flagger's built-in request success rate, at least 99% over 1m
+/// (analysis lines, indented 4 spaces, ending in a newline).
+pub const SUCCESS_RATE_METRIC: &str =
+    "    metrics:\n    - name: request-success-rate\n      thresholdRange: {min: 99}\n      interval: 1m\n";
+
 /// Analysis lines for [`gatewayapi_canary`]: every second, two failed checks roll back, weight
-/// steps of `step` up to `max`, and Flagger's built-in success rate (≥ 99%) when `success_rate`.
+/// steps of `step` up to `max`, and [`SUCCESS_RATE_METRIC`] when `success_rate`.
 pub fn weighted_analysis(max: u32, step: u32, success_rate: bool) -> String {
     let mut a = format!("    interval: 1s\n    threshold: 2\n    maxWeight: {max}\n    stepWeight: {step}");
     if success_rate {
-        a.push_str("\n    metrics:\n    - name: request-success-rate\n      thresholdRange: {min: 99}\n      interval: 1m");
+        a.push('\n');
+        a.push_str(SUCCESS_RATE_METRIC.trim_end());
     }
     a
 }

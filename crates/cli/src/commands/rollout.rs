@@ -940,11 +940,7 @@ pub(crate) fn lines(r: &v1::Rollout) -> Vec<(String, String)> {
                     },
                     c.canary_weight,
                     c.failed_checks,
-                    if c.verdict.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" ({})", c.verdict)
-                    }
+                    aviary_core::fleet::aside(&c.verdict)
                 ),
             ));
         }

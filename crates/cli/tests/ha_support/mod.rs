@@ -10,7 +10,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use aviary_coordinator::etcd::{Etcd, EtcdConfig, EtcdLeadership, EtcdStore};
-use aviary_testkit::aviary::{Pki, cli, start_coordinator_on};
+use aviary_testkit::aviary::{Pki, cli, start_coordinator};
 use aviary_testkit::etcd::LocalEtcd;
 use aviary_testkit::history;
 pub use aviary_testkit::manifests::LocalCanary;
@@ -49,7 +49,7 @@ impl Coord {
         if let Some(ttl) = lease_ttl {
             args.extend(["--lease-ttl", ttl]);
         }
-        let (process, url) = start_coordinator_on(host, BIN, &args, name, &log, every_line);
+        let (process, url) = start_coordinator(host, BIN, &args, name, &log, every_line);
         Coord {
             name: name.into(),
             process,

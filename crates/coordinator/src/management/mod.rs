@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use aviary_api::FleetRollout;
 use aviary_api::fleet::FleetRolloutStatus;
-use aviary_core::fleet::verbs;
+use aviary_core::fleet::{Stamp, verbs};
 use futures::StreamExt as _;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -208,27 +208,29 @@ impl Ctx {
             "pause" => {
                 self.rollouts
                     .verb(name, |p, s, now| {
-                        verbs::pause(p, s, actor, value, now).map(|()| Vec::new())
+                        verbs::pause(p, s, &Stamp::by(actor, now), value).map(|()| Vec::new())
                     })
                     .await?;
             }
             "resume" => {
                 self.rollouts
                     .verb(name, |p, s, now| {
-                        verbs::resume(p, s, actor, value, now).map(|()| Vec::new())
+                        verbs::resume(p, s, &Stamp::by(actor, now), value).map(|()| Vec::new())
                     })
                     .await?;
             }
             "abort" => {
                 self.rollouts
-                    .verb(name, |p, s, now| verbs::abort(p, s, actor, value, now))
+                    .verb(name, |p, s, now| {
+                        verbs::abort(p, s, &Stamp::by(actor, now), value)
+                    })
                     .await?;
             }
             "approve" => {
                 for wave in list() {
                     self.rollouts
                         .verb(name, |p, s, now| {
-                            verbs::approve_wave(p, s, wave, actor, now).map(|()| Vec::new())
+                            verbs::approve_wave(p, s, wave, &Stamp::by(actor, now)).map(|()| Vec::new())
                         })
                         .await?;
                 }
@@ -248,7 +250,7 @@ impl Ctx {
                     }
                     self.rollouts
                         .verb(name, |p, s, now| {
-                            f(p, s, cluster, actor, now).map(|()| Vec::new())
+                            f(p, s, cluster, &Stamp::by(actor, now)).map(|()| Vec::new())
                         })
                         .await?;
                 }
@@ -281,7 +283,12 @@ impl Ctx {
                 if rec.state.phase != aviary_core::fleet::RolloutPhase::RollingBack {
                     self.rollouts
                         .verb(&name, |p, s, now| {
-                            verbs::abort(p, s, &actor, "the FleetRollout object was deleted", now)
+                            verbs::abort(
+                                p,
+                                s,
+                                &Stamp::by(&actor, now),
+                                "the FleetRollout object was deleted",
+                            )
                         })
                         .await?;
                     tracing::info!(fleetrollout = %name, "object deleted: rollout aborted; deleted once the rollback ends");

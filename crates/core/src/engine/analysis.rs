@@ -13,7 +13,7 @@ use aviary_api::duration::format_go_duration;
 
 use super::Tick;
 use crate::gofmt::{float_2f, float_v};
-use crate::ports::{BuiltinMetric, EventType, MetricError, MetricModel};
+use crate::ports::{BuiltinMetric, EventType, MetricError, MetricModel, TemplateQuery};
 use crate::template;
 
 /// The bound a value broke.
@@ -297,7 +297,12 @@ impl Tick<'_, '_> {
         let value = match self
             .ports
             .metrics
-            .query(&name, &template, &model.interval, &query)
+            .query(TemplateQuery {
+                metric: &name,
+                template: &template,
+                interval: &model.interval,
+                query: &query,
+            })
             .await
         {
             Ok(v) => v,

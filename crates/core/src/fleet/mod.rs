@@ -43,6 +43,24 @@ pub use rollout::{
     pending_commands,
 };
 
+/// `": detail"`, or nothing for an empty detail: how a message adds an optional reason.
+pub(crate) fn note(detail: &str) -> String {
+    if detail.is_empty() {
+        String::new()
+    } else {
+        format!(": {detail}")
+    }
+}
+
+/// `" (detail)"`, or nothing for an empty detail: how a verdict or a status line adds an aside.
+pub fn aside(detail: &str) -> String {
+    if detail.is_empty() {
+        String::new()
+    } else {
+        format!(" ({detail})")
+    }
+}
+
 /// Flagger phases the sequencer reads.
 pub mod phase {
     pub const SUCCEEDED: &str = "Succeeded";

@@ -17,7 +17,7 @@ use super::rollout::{
     BakeProgress, COORDINATOR, ClusterPhase, ClusterState, Command, RollbackRun, RolloutPhase, RolloutState,
     Undo, WavePhase,
 };
-use super::{CanaryObs, FleetView, Observation, elapsed, phase, plus};
+use super::{CanaryObs, FleetView, Observation, aside, elapsed, note, phase, plus};
 
 fn snapshot_metrics(obs: Option<&CanaryObs>) -> BTreeMap<String, f64> {
     let mut m = obs.map(|o| o.metrics.clone()).unwrap_or_default();
@@ -660,11 +660,7 @@ fn observe_running(
                 "canary analysis of {} failed at weight {weight} with {} failed checks{}{}",
                 plan.revision,
                 o.failed_checks,
-                if o.message.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", o.message)
-                },
+                note(&o.message),
                 metrics_suffix(&c.metrics)
             );
             let verdict = c.finish(ClusterPhase::Failed, now, verdict);
@@ -726,11 +722,7 @@ fn push_held(plan: &Plan, obs: Option<&Observation>) -> Option<String> {
 }
 
 fn metrics_suffix(m: &BTreeMap<String, f64>) -> String {
-    if m.is_empty() {
-        String::new()
-    } else {
-        format!(" ({})", describe_metrics(m))
-    }
+    aside(&describe_metrics(m))
 }
 
 fn start_wave(plan: &Plan, state: &mut RolloutState, wi: usize, now: Timestamp) {

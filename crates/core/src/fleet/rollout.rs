@@ -126,6 +126,17 @@ pub struct Stamp {
     pub time: Timestamp,
 }
 
+impl Stamp {
+    /// `actor` at `time`; an empty actor is recorded as `unknown`.
+    pub fn by(actor: &str, time: Timestamp) -> Self {
+        let actor = if actor.is_empty() { "unknown" } else { actor };
+        Self {
+            actor: actor.into(),
+            time,
+        }
+    }
+}
+
 /// A rollout's state (everything here is persisted).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RolloutState {

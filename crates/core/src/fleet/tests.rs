@@ -681,16 +681,16 @@ fn manual_approval_waits_and_can_be_given_in_advance() {
     );
     assert!(!g.open);
     assert_eq!(g.reason, "waiting for wave eu of rollout r1 to be approved");
-    approve_wave(&m.plan, &mut m.state, "eu", "bob", m.now).unwrap();
-    approve_wave(&m.plan, &mut m.state, "eu", "bob", m.now).unwrap(); // idempotent
+    approve_wave(&m.plan, &mut m.state, "eu", &Stamp::by("bob", m.now)).unwrap();
+    approve_wave(&m.plan, &mut m.state, "eu", &Stamp::by("bob", m.now)).unwrap(); // idempotent
     assert_eq!(m.kinds().iter().filter(|k| *k == "wave-approved").count(), 1);
     assert_eq!(starts(&m.step()), vec!["r1/eu1/1", "r1/eu2/1"]);
-    let e = approve_wave(&m.plan, &mut m.state, "first", "bob", m.now).unwrap_err();
+    let e = approve_wave(&m.plan, &mut m.state, "first", &Stamp::by("bob", m.now)).unwrap_err();
     assert!(e.to_string().contains("does not need approval"), "{e}");
 
     // In advance: no stop at all.
     let mut m = Model::new(spec, FLEET);
-    approve_wave(&m.plan, &mut m.state, "eu", "carol", m.now).unwrap();
+    approve_wave(&m.plan, &mut m.state, "eu", &Stamp::by("carol", m.now)).unwrap();
     m.step();
     m.finish("us1", true);
     m.finish("us2", true);
@@ -706,14 +706,14 @@ fn manual_approval_waits_and_can_be_given_in_advance() {
 fn pause_lets_running_canaries_finish_and_starts_nothing() {
     let mut m = Model::new(two_waves(json!({})), FLEET);
     m.step();
-    pause(&m.plan, &mut m.state, "alice", "incident", m.now).unwrap();
-    pause(&m.plan, &mut m.state, "alice", "incident", m.now).unwrap();
+    pause(&m.plan, &mut m.state, &Stamp::by("alice", m.now), "incident").unwrap();
+    pause(&m.plan, &mut m.state, &Stamp::by("alice", m.now), "incident").unwrap();
     m.finish("us1", true);
     assert!(m.step().is_empty());
     assert_eq!(m.phase_of("us1"), ClusterPhase::Succeeded);
     assert_eq!(m.phase_of("us2"), ClusterPhase::Pending);
     assert_eq!(m.state.phase, RolloutPhase::Paused);
-    resume(&m.plan, &mut m.state, "alice", "", m.now).unwrap();
+    resume(&m.plan, &mut m.state, &Stamp::by("alice", m.now), "").unwrap();
     assert_eq!(starts(&m.step()), vec!["r1/us2/1"]);
     assert_eq!(m.kinds().iter().filter(|k| *k == "paused").count(), 1);
 }
@@ -724,11 +724,11 @@ fn skip_and_retry() {
         two_waves(json!({"failurePolicy": {"maxFailedClusters": 1}})),
         FLEET,
     );
-    skip_cluster(&m.plan, &mut m.state, "us2", "alice", m.now).unwrap();
+    skip_cluster(&m.plan, &mut m.state, "us2", &Stamp::by("alice", m.now)).unwrap();
     m.step();
-    let e = skip_cluster(&m.plan, &mut m.state, "us1", "alice", m.now).unwrap_err();
+    let e = skip_cluster(&m.plan, &mut m.state, "us1", &Stamp::by("alice", m.now)).unwrap_err();
     assert!(e.to_string().contains("its canary is running"), "{e}");
-    let e = retry_cluster(&m.plan, &mut m.state, "us1", "alice", m.now).unwrap_err();
+    let e = retry_cluster(&m.plan, &mut m.state, "us1", &Stamp::by("alice", m.now)).unwrap_err();
     assert!(
         e.to_string().contains("only a Failed cluster can be retried"),
         "{e}"
@@ -737,8 +737,8 @@ fn skip_and_retry() {
     let cmds = m.step();
     // us1 failed within the budget and us2 is skipped: wave `first` completes.
     assert_eq!(starts(&cmds), vec!["r1/eu1/1", "r1/eu2/1"]);
-    retry_cluster(&m.plan, &mut m.state, "us1", "alice", m.now).unwrap();
-    retry_cluster(&m.plan, &mut m.state, "us1", "alice", m.now).unwrap(); // idempotent
+    retry_cluster(&m.plan, &mut m.state, "us1", &Stamp::by("alice", m.now)).unwrap();
+    retry_cluster(&m.plan, &mut m.state, "us1", &Stamp::by("alice", m.now)).unwrap(); // idempotent
     assert_eq!(starts(&m.step()), vec!["r1/us1/2"]);
     assert_eq!(m.state.failed_clusters(), 0);
     m.finish("us1", true);
@@ -753,9 +753,9 @@ fn skip_and_retry() {
         .count();
     assert_eq!(started_us1, 2);
     assert_eq!(m.kinds().iter().filter(|k| *k == "cluster-retried").count(), 1);
-    let e = skip_cluster(&m.plan, &mut m.state, "eu1", "alice", m.now).unwrap_err();
+    let e = skip_cluster(&m.plan, &mut m.state, "eu1", &Stamp::by("alice", m.now)).unwrap_err();
     assert!(e.to_string().contains("already ended Succeeded"), "{e}");
-    let e = skip_cluster(&m.plan, &mut m.state, "nope", "alice", m.now).unwrap_err();
+    let e = skip_cluster(&m.plan, &mut m.state, "nope", &Stamp::by("alice", m.now)).unwrap_err();
     assert!(e.to_string().contains("not in the plan"), "{e}");
 }
 
@@ -765,7 +765,7 @@ fn abort_rolls_back_per_policy_then_aborted() {
     m.step();
     m.finish("us1", true);
     m.step();
-    let cmds = abort(&m.plan, &mut m.state, "alice", "bad idea", m.now).unwrap();
+    let cmds = abort(&m.plan, &mut m.state, &Stamp::by("alice", m.now), "bad idea").unwrap();
     m.deliver(&cmds);
     let ids: Vec<String> = cmds
         .iter()
@@ -776,18 +776,18 @@ fn abort_rolls_back_per_policy_then_aborted() {
         .collect();
     assert_eq!(ids, vec!["r1/us2/1/rollback", "r1/us1/1/revert"]);
     assert!(
-        abort(&m.plan, &mut m.state, "alice", "", m.now)
+        abort(&m.plan, &mut m.state, &Stamp::by("alice", m.now), "")
             .unwrap()
             .is_empty()
     );
-    let e = pause(&m.plan, &mut m.state, "alice", "", m.now).unwrap_err();
+    let e = pause(&m.plan, &mut m.state, &Stamp::by("alice", m.now), "").unwrap_err();
     assert!(e.to_string().contains("is rolling back"), "{e}");
     m.step_to(RolloutPhase::Aborted);
     assert_eq!(m.phase_of("us1"), ClusterPhase::Reverted);
     assert_eq!(m.phase_of("us2"), ClusterPhase::Reverted);
     assert_eq!(m.state.waves[0].phase, WavePhase::Cancelled);
-    assert!(abort(&m.plan, &mut m.state, "alice", "", m.now).is_ok());
-    let e = resume(&m.plan, &mut m.state, "alice", "", m.now).unwrap_err();
+    assert!(abort(&m.plan, &mut m.state, &Stamp::by("alice", m.now), "").is_ok());
+    let e = resume(&m.plan, &mut m.state, &Stamp::by("alice", m.now), "").unwrap_err();
     assert!(e.to_string().contains("already ended Aborted"), "{e}");
 }
 
@@ -872,11 +872,11 @@ fn acks_are_idempotent_and_a_refusal_fails_the_cluster() {
     assert!(pending_commands(&m.plan, &m.state).is_empty());
     let cmds = reconcile(&m.plan, &mut m.state, &m.view, m.now);
     assert!(cmds.is_empty());
-    skip_cluster(&m.plan, &mut m.state, "us2", "a", m.now).unwrap();
+    skip_cluster(&m.plan, &mut m.state, "us2", &Stamp::by("a", m.now)).unwrap();
     // us1 fails by a refused ack in a later attempt.
     let c = m.state.cluster_mut("us1").unwrap().1;
     c.phase = ClusterPhase::Failed;
-    retry_cluster(&m.plan, &mut m.state, "us1", "a", m.now).unwrap();
+    retry_cluster(&m.plan, &mut m.state, "us1", &Stamp::by("a", m.now)).unwrap();
     let cmds = reconcile(&m.plan, &mut m.state, &m.view, m.now);
     assert_eq!(starts(&cmds), vec!["r1/us1/2"]);
     assert!(m.ack("r1/us1/2", false, "", "image pull denied"));
@@ -1050,19 +1050,19 @@ proptest! {
                     o.connected = !o.connected;
                 }
                 Act::Served(i, r) => m.obs(&names[i % n]).served_requests += r,
-                Act::Pause => { let _ = pause(&m.plan, &mut m.state, "p", "", m.now); }
-                Act::Resume => { let _ = resume(&m.plan, &mut m.state, "p", "", m.now); }
+                Act::Pause => { let _ = pause(&m.plan, &mut m.state, &Stamp::by("p", m.now), ""); }
+                Act::Resume => { let _ = resume(&m.plan, &mut m.state, &Stamp::by("p", m.now), ""); }
                 Act::Abort => {
-                    if let Ok(cmds) = abort(&m.plan, &mut m.state, "p", "", m.now) {
+                    if let Ok(cmds) = abort(&m.plan, &mut m.state, &Stamp::by("p", m.now), "") {
                         m.deliver(&cmds);
                     }
                 }
-                Act::Approve(w) => { let _ = approve_wave(&m.plan, &mut m.state, &format!("w{w}"), "p", m.now); }
-                Act::Skip(i) => { let _ = skip_cluster(&m.plan, &mut m.state, &names[i % n], "p", m.now); }
+                Act::Approve(w) => { let _ = approve_wave(&m.plan, &mut m.state, &format!("w{w}"), &Stamp::by("p", m.now)); }
+                Act::Skip(i) => { let _ = skip_cluster(&m.plan, &mut m.state, &names[i % n], &Stamp::by("p", m.now)); }
                 Act::Retry(i) => {
                     let c = &names[i % n];
                     let was = m.phase_of(c);
-                    if retry_cluster(&m.plan, &mut m.state, c, "p", m.now).is_ok() && was == ClusterPhase::Failed {
+                    if retry_cluster(&m.plan, &mut m.state, c, &Stamp::by("p", m.now)).is_ok() && was == ClusterPhase::Failed {
                         *retries.entry(c.clone()).or_default() += 1;
                     }
                 }
@@ -1251,12 +1251,11 @@ fn history_keeps_the_first_record_and_the_newest() {
         crate::fleet::verbs::pause(
             &m.plan,
             &mut m.state,
-            "bob",
+            &Stamp::by("bob", m.now),
             &format!("{i} {}", "x".repeat(5000)),
-            m.now,
         )
         .ok();
-        crate::fleet::verbs::resume(&m.plan, &mut m.state, "bob", "", m.now).ok();
+        crate::fleet::verbs::resume(&m.plan, &mut m.state, &Stamp::by("bob", m.now), "").ok();
     }
     assert_eq!(m.state.history.len(), MAX_HISTORY);
     assert_eq!(m.state.history[0].kind, first, "the created record stays");
@@ -1268,7 +1267,7 @@ fn history_keeps_the_first_record_and_the_newest() {
             .all(|h| h.message.len() <= MAX_HISTORY_MESSAGE + 64)
     );
     let mark = m.state.history_mark();
-    crate::fleet::verbs::pause(&m.plan, &mut m.state, "carol", "", m.now).unwrap();
+    crate::fleet::verbs::pause(&m.plan, &mut m.state, &Stamp::by("carol", m.now), "").unwrap();
     assert_eq!(m.state.history_since(mark).len(), 1);
     m.state.comment_since(mark, "from CI job 7");
     assert_eq!(m.state.history.last().unwrap().comment, "from CI job 7");

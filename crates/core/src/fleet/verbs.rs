@@ -4,8 +4,7 @@
 //! apply to the current state. Unknown waves and clusters are refused too; the coordinator checks
 //! them first to answer NOT_FOUND.
 
-use jiff::Timestamp;
-
+use super::note;
 use super::plan::Plan;
 use super::reconcile::begin_rollback;
 use super::rollout::{COORDINATOR, ClusterPhase, Command, RolloutPhase, RolloutState, Stamp, WavePhase};
@@ -13,10 +12,6 @@ use crate::{Error, Result};
 
 fn refuse<T>(msg: impl Into<String>) -> Result<T> {
     Err(Error::Fleet(msg.into()))
-}
-
-fn actor_or_default(actor: &str) -> &str {
-    if actor.is_empty() { "unknown" } else { actor }
 }
 
 /// Refuses verbs on ended and rolling-back rollouts.
@@ -39,34 +34,20 @@ fn active(plan: &Plan, state: &RolloutState, verb: &str) -> Result<()> {
     Ok(())
 }
 
-fn note(reason: &str) -> String {
-    if reason.is_empty() {
-        String::new()
-    } else {
-        format!(": {reason}")
-    }
-}
-
 /// Pause: no new cluster or wave starts; running canaries finish.
-pub fn pause(plan: &Plan, state: &mut RolloutState, actor: &str, reason: &str, now: Timestamp) -> Result<()> {
+pub fn pause(plan: &Plan, state: &mut RolloutState, by: &Stamp, reason: &str) -> Result<()> {
     if state.phase == RolloutPhase::Paused {
         return Ok(());
     }
-    switch(plan, state, RolloutPhase::Paused, "pause", actor, reason, now)
+    switch(plan, state, RolloutPhase::Paused, "pause", by, reason)
 }
 
 /// Resume a paused rollout.
-pub fn resume(
-    plan: &Plan,
-    state: &mut RolloutState,
-    actor: &str,
-    reason: &str,
-    now: Timestamp,
-) -> Result<()> {
+pub fn resume(plan: &Plan, state: &mut RolloutState, by: &Stamp, reason: &str) -> Result<()> {
     if matches!(state.phase, RolloutPhase::Running | RolloutPhase::Pending) {
         return Ok(());
     }
-    switch(plan, state, RolloutPhase::Running, "resume", actor, reason, now)
+    switch(plan, state, RolloutPhase::Running, "resume", by, reason)
 }
 
 /// Pause or resume an active rollout: its new phase, and the history record `<verb>d`.
@@ -75,33 +56,26 @@ fn switch(
     state: &mut RolloutState,
     to: RolloutPhase,
     verb: &str,
-    actor: &str,
+    by: &Stamp,
     reason: &str,
-    now: Timestamp,
 ) -> Result<()> {
     active(plan, state, verb)?;
     let done = format!("{verb}d");
     state.phase = to;
-    state.message = format!("{done} by {}{}", actor_or_default(actor), note(reason));
-    state.note(now, &done, actor_or_default(actor), "", "", reason);
+    state.message = format!("{done} by {}{}", by.actor, note(reason));
+    state.note(by.time, &done, &by.actor, "", "", reason);
     Ok(())
 }
 
 /// Abort: roll back per the failure policy, then Aborted. Returns the rollback commands.
-pub fn abort(
-    plan: &Plan,
-    state: &mut RolloutState,
-    actor: &str,
-    reason: &str,
-    now: Timestamp,
-) -> Result<Vec<Command>> {
+pub fn abort(plan: &Plan, state: &mut RolloutState, by: &Stamp, reason: &str) -> Result<Vec<Command>> {
     let aborting = state.rollback.as_ref().is_some_and(|r| r.aborted);
     if state.phase == RolloutPhase::Aborted || (state.phase == RolloutPhase::RollingBack && aborting) {
         return Ok(Vec::new());
     }
     active(plan, state, "abort")?;
-    let who = actor_or_default(actor);
-    state.note(now, "aborted", who, "", "", reason);
+    let who = by.actor.as_str();
+    state.note(by.time, "aborted", who, "", "", reason);
     let mut out = Vec::new();
     begin_rollback(
         plan,
@@ -109,20 +83,14 @@ pub fn abort(
         format!("aborted by {who}{}", note(reason)),
         true,
         who,
-        now,
+        by.time,
         &mut out,
     );
     Ok(out)
 }
 
 /// Approve a manual wave (also in advance, while it is Pending).
-pub fn approve_wave(
-    plan: &Plan,
-    state: &mut RolloutState,
-    wave: &str,
-    actor: &str,
-    now: Timestamp,
-) -> Result<()> {
+pub fn approve_wave(plan: &Plan, state: &mut RolloutState, wave: &str, by: &Stamp) -> Result<()> {
     let Some(wi) = plan.wave_index(wave) else {
         let names: Vec<&str> = plan.waves.iter().map(|w| w.name.as_str()).collect();
         return refuse(format!(
@@ -149,17 +117,13 @@ pub fn approve_wave(
             state.waves[wi].phase.as_str()
         ));
     }
-    let who = actor_or_default(actor);
-    state.waves[wi].approved = Some(Stamp {
-        actor: who.into(),
-        time: now,
-    });
+    state.waves[wi].approved = Some(by.clone());
     let msg = if state.waves[wi].phase == WavePhase::Pending {
         "approved in advance"
     } else {
         "approved"
     };
-    state.note(now, "wave-approved", who, wave, "", msg);
+    state.note(by.time, "wave-approved", &by.actor, wave, "", msg);
     Ok(())
 }
 
@@ -174,13 +138,7 @@ fn find_cluster(plan: &Plan, cluster: &str) -> Result<(usize, usize)> {
 
 /// Skip a cluster that has not started (Pending) or has failed: the rollout stops waiting for
 /// it, and a skipped failure no longer counts against the budget.
-pub fn skip_cluster(
-    plan: &Plan,
-    state: &mut RolloutState,
-    cluster: &str,
-    actor: &str,
-    now: Timestamp,
-) -> Result<()> {
+pub fn skip_cluster(plan: &Plan, state: &mut RolloutState, cluster: &str, by: &Stamp) -> Result<()> {
     let (wi, ci) = find_cluster(plan, cluster)?;
     let phase = state.waves[wi].clusters[ci].phase;
     if phase == ClusterPhase::Skipped {
@@ -203,24 +161,24 @@ pub fn skip_cluster(
             ));
         }
     }
-    let who = actor_or_default(actor);
     let c = &mut state.waves[wi].clusters[ci];
-    c.finish(ClusterPhase::Skipped, now, format!("skipped by {who}"));
+    c.finish(ClusterPhase::Skipped, by.time, format!("skipped by {}", by.actor));
     let msg = format!("skipped (was {})", phase.as_str());
-    state.note(now, "cluster-skipped", who, &plan.waves[wi].name, cluster, msg);
+    state.note(
+        by.time,
+        "cluster-skipped",
+        &by.actor,
+        &plan.waves[wi].name,
+        cluster,
+        msg,
+    );
     Ok(())
 }
 
 /// Retry a failed cluster: it starts again (a new attempt, a new command id) when its wave has
 /// room, also when its wave has completed (the rollout does not end before it finishes). A
 /// baking wave goes back to Running and bakes again afterwards.
-pub fn retry_cluster(
-    plan: &Plan,
-    state: &mut RolloutState,
-    cluster: &str,
-    actor: &str,
-    now: Timestamp,
-) -> Result<()> {
+pub fn retry_cluster(plan: &Plan, state: &mut RolloutState, cluster: &str, by: &Stamp) -> Result<()> {
     let (wi, ci) = find_cluster(plan, cluster)?;
     let c = &state.waves[wi].clusters[ci];
     // A retry already taken: the cluster waits for its new start or runs it.
@@ -236,7 +194,6 @@ pub fn retry_cluster(
             c.phase.as_str()
         ));
     }
-    let who = actor_or_default(actor);
     let previous = c.verdict.clone();
     let c = &mut state.waves[wi].clusters[ci];
     c.phase = ClusterPhase::Pending;
@@ -248,7 +205,7 @@ pub fn retry_cluster(
         state.waves[wi].phase = WavePhase::Running;
         state.waves[wi].bake = None;
         state.note(
-            now,
+            by.time,
             "bake-reset",
             COORDINATOR,
             &wave,
@@ -257,9 +214,9 @@ pub fn retry_cluster(
         );
     }
     state.note(
-        now,
+        by.time,
         "cluster-retried",
-        who,
+        &by.actor,
         &wave,
         cluster,
         format!("after: {previous}"),

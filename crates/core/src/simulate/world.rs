@@ -15,6 +15,7 @@ use parking_lot::Mutex;
 use crate::ports::{
     Alert, BuiltinMetric, EventType, HookPayload, Hooks, MetricError, MetricModel, MetricResult, Metrics,
     NoGate, NotReady, Notifier, PortSet, Ports, Recorder, Router, Routes, Target, TargetRevision,
+    TemplateQuery,
 };
 
 /// The ports a simulation runs on, and what the simulator scripts in them.
@@ -206,8 +207,8 @@ impl Metrics for ScriptedMetrics {
             .cloned()
             .ok_or_else(|| format!("metrictemplate.flagger.app \"{name}\" not found"))
     }
-    async fn query(&self, metric: &str, _t: &MetricTemplate, _interval: &str, _query: &str) -> MetricResult {
-        self.answer(metric, 0.0)
+    async fn query(&self, q: TemplateQuery<'_>) -> MetricResult {
+        self.answer(q.metric, 0.0)
     }
     async fn inline(&self, _canary: &Canary, metric: &str, _query: &str) -> MetricResult {
         self.answer(metric, 0.0)

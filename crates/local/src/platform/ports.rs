@@ -87,7 +87,7 @@ impl Target for LocalTarget {
     async fn primary_ready(&self, canary: &Canary) -> Result<(), NotReady> {
         let key = target_key(canary);
         let status = self.runtime.primary_status(&key).map_err(NotReady::fatal)?;
-        let threshold = canary.analysis().primary_ready_threshold.unwrap_or(100);
+        let threshold = canary.primary_ready_threshold();
         let prefix = format!("{}-primary.{}", canary.target_name(), canary.namespace());
         readiness(&status, threshold, &prefix)?;
         self.runtime.primary_became_ready(&key, None).await;
@@ -97,7 +97,7 @@ impl Target for LocalTarget {
     async fn canary_ready(&self, canary: &Canary) -> Result<(), NotReady> {
         let key = target_key(canary);
         let status = self.runtime.canary_status(&key).map_err(NotReady::fatal)?;
-        let threshold = canary.analysis().canary_ready_threshold.unwrap_or(100);
+        let threshold = canary.canary_ready_threshold();
         let prefix = format!(
             "canary deployment {}.{}",
             canary.target_name(),

@@ -46,6 +46,7 @@ use aviary_api::metric_template::MetricProvider;
 use aviary_core::judge::CounterReading;
 use aviary_core::ports::{
     BuiltinMetric, BuiltinSource, MetricError, MetricModel, MetricResult, Metrics, SecretSource,
+    TemplateQuery,
 };
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use url::Url;
@@ -292,14 +293,8 @@ impl Metrics for ProviderMetrics {
         self.templates.metric_template(namespace, name).await
     }
 
-    async fn query(
-        &self,
-        _metric: &str,
-        template: &MetricTemplate,
-        interval: &str,
-        query: &str,
-    ) -> MetricResult {
-        self.run(template, interval, Some(query)).await
+    async fn query(&self, q: TemplateQuery<'_>) -> MetricResult {
+        self.run(q.template, q.interval, Some(q.query)).await
     }
 
     async fn inline(&self, canary: &Canary, _metric: &str, query: &str) -> MetricResult {
