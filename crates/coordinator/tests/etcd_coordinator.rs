@@ -18,6 +18,17 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
+/// Waits until `leader` reports the Fleet service SERVING and `follower` NOT_SERVING. The
+/// health follows leadership once the new term's state is loaded, so it can lag the leader
+/// check by a moment.
+async fn serving_is(leader: &Coordinator, follower: &Coordinator) {
+    poll("the leader alone to serve", Duration::from_secs(10), || async {
+        fleet_status(leader).await == ServingStatus::Serving
+            && fleet_status(follower).await == ServingStatus::NotServing
+    })
+    .await;
+}
+
 async fn fleet_status(c: &Coordinator) -> ServingStatus {
     let mut h =
         HealthClient::new(aviary_coordinator::client::channel_with(&c.url(), &common::admin()).unwrap());
@@ -64,8 +75,7 @@ async fn a_deposed_leader_is_fenced_and_the_other_replica_finishes_the_rollout()
             .is_err_and(|e| e.to_string().contains(&a.local_addr().to_string()))
     })
     .await;
-    assert_eq!(fleet_status(&a).await, ServingStatus::Serving);
-    assert_eq!(fleet_status(&b).await, ServingStatus::NotServing);
+    serving_is(&a, &b).await;
 
     // Agents are pointed at the follower and follow it to the leader.
     let agents: Vec<SimAgent> = [
@@ -154,8 +164,7 @@ async fn a_deposed_leader_is_fenced_and_the_other_replica_finishes_the_rollout()
         lb.check().is_ok()
     })
     .await;
-    assert_eq!(fleet_status(&a).await, ServingStatus::NotServing);
-    assert_eq!(fleet_status(&b).await, ServingStatus::Serving);
+    serving_is(&b, &a).await;
     poll("the rollout to succeed", Duration::from_secs(60), || async {
         get(&b.url(), "podinfo-6-0-1").await.phase == "Succeeded"
     })
