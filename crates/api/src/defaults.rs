@@ -293,6 +293,24 @@ mod tests {
     }
 
     #[test]
+    fn ready_thresholds_default_to_all_replicas() {
+        let unset = canary(CanaryAnalysis::default());
+        assert_eq!(
+            (unset.primary_ready_threshold(), unset.canary_ready_threshold()),
+            (100, 100)
+        );
+        let set = canary(CanaryAnalysis {
+            primary_ready_threshold: Some(50),
+            canary_ready_threshold: Some(80),
+            ..Default::default()
+        });
+        assert_eq!(
+            (set.primary_ready_threshold(), set.canary_ready_threshold()),
+            (50, 80)
+        );
+    }
+
+    #[test]
     fn table_of_corner_cases() {
         // (interval, threshold, maxWeight, stepWeights) -> (interval, threshold, maxWeight)
         type Case = (

@@ -719,6 +719,16 @@ fn pause_lets_running_canaries_finish_and_starts_nothing() {
 }
 
 #[test]
+fn a_verb_without_an_actor_is_recorded_as_unknown() {
+    let mut m = Model::new(two_waves(json!({})), FLEET);
+    m.step();
+    pause(&m.plan, &mut m.state, &Stamp::by("", m.now), "").unwrap();
+    assert_eq!(m.state.message, "paused by unknown");
+    let h = m.state.history.last().unwrap();
+    assert_eq!((h.kind.as_str(), h.actor.as_str()), ("paused", "unknown"));
+}
+
+#[test]
 fn skip_and_retry() {
     let mut m = Model::new(
         two_waves(json!({"failurePolicy": {"maxFailedClusters": 1}})),
