@@ -1,8 +1,8 @@
 //! Watch-backed read caches: what every analysis tick reads (the Canary before its status is
 //! written, the target and primary Deployments, the Services, the router's objects) comes from a watch per kind and namespace instead of a GET,
 //! so an idle canary costs the API server nothing between changes (Flagger GETs them all on
-//! every tick: about 15 requests per canary per interval). On with `aviary agent --watch-cache`
-//! (not yet the default: not yet shown to hold at 500 and 1,000 canaries).
+//! every tick: about 15 requests per canary per interval). On by default; `aviary agent
+//! --no-watch-cache` reads with GETs on every tick, as Flagger does.
 //!
 //! A cache answers only when it is in step with the API server: its watch has listed and is
 //! running, and no write of ours to that object is still on its way back through the watch (a

@@ -3,7 +3,7 @@
 //!
 //! - [`client`]: connecting (kubeconfig or in-cluster, client-side rate limit), objects as JSON,
 //!   read-modify-write with merge patches guarded by resourceVersion, retried on 409.
-//! - [`cache`]: (`--watch-cache`) watch-backed reads of what every tick reads (Deployments, Services, router
+//! - [`cache`]: (on unless `--no-watch-cache`) watch-backed reads of what every tick reads (Deployments, Services, router
 //!   objects), so idle canaries cost the API server nothing; GETs whenever it is not in step,
 //!   a periodic metadata list to catch a watch that fell behind.
 //! - [`watch`]: watchers for Canary, MetricTemplate and AlertProvider feeding a [`CanarySink`]
