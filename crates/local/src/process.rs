@@ -818,6 +818,32 @@ fn keep_line(output: &Output, keep: usize, line: &[u8], truncated: bool) {
 }
 
 /// Probes readiness forever, updating the replica's state.
+/// When a replica that has not answered its readiness probe since `since` is worth a warning:
+/// after [`Unready::AFTER`], then every [`Unready::EVERY`].
+struct Unready {
+    since: Instant,
+    warned: Option<Instant>,
+}
+
+impl Unready {
+    const AFTER: Duration = Duration::from_secs(10);
+    const EVERY: Duration = Duration::from_secs(30);
+
+    fn new(since: Instant) -> Self {
+        Self { since, warned: None }
+    }
+
+    /// How long the replica has been unready, when that calls for a warning now.
+    fn warn_now(&mut self, now: Instant) -> Option<Duration> {
+        let unready = now.duration_since(self.since);
+        let due = unready >= Self::AFTER && self.warned.is_none_or(|w| now.duration_since(w) >= Self::EVERY);
+        due.then(|| {
+            self.warned = Some(now);
+            unready
+        })
+    }
+}
+
 async fn probe(
     shared: &Shared,
     group: &GroupInner,
@@ -834,6 +860,8 @@ async fn probe(
     let startup_interval = config.probe_interval.min(Duration::from_millis(100));
     let mut ready = false;
     let mut failures = 0u32;
+    // The engine says only "1 of 2 … replicas are available"; the log says why.
+    let mut unready = Unready::new(Instant::now());
     loop {
         let result = tokio::time::timeout(config.probe_timeout, async {
             let response = shared
@@ -854,6 +882,7 @@ async fn probe(
         match result {
             Ok(()) => {
                 failures = 0;
+                unready = Unready::new(Instant::now());
                 if !ready {
                     ready = true;
                     *was_ready = true;
@@ -870,14 +899,18 @@ async fn probe(
                         ready = false;
                         group.update(index, |r| r.status.ready = false);
                     }
+                    let message = format!(
+                        "process group {}: replica {index} is not ready: GET {uri}: {reason}",
+                        group.spec.name
+                    );
+                    if let Some(since) = unready.warn_now(Instant::now()) {
+                        tracing::warn!(group = %group.spec.name, replica = index, "{message} (for {}s)", since.as_secs());
+                    }
                     group.set_error(
                         index,
                         GroupError {
                             kind: FailureKind::NotReady,
-                            message: format!(
-                                "process group {}: replica {index} is not ready: GET {uri}: {reason}",
-                                group.spec.name
-                            ),
+                            message,
                             output: recent(output),
                         },
                     );
@@ -896,6 +929,18 @@ async fn probe(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unready_replica_is_reported_after_ten_seconds_then_every_thirty() {
+        let t0 = Instant::now();
+        let mut u = Unready::new(t0);
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert_eq!(u.warn_now(at(9)), None);
+        assert_eq!(u.warn_now(at(10)), Some(Duration::from_secs(10)));
+        assert_eq!(u.warn_now(at(11)), None);
+        assert_eq!(u.warn_now(at(39)), None);
+        assert_eq!(u.warn_now(at(40)), Some(Duration::from_secs(40)));
+    }
 
     #[test]
     fn templates_expand_port_and_version() {
