@@ -193,7 +193,8 @@ pub fn start(side: Side, programs: &Programs, launch: &Launch<'_>) -> Result<Sup
     let kubeconfig = launch.kubeconfig.display().to_string();
     let program = match side {
         Side::Flagger => {
-            let port = aviary_testkit::control_plane::free_port()?;
+            // Flagger binds `:port` itself; an ephemeral port could be taken before it does.
+            let port = aviary_testkit::net::port_for_program();
             args.extend([
                 format!("-kubeconfig={kubeconfig}"),
                 format!("-metrics-server={}", launch.metrics_server),
